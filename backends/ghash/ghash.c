@@ -1,0 +1,322 @@
+/*
+ * ghash: the reference backend on GHashTable.  Simple on purpose.  It does
+ * no locking of its own: its caps ask the core for a reader/writer lock,
+ * so lookups run in parallel and writes are exclusive.
+ *
+ * Two tables: every entry by its full key (hashed with the key's
+ * precomputed hash, so lookups never re-hash), and per namespace the set
+ * of its entries, so listing, counting or dropping one namespace never
+ * visits the others.
+ */
+#include <procreg/backend.h>
+
+#include <string.h>
+
+typedef struct {
+    procreg_owner owner;
+    GVariant *metadata; /* a{sv} or NULL */
+    int64_t registered_at;
+    uint64_t revision;
+    procreg_key key; /* last: flexible bytes */
+} ghash_entry;
+
+typedef struct {
+    GHashTable *by_key;       /* procreg_key* (inside the entry) -> ghash_entry* */
+    GHashTable *by_namespace; /* char* ns -> GHashTable set of ghash_entry* */
+    uint64_t revision;
+    size_t bytes; /* entry allocations, for memory_usage */
+} ghash_state;
+
+static guint key_hash(gconstpointer k)
+{
+    const procreg_key *key = k;
+    return (guint)(key->hash ^ (key->hash >> 32));
+}
+
+static gboolean key_equal(gconstpointer a, gconstpointer b)
+{
+    const procreg_key *x = a, *y = b;
+    return x->hash == y->hash && x->ns_len == y->ns_len &&
+           x->name_len == y->name_len &&
+           memcmp(x->bytes, y->bytes, procreg_key_size(x)) == 0;
+}
+
+static size_t entry_size(const procreg_key *key)
+{
+    return sizeof(ghash_entry) + procreg_key_size(key) + 1;
+}
+
+static void entry_free(gpointer p)
+{
+    ghash_entry *e = p;
+    if (e->metadata != NULL)
+        g_variant_unref(e->metadata);
+    g_free(e);
+}
+
+static int ghash_init(const procreg_spec *spec, procreg_backend_host *host,
+                      void **state, GError **error)
+{
+    ghash_state *s = g_new0(ghash_state, 1);
+    s->by_key = g_hash_table_new_full(key_hash, key_equal, NULL, entry_free);
+    s->by_namespace = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                            (GDestroyNotify)g_hash_table_unref);
+    *state = s;
+    return 0;
+}
+
+static void ghash_destroy(void *state)
+{
+    ghash_state *s = state;
+    /* Namespace sets only point at entries; drop them first. */
+    g_hash_table_unref(s->by_namespace);
+    g_hash_table_unref(s->by_key);
+    g_free(s);
+}
+
+/* Copy what callers own out of @e. */
+static void fill_entry(const ghash_entry *e, procreg_entry *out, bool names)
+{
+    if (out == NULL)
+        return;
+    out->ns = names ? g_strdup(procreg_key_namespace(&e->key)) : NULL;
+    out->name = names ? g_strdup(procreg_key_name(&e->key)) : NULL;
+    out->owner = e->owner;
+    out->metadata = e->metadata ? g_variant_ref(e->metadata) : NULL;
+    out->registered_at = e->registered_at;
+    out->revision = e->revision;
+}
+
+static int ghash_register(void *state, const procreg_key *key,
+                          const procreg_record *record, procreg_entry *current,
+                          GError **error)
+{
+    ghash_state *s = state;
+    ghash_entry *held = g_hash_table_lookup(s->by_key, key);
+    if (held != NULL) {
+        fill_entry(held, current, false);
+        return PROCREG_EEXISTS;
+    }
+    size_t size = entry_size(key);
+    ghash_entry *e = g_malloc(size);
+    e->owner = record->owner;
+    e->metadata = record->metadata ? g_variant_ref(record->metadata) : NULL;
+    e->registered_at = record->registered_at;
+    e->revision = ++s->revision;
+    memcpy(&e->key, key, sizeof *key + procreg_key_size(key) + 1);
+    g_hash_table_insert(s->by_key, &e->key, e);
+
+    const char *ns = procreg_key_namespace(key);
+    GHashTable *set = g_hash_table_lookup(s->by_namespace, ns);
+    if (set == NULL) {
+        set = g_hash_table_new(g_direct_hash, g_direct_equal);
+        g_hash_table_insert(s->by_namespace, g_strdup(ns), set);
+    }
+    g_hash_table_add(set, e);
+    s->bytes += size;
+    fill_entry(e, current, false);
+    return 0;
+}
+
+static int ghash_lookup(void *state, const procreg_key *key,
+                        procreg_owner *out)
+{
+    ghash_state *s = state;
+    const ghash_entry *e = g_hash_table_lookup(s->by_key, key);
+    if (e == NULL)
+        return PROCREG_ENOTFOUND;
+    *out = e->owner;
+    return 0;
+}
+
+static int ghash_lookup_entry(void *state, const procreg_key *key,
+                              procreg_entry *out, GError **error)
+{
+    ghash_state *s = state;
+    const ghash_entry *e = g_hash_table_lookup(s->by_key, key);
+    if (e == NULL)
+        return PROCREG_ENOTFOUND;
+    fill_entry(e, out, false);
+    return 0;
+}
+
+/* Find @key and check @if_revision; returns the entry or NULL with @rc. */
+static ghash_entry *find_for_write(ghash_state *s, const procreg_key *key,
+                                   uint64_t if_revision, int *rc)
+{
+    ghash_entry *e = g_hash_table_lookup(s->by_key, key);
+    *rc = e == NULL                                        ? PROCREG_ENOTFOUND
+          : (if_revision != 0 && e->revision != if_revision) ? PROCREG_ECONFLICT
+                                                           : 0;
+    return *rc == 0 ? e : NULL;
+}
+
+static void remove_entry(ghash_state *s, ghash_entry *e)
+{
+    const char *ns = procreg_key_namespace(&e->key);
+    GHashTable *set = g_hash_table_lookup(s->by_namespace, ns);
+    g_hash_table_remove(set, e);
+    if (g_hash_table_size(set) == 0)
+        g_hash_table_remove(s->by_namespace, ns);
+    s->bytes -= entry_size(&e->key);
+    g_hash_table_remove(s->by_key, &e->key); /* frees e */
+}
+
+static int ghash_unregister(void *state, const procreg_key *key,
+                            uint64_t if_revision, procreg_entry *removed,
+                            GError **error)
+{
+    ghash_state *s = state;
+    int rc;
+    ghash_entry *e = find_for_write(s, key, if_revision, &rc);
+    if (e == NULL)
+        return rc;
+    fill_entry(e, removed, false);
+    s->revision++; /* a removal is a change too */
+    remove_entry(s, e);
+    return 0;
+}
+
+static int ghash_update_metadata(void *state, const procreg_key *key,
+                                 GVariant *metadata, uint64_t if_revision,
+                                 procreg_entry *updated, GError **error)
+{
+    ghash_state *s = state;
+    int rc;
+    ghash_entry *e = find_for_write(s, key, if_revision, &rc);
+    if (e == NULL)
+        return rc;
+    if (e->metadata != NULL)
+        g_variant_unref(e->metadata);
+    e->metadata = metadata ? g_variant_ref(metadata) : NULL;
+    e->revision = ++s->revision;
+    fill_entry(e, updated, false);
+    return 0;
+}
+
+static void append_set(GHashTable *set, GArray *out)
+{
+    GHashTableIter it;
+    gpointer e;
+    g_hash_table_iter_init(&it, set);
+    while (g_hash_table_iter_next(&it, &e, NULL)) {
+        procreg_entry pe = {0};
+        fill_entry(e, &pe, true);
+        g_array_append_val(out, pe);
+    }
+}
+
+static int ghash_list_all(void *state, const char *ns, GArray *out,
+                          GError **error)
+{
+    ghash_state *s = state;
+    if (ns != NULL) {
+        GHashTable *set = g_hash_table_lookup(s->by_namespace, ns);
+        if (set != NULL)
+            append_set(set, out);
+        return 0;
+    }
+    GHashTableIter it;
+    gpointer set;
+    g_hash_table_iter_init(&it, s->by_namespace);
+    while (g_hash_table_iter_next(&it, NULL, &set))
+        append_set(set, out);
+    return 0;
+}
+
+static int ghash_count(void *state, const char *ns, size_t *out,
+                       GError **error)
+{
+    ghash_state *s = state;
+    GHashTable *set = ns ? g_hash_table_lookup(s->by_namespace, ns) : s->by_key;
+    *out = set ? g_hash_table_size(set) : 0;
+    return 0;
+}
+
+static int ghash_list_names(void *state, const char *ns, size_t max,
+                            GPtrArray *out)
+{
+    ghash_state *s = state;
+    GHashTable *set = g_hash_table_lookup(s->by_namespace, ns);
+    if (set == NULL)
+        return 0;
+    GHashTableIter it;
+    gpointer p;
+    g_hash_table_iter_init(&it, set);
+    while (out->len < max && g_hash_table_iter_next(&it, &p, NULL))
+        g_ptr_array_add(out, g_strdup(procreg_key_name(&((ghash_entry *)p)->key)));
+    return 0;
+}
+
+static int ghash_drop_namespace(void *state, const char *ns, GArray *removed,
+                                GError **error)
+{
+    ghash_state *s = state;
+    GHashTable *set = g_hash_table_lookup(s->by_namespace, ns);
+    if (set == NULL)
+        return 0;
+    append_set(set, removed);
+    GHashTableIter it;
+    gpointer p;
+    g_hash_table_iter_init(&it, set);
+    while (g_hash_table_iter_next(&it, &p, NULL)) {
+        ghash_entry *e = p;
+        s->bytes -= entry_size(&e->key);
+        g_hash_table_remove(s->by_key, &e->key);
+    }
+    s->revision++;
+    g_hash_table_remove(s->by_namespace, ns);
+    return 0;
+}
+
+static int ghash_memory_usage(void *state, size_t *bytes)
+{
+    ghash_state *s = state;
+    /* GHashTable keeps a hash, a key and a value slot per bucket; the
+     * namespace sets (keys only) add about the same again. */
+    size_t buckets = g_hash_table_size(s->by_key) * 2;
+    *bytes = s->bytes + buckets * (sizeof(guint) + 2 * sizeof(gpointer)) +
+             buckets * (sizeof(guint) + sizeof(gpointer));
+    return 0;
+}
+
+static int ghash_health_check(void *state, GVariantDict *details,
+                              char **message)
+{
+    ghash_state *s = state;
+    g_variant_dict_insert(details, "entries", "u",
+                          g_hash_table_size(s->by_key));
+    g_variant_dict_insert(details, "namespaces", "u",
+                          g_hash_table_size(s->by_namespace));
+    return PROCREG_HEALTH_OK;
+}
+
+static void ghash_stats(void *state, GVariantDict *out)
+{
+    ghash_state *s = state;
+    g_variant_dict_insert(out, "namespaces", "u",
+                          g_hash_table_size(s->by_namespace));
+    g_variant_dict_insert(out, "revision", "t", (guint64)s->revision);
+}
+
+const procreg_backend_ops procreg_ghash_backend_ops = {
+    .version = PROCREG_BACKEND_VERSION,
+    .name = "ghash",
+    .description = "in-memory GHashTable; reads in parallel, writes exclusive",
+    .caps = PROCREG_CAP_PARALLEL_READS | PROCREG_CAP_ATOMIC_DROP,
+    .options = NULL,
+    .init = ghash_init,
+    .destroy = ghash_destroy,
+    .register_entry = ghash_register,
+    .lookup = ghash_lookup,
+    .lookup_entry = ghash_lookup_entry,
+    .unregister = ghash_unregister,
+    .list_all = ghash_list_all,
+    .update_metadata = ghash_update_metadata,
+    .health_check = ghash_health_check,
+    .count = ghash_count,
+    .list_names = ghash_list_names,
+    .drop_namespace = ghash_drop_namespace,
+    .memory_usage = ghash_memory_usage,
+    .stats = ghash_stats,
+};

@@ -1,0 +1,328 @@
+/*
+ * procreg backend contract: what a storage backend implements, and the
+ * core services it may call.  Applications only need procreg.h; backend
+ * authors define PROCREG_ENABLE_BACKEND before including this header, as a
+ * reminder that this is the lower, versioned interface.
+ *
+ * Shape (after libgit2's odb backends and SQLite's VFS):
+ *   - procreg_backend_ops is a static table, version first, one per backend
+ *     type.  Slots are only ever appended; later slots are read only when
+ *     `version` says they exist.
+ *   - init() makes one instance (an opaque `void *state`) from a parsed
+ *     spec.  Every other op receives that state.
+ *   - The core (core/dispatch.c) is the only caller of these slots.  It
+ *     validates every key and metadata before a backend sees them, and
+ *     applies the locking the capability flags ask for.
+ *   - A decorator (a backend over another backend) opens its inner backend
+ *     with procreg_backend_open() and calls it through the procreg_backend_*
+ *     wrappers below, never through the inner vtable.
+ */
+#ifndef PROCREG_BACKEND_H
+#define PROCREG_BACKEND_H
+
+#ifndef PROCREG_ENABLE_BACKEND
+#error "Define PROCREG_ENABLE_BACKEND before including <procreg/backend.h>."
+#endif
+
+#include <procreg/procreg.h>
+
+G_BEGIN_DECLS
+
+/* ------------------------------------------------------------------------ */
+/* Keys as backends see them                                                */
+
+/**
+ * A validated key.  `bytes` holds namespace, NUL, name, NUL; the first
+ * ns_len + 1 + name_len bytes identify the key (procreg_key_bytes() and
+ * procreg_key_size()).  `hash` is procreg_hash() of those bytes.  Backends
+ * never keep a key pointer after an op returns: copy the bytes.
+ */
+struct procreg_key {
+    uint64_t hash;
+    gint refcount; /* 0 for keys the core builds on its stack */
+    uint16_t ns_len;
+    uint16_t name_len;
+    char bytes[];
+};
+
+static inline const char *procreg_key_bytes(const procreg_key *key)
+{
+    return key->bytes;
+}
+
+/** Bytes that identify the key: "ns\0name" (no trailing NUL). */
+static inline size_t procreg_key_size(const procreg_key *key)
+{
+    return (size_t)key->ns_len + 1 + key->name_len;
+}
+
+/**
+ * The 64-bit hash used for keys: seeded once per process, so it is not
+ * stable across processes (do not store it).  Thread-safe.
+ */
+PROCREG_API uint64_t procreg_hash(const void *data, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* Capabilities                                                             */
+
+typedef enum {
+    /** Every op may run concurrently with any other: the core adds no lock. */
+    PROCREG_CAP_THREADSAFE = 1u << 0,
+    /** Without THREADSAFE: read ops (lookup, lookup_entry, list_all, count,
+     *  list_names, find_by_metadata, memory_usage, stats, health_check) may
+     *  run in parallel with each other, so the core uses a reader/writer
+     *  lock instead of a mutex. */
+    PROCREG_CAP_PARALLEL_READS = 1u << 1,
+    /** Lookups take no lock and do no atomic read-modify-write on shared
+     *  memory (implies THREADSAFE). */
+    PROCREG_CAP_LOCKFREE_READS = 1u << 2,
+    /** Entries survive the process (and a restart). */
+    PROCREG_CAP_PERSISTENT = 1u << 3,
+    /** Several processes on one host share the registry. */
+    PROCREG_CAP_MULTIPROCESS = 1u << 4,
+    /** Several hosts share the registry. */
+    PROCREG_CAP_DISTRIBUTED = 1u << 5,
+    /** drop_namespace removes all entries in one atomic step. */
+    PROCREG_CAP_ATOMIC_DROP = 1u << 6,
+} procreg_backend_caps;
+
+/* ------------------------------------------------------------------------ */
+/* Specs                                                                    */
+
+/** Parsed options of one backend in a spec string.  Read-only. */
+typedef struct procreg_spec procreg_spec;
+
+/** One option a backend accepts, for validation and help. */
+typedef struct {
+    const char *name;
+    const char *help;
+} procreg_backend_option;
+
+/** The backend name of @spec. */
+PROCREG_API const char *procreg_spec_backend(const procreg_spec *spec);
+/** The raw value of @option, or NULL when absent. Valid as long as @spec. */
+PROCREG_API const char *procreg_spec_get(const procreg_spec *spec,
+                                         const char *option);
+/**
+ * @option as an unsigned integer, @def when absent.  Accepts the size
+ * suffixes K/KiB, M/MiB, G/GiB (powers of 1024).
+ * @return 0 or PROCREG_EINVAL naming the option and the value.
+ */
+PROCREG_API int procreg_spec_get_uint64(const procreg_spec *spec,
+                                        const char *option, uint64_t def,
+                                        uint64_t *out, GError **error);
+/** @option as a boolean (true/false, yes/no, on/off, 1/0). */
+PROCREG_API int procreg_spec_get_bool(const procreg_spec *spec,
+                                      const char *option, bool def,
+                                      bool *out, GError **error);
+
+/* ------------------------------------------------------------------------ */
+/* What the core hands a backend                                            */
+
+/** The registration the core has validated, borrowed for the call. */
+typedef struct {
+    procreg_owner owner;
+    GVariant *metadata;    /**< a{sv} or NULL; g_variant_ref() to keep it. */
+    int64_t registered_at; /**< µs since the epoch. */
+} procreg_record;
+
+/** The core side of one open backend (for notifications); opaque. */
+typedef struct procreg_backend_host procreg_backend_host;
+
+/* ------------------------------------------------------------------------ */
+/* The vtable                                                               */
+
+#define PROCREG_BACKEND_VERSION 1
+
+/*
+ * Rules for every op:
+ *  - Return 0 or a negative procreg_error_code; set @error (when not NULL)
+ *    for every failure except where a slot says it has no GError.
+ *  - Out entries (procreg_entry) are filled with memory the caller owns:
+ *    g_strdup'ed strings and metadata references.  `current`, `removed`
+ *    and `updated` parameters may be NULL.
+ *  - Revisions come from one counter per instance: every change gets a
+ *    revision greater than every revision handed out before it.
+ *  - Entries in GArrays are procreg_entry with ns and name filled.
+ */
+typedef struct procreg_backend_ops {
+    unsigned int version;  /**< PROCREG_BACKEND_VERSION the table was built for. */
+    const char *name;      /**< Spec name, [a-z0-9_]+. */
+    const char *description;
+    unsigned int caps;     /**< procreg_backend_caps. */
+    const procreg_backend_option *options; /**< {NULL}-terminated, or NULL. */
+
+    /* ---- version 1: required ---- */
+
+    /** Must. Make an instance from @spec.  @host stays valid until destroy. */
+    int (*init)(const procreg_spec *spec, procreg_backend_host *host,
+                void **state, GError **error);
+    /** Must. Free the instance and everything it holds. */
+    void (*destroy)(void *state);
+    /** Must. Insert if absent.  On PROCREG_EEXISTS change nothing and fill
+     *  @current with the holder; on success fill it with the new entry. */
+    int (*register_entry)(void *state, const procreg_key *key,
+                          const procreg_record *record,
+                          procreg_entry *current, GError **error);
+    /** Must. The hot path: owner only; no GError, no allocation.
+     *  Returns 0, PROCREG_ENOTFOUND or PROCREG_EBACKEND. */
+    int (*lookup)(void *state, const procreg_key *key, procreg_owner *out);
+    /** Must. The whole entry (ns and name may stay NULL). */
+    int (*lookup_entry)(void *state, const procreg_key *key,
+                        procreg_entry *out, GError **error);
+    /** Must. Remove; if @if_revision != 0 only while at that revision
+     *  (else PROCREG_ECONFLICT).  @removed receives the removed entry. */
+    int (*unregister)(void *state, const procreg_key *key,
+                      uint64_t if_revision, procreg_entry *removed,
+                      GError **error);
+    /** Must. Append the entries of @ns (NULL: all) to @out, any order. */
+    int (*list_all)(void *state, const char *ns, GArray *out, GError **error);
+    /** Must. Replace the metadata (NULL: none), new revision; honour
+     *  @if_revision as unregister does.  @updated gets the new entry. */
+    int (*update_metadata)(void *state, const procreg_key *key,
+                           GVariant *metadata, uint64_t if_revision,
+                           procreg_entry *updated, GError **error);
+    /** Must. Inspect the backend: return a procreg_health_status (>= 0),
+     *  add figures to @details and may set @message (g_malloc'ed). */
+    int (*health_check)(void *state, GVariantDict *details, char **message);
+
+    /* ---- version 1: optional (NULL: the core does without) ---- */
+
+    /** May. Count entries of @ns (NULL: all). Core fallback: list_all. */
+    int (*count)(void *state, const char *ns, size_t *out, GError **error);
+    /** May. Up to @max names of @ns into @out (g_strdup'ed), for
+     *  not-found messages. Core fallback: list_all. */
+    int (*list_names)(void *state, const char *ns, size_t max,
+                      GPtrArray *out);
+    /** May. Remove every entry of @ns, appending them to @removed.
+     *  Core fallback: list then unregister each. */
+    int (*drop_namespace)(void *state, const char *ns, GArray *removed,
+                          GError **error);
+    /** May. Entries of @ns (NULL: all) whose metadata holds @meta_key with
+     *  a value equal to @value (s, b or integer types), appended to @out.
+     *  Core fallback: a scan with list_all. */
+    int (*find_by_metadata)(void *state, const char *ns, const char *meta_key,
+                            GVariant *value, GArray *out, GError **error);
+    /** May. Bytes the backend holds for its entries. */
+    int (*memory_usage)(void *state, size_t *bytes);
+    /** May. Backend-specific figures for procreg_stats(). */
+    void (*stats)(void *state, GVariantDict *out);
+} procreg_backend_ops;
+
+/**
+ * Make @ops available to procreg_open() by its name.  The table must live
+ * until the process ends (a static).  Checks the version (0 < version <=
+ * PROCREG_BACKEND_VERSION), the name and that every required slot is set.
+ * @return 0, PROCREG_EINVAL (incomplete or malformed: the message says
+ *         which slot), PROCREG_EEXISTS (the name is taken).  Thread-safe.
+ */
+PROCREG_API int procreg_backend_register(const procreg_backend_ops *ops,
+                                         GError **error);
+
+/**
+ * Load a backend from a shared module and register it.  The module
+ * exports `const procreg_backend_ops *procreg_backend_module(void);`.  The
+ * module stays loaded until the process ends.
+ * @param[out] name  optional: the backend's name (g_free it).
+ * @return as procreg_backend_register(), or PROCREG_EINVAL when the file
+ *         cannot be loaded or lacks the symbol.
+ */
+PROCREG_API int procreg_backend_load_module(const char *path, char **name,
+                                            GError **error);
+
+/**
+ * Open a registry on @ops, which need not be registered.  @options is the
+ * option part of a spec ("a=1,b=2") or NULL.
+ * @return as procreg_open().
+ */
+PROCREG_API int procreg_open_with_backend(const procreg_backend_ops *ops,
+                                          const char *options, procreg **out,
+                                          GError **error);
+
+/* ------------------------------------------------------------------------ */
+/* Dispatch: an opened backend, called only through these wrappers         */
+
+/** An opened backend instance with the core's locking around it. */
+typedef struct procreg_backend procreg_backend;
+
+/**
+ * Open the backend described by @spec (for decorators: their inner spec).
+ * @host: the caller's host, passed down.  Close with procreg_backend_close().
+ */
+PROCREG_API int procreg_backend_open(const char *spec,
+                                     procreg_backend_host *host,
+                                     procreg_backend **out, GError **error);
+PROCREG_API void procreg_backend_close(procreg_backend *backend);
+PROCREG_API const procreg_backend_ops *
+procreg_backend_get_ops(const procreg_backend *backend);
+
+/* Each wrapper calls the slot of the same name under the locking policy;
+ * the optional ones fall back as the slot documentation says.  Keys and
+ * metadata are not validated again here: the caller already did. */
+PROCREG_API int procreg_backend_register_entry(procreg_backend *b,
+                                               const procreg_key *key,
+                                               const procreg_record *record,
+                                               procreg_entry *current,
+                                               GError **error);
+PROCREG_API int procreg_backend_lookup(procreg_backend *b,
+                                       const procreg_key *key,
+                                       procreg_owner *out);
+PROCREG_API int procreg_backend_lookup_entry(procreg_backend *b,
+                                             const procreg_key *key,
+                                             procreg_entry *out,
+                                             GError **error);
+PROCREG_API int procreg_backend_unregister(procreg_backend *b,
+                                           const procreg_key *key,
+                                           uint64_t if_revision,
+                                           procreg_entry *removed,
+                                           GError **error);
+PROCREG_API int procreg_backend_list_all(procreg_backend *b, const char *ns,
+                                         GArray *out, GError **error);
+PROCREG_API int procreg_backend_update_metadata(procreg_backend *b,
+                                                const procreg_key *key,
+                                                GVariant *metadata,
+                                                uint64_t if_revision,
+                                                procreg_entry *updated,
+                                                GError **error);
+PROCREG_API int procreg_backend_health_check(procreg_backend *b,
+                                             GVariantDict *details,
+                                             char **message);
+PROCREG_API int procreg_backend_count(procreg_backend *b, const char *ns,
+                                      size_t *out, GError **error);
+PROCREG_API int procreg_backend_list_names(procreg_backend *b, const char *ns,
+                                           size_t max, GPtrArray *out);
+PROCREG_API int procreg_backend_drop_namespace(procreg_backend *b,
+                                               const char *ns,
+                                               GArray *removed,
+                                               GError **error);
+PROCREG_API int procreg_backend_find_by_metadata(procreg_backend *b,
+                                                 const char *ns,
+                                                 const char *meta_key,
+                                                 GVariant *value, GArray *out,
+                                                 GError **error);
+PROCREG_API int procreg_backend_memory_usage(procreg_backend *b,
+                                             size_t *bytes);
+PROCREG_API void procreg_backend_stats(procreg_backend *b, GVariantDict *out);
+
+/* ------------------------------------------------------------------------ */
+/* Helpers for backend authors                                              */
+
+/** A new GArray of procreg_entry that clears its elements when freed. */
+PROCREG_API GArray *procreg_entry_array_new(void);
+
+/** Set @error (if not NULL) to @code with a printf message; returns @code. */
+PROCREG_API int procreg_set_error(GError **error, int code, const char *fmt,
+                                  ...) G_GNUC_PRINTF(3, 4);
+
+/** Whether @value is a metadata value find_by_metadata can match on
+ *  (string, boolean or an integer type). */
+PROCREG_API bool procreg_metadata_value_indexable(GVariant *value);
+
+/** Whether @a and @b are equal find_by_metadata values: same class
+ *  (string, boolean, integer) and equal; integers of different widths
+ *  compare by value. */
+PROCREG_API bool procreg_metadata_value_equal(GVariant *a, GVariant *b);
+
+G_END_DECLS
+
+#endif /* PROCREG_BACKEND_H */
