@@ -129,6 +129,18 @@ typedef struct {
 /** The core side of one open backend (for notifications); opaque. */
 typedef struct procreg_backend_host procreg_backend_host;
 
+/**
+ * For backends whose entries also change outside this instance (other
+ * processes on a shared file, other hosts): report a change so the core
+ * emits the event and wakes waiters.  @entry has ns and name filled
+ * (borrowed).  Safe from any thread, including backend threads; NULL
+ * @host is ignored (a backend opened without a registry).
+ */
+PROCREG_API void procreg_backend_host_notify(procreg_backend_host *host,
+                                             procreg_event_kind kind,
+                                             procreg_event_reason reason,
+                                             const procreg_entry *entry);
+
 /* ------------------------------------------------------------------------ */
 /* The vtable                                                               */
 

@@ -167,6 +167,26 @@ PROCREG_API void procreg_entry_clear(procreg_entry *entry);
 PROCREG_API void procreg_entries_free(procreg_entry *entries, size_t n);
 
 /* ------------------------------------------------------------------------ */
+/* Events (delivered by the service layer; see procreg_subscribe())         */
+
+/** What happened to a key. */
+typedef enum {
+    PROCREG_EVENT_REGISTERED = 1,
+    PROCREG_EVENT_UNREGISTERED = 2,
+    PROCREG_EVENT_UPDATED = 3, /**< Metadata changed. */
+} procreg_event_kind;
+
+/** Why an entry went away (PROCREG_REASON_NONE for other events). */
+typedef enum {
+    PROCREG_REASON_NONE = 0,
+    PROCREG_REASON_EXPLICIT = 1,          /**< Someone unregistered it. */
+    PROCREG_REASON_OWNER_EXITED = 2,      /**< Its owner process died. */
+    PROCREG_REASON_NAMESPACE_DROPPED = 3, /**< Its namespace was dropped. */
+    PROCREG_REASON_REPLACED = 4,          /**< Another registration took the key. */
+    PROCREG_REASON_EXPIRED = 5,           /**< A lease or TTL ran out. */
+} procreg_event_reason;
+
+/* ------------------------------------------------------------------------ */
 /* Opening a registry                                                       */
 
 typedef struct procreg procreg;
