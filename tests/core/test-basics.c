@@ -1,0 +1,311 @@
+/*
+ * Core pieces without a backend: error strings, key validation and its
+ * messages, prepared keys, owners and liveness, the key hash.
+ */
+#ifndef PROCREG_ENABLE_BACKEND
+#define PROCREG_ENABLE_BACKEND 1
+#endif
+#include <procreg/backend.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void test_strerror(void)
+{
+    static const int codes[] = {
+        PROCREG_OK,        PROCREG_ERROR_FAILED, PROCREG_EINVAL,
+        PROCREG_ENOTFOUND, PROCREG_EEXISTS,      PROCREG_ENOTALIVE,
+        PROCREG_ENOMEM,    PROCREG_ENOTSUP,      PROCREG_ETIMEDOUT,
+        PROCREG_ECANCELLED, PROCREG_ECONFLICT,   PROCREG_EFULL,
+        PROCREG_EBACKEND,  PROCREG_EUNKNOWN_BACKEND,
+    };
+    const char *unknown = procreg_strerror(-12345);
+    g_assert_cmpstr(unknown, ==, "unknown error");
+    g_assert_cmpstr(procreg_strerror(1), ==, "unknown error");
+    g_assert_cmpstr(procreg_strerror(G_MININT), ==, "unknown error");
+    g_assert_cmpstr(procreg_strerror(PROCREG_EUNKNOWN_BACKEND - 1), ==,
+                    "unknown error");
+    for (size_t i = 0; i < G_N_ELEMENTS(codes); i++) {
+        const char *s = procreg_strerror(codes[i]);
+        g_assert_nonnull(s);
+        g_assert_cmpstr(s, !=, "");
+        if (strcmp(s, unknown) == 0)
+            g_error("procreg_strerror(%d) is \"unknown error\"", codes[i]);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(s, procreg_strerror(codes[j])) == 0)
+                g_error("codes %d and %d share the text \"%s\"", codes[i],
+                        codes[j], s);
+    }
+    g_assert_cmpstr(procreg_strerror(PROCREG_ENOTFOUND), ==, "not found");
+    g_assert_true(PROCREG_ERROR != 0);
+    g_assert_cmpstr(g_quark_to_string(PROCREG_ERROR), !=, "");
+}
+
+static void expect_rule(const char *s, const char *what, const char *rule)
+{
+    GError *err = NULL;
+    int rc = procreg_validate_name(s, what, &err);
+    if (rc != PROCREG_EINVAL)
+        g_error("\"%s\" as %s: expected EINVAL (%s), got %d", s ? s : "NULL",
+                what, rule, rc);
+    g_assert_error(err, PROCREG_ERROR, PROCREG_EINVAL);
+    g_autofree char *lower = g_ascii_strdown(err->message, -1);
+    if (strstr(lower, rule) == NULL)
+        g_error("message \"%s\" does not name the rule (%s)", err->message,
+                rule);
+    if (strstr(err->message, what) == NULL)
+        g_error("message \"%s\" does not say it is the %s", err->message,
+                what);
+    g_error_free(err);
+    g_assert_cmpint(procreg_validate_name(s, what, NULL), ==, PROCREG_EINVAL);
+}
+
+static void test_validation_messages(void)
+{
+    char n256[257];
+    memset(n256, 'a', 256);
+    n256[256] = '\0';
+    expect_rule("", "name", "empty");
+    expect_rule("", "namespace", "empty");
+    expect_rule(n256, "name", "255");
+    expect_rule("\xff\xfe", "name", "utf-8");
+    expect_rule("ok\xc3", "namespace", "utf-8");
+    expect_rule("a\nb", "name", "control");
+    expect_rule("tab\there", "name", "control");
+    expect_rule("del\x7f", "name", "control");
+    expect_rule("c1\xc2\x9b", "name", "control");
+    expect_rule(NULL, "name", "name");
+
+    g_assert_cmpint(procreg_validate_name(n256 + 1, "name", NULL), ==, 0);
+    g_assert_cmpint(procreg_validate_name("\xe2\x82\xac uro", "name", NULL),
+                    ==, 0);
+    g_assert_cmpint(procreg_validate_name("a b/c:d=e,f", "name", NULL), ==, 0);
+
+    /* procreg_key_new names the part that failed. */
+    procreg_key *k = NULL;
+    GError *err = NULL;
+    g_assert_cmpint(procreg_key_new("bad\n", "fine", &k, &err), ==,
+                    PROCREG_EINVAL);
+    g_assert_null(k);
+    g_assert_nonnull(strstr(err->message, "namespace"));
+    g_clear_error(&err);
+    g_assert_cmpint(procreg_key_new("fine", "", &k, &err), ==,
+                    PROCREG_EINVAL);
+    g_assert_nonnull(strstr(err->message, "name"));
+    g_clear_error(&err);
+}
+
+static void test_keys(void)
+{
+    procreg_key *k = NULL;
+    GError *err = NULL;
+    g_assert_cmpint(procreg_key_new(NULL, "svc", &k, &err), ==, 0);
+    g_assert_no_error(err);
+    g_assert_cmpstr(procreg_key_namespace(k), ==, PROCREG_NS_PRODUCTION);
+    g_assert_cmpstr(procreg_key_name(k), ==, "svc");
+    g_assert_cmpuint(k->ns_len, ==, strlen(PROCREG_NS_PRODUCTION));
+    g_assert_cmpuint(k->name_len, ==, 3);
+    g_assert_cmpuint(procreg_key_size(k), ==, sizeof "production\0svc" - 1);
+    g_assert_cmpmem(procreg_key_bytes(k), procreg_key_size(k),
+                    "production\0svc", sizeof "production\0svc" - 1);
+    g_assert_cmpuint(k->hash, ==,
+                     procreg_hash(procreg_key_bytes(k), procreg_key_size(k)));
+
+    procreg_key *same = NULL, *other = NULL, *shifted = NULL;
+    g_assert_cmpint(procreg_key_new("production", "svc", &same, NULL), ==, 0);
+    g_assert_cmpuint(same->hash, ==, k->hash);
+    g_assert_cmpint(procreg_key_new("production", "svd", &other, NULL), ==,
+                    0);
+    g_assert_cmpuint(other->hash, !=, k->hash);
+    g_assert_cmpint(procreg_key_new("productions", "vc", &shifted, NULL), ==,
+                    0);
+    g_assert_cmpuint(shifted->hash, !=, k->hash);
+
+    g_assert_true(procreg_key_ref(k) == k);
+    procreg_key_unref(k);
+    g_assert_cmpstr(procreg_key_name(k), ==, "svc");
+    procreg_key_unref(k);
+    procreg_key_unref(same);
+    procreg_key_unref(other);
+    procreg_key_unref(shifted);
+    procreg_key_unref(NULL);
+
+    /* 255-byte parts fit, in every combination. */
+    char n255[256];
+    memset(n255, 'z', 255);
+    n255[255] = '\0';
+    g_assert_cmpint(procreg_key_new(n255, n255, &k, NULL), ==, 0);
+    g_assert_cmpuint(strlen(procreg_key_namespace(k)), ==, 255);
+    g_assert_cmpuint(strlen(procreg_key_name(k)), ==, 255);
+    procreg_key_unref(k);
+
+    /* Hash: equal input, equal hash; spread over a few inputs. */
+    GHashTable *seen = g_hash_table_new(g_int64_hash, g_int64_equal);
+    static gint64 hashes[1000];
+    for (int i = 0; i < 1000; i++) {
+        char buf[32];
+        int len = g_snprintf(buf, sizeof buf, "key-%d", i);
+        hashes[i] = (gint64)procreg_hash(buf, (size_t)len);
+        g_assert_cmpuint(procreg_hash(buf, (size_t)len), ==,
+                         (guint64)hashes[i]);
+        g_hash_table_add(seen, &hashes[i]);
+    }
+    g_assert_cmpuint(g_hash_table_size(seen), ==, 1000);
+    g_hash_table_unref(seen);
+}
+
+static pid_t fork_and_reap(void)
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    g_assert_cmpint(pid, >, 0);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return pid;
+}
+
+static void test_owners(void)
+{
+    procreg_owner self, me;
+    procreg_owner_self(&self);
+    g_assert_cmpint(self.pid, ==, getpid());
+    g_assert_cmpuint(self.start_time, >, 0);
+    g_assert_true(procreg_owner_is_alive(&self));
+
+    GError *err = NULL;
+    g_assert_cmpint(procreg_owner_from_pid(getpid(), &me, &err), ==, 0);
+    g_assert_no_error(err);
+    g_assert_cmpint(me.pid, ==, self.pid);
+    g_assert_cmpuint(me.start_time, ==, self.start_time);
+    g_assert_true(procreg_owner_is_alive(&me));
+
+    /* Another live process: our parent. */
+    procreg_owner parent;
+    g_assert_cmpint(procreg_owner_from_pid(getppid(), &parent, NULL), ==, 0);
+    g_assert_true(procreg_owner_is_alive(&parent));
+    g_assert_cmpuint(parent.start_time, <=, self.start_time);
+
+    /* A reaped child is not alive. */
+    pid_t dead = fork_and_reap();
+    g_assert_cmpint(procreg_owner_from_pid(dead, &me, &err), ==,
+                    PROCREG_ENOTALIVE);
+    g_assert_error(err, PROCREG_ERROR, PROCREG_ENOTALIVE);
+    g_clear_error(&err);
+    procreg_owner gone = {.pid = dead, .start_time = 0};
+    g_assert_false(procreg_owner_is_alive(&gone));
+
+    /* Our pid with another start time: a reused pid, not alive. */
+    procreg_owner reused = self;
+    reused.start_time = self.start_time + 1;
+    g_assert_false(procreg_owner_is_alive(&reused));
+    reused.start_time = self.start_time - 1;
+    g_assert_false(procreg_owner_is_alive(&reused));
+    /* Start time unknown: the pid decides. */
+    procreg_owner unknown = {.pid = getpid(), .start_time = 0};
+    g_assert_true(procreg_owner_is_alive(&unknown));
+
+    /* Invalid pids. */
+    g_assert_cmpint(procreg_owner_from_pid(0, &me, &err), ==, PROCREG_EINVAL);
+    g_assert_error(err, PROCREG_ERROR, PROCREG_EINVAL);
+    g_clear_error(&err);
+    g_assert_cmpint(procreg_owner_from_pid(-5, &me, NULL), ==,
+                    PROCREG_EINVAL);
+    procreg_owner zero = {0};
+    g_assert_false(procreg_owner_is_alive(&zero));
+    procreg_owner negative = {.pid = -1};
+    g_assert_false(procreg_owner_is_alive(&negative));
+
+    /* A live child, then killed and reaped. */
+    pid_t child = fork();
+    if (child == 0) {
+        for (;;)
+            pause();
+    }
+    g_assert_cmpint(child, >, 0);
+    procreg_owner c;
+    g_assert_cmpint(procreg_owner_from_pid(child, &c, NULL), ==, 0);
+    g_assert_true(procreg_owner_is_alive(&c));
+    g_assert_cmpuint(c.start_time, >=, self.start_time);
+    kill(child, SIGKILL);
+    int status;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+        ;
+    g_assert_false(procreg_owner_is_alive(&c));
+}
+
+static void test_health_names(void)
+{
+    g_assert_cmpstr(procreg_health_status_name(PROCREG_HEALTH_OK), ==, "ok");
+    g_assert_cmpstr(procreg_health_status_name(PROCREG_HEALTH_DEGRADED), ==,
+                    "degraded");
+    g_assert_cmpstr(procreg_health_status_name(PROCREG_HEALTH_FAILED), ==,
+                    "failed");
+    procreg_health_clear(NULL);
+    procreg_entry_clear(NULL);
+    procreg_entries_free(NULL, 0);
+}
+
+static void test_metadata_values(void)
+{
+    GVariant *i32 = g_variant_ref_sink(g_variant_new_int32(80));
+    GVariant *u64 = g_variant_ref_sink(g_variant_new_uint64(80));
+    GVariant *byte = g_variant_ref_sink(g_variant_new_byte(80));
+    GVariant *neg = g_variant_ref_sink(g_variant_new_int64(-1));
+    GVariant *max = g_variant_ref_sink(g_variant_new_uint64(G_MAXUINT64));
+    GVariant *s80 = g_variant_ref_sink(g_variant_new_string("80"));
+    GVariant *t = g_variant_ref_sink(g_variant_new_boolean(TRUE));
+    GVariant *one = g_variant_ref_sink(g_variant_new_int32(1));
+    GVariant *d = g_variant_ref_sink(g_variant_new_double(80.0));
+    GVariant *as = g_variant_ref_sink(g_variant_new_strv(NULL, 0));
+
+    g_assert_true(procreg_metadata_value_indexable(i32));
+    g_assert_true(procreg_metadata_value_indexable(max));
+    g_assert_true(procreg_metadata_value_indexable(s80));
+    g_assert_true(procreg_metadata_value_indexable(t));
+    g_assert_false(procreg_metadata_value_indexable(d));
+    g_assert_false(procreg_metadata_value_indexable(as));
+
+    g_assert_true(procreg_metadata_value_equal(i32, u64));
+    g_assert_true(procreg_metadata_value_equal(u64, byte));
+    g_assert_false(procreg_metadata_value_equal(neg, max));
+    g_assert_false(procreg_metadata_value_equal(max, neg));
+    g_assert_false(procreg_metadata_value_equal(i32, s80));
+    g_assert_false(procreg_metadata_value_equal(t, one));
+    g_assert_false(procreg_metadata_value_equal(i32, d));
+    g_assert_true(procreg_metadata_value_equal(s80, s80));
+
+    GVariant *all[] = {i32, u64, byte, neg, max, s80, t, one, d, as};
+    for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
+        g_variant_unref(all[i]);
+}
+
+static void test_set_error(void)
+{
+    GError *err = NULL;
+    g_assert_cmpint(procreg_set_error(&err, PROCREG_EFULL, "x=%d", 5), ==,
+                    PROCREG_EFULL);
+    g_assert_error(err, PROCREG_ERROR, PROCREG_EFULL);
+    g_assert_cmpstr(err->message, ==, "x=5");
+    g_clear_error(&err);
+    g_assert_cmpint(procreg_set_error(NULL, PROCREG_EINVAL, "ignored"), ==,
+                    PROCREG_EINVAL);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/core/basics/strerror", test_strerror);
+    g_test_add_func("/core/basics/validation-messages",
+                    test_validation_messages);
+    g_test_add_func("/core/basics/keys", test_keys);
+    g_test_add_func("/core/basics/owners", test_owners);
+    g_test_add_func("/core/basics/health-names", test_health_names);
+    g_test_add_func("/core/basics/metadata-values", test_metadata_values);
+    g_test_add_func("/core/basics/set-error", test_set_error);
+    return g_test_run();
+}
