@@ -1,0 +1,243 @@
+/*
+ * Lock-free helpers shared by the Concurrency Kit backends (ckht, and the
+ * optimized decorator): safe memory reclamation with ck_epoch, per-thread
+ * reader records, and the writer lock.  Hidden: compiled into the library
+ * through backend_sources, never installed or exported.
+ *
+ * The model (one writer, many readers, after ck's SPMC contract):
+ *
+ *  - Readers bracket every access to shared memory with
+ *    procreg_epoch_read_begin() / procreg_epoch_read_end().  The record is
+ *    the calling thread's own (created on the thread's first use, handed
+ *    back to the epoch for recycling when the thread exits), so a read
+ *    section does no atomic read-modify-write on a shared cache line.
+ *    Sections nest (a decorator over a ck backend may hold one while the
+ *    inner backend opens its own).
+ *
+ *  - Writers hold a procreg_ck_lock and own one procreg_epoch_domain each.
+ *    Memory that readers may still see is never freed directly: it is
+ *    procreg_epoch_retire()d and freed once every read section that could
+ *    have seen it has ended.  All domain calls need the writer lock.
+ *
+ *  - One process-wide ck_epoch serves every domain and every reader, so a
+ *    thread needs a single record however many registries it reads.
+ *
+ * Blocking calls (procreg_epoch_barrier(), and procreg_epoch_retire() when
+ * it runs out of memory) wait for all readers: never call them from inside
+ * a read section, or they wait for themselves.
+ *
+ * ThreadSanitizer: ck's atomics are inline assembly and libck is not
+ * instrumented, so TSan sees neither the ordering ck_pr provides nor the
+ * grace periods of ck_epoch, and glib's GMutex is futex-based inside an
+ * uninstrumented libglib.  The PROCREG_TSAN_* annotations below tell TSan
+ * about exactly the happens-before edges the code relies on: publication
+ * of an object (release before the ck store, acquire after the ck load),
+ * the end of read sections before a reclamation, the writer lock, and the
+ * hand-over of recycled epoch records.  They compile to nothing otherwise.
+ */
+#ifndef PROCREG_CK_COMMON_H
+#define PROCREG_CK_COMMON_H
+
+#include <ck_epoch.h>
+#include <ck_pr.h>
+#include <glib.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+G_BEGIN_DECLS
+
+/* ------------------------------------------------------------------------ */
+/* ThreadSanitizer annotations                                              */
+
+#if defined(__SANITIZE_THREAD__)
+#define PROCREG_CK_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PROCREG_CK_TSAN 1
+#endif
+#endif
+
+#ifdef PROCREG_CK_TSAN
+#include <sanitizer/tsan_interface.h>
+/* @p was made visible to other threads by a ck store that follows. */
+#define PROCREG_TSAN_RELEASE(p) __tsan_release((void *)(p))
+/* @p was obtained from a ck load: what was released on it is visible. */
+#define PROCREG_TSAN_ACQUIRE(p) __tsan_acquire((void *)(p))
+/* libck is not instrumented, but the memcmp it calls to compare keys is
+ * intercepted: TSan checks those reads before the caller can tell it (with
+ * PROCREG_TSAN_ACQUIRE) which entry ck found, and reports the writer's
+ * memcpy of the key as a race.  Bracket ck lookups with these. */
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
+#define PROCREG_TSAN_IGNORE_READS_BEGIN() \
+    AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
+#define PROCREG_TSAN_IGNORE_READS_END() \
+    AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
+#else
+#define PROCREG_TSAN_RELEASE(p) ((void)(p))
+#define PROCREG_TSAN_ACQUIRE(p) ((void)(p))
+#define PROCREG_TSAN_IGNORE_READS_BEGIN() ((void)0)
+#define PROCREG_TSAN_IGNORE_READS_END() ((void)0)
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Writer lock: a GMutex that TSan can see                                  */
+
+typedef struct {
+    GMutex mutex;
+} procreg_ck_lock;
+
+static inline void procreg_ck_lock_init(procreg_ck_lock *lock)
+{
+    g_mutex_init(&lock->mutex);
+#ifdef PROCREG_CK_TSAN
+    __tsan_mutex_create(lock, 0);
+#endif
+}
+
+static inline void procreg_ck_lock_clear(procreg_ck_lock *lock)
+{
+#ifdef PROCREG_CK_TSAN
+    __tsan_mutex_destroy(lock, 0);
+#endif
+    g_mutex_clear(&lock->mutex);
+}
+
+static inline void procreg_ck_lock_lock(procreg_ck_lock *lock)
+{
+#ifdef PROCREG_CK_TSAN
+    __tsan_mutex_pre_lock(lock, 0);
+#endif
+    g_mutex_lock(&lock->mutex);
+#ifdef PROCREG_CK_TSAN
+    __tsan_mutex_post_lock(lock, 0, 0);
+#endif
+}
+
+static inline void procreg_ck_lock_unlock(procreg_ck_lock *lock)
+{
+#ifdef PROCREG_CK_TSAN
+    __tsan_mutex_pre_unlock(lock, 0);
+#endif
+    g_mutex_unlock(&lock->mutex);
+#ifdef PROCREG_CK_TSAN
+    __tsan_mutex_post_unlock(lock, 0);
+#endif
+}
+
+/* ------------------------------------------------------------------------ */
+/* Readers                                                                  */
+
+/* The calling thread's record, NULL until its first read section (or
+ * after the thread released it on exit).  Use the functions below. */
+extern _Thread_local ck_epoch_record_t *procreg_epoch_tls_record
+    __attribute__((tls_model("initial-exec")));
+
+/* Address TSan uses to order the end of read sections before reclamation. */
+extern char procreg_epoch_tsan_sync;
+
+/* Slow path of procreg_epoch_read_begin(): recycle or make the thread's
+ * record.  NULL only when out of memory. */
+ck_epoch_record_t *procreg_epoch_reader_slow(void);
+
+/**
+ * Enter a read section on the calling thread's record.
+ * @return the record to pass to procreg_epoch_read_end(), or NULL when the
+ *         thread has no record and none could be allocated (no section
+ *         was entered: report the failure, do not touch shared memory).
+ */
+static inline ck_epoch_record_t *procreg_epoch_read_begin(void)
+{
+    ck_epoch_record_t *record = procreg_epoch_tls_record;
+
+    if (G_UNLIKELY(record == NULL)) {
+        record = procreg_epoch_reader_slow();
+        if (record == NULL)
+            return NULL;
+    }
+    ck_epoch_begin(record, NULL);
+    return record;
+}
+
+/** Leave the read section begun with @record. */
+static inline void procreg_epoch_read_end(ck_epoch_record_t *record)
+{
+    PROCREG_TSAN_RELEASE(&procreg_epoch_tsan_sync);
+    ck_epoch_end(record, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writers                                                                  */
+
+/** The reclamation state of one writer (one backend instance). */
+typedef struct procreg_epoch_domain procreg_epoch_domain;
+
+/** Frees one retired object. */
+typedef void procreg_epoch_free_fn(void *p);
+
+/** Figures for health checks and memory reports. */
+typedef struct {
+    size_t pending;       /**< Retired objects not freed yet. */
+    size_t pending_bytes; /**< Bytes they hold, as retire() was told. */
+    size_t overhead_bytes;/**< Bookkeeping (retire batches) they cost. */
+    uint64_t reclaimed;   /**< Objects freed since the domain was made. */
+} procreg_epoch_stats;
+
+/**
+ * A new domain with its own epoch record (recycled when possible).
+ * @return NULL when out of memory.
+ */
+procreg_epoch_domain *procreg_epoch_domain_new(void);
+
+/**
+ * Wait for a grace period, free everything still retired and give the
+ * domain's record back for recycling.  Not inside a read section.
+ */
+void procreg_epoch_domain_free(procreg_epoch_domain *domain);
+
+/**
+ * Free @p with @free_fn once no reader can hold it.  @p must already be
+ * unreachable for new readers (unpublished).  @bytes is what @p holds, for
+ * the figures.  Never fails: when the bookkeeping cannot be allocated it
+ * waits for a grace period and frees @p at once.
+ */
+void procreg_epoch_retire(procreg_epoch_domain *domain, void *p,
+                          procreg_epoch_free_fn *free_fn, size_t bytes);
+
+/**
+ * Hand what was retired to the epoch now instead of when a batch fills,
+ * then poll.  Use after retiring something large.
+ */
+void procreg_epoch_flush(procreg_epoch_domain *domain);
+
+/**
+ * Call once per write operation: now and then it hands a partial batch to
+ * the epoch and polls, so that what a few writes retired is freed soon
+ * even when no batch fills.
+ */
+void procreg_epoch_tick(procreg_epoch_domain *domain);
+
+/**
+ * Free what no reader can hold any longer, without waiting.  Cheap when
+ * nothing is pending; the domain also polls by itself as batches fill.
+ * @return whether anything is still pending.
+ */
+bool procreg_epoch_poll(procreg_epoch_domain *domain);
+
+/** Flush, wait for a grace period and free everything retired so far.
+ *  Not inside a read section. */
+void procreg_epoch_barrier(procreg_epoch_domain *domain);
+
+/** Fill @out with the domain's figures. */
+void procreg_epoch_get_stats(const procreg_epoch_domain *domain,
+                             procreg_epoch_stats *out);
+
+/** Epoch records ever allocated in this process (records are never freed:
+ *  ck cannot unlink them; they are recycled instead). */
+size_t procreg_epoch_records_allocated(void);
+/** Epoch records now held by a thread or a domain. */
+size_t procreg_epoch_records_in_use(void);
+
+G_END_DECLS
+
+#endif /* PROCREG_CK_COMMON_H */
