@@ -4,8 +4,10 @@
 #include <gmodule.h>
 #include <string.h>
 
-/* Backends registered at run time.  Built-ins live in a static table. */
-static GMutex types_lock;
+/* Backends registered at run time.  Built-ins live in a static table.
+ * A GRWLock rather than a GMutex: glib's GMutex is a bare futex that
+ * ThreadSanitizer cannot see, GRWLock is a pthread rwlock it can. */
+static GRWLock types_lock;
 static GPtrArray *registered; /* const procreg_backend_ops* */
 
 PROCREG_INTERNAL int procreg_backend_ops_check(const procreg_backend_ops *ops,
@@ -66,9 +68,9 @@ static const procreg_backend_ops *find_locked(const char *name)
 
 PROCREG_INTERNAL const procreg_backend_ops *procreg_backend_find(const char *name)
 {
-    g_mutex_lock(&types_lock);
+    g_rw_lock_reader_lock(&types_lock);
     const procreg_backend_ops *ops = find_locked(name);
-    g_mutex_unlock(&types_lock);
+    g_rw_lock_reader_unlock(&types_lock);
     return ops;
 }
 
@@ -78,9 +80,9 @@ PROCREG_API int procreg_backend_register(const procreg_backend_ops *ops,
     int rc = procreg_backend_ops_check(ops, error);
     if (rc != 0)
         return rc;
-    g_mutex_lock(&types_lock);
+    g_rw_lock_writer_lock(&types_lock);
     if (find_locked(ops->name) != NULL) {
-        g_mutex_unlock(&types_lock);
+        g_rw_lock_writer_unlock(&types_lock);
         return procreg_set_error(error, PROCREG_EEXISTS,
                                  "a backend named '%s' is already registered",
                                  ops->name);
@@ -88,20 +90,20 @@ PROCREG_API int procreg_backend_register(const procreg_backend_ops *ops,
     if (registered == NULL)
         registered = g_ptr_array_new();
     g_ptr_array_add(registered, (gpointer)ops);
-    g_mutex_unlock(&types_lock);
+    g_rw_lock_writer_unlock(&types_lock);
     return 0;
 }
 
 PROCREG_API char **procreg_backend_names(void)
 {
     GPtrArray *names = g_ptr_array_new();
-    g_mutex_lock(&types_lock);
+    g_rw_lock_reader_lock(&types_lock);
     for (size_t i = 0; procreg_builtin_backends[i]; i++)
         g_ptr_array_add(names, g_strdup(procreg_builtin_backends[i]->name));
     for (guint i = 0; registered && i < registered->len; i++)
         g_ptr_array_add(names, g_strdup(((const procreg_backend_ops *)
                                          registered->pdata[i])->name));
-    g_mutex_unlock(&types_lock);
+    g_rw_lock_reader_unlock(&types_lock);
     g_ptr_array_add(names, NULL);
     return (char **)g_ptr_array_free(names, FALSE);
 }

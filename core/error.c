@@ -3,7 +3,17 @@
 
 #include <stdarg.h>
 
-G_DEFINE_QUARK(procreg-error-quark, procreg_error)
+/* Initialised once with release/acquire ordering: G_DEFINE_QUARK's lazy
+ * static is a plain racy store, which ThreadSanitizer rightly reports when
+ * two threads set their first error at once. */
+PROCREG_API GQuark procreg_error_quark(void)
+{
+    static gsize quark;
+    if (g_once_init_enter(&quark))
+        g_once_init_leave(&quark,
+                          g_quark_from_static_string("procreg-error-quark"));
+    return (GQuark)quark;
+}
 
 PROCREG_API const char *procreg_strerror(int code)
 {
