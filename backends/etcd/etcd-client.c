@@ -1,0 +1,745 @@
+/* The etcd v3 JSON gateway client: see etcd-client.h. */
+#include "etcd-client.h"
+
+#ifndef PROCREG_ENABLE_BACKEND
+#define PROCREG_ENABLE_BACKEND 1
+#endif
+#include <procreg/backend.h>
+
+#include <curl/curl.h>
+#include <string.h>
+
+/* Longest reply we accept from a unary call. */
+#define MAX_REPLY_BYTES (256u << 20)
+/* Longest line of a stream (one watch response). */
+#define MAX_LINE_BYTES (256u << 20)
+/* A connection attempt never waits longer than this, so a dead endpoint
+ * leaves time for the next one. */
+#define CONNECT_TIMEOUT_MS 1000
+/* Pause between two rounds over all endpoints when they answered but had
+ * no leader (an election takes about a second). */
+#define NO_LEADER_PAUSE_MS 100
+/* Idle handles the pool keeps. */
+#define POOL_MAX 16
+
+/* etcd sends gRPC status codes in its error replies. */
+enum {
+    GRPC_INVALID_ARGUMENT = 3,
+    GRPC_DEADLINE_EXCEEDED = 4,
+    GRPC_NOT_FOUND = 5,
+    GRPC_RESOURCE_EXHAUSTED = 8,
+    GRPC_FAILED_PRECONDITION = 9,
+    GRPC_UNAVAILABLE = 14,
+};
+
+typedef struct {
+    CURL *h;
+    GString *buf;
+    bool too_big;
+    char errbuf[CURL_ERROR_SIZE];
+} conn;
+
+struct etcd_client {
+    char **urls;
+    unsigned n;
+    unsigned timeout_ms;
+    gint current; /* atomic: the endpoint that answered last */
+    GMutex lock;  /* pool, last_error */
+    GPtrArray *idle;
+    char **last_error; /* per endpoint, NULL when fine */
+    struct curl_slist *hdr_leader; /* json + "require a leader" */
+    struct curl_slist *hdr_plain;  /* json only */
+    /* stats, atomic */
+    guint64 calls, failovers, timeouts, failures;
+};
+
+static void global_init(void)
+{
+    static gsize once;
+    if (g_once_init_enter(&once)) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        g_once_init_leave(&once, 1);
+    }
+}
+
+static void stat_add(guint64 *counter)
+{
+    __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+}
+
+static guint64 stat_get(guint64 *counter)
+{
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
+
+static struct curl_slist *make_headers(bool leader)
+{
+    struct curl_slist *l = NULL;
+    l = curl_slist_append(l, "Content-Type: application/json");
+    /* No "Expect: 100-continue" round trip for bodies over 1 KiB. */
+    l = curl_slist_append(l, "Expect:");
+    /* gRPC metadata "hasleader": a member without a leader fails the call
+     * at once ("etcdserver: no leader") instead of blocking for ~7 s. */
+    if (leader)
+        l = curl_slist_append(l, "Grpc-Metadata-hasleader: true");
+    return l;
+}
+
+ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const char *const *endpoints,
+                                                 unsigned timeout_ms)
+{
+    global_init();
+    etcd_client *c = g_new0(etcd_client, 1);
+    c->urls = g_strdupv((char **)endpoints);
+    c->n = g_strv_length(c->urls);
+    c->timeout_ms = timeout_ms;
+    g_mutex_init(&c->lock);
+    c->idle = g_ptr_array_new();
+    c->last_error = g_new0(char *, c->n + 1);
+    c->hdr_leader = make_headers(true);
+    c->hdr_plain = make_headers(false);
+    return c;
+}
+
+static void conn_free(conn *k)
+{
+    curl_easy_cleanup(k->h);
+    g_string_free(k->buf, TRUE);
+    g_free(k);
+}
+
+ETCD_HIDDEN void procreg_etcd_client_free(etcd_client *c)
+{
+    if (c == NULL)
+        return;
+    for (guint i = 0; i < c->idle->len; i++)
+        conn_free(c->idle->pdata[i]);
+    g_ptr_array_unref(c->idle);
+    g_strfreev(c->last_error);
+    g_strfreev(c->urls);
+    curl_slist_free_all(c->hdr_leader);
+    curl_slist_free_all(c->hdr_plain);
+    g_mutex_clear(&c->lock);
+    g_free(c);
+}
+
+static size_t collect(char *data, size_t size, size_t nmemb, void *user)
+{
+    conn *k = user;
+    size_t n = size * nmemb;
+    if (k->buf->len + n > MAX_REPLY_BYTES) {
+        k->too_big = true;
+        return 0;
+    }
+    g_string_append_len(k->buf, data, (gssize)n);
+    return n;
+}
+
+static conn *take_conn(etcd_client *c)
+{
+    g_mutex_lock(&c->lock);
+    conn *k = c->idle->len ? g_ptr_array_steal_index_fast(c->idle, c->idle->len - 1)
+                           : NULL;
+    g_mutex_unlock(&c->lock);
+    if (k != NULL)
+        return k;
+    k = g_new0(conn, 1);
+    k->h = curl_easy_init();
+    k->buf = g_string_sized_new(1024);
+    if (k->h == NULL)
+        return k; /* reported by the caller */
+    curl_easy_setopt(k->h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(k->h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(k->h, CURLOPT_POST, 1L);
+    curl_easy_setopt(k->h, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(k->h, CURLOPT_WRITEDATA, k);
+    curl_easy_setopt(k->h, CURLOPT_ERRORBUFFER, k->errbuf);
+    curl_easy_setopt(k->h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(k->h, CURLOPT_PROTOCOLS_STR, "http,https");
+    return k;
+}
+
+static void give_conn(etcd_client *c, conn *k)
+{
+    if (k->h == NULL) {
+        conn_free(k);
+        return;
+    }
+    if (k->buf->allocated_len > (1u << 20)) {
+        g_string_free(k->buf, TRUE);
+        k->buf = g_string_sized_new(1024);
+    }
+    g_mutex_lock(&c->lock);
+    bool keep = c->idle->len < POOL_MAX;
+    if (keep)
+        g_ptr_array_add(c->idle, k);
+    g_mutex_unlock(&c->lock);
+    if (!keep)
+        conn_free(k);
+}
+
+static void set_endpoint_error(etcd_client *c, unsigned i, const char *why)
+{
+    g_mutex_lock(&c->lock);
+    if (why == NULL ? c->last_error[i] != NULL
+                    : g_strcmp0(c->last_error[i], why) != 0) {
+        g_free(c->last_error[i]);
+        c->last_error[i] = g_strdup(why);
+    }
+    g_mutex_unlock(&c->lock);
+}
+
+/* Parse an error reply {"error","message","code"} (unary) or
+ * {"error":{"grpc_code","message",...}} (streams). */
+static void parse_error_reply(const char *text, size_t len, int *grpc_code,
+                              char **message)
+{
+    *grpc_code = -1;
+    *message = NULL;
+    JsonParser *p = json_parser_new();
+    if (json_parser_load_from_data(p, text, (gssize)len, NULL)) {
+        JsonNode *root = json_parser_get_root(p);
+        if (root != NULL && JSON_NODE_HOLDS_OBJECT(root)) {
+            JsonObject *o = json_node_get_object(root);
+            JsonObject *inner = procreg_etcd_json_obj(o, "error");
+            JsonObject *src = inner ? inner : o;
+            int64_t code = -1;
+            if (procreg_etcd_json_int(src, inner ? "grpc_code" : "code", &code) &&
+                json_object_has_member(src, inner ? "grpc_code" : "code"))
+                *grpc_code = (int)code;
+            JsonNode *m = json_object_get_member(src, "message");
+            if (m == NULL && !inner)
+                m = json_object_get_member(src, "error");
+            if (m != NULL && JSON_NODE_HOLDS_VALUE(m) &&
+                json_node_get_value_type(m) == G_TYPE_STRING)
+                *message = g_strdup(json_node_get_string(m));
+        }
+    }
+    g_object_unref(p);
+    if (*message == NULL)
+        *message = g_strndup(text, MIN(len, 200));
+}
+
+/* Map what etcd said about a request it refused. */
+static int map_refusal(int grpc, const char *msg, const char *path,
+                       const char *url, GError **error)
+{
+    if (strstr(msg, "requested lease not found") != NULL) {
+        g_set_error(error, PROCREG_ERROR, PROCREG_EBACKEND,
+                    "etcd lease gone (%s on %s): %s", path, url, msg);
+        return ETCD_ELEASE_GONE;
+    }
+    if (strstr(msg, "request is too large") != NULL ||
+        strstr(msg, "too many operations") != NULL ||
+        strstr(msg, "database space exceeded") != NULL ||
+        grpc == GRPC_RESOURCE_EXHAUSTED)
+        return procreg_set_error(error, PROCREG_EFULL,
+                                 "etcd refused %s: %s (endpoint %s)", path,
+                                 msg, url);
+    if (grpc == GRPC_DEADLINE_EXCEEDED)
+        return procreg_set_error(error, PROCREG_ETIMEDOUT,
+                                 "etcd timed out on %s: %s (endpoint %s)",
+                                 path, msg, url);
+    if (grpc == GRPC_INVALID_ARGUMENT || grpc == GRPC_FAILED_PRECONDITION)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "etcd rejected %s: %s (endpoint %s)", path,
+                                 msg, url);
+    return procreg_set_error(error, PROCREG_EBACKEND,
+                             "etcd failed %s: %s (gRPC code %d, endpoint %s)",
+                             path, msg, grpc, url);
+}
+
+static void note_tried(GString *tried, const char *url, const char *why)
+{
+    char *needle = g_strdup_printf("%s (", url);
+    bool seen = strstr(tried->str, needle) != NULL;
+    g_free(needle);
+    if (!seen)
+        g_string_append_printf(tried, "%s%s (%s)", tried->len ? ", " : "",
+                               url, why);
+}
+
+/* @only >= 0: that endpoint once, no failover. */
+static int call_impl(etcd_client *c, const char *path, const char *body,
+                     unsigned flags, unsigned timeout_ms, int only,
+                     JsonNode **reply, GError **error)
+{
+    *reply = NULL;
+    stat_add(&c->calls);
+    conn *k = take_conn(c);
+    if (k->h == NULL) {
+        give_conn(c, k);
+        stat_add(&c->failures);
+        return procreg_set_error(error, PROCREG_ENOMEM,
+                                 "etcd: cannot make a curl handle");
+    }
+    gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    unsigned start = only >= 0 ? (unsigned)only % c->n
+                               : (unsigned)g_atomic_int_get(&c->current) % c->n;
+    unsigned i = start;
+    unsigned attempts = 0, unreachable_in_round = 0;
+    bool no_leader = false;
+    GString *tried = g_string_new(NULL);
+    int rc = 0;
+    curl_easy_setopt(k->h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(k->h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    curl_easy_setopt(k->h, CURLOPT_HTTPHEADER,
+                     (flags & ETCD_CALL_NO_LEADER_NEEDED) ? c->hdr_plain
+                                                          : c->hdr_leader);
+    for (;;) {
+        gint64 left_ms = (deadline - g_get_monotonic_time()) / 1000;
+        if (left_ms <= 0) {
+            stat_add(&c->timeouts);
+            rc = procreg_set_error(
+                error, PROCREG_ETIMEDOUT,
+                no_leader ? "etcd: no leader within %u ms for %s (quorum "
+                            "lost?); tried %s"
+                          : "etcd: no answer within %u ms for %s; tried %s",
+                timeout_ms, path, tried->len ? tried->str : "nothing");
+            break;
+        }
+        const char *base = c->urls[i];
+        char *url = g_strconcat(base, path, NULL);
+        g_string_truncate(k->buf, 0);
+        k->too_big = false;
+        k->errbuf[0] = '\0';
+        curl_easy_setopt(k->h, CURLOPT_URL, url);
+        curl_easy_setopt(k->h, CURLOPT_TIMEOUT_MS, (long)left_ms);
+        curl_easy_setopt(k->h, CURLOPT_CONNECTTIMEOUT_MS,
+                         (long)MIN(left_ms, CONNECT_TIMEOUT_MS));
+        CURLcode res = curl_easy_perform(k->h);
+        g_free(url);
+        bool next = false;
+        if (res == CURLE_OK) {
+            long status = 0;
+            curl_easy_getinfo(k->h, CURLINFO_RESPONSE_CODE, &status);
+            if (status == 200) {
+                JsonParser *p = json_parser_new();
+                GError *perr = NULL;
+                if (json_parser_load_from_data(p, k->buf->str,
+                                               (gssize)k->buf->len, &perr) &&
+                    json_parser_get_root(p) != NULL &&
+                    JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
+                    *reply = json_parser_steal_root(p);
+                    set_endpoint_error(c, i, NULL);
+                    if (i != start && only < 0)
+                        g_atomic_int_set(&c->current, (gint)i);
+                    rc = 0;
+                } else {
+                    rc = procreg_set_error(error, PROCREG_EBACKEND,
+                                           "etcd %s sent a reply to %s that "
+                                           "is not a JSON object: %s",
+                                           base, path,
+                                           perr ? perr->message : "empty");
+                }
+                g_clear_error(&perr);
+                g_object_unref(p);
+                break;
+            }
+            int grpc;
+            char *msg;
+            parse_error_reply(k->buf->str, k->buf->len, &grpc, &msg);
+            if (grpc == GRPC_UNAVAILABLE || status == 503) {
+                /* No leader, leader changed, server-side timeout: another
+                 * member (or the same one after the election) may do. */
+                no_leader = no_leader || strstr(msg, "leader") != NULL;
+                note_tried(tried, base, msg);
+                set_endpoint_error(c, i, msg);
+                next = true;
+            } else {
+                set_endpoint_error(c, i, NULL);
+                rc = map_refusal(grpc, msg, path, base, error);
+                g_free(msg);
+                break;
+            }
+            g_free(msg);
+        } else {
+            const char *why = k->errbuf[0] ? k->errbuf : curl_easy_strerror(res);
+            curl_off_t connect_us = 0;
+            curl_easy_getinfo(k->h, CURLINFO_CONNECT_TIME_T, &connect_us);
+            set_endpoint_error(c, i, why);
+            if (k->too_big) {
+                rc = procreg_set_error(error, PROCREG_EBACKEND,
+                                       "etcd %s: reply to %s exceeds %u "
+                                       "bytes", base, path, MAX_REPLY_BYTES);
+                break;
+            }
+            if (res == CURLE_OPERATION_TIMEDOUT && connect_us > 0) {
+                /* Connected and sent: the member did not answer in time.
+                 * Sending the request again elsewhere could apply it
+                 * twice, and the budget is spent anyway. */
+                stat_add(&c->timeouts);
+                rc = procreg_set_error(error, PROCREG_ETIMEDOUT,
+                                       "etcd %s did not answer %s within "
+                                       "%u ms", base, path, timeout_ms);
+                break;
+            }
+            note_tried(tried, base, why);
+            if (res == CURLE_COULDNT_CONNECT ||
+                res == CURLE_COULDNT_RESOLVE_HOST ||
+                res == CURLE_OPERATION_TIMEDOUT)
+                unreachable_in_round++;
+            next = true;
+        }
+        if (!next)
+            break;
+        if (only >= 0) {
+            rc = procreg_set_error(error, PROCREG_EBACKEND, "etcd %s: %s",
+                                   base, tried->str);
+            break;
+        }
+        attempts++;
+        stat_add(&c->failovers);
+        i = (i + 1) % c->n;
+        if (attempts % c->n == 0) {
+            if (unreachable_in_round == c->n) {
+                rc = procreg_set_error(error, PROCREG_EBACKEND,
+                                       "no etcd endpoint reachable: tried %s",
+                                       tried->str);
+                break;
+            }
+            unreachable_in_round = 0;
+            gint64 left_us = deadline - g_get_monotonic_time();
+            if (left_us > 0)
+                g_usleep((gulong)MIN(left_us, NO_LEADER_PAUSE_MS * 1000));
+        }
+    }
+    g_string_free(tried, TRUE);
+    give_conn(c, k);
+    if (rc != 0)
+        stat_add(&c->failures);
+    return rc;
+}
+
+ETCD_HIDDEN int procreg_etcd_call_timeout(etcd_client *c, const char *path,
+                                          const char *body, unsigned flags,
+                                          unsigned timeout_ms,
+                                          JsonNode **reply, GError **error)
+{
+    return call_impl(c, path, body, flags, timeout_ms, -1, reply, error);
+}
+
+ETCD_HIDDEN int procreg_etcd_call(etcd_client *c, const char *path,
+                                  const char *body, unsigned flags,
+                                  JsonNode **reply, GError **error)
+{
+    return call_impl(c, path, body, flags, c->timeout_ms, -1, reply, error);
+}
+
+ETCD_HIDDEN int procreg_etcd_call_endpoint(etcd_client *c, unsigned i,
+                                           const char *path, const char *body,
+                                           unsigned flags, unsigned timeout_ms,
+                                           JsonNode **reply, GError **error)
+{
+    return call_impl(c, path, body, flags, timeout_ms, (int)(i % c->n), reply,
+                     error);
+}
+
+ETCD_HIDDEN void procreg_etcd_client_get_stats(etcd_client *c,
+                                               etcd_client_stats *out)
+{
+    out->calls = stat_get(&c->calls);
+    out->failovers = stat_get(&c->failovers);
+    out->timeouts = stat_get(&c->timeouts);
+    out->failures = stat_get(&c->failures);
+    out->current = (unsigned)g_atomic_int_get(&c->current) % c->n;
+    out->n_endpoints = c->n;
+}
+
+ETCD_HIDDEN const char *procreg_etcd_client_endpoint(etcd_client *c,
+                                                     unsigned i)
+{
+    return i < c->n ? c->urls[i] : NULL;
+}
+
+ETCD_HIDDEN char *procreg_etcd_client_endpoint_error(etcd_client *c,
+                                                     unsigned i)
+{
+    if (i >= c->n)
+        return NULL;
+    g_mutex_lock(&c->lock);
+    char *e = g_strdup(c->last_error[i]);
+    g_mutex_unlock(&c->lock);
+    return e;
+}
+
+/* ---- streams ---- */
+
+struct etcd_stream {
+    CURLM *multi;
+    CURL *h;
+    gint stop; /* atomic */
+    GString *line;
+    etcd_line_fn fn;
+    void *user;
+    bool ended_by_fn;
+    bool too_big;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+ETCD_HIDDEN etcd_stream *procreg_etcd_stream_new(void)
+{
+    global_init();
+    etcd_stream *s = g_new0(etcd_stream, 1);
+    s->multi = curl_multi_init();
+    s->h = curl_easy_init();
+    s->line = g_string_new(NULL);
+    return s;
+}
+
+ETCD_HIDDEN void procreg_etcd_stream_free(etcd_stream *s)
+{
+    if (s == NULL)
+        return;
+    if (s->h != NULL)
+        curl_easy_cleanup(s->h);
+    if (s->multi != NULL)
+        curl_multi_cleanup(s->multi);
+    g_string_free(s->line, TRUE);
+    g_free(s);
+}
+
+ETCD_HIDDEN void procreg_etcd_stream_stop(etcd_stream *s)
+{
+    g_atomic_int_set(&s->stop, 1);
+    if (s->multi != NULL)
+        curl_multi_wakeup(s->multi);
+}
+
+ETCD_HIDDEN bool procreg_etcd_stream_stopped(etcd_stream *s)
+{
+    return g_atomic_int_get(&s->stop) != 0;
+}
+
+static size_t stream_write(char *data, size_t size, size_t nmemb, void *user)
+{
+    etcd_stream *s = user;
+    size_t n = size * nmemb;
+    for (size_t i = 0; i < n; i++) {
+        if (data[i] != '\n') {
+            g_string_append_c(s->line, data[i]);
+            if (s->line->len > MAX_LINE_BYTES) {
+                s->too_big = true;
+                return 0;
+            }
+            continue;
+        }
+        if (s->line->len > 0 && !s->fn(s->line->str, s->line->len, s->user)) {
+            g_string_truncate(s->line, 0);
+            s->ended_by_fn = true;
+            return 0;
+        }
+        g_string_truncate(s->line, 0);
+    }
+    return procreg_etcd_stream_stopped(s) ? 0 : n;
+}
+
+/* One attempt on @base; *@unreachable says the connection never opened. */
+static int stream_once(etcd_client *c, etcd_stream *s, const char *base,
+                       const char *path, const char *body, bool *unreachable,
+                       GError **error)
+{
+    *unreachable = false;
+    char *url = g_strconcat(base, path, NULL);
+    curl_easy_reset(s->h);
+    g_string_truncate(s->line, 0);
+    s->ended_by_fn = false;
+    s->too_big = false;
+    s->errbuf[0] = '\0';
+    curl_easy_setopt(s->h, CURLOPT_URL, url);
+    curl_easy_setopt(s->h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(s->h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(s->h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(s->h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    curl_easy_setopt(s->h, CURLOPT_HTTPHEADER, c->hdr_leader);
+    curl_easy_setopt(s->h, CURLOPT_WRITEFUNCTION, stream_write);
+    curl_easy_setopt(s->h, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(s->h, CURLOPT_ERRORBUFFER, s->errbuf);
+    curl_easy_setopt(s->h, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)MIN(c->timeout_ms, CONNECT_TIMEOUT_MS));
+    curl_easy_setopt(s->h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(s->h, CURLOPT_TCP_KEEPIDLE, 5L);
+    curl_easy_setopt(s->h, CURLOPT_TCP_KEEPINTVL, 2L);
+    curl_easy_setopt(s->h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_multi_add_handle(s->multi, s->h);
+    CURLcode res = CURLE_OK;
+    bool done = false;
+    while (!done && !procreg_etcd_stream_stopped(s)) {
+        int running = 0;
+        CURLMcode mc = curl_multi_perform(s->multi, &running);
+        if (mc != CURLM_OK) {
+            res = CURLE_FAILED_INIT;
+            g_strlcpy(s->errbuf, curl_multi_strerror(mc), sizeof s->errbuf);
+            break;
+        }
+        int queued;
+        CURLMsg *m;
+        while ((m = curl_multi_info_read(s->multi, &queued)) != NULL) {
+            if (m->msg == CURLMSG_DONE) {
+                res = m->data.result;
+                done = true;
+            }
+        }
+        if (!done)
+            curl_multi_poll(s->multi, NULL, 0, 1000, NULL);
+    }
+    curl_off_t connect_us = 0;
+    long status = 0;
+    curl_easy_getinfo(s->h, CURLINFO_CONNECT_TIME_T, &connect_us);
+    curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
+    curl_multi_remove_handle(s->multi, s->h);
+    g_free(url);
+    if (procreg_etcd_stream_stopped(s) || !done || s->ended_by_fn)
+        return 0;
+    /* A last line without its newline. */
+    if (s->line->len > 0) {
+        s->fn(s->line->str, s->line->len, s->user);
+        g_string_truncate(s->line, 0);
+    }
+    if (res == CURLE_OK)
+        return status == 200 || status == 0
+                   ? 0
+                   : procreg_set_error(error, PROCREG_EBACKEND,
+                                       "etcd %s answered %s with HTTP %ld",
+                                       base, path, status);
+    if (s->too_big)
+        return procreg_set_error(error, PROCREG_EBACKEND,
+                                 "etcd %s: a line of %s exceeds %u bytes",
+                                 base, path, MAX_LINE_BYTES);
+    *unreachable = connect_us == 0 &&
+                   (res == CURLE_COULDNT_CONNECT ||
+                    res == CURLE_COULDNT_RESOLVE_HOST ||
+                    res == CURLE_OPERATION_TIMEDOUT);
+    return procreg_set_error(error, PROCREG_EBACKEND, "etcd %s, %s: %s", base,
+                             path, s->errbuf[0] ? s->errbuf
+                                                : curl_easy_strerror(res));
+}
+
+ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
+                                        const char *path, const char *body,
+                                        etcd_line_fn fn, void *user,
+                                        GError **error)
+{
+    if (s->multi == NULL || s->h == NULL)
+        return procreg_set_error(error, PROCREG_ENOMEM,
+                                 "etcd: cannot make a curl handle");
+    s->fn = fn;
+    s->user = user;
+    unsigned start = (unsigned)g_atomic_int_get(&c->current) % c->n;
+    GString *tried = g_string_new(NULL);
+    int rc = 0;
+    for (unsigned k = 0; k < c->n && !procreg_etcd_stream_stopped(s); k++) {
+        unsigned i = (start + k) % c->n;
+        bool unreachable = false;
+        GError *local = NULL;
+        rc = stream_once(c, s, c->urls[i], path, body, &unreachable, &local);
+        if (rc == 0 || !unreachable) {
+            if (local != NULL)
+                g_propagate_error(error, local);
+            else if (k > 0)
+                g_atomic_int_set(&c->current, (gint)i);
+            g_string_free(tried, TRUE);
+            return rc;
+        }
+        set_endpoint_error(c, i, local->message);
+        note_tried(tried, c->urls[i], local->message);
+        g_clear_error(&local);
+    }
+    if (!procreg_etcd_stream_stopped(s))
+        rc = procreg_set_error(error, PROCREG_EBACKEND,
+                               "no etcd endpoint reachable: tried %s",
+                               tried->str);
+    else
+        rc = 0;
+    g_string_free(tried, TRUE);
+    return rc;
+}
+
+/* ---- JSON helpers ---- */
+
+ETCD_HIDDEN bool procreg_etcd_json_int(JsonObject *o, const char *member,
+                                       int64_t *out)
+{
+    *out = 0;
+    JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+    if (n == NULL || JSON_NODE_HOLDS_NULL(n))
+        return true;
+    if (!JSON_NODE_HOLDS_VALUE(n))
+        return false;
+    GType t = json_node_get_value_type(n);
+    if (t == G_TYPE_INT64) {
+        *out = json_node_get_int(n);
+        return true;
+    }
+    if (t == G_TYPE_STRING) {
+        const char *s = json_node_get_string(n);
+        return g_ascii_string_to_signed(s, 10, G_MININT64, G_MAXINT64,
+                                        (gint64 *)out, NULL);
+    }
+    return false;
+}
+
+ETCD_HIDDEN bool procreg_etcd_json_b64(JsonObject *o, const char *member,
+                                       guchar **out, gsize *len)
+{
+    *out = NULL;
+    *len = 0;
+    JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+    if (n == NULL || JSON_NODE_HOLDS_NULL(n)) {
+        *out = g_malloc0(1);
+        return true;
+    }
+    if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING)
+        return false;
+    const char *s = json_node_get_string(n);
+    size_t sl = strlen(s);
+    if (sl % 4 != 0)
+        return false;
+    for (size_t i = 0; i < sl; i++) {
+        char ch = s[i];
+        if (!(g_ascii_isalnum(ch) || ch == '+' || ch == '/' ||
+              (ch == '=' && i + 2 >= sl)))
+            return false;
+    }
+    /* g_base64_decode() leaves room for a terminating NUL we add. */
+    guchar *raw = g_base64_decode(s, len);
+    *out = g_realloc(raw, *len + 1);
+    (*out)[*len] = '\0';
+    return true;
+}
+
+ETCD_HIDDEN bool procreg_etcd_json_bool(JsonObject *o, const char *member)
+{
+    JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+    return n != NULL && JSON_NODE_HOLDS_VALUE(n) &&
+           json_node_get_value_type(n) == G_TYPE_BOOLEAN &&
+           json_node_get_boolean(n);
+}
+
+ETCD_HIDDEN JsonObject *procreg_etcd_json_obj(JsonObject *o,
+                                              const char *member)
+{
+    JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+    return n != NULL && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n)
+                                                  : NULL;
+}
+
+ETCD_HIDDEN JsonArray *procreg_etcd_json_array(JsonObject *o,
+                                               const char *member)
+{
+    JsonNode *n = o ? json_object_get_member(o, member) : NULL;
+    return n != NULL && JSON_NODE_HOLDS_ARRAY(n) ? json_node_get_array(n)
+                                                 : NULL;
+}
+
+ETCD_HIDDEN void procreg_etcd_append_b64(GString *s, const void *data,
+                                         size_t len)
+{
+    g_string_append_c(s, '"');
+    if (len > 0) {
+        char *enc = g_base64_encode(data, len);
+        g_string_append(s, enc);
+        g_free(enc);
+    }
+    g_string_append_c(s, '"');
+}

@@ -1,0 +1,130 @@
+/*
+ * A small client for etcd's v3 JSON gateway (etcd 3.4: POST /v3/...),
+ * on libcurl and json-glib.  Private to the etcd backend: every symbol is
+ * hidden in the library.
+ *
+ *  - Unary calls take a handle from a pool of keep-alive easy handles,
+ *    POST a JSON body and parse the JSON reply.  Every call has a time
+ *    budget; a refused connection, a dropped connection or a member
+ *    without a leader moves on to the next endpoint within that budget.
+ *  - A stream runs one long POST (the watch) through a multi handle so
+ *    that another thread can stop it at once.
+ */
+#ifndef PROCREG_ETCD_CLIENT_H
+#define PROCREG_ETCD_CLIENT_H
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define ETCD_HIDDEN __attribute__((visibility("hidden")))
+
+/* Returned by procreg_etcd_call() (never to applications): etcd answered
+ * "requested lease not found".  The backend re-grants its lease. */
+#define ETCD_ELEASE_GONE (-1000)
+
+typedef struct etcd_client etcd_client;
+
+typedef enum {
+    /* A read that may be answered by any member, leader or not
+     * (serializable): no "require leader" header. */
+    ETCD_CALL_NO_LEADER_NEEDED = 1u << 0,
+} etcd_call_flags;
+
+/* @endpoints: NULL-terminated base URLs ("http://127.0.0.1:2379"),
+ * copied.  @timeout_ms bounds every call. */
+ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const char *const *endpoints,
+                                                 unsigned timeout_ms);
+ETCD_HIDDEN void procreg_etcd_client_free(etcd_client *c);
+
+/* POST @body to @path ("/v3/kv/range") and parse the reply.
+ * @return 0 with *@reply (a JSON object; json_node_unref() it), or
+ *   PROCREG_ETIMEDOUT (budget spent), PROCREG_EBACKEND (no endpoint
+ *   reachable, no leader, bad reply), PROCREG_EFULL (request too large,
+ *   too many operations, space exceeded), PROCREG_EINVAL (etcd rejected
+ *   the request), ETCD_ELEASE_GONE; @error says which endpoints were
+ *   tried and what etcd said. */
+ETCD_HIDDEN int procreg_etcd_call(etcd_client *c, const char *path,
+                                  const char *body, unsigned flags,
+                                  JsonNode **reply, GError **error);
+/* As procreg_etcd_call() with a budget of @timeout_ms instead. */
+ETCD_HIDDEN int procreg_etcd_call_timeout(etcd_client *c, const char *path,
+                                          const char *body, unsigned flags,
+                                          unsigned timeout_ms,
+                                          JsonNode **reply, GError **error);
+
+/* One attempt on endpoint @i only (no failover): for health probes.
+ * Updates that endpoint's last error. */
+ETCD_HIDDEN int procreg_etcd_call_endpoint(etcd_client *c, unsigned i,
+                                           const char *path, const char *body,
+                                           unsigned flags, unsigned timeout_ms,
+                                           JsonNode **reply, GError **error);
+
+/* Figures for health and stats. */
+typedef struct {
+    uint64_t calls;
+    uint64_t failovers;   /* calls that moved on to another endpoint */
+    uint64_t timeouts;
+    uint64_t failures;    /* calls that returned an error */
+    unsigned current;     /* index of the endpoint in use */
+    unsigned n_endpoints;
+} etcd_client_stats;
+
+ETCD_HIDDEN void procreg_etcd_client_get_stats(etcd_client *c,
+                                               etcd_client_stats *out);
+ETCD_HIDDEN const char *procreg_etcd_client_endpoint(etcd_client *c,
+                                                     unsigned i);
+/* The last transport error seen on endpoint @i (NULL: none yet or it
+ * answered since); g_free it. */
+ETCD_HIDDEN char *procreg_etcd_client_endpoint_error(etcd_client *c,
+                                                     unsigned i);
+
+/* ---- streams ---- */
+
+typedef struct etcd_stream etcd_stream;
+
+/* Called with each complete line of the reply (without the newline);
+ * return false to end the stream. */
+typedef bool (*etcd_line_fn)(const char *line, size_t len, void *user);
+
+ETCD_HIDDEN etcd_stream *procreg_etcd_stream_new(void);
+ETCD_HIDDEN void procreg_etcd_stream_free(etcd_stream *s);
+/* Make procreg_etcd_stream_run() return now, and every later run at once.
+ * Safe from any thread. */
+ETCD_HIDDEN void procreg_etcd_stream_stop(etcd_stream *s);
+ETCD_HIDDEN bool procreg_etcd_stream_stopped(etcd_stream *s);
+
+/* POST @body to @path on the next endpoint in turn and feed the reply to
+ * @fn line by line until the server ends it, @fn returns false or the
+ * stream is stopped.  Connecting is bounded by the client's timeout; an
+ * open stream has none (TCP keepalive notices a dead peer).
+ * @return 0 when the stream ended normally or was stopped, else a
+ *   negative code with @error. */
+ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
+                                        const char *path, const char *body,
+                                        etcd_line_fn fn, void *user,
+                                        GError **error);
+
+/* ---- JSON helpers ---- */
+
+/* An int64 member: etcd writes them as strings and omits zeros.
+ * false when present but not an integer. */
+ETCD_HIDDEN bool procreg_etcd_json_int(JsonObject *o, const char *member,
+                                       int64_t *out);
+/* A base64 member, decoded (absent: empty).  g_free *out. */
+ETCD_HIDDEN bool procreg_etcd_json_b64(JsonObject *o, const char *member,
+                                       guchar **out, gsize *len);
+/* A boolean member (absent: false). */
+ETCD_HIDDEN bool procreg_etcd_json_bool(JsonObject *o, const char *member);
+/* An object member or NULL. */
+ETCD_HIDDEN JsonObject *procreg_etcd_json_obj(JsonObject *o,
+                                              const char *member);
+/* An array member or NULL. */
+ETCD_HIDDEN JsonArray *procreg_etcd_json_array(JsonObject *o,
+                                               const char *member);
+/* Append the base64 of @len bytes to @s as a JSON string (with quotes). */
+ETCD_HIDDEN void procreg_etcd_append_b64(GString *s, const void *data,
+                                         size_t len);
+
+#endif
