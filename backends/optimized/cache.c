@@ -1,0 +1,781 @@
+/*
+ * The optimized decorator's TTL lookup cache.
+ *
+ * Readers (lookup, lookup_entry) take no lock: a ck_epoch read section on
+ * the thread's own record (ck-common), one ck_hs_get with the key's
+ * prepared hash, and a copy of the owner.  Entries are immutable once
+ * published except for their `referenced` byte, which a reader stores
+ * (plain, relaxed) only when it is not already set, so a hot entry's line
+ * is not written on every hit.  Counters are per thread (see the shards
+ * below): a hit does no atomic read-modify-write on shared memory.
+ *
+ * Writers (fills after a miss, writes through the decorator,
+ * invalidations) hold the cache lock, one at a time (ck_hs is single
+ * writer, many readers).  Replaced and removed entries, and ck_hs tables
+ * replaced when it grows, are retired through the epoch and freed once no
+ * read section can still see them.
+ *
+ * Staleness: an entry expires ttl_ms after it was stored (a coarse
+ * monotonic clock, so up to one clock tick later).  A miss that fills the
+ * cache reads the key's invalidation generation before it asks the inner
+ * backend and stores the answer only if no write or invalidation of the
+ * key came in between, so a fill can never put back a value older than a
+ * write that already returned.
+ *
+ * Capacity: at most `capacity` entries.  Each entry owns a slot of a ring;
+ * when the cache is full a CLOCK hand sweeps the ring, clearing referenced
+ * bits, and evicts the first entry not referenced since the hand last
+ * passed it (second chance), so keys that are being read stay.
+ */
+#include "optimized.h"
+
+#include "../ck-common/ck-common.h"
+
+#include <ck_hs.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Per-thread counter blocks per cache; threads beyond share one more. */
+#define OPT_SHARDS 64
+/* Invalidation generations: a write bumps its key's stripe. */
+#define OPT_GEN_STRIPES 64
+/* ck_hs table size to start with (it doubles as it fills). */
+#define OPT_HS_INITIAL 64
+
+typedef struct {
+    int64_t expires_ns; /* coarse monotonic */
+    procreg_owner owner;
+    GVariant *metadata; /* FULL entries: a reference, or NULL */
+    int64_t registered_at;
+    uint64_t revision;
+    uint32_t ring_slot; /* writer only */
+    uint8_t kind;       /* opt_kind */
+    _Atomic uint8_t referenced;
+    procreg_key key;    /* last: the key bytes follow (ns\0name\0) */
+} opt_centry;
+
+/* One thread's counters (or, for the last shard, every thread beyond
+ * OPT_SHARDS): a cache line of its own. */
+typedef struct {
+    _Atomic uint64_t hits;
+    _Atomic uint64_t negative_hits;
+    _Atomic uint64_t misses;
+    _Atomic uint64_t expirations;
+} __attribute__((aligned(64))) opt_shard;
+
+struct opt_cache {
+    /* Read by every reader; written only when ck_hs grows. */
+    ck_hs_t hs;
+    int64_t ttl_ns;
+    uint64_t capacity;
+    bool negative;
+
+    opt_shard shards[OPT_SHARDS + 1];
+    /* Read (acquire) by misses, written (release) under the lock. */
+    _Atomic uint64_t gen[OPT_GEN_STRIPES] __attribute__((aligned(64)));
+
+    /* Under the lock. */
+    procreg_ck_lock lock __attribute__((aligned(64)));
+    procreg_epoch_domain *epoch;
+    opt_centry **ring;   /* slot -> entry, NULL when free */
+    uint32_t *free_slots;
+    uint32_t n_free;
+    uint32_t ring_used;  /* slots ever handed out */
+    uint32_t ring_len;   /* slots allocated */
+    uint32_t hand;       /* the CLOCK hand */
+    uint64_t n_entries;
+    size_t entry_bytes;
+    size_t table_bytes;  /* ck_hs allocations alive */
+    uint64_t removals_since_gc;
+    uint64_t fills, fill_races, updates, invalidations, evictions;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Time                                                                     */
+
+static inline int64_t opt_now_ns(void)
+{
+    struct timespec ts;
+
+    /* A vDSO read of the tick clock: no system call. */
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * G_GINT64_CONSTANT(1000000000) + ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Per-thread counter slots                                                 */
+
+/* A thread gets a slot (0 .. OPT_SHARDS - 1) on its first lookup and gives
+ * it back when it exits; the next thread continues its counts (the mutex
+ * orders the two threads).  Slot s writes shard s of every cache with a
+ * plain load and store.  Threads beyond OPT_SHARDS share the last shard
+ * and add atomically. */
+#define OPT_SLOT_NONE 0u
+#define OPT_SLOT_SHARED (OPT_SHARDS + 1u)
+
+static _Thread_local unsigned int opt_tls_slot
+    __attribute__((tls_model("initial-exec")));
+static pthread_mutex_t opt_slot_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned int opt_slot_next;
+static unsigned int opt_slot_free[OPT_SHARDS];
+static unsigned int opt_slot_n_free;
+
+static void opt_slot_release(gpointer data)
+{
+    unsigned int slot = GPOINTER_TO_UINT(data) - 1;
+
+    /* Anything this thread counts later in its exit goes to the shared
+     * shard: the slot may already belong to another thread. */
+    opt_tls_slot = OPT_SLOT_SHARED;
+    pthread_mutex_lock(&opt_slot_lock);
+    opt_slot_free[opt_slot_n_free++] = slot;
+    pthread_mutex_unlock(&opt_slot_lock);
+}
+
+static GPrivate opt_slot_key = G_PRIVATE_INIT(opt_slot_release);
+
+static unsigned int opt_slot_slow(void)
+{
+    unsigned int slot = OPT_SHARDS;
+
+    pthread_mutex_lock(&opt_slot_lock);
+    if (opt_slot_n_free > 0)
+        slot = opt_slot_free[--opt_slot_n_free];
+    else if (opt_slot_next < OPT_SHARDS)
+        slot = opt_slot_next++;
+    pthread_mutex_unlock(&opt_slot_lock);
+    if (slot < OPT_SHARDS) {
+        g_private_set(&opt_slot_key, GUINT_TO_POINTER(slot + 1));
+        opt_tls_slot = slot + 1;
+    } else {
+        opt_tls_slot = OPT_SLOT_SHARED;
+    }
+    return slot;
+}
+
+/* The calling thread's shard index; OPT_SHARDS is the shared one. */
+static inline unsigned int opt_slot(void)
+{
+    unsigned int t = opt_tls_slot;
+
+    if (G_LIKELY(t != OPT_SLOT_NONE && t != OPT_SLOT_SHARED))
+        return t - 1;
+    if (t == OPT_SLOT_SHARED)
+        return OPT_SHARDS;
+    return opt_slot_slow();
+}
+
+static inline void opt_count(_Atomic uint64_t *c, unsigned int slot)
+{
+    if (G_LIKELY(slot < OPT_SHARDS))
+        atomic_store_explicit(c,
+                              atomic_load_explicit(c, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------ */
+/* ck_hs glue                                                               */
+
+/* ck_malloc has no context argument: the cache whose lock this thread
+ * holds is found here (saved and restored, so caches may nest). */
+static _Thread_local opt_cache *opt_cache_writer;
+
+static void *opt_hs_malloc(size_t size)
+{
+    opt_cache *c = opt_cache_writer;
+    void *p;
+
+    if (c == NULL) {
+        g_critical("optimized: ck_hs allocated outside a write");
+        return NULL;
+    }
+    p = malloc(size);
+    if (p != NULL)
+        c->table_bytes += size;
+    return p;
+}
+
+static void opt_hs_free(void *p, size_t size, bool defer)
+{
+    opt_cache *c = opt_cache_writer;
+
+    if (p == NULL)
+        return;
+    if (c == NULL) {
+        /* Which epoch protects it is unknown: leaking is the safe way. */
+        g_critical("optimized: ck_hs freed memory outside a write");
+        return;
+    }
+    c->table_bytes -= size;
+    if (defer) {
+        /* An old table readers may still probe. */
+        procreg_epoch_retire(c->epoch, p, free, size);
+        procreg_epoch_flush(c->epoch);
+    } else {
+        free(p);
+    }
+}
+
+static struct ck_malloc opt_hs_allocator = {
+    .malloc = opt_hs_malloc,
+    .realloc = NULL, /* ck_hs never reallocates */
+    .free = opt_hs_free,
+};
+
+/* Objects in the set are the entries' procreg_key; the hash is the key's
+ * prepared one, so neither lookups nor growth hash anything. */
+static unsigned long opt_hs_hash(const void *object, unsigned long seed)
+{
+    (void)seed;
+    return (unsigned long)((const procreg_key *)object)->hash;
+}
+
+static bool opt_hs_compare(const void *a, const void *b)
+{
+    const procreg_key *x = a, *y = b;
+
+    return x->hash == y->hash && x->ns_len == y->ns_len &&
+           x->name_len == y->name_len &&
+           memcmp(x->bytes, y->bytes, procreg_key_size(x)) == 0;
+}
+
+static inline opt_centry *opt_centry_of(void *key)
+{
+    return (opt_centry *)(void *)((char *)key - offsetof(opt_centry, key));
+}
+
+/* The entry of @key or NULL: readers inside a read section, writers under
+ * the lock. */
+static inline opt_centry *opt_get(opt_cache *c, const procreg_key *key)
+{
+    void *object;
+    opt_centry *e;
+
+    PROCREG_TSAN_IGNORE_READS_BEGIN();
+    object = ck_hs_get(&c->hs, (unsigned long)key->hash, key);
+    PROCREG_TSAN_IGNORE_READS_END();
+    if (object == NULL)
+        return NULL;
+    ck_pr_fence_load_depends();
+    e = opt_centry_of(object);
+    /* Pairs with the release in opt_publish(). */
+    PROCREG_TSAN_ACQUIRE(e);
+    return e;
+}
+
+static opt_cache *opt_write_begin(opt_cache *c)
+{
+    opt_cache *previous;
+
+    procreg_ck_lock_lock(&c->lock);
+    previous = opt_cache_writer;
+    opt_cache_writer = c;
+    return previous;
+}
+
+static void opt_write_end(opt_cache *c, opt_cache *previous)
+{
+    procreg_epoch_tick(c->epoch);
+    opt_cache_writer = previous;
+    procreg_ck_lock_unlock(&c->lock);
+}
+
+static inline unsigned int opt_gen_stripe(const procreg_key *key)
+{
+    return (unsigned int)((key->hash >> 17) % OPT_GEN_STRIPES);
+}
+
+/* Under the lock: every fill that read the stripe's generation before now
+ * will be dropped. */
+static void opt_gen_bump(opt_cache *c, unsigned int stripe)
+{
+    atomic_store_explicit(&c->gen[stripe],
+                          atomic_load_explicit(&c->gen[stripe],
+                                               memory_order_relaxed) + 1,
+                          memory_order_release);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Entries                                                                  */
+
+static size_t opt_centry_size(const procreg_key *key)
+{
+    return sizeof(opt_centry) + procreg_key_size(key) + 1;
+}
+
+static opt_centry *opt_centry_new(const procreg_key *key, opt_kind kind,
+                                  const procreg_entry *src, int64_t expires)
+{
+    size_t key_size = procreg_key_size(key);
+    opt_centry *e = malloc(opt_centry_size(key));
+
+    if (e == NULL)
+        return NULL;
+    memset(e, 0, sizeof(*e));
+    e->expires_ns = expires;
+    e->kind = (uint8_t)kind;
+    atomic_init(&e->referenced, 0);
+    if (kind != OPT_KIND_NEGATIVE && src != NULL) {
+        e->owner = src->owner;
+        if (kind == OPT_KIND_FULL) {
+            e->metadata = src->metadata ? g_variant_ref(src->metadata) : NULL;
+            e->registered_at = src->registered_at;
+            e->revision = src->revision;
+        }
+    }
+    e->key.hash = key->hash;
+    e->key.refcount = 0;
+    e->key.ns_len = key->ns_len;
+    e->key.name_len = key->name_len;
+    memcpy(e->key.bytes, procreg_key_bytes(key), key_size);
+    e->key.bytes[key_size] = '\0';
+    return e;
+}
+
+/* procreg_epoch_free_fn for retired entries (and destroy). */
+static void opt_centry_free(void *p)
+{
+    opt_centry *e = p;
+
+    if (e->metadata != NULL)
+        g_variant_unref(e->metadata);
+    free(e);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writer side (under the lock)                                             */
+
+/* Make the ring and the free list hold at least @want slots. */
+static bool opt_ring_reserve(opt_cache *c, uint32_t want)
+{
+    uint32_t len = c->ring_len ? c->ring_len : 64;
+    opt_centry **ring;
+    uint32_t *free_slots;
+
+    if (want <= c->ring_len)
+        return true;
+    while (len < want)
+        len = len > UINT32_MAX / 2 ? UINT32_MAX : len * 2;
+    if (len > c->capacity)
+        len = (uint32_t)c->capacity;
+    ring = realloc(c->ring, (size_t)len * sizeof(*ring));
+    if (ring == NULL)
+        return false;
+    c->ring = ring;
+    free_slots = realloc(c->free_slots, (size_t)len * sizeof(*free_slots));
+    if (free_slots == NULL)
+        return false; /* the ring grew; the old length still holds */
+    c->free_slots = free_slots;
+    memset(ring + c->ring_len, 0, (size_t)(len - c->ring_len) * sizeof(*ring));
+    c->ring_len = len;
+    return true;
+}
+
+/* Drop @e from the set and the ring and retire it. */
+static void opt_remove_locked(opt_cache *c, opt_centry *e)
+{
+    size_t bytes = opt_centry_size(&e->key);
+
+    ck_hs_remove(&c->hs, (unsigned long)e->key.hash, &e->key);
+    c->ring[e->ring_slot] = NULL;
+    c->free_slots[c->n_free++] = e->ring_slot;
+    c->n_entries--;
+    c->entry_bytes -= bytes;
+    procreg_epoch_retire(c->epoch, e, opt_centry_free, bytes);
+    /* Removals leave tombstones in ck_hs; clean them up once as many
+     * have accumulated as there are slots in use (amortised O(1)). */
+    if (++c->removals_since_gc >= MAX(64u, c->ring_used)) {
+        ck_hs_gc(&c->hs, 0, 0);
+        c->removals_since_gc = 0;
+    }
+}
+
+/* CLOCK: evict the first entry the hand finds unreferenced, clearing the
+ * referenced bits it passes.  Ends within two sweeps. */
+static void opt_evict_one(opt_cache *c)
+{
+    uint64_t steps;
+
+    for (steps = 0; steps < 2 * (uint64_t)c->ring_used + 1; steps++) {
+        opt_centry *e = c->ring[c->hand];
+
+        c->hand = c->hand + 1 >= c->ring_used ? 0 : c->hand + 1;
+        if (e == NULL)
+            continue;
+        if (atomic_load_explicit(&e->referenced, memory_order_relaxed)) {
+            atomic_store_explicit(&e->referenced, 0, memory_order_relaxed);
+            continue;
+        }
+        opt_remove_locked(c, e);
+        c->evictions++;
+        return;
+    }
+}
+
+/* A ring slot for a new entry, or false when out of memory. */
+static bool opt_take_slot(opt_cache *c, uint32_t *slot)
+{
+    if (c->n_free > 0) {
+        *slot = c->free_slots[--c->n_free];
+        return true;
+    }
+    if (!opt_ring_reserve(c, c->ring_used + 1))
+        return false;
+    *slot = c->ring_used++;
+    return true;
+}
+
+/* Make @e the entry of its key, replacing (and retiring) any other.  Takes
+ * @e: it is freed when it cannot be stored. */
+static void opt_insert_locked(opt_cache *c, opt_centry *e)
+{
+    opt_centry *current = opt_get(c, &e->key);
+    void *previous = NULL;
+    uint32_t slot = 0;
+
+    if (current == NULL && c->n_entries >= c->capacity)
+        opt_evict_one(c);
+    if (current == NULL && !opt_take_slot(c, &slot)) {
+        opt_centry_free(e);
+        return;
+    }
+    /* The entry's contents before the slot that points to it. */
+    PROCREG_TSAN_RELEASE(e);
+    ck_pr_fence_store();
+    if (!ck_hs_set(&c->hs, (unsigned long)e->key.hash, &e->key, &previous)) {
+        /* Only growth can fail, and only for a new key. */
+        if (current == NULL)
+            c->free_slots[c->n_free++] = slot;
+        opt_centry_free(e);
+        return;
+    }
+    if (previous != NULL) {
+        opt_centry *old = opt_centry_of(previous);
+        size_t old_bytes = opt_centry_size(&old->key);
+
+        e->ring_slot = old->ring_slot;
+        /* A refreshed hot key stays hot. */
+        atomic_store_explicit(&e->referenced,
+                              atomic_load_explicit(&old->referenced,
+                                                   memory_order_relaxed),
+                              memory_order_relaxed);
+        c->ring[e->ring_slot] = e;
+        c->entry_bytes -= old_bytes;
+        procreg_epoch_retire(c->epoch, old, opt_centry_free, old_bytes);
+    } else {
+        e->ring_slot = slot;
+        c->ring[slot] = e;
+        c->n_entries++;
+    }
+    c->entry_bytes += opt_centry_size(&e->key);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public (to the decorator)                                                */
+
+opt_cache *procreg_opt_cache_new(uint64_t capacity, uint64_t ttl_ms,
+                                 bool negative)
+{
+    size_t size = (sizeof(opt_cache) + 63) & ~(size_t)63;
+    opt_cache *c = aligned_alloc(64, size);
+    opt_cache *previous;
+    bool ok;
+    unsigned int i;
+
+    if (c == NULL)
+        return NULL;
+    memset(c, 0, size);
+    c->capacity = capacity;
+    c->ttl_ns = (int64_t)ttl_ms * G_GINT64_CONSTANT(1000000);
+    c->negative = negative;
+    for (i = 0; i < G_N_ELEMENTS(c->shards); i++) {
+        atomic_init(&c->shards[i].hits, 0);
+        atomic_init(&c->shards[i].negative_hits, 0);
+        atomic_init(&c->shards[i].misses, 0);
+        atomic_init(&c->shards[i].expirations, 0);
+    }
+    for (i = 0; i < OPT_GEN_STRIPES; i++)
+        atomic_init(&c->gen[i], 0);
+    c->epoch = procreg_epoch_domain_new();
+    if (c->epoch == NULL) {
+        free(c);
+        return NULL;
+    }
+    procreg_ck_lock_init(&c->lock);
+    previous = opt_write_begin(c);
+    ok = ck_hs_init(&c->hs,
+                    CK_HS_MODE_OBJECT | CK_HS_MODE_SPMC | CK_HS_MODE_DELETE,
+                    opt_hs_hash, opt_hs_compare, &opt_hs_allocator,
+                    MIN(capacity, OPT_HS_INITIAL) * 2, 0);
+    opt_write_end(c, previous);
+    if (!ok) {
+        procreg_epoch_domain_free(c->epoch);
+        procreg_ck_lock_clear(&c->lock);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void procreg_opt_cache_free(opt_cache *c)
+{
+    opt_cache *previous;
+    uint32_t i;
+
+    if (c == NULL)
+        return;
+    /* No reader is left (the backend is being destroyed), but retired
+     * entries may still wait for readers of other instances' sections. */
+    previous = opt_write_begin(c);
+    for (i = 0; i < c->ring_used; i++)
+        if (c->ring[i] != NULL)
+            opt_centry_free(c->ring[i]);
+    ck_hs_destroy(&c->hs);
+    opt_write_end(c, previous);
+    procreg_epoch_domain_free(c->epoch);
+    procreg_ck_lock_clear(&c->lock);
+    free(c->ring);
+    free(c->free_slots);
+    free(c);
+}
+
+opt_cache_result procreg_opt_cache_lookup(opt_cache *c, const procreg_key *key,
+                                          procreg_owner *out)
+{
+    unsigned int slot = opt_slot();
+    opt_shard *sh = &c->shards[slot];
+    int64_t now = opt_now_ns();
+    opt_cache_result r = OPT_CACHE_MISS;
+    bool expired = false;
+    ck_epoch_record_t *record = procreg_epoch_read_begin();
+    opt_centry *e;
+
+    if (G_UNLIKELY(record == NULL)) {
+        opt_count(&sh->misses, slot);
+        return OPT_CACHE_MISS;
+    }
+    e = opt_get(c, key);
+    if (e != NULL) {
+        if (G_LIKELY(now < e->expires_ns)) {
+            if (!atomic_load_explicit(&e->referenced, memory_order_relaxed))
+                atomic_store_explicit(&e->referenced, 1, memory_order_relaxed);
+            if (e->kind == OPT_KIND_NEGATIVE) {
+                r = OPT_CACHE_ABSENT;
+            } else {
+                *out = e->owner;
+                r = OPT_CACHE_FOUND;
+            }
+        } else {
+            expired = true;
+        }
+    }
+    procreg_epoch_read_end(record);
+    if (r == OPT_CACHE_FOUND) {
+        opt_count(&sh->hits, slot);
+    } else if (r == OPT_CACHE_ABSENT) {
+        opt_count(&sh->hits, slot);
+        opt_count(&sh->negative_hits, slot);
+    } else {
+        opt_count(&sh->misses, slot);
+        if (expired)
+            opt_count(&sh->expirations, slot);
+    }
+    return r;
+}
+
+opt_cache_result procreg_opt_cache_lookup_entry(opt_cache *c,
+                                                const procreg_key *key,
+                                                procreg_entry *out)
+{
+    unsigned int slot = opt_slot();
+    opt_shard *sh = &c->shards[slot];
+    int64_t now = opt_now_ns();
+    opt_cache_result r = OPT_CACHE_MISS;
+    bool expired = false;
+    ck_epoch_record_t *record = procreg_epoch_read_begin();
+    opt_centry *e;
+
+    if (G_UNLIKELY(record == NULL)) {
+        opt_count(&sh->misses, slot);
+        return OPT_CACHE_MISS;
+    }
+    e = opt_get(c, key);
+    if (e != NULL && e->kind != OPT_KIND_OWNER) {
+        if (now < e->expires_ns) {
+            if (!atomic_load_explicit(&e->referenced, memory_order_relaxed))
+                atomic_store_explicit(&e->referenced, 1, memory_order_relaxed);
+            if (e->kind == OPT_KIND_NEGATIVE) {
+                r = OPT_CACHE_ABSENT;
+            } else {
+                out->owner = e->owner;
+                /* The reference is taken inside the section: it outlives
+                 * the entry's retirement. */
+                out->metadata = e->metadata ? g_variant_ref(e->metadata)
+                                            : NULL;
+                out->registered_at = e->registered_at;
+                out->revision = e->revision;
+                r = OPT_CACHE_FOUND;
+            }
+        } else {
+            expired = true;
+        }
+    } else if (e != NULL && now >= e->expires_ns) {
+        expired = true;
+    }
+    procreg_epoch_read_end(record);
+    if (r != OPT_CACHE_MISS) {
+        opt_count(&sh->hits, slot);
+        if (r == OPT_CACHE_ABSENT)
+            opt_count(&sh->negative_hits, slot);
+    } else {
+        opt_count(&sh->misses, slot);
+        if (expired)
+            opt_count(&sh->expirations, slot);
+    }
+    return r;
+}
+
+uint64_t procreg_opt_cache_generation(opt_cache *c, const procreg_key *key)
+{
+    return atomic_load_explicit(&c->gen[opt_gen_stripe(key)],
+                                memory_order_acquire);
+}
+
+void procreg_opt_cache_fill(opt_cache *c, const procreg_key *key,
+                            uint64_t generation, opt_kind kind,
+                            const procreg_entry *entry)
+{
+    unsigned int stripe = opt_gen_stripe(key);
+    opt_cache *previous;
+    opt_centry *e;
+
+    if (kind == OPT_KIND_NEGATIVE && !c->negative)
+        return;
+    e = opt_centry_new(key, kind, entry, opt_now_ns() + c->ttl_ns);
+    if (e == NULL)
+        return; /* the cache is an optimisation: skip it */
+    previous = opt_write_begin(c);
+    if (atomic_load_explicit(&c->gen[stripe], memory_order_relaxed) !=
+        generation) {
+        c->fill_races++;
+        opt_centry_free(e);
+    } else {
+        opt_insert_locked(c, e);
+        c->fills++;
+    }
+    opt_write_end(c, previous);
+}
+
+void procreg_opt_cache_put(opt_cache *c, const procreg_key *key,
+                           const procreg_entry *entry)
+{
+    int64_t expires = opt_now_ns() + c->ttl_ns;
+    opt_centry *e = NULL;
+    opt_cache *previous;
+
+    if (entry != NULL)
+        e = opt_centry_new(key, OPT_KIND_FULL, entry, expires);
+    else if (c->negative)
+        e = opt_centry_new(key, OPT_KIND_NEGATIVE, NULL, expires);
+    previous = opt_write_begin(c);
+    opt_gen_bump(c, opt_gen_stripe(key));
+    if (e != NULL) {
+        opt_insert_locked(c, e);
+        c->updates++;
+    } else {
+        /* Negative caching off, or no memory for the new entry: what is
+         * cached must go either way. */
+        opt_centry *current = opt_get(c, key);
+
+        if (current != NULL) {
+            opt_remove_locked(c, current);
+            c->invalidations++;
+        }
+    }
+    opt_write_end(c, previous);
+}
+
+void procreg_opt_cache_invalidate(opt_cache *c, const procreg_key *key)
+{
+    opt_cache *previous = opt_write_begin(c);
+    opt_centry *current;
+
+    opt_gen_bump(c, opt_gen_stripe(key));
+    current = opt_get(c, key);
+    if (current != NULL) {
+        opt_remove_locked(c, current);
+        c->invalidations++;
+    }
+    opt_write_end(c, previous);
+}
+
+static void opt_invalidate_matching(opt_cache *c, const char *ns)
+{
+    opt_cache *previous = opt_write_begin(c);
+    unsigned int i;
+    uint32_t slot;
+
+    for (i = 0; i < OPT_GEN_STRIPES; i++)
+        opt_gen_bump(c, i);
+    for (slot = 0; slot < c->ring_used; slot++) {
+        opt_centry *e = c->ring[slot];
+
+        if (e == NULL)
+            continue;
+        if (ns != NULL && strcmp(procreg_key_bytes(&e->key), ns) != 0)
+            continue;
+        opt_remove_locked(c, e);
+        c->invalidations++;
+    }
+    opt_write_end(c, previous);
+}
+
+void procreg_opt_cache_invalidate_namespace(opt_cache *c, const char *ns)
+{
+    opt_invalidate_matching(c, ns);
+}
+
+void procreg_opt_cache_invalidate_all(opt_cache *c)
+{
+    opt_invalidate_matching(c, NULL);
+}
+
+void procreg_opt_cache_get_stats(opt_cache *c, opt_cache_stats *out)
+{
+    procreg_epoch_stats epoch;
+    opt_cache *previous;
+    unsigned int i;
+
+    memset(out, 0, sizeof(*out));
+    for (i = 0; i < G_N_ELEMENTS(c->shards); i++) {
+        opt_shard *sh = &c->shards[i];
+
+        out->hits += atomic_load_explicit(&sh->hits, memory_order_relaxed);
+        out->negative_hits +=
+            atomic_load_explicit(&sh->negative_hits, memory_order_relaxed);
+        out->misses += atomic_load_explicit(&sh->misses, memory_order_relaxed);
+        out->expirations +=
+            atomic_load_explicit(&sh->expirations, memory_order_relaxed);
+    }
+    previous = opt_write_begin(c);
+    out->fills = c->fills;
+    out->fill_races = c->fill_races;
+    out->updates = c->updates;
+    out->invalidations = c->invalidations;
+    out->evictions = c->evictions;
+    out->entries = c->n_entries;
+    procreg_epoch_get_stats(c->epoch, &epoch);
+    out->retired_pending = epoch.pending;
+    out->bytes = sizeof(*c) + c->entry_bytes + c->table_bytes +
+                 (size_t)c->ring_len * (sizeof(*c->ring) +
+                                        sizeof(*c->free_slots)) +
+                 epoch.pending_bytes + epoch.overhead_bytes;
+    opt_write_end(c, previous);
+    out->capacity = c->capacity;
+    out->ttl_ms = (uint64_t)(c->ttl_ns / G_GINT64_CONSTANT(1000000));
+    out->negative = c->negative;
+}

@@ -1,0 +1,702 @@
+/*
+ * optimized: a decorator that puts a TTL lookup cache and a metadata index
+ * in front of any other backend.
+ *
+ *   optimized:inner=<spec>[,ttl_ms=250][,cache_capacity=100000]
+ *             [,negative_cache=off][,index=on]
+ *   e.g. optimized:inner=[lmdb:path=/run/x.mdb,map_size=64MiB],ttl_ms=250
+ *
+ * It opens the inner backend with procreg_backend_open() (the core adds
+ * whatever lock the inner backend's caps ask for) and calls it only
+ * through the procreg_backend_* wrappers.  What it does not answer itself
+ * it forwards.
+ *
+ * Consistency (doc/optimized.md has the long form):
+ *  - Read-your-writes: every write through the decorator updates or drops
+ *    the key's cache entry and index postings before it returns.  Writes of
+ *    one key are ordered by a write stripe held across the inner call and
+ *    the cache/index update; a lookup miss only stores its answer when no
+ *    write of the key came since it started (cache.c).
+ *  - Bounded staleness: a change made elsewhere (another process on a
+ *    shared LMDB file, another host on etcd, or directly in the inner
+ *    instance) is seen at the latest when the cached entry expires, ttl_ms
+ *    after it was stored (plus one tick of the coarse clock); sooner when
+ *    the inner backend reports it with procreg_backend_host_notify(),
+ *    which drops the key at once.
+ *  - Dead owners: the core never returns an entry whose owner it knows to
+ *    be dead (its lookup slow path), and its monitor removes such entries
+ *    through this decorator, which drops them from the cache.
+ *  - The index answers find_by_metadata only when it sees every change:
+ *    for inner backends shared with other processes or hosts
+ *    (MULTIPROCESS or DISTRIBUTED) finds go to the inner backend, and a
+ *    notification from any other inner marks the index stale, to be
+ *    rebuilt by the next find.
+ */
+#include "optimized.h"
+
+#include "../ck-common/ck-common.h"
+
+#include <string.h>
+
+#define OPT_DEFAULT_TTL_MS 250
+#define OPT_MAX_TTL_MS (UINT64_C(24) * 3600 * 1000)
+#define OPT_DEFAULT_CAPACITY 100000
+#define OPT_MAX_CAPACITY (UINT64_C(1) << 26)
+#define OPT_WRITE_STRIPES 64
+
+typedef struct {
+    procreg_backend *inner;
+    procreg_backend_host *child;
+    const procreg_backend_ops *inner_ops;
+    opt_cache *cache;        /* NULL: caching is off */
+    opt_index *index;        /* NULL: finds go to the inner backend */
+    const char *index_state; /* for health and stats */
+    /* Notifications from the inner backend: changes made elsewhere. */
+    _Atomic uint64_t notifications;
+    /* The notification count the index reflects. */
+    _Atomic uint64_t index_synced;
+    _Atomic uint64_t finds_indexed;
+    _Atomic uint64_t finds_forwarded;
+    _Atomic uint64_t index_rebuilds;
+    procreg_ck_lock stripes[OPT_WRITE_STRIPES];
+} opt_state;
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                  */
+
+bool procreg_opt_key_make(opt_stack_key *buf, const char *ns,
+                          const char *name)
+{
+    size_t ns_len, name_len;
+
+    if (ns == NULL || name == NULL)
+        return false;
+    ns_len = strlen(ns);
+    name_len = strlen(name);
+    if (ns_len == 0 || name_len == 0 || ns_len > PROCREG_NAME_MAX ||
+        name_len > PROCREG_NAME_MAX)
+        return false;
+    buf->key.refcount = 0;
+    buf->key.ns_len = (uint16_t)ns_len;
+    buf->key.name_len = (uint16_t)name_len;
+    memcpy(buf->key.bytes, ns, ns_len + 1);
+    memcpy(buf->key.bytes + ns_len + 1, name, name_len + 1);
+    buf->key.hash = procreg_hash(buf->key.bytes, ns_len + 1 + name_len);
+    return true;
+}
+
+static procreg_ck_lock *opt_stripe(opt_state *s, const procreg_key *key)
+{
+    return &s->stripes[(key->hash >> 11) % OPT_WRITE_STRIPES];
+}
+
+static void opt_lock_all(opt_state *s)
+{
+    for (unsigned int i = 0; i < OPT_WRITE_STRIPES; i++)
+        procreg_ck_lock_lock(&s->stripes[i]);
+}
+
+static void opt_unlock_all(opt_state *s)
+{
+    for (unsigned int i = OPT_WRITE_STRIPES; i-- > 0;)
+        procreg_ck_lock_unlock(&s->stripes[i]);
+}
+
+static bool opt_entry_matches(const procreg_entry *e, const char *meta_key,
+                              GVariant *value)
+{
+    GVariant *v;
+    bool match;
+
+    if (e->metadata == NULL)
+        return false;
+    v = g_variant_lookup_value(e->metadata, meta_key, NULL);
+    match = v != NULL && procreg_metadata_value_equal(v, value);
+    if (v != NULL)
+        g_variant_unref(v);
+    return match;
+}
+
+/* Rebuild the index from the inner backend.  With every stripe held, so
+ * no write through the decorator runs meanwhile. */
+static int opt_index_rebuild_locked(opt_state *s, GError **error)
+{
+    uint64_t seen = atomic_load_explicit(&s->notifications,
+                                         memory_order_acquire);
+    GArray *all = procreg_entry_array_new();
+    int rc = procreg_backend_list_all(s->inner, NULL, all, error);
+
+    if (rc == 0) {
+        procreg_opt_index_clear(s->index);
+        for (guint i = 0; i < all->len; i++) {
+            procreg_entry *e = &g_array_index(all, procreg_entry, i);
+            opt_stack_key key;
+
+            if (e->metadata != NULL &&
+                procreg_opt_key_make(&key, e->ns, e->name))
+                procreg_opt_index_set(s->index, &key.key, e->metadata);
+        }
+        /* A notification during the listing leaves the index stale. */
+        atomic_store_explicit(&s->index_synced, seen, memory_order_release);
+        atomic_fetch_add_explicit(&s->index_rebuilds, 1, memory_order_relaxed);
+    }
+    g_array_unref(all);
+    return rc;
+}
+
+/* Called by the inner backend's host on a change made elsewhere. */
+static void opt_on_inner_change(gpointer user_data, procreg_event_kind kind,
+                                procreg_event_reason reason,
+                                const procreg_entry *entry)
+{
+    opt_state *s = user_data;
+    opt_stack_key key;
+
+    (void)kind;
+    (void)reason;
+    atomic_fetch_add_explicit(&s->notifications, 1, memory_order_acq_rel);
+    if (s->cache == NULL)
+        return;
+    if (entry != NULL && procreg_opt_key_make(&key, entry->ns, entry->name))
+        procreg_opt_cache_invalidate(s->cache, &key.key);
+    else
+        procreg_opt_cache_invalidate_all(s->cache);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                               */
+
+static const procreg_backend_option opt_options[] = {
+    {"inner", "the backend to decorate, a spec: inner=ghash or "
+              "inner=[lmdb:path=/x,map_size=64MiB] (required)"},
+    {"ttl_ms", "how long a cached lookup may be served, in ms (default 250; "
+               "0 turns the cache off)"},
+    {"cache_capacity", "most entries the cache holds (default 100000; "
+                       "0 turns the cache off)"},
+    {"negative_cache", "also cache 'not registered' answers (on/off, "
+                       "default off)"},
+    {"index", "keep a metadata index for find (on/off, default on; always "
+              "off over a backend shared with other processes or hosts)"},
+    {NULL, NULL},
+};
+
+static void opt_state_free(opt_state *s)
+{
+    procreg_backend_close(s->inner);
+    procreg_backend_host_free(s->child);
+    procreg_opt_cache_free(s->cache);
+    procreg_opt_index_free(s->index);
+    for (unsigned int i = 0; i < OPT_WRITE_STRIPES; i++)
+        procreg_ck_lock_clear(&s->stripes[i]);
+    g_free(s);
+}
+
+static int opt_init(const procreg_spec *spec, procreg_backend_host *host,
+                    void **state, GError **error)
+{
+    const char *inner_spec = procreg_spec_get(spec, "inner");
+    uint64_t ttl_ms, capacity;
+    bool negative, use_index;
+    opt_state *s;
+    int rc;
+
+    if (inner_spec == NULL || *inner_spec == '\0')
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "optimized: the option 'inner' is required "
+                                 "(the backend to decorate, e.g. "
+                                 "optimized:inner=ghash or "
+                                 "optimized:inner=[lmdb:path=/x])");
+    rc = procreg_spec_get_uint64(spec, "ttl_ms", OPT_DEFAULT_TTL_MS, &ttl_ms,
+                                 error);
+    if (rc == 0 && ttl_ms > OPT_MAX_TTL_MS)
+        rc = procreg_set_error(error, PROCREG_EINVAL,
+                               "optimized: ttl_ms=%" G_GUINT64_FORMAT
+                               " is too long (at most %" G_GUINT64_FORMAT
+                               ", one day)", ttl_ms, OPT_MAX_TTL_MS);
+    if (rc == 0)
+        rc = procreg_spec_get_uint64(spec, "cache_capacity",
+                                     OPT_DEFAULT_CAPACITY, &capacity, error);
+    if (rc == 0 && capacity > OPT_MAX_CAPACITY)
+        rc = procreg_set_error(error, PROCREG_EINVAL,
+                               "optimized: cache_capacity=%" G_GUINT64_FORMAT
+                               " is too large (at most %" G_GUINT64_FORMAT ")",
+                               capacity, OPT_MAX_CAPACITY);
+    if (rc == 0)
+        rc = procreg_spec_get_bool(spec, "negative_cache", false, &negative,
+                                   error);
+    if (rc == 0)
+        rc = procreg_spec_get_bool(spec, "index", true, &use_index, error);
+    if (rc != 0)
+        return rc;
+
+    s = g_new0(opt_state, 1);
+    for (unsigned int i = 0; i < OPT_WRITE_STRIPES; i++)
+        procreg_ck_lock_init(&s->stripes[i]);
+    if (ttl_ms > 0 && capacity > 0) {
+        s->cache = procreg_opt_cache_new(capacity, ttl_ms, negative);
+        if (s->cache == NULL) {
+            opt_state_free(s);
+            return procreg_set_error(error, PROCREG_ENOMEM,
+                                     "optimized: out of memory for the cache");
+        }
+    }
+    /* The cache exists before the inner backend can notify. */
+    s->child = procreg_backend_host_new_child(host, opt_on_inner_change, s);
+    rc = procreg_backend_open(inner_spec, s->child, &s->inner, error);
+    if (rc != 0) {
+        g_prefix_error(error, "optimized: inner backend: ");
+        opt_state_free(s);
+        return rc;
+    }
+    s->inner_ops = procreg_backend_get_ops(s->inner);
+
+    if (!use_index) {
+        s->index_state = "off (index=off)";
+    } else if (s->inner_ops->caps &
+               (PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_DISTRIBUTED)) {
+        s->index_state = "off (inner backend is shared: finds go to it)";
+    } else {
+        s->index = procreg_opt_index_new();
+        s->index_state = "on";
+        /* A persistent inner backend may start with entries. */
+        opt_lock_all(s);
+        rc = opt_index_rebuild_locked(s, error);
+        opt_unlock_all(s);
+        if (rc != 0) {
+            g_prefix_error(error, "optimized: indexing the inner backend: ");
+            opt_state_free(s);
+            return rc;
+        }
+    }
+    *state = s;
+    return 0;
+}
+
+static void opt_destroy(void *state)
+{
+    opt_state_free(state);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reads                                                                    */
+
+static int opt_lookup(void *state, const procreg_key *key, procreg_owner *out)
+{
+    opt_state *s = state;
+    uint64_t generation;
+    int rc;
+
+    if (G_UNLIKELY(s->cache == NULL))
+        return procreg_backend_lookup(s->inner, key, out);
+    switch (procreg_opt_cache_lookup(s->cache, key, out)) {
+    case OPT_CACHE_FOUND:
+        return 0;
+    case OPT_CACHE_ABSENT:
+        return PROCREG_ENOTFOUND;
+    case OPT_CACHE_MISS:
+        break;
+    }
+    /* Read before asking, so that a write racing with the question makes
+     * the answer be dropped rather than cached. */
+    generation = procreg_opt_cache_generation(s->cache, key);
+    rc = procreg_backend_lookup(s->inner, key, out);
+    if (rc == 0) {
+        procreg_entry e = {.owner = *out};
+
+        procreg_opt_cache_fill(s->cache, key, generation, OPT_KIND_OWNER, &e);
+    } else if (rc == PROCREG_ENOTFOUND) {
+        procreg_opt_cache_fill(s->cache, key, generation, OPT_KIND_NEGATIVE,
+                               NULL);
+    }
+    return rc;
+}
+
+static int opt_lookup_entry(void *state, const procreg_key *key,
+                            procreg_entry *out, GError **error)
+{
+    opt_state *s = state;
+    uint64_t generation;
+    int rc;
+
+    if (G_UNLIKELY(s->cache == NULL))
+        return procreg_backend_lookup_entry(s->inner, key, out, error);
+    switch (procreg_opt_cache_lookup_entry(s->cache, key, out)) {
+    case OPT_CACHE_FOUND:
+        return 0;
+    case OPT_CACHE_ABSENT:
+        if (error == NULL)
+            return PROCREG_ENOTFOUND;
+        return procreg_set_error(error, PROCREG_ENOTFOUND,
+                                 "'%s' is not registered in namespace '%s'",
+                                 procreg_key_bytes(key) + key->ns_len + 1,
+                                 procreg_key_bytes(key));
+    case OPT_CACHE_MISS:
+        break;
+    }
+    generation = procreg_opt_cache_generation(s->cache, key);
+    rc = procreg_backend_lookup_entry(s->inner, key, out, error);
+    if (rc == 0)
+        procreg_opt_cache_fill(s->cache, key, generation, OPT_KIND_FULL, out);
+    else if (rc == PROCREG_ENOTFOUND)
+        procreg_opt_cache_fill(s->cache, key, generation, OPT_KIND_NEGATIVE,
+                               NULL);
+    return rc;
+}
+
+static int opt_list_all(void *state, const char *ns, GArray *out,
+                        GError **error)
+{
+    opt_state *s = state;
+
+    return procreg_backend_list_all(s->inner, ns, out, error);
+}
+
+static int opt_count(void *state, const char *ns, size_t *out, GError **error)
+{
+    opt_state *s = state;
+
+    return procreg_backend_count(s->inner, ns, out, error);
+}
+
+static int opt_list_names(void *state, const char *ns, size_t max,
+                          GPtrArray *out)
+{
+    opt_state *s = state;
+
+    return procreg_backend_list_names(s->inner, ns, max, out);
+}
+
+/* Bring the index up to date with what the inner backend reported. */
+static int opt_index_sync(opt_state *s, GError **error)
+{
+    int rc = 0;
+
+    if (atomic_load_explicit(&s->notifications, memory_order_acquire) ==
+        atomic_load_explicit(&s->index_synced, memory_order_acquire))
+        return 0;
+    opt_lock_all(s);
+    if (atomic_load_explicit(&s->notifications, memory_order_acquire) !=
+        atomic_load_explicit(&s->index_synced, memory_order_acquire))
+        rc = opt_index_rebuild_locked(s, error);
+    opt_unlock_all(s);
+    return rc;
+}
+
+static int opt_find_by_metadata(void *state, const char *ns,
+                                const char *meta_key, GVariant *value,
+                                GArray *out, GError **error)
+{
+    opt_state *s = state;
+    GPtrArray *keys;
+    int rc;
+
+    if (s->index == NULL) {
+        atomic_fetch_add_explicit(&s->finds_forwarded, 1,
+                                  memory_order_relaxed);
+        return procreg_backend_find_by_metadata(s->inner, ns, meta_key, value,
+                                                out, error);
+    }
+    rc = opt_index_sync(s, error);
+    if (rc != 0)
+        return rc;
+    atomic_fetch_add_explicit(&s->finds_indexed, 1, memory_order_relaxed);
+    keys = procreg_opt_index_find(s->index, ns, meta_key, value);
+    /* The entries themselves come from the inner backend; each is checked
+     * again, as a write may have changed it since the index was read. */
+    for (guint i = 0; rc == 0 && i < keys->len; i++) {
+        const procreg_key *key = g_ptr_array_index(keys, i);
+        procreg_entry e = {0};
+
+        rc = procreg_backend_lookup_entry(s->inner, key, &e, error);
+        if (rc == PROCREG_ENOTFOUND) {
+            rc = 0;
+            continue;
+        }
+        if (rc == 0 && opt_entry_matches(&e, meta_key, value)) {
+            e.ns = g_strdup(procreg_key_bytes(key));
+            e.name = g_strdup(procreg_key_bytes(key) + key->ns_len + 1);
+            g_array_append_val(out, e);
+        } else {
+            procreg_entry_clear(&e);
+        }
+    }
+    g_ptr_array_unref(keys);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writes                                                                   */
+
+/* After a write of @key whose outcome was @rc (@now: the entry the inner
+ * backend reports, when rc is 0 or EEXISTS): bring cache and index in
+ * line.  Under the key's stripe. */
+static void opt_after_write(opt_state *s, const procreg_key *key, int rc,
+                            const procreg_entry *now, bool reindex)
+{
+    if (rc == 0 || rc == PROCREG_EEXISTS) {
+        if (s->index != NULL && reindex)
+            procreg_opt_index_set(s->index, key, now ? now->metadata : NULL);
+        if (s->cache != NULL)
+            procreg_opt_cache_put(s->cache, key, now);
+    } else if (rc == PROCREG_ENOTFOUND) {
+        /* The key is known to be absent. */
+        if (s->index != NULL)
+            procreg_opt_index_remove(s->index, key);
+        if (s->cache != NULL)
+            procreg_opt_cache_put(s->cache, key, NULL);
+    } else if (s->cache != NULL) {
+        /* A conflict or a failure: whatever is cached may be stale. */
+        procreg_opt_cache_invalidate(s->cache, key);
+    }
+}
+
+static int opt_register(void *state, const procreg_key *key,
+                        const procreg_record *record, procreg_entry *current,
+                        GError **error)
+{
+    opt_state *s = state;
+    procreg_ck_lock *stripe = opt_stripe(s, key);
+    procreg_entry now = {0};
+    int rc;
+
+    procreg_ck_lock_lock(stripe);
+    rc = procreg_backend_register_entry(s->inner, key, record, &now, error);
+    opt_after_write(s, key, rc, &now, rc == 0);
+    procreg_ck_lock_unlock(stripe);
+    if (current != NULL)
+        *current = now;
+    else
+        procreg_entry_clear(&now);
+    return rc;
+}
+
+static int opt_unregister(void *state, const procreg_key *key,
+                          uint64_t if_revision, procreg_entry *removed,
+                          GError **error)
+{
+    opt_state *s = state;
+    procreg_ck_lock *stripe = opt_stripe(s, key);
+    int rc;
+
+    procreg_ck_lock_lock(stripe);
+    rc = procreg_backend_unregister(s->inner, key, if_revision, removed,
+                                    error);
+    if (rc == 0) {
+        if (s->index != NULL)
+            procreg_opt_index_remove(s->index, key);
+        if (s->cache != NULL)
+            procreg_opt_cache_put(s->cache, key, NULL);
+    } else {
+        opt_after_write(s, key, rc, NULL, false);
+    }
+    procreg_ck_lock_unlock(stripe);
+    return rc;
+}
+
+static int opt_update_metadata(void *state, const procreg_key *key,
+                               GVariant *metadata, uint64_t if_revision,
+                               procreg_entry *updated, GError **error)
+{
+    opt_state *s = state;
+    procreg_ck_lock *stripe = opt_stripe(s, key);
+    procreg_entry now = {0};
+    int rc;
+
+    procreg_ck_lock_lock(stripe);
+    rc = procreg_backend_update_metadata(s->inner, key, metadata, if_revision,
+                                         &now, error);
+    opt_after_write(s, key, rc, rc == 0 ? &now : NULL, rc == 0);
+    procreg_ck_lock_unlock(stripe);
+    if (updated != NULL)
+        *updated = now;
+    else
+        procreg_entry_clear(&now);
+    return rc;
+}
+
+static int opt_drop_namespace(void *state, const char *ns, GArray *removed,
+                              GError **error)
+{
+    opt_state *s = state;
+    GArray *gone = removed != NULL ? removed : procreg_entry_array_new();
+    guint before = gone->len;
+    int rc;
+
+    opt_lock_all(s);
+    rc = procreg_backend_drop_namespace(s->inner, ns, gone, error);
+    /* Even a failed drop may have removed some. */
+    for (guint i = before; s->index != NULL && i < gone->len; i++) {
+        procreg_entry *e = &g_array_index(gone, procreg_entry, i);
+        opt_stack_key key;
+
+        if (procreg_opt_key_make(&key, e->ns ? e->ns : ns, e->name))
+            procreg_opt_index_remove(s->index, &key.key);
+    }
+    if (s->cache != NULL)
+        procreg_opt_cache_invalidate_namespace(s->cache, ns);
+    opt_unlock_all(s);
+    if (gone != removed)
+        g_array_unref(gone);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Health, stats, memory                                                    */
+
+static void opt_insert_figures(opt_state *s, GVariantDict *out)
+{
+    GVariantDict d;
+    opt_index_stats ixs;
+
+    g_variant_dict_insert(out, "inner_backend", "s", s->inner_ops->name);
+    g_variant_dict_init(&d, NULL);
+    if (s->cache != NULL) {
+        opt_cache_stats cs;
+        uint64_t lookups;
+
+        procreg_opt_cache_get_stats(s->cache, &cs);
+        lookups = cs.hits + cs.misses;
+        g_variant_dict_insert(&d, "enabled", "b", TRUE);
+        g_variant_dict_insert(&d, "hits", "t", (guint64)cs.hits);
+        g_variant_dict_insert(&d, "negative_hits", "t",
+                              (guint64)cs.negative_hits);
+        g_variant_dict_insert(&d, "misses", "t", (guint64)cs.misses);
+        g_variant_dict_insert(&d, "hit_rate", "d",
+                              lookups ? (double)cs.hits / (double)lookups
+                                      : 0.0);
+        g_variant_dict_insert(&d, "expirations", "t",
+                              (guint64)cs.expirations);
+        g_variant_dict_insert(&d, "fills", "t", (guint64)cs.fills);
+        g_variant_dict_insert(&d, "fill_races", "t", (guint64)cs.fill_races);
+        g_variant_dict_insert(&d, "updates", "t", (guint64)cs.updates);
+        g_variant_dict_insert(&d, "invalidations", "t",
+                              (guint64)cs.invalidations);
+        g_variant_dict_insert(&d, "evictions", "t", (guint64)cs.evictions);
+        g_variant_dict_insert(&d, "entries", "t", (guint64)cs.entries);
+        g_variant_dict_insert(&d, "capacity", "t", (guint64)cs.capacity);
+        g_variant_dict_insert(&d, "ttl_ms", "t", (guint64)cs.ttl_ms);
+        g_variant_dict_insert(&d, "negative_cache", "b",
+                              (gboolean)cs.negative);
+        g_variant_dict_insert(&d, "bytes", "t", (guint64)cs.bytes);
+        g_variant_dict_insert(&d, "retired_pending", "t",
+                              (guint64)cs.retired_pending);
+    } else {
+        g_variant_dict_insert(&d, "enabled", "b", FALSE);
+    }
+    g_variant_dict_insert_value(out, "cache", g_variant_dict_end(&d));
+
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "state", "s", s->index_state);
+    if (s->index != NULL) {
+        procreg_opt_index_get_stats(s->index, &ixs);
+        g_variant_dict_insert(&d, "entries", "t", (guint64)ixs.entries);
+        g_variant_dict_insert(&d, "postings", "t", (guint64)ixs.postings);
+        g_variant_dict_insert(&d, "values", "t", (guint64)ixs.values);
+        g_variant_dict_insert(&d, "bytes", "t", (guint64)ixs.bytes);
+        g_variant_dict_insert(
+            &d, "stale", "b",
+            (gboolean)(atomic_load_explicit(&s->notifications,
+                                            memory_order_acquire) !=
+                       atomic_load_explicit(&s->index_synced,
+                                            memory_order_acquire)));
+    }
+    g_variant_dict_insert(&d, "finds_indexed", "t",
+                          (guint64)atomic_load_explicit(&s->finds_indexed,
+                                                        memory_order_relaxed));
+    g_variant_dict_insert(&d, "finds_forwarded", "t",
+                          (guint64)atomic_load_explicit(&s->finds_forwarded,
+                                                        memory_order_relaxed));
+    g_variant_dict_insert(&d, "rebuilds", "t",
+                          (guint64)atomic_load_explicit(&s->index_rebuilds,
+                                                        memory_order_relaxed));
+    g_variant_dict_insert_value(out, "index", g_variant_dict_end(&d));
+    g_variant_dict_insert(out, "inner_notifications", "t",
+                          (guint64)atomic_load_explicit(&s->notifications,
+                                                        memory_order_relaxed));
+}
+
+static int opt_health_check(void *state, GVariantDict *details,
+                            char **message)
+{
+    opt_state *s = state;
+    GVariantDict inner;
+    char *inner_message = NULL;
+    int status;
+
+    g_variant_dict_init(&inner, NULL);
+    status = procreg_backend_health_check(s->inner, &inner, &inner_message);
+    g_variant_dict_insert_value(details, "inner", g_variant_dict_end(&inner));
+    g_variant_dict_insert(details, "inner_status", "s",
+                          status < 0 ? "failed"
+                                     : procreg_health_status_name(
+                                           (procreg_health_status)status));
+    opt_insert_figures(s, details);
+    if (inner_message != NULL) {
+        *message = g_strdup_printf("inner backend %s: %s",
+                                   s->inner_ops->name, inner_message);
+        g_free(inner_message);
+    }
+    return status;
+}
+
+static void opt_stats(void *state, GVariantDict *out)
+{
+    opt_state *s = state;
+    GVariantDict inner;
+
+    g_variant_dict_init(&inner, NULL);
+    procreg_backend_stats(s->inner, &inner);
+    g_variant_dict_insert_value(out, "inner", g_variant_dict_end(&inner));
+    opt_insert_figures(s, out);
+}
+
+static int opt_memory_usage(void *state, size_t *bytes)
+{
+    opt_state *s = state;
+    size_t total = sizeof(*s);
+    size_t inner = 0;
+
+    if (procreg_backend_memory_usage(s->inner, &inner) == 0)
+        total += inner;
+    if (s->cache != NULL) {
+        opt_cache_stats cs;
+
+        procreg_opt_cache_get_stats(s->cache, &cs);
+        total += cs.bytes;
+    }
+    if (s->index != NULL) {
+        opt_index_stats ixs;
+
+        procreg_opt_index_get_stats(s->index, &ixs);
+        total += ixs.bytes;
+    }
+    *bytes = total;
+    return 0;
+}
+
+const procreg_backend_ops procreg_optimized_backend_ops = {
+    .version = PROCREG_BACKEND_VERSION,
+    .name = "optimized",
+    .description = "decorator: lock-free TTL lookup cache and metadata index "
+                   "over another backend (inner=SPEC)",
+    /* Cache hits take no lock.  Writes and misses are ordered by the
+     * decorator itself; the core locks the inner backend as its own caps
+     * ask. */
+    .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_LOCKFREE_READS,
+    .options = opt_options,
+    .init = opt_init,
+    .destroy = opt_destroy,
+    .register_entry = opt_register,
+    .lookup = opt_lookup,
+    .lookup_entry = opt_lookup_entry,
+    .unregister = opt_unregister,
+    .list_all = opt_list_all,
+    .update_metadata = opt_update_metadata,
+    .health_check = opt_health_check,
+    .count = opt_count,
+    .list_names = opt_list_names,
+    .drop_namespace = opt_drop_namespace,
+    .find_by_metadata = opt_find_by_metadata,
+    .memory_usage = opt_memory_usage,
+    .stats = opt_stats,
+};

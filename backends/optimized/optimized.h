@@ -1,0 +1,150 @@
+/*
+ * The optimized decorator, internal interfaces between its files:
+ *
+ *   cache.c      the TTL lookup cache (ck_hs + ck_epoch through ck-common,
+ *                CLOCK eviction, per-thread hit/miss counters);
+ *   index.c      the metadata index ((ns, meta key, value) -> keys);
+ *   optimized.c  the backend: options, forwarding, write ordering.
+ *
+ * Everything here is hidden inside the library (it is built with
+ * -fvisibility=hidden); only procreg_optimized_backend_ops is referenced
+ * from outside this folder.
+ */
+#ifndef PROCREG_OPTIMIZED_H
+#define PROCREG_OPTIMIZED_H
+
+#include <procreg/backend.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+G_BEGIN_DECLS
+
+/* Room for the largest key on the stack (as the core's procreg_stack_key). */
+typedef union {
+    procreg_key key;
+    char bytes[sizeof(procreg_key) + 2 * (PROCREG_NAME_MAX + 1)];
+} opt_stack_key;
+
+/* Fill @buf with the key (ns, name) and its hash.  false when a part is
+ * empty or longer than PROCREG_NAME_MAX (no valid key can be made). */
+bool procreg_opt_key_make(opt_stack_key *buf, const char *ns,
+                          const char *name);
+
+/* ------------------------------------------------------------------------ */
+/* Cache                                                                    */
+
+typedef struct opt_cache opt_cache;
+
+typedef enum {
+    OPT_CACHE_MISS = 0,   /* nothing usable cached: ask the inner backend */
+    OPT_CACHE_FOUND = 1,  /* served: the key is registered */
+    OPT_CACHE_ABSENT = 2, /* served from a negative entry: not registered */
+} opt_cache_result;
+
+/* What a cache entry holds. */
+typedef enum {
+    OPT_KIND_NEGATIVE = 0, /* the key was not registered */
+    OPT_KIND_OWNER = 1,    /* owner only (filled by lookup) */
+    OPT_KIND_FULL = 2,     /* the whole entry (lookup_entry, writes) */
+} opt_kind;
+
+/* Figures of one cache; counters are totals since it was made. */
+typedef struct {
+    uint64_t hits;          /* lookups answered from the cache */
+    uint64_t negative_hits; /* of which from a negative entry */
+    uint64_t misses;        /* lookups that went to the inner backend */
+    uint64_t expirations;   /* of which found an expired entry */
+    uint64_t fills;         /* entries stored after a miss */
+    uint64_t fill_races;    /* fills dropped: a write to the key raced */
+    uint64_t updates;       /* entries stored by writes through the cache */
+    uint64_t invalidations; /* entries dropped by writes or notifications */
+    uint64_t evictions;     /* entries dropped to make room (CLOCK) */
+    uint64_t entries;       /* entries held now */
+    uint64_t capacity;
+    uint64_t ttl_ms;
+    uint64_t bytes;         /* entries, table and ring */
+    uint64_t retired_pending; /* retired, waiting for readers to move on */
+    bool negative;          /* negative caching on */
+} opt_cache_stats;
+
+/* A cache of at most @capacity entries that live @ttl_ms.  NULL when out
+ * of memory. */
+opt_cache *procreg_opt_cache_new(uint64_t capacity, uint64_t ttl_ms,
+                                 bool negative);
+void procreg_opt_cache_free(opt_cache *c);
+
+/* The hot path: no lock, no allocation, no atomic read-modify-write on
+ * shared memory.  OPT_CACHE_FOUND fills @out. */
+opt_cache_result procreg_opt_cache_lookup(opt_cache *c, const procreg_key *key,
+                                          procreg_owner *out);
+/* The same for a whole entry: only FULL (or negative) entries answer.
+ * OPT_CACHE_FOUND fills @out (metadata referenced, ns and name NULL). */
+opt_cache_result procreg_opt_cache_lookup_entry(opt_cache *c,
+                                                const procreg_key *key,
+                                                procreg_entry *out);
+
+/* Before asking the inner backend after a miss: the invalidation
+ * generation of @key, to hand to procreg_opt_cache_fill(). */
+uint64_t procreg_opt_cache_generation(opt_cache *c, const procreg_key *key);
+
+/* Store what the inner backend answered for @key, unless a write or an
+ * invalidation of the key came after @generation was read (then the
+ * answer may be older than that write, and is dropped).  @entry: the
+ * entry (OPT_KIND_OWNER uses only its owner) or NULL for
+ * OPT_KIND_NEGATIVE, which is stored only when negative caching is on. */
+void procreg_opt_cache_fill(opt_cache *c, const procreg_key *key,
+                            uint64_t generation, opt_kind kind,
+                            const procreg_entry *entry);
+
+/* A write through the decorator changed @key to @entry (FULL; NULL: it is
+ * gone).  The cache answers the new state at once.  The caller orders
+ * writes of one key (optimized.c holds the key's write stripe). */
+void procreg_opt_cache_put(opt_cache *c, const procreg_key *key,
+                           const procreg_entry *entry);
+/* Forget @key (a write of unknown outcome, or a notification). */
+void procreg_opt_cache_invalidate(opt_cache *c, const procreg_key *key);
+/* Forget every entry of @ns. */
+void procreg_opt_cache_invalidate_namespace(opt_cache *c, const char *ns);
+/* Forget everything. */
+void procreg_opt_cache_invalidate_all(opt_cache *c);
+
+void procreg_opt_cache_get_stats(opt_cache *c, opt_cache_stats *out);
+
+/* ------------------------------------------------------------------------ */
+/* Metadata index                                                           */
+
+typedef struct opt_index opt_index;
+
+typedef struct {
+    uint64_t entries;  /* keys with at least one indexed value */
+    uint64_t postings; /* (key, meta key, value) triples */
+    uint64_t values;   /* distinct (ns, meta key, value) */
+    uint64_t bytes;    /* approximate memory */
+} opt_index_stats;
+
+opt_index *procreg_opt_index_new(void);
+void procreg_opt_index_free(opt_index *ix);
+
+/* Index @key with @metadata (a{sv} or NULL), replacing what it had.  Cost:
+ * the old and the new metadata of this key, nothing else. */
+void procreg_opt_index_set(opt_index *ix, const procreg_key *key,
+                           GVariant *metadata);
+/* Forget @key.  Cost: its metadata. */
+void procreg_opt_index_remove(opt_index *ix, const procreg_key *key);
+/* Forget everything. */
+void procreg_opt_index_clear(opt_index *ix);
+
+/* The keys of @ns (NULL: every namespace) indexed with @meta_key equal to
+ * @value (procreg_metadata_value_equal()): a new array of g_malloc'ed
+ * procreg_key copies (refcount 0).  Cost: the matches (and, for NULL @ns,
+ * one probe per namespace). */
+GPtrArray *procreg_opt_index_find(opt_index *ix, const char *ns,
+                                  const char *meta_key, GVariant *value);
+
+void procreg_opt_index_get_stats(opt_index *ix, opt_index_stats *out);
+
+G_END_DECLS
+
+#endif /* PROCREG_OPTIMIZED_H */
