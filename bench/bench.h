@@ -238,6 +238,10 @@ bool bench_target_memory(bench_target *t, size_t *bytes);
  * exit by bench_scratch_remove); opening a target whose spec names it
  * empties it first, so every open starts from an empty registry. */
 const char *bench_scratch_dir(void);
+/* Where to make it (--scratch); call before bench_scratch_dir(). */
+void bench_scratch_set_parent(const char *dir);
+/* Remove what backends left in it. */
+void bench_scratch_empty(void);
 void bench_scratch_remove(void);
 
 /* raw-ghash: a GHashTable under a GRWLock. */
@@ -384,9 +388,9 @@ void bench_run_cell(bench_context *ctx, const bench_workload *w,
 int bench_load_table(bench_target *target, const bench_dataset *ds,
                      GError **error);
 
-/* The load workload: opens a fresh instance of @label per repetition. */
+/* The load workload: opens a fresh instance of @spec per repetition. */
 void bench_run_load(const bench_params *params, const bench_dataset *ds,
-                    const char *label, bench_result *r);
+                    const char *spec, bench_result *r);
 
 void bench_result_clear(bench_result *r);
 

@@ -62,6 +62,7 @@ static gboolean opt_no_tsc = FALSE;
 static gboolean opt_quiet = FALSE;
 static gboolean opt_list = FALSE;
 static gboolean opt_memory_probe = FALSE;
+static char *opt_scratch = NULL;
 
 static GOptionEntry entries[] = {
     {"profile", 'p', 0, G_OPTION_ARG_STRING, &opt_profile,
@@ -105,6 +106,10 @@ static GOptionEntry entries[] = {
      "Also write the results as JSON", "FILE"},
     {"plot", 0, 0, G_OPTION_ARG_FILENAME, &opt_plot,
      "Write gnuplot data and scripts to DIR and draw SVG and PNG", "DIR"},
+    {"scratch", 0, 0, G_OPTION_ARG_FILENAME, &opt_scratch,
+     "Where default specs of file backends (lmdb) put their files "
+     "(default: /dev/shm when it exists, else the temporary directory)",
+     "DIR"},
     {"no-tsc", 0, 0, G_OPTION_ARG_NONE, &opt_no_tsc,
      "Time samples with clock_gettime instead of rdtsc", NULL},
     {"quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet,
@@ -271,8 +276,9 @@ static GPtrArray *parse_backends(const char *text, GError **error)
 /* The spec measured for a built-in name when none is given: decorators
  * get an inner backend, persistent ones a scratch file (never the real
  * registry).  Backends that need a server are left out (NULL). */
-static char *default_spec(const char *name, GString *notes)
+static char *default_spec(const char *name, GString *notes, char **label)
 {
+    *label = NULL;
     if (strcmp(name, "etcd") == 0) {
         g_string_append_printf(notes, "%s%s (needs a server: name it, e.g. "
                                       "--backends etcd:endpoints=...)",
@@ -281,19 +287,27 @@ static char *default_spec(const char *name, GString *notes)
     }
     if (strcmp(name, "optimized") == 0)
         return g_strdup("optimized:inner=ghash");
-    if (strcmp(name, "lmdb") == 0)
-        return g_strdup_printf("lmdb:path=%s/lmdb", bench_scratch_dir());
+    if (strcmp(name, "lmdb") == 0) {
+        *label = g_strdup("lmdb");
+        return g_strdup_printf("lmdb:path=%s/registry.mdb",
+                               bench_scratch_dir());
+    }
     return g_strdup(name);
 }
 
-static GPtrArray *default_targets(GString *notes)
+/* Specs, and the labels shown for them (the spec itself, or a short
+ * name for specs that hold a scratch path). */
+static GPtrArray *default_targets(GString *notes, GPtrArray *labels)
 {
     GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
     char **names = procreg_backend_names();
     for (char **n = names; n && *n; n++) {
-        char *spec = default_spec(*n, notes);
-        if (spec)
+        char *label;
+        char *spec = default_spec(*n, notes, &label);
+        if (spec) {
             g_ptr_array_add(out, spec);
+            g_ptr_array_add(labels, label ? label : g_strdup(spec));
+        }
     }
     g_strfreev(names);
     return out;
@@ -363,9 +377,11 @@ static void list_and_exit(void)
                profiles[i].dists, profiles[i].reps, profiles[i].seconds,
                profiles[i].help);
     GString *notes = g_string_new(NULL);
-    GPtrArray *t = default_targets(notes);
+    GPtrArray *labels = g_ptr_array_new_with_free_func(g_free);
+    GPtrArray *t = default_targets(notes, labels);
     char *j = join_ptrs(t, " ");
-    printf("\nDefault targets: %s raw-ckht raw-ghash\n", j);
+    printf("\nDefault targets: raw-ckht raw-ghash %s\n", j);
+    g_ptr_array_free(labels, TRUE);
     if (notes->len)
         printf("Not measured by default: %s\n", notes->str);
     g_free(j);
@@ -375,12 +391,14 @@ static void list_and_exit(void)
     exit(0);
 }
 
-static void add_target(GPtrArray *targets, const char *spec)
+static void add_target(GPtrArray *labels, GPtrArray *specs,
+                       const char *label, const char *spec)
 {
-    for (guint i = 0; i < targets->len; i++)
-        if (strcmp(targets->pdata[i], spec) == 0)
+    for (guint i = 0; i < specs->len; i++)
+        if (strcmp(specs->pdata[i], spec) == 0)
             return;
-    g_ptr_array_add(targets, g_strdup(spec));
+    g_ptr_array_add(labels, g_strdup(label));
+    g_ptr_array_add(specs, g_strdup(spec));
 }
 
 static bench_result *new_result(bench_report *rep, const char *target,
@@ -434,6 +452,8 @@ int main(int argc, char **argv)
                 argv[1]);
         return 2;
     }
+    if (opt_scratch)
+        bench_scratch_set_parent(opt_scratch);
     if (opt_list)
         list_and_exit();
     if (opt_memory_probe) {
@@ -552,8 +572,9 @@ int main(int argc, char **argv)
 
     /* targets: baselines first, then backends in the order given */
     GString *notes = g_string_new(NULL);
-    GPtrArray *targets = g_ptr_array_new_with_free_func(g_free);
-    GPtrArray *given;
+    GPtrArray *targets = g_ptr_array_new_with_free_func(g_free); /* labels */
+    GPtrArray *specs = g_ptr_array_new_with_free_func(g_free);
+    GPtrArray *given, *given_labels = g_ptr_array_new_with_free_func(g_free);
     if (opt_backends || opt_backend) {
         given = opt_backends ? parse_backends(opt_backends, &error)
                              : g_ptr_array_new_with_free_func(g_free);
@@ -563,18 +584,21 @@ int main(int argc, char **argv)
         }
         for (char **b = opt_backend; b && *b; b++)
             g_ptr_array_add(given, g_strdup(*b));
+        for (guint i = 0; i < given->len; i++)
+            g_ptr_array_add(given_labels, g_strdup(given->pdata[i]));
     } else {
-        given = default_targets(notes);
+        given = default_targets(notes, given_labels);
     }
     if (!opt_no_baselines) {
 #if defined(BENCH_HAVE_CK)
-        add_target(targets, "raw-ckht");
+        add_target(targets, specs, "raw-ckht", "raw-ckht");
 #endif
-        add_target(targets, "raw-ghash");
+        add_target(targets, specs, "raw-ghash", "raw-ghash");
     }
     for (guint i = 0; i < given->len; i++)
-        add_target(targets, given->pdata[i]);
+        add_target(targets, specs, given_labels->pdata[i], given->pdata[i]);
     g_ptr_array_free(given, TRUE);
+    g_ptr_array_free(given_labels, TRUE);
     if (targets->len == 0) {
         fprintf(stderr, "procreg-bench: nothing to measure\n");
         return 2;
@@ -598,6 +622,10 @@ int main(int argc, char **argv)
     order_of = g_hash_table_new_full(NULL, NULL, NULL, g_free);
 
     bench_report_header(stdout, &rep);
+    for (guint i = 0; i < targets->len; i++)
+        if (strcmp(targets->pdata[i], specs->pdata[i]) != 0)
+            printf("# %s = %s (a scratch file, removed at exit)\n",
+                   (char *)targets->pdata[i], (char *)specs->pdata[i]);
     if (notes->len)
         printf("# not measured by default: %s\n", notes->str);
     fflush(stdout);
@@ -629,13 +657,14 @@ int main(int argc, char **argv)
         }
         for (guint ti = 0; ti < targets->len; ti++) {
             const char *label = targets->pdata[ti];
+            const char *spec = specs->pdata[ti];
             if (wanted[BENCH_W_LOAD]) {
                 bench_result *r = new_result(&rep, label, (int)ti, 0);
                 if (!opt_quiet)
                     fprintf(stderr, "[%3zu/%zu %5.0fs] %zu keys  %s: load\n",
                             ++done, total, bench_now() - t_begin, n_keys,
                             label);
-                bench_run_load(&params, &ds, label, r);
+                bench_run_load(&params, &ds, spec, r);
                 if (r->skipped) {
                     fprintf(stderr, "procreg-bench: %s: %s\n", label,
                             r->skipped);
@@ -644,7 +673,7 @@ int main(int argc, char **argv)
             }
             bench_target target;
             char *skip = NULL;
-            if (bench_target_open(&target, label,
+            if (bench_target_open(&target, spec,
                                   n_keys + ds.pool_threads * ds.pool_per_thread,
                                   &error) < 0) {
                 skip = g_strdup_printf("cannot open: %s", error->message);
@@ -762,6 +791,7 @@ int main(int argc, char **argv)
     g_free(rep.loadavg_end);
     g_ptr_array_free(wnames, TRUE);
     g_ptr_array_free(targets, TRUE);
+    g_ptr_array_free(specs, TRUE);
     g_string_free(notes, TRUE);
     g_array_free(keys, TRUE);
     g_array_free(threads, TRUE);

@@ -156,7 +156,7 @@ static void write_latency(const bench_report *rep, const plot_group *g,
         "set style histogram clustered gap 1\n"
         "set style fill solid 0.85 border -1\nset boxwidth 0.9\n"
         "set xtics rotate by -25 left\nset key outside right top\n"
-        "set bmargin 7\nset yrange [1:*]\nset xrange [-0.6:%d.4]\n"
+        "set bmargin 7\nset xrange [-0.6:%d.4]\n"
         "plot 'latency-%s.dat' using 2:xtic(1) title 'p50', "
         "'' using 3 title 'p99', '' using 4 title 'p99.9'\n",
         g->wl->name, tmin, tmin == 1 ? "" : "s", g->keys,

@@ -1,21 +1,41 @@
 /* Opening and closing what is measured: a procreg backend or a baseline. */
 #include "bench.h"
 
+#include <errno.h>
 #include <glib/gstdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static char *scratch = NULL;
+static char *scratch_parent = NULL;
 
+void bench_scratch_set_parent(const char *dir)
+{
+    g_free(scratch_parent);
+    scratch_parent = g_strdup(dir);
+}
+
+/* Under --scratch DIR; else tmpfs (/dev/shm) when there is one, so a
+ * persistent backend's flushes measure its own work, not the disk; else
+ * the temporary directory. */
 const char *bench_scratch_dir(void)
 {
-    if (!scratch) {
-        GError *error = NULL;
-        scratch = g_dir_make_tmp("procreg-bench-XXXXXX", &error);
-        if (!scratch) {
-            fprintf(stderr, "procreg-bench: %s\n", error->message);
-            exit(1);
-        }
+    if (scratch)
+        return scratch;
+    const char *parent = scratch_parent;
+    if (!parent && g_file_test("/dev/shm", G_FILE_TEST_IS_DIR) &&
+        access("/dev/shm", W_OK) == 0)
+        parent = "/dev/shm";
+    if (!parent)
+        parent = g_get_tmp_dir();
+    char *tmpl = g_build_filename(parent, "procreg-bench-XXXXXX", NULL);
+    if (!g_mkdtemp(tmpl)) {
+        int e = errno;
+        fprintf(stderr, "procreg-bench: cannot make a scratch directory "
+                        "in %s: %s\n", parent, g_strerror(e));
+        exit(1);
     }
+    scratch = tmpl;
     return scratch;
 }
 
@@ -39,6 +59,12 @@ static void empty_dir(const char *dir, int depth)
         g_free(p);
     }
     g_dir_close(d);
+}
+
+void bench_scratch_empty(void)
+{
+    if (scratch)
+        empty_dir(scratch, 1);
 }
 
 void bench_scratch_remove(void)

@@ -837,6 +837,8 @@ bool bench_memory_probe(const char *label, size_t n_keys, uint64_t seed,
     char *out = NULL, *err = NULL;
     int status = 0;
     GError *e = NULL;
+    /* The child starts from an empty registry too. */
+    bench_scratch_empty();
     if (!g_spawn_sync(NULL, argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out,
                       &err, &status, &e) ||
         !g_spawn_check_wait_status(status, &e)) {
