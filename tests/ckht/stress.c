@@ -284,6 +284,8 @@ static void test_readers_vs_writer(void)
     g_assert_cmpuint(atomic_load(&s.hits), >, 0);
     g_assert_cmpuint(atomic_load(&s.misses), >, 0);
     g_assert_cmpuint(writes, >, 100);
+    /* Tombstones were compacted (ck_ht_gc) while readers probed. */
+    g_assert_cmpuint(backend_stat(s.reg, "table_gcs"), >, 0);
 
     /* The final state is the writer's view. */
     for (i = 0; i < RW_KEYS; i++) {
