@@ -1,0 +1,351 @@
+/* The counting fake inner backend; see fake-inner.h. */
+#include "fake-inner.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+struct fake_inner {
+    pthread_mutex_t lock; /* pthread: ThreadSanitizer sees it */
+    GHashTable *entries;  /* "ns\x1fname" -> procreg_entry* (ns, name set) */
+    uint64_t revision;
+    procreg_backend_host *host;
+    unsigned int id;
+    _Atomic guint64 calls[FAKE_N_OPS];
+};
+
+static pthread_mutex_t instances_lock = PTHREAD_MUTEX_INITIALIZER;
+static fake_inner *instances[FAKE_MAX_INSTANCES];
+
+static char *fake_key(const char *ns, const char *name)
+{
+    return g_strdup_printf("%s\x1f%s", ns, name);
+}
+
+static void fake_entry_free(gpointer p)
+{
+    procreg_entry_clear(p);
+    g_free(p);
+}
+
+static void count(fake_inner *f, fake_op op)
+{
+    atomic_fetch_add(&f->calls[op], 1);
+}
+
+static void copy_out(const procreg_entry *e, procreg_entry *out, bool names)
+{
+    if (out == NULL)
+        return;
+    memset(out, 0, sizeof(*out));
+    if (names) {
+        out->ns = g_strdup(e->ns);
+        out->name = g_strdup(e->name);
+    }
+    out->owner = e->owner;
+    out->metadata = e->metadata ? g_variant_ref(e->metadata) : NULL;
+    out->registered_at = e->registered_at;
+    out->revision = e->revision;
+}
+
+static char *key_string(const procreg_key *key)
+{
+    return fake_key(procreg_key_namespace(key), procreg_key_name(key));
+}
+
+static int fake_init(const procreg_spec *spec, procreg_backend_host *host,
+                     void **state, GError **error)
+{
+    uint64_t id = 0;
+    int rc = procreg_spec_get_uint64(spec, "id", 0, &id, error);
+
+    if (rc != 0)
+        return rc;
+    if (id >= FAKE_MAX_INSTANCES)
+        return procreg_set_error(error, PROCREG_EINVAL, "fake: id too large");
+    fake_inner *f = g_new0(fake_inner, 1);
+    pthread_mutex_init(&f->lock, NULL);
+    f->entries = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                       fake_entry_free);
+    f->host = host;
+    f->id = (unsigned int)id;
+    pthread_mutex_lock(&instances_lock);
+    instances[id] = f;
+    pthread_mutex_unlock(&instances_lock);
+    *state = f;
+    return 0;
+}
+
+static void fake_destroy(void *state)
+{
+    fake_inner *f = state;
+
+    pthread_mutex_lock(&instances_lock);
+    if (instances[f->id] == f)
+        instances[f->id] = NULL;
+    pthread_mutex_unlock(&instances_lock);
+    g_hash_table_unref(f->entries);
+    pthread_mutex_destroy(&f->lock);
+    g_free(f);
+}
+
+static int fake_register(void *state, const procreg_key *key,
+                         const procreg_record *record, procreg_entry *current,
+                         GError **error)
+{
+    fake_inner *f = state;
+    char *k = key_string(key);
+    procreg_entry *e;
+    int rc = 0;
+
+    count(f, FAKE_REGISTER);
+    pthread_mutex_lock(&f->lock);
+    e = g_hash_table_lookup(f->entries, k);
+    if (e != NULL) {
+        copy_out(e, current, false);
+        rc = PROCREG_EEXISTS;
+        g_free(k);
+    } else {
+        e = g_new0(procreg_entry, 1);
+        e->ns = g_strdup(procreg_key_namespace(key));
+        e->name = g_strdup(procreg_key_name(key));
+        e->owner = record->owner;
+        e->metadata = record->metadata ? g_variant_ref(record->metadata) : NULL;
+        e->registered_at = record->registered_at;
+        e->revision = ++f->revision;
+        g_hash_table_insert(f->entries, k, e);
+        copy_out(e, current, false);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+static int fake_lookup(void *state, const procreg_key *key,
+                       procreg_owner *out)
+{
+    fake_inner *f = state;
+    char buf[2 * (PROCREG_NAME_MAX + 1)];
+    procreg_entry *e;
+    int rc = PROCREG_ENOTFOUND;
+
+    count(f, FAKE_LOOKUP);
+    /* No allocation on the lookup path. */
+    g_snprintf(buf, sizeof buf, "%s\x1f%s", procreg_key_namespace(key),
+               procreg_key_name(key));
+    pthread_mutex_lock(&f->lock);
+    e = g_hash_table_lookup(f->entries, buf);
+    if (e != NULL) {
+        *out = e->owner;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+static int fake_lookup_entry(void *state, const procreg_key *key,
+                             procreg_entry *out, GError **error)
+{
+    fake_inner *f = state;
+    char *k = key_string(key);
+    procreg_entry *e;
+    int rc = PROCREG_ENOTFOUND;
+
+    count(f, FAKE_LOOKUP_ENTRY);
+    pthread_mutex_lock(&f->lock);
+    e = g_hash_table_lookup(f->entries, k);
+    if (e != NULL) {
+        copy_out(e, out, false);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&f->lock);
+    g_free(k);
+    return rc;
+}
+
+static int fake_unregister(void *state, const procreg_key *key,
+                           uint64_t if_revision, procreg_entry *removed,
+                           GError **error)
+{
+    fake_inner *f = state;
+    char *k = key_string(key);
+    procreg_entry *e;
+    int rc = 0;
+
+    count(f, FAKE_UNREGISTER);
+    pthread_mutex_lock(&f->lock);
+    e = g_hash_table_lookup(f->entries, k);
+    if (e == NULL) {
+        rc = PROCREG_ENOTFOUND;
+    } else if (if_revision != 0 && e->revision != if_revision) {
+        rc = PROCREG_ECONFLICT;
+    } else {
+        copy_out(e, removed, false);
+        f->revision++;
+        g_hash_table_remove(f->entries, k);
+    }
+    pthread_mutex_unlock(&f->lock);
+    g_free(k);
+    return rc;
+}
+
+static int fake_list_all(void *state, const char *ns, GArray *out,
+                         GError **error)
+{
+    fake_inner *f = state;
+    GHashTableIter it;
+    gpointer p;
+
+    count(f, FAKE_LIST_ALL);
+    pthread_mutex_lock(&f->lock);
+    g_hash_table_iter_init(&it, f->entries);
+    while (g_hash_table_iter_next(&it, NULL, &p)) {
+        procreg_entry *e = p, copy;
+
+        if (ns != NULL && strcmp(ns, e->ns) != 0)
+            continue;
+        copy_out(e, &copy, true);
+        g_array_append_val(out, copy);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+static int fake_update(void *state, const procreg_key *key,
+                       GVariant *metadata, uint64_t if_revision,
+                       procreg_entry *updated, GError **error)
+{
+    fake_inner *f = state;
+    char *k = key_string(key);
+    procreg_entry *e;
+    int rc = 0;
+
+    count(f, FAKE_UPDATE);
+    pthread_mutex_lock(&f->lock);
+    e = g_hash_table_lookup(f->entries, k);
+    if (e == NULL) {
+        rc = PROCREG_ENOTFOUND;
+    } else if (if_revision != 0 && e->revision != if_revision) {
+        rc = PROCREG_ECONFLICT;
+    } else {
+        if (e->metadata != NULL)
+            g_variant_unref(e->metadata);
+        e->metadata = metadata ? g_variant_ref(metadata) : NULL;
+        e->revision = ++f->revision;
+        copy_out(e, updated, false);
+    }
+    pthread_mutex_unlock(&f->lock);
+    g_free(k);
+    return rc;
+}
+
+static int fake_health(void *state, GVariantDict *details, char **message)
+{
+    fake_inner *f = state;
+
+    count(f, FAKE_HEALTH);
+    pthread_mutex_lock(&f->lock);
+    g_variant_dict_insert(details, "entries", "u",
+                          g_hash_table_size(f->entries));
+    pthread_mutex_unlock(&f->lock);
+    return PROCREG_HEALTH_OK;
+}
+
+static const procreg_backend_option fake_options[] = {
+    {"id", "instance number for the test"},
+    {NULL, NULL},
+};
+
+#define FAKE_OPS(NAME, CAPS)                                                  \
+    {                                                                         \
+        .version = PROCREG_BACKEND_VERSION, .name = NAME,                     \
+        .description = "counting fake for the optimized tests",               \
+        .caps = (CAPS), .options = fake_options, .init = fake_init,           \
+        .destroy = fake_destroy, .register_entry = fake_register,             \
+        .lookup = fake_lookup, .lookup_entry = fake_lookup_entry,             \
+        .unregister = fake_unregister, .list_all = fake_list_all,             \
+        .update_metadata = fake_update, .health_check = fake_health,          \
+    }
+
+static const procreg_backend_ops fake_ops =
+    FAKE_OPS("fake", PROCREG_CAP_THREADSAFE);
+static const procreg_backend_ops fake_shared_ops =
+    FAKE_OPS("fake_shared", PROCREG_CAP_THREADSAFE | PROCREG_CAP_MULTIPROCESS);
+
+void fake_inner_register_types(void)
+{
+    GError *error = NULL;
+
+    if (procreg_backend_register(&fake_ops, &error) != 0 ||
+        procreg_backend_register(&fake_shared_ops, &error) != 0)
+        g_error("registering the fake backends: %s", error->message);
+}
+
+fake_inner *fake_instance(unsigned int id)
+{
+    fake_inner *f;
+
+    g_assert_cmpuint(id, <, FAKE_MAX_INSTANCES);
+    pthread_mutex_lock(&instances_lock);
+    f = instances[id];
+    pthread_mutex_unlock(&instances_lock);
+    return f;
+}
+
+guint64 fake_calls(fake_inner *f, fake_op op)
+{
+    return atomic_load(&f->calls[op]);
+}
+
+guint64 fake_calls_total(fake_inner *f)
+{
+    guint64 n = 0;
+
+    for (int i = 0; i < FAKE_N_OPS; i++)
+        n += atomic_load(&f->calls[i]);
+    return n;
+}
+
+void fake_set(fake_inner *f, const char *ns, const char *name, pid_t pid,
+              GVariant *metadata)
+{
+    procreg_entry *e = g_new0(procreg_entry, 1);
+
+    if (metadata != NULL)
+        g_variant_ref_sink(metadata);
+    e->ns = g_strdup(ns);
+    e->name = g_strdup(name);
+    e->owner.pid = pid;
+    e->owner.start_time = 1;
+    e->metadata = metadata;
+    e->registered_at = g_get_real_time();
+    pthread_mutex_lock(&f->lock);
+    e->revision = ++f->revision;
+    g_hash_table_replace(f->entries, fake_key(ns, name), e);
+    pthread_mutex_unlock(&f->lock);
+}
+
+gboolean fake_remove(fake_inner *f, const char *ns, const char *name)
+{
+    char *k = fake_key(ns, name);
+    gboolean removed;
+
+    pthread_mutex_lock(&f->lock);
+    removed = g_hash_table_remove(f->entries, k);
+    if (removed)
+        f->revision++;
+    pthread_mutex_unlock(&f->lock);
+    g_free(k);
+    return removed;
+}
+
+void fake_notify(fake_inner *f, procreg_event_kind kind, const char *ns,
+                 const char *name)
+{
+    procreg_entry e = {.ns = (char *)ns, .name = (char *)name};
+
+    procreg_backend_host_notify(f->host, kind,
+                                kind == PROCREG_EVENT_UNREGISTERED
+                                    ? PROCREG_REASON_EXPLICIT
+                                    : PROCREG_REASON_NONE,
+                                &e);
+}
