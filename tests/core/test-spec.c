@@ -135,22 +135,26 @@ static void test_malformed(void)
         "fake:a=[unclosed",
         "fake:a=[x]junk",
         "fake:=1",
-        "fake:a=\\",
+        "fake:a=x]",
         "fake_deco:inner=[fake:a=[1]",
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
         g_free(open_fails(bad[i], PROCREG_EINVAL));
-    /* No name at all: malformed or unknown, but refused with a message. */
-    const char *nameless[] = {"", ":a=1"};
-    for (size_t i = 0; i < G_N_ELEMENTS(nameless); i++) {
-        procreg *reg = NULL;
-        GError *err = NULL;
-        int rc = procreg_open(nameless[i], &reg, &err);
-        g_assert_true(rc == PROCREG_EINVAL || rc == PROCREG_EUNKNOWN_BACKEND);
-        g_assert_error(err, PROCREG_ERROR, rc);
-        g_assert_null(reg);
-        g_error_free(err);
-    }
+    /* Options without a name: malformed or unknown, refused with a
+     * message. */
+    procreg *reg = NULL;
+    GError *err = NULL;
+    int rc = procreg_open(":a=1", &reg, &err);
+    g_assert_true(rc == PROCREG_EINVAL || rc == PROCREG_EUNKNOWN_BACKEND);
+    g_assert_error(err, PROCREG_ERROR, rc);
+    g_assert_null(reg);
+    g_error_free(err);
+    /* An empty spec means the default, as NULL does. */
+    reg = open_ok("");
+    char **names = procreg_backend_names();
+    g_assert_true(g_str_has_prefix(procreg_get_spec(reg), names[0]));
+    g_strfreev(names);
+    procreg_close(reg);
 }
 
 static void test_unknown_backend(void)
@@ -259,7 +263,7 @@ static void test_bools(void)
     }
 }
 
-static void test_default_and_env(void)
+static void test_names(void)
 {
     char **names = procreg_backend_names();
     g_assert_nonnull(names);
@@ -273,20 +277,43 @@ static void test_default_and_env(void)
     }
     g_assert_cmpint(ghash_at, ==, 0);
     g_assert_cmpint(fake_at, >, ghash_at); /* built-in first */
-
-    g_unsetenv("PROCREG_BACKEND");
-    procreg *reg = open_ok(NULL);
-    g_assert_true(g_str_has_prefix(procreg_get_spec(reg), names[0]));
-    procreg_close(reg);
-
-    g_setenv("PROCREG_BACKEND", "fake:a=from-env", TRUE);
-    reg = open_ok(NULL);
-    g_assert_cmpstr(fake_backend_last()->opt_a, ==, "from-env");
-    procreg_close(reg);
-    g_setenv("PROCREG_BACKEND", "nosuch", TRUE);
-    g_free(open_fails(NULL, PROCREG_EUNKNOWN_BACKEND));
-    g_unsetenv("PROCREG_BACKEND");
     g_strfreev(names);
+}
+
+/* procreg_open(NULL) with PROCREG_BACKEND set to @data (NULL: unset).  The
+ * environment is changed in a fresh subprocess before any thread exists
+ * (setenv is not thread-safe, and every registry runs threads). */
+static void test_env(gconstpointer data)
+{
+    const char *value = data;
+    if (!g_test_subprocess()) {
+        g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_INHERIT_STDERR);
+        g_test_trap_assert_passed();
+        return;
+    }
+    if (value != NULL)
+        g_setenv("PROCREG_BACKEND", value, TRUE);
+    else
+        g_unsetenv("PROCREG_BACKEND");
+    if (value == NULL || value[0] == '\0') {
+        char **names = procreg_backend_names();
+        procreg *reg = open_ok(NULL);
+        g_assert_true(g_str_has_prefix(procreg_get_spec(reg), names[0]));
+        procreg_close(reg);
+        g_strfreev(names);
+    } else if (strcmp(value, "nosuch") == 0) {
+        char *msg = open_fails(NULL, PROCREG_EUNKNOWN_BACKEND);
+        assert_contains(msg, "nosuch");
+        g_free(msg);
+    } else {
+        procreg *reg = open_ok(NULL);
+        g_assert_cmpstr(fake_backend_last()->opt_a, ==, "from-env");
+        procreg_close(reg);
+        /* An explicit spec wins over the environment. */
+        reg = open_ok("fake:a=explicit");
+        g_assert_cmpstr(fake_backend_last()->opt_a, ==, "explicit");
+        procreg_close(reg);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -303,16 +330,17 @@ static void register_fails(const procreg_backend_ops *ops, int code,
     g_assert_error(err, PROCREG_ERROR, code);
     if (mention != NULL)
         assert_contains(err->message, mention);
-    g_error_free(err);
+    g_clear_error(&err);
     /* procreg_open_with_backend refuses the same tables. */
     if (code == PROCREG_EINVAL) {
         procreg *reg = NULL;
         rc = procreg_open_with_backend(ops, NULL, &reg, &err);
         g_assert_cmpint(rc, ==, PROCREG_EINVAL);
+        g_assert_error(err, PROCREG_ERROR, PROCREG_EINVAL);
         g_assert_null(reg);
         if (mention != NULL)
             assert_contains(err->message, mention);
-        g_error_free(err);
+        g_clear_error(&err);
     }
 }
 
@@ -361,8 +389,10 @@ static void test_backend_register_checks(void)
     register_fails(ops, PROCREG_EINVAL, "name");
     FRESH("");
     register_fails(ops, PROCREG_EINVAL, "name");
-    FRESH("Bad-Name");
-    register_fails(ops, PROCREG_EINVAL, "Bad-Name");
+    FRESH("bad:name"); /* ':' separates the name from the options */
+    register_fails(ops, PROCREG_EINVAL, "bad:name");
+    FRESH("bad name");
+    register_fails(ops, PROCREG_EINVAL, "bad name");
     g_assert_cmpuint(t, <=, G_N_ELEMENTS(broken_tables));
 #undef FRESH
 
@@ -426,7 +456,11 @@ int main(int argc, char **argv)
     g_test_add_func("/core/spec/unknown-option", test_unknown_option);
     g_test_add_func("/core/spec/sizes", test_sizes);
     g_test_add_func("/core/spec/bools", test_bools);
-    g_test_add_func("/core/spec/default-and-env", test_default_and_env);
+    g_test_add_func("/core/spec/names", test_names);
+    g_test_add_data_func("/core/spec/env/unset", NULL, test_env);
+    g_test_add_data_func("/core/spec/env/empty", "", test_env);
+    g_test_add_data_func("/core/spec/env/set", "fake:a=from-env", test_env);
+    g_test_add_data_func("/core/spec/env/unknown", "nosuch", test_env);
     g_test_add_func("/core/backends/register-checks",
                     test_backend_register_checks);
     g_test_add_func("/core/backends/load-module-errors",
