@@ -21,6 +21,12 @@
 #include <string.h>
 
 #include "bench-config.h"
+
+/* The service layer (telemetry, events, waiting) came after the core API;
+ * its workloads are built when the header has it. */
+#if defined(PROCREG_OP_BIT)
+#define BENCH_HAVE_SERVICE 1
+#endif
 #include "bench-git.h"
 
 /* ------------------------------------------------------------------------ */
@@ -311,11 +317,14 @@ typedef enum {
     BENCH_W_LOOKUP_HIT_KEY,
     BENCH_W_LOOKUP_ENTRY,
     BENCH_W_LOOKUP_MISS,
+    BENCH_W_LOOKUP_TELEMETRY,
     BENCH_W_LIST_NS,
     BENCH_W_FIND,
     BENCH_W_UPDATE,
     BENCH_W_MIXED,
     BENCH_W_CHURN,
+    BENCH_W_WAIT,
+    BENCH_W_WATCH,
     BENCH_W_COUNT
 } bench_workload_id;
 
@@ -327,6 +336,9 @@ typedef struct {
     bool uses_dist;        /* key choice follows --dist */
     bool single_thread;    /* measured at one thread only */
     bool slow;             /* ms-scale ops: check the clock every op */
+    bool procreg_only;     /* no baseline: a service-layer feature */
+    int fixed_threads;     /* > 0: runs its own threads (wait, watch) */
+    bool unavailable;      /* not in this build (no service layer) */
 } bench_workload;
 
 extern const bench_workload bench_workloads[BENCH_W_COUNT];
@@ -368,6 +380,7 @@ typedef struct {
     char *skipped;        /* why it was not measured, or NULL */
     double ratio_raw_ckht;  /* time ratio vs the baseline, NAN if none */
     double ratio_raw_ghash;
+    double ratio_reference; /* lookup-telemetry: time vs lookup-hit */
 } bench_result;
 
 typedef struct {
@@ -382,6 +395,13 @@ typedef struct {
 /* Measure one cell; fills @r (allocated by the caller, fields zeroed). */
 void bench_run_cell(bench_context *ctx, const bench_workload *w,
                     bench_dist dist, int threads, bench_result *r);
+
+/* wait: a waiter blocks in procreg_wait_for_key() on an absent key, a
+ * second thread registers it; the latency is from just before the
+ * register call to the waiter's return.  watch: a subscriber to the
+ * namespace; from just before the register call to the callback. */
+void bench_run_service(bench_context *ctx, const bench_workload *w,
+                       bench_result *r);
 
 /* Fill @target's table with every key of the data set and its metadata
  * (untimed).  Returns 0 or an error with a message. */

@@ -15,18 +15,19 @@ typedef struct {
     const char *threads; /* "nproc" expands to the core count */
     const char *dists;
     double seconds;
+    uint64_t ops;        /* > 0: fixed operations per thread instead */
     double warmup;
     int reps;
     const char *help;
 } bench_profile;
 
 static const bench_profile profiles[] = {
-    {"smoke", "1000", "1,2", "uniform,zipf", 0.004, 0.0, 1,
-     "a second or two: every workload once, for the test suite"},
-    {"quick", "100000", "1,nproc", "uniform", 0.1, 0.03, 3,
+    {"smoke", "1000", "1,2", "uniform,zipf", 0.004, 32, 0.0, 1,
+     "a second or two: every workload, 32 ops per thread, for the test suite"},
+    {"quick", "100000", "1,nproc", "uniform", 0.1, 0, 0.03, 3,
      "well under a minute on 2 cores: the comparison of the README"},
-    {"full", "1000,100000,1000000", "pow2,nproc", "uniform,zipf", 0.5, 0.1,
-     5, "every dimension; minutes to an hour"},
+    {"full", "1000,100000,1000000", "pow2,nproc", "uniform,zipf", 0.5, 0,
+     0.1, 5, "every dimension; minutes to an hour"},
 };
 
 static const bench_profile *profile_find(const char *name)
@@ -368,14 +369,21 @@ static void list_and_exit(void)
 {
     printf("Workloads:\n");
     for (int i = 0; i < BENCH_W_COUNT; i++)
-        printf("  %-15s %s\n", bench_workloads[i].name,
-               bench_workloads[i].summary);
+        if (!bench_workloads[i].unavailable)
+            printf("  %-16s %s\n", bench_workloads[i].name,
+                   bench_workloads[i].summary);
     printf("\nProfiles:\n");
     for (size_t i = 0; i < G_N_ELEMENTS(profiles); i++)
-        printf("  %-6s keys %s, threads %s, dist %s, %d reps x %.3g s: %s\n",
-               profiles[i].name, profiles[i].keys, profiles[i].threads,
-               profiles[i].dists, profiles[i].reps, profiles[i].seconds,
-               profiles[i].help);
+        if (profiles[i].ops)
+            printf("  %-6s keys %s, threads %s, dist %s, %d rep x %" G_GUINT64_FORMAT
+                   " ops: %s\n", profiles[i].name, profiles[i].keys,
+                   profiles[i].threads, profiles[i].dists, profiles[i].reps,
+                   profiles[i].ops, profiles[i].help);
+        else
+            printf("  %-6s keys %s, threads %s, dist %s, %d reps x %.3g s: %s\n",
+                   profiles[i].name, profiles[i].keys, profiles[i].threads,
+                   profiles[i].dists, profiles[i].reps, profiles[i].seconds,
+                   profiles[i].help);
     GString *notes = g_string_new(NULL);
     GPtrArray *labels = g_ptr_array_new_with_free_func(g_free);
     GPtrArray *t = default_targets(notes, labels);
@@ -389,6 +397,11 @@ static void list_and_exit(void)
     g_string_free(notes, TRUE);
     bench_scratch_remove();
     exit(0);
+}
+
+static bool is_baseline(const char *spec)
+{
+    return strcmp(spec, "raw-ckht") == 0 || strcmp(spec, "raw-ghash") == 0;
 }
 
 static void add_target(GPtrArray *labels, GPtrArray *specs,
@@ -411,12 +424,35 @@ static bench_result *new_result(bench_report *rep, const char *target,
     r->mem_backend_per_entry = NAN;
     r->items_per_op = NAN;
     r->ratio_raw_ckht = r->ratio_raw_ghash = NAN;
+    r->ratio_reference = NAN;
     result_order *o = g_new(result_order, 1);
     o->target = target_index;
     o->dist = dist_index;
     g_hash_table_insert(order_of, r, o);
     g_ptr_array_add(rep->results, r);
     return r;
+}
+
+/* Progress on stderr, and wrong results or skips make the exit status 1. */
+static void report_cell(const bench_result *r, const char *label, size_t done,
+                        size_t total, double t_begin, int *status)
+{
+    if (!opt_quiet && !r->skipped)
+        fprintf(stderr, "[%3zu/%zu %6.1fs] %zu keys  %s: %s %s T=%d  %.3g "
+                        "Mops/s\n",
+                done, total, bench_now() - t_begin, r->keys, label,
+                r->workload->name, r->dist, r->threads, r->mops_median);
+    if (r->skipped) {
+        fprintf(stderr, "procreg-bench: %s %s: %s\n", label,
+                r->workload->name, r->skipped);
+        *status = 1;
+    }
+    if (r->errors) {
+        fprintf(stderr, "procreg-bench: %s %s: %" G_GUINT64_FORMAT
+                        " wrong results, e.g. %s\n",
+                label, r->workload->name, r->errors, r->error_example);
+        *status = 1;
+    }
 }
 
 static void result_free(gpointer p)
@@ -480,7 +516,8 @@ int main(int argc, char **argv)
 
     bench_params params = {
         .seconds = opt_seconds >= 0 ? opt_seconds : prof->seconds,
-        .ops = (uint64_t)MAX(opt_ops, 0),
+        .ops = opt_ops > 0 ? (uint64_t)opt_ops
+               : opt_seconds >= 0 ? 0 : prof->ops,
         .warmup = opt_warmup >= 0 ? opt_warmup : prof->warmup,
         .reps = opt_reps > 0 ? opt_reps : prof->reps,
         .sample_every = (unsigned int)opt_sample_every,
@@ -563,7 +600,7 @@ int main(int argc, char **argv)
         g_strfreev(parts);
     } else {
         for (int i = 0; i < BENCH_W_COUNT; i++)
-            wanted[i] = true;
+            wanted[i] = !bench_workloads[i].unavailable;
     }
     GPtrArray *wnames = g_ptr_array_new();
     for (int i = 0; i < BENCH_W_COUNT; i++)
@@ -637,10 +674,13 @@ int main(int argc, char **argv)
         if (!wanted[i])
             continue;
         const bench_workload *w = &bench_workloads[i];
-        total += (w->uses_dist ? dists->len : 1) *
-                 (w->single_thread ? 1 : threads->len);
+        size_t per = (w->uses_dist ? dists->len : 1) *
+                     (w->single_thread ? 1 : threads->len);
+        for (guint t = 0; t < specs->len; t++)
+            if (!w->procreg_only || !is_baseline(specs->pdata[t]))
+                total += per;
     }
-    total *= keys->len * targets->len;
+    total *= keys->len;
     size_t done = 0;
     double t_begin = bench_now();
     int status = 0;
@@ -661,7 +701,7 @@ int main(int argc, char **argv)
             if (wanted[BENCH_W_LOAD]) {
                 bench_result *r = new_result(&rep, label, (int)ti, 0);
                 if (!opt_quiet)
-                    fprintf(stderr, "[%3zu/%zu %5.0fs] %zu keys  %s: load\n",
+                    fprintf(stderr, "[%3zu/%zu %6.1fs] %zu keys  %s: load\n",
                             ++done, total, bench_now() - t_begin, n_keys,
                             label);
                 bench_run_load(&params, &ds, spec, r);
@@ -695,8 +735,24 @@ int main(int argc, char **argv)
             };
             for (int wi = 0; wi < BENCH_W_COUNT; wi++) {
                 const bench_workload *w = &bench_workloads[wi];
-                if (!wanted[wi] || w->id == BENCH_W_LOAD)
+                if (!wanted[wi] || w->id == BENCH_W_LOAD ||
+                    (w->procreg_only && is_baseline(spec)))
                     continue;
+                if (w->fixed_threads > 0) {
+                    bench_result *r = new_result(&rep, label, (int)ti, 0);
+                    done++;
+                    if (skip) {
+                        r->workload = w;
+                        r->keys = n_keys;
+                        r->dist = "-";
+                        r->threads = w->fixed_threads;
+                        r->skipped = g_strdup(skip);
+                        continue;
+                    }
+                    bench_run_service(&ctx, w, r);
+                    report_cell(r, label, done, total, t_begin, &status);
+                    continue;
+                }
                 guint nd = w->uses_dist ? dists->len : 1;
                 for (guint di = 0; di < nd; di++) {
                     int dist = w->uses_dist ? g_array_index(dists, int, di)
@@ -722,20 +778,7 @@ int main(int argc, char **argv)
                             continue;
                         }
                         bench_run_cell(&ctx, w, (bench_dist)dist, nthr, r);
-                        if (!opt_quiet)
-                            fprintf(stderr,
-                                    "[%3zu/%zu %5.0fs] %zu keys  %s: %s %s "
-                                    "T=%d  %.3g Mops/s\n",
-                                    done, total, bench_now() - t_begin,
-                                    n_keys, label, w->name, r->dist, nthr,
-                                    r->mops_median);
-                        if (r->errors) {
-                            fprintf(stderr, "procreg-bench: %s %s: %" G_GUINT64_FORMAT
-                                            " wrong results, e.g. %s\n",
-                                    label, w->name, r->errors,
-                                    r->error_example);
-                            status = 1;
-                        }
+                        report_cell(r, label, done, total, t_begin, &status);
                     }
                 }
             }

@@ -34,6 +34,18 @@ void bench_report_ratios(bench_report *rep)
         r->ratio_raw_ghash = g && !r->skipped && r->mops_median > 0
                                  ? g->mops_median / r->mops_median
                                  : NAN;
+        /* lookup-telemetry against lookup-hit of the same target. */
+        r->ratio_reference = NAN;
+        if (r->workload->id == BENCH_W_LOOKUP_TELEMETRY && !r->skipped) {
+            for (guint j = 0; j < rep->results->len; j++) {
+                const bench_result *h = rep->results->pdata[j];
+                if (h->workload->id == BENCH_W_LOOKUP_HIT && !h->skipped &&
+                    strcmp(h->target, r->target) == 0 &&
+                    h->keys == r->keys && strcmp(h->dist, r->dist) == 0 &&
+                    h->threads == r->threads && r->mops_median > 0)
+                    r->ratio_reference = h->mops_median / r->mops_median;
+            }
+        }
     }
 }
 
@@ -96,12 +108,12 @@ void bench_report_header(FILE *out, const bench_report *rep)
             rep->profile, rep->keys_joined, rep->threads_joined,
             rep->dists_joined, BENCH_ZIPF_S);
     if (p->ops)
-        fprintf(out, "# runs:    %d reps of %" G_GUINT64_FORMAT
+        fprintf(out, "# runs:    %d rep%s of %" G_GUINT64_FORMAT
                      " ops per thread after a %.3g s warm-up; median [min .. max]\n",
-                p->reps, p->ops, p->warmup);
+                p->reps, p->reps == 1 ? "" : "s", p->ops, p->warmup);
     else
-        fprintf(out, "# runs:    %d reps of %.3g s after a %.3g s warm-up; median [min .. max]\n",
-                p->reps, p->seconds, p->warmup);
+        fprintf(out, "# runs:    %d rep%s of %.3g s after a %.3g s warm-up; median [min .. max]\n",
+                p->reps, p->reps == 1 ? "" : "s", p->seconds, p->warmup);
     fprintf(out, "# latency: 1 op in %u (every op of list-ns and find) timed alone with %s",
             p->sample_every, bench_clock.source);
     if (bench_use_tsc)
@@ -126,7 +138,7 @@ static int label_width(const bench_report *rep)
         const bench_result *r = rep->results->pdata[i];
         w = MAX(w, (int)strlen(r->target));
     }
-    return MIN(w, 48);
+    return w;
 }
 
 void bench_report_table(FILE *out, const bench_report *rep)
@@ -168,6 +180,9 @@ void bench_report_table(FILE *out, const bench_report *rep)
             if (!isnan(r->items_per_op))
                 g_string_append_printf(extra, "%.1f entries/op",
                                        r->items_per_op);
+            if (!isnan(r->ratio_reference))
+                g_string_append_printf(extra, "%.3g x the time of lookup-hit",
+                                       r->ratio_reference);
             if (!isnan(r->mem_rss_per_entry))
                 g_string_append_printf(extra, "B/entry: RSS %.0f",
                                        r->mem_rss_per_entry);
@@ -223,7 +238,7 @@ int bench_report_csv(const bench_report *rep, const char *path,
     GString *s = g_string_new(
         "workload,target,kind,keys,dist,threads,reps,mops_median,mops_min,"
         "mops_max,mops_reps,ns_per_op,p50_ns,p99_ns,p999_ns,latency_samples,"
-        "ratio_raw_ckht,ratio_raw_ghash,entries_per_op,rss_bytes_per_entry,"
+        "ratio_raw_ckht,ratio_raw_ghash,ratio_lookup_hit,entries_per_op,rss_bytes_per_entry,"
         "heap_bytes_per_entry,backend_bytes_per_entry,errors,skipped\n");
     for (guint i = 0; i < rep->results->len; i++) {
         const bench_result *r = rep->results->pdata[i];
@@ -256,6 +271,8 @@ int bench_report_csv(const bench_report *rep, const char *path,
         csv_num(s, r->ratio_raw_ckht);
         g_string_append_c(s, ',');
         csv_num(s, r->ratio_raw_ghash);
+        g_string_append_c(s, ',');
+        csv_num(s, r->ratio_reference);
         g_string_append_c(s, ',');
         csv_num(s, r->items_per_op);
         g_string_append_c(s, ',');
@@ -405,6 +422,7 @@ int bench_report_json(const bench_report *rep, const char *path,
         json_kv_num(s, "latency_samples", (double)r->samples, true);
         json_kv_num(s, "ratio_raw_ckht", r->ratio_raw_ckht, true);
         json_kv_num(s, "ratio_raw_ghash", r->ratio_raw_ghash, true);
+        json_kv_num(s, "ratio_lookup_hit", r->ratio_reference, true);
         json_kv_num(s, "entries_per_op", r->items_per_op, true);
         json_kv_num(s, "rss_bytes_per_entry", r->mem_rss_per_entry, true);
         json_kv_num(s, "heap_bytes_per_entry", r->mem_heap_per_entry, true);

@@ -34,6 +34,13 @@ const bench_workload bench_workloads[BENCH_W_COUNT] = {
     [BENCH_W_LOOKUP_MISS] = {BENCH_W_LOOKUP_MISS, "lookup-miss",
                              "procreg_lookup(ns, name) of a key that is not registered",
                              "lookup", false, false, false},
+    [BENCH_W_LOOKUP_TELEMETRY] = {BENCH_W_LOOKUP_TELEMETRY, "lookup-telemetry",
+                                  "lookup-hit with a telemetry handler attached for lookups (compare with lookup-hit: no handler)",
+                                  "lookup", true, false, false, true, 0,
+#if !defined(BENCH_HAVE_SERVICE)
+                                  true
+#endif
+    },
     [BENCH_W_LIST_NS] = {BENCH_W_LIST_NS, "list-ns",
                          "procreg_list() of one test namespace (100 entries) among many",
                          "list", false, false, true},
@@ -49,12 +56,27 @@ const bench_workload bench_workloads[BENCH_W_COUNT] = {
     [BENCH_W_CHURN] = {BENCH_W_CHURN, "churn",
                        "register_key then unregister_key of a fresh key (one op = both)",
                        "register+unregister", false, false, false},
+    [BENCH_W_WAIT] = {BENCH_W_WAIT, "wait",
+                      "wake-up latency of procreg_wait_for_key(): from the register call to the waiter's return",
+                      "wait+register+unregister", false, true, true, true, 2,
+#if !defined(BENCH_HAVE_SERVICE)
+                      true
+#endif
+    },
+    [BENCH_W_WATCH] = {BENCH_W_WATCH, "watch",
+                       "event latency: from the register call to the subscriber's callback",
+                       "register+unregister", false, true, true, true, 1,
+#if !defined(BENCH_HAVE_SERVICE)
+                       true
+#endif
+    },
 };
 
 const bench_workload *bench_workload_find(const char *name)
 {
     for (int i = 0; i < BENCH_W_COUNT; i++)
-        if (strcmp(bench_workloads[i].name, name) == 0)
+        if (!bench_workloads[i].unavailable &&
+            strcmp(bench_workloads[i].name, name) == 0)
             return &bench_workloads[i];
     return NULL;
 }
@@ -377,6 +399,38 @@ static void loop_lookup_miss(worker *w)
              });
 }
 
+#if defined(BENCH_HAVE_SERVICE)
+/* Telemetry handlers run on the calling thread: a thread-local count
+ * must match the lookups that thread made. */
+static _Thread_local uint64_t telemetry_seen;
+
+static void telemetry_count(procreg *reg, const procreg_telemetry_event *ev,
+                            gpointer user_data)
+{
+    (void)reg;
+    (void)user_data;
+    if (ev->op == PROCREG_OP_LOOKUP)
+        telemetry_seen++;
+}
+
+static void loop_lookup_telemetry(worker *w)
+{
+    const bench_key *k;
+    procreg_owner o;
+    telemetry_seen = 0;
+    RUN_LOOP(w, k = next_key(w),
+             {
+                 int rc = t_lookup(w, k, &o);
+                 CHECK(rc == 0 && o.pid == w->pid,
+                       "lookup %s/%s returned %d (pid %d)", k->ns, k->name,
+                       rc, (int)o.pid);
+             });
+    CHECK(telemetry_seen == w->ops,
+          "telemetry handler saw %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+          " lookups", telemetry_seen, w->ops);
+}
+#endif
+
 static void loop_list_ns(worker *w)
 {
     const bench_dataset *ds = w->ctx->ds;
@@ -516,6 +570,11 @@ static void *worker_main(void *arg)
     case BENCH_W_LOOKUP_MISS:
         loop_lookup_miss(w);
         break;
+    case BENCH_W_LOOKUP_TELEMETRY:
+#if defined(BENCH_HAVE_SERVICE)
+        loop_lookup_telemetry(w);
+#endif
+        break;
     case BENCH_W_LIST_NS:
         loop_list_ns(w);
         break;
@@ -532,6 +591,8 @@ static void *worker_main(void *arg)
         loop_churn(w);
         break;
     case BENCH_W_LOAD:
+    case BENCH_W_WAIT:
+    case BENCH_W_WATCH:
     case BENCH_W_COUNT:
         break;
     }
@@ -677,10 +738,26 @@ void bench_run_cell(bench_context *ctx, const bench_workload *wl,
     r->mem_rss_per_entry = NAN;
     r->mem_heap_per_entry = NAN;
     r->mem_backend_per_entry = NAN;
+    r->ratio_reference = NAN;
 
     bench_hist *hist = g_new0(bench_hist, 1);
     uint64_t seed = p->seed ^ ((uint64_t)wl->id << 40) ^ ((uint64_t)threads << 32);
     uint64_t ops = 0, items = 0;
+#if defined(BENCH_HAVE_SERVICE)
+    uint64_t telemetry_id = 0;
+    if (wl->id == BENCH_W_LOOKUP_TELEMETRY) {
+        GError *error = NULL;
+        if (procreg_telemetry_attach(ctx->target->reg,
+                                     PROCREG_OP_BIT(PROCREG_OP_LOOKUP),
+                                     telemetry_count, NULL, NULL,
+                                     &telemetry_id, &error) < 0) {
+            r->skipped = g_strdup(error->message);
+            g_error_free(error);
+            g_free(hist);
+            return;
+        }
+    }
+#endif
     if (p->warmup > 0)
         run_once(ctx, wl, dist, threads, p->warmup, 0, seed, false, hist, r,
                  &ops, &items);
@@ -690,6 +767,10 @@ void bench_run_cell(bench_context *ctx, const bench_workload *wl,
                                 &ops, &items);
     if (wl->id == BENCH_W_MIXED)
         mixed_cleanup(ctx, threads);
+#if defined(BENCH_HAVE_SERVICE)
+    if (telemetry_id)
+        procreg_telemetry_detach(ctx->target->reg, telemetry_id);
+#endif
     r->items_per_op = (wl->id == BENCH_W_LIST_NS || wl->id == BENCH_W_FIND)
                           && ops ? (double)items / (double)ops : NAN;
     summarize(r, hist);
