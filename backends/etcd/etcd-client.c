@@ -229,8 +229,12 @@ static int map_refusal(int grpc, const char *msg, const char *path,
                     "etcd lease gone (%s on %s): %s", path, url, msg);
         return ETCD_ELEASE_GONE;
     }
-    if (strstr(msg, "request is too large") != NULL ||
-        strstr(msg, "too many operations") != NULL ||
+    if (strstr(msg, "too large") != NULL ||
+        strstr(msg, "larger than max") != NULL)
+        return procreg_set_error(error, PROCREG_EFULL,
+                                 "etcd refused %s as too large: %s "
+                                 "(endpoint %s)", path, msg, url);
+    if (strstr(msg, "too many operations") != NULL ||
         strstr(msg, "database space exceeded") != NULL ||
         grpc == GRPC_RESOURCE_EXHAUSTED)
         return procreg_set_error(error, PROCREG_EFULL,
@@ -371,7 +375,9 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
                 stat_add(&c->timeouts);
                 rc = procreg_set_error(error, PROCREG_ETIMEDOUT,
                                        "etcd %s did not answer %s within "
-                                       "%u ms", base, path, timeout_ms);
+                                       "%u ms (overloaded, cut off, or "
+                                       "without quorum?)",
+                                       base, path, timeout_ms);
                 break;
             }
             note_tried(tried, base, why);
@@ -384,8 +390,8 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
         if (!next)
             break;
         if (only >= 0) {
-            rc = procreg_set_error(error, PROCREG_EBACKEND, "etcd %s: %s",
-                                   base, tried->str);
+            /* tried holds "URL (why)". */
+            rc = procreg_set_error(error, PROCREG_EBACKEND, "etcd %s", tried->str);
             break;
         }
         attempts++;

@@ -856,6 +856,16 @@ static int etcd_unregister(void *state, const procreg_key *key,
 {
     etcd_state *s = state;
     GString *k = entry_key(s, key);
+    /* The core removes the entries of owners that exited through this op;
+     * tell the other hosts so. */
+    procreg_event_reason reason = PROCREG_REASON_EXPLICIT;
+    g_mutex_lock(&s->lock);
+    GBytes *kb = g_bytes_new(k->str, k->len);
+    owned_entry *mine = g_hash_table_lookup(s->owned, kb);
+    if (mine != NULL && !procreg_owner_is_alive(&mine->owner))
+        reason = PROCREG_REASON_OWNER_EXITED;
+    g_bytes_unref(kb);
+    g_mutex_unlock(&s->lock);
     GString *b = g_string_new("{\"compare\":[");
     if (if_revision != 0)
         cmp(b, k, "MOD", "EQUAL", "mod_revision", (int64_t)if_revision);
@@ -864,7 +874,7 @@ static int etcd_unregister(void *state, const procreg_key *key,
     g_string_append(b, "],\"success\":[");
     op_delete(b, k, NULL);
     g_string_append_c(b, ',');
-    op_marker(s, b, s->writer, PROCREG_REASON_EXPLICIT);
+    op_marker(s, b, s->writer, reason);
     g_string_append(b, "],\"failure\":[");
     op_range(b, k);
     g_string_append(b, "]}");
@@ -1543,15 +1553,14 @@ static void apply_event(etcd_state *s, JsonObject *ev, GArray *markers)
             g_mutex_lock(&s->lock);
             GBytes *kb = g_bytes_new(kv.key, kv.key_len);
             owned_entry *o = g_hash_table_lookup(s->owned, kb);
-            if (o != NULL && o->mod_rev < kv.mod_rev) {
-                if (kv.lease == my_lease && my_lease != 0) {
-                    g_free(o->value);
-                    o->value = g_strndup((const char *)kv.value, kv.value_len);
-                    o->value_len = kv.value_len;
-                    o->mod_rev = kv.mod_rev;
-                } else {
-                    g_hash_table_remove(s->owned, kb);
-                }
+            /* On another lease, the key was taken after ours expired:
+             * left for restore_owned() to report. */
+            if (o != NULL && o->mod_rev < kv.mod_rev && kv.lease == my_lease &&
+                my_lease != 0) {
+                g_free(o->value);
+                o->value = g_strndup((const char *)kv.value, kv.value_len);
+                o->value_len = kv.value_len;
+                o->mod_rev = kv.mod_rev;
             }
             g_bytes_unref(kb);
             g_mutex_unlock(&s->lock);
@@ -1596,6 +1605,7 @@ static void apply_event(etcd_state *s, JsonObject *ev, GArray *markers)
 
 typedef struct {
     etcd_state *s;
+    bool said; /* watch_line() recorded why the stream ended */
     bool created;
     bool resync;
     bool progressed;
@@ -1619,6 +1629,7 @@ static bool watch_line(const char *line, size_t len, void *user)
         json_parser_get_root(p) == NULL ||
         !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
         set_watch_error(s, "watch: etcd sent a line that is not JSON");
+        c->said = true;
         g_object_unref(p);
         return false;
     }
@@ -1633,6 +1644,7 @@ static bool watch_line(const char *line, size_t len, void *user)
                              ? json_node_get_string(m)
                              : "etcd ended the stream with an error");
         set_watch_error(s, msg);
+        c->said = true;
         g_free(msg);
         g_object_unref(p);
         return false;
@@ -1660,6 +1672,7 @@ static bool watch_line(const char *line, size_t len, void *user)
                     ? json_node_get_string(r)
                     : "no reason given");
             set_watch_error(s, msg);
+            c->said = true;
             g_free(msg);
         }
         g_object_unref(p);
@@ -1828,9 +1841,9 @@ static gpointer watcher_main(gpointer data)
             g_clear_error(&err);
             break;
         }
-        if (err != NULL)
+        if (err != NULL && !c.said)
             set_watch_error(s, err->message);
-        else if (!c.resync && c.created)
+        else if (err == NULL && !c.said && !c.resync && c.created)
             set_watch_error(s, "watch: etcd closed the stream");
         g_clear_error(&err);
         atomic_add(&s->watch_reconnects, 1);

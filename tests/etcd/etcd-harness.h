@@ -1,0 +1,71 @@
+/*
+ * Runs real etcd servers for the tests: members listen on 127.0.0.1 only,
+ * on free ports, with data in a fresh temporary directory; each is
+ * stopped by pid (SIGTERM, then waitpid) and the directory is removed at
+ * the end.  So that a test that aborts leaves nothing behind either, each
+ * member gets PR_SET_PDEATHSIG and a small janitor process removes the
+ * directory once this program is gone.
+ *
+ * When no etcd binary is found, etcd_harness_require() prints why and
+ * exits with 77, which meson counts as a skipped test.
+ */
+#ifndef PROCREG_TESTS_ETCD_HARNESS_H
+#define PROCREG_TESTS_ETCD_HARNESS_H
+
+#include <glib.h>
+#include <stdbool.h>
+
+#define ETCD_HARNESS_MAX 3
+
+typedef struct {
+    char name[16];
+    int client_port;
+    int peer_port;
+    GPid pid;       /* 0 while stopped */
+    char *data_dir;
+    char *log_path;
+} etcd_member;
+
+typedef struct {
+    char *bin;
+    char *root; /* temporary directory */
+    char *token;
+    GPid janitor;   /* removes root if this program dies first */
+    int janitor_fd; /* its pipe; closing it tells it we are done */
+    int n;
+    etcd_member m[ETCD_HARNESS_MAX];
+} etcd_cluster;
+
+/* The etcd binary ($ETCD_BIN, else etcd in PATH); exits 77 with a
+ * message when there is none. */
+const char *etcd_harness_require(void);
+
+/* Take --etcd-bin=PATH out of @argv (it sets $ETCD_BIN). */
+void etcd_harness_args(int *argc, char **argv);
+
+/* Start @n (1 to 3) members and wait until the cluster answers /health
+ * (up to 20 s).  false with @error on failure (the logs are in it). */
+bool etcd_cluster_start(etcd_cluster *c, int n, GError **error);
+/* Stop member @i: SIGTERM, then waitpid (SIGKILL after 10 s). */
+void etcd_member_stop(etcd_cluster *c, int i);
+/* Start member @i again on its ports and data; returns once the process
+ * listens (it may not have a leader yet). */
+bool etcd_member_restart(etcd_cluster *c, int i, GError **error);
+/* Stop every member and remove the directory. */
+void etcd_cluster_destroy(etcd_cluster *c);
+
+/* "http://127.0.0.1:P" of member @i; g_free it. */
+char *etcd_member_url(const etcd_cluster *c, int i);
+/* Every member's URL, comma separated; g_free it. */
+char *etcd_cluster_endpoints(const etcd_cluster *c);
+/* Whether member @i's /health says "true" now. */
+bool etcd_member_healthy(const etcd_cluster *c, int i);
+
+/* POST a raw JSON @body to @path on @url; the reply body, or NULL.
+ * g_free it. */
+char *etcd_post(const char *url, const char *path, const char *body);
+
+/* A random string of 12 hex digits, for unique prefixes. */
+char *etcd_random_tag(void);
+
+#endif

@@ -1,0 +1,149 @@
+/* Helpers shared by the etcd test programs. */
+#include "etcd-test-util.h"
+
+#include <string.h>
+
+static void rec_event_free(gpointer p)
+{
+    rec_event *e = p;
+    g_free(e->ns);
+    g_free(e->name);
+    g_free(e);
+}
+
+static void on_event(procreg *reg, const procreg_event *ev, gpointer user)
+{
+    recorder *r = user;
+    rec_event *e = g_new0(rec_event, 1);
+    e->kind = ev->kind;
+    e->reason = ev->reason;
+    e->ns = g_strdup(ev->ns);
+    e->name = g_strdup(ev->name);
+    e->external = ev->external;
+    if (ev->entry != NULL) {
+        e->pid = ev->entry->owner.pid;
+        e->revision = ev->entry->revision;
+    }
+    g_mutex_lock(&r->m);
+    g_ptr_array_add(r->events, e);
+    g_cond_broadcast(&r->c);
+    g_mutex_unlock(&r->m);
+}
+
+void recorder_start(recorder *r, procreg *reg)
+{
+    memset(r, 0, sizeof *r);
+    g_mutex_init(&r->m);
+    g_cond_init(&r->c);
+    r->events = g_ptr_array_new_with_free_func(rec_event_free);
+    r->reg = reg;
+    GError *err = NULL;
+    int rc = procreg_subscribe(reg, NULL, NULL, on_event, r, NULL, NULL,
+                               &r->sub, &err);
+    g_assert_no_error(err);
+    g_assert_cmpint(rc, ==, 0);
+}
+
+void recorder_stop(recorder *r)
+{
+    if (r->reg != NULL)
+        procreg_unsubscribe(r->reg, r->sub);
+    g_ptr_array_unref(r->events);
+    g_mutex_clear(&r->m);
+    g_cond_clear(&r->c);
+    memset(r, 0, sizeof *r);
+}
+
+static bool matches(const rec_event *e, procreg_event_kind kind, int reason,
+                    const char *ns, const char *name)
+{
+    return e->kind == kind && (reason < 0 || (int)e->reason == reason) &&
+           g_strcmp0(e->ns, ns) == 0 && g_strcmp0(e->name, name) == 0;
+}
+
+const rec_event *recorder_wait(recorder *r, procreg_event_kind kind,
+                               int reason, const char *ns, const char *name,
+                               int timeout_ms)
+{
+    gint64 until = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    const rec_event *found = NULL;
+    g_mutex_lock(&r->m);
+    for (;;) {
+        for (guint i = 0; i < r->events->len && found == NULL; i++)
+            if (matches(r->events->pdata[i], kind, reason, ns, name))
+                found = r->events->pdata[i];
+        if (found != NULL || !g_cond_wait_until(&r->c, &r->m, until))
+            break;
+    }
+    if (found == NULL) {
+        /* One last look after the deadline. */
+        for (guint i = 0; i < r->events->len && found == NULL; i++)
+            if (matches(r->events->pdata[i], kind, reason, ns, name))
+                found = r->events->pdata[i];
+    }
+    g_mutex_unlock(&r->m);
+    return found;
+}
+
+guint recorder_count(recorder *r, procreg_event_kind kind, const char *ns,
+                     const char *name)
+{
+    guint n = 0;
+    g_mutex_lock(&r->m);
+    for (guint i = 0; i < r->events->len; i++)
+        n += matches(r->events->pdata[i], kind, -1, ns, name);
+    g_mutex_unlock(&r->m);
+    return n;
+}
+
+char *recorder_dump(recorder *r)
+{
+    GString *s = g_string_new(NULL);
+    g_mutex_lock(&r->m);
+    for (guint i = 0; i < r->events->len; i++) {
+        const rec_event *e = r->events->pdata[i];
+        g_string_append_printf(s, "[%s %s %s/%s%s] ",
+                               procreg_event_kind_name(e->kind),
+                               procreg_event_reason_name(e->reason), e->ns,
+                               e->name, e->external ? " external" : "");
+    }
+    g_mutex_unlock(&r->m);
+    return g_string_free(s, FALSE);
+}
+
+char *etcd_entry_key_b64(const char *prefix, const char *ns, const char *name)
+{
+    GString *k = g_string_new(prefix);
+    g_string_append(k, "/e/");
+    g_string_append(k, ns);
+    g_string_append_c(k, '\0');
+    g_string_append(k, name);
+    char *b = g_base64_encode((const guchar *)k->str, k->len);
+    g_string_free(k, TRUE);
+    return b;
+}
+
+gint64 backend_stat_int(procreg *reg, const char *name)
+{
+    GVariant *st = NULL;
+    if (procreg_stats(reg, &st, NULL) != 0)
+        return -1;
+    GVariant *bs = g_variant_lookup_value(st, "backend_stats",
+                                          G_VARIANT_TYPE_VARDICT);
+    gint64 out = -1;
+    if (bs != NULL) {
+        GVariant *v = g_variant_lookup_value(bs, name, NULL);
+        if (v != NULL) {
+            if (g_variant_is_of_type(v, G_VARIANT_TYPE_INT64))
+                out = g_variant_get_int64(v);
+            else if (g_variant_is_of_type(v, G_VARIANT_TYPE_UINT64))
+                out = (gint64)g_variant_get_uint64(v);
+            else if (g_variant_is_of_type(v, G_VARIANT_TYPE_UINT32))
+                out = g_variant_get_uint32(v);
+            g_variant_unref(v);
+        }
+        g_variant_unref(bs);
+    }
+    g_variant_unref(st);
+    return out;
+}
