@@ -378,17 +378,24 @@ static bool ckht_publish(ckht *self, const procreg_key *key, ckht_entry *e,
     return true;
 }
 
-/* Remove the slot of @e and retire @e.  Under the lock. */
-static bool ckht_remove(ckht *self, ckht_entry *e, uint64_t hash)
+/* Unpublish the entry of key (@bytes, @size, @hash) and return it, or NULL
+ * when there is none.  Under the lock; follow with ckht_retire(). */
+static ckht_entry *ckht_unpublish(ckht *self, const char *bytes, size_t size,
+                                  uint64_t hash)
 {
     ck_ht_entry_t slot;
     ck_ht_hash_t h;
 
     h.value = hash;
-    ck_ht_entry_key_set(&slot, e->key, (uint16_t)ckht_entry_key_size(e));
-    if (!ck_ht_remove_spmc(&self->ht, h, &slot) ||
-        ck_ht_entry_value(&slot) != e)
-        return false;
+    ck_ht_entry_key_set(&slot, bytes, (uint16_t)size);
+    if (!ck_ht_remove_spmc(&self->ht, h, &slot))
+        return NULL;
+    return ck_ht_entry_value(&slot);
+}
+
+/* Account for the unpublished @e and retire it.  Under the lock. */
+static void ckht_retire(ckht *self, ckht_entry *e)
+{
     atomic_store_explicit(&self->n_entries,
                           atomic_load_explicit(&self->n_entries,
                                                memory_order_relaxed) - 1,
@@ -409,7 +416,6 @@ static bool ckht_remove(ckht *self, ckht_entry *e, uint64_t hash)
         if (ck_ht_gc(&self->ht, 0, 0))
             self->gcs++;
     }
-    return true;
 }
 
 /* Next live entry of the table, or NULL.  Under the lock. */
@@ -491,7 +497,7 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
     previous = ckht_write_begin(self);
     /* Without CK_HT_WORKLOAD_DELETE: its per-slot probe bounds cost a
      * byte per slot and, worse, one more cache miss on every lookup; the
-     * periodic ck_ht_gc() (ckht_remove) keeps misses short instead. */
+     * periodic ck_ht_gc() (ckht_retire) keeps misses short instead. */
     ok = ck_ht_init(&self->ht, CK_HT_MODE_BYTESTRING,
                     ckht_hash_cb, &ckht_allocator, slots, 0);
     ckht_write_end(self, previous);
@@ -539,6 +545,9 @@ static int ckht_register(void *state, const procreg_key *key,
     ckht_entry *e;
     int r = 0;
 
+    /* Look first: ck_ht_put_spmc is no insert-if-absent on its own, it
+     * reuses a tombstone that comes before a present key in the probe
+     * sequence and would add the key twice. */
     e = ckht_get(self, key);
     if (e != NULL) {
         if (current != NULL)
@@ -624,28 +633,32 @@ static int ckht_unregister(void *state, const procreg_key *key,
     ckht_entry *e;
     int r = 0;
 
-    e = ckht_get(self, key);
+    /* Check the revision before removing; without one, remove directly
+     * (one probe instead of two). */
+    if (if_revision != 0) {
+        e = ckht_get(self, key);
+        if (e == NULL) {
+            r = ckht_not_found(error, key);
+            goto out;
+        }
+        if (e->revision != if_revision) {
+            r = procreg_set_error(error, PROCREG_ECONFLICT,
+                                  "\"%s\" in namespace \"%s\" is at revision %"
+                                  G_GUINT64_FORMAT ", not %" G_GUINT64_FORMAT,
+                                  ckht_entry_name(e), e->key, e->revision,
+                                  if_revision);
+            goto out;
+        }
+    }
+    e = ckht_unpublish(self, procreg_key_bytes(key), procreg_key_size(key),
+                       key->hash);
     if (e == NULL) {
         r = ckht_not_found(error, key);
         goto out;
     }
-    if (if_revision != 0 && e->revision != if_revision) {
-        r = procreg_set_error(error, PROCREG_ECONFLICT,
-                              "\"%s\" in namespace \"%s\" is at revision %"
-                              G_GUINT64_FORMAT ", not %" G_GUINT64_FORMAT,
-                              ckht_entry_name(e), e->key, e->revision,
-                              if_revision);
-        goto out;
-    }
     if (removed != NULL)
         ckht_entry_fill(removed, e, true);
-    if (!ckht_remove(self, e, key->hash)) {
-        if (removed != NULL)
-            procreg_entry_clear(removed);
-        r = procreg_set_error(error, PROCREG_EBACKEND,
-                              "ckht: table lost \"%s\" while removing it",
-                              ckht_entry_name(e));
-    }
+    ckht_retire(self, e);
 out:
     ckht_write_end(self, previous);
     return r;
@@ -778,19 +791,22 @@ static int ckht_drop_namespace(void *state, const char *ns, GArray *removed,
             g_ptr_array_add(doomed, e);
     }
     for (i = 0; i < doomed->len; i++) {
+        size_t size;
+
         e = g_ptr_array_index(doomed, i);
-        if (removed != NULL)
-            ckht_entry_append(removed, e);
-        if (!ckht_remove(self, e, procreg_hash(e->key,
-                                               ckht_entry_key_size(e)))) {
-            if (removed != NULL)
-                g_array_set_size(removed, removed->len - 1);
+        size = ckht_entry_key_size(e);
+        /* The prepared key's hash is procreg_hash() of these bytes. */
+        if (ckht_unpublish(self, e->key, size, procreg_hash(e->key, size)) !=
+            e) {
             r = procreg_set_error(error, PROCREG_EBACKEND,
                                   "ckht: table lost \"%s\" while dropping "
                                   "namespace \"%s\"",
                                   ckht_entry_name(e), ns);
             break;
         }
+        if (removed != NULL)
+            ckht_entry_append(removed, e);
+        ckht_retire(self, e);
     }
     g_ptr_array_free(doomed, TRUE);
     ckht_write_end(self, previous);

@@ -634,6 +634,313 @@ static void test_metadata_outlives_entry(void)
     procreg_close(reg);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Scans and namespace drops against a writer                               */
+
+/* The writer fills namespace "fill" with SC_KEYS entries, one at a time in
+ * index order, tagged with a cycle number, then drops the namespace and
+ * starts the next cycle.  A scan is a snapshot between two writes, and a
+ * drop is one write, so every listing of "fill" must be exactly the
+ * indexes 0..n-1 of a single cycle.  Keys in "other" churn meanwhile. */
+
+#define SC_KEYS 40
+#define SC_LISTERS 2
+
+typedef struct {
+    procreg_backend *b;
+    procreg_key **fill;
+    procreg_key **other;
+    atomic_bool stop;
+    atomic_uint errors;
+    atomic_ulong scans, reads;
+    GMutex first_error_lock;
+    char *first_error;
+} sc_shared;
+
+static void sc_fail(sc_shared *s, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static void sc_fail(sc_shared *s, const char *fmt, ...)
+{
+    va_list ap;
+
+    atomic_fetch_add(&s->errors, 1);
+    g_mutex_lock(&s->first_error_lock);
+    if (s->first_error == NULL) {
+        va_start(ap, fmt);
+        s->first_error = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+    }
+    g_mutex_unlock(&s->first_error_lock);
+}
+
+static GVariant *sc_metadata(guint64 cycle, guint64 idx)
+{
+    GVariantDict d;
+
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "cycle", "t", cycle);
+    g_variant_dict_insert(&d, "idx", "t", idx);
+    g_variant_dict_insert(&d, "check", "t", checksum(cycle, idx));
+    return g_variant_ref_sink(g_variant_dict_end(&d));
+}
+
+/* Check one entry of "fill"; returns its cycle and index. */
+static bool sc_entry_ok(sc_shared *s, const procreg_entry *e, guint64 *cycle,
+                        guint64 *idx)
+{
+    guint64 check;
+    char expect[32];
+
+    if (e->metadata == NULL ||
+        !g_variant_lookup(e->metadata, "cycle", "t", cycle) ||
+        !g_variant_lookup(e->metadata, "idx", "t", idx) ||
+        !g_variant_lookup(e->metadata, "check", "t", &check) ||
+        check != checksum(*cycle, *idx)) {
+        sc_fail(s, "incomplete or torn entry %s", e->name ? e->name : "?");
+        return false;
+    }
+    g_snprintf(expect, sizeof expect, "fill-%" G_GUINT64_FORMAT, *idx);
+    if (e->name != NULL && strcmp(e->name, expect) != 0) {
+        sc_fail(s, "entry %s carries index %" G_GUINT64_FORMAT, e->name,
+                *idx);
+        return false;
+    }
+    return true;
+}
+
+/* Check a listing holds exactly indexes 0..n-1 of one cycle. */
+static void sc_check_listing(sc_shared *s, GArray *entries, const char *what)
+{
+    guint64 cycle0 = 0;
+    bool seen[SC_KEYS] = {false};
+    size_t n = 0;
+    guint i;
+
+    for (i = 0; i < entries->len; i++) {
+        const procreg_entry *e = &g_array_index(entries, procreg_entry, i);
+        guint64 cycle, idx;
+
+        if (g_strcmp0(e->ns, "fill") != 0)
+            continue;
+        if (!sc_entry_ok(s, e, &cycle, &idx))
+            return;
+        if (n == 0)
+            cycle0 = cycle;
+        if (cycle != cycle0 || idx >= SC_KEYS || seen[idx]) {
+            sc_fail(s, "%s: mixed cycles or duplicate index", what);
+            return;
+        }
+        seen[idx] = true;
+        n++;
+    }
+    for (i = 0; i < n; i++) {
+        if (!seen[i]) {
+            sc_fail(s, "%s: %zu entries but index %u missing: not a "
+                    "snapshot", what, n, i);
+            return;
+        }
+    }
+}
+
+static gpointer sc_lister(gpointer data)
+{
+    sc_shared *s = data;
+    unsigned long scans = 0;
+
+    while (!atomic_load(&s->stop)) {
+        GArray *all = procreg_entry_array_new();
+        GArray *fill = procreg_entry_array_new();
+        GArray *found = procreg_entry_array_new();
+        GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+        size_t count = 0;
+        guint i;
+
+        if (procreg_backend_list_all(s->b, NULL, all, NULL) != 0 ||
+            procreg_backend_list_all(s->b, "fill", fill, NULL) != 0 ||
+            procreg_backend_count(s->b, "fill", &count, NULL) != 0 ||
+            procreg_backend_list_names(s->b, "fill", 5, names) != 0)
+            sc_fail(s, "a scan failed");
+        sc_check_listing(s, all, "list_all(NULL)");
+        sc_check_listing(s, fill, "list_all(fill)");
+        for (i = 0; i < fill->len; i++) {
+            if (g_strcmp0(g_array_index(fill, procreg_entry, i).ns, "fill"))
+                sc_fail(s, "list_all(fill) returned another namespace");
+        }
+        if (count > SC_KEYS || names->len > 5)
+            sc_fail(s, "count %zu, %u names", count, names->len);
+        for (i = 0; i < names->len; i++) {
+            if (!g_str_has_prefix(g_ptr_array_index(names, i), "fill-"))
+                sc_fail(s, "list_names(fill) gave %s",
+                        (char *)g_ptr_array_index(names, i));
+        }
+        /* The cycle of the listing, if any: find must return only it. */
+        if (fill->len > 0) {
+            guint64 cycle = 0, idx;
+            GVariant *v;
+
+            if (sc_entry_ok(s, &g_array_index(fill, procreg_entry, 0), &cycle,
+                            &idx)) {
+                v = g_variant_ref_sink(g_variant_new_uint64(cycle));
+                if (procreg_backend_find_by_metadata(s->b, "fill", "cycle", v,
+                                                     found, NULL) != 0)
+                    sc_fail(s, "find failed");
+                sc_check_listing(s, found, "find(cycle)");
+                g_variant_unref(v);
+            }
+        }
+        g_ptr_array_unref(names);
+        g_array_unref(found);
+        g_array_unref(fill);
+        g_array_unref(all);
+        scans++;
+    }
+    atomic_fetch_add(&s->scans, scans);
+    return NULL;
+}
+
+static gpointer sc_reader(gpointer data)
+{
+    sc_shared *s = data;
+    GRand *rand = g_rand_new();
+    unsigned long reads = 0;
+
+    while (!atomic_load(&s->stop)) {
+        guint k = g_rand_int_range(rand, 0, SC_KEYS);
+        procreg_entry e;
+        guint64 cycle, idx;
+        int rc = procreg_backend_lookup_entry(s->b, s->fill[k], &e, NULL);
+
+        if (rc == 0) {
+            if (sc_entry_ok(s, &e, &cycle, &idx) && idx != k)
+                sc_fail(s, "fill-%u read as index %" G_GUINT64_FORMAT, k,
+                        idx);
+            procreg_entry_clear(&e);
+        } else if (rc != PROCREG_ENOTFOUND) {
+            sc_fail(s, "lookup_entry: %d", rc);
+        }
+        reads++;
+    }
+    atomic_fetch_add(&s->reads, reads);
+    g_rand_free(rand);
+    return NULL;
+}
+
+static void test_scans_vs_writer(void)
+{
+    sc_shared s = {0};
+    GThread *threads[SC_LISTERS + 1];
+    GTimer *timer = g_timer_new();
+    procreg_record record = {0};
+    guint64 cycle = 0;
+    GError *error = NULL;
+    int i;
+
+    g_assert_cmpint(procreg_backend_open("ckht", NULL, &s.b, &error), ==, 0);
+    g_assert_no_error(error);
+    s.fill = make_keys("fill", "fill", SC_KEYS);
+    s.other = make_keys("other", "other", SC_KEYS);
+    g_mutex_init(&s.first_error_lock);
+    procreg_owner_self(&record.owner);
+    for (i = 0; i < SC_LISTERS; i++)
+        threads[i] = g_thread_new("lister", sc_lister, &s);
+    threads[SC_LISTERS] = g_thread_new("reader", sc_reader, &s);
+
+    while (g_timer_elapsed(timer, NULL) < STRESS_SECONDS) {
+        GArray *removed = procreg_entry_array_new();
+        guint j;
+
+        cycle++;
+        for (i = 0; i < SC_KEYS; i++) {
+            record.metadata = sc_metadata(cycle, (guint64)i);
+            record.registered_at = g_get_real_time();
+            g_assert_cmpint(procreg_backend_register_entry(s.b, s.fill[i],
+                                                           &record, NULL,
+                                                           NULL), ==, 0);
+            g_variant_unref(record.metadata);
+            /* Churn the other namespace in between. */
+            record.metadata = NULL;
+            if (procreg_backend_register_entry(s.b, s.other[i], &record,
+                                               NULL, NULL) != 0)
+                g_assert_cmpint(procreg_backend_unregister(s.b, s.other[i], 0,
+                                                           NULL, NULL), ==, 0);
+        }
+        g_assert_cmpint(procreg_backend_drop_namespace(s.b, "fill", removed,
+                                                       NULL), ==, 0);
+        g_assert_cmpuint(removed->len, ==, SC_KEYS);
+        for (j = 0; j < removed->len; j++) {
+            const procreg_entry *e = &g_array_index(removed, procreg_entry, j);
+            guint64 c = 0;
+
+            g_assert_cmpstr(e->ns, ==, "fill");
+            g_assert_true(g_variant_lookup(e->metadata, "cycle", "t", &c));
+            g_assert_cmpuint(c, ==, cycle);
+        }
+        g_array_unref(removed);
+    }
+    atomic_store(&s.stop, true);
+    for (i = 0; i < SC_LISTERS + 1; i++)
+        g_thread_join(threads[i]);
+
+    g_test_message("%" G_GUINT64_FORMAT " cycles, %lu scans, %lu reads, %u "
+                   "errors", cycle, atomic_load(&s.scans),
+                   atomic_load(&s.reads), atomic_load(&s.errors));
+    if (s.first_error != NULL)
+        g_test_message("first error: %s", s.first_error);
+    g_assert_cmpuint(atomic_load(&s.errors), ==, 0);
+    g_assert_cmpuint(atomic_load(&s.scans), >, 0);
+    g_assert_cmpuint(cycle, >, 1);
+
+    g_free(s.first_error);
+    g_mutex_clear(&s.first_error_lock);
+    free_keys(s.fill, SC_KEYS);
+    free_keys(s.other, SC_KEYS);
+    procreg_backend_close(s.b);
+    g_timer_destroy(timer);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Registration over tombstones                                             */
+
+/* ck_ht_put_spmc reuses a tombstone that comes before a present key in the
+ * probe sequence: without a look first, registering a present key would
+ * add it twice.  Many removals in a small table make that case common. */
+static void test_register_over_tombstones(void)
+{
+    procreg *reg = open_ckht("initial_size=64");
+    procreg_key **keys = make_keys("tomb", "k", 60);
+    bool present[60] = {false};
+    GRand *rand = g_rand_new_with_seed(7);
+    int round, i;
+
+    for (round = 0; round < 200; round++) {
+        procreg_health health;
+        size_t count = 0;
+
+        for (i = 0; i < 60; i++) {
+            int rc = procreg_register_key(reg, keys[i], NULL, NULL, NULL,
+                                          NULL);
+
+            g_assert_cmpint(rc, ==, present[i] ? PROCREG_EEXISTS : 0);
+            present[i] = true;
+        }
+        g_assert_cmpint(procreg_count(reg, "tomb", &count, NULL), ==, 0);
+        g_assert_cmpuint(count, ==, 60);
+        /* The health check compares ck_ht's own count with ours. */
+        g_assert_cmpint(procreg_health_check(reg, &health, NULL), ==, 0);
+        g_assert_cmpint(health.status, ==, PROCREG_HEALTH_OK);
+        procreg_health_clear(&health);
+        for (i = 0; i < 60; i++) {
+            if (g_rand_boolean(rand)) {
+                g_assert_cmpint(procreg_unregister_key(reg, keys[i], 0, NULL),
+                                ==, 0);
+                present[i] = false;
+            }
+        }
+    }
+    g_rand_free(rand);
+    free_keys(keys, 60);
+    procreg_close(reg);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -641,10 +948,13 @@ int main(int argc, char **argv)
      * in notes/requests/ckht-tsan-core.md): do it before any thread. */
     (void)procreg_error_quark();
     g_test_add_func("/ckht/stress/readers-vs-writer", test_readers_vs_writer);
+    g_test_add_func("/ckht/stress/scans-vs-writer", test_scans_vs_writer);
     g_test_add_func("/ckht/stress/unique-register", test_unique_register);
     g_test_add_func("/ckht/stress/short-lived-threads",
                     test_short_lived_threads);
     g_test_add_func("/ckht/stress/grow-under-lookups", test_grow_under_lookups);
+    g_test_add_func("/ckht/register-over-tombstones",
+                    test_register_over_tombstones);
     g_test_add_func("/ckht/metadata-outlives-entry",
                     test_metadata_outlives_entry);
     return g_test_run();
