@@ -269,16 +269,38 @@ static void ix_remove_locked(opt_index *ix, const procreg_key *key)
     g_free(e);
 }
 
+/* The @i-th pair of @metadata: its key (a string GVariant: unref it after
+ * use of the text) and its unboxed value.  Read from the tree without
+ * flattening it: g_variant_get_child() with a "&" format would serialise
+ * the whole dictionary, which other threads may be reading (GVariant
+ * allows that, but ThreadSanitizer cannot see its internal lock).  The
+ * key is kept referenced because a serialisation elsewhere releases the
+ * tree's children. */
+static GVariant *ix_pair(GVariant *metadata, gsize i, GVariant **value)
+{
+    GVariant *pair = g_variant_get_child_value(metadata, i);
+    GVariant *k = g_variant_get_child_value(pair, 0);
+    GVariant *boxed = g_variant_get_child_value(pair, 1);
+
+    *value = g_variant_get_variant(boxed);
+    g_variant_unref(boxed);
+    g_variant_unref(pair);
+    return k;
+}
+
 /* Whether @k appears among the first @n keys of @metadata. */
 static bool ix_seen_before(GVariant *metadata, gsize n, const char *k)
 {
     gsize i;
 
     for (i = 0; i < n; i++) {
-        const char *other = NULL;
+        GVariant *v = NULL;
+        GVariant *other = ix_pair(metadata, i, &v);
+        bool same = strcmp(g_variant_get_string(other, NULL), k) == 0;
 
-        g_variant_get_child(metadata, i, "{&sv}", &other, NULL);
-        if (strcmp(other, k) == 0)
+        g_variant_unref(v);
+        g_variant_unref(other);
+        if (same)
             return true;
     }
     return false;
@@ -311,25 +333,32 @@ static void ix_set_locked(opt_index *ix, const procreg_key *key,
     /* Duplicate keys: first wins.  Small dictionaries compare pairwise,
      * large ones remember what they saw. */
     if (n > 8)
-        seen = g_hash_table_new(g_str_hash, g_str_equal);
+        seen = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+                                     (GDestroyNotify)g_variant_unref);
     s = g_string_new(NULL);
     for (i = 0; i < n; i++) {
-        const char *k = NULL;
         GVariant *v = NULL;
+        GVariant *kv = ix_pair(metadata, i, &v);
+        const char *k = g_variant_get_string(kv, NULL);
+        bool skip, indexable = false;
         ix_value *iv;
 
-        g_variant_get_child(metadata, i, "{&sv}", &k, &v);
-        if (seen != NULL ? !g_hash_table_add(seen, (gpointer)k)
-                         : ix_seen_before(metadata, i, k)) {
-            g_variant_unref(v);
-            continue;
+        if (seen != NULL) {
+            /* The set keeps the key GVariants alive until it goes. */
+            skip = g_hash_table_contains(seen, k);
+            if (!skip)
+                g_hash_table_insert(seen, (gpointer)k, g_variant_ref(kv));
+        } else {
+            skip = ix_seen_before(metadata, i, k);
         }
-        ix_posting_prefix(s, procreg_key_bytes(key), key->ns_len, k);
-        if (!ix_encode_value(s, v)) {
-            g_variant_unref(v);
-            continue;
+        if (!skip) {
+            ix_posting_prefix(s, procreg_key_bytes(key), key->ns_len, k);
+            indexable = ix_encode_value(s, v);
         }
         g_variant_unref(v);
+        g_variant_unref(kv);
+        if (skip || !indexable)
+            continue;
         iv = ix_value_get(ix, s);
         e->refs[e->n_refs].value = iv;
         e->refs[e->n_refs].pos = iv->members->len;
