@@ -699,6 +699,68 @@ static void test_owner_exited_reason(void)
     g_free(prefix);
 }
 
+/* Poll @reg's lookup of (ns, name) until it answers @want_rc (and, for
+ * 0, owner @want_pid); returns the milliseconds it took or -1. */
+static gint64 lookup_until(procreg *reg, const char *ns, const char *name,
+                           int want_rc, pid_t want_pid, int ms)
+{
+    gint64 t0 = g_get_monotonic_time();
+    do {
+        procreg_owner o = {0};
+        int rc = procreg_lookup(reg, ns, name, &o, NULL);
+        if (rc == want_rc && (rc != 0 || o.pid == want_pid))
+            return (g_get_monotonic_time() - t0) / 1000;
+        g_usleep(2000);
+    } while (g_get_monotonic_time() - t0 < (gint64)ms * 1000);
+    return -1;
+}
+
+/* optimized:inner=etcd caches lookups; the watch keeps the cache fresh
+ * when another host changes an entry. */
+static void test_optimized_fresh(void)
+{
+    char **names = procreg_backend_names();
+    bool have = g_strv_contains((const char *const *)names, "optimized");
+    g_strfreev(names);
+    if (!have) {
+        g_test_skip("the optimized backend is not built");
+        return;
+    }
+    char *prefix = new_prefix();
+    char *spec = g_strdup_printf("optimized:inner=[etcd:endpoints=[%s],"
+                                 "prefix=%s,host_id=host-a]",
+                                 url, prefix);
+    procreg *a = NULL;
+    GError *err = NULL;
+    g_assert_cmpint(procreg_open(spec, &a, &err), ==, 0);
+    procreg *b = open_reg(prefix, "host_id=host-b");
+    procreg_owner o, parent;
+    g_assert_cmpint(procreg_owner_from_pid(getppid(), &parent, NULL), ==, 0);
+
+    g_assert_cmpint(procreg_lookup(a, "svc", "x", &o, NULL), ==,
+                    PROCREG_ENOTFOUND);
+    g_assert_cmpint(procreg_register(b, "svc", "x", NULL, NULL, NULL, &err),
+                    ==, 0);
+    gint64 t = lookup_until(a, "svc", "x", 0, getpid(), 3000);
+    g_test_message("cached lookup saw another host's registration after %"
+                   G_GINT64_FORMAT " ms", t);
+    g_assert_cmpint(t, >=, 0);
+    /* Now cached: drop it elsewhere, then take it for another owner. */
+    g_assert_cmpint(procreg_lookup(a, "svc", "x", &o, NULL), ==, 0);
+    g_assert_cmpint(procreg_unregister(b, "svc", "x", &err), ==, 0);
+    t = lookup_until(a, "svc", "x", PROCREG_ENOTFOUND, 0, 3000);
+    g_test_message("... and its removal after %" G_GINT64_FORMAT " ms", t);
+    g_assert_cmpint(t, >=, 0);
+    g_assert_cmpint(procreg_register(b, "svc", "x", &parent, NULL, NULL, &err),
+                    ==, 0);
+    t = lookup_until(a, "svc", "x", 0, parent.pid, 3000);
+    g_assert_cmpint(t, >=, 0);
+    procreg_close(a);
+    procreg_close(b);
+    g_free(spec);
+    g_free(prefix);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 5 && strcmp(argv[1], "--child") == 0)
@@ -728,6 +790,7 @@ int main(int argc, char **argv)
     g_test_add_func("/etcd/same-host-dead-owner", test_same_host_dead_owner);
     g_test_add_func("/etcd/owner-exited-reason", test_owner_exited_reason);
     g_test_add_func("/etcd/lease-lost", test_lease_lost);
+    g_test_add_func("/etcd/optimized-fresh", test_optimized_fresh);
     int rc = g_test_run();
 
     etcd_cluster_destroy(&cluster);
