@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Run each libFuzzer target of a fuzzing build for a bounded time.
+#
+#   run-fuzzers.sh [-C BUILD_DIR] [-t SECONDS] [-o OUT_DIR] [TARGET...]
+#
+# BUILD_DIR (default build-fuzz) is a build configured for fuzzing (see
+# tests/reliability/fuzz/meson.build); SECONDS (default 60) is the time
+# per target; TARGET names (spec, name, metadata, etcd, ...) default to
+# every fuzz-* program the build has.  Each target starts from its seed
+# corpus and its regression inputs; the inputs it finds go to a scratch
+# corpus under OUT_DIR (default: a temporary directory), never into the
+# source tree.  A crash, leak, timeout or failed expectation stops that
+# target and leaves the input in OUT_DIR/crashes/: copy it to
+# tests/reliability/fuzz/regressions/TARGET/ to make it a regression test.
+#
+# Prints one line per target ("fuzz TARGET: N runs in S s, ...") and
+# exits non-zero when any target failed.
+set -uo pipefail
+
+src=$(cd "$(dirname "$0")" && pwd)
+build=build-fuzz
+seconds=60
+out=
+while getopts "C:t:o:h" opt; do
+    case $opt in
+    C) build=$OPTARG ;;
+    t) seconds=$OPTARG ;;
+    o) out=$OPTARG ;;
+    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+
+dir="$build/tests/reliability/fuzz"
+if [ $# -gt 0 ]; then
+    targets=("$@")
+else
+    targets=()
+    for f in "$dir"/fuzz-*; do
+        [ -x "$f" ] && [ -f "$f" ] && targets+=("${f##*/fuzz-}")
+    done
+fi
+if [ ${#targets[@]} -eq 0 ]; then
+    echo "run-fuzzers: no fuzz-* programs in $dir (configure the build for fuzzing)" >&2
+    exit 2
+fi
+[ -n "$out" ] || out=$(mktemp -d /tmp/procreg-fuzz-XXXXXX)
+mkdir -p "$out/crashes"
+
+export G_SLICE=always-malloc
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$src/lsan.supp:print_suppressions=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+
+failed=0
+total=0
+for t in "${targets[@]}"; do
+    prog="$dir/fuzz-$t"
+    if [ ! -x "$prog" ]; then
+        echo "fuzz $t: no program $prog" >&2
+        failed=1
+        continue
+    fi
+    corpus="$out/corpus/$t"
+    # Targets whose registries keep threads and deferred frees between
+    # inputs make libFuzzer's per-input leak check (a full LeakSanitizer
+    # scan whenever mallocs and frees differ) run on every input; for them
+    # leaks are found by the check at exit instead, after every registry
+    # is closed.
+    extra=()
+    case $t in
+    metadata|lmdb) extra=(-detect_leaks=0) ;;
+    esac
+    mkdir -p "$corpus"
+    log="$out/$t.log"
+    start=$(date +%s)
+    # The first folder receives new inputs; the others are only read.
+    # (The braces keep the shell's "Aborted" notice out of the output.)
+    { nice -n 10 "$prog" -max_total_time="$seconds" -timeout=20 \
+        -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 "${extra[@]}" \
+        -artifact_prefix="$out/crashes/$t-" \
+        "$corpus" "$src/corpus/$t" "$src/regressions/$t" >"$log" 2>&1; } 2>/dev/null
+    rc=$?
+    took=$(( $(date +%s) - start ))
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+    runs=${runs:-0}
+    total=$((total + runs))
+    if [ $rc -eq 0 ]; then
+        echo "fuzz $t: $runs runs in $took s, coverage ${cov:-?} edges, corpus $(ls "$corpus" | wc -l) new inputs, no failure"
+    else
+        failed=1
+        echo "fuzz $t: FAILED (exit $rc) after $runs runs in $took s; log $log"
+        ls "$out/crashes/$t-"* 2>/dev/null | sed 's/^/  input: /'
+        grep -E "ERROR|expectation failed|SUMMARY|#[0-9]+ 0x" "$log" | head -25 | sed 's/^/  /'
+    fi
+done
+echo "fuzz total: $total runs; logs and found inputs in $out"
+exit $failed
