@@ -69,4 +69,200 @@ PROCREG_INTERNAL void procreg_entry_array_steal(GArray *array,
                                                 procreg_entry **out,
                                                 size_t *n_out);
 
+/* ======================================================================== */
+/* Service layer: registry.c, events.c, liveness.c, namespaces.c, health.c, */
+/* telemetry.c, stats.c.  Locks here are pthread ones (not GMutex) so that  */
+/* ThreadSanitizer sees every synchronisation.                              */
+/* ======================================================================== */
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+typedef struct procreg_events procreg_events;
+typedef struct procreg_monitor procreg_monitor;
+typedef struct procreg_telemetry procreg_telemetry;
+typedef struct procreg_tstats procreg_tstats;
+
+/* Bits of procreg.slow: anything set sends a lookup to the slow path. */
+enum {
+    PROCREG_SLOW_TELEMETRY = 1u,   /* a telemetry handler is attached */
+    PROCREG_SLOW_DEAD_OWNERS = 2u, /* owners known dead, cleanup pending */
+};
+
+/* Writes through one registry hold the stripe of their key across the
+ * backend call, the owner index update and the event enqueue, so events of
+ * one key are numbered in the order the backend applied them.  A namespace
+ * drop holds every stripe. */
+#define PROCREG_STRIPES 64
+typedef struct {
+    pthread_mutex_t m;
+} __attribute__((aligned(64))) procreg_stripe;
+
+struct procreg {
+    atomic_uint slow; /* first: the lookup path reads it (relaxed) */
+    uint64_t id;      /* unique in the process, never reused */
+    procreg_backend *backend;
+    const procreg_backend_ops *ops;
+    procreg_backend_host *host;
+    procreg_tstats *tstats;
+    procreg_events *events;
+    procreg_monitor *monitor;
+    procreg_telemetry *telemetry;
+    procreg_stripe stripes[PROCREG_STRIPES];
+};
+
+static inline pthread_mutex_t *procreg_stripe_of(procreg *reg,
+                                                 const procreg_key *key)
+{
+    return &reg->stripes[(key->hash >> 7) % PROCREG_STRIPES].m;
+}
+
+/* "ns\x1fname": an unambiguous string for a key (names hold no control
+ * characters).  g_free it. */
+PROCREG_INTERNAL char *procreg_key_string(const char *ns, const char *name);
+
+PROCREG_INTERNAL uint64_t procreg_now_ns(void);
+
+/* ---- per-thread counters (stats.c) ---- */
+
+/* Latency histogram: bucket i counts durations in [2^(i-1), 2^i) ns,
+ * bucket 0 counts 0 ns, the last one everything above. */
+#define PROCREG_LAT_BUCKETS 40
+
+/* One thread's counters for one registry.  Single writer (its thread):
+ * updated with relaxed load + relaxed store, never an atomic
+ * read-modify-write; readers sum every block with relaxed loads. */
+typedef struct procreg_tblock {
+    _Atomic uint64_t calls[PROCREG_OP_COUNT];
+    _Atomic uint64_t misses[PROCREG_OP_COUNT];
+    _Atomic uint64_t errors[PROCREG_OP_COUNT];
+    _Atomic uint64_t timed[PROCREG_OP_COUNT];
+    _Atomic uint64_t time_sum_ns[PROCREG_OP_COUNT];
+    _Atomic uint64_t time_max_ns[PROCREG_OP_COUNT];
+    _Atomic uint64_t hist[PROCREG_OP_COUNT][PROCREG_LAT_BUCKETS];
+    /* Telemetry: the epoch this thread entered handlers at; 0 outside. */
+    _Atomic uint64_t tel_active;
+    bool shared; /* the overflow block: no single writer */
+} procreg_tblock;
+
+typedef struct {
+    uint64_t reg_id;
+    procreg_tblock *block;
+} procreg_tls_cache;
+
+PROCREG_INTERNAL extern __thread procreg_tls_cache procreg_tls
+    __attribute__((tls_model("initial-exec")));
+
+PROCREG_INTERNAL procreg_tblock *procreg_tblock_get_slow(procreg *reg);
+
+/* This thread's block for @reg: one TLS compare on the fast path. */
+static inline procreg_tblock *procreg_tblock_get(procreg *reg)
+{
+    if (G_LIKELY(procreg_tls.reg_id == reg->id))
+        return procreg_tls.block;
+    return procreg_tblock_get_slow(reg);
+}
+
+static inline void procreg_counter_add(_Atomic uint64_t *c, uint64_t v)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+
+/* Lookups are timed once in this many calls per thread; other ops always. */
+#define PROCREG_LOOKUP_SAMPLE_MASK 255u
+
+/* Whether @rc is an expected outcome rather than a failure. */
+static inline bool procreg_rc_is_miss(int rc)
+{
+    return rc == PROCREG_ENOTFOUND || rc == PROCREG_EEXISTS ||
+           rc == PROCREG_ECONFLICT || rc == PROCREG_ETIMEDOUT ||
+           rc == PROCREG_ECANCELLED;
+}
+
+/* Count one call of @op that returned @rc; @duration_ns is counted in the
+ * latency summary when @timed.  Single writer: @b is this thread's. */
+PROCREG_INTERNAL void procreg_tblock_record(procreg_tblock *b, procreg_op op,
+                                            int rc, bool timed,
+                                            uint64_t duration_ns);
+
+PROCREG_INTERNAL procreg_tstats *procreg_tstats_new(void);
+PROCREG_INTERNAL void procreg_tstats_free(procreg_tstats *t);
+/* Call @fn on every block of @reg (allocation order). */
+PROCREG_INTERNAL void procreg_tstats_foreach(procreg *reg,
+                                             void (*fn)(procreg_tblock *b,
+                                                        void *data),
+                                             void *data);
+
+/* Entries per namespace (char* -> GSIZE_TO_POINTER(count)), from the
+ * backend's list_all. */
+PROCREG_INTERNAL int procreg_namespace_counts(procreg *reg, GHashTable **out,
+                                              GError **error);
+
+/* ---- telemetry (telemetry.c) ---- */
+
+PROCREG_INTERNAL procreg_telemetry *procreg_telemetry_new(void);
+PROCREG_INTERNAL void procreg_telemetry_free(procreg *reg);
+/* Report @ev to the handlers.  Call only when PROCREG_SLOW_TELEMETRY is
+ * set, outside every lock. */
+PROCREG_INTERNAL void procreg_telemetry_emit(procreg *reg, procreg_tblock *b,
+                                             const procreg_telemetry_event *ev);
+
+/* The end of a call: count it in @b and report it to telemetry.  @t0 is
+ * procreg_now_ns() at the start, or 0 when the call was not timed. */
+PROCREG_INTERNAL void procreg_op_done(procreg *reg, procreg_tblock *b,
+                                      procreg_op op, int rc, uint64_t t0,
+                                      const char *ns, const char *name,
+                                      uint64_t count);
+
+/* ---- events and waiting (events.c) ---- */
+
+PROCREG_INTERNAL procreg_events *procreg_events_new(void);
+/* Stop the dispatcher, end every subscription (destroy notifies run). */
+PROCREG_INTERNAL void procreg_events_shutdown(procreg *reg);
+PROCREG_INTERNAL void procreg_events_free(procreg_events *ev);
+/* The host a registry passes to its backend. */
+PROCREG_INTERNAL procreg_backend_host *procreg_host_new_root(procreg *reg);
+PROCREG_INTERNAL void procreg_host_free_root(procreg_backend_host *host);
+
+/* A change made through @reg (or reported by its backend when @external):
+ * wakes waiters on REGISTERED and queues the event when anyone listens.
+ * @entry: ns/name may be NULL (then @ns/@name are used). */
+PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
+                                          procreg_event_kind kind,
+                                          procreg_event_reason reason,
+                                          const char *ns, const char *name,
+                                          const procreg_entry *entry,
+                                          bool external);
+PROCREG_INTERNAL void procreg_events_health(procreg *reg, GVariantDict *d,
+                                            bool *degraded);
+PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d);
+
+/* ---- owner liveness (liveness.c) ---- */
+
+PROCREG_INTERNAL procreg_monitor *procreg_monitor_new(void);
+/* Start the thread; false (and the monitor stays off) when it cannot. */
+PROCREG_INTERNAL bool procreg_monitor_start(procreg *reg);
+PROCREG_INTERNAL void procreg_monitor_stop(procreg *reg);
+PROCREG_INTERNAL void procreg_monitor_free(procreg_monitor *m);
+/* The owner index.  Call with the key's stripe held (except external). */
+PROCREG_INTERNAL void procreg_owner_index_add(procreg *reg, const char *ns,
+                                              const char *name,
+                                              const procreg_owner *owner,
+                                              uint64_t revision);
+/* Forget (ns, name) for @owner if the index holds a revision <= @revision
+ * (a later registration of the key by the same owner stays). */
+PROCREG_INTERNAL void procreg_owner_index_remove(procreg *reg, const char *ns,
+                                                 const char *name,
+                                                 const procreg_owner *owner,
+                                                 uint64_t revision);
+/* Slow path of lookups while PROCREG_SLOW_DEAD_OWNERS is set. */
+PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
+                                               const procreg_owner *owner);
+PROCREG_INTERNAL void procreg_monitor_health(procreg *reg, GVariantDict *d,
+                                             bool *degraded);
+PROCREG_INTERNAL void procreg_monitor_stats(procreg *reg, GVariantDict *d,
+                                            uint64_t *owners,
+                                            size_t *index_bytes);
+
 #endif

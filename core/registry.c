@@ -1,21 +1,60 @@
-/* The public registry API: validates, then dispatches to the backend. */
+/*
+ * The public registry API: validates, then dispatches to the backend, and
+ * wires in the service layer: each write holds its key's stripe across the
+ * backend call, the owner index update and the event enqueue; each call is
+ * counted in the calling thread's counter block and reported to telemetry.
+ */
 #include "internal.h"
 
 #include <string.h>
-
-struct procreg {
-    procreg_backend *backend;
-};
 
 /* How many existing names a not-found message shows. */
 #define NOT_FOUND_SAMPLE 5
 
 /* ---- opening ---- */
 
-static int registry_new(procreg_backend *backend, procreg **out)
+static uint64_t next_registry_id(void)
+{
+    static _Atomic uint64_t ids;
+    return atomic_fetch_add_explicit(&ids, 1, memory_order_relaxed) + 1;
+}
+
+/* A registry without its backend: the backend is opened with its host. */
+static procreg *registry_alloc(void)
 {
     procreg *reg = g_new0(procreg, 1);
-    reg->backend = backend;
+    atomic_init(&reg->slow, 0);
+    reg->id = next_registry_id();
+    for (int i = 0; i < PROCREG_STRIPES; i++)
+        pthread_mutex_init(&reg->stripes[i].m, NULL);
+    reg->tstats = procreg_tstats_new();
+    reg->telemetry = procreg_telemetry_new();
+    reg->events = procreg_events_new();
+    reg->monitor = procreg_monitor_new();
+    reg->host = procreg_host_new_root(reg);
+    return reg;
+}
+
+static void registry_free(procreg *reg)
+{
+    procreg_events_shutdown(reg);
+    procreg_monitor_stop(reg);
+    procreg_backend_close(reg->backend); /* may still notify: hub is alive */
+    procreg_host_free_root(reg->host);
+    procreg_events_free(reg->events);
+    procreg_monitor_free(reg->monitor);
+    procreg_telemetry_free(reg);
+    procreg_tstats_free(reg->tstats);
+    for (int i = 0; i < PROCREG_STRIPES; i++)
+        pthread_mutex_destroy(&reg->stripes[i].m);
+    g_free(reg);
+}
+
+static int registry_start(procreg *reg, procreg **out)
+{
+    reg->ops = procreg_backend_get_ops(reg->backend);
+    /* Without the monitor the registry still works; health says so. */
+    procreg_monitor_start(reg);
     *out = reg;
     return 0;
 }
@@ -23,13 +62,18 @@ static int registry_new(procreg_backend *backend, procreg **out)
 PROCREG_API int procreg_open(const char *spec, procreg **out, GError **error)
 {
     g_return_val_if_fail(out != NULL, PROCREG_EINVAL);
+    *out = NULL;
     if (spec == NULL)
         spec = g_getenv("PROCREG_BACKEND");
     if (spec == NULL || *spec == '\0')
         spec = procreg_builtin_backends[0]->name;
-    procreg_backend *backend = NULL;
-    int rc = procreg_backend_open(spec, NULL, &backend, error);
-    return rc != 0 ? rc : registry_new(backend, out);
+    procreg *reg = registry_alloc();
+    int rc = procreg_backend_open(spec, reg->host, &reg->backend, error);
+    if (rc != 0) {
+        registry_free(reg);
+        return rc;
+    }
+    return registry_start(reg, out);
 }
 
 PROCREG_API int procreg_open_with_backend(const procreg_backend_ops *ops,
@@ -37,6 +81,7 @@ PROCREG_API int procreg_open_with_backend(const procreg_backend_ops *ops,
                                           GError **error)
 {
     g_return_val_if_fail(out != NULL, PROCREG_EINVAL);
+    *out = NULL;
     int rc = procreg_backend_ops_check(ops, error);
     if (rc != 0)
         return rc;
@@ -44,23 +89,44 @@ PROCREG_API int procreg_open_with_backend(const procreg_backend_ops *ops,
     rc = procreg_spec_parse_options(ops->name, options, &spec, error);
     if (rc != 0)
         return rc;
-    procreg_backend *backend = NULL;
-    rc = procreg_backend_open_ops(ops, spec, NULL, &backend, error);
+    procreg *reg = registry_alloc();
+    rc = procreg_backend_open_ops(ops, spec, reg->host, &reg->backend, error);
     procreg_spec_free(spec);
-    return rc != 0 ? rc : registry_new(backend, out);
+    if (rc != 0) {
+        registry_free(reg);
+        return rc;
+    }
+    return registry_start(reg, out);
 }
 
 PROCREG_API void procreg_close(procreg *reg)
 {
     if (reg == NULL)
         return;
-    procreg_backend_close(reg->backend);
-    g_free(reg);
+    registry_free(reg);
 }
 
 PROCREG_API const char *procreg_get_spec(const procreg *reg)
 {
     return procreg_backend_spec_string(reg->backend);
+}
+
+static bool owner_known_dead(procreg *reg, const procreg_owner *owner)
+{
+    return (atomic_load_explicit(&reg->slow, memory_order_relaxed) &
+            PROCREG_SLOW_DEAD_OWNERS) &&
+           procreg_owner_known_dead(reg, owner);
+}
+
+/* Drop from @a the entries whose owner is known dead. */
+static void filter_dead(procreg *reg, GArray *a)
+{
+    if (!(atomic_load_explicit(&reg->slow, memory_order_relaxed) &
+          PROCREG_SLOW_DEAD_OWNERS))
+        return;
+    for (guint i = a->len; i-- > 0;)
+        if (procreg_owner_known_dead(reg, &g_array_index(a, procreg_entry, i).owner))
+            g_array_remove_index(a, i);
 }
 
 /* ---- register ---- */
@@ -85,12 +151,34 @@ static int resolve_owner(const procreg_owner *given, procreg_owner *out,
     return 0;
 }
 
+/* The key is held by an owner known dead, its cleanup still pending:
+ * remove that entry now (as the cleanup would) so the caller can take the
+ * key.  The stripe is held.  Returns whether it was removed. */
+static bool evict_dead_holder(procreg *reg, const procreg_key *key,
+                              const procreg_entry *holder)
+{
+    procreg_entry gone = {0};
+    if (procreg_backend_unregister(reg->backend, key, holder->revision, &gone,
+                                   NULL) != 0) {
+        procreg_entry_clear(&gone);
+        return false;
+    }
+    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
+    procreg_owner_index_remove(reg, ns, name, &gone.owner, gone.revision);
+    procreg_events_emit(reg, PROCREG_EVENT_UNREGISTERED,
+                        PROCREG_REASON_OWNER_EXITED, ns, name, &gone, false);
+    procreg_entry_clear(&gone);
+    return true;
+}
+
 PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
                                      const procreg_owner *owner,
                                      GVariant *metadata,
                                      procreg_entry *current, GError **error)
 {
     g_return_val_if_fail(reg != NULL && key != NULL, PROCREG_EINVAL);
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t t0 = procreg_now_ns();
     if (metadata != NULL)
         g_variant_ref_sink(metadata);
     procreg_record record = {.metadata = metadata,
@@ -98,20 +186,41 @@ PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
     int rc = procreg_metadata_check(metadata, error);
     if (rc == 0)
         rc = resolve_owner(owner, &record.owner, error);
+    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
     if (rc == 0) {
         GError *local = NULL;
-        rc = procreg_backend_register_entry(reg->backend, key, &record,
-                                            current, &local);
+        procreg_entry cur = {0};
+        pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
+        pthread_mutex_lock(stripe);
+        rc = procreg_backend_register_entry(reg->backend, key, &record, &cur,
+                                            &local);
+        if (rc == PROCREG_EEXISTS && owner_known_dead(reg, &cur.owner) &&
+            evict_dead_holder(reg, key, &cur)) {
+            procreg_entry_clear(&cur);
+            g_clear_error(&local);
+            rc = procreg_backend_register_entry(reg->backend, key, &record,
+                                                &cur, &local);
+        }
+        if (rc == 0) {
+            procreg_owner_index_add(reg, ns, name, &cur.owner, cur.revision);
+            procreg_events_emit(reg, PROCREG_EVENT_REGISTERED,
+                                PROCREG_REASON_NONE, ns, name, &cur, false);
+        }
+        pthread_mutex_unlock(stripe);
         if (rc == PROCREG_EEXISTS && local == NULL)
             procreg_set_error(&local, rc,
                               "'%s' is already registered in namespace '%s'",
-                              procreg_key_name(key),
-                              procreg_key_namespace(key));
+                              name, ns);
         if (local != NULL)
             g_propagate_error(error, local);
+        if (current != NULL && (rc == 0 || rc == PROCREG_EEXISTS))
+            *current = cur;
+        else
+            procreg_entry_clear(&cur);
     }
     if (metadata != NULL)
         g_variant_unref(metadata);
+    procreg_op_done(reg, b, PROCREG_OP_REGISTER, rc, t0, ns, name, rc == 0);
     return rc;
 }
 
@@ -167,14 +276,53 @@ static int backend_failure(int rc, const procreg_key *key, GError **error)
                              procreg_strerror(rc));
 }
 
+static int lookup_failed(procreg *reg, int rc, const procreg_key *key,
+                         GError **error)
+{
+    return rc == PROCREG_ENOTFOUND ? not_found(reg, key, error)
+                                   : backend_failure(rc, key, error);
+}
+
+/* Timed, filtered for dead owners, reported to telemetry. */
+static __attribute__((noinline)) int lookup_slow(procreg *reg, procreg_tblock *b,
+                                       const procreg_key *key,
+                                       procreg_owner *out, GError **error)
+{
+    uint64_t t0 = procreg_now_ns();
+    int rc = procreg_backend_lookup(reg->backend, key, out);
+    if (rc == 0 && owner_known_dead(reg, out))
+        rc = PROCREG_ENOTFOUND;
+    procreg_op_done(reg, b, PROCREG_OP_LOOKUP, rc, t0,
+                    procreg_key_namespace(key), procreg_key_name(key), rc == 0);
+    return rc == 0 ? 0 : lookup_failed(reg, rc, key, error);
+}
+
+/*
+ * The hot path.  With no telemetry handler and no dead owner pending
+ * (procreg.slow == 0, one relaxed load) it is the backend lookup plus this
+ * thread's call counter (a thread-local compare, a load and a store); one
+ * call in 256 per thread takes the slow path to be timed.
+ */
 PROCREG_API int procreg_lookup_key(procreg *reg, const procreg_key *key,
                                    procreg_owner *out, GError **error)
 {
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t n = atomic_load_explicit(&b->calls[PROCREG_OP_LOOKUP],
+                                      memory_order_relaxed);
+    unsigned slow = atomic_load_explicit(&reg->slow, memory_order_relaxed);
+    if (G_UNLIKELY(slow != 0 || (n & PROCREG_LOOKUP_SAMPLE_MASK) == 0 ||
+                   b->shared))
+        return lookup_slow(reg, b, key, out, error);
     int rc = procreg_backend_lookup(reg->backend, key, out);
+    atomic_store_explicit(&b->calls[PROCREG_OP_LOOKUP], n + 1,
+                          memory_order_relaxed);
     if (G_LIKELY(rc == 0))
         return 0;
-    return rc == PROCREG_ENOTFOUND ? not_found(reg, key, error)
-                                   : backend_failure(rc, key, error);
+    procreg_counter_add(rc == PROCREG_ENOTFOUND
+                            ? &b->misses[PROCREG_OP_LOOKUP]
+                            : &b->errors[PROCREG_OP_LOOKUP],
+                        1);
+    return lookup_failed(reg, rc, key, error);
 }
 
 PROCREG_API int procreg_lookup(procreg *reg, const char *ns, const char *name,
@@ -189,8 +337,25 @@ PROCREG_API int procreg_lookup_entry_key(procreg *reg, const procreg_key *key,
                                          procreg_entry *out, GError **error)
 {
     memset(out, 0, sizeof *out);
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t n = atomic_load_explicit(&b->calls[PROCREG_OP_LOOKUP_ENTRY],
+                                      memory_order_relaxed);
+    unsigned slow = atomic_load_explicit(&reg->slow, memory_order_relaxed);
+    bool timed = slow != 0 || (n & PROCREG_LOOKUP_SAMPLE_MASK) == 0;
+    uint64_t t0 = timed ? procreg_now_ns() : 0;
     GError *local = NULL;
     int rc = procreg_backend_lookup_entry(reg->backend, key, out, &local);
+    if (rc == 0 && (slow & PROCREG_SLOW_DEAD_OWNERS) &&
+        procreg_owner_known_dead(reg, &out->owner)) {
+        procreg_entry_clear(out);
+        rc = PROCREG_ENOTFOUND;
+    }
+    if (timed || b->shared)
+        procreg_op_done(reg, b, PROCREG_OP_LOOKUP_ENTRY, rc, t0,
+                        procreg_key_namespace(key), procreg_key_name(key),
+                        rc == 0);
+    else
+        procreg_tblock_record(b, PROCREG_OP_LOOKUP_ENTRY, rc, false, 0);
     if (rc == PROCREG_ENOTFOUND) {
         g_clear_error(&local);
         return not_found(reg, key, error);
@@ -236,10 +401,28 @@ static int missing_or(procreg *reg, int rc, GError *local,
 PROCREG_API int procreg_unregister_key(procreg *reg, const procreg_key *key,
                                        uint64_t if_revision, GError **error)
 {
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t t0 = procreg_now_ns();
+    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
     GError *local = NULL;
-    int rc = procreg_backend_unregister(reg->backend, key, if_revision, NULL,
-                                        &local);
-    return rc == 0 ? 0 : missing_or(reg, rc, local, key, error);
+    procreg_entry removed = {0};
+    pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
+    pthread_mutex_lock(stripe);
+    int rc = procreg_backend_unregister(reg->backend, key, if_revision,
+                                        &removed, &local);
+    if (rc == 0) {
+        procreg_owner_index_remove(reg, ns, name, &removed.owner,
+                                   removed.revision);
+        procreg_events_emit(reg, PROCREG_EVENT_UNREGISTERED,
+                            PROCREG_REASON_EXPLICIT, ns, name, &removed,
+                            false);
+    }
+    pthread_mutex_unlock(stripe);
+    procreg_entry_clear(&removed);
+    if (rc != 0)
+        rc = missing_or(reg, rc, local, key, error);
+    procreg_op_done(reg, b, PROCREG_OP_UNREGISTER, rc, t0, ns, name, rc == 0);
+    return rc;
 }
 
 PROCREG_API int procreg_unregister(procreg *reg, const char *ns,
@@ -297,8 +480,13 @@ static int update_once(procreg *reg, const procreg_key *key,
     if (rc == 0)
         rc = procreg_backend_update_metadata(reg->backend, key, to_store,
                                              expect, &updated, error);
-    if (rc == 0 && revision != NULL)
-        *revision = updated.revision;
+    if (rc == 0) {
+        if (revision != NULL)
+            *revision = updated.revision;
+        procreg_events_emit(reg, PROCREG_EVENT_UPDATED, PROCREG_REASON_NONE,
+                            procreg_key_namespace(key), procreg_key_name(key),
+                            &updated, false);
+    }
     procreg_entry_clear(&updated);
     if (to_store != NULL)
         g_variant_unref(to_store);
@@ -313,16 +501,21 @@ PROCREG_API int procreg_update_metadata_key(procreg *reg,
                                             uint64_t *revision,
                                             GError **error)
 {
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t t0 = procreg_now_ns();
     if (metadata != NULL)
         g_variant_ref_sink(metadata);
     int rc = procreg_metadata_check(metadata, error);
     if (rc == 0 && mode != PROCREG_UPDATE_REPLACE && mode != PROCREG_UPDATE_MERGE)
         rc = procreg_set_error(error, PROCREG_EINVAL,
                                "unknown update mode %d", (int)mode);
+    pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
     for (int attempt = 0; rc == 0; attempt++) {
         GError *local = NULL;
+        pthread_mutex_lock(stripe);
         rc = update_once(reg, key, metadata, mode, if_revision, revision,
                          &local);
+        pthread_mutex_unlock(stripe);
         bool retry = rc == PROCREG_ECONFLICT && if_revision == 0 &&
                      mode == PROCREG_UPDATE_MERGE &&
                      attempt + 1 < MERGE_ATTEMPTS;
@@ -337,6 +530,9 @@ PROCREG_API int procreg_update_metadata_key(procreg *reg,
     }
     if (metadata != NULL)
         g_variant_unref(metadata);
+    procreg_op_done(reg, b, PROCREG_OP_UPDATE, rc, t0,
+                    procreg_key_namespace(key), procreg_key_name(key),
+                    rc == 0);
     return rc;
 }
 
@@ -368,25 +564,33 @@ PROCREG_API int procreg_list(procreg *reg, const char *ns, procreg_entry **out,
 {
     *out = NULL;
     *n_out = 0;
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t t0 = procreg_now_ns();
     int rc = check_ns(ns, error);
-    if (rc != 0)
-        return rc;
     GArray *all = procreg_entry_array_new();
-    rc = procreg_backend_list_all(reg->backend, ns, all, error);
-    if (rc != 0) {
+    if (rc == 0)
+        rc = procreg_backend_list_all(reg->backend, ns, all, error);
+    if (rc == 0) {
+        filter_dead(reg, all);
+        procreg_entry_array_steal(all, out, n_out);
+    } else {
         g_array_unref(all);
-        return rc;
     }
-    procreg_entry_array_steal(all, out, n_out);
-    return 0;
+    procreg_op_done(reg, b, PROCREG_OP_LIST, rc, t0, ns, NULL, *n_out);
+    return rc;
 }
 
 PROCREG_API int procreg_count(procreg *reg, const char *ns, size_t *out,
                               GError **error)
 {
     *out = 0;
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t t0 = procreg_now_ns();
     int rc = check_ns(ns, error);
-    return rc != 0 ? rc : procreg_backend_count(reg->backend, ns, out, error);
+    if (rc == 0)
+        rc = procreg_backend_count(reg->backend, ns, out, error);
+    procreg_op_done(reg, b, PROCREG_OP_LIST, rc, t0, ns, NULL, *out);
+    return rc;
 }
 
 static int check_find(const char *ns, const char *meta_key, GVariant *value,
@@ -431,115 +635,32 @@ PROCREG_API int procreg_find(procreg *reg, const char *ns,
 {
     *out = NULL;
     *n_out = 0;
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t t0 = procreg_now_ns();
     GArray *found = procreg_entry_array_new();
     int rc = find_into(reg, ns, meta_key, value, found, error);
-    if (rc != 0) {
+    if (rc == 0) {
+        filter_dead(reg, found);
+        procreg_entry_array_steal(found, out, n_out);
+    } else {
         g_array_unref(found);
-        return rc;
     }
-    procreg_entry_array_steal(found, out, n_out);
-    return 0;
+    procreg_op_done(reg, b, PROCREG_OP_FIND, rc, t0, ns, NULL, *n_out);
+    return rc;
 }
 
 PROCREG_API int procreg_find_count(procreg *reg, const char *ns,
                                    const char *meta_key, GVariant *value,
                                    size_t *out, GError **error)
 {
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t t0 = procreg_now_ns();
     GArray *found = procreg_entry_array_new();
     int rc = find_into(reg, ns, meta_key, value, found, error);
+    if (rc == 0)
+        filter_dead(reg, found);
     *out = rc == 0 ? found->len : 0;
     g_array_unref(found);
+    procreg_op_done(reg, b, PROCREG_OP_FIND, rc, t0, ns, NULL, *out);
     return rc;
-}
-
-/* ---- health and stats ---- */
-
-PROCREG_API const char *procreg_health_status_name(procreg_health_status s)
-{
-    switch (s) {
-    case PROCREG_HEALTH_OK: return "ok";
-    case PROCREG_HEALTH_DEGRADED: return "degraded";
-    case PROCREG_HEALTH_FAILED: return "failed";
-    }
-    return "unknown";
-}
-
-PROCREG_API int procreg_health_check(procreg *reg, procreg_health *out,
-                                     GError **error)
-{
-    memset(out, 0, sizeof *out);
-    const procreg_backend_ops *ops = procreg_backend_get_ops(reg->backend);
-    GVariantDict backend_details;
-    g_variant_dict_init(&backend_details, NULL);
-    char *message = NULL;
-    int status = procreg_backend_health_check(reg->backend, &backend_details,
-                                              &message);
-    if (status < 0) {
-        /* The check itself failed: that is the report, not an error. */
-        char *why = g_strdup_printf("health check failed: %s%s%s",
-                                    procreg_strerror(status),
-                                    message ? ": " : "",
-                                    message ? message : "");
-        g_free(message);
-        message = why;
-        status = PROCREG_HEALTH_FAILED;
-    } else if (status > PROCREG_HEALTH_FAILED) {
-        status = PROCREG_HEALTH_FAILED;
-    }
-
-    GVariantDict details;
-    g_variant_dict_init(&details, NULL);
-    g_variant_dict_insert(&details, "backend_status", "s",
-                          procreg_health_status_name(status));
-    g_variant_dict_insert_value(&details, "backend",
-                                g_variant_dict_end(&backend_details));
-    size_t entries = 0;
-    if (procreg_backend_count(reg->backend, NULL, &entries, NULL) == 0)
-        g_variant_dict_insert(&details, "entries", "t", (guint64)entries);
-
-    out->status = (procreg_health_status)status;
-    out->backend = g_strdup(ops->name);
-    out->message = message ? message
-                           : g_strdup_printf("%s backend is %s", ops->name,
-                                             procreg_health_status_name(
-                                                 out->status));
-    out->details = g_variant_ref_sink(g_variant_dict_end(&details));
-    (void)error;
-    return 0;
-}
-
-PROCREG_API void procreg_health_clear(procreg_health *health)
-{
-    if (health == NULL)
-        return;
-    g_free(health->backend);
-    g_free(health->message);
-    if (health->details != NULL)
-        g_variant_unref(health->details);
-    memset(health, 0, sizeof *health);
-}
-
-PROCREG_API int procreg_stats(procreg *reg, GVariant **out, GError **error)
-{
-    const procreg_backend_ops *ops = procreg_backend_get_ops(reg->backend);
-    size_t entries = 0;
-    int rc = procreg_backend_count(reg->backend, NULL, &entries, error);
-    if (rc != 0) {
-        *out = NULL;
-        return rc;
-    }
-    GVariantDict dict, backend;
-    g_variant_dict_init(&dict, NULL);
-    g_variant_dict_insert(&dict, "backend", "s", ops->name);
-    g_variant_dict_insert(&dict, "spec", "s", procreg_get_spec(reg));
-    g_variant_dict_insert(&dict, "entries", "t", (guint64)entries);
-    size_t bytes = 0;
-    if (procreg_backend_memory_usage(reg->backend, &bytes) == 0)
-        g_variant_dict_insert(&dict, "memory_bytes", "t", (guint64)bytes);
-    g_variant_dict_init(&backend, NULL);
-    procreg_backend_stats(reg->backend, &backend);
-    g_variant_dict_insert_value(&dict, "backend_stats",
-                                g_variant_dict_end(&backend));
-    *out = g_variant_ref_sink(g_variant_dict_end(&dict));
-    return 0;
 }

@@ -141,6 +141,39 @@ PROCREG_API void procreg_backend_host_notify(procreg_backend_host *host,
                                              procreg_event_reason reason,
                                              const procreg_entry *entry);
 
+/*
+ * Hosts are implemented by the service layer (core/events.c).  The host a
+ * registry passes to init() delivers a notification as an event (with
+ * external = true) to the registry's subscribers, wakes procreg_wait_for()
+ * callers on REGISTERED, and on UNREGISTERED forgets the key in the owner
+ * index.  Never notify for a change made through your own ops: the core
+ * reports those itself.
+ */
+
+/** Called by a child host before it forwards a notification. */
+typedef void (*procreg_backend_host_notify_fn)(gpointer user_data,
+                                               procreg_event_kind kind,
+                                               procreg_event_reason reason,
+                                               const procreg_entry *entry);
+
+/**
+ * For decorators: a host to pass to procreg_backend_open() for the inner
+ * backend.  Each notification of the inner backend first calls
+ * @fn(@user_data, ...) (e.g. to invalidate a cache; any thread, possibly
+ * concurrently with ops; keep it short and do not call the registry), then
+ * is forwarded to @parent (NULL: nowhere).  Free it with
+ * procreg_backend_host_free() after closing the inner backend, which may
+ * notify until it is closed.  Never returns NULL.
+ */
+PROCREG_API procreg_backend_host *
+procreg_backend_host_new_child(procreg_backend_host *parent,
+                               procreg_backend_host_notify_fn fn,
+                               gpointer user_data);
+
+/** Free a host made by procreg_backend_host_new_child().  NULL is ignored;
+ *  a registry's own host is refused with a critical warning. */
+PROCREG_API void procreg_backend_host_free(procreg_backend_host *host);
+
 /* ------------------------------------------------------------------------ */
 /* The vtable                                                               */
 

@@ -366,8 +366,14 @@ typedef struct {
 } procreg_health;
 
 /**
- * Check the backend and the core.  Fills @out; release with
- * procreg_health_clear().  A failing backend is reported in @out (status
+ * Check the backend and the core.  @out->details holds "backend_status"
+ * (s), "backend" (a{sv}), "entries" (t), "monitor" (a{sv}: "running" b,
+ * "mode" s "pidfd"/"poll", "owners" t, "owners_polled" t, "dead_pending"
+ * t), "events" (a{sv}: "subscribers" t, "queued" t, "dispatcher" b,
+ * "waiters" t) and "degraded" (as: the parts that are not OK).  The status
+ * is the worst of the backend's and the core's: a monitor thread that is
+ * not running, or an event queue backlog over 100000, is DEGRADED.
+ * Fills @out; release with procreg_health_clear().  A failing backend is reported in @out (status
  * FAILED), not as an error; the return is 0 or PROCREG_ENOMEM.
  */
 PROCREG_API int procreg_health_check(procreg *reg, procreg_health *out,
@@ -378,13 +384,359 @@ PROCREG_API void procreg_health_clear(procreg_health *health);
 PROCREG_API const char *procreg_health_status_name(procreg_health_status s);
 
 /**
- * Statistics as an a{sv} dictionary: "backend" (s), "entries" (t),
- * "operations" (a{st}: per operation), "errors" (a{st}), and backend
- * specific figures under "backend_stats" (a{sv}).
+ * Statistics as an a{sv} dictionary: "backend" (s), "spec" (s), "entries"
+ * (t), "namespaces" (a{st}: entries per namespace), "test_namespaces" (t),
+ * "owners" (t: owner processes this registry tracks), "operations" (a{st}:
+ * calls per operation), "misses" (a{st}: not found, exists, conflict,
+ * timed out or cancelled), "errors" (a{st}: every other failure),
+ * "latency" (a{sa{st}}: per operation "count", "sum_ns", "max_ns",
+ * "p50_ns", "p99_ns" over the timed calls), "memory_bytes" (t, when the
+ * backend reports it), "core_memory_bytes" (t), "counter_blocks" (t: the
+ * per-thread counter blocks in use), "events" (a{st}),
+ * "cleanup" (a{st}), and backend specific figures under "backend_stats"
+ * (a{sv}).  See doc/service.md for how the counters are kept.
  * @param[out] out  a new non-floating reference; g_variant_unref() it.
  * @return 0, PROCREG_ENOMEM, PROCREG_EBACKEND.
  */
 PROCREG_API int procreg_stats(procreg *reg, GVariant **out, GError **error);
+
+/* ======================================================================== */
+/* Service layer.  Everything below works the same over every backend: it   */
+/* lives in the core (core/events.c, liveness.c, namespaces.c, health.c,    */
+/* telemetry.c, stats.c).  doc/service.md has examples.                     */
+/* ======================================================================== */
+
+/* ------------------------------------------------------------------------ */
+/* Service layer: operations (shared by telemetry and stats)                */
+
+/** The operations the core counts, times and reports to telemetry. */
+typedef enum {
+    PROCREG_OP_LOOKUP = 0,         /**< procreg_lookup*() */
+    PROCREG_OP_LOOKUP_ENTRY = 1,   /**< procreg_lookup_entry*() */
+    PROCREG_OP_REGISTER = 2,       /**< procreg_register*() */
+    PROCREG_OP_UNREGISTER = 3,     /**< procreg_unregister*() */
+    PROCREG_OP_UPDATE = 4,         /**< procreg_update_metadata*() */
+    PROCREG_OP_LIST = 5,           /**< procreg_list(), _count(), _list_owned() */
+    PROCREG_OP_FIND = 6,           /**< procreg_find*() */
+    PROCREG_OP_DROP_NAMESPACE = 7, /**< procreg_namespace_drop() */
+    PROCREG_OP_CLEANUP = 8,        /**< an entry removed because its owner exited */
+    PROCREG_OP_WAIT = 9,           /**< procreg_wait_for*() */
+    PROCREG_OP_COUNT = 10          /**< number of operations, not one */
+} procreg_op;
+
+/** Bit of @op in a telemetry mask. */
+#define PROCREG_OP_BIT(op) (1u << (op))
+/** Every operation. */
+#define PROCREG_OP_ALL ((1u << PROCREG_OP_COUNT) - 1u)
+
+/** "lookup", "register", ... (static); "unknown" for other values. */
+PROCREG_API const char *procreg_op_name(procreg_op op);
+
+/* ------------------------------------------------------------------------ */
+/* Service layer: owner liveness                                            */
+
+/*
+ * Every entry registered through a registry is bound to its owner process
+ * (the caller, or the live pid given; a dead pid is refused with
+ * PROCREG_ENOTALIVE, and a pid whose start time differs from the one given
+ * is a reused pid, also refused).  A monitor thread per registry watches
+ * each owner once, whatever the number of its entries (a pidfd in an epoll
+ * set; /proc polling every 50 ms where pidfd_open() is unavailable, or for
+ * owners beyond the descriptor limit, or when the environment variable
+ * PROCREG_MONITOR=poll is set), and when an owner exits it removes each of
+ * its entries through the backend, with an UNREGISTERED event of reason
+ * PROCREG_REASON_OWNER_EXITED, normally within a few milliseconds.  From
+ * the moment the monitor sees the exit until the entries are gone, lookups
+ * of them answer PROCREG_ENOTFOUND.
+ *
+ * Entries that other processes registered in a shared backend are the
+ * backend's to reap; the monitor covers entries registered through this
+ * registry.
+ */
+
+/**
+ * The entries owned by process @pid that were registered through @reg and
+ * are still registered, sorted by namespace then name, with ns and name
+ * set.  The cost is proportional to that owner's entries.
+ * @param[out] out  a new array of @n_out entries (NULL when none); free
+ *                  with procreg_entries_free().
+ * @return 0, PROCREG_EINVAL (pid <= 0), PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_list_owned(procreg *reg, pid_t pid,
+                                   procreg_entry **out, size_t *n_out,
+                                   GError **error);
+
+/* ------------------------------------------------------------------------ */
+/* Service layer: events                                                    */
+
+/** One change, as a subscriber sees it.  Everything is borrowed for the
+ *  duration of the callback. */
+typedef struct {
+    /** Per registry, from 1, without gaps: a subscriber to everything sees
+     *  consecutive numbers (numbering starts with the first subscription). */
+    uint64_t seq;
+    procreg_event_kind kind;
+    /** Set on every UNREGISTERED event; PROCREG_REASON_NONE otherwise. */
+    procreg_event_reason reason;
+    const char *ns;
+    const char *name;
+    /** REGISTERED / UPDATED: the new entry; UNREGISTERED: the removed one.
+     *  ns and name are set. */
+    const procreg_entry *entry;
+    int64_t time;  /**< When the core saw the change, µs since the epoch. */
+    bool external; /**< Reported by the backend (made in another process or
+                        host), not made through this registry. */
+} procreg_event;
+
+/** An event callback.  It may call @reg (including procreg_unsubscribe()
+ *  of its own subscription), but not procreg_close(). */
+typedef void (*procreg_event_fn)(procreg *reg, const procreg_event *event,
+                                 gpointer user_data);
+
+/**
+ * Subscribe to changes of one key (@ns and @name), one namespace (@name
+ * NULL) or everything (@ns and @name NULL; a @name without @ns is
+ * PROCREG_EINVAL).
+ *
+ * Events come in sequence order, only those made after this call
+ * returned.  Callbacks run outside every registry lock, never on the
+ * thread that made the change: on the registry's dispatcher thread when
+ * @context is NULL, otherwise from a source attached to @context (they run
+ * where that context is iterated).  A slow callback delays the events
+ * after it (they queue; see the "events" part of procreg_health_check()).
+ *
+ * @destroy: optional, called on @user_data once the subscription is gone
+ *           and its callback will not run again.
+ * @param[out] id  the subscription, for procreg_unsubscribe() (never 0).
+ * @return 0, PROCREG_EINVAL (bad names or NULL @fn), PROCREG_ENOMEM (the
+ *         dispatcher thread could not start).
+ */
+PROCREG_API int procreg_subscribe(procreg *reg, const char *ns,
+                                  const char *name, procreg_event_fn fn,
+                                  gpointer user_data, GDestroyNotify destroy,
+                                  GMainContext *context, uint64_t *id,
+                                  GError **error);
+/** procreg_subscribe() for one prepared key. */
+PROCREG_API int procreg_subscribe_key(procreg *reg, const procreg_key *key,
+                                      procreg_event_fn fn, gpointer user_data,
+                                      GDestroyNotify destroy,
+                                      GMainContext *context, uint64_t *id,
+                                      GError **error);
+
+/**
+ * End subscription @id.  When it returns the callback is not running and
+ * will not run again, except that called from inside that very callback it
+ * returns at once (the callback then finishes; it is not called again).
+ * @destroy runs before the return, or after the callback finishes in that
+ * case.
+ * @return 0 or PROCREG_ENOTFOUND (no such subscription).
+ */
+PROCREG_API int procreg_unsubscribe(procreg *reg, uint64_t id);
+
+/** The sequence number of the latest event (0: none yet).  Thread-safe. */
+PROCREG_API uint64_t procreg_event_last_seq(procreg *reg);
+
+/** "registered", "unregistered", "updated" (static). */
+PROCREG_API const char *procreg_event_kind_name(procreg_event_kind kind);
+/** "none", "explicit", "owner_exited", ... (static). */
+PROCREG_API const char *procreg_event_reason_name(procreg_event_reason reason);
+
+/* ------------------------------------------------------------------------ */
+/* Service layer: waiting for a service                                     */
+
+/* GCancellable is GIO's; procreg links only GLib, so it is declared here
+ * (an identical typedef, allowed in C11) and its functions are found at
+ * run time in the process, which links GIO whenever it has one to pass. */
+#ifndef __GIO_TYPES_H__
+typedef struct _GCancellable GCancellable;
+#endif
+
+/**
+ * Wait until (ns, name) is registered and return its entry.  Returns at
+ * once when it already is; otherwise sleeps until a registration of that
+ * key (through this registry, or reported by the backend) wakes it: no
+ * polling.  Any number of threads may wait for one key; each registration
+ * wakes them all.  An entry whose owner is known dead does not count.
+ *
+ * @timeout_ms: < 0 waits without limit, 0 only checks.
+ * @cancellable: optional; cancelling it ends the wait.
+ * @param[out] out  optional: the entry (ns and name left NULL), as
+ *                  procreg_lookup_entry() returns it.
+ * @return 0, PROCREG_ETIMEDOUT, PROCREG_ECANCELLED, PROCREG_EINVAL,
+ *         PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_wait_for(procreg *reg, const char *ns,
+                                 const char *name, int timeout_ms,
+                                 GCancellable *cancellable, procreg_entry *out,
+                                 GError **error);
+PROCREG_API int procreg_wait_for_key(procreg *reg, const procreg_key *key,
+                                     int timeout_ms, GCancellable *cancellable,
+                                     procreg_entry *out, GError **error);
+
+/* ------------------------------------------------------------------------ */
+/* Service layer: namespaces                                                */
+
+/** Prefix of the namespaces procreg_namespace_new_test() makes. */
+#define PROCREG_NS_TEST_PREFIX "test-"
+
+/**
+ * A fresh namespace for one test: "test-" and 16 random hex digits.  With
+ * @reg (optional) it is also checked to be empty there.
+ * @param[out] out  the name; g_free() it.
+ * @return 0 or PROCREG_EBACKEND (the emptiness check failed).
+ */
+PROCREG_API int procreg_namespace_new_test(procreg *reg, char **out,
+                                           GError **error);
+
+/** Whether @ns is a name procreg_namespace_new_test() makes. */
+PROCREG_API bool procreg_namespace_is_test(const char *ns);
+
+/**
+ * Remove every entry of @ns in one backend operation, with an UNREGISTERED
+ * event of reason PROCREG_REASON_NAMESPACE_DROPPED for each.  Writes
+ * through this registry wait while it runs.
+ * @param[out] removed  optional: how many entries went.
+ * @param[out] atomic   optional: whether the backend removed them in one
+ *                      atomic step (PROCREG_CAP_ATOMIC_DROP); when false,
+ *                      an entry registered in @ns by another process
+ *                      during the drop may survive it.
+ * @return 0, PROCREG_EINVAL, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
+                                       size_t *removed, bool *atomic,
+                                       GError **error);
+
+/** One namespace and how many entries it holds. */
+typedef struct {
+    char *ns;
+    size_t entries;
+} procreg_namespace_info;
+
+/**
+ * The namespaces that hold entries, sorted by name, with their counts.
+ * @param[out] out  a new array of @n_out items (NULL when none); free with
+ *                  procreg_namespace_info_free().
+ * @return 0, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_namespace_list(procreg *reg,
+                                       procreg_namespace_info **out,
+                                       size_t *n_out, GError **error);
+/** Free what procreg_namespace_list() returned.  NULL is ignored. */
+PROCREG_API void procreg_namespace_info_free(procreg_namespace_info *infos,
+                                             size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Service layer: service health                                            */
+
+/**
+ * A health probe: decide whether the service of @entry (ns and name set)
+ * is healthy.  It runs on a worker thread.  It may set *@message to a
+ * g_malloc'ed explanation.  It must not call procreg_close().
+ */
+typedef bool (*procreg_probe_fn)(const procreg_entry *entry,
+                                 gpointer user_data, char **message);
+
+/** The outcome of procreg_service_check().  Owned by the caller. */
+typedef struct {
+    bool healthy;
+    bool timed_out;       /**< The probe did not answer in time. */
+    char *message;        /**< "healthy", "unhealthy: timed out after 50 ms",
+                               "unhealthy: <the probe's message>", ... */
+    procreg_owner owner;  /**< The owner of the entry checked. */
+    uint64_t duration_ns; /**< How long the check took. */
+} procreg_service_health;
+
+/**
+ * Check the service (ns, name) with @probe (NULL: "the owner process is
+ * alive").  The probe runs on a shared pool of worker threads (at most 64;
+ * probes beyond that queue).  A probe that does not return within
+ * @timeout_ms (< 0: no limit) makes the result unhealthy, "timed out"; it
+ * is not waited for, and what it returns later is discarded.
+ * @user_data_free: optional, called once on @user_data when the probe has
+ *                  returned (possibly after this call did, on the worker
+ *                  thread), or before returning when the probe never runs.
+ * @return 0 (the verdict is in @out), PROCREG_ENOTFOUND (no such service),
+ *         PROCREG_EINVAL, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_service_check(procreg *reg, const char *ns,
+                                      const char *name, procreg_probe_fn probe,
+                                      gpointer user_data,
+                                      GDestroyNotify user_data_free,
+                                      int timeout_ms,
+                                      procreg_service_health *out,
+                                      GError **error);
+/** Release what @health holds.  NULL is ignored. */
+PROCREG_API void procreg_service_health_clear(procreg_service_health *health);
+
+/* ------------------------------------------------------------------------ */
+/* Service layer: telemetry                                                 */
+
+/** One finished operation.  Borrowed for the duration of the handler. */
+typedef struct {
+    procreg_op op;
+    int result;           /**< 0 or the PROCREG_E* code the call returned. */
+    uint64_t duration_ns; /**< Monotonic time the call took. */
+    const char *ns;       /**< Namespace, NULL when the call had none. */
+    const char *name;     /**< Name, NULL unless the call was on one key. */
+    const char *backend;  /**< Backend name. */
+    procreg_event_reason reason; /**< CLEANUP: OWNER_EXITED; else NONE. */
+    uint64_t count;       /**< Entries returned or removed (list, find,
+                               drop, list_owned); 1 for a cleanup. */
+} procreg_telemetry_event;
+
+/**
+ * A telemetry handler.  It runs synchronously on the thread that made the
+ * call, after the call and outside every registry lock; keep it short.
+ * It may call @reg; the calls it makes are not reported again.
+ */
+typedef void (*procreg_telemetry_fn)(procreg *reg,
+                                     const procreg_telemetry_event *event,
+                                     gpointer user_data);
+
+/**
+ * Attach @fn for the operations in @ops (PROCREG_OP_BIT() values or'ed,
+ * or PROCREG_OP_ALL).  With no handler attached, the lookup path pays one
+ * relaxed atomic load for telemetry.
+ * @param[out] id  for procreg_telemetry_detach() (never 0).
+ * @return 0 or PROCREG_EINVAL (NULL @fn, empty or unknown @ops).
+ */
+PROCREG_API int procreg_telemetry_attach(procreg *reg, unsigned ops,
+                                         procreg_telemetry_fn fn,
+                                         gpointer user_data,
+                                         GDestroyNotify destroy, uint64_t *id,
+                                         GError **error);
+
+/**
+ * Detach handler @id.  When it returns, the handler is not running on any
+ * other thread and will not be called again, and @destroy has run, except
+ * when called from inside a handler of @reg on this thread: then @destroy
+ * runs later (at the next attach/detach, or at close).
+ * @return 0 or PROCREG_ENOTFOUND.
+ */
+PROCREG_API int procreg_telemetry_detach(procreg *reg, uint64_t id);
+
+/* ------------------------------------------------------------------------ */
+/* Service layer: statistics export                                         */
+
+/**
+ * Append the statistics of procreg_stats() to @out in the Prometheus text
+ * exposition format (version 0.0.4): procreg_entries, procreg_namespace_
+ * entries{namespace}, procreg_operations_total{op,result}, procreg_
+ * operation_duration_seconds{op} (a histogram), procreg_owners,
+ * procreg_events_total, procreg_cleanup_*, procreg_memory_bytes ...
+ * Label values are escaped.
+ * @return as procreg_stats(); nothing is appended on failure.
+ */
+PROCREG_API int procreg_stats_write_prometheus(procreg *reg, GString *out,
+                                               GError **error);
+
+/**
+ * The statistics of procreg_stats() as a JSON object (UTF-8, one line).
+ * @param[out] out  g_free() it.
+ * @return as procreg_stats().
+ */
+PROCREG_API int procreg_stats_to_json(procreg *reg, char **out,
+                                      GError **error);
 
 G_END_DECLS
 

@@ -1,0 +1,861 @@
+/*
+ * Events, subscriptions, waiting for a key, and backend hosts.
+ *
+ * A change made through the registry is numbered and queued while the
+ * writer still holds the key's stripe (see internal.h), so the numbers of
+ * one key follow the order the backend applied the changes; the queue is a
+ * FIFO in number order.  One dispatcher thread per registry (started by the
+ * first subscription) pops events and calls the matching subscribers with
+ * no registry lock held; a subscription on a GMainContext gets its events
+ * through a per-subscription FIFO drained by an idle source on that
+ * context.  Nothing is queued while nobody subscribes.
+ *
+ * Waiters (procreg_wait_for) sleep on a condition variable per awaited key;
+ * a registration bumps that key's generation and broadcasts, directly from
+ * the writer (or host_notify) thread, so waking needs no dispatcher.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <gmodule.h>
+#include <string.h>
+#include <time.h>
+
+/* A queued event; shared by the subscribers it goes to. */
+typedef struct {
+    gint refcount;
+    procreg_event ev;
+    procreg_entry entry; /* owned; ns and name set */
+} item;
+
+typedef enum { SCOPE_ALL, SCOPE_NS, SCOPE_KEY } scope;
+
+typedef struct sub {
+    gint refcount;
+    uint64_t id;
+    scope scope;
+    char *ns, *name;
+    procreg_event_fn fn;
+    gpointer user_data;
+    GDestroyNotify destroy;
+    GMainContext *context;
+    uint64_t from_seq; /* deliver only later events */
+    procreg *reg;
+
+    pthread_mutex_t lock; /* the fields below */
+    pthread_cond_t idle;
+    bool removed;
+    bool destroy_pending; /* removed from inside its own callback */
+    int running;
+    pthread_t runner;
+    GQueue pending;  /* context delivery: item* */
+    GSource *source; /* our reference while one is attached */
+} sub;
+
+/* One awaited key. */
+typedef struct {
+    pthread_cond_t cond;
+    uint64_t gen; /* bumped by each registration of the key */
+    int waiters;
+} awaited;
+
+struct procreg_events {
+    pthread_mutex_t lock; /* queue, subs, seq, thread */
+    pthread_cond_t cond;  /* the dispatcher's */
+    GQueue queue;         /* item*, seq order */
+    uint64_t seq;
+    GPtrArray *subs; /* sub*, subscription order */
+    uint64_t next_id;
+    GThread *thread;
+    bool stop;
+    atomic_int n_subs;
+    uint64_t queued_max, delivered, emitted;
+
+    pthread_mutex_t wait_lock; /* waits */
+    GHashTable *waits;         /* key string -> awaited* */
+    atomic_int n_waiters;
+};
+
+/* ---- names ---- */
+
+PROCREG_API const char *procreg_event_kind_name(procreg_event_kind kind)
+{
+    switch (kind) {
+    case PROCREG_EVENT_REGISTERED: return "registered";
+    case PROCREG_EVENT_UNREGISTERED: return "unregistered";
+    case PROCREG_EVENT_UPDATED: return "updated";
+    }
+    return "unknown";
+}
+
+PROCREG_API const char *procreg_event_reason_name(procreg_event_reason reason)
+{
+    switch (reason) {
+    case PROCREG_REASON_NONE: return "none";
+    case PROCREG_REASON_EXPLICIT: return "explicit";
+    case PROCREG_REASON_OWNER_EXITED: return "owner_exited";
+    case PROCREG_REASON_NAMESPACE_DROPPED: return "namespace_dropped";
+    case PROCREG_REASON_REPLACED: return "replaced";
+    case PROCREG_REASON_EXPIRED: return "expired";
+    }
+    return "unknown";
+}
+
+/* ---- items and subscriptions ---- */
+
+static void item_unref(item *it)
+{
+    if (it != NULL && g_atomic_int_dec_and_test(&it->refcount)) {
+        procreg_entry_clear(&it->entry);
+        g_free(it);
+    }
+}
+
+static sub *sub_ref(sub *s)
+{
+    g_atomic_int_inc(&s->refcount);
+    return s;
+}
+
+static void sub_unref(gpointer p)
+{
+    sub *s = p;
+    if (!g_atomic_int_dec_and_test(&s->refcount))
+        return;
+    g_queue_clear_full(&s->pending, (GDestroyNotify)item_unref);
+    if (s->context != NULL)
+        g_main_context_unref(s->context);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->idle);
+    g_free(s->ns);
+    g_free(s->name);
+    g_free(s);
+}
+
+static bool sub_matches(const sub *s, const item *it)
+{
+    if (it->ev.seq <= s->from_seq)
+        return false;
+    switch (s->scope) {
+    case SCOPE_ALL: return true;
+    case SCOPE_NS: return strcmp(s->ns, it->ev.ns) == 0;
+    case SCOPE_KEY:
+        return strcmp(s->ns, it->ev.ns) == 0 &&
+               strcmp(s->name, it->ev.name) == 0;
+    }
+    return false;
+}
+
+/* Run the callback for @it; s->lock held on entry and on return. */
+static void sub_run_locked(sub *s, item *it)
+{
+    s->running++;
+    s->runner = pthread_self();
+    pthread_mutex_unlock(&s->lock);
+    s->fn(s->reg, &it->ev, s->user_data);
+    pthread_mutex_lock(&s->lock);
+    s->running--;
+    pthread_cond_broadcast(&s->idle);
+}
+
+/* After a callback: the destroy notify owed by a self-unsubscribe.
+ * s->lock held; returns whether to call it (after unlocking). */
+static bool take_destroy(sub *s)
+{
+    if (s->destroy_pending && s->running == 0) {
+        s->destroy_pending = false;
+        return s->destroy != NULL;
+    }
+    return false;
+}
+
+static gboolean context_dispatch(gpointer data)
+{
+    sub *s = data;
+    pthread_mutex_lock(&s->lock);
+    item *it;
+    while (!s->removed && (it = g_queue_pop_head(&s->pending)) != NULL) {
+        sub_run_locked(s, it);
+        pthread_mutex_unlock(&s->lock);
+        item_unref(it);
+        pthread_mutex_lock(&s->lock);
+    }
+    bool destroy = take_destroy(s);
+    GSource *mine = s->source;
+    s->source = NULL;
+    pthread_mutex_unlock(&s->lock);
+    if (destroy)
+        s->destroy(s->user_data);
+    if (mine != NULL)
+        g_source_unref(mine);
+    return G_SOURCE_REMOVE;
+}
+
+static void deliver(sub *s, item *it)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->removed) {
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    if (s->context != NULL) {
+        g_atomic_int_inc(&it->refcount);
+        g_queue_push_tail(&s->pending, it);
+        if (s->source == NULL) {
+            GSource *src = g_idle_source_new();
+            g_source_set_priority(src, G_PRIORITY_DEFAULT);
+            g_source_set_callback(src, context_dispatch, sub_ref(s),
+                                  sub_unref);
+            g_source_set_static_name(src, "procreg events");
+            s->source = src; /* our reference */
+            g_source_attach(src, s->context);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    sub_run_locked(s, it);
+    bool destroy = take_destroy(s);
+    pthread_mutex_unlock(&s->lock);
+    if (destroy)
+        s->destroy(s->user_data);
+}
+
+static gpointer dispatcher_main(gpointer data)
+{
+    procreg *reg = data;
+    procreg_events *h = reg->events;
+    GPtrArray *targets = g_ptr_array_new();
+    pthread_mutex_lock(&h->lock);
+    for (;;) {
+        while (!h->stop && g_queue_is_empty(&h->queue))
+            pthread_cond_wait(&h->cond, &h->lock);
+        if (h->stop)
+            break;
+        item *it = g_queue_pop_head(&h->queue);
+        for (guint i = 0; i < h->subs->len; i++) {
+            sub *s = h->subs->pdata[i];
+            if (sub_matches(s, it))
+                g_ptr_array_add(targets, sub_ref(s));
+        }
+        pthread_mutex_unlock(&h->lock);
+        for (guint i = 0; i < targets->len; i++) {
+            deliver(targets->pdata[i], it);
+            sub_unref(targets->pdata[i]);
+        }
+        g_ptr_array_set_size(targets, 0);
+        item_unref(it);
+        pthread_mutex_lock(&h->lock);
+        h->delivered++;
+    }
+    pthread_mutex_unlock(&h->lock);
+    g_ptr_array_unref(targets);
+    return NULL;
+}
+
+/* ---- the hub ---- */
+
+static void awaited_free(gpointer p)
+{
+    awaited *a = p;
+    pthread_cond_destroy(&a->cond);
+    g_free(a);
+}
+
+PROCREG_INTERNAL procreg_events *procreg_events_new(void)
+{
+    procreg_events *h = g_new0(procreg_events, 1);
+    pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->cond, NULL);
+    g_queue_init(&h->queue);
+    h->subs = g_ptr_array_new();
+    h->next_id = 1;
+    pthread_mutex_init(&h->wait_lock, NULL);
+    h->waits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                     awaited_free);
+    return h;
+}
+
+/* Mark @s removed and wait until its callback is not running (unless it
+ * runs on this thread).  @s is already out of h->subs. */
+static void sub_end(sub *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->removed = true;
+    g_queue_clear_full(&s->pending, (GDestroyNotify)item_unref);
+    GSource *src = s->source;
+    s->source = NULL;
+    bool destroy;
+    if (s->running > 0 && pthread_equal(s->runner, pthread_self())) {
+        s->destroy_pending = true;
+        destroy = false;
+    } else {
+        while (s->running > 0)
+            pthread_cond_wait(&s->idle, &s->lock);
+        destroy = s->destroy != NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (src != NULL) {
+        g_source_destroy(src);
+        g_source_unref(src);
+    }
+    if (destroy)
+        s->destroy(s->user_data);
+    sub_unref(s);
+}
+
+PROCREG_INTERNAL void procreg_events_shutdown(procreg *reg)
+{
+    procreg_events *h = reg->events;
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&h->lock);
+    GPtrArray *subs = h->subs;
+    h->subs = g_ptr_array_new();
+    atomic_store_explicit(&h->n_subs, 0, memory_order_relaxed);
+    h->stop = true;
+    pthread_cond_broadcast(&h->cond);
+    GThread *thread = h->thread;
+    h->thread = NULL;
+    pthread_mutex_unlock(&h->lock);
+    for (guint i = 0; i < subs->len; i++)
+        sub_end(subs->pdata[i]);
+    g_ptr_array_unref(subs);
+    if (thread != NULL)
+        g_thread_join(thread);
+}
+
+PROCREG_INTERNAL void procreg_events_free(procreg_events *h)
+{
+    if (h == NULL)
+        return;
+    g_queue_clear_full(&h->queue, (GDestroyNotify)item_unref);
+    g_ptr_array_unref(h->subs);
+    pthread_mutex_destroy(&h->lock);
+    pthread_cond_destroy(&h->cond);
+    g_hash_table_unref(h->waits);
+    pthread_mutex_destroy(&h->wait_lock);
+    g_free(h);
+}
+
+/* ---- emitting ---- */
+
+static void wake_waiters(procreg_events *h, const char *ns, const char *name)
+{
+    /* Pairs with the fence in wait_for: either the waiter's lookup sees
+     * the new entry, or we see the waiter. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&h->n_waiters, memory_order_relaxed) == 0)
+        return;
+    char *k = procreg_key_string(ns, name);
+    pthread_mutex_lock(&h->wait_lock);
+    awaited *a = g_hash_table_lookup(h->waits, k);
+    if (a != NULL) {
+        a->gen++;
+        pthread_cond_broadcast(&a->cond);
+    }
+    pthread_mutex_unlock(&h->wait_lock);
+    g_free(k);
+}
+
+PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
+                                          procreg_event_kind kind,
+                                          procreg_event_reason reason,
+                                          const char *ns, const char *name,
+                                          const procreg_entry *entry,
+                                          bool external)
+{
+    procreg_events *h = reg->events;
+    if (entry != NULL) {
+        if (entry->ns != NULL)
+            ns = entry->ns;
+        if (entry->name != NULL)
+            name = entry->name;
+    }
+    if (kind == PROCREG_EVENT_REGISTERED)
+        wake_waiters(h, ns, name);
+    if (atomic_load_explicit(&h->n_subs, memory_order_relaxed) == 0)
+        return;
+
+    item *it = g_new0(item, 1);
+    it->refcount = 1;
+    if (entry != NULL) {
+        it->entry = *entry;
+        if (entry->metadata != NULL)
+            g_variant_ref(entry->metadata);
+    }
+    it->entry.ns = g_strdup(ns);
+    it->entry.name = g_strdup(name);
+    it->ev.kind = kind;
+    it->ev.reason = kind == PROCREG_EVENT_UNREGISTERED && reason == 0
+                        ? PROCREG_REASON_EXPLICIT
+                        : reason;
+    it->ev.ns = it->entry.ns;
+    it->ev.name = it->entry.name;
+    it->ev.entry = &it->entry;
+    it->ev.time = g_get_real_time();
+    it->ev.external = external;
+
+    pthread_mutex_lock(&h->lock);
+    if (h->stop || h->subs->len == 0) {
+        pthread_mutex_unlock(&h->lock);
+        item_unref(it);
+        return;
+    }
+    it->ev.seq = ++h->seq;
+    g_queue_push_tail(&h->queue, it);
+    h->emitted++;
+    if (h->queue.length > h->queued_max)
+        h->queued_max = h->queue.length;
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+}
+
+PROCREG_API uint64_t procreg_event_last_seq(procreg *reg)
+{
+    g_return_val_if_fail(reg != NULL, 0);
+    procreg_events *h = reg->events;
+    pthread_mutex_lock(&h->lock);
+    uint64_t seq = h->seq;
+    pthread_mutex_unlock(&h->lock);
+    return seq;
+}
+
+/* ---- subscribing ---- */
+
+static int subscribe(procreg *reg, scope sc, const char *ns, const char *name,
+                     procreg_event_fn fn, gpointer user_data,
+                     GDestroyNotify destroy, GMainContext *context,
+                     uint64_t *id, GError **error)
+{
+    procreg_events *h = reg->events;
+    sub *s = g_new0(sub, 1);
+    s->refcount = 1;
+    s->scope = sc;
+    s->ns = g_strdup(ns);
+    s->name = g_strdup(name);
+    s->fn = fn;
+    s->user_data = user_data;
+    s->destroy = destroy;
+    s->context = context ? g_main_context_ref(context) : NULL;
+    s->reg = reg;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    g_queue_init(&s->pending);
+
+    pthread_mutex_lock(&h->lock);
+    if (h->thread == NULL && !h->stop) {
+        GError *local = NULL;
+        h->thread = g_thread_try_new("procreg-events", dispatcher_main, reg,
+                                     &local);
+        if (h->thread == NULL) {
+            pthread_mutex_unlock(&h->lock);
+            int rc = procreg_set_error(error, PROCREG_ENOMEM,
+                                       "cannot start the event dispatcher "
+                                       "thread: %s", local->message);
+            g_error_free(local);
+            s->destroy = NULL; /* the caller keeps user_data */
+            sub_unref(s);
+            return rc;
+        }
+    }
+    s->id = h->next_id++;
+    s->from_seq = h->seq;
+    g_ptr_array_add(h->subs, s);
+    atomic_store_explicit(&h->n_subs, (int)h->subs->len,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&h->lock);
+    if (id != NULL)
+        *id = s->id;
+    return 0;
+}
+
+PROCREG_API int procreg_subscribe(procreg *reg, const char *ns,
+                                  const char *name, procreg_event_fn fn,
+                                  gpointer user_data, GDestroyNotify destroy,
+                                  GMainContext *context, uint64_t *id,
+                                  GError **error)
+{
+    g_return_val_if_fail(reg != NULL, PROCREG_EINVAL);
+    if (fn == NULL)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "event callback is NULL");
+    if (ns == NULL && name != NULL)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "subscribing to name '%s' needs a namespace",
+                                 name);
+    int rc = ns ? procreg_validate_name(ns, "namespace", error) : 0;
+    if (rc == 0 && name != NULL)
+        rc = procreg_validate_name(name, "name", error);
+    if (rc != 0)
+        return rc;
+    scope sc = ns == NULL ? SCOPE_ALL : name == NULL ? SCOPE_NS : SCOPE_KEY;
+    return subscribe(reg, sc, ns, name, fn, user_data, destroy, context, id,
+                     error);
+}
+
+PROCREG_API int procreg_subscribe_key(procreg *reg, const procreg_key *key,
+                                      procreg_event_fn fn, gpointer user_data,
+                                      GDestroyNotify destroy,
+                                      GMainContext *context, uint64_t *id,
+                                      GError **error)
+{
+    g_return_val_if_fail(reg != NULL && key != NULL, PROCREG_EINVAL);
+    if (fn == NULL)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "event callback is NULL");
+    return subscribe(reg, SCOPE_KEY, procreg_key_namespace(key),
+                     procreg_key_name(key), fn, user_data, destroy, context,
+                     id, error);
+}
+
+PROCREG_API int procreg_unsubscribe(procreg *reg, uint64_t id)
+{
+    g_return_val_if_fail(reg != NULL, PROCREG_EINVAL);
+    procreg_events *h = reg->events;
+    sub *found = NULL;
+    pthread_mutex_lock(&h->lock);
+    for (guint i = 0; i < h->subs->len; i++) {
+        sub *s = h->subs->pdata[i];
+        if (s->id == id) {
+            found = s;
+            g_ptr_array_remove_index(h->subs, i); /* keeps the order */
+            break;
+        }
+    }
+    atomic_store_explicit(&h->n_subs, (int)h->subs->len,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&h->lock);
+    if (found == NULL)
+        return PROCREG_ENOTFOUND;
+    sub_end(found);
+    return 0;
+}
+
+PROCREG_INTERNAL void procreg_events_health(procreg *reg, GVariantDict *d,
+                                            bool *degraded)
+{
+    procreg_events *h = reg->events;
+    pthread_mutex_lock(&h->lock);
+    guint64 subs = h->subs->len, queued = h->queue.length;
+    bool thread = h->thread != NULL;
+    pthread_mutex_unlock(&h->lock);
+    GVariantDict e;
+    g_variant_dict_init(&e, NULL);
+    g_variant_dict_insert(&e, "subscribers", "t", subs);
+    g_variant_dict_insert(&e, "queued", "t", queued);
+    g_variant_dict_insert(&e, "dispatcher", "b", (gboolean)thread);
+    g_variant_dict_insert(&e, "waiters", "t",
+                          (guint64)atomic_load(&h->n_waiters));
+    g_variant_dict_insert_value(d, "events", g_variant_dict_end(&e));
+    *degraded = queued > 100000;
+}
+
+PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d)
+{
+    procreg_events *h = reg->events;
+    GVariantBuilder b;
+    g_variant_builder_init(&b, G_VARIANT_TYPE("a{st}"));
+    pthread_mutex_lock(&h->lock);
+    g_variant_builder_add(&b, "{st}", "last_seq", (guint64)h->seq);
+    g_variant_builder_add(&b, "{st}", "emitted", (guint64)h->emitted);
+    g_variant_builder_add(&b, "{st}", "delivered", (guint64)h->delivered);
+    g_variant_builder_add(&b, "{st}", "queued", (guint64)h->queue.length);
+    g_variant_builder_add(&b, "{st}", "queued_max", (guint64)h->queued_max);
+    g_variant_builder_add(&b, "{st}", "subscribers", (guint64)h->subs->len);
+    pthread_mutex_unlock(&h->lock);
+    g_variant_builder_add(&b, "{st}", "waiters",
+                          (guint64)atomic_load(&h->n_waiters));
+    g_variant_dict_insert_value(d, "events", g_variant_builder_end(&b));
+}
+
+/* ---- waiting ---- */
+
+typedef struct {
+    procreg_events *h;
+    awaited *a;
+    bool cancelled; /* under h->wait_lock */
+} waiter;
+
+/* GIO's cancellable functions, found in the process at run time (see
+ * procreg.h: libprocreg links GLib only).  A caller that has a
+ * GCancellable to pass has GIO loaded. */
+typedef struct {
+    gboolean (*is_cancelled)(GCancellable *c);
+    gulong (*connect)(GCancellable *c, void (*cb)(void), gpointer data,
+                      GDestroyNotify destroy);
+    void (*disconnect)(GCancellable *c, gulong id);
+} gio_api;
+
+static gio_api gio;
+static bool gio_found;
+static pthread_once_t gio_once = PTHREAD_ONCE_INIT;
+
+static void gio_resolve(void)
+{
+    GModule *self = g_module_open(NULL, G_MODULE_BIND_LAZY);
+    if (self == NULL)
+        return;
+    gpointer a = NULL, b = NULL, c = NULL;
+    if (g_module_symbol(self, "g_cancellable_is_cancelled", &a) &&
+        g_module_symbol(self, "g_cancellable_connect", &b) &&
+        g_module_symbol(self, "g_cancellable_disconnect", &c) && a && b && c) {
+        gio.is_cancelled = (gboolean(*)(GCancellable *))a;
+        gio.connect = (gulong(*)(GCancellable *, void (*)(void), gpointer,
+                                 GDestroyNotify))b;
+        gio.disconnect = (void (*)(GCancellable *, gulong))c;
+        gio_found = true;
+    }
+    g_module_make_resident(self);
+    g_module_close(self);
+}
+
+static const gio_api *gio_get(void)
+{
+    pthread_once(&gio_once, gio_resolve);
+    return gio_found ? &gio : NULL;
+}
+
+static void on_cancelled(GCancellable *c, gpointer data)
+{
+    waiter *w = data;
+    pthread_mutex_lock(&w->h->wait_lock);
+    w->cancelled = true;
+    pthread_cond_broadcast(&w->a->cond);
+    pthread_mutex_unlock(&w->h->wait_lock);
+}
+
+/* A lookup that ignores entries whose owner is known dead. */
+static int try_get(procreg *reg, const procreg_key *key, procreg_entry *out,
+                   GError **error)
+{
+    procreg_entry e = {0};
+    int rc = procreg_backend_lookup_entry(reg->backend, key, &e, error);
+    if (rc == 0 &&
+        (atomic_load_explicit(&reg->slow, memory_order_relaxed) &
+         PROCREG_SLOW_DEAD_OWNERS) &&
+        procreg_owner_known_dead(reg, &e.owner)) {
+        procreg_entry_clear(&e);
+        rc = PROCREG_ENOTFOUND;
+    }
+    if (rc == 0 && out != NULL)
+        *out = e;
+    else
+        procreg_entry_clear(&e);
+    return rc;
+}
+
+static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
+                     GCancellable *cancellable, procreg_entry *out,
+                     GError **error)
+{
+    procreg_events *h = reg->events;
+    char *k = procreg_key_string(procreg_key_namespace(key),
+                                 procreg_key_name(key));
+    pthread_mutex_lock(&h->wait_lock);
+    awaited *a = g_hash_table_lookup(h->waits, k);
+    if (a == NULL) {
+        a = g_new0(awaited, 1);
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&a->cond, &attr);
+        pthread_condattr_destroy(&attr);
+        g_hash_table_insert(h->waits, g_strdup(k), a);
+    }
+    a->waiters++;
+    atomic_fetch_add_explicit(&h->n_waiters, 1, memory_order_seq_cst);
+    pthread_mutex_unlock(&h->wait_lock);
+    atomic_thread_fence(memory_order_seq_cst);
+
+    waiter w = {.h = h, .a = a};
+    gulong handler = 0;
+    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
+    if (api != NULL)
+        handler = api->connect(cancellable, (void (*)(void))on_cancelled, &w,
+                               NULL);
+
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    if (timeout_ms > 0) {
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+    }
+
+    int rc;
+    for (;;) {
+        pthread_mutex_lock(&h->wait_lock);
+        uint64_t gen = a->gen;
+        bool cancelled = w.cancelled;
+        pthread_mutex_unlock(&h->wait_lock);
+        if (cancelled) {
+            rc = PROCREG_ECANCELLED;
+            break;
+        }
+        rc = try_get(reg, key, out, error);
+        if (rc != PROCREG_ENOTFOUND)
+            break;
+        bool timed_out = false;
+        pthread_mutex_lock(&h->wait_lock);
+        while (a->gen == gen && !w.cancelled && !timed_out) {
+            if (timeout_ms < 0)
+                pthread_cond_wait(&a->cond, &h->wait_lock);
+            else
+                timed_out = pthread_cond_timedwait(&a->cond, &h->wait_lock,
+                                                   &deadline) == ETIMEDOUT;
+        }
+        bool woken = a->gen != gen;
+        pthread_mutex_unlock(&h->wait_lock);
+        if (timed_out && !woken) {
+            rc = PROCREG_ETIMEDOUT;
+            break;
+        }
+    }
+
+    if (handler != 0)
+        api->disconnect(cancellable, handler);
+    pthread_mutex_lock(&h->wait_lock);
+    atomic_fetch_sub_explicit(&h->n_waiters, 1, memory_order_relaxed);
+    if (--a->waiters == 0)
+        g_hash_table_remove(h->waits, k);
+    pthread_mutex_unlock(&h->wait_lock);
+    g_free(k);
+    return rc;
+}
+
+PROCREG_API int procreg_wait_for_key(procreg *reg, const procreg_key *key,
+                                     int timeout_ms, GCancellable *cancellable,
+                                     procreg_entry *out, GError **error)
+{
+    g_return_val_if_fail(reg != NULL && key != NULL, PROCREG_EINVAL);
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t t0 = procreg_now_ns();
+    GError *local = NULL;
+    int rc;
+    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
+    if (cancellable != NULL && api == NULL)
+        rc = procreg_set_error(&local, PROCREG_EINVAL,
+                               "a GCancellable was given but GIO is not "
+                               "loaded in this process");
+    else if (api != NULL && api->is_cancelled(cancellable))
+        rc = PROCREG_ECANCELLED;
+    else
+        rc = try_get(reg, key, out, &local);
+    if (rc == PROCREG_ENOTFOUND) {
+        g_clear_error(&local);
+        rc = timeout_ms == 0 ? PROCREG_ETIMEDOUT
+                             : wait_loop(reg, key, timeout_ms, cancellable,
+                                         out, &local);
+    }
+    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
+    if (local != NULL)
+        g_propagate_error(error, local);
+    else if (rc == PROCREG_ETIMEDOUT)
+        procreg_set_error(error, rc,
+                          "'%s' was not registered in namespace '%s' within "
+                          "%d ms", name, ns, timeout_ms);
+    else if (rc == PROCREG_ECANCELLED)
+        procreg_set_error(error, rc, "waiting for '%s' in '%s' was cancelled",
+                          name, ns);
+    else if (rc != 0)
+        procreg_set_error(error, rc, "waiting for '%s' in '%s': %s", name, ns,
+                          procreg_strerror(rc));
+    procreg_op_done(reg, b, PROCREG_OP_WAIT, rc, t0, ns, name, rc == 0);
+    return rc;
+}
+
+PROCREG_API int procreg_wait_for(procreg *reg, const char *ns,
+                                 const char *name, int timeout_ms,
+                                 GCancellable *cancellable, procreg_entry *out,
+                                 GError **error)
+{
+    procreg_stack_key key;
+    int rc = procreg_key_init_stack(&key, ns, name, error);
+    if (rc != 0) {
+        if (out != NULL)
+            memset(out, 0, sizeof *out);
+        return rc;
+    }
+    return procreg_wait_for_key(reg, &key.key, timeout_ms, cancellable, out,
+                                error);
+}
+
+/* ---- hosts ---- */
+
+struct procreg_backend_host {
+    procreg *reg; /* the root host of a registry; NULL for a child */
+    procreg_backend_host *parent;
+    procreg_backend_host_notify_fn fn;
+    gpointer user_data;
+};
+
+PROCREG_INTERNAL procreg_backend_host *procreg_host_new_root(procreg *reg)
+{
+    procreg_backend_host *host = g_new0(procreg_backend_host, 1);
+    host->reg = reg;
+    return host;
+}
+
+PROCREG_INTERNAL void procreg_host_free_root(procreg_backend_host *host)
+{
+    g_free(host);
+}
+
+PROCREG_API procreg_backend_host *
+procreg_backend_host_new_child(procreg_backend_host *parent,
+                               procreg_backend_host_notify_fn fn,
+                               gpointer user_data)
+{
+    procreg_backend_host *host = g_new0(procreg_backend_host, 1);
+    host->parent = parent;
+    host->fn = fn;
+    host->user_data = user_data;
+    return host;
+}
+
+PROCREG_API void procreg_backend_host_free(procreg_backend_host *host)
+{
+    if (host == NULL)
+        return;
+    g_return_if_fail(host->reg == NULL);
+    g_free(host);
+}
+
+PROCREG_API void procreg_backend_host_notify(procreg_backend_host *host,
+                                             procreg_event_kind kind,
+                                             procreg_event_reason reason,
+                                             const procreg_entry *entry)
+{
+    for (; host != NULL && host->reg == NULL; host = host->parent)
+        if (host->fn != NULL)
+            host->fn(host->user_data, kind, reason, entry);
+    if (host == NULL)
+        return;
+    if (entry == NULL || entry->ns == NULL || entry->name == NULL ||
+        procreg_validate_name(entry->ns, "namespace", NULL) != 0 ||
+        procreg_validate_name(entry->name, "name", NULL) != 0) {
+        g_warning("procreg_backend_host_notify: the entry needs a valid "
+                  "namespace and name; notification ignored");
+        return;
+    }
+    if (kind != PROCREG_EVENT_REGISTERED && kind != PROCREG_EVENT_UNREGISTERED &&
+        kind != PROCREG_EVENT_UPDATED) {
+        g_warning("procreg_backend_host_notify: unknown event kind %d; "
+                  "notification ignored", (int)kind);
+        return;
+    }
+    procreg *reg = host->reg;
+    if (kind == PROCREG_EVENT_UNREGISTERED)
+        procreg_owner_index_remove(reg, entry->ns, entry->name, &entry->owner,
+                                   entry->revision);
+    procreg_events_emit(reg, kind,
+                        kind == PROCREG_EVENT_UNREGISTERED
+                            ? reason
+                            : PROCREG_REASON_NONE,
+                        entry->ns, entry->name, entry, true);
+}
