@@ -34,6 +34,7 @@
 #include <procreg/backend.h>
 
 #include <ck_ht.h>
+#include <ck_md.h>
 #include <ck_pr.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -197,9 +198,12 @@ static void ckht_entry_append(GArray *out, const ckht_entry *e)
 /* ------------------------------------------------------------------------ */
 /* The instance and ck_ht's allocator                                       */
 
+/* Lookups read only `ht` (and the map it points to); everything a writer
+ * changes on each operation lives on the following cache lines, so that
+ * writes do not keep invalidating the line readers need. */
 typedef struct {
-    ck_ht_t ht;
-    procreg_ck_lock lock; /* the writer lock */
+    _Alignas(CK_MD_CACHELINE) ck_ht_t ht;
+    _Alignas(CK_MD_CACHELINE) procreg_ck_lock lock; /* the writer lock */
     procreg_epoch_domain *epoch;
     atomic_size_t n_entries; /* written under the lock, read anywhere */
     /* Under the lock: */
@@ -481,10 +485,11 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
     if (slots < CKHT_MIN_SLOTS)
         slots = CKHT_MIN_SLOTS;
 
-    self = calloc(1, sizeof(*self));
+    self = aligned_alloc(_Alignof(ckht), sizeof(*self));
     if (self == NULL)
         return procreg_set_error(error, PROCREG_ENOMEM,
                                  "ckht: out of memory");
+    memset(self, 0, sizeof(*self));
     self->epoch = procreg_epoch_domain_new();
     if (self->epoch == NULL) {
         free(self);
