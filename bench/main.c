@@ -310,6 +310,14 @@ static GPtrArray *default_targets(GString *notes, GPtrArray *labels)
             g_ptr_array_add(labels, label ? label : g_strdup(spec));
         }
     }
+    /* The cache is meant for a slow inner backend: LMDB when it is built. */
+    if (names && g_strv_contains((const char *const *)names, "optimized") &&
+        g_strv_contains((const char *const *)names, "lmdb")) {
+        g_ptr_array_add(out, g_strdup_printf(
+                                 "optimized:inner=[lmdb:path=%s/optimized.mdb]",
+                                 bench_scratch_dir()));
+        g_ptr_array_add(labels, g_strdup("optimized:inner=lmdb"));
+    }
     g_strfreev(names);
     return out;
 }
