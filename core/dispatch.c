@@ -271,9 +271,16 @@ PROCREG_API int procreg_backend_drop_namespace(procreg_backend *b,
         rc = procreg_backend_unregister(b, &key.key, e->revision, &gone,
                                         NULL);
         if (rc == 0) {
-            gone.ns = g_strdup(e->ns);
-            gone.name = g_strdup(e->name);
-            g_array_append_val(removed, gone);
+            /* The listed entry's names are ours to move; a backend may
+             * have filled them too. */
+            if (gone.ns == NULL)
+                gone.ns = g_steal_pointer(&e->ns);
+            if (gone.name == NULL)
+                gone.name = g_steal_pointer(&e->name);
+            if (removed != NULL)
+                g_array_append_val(removed, gone);
+            else
+                procreg_entry_clear(&gone);
         } else if (rc == PROCREG_ENOTFOUND || rc == PROCREG_ECONFLICT) {
             rc = 0; /* changed under us: not ours to remove */
         } else {
