@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run each libFuzzer target of a fuzzing build for a bounded time.
 #
-#   run-fuzzers.sh [-C BUILD_DIR] [-t SECONDS] [-o OUT_DIR] [TARGET...]
+#   run-fuzzers.sh [-C BUILD_DIR] [-t SECONDS] [-o OUT_DIR] [-k] [TARGET...]
 #
 # BUILD_DIR (default build-fuzz) is a build configured for fuzzing (see
 # tests/reliability/fuzz/meson.build); SECONDS (default 60) is the time
@@ -12,6 +12,8 @@
 # source tree.  A crash, leak, timeout or failed expectation stops that
 # target and leaves the input in OUT_DIR/crashes/: copy it to
 # tests/reliability/fuzz/regressions/TARGET/ to make it a regression test.
+# With -k a target keeps going after a failure (libFuzzer's fork mode) and
+# collects every failing input it meets, for exploring past a known bug.
 #
 # Prints one line per target ("fuzz TARGET: N runs in S s, ...") and
 # exits non-zero when any target failed.
@@ -21,12 +23,14 @@ src=$(cd "$(dirname "$0")" && pwd)
 build=build-fuzz
 seconds=60
 out=
-while getopts "C:t:o:h" opt; do
+keep_going=0
+while getopts "C:t:o:kh" opt; do
     case $opt in
     C) build=$OPTARG ;;
     t) seconds=$OPTARG ;;
     o) out=$OPTARG ;;
-    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+    k) keep_going=1 ;;
+    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -71,22 +75,29 @@ for t in "${targets[@]}"; do
     case $t in
     metadata|lmdb) extra=(-detect_leaks=0) ;;
     esac
+    [ $keep_going -eq 1 ] && extra+=(-fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1)
+    # json-glib and glib have no frame pointers: LeakSanitizer needs the
+    # slow unwinder to see json_parser_load_from_data (lsan.supp).
+    asan=$ASAN_OPTIONS
+    [ "$t" = etcd ] && asan="$asan:fast_unwind_on_malloc=0"
     mkdir -p "$corpus"
     log="$out/$t.log"
     start=$(date +%s)
     # The first folder receives new inputs; the others are only read.
     # (The braces keep the shell's "Aborted" notice out of the output.)
-    { nice -n 10 "$prog" -max_total_time="$seconds" -timeout=20 \
+    { ASAN_OPTIONS=$asan nice -n 10 "$prog" -max_total_time="$seconds" -timeout=20 \
         -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 "${extra[@]}" \
         -artifact_prefix="$out/crashes/$t-" \
         "$corpus" "$src/corpus/$t" "$src/regressions/$t" >"$log" 2>&1; } 2>/dev/null
     rc=$?
     took=$(( $(date +%s) - start ))
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    # Fork mode prints "#RUNS: cov: ..." lines instead.
+    [ -n "$runs" ] || runs=$(sed -n 's/^#\([0-9]*\): cov.*/\1/p' "$log" | tail -1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
     runs=${runs:-0}
     total=$((total + runs))
-    if [ $rc -eq 0 ]; then
+    if [ $rc -eq 0 ] && ! ls "$out/crashes/$t-"* >/dev/null 2>&1; then
         echo "fuzz $t: $runs runs in $took s, coverage ${cov:-?} edges, corpus $(ls "$corpus" | wc -l) new inputs, no failure"
     else
         failed=1
