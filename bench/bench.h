@@ -354,6 +354,7 @@ typedef struct {
     unsigned int sample_every; /* power of two */
     unsigned int mix_lookup, mix_register, mix_unregister; /* percent */
     uint64_t seed;
+    bool pin;             /* pin worker i to online CPU i % cores */
 } bench_params;
 
 /* One measured cell: (workload, target, keys, dist, threads). */

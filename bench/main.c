@@ -64,6 +64,7 @@ static gboolean opt_quiet = FALSE;
 static gboolean opt_list = FALSE;
 static gboolean opt_memory_probe = FALSE;
 static char *opt_scratch = NULL;
+static gboolean opt_pin = FALSE;
 
 static GOptionEntry entries[] = {
     {"profile", 'p', 0, G_OPTION_ARG_STRING, &opt_profile,
@@ -111,6 +112,9 @@ static GOptionEntry entries[] = {
      "Where default specs of file backends (lmdb) put their files "
      "(default: /dev/shm when it exists, else the temporary directory)",
      "DIR"},
+    {"pin", 0, 0, G_OPTION_ARG_NONE, &opt_pin,
+     "Pin worker thread i to the i-th allowed CPU (default: no pinning)",
+     NULL},
     {"no-tsc", 0, 0, G_OPTION_ARG_NONE, &opt_no_tsc,
      "Time samples with clock_gettime instead of rdtsc", NULL},
     {"quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet,
@@ -531,6 +535,7 @@ int main(int argc, char **argv)
         .sample_every = (unsigned int)opt_sample_every,
         .mix_lookup = 90, .mix_register = 5, .mix_unregister = 5,
         .seed = (uint64_t)opt_seed,
+        .pin = opt_pin,
     };
     rep.params = &params;
     if (opt_sample_every < 1 || (opt_sample_every & (opt_sample_every - 1))) {

@@ -122,6 +122,9 @@ void bench_report_header(FILE *out, const bench_report *rep)
             (double)bench_clock.overhead_ticks / bench_clock.ticks_per_ns);
     fprintf(out, "# mixed:   %u/%u/%u lookup/register/unregister\n",
             p->mix_lookup, p->mix_register, p->mix_unregister);
+    fprintf(out, "# threads: %s; each has its own random stream; all start at "
+                 "a barrier\n",
+            p->pin ? "worker i pinned to the i-th allowed CPU" : "not pinned");
     fprintf(out, "# targets: %s\n", rep->targets_joined);
     fprintf(out, "# ns/op = threads / throughput (time per op in one thread); "
                  "x ckht, x ghash = time per op relative to the baseline "
@@ -382,7 +385,9 @@ int bench_report_json(const bench_report *rep, const char *path,
     g_snprintf(mix, sizeof mix, "%u/%u/%u", p->mix_lookup, p->mix_register,
                p->mix_unregister);
     json_kv_str(s, "mix", mix, true);
-    json_kv_num(s, "seed", (double)p->seed, false);
+    json_kv_num(s, "seed", (double)p->seed, true);
+    json_str(s, "pin");
+    g_string_append(s, p->pin ? ":true" : ":false");
     g_string_append(s, "},\n  \"timer\":{");
     json_kv_str(s, "source", bench_clock.source, true);
     json_kv_num(s, "ticks_per_ns", bench_clock.ticks_per_ns, true);

@@ -17,6 +17,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 
 const bench_workload bench_workloads[BENCH_W_COUNT] = {
     [BENCH_W_LOAD] = {BENCH_W_LOAD, "load",
@@ -550,9 +551,31 @@ static void loop_churn(worker *w)
              });
 }
 
+/* Pin the calling thread to the @i-th CPU it may run on (modulo). */
+static void pin_to(int i)
+{
+    cpu_set_t allowed, one;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0)
+        return;
+    int n = CPU_COUNT(&allowed);
+    if (n <= 0)
+        return;
+    int want = i % n;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (CPU_ISSET(cpu, &allowed) && want-- == 0) {
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+            return;
+        }
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
+    if (w->ctx->params->pin)
+        pin_to(w->tid);
     bench_target_thread_begin(w->ctx->target, &w->tt);
     w->tt.protect_reads = w->w->id == BENCH_W_MIXED;
     pthread_barrier_wait(w->barrier);
