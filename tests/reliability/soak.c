@@ -720,7 +720,6 @@ static void run_backend(const char *spec, double seconds, int threads)
         "equals the model: 0 lost, 0 extra",
         spec, ops, threads, took, seed, forks, kills, reaped, taken,
         conflicts, hidden);
-    g_test_message("%s", line);
     printf("%s\n", line);
     fflush(stdout);
     g_free(line);
