@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <glib/gstdio.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1852,30 +1853,32 @@ static void case_many_entries(Fixture *f)
 /* ------------------------------------------------------------------------ */
 /* Cases: concurrency                                                       */
 
+/* pthread primitives rather than GMutex/GCond: glib's are bare futexes
+ * that ThreadSanitizer cannot see. */
 typedef struct {
-    GMutex m;
-    GCond c;
+    pthread_mutex_t m;
+    pthread_cond_t c;
     guint n, count, gen;
 } Barrier;
 
 static void barrier_wait(Barrier *b)
 {
-    g_mutex_lock(&b->m);
+    pthread_mutex_lock(&b->m);
     guint gen = b->gen;
     if (++b->count == b->n) {
         b->count = 0;
         b->gen++;
-        g_cond_broadcast(&b->c);
+        pthread_cond_broadcast(&b->c);
     } else {
         while (gen == b->gen)
-            g_cond_wait(&b->c, &b->m);
+            pthread_cond_wait(&b->c, &b->m);
     }
-    g_mutex_unlock(&b->m);
+    pthread_mutex_unlock(&b->m);
 }
 
 /* First failure seen by a worker thread, reported by the main thread. */
 typedef struct {
-    GMutex m;
+    pthread_mutex_t m;
     gint failures;
     char *first;
 } FailLog;
@@ -1889,10 +1892,21 @@ static void faillog_add(FailLog *l, const char *fmt, ...)
         va_start(ap, fmt);
         char *msg = g_strdup_vprintf(fmt, ap);
         va_end(ap);
-        g_mutex_lock(&l->m);
+        pthread_mutex_lock(&l->m);
         l->first = msg;
-        g_mutex_unlock(&l->m);
+        pthread_mutex_unlock(&l->m);
     }
+}
+
+/* Metadata shared between threads is handed over in serialised form.  A
+ * GVariant built by g_variant_new_parsed() is a tree that glib serialises
+ * lazily on first use, under a bit lock ThreadSanitizer cannot see; doing
+ * it before publishing keeps TSan runs free of that false report.  (Real
+ * readers are safe either way: glib guards the lazy step.) */
+static GVariant *serialised(GVariant *v)
+{
+    (void)g_variant_get_data(v);
+    return v;
 }
 
 enum { RACE_THREADS = 8, RACE_ROUNDS = 40 };
@@ -1918,8 +1932,8 @@ static gpointer race_thread(gpointer data)
         procreg_entry cur = {0};
         a->rc[r] = procreg_register_key(
             a->reg, a->keys[r], NULL,
-            g_variant_new_parsed("{'thread': <int32 %i>}", a->tid), &cur,
-            NULL);
+            serialised(g_variant_new_parsed("{'thread': <int32 %i>}", a->tid)),
+            &cur, NULL);
         a->rev[r] = cur.revision;
         a->pid[r] = cur.owner.pid;
         a->seen[r] = -1;
@@ -1937,8 +1951,8 @@ static gpointer race_thread(gpointer data)
         a->cas_rc[r] = rc != 0 ? rc
                                : procreg_update_metadata_key(
                                      a->reg, a->keys[r],
-                                     g_variant_new_parsed(
-                                         "{'cas': <int32 %i>}", a->tid),
+                                     serialised(g_variant_new_parsed(
+                                         "{'cas': <int32 %i>}", a->tid)),
                                      PROCREG_UPDATE_REPLACE, seen_rev, NULL,
                                      NULL);
         barrier_wait(a->bar);
@@ -1956,8 +1970,8 @@ static gpointer race_thread(gpointer data)
 static void case_concurrent_register_race(Fixture *f)
 {
     Barrier bar = {.n = RACE_THREADS};
-    g_mutex_init(&bar.m);
-    g_cond_init(&bar.c);
+    pthread_mutex_init(&bar.m, NULL);
+    pthread_cond_init(&bar.c, NULL);
     procreg_key *keys[RACE_ROUNDS];
     for (int r = 0; r < RACE_ROUNDS; r++) {
         g_autofree char *name = g_strdup_printf("race-%d", r);
@@ -1975,8 +1989,8 @@ static void case_concurrent_register_race(Fixture *f)
         g_thread_join(th[t]);
     for (int r = 0; r < RACE_ROUNDS; r++)
         procreg_key_unref(keys[r]);
-    g_mutex_clear(&bar.m);
-    g_cond_clear(&bar.c);
+    pthread_mutex_destroy(&bar.m);
+    pthread_cond_destroy(&bar.c);
 
     g_autofree RaceArg *res = args;
     pid_t self = getpid();
@@ -2054,7 +2068,7 @@ static GVariant *torn_metadata(GRand *rnd, uint64_t prev)
                                        "'sum': <%u>}",
                                        (guint64)prev, payload, sum);
     g_free(payload);
-    return v;
+    return serialised(v);
 }
 
 /* An entry whose metadata says which revision it replaced and a checksum
@@ -2192,7 +2206,7 @@ static void case_concurrent_readers_writers(Fixture *f)
         g_assert_cmpint(rc, ==, 0);
     }
     FailLog log = {0};
-    g_mutex_init(&log.m);
+    pthread_mutex_init(&log.m, NULL);
     gint writes_ok = 0, reads_ok = 0;
     TornArg args[TORN_WRITERS + TORN_READERS];
     GThread *th[TORN_WRITERS + TORN_READERS];
@@ -2209,7 +2223,7 @@ static void case_concurrent_readers_writers(Fixture *f)
         g_thread_join(th[i]);
     for (int i = 0; i < TORN_KEYS; i++)
         procreg_key_unref(keys[i]);
-    g_mutex_clear(&log.m);
+    pthread_mutex_destroy(&log.m);
     g_autofree char *first = log.first;
     CHECK_MSG(log.failures == 0, "%d failures under concurrency; first: %s",
               log.failures, first);

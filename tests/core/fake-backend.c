@@ -12,23 +12,23 @@ typedef struct {
     uint64_t revision;
 } FakeItem;
 
-static GMutex last_lock;
+static pthread_mutex_t last_lock = PTHREAD_MUTEX_INITIALIZER;
 static FakeBackend *last_fake;
 static FakeDeco *last_deco;
 
 FakeBackend *fake_backend_last(void)
 {
-    g_mutex_lock(&last_lock);
+    pthread_mutex_lock(&last_lock);
     FakeBackend *fb = last_fake;
-    g_mutex_unlock(&last_lock);
+    pthread_mutex_unlock(&last_lock);
     return fb;
 }
 
 FakeDeco *fake_deco_last(void)
 {
-    g_mutex_lock(&last_lock);
+    pthread_mutex_lock(&last_lock);
     FakeDeco *d = last_deco;
-    g_mutex_unlock(&last_lock);
+    pthread_mutex_unlock(&last_lock);
     return d;
 }
 
@@ -140,7 +140,7 @@ static int fake_init_common(const procreg_backend_ops *ops,
 {
     FakeBackend *fb = g_new0(FakeBackend, 1);
     fb->ops = ops;
-    g_mutex_init(&fb->lock);
+    pthread_mutex_init(&fb->lock, NULL);
     fb->store = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                       item_free);
     fb->calls[FAKE_OP_INIT] = 1;
@@ -159,15 +159,15 @@ static int fake_init_common(const procreg_backend_ops *ops,
     }
     if (rc != 0) {
         g_hash_table_unref(fb->store);
-        g_mutex_clear(&fb->lock);
+        pthread_mutex_destroy(&fb->lock);
         g_free(fb->opt_a);
         g_free(fb->opt_b);
         g_free(fb);
         return rc;
     }
-    g_mutex_lock(&last_lock);
+    pthread_mutex_lock(&last_lock);
     last_fake = fb;
-    g_mutex_unlock(&last_lock);
+    pthread_mutex_unlock(&last_lock);
     *state = fb;
     return 0;
 }
@@ -188,12 +188,12 @@ DEFINE_INIT(fake_min_init, fake_min_ops)
 static void fake_destroy(void *state)
 {
     FakeBackend *fb = state;
-    g_mutex_lock(&last_lock);
+    pthread_mutex_lock(&last_lock);
     if (last_fake == fb)
         last_fake = NULL;
-    g_mutex_unlock(&last_lock);
+    pthread_mutex_unlock(&last_lock);
     g_hash_table_unref(fb->store);
-    g_mutex_clear(&fb->lock);
+    pthread_mutex_destroy(&fb->lock);
     if (fb->last_update)
         g_variant_unref(fb->last_update);
     if (fb->last_record.metadata)
@@ -212,7 +212,7 @@ static int fake_register(void *state, const procreg_key *key,
     int rc = failing(fb, FAKE_OP_REGISTER, error);
     if (rc == 0) {
         char *ks = key_string(key);
-        g_mutex_lock(&fb->lock);
+        pthread_mutex_lock(&fb->lock);
         if (fb->last_record.metadata)
             g_variant_unref(fb->last_record.metadata);
         fb->last_record = *record;
@@ -235,7 +235,7 @@ static int fake_register(void *state, const procreg_key *key,
             g_hash_table_insert(fb->store, ks, it);
             fill(it, current, true);
         }
-        g_mutex_unlock(&fb->lock);
+        pthread_mutex_unlock(&fb->lock);
     }
     leave(fb, FAKE_OP_REGISTER);
     return rc;
@@ -254,13 +254,13 @@ static int fake_lookup(void *state, const procreg_key *key, procreg_owner *out)
         ks[nl] = '\x1f';
         memcpy(ks + nl + 1, procreg_key_bytes(key) + nl + 1, key->name_len);
         ks[nl + 1 + key->name_len] = '\0';
-        g_mutex_lock(&fb->lock);
+        pthread_mutex_lock(&fb->lock);
         FakeItem *it = g_hash_table_lookup(fb->store, ks);
         if (it != NULL)
             *out = it->owner;
         else
             rc = PROCREG_ENOTFOUND;
-        g_mutex_unlock(&fb->lock);
+        pthread_mutex_unlock(&fb->lock);
     }
     leave(fb, FAKE_OP_LOOKUP);
     return rc;
@@ -274,13 +274,13 @@ static int fake_lookup_entry(void *state, const procreg_key *key,
     int rc = failing(fb, FAKE_OP_LOOKUP_ENTRY, error);
     if (rc == 0) {
         char *ks = key_string(key);
-        g_mutex_lock(&fb->lock);
+        pthread_mutex_lock(&fb->lock);
         FakeItem *it = g_hash_table_lookup(fb->store, ks);
         if (it != NULL)
             fill(it, out, false);
         else
             rc = procreg_set_error(error, PROCREG_ENOTFOUND, "fake: absent");
-        g_mutex_unlock(&fb->lock);
+        pthread_mutex_unlock(&fb->lock);
         g_free(ks);
     }
     leave(fb, FAKE_OP_LOOKUP_ENTRY);
@@ -296,7 +296,7 @@ static int fake_unregister(void *state, const procreg_key *key,
     int rc = failing(fb, FAKE_OP_UNREGISTER, error);
     if (rc == 0) {
         char *ks = key_string(key);
-        g_mutex_lock(&fb->lock);
+        pthread_mutex_lock(&fb->lock);
         FakeItem *it = g_hash_table_lookup(fb->store, ks);
         if (it == NULL) {
             rc = procreg_set_error(error, PROCREG_ENOTFOUND, "fake: absent");
@@ -307,7 +307,7 @@ static int fake_unregister(void *state, const procreg_key *key,
             fill(it, removed, true);
             g_hash_table_remove(fb->store, ks);
         }
-        g_mutex_unlock(&fb->lock);
+        pthread_mutex_unlock(&fb->lock);
         g_free(ks);
     }
     leave(fb, FAKE_OP_UNREGISTER);
@@ -348,9 +348,9 @@ static int fake_list_all(void *state, const char *ns, GArray *out,
     enter(fb, FAKE_OP_LIST_ALL);
     int rc = failing(fb, FAKE_OP_LIST_ALL, error);
     if (rc == 0) {
-        g_mutex_lock(&fb->lock);
+        pthread_mutex_lock(&fb->lock);
         append_matching(fb, ns, NULL, NULL, out);
-        g_mutex_unlock(&fb->lock);
+        pthread_mutex_unlock(&fb->lock);
     }
     leave(fb, FAKE_OP_LIST_ALL);
     return rc;
@@ -365,7 +365,7 @@ static int fake_update(void *state, const procreg_key *key,
     int rc = failing(fb, FAKE_OP_UPDATE, error);
     if (rc == 0) {
         char *ks = key_string(key);
-        g_mutex_lock(&fb->lock);
+        pthread_mutex_lock(&fb->lock);
         if (fb->last_update)
             g_variant_unref(fb->last_update);
         fb->last_update = metadata ? g_variant_ref(metadata) : NULL;
@@ -382,7 +382,7 @@ static int fake_update(void *state, const procreg_key *key,
             it->revision = ++fb->last_revision;
             fill(it, updated, true);
         }
-        g_mutex_unlock(&fb->lock);
+        pthread_mutex_unlock(&fb->lock);
         g_free(ks);
     }
     leave(fb, FAKE_OP_UPDATE);
@@ -408,9 +408,9 @@ static int fake_count(void *state, const char *ns, size_t *out,
     int rc = failing(fb, FAKE_OP_COUNT, error);
     if (rc == 0) {
         GArray *a = procreg_entry_array_new();
-        g_mutex_lock(&fb->lock);
+        pthread_mutex_lock(&fb->lock);
         append_matching(fb, ns, NULL, NULL, a);
-        g_mutex_unlock(&fb->lock);
+        pthread_mutex_unlock(&fb->lock);
         *out = a->len;
         g_array_unref(a);
     }
@@ -427,14 +427,14 @@ static int fake_list_names(void *state, const char *ns, size_t max,
     if (rc == 0) {
         GHashTableIter iter;
         gpointer v;
-        g_mutex_lock(&fb->lock);
+        pthread_mutex_lock(&fb->lock);
         g_hash_table_iter_init(&iter, fb->store);
         while (out->len < max && g_hash_table_iter_next(&iter, NULL, &v)) {
             FakeItem *it = v;
             if (strcmp(it->ns, ns) == 0)
                 g_ptr_array_add(out, g_strdup(it->name));
         }
-        g_mutex_unlock(&fb->lock);
+        pthread_mutex_unlock(&fb->lock);
     }
     leave(fb, FAKE_OP_LIST_NAMES);
     return rc;
@@ -449,7 +449,7 @@ static int fake_drop(void *state, const char *ns, GArray *removed,
     if (rc == 0) {
         GHashTableIter iter;
         gpointer v;
-        g_mutex_lock(&fb->lock);
+        pthread_mutex_lock(&fb->lock);
         g_hash_table_iter_init(&iter, fb->store);
         while (g_hash_table_iter_next(&iter, NULL, &v)) {
             FakeItem *it = v;
@@ -462,7 +462,7 @@ static int fake_drop(void *state, const char *ns, GArray *removed,
             }
             g_hash_table_iter_remove(&iter);
         }
-        g_mutex_unlock(&fb->lock);
+        pthread_mutex_unlock(&fb->lock);
     }
     leave(fb, FAKE_OP_DROP);
     return rc;
@@ -475,9 +475,9 @@ static int fake_find(void *state, const char *ns, const char *meta_key,
     enter(fb, FAKE_OP_FIND);
     int rc = failing(fb, FAKE_OP_FIND, error);
     if (rc == 0) {
-        g_mutex_lock(&fb->lock);
+        pthread_mutex_lock(&fb->lock);
         append_matching(fb, ns, meta_key, value, out);
-        g_mutex_unlock(&fb->lock);
+        pthread_mutex_unlock(&fb->lock);
     }
     leave(fb, FAKE_OP_FIND);
     return rc;
@@ -487,9 +487,9 @@ static int fake_memory(void *state, size_t *bytes)
 {
     FakeBackend *fb = state;
     enter(fb, FAKE_OP_MEMORY);
-    g_mutex_lock(&fb->lock);
+    pthread_mutex_lock(&fb->lock);
     *bytes = 64 * (size_t)g_hash_table_size(fb->store);
-    g_mutex_unlock(&fb->lock);
+    pthread_mutex_unlock(&fb->lock);
     leave(fb, FAKE_OP_MEMORY);
     return 0;
 }
@@ -574,9 +574,9 @@ static int deco_init(const procreg_spec *spec, procreg_backend_host *host,
         g_free(d);
         return rc;
     }
-    g_mutex_lock(&last_lock);
+    pthread_mutex_lock(&last_lock);
     last_deco = d;
-    g_mutex_unlock(&last_lock);
+    pthread_mutex_unlock(&last_lock);
     *state = d;
     return 0;
 }
@@ -584,10 +584,10 @@ static int deco_init(const procreg_spec *spec, procreg_backend_host *host,
 static void deco_destroy(void *state)
 {
     FakeDeco *d = state;
-    g_mutex_lock(&last_lock);
+    pthread_mutex_lock(&last_lock);
     if (last_deco == d)
         last_deco = NULL;
-    g_mutex_unlock(&last_lock);
+    pthread_mutex_unlock(&last_lock);
     procreg_backend_close(d->inner);
     g_free(d->inner_spec);
     g_free(d);

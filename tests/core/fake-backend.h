@@ -26,6 +26,8 @@
 #endif
 #include <procreg/backend.h>
 
+#include <pthread.h>
+
 typedef enum {
     FAKE_OP_INIT,
     FAKE_OP_DESTROY,
@@ -47,7 +49,7 @@ typedef enum {
 
 typedef struct {
     const procreg_backend_ops *ops;
-    GMutex lock; /* the fake's own store lock */
+    pthread_mutex_t lock; /* the fake's own store lock (pthread: TSan sees it) */
     GHashTable *store;
     uint64_t last_revision;
 

@@ -6,6 +6,7 @@
 #include "fake-backend.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -411,8 +412,8 @@ typedef struct {
     procreg *reg;
     int tid;
     int mode; /* 0: lookups, 1: registers, 2: mixed */
-    GCond *cond;
-    GMutex *mutex;
+    pthread_cond_t *cond;
+    pthread_mutex_t *mutex;
     gint *ready;
 } LockArg;
 
@@ -420,12 +421,12 @@ static gpointer lock_thread(gpointer data)
 {
     LockArg *a = data;
     /* Start together. */
-    g_mutex_lock(a->mutex);
+    pthread_mutex_lock(a->mutex);
     (*a->ready)++;
-    g_cond_broadcast(a->cond);
+    pthread_cond_broadcast(a->cond);
     while (*a->ready < LOCK_THREADS)
-        g_cond_wait(a->cond, a->mutex);
-    g_mutex_unlock(a->mutex);
+        pthread_cond_wait(a->cond, a->mutex);
+    pthread_mutex_unlock(a->mutex);
     for (int i = 0; i < 3; i++) {
         char name[32];
         g_snprintf(name, sizeof name, "t%d-%d", a->tid, i);
@@ -454,11 +455,9 @@ static FakeBackend *run_lock_threads(const procreg_backend_ops *ops, int mode,
     fb->sleep_us[FAKE_OP_LOOKUP] = LOCK_SLEEP_US;
     fb->sleep_us[FAKE_OP_REGISTER] = LOCK_SLEEP_US;
     fb->max_inside = fb->max_inside_reads = fb->max_inside_writes = 0;
-    GMutex mutex;
-    GCond cond;
+    pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
     gint ready = 0;
-    g_mutex_init(&mutex);
-    g_cond_init(&cond);
     LockArg args[LOCK_THREADS];
     GThread *th[LOCK_THREADS];
     for (int t = 0; t < LOCK_THREADS; t++) {
@@ -468,8 +467,8 @@ static FakeBackend *run_lock_threads(const procreg_backend_ops *ops, int mode,
     }
     for (int t = 0; t < LOCK_THREADS; t++)
         g_thread_join(th[t]);
-    g_mutex_clear(&mutex);
-    g_cond_clear(&cond);
+    pthread_mutex_destroy(&mutex);
+    pthread_cond_destroy(&cond);
     *reg_out = reg;
     return fb;
 }
