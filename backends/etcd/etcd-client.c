@@ -7,6 +7,7 @@
 #include <procreg/backend.h>
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <string.h>
 
 /* Longest reply we accept from a unary call. */
@@ -44,7 +45,7 @@ struct etcd_client {
     unsigned n;
     unsigned timeout_ms;
     gint current; /* atomic: the endpoint that answered last */
-    GMutex lock;  /* pool, last_error */
+    pthread_mutex_t lock;  /* pool, last_error */
     GPtrArray *idle;
     char **last_error; /* per endpoint, NULL when fine */
     struct curl_slist *hdr_leader; /* json + "require a leader" */
@@ -93,7 +94,7 @@ ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const char *const *endpoints,
     c->urls = g_strdupv((char **)endpoints);
     c->n = g_strv_length(c->urls);
     c->timeout_ms = timeout_ms;
-    g_mutex_init(&c->lock);
+    pthread_mutex_init(&c->lock, NULL);
     c->idle = g_ptr_array_new();
     c->last_error = g_new0(char *, c->n + 1);
     c->hdr_leader = make_headers(true);
@@ -119,7 +120,7 @@ ETCD_HIDDEN void procreg_etcd_client_free(etcd_client *c)
     g_strfreev(c->urls);
     curl_slist_free_all(c->hdr_leader);
     curl_slist_free_all(c->hdr_plain);
-    g_mutex_clear(&c->lock);
+    pthread_mutex_destroy(&c->lock);
     g_free(c);
 }
 
@@ -137,10 +138,10 @@ static size_t collect(char *data, size_t size, size_t nmemb, void *user)
 
 static conn *take_conn(etcd_client *c)
 {
-    g_mutex_lock(&c->lock);
+    pthread_mutex_lock(&c->lock);
     conn *k = c->idle->len ? g_ptr_array_steal_index_fast(c->idle, c->idle->len - 1)
                            : NULL;
-    g_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->lock);
     if (k != NULL)
         return k;
     k = g_new0(conn, 1);
@@ -169,24 +170,24 @@ static void give_conn(etcd_client *c, conn *k)
         g_string_free(k->buf, TRUE);
         k->buf = g_string_sized_new(1024);
     }
-    g_mutex_lock(&c->lock);
+    pthread_mutex_lock(&c->lock);
     bool keep = c->idle->len < POOL_MAX;
     if (keep)
         g_ptr_array_add(c->idle, k);
-    g_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->lock);
     if (!keep)
         conn_free(k);
 }
 
 static void set_endpoint_error(etcd_client *c, unsigned i, const char *why)
 {
-    g_mutex_lock(&c->lock);
+    pthread_mutex_lock(&c->lock);
     if (why == NULL ? c->last_error[i] != NULL
                     : g_strcmp0(c->last_error[i], why) != 0) {
         g_free(c->last_error[i]);
         c->last_error[i] = g_strdup(why);
     }
-    g_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->lock);
 }
 
 /* Parse an error reply {"error","message","code"} (unary) or
@@ -463,9 +464,9 @@ ETCD_HIDDEN char *procreg_etcd_client_endpoint_error(etcd_client *c,
 {
     if (i >= c->n)
         return NULL;
-    g_mutex_lock(&c->lock);
+    pthread_mutex_lock(&c->lock);
     char *e = g_strdup(c->last_error[i]);
-    g_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->lock);
     return e;
 }
 

@@ -30,7 +30,9 @@
 #endif
 #include <procreg/backend.h>
 
+#include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 #define DEFAULT_ENDPOINTS "http://127.0.0.1:2379"
 #define DEFAULT_PREFIX "/procreg"
@@ -97,8 +99,8 @@ typedef struct {
     bool serializable;
     bool watch_enabled;
 
-    GMutex lock; /* everything below up to the watch part */
-    GCond cond;
+    pthread_mutex_t lock; /* everything below up to the watch part */
+    pthread_cond_t cond;
     bool stopping;
     int64_t lease;          /* 0 while none */
     int64_t lease_ttl;      /* as granted */
@@ -112,7 +114,7 @@ typedef struct {
     guint64 reaped;
     GHashTable *owned;      /* GBytes etcd key -> owned_entry* */
     GHashTable *tombs;      /* GBytes etcd key -> gint64* [rev, when] */
-    GMutex renew_lock;      /* one lease grant at a time */
+    pthread_mutex_t renew_lock;      /* one lease grant at a time */
     GThread *keeper;
 
     /* watch: the mirror belongs to the watch thread */
@@ -125,6 +127,28 @@ typedef struct {
     guint64 mirror_bytes, watch_reconnects, compactions, corrupt_seen,
         notified; /* atomic */
 } etcd_state;
+
+/* pthread locks rather than GMutex/GCond: glib's are bare futexes that
+ * ThreadSanitizer cannot see.  Conditions wait on CLOCK_MONOTONIC, the
+ * clock of g_get_monotonic_time(). */
+static void cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+}
+
+/* Wait until signalled or @until (g_get_monotonic_time() µs); false on
+ * timeout. */
+static bool cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
+                            gint64 until)
+{
+    struct timespec ts = {.tv_sec = (time_t)(until / G_USEC_PER_SEC),
+                          .tv_nsec = (long)(until % G_USEC_PER_SEC) * 1000};
+    return pthread_cond_timedwait(c, m, &ts) == 0;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
@@ -146,9 +170,9 @@ static void atomic_sub(guint64 *p, guint64 n)
 
 static int64_t current_lease(etcd_state *s)
 {
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     int64_t l = s->lease;
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
     return l;
 }
 
@@ -428,9 +452,9 @@ static void owned_put_locked(etcd_state *s, const GString *key,
 static void owned_put(etcd_state *s, const GString *key, const char *value,
                       size_t len, int64_t rev, const procreg_owner *owner)
 {
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     owned_put_locked(s, key, value, len, rev, owner);
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Forget @key (@n bytes) after a removal at @rev; @tomb records it so a
@@ -453,9 +477,9 @@ static void owned_remove_locked(etcd_state *s, const void *key, size_t n,
 
 static void owned_remove(etcd_state *s, const void *key, size_t n, int64_t rev)
 {
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     owned_remove_locked(s, key, n, rev, true);
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -494,9 +518,9 @@ static int lease_grant(etcd_state *s, int64_t *id, int64_t *ttl,
  * notice).  The keeper re-registers what this instance owned. */
 static int lease_renew(etcd_state *s, int64_t old, GError **error)
 {
-    g_mutex_lock(&s->renew_lock);
+    pthread_mutex_lock(&s->renew_lock);
     int rc = 0;
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     bool done = s->lease != old;
     if (!done && old != 0) {
         s->lease = 0;
@@ -504,11 +528,11 @@ static int lease_renew(etcd_state *s, int64_t old, GError **error)
         s->last_loss = g_get_monotonic_time();
         s->restore_pending = true;
     }
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
     if (!done) {
         int64_t id = 0, ttl = 0;
         rc = lease_grant(s, &id, &ttl, error);
-        g_mutex_lock(&s->lock);
+        pthread_mutex_lock(&s->lock);
         if (rc == 0) {
             s->lease = id;
             s->lease_ttl = ttl;
@@ -522,10 +546,10 @@ static int lease_renew(etcd_state *s, int64_t old, GError **error)
                 "lease lost and not granted again: %s",
                 error && *error ? (*error)->message : procreg_strerror(rc));
         }
-        g_cond_broadcast(&s->cond);
-        g_mutex_unlock(&s->lock);
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
     }
-    g_mutex_unlock(&s->renew_lock);
+    pthread_mutex_unlock(&s->renew_lock);
     return rc;
 }
 
@@ -859,13 +883,13 @@ static int etcd_unregister(void *state, const procreg_key *key,
     /* The core removes the entries of owners that exited through this op;
      * tell the other hosts so. */
     procreg_event_reason reason = PROCREG_REASON_EXPLICIT;
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     GBytes *kb = g_bytes_new(k->str, k->len);
     owned_entry *mine = g_hash_table_lookup(s->owned, kb);
     if (mine != NULL && !procreg_owner_is_alive(&mine->owner))
         reason = PROCREG_REASON_OWNER_EXITED;
     g_bytes_unref(kb);
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
     GString *b = g_string_new("{\"compare\":[");
     if (if_revision != 0)
         cmp(b, k, "MOD", "EQUAL", "mod_revision", (int64_t)if_revision);
@@ -970,12 +994,12 @@ static int etcd_update_metadata(void *state, const procreg_key *key,
             JsonObject *o = json_node_get_object(reply);
             if (procreg_etcd_json_bool(o, "succeeded")) {
                 int64_t rev = header_revision(o);
-                g_mutex_lock(&s->lock);
+                pthread_mutex_lock(&s->lock);
                 GBytes *kb = g_bytes_new(k->str, k->len);
                 if (g_hash_table_contains(s->owned, kb))
                     owned_put_locked(s, k, value, vlen, rev, &v.owner);
                 g_bytes_unref(kb);
-                g_mutex_unlock(&s->lock);
+                pthread_mutex_unlock(&s->lock);
                 fill_entry(&v, rev, NULL, NULL, updated);
             } else {
                 rc = PROCREG_ECONFLICT;
@@ -1123,7 +1147,7 @@ static int etcd_drop_namespace(void *state, const char *ns, GArray *removed,
     JsonArray *prev = procreg_etcd_json_array(
         txn_response(o, 0, "response_delete_range"), "prev_kvs");
     guint n = prev ? json_array_get_length(prev) : 0;
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     for (guint i = 0; i < n; i++) {
         JsonNode *node = json_array_get_element(prev, i);
         etcd_kv kv;
@@ -1148,7 +1172,7 @@ static int etcd_drop_namespace(void *state, const char *ns, GArray *removed,
         }
         kv_clear(&kv);
     }
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
     json_node_unref(reply);
     return 0;
 }
@@ -1161,7 +1185,7 @@ static int etcd_drop_namespace(void *state, const char *ns, GArray *removed,
  * else took meanwhile are listed in s->unrestored. */
 static void restore_owned(etcd_state *s)
 {
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     s->restore_pending = false;
     int64_t lease = s->lease;
     GPtrArray *keys = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
@@ -1173,7 +1197,7 @@ static void restore_owned(etcd_state *s)
     if (s->unrestored != NULL)
         g_ptr_array_unref(s->unrestored);
     s->unrestored = g_ptr_array_new_with_free_func(g_free);
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
     if (lease == 0) {
         g_ptr_array_unref(keys);
         return;
@@ -1182,11 +1206,11 @@ static void restore_owned(etcd_state *s)
         gsize klen;
         const char *kraw = g_bytes_get_data(keys->pdata[i], &klen);
         GString *key = g_string_new_len(kraw, (gssize)klen);
-        g_mutex_lock(&s->lock);
+        pthread_mutex_lock(&s->lock);
         owned_entry *o = g_hash_table_lookup(s->owned, keys->pdata[i]);
         char *value = o ? g_strndup(o->value, o->value_len) : NULL;
         size_t vlen = o ? o->value_len : 0;
-        g_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->lock);
         etcd_value v;
         const char *why;
         if (value == NULL ||
@@ -1197,9 +1221,9 @@ static void restore_owned(etcd_state *s)
         }
         g_free(value);
         if (!procreg_owner_is_alive(&v.owner)) {
-            g_mutex_lock(&s->lock);
+            pthread_mutex_lock(&s->lock);
             g_hash_table_remove(s->owned, keys->pdata[i]);
-            g_mutex_unlock(&s->lock);
+            pthread_mutex_unlock(&s->lock);
             procreg_etcd_value_clear(&v);
             g_string_free(key, TRUE);
             continue;
@@ -1240,20 +1264,20 @@ static void restore_owned(etcd_state *s)
                                           (int)hv.owner.pid, hv.host);
                     procreg_etcd_value_clear(&hv);
                 }
-                g_mutex_lock(&s->lock);
+                pthread_mutex_lock(&s->lock);
                 g_hash_table_remove(s->owned, keys->pdata[i]);
                 g_ptr_array_add(s->unrestored,
                                 g_strdup_printf("%s/%s (taken by %s)",
                                                 ns ? ns : "?",
                                                 name ? name : "?",
                                                 who ? who : "another owner"));
-                g_mutex_unlock(&s->lock);
+                pthread_mutex_unlock(&s->lock);
                 g_free(who);
             }
             kv_clear(&held);
             json_node_unref(reply);
         } else {
-            g_mutex_lock(&s->lock);
+            pthread_mutex_lock(&s->lock);
             /* Try again on the next tick. */
             s->restore_pending = true;
             g_ptr_array_add(s->unrestored,
@@ -1261,7 +1285,7 @@ static void restore_owned(etcd_state *s)
                                             name ? name : "?",
                                             err ? err->message
                                                 : procreg_strerror(rc)));
-            g_mutex_unlock(&s->lock);
+            pthread_mutex_unlock(&s->lock);
         }
         g_clear_error(&err);
         g_free(ns);
@@ -1278,7 +1302,7 @@ static void reap_dead_owners(etcd_state *s)
 {
     GPtrArray *dead = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
     GArray *revs = g_array_new(FALSE, FALSE, sizeof(int64_t));
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     GHashTableIter it;
     gpointer k, val;
     g_hash_table_iter_init(&it, s->owned);
@@ -1289,7 +1313,7 @@ static void reap_dead_owners(etcd_state *s)
             g_array_append_val(revs, o->mod_rev);
         }
     }
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
     for (guint i = 0; i < dead->len; i++) {
         gsize n;
         const char *raw = g_bytes_get_data(dead->pdata[i], &n);
@@ -1299,12 +1323,12 @@ static void reap_dead_owners(etcd_state *s)
                   PROCREG_REASON_OWNER_EXITED, &removed, NULL) == 0) {
             if (removed)
                 atomic_add(&s->reaped, 1);
-            g_mutex_lock(&s->lock);
+            pthread_mutex_lock(&s->lock);
             /* Gone or changed: either way no longer the entry we knew. */
             owned_entry *o = g_hash_table_lookup(s->owned, dead->pdata[i]);
             if (o != NULL && o->mod_rev == g_array_index(revs, int64_t, i))
                 g_hash_table_remove(s->owned, dead->pdata[i]);
-            g_mutex_unlock(&s->lock);
+            pthread_mutex_unlock(&s->lock);
         }
         g_string_free(key, TRUE);
     }
@@ -1334,7 +1358,7 @@ static bool keepalive_once(etcd_state *s, int64_t lease, unsigned budget_ms)
     int rc = procreg_etcd_call_timeout(s->client, "/v3/lease/keepalive", body,
                                        0, budget_ms, &reply, &err);
     bool alive = true;
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     if (rc == 0) {
         JsonObject *res = procreg_etcd_json_obj(json_node_get_object(reply),
                                                 "result");
@@ -1360,7 +1384,7 @@ static bool keepalive_once(etcd_state *s, int64_t lease, unsigned budget_ms)
                                           err ? err->message
                                               : procreg_strerror(rc));
     }
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
     g_clear_error(&err);
     return alive;
 }
@@ -1368,17 +1392,17 @@ static bool keepalive_once(etcd_state *s, int64_t lease, unsigned budget_ms)
 static gpointer keeper_main(gpointer data)
 {
     etcd_state *s = data;
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     for (;;) {
         gint64 interval_us = MAX(s->lease_ttl, 1) * G_USEC_PER_SEC / 3;
         gint64 until = g_get_monotonic_time() + interval_us;
         while (!s->stopping && !s->kick && g_get_monotonic_time() < until)
-            g_cond_wait_until(&s->cond, &s->lock, until);
+            cond_wait_until(&s->cond, &s->lock, until);
         if (s->stopping)
             break;
         s->kick = false;
         int64_t lease = s->lease;
-        g_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->lock);
 
         unsigned budget = (unsigned)MIN((gint64)s->timeout_ms,
                                         MAX(interval_us / 1000, 200));
@@ -1386,16 +1410,16 @@ static gpointer keeper_main(gpointer data)
             lease_renew(s, 0, NULL);
         else if (!keepalive_once(s, lease, budget))
             lease_renew(s, lease, NULL);
-        g_mutex_lock(&s->lock);
+        pthread_mutex_lock(&s->lock);
         bool restore = s->restore_pending && s->lease != 0 && !s->stopping;
-        g_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->lock);
         if (restore)
             restore_owned(s);
         reap_dead_owners(s);
-        g_mutex_lock(&s->lock);
+        pthread_mutex_lock(&s->lock);
         prune_tombs_locked(s);
     }
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
     return NULL;
 }
 
@@ -1550,7 +1574,7 @@ static void apply_event(etcd_state *s, JsonObject *ev, GArray *markers)
         mirror_set(s, s->mirror, &kv);
         if (strcmp(writer, s->writer) != 0) {
             /* Another writer touched a key we own: follow it. */
-            g_mutex_lock(&s->lock);
+            pthread_mutex_lock(&s->lock);
             GBytes *kb = g_bytes_new(kv.key, kv.key_len);
             owned_entry *o = g_hash_table_lookup(s->owned, kb);
             /* On another lease, the key was taken after ours expired:
@@ -1563,7 +1587,7 @@ static void apply_event(etcd_state *s, JsonObject *ev, GArray *markers)
                 o->mod_rev = kv.mod_rev;
             }
             g_bytes_unref(kb);
-            g_mutex_unlock(&s->lock);
+            pthread_mutex_unlock(&s->lock);
             notify(s, created ? PROCREG_EVENT_REGISTERED : PROCREG_EVENT_UPDATED,
                    PROCREG_REASON_NONE, kv.key, kv.key_len, kv.value,
                    kv.value_len, kv.mod_rev);
@@ -1588,9 +1612,9 @@ static void apply_event(etcd_state *s, JsonObject *ev, GArray *markers)
         mirror_remove(s, s->mirror, kv.key, kv.key_len);
         if (m != NULL) {
             /* An explicit removal: no longer ours to re-register. */
-            g_mutex_lock(&s->lock);
+            pthread_mutex_lock(&s->lock);
             owned_remove_locked(s, kv.key, kv.key_len, kv.mod_rev, true);
-            g_mutex_unlock(&s->lock);
+            pthread_mutex_unlock(&s->lock);
         }
         if (m == NULL || strcmp(m->writer, s->writer) != 0)
             notify(s, PROCREG_EVENT_UNREGISTERED,
@@ -1613,10 +1637,10 @@ typedef struct {
 
 static void set_watch_error(etcd_state *s, const char *msg)
 {
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     g_free(s->watch_error);
     s->watch_error = g_strdup(msg);
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
 }
 
 static bool watch_line(const char *line, size_t len, void *user)
@@ -1651,12 +1675,12 @@ static bool watch_line(const char *line, size_t len, void *user)
     }
     if (procreg_etcd_json_bool(res, "created")) {
         c->created = true;
-        g_mutex_lock(&s->lock);
+        pthread_mutex_lock(&s->lock);
         g_atomic_int_set(&s->watch_connected, 1);
         g_free(s->watch_error);
         s->watch_error = NULL;
-        g_cond_broadcast(&s->cond);
-        g_mutex_unlock(&s->lock);
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
     }
     if (procreg_etcd_json_bool(res, "canceled")) {
         int64_t compact = 0;
@@ -1805,12 +1829,12 @@ static int resync(etcd_state *s, GError **error)
 
 static bool wait_stopping(etcd_state *s, unsigned ms)
 {
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     gint64 until = g_get_monotonic_time() + (gint64)ms * 1000;
     while (!s->stopping && g_get_monotonic_time() < until)
-        g_cond_wait_until(&s->cond, &s->lock, until);
+        cond_wait_until(&s->cond, &s->lock, until);
     bool stop = s->stopping;
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
     return stop;
 }
 
@@ -1934,7 +1958,7 @@ static int etcd_health_check(void *state, GVariantDict *details,
                                cs.n_endpoints);
     }
 
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     gint64 now = g_get_monotonic_time();
     g_variant_dict_insert(details, "lease", "x", (gint64)s->lease);
     g_variant_dict_insert(details, "lease_ttl", "x", (gint64)s->lease_ttl);
@@ -1992,7 +2016,7 @@ static int etcd_health_check(void *state, GVariantDict *details,
                                    s->watch_error ? s->watch_error : "");
         }
     }
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
     if (msg->len > 0)
         *message = g_string_free(msg, FALSE);
     else
@@ -2013,12 +2037,12 @@ static void etcd_stats(void *state, GVariantDict *out)
                           procreg_etcd_client_endpoint(s->client, cs.current));
     g_variant_dict_insert(out, "prefix", "s", s->prefix->str);
     g_variant_dict_insert(out, "host_id", "s", s->host_id);
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     g_variant_dict_insert(out, "lease", "x", (gint64)s->lease);
     g_variant_dict_insert(out, "lease_ttl", "x", (gint64)s->lease_ttl);
     g_variant_dict_insert(out, "leases_lost", "u", s->leases_lost);
     g_variant_dict_insert(out, "owned", "u", g_hash_table_size(s->owned));
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
     g_variant_dict_insert(out, "reaped", "t", (guint64)atomic_get(&s->reaped));
     g_variant_dict_insert(out, "watch_revision", "x",
                           (gint64)__atomic_load_n(&s->watch_rev, __ATOMIC_ACQUIRE));
@@ -2036,14 +2060,14 @@ static int etcd_memory_usage(void *state, size_t *bytes)
 {
     etcd_state *s = state;
     size_t n = (size_t)atomic_get(&s->mirror_bytes);
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     GHashTableIter it;
     gpointer k, val;
     g_hash_table_iter_init(&it, s->owned);
     while (g_hash_table_iter_next(&it, &k, &val))
         n += g_bytes_get_size(k) + ((owned_entry *)val)->value_len +
              sizeof(owned_entry);
-    g_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
     *bytes = n;
     return 0;
 }
@@ -2201,9 +2225,9 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
                      void **state, GError **error)
 {
     etcd_state *s = g_new0(etcd_state, 1);
-    g_mutex_init(&s->lock);
-    g_mutex_init(&s->renew_lock);
-    g_cond_init(&s->cond);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->renew_lock, NULL);
+    cond_init_monotonic(&s->cond);
     s->host = host;
     s->owned = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
                                      (GDestroyNotify)g_bytes_unref, owned_free);
@@ -2263,11 +2287,11 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
          * wait (briefly) for the watch to be in place. */
         gint64 until = g_get_monotonic_time() +
                        (gint64)MIN(s->timeout_ms, 2000) * 1000;
-        g_mutex_lock(&s->lock);
+        pthread_mutex_lock(&s->lock);
         while (!g_atomic_int_get(&s->watch_connected) &&
                g_get_monotonic_time() < until)
-            g_cond_wait_until(&s->cond, &s->lock, until);
-        g_mutex_unlock(&s->lock);
+            cond_wait_until(&s->cond, &s->lock, until);
+        pthread_mutex_unlock(&s->lock);
     }
     *state = s;
     return 0;
@@ -2276,10 +2300,10 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
 static void etcd_destroy(void *state)
 {
     etcd_state *s = state;
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     s->stopping = true;
-    g_cond_broadcast(&s->cond);
-    g_mutex_unlock(&s->lock);
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
     if (s->stream != NULL)
         procreg_etcd_stream_stop(s->stream);
     if (s->watcher != NULL)
@@ -2303,9 +2327,9 @@ static void etcd_destroy(void *state)
         g_string_free(s->why_key, TRUE);
     g_free(s->keeper_error);
     g_free(s->watch_error);
-    g_cond_clear(&s->cond);
-    g_mutex_clear(&s->lock);
-    g_mutex_clear(&s->renew_lock);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->renew_lock);
     g_free(s);
 }
 

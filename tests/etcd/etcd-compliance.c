@@ -25,6 +25,7 @@ static char *replace(const char *s, const char *what, const char *with)
 
 int main(int argc, char **argv)
 {
+    etcd_harness_env(argv);
     etcd_harness_args(&argc, argv);
     if (argc != 3) {
         fprintf(stderr, "usage: %s PROCREG-COMPLIANCE SPEC-TEMPLATE "

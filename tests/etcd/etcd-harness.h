@@ -40,6 +40,15 @@ typedef struct {
  * message when there is none. */
 const char *etcd_harness_require(void);
 
+/* First thing in main(): run with G_SLICE=always-malloc (the program
+ * executes itself again with it when it is not set).  glib 2.74's slice
+ * allocator hands memory between threads under futex locks that
+ * ThreadSanitizer cannot see, which it reports as races wherever backend
+ * threads allocate GVariants or GBytes; plain malloc it understands.  glib
+ * reads G_SLICE once, possibly before main(), hence the re-execution.
+ * Child processes (the compliance suite) inherit it. */
+void etcd_harness_env(char **argv);
+
 /* Take --etcd-bin=PATH out of @argv (it sets $ETCD_BIN). */
 void etcd_harness_args(int *argc, char **argv);
 

@@ -123,6 +123,7 @@ static void bench(const char *label, const char *spec, int threads,
 
 int main(int argc, char **argv)
 {
+    etcd_harness_env(argv);
     etcd_harness_args(&argc, argv);
     double seconds = 2.0;
     int threads = 4;

@@ -2,6 +2,29 @@
 #include "etcd-test-util.h"
 
 #include <string.h>
+#include <time.h>
+
+/* pthread locks rather than GMutex/GCond: glib's are bare futexes that
+ * ThreadSanitizer cannot see.  Conditions wait on CLOCK_MONOTONIC, the
+ * clock of g_get_monotonic_time(). */
+static void cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+}
+
+/* Wait until signalled or @until (g_get_monotonic_time() µs); false on
+ * timeout. */
+static bool cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
+                            gint64 until)
+{
+    struct timespec ts = {.tv_sec = (time_t)(until / G_USEC_PER_SEC),
+                          .tv_nsec = (long)(until % G_USEC_PER_SEC) * 1000};
+    return pthread_cond_timedwait(c, m, &ts) == 0;
+}
 
 static void rec_event_free(gpointer p)
 {
@@ -24,17 +47,17 @@ static void on_event(procreg *reg, const procreg_event *ev, gpointer user)
         e->pid = ev->entry->owner.pid;
         e->revision = ev->entry->revision;
     }
-    g_mutex_lock(&r->m);
+    pthread_mutex_lock(&r->m);
     g_ptr_array_add(r->events, e);
-    g_cond_broadcast(&r->c);
-    g_mutex_unlock(&r->m);
+    pthread_cond_broadcast(&r->c);
+    pthread_mutex_unlock(&r->m);
 }
 
 void recorder_start(recorder *r, procreg *reg)
 {
     memset(r, 0, sizeof *r);
-    g_mutex_init(&r->m);
-    g_cond_init(&r->c);
+    pthread_mutex_init(&r->m, NULL);
+    cond_init_monotonic(&r->c);
     r->events = g_ptr_array_new_with_free_func(rec_event_free);
     r->reg = reg;
     GError *err = NULL;
@@ -49,8 +72,8 @@ void recorder_stop(recorder *r)
     if (r->reg != NULL)
         procreg_unsubscribe(r->reg, r->sub);
     g_ptr_array_unref(r->events);
-    g_mutex_clear(&r->m);
-    g_cond_clear(&r->c);
+    pthread_mutex_destroy(&r->m);
+    pthread_cond_destroy(&r->c);
     memset(r, 0, sizeof *r);
 }
 
@@ -67,12 +90,12 @@ const rec_event *recorder_wait(recorder *r, procreg_event_kind kind,
 {
     gint64 until = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
     const rec_event *found = NULL;
-    g_mutex_lock(&r->m);
+    pthread_mutex_lock(&r->m);
     for (;;) {
         for (guint i = 0; i < r->events->len && found == NULL; i++)
             if (matches(r->events->pdata[i], kind, reason, ns, name))
                 found = r->events->pdata[i];
-        if (found != NULL || !g_cond_wait_until(&r->c, &r->m, until))
+        if (found != NULL || !cond_wait_until(&r->c, &r->m, until))
             break;
     }
     if (found == NULL) {
@@ -81,7 +104,7 @@ const rec_event *recorder_wait(recorder *r, procreg_event_kind kind,
             if (matches(r->events->pdata[i], kind, reason, ns, name))
                 found = r->events->pdata[i];
     }
-    g_mutex_unlock(&r->m);
+    pthread_mutex_unlock(&r->m);
     return found;
 }
 
@@ -89,17 +112,17 @@ guint recorder_count(recorder *r, procreg_event_kind kind, const char *ns,
                      const char *name)
 {
     guint n = 0;
-    g_mutex_lock(&r->m);
+    pthread_mutex_lock(&r->m);
     for (guint i = 0; i < r->events->len; i++)
         n += matches(r->events->pdata[i], kind, -1, ns, name);
-    g_mutex_unlock(&r->m);
+    pthread_mutex_unlock(&r->m);
     return n;
 }
 
 char *recorder_dump(recorder *r)
 {
     GString *s = g_string_new(NULL);
-    g_mutex_lock(&r->m);
+    pthread_mutex_lock(&r->m);
     for (guint i = 0; i < r->events->len; i++) {
         const rec_event *e = r->events->pdata[i];
         g_string_append_printf(s, "[%s %s %s/%s%s] ",
@@ -107,7 +130,7 @@ char *recorder_dump(recorder *r)
                                procreg_event_reason_name(e->reason), e->ns,
                                e->name, e->external ? " external" : "");
     }
-    g_mutex_unlock(&r->m);
+    pthread_mutex_unlock(&r->m);
     return g_string_free(s, FALSE);
 }
 

@@ -4,6 +4,7 @@
 
 #include <procreg/procreg.h>
 
+#include <pthread.h>
 #include <stdbool.h>
 
 /* Events a subscriber saw. */
@@ -18,8 +19,8 @@ typedef struct {
 } rec_event;
 
 typedef struct {
-    GMutex m;
-    GCond c;
+    pthread_mutex_t m;
+    pthread_cond_t c;
     GPtrArray *events; /* rec_event* */
     uint64_t sub;
     procreg *reg;

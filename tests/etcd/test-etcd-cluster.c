@@ -234,6 +234,7 @@ static void test_compaction_resync(void)
 
 int main(int argc, char **argv)
 {
+    etcd_harness_env(argv);
     etcd_harness_args(&argc, argv);
     g_test_init(&argc, &argv, NULL);
     etcd_harness_require();

@@ -763,6 +763,7 @@ static void test_optimized_fresh(void)
 
 int main(int argc, char **argv)
 {
+    etcd_harness_env(argv);
     if (argc == 5 && strcmp(argv[1], "--child") == 0)
         return child_main(argv[2], argv[3], argv[4]);
     etcd_harness_args(&argc, argv);
