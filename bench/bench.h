@@ -186,6 +186,7 @@ typedef struct {
 
     uint32_t *zipf;         /* BENCH_ZIPF_SAMPLES key indices, or NULL */
 
+    GVariant **metadata;     /* n_keys dictionaries, or NULL */
     GVariant **group_values; /* n_groups int32 values for find */
     GVariant *update_md[4];  /* metadata dictionaries for update */
 
@@ -196,8 +197,11 @@ typedef struct {
 #define BENCH_AHEAD 8
 #define BENCH_ZIPF_S 0.99
 
+/* @metadata: build every key's metadata now (bench_key_metadata() then
+ * hands out references to it). */
 int bench_dataset_init(bench_dataset *ds, size_t n_keys, size_t threads,
-                       bool zipf, uint64_t seed, GError **error);
+                       bool zipf, bool metadata, uint64_t seed,
+                       GError **error);
 void bench_dataset_clear(bench_dataset *ds);
 /* The metadata a key is registered with: a new (full) reference to a
  * serialised a{sv}. */

@@ -25,7 +25,7 @@ static uint64_t splitmix64(uint64_t *s)
 
 static const char *const roles[] = {"api", "db", "cache", "worker"};
 
-GVariant *bench_key_metadata(const bench_dataset *ds, size_t index)
+static GVariant *build_metadata(const bench_dataset *ds, size_t index)
 {
     const bench_key *k = &ds->keys[index];
     GVariantBuilder b;
@@ -44,6 +44,12 @@ GVariant *bench_key_metadata(const bench_dataset *ds, size_t index)
     GVariant *flat = g_variant_take_ref(g_variant_get_normal_form(tree));
     g_variant_unref(tree);
     return flat;
+}
+
+GVariant *bench_key_metadata(const bench_dataset *ds, size_t index)
+{
+    return ds->metadata ? g_variant_ref(ds->metadata[index])
+                        : build_metadata(ds, index);
 }
 
 static int key_fill(bench_key *k, const char *ns, const char *name,
@@ -110,7 +116,8 @@ static uint32_t *zipf_samples(size_t n, double s, uint64_t *rng)
 }
 
 int bench_dataset_init(bench_dataset *ds, size_t n_keys, size_t threads,
-                       bool zipf, uint64_t seed, GError **error)
+                       bool zipf, bool metadata, uint64_t seed,
+                       GError **error)
 {
     memset(ds, 0, sizeof *ds);
     if (n_keys == 0 || n_keys > 100000000) {
@@ -201,6 +208,12 @@ int bench_dataset_init(bench_dataset *ds, size_t n_keys, size_t threads,
 
     if (zipf)
         ds->zipf = zipf_samples(n_keys, BENCH_ZIPF_S, &rng);
+    if (metadata) {
+        /* Built once: every target registers the same dictionaries. */
+        ds->metadata = g_new(GVariant *, n_keys);
+        for (size_t m = 0; m < n_keys; m++)
+            ds->metadata[m] = build_metadata(ds, m);
+    }
     return 0;
 
 fail:
@@ -233,5 +246,10 @@ void bench_dataset_clear(bench_dataset *ds)
         if (ds->update_md[u])
             g_variant_unref(ds->update_md[u]);
     g_free(ds->zipf);
+    if (ds->metadata) {
+        for (size_t m = 0; m < ds->n_keys; m++)
+            g_variant_unref(ds->metadata[m]);
+        g_free(ds->metadata);
+    }
     memset(ds, 0, sizeof *ds);
 }

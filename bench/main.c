@@ -703,7 +703,7 @@ int main(int argc, char **argv)
         bench_dataset ds;
         if (!opt_quiet)
             fprintf(stderr, "procreg-bench: generating %zu keys\n", n_keys);
-        if (bench_dataset_init(&ds, n_keys, (size_t)max_threads, want_zipf,
+        if (bench_dataset_init(&ds, n_keys, (size_t)max_threads, want_zipf, true,
                                params.seed, &error) < 0) {
             fprintf(stderr, "procreg-bench: %s\n", error->message);
             return 1;

@@ -891,7 +891,7 @@ int bench_memory_probe_child(const char *label, size_t n_keys, uint64_t seed)
 {
     bench_dataset ds;
     GError *error = NULL;
-    if (bench_dataset_init(&ds, n_keys, 1, false, seed, &error) < 0) {
+    if (bench_dataset_init(&ds, n_keys, 1, false, false, seed, &error) < 0) {
         fprintf(stderr, "%s\n", error->message);
         return 1;
     }
