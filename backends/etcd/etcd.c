@@ -1203,6 +1203,13 @@ static void restore_owned(etcd_state *s)
         return;
     }
     for (guint i = 0; i < keys->len; i++) {
+        pthread_mutex_lock(&s->lock);
+        bool stopping = s->stopping;
+        if (stopping)
+            s->restore_pending = true;
+        pthread_mutex_unlock(&s->lock);
+        if (stopping)
+            break;
         gsize klen;
         const char *kraw = g_bytes_get_data(keys->pdata[i], &klen);
         GString *key = g_string_new_len(kraw, (gssize)klen);
@@ -1315,6 +1322,11 @@ static void reap_dead_owners(etcd_state *s)
     }
     pthread_mutex_unlock(&s->lock);
     for (guint i = 0; i < dead->len; i++) {
+        pthread_mutex_lock(&s->lock);
+        bool stopping = s->stopping;
+        pthread_mutex_unlock(&s->lock);
+        if (stopping)
+            break;
         gsize n;
         const char *raw = g_bytes_get_data(dead->pdata[i], &n);
         GString *key = g_string_new_len(raw, (gssize)n);
