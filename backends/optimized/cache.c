@@ -2,16 +2,19 @@
  * The optimized decorator's TTL lookup cache.
  *
  * Readers (lookup, lookup_entry) take no lock: a ck_epoch read section on
- * the thread's own record (ck-common), one ck_hs_get with the key's
- * prepared hash, and a copy of the owner.  Entries are immutable once
+ * the thread's own record (ck-common), one ck_ht_get_spmc with the key's
+ * prepared hash, and a copy of the owner.  (ck_ht rather than ck_hs:
+ * its slots keep each key's hash, so a probe compares hashes in the table
+ * and reads only the entry that matches; ck_hs, without pointer packing
+ * in this build of ck, reads every entry on the probe path.)  Entries are immutable once
  * published except for their `referenced` byte, which a reader stores
  * (plain, relaxed) only when it is not already set, so a hot entry's line
  * is not written on every hit.  Counters are per thread (see the shards
  * below): a hit does no atomic read-modify-write on shared memory.
  *
  * Writers (fills after a miss, writes through the decorator,
- * invalidations) hold the cache lock, one at a time (ck_hs is single
- * writer, many readers).  Replaced and removed entries, and ck_hs tables
+ * invalidations) hold the cache lock, one at a time (ck_ht is single
+ * writer, many readers).  Replaced and removed entries, and ck_ht tables
  * replaced when it grows, are retired through the epoch and freed once no
  * read section can still see them.
  *
@@ -31,7 +34,7 @@
 
 #include "../ck-common/ck-common.h"
 
-#include <ck_hs.h>
+#include <ck_ht.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,20 +44,49 @@
 #define OPT_SHARDS 64
 /* Invalidation generations: a write bumps its key's stripe. */
 #define OPT_GEN_STRIPES 64
-/* ck_hs table size to start with (it doubles as it fills). */
-#define OPT_HS_INITIAL 64
+/* ck_ht slots to start with (it doubles as it fills, at load 1/2). */
+#define OPT_HT_INITIAL 128
 
+/* A cache entry: one allocation, aligned to a cache line, laid out so
+ * that a hit reads one line for keys of up to 31 bytes: ck_ht compares
+ * the key bytes, then the reader checks expiry and kind and copies the
+ * owner.  What only FULL entries and writers need follows the key
+ * (opt_ctail). */
 typedef struct {
     int64_t expires_ns; /* coarse monotonic */
-    procreg_owner owner;
+    uint64_t start_time;
+    pid_t pid;
+    uint16_t ns_len;
+    uint8_t kind; /* opt_kind */
+    _Atomic uint8_t referenced;
+    uint16_t name_len;
+    uint16_t pad;
+    uint32_t ring_slot; /* writer only */
+    char key[];         /* ns \0 name \0 */
+} opt_centry;
+
+typedef struct {
+    uint64_t hash;      /* the key's */
     GVariant *metadata; /* FULL entries: a reference, or NULL */
     int64_t registered_at;
     uint64_t revision;
-    uint32_t ring_slot; /* writer only */
-    uint8_t kind;       /* opt_kind */
-    _Atomic uint8_t referenced;
-    procreg_key key;    /* last: the key bytes follow (ns\0name\0) */
-} opt_centry;
+} opt_ctail;
+
+static inline size_t opt_centry_key_size(const opt_centry *e)
+{
+    return (size_t)e->ns_len + 1 + e->name_len;
+}
+
+static inline size_t opt_ctail_offset(size_t key_size)
+{
+    return (offsetof(opt_centry, key) + key_size + 1 + 7) & ~(size_t)7;
+}
+
+static inline opt_ctail *opt_centry_tail(const opt_centry *e)
+{
+    return (opt_ctail *)(void *)((char *)e +
+                                 opt_ctail_offset(opt_centry_key_size(e)));
+}
 
 /* One thread's counters (or, for the last shard, every thread beyond
  * OPT_SHARDS): a cache line of its own. */
@@ -66,8 +98,8 @@ typedef struct {
 } __attribute__((aligned(64))) opt_shard;
 
 struct opt_cache {
-    /* Read by every reader; written only when ck_hs grows. */
-    ck_hs_t hs;
+    /* Read by every reader; written only when ck_ht grows. */
+    ck_ht_t ht;
     int64_t ttl_ns;
     uint64_t capacity;
     bool negative;
@@ -87,7 +119,7 @@ struct opt_cache {
     uint32_t hand;       /* the CLOCK hand */
     uint64_t n_entries;
     size_t entry_bytes;
-    size_t table_bytes;  /* ck_hs allocations alive */
+    size_t table_bytes;  /* ck_ht allocations alive */
     uint64_t removals_since_gc;
     uint64_t fills, fill_races, updates, invalidations, evictions;
 };
@@ -178,19 +210,19 @@ static inline void opt_count(_Atomic uint64_t *c, unsigned int slot)
 }
 
 /* ------------------------------------------------------------------------ */
-/* ck_hs glue                                                               */
+/* ck_ht glue                                                               */
 
 /* ck_malloc has no context argument: the cache whose lock this thread
  * holds is found here (saved and restored, so caches may nest). */
 static _Thread_local opt_cache *opt_cache_writer;
 
-static void *opt_hs_malloc(size_t size)
+static void *opt_ht_malloc(size_t size)
 {
     opt_cache *c = opt_cache_writer;
     void *p;
 
     if (c == NULL) {
-        g_critical("optimized: ck_hs allocated outside a write");
+        g_critical("optimized: ck_ht allocated outside a write");
         return NULL;
     }
     p = malloc(size);
@@ -199,7 +231,7 @@ static void *opt_hs_malloc(size_t size)
     return p;
 }
 
-static void opt_hs_free(void *p, size_t size, bool defer)
+static void opt_ht_free(void *p, size_t size, bool defer)
 {
     opt_cache *c = opt_cache_writer;
 
@@ -207,7 +239,7 @@ static void opt_hs_free(void *p, size_t size, bool defer)
         return;
     if (c == NULL) {
         /* Which epoch protects it is unknown: leaking is the safe way. */
-        g_critical("optimized: ck_hs freed memory outside a write");
+        g_critical("optimized: ck_ht freed memory outside a write");
         return;
     }
     c->table_bytes -= size;
@@ -220,49 +252,43 @@ static void opt_hs_free(void *p, size_t size, bool defer)
     }
 }
 
-static struct ck_malloc opt_hs_allocator = {
-    .malloc = opt_hs_malloc,
-    .realloc = NULL, /* ck_hs never reallocates */
-    .free = opt_hs_free,
+static struct ck_malloc opt_ht_allocator = {
+    .malloc = opt_ht_malloc,
+    .realloc = NULL, /* ck_ht never reallocates */
+    .free = opt_ht_free,
 };
 
-/* Objects in the set are the entries' procreg_key; the hash is the key's
- * prepared one, so neither lookups nor growth hash anything. */
-static unsigned long opt_hs_hash(const void *object, unsigned long seed)
+/* ck_ht keeps each slot's hash and never rehashes on its own in this
+ * build; should it, it gets the keys' own hash function. */
+static void opt_ht_hash(ck_ht_hash_t *h, const void *key, size_t len,
+                        uint64_t seed)
 {
     (void)seed;
-    return (unsigned long)((const procreg_key *)object)->hash;
-}
-
-static bool opt_hs_compare(const void *a, const void *b)
-{
-    const procreg_key *x = a, *y = b;
-
-    return x->hash == y->hash && x->ns_len == y->ns_len &&
-           x->name_len == y->name_len &&
-           memcmp(x->bytes, y->bytes, procreg_key_size(x)) == 0;
-}
-
-static inline opt_centry *opt_centry_of(void *key)
-{
-    return (opt_centry *)(void *)((char *)key - offsetof(opt_centry, key));
+    h->value = procreg_hash(key, len);
 }
 
 /* The entry of @key or NULL: readers inside a read section, writers under
  * the lock. */
 static inline opt_centry *opt_get(opt_cache *c, const procreg_key *key)
 {
-    void *object;
+    ck_ht_entry_t slot;
+    ck_ht_hash_t h;
     opt_centry *e;
+    bool found;
 
+    h.value = key->hash;
+    ck_ht_entry_key_set(&slot, procreg_key_bytes(key),
+                        (uint16_t)procreg_key_size(key));
+    /* libck compares keys with memcmp, which TSan checks before it can
+     * be told (below) which entry was found. */
     PROCREG_TSAN_IGNORE_READS_BEGIN();
-    object = ck_hs_get(&c->hs, (unsigned long)key->hash, key);
+    found = ck_ht_get_spmc(&c->ht, h, &slot);
     PROCREG_TSAN_IGNORE_READS_END();
-    if (object == NULL)
+    if (!found)
         return NULL;
+    e = ck_ht_entry_value(&slot);
     ck_pr_fence_load_depends();
-    e = opt_centry_of(object);
-    /* Pairs with the release in opt_publish(). */
+    /* Pairs with the release in opt_insert_locked(). */
     PROCREG_TSAN_ACQUIRE(e);
     return e;
 }
@@ -302,37 +328,47 @@ static void opt_gen_bump(opt_cache *c, unsigned int stripe)
 /* ------------------------------------------------------------------------ */
 /* Entries                                                                  */
 
-static size_t opt_centry_size(const procreg_key *key)
+/* Bytes allocated for an entry of a key of @key_size bytes. */
+static size_t opt_centry_alloc_size(size_t key_size)
 {
-    return sizeof(opt_centry) + procreg_key_size(key) + 1;
+    return (opt_ctail_offset(key_size) + sizeof(opt_ctail) + 63) &
+           ~(size_t)63;
+}
+
+static size_t opt_centry_size(const opt_centry *e)
+{
+    return opt_centry_alloc_size(opt_centry_key_size(e));
 }
 
 static opt_centry *opt_centry_new(const procreg_key *key, opt_kind kind,
                                   const procreg_entry *src, int64_t expires)
 {
     size_t key_size = procreg_key_size(key);
-    opt_centry *e = malloc(opt_centry_size(key));
+    opt_centry *e = aligned_alloc(64, opt_centry_alloc_size(key_size));
+    opt_ctail *t;
 
     if (e == NULL)
         return NULL;
-    memset(e, 0, sizeof(*e));
+    memset(e, 0, offsetof(opt_centry, key));
     e->expires_ns = expires;
     e->kind = (uint8_t)kind;
     atomic_init(&e->referenced, 0);
+    e->ns_len = key->ns_len;
+    e->name_len = key->name_len;
+    memcpy(e->key, procreg_key_bytes(key), key_size);
+    e->key[key_size] = '\0';
+    t = opt_centry_tail(e);
+    memset(t, 0, sizeof(*t));
+    t->hash = key->hash;
     if (kind != OPT_KIND_NEGATIVE && src != NULL) {
-        e->owner = src->owner;
+        e->pid = src->owner.pid;
+        e->start_time = src->owner.start_time;
         if (kind == OPT_KIND_FULL) {
-            e->metadata = src->metadata ? g_variant_ref(src->metadata) : NULL;
-            e->registered_at = src->registered_at;
-            e->revision = src->revision;
+            t->metadata = src->metadata ? g_variant_ref(src->metadata) : NULL;
+            t->registered_at = src->registered_at;
+            t->revision = src->revision;
         }
     }
-    e->key.hash = key->hash;
-    e->key.refcount = 0;
-    e->key.ns_len = key->ns_len;
-    e->key.name_len = key->name_len;
-    memcpy(e->key.bytes, procreg_key_bytes(key), key_size);
-    e->key.bytes[key_size] = '\0';
     return e;
 }
 
@@ -340,9 +376,10 @@ static opt_centry *opt_centry_new(const procreg_key *key, opt_kind kind,
 static void opt_centry_free(void *p)
 {
     opt_centry *e = p;
+    opt_ctail *t = opt_centry_tail(e);
 
-    if (e->metadata != NULL)
-        g_variant_unref(e->metadata);
+    if (t->metadata != NULL)
+        g_variant_unref(t->metadata);
     free(e);
 }
 
@@ -378,18 +415,24 @@ static bool opt_ring_reserve(opt_cache *c, uint32_t want)
 /* Drop @e from the set and the ring and retire it. */
 static void opt_remove_locked(opt_cache *c, opt_centry *e)
 {
-    size_t bytes = opt_centry_size(&e->key);
+    size_t bytes = opt_centry_size(e);
 
-    ck_hs_remove(&c->hs, (unsigned long)e->key.hash, &e->key);
+    ck_ht_entry_t slot;
+    ck_ht_hash_t h;
+
+    h.value = opt_centry_tail(e)->hash;
+    ck_ht_entry_key_set(&slot, e->key, (uint16_t)opt_centry_key_size(e));
+    ck_ht_remove_spmc(&c->ht, h, &slot);
     c->ring[e->ring_slot] = NULL;
     c->free_slots[c->n_free++] = e->ring_slot;
     c->n_entries--;
     c->entry_bytes -= bytes;
     procreg_epoch_retire(c->epoch, e, opt_centry_free, bytes);
-    /* Removals leave tombstones in ck_hs; clean them up once as many
-     * have accumulated as there are slots in use (amortised O(1)). */
+    /* Removals leave tombstones in ck_ht and raise the probe bound misses
+     * scan to; compact (safely for readers) once as many have accumulated
+     * as there are slots in use: amortised O(1). */
     if (++c->removals_since_gc >= MAX(64u, c->ring_used)) {
-        ck_hs_gc(&c->hs, 0, 0);
+        ck_ht_gc(&c->ht, 0, 0);
         c->removals_since_gc = 0;
     }
 }
@@ -431,10 +474,13 @@ static bool opt_take_slot(opt_cache *c, uint32_t *slot)
 
 /* Make @e the entry of its key, replacing (and retiring) any other.  Takes
  * @e: it is freed when it cannot be stored. */
-static void opt_insert_locked(opt_cache *c, opt_centry *e)
+static void opt_insert_locked(opt_cache *c, const procreg_key *key,
+                              opt_centry *e)
 {
-    opt_centry *current = opt_get(c, &e->key);
-    void *previous = NULL;
+    opt_centry *current = opt_get(c, key);
+    opt_centry *previous = NULL;
+    ck_ht_entry_t entry;
+    ck_ht_hash_t h;
     uint32_t slot = 0;
 
     if (current == NULL && c->n_entries >= c->capacity)
@@ -446,16 +492,20 @@ static void opt_insert_locked(opt_cache *c, opt_centry *e)
     /* The entry's contents before the slot that points to it. */
     PROCREG_TSAN_RELEASE(e);
     ck_pr_fence_store();
-    if (!ck_hs_set(&c->hs, (unsigned long)e->key.hash, &e->key, &previous)) {
+    h.value = key->hash;
+    ck_ht_entry_set(&entry, h, e->key, (uint16_t)procreg_key_size(key), e);
+    if (!ck_ht_set_spmc(&c->ht, h, &entry)) {
         /* Only growth can fail, and only for a new key. */
         if (current == NULL)
             c->free_slots[c->n_free++] = slot;
         opt_centry_free(e);
         return;
     }
+    if (!ck_ht_entry_empty(&entry))
+        previous = ck_ht_entry_value(&entry);
     if (previous != NULL) {
-        opt_centry *old = opt_centry_of(previous);
-        size_t old_bytes = opt_centry_size(&old->key);
+        opt_centry *old = previous;
+        size_t old_bytes = opt_centry_size(old);
 
         e->ring_slot = old->ring_slot;
         /* A refreshed hot key stays hot. */
@@ -471,7 +521,7 @@ static void opt_insert_locked(opt_cache *c, opt_centry *e)
         c->ring[slot] = e;
         c->n_entries++;
     }
-    c->entry_bytes += opt_centry_size(&e->key);
+    c->entry_bytes += opt_centry_size(e);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -507,10 +557,11 @@ opt_cache *procreg_opt_cache_new(uint64_t capacity, uint64_t ttl_ms,
     }
     procreg_ck_lock_init(&c->lock);
     previous = opt_write_begin(c);
-    ok = ck_hs_init(&c->hs,
-                    CK_HS_MODE_OBJECT | CK_HS_MODE_SPMC | CK_HS_MODE_DELETE,
-                    opt_hs_hash, opt_hs_compare, &opt_hs_allocator,
-                    MIN(capacity, OPT_HS_INITIAL) * 2, 0);
+    /* Without CK_HT_WORKLOAD_DELETE: its per-slot probe bounds cost one
+     * more cache miss per lookup; the periodic ck_ht_gc() in
+     * opt_remove_locked() keeps probes short instead. */
+    ok = ck_ht_init(&c->ht, CK_HT_MODE_BYTESTRING, opt_ht_hash,
+                    &opt_ht_allocator, MIN(capacity * 2, OPT_HT_INITIAL), 0);
     opt_write_end(c, previous);
     if (!ok) {
         procreg_epoch_domain_free(c->epoch);
@@ -534,7 +585,7 @@ void procreg_opt_cache_free(opt_cache *c)
     for (i = 0; i < c->ring_used; i++)
         if (c->ring[i] != NULL)
             opt_centry_free(c->ring[i]);
-    ck_hs_destroy(&c->hs);
+    ck_ht_destroy(&c->ht);
     opt_write_end(c, previous);
     procreg_epoch_domain_free(c->epoch);
     procreg_ck_lock_clear(&c->lock);
@@ -566,7 +617,8 @@ opt_cache_result procreg_opt_cache_lookup(opt_cache *c, const procreg_key *key,
             if (e->kind == OPT_KIND_NEGATIVE) {
                 r = OPT_CACHE_ABSENT;
             } else {
-                *out = e->owner;
+                out->pid = e->pid;
+                out->start_time = e->start_time;
                 r = OPT_CACHE_FOUND;
             }
         } else {
@@ -611,13 +663,16 @@ opt_cache_result procreg_opt_cache_lookup_entry(opt_cache *c,
             if (e->kind == OPT_KIND_NEGATIVE) {
                 r = OPT_CACHE_ABSENT;
             } else {
-                out->owner = e->owner;
+                const opt_ctail *t = opt_centry_tail(e);
+
+                out->owner.pid = e->pid;
+                out->owner.start_time = e->start_time;
                 /* The reference is taken inside the section: it outlives
                  * the entry's retirement. */
-                out->metadata = e->metadata ? g_variant_ref(e->metadata)
+                out->metadata = t->metadata ? g_variant_ref(t->metadata)
                                             : NULL;
-                out->registered_at = e->registered_at;
-                out->revision = e->revision;
+                out->registered_at = t->registered_at;
+                out->revision = t->revision;
                 r = OPT_CACHE_FOUND;
             }
         } else {
@@ -664,7 +719,7 @@ void procreg_opt_cache_fill(opt_cache *c, const procreg_key *key,
         c->fill_races++;
         opt_centry_free(e);
     } else {
-        opt_insert_locked(c, e);
+        opt_insert_locked(c, key, e);
         c->fills++;
     }
     opt_write_end(c, previous);
@@ -684,7 +739,7 @@ void procreg_opt_cache_put(opt_cache *c, const procreg_key *key,
     previous = opt_write_begin(c);
     opt_gen_bump(c, opt_gen_stripe(key));
     if (e != NULL) {
-        opt_insert_locked(c, e);
+        opt_insert_locked(c, key, e);
         c->updates++;
     } else {
         /* Negative caching off, or no memory for the new entry: what is
@@ -726,7 +781,7 @@ static void opt_invalidate_matching(opt_cache *c, const char *ns)
 
         if (e == NULL)
             continue;
-        if (ns != NULL && strcmp(procreg_key_bytes(&e->key), ns) != 0)
+        if (ns != NULL && strcmp(e->key, ns) != 0)
             continue;
         opt_remove_locked(c, e);
         c->invalidations++;
