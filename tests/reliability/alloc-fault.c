@@ -112,7 +112,7 @@ static void disarm(void)
 /* ---- the paths ---- */
 
 #define NS "af"
-#define MANY 300
+#define MANY 120
 
 static GVariant *meta(const char *tag)
 {
