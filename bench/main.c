@@ -24,7 +24,7 @@ typedef struct {
 static const bench_profile profiles[] = {
     {"smoke", "1000", "1,2", "uniform,zipf", 0.004, 32, 0.0, 1,
      "a second or two: every workload, 32 ops per thread, for the test suite"},
-    {"quick", "100000", "1,nproc", "uniform", 0.1, 0, 0.03, 3,
+    {"quick", "10000", "1,nproc", "uniform", 0.05, 0, 0.02, 3,
      "well under a minute on 2 cores: the comparison of the README"},
     {"full", "1000,100000,1000000", "pow2,nproc", "uniform,zipf", 0.5, 0,
      0.1, 5, "every dimension; minutes to an hour"},
