@@ -571,7 +571,9 @@ PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d)
 /* ---- waiting ---- */
 
 typedef struct {
-    procreg_events *h;
+    /* Published with a release store before the cancellable can call
+     * on_cancelled, which may run on another thread. */
+    _Atomic(procreg_events *) h;
     awaited *a;
     bool cancelled; /* under h->wait_lock */
 } waiter;
@@ -618,10 +620,11 @@ static const gio_api *gio_get(void)
 static void on_cancelled(GCancellable *c, gpointer data)
 {
     waiter *w = data;
-    pthread_mutex_lock(&w->h->wait_lock);
+    procreg_events *h = atomic_load_explicit(&w->h, memory_order_acquire);
+    pthread_mutex_lock(&h->wait_lock);
     w->cancelled = true;
     pthread_cond_broadcast(&w->a->cond);
-    pthread_mutex_unlock(&w->h->wait_lock);
+    pthread_mutex_unlock(&h->wait_lock);
 }
 
 /* A lookup that ignores entries whose owner is known dead. */
@@ -667,7 +670,8 @@ static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
     pthread_mutex_unlock(&h->wait_lock);
     atomic_thread_fence(memory_order_seq_cst);
 
-    waiter w = {.h = h, .a = a};
+    waiter w = {.a = a};
+    atomic_store_explicit(&w.h, h, memory_order_release);
     gulong handler = 0;
     const gio_api *api = cancellable != NULL ? gio_get() : NULL;
     if (api != NULL)

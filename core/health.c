@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -117,7 +118,11 @@ PROCREG_API void procreg_health_clear(procreg_health *health)
 
 typedef struct {
     gint refcount;
-    pthread_mutex_t lock; /* everything below, and the handoff */
+    /* Set (release) once the job is built; the worker reads it (acquire)
+     * first, so the handoff through the pool's queue is ordered for
+     * every tool, not only by GLib's own locks. */
+    atomic_int ready;
+    pthread_mutex_t lock; /* everything below */
     pthread_cond_t cond;
     bool done, abandoned;
     bool healthy;
@@ -142,7 +147,8 @@ static void job_unref(probe_job *job)
 static void probe_worker(gpointer data, gpointer unused)
 {
     probe_job *job = data;
-    /* Taking the lock orders this thread after the job's creation. */
+    while (atomic_load_explicit(&job->ready, memory_order_acquire) == 0)
+        sched_yield(); /* never taken: it is set before the push */
     pthread_mutex_lock(&job->lock);
     procreg_probe_fn probe = job->probe;
     gpointer user_data = job->user_data;
@@ -252,12 +258,11 @@ PROCREG_API int procreg_service_check(procreg *reg, const char *ns,
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&job->cond, &attr);
     pthread_condattr_destroy(&attr);
-    pthread_mutex_lock(&job->lock);
     job->probe = probe;
     job->user_data = user_data;
     job->user_data_free = user_data_free;
     job->entry = entry; /* moved */
-    pthread_mutex_unlock(&job->lock);
+    atomic_store_explicit(&job->ready, 1, memory_order_release);
     /* On a thread creation failure the job stays queued for a later
      * thread; the timeout below still holds. */
     g_thread_pool_push(workers, job, NULL);

@@ -93,7 +93,7 @@ enum {
  * backend call, the owner index update and the event enqueue, so events of
  * one key are numbered in the order the backend applied them.  A namespace
  * drop holds every stripe. */
-#define PROCREG_STRIPES 64
+#define PROCREG_STRIPES 32
 typedef struct {
     pthread_mutex_t m;
 } __attribute__((aligned(64))) procreg_stripe;

@@ -129,6 +129,16 @@ static void filter_dead(procreg *reg, GArray *a)
             g_array_remove_index(a, i);
 }
 
+/* Serialise @metadata now, on the writer's thread: a GVariant built in
+ * tree form serialises itself lazily on first read, under GLib's own
+ * locks, and the entry's metadata is read by every thread that looks it
+ * up.  Doing it once here keeps lookups from allocating. */
+static void metadata_flatten(GVariant *metadata)
+{
+    if (metadata != NULL)
+        (void)g_variant_get_data(metadata);
+}
+
 /* ---- register ---- */
 
 /* The owner to store: the caller by default; otherwise a live process,
@@ -181,6 +191,7 @@ PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
     uint64_t t0 = procreg_now_ns();
     if (metadata != NULL)
         g_variant_ref_sink(metadata);
+    metadata_flatten(metadata);
     procreg_record record = {.metadata = metadata,
                              .registered_at = g_get_real_time()};
     int rc = procreg_metadata_check(metadata, error);
@@ -472,6 +483,7 @@ static int update_once(procreg *reg, const procreg_key *key,
             g_variant_unref(to_store);
             to_store = cur.metadata ? merge_dicts(cur.metadata, metadata)
                                     : g_variant_ref(metadata);
+            metadata_flatten(to_store);
             expect = cur.revision;
         }
         procreg_entry_clear(&cur);
@@ -505,6 +517,7 @@ PROCREG_API int procreg_update_metadata_key(procreg *reg,
     uint64_t t0 = procreg_now_ns();
     if (metadata != NULL)
         g_variant_ref_sink(metadata);
+    metadata_flatten(metadata);
     int rc = procreg_metadata_check(metadata, error);
     if (rc == 0 && mode != PROCREG_UPDATE_REPLACE && mode != PROCREG_UPDATE_MERGE)
         rc = procreg_set_error(error, PROCREG_EINVAL,
