@@ -147,6 +147,30 @@ static void print_cache_figures(procreg *reg)
     g_variant_unref(stats);
 }
 
+static void print_index_figures(procreg *reg)
+{
+    GVariant *stats = NULL, *backend, *index;
+    guint64 entries = 0, postings = 0, bytes = 0;
+
+    if (procreg_stats(reg, &stats, NULL) != 0)
+        return;
+    backend = g_variant_lookup_value(stats, "backend_stats", NULL);
+    index = backend ? g_variant_lookup_value(backend, "index", NULL) : NULL;
+    if (index != NULL) {
+        g_variant_lookup(index, "entries", "t", &entries);
+        g_variant_lookup(index, "postings", "t", &postings);
+        g_variant_lookup(index, "bytes", "t", &bytes);
+        printf("    (index: %" G_GUINT64_FORMAT " keys, %" G_GUINT64_FORMAT
+               " postings, about %" G_GUINT64_FORMAT " bytes, %.0f per key)\n",
+               entries, postings, bytes,
+               entries ? (double)bytes / (double)entries : 0.0);
+        g_variant_unref(index);
+    }
+    if (backend != NULL)
+        g_variant_unref(backend);
+    g_variant_unref(stats);
+}
+
 int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 100000;
@@ -227,6 +251,8 @@ int main(int argc, char **argv)
         ff[s] = time_find(reg, reps, n);
         printf("  %-60s %10.1f  [%.1f]\n", find_specs[s], ff[s].min,
                ff[s].median);
+        if (s == 0)
+            print_index_figures(reg);
         procreg_close(reg);
     }
     printf("index speed-up: %.0fx over the scan through the decorator, "

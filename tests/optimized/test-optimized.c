@@ -6,7 +6,9 @@
  */
 #include "fake-inner.h"
 
+#include <glib/gstdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                  */
@@ -417,6 +419,87 @@ static void test_staleness_bound(void)
     procreg_backend_close(b);
 }
 
+/* Over a backend shared by processes (LMDB): a change made through
+ * another instance on the same file reaches the decorator through the
+ * inner backend's notification, long before the TTL (a minute here). */
+static void test_shared_inner_notification(void)
+{
+    char **names = procreg_backend_names();
+    gboolean have = g_strv_contains((const char *const *)names, "lmdb");
+    g_strfreev(names);
+    if (!have) {
+        g_test_skip("the lmdb backend is not built");
+        return;
+    }
+    char *dir = g_dir_make_tmp("procreg-optimized-XXXXXX", NULL);
+    g_assert_nonnull(dir);
+    char *path = g_build_filename(dir, "r.mdb", NULL);
+    char *spec_opt = g_strdup_printf("optimized:inner=[lmdb:path=%s],"
+                                     "ttl_ms=60000", path);
+    char *spec_other = g_strdup_printf("lmdb:path=%s", path);
+    procreg_backend *opt = open_backend(spec_opt);
+    procreg_backend *other = open_backend(spec_other);
+    procreg_key *k = key("s", "svc");
+    procreg_owner self, parent, o;
+    procreg_record r = {.registered_at = g_get_real_time()};
+
+    procreg_owner_self(&self);
+    g_assert_cmpint(procreg_owner_from_pid(getppid(), &parent, NULL), ==, 0);
+    r.owner = self;
+    g_assert_cmpint(procreg_backend_register_entry(other, k, &r, NULL, NULL),
+                    ==, 0);
+    /* Cached by the first lookup (or by the notification's arrival). */
+    gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+    while (procreg_backend_lookup(opt, k, &o) != 0) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_usleep(1000);
+    }
+    g_assert_cmpint(o.pid, ==, self.pid);
+    g_assert_cmpint(procreg_backend_lookup(opt, k, &o), ==, 0);
+
+    g_assert_cmpint(procreg_backend_unregister(other, k, 0, NULL, NULL), ==,
+                    0);
+    r.owner = parent;
+    g_assert_cmpint(procreg_backend_register_entry(other, k, &r, NULL, NULL),
+                    ==, 0);
+    gint64 changed = g_get_monotonic_time();
+    while (procreg_backend_lookup(opt, k, &o) != 0 || o.pid != parent.pid) {
+        g_assert_cmpint(g_get_monotonic_time() - changed, <,
+                        5 * G_USEC_PER_SEC);
+        g_usleep(1000);
+    }
+    g_test_message("a change through another instance was visible after "
+                   "%" G_GINT64_FORMAT " us (ttl 60 s)",
+                   g_get_monotonic_time() - changed);
+    g_assert_cmpuint(stat_of(opt, "cache", "invalidations"), >, 0);
+
+    /* The index is off over a shared backend: find asks it. */
+    GArray *out = procreg_entry_array_new();
+    GVariant *v = g_variant_ref_sink(g_variant_new_string("x"));
+    g_assert_cmpint(procreg_backend_find_by_metadata(opt, "s", "role", v, out,
+                                                     NULL), ==, 0);
+    g_assert_cmpuint(stat_of(opt, "index", "finds_forwarded"), ==, 1);
+    g_variant_unref(v);
+    g_array_unref(out);
+
+    procreg_key_unref(k);
+    procreg_backend_close(opt);
+    procreg_backend_close(other);
+    GDir *d = g_dir_open(dir, 0, NULL);
+    for (const char *f; d && (f = g_dir_read_name(d));) {
+        char *p = g_build_filename(dir, f, NULL);
+        g_unlink(p);
+        g_free(p);
+    }
+    if (d)
+        g_dir_close(d);
+    g_rmdir(dir);
+    g_free(spec_opt);
+    g_free(spec_other);
+    g_free(path);
+    g_free(dir);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Index                                                                    */
 
@@ -761,6 +844,8 @@ int main(int argc, char **argv)
     g_test_add_func("/optimized/cache/notify-invalidates",
                     test_notify_invalidates);
     g_test_add_func("/optimized/cache/staleness-bound", test_staleness_bound);
+    g_test_add_func("/optimized/cache/shared-inner-notification",
+                    test_shared_inner_notification);
     g_test_add_func("/optimized/index/writes-never-scan",
                     test_index_writes_never_scan);
     g_test_add_func("/optimized/index/notify-rebuilds",
