@@ -401,6 +401,15 @@ typedef struct {
 void bench_run_cell(bench_context *ctx, const bench_workload *w,
                     bench_dist dist, int threads, bench_result *r);
 
+/* The same in steps, so that the repetitions of several targets can be
+ * interleaved: begin, warmup, rep 0 .. reps-1 (any order), end. */
+typedef struct bench_cell bench_cell;
+bench_cell *bench_cell_begin(bench_context *ctx, const bench_workload *w,
+                             bench_dist dist, int threads, bench_result *r);
+void bench_cell_warmup(bench_cell *c);
+void bench_cell_rep(bench_cell *c, int rep);
+void bench_cell_end(bench_cell *c);
+
 /* wait: a waiter blocks in procreg_wait_for_key() on an absent key, a
  * second thread registers it; the latency is from just before the
  * register call to the waiter's return.  watch: a subscriber to the

@@ -708,99 +708,131 @@ int main(int argc, char **argv)
             fprintf(stderr, "procreg-bench: %s\n", error->message);
             return 1;
         }
-        for (guint ti = 0; ti < targets->len; ti++) {
+        guint nt = targets->len;
+        /* 1. load: each repetition opens a fresh instance of one target. */
+        for (guint ti = 0; ti < nt && wanted[BENCH_W_LOAD]; ti++) {
             const char *label = targets->pdata[ti];
-            const char *spec = specs->pdata[ti];
-            if (wanted[BENCH_W_LOAD]) {
-                bench_result *r = new_result(&rep, label, (int)ti, 0);
-                if (!opt_quiet)
-                    fprintf(stderr, "[%3zu/%zu %6.1fs] %zu keys  %s: load\n",
-                            ++done, total, bench_now() - t_begin, n_keys,
-                            label);
-                bench_run_load(&params, &ds, spec, r);
-                if (r->skipped) {
-                    fprintf(stderr, "procreg-bench: %s: %s\n", label,
-                            r->skipped);
-                    status = 1;
-                }
+            bench_result *r = new_result(&rep, label, (int)ti, 0);
+            if (!opt_quiet)
+                fprintf(stderr, "[%3zu/%zu %6.1fs] %zu keys  %s: load\n",
+                        ++done, total, bench_now() - t_begin, n_keys, label);
+            bench_run_load(&params, &ds, specs->pdata[ti], r);
+            if (r->skipped) {
+                fprintf(stderr, "procreg-bench: %s: %s\n", label, r->skipped);
+                status = 1;
             }
-            bench_target target;
-            char *skip = NULL;
-            if (bench_target_open(&target, spec,
+        }
+
+        /* 2. Every target open and filled at once, so that the repetitions
+         * of one cell can be interleaved: background load on a shared
+         * machine then hits every target alike. */
+        bench_target *tg = g_new0(bench_target, nt);
+        char **skip = g_new0(char *, nt);
+        bench_context *ctx = g_new0(bench_context, nt);
+        for (guint ti = 0; ti < nt; ti++) {
+            if (!opt_quiet)
+                fprintf(stderr, "procreg-bench: %zu keys  %s: filling the "
+                                "table\n", n_keys, (char *)targets->pdata[ti]);
+            if (bench_target_open(&tg[ti], specs->pdata[ti],
                                   n_keys + ds.pool_threads * ds.pool_per_thread,
                                   &error) < 0) {
-                skip = g_strdup_printf("cannot open: %s", error->message);
+                skip[ti] = g_strdup_printf("cannot open: %s", error->message);
                 g_clear_error(&error);
-            } else if (bench_load_table(&target, &ds, &error) < 0) {
-                skip = g_strdup_printf("cannot load the keys: %s",
-                                       error->message);
+            } else if (bench_load_table(&tg[ti], &ds, &error) < 0) {
+                skip[ti] = g_strdup_printf("cannot load the keys: %s",
+                                           error->message);
                 g_clear_error(&error);
-                bench_target_close(&target);
+                bench_target_close(&tg[ti]);
             }
-            if (skip)
-                fprintf(stderr, "procreg-bench: %s: %s\n", label, skip);
-            bench_context ctx = {
+            if (skip[ti]) {
+                fprintf(stderr, "procreg-bench: %s: %s\n",
+                        (char *)targets->pdata[ti], skip[ti]);
+                status = 1;
+            }
+            ctx[ti] = (bench_context){
                 .params = &params,
                 .ds = &ds,
-                .target = &target,
+                .target = &tg[ti],
                 .pool_registered = g_new0(size_t, (size_t)max_threads),
                 .pool_removed = g_new0(size_t, (size_t)max_threads),
             };
-            for (int wi = 0; wi < BENCH_W_COUNT; wi++) {
-                const bench_workload *w = &bench_workloads[wi];
-                if (!wanted[wi] || w->id == BENCH_W_LOAD ||
-                    (w->procreg_only && is_baseline(spec)))
-                    continue;
-                if (w->fixed_threads > 0) {
-                    bench_result *r = new_result(&rep, label, (int)ti, 0);
-                    done++;
-                    if (skip) {
-                        r->workload = w;
-                        r->keys = n_keys;
-                        r->dist = "-";
-                        r->threads = w->fixed_threads;
-                        r->skipped = g_strdup(skip);
-                        continue;
-                    }
-                    bench_run_service(&ctx, w, r);
-                    report_cell(r, label, done, total, t_begin, &status);
-                    continue;
-                }
-                guint nd = w->uses_dist ? dists->len : 1;
-                for (guint di = 0; di < nd; di++) {
-                    int dist = w->uses_dist ? g_array_index(dists, int, di)
-                                            : BENCH_DIST_UNIFORM;
-                    guint nt = w->single_thread ? 1 : threads->len;
-                    for (guint thi = 0; thi < nt; thi++) {
-                        int nthr = w->single_thread
-                                       ? 1
-                                       : g_array_index(threads, int, thi);
-                        bench_result *r = new_result(&rep, label, (int)ti,
-                                                     dist);
-                        done++;
-                        if (skip) {
-                            r->workload = w;
-                            r->keys = n_keys;
-                            r->dist = w->uses_dist
-                                          ? (dist == BENCH_DIST_ZIPF ? "zipf"
-                                                                     : "uniform")
-                                          : "-";
-                            r->threads = nthr;
-                            r->skipped = g_strdup(skip);
-                            status = 1;
+        }
+
+        /* 3. The cells. */
+        for (int wi = 0; wi < BENCH_W_COUNT; wi++) {
+            const bench_workload *w = &bench_workloads[wi];
+            if (!wanted[wi] || w->id == BENCH_W_LOAD)
+                continue;
+            guint nd = w->uses_dist ? dists->len : 1;
+            guint nthr = w->single_thread ? 1 : threads->len;
+            for (guint di = 0; di < nd; di++) {
+                int dist = w->uses_dist ? g_array_index(dists, int, di)
+                                        : BENCH_DIST_UNIFORM;
+                for (guint thi = 0; thi < nthr; thi++) {
+                    int t = w->fixed_threads > 0 ? w->fixed_threads
+                            : w->single_thread   ? 1
+                                                 : g_array_index(threads, int, thi);
+                    bench_result **rs = g_new0(bench_result *, nt);
+                    bench_cell **cells = g_new0(bench_cell *, nt);
+                    for (guint ti = 0; ti < nt; ti++) {
+                        if (w->procreg_only && is_baseline(specs->pdata[ti]))
                             continue;
+                        rs[ti] = new_result(&rep, targets->pdata[ti], (int)ti,
+                                            dist);
+                        if (skip[ti]) {
+                            rs[ti]->workload = w;
+                            rs[ti]->keys = n_keys;
+                            rs[ti]->dist = !w->uses_dist ? "-"
+                                           : dist == BENCH_DIST_ZIPF ? "zipf"
+                                                                     : "uniform";
+                            rs[ti]->threads = t;
+                            rs[ti]->skipped = g_strdup(skip[ti]);
+                        } else if (w->fixed_threads > 0) {
+                            /* Latency of an idle registry: one at a time. */
+                            bench_run_service(&ctx[ti], w, rs[ti]);
+                        } else {
+                            cells[ti] = bench_cell_begin(&ctx[ti], w,
+                                                         (bench_dist)dist, t,
+                                                         rs[ti]);
                         }
-                        bench_run_cell(&ctx, w, (bench_dist)dist, nthr, r);
-                        report_cell(r, label, done, total, t_begin, &status);
                     }
+                    for (guint ti = 0; ti < nt; ti++)
+                        if (cells[ti])
+                            bench_cell_warmup(cells[ti]);
+                    /* Repetition r starts with target r mod n. */
+                    for (int r = 0; r < params.reps; r++)
+                        for (guint k = 0; k < nt; k++) {
+                            guint ti = ((guint)r + k) % nt;
+                            if (cells[ti])
+                                bench_cell_rep(cells[ti], r);
+                        }
+                    for (guint ti = 0; ti < nt; ti++) {
+                        if (cells[ti])
+                            bench_cell_end(cells[ti]);
+                        if (rs[ti]) {
+                            done++;
+                            if (!skip[ti])
+                                report_cell(rs[ti], targets->pdata[ti], done,
+                                            total, t_begin, &status);
+                        }
+                    }
+                    g_free(cells);
+                    g_free(rs);
                 }
             }
-            g_free(ctx.pool_registered);
-            g_free(ctx.pool_removed);
-            if (!skip)
-                bench_target_close(&target);
-            g_free(skip);
         }
+
+        /* 4. Close them. */
+        for (guint ti = 0; ti < nt; ti++) {
+            g_free(ctx[ti].pool_registered);
+            g_free(ctx[ti].pool_removed);
+            if (!skip[ti])
+                bench_target_close(&tg[ti]);
+            g_free(skip[ti]);
+        }
+        g_free(ctx);
+        g_free(skip);
+        g_free(tg);
         bench_dataset_clear(&ds);
     }
 

@@ -746,8 +746,20 @@ static void mixed_cleanup(bench_context *ctx, int threads)
     bench_target_thread_end(ctx->target, &tt);
 }
 
-void bench_run_cell(bench_context *ctx, const bench_workload *wl,
-                    bench_dist dist, int threads, bench_result *r)
+struct bench_cell {
+    bench_context *ctx;
+    const bench_workload *wl;
+    bench_dist dist;
+    int threads;
+    bench_result *r;
+    bench_hist *hist;
+    uint64_t seed;
+    uint64_t ops, items;
+    uint64_t telemetry_id;
+};
+
+bench_cell *bench_cell_begin(bench_context *ctx, const bench_workload *wl,
+                             bench_dist dist, int threads, bench_result *r)
 {
     const bench_params *p = ctx->params;
     r->workload = wl;
@@ -763,42 +775,78 @@ void bench_run_cell(bench_context *ctx, const bench_workload *wl,
     r->mem_backend_per_entry = NAN;
     r->ratio_reference = NAN;
 
-    bench_hist *hist = g_new0(bench_hist, 1);
-    uint64_t seed = p->seed ^ ((uint64_t)wl->id << 40) ^ ((uint64_t)threads << 32);
-    uint64_t ops = 0, items = 0;
+    bench_cell *c = g_new0(bench_cell, 1);
+    c->ctx = ctx;
+    c->wl = wl;
+    c->dist = dist;
+    c->threads = threads;
+    c->r = r;
+    c->hist = g_new0(bench_hist, 1);
+    c->seed = p->seed ^ ((uint64_t)wl->id << 40) ^ ((uint64_t)threads << 32);
 #if defined(BENCH_HAVE_SERVICE)
-    uint64_t telemetry_id = 0;
     if (wl->id == BENCH_W_LOOKUP_TELEMETRY) {
         GError *error = NULL;
         if (procreg_telemetry_attach(ctx->target->reg,
                                      PROCREG_OP_BIT(PROCREG_OP_LOOKUP),
                                      telemetry_count, NULL, NULL,
-                                     &telemetry_id, &error) < 0) {
+                                     &c->telemetry_id, &error) < 0) {
             r->skipped = g_strdup(error->message);
             g_error_free(error);
-            g_free(hist);
-            return;
         }
     }
 #endif
-    if (p->warmup > 0)
-        run_once(ctx, wl, dist, threads, p->warmup, 0, seed, false, hist, r,
-                 &ops, &items);
-    for (int rep = 0; rep < p->reps; rep++)
-        r->mops[rep] = run_once(ctx, wl, dist, threads, p->seconds, p->ops,
-                                seed + 1 + (uint64_t)rep, true, hist, r,
-                                &ops, &items);
-    if (wl->id == BENCH_W_MIXED)
-        mixed_cleanup(ctx, threads);
+    return c;
+}
+
+void bench_cell_warmup(bench_cell *c)
+{
+    const bench_params *p = c->ctx->params;
+    if (p->warmup > 0 && !c->r->skipped)
+        run_once(c->ctx, c->wl, c->dist, c->threads, p->warmup, 0, c->seed,
+                 false, c->hist, c->r, &c->ops, &c->items);
+}
+
+void bench_cell_rep(bench_cell *c, int rep)
+{
+    const bench_params *p = c->ctx->params;
+    if (c->r->skipped)
+        return;
+    c->r->mops[rep] = run_once(c->ctx, c->wl, c->dist, c->threads,
+                               p->seconds, p->ops,
+                               c->seed + 1 + (uint64_t)rep, true, c->hist,
+                               c->r, &c->ops, &c->items);
+}
+
+void bench_cell_end(bench_cell *c)
+{
+    bench_result *r = c->r;
+    if (c->wl->id == BENCH_W_MIXED)
+        mixed_cleanup(c->ctx, c->threads);
 #if defined(BENCH_HAVE_SERVICE)
-    if (telemetry_id)
-        procreg_telemetry_detach(ctx->target->reg, telemetry_id);
+    if (c->telemetry_id)
+        procreg_telemetry_detach(c->ctx->target->reg, c->telemetry_id);
 #endif
-    r->items_per_op = (wl->id == BENCH_W_LIST_NS || wl->id == BENCH_W_FIND)
-                          && ops ? (double)items / (double)ops : NAN;
-    summarize(r, hist);
-    r->samples = hist->count;
-    g_free(hist);
+    if (!r->skipped) {
+        r->items_per_op =
+            (c->wl->id == BENCH_W_LIST_NS || c->wl->id == BENCH_W_FIND) &&
+                    c->ops
+                ? (double)c->items / (double)c->ops
+                : NAN;
+        summarize(r, c->hist);
+        r->samples = c->hist->count;
+    }
+    g_free(c->hist);
+    g_free(c);
+}
+
+void bench_run_cell(bench_context *ctx, const bench_workload *wl,
+                    bench_dist dist, int threads, bench_result *r)
+{
+    bench_cell *c = bench_cell_begin(ctx, wl, dist, threads, r);
+    bench_cell_warmup(c);
+    for (int rep = 0; rep < ctx->params->reps; rep++)
+        bench_cell_rep(c, rep);
+    bench_cell_end(c);
 }
 
 int bench_load_table(bench_target *target, const bench_dataset *ds,
