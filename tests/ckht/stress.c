@@ -944,9 +944,6 @@ static void test_register_over_tombstones(void)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
-    /* core/error.c initialises its quark lazily without atomics (reported
-     * in notes/requests/ckht-tsan-core.md): do it before any thread. */
-    (void)procreg_error_quark();
     g_test_add_func("/ckht/stress/readers-vs-writer", test_readers_vs_writer);
     g_test_add_func("/ckht/stress/scans-vs-writer", test_scans_vs_writer);
     g_test_add_func("/ckht/stress/unique-register", test_unique_register);
