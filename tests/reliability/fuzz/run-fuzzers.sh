@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run each libFuzzer target of a fuzzing build for a bounded time.
 #
-#   run-fuzzers.sh [-C BUILD_DIR] [-t SECONDS] [-o OUT_DIR] [-k] [TARGET...]
+#   run-fuzzers.sh [-B] [-C BUILD_DIR] [-t SECONDS] [-o OUT_DIR] [-k] [TARGET...]
 #
+# -B configures BUILD_DIR for fuzzing when it is not configured yet (clang,
+# ASan+UBSan, coverage instrumentation) and builds the fuzz programs.
 # BUILD_DIR (default build-fuzz) is a build configured for fuzzing (see
 # tests/reliability/fuzz/meson.build); SECONDS (default 60) is the time
 # per target; TARGET names (spec, name, metadata, etcd, ...) default to
@@ -24,18 +26,37 @@ build=build-fuzz
 seconds=60
 out=
 keep_going=0
-while getopts "C:t:o:kh" opt; do
+build_first=0
+while getopts "BC:t:o:kh" opt; do
     case $opt in
     C) build=$OPTARG ;;
     t) seconds=$OPTARG ;;
     o) out=$OPTARG ;;
     k) keep_going=1 ;;
-    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+    B) build_first=1 ;;
+    *) sed -n '2,23p' "$0" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
 
 dir="$build/tests/reliability/fuzz"
+if [ $build_first -eq 1 ]; then
+    root=$(cd "$src/../../.." && pwd)
+    if [ ! -f "$build/build.ninja" ]; then
+        setup_log=$(mktemp)
+        CC=clang meson setup "$build" "$root" -Dc_args=-fsanitize=fuzzer-no-link \
+            -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false \
+            >"$setup_log" 2>&1 || { cat "$setup_log" >&2; rm -f "$setup_log"; exit 2; }
+        rm -f "$setup_log"
+    fi
+    progs=$(ninja -C "$build" -t targets all | sed -n 's|^\(tests/reliability/fuzz/fuzz-[a-z0-9_-]*\):.*|\1|p' | sort -u)
+    if [ -z "$progs" ]; then
+        echo "run-fuzzers: $build is not a fuzzing build (clang with -fsanitize=fuzzer-no-link)" >&2
+        exit 2
+    fi
+    # shellcheck disable=SC2086
+    ninja -C "$build" $progs >/dev/null || exit 2
+fi
 if [ $# -gt 0 ]; then
     targets=("$@")
 else
