@@ -310,13 +310,21 @@ static void test_sigkill(void)
         GString *buf = g_string_new(NULL);
         bool ready = false;
         int before = commits;
-        /* Wait for the child to start, then let it run 0-10 ms. */
-        while (!ready) {
-            if (!read_reports(p[0], 100 * 1000, buf, state, &ready, &commits,
+        /* Wait for the child to start and make 0-15 commits (however
+         * slow the machine), then give it 0-3 ms more: the kill lands at
+         * a random point, often inside a transaction. */
+        int target = g_random_int_range(0, 16);
+        gint64 deadline = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+        while ((!ready || commits - before < target) &&
+               g_get_monotonic_time() < deadline) {
+            if (!read_reports(p[0], 1000, buf, state, &ready, &commits,
                               false))
                 g_error("round %d: child failed", round);
         }
-        gint64 run = g_random_int_range(0, 10000);
+        if (!ready || commits - before < target)
+            g_error("round %d: the child made %d of %d commits in 30 s", round,
+                    commits - before, target);
+        gint64 run = g_random_int_range(0, 3000);
         if (!read_reports(p[0], run, buf, state, &ready, &commits, false))
             g_error("round %d: child failed", round);
         kill(child, SIGKILL);

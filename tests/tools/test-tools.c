@@ -1,0 +1,584 @@
+/*
+ * The procreg command-line program, driven as a user drives it: each call
+ * is a separate process on one shared LMDB file; wait, watch and --hold
+ * run in the background while other invocations change the registry.
+ *
+ * argv[1] is the path of the procreg program (meson passes it).
+ */
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <procreg/procreg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char *cli_path;
+
+typedef struct {
+    char *dir;
+    char *spec; /* --backend value */
+} Fixture;
+
+static void rmtree(const char *dir)
+{
+    GDir *d = g_dir_open(dir, 0, NULL);
+    const char *n;
+    while (d != NULL && (n = g_dir_read_name(d)) != NULL) {
+        char *p = g_build_filename(dir, n, NULL);
+        if (g_file_test(p, G_FILE_TEST_IS_DIR) &&
+            !g_file_test(p, G_FILE_TEST_IS_SYMLINK))
+            rmtree(p);
+        else
+            g_unlink(p);
+        g_free(p);
+    }
+    if (d != NULL)
+        g_dir_close(d);
+    g_rmdir(dir);
+}
+
+static void fx_setup(Fixture *f, gconstpointer data)
+{
+    f->dir = g_dir_make_tmp("procreg-cli-XXXXXX", NULL);
+    g_assert_nonnull(f->dir);
+    f->spec = g_strdup_printf("lmdb:path=%s/reg.mdb,durability=nosync",
+                              f->dir);
+}
+
+static void fx_teardown(Fixture *f, gconstpointer data)
+{
+    rmtree(f->dir);
+    g_free(f->dir);
+    g_free(f->spec);
+}
+
+/* The environment for the program: no PROCREG_BACKEND from outside. */
+static char **child_env(const char *runtime_dir)
+{
+    char **env = g_get_environ();
+    env = g_environ_unsetenv(env, "PROCREG_BACKEND");
+    if (runtime_dir != NULL)
+        env = g_environ_setenv(env, "XDG_RUNTIME_DIR", runtime_dir, TRUE);
+    return env;
+}
+
+/* Run procreg with NULL-terminated @args; its exit status, output in
+ * *out and *err (g_free them; either may be NULL). */
+static int run_env(char **env, char **out, char **err, const char *first,
+                   va_list ap)
+{
+    GPtrArray *argv = g_ptr_array_new();
+    g_ptr_array_add(argv, cli_path);
+    for (const char *a = first; a != NULL; a = va_arg(ap, const char *))
+        g_ptr_array_add(argv, (gpointer)a);
+    g_ptr_array_add(argv, NULL);
+    char *o = NULL, *e = NULL;
+    int status = 0;
+    GError *error = NULL;
+    if (!g_spawn_sync(NULL, (char **)argv->pdata, env, G_SPAWN_DEFAULT, NULL,
+                      NULL, &o, &e, &status, &error))
+        g_error("running procreg: %s", error->message);
+    g_ptr_array_unref(argv);
+    if (out != NULL)
+        *out = o;
+    else
+        g_free(o);
+    if (err != NULL)
+        *err = e;
+    else
+        g_free(e);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int run(char **out, char **err, const char *first, ...)
+    G_GNUC_NULL_TERMINATED;
+static int run(char **out, char **err, const char *first, ...)
+{
+    va_list ap;
+    va_start(ap, first);
+    char **env = child_env(NULL);
+    int rc = run_env(env, out, err, first, ap);
+    g_strfreev(env);
+    va_end(ap);
+    return rc;
+}
+
+#define ASSERT_HAS(hay, needle)                                               \
+    do {                                                                      \
+        const char *h_ = (hay), *n_ = (needle);                               \
+        if (h_ == NULL || strstr(h_, n_) == NULL)                             \
+            g_error("'%s' not in:\n%s", n_, h_ ? h_ : "(null)");              \
+    } while (0)
+
+#define ASSERT_LACKS(hay, needle)                                             \
+    do {                                                                      \
+        const char *h_ = (hay), *n_ = (needle);                               \
+        if (h_ != NULL && strstr(h_, n_) != NULL)                             \
+            g_error("'%s' unexpectedly in:\n%s", n_, h_);                     \
+    } while (0)
+
+static char *self_pid(void)
+{
+    return g_strdup_printf("%d", (int)getpid());
+}
+
+/* A background procreg; its stdout and stderr as fds. */
+typedef struct {
+    GPid pid;
+    int out, err;
+} bg;
+
+static bg start(const char *first, ...) G_GNUC_NULL_TERMINATED;
+static bg start(const char *first, ...)
+{
+    GPtrArray *argv = g_ptr_array_new();
+    g_ptr_array_add(argv, cli_path);
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a != NULL; a = va_arg(ap, const char *))
+        g_ptr_array_add(argv, (gpointer)a);
+    va_end(ap);
+    g_ptr_array_add(argv, NULL);
+    char **env = child_env(NULL);
+    bg b = {0};
+    GError *error = NULL;
+    if (!g_spawn_async_with_pipes(NULL, (char **)argv->pdata, env,
+                                  G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                  &b.pid, NULL, &b.out, &b.err, &error))
+        g_error("starting procreg: %s", error->message);
+    g_ptr_array_unref(argv);
+    g_strfreev(env);
+    return b;
+}
+
+/* One line from @fd within @ms (NULL on timeout or EOF). */
+static char *read_line(int fd, int ms)
+{
+    GString *s = g_string_new(NULL);
+    gint64 end = g_get_monotonic_time() + (gint64)ms * 1000;
+    for (;;) {
+        gint64 left = end - g_get_monotonic_time();
+        if (left <= 0)
+            break;
+        GPollFD p = {fd, G_IO_IN | G_IO_HUP, 0};
+        if (g_poll(&p, 1, (int)(left / 1000) + 1) <= 0)
+            continue;
+        char c;
+        if (read(fd, &c, 1) != 1)
+            break;
+        if (c == '\n')
+            return g_string_free(s, FALSE);
+        g_string_append_c(s, c);
+    }
+    g_string_free(s, TRUE);
+    return NULL;
+}
+
+static int finish(bg *b, int sig)
+{
+    if (sig != 0)
+        kill(b->pid, sig);
+    int status = 0;
+    waitpid(b->pid, &status, 0);
+    close(b->out);
+    close(b->err);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void test_help(Fixture *f, gconstpointer data)
+{
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(run(&out, NULL, "--help", NULL), ==, 0);
+    ASSERT_HAS(out, "Exit status");
+    for (int code = 0; code <= 7; code++) {
+        char line[8];
+        g_snprintf(line, sizeof line, "  %d  ", code);
+        ASSERT_HAS(out, line);
+    }
+    ASSERT_HAS(out, "--hold");
+    g_free(out);
+    g_assert_cmpint(run(NULL, &err, NULL, NULL), ==, 2);
+    ASSERT_HAS(err, "Usage");
+    g_free(err);
+    g_assert_cmpint(run(NULL, &err, "frobnicate", NULL), ==, 2);
+    ASSERT_HAS(err, "unknown command");
+    g_free(err);
+    g_assert_cmpint(run(NULL, &err, "list", "--hold", NULL), ==, 2);
+    ASSERT_HAS(err, "unknown option --hold for list");
+    g_free(err);
+    g_assert_cmpint(run(&out, NULL, "--version", NULL), ==, 0);
+    ASSERT_HAS(out, "procreg 0.");
+    g_free(out);
+}
+
+static void test_register_refused(Fixture *f, gconstpointer data)
+{
+    char *err = NULL;
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "register", "ns", "a",
+                        NULL), ==, 2);
+    ASSERT_HAS(err, "--pid PID");
+    ASSERT_HAS(err, "--hold");
+    g_free(err);
+    char *out = NULL;
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "list", "--json", NULL),
+                    ==, 0);
+    g_assert_cmpstr(out, ==, "[]\n");
+    g_free(out);
+}
+
+/* Each call is its own process on the same file. */
+static void test_lifecycle(Fixture *f, gconstpointer data)
+{
+    char *pid = self_pid();
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "register", "prod", "web",
+                        "--pid", pid, "--meta", "port=8080", "--meta",
+                        "role=api", "--meta", "tls=true", "--meta",
+                        "w:=uint16 3", NULL), ==, 0);
+    ASSERT_HAS(out, "registered prod/web");
+    g_free(out);
+
+    g_assert_cmpint(run(&out, NULL, "--backend", f->spec, "--json", "lookup",
+                        "prod", "web", NULL), ==, 0);
+    char *want = g_strdup_printf("\"pid\":%s,", pid);
+    ASSERT_HAS(out, want);
+    g_free(want);
+    ASSERT_HAS(out, "\"metadata\":{\"port\":8080,\"role\":\"api\","
+                    "\"tls\":true,\"w\":3}");
+    g_free(out);
+
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "list", NULL), ==, 0);
+    ASSERT_HAS(out, "prod");
+    ASSERT_HAS(out, "web");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "find",
+                        "role=api", NULL), ==, 0);
+    ASSERT_HAS(out, "\"name\":\"web\"");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "find",
+                        "port=8080", "--ns", "prod", NULL), ==, 0);
+    ASSERT_HAS(out, "\"name\":\"web\"");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "find",
+                        "role=db", NULL), ==, 0);
+    g_assert_cmpstr(out, ==, "[]\n");
+    g_free(out);
+
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "update", "prod", "web",
+                        "--meta", "port=9090", NULL), ==, 0);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "lookup", "prod",
+                        "web", NULL), ==, 0);
+    ASSERT_HAS(out, "\"port\":9090,\"role\":\"api\"");
+    g_free(out);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "update", "prod", "web",
+                        "--replace", "--meta", "only=1", NULL), ==, 0);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "lookup", "prod",
+                        "web", NULL), ==, 0);
+    ASSERT_HAS(out, "\"metadata\":{\"only\":1}");
+    g_free(out);
+
+    /* Taken: exit 4, the holder printed. */
+    g_assert_cmpint(run(&out, &err, "-b", f->spec, "register", "prod", "web",
+                        "--pid", pid, NULL), ==, 4);
+    ASSERT_HAS(err, "already registered");
+    ASSERT_HAS(out, pid);
+    g_free(out);
+    g_free(err);
+
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "unregister", "prod", "web",
+                        NULL), ==, 0);
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "lookup", "prod", "web",
+                        NULL), ==, 3);
+    ASSERT_HAS(err, "not registered");
+    g_free(err);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "unregister", "prod", "web",
+                        NULL), ==, 3);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "update", "prod", "web",
+                        "--meta", "a=1", NULL), ==, 3);
+    g_free(pid);
+}
+
+static void test_invalid(Fixture *f, gconstpointer data)
+{
+    char *pid = self_pid();
+    char *longname = g_strnfill(256, 'x');
+    char *err = NULL;
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "register", "ns", longname,
+                        "--pid", pid, NULL), ==, 2);
+    ASSERT_HAS(err, "255");
+    g_free(err);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "lookup", "ns", "a\tb",
+                        NULL), ==, 2);
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "register", "ns", "a",
+                        "--pid", "abc", NULL), ==, 2);
+    ASSERT_HAS(err, "not a process id");
+    g_free(err);
+    /* A pid that has exited. */
+    GPid dead = 0;
+    char *true_argv[] = {(char *)"/bin/true", NULL};
+    g_assert_true(g_spawn_async(NULL, true_argv, NULL,
+                                G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL, &dead,
+                                NULL));
+    waitpid(dead, NULL, 0);
+    char *deadpid = g_strdup_printf("%d", (int)dead);
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "register", "ns", "a",
+                        "--pid", deadpid, NULL), ==, 2);
+    ASSERT_HAS(err, "not alive");
+    g_free(err);
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "register", "ns", "a",
+                        "--pid", pid, "--meta", "novalue", NULL), ==, 2);
+    ASSERT_HAS(err, "KEY=VALUE");
+    g_free(err);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "ns", "a",
+                        "--pid", pid, "--meta", "x:=not a variant", NULL),
+                    ==, 2);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "wait", "ns", "a",
+                        "--timeout", "soon", NULL), ==, 2);
+    g_assert_cmpint(run(NULL, &err, "-b", "nosuchbackend", "list", NULL), ==,
+                    2);
+    ASSERT_HAS(err, "lmdb");
+    g_free(err);
+    g_assert_cmpint(run(NULL, &err, "-b", "lmdb:colour=red", "list", NULL), ==,
+                    2);
+    ASSERT_HAS(err, "durability");
+    g_free(err);
+    /* A damaged registry file: a backend error, exit 6. */
+    char *garbage = g_build_filename(f->dir, "garbage.mdb", NULL);
+    char junk[16384];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (char)(i * 7 + 3);
+    g_assert_true(g_file_set_contents(garbage, junk, sizeof junk, NULL));
+    char *gspec = g_strdup_printf("lmdb:path=%s", garbage);
+    g_assert_cmpint(run(NULL, &err, "-b", gspec, "list", NULL), ==, 6);
+    ASSERT_HAS(err, "not an LMDB file");
+    g_free(err);
+    g_free(gspec);
+    g_free(garbage);
+    g_free(deadpid);
+    g_free(longname);
+    g_free(pid);
+}
+
+/* wait in one process wakes when another registers. */
+static void test_wait(Fixture *f, gconstpointer data)
+{
+    bg w = start("-b", f->spec, "wait", "svc", "late", "--timeout", "20",
+                 NULL);
+    g_usleep(300 * 1000);
+    char *pid = self_pid();
+    gint64 t0 = g_get_monotonic_time();
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "svc", "late",
+                        "--pid", pid, NULL), ==, 0);
+    char *line = read_line(w.out, 10000);
+    g_assert_nonnull(line);
+    ASSERT_HAS(line, "svc/late");
+    g_test_message("wait woke %" G_GINT64_FORMAT " ms after the register "
+                   "command started", (g_get_monotonic_time() - t0) / 1000);
+    g_free(line);
+    g_assert_cmpint(finish(&w, 0), ==, 0);
+
+    /* Nobody registers: exit 5 after the timeout. */
+    t0 = g_get_monotonic_time();
+    char *err = NULL;
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "wait", "svc", "never",
+                        "--timeout", "0.3", NULL), ==, 5);
+    gint64 took = g_get_monotonic_time() - t0;
+    g_assert_cmpint(took, >=, 290 * 1000);
+    ASSERT_HAS(err, "300 ms");
+    g_free(err);
+    g_free(pid);
+}
+
+/* --hold keeps the name while the command runs; SIGKILL makes it vanish,
+ * SIGTERM unregisters it. */
+static void test_hold(Fixture *f, gconstpointer data)
+{
+    bg h = start("-b", f->spec, "register", "svc", "held", "--hold", "--meta",
+                 "k=v", NULL);
+    char *line = read_line(h.out, 10000);
+    g_assert_nonnull(line);
+    ASSERT_HAS(line, "holding svc/held");
+    g_free(line);
+    char *out = NULL;
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "list", "svc",
+                        NULL), ==, 0);
+    char *want = g_strdup_printf("\"name\":\"held\",\"pid\":%d,", (int)h.pid);
+    ASSERT_HAS(out, want);
+    g_free(want);
+    g_free(out);
+
+    gint64 t0 = g_get_monotonic_time();
+    g_assert_cmpint(finish(&h, SIGKILL), ==, 128 + SIGKILL);
+    int rc;
+    while ((rc = run(NULL, NULL, "-b", f->spec, "lookup", "svc", "held",
+                     NULL)) == 0 &&
+           g_get_monotonic_time() - t0 < 5 * G_USEC_PER_SEC)
+        g_usleep(20 * 1000);
+    g_assert_cmpint(rc, ==, 3);
+    g_test_message("a SIGKILLed --hold owner was gone for lookup after %"
+                   G_GINT64_FORMAT " ms", (g_get_monotonic_time() - t0) / 1000);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "list", "svc", NULL), ==, 0);
+    ASSERT_LACKS(out, "held");
+    g_free(out);
+
+    h = start("-b", f->spec, "register", "svc", "polite", "--hold", NULL);
+    line = read_line(h.out, 10000);
+    g_assert_nonnull(line);
+    g_free(line);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "lookup", "svc", "polite",
+                        NULL), ==, 0);
+    g_assert_cmpint(finish(&h, SIGTERM), ==, 0);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "lookup", "svc", "polite",
+                        NULL), ==, 3);
+}
+
+/* watch streams the changes other processes make. */
+static void test_watch(Fixture *f, gconstpointer data)
+{
+    bg w = start("-b", f->spec, "--json", "watch", "wns", NULL);
+    char *ready = read_line(w.err, 10000);
+    g_assert_nonnull(ready);
+    ASSERT_HAS(ready, "watching wns");
+    g_free(ready);
+    char *pid = self_pid();
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "wns", "a",
+                        "--pid", pid, "--meta", "v=1", NULL), ==, 0);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "other", "b",
+                        "--pid", pid, NULL), ==, 0);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "update", "wns", "a",
+                        "--meta", "v=2", NULL), ==, 0);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "unregister", "wns", "a",
+                        NULL), ==, 0);
+    const char *expect[] = {"\"event\":\"registered\"",
+                            "\"event\":\"updated\"",
+                            "\"event\":\"unregistered\",\"reason\":"
+                            "\"explicit\""};
+    for (size_t i = 0; i < G_N_ELEMENTS(expect); i++) {
+        char *line = read_line(w.out, 10000);
+        if (line == NULL)
+            g_error("watch printed no event %zu", i);
+        ASSERT_HAS(line, expect[i]);
+        ASSERT_HAS(line, "\"external\":true");
+        ASSERT_HAS(line, "\"namespace\":\"wns\",\"name\":\"a\"");
+        g_free(line);
+    }
+    g_assert_cmpint(finish(&w, SIGINT), ==, 0);
+    g_free(pid);
+}
+
+static void test_namespaces(Fixture *f, gconstpointer data)
+{
+    char *pid = self_pid();
+    const char *keys[][2] = {{"nsa", "1"}, {"nsa", "2"}, {"nsb", "1"}};
+    for (size_t i = 0; i < G_N_ELEMENTS(keys); i++)
+        g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", keys[i][0],
+                            keys[i][1], "--pid", pid, NULL), ==, 0);
+    char *out = NULL;
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "namespaces",
+                        NULL), ==, 0);
+    ASSERT_HAS(out, "{\"namespace\":\"nsa\",\"entries\":2}");
+    ASSERT_HAS(out, "{\"namespace\":\"nsb\",\"entries\":1}");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "drop-namespace",
+                        "nsa", NULL), ==, 0);
+    ASSERT_HAS(out, "\"removed\":2,\"atomic\":true");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "namespaces", NULL), ==, 0);
+    ASSERT_LACKS(out, "nsa");
+    ASSERT_HAS(out, "nsb");
+    g_free(out);
+    g_free(pid);
+}
+
+static void test_stats_health(Fixture *f, gconstpointer data)
+{
+    char *pid = self_pid();
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "s", "x",
+                        "--pid", pid, NULL), ==, 0);
+    char *out = NULL;
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "stats", "--prometheus",
+                        NULL), ==, 0);
+    ASSERT_HAS(out, "# TYPE procreg_entries gauge");
+    ASSERT_HAS(out, "procreg_entries{backend=\"lmdb\"} 1");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "stats", "--json", NULL),
+                    ==, 0);
+    g_assert_true(out[0] == '{');
+    ASSERT_HAS(out, "\"entries\"");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "stats", NULL), ==, 0);
+    ASSERT_HAS(out, "backend_stats:");
+    ASSERT_HAS(out, "map_size:");
+    g_free(out);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "stats", "--json",
+                        "--prometheus", NULL), ==, 2);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "health", NULL), ==, 0);
+    g_assert_true(g_str_has_prefix(out, "ok: "));
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "health", NULL),
+                    ==, 0);
+    ASSERT_HAS(out, "\"status\":\"ok\",\"backend\":\"lmdb\"");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "backends", NULL), ==, 0);
+    ASSERT_HAS(out, "lmdb\n");
+    ASSERT_HAS(out, "ghash\n");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "--json", "backends", NULL), ==, 0);
+    ASSERT_HAS(out, "\"lmdb\"");
+    g_free(out);
+    g_free(pid);
+}
+
+/* Without --backend: the shared file under $XDG_RUNTIME_DIR, so two
+ * shells see one registry. */
+static void test_default_backend(Fixture *f, gconstpointer data)
+{
+    char *pid = self_pid();
+    char **env = child_env(f->dir);
+    char *argv1[] = {cli_path, (char *)"register", (char *)"d", (char *)"one",
+                     (char *)"--pid", pid, NULL};
+    char *argv2[] = {cli_path, (char *)"--json", (char *)"lookup", (char *)"d",
+                     (char *)"one", NULL};
+    int status = 0;
+    char *out = NULL;
+    g_assert_true(g_spawn_sync(NULL, argv1, env, G_SPAWN_DEFAULT, NULL, NULL,
+                               NULL, NULL, &status, NULL));
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+    g_assert_true(g_spawn_sync(NULL, argv2, env, G_SPAWN_DEFAULT, NULL, NULL,
+                               &out, NULL, &status, NULL));
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+    ASSERT_HAS(out, "\"name\":\"one\"");
+    g_free(out);
+    char *file = g_build_filename(f->dir, "procreg", "registry.mdb", NULL);
+    g_assert_true(g_file_test(file, G_FILE_TEST_IS_REGULAR));
+    g_free(file);
+    g_strfreev(env);
+    g_free(pid);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s PATH-TO-procreg\n", argv[0]);
+        return 2;
+    }
+    cli_path = argv[1];
+#define ADD(path, fn) \
+    g_test_add(path, Fixture, NULL, fx_setup, fn, fx_teardown)
+    ADD("/tools/cli/help", test_help);
+    ADD("/tools/cli/register-refused", test_register_refused);
+    ADD("/tools/cli/lifecycle", test_lifecycle);
+    ADD("/tools/cli/invalid", test_invalid);
+    ADD("/tools/cli/wait", test_wait);
+    ADD("/tools/cli/hold", test_hold);
+    ADD("/tools/cli/watch", test_watch);
+    ADD("/tools/cli/namespaces", test_namespaces);
+    ADD("/tools/cli/stats-health", test_stats_health);
+    ADD("/tools/cli/default-backend", test_default_backend);
+    return g_test_run();
+}
