@@ -68,7 +68,14 @@ static char *read_value(const char **pp, const char *option, GError **error)
         }
     } else {
         for (; *p && *p != ','; p++) {
-            if (*p == '\\' && p[1])
+            if (*p == '\\' && p[1] == '\0') {
+                g_string_free(out, TRUE);
+                procreg_set_error(error, PROCREG_EINVAL,
+                                  "spec: option '%s' ends in a lone '\\'",
+                                  option);
+                return NULL;
+            }
+            if (*p == '\\')
                 p++;
             else if (*p == '[' || *p == ']') {
                 g_string_free(out, TRUE);

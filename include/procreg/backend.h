@@ -192,7 +192,7 @@ PROCREG_API void procreg_backend_host_free(procreg_backend_host *host);
  */
 typedef struct procreg_backend_ops {
     unsigned int version;  /**< PROCREG_BACKEND_VERSION the table was built for. */
-    const char *name;      /**< Spec name, [a-z0-9_]+. */
+    const char *name;      /**< Spec name: letters, digits, '_', '-', '.'. */
     const char *description;
     unsigned int caps;     /**< procreg_backend_caps. */
     const procreg_backend_option *options; /**< {NULL}-terminated, or NULL. */

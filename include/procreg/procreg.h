@@ -197,7 +197,7 @@ typedef struct procreg procreg;
  * e.g. `optimized:inner=[lmdb:path=/run/x.mdb,map_size=64MiB],ttl_ms=250`;
  * a backslash escapes the next character.
  *
- * @param spec  NULL means the PROCREG_BACKEND environment variable, else
+ * @param spec  NULL (or "") means the PROCREG_BACKEND environment variable, else
  *              the default backend (the first one procreg_backend_names()
  *              lists).
  * @param[out] out  the registry; close with procreg_close().
