@@ -237,7 +237,7 @@ PROCREG_API int procreg_service_check(procreg *reg, const char *ns,
         if (user_data_free != NULL)
             user_data_free(user_data);
         procreg_entry_clear(&entry);
-        out->duration_ns = procreg_now_ns() - t0;
+        out->duration_ns = procreg_since_ns(t0);
         return 0;
     }
 
@@ -306,6 +306,6 @@ PROCREG_API int procreg_service_check(procreg *reg, const char *ns,
     }
     pthread_mutex_unlock(&job->lock);
     job_unref(job);
-    out->duration_ns = procreg_now_ns() - t0;
+    out->duration_ns = procreg_since_ns(t0);
     return 0;
 }

@@ -121,7 +121,10 @@ static inline pthread_mutex_t *procreg_stripe_of(procreg *reg,
  * characters).  g_free it. */
 PROCREG_INTERNAL char *procreg_key_string(const char *ns, const char *name);
 
+/* A monotonic clock for durations, in ns: the invariant TSC where there is
+ * one (calibrated against CLOCK_MONOTONIC), else clock_gettime (stats.c). */
 PROCREG_INTERNAL uint64_t procreg_now_ns(void);
+PROCREG_INTERNAL uint64_t procreg_since_ns(uint64_t t0);
 
 /* ---- per-thread counters (stats.c) ---- */
 

@@ -464,7 +464,7 @@ static void cleanup_owner(procreg *reg, owner_rec *rec)
         if (g_hash_table_size(rec->keys) == 0)
             break;
     }
-    uint64_t latency = procreg_now_ns() - (uint64_t)rec->dead_at_ns;
+    uint64_t latency = procreg_since_ns((uint64_t)rec->dead_at_ns);
     m->entries_removed += removed;
     m->failures += failed;
     m->last_latency_ns = latency;
@@ -545,7 +545,7 @@ static gpointer monitor_main(gpointer data)
         }
         polling = m->n_polled > 0;
         pthread_mutex_unlock(&m->lock);
-        if (polling && procreg_now_ns() - last_poll >= POLL_MS * 1000000ull) {
+        if (polling && procreg_since_ns(last_poll) >= POLL_MS * 1000000ull) {
             poll_sweep(m);
             last_poll = procreg_now_ns();
         }

@@ -100,7 +100,7 @@ PROCREG_INTERNAL void procreg_op_done(procreg *reg, procreg_tblock *b,
                                       const char *ns, const char *name,
                                       uint64_t count)
 {
-    uint64_t dur = t0 != 0 ? procreg_now_ns() - t0 : 0;
+    uint64_t dur = t0 != 0 ? procreg_since_ns(t0) : 0;
     procreg_tblock_record(b, op, rc, t0 != 0, dur);
     if (atomic_load_explicit(&reg->slow, memory_order_relaxed) &
         PROCREG_SLOW_TELEMETRY) {
