@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,18 +40,33 @@ static uint64_t read_start_time(pid_t pid)
     return g_ascii_strtoull(p + 1, NULL, 10);
 }
 
+/* The calling process, read once: getpid() is a system call on glibc
+ * >= 2.25 and registering on one's own behalf is the common case.  The
+ * pair is published by one release store of `self_pid` (start time
+ * first); a fork() child clears it so the child reads its own. */
+static uint64_t self_start;
+static gint self_pid;
+
+static void self_forget(void)
+{
+    g_atomic_int_set(&self_pid, 0);
+}
+
 PROCREG_API void procreg_owner_self(procreg_owner *out)
 {
-    static pid_t cached_pid;
-    static uint64_t cached_start;
-    pid_t pid = getpid();
-    /* Read /proc once per process (and again after a fork). */
-    if (g_atomic_int_get(&cached_pid) != pid) {
-        cached_start = read_start_time(pid);
-        g_atomic_int_set(&cached_pid, pid);
+    pid_t pid = (pid_t)g_atomic_int_get(&self_pid);
+    if (G_UNLIKELY(pid == 0)) {
+        static gsize atfork_once;
+        if (g_once_init_enter(&atfork_once)) {
+            pthread_atfork(NULL, NULL, self_forget);
+            g_once_init_leave(&atfork_once, 1);
+        }
+        pid = getpid();
+        __atomic_store_n(&self_start, read_start_time(pid), __ATOMIC_RELAXED);
+        g_atomic_int_set(&self_pid, pid);
     }
     out->pid = pid;
-    out->start_time = cached_start;
+    out->start_time = __atomic_load_n(&self_start, __ATOMIC_RELAXED);
 }
 
 PROCREG_API int procreg_owner_from_pid(pid_t pid, procreg_owner *out,
