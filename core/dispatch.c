@@ -120,6 +120,12 @@ procreg_backend_get_ops(const procreg_backend *b)
     return b->ops;
 }
 
+PROCREG_API unsigned int procreg_backend_get_caps(const procreg_backend *b)
+{
+    return b->ops->instance_caps != NULL ? b->ops->instance_caps(b->state)
+                                         : b->ops->caps;
+}
+
 PROCREG_INTERNAL const char *procreg_backend_spec_string(const procreg_backend *b)
 {
     return b->spec;

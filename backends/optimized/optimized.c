@@ -281,7 +281,7 @@ static int opt_init(const procreg_spec *spec, procreg_backend_host *host,
 
     if (!use_index) {
         s->index_state = "off (index=off)";
-    } else if (s->inner_ops->caps &
+    } else if (procreg_backend_get_caps(s->inner) &
                (PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_DISTRIBUTED)) {
         s->index_state = "off (inner backend is shared: finds go to it)";
     } else {
@@ -700,6 +700,19 @@ static int opt_memory_usage(void *state, size_t *bytes)
     return 0;
 }
 
+/* What the inner backend adds (sharing, persistence, atomic drops) holds
+ * for the decorator too. */
+#define OPT_CAPS (PROCREG_CAP_THREADSAFE | PROCREG_CAP_LOCKFREE_READS)
+
+static unsigned int opt_instance_caps(void *state)
+{
+    opt_state *s = state;
+    return OPT_CAPS |
+           (procreg_backend_get_caps(s->inner) &
+            (PROCREG_CAP_PERSISTENT | PROCREG_CAP_MULTIPROCESS |
+             PROCREG_CAP_DISTRIBUTED | PROCREG_CAP_ATOMIC_DROP));
+}
+
 const procreg_backend_ops procreg_optimized_backend_ops = {
     .version = PROCREG_BACKEND_VERSION,
     .name = "optimized",
@@ -708,7 +721,7 @@ const procreg_backend_ops procreg_optimized_backend_ops = {
     /* Cache hits take no lock.  Writes and misses are ordered by the
      * decorator itself; the core locks the inner backend as its own caps
      * ask. */
-    .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_LOCKFREE_READS,
+    .caps = OPT_CAPS,
     .options = opt_options,
     .init = opt_init,
     .destroy = opt_destroy,
@@ -725,4 +738,5 @@ const procreg_backend_ops procreg_optimized_backend_ops = {
     .find_by_metadata = opt_find_by_metadata,
     .memory_usage = opt_memory_usage,
     .stats = opt_stats,
+    .instance_caps = opt_instance_caps,
 };

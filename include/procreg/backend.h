@@ -252,6 +252,10 @@ typedef struct procreg_backend_ops {
     int (*memory_usage)(void *state, size_t *bytes);
     /** May. Backend-specific figures for procreg_stats(). */
     void (*stats)(void *state, GVariantDict *out);
+    /** May. The caps of this instance when they depend on its options or
+     *  inner backend (decorators); NULL: `caps` above.  The locking policy
+     *  always follows the static `caps`. */
+    unsigned int (*instance_caps)(void *state);
 } procreg_backend_ops;
 
 /**
@@ -300,6 +304,8 @@ PROCREG_API int procreg_backend_open(const char *spec,
 PROCREG_API void procreg_backend_close(procreg_backend *backend);
 PROCREG_API const procreg_backend_ops *
 procreg_backend_get_ops(const procreg_backend *backend);
+/** The caps of this open instance (instance_caps, else the table's). */
+PROCREG_API unsigned int procreg_backend_get_caps(const procreg_backend *backend);
 
 /* Each wrapper calls the slot of the same name under the locking policy;
  * the optional ones fall back as the slot documentation says.  Keys and

@@ -248,7 +248,7 @@ static bool fixture_caps(Fixture *f)
             procreg_backend_close(b);
             return false;
         }
-        f->suite->caps = ops->caps;
+        f->suite->caps = procreg_backend_get_caps(b);
         f->suite->caps_known = true;
         procreg_backend_close(b);
     }
