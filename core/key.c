@@ -6,7 +6,7 @@
 /* A 64-bit hash over short strings: 8 bytes per step with a
  * multiply-xorshift mix (in the manner of wyhash/murmur finalisers).  The
  * seed is random per process so hostile names cannot aim at collisions. */
-static uint64_t hash_seed;
+static uint64_t hash_seed; /* read and written with __atomic builtins */
 
 static inline uint64_t mix64(uint64_t x)
 {
@@ -21,11 +21,15 @@ static inline uint64_t mix64(uint64_t x)
 static uint64_t seed_get(void)
 {
     static gsize once = 0;
+    /* g_once orders these, but inside uninstrumented glib: the relaxed
+     * atomics let ThreadSanitizer see that the seed is not torn. */
     if (g_once_init_enter(&once)) {
-        hash_seed = ((uint64_t)g_random_int() << 32) | g_random_int();
+        __atomic_store_n(&hash_seed,
+                         ((uint64_t)g_random_int() << 32) | g_random_int(),
+                         __ATOMIC_RELAXED);
         g_once_init_leave(&once, 1);
     }
-    return hash_seed;
+    return __atomic_load_n(&hash_seed, __ATOMIC_RELAXED);
 }
 
 PROCREG_API uint64_t procreg_hash(const void *data, size_t len)
@@ -35,7 +39,7 @@ PROCREG_API uint64_t procreg_hash(const void *data, size_t len)
     while (len >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
-        h = mix64(h ^ w) ;
+        h = mix64(h ^ w);
         p += 8;
         len -= 8;
     }

@@ -219,7 +219,12 @@ static void append_escaped(GString *s, const char *v)
     int depth = 0;
     bool balanced = true;
     for (const char *p = v; *p; p++) {
-        if (*p == '\\' && p[1]) { p++; continue; }
+        if (*p == '\\') {
+            /* A trailing lone backslash would escape the closing ']'. */
+            if (p[1] == '\0') { balanced = false; break; }
+            p++;
+            continue;
+        }
         if (*p == '[') depth++;
         if (*p == ']' && --depth < 0) balanced = false;
     }
