@@ -34,18 +34,6 @@ void bench_report_ratios(bench_report *rep)
         r->ratio_raw_ghash = g && !r->skipped && r->mops_median > 0
                                  ? g->mops_median / r->mops_median
                                  : NAN;
-        /* lookup-telemetry against lookup-hit of the same target. */
-        r->ratio_reference = NAN;
-        if (r->workload->id == BENCH_W_LOOKUP_TELEMETRY && !r->skipped) {
-            for (guint j = 0; j < rep->results->len; j++) {
-                const bench_result *h = rep->results->pdata[j];
-                if (h->workload->id == BENCH_W_LOOKUP_HIT && !h->skipped &&
-                    strcmp(h->target, r->target) == 0 &&
-                    h->keys == r->keys && strcmp(h->dist, r->dist) == 0 &&
-                    h->threads == r->threads && r->mops_median > 0)
-                    r->ratio_reference = h->mops_median / r->mops_median;
-            }
-        }
     }
 }
 
@@ -184,7 +172,7 @@ void bench_report_table(FILE *out, const bench_report *rep)
                 g_string_append_printf(extra, "%.1f entries/op",
                                        r->items_per_op);
             if (!isnan(r->ratio_reference))
-                g_string_append_printf(extra, "%.3g x the time of lookup-hit",
+                g_string_append_printf(extra, "%.3g x the time without a handler",
                                        r->ratio_reference);
             if (!isnan(r->mem_rss_per_entry))
                 g_string_append_printf(extra, "B/entry: RSS %.0f",

@@ -756,6 +756,7 @@ struct bench_cell {
     uint64_t seed;
     uint64_t ops, items;
     uint64_t telemetry_id;
+    double *off_mops; /* lookup-telemetry: the same run without a handler */
 };
 
 bench_cell *bench_cell_begin(bench_context *ctx, const bench_workload *wl,
@@ -783,38 +784,77 @@ bench_cell *bench_cell_begin(bench_context *ctx, const bench_workload *wl,
     c->r = r;
     c->hist = g_new0(bench_hist, 1);
     c->seed = p->seed ^ ((uint64_t)wl->id << 40) ^ ((uint64_t)threads << 32);
-#if defined(BENCH_HAVE_SERVICE)
-    if (wl->id == BENCH_W_LOOKUP_TELEMETRY) {
-        GError *error = NULL;
-        if (procreg_telemetry_attach(ctx->target->reg,
-                                     PROCREG_OP_BIT(PROCREG_OP_LOOKUP),
-                                     telemetry_count, NULL, NULL,
-                                     &c->telemetry_id, &error) < 0) {
-            r->skipped = g_strdup(error->message);
-            g_error_free(error);
-        }
-    }
-#endif
+    if (wl->id == BENCH_W_LOOKUP_TELEMETRY)
+        c->off_mops = g_new0(double, p->reps);
     return c;
 }
+
+#if defined(BENCH_HAVE_SERVICE)
+static bool telemetry_on(bench_cell *c)
+{
+    GError *error = NULL;
+    if (procreg_telemetry_attach(c->ctx->target->reg,
+                                 PROCREG_OP_BIT(PROCREG_OP_LOOKUP),
+                                 telemetry_count, NULL, NULL,
+                                 &c->telemetry_id, &error) < 0) {
+        c->r->skipped = g_strdup(error->message);
+        g_error_free(error);
+        return false;
+    }
+    return true;
+}
+
+static void telemetry_off(bench_cell *c)
+{
+    procreg_telemetry_detach(c->ctx->target->reg, c->telemetry_id);
+    c->telemetry_id = 0;
+}
+#endif
 
 void bench_cell_warmup(bench_cell *c)
 {
     const bench_params *p = c->ctx->params;
-    if (p->warmup > 0 && !c->r->skipped)
-        run_once(c->ctx, c->wl, c->dist, c->threads, p->warmup, 0, c->seed,
-                 false, c->hist, c->r, &c->ops, &c->items);
+    if (p->warmup <= 0 || c->r->skipped)
+        return;
+#if defined(BENCH_HAVE_SERVICE)
+    if (c->wl->id == BENCH_W_LOOKUP_TELEMETRY && !telemetry_on(c))
+        return;
+#endif
+    run_once(c->ctx, c->wl, c->dist, c->threads, p->warmup, 0, c->seed, false,
+             c->hist, c->r, &c->ops, &c->items);
+#if defined(BENCH_HAVE_SERVICE)
+    if (c->telemetry_id)
+        telemetry_off(c);
+#endif
 }
 
+/* lookup-telemetry measures each repetition twice, back to back: as
+ * lookup-hit without a handler, then with one attached, so the ratio of
+ * the pair is not blurred by load that comes and goes between cells. */
 void bench_cell_rep(bench_cell *c, int rep)
 {
     const bench_params *p = c->ctx->params;
     if (c->r->skipped)
         return;
+    uint64_t seed = c->seed + 1 + (uint64_t)rep;
+#if defined(BENCH_HAVE_SERVICE)
+    if (c->wl->id == BENCH_W_LOOKUP_TELEMETRY) {
+        uint64_t ops = 0, items = 0;
+        c->off_mops[rep] = run_once(c->ctx, &bench_workloads[BENCH_W_LOOKUP_HIT],
+                                    c->dist, c->threads, p->seconds, p->ops,
+                                    seed, false, c->hist, c->r, &ops, &items);
+        if (!telemetry_on(c))
+            return;
+        c->r->mops[rep] = run_once(c->ctx, c->wl, c->dist, c->threads,
+                                   p->seconds, p->ops, seed, true, c->hist,
+                                   c->r, &c->ops, &c->items);
+        telemetry_off(c);
+        return;
+    }
+#endif
     c->r->mops[rep] = run_once(c->ctx, c->wl, c->dist, c->threads,
-                               p->seconds, p->ops,
-                               c->seed + 1 + (uint64_t)rep, true, c->hist,
-                               c->r, &c->ops, &c->items);
+                               p->seconds, p->ops, seed, true, c->hist, c->r,
+                               &c->ops, &c->items);
 }
 
 void bench_cell_end(bench_cell *c)
@@ -822,10 +862,18 @@ void bench_cell_end(bench_cell *c)
     bench_result *r = c->r;
     if (c->wl->id == BENCH_W_MIXED)
         mixed_cleanup(c->ctx, c->threads);
-#if defined(BENCH_HAVE_SERVICE)
-    if (c->telemetry_id)
-        procreg_telemetry_detach(c->ctx->target->reg, c->telemetry_id);
-#endif
+    if (c->off_mops && !r->skipped) {
+        /* The median of the paired ratios (time with / time without). */
+        double *ratio = g_new(double, (size_t)r->reps);
+        for (int i = 0; i < r->reps; i++)
+            ratio[i] = r->mops[i] > 0 ? c->off_mops[i] / r->mops[i] : NAN;
+        qsort(ratio, (size_t)r->reps, sizeof(double), cmp_double);
+        r->ratio_reference = r->reps % 2 ? ratio[r->reps / 2]
+                                         : (ratio[r->reps / 2 - 1] +
+                                            ratio[r->reps / 2]) / 2;
+        g_free(ratio);
+    }
+    g_free(c->off_mops);
     if (!r->skipped) {
         r->items_per_op =
             (c->wl->id == BENCH_W_LIST_NS || c->wl->id == BENCH_W_FIND) &&
