@@ -190,37 +190,6 @@ static void set_endpoint_error(etcd_client *c, unsigned i, const char *why)
     pthread_mutex_unlock(&c->lock);
 }
 
-/* Parse an error reply {"error","message","code"} (unary) or
- * {"error":{"grpc_code","message",...}} (streams). */
-static void parse_error_reply(const char *text, size_t len, int *grpc_code,
-                              char **message)
-{
-    *grpc_code = -1;
-    *message = NULL;
-    JsonParser *p = json_parser_new();
-    if (json_parser_load_from_data(p, text, (gssize)len, NULL)) {
-        JsonNode *root = json_parser_get_root(p);
-        if (root != NULL && JSON_NODE_HOLDS_OBJECT(root)) {
-            JsonObject *o = json_node_get_object(root);
-            JsonObject *inner = procreg_etcd_json_obj(o, "error");
-            JsonObject *src = inner ? inner : o;
-            int64_t code = -1;
-            if (procreg_etcd_json_int(src, inner ? "grpc_code" : "code", &code) &&
-                json_object_has_member(src, inner ? "grpc_code" : "code"))
-                *grpc_code = (int)code;
-            JsonNode *m = json_object_get_member(src, "message");
-            if (m == NULL && !inner)
-                m = json_object_get_member(src, "error");
-            if (m != NULL && JSON_NODE_HOLDS_VALUE(m) &&
-                json_node_get_value_type(m) == G_TYPE_STRING)
-                *message = g_strdup(json_node_get_string(m));
-        }
-    }
-    g_object_unref(p);
-    if (*message == NULL)
-        *message = g_strndup(text, MIN(len, 200));
-}
-
 /* Map what etcd said about a request it refused. */
 static int map_refusal(int grpc, const char *msg, const char *path,
                        const char *url, GError **error)
@@ -319,13 +288,11 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
             long status = 0;
             curl_easy_getinfo(k->h, CURLINFO_RESPONSE_CODE, &status);
             if (status == 200) {
-                JsonParser *p = json_parser_new();
                 GError *perr = NULL;
-                if (json_parser_load_from_data(p, k->buf->str,
-                                               (gssize)k->buf->len, &perr) &&
-                    json_parser_get_root(p) != NULL &&
-                    JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
-                    *reply = json_parser_steal_root(p);
+                const char *why = NULL;
+                *reply = procreg_etcd_json_parse_object(
+                    k->buf->str, k->buf->len, &why, &perr);
+                if (*reply != NULL) {
                     set_endpoint_error(c, i, NULL);
                     if (i != start && only < 0)
                         g_atomic_int_set(&c->current, (gint)i);
@@ -335,15 +302,14 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
                                            "etcd %s sent a reply to %s that "
                                            "is not a JSON object: %s",
                                            base, path,
-                                           perr ? perr->message : "empty");
+                                           perr ? perr->message : why);
                 }
                 g_clear_error(&perr);
-                g_object_unref(p);
                 break;
             }
             int grpc;
             char *msg;
-            parse_error_reply(k->buf->str, k->buf->len, &grpc, &msg);
+            procreg_etcd_error_reply_parse(k->buf->str, k->buf->len, &grpc, &msg);
             if (grpc == GRPC_UNAVAILABLE || status == 503) {
                 /* No leader, leader changed, server-side timeout: another
                  * member (or the same one after the election) may do. */
@@ -663,6 +629,250 @@ ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
 }
 
 /* ---- JSON helpers ---- */
+
+static size_t skip_ws(const char *t, size_t i, size_t n)
+{
+    while (i < n && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' ||
+                     t[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* A string starting at t[*i] == '"'; *@i moves past its closing quote. */
+static bool scan_string(const char *t, size_t n, size_t *i, const char **why)
+{
+    for (size_t k = *i + 1; k < n; k++) {
+        unsigned char c = (unsigned char)t[k];
+        if (c == '"') {
+            *i = k + 1;
+            return true;
+        }
+        if (c < 0x20) {
+            *why = "control character in a JSON string";
+            return false;
+        }
+        if (c != '\\')
+            continue;
+        if (++k == n)
+            break;
+        switch (t[k]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n':
+        case 'r': case 't':
+            break;
+        case 'u':
+            if (n - k <= 4) {
+                *why = "unterminated JSON string";
+                return false;
+            }
+            for (int d = 1; d <= 4; d++)
+                if (!g_ascii_isxdigit(t[k + d])) {
+                    *why = "bad \\u escape in a JSON string";
+                    return false;
+                }
+            k += 4;
+            break;
+        default:
+            *why = "bad escape in a JSON string";
+            return false;
+        }
+    }
+    *why = "unterminated JSON string";
+    return false;
+}
+
+static size_t skip_digits(const char *t, size_t i, size_t n)
+{
+    while (i < n && g_ascii_isdigit(t[i]))
+        i++;
+    return i;
+}
+
+/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? at t[*i]. */
+static bool scan_number(const char *t, size_t n, size_t *i, const char **why)
+{
+    size_t k = *i;
+    *why = "bad JSON number";
+    if (k < n && t[k] == '-')
+        k++;
+    if (k == n || !g_ascii_isdigit(t[k]))
+        return false;
+    if (t[k] == '0')
+        k++;
+    else
+        k = skip_digits(t, k, n);
+    if (k < n && t[k] == '.') {
+        size_t f = skip_digits(t, k + 1, n);
+        if (f == k + 1)
+            return false;
+        k = f;
+    }
+    if (k < n && (t[k] == 'e' || t[k] == 'E')) {
+        k++;
+        if (k < n && (t[k] == '+' || t[k] == '-'))
+            k++;
+        size_t e = skip_digits(t, k, n);
+        if (e == k)
+            return false;
+        k = e;
+    }
+    /* "01", "1x": the next byte must end the number. */
+    if (k < n && (g_ascii_isalnum(t[k]) || t[k] == '.' || t[k] == '_'))
+        return false;
+    *i = k;
+    return true;
+}
+
+static bool scan_word(const char *t, size_t n, size_t *i, const char **why)
+{
+    static const char *const words[] = {"true", "false", "null"};
+    for (size_t w = 0; w < G_N_ELEMENTS(words); w++) {
+        size_t l = strlen(words[w]);
+        if (n - *i >= l && memcmp(t + *i, words[w], l) == 0 &&
+            (n - *i == l || !g_ascii_isalnum(t[*i + l]))) {
+            *i += l;
+            return true;
+        }
+    }
+    *why = "unexpected character in JSON";
+    return false;
+}
+
+ETCD_HIDDEN bool procreg_etcd_json_one_object(const void *text, size_t len,
+                                              const char **why)
+{
+    const char *t = text;
+    size_t n = len, i = skip_ws(t, 0, n);
+    if (i == n) {
+        *why = "empty text, not a JSON object";
+        return false;
+    }
+    if (t[i] != '{') {
+        *why = "not a JSON object";
+        return false;
+    }
+    /* Bit d of in_object: level d is an object (else an array). */
+    G_STATIC_ASSERT(ETCD_JSON_MAX_DEPTH <= 64);
+    uint64_t in_object = 0;
+    int depth = 0;
+    enum { VALUE, VALUE_OR_CLOSE, NAME, NAME_OR_CLOSE, COLON, AFTER } st =
+        VALUE;
+    while (st != AFTER || depth > 0) {
+        i = skip_ws(t, i, n);
+        if (i == n) {
+            *why = "truncated JSON";
+            return false;
+        }
+        char c = t[i];
+        bool top_is_object = depth > 0 && (in_object >> (depth - 1) & 1);
+        bool closes = depth > 0 && c == (top_is_object ? '}' : ']');
+        if (closes && (st == AFTER || st == VALUE_OR_CLOSE ||
+                       st == NAME_OR_CLOSE)) {
+            depth--;
+            i++;
+            st = AFTER;
+        } else if (st == AFTER) {
+            if (c != ',') {
+                *why = "unexpected character in JSON";
+                return false;
+            }
+            i++;
+            st = top_is_object ? NAME : VALUE;
+        } else if (st == COLON) {
+            if (c != ':') {
+                *why = "expected ':' in JSON";
+                return false;
+            }
+            i++;
+            st = VALUE;
+        } else if (st == NAME || st == NAME_OR_CLOSE) {
+            if (c != '"') {
+                *why = "expected a member name in JSON";
+                return false;
+            }
+            if (!scan_string(t, n, &i, why))
+                return false;
+            st = COLON;
+        } else if (c == '{' || c == '[') {
+            if (depth == ETCD_JSON_MAX_DEPTH) {
+                *why = "JSON nested too deeply";
+                return false;
+            }
+            if (c == '{')
+                in_object |= UINT64_C(1) << depth;
+            else
+                in_object &= ~(UINT64_C(1) << depth);
+            depth++;
+            i++;
+            st = c == '{' ? NAME_OR_CLOSE : VALUE_OR_CLOSE;
+        } else {
+            bool ok = c == '"' ? scan_string(t, n, &i, why)
+                      : c == '-' || g_ascii_isdigit(c)
+                          ? scan_number(t, n, &i, why)
+                          : scan_word(t, n, &i, why);
+            if (!ok)
+                return false;
+            st = AFTER;
+        }
+    }
+    i = skip_ws(t, i, n);
+    if (i == n)
+        return true;
+    *why = strchr("{[\"-0123456789tfn", t[i]) != NULL && t[i] != '\0'
+               ? "more than one JSON value"
+               : "characters after the JSON object";
+    return false;
+}
+
+ETCD_HIDDEN JsonNode *procreg_etcd_json_parse_object(const void *text,
+                                                     size_t len,
+                                                     const char **why,
+                                                     GError **error)
+{
+    if (len > G_MAXSSIZE) {
+        *why = "text too long";
+        return NULL;
+    }
+    if (!procreg_etcd_json_one_object(text, len, why))
+        return NULL;
+    JsonParser *p = json_parser_new();
+    JsonNode *root = NULL;
+    if (json_parser_load_from_data(p, text, (gssize)len, error) &&
+        json_parser_get_root(p) != NULL &&
+        JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)))
+        root = json_parser_steal_root(p);
+    else
+        *why = "not valid JSON";
+    g_object_unref(p);
+    return root;
+}
+
+ETCD_HIDDEN void procreg_etcd_error_reply_parse(const char *text, size_t len,
+                                                int *grpc_code,
+                                                char **message)
+{
+    *grpc_code = -1;
+    *message = NULL;
+    const char *why;
+    JsonNode *root = procreg_etcd_json_parse_object(text, len, &why, NULL);
+    if (root != NULL) {
+        JsonObject *o = json_node_get_object(root);
+        JsonObject *inner = procreg_etcd_json_obj(o, "error");
+        JsonObject *src = inner ? inner : o;
+        int64_t code = -1;
+        if (procreg_etcd_json_int(src, inner ? "grpc_code" : "code", &code) &&
+            json_object_has_member(src, inner ? "grpc_code" : "code"))
+            *grpc_code = (int)code;
+        JsonNode *m = json_object_get_member(src, "message");
+        if (m == NULL && !inner)
+            m = json_object_get_member(src, "error");
+        if (m != NULL && JSON_NODE_HOLDS_VALUE(m) &&
+            json_node_get_value_type(m) == G_TYPE_STRING)
+            *message = g_strdup(json_node_get_string(m));
+        json_node_unref(root);
+    }
+    if (*message == NULL)
+        *message = g_strndup(text, MIN(len, 200));
+}
 
 ETCD_HIDDEN bool procreg_etcd_json_int(JsonObject *o, const char *member,
                                        int64_t *out)

@@ -108,6 +108,38 @@ ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
 
 /* ---- JSON helpers ---- */
 
+/* Deepest nesting of objects and arrays accepted in text from the cluster
+ * (etcd's replies nest about 5 deep; json-glib recurses once per level and
+ * overflows the stack on a few hundred thousand). */
+#define ETCD_JSON_MAX_DEPTH 64
+
+/* Whether @len bytes hold exactly one JSON object, with only JSON
+ * whitespace around it: strict RFC 8259 syntax (no comments, single
+ * quotes, hex or octal numbers, control characters in strings; those
+ * json-glib 1.6 accepts), nested at most ETCD_JSON_MAX_DEPTH deep.  On
+ * false *@why says what is wrong (a static string).  UTF-8 validity is
+ * left to json-glib.
+ * Every text from the cluster passes this before json-glib sees it:
+ * json-glib 1.6.6 accepts '{"a":1}{"b":2}', keeps one value and leaks the
+ * other, and overflows its stack on deep nesting. */
+ETCD_HIDDEN bool procreg_etcd_json_one_object(const void *text, size_t len,
+                                              const char **why);
+/* Check @len bytes with procreg_etcd_json_one_object() and parse them.
+ * @return the root, an object (json_node_unref() it), or NULL with *@why
+ *   (static) and, where json-glib refused the text, its reason in @error
+ *   (may be NULL). */
+ETCD_HIDDEN JsonNode *procreg_etcd_json_parse_object(const void *text,
+                                                     size_t len,
+                                                     const char **why,
+                                                     GError **error);
+/* What an error reply says: {"error","message","code"} (unary calls) or
+ * {"error":{"grpc_code","message",...}} (streams).  *@grpc_code: -1 when
+ * absent; *@message (g_free it): etcd's message, else the start of the
+ * text. */
+ETCD_HIDDEN void procreg_etcd_error_reply_parse(const char *text, size_t len,
+                                                int *grpc_code,
+                                                char **message);
+
 /* An int64 member: etcd writes them as strings and omits zeros.
  * false when present but not an integer. */
 ETCD_HIDDEN bool procreg_etcd_json_int(JsonObject *o, const char *member,

@@ -64,6 +64,12 @@ static const char *get_string(JsonObject *o, const char *member)
     return json_node_get_string(n);
 }
 
+/* As get_string() in an object that may be NULL. */
+static const char *get_string_in(JsonObject *o, const char *member)
+{
+    return o != NULL ? get_string(o, member) : NULL;
+}
+
 static bool get_number(JsonObject *o, const char *member, int64_t *out)
 {
     JsonNode *n = json_object_get_member(o, member);
@@ -134,18 +140,147 @@ ETCD_HIDDEN bool procreg_etcd_value_decode(const void *data, size_t len,
                                            etcd_value *out, const char **why)
 {
     memset(out, 0, sizeof *out);
-    *why = "not a JSON object";
-    if (len == 0 || len > G_MAXSSIZE)
+    JsonNode *root = procreg_etcd_json_parse_object(data, len, why, NULL);
+    if (root == NULL)
         return false;
-    JsonParser *p = json_parser_new();
-    bool ok = false;
-    if (json_parser_load_from_data(p, data, (gssize)len, NULL)) {
-        JsonNode *root = json_parser_get_root(p);
-        if (root != NULL && JSON_NODE_HOLDS_OBJECT(root))
-            ok = decode_object(json_node_get_object(root), out, why);
-    }
-    g_object_unref(p);
+    bool ok = decode_object(json_node_get_object(root), out, why);
+    json_node_unref(root);
     if (!ok)
         procreg_etcd_value_clear(out);
     return ok;
+}
+
+/* ---- reason markers ---- */
+
+ETCD_HIDDEN size_t procreg_etcd_marker_encode(const char *writer, int reason,
+                                              char out[ETCD_MARKER_MAX])
+{
+    int n = g_snprintf(out, ETCD_MARKER_MAX, "{\"w\":\"%.*s\",\"r\":%d}",
+                       ETCD_WRITER_LEN, writer, reason);
+    return (size_t)MIN(n, ETCD_MARKER_MAX - 1);
+}
+
+ETCD_HIDDEN bool procreg_etcd_marker_parse(const void *value, size_t len,
+                                           char writer[ETCD_WRITER_LEN + 1],
+                                           int *reason)
+{
+    const char *why;
+    JsonNode *root = procreg_etcd_json_parse_object(value, len, &why, NULL);
+    if (root == NULL)
+        return false;
+    JsonObject *o = json_node_get_object(root);
+    const char *w = get_string(o, "w");
+    int64_t r = 0;
+    bool ok = w != NULL && procreg_etcd_json_int(o, "r", &r) && r >= 0 &&
+              r <= 64;
+    if (ok) {
+        g_strlcpy(writer, w, ETCD_WRITER_LEN + 1);
+        *reason = (int)r;
+    }
+    json_node_unref(root);
+    return ok;
+}
+
+/* ---- etcd's replies ---- */
+
+ETCD_HIDDEN void procreg_etcd_kv_clear(etcd_kv *kv)
+{
+    g_free(kv->key);
+    g_free(kv->value);
+    memset(kv, 0, sizeof *kv);
+}
+
+ETCD_HIDDEN bool procreg_etcd_kv_parse(JsonObject *o, etcd_kv *kv)
+{
+    memset(kv, 0, sizeof *kv);
+    if (o == NULL)
+        return false;
+    if (!procreg_etcd_json_b64(o, "key", &kv->key, &kv->key_len) ||
+        !procreg_etcd_json_b64(o, "value", &kv->value, &kv->value_len) ||
+        !procreg_etcd_json_int(o, "mod_revision", &kv->mod_rev) ||
+        !procreg_etcd_json_int(o, "create_revision", &kv->create_rev) ||
+        !procreg_etcd_json_int(o, "lease", &kv->lease)) {
+        procreg_etcd_kv_clear(kv);
+        return false;
+    }
+    return true;
+}
+
+ETCD_HIDDEN int64_t procreg_etcd_header_revision(JsonObject *reply)
+{
+    int64_t rev = 0;
+    procreg_etcd_json_int(procreg_etcd_json_obj(reply, "header"), "revision",
+                          &rev);
+    return rev;
+}
+
+static void watch_event_clear(gpointer p)
+{
+    etcd_watch_event *e = p;
+    procreg_etcd_kv_clear(&e->kv);
+    procreg_etcd_kv_clear(&e->prev);
+}
+
+ETCD_HIDDEN void procreg_etcd_watch_batch_clear(etcd_watch_batch *b)
+{
+    if (b->events != NULL)
+        g_array_unref(b->events);
+    g_free(b->message);
+    memset(b, 0, sizeof *b);
+}
+
+static void watch_event_parse(JsonNode *n, etcd_watch_event *e)
+{
+    memset(e, 0, sizeof *e);
+    if (!JSON_NODE_HOLDS_OBJECT(n)) {
+        e->type = ETCD_EVENT_NOT_OBJECT;
+        return;
+    }
+    JsonObject *ev = json_node_get_object(n);
+    if (!procreg_etcd_kv_parse(procreg_etcd_json_obj(ev, "kv"), &e->kv)) {
+        e->type = ETCD_EVENT_BAD;
+        return;
+    }
+    const char *type = get_string(ev, "type");
+    e->type = type != NULL && strcmp(type, "DELETE") == 0 ? ETCD_EVENT_DELETE
+                                                          : ETCD_EVENT_PUT;
+    e->have_prev =
+        procreg_etcd_kv_parse(procreg_etcd_json_obj(ev, "prev_kv"), &e->prev);
+}
+
+ETCD_HIDDEN bool procreg_etcd_watch_line_parse(const char *line, size_t len,
+                                               etcd_watch_batch *out,
+                                               const char **why)
+{
+    memset(out, 0, sizeof *out);
+    JsonNode *root = procreg_etcd_json_parse_object(line, len, why, NULL);
+    if (root == NULL)
+        return false;
+    out->events = g_array_new(FALSE, TRUE, sizeof(etcd_watch_event));
+    g_array_set_clear_func(out->events, watch_event_clear);
+    JsonObject *o = json_node_get_object(root);
+    JsonObject *res = procreg_etcd_json_obj(o, "result");
+    if (res == NULL) {
+        out->error = true;
+        const char *m = get_string_in(procreg_etcd_json_obj(o, "error"),
+                                      "message");
+        out->message = g_strdup(m);
+        json_node_unref(root);
+        return true;
+    }
+    out->created = procreg_etcd_json_bool(res, "created");
+    out->canceled = procreg_etcd_json_bool(res, "canceled");
+    if (out->canceled) {
+        procreg_etcd_json_int(res, "compact_revision", &out->compact_revision);
+        out->message = g_strdup(get_string(res, "cancel_reason"));
+    }
+    out->header_revision = procreg_etcd_header_revision(res);
+    JsonArray *events = procreg_etcd_json_array(res, "events");
+    guint n = events ? json_array_get_length(events) : 0;
+    g_array_set_size(out->events, n);
+    for (guint i = 0; i < n; i++)
+        watch_event_parse(json_array_get_element(events, i),
+                          &g_array_index(out->events, etcd_watch_event, i));
+    json_node_unref(root);
+    return true;
 }

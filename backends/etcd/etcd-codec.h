@@ -16,6 +16,12 @@
  * instance that wrote the value ("0": written by the backend itself, for
  * a lease re-registration), so an instance skips its own changes in its
  * watch.  Marker values: {"w":"WRITER","r":REASON}.
+ *
+ * Every text read from the cluster (values, markers, replies, watch
+ * lines) must hold exactly one JSON object in strict syntax before
+ * json-glib parses it: procreg_etcd_json_parse_object() (etcd-client.h).
+ * The reply parsers below depend on nothing but their input, so the fuzz
+ * target (tests/reliability/fuzz/fuzz-etcd.c) calls them directly.
  */
 #ifndef PROCREG_ETCD_CODEC_H
 #define PROCREG_ETCD_CODEC_H
@@ -46,5 +52,75 @@ ETCD_HIDDEN void procreg_etcd_value_clear(etcd_value *v);
 
 /* A host id: 1 to 64 of [A-Za-z0-9._-]. */
 ETCD_HIDDEN bool procreg_etcd_host_id_valid(const char *id);
+
+/* ---- reason markers ---- */
+
+/* Longest marker value procreg_etcd_marker_encode() writes, with its NUL. */
+#define ETCD_MARKER_MAX 64
+
+/* The marker value {"w":"WRITER","r":REASON} into @out; its length.
+ * @writer: at most ETCD_WRITER_LEN characters. */
+ETCD_HIDDEN size_t procreg_etcd_marker_encode(const char *writer, int reason,
+                                              char out[ETCD_MARKER_MAX]);
+/* Parse a marker value: "w" a string (copied to @writer, cut to
+ * ETCD_WRITER_LEN), "r" a number from 0 to 64.  false (and @writer,
+ * @reason untouched) when it is anything else. */
+ETCD_HIDDEN bool procreg_etcd_marker_parse(const void *value, size_t len,
+                                           char writer[ETCD_WRITER_LEN + 1],
+                                           int *reason);
+
+/* ---- etcd's replies ---- */
+
+/* One key-value as etcd sends it, its base64 fields decoded (key and
+ * value g_malloc'd, NUL-terminated past their length). */
+typedef struct {
+    guchar *key;
+    gsize key_len;
+    guchar *value;
+    gsize value_len;
+    int64_t mod_rev, create_rev, lease;
+} etcd_kv;
+
+/* Parse a kv object (NULL: false).  On false @kv is left cleared. */
+ETCD_HIDDEN bool procreg_etcd_kv_parse(JsonObject *o, etcd_kv *kv);
+ETCD_HIDDEN void procreg_etcd_kv_clear(etcd_kv *kv);
+/* A reply's header.revision (0 when absent or unreadable). */
+ETCD_HIDDEN int64_t procreg_etcd_header_revision(JsonObject *reply);
+
+typedef enum {
+    ETCD_EVENT_PUT,
+    ETCD_EVENT_DELETE,
+    ETCD_EVENT_BAD,        /* an object without a readable "kv" */
+    ETCD_EVENT_NOT_OBJECT, /* an element that is not an object */
+} etcd_event_type;
+
+/* One element of a watch response's "events". */
+typedef struct {
+    etcd_event_type type;
+    etcd_kv kv;      /* PUT, DELETE */
+    bool have_prev;  /* prev_kv present and readable */
+    etcd_kv prev;    /* when have_prev */
+} etcd_watch_event;
+
+/* One line of a watch stream. */
+typedef struct {
+    bool error;            /* no "result": etcd ended the stream */
+    bool created;          /* result.created */
+    bool canceled;         /* result.canceled */
+    int64_t compact_revision; /* when canceled: > 0 for a compaction */
+    char *message;         /* error.message or result.cancel_reason; NULL
+                            * when etcd gave none */
+    int64_t header_revision; /* result.header.revision */
+    GArray *events;        /* etcd_watch_event, every element in order */
+} etcd_watch_batch;
+
+/* Parse one line of a watch stream.  false with *@why (static) when it is
+ * not one JSON object; @out is then cleared.  An error or a cancellation
+ * is a successful parse (out->error, out->canceled).  Clear @out with
+ * procreg_etcd_watch_batch_clear() either way. */
+ETCD_HIDDEN bool procreg_etcd_watch_line_parse(const char *line, size_t len,
+                                               etcd_watch_batch *out,
+                                               const char **why);
+ETCD_HIDDEN void procreg_etcd_watch_batch_clear(etcd_watch_batch *b);
 
 #endif

@@ -258,46 +258,6 @@ static char *key_for_humans(const guchar *k, size_t n)
     return g_string_free(s, FALSE);
 }
 
-/* One key-value as etcd sends it. */
-typedef struct {
-    guchar *key;
-    gsize key_len;
-    guchar *value;
-    gsize value_len;
-    int64_t mod_rev, create_rev, lease;
-} etcd_kv;
-
-static void kv_clear(etcd_kv *kv)
-{
-    g_free(kv->key);
-    g_free(kv->value);
-    memset(kv, 0, sizeof *kv);
-}
-
-static bool kv_parse(JsonObject *o, etcd_kv *kv)
-{
-    memset(kv, 0, sizeof *kv);
-    if (o == NULL)
-        return false;
-    if (!procreg_etcd_json_b64(o, "key", &kv->key, &kv->key_len) ||
-        !procreg_etcd_json_b64(o, "value", &kv->value, &kv->value_len) ||
-        !procreg_etcd_json_int(o, "mod_revision", &kv->mod_rev) ||
-        !procreg_etcd_json_int(o, "create_revision", &kv->create_rev) ||
-        !procreg_etcd_json_int(o, "lease", &kv->lease)) {
-        kv_clear(kv);
-        return false;
-    }
-    return true;
-}
-
-static int64_t header_revision(JsonObject *reply)
-{
-    int64_t rev = 0;
-    procreg_etcd_json_int(procreg_etcd_json_obj(reply, "header"), "revision",
-                          &rev);
-    return rev;
-}
-
 /* Decode @kv's value or report it corrupt. */
 static int kv_value(const etcd_kv *kv, etcd_value *v, GError **error)
 {
@@ -356,7 +316,7 @@ static bool first_kv(JsonObject *o, const char *member, etcd_kv *kv)
     if (a == NULL || json_array_get_length(a) == 0)
         return false;
     JsonNode *n = json_array_get_element(a, 0);
-    return JSON_NODE_HOLDS_OBJECT(n) && kv_parse(json_node_get_object(n), kv);
+    return JSON_NODE_HOLDS_OBJECT(n) && procreg_etcd_kv_parse(json_node_get_object(n), kv);
 }
 
 /* ---- txn bodies ---- */
@@ -398,10 +358,9 @@ static void op_range(GString *b, const GString *key)
 static void op_marker(etcd_state *s, GString *b, const char *writer,
                       procreg_event_reason reason)
 {
-    char value[64];
-    int n = g_snprintf(value, sizeof value, "{\"w\":\"%s\",\"r\":%d}", writer,
-                       (int)reason);
-    op_put(b, s->why_key, value, (size_t)n, 0, false);
+    char value[ETCD_MARKER_MAX];
+    size_t n = procreg_etcd_marker_encode(writer, (int)reason, value);
+    op_put(b, s->why_key, value, n, 0, false);
 }
 
 static void cmp(GString *b, const GString *key, const char *target,
@@ -646,7 +605,7 @@ static int range_all(etcd_state *s, const GString *start, const GString *end,
         }
         JsonObject *o = json_node_get_object(reply);
         if (rev == 0)
-            rev = header_revision(o);
+            rev = procreg_etcd_header_revision(o);
         JsonArray *kvs = procreg_etcd_json_array(o, "kvs");
         guint n = kvs ? json_array_get_length(kvs) : 0;
         etcd_kv last = {0};
@@ -654,27 +613,27 @@ static int range_all(etcd_state *s, const GString *start, const GString *end,
             JsonNode *node = json_array_get_element(kvs, i);
             etcd_kv kv;
             if (!JSON_NODE_HOLDS_OBJECT(node) ||
-                !kv_parse(json_node_get_object(node), &kv)) {
+                !procreg_etcd_kv_parse(json_node_get_object(node), &kv)) {
                 rc = procreg_set_error(error, PROCREG_EBACKEND,
                                        "etcd sent a malformed range reply");
                 break;
             }
             rc = fn(s, &kv, user, error);
             seen++;
-            kv_clear(&last);
+            procreg_etcd_kv_clear(&last);
             last = kv;
         }
         bool more = procreg_etcd_json_bool(o, "more");
         json_node_unref(reply);
         if (rc != 0 || !more || n == 0 || (max != 0 && seen >= max)) {
-            kv_clear(&last);
+            procreg_etcd_kv_clear(&last);
             break;
         }
         /* Next page: just after the last key. */
         g_string_truncate(from, 0);
         g_string_append_len(from, (const char *)last.key, (gssize)last.key_len);
         g_string_append_c(from, '\0');
-        kv_clear(&last);
+        procreg_etcd_kv_clear(&last);
     }
     g_string_free(from, TRUE);
     if (rc == 0 && revision != NULL)
@@ -699,7 +658,7 @@ static int etcd_lookup_full(etcd_state *s, const procreg_key *key,
         return PROCREG_ENOTFOUND;
     rc = kv_value(&kv, v, error);
     *rev = kv.mod_rev;
-    kv_clear(&kv);
+    procreg_etcd_kv_clear(&kv);
     if (rc == 0 && owner_dead_here(s, v)) {
         procreg_etcd_value_clear(v);
         rc = PROCREG_ENOTFOUND;
@@ -755,7 +714,7 @@ static int evict(etcd_state *s, const GString *k, int64_t rev,
     JsonObject *o = json_node_get_object(reply);
     *removed = procreg_etcd_json_bool(o, "succeeded");
     if (*removed)
-        owned_remove(s, k->str, k->len, header_revision(o));
+        owned_remove(s, k->str, k->len, procreg_etcd_header_revision(o));
     json_node_unref(reply);
     return 0;
 }
@@ -811,7 +770,7 @@ static int etcd_register(void *state, const procreg_key *key,
         }
         JsonObject *o = json_node_get_object(reply);
         if (procreg_etcd_json_bool(o, "succeeded")) {
-            int64_t rev = header_revision(o);
+            int64_t rev = procreg_etcd_header_revision(o);
             owned_put(s, k, value, vlen, rev, &record->owner);
             fill_entry(&v, rev, NULL, NULL, current);
             json_node_unref(reply);
@@ -829,7 +788,7 @@ static int etcd_register(void *state, const procreg_key *key,
         etcd_value hv;
         rc = kv_value(&held, &hv, error);
         if (rc != 0) {
-            kv_clear(&held);
+            procreg_etcd_kv_clear(&held);
             break;
         }
         if (strcmp(hv.writer, s->writer) == 0 &&
@@ -842,7 +801,7 @@ static int etcd_register(void *state, const procreg_key *key,
             owned_put(s, k, value, vlen, held.mod_rev, &record->owner);
             fill_entry(&hv, held.mod_rev, NULL, NULL, current);
             procreg_etcd_value_clear(&hv);
-            kv_clear(&held);
+            procreg_etcd_kv_clear(&held);
             rc = 0;
             break;
         }
@@ -853,7 +812,7 @@ static int etcd_register(void *state, const procreg_key *key,
             rc = evict(s, k, held.mod_rev, PROCREG_REASON_OWNER_EXITED,
                        &removed, error);
             procreg_etcd_value_clear(&hv);
-            kv_clear(&held);
+            procreg_etcd_kv_clear(&held);
             if (rc != 0)
                 break;
             rc = PROCREG_EBACKEND;
@@ -861,7 +820,7 @@ static int etcd_register(void *state, const procreg_key *key,
         }
         fill_entry(&hv, held.mod_rev, NULL, NULL, current);
         procreg_etcd_value_clear(&hv);
-        kv_clear(&held);
+        procreg_etcd_kv_clear(&held);
         rc = PROCREG_EEXISTS;
         break;
     }
@@ -912,7 +871,7 @@ static int etcd_unregister(void *state, const procreg_key *key,
     }
     JsonObject *o = json_node_get_object(reply);
     if (procreg_etcd_json_bool(o, "succeeded")) {
-        owned_remove(s, k->str, k->len, header_revision(o));
+        owned_remove(s, k->str, k->len, procreg_etcd_header_revision(o));
         etcd_kv prev;
         if (removed != NULL) {
             memset(removed, 0, sizeof *removed);
@@ -927,7 +886,7 @@ static int etcd_unregister(void *state, const procreg_key *key,
                 } else {
                     removed->revision = (uint64_t)prev.mod_rev;
                 }
-                kv_clear(&prev);
+                procreg_etcd_kv_clear(&prev);
             }
         }
         rc = 0;
@@ -961,7 +920,7 @@ static int etcd_update_metadata(void *state, const procreg_key *key,
             break;
         }
         if (if_revision != 0 && (uint64_t)kv.mod_rev != if_revision) {
-            kv_clear(&kv);
+            procreg_etcd_kv_clear(&kv);
             rc = PROCREG_ECONFLICT;
             break;
         }
@@ -971,7 +930,7 @@ static int etcd_update_metadata(void *state, const procreg_key *key,
             rc = PROCREG_ENOTFOUND;
         if (rc != 0) {
             procreg_etcd_value_clear(&v);
-            kv_clear(&kv);
+            procreg_etcd_kv_clear(&kv);
             break;
         }
         if (v.metadata != NULL)
@@ -993,7 +952,7 @@ static int etcd_update_metadata(void *state, const procreg_key *key,
         if (rc == 0) {
             JsonObject *o = json_node_get_object(reply);
             if (procreg_etcd_json_bool(o, "succeeded")) {
-                int64_t rev = header_revision(o);
+                int64_t rev = procreg_etcd_header_revision(o);
                 pthread_mutex_lock(&s->lock);
                 GBytes *kb = g_bytes_new(k->str, k->len);
                 if (g_hash_table_contains(s->owned, kb))
@@ -1010,7 +969,7 @@ static int etcd_update_metadata(void *state, const procreg_key *key,
         }
         g_free(value);
         procreg_etcd_value_clear(&v);
-        kv_clear(&kv);
+        procreg_etcd_kv_clear(&kv);
         /* Changed between the read and the write: a pinned revision is a
          * conflict, otherwise read again. */
         if (rc != PROCREG_ECONFLICT || if_revision != 0)
@@ -1143,7 +1102,7 @@ static int etcd_drop_namespace(void *state, const char *ns, GArray *removed,
     if (rc != 0)
         return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
     JsonObject *o = json_node_get_object(reply);
-    int64_t rev = header_revision(o);
+    int64_t rev = procreg_etcd_header_revision(o);
     JsonArray *prev = procreg_etcd_json_array(
         txn_response(o, 0, "response_delete_range"), "prev_kvs");
     guint n = prev ? json_array_get_length(prev) : 0;
@@ -1152,7 +1111,7 @@ static int etcd_drop_namespace(void *state, const char *ns, GArray *removed,
         JsonNode *node = json_array_get_element(prev, i);
         etcd_kv kv;
         if (!JSON_NODE_HOLDS_OBJECT(node) ||
-            !kv_parse(json_node_get_object(node), &kv))
+            !procreg_etcd_kv_parse(json_node_get_object(node), &kv))
             continue;
         owned_remove_locked(s, kv.key, kv.key_len, rev, true);
         char *kns = NULL, *kname = NULL;
@@ -1170,7 +1129,7 @@ static int etcd_drop_namespace(void *state, const char *ns, GArray *removed,
             }
             g_array_append_val(removed, e);
         }
-        kv_clear(&kv);
+        procreg_etcd_kv_clear(&kv);
     }
     pthread_mutex_unlock(&s->lock);
     json_node_unref(reply);
@@ -1256,7 +1215,7 @@ static void restore_owned(etcd_state *s)
             JsonObject *ro = json_node_get_object(reply);
             etcd_kv held = {0};
             if (procreg_etcd_json_bool(ro, "succeeded")) {
-                owned_put(s, key, value, vlen, header_revision(ro), &v.owner);
+                owned_put(s, key, value, vlen, procreg_etcd_header_revision(ro), &v.owner);
             } else if (first_kv(txn_response(ro, 0, "response_range"), "kvs",
                                 &held) && held.lease == lease) {
                 /* Registered again already (by a write that renewed). */
@@ -1281,7 +1240,7 @@ static void restore_owned(etcd_state *s)
                 pthread_mutex_unlock(&s->lock);
                 g_free(who);
             }
-            kv_clear(&held);
+            procreg_etcd_kv_clear(&held);
             json_node_unref(reply);
         } else {
             pthread_mutex_lock(&s->lock);
@@ -1535,85 +1494,55 @@ static void value_writer(const void *value, size_t len, char *out)
     }
 }
 
-static bool parse_marker(const guchar *value, size_t len, marker *m)
-{
-    JsonParser *p = json_parser_new();
-    bool ok = false;
-    if (len > 0 && json_parser_load_from_data(p, (const char *)value,
-                                              (gssize)len, NULL)) {
-        JsonNode *root = json_parser_get_root(p);
-        if (root != NULL && JSON_NODE_HOLDS_OBJECT(root)) {
-            JsonObject *o = json_node_get_object(root);
-            JsonNode *w = json_object_get_member(o, "w");
-            int64_t r = 0;
-            if (w != NULL && JSON_NODE_HOLDS_VALUE(w) &&
-                json_node_get_value_type(w) == G_TYPE_STRING &&
-                procreg_etcd_json_int(o, "r", &r) && r >= 0 && r <= 64) {
-                g_strlcpy(m->writer, json_node_get_string(w),
-                          sizeof m->writer);
-                m->reason = (int)r;
-                ok = true;
-            }
-        }
-    }
-    g_object_unref(p);
-    return ok;
-}
-
 /* Apply one watch event from another writer (or an expiry). */
-static void apply_event(etcd_state *s, JsonObject *ev, GArray *markers)
+static void apply_event(etcd_state *s, const etcd_watch_event *ev,
+                        GArray *markers)
 {
-    JsonNode *tn = json_object_get_member(ev, "type");
-    bool is_delete = tn != NULL && JSON_NODE_HOLDS_VALUE(tn) &&
-                     json_node_get_value_type(tn) == G_TYPE_STRING &&
-                     strcmp(json_node_get_string(tn), "DELETE") == 0;
-    etcd_kv kv, prev = {0};
-    if (!kv_parse(procreg_etcd_json_obj(ev, "kv"), &kv)) {
+    if (ev->type == ETCD_EVENT_NOT_OBJECT)
+        return;
+    if (ev->type == ETCD_EVENT_BAD) {
         atomic_add(&s->corrupt_seen, 1);
         return;
     }
-    bool have_prev = kv_parse(procreg_etcd_json_obj(ev, "prev_kv"), &prev);
-    if (!is_entry_key(s, kv.key, kv.key_len)) {
-        kv_clear(&kv);
-        kv_clear(&prev);
+    const etcd_kv *kv = &ev->kv;
+    if (!is_entry_key(s, kv->key, kv->key_len))
         return;
-    }
     int64_t my_lease = current_lease(s);
-    if (!is_delete) {
+    if (ev->type == ETCD_EVENT_PUT) {
         char writer[ETCD_WRITER_LEN + 1];
-        value_writer(kv.value, kv.value_len, writer);
-        bool created = kv.create_rev == kv.mod_rev;
-        mirror_set(s, s->mirror, &kv);
+        value_writer(kv->value, kv->value_len, writer);
+        bool created = kv->create_rev == kv->mod_rev;
+        mirror_set(s, s->mirror, kv);
         if (strcmp(writer, s->writer) != 0) {
             /* Another writer touched a key we own: follow it. */
             pthread_mutex_lock(&s->lock);
-            GBytes *kb = g_bytes_new(kv.key, kv.key_len);
+            GBytes *kb = g_bytes_new(kv->key, kv->key_len);
             owned_entry *o = g_hash_table_lookup(s->owned, kb);
             /* On another lease, the key was taken after ours expired:
              * left for restore_owned() to report. */
-            if (o != NULL && o->mod_rev < kv.mod_rev && kv.lease == my_lease &&
-                my_lease != 0) {
+            if (o != NULL && o->mod_rev < kv->mod_rev &&
+                kv->lease == my_lease && my_lease != 0) {
                 g_free(o->value);
-                o->value = g_strndup((const char *)kv.value, kv.value_len);
-                o->value_len = kv.value_len;
-                o->mod_rev = kv.mod_rev;
+                o->value = g_strndup((const char *)kv->value, kv->value_len);
+                o->value_len = kv->value_len;
+                o->mod_rev = kv->mod_rev;
             }
             g_bytes_unref(kb);
             pthread_mutex_unlock(&s->lock);
             notify(s, created ? PROCREG_EVENT_REGISTERED : PROCREG_EVENT_UPDATED,
-                   PROCREG_REASON_NONE, kv.key, kv.key_len, kv.value,
-                   kv.value_len, kv.mod_rev);
+                   PROCREG_REASON_NONE, kv->key, kv->key_len, kv->value,
+                   kv->value_len, kv->mod_rev);
         }
     } else {
         const marker *m = NULL;
         for (guint i = 0; i < markers->len; i++)
-            if (g_array_index(markers, marker, i).rev == kv.mod_rev)
+            if (g_array_index(markers, marker, i).rev == kv->mod_rev)
                 m = &g_array_index(markers, marker, i);
-        const void *old = have_prev ? prev.value : NULL;
-        size_t old_len = have_prev ? prev.value_len : 0;
+        const void *old = ev->have_prev ? ev->prev.value : NULL;
+        size_t old_len = ev->have_prev ? ev->prev.value_len : 0;
         GBytes *mirrored = NULL;
         if (old == NULL) {
-            GBytes *kb = g_bytes_new(kv.key, kv.key_len);
+            GBytes *kb = g_bytes_new(kv->key, kv->key_len);
             mirror_entry *me = g_hash_table_lookup(s->mirror, kb);
             if (me != NULL) {
                 mirrored = g_bytes_ref(me->value);
@@ -1621,22 +1550,20 @@ static void apply_event(etcd_state *s, JsonObject *ev, GArray *markers)
             }
             g_bytes_unref(kb);
         }
-        mirror_remove(s, s->mirror, kv.key, kv.key_len);
+        mirror_remove(s, s->mirror, kv->key, kv->key_len);
         if (m != NULL) {
             /* An explicit removal: no longer ours to re-register. */
             pthread_mutex_lock(&s->lock);
-            owned_remove_locked(s, kv.key, kv.key_len, kv.mod_rev, true);
+            owned_remove_locked(s, kv->key, kv->key_len, kv->mod_rev, true);
             pthread_mutex_unlock(&s->lock);
         }
         if (m == NULL || strcmp(m->writer, s->writer) != 0)
             notify(s, PROCREG_EVENT_UNREGISTERED,
                    m ? (procreg_event_reason)m->reason : PROCREG_REASON_EXPIRED,
-                   kv.key, kv.key_len, old, old_len, kv.mod_rev);
+                   kv->key, kv->key_len, old, old_len, kv->mod_rev);
         if (mirrored != NULL)
             g_bytes_unref(mirrored);
     }
-    kv_clear(&kv);
-    kv_clear(&prev);
 }
 
 typedef struct {
@@ -1655,37 +1582,34 @@ static void set_watch_error(etcd_state *s, const char *msg)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Record why the stream ends: "@prefix: @what". */
+static void watch_said(watch_ctx *c, const char *prefix, const char *what)
+{
+    char *msg = g_strdup_printf("%s: %s", prefix, what);
+    set_watch_error(c->s, msg);
+    g_free(msg);
+    c->said = true;
+}
+
 static bool watch_line(const char *line, size_t len, void *user)
 {
     watch_ctx *c = user;
     etcd_state *s = c->s;
-    JsonParser *p = json_parser_new();
-    bool go_on = true;
-    if (!json_parser_load_from_data(p, line, (gssize)len, NULL) ||
-        json_parser_get_root(p) == NULL ||
-        !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
-        set_watch_error(s, "watch: etcd sent a line that is not JSON");
-        c->said = true;
-        g_object_unref(p);
+    etcd_watch_batch b;
+    const char *why;
+    if (!procreg_etcd_watch_line_parse(line, len, &b, &why)) {
+        watch_said(c, "watch: etcd sent a line that is not one JSON object",
+                   why);
         return false;
     }
-    JsonObject *root = json_node_get_object(json_parser_get_root(p));
-    JsonObject *res = procreg_etcd_json_obj(root, "result");
-    if (res == NULL) {
-        JsonObject *err = procreg_etcd_json_obj(root, "error");
-        JsonNode *m = err ? json_object_get_member(err, "message") : NULL;
-        char *msg = g_strdup_printf(
-            "watch: %s", m && JSON_NODE_HOLDS_VALUE(m) &&
-                                 json_node_get_value_type(m) == G_TYPE_STRING
-                             ? json_node_get_string(m)
+    if (b.error) {
+        watch_said(c, "watch",
+                   b.message ? b.message
                              : "etcd ended the stream with an error");
-        set_watch_error(s, msg);
-        c->said = true;
-        g_free(msg);
-        g_object_unref(p);
+        procreg_etcd_watch_batch_clear(&b);
         return false;
     }
-    if (procreg_etcd_json_bool(res, "created")) {
+    if (b.created) {
         c->created = true;
         pthread_mutex_lock(&s->lock);
         g_atomic_int_set(&s->watch_connected, 1);
@@ -1694,64 +1618,46 @@ static bool watch_line(const char *line, size_t len, void *user)
         pthread_cond_broadcast(&s->cond);
         pthread_mutex_unlock(&s->lock);
     }
-    if (procreg_etcd_json_bool(res, "canceled")) {
-        int64_t compact = 0;
-        procreg_etcd_json_int(res, "compact_revision", &compact);
-        if (compact > 0) {
+    if (b.canceled) {
+        if (b.compact_revision > 0)
             c->resync = true;
-        } else {
-            JsonNode *r = json_object_get_member(res, "cancel_reason");
-            char *msg = g_strdup_printf(
-                "watch canceled: %s",
-                r && JSON_NODE_HOLDS_VALUE(r) &&
-                        json_node_get_value_type(r) == G_TYPE_STRING
-                    ? json_node_get_string(r)
-                    : "no reason given");
-            set_watch_error(s, msg);
-            c->said = true;
-            g_free(msg);
-        }
-        g_object_unref(p);
+        else
+            watch_said(c, "watch canceled",
+                       b.message ? b.message : "no reason given");
+        procreg_etcd_watch_batch_clear(&b);
         return false;
     }
-    JsonArray *events = procreg_etcd_json_array(res, "events");
-    guint n = events ? json_array_get_length(events) : 0;
+    guint n = b.events->len;
     int64_t last = 0;
     /* Reason markers first: they share their removal's revision, and a
      * revision is never split across responses. */
     GArray *markers = g_array_new(FALSE, TRUE, sizeof(marker));
     for (guint i = 0; i < n; i++) {
-        JsonNode *en = json_array_get_element(events, i);
-        if (!JSON_NODE_HOLDS_OBJECT(en))
+        const etcd_watch_event *ev = &g_array_index(b.events, etcd_watch_event, i);
+        if (ev->type != ETCD_EVENT_PUT && ev->type != ETCD_EVENT_DELETE)
             continue;
-        etcd_kv kv;
-        if (!kv_parse(procreg_etcd_json_obj(json_node_get_object(en), "kv"), &kv))
-            continue;
-        marker m = {.rev = kv.mod_rev};
-        if (is_why_key(s, kv.key, kv.key_len) &&
-            parse_marker(kv.value, kv.value_len, &m))
+        marker m = {.rev = ev->kv.mod_rev};
+        if (is_why_key(s, ev->kv.key, ev->kv.key_len) &&
+            procreg_etcd_marker_parse(ev->kv.value, ev->kv.value_len,
+                                      m.writer, &m.reason))
             g_array_append_val(markers, m);
-        last = MAX(last, kv.mod_rev);
-        kv_clear(&kv);
+        last = MAX(last, ev->kv.mod_rev);
     }
-    for (guint i = 0; i < n; i++) {
-        JsonNode *en = json_array_get_element(events, i);
-        if (JSON_NODE_HOLDS_OBJECT(en))
-            apply_event(s, json_node_get_object(en), markers);
-    }
+    for (guint i = 0; i < n; i++)
+        apply_event(s, &g_array_index(b.events, etcd_watch_event, i), markers);
     g_array_unref(markers);
     if (n == 0 && !c->created) {
         /* Progress notification: nothing below the header's revision is
          * left to come. */
-        last = header_revision(res);
+        last = b.header_revision;
     }
     gint64 cur = __atomic_load_n(&s->watch_rev, __ATOMIC_ACQUIRE);
     if (last > cur)
         __atomic_store_n(&s->watch_rev, last, __ATOMIC_RELEASE);
     if (n > 0)
         c->progressed = true;
-    g_object_unref(p);
-    return go_on;
+    procreg_etcd_watch_batch_clear(&b);
+    return true;
 }
 
 typedef struct {
@@ -1933,7 +1839,7 @@ static int etcd_health_check(void *state, GVariantDict *details,
             if (answering++ == 0) {
                 g_variant_dict_insert(
                     details, "revision", "x",
-                    (gint64)header_revision(json_node_get_object(reply)));
+                    (gint64)procreg_etcd_header_revision(json_node_get_object(reply)));
                 g_variant_dict_insert(details, "probe_us", "x", (gint64)rtt);
             }
             json_node_unref(reply);
