@@ -298,6 +298,19 @@ static void test_corrupt_values(void)
     g_free(mbytes);
     g_free(bad_meta);
     g_variant_unref(g_variant_ref_sink(md));
+    /* Two good values back to back: json-glib 1.6 would take one of them
+     * (and leak the other). */
+    char *good = g_strdup_printf(
+        "{\"v\":1,\"pid\":%d,\"start\":1,\"host\":\"h\",\"at\":1,\"w\":\"1\"}",
+        (int)getpid());
+    char *twice = g_strconcat(good, good, NULL);
+    /* Nested past json-glib's stack: refused before it parses. */
+    GString *deep = g_string_new("{\"a\":");
+    for (int i = 0; i < 200000; i++)
+        g_string_append_c(deep, '[');
+    for (int i = 0; i < 200000; i++)
+        g_string_append_c(deep, ']');
+    g_string_append_c(deep, '}');
     const char *values[] = {
         "not json at all",
         "[1,2,3]",
@@ -309,6 +322,8 @@ static void test_corrupt_values(void)
         "\"meta\":\"%%%\"}",
         bad_variant,
         "",
+        twice,
+        deep->str,
     };
     for (size_t i = 0; i < G_N_ELEMENTS(values); i++) {
         char *name = g_strdup_printf("bad%zu", i);
@@ -354,6 +369,9 @@ static void test_corrupt_values(void)
     g_assert_cmpint(h.status, ==, PROCREG_HEALTH_OK);
     procreg_health_clear(&h);
     g_free(bad_variant);
+    g_free(good);
+    g_free(twice);
+    g_string_free(deep, TRUE);
     recorder_stop(&rec);
     procreg_close(reg);
     g_free(prefix);
