@@ -632,7 +632,13 @@ static int try_get(procreg *reg, const procreg_key *key, procreg_entry *out,
                    GError **error)
 {
     procreg_entry e = {0};
-    int rc = procreg_backend_lookup_entry(reg->backend, key, &e, error);
+    GError *local = NULL;
+    int rc = procreg_backend_lookup_entry(reg->backend, key, &e, &local);
+    /* A miss is the normal case here: only a failure keeps its message. */
+    if (rc != 0 && rc != PROCREG_ENOTFOUND && local != NULL)
+        g_propagate_error(error, local);
+    else
+        g_clear_error(&local);
     if (rc == 0 &&
         (atomic_load_explicit(&reg->slow, memory_order_relaxed) &
          PROCREG_SLOW_DEAD_OWNERS) &&

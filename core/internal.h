@@ -243,7 +243,7 @@ PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d);
 
 /* ---- owner liveness (liveness.c) ---- */
 
-PROCREG_INTERNAL procreg_monitor *procreg_monitor_new(void);
+PROCREG_INTERNAL procreg_monitor *procreg_monitor_new(procreg *reg);
 /* Start the thread; false (and the monitor stays off) when it cannot. */
 PROCREG_INTERNAL bool procreg_monitor_start(procreg *reg);
 PROCREG_INTERNAL void procreg_monitor_stop(procreg *reg);

@@ -13,7 +13,7 @@
  * EPERM (old kernel, seccomp) or PROCREG_MONITOR=poll is set, every owner
  * is polled through /proc every POLL_MS; past the descriptor limit
  * (EMFILE) only the extra owners are.  The calling process itself is
- * never watched.
+ * neither watched nor indexed: it cannot exit while it runs the registry.
  */
 #include "internal.h"
 
@@ -100,9 +100,10 @@ static void pid_list_free(gpointer p)
     g_ptr_array_unref(a);
 }
 
-PROCREG_INTERNAL procreg_monitor *procreg_monitor_new(void)
+PROCREG_INTERNAL procreg_monitor *procreg_monitor_new(procreg *reg)
 {
     procreg_monitor *m = g_new0(procreg_monitor, 1);
+    m->reg = reg;
     pthread_mutex_init(&m->lock, NULL);
     m->by_pid = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL,
                                       pid_list_free);
@@ -564,7 +565,6 @@ static gpointer monitor_main(gpointer data)
 PROCREG_INTERNAL bool procreg_monitor_start(procreg *reg)
 {
     procreg_monitor *m = reg->monitor;
-    m->reg = reg;
     if (m->epfd < 0 || m->evfd < 0)
         return false;
     m->thread = g_thread_try_new("procreg-monitor", monitor_main, reg, NULL);
@@ -691,8 +691,13 @@ PROCREG_API int procreg_list_owned(procreg *reg, pid_t pid,
             if (procreg_key_init_stack(&key, c->ns, c->name, NULL) != 0)
                 continue;
             procreg_entry e = {0};
+            GError *local = NULL;
             int r = procreg_backend_lookup_entry(reg->backend, &key.key, &e,
-                                                 error);
+                                                 &local);
+            if (r != 0 && r != PROCREG_ENOTFOUND && local != NULL)
+                g_propagate_error(error, local);
+            else
+                g_clear_error(&local);
             if (r == 0 && e.owner.pid == pid) {
                 g_free(e.ns);
                 g_free(e.name);

@@ -30,7 +30,7 @@ static procreg *registry_alloc(void)
     reg->tstats = procreg_tstats_new();
     reg->telemetry = procreg_telemetry_new();
     reg->events = procreg_events_new();
-    reg->monitor = procreg_monitor_new();
+    reg->monitor = procreg_monitor_new(reg);
     reg->host = procreg_host_new_root(reg);
     return reg;
 }

@@ -386,7 +386,8 @@ PROCREG_API const char *procreg_health_status_name(procreg_health_status s);
 /**
  * Statistics as an a{sv} dictionary: "backend" (s), "spec" (s), "entries"
  * (t), "namespaces" (a{st}: entries per namespace), "test_namespaces" (t),
- * "owners" (t: owner processes this registry tracks), "operations" (a{st}:
+ * "owners" (t: other processes owning entries registered here, which the
+ * monitor watches), "operations" (a{st}:
  * calls per operation), "misses" (a{st}: not found, exists, conflict,
  * timed out or cancelled), "errors" (a{st}: every other failure),
  * "latency" (a{sa{st}}: per operation "count", "sum_ns", "max_ns",
