@@ -59,7 +59,8 @@ ETCD_HIDDEN bool procreg_etcd_host_id_valid(const char *id);
 #define ETCD_MARKER_MAX 64
 
 /* The marker value {"w":"WRITER","r":REASON} into @out; its length.
- * @writer: at most ETCD_WRITER_LEN characters. */
+ * @writer: a writer id (hex digits, "0" for the backend itself), cut to
+ * ETCD_WRITER_LEN; written as it is, not escaped. */
 ETCD_HIDDEN size_t procreg_etcd_marker_encode(const char *writer, int reason,
                                               char out[ETCD_MARKER_MAX]);
 /* Parse a marker value: "w" a string (copied to @writer, cut to
