@@ -45,6 +45,8 @@ void bench_timer_init(bool allow_tsc);
 
 /* Monotonic wall time in seconds, for throughput windows. */
 double bench_now(void);
+/* CPU time of the calling thread in seconds. */
+double bench_thread_cpu(void);
 
 #if defined(BENCH_HAVE_X86_TSC)
 #include <x86intrin.h>
@@ -373,6 +375,8 @@ typedef struct {
     double *mops;         /* per repetition */
     double mops_median, mops_min, mops_max;
     double ns_per_op;     /* threads / median throughput */
+    double cpu_ns_per_op; /* workers' CPU time / ops, median of the reps:
+                             what an op costs, whatever else runs */
     double p50, p99, p999;
     uint64_t samples;
     double items_per_op;  /* list-ns / find: entries returned per op */
@@ -386,6 +390,8 @@ typedef struct {
     double ratio_raw_ckht;  /* time ratio vs the baseline, NAN if none */
     double ratio_raw_ghash;
     double ratio_reference; /* lookup-telemetry: time vs lookup-hit */
+    double ratio_cpu_raw_ckht; /* the same on CPU ns per op */
+    double ratio_cpu_raw_ghash;
 } bench_result;
 
 typedef struct {

@@ -437,6 +437,7 @@ static bench_result *new_result(bench_report *rep, const char *target,
     r->items_per_op = NAN;
     r->ratio_raw_ckht = r->ratio_raw_ghash = NAN;
     r->ratio_reference = NAN;
+    r->cpu_ns_per_op = NAN;
     result_order *o = g_new(result_order, 1);
     o->target = target_index;
     o->dist = dist_index;

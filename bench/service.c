@@ -171,6 +171,7 @@ void bench_run_service(bench_context *ctx, const bench_workload *wl,
     r->mem_rss_per_entry = r->mem_heap_per_entry = NAN;
     r->mem_backend_per_entry = NAN;
     r->ratio_reference = NAN;
+    r->cpu_ns_per_op = NAN;
     if (ctx->target->kind != BENCH_TARGET_PROCREG) {
         r->skipped = g_strdup("a procreg feature; no baseline");
         return;

@@ -110,6 +110,7 @@ typedef struct {
     char *error_example;
     uint64_t items;
     double t_start, t_end;
+    double cpu_start, cpu_end;
     bench_hist hist;
 } worker;
 
@@ -580,6 +581,7 @@ static void *worker_main(void *arg)
     w->tt.protect_reads = w->w->id == BENCH_W_MIXED;
     pthread_barrier_wait(w->barrier);
     w->t_start = bench_now();
+    w->cpu_start = bench_thread_cpu();
     switch (w->w->id) {
     case BENCH_W_LOOKUP_HIT:
         loop_lookup_hit(w);
@@ -619,6 +621,7 @@ static void *worker_main(void *arg)
     case BENCH_W_COUNT:
         break;
     }
+    w->cpu_end = bench_thread_cpu();
     w->t_end = bench_now();
     bench_target_thread_end(w->ctx->target, &w->tt);
     return NULL;
@@ -630,7 +633,8 @@ static double run_once(bench_context *ctx, const bench_workload *wl,
                        bench_dist dist, int threads, double seconds,
                        uint64_t ops, uint64_t seed, bool record,
                        bench_hist *hist, bench_result *r,
-                       uint64_t *ops_done, uint64_t *items)
+                       uint64_t *ops_done, uint64_t *items,
+                       double *cpu_ns_per_op)
 {
     const bench_params *p = ctx->params;
     worker *ws = g_new0(worker, threads);
@@ -684,6 +688,11 @@ static double run_once(bench_context *ctx, const bench_workload *wl,
         total += ws[i].ops;
     }
     double mops = (double)total / (last - first) / 1e6;
+    double cpu = 0;
+    for (int i = 0; i < threads; i++)
+        cpu += ws[i].cpu_end - ws[i].cpu_start;
+    if (cpu_ns_per_op)
+        *cpu_ns_per_op = total ? cpu * 1e9 / (double)total : NAN;
     for (int i = 0; i < threads; i++) {
         worker *w = &ws[i];
         if (record) {
@@ -708,6 +717,18 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
+}
+
+/* The median of @n values (sorts a copy). */
+static double median(const double *v, int n)
+{
+    if (n <= 0)
+        return NAN;
+    double *sorted = g_memdup2(v, sizeof(double) * (size_t)n);
+    qsort(sorted, (size_t)n, sizeof(double), cmp_double);
+    double m = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    g_free(sorted);
+    return m;
 }
 
 static void summarize(bench_result *r, const bench_hist *hist)
@@ -757,6 +778,7 @@ struct bench_cell {
     uint64_t ops, items;
     uint64_t telemetry_id;
     double *off_mops; /* lookup-telemetry: the same run without a handler */
+    double *cpu;      /* CPU ns per op of each repetition */
 };
 
 bench_cell *bench_cell_begin(bench_context *ctx, const bench_workload *wl,
@@ -775,6 +797,7 @@ bench_cell *bench_cell_begin(bench_context *ctx, const bench_workload *wl,
     r->mem_heap_per_entry = NAN;
     r->mem_backend_per_entry = NAN;
     r->ratio_reference = NAN;
+    r->cpu_ns_per_op = NAN;
 
     bench_cell *c = g_new0(bench_cell, 1);
     c->ctx = ctx;
@@ -786,6 +809,7 @@ bench_cell *bench_cell_begin(bench_context *ctx, const bench_workload *wl,
     c->seed = p->seed ^ ((uint64_t)wl->id << 40) ^ ((uint64_t)threads << 32);
     if (wl->id == BENCH_W_LOOKUP_TELEMETRY)
         c->off_mops = g_new0(double, p->reps);
+    c->cpu = g_new0(double, p->reps);
     return c;
 }
 
@@ -821,7 +845,7 @@ void bench_cell_warmup(bench_cell *c)
         return;
 #endif
     run_once(c->ctx, c->wl, c->dist, c->threads, p->warmup, 0, c->seed, false,
-             c->hist, c->r, &c->ops, &c->items);
+             c->hist, c->r, &c->ops, &c->items, NULL);
 #if defined(BENCH_HAVE_SERVICE)
     if (c->telemetry_id)
         telemetry_off(c);
@@ -842,19 +866,20 @@ void bench_cell_rep(bench_cell *c, int rep)
         uint64_t ops = 0, items = 0;
         c->off_mops[rep] = run_once(c->ctx, &bench_workloads[BENCH_W_LOOKUP_HIT],
                                     c->dist, c->threads, p->seconds, p->ops,
-                                    seed, false, c->hist, c->r, &ops, &items);
+                                    seed, false, c->hist, c->r, &ops, &items,
+                                    NULL);
         if (!telemetry_on(c))
             return;
         c->r->mops[rep] = run_once(c->ctx, c->wl, c->dist, c->threads,
                                    p->seconds, p->ops, seed, true, c->hist,
-                                   c->r, &c->ops, &c->items);
+                                   c->r, &c->ops, &c->items, &c->cpu[rep]);
         telemetry_off(c);
         return;
     }
 #endif
     c->r->mops[rep] = run_once(c->ctx, c->wl, c->dist, c->threads,
                                p->seconds, p->ops, seed, true, c->hist, c->r,
-                               &c->ops, &c->items);
+                               &c->ops, &c->items, &c->cpu[rep]);
 }
 
 void bench_cell_end(bench_cell *c)
@@ -882,7 +907,9 @@ void bench_cell_end(bench_cell *c)
                 : NAN;
         summarize(r, c->hist);
         r->samples = c->hist->count;
+        r->cpu_ns_per_op = median(c->cpu, r->reps);
     }
+    g_free(c->cpu);
     g_free(c->hist);
     g_free(c);
 }
@@ -927,6 +954,7 @@ void bench_run_load(const bench_params *p, const bench_dataset *ds,
     r->mops = g_new0(double, p->reps);
     r->items_per_op = NAN;
     bench_hist *hist = g_new0(bench_hist, 1);
+    double *cpu = g_new0(double, p->reps);
     for (int rep = 0; rep < p->reps; rep++) {
         bench_target t;
         GError *error = NULL;
@@ -938,6 +966,7 @@ void bench_run_load(const bench_params *p, const bench_dataset *ds,
         r->target_kind = t.kind;
         bench_target_thread tt = {0};
         bench_target_thread_begin(&t, &tt);
+        double c0 = bench_thread_cpu();
         double t0 = bench_now();
         for (size_t i = 0; i < ds->n_keys; i++) {
             const bench_key *k = &ds->keys[i];
@@ -958,6 +987,7 @@ void bench_run_load(const bench_params *p, const bench_dataset *ds,
             }
         }
         double t1 = bench_now();
+        cpu[rep] = (bench_thread_cpu() - c0) * 1e9 / (double)ds->n_keys;
         bench_target_thread_end(&t, &tt);
         r->mops[rep] = (double)ds->n_keys / (t1 - t0) / 1e6;
         bench_target_close(&t);
@@ -965,6 +995,7 @@ void bench_run_load(const bench_params *p, const bench_dataset *ds,
     if (!r->skipped) {
         summarize(r, hist);
         r->samples = hist->count;
+        r->cpu_ns_per_op = median(cpu, p->reps);
         char *why = NULL;
         if (!bench_memory_probe(label, ds->n_keys, p->seed,
                                 &r->mem_rss_per_entry,
@@ -975,6 +1006,7 @@ void bench_run_load(const bench_params *p, const bench_dataset *ds,
             g_free(why);
         }
     }
+    g_free(cpu);
     g_free(hist);
 }
 
