@@ -635,8 +635,24 @@ int main(int argc, char **argv)
         }
         for (char **b = opt_backend; b && *b; b++)
             g_ptr_array_add(given, g_strdup(*b));
-        for (guint i = 0; i < given->len; i++)
-            g_ptr_array_add(given_labels, g_strdup(given->pdata[i]));
+        /* Bare names of file backends get a scratch file, as in the
+         * default list: a benchmark never writes the real registry. */
+        for (guint i = 0; i < given->len; i++) {
+            const char *g = given->pdata[i];
+            char *spec = NULL;
+            if (strcmp(g, "lmdb") == 0)
+                spec = g_strdup_printf("lmdb:path=%s/registry.mdb",
+                                       bench_scratch_dir());
+            else if (strcmp(g, "optimized:inner=lmdb") == 0)
+                spec = g_strdup_printf(
+                    "optimized:inner=[lmdb:path=%s/optimized.mdb]",
+                    bench_scratch_dir());
+            g_ptr_array_add(given_labels, g_strdup(g));
+            if (spec) {
+                g_free(given->pdata[i]);
+                given->pdata[i] = spec;
+            }
+        }
     } else {
         given = default_targets(notes, given_labels);
     }
