@@ -1,16 +1,23 @@
 /*
- * What the etcd backend reads from the cluster (backends/etcd): the JSON
- * value of an entry, which any host sharing the prefix may have written
- * (procreg_etcd_value_decode), and the typed accessors the backend uses on
- * etcd's JSON replies (procreg_etcd_json_*).  The first input byte picks
- * which; the rest is the text.
+ * What the etcd backend reads from the cluster (backends/etcd): the first
+ * input byte picks the reader, the rest is the text.
  *
- * Expectations:
- *  - decode returns true, or false with a reason and a cleared value;
- *  - a decoded value has a pid > 0, a valid host id and normal-form a{sv}
- *    metadata, and encodes to JSON that decodes to the same value;
- *  - the accessors never crash on any member of any JSON object, and
- *    what they return is consistent (b64 data with its length).
+ *   0  an entry value (JSON written by any host sharing the prefix):
+ *      procreg_etcd_value_decode()
+ *   1  a reply: procreg_etcd_json_parse_object() (the strict one-object
+ *      guard, then json-glib), the typed accessors on every member,
+ *      procreg_etcd_header_revision(), procreg_etcd_kv_parse() on "kvs"
+ *   2  a line of the watch stream: procreg_etcd_watch_line_parse()
+ *   3  a reason marker value: procreg_etcd_marker_parse()
+ *   4  an error reply: procreg_etcd_error_reply_parse()
+ *
+ * Expectations: every reader returns true, or false with a reason and its
+ * output cleared; what is accepted is consistent (a decoded value has a
+ * pid > 0, a valid host id and normal-form a{sv} metadata and re-encodes
+ * to JSON that decodes to the same value; a marker with a hex writer
+ * re-encodes to itself; the guard refuses whatever the parser refuses to
+ * make an object of; kv keys and values are readable to their lengths);
+ * base64 round-trips; nothing leaks, nothing crashes.
  */
 #include "fuzz-common.h"
 #include "etcd-codec.h"
@@ -124,41 +131,145 @@ static void poke_object(JsonObject *o, int depth)
     g_list_free(members);
 }
 
+static void touch(const guchar *p, gsize n)
+{
+    volatile unsigned sum = 0;
+    for (gsize i = 0; i < n; i++)
+        sum += p[i];
+    (void)sum;
+}
+
+static void check_kv(const etcd_kv *kv)
+{
+    FUZZ_CHECK(kv->key != NULL);
+    touch(kv->key, kv->key_len + 1); /* NUL-terminated past the length */
+    if (kv->value != NULL)
+        touch(kv->value, kv->value_len + 1);
+}
+
 static void fuzz_json(const uint8_t *data, size_t size)
 {
-    if (size == 0)
-        return;
-    JsonParser *p = json_parser_new();
-    if (json_parser_load_from_data(p, (const char *)data, (gssize)size,
-                                   NULL)) {
-        JsonNode *root = json_parser_get_root(p);
-        if (root != NULL && JSON_NODE_HOLDS_OBJECT(root))
-            poke_object(json_node_get_object(root), 0);
+    const char *why = NULL, *why2 = NULL;
+    bool one = procreg_etcd_json_one_object(data, size, &why);
+    if (!one)
+        FUZZ_CHECK(why != NULL);
+    GError *err = NULL;
+    JsonNode *root = procreg_etcd_json_parse_object(data, size, &why2, &err);
+    if (root == NULL) {
+        FUZZ_CHECK(why2 != NULL);
+    } else {
+        FUZZ_CHECK(one);
+        FUZZ_CHECK(JSON_NODE_HOLDS_OBJECT(root));
+        JsonObject *o = json_node_get_object(root);
+        poke_object(o, 0);
+        (void)procreg_etcd_header_revision(o);
+        JsonArray *kvs = procreg_etcd_json_array(o, "kvs");
+        guint n = kvs ? json_array_get_length(kvs) : 0;
+        for (guint i = 0; i < n && i < 16; i++) {
+            JsonNode *e = json_array_get_element(kvs, i);
+            etcd_kv kv;
+            if (JSON_NODE_HOLDS_OBJECT(e) &&
+                procreg_etcd_kv_parse(json_node_get_object(e), &kv)) {
+                check_kv(&kv);
+                if (kv.value != NULL)
+                    fuzz_value(kv.value, kv.value_len);
+                procreg_etcd_kv_clear(&kv);
+            }
+        }
+        json_node_unref(root);
     }
-    g_object_unref(p);
+    g_clear_error(&err);
     /* The base64 writer round-trips whatever it is given. */
     GString *s = g_string_new("{\"x\":");
     procreg_etcd_append_b64(s, data, size);
     g_string_append_c(s, '}');
-    JsonParser *q = json_parser_new();
-    FUZZ_CHECK(json_parser_load_from_data(q, s->str, (gssize)s->len, NULL));
-    JsonObject *o = json_node_get_object(json_parser_get_root(q));
+    JsonNode *q = procreg_etcd_json_parse_object(s->str, s->len, &why, NULL);
+    FUZZ_CHECK(q != NULL);
     guchar *back = NULL;
     gsize back_len = 0;
-    FUZZ_CHECK(procreg_etcd_json_b64(o, "x", &back, &back_len));
-    FUZZ_CHECK(back_len == size && memcmp(back, data, size) == 0);
+    FUZZ_CHECK(procreg_etcd_json_b64(json_node_get_object(q), "x", &back,
+                                     &back_len));
+    FUZZ_CHECK(back_len == size && (size == 0 || memcmp(back, data, size) == 0));
     g_free(back);
-    g_object_unref(q);
+    json_node_unref(q);
     g_string_free(s, TRUE);
+}
+
+static void fuzz_watch_line(const uint8_t *data, size_t size)
+{
+    etcd_watch_batch b;
+    const char *why = NULL;
+    bool ok = procreg_etcd_watch_line_parse((const char *)data, size, &b, &why);
+    if (!ok) {
+        FUZZ_CHECK(why != NULL);
+    } else if (b.events != NULL) {
+        for (guint i = 0; i < b.events->len; i++) {
+            etcd_watch_event *ev = &g_array_index(b.events, etcd_watch_event, i);
+            if (ev->type == ETCD_EVENT_PUT || ev->type == ETCD_EVENT_DELETE) {
+                check_kv(&ev->kv);
+                if (ev->type == ETCD_EVENT_PUT && ev->kv.value != NULL)
+                    fuzz_value(ev->kv.value, ev->kv.value_len);
+            }
+            if (ev->have_prev)
+                check_kv(&ev->prev);
+        }
+    }
+    if (ok && b.message != NULL)
+        touch((const guchar *)b.message, strlen(b.message));
+    procreg_etcd_watch_batch_clear(&b);
+}
+
+static bool all_hex(const char *w)
+{
+    if (*w == '\0')
+        return false;
+    for (; *w; w++)
+        if (!g_ascii_isxdigit(*w))
+            return false;
+    return true;
+}
+
+static void fuzz_marker(const uint8_t *data, size_t size)
+{
+    char writer[ETCD_WRITER_LEN + 1] = "untouched";
+    int reason = -12345;
+    if (!procreg_etcd_marker_parse(data, size, writer, &reason)) {
+        FUZZ_CHECK(reason == -12345);
+        return;
+    }
+    FUZZ_CHECK(reason >= 0 && reason <= 64);
+    FUZZ_CHECK(strlen(writer) <= ETCD_WRITER_LEN);
+    if (!all_hex(writer))
+        return; /* the encoder writes hex ids only */
+    char text[ETCD_MARKER_MAX];
+    size_t n = procreg_etcd_marker_encode(writer, reason, text);
+    char w2[ETCD_WRITER_LEN + 1];
+    int r2 = -1;
+    FUZZ_CHECK(procreg_etcd_marker_parse(text, n, w2, &r2));
+    FUZZ_CHECK(r2 == reason && strcmp(w2, writer) == 0);
+}
+
+static void fuzz_error_reply(const uint8_t *data, size_t size)
+{
+    int code = -7;
+    char *message = NULL;
+    procreg_etcd_error_reply_parse((const char *)data, size, &code, &message);
+    FUZZ_CHECK(message != NULL);
+    g_free(message);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    if (data[0] & 1)
-        fuzz_json(data + 1, size - 1);
-    else
-        fuzz_value(data + 1, size - 1);
+    const uint8_t *text = data + 1;
+    size_t len = size - 1;
+    switch (data[0] % 5) {
+    case 0: fuzz_value(text, len); break;
+    case 1: fuzz_json(text, len); break;
+    case 2: fuzz_watch_line(text, len); break;
+    case 3: fuzz_marker(text, len); break;
+    default: fuzz_error_reply(text, len); break;
+    }
     return 0;
 }

@@ -74,7 +74,6 @@ mkdir -p "$out/crashes"
 
 export G_SLICE=always-malloc
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
-export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$src/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
 failed=0
@@ -97,10 +96,7 @@ for t in "${targets[@]}"; do
     metadata|lmdb) extra=(-detect_leaks=0) ;;
     esac
     [ $keep_going -eq 1 ] && extra+=(-fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1)
-    # json-glib and glib have no frame pointers: LeakSanitizer needs the
-    # slow unwinder to see json_parser_load_from_data (lsan.supp).
     asan=$ASAN_OPTIONS
-    [ "$t" = etcd ] && asan="$asan:fast_unwind_on_malloc=0"
     mkdir -p "$corpus"
     log="$out/$t.log"
     start=$(date +%s)
