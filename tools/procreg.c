@@ -346,6 +346,14 @@ static GVariant *parse_value(const char *text, bool typed, GError **error)
 /* Split KEY=VALUE / KEY:=TEXT; false (message printed) when malformed. */
 static bool parse_pair(const char *arg, char **key, GVariant **value)
 {
+    /* Keys and strings of a GVariant are UTF-8; a shell in another locale
+     * may hand us other bytes. */
+    if (!g_utf8_validate(arg, -1, NULL)) {
+        char *shown = g_utf8_make_valid(arg, -1);
+        usage_error("metadata '%s' is not valid UTF-8", shown);
+        g_free(shown);
+        return false;
+    }
     const char *eq = strchr(arg, '=');
     if (eq == NULL || eq == arg) {
         usage_error("'%s' is not KEY=VALUE", arg);
@@ -365,7 +373,9 @@ static bool parse_pair(const char *arg, char **key, GVariant **value)
         return false;
     }
     *key = g_strndup(arg, klen);
-    *value = g_variant_ref_sink(v);
+    /* g_variant_parse() returns a full reference, the constructors a
+     * floating one: take_ref owns either exactly once. */
+    *value = g_variant_take_ref(v);
     return true;
 }
 

@@ -336,6 +336,19 @@ static void test_invalid(Fixture *f, gconstpointer data)
     g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "ns", "a",
                         "--pid", pid, "--meta", "x:=not a variant", NULL),
                     ==, 2);
+    /* Bytes that are not UTF-8 (a shell in another locale): refused, for
+     * values, keys, typed values and find alike. */
+    const char *not_utf8[] = {"a=x\274y", "\274k=1", "k:='\274'"};
+    for (size_t i = 0; i < G_N_ELEMENTS(not_utf8); i++) {
+        g_assert_cmpint(run(NULL, &err, "-b", f->spec, "register", "ns", "a",
+                            "--pid", pid, "--meta", not_utf8[i], NULL), ==, 2);
+        ASSERT_HAS(err, "not valid UTF-8");
+        g_free(err);
+    }
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "find", "a=x\274y", NULL),
+                    ==, 2);
+    ASSERT_HAS(err, "not valid UTF-8");
+    g_free(err);
     g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "wait", "ns", "a",
                         "--timeout", "soon", NULL), ==, 2);
     g_assert_cmpint(run(NULL, &err, "-b", "nosuchbackend", "list", NULL), ==,
