@@ -665,18 +665,11 @@ static void check_whole(soak *s, const char *when)
 
 static void run_backend(const char *spec, double seconds, int threads)
 {
-    /* The key hash's seed is set on first use with a plain store under
-     * g_once, which ThreadSanitizer cannot see synchronise (glib is not
-     * instrumented): the first hash is made here, before the threads,
-     * until core/key.c publishes the seed atomically (requested in
-     * /work/notes/requests/reliability-core.md). */
-    procreg_key *warm = NULL;
-    g_assert_cmpint(procreg_key_new("soak", "warm", &warm, NULL), ==, 0);
-    procreg_key_unref(warm);
-    /* Likewise glib's GVariant type-info cache (entries made and freed
-     * under glib's own futex locks): one value of every type the workers
-     * build stays alive meanwhile, so its type infos are never freed and
-     * made again by another thread. */
+    /* glib's GVariant type-info cache makes and frees its entries under
+     * glib's own futex locks, which ThreadSanitizer cannot see (glib is
+     * not instrumented): one value of every type the workers build stays
+     * alive meanwhile, so its type infos are never freed and made again
+     * by another thread. */
     GVariant *types = g_variant_ref_sink(g_variant_new_parsed(
         "({'tag': <'t'>, 'n': <1>, 'thread': <uint16 1>}, @a{sv} {})"));
     soak s = {.spec = spec, .n_workers = threads};
