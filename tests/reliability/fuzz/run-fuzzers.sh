@@ -114,12 +114,17 @@ for t in "${targets[@]}"; do
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
     runs=${runs:-0}
     total=$((total + runs))
-    if [ $rc -eq 0 ] && ! ls "$out/crashes/$t-"* >/dev/null 2>&1; then
+    # Slow inputs are reported, not failures; every other artifact is.
+    failures=$(ls "$out/crashes/" 2>/dev/null | grep "^$t-" | grep -v "^$t-slow-unit-")
+    for slow in "$out/crashes/$t-slow-unit-"*; do
+        [ -e "$slow" ] && echo "fuzz $t: slow input (over 10 s): $slow"
+    done
+    if [ $rc -eq 0 ] && [ -z "$failures" ]; then
         echo "fuzz $t: $runs runs in $took s, coverage ${cov:-?} edges, corpus $(ls "$corpus" | wc -l) new inputs, no failure"
     else
         failed=1
         echo "fuzz $t: FAILED (exit $rc) after $runs runs in $took s; log $log"
-        ls "$out/crashes/$t-"* 2>/dev/null | sed 's/^/  input: /'
+        echo "$failures" | sed "/^$/d; s|^|  input: $out/crashes/|"
         grep -E "ERROR|expectation failed|SUMMARY|#[0-9]+ 0x" "$log" | head -25 | sed 's/^/  /'
     fi
 done
