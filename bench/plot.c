@@ -5,6 +5,8 @@
  *     min..max) vs threads, one line per target — the first picture;
  *   - latency-<workload>-<keys>-<dist>.{svg,png}: p50 / p99 / p99.9 per
  *     target at the smallest thread count, log scale;
+ *   - cpu-<workload>-<keys>-<dist>.{svg,png}: CPU ns per op per target, a
+ *     bar per thread count, log scale (steady on a loaded machine);
  * and index.html showing them all.  gnuplot runs when it is installed.
  */
 #include "bench.h"
@@ -58,6 +60,28 @@ static void terminals(GString *gp, const char *stem, const char *kind,
         kind, stem, plot_cmds, kind, stem, plot_cmds);
 }
 
+/* The power of ten below @v (with room for the smallest bar to show). */
+static double log_floor(double v)
+{
+    if (!(v > 0) || isinf(v))
+        return 1;
+    return pow(10, floor(log10(v * 0.8)));
+}
+
+/* Distinct colours: greys for the baselines, strong ones for backends. */
+static const char *colour(const char *label, guint index)
+{
+    static const char *const strong[] = {
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd",
+        "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+    };
+    if (strcmp(label, "raw-ckht") == 0)
+        return "#404040";
+    if (strcmp(label, "raw-ghash") == 0)
+        return "#a0a0a0";
+    return strong[index % G_N_ELEMENTS(strong)];
+}
+
 static void write_throughput(const bench_report *rep, const plot_group *g,
                              const char *stem, GPtrArray *targets,
                              GString *gp, GString *data)
@@ -107,13 +131,14 @@ static void write_throughput(const bench_report *rep, const plot_group *g,
                                        r->mops_min, r->mops_max);
         }
         g_string_append(data, "\n\n");
-        /* Baselines dashed, backends solid. */
+        /* Baselines dashed grey, backends solid colours. */
         bool base = strncmp(label, "raw-", 4) == 0;
         g_string_append_printf(cmd, "%s'throughput-%s.dat' index %u using "
                                     "1:2:3:4 with yerrorlines lw 2 pt %d ps 1.2 "
-                                    "dt %d title ",
+                                    "dt %d lc rgb '%s' title ",
                                t ? ", \\\n     " : "", stem, t,
-                               base ? 6 : 7, base ? 2 : 1);
+                               base ? 6 : 7, base ? 2 : 1,
+                               colour(label, t));
         gp_quote(cmd, label);
     }
     g_string_append(cmd, "\n");
@@ -134,6 +159,7 @@ static void write_latency(const bench_report *rep, const plot_group *g,
     }
     g_string_append(data, "# target p50 p99 p99.9 (ns)\n");
     int rows = 0;
+    double vmin = INFINITY;
     for (guint t = 0; t < targets->len; t++) {
         for (guint i = 0; i < rep->results->len; i++) {
             const bench_result *r = rep->results->pdata[i];
@@ -143,6 +169,8 @@ static void write_latency(const bench_report *rep, const plot_group *g,
                 g_string_append(data, r->target);
                 g_string_append_printf(data, "\" %.6g %.6g %.6g\n", r->p50,
                                        r->p99, r->p999);
+                if (r->p50 > 0)
+                    vmin = MIN(vmin, r->p50);
                 rows++;
             }
         }
@@ -152,19 +180,102 @@ static void write_latency(const bench_report *rep, const plot_group *g,
         "set title \"%s: latency percentiles, %d thread%s (%zu keys%s%s)\\n"
         "timed alone with %s; log scale\"\n"
         "set ylabel 'ns per op'\nset logscale y\nset grid ytics\n"
+        "set format y '%%.0s%%c'\n"
         "set style data histograms\n"
         "set style histogram clustered gap 1\n"
         "set style fill solid 0.85 border -1\nset boxwidth 0.9\n"
         "set xtics rotate by -25 left\nset key outside right top\n"
-        "set bmargin 7\nset xrange [-0.6:%d.4]\n"
+        "set bmargin 7\nset xrange [-0.6:%d.4]\nset yrange [%g:*]\n"
         "plot 'latency-%s.dat' using 2:xtic(1) title 'p50', "
         "'' using 3 title 'p99', '' using 4 title 'p99.9'\n",
         g->wl->name, tmin, tmin == 1 ? "" : "s", g->keys,
         strcmp(g->dist, "-") ? ", " : "", strcmp(g->dist, "-") ? g->dist : "",
-        bench_clock.source, rows - 1, stem);
+        bench_clock.source, rows - 1, log_floor(vmin), stem);
     terminals(gp, stem, "latency", cmd->str);
     g_string_append(gp, "reset\n");
     g_string_free(cmd, TRUE);
+}
+
+/* CPU ns per op of each target, one bar per thread count: the cost of
+ * an op, which a loaded machine does not blur as it does throughput. */
+static void write_cpu(const bench_report *rep, const plot_group *g,
+                      const char *stem, GPtrArray *targets, GString *gp,
+                      GString *data)
+{
+    GArray *thr = g_array_new(FALSE, FALSE, sizeof(int));
+    for (guint i = 0; i < rep->results->len; i++) {
+        const bench_result *r = rep->results->pdata[i];
+        if (!in_group(r, g))
+            continue;
+        bool seen = false;
+        for (guint j = 0; j < thr->len; j++)
+            seen |= g_array_index(thr, int, j) == r->threads;
+        if (!seen)
+            g_array_append_val(thr, r->threads);
+    }
+    g_string_append(data, "# target");
+    for (guint j = 0; j < thr->len; j++)
+        g_string_append_printf(data, " T=%d", g_array_index(thr, int, j));
+    g_string_append(data, " (cpu ns per op)\n");
+    int rows = 0;
+    double vmin = INFINITY;
+    for (guint t = 0; t < targets->len; t++) {
+        GString *line = g_string_new(NULL);
+        bool any = false;
+        g_string_append_printf(line, "\"%s\"", (char *)targets->pdata[t]);
+        for (guint j = 0; j < thr->len; j++) {
+            double v = NAN;
+            for (guint i = 0; i < rep->results->len; i++) {
+                const bench_result *r = rep->results->pdata[i];
+                if (in_group(r, g) && strcmp(r->target, targets->pdata[t]) == 0 &&
+                    r->threads == g_array_index(thr, int, j))
+                    v = r->cpu_ns_per_op;
+            }
+            any |= !isnan(v);
+            if (!isnan(v) && v > 0)
+                vmin = MIN(vmin, v);
+            if (isnan(v))
+                g_string_append(line, " NaN");
+            else
+                g_string_append_printf(line, " %.6g", v);
+        }
+        if (any) {
+            g_string_append_printf(data, "%s\n", line->str);
+            rows++;
+        }
+        g_string_free(line, TRUE);
+    }
+    if (rows > 0) {
+        GString *cmd = g_string_new(NULL);
+        g_string_append_printf(cmd,
+            "set title \"%s: CPU time per op (%zu keys%s%s)\\n"
+            "CPU time of the worker threads / ops, median of %d reps; log "
+            "scale\"\n"
+            "set ylabel 'CPU ns per op'\nset logscale y\nset grid ytics\n"
+            "set format y '%%.0s%%c'\n"
+            "set style data histograms\n"
+            "set style histogram clustered gap 1\n"
+            "set style fill solid 0.85 border -1\nset boxwidth 0.9\n"
+            "set xtics rotate by -25 left\nset key outside right top\n"
+            "set bmargin 7\nset xrange [-0.6:%d.4]\nset yrange [%g:*]\n",
+            g->wl->name, g->keys, strcmp(g->dist, "-") ? ", " : "",
+            strcmp(g->dist, "-") ? g->dist : "", rep->params->reps, rows - 1,
+            log_floor(vmin));
+        g_string_append(cmd, "plot ");
+        for (guint j = 0; j < thr->len; j++)
+            g_string_append_printf(cmd,
+                                   "%s'cpu-%s.dat' using %u%s title '%d "
+                                   "thread%s'",
+                                   j ? ", " : "", stem, j + 2,
+                                   j ? "" : ":xtic(1)",
+                                   g_array_index(thr, int, j),
+                                   g_array_index(thr, int, j) == 1 ? "" : "s");
+        g_string_append(cmd, "\n");
+        terminals(gp, stem, "cpu", cmd->str);
+        g_string_append(gp, "reset\n");
+        g_string_free(cmd, TRUE);
+    }
+    g_array_free(thr, TRUE);
 }
 
 static int write_file(const char *dir, const char *name, const GString *s,
@@ -229,19 +340,27 @@ int bench_report_plot(const bench_report *rep, const char *dir,
         }
         char *stem = group_stem(g);
         GString *tdata = g_string_new(NULL), *ldata = g_string_new(NULL);
+        GString *cdata = g_string_new(NULL);
         write_throughput(rep, g, stem, targets, gp, tdata);
         write_latency(rep, g, stem, targets, gp, ldata);
+        write_cpu(rep, g, stem, targets, gp, cdata);
         char *tname = g_strdup_printf("throughput-%s.dat", stem);
         char *lname = g_strdup_printf("latency-%s.dat", stem);
+        char *cname = g_strdup_printf("cpu-%s.dat", stem);
         rc = write_file(dir, tname, tdata, error);
         if (rc == 0)
             rc = write_file(dir, lname, ldata, error);
+        if (rc == 0)
+            rc = write_file(dir, cname, cdata, error);
         g_string_append_printf(html,
             "<h2>%s (%zu keys, %s)</h2>\n<img src=\"throughput-%s.svg\" "
-            "width=\"960\"><br>\n<img src=\"latency-%s.svg\" width=\"960\">\n",
-            g->wl->name, g->keys, g->dist, stem, stem);
+            "width=\"960\"><br>\n<img src=\"cpu-%s.svg\" width=\"960\"><br>\n"
+            "<img src=\"latency-%s.svg\" width=\"960\">\n",
+            g->wl->name, g->keys, g->dist, stem, stem, stem);
         g_free(tname);
         g_free(lname);
+        g_free(cname);
+        g_string_free(cdata, TRUE);
         g_string_free(tdata, TRUE);
         g_string_free(ldata, TRUE);
         g_free(stem);
