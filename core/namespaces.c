@@ -51,7 +51,8 @@ PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
     if (removed != NULL)
         *removed = 0;
     if (atomic != NULL)
-        *atomic = (reg->ops->caps & PROCREG_CAP_ATOMIC_DROP) &&
+        *atomic = (procreg_backend_get_caps(reg->backend) &
+                   PROCREG_CAP_ATOMIC_DROP) &&
                   reg->ops->drop_namespace != NULL;
     int rc = procreg_validate_name(ns, "namespace", error);
     if (rc != 0)
