@@ -643,10 +643,11 @@ int main(int argc, char **argv)
             if (strcmp(g, "lmdb") == 0)
                 spec = g_strdup_printf("lmdb:path=%s/registry.mdb",
                                        bench_scratch_dir());
-            else if (strcmp(g, "optimized:inner=lmdb") == 0)
+            else if (g_str_has_prefix(g, "optimized:inner=lmdb") &&
+                     (g[20] == '\0' || g[20] == ','))
                 spec = g_strdup_printf(
-                    "optimized:inner=[lmdb:path=%s/optimized.mdb]",
-                    bench_scratch_dir());
+                    "optimized:inner=[lmdb:path=%s/optimized.mdb]%s",
+                    bench_scratch_dir(), g + 20);
             g_ptr_array_add(given_labels, g_strdup(g));
             if (spec) {
                 g_free(given->pdata[i]);
@@ -743,10 +744,13 @@ int main(int argc, char **argv)
         /* 2. Every target open and filled at once, so that the repetitions
          * of one cell can be interleaved: background load on a shared
          * machine then hits every target alike. */
+        bool cells_wanted = false;
+        for (int wi = 0; wi < BENCH_W_COUNT; wi++)
+            cells_wanted |= wanted[wi] && wi != BENCH_W_LOAD;
         bench_target *tg = g_new0(bench_target, nt);
         char **skip = g_new0(char *, nt);
         bench_context *ctx = g_new0(bench_context, nt);
-        for (guint ti = 0; ti < nt; ti++) {
+        for (guint ti = 0; ti < nt && cells_wanted; ti++) {
             if (!opt_quiet)
                 fprintf(stderr, "procreg-bench: %zu keys  %s: filling the "
                                 "table\n", n_keys, (char *)targets->pdata[ti]);
@@ -840,7 +844,7 @@ int main(int argc, char **argv)
         }
 
         /* 4. Close them. */
-        for (guint ti = 0; ti < nt; ti++) {
+        for (guint ti = 0; ti < nt && cells_wanted; ti++) {
             g_free(ctx[ti].pool_registered);
             g_free(ctx[ti].pool_removed);
             if (!skip[ti])
