@@ -36,6 +36,8 @@
  */
 #include <procreg/backend.h>
 
+#include "lmdb-codec.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -56,9 +58,7 @@
 /* ------------------------------------------------------------------------ */
 /* Constants and on-disk records                                            */
 
-#define FORMAT_VALUE "procreg-lmdb 1"
-#define ENTRY_VERSION 1
-#define EVENT_VERSION 1
+#define FORMAT_VALUE PROCREG_LMDB_FORMAT
 #define NOTIFY_MAGIC 0x4e475250u /* "PRGN" */
 #define NOTIFY_SIZE 4096
 
@@ -79,38 +79,7 @@
 /* Owners whose death the monitor watches with a pidfd, at most. */
 #define MONITOR_MAX 256
 
-#define ENTRY_HAS_META 1u
-
-/* Values are host-local (the file never leaves the host): native byte
- * order, fields read with memcpy so alignment does not matter. */
-typedef struct {
-    uint16_t version;
-    uint16_t flags;
-    uint32_t meta_len;
-    uint64_t pid;
-    uint64_t start_time;
-    int64_t registered_at;
-    uint64_t revision;
-} entry_header;
-
-typedef struct {
-    uint16_t version;
-    uint8_t kind;
-    uint8_t reason;
-    uint16_t key_len;
-    uint16_t flags;
-    uint32_t origin_pid;
-    uint32_t origin_instance;
-    uint32_t meta_len;
-    uint32_t reserved;
-    uint64_t pid;
-    uint64_t start_time;
-    int64_t registered_at;
-    uint64_t revision;
-} event_header;
-
-G_STATIC_ASSERT(sizeof(entry_header) == 40);
-G_STATIC_ASSERT(sizeof(event_header) == 56);
+#define ENTRY_HAS_META PROCREG_LMDB_HAS_META
 
 /* FILE-notify: one page, shared by every process that has FILE open. */
 typedef struct {
@@ -120,7 +89,7 @@ typedef struct {
     uint32_t waiters; /* watchers that may be asleep on counter */
 } notify_page;
 
-#define OWNER_KEY_SIZE 12
+#define OWNER_KEY_SIZE PROCREG_LMDB_OWNER_KEY_SIZE
 
 /* ------------------------------------------------------------------------ */
 /* Types                                                                    */
@@ -146,6 +115,7 @@ typedef struct {
     ino_t ino;
     char *path;
     bool read_only;
+    bool stale_boot; /* read-only file of an earlier boot: owners all dead */
     char *read_only_why;
     MDB_env *mdb;
     MDB_dbi db_entries, db_owners, db_meta, db_events;
@@ -179,7 +149,7 @@ typedef struct {
 
     /* Figures for stats(), updated with g_atomic_pointer_add(). */
     gsize map_grows, map_adopted, stale_readers, reaped, events_delivered,
-        events_lost, corrupt_reads;
+        events_lost, corrupt_reads, log_restarts;
 } lmdb_env;
 
 struct lmdb_state {
@@ -298,134 +268,36 @@ static int mdb_fail(const lmdb_env *env, int rc, const char *what,
 /* ------------------------------------------------------------------------ */
 /* Records                                                                  */
 
-typedef struct {
-    procreg_owner owner;
-    int64_t registered_at;
-    uint64_t revision;
-    bool has_meta;
-    const void *meta;
-    size_t meta_len;
-} raw_entry;
+/* The record formats and their checks live in lmdb-codec.c (shared with
+ * the fuzz targets); these take LMDB's MDB_val. */
+typedef procreg_lmdb_raw_entry raw_entry;
 
-/* Check an entries value and point @out into it.  NULL or why it is bad. */
 static const char *entry_decode(const MDB_val *v, raw_entry *out)
 {
-    entry_header h;
-    if (v->mv_size < sizeof h)
-        return "value shorter than its header";
-    memcpy(&h, v->mv_data, sizeof h);
-    if (h.version != ENTRY_VERSION)
-        return "unknown entry version";
-    if (h.flags & ~ENTRY_HAS_META)
-        return "unknown entry flags";
-    if (h.meta_len != v->mv_size - sizeof h)
-        return "metadata length does not match the value";
-    if (!(h.flags & ENTRY_HAS_META) && h.meta_len != 0)
-        return "metadata without its flag";
-    if (h.pid == 0 || h.pid > INT_MAX)
-        return "owner pid out of range";
-    out->owner.pid = (pid_t)h.pid;
-    out->owner.start_time = h.start_time;
-    out->registered_at = h.registered_at;
-    out->revision = h.revision;
-    out->has_meta = (h.flags & ENTRY_HAS_META) != 0;
-    out->meta = (const char *)v->mv_data + sizeof h;
-    out->meta_len = h.meta_len;
-    return NULL;
+    return procreg_lmdb_entry_decode(v->mv_data, v->mv_size, out);
 }
 
-/* The metadata of a decoded record, validated: a new reference, NULL for
- * none; NULL with *why set when it is not a normal-form a{sv}. */
-static GVariant *meta_decode(bool has_meta, const void *data, size_t len,
-                             const char **why)
-{
-    *why = NULL;
-    if (!has_meta)
-        return NULL;
-    GBytes *bytes = g_bytes_new(data, len);
-    GVariant *v = g_variant_ref_sink(
-        g_variant_new_from_bytes(G_VARIANT_TYPE_VARDICT, bytes, FALSE));
-    g_bytes_unref(bytes);
-    if (!g_variant_is_normal_form(v)) {
-        g_variant_unref(v);
-        *why = "metadata is not a valid a{sv}";
-        return NULL;
-    }
-    return v;
-}
+#define meta_decode procreg_lmdb_meta_decode
+#define owner_key procreg_lmdb_owner_key
 
-/* Split an entries key "ns\0name"; false when it is not one. */
 static bool key_split(const MDB_val *k, size_t *ns_len)
 {
-    const char *p = k->mv_data;
-    const char *z = k->mv_size ? memchr(p, '\0', k->mv_size) : NULL;
-    if (z == NULL)
-        return false;
-    size_t n = (size_t)(z - p), m = k->mv_size - n - 1;
-    if (n == 0 || m == 0 || n > PROCREG_NAME_MAX || m > PROCREG_NAME_MAX ||
-        memchr(z + 1, '\0', m) != NULL)
-        return false;
-    *ns_len = n;
-    return true;
+    return procreg_lmdb_key_split(k->mv_data, k->mv_size, ns_len);
 }
 
-/* Copy ns and name out of a key, checking the name rules. */
 static bool key_strings(const MDB_val *k, char **ns, char **name)
 {
-    size_t n;
-    if (!key_split(k, &n))
-        return false;
-    char *a = g_strndup(k->mv_data, n);
-    char *b = g_strndup((const char *)k->mv_data + n + 1, k->mv_size - n - 1);
-    if (procreg_validate_name(a, "namespace", NULL) != 0 ||
-        procreg_validate_name(b, "name", NULL) != 0) {
-        g_free(a);
-        g_free(b);
-        return false;
-    }
-    *ns = a;
-    *name = b;
-    return true;
+    return procreg_lmdb_key_strings(k->mv_data, k->mv_size, ns, name);
 }
 
-/* A printable form of a key for messages. */
 static char *key_printable(const MDB_val *k)
 {
-    GString *s = g_string_new(NULL);
-    const unsigned char *p = k->mv_data;
-    for (size_t i = 0; i < k->mv_size && i < 600; i++) {
-        if (p[i] == 0)
-            g_string_append(s, "/");
-        else if (p[i] < 0x20 || p[i] == 0x7f || p[i] == '\\')
-            g_string_append_printf(s, "\\x%02x", p[i]);
-        else
-            g_string_append_c(s, (char)p[i]);
-    }
-    return g_string_free(s, FALSE);
-}
-
-static void owner_key(const procreg_owner *o, uint8_t out[OWNER_KEY_SIZE])
-{
-    uint32_t p = GUINT32_TO_BE((uint32_t)o->pid);
-    uint64_t s = GUINT64_TO_BE(o->start_time);
-    memcpy(out, &p, 4);
-    memcpy(out + 4, &s, 8);
+    return procreg_lmdb_key_printable(k->mv_data, k->mv_size);
 }
 
 static bool owner_from_key(const MDB_val *k, procreg_owner *o)
 {
-    if (k->mv_size != OWNER_KEY_SIZE)
-        return false;
-    uint32_t p;
-    uint64_t s;
-    memcpy(&p, k->mv_data, 4);
-    memcpy(&s, (const char *)k->mv_data + 4, 8);
-    p = GUINT32_FROM_BE(p);
-    if (p == 0 || p > INT_MAX)
-        return false;
-    o->pid = (pid_t)p;
-    o->start_time = GUINT64_FROM_BE(s);
-    return true;
+    return procreg_lmdb_owner_from_key(k->mv_data, k->mv_size, o);
 }
 
 static bool owner_same(const procreg_owner *a, const procreg_owner *b)
@@ -517,6 +389,8 @@ static bool owner_probe(lmdb_env *env, const procreg_owner *o)
 /* Whether @o is alive: the cache for owners seen before, else a probe. */
 static bool owner_alive(lmdb_env *env, const procreg_owner *o)
 {
+    if (env->stale_boot)
+        return false;
     if (owner_same(o, &env->self))
         return true;
     owner_id id = {o->pid, o->start_time};
@@ -814,37 +688,38 @@ static bool log_change(lmdb_env *env, MDB_txn *txn, wstate *w,
                        const raw_entry *e)
 {
     if (!w->seq_loaded) {
-        if (!w_check(w, log_last(env, txn, &w->seq), "reading the change log"))
+        int rc = log_last(env, txn, &w->seq);
+        if (rc == MDB_CORRUPTED || (rc == 0 && w->seq == UINT64_MAX)) {
+            /* The log is only a notification channel: a damaged one (a
+             * malformed or exhausted last number) starts again at 1, and
+             * the watchers notice the restart and follow. */
+            rc = mdb_drop(txn, env->db_events, 0);
+            w->seq = 0;
+            if (rc == 0)
+                g_atomic_pointer_add(&env->log_restarts, 1);
+        }
+        if (!w_check(w, rc, "reading the change log"))
             return false;
         w->seq_loaded = true;
         w->first_seq = w->seq + 1;
     }
     uint64_t seq = ++w->seq;
-    event_header h = {
-        .version = EVENT_VERSION,
-        .kind = (uint8_t)kind,
-        .reason = (uint8_t)reason,
-        .key_len = (uint16_t)key->mv_size,
-        .flags = e->has_meta ? ENTRY_HAS_META : 0,
-        .origin_pid = (uint32_t)env->self.pid,
-        .origin_instance = origin_instance,
-        .meta_len = (uint32_t)e->meta_len,
-        .pid = (uint64_t)e->owner.pid,
-        .start_time = e->owner.start_time,
-        .registered_at = e->registered_at,
-        .revision = e->revision,
-    };
     uint64_t be = GUINT64_TO_BE(seq);
     MDB_val k = {sizeof be, &be};
-    MDB_val v = {sizeof h + key->mv_size + e->meta_len, NULL};
-    if (!w_check(w, mdb_put(txn, env->db_events, &k, &v, MDB_RESERVE | MDB_APPEND),
-                 "appending to the change log"))
+    MDB_val v = {procreg_lmdb_event_size(key->mv_size, e), NULL};
+    int rc = mdb_put(txn, env->db_events, &k, &v, MDB_RESERVE | MDB_APPEND);
+    if (rc == MDB_KEYEXIST) {
+        /* Only a damaged log (a key above ours) can refuse an append. */
+        g_free(w->corrupt);
+        w->corrupt = g_strdup("the change log is damaged (a record is "
+                              "numbered above the last change)");
         return false;
-    memcpy(v.mv_data, &h, sizeof h);
-    memcpy((char *)v.mv_data + sizeof h, key->mv_data, key->mv_size);
-    if (e->meta_len)
-        memcpy((char *)v.mv_data + sizeof h + key->mv_size, e->meta,
-               e->meta_len);
+    }
+    if (!w_check(w, rc, "appending to the change log"))
+        return false;
+    procreg_lmdb_event_encode(kind, reason, (uint32_t)env->self.pid,
+                              origin_instance, key->mv_data, key->mv_size, e,
+                              v.mv_data);
     w->events++;
     w->dirty = true;
     return true;
@@ -898,22 +773,11 @@ static bool entry_delete(lmdb_env *env, MDB_txn *txn, wstate *w,
 static bool entry_put(lmdb_env *env, MDB_txn *txn, wstate *w,
                       const MDB_val *key, const raw_entry *e, bool is_new)
 {
-    entry_header h = {
-        .version = ENTRY_VERSION,
-        .flags = e->has_meta ? ENTRY_HAS_META : 0,
-        .meta_len = (uint32_t)e->meta_len,
-        .pid = (uint64_t)e->owner.pid,
-        .start_time = e->owner.start_time,
-        .registered_at = e->registered_at,
-        .revision = e->revision,
-    };
-    MDB_val k = *key, v = {sizeof h + e->meta_len, NULL};
+    MDB_val k = *key, v = {procreg_lmdb_entry_size(e), NULL};
     if (!w_check(w, mdb_put(txn, env->db_entries, &k, &v, MDB_RESERVE),
                  "writing an entry"))
         return false;
-    memcpy(v.mv_data, &h, sizeof h);
-    if (e->meta_len)
-        memcpy((char *)v.mv_data + sizeof h, e->meta, e->meta_len);
+    procreg_lmdb_entry_encode(e, v.mv_data);
     if (is_new) {
         uint8_t ok[OWNER_KEY_SIZE];
         owner_key(&e->owner, ok);
@@ -1043,6 +907,100 @@ static char *default_path(GError **error)
     return path;
 }
 
+#define BOOT_ID_LEN 36
+
+/* This boot's id (/proc/sys/kernel/random/boot_id); false if unknown. */
+static bool read_boot_id(char out[BOOT_ID_LEN])
+{
+    char *text = NULL;
+    gsize len = 0;
+    bool ok = g_file_get_contents("/proc/sys/kernel/random/boot_id", &text,
+                                  &len, NULL) &&
+              len >= BOOT_ID_LEN;
+    if (ok)
+        memcpy(out, text, BOOT_ID_LEN);
+    g_free(text);
+    return ok;
+}
+
+/* Owners are (pid, start time since boot): after a reboot a new process
+ * can match an old owner exactly.  The file remembers the boot that last
+ * wrote it; on a new boot every owner in it is dead, so their entries go
+ * (reason OWNER_EXITED) before anything is served.  A read-only file of
+ * an earlier boot just answers "absent" for all of them. */
+static int boot_check(lmdb_env *env, MDB_txn *txn, GError **error)
+{
+    char boot[BOOT_ID_LEN];
+    if (!read_boot_id(boot))
+        return 0;
+    MDB_val bk = {7, "boot_id"}, bv;
+    int rc = mdb_get(txn, env->db_meta, &bk, &bv);
+    bool same = rc == 0 && bv.mv_size == BOOT_ID_LEN &&
+                memcmp(bv.mv_data, boot, BOOT_ID_LEN) == 0;
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return mdb_fail(env, rc, "reading the boot id", error);
+    if (same)
+        return 0;
+    if (env->read_only) {
+        env->stale_boot = rc == 0;
+        return 0;
+    }
+    wstate w = {0};
+    if (rc == 0) {
+        /* Collect, then delete: deleting moves what values point at. */
+        GPtrArray *keys = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)g_bytes_unref);
+        MDB_cursor *c;
+        rc = mdb_cursor_open(txn, env->db_entries, &c);
+        MDB_val k, v;
+        for (int crc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_FIRST) : rc;
+             crc == 0; crc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+            g_ptr_array_add(keys, g_bytes_new(k.mv_data, k.mv_size));
+        if (rc == 0)
+            mdb_cursor_close(c);
+        for (guint i = 0; rc == 0 && i < keys->len; i++) {
+            gsize len;
+            MDB_val key = {0, NULL};
+            key.mv_data = (void *)g_bytes_get_data(keys->pdata[i], &len);
+            key.mv_size = len;
+            raw_entry e;
+            if (mdb_get(txn, env->db_entries, &key, &v) != 0 ||
+                entry_decode(&v, &e) != NULL)
+                continue; /* damaged: left for the operator to see */
+            /* Copy the metadata out before the value moves. */
+            GBytes *meta = g_bytes_new(e.meta, e.meta_len);
+            e.meta = g_bytes_get_data(meta, NULL);
+            if (!log_change(env, txn, &w, PROCREG_EVENT_UNREGISTERED,
+                            PROCREG_REASON_OWNER_EXITED, 0, &key, &e) ||
+                !w_check(&w, mdb_del(txn, env->db_entries, &key, NULL),
+                         "removing an entry of an earlier boot"))
+                rc = w.mdb_rc ? w.mdb_rc : MDB_CORRUPTED;
+            g_bytes_unref(meta);
+        }
+        g_ptr_array_unref(keys);
+        if (rc == 0)
+            rc = mdb_drop(txn, env->db_owners, 0);
+        if (rc == 0 && w.corrupt == NULL && log_finish(env, txn, &w))
+            g_atomic_pointer_add(&env->reaped, w.events);
+        if (w.corrupt != NULL) {
+            rc = procreg_set_error(error, PROCREG_EBACKEND,
+                                   "lmdb registry '%s': %s", env->path,
+                                   w.corrupt);
+            g_free(w.corrupt);
+            return rc;
+        }
+        if (rc == 0 && w.mdb_rc != 0)
+            rc = w.mdb_rc;
+        if (rc != 0)
+            return mdb_fail(env, rc, "removing the entries of an earlier boot",
+                            error);
+    }
+    bv.mv_size = BOOT_ID_LEN;
+    bv.mv_data = boot;
+    rc = mdb_put(txn, env->db_meta, &bk, &bv, 0);
+    return rc == 0 ? 0 : mdb_fail(env, rc, "writing the boot id", error);
+}
+
 /* Check the main database names only our databases; create them (and the
  * format marker) on a new file, check the marker on an old one. */
 static int open_dbs(lmdb_env *env, GError **error)
@@ -1130,6 +1088,11 @@ static int open_dbs(lmdb_env *env, GError **error)
     if (rc != 0) {
         mdb_txn_abort(txn);
         return mdb_fail(env, rc, "reading the format marker", error);
+    }
+    rc = boot_check(env, txn, error);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
     }
     rc = mdb_txn_commit(txn);
     return rc == 0 ? 0 : mdb_fail(env, rc, "opening the databases", error);
@@ -1630,46 +1593,16 @@ static gpointer monitor_main(gpointer data)
 /* ------------------------------------------------------------------------ */
 /* The change-log watcher                                                   */
 
-typedef struct {
-    event_header h;
-    char *ns, *name;
-    GVariant *meta;
-} change;
+typedef procreg_lmdb_change change;
 
 static void change_clear(gpointer p)
 {
-    change *c = p;
-    g_free(c->ns);
-    g_free(c->name);
-    if (c->meta != NULL)
-        g_variant_unref(c->meta);
+    procreg_lmdb_change_clear(p);
 }
 
-/* Decode one log record; false when it is corrupt. */
 static bool change_decode(const MDB_val *v, change *out)
 {
-    memset(out, 0, sizeof *out);
-    if (v->mv_size < sizeof out->h)
-        return false;
-    memcpy(&out->h, v->mv_data, sizeof out->h);
-    const event_header *h = &out->h;
-    if (h->version != EVENT_VERSION ||
-        (uint64_t)sizeof *h + h->key_len + h->meta_len != v->mv_size ||
-        h->kind < PROCREG_EVENT_REGISTERED || h->kind > PROCREG_EVENT_UPDATED ||
-        h->reason > PROCREG_REASON_EXPIRED || h->pid == 0 || h->pid > INT_MAX)
-        return false;
-    MDB_val k = {h->key_len, (char *)v->mv_data + sizeof *h};
-    if (!key_strings(&k, &out->ns, &out->name))
-        return false;
-    const char *why;
-    out->meta = meta_decode((h->flags & ENTRY_HAS_META) != 0,
-                            (const char *)k.mv_data + h->key_len, h->meta_len,
-                            &why);
-    if (why != NULL) {
-        change_clear(out);
-        return false;
-    }
-    return true;
+    return procreg_lmdb_change_decode(v->mv_data, v->mv_size, out);
 }
 
 /* Read the log past last_seq and report each change to the instances
@@ -1682,6 +1615,10 @@ static void watcher_drain(lmdb_env *env)
     GArray *changes = g_array_new(FALSE, TRUE, sizeof(change));
     g_array_set_clear_func(changes, change_clear);
     MDB_cursor *c;
+    uint64_t last = 0;
+    /* A log that restarted (it was damaged) holds numbers below ours. */
+    if (log_last(env, txn, &last) == 0 && last < env->last_seq)
+        env->last_seq = 0;
     if (mdb_cursor_open(txn, env->db_events, &c) == 0) {
         uint64_t be = GUINT64_TO_BE(env->last_seq + 1);
         MDB_val k = {sizeof be, &be}, v;
@@ -2428,6 +2365,7 @@ static void env_figures(lmdb_env *env, GVariantDict *d)
     FIG(events_delivered);
     FIG(events_lost);
     FIG(corrupt_reads);
+    FIG(log_restarts);
 #undef FIG
 }
 

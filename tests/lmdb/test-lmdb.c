@@ -568,6 +568,66 @@ static void test_dead_owner_offline(Fixture *f, gconstpointer data)
     procreg_close(reg);
 }
 
+/* A file from an earlier boot: its owners are all dead, even one whose
+ * (pid, start time) a process of this boot happens to have. */
+static void test_previous_boot(Fixture *f, gconstpointer data)
+{
+    if (!g_file_test("/proc/sys/kernel/random/boot_id", G_FILE_TEST_EXISTS)) {
+        g_test_skip("no /proc/sys/kernel/random/boot_id");
+        return;
+    }
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(reg_self(reg, "boot", "a", NULL), ==, 0);
+    g_assert_cmpint(reg_self(reg, "boot", "b", blob_meta(1, 100)), ==, 0);
+    procreg_close(reg);
+    raw_db r;
+    raw_open(&r, f->path, true);
+    raw_put(&r, "meta", "boot_id", 7, "00000000-0000-0000-0000-000000000000",
+            36);
+    raw_close(&r, true);
+
+    /* Our own entries, yet from "another boot": gone. */
+    reg = lt_open(f->spec);
+    procreg_owner o;
+    g_assert_cmpint(procreg_lookup(reg, "boot", "a", &o, NULL), ==,
+                    PROCREG_ENOTFOUND);
+    g_assert_cmpint(lt_stat(reg, "reaped"), ==, 2);
+    g_assert_cmpint(reg_self(reg, "boot", "c", NULL), ==, 0);
+    procreg_close(reg);
+    /* This boot's entries stay. */
+    reg = lt_open(f->spec);
+    g_assert_cmpint(procreg_lookup(reg, "boot", "c", &o, NULL), ==, 0);
+    g_assert_cmpint(lt_stat(reg, "reaped"), ==, 0);
+    procreg_close(reg);
+    raw_open(&r, f->path, false);
+    g_assert_cmpuint(raw_count(&r, "entries"), ==, 1);
+    g_assert_cmpuint(raw_count(&r, "owners"), ==, 1);
+    raw_close(&r, false);
+}
+
+/* A damaged change log (a record numbered 2^64-1) starts again instead of
+ * refusing every write; watchers in other handles follow the restart. */
+static void test_log_damaged(Fixture *f, gconstpointer data)
+{
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(reg_self(reg, "log", "a", NULL), ==, 0);
+    procreg_close(reg);
+    raw_db r;
+    raw_open(&r, f->path, true);
+    char junk[60];
+    memset(junk, 1, sizeof junk);
+    raw_put(&r, "events", "\xff\xff\xff\xff\xff\xff\xff\xff", 8, junk,
+            sizeof junk);
+    raw_close(&r, true);
+    reg = lt_open(f->spec);
+    GError *err = NULL;
+    if (procreg_register(reg, "log", "b", NULL, NULL, NULL, &err) != 0)
+        g_error("register on a damaged log: %s", err->message);
+    g_assert_cmpint(procreg_unregister(reg, "log", "a", NULL), ==, 0);
+    g_assert_cmpint(lt_stat(reg, "log_restarts"), ==, 1);
+    procreg_close(reg);
+}
+
 /* ---- damaged, foreign and hostile files ---- */
 
 static void expect_open_error(const char *spec, int code, const char *needle)
@@ -927,6 +987,8 @@ int main(int argc, char **argv)
     ADD("/lmdb/map/threads", test_threads_grow);
     ADD("/lmdb/owners/dead", test_dead_owner);
     ADD("/lmdb/owners/dead-offline", test_dead_owner_offline);
+    ADD("/lmdb/owners/previous-boot", test_previous_boot);
+    ADD("/lmdb/log/damaged", test_log_damaged);
     ADD("/lmdb/files/garbage", test_garbage_file);
     ADD("/lmdb/files/truncated", test_truncated_file);
     ADD("/lmdb/files/foreign", test_foreign_file);
