@@ -341,10 +341,12 @@ PROCREG_INTERNAL void procreg_events_free(procreg_events *h)
 
 static void wake_waiters(procreg_events *h, const char *ns, const char *name)
 {
-    /* Pairs with the fence in wait_for: either the waiter's lookup sees
-     * the new entry, or we see the waiter. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&h->n_waiters, memory_order_relaxed) == 0)
+    /* A read-modify-write, not a load: it either reads the waiter's
+     * increment (and we wake it), or its value is what the waiter's
+     * increment reads, which then synchronises with us and the waiter's
+     * lookup sees the new entry.  (No standalone fence: ThreadSanitizer
+     * cannot model those.) */
+    if (atomic_fetch_add_explicit(&h->n_waiters, 0, memory_order_seq_cst) == 0)
         return;
     char *k = procreg_key_string(ns, name);
     pthread_mutex_lock(&h->wait_lock);
@@ -674,7 +676,6 @@ static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
     a->waiters++;
     atomic_fetch_add_explicit(&h->n_waiters, 1, memory_order_seq_cst);
     pthread_mutex_unlock(&h->wait_lock);
-    atomic_thread_fence(memory_order_seq_cst);
 
     waiter w = {.a = a};
     atomic_store_explicit(&w.h, h, memory_order_release);

@@ -229,14 +229,22 @@ static int pidfd_open_(pid_t pid)
 #endif
 }
 
+/* This process cannot exit while it runs the registry: its entries need
+ * no cleanup, and indexing them would cost memory per entry.  The cached
+ * owner avoids a getpid() system call on every register. */
+static bool owner_is_self(const procreg_owner *owner)
+{
+    procreg_owner self;
+    procreg_owner_self(&self);
+    return owner->pid == self.pid;
+}
+
 PROCREG_INTERNAL void procreg_owner_index_add(procreg *reg, const char *ns,
                                               const char *name,
                                               const procreg_owner *owner,
                                               uint64_t revision)
 {
-    /* This process cannot exit while it runs the registry: its entries
-     * need no cleanup, and indexing them would cost memory per entry. */
-    if (owner->pid == getpid())
+    if (owner_is_self(owner))
         return;
     procreg_monitor *m = reg->monitor;
     pthread_mutex_lock(&m->lock);
@@ -313,7 +321,7 @@ PROCREG_INTERNAL void procreg_owner_index_remove(procreg *reg, const char *ns,
                                                  const procreg_owner *owner,
                                                  uint64_t revision)
 {
-    if (owner->pid == getpid())
+    if (owner_is_self(owner))
         return;
     procreg_monitor *m = reg->monitor;
     char *k = procreg_key_string(ns, name);

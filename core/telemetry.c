@@ -6,9 +6,11 @@
  * publishes a new snapshot and reclaims the old one only when no thread
  * can still be reading it, by an epoch scheme over the per-thread counter
  * blocks: a thread about to read the snapshot stores the current epoch in
- * its block (tel_active), fences, then loads the snapshot; a detacher
- * publishes the new snapshot, advances the epoch, fences, and waits until
- * every block is outside (0) or entered at the new epoch or later.
+ * its block (tel_active), then loads the snapshot; a detacher publishes
+ * the new snapshot, advances the epoch, and waits until every block is
+ * outside (0) or entered at the new epoch or later.  The two stores and
+ * two loads of that handshake are seq_cst, so one side always sees the
+ * other (no standalone fences: ThreadSanitizer cannot model those).
  *
  * With no handler attached, nothing here runs: the PROCREG_SLOW_TELEMETRY
  * bit of procreg.slow is clear and the lookup path sees only that.
@@ -86,9 +88,8 @@ PROCREG_INTERNAL void procreg_telemetry_emit(procreg *reg, procreg_tblock *b,
         atomic_load_explicit(&b->tel_active, memory_order_relaxed) != 0)
         return;
     uint64_t e = atomic_load_explicit(&t->epoch, memory_order_relaxed);
-    atomic_store_explicit(&b->tel_active, e, memory_order_relaxed);
-    atomic_thread_fence(memory_order_seq_cst);
-    snapshot *s = atomic_load_explicit(&t->current, memory_order_acquire);
+    atomic_store_explicit(&b->tel_active, e, memory_order_seq_cst);
+    snapshot *s = atomic_load_explicit(&t->current, memory_order_seq_cst);
     for (guint i = 0; i < s->n; i++)
         if (s->h[i].ops & PROCREG_OP_BIT(ev->op))
             s->h[i].fn(reg, ev, s->h[i].user_data);
@@ -133,7 +134,7 @@ static void scan_block(procreg_tblock *b, void *data)
     scan *s = data;
     if (b->shared)
         return;
-    uint64_t a = atomic_load_explicit(&b->tel_active, memory_order_acquire);
+    uint64_t a = atomic_load_explicit(&b->tel_active, memory_order_seq_cst);
     if (a == 0 || a >= s->epoch)
         return;
     if (b == s->self)
@@ -205,10 +206,7 @@ static uint64_t publish(procreg *reg, snapshot *next)
     else
         atomic_fetch_and_explicit(&reg->slow, ~(unsigned)PROCREG_SLOW_TELEMETRY,
                                   memory_order_relaxed);
-    uint64_t e = atomic_fetch_add_explicit(&t->epoch, 1,
-                                           memory_order_seq_cst) + 1;
-    atomic_thread_fence(memory_order_seq_cst);
-    return e;
+    return atomic_fetch_add_explicit(&t->epoch, 1, memory_order_seq_cst) + 1;
 }
 
 PROCREG_API int procreg_telemetry_attach(procreg *reg, unsigned ops,
