@@ -428,6 +428,11 @@ void bench_run_service(bench_context *ctx, const bench_workload *w,
 int bench_load_table(bench_target *target, const bench_dataset *ds,
                      GError **error);
 
+/* Look every key up twice, untimed, after all tables are filled: the
+ * first cell measured then does not pay for first touches (page tables,
+ * caches, lazily built structures) that the later ones do not. */
+void bench_settle_table(bench_target *target, const bench_dataset *ds);
+
 /* The load workload: opens a fresh instance of @spec per repetition. */
 void bench_run_load(const bench_params *params, const bench_dataset *ds,
                     const char *spec, bench_result *r);

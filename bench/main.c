@@ -779,6 +779,10 @@ int main(int argc, char **argv)
             };
         }
 
+        for (guint ti = 0; ti < nt && cells_wanted; ti++)
+            if (!skip[ti])
+                bench_settle_table(&tg[ti], &ds);
+
         /* 3. The cells. */
         for (int wi = 0; wi < BENCH_W_COUNT; wi++) {
             const bench_workload *w = &bench_workloads[wi];

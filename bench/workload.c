@@ -933,6 +933,21 @@ void bench_run_cell(bench_context *ctx, const bench_workload *wl,
     bench_cell_end(c);
 }
 
+void bench_settle_table(bench_target *target, const bench_dataset *ds)
+{
+    bench_target_thread tt = {0};
+    bench_target_thread_begin(target, &tt);
+    worker w = {0};
+    bench_context ctx = {.ds = ds, .target = target};
+    w.ctx = &ctx;
+    w.tt = tt;
+    procreg_owner o;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < ds->n_keys; i++)
+            (void)t_lookup(&w, &ds->keys[i], &o);
+    bench_target_thread_end(target, &w.tt);
+}
+
 int bench_load_table(bench_target *target, const bench_dataset *ds,
                      GError **error)
 {
