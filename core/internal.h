@@ -101,6 +101,7 @@ typedef struct {
 struct procreg {
     atomic_uint slow; /* first: the lookup path reads it (relaxed) */
     uint64_t id;      /* unique in the process, never reused */
+    pid_t creator;    /* the process that opened it (see procreg_close) */
     procreg_backend *backend;
     const procreg_backend_ops *ops;
     procreg_backend_host *host;

@@ -25,6 +25,9 @@ static procreg *registry_alloc(void)
     procreg *reg = g_new0(procreg, 1);
     atomic_init(&reg->slow, 0);
     reg->id = next_registry_id();
+    procreg_owner self;
+    procreg_owner_self(&self);
+    reg->creator = self.pid;
     for (int i = 0; i < PROCREG_STRIPES; i++)
         pthread_mutex_init(&reg->stripes[i].m, NULL);
     reg->tstats = procreg_tstats_new();
@@ -103,6 +106,13 @@ PROCREG_API void procreg_close(procreg *reg)
 {
     if (reg == NULL)
         return;
+    /* In a fork() child the registry's threads do not exist and its locks
+     * may be held by threads that were not copied: touching them would
+     * hang.  The child leaves the parent's registry alone. */
+    procreg_owner self;
+    procreg_owner_self(&self);
+    if (self.pid != reg->creator)
+        return;
     registry_free(reg);
 }
 
@@ -127,6 +137,24 @@ static void filter_dead(procreg *reg, GArray *a)
     for (guint i = a->len; i-- > 0;)
         if (procreg_owner_known_dead(reg, &g_array_index(a, procreg_entry, i).owner))
             g_array_remove_index(a, i);
+}
+
+static bool dead_pending(procreg *reg)
+{
+    return atomic_load_explicit(&reg->slow, memory_order_relaxed) &
+           PROCREG_SLOW_DEAD_OWNERS;
+}
+
+/* While the monitor has not yet removed a dead owner's entries, lookups
+ * hide them; writes answer the same: PROCREG_ENOTFOUND. */
+static int hidden_if_dead(procreg *reg, const procreg_key *key)
+{
+    procreg_entry cur = {0};
+    int rc = procreg_backend_lookup_entry(reg->backend, key, &cur, NULL);
+    if (rc == 0 && procreg_owner_known_dead(reg, &cur.owner))
+        rc = PROCREG_ENOTFOUND;
+    procreg_entry_clear(&cur);
+    return rc == PROCREG_ENOTFOUND ? rc : 0;
 }
 
 /* Serialise @metadata now, on the writer's thread: a GVariant built in
@@ -203,14 +231,15 @@ PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
         procreg_entry cur = {0};
         pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
         pthread_mutex_lock(stripe);
+        GError **lp = error != NULL ? &local : NULL;
         rc = procreg_backend_register_entry(reg->backend, key, &record, &cur,
-                                            &local);
+                                            lp);
         if (rc == PROCREG_EEXISTS && owner_known_dead(reg, &cur.owner) &&
             evict_dead_holder(reg, key, &cur)) {
             procreg_entry_clear(&cur);
             g_clear_error(&local);
             rc = procreg_backend_register_entry(reg->backend, key, &record,
-                                                &cur, &local);
+                                                &cur, lp);
         }
         if (rc == 0) {
             procreg_owner_index_add(reg, ns, name, &cur.owner, cur.revision);
@@ -218,7 +247,7 @@ PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
                                 PROCREG_REASON_NONE, ns, name, &cur, false);
         }
         pthread_mutex_unlock(stripe);
-        if (rc == PROCREG_EEXISTS && local == NULL)
+        if (rc == PROCREG_EEXISTS && lp != NULL && local == NULL)
             procreg_set_error(&local, rc,
                               "'%s' is already registered in namespace '%s'",
                               name, ns);
@@ -355,7 +384,8 @@ PROCREG_API int procreg_lookup_entry_key(procreg *reg, const procreg_key *key,
     bool timed = slow != 0 || (n & PROCREG_LOOKUP_SAMPLE_MASK) == 0;
     uint64_t t0 = timed ? procreg_now_ns() : 0;
     GError *local = NULL;
-    int rc = procreg_backend_lookup_entry(reg->backend, key, out, &local);
+    int rc = procreg_backend_lookup_entry(reg->backend, key, out,
+                                          error != NULL ? &local : NULL);
     if (rc == 0 && (slow & PROCREG_SLOW_DEAD_OWNERS) &&
         procreg_owner_known_dead(reg, &out->owner)) {
         procreg_entry_clear(out);
@@ -419,7 +449,9 @@ PROCREG_API int procreg_unregister_key(procreg *reg, const procreg_key *key,
     procreg_entry removed = {0};
     pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
     pthread_mutex_lock(stripe);
-    int rc = procreg_backend_unregister(reg->backend, key, if_revision,
+    int rc = dead_pending(reg) ? hidden_if_dead(reg, key) : 0;
+    if (rc == 0)
+        rc = procreg_backend_unregister(reg->backend, key, if_revision,
                                         &removed, &local);
     if (rc == 0) {
         procreg_owner_index_remove(reg, ns, name, &removed.owner,
@@ -474,15 +506,21 @@ static int update_once(procreg *reg, const procreg_key *key,
     GVariant *to_store = metadata ? g_variant_ref(metadata) : NULL;
     uint64_t expect = if_revision;
     int rc = 0;
-    if (mode == PROCREG_UPDATE_MERGE && metadata != NULL) {
+    if (mode == PROCREG_UPDATE_MERGE || dead_pending(reg)) {
         procreg_entry cur = {0};
         rc = procreg_backend_lookup_entry(reg->backend, key, &cur, error);
+        if (rc == 0 && owner_known_dead(reg, &cur.owner))
+            rc = PROCREG_ENOTFOUND;
         if (rc == 0 && if_revision != 0 && cur.revision != if_revision)
             rc = PROCREG_ECONFLICT;
-        if (rc == 0) {
-            g_variant_unref(to_store);
-            to_store = cur.metadata ? merge_dicts(cur.metadata, metadata)
-                                    : g_variant_ref(metadata);
+        if (rc == 0 && mode == PROCREG_UPDATE_MERGE) {
+            /* Merging nothing keeps what is there (the revision still
+             * moves on). */
+            if (to_store != NULL)
+                g_variant_unref(to_store);
+            to_store = cur.metadata == NULL ? (metadata ? g_variant_ref(metadata) : NULL)
+                       : metadata == NULL   ? g_variant_ref(cur.metadata)
+                                            : merge_dicts(cur.metadata, metadata);
             metadata_flatten(to_store);
             expect = cur.revision;
         }
@@ -600,8 +638,16 @@ PROCREG_API int procreg_count(procreg *reg, const char *ns, size_t *out,
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t t0 = procreg_now_ns();
     int rc = check_ns(ns, error);
-    if (rc == 0)
+    if (rc == 0 && dead_pending(reg)) {
+        /* Count what list shows: not the entries of owners known dead. */
+        GArray *all = procreg_entry_array_new();
+        rc = procreg_backend_list_all(reg->backend, ns, all, error);
+        filter_dead(reg, all);
+        *out = rc == 0 ? all->len : 0;
+        g_array_unref(all);
+    } else if (rc == 0) {
         rc = procreg_backend_count(reg->backend, ns, out, error);
+    }
     procreg_op_done(reg, b, PROCREG_OP_LIST, rc, t0, ns, NULL, *out);
     return rc;
 }

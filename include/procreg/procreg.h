@@ -211,6 +211,9 @@ PROCREG_API int procreg_open(const char *spec, procreg **out, GError **error);
 /**
  * Close @reg and free everything it holds.  No other call on @reg may be
  * running or follow.  NULL is ignored.
+ * A registry belongs to the process that opened it: after fork() the
+ * child must not use it (open its own); procreg_close() called in the
+ * child returns without touching it.
  */
 PROCREG_API void procreg_close(procreg *reg);
 
@@ -288,7 +291,8 @@ PROCREG_API int procreg_unregister_key(procreg *reg, const procreg_key *key,
 /** How update_metadata combines the new metadata with the old. */
 typedef enum {
     PROCREG_UPDATE_REPLACE = 0, /**< The new dictionary replaces the old. */
-    PROCREG_UPDATE_MERGE = 1,   /**< New keys are added, equal keys win. */
+    PROCREG_UPDATE_MERGE = 1,   /**< New keys are added, equal keys win;
+                                     merging NULL keeps the metadata. */
 } procreg_update_mode;
 
 /**
