@@ -99,7 +99,26 @@ static bool seen_wait(seen *s, guint n, int timeout_ms)
 
 static int kind_at(seen *s, guint i)
 {
-    return g_array_index(s->kinds, int, i);
+    pthread_mutex_lock(&s->lock);
+    int k = g_array_index(s->kinds, int, i);
+    pthread_mutex_unlock(&s->lock);
+    return k;
+}
+
+static int at(seen *s, GArray *a, guint i)
+{
+    pthread_mutex_lock(&s->lock);
+    int v = g_array_index(a, int, i);
+    pthread_mutex_unlock(&s->lock);
+    return v;
+}
+
+static guint count(seen *s)
+{
+    pthread_mutex_lock(&s->lock);
+    guint n = s->kinds->len;
+    pthread_mutex_unlock(&s->lock);
+    return n;
 }
 
 static GVariant *stamp(void)
@@ -197,26 +216,40 @@ static void events_across(Fixture *f, const char *durability, int n)
     char *argv[] = {exe, (char *)"--changes", spec, ns, (char *)"2000", NULL};
     pid_t child = spawn(argv, NULL);
     g_assert_cmpint(wait_exit(child), ==, 0);
-    /* n registrations, update, unregister, register bye, bye's owner gone */
-    guint want = (guint)n + 4;
+    /* n registrations, update k0, unregister k0, register bye; then the
+     * child is gone and its n entries (k1.., bye) are reaped. */
+    guint want = 2 * (guint)n + 3;
     if (!seen_wait(&s, want, 10000))
-        g_error("saw %u of %u events", s.kinds->len, want);
+        g_error("saw %u of %u events", count(&s), want);
+    /* ...and nothing twice. */
+    g_usleep(300 * 1000);
+    g_assert_cmpuint(count(&s), ==, want);
     for (int i = 0; i < n; i++) {
         g_assert_cmpint(kind_at(&s, (guint)i), ==, PROCREG_EVENT_REGISTERED);
-        g_assert_true(g_array_index(s.external, int, i));
+        g_assert_true(at(&s, s.external, (guint)i));
     }
     g_assert_cmpint(kind_at(&s, (guint)n), ==, PROCREG_EVENT_UPDATED);
     g_assert_cmpint(kind_at(&s, (guint)n + 1), ==, PROCREG_EVENT_UNREGISTERED);
-    g_assert_cmpint(g_array_index(s.reasons, int, n + 1), ==,
+    g_assert_cmpint(at(&s, s.reasons, (guint)n + 1), ==,
                     PROCREG_REASON_EXPLICIT);
     g_assert_cmpint(kind_at(&s, (guint)n + 2), ==, PROCREG_EVENT_REGISTERED);
-    g_assert_cmpint(kind_at(&s, (guint)n + 3), ==, PROCREG_EVENT_UNREGISTERED);
-    g_assert_cmpint(g_array_index(s.reasons, int, n + 3), ==,
-                    PROCREG_REASON_OWNER_EXITED);
-    g_assert_cmpstr(s.names->pdata[n + 3], ==, "bye");
-
+    GHashTable *reaped = g_hash_table_new(g_str_hash, g_str_equal);
     GArray *lat = g_array_sized_new(FALSE, FALSE, sizeof(gint64), (guint)n);
+    pthread_mutex_lock(&s.lock);
+    for (guint i = (guint)n + 3; i < want; i++) {
+        g_assert_cmpint(g_array_index(s.kinds, int, i), ==,
+                        PROCREG_EVENT_UNREGISTERED);
+        g_assert_cmpint(g_array_index(s.reasons, int, i), ==,
+                        PROCREG_REASON_OWNER_EXITED);
+        g_hash_table_add(reaped, s.names->pdata[i]);
+    }
+    g_assert_true(g_hash_table_contains(reaped, "bye"));
+    g_assert_true(g_hash_table_contains(reaped, "k1"));
+    g_assert_false(g_hash_table_contains(reaped, "k0"));
+    g_assert_cmpuint(g_hash_table_size(reaped), ==, (guint)n);
     g_array_append_vals(lat, s.latency_us->data, (guint)n);
+    pthread_mutex_unlock(&s.lock);
+    g_hash_table_unref(reaped);
     g_array_sort(lat, cmp_i64);
     gint64 p50 = g_array_index(lat, gint64, n / 2);
     gint64 p99 = g_array_index(lat, gint64, (n * 99) / 100);
@@ -339,10 +372,10 @@ static void test_two_handles(Fixture *f, gconstpointer data)
     g_assert_true(seen_wait(&sa, 1, 5000));
     g_assert_true(seen_wait(&sb, 1, 5000));
     g_usleep(200 * 1000); /* room for a duplicate to show up */
-    g_assert_cmpuint(sa.kinds->len, ==, 1);
-    g_assert_cmpuint(sb.kinds->len, ==, 1);
-    g_assert_false(g_array_index(sa.external, int, 0));
-    g_assert_true(g_array_index(sb.external, int, 0));
+    g_assert_cmpuint(count(&sa), ==, 1);
+    g_assert_cmpuint(count(&sb), ==, 1);
+    g_assert_false(at(&sa, sa.external, 0));
+    g_assert_true(at(&sb, sb.external, 0));
     procreg_unsubscribe(a, ida);
     procreg_unsubscribe(b, idb);
     procreg_close(a);
