@@ -65,7 +65,11 @@
 #define DEFAULT_MAP_SIZE ((uint64_t)64 << 20)
 #define MIN_MAP_SIZE ((uint64_t)256 << 10)
 #define MAX_MAP_SIZE ((uint64_t)1 << 40)
-#define DEFAULT_MAX_READERS 510
+/* A reader slot is 64 bytes of FILE-lock; a process holds one per running
+ * read plus up to POOL_MAX idle ones, so 4094 slots serve about a
+ * thousand processes with the registry open (LMDB's default, 126, would
+ * run out at a few dozen). */
+#define DEFAULT_MAX_READERS 4094
 #define MAX_MAX_READERS 65536
 /* Metadata above this is refused (PROCREG_EFULL): a registry entry is a
  * pointer to a service, not a blob store. */
@@ -73,7 +77,7 @@
 /* Change-log records kept for watchers that fall behind. */
 #define LOG_KEEP 4096
 /* Idle read transactions kept per file (each holds a reader slot). */
-#define POOL_MAX 4
+#define POOL_MAX 2
 /* Retries of a transaction after growing or adopting the map. */
 #define TXN_ATTEMPTS 16
 /* Owners whose death the monitor watches with a pidfd, at most. */
@@ -1695,7 +1699,8 @@ static const procreg_backend_option lmdb_options[] = {
     {"path", "registry file (default $XDG_RUNTIME_DIR/procreg/registry.mdb, "
              "else /tmp/procreg-UID/registry.mdb)"},
     {"map_size", "initial map size, e.g. 64MiB; the map grows when full"},
-    {"max_readers", "reader slots for the file's first opener (default 510)"},
+    {"max_readers", "reader slots, set by the file's first opener (default "
+                    "4094)"},
     {"durability", "sync (default) or nosync: one flush per commit instead "
                    "of two; a machine crash may undo the last commits, "
                    "never corrupts"},
