@@ -60,6 +60,15 @@ static void terminals(GString *gp, const char *stem, const char *kind,
         kind, stem, plot_cmds, kind, stem, plot_cmds);
 }
 
+/* Bottom margin (character heights) for x labels rotated by 25 degrees. */
+static int label_margin(GPtrArray *targets)
+{
+    size_t longest = 0;
+    for (guint t = 0; t < targets->len; t++)
+        longest = MAX(longest, strlen(targets->pdata[t]));
+    return 3 + (int)((double)longest * 0.22 + 0.5);
+}
+
 /* The power of ten below @v (with room for the smallest bar to show). */
 static double log_floor(double v)
 {
@@ -89,10 +98,10 @@ static void write_throughput(const bench_report *rep, const plot_group *g,
     GString *cmd = g_string_new(NULL);
     char *title = g_strdup_printf(
         "%s: throughput vs threads (%zu keys%s%s)\\n%s, %d cores; median of "
-        "%d reps, bars min..max",
+        "%d rep%s, bars min..max",
         g->wl->name, g->keys, strcmp(g->dist, "-") ? ", " : "",
         strcmp(g->dist, "-") ? g->dist : "", rep->sys.cpu_model,
-        rep->sys.cores, rep->params->reps);
+        rep->sys.cores, rep->params->reps, rep->params->reps == 1 ? "" : "s");
     g_string_append(cmd, "set title \"");
     g_string_append(cmd, title);
     g_string_append(cmd, "\"\nset xlabel 'threads'\nset ylabel 'Mops/s'\n"
@@ -184,13 +193,14 @@ static void write_latency(const bench_report *rep, const plot_group *g,
         "set style data histograms\n"
         "set style histogram clustered gap 1\n"
         "set style fill solid 0.85 border -1\nset boxwidth 0.9\n"
-        "set xtics rotate by -25 left\nset key outside right top\n"
-        "set bmargin 7\nset xrange [-0.6:%d.4]\nset yrange [%g:*]\n"
+        "set xtics rotate by 25 right\nset key outside right top\n"
+        "set bmargin %d\nset xrange [-0.6:%d.4]\nset yrange [%g:*]\n"
         "plot 'latency-%s.dat' using 2:xtic(1) title 'p50', "
         "'' using 3 title 'p99', '' using 4 title 'p99.9'\n",
         g->wl->name, tmin, tmin == 1 ? "" : "s", g->keys,
         strcmp(g->dist, "-") ? ", " : "", strcmp(g->dist, "-") ? g->dist : "",
-        bench_clock.source, rows - 1, log_floor(vmin), stem);
+        bench_clock.source, label_margin(targets), rows - 1, log_floor(vmin),
+        stem);
     terminals(gp, stem, "latency", cmd->str);
     g_string_append(gp, "reset\n");
     g_string_free(cmd, TRUE);
@@ -249,17 +259,18 @@ static void write_cpu(const bench_report *rep, const plot_group *g,
         GString *cmd = g_string_new(NULL);
         g_string_append_printf(cmd,
             "set title \"%s: CPU time per op (%zu keys%s%s)\\n"
-            "CPU time of the worker threads / ops, median of %d reps; log "
+            "CPU time of the worker threads / ops, median of %d rep%s; log "
             "scale\"\n"
             "set ylabel 'CPU ns per op'\nset logscale y\nset grid ytics\n"
             "set format y '%%.0s%%c'\n"
             "set style data histograms\n"
             "set style histogram clustered gap 1\n"
             "set style fill solid 0.85 border -1\nset boxwidth 0.9\n"
-            "set xtics rotate by -25 left\nset key outside right top\n"
-            "set bmargin 7\nset xrange [-0.6:%d.4]\nset yrange [%g:*]\n",
+            "set xtics rotate by 25 right\nset key outside right top\n"
+            "set bmargin %d\nset xrange [-0.6:%d.4]\nset yrange [%g:*]\n",
             g->wl->name, g->keys, strcmp(g->dist, "-") ? ", " : "",
-            strcmp(g->dist, "-") ? g->dist : "", rep->params->reps, rows - 1,
+            strcmp(g->dist, "-") ? g->dist : "", rep->params->reps,
+            rep->params->reps == 1 ? "" : "s", label_margin(targets), rows - 1,
             log_floor(vmin));
         g_string_append(cmd, "plot ");
         for (guint j = 0; j < thr->len; j++)
