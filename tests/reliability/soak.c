@@ -73,6 +73,7 @@ struct soak {
     worker *workers;
     gint64 deadline; /* monotonic µs */
     gint stop;
+    bool strict; /* PROCREG_SOAK_STRICT: forget hidden keys at once */
 };
 
 static int env_int(const char *name, int def, int min, int max)
@@ -378,6 +379,49 @@ static int name_index(const char *name)
     return name[0] == 'k' ? atoi(name + 1) : -1;
 }
 
+/* What the thread knows, and what the registry shows of its own
+ * entries without filtering (procreg_list_owned() of this process scans
+ * the backend), for the failure message. */
+static void dump(worker *w)
+{
+    GString *m = g_string_new("model:");
+    for (int k = 0; k < KEYS; k++)
+        if (w->model[k].present)
+            g_string_append_printf(m, " k%d(%d r%" G_GUINT64_FORMAT ")", k,
+                                   (int)w->model[k].pid, w->model[k].revision);
+    g_string_append(m, "\nchildren:");
+    for (int i = 0; i < w->n_children; i++)
+        g_string_append_printf(m, " %d(%d keys)", (int)w->children[i].pid,
+                               w->children[i].keys);
+    procreg_entry *a = NULL;
+    size_t n = 0;
+    if (procreg_list_owned(w->s->reg, getpid(), &a, &n, NULL) == 0) {
+        g_string_append(m, "\nowned by this process, unfiltered:");
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(a[i].ns, w->ns) == 0)
+                g_string_append_printf(m, " %s(r%" G_GUINT64_FORMAT ")",
+                                       a[i].name, a[i].revision);
+        procreg_entries_free(a, n);
+    }
+    g_string_append(m, "\nkeys the model lacks, as lookup_entry sees them:");
+    for (int k = 0; k < KEYS; k++) {
+        if (w->model[k].present)
+            continue;
+        char name[16];
+        g_snprintf(name, sizeof name, "k%d", k);
+        procreg_entry e;
+        if (procreg_lookup_entry(w->s->reg, w->ns, name, &e, NULL) == 0)
+            g_string_append_printf(m, " %s(%d r%" G_GUINT64_FORMAT ")", name,
+                                   (int)e.owner.pid, e.revision);
+        procreg_entry_clear(&e);
+    }
+    size_t c2 = 0;
+    procreg_count(w->s->reg, w->ns, &c2, NULL);
+    g_string_append_printf(m, "\ncount now %zu", c2);
+    g_printerr("soak: %s, thread %d:\n%s\n", w->s->spec, w->id, m->str);
+    g_string_free(m, TRUE);
+}
+
 static void check_array(worker *w, procreg_entry *a, size_t n, const char *what,
                         const char *tag)
 {
@@ -397,8 +441,15 @@ static void check_array(worker *w, procreg_entry *a, size_t n, const char *what,
         }
         want++;
     }
-    if (n != want)
-        FAIL(w, "%s: %zu entries, model %zu", what, n, want);
+    if (n != want) {
+        dump(w);
+        GString *got = g_string_new(NULL);
+        for (size_t i = 0; i < n; i++)
+            g_string_append_printf(got, " %s(%d r%" G_GUINT64_FORMAT ")",
+                                   a[i].name, (int)a[i].owner.pid,
+                                   a[i].revision);
+        FAIL(w, "%s: %zu entries, model %zu:%s", what, n, want, got->str);
+    }
     for (size_t i = 0; i < n; i++) {
         int k = name_index(a[i].name);
         if (strcmp(a[i].ns, w->ns) != 0 || k < 0 || k >= KEYS ||
@@ -421,8 +472,10 @@ static void op_list(worker *w)
     size_t count = 0;
     rc = procreg_count(w->s->reg, w->ns, &count, NULL);
     CHECK_RC(w, rc, 0, "count", -1);
-    if (count != n)
+    if (count != n) {
+        dump(w);
         FAIL(w, "count %zu, list and model %zu", count, n);
+    }
 }
 
 static void op_find(worker *w)
@@ -513,6 +566,30 @@ static void op_fork(worker *w)
     }
 }
 
+/* Wait until the monitor has no dead owner's cleanup pending. */
+static void wait_cleanup(worker *w, gint64 limit)
+{
+    for (;;) {
+        GVariant *st = NULL;
+        int rc = procreg_stats(w->s->reg, &st, NULL);
+        CHECK_RC(w, rc, 0, "stats", -1);
+        guint64 pending = 0;
+        GVariant *cleanup = g_variant_lookup_value(st, "cleanup",
+                                                   G_VARIANT_TYPE("a{st}"));
+        if (cleanup == NULL ||
+            !g_variant_lookup(cleanup, "dead_pending", "t", &pending))
+            FAIL(w, "stats has no cleanup.dead_pending");
+        g_variant_unref(cleanup);
+        g_variant_unref(st);
+        if (pending == 0)
+            return;
+        if (g_get_monotonic_time() > limit)
+            FAIL(w, "%" G_GUINT64_FORMAT " dead owners still pending "
+                 "cleanup after %d ms", pending, VANISH_MS);
+        g_usleep(1000);
+    }
+}
+
 /* Kill child @i; its keys must go (or be taken over). */
 static void kill_child(worker *w, int i, bool take_over)
 {
@@ -569,24 +646,17 @@ static void kill_child(worker *w, int i, bool take_over)
     }
     if (gone == 0)
         return;
-    /* Lookups hide the entries of an owner known dead at once; the
-     * cleanup then removes them.  count() does not filter: it tells when
-     * they are really gone. */
-    size_t want = 0;
-    for (int k = 0; k < KEYS; k++)
-        want += w->model[k].present && w->model[k].pid != pid;
+    /* Lookups hide the entries of an owner known dead at once, and so do
+     * count() and writes; the monitor's cleanup then removes them.  By
+     * default the thread waits until no cleanup is pending before it
+     * forgets the keys: with PROCREG_SOAK_STRICT=1 it forgets them as soon
+     * as they are hidden, which procreg.h allows (they must stay hidden
+     * until they are gone) but which core 0.1 does not hold yet: such an
+     * entry can show in list() and count() again for a moment while its
+     * cleanup runs (reported; see doc/reliability.md). */
     gint64 hidden = g_get_monotonic_time();
-    for (;;) {
-        size_t count = 0;
-        int rc = procreg_count(s->reg, w->ns, &count, NULL);
-        CHECK_RC(w, rc, 0, "count", -1);
-        if (count == want)
-            break;
-        if (count < want || g_get_monotonic_time() > limit)
-            FAIL(w, "count %zu while the entries of dead owner %d go, "
-                 "expected %zu", count, (int)pid, want);
-        g_usleep(1000);
-    }
+    if (!s->strict)
+        wait_cleanup(w, limit);
     w->hidden_ms += (uint64_t)(g_get_monotonic_time() - hidden) / 1000;
     for (int k = 0; k < KEYS; k++) {
         model_key *m = &w->model[k];
@@ -672,7 +742,8 @@ static void run_backend(const char *spec, double seconds, int threads)
      * by another thread. */
     GVariant *types = g_variant_ref_sink(g_variant_new_parsed(
         "({'tag': <'t'>, 'n': <1>, 'thread': <uint16 1>}, @a{sv} {})"));
-    soak s = {.spec = spec, .n_workers = threads};
+    soak s = {.spec = spec, .n_workers = threads,
+              .strict = env_int("PROCREG_SOAK_STRICT", 0, 0, 1) == 1};
     GError *err = NULL;
     if (procreg_open(spec, &s.reg, &err) != 0)
         g_error("soak: cannot open %s: %s", spec, err->message);
