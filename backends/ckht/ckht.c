@@ -45,9 +45,12 @@
 
 #include "../ck-common/ck-common.h"
 
-/* Default and bounds for the initial_size option (entries). */
+/* Default and bounds for the initial_size option (entries).  The table
+ * doubles as it fills, so a large start is only an optimisation; the
+ * bound keeps a spec string (which may come from $PROCREG_BACKEND) from
+ * asking for tens of GiB at open: 16 Mi entries is 1 GiB of slots. */
 #define CKHT_DEFAULT_INITIAL 64
-#define CKHT_MAX_INITIAL (UINT64_C(1) << 30)
+#define CKHT_MAX_INITIAL (UINT64_C(1) << 24)
 /* Smallest table we ask ck_ht for, in slots: keeps the capacity figure
  * derived from the table's allocation size exact (see ckht_capacity). */
 #define CKHT_MIN_SLOTS 16

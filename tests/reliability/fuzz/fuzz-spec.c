@@ -86,13 +86,13 @@ static bool has_side_effects(const char *text)
     return strstr(text, "lmdb") != NULL || strstr(text, "etcd") != NULL;
 }
 
-/* ckht allocates and clears its whole table at open: initial_size is a
- * real memory request (32 bytes a slot, two slots an entry).  It accepts
- * up to 2^30 entries, 64 GiB, which the out-of-memory killer ends rather
- * than an error (found by this target: regressions/spec/ckht-initial-
- * size-1G; reported in /work/notes/requests/reliability-ckht.md), and 10
- * million entries already take 15 s under ASan.  Specs asking for more
- * than 2^20 entries are parsed, not opened. */
+/* ckht allocates and clears its whole initial table at open (32 bytes a
+ * slot, two slots an entry).  It used to accept 2^30 entries, 64 GiB,
+ * which the out-of-memory killer ends rather than an error (found by this
+ * target: regressions/spec/ckht-initial-size-1G); it now refuses more
+ * than 2^24.  Even 10 million entries take 15 s under ASan, so specs
+ * asking for more than 2^20 entries are parsed, not opened: the speed of
+ * the fuzzer, not a bug. */
 static bool known_huge_table(const procreg_spec *spec)
 {
     uint64_t n = 0;
