@@ -128,22 +128,31 @@ static bool owner_known_dead(procreg *reg, const procreg_owner *owner)
            procreg_owner_known_dead(reg, owner);
 }
 
-/* Drop from @a the entries whose owner is known dead. */
-static void filter_dead(procreg *reg, GArray *a)
-{
-    if (!(atomic_load_explicit(&reg->slow, memory_order_relaxed) &
-          PROCREG_SLOW_DEAD_OWNERS))
-        return;
-    for (guint i = a->len; i-- > 0;)
-        if (procreg_owner_known_dead(reg, &g_array_index(a, procreg_entry, i).owner))
-            g_array_remove_index(a, i);
-}
-
 static bool dead_pending(procreg *reg)
 {
     return atomic_load_explicit(&reg->slow, memory_order_relaxed) &
            PROCREG_SLOW_DEAD_OWNERS;
 }
+
+/* Drop from @a the entries whose owner is known dead.  @pending says
+ * whether a cleanup was pending when the backend was read: the monitor
+ * may have finished it (and forgotten the owner) since, and an entry it
+ * removed after our read would show again; those owners are checked
+ * directly (only while cleanups are pending, and never our own process). */
+static void filter_dead(procreg *reg, GArray *a, bool pending)
+{
+    if (!pending && !dead_pending(reg))
+        return;
+    procreg_owner self;
+    procreg_owner_self(&self);
+    for (guint i = a->len; i-- > 0;) {
+        const procreg_owner *o = &g_array_index(a, procreg_entry, i).owner;
+        if (procreg_owner_known_dead(reg, o) ||
+            (pending && o->pid != self.pid && !procreg_owner_is_alive(o)))
+            g_array_remove_index(a, i);
+    }
+}
+
 
 /* While the monitor has not yet removed a dead owner's entries, lookups
  * hide them; writes answer the same: PROCREG_ENOTFOUND. */
@@ -619,10 +628,11 @@ PROCREG_API int procreg_list(procreg *reg, const char *ns, procreg_entry **out,
     uint64_t t0 = procreg_now_ns();
     int rc = check_ns(ns, error);
     GArray *all = procreg_entry_array_new();
+    bool pending = dead_pending(reg);
     if (rc == 0)
         rc = procreg_backend_list_all(reg->backend, ns, all, error);
     if (rc == 0) {
-        filter_dead(reg, all);
+        filter_dead(reg, all, pending);
         procreg_entry_array_steal(all, out, n_out);
     } else {
         g_array_unref(all);
@@ -642,7 +652,7 @@ PROCREG_API int procreg_count(procreg *reg, const char *ns, size_t *out,
         /* Count what list shows: not the entries of owners known dead. */
         GArray *all = procreg_entry_array_new();
         rc = procreg_backend_list_all(reg->backend, ns, all, error);
-        filter_dead(reg, all);
+        filter_dead(reg, all, true);
         *out = rc == 0 ? all->len : 0;
         g_array_unref(all);
     } else if (rc == 0) {
@@ -697,9 +707,10 @@ PROCREG_API int procreg_find(procreg *reg, const char *ns,
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t t0 = procreg_now_ns();
     GArray *found = procreg_entry_array_new();
+    bool pending = dead_pending(reg);
     int rc = find_into(reg, ns, meta_key, value, found, error);
     if (rc == 0) {
-        filter_dead(reg, found);
+        filter_dead(reg, found, pending);
         procreg_entry_array_steal(found, out, n_out);
     } else {
         g_array_unref(found);
@@ -715,9 +726,10 @@ PROCREG_API int procreg_find_count(procreg *reg, const char *ns,
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t t0 = procreg_now_ns();
     GArray *found = procreg_entry_array_new();
+    bool pending = dead_pending(reg);
     int rc = find_into(reg, ns, meta_key, value, found, error);
     if (rc == 0)
-        filter_dead(reg, found);
+        filter_dead(reg, found, pending);
     *out = rc == 0 ? found->len : 0;
     g_array_unref(found);
     procreg_op_done(reg, b, PROCREG_OP_FIND, rc, t0, ns, NULL, *out);
