@@ -15,6 +15,7 @@
 
 #include <ck_epoch.h>
 #include <ck_ht.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 typedef struct {
@@ -30,7 +31,9 @@ typedef struct {
 struct raw_ckht {
     ck_ht_t ht;
     ck_epoch_t epoch;
-    GMutex write_lock;
+    /* A pthread mutex rather than a GMutex: glib's futex-based GMutex is
+     * invisible to ThreadSanitizer, pthread's is intercepted. */
+    pthread_mutex_t write_lock;
     GMutex records_lock;
     GPtrArray *records; /* every epoch record allocated, freed at the end */
     uint64_t revision;
@@ -84,7 +87,7 @@ raw_ckht *raw_ckht_new(size_t capacity)
         return NULL;
     }
     ck_epoch_init(&rc->epoch);
-    g_mutex_init(&rc->write_lock);
+    pthread_mutex_init(&rc->write_lock, NULL);
     g_mutex_init(&rc->records_lock);
     rc->records = g_ptr_array_new();
     procreg_owner_self(&rc->self);
@@ -120,7 +123,7 @@ void raw_ckht_free(raw_ckht *rc)
     for (guint i = 0; i < rc->records->len; i++)
         free(rc->records->pdata[i]);
     g_ptr_array_free(rc->records, TRUE);
-    g_mutex_clear(&rc->write_lock);
+    pthread_mutex_destroy(&rc->write_lock);
     g_mutex_clear(&rc->records_lock);
     g_free(rc);
 }
@@ -185,10 +188,10 @@ int raw_ckht_register(raw_ckht *rc, bench_target_thread *tt,
     ck_ht_entry_t ent;
     ck_ht_hash(&h, &rc->ht, e->bytes, e->len);
     ck_ht_entry_set(&ent, h, e->bytes, e->len, e);
-    g_mutex_lock(&rc->write_lock);
+    pthread_mutex_lock(&rc->write_lock);
     e->revision = ++rc->revision;
     bool ok = ck_ht_put_spmc(&rc->ht, h, &ent);
-    g_mutex_unlock(&rc->write_lock);
+    pthread_mutex_unlock(&rc->write_lock);
     if (!ok) {
         /* Never published: free at once. */
         centry_free(e);
@@ -273,9 +276,9 @@ int raw_ckht_unregister(raw_ckht *rc, bench_target_thread *tt,
     ck_ht_entry_t ent;
     ck_ht_hash(&h, &rc->ht, k->text, k->len);
     ck_ht_entry_key_set(&ent, k->text, k->len);
-    g_mutex_lock(&rc->write_lock);
+    pthread_mutex_lock(&rc->write_lock);
     bool removed = ck_ht_remove_spmc(&rc->ht, h, &ent);
-    g_mutex_unlock(&rc->write_lock);
+    pthread_mutex_unlock(&rc->write_lock);
     if (!removed)
         return PROCREG_ENOTFOUND;
     retire(tt, ck_ht_entry_value(&ent));
@@ -291,9 +294,9 @@ int raw_ckht_update(raw_ckht *rc, bench_target_thread *tt, const bench_key *k,
     ck_ht_entry_key_set(&ent, k->text, k->len);
     if (md)
         g_variant_ref_sink(md);
-    g_mutex_lock(&rc->write_lock);
+    pthread_mutex_lock(&rc->write_lock);
     if (!ck_ht_get_spmc(&rc->ht, h, &ent)) {
-        g_mutex_unlock(&rc->write_lock);
+        pthread_mutex_unlock(&rc->write_lock);
         if (md)
             g_variant_unref(md);
         return PROCREG_ENOTFOUND;
@@ -306,7 +309,7 @@ int raw_ckht_update(raw_ckht *rc, bench_target_thread *tt, const bench_key *k,
     e->revision = ++rc->revision;
     ck_ht_entry_set(&ent, h, e->bytes, e->len, e);
     bool ok = ck_ht_set_spmc(&rc->ht, h, &ent);
-    g_mutex_unlock(&rc->write_lock);
+    pthread_mutex_unlock(&rc->write_lock);
     if (!ok) {
         centry_free(e);
         return PROCREG_ENOMEM;
