@@ -380,7 +380,6 @@ typedef struct {
     double p50, p99, p999;
     uint64_t samples;
     double items_per_op;  /* list-ns / find: entries returned per op */
-    double hit_rate;      /* mixed: lookups that found the key */
     double mem_rss_per_entry;     /* load: RSS delta / keys, or NAN */
     double mem_heap_per_entry;    /* load: malloc delta / keys, or NAN */
     double mem_backend_per_entry; /* load: backend report / keys, or NAN */

@@ -382,6 +382,7 @@ int bench_report_json(const bench_report *rep, const char *path,
     json_kv_str(s, "keys", rep->keys_joined, true);
     json_kv_str(s, "threads", rep->threads_joined, true);
     json_kv_str(s, "dist", rep->dists_joined, true);
+    json_kv_str(s, "workloads", rep->workloads_joined, true);
     json_kv_num(s, "zipf_s", BENCH_ZIPF_S, true);
     json_kv_num(s, "seconds", p->ops ? NAN : p->seconds, true);
     json_kv_num(s, "ops_per_thread", p->ops ? (double)p->ops : NAN, true);
