@@ -479,6 +479,8 @@ int main(int argc, char **argv)
     bench_report rep;
     memset(&rep, 0, sizeof rep);
     bench_sysinfo_collect(&rep.sys, argc, argv);
+    /* Scratch files go on every exit path (a signal still leaves them). */
+    atexit(bench_scratch_remove);
 
     GError *error = NULL;
     GOptionContext *oc = g_option_context_new(
