@@ -279,6 +279,17 @@ static void test_sigkill(void)
                 "about crashes, not races");
     return;
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+    /* GCC 12's ASan allocator takes no lock around fork(): a child forked
+     * while one of the parent's threads (monitor, events, LMDB watcher)
+     * is inside malloc inherits that lock held and deadlocks on its first
+     * allocation (seen: all threads in SizeClassAllocator64::
+     * GetFromAllocator).  glibc's malloc is fork-safe, so the plain build
+     * runs this test. */
+    g_test_skip("ASan's allocator is not fork-safe in a threaded parent; "
+                "the plain build runs the crash test");
+    return;
+#endif
     int kills = 200;
     const char *env_kills = g_getenv("PROCREG_CRASH_KILLS");
     if (env_kills != NULL)
