@@ -3,7 +3,8 @@
  * unregisters entries in a loop, on behalf of its long-lived parent (so
  * no owner cleanup can hide a loss), and reports each commit on a pipe;
  * the parent SIGKILLs it at a random moment, PROCREG_CRASH_KILLS times
- * (default 200).  After every kill the file must open cleanly, every
+ * (default 200).  The child is a separate program (this one,
+ * re-executed).  After every kill the file must open cleanly, every
  * reported commit must be there, nothing may be half-written (metadata
  * checksums, the owner index), and a write must work (the dead child may
  * have held the writer lock).  At most the one commit the child made but
@@ -63,17 +64,19 @@ static void say(int fd, const char *line)
         _exit(3);
 }
 
-/* The child: churn until killed. */
-static G_NORETURN void churn(procreg *reg, int fd, guint32 seed)
+/* The child (this program, re-executed): open @spec and churn until
+ * killed, reporting on stdout.  Exec, not a bare fork of the threaded
+ * parent: a forked child may find an allocator lock taken by a thread
+ * that did not follow it (sanitizer allocators are not fork-safe), and
+ * ThreadSanitizer cannot follow it at all. */
+static G_NORETURN void churn(const char *spec, guint32 seed)
 {
+    int fd = STDOUT_FILENO;
     GRand *rand = g_rand_new_with_seed(seed);
+    procreg *reg = NULL;
     procreg_owner parent;
-    if (procreg_owner_from_pid(getppid(), &parent, NULL) != 0)
-        _exit(2);
-    /* The first call reopens the file in this process (the handle came
-     * from the parent); the kills then land in steady churn. */
-    procreg_owner o;
-    if (procreg_lookup(reg, "probe", "none", &o, NULL) != PROCREG_ENOTFOUND)
+    if (procreg_open(spec, &reg, NULL) != 0 ||
+        procreg_owner_from_pid(getppid(), &parent, NULL) != 0)
         _exit(2);
     say(fd, "ready\n");
     for (;;) {
@@ -273,23 +276,6 @@ static void resync(procreg *reg, expect *state)
 
 static void test_sigkill(void)
 {
-#if defined(__SANITIZE_THREAD__)
-    g_test_skip("ThreadSanitizer cannot follow a forked child of a threaded "
-                "process that starts threads (die_after_fork); this test is "
-                "about crashes, not races");
-    return;
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-    /* GCC 12's ASan allocator takes no lock around fork(): a child forked
-     * while one of the parent's threads (monitor, events, LMDB watcher)
-     * is inside malloc inherits that lock held and deadlocks on its first
-     * allocation (seen: all threads in SizeClassAllocator64::
-     * GetFromAllocator).  glibc's malloc is fork-safe, so the plain build
-     * runs this test. */
-    g_test_skip("ASan's allocator is not fork-safe in a threaded parent; "
-                "the plain build runs the crash test");
-    return;
-#endif
     int kills = 200;
     const char *env_kills = g_getenv("PROCREG_CRASH_KILLS");
     if (env_kills != NULL)
@@ -298,6 +284,7 @@ static void test_sigkill(void)
     char *path = g_build_filename(dir, "crash.mdb", NULL);
     expect state[N_KEYS] = {{0}};
     int commits = 0, max_round = 0;
+    char *exe = g_file_read_link("/proc/self/exe", NULL);
     gint64 t0 = g_get_monotonic_time();
 
     for (int round = 0; round < kills; round++) {
@@ -307,17 +294,17 @@ static void test_sigkill(void)
                                      round % 2 ? "nosync" : "sync",
                                      round < 20 ? ",map_size=256KiB" : "");
         procreg *reg = lt_open(spec);
-        int p[2];
-        g_assert_cmpint(pipe(p), ==, 0);
-        pid_t child = fork();
-        g_assert_cmpint(child, >=, 0);
-        if (child == 0) {
-            close(p[0]);
-            /* The handle is inherited: the child reopens the file for
-             * itself (the fork path of the backend). */
-            churn(reg, p[1], (guint32)round * 7919u + 17u);
-        }
-        close(p[1]);
+        char *seed = g_strdup_printf("%u", (guint32)round * 7919u + 17u);
+        char *argv[] = {exe, (char *)"--churn", spec, seed, NULL};
+        GPid child = 0;
+        int p[2] = {-1, -1};
+        GError *serr = NULL;
+        if (!g_spawn_async_with_pipes(NULL, argv, NULL,
+                                      G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                      &child, NULL, &p[0], NULL, &serr))
+            g_error("round %d: spawning the writer: %s", round,
+                    serr->message);
+        g_free(seed);
         GString *buf = g_string_new(NULL);
         bool ready = false;
         int before = commits;
@@ -374,10 +361,13 @@ static void test_sigkill(void)
     lt_rmtree(dir);
     g_free(dir);
     g_free(path);
+    g_free(exe);
 }
 
 int main(int argc, char **argv)
 {
+    if (argc == 4 && strcmp(argv[1], "--churn") == 0)
+        churn(argv[2], (guint32)strtoul(argv[3], NULL, 10));
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/lmdb/crash/sigkill", test_sigkill);
     return g_test_run();
