@@ -39,10 +39,14 @@
 #define PROCREG_CK_COMMON_H
 
 #include <ck_epoch.h>
+#include <ck_ht.h>
 #include <ck_pr.h>
 #include <glib.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
+
+#include <procreg/backend.h>
 
 G_BEGIN_DECLS
 
@@ -237,6 +241,37 @@ void procreg_epoch_get_stats(const procreg_epoch_domain *domain,
 size_t procreg_epoch_records_allocated(void);
 /** Epoch records now held by a thread or a domain. */
 size_t procreg_epoch_records_in_use(void);
+
+/* ---- ck_ht glue shared by the ckht backend and the optimized cache ---- */
+
+/**
+ * The hash callback for a ck_ht whose keys are procreg key bytes.  ck_ht
+ * keeps each slot's hash and never rehashes by itself in Debian's build
+ * (no pointer packing); should it, it gets the keys' own function, so the
+ * prepared key's hash passed to lookups stays valid.
+ */
+static inline void procreg_ck_ht_hash(ck_ht_hash_t *h, const void *key,
+                                      size_t len, uint64_t seed)
+{
+    (void)seed;
+    h->value = procreg_hash(key, len);
+}
+
+/**
+ * Free a ck_ht table allocation: at once, or (@defer: readers may still
+ * probe the old table on a resize) through @domain's epoch, handed over
+ * now rather than with the next batch.
+ */
+static inline void procreg_ck_ht_free_table(procreg_epoch_domain *domain,
+                                            void *p, size_t bytes, bool defer)
+{
+    if (defer) {
+        procreg_epoch_retire(domain, p, free, bytes);
+        procreg_epoch_flush(domain);
+    } else {
+        free(p);
+    }
+}
 
 G_END_DECLS
 

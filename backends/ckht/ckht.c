@@ -277,14 +277,7 @@ static void ckht_ht_free(void *p, size_t size, bool defer)
         self->maps[1] = NULL;
         self->map_sizes[1] = 0;
     }
-    if (defer) {
-        /* Readers may still probe the old table: free it through the
-         * epoch, and hand it over now rather than with the next batch. */
-        procreg_epoch_retire(self->epoch, p, free, size);
-        procreg_epoch_flush(self->epoch);
-    } else {
-        free(p);
-    }
+    procreg_ck_ht_free_table(self->epoch, p, size, defer);
 }
 
 static struct ck_malloc ckht_allocator = {
@@ -292,15 +285,6 @@ static struct ck_malloc ckht_allocator = {
     .realloc = NULL, /* ck_ht never reallocates */
     .free = ckht_ht_free,
 };
-
-/* ck_ht only hashes by itself where slots cannot keep the hash (pointer
- * packing builds, when growing): give it the same function as the keys. */
-static void ckht_hash_cb(ck_ht_hash_t *h, const void *key, size_t len,
-                         uint64_t seed)
-{
-    (void)seed;
-    h->value = procreg_hash(key, len);
-}
 
 static size_t ckht_table_bytes(const ckht *self)
 {
@@ -507,7 +491,7 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
      * byte per slot and, worse, one more cache miss on every lookup; the
      * periodic ck_ht_gc() (ckht_retire) keeps misses short instead. */
     ok = ck_ht_init(&self->ht, CK_HT_MODE_BYTESTRING,
-                    ckht_hash_cb, &ckht_allocator, slots, 0);
+                    procreg_ck_ht_hash, &ckht_allocator, slots, 0);
     ckht_write_end(self, previous);
     if (!ok) {
         procreg_epoch_domain_free(self->epoch);

@@ -243,13 +243,7 @@ static void opt_ht_free(void *p, size_t size, bool defer)
         return;
     }
     c->table_bytes -= size;
-    if (defer) {
-        /* An old table readers may still probe. */
-        procreg_epoch_retire(c->epoch, p, free, size);
-        procreg_epoch_flush(c->epoch);
-    } else {
-        free(p);
-    }
+    procreg_ck_ht_free_table(c->epoch, p, size, defer);
 }
 
 static struct ck_malloc opt_ht_allocator = {
@@ -257,15 +251,6 @@ static struct ck_malloc opt_ht_allocator = {
     .realloc = NULL, /* ck_ht never reallocates */
     .free = opt_ht_free,
 };
-
-/* ck_ht keeps each slot's hash and never rehashes on its own in this
- * build; should it, it gets the keys' own hash function. */
-static void opt_ht_hash(ck_ht_hash_t *h, const void *key, size_t len,
-                        uint64_t seed)
-{
-    (void)seed;
-    h->value = procreg_hash(key, len);
-}
 
 /* The entry of @key or NULL: readers inside a read section, writers under
  * the lock. */
@@ -560,7 +545,7 @@ opt_cache *procreg_opt_cache_new(uint64_t capacity, uint64_t ttl_ms,
     /* Without CK_HT_WORKLOAD_DELETE: its per-slot probe bounds cost one
      * more cache miss per lookup; the periodic ck_ht_gc() in
      * opt_remove_locked() keeps probes short instead. */
-    ok = ck_ht_init(&c->ht, CK_HT_MODE_BYTESTRING, opt_ht_hash,
+    ok = ck_ht_init(&c->ht, CK_HT_MODE_BYTESTRING, procreg_ck_ht_hash,
                     &opt_ht_allocator, MIN(capacity * 2, OPT_HT_INITIAL), 0);
     opt_write_end(c, previous);
     if (!ok) {
