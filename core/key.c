@@ -3,19 +3,51 @@
 
 #include <string.h>
 
-/* A 64-bit hash over short strings: 8 bytes per step with a
- * multiply-xorshift mix (in the manner of wyhash/murmur finalisers).  The
- * seed is random per process so hostile names cannot aim at collisions. */
+/* A 64-bit hash over short strings, seeded at random per process so that
+ * hostile names cannot aim at collisions.  Each step multiplies two 64-bit
+ * words into 128 bits and folds the halves together (the construction of
+ * wyhash): 16 bytes per multiply, and a key of up to 16 bytes costs two
+ * multiplies in all. */
 static uint64_t hash_seed; /* read and written with __atomic builtins */
 
-static inline uint64_t mix64(uint64_t x)
+#define HASH_K0 0x9e3779b97f4a7c15ull
+#define HASH_K1 0xa0761d6478bd642full
+#define HASH_K2 0xe7037ed1a0b428dbull
+#define HASH_K3 0x8ebc6af09c88c6e3ull
+
+#ifdef __SIZEOF_INT128__
+__extension__ typedef unsigned __int128 hash_u128;
+
+static inline uint64_t fold_mul(uint64_t a, uint64_t b)
 {
-    x ^= x >> 32;
-    x *= 0xd6e8feb86659fd93ull;
-    x ^= x >> 32;
-    x *= 0xd6e8feb86659fd93ull;
-    x ^= x >> 32;
-    return x;
+    hash_u128 r = (hash_u128)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+#else
+static inline uint64_t fold_mul(uint64_t a, uint64_t b)
+{
+    uint64_t lo_lo = (a & 0xffffffffu) * (b & 0xffffffffu);
+    uint64_t hi_lo = (a >> 32) * (b & 0xffffffffu);
+    uint64_t lo_hi = (a & 0xffffffffu) * (b >> 32);
+    uint64_t hi_hi = (a >> 32) * (b >> 32);
+    uint64_t cross = (lo_lo >> 32) + (hi_lo & 0xffffffffu) + lo_hi;
+    uint64_t upper = hi_hi + (hi_lo >> 32) + (cross >> 32);
+    return ((cross << 32) | (lo_lo & 0xffffffffu)) ^ upper;
+}
+#endif
+
+static inline uint64_t read64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline uint64_t read32(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
 }
 
 static uint64_t seed_get(void)
@@ -35,17 +67,27 @@ static uint64_t seed_get(void)
 PROCREG_API uint64_t procreg_hash(const void *data, size_t len)
 {
     const unsigned char *p = data;
-    uint64_t h = seed_get() ^ (len * 0x9e3779b97f4a7c15ull);
-    while (len >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = mix64(h ^ w);
-        p += 8;
-        len -= 8;
+    const uint64_t seed = seed_get();
+    uint64_t h = seed ^ (len * HASH_K0);
+    size_t left = len;
+    /* The seed is in both factors: no input word can zero a product
+     * without knowing it. */
+    for (; left > 16; p += 16, left -= 16)
+        h = fold_mul(read64(p) ^ seed ^ HASH_K1, read64(p + 8) ^ h);
+    /* The last 1..16 bytes as two words, overlapping when shorter than
+     * 16; with the length in h, the words tell the bytes apart. */
+    uint64_t a = 0, b = 0;
+    if (left >= 8) {
+        a = read64(p);
+        b = read64(p + left - 8);
+    } else if (left >= 4) {
+        a = read32(p);
+        b = read32(p + left - 4);
+    } else if (left > 0) {
+        a = (uint64_t)p[0] << 16 | (uint64_t)p[left >> 1] << 8 | p[left - 1];
     }
-    uint64_t tail = 0;
-    memcpy(&tail, p, len);
-    return mix64(h ^ tail ^ 0x5bd1e9955bd1e995ull);
+    h = fold_mul(a ^ seed ^ HASH_K2, b ^ h);
+    return fold_mul(h ^ HASH_K3, seed ^ HASH_K1);
 }
 
 PROCREG_API int procreg_validate_name(const char *s, const char *what,
@@ -76,26 +118,50 @@ PROCREG_API int procreg_validate_name(const char *s, const char *what,
     return 0;
 }
 
+/* Whether any byte of w is outside printable ASCII (0x20..0x7e): the
+ * "has a byte less than n" and "has a zero byte" word tricks, exact as a
+ * yes/no answer. */
+static inline bool word_unusual(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    uint64_t below_space = (w - ones * 0x20) & ~w;
+    uint64_t del = w ^ (ones * 0x7f);
+    del = (del - ones) & ~del;
+    return ((below_space | del | w) & ones * 0x80) != 0;
+}
+
+/* Whether any of len bytes is outside printable ASCII, in words: the last
+ * word overlaps the one before it rather than copying a short tail
+ * (a copied tail would be read back through a stalled store). */
+static bool bytes_unusual(const unsigned char *p, size_t len)
+{
+    if (len >= 8) {
+        for (size_t i = 0; i + 8 < len; i += 8)
+            if (word_unusual(read64(p + i)))
+                return true;
+        return word_unusual(read64(p + len - 8));
+    }
+    if (len >= 4)
+        return word_unusual(read32(p) | read32(p + len - 4) << 32);
+    uint64_t w = 0x4141414141414141ull; /* 'A' pads the word */
+    for (size_t i = 0; i < len; i++)
+        w = (w << 8) | p[i];
+    return word_unusual(w);
+}
+
 /* ASCII fast path: most names are plain ASCII; fall back to the full
  * check (which also writes the message) on anything else. */
 static int name_check(const char *s, size_t *len_out, const char *what,
                       GError **error)
 {
     if (s != NULL) {
-        size_t i = 0;
-        for (; i <= PROCREG_NAME_MAX; i++) {
-            unsigned char c = (unsigned char)s[i];
-            if (c == 0)
-                break;
-            if (c < 0x20 || c >= 0x7f)
-                goto slow;
-        }
-        if (i > 0 && i <= PROCREG_NAME_MAX) {
-            *len_out = i;
+        size_t len = strnlen(s, PROCREG_NAME_MAX + 1);
+        if (len > 0 && len <= PROCREG_NAME_MAX &&
+            !bytes_unusual((const unsigned char *)s, len)) {
+            *len_out = len;
             return 0;
         }
     }
-slow:;
     int rc = procreg_validate_name(s, what, error);
     if (rc == 0)
         *len_out = strlen(s);

@@ -63,6 +63,31 @@ static void expect_rule(const char *s, const char *what, const char *rule)
     g_assert_cmpint(procreg_validate_name(s, what, NULL), ==, PROCREG_EINVAL);
 }
 
+/* The word-at-a-time check behind procreg_key_new() agrees with
+ * procreg_validate_name() on every byte value at every position of names
+ * of 1 to 24 bytes (each length takes its own path through the words). */
+static void test_validation_fast_path(void)
+{
+    for (size_t len = 1; len <= 24; len++)
+        for (size_t pos = 0; pos < len; pos++)
+            for (unsigned c = 1; c < 256; c++) {
+                char name[32];
+                memset(name, 'a', len);
+                name[len] = '\0';
+                name[pos] = (char)c;
+                int expected = procreg_validate_name(name, "name", NULL);
+                procreg_key *k = NULL;
+                int rc = procreg_key_new("ns", name, &k, NULL);
+                if (rc != expected)
+                    g_error("byte 0x%02x at %zu of %zu: key_new %d, "
+                            "validate_name %d", c, pos, len, rc, expected);
+                g_assert_true((rc == 0) == (k != NULL));
+                if (k != NULL)
+                    g_assert_cmpstr(procreg_key_name(k), ==, name);
+                procreg_key_unref(k);
+            }
+}
+
 static void test_validation_messages(void)
 {
     char n256[257];
@@ -154,6 +179,60 @@ static void test_keys(void)
         g_hash_table_add(seen, &hashes[i]);
     }
     g_assert_cmpuint(g_hash_table_size(seen), ==, 1000);
+    g_hash_table_unref(seen);
+}
+
+/* Bucket spread of real-looking names: 2^16 keys into 2^16 buckets leave
+ * 1/e of them empty for a random function.  Low bits (ck_ht's and
+ * GHashTable's index) and high bits are both checked, for every input
+ * length from 1 to 40 bytes (short keys take other code paths). */
+static void check_spread(const char *prefix, const char *suffix, int shift)
+{
+    enum { N = 1 << 16 };
+    guint8 *used = g_malloc0(N);
+    for (int i = 0; i < N; i++) {
+        char buf[64];
+        int len = g_snprintf(buf, sizeof buf, "%s%d%s", prefix, i, suffix);
+        used[(procreg_hash(buf, (size_t)len) >> shift) & (N - 1)] = 1;
+    }
+    int empty = 0;
+    for (int i = 0; i < N; i++)
+        empty += !used[i];
+    double frac = (double)empty / N;
+    if (frac < 0.355 || frac > 0.380)
+        g_error("names %sN%s, bits %d..%d: %.4f of buckets empty, "
+                "expected about 0.368", prefix, suffix, shift, shift + 15,
+                frac);
+    g_free(used);
+}
+
+static void test_hash_spread(void)
+{
+    static const char *const shapes[][2] = {
+        {"", ""}, {"svc-", ""}, {"production\001service_", ""},
+        {"test-7f3a9c1e4b2d8a06\001worker.", ".queue.inbound"},
+    };
+    for (size_t f = 0; f < G_N_ELEMENTS(shapes); f++)
+        for (int shift = 0; shift <= 48; shift += 16)
+            check_spread(shapes[f][0], shapes[f][1], shift);
+
+    /* Every length 0..40 of one byte string, and inputs differing in one
+     * bit anywhere: all hashes distinct. */
+    GHashTable *seen = g_hash_table_new(g_int64_hash, g_int64_equal);
+    static gint64 hashes[41 + 40 * 8];
+    unsigned char buf[40] = {0};
+    int n = 0;
+    for (size_t len = 0; len <= 40; len++)
+        hashes[n++] = (gint64)procreg_hash(buf, len);
+    for (size_t byte = 0; byte < 40; byte++)
+        for (int bit = 0; bit < 8; bit++) {
+            buf[byte] ^= (unsigned char)(1u << bit);
+            hashes[n++] = (gint64)procreg_hash(buf, sizeof buf);
+            buf[byte] ^= (unsigned char)(1u << bit);
+        }
+    for (int i = 0; i < n; i++)
+        g_hash_table_add(seen, &hashes[i]);
+    g_assert_cmpuint(g_hash_table_size(seen), ==, (guint)n);
     g_hash_table_unref(seen);
 }
 
@@ -303,6 +382,9 @@ int main(int argc, char **argv)
     g_test_add_func("/core/basics/validation-messages",
                     test_validation_messages);
     g_test_add_func("/core/basics/keys", test_keys);
+    g_test_add_func("/core/basics/hash-spread", test_hash_spread);
+    g_test_add_func("/core/basics/validation-fast-path",
+                    test_validation_fast_path);
     g_test_add_func("/core/basics/owners", test_owners);
     g_test_add_func("/core/basics/health-names", test_health_names);
     g_test_add_func("/core/basics/metadata-values", test_metadata_values);
