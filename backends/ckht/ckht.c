@@ -543,7 +543,7 @@ static int ckht_register(void *state, const procreg_key *key,
     e = ckht_get(self, key);
     if (e != NULL) {
         if (current != NULL)
-            ckht_entry_fill(current, e, true);
+            ckht_entry_fill(current, e, false);
         r = procreg_set_error(error, PROCREG_EEXISTS,
                               "\"%s\" is already registered in namespace "
                               "\"%s\" (owner pid %d)",
@@ -569,7 +569,7 @@ static int ckht_register(void *state, const procreg_key *key,
                                                memory_order_relaxed) + 1,
                           memory_order_relaxed);
     if (current != NULL)
-        ckht_entry_fill(current, e, true);
+        ckht_entry_fill(current, e, false);
 out:
     ckht_write_end(self, previous);
     return r;
@@ -649,7 +649,7 @@ static int ckht_unregister(void *state, const procreg_key *key,
         goto out;
     }
     if (removed != NULL)
-        ckht_entry_fill(removed, e, true);
+        ckht_entry_fill(removed, e, false);
     ckht_retire(self, e);
 out:
     ckht_write_end(self, previous);
@@ -702,7 +702,7 @@ static int ckht_update_metadata(void *state, const procreg_key *key,
         procreg_epoch_retire(self->epoch, old, ckht_entry_free, bytes);
     }
     if (updated != NULL)
-        ckht_entry_fill(updated, next, true);
+        ckht_entry_fill(updated, next, false);
 out:
     ckht_write_end(self, previous);
     return r;

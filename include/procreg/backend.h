@@ -185,7 +185,9 @@ PROCREG_API void procreg_backend_host_free(procreg_backend_host *host);
  *    for every failure except where a slot says it has no GError.
  *  - Out entries (procreg_entry) are filled with memory the caller owns:
  *    g_strdup'ed strings and metadata references.  `current`, `removed`
- *    and `updated` parameters may be NULL.
+ *    and `updated` parameters may be NULL.  Those single entries may leave
+ *    ns and name NULL (the key names them; copying costs two allocations
+ *    on every write).
  *  - Revisions come from one counter per instance: every change gets a
  *    revision greater than every revision handed out before it.
  *  - Entries in GArrays are procreg_entry with ns and name filled.

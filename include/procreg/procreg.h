@@ -153,8 +153,8 @@ PROCREG_API int procreg_validate_name(const char *s, const char *what,
  * procreg_entries_free() (an array).
  */
 typedef struct {
-    char *ns;              /**< Namespace; NULL from lookups (you know it). */
-    char *name;            /**< Name; NULL from lookups (you know it). */
+    char *ns;              /**< Namespace; NULL from single-key calls. */
+    char *name;            /**< Name; NULL from single-key calls. */
     procreg_owner owner;   /**< The owner process. */
     GVariant *metadata;    /**< A reference to a{sv} metadata, or NULL. */
     int64_t registered_at; /**< Wall-clock registration time, µs since epoch. */
