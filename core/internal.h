@@ -173,8 +173,23 @@ static inline void procreg_counter_add(_Atomic uint64_t *c, uint64_t v)
                           memory_order_relaxed);
 }
 
-/* Lookups are timed once in this many calls per thread; other ops always. */
+/* Lookups are timed once in 256 calls per thread, register, unregister and
+ * update once in 16 (a clock read is a tenth of a write); other ops always,
+ * and every call while a telemetry handler is attached. */
 #define PROCREG_LOOKUP_SAMPLE_MASK 255u
+#define PROCREG_WRITE_SAMPLE_MASK 15u
+
+/* The start time of a write on @b's thread, or 0 when it is not timed. */
+static inline uint64_t procreg_write_clock(procreg *reg, procreg_tblock *b,
+                                           procreg_op op)
+{
+    uint64_t n = atomic_load_explicit(&b->calls[op], memory_order_relaxed);
+    unsigned slow = atomic_load_explicit(&reg->slow, memory_order_relaxed);
+    return (slow & PROCREG_SLOW_TELEMETRY) ||
+                   (n & PROCREG_WRITE_SAMPLE_MASK) == 0
+               ? procreg_now_ns()
+               : 0;
+}
 
 /* Whether @rc is an expected outcome rather than a failure. */
 static inline bool procreg_rc_is_miss(int rc)

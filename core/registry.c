@@ -225,7 +225,7 @@ PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
 {
     g_return_val_if_fail(reg != NULL && key != NULL, PROCREG_EINVAL);
     procreg_tblock *b = procreg_tblock_get(reg);
-    uint64_t t0 = procreg_now_ns();
+    uint64_t t0 = procreg_write_clock(reg, b, PROCREG_OP_REGISTER);
     if (metadata != NULL)
         g_variant_ref_sink(metadata);
     metadata_flatten(metadata);
@@ -452,7 +452,7 @@ PROCREG_API int procreg_unregister_key(procreg *reg, const procreg_key *key,
                                        uint64_t if_revision, GError **error)
 {
     procreg_tblock *b = procreg_tblock_get(reg);
-    uint64_t t0 = procreg_now_ns();
+    uint64_t t0 = procreg_write_clock(reg, b, PROCREG_OP_UNREGISTER);
     const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
     GError *local = NULL;
     procreg_entry removed = {0};
@@ -561,7 +561,7 @@ PROCREG_API int procreg_update_metadata_key(procreg *reg,
                                             GError **error)
 {
     procreg_tblock *b = procreg_tblock_get(reg);
-    uint64_t t0 = procreg_now_ns();
+    uint64_t t0 = procreg_write_clock(reg, b, PROCREG_OP_UPDATE);
     if (metadata != NULL)
         g_variant_ref_sink(metadata);
     metadata_flatten(metadata);
