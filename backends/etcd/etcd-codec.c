@@ -36,6 +36,9 @@ ETCD_HIDDEN char *procreg_etcd_value_encode(const etcd_value *v, size_t *len)
                            ETCD_VALUE_VERSION, (int)v->owner.pid,
                            (guint64)v->owner.start_time, v->host,
                            (gint64)v->registered_at, v->writer);
+    if (v->nonce != 0)
+        g_string_append_printf(s, ",\"n\":%" G_GINT64_FORMAT,
+                               (gint64)(v->nonce & G_MAXINT64));
     if (v->metadata != NULL) {
         GVariant *normal = g_variant_get_normal_form(v->metadata);
         g_string_append(s, ",\"meta\":");
@@ -109,6 +112,13 @@ static bool decode_object(JsonObject *o, etcd_value *out, const char **why)
         *why = "missing or bad writer id";
         return false;
     }
+    int64_t nonce = 0;
+    if (json_object_has_member(o, "n") &&
+        (!get_number(o, "n", &nonce) || nonce <= 0)) {
+        *why = "bad write nonce";
+        return false;
+    }
+    out->nonce = (uint64_t)nonce;
     out->owner.pid = (pid_t)pid;
     out->owner.start_time = (uint64_t)start;
     out->registered_at = at;

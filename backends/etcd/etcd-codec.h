@@ -39,6 +39,10 @@ typedef struct {
     char host[ETCD_HOST_ID_MAX + 1];
     int64_t registered_at;
     char writer[ETCD_WRITER_LEN + 1];
+    /* Unique per registration of one writer ("n"; 0: none): a writer
+     * whose answer was lost recognises its own put by it, even when two
+     * of its threads register one key in the same microsecond. */
+    uint64_t nonce;
     GVariant *metadata; /* a{sv} or NULL; owned */
 } etcd_value;
 

@@ -126,6 +126,7 @@ typedef struct {
     char *watch_error;  /* under lock */
     guint64 mirror_bytes, watch_reconnects, compactions, corrupt_seen,
         notified; /* atomic */
+    uint64_t puts; /* atomic: registrations made; the next one's nonce */
 } etcd_state;
 
 /* pthread locks rather than GMutex/GCond: glib's are bare futexes that
@@ -729,6 +730,7 @@ static int etcd_register(void *state, const procreg_key *key,
                     .metadata = record->metadata};
     g_strlcpy(v.host, s->host_id, sizeof v.host);
     g_strlcpy(v.writer, s->writer, sizeof v.writer);
+    v.nonce = __atomic_add_fetch(&s->puts, 1, __ATOMIC_RELAXED);
     size_t vlen = 0;
     char *value = procreg_etcd_value_encode(&v, &vlen);
     GString *k = entry_key(s, key);
@@ -791,10 +793,7 @@ static int etcd_register(void *state, const procreg_key *key,
             procreg_etcd_kv_clear(&held);
             break;
         }
-        if (strcmp(hv.writer, s->writer) == 0 &&
-            hv.registered_at == record->registered_at &&
-            hv.owner.pid == record->owner.pid &&
-            hv.owner.start_time == record->owner.start_time &&
+        if (strcmp(hv.writer, s->writer) == 0 && hv.nonce == v.nonce &&
             held.lease == lease) {
             /* Our own put, applied by a member whose answer was lost
              * before a retry on another endpoint. */

@@ -263,11 +263,29 @@ static void test_accepted(void)
     g_assert_true(procreg_etcd_value_decode(spaced, strlen(spaced), &out,
                                             &why));
     g_assert_cmpint(out.owner.pid, ==, 5);
+    g_assert_cmpuint(out.nonce, ==, 0);
     g_assert_true(g_variant_equal(out.metadata, v.metadata));
     procreg_etcd_value_clear(&out);
-    procreg_etcd_value_clear(&v);
     g_free(text);
     g_free(spaced);
+
+    /* The write nonce survives the round trip; a bad one is refused. */
+    v.nonce = 123456789012345ull;
+    text = procreg_etcd_value_encode(&v, &len);
+    g_assert_true(procreg_etcd_value_decode(text, len, &out, &why));
+    g_assert_cmpuint(out.nonce, ==, 123456789012345ull);
+    procreg_etcd_value_clear(&out);
+    g_free(text);
+    static const char *const bad_nonces[] = {"0", "-3", "\"7\"", "1.5"};
+    for (size_t i = 0; i < G_N_ELEMENTS(bad_nonces); i++) {
+        char *bad = g_strdup_printf("{\"v\":1,\"pid\":5,\"start\":1,"
+                                    "\"host\":\"h\",\"at\":0,\"w\":\"1\","
+                                    "\"n\":%s}", bad_nonces[i]);
+        g_assert_false(procreg_etcd_value_decode(bad, strlen(bad), &out, &why));
+        g_assert_cmpstr(why, ==, "bad write nonce");
+        g_free(bad);
+    }
+    procreg_etcd_value_clear(&v);
 }
 
 static void test_refused(void)
