@@ -2,7 +2,7 @@
  * Baseline "raw-ghash": the same work as a procreg backend, done directly
  * on a GHashTable under a GRWLock.  Keys are "ns\0name" built from the
  * strings on every string-form call (as the core builds its stack key)
- * and hashed with procreg_hash(), the hash procreg itself uses; there is
+ * and hashed with procreg_key_hash(), the hash procreg itself uses; there is
  * no validation, no dispatcher and no liveness check.
  */
 #include "bench.h"
@@ -69,7 +69,8 @@ void raw_ghash_free(raw_ghash *rg)
 
 static inline raw_hkey hkey_of(const char *bytes, size_t len)
 {
-    raw_hkey k = {(uint32_t)procreg_hash(bytes, len), (uint16_t)len, bytes};
+    raw_hkey k = {(uint32_t)procreg_key_hash(bytes, len), (uint16_t)len,
+                  bytes};
     return k;
 }
 

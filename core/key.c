@@ -64,10 +64,8 @@ static uint64_t seed_get(void)
     return __atomic_load_n(&hash_seed, __ATOMIC_RELAXED);
 }
 
-PROCREG_API uint64_t procreg_hash(const void *data, size_t len)
+static uint64_t hash_bytes(const unsigned char *p, size_t len, uint64_t seed)
 {
-    const unsigned char *p = data;
-    const uint64_t seed = seed_get();
     uint64_t h = seed ^ (len * HASH_K0);
     size_t left = len;
     /* The seed is in both factors: no input word can zero a product
@@ -88,6 +86,33 @@ PROCREG_API uint64_t procreg_hash(const void *data, size_t len)
     }
     h = fold_mul(a ^ seed ^ HASH_K2, b ^ h);
     return fold_mul(h ^ HASH_K3, seed ^ HASH_K1);
+}
+
+PROCREG_API uint64_t procreg_hash(const void *data, size_t len)
+{
+    return hash_bytes(data, len, seed_get());
+}
+
+/* The namespace and the name are hashed apart (two independent chains)
+ * and then combined: a key is hashed straight from the caller's strings,
+ * never read back from the copy just written (which would stall on store
+ * forwarding).  Distinct seeds and constants keep (a, b) from (b, a). */
+static uint64_t key_hash_parts(const char *ns, size_t ns_len,
+                               const char *name, size_t name_len)
+{
+    uint64_t seed = seed_get();
+    uint64_t h_ns = hash_bytes((const unsigned char *)ns, ns_len, seed);
+    uint64_t h_name = hash_bytes((const unsigned char *)name, name_len,
+                                 seed ^ HASH_K3);
+    return fold_mul(h_ns ^ HASH_K2, h_name ^ HASH_K0);
+}
+
+PROCREG_API uint64_t procreg_key_hash(const void *bytes, size_t size)
+{
+    const char *ns = bytes;
+    size_t ns_len = strnlen(ns, size);
+    size_t rest = ns_len < size ? size - ns_len - 1 : 0;
+    return key_hash_parts(ns, ns_len, ns + size - rest, rest);
 }
 
 PROCREG_API int procreg_validate_name(const char *s, const char *what,
@@ -176,7 +201,7 @@ static void key_fill(procreg_key *key, const char *ns, size_t ns_len,
     key->name_len = (uint16_t)name_len;
     memcpy(key->bytes, ns, ns_len + 1);
     memcpy(key->bytes + ns_len + 1, name, name_len + 1);
-    key->hash = procreg_hash(key->bytes, ns_len + 1 + name_len);
+    key->hash = key_hash_parts(ns, ns_len, name, name_len);
 }
 
 PROCREG_INTERNAL int procreg_key_init_stack(procreg_stack_key *buf,

@@ -254,7 +254,7 @@ static inline void procreg_ck_ht_hash(ck_ht_hash_t *h, const void *key,
                                       size_t len, uint64_t seed)
 {
     (void)seed;
-    h->value = procreg_hash(key, len);
+    h->value = procreg_key_hash(key, len);
 }
 
 /**

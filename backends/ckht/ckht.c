@@ -787,9 +787,9 @@ static int ckht_drop_namespace(void *state, const char *ns, GArray *removed,
 
         e = g_ptr_array_index(doomed, i);
         size = ckht_entry_key_size(e);
-        /* The prepared key's hash is procreg_hash() of these bytes. */
-        if (ckht_unpublish(self, e->key, size, procreg_hash(e->key, size)) !=
-            e) {
+        /* The prepared key's hash is procreg_key_hash() of these bytes. */
+        if (ckht_unpublish(self, e->key, size,
+                           procreg_key_hash(e->key, size)) != e) {
             r = procreg_set_error(error, PROCREG_EBACKEND,
                                   "ckht: table lost \"%s\" while dropping "
                                   "namespace \"%s\"",

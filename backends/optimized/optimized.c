@@ -87,7 +87,7 @@ bool procreg_opt_key_make(opt_stack_key *buf, const char *ns,
     buf->key.name_len = (uint16_t)name_len;
     memcpy(buf->key.bytes, ns, ns_len + 1);
     memcpy(buf->key.bytes + ns_len + 1, name, name_len + 1);
-    buf->key.hash = procreg_hash(buf->key.bytes, ns_len + 1 + name_len);
+    buf->key.hash = procreg_key_hash(buf->key.bytes, ns_len + 1 + name_len);
     return true;
 }
 

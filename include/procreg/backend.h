@@ -34,8 +34,8 @@ G_BEGIN_DECLS
 /**
  * A validated key.  `bytes` holds namespace, NUL, name, NUL; the first
  * ns_len + 1 + name_len bytes identify the key (procreg_key_bytes() and
- * procreg_key_size()).  `hash` is procreg_hash() of those bytes.  Backends
- * never keep a key pointer after an op returns: copy the bytes.
+ * procreg_key_size()).  `hash` is procreg_key_hash() of those bytes.
+ * Backends never keep a key pointer after an op returns: copy the bytes.
  */
 struct procreg_key {
     uint64_t hash;
@@ -57,10 +57,18 @@ static inline size_t procreg_key_size(const procreg_key *key)
 }
 
 /**
- * The 64-bit hash used for keys: seeded once per process, so it is not
+ * A 64-bit hash of @len bytes: seeded once per process, so it is not
  * stable across processes (do not store it).  Thread-safe.
  */
 PROCREG_API uint64_t procreg_hash(const void *data, size_t len);
+
+/**
+ * The hash of key bytes "ns\0name" (@size = procreg_key_size()), equal to
+ * the `hash` of a procreg_key with those bytes: for a backend that
+ * rebuilds keys or hashes stored ones.  Seeded like procreg_hash() (which
+ * gives another value for the same bytes).  Thread-safe.
+ */
+PROCREG_API uint64_t procreg_key_hash(const void *bytes, size_t size);
 
 /* ------------------------------------------------------------------------ */
 /* Capabilities                                                             */

@@ -137,7 +137,8 @@ static void test_keys(void)
     g_assert_cmpmem(procreg_key_bytes(k), procreg_key_size(k),
                     "production\0svc", sizeof "production\0svc" - 1);
     g_assert_cmpuint(k->hash, ==,
-                     procreg_hash(procreg_key_bytes(k), procreg_key_size(k)));
+                     procreg_key_hash(procreg_key_bytes(k),
+                                      procreg_key_size(k)));
 
     procreg_key *same = NULL, *other = NULL, *shifted = NULL;
     g_assert_cmpint(procreg_key_new("production", "svc", &same, NULL), ==, 0);
@@ -184,37 +185,56 @@ static void test_keys(void)
 
 /* Bucket spread of real-looking names: 2^16 keys into 2^16 buckets leave
  * 1/e of them empty for a random function.  Low bits (ck_ht's and
- * GHashTable's index) and high bits are both checked, for every input
- * length from 1 to 40 bytes (short keys take other code paths). */
-static void check_spread(const char *prefix, const char *suffix, int shift)
+ * GHashTable's index) and high bits are both checked, of procreg_hash()
+ * (@ns NULL) and of key hashes (names in @ns), over inputs of many
+ * lengths (short inputs take other code paths). */
+static void check_spread(const char *ns, const char *prefix,
+                         const char *suffix, int shift)
 {
     enum { N = 1 << 16 };
     guint8 *used = g_malloc0(N);
     for (int i = 0; i < N; i++) {
-        char buf[64];
-        int len = g_snprintf(buf, sizeof buf, "%s%d%s", prefix, i, suffix);
-        used[(procreg_hash(buf, (size_t)len) >> shift) & (N - 1)] = 1;
+        char name[64];
+        g_snprintf(name, sizeof name, "%s%d%s", prefix, i, suffix);
+        uint64_t h;
+        if (ns == NULL) {
+            h = procreg_hash(name, strlen(name));
+        } else {
+            procreg_key *k = NULL;
+            g_assert_cmpint(procreg_key_new(ns, name, &k, NULL), ==, 0);
+            h = k->hash;
+            procreg_key_unref(k);
+        }
+        used[(h >> shift) & (N - 1)] = 1;
     }
     int empty = 0;
     for (int i = 0; i < N; i++)
         empty += !used[i];
     double frac = (double)empty / N;
     if (frac < 0.355 || frac > 0.380)
-        g_error("names %sN%s, bits %d..%d: %.4f of buckets empty, "
-                "expected about 0.368", prefix, suffix, shift, shift + 15,
-                frac);
+        g_error("names %s/%sN%s, bits %d..%d: %.4f of buckets empty, "
+                "expected about 0.368", ns ? ns : "(bytes)", prefix, suffix,
+                shift, shift + 15, frac);
     g_free(used);
 }
 
 static void test_hash_spread(void)
 {
-    static const char *const shapes[][2] = {
-        {"", ""}, {"svc-", ""}, {"production\001service_", ""},
-        {"test-7f3a9c1e4b2d8a06\001worker.", ".queue.inbound"},
+    static const char *const shapes[][3] = {
+        {NULL, "", ""}, {NULL, "svc-", ""}, {"a", "", ""},
+        {"production", "service_", ""},
+        {"test-7f3a9c1e4b2d8a06", "worker.", ".queue.inbound"},
     };
     for (size_t f = 0; f < G_N_ELEMENTS(shapes); f++)
         for (int shift = 0; shift <= 48; shift += 16)
-            check_spread(shapes[f][0], shapes[f][1], shift);
+            check_spread(shapes[f][0], shapes[f][1], shapes[f][2], shift);
+
+    /* Where the namespace ends matters, and which part is which. */
+    uint64_t ab_c = procreg_key_hash("ab\0c", 4);
+    g_assert_cmpuint(ab_c, !=, procreg_key_hash("a\0bc", 4));
+    g_assert_cmpuint(procreg_key_hash("x\0y", 3), !=,
+                     procreg_key_hash("y\0x", 3));
+    g_assert_cmpuint(procreg_key_hash("x\0x", 3), !=, procreg_hash("x\0x", 3));
 
     /* Every length 0..40 of one byte string, and inputs differing in one
      * bit anywhere: all hashes distinct. */

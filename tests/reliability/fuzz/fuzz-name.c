@@ -9,7 +9,7 @@
  *    bytes without control characters (checked here independently);
  *  - a rejection is PROCREG_EINVAL with a GError;
  *  - a valid key round-trips: its namespace and name are the input, its
- *    bytes are "ns\0name" and its hash is procreg_hash() of them;
+ *    bytes are "ns\0name" and its hash is procreg_key_hash() of them;
  *  - through a ghash registry a valid pair registers, is found by lookup
  *    and by list with the same strings, and unregisters; an invalid pair
  *    is refused by every operation with PROCREG_EINVAL.
@@ -135,7 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t ks = procreg_key_size(key);
     FUZZ_CHECK(ks == strlen(eff_ns) + 1 + strlen(name));
     FUZZ_CHECK(memcmp(procreg_key_bytes(key), eff_ns, strlen(eff_ns) + 1) == 0);
-    FUZZ_CHECK(key->hash == procreg_hash(procreg_key_bytes(key), ks));
+    FUZZ_CHECK(key->hash == procreg_key_hash(procreg_key_bytes(key), ks));
     procreg_key *second = procreg_key_ref(key);
     FUZZ_CHECK(second == key);
     procreg_key_unref(second);
