@@ -232,6 +232,49 @@ PROCREG_API int procreg_backend_count(procreg_backend *b, const char *ns,
     return rc;
 }
 
+/* Fallback: count what list_all returns. */
+static int count_namespaces_by_listing(procreg_backend *b, GArray *out,
+                                       GError **error)
+{
+    GArray *all = procreg_entry_array_new();
+    int rc = procreg_backend_list_all(b, NULL, all, error);
+    GHashTable *index = g_hash_table_new(g_str_hash, g_str_equal);
+    for (guint i = 0; rc == 0 && i < all->len; i++) {
+        procreg_entry *e = &g_array_index(all, procreg_entry, i);
+        if (e->ns == NULL)
+            continue;
+        gpointer at;
+        if (g_hash_table_lookup_extended(index, e->ns, NULL, &at)) {
+            g_array_index(out, procreg_namespace_info,
+                          GPOINTER_TO_UINT(at)).entries++;
+        } else {
+            procreg_namespace_info info = {g_steal_pointer(&e->ns), 1};
+            g_hash_table_insert(index, info.ns, GUINT_TO_POINTER(out->len));
+            g_array_append_val(out, info);
+        }
+    }
+    g_hash_table_unref(index);
+    g_array_unref(all);
+    return rc;
+}
+
+PROCREG_API int procreg_backend_count_namespaces(procreg_backend *b,
+                                                GArray *out, GError **error)
+{
+    guint before = out->len;
+    int rc;
+    if (b->ops->version >= 2 && b->ops->count_namespaces != NULL) {
+        read_lock(b);
+        rc = b->ops->count_namespaces(b->state, out, error);
+        read_unlock(b);
+    } else {
+        rc = count_namespaces_by_listing(b, out, error);
+    }
+    if (rc != 0)
+        g_array_set_size(out, before);
+    return rc;
+}
+
 PROCREG_API int procreg_backend_list_names(procreg_backend *b, const char *ns,
                                            size_t max, GPtrArray *out)
 {

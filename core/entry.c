@@ -35,6 +35,18 @@ PROCREG_API GArray *procreg_entry_array_new(void)
     return a;
 }
 
+static void namespace_info_clear_func(gpointer p)
+{
+    g_free(((procreg_namespace_info *)p)->ns);
+}
+
+PROCREG_API GArray *procreg_namespace_array_new(void)
+{
+    GArray *a = g_array_new(FALSE, TRUE, sizeof(procreg_namespace_info));
+    g_array_set_clear_func(a, namespace_info_clear_func);
+    return a;
+}
+
 static gint entry_cmp(gconstpointer a, gconstpointer b)
 {
     const procreg_entry *x = a, *y = b;

@@ -213,9 +213,9 @@ PROCREG_INTERNAL void procreg_tstats_foreach(procreg *reg,
                                                         void *data),
                                              void *data);
 
-/* Entries per namespace (char* -> GSIZE_TO_POINTER(count)), from the
- * backend's list_all. */
-PROCREG_INTERNAL int procreg_namespace_counts(procreg *reg, GHashTable **out,
+/* Entries per namespace: a new procreg_namespace_array_new() sorted by
+ * name (namespaces.c). */
+PROCREG_INTERNAL int procreg_namespace_counts(procreg *reg, GArray **out,
                                               GError **error);
 
 /* ---- telemetry (telemetry.c) ---- */

@@ -86,10 +86,25 @@ PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
     return rc;
 }
 
-static int info_cmp(const void *a, const void *b)
+static gint info_cmp(gconstpointer a, gconstpointer b)
 {
     return strcmp(((const procreg_namespace_info *)a)->ns,
                   ((const procreg_namespace_info *)b)->ns);
+}
+
+PROCREG_INTERNAL int procreg_namespace_counts(procreg *reg, GArray **out,
+                                              GError **error)
+{
+    GArray *infos = procreg_namespace_array_new();
+    int rc = procreg_backend_count_namespaces(reg->backend, infos, error);
+    if (rc != 0) {
+        g_array_unref(infos);
+        *out = NULL;
+        return rc;
+    }
+    g_array_sort(infos, info_cmp);
+    *out = infos;
+    return 0;
 }
 
 PROCREG_API int procreg_namespace_list(procreg *reg,
@@ -100,27 +115,18 @@ PROCREG_API int procreg_namespace_list(procreg *reg,
                          PROCREG_EINVAL);
     *out = NULL;
     *n_out = 0;
-    GHashTable *counts = NULL;
-    int rc = procreg_namespace_counts(reg, &counts, error);
+    GArray *infos = NULL;
+    int rc = procreg_namespace_counts(reg, &infos, error);
     if (rc != 0)
         return rc;
-    guint n = g_hash_table_size(counts);
-    if (n > 0) {
-        procreg_namespace_info *infos = g_new(procreg_namespace_info, n);
-        GHashTableIter it;
-        gpointer k, v;
-        guint i = 0;
-        g_hash_table_iter_init(&it, counts);
-        while (g_hash_table_iter_next(&it, &k, &v)) {
-            infos[i].ns = g_strdup(k);
-            infos[i].entries = GPOINTER_TO_SIZE(v);
-            i++;
-        }
-        qsort(infos, n, sizeof *infos, info_cmp);
-        *out = infos;
-        *n_out = n;
+    *n_out = infos->len;
+    if (infos->len > 0) {
+        /* The array's items become the caller's: no clear func on them. */
+        g_array_set_clear_func(infos, NULL);
+        *out = (procreg_namespace_info *)(void *)g_array_free(infos, FALSE);
+    } else {
+        g_array_unref(infos);
     }
-    g_hash_table_unref(counts);
     return 0;
 }
 

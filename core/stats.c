@@ -398,58 +398,6 @@ static uint64_t quantile(const uint64_t *hist, uint64_t n, double q)
 
 /* ---- procreg_stats ---- */
 
-static int namespace_counts(procreg *reg, GHashTable **out, GError **error)
-{
-    GArray *all = procreg_entry_array_new();
-    int rc = procreg_backend_list_all(reg->backend, NULL, all, error);
-    if (rc != 0) {
-        g_array_unref(all);
-        return rc;
-    }
-    GHashTable *counts = g_hash_table_new_full(g_str_hash, g_str_equal,
-                                               g_free, NULL);
-    for (guint i = 0; i < all->len; i++) {
-        procreg_entry *e = &g_array_index(all, procreg_entry, i);
-        if (e->ns == NULL)
-            continue;
-        gpointer old = NULL;
-        char *k = e->ns;
-        if (g_hash_table_lookup_extended(counts, k, NULL, &old)) {
-            g_hash_table_insert(counts, g_strdup(k),
-                                GSIZE_TO_POINTER(GPOINTER_TO_SIZE(old) + 1));
-        } else {
-            e->ns = NULL; /* moved into the table */
-            g_hash_table_insert(counts, k, GSIZE_TO_POINTER(1));
-        }
-    }
-    g_array_unref(all);
-    *out = counts;
-    return 0;
-}
-
-static gint str_cmp(gconstpointer a, gconstpointer b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static GPtrArray *sorted_keys(GHashTable *t)
-{
-    GPtrArray *keys = g_ptr_array_new();
-    GHashTableIter it;
-    gpointer k;
-    g_hash_table_iter_init(&it, t);
-    while (g_hash_table_iter_next(&it, &k, NULL))
-        g_ptr_array_add(keys, k);
-    g_ptr_array_sort(keys, str_cmp);
-    return keys;
-}
-
-PROCREG_INTERNAL int procreg_namespace_counts(procreg *reg, GHashTable **out,
-                                              GError **error)
-{
-    return namespace_counts(reg, out, error);
-}
-
 static GVariant *per_op(const uint64_t *v)
 {
     GVariantBuilder b;
@@ -465,9 +413,9 @@ static int stats_build(procreg *reg, const totals *t, GVariant **out,
 {
     size_t entries = 0;
     int rc = procreg_backend_count(reg->backend, NULL, &entries, error);
-    GHashTable *ns_counts = NULL;
+    GArray *ns_counts = NULL;
     if (rc == 0)
-        rc = namespace_counts(reg, &ns_counts, error);
+        rc = procreg_namespace_counts(reg, &ns_counts, error);
     if (rc != 0) {
         *out = NULL;
         return rc;
@@ -480,21 +428,18 @@ static int stats_build(procreg *reg, const totals *t, GVariant **out,
 
     GVariantBuilder nsb;
     g_variant_builder_init(&nsb, G_VARIANT_TYPE("a{st}"));
-    GPtrArray *names = sorted_keys(ns_counts);
     guint64 test_ns = 0;
-    for (guint i = 0; i < names->len; i++) {
-        const char *ns = names->pdata[i];
-        g_variant_builder_add(&nsb, "{st}", ns,
-                              (guint64)GPOINTER_TO_SIZE(
-                                  g_hash_table_lookup(ns_counts, ns)));
-        if (procreg_namespace_is_test(ns))
+    for (guint i = 0; i < ns_counts->len; i++) {
+        const procreg_namespace_info *info =
+            &g_array_index(ns_counts, procreg_namespace_info, i);
+        g_variant_builder_add(&nsb, "{st}", info->ns, (guint64)info->entries);
+        if (procreg_namespace_is_test(info->ns))
             test_ns++;
     }
     g_variant_dict_insert_value(&dict, "namespaces",
                                 g_variant_builder_end(&nsb));
     g_variant_dict_insert(&dict, "test_namespaces", "t", test_ns);
-    g_ptr_array_unref(names);
-    g_hash_table_unref(ns_counts);
+    g_array_unref(ns_counts);
 
     g_variant_dict_insert_value(&dict, "operations", per_op(t->calls));
     g_variant_dict_insert_value(&dict, "misses", per_op(t->misses));

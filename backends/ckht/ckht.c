@@ -747,6 +747,34 @@ static int ckht_count(void *state, const char *ns, size_t *out,
     return 0;
 }
 
+static int ckht_count_namespaces(void *state, GArray *out, GError **error)
+{
+    ckht *self = state;
+    ckht *previous = ckht_write_begin(self);
+    ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
+    /* Namespace -> its index in @out; the keys are the entries' own bytes,
+     * which no write can free while the writer lock is held. */
+    GHashTable *index = g_hash_table_new(g_str_hash, g_str_equal);
+    ckht_entry *e;
+    gpointer at;
+
+    (void)error;
+    while ((e = ckht_next(self, &it)) != NULL) {
+        if (g_hash_table_lookup_extended(index, e->key, NULL, &at)) {
+            g_array_index(out, procreg_namespace_info,
+                          GPOINTER_TO_UINT(at)).entries++;
+        } else {
+            procreg_namespace_info info = {g_strdup(e->key), 1};
+
+            g_hash_table_insert(index, e->key, GUINT_TO_POINTER(out->len));
+            g_array_append_val(out, info);
+        }
+    }
+    ckht_write_end(self, previous);
+    g_hash_table_unref(index);
+    return 0;
+}
+
 static int ckht_list_names(void *state, const char *ns, size_t max,
                            GPtrArray *out)
 {
@@ -962,4 +990,5 @@ const procreg_backend_ops procreg_ckht_backend_ops = {
     .find_by_metadata = ckht_find_by_metadata,
     .memory_usage = ckht_memory_usage,
     .stats = ckht_stats,
+    .count_namespaces = ckht_count_namespaces,
 };

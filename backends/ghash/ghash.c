@@ -233,6 +233,22 @@ static int ghash_count(void *state, const char *ns, size_t *out,
     return 0;
 }
 
+static int ghash_count_namespaces(void *state, GArray *out, GError **error)
+{
+    ghash_state *s = state;
+    GHashTableIter it;
+    gpointer ns, set;
+    g_hash_table_iter_init(&it, s->by_namespace);
+    while (g_hash_table_iter_next(&it, &ns, &set)) {
+        procreg_namespace_info info = {g_strdup(ns), g_hash_table_size(set)};
+        if (info.entries > 0)
+            g_array_append_val(out, info);
+        else
+            g_free(info.ns);
+    }
+    return 0;
+}
+
 static int ghash_list_names(void *state, const char *ns, size_t max,
                             GPtrArray *out)
 {
@@ -319,4 +335,5 @@ const procreg_backend_ops procreg_ghash_backend_ops = {
     .drop_namespace = ghash_drop_namespace,
     .memory_usage = ghash_memory_usage,
     .stats = ghash_stats,
+    .count_namespaces = ghash_count_namespaces,
 };

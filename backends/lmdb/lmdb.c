@@ -2093,11 +2093,16 @@ static int lmdb_update_metadata(void *state, const procreg_key *key,
 
 /* ---- scans ---- */
 
-typedef enum { SCAN_ENTRIES, SCAN_COUNT, SCAN_NAMES } scan_mode;
+typedef enum {
+    SCAN_ENTRIES,   /* procreg_entry into @out */
+    SCAN_COUNT,     /* into *@count */
+    SCAN_NAMES,     /* up to @max g_strdup'ed names into @names */
+    SCAN_NAMESPACES /* procreg_namespace_info into @out */
+} scan_mode;
 
 /* Visit the live entries of @ns (NULL: all) in key order. */
 static int scan(lmdb_env *env, const char *ns, scan_mode mode, size_t max,
-                GArray *entries, size_t *count, GPtrArray *names,
+                GArray *out, size_t *count, GPtrArray *names,
                 GError **error)
 {
     MDB_txn *txn;
@@ -2134,6 +2139,29 @@ static int scan(lmdb_env *env, const char *ns, scan_mode mode, size_t max,
             n++;
             continue;
         }
+        if (mode == SCAN_NAMESPACES) {
+            /* Keys are sorted: a namespace is one run of them. */
+            procreg_namespace_info *last =
+                out->len > 0 ? &g_array_index(out, procreg_namespace_info,
+                                              out->len - 1)
+                             : NULL;
+            if (last != NULL && strncmp(last->ns, k.mv_data, ns_len) == 0 &&
+                last->ns[ns_len] == '\0') {
+                last->entries++;
+            } else {
+                procreg_namespace_info info = {g_strndup(k.mv_data, ns_len),
+                                               1};
+                if (procreg_validate_name(info.ns, "namespace", NULL) != 0) {
+                    g_free(info.ns);
+                    result = corrupt_error(env, &k,
+                                           "key breaks the name rules", error);
+                    break;
+                }
+                g_array_append_val(out, info);
+            }
+            n++;
+            continue;
+        }
         procreg_entry pe = {0};
         if (!key_strings(&k, &pe.ns, &pe.name)) {
             result = corrupt_error(env, &k, "key breaks the name rules",
@@ -2152,7 +2180,7 @@ static int scan(lmdb_env *env, const char *ns, scan_mode mode, size_t max,
             result = corrupt_error(env, &k, why, error);
             break;
         }
-        g_array_append_val(entries, pe);
+        g_array_append_val(out, pe);
         n++;
     }
     mdb_cursor_close(c);
@@ -2182,6 +2210,13 @@ static int lmdb_count(void *state, const char *ns, size_t *out,
     lmdb_state *st = state;
     STATE_ENV(st, error);
     return scan(env, ns, SCAN_COUNT, 0, NULL, out, NULL, error);
+}
+
+static int lmdb_count_namespaces(void *state, GArray *out, GError **error)
+{
+    lmdb_state *st = state;
+    STATE_ENV(st, error);
+    return scan(env, NULL, SCAN_NAMESPACES, 0, out, NULL, NULL, error);
 }
 
 static int lmdb_list_names(void *state, const char *ns, size_t max,
@@ -2464,4 +2499,5 @@ const procreg_backend_ops procreg_lmdb_backend_ops = {
     .drop_namespace = lmdb_drop_namespace,
     .memory_usage = lmdb_memory_usage,
     .stats = lmdb_stats,
+    .count_namespaces = lmdb_count_namespaces,
 };

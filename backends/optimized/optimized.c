@@ -387,6 +387,13 @@ static int opt_count(void *state, const char *ns, size_t *out, GError **error)
     return procreg_backend_count(s->inner, ns, out, error);
 }
 
+static int opt_count_namespaces(void *state, GArray *out, GError **error)
+{
+    opt_state *s = state;
+
+    return procreg_backend_count_namespaces(s->inner, out, error);
+}
+
 static int opt_list_names(void *state, const char *ns, size_t max,
                           GPtrArray *out)
 {
@@ -739,4 +746,5 @@ const procreg_backend_ops procreg_optimized_backend_ops = {
     .memory_usage = opt_memory_usage,
     .stats = opt_stats,
     .instance_caps = opt_instance_caps,
+    .count_namespaces = opt_count_namespaces,
 };

@@ -185,7 +185,10 @@ PROCREG_API void procreg_backend_host_free(procreg_backend_host *host);
 /* ------------------------------------------------------------------------ */
 /* The vtable                                                               */
 
-#define PROCREG_BACKEND_VERSION 1
+/* Version 2 added the optional count_namespaces slot at the end of the
+ * table; the core reads a slot only from tables whose version has it, so
+ * modules built for version 1 keep working. */
+#define PROCREG_BACKEND_VERSION 2
 
 /*
  * Rules for every op:
@@ -266,6 +269,13 @@ typedef struct procreg_backend_ops {
      *  inner backend (decorators); NULL: `caps` above.  The locking policy
      *  always follows the static `caps`. */
     unsigned int (*instance_caps)(void *state);
+
+    /* ---- version 2: optional ---- */
+
+    /** May. Append one procreg_namespace_info per namespace that holds
+     *  entries (ns g_strdup'ed, any order), as list_all would count them,
+     *  without copying the entries.  Core fallback: list_all. */
+    int (*count_namespaces)(void *state, GArray *out, GError **error);
 } procreg_backend_ops;
 
 /**
@@ -350,6 +360,9 @@ PROCREG_API int procreg_backend_health_check(procreg_backend *b,
                                              char **message);
 PROCREG_API int procreg_backend_count(procreg_backend *b, const char *ns,
                                       size_t *out, GError **error);
+/* @out: a GArray of procreg_namespace_info (procreg_namespace_array_new()). */
+PROCREG_API int procreg_backend_count_namespaces(procreg_backend *b,
+                                                GArray *out, GError **error);
 PROCREG_API int procreg_backend_list_names(procreg_backend *b, const char *ns,
                                            size_t max, GPtrArray *out);
 PROCREG_API int procreg_backend_drop_namespace(procreg_backend *b,
@@ -370,6 +383,9 @@ PROCREG_API void procreg_backend_stats(procreg_backend *b, GVariantDict *out);
 
 /** A new GArray of procreg_entry that clears its elements when freed. */
 PROCREG_API GArray *procreg_entry_array_new(void);
+
+/** A new GArray of procreg_namespace_info that frees their ns when freed. */
+PROCREG_API GArray *procreg_namespace_array_new(void);
 
 /** Set @error (if not NULL) to @code with a printf message; returns @code. */
 PROCREG_API int procreg_set_error(GError **error, int code, const char *fmt,

@@ -1033,6 +1033,20 @@ static void case_count(Fixture *f)
     CHECK_OK(procreg_count(f->reg, NULL, &n, &err), err);
     CHECK(n == 5);
     CHECK_ERR(procreg_count(f->reg, "bad\n", &n, &err), err, PROCREG_EINVAL);
+
+    /* Namespaces with their counts (the backend's count_namespaces when it
+     * has one), sorted; one that was emptied is gone. */
+    CHECK_RC(quick_register(f->reg, "c0", "brief", NULL), 0);
+    CHECK_OK(procreg_unregister(f->reg, "c0", "brief", &err), err);
+    procreg_namespace_info *infos = NULL;
+    size_t n_infos = 0;
+    CHECK_OK(procreg_namespace_list(f->reg, &infos, &n_infos, &err), err);
+    CHECK_MSG(n_infos == 2 && strcmp(infos[0].ns, "c1") == 0 &&
+                  infos[0].entries == 4 && strcmp(infos[1].ns, "c2") == 0 &&
+                  infos[1].entries == 1,
+              "namespaces: %zu, first %s=%zu", n_infos,
+              n_infos ? infos[0].ns : "-", n_infos ? infos[0].entries : 0);
+    procreg_namespace_info_free(infos, n_infos);
 }
 
 /* ------------------------------------------------------------------------ */

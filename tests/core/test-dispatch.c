@@ -251,6 +251,18 @@ static void test_fallbacks(Fixture *f, gconstpointer data)
     for (int op = FAKE_OP_COUNT; op < FAKE_N_OPS; op++)
         g_assert_cmpint(fb->calls[op], ==, 0); /* slots it does not have */
 
+    /* Namespace counts come from list_all too. */
+    procreg_namespace_info *infos = NULL;
+    size_t n_infos = 0;
+    g_assert_cmpint(procreg_namespace_list(f->reg, &infos, &n_infos, NULL),
+                    ==, 0);
+    g_assert_cmpuint(n_infos, ==, 2);
+    g_assert_cmpstr(infos[0].ns, ==, "fb");
+    g_assert_cmpuint(infos[0].entries, ==, 3);
+    g_assert_cmpstr(infos[1].ns, ==, "other");
+    g_assert_cmpuint(infos[1].entries, ==, 1);
+    procreg_namespace_info_free(infos, n_infos);
+
     /* The not-found message lists names found through list_all. */
     GError *err = NULL;
     procreg_owner o;
@@ -285,6 +297,47 @@ static void test_fallbacks(Fixture *f, gconstpointer data)
     g_assert_cmpint(procreg_backend_count(b, "d", &n, NULL), ==, 0);
     g_assert_cmpuint(n, ==, 0);
     procreg_backend_close(b);
+}
+
+/* A slot added in version 2 is called only from tables of version 2: a
+ * module built for version 1 has no such field (here: one that would
+ * fail if called). */
+static int count_namespaces_refused(void *state, GArray *out, GError **error)
+{
+    (void)state;
+    (void)out;
+    return procreg_set_error(error, PROCREG_EBACKEND, "slot called");
+}
+
+static void test_version_gate(void)
+{
+    for (unsigned version = 1; version <= 2; version++) {
+        procreg_backend_ops ops = fake_min_ops;
+        ops.version = version;
+        ops.count_namespaces = count_namespaces_refused;
+        procreg *reg = NULL;
+        g_assert_cmpint(procreg_open_with_backend(&ops, NULL, &reg, NULL), ==,
+                        0);
+        g_assert_cmpint(procreg_register(reg, "v", "x", NULL, NULL, NULL,
+                                         NULL), ==, 0);
+        procreg_namespace_info *infos = NULL;
+        size_t n = 0;
+        GError *err = NULL;
+        int rc = procreg_namespace_list(reg, &infos, &n, &err);
+        if (version == 1) {
+            g_assert_no_error(err);
+            g_assert_cmpint(rc, ==, 0);
+            g_assert_cmpuint(n, ==, 1);
+            g_assert_cmpuint(infos[0].entries, ==, 1);
+        } else {
+            g_assert_error(err, PROCREG_ERROR, PROCREG_EBACKEND);
+            g_assert_cmpint(rc, ==, PROCREG_EBACKEND);
+            g_assert_null(infos);
+            g_clear_error(&err);
+        }
+        procreg_namespace_info_free(infos, n);
+        procreg_close(reg);
+    }
 }
 
 /* A backend's error comes back with its code and message. */
@@ -531,6 +584,7 @@ int main(int argc, char **argv)
     g_test_add("/core/dispatch/health-pass-through", Fixture, NULL,
                setup_serial, test_health_pass_through, teardown);
     g_test_add_func("/core/dispatch/close-destroys", test_close_destroys);
+    g_test_add_func("/core/dispatch/version-gate", test_version_gate);
     g_test_add_func("/core/dispatch/init-error", test_init_error);
     g_test_add_func("/core/dispatch/lock-serial", test_lock_serial);
     g_test_add_func("/core/dispatch/lock-parallel-reads",
