@@ -9,7 +9,7 @@
 #include "etcd-harness.h"
 #include "etcd-test-util.h"
 
-#include <procreg/procreg.h>
+#include <procreg/backend.h>
 
 #include <errno.h>
 #include <signal.h>
@@ -53,6 +53,84 @@ static int open_rc(const char *spec, GError **err)
 }
 
 /* ------------------------------------------------------------------------ */
+
+/* Threads of one process registering one key with the very same record
+ * (owner, registration time): exactly one may win.  Through the core the
+ * registration time is each call's own clock, so this is the rare case of
+ * two calls in one microsecond, made certain at the backend's level. */
+#define SAME_RECORD_THREADS 6
+#define SAME_RECORD_ROUNDS 20
+
+typedef struct {
+    procreg_backend *backend;
+    const procreg_record *record;
+    procreg_key *key;
+    GMutex *lock;
+    GCond *cond;
+    int *ready;
+    int rc;
+} same_record_arg;
+
+static gpointer same_record_thread(gpointer data)
+{
+    same_record_arg *a = data;
+    g_mutex_lock(a->lock);
+    (*a->ready)++;
+    g_cond_broadcast(a->cond);
+    while (*a->ready < SAME_RECORD_THREADS)
+        g_cond_wait(a->cond, a->lock);
+    g_mutex_unlock(a->lock);
+    a->rc = procreg_backend_register_entry(a->backend, a->key, a->record,
+                                           NULL, NULL);
+    return NULL;
+}
+
+static void test_same_record_race(void)
+{
+    char *prefix = new_prefix();
+    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s", url, prefix);
+    procreg_backend *b = NULL;
+    GError *err = NULL;
+    g_assert_cmpint(procreg_backend_open(spec, NULL, &b, &err), ==, 0);
+    g_assert_no_error(err);
+    procreg_record record = {.registered_at = g_get_real_time()};
+    procreg_owner_self(&record.owner);
+    for (int r = 0; r < SAME_RECORD_ROUNDS; r++) {
+        char name[16];
+        g_snprintf(name, sizeof name, "k%d", r);
+        procreg_key *key = NULL;
+        g_assert_cmpint(procreg_key_new("race", name, &key, NULL), ==, 0);
+        GMutex lock;
+        GCond cond;
+        g_mutex_init(&lock);
+        g_cond_init(&cond);
+        int ready = 0;
+        same_record_arg args[SAME_RECORD_THREADS];
+        GThread *t[SAME_RECORD_THREADS];
+        for (int i = 0; i < SAME_RECORD_THREADS; i++) {
+            args[i] = (same_record_arg){b, &record, key, &lock, &cond,
+                                        &ready, 1};
+            t[i] = g_thread_new("same-record", same_record_thread, &args[i]);
+        }
+        int winners = 0;
+        for (int i = 0; i < SAME_RECORD_THREADS; i++) {
+            g_thread_join(t[i]);
+            if (args[i].rc == 0)
+                winners++;
+            else
+                g_assert_cmpint(args[i].rc, ==, PROCREG_EEXISTS);
+        }
+        if (winners != 1)
+            g_error("round %d: %d threads won one key with the same record",
+                    r, winners);
+        g_mutex_clear(&lock);
+        g_cond_clear(&cond);
+        procreg_key_unref(key);
+    }
+    procreg_backend_close(b);
+    g_free(spec);
+    g_free(prefix);
+}
 
 static void test_spec_errors(void)
 {
@@ -799,6 +877,7 @@ int main(int argc, char **argv)
     g_test_add_func("/etcd/spec-errors", test_spec_errors);
     g_test_add_func("/etcd/unreachable", test_unreachable);
     g_test_add_func("/etcd/basic", test_basic);
+    g_test_add_func("/etcd/same-record-race", test_same_record_race);
     g_test_add_func("/etcd/prefix-isolation", test_prefix_isolation);
     g_test_add_func("/etcd/failover", test_failover);
     g_test_add_func("/etcd/corrupt-values", test_corrupt_values);
