@@ -258,19 +258,50 @@ static inline void procreg_ck_ht_hash(ck_ht_hash_t *h, const void *key,
 }
 
 /**
- * Free a ck_ht table allocation: at once, or (@defer: readers may still
- * probe the old table on a resize) through @domain's epoch, handed over
- * now rather than with the next batch.
+ * Free a ck_ht table allocation through @domain's epoch, handed over now
+ * rather than with the next batch.  Always deferred, whatever ck_ht's
+ * `defer` says: ck_ht_destroy() frees a table with defer=false, and
+ * procreg_ck_ht_rebuild() destroys tables readers may still probe.
  */
 static inline void procreg_ck_ht_free_table(procreg_epoch_domain *domain,
-                                            void *p, size_t bytes, bool defer)
+                                            void *p, size_t bytes)
 {
-    if (defer) {
-        procreg_epoch_retire(domain, p, free, bytes);
-        procreg_epoch_flush(domain);
-    } else {
-        free(p);
-    }
+    procreg_epoch_retire(domain, p, free, bytes);
+    procreg_epoch_flush(domain);
+}
+
+/**
+ * ck_ht's removals leave tombstones that only a new table clears: its gc
+ * moves entries but never turns a tombstone back into an empty slot, and
+ * an insert probes until an empty slot.  With keys that come and go
+ * (fresh names), tombstones end up filling every empty slot, and each
+ * insert then probes up to an eighth of the table.
+ *
+ * Rebuild *@table (of @slots slots) into a new ck_ht with the same mode
+ * and allocator (which must free through the epoch:
+ * procreg_ck_ht_free_table()), publish it for readers (who load *@table
+ * inside their read section) and retire the old one through @domain.  The
+ * new table has as many slots, or fewer when at most a quarter of them
+ * would be in use.  Writer lock held.
+ * @return false when out of memory (*@table is then unchanged).
+ */
+bool procreg_ck_ht_rebuild(ck_ht_t **table, size_t slots,
+                           struct ck_malloc *allocator,
+                           procreg_epoch_domain *domain);
+
+/** The slots of a ck_ht table allocation of @bytes (32-byte slots plus a
+ *  header under 320 bytes, for tables of at least 64 slots): the largest
+ *  power of two that fits. */
+static inline size_t procreg_ck_ht_slots(size_t bytes)
+{
+    size_t n = bytes / sizeof(ck_ht_entry_t);
+    size_t c = 1;
+
+    if (n == 0)
+        return 0;
+    while (c <= n / 2)
+        c <<= 1;
+    return c;
 }
 
 G_END_DECLS

@@ -274,3 +274,55 @@ void procreg_epoch_get_stats(const procreg_epoch_domain *domain,
     out->overhead_bytes = sizeof(*domain) + domain->batches * sizeof(retire_batch);
     out->reclaimed = domain->reclaimed;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Rebuilding a ck_ht without its tombstones                                */
+
+bool procreg_ck_ht_rebuild(ck_ht_t **table, size_t slots,
+                           struct ck_malloc *allocator,
+                           procreg_epoch_domain *domain)
+{
+    ck_ht_t *old = *table;
+    ck_ht_t *fresh = malloc(sizeof(*fresh));
+    ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
+    ck_ht_entry_t *slot;
+    size_t want = 4 * (size_t)ck_ht_count(old);
+
+    if (fresh == NULL)
+        return false;
+    /* At most a quarter full, so that inserts find room before the next
+     * rebuild; never larger than before. */
+    if (want < 64)
+        want = 64;
+    if (slots > 0 && want > slots)
+        want = slots;
+    if (!ck_ht_init(fresh, old->mode, procreg_ck_ht_hash, allocator, want,
+                    0)) {
+        free(fresh);
+        return false;
+    }
+    while (ck_ht_next(old, &it, &slot)) {
+        ck_ht_entry_t copy = *slot;
+        ck_ht_hash_t h;
+
+#ifdef CK_HT_PP
+        h.value = procreg_key_hash(ck_ht_entry_key(slot),
+                                   ck_ht_entry_key_length(slot));
+#else
+        h.value = slot->hash; /* ck_ht keeps it */
+#endif
+        if (!ck_ht_put_spmc(fresh, h, &copy)) {
+            ck_ht_destroy(fresh);
+            free(fresh);
+            return false;
+        }
+    }
+    /* The new table's slots before the pointer that leads to them. */
+    PROCREG_TSAN_RELEASE(fresh);
+    ck_pr_fence_store();
+    ck_pr_store_ptr(table, fresh);
+    ck_ht_destroy(old); /* its table goes through the epoch */
+    procreg_epoch_retire(domain, old, free, sizeof(*old));
+    procreg_epoch_flush(domain);
+    return true;
+}

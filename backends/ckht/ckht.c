@@ -201,22 +201,24 @@ static void ckht_entry_append(GArray *out, const ckht_entry *e)
 /* ------------------------------------------------------------------------ */
 /* The instance and ck_ht's allocator                                       */
 
-/* Lookups read only `ht` (and the map it points to); everything a writer
- * changes on each operation lives on the following cache lines, so that
- * writes do not keep invalidating the line readers need. */
+/* Lookups read only `ht` (and the table it points to); everything a
+ * writer changes on each operation lives on the following cache lines, so
+ * that writes do not keep invalidating the line readers need.  `ht` is a
+ * pointer so that a rebuild can replace the whole ck_ht (see ckht_retire). */
 typedef struct {
-    _Alignas(CK_MD_CACHELINE) ck_ht_t ht;
+    _Alignas(CK_MD_CACHELINE) ck_ht_t *ht;
     _Alignas(CK_MD_CACHELINE) procreg_ck_lock lock; /* the writer lock */
     procreg_epoch_domain *epoch;
     atomic_size_t n_entries; /* written under the lock, read anywhere */
     /* Under the lock: */
     uint64_t revision;    /* last revision handed out */
     size_t entry_bytes;   /* what live entries hold */
-    void *maps[2];        /* ck_ht's live allocations (its tables) */
-    size_t map_sizes[2];
+    size_t table_bytes;   /* ck_ht's tables not yet retired */
+    size_t map_size;      /* the newest table's allocation: the current one */
+    bool rebuilding;
     uint64_t grows;
-    size_t removals;      /* since the last ck_ht_gc() */
-    uint64_t gcs;
+    size_t removals;      /* since the last rebuild */
+    uint64_t rebuilds;
 } ckht;
 
 /* ck_malloc callbacks have no context argument: the instance whose writer
@@ -236,27 +238,16 @@ static void *ckht_ht_malloc(size_t size)
     p = malloc(size);
     if (p == NULL)
         return NULL;
-    /* ck_ht holds at most two tables at once: the current one and, while
-     * growing, its successor. */
-    if (self->maps[0] == NULL) {
-        self->maps[0] = p;
-        self->map_sizes[0] = size;
-    } else if (self->maps[1] == NULL) {
-        self->maps[1] = p;
-        self->map_sizes[1] = size;
+    if (self->table_bytes > 0 && !self->rebuilding)
         self->grows++;
-    } else {
-        g_critical("ckht: ck_ht holds more than two tables");
-        free(p);
-        return NULL;
-    }
+    self->table_bytes += size;
+    self->map_size = size;
     return p;
 }
 
 static void ckht_ht_free(void *p, size_t size, bool defer)
 {
     ckht *self = ckht_current_writer;
-    int i;
 
     if (p == NULL)
         return;
@@ -265,19 +256,9 @@ static void ckht_ht_free(void *p, size_t size, bool defer)
         g_critical("ckht: ck_ht freed memory outside a write");
         return;
     }
-    for (i = 0; i < 2; i++) {
-        if (self->maps[i] == p) {
-            self->maps[i] = NULL;
-            self->map_sizes[i] = 0;
-        }
-    }
-    if (self->maps[0] == NULL && self->maps[1] != NULL) {
-        self->maps[0] = self->maps[1];
-        self->map_sizes[0] = self->map_sizes[1];
-        self->maps[1] = NULL;
-        self->map_sizes[1] = 0;
-    }
-    procreg_ck_ht_free_table(self->epoch, p, size, defer);
+    (void)defer; /* always deferred: see procreg_ck_ht_free_table() */
+    self->table_bytes -= size;
+    procreg_ck_ht_free_table(self->epoch, p, size);
 }
 
 static struct ck_malloc ckht_allocator = {
@@ -286,25 +267,10 @@ static struct ck_malloc ckht_allocator = {
     .free = ckht_ht_free,
 };
 
-static size_t ckht_table_bytes(const ckht *self)
-{
-    return self->map_sizes[0] + self->map_sizes[1];
-}
-
-/* Slots of the current table.  A table of c slots is one allocation of
- * 32 * c bytes of slots plus a header and alignment below 320 bytes; for
- * c >= CKHT_MIN_SLOTS those are less than 32 * c, so c is the largest
- * power of two that fits size / 32. */
+/* Slots of the current table. */
 static size_t ckht_capacity(const ckht *self)
 {
-    size_t n = self->map_sizes[0] / sizeof(ck_ht_entry_t);
-    size_t c = 1;
-
-    if (n == 0)
-        return 0;
-    while (c <= n / 2)
-        c <<= 1;
-    return c;
+    return procreg_ck_ht_slots(self->map_size);
 }
 
 static ckht *ckht_write_begin(ckht *self)
@@ -328,6 +294,7 @@ static void ckht_write_end(ckht *self, ckht *previous)
  * writers under the writer lock. */
 static inline ckht_entry *ckht_get(ckht *self, const procreg_key *key)
 {
+    ck_ht_t *ht;
     ck_ht_entry_t slot;
     ck_ht_hash_t h;
     ckht_entry *e;
@@ -336,8 +303,11 @@ static inline ckht_entry *ckht_get(ckht *self, const procreg_key *key)
     h.value = key->hash;
     ck_ht_entry_key_set(&slot, procreg_key_bytes(key),
                         (uint16_t)procreg_key_size(key));
+    ht = ck_pr_load_ptr(&self->ht);
+    /* Pairs with the release in procreg_ck_ht_rebuild(). */
+    PROCREG_TSAN_ACQUIRE(ht);
     PROCREG_TSAN_IGNORE_READS_BEGIN();
-    found = ck_ht_get_spmc(&self->ht, h, &slot);
+    found = ck_ht_get_spmc(ht, h, &slot);
     PROCREG_TSAN_IGNORE_READS_END();
     if (!found)
         return NULL;
@@ -362,8 +332,8 @@ static bool ckht_publish(ckht *self, const procreg_key *key, ckht_entry *e,
     PROCREG_TSAN_RELEASE(e);
     ck_pr_fence_store();
     if (!replace)
-        return ck_ht_put_spmc(&self->ht, h, &slot);
-    if (!ck_ht_set_spmc(&self->ht, h, &slot))
+        return ck_ht_put_spmc(self->ht, h, &slot);
+    if (!ck_ht_set_spmc(self->ht, h, &slot))
         return false;
     *old = ck_ht_entry_empty(&slot) ? NULL : ck_ht_entry_value(&slot);
     return true;
@@ -379,7 +349,7 @@ static ckht_entry *ckht_unpublish(ckht *self, const char *bytes, size_t size,
 
     h.value = hash;
     ck_ht_entry_key_set(&slot, bytes, (uint16_t)size);
-    if (!ck_ht_remove_spmc(&self->ht, h, &slot))
+    if (!ck_ht_remove_spmc(self->ht, h, &slot))
         return NULL;
     return ck_ht_entry_value(&slot);
 }
@@ -397,15 +367,20 @@ static void ckht_retire(ckht *self, ckht_entry *e)
         self->entry_bytes -= bytes;
         procreg_epoch_retire(self->epoch, e, ckht_entry_free, bytes);
     }
-    /* Removal leaves tombstones, and the probe bound that lookups of
-     * absent keys scan to only ever grows.  Once removals exceed the
-     * table's size, compact: ck_ht_gc moves entries into earlier
-     * tombstones (safely for concurrent readers) and lowers the bound to
-     * what the remaining entries need.  O(capacity), so O(1) amortised. */
-    if (++self->removals > ckht_capacity(self)) {
-        self->removals = 0;
-        if (ck_ht_gc(&self->ht, 0, 0))
-            self->gcs++;
+    /* Removals leave tombstones that only a new table clears (see
+     * procreg_ck_ht_rebuild()).  Rebuilding once a quarter of the slots
+     * may have become tombstones keeps a quarter of them empty (the load
+     * stays at or below 1/2), so inserts and misses probe briefly; it
+     * copies at most half a table per quarter table of removals: O(1)
+     * amortised.  Out of memory, the next removal tries again. */
+    if (++self->removals > ckht_capacity(self) / 4) {
+        self->rebuilding = true;
+        if (procreg_ck_ht_rebuild(&self->ht, ckht_capacity(self),
+                                  &ckht_allocator, self->epoch)) {
+            self->removals = 0;
+            self->rebuilds++;
+        }
+        self->rebuilding = false;
     }
 }
 
@@ -414,7 +389,7 @@ static ckht_entry *ckht_next(ckht *self, ck_ht_iterator_t *it)
 {
     ck_ht_entry_t *slot;
 
-    if (!ck_ht_next(&self->ht, it, &slot))
+    if (!ck_ht_next(self->ht, it, &slot))
         return NULL;
     return ck_ht_entry_value(slot);
 }
@@ -486,14 +461,17 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
     procreg_ck_lock_init(&self->lock);
     atomic_init(&self->n_entries, 0);
 
+    self->ht = malloc(sizeof(*self->ht));
     previous = ckht_write_begin(self);
     /* Without CK_HT_WORKLOAD_DELETE: its per-slot probe bounds cost a
      * byte per slot and, worse, one more cache miss on every lookup; the
-     * periodic ck_ht_gc() (ckht_retire) keeps misses short instead. */
-    ok = ck_ht_init(&self->ht, CK_HT_MODE_BYTESTRING,
-                    procreg_ck_ht_hash, &ckht_allocator, slots, 0);
+     * rebuilds in ckht_retire() keep misses short instead. */
+    ok = self->ht != NULL &&
+         ck_ht_init(self->ht, CK_HT_MODE_BYTESTRING, procreg_ck_ht_hash,
+                    &ckht_allocator, slots, 0);
     ckht_write_end(self, previous);
     if (!ok) {
+        free(self->ht);
         procreg_epoch_domain_free(self->epoch);
         procreg_ck_lock_clear(&self->lock);
         free(self);
@@ -520,7 +498,8 @@ static void ckht_destroy(void *state)
     previous = ckht_write_begin(self);
     while ((e = ckht_next(self, &it)) != NULL)
         ckht_entry_free(e);
-    ck_ht_destroy(&self->ht);
+    ck_ht_destroy(self->ht);
+    free(self->ht);
     procreg_epoch_domain_free(self->epoch);
     ckht_current_writer = previous;
     procreg_ck_lock_unlock(&self->lock);
@@ -877,7 +856,7 @@ static void ckht_get_figures(ckht *self, ckht_figures *f)
     procreg_epoch_get_stats(self->epoch, &f->epoch);
     f->entries = atomic_load_explicit(&self->n_entries, memory_order_relaxed);
     f->capacity = ckht_capacity(self);
-    f->table_bytes = ckht_table_bytes(self);
+    f->table_bytes = sizeof(*self->ht) + self->table_bytes;
     f->entry_bytes = self->entry_bytes;
     f->total_bytes = sizeof(*self) + f->table_bytes + f->entry_bytes +
                      f->epoch.pending_bytes + f->epoch.overhead_bytes;
@@ -921,7 +900,7 @@ static int ckht_health_check(void *state, GVariantDict *details,
 {
     ckht *self = state;
     ckht *previous = ckht_write_begin(self);
-    uint64_t table_count = ck_ht_count(&self->ht);
+    uint64_t table_count = ck_ht_count(self->ht);
     ckht_figures f;
     int status = PROCREG_HEALTH_OK;
 
@@ -953,18 +932,18 @@ static void ckht_stats(void *state, GVariantDict *out)
     ckht *previous = ckht_write_begin(self);
     struct ck_ht_stat st;
     ckht_figures f;
-    uint64_t revision, grows, gcs;
+    uint64_t revision, grows, rebuilds;
 
     ckht_get_figures(self, &f);
-    ck_ht_stat(&self->ht, &st);
+    ck_ht_stat(self->ht, &st);
     revision = self->revision;
     grows = self->grows;
-    gcs = self->gcs;
+    rebuilds = self->rebuilds;
     ckht_write_end(self, previous);
     ckht_add_figures(out, &f);
     g_variant_dict_insert(out, "probe_maximum", "t", (guint64)st.probe_maximum);
     g_variant_dict_insert(out, "table_grows", "t", (guint64)grows);
-    g_variant_dict_insert(out, "table_gcs", "t", (guint64)gcs);
+    g_variant_dict_insert(out, "table_rebuilds", "t", (guint64)rebuilds);
     g_variant_dict_insert(out, "revision", "t", (guint64)revision);
 }
 

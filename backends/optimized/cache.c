@@ -98,8 +98,8 @@ typedef struct {
 } __attribute__((aligned(64))) opt_shard;
 
 struct opt_cache {
-    /* Read by every reader; written only when ck_ht grows. */
-    ck_ht_t ht;
+    /* Read by every reader; written only when the table is rebuilt. */
+    ck_ht_t *ht;
     int64_t ttl_ns;
     uint64_t capacity;
     bool negative;
@@ -120,8 +120,9 @@ struct opt_cache {
     uint64_t n_entries;
     size_t entry_bytes;
     size_t table_bytes;  /* ck_ht allocations alive */
-    uint64_t removals_since_gc;
-    uint64_t fills, fill_races, updates, invalidations, evictions;
+    size_t map_size;     /* the newest table's allocation: the current one */
+    uint64_t removals;   /* since the last rebuild */
+    uint64_t fills, fill_races, updates, invalidations, evictions, rebuilds;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -226,8 +227,10 @@ static void *opt_ht_malloc(size_t size)
         return NULL;
     }
     p = malloc(size);
-    if (p != NULL)
+    if (p != NULL) {
         c->table_bytes += size;
+        c->map_size = size;
+    }
     return p;
 }
 
@@ -242,8 +245,9 @@ static void opt_ht_free(void *p, size_t size, bool defer)
         g_critical("optimized: ck_ht freed memory outside a write");
         return;
     }
+    (void)defer; /* always deferred: see procreg_ck_ht_free_table() */
     c->table_bytes -= size;
-    procreg_ck_ht_free_table(c->epoch, p, size, defer);
+    procreg_ck_ht_free_table(c->epoch, p, size);
 }
 
 static struct ck_malloc opt_ht_allocator = {
@@ -256,6 +260,7 @@ static struct ck_malloc opt_ht_allocator = {
  * the lock. */
 static inline opt_centry *opt_get(opt_cache *c, const procreg_key *key)
 {
+    ck_ht_t *ht = ck_pr_load_ptr(&c->ht);
     ck_ht_entry_t slot;
     ck_ht_hash_t h;
     opt_centry *e;
@@ -266,8 +271,10 @@ static inline opt_centry *opt_get(opt_cache *c, const procreg_key *key)
                         (uint16_t)procreg_key_size(key));
     /* libck compares keys with memcmp, which TSan checks before it can
      * be told (below) which entry was found. */
+    /* Pairs with the release in procreg_ck_ht_rebuild(). */
+    PROCREG_TSAN_ACQUIRE(ht);
     PROCREG_TSAN_IGNORE_READS_BEGIN();
-    found = ck_ht_get_spmc(&c->ht, h, &slot);
+    found = ck_ht_get_spmc(ht, h, &slot);
     PROCREG_TSAN_IGNORE_READS_END();
     if (!found)
         return NULL;
@@ -407,18 +414,20 @@ static void opt_remove_locked(opt_cache *c, opt_centry *e)
 
     h.value = opt_centry_tail(e)->hash;
     ck_ht_entry_key_set(&slot, e->key, (uint16_t)opt_centry_key_size(e));
-    ck_ht_remove_spmc(&c->ht, h, &slot);
+    ck_ht_remove_spmc(c->ht, h, &slot);
     c->ring[e->ring_slot] = NULL;
     c->free_slots[c->n_free++] = e->ring_slot;
     c->n_entries--;
     c->entry_bytes -= bytes;
     procreg_epoch_retire(c->epoch, e, opt_centry_free, bytes);
-    /* Removals leave tombstones in ck_ht and raise the probe bound misses
-     * scan to; compact (safely for readers) once as many have accumulated
-     * as there are slots in use: amortised O(1). */
-    if (++c->removals_since_gc >= MAX(64u, c->ring_used)) {
-        ck_ht_gc(&c->ht, 0, 0);
-        c->removals_since_gc = 0;
+    /* Removals (evictions above all) leave tombstones that only a new
+     * table clears: rebuild once a quarter of the slots may have become
+     * tombstones, as ckht does (amortised O(1)). */
+    size_t slots = procreg_ck_ht_slots(c->map_size);
+    if (++c->removals > slots / 4 &&
+        procreg_ck_ht_rebuild(&c->ht, slots, &opt_ht_allocator, c->epoch)) {
+        c->removals = 0;
+        c->rebuilds++;
     }
 }
 
@@ -479,7 +488,7 @@ static void opt_insert_locked(opt_cache *c, const procreg_key *key,
     ck_pr_fence_store();
     h.value = key->hash;
     ck_ht_entry_set(&entry, h, e->key, (uint16_t)procreg_key_size(key), e);
-    if (!ck_ht_set_spmc(&c->ht, h, &entry)) {
+    if (!ck_ht_set_spmc(c->ht, h, &entry)) {
         /* Only growth can fail, and only for a new key. */
         if (current == NULL)
             c->free_slots[c->n_free++] = slot;
@@ -543,12 +552,15 @@ opt_cache *procreg_opt_cache_new(uint64_t capacity, uint64_t ttl_ms,
     procreg_ck_lock_init(&c->lock);
     previous = opt_write_begin(c);
     /* Without CK_HT_WORKLOAD_DELETE: its per-slot probe bounds cost one
-     * more cache miss per lookup; the periodic ck_ht_gc() in
-     * opt_remove_locked() keeps probes short instead. */
-    ok = ck_ht_init(&c->ht, CK_HT_MODE_BYTESTRING, procreg_ck_ht_hash,
+     * more cache miss per lookup; the rebuilds in opt_remove_locked() keep
+     * probes short instead. */
+    c->ht = malloc(sizeof(*c->ht));
+    ok = c->ht != NULL &&
+         ck_ht_init(c->ht, CK_HT_MODE_BYTESTRING, procreg_ck_ht_hash,
                     &opt_ht_allocator, MIN(capacity * 2, OPT_HT_INITIAL), 0);
     opt_write_end(c, previous);
     if (!ok) {
+        free(c->ht);
         procreg_epoch_domain_free(c->epoch);
         procreg_ck_lock_clear(&c->lock);
         free(c);
@@ -570,7 +582,8 @@ void procreg_opt_cache_free(opt_cache *c)
     for (i = 0; i < c->ring_used; i++)
         if (c->ring[i] != NULL)
             opt_centry_free(c->ring[i]);
-    ck_ht_destroy(&c->ht);
+    ck_ht_destroy(c->ht);
+    free(c->ht);
     opt_write_end(c, previous);
     procreg_epoch_domain_free(c->epoch);
     procreg_ck_lock_clear(&c->lock);
@@ -807,6 +820,7 @@ void procreg_opt_cache_get_stats(opt_cache *c, opt_cache_stats *out)
     out->updates = c->updates;
     out->invalidations = c->invalidations;
     out->evictions = c->evictions;
+    out->rebuilds = c->rebuilds;
     out->entries = c->n_entries;
     procreg_epoch_get_stats(c->epoch, &epoch);
     out->retired_pending = epoch.pending;

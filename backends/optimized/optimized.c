@@ -605,6 +605,8 @@ static void opt_insert_figures(opt_state *s, GVariantDict *out)
         g_variant_dict_insert(&d, "invalidations", "t",
                               (guint64)cs.invalidations);
         g_variant_dict_insert(&d, "evictions", "t", (guint64)cs.evictions);
+        g_variant_dict_insert(&d, "table_rebuilds", "t",
+                              (guint64)cs.rebuilds);
         g_variant_dict_insert(&d, "entries", "t", (guint64)cs.entries);
         g_variant_dict_insert(&d, "capacity", "t", (guint64)cs.capacity);
         g_variant_dict_insert(&d, "ttl_ms", "t", (guint64)cs.ttl_ms);

@@ -61,6 +61,7 @@ typedef struct {
     uint64_t updates;       /* entries stored by writes through the cache */
     uint64_t invalidations; /* entries dropped by writes or notifications */
     uint64_t evictions;     /* entries dropped to make room (CLOCK) */
+    uint64_t rebuilds;      /* tables rebuilt without their tombstones */
     uint64_t entries;       /* entries held now */
     uint64_t capacity;
     uint64_t ttl_ms;
