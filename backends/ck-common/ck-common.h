@@ -282,7 +282,7 @@ static inline void procreg_ck_ht_free_table(procreg_epoch_domain *domain,
  * procreg_ck_ht_free_table()), publish it for readers (who load *@table
  * inside their read section) and retire the old one through @domain.  The
  * new table has as many slots, or fewer when at most a quarter of them
- * would be in use.  Writer lock held.
+ * would be in use.  O(slots); writer lock held.
  * @return false when out of memory (*@table is then unchanged).
  */
 bool procreg_ck_ht_rebuild(ck_ht_t **table, size_t slots,

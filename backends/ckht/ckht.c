@@ -368,12 +368,14 @@ static void ckht_retire(ckht *self, ckht_entry *e)
         procreg_epoch_retire(self->epoch, e, ckht_entry_free, bytes);
     }
     /* Removals leave tombstones that only a new table clears (see
-     * procreg_ck_ht_rebuild()).  Rebuilding once a quarter of the slots
-     * may have become tombstones keeps a quarter of them empty (the load
-     * stays at or below 1/2), so inserts and misses probe briefly; it
-     * copies at most half a table per quarter table of removals: O(1)
-     * amortised.  Out of memory, the next removal tries again. */
-    if (++self->removals > ckht_capacity(self) / 4) {
+     * procreg_ck_ht_rebuild()).  ck_ht does not say whether an insert
+     * reused one, so count removals: rebuilding once they reach half the
+     * slots bounds the tombstones by what the load (at most 1/2) leaves
+     * free, before inserts run out of empty slots to stop at.  A rebuild
+     * copies at most half a table per half table of removals: O(1)
+     * amortised (its cost: see backends/ckht/README.md).  Out of memory,
+     * the next removal tries again. */
+    if (++self->removals > ckht_capacity(self) / 2) {
         self->rebuilding = true;
         if (procreg_ck_ht_rebuild(&self->ht, ckht_capacity(self),
                                   &ckht_allocator, self->epoch)) {

@@ -421,10 +421,10 @@ static void opt_remove_locked(opt_cache *c, opt_centry *e)
     c->entry_bytes -= bytes;
     procreg_epoch_retire(c->epoch, e, opt_centry_free, bytes);
     /* Removals (evictions above all) leave tombstones that only a new
-     * table clears: rebuild once a quarter of the slots may have become
-     * tombstones, as ckht does (amortised O(1)). */
+     * table clears: rebuild once they reach half the slots, as ckht does
+     * (amortised O(1)). */
     size_t slots = procreg_ck_ht_slots(c->map_size);
-    if (++c->removals > slots / 4 &&
+    if (++c->removals > slots / 2 &&
         procreg_ck_ht_rebuild(&c->ht, slots, &opt_ht_allocator, c->epoch)) {
         c->removals = 0;
         c->rebuilds++;
