@@ -1,9 +1,15 @@
 /*
- * epoch-fence: what the locked exchange ck_epoch_begin() makes costs a
- * raw ck_ht get.  Gets of N keys ("production\0service_<i>") in a random
- * order, hashing each as raw-ckht does, alternately without and with an
- * exchange on a thread-private word before each (and a plain store after,
- * as ck_epoch_end() does).  doc/benchmarks.md quotes it.
+ * epoch-fence: what extras around a raw ck_ht get cost, and whether that
+ * depends on the table's size.  Gets of N keys ("production\0service_<i>")
+ * in a random order, hashing each as raw-ckht does, in rounds that cycle
+ * through three variants:
+ *   plain     the get alone;
+ *   exchange  an exchange on a thread-private word before each get and a
+ *             plain store after (what ck_epoch_begin/end do);
+ *   work      three more hashes of the key before each get: in-cache work
+ *             of the size of a validation and a hash, that the get does
+ *             not depend on.
+ * doc/benchmarks.md quotes it.
  *
  *   build/bench/epoch-fence [KEYS]        (default 100000)
  */
@@ -37,11 +43,14 @@ static double now(void)
 }
 
 enum { KEY_BYTES = 48, GETS = 4000000, ROUNDS = 6 };
+enum { PLAIN, EXCHANGE, WORK };
+static const char *const variant_names[] = {"plain", "exchange", "work"};
 
 int main(int argc, char **argv)
 {
     size_t n = argc > 1 ? strtoul(argv[1], NULL, 0) : 100000;
     static unsigned int active; /* the reader's epoch word */
+    static volatile uint64_t sink; /* keeps the extra hashes */
     ck_ht_t ht;
     char *keys;
     uint16_t *len;
@@ -74,10 +83,9 @@ int main(int argc, char **argv)
         x ^= x << 17;
         order[i] = (uint32_t)(x % n);
     }
-    printf("# epoch-fence: %zu keys, %d gets per round, rounds alternate\n",
-           n, GETS);
+    printf("# epoch-fence: %zu keys, %d gets per round\n", n, GETS);
     for (int round = 0; round < ROUNDS; round++) {
-        bool fence = round % 2 == 1;
+        int variant = round % 3;
         size_t found = 0;
         double t0 = now();
 
@@ -86,16 +94,21 @@ int main(int argc, char **argv)
             ck_ht_entry_t e;
             ck_ht_hash_t h;
 
-            if (fence)
+            if (variant == EXCHANGE) {
                 ck_pr_fas_uint(&active, 1);
+            } else if (variant == WORK) {
+                for (int w = 0; w < 3; w++) {
+                    ck_ht_hash(&h, &ht, k, len[order[i]]);
+                    sink ^= h.value;
+                }
+            }
             ck_ht_hash(&h, &ht, k, len[order[i]]);
             ck_ht_entry_key_set(&e, k, len[order[i]]);
             found += ck_ht_get_spmc(&ht, h, &e);
-            if (fence)
+            if (variant == EXCHANGE)
                 ck_pr_store_uint(&active, 0);
         }
-        printf("%-22s %6.1f ns per get\n",
-               fence ? "exchange before each" : "no exchange",
+        printf("%-9s %6.1f ns per get\n", variant_names[variant],
                (now() - t0) / GETS * 1e9);
         if (found != GETS)
             return 1;
