@@ -91,6 +91,23 @@ static const char *colour(const char *label, guint index)
     return strong[index % G_N_ELEMENTS(strong)];
 }
 
+/* The thread counts measured in @g, in the order they first appear. */
+static GArray *group_threads(const bench_report *rep, const plot_group *g)
+{
+    GArray *thr = g_array_new(FALSE, FALSE, sizeof(int));
+    for (guint i = 0; i < rep->results->len; i++) {
+        const bench_result *r = rep->results->pdata[i];
+        if (!in_group(r, g))
+            continue;
+        bool seen = false;
+        for (guint j = 0; j < thr->len; j++)
+            seen |= g_array_index(thr, int, j) == r->threads;
+        if (!seen)
+            g_array_append_val(thr, r->threads);
+    }
+    return thr;
+}
+
 static void write_throughput(const bench_report *rep, const plot_group *g,
                              const char *stem, GPtrArray *targets,
                              GString *gp, GString *data)
@@ -109,17 +126,7 @@ static void write_throughput(const bench_report *rep, const plot_group *g,
                          "set key outside right top\nset xtics (");
     g_free(title);
     /* x tics at the thread counts measured */
-    GArray *thr = g_array_new(FALSE, FALSE, sizeof(int));
-    for (guint i = 0; i < rep->results->len; i++) {
-        const bench_result *r = rep->results->pdata[i];
-        if (!in_group(r, g))
-            continue;
-        bool seen = false;
-        for (guint j = 0; j < thr->len; j++)
-            seen |= g_array_index(thr, int, j) == r->threads;
-        if (!seen)
-            g_array_append_val(thr, r->threads);
-    }
+    GArray *thr = group_threads(rep, g);
     int tmax = 1;
     for (guint j = 0; j < thr->len; j++) {
         int t = g_array_index(thr, int, j);
@@ -212,17 +219,7 @@ static void write_cpu(const bench_report *rep, const plot_group *g,
                       const char *stem, GPtrArray *targets, GString *gp,
                       GString *data)
 {
-    GArray *thr = g_array_new(FALSE, FALSE, sizeof(int));
-    for (guint i = 0; i < rep->results->len; i++) {
-        const bench_result *r = rep->results->pdata[i];
-        if (!in_group(r, g))
-            continue;
-        bool seen = false;
-        for (guint j = 0; j < thr->len; j++)
-            seen |= g_array_index(thr, int, j) == r->threads;
-        if (!seen)
-            g_array_append_val(thr, r->threads);
-    }
+    GArray *thr = group_threads(rep, g);
     g_string_append(data, "# target");
     for (guint j = 0; j < thr->len; j++)
         g_string_append_printf(data, " T=%d", g_array_index(thr, int, j));
