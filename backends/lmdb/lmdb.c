@@ -3,7 +3,8 @@
  * open.  Entries persist, dead owners' entries vanish for everybody, and
  * changes made by one process reach the events and waiters of the others.
  *
- * File layout (MDB_NOSUBDIR: FILE and FILE-lock, plus FILE-notify):
+ * File layout (MDB_NOSUBDIR: FILE and FILE-lock, plus FILE-notify, the
+ * change counter's page and the writer lock):
  *   "entries"  key "ns\0name" -> entry_header + serialised a{sv}, so one
  *              namespace is the cursor range that starts at "ns\0";
  *   "owners"   (DUPSORT) key pid(BE32) start_time(BE64) -> "ns\0name" of
@@ -24,6 +25,9 @@
  *   open.c       opening a file (paths, checks, databases, boot id);
  *   txn.c        LMDB errors, read transactions (pooled), the write
  *                driver, map growth;
+ *   writer.c     the writer lock: writers take turns through a lock the
+ *                kernel frees at death, so that LMDB's writer mutex is
+ *                never contended across processes;
  *   liveness.c   whether an owner lives (cache, /proc, pidfd monitor
  *                thread) and reaping the entries of the dead;
  *   changelog.c  the change log, FILE-notify (a shared futex counter) and

@@ -78,8 +78,10 @@ static bool read_boot_id(char out[BOOT_ID_LEN])
  * can match an old owner exactly.  The file remembers the boot that last
  * wrote it; on a new boot every owner in it is dead, so their entries go
  * (reason OWNER_EXITED) before anything is served.  A read-only file of
- * an earlier boot just answers "absent" for all of them. */
-static int boot_check(lmdb_env *env, MDB_txn *txn, GError **error)
+ * an earlier boot just answers "absent" for all of them.  Without @write
+ * a writable file of another boot sets *@must_write instead. */
+static int boot_check(lmdb_env *env, MDB_txn *txn, bool write,
+                      bool *must_write, GError **error)
 {
     char boot[BOOT_ID_LEN];
     if (!read_boot_id(boot))
@@ -94,6 +96,10 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, GError **error)
         return 0;
     if (env->read_only) {
         env->stale_boot = rc == 0;
+        return 0;
+    }
+    if (!write) {
+        *must_write = true;
         return 0;
     }
     wstate w = {0};
@@ -158,13 +164,15 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, GError **error)
 }
 
 /* Check the main database names only our databases; create them (and the
- * format marker) on a new file, check the marker on an old one. */
-static int open_dbs(lmdb_env *env, GError **error)
+ * format marker) on a new file, check the marker on an old one.  Without
+ * @write, in a read transaction: what needs writing (a new file, another
+ * boot) sets *@must_write. */
+static int check_dbs(lmdb_env *env, bool write, bool *must_write,
+                     GError **error)
 {
     static const char *const ours[] = {"entries", "owners", "meta", "events"};
     MDB_txn *txn;
-    int rc = mdb_txn_begin(env->mdb, NULL, env->read_only ? MDB_RDONLY : 0,
-                           &txn);
+    int rc = mdb_txn_begin(env->mdb, NULL, write ? 0 : MDB_RDONLY, &txn);
     if (rc != 0)
         return procreg_lmdb_fail(env, rc, "opening", error);
     MDB_dbi main_dbi;
@@ -203,6 +211,11 @@ static int open_dbs(lmdb_env *env, GError **error)
         return procreg_set_error(error, PROCREG_EBACKEND,
                                  "lmdb registry '%s' is empty and read-only "
                                  "(%s)", env->path, env->read_only_why);
+    }
+    if (fresh && !write) {
+        mdb_txn_abort(txn);
+        *must_write = true;
+        return 0;
     }
     unsigned int create = fresh ? MDB_CREATE : 0;
     rc = mdb_dbi_open(txn, "entries", create, &env->db_entries);
@@ -246,7 +259,7 @@ static int open_dbs(lmdb_env *env, GError **error)
         mdb_txn_abort(txn);
         return procreg_lmdb_fail(env, rc, "reading the format marker", error);
     }
-    rc = boot_check(env, txn, error);
+    rc = boot_check(env, txn, write, must_write, error);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return rc;
@@ -257,12 +270,30 @@ static int open_dbs(lmdb_env *env, GError **error)
                                        error);
 }
 
+/* Check the file in a read transaction, and only when that finds
+ * something to write, again under the writer lock: opening a registry
+ * waits for no writer. */
+static int open_dbs(lmdb_env *env, GError **error)
+{
+    bool must_write = false;
+    int rc = check_dbs(env, false, &must_write, error);
+    if (rc != 0 || !must_write)
+        return rc;
+    rc = procreg_lmdb_writer_lock(env, error);
+    if (rc == 0) {
+        rc = check_dbs(env, true, &must_write, error);
+        procreg_lmdb_writer_unlock(env);
+    }
+    return rc;
+}
+
 void procreg_lmdb_env_free(lmdb_env *env)
 {
     /* Both threads stop before what they use goes: the watcher may still
      * queue a reap (owner cache, eventfd) until it is joined. */
     procreg_lmdb_monitor_stop(env);
     procreg_lmdb_watcher_stop(env);
+    procreg_lmdb_writer_clear(env);
     procreg_lmdb_owners_clear(env);
     procreg_lmdb_notify_close(env);
     if (env->mdb != NULL) {
@@ -287,6 +318,7 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
     g_rw_lock_init(&env->txn_lock);
     pthread_mutex_init(&env->pool_lock, NULL);
     pthread_mutex_init(&env->inst_lock, NULL);
+    procreg_lmdb_writer_init(env);
     procreg_lmdb_owners_init(env);
     env->instances = g_ptr_array_new();
     procreg_owner_self(&env->self);
@@ -369,6 +401,14 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
     env->dev = fst.st_dev;
     env->ino = fst.st_ino;
     env->max_readers = info.me_maxreaders;
+    rc = env->read_only ? 0 : procreg_lmdb_writer_open(env);
+    if (rc != 0) {
+        /* No writer lock, no writes (writer.c says why). */
+        env->read_only = true;
+        env->read_only_why = g_strdup_printf(
+            "cannot open its writer lock '%s%s': %s", path, NOTIFY_SUFFIX,
+            g_strerror(rc));
+    }
     rc = open_dbs(env, error);
     if (rc != 0) {
         procreg_lmdb_env_free(env);

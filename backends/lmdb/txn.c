@@ -7,9 +7,10 @@
  * growing the map (MDB_MAP_FULL) or adopting a size another process chose
  * (MDB_MAP_RESIZED) takes it for writing); the pool of reset read
  * transactions (each keeps its reader slot); clearing stale reader slots;
- * and procreg_lmdb_write_txn(), which runs a write step, commits, grows
- * and retries, and turns the outcome into one error.
- * Relies on: changelog.c to wake the watchers after a commit.
+ * and procreg_lmdb_write_txn(), which runs a write step under the writer
+ * lock, commits, grows and retries, and turns the outcome into one error.
+ * Relies on: writer.c for the writer lock, changelog.c to wake the
+ * watchers after a commit.
  */
 #include "lmdb-internal.h"
 
@@ -180,10 +181,14 @@ int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
     for (int attempt = 0; attempt < TXN_ATTEMPTS; attempt++) {
         wstate w = {0};
         MDB_txn *txn = NULL;
+        rc = procreg_lmdb_writer_lock(env, error);
+        if (rc != 0)
+            return rc;
         g_rw_lock_reader_lock(&env->txn_lock);
         rc = mdb_txn_begin(env->mdb, NULL, 0, &txn);
         if (rc != 0) {
             g_rw_lock_reader_unlock(&env->txn_lock);
+            procreg_lmdb_writer_unlock(env);
             if (rc == MDB_MAP_RESIZED && map_adopt(env) == 0)
                 continue;
             return procreg_lmdb_fail(env, rc, what, error);
@@ -198,6 +203,7 @@ int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
             mdb_txn_abort(txn);
         }
         g_rw_lock_reader_unlock(&env->txn_lock);
+        procreg_lmdb_writer_unlock(env);
         if (w.corrupt != NULL) {
             g_atomic_pointer_add(&env->corrupt_reads, 1);
             rc = procreg_set_error(error, PROCREG_EBACKEND,
