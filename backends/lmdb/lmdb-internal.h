@@ -51,6 +51,7 @@ typedef struct {
     ino_t ino;
     char *path;
     bool read_only;
+    bool lockless;   /* read-only, and reads take no reader slot */
     bool stale_boot; /* read-only file of an earlier boot: owners all dead */
     char *read_only_why;
     MDB_env *mdb;
@@ -62,7 +63,8 @@ typedef struct {
     GRWLock txn_lock; /* readers: any transaction; writer: remapping */
     /* The writer lock (writer.c): the threads' turn, then the file's. */
     pthread_mutex_t writer_mutex;
-    int writer_fd; /* -1: none (read-only) */
+    int writer_fd;     /* -1: none (read-only with a lock file) */
+    int shared_reads;  /* lockless reads running; under writer_mutex */
     pthread_mutex_t pool_lock;
     MDB_txn *pool[POOL_MAX];
     int pool_n;
@@ -213,13 +215,19 @@ LMDB_HIDDEN bool procreg_lmdb_step_check(wstate *w, int rc, const char *what);
 
 /* Set up the lock's mutex; no descriptor yet. */
 LMDB_HIDDEN void procreg_lmdb_writer_init(lmdb_env *env);
-/* Open the lock's descriptor (FILE-notify); 0 or an errno. */
+/* Open the lock's descriptor (FILE-notify; for reading only when the
+ * env is lockless); 0 or an errno. */
 LMDB_HIDDEN int procreg_lmdb_writer_open(lmdb_env *env);
 LMDB_HIDDEN void procreg_lmdb_writer_clear(lmdb_env *env);
 /* Wait for the writer lock; every LMDB write transaction begins under
  * it.  0, or PROCREG_EBACKEND in @error (which may be NULL). */
 LMDB_HIDDEN int procreg_lmdb_writer_lock(lmdb_env *env, GError **error);
 LMDB_HIDDEN void procreg_lmdb_writer_unlock(lmdb_env *env);
+/* Around a read of a lockless env: keep every writer out (a read lock on
+ * the writer lock's byte, while any read of this process runs); nothing
+ * for other envs. */
+LMDB_HIDDEN void procreg_lmdb_writer_lock_shared(lmdb_env *env);
+LMDB_HIDDEN void procreg_lmdb_writer_unlock_shared(lmdb_env *env);
 /* pthread_atfork handlers, called by env.c's. */
 LMDB_HIDDEN void procreg_lmdb_writer_fork_prepare(void);
 LMDB_HIDDEN void procreg_lmdb_writer_fork_parent(void);

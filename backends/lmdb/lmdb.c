@@ -41,6 +41,7 @@
 #include "lmdb-internal.h"
 
 #include <string.h>
+#include <sys/stat.h>
 
 #define DEFAULT_MAP_SIZE ((uint64_t)64 << 20)
 #define MIN_MAP_SIZE ((uint64_t)256 << 10)
@@ -115,6 +116,20 @@ static int lmdb_init(const procreg_spec *spec, procreg_backend_host *host,
                                    "lmdb: path '%s' is a directory; give a "
                                    "file name, e.g. %s/registry.mdb",
                                    resolved, resolved);
+        g_free(resolved);
+        return rc;
+    }
+    struct stat sb;
+    if (stat(resolved, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        /* Not opened at all: opening a device can have effects. */
+        int rc = procreg_set_error(error, PROCREG_EINVAL,
+                                   "lmdb: path '%s' is not a regular file "
+                                   "(it is a %s)", resolved,
+                                   S_ISCHR(sb.st_mode)    ? "character device"
+                                   : S_ISBLK(sb.st_mode)  ? "block device"
+                                   : S_ISFIFO(sb.st_mode) ? "FIFO"
+                                   : S_ISSOCK(sb.st_mode) ? "socket"
+                                                          : "special file");
         g_free(resolved);
         return rc;
     }

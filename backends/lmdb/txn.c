@@ -110,6 +110,7 @@ int procreg_lmdb_read_begin(lmdb_env *env, MDB_txn **out)
     int rc = 0;
     for (int attempt = 0; attempt < TXN_ATTEMPTS; attempt++) {
         g_rw_lock_reader_lock(&env->txn_lock);
+        procreg_lmdb_writer_lock_shared(env);
         MDB_txn *txn = NULL;
         pthread_mutex_lock(&env->pool_lock);
         if (env->pool_n > 0)
@@ -126,6 +127,7 @@ int procreg_lmdb_read_begin(lmdb_env *env, MDB_txn **out)
             *out = txn;
             return 0;
         }
+        procreg_lmdb_writer_unlock_shared(env);
         g_rw_lock_reader_unlock(&env->txn_lock);
         if (rc == MDB_MAP_RESIZED) {
             if (map_adopt(env) != 0)
@@ -153,6 +155,7 @@ void procreg_lmdb_read_end(lmdb_env *env, MDB_txn *txn)
     pthread_mutex_unlock(&env->pool_lock);
     if (txn != NULL)
         mdb_txn_abort(txn);
+    procreg_lmdb_writer_unlock_shared(env);
     g_rw_lock_reader_unlock(&env->txn_lock);
 }
 

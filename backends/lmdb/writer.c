@@ -27,12 +27,13 @@
  * the checks at open), so across all processes at most one procreg
  * writer of a file waits for or holds LMDB's writer mutex; a holder that
  * died leaves it "owner died", which the next writer recovers without
- * waiting.  Readers never take the lock.  A forked child closes its
- * copies of the writer-lock descriptors (they would keep a dead parent's
- * lock held), and a descriptor is close-on-exec.
+ * waiting.  Readers never take the lock (those of a lockless env take it
+ * shared, below).  A forked child closes its copies of the writer-lock
+ * descriptors (they would keep a dead parent's lock held), and a
+ * descriptor is close-on-exec.
  *
- * Owns: the lock's descriptor of each writable env, the list of those
- * descriptors for fork, and taking and releasing the lock.
+ * Owns: the lock's descriptor of each writable (or lockless) env, the
+ * list of those descriptors for fork, and taking and releasing the lock.
  * Relies on: env.c to call the fork handlers below in its own.
  */
 #include "lmdb-internal.h"
@@ -71,7 +72,8 @@ void procreg_lmdb_writer_init(lmdb_env *env)
 int procreg_lmdb_writer_open(lmdb_env *env)
 {
     char *path = g_strconcat(env->path, NOTIFY_SUFFIX, NULL);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int fd = open(path, (env->lockless ? O_RDONLY : O_RDWR | O_CREAT) |
+                            O_CLOEXEC | O_NOFOLLOW, 0600);
     int err = errno;
     g_free(path);
     if (fd < 0)
@@ -125,6 +127,38 @@ void procreg_lmdb_writer_unlock(lmdb_env *env)
 {
     struct flock fl = lock_range(F_UNLCK);
     fcntl(env->writer_fd, F_OFD_SETLK, &fl); /* an unlock cannot fail */
+    pthread_mutex_unlock(&env->writer_mutex);
+}
+
+/* A lockless reader (a read-only registry whose lock file it cannot
+ * write) has no reader slot, so a writer could reuse the pages it reads.
+ * Invariant: while a read of a lockless env runs, its process holds a
+ * read lock on the writer lock's byte, which no writer can take then.
+ * The first read of the process takes it, the last one releases it.  A
+ * registry whose FILE-notify cannot be read goes without (doc/lmdb.md). */
+void procreg_lmdb_writer_lock_shared(lmdb_env *env)
+{
+    if (!env->lockless || env->writer_fd < 0)
+        return;
+    pthread_mutex_lock(&env->writer_mutex);
+    if (env->shared_reads++ == 0) {
+        struct flock fl = lock_range(F_RDLCK);
+        while (fcntl(env->writer_fd, F_OFD_SETLKW, &fl) != 0 &&
+               errno == EINTR)
+            ;
+    }
+    pthread_mutex_unlock(&env->writer_mutex);
+}
+
+void procreg_lmdb_writer_unlock_shared(lmdb_env *env)
+{
+    if (!env->lockless || env->writer_fd < 0)
+        return;
+    pthread_mutex_lock(&env->writer_mutex);
+    if (--env->shared_reads == 0) {
+        struct flock fl = lock_range(F_UNLCK);
+        fcntl(env->writer_fd, F_OFD_SETLK, &fl);
+    }
     pthread_mutex_unlock(&env->writer_mutex);
 }
 

@@ -14,6 +14,7 @@
 #include "lmdb-test-util.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <signal.h>
@@ -59,13 +60,19 @@ static G_NORETURN void one_write_main(const char *spec, const char *key,
         pause();
 }
 
-/* --read SPEC: open the registry, count its entries, say 'd', and
- * sleep until killed. */
-static G_NORETURN void read_main(const char *spec)
+/* --read SPEC [UID]: (as UID) open the registry, say 'r', wait for a
+ * byte on stdin, count its entries, say 'd', and sleep until killed. */
+static G_NORETURN void read_main(const char *spec, const char *uid)
 {
     procreg *reg = NULL;
     size_t n;
+    char c;
+    if (uid != NULL && (setgroups(0, NULL) != 0 ||
+                        setgid((gid_t)atoi(uid)) != 0 ||
+                        setuid((uid_t)atoi(uid)) != 0))
+        _exit(5);
     if (procreg_open(spec, &reg, NULL) != 0 ||
+        write(STDOUT_FILENO, "r", 1) != 1 || read(STDIN_FILENO, &c, 1) != 1 ||
         procreg_count(reg, NULL, &n, NULL) != 0 ||
         write(STDOUT_FILENO, "d", 1) != 1)
         _exit(2);
@@ -419,11 +426,91 @@ static void test_reader_not_blocked(forced *f, gconstpointer data)
     hold_at_commit(&a);
     char *argv[] = {f->exe, (char *)"--read", f->spec, NULL};
     spawn_mode(&r, "reader", argv);
-    if (!said(&r, 'd', STALL_US))
-        g_error("a reader still waits %.1f s after it started, behind a "
+    if (!said(&r, 'r', STALL_US))
+        g_error("opening the registry still waits %.1f s later, behind a "
                 "writer", STALL_US / 1e6);
+    go(&r);
+    if (!said(&r, 'd', STALL_US))
+        g_error("a read still waits %.1f s later, behind a writer",
+                STALL_US / 1e6);
     finish(&r);
     finish(&a);
+}
+
+/* The unlock of the writer lock's read lock. */
+static bool is_shared_unlock(const struct __ptrace_syscall_info *si)
+{
+    return (long)si->entry.nr == SYS_fcntl &&
+           (long)si->entry.args[1] == F_OFD_SETLK;
+}
+
+/* Wait until every thread of @pid but the first sleeps. */
+static void wait_threads_asleep(pid_t pid)
+{
+    gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+    char *dir = g_strdup_printf("/proc/%d/task", pid);
+    for (int quiet = 0; quiet < 2; g_usleep(10000)) {
+        GDir *d = g_dir_open(dir, 0, NULL);
+        g_assert_nonnull(d);
+        bool all = true;
+        const char *tid;
+        while ((tid = g_dir_read_name(d)) != NULL) {
+            long op;
+            if (atoi(tid) != pid && asleep_in(atoi(tid), &op) < 0)
+                all = false;
+        }
+        g_dir_close(d);
+        quiet = all ? quiet + 1 : 0;
+        if (g_get_monotonic_time() > end)
+            g_error("the threads of %d never settled", pid);
+    }
+    g_free(dir);
+}
+
+/* A registry whose lock file the reader cannot write is read with no
+ * reader slot, so no writer may commit while a read runs: the writer's
+ * pages would replace the ones being read.  The reader is held inside
+ * its read (at the release of its read lock); a writer must wait until
+ * it goes on. */
+static void test_lockless_reader(forced *f, gconstpointer data)
+{
+    if (skip_without_ptrace())
+        return;
+    if (geteuid() != 0) {
+        g_test_skip("needs root to read as another user");
+        return;
+    }
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(procreg_register(reg, NS, "kept", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    procreg_close(reg);
+    /* Another user may read the three files and write none. */
+    g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
+    const char *suffixes[] = {"", "-lock", "-notify"};
+    for (size_t i = 0; i < G_N_ELEMENTS(suffixes); i++) {
+        char *p = g_strconcat(f->dir, "/forced.mdb", suffixes[i], NULL);
+        g_assert_cmpint(chmod(p, 0644), ==, 0);
+        g_free(p);
+    }
+    writer r, w;
+    char *argv[] = {f->exe, (char *)"--read", f->spec, (char *)"65534", NULL};
+    spawn_mode(&r, "reader", argv);
+    g_assert_true(said(&r, 'r', 10 * G_USEC_PER_SEC));
+    wait_threads_asleep(r.pid); /* its monitor's first sweep read is over */
+    int status = trace(&r);
+    go(&r);
+    if (!run_to(&r, is_shared_unlock, status, 5 * G_USEC_PER_SEC))
+        g_error("the reader did not release a read lock");
+    start(&w, "W", f->exe, f->spec, NULL);
+    go(&w);
+    check_wait(wait_in_lock_wait(&w));
+    if (said(&w, 'd', 300000))
+        g_error("a writer committed while a lockless read ran");
+    g_assert_cmpint(ptrace(PTRACE_DETACH, r.pid, 0, 0), ==, 0);
+    g_assert_true(said(&r, 'd', STALL_US));
+    g_assert_true(said(&w, 'd', STALL_US));
+    finish(&r);
+    finish(&w);
 }
 
 /* The one child process of @pid. */
@@ -509,8 +596,8 @@ int main(int argc, char **argv)
         if (getppid() != (pid_t)atoi(test))
             return 0;
     }
-    if (argc == 3 && strcmp(argv[1], "--read") == 0)
-        read_main(argv[2]);
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "--read") == 0)
+        read_main(argv[2], argc == 4 ? argv[3] : NULL);
     if ((argc == 4 || argc == 5) && strcmp(argv[1], "--one-write") == 0)
         one_write_main(argv[2], argv[3], argc == 5);
     char *self = g_strdup_printf("%d", getpid());
@@ -522,6 +609,7 @@ int main(int argc, char **argv)
     ADD("/lmdb/writers/woken-waiter-killed", test_woken_waiter_killed);
     ADD("/lmdb/writers/holder-killed", test_holder_killed);
     ADD("/lmdb/writers/reader-not-blocked", test_reader_not_blocked);
+    ADD("/lmdb/writers/lockless-reader", test_lockless_reader);
     ADD("/lmdb/writers/no-lock-file", test_no_lock_file);
     return g_test_run();
 }
