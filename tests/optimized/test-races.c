@@ -224,48 +224,39 @@ static void test_fill_during_write_after_list(void)
     teardown(&fx);
 }
 
-/* An unregister in flight: reader A sees the key gone in the inner
- * backend; B's fill from before must not bring it back.  With negative
- * caching on, A's own miss stores the absence, which B's fill must not
- * replace either. */
-static void test_fill_resurrects(gconstpointer options)
-{
-    fixture fx;
-    call reader, writer;
+/* A removal in flight: reader A sees the key gone in the inner backend;
+ * B's fill from before must not bring it back. */
+typedef struct {
+    const char *options;
+    call_kind removal;
+} removal_case;
 
-    setup(&fx, options);
+/* With negative caching on, A's own miss stores the absence, which B's
+ * fill must not replace either.  A namespace drop counts in every stripe;
+ * the core drops through unregister on this inner backend, so the fake
+ * holds that. */
+static const removal_case unregister_plain = {"", CALL_UNREGISTER};
+static const removal_case unregister_negative = {",negative_cache=on",
+                                                 CALL_UNREGISTER};
+static const removal_case namespace_drop = {"", CALL_DROP};
+
+static void test_fill_resurrects(gconstpointer data)
+{
+    const removal_case *rc = data;
+    fixture fx;
+    call reader, remover;
+
+    setup(&fx, rc->options);
     set_behind(&fx, 1);
     start_held(&reader, &fx, CALL_LOOKUP, FAKE_LOOKUP);
-    start_held(&writer, &fx, CALL_UNREGISTER, FAKE_UNREGISTER);
+    start_held(&remover, &fx, rc->removal, FAKE_UNREGISTER);
     g_assert_false(registered(&fx));
     finish(&reader, FAKE_LOOKUP);
     g_assert_cmpint(reader.rc, ==, 0);
     gboolean back = registered(&fx);
     g_assert_false(back);
-    finish(&writer, FAKE_UNREGISTER);
-    g_assert_cmpint(writer.rc, ==, 0);
-    g_assert_false(registered(&fx));
-    teardown(&fx);
-}
-
-/* A namespace drop in flight (the core drops through unregister on this
- * inner backend, so the fake holds that): the same, for every stripe. */
-static void test_fill_resurrects_after_drop(void)
-{
-    fixture fx;
-    call reader, dropper;
-
-    setup(&fx, "");
-    set_behind(&fx, 1);
-    start_held(&reader, &fx, CALL_LOOKUP, FAKE_LOOKUP);
-    start_held(&dropper, &fx, CALL_DROP, FAKE_UNREGISTER);
-    g_assert_false(registered(&fx));
-    finish(&reader, FAKE_LOOKUP);
-    g_assert_cmpint(reader.rc, ==, 0);
-    gboolean back = registered(&fx);
-    g_assert_false(back);
-    finish(&dropper, FAKE_UNREGISTER);
-    g_assert_cmpint(dropper.rc, ==, 0);
+    finish(&remover, FAKE_UNREGISTER);
+    g_assert_cmpint(remover.rc, ==, 0);
     g_assert_false(registered(&fx));
     teardown(&fx);
 }
@@ -420,12 +411,12 @@ int main(int argc, char **argv)
                     test_fill_during_write);
     g_test_add_func("/optimized/races/fill-during-write-after-list",
                     test_fill_during_write_after_list);
-    g_test_add_data_func("/optimized/races/fill-resurrects", "",
-                         test_fill_resurrects);
+    g_test_add_data_func("/optimized/races/fill-resurrects",
+                         &unregister_plain, test_fill_resurrects);
     g_test_add_data_func("/optimized/races/fill-resurrects-negative",
-                         ",negative_cache=on", test_fill_resurrects);
-    g_test_add_func("/optimized/races/fill-resurrects-after-drop",
-                    test_fill_resurrects_after_drop);
+                         &unregister_negative, test_fill_resurrects);
+    g_test_add_data_func("/optimized/races/fill-resurrects-after-drop",
+                         &namespace_drop, test_fill_resurrects);
     g_test_add_func("/optimized/races/fill-during-failed-write",
                     test_fill_during_failed_write);
     g_test_add_func("/optimized/races/cached-entry-during-write",
