@@ -14,8 +14,6 @@
  */
 #include "fake-inner.h"
 
-#include <string.h>
-
 #define NS "race"
 #define NAME "svc"
 
