@@ -13,6 +13,10 @@
  * Waiters (procreg_wait_for) sleep on a condition variable per awaited key;
  * a registration bumps that key's generation and broadcasts, directly from
  * the writer (or host_notify) thread, so waking needs no dispatcher.
+ *
+ * A backend with PROCREG_CAP_ORDERED_EVENTS reports its own changes too,
+ * in commit order (host.c); the write paths then emit nothing themselves
+ * (procreg_events_emit_own()).
  */
 #include "internal.h"
 
@@ -413,6 +417,16 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
     pthread_mutex_unlock(&h->lock);
 }
 
+PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
+                                              procreg_event_kind kind,
+                                              procreg_event_reason reason,
+                                              const char *ns, const char *name,
+                                              const procreg_entry *entry)
+{
+    if (!reg->backend_orders_events)
+        procreg_events_emit(reg, kind, reason, ns, name, entry, false);
+}
+
 PROCREG_API uint64_t procreg_event_last_seq(procreg *reg)
 {
     g_return_val_if_fail(reg != NULL, 0);
@@ -795,80 +809,4 @@ PROCREG_API int procreg_wait_for(procreg *reg, const char *ns,
     }
     return procreg_wait_for_key(reg, &key.key, timeout_ms, cancellable, out,
                                 error);
-}
-
-/* ---- hosts ---- */
-
-struct procreg_backend_host {
-    procreg *reg; /* the root host of a registry; NULL for a child */
-    procreg_backend_host *parent;
-    procreg_backend_host_notify_fn fn;
-    gpointer user_data;
-};
-
-PROCREG_INTERNAL procreg_backend_host *procreg_host_new_root(procreg *reg)
-{
-    procreg_backend_host *host = g_new0(procreg_backend_host, 1);
-    host->reg = reg;
-    return host;
-}
-
-PROCREG_INTERNAL void procreg_host_free_root(procreg_backend_host *host)
-{
-    g_free(host);
-}
-
-PROCREG_API procreg_backend_host *
-procreg_backend_host_new_child(procreg_backend_host *parent,
-                               procreg_backend_host_notify_fn fn,
-                               gpointer user_data)
-{
-    procreg_backend_host *host = g_new0(procreg_backend_host, 1);
-    host->parent = parent;
-    host->fn = fn;
-    host->user_data = user_data;
-    return host;
-}
-
-PROCREG_API void procreg_backend_host_free(procreg_backend_host *host)
-{
-    if (host == NULL)
-        return;
-    g_return_if_fail(host->reg == NULL);
-    g_free(host);
-}
-
-PROCREG_API void procreg_backend_host_notify(procreg_backend_host *host,
-                                             procreg_event_kind kind,
-                                             procreg_event_reason reason,
-                                             const procreg_entry *entry)
-{
-    for (; host != NULL && host->reg == NULL; host = host->parent)
-        if (host->fn != NULL)
-            host->fn(host->user_data, kind, reason, entry);
-    if (host == NULL)
-        return;
-    if (entry == NULL || entry->ns == NULL || entry->name == NULL ||
-        procreg_validate_name(entry->ns, "namespace", NULL) != 0 ||
-        procreg_validate_name(entry->name, "name", NULL) != 0) {
-        g_warning("procreg_backend_host_notify: the entry needs a valid "
-                  "namespace and name; notification ignored");
-        return;
-    }
-    if (kind != PROCREG_EVENT_REGISTERED && kind != PROCREG_EVENT_UNREGISTERED &&
-        kind != PROCREG_EVENT_UPDATED) {
-        g_warning("procreg_backend_host_notify: unknown event kind %d; "
-                  "notification ignored", (int)kind);
-        return;
-    }
-    procreg *reg = host->reg;
-    if (kind == PROCREG_EVENT_UNREGISTERED)
-        procreg_owner_index_remove(reg, entry->ns, entry->name, &entry->owner,
-                                   entry->revision);
-    /* Only removals have a reason, and forced updates. */
-    if (kind == PROCREG_EVENT_REGISTERED ||
-        (kind == PROCREG_EVENT_UPDATED && reason != PROCREG_REASON_FORCED))
-        reason = PROCREG_REASON_NONE;
-    procreg_events_emit(reg, kind, reason, entry->ns, entry->name, entry,
-                        true);
 }

@@ -112,6 +112,7 @@ struct procreg {
     procreg_backend *backend;
     const procreg_backend_ops *ops;
     bool owners_local; /* every owner lives on this host (not DISTRIBUTED) */
+    bool backend_orders_events; /* PROCREG_CAP_ORDERED_EVENTS: see host.c */
     procreg_backend_host *host;
     procreg_tstats *tstats;
     procreg_events *events;
@@ -248,9 +249,6 @@ PROCREG_INTERNAL procreg_events *procreg_events_new(void);
 /* Stop the dispatcher, end every subscription (destroy notifies run). */
 PROCREG_INTERNAL void procreg_events_shutdown(procreg *reg);
 PROCREG_INTERNAL void procreg_events_free(procreg_events *ev);
-/* The host a registry passes to its backend. */
-PROCREG_INTERNAL procreg_backend_host *procreg_host_new_root(procreg *reg);
-PROCREG_INTERNAL void procreg_host_free_root(procreg_backend_host *host);
 
 /* A change made through @reg (or reported by its backend when @external):
  * wakes waiters on REGISTERED and queues the event when anyone listens.
@@ -261,9 +259,23 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
                                           const char *ns, const char *name,
                                           const procreg_entry *entry,
                                           bool external);
+/* A change a write through @reg made: emitted now, unless the backend
+ * reports its own changes in commit order (PROCREG_CAP_ORDERED_EVENTS),
+ * which it then did before the write returned. */
+PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
+                                              procreg_event_kind kind,
+                                              procreg_event_reason reason,
+                                              const char *ns, const char *name,
+                                              const procreg_entry *entry);
 PROCREG_INTERNAL void procreg_events_health(procreg *reg, GVariantDict *d,
                                             bool *degraded);
 PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d);
+
+/* ---- backend hosts (host.c) ---- */
+
+/* The host a registry passes to its backend. */
+PROCREG_INTERNAL procreg_backend_host *procreg_host_new_root(procreg *reg);
+PROCREG_INTERNAL void procreg_host_free_root(procreg_backend_host *host);
 
 /* ---- owner liveness (liveness.c) ---- */
 
@@ -283,6 +295,19 @@ PROCREG_INTERNAL void procreg_owner_index_remove(procreg *reg, const char *ns,
                                                  const char *name,
                                                  const procreg_owner *owner,
                                                  uint64_t revision);
+/* A dead owner's entry is gone: count it once, and report it to telemetry
+ * (PROCREG_OP_CLEANUP, from the monitor thread, outside every lock).
+ * @t0: when the removal started (procreg_now_ns()), 0 when unknown.  Any
+ * thread, any lock held. */
+PROCREG_INTERNAL void procreg_removal_seen(procreg *reg, const char *ns,
+                                           const char *name, uint64_t t0);
+/* This registry removed a dead owner's entry (its monitor, or a register
+ * that found the holder dead): its event and count, unless the backend
+ * reports the removal itself (PROCREG_CAP_ORDERED_EVENTS). */
+PROCREG_INTERNAL void procreg_owner_exit_removed(procreg *reg, const char *ns,
+                                                 const char *name,
+                                                 const procreg_entry *gone,
+                                                 uint64_t t0);
 /* Slow path of lookups while PROCREG_SLOW_DEAD_OWNERS is set. */
 PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
                                                const procreg_owner *owner);

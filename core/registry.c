@@ -56,8 +56,9 @@ static void registry_free(procreg *reg)
 static int registry_start(procreg *reg, procreg **out)
 {
     reg->ops = procreg_backend_get_ops(reg->backend);
-    reg->owners_local = !(procreg_backend_get_caps(reg->backend) &
-                          PROCREG_CAP_DISTRIBUTED);
+    unsigned caps = procreg_backend_get_caps(reg->backend);
+    reg->owners_local = !(caps & PROCREG_CAP_DISTRIBUTED);
+    reg->backend_orders_events = caps & PROCREG_CAP_ORDERED_EVENTS;
     /* Without the monitor the registry still works; health says so. */
     procreg_monitor_start(reg);
     *out = reg;
@@ -212,19 +213,15 @@ static bool holder_dead(procreg *reg, const procreg_owner *holder)
 static bool evict_dead_holder(procreg *reg, const procreg_key *key,
                               const procreg_entry *holder)
 {
+    uint64_t t0 = procreg_now_ns();
     procreg_entry gone = {0};
     int rc = procreg_backend_unregister(reg->backend, key, holder->revision,
                                         &gone, NULL);
-    if (rc != 0) {
-        procreg_entry_clear(&gone);
-        return rc == PROCREG_ENOTFOUND;
-    }
-    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
-    procreg_owner_index_remove(reg, ns, name, &gone.owner, gone.revision);
-    procreg_events_emit(reg, PROCREG_EVENT_UNREGISTERED,
-                        PROCREG_REASON_OWNER_EXITED, ns, name, &gone, false);
+    if (rc == 0)
+        procreg_owner_exit_removed(reg, procreg_key_namespace(key),
+                                   procreg_key_name(key), &gone, t0);
     procreg_entry_clear(&gone);
-    return true;
+    return rc == 0 || rc == PROCREG_ENOTFOUND;
 }
 
 PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
@@ -261,8 +258,8 @@ PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
         }
         if (rc == 0) {
             procreg_owner_index_add(reg, ns, name, &cur.owner, cur.revision);
-            procreg_events_emit(reg, PROCREG_EVENT_REGISTERED,
-                                PROCREG_REASON_NONE, ns, name, &cur, false);
+            procreg_events_emit_own(reg, PROCREG_EVENT_REGISTERED,
+                                    PROCREG_REASON_NONE, ns, name, &cur);
         }
         pthread_mutex_unlock(stripe);
         if (rc == PROCREG_EEXISTS && lp != NULL && local == NULL)
@@ -551,8 +548,8 @@ static int unregister_once(procreg *reg, const procreg_key *key,
     if (rc == 0) {
         procreg_owner_index_remove(reg, ns, name, &removed.owner,
                                    removed.revision);
-        procreg_events_emit(reg, PROCREG_EVENT_UNREGISTERED, w->reason, ns,
-                            name, &removed, false);
+        procreg_events_emit_own(reg, PROCREG_EVENT_UNREGISTERED, w->reason,
+                                ns, name, &removed);
     }
     procreg_entry_clear(&removed);
     return rc;
@@ -650,12 +647,12 @@ static int update_once(procreg *reg, const procreg_key *key, write_check *w,
     if (rc == 0) {
         if (revision != NULL)
             *revision = updated.revision;
-        procreg_events_emit(reg, PROCREG_EVENT_UPDATED,
-                            w->reason == PROCREG_REASON_FORCED
-                                ? PROCREG_REASON_FORCED
-                                : PROCREG_REASON_NONE,
-                            procreg_key_namespace(key), procreg_key_name(key),
-                            &updated, false);
+        procreg_events_emit_own(reg, PROCREG_EVENT_UPDATED,
+                                w->reason == PROCREG_REASON_FORCED
+                                    ? PROCREG_REASON_FORCED
+                                    : PROCREG_REASON_NONE,
+                                procreg_key_namespace(key),
+                                procreg_key_name(key), &updated);
     }
     procreg_entry_clear(&updated);
     if (to_store != NULL)

@@ -550,7 +550,10 @@ typedef struct {
     const procreg_entry *entry;
     int64_t time;  /**< When the core saw the change, µs since the epoch. */
     bool external; /**< Reported by the backend (made in another process or
-                        host), not made through this registry. */
+                        host), not made through this registry.  A dead
+                        owner's removal (PROCREG_REASON_OWNER_EXITED) is
+                        never external: no process made it, and every
+                        registry reports it alike, whoever reaped it. */
 } procreg_event;
 
 /** An event callback.  It may call @reg (including procreg_unsubscribe()
@@ -740,7 +743,9 @@ PROCREG_API void procreg_service_health_clear(procreg_service_health *health);
 typedef struct {
     procreg_op op;
     int result;           /**< 0 or the PROCREG_E* code the call returned. */
-    uint64_t duration_ns; /**< Monotonic time the call took. */
+    uint64_t duration_ns; /**< Monotonic time the call took; for a CLEANUP
+                               the removal's, or 0 when the backend
+                               reported a removal made elsewhere. */
     const char *ns;       /**< Namespace, NULL when the call had none. */
     const char *name;     /**< Name, NULL unless the call was on one key. */
     const char *backend;  /**< Backend name. */
@@ -752,7 +757,10 @@ typedef struct {
 /**
  * A telemetry handler.  It runs synchronously on the thread that made the
  * call, after the call and outside every registry lock; keep it short.
- * It may call @reg; the calls it makes are not reported again.
+ * CLEANUP, which no caller made, runs on the registry's monitor thread,
+ * once for each dead owner's entry the registry saw removed, whoever
+ * removed it.  It may call @reg; the calls it makes are not reported
+ * again.
  */
 typedef void (*procreg_telemetry_fn)(procreg *reg,
                                      const procreg_telemetry_event *event,
