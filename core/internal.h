@@ -24,6 +24,21 @@ PROCREG_INTERNAL int procreg_key_init_stack(procreg_stack_key *buf,
                                             const char *ns, const char *name,
                                             GError **error);
 
+/* ---- error details (error.c): each a no-op unless @error holds a
+ * PROCREG_ERROR GError, so a call that passes none pays nothing ---- */
+
+/* The entry behind an EEXISTS or EPERM; @ns/@name fill its NULL ones. */
+PROCREG_INTERNAL void procreg_error_detail_entry(GError **error,
+                                                 const char *ns,
+                                                 const char *name,
+                                                 const procreg_entry *entry);
+/* What exists instead (NULL-terminated; copied). */
+PROCREG_INTERNAL void procreg_error_detail_alternatives(GError **error,
+                                                        char **names);
+/* Where in a spec's text the problem is (a byte offset). */
+PROCREG_INTERNAL void procreg_error_detail_position(GError **error,
+                                                   int position);
+
 /* ---- specs (spec.c) ---- */
 
 /* Parse "name[:opts]".  The result is freed with procreg_spec_free(). */

@@ -121,30 +121,11 @@ static int exit_code(int rc)
     }
 }
 
-/* Print @error (or the code's description) and return the exit code. */
-static int fail(int rc, GError *error)
-{
-    fprintf(stderr, "procreg: %s\n",
-            error != NULL ? error->message : procreg_strerror(rc));
-    if (error != NULL)
-        g_error_free(error);
-    return exit_code(rc);
-}
-
-static int usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "procreg: %s\n(see procreg --help)\n", msg);
-    g_free(msg);
-    return EXIT_USAGE;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Output                                                                   */
+
+/* --json: results, and errors too (one object on stderr). */
+static bool json_output;
 
 static void json_string(GString *o, const char *s)
 {
@@ -311,6 +292,69 @@ static void json_entry(GString *o, const char *ns, const char *name,
     else
         g_string_append(o, "null");
     g_string_append_c(o, '}');
+}
+
+/* An error as JSON: {"error":{"code","name","message","details"}}, with
+ * the facts the library gives as data (procreg_error_get_details()). */
+static void json_error(int rc, const char *message, GError *error)
+{
+    GString *o = g_string_new("{\"error\":{\"code\":");
+    const char *name = procreg_error_name(rc);
+    g_string_append_printf(o, "%d,\"name\":", rc);
+    json_string(o, name ? name : "PROCREG_ERROR_FAILED");
+    g_string_append(o, ",\"message\":");
+    json_string(o, message);
+    g_string_append(o, ",\"details\":{");
+    const procreg_error_details *d = procreg_error_get_details(error);
+    const char *sep = "";
+    if (d != NULL && d->alternatives != NULL) {
+        g_string_append(o, "\"alternatives\":[");
+        for (char **a = d->alternatives; *a; a++) {
+            if (a != d->alternatives)
+                g_string_append_c(o, ',');
+            json_string(o, *a);
+        }
+        g_string_append_c(o, ']');
+        sep = ",";
+    }
+    if (d != NULL && d->entry != NULL) {
+        g_string_append_printf(o, "%s\"entry\":", sep);
+        json_entry(o, d->entry->ns, d->entry->name, d->entry);
+        sep = ",";
+    }
+    if (d != NULL && d->position >= 0)
+        g_string_append_printf(o, "%s\"position\":%d", sep, d->position);
+    g_string_append(o, "}}}");
+    fprintf(stderr, "%s\n", o->str);
+    g_string_free(o, TRUE);
+}
+
+/* Print @error (or the code's description) and return the exit code. */
+static int fail(int rc, GError *error)
+{
+    const char *message = error != NULL ? error->message : procreg_strerror(rc);
+    if (json_output)
+        json_error(rc, message, error);
+    else
+        fprintf(stderr, "procreg: %s\n", message);
+    if (error != NULL)
+        g_error_free(error);
+    return exit_code(rc);
+}
+
+static int usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    if (json_output)
+        json_error(PROCREG_EINVAL, msg, NULL);
+    else
+        fprintf(stderr, "procreg: %s\n(see procreg --help)\n", msg);
+    g_free(msg);
+    return EXIT_USAGE;
 }
 
 static void print_entry(const cli *c, const char *ns, const char *name,
@@ -495,12 +539,11 @@ static int cmd_register(procreg *reg, const cli *c)
     if (meta)
         g_variant_unref(meta);
     if (rc == PROCREG_EEXISTS) {
-        fprintf(stderr, "procreg: %s\n", err->message);
-        g_clear_error(&err);
+        /* The holder on stdout too: "already started, by this one". */
         print_entry(c, ns, name, &cur);
         procreg_entry_clear(&cur);
         procreg_key_unref(key);
-        return EXIT_EXISTS;
+        return fail(rc, err);
     }
     if (rc != 0) {
         procreg_key_unref(key);
@@ -1023,7 +1066,7 @@ static int parse(int argc, char **argv, cli *c)
         } else if (strcmp(name, "--backend") == 0 || strcmp(name, "-b") == 0) {
             c->backend = value;
         } else if (strcmp(name, "--json") == 0) {
-            c->json = true;
+            c->json = json_output = true;
         } else if (!option_allowed(c->command, name)) {
             rc = usage_error("unknown option %s%s%s", name,
                              c->command ? " for " : "",

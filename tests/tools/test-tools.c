@@ -586,6 +586,51 @@ static void test_default_backend(Fixture *f, gconstpointer data)
     g_free(pid);
 }
 
+/* With --json, an error is one JSON object on stderr with the library's
+ * facts as data (procreg_error_get_details()). */
+static void test_json_errors(Fixture *f, gconstpointer data)
+{
+    char *pid = self_pid();
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "j", "a",
+                        "--pid", pid, NULL), ==, 0);
+    char *err = NULL;
+    /* A miss: the names the namespace holds. */
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "--json", "lookup", "j",
+                        "zz", NULL), ==, 3);
+    ASSERT_HAS(err, "{\"error\":{\"code\":-3,\"name\":\"PROCREG_ENOTFOUND\"");
+    ASSERT_HAS(err, "\"details\":{\"alternatives\":[\"a\"]}");
+    g_free(err);
+    /* Taken: the holder. */
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "--json", "register", "j",
+                        "a", "--pid", pid, NULL), ==, 4);
+    ASSERT_HAS(err, "\"name\":\"PROCREG_EEXISTS\"");
+    char *holder = g_strdup_printf("\"entry\":{\"namespace\":\"j\","
+                                   "\"name\":\"a\",\"pid\":%s,", pid);
+    ASSERT_HAS(err, holder);
+    g_free(holder);
+    g_free(err);
+    /* Another process's entry: the owner. */
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "--json", "unregister",
+                        "j", "a", NULL), ==, 8);
+    ASSERT_HAS(err, "\"name\":\"PROCREG_EPERM\"");
+    char *owner = g_strdup_printf("\"pid\":%s,", pid);
+    ASSERT_HAS(err, owner);
+    g_free(owner);
+    g_free(err);
+    /* A bad spec: where. */
+    g_assert_cmpint(run(NULL, &err, "--json", "-b", "lmdb:path", "list",
+                        NULL), ==, 2);
+    ASSERT_HAS(err, "\"name\":\"PROCREG_EINVAL\"");
+    ASSERT_HAS(err, "\"position\":5");
+    g_free(err);
+    /* Without --json: text, as before. */
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "lookup", "j", "zz", NULL),
+                    ==, 3);
+    ASSERT_HAS(err, "procreg: 'zz' is not registered");
+    g_free(err);
+    g_free(pid);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -606,5 +651,6 @@ int main(int argc, char **argv)
     ADD("/tools/cli/namespaces", test_namespaces);
     ADD("/tools/cli/stats-health", test_stats_health);
     ADD("/tools/cli/default-backend", test_default_backend);
+    ADD("/tools/cli/json-errors", test_json_errors);
     return g_test_run();
 }
