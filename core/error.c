@@ -64,11 +64,22 @@ static void private_copy(const GError *src, GError *dest)
     }
 }
 
+/* What an entry in the details holds (error.c is the bottom layer: it
+ * does not call entry.c's procreg_entry_clear()). */
+static void entry_release(procreg_entry *e)
+{
+    g_free(e->ns);
+    g_free(e->name);
+    if (e->metadata != NULL)
+        g_variant_unref(e->metadata);
+    memset(e, 0, sizeof *e);
+}
+
 static void private_clear(GError *error)
 {
     error_private *p = private_of(error);
     g_strfreev(p->details.alternatives);
-    procreg_entry_clear(&p->entry);
+    entry_release(&p->entry);
     memset(p, 0, sizeof *p);
 }
 
@@ -98,7 +109,7 @@ PROCREG_INTERNAL void procreg_error_detail_entry(GError **error,
     if (d == NULL || entry == NULL)
         return;
     error_private *p = private_of(*error);
-    procreg_entry_clear(&p->entry);
+    entry_release(&p->entry);
     p->entry = *entry;
     p->entry.ns = g_strdup(entry->ns ? entry->ns : ns);
     p->entry.name = g_strdup(entry->name ? entry->name : name);

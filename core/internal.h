@@ -92,13 +92,15 @@ PROCREG_INTERNAL void procreg_entry_array_steal(GArray *array,
                                                 size_t *n_out);
 
 /* ======================================================================== */
-/* Service layer: registry.c, events.c, liveness.c, namespaces.c, health.c, */
-/* telemetry.c, stats.c.  Locks here are pthread ones (not GMutex) so that  */
-/* ThreadSanitizer sees every synchronisation.                              */
+/* Service layer: counters, telemetry, events, liveness, host, wait,        */
+/* namespaces, registry, health, stats (doc/architecture.md has the layers: */
+/* a file calls only files below it).  Locks here are pthread ones (not     */
+/* GMutex) so that ThreadSanitizer sees every synchronisation.              */
 /* ======================================================================== */
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 typedef struct procreg_events procreg_events;
 typedef struct procreg_monitor procreg_monitor;
@@ -143,15 +145,16 @@ static inline pthread_mutex_t *procreg_stripe_of(procreg *reg,
 }
 
 /* "ns\x1fname": an unambiguous string for a key (names hold no control
- * characters).  g_free it. */
+ * characters).  g_free it.  (key.c) */
 PROCREG_INTERNAL char *procreg_key_string(const char *ns, const char *name);
 
 /* A monotonic clock for durations, in ns: the invariant TSC where there is
- * one (calibrated against CLOCK_MONOTONIC), else clock_gettime (stats.c). */
+ * one (calibrated against CLOCK_MONOTONIC), else clock_gettime
+ * (counters.c). */
 PROCREG_INTERNAL uint64_t procreg_now_ns(void);
 PROCREG_INTERNAL uint64_t procreg_since_ns(uint64_t t0);
 
-/* ---- per-thread counters (stats.c) ---- */
+/* ---- per-thread counters (counters.c) ---- */
 
 /* Latency histogram: bucket i counts durations in [2^(i-1), 2^i) ns,
  * bucket 0 counts 0 ns, the last one everything above. */
@@ -282,6 +285,19 @@ PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
                                               procreg_event_reason reason,
                                               const char *ns, const char *name,
                                               const procreg_entry *entry);
+/* The wake-up board: a procreg_wait_for() caller joins it for its key,
+ * reads the key's generation (false: cancelled), looks the key up, and
+ * sleeps until a registration moves the generation past what it read (or
+ * it is cancelled: true), or the deadline (CLOCK_MONOTONIC; NULL: none)
+ * passes (false).  procreg_wake_cancel() may come from any thread. */
+typedef struct procreg_wake procreg_wake;
+PROCREG_INTERNAL procreg_wake *procreg_wake_join(procreg *reg, const char *ns,
+                                                 const char *name);
+PROCREG_INTERNAL bool procreg_wake_read(procreg_wake *w, uint64_t *gen);
+PROCREG_INTERNAL bool procreg_wake_sleep(procreg_wake *w, uint64_t gen,
+                                         const struct timespec *deadline);
+PROCREG_INTERNAL void procreg_wake_cancel(procreg_wake *w);
+PROCREG_INTERNAL void procreg_wake_leave(procreg_wake *w);
 PROCREG_INTERNAL void procreg_events_health(procreg *reg, GVariantDict *d,
                                             bool *degraded);
 PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d);
