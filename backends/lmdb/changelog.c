@@ -5,9 +5,22 @@
  * changes there, numbered, in the same transaction, and trims it to
  * LOG_KEEP records); FILE-notify, one shared page whose counter a writer
  * bumps and FUTEX_WAKEs after each commit that logged; and the watcher
- * thread (one per file per process) that sleeps on that counter, reads
- * the log from where it stopped and hands each change another instance
- * made to procreg_backend_host_notify() of every attached handle.
+ * thread (one per file per process) that sleeps on that counter; and the
+ * delivery of the log to this process's handles.
+ *
+ * Delivery, the invariant: every change in the log reaches every attached
+ * handle exactly once, in log order (which is commit order: LMDB has one
+ * writer, and a change is numbered inside its transaction), a handle's own
+ * changes through procreg_backend_host_notify_own(), the others' through
+ * procreg_backend_host_notify().  One cursor per file (last_seq) moves
+ * under inst_lock, held from reading the log to the last notification, by
+ * whichever thread delivers: the watcher, or a writer, which delivers
+ * right after its commit so that its own changes are reported before its
+ * call returns (PROCREG_CAP_ORDERED_EVENTS).  So the events of one key
+ * follow its revisions even when other processes write it: a change
+ * committed before ours is delivered before ours, one committed after it
+ * after.  Notifications run no user code (the core queues events and
+ * telemetry), so delivering under inst_lock cannot call back into here.
  * Relies on: txn.c for the read transactions; liveness.c to start
  * watching the owner of a new entry.
  */
@@ -207,10 +220,12 @@ static bool change_decode(const MDB_val *v, change *out)
     return procreg_lmdb_change_decode(v->mv_data, v->mv_size, out);
 }
 
-/* Read the log past last_seq and report each change to the instances
- * that did not make it. */
-static void watcher_drain(lmdb_env *env)
+/* Read the log past last_seq and report each change to every instance,
+ * as its own to the one that made it.  inst_lock held. */
+static void deliver_locked(lmdb_env *env)
 {
+    if (env->instances->len == 0)
+        return; /* attach moves the cursor to the end of the log */
     MDB_txn *txn;
     if (procreg_lmdb_read_begin(env, &txn) != 0)
         return;
@@ -245,7 +260,6 @@ static void watcher_drain(lmdb_env *env)
     }
     procreg_lmdb_read_end(env, txn);
 
-    pthread_mutex_lock(&env->inst_lock);
     for (guint i = 0; i < changes->len; i++) {
         change *ch = &g_array_index(changes, change, i);
         procreg_entry e = {
@@ -261,15 +275,26 @@ static void watcher_drain(lmdb_env *env)
         bool ours = ch->h.origin_pid == (uint32_t)env->self.pid;
         for (guint j = 0; j < env->instances->len; j++) {
             lmdb_state *st = env->instances->pdata[j];
-            if (ours && ch->h.origin_instance == st->instance_id)
-                continue; /* its own call: the core reported it already */
-            procreg_backend_host_notify(st->host, ch->h.kind, ch->h.reason,
-                                        &e);
+            if (ours && ch->h.origin_instance == st->instance_id) {
+                if (!LMDB_ORDERED_EVENTS)
+                    continue; /* the core reports its own changes */
+                procreg_backend_host_notify_own(st->host, ch->h.kind,
+                                                ch->h.reason, &e);
+            } else {
+                procreg_backend_host_notify(st->host, ch->h.kind,
+                                            ch->h.reason, &e);
+            }
             g_atomic_pointer_add(&env->events_delivered, 1);
         }
     }
-    pthread_mutex_unlock(&env->inst_lock);
     g_array_unref(changes);
+}
+
+void procreg_lmdb_deliver(lmdb_env *env)
+{
+    pthread_mutex_lock(&env->inst_lock);
+    deliver_locked(env);
+    pthread_mutex_unlock(&env->inst_lock);
 }
 
 static gpointer watcher_main(gpointer data)
@@ -279,7 +304,14 @@ static gpointer watcher_main(gpointer data)
     __atomic_add_fetch(&p->waiters, 1, __ATOMIC_SEQ_CST);
     for (;;) {
         uint32_t seen = __atomic_load_n(&p->counter, __ATOMIC_SEQ_CST);
-        watcher_drain(env);
+#ifdef PROCREG_TEST_SLOW_WATCHER
+        /* Test builds only (tests/lmdb/meson.build): a watcher that always
+         * comes late, as on a loaded machine, so the tests force the
+         * interleaving where a write here follows one made elsewhere
+         * before the watcher read it. */
+        g_usleep(2000);
+#endif
+        procreg_lmdb_deliver(env);
         if (g_atomic_int_get(&env->stop))
             break;
         /* Sleeps only while the counter still reads @seen: a commit
@@ -296,10 +328,7 @@ void procreg_lmdb_attach_instance(lmdb_env *env, lmdb_state *st)
     if (st->host == NULL)
         return;
     pthread_mutex_lock(&env->inst_lock);
-    g_ptr_array_add(env->instances, st);
-    bool start = env->watcher == NULL && env->notify != NULL &&
-                 env->notify_writable;
-    if (start) {
+    if (env->instances->len == 0) {
         /* Changes committed before this point are history, not events. */
         MDB_txn *txn;
         env->last_seq = 0;
@@ -307,8 +336,13 @@ void procreg_lmdb_attach_instance(lmdb_env *env, lmdb_state *st)
             procreg_lmdb_log_last(env, txn, &env->last_seq);
             procreg_lmdb_read_end(env, txn);
         }
-        env->watcher = g_thread_new("procreg-lmdb-watch", watcher_main, env);
+    } else {
+        /* The others get what is pending; @st starts at the end. */
+        deliver_locked(env);
     }
+    g_ptr_array_add(env->instances, st);
+    if (env->watcher == NULL && env->notify != NULL && env->notify_writable)
+        env->watcher = g_thread_new("procreg-lmdb-watch", watcher_main, env);
     pthread_mutex_unlock(&env->inst_lock);
 }
 

@@ -26,6 +26,18 @@
  * lock (writer.c). */
 #define NOTIFY_SUFFIX "-notify"
 
+/* Whether the backend reports its own changes in commit order
+ * (PROCREG_CAP_ORDERED_EVENTS; changelog.c).  Test builds that re-create
+ * the old bug (tests/lmdb) compile with PROCREG_INJECT_LATE_EXTERNAL_EVENT:
+ * the core then reports a handle's own changes at once, while other
+ * processes' changes wait for the watcher, so an earlier change of a key
+ * made elsewhere can reach a subscriber after a later one made here. */
+#ifdef PROCREG_INJECT_LATE_EXTERNAL_EVENT
+#define LMDB_ORDERED_EVENTS 0
+#else
+#define LMDB_ORDERED_EVENTS 1
+#endif
+
 typedef struct {
     pid_t pid;
     uint64_t start_time;
@@ -269,7 +281,10 @@ LMDB_HIDDEN bool procreg_lmdb_log_change(lmdb_env *env, MDB_txn *txn,
 /* Trim the log; the last step of every write that logged. */
 LMDB_HIDDEN bool procreg_lmdb_log_finish(lmdb_env *env, MDB_txn *txn,
                                          wstate *w);
-/* Deliver other processes' changes to @st (starts the watcher). */
+/* Report every change logged since the last delivery to every attached
+ * handle, in log order (the watcher, and each writer after its commit). */
+LMDB_HIDDEN void procreg_lmdb_deliver(lmdb_env *env);
+/* Deliver the log's changes to @st (starts the watcher). */
 LMDB_HIDDEN void procreg_lmdb_attach_instance(lmdb_env *env, lmdb_state *st);
 LMDB_HIDDEN void procreg_lmdb_detach_instance(lmdb_env *env, lmdb_state *st);
 /* Stop and join the watcher thread, if it runs. */

@@ -30,9 +30,9 @@
  *                never contended across processes;
  *   liveness.c   whether an owner lives (cache, /proc, pidfd monitor
  *                thread) and reaping the entries of the dead;
- *   changelog.c  the change log, FILE-notify (a shared futex counter) and
- *                the watcher thread that hands other processes' changes
- *                to procreg_backend_host_notify();
+ *   changelog.c  the change log, FILE-notify (a shared futex counter),
+ *                the watcher thread, and the delivery of every change to
+ *                this process's handles in commit order;
  *   ops.c        entries, and register/lookup/unregister/update;
  *   scan.c       list, count, names, namespaces, drop;
  *   health.c     stats and health;
@@ -176,7 +176,8 @@ const procreg_backend_ops procreg_lmdb_backend_ops = {
                    "persistent, dead owners reaped, changes seen across "
                    "processes",
     .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_PERSISTENT |
-            PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_ATOMIC_DROP,
+            PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_ATOMIC_DROP |
+            (LMDB_ORDERED_EVENTS ? PROCREG_CAP_ORDERED_EVENTS : 0),
     .options = lmdb_options,
     .init = lmdb_init,
     .destroy = lmdb_destroy,

@@ -357,11 +357,13 @@ static int unregister_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
             e.has_meta = false;
             e.meta_len = 0;
         }
-        /* The core unregisters the entries of owners it saw die; other
-         * processes should learn that reason, not "explicit". */
-        procreg_event_reason reason = procreg_owner_is_alive(&e.owner)
-                                          ? PROCREG_REASON_EXPLICIT
-                                          : PROCREG_REASON_OWNER_EXITED;
+        /* The reason other processes read: the core removes the entries
+         * of owners that died (owner_exited), and a live owner's entry is
+         * removed by another process only with PROCREG_FORCE (forced). */
+        procreg_event_reason reason =
+            !procreg_owner_is_alive(&e.owner) ? PROCREG_REASON_OWNER_EXITED
+            : !owner_same(&e.owner, &env->self) ? PROCREG_REASON_FORCED
+                                                : PROCREG_REASON_EXPLICIT;
         if (!procreg_lmdb_log_change(env, txn, w, PROCREG_EVENT_UNREGISTERED,
                                      reason, ctx->instance_id, &k, &e) ||
             !procreg_lmdb_entry_delete(env, txn, w, &k, &e) ||
@@ -414,8 +416,10 @@ static int update_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
         if (!procreg_lmdb_counter_next(env, txn, "revision", &e.revision, w) ||
             !entry_put(env, txn, w, &k, &e, false) ||
             !procreg_lmdb_log_change(env, txn, w, PROCREG_EVENT_UPDATED,
-                                     PROCREG_REASON_NONE, ctx->instance_id,
-                                     &k, &e))
+                                     owner_same(&e.owner, &env->self)
+                                         ? PROCREG_REASON_NONE
+                                         : PROCREG_REASON_FORCED,
+                                     ctx->instance_id, &k, &e))
             return PROCREG_EBACKEND;
         if (ctx->updated != NULL) {
             ctx->updated->owner = e.owner;

@@ -243,8 +243,11 @@ int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
             g_free(msg);
             return rc;
         }
-        if (w.events > 0)
+        if (w.events > 0) {
             procreg_lmdb_notify_commit(env);
+            if (LMDB_ORDERED_EVENTS)
+                procreg_lmdb_deliver(env); /* see changelog.c */
+        }
         return result;
     }
     return procreg_lmdb_fail(env, rc ? rc : MDB_MAP_FULL, what, error);
