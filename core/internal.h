@@ -348,4 +348,15 @@ PROCREG_INTERNAL void procreg_monitor_stats(procreg *reg, GVariantDict *d,
                                             uint64_t *owners,
                                             size_t *index_bytes);
 
+/* ---- the binding layer (gtypes.c; include/procreg/gtypes.h) ---- */
+
+/* Keep a copy of *@error, a PROCREG_ERROR one, as the calling thread's
+ * last: procreg_error_details_from_error() reads its details. */
+PROCREG_INTERNAL void procreg_gi_note_error(GError **error);
+/* A boxed entry holding what @entry held; @entry is zeroed. */
+PROCREG_INTERNAL procreg_entry *procreg_gi_entry_take(procreg_entry *entry);
+/* Free a boxed entry or namespace info. */
+PROCREG_INTERNAL void procreg_gi_entry_free(procreg_entry *entry);
+PROCREG_INTERNAL void procreg_gi_namespace_info_free(procreg_namespace_info *info);
+
 #endif

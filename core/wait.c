@@ -11,8 +11,8 @@
 #include <time.h>
 
 /* GIO's cancellable functions, found in the process at run time (see
- * procreg.h: libprocreg links GLib only).  A caller that has a
- * GCancellable to pass has GIO loaded. */
+ * procreg.h: libprocreg links GLib and GObject, not GIO).  A caller that
+ * has a GCancellable to pass has GIO loaded. */
 typedef struct {
     gboolean (*is_cancelled)(GCancellable *c);
     gulong (*connect)(GCancellable *c, void (*cb)(void), gpointer data,

@@ -27,6 +27,8 @@ LAYERS = [
     ["host", "wait", "namespaces"],
     ["registry"],
     ["health", "stats"],
+    ["gtypes"],
+    ["gregistry"],
 ]
 
 
