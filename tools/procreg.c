@@ -4,6 +4,9 @@
  * terminals see the same names.
  */
 #include <procreg/procreg.h>
+#ifdef PROCREG_CLI_METRICS
+#include "metrics.h"
+#endif
 
 #include <errno.h>
 #include <glib-unix.h>
@@ -61,6 +64,9 @@ static const char usage_text[] =
     "        owners, namespaces: everyone's), then this process's own\n"
     "        counters (--prometheus: the library's metrics)\n"
     "  health                          check the backend\n"
+    "  metrics --listen ADDRESS:PORT   serve the registry's figures over HTTP\n"
+    "        (GET /metrics, Prometheus text format) until interrupted; port 0\n"
+    "        picks a free port.  The URL is printed first.\n"
     "  backends                        the backends this build has\n"
     "\n"
     "Options:\n"
@@ -103,6 +109,7 @@ typedef struct {
     const char *ns_opt;
     const char *timeout;
     bool prometheus;
+    const char *listen;
     GPtrArray *args; /* positionals after the command */
     const char *command;
 } cli;
@@ -1074,6 +1081,20 @@ static int cmd_backends(const cli *c)
     return EXIT_OK;
 }
 
+#ifdef PROCREG_CLI_METRICS
+static int cmd_metrics(procreg *reg, const cli *c)
+{
+    if (!want_args(c, 0, 0, "metrics --listen ADDRESS:PORT"))
+        return EXIT_USAGE;
+    if (c->listen == NULL)
+        return usage_error("metrics needs --listen ADDRESS:PORT, such as "
+                           "127.0.0.1:9464");
+    GError *err = NULL;
+    int rc = metrics_serve(reg, c->listen, run_until_signal, &err);
+    return rc == 0 ? EXIT_OK : fail(rc, err);
+}
+#endif
+
 /* ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -1088,6 +1109,9 @@ static const command commands[] = {
     {"watch", cmd_watch},         {"wait", cmd_wait},
     {"namespaces", cmd_namespaces}, {"drop-namespace", cmd_drop},
     {"stats", cmd_stats},         {"health", cmd_health},
+#ifdef PROCREG_CLI_METRICS
+    {"metrics", cmd_metrics},
+#endif
 };
 
 /* Options that take a value, and which commands accept each option. */
@@ -1105,6 +1129,7 @@ static bool option_allowed(const char *cmd, const char *opt)
         {"--ns", " find "},
         {"--timeout", " wait "},
         {"--prometheus", " stats "},
+        {"--listen", " metrics "},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(table); i++) {
         if (strcmp(table[i].opt, opt) != 0)
@@ -1145,7 +1170,8 @@ static int parse(int argc, char **argv, cli *c)
                      strcmp(name, "--meta") == 0 ||
                      strcmp(name, "--meta-string") == 0 ||
                      strcmp(name, "--pid") == 0 ||
-                     strcmp(name, "--ns") == 0 || strcmp(name, "--timeout") == 0;
+                     strcmp(name, "--ns") == 0 || strcmp(name, "--timeout") == 0 ||
+                     strcmp(name, "--listen") == 0;
         if (takes && value == NULL) {
             if (i + 1 >= argc) {
                 int rc = usage_error("%s needs a value", name);
@@ -1192,6 +1218,8 @@ static int parse(int argc, char **argv, cli *c)
             c->timeout = value;
         } else if (strcmp(name, "--prometheus") == 0) {
             c->prometheus = true;
+        } else if (strcmp(name, "--listen") == 0) {
+            c->listen = value;
         }
         g_free(name);
         if (rc >= 0)
