@@ -1,0 +1,225 @@
+/*
+ * The events each client's subscription delivered, checked against the
+ * history and the linearization the search found:
+ *   - sequence numbers increase;
+ *   - per key, the events follow the model's state machine in arrival
+ *     order: REGISTERED only from absent, UPDATED and UNREGISTERED of the
+ *     revision present, revisions increasing (so per key they come in
+ *     revision order, the order the linearization applied the writes);
+ *   - each names an entry the linearization had (same owner, metadata and
+ *     revision; REGISTERED for a register, UPDATED for an update), or one
+ *     a pending write may have made; a removal has a cause of its reason
+ *     (an unregister, a drop, the owner's death) invoked before it came;
+ *   - a subscription that drained completely (it saw every client's last
+ *     write) delivered every successful write invoked after it was made.
+ */
+#include "check.h"
+
+#include <procreg/procreg.h>
+
+#include <inttypes.h>
+
+typedef struct {
+    GString *report;
+    guint found;
+} sink;
+
+static void bad_event(sink *s, const hist *h, const hist_event *ev,
+                      const hist_event *prev, const char *what)
+{
+    if (s->found++ >= HIST_REPORT_MAX)
+        return;
+    g_string_append_printf(s->report, "history: %s\n  ", what);
+    hist_event_describe(h, ev, s->report);
+    g_string_append_c(s->report, '\n');
+    if (prev != NULL) {
+        g_string_append(s->report, "  after\n  ");
+        hist_event_describe(h, prev, s->report);
+        g_string_append_c(s->report, '\n');
+    }
+}
+
+static bool same_entry(const hist_item *x, const hist_item *y)
+{
+    return x->owner == y->owner && hist_meta_equal(&x->meta, &y->meta);
+}
+
+/* A pending write of @it's key that may have made @it. */
+static bool pending_producer(const hist *h, const hist_item *it)
+{
+    for (guint i = 0; i < h->ops->len; i++) {
+        const hist_op *op = &g_array_index(h->ops, hist_op, i);
+        if ((op->kind == HIST_REGISTER || op->kind == HIST_UPDATE) &&
+            op->key == it->key &&
+            (op->res == HIST_PENDING || hist_rc_unknown(op->rc)) &&
+            hist_meta_shares_token(&op->meta, &it->meta))
+            return true;
+    }
+    return false;
+}
+
+/* Whether the history holds a cause for a removal of @ev's reason. */
+static bool removal_cause(const hist *h, const hist_event *ev)
+{
+    for (guint i = 0; i < h->ops->len; i++) {
+        const hist_op *op = &g_array_index(h->ops, hist_op, i);
+        bool may = op->res == HIST_PENDING || hist_rc_unknown(op->rc) ||
+                   op->rc == 0;
+        if (op->inv > ev->time || !may)
+            continue;
+        switch (ev->reason) {
+        case PROCREG_REASON_EXPLICIT:
+            if (op->kind == HIST_UNREGISTER && op->key == ev->entry.key)
+                return true;
+            break;
+        case PROCREG_REASON_NAMESPACE_DROPPED:
+            if (op->kind == HIST_DROP)
+                return true;
+            break;
+        case PROCREG_REASON_OWNER_EXITED:
+        case PROCREG_REASON_EXPIRED:
+        case PROCREG_REASON_REPLACED:
+            if (op->kind == HIST_DEATH && op->owner == ev->entry.owner)
+                return true;
+            break;
+        default:
+            break;
+        }
+    }
+    return false;
+}
+
+static void check_one(sink *s, const hist *h, hist_revmap *revs,
+                      const bool *linearized, const hist_event *ev)
+{
+    if (!linearized[ev->entry.key])
+        return; /* that key failed already: its revisions are unknown */
+    const hist_rev *r = hist_revmap_get(revs, ev->entry.key, ev->entry.rev);
+    if (r != NULL) {
+        if (!same_entry(&r->item, &ev->entry))
+            bad_event(s, h, ev, NULL,
+                      "an event names an entry other than the one the "
+                      "linearization had at that revision");
+        else if (ev->kind != PROCREG_EVENT_UNREGISTERED && r->made_by != 0 &&
+                 r->made_by != ev->kind)
+            bad_event(s, h, ev, NULL,
+                      "an event's kind differs from the write that made "
+                      "that revision");
+    } else if (!pending_producer(h, &ev->entry)) {
+        bad_event(s, h, ev, NULL,
+                  "an event names a revision that no write produced");
+    }
+    if (ev->kind == PROCREG_EVENT_UNREGISTERED && !removal_cause(h, ev))
+        bad_event(s, h, ev, NULL,
+                  "a removal event has no cause of its reason in the "
+                  "history");
+}
+
+/* The state machine of one key in one subscription. */
+static void follow(sink *s, const hist *h, const hist_event *ev,
+                   const hist_event **last)
+{
+    const hist_event *prev = last[ev->entry.key];
+    last[ev->entry.key] = ev;
+    if (prev == NULL)
+        return;
+    bool present = prev->kind != PROCREG_EVENT_UNREGISTERED;
+    switch (ev->kind) {
+    case PROCREG_EVENT_REGISTERED:
+        if (present)
+            bad_event(s, h, ev, prev,
+                      "REGISTERED while the key was present");
+        else if (ev->entry.rev <= prev->entry.rev)
+            bad_event(s, h, ev, prev,
+                      "events of a key out of revision order");
+        break;
+    case PROCREG_EVENT_UPDATED:
+        if (!present)
+            bad_event(s, h, ev, prev, "UPDATED while the key was absent");
+        else if (ev->entry.rev <= prev->entry.rev)
+            bad_event(s, h, ev, prev,
+                      "events of a key out of revision order");
+        else if (ev->entry.owner != prev->entry.owner)
+            bad_event(s, h, ev, prev, "UPDATED changed the owner");
+        break;
+    case PROCREG_EVENT_UNREGISTERED:
+        if (!present)
+            bad_event(s, h, ev, prev,
+                      "UNREGISTERED while the key was absent");
+        else if (ev->entry.rev != prev->entry.rev)
+            bad_event(s, h, ev, prev,
+                      "UNREGISTERED of a revision other than the one "
+                      "present");
+        break;
+    default:
+        bad_event(s, h, ev, prev, "an event of unknown kind");
+    }
+}
+
+/* Every successful write invoked after @sub was made reached it. */
+static void check_complete(sink *s, const hist *h, const hist_sub *sub,
+                           GHashTable *delivered)
+{
+    for (guint i = 0; i < h->ops->len; i++) {
+        const hist_op *op = &g_array_index(h->ops, hist_op, i);
+        if (op->res == HIST_PENDING || op->rc != 0 || op->inv <= sub->res ||
+            op->res > sub->drained)
+            continue;
+        uint64_t rev;
+        if (op->kind == HIST_REGISTER || op->kind == HIST_UPDATE)
+            rev = op->got.rev;
+        else if (op->kind == HIST_UNREGISTER && op->if_rev != 0)
+            rev = op->if_rev;
+        else
+            continue;
+        int kind = op->kind == HIST_REGISTER   ? PROCREG_EVENT_REGISTERED
+                   : op->kind == HIST_UPDATE ? PROCREG_EVENT_UPDATED
+                                             : PROCREG_EVENT_UNREGISTERED;
+        guint64 tag = ((guint64)op->key << 50) ^ ((guint64)kind << 48) ^ rev;
+        if (g_hash_table_contains(delivered, &tag))
+            continue;
+        if (s->found++ >= HIST_REPORT_MAX)
+            continue;
+        g_string_append_printf(s->report,
+            "history: the subscription of client %d (made before it, "
+            "drained after) never delivered the event of\n  ",
+            sub->client);
+        hist_op_describe(h, op, s->report);
+        g_string_append_c(s->report, '\n');
+    }
+}
+
+bool hist_check_events(const hist *h, hist_revmap *revs,
+                       const bool *linearized, GString *report)
+{
+    sink s = {report, 0};
+    for (guint si = 0; si < h->subs->len; si++) {
+        const hist_sub *sub = &g_array_index(h->subs, hist_sub, si);
+        g_autofree const hist_event **last =
+            g_new0(const hist_event *, h->keys->len);
+        g_autoptr(GHashTable) delivered =
+            g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+        const hist_event *prev = NULL;
+        for (guint i = 0; i < h->events->len; i++) {
+            const hist_event *ev = &g_array_index(h->events, hist_event, i);
+            if (ev->client != sub->client)
+                continue;
+            if (prev != NULL && ev->seq <= prev->seq)
+                bad_event(&s, h, ev, prev,
+                          "event sequence numbers do not increase");
+            prev = ev;
+            check_one(&s, h, revs, linearized, ev);
+            follow(&s, h, ev, last);
+            guint64 *tag = g_new(guint64, 1);
+            *tag = ((guint64)ev->entry.key << 50) ^ ((guint64)ev->kind << 48) ^
+                   ev->entry.rev;
+            g_hash_table_add(delivered, tag);
+        }
+        if (sub->complete)
+            check_complete(&s, h, sub, delivered);
+    }
+    if (s.found > HIST_REPORT_MAX)
+        g_string_append_printf(report, "history: %u more event violations\n",
+                               s.found - HIST_REPORT_MAX);
+    return s.found == 0;
+}

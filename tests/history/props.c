@@ -1,0 +1,258 @@
+/*
+ * Properties checked without a search.
+ *
+ * Static ones: after an owner's death was confirmed (kill, then waitpid
+ * returned), no register may answer EEXISTS naming it (issue 13 point 2)
+ * nor register it; ENOTALIVE only for an owner that was killed; a find
+ * returns only matching entries; a list or find names each key once.
+ *
+ * Per client (its operations run one after another): monotonic reads and
+ * read-your-writes, per key.  Once a client has seen (or written)
+ * revision r of a key, it never sees a lower one, a write of its own
+ * gets a higher one, and after it removed the entry it never sees that
+ * entry again; it sees the key absent only when some removal could have
+ * come after what it saw.  Linearizability implies all of this; the
+ * optimized decorator promises it without being linearizable.
+ */
+#include "check.h"
+
+#include <procreg/procreg.h>
+
+typedef struct {
+    GString *report;
+    guint found;
+} sink;
+
+static void violation(sink *s, const hist *h, const hist_op *op,
+                      const hist_op *other, const char *what)
+{
+    if (s->found++ >= HIST_REPORT_MAX)
+        return;
+    g_string_append_printf(s->report, "history: %s\n  ", what);
+    hist_op_describe(h, op, s->report);
+    g_string_append_c(s->report, '\n');
+    if (other != NULL) {
+        g_string_append(s->report, "  after\n  ");
+        hist_op_describe(h, other, s->report);
+        g_string_append_c(s->report, '\n');
+    }
+}
+
+static void finish(sink *s, const char *what)
+{
+    if (s->found > HIST_REPORT_MAX)
+        g_string_append_printf(s->report, "history: %u more %s\n",
+                               s->found - HIST_REPORT_MAX, what);
+}
+
+bool hist_check_static(const hist *h, const hist_check_opts *opts,
+                       GString *report)
+{
+    (void)opts;
+    sink s = {report, 0};
+    const hist_op *ops = (const hist_op *)h->ops->data;
+    for (guint i = 0; i < h->ops->len; i++) {
+        const hist_op *op = &ops[i];
+        if (op->res == HIST_PENDING)
+            continue;
+        if (op->kind == HIST_REGISTER) {
+            bool killed = false;
+            for (guint j = 0; j < h->ops->len; j++) {
+                const hist_op *d = &ops[j];
+                if (d->kind != HIST_DEATH)
+                    continue;
+                killed |= d->owner == op->owner && d->inv < op->res;
+                if (op->inv <= d->confirmed)
+                    continue;
+                if (op->rc == PROCREG_EEXISTS && op->got.owner == d->owner)
+                    violation(&s, h, op, d,
+                              "a register invoked after the holder's death "
+                              "was confirmed answered EEXISTS naming the "
+                              "dead holder");
+                if (op->rc == 0 && op->owner == d->owner)
+                    violation(&s, h, op, d,
+                              "a register invoked after the owner's death "
+                              "was confirmed registered the dead owner");
+            }
+            if (op->rc == PROCREG_ENOTALIVE && !killed)
+                violation(&s, h, op, NULL,
+                          "a register refused an owner that was never "
+                          "killed as not alive");
+        }
+        if ((op->kind == HIST_LIST || op->kind == HIST_FIND) && op->rc == 0) {
+            g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
+            for (size_t k = 0; k < op->n_items; k++) {
+                const hist_item *it = &op->items[k];
+                if (!g_hash_table_add(seen, GINT_TO_POINTER(it->key + 1)))
+                    violation(&s, h, op, NULL, "a result names a key twice");
+                if (op->kind == HIST_FIND &&
+                    !hist_meta_matches(&it->meta, op->field, op->value))
+                    violation(&s, h, op, NULL,
+                              "find returned an entry that does not match");
+            }
+        }
+    }
+    finish(&s, "static violations");
+    return s.found == 0;
+}
+
+/* ---- per client ---- */
+
+typedef struct {
+    uint64_t seen;          /* highest revision seen or written */
+    int seen_owner;         /* its owner; -1: not known */
+    const hist_op *seen_by; /* the operation that saw it */
+    uint64_t removed;       /* own removal: revisions <= it are gone */
+    const hist_op *removed_by;
+} key_session;
+
+/* Whether some removal of @key could fall after @seen_by and before the
+ * answer of @op: an unregister that succeeded or may have, a drop, or
+ * the death of the owner seen. */
+static bool removal_possible(const hist *h, int key, const key_session *ks,
+                             const hist_op *op)
+{
+    const hist_op *ops = (const hist_op *)h->ops->data;
+    for (guint i = 0; i < h->ops->len; i++) {
+        const hist_op *r = &ops[i];
+        bool unknown = r->res == HIST_PENDING || hist_rc_unknown(r->rc);
+        bool removes =
+            (r->kind == HIST_UNREGISTER && r->key == key &&
+             (unknown || r->rc == 0)) ||
+            (r->kind == HIST_DROP && (unknown || r->rc == 0)) ||
+            (r->kind == HIST_DEATH &&
+             (ks->seen_owner < 0 || r->owner == ks->seen_owner));
+        if (removes && r->inv < op->res &&
+            (r->res == HIST_PENDING || r->res > ks->seen_by->inv))
+            return true;
+    }
+    return false;
+}
+
+static void saw_present(sink *s, const hist *h, key_session *ks,
+                        const hist_op *op, const hist_item *it, bool own_write)
+{
+    if (own_write ? it->rev <= ks->seen : it->rev < ks->seen)
+        violation(s, h, op, ks->seen_by,
+                  own_write ? "a client's write got a revision not above one "
+                              "it had already seen"
+                            : "a client read an older revision after a newer "
+                              "one (monotonic reads / read-your-writes)");
+    else if (ks->removed_by != NULL && it->rev <= ks->removed)
+        violation(s, h, op, ks->removed_by,
+                  "a client saw again an entry it had removed");
+    if (it->rev > ks->seen) {
+        ks->seen = it->rev;
+        if (it->owner >= 0) /* an update's answer does not name it */
+            ks->seen_owner = it->owner;
+        ks->seen_by = op;
+    }
+}
+
+static void saw_absent(sink *s, const hist *h, int key, key_session *ks,
+                       const hist_op *op)
+{
+    if (ks->seen_by != NULL && !removal_possible(h, key, ks, op))
+        violation(s, h, op, ks->seen_by,
+                  "a client found a key absent after it saw the key "
+                  "present, and no removal could have come in between");
+}
+
+static int by_inv(gconstpointer a, gconstpointer b)
+{
+    const hist_op *x = *(const hist_op *const *)a;
+    const hist_op *y = *(const hist_op *const *)b;
+    return x->inv < y->inv ? -1 : x->inv > y->inv;
+}
+
+static void one_op(sink *s, const hist *h, key_session *keys,
+                   const hist_op *op)
+{
+    if (op->res == HIST_PENDING || hist_rc_unknown(op->rc))
+        return;
+    key_session *ks = op->key >= 0 ? &keys[op->key] : NULL;
+    switch (op->kind) {
+    case HIST_REGISTER:
+        if (op->rc == 0 || op->rc == PROCREG_EEXISTS) {
+            hist_item it = op->got;
+            if (op->rc == 0)
+                it.owner = op->owner;
+            saw_present(s, h, ks, op, &it, op->rc == 0);
+        }
+        break;
+    case HIST_UPDATE:
+        if (op->rc == 0)
+            saw_present(s, h, ks, op, &op->got, true);
+        else if (op->rc == PROCREG_ENOTFOUND)
+            saw_absent(s, h, op->key, ks, op);
+        break;
+    case HIST_LOOKUP_ENTRY:
+        if (op->rc == 0)
+            saw_present(s, h, ks, op, &op->got, false);
+        else if (op->rc == PROCREG_ENOTFOUND)
+            saw_absent(s, h, op->key, ks, op);
+        break;
+    case HIST_LOOKUP:
+        if (op->rc == PROCREG_ENOTFOUND)
+            saw_absent(s, h, op->key, ks, op);
+        break;
+    case HIST_UNREGISTER:
+        if (op->rc == PROCREG_ENOTFOUND) {
+            saw_absent(s, h, op->key, ks, op);
+        } else if (op->rc == 0) {
+            ks->removed = MAX(ks->seen, op->if_rev);
+            ks->removed_by = op;
+        }
+        break;
+    case HIST_LIST:
+    case HIST_FIND:
+        if (op->rc != 0)
+            break;
+        for (size_t i = 0; i < op->n_items; i++)
+            saw_present(s, h, &keys[op->items[i].key], op, &op->items[i],
+                        false);
+        for (guint k = 0; op->kind == HIST_LIST && k < h->keys->len; k++) {
+            bool listed = false;
+            for (size_t i = 0; i < op->n_items && !listed; i++)
+                listed = op->items[i].key == (int)k;
+            if (!listed)
+                saw_absent(s, h, (int)k, &keys[k], op);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+bool hist_check_sessions(const hist *h, GString *report)
+{
+    sink s = {report, 0};
+    g_autoptr(GHashTable) by_client = g_hash_table_new_full(
+        NULL, NULL, NULL, (GDestroyNotify)g_ptr_array_unref);
+    for (guint i = 0; i < h->ops->len; i++) {
+        const hist_op *op = &g_array_index(h->ops, hist_op, i);
+        if (op->kind == HIST_DEATH)
+            continue;
+        GPtrArray *list = g_hash_table_lookup(by_client,
+                                              GINT_TO_POINTER(op->client));
+        if (list == NULL) {
+            list = g_ptr_array_new();
+            g_hash_table_insert(by_client, GINT_TO_POINTER(op->client), list);
+        }
+        g_ptr_array_add(list, (gpointer)op);
+    }
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, by_client);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        GPtrArray *list = value;
+        g_ptr_array_sort(list, by_inv);
+        g_autofree key_session *keys = g_new0(key_session, h->keys->len);
+        for (guint k = 0; k < h->keys->len; k++)
+            keys[k].seen_owner = -1;
+        for (guint i = 0; i < list->len; i++)
+            one_op(&s, h, keys, list->pdata[i]);
+    }
+    finish(&s, "session violations");
+    return s.found == 0;
+}
