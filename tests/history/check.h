@@ -66,6 +66,16 @@ guint64 kstate_hash(const kstate *s);
  * non-linearizable). */
 bool kop_is_read(const kop *o);
 
+/* checker.c: whether @ops (one key's, sorted by invocation) are
+ * linearizable; LIN_BUDGET when opts->max_states ran out first. */
+typedef enum { LIN_OK, LIN_FAIL, LIN_BUDGET } hist_lin;
+hist_lin hist_linearize(const kop *ops, guint n, const hist_check_opts *o);
+
+/* minimise.c: explain why @key's sub-history @ops fails, with the
+ * smallest failing sub-history found. */
+void hist_report_violation(const hist *h, int key, const kop *ops, guint n,
+                           const hist_check_opts *opts, GString *report);
+
 /* The entry each (key, revision) named in a linearization found, and
  * whether a register (PROCREG_EVENT_REGISTERED), an update
  * (PROCREG_EVENT_UPDATED) or either (0: a pending write that a read
@@ -81,11 +91,11 @@ const hist_rev *hist_revmap_get(hist_revmap *m, int key, uint64_t rev);
 
 /* props.c: the properties that need no search: dead holders and dead
  * owners after their death was confirmed, find results that do not
- * match, the final recount; and per client, read-your-writes and
- * monotonic reads. */
+ * match; and per client, read-your-writes and monotonic reads. */
 bool hist_check_static(const hist *h, const hist_check_opts *opts,
                        GString *report);
-bool hist_check_sessions(const hist *h, GString *report);
+bool hist_check_sessions(const hist *h, const hist_check_opts *opts,
+                         GString *report);
 
 /* events.c: every subscription's events against the history and the
  * linearization (@revs, complete for the keys whose @linearized is set). */

@@ -44,53 +44,94 @@ static bool same_entry(const hist_item *x, const hist_item *y)
     return x->owner == y->owner && hist_meta_equal(&x->meta, &y->meta);
 }
 
-/* A pending write of @it's key that may have made @it. */
-static bool pending_producer(const hist *h, const hist_item *it)
-{
-    for (guint i = 0; i < h->ops->len; i++) {
-        const hist_op *op = &g_array_index(h->ops, hist_op, i);
-        if ((op->kind == HIST_REGISTER || op->kind == HIST_UPDATE) &&
-            op->key == it->key &&
-            (op->res == HIST_PENDING || hist_rc_unknown(op->rc)) &&
-            hist_meta_shares_token(&op->meta, &it->meta))
-            return true;
-    }
-    return false;
-}
+/* What the events are matched against, indexed once: per key the
+ * writes without a known outcome, and the earliest invocation of each
+ * kind of removal (per key for unregisters, per owner for deaths). */
+typedef struct {
+    GPtrArray **unanswered; /* per key: register/update ops */
+    int64_t *first_unregister; /* per key */
+    int64_t first_drop;
+    GHashTable *first_death;   /* owner + 1 -> int64 inv (boxed) */
+} event_index;
 
-/* Whether the history holds a cause for a removal of @ev's reason. */
-static bool removal_cause(const hist *h, const hist_event *ev)
+static void index_init(event_index *x, const hist *h)
 {
+    x->unanswered = g_new0(GPtrArray *, h->keys->len);
+    x->first_unregister = g_new(int64_t, h->keys->len);
+    for (guint k = 0; k < h->keys->len; k++) {
+        x->unanswered[k] = g_ptr_array_new();
+        x->first_unregister[k] = INT64_MAX;
+    }
+    x->first_drop = INT64_MAX;
+    x->first_death = g_hash_table_new_full(NULL, NULL, NULL, g_free);
     for (guint i = 0; i < h->ops->len; i++) {
         const hist_op *op = &g_array_index(h->ops, hist_op, i);
-        bool may = op->res == HIST_PENDING || hist_rc_unknown(op->rc) ||
-                   op->rc == 0;
-        if (op->inv > ev->time || !may)
-            continue;
-        switch (ev->reason) {
-        case PROCREG_REASON_EXPLICIT:
-            if (op->kind == HIST_UNREGISTER && op->key == ev->entry.key)
-                return true;
-            break;
-        case PROCREG_REASON_NAMESPACE_DROPPED:
-            if (op->kind == HIST_DROP)
-                return true;
-            break;
-        case PROCREG_REASON_OWNER_EXITED:
-        case PROCREG_REASON_EXPIRED:
-        case PROCREG_REASON_REPLACED:
-            if (op->kind == HIST_DEATH && op->owner == ev->entry.owner)
-                return true;
-            break;
-        default:
-            break;
+        bool unknown = op->res == HIST_PENDING || hist_rc_unknown(op->rc);
+        bool may = unknown || op->rc == 0;
+        if ((op->kind == HIST_REGISTER || op->kind == HIST_UPDATE) && unknown)
+            g_ptr_array_add(x->unanswered[op->key], (gpointer)op);
+        else if (op->kind == HIST_UNREGISTER && may)
+            x->first_unregister[op->key] =
+                MIN(x->first_unregister[op->key], op->inv);
+        else if (op->kind == HIST_DROP && may)
+            x->first_drop = MIN(x->first_drop, op->inv);
+        if (op->kind == HIST_DEATH) {
+            gpointer tag = GINT_TO_POINTER(op->owner + 1);
+            int64_t *t = g_hash_table_lookup(x->first_death, tag);
+            if (t == NULL) {
+                t = g_new(int64_t, 1);
+                *t = op->inv;
+                g_hash_table_insert(x->first_death, tag, t);
+            }
+            *t = MIN(*t, op->inv);
         }
     }
+}
+
+static void index_clear(event_index *x, const hist *h)
+{
+    for (guint k = 0; k < h->keys->len; k++)
+        g_ptr_array_unref(x->unanswered[k]);
+    g_free(x->unanswered);
+    g_free(x->first_unregister);
+    g_hash_table_unref(x->first_death);
+}
+
+/* A write without a known outcome that may have made @it. */
+static bool pending_producer(const event_index *x, const hist_item *it)
+{
+    GPtrArray *list = x->unanswered[it->key];
+    for (guint i = 0; i < list->len; i++)
+        if (hist_meta_shares_token(&((const hist_op *)list->pdata[i])->meta,
+                                   &it->meta))
+            return true;
     return false;
 }
 
-static void check_one(sink *s, const hist *h, hist_revmap *revs,
-                      const bool *linearized, const hist_event *ev)
+/* Whether the history holds a cause for a removal of @ev's reason,
+ * invoked before the event came. */
+static bool removal_cause(const event_index *x, const hist_event *ev)
+{
+    const int64_t *death;
+    switch (ev->reason) {
+    case PROCREG_REASON_EXPLICIT:
+        return x->first_unregister[ev->entry.key] < ev->time;
+    case PROCREG_REASON_NAMESPACE_DROPPED:
+        return x->first_drop < ev->time;
+    case PROCREG_REASON_OWNER_EXITED:
+    case PROCREG_REASON_EXPIRED:
+    case PROCREG_REASON_REPLACED:
+        death = g_hash_table_lookup(x->first_death,
+                                    GINT_TO_POINTER(ev->entry.owner + 1));
+        return death != NULL && *death < ev->time;
+    default:
+        return false;
+    }
+}
+
+static void check_one(sink *s, const hist *h, const event_index *x,
+                      hist_revmap *revs, const bool *linearized,
+                      const hist_event *ev)
 {
     if (!linearized[ev->entry.key])
         return; /* that key failed already: its revisions are unknown */
@@ -105,11 +146,11 @@ static void check_one(sink *s, const hist *h, hist_revmap *revs,
             bad_event(s, h, ev, NULL,
                       "an event's kind differs from the write that made "
                       "that revision");
-    } else if (!pending_producer(h, &ev->entry)) {
+    } else if (!pending_producer(x, &ev->entry)) {
         bad_event(s, h, ev, NULL,
                   "an event names a revision that no write produced");
     }
-    if (ev->kind == PROCREG_EVENT_UNREGISTERED && !removal_cause(h, ev))
+    if (ev->kind == PROCREG_EVENT_UNREGISTERED && !removal_cause(x, ev))
         bad_event(s, h, ev, NULL,
                   "a removal event has no cause of its reason in the "
                   "history");
@@ -193,6 +234,8 @@ bool hist_check_events(const hist *h, hist_revmap *revs,
                        const bool *linearized, GString *report)
 {
     sink s = {report, 0};
+    event_index x;
+    index_init(&x, h);
     for (guint si = 0; si < h->subs->len; si++) {
         const hist_sub *sub = &g_array_index(h->subs, hist_sub, si);
         g_autofree const hist_event **last =
@@ -208,7 +251,7 @@ bool hist_check_events(const hist *h, hist_revmap *revs,
                 bad_event(&s, h, ev, prev,
                           "event sequence numbers do not increase");
             prev = ev;
-            check_one(&s, h, revs, linearized, ev);
+            check_one(&s, h, &x, revs, linearized, ev);
             follow(&s, h, ev, last);
             guint64 *tag = g_new(guint64, 1);
             *tag = ((guint64)ev->entry.key << 50) ^ ((guint64)ev->kind << 48) ^
@@ -218,6 +261,7 @@ bool hist_check_events(const hist *h, hist_revmap *revs,
         if (sub->complete)
             check_complete(&s, h, sub, delivered);
     }
+    index_clear(&x, h);
     if (s.found > HIST_REPORT_MAX)
         g_string_append_printf(report, "history: %u more event violations\n",
                                s.found - HIST_REPORT_MAX);

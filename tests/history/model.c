@@ -282,6 +282,10 @@ GArray *kops_build(const hist *h, int key, const hist_check_opts *opts,
         case HIST_FIND: {
             if (!modelled)
                 continue;
+            /* The decorator's finds go through its index, which follows
+             * the writes (a write in flight may be missing). */
+            if (opts->session && op->kind == HIST_FIND)
+                k.inv -= opts->stale_ns;
             const hist_item *it = item_for(op, key);
             if (it != NULL) {
                 k.kind = KOP_PRESENT;

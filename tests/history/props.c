@@ -51,16 +51,18 @@ bool hist_check_static(const hist *h, const hist_check_opts *opts,
     (void)opts;
     sink s = {report, 0};
     const hist_op *ops = (const hist_op *)h->ops->data;
+    g_autoptr(GPtrArray) deaths = g_ptr_array_new();
+    for (guint i = 0; i < h->ops->len; i++)
+        if (ops[i].kind == HIST_DEATH)
+            g_ptr_array_add(deaths, (gpointer)&ops[i]);
     for (guint i = 0; i < h->ops->len; i++) {
         const hist_op *op = &ops[i];
         if (op->res == HIST_PENDING)
             continue;
         if (op->kind == HIST_REGISTER) {
             bool killed = false;
-            for (guint j = 0; j < h->ops->len; j++) {
-                const hist_op *d = &ops[j];
-                if (d->kind != HIST_DEATH)
-                    continue;
+            for (guint j = 0; j < deaths->len; j++) {
+                const hist_op *d = deaths->pdata[j];
                 killed |= d->owner == op->owner && d->inv < op->res;
                 if (op->inv <= d->confirmed)
                     continue;
@@ -106,31 +108,108 @@ typedef struct {
     const hist_op *removed_by;
 } key_session;
 
-/* Whether some removal of @key could fall after @seen_by and before the
- * answer of @op: an unregister that succeeded or may have, a drop, or
- * the death of the owner seen. */
-static bool removal_possible(const hist *h, int key, const key_session *ks,
+/* The operations that may remove a key: per key, its unregisters that
+ * succeeded or may have, sorted by invocation, with the longest one's
+ * duration; and those that may remove any key (drops, deaths, removals
+ * without an answer), few. */
+typedef struct {
+    GPtrArray **by_key;
+    int64_t *longest;
+    GPtrArray *any;
+} removals;
+
+static int by_inv(gconstpointer a, gconstpointer b);
+
+static void removals_init(removals *r, const hist *h)
+{
+    r->by_key = g_new0(GPtrArray *, h->keys->len);
+    r->longest = g_new0(int64_t, h->keys->len);
+    r->any = g_ptr_array_new();
+    for (guint k = 0; k < h->keys->len; k++)
+        r->by_key[k] = g_ptr_array_new();
+    for (guint i = 0; i < h->ops->len; i++) {
+        const hist_op *op = &g_array_index(h->ops, hist_op, i);
+        bool unknown = op->res == HIST_PENDING || hist_rc_unknown(op->rc);
+        if (op->kind == HIST_DEATH ||
+            ((op->kind == HIST_DROP || op->kind == HIST_UNREGISTER) &&
+             unknown)) {
+            g_ptr_array_add(r->any, (gpointer)op);
+        } else if ((op->kind == HIST_UNREGISTER || op->kind == HIST_DROP) &&
+                   (unknown || op->rc == 0)) {
+            for (guint k = 0; k < h->keys->len; k++) {
+                if (op->kind == HIST_UNREGISTER && op->key != (int)k)
+                    continue;
+                g_ptr_array_add(r->by_key[k], (gpointer)op);
+                r->longest[k] = MAX(r->longest[k], op->res - op->inv);
+            }
+        }
+    }
+    for (guint k = 0; k < h->keys->len; k++)
+        g_ptr_array_sort(r->by_key[k], by_inv);
+}
+
+static void removals_clear(removals *r, const hist *h)
+{
+    for (guint k = 0; k < h->keys->len; k++)
+        g_ptr_array_unref(r->by_key[k]);
+    g_free(r->by_key);
+    g_free(r->longest);
+    g_ptr_array_unref(r->any);
+}
+
+/* Whether @r may remove @key held by @owner (-1: unknown) in an instant
+ * after @after and before @before. */
+static bool may_remove(const hist_op *r, int key, int owner, int64_t after,
+                       int64_t before)
+{
+    bool open = r->res == HIST_PENDING || hist_rc_unknown(r->rc);
+    if (r->inv >= before || (!open && r->res <= after))
+        return false;
+    switch (r->kind) {
+    case HIST_DEATH:
+        return owner < 0 || r->owner == owner;
+    case HIST_UNREGISTER:
+        return r->key == key;
+    default:
+        return true;
+    }
+}
+
+/* Whether some removal of @key could fall after what @ks saw and before
+ * the answer of @op. */
+static bool removal_possible(const removals *rm, int key, const key_session *ks,
                              const hist_op *op)
 {
-    const hist_op *ops = (const hist_op *)h->ops->data;
-    for (guint i = 0; i < h->ops->len; i++) {
-        const hist_op *r = &ops[i];
-        bool unknown = r->res == HIST_PENDING || hist_rc_unknown(r->rc);
-        bool removes =
-            (r->kind == HIST_UNREGISTER && r->key == key &&
-             (unknown || r->rc == 0)) ||
-            (r->kind == HIST_DROP && (unknown || r->rc == 0)) ||
-            (r->kind == HIST_DEATH &&
-             (ks->seen_owner < 0 || r->owner == ks->seen_owner));
-        if (removes && r->inv < op->res &&
-            (r->res == HIST_PENDING || r->res > ks->seen_by->inv))
+    int64_t after = ks->seen_by->inv;
+    for (guint i = 0; i < rm->any->len; i++)
+        if (may_remove(rm->any->pdata[i], key, ks->seen_owner, after,
+                       op->res))
+            return true;
+    /* Answered removals start before op's answer and end after @after:
+     * so they started after @after minus the longest one. */
+    GPtrArray *list = rm->by_key[key];
+    guint lo = 0, hi = list->len;
+    while (lo < hi) {
+        guint mid = (lo + hi) / 2;
+        if (((const hist_op *)list->pdata[mid])->inv < op->res)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (guint i = lo; i-- > 0;) {
+        const hist_op *r = list->pdata[i];
+        if (r->inv < after - rm->longest[key])
+            break;
+        if (may_remove(r, key, ks->seen_owner, after, op->res))
             return true;
     }
     return false;
 }
 
+/* @raises: whether what it saw becomes the floor of later reads. */
 static void saw_present(sink *s, const hist *h, key_session *ks,
-                        const hist_op *op, const hist_item *it, bool own_write)
+                        const hist_op *op, const hist_item *it, bool own_write,
+                        bool raises)
 {
     if (own_write ? it->rev <= ks->seen : it->rev < ks->seen)
         violation(s, h, op, ks->seen_by,
@@ -141,18 +220,17 @@ static void saw_present(sink *s, const hist *h, key_session *ks,
     else if (ks->removed_by != NULL && it->rev <= ks->removed)
         violation(s, h, op, ks->removed_by,
                   "a client saw again an entry it had removed");
-    if (it->rev > ks->seen) {
+    if (raises && it->rev > ks->seen) {
         ks->seen = it->rev;
-        if (it->owner >= 0) /* an update's answer does not name it */
-            ks->seen_owner = it->owner;
+        ks->seen_owner = it->owner; /* -1: an update's answer names none */
         ks->seen_by = op;
     }
 }
 
-static void saw_absent(sink *s, const hist *h, int key, key_session *ks,
-                       const hist_op *op)
+static void saw_absent(sink *s, const hist *h, const removals *rm, int key,
+                       key_session *ks, const hist_op *op)
 {
-    if (ks->seen_by != NULL && !removal_possible(h, key, ks, op))
+    if (ks->seen_by != NULL && !removal_possible(rm, key, ks, op))
         violation(s, h, op, ks->seen_by,
                   "a client found a key absent after it saw the key "
                   "present, and no removal could have come in between");
@@ -165,8 +243,8 @@ static int by_inv(gconstpointer a, gconstpointer b)
     return x->inv < y->inv ? -1 : x->inv > y->inv;
 }
 
-static void one_op(sink *s, const hist *h, key_session *keys,
-                   const hist_op *op)
+static void one_op(sink *s, const hist *h, const removals *rm,
+                   bool session, key_session *keys, const hist_op *op)
 {
     if (op->res == HIST_PENDING || hist_rc_unknown(op->rc))
         return;
@@ -177,28 +255,28 @@ static void one_op(sink *s, const hist *h, key_session *keys,
             hist_item it = op->got;
             if (op->rc == 0)
                 it.owner = op->owner;
-            saw_present(s, h, ks, op, &it, op->rc == 0);
+            saw_present(s, h, ks, op, &it, op->rc == 0, true);
         }
         break;
     case HIST_UPDATE:
         if (op->rc == 0)
-            saw_present(s, h, ks, op, &op->got, true);
+            saw_present(s, h, ks, op, &op->got, true, true);
         else if (op->rc == PROCREG_ENOTFOUND)
-            saw_absent(s, h, op->key, ks, op);
+            saw_absent(s, h, rm, op->key, ks, op);
         break;
     case HIST_LOOKUP_ENTRY:
         if (op->rc == 0)
-            saw_present(s, h, ks, op, &op->got, false);
+            saw_present(s, h, ks, op, &op->got, false, true);
         else if (op->rc == PROCREG_ENOTFOUND)
-            saw_absent(s, h, op->key, ks, op);
+            saw_absent(s, h, rm, op->key, ks, op);
         break;
     case HIST_LOOKUP:
         if (op->rc == PROCREG_ENOTFOUND)
-            saw_absent(s, h, op->key, ks, op);
+            saw_absent(s, h, rm, op->key, ks, op);
         break;
     case HIST_UNREGISTER:
         if (op->rc == PROCREG_ENOTFOUND) {
-            saw_absent(s, h, op->key, ks, op);
+            saw_absent(s, h, rm, op->key, ks, op);
         } else if (op->rc == 0) {
             ks->removed = MAX(ks->seen, op->if_rev);
             ks->removed_by = op;
@@ -208,15 +286,18 @@ static void one_op(sink *s, const hist *h, key_session *keys,
     case HIST_FIND:
         if (op->rc != 0)
             break;
+        /* The decorator answers lists from its inner backend, which is
+         * ahead of its cache while a write is in flight: there, lists and
+         * finds must not go back, but do not hold the cached reads. */
         for (size_t i = 0; i < op->n_items; i++)
             saw_present(s, h, &keys[op->items[i].key], op, &op->items[i],
-                        false);
+                        false, !session);
         for (guint k = 0; op->kind == HIST_LIST && k < h->keys->len; k++) {
             bool listed = false;
             for (size_t i = 0; i < op->n_items && !listed; i++)
                 listed = op->items[i].key == (int)k;
             if (!listed)
-                saw_absent(s, h, (int)k, &keys[k], op);
+                saw_absent(s, h, rm, (int)k, &keys[k], op);
         }
         break;
     default:
@@ -224,9 +305,12 @@ static void one_op(sink *s, const hist *h, key_session *keys,
     }
 }
 
-bool hist_check_sessions(const hist *h, GString *report)
+bool hist_check_sessions(const hist *h, const hist_check_opts *opts,
+                         GString *report)
 {
     sink s = {report, 0};
+    removals rm;
+    removals_init(&rm, h);
     g_autoptr(GHashTable) by_client = g_hash_table_new_full(
         NULL, NULL, NULL, (GDestroyNotify)g_ptr_array_unref);
     for (guint i = 0; i < h->ops->len; i++) {
@@ -251,8 +335,9 @@ bool hist_check_sessions(const hist *h, GString *report)
         for (guint k = 0; k < h->keys->len; k++)
             keys[k].seen_owner = -1;
         for (guint i = 0; i < list->len; i++)
-            one_op(&s, h, keys, list->pdata[i]);
+            one_op(&s, h, &rm, opts->session, keys, list->pdata[i]);
     }
+    removals_clear(&rm, h);
     finish(&s, "session violations");
     return s.found == 0;
 }
