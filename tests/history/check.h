@@ -94,8 +94,7 @@ const hist_rev *hist_revmap_get(hist_revmap *m, int key, uint64_t rev);
  * match; and per client, read-your-writes and monotonic reads. */
 bool hist_check_static(const hist *h, const hist_check_opts *opts,
                        GString *report);
-bool hist_check_sessions(const hist *h, const hist_check_opts *opts,
-                         GString *report);
+bool hist_check_sessions(const hist *h, GString *report);
 
 /* events.c: every subscription's events against the history and the
  * linearization (@revs, complete for the keys whose @linearized is set). */

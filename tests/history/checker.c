@@ -339,7 +339,7 @@ bool hist_check(hist *h, const hist_check_opts *opts_in, GString *report,
     if (failures > HIST_REPORT_MAX)
         g_string_append_printf(report, "history: %u more keys fail\n",
                                failures - HIST_REPORT_MAX);
-    ok = hist_check_sessions(h, &opts, report) && ok;
+    ok = hist_check_sessions(h, report) && ok;
     ok = hist_check_events(h, revs, linearized, report) && ok;
     g_hash_table_unref(revs);
     st.events = h->events->len;

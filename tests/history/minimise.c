@@ -89,7 +89,8 @@ typedef enum {
     NEEDS_REVISION, /* the write that made the revision it saw */
     NEEDS_REGISTER, /* a register before the presence it saw */
     NEEDS_REMOVAL,  /* a removal after the registers before its absence */
-    NEEDS_CHANGE,   /* as NEEDS_REMOVAL, or an update (a find's miss) */
+    NEEDS_CHANGE,   /* a find's miss: as NEEDS_REMOVAL (or an update)
+                       after a matching register */
 } need;
 
 /* What observation @o needs explained (@want: the revision or owner). */
@@ -153,9 +154,12 @@ static int explainer(const minimiser *m, guint o_index, need what,
                      const hist_item *want)
 {
     if (what == NEEDS_REVISION) {
+        /* Its answer may come after the cut: then it is pending there. */
         guint p = GPOINTER_TO_UINT(
             g_hash_table_lookup(m->producer, GSIZE_TO_POINTER(want->rev)));
-        return p != 0 && answered_in_cut(m, &m->all[p - 1]) ? (int)p - 1 : -1;
+        return p != 0 && p - 1 != o_index && m->all[p - 1].inv <= m->cut
+                   ? (int)p - 1
+                   : -1;
     }
     int64_t before = m->all[o_index].res;
     for (guint j = m->n_all; j-- > 0;) {
@@ -180,16 +184,21 @@ static bool has_explanation(const minimiser *m, const guint *set, guint n,
     if (what == NEEDS_NOTHING)
         return true;
     if (what == NEEDS_REMOVAL || what == NEEDS_CHANGE) {
-        /* An absence needs nothing unless a register in the set may come
-         * before it; then a removal that may come after that register. */
+        /* An absence needs nothing unless a register in the set must
+         * come before it (answered before it was asked); then a removal
+         * that may come after that register. */
         const kop *last = NULL;
         for (guint i = 0; i < n; i++) {
             const kop *w = &m->all[set[i]];
-            if (set[i] != o_index && may_register(w) && w->inv < o->res &&
+            if (set[i] != o_index && may_register(w) &&
+                answered_in_cut(m, w) && w->res < o->inv &&
                 (last == NULL || w->inv > last->inv))
                 last = w;
         }
-        if (last == NULL)
+        /* A find's miss is explained by a register that does not match. */
+        if (last == NULL ||
+            (what == NEEDS_CHANGE &&
+             !hist_meta_matches(&last->meta, o->field, o->value)))
             return true;
         for (guint i = 0; i < n; i++) {
             const kop *r = &m->all[set[i]];
@@ -369,9 +378,13 @@ void hist_report_violation(const hist *h, int key, const kop *ops, guint n,
     minimiser m = {.all = ops, .n_all = n, .opts = opts};
     m.producer = g_hash_table_new(NULL, NULL);
     m.in = g_new0(guint8, n);
+    /* A broken backend may hand out a revision twice: the first write
+     * that answered it made it. */
     for (guint i = 0; i < n; i++)
         if ((ops[i].kind == KOP_REGISTER || ops[i].kind == KOP_UPDATE) &&
-            ops[i].res != HIST_PENDING && ops[i].rc == 0)
+            ops[i].res != HIST_PENDING && ops[i].rc == 0 &&
+            !g_hash_table_contains(m.producer,
+                                   GSIZE_TO_POINTER(ops[i].got.rev)))
             g_hash_table_insert(m.producer, GSIZE_TO_POINTER(ops[i].got.rev),
                                 GUINT_TO_POINTER(i + 1));
     g_autoptr(GArray) times = g_array_new(FALSE, FALSE, sizeof(int64_t));

@@ -338,7 +338,7 @@ static int finish(procs *p, const char *spec, int reap_ms, const char *what)
     hist_check_opts check = {.perm = HIST_HAVE_EPERM};
     rc = run_check_dir(p->o, &check, what);
     if (!recount) {
-        printf("%s", report->str);
+        g_string_append(p->o->report, report->str);
         rc = RUN_VIOLATION;
     }
     return rc;

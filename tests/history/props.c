@@ -11,8 +11,10 @@
  * revision r of a key, it never sees a lower one, a write of its own
  * gets a higher one, and after it removed the entry it never sees that
  * entry again; it sees the key absent only when some removal could have
- * come after what it saw.  Linearizability implies all of this; the
- * optimized decorator promises it without being linearizable.
+ * come after what it saw; whichever read (lookup, list, find) showed
+ * what.  Linearizability implies all of this; the optimized decorator
+ * promises it (doc/optimized.md) for changes made through it, without
+ * being linearizable.
  */
 #include "check.h"
 
@@ -206,10 +208,8 @@ static bool removal_possible(const removals *rm, int key, const key_session *ks,
     return false;
 }
 
-/* @raises: whether what it saw becomes the floor of later reads. */
 static void saw_present(sink *s, const hist *h, key_session *ks,
-                        const hist_op *op, const hist_item *it, bool own_write,
-                        bool raises)
+                        const hist_op *op, const hist_item *it, bool own_write)
 {
     if (own_write ? it->rev <= ks->seen : it->rev < ks->seen)
         violation(s, h, op, ks->seen_by,
@@ -220,7 +220,7 @@ static void saw_present(sink *s, const hist *h, key_session *ks,
     else if (ks->removed_by != NULL && it->rev <= ks->removed)
         violation(s, h, op, ks->removed_by,
                   "a client saw again an entry it had removed");
-    if (raises && it->rev > ks->seen) {
+    if (it->rev > ks->seen) {
         ks->seen = it->rev;
         ks->seen_owner = it->owner; /* -1: an update's answer names none */
         ks->seen_by = op;
@@ -244,7 +244,7 @@ static int by_inv(gconstpointer a, gconstpointer b)
 }
 
 static void one_op(sink *s, const hist *h, const removals *rm,
-                   bool session, key_session *keys, const hist_op *op)
+                   key_session *keys, const hist_op *op)
 {
     if (op->res == HIST_PENDING || hist_rc_unknown(op->rc))
         return;
@@ -255,18 +255,18 @@ static void one_op(sink *s, const hist *h, const removals *rm,
             hist_item it = op->got;
             if (op->rc == 0)
                 it.owner = op->owner;
-            saw_present(s, h, ks, op, &it, op->rc == 0, true);
+            saw_present(s, h, ks, op, &it, op->rc == 0);
         }
         break;
     case HIST_UPDATE:
         if (op->rc == 0)
-            saw_present(s, h, ks, op, &op->got, true, true);
+            saw_present(s, h, ks, op, &op->got, true);
         else if (op->rc == PROCREG_ENOTFOUND)
             saw_absent(s, h, rm, op->key, ks, op);
         break;
     case HIST_LOOKUP_ENTRY:
         if (op->rc == 0)
-            saw_present(s, h, ks, op, &op->got, false, true);
+            saw_present(s, h, ks, op, &op->got, false);
         else if (op->rc == PROCREG_ENOTFOUND)
             saw_absent(s, h, rm, op->key, ks, op);
         break;
@@ -286,12 +286,9 @@ static void one_op(sink *s, const hist *h, const removals *rm,
     case HIST_FIND:
         if (op->rc != 0)
             break;
-        /* The decorator answers lists from its inner backend, which is
-         * ahead of its cache while a write is in flight: there, lists and
-         * finds must not go back, but do not hold the cached reads. */
         for (size_t i = 0; i < op->n_items; i++)
             saw_present(s, h, &keys[op->items[i].key], op, &op->items[i],
-                        false, !session);
+                        false);
         for (guint k = 0; op->kind == HIST_LIST && k < h->keys->len; k++) {
             bool listed = false;
             for (size_t i = 0; i < op->n_items && !listed; i++)
@@ -305,8 +302,7 @@ static void one_op(sink *s, const hist *h, const removals *rm,
     }
 }
 
-bool hist_check_sessions(const hist *h, const hist_check_opts *opts,
-                         GString *report)
+bool hist_check_sessions(const hist *h, GString *report)
 {
     sink s = {report, 0};
     removals rm;
@@ -335,7 +331,7 @@ bool hist_check_sessions(const hist *h, const hist_check_opts *opts,
         for (guint k = 0; k < h->keys->len; k++)
             keys[k].seen_owner = -1;
         for (guint i = 0; i < list->len; i++)
-            one_op(&s, h, &rm, opts->session, keys, list->pdata[i]);
+            one_op(&s, h, &rm, keys, list->pdata[i]);
     }
     removals_clear(&rm, h);
     finish(&s, "session violations");

@@ -9,13 +9,20 @@
  *   history-run etcd           client processes on a 3-member etcd cluster
  *   history-run check FILE...  check recorded histories again
  *
- * Options: --clients N, --keys N, --seconds S (or $PROCREG_HISTORY_SECONDS
- * for a long run), --seed N, --keep (keep the histories and say where),
+ * Options: --clients N, --keys N, --seconds S, --ops N (per client, at
+ * most), --seed N, --keep (keep the histories and say where),
  * --etcd-bin=PATH, --session-ms N (check: the optimized promise with
- * that staleness).  This file also holds the threads setup and what the
- * setups share.
+ * that staleness), --backend-module PATH (load a backend first),
+ * --expect TEXT (the run must find a violation whose report holds TEXT:
+ * exit 1 then, 0 otherwise, for a should_fail test).
+ * $PROCREG_HISTORY_SECONDS=S repeats the run, each time with a new seed,
+ * for S seconds (the long run; it stops at the first violation).
+ * This file also holds the threads setup and what the setups share.
  */
+#define PROCREG_ENABLE_BACKEND 1
 #include "run.h"
+
+#include <procreg/backend.h>
 
 #include <errno.h>
 #include <inttypes.h>
@@ -65,8 +72,7 @@ int run_check_dir(const run_opts *o, const hist_check_opts *check,
            check->session ? "optimized promise" : "linearizability",
            st.seconds, st.ops, st.states,
            st.seconds > 0 ? ops / st.seconds : 0.0);
-    if (!ok)
-        printf("%s", report->str);
+    g_string_append(o->report, report->str);
     if (o->keep)
         printf("history: the histories are in %s\n", o->dir);
     fflush(stdout);
@@ -325,7 +331,7 @@ int run_threads(const run_opts *o, const char *spec, int helpers)
                                  .perm = HIST_HAVE_EPERM};
         result = run_check_dir(o, &check, spec);
         if (!recount) {
-            printf("%s", report->str);
+            g_string_append(o->report, report->str);
             result = RUN_VIOLATION;
         }
     }
@@ -389,6 +395,50 @@ static void rm_rf(const char *dir)
     rmdir(dir);
 }
 
+/* One run of @mode in a fresh private directory. */
+static int run_once(run_opts *o, GPtrArray *rest, int helpers)
+{
+    const char *mode = rest->pdata[0];
+    g_autoptr(GError) err = NULL;
+    o->dir = g_dir_make_tmp("procreg-history-XXXXXX", &err);
+    if (o->dir == NULL) {
+        fprintf(stderr, "history: %s\n", err->message);
+        return RUN_ERROR;
+    }
+    printf("history: seed %u (rerun with --seed %u)\n", o->seed, o->seed);
+    int rc;
+    if (strcmp(mode, "threads") == 0)
+        rc = run_threads(o, rest->pdata[1], helpers);
+    else if (strcmp(mode, "lmdb") == 0)
+        rc = run_lmdb(o);
+    else
+        rc = run_etcd(o);
+    if (!o->keep)
+        rm_rf(o->dir);
+    g_clear_pointer(&o->dir, g_free);
+    return rc;
+}
+
+static int check_files(GPtrArray *rest, int session_ms)
+{
+    hist_check_opts check = {.session = session_ms >= 0,
+                             .stale_ns = (int64_t)session_ms * 1000000,
+                             .perm = HIST_HAVE_EPERM};
+    g_autoptr(hist) h = hist_new();
+    g_autoptr(GError) err = NULL;
+    for (guint i = 1; i < rest->len; i++)
+        if (!hist_load_file(h, rest->pdata[i], &err)) {
+            fprintf(stderr, "history: %s\n", err->message);
+            return RUN_ERROR;
+        }
+    g_autoptr(GString) report = g_string_new(NULL);
+    hist_check_stats st;
+    bool ok = hist_check(h, &check, report, &st);
+    printf("history: %u operations checked in %.3f s\n%s", h->ops->len,
+           st.seconds, report->str);
+    return ok ? RUN_OK : RUN_VIOLATION;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "--sleeper") == 0)
@@ -398,9 +448,11 @@ int main(int argc, char **argv)
     run_opts o = {.seconds = 2, .clients = 4, .keys = 6,
                   .seed = (guint32)g_random_int()};
     o.self = g_file_read_link("/proc/self/exe", NULL);
+    o.report = g_string_new(NULL);
     int helpers = 2;
     int session_ms = -1;
     int client_id = -1;
+    const char *expect = NULL;
     g_autoptr(GPtrArray) rest = g_ptr_array_new();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -423,63 +475,55 @@ int main(int argc, char **argv)
             o.dir = g_strdup(argv[++i]);
         else if (strcmp(a, "--client") == 0 && next)
             client_id = atoi(argv[++i]);
-        else if (strcmp(a, "--keep") == 0)
+        else if (strcmp(a, "--expect") == 0 && next)
+            expect = argv[++i];
+        else if (strcmp(a, "--backend-module") == 0 && next) {
+            g_autoptr(GError) err = NULL;
+            if (procreg_backend_load_module(argv[++i], NULL, &err) != 0) {
+                fprintf(stderr, "history: %s\n", err->message);
+                return RUN_ERROR;
+            }
+        } else if (strcmp(a, "--keep") == 0)
             o.keep = true;
         else if (g_str_has_prefix(a, "--etcd-bin="))
             o.etcd_bin = g_strdup(a + strlen("--etcd-bin="));
         else
             g_ptr_array_add(rest, argv[i]);
     }
-    const char *env = g_getenv("PROCREG_HISTORY_SECONDS");
-    if (env != NULL && client_id < 0)
-        o.seconds = g_ascii_strtod(env, NULL);
     if (client_id >= 0 && rest->len == 1)
         return run_client_main(&o, client_id, rest->pdata[0]);
-    if (rest->len == 0 || o.clients < 1 || o.keys < 1 || o.seconds <= 0) {
+    const char *mode = rest->len ? rest->pdata[0] : "";
+    if (strcmp(mode, "check") == 0)
+        return check_files(rest, session_ms);
+    bool known = (strcmp(mode, "threads") == 0 && rest->len == 2) ||
+                 ((strcmp(mode, "lmdb") == 0 || strcmp(mode, "etcd") == 0) &&
+                  rest->len == 1);
+    if (!known || o.clients < 1 || o.keys < 1 || o.seconds <= 0) {
         usage(argv[0]);
         return RUN_ERROR;
     }
-    const char *mode = rest->pdata[0];
-    if (strcmp(mode, "check") == 0) {
-        hist_check_opts check = {.session = session_ms >= 0,
-                                 .stale_ns = (int64_t)session_ms * 1000000,
-                                 .perm = HIST_HAVE_EPERM};
-        g_autoptr(hist) h = hist_new();
-        g_autoptr(GError) err = NULL;
-        for (guint i = 1; i < rest->len; i++)
-            if (!hist_load_file(h, rest->pdata[i], &err)) {
-                fprintf(stderr, "history: %s\n", err->message);
-                return RUN_ERROR;
-            }
-        g_autoptr(GString) report = g_string_new(NULL);
-        hist_check_stats st;
-        bool ok = hist_check(h, &check, report, &st);
-        printf("history: %u operations checked in %.3f s\n%s", h->ops->len,
-               st.seconds, report->str);
-        return ok ? RUN_OK : RUN_VIOLATION;
+    /* The long run: rounds of the same run until the time is spent. */
+    const char *env = g_getenv("PROCREG_HISTORY_SECONDS");
+    gint64 until = g_get_monotonic_time() +
+                   (gint64)(env ? g_ascii_strtod(env, NULL) : 0) *
+                       G_USEC_PER_SEC;
+    int rc, rounds = 0;
+    do {
+        rc = run_once(&o, rest, helpers);
+        rounds++;
+        o.seed = (guint32)g_random_int();
+    } while (rc == RUN_OK && g_get_monotonic_time() < until);
+    if (env != NULL)
+        printf("history: %d rounds\n", rounds);
+    printf("%s", o.report->str);
+    if (expect != NULL) {
+        bool seen = rc == RUN_VIOLATION && strstr(o.report->str, expect);
+        if (!seen)
+            printf("history: FAIL: expected a violation that says '%s'\n",
+                   expect);
+        rc = seen ? RUN_VIOLATION : RUN_OK;
     }
-    g_autoptr(GError) err = NULL;
-    o.dir = g_dir_make_tmp("procreg-history-XXXXXX", &err);
-    if (o.dir == NULL) {
-        fprintf(stderr, "history: %s\n", err->message);
-        return RUN_ERROR;
-    }
-    printf("history: seed %u (rerun with --seed %u)\n", o.seed, o.seed);
-    int rc;
-    if (strcmp(mode, "threads") == 0 && rest->len == 2) {
-        g_autofree char *spec = g_strdup(rest->pdata[1]);
-        rc = run_threads(&o, spec, helpers);
-    } else if (strcmp(mode, "lmdb") == 0) {
-        rc = run_lmdb(&o);
-    } else if (strcmp(mode, "etcd") == 0) {
-        rc = run_etcd(&o);
-    } else {
-        usage(argv[0]);
-        rc = RUN_ERROR;
-    }
-    if (!o.keep)
-        rm_rf(o.dir);
-    g_free(o.dir);
+    g_string_free(o.report, TRUE);
     g_free(o.self);
     g_free(o.etcd_bin);
     return rc;

@@ -24,10 +24,11 @@ typedef struct {
     bool keep;       /* keep the directory (and say where) */
     char *self;      /* this program, re-executed for children */
     char *etcd_bin;
+    GString *report; /* the violations found, printed at the end */
 } run_opts;
 
-/* Load every "*.log" in @dir, check it, print the figures and any
- * violation; RUN_OK or RUN_VIOLATION. */
+/* Load every "*.log" in @dir, check it, print the figures, add any
+ * violation to o->report; RUN_OK or RUN_VIOLATION. */
 int run_check_dir(const run_opts *o, const hist_check_opts *check,
                   const char *what);
 
