@@ -156,6 +156,14 @@ static void check_one(sink *s, const hist *h, const event_index *x,
                   "history");
 }
 
+static void out_of_order(sink *s, const hist *h, const hist_event *ev,
+                         const hist_event *prev, const char *what)
+{
+    g_autofree char *msg = g_strconcat("events of a key out of order: ",
+                                       what, NULL);
+    bad_event(s, h, ev, prev, msg);
+}
+
 /* The state machine of one key in one subscription. */
 static void follow(sink *s, const hist *h, const hist_event *ev,
                    const hist_event **last)
@@ -168,29 +176,25 @@ static void follow(sink *s, const hist *h, const hist_event *ev,
     switch (ev->kind) {
     case PROCREG_EVENT_REGISTERED:
         if (present)
-            bad_event(s, h, ev, prev,
-                      "REGISTERED while the key was present");
+            out_of_order(s, h, ev, prev, "REGISTERED while it was present");
         else if (ev->entry.rev <= prev->entry.rev)
-            bad_event(s, h, ev, prev,
-                      "events of a key out of revision order");
+            out_of_order(s, h, ev, prev, "revisions go back");
         break;
     case PROCREG_EVENT_UPDATED:
         if (!present)
-            bad_event(s, h, ev, prev, "UPDATED while the key was absent");
+            out_of_order(s, h, ev, prev, "UPDATED while it was absent");
         else if (ev->entry.rev <= prev->entry.rev)
-            bad_event(s, h, ev, prev,
-                      "events of a key out of revision order");
+            out_of_order(s, h, ev, prev, "revisions go back");
         else if (ev->entry.owner != prev->entry.owner)
-            bad_event(s, h, ev, prev, "UPDATED changed the owner");
+            out_of_order(s, h, ev, prev, "UPDATED changed the owner");
         break;
     case PROCREG_EVENT_UNREGISTERED:
         if (!present)
-            bad_event(s, h, ev, prev,
-                      "UNREGISTERED while the key was absent");
+            out_of_order(s, h, ev, prev, "UNREGISTERED while it was absent");
         else if (ev->entry.rev != prev->entry.rev)
-            bad_event(s, h, ev, prev,
-                      "UNREGISTERED of a revision other than the one "
-                      "present");
+            out_of_order(s, h, ev, prev,
+                         "UNREGISTERED of a revision other than the one "
+                         "present");
         break;
     default:
         bad_event(s, h, ev, prev, "an event of unknown kind");
