@@ -18,7 +18,7 @@
 /* ---- logs ---- */
 
 struct hist_log {
-    GMutex lock;
+    pthread_mutex_t lock;
     int fd;
     bool each_line;
     GString *buf;
@@ -35,7 +35,7 @@ hist_log *hist_log_open(const char *path, bool each_line, GError **error)
         return NULL;
     }
     hist_log *log = g_new0(hist_log, 1);
-    g_mutex_init(&log->lock);
+    pthread_mutex_init(&log->lock, NULL);
     log->fd = fd;
     log->each_line = each_line;
     log->buf = g_string_new(NULL);
@@ -61,14 +61,14 @@ void hist_log_printf(hist_log *log, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    g_mutex_lock(&log->lock);
+    pthread_mutex_lock(&log->lock);
     g_string_append_vprintf(log->buf, fmt, ap);
     g_string_append_c(log->buf, '\n');
     if (log->each_line || log->buf->len > (1u << 20)) {
         write_all(log, log->buf->str, log->buf->len);
         g_string_truncate(log->buf, 0);
     }
-    g_mutex_unlock(&log->lock);
+    pthread_mutex_unlock(&log->lock);
     va_end(ap);
 }
 
@@ -79,7 +79,7 @@ bool hist_log_close(hist_log *log, GError **error)
     if (close(log->fd) != 0 && err == 0)
         err = errno;
     g_string_free(log->buf, TRUE);
-    g_mutex_clear(&log->lock);
+    pthread_mutex_destroy(&log->lock);
     g_free(log);
     if (err != 0) {
         g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(err),
@@ -87,6 +87,23 @@ bool hist_log_close(hist_log *log, GError **error)
         return false;
     }
     return true;
+}
+
+void hist_cond_init(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+}
+
+bool hist_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
+                          gint64 end_us)
+{
+    struct timespec ts = {end_us / G_USEC_PER_SEC,
+                          (end_us % G_USEC_PER_SEC) * 1000};
+    return pthread_cond_timedwait(c, m, &ts) == 0;
 }
 
 int64_t hist_now(void)
@@ -104,14 +121,14 @@ char *hist_owner_text(const procreg_owner *o)
 /* ---- owner pool ---- */
 
 struct hist_owner_pool {
-    GMutex lock;
+    pthread_mutex_t lock;
     GArray *owners; /* procreg_owner */
 };
 
 hist_owner_pool *hist_owner_pool_new(void)
 {
     hist_owner_pool *p = g_new0(hist_owner_pool, 1);
-    g_mutex_init(&p->lock);
+    pthread_mutex_init(&p->lock, NULL);
     p->owners = g_array_new(FALSE, TRUE, sizeof(procreg_owner));
     return p;
 }
@@ -121,28 +138,28 @@ void hist_owner_pool_free(hist_owner_pool *p)
     if (p == NULL)
         return;
     g_array_unref(p->owners);
-    g_mutex_clear(&p->lock);
+    pthread_mutex_destroy(&p->lock);
     g_free(p);
 }
 
 void hist_owner_pool_set(hist_owner_pool *p, guint slot,
                          const procreg_owner *o)
 {
-    g_mutex_lock(&p->lock);
+    pthread_mutex_lock(&p->lock);
     if (slot >= p->owners->len)
         g_array_set_size(p->owners, slot + 1);
     g_array_index(p->owners, procreg_owner, slot) = *o;
-    g_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&p->lock);
 }
 
 static bool pool_pick(hist_owner_pool *p, GRand *rand, procreg_owner *out)
 {
-    g_mutex_lock(&p->lock);
+    pthread_mutex_lock(&p->lock);
     bool some = p->owners->len > 0;
     if (some)
         *out = g_array_index(p->owners, procreg_owner,
                              g_rand_int_range(rand, 0, (int)p->owners->len));
-    g_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&p->lock);
     return some;
 }
 
@@ -213,8 +230,8 @@ struct hist_client {
     /* subscription */
     uint64_t sub_id;
     char *drain_ns;
-    GMutex ev_lock;
-    GCond ev_cond;
+    pthread_mutex_t ev_lock;
+    pthread_cond_t ev_cond;
     uint64_t ev_last_seq;
     GHashTable *markers; /* client ids whose end marker arrived */
     bool ev_stopped;
@@ -239,10 +256,15 @@ hist_client *hist_client_new(procreg *reg, int id, guint32 seed,
         g_assert(procreg_key_new(w->ns, name, &c->keys[i], NULL) == 0);
     }
     c->last_rev = g_new0(uint64_t, w->n_keys);
+    /* glib allocates the lock of its GVariant type cache on first use,
+     * with an atomic exchange ThreadSanitizer cannot see; use it here,
+     * before any client thread does. */
+    hist_meta none = {0};
+    g_variant_unref(g_variant_ref_sink(meta_variant(&none)));
     procreg_owner_self(&c->self);
     c->self_text = hist_owner_text(&c->self);
-    g_mutex_init(&c->ev_lock);
-    g_cond_init(&c->ev_cond);
+    pthread_mutex_init(&c->ev_lock, NULL);
+    hist_cond_init(&c->ev_cond);
     c->markers = g_hash_table_new(NULL, NULL);
     return c;
 }
@@ -261,8 +283,8 @@ void hist_client_free(hist_client *c)
     g_free(c->self_text);
     g_free(c->drain_ns);
     g_hash_table_unref(c->markers);
-    g_mutex_clear(&c->ev_lock);
-    g_cond_clear(&c->ev_cond);
+    pthread_mutex_destroy(&c->ev_lock);
+    pthread_cond_destroy(&c->ev_cond);
     g_rand_free(c->rand);
     g_free(c);
 }
@@ -270,7 +292,7 @@ void hist_client_free(hist_client *c)
 static void on_event(procreg *reg, const procreg_event *ev, gpointer data)
 {
     hist_client *c = data;
-    g_mutex_lock(&c->ev_lock);
+    pthread_mutex_lock(&c->ev_lock);
     if (!c->ev_stopped && strcmp(ev->ns, c->w.ns) == 0) {
         g_autofree char *owner = hist_owner_text(&ev->entry->owner);
         hist_meta m = meta_of(ev->entry->metadata);
@@ -290,8 +312,8 @@ static void on_event(procreg *reg, const procreg_event *ev, gpointer data)
                          GINT_TO_POINTER(atoi(ev->name + 4) + 1));
     }
     c->ev_last_seq = ev->seq;
-    g_cond_broadcast(&c->ev_cond);
-    g_mutex_unlock(&c->ev_lock);
+    pthread_cond_broadcast(&c->ev_cond);
+    pthread_mutex_unlock(&c->ev_lock);
     (void)reg;
 }
 
@@ -313,12 +335,12 @@ static bool wait_until(hist_client *c, int timeout_ms,
                        const void *arg)
 {
     gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
-    g_mutex_lock(&c->ev_lock);
+    pthread_mutex_lock(&c->ev_lock);
     bool ok;
     while (!(ok = done(c, arg)) &&
-           g_cond_wait_until(&c->ev_cond, &c->ev_lock, end))
+           hist_cond_wait_until(&c->ev_cond, &c->ev_lock, end))
         ;
-    g_mutex_unlock(&c->ev_lock);
+    pthread_mutex_unlock(&c->ev_lock);
     return ok;
 }
 
@@ -356,11 +378,11 @@ bool hist_client_wait_markers(hist_client *c, const int *ids, int n,
 
 void hist_client_end_events(hist_client *c, bool complete)
 {
-    g_mutex_lock(&c->ev_lock);
+    pthread_mutex_lock(&c->ev_lock);
     c->ev_stopped = true;
     hist_log_printf(c->log, "drained c=%d t=%" PRId64 " complete=%d", c->id,
                     hist_now(), complete ? 1 : 0);
-    g_mutex_unlock(&c->ev_lock);
+    pthread_mutex_unlock(&c->ev_lock);
 }
 
 /* ---- operations ---- */

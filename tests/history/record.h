@@ -8,6 +8,8 @@
 
 #include "history.h"
 
+#include <pthread.h>
+
 /* Where one client's lines go.  With @each_line every line is one
  * write(2) as it is made (a client that may be SIGKILLed loses nothing
  * it finished); otherwise lines are buffered until hist_log_close().
@@ -17,6 +19,13 @@ hist_log *hist_log_open(const char *path, bool each_line, GError **error);
 void hist_log_printf(hist_log *log, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /* Flush and close; false with @error when a write failed. */
 bool hist_log_close(hist_log *log, GError **error);
+
+/* Conditions on CLOCK_MONOTONIC (g_get_monotonic_time()'s clock), with
+ * pthread primitives: glib's futex-based GMutex and GCond are invisible
+ * to ThreadSanitizer.  The wait returns false at @end_us. */
+void hist_cond_init(pthread_cond_t *c);
+bool hist_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
+                          gint64 end_us);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t hist_now(void);

@@ -142,8 +142,8 @@ typedef struct {
     hist_owner_pool *pool;
     hist_workload w;
     gint64 deadline; /* monotonic µs */
-    GMutex lock;
-    GCond cond;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
     gboolean stop;
     GHashTable *dead; /* owners killed: "PID:START" */
     GPid *helpers;
@@ -209,12 +209,12 @@ static gpointer killer_loop(gpointer data)
     hist_log *log = hist_log_open(path, true, &err);
     GRand *rand = g_rand_new_with_seed(r->o->seed ^ 0x5eed);
     gint64 period = (gint64)(r->o->seconds * G_USEC_PER_SEC / 6);
-    g_mutex_lock(&r->lock);
+    pthread_mutex_lock(&r->lock);
     while (log != NULL && !r->stop) {
         gint64 wake = g_get_monotonic_time() + period / 2 +
                       g_rand_int_range(rand, 0, (gint32)MAX(period, 2));
         if (wake >= r->deadline ||
-            g_cond_wait_until(&r->cond, &r->lock, wake) || r->stop)
+            hist_cond_wait_until(&r->cond, &r->lock, wake) || r->stop)
             break;
         int slot = g_rand_int_range(rand, 0, r->n_helpers);
         procreg_owner o;
@@ -233,7 +233,7 @@ static gpointer killer_loop(gpointer data)
             break;
         }
     }
-    g_mutex_unlock(&r->lock);
+    pthread_mutex_unlock(&r->lock);
     g_rand_free(rand);
     if (log == NULL || !hist_log_close(log, &err)) {
         fprintf(stderr, "history: faults: %s\n", err->message);
@@ -250,8 +250,8 @@ int run_threads(const run_opts *o, const char *spec, int helpers)
     r.pool = hist_owner_pool_new();
     r.dead = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     r.helpers = g_new0(GPid, MAX(helpers, 1));
-    g_mutex_init(&r.lock);
-    g_cond_init(&r.cond);
+    pthread_mutex_init(&r.lock, NULL);
+    hist_cond_init(&r.cond);
     int result = RUN_ERROR;
     g_autoptr(GError) err = NULL;
     g_autoptr(GString) report = g_string_new(NULL);
@@ -294,10 +294,10 @@ int run_threads(const run_opts *o, const char *spec, int helpers)
     }
     started = 0;
     if (killer != NULL) {
-        g_mutex_lock(&r.lock);
+        pthread_mutex_lock(&r.lock);
         r.stop = TRUE;
-        g_cond_signal(&r.cond);
-        g_mutex_unlock(&r.lock);
+        pthread_cond_signal(&r.cond);
+        pthread_mutex_unlock(&r.lock);
         g_thread_join(killer);
         killer = NULL;
     }
@@ -354,8 +354,8 @@ out:
     g_free(threads);
     g_hash_table_unref(r.dead);
     hist_owner_pool_free(r.pool);
-    g_mutex_clear(&r.lock);
-    g_cond_clear(&r.cond);
+    pthread_mutex_destroy(&r.lock);
+    pthread_cond_destroy(&r.cond);
     return result;
 }
 
