@@ -8,12 +8,15 @@
  *    closed under such cuts, so a binary search over answer times finds
  *    the first T that fails; the answer given at T is the culprit F.
  * 2. Delta debugging (ddmin, then pairs) deletes other operations while
- *    the set (a) fails, (b) passes without F's answer, and (c) explains
+ *    the set (a) fails, (b) passes without F's answer, (c) explains
  *    every other observation in it by a write in it (the write that made
- *    the revision it saw, or a register before a presence it saw).  (c)
- *    stops a deletion from inventing a second failure: without it,
+ *    the revision it saw, a register before a presence it saw, a
+ *    removal after the register before an absence it saw), and (d) keeps
+ *    the last write and the last owner death invoked before F's answer.
+ *    (c) stops a deletion from inventing a second failure: without it,
  *    deleting the write a read saw would leave that read unexplained and
- *    the "minimal" history would be a phantom.  It starts from the
+ *    the "minimal" history would be a phantom; (d) keeps the state F
+ *    should have seen, so the set tells the story.  It starts from the
  *    operations just before F (windows of growing size, closed under
  *    (c)), which is where a violation's witnesses nearly always are.
  */
@@ -33,6 +36,8 @@ typedef struct {
     int64_t cut;             /* answers after it are unknown */
     guint culprit;           /* F: index in all */
     bool culprit_explained;  /* the whole cut explains what F saw */
+    int context[2];          /* the last write and the last owner death
+                                invoked before F's answer, or -1 */
     gint64 deadline;         /* monotonic µs */
     GHashTable *producer;    /* revision -> 1 + index of its write */
     guint8 *in;              /* scratch: membership of the set tested */
@@ -116,11 +121,11 @@ static need needs(const minimiser *m, const kop *o, hist_item *want)
     case KOP_UPDATE:
         if (absent)
             return NEEDS_REMOVAL;
-        if (o->rc == PROCREG_ECONFLICT)
-            return NEEDS_NOTHING;
         want->owner = -1;
         want->rev = o->if_rev;
-        return o->if_rev != 0 ? NEEDS_REVISION : NEEDS_REGISTER;
+        /* A conflict saw the key present at another revision. */
+        return o->if_rev != 0 && o->rc != PROCREG_ECONFLICT ? NEEDS_REVISION
+                                                           : NEEDS_REGISTER;
     default:
         return NEEDS_NOTHING;
     }
@@ -240,6 +245,8 @@ static bool explained(minimiser *m, const guint *set, guint n)
 {
     mark(m, set, n, 1);
     bool ok = true;
+    for (int c = 0; c < 2; c++)
+        ok = ok && (m->context[c] < 0 || m->in[m->context[c]]);
     for (guint i = 0; i < n && ok; i++)
         if (set[i] != m->culprit || m->culprit_explained)
             ok = has_explanation(m, set, n, set[i]);
@@ -349,9 +356,15 @@ static void window_set(minimiser *m, const GArray *cut_ops, guint pos,
 {
     g_array_set_size(out, 0);
     g_array_append_val(out, m->culprit);
+    for (int c = 0; c < 2; c++)
+        if (m->context[c] >= 0) {
+            guint x = (guint)m->context[c];
+            g_array_append_val(out, x);
+        }
     for (guint i = pos > window ? pos - window : 0; i < cut_ops->len; i++) {
         guint idx = g_array_index(cut_ops, guint, i);
-        if (idx != m->culprit)
+        if (idx != m->culprit && (int)idx != m->context[0] &&
+            (int)idx != m->context[1])
             g_array_append_val(out, idx);
     }
     close_set(m, out);
@@ -415,6 +428,22 @@ void hist_report_violation(const hist *h, int key, const kop *ops, guint n,
             pos = cut_ops->len;
         }
         g_array_append_val(cut_ops, i);
+    }
+    /* The last write and the last owner death before F's answer stay in
+     * every set: the state F should have seen (a minimal set could
+     * otherwise drop the write that made F's answer wrong, or the one
+     * that would have explained it, and show a puzzle, not the story). */
+    m.context[0] = m.context[1] = -1;
+    for (guint i = 0; i < cut_ops->len; i++) {
+        guint idx = g_array_index(cut_ops, guint, i);
+        const kop *w = &ops[idx];
+        bool write = (w->kind == KOP_REGISTER || w->kind == KOP_UNREGISTER ||
+                      w->kind == KOP_UPDATE || w->kind == KOP_DROP) &&
+                     (w->res == HIST_PENDING || w->rc == 0);
+        int c = w->kind == KOP_DEATH ? 1 : write ? 0 : -1;
+        if (c >= 0 && idx != m.culprit && w->inv < ops[m.culprit].res &&
+            (m.context[c] < 0 || w->inv > ops[m.context[c]].inv))
+            m.context[c] = (int)idx;
     }
     mark(&m, (guint *)cut_ops->data, cut_ops->len, 1);
     m.culprit_explained =
