@@ -59,7 +59,7 @@ GArray *kops_build(const hist *h, int key, const hist_check_opts *opts,
                    GString *report);
 void kstate_init(kstate *s);
 /* Whether @o can take effect in @s; the state after it in @next. */
-bool kop_step(const kop *o, const kstate *s, bool perm, kstate *next);
+bool kop_step(const kop *o, const kstate *s, kstate *next);
 bool kstate_equal(const kstate *x, const kstate *y);
 guint64 kstate_hash(const kstate *s);
 /* Whether @o is a pure observation (deleting it never makes a history

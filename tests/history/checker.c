@@ -54,7 +54,6 @@ static gboolean memo_equal(gconstpointer a, gconstpointer b)
 typedef struct {
     const kop *ops;
     guint n;
-    bool perm;
     size_t max_states;
     size_t states;       /* memo size at the end */
     GArray *order;       /* out, on LIN_OK: guint op ids in linearized order */
@@ -158,7 +157,7 @@ static entry *eager_read(walk *w, entry *head, kstate *next)
 {
     for (entry *r = head->next; r != NULL && r->ret != NULL; r = r->next) {
         const kop *o = &w->s->ops[r->id];
-        if (kop_is_read(o) && kop_step(o, &w->state, w->s->perm, next) &&
+        if (kop_is_read(o) && kop_step(o, &w->state, next) &&
             kstate_equal(next, &w->state))
             return r;
     }
@@ -237,7 +236,7 @@ static hist_lin run_search(search *s)
             e = f.forced ? NULL : f.call->next;
             continue;
         }
-        if (kop_step(&s->ops[e->id], &w.state, s->perm, &next) &&
+        if (kop_step(&s->ops[e->id], &w.state, &next) &&
             place(&w, e, &next, false)) {
             fresh = true;
             e = head->next;
@@ -265,8 +264,7 @@ static hist_lin run_search(search *s)
 
 hist_lin hist_linearize(const kop *ops, guint n, const hist_check_opts *o)
 {
-    search s = {.ops = ops, .n = n, .perm = o->perm,
-                .max_states = o->max_states};
+    search s = {.ops = ops, .n = n, .max_states = o->max_states};
     return run_search(&s);
 }
 
@@ -312,7 +310,7 @@ bool hist_check(hist *h, const hist_check_opts *opts_in, GString *report,
         }
         st.keys++;
         st.ops += ops->len;
-        search s = {.ops = (kop *)ops->data, .n = ops->len, .perm = opts.perm,
+        search s = {.ops = (kop *)ops->data, .n = ops->len,
                     .max_states = opts.max_states,
                     .order = g_array_new(FALSE, FALSE, sizeof(guint)),
                     .after = g_array_new(FALSE, FALSE, sizeof(kstate))};

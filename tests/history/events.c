@@ -115,6 +115,7 @@ static bool removal_cause(const event_index *x, const hist_event *ev)
     const int64_t *death;
     switch (ev->reason) {
     case PROCREG_REASON_EXPLICIT:
+    case PROCREG_REASON_FORCED:
         return x->first_unregister[ev->entry.key] < ev->time;
     case PROCREG_REASON_NAMESPACE_DROPPED:
         return x->first_drop < ev->time;

@@ -176,8 +176,9 @@ static const char *const kind_names[] = {
 static const char *const event_names[] = {"?", "registered", "unregistered",
                                           "updated"};
 static const char *const reason_names[] = {
-    "none", "explicit", "owner_exited", "namespace_dropped", "replaced",
-    "expired"};
+    "none",     "explicit", "owner_exited", "namespace_dropped",
+    "replaced", "expired",  "forced"};
+#define N_REASONS ((int)G_N_ELEMENTS(reason_names))
 
 /* One parsed line: name=value pairs (values borrowed from the line). */
 typedef struct {
@@ -414,7 +415,7 @@ static bool parse_line(hist *h, char *line, GHashTable *open, GError **error)
         ev.time = get_int(&l, "t", true, 0);
         ev.seq = (uint64_t)get_int(&l, "seq", true, 0);
         ev.kind = get_enum(&l, "kind", event_names, 4);
-        ev.reason = get_enum(&l, "reason", reason_names, 6);
+        ev.reason = get_enum(&l, "reason", reason_names, N_REASONS);
         ev.external = get_int(&l, "ext", false, 0) != 0;
         const char *k = get(&l, "k", true);
         ev.entry.key = k ? hist_key(h, k) : -1;
@@ -581,5 +582,6 @@ void hist_event_describe(const hist *h, const hist_event *ev, GString *out)
     append_item(out, h, &ev->entry, false);
     if (ev->reason != 0)
         g_string_append_printf(out, " reason %s",
-                               reason_names[ev->reason < 6 ? ev->reason : 0]);
+                               reason_names[ev->reason < N_REASONS ? ev->reason
+                                                                   : 0]);
 }

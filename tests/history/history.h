@@ -33,12 +33,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* The owner rule (unregister/update by another process answer EPERM
- * unless forced) is checked where procreg.h has it (meson defines
- * HIST_HAVE_EPERM); before that, a code no call returns stands in. */
-#if !HIST_HAVE_EPERM
-#define PROCREG_EPERM (-1000)
-#endif
 
 /* Metadata as the tests write it: up to three int64 fields.  "a" and "b"
  * hold tokens unique to one write (so an observation names the write it
@@ -156,8 +150,6 @@ typedef struct {
      * and monotonic reads per client). */
     bool session;
     int64_t stale_ns;
-    /* Unregister/update by a caller other than the owner answer EPERM. */
-    bool perm;
     /* Search budget per key (memoised states); 0: a default. */
     size_t max_states;
 } hist_check_opts;

@@ -8,8 +8,9 @@
  * lookup_entry           -> (owner, meta, rev) | ENOTFOUND
  * unregister(if_rev)     -> ok | ENOTFOUND | ECONFLICT | EPERM
  * update(meta, mode, if) -> ok rev | ENOTFOUND | ECONFLICT | EPERM
- * A caller that is not the owner gets EPERM unless it passes FORCE (when
- * the build has that rule: opts.perm).  A pending write (no answer, or an
+ * A caller that is not the owner gets EPERM unless it passes FORCE,
+ * checked after the revision: a caller that is not the owner and names
+ * another revision gets ECONFLICT.  A pending write (no answer, or an
  * answer that does not say whether it happened) may take effect once,
  * with the revision a later observation reveals, or never.
  */
@@ -107,7 +108,7 @@ static bool rev_may_differ(const kstate *s, uint64_t if_rev)
 }
 
 /* Whether unregister/update may answer @rc (a refusal) in @s. */
-static bool guarded_refusal(const kop *o, const kstate *s, bool perm, int rc)
+static bool guarded_refusal(const kop *o, const kstate *s, int rc)
 {
     bool present = s->owner >= 0;
     switch (rc) {
@@ -116,7 +117,10 @@ static bool guarded_refusal(const kop *o, const kstate *s, bool perm, int rc)
     case PROCREG_ECONFLICT:
         return present && o->if_rev != 0 && rev_may_differ(s, o->if_rev);
     case PROCREG_EPERM:
-        return present && perm && !o->force && s->owner != o->owner;
+        /* The owner rule applies once the revision matched (the core
+         * answers a conflict first). */
+        return present && !o->force && s->owner != o->owner &&
+               (o->if_rev == 0 || rev_may_be(s, o->if_rev));
     default:
         return false;
     }
@@ -124,12 +128,11 @@ static bool guarded_refusal(const kop *o, const kstate *s, bool perm, int rc)
 
 /* Whether unregister/update may succeed in @s; binds an unknown revision
  * to if_rev. */
-static bool guard_passes(const kop *o, const kstate *s, bool perm,
-                         kstate *next)
+static bool guard_passes(const kop *o, const kstate *s, kstate *next)
 {
     if (s->owner < 0)
         return false;
-    if (perm && !o->force && s->owner != o->owner)
+    if (!o->force && s->owner != o->owner)
         return false;
     *next = *s;
     if (o->if_rev == 0)
@@ -141,7 +144,7 @@ static bool guard_passes(const kop *o, const kstate *s, bool perm,
     return true;
 }
 
-bool kop_step(const kop *o, const kstate *s, bool perm, kstate *next)
+bool kop_step(const kop *o, const kstate *s, kstate *next)
 {
     bool pending = o->res == HIST_PENDING;
     *next = *s;
@@ -170,8 +173,8 @@ bool kop_step(const kop *o, const kstate *s, bool perm, kstate *next)
         return s->owner < 0 || !hist_meta_matches(&s->meta, o->field, o->value);
     case KOP_UNREGISTER:
         if (!pending && o->rc != 0)
-            return guarded_refusal(o, s, perm, o->rc);
-        if (!guard_passes(o, s, perm, next))
+            return guarded_refusal(o, s, o->rc);
+        if (!guard_passes(o, s, next))
             return false;
         next->owner = -1;
         next->rev = 0;
@@ -179,8 +182,8 @@ bool kop_step(const kop *o, const kstate *s, bool perm, kstate *next)
         return true;
     case KOP_UPDATE:
         if (!pending && o->rc != 0)
-            return guarded_refusal(o, s, perm, o->rc);
-        if (!guard_passes(o, s, perm, next))
+            return guarded_refusal(o, s, o->rc);
+        if (!guard_passes(o, s, next))
             return false;
         next->meta = o->merge ? hist_meta_merge(&s->meta, &o->meta) : o->meta;
         return new_revision(next, pending ? 0 : o->got.rev, next);

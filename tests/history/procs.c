@@ -335,7 +335,7 @@ static int finish(procs *p, const char *spec, int reap_ms, const char *what)
         return rc;
     printf("history: %s: %d clients started, %u killed\n", what, p->next_id,
            p->kills);
-    hist_check_opts check = {.perm = HIST_HAVE_EPERM};
+    hist_check_opts check = {0};
     rc = run_check_dir(p->o, &check, what);
     if (!recount) {
         g_string_append(p->o->report, report->str);

@@ -470,19 +470,11 @@ static uint64_t guard(hist_client *c, int k)
 static void do_unregister(hist_client *c, int k)
 {
     uint64_t if_rev = guard(c, k);
-#if HIST_HAVE_EPERM
     bool force = g_rand_int_range(c->rand, 0, 3) == 0;
-#else
-    bool force = false;
-#endif
     int64_t id = begin(c, "op=unregister k=k%d owner=%s if=%" PRIu64
                        " force=%d", k, c->self_text, if_rev, force);
-#if HIST_HAVE_EPERM
     int rc = procreg_unregister_full(c->reg, c->keys[k], if_rev,
                                      force ? PROCREG_FORCE : 0, NULL);
-#else
-    int rc = procreg_unregister_key(c->reg, c->keys[k], if_rev, NULL);
-#endif
     end(c, id, rc, "%s", "");
 }
 
@@ -491,11 +483,7 @@ static void do_update(hist_client *c, int k)
     uint64_t if_rev = guard(c, k);
     bool merge = g_rand_boolean(c->rand);
     hist_meta m = new_meta(c, merge);
-#if HIST_HAVE_EPERM
     bool force = g_rand_int_range(c->rand, 0, 3) == 0;
-#else
-    bool force = false;
-#endif
     g_autofree char *meta = meta_text(&m);
     int64_t id = begin(c, "op=update k=k%d owner=%s meta=%s mode=%s if=%" PRIu64
                        " force=%d", k, c->self_text, meta,
@@ -503,15 +491,10 @@ static void do_update(hist_client *c, int k)
     uint64_t rev = 0;
     procreg_update_mode mode = merge ? PROCREG_UPDATE_MERGE
                                      : PROCREG_UPDATE_REPLACE;
-#if HIST_HAVE_EPERM
     int rc = procreg_update_metadata_full(c->reg, c->keys[k], meta_variant(&m),
                                           mode, if_rev,
                                           force ? PROCREG_FORCE : 0, &rev,
                                           NULL);
-#else
-    int rc = procreg_update_metadata_key(c->reg, c->keys[k], meta_variant(&m),
-                                         mode, if_rev, &rev, NULL);
-#endif
     if (rc == 0) {
         end(c, id, rc, "rev=%" PRIu64, rev);
         c->last_rev[k] = rev;

@@ -327,8 +327,7 @@ int run_threads(const run_opts *o, const char *spec, int helpers)
          * rest is this loaded machine's scheduling. */
         int64_t ttl_ms = ttl ? atoi(ttl + 7) : 250;
         hist_check_opts check = {.session = session,
-                                 .stale_ns = (ttl_ms + 50) * 1000000,
-                                 .perm = HIST_HAVE_EPERM};
+                                 .stale_ns = (ttl_ms + 50) * 1000000};
         result = run_check_dir(o, &check, spec);
         if (!recount) {
             g_string_append(o->report, report->str);
@@ -422,8 +421,7 @@ static int run_once(run_opts *o, GPtrArray *rest, int helpers)
 static int check_files(GPtrArray *rest, int session_ms)
 {
     hist_check_opts check = {.session = session_ms >= 0,
-                             .stale_ns = (int64_t)session_ms * 1000000,
-                             .perm = HIST_HAVE_EPERM};
+                             .stale_ns = (int64_t)session_ms * 1000000};
     g_autoptr(hist) h = hist_new();
     g_autoptr(GError) err = NULL;
     for (guint i = 1; i < rest->len; i++)

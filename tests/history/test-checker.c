@@ -68,7 +68,7 @@ static bool check_full(builder *b, const hist_check_opts *opts,
 
 static bool check(builder *b)
 {
-    hist_check_opts o = {.perm = true};
+    hist_check_opts o = {0};
     return check_full(b, &o, NULL);
 }
 
@@ -107,7 +107,7 @@ static void test_concurrent_registers(void)
     op(&b, 1, 0, 30, "op=register k=x owner=1 meta=a:1", "rc=0 rev=1");
     op(&b, 2, 5, 20, "op=register k=x owner=2 meta=a:2", "rc=0 rev=2");
     GString *report = NULL;
-    hist_check_opts o = {.perm = true};
+    hist_check_opts o = {0};
     g_assert_false(check_full(&b, &o, &report));
     g_assert_nonnull(strstr(report->str, "key x is not linearizable"));
     g_assert_nonnull(strstr(report->str, "(2 of the 2 operations"));
@@ -124,7 +124,7 @@ static void test_stale_read(void)
     op(&b, 3, 45, 55, "op=lookup k=x", "rc=0 owner=1");
     op(&b, 2, 60, 70, "op=entry k=x", "rc=0 owner=1 meta=a:1 rev=1");
     GString *report = NULL;
-    hist_check_opts o = {.perm = true};
+    hist_check_opts o = {0};
     g_assert_false(check_full(&b, &o, &report));
     /* The culprit is the stale read; the witness needs the two writes. */
     g_assert_nonnull(strstr(report->str, "(3 of the 5 operations"));
@@ -232,6 +232,16 @@ static void test_conflict_and_perm(void)
     op(&b, 1, 0, 10, "op=register k=x owner=1 meta=a:1", "rc=0 rev=1");
     op(&b, 2, 20, 30, "op=unregister k=x owner=2 force=1", perm);
     g_assert_false(check(&b));
+    /* The revision is checked first: a caller that is not the owner and
+     * names another revision gets a conflict, not EPERM. */
+    builder_init(&b);
+    op(&b, 1, 0, 10, "op=register k=x owner=1 meta=a:1", "rc=0 rev=1");
+    op(&b, 2, 20, 30, "op=unregister k=x owner=2 if=5", RC(-10));
+    g_assert_true(check(&b));
+    builder_init(&b);
+    op(&b, 1, 0, 10, "op=register k=x owner=1 meta=a:1", "rc=0 rev=1");
+    op(&b, 2, 20, 30, "op=unregister k=x owner=2 if=5", perm);
+    g_assert_false(check(&b));
     /* ...and a caller that is not the owner cannot remove unforced. */
     builder_init(&b);
     op(&b, 1, 0, 10, "op=register k=x owner=1 meta=a:1", "rc=0 rev=1");
@@ -283,7 +293,7 @@ static void test_death(void)
     op(&b, 2, 200, 210, "op=register k=x owner=8 meta=a:2",
        RC(-4) " owner=7 meta=a:1 rev=1");
     GString *report = NULL;
-    hist_check_opts o = {.perm = true};
+    hist_check_opts o = {0};
     g_assert_false(check_full(&b, &o, &report));
     g_assert_nonnull(strstr(report->str, "naming the dead holder"));
     g_string_free(report, TRUE);
@@ -357,7 +367,7 @@ static void test_events(void)
     line(&b, "ev c=9 t=46 seq=2 kind=registered reason=none k=x owner=1 "
              "meta=a:1 rev=1");
     GString *report = NULL;
-    hist_check_opts o = {.perm = true};
+    hist_check_opts o = {0};
     g_assert_false(check_full(&b, &o, &report));
     g_assert_nonnull(strstr(report->str, "events of a key out of order: "
                                         "REGISTERED while it was present"));
@@ -391,7 +401,7 @@ static void test_events(void)
 
 static void test_session(void)
 {
-    hist_check_opts session = {.session = true, .stale_ns = 100, .perm = true};
+    hist_check_opts session = {.session = true, .stale_ns = 100};
     builder b;
     /* A read up to stale_ns old is within the optimized promise... */
     builder_init(&b);
@@ -548,7 +558,7 @@ static void test_generated(void)
     g_autoptr(hist) h = hist_new();
     g_autoptr(GError) err = NULL;
     g_assert_true(hist_load_text(h, good->str, "generated", &err));
-    hist_check_opts o = {.perm = true};
+    hist_check_opts o = {0};
     g_autoptr(GString) report = g_string_new(NULL);
     hist_check_stats st;
     g_assert_true(hist_check(h, &o, report, &st));
