@@ -104,4 +104,19 @@ bool hist_check_events(const hist *h, hist_revmap *revs,
 /* How many violations a report lists in full; the rest are counted. */
 #define HIST_REPORT_MAX 5
 
+/* Where a check writes the violations it finds (checker.c): each as a
+ * line saying @what, then the operation (or event) and, when given, the
+ * earlier one it contradicts; past HIST_REPORT_MAX only counted. */
+typedef struct {
+    GString *report;
+    guint found;
+} hist_sink;
+void hist_sink_op(hist_sink *s, const hist *h, const hist_op *op,
+                  const hist_op *earlier, const char *what);
+void hist_sink_event(hist_sink *s, const hist *h, const hist_event *ev,
+                     const hist_event *earlier, const char *what);
+/* Count what was not listed (@what: "session violations"); whether
+ * nothing was found. */
+bool hist_sink_end(hist_sink *s, const char *what);
+
 #endif

@@ -270,6 +270,50 @@ hist_lin hist_linearize(const kop *ops, guint n, const hist_check_opts *o)
 
 /* ---- the whole check ---- */
 
+/* ---- reports ---- */
+
+static bool sink_first(hist_sink *s, const char *what)
+{
+    if (s->found++ >= HIST_REPORT_MAX)
+        return false;
+    g_string_append_printf(s->report, "history: %s\n  ", what);
+    return true;
+}
+
+void hist_sink_op(hist_sink *s, const hist *h, const hist_op *op,
+                  const hist_op *earlier, const char *what)
+{
+    if (!sink_first(s, what))
+        return;
+    hist_op_describe(h, op, s->report);
+    if (earlier != NULL) {
+        g_string_append(s->report, "\n  after\n  ");
+        hist_op_describe(h, earlier, s->report);
+    }
+    g_string_append_c(s->report, '\n');
+}
+
+void hist_sink_event(hist_sink *s, const hist *h, const hist_event *ev,
+                     const hist_event *earlier, const char *what)
+{
+    if (!sink_first(s, what))
+        return;
+    hist_event_describe(h, ev, s->report);
+    if (earlier != NULL) {
+        g_string_append(s->report, "\n  after\n  ");
+        hist_event_describe(h, earlier, s->report);
+    }
+    g_string_append_c(s->report, '\n');
+}
+
+bool hist_sink_end(hist_sink *s, const char *what)
+{
+    if (s->found > HIST_REPORT_MAX)
+        g_string_append_printf(s->report, "history: %u more %s\n",
+                               s->found - HIST_REPORT_MAX, what);
+    return s->found == 0;
+}
+
 /* Each revision the linearization reached, with the entry it names
  * (the events are checked against these). */
 static void record_linearization(int key, const kop *ops, const search *s,

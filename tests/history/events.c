@@ -19,26 +19,6 @@
 
 #include <inttypes.h>
 
-typedef struct {
-    GString *report;
-    guint found;
-} sink;
-
-static void bad_event(sink *s, const hist *h, const hist_event *ev,
-                      const hist_event *prev, const char *what)
-{
-    if (s->found++ >= HIST_REPORT_MAX)
-        return;
-    g_string_append_printf(s->report, "history: %s\n  ", what);
-    hist_event_describe(h, ev, s->report);
-    g_string_append_c(s->report, '\n');
-    if (prev != NULL) {
-        g_string_append(s->report, "  after\n  ");
-        hist_event_describe(h, prev, s->report);
-        g_string_append_c(s->report, '\n');
-    }
-}
-
 static bool same_entry(const hist_item *x, const hist_item *y)
 {
     return x->owner == y->owner && hist_meta_equal(&x->meta, &y->meta);
@@ -130,7 +110,7 @@ static bool removal_cause(const event_index *x, const hist_event *ev)
     }
 }
 
-static void check_one(sink *s, const hist *h, const event_index *x,
+static void check_one(hist_sink *s, const hist *h, const event_index *x,
                       hist_revmap *revs, const bool *linearized,
                       const hist_event *ev)
 {
@@ -139,34 +119,34 @@ static void check_one(sink *s, const hist *h, const event_index *x,
     const hist_rev *r = hist_revmap_get(revs, ev->entry.key, ev->entry.rev);
     if (r != NULL) {
         if (!same_entry(&r->item, &ev->entry))
-            bad_event(s, h, ev, NULL,
+            hist_sink_event(s, h, ev, NULL,
                       "an event names an entry other than the one the "
                       "linearization had at that revision");
         else if (ev->kind != PROCREG_EVENT_UNREGISTERED && r->made_by != 0 &&
                  r->made_by != ev->kind)
-            bad_event(s, h, ev, NULL,
+            hist_sink_event(s, h, ev, NULL,
                       "an event's kind differs from the write that made "
                       "that revision");
     } else if (!pending_producer(x, &ev->entry)) {
-        bad_event(s, h, ev, NULL,
+        hist_sink_event(s, h, ev, NULL,
                   "an event names a revision that no write produced");
     }
     if (ev->kind == PROCREG_EVENT_UNREGISTERED && !removal_cause(x, ev))
-        bad_event(s, h, ev, NULL,
+        hist_sink_event(s, h, ev, NULL,
                   "a removal event has no cause of its reason in the "
                   "history");
 }
 
-static void out_of_order(sink *s, const hist *h, const hist_event *ev,
+static void out_of_order(hist_sink *s, const hist *h, const hist_event *ev,
                          const hist_event *prev, const char *what)
 {
     g_autofree char *msg = g_strconcat("events of a key out of order: ",
                                        what, NULL);
-    bad_event(s, h, ev, prev, msg);
+    hist_sink_event(s, h, ev, prev, msg);
 }
 
 /* The state machine of one key in one subscription. */
-static void follow(sink *s, const hist *h, const hist_event *ev,
+static void follow(hist_sink *s, const hist *h, const hist_event *ev,
                    const hist_event **last)
 {
     const hist_event *prev = last[ev->entry.key];
@@ -198,12 +178,12 @@ static void follow(sink *s, const hist *h, const hist_event *ev,
                          "present");
         break;
     default:
-        bad_event(s, h, ev, prev, "an event of unknown kind");
+        hist_sink_event(s, h, ev, prev, "an event of unknown kind");
     }
 }
 
 /* Every successful write invoked after @sub was made reached it. */
-static void check_complete(sink *s, const hist *h, const hist_sub *sub,
+static void check_complete(hist_sink *s, const hist *h, const hist_sub *sub,
                            GHashTable *delivered)
 {
     for (guint i = 0; i < h->ops->len; i++) {
@@ -224,21 +204,17 @@ static void check_complete(sink *s, const hist *h, const hist_sub *sub,
         guint64 tag = ((guint64)op->key << 50) ^ ((guint64)kind << 48) ^ rev;
         if (g_hash_table_contains(delivered, &tag))
             continue;
-        if (s->found++ >= HIST_REPORT_MAX)
-            continue;
-        g_string_append_printf(s->report,
-            "history: the subscription of client %d (made before it, "
-            "drained after) never delivered the event of\n  ",
-            sub->client);
-        hist_op_describe(h, op, s->report);
-        g_string_append_c(s->report, '\n');
+        g_autofree char *what = g_strdup_printf(
+            "the subscription of client %d (made before it, drained after) "
+            "never delivered the event of", sub->client);
+        hist_sink_op(s, h, op, NULL, what);
     }
 }
 
 bool hist_check_events(const hist *h, hist_revmap *revs,
                        const bool *linearized, GString *report)
 {
-    sink s = {report, 0};
+    hist_sink s = {report, 0};
     event_index x;
     index_init(&x, h);
     for (guint si = 0; si < h->subs->len; si++) {
@@ -253,7 +229,7 @@ bool hist_check_events(const hist *h, hist_revmap *revs,
             if (ev->client != sub->client)
                 continue;
             if (prev != NULL && ev->seq <= prev->seq)
-                bad_event(&s, h, ev, prev,
+                hist_sink_event(&s, h, ev, prev,
                           "event sequence numbers do not increase");
             prev = ev;
             check_one(&s, h, &x, revs, linearized, ev);
@@ -267,8 +243,5 @@ bool hist_check_events(const hist *h, hist_revmap *revs,
             check_complete(&s, h, sub, delivered);
     }
     index_clear(&x, h);
-    if (s.found > HIST_REPORT_MAX)
-        g_string_append_printf(report, "history: %u more event violations\n",
-                               s.found - HIST_REPORT_MAX);
-    return s.found == 0;
+    return hist_sink_end(&s, "event violations");
 }

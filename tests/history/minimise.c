@@ -171,9 +171,11 @@ static int explainer(const minimiser *m, guint o_index, need what,
         const kop *w = &m->all[j];
         if (j == o_index || w->inv >= before || w->inv > m->cut)
             continue;
-        if (what == NEEDS_REGISTER
-                ? may_register(w) && (want->owner < 0 || w->owner == want->owner)
-                : may_remove(w, what))
+        bool fits = what == NEEDS_REGISTER
+                        ? may_register(w) &&
+                              (want->owner < 0 || w->owner == want->owner)
+                        : may_remove(w, what);
+        if (fits)
             return (int)j;
     }
     return -1;

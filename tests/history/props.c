@@ -20,38 +20,11 @@
 
 #include <procreg/procreg.h>
 
-typedef struct {
-    GString *report;
-    guint found;
-} sink;
-
-static void violation(sink *s, const hist *h, const hist_op *op,
-                      const hist_op *other, const char *what)
-{
-    if (s->found++ >= HIST_REPORT_MAX)
-        return;
-    g_string_append_printf(s->report, "history: %s\n  ", what);
-    hist_op_describe(h, op, s->report);
-    g_string_append_c(s->report, '\n');
-    if (other != NULL) {
-        g_string_append(s->report, "  after\n  ");
-        hist_op_describe(h, other, s->report);
-        g_string_append_c(s->report, '\n');
-    }
-}
-
-static void finish(sink *s, const char *what)
-{
-    if (s->found > HIST_REPORT_MAX)
-        g_string_append_printf(s->report, "history: %u more %s\n",
-                               s->found - HIST_REPORT_MAX, what);
-}
-
 bool hist_check_static(const hist *h, const hist_check_opts *opts,
                        GString *report)
 {
     (void)opts;
-    sink s = {report, 0};
+    hist_sink s = {report, 0};
     const hist_op *ops = (const hist_op *)h->ops->data;
     g_autoptr(GPtrArray) deaths = g_ptr_array_new();
     for (guint i = 0; i < h->ops->len; i++)
@@ -69,17 +42,17 @@ bool hist_check_static(const hist *h, const hist_check_opts *opts,
                 if (op->inv <= d->confirmed)
                     continue;
                 if (op->rc == PROCREG_EEXISTS && op->got.owner == d->owner)
-                    violation(&s, h, op, d,
+                    hist_sink_op(&s, h, op, d,
                               "a register invoked after the holder's death "
                               "was confirmed answered EEXISTS naming the "
                               "dead holder");
                 if (op->rc == 0 && op->owner == d->owner)
-                    violation(&s, h, op, d,
+                    hist_sink_op(&s, h, op, d,
                               "a register invoked after the owner's death "
                               "was confirmed registered the dead owner");
             }
             if (op->rc == PROCREG_ENOTALIVE && !killed)
-                violation(&s, h, op, NULL,
+                hist_sink_op(&s, h, op, NULL,
                           "a register refused an owner that was never "
                           "killed as not alive");
         }
@@ -88,16 +61,15 @@ bool hist_check_static(const hist *h, const hist_check_opts *opts,
             for (size_t k = 0; k < op->n_items; k++) {
                 const hist_item *it = &op->items[k];
                 if (!g_hash_table_add(seen, GINT_TO_POINTER(it->key + 1)))
-                    violation(&s, h, op, NULL, "a result names a key twice");
+                    hist_sink_op(&s, h, op, NULL, "a result names a key twice");
                 if (op->kind == HIST_FIND &&
                     !hist_meta_matches(&it->meta, op->field, op->value))
-                    violation(&s, h, op, NULL,
+                    hist_sink_op(&s, h, op, NULL,
                               "find returned an entry that does not match");
             }
         }
     }
-    finish(&s, "static violations");
-    return s.found == 0;
+    return hist_sink_end(&s, "static violations");
 }
 
 /* ---- per client ---- */
@@ -208,17 +180,17 @@ static bool removal_possible(const removals *rm, int key, const key_session *ks,
     return false;
 }
 
-static void saw_present(sink *s, const hist *h, key_session *ks,
+static void saw_present(hist_sink *s, const hist *h, key_session *ks,
                         const hist_op *op, const hist_item *it, bool own_write)
 {
     if (own_write ? it->rev <= ks->seen : it->rev < ks->seen)
-        violation(s, h, op, ks->seen_by,
+        hist_sink_op(s, h, op, ks->seen_by,
                   own_write ? "a client's write got a revision not above one "
                               "it had already seen"
                             : "a client read an older revision after a newer "
                               "one (monotonic reads / read-your-writes)");
     else if (ks->removed_by != NULL && it->rev <= ks->removed)
-        violation(s, h, op, ks->removed_by,
+        hist_sink_op(s, h, op, ks->removed_by,
                   "a client saw again an entry it had removed");
     if (it->rev > ks->seen) {
         ks->seen = it->rev;
@@ -227,11 +199,11 @@ static void saw_present(sink *s, const hist *h, key_session *ks,
     }
 }
 
-static void saw_absent(sink *s, const hist *h, const removals *rm, int key,
+static void saw_absent(hist_sink *s, const hist *h, const removals *rm, int key,
                        key_session *ks, const hist_op *op)
 {
     if (ks->seen_by != NULL && !removal_possible(rm, key, ks, op))
-        violation(s, h, op, ks->seen_by,
+        hist_sink_op(s, h, op, ks->seen_by,
                   "a client found a key absent after it saw the key "
                   "present, and no removal could have come in between");
 }
@@ -243,7 +215,7 @@ static int by_inv(gconstpointer a, gconstpointer b)
     return x->inv < y->inv ? -1 : x->inv > y->inv;
 }
 
-static void one_op(sink *s, const hist *h, const removals *rm,
+static void one_op(hist_sink *s, const hist *h, const removals *rm,
                    key_session *keys, const hist_op *op)
 {
     if (op->res == HIST_PENDING || hist_rc_unknown(op->rc))
@@ -304,7 +276,7 @@ static void one_op(sink *s, const hist *h, const removals *rm,
 
 bool hist_check_sessions(const hist *h, GString *report)
 {
-    sink s = {report, 0};
+    hist_sink s = {report, 0};
     removals rm;
     removals_init(&rm, h);
     g_autoptr(GHashTable) by_client = g_hash_table_new_full(
@@ -334,6 +306,5 @@ bool hist_check_sessions(const hist *h, GString *report)
             one_op(&s, h, &rm, keys, list->pdata[i]);
     }
     removals_clear(&rm, h);
-    finish(&s, "session violations");
-    return s.found == 0;
+    return hist_sink_end(&s, "session violations");
 }

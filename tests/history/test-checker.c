@@ -79,7 +79,8 @@ static void test_sequential(void)
     op(&b, 1, 0, 10, "op=register k=x owner=1 meta=a:1", "rc=0 rev=1");
     op(&b, 1, 20, 30, "op=lookup k=x", "rc=0 owner=1");
     op(&b, 1, 40, 50, "op=entry k=x", "rc=0 owner=1 meta=a:1 rev=1");
-    op(&b, 1, 60, 70, "op=update k=x owner=1 meta=b:2 mode=merge", "rc=0 rev=2");
+    op(&b, 1, 60, 70, "op=update k=x owner=1 meta=b:2 mode=merge",
+       "rc=0 rev=2");
     op(&b, 1, 80, 90, "op=entry k=x", "rc=0 owner=1 meta=a:1,b:2 rev=2");
     op(&b, 1, 100, 110, "op=update k=x owner=1 meta=a:3 mode=replace if=2",
        "rc=0 rev=3");
