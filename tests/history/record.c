@@ -256,11 +256,6 @@ hist_client *hist_client_new(procreg *reg, int id, guint32 seed,
         g_assert(procreg_key_new(w->ns, name, &c->keys[i], NULL) == 0);
     }
     c->last_rev = g_new0(uint64_t, w->n_keys);
-    /* glib allocates the lock of its GVariant type cache on first use,
-     * with an atomic exchange ThreadSanitizer cannot see; use it here,
-     * before any client thread does. */
-    hist_meta none = {0};
-    g_variant_unref(g_variant_ref_sink(meta_variant(&none)));
     procreg_owner_self(&c->self);
     c->self_text = hist_owner_text(&c->self);
     pthread_mutex_init(&c->ev_lock, NULL);

@@ -405,6 +405,7 @@ static int run_once(run_opts *o, GPtrArray *rest, int helpers)
         return RUN_ERROR;
     }
     printf("history: seed %u (rerun with --seed %u)\n", o->seed, o->seed);
+    fflush(stdout); /* before any fork copies the buffer */
     int rc;
     if (strcmp(mode, "threads") == 0)
         rc = run_threads(o, rest->pdata[1], helpers);
@@ -439,6 +440,10 @@ static int check_files(GPtrArray *rest, int session_ms)
 
 int main(int argc, char **argv)
 {
+    /* glib allocates the lock of its GVariant type cache on first use,
+     * with an atomic exchange ThreadSanitizer cannot see: take it here,
+     * before any thread (a client's, or a backend's) makes a variant. */
+    g_variant_unref(g_variant_ref_sink(g_variant_new("a{sv}", NULL)));
     if (argc >= 3 && strcmp(argv[1], "--sleeper") == 0)
         return sleeper_main(argv[2]);
     if (argc >= 3 && strcmp(argv[1], "--txn-holder") == 0)
