@@ -72,9 +72,10 @@ typedef enum { LIN_OK, LIN_FAIL, LIN_BUDGET } hist_lin;
 hist_lin hist_linearize(const kop *ops, guint n, const hist_check_opts *o);
 
 /* minimise.c: explain why @key's sub-history @ops fails, with the
- * smallest failing sub-history found. */
+ * smallest failing sub-history found by @deadline (monotonic µs). */
 void hist_report_violation(const hist *h, int key, const kop *ops, guint n,
-                           const hist_check_opts *opts, GString *report);
+                           const hist_check_opts *opts, gint64 deadline,
+                           GString *report);
 
 /* The entry each (key, revision) named in a linearization found, and
  * whether a register (PROCREG_EVENT_REGISTERED), an update

@@ -343,6 +343,8 @@ bool hist_check(hist *h, const hist_check_opts *opts_in, GString *report,
     hist_check_stats st = {0};
     gint64 start = g_get_monotonic_time();
     bool ok = hist_check_static(h, &opts, report);
+    /* Minimising gets 20 s in all, however many keys fail. */
+    gint64 minimise_until = 0;
     hist_revmap *revs = hist_revmap_new();
     g_autofree bool *linearized = g_new0(bool, h->keys->len + 1);
     guint failures = 0;
@@ -371,9 +373,12 @@ bool hist_check(hist *h, const hist_check_opts *opts_in, GString *report,
                 (char *)h->keys->pdata[key], s.states, ops->len);
         } else {
             ok = false;
+            if (minimise_until == 0)
+                minimise_until = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
             if (failures++ < HIST_REPORT_MAX)
                 hist_report_violation(h, (int)key, (kop *)ops->data,
-                                      ops->len, &opts, report);
+                                      ops->len, &opts, minimise_until,
+                                      report);
         }
         g_array_unref(s.order);
         g_array_unref(s.after);
