@@ -167,6 +167,8 @@ static entry *eager_read(walk *w, entry *head, kstate *next)
 static hist_lin run_search(search *s)
 {
     guint n = s->n;
+    if (n == 0)
+        return LIN_OK;
     memo_words = (n + 63) / 64;
     g_autofree entry *entries = g_new0(entry, 2 * (gsize)n + 1);
     g_autofree entry **sorted = g_new(entry *, 2 * (gsize)n);

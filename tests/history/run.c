@@ -4,7 +4,8 @@
  *
  *   history-run threads SPEC   client threads of this process on one
  *                              registry, owners among helper processes
- *                              that are SIGKILLed and replaced
+ *                              that are SIGKILLed and replaced (@DIR@ in
+ *                              SPEC: the run's private directory)
  *   history-run lmdb           client processes on one lmdb file (procs.c)
  *   history-run etcd           client processes on a 3-member etcd cluster
  *   history-run check FILE...  check recorded histories again
@@ -245,6 +246,9 @@ static gpointer killer_loop(gpointer data)
 
 int run_threads(const run_opts *o, const char *spec, int helpers)
 {
+    /* @DIR@: the run's private directory (an lmdb file inside). */
+    g_auto(GStrv) parts = g_strsplit(spec, "@DIR@", -1);
+    g_autofree char *opened = g_strjoinv(o->dir, parts);
     threads_run r = {.o = o, .n_helpers = helpers};
     r.w = (hist_workload){.n_keys = o->keys, .ns = RUN_NS, .drop = true,
                           .list = true};
@@ -264,7 +268,7 @@ int run_threads(const run_opts *o, const char *spec, int helpers)
     for (int i = 0; i < helpers; i++)
         if (!start_helper(&r, i, &err))
             goto out;
-    if (procreg_open(spec, &r.reg, &err) != 0)
+    if (procreg_open(opened, &r.reg, &err) != 0)
         goto out;
     for (int i = 0; i <= o->clients; i++) {
         g_autofree char *name = g_strdup_printf("client-%d.log", i);
@@ -439,6 +443,36 @@ static int check_files(GPtrArray *rest, int session_ms)
     return ok ? RUN_OK : RUN_VIOLATION;
 }
 
+/* The rounds of a run (the long run repeats it until the time is
+ * spent), then the verdict, with --expect applied. */
+static int run_rounds(run_opts *o, GPtrArray *rest, int helpers,
+                      const char *expect)
+{
+    const char *env = g_getenv("PROCREG_HISTORY_SECONDS");
+    gint64 until = g_get_monotonic_time() +
+                   (gint64)(env ? g_ascii_strtod(env, NULL) : 0) *
+                       G_USEC_PER_SEC;
+    int rc, rounds = 0;
+    do {
+        rc = run_once(o, rest, helpers);
+        rounds++;
+        o->seed = (guint32)g_random_int();
+    } while (rc == RUN_OK && g_get_monotonic_time() < until);
+    if (env != NULL)
+        printf("history: %d rounds\n", rounds);
+    printf("%s", o->report->str);
+    if (expect == NULL)
+        return rc;
+    g_auto(GStrv) texts = g_strsplit(expect, "|", -1);
+    bool seen = false;
+    for (char **t = texts; rc == RUN_VIOLATION && *t && !seen; t++)
+        seen = strstr(o->report->str, *t) != NULL;
+    if (!seen)
+        printf("history: FAIL: expected a violation that says '%s'\n",
+               expect);
+    return seen ? RUN_VIOLATION : RUN_OK;
+}
+
 int main(int argc, char **argv)
 {
     /* glib allocates the lock of its GVariant type cache on first use,
@@ -451,12 +485,11 @@ int main(int argc, char **argv)
         return run_txn_holder_main(argv[2]);
     run_opts o = {.seconds = 2, .clients = 4, .keys = 6,
                   .seed = (guint32)g_random_int()};
-    o.self = g_file_read_link("/proc/self/exe", NULL);
-    o.report = g_string_new(NULL);
     int helpers = 2;
     int session_ms = -1;
     int client_id = -1;
     const char *expect = NULL;
+    const char *dir = NULL;
     g_autoptr(GPtrArray) rest = g_ptr_array_new();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -476,7 +509,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--session-ms") == 0 && next)
             session_ms = atoi(argv[++i]);
         else if (strcmp(a, "--dir") == 0 && next)
-            o.dir = g_strdup(argv[++i]);
+            dir = argv[++i];
         else if (strcmp(a, "--client") == 0 && next)
             client_id = atoi(argv[++i]);
         else if (strcmp(a, "--expect") == 0 && next)
@@ -490,48 +523,32 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--keep") == 0)
             o.keep = true;
         else if (g_str_has_prefix(a, "--etcd-bin="))
-            o.etcd_bin = g_strdup(a + strlen("--etcd-bin="));
+            o.etcd_bin = a + strlen("--etcd-bin=");
         else
             g_ptr_array_add(rest, argv[i]);
     }
-    if (client_id >= 0 && rest->len == 1)
-        return run_client_main(&o, client_id, rest->pdata[0]);
     const char *mode = rest->len ? rest->pdata[0] : "";
     if (strcmp(mode, "check") == 0)
         return check_files(rest, session_ms);
-    bool known = (strcmp(mode, "threads") == 0 && rest->len == 2) ||
+    bool known = (client_id >= 0 && dir != NULL && rest->len == 1) ||
+                 (strcmp(mode, "threads") == 0 && rest->len == 2) ||
                  ((strcmp(mode, "lmdb") == 0 || strcmp(mode, "etcd") == 0) &&
                   rest->len == 1);
     if (!known || o.clients < 1 || o.keys < 1 || o.seconds <= 0) {
         usage(argv[0]);
         return RUN_ERROR;
     }
-    /* The long run: rounds of the same run until the time is spent. */
-    const char *env = g_getenv("PROCREG_HISTORY_SECONDS");
-    gint64 until = g_get_monotonic_time() +
-                   (gint64)(env ? g_ascii_strtod(env, NULL) : 0) *
-                       G_USEC_PER_SEC;
-    int rc, rounds = 0;
-    do {
-        rc = run_once(&o, rest, helpers);
-        rounds++;
-        o.seed = (guint32)g_random_int();
-    } while (rc == RUN_OK && g_get_monotonic_time() < until);
-    if (env != NULL)
-        printf("history: %d rounds\n", rounds);
-    printf("%s", o.report->str);
-    if (expect != NULL) {
-        g_auto(GStrv) texts = g_strsplit(expect, "|", -1);
-        bool seen = false;
-        for (char **t = texts; rc == RUN_VIOLATION && *t && !seen; t++)
-            seen = strstr(o.report->str, *t) != NULL;
-        if (!seen)
-            printf("history: FAIL: expected a violation that says '%s'\n",
-                   expect);
-        rc = seen ? RUN_VIOLATION : RUN_OK;
+    o.self = g_file_read_link("/proc/self/exe", NULL);
+    o.report = g_string_new(NULL);
+    int rc;
+    if (client_id >= 0) {
+        o.dir = g_strdup(dir);
+        rc = run_client_main(&o, client_id, rest->pdata[0]);
+        g_free(o.dir);
+    } else {
+        rc = run_rounds(&o, rest, helpers, expect);
     }
     g_string_free(o.report, TRUE);
     g_free(o.self);
-    g_free(o.etcd_bin);
     return rc;
 }

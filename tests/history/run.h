@@ -23,7 +23,7 @@ typedef struct {
     guint32 seed;
     bool keep;       /* keep the directory (and say where) */
     char *self;      /* this program, re-executed for children */
-    char *etcd_bin;
+    const char *etcd_bin;
     GString *report; /* the violations found, printed at the end */
 } run_opts;
 
