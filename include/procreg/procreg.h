@@ -81,6 +81,13 @@ PROCREG_API GQuark procreg_error_quark(void);
  */
 PROCREG_API const char *procreg_strerror(int code);
 
+/**
+ * The name of @code as it is spelt in this header ("PROCREG_ENOTFOUND",
+ * ...), for logs and machine-readable output; NULL for codes that are not
+ * procreg's.  Thread-safe.
+ */
+PROCREG_API const char *procreg_error_name(int code);
+
 /* ------------------------------------------------------------------------ */
 /* Owners                                                                   */
 
@@ -166,6 +173,37 @@ typedef struct {
 PROCREG_API void procreg_entry_clear(procreg_entry *entry);
 /** Clear @n entries and free the array. NULL is ignored. */
 PROCREG_API void procreg_entries_free(procreg_entry *entries, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Errors as data                                                           */
+
+/**
+ * The facts a failed call knows, as data, so that a program need not parse
+ * the message: what the GError of a failed call carries besides its text.
+ * Every field may be empty; a call that passes no GError builds none of it.
+ */
+typedef struct {
+    /** What exists instead, NULL-terminated, or NULL: on PROCREG_ENOTFOUND
+     *  up to five names the namespace holds (none: it is empty, an empty
+     *  array); on PROCREG_EUNKNOWN_BACKEND the backends there are; on an
+     *  unknown spec option the options the backend accepts. */
+    char **alternatives;
+    /** On PROCREG_EEXISTS the entry that holds the key; on PROCREG_EPERM
+     *  the entry the caller may not change (its owner is the one who
+     *  may); ns and name set.  NULL otherwise. */
+    procreg_entry *entry;
+    /** On PROCREG_EINVAL from a spec: the byte offset in the spec text
+     *  where it goes wrong; -1 otherwise. */
+    int position;
+} procreg_error_details;
+
+/**
+ * The details of @error, a GError of the PROCREG_ERROR domain; NULL for
+ * NULL or another domain.  Borrowed: valid as long as @error (they are
+ * copied with it by g_error_copy() and freed with it).  Thread-safe.
+ */
+PROCREG_API const procreg_error_details *
+procreg_error_get_details(const GError *error);
 
 /* ------------------------------------------------------------------------ */
 /* Events (delivered by the service layer; see procreg_subscribe())         */
@@ -550,7 +588,10 @@ typedef struct {
     const procreg_entry *entry;
     int64_t time;  /**< When the core saw the change, µs since the epoch. */
     bool external; /**< Reported by the backend (made in another process or
-                        host), not made through this registry. */
+                        host), not made through this registry.  A dead
+                        owner's removal (PROCREG_REASON_OWNER_EXITED) is
+                        never external: no process made it, and every
+                        registry reports it alike, whoever reaped it. */
 } procreg_event;
 
 /** An event callback.  It may call @reg (including procreg_unsubscribe()
@@ -740,7 +781,9 @@ PROCREG_API void procreg_service_health_clear(procreg_service_health *health);
 typedef struct {
     procreg_op op;
     int result;           /**< 0 or the PROCREG_E* code the call returned. */
-    uint64_t duration_ns; /**< Monotonic time the call took. */
+    uint64_t duration_ns; /**< Monotonic time the call took; for a CLEANUP
+                               the removal's, or 0 when the backend
+                               reported a removal made elsewhere. */
     const char *ns;       /**< Namespace, NULL when the call had none. */
     const char *name;     /**< Name, NULL unless the call was on one key. */
     const char *backend;  /**< Backend name. */
@@ -752,7 +795,10 @@ typedef struct {
 /**
  * A telemetry handler.  It runs synchronously on the thread that made the
  * call, after the call and outside every registry lock; keep it short.
- * It may call @reg; the calls it makes are not reported again.
+ * CLEANUP, which no caller made, runs on the registry's monitor thread,
+ * once for each dead owner's entry the registry saw removed, whoever
+ * removed it.  It may call @reg; the calls it makes are not reported
+ * again.
  */
 typedef void (*procreg_telemetry_fn)(procreg *reg,
                                      const procreg_telemetry_event *event,

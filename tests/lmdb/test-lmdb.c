@@ -16,7 +16,7 @@
 #include <sys/mount.h>
 #include <sys/wait.h>
 
-/* The value layout of the "entries" database (backends/lmdb/lmdb.c). */
+/* The value layout of the "entries" database (backends/lmdb/lmdb-codec.h). */
 typedef struct {
     uint16_t version;
     uint16_t flags;
