@@ -430,10 +430,11 @@ static hist_meta new_meta(hist_client *c, bool tokens_in_b)
     return m;
 }
 
-static void do_register(hist_client *c, int k)
+/* Register key @k for @for_owner, else for the caller or a helper. */
+static void do_register(hist_client *c, int k, const procreg_owner *for_owner)
 {
-    procreg_owner owner = c->self;
-    if (c->pool != NULL && g_rand_boolean(c->rand))
+    procreg_owner owner = for_owner ? *for_owner : c->self;
+    if (for_owner == NULL && c->pool != NULL && g_rand_boolean(c->rand))
         pool_pick(c->pool, c->rand, &owner);
     g_autofree char *owner_s = hist_owner_text(&owner);
     hist_meta m = new_meta(c, false);
@@ -578,7 +579,7 @@ void hist_client_step(hist_client *c)
     int k = g_rand_int_range(c->rand, 0, c->w.n_keys);
     int pick = g_rand_int_range(c->rand, 0, 200);
     if (pick < 50)
-        do_register(c, k);
+        do_register(c, k, NULL);
     else if (pick < 74)
         do_unregister(c, k);
     else if (pick < 100)
@@ -595,6 +596,12 @@ void hist_client_step(hist_client *c)
         do_drop(c);
     else
         do_lookup(c, k);
+}
+
+void hist_client_register_each(hist_client *c, const procreg_owner *owner)
+{
+    for (int k = 0; k < c->w.n_keys; k++)
+        do_register(c, k, owner ? owner : &c->self);
 }
 
 bool hist_client_recount(hist_client *c, GString *report)

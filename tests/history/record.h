@@ -60,6 +60,10 @@ int hist_client_subscribe(hist_client *c, const char *drain_ns,
                           GError **error);
 /* One random operation, recorded. */
 void hist_client_step(hist_client *c);
+/* Register every key for @owner (NULL: the calling process), recorded:
+ * before an owner is killed, so it holds what it can; right after, when
+ * none may answer EEXISTS naming the dead one. */
+void hist_client_register_each(hist_client *c, const procreg_owner *owner);
 /* Record, for the drain protocol, that the subscription has delivered
  * every event up to @seq (in-process) or the end markers of the
  * clients @ids (across processes), waiting up to @timeout_ms. */

@@ -11,7 +11,8 @@
  *   history-run check FILE...  check recorded histories again
  *
  * Options: --clients N, --keys N, --seconds S, --ops N (per client, at
- * most), --seed N, --keep (keep the histories and say where),
+ * most), --helpers N and --kills N (threads: helper owners, and how many
+ * kills a run makes), --seed N, --keep (keep the histories and say where),
  * --etcd-bin=PATH, --session-ms N (check: the optimized promise with
  * that staleness), --backend-module PATH (load a backend first),
  * --expect TEXT (the run must find a violation whose report holds TEXT,
@@ -148,6 +149,7 @@ typedef struct {
     pthread_cond_t cond;
     gboolean stop;
     GHashTable *dead; /* owners killed: "PID:START" */
+    hist_client *prober; /* registers every key after each kill */
     GPid *helpers;
     int n_helpers;
     guint kills;
@@ -202,7 +204,10 @@ static bool start_helper(threads_run *r, int slot, GError **error)
 }
 
 /* Kills a helper owner at times spread over the run and replaces it;
- * each death is a fault in the history. */
+ * each death is a fault in the history.  The prober registers every key
+ * it can for the victim just before, and every key for itself right
+ * after (before the registry's monitor can have noticed): one still held
+ * by the dead owner must be taken, not refused. */
 static gpointer killer_loop(gpointer data)
 {
     threads_run *r = data;
@@ -210,7 +215,7 @@ static gpointer killer_loop(gpointer data)
     g_autofree char *path = g_build_filename(r->o->dir, "faults.log", NULL);
     hist_log *log = hist_log_open(path, true, &err);
     GRand *rand = g_rand_new_with_seed(r->o->seed ^ 0x5eed);
-    gint64 period = (gint64)(r->o->seconds * G_USEC_PER_SEC / 6);
+    gint64 period = (gint64)(r->o->seconds * G_USEC_PER_SEC / r->o->kills);
     pthread_mutex_lock(&r->lock);
     while (log != NULL && !r->stop) {
         gint64 wake = g_get_monotonic_time() + period / 2 +
@@ -222,6 +227,7 @@ static gpointer killer_loop(gpointer data)
         procreg_owner o;
         procreg_owner_from_pid(r->helpers[slot], &o, NULL);
         char *owner = hist_owner_text(&o);
+        hist_client_register_each(r->prober, &o);
         int64_t inv = hist_now();
         run_kill(r->helpers[slot]);
         int64_t res = hist_now();
@@ -229,6 +235,7 @@ static gpointer killer_loop(gpointer data)
                         owner, inv, res);
         g_hash_table_add(r->dead, owner);
         r->kills++;
+        hist_client_register_each(r->prober, NULL);
         if (!start_helper(r, slot, &err)) {
             fprintf(stderr, "history: %s\n", err->message);
             r->failed = true;
@@ -260,7 +267,9 @@ int run_threads(const run_opts *o, const char *spec, int helpers)
     int result = RUN_ERROR;
     g_autoptr(GError) err = NULL;
     g_autoptr(GString) report = g_string_new(NULL);
-    client_thread *threads = g_new0(client_thread, o->clients + 1);
+    /* The clients, then the one that recounts, then the prober. */
+    int n_logs = o->clients + 2;
+    client_thread *threads = g_new0(client_thread, n_logs);
     GThread **handles = g_new0(GThread *, o->clients);
     GThread *killer = NULL;
     int started = 0;
@@ -270,7 +279,7 @@ int run_threads(const run_opts *o, const char *spec, int helpers)
             goto out;
     if (procreg_open(opened, &r.reg, &err) != 0)
         goto out;
-    for (int i = 0; i <= o->clients; i++) {
+    for (int i = 0; i < n_logs; i++) {
         g_autofree char *name = g_strdup_printf("client-%d.log", i);
         g_autofree char *path = g_build_filename(o->dir, name, NULL);
         threads[i].run = &r;
@@ -280,11 +289,11 @@ int run_threads(const run_opts *o, const char *spec, int helpers)
         threads[i].client = hist_client_new(r.reg, i, o->seed + (guint32)i,
                                             &r.w, threads[i].log,
                                             helpers ? r.pool : NULL);
-        /* The last client only recounts at the end. */
         if (i < o->clients &&
             hist_client_subscribe(threads[i].client, NULL, &err) != 0)
             goto out;
     }
+    r.prober = threads[o->clients + 1].client;
     r.deadline = g_get_monotonic_time() +
                  (gint64)(o->seconds * G_USEC_PER_SEC);
     for (; started < o->clients; started++)
@@ -318,7 +327,7 @@ int run_threads(const run_opts *o, const char *spec, int helpers)
            " operations in %.1f s; %u owner processes killed\n",
            spec, o->clients, total, o->seconds, r.kills);
     result = r.failed ? RUN_ERROR : RUN_OK;
-    for (int i = 0; i <= o->clients; i++) {
+    for (int i = 0; i < n_logs; i++) {
         hist_client_free(threads[i].client);
         threads[i].client = NULL;
         if (!hist_log_close(threads[i].log, &err) && result == RUN_OK)
@@ -344,7 +353,7 @@ out:
         fprintf(stderr, "history: %s\n", err->message);
     for (int i = 0; i < started; i++)
         g_thread_join(handles[i]);
-    for (int i = 0; i <= o->clients; i++) {
+    for (int i = 0; i < n_logs; i++) {
         hist_client_free(threads[i].client);
         if (threads[i].log != NULL)
             hist_log_close(threads[i].log, NULL);
@@ -382,7 +391,8 @@ static void usage(const char *prog)
     fprintf(stderr,
             "usage: %s threads SPEC | lmdb | etcd | check [--session-ms N] "
             "FILE...\n  [--clients N] [--keys N] [--seconds S] [--seed N] "
-            "[--keep] [--helpers N] [--etcd-bin=PATH]\n", prog);
+            "[--keep] [--helpers N] [--kills N] [--ops N] [--etcd-bin=PATH]\n",
+            prog);
 }
 
 static void rm_rf(const char *dir)
@@ -483,7 +493,7 @@ int main(int argc, char **argv)
         return sleeper_main(argv[2]);
     if (argc >= 3 && strcmp(argv[1], "--txn-holder") == 0)
         return run_txn_holder_main(argv[2]);
-    run_opts o = {.seconds = 2, .clients = 4, .keys = 6,
+    run_opts o = {.seconds = 2, .clients = 4, .keys = 6, .kills = 6,
                   .seed = (guint32)g_random_int()};
     int helpers = 2;
     int session_ms = -1;
@@ -506,6 +516,8 @@ int main(int argc, char **argv)
             o.seed = (guint32)strtoul(argv[++i], NULL, 10);
         else if (strcmp(a, "--helpers") == 0 && next)
             helpers = atoi(argv[++i]);
+        else if (strcmp(a, "--kills") == 0 && next)
+            o.kills = atoi(argv[++i]);
         else if (strcmp(a, "--session-ms") == 0 && next)
             session_ms = atoi(argv[++i]);
         else if (strcmp(a, "--dir") == 0 && next)
@@ -534,7 +546,8 @@ int main(int argc, char **argv)
                  (strcmp(mode, "threads") == 0 && rest->len == 2) ||
                  ((strcmp(mode, "lmdb") == 0 || strcmp(mode, "etcd") == 0) &&
                   rest->len == 1);
-    if (!known || o.clients < 1 || o.keys < 1 || o.seconds <= 0) {
+    if (!known || o.clients < 1 || o.keys < 1 || o.kills < 1 ||
+        o.seconds <= 0) {
         usage(argv[0]);
         return RUN_ERROR;
     }

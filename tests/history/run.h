@@ -18,6 +18,7 @@ typedef struct {
     char *dir;       /* private directory for the histories and files */
     double seconds;  /* how long clients run, at most */
     guint64 ops;     /* operations per client, at most (0: no limit) */
+    int kills;       /* threads: helper owners killed per run, about */
     int clients;
     int keys;
     guint32 seed;
