@@ -131,7 +131,7 @@ typedef struct {
     GPid pid; /* 0: gone */
     int in, out;
     GString *buf;
-    char *owner;
+    char *owner; /* "PID:START", from its ready line */
 } child;
 
 typedef struct {
@@ -142,6 +142,11 @@ typedef struct {
     hist_log *faults;
     gint64 end;          /* monotonic µs when the clients stop */
     guint kills;
+    /* The parent's own registry and client, which registers every key
+     * around each kill (see kill_client). */
+    procreg *reg;
+    hist_log *prober_log;
+    hist_client *prober;
 } procs;
 
 static void child_free(gpointer p)
@@ -225,9 +230,16 @@ static child *start_client(procs *p, const char *spec, GError **error)
     return c;
 }
 
-/* SIGKILL a running client (a fault: its owner dies mid-operation). */
+/* SIGKILL a running client (a fault: its owner dies mid-operation).
+ * Just before, the prober registers every key it can for the victim;
+ * right after waitpid, every key for itself: a key the dead client still
+ * holds must be taken, not refused. */
 static void kill_client(procs *p, child *c)
 {
+    procreg_owner victim = {0};
+    if (sscanf(c->owner, "%d:%" SCNu64, &victim.pid,
+               &victim.start_time) == 2)
+        hist_client_register_each(p->prober, &victim);
     int64_t inv = hist_now();
     run_kill(c->pid);
     c->pid = 0;
@@ -235,6 +247,7 @@ static void kill_client(procs *p, child *c)
                     c->owner, inv, hist_now());
     g_hash_table_add(p->dead, g_strdup(c->owner));
     p->kills++;
+    hist_client_register_each(p->prober, NULL);
 }
 
 static child *random_live_client(procs *p, GRand *rand)
@@ -326,11 +339,18 @@ static int finish(procs *p, const char *spec, int reap_ms, const char *what)
             rc = RUN_ERROR;
         }
     }
-    if (!hist_log_close(p->faults, &err)) {
-        fprintf(stderr, "history: %s\n", err->message);
-        rc = RUN_ERROR;
+    /* Every log complete before the check reads them. */
+    g_clear_pointer(&p->prober, hist_client_free);
+    g_clear_pointer(&p->reg, procreg_close);
+    hist_log *logs[] = {p->faults, p->prober_log};
+    p->faults = p->prober_log = NULL;
+    for (guint i = 0; i < G_N_ELEMENTS(logs); i++) {
+        g_clear_error(&err);
+        if (!hist_log_close(logs[i], &err)) {
+            fprintf(stderr, "history: %s\n", err->message);
+            rc = RUN_ERROR;
+        }
     }
-    p->faults = NULL;
     if (rc != RUN_OK)
         return rc;
     printf("history: %s: %d clients started, %u killed\n", what, p->next_id,
@@ -344,24 +364,35 @@ static int finish(procs *p, const char *spec, int reap_ms, const char *what)
     return rc;
 }
 
-static bool procs_init(procs *p, const run_opts *o)
+static bool procs_init(procs *p, const run_opts *o, const char *spec)
 {
     *p = (procs){.o = o};
     p->children = g_ptr_array_new_with_free_func(child_free);
     p->dead = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     g_autoptr(GError) err = NULL;
-    g_autofree char *path = g_build_filename(o->dir, "faults.log", NULL);
-    p->faults = hist_log_open(path, true, &err);
-    if (p->faults == NULL)
+    g_autofree char *faults = g_build_filename(o->dir, "faults.log", NULL);
+    g_autofree char *prober = g_build_filename(o->dir, "prober.log", NULL);
+    if ((p->faults = hist_log_open(faults, true, &err)) == NULL ||
+        (p->prober_log = hist_log_open(prober, false, &err)) == NULL ||
+        procreg_open(spec, &p->reg, &err) != 0) {
         fprintf(stderr, "history: %s\n", err->message);
+        return false;
+    }
+    hist_workload w = {.n_keys = o->keys, .ns = RUN_NS};
+    p->prober = hist_client_new(p->reg, 1000001, o->seed, &w, p->prober_log,
+                                NULL);
     p->end = g_get_monotonic_time() + (gint64)(o->seconds * G_USEC_PER_SEC);
-    return p->faults != NULL;
+    return true;
 }
 
 static void procs_clear(procs *p)
 {
     g_ptr_array_unref(p->children);
     g_hash_table_unref(p->dead);
+    hist_client_free(p->prober);
+    procreg_close(p->reg);
+    if (p->prober_log != NULL)
+        hist_log_close(p->prober_log, NULL);
     if (p->faults != NULL)
         hist_log_close(p->faults, NULL);
 }
@@ -413,12 +444,14 @@ int run_lmdb(const run_opts *o)
     printf("history: no lmdb backend in this build\n");
     return RUN_SKIP;
 #else
-    procs p;
-    if (!procs_init(&p, o))
-        return RUN_ERROR;
     g_autofree char *file = g_build_filename(o->dir, "registry.mdb", NULL);
     g_autofree char *spec = g_strdup_printf("lmdb:path=%s,durability=nosync",
                                             file);
+    procs p;
+    if (!procs_init(&p, o, spec)) {
+        procs_clear(&p);
+        return RUN_ERROR;
+    }
     g_autoptr(GError) err = NULL;
     GRand *rand = g_rand_new_with_seed(o->seed ^ 0xfa17);
     int rc = RUN_ERROR;
@@ -506,11 +539,6 @@ int run_etcd(const run_opts *o)
         fprintf(stderr, "history: %s\n", err->message);
         return RUN_ERROR;
     }
-    procs p;
-    if (!procs_init(&p, o)) {
-        etcd_cluster_destroy(&cl);
-        return RUN_ERROR;
-    }
     g_autofree char *tag = etcd_random_tag();
     g_autoptr(GPtrArray) specs = g_ptr_array_new_with_free_func(g_free);
     for (int i = 0; i < cl.n; i++) {
@@ -518,6 +546,12 @@ int run_etcd(const run_opts *o)
         g_ptr_array_add(specs, g_strdup_printf(
             "etcd:endpoints=[%s],prefix=/procreg-history/%s,lease_ttl=5,"
             "timeout_ms=2000", eps, tag));
+    }
+    procs p;
+    if (!procs_init(&p, o, specs->pdata[0])) {
+        procs_clear(&p);
+        etcd_cluster_destroy(&cl);
+        return RUN_ERROR;
     }
     GRand *rand = g_rand_new_with_seed(o->seed ^ 0xe7cd);
     int rc = RUN_ERROR;
