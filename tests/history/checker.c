@@ -10,7 +10,9 @@
  * search from exploring one configuration twice; the set is hashed
  * incrementally (a random 64-bit value per operation, xor-ed).  Pending
  * operations return "at infinity" and need not be placed: the search
- * succeeds once every answered operation is.  Keys are independent
+ * succeeds once every answered operation is.  A read that holds in the
+ * current state is placed at once, without alternatives (eager_read()).
+ * Keys are independent
  * (P-compositionality: a history is linearizable iff each key's is), so
  * each key is searched alone.
  *
@@ -32,6 +34,7 @@ typedef struct entry {
 
 typedef struct {
     guint64 hash;
+    guint words; /* of bits */
     kstate state;
     guint64 bits[];
 } memo_node;
@@ -42,13 +45,11 @@ static guint memo_hash(gconstpointer p)
     return (guint)(n->hash ^ (n->hash >> 32));
 }
 
-static guint memo_words; /* the search runs on one thread at a time */
-
 static gboolean memo_equal(gconstpointer a, gconstpointer b)
 {
     const memo_node *x = a, *y = b;
     return x->hash == y->hash && kstate_equal(&x->state, &y->state) &&
-           memcmp(x->bits, y->bits, memo_words * sizeof(guint64)) == 0;
+           memcmp(x->bits, y->bits, x->words * sizeof(guint64)) == 0;
 }
 
 typedef struct {
@@ -104,6 +105,7 @@ typedef struct {
     GHashTable *memo;
     GArray *stack;
     guint64 *bits, *zobrist;
+    guint words; /* of bits */
     guint64 hash;
     kstate state;
     guint placed;
@@ -116,10 +118,11 @@ static bool place(walk *w, entry *e, const kstate *next, bool forced)
     guint id = e->id;
     w->bits[id / 64] |= 1ull << (id % 64);
     w->hash ^= w->zobrist[id];
-    memo_node *node = g_malloc(sizeof *node + memo_words * sizeof(guint64));
+    memo_node *node = g_malloc(sizeof *node + w->words * sizeof(guint64));
     node->hash = w->hash ^ kstate_hash(next);
+    node->words = w->words;
     node->state = *next;
-    memcpy(node->bits, w->bits, memo_words * sizeof(guint64));
+    memcpy(node->bits, w->bits, w->words * sizeof(guint64));
     if (!g_hash_table_add(w->memo, node)) {
         w->bits[id / 64] &= ~(1ull << (id % 64));
         w->hash ^= w->zobrist[id];
@@ -169,11 +172,11 @@ static hist_lin run_search(search *s)
     guint n = s->n;
     if (n == 0)
         return LIN_OK;
-    memo_words = (n + 63) / 64;
+    guint words = (n + 63) / 64;
     g_autofree entry *entries = g_new0(entry, 2 * (gsize)n + 1);
     g_autofree entry **sorted = g_new(entry *, 2 * (gsize)n);
     g_autofree guint64 *zobrist = g_new(guint64, n + 1);
-    g_autofree guint64 *bits = g_new0(guint64, memo_words + 1);
+    g_autofree guint64 *bits = g_new0(guint64, words);
     guint64 seed = 0x2545F4914F6CDD1Dull;
     guint completed = 0;
     for (guint i = 0; i < n; i++) {
@@ -199,7 +202,7 @@ static hist_lin run_search(search *s)
     }
     prev->next = NULL;
 
-    walk w = {.s = s, .bits = bits, .zobrist = zobrist};
+    walk w = {.s = s, .bits = bits, .zobrist = zobrist, .words = words};
     w.memo = g_hash_table_new_full(memo_hash, memo_equal, g_free, NULL);
     w.stack = g_array_new(FALSE, FALSE, sizeof(frame));
     kstate_init(&w.state);
