@@ -270,6 +270,22 @@ static void sleep_until(gint64 at)
         g_usleep((gulong)d);
 }
 
+/* Say that client @c did not @what in time, with the last line of its
+ * history: the call it is stuck in. */
+static int stuck(procs *p, child *c, const char *what)
+{
+    g_autofree char *name = g_strdup_printf("client-%d.log", c->id);
+    g_autofree char *path = g_build_filename(p->o->dir, name, NULL);
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(path, &text, NULL, NULL))
+        text = g_strdup("");
+    g_strchomp(text);
+    const char *last = strrchr(text, '\n');
+    fprintf(stderr, "history: client %d did not %s in 60 s; its last "
+            "record: %s\n", c->id, what, last ? last + 1 : text);
+    return RUN_ERROR;
+}
+
 /* After the run: "done" from each, drain their subscriptions, recount
  * through a registry of this process, let them exit, check. */
 static int finish(procs *p, const char *spec, int reap_ms, const char *what)
@@ -282,10 +298,8 @@ static int finish(procs *p, const char *spec, int reap_ms, const char *what)
         if (c->pid == 0)
             continue;
         g_autofree char *l = child_line(c, 60000);
-        if (l == NULL || strcmp(l, "done") != 0) {
-            fprintf(stderr, "history: client %d did not finish\n", c->id);
-            return RUN_ERROR;
-        }
+        if (l == NULL || strcmp(l, "done") != 0)
+            return stuck(p, c, "finish");
         g_string_append_printf(ids, " %d", c->id);
     }
     for (guint i = 0; i < p->children->len; i++) {
@@ -296,10 +310,8 @@ static int finish(procs *p, const char *spec, int reap_ms, const char *what)
     for (guint i = 0; i < p->children->len; i++) {
         child *c = p->children->pdata[i];
         g_autofree char *l = c->pid ? child_line(c, 60000) : NULL;
-        if (c->pid != 0 && (l == NULL || strcmp(l, "drained") != 0)) {
-            fprintf(stderr, "history: client %d did not drain\n", c->id);
-            return RUN_ERROR;
-        }
+        if (c->pid != 0 && (l == NULL || strcmp(l, "drained") != 0))
+            return stuck(p, c, "drain");
     }
     /* The recount, with every client alive but idle. */
     g_autoptr(GError) err = NULL;
