@@ -255,8 +255,16 @@ PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
         GError **lp = error != NULL ? &local : NULL;
         rc = procreg_backend_register_entry(reg->backend, key, &record, &cur,
                                             lp);
-        if (rc == PROCREG_EEXISTS && holder_dead(reg, &cur.owner) &&
-            evict_dead_holder(reg, key, &cur)) {
+        bool dead = rc == PROCREG_EEXISTS && holder_dead(reg, &cur.owner);
+        if (dead && procreg_owner_same(&cur.owner, &record.owner)) {
+            /* The owner we register for died since resolve_owner() saw
+             * it alive: its old entry is part of its death, and a new one
+             * would bring a dead process back. */
+            g_clear_error(&local);
+            rc = procreg_set_error(lp, PROCREG_ENOTALIVE,
+                                   "process %d is not alive",
+                                   (int)record.owner.pid);
+        } else if (dead && evict_dead_holder(reg, key, &cur)) {
             procreg_entry_clear(&cur);
             g_clear_error(&local);
             rc = procreg_backend_register_entry(reg->backend, key, &record,
