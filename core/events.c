@@ -10,9 +10,8 @@
  * through a per-subscription FIFO drained by an idle source on that
  * context.  Nothing is queued while nobody subscribes.
  *
- * Waiters (procreg_wait_for) sleep on a condition variable per awaited key;
- * a registration bumps that key's generation and broadcasts, directly from
- * the writer (or host_notify) thread, so waking needs no dispatcher.
+ * Emitting a registration (a join) wakes the waiters of wait.c directly,
+ * from the writer (or host_notify) thread: waking needs no dispatcher.
  *
  * A backend with PROCREG_CAP_ORDERED_EVENTS reports its own changes too,
  * in commit order (host.c); the write paths then emit nothing themselves
@@ -20,19 +19,19 @@
  */
 #include "internal.h"
 
-#include <errno.h>
-#include <gmodule.h>
 #include <string.h>
-#include <time.h>
 
 /* A queued event; shared by the subscribers it goes to. */
 typedef struct {
     gint refcount;
     procreg_event ev;
-    procreg_entry entry; /* owned; ns and name set */
+    procreg_entry entry;   /* owned; ns and name set */
+    procreg_member member; /* JOINED / LEFT: a view of entry */
 } item;
 
-typedef enum { SCOPE_ALL, SCOPE_NS, SCOPE_KEY } scope;
+/* A key subscription sees its entry's events, a group subscription its
+ * group's; the wider ones see both. */
+typedef enum { SCOPE_ALL, SCOPE_NS, SCOPE_KEY, SCOPE_GROUP } scope;
 
 typedef struct sub {
     gint refcount;
@@ -56,13 +55,6 @@ typedef struct sub {
     GSource *source; /* our reference while one is attached */
 } sub;
 
-/* One awaited key. */
-typedef struct {
-    pthread_cond_t cond;
-    uint64_t gen; /* bumped by each registration of the key */
-    int waiters;
-} awaited;
-
 struct procreg_events {
     pthread_mutex_t lock; /* queue, subs, seq, thread */
     pthread_cond_t cond;  /* the dispatcher's */
@@ -74,10 +66,6 @@ struct procreg_events {
     bool stop;
     atomic_int n_subs;
     uint64_t queued_max, delivered, emitted;
-
-    pthread_mutex_t wait_lock; /* waits */
-    GHashTable *waits;         /* key string -> awaited* */
-    atomic_int n_waiters;
 };
 
 /* ---- names ---- */
@@ -88,6 +76,8 @@ PROCREG_API const char *procreg_event_kind_name(procreg_event_kind kind)
     case PROCREG_EVENT_REGISTERED: return "registered";
     case PROCREG_EVENT_UNREGISTERED: return "unregistered";
     case PROCREG_EVENT_UPDATED: return "updated";
+    case PROCREG_EVENT_JOINED: return "joined";
+    case PROCREG_EVENT_LEFT: return "left";
     }
     return "unknown";
 }
@@ -145,7 +135,10 @@ static bool sub_matches(const sub *s, const item *it)
     case SCOPE_ALL: return true;
     case SCOPE_NS: return strcmp(s->ns, it->ev.ns) == 0;
     case SCOPE_KEY:
-        return strcmp(s->ns, it->ev.ns) == 0 &&
+    case SCOPE_GROUP:
+        return (s->scope == SCOPE_GROUP) ==
+                   procreg_event_kind_is_group(it->ev.kind) &&
+               strcmp(s->ns, it->ev.ns) == 0 &&
                strcmp(s->name, it->ev.name) == 0;
     }
     return false;
@@ -259,13 +252,6 @@ static gpointer dispatcher_main(gpointer data)
 
 /* ---- the hub ---- */
 
-static void awaited_free(gpointer p)
-{
-    awaited *a = p;
-    pthread_cond_destroy(&a->cond);
-    g_free(a);
-}
-
 PROCREG_INTERNAL procreg_events *procreg_events_new(void)
 {
     procreg_events *h = g_new0(procreg_events, 1);
@@ -274,9 +260,6 @@ PROCREG_INTERNAL procreg_events *procreg_events_new(void)
     g_queue_init(&h->queue);
     h->subs = g_ptr_array_new();
     h->next_id = 1;
-    pthread_mutex_init(&h->wait_lock, NULL);
-    h->waits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                     awaited_free);
     return h;
 }
 
@@ -337,32 +320,10 @@ PROCREG_INTERNAL void procreg_events_free(procreg_events *h)
     g_ptr_array_unref(h->subs);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cond);
-    g_hash_table_unref(h->waits);
-    pthread_mutex_destroy(&h->wait_lock);
     g_free(h);
 }
 
 /* ---- emitting ---- */
-
-static void wake_waiters(procreg_events *h, const char *ns, const char *name)
-{
-    /* A read-modify-write, not a load: it either reads the waiter's
-     * increment (and we wake it), or its value is what the waiter's
-     * increment reads, which then synchronises with us and the waiter's
-     * lookup sees the new entry.  (No standalone fence: ThreadSanitizer
-     * cannot model those.) */
-    if (atomic_fetch_add_explicit(&h->n_waiters, 0, memory_order_seq_cst) == 0)
-        return;
-    char *k = procreg_key_string(ns, name);
-    pthread_mutex_lock(&h->wait_lock);
-    awaited *a = g_hash_table_lookup(h->waits, k);
-    if (a != NULL) {
-        a->gen++;
-        pthread_cond_broadcast(&a->cond);
-    }
-    pthread_mutex_unlock(&h->wait_lock);
-    g_free(k);
-}
 
 PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
                                           procreg_event_kind kind,
@@ -378,8 +339,8 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
         if (entry->name != NULL)
             name = entry->name;
     }
-    if (kind == PROCREG_EVENT_REGISTERED)
-        wake_waiters(h, ns, name);
+    if (kind == PROCREG_EVENT_REGISTERED || kind == PROCREG_EVENT_JOINED)
+        procreg_waits_wake(reg, ns, name, kind == PROCREG_EVENT_JOINED);
     if (atomic_load_explicit(&h->n_subs, memory_order_relaxed) == 0)
         return;
 
@@ -393,12 +354,17 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
     it->entry.ns = g_strdup(ns);
     it->entry.name = g_strdup(name);
     it->ev.kind = kind;
-    it->ev.reason = kind == PROCREG_EVENT_UNREGISTERED && reason == 0
+    it->ev.reason = (kind == PROCREG_EVENT_UNREGISTERED ||
+                     kind == PROCREG_EVENT_LEFT) && reason == 0
                         ? PROCREG_REASON_EXPLICIT
                         : reason;
     it->ev.ns = it->entry.ns;
     it->ev.name = it->entry.name;
     it->ev.entry = &it->entry;
+    if (procreg_event_kind_is_group(kind)) {
+        it->member = procreg_entry_as_member(&it->entry);
+        it->ev.member = &it->member;
+    }
     it->ev.time = g_get_real_time();
     it->ev.external = external;
 
@@ -415,6 +381,22 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
         h->queued_max = h->queue.length;
     pthread_cond_signal(&h->cond);
     pthread_mutex_unlock(&h->lock);
+}
+
+PROCREG_INTERNAL bool procreg_events_wanted(procreg *reg)
+{
+    return atomic_load_explicit(&reg->events->n_subs, memory_order_relaxed) >
+           0;
+}
+
+PROCREG_INTERNAL void procreg_events_emit_member(procreg *reg,
+                                                 procreg_event_kind kind,
+                                                 procreg_event_reason reason,
+                                                 const procreg_member *m,
+                                                 bool external)
+{
+    procreg_entry e = procreg_member_as_entry(m);
+    procreg_events_emit(reg, kind, reason, m->ns, m->group, &e, external);
 }
 
 PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
@@ -525,6 +507,26 @@ PROCREG_API int procreg_subscribe_key(procreg *reg, const procreg_key *key,
                      id, error);
 }
 
+PROCREG_API int procreg_subscribe_group(procreg *reg, const char *ns,
+                                        const char *group, procreg_event_fn fn,
+                                        gpointer user_data,
+                                        GDestroyNotify destroy,
+                                        GMainContext *context, uint64_t *id,
+                                        GError **error)
+{
+    g_return_val_if_fail(reg != NULL, PROCREG_EINVAL);
+    if (fn == NULL)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "event callback is NULL");
+    int rc = procreg_validate_name(ns, "namespace", error);
+    if (rc == 0)
+        rc = procreg_validate_name(group, "group", error);
+    if (rc != 0)
+        return rc;
+    return subscribe(reg, SCOPE_GROUP, ns, group, fn, user_data, destroy,
+                     context, id, error);
+}
+
 PROCREG_API int procreg_unsubscribe(procreg *reg, uint64_t id)
 {
     g_return_val_if_fail(reg != NULL, PROCREG_EINVAL);
@@ -561,8 +563,7 @@ PROCREG_INTERNAL void procreg_events_health(procreg *reg, GVariantDict *d,
     g_variant_dict_insert(&e, "subscribers", "t", subs);
     g_variant_dict_insert(&e, "queued", "t", queued);
     g_variant_dict_insert(&e, "dispatcher", "b", (gboolean)thread);
-    g_variant_dict_insert(&e, "waiters", "t",
-                          (guint64)atomic_load(&h->n_waiters));
+    g_variant_dict_insert(&e, "waiters", "t", (guint64)procreg_waits_count(reg));
     g_variant_dict_insert_value(d, "events", g_variant_dict_end(&e));
     *degraded = queued > 100000;
 }
@@ -581,232 +582,6 @@ PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d)
     g_variant_builder_add(&b, "{st}", "subscribers", (guint64)h->subs->len);
     pthread_mutex_unlock(&h->lock);
     g_variant_builder_add(&b, "{st}", "waiters",
-                          (guint64)atomic_load(&h->n_waiters));
+                          (guint64)procreg_waits_count(reg));
     g_variant_dict_insert_value(d, "events", g_variant_builder_end(&b));
-}
-
-/* ---- waiting ---- */
-
-typedef struct {
-    /* Published with a release store before the cancellable can call
-     * on_cancelled, which may run on another thread. */
-    _Atomic(procreg_events *) h;
-    awaited *a;
-    bool cancelled; /* under h->wait_lock */
-} waiter;
-
-/* GIO's cancellable functions, found in the process at run time (see
- * procreg.h: libprocreg links GLib only).  A caller that has a
- * GCancellable to pass has GIO loaded. */
-typedef struct {
-    gboolean (*is_cancelled)(GCancellable *c);
-    gulong (*connect)(GCancellable *c, void (*cb)(void), gpointer data,
-                      GDestroyNotify destroy);
-    void (*disconnect)(GCancellable *c, gulong id);
-} gio_api;
-
-static gio_api gio;
-static bool gio_found;
-static pthread_once_t gio_once = PTHREAD_ONCE_INIT;
-
-static void gio_resolve(void)
-{
-    GModule *self = g_module_open(NULL, G_MODULE_BIND_LAZY);
-    if (self == NULL)
-        return;
-    gpointer a = NULL, b = NULL, c = NULL;
-    if (g_module_symbol(self, "g_cancellable_is_cancelled", &a) &&
-        g_module_symbol(self, "g_cancellable_connect", &b) &&
-        g_module_symbol(self, "g_cancellable_disconnect", &c) && a && b && c) {
-        gio.is_cancelled = (gboolean(*)(GCancellable *))a;
-        gio.connect = (gulong(*)(GCancellable *, void (*)(void), gpointer,
-                                 GDestroyNotify))b;
-        gio.disconnect = (void (*)(GCancellable *, gulong))c;
-        gio_found = true;
-    }
-    g_module_make_resident(self);
-    g_module_close(self);
-}
-
-static const gio_api *gio_get(void)
-{
-    pthread_once(&gio_once, gio_resolve);
-    return gio_found ? &gio : NULL;
-}
-
-static void on_cancelled(GCancellable *c, gpointer data)
-{
-    waiter *w = data;
-    procreg_events *h = atomic_load_explicit(&w->h, memory_order_acquire);
-    pthread_mutex_lock(&h->wait_lock);
-    w->cancelled = true;
-    pthread_cond_broadcast(&w->a->cond);
-    pthread_mutex_unlock(&h->wait_lock);
-}
-
-/* A lookup that ignores entries whose owner is known dead. */
-static int try_get(procreg *reg, const procreg_key *key, procreg_entry *out,
-                   GError **error)
-{
-    procreg_entry e = {0};
-    GError *local = NULL;
-    int rc = procreg_backend_lookup_entry(reg->backend, key, &e, &local);
-    /* A miss is the normal case here: only a failure keeps its message. */
-    if (rc != 0 && rc != PROCREG_ENOTFOUND && local != NULL)
-        g_propagate_error(error, local);
-    else
-        g_clear_error(&local);
-    if (rc == 0 &&
-        (atomic_load_explicit(&reg->slow, memory_order_relaxed) &
-         PROCREG_SLOW_DEAD_OWNERS) &&
-        procreg_owner_known_dead(reg, &e.owner)) {
-        procreg_entry_clear(&e);
-        rc = PROCREG_ENOTFOUND;
-    }
-    if (rc == 0 && out != NULL)
-        *out = e;
-    else
-        procreg_entry_clear(&e);
-    return rc;
-}
-
-static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
-                     GCancellable *cancellable, procreg_entry *out,
-                     GError **error)
-{
-    procreg_events *h = reg->events;
-    char *k = procreg_key_string(procreg_key_namespace(key),
-                                 procreg_key_name(key));
-    pthread_mutex_lock(&h->wait_lock);
-    awaited *a = g_hash_table_lookup(h->waits, k);
-    if (a == NULL) {
-        a = g_new0(awaited, 1);
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&a->cond, &attr);
-        pthread_condattr_destroy(&attr);
-        g_hash_table_insert(h->waits, g_strdup(k), a);
-    }
-    a->waiters++;
-    atomic_fetch_add_explicit(&h->n_waiters, 1, memory_order_seq_cst);
-    pthread_mutex_unlock(&h->wait_lock);
-
-    waiter w = {.a = a};
-    atomic_store_explicit(&w.h, h, memory_order_release);
-    gulong handler = 0;
-    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
-    if (api != NULL)
-        handler = api->connect(cancellable, (void (*)(void))on_cancelled, &w,
-                               NULL);
-
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    if (timeout_ms > 0) {
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-    }
-
-    int rc;
-    for (;;) {
-        pthread_mutex_lock(&h->wait_lock);
-        uint64_t gen = a->gen;
-        bool cancelled = w.cancelled;
-        pthread_mutex_unlock(&h->wait_lock);
-        if (cancelled) {
-            rc = PROCREG_ECANCELLED;
-            break;
-        }
-        rc = try_get(reg, key, out, error);
-        if (rc != PROCREG_ENOTFOUND)
-            break;
-        bool timed_out = false;
-        pthread_mutex_lock(&h->wait_lock);
-        while (a->gen == gen && !w.cancelled && !timed_out) {
-            if (timeout_ms < 0)
-                pthread_cond_wait(&a->cond, &h->wait_lock);
-            else
-                timed_out = pthread_cond_timedwait(&a->cond, &h->wait_lock,
-                                                   &deadline) == ETIMEDOUT;
-        }
-        bool woken = a->gen != gen;
-        pthread_mutex_unlock(&h->wait_lock);
-        if (timed_out && !woken) {
-            rc = PROCREG_ETIMEDOUT;
-            break;
-        }
-    }
-
-    if (handler != 0)
-        api->disconnect(cancellable, handler);
-    pthread_mutex_lock(&h->wait_lock);
-    atomic_fetch_sub_explicit(&h->n_waiters, 1, memory_order_relaxed);
-    if (--a->waiters == 0)
-        g_hash_table_remove(h->waits, k);
-    pthread_mutex_unlock(&h->wait_lock);
-    g_free(k);
-    return rc;
-}
-
-PROCREG_API int procreg_wait_for_key(procreg *reg, const procreg_key *key,
-                                     int timeout_ms, GCancellable *cancellable,
-                                     procreg_entry *out, GError **error)
-{
-    g_return_val_if_fail(reg != NULL && key != NULL, PROCREG_EINVAL);
-    if (out != NULL)
-        memset(out, 0, sizeof *out);
-    procreg_tblock *b = procreg_tblock_get(reg);
-    uint64_t t0 = procreg_now_ns();
-    GError *local = NULL;
-    int rc;
-    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
-    if (cancellable != NULL && api == NULL)
-        rc = procreg_set_error(&local, PROCREG_EINVAL,
-                               "a GCancellable was given but GIO is not "
-                               "loaded in this process");
-    else if (api != NULL && api->is_cancelled(cancellable))
-        rc = PROCREG_ECANCELLED;
-    else
-        rc = try_get(reg, key, out, &local);
-    if (rc == PROCREG_ENOTFOUND) {
-        g_clear_error(&local);
-        rc = timeout_ms == 0 ? PROCREG_ETIMEDOUT
-                             : wait_loop(reg, key, timeout_ms, cancellable,
-                                         out, &local);
-    }
-    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
-    if (local != NULL)
-        g_propagate_error(error, local);
-    else if (rc == PROCREG_ETIMEDOUT)
-        procreg_set_error(error, rc,
-                          "'%s' was not registered in namespace '%s' within "
-                          "%d ms", name, ns, timeout_ms);
-    else if (rc == PROCREG_ECANCELLED)
-        procreg_set_error(error, rc, "waiting for '%s' in '%s' was cancelled",
-                          name, ns);
-    else if (rc != 0)
-        procreg_set_error(error, rc, "waiting for '%s' in '%s': %s", name, ns,
-                          procreg_strerror(rc));
-    procreg_op_done(reg, b, PROCREG_OP_WAIT, rc, t0, ns, name, rc == 0);
-    return rc;
-}
-
-PROCREG_API int procreg_wait_for(procreg *reg, const char *ns,
-                                 const char *name, int timeout_ms,
-                                 GCancellable *cancellable, procreg_entry *out,
-                                 GError **error)
-{
-    procreg_stack_key key;
-    int rc = procreg_key_init_stack(&key, ns, name, error);
-    if (rc != 0) {
-        if (out != NULL)
-            memset(out, 0, sizeof *out);
-        return rc;
-    }
-    return procreg_wait_for_key(reg, &key.key, timeout_ms, cancellable, out,
-                                error);
 }

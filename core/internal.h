@@ -76,6 +76,23 @@ PROCREG_INTERNAL void procreg_entry_array_steal(GArray *array,
                                                 procreg_entry **out,
                                                 size_t *n_out);
 
+/* ---- group members as data (member.c) ---- */
+
+/* Sort by (ns, group, id) and hand the array's data to the caller. */
+PROCREG_INTERNAL void procreg_member_array_steal(GArray *array,
+                                                 procreg_member **out,
+                                                 size_t *n_out);
+/* Views of one as the other, borrowing every pointer: a member as the
+ * entry of its JOINED / LEFT event (name: the group, revision: the id,
+ * registered_at: the join time), and back. */
+PROCREG_INTERNAL procreg_entry procreg_member_as_entry(const procreg_member *m);
+PROCREG_INTERNAL procreg_member procreg_entry_as_member(const procreg_entry *e);
+
+static inline bool procreg_event_kind_is_group(procreg_event_kind kind)
+{
+    return kind == PROCREG_EVENT_JOINED || kind == PROCREG_EVENT_LEFT;
+}
+
 /* ======================================================================== */
 /* Service layer: registry.c, events.c, liveness.c, namespaces.c, health.c, */
 /* telemetry.c, stats.c.  Locks here are pthread ones (not GMutex) so that  */
@@ -86,6 +103,7 @@ PROCREG_INTERNAL void procreg_entry_array_steal(GArray *array,
 #include <stdatomic.h>
 
 typedef struct procreg_events procreg_events;
+typedef struct procreg_waits procreg_waits;
 typedef struct procreg_monitor procreg_monitor;
 typedef struct procreg_telemetry procreg_telemetry;
 typedef struct procreg_tstats procreg_tstats;
@@ -112,10 +130,12 @@ struct procreg {
     procreg_backend *backend;
     const procreg_backend_ops *ops;
     bool owners_local; /* every owner lives on this host (not DISTRIBUTED) */
+    bool groups;       /* the backend has groups (procreg_backend_has_groups) */
     bool backend_orders_events; /* PROCREG_CAP_ORDERED_EVENTS: see host.c */
     procreg_backend_host *host;
     procreg_tstats *tstats;
     procreg_events *events;
+    procreg_waits *waits;
     procreg_monitor *monitor;
     procreg_telemetry *telemetry;
     procreg_stripe stripes[PROCREG_STRIPES];
@@ -259,6 +279,13 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
                                           const char *ns, const char *name,
                                           const procreg_entry *entry,
                                           bool external);
+/* The group form of procreg_events_emit(): JOINED or LEFT of @m (ns and
+ * group set). */
+PROCREG_INTERNAL void procreg_events_emit_member(procreg *reg,
+                                                 procreg_event_kind kind,
+                                                 procreg_event_reason reason,
+                                                 const procreg_member *m,
+                                                 bool external);
 /* A change a write through @reg made: emitted now, unless the backend
  * reports its own changes in commit order (PROCREG_CAP_ORDERED_EVENTS),
  * which it then did before the write returned. */
@@ -267,6 +294,28 @@ PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
                                               procreg_event_reason reason,
                                               const char *ns, const char *name,
                                               const procreg_entry *entry);
+/* ---- waiting (wait.c) ---- */
+
+PROCREG_INTERNAL procreg_waits *procreg_waits_new(void);
+PROCREG_INTERNAL void procreg_waits_free(procreg_waits *w);
+/* Wake the waiters of key (ns, name), or with @group of that group. */
+PROCREG_INTERNAL void procreg_waits_wake(procreg *reg, const char *ns,
+                                         const char *name, bool group);
+/* Threads waiting now. */
+PROCREG_INTERNAL size_t procreg_waits_count(procreg *reg);
+/* Sleep until @probe says done, woken by each
+ * registration of key (ns, name), or with @group each join of that group.
+ * @probe returns 0 (done), PROCREG_ENOTFOUND (not yet: wait) or a failure.
+ * Returns 0, PROCREG_ETIMEDOUT, PROCREG_ECANCELLED, PROCREG_EINVAL (a
+ * cancellable without GIO) or @probe's failure, with @error set only for
+ * those two. */
+typedef int (*procreg_wait_probe)(procreg *reg, void *ctx, GError **error);
+PROCREG_INTERNAL int procreg_wait_until(procreg *reg, const char *ns,
+                                        const char *name, bool group,
+                                        procreg_wait_probe probe, void *ctx,
+                                        int timeout_ms,
+                                        GCancellable *cancellable,
+                                        GError **error);
 PROCREG_INTERNAL void procreg_events_health(procreg *reg, GVariantDict *d,
                                             bool *degraded);
 PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d);
@@ -295,6 +344,15 @@ PROCREG_INTERNAL void procreg_owner_index_remove(procreg *reg, const char *ns,
                                                  const char *name,
                                                  const procreg_owner *owner,
                                                  uint64_t revision);
+/* The same for group members: member @member_id of (ns, group). */
+PROCREG_INTERNAL void procreg_owner_index_add_member(procreg *reg,
+                                                     const char *ns,
+                                                     const char *group,
+                                                     const procreg_owner *owner,
+                                                     uint64_t member_id);
+PROCREG_INTERNAL void procreg_owner_index_remove_member(
+    procreg *reg, const char *ns, const char *group,
+    const procreg_owner *owner, uint64_t member_id);
 /* A dead owner's entry is gone: count it once, and report it to telemetry
  * (PROCREG_OP_CLEANUP, from the monitor thread, outside every lock).
  * @t0: when the removal started (procreg_now_ns()), 0 when unknown.  Any
@@ -316,5 +374,35 @@ PROCREG_INTERNAL void procreg_monitor_health(procreg *reg, GVariantDict *d,
 PROCREG_INTERNAL void procreg_monitor_stats(procreg *reg, GVariantDict *d,
                                             uint64_t *owners,
                                             size_t *index_bytes);
+
+/* ---- registry.c, shared with groups.c ---- */
+
+/* The owner to store: the caller when @given is NULL, else the live
+ * process it names (PROCREG_EINVAL, PROCREG_ENOTALIVE). */
+PROCREG_INTERNAL int procreg_resolve_owner(const procreg_owner *given,
+                                           procreg_owner *out, GError **error);
+/* The arguments of a find: @ns (NULL or valid), a non-empty UTF-8
+ * @meta_key, an indexable @value.  0 or PROCREG_EINVAL. */
+PROCREG_INTERNAL int procreg_find_check(const char *ns, const char *meta_key,
+                                        GVariant *value, GError **error);
+/* Whether an event is wanted now: a subscriber listens (events.c). */
+PROCREG_INTERNAL bool procreg_events_wanted(procreg *reg);
+
+/* ---- groups (groups.c) ---- */
+
+/* Remove member @member_id of (ns, group) if @owner (dead) still owns it:
+ * the monitor's cleanup.  Returns 1 when removed, 0 when gone already, <
+ * 0 on a backend failure (told to telemetry here). */
+PROCREG_INTERNAL int procreg_group_cleanup_member(procreg *reg,
+                                                  procreg_tblock *b,
+                                                  const procreg_owner *owner,
+                                                  const char *ns,
+                                                  const char *group,
+                                                  uint64_t member_id);
+/* Remove every member of namespace @ns (procreg_namespace_drop(), with
+ * every stripe held), reason NAMESPACE_DROPPED. */
+PROCREG_INTERNAL int procreg_groups_drop_namespace(procreg *reg,
+                                                   const char *ns,
+                                                   GError **error);
 
 #endif

@@ -75,6 +75,9 @@ PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
         procreg_events_emit_own(reg, PROCREG_EVENT_UNREGISTERED,
                                 PROCREG_REASON_NAMESPACE_DROPPED, ns, name, e);
     }
+    /* The namespace's group members go too (not atomically). */
+    if (rc == 0)
+        rc = procreg_groups_drop_namespace(reg, ns, error);
     for (int i = PROCREG_STRIPES - 1; i >= 0; i--)
         pthread_mutex_unlock(&reg->stripes[i].m);
     if (removed != NULL)
