@@ -157,11 +157,6 @@ static size_t array_bytes(uint32_t cap)
     return sizeof(procreg_grp_array) + (size_t)cap * sizeof(void *);
 }
 
-void procreg_grp_free_array(void *a)
-{
-    g_free(a);
-}
-
 /* REFCOUNT: drop a reference; the last one frees the array and drops its
  * references on the members. */
 static void array_unref(procreg_grp_array *a)
@@ -229,7 +224,7 @@ static bool rebuild(procreg_grp_index *ix, procreg_grp_set *set,
         return true;
     ix->array_bytes -= array_bytes(old->cap);
     if (ix->mode == PROCREG_GRP_EPOCH)
-        ix->retire(old, array_bytes(old->cap), ix->ctx);
+        ix->retire(old, g_free, array_bytes(old->cap), ix->ctx);
     else if (moved)
         g_free(old); /* its references moved to the new array */
     else
@@ -315,7 +310,7 @@ bool procreg_grp_remove(procreg_grp_index *ix, procreg_grp_set *set,
     ix->members--;
     ix->member_bytes -= member_bytes(m);
     if (ix->mode == PROCREG_GRP_EPOCH)
-        ix->retire(m, member_bytes(m), ix->ctx);
+        ix->retire(m, procreg_grp_member_free, member_bytes(m), ix->ctx);
     else
         member_unref(m);
 
@@ -335,7 +330,7 @@ void procreg_grp_set_retire(procreg_grp_index *ix, procreg_grp_set *set)
     atomic_store_explicit(&set->array, NULL, memory_order_relaxed);
     ix->array_bytes -= array_bytes(a->cap);
     if (ix->mode == PROCREG_GRP_EPOCH)
-        ix->retire(a, array_bytes(a->cap), ix->ctx);
+        ix->retire(a, g_free, array_bytes(a->cap), ix->ctx);
     else
         array_unref(a);
 }

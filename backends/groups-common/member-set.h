@@ -70,10 +70,10 @@ typedef struct {
 
 typedef enum { PROCREG_GRP_EPOCH, PROCREG_GRP_REFCOUNT } procreg_grp_mode;
 
-/* EPOCH: free @p (an array or a member) once no reader can hold it; the
- * backend calls procreg_grp_free_array() / procreg_grp_member_free()
- * then. */
-typedef void procreg_grp_retire_fn(void *p, size_t bytes, void *ctx);
+/* EPOCH: call @free_fn on @p (an array or a member of @bytes) once no
+ * reader can hold it. */
+typedef void procreg_grp_retire_fn(void *p, void (*free_fn)(void *),
+                                   size_t bytes, void *ctx);
 
 /* The writer's side of every group of one backend instance. */
 typedef struct procreg_grp_index procreg_grp_index;
@@ -88,10 +88,8 @@ void procreg_grp_index_free(procreg_grp_index *ix);
  * of memory. */
 procreg_grp_member *procreg_grp_member_new(const procreg_record *record,
                                            uint64_t id);
-/* Free @m and its metadata reference (for the retire hook). */
+/* Free @m and its metadata reference. */
 void procreg_grp_member_free(void *m);
-/* Free an array shell (for the retire hook). */
-void procreg_grp_free_array(void *a);
 
 /* Add @m to @set: published to readers, indexed for the writer.  false
  * when out of memory (nothing changed; @m is still the caller's). */
