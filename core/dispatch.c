@@ -651,3 +651,33 @@ PROCREG_API int procreg_backend_group_find(procreg_backend *b, const char *ns,
     g_array_unref(all);
     return rc;
 }
+
+PROCREG_API int procreg_backend_group_member(procreg_backend *b,
+                                             const procreg_key *key,
+                                             uint64_t member_id,
+                                             procreg_member *out,
+                                             GError **error)
+{
+    if (!slots_have_groups(b))
+        return no_groups(b, error);
+    if (b->ops->group_member != NULL) {
+        read_lock(b);
+        int rc = b->ops->group_member(b->state, key, member_id, out, error);
+        read_unlock(b);
+        return rc;
+    }
+    GArray *members = procreg_member_array_new();
+    int rc = procreg_backend_group_members(b, key, members, error);
+    if (rc == 0)
+        rc = PROCREG_ENOTFOUND;
+    for (guint i = 0; rc == PROCREG_ENOTFOUND && i < members->len; i++) {
+        procreg_member *m = &g_array_index(members, procreg_member, i);
+        if (m->id == member_id) {
+            *out = *m;
+            memset(m, 0, sizeof *m); /* moved */
+            rc = 0;
+        }
+    }
+    g_array_unref(members);
+    return rc;
+}

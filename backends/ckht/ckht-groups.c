@@ -3,9 +3,10 @@
  * members in a procreg_grp_set (backends/groups-common) in EPOCH mode.
  *
  * Concurrency, as for ckht's entries:
- *  - Writers (join, leave) and scans of every group (group_list,
- *    group_list_all) hold the instance's writer lock, shared with the
- *    entries, and take member ids from its one revision counter.
+ *  - Writers (join, leave), scans of every group (group_list,
+ *    group_list_all) and lookups by member id (group_member: the id index
+ *    is the writer's) hold the instance's writer lock, shared with the
+ *    entries; joins take member ids from its one revision counter.
  *  - Readers of one group (members, count, pick, dispatch) take no lock:
  *    inside a ck_epoch read section they find the group with one
  *    ck_ht_get_spmc and iterate its published member array (member-set.h,
@@ -402,7 +403,23 @@ int procreg_ckht_group_dispatch(void *state, const procreg_key *key,
     return 0;
 }
 
-/* ---- scans of every group: under the writer lock ---- */
+/* ---- under the writer lock: the id index, and scans ---- */
+
+int procreg_ckht_group_member(void *state, const procreg_key *key,
+                              uint64_t member_id, procreg_member *out,
+                              GError **error)
+{
+    ckht *self = state;
+    ckht_groups *g = write_begin(self);
+    ckg_group *grp = group_get(g, key);
+    procreg_grp_member *m = grp ? procreg_grp_find(g->ix, member_id) : NULL;
+    bool found = m != NULL && procreg_grp_in_set(m, &grp->set);
+    if (found)
+        procreg_grp_member_copy(m, out);
+    write_end(self);
+    return found ? 0 : PROCREG_ENOTFOUND;
+}
+
 
 static bool in_ns(const ckg_group *grp, const char *ns)
 {

@@ -66,5 +66,8 @@ int procreg_ckht_group_dispatch(void *state, const procreg_key *key,
 int procreg_ckht_group_pick(void *state, const procreg_key *key,
                             bool round_robin, uint64_t arg,
                             procreg_member *out, GError **error);
+int procreg_ckht_group_member(void *state, const procreg_key *key,
+                              uint64_t member_id, procreg_member *out,
+                              GError **error);
 
 #endif

@@ -979,4 +979,5 @@ const procreg_backend_ops procreg_ckht_backend_ops = {
     .group_list = procreg_ckht_group_list,
     .group_dispatch = procreg_ckht_group_dispatch,
     .group_pick = procreg_ckht_group_pick,
+    .group_member = procreg_ckht_group_member,
 };

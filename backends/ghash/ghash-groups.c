@@ -262,6 +262,19 @@ int procreg_ghash_group_pick(void *state, const procreg_key *key,
     return 0;
 }
 
+int procreg_ghash_group_member(void *state, const procreg_key *key,
+                               uint64_t member_id, procreg_member *out,
+                               GError **error)
+{
+    gh_groups *g = groups_of(state);
+    gh_group *grp = group_get(g, key);
+    procreg_grp_member *m = grp ? procreg_grp_find(g->ix, member_id) : NULL;
+    if (m == NULL || !procreg_grp_in_set(m, &grp->set))
+        return PROCREG_ENOTFOUND;
+    procreg_grp_member_copy(m, out);
+    return 0;
+}
+
 /* ---- dispatch (no core lock: see the header comment) ---- */
 
 int procreg_ghash_group_dispatch(void *state, const procreg_key *key,

@@ -62,4 +62,8 @@ int procreg_ghash_group_pick(void *state, const procreg_key *key,
                              bool round_robin, uint64_t arg,
                              procreg_member *out, GError **error);
 
+int procreg_ghash_group_member(void *state, const procreg_key *key,
+                               uint64_t member_id, procreg_member *out,
+                               GError **error);
+
 #endif

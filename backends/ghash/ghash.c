@@ -329,4 +329,5 @@ const procreg_backend_ops procreg_ghash_backend_ops = {
     .group_list = procreg_ghash_group_list,
     .group_dispatch = procreg_ghash_group_dispatch,
     .group_pick = procreg_ghash_group_pick,
+    .group_member = procreg_ghash_group_member,
 };

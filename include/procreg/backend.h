@@ -378,6 +378,12 @@ typedef struct procreg_backend_ops {
     int (*group_find)(void *state, const char *ns, const char *group,
                       const char *meta_key, GVariant *value, GArray *out,
                       GError **error);
+    /** May. Fill @out with member @member_id of group @key (ns and group
+     *  may stay NULL); PROCREG_ENOTFOUND when the group has no such
+     *  member.  Core fallback: group_members. */
+    int (*group_member)(void *state, const procreg_key *key,
+                        uint64_t member_id, procreg_member *out,
+                        GError **error);
 } procreg_backend_ops;
 
 /**
@@ -523,6 +529,11 @@ PROCREG_API int procreg_backend_group_find(procreg_backend *b, const char *ns,
                                            const char *meta_key,
                                            GVariant *value, GArray *out,
                                            GError **error);
+PROCREG_API int procreg_backend_group_member(procreg_backend *b,
+                                             const procreg_key *key,
+                                             uint64_t member_id,
+                                             procreg_member *out,
+                                             GError **error);
 
 /* ------------------------------------------------------------------------ */
 /* Helpers for backend authors                                              */
