@@ -183,10 +183,12 @@ void cx_seen_event_free(gpointer p);
 
 /* A subscription collecting seen_events, ended when it goes out of scope
  * (g_auto), so a failed check cannot leave the callback running. */
+typedef struct cx_event_queue cx_event_queue;
+
 typedef struct {
     procreg *reg;
     uint64_t id;
-    GAsyncQueue *q;
+    cx_event_queue *q;
 } Watch;
 
 void cx_watch_clear(Watch *w);

@@ -528,15 +528,15 @@ void case_groups_dispatch(Fixture *f)
 
 typedef struct {
     procreg *reg;
-    atomic_bool stop;
-    int failures;
+    atomic_bool *stop;
+    int failures; /* this thread's */
     uint64_t pairs;
 } churner;
 
 static gpointer churn_main(gpointer data)
 {
     churner *c = data;
-    while (!atomic_load(&c->stop)) {
+    while (!atomic_load(c->stop)) {
         uint64_t id = 0;
         size_t removed = 0;
         if (join_self(c->reg, "gdc", "g", "{'churn': <true>}", &id) != 0 ||
@@ -553,10 +553,12 @@ void case_groups_dispatch_churn(Fixture *f)
     uint64_t stable[STABLE];
     for (int i = 0; i < STABLE; i++)
         CHECK_RC(join_self(f->reg, "gdc", "g", NULL, &stable[i]), 0);
-    churner c = {.reg = f->reg};
-    atomic_init(&c.stop, false);
-    GThread *t[2] = {g_thread_new("churn-1", churn_main, &c),
-                     g_thread_new("churn-2", churn_main, &c)};
+    atomic_bool stop;
+    atomic_init(&stop, false);
+    churner c[2] = {{.reg = f->reg, .stop = &stop},
+                    {.reg = f->reg, .stop = &stop}};
+    GThread *t[2] = {g_thread_new("churn-1", churn_main, &c[0]),
+                     g_thread_new("churn-2", churn_main, &c[1])};
     g_autoptr(GArray) ids = g_array_new(FALSE, FALSE, sizeof(uint64_t));
     visit v = {.ids = ids, .reg = f->reg};
     int rounds = 0, bad_order = 0, missed = 0, failed = 0;
@@ -579,12 +581,14 @@ void case_groups_dispatch_churn(Fixture *f)
         }
         missed += STABLE - seen;
     }
-    atomic_store(&c.stop, true);
+    atomic_store(&stop, true);
     g_thread_join(t[0]);
     g_thread_join(t[1]);
     CHECK_MSG(failed == 0, "%d dispatches failed", failed);
-    CHECK_MSG(c.failures == 0, "%d join/leave pairs failed", c.failures);
-    CHECK_MSG(rounds > 0 && c.pairs > 0, "no dispatch or no churn ran");
+    CHECK_MSG(c[0].failures + c[1].failures == 0,
+              "%d join/leave pairs failed", c[0].failures + c[1].failures);
+    CHECK_MSG(rounds > 0 && c[0].pairs > 0 && c[1].pairs > 0,
+              "no dispatch or no churn ran");
     CHECK_MSG(bad_order == 0, "%d calls out of join order or repeated in %d "
               "dispatches", bad_order, rounds);
     CHECK_MSG(missed == 0, "%d calls for members there throughout were "

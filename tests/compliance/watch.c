@@ -7,8 +7,67 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+/* Events from the dispatcher thread to the case: a queue under a pthread
+ * mutex (GAsyncQueue's futex lock is invisible to ThreadSanitizer inside
+ * the uninstrumented libglib). */
+struct cx_event_queue {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    GQueue events; /* seen_event* */
+};
+
+static cx_event_queue *queue_new(void)
+{
+    cx_event_queue *q = g_new0(cx_event_queue, 1);
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    g_queue_init(&q->events);
+    return q;
+}
+
+static void queue_free(cx_event_queue *q)
+{
+    g_queue_clear_full(&q->events, cx_seen_event_free);
+    pthread_cond_destroy(&q->cond);
+    pthread_mutex_destroy(&q->lock);
+    g_free(q);
+}
+
+static void queue_push(cx_event_queue *q, seen_event *e)
+{
+    pthread_mutex_lock(&q->lock);
+    g_queue_push_tail(&q->events, e);
+    pthread_cond_signal(&q->cond);
+    pthread_mutex_unlock(&q->lock);
+}
+
+static seen_event *queue_pop(cx_event_queue *q, int timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&q->lock);
+    while (g_queue_is_empty(&q->events) &&
+           pthread_cond_timedwait(&q->cond, &q->lock, &deadline) != ETIMEDOUT)
+        ;
+    seen_event *e = g_queue_pop_head(&q->events);
+    pthread_mutex_unlock(&q->lock);
+    return e;
+}
 
 void cx_seen_event_free(gpointer p)
 {
@@ -33,7 +92,7 @@ static void collect(procreg *reg, const procreg_event *ev, gpointer data)
                              g_strcmp0(ev->member->ns, ev->ns) == 0 &&
                              ev->member->owner.pid == ev->entry->owner.pid;
     }
-    g_async_queue_push(data, e);
+    queue_push(data, e);
 }
 
 void cx_watch_clear(Watch *w)
@@ -41,7 +100,7 @@ void cx_watch_clear(Watch *w)
     if (w->q == NULL)
         return;
     procreg_unsubscribe(w->reg, w->id);
-    g_async_queue_unref(w->q);
+    queue_free(w->q);
     w->q = NULL;
 }
 
@@ -49,7 +108,7 @@ static bool watch_start(Fixture *f, Watch *w, const char *ns,
                         const char *group)
 {
     w->reg = f->reg;
-    w->q = g_async_queue_new_full(cx_seen_event_free);
+    w->q = queue_new();
     int rc = group != NULL
                  ? procreg_subscribe_group(f->reg, ns, group, collect, w->q,
                                            NULL, NULL, &w->id, NULL)
@@ -57,7 +116,7 @@ static bool watch_start(Fixture *f, Watch *w, const char *ns,
                                      NULL, &w->id, NULL);
     if (rc == 0)
         return true;
-    g_async_queue_unref(w->q);
+    queue_free(w->q);
     w->q = NULL;
     return false;
 }
@@ -74,7 +133,7 @@ bool cx_watch_group(Fixture *f, const char *ns, const char *group, Watch *w)
 
 seen_event *cx_next_event(Watch *w)
 {
-    return g_async_queue_timeout_pop(w->q, (guint64)CX_WAIT_MS * 1000);
+    return queue_pop(w->q, CX_WAIT_MS);
 }
 
 bool cx_expect_event(Watch *w, procreg_event_kind kind, const char *name,
