@@ -10,8 +10,10 @@
  * through a per-subscription FIFO drained by an idle source on that
  * context.  Nothing is queued while nobody subscribes.
  *
- * Emitting a registration (a join) wakes the waiters of wait.c directly,
- * from the writer (or host_notify) thread: waking needs no dispatcher.
+ * Waiters (procreg_wait_for, procreg_wait_members: wait.c) sleep on this
+ * file's wake-up board: a condition variable per awaited key or group; a
+ * registration (a join) bumps its generation and broadcasts, directly
+ * from the writer (or host_notify) thread, so waking needs no dispatcher.
  *
  * A backend with PROCREG_CAP_ORDERED_EVENTS reports its own changes too,
  * in commit order (host.c); the write paths then emit nothing themselves
@@ -19,7 +21,9 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <string.h>
+#include <time.h>
 
 /* A queued event; shared by the subscribers it goes to. */
 typedef struct {
@@ -55,6 +59,13 @@ typedef struct sub {
     GSource *source; /* our reference while one is attached */
 } sub;
 
+/* One awaited key. */
+typedef struct {
+    pthread_cond_t cond;
+    uint64_t gen; /* bumped by each registration of the key */
+    int waiters;
+} awaited;
+
 struct procreg_events {
     pthread_mutex_t lock; /* queue, subs, seq, thread */
     pthread_cond_t cond;  /* the dispatcher's */
@@ -66,6 +77,10 @@ struct procreg_events {
     bool stop;
     atomic_int n_subs;
     uint64_t queued_max, delivered, emitted;
+
+    pthread_mutex_t wait_lock; /* waits */
+    GHashTable *waits;         /* key string -> awaited* */
+    atomic_int n_waiters;
 };
 
 /* ---- names ---- */
@@ -252,6 +267,13 @@ static gpointer dispatcher_main(gpointer data)
 
 /* ---- the hub ---- */
 
+static void awaited_free(gpointer p)
+{
+    awaited *a = p;
+    pthread_cond_destroy(&a->cond);
+    g_free(a);
+}
+
 PROCREG_INTERNAL procreg_events *procreg_events_new(void)
 {
     procreg_events *h = g_new0(procreg_events, 1);
@@ -260,6 +282,9 @@ PROCREG_INTERNAL procreg_events *procreg_events_new(void)
     g_queue_init(&h->queue);
     h->subs = g_ptr_array_new();
     h->next_id = 1;
+    pthread_mutex_init(&h->wait_lock, NULL);
+    h->waits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                     awaited_free);
     return h;
 }
 
@@ -320,10 +345,45 @@ PROCREG_INTERNAL void procreg_events_free(procreg_events *h)
     g_ptr_array_unref(h->subs);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cond);
+    g_hash_table_unref(h->waits);
+    pthread_mutex_destroy(&h->wait_lock);
     g_free(h);
 }
 
 /* ---- emitting ---- */
+
+/* What the waiters of key (ns, name), or with @group of that group, wait
+ * on: names hold no control characters, so a leading one marks a group. */
+static char *wait_key_string(const char *ns, const char *name, bool group)
+{
+    char *k = procreg_key_string(ns, name);
+    if (!group)
+        return k;
+    char *g = g_strconcat("\x1e", k, NULL);
+    g_free(k);
+    return g;
+}
+
+static void wake_waiters(procreg_events *h, const char *ns, const char *name,
+                         bool group)
+{
+    /* A read-modify-write, not a load: it either reads the waiter's
+     * increment (and we wake it), or its value is what the waiter's
+     * increment reads, which then synchronises with us and the waiter's
+     * lookup sees the new entry.  (No standalone fence: ThreadSanitizer
+     * cannot model those.) */
+    if (atomic_fetch_add_explicit(&h->n_waiters, 0, memory_order_seq_cst) == 0)
+        return;
+    char *k = wait_key_string(ns, name, group);
+    pthread_mutex_lock(&h->wait_lock);
+    awaited *a = g_hash_table_lookup(h->waits, k);
+    if (a != NULL) {
+        a->gen++;
+        pthread_cond_broadcast(&a->cond);
+    }
+    pthread_mutex_unlock(&h->wait_lock);
+    g_free(k);
+}
 
 PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
                                           procreg_event_kind kind,
@@ -340,7 +400,7 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
             name = entry->name;
     }
     if (kind == PROCREG_EVENT_REGISTERED || kind == PROCREG_EVENT_JOINED)
-        procreg_waits_wake(reg, ns, name, kind == PROCREG_EVENT_JOINED);
+        wake_waiters(h, ns, name, kind == PROCREG_EVENT_JOINED);
     if (atomic_load_explicit(&h->n_subs, memory_order_relaxed) == 0)
         return;
 
@@ -383,12 +443,6 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
     pthread_mutex_unlock(&h->lock);
 }
 
-PROCREG_INTERNAL bool procreg_events_wanted(procreg *reg)
-{
-    return atomic_load_explicit(&reg->events->n_subs, memory_order_relaxed) >
-           0;
-}
-
 PROCREG_INTERNAL void procreg_events_emit_member(procreg *reg,
                                                  procreg_event_kind kind,
                                                  procreg_event_reason reason,
@@ -397,6 +451,12 @@ PROCREG_INTERNAL void procreg_events_emit_member(procreg *reg,
 {
     procreg_entry e = procreg_member_as_entry(m);
     procreg_events_emit(reg, kind, reason, m->ns, m->group, &e, external);
+}
+
+PROCREG_INTERNAL bool procreg_events_wanted(procreg *reg)
+{
+    return atomic_load_explicit(&reg->events->n_subs, memory_order_relaxed) >
+           0;
 }
 
 PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
@@ -563,7 +623,8 @@ PROCREG_INTERNAL void procreg_events_health(procreg *reg, GVariantDict *d,
     g_variant_dict_insert(&e, "subscribers", "t", subs);
     g_variant_dict_insert(&e, "queued", "t", queued);
     g_variant_dict_insert(&e, "dispatcher", "b", (gboolean)thread);
-    g_variant_dict_insert(&e, "waiters", "t", (guint64)procreg_waits_count(reg));
+    g_variant_dict_insert(&e, "waiters", "t",
+                          (guint64)atomic_load(&h->n_waiters));
     g_variant_dict_insert_value(d, "events", g_variant_dict_end(&e));
     *degraded = queued > 100000;
 }
@@ -582,6 +643,94 @@ PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d)
     g_variant_builder_add(&b, "{st}", "subscribers", (guint64)h->subs->len);
     pthread_mutex_unlock(&h->lock);
     g_variant_builder_add(&b, "{st}", "waiters",
-                          (guint64)procreg_waits_count(reg));
+                          (guint64)atomic_load(&h->n_waiters));
     g_variant_dict_insert_value(d, "events", g_variant_builder_end(&b));
+}
+
+/* ---- the wake-up board (wait.c sleeps on it) ---- */
+
+struct procreg_wake {
+    /* Published with a release store at the end of procreg_wake_join():
+     * procreg_wake_cancel() may run on another thread (a GCancellable's
+     * handler), ordered only by GLib's uninstrumented locks. */
+    _Atomic(procreg_events *) h;
+    awaited *a;
+    char *key;
+    bool cancelled; /* under h->wait_lock */
+};
+
+PROCREG_INTERNAL procreg_wake *procreg_wake_join(procreg *reg, const char *ns,
+                                                 const char *name, bool group)
+{
+    procreg_events *h = reg->events;
+    procreg_wake *w = g_new0(procreg_wake, 1);
+    w->key = wait_key_string(ns, name, group);
+    pthread_mutex_lock(&h->wait_lock);
+    awaited *a = g_hash_table_lookup(h->waits, w->key);
+    if (a == NULL) {
+        a = g_new0(awaited, 1);
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&a->cond, &attr);
+        pthread_condattr_destroy(&attr);
+        g_hash_table_insert(h->waits, g_strdup(w->key), a);
+    }
+    a->waiters++;
+    /* Pairs with wake_waiters()' read-modify-write (see there). */
+    atomic_fetch_add_explicit(&h->n_waiters, 1, memory_order_seq_cst);
+    pthread_mutex_unlock(&h->wait_lock);
+    w->a = a;
+    atomic_store_explicit(&w->h, h, memory_order_release);
+    return w;
+}
+
+PROCREG_INTERNAL bool procreg_wake_read(procreg_wake *w, uint64_t *gen)
+{
+    procreg_events *h = atomic_load_explicit(&w->h, memory_order_relaxed);
+    pthread_mutex_lock(&h->wait_lock);
+    *gen = w->a->gen;
+    bool live = !w->cancelled;
+    pthread_mutex_unlock(&h->wait_lock);
+    return live;
+}
+
+PROCREG_INTERNAL bool procreg_wake_sleep(procreg_wake *w, uint64_t gen,
+                                         const struct timespec *deadline)
+{
+    procreg_events *h = atomic_load_explicit(&w->h, memory_order_relaxed);
+    awaited *a = w->a;
+    bool timed_out = false;
+    pthread_mutex_lock(&h->wait_lock);
+    while (a->gen == gen && !w->cancelled && !timed_out) {
+        if (deadline == NULL)
+            pthread_cond_wait(&a->cond, &h->wait_lock);
+        else
+            timed_out = pthread_cond_timedwait(&a->cond, &h->wait_lock,
+                                               deadline) == ETIMEDOUT;
+    }
+    bool woken = a->gen != gen || w->cancelled;
+    pthread_mutex_unlock(&h->wait_lock);
+    return woken;
+}
+
+PROCREG_INTERNAL void procreg_wake_cancel(procreg_wake *w)
+{
+    procreg_events *h = atomic_load_explicit(&w->h, memory_order_acquire);
+    pthread_mutex_lock(&h->wait_lock);
+    w->cancelled = true;
+    pthread_cond_broadcast(&w->a->cond);
+    pthread_mutex_unlock(&h->wait_lock);
+}
+
+PROCREG_INTERNAL void procreg_wake_leave(procreg_wake *w)
+{
+    procreg_events *h = atomic_load_explicit(&w->h, memory_order_relaxed);
+    pthread_mutex_lock(&h->wait_lock);
+    atomic_fetch_sub_explicit(&h->n_waiters, 1, memory_order_relaxed);
+    if (--w->a->waiters == 0)
+        g_hash_table_remove(h->waits, w->key);
+    pthread_mutex_unlock(&h->wait_lock);
+    g_free(w->key);
+    g_free(w);
 }

@@ -2,9 +2,10 @@
  * Groups, the public API of duplicate keys (procreg.h, "Groups"): it
  * validates, then calls the backend's group slots through dispatch.c, with
  * the service layer wired in as for entries:
- *  - a write (join, leave, a dead owner's cleanup) holds the group's
- *    stripe across the backend call, the owner index update and the event
- *    enqueue, so the events of one group follow the backend's order;
+ *  - a write (join, leave; a dead owner's cleanup in liveness.c, a
+ *    namespace drop in namespaces.c) holds the group's stripe across the
+ *    backend call, the owner index update and the event enqueue, so the
+ *    events of one group follow the backend's order;
  *  - members of owners other than this process are indexed under their
  *    owner (liveness.c), whose monitor removes them when it dies;
  *  - reads leave out members whose owner is known dead, as lookups do;
@@ -141,33 +142,26 @@ PROCREG_API int procreg_join(procreg *reg, const char *ns, const char *group,
 
 /* ---- leave ---- */
 
-/* Remove members of @key through the backend (the stripe held) and report
- * each: the owner index, and its LEFT event with @reason unless the
- * backend reports its own.  @filter: as the group_leave slot's @owner.
- * Returns how many went, or a failure. */
+/* Remove members of @key through the backend, the group's stripe held,
+ * and report them (procreg_members_gone()).  @filter: as the group_leave
+ * slot's @owner.  Returns how many went, or a failure. */
 static int leave_locked(procreg *reg, const procreg_key *key,
                         uint64_t member_id, const procreg_owner *filter,
                         procreg_event_reason reason, GError **error)
 {
     procreg_owner self;
     procreg_owner_self(&self);
-    bool report = !reg->backend_orders_events && procreg_events_wanted(reg);
     /* This process's members are not indexed (liveness.c): a leave of our
      * own, nobody listening, needs no copy of what went. */
+    bool report = !reg->backend_orders_events && procreg_events_wanted(reg);
     bool index = filter == NULL || !procreg_owner_same(filter, &self);
     GArray *gone = report || index ? procreg_member_array_new() : NULL;
     int rc = procreg_backend_group_leave(reg->backend, key, member_id, filter,
                                          reason, gone, error);
-    for (guint i = 0; gone != NULL && i < gone->len; i++) {
-        const procreg_member *m = &g_array_index(gone, procreg_member, i);
-        procreg_owner_index_remove_member(reg, procreg_key_namespace(key),
-                                          procreg_key_name(key), &m->owner,
-                                          m->id);
-        if (report)
-            emit_member(reg, PROCREG_EVENT_LEFT, reason, key, m);
-    }
-    if (gone != NULL)
+    if (gone != NULL) {
+        procreg_members_gone(reg, key, gone, reason, 0);
         g_array_unref(gone);
+    }
     return rc;
 }
 
@@ -228,62 +222,6 @@ PROCREG_API int procreg_leave(procreg *reg, const char *ns, const char *group,
         return rc;
     }
     return procreg_leave_key(reg, &key.key, 0, 0, removed, error);
-}
-
-PROCREG_INTERNAL int procreg_group_cleanup_member(procreg *reg,
-                                                  procreg_tblock *b,
-                                                  const procreg_owner *owner,
-                                                  const char *ns,
-                                                  const char *group,
-                                                  uint64_t member_id)
-{
-    procreg_stack_key key;
-    if (procreg_key_init_stack(&key, ns, group, NULL) != 0)
-        return 0;
-    uint64_t t0 = procreg_now_ns();
-    pthread_mutex_t *stripe = procreg_stripe_of(reg, &key.key);
-    GArray *gone = procreg_member_array_new();
-    pthread_mutex_lock(stripe);
-    int rc = procreg_backend_group_leave(reg->backend, &key.key, member_id,
-                                         owner, PROCREG_REASON_OWNER_EXITED,
-                                         gone, NULL);
-    for (guint i = 0; i < gone->len; i++) {
-        procreg_member *m = &g_array_index(gone, procreg_member, i);
-        procreg_owner_index_remove_member(reg, ns, group, &m->owner, m->id);
-        /* A backend that orders its events reports it: host.c counts it. */
-        if (!reg->backend_orders_events) {
-            procreg_removal_seen(reg, ns, group, t0);
-            emit_member(reg, PROCREG_EVENT_LEFT, PROCREG_REASON_OWNER_EXITED,
-                        &key.key, m);
-        }
-    }
-    pthread_mutex_unlock(stripe);
-    g_array_unref(gone);
-    if (rc < 0 && rc != PROCREG_EPERM)
-        procreg_op_done(reg, b, PROCREG_OP_CLEANUP, rc, t0, ns, group, 0);
-    return rc < 0 ? (rc == PROCREG_EPERM ? 0 : rc) : rc > 0;
-}
-
-PROCREG_INTERNAL int procreg_groups_drop_namespace(procreg *reg,
-                                                   const char *ns,
-                                                   GError **error)
-{
-    if (!reg->groups)
-        return 0;
-    GArray *all = procreg_member_array_new();
-    int rc = procreg_backend_group_list_all(reg->backend, ns, all, error);
-    for (guint i = 0; rc == 0 && i < all->len; i++) {
-        procreg_member *m = &g_array_index(all, procreg_member, i);
-        procreg_stack_key key;
-        rc = procreg_key_init_stack(&key, ns, m->group, error);
-        if (rc == 0)
-            rc = leave_locked(reg, &key.key, m->id, NULL,
-                              PROCREG_REASON_NAMESPACE_DROPPED, error);
-        if (rc > 0)
-            rc = 0;
-    }
-    g_array_unref(all);
-    return rc;
 }
 
 /* ---- reading ---- */

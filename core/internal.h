@@ -24,6 +24,21 @@ PROCREG_INTERNAL int procreg_key_init_stack(procreg_stack_key *buf,
                                             const char *ns, const char *name,
                                             GError **error);
 
+/* ---- error details (error.c): each a no-op unless @error holds a
+ * PROCREG_ERROR GError, so a call that passes none pays nothing ---- */
+
+/* The entry behind an EEXISTS or EPERM; @ns/@name fill its NULL ones. */
+PROCREG_INTERNAL void procreg_error_detail_entry(GError **error,
+                                                 const char *ns,
+                                                 const char *name,
+                                                 const procreg_entry *entry);
+/* What exists instead (NULL-terminated; copied). */
+PROCREG_INTERNAL void procreg_error_detail_alternatives(GError **error,
+                                                        char **names);
+/* Where in a spec's text the problem is (a byte offset). */
+PROCREG_INTERNAL void procreg_error_detail_position(GError **error,
+                                                   int position);
+
 /* ---- specs (spec.c) ---- */
 
 /* Parse "name[:opts]".  The result is freed with procreg_spec_free(). */
@@ -94,16 +109,17 @@ static inline bool procreg_event_kind_is_group(procreg_event_kind kind)
 }
 
 /* ======================================================================== */
-/* Service layer: registry.c, events.c, liveness.c, namespaces.c, health.c, */
-/* telemetry.c, stats.c.  Locks here are pthread ones (not GMutex) so that  */
-/* ThreadSanitizer sees every synchronisation.                              */
+/* Service layer: counters, telemetry, events, liveness, host, wait,        */
+/* namespaces, registry, health, stats (doc/architecture.md has the layers: */
+/* a file calls only files below it).  Locks here are pthread ones (not     */
+/* GMutex) so that ThreadSanitizer sees every synchronisation.              */
 /* ======================================================================== */
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 typedef struct procreg_events procreg_events;
-typedef struct procreg_waits procreg_waits;
 typedef struct procreg_monitor procreg_monitor;
 typedef struct procreg_telemetry procreg_telemetry;
 typedef struct procreg_tstats procreg_tstats;
@@ -135,7 +151,6 @@ struct procreg {
     procreg_backend_host *host;
     procreg_tstats *tstats;
     procreg_events *events;
-    procreg_waits *waits;
     procreg_monitor *monitor;
     procreg_telemetry *telemetry;
     procreg_stripe stripes[PROCREG_STRIPES];
@@ -148,15 +163,16 @@ static inline pthread_mutex_t *procreg_stripe_of(procreg *reg,
 }
 
 /* "ns\x1fname": an unambiguous string for a key (names hold no control
- * characters).  g_free it. */
+ * characters).  g_free it.  (key.c) */
 PROCREG_INTERNAL char *procreg_key_string(const char *ns, const char *name);
 
 /* A monotonic clock for durations, in ns: the invariant TSC where there is
- * one (calibrated against CLOCK_MONOTONIC), else clock_gettime (stats.c). */
+ * one (calibrated against CLOCK_MONOTONIC), else clock_gettime
+ * (counters.c). */
 PROCREG_INTERNAL uint64_t procreg_now_ns(void);
 PROCREG_INTERNAL uint64_t procreg_since_ns(uint64_t t0);
 
-/* ---- per-thread counters (stats.c) ---- */
+/* ---- per-thread counters (counters.c) ---- */
 
 /* Latency histogram: bucket i counts durations in [2^(i-1), 2^i) ns,
  * bucket 0 counts 0 ns, the last one everything above. */
@@ -286,6 +302,8 @@ PROCREG_INTERNAL void procreg_events_emit_member(procreg *reg,
                                                  procreg_event_reason reason,
                                                  const procreg_member *m,
                                                  bool external);
+/* Whether an event is wanted now: a subscriber listens. */
+PROCREG_INTERNAL bool procreg_events_wanted(procreg *reg);
 /* A change a write through @reg made: emitted now, unless the backend
  * reports its own changes in commit order (PROCREG_CAP_ORDERED_EVENTS),
  * which it then did before the write returned. */
@@ -294,28 +312,20 @@ PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
                                               procreg_event_reason reason,
                                               const char *ns, const char *name,
                                               const procreg_entry *entry);
-/* ---- waiting (wait.c) ---- */
-
-PROCREG_INTERNAL procreg_waits *procreg_waits_new(void);
-PROCREG_INTERNAL void procreg_waits_free(procreg_waits *w);
-/* Wake the waiters of key (ns, name), or with @group of that group. */
-PROCREG_INTERNAL void procreg_waits_wake(procreg *reg, const char *ns,
-                                         const char *name, bool group);
-/* Threads waiting now. */
-PROCREG_INTERNAL size_t procreg_waits_count(procreg *reg);
-/* Sleep until @probe says done, woken by each
- * registration of key (ns, name), or with @group each join of that group.
- * @probe returns 0 (done), PROCREG_ENOTFOUND (not yet: wait) or a failure.
- * Returns 0, PROCREG_ETIMEDOUT, PROCREG_ECANCELLED, PROCREG_EINVAL (a
- * cancellable without GIO) or @probe's failure, with @error set only for
- * those two. */
-typedef int (*procreg_wait_probe)(procreg *reg, void *ctx, GError **error);
-PROCREG_INTERNAL int procreg_wait_until(procreg *reg, const char *ns,
-                                        const char *name, bool group,
-                                        procreg_wait_probe probe, void *ctx,
-                                        int timeout_ms,
-                                        GCancellable *cancellable,
-                                        GError **error);
+/* The wake-up board: a procreg_wait_for() caller joins it for its key
+ * (procreg_wait_members(): with @group, for its group), reads the key's
+ * generation (false: cancelled), looks the key up, and sleeps until a
+ * registration (a join) moves the generation past what it read (or
+ * it is cancelled: true), or the deadline (CLOCK_MONOTONIC; NULL: none)
+ * passes (false).  procreg_wake_cancel() may come from any thread. */
+typedef struct procreg_wake procreg_wake;
+PROCREG_INTERNAL procreg_wake *procreg_wake_join(procreg *reg, const char *ns,
+                                                 const char *name, bool group);
+PROCREG_INTERNAL bool procreg_wake_read(procreg_wake *w, uint64_t *gen);
+PROCREG_INTERNAL bool procreg_wake_sleep(procreg_wake *w, uint64_t gen,
+                                         const struct timespec *deadline);
+PROCREG_INTERNAL void procreg_wake_cancel(procreg_wake *w);
+PROCREG_INTERNAL void procreg_wake_leave(procreg_wake *w);
 PROCREG_INTERNAL void procreg_events_health(procreg *reg, GVariantDict *d,
                                             bool *degraded);
 PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d);
@@ -344,15 +354,6 @@ PROCREG_INTERNAL void procreg_owner_index_remove(procreg *reg, const char *ns,
                                                  const char *name,
                                                  const procreg_owner *owner,
                                                  uint64_t revision);
-/* The same for group members: member @member_id of (ns, group). */
-PROCREG_INTERNAL void procreg_owner_index_add_member(procreg *reg,
-                                                     const char *ns,
-                                                     const char *group,
-                                                     const procreg_owner *owner,
-                                                     uint64_t member_id);
-PROCREG_INTERNAL void procreg_owner_index_remove_member(
-    procreg *reg, const char *ns, const char *group,
-    const procreg_owner *owner, uint64_t member_id);
 /* A dead owner's entry is gone: count it once, and report it to telemetry
  * (PROCREG_OP_CLEANUP, from the monitor thread, outside every lock).
  * @t0: when the removal started (procreg_now_ns()), 0 when unknown.  Any
@@ -374,8 +375,42 @@ PROCREG_INTERNAL void procreg_monitor_health(procreg *reg, GVariantDict *d,
 PROCREG_INTERNAL void procreg_monitor_stats(procreg *reg, GVariantDict *d,
                                             uint64_t *owners,
                                             size_t *index_bytes);
+/* The owner index for group members: member @member_id of (ns, group). */
+PROCREG_INTERNAL void procreg_owner_index_add_member(procreg *reg,
+                                                     const char *ns,
+                                                     const char *group,
+                                                     const procreg_owner *owner,
+                                                     uint64_t member_id);
+PROCREG_INTERNAL void procreg_owner_index_remove_member(
+    procreg *reg, const char *ns, const char *group,
+    const procreg_owner *owner, uint64_t member_id);
+/* Members of group @key (@gone: procreg_member, as the group_leave slot
+ * fills it) went through a write of this registry, with the group's stripe
+ * held: the owner index forgets them and, unless the backend reports its
+ * own changes, each gets its LEFT event with @reason; removals of reason
+ * OWNER_EXITED are counted as cleanups too (@t0: when they began). */
+PROCREG_INTERNAL void procreg_members_gone(procreg *reg,
+                                           const procreg_key *key,
+                                           GArray *gone,
+                                           procreg_event_reason reason,
+                                           uint64_t t0);
 
-/* ---- registry.c, shared with groups.c ---- */
+/* ---- waiting (wait.c) ---- */
+
+/* Sleep until @probe says done: it returns 0 (done), PROCREG_ENOTFOUND
+ * (not yet: wait) or a failure.  Woken by each registration of key (ns,
+ * name), or with @group each join of that group.  Returns 0,
+ * PROCREG_ETIMEDOUT, PROCREG_ECANCELLED, PROCREG_EINVAL (a cancellable
+ * without GIO) or @probe's failure; @error is set for those two only. */
+typedef int (*procreg_wait_probe)(procreg *reg, void *ctx, GError **error);
+PROCREG_INTERNAL int procreg_wait_until(procreg *reg, const char *ns,
+                                        const char *name, bool group,
+                                        procreg_wait_probe probe, void *ctx,
+                                        int timeout_ms,
+                                        GCancellable *cancellable,
+                                        GError **error);
+
+/* ---- registry.c, for groups.c ---- */
 
 /* The owner to store: the caller when @given is NULL, else the live
  * process it names (PROCREG_EINVAL, PROCREG_ENOTALIVE). */
@@ -385,24 +420,5 @@ PROCREG_INTERNAL int procreg_resolve_owner(const procreg_owner *given,
  * @meta_key, an indexable @value.  0 or PROCREG_EINVAL. */
 PROCREG_INTERNAL int procreg_find_check(const char *ns, const char *meta_key,
                                         GVariant *value, GError **error);
-/* Whether an event is wanted now: a subscriber listens (events.c). */
-PROCREG_INTERNAL bool procreg_events_wanted(procreg *reg);
-
-/* ---- groups (groups.c) ---- */
-
-/* Remove member @member_id of (ns, group) if @owner (dead) still owns it:
- * the monitor's cleanup.  Returns 1 when removed, 0 when gone already, <
- * 0 on a backend failure (told to telemetry here). */
-PROCREG_INTERNAL int procreg_group_cleanup_member(procreg *reg,
-                                                  procreg_tblock *b,
-                                                  const procreg_owner *owner,
-                                                  const char *ns,
-                                                  const char *group,
-                                                  uint64_t member_id);
-/* Remove every member of namespace @ns (procreg_namespace_drop(), with
- * every stripe held), reason NAMESPACE_DROPPED. */
-PROCREG_INTERNAL int procreg_groups_drop_namespace(procreg *reg,
-                                                   const char *ns,
-                                                   GError **error);
 
 #endif

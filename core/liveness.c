@@ -517,6 +517,56 @@ static int cleanup_key(procreg *reg, procreg_tblock *b,
     return result;
 }
 
+PROCREG_INTERNAL void procreg_members_gone(procreg *reg,
+                                           const procreg_key *key,
+                                           GArray *gone,
+                                           procreg_event_reason reason,
+                                           uint64_t t0)
+{
+    const char *ns = procreg_key_namespace(key), *group = procreg_key_name(key);
+    for (guint i = 0; i < gone->len; i++) {
+        procreg_member m = g_array_index(gone, procreg_member, i);
+        procreg_owner_index_remove_member(reg, ns, group, &m.owner, m.id);
+        /* A backend that orders its events reports them: host.c counts a
+         * dead owner's removal then. */
+        if (reg->backend_orders_events)
+            continue;
+        if (reason == PROCREG_REASON_OWNER_EXITED)
+            procreg_removal_seen(reg, ns, group, t0);
+        m.ns = (char *)ns;
+        m.group = (char *)group;
+        procreg_events_emit_member(reg, PROCREG_EVENT_LEFT, reason, &m, false);
+    }
+}
+
+/* Remove member @member_id of (ns, group) if the dead @owner still owns
+ * it; as cleanup_key() returns. */
+static int cleanup_member(procreg *reg, procreg_tblock *b,
+                          const procreg_owner *owner, const char *ns,
+                          const char *group, uint64_t member_id)
+{
+    procreg_stack_key key;
+    if (procreg_key_init_stack(&key, ns, group, NULL) != 0)
+        return 0;
+    uint64_t t0 = procreg_now_ns();
+    pthread_mutex_t *stripe = procreg_stripe_of(reg, &key.key);
+    GArray *gone = procreg_member_array_new();
+    pthread_mutex_lock(stripe);
+    /* With the owner given, a member that is not its (never: ids are not
+     * reused) would stay, PROCREG_EPERM. */
+    int rc = procreg_backend_group_leave(reg->backend, &key.key, member_id,
+                                         owner, PROCREG_REASON_OWNER_EXITED,
+                                         gone, NULL);
+    procreg_members_gone(reg, &key.key, gone, PROCREG_REASON_OWNER_EXITED, t0);
+    pthread_mutex_unlock(stripe);
+    g_array_unref(gone);
+    if (rc < 0 && rc != PROCREG_EPERM) {
+        procreg_op_done(reg, b, PROCREG_OP_CLEANUP, rc, t0, ns, group, 0);
+        return rc;
+    }
+    return rc > 0;
+}
+
 /* An index record copied out of the lock: its string, its names (the
  * group for a member) and its revision (a member's id). */
 typedef struct {
@@ -562,9 +612,8 @@ static void cleanup_owner(procreg *reg, owner_rec *rec)
         pthread_mutex_unlock(&m->lock);
         for (guint i = 0; i < snap->len; i++) {
             key_copy *c = snap->pdata[i];
-            int r = c->member ? procreg_group_cleanup_member(
-                                    reg, b, &owner, c->ns, c->name,
-                                    c->revision)
+            int r = c->member ? cleanup_member(reg, b, &owner, c->ns,
+                                               c->name, c->revision)
                               : cleanup_key(reg, b, &owner, c->ns, c->name);
             if (r < 0)
                 failed++;

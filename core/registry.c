@@ -33,7 +33,6 @@ static procreg *registry_alloc(void)
     reg->tstats = procreg_tstats_new();
     reg->telemetry = procreg_telemetry_new();
     reg->events = procreg_events_new();
-    reg->waits = procreg_waits_new();
     reg->monitor = procreg_monitor_new(reg);
     reg->host = procreg_host_new_root(reg);
     return reg;
@@ -46,7 +45,6 @@ static void registry_free(procreg *reg)
     procreg_backend_close(reg->backend); /* may still notify: hub is alive */
     procreg_host_free_root(reg->host);
     procreg_events_free(reg->events);
-    procreg_waits_free(reg->waits);
     procreg_monitor_free(reg->monitor);
     procreg_telemetry_free(reg);
     procreg_tstats_free(reg->tstats);
@@ -271,10 +269,14 @@ PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
                                     PROCREG_REASON_NONE, ns, name, &cur);
         }
         pthread_mutex_unlock(stripe);
-        if (rc == PROCREG_EEXISTS && lp != NULL && local == NULL)
-            procreg_set_error(&local, rc,
-                              "'%s' is already registered in namespace '%s'",
-                              name, ns);
+        if (rc == PROCREG_EEXISTS && lp != NULL) {
+            if (local == NULL)
+                procreg_set_error(&local, rc,
+                                  "'%s' is already registered in namespace "
+                                  "'%s' (by process %d)", name, ns,
+                                  (int)cur.owner.pid);
+            procreg_error_detail_entry(&local, ns, name, &cur);
+        }
         if (local != NULL)
             g_propagate_error(error, local);
         if (current != NULL && (rc == 0 || rc == PROCREG_EEXISTS))
@@ -329,6 +331,8 @@ static int not_found(procreg *reg, const procreg_key *key, GError **error)
     }
     procreg_set_error(error, PROCREG_ENOTFOUND, "%s", msg->str);
     g_string_free(msg, TRUE);
+    g_ptr_array_add(names, NULL);
+    procreg_error_detail_alternatives(error, (char **)names->pdata);
     g_ptr_array_unref(names);
     return PROCREG_ENOTFOUND;
 }
@@ -522,14 +526,18 @@ static int check_write(procreg *reg, const procreg_key *key, write_check *w,
     procreg_owner_self(&self);
     if (procreg_owner_same(&w->cur.owner, &self))
         return 0;
-    if (!(w->flags & PROCREG_FORCE))
-        return procreg_set_error(
+    if (!(w->flags & PROCREG_FORCE)) {
+        procreg_set_error(
             error, PROCREG_EPERM,
             "'%s' in '%s' is owned by process %d, not by this process (%d): "
             "only its owner may %s it (PROCREG_FORCE overrides)",
             procreg_key_name(key), procreg_key_namespace(key),
             (int)w->cur.owner.pid, (int)self.pid,
             removing ? "unregister" : "update");
+        procreg_error_detail_entry(error, procreg_key_namespace(key),
+                                   procreg_key_name(key), &w->cur);
+        return PROCREG_EPERM;
+    }
     w->reason = PROCREG_REASON_FORCED;
     return 0;
 }

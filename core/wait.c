@@ -1,104 +1,16 @@
 /*
- * Waiting: procreg_wait_for() until a key is registered, and
- * procreg_wait_members() until a group is large enough.
- *
- * Waiters sleep on a condition variable per awaited key or group, with a
- * generation that every registration of the key (every join of the group)
- * bumps with a broadcast, directly from the thread that emits the event
- * (events.c): waking needs no dispatcher.  A woken waiter probes again
- * (a lookup, a count) and sleeps on if the answer is still "not yet".
+ * Waiting: procreg_wait_for() for a service, and (through
+ * procreg_wait_until(), for groups.c) procreg_wait_members() for a group
+ * to grow.  A waiter sleeps on the wake-up board of events.c until a
+ * registration of its key (a join of its group) wakes it (no polling), a
+ * GCancellable fires, or the timeout passes; entries and members of
+ * owners the monitor knows dead (liveness.c) do not count.
  */
 #include "internal.h"
 
-#include <errno.h>
 #include <gmodule.h>
 #include <string.h>
 #include <time.h>
-
-/* One awaited key or group. */
-typedef struct {
-    pthread_cond_t cond;
-    uint64_t gen; /* bumped by each registration of the key (join) */
-    int waiters;
-} awaited;
-
-struct procreg_waits {
-    pthread_mutex_t lock; /* waits and every awaited */
-    GHashTable *waits;    /* wait_key_string() -> awaited* */
-    atomic_int n_waiters;
-};
-
-static void awaited_free(gpointer p)
-{
-    awaited *a = p;
-    pthread_cond_destroy(&a->cond);
-    g_free(a);
-}
-
-PROCREG_INTERNAL procreg_waits *procreg_waits_new(void)
-{
-    procreg_waits *h = g_new0(procreg_waits, 1);
-    pthread_mutex_init(&h->lock, NULL);
-    h->waits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                     awaited_free);
-    return h;
-}
-
-PROCREG_INTERNAL void procreg_waits_free(procreg_waits *h)
-{
-    if (h == NULL)
-        return;
-    g_hash_table_unref(h->waits);
-    pthread_mutex_destroy(&h->lock);
-    g_free(h);
-}
-
-PROCREG_INTERNAL size_t procreg_waits_count(procreg *reg)
-{
-    return (size_t)atomic_load(&reg->waits->n_waiters);
-}
-
-/* What waiters of key (ns, name), or of group (ns, name), wait on. */
-static char *wait_key_string(const char *ns, const char *name, bool group)
-{
-    char *k = procreg_key_string(ns, name);
-    if (!group)
-        return k;
-    /* Names hold no control characters: a leading one marks a group. */
-    char *g = g_strconcat("\x1e", k, NULL);
-    g_free(k);
-    return g;
-}
-
-PROCREG_INTERNAL void procreg_waits_wake(procreg *reg, const char *ns,
-                                         const char *name, bool group)
-{
-    procreg_waits *h = reg->waits;
-    /* A read-modify-write, not a load: it either reads the waiter's
-     * increment (and we wake it), or its value is what the waiter's
-     * increment reads, which then synchronises with us and the waiter's
-     * lookup sees the new entry.  (No standalone fence: ThreadSanitizer
-     * cannot model those.) */
-    if (atomic_fetch_add_explicit(&h->n_waiters, 0, memory_order_seq_cst) == 0)
-        return;
-    char *k = wait_key_string(ns, name, group);
-    pthread_mutex_lock(&h->lock);
-    awaited *a = g_hash_table_lookup(h->waits, k);
-    if (a != NULL) {
-        a->gen++;
-        pthread_cond_broadcast(&a->cond);
-    }
-    pthread_mutex_unlock(&h->lock);
-    g_free(k);
-}
-
-typedef struct {
-    /* Published with a release store before the cancellable can call
-     * on_cancelled, which may run on another thread. */
-    _Atomic(procreg_waits *) h;
-    awaited *a;
-    bool cancelled; /* under h->lock */
-} waiter;
 
 /* GIO's cancellable functions, found in the process at run time (see
  * procreg.h: libprocreg links GLib only).  A caller that has a
@@ -141,12 +53,7 @@ static const gio_api *gio_get(void)
 
 static void on_cancelled(GCancellable *c, gpointer data)
 {
-    waiter *w = data;
-    procreg_waits *h = atomic_load_explicit(&w->h, memory_order_acquire);
-    pthread_mutex_lock(&h->lock);
-    w->cancelled = true;
-    pthread_cond_broadcast(&w->a->cond);
-    pthread_mutex_unlock(&h->lock);
+    procreg_wake_cancel(data);
 }
 
 /* A lookup that ignores entries whose owner is known dead: the probe of
@@ -174,40 +81,22 @@ static int try_get(procreg *reg, void *ctx, GError **error)
         procreg_entry_clear(&e);
         rc = PROCREG_ENOTFOUND;
     }
-    if (rc == 0 && p->out != NULL) {
-        procreg_entry_clear(p->out);
+    if (rc == 0 && p->out != NULL)
         *p->out = e;
-    } else {
+    else
         procreg_entry_clear(&e);
-    }
     return rc;
 }
 
-static int wait_loop(procreg *reg, const char *k, procreg_wait_probe probe,
-                     void *ctx, int timeout_ms, GCancellable *cancellable,
+static int wait_loop(procreg *reg, const char *ns, const char *name,
+                     bool group, procreg_wait_probe probe, void *ctx,
+                     int timeout_ms, GCancellable *cancellable,
                      const gio_api *api, GError **error)
 {
-    procreg_waits *h = reg->waits;
-    pthread_mutex_lock(&h->lock);
-    awaited *a = g_hash_table_lookup(h->waits, k);
-    if (a == NULL) {
-        a = g_new0(awaited, 1);
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&a->cond, &attr);
-        pthread_condattr_destroy(&attr);
-        g_hash_table_insert(h->waits, g_strdup(k), a);
-    }
-    a->waiters++;
-    atomic_fetch_add_explicit(&h->n_waiters, 1, memory_order_seq_cst);
-    pthread_mutex_unlock(&h->lock);
-
-    waiter w = {.a = a};
-    atomic_store_explicit(&w.h, h, memory_order_release);
+    procreg_wake *w = procreg_wake_join(reg, ns, name, group);
     gulong handler = 0;
     if (api != NULL)
-        handler = api->connect(cancellable, (void (*)(void))on_cancelled, &w,
+        handler = api->connect(cancellable, (void (*)(void))on_cancelled, w,
                                NULL);
 
     struct timespec deadline;
@@ -221,31 +110,19 @@ static int wait_loop(procreg *reg, const char *k, procreg_wait_probe probe,
         }
     }
 
+    /* Read the generation, then look: a registration after the read bumps
+     * it, so the sleep below cannot miss one the probe did not see. */
     int rc;
     for (;;) {
-        pthread_mutex_lock(&h->lock);
-        uint64_t gen = a->gen;
-        bool cancelled = w.cancelled;
-        pthread_mutex_unlock(&h->lock);
-        if (cancelled) {
+        uint64_t gen;
+        if (!procreg_wake_read(w, &gen)) {
             rc = PROCREG_ECANCELLED;
             break;
         }
         rc = probe(reg, ctx, error);
         if (rc != PROCREG_ENOTFOUND)
             break;
-        bool timed_out = false;
-        pthread_mutex_lock(&h->lock);
-        while (a->gen == gen && !w.cancelled && !timed_out) {
-            if (timeout_ms < 0)
-                pthread_cond_wait(&a->cond, &h->lock);
-            else
-                timed_out = pthread_cond_timedwait(&a->cond, &h->lock,
-                                                   &deadline) == ETIMEDOUT;
-        }
-        bool woken = a->gen != gen;
-        pthread_mutex_unlock(&h->lock);
-        if (timed_out && !woken) {
+        if (!procreg_wake_sleep(w, gen, timeout_ms < 0 ? NULL : &deadline)) {
             rc = PROCREG_ETIMEDOUT;
             break;
         }
@@ -253,11 +130,7 @@ static int wait_loop(procreg *reg, const char *k, procreg_wait_probe probe,
 
     if (handler != 0)
         api->disconnect(cancellable, handler);
-    pthread_mutex_lock(&h->lock);
-    atomic_fetch_sub_explicit(&h->n_waiters, 1, memory_order_relaxed);
-    if (--a->waiters == 0)
-        g_hash_table_remove(h->waits, k);
-    pthread_mutex_unlock(&h->lock);
+    procreg_wake_leave(w);
     return rc;
 }
 
@@ -275,14 +148,16 @@ PROCREG_INTERNAL int procreg_wait_until(procreg *reg, const char *ns,
                                  "loaded in this process");
     if (api != NULL && api->is_cancelled(cancellable))
         return PROCREG_ECANCELLED;
-    int rc = probe(reg, ctx, error);
-    if (rc != PROCREG_ENOTFOUND)
-        return rc;
-    if (timeout_ms == 0)
-        return PROCREG_ETIMEDOUT;
-    char *k = wait_key_string(ns, name, group);
-    rc = wait_loop(reg, k, probe, ctx, timeout_ms, cancellable, api, error);
-    g_free(k);
+    GError *local = NULL;
+    int rc = probe(reg, ctx, &local);
+    if (rc == PROCREG_ENOTFOUND) {
+        g_clear_error(&local);
+        rc = timeout_ms == 0 ? PROCREG_ETIMEDOUT
+                             : wait_loop(reg, ns, name, group, probe, ctx,
+                                         timeout_ms, cancellable, api, &local);
+    }
+    if (local != NULL)
+        g_propagate_error(error, local);
     return rc;
 }
 

@@ -81,6 +81,13 @@ PROCREG_API GQuark procreg_error_quark(void);
  */
 PROCREG_API const char *procreg_strerror(int code);
 
+/**
+ * The name of @code as it is spelt in this header ("PROCREG_ENOTFOUND",
+ * ...), for logs and machine-readable output; NULL for codes that are not
+ * procreg's.  Thread-safe.
+ */
+PROCREG_API const char *procreg_error_name(int code);
+
 /* ------------------------------------------------------------------------ */
 /* Owners                                                                   */
 
@@ -188,6 +195,37 @@ typedef struct {
 PROCREG_API void procreg_member_clear(procreg_member *member);
 /** Clear @n members and free the array.  NULL is ignored. */
 PROCREG_API void procreg_members_free(procreg_member *members, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Errors as data                                                           */
+
+/**
+ * The facts a failed call knows, as data, so that a program need not parse
+ * the message: what the GError of a failed call carries besides its text.
+ * Every field may be empty; a call that passes no GError builds none of it.
+ */
+typedef struct {
+    /** What exists instead, NULL-terminated, or NULL: on PROCREG_ENOTFOUND
+     *  up to five names the namespace holds (none: it is empty, an empty
+     *  array); on PROCREG_EUNKNOWN_BACKEND the backends there are; on an
+     *  unknown spec option the options the backend accepts. */
+    char **alternatives;
+    /** On PROCREG_EEXISTS the entry that holds the key; on PROCREG_EPERM
+     *  the entry the caller may not change (its owner is the one who
+     *  may); ns and name set.  NULL otherwise. */
+    procreg_entry *entry;
+    /** On PROCREG_EINVAL from a spec: the byte offset in the spec text
+     *  where it goes wrong; -1 otherwise. */
+    int position;
+} procreg_error_details;
+
+/**
+ * The details of @error, a GError of the PROCREG_ERROR domain; NULL for
+ * NULL or another domain.  Borrowed: valid as long as @error (they are
+ * copied with it by g_error_copy() and freed with it).  Thread-safe.
+ */
+PROCREG_API const procreg_error_details *
+procreg_error_get_details(const GError *error);
 
 /* ------------------------------------------------------------------------ */
 /* Events (delivered by the service layer; see procreg_subscribe())         */
