@@ -58,6 +58,9 @@ char *procreg_lmdb_default_path(GError **error)
     return path;
 }
 
+/* entries, owners, meta, events, and the groups' three (groups.c). */
+#define MAX_DBS 7
+
 #define BOOT_ID_LEN 36
 
 /* This boot's id (/proc/sys/kernel/random/boot_id); false if unknown. */
@@ -134,6 +137,8 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, GError **error)
         g_ptr_array_unref(keys);
         if (rc == 0)
             rc = mdb_drop(txn, env->db_owners, 0);
+        if (rc == 0 && !procreg_lmdb_members_drop_all(env, txn, &w))
+            rc = w.mdb_rc ? w.mdb_rc : MDB_CORRUPTED;
         if (rc == 0 && w.corrupt == NULL &&
             procreg_lmdb_log_finish(env, txn, &w))
             g_atomic_pointer_add(&env->reaped, w.events);
@@ -161,7 +166,10 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, GError **error)
  * format marker) on a new file, check the marker on an old one. */
 static int open_dbs(lmdb_env *env, GError **error)
 {
-    static const char *const ours[] = {"entries", "owners", "meta", "events"};
+    static const char *const ours[] = {"entries",   "owners",
+                                       "meta",      "events",
+                                       "members",   "group_ids",
+                                       "member_owners"};
     MDB_txn *txn;
     int rc = mdb_txn_begin(env->mdb, NULL, env->read_only ? MDB_RDONLY : 0,
                            &txn);
@@ -212,6 +220,8 @@ static int open_dbs(lmdb_env *env, GError **error)
         rc = mdb_dbi_open(txn, "meta", create, &env->db_meta);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "events", create, &env->db_events);
+    if (rc == 0)
+        rc = procreg_lmdb_groups_open(env, txn, !env->read_only);
     if (rc != 0) {
         mdb_txn_abort(txn);
         if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE)
@@ -223,13 +233,23 @@ static int open_dbs(lmdb_env *env, GError **error)
         return procreg_lmdb_fail(env, rc, "opening the databases", error);
     }
     MDB_val fk = {6, "format"}, fv;
-    if (fresh) {
+    bool upgrade = false;
+    if (!fresh) {
+        rc = mdb_get(txn, env->db_meta, &fk, &fv);
+        /* Format 1 is format 2 without the group databases, which
+         * procreg_lmdb_groups_open() added if we may write. */
+        upgrade = rc == 0 && !env->read_only &&
+                  fv.mv_size == strlen(PROCREG_LMDB_FORMAT_1) &&
+                  memcmp(fv.mv_data, PROCREG_LMDB_FORMAT_1, fv.mv_size) == 0;
+    }
+    if (fresh || upgrade) {
         fv.mv_size = strlen(PROCREG_LMDB_FORMAT);
         fv.mv_data = PROCREG_LMDB_FORMAT;
         rc = mdb_put(txn, env->db_meta, &fk, &fv, 0);
     } else {
-        rc = mdb_get(txn, env->db_meta, &fk, &fv);
-        if (rc == 0 &&
+        bool v1 = rc == 0 && fv.mv_size == strlen(PROCREG_LMDB_FORMAT_1) &&
+                  memcmp(fv.mv_data, PROCREG_LMDB_FORMAT_1, fv.mv_size) == 0;
+        if (rc == 0 && !v1 &&
             (fv.mv_size != strlen(PROCREG_LMDB_FORMAT) ||
              memcmp(fv.mv_data, PROCREG_LMDB_FORMAT, fv.mv_size) != 0)) {
             char *got = g_strndup(fv.mv_data, MIN(fv.mv_size, 64));
@@ -293,7 +313,7 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
 
     int rc = mdb_env_create(&env->mdb);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(env->mdb, 4);
+        rc = mdb_env_set_maxdbs(env->mdb, MAX_DBS);
     if (rc == 0)
         rc = mdb_env_set_maxreaders(env->mdb, st->max_readers);
     if (rc == 0)
@@ -317,7 +337,7 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
         env->mdb = NULL;
         int rc2 = mdb_env_create(&env->mdb);
         if (rc2 == 0)
-            rc2 = mdb_env_set_maxdbs(env->mdb, 4);
+            rc2 = mdb_env_set_maxdbs(env->mdb, MAX_DBS);
         if (rc2 == 0)
             rc2 = mdb_env_open(env->mdb, path, flags | MDB_RDONLY, 0600);
         if (rc2 == 0)
