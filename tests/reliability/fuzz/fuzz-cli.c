@@ -20,6 +20,7 @@ int procreg_cli_main(int argc, char **argv);
 #define main procreg_cli_main
 #include "../../../tools/procreg.c"
 #undef main
+#include "../../../tools/groups-cmd.c"
 
 #include "fuzz-common.h"
 
