@@ -429,10 +429,18 @@ static void churn_pair(gworker *w)
     procreg_member_clear(&m);
 }
 
+/* A dispatch's callback reads its member, as a real one does (the owner
+ * to write to); the pid sum keeps the read from being optimised away. */
+typedef struct {
+    size_t seen;
+    uint64_t pids;
+} visit_sum;
+
 static bool count_visit(const procreg_member *m, gpointer data)
 {
-    (void)m;
-    (*(size_t *)data)++;
+    visit_sum *v = data;
+    v->seen++;
+    v->pids += (uint64_t)m->owner.pid;
     return true;
 }
 
@@ -440,15 +448,19 @@ static bool count_visit(const procreg_member *m, gpointer data)
 static size_t dispatch_once(gworker *w)
 {
     gstate *g = w->g;
-    size_t seen = 0, calls = 0;
+    visit_sum v = {0, 0};
+    size_t calls = 0;
     if (is_raw(g)) {
-        calls = raw_dispatch(g->raw, w->rec, BIG, count_visit, &seen);
+        calls = raw_dispatch(g->raw, w->rec, BIG, count_visit, &v);
     } else {
         int rc = procreg_dispatch_key(g->ctx->target->reg, g->big,
-                                      count_visit, &seen, &calls, NULL);
+                                      count_visit, &v, &calls, NULL);
         if (rc != 0)
             gw_error(w, "dispatch: %d (%s)", rc, procreg_strerror(rc));
     }
+    size_t seen = v.seen;
+    if (v.pids == 0 && seen > 0)
+        gw_error(w, "dispatch: members without an owner");
     /* Every member of the cell was there throughout. */
     if (seen != calls || seen < g->ctx->ds->n_keys)
         gw_error(w, "dispatch visited %zu of %zu members (%zu calls)", seen,

@@ -244,7 +244,8 @@ PROCREG_API int procreg_members_key(procreg *reg, const procreg_key *key,
         rc = procreg_backend_group_members(reg->backend, key, a, error);
     if (rc == 0) {
         filter_dead_members(reg, a, pending);
-        procreg_member_array_steal(a, out, n_out);
+        /* The group_members slot gives them in id order. */
+        procreg_member_array_take(a, out, n_out);
     } else {
         g_array_unref(a);
     }

@@ -93,7 +93,11 @@ PROCREG_INTERNAL void procreg_entry_array_steal(GArray *array,
 
 /* ---- group members as data (member.c) ---- */
 
-/* Sort by (ns, group, id) and hand the array's data to the caller. */
+/* Hand the array's data to the caller as it is (take), or sorted by
+ * (ns, group, id) first (steal). */
+PROCREG_INTERNAL void procreg_member_array_take(GArray *array,
+                                                procreg_member **out,
+                                                size_t *n_out);
 PROCREG_INTERNAL void procreg_member_array_steal(GArray *array,
                                                  procreg_member **out,
                                                  size_t *n_out);

@@ -69,13 +69,18 @@ PROCREG_API int procreg_set_member_owner_error(GError **error,
 {
     procreg_owner self;
     procreg_owner_self(&self);
-    return procreg_set_error(
+    int rc = procreg_set_error(
         error, PROCREG_EPERM,
         "member %" G_GUINT64_FORMAT " of group '%s' in '%s' is owned by "
         "process %d, not by this process (%d): only its owner may remove it "
         "(PROCREG_FORCE overrides)",
         member_id, procreg_key_name(key), procreg_key_namespace(key),
         (int)holder->pid, (int)self.pid);
+    /* As data: the member as its events' entry shows it. */
+    procreg_entry e = {.owner = *holder, .revision = member_id};
+    procreg_error_detail_entry(error, procreg_key_namespace(key),
+                               procreg_key_name(key), &e);
+    return rc;
 }
 
 static gint member_cmp(gconstpointer a, gconstpointer b)
@@ -87,11 +92,10 @@ static gint member_cmp(gconstpointer a, gconstpointer b)
     return c != 0 ? c : (x->id > y->id) - (x->id < y->id);
 }
 
-PROCREG_INTERNAL void procreg_member_array_steal(GArray *array,
-                                                 procreg_member **out,
-                                                 size_t *n_out)
+PROCREG_INTERNAL void procreg_member_array_take(GArray *array,
+                                                procreg_member **out,
+                                                size_t *n_out)
 {
-    g_array_sort(array, member_cmp);
     g_array_set_clear_func(array, NULL);
     *n_out = array->len;
     if (array->len == 0) {
@@ -100,6 +104,14 @@ PROCREG_INTERNAL void procreg_member_array_steal(GArray *array,
     } else {
         *out = (procreg_member *)(void *)g_array_free(array, FALSE);
     }
+}
+
+PROCREG_INTERNAL void procreg_member_array_steal(GArray *array,
+                                                 procreg_member **out,
+                                                 size_t *n_out)
+{
+    g_array_sort(array, member_cmp);
+    procreg_member_array_take(array, out, n_out);
 }
 
 PROCREG_INTERNAL procreg_entry procreg_member_as_entry(const procreg_member *m)

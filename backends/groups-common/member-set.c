@@ -6,6 +6,9 @@
 #include "member-set.h"
 
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 /* Smallest array, and the used slots from which holes are compacted. */
 #define GRP_MIN_CAP 8u
@@ -103,10 +106,16 @@ size_t procreg_grp_index_members(const procreg_grp_index *ix)
 
 /* ---- members ---- */
 
+/* What a member costs: its allocation (the usable size and malloc's
+ * chunk header, where the C library tells) and its metadata's data. */
 static size_t member_bytes(const procreg_grp_member *m)
 {
-    return sizeof *m +
-           (m->pub.metadata ? g_variant_get_size(m->pub.metadata) : 0);
+#ifdef __GLIBC__
+    size_t own = malloc_usable_size((void *)m) + sizeof(size_t);
+#else
+    size_t own = sizeof *m;
+#endif
+    return own + (m->pub.metadata ? g_variant_get_size(m->pub.metadata) : 0);
 }
 
 procreg_grp_member *procreg_grp_member_new(const procreg_record *record,

@@ -212,7 +212,9 @@ typedef struct {
     char **alternatives;
     /** On PROCREG_EEXISTS the entry that holds the key; on PROCREG_EPERM
      *  the entry the caller may not change (its owner is the one who
-     *  may); ns and name set.  NULL otherwise. */
+     *  may), or for a group's member that entry's view of it (name: the
+     *  group, revision: the member id); ns and name set.  NULL
+     *  otherwise. */
     procreg_entry *entry;
     /** On PROCREG_EINVAL from a spec: the byte offset in the spec text
      *  where it goes wrong; -1 otherwise. */

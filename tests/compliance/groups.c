@@ -292,7 +292,14 @@ void case_groups_owner_rule(Fixture *f)
               "leave of another process's member gave %d (%s); expected "
               "PROCREG_EPERM naming process %s", rc,
               err ? err->message : "no GError", child_pid);
+    const procreg_error_details *d = procreg_error_get_details(err);
+    bool as_data = d != NULL && d->entry != NULL &&
+                   d->entry->owner.pid == child.pid &&
+                   d->entry->revision == t.id &&
+                   g_strcmp0(d->entry->name, "g") == 0;
     g_clear_error(&err);
+    CHECK_MSG(as_data, "the PROCREG_EPERM error does not carry the member "
+              "and its owner as data");
     CHECK(removed == 0 && count_of(f->reg, "gown", "g") == 1);
     /* Forced, it goes; forcing our own is still "explicit". */
     CHECK_OK(leave_id(f->reg, "gown", "g", t.id, PROCREG_FORCE, &removed,
