@@ -182,6 +182,7 @@ PROCREG_API int procreg_leave_key(procreg *reg, const procreg_key *key,
         *removed = 0;
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t t0 = procreg_write_clock(reg, b, PROCREG_OP_LEAVE);
+    size_t gone = 0;
     int rc = need_groups(reg, error);
     if (rc == 0)
         rc = check_leave_flags(flags, error);
@@ -200,14 +201,15 @@ PROCREG_API int procreg_leave_key(procreg *reg, const procreg_key *key,
             rc = leave_locked(reg, key, member_id, NULL,
                               PROCREG_REASON_FORCED, error);
         pthread_mutex_unlock(stripe);
-        if (rc >= 0 && removed != NULL)
-            *removed = (size_t)rc;
-        if (rc > 0)
+        if (rc > 0) {
+            gone = (size_t)rc;
             rc = 0;
+        }
     }
+    if (removed != NULL)
+        *removed = gone;
     procreg_op_done(reg, b, PROCREG_OP_LEAVE, rc, t0,
-                    procreg_key_namespace(key), procreg_key_name(key),
-                    removed != NULL ? *removed : 0);
+                    procreg_key_namespace(key), procreg_key_name(key), gone);
     return rc;
 }
 

@@ -287,17 +287,6 @@ int procreg_ckht_group_join(void *state, const procreg_key *key,
     return rc;
 }
 
-static void remove_one(ckht_groups *g, ckg_group *grp, procreg_grp_member *m,
-                       GArray *removed)
-{
-    if (removed != NULL) {
-        procreg_member copy;
-        procreg_grp_member_copy(m, &copy);
-        g_array_append_val(removed, copy);
-    }
-    procreg_grp_remove(g->ix, &grp->set, m); /* EPOCH: never fails */
-}
-
 int procreg_ckht_group_leave(void *state, const procreg_key *key,
                              uint64_t member_id, const procreg_owner *owner,
                              procreg_event_reason reason, GArray *removed,
@@ -305,36 +294,17 @@ int procreg_ckht_group_leave(void *state, const procreg_key *key,
 {
     ckht *self = state;
     ckht_groups *g = write_begin(self);
-    int n = 0, rc = 0;
     (void)reason; /* the core reports it: ckht orders no events */
     ckg_group *grp = group_get(g, key);
-    if (grp != NULL && member_id != 0) {
-        procreg_grp_member *m = procreg_grp_find(g->ix, member_id);
-        if (m == NULL || !procreg_grp_in_set(m, &grp->set))
-            ; /* not a member: nothing to do */
-        else if (owner != NULL &&
-                 (m->pub.owner.pid != owner->pid ||
-                  m->pub.owner.start_time != owner->start_time))
-            rc = procreg_set_member_owner_error(error, key, member_id,
-                                                &m->pub.owner);
-        else
-            remove_one(g, grp, m, removed), n = 1;
-    } else if (grp != NULL && owner != NULL) {
-        procreg_grp_member *m = procreg_grp_owner_first(g->ix, &grp->set,
-                                                        owner);
-        while (m != NULL) {
-            procreg_grp_member *next = m->next;
-            remove_one(g, grp, m, removed);
-            n++;
-            m = next;
-        }
-    }
-    if (n > 0)
+    /* EPOCH: removals never fail. */
+    int rc = procreg_grp_leave(g->ix, grp ? &grp->set : NULL, key, member_id,
+                               owner, removed, error);
+    if (rc > 0)
         self->revision++; /* a removal is a change too */
     if (grp != NULL && procreg_grp_live(&grp->set) == 0)
         group_remove(g, grp, key);
     write_end(self);
-    return rc != 0 ? rc : n;
+    return rc;
 }
 
 /* ---- reads of one group: lock-free ---- */

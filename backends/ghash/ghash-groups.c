@@ -116,24 +116,6 @@ int procreg_ghash_group_join(void *state, const procreg_key *key,
     return rc;
 }
 
-/* Remove @m from @grp, appended to @removed first.  false: out of memory
- * (the copy a snapshot forced), nothing changed. */
-static bool remove_one(gh_groups *g, gh_group *grp, procreg_grp_member *m,
-                       GArray *removed)
-{
-    procreg_member copy;
-    procreg_grp_member_copy(m, &copy);
-    if (!procreg_grp_remove(g->ix, &grp->set, m)) {
-        procreg_member_clear(&copy);
-        return false;
-    }
-    if (removed != NULL)
-        g_array_append_val(removed, copy);
-    else
-        procreg_member_clear(&copy);
-    return true;
-}
-
 int procreg_ghash_group_leave(void *state, const procreg_key *key,
                               uint64_t member_id, const procreg_owner *owner,
                               procreg_event_reason reason, GArray *removed,
@@ -141,39 +123,15 @@ int procreg_ghash_group_leave(void *state, const procreg_key *key,
 {
     ghash_state *s = state;
     gh_groups *g = s->groups;
-    int n = 0, rc = 0;
     (void)reason; /* the core reports it: ghash orders no events */
     pthread_mutex_lock(&g->lock);
     gh_group *grp = group_get(g, key);
-    if (grp != NULL && member_id != 0) {
-        procreg_grp_member *m = procreg_grp_find(g->ix, member_id);
-        if (m == NULL || !procreg_grp_in_set(m, &grp->set))
-            ; /* not a member: nothing to do */
-        else if (owner != NULL &&
-                 (m->pub.owner.pid != owner->pid ||
-                  m->pub.owner.start_time != owner->start_time))
-            rc = procreg_set_member_owner_error(error, key, member_id,
-                                                &m->pub.owner);
-        else if (remove_one(g, grp, m, removed))
-            n = 1;
-        else
-            rc = PROCREG_ENOMEM;
-    } else if (grp != NULL && owner != NULL) {
-        procreg_grp_member *m = procreg_grp_owner_first(g->ix, &grp->set,
-                                                        owner);
-        while (m != NULL && rc == 0) {
-            procreg_grp_member *next = m->next;
-            if (remove_one(g, grp, m, removed))
-                n++;
-            else
-                rc = PROCREG_ENOMEM;
-            m = next;
-        }
-    }
-    if (rc == PROCREG_ENOMEM)
-        procreg_set_error(error, rc, "ghash: out of memory");
-    if (n > 0)
-        s->revision++; /* a removal is a change too */
+    guint before = removed ? removed->len : 0;
+    int rc = procreg_grp_leave(g->ix, grp ? &grp->set : NULL, key, member_id,
+                               owner, removed, error);
+    /* A removal is a change too; out of memory, some may have gone. */
+    if (rc > 0 || (removed != NULL && removed->len > before))
+        s->revision++;
     if (grp != NULL && procreg_grp_live(&grp->set) == 0) {
         g_hash_table_remove(g->by_key, &grp->key);
         g->group_bytes -= group_size(&grp->key);
@@ -181,7 +139,7 @@ int procreg_ghash_group_leave(void *state, const procreg_key *key,
         g_free(grp);
     }
     pthread_mutex_unlock(&g->lock);
-    return rc != 0 ? rc : n;
+    return rc;
 }
 
 /* ---- reads (the core's read lock held: no writer runs) ---- */

@@ -362,6 +362,60 @@ void procreg_grp_set_destroy(procreg_grp_set *set)
     atomic_store_explicit(&set->live, 0, memory_order_relaxed);
 }
 
+/* Remove @m, copied to @removed first; false when out of memory (nothing
+ * changed). */
+static bool leave_one(procreg_grp_index *ix, procreg_grp_set *set,
+                      procreg_grp_member *m, GArray *removed)
+{
+    procreg_member copy;
+    procreg_grp_member_copy(m, &copy);
+    if (!procreg_grp_remove(ix, set, m)) {
+        procreg_member_clear(&copy);
+        return false;
+    }
+    if (removed != NULL)
+        g_array_append_val(removed, copy);
+    else
+        procreg_member_clear(&copy);
+    return true;
+}
+
+int procreg_grp_leave(procreg_grp_index *ix, procreg_grp_set *set,
+                      const procreg_key *key, uint64_t member_id,
+                      const procreg_owner *owner, GArray *removed,
+                      GError **error)
+{
+    int n = 0;
+    if (set == NULL)
+        return 0;
+    if (member_id != 0) {
+        procreg_grp_member *m = procreg_grp_find(ix, member_id);
+        if (m == NULL || !procreg_grp_in_set(m, set))
+            return 0; /* not a member: nothing to do */
+        if (owner != NULL && (m->pub.owner.pid != owner->pid ||
+                              m->pub.owner.start_time != owner->start_time))
+            return procreg_set_member_owner_error(error, key, member_id,
+                                                  &m->pub.owner);
+        if (!leave_one(ix, set, m, removed))
+            return procreg_set_error(error, PROCREG_ENOMEM,
+                                     "out of memory leaving a group");
+        return 1;
+    }
+    if (owner == NULL)
+        return 0;
+    for (procreg_grp_member *m = procreg_grp_owner_first(ix, set, owner),
+                            *next;
+         m != NULL; m = next) {
+        next = m->next;
+        if (!leave_one(ix, set, m, removed))
+            return procreg_set_error(error, PROCREG_ENOMEM,
+                                     "out of memory leaving a group (%d "
+                                     "members left it)", n);
+        n++;
+    }
+    return n;
+}
+
 procreg_grp_member *procreg_grp_find(procreg_grp_index *ix, uint64_t id)
 {
     procreg_grp_member probe = {.pub.id = id};

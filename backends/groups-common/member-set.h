@@ -103,6 +103,16 @@ bool procreg_grp_remove(procreg_grp_index *ix, procreg_grp_set *set,
 /* @set has no member left and goes away: let its array go (EPOCH:
  * retired; REFCOUNT: freed with the last snapshot). */
 void procreg_grp_set_retire(procreg_grp_index *ix, procreg_grp_set *set);
+/* The group_leave slot (backend.h) on @set (NULL: the group is absent)
+ * of group @key: remove member @member_id, or with 0 every member of
+ * @owner, each copied to @removed (may be NULL) first.  Returns how many
+ * went, PROCREG_EPERM (a member of another owner than @owner; nothing
+ * changed) or PROCREG_ENOMEM (REFCOUNT, after removing what it could),
+ * with @error set for those two. */
+int procreg_grp_leave(procreg_grp_index *ix, procreg_grp_set *set,
+                      const procreg_key *key, uint64_t member_id,
+                      const procreg_owner *owner, GArray *removed,
+                      GError **error);
 /* Free @set's members and array now, at the backend's destroy: no reader
  * or snapshot may hold them, and @ix is freed next. */
 void procreg_grp_set_destroy(procreg_grp_set *set);

@@ -236,6 +236,34 @@ void case_dead_holder(Fixture *f);
 /* The child side of case_owner_rule_multiprocess (MODE "owner"). */
 int cx_owner_child(procreg *reg);
 
+/* ---- groups.c: helpers of the group cases ---- */
+
+typedef struct {
+    procreg_member *v;
+    size_t n;
+} MemberList;
+
+static inline void member_list_clear(MemberList *l)
+{
+    procreg_members_free(l->v, l->n);
+    l->v = NULL;
+    l->n = 0;
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(MemberList, member_list_clear)
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(procreg_member, procreg_member_clear)
+
+/* The ids of @l, "[1 2 3]", for messages (g_free it). */
+char *cx_ids_text(const MemberList *l);
+/* Join (ns, group) as this process, @md_text its metadata (GVariant
+ * text, or NULL); the member id in *@id. */
+int cx_join(procreg *reg, const char *ns, const char *group,
+            const char *md_text, uint64_t *id);
+/* procreg_leave_key() of member @id of (ns, group). */
+int cx_leave_id(procreg *reg, const char *ns, const char *group, uint64_t id,
+                unsigned flags, size_t *removed, GError **error);
+/* The group's size, or (size_t)-1 when the count fails. */
+size_t cx_group_count(procreg *reg, const char *ns, const char *group);
+
 void case_groups_basics(Fixture *f);
 void case_groups_bad_input(Fixture *f);
 void case_groups_side_by_side(Fixture *f);
