@@ -47,6 +47,7 @@ typedef struct {
     ck_epoch_entry_t epoch_entry; /* first: retired members are cast back */
 #endif
     procreg_member m; /* what a callback gets */
+    size_t slot;      /* writer: its index in the array */
 } raw_member;
 
 typedef struct {
@@ -57,7 +58,7 @@ typedef struct {
 typedef struct {
     raw_array *arr;    /* readers load it (and len) */
     size_t len;
-    GHashTable *index; /* id -> slot + 1; writer only */
+    GHashTable *index; /* set of raw_member* by id; writer only */
 } raw_group;
 
 typedef struct {
@@ -72,6 +73,7 @@ typedef struct {
     pthread_mutex_t records_lock;
 #endif
     uint64_t next_id;
+    unsigned int retired; /* raw-ckht: under the writer's mutex */
     procreg_owner self;
 } raw_groups;
 
@@ -111,11 +113,22 @@ static void array_free_cb(ck_epoch_entry_t *e)
 }
 #endif
 
+static guint member_hash(gconstpointer p)
+{
+    uint64_t id = ((const raw_member *)p)->m.id;
+    return (guint)(id ^ (id >> 32));
+}
+
+static gboolean member_equal(gconstpointer a, gconstpointer b)
+{
+    return ((const raw_member *)a)->m.id == ((const raw_member *)b)->m.id;
+}
+
 static raw_group *raw_group_new(void)
 {
     raw_group *g = g_new0(raw_group, 1);
     g->arr = g_new0(raw_array, 1);
-    g->index = g_hash_table_new(g_int64_hash, g_int64_equal);
+    g->index = g_hash_table_new(member_hash, member_equal);
     return g;
 }
 
@@ -276,13 +289,14 @@ static uint64_t raw_join(raw_groups *r, void *rec, const char *name)
             g_free(old);
         }
     }
+    m->slot = g->len;
 #if defined(BENCH_HAVE_CK)
     ck_pr_store_ptr(&g->arr->slot[g->len], m);
     ck_pr_store_64((uint64_t *)&g->len, g->len + 1);
 #else
     g->arr->slot[g->len++] = m;
 #endif
-    g_hash_table_insert(g->index, &m->m.id, GSIZE_TO_POINTER(g->len));
+    g_hash_table_add(g->index, m);
     raw_write_unlock(r);
     (void)rec;
     return m->m.id;
@@ -293,23 +307,24 @@ static bool raw_leave(raw_groups *r, void *rec, const char *name, uint64_t id)
 {
     raw_write_lock(r);
     raw_group *g = raw_find(r, name);
-    gpointer at = g_hash_table_lookup(g->index, &id);
-    if (at == NULL) {
+    raw_member probe = {.m.id = id};
+    raw_member *m = g_hash_table_lookup(g->index, &probe);
+    if (m == NULL) {
         raw_write_unlock(r);
         return false;
     }
-    size_t i = GPOINTER_TO_SIZE(at) - 1;
-    raw_member *m = g->arr->slot[i];
+    size_t i = m->slot;
     raw_member *last = g->arr->slot[g->len - 1];
-    g_hash_table_remove(g->index, &id);
-    if (last != m)
-        g_hash_table_insert(g->index, &last->m.id, GSIZE_TO_POINTER(i + 1));
+    g_hash_table_remove(g->index, m);
+    last->slot = i;
 #if defined(BENCH_HAVE_CK)
     ck_pr_store_ptr(&g->arr->slot[i], last);
     ck_pr_store_64((uint64_t *)&g->len, g->len - 1);
     if (r->ck) {
+        /* As raw-ckht's entries: a poll every 64 retirements. */
         ck_epoch_call(rec, &m->epoch_entry, member_free_cb);
-        ck_epoch_poll(rec);
+        if ((++r->retired & 63) == 0)
+            ck_epoch_poll(rec);
     }
 #else
     g->arr->slot[i] = last;
