@@ -184,7 +184,7 @@ void bench_report_table(FILE *out, const bench_report *rep)
             if (!isnan(r->ratio_reference))
                 g_string_append_printf(
                     extra, r->workload->id == BENCH_W_GROUP_MEMBERS
-                               ? "%.3g x a lookup_entry"
+                               ? "%.3g x a lookup_entry's CPU time"
                                : "%.3g x the CPU time without a handler",
                     r->ratio_reference);
             if (!isnan(r->mem_rss_per_entry))

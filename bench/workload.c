@@ -79,7 +79,7 @@ const bench_workload bench_workloads[BENCH_W_COUNT] = {
                           "member", .single_thread = true,
                           .fixed_threads = 2, .group = true},
     [BENCH_W_GROUP_MEMBERS] = {BENCH_W_GROUP_MEMBERS, "group-members",
-                               "procreg_members_key of a 10-member group, freed; ref = its time over a lookup_entry's",
+                               "procreg_members_key of a 10-member group, freed; ref = its CPU time over a lookup_entry's",
                                "list of 10", .single_thread = true,
                                .group = true},
 };
