@@ -309,15 +309,30 @@ int procreg_ckht_group_leave(void *state, const procreg_key *key,
 
 /* ---- reads of one group: lock-free ---- */
 
+/* Enter a read section and find the group of @key (*@grp NULL when it is
+ * absent); false, with @error set, when this thread can have no epoch
+ * record (no section was entered). */
+static bool read_begin(ckht *self, const procreg_key *key,
+                       ck_epoch_record_t **record, ckg_group **grp,
+                       GError **error)
+{
+    *record = procreg_epoch_read_begin();
+    if (G_UNLIKELY(*record == NULL)) {
+        procreg_set_error(error, PROCREG_ENOMEM,
+                          "ckht: out of memory for an epoch record");
+        return false;
+    }
+    *grp = group_get(self->groups, key);
+    return true;
+}
+
 int procreg_ckht_group_members(void *state, const procreg_key *key,
                                GArray *out, GError **error)
 {
-    ckht *self = state;
-    ck_epoch_record_t *record = procreg_epoch_read_begin();
-    if (G_UNLIKELY(record == NULL))
-        return procreg_set_error(error, PROCREG_ENOMEM,
-                                 "ckht: out of memory for an epoch record");
-    ckg_group *grp = group_get(self->groups, key);
+    ck_epoch_record_t *record;
+    ckg_group *grp;
+    if (!read_begin(state, key, &record, &grp, error))
+        return PROCREG_ENOMEM;
     if (grp != NULL)
         procreg_grp_set_append(&grp->set, out);
     procreg_epoch_read_end(record);
@@ -327,12 +342,10 @@ int procreg_ckht_group_members(void *state, const procreg_key *key,
 int procreg_ckht_group_count(void *state, const procreg_key *key,
                              size_t *out, GError **error)
 {
-    ckht *self = state;
-    ck_epoch_record_t *record = procreg_epoch_read_begin();
-    if (G_UNLIKELY(record == NULL))
-        return procreg_set_error(error, PROCREG_ENOMEM,
-                                 "ckht: out of memory for an epoch record");
-    ckg_group *grp = group_get(self->groups, key);
+    ck_epoch_record_t *record;
+    ckg_group *grp;
+    if (!read_begin(state, key, &record, &grp, error))
+        return PROCREG_ENOMEM;
     *out = grp != NULL ? procreg_grp_live(&grp->set) : 0;
     procreg_epoch_read_end(record);
     return 0;
@@ -342,12 +355,10 @@ int procreg_ckht_group_pick(void *state, const procreg_key *key,
                             bool round_robin, uint64_t arg,
                             procreg_member *out, GError **error)
 {
-    ckht *self = state;
-    ck_epoch_record_t *record = procreg_epoch_read_begin();
-    if (G_UNLIKELY(record == NULL))
-        return procreg_set_error(error, PROCREG_ENOMEM,
-                                 "ckht: out of memory for an epoch record");
-    ckg_group *grp = group_get(self->groups, key);
+    ck_epoch_record_t *record;
+    ckg_group *grp;
+    if (!read_begin(state, key, &record, &grp, error))
+        return PROCREG_ENOMEM;
     const procreg_grp_array *a = grp ? procreg_grp_load(&grp->set) : NULL;
     const procreg_grp_member *m =
         a ? procreg_grp_array_pick(a, round_robin, arg) : NULL;
@@ -361,12 +372,10 @@ int procreg_ckht_group_dispatch(void *state, const procreg_key *key,
                                 procreg_member_fn fn, gpointer user_data,
                                 size_t *visited, GError **error)
 {
-    ckht *self = state;
-    ck_epoch_record_t *record = procreg_epoch_read_begin();
-    if (G_UNLIKELY(record == NULL))
-        return procreg_set_error(error, PROCREG_ENOMEM,
-                                 "ckht: out of memory for an epoch record");
-    ckg_group *grp = group_get(self->groups, key);
+    ck_epoch_record_t *record;
+    ckg_group *grp;
+    if (!read_begin(state, key, &record, &grp, error))
+        return PROCREG_ENOMEM;
     const procreg_grp_array *a = grp ? procreg_grp_load(&grp->set) : NULL;
     *visited = a ? procreg_grp_array_foreach(a, fn, user_data) : 0;
     procreg_epoch_read_end(record);
