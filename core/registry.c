@@ -58,6 +58,7 @@ static int registry_start(procreg *reg, procreg **out)
     reg->ops = procreg_backend_get_ops(reg->backend);
     unsigned caps = procreg_backend_get_caps(reg->backend);
     reg->owners_local = !(caps & PROCREG_CAP_DISTRIBUTED);
+    reg->groups = procreg_backend_has_groups(reg->backend);
     reg->backend_orders_events = caps & PROCREG_CAP_ORDERED_EVENTS;
     /* Without the monitor the registry still works; health says so. */
     procreg_monitor_start(reg);
@@ -171,8 +172,8 @@ static void metadata_flatten(GVariant *metadata)
 
 /* The owner to store: the caller by default; otherwise a live process,
  * with its start time filled in so a reused pid never matches. */
-static int resolve_owner(const procreg_owner *given, procreg_owner *out,
-                         GError **error)
+PROCREG_INTERNAL int procreg_resolve_owner(const procreg_owner *given,
+                                           procreg_owner *out, GError **error)
 {
     if (given == NULL) {
         procreg_owner_self(out);
@@ -245,7 +246,7 @@ PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
                              .registered_at = g_get_real_time()};
     int rc = procreg_metadata_check(metadata, error);
     if (rc == 0)
-        rc = resolve_owner(owner, &record.owner, error);
+        rc = procreg_resolve_owner(owner, &record.owner, error);
     const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
     if (rc == 0) {
         GError *local = NULL;
@@ -808,8 +809,8 @@ PROCREG_API int procreg_count(procreg *reg, const char *ns, size_t *out,
     return rc;
 }
 
-static int check_find(const char *ns, const char *meta_key, GVariant *value,
-                      GError **error)
+PROCREG_INTERNAL int procreg_find_check(const char *ns, const char *meta_key,
+                                        GVariant *value, GError **error)
 {
     int rc = check_ns(ns, error);
     if (rc != 0)
@@ -834,7 +835,7 @@ static int find_into(procreg *reg, const char *ns, const char *meta_key,
 {
     if (value != NULL)
         g_variant_ref_sink(value);
-    int rc = check_find(ns, meta_key, value, error);
+    int rc = procreg_find_check(ns, meta_key, value, error);
     if (rc == 0)
         rc = procreg_backend_find_by_metadata(reg->backend, ns, meta_key,
                                               value, out, error);

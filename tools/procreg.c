@@ -3,7 +3,7 @@
  * scripts.  By default it opens the host's shared LMDB registry, so two
  * terminals see the same names.
  */
-#include <procreg/procreg.h>
+#include "cli.h"
 #ifdef PROCREG_CLI_METRICS
 #include "metrics.h"
 #endif
@@ -19,20 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* Exit codes (also in --help). */
-enum {
-    EXIT_OK = 0,
-    EXIT_OTHER = 1,     /* any other failure */
-    EXIT_USAGE = 2,     /* invalid input: arguments, names, metadata, spec */
-    EXIT_NOTFOUND = 3,  /* no such entry */
-    EXIT_EXISTS = 4,    /* register: the name is taken */
-    EXIT_TIMEOUT = 5,   /* wait: the timeout passed */
-    EXIT_BACKEND = 6,   /* the backend failed (I/O, damaged file, full);
-                           health: failed */
-    EXIT_DEGRADED = 7,  /* health: degraded */
-    EXIT_PERM = 8,      /* another process owns the entry (see --force) */
-};
 
 static const char usage_text[] =
     "Usage: procreg [--backend SPEC] [--json] COMMAND [ARGUMENTS]\n"
@@ -59,7 +45,16 @@ static const char usage_text[] =
     "  wait NS NAME [--timeout SECONDS]\n"
     "        Block until NAME is registered (no limit without --timeout).\n"
     "  namespaces                      namespaces and their entry counts\n"
-    "  drop-namespace NS               remove every entry of NS\n"
+    "  drop-namespace NS               remove every entry of NS (and every\n"
+    "                                  member of its groups)\n"
+    "  join NS GROUP (--pid PID | --hold) [--meta KEY=VALUE ...]\n"
+    "        Add a member to GROUP (many processes, or one several times,\n"
+    "        may join a group); --pid and --hold as for register.\n"
+    "  leave NS GROUP (--member ID | --pid PID) [--force]\n"
+    "        Remove member ID, or every member of process PID, from GROUP.\n"
+    "        Only a member's owner removes it: this command needs --force.\n"
+    "  members NS GROUP                the members of GROUP, in join order\n"
+    "  groups [NS]                     groups (of NS) and their sizes\n"
     "  stats [--prometheus | --json]   the registry's figures (entries,\n"
     "        owners, namespaces: everyone's), then this process's own\n"
     "        counters (--prometheus: the library's metrics)\n"
@@ -78,7 +73,7 @@ static const char usage_text[] =
     "  -h, --help          this text\n"
     "  --version           the procreg version\n"
     "\n"
-    "Metadata values (register, update):\n"
+    "Metadata values (register, update, join):\n"
     "  --meta KEY=VALUE         true/false is a boolean, an integer an int64,\n"
     "                           a number with a fraction or exponent a double,\n"
     "                           anything else a string\n"
@@ -95,24 +90,9 @@ static const char usage_text[] =
     "  5  timed out (wait)\n"
     "  6  backend error: I/O, damaged or full registry (health: failed)\n"
     "  7  health: degraded\n"
-    "  8  the entry belongs to another process (unregister, update: --force)\n";
+    "  8  the entry belongs to another process (unregister, update: --force;\n"
+    "     leave: the member)\n";
 
-typedef struct {
-    const char *backend;
-    bool json;
-    /* command options */
-    GArray *meta; /* meta_opt: --meta and --meta-string, in order */
-    const char *pid;
-    bool hold;
-    bool replace;
-    bool force;
-    const char *ns_opt;
-    const char *timeout;
-    bool prometheus;
-    const char *listen;
-    GPtrArray *args; /* positionals after the command */
-    const char *command;
-} cli;
 
 /* ------------------------------------------------------------------------ */
 /* Errors and exit codes                                                    */
@@ -140,7 +120,7 @@ static int exit_code(int rc)
 /* --json: results, and errors too (one object on stderr). */
 static bool json_output;
 
-static void json_string(GString *o, const char *s)
+void json_string(GString *o, const char *s)
 {
     g_string_append_c(o, '"');
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -162,7 +142,7 @@ static void json_string(GString *o, const char *s)
 
 /* A GVariant as JSON: dictionaries with string keys become objects,
  * arrays and tuples arrays, variants their content. */
-static void json_variant(GString *o, GVariant *v)
+void json_variant(GString *o, GVariant *v)
 {
     switch (g_variant_classify(v)) {
     case G_VARIANT_CLASS_BOOLEAN:
@@ -273,7 +253,7 @@ static void json_variant(GString *o, GVariant *v)
     g_free(text);
 }
 
-static char *time_text(int64_t us)
+char *time_text(int64_t us)
 {
     GDateTime *t = g_date_time_new_from_unix_utc(us / G_USEC_PER_SEC);
     if (t == NULL)
@@ -343,7 +323,7 @@ static void json_error(int rc, const char *message, GError *error)
 }
 
 /* Print @error (or the code's description) and return the exit code. */
-static int fail(int rc, GError *error)
+int fail(int rc, GError *error)
 {
     const char *message = error != NULL ? error->message : procreg_strerror(rc);
     if (json_output)
@@ -355,8 +335,7 @@ static int fail(int rc, GError *error)
     return exit_code(rc);
 }
 
-static int usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-static int usage_error(const char *fmt, ...)
+int usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -399,11 +378,6 @@ typedef enum {
     META_TYPED,  /* KEY:=TEXT: GVariant text */
 } meta_kind;
 
-/* One metadata option as given: --meta or --meta-string, its text. */
-typedef struct {
-    const char *text;
-    bool string;
-} meta_opt;
 
 /* A decimal number with a fraction or an exponent ("1.5", "2e3"), finite;
  * the C locale's '.', whatever the user's locale. */
@@ -478,7 +452,7 @@ static bool parse_pair(const meta_opt *opt, char **key, GVariant **value)
 }
 
 /* The --meta options as an a{sv} (NULL when none); false when malformed. */
-static bool build_meta(const cli *c, GVariant **out)
+bool build_meta(const cli *c, GVariant **out)
 {
     *out = NULL;
     if (c->meta->len == 0)
@@ -500,7 +474,7 @@ static bool build_meta(const cli *c, GVariant **out)
     return true;
 }
 
-static bool want_args(const cli *c, guint min, guint max, const char *form)
+bool want_args(const cli *c, guint min, guint max, const char *form)
 {
     if (c->args->len < min || c->args->len > max) {
         usage_error("usage: procreg %s", form);
@@ -509,7 +483,7 @@ static bool want_args(const cli *c, guint min, guint max, const char *form)
     return true;
 }
 
-static const char *arg(const cli *c, guint i)
+const char *arg(const cli *c, guint i)
 {
     return i < c->args->len ? c->args->pdata[i] : NULL;
 }
@@ -518,7 +492,7 @@ static const char *arg(const cli *c, guint i)
 /* Commands                                                                 */
 
 static GMainLoop *loop;
-static int loop_signal;
+int loop_signal;
 
 static gboolean on_signal(gpointer data)
 {
@@ -528,7 +502,7 @@ static gboolean on_signal(gpointer data)
 }
 
 /* Run the main loop until SIGINT, SIGTERM or SIGHUP. */
-static void run_until_signal(void)
+void run_until_signal(void)
 {
     loop = g_main_loop_new(NULL, FALSE);
     guint ids[3];
@@ -1112,6 +1086,8 @@ static const command commands[] = {
 #ifdef PROCREG_CLI_METRICS
     {"metrics", cmd_metrics},
 #endif
+    {"join", cli_join},           {"leave", cli_leave},
+    {"members", cli_members},     {"groups", cli_groups},
 };
 
 /* Options that take a value, and which commands accept each option. */
@@ -1120,12 +1096,13 @@ static bool option_allowed(const char *cmd, const char *opt)
     static const struct {
         const char *opt, *cmds;
     } table[] = {
-        {"--meta", " register update "},
-        {"--meta-string", " register update "},
-        {"--pid", " register "},
-        {"--hold", " register "},
+        {"--meta", " register update join "},
+        {"--meta-string", " register update join "},
+        {"--pid", " register join leave "},
+        {"--hold", " register join "},
         {"--replace", " update "},
-        {"--force", " unregister update "},
+        {"--force", " unregister update leave "},
+        {"--member", " leave "},
         {"--ns", " find "},
         {"--timeout", " wait "},
         {"--prometheus", " stats "},
@@ -1170,6 +1147,7 @@ static int parse(int argc, char **argv, cli *c)
                      strcmp(name, "--meta") == 0 ||
                      strcmp(name, "--meta-string") == 0 ||
                      strcmp(name, "--pid") == 0 ||
+                     strcmp(name, "--member") == 0 ||
                      strcmp(name, "--ns") == 0 || strcmp(name, "--timeout") == 0 ||
                      strcmp(name, "--listen") == 0;
         if (takes && value == NULL) {
@@ -1206,6 +1184,8 @@ static int parse(int argc, char **argv, cli *c)
             g_array_append_val(c->meta, m);
         } else if (strcmp(name, "--pid") == 0) {
             c->pid = value;
+        } else if (strcmp(name, "--member") == 0) {
+            c->member = value;
         } else if (strcmp(name, "--hold") == 0) {
             c->hold = true;
         } else if (strcmp(name, "--replace") == 0) {

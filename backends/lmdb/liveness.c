@@ -4,9 +4,9 @@
  *
  * Owns: the owner cache (an owner seen before is answered from memory),
  * the first-sight probe (/proc, then a pidfd), the monitor thread that
- * polls the pidfds (epoll) and deletes a dead owner's entries (reason
- * OWNER_EXITED) in one write transaction, and the sweep of every owner
- * in the file when the monitor starts.
+ * polls the pidfds (epoll) and deletes a dead owner's entries and group
+ * members (reason OWNER_EXITED) in one write transaction, and the sweep of
+ * every owner in the file when the monitor starts.
  * Relies on: txn.c for transactions, changelog.c to log the removals,
  * ops.c to delete an entry and its owner record.
  */
@@ -182,6 +182,11 @@ static int reap_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
         n++;
     }
     g_ptr_array_unref(keys);
+    int members = w->mdb_rc == 0 && w->corrupt == NULL
+                      ? procreg_lmdb_reap_members(env, txn, w, &ctx->owner)
+                      : 0;
+    if (members > 0)
+        n += members;
     if (w->mdb_rc == 0)
         procreg_lmdb_log_finish(env, txn, w);
     return n;
@@ -197,7 +202,8 @@ static bool owner_has_entries(lmdb_env *env, const procreg_owner *o)
     uint8_t okb[OWNER_KEY_SIZE];
     procreg_lmdb_owner_key(o, okb);
     MDB_val k = {sizeof okb, okb}, v;
-    bool has = mdb_get(txn, env->db_owners, &k, &v) == 0;
+    bool has = mdb_get(txn, env->db_owners, &k, &v) == 0 ||
+               procreg_lmdb_owner_has_members(env, txn, o);
     procreg_lmdb_read_end(env, txn);
     return has;
 }
@@ -233,6 +239,7 @@ static void sweep_owners(lmdb_env *env)
         }
         mdb_cursor_close(c);
     }
+    procreg_lmdb_member_owners(env, txn, owners);
     procreg_lmdb_read_end(env, txn);
     for (guint i = 0; i < owners->len && !g_atomic_int_get(&env->stop); i++)
         procreg_lmdb_owner_alive(env, &g_array_index(owners, procreg_owner, i));
