@@ -163,6 +163,12 @@ static int register_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
         }
         return PROCREG_EEXISTS;
     }
+    /* An owner this process already knows dead gets no new entry: when it
+     * was the holder just reaped above, that removal was part of its
+     * death, and an entry now would bring it back.  (First sight probes
+     * it and starts watching it.) */
+    if (!procreg_lmdb_owner_alive(env, &ctx->record->owner))
+        return PROCREG_ENOTALIVE;
     raw_entry e = {
         .owner = ctx->record->owner,
         .registered_at = ctx->record->registered_at,
@@ -230,8 +236,9 @@ int procreg_lmdb_register(void *state, const procreg_key *key,
     rc = procreg_lmdb_write_txn(env, "register", register_step, &ctx, error);
     if (norm != NULL)
         g_variant_unref(norm);
-    if (rc == 0)
-        procreg_lmdb_owner_alive(env, &record->owner); /* start watching it */
+    if (rc == PROCREG_ENOTALIVE)
+        procreg_set_error(error, rc, "process %d is not alive",
+                          (int)record->owner.pid);
     return rc;
 }
 
