@@ -1,0 +1,459 @@
+/*
+ * etcd backend: the instance's lease and what hangs on it.
+ *
+ *  - The lease is granted at open and kept alive by the keeper thread
+ *    every TTL/3.  Entries this instance registers are attached to it, so
+ *    they expire everywhere when the process or its host dies.
+ *  - A lost lease (keepalive answered without a TTL, or a put refused
+ *    with "lease not found") is re-granted, once however many threads
+ *    notice, and the entries this instance still owns, with owners still
+ *    alive, are registered again; those taken meanwhile are listed in
+ *    s->unrestored for health_check.
+ *  - The keeper also reaps entries it registered whose owner process died
+ *    (reason OWNER_EXITED), and forgets old tombstones.
+ *  - s->owned records what this instance wrote (for the above), s->tombs
+ *    the keys removed by others, so a late owned_put() of an older write
+ *    does not bring one back.
+ */
+#include "etcd-private.h"
+
+#include <string.h>
+
+/* Tombstones (keys removed by others) are kept this long. */
+#define TOMB_KEEP_US (60 * G_USEC_PER_SEC)
+
+ETCD_HIDDEN int64_t procreg_etcd_current_lease(etcd_state *s)
+{
+    pthread_mutex_lock(&s->lock);
+    int64_t l = s->lease;
+    pthread_mutex_unlock(&s->lock);
+    return l;
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* Owned entries and tombstones (under s->lock)                             */
+
+ETCD_HIDDEN void procreg_etcd_owned_free(gpointer p)
+{
+    owned_entry *o = p;
+    g_free(o->value);
+    g_free(o);
+}
+
+ETCD_HIDDEN void procreg_etcd_owned_put_locked(etcd_state *s,
+                                               const GString *key,
+                                               const char *value, size_t len,
+                                               int64_t rev,
+                                               const procreg_owner *owner)
+{
+    GBytes *k = g_bytes_new(key->str, key->len);
+    gint64 *tomb = g_hash_table_lookup(s->tombs, k);
+    if (tomb != NULL && tomb[0] > rev) {
+        /* Removed by someone else after this write. */
+        g_bytes_unref(k);
+        return;
+    }
+    owned_entry *o = g_hash_table_lookup(s->owned, k);
+    if (o != NULL && o->mod_rev > rev) {
+        g_bytes_unref(k);
+        return;
+    }
+    o = g_new0(owned_entry, 1);
+    o->value = g_strndup(value, len);
+    o->value_len = len;
+    o->mod_rev = rev;
+    o->owner = *owner;
+    g_hash_table_replace(s->owned, k, o);
+}
+
+ETCD_HIDDEN void procreg_etcd_owned_put(etcd_state *s, const GString *key,
+                                        const char *value, size_t len,
+                                        int64_t rev, const procreg_owner *owner)
+{
+    pthread_mutex_lock(&s->lock);
+    procreg_etcd_owned_put_locked(s, key, value, len, rev, owner);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Forget @key (@n bytes) after a removal at @rev; @tomb records it so a
+ * late procreg_etcd_owned_put() of an older write does not bring it back. */
+ETCD_HIDDEN void procreg_etcd_owned_remove_locked(etcd_state *s,
+                                                  const void *key, size_t n,
+                                                  int64_t rev, bool tomb)
+{
+    GBytes *k = g_bytes_new(key, n);
+    owned_entry *o = g_hash_table_lookup(s->owned, k);
+    if (o != NULL && o->mod_rev < rev)
+        g_hash_table_remove(s->owned, k);
+    if (tomb) {
+        gint64 *t = g_new(gint64, 2);
+        t[0] = rev;
+        t[1] = g_get_monotonic_time();
+        g_hash_table_replace(s->tombs, g_bytes_ref(k), t);
+    }
+    g_bytes_unref(k);
+}
+
+ETCD_HIDDEN void procreg_etcd_owned_remove(etcd_state *s, const void *key,
+                                           size_t n, int64_t rev)
+{
+    pthread_mutex_lock(&s->lock);
+    procreg_etcd_owned_remove_locked(s, key, n, rev, true);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Leases                                                                   */
+
+ETCD_HIDDEN int procreg_etcd_lease_grant(etcd_state *s, int64_t *id,
+                                         int64_t *ttl, GError **error)
+{
+    char body[64];
+    g_snprintf(body, sizeof body, "{\"TTL\":\"%" G_GINT64_FORMAT "\"}",
+               (gint64)s->ttl_s);
+    JsonNode *reply = NULL;
+    int rc = procreg_etcd_call(s->client, "/v3/lease/grant", body, 0, &reply,
+                               error);
+    if (rc == ETCD_ELEASE_GONE)
+        rc = PROCREG_EBACKEND;
+    if (rc != 0)
+        return rc;
+    JsonObject *o = json_node_get_object(reply);
+    if (!procreg_etcd_json_int(o, "ID", id) || *id == 0 ||
+        !procreg_etcd_json_int(o, "TTL", ttl) || *ttl <= 0) {
+        const char *msg = NULL;
+        JsonNode *e = json_object_get_member(o, "error");
+        if (e != NULL && JSON_NODE_HOLDS_VALUE(e) &&
+            json_node_get_value_type(e) == G_TYPE_STRING)
+            msg = json_node_get_string(e);
+        rc = procreg_set_error(error, PROCREG_EBACKEND,
+                               "etcd did not grant a lease%s%s",
+                               msg ? ": " : "", msg ? msg : "");
+    }
+    json_node_unref(reply);
+    return rc;
+}
+
+/* Replace a lost lease @old with a new one (once, however many threads
+ * notice).  The keeper re-registers what this instance owned. */
+ETCD_HIDDEN int procreg_etcd_lease_renew(etcd_state *s, int64_t old,
+                                         GError **error)
+{
+    pthread_mutex_lock(&s->renew_lock);
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    bool done = s->lease != old;
+    if (!done && old != 0) {
+        s->lease = 0;
+        s->leases_lost++;
+        s->last_loss = g_get_monotonic_time();
+        s->restore_pending = true;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (!done) {
+        int64_t id = 0, ttl = 0;
+        rc = procreg_etcd_lease_grant(s, &id, &ttl, error);
+        pthread_mutex_lock(&s->lock);
+        if (rc == 0) {
+            s->lease = id;
+            s->lease_ttl = ttl;
+            s->last_keepalive = g_get_monotonic_time();
+            s->kick = true;
+            g_free(s->keeper_error);
+            s->keeper_error = NULL;
+        } else {
+            g_free(s->keeper_error);
+            s->keeper_error = g_strdup_printf(
+                "lease lost and not granted again: %s",
+                error && *error ? (*error)->message : procreg_strerror(rc));
+        }
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->renew_lock);
+    return rc;
+}
+
+/* The lease to attach a new entry to, granting one if there is none. */
+ETCD_HIDDEN int procreg_etcd_lease_for_write(etcd_state *s, int64_t *lease,
+                                             GError **error)
+{
+    *lease = procreg_etcd_current_lease(s);
+    if (*lease != 0)
+        return 0;
+    int rc = procreg_etcd_lease_renew(s, 0, error);
+    if (rc != 0)
+        return rc;
+    *lease = procreg_etcd_current_lease(s);
+    return *lease != 0 ? 0
+                       : procreg_set_error(error, PROCREG_EBACKEND,
+                                           "etcd: no lease to attach the "
+                                           "entry to");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Keeper: lease keepalive, re-registration, reaping                        */
+
+/* Register again, on the new lease, what this instance owned when its
+ * lease was lost.  Entries whose owner died are dropped; entries someone
+ * else took meanwhile are listed in s->unrestored. */
+static void restore_owned(etcd_state *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->restore_pending = false;
+    int64_t lease = s->lease;
+    GPtrArray *keys =
+        g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+    GHashTableIter it;
+    gpointer k;
+    g_hash_table_iter_init(&it, s->owned);
+    while (g_hash_table_iter_next(&it, &k, NULL))
+        g_ptr_array_add(keys, g_bytes_ref(k));
+    if (s->unrestored != NULL)
+        g_ptr_array_unref(s->unrestored);
+    s->unrestored = g_ptr_array_new_with_free_func(g_free);
+    pthread_mutex_unlock(&s->lock);
+    if (lease == 0) {
+        g_ptr_array_unref(keys);
+        return;
+    }
+    for (guint i = 0; i < keys->len; i++) {
+        pthread_mutex_lock(&s->lock);
+        bool stopping = s->stopping;
+        if (stopping)
+            s->restore_pending = true;
+        pthread_mutex_unlock(&s->lock);
+        if (stopping)
+            break;
+        gsize klen;
+        const char *kraw = g_bytes_get_data(keys->pdata[i], &klen);
+        GString *key = g_string_new_len(kraw, (gssize)klen);
+        pthread_mutex_lock(&s->lock);
+        owned_entry *o = g_hash_table_lookup(s->owned, keys->pdata[i]);
+        char *value = o ? g_strndup(o->value, o->value_len) : NULL;
+        size_t vlen = o ? o->value_len : 0;
+        pthread_mutex_unlock(&s->lock);
+        etcd_value v;
+        const char *why;
+        if (value == NULL ||
+            !procreg_etcd_value_decode(value, vlen, &v, &why)) {
+            g_free(value);
+            g_string_free(key, TRUE);
+            continue;
+        }
+        g_free(value);
+        if (!procreg_owner_is_alive(&v.owner)) {
+            pthread_mutex_lock(&s->lock);
+            g_hash_table_remove(s->owned, keys->pdata[i]);
+            pthread_mutex_unlock(&s->lock);
+            procreg_etcd_value_clear(&v);
+            g_string_free(key, TRUE);
+            continue;
+        }
+        /* Writer "0": every watcher, this one included, reports it. */
+        g_strlcpy(v.writer, "0", sizeof v.writer);
+        value = procreg_etcd_value_encode(&v, &vlen);
+        GString *b = g_string_new("{\"compare\":[");
+        procreg_etcd_op_compare(b, key, "CREATE", "EQUAL", "create_revision",
+                                0);
+        g_string_append(b, "],\"success\":[");
+        procreg_etcd_op_put(b, key, value, vlen, lease, false);
+        g_string_append(b, "],\"failure\":[");
+        procreg_etcd_op_range(b, key);
+        g_string_append(b, "]}");
+        JsonNode *reply = NULL;
+        GError *err = NULL;
+        int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, &reply,
+                                   &err);
+        g_string_free(b, TRUE);
+        char *ns = NULL, *name = NULL;
+        procreg_etcd_split_key(s, (const guchar *)key->str, key->len, &ns,
+                               &name);
+        if (rc == 0) {
+            JsonObject *ro = json_node_get_object(reply);
+            etcd_kv held = {0};
+            if (procreg_etcd_json_bool(ro, "succeeded")) {
+                procreg_etcd_owned_put(s, key, value, vlen,
+                                       procreg_etcd_header_revision(ro),
+                                       &v.owner);
+            } else if (procreg_etcd_first_kv(
+                           procreg_etcd_txn_response(ro, 0, "response_range"),
+                           "kvs", &held) &&
+                       held.lease == lease) {
+                /* Registered again already (by a write that renewed). */
+            } else {
+                etcd_value hv;
+                const char *hwhy;
+                char *who = NULL;
+                if (held.key != NULL &&
+                    procreg_etcd_value_decode(held.value, held.value_len, &hv,
+                                              &hwhy)) {
+                    who = g_strdup_printf("pid %d on host %s",
+                                          (int)hv.owner.pid, hv.host);
+                    procreg_etcd_value_clear(&hv);
+                }
+                pthread_mutex_lock(&s->lock);
+                g_hash_table_remove(s->owned, keys->pdata[i]);
+                g_ptr_array_add(s->unrestored,
+                                g_strdup_printf("%s/%s (taken by %s)",
+                                                ns ? ns : "?",
+                                                name ? name : "?",
+                                                who ? who : "another owner"));
+                pthread_mutex_unlock(&s->lock);
+                g_free(who);
+            }
+            procreg_etcd_kv_clear(&held);
+            json_node_unref(reply);
+        } else {
+            pthread_mutex_lock(&s->lock);
+            /* Try again on the next tick. */
+            s->restore_pending = true;
+            g_ptr_array_add(s->unrestored,
+                            g_strdup_printf("%s/%s (%s)", ns ? ns : "?",
+                                            name ? name : "?",
+                                            err ? err->message
+                                                : procreg_strerror(rc)));
+            pthread_mutex_unlock(&s->lock);
+        }
+        g_clear_error(&err);
+        g_free(ns);
+        g_free(name);
+        g_free(value);
+        procreg_etcd_value_clear(&v);
+        g_string_free(key, TRUE);
+    }
+    g_ptr_array_unref(keys);
+}
+
+/* Remove the entries this instance registered whose owner died. */
+static void reap_dead_owners(etcd_state *s)
+{
+    GPtrArray *dead =
+        g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+    GArray *revs = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    pthread_mutex_lock(&s->lock);
+    GHashTableIter it;
+    gpointer k, val;
+    g_hash_table_iter_init(&it, s->owned);
+    while (g_hash_table_iter_next(&it, &k, &val)) {
+        owned_entry *o = val;
+        if (!procreg_owner_is_alive(&o->owner)) {
+            g_ptr_array_add(dead, g_bytes_ref(k));
+            g_array_append_val(revs, o->mod_rev);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    for (guint i = 0; i < dead->len; i++) {
+        pthread_mutex_lock(&s->lock);
+        bool stopping = s->stopping;
+        pthread_mutex_unlock(&s->lock);
+        if (stopping)
+            break;
+        gsize n;
+        const char *raw = g_bytes_get_data(dead->pdata[i], &n);
+        GString *key = g_string_new_len(raw, (gssize)n);
+        bool removed = false;
+        if (procreg_etcd_evict(s, key, g_array_index(revs, int64_t, i),
+                  PROCREG_REASON_OWNER_EXITED, &removed, NULL) == 0) {
+            if (removed)
+                atomic_add(&s->reaped, 1);
+            pthread_mutex_lock(&s->lock);
+            /* Gone or changed: either way no longer the entry we knew. */
+            owned_entry *o = g_hash_table_lookup(s->owned, dead->pdata[i]);
+            if (o != NULL && o->mod_rev == g_array_index(revs, int64_t, i))
+                g_hash_table_remove(s->owned, dead->pdata[i]);
+            pthread_mutex_unlock(&s->lock);
+        }
+        g_string_free(key, TRUE);
+    }
+    g_array_unref(revs);
+    g_ptr_array_unref(dead);
+}
+
+static void prune_tombs_locked(etcd_state *s)
+{
+    gint64 now = g_get_monotonic_time();
+    GHashTableIter it;
+    gpointer val;
+    g_hash_table_iter_init(&it, s->tombs);
+    while (g_hash_table_iter_next(&it, NULL, &val))
+        if (now - ((gint64 *)val)[1] > TOMB_KEEP_US)
+            g_hash_table_iter_remove(&it);
+}
+
+/* One keepalive.  Returns false when the lease is gone. */
+static bool keepalive_once(etcd_state *s, int64_t lease, unsigned budget_ms)
+{
+    char body[64];
+    g_snprintf(body, sizeof body, "{\"ID\":\"%" G_GINT64_FORMAT "\"}",
+               (gint64)lease);
+    JsonNode *reply = NULL;
+    GError *err = NULL;
+    int rc = procreg_etcd_call_timeout(s->client, "/v3/lease/keepalive", body,
+                                       0, budget_ms, &reply, &err);
+    bool alive = true;
+    pthread_mutex_lock(&s->lock);
+    if (rc == 0) {
+        JsonObject *res = procreg_etcd_json_obj(json_node_get_object(reply),
+                                                "result");
+        int64_t ttl = 0;
+        procreg_etcd_json_int(res, "TTL", &ttl);
+        if (res != NULL && ttl > 0) {
+            s->last_keepalive = g_get_monotonic_time();
+            g_free(s->keeper_error);
+            s->keeper_error = NULL;
+        } else if (res != NULL) {
+            /* Answered without a TTL: the lease expired or was revoked. */
+            alive = false;
+        } else {
+            g_free(s->keeper_error);
+            s->keeper_error = g_strdup("keepalive: etcd sent no result");
+        }
+        json_node_unref(reply);
+    } else if (rc == ETCD_ELEASE_GONE) {
+        alive = false;
+    } else {
+        g_free(s->keeper_error);
+        s->keeper_error = g_strdup_printf("keepalive failed: %s",
+                                          err ? err->message
+                                              : procreg_strerror(rc));
+    }
+    pthread_mutex_unlock(&s->lock);
+    g_clear_error(&err);
+    return alive;
+}
+
+ETCD_HIDDEN gpointer procreg_etcd_keeper_main(gpointer data)
+{
+    etcd_state *s = data;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        gint64 interval_us = MAX(s->lease_ttl, 1) * G_USEC_PER_SEC / 3;
+        gint64 until = g_get_monotonic_time() + interval_us;
+        while (!s->stopping && !s->kick && g_get_monotonic_time() < until)
+            cond_wait_until(&s->cond, &s->lock, until);
+        if (s->stopping)
+            break;
+        s->kick = false;
+        int64_t lease = s->lease;
+        pthread_mutex_unlock(&s->lock);
+
+        unsigned budget = (unsigned)MIN((gint64)s->timeout_ms,
+                                        MAX(interval_us / 1000, 200));
+        if (lease == 0)
+            procreg_etcd_lease_renew(s, 0, NULL);
+        else if (!keepalive_once(s, lease, budget))
+            procreg_etcd_lease_renew(s, lease, NULL);
+        pthread_mutex_lock(&s->lock);
+        bool restore = s->restore_pending && s->lease != 0 && !s->stopping;
+        pthread_mutex_unlock(&s->lock);
+        if (restore)
+            restore_owned(s);
+        reap_dead_owners(s);
+        pthread_mutex_lock(&s->lock);
+        prune_tombs_locked(s);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}

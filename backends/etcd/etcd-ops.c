@@ -1,0 +1,401 @@
+/*
+ * etcd backend: operations on one key.  Lookup is a range read of the
+ * key; register is one transaction "create if absent, else tell me who
+ * holds it"; unregister and update compare mod_revision in the same
+ * transaction; evict removes an entry whose owner died, with a reason
+ * marker, while it is unchanged.
+ */
+#include "etcd-private.h"
+
+#include <string.h>
+
+/* How many times a write retries after losing a race or the lease. */
+#define WRITE_ATTEMPTS 8
+
+/* ------------------------------------------------------------------------ */
+/* Reads                                                                    */
+
+/* Get one key.  *@found false when absent. */
+ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
+                                    bool linearizable, etcd_kv *kv, bool *found,
+                                    GError **error)
+{
+    GString *b = g_string_sized_new(64 + key->len * 2);
+    g_string_append_c(b, '{');
+    procreg_etcd_json_key(b, "key", key->str, key->len);
+    bool ser = s->serializable && !linearizable;
+    if (ser)
+        g_string_append(b, ",\"serializable\":true");
+    g_string_append_c(b, '}');
+    JsonNode *reply = NULL;
+    int rc = procreg_etcd_call(s->client, "/v3/kv/range", b->str,
+                               ser ? ETCD_CALL_NO_LEADER_NEEDED : 0, &reply,
+                               error);
+    g_string_free(b, TRUE);
+    if (rc != 0)
+        return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
+    JsonObject *o = json_node_get_object(reply);
+    *found = false;
+    JsonArray *kvs = procreg_etcd_json_array(o, "kvs");
+    if (kvs != NULL && json_array_get_length(kvs) > 0) {
+        if (!procreg_etcd_first_kv(o, "kvs", kv))
+            rc = procreg_set_error(error, PROCREG_EBACKEND,
+                                   "etcd sent a malformed range reply");
+        else
+            *found = true;
+    }
+    json_node_unref(reply);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ops                                                                      */
+
+static int lookup_full(etcd_state *s, const procreg_key *key,
+                            etcd_value *v, int64_t *rev, GError **error)
+{
+    GString *k = procreg_etcd_entry_key(s, key);
+    etcd_kv kv;
+    bool found = false;
+    int rc = procreg_etcd_get_kv(s, k, false, &kv, &found, error);
+    g_string_free(k, TRUE);
+    if (rc != 0)
+        return rc;
+    if (!found)
+        return PROCREG_ENOTFOUND;
+    rc = procreg_etcd_kv_value(&kv, v, error);
+    *rev = kv.mod_rev;
+    procreg_etcd_kv_clear(&kv);
+    if (rc == 0 && procreg_etcd_owner_dead_here(s, v)) {
+        procreg_etcd_value_clear(v);
+        rc = PROCREG_ENOTFOUND;
+    }
+    return rc;
+}
+
+ETCD_HIDDEN int procreg_etcd_lookup(void *state, const procreg_key *key,
+                                    procreg_owner *out)
+{
+    etcd_value v;
+    int64_t rev;
+    int rc = lookup_full(state, key, &v, &rev, NULL);
+    if (rc == 0) {
+        *out = v.owner;
+        procreg_etcd_value_clear(&v);
+        return 0;
+    }
+    return rc == PROCREG_ENOTFOUND ? rc : PROCREG_EBACKEND;
+}
+
+ETCD_HIDDEN int procreg_etcd_lookup_entry(void *state, const procreg_key *key,
+                             procreg_entry *out, GError **error)
+{
+    etcd_value v;
+    int64_t rev;
+    int rc = lookup_full(state, key, &v, &rev, error);
+    if (rc == 0) {
+        procreg_etcd_fill_entry(&v, rev, NULL, NULL, out);
+        procreg_etcd_value_clear(&v);
+    }
+    return rc;
+}
+
+/* Remove @k while it is at @rev, with reason @reason written by the
+ * backend itself (writer "0"), so every watcher reports it.
+ * @return 0 (removed or changed meanwhile) or a transport error. */
+ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k, int64_t rev,
+                 procreg_event_reason reason, bool *removed, GError **error)
+{
+    GString *b = g_string_new("{\"compare\":[");
+    procreg_etcd_op_compare(b, k, "MOD", "EQUAL", "mod_revision", rev);
+    g_string_append(b, "],\"success\":[");
+    procreg_etcd_op_delete(b, k, NULL);
+    g_string_append_c(b, ',');
+    procreg_etcd_op_marker(s, b, "0", reason);
+    g_string_append(b, "]}");
+    JsonNode *reply = NULL;
+    int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, &reply,
+                               error);
+    g_string_free(b, TRUE);
+    if (rc != 0)
+        return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
+    JsonObject *o = json_node_get_object(reply);
+    *removed = procreg_etcd_json_bool(o, "succeeded");
+    if (*removed)
+        procreg_etcd_owned_remove(s, k->str, k->len,
+                                  procreg_etcd_header_revision(o));
+    json_node_unref(reply);
+    return 0;
+}
+
+ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
+                         const procreg_record *record, procreg_entry *current,
+                         GError **error)
+{
+    etcd_state *s = state;
+    etcd_value v = {.owner = record->owner,
+                    .registered_at = record->registered_at,
+                    .metadata = record->metadata};
+    g_strlcpy(v.host, s->host_id, sizeof v.host);
+    g_strlcpy(v.writer, s->writer, sizeof v.writer);
+    v.nonce = __atomic_add_fetch(&s->puts, 1, __ATOMIC_RELAXED);
+    size_t vlen = 0;
+    char *value = procreg_etcd_value_encode(&v, &vlen);
+    GString *k = procreg_etcd_entry_key(s, key);
+    int rc = PROCREG_EBACKEND;
+    bool lease_retry_done = false;
+    for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
+        int64_t lease = 0;
+        rc = procreg_etcd_lease_for_write(s, &lease, error);
+        if (rc != 0)
+            break;
+        GString *b = g_string_new("{\"compare\":[");
+        procreg_etcd_op_compare(b, k, "CREATE", "EQUAL", "create_revision", 0);
+        g_string_append(b, "],\"success\":[");
+        procreg_etcd_op_put(b, k, value, vlen, lease, false);
+        g_string_append(b, "],\"failure\":[");
+        procreg_etcd_op_range(b, k);
+        g_string_append(b, "]}");
+        JsonNode *reply = NULL;
+        GError *local = NULL;
+        rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, &reply,
+                               &local);
+        g_string_free(b, TRUE);
+        if (rc == ETCD_ELEASE_GONE && !lease_retry_done) {
+            /* Our lease expired (a partition longer than its TTL): take a
+             * new one and try again. */
+            g_clear_error(&local);
+            lease_retry_done = true;
+            rc = procreg_etcd_lease_renew(s, lease, error);
+            if (rc != 0)
+                break;
+            rc = PROCREG_EBACKEND;
+            continue;
+        }
+        if (rc != 0) {
+            if (rc == ETCD_ELEASE_GONE)
+                rc = PROCREG_EBACKEND;
+            g_propagate_error(error, local);
+            break;
+        }
+        JsonObject *o = json_node_get_object(reply);
+        if (procreg_etcd_json_bool(o, "succeeded")) {
+            int64_t rev = procreg_etcd_header_revision(o);
+            procreg_etcd_owned_put(s, k, value, vlen, rev, &record->owner);
+            procreg_etcd_fill_entry(&v, rev, NULL, NULL, current);
+            json_node_unref(reply);
+            rc = 0;
+            break;
+        }
+        etcd_kv held;
+        bool have = procreg_etcd_first_kv(
+            procreg_etcd_txn_response(o, 0, "response_range"), "kvs", &held);
+        json_node_unref(reply);
+        if (!have) {
+            rc = PROCREG_EBACKEND; /* gone between compare and read */
+            continue;
+        }
+        etcd_value hv;
+        rc = procreg_etcd_kv_value(&held, &hv, error);
+        if (rc != 0) {
+            procreg_etcd_kv_clear(&held);
+            break;
+        }
+        if (strcmp(hv.writer, s->writer) == 0 && hv.nonce == v.nonce &&
+            held.lease == lease) {
+            /* Our own put, applied by a member whose answer was lost
+             * before a retry on another endpoint. */
+            procreg_etcd_owned_put(s, k, value, vlen, held.mod_rev,
+                                   &record->owner);
+            procreg_etcd_fill_entry(&hv, held.mod_rev, NULL, NULL, current);
+            procreg_etcd_value_clear(&hv);
+            procreg_etcd_kv_clear(&held);
+            rc = 0;
+            break;
+        }
+        if (procreg_etcd_owner_dead_here(s, &hv)) {
+            /* The holder's process died on this host: evict it, like a
+             * lease expiry would later, and try again. */
+            bool removed = false;
+            rc = procreg_etcd_evict(s, k, held.mod_rev,
+                                    PROCREG_REASON_OWNER_EXITED, &removed,
+                                    error);
+            procreg_etcd_value_clear(&hv);
+            procreg_etcd_kv_clear(&held);
+            if (rc != 0)
+                break;
+            rc = PROCREG_EBACKEND;
+            continue;
+        }
+        procreg_etcd_fill_entry(&hv, held.mod_rev, NULL, NULL, current);
+        procreg_etcd_value_clear(&hv);
+        procreg_etcd_kv_clear(&held);
+        rc = PROCREG_EEXISTS;
+        break;
+    }
+    if (rc == PROCREG_EBACKEND && error != NULL && *error == NULL)
+        procreg_set_error(error, rc,
+                          "etcd: registration kept losing races (%d attempts)",
+                          WRITE_ATTEMPTS);
+    g_string_free(k, TRUE);
+    g_free(value);
+    return rc;
+}
+
+ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
+                           uint64_t if_revision, procreg_entry *removed,
+                           GError **error)
+{
+    etcd_state *s = state;
+    GString *k = procreg_etcd_entry_key(s, key);
+    /* The core removes the entries of owners that exited through this op;
+     * tell the other hosts so. */
+    procreg_event_reason reason = PROCREG_REASON_EXPLICIT;
+    pthread_mutex_lock(&s->lock);
+    GBytes *kb = g_bytes_new(k->str, k->len);
+    owned_entry *mine = g_hash_table_lookup(s->owned, kb);
+    if (mine != NULL && !procreg_owner_is_alive(&mine->owner))
+        reason = PROCREG_REASON_OWNER_EXITED;
+    g_bytes_unref(kb);
+    pthread_mutex_unlock(&s->lock);
+    GString *b = g_string_new("{\"compare\":[");
+    if (if_revision != 0)
+        procreg_etcd_op_compare(b, k, "MOD", "EQUAL", "mod_revision",
+                                (int64_t)if_revision);
+    else
+        procreg_etcd_op_compare(b, k, "VERSION", "GREATER", "version", 0);
+    g_string_append(b, "],\"success\":[");
+    procreg_etcd_op_delete(b, k, NULL);
+    g_string_append_c(b, ',');
+    procreg_etcd_op_marker(s, b, s->writer, reason);
+    g_string_append(b, "],\"failure\":[");
+    procreg_etcd_op_range(b, k);
+    g_string_append(b, "]}");
+    JsonNode *reply = NULL;
+    int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, &reply,
+                               error);
+    g_string_free(b, TRUE);
+    if (rc != 0) {
+        g_string_free(k, TRUE);
+        return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
+    }
+    JsonObject *o = json_node_get_object(reply);
+    if (procreg_etcd_json_bool(o, "succeeded")) {
+        procreg_etcd_owned_remove(s, k->str, k->len,
+                                  procreg_etcd_header_revision(o));
+        etcd_kv prev;
+        if (removed != NULL) {
+            memset(removed, 0, sizeof *removed);
+            if (procreg_etcd_first_kv(
+                    procreg_etcd_txn_response(o, 0, "response_delete_range"),
+                    "prev_kvs", &prev)) {
+                etcd_value v;
+                const char *why;
+                if (procreg_etcd_value_decode(prev.value, prev.value_len, &v,
+                                              &why)) {
+                    procreg_etcd_fill_entry(&v, prev.mod_rev, NULL, NULL,
+                                            removed);
+                    procreg_etcd_value_clear(&v);
+                } else {
+                    removed->revision = (uint64_t)prev.mod_rev;
+                }
+                procreg_etcd_kv_clear(&prev);
+            }
+        }
+        rc = 0;
+    } else {
+        JsonArray *kvs = procreg_etcd_json_array(
+            procreg_etcd_txn_response(o, 0, "response_range"), "kvs");
+        rc = kvs != NULL && json_array_get_length(kvs) > 0 && if_revision != 0
+                 ? PROCREG_ECONFLICT
+                 : PROCREG_ENOTFOUND;
+    }
+    json_node_unref(reply);
+    g_string_free(k, TRUE);
+    return rc;
+}
+
+ETCD_HIDDEN int
+procreg_etcd_update_metadata(void *state, const procreg_key *key,
+                             GVariant *metadata, uint64_t if_revision,
+                             procreg_entry *updated, GError **error)
+{
+    etcd_state *s = state;
+    GString *k = procreg_etcd_entry_key(s, key);
+    int rc = PROCREG_ECONFLICT;
+    for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
+        etcd_kv kv;
+        bool found = false;
+        rc = procreg_etcd_get_kv(s, k, true, &kv, &found, error);
+        if (rc != 0)
+            break;
+        if (!found) {
+            rc = PROCREG_ENOTFOUND;
+            break;
+        }
+        if (if_revision != 0 && (uint64_t)kv.mod_rev != if_revision) {
+            procreg_etcd_kv_clear(&kv);
+            rc = PROCREG_ECONFLICT;
+            break;
+        }
+        etcd_value v;
+        rc = procreg_etcd_kv_value(&kv, &v, error);
+        if (rc == 0 && procreg_etcd_owner_dead_here(s, &v))
+            rc = PROCREG_ENOTFOUND;
+        if (rc != 0) {
+            procreg_etcd_value_clear(&v);
+            procreg_etcd_kv_clear(&kv);
+            break;
+        }
+        if (v.metadata != NULL)
+            g_variant_unref(v.metadata);
+        v.metadata = metadata ? g_variant_ref(metadata) : NULL;
+        g_strlcpy(v.writer, s->writer, sizeof v.writer);
+        size_t vlen = 0;
+        char *value = procreg_etcd_value_encode(&v, &vlen);
+        GString *b = g_string_new("{\"compare\":[");
+        procreg_etcd_op_compare(b, k, "MOD", "EQUAL", "mod_revision",
+                                kv.mod_rev);
+        g_string_append(b, "],\"success\":[");
+        /* ignore_lease: the entry keeps the lease it has, whoever's. */
+        procreg_etcd_op_put(b, k, value, vlen, 0, true);
+        g_string_append(b, "]}");
+        JsonNode *reply = NULL;
+        rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, &reply,
+                               error);
+        g_string_free(b, TRUE);
+        if (rc == 0) {
+            JsonObject *o = json_node_get_object(reply);
+            if (procreg_etcd_json_bool(o, "succeeded")) {
+                int64_t rev = procreg_etcd_header_revision(o);
+                pthread_mutex_lock(&s->lock);
+                GBytes *kb = g_bytes_new(k->str, k->len);
+                if (g_hash_table_contains(s->owned, kb))
+                    procreg_etcd_owned_put_locked(s, k, value, vlen, rev,
+                                                  &v.owner);
+                g_bytes_unref(kb);
+                pthread_mutex_unlock(&s->lock);
+                procreg_etcd_fill_entry(&v, rev, NULL, NULL, updated);
+            } else {
+                rc = PROCREG_ECONFLICT;
+            }
+            json_node_unref(reply);
+        } else if (rc == ETCD_ELEASE_GONE) {
+            rc = PROCREG_EBACKEND;
+        }
+        g_free(value);
+        procreg_etcd_value_clear(&v);
+        procreg_etcd_kv_clear(&kv);
+        /* Changed between the read and the write: a pinned revision is a
+         * conflict, otherwise read again. */
+        if (rc != PROCREG_ECONFLICT || if_revision != 0)
+            break;
+    }
+    g_string_free(k, TRUE);
+    if (rc == PROCREG_ECONFLICT && error != NULL && *error == NULL &&
+        if_revision == 0)
+        procreg_set_error(error, rc,
+                          "etcd: the entry kept changing during the update "
+                          "(%d attempts)", WRITE_ATTEMPTS);
+    return rc;
+}

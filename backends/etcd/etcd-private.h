@@ -1,0 +1,270 @@
+/*
+ * What the files of the etcd backend share: the instance (etcd_state),
+ * the records it keeps, and the functions one file offers the others.
+ * Private to the backend: every function here is hidden in the library
+ * and named procreg_etcd_* (so the static library clashes with nothing).
+ *
+ *   etcd.c         options, init and destroy, the vtable
+ *   etcd-keys.c    keys, value checks, transaction bodies
+ *   etcd-lease.c   the lease, the entries this instance owns on it, and
+ *                  the keeper thread (keepalive, re-registration, reaping)
+ *   etcd-ops.c     single-key reads and writes: lookup, register,
+ *                  unregister, update, evict
+ *   etcd-scan.c    ranges: list, count, names, namespace drop
+ *   etcd-watch.c   the watch thread and its mirror of the prefix
+ *   etcd-health.c  health, stats, memory
+ *   etcd-client.c  HTTP to the cluster; etcd-codec.c the value format
+ */
+#ifndef PROCREG_ETCD_PRIVATE_H
+#define PROCREG_ETCD_PRIVATE_H
+
+#include "etcd-client.h"
+#include "etcd-codec.h"
+
+#ifndef PROCREG_ENABLE_BACKEND
+#define PROCREG_ENABLE_BACKEND 1
+#endif
+#include <procreg/backend.h>
+
+#include <pthread.h>
+#include <time.h>
+
+/* An entry this instance registered, for re-registration and reaping. */
+typedef struct {
+    char *value;    /* JSON value as written */
+    size_t value_len;
+    int64_t mod_rev;
+    procreg_owner owner;
+} owned_entry;
+
+/* What the watch remembers of each key, to resync after a compaction. */
+typedef struct {
+    int64_t mod_rev;
+    int64_t create_rev;
+    int64_t lease;
+    GBytes *value;
+} mirror_entry;
+
+typedef struct {
+    etcd_client *client;
+    procreg_backend_host *host;
+    GString *prefix;    /* no trailing '/' */
+    GString *eprefix;   /* prefix + "/e/" */
+    GString *why_key;   /* prefix + "/why" */
+    char host_id[ETCD_HOST_ID_MAX + 1];
+    char writer[ETCD_WRITER_LEN + 1];
+    unsigned timeout_ms;
+    int64_t ttl_s;
+    bool serializable;
+    bool watch_enabled;
+
+    pthread_mutex_t lock; /* everything below up to the watch part */
+    pthread_cond_t cond;
+    bool stopping;
+    int64_t lease;          /* 0 while none */
+    int64_t lease_ttl;      /* as granted */
+    gint64 last_keepalive;  /* monotonic µs of the last good keepalive */
+    char *keeper_error;     /* last keepalive failure, NULL when fine */
+    guint leases_lost;
+    gint64 last_loss;       /* monotonic µs, 0: never */
+    bool restore_pending;
+    bool kick;              /* wake the keeper now */
+    GPtrArray *unrestored;  /* char*, from the last re-registration */
+    guint64 reaped;
+    GHashTable *owned;      /* GBytes etcd key -> owned_entry* */
+    GHashTable *tombs;      /* GBytes etcd key -> gint64* [rev, when] */
+    pthread_mutex_t renew_lock;      /* one lease grant at a time */
+    GThread *keeper;
+
+    /* watch: the mirror belongs to the watch thread */
+    GThread *watcher;
+    etcd_stream *stream;
+    GHashTable *mirror; /* GBytes etcd key -> mirror_entry* */
+    gint64 watch_rev;   /* atomic: last revision the watch has seen */
+    gint watch_connected;
+    char *watch_error;  /* under lock */
+    guint64 mirror_bytes, watch_reconnects, compactions, corrupt_seen,
+        notified; /* atomic */
+    uint64_t puts; /* atomic: registrations made; the next one's nonce */
+} etcd_state;
+
+/* ---- small helpers ---- */
+
+/* Wait until signalled or @until (g_get_monotonic_time() µs); false on
+ * timeout.  The condition must wait on CLOCK_MONOTONIC (etcd.c makes
+ * them so): pthread locks rather than GMutex/GCond, because glib's are
+ * bare futexes that ThreadSanitizer cannot see. */
+static inline bool cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
+                                   gint64 until)
+{
+    struct timespec ts = {.tv_sec = (time_t)(until / G_USEC_PER_SEC),
+                          .tv_nsec = (long)(until % G_USEC_PER_SEC) * 1000};
+    return pthread_cond_timedwait(c, m, &ts) == 0;
+}
+
+static inline void atomic_add(guint64 *p, guint64 n)
+{
+    __atomic_fetch_add(p, n, __ATOMIC_RELAXED);
+}
+
+static inline guint64 atomic_get(guint64 *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static inline void atomic_sub(guint64 *p, guint64 n)
+{
+    __atomic_fetch_sub(p, n, __ATOMIC_RELAXED);
+}
+
+/* ---- etcd-keys.c: keys, values, transaction bodies ---- */
+
+/* The etcd key of @key: prefix/e/ns\0name. */
+ETCD_HIDDEN GString *procreg_etcd_entry_key(etcd_state *s,
+                                            const procreg_key *key);
+/* Range end for every key starting with @k (@n bytes). */
+ETCD_HIDDEN GString *procreg_etcd_prefix_end(const char *k, size_t n);
+/* The range of namespace @ns (NULL: all entries) as [*start, *end). */
+ETCD_HIDDEN void procreg_etcd_ns_range(etcd_state *s, const char *ns,
+                                       GString **start, GString **end);
+/* Append "member":"base64 of @k" to @b. */
+ETCD_HIDDEN void procreg_etcd_json_key(GString *b, const char *member,
+                                       const void *k, size_t n);
+/* Split an etcd key prefix/e/ns\0name into ns and name (validated). */
+ETCD_HIDDEN bool procreg_etcd_split_key(etcd_state *s, const guchar *k,
+                                        size_t n, char **ns, char **name);
+/* A printable form of an etcd key for messages; g_free it. */
+ETCD_HIDDEN char *procreg_etcd_key_for_humans(const guchar *k, size_t n);
+/* Decode @kv's value or report it corrupt (PROCREG_EBACKEND). */
+ETCD_HIDDEN int procreg_etcd_kv_value(const etcd_kv *kv, etcd_value *v,
+                                      GError **error);
+/* An entry on this host whose owner process is gone. */
+ETCD_HIDDEN bool procreg_etcd_owner_dead_here(etcd_state *s,
+                                              const etcd_value *v);
+/* Fill @out (may be NULL) from @v; takes @ns and @name. */
+ETCD_HIDDEN void procreg_etcd_fill_entry(const etcd_value *v,
+                                         int64_t revision, char *ns,
+                                         char *name, procreg_entry *out);
+/* The @i-th op's reply object of @kind ("response_range", ...) in a txn
+ * reply, or NULL. */
+ETCD_HIDDEN JsonObject *procreg_etcd_txn_response(JsonObject *reply, guint i,
+                                                  const char *kind);
+/* The first kv of array @member of @o, parsed. */
+ETCD_HIDDEN bool procreg_etcd_first_kv(JsonObject *o, const char *member,
+                                       etcd_kv *kv);
+/* Transaction operations, appended to @b. */
+ETCD_HIDDEN void procreg_etcd_op_put(GString *b, const GString *key,
+                                     const char *value, size_t value_len,
+                                     int64_t lease, bool ignore_lease);
+ETCD_HIDDEN void procreg_etcd_op_delete(GString *b, const GString *key,
+                                        const GString *end);
+ETCD_HIDDEN void procreg_etcd_op_range(GString *b, const GString *key);
+/* The reason marker written with a removal. */
+ETCD_HIDDEN void procreg_etcd_op_marker(etcd_state *s, GString *b,
+                                        const char *writer,
+                                        procreg_event_reason reason);
+/* A compare of @key's @field (@target) against @v. */
+ETCD_HIDDEN void procreg_etcd_op_compare(GString *b, const GString *key,
+                                         const char *target,
+                                         const char *result,
+                                         const char *field, int64_t v);
+
+/* ---- etcd-lease.c: lease, owned entries, keeper ---- */
+
+ETCD_HIDDEN int64_t procreg_etcd_current_lease(etcd_state *s);
+ETCD_HIDDEN void procreg_etcd_owned_free(gpointer p);
+/* Remember (under s->lock for the _locked forms) that this instance
+ * wrote @value at @key at @rev. */
+ETCD_HIDDEN void procreg_etcd_owned_put_locked(etcd_state *s,
+                                               const GString *key,
+                                               const char *value, size_t len,
+                                               int64_t rev,
+                                               const procreg_owner *owner);
+ETCD_HIDDEN void procreg_etcd_owned_put(etcd_state *s, const GString *key,
+                                        const char *value, size_t len,
+                                        int64_t rev,
+                                        const procreg_owner *owner);
+/* Forget @key after a removal at @rev; @tomb records it so a late
+ * owned_put() of an older write does not bring it back. */
+ETCD_HIDDEN void procreg_etcd_owned_remove_locked(etcd_state *s,
+                                                  const void *key, size_t n,
+                                                  int64_t rev, bool tomb);
+ETCD_HIDDEN void procreg_etcd_owned_remove(etcd_state *s, const void *key,
+                                           size_t n, int64_t rev);
+ETCD_HIDDEN int procreg_etcd_lease_grant(etcd_state *s, int64_t *id,
+                                         int64_t *ttl, GError **error);
+/* Replace a lost lease @old with a new one (once, however many threads
+ * notice). */
+ETCD_HIDDEN int procreg_etcd_lease_renew(etcd_state *s, int64_t old,
+                                         GError **error);
+/* The lease to attach a new entry to, granting one if there is none. */
+ETCD_HIDDEN int procreg_etcd_lease_for_write(etcd_state *s, int64_t *lease,
+                                             GError **error);
+ETCD_HIDDEN gpointer procreg_etcd_keeper_main(gpointer data);
+
+/* ---- etcd-ops.c: single keys ---- */
+
+typedef int (*etcd_kv_fn)(etcd_state *s, etcd_kv *kv, void *user,
+                          GError **error);
+
+/* Get one key.  *@found false when absent. */
+ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
+                                    bool linearizable, etcd_kv *kv,
+                                    bool *found, GError **error);
+/* Visit every kv in [start, end), page by page, all pages at the
+ * revision of the first. */
+ETCD_HIDDEN int procreg_etcd_range_all(etcd_state *s, const GString *start,
+                                       const GString *end, bool keys_only,
+                                       bool serializable, size_t max,
+                                       etcd_kv_fn fn, void *user,
+                                       int64_t *revision, GError **error);
+/* Remove @k while it is at @rev, with reason @reason written by the
+ * backend itself. */
+ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k,
+                                   int64_t rev, procreg_event_reason reason,
+                                   bool *removed, GError **error);
+ETCD_HIDDEN int procreg_etcd_lookup(void *state, const procreg_key *key,
+                                    procreg_owner *out);
+ETCD_HIDDEN int procreg_etcd_lookup_entry(void *state, const procreg_key *key,
+                                          procreg_entry *out, GError **error);
+ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
+                                      const procreg_record *record,
+                                      procreg_entry *current, GError **error);
+ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
+                                        uint64_t if_revision,
+                                        procreg_entry *removed,
+                                        GError **error);
+ETCD_HIDDEN int procreg_etcd_update_metadata(void *state,
+                                             const procreg_key *key,
+                                             GVariant *metadata,
+                                             uint64_t if_revision,
+                                             procreg_entry *updated,
+                                             GError **error);
+
+/* ---- etcd-scan.c: ranges ---- */
+
+ETCD_HIDDEN int procreg_etcd_list_all(void *state, const char *ns,
+                                      GArray *out, GError **error);
+ETCD_HIDDEN int procreg_etcd_count(void *state, const char *ns, size_t *out,
+                                   GError **error);
+ETCD_HIDDEN int procreg_etcd_list_names(void *state, const char *ns,
+                                        size_t max, GPtrArray *out);
+ETCD_HIDDEN int procreg_etcd_drop_namespace(void *state, const char *ns,
+                                            GArray *removed, GError **error);
+
+/* ---- etcd-watch.c: the watch ---- */
+
+ETCD_HIDDEN GHashTable *procreg_etcd_mirror_new(void);
+/* Read every entry into a fresh mirror; *@rev: the snapshot revision. */
+ETCD_HIDDEN int procreg_etcd_snapshot(etcd_state *s, GHashTable **out,
+                                      int64_t *rev, GError **error);
+ETCD_HIDDEN gpointer procreg_etcd_watcher_main(gpointer data);
+
+/* ---- etcd-health.c ---- */
+
+ETCD_HIDDEN int procreg_etcd_health_check(void *state, GVariantDict *details,
+                                          char **message);
+ETCD_HIDDEN void procreg_etcd_stats(void *state, GVariantDict *out);
+ETCD_HIDDEN int procreg_etcd_memory_usage(void *state, size_t *bytes);
+
+#endif
