@@ -20,6 +20,8 @@
 /* Pause between two rounds over all endpoints when they answered but had
  * no leader (an election takes about a second). */
 #define NO_LEADER_PAUSE_MS 100
+/* A stream looks at its member's health at least this often. */
+#define STREAM_TICK_MS 250
 /* Idle handles the pool keeps. */
 #define POOL_MAX 16
 
@@ -44,14 +46,26 @@ struct etcd_client {
     char **urls;
     unsigned n;
     unsigned timeout_ms;
-    gint current; /* atomic: the endpoint that answered last */
+    unsigned attempt_ms;
+    /* atomic: where calls start: the endpoint that answered last, or the
+     * one after an endpoint that failed.  Invariant: it moves off a failed
+     * endpoint only by compare-and-swap from that endpoint (move_past), so
+     * several calls failing on one endpoint at once move it one step, and
+     * never off an endpoint another call found working meanwhile. */
+    gint current;
+    /* atomic, per endpoint, monotonic µs (0: never): its last answer, and
+     * its last attempt given up for want of one.  Hints for streams
+     * (is the member still there?); a stale read costs a probe or a
+     * reconnect, never a wrong result. */
+    gint64 *last_ok;
+    gint64 *last_slow;
     pthread_mutex_t lock;  /* pool, last_error */
     GPtrArray *idle;
     char **last_error; /* per endpoint, NULL when fine */
     struct curl_slist *hdr_leader; /* json + "require a leader" */
     struct curl_slist *hdr_plain;  /* json only */
     /* stats, atomic */
-    guint64 calls, failovers, timeouts, failures;
+    guint64 calls, failovers, timeouts, failures, slow_attempts;
 };
 
 static void global_init(void)
@@ -87,13 +101,17 @@ static struct curl_slist *make_headers(bool leader)
 }
 
 ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const char *const *endpoints,
-                                                 unsigned timeout_ms)
+                                                 unsigned timeout_ms,
+                                                 unsigned attempt_ms)
 {
     global_init();
     etcd_client *c = g_new0(etcd_client, 1);
     c->urls = g_strdupv((char **)endpoints);
     c->n = g_strv_length(c->urls);
     c->timeout_ms = timeout_ms;
+    c->attempt_ms = MIN(attempt_ms, timeout_ms);
+    c->last_ok = g_new0(gint64, c->n);
+    c->last_slow = g_new0(gint64, c->n);
     pthread_mutex_init(&c->lock, NULL);
     c->idle = g_ptr_array_new();
     c->last_error = g_new0(char *, c->n + 1);
@@ -117,6 +135,8 @@ ETCD_HIDDEN void procreg_etcd_client_free(etcd_client *c)
         conn_free(c->idle->pdata[i]);
     g_ptr_array_unref(c->idle);
     g_strfreev(c->last_error);
+    g_free(c->last_ok);
+    g_free(c->last_slow);
     g_strfreev(c->urls);
     curl_slist_free_all(c->hdr_leader);
     curl_slist_free_all(c->hdr_plain);
@@ -233,9 +253,57 @@ static void note_tried(GString *tried, const char *url, const char *why)
                                url, why);
 }
 
-/* @only >= 0: that endpoint once, no failover. */
+/* Whether the transfer of @h sent its request (on a new or a reused
+ * connection): a timeout after that is a member that does not answer,
+ * before it one that cannot be reached. */
+static bool request_sent(CURL *h)
+{
+    long bytes = 0;
+    return curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &bytes) == CURLE_OK &&
+           bytes > 0;
+}
+
+/* Endpoint @i failed an attempt: calls that start after this one start
+ * at the next endpoint, unless another call moved on already. */
+static void move_past(etcd_client *c, unsigned i)
+{
+    g_atomic_int_compare_and_exchange(&c->current, (gint)i,
+                                      (gint)((i + 1) % c->n));
+}
+
+static void note_slow(etcd_client *c, unsigned i)
+{
+    __atomic_store_n(&c->last_slow[i], g_get_monotonic_time(),
+                     __ATOMIC_RELAXED);
+}
+
+static void note_ok(etcd_client *c, unsigned i)
+{
+    __atomic_store_n(&c->last_ok[i], g_get_monotonic_time(), __ATOMIC_RELAXED);
+}
+
+/* The deadline of one attempt that starts now, @left_ms before the
+ * call's deadline.  The first attempt of a call that may fail over
+ * leaves at least half the budget for the next endpoint. */
+static gint64 attempt_ms(etcd_client *c, gint64 left_ms, bool first,
+                         bool may_fail_over)
+{
+    gint64 ms = MIN((gint64)c->attempt_ms, left_ms);
+    if (first && may_fail_over && c->n > 1)
+        ms = MIN(ms, MAX(left_ms / 2, 1));
+    return ms;
+}
+
+/* @only >= 0: that endpoint once, no failover.
+ *
+ * Every attempt has its own deadline (attempt_ms), shorter than the
+ * call's: a member that accepted the connection but does not answer
+ * (stopped, overloaded, cut off from its peers) costs one attempt, and
+ * the request goes to the next member.  The request may then have been
+ * applied twice; every write the backend sends recognises its own
+ * earlier effect or is harmless repeated (etcd-ops.c). */
 static int call_impl(etcd_client *c, const char *path, const char *body,
-                     unsigned flags, unsigned timeout_ms, int only,
+                     unsigned flags, gint64 deadline, int only,
                      JsonNode **reply, GError **error)
 {
     *reply = NULL;
@@ -247,7 +315,7 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
         return procreg_set_error(error, PROCREG_ENOMEM,
                                  "etcd: cannot make a curl handle");
     }
-    gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    gint64 t0 = g_get_monotonic_time();
     unsigned start = only >= 0 ? (unsigned)only % c->n
                                : (unsigned)g_atomic_int_get(&c->current) % c->n;
     unsigned i = start;
@@ -266,25 +334,29 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
             stat_add(&c->timeouts);
             rc = procreg_set_error(
                 error, PROCREG_ETIMEDOUT,
-                no_leader ? "etcd: no leader within %u ms for %s (quorum "
-                            "lost?); tried %s"
-                          : "etcd: no answer within %u ms for %s; tried %s",
-                timeout_ms, path, tried->len ? tried->str : "nothing");
+                no_leader ? "etcd: no leader within %" G_GINT64_FORMAT
+                            " ms for %s (quorum lost?); tried %s"
+                          : "etcd: no answer within %" G_GINT64_FORMAT
+                            " ms for %s; tried %s",
+                (g_get_monotonic_time() - t0) / 1000, path,
+                tried->len ? tried->str : "nothing");
             break;
         }
+        gint64 this_ms = attempt_ms(c, left_ms, attempts == 0, only < 0);
         const char *base = c->urls[i];
         char *url = g_strconcat(base, path, NULL);
         g_string_truncate(k->buf, 0);
         k->too_big = false;
         k->errbuf[0] = '\0';
         curl_easy_setopt(k->h, CURLOPT_URL, url);
-        curl_easy_setopt(k->h, CURLOPT_TIMEOUT_MS, (long)left_ms);
+        curl_easy_setopt(k->h, CURLOPT_TIMEOUT_MS, (long)this_ms);
         curl_easy_setopt(k->h, CURLOPT_CONNECTTIMEOUT_MS,
-                         (long)MIN(left_ms, CONNECT_TIMEOUT_MS));
+                         (long)MIN(this_ms, CONNECT_TIMEOUT_MS));
         CURLcode res = curl_easy_perform(k->h);
         g_free(url);
         bool next = false;
         if (res == CURLE_OK) {
+            note_ok(c, i);
             long status = 0;
             curl_easy_getinfo(k->h, CURLINFO_RESPONSE_CODE, &status);
             if (status == 200) {
@@ -326,32 +398,31 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
             g_free(msg);
         } else {
             const char *why = k->errbuf[0] ? k->errbuf : curl_easy_strerror(res);
-            curl_off_t connect_us = 0;
-            curl_easy_getinfo(k->h, CURLINFO_CONNECT_TIME_T, &connect_us);
-            set_endpoint_error(c, i, why);
+            bool sent = request_sent(k->h);
             if (k->too_big) {
+                set_endpoint_error(c, i, why);
                 rc = procreg_set_error(error, PROCREG_EBACKEND,
                                        "etcd %s: reply to %s exceeds %u "
                                        "bytes", base, path, MAX_REPLY_BYTES);
                 break;
             }
-            if (res == CURLE_OPERATION_TIMEDOUT && connect_us > 0) {
-                /* Connected and sent: the member did not answer in time.
-                 * Sending the request again elsewhere could apply it
-                 * twice, and the budget is spent anyway. */
-                stat_add(&c->timeouts);
-                rc = procreg_set_error(error, PROCREG_ETIMEDOUT,
-                                       "etcd %s did not answer %s within "
-                                       "%u ms (overloaded, cut off, or "
-                                       "without quorum?)",
-                                       base, path, timeout_ms);
-                break;
+            if (res == CURLE_OPERATION_TIMEDOUT && sent) {
+                /* Connected and sent: the member did not answer in time. */
+                stat_add(&c->slow_attempts);
+                note_slow(c, i);
+                char *slow = g_strdup_printf("no answer within %" G_GINT64_FORMAT
+                                             " ms", this_ms);
+                set_endpoint_error(c, i, slow);
+                note_tried(tried, base, slow);
+                g_free(slow);
+            } else {
+                set_endpoint_error(c, i, why);
+                note_tried(tried, base, why);
+                if (res == CURLE_COULDNT_CONNECT ||
+                    res == CURLE_COULDNT_RESOLVE_HOST ||
+                    res == CURLE_OPERATION_TIMEDOUT)
+                    unreachable_in_round++;
             }
-            note_tried(tried, base, why);
-            if (res == CURLE_COULDNT_CONNECT ||
-                res == CURLE_COULDNT_RESOLVE_HOST ||
-                res == CURLE_OPERATION_TIMEDOUT)
-                unreachable_in_round++;
             next = true;
         }
         if (!next)
@@ -361,6 +432,7 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
             rc = procreg_set_error(error, PROCREG_EBACKEND, "etcd %s", tried->str);
             break;
         }
+        move_past(c, i);
         attempts++;
         stat_add(&c->failovers);
         i = (i + 1) % c->n;
@@ -384,19 +456,17 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
     return rc;
 }
 
-ETCD_HIDDEN int procreg_etcd_call_timeout(etcd_client *c, const char *path,
-                                          const char *body, unsigned flags,
-                                          unsigned timeout_ms,
-                                          JsonNode **reply, GError **error)
+ETCD_HIDDEN gint64 procreg_etcd_deadline(etcd_client *c)
 {
-    return call_impl(c, path, body, flags, timeout_ms, -1, reply, error);
+    return g_get_monotonic_time() + (gint64)c->timeout_ms * 1000;
 }
 
 ETCD_HIDDEN int procreg_etcd_call(etcd_client *c, const char *path,
                                   const char *body, unsigned flags,
-                                  JsonNode **reply, GError **error)
+                                  gint64 deadline, JsonNode **reply,
+                                  GError **error)
 {
-    return call_impl(c, path, body, flags, c->timeout_ms, -1, reply, error);
+    return call_impl(c, path, body, flags, deadline, -1, reply, error);
 }
 
 ETCD_HIDDEN int procreg_etcd_call_endpoint(etcd_client *c, unsigned i,
@@ -404,8 +474,9 @@ ETCD_HIDDEN int procreg_etcd_call_endpoint(etcd_client *c, unsigned i,
                                            unsigned flags, unsigned timeout_ms,
                                            JsonNode **reply, GError **error)
 {
-    return call_impl(c, path, body, flags, timeout_ms, (int)(i % c->n), reply,
-                     error);
+    return call_impl(c, path, body, flags,
+                     g_get_monotonic_time() + (gint64)timeout_ms * 1000,
+                     (int)(i % c->n), reply, error);
 }
 
 ETCD_HIDDEN void procreg_etcd_client_get_stats(etcd_client *c,
@@ -415,6 +486,7 @@ ETCD_HIDDEN void procreg_etcd_client_get_stats(etcd_client *c,
     out->failovers = stat_get(&c->failovers);
     out->timeouts = stat_get(&c->timeouts);
     out->failures = stat_get(&c->failures);
+    out->slow_attempts = stat_get(&c->slow_attempts);
     out->current = (unsigned)g_atomic_int_get(&c->current) % c->n;
     out->n_endpoints = c->n;
 }
@@ -442,21 +514,24 @@ struct etcd_stream {
     CURLM *multi;
     CURL *h;
     gint stop; /* atomic */
+    unsigned silence_ms;
     GString *line;
     etcd_line_fn fn;
     void *user;
     bool ended_by_fn;
     bool too_big;
+    gint64 last_data; /* monotonic µs of the last byte received */
     char errbuf[CURL_ERROR_SIZE];
 };
 
-ETCD_HIDDEN etcd_stream *procreg_etcd_stream_new(void)
+ETCD_HIDDEN etcd_stream *procreg_etcd_stream_new(unsigned silence_ms)
 {
     global_init();
     etcd_stream *s = g_new0(etcd_stream, 1);
     s->multi = curl_multi_init();
     s->h = curl_easy_init();
     s->line = g_string_new(NULL);
+    s->silence_ms = silence_ms;
     return s;
 }
 
@@ -488,6 +563,7 @@ static size_t stream_write(char *data, size_t size, size_t nmemb, void *user)
 {
     etcd_stream *s = user;
     size_t n = size * nmemb;
+    s->last_data = g_get_monotonic_time();
     for (size_t i = 0; i < n; i++) {
         if (data[i] != '\n') {
             g_string_append_c(s->line, data[i]);
@@ -507,17 +583,48 @@ static size_t stream_write(char *data, size_t size, size_t nmemb, void *user)
     return procreg_etcd_stream_stopped(s) ? 0 : n;
 }
 
-/* One attempt on @base; *@unreachable says the connection never opened. */
-static int stream_once(etcd_client *c, etcd_stream *s, const char *base,
-                       const char *path, const char *body, bool *unreachable,
+/* How one stream attempt ended. */
+typedef enum {
+    STREAM_ENDED,      /* the server or @fn ended it, or it was stopped */
+    STREAM_NOT_OPENED, /* no connection, or no answer in time: nothing
+                        * received, the next endpoint may do */
+    STREAM_SILENT,     /* it went silent and its member did not answer a
+                        * probe */
+} stream_end;
+
+/* Whether member @i of a stream still answers (a serializable status
+ * probe, one attempt).  Any answer of that member to another call in the
+ * last silence_ms counts as one. */
+static bool member_answers(etcd_client *c, etcd_stream *s, unsigned i,
+                           GError **error)
+{
+    gint64 ok = __atomic_load_n(&c->last_ok[i], __ATOMIC_RELAXED);
+    gint64 now = g_get_monotonic_time();
+    if (now - ok < (gint64)s->silence_ms * 1000)
+        return true;
+    JsonNode *reply = NULL;
+    if (call_impl(c, "/v3/maintenance/status", "{}",
+                  ETCD_CALL_NO_LEADER_NEEDED,
+                  now + (gint64)c->attempt_ms * 1000, (int)i, &reply,
+                  error) != 0)
+        return false;
+    json_node_unref(reply);
+    return true;
+}
+
+/* One attempt on endpoint @i. */
+static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
+                       const char *path, const char *body, stream_end *end,
                        GError **error)
 {
-    *unreachable = false;
+    *end = STREAM_ENDED;
+    const char *base = c->urls[i];
     char *url = g_strconcat(base, path, NULL);
     curl_easy_reset(s->h);
     g_string_truncate(s->line, 0);
     s->ended_by_fn = false;
     s->too_big = false;
+    s->last_data = 0;
     s->errbuf[0] = '\0';
     curl_easy_setopt(s->h, CURLOPT_URL, url);
     curl_easy_setopt(s->h, CURLOPT_NOSIGNAL, 1L);
@@ -529,7 +636,7 @@ static int stream_once(etcd_client *c, etcd_stream *s, const char *base,
     curl_easy_setopt(s->h, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(s->h, CURLOPT_ERRORBUFFER, s->errbuf);
     curl_easy_setopt(s->h, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)MIN(c->timeout_ms, CONNECT_TIMEOUT_MS));
+                     (long)MIN(c->attempt_ms, CONNECT_TIMEOUT_MS));
     curl_easy_setopt(s->h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(s->h, CURLOPT_TCP_KEEPIDLE, 5L);
     curl_easy_setopt(s->h, CURLOPT_TCP_KEEPINTVL, 2L);
@@ -537,6 +644,9 @@ static int stream_once(etcd_client *c, etcd_stream *s, const char *base,
     curl_multi_add_handle(s->multi, s->h);
     CURLcode res = CURLE_OK;
     bool done = false;
+    GError *silent = NULL;
+    gint64 started = g_get_monotonic_time();
+    bool slow = false;
     while (!done && !procreg_etcd_stream_stopped(s)) {
         int running = 0;
         CURLMcode mc = curl_multi_perform(s->multi, &running);
@@ -553,17 +663,69 @@ static int stream_once(etcd_client *c, etcd_stream *s, const char *base,
                 done = true;
             }
         }
-        if (!done)
-            curl_multi_poll(s->multi, NULL, 0, 1000, NULL);
+        if (done)
+            break;
+        /* The first byte must come within an attempt's deadline.  After
+         * that, a stream silent while another call to its member got no
+         * answer ends at once; one silent for silence_ms makes us ask
+         * whether the member is still there (a stopped process keeps its
+         * connections open and silent). */
+        gint64 now = g_get_monotonic_time();
+        gint64 check;
+        if (s->last_data == 0) {
+            check = started + (gint64)c->attempt_ms * 1000;
+            if (now >= check) {
+                slow = true;
+                break;
+            }
+        } else if (s->silence_ms > 0) {
+            check = s->last_data + (gint64)s->silence_ms * 1000;
+            if (__atomic_load_n(&c->last_slow[i], __ATOMIC_RELAXED) >
+                s->last_data) {
+                g_set_error(&silent, PROCREG_ERROR, PROCREG_EBACKEND,
+                            "another request to it got no answer within "
+                            "%u ms", c->attempt_ms);
+                break;
+            }
+            if (now >= check) {
+                if (!member_answers(c, s, i, &silent))
+                    break;
+                s->last_data = g_get_monotonic_time();
+                continue;
+            }
+        } else {
+            check = now + 1000 * 1000;
+        }
+        /* Woken within STREAM_TICK_MS to see other calls' slow attempts. */
+        gint64 wait_ms = (check - now + 999) / 1000;
+        curl_multi_poll(s->multi, NULL, 0,
+                        (int)CLAMP(wait_ms, 1, STREAM_TICK_MS), NULL);
     }
-    curl_off_t connect_us = 0;
+    bool sent = request_sent(s->h);
     long status = 0;
-    curl_easy_getinfo(s->h, CURLINFO_CONNECT_TIME_T, &connect_us);
     curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
+    /* An unfinished transfer's connection is closed, not kept. */
     curl_multi_remove_handle(s->multi, s->h);
     g_free(url);
-    if (procreg_etcd_stream_stopped(s) || !done || s->ended_by_fn)
+    if (procreg_etcd_stream_stopped(s) || s->ended_by_fn) {
+        g_clear_error(&silent);
         return 0;
+    }
+    if (silent != NULL) {
+        *end = STREAM_SILENT;
+        int rc = procreg_set_error(error, PROCREG_EBACKEND,
+                                   "etcd %s went silent on %s and does not "
+                                   "answer: %s",
+                                   base, path, silent->message);
+        g_error_free(silent);
+        return rc;
+    }
+    if (slow) {
+        *end = STREAM_NOT_OPENED;
+        return procreg_set_error(error, PROCREG_EBACKEND,
+                                 "etcd %s: no answer to %s within %u ms",
+                                 base, path, c->attempt_ms);
+    }
     /* A last line without its newline. */
     if (s->line->len > 0) {
         s->fn(s->line->str, s->line->len, s->user);
@@ -579,10 +741,10 @@ static int stream_once(etcd_client *c, etcd_stream *s, const char *base,
         return procreg_set_error(error, PROCREG_EBACKEND,
                                  "etcd %s: a line of %s exceeds %u bytes",
                                  base, path, MAX_LINE_BYTES);
-    *unreachable = connect_us == 0 &&
-                   (res == CURLE_COULDNT_CONNECT ||
-                    res == CURLE_COULDNT_RESOLVE_HOST ||
-                    res == CURLE_OPERATION_TIMEDOUT);
+    if (!sent && (res == CURLE_COULDNT_CONNECT ||
+                            res == CURLE_COULDNT_RESOLVE_HOST ||
+                            res == CURLE_OPERATION_TIMEDOUT))
+        *end = STREAM_NOT_OPENED;
     return procreg_set_error(error, PROCREG_EBACKEND, "etcd %s, %s: %s", base,
                              path, s->errbuf[0] ? s->errbuf
                                                 : curl_easy_strerror(res));
@@ -603,10 +765,14 @@ ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
     int rc = 0;
     for (unsigned k = 0; k < c->n && !procreg_etcd_stream_stopped(s); k++) {
         unsigned i = (start + k) % c->n;
-        bool unreachable = false;
+        stream_end end;
         GError *local = NULL;
-        rc = stream_once(c, s, c->urls[i], path, body, &unreachable, &local);
-        if (rc == 0 || !unreachable) {
+        rc = stream_once(c, s, i, path, body, &end, &local);
+        if (end != STREAM_ENDED) {
+            set_endpoint_error(c, i, local->message);
+            move_past(c, i);
+        }
+        if (end != STREAM_NOT_OPENED) {
             if (local != NULL)
                 g_propagate_error(error, local);
             else if (k > 0)
@@ -614,7 +780,6 @@ ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
             g_string_free(tried, TRUE);
             return rc;
         }
-        set_endpoint_error(c, i, local->message);
         note_tried(tried, c->urls[i], local->message);
         g_clear_error(&local);
     }

@@ -4,11 +4,15 @@
  * hidden in the library.
  *
  *  - Unary calls take a handle from a pool of keep-alive easy handles,
- *    POST a JSON body and parse the JSON reply.  Every call has a time
- *    budget; a refused connection, a dropped connection or a member
- *    without a leader moves on to the next endpoint within that budget.
+ *    POST a JSON body and parse the JSON reply.  Every call has a
+ *    deadline, and every attempt on one endpoint a shorter one of its
+ *    own; a refused connection, a dropped connection, a member without a
+ *    leader or one that does not answer within the attempt's deadline
+ *    moves on to the next endpoint within the call's.
  *  - A stream runs one long POST (the watch) through a multi handle so
- *    that another thread can stop it at once.
+ *    that another thread can stop it at once.  A stream that stays
+ *    silent has its member probed; a member that does not answer ends
+ *    it, and the next stream starts on the next endpoint.
  */
 #ifndef PROCREG_ETCD_CLIENT_H
 #define PROCREG_ETCD_CLIENT_H
@@ -33,26 +37,33 @@ typedef enum {
 } etcd_call_flags;
 
 /* @endpoints: NULL-terminated base URLs ("http://127.0.0.1:2379"),
- * copied.  @timeout_ms bounds every call. */
+ * copied.  @timeout_ms: the budget of a call (procreg_etcd_deadline());
+ * @attempt_ms: the most one attempt on one endpoint may take (at most
+ * @timeout_ms). */
 ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const char *const *endpoints,
-                                                 unsigned timeout_ms);
+                                                 unsigned timeout_ms,
+                                                 unsigned attempt_ms);
 ETCD_HIDDEN void procreg_etcd_client_free(etcd_client *c);
 
-/* POST @body to @path ("/v3/kv/range") and parse the reply.
+/* The deadline (g_get_monotonic_time() µs) of an operation that starts
+ * now: now + the client's timeout.  An operation of several calls passes
+ * the same deadline to each. */
+ETCD_HIDDEN gint64 procreg_etcd_deadline(etcd_client *c);
+
+/* POST @body to @path ("/v3/kv/range") and parse the reply, trying the
+ * endpoints in turn until @deadline.  The request may reach etcd more
+ * than once (an attempt that got no answer in time may have been
+ * applied): send only requests whose repetition the caller recognises.
  * @return 0 with *@reply (a JSON object; json_node_unref() it), or
- *   PROCREG_ETIMEDOUT (budget spent), PROCREG_EBACKEND (no endpoint
+ *   PROCREG_ETIMEDOUT (deadline passed), PROCREG_EBACKEND (no endpoint
  *   reachable, no leader, bad reply), PROCREG_EFULL (request too large,
  *   too many operations, space exceeded), PROCREG_EINVAL (etcd rejected
  *   the request), ETCD_ELEASE_GONE; @error says which endpoints were
  *   tried and what etcd said. */
 ETCD_HIDDEN int procreg_etcd_call(etcd_client *c, const char *path,
                                   const char *body, unsigned flags,
-                                  JsonNode **reply, GError **error);
-/* As procreg_etcd_call() with a budget of @timeout_ms instead. */
-ETCD_HIDDEN int procreg_etcd_call_timeout(etcd_client *c, const char *path,
-                                          const char *body, unsigned flags,
-                                          unsigned timeout_ms,
-                                          JsonNode **reply, GError **error);
+                                  gint64 deadline, JsonNode **reply,
+                                  GError **error);
 
 /* One attempt on endpoint @i only (no failover): for health probes.
  * Updates that endpoint's last error. */
@@ -67,6 +78,7 @@ typedef struct {
     uint64_t failovers;   /* calls that moved on to another endpoint */
     uint64_t timeouts;
     uint64_t failures;    /* calls that returned an error */
+    uint64_t slow_attempts; /* attempts abandoned at their deadline */
     unsigned current;     /* index of the endpoint in use */
     unsigned n_endpoints;
 } etcd_client_stats;
@@ -88,17 +100,22 @@ typedef struct etcd_stream etcd_stream;
  * return false to end the stream. */
 typedef bool (*etcd_line_fn)(const char *line, size_t len, void *user);
 
-ETCD_HIDDEN etcd_stream *procreg_etcd_stream_new(void);
+/* @silence_ms: after this long without a byte, the stream's member is
+ * probed, and the stream ended if it does not answer (0: never). */
+ETCD_HIDDEN etcd_stream *procreg_etcd_stream_new(unsigned silence_ms);
 ETCD_HIDDEN void procreg_etcd_stream_free(etcd_stream *s);
 /* Make procreg_etcd_stream_run() return now, and every later run at once.
  * Safe from any thread. */
 ETCD_HIDDEN void procreg_etcd_stream_stop(etcd_stream *s);
 ETCD_HIDDEN bool procreg_etcd_stream_stopped(etcd_stream *s);
 
-/* POST @body to @path on the next endpoint in turn and feed the reply to
- * @fn line by line until the server ends it, @fn returns false or the
- * stream is stopped.  Connecting is bounded by the client's timeout; an
- * open stream has none (TCP keepalive notices a dead peer).
+/* POST @body to @path, starting at the endpoint in use, and feed the
+ * reply to @fn line by line until the server ends it, @fn returns false
+ * or the stream is stopped.  An endpoint that cannot be reached or sends
+ * nothing within an attempt's deadline is passed over for the next (@fn
+ * has seen nothing then).  A stream that goes silent for the stream's
+ * silence_ms while its member does not answer a probe ends with an error,
+ * and that member is no longer the one in use.
  * @return 0 when the stream ended normally or was stopped, else a
  *   negative code with @error. */
 ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,

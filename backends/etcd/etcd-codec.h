@@ -15,7 +15,9 @@
  * metadata, base64.  WRITER is the 16-hex-digit id of the registry
  * instance that wrote the value ("0": written by the backend itself, for
  * a lease re-registration), so an instance skips its own changes in its
- * watch.  Marker values: {"w":"WRITER","r":REASON}.
+ * watch.  Marker values: {"w":"WRITER","r":REASON,"n":NONCE} ("n"
+ * optional), NONCE the removal's, so a removal whose answer was lost
+ * recognises its own marker.
  *
  * Every text read from the cluster (values, markers, replies, watch
  * lines) must hold exactly one JSON object in strict syntax before
@@ -62,17 +64,20 @@ ETCD_HIDDEN bool procreg_etcd_host_id_valid(const char *id);
 /* Longest marker value procreg_etcd_marker_encode() writes, with its NUL. */
 #define ETCD_MARKER_MAX 64
 
-/* The marker value {"w":"WRITER","r":REASON} into @out; its length.
- * @writer: a writer id (hex digits, "0" for the backend itself), cut to
- * ETCD_WRITER_LEN; written as it is, not escaped. */
+/* The marker value {"w":"WRITER","r":REASON,"n":NONCE} into @out; its
+ * length.  @writer: a writer id (hex digits, "0" for the backend
+ * itself), cut to ETCD_WRITER_LEN; written as it is, not escaped.
+ * @nonce 0: no "n". */
 ETCD_HIDDEN size_t procreg_etcd_marker_encode(const char *writer, int reason,
+                                              uint64_t nonce,
                                               char out[ETCD_MARKER_MAX]);
 /* Parse a marker value: "w" a string (copied to @writer, cut to
- * ETCD_WRITER_LEN), "r" a number from 0 to 64.  false (and @writer,
- * @reason untouched) when it is anything else. */
+ * ETCD_WRITER_LEN), "r" a number from 0 to 64, "n" (optional) an
+ * unsigned number (*@nonce, 0 when absent).  false (and the outputs
+ * untouched) when it is anything else. */
 ETCD_HIDDEN bool procreg_etcd_marker_parse(const void *value, size_t len,
                                            char writer[ETCD_WRITER_LEN + 1],
-                                           int *reason);
+                                           int *reason, uint64_t *nonce);
 
 /* ---- etcd's replies ---- */
 

@@ -31,7 +31,7 @@ ETCD_HIDDEN int procreg_etcd_health_check(void *state, GVariantDict *details,
         GError *err = NULL;
         gint64 t0 = g_get_monotonic_time();
         int rc = procreg_etcd_call_endpoint(s->client, i, "/v3/kv/range",
-                                            b->str, 0, MIN(s->timeout_ms, 1000),
+                                            b->str, 0, s->attempt_ms,
                                             &reply, &err);
         gint64 rtt = g_get_monotonic_time() - t0;
         if (rc == 0) {
@@ -152,6 +152,7 @@ ETCD_HIDDEN void procreg_etcd_stats(void *state, GVariantDict *out)
     g_variant_dict_insert(out, "requests", "t", (guint64)cs.calls);
     g_variant_dict_insert(out, "failovers", "t", (guint64)cs.failovers);
     g_variant_dict_insert(out, "timeouts", "t", (guint64)cs.timeouts);
+    g_variant_dict_insert(out, "slow_attempts", "t", (guint64)cs.slow_attempts);
     g_variant_dict_insert(out, "request_failures", "t", (guint64)cs.failures);
     g_variant_dict_insert(out, "endpoint", "s",
                           procreg_etcd_client_endpoint(s->client, cs.current));

@@ -200,11 +200,11 @@ ETCD_HIDDEN void procreg_etcd_op_range(GString *b, const GString *key)
 
 /* The reason marker written with a removal. */
 ETCD_HIDDEN void procreg_etcd_op_marker(etcd_state *s, GString *b,
-                                        const char *writer,
+                                        const char *writer, uint64_t nonce,
                                         procreg_event_reason reason)
 {
     char value[ETCD_MARKER_MAX];
-    size_t n = procreg_etcd_marker_encode(writer, (int)reason, value);
+    size_t n = procreg_etcd_marker_encode(writer, (int)reason, nonce, value);
     procreg_etcd_op_put(b, s->why_key, value, n, 0, false);
 }
 

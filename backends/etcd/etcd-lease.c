@@ -106,15 +106,16 @@ ETCD_HIDDEN void procreg_etcd_owned_remove(etcd_state *s, const void *key,
 /* ------------------------------------------------------------------------ */
 /* Leases                                                                   */
 
-ETCD_HIDDEN int procreg_etcd_lease_grant(etcd_state *s, int64_t *id,
-                                         int64_t *ttl, GError **error)
+ETCD_HIDDEN int procreg_etcd_lease_grant(etcd_state *s, gint64 deadline,
+                                         int64_t *id, int64_t *ttl,
+                                         GError **error)
 {
     char body[64];
     g_snprintf(body, sizeof body, "{\"TTL\":\"%" G_GINT64_FORMAT "\"}",
                (gint64)s->ttl_s);
     JsonNode *reply = NULL;
-    int rc = procreg_etcd_call(s->client, "/v3/lease/grant", body, 0, &reply,
-                               error);
+    int rc = procreg_etcd_call(s->client, "/v3/lease/grant", body, 0,
+                               deadline, &reply, error);
     if (rc == ETCD_ELEASE_GONE)
         rc = PROCREG_EBACKEND;
     if (rc != 0)
@@ -138,7 +139,7 @@ ETCD_HIDDEN int procreg_etcd_lease_grant(etcd_state *s, int64_t *id,
 /* Replace a lost lease @old with a new one (once, however many threads
  * notice).  The keeper re-registers what this instance owned. */
 ETCD_HIDDEN int procreg_etcd_lease_renew(etcd_state *s, int64_t old,
-                                         GError **error)
+                                         gint64 deadline, GError **error)
 {
     pthread_mutex_lock(&s->renew_lock);
     int rc = 0;
@@ -153,7 +154,7 @@ ETCD_HIDDEN int procreg_etcd_lease_renew(etcd_state *s, int64_t old,
     pthread_mutex_unlock(&s->lock);
     if (!done) {
         int64_t id = 0, ttl = 0;
-        rc = procreg_etcd_lease_grant(s, &id, &ttl, error);
+        rc = procreg_etcd_lease_grant(s, deadline, &id, &ttl, error);
         pthread_mutex_lock(&s->lock);
         if (rc == 0) {
             s->lease = id;
@@ -176,13 +177,13 @@ ETCD_HIDDEN int procreg_etcd_lease_renew(etcd_state *s, int64_t old,
 }
 
 /* The lease to attach a new entry to, granting one if there is none. */
-ETCD_HIDDEN int procreg_etcd_lease_for_write(etcd_state *s, int64_t *lease,
-                                             GError **error)
+ETCD_HIDDEN int procreg_etcd_lease_for_write(etcd_state *s, gint64 deadline,
+                                             int64_t *lease, GError **error)
 {
     *lease = procreg_etcd_current_lease(s);
     if (*lease != 0)
         return 0;
-    int rc = procreg_etcd_lease_renew(s, 0, error);
+    int rc = procreg_etcd_lease_renew(s, 0, deadline, error);
     if (rc != 0)
         return rc;
     *lease = procreg_etcd_current_lease(s);
@@ -264,7 +265,8 @@ static void restore_owned(etcd_state *s)
         g_string_append(b, "]}");
         JsonNode *reply = NULL;
         GError *err = NULL;
-        int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, &reply,
+        int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0,
+                                   procreg_etcd_deadline(s->client), &reply,
                                    &err);
         g_string_free(b, TRUE);
         char *ns = NULL, *name = NULL;
@@ -355,7 +357,9 @@ static void reap_dead_owners(etcd_state *s)
         GString *key = g_string_new_len(raw, (gssize)n);
         bool removed = false;
         if (procreg_etcd_evict(s, key, g_array_index(revs, int64_t, i),
-                  PROCREG_REASON_OWNER_EXITED, &removed, NULL) == 0) {
+                               PROCREG_REASON_OWNER_EXITED,
+                               procreg_etcd_deadline(s->client), &removed,
+                               NULL) == 0) {
             if (removed)
                 atomic_add(&s->reaped, 1);
             pthread_mutex_lock(&s->lock);
@@ -382,17 +386,24 @@ static void prune_tombs_locked(etcd_state *s)
             g_hash_table_iter_remove(&it);
 }
 
-/* One keepalive.  Returns false when the lease is gone. */
-static bool keepalive_once(etcd_state *s, int64_t lease, unsigned budget_ms)
+typedef enum {
+    KEEPALIVE_OK,
+    KEEPALIVE_FAILED,    /* no answer: try again soon */
+    KEEPALIVE_LEASE_GONE,
+} keepalive_result;
+
+/* One keepalive, by @deadline. */
+static keepalive_result keepalive_once(etcd_state *s, int64_t lease,
+                                       gint64 deadline)
 {
     char body[64];
     g_snprintf(body, sizeof body, "{\"ID\":\"%" G_GINT64_FORMAT "\"}",
                (gint64)lease);
     JsonNode *reply = NULL;
     GError *err = NULL;
-    int rc = procreg_etcd_call_timeout(s->client, "/v3/lease/keepalive", body,
-                                       0, budget_ms, &reply, &err);
-    bool alive = true;
+    int rc = procreg_etcd_call(s->client, "/v3/lease/keepalive", body, 0,
+                               deadline, &reply, &err);
+    keepalive_result result = KEEPALIVE_FAILED;
     pthread_mutex_lock(&s->lock);
     if (rc == 0) {
         JsonObject *res = procreg_etcd_json_obj(json_node_get_object(reply),
@@ -403,16 +414,17 @@ static bool keepalive_once(etcd_state *s, int64_t lease, unsigned budget_ms)
             s->last_keepalive = g_get_monotonic_time();
             g_free(s->keeper_error);
             s->keeper_error = NULL;
+            result = KEEPALIVE_OK;
         } else if (res != NULL) {
             /* Answered without a TTL: the lease expired or was revoked. */
-            alive = false;
+            result = KEEPALIVE_LEASE_GONE;
         } else {
             g_free(s->keeper_error);
             s->keeper_error = g_strdup("keepalive: etcd sent no result");
         }
         json_node_unref(reply);
     } else if (rc == ETCD_ELEASE_GONE) {
-        alive = false;
+        result = KEEPALIVE_LEASE_GONE;
     } else {
         g_free(s->keeper_error);
         s->keeper_error = g_strdup_printf("keepalive failed: %s",
@@ -421,15 +433,21 @@ static bool keepalive_once(etcd_state *s, int64_t lease, unsigned budget_ms)
     }
     pthread_mutex_unlock(&s->lock);
     g_clear_error(&err);
-    return alive;
+    return result;
 }
 
+/* The keeper refreshes the lease every TTL/3, each refresh within that
+ * interval (failing over between members as any call does); a refresh
+ * that failed is tried again after a tenth of the TTL, so a member that
+ * stops answering costs a fraction of the TTL, never the lease. */
 ETCD_HIDDEN gpointer procreg_etcd_keeper_main(gpointer data)
 {
     etcd_state *s = data;
+    bool retry = false;
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        gint64 interval_us = MAX(s->lease_ttl, 1) * G_USEC_PER_SEC / 3;
+        gint64 ttl_us = MAX(s->lease_ttl, 1) * G_USEC_PER_SEC;
+        gint64 interval_us = retry ? ttl_us / 10 : ttl_us / 3;
         gint64 until = g_get_monotonic_time() + interval_us;
         while (!s->stopping && !s->kick && g_get_monotonic_time() < until)
             cond_wait_until(&s->cond, &s->lock, until);
@@ -439,12 +457,13 @@ ETCD_HIDDEN gpointer procreg_etcd_keeper_main(gpointer data)
         int64_t lease = s->lease;
         pthread_mutex_unlock(&s->lock);
 
-        unsigned budget = (unsigned)MIN((gint64)s->timeout_ms,
-                                        MAX(interval_us / 1000, 200));
-        if (lease == 0)
-            procreg_etcd_lease_renew(s, 0, NULL);
-        else if (!keepalive_once(s, lease, budget))
-            procreg_etcd_lease_renew(s, lease, NULL);
+        gint64 deadline = g_get_monotonic_time() +
+                          MIN((gint64)s->timeout_ms * 1000, ttl_us / 3);
+        keepalive_result r = lease == 0 ? KEEPALIVE_LEASE_GONE
+                                        : keepalive_once(s, lease, deadline);
+        retry = r == KEEPALIVE_FAILED;
+        if (r == KEEPALIVE_LEASE_GONE)
+            retry = procreg_etcd_lease_renew(s, lease, deadline, NULL) != 0;
         pthread_mutex_lock(&s->lock);
         bool restore = s->restore_pending && s->lease != 0 && !s->stopping;
         pthread_mutex_unlock(&s->lock);

@@ -4,6 +4,18 @@
  * holds it"; unregister and update compare mod_revision in the same
  * transaction; evict removes an entry whose owner died, with a reason
  * marker, while it is unchanged.
+ *
+ * Every operation has one deadline (timeout_ms from its start) for all
+ * the requests it makes.  A request may reach etcd twice (its first
+ * attempt got no answer in time and the client sent it to another
+ * member), so every write here recognises its own earlier effect:
+ *  - register: the value carries a nonce; finding the key held by our
+ *    writer with our nonce on our lease is our own put;
+ *  - unregister: the reason marker carries a nonce; finding the key gone
+ *    and the marker ours is our own removal;
+ *  - update: the new value carries a fresh nonce; finding it in place is
+ *    our own update;
+ *  - evict compares mod_revision, so a repeat changes nothing.
  */
 #include "etcd-private.h"
 
@@ -15,10 +27,14 @@
 /* ------------------------------------------------------------------------ */
 /* Reads                                                                    */
 
-/* Get one key.  *@found false when absent. */
+ETCD_HIDDEN uint64_t procreg_etcd_nonce(etcd_state *s)
+{
+    return __atomic_add_fetch(&s->writes, 1, __ATOMIC_RELAXED);
+}
+
 ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
-                                    bool linearizable, etcd_kv *kv, bool *found,
-                                    GError **error)
+                                    bool linearizable, gint64 deadline,
+                                    etcd_kv *kv, bool *found, GError **error)
 {
     GString *b = g_string_sized_new(64 + key->len * 2);
     g_string_append_c(b, '{');
@@ -29,8 +45,8 @@ ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
     g_string_append_c(b, '}');
     JsonNode *reply = NULL;
     int rc = procreg_etcd_call(s->client, "/v3/kv/range", b->str,
-                               ser ? ETCD_CALL_NO_LEADER_NEEDED : 0, &reply,
-                               error);
+                               ser ? ETCD_CALL_NO_LEADER_NEEDED : 0, deadline,
+                               &reply, error);
     g_string_free(b, TRUE);
     if (rc != 0)
         return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
@@ -51,13 +67,14 @@ ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
 /* ------------------------------------------------------------------------ */
 /* Ops                                                                      */
 
-static int lookup_full(etcd_state *s, const procreg_key *key,
-                            etcd_value *v, int64_t *rev, GError **error)
+static int lookup_full(etcd_state *s, const procreg_key *key, etcd_value *v,
+                       int64_t *rev, GError **error)
 {
     GString *k = procreg_etcd_entry_key(s, key);
     etcd_kv kv;
     bool found = false;
-    int rc = procreg_etcd_get_kv(s, k, false, &kv, &found, error);
+    int rc = procreg_etcd_get_kv(s, k, false, procreg_etcd_deadline(s->client),
+                                 &kv, &found, error);
     g_string_free(k, TRUE);
     if (rc != 0)
         return rc;
@@ -88,7 +105,7 @@ ETCD_HIDDEN int procreg_etcd_lookup(void *state, const procreg_key *key,
 }
 
 ETCD_HIDDEN int procreg_etcd_lookup_entry(void *state, const procreg_key *key,
-                             procreg_entry *out, GError **error)
+                                          procreg_entry *out, GError **error)
 {
     etcd_value v;
     int64_t rev;
@@ -103,19 +120,21 @@ ETCD_HIDDEN int procreg_etcd_lookup_entry(void *state, const procreg_key *key,
 /* Remove @k while it is at @rev, with reason @reason written by the
  * backend itself (writer "0"), so every watcher reports it.
  * @return 0 (removed or changed meanwhile) or a transport error. */
-ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k, int64_t rev,
-                 procreg_event_reason reason, bool *removed, GError **error)
+ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k,
+                                   int64_t rev, procreg_event_reason reason,
+                                   gint64 deadline, bool *removed,
+                                   GError **error)
 {
     GString *b = g_string_new("{\"compare\":[");
     procreg_etcd_op_compare(b, k, "MOD", "EQUAL", "mod_revision", rev);
     g_string_append(b, "],\"success\":[");
     procreg_etcd_op_delete(b, k, NULL);
     g_string_append_c(b, ',');
-    procreg_etcd_op_marker(s, b, "0", reason);
+    procreg_etcd_op_marker(s, b, "0", 0, reason);
     g_string_append(b, "]}");
     JsonNode *reply = NULL;
-    int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, &reply,
-                               error);
+    int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, deadline,
+                               &reply, error);
     g_string_free(b, TRUE);
     if (rc != 0)
         return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
@@ -129,16 +148,17 @@ ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k, int64_t rev,
 }
 
 ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
-                         const procreg_record *record, procreg_entry *current,
-                         GError **error)
+                                      const procreg_record *record,
+                                      procreg_entry *current, GError **error)
 {
     etcd_state *s = state;
+    gint64 deadline = procreg_etcd_deadline(s->client);
     etcd_value v = {.owner = record->owner,
                     .registered_at = record->registered_at,
                     .metadata = record->metadata};
     g_strlcpy(v.host, s->host_id, sizeof v.host);
     g_strlcpy(v.writer, s->writer, sizeof v.writer);
-    v.nonce = __atomic_add_fetch(&s->puts, 1, __ATOMIC_RELAXED);
+    v.nonce = procreg_etcd_nonce(s);
     size_t vlen = 0;
     char *value = procreg_etcd_value_encode(&v, &vlen);
     GString *k = procreg_etcd_entry_key(s, key);
@@ -146,7 +166,7 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
     bool lease_retry_done = false;
     for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
         int64_t lease = 0;
-        rc = procreg_etcd_lease_for_write(s, &lease, error);
+        rc = procreg_etcd_lease_for_write(s, deadline, &lease, error);
         if (rc != 0)
             break;
         GString *b = g_string_new("{\"compare\":[");
@@ -158,15 +178,15 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
         g_string_append(b, "]}");
         JsonNode *reply = NULL;
         GError *local = NULL;
-        rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, &reply,
-                               &local);
+        rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, deadline,
+                               &reply, &local);
         g_string_free(b, TRUE);
         if (rc == ETCD_ELEASE_GONE && !lease_retry_done) {
             /* Our lease expired (a partition longer than its TTL): take a
              * new one and try again. */
             g_clear_error(&local);
             lease_retry_done = true;
-            rc = procreg_etcd_lease_renew(s, lease, error);
+            rc = procreg_etcd_lease_renew(s, lease, deadline, error);
             if (rc != 0)
                 break;
             rc = PROCREG_EBACKEND;
@@ -203,7 +223,7 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
         }
         if (strcmp(hv.writer, s->writer) == 0 && hv.nonce == v.nonce &&
             held.lease == lease) {
-            /* Our own put, applied by a member whose answer was lost
+            /* Our own put, applied by an attempt whose answer was lost
              * before a retry on another endpoint. */
             procreg_etcd_owned_put(s, k, value, vlen, held.mod_rev,
                                    &record->owner);
@@ -218,8 +238,8 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
              * lease expiry would later, and try again. */
             bool removed = false;
             rc = procreg_etcd_evict(s, k, held.mod_rev,
-                                    PROCREG_REASON_OWNER_EXITED, &removed,
-                                    error);
+                                    PROCREG_REASON_OWNER_EXITED, deadline,
+                                    &removed, error);
             procreg_etcd_value_clear(&hv);
             procreg_etcd_kv_clear(&held);
             if (rc != 0)
@@ -242,9 +262,48 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
     return rc;
 }
 
+/* Whether the range reply @r holds the reason marker of our removal
+ * @nonce; *@rev: the marker's revision (the removal's). */
+static bool own_marker(etcd_state *s, JsonObject *r, uint64_t nonce,
+                       int64_t *rev)
+{
+    etcd_kv kv;
+    if (!procreg_etcd_first_kv(r, "kvs", &kv))
+        return false;
+    char writer[ETCD_WRITER_LEN + 1];
+    int reason;
+    uint64_t n = 0;
+    bool ours = procreg_etcd_marker_parse(kv.value, kv.value_len, writer,
+                                          &reason, &n) &&
+                n == nonce && strcmp(writer, s->writer) == 0;
+    *rev = kv.mod_rev;
+    procreg_etcd_kv_clear(&kv);
+    return ours;
+}
+
+/* @out from the entry this instance owned at @k, when it knows it (a
+ * removal whose reply was lost: the entry removed is what we wrote). */
+static void owned_entry_of(etcd_state *s, const GString *k, procreg_entry *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&s->lock);
+    GBytes *kb = g_bytes_new(k->str, k->len);
+    owned_entry *o = g_hash_table_lookup(s->owned, kb);
+    etcd_value v;
+    const char *why;
+    if (o != NULL && procreg_etcd_value_decode(o->value, o->value_len, &v,
+                                               &why)) {
+        procreg_etcd_fill_entry(&v, o->mod_rev, NULL, NULL, out);
+        procreg_etcd_value_clear(&v);
+    }
+    g_bytes_unref(kb);
+    pthread_mutex_unlock(&s->lock);
+}
+
 ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
-                           uint64_t if_revision, procreg_entry *removed,
-                           GError **error)
+                                        uint64_t if_revision,
+                                        procreg_entry *removed,
+                                        GError **error)
 {
     etcd_state *s = state;
     GString *k = procreg_etcd_entry_key(s, key);
@@ -258,6 +317,7 @@ ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
         reason = PROCREG_REASON_OWNER_EXITED;
     g_bytes_unref(kb);
     pthread_mutex_unlock(&s->lock);
+    uint64_t nonce = procreg_etcd_nonce(s);
     GString *b = g_string_new("{\"compare\":[");
     if (if_revision != 0)
         procreg_etcd_op_compare(b, k, "MOD", "EQUAL", "mod_revision",
@@ -267,19 +327,22 @@ ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
     g_string_append(b, "],\"success\":[");
     procreg_etcd_op_delete(b, k, NULL);
     g_string_append_c(b, ',');
-    procreg_etcd_op_marker(s, b, s->writer, reason);
+    procreg_etcd_op_marker(s, b, s->writer, nonce, reason);
     g_string_append(b, "],\"failure\":[");
     procreg_etcd_op_range(b, k);
+    g_string_append_c(b, ',');
+    procreg_etcd_op_range(b, s->why_key);
     g_string_append(b, "]}");
     JsonNode *reply = NULL;
-    int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, &reply,
-                               error);
+    int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0,
+                               procreg_etcd_deadline(s->client), &reply, error);
     g_string_free(b, TRUE);
     if (rc != 0) {
         g_string_free(k, TRUE);
         return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
     }
     JsonObject *o = json_node_get_object(reply);
+    int64_t marker_rev = 0;
     if (procreg_etcd_json_bool(o, "succeeded")) {
         procreg_etcd_owned_remove(s, k->str, k->len,
                                   procreg_etcd_header_revision(o));
@@ -306,13 +369,38 @@ ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
     } else {
         JsonArray *kvs = procreg_etcd_json_array(
             procreg_etcd_txn_response(o, 0, "response_range"), "kvs");
-        rc = kvs != NULL && json_array_get_length(kvs) > 0 && if_revision != 0
-                 ? PROCREG_ECONFLICT
-                 : PROCREG_ENOTFOUND;
+        bool present = kvs != NULL && json_array_get_length(kvs) > 0;
+        if (!present &&
+            own_marker(s, procreg_etcd_txn_response(o, 1, "response_range"),
+                       nonce, &marker_rev)) {
+            /* Our own removal, applied by an attempt whose answer was
+             * lost before a retry on another endpoint. */
+            if (removed != NULL)
+                owned_entry_of(s, k, removed);
+            procreg_etcd_owned_remove(s, k->str, k->len, marker_rev);
+            rc = 0;
+        } else {
+            rc = present && if_revision != 0 ? PROCREG_ECONFLICT
+                                             : PROCREG_ENOTFOUND;
+        }
     }
     json_node_unref(reply);
     g_string_free(k, TRUE);
     return rc;
+}
+
+/* An entry this instance owns was updated to @kv's value and revision:
+ * the owned copy follows (for a re-registration after a lease loss). */
+static void remember_update(etcd_state *s, const GString *k,
+                            const etcd_kv *kv, const procreg_owner *owner)
+{
+    pthread_mutex_lock(&s->lock);
+    GBytes *kb = g_bytes_new(k->str, k->len);
+    if (g_hash_table_contains(s->owned, kb))
+        procreg_etcd_owned_put_locked(s, k, (const char *)kv->value,
+                                      kv->value_len, kv->mod_rev, owner);
+    g_bytes_unref(kb);
+    pthread_mutex_unlock(&s->lock);
 }
 
 ETCD_HIDDEN int
@@ -321,25 +409,34 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
                              procreg_entry *updated, GError **error)
 {
     etcd_state *s = state;
+    gint64 deadline = procreg_etcd_deadline(s->client);
     GString *k = procreg_etcd_entry_key(s, key);
+    uint64_t nonce = procreg_etcd_nonce(s);
     int rc = PROCREG_ECONFLICT;
     for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
         etcd_kv kv;
         bool found = false;
-        rc = procreg_etcd_get_kv(s, k, true, &kv, &found, error);
+        rc = procreg_etcd_get_kv(s, k, true, deadline, &kv, &found, error);
         if (rc != 0)
             break;
         if (!found) {
             rc = PROCREG_ENOTFOUND;
             break;
         }
-        if (if_revision != 0 && (uint64_t)kv.mod_rev != if_revision) {
-            procreg_etcd_kv_clear(&kv);
-            rc = PROCREG_ECONFLICT;
-            break;
-        }
         etcd_value v;
         rc = procreg_etcd_kv_value(&kv, &v, error);
+        if (rc == 0 && v.nonce == nonce && strcmp(v.writer, s->writer) == 0) {
+            /* Our own update, applied by an attempt whose answer was
+             * lost before a retry on another endpoint. */
+            remember_update(s, k, &kv, &v.owner);
+            procreg_etcd_fill_entry(&v, kv.mod_rev, NULL, NULL, updated);
+            procreg_etcd_value_clear(&v);
+            procreg_etcd_kv_clear(&kv);
+            break;
+        }
+        if (rc == 0 && if_revision != 0 &&
+            (uint64_t)kv.mod_rev != if_revision)
+            rc = PROCREG_ECONFLICT;
         if (rc == 0 && procreg_etcd_owner_dead_here(s, &v))
             rc = PROCREG_ENOTFOUND;
         if (rc != 0) {
@@ -351,6 +448,7 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
             g_variant_unref(v.metadata);
         v.metadata = metadata ? g_variant_ref(metadata) : NULL;
         g_strlcpy(v.writer, s->writer, sizeof v.writer);
+        v.nonce = nonce;
         size_t vlen = 0;
         char *value = procreg_etcd_value_encode(&v, &vlen);
         GString *b = g_string_new("{\"compare\":[");
@@ -361,21 +459,18 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
         procreg_etcd_op_put(b, k, value, vlen, 0, true);
         g_string_append(b, "]}");
         JsonNode *reply = NULL;
-        rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, &reply,
-                               error);
+        rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, deadline,
+                               &reply, error);
         g_string_free(b, TRUE);
         if (rc == 0) {
             JsonObject *o = json_node_get_object(reply);
             if (procreg_etcd_json_bool(o, "succeeded")) {
-                int64_t rev = procreg_etcd_header_revision(o);
-                pthread_mutex_lock(&s->lock);
-                GBytes *kb = g_bytes_new(k->str, k->len);
-                if (g_hash_table_contains(s->owned, kb))
-                    procreg_etcd_owned_put_locked(s, k, value, vlen, rev,
-                                                  &v.owner);
-                g_bytes_unref(kb);
-                pthread_mutex_unlock(&s->lock);
-                procreg_etcd_fill_entry(&v, rev, NULL, NULL, updated);
+                etcd_kv written = {.value = (guchar *)value,
+                                   .value_len = vlen,
+                                   .mod_rev = procreg_etcd_header_revision(o)};
+                remember_update(s, k, &written, &v.owner);
+                procreg_etcd_fill_entry(&v, written.mod_rev, NULL, NULL,
+                                        updated);
             } else {
                 rc = PROCREG_ECONFLICT;
             }
@@ -386,9 +481,9 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
         g_free(value);
         procreg_etcd_value_clear(&v);
         procreg_etcd_kv_clear(&kv);
-        /* Changed between the read and the write: a pinned revision is a
-         * conflict, otherwise read again. */
-        if (rc != PROCREG_ECONFLICT || if_revision != 0)
+        /* Changed between the read and the write (by another writer, or
+         * by this very update): read again. */
+        if (rc != PROCREG_ECONFLICT)
             break;
     }
     g_string_free(k, TRUE);

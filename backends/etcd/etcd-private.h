@@ -54,6 +54,8 @@ typedef struct {
     char host_id[ETCD_HOST_ID_MAX + 1];
     char writer[ETCD_WRITER_LEN + 1];
     unsigned timeout_ms;
+    unsigned attempt_ms;  /* one attempt on one endpoint */
+    unsigned silence_ms;  /* the watch's member is probed after this */
     int64_t ttl_s;
     bool serializable;
     bool watch_enabled;
@@ -85,7 +87,7 @@ typedef struct {
     char *watch_error;  /* under lock */
     guint64 mirror_bytes, watch_reconnects, compactions, corrupt_seen,
         notified; /* atomic */
-    uint64_t puts; /* atomic: registrations made; the next one's nonce */
+    uint64_t writes; /* atomic: nonces handed out (procreg_etcd_nonce()) */
 } etcd_state;
 
 /* ---- small helpers ---- */
@@ -159,9 +161,10 @@ ETCD_HIDDEN void procreg_etcd_op_put(GString *b, const GString *key,
 ETCD_HIDDEN void procreg_etcd_op_delete(GString *b, const GString *key,
                                         const GString *end);
 ETCD_HIDDEN void procreg_etcd_op_range(GString *b, const GString *key);
-/* The reason marker written with a removal. */
+/* The reason marker written with a removal; @nonce: the removal's
+ * (procreg_etcd_nonce(), 0 for none). */
 ETCD_HIDDEN void procreg_etcd_op_marker(etcd_state *s, GString *b,
-                                        const char *writer,
+                                        const char *writer, uint64_t nonce,
                                         procreg_event_reason reason);
 /* A compare of @key's @field (@target) against @v. */
 ETCD_HIDDEN void procreg_etcd_op_compare(GString *b, const GString *key,
@@ -191,15 +194,16 @@ ETCD_HIDDEN void procreg_etcd_owned_remove_locked(etcd_state *s,
                                                   int64_t rev, bool tomb);
 ETCD_HIDDEN void procreg_etcd_owned_remove(etcd_state *s, const void *key,
                                            size_t n, int64_t rev);
-ETCD_HIDDEN int procreg_etcd_lease_grant(etcd_state *s, int64_t *id,
-                                         int64_t *ttl, GError **error);
+ETCD_HIDDEN int procreg_etcd_lease_grant(etcd_state *s, gint64 deadline,
+                                         int64_t *id, int64_t *ttl,
+                                         GError **error);
 /* Replace a lost lease @old with a new one (once, however many threads
  * notice). */
 ETCD_HIDDEN int procreg_etcd_lease_renew(etcd_state *s, int64_t old,
-                                         GError **error);
+                                         gint64 deadline, GError **error);
 /* The lease to attach a new entry to, granting one if there is none. */
-ETCD_HIDDEN int procreg_etcd_lease_for_write(etcd_state *s, int64_t *lease,
-                                             GError **error);
+ETCD_HIDDEN int procreg_etcd_lease_for_write(etcd_state *s, gint64 deadline,
+                                             int64_t *lease, GError **error);
 ETCD_HIDDEN gpointer procreg_etcd_keeper_main(gpointer data);
 
 /* ---- etcd-ops.c: single keys ---- */
@@ -207,10 +211,14 @@ ETCD_HIDDEN gpointer procreg_etcd_keeper_main(gpointer data);
 typedef int (*etcd_kv_fn)(etcd_state *s, etcd_kv *kv, void *user,
                           GError **error);
 
+/* A number no other write of this instance carries: a write whose
+ * answer was lost (and that was sent again, perhaps to another member)
+ * recognises its own effect by it. */
+ETCD_HIDDEN uint64_t procreg_etcd_nonce(etcd_state *s);
 /* Get one key.  *@found false when absent. */
 ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
-                                    bool linearizable, etcd_kv *kv,
-                                    bool *found, GError **error);
+                                    bool linearizable, gint64 deadline,
+                                    etcd_kv *kv, bool *found, GError **error);
 /* Visit every kv in [start, end), page by page, all pages at the
  * revision of the first. */
 ETCD_HIDDEN int procreg_etcd_range_all(etcd_state *s, const GString *start,
@@ -222,7 +230,8 @@ ETCD_HIDDEN int procreg_etcd_range_all(etcd_state *s, const GString *start,
  * backend itself. */
 ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k,
                                    int64_t rev, procreg_event_reason reason,
-                                   bool *removed, GError **error);
+                                   gint64 deadline, bool *removed,
+                                   GError **error);
 ETCD_HIDDEN int procreg_etcd_lookup(void *state, const procreg_key *key,
                                     procreg_owner *out);
 ETCD_HIDDEN int procreg_etcd_lookup_entry(void *state, const procreg_key *key,

@@ -12,7 +12,8 @@
 
 /* Visit every kv in [start, end), page by page, all pages at the
  * revision of the first.  @keys_only skips values.  @max: stop after that
- * many (0: all).  *@revision (optional) receives the snapshot revision. */
+ * many (0: all).  *@revision (optional) receives the snapshot revision.
+ * Each page is one operation with its own deadline (timeout_ms). */
 ETCD_HIDDEN int procreg_etcd_range_all(etcd_state *s, const GString *start,
                                        const GString *end, bool keys_only,
                                        bool serializable, size_t max,
@@ -43,7 +44,8 @@ ETCD_HIDDEN int procreg_etcd_range_all(etcd_state *s, const GString *start,
         JsonNode *reply = NULL;
         rc = procreg_etcd_call(s->client, "/v3/kv/range", b->str,
                                serializable ? ETCD_CALL_NO_LEADER_NEEDED : 0,
-                               &reply, error);
+                               procreg_etcd_deadline(s->client), &reply,
+                               error);
         g_string_free(b, TRUE);
         if (rc != 0) {
             if (rc == ETCD_ELEASE_GONE)
@@ -191,14 +193,18 @@ ETCD_HIDDEN int procreg_etcd_drop_namespace(void *state, const char *ns,
     etcd_state *s = state;
     GString *start, *end;
     procreg_etcd_ns_range(s, ns, &start, &end);
-    /* One transaction: the range goes in one revision, with its marker. */
+    /* One transaction: the range goes in one revision, with its marker.
+     * Sent again after an attempt whose answer was lost, it removes what
+     * was registered in the namespace in between and reports only that. */
     GString *b = g_string_new("{\"success\":[");
     procreg_etcd_op_delete(b, start, end);
     g_string_append_c(b, ',');
-    procreg_etcd_op_marker(s, b, s->writer, PROCREG_REASON_NAMESPACE_DROPPED);
+    procreg_etcd_op_marker(s, b, s->writer, 0,
+                           PROCREG_REASON_NAMESPACE_DROPPED);
     g_string_append(b, "]}");
     JsonNode *reply = NULL;
-    int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, &reply,
+    int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0,
+                               procreg_etcd_deadline(s->client), &reply,
                                error);
     g_string_free(b, TRUE);
     g_string_free(start, TRUE);

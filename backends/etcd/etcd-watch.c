@@ -173,6 +173,7 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
                 m = &g_array_index(markers, marker, i);
         const void *old = ev->have_prev ? ev->prev.value : NULL;
         size_t old_len = ev->have_prev ? ev->prev.value_len : 0;
+        int64_t old_lease = ev->have_prev ? ev->prev.lease : 0;
         GBytes *mirrored = NULL;
         if (old == NULL) {
             GBytes *kb = g_bytes_new(kv->key, kv->key_len);
@@ -180,8 +181,19 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
             if (me != NULL) {
                 mirrored = g_bytes_ref(me->value);
                 old = g_bytes_get_data(mirrored, &old_len);
+                old_lease = me->lease;
             }
             g_bytes_unref(kb);
+        }
+        if (m == NULL && old_lease == my_lease && my_lease != 0) {
+            /* An entry on our lease went without a marker: the lease
+             * expired or was revoked (etcd 3.4.23 may revoke every lease
+             * when a leader that hung resumes: etcd issue 15247).  The
+             * keeper learns it now rather than at its next round. */
+            pthread_mutex_lock(&s->lock);
+            s->kick = true;
+            pthread_cond_broadcast(&s->cond);
+            pthread_mutex_unlock(&s->lock);
         }
         mirror_remove(s, s->mirror, kv->key, kv->key_len);
         if (m != NULL) {
@@ -272,9 +284,10 @@ static bool watch_line(const char *line, size_t len, void *user)
         if (ev->type != ETCD_EVENT_PUT && ev->type != ETCD_EVENT_DELETE)
             continue;
         marker m = {.rev = ev->kv.mod_rev};
+        uint64_t nonce;
         if (is_why_key(s, ev->kv.key, ev->kv.key_len) &&
             procreg_etcd_marker_parse(ev->kv.value, ev->kv.value_len,
-                                      m.writer, &m.reason))
+                                      m.writer, &m.reason, &nonce))
             g_array_append_val(markers, m);
         last = MAX(last, ev->kv.mod_rev);
     }

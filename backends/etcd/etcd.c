@@ -20,6 +20,8 @@
 #define DEFAULT_PREFIX "/procreg"
 #define DEFAULT_TTL_S 10
 #define DEFAULT_TIMEOUT_MS 5000
+#define DEFAULT_ATTEMPT_MS 1000
+#define DEFAULT_SILENCE_MS 2000
 #define PREFIX_MAX 512
 
 static const procreg_backend_option etcd_options[] = {
@@ -28,7 +30,14 @@ static const procreg_backend_option etcd_options[] = {
                   DEFAULT_ENDPOINTS ")"},
     {"prefix", "key prefix of this registry (default " DEFAULT_PREFIX ")"},
     {"lease_ttl", "lease TTL in seconds, at least 2 (default 10)"},
-    {"timeout_ms", "time budget of each request (default 5000)"},
+    {"timeout_ms", "time budget of each operation, failovers included "
+                   "(default 5000)"},
+    {"attempt_timeout_ms", "the most one attempt on one member may take "
+                           "before the next member is tried (default 1000, "
+                           "at most timeout_ms)"},
+    {"watch_silence_ms", "after this long without a message the watch's "
+                         "member is probed, and left if it does not answer "
+                         "(default 2000; 0: never)"},
     {"consistency", "reads: linearizable (default) or serializable"},
     {"host_id", "this host's id (default: /etc/machine-id)"},
     {"watch", "watch the cluster for other writers' changes (default true)"},
@@ -172,10 +181,32 @@ static int parse_spec(etcd_state *s, const procreg_spec *spec, char ***urls,
             "option 'timeout_ms' of backend 'etcd': %" G_GUINT64_FORMAT
             " is out of range (10 to 600000)",
             (guint64)timeout);
+    uint64_t attempt = 0, silence = 0;
+    if (rc == 0)
+        rc = procreg_spec_get_uint64(spec, "attempt_timeout_ms",
+                                     MIN(DEFAULT_ATTEMPT_MS, timeout),
+                                     &attempt, error);
+    if (rc == 0 && (attempt < 10 || attempt > timeout))
+        rc = procreg_set_error(
+            error, PROCREG_EINVAL,
+            "option 'attempt_timeout_ms' of backend 'etcd': %" G_GUINT64_FORMAT
+            " is out of range (10 to timeout_ms, %" G_GUINT64_FORMAT ")",
+            (guint64)attempt, (guint64)timeout);
+    if (rc == 0)
+        rc = procreg_spec_get_uint64(spec, "watch_silence_ms",
+                                     DEFAULT_SILENCE_MS, &silence, error);
+    if (rc == 0 && silence != 0 && (silence < 100 || silence > 3600000))
+        rc = procreg_set_error(
+            error, PROCREG_EINVAL,
+            "option 'watch_silence_ms' of backend 'etcd': %" G_GUINT64_FORMAT
+            " is out of range (0, or 100 to 3600000)",
+            (guint64)silence);
     if (rc != 0)
         return rc;
     s->ttl_s = (int64_t)ttl;
     s->timeout_ms = (unsigned)timeout;
+    s->attempt_ms = (unsigned)attempt;
+    s->silence_ms = (unsigned)silence;
     const char *cons = procreg_spec_get(spec, "consistency");
     if (cons == NULL || strcmp(cons, "linearizable") == 0)
         s->serializable = false;
@@ -227,12 +258,13 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
     g_string_append(s->why_key, "/why");
     g_snprintf(s->writer, sizeof s->writer, "%08x%08x",
                g_random_int() | 1u, g_random_int());
-    s->client =
-        procreg_etcd_client_new((const char *const *)urls, s->timeout_ms);
+    s->client = procreg_etcd_client_new((const char *const *)urls,
+                                        s->timeout_ms, s->attempt_ms);
     g_strfreev(urls);
 
     int64_t lease = 0, ttl = 0;
-    rc = procreg_etcd_lease_grant(s, &lease, &ttl, error);
+    rc = procreg_etcd_lease_grant(s, procreg_etcd_deadline(s->client), &lease,
+                                  &ttl, error);
     if (rc == 0 && s->watch_enabled) {
         int64_t rev = 0;
         GHashTable *snap = NULL;
@@ -250,7 +282,8 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
                        (gint64)lease);
             JsonNode *reply = NULL;
             if (procreg_etcd_call(s->client, "/v3/lease/revoke", body, 0,
-                                  &reply, NULL) == 0)
+                                  procreg_etcd_deadline(s->client), &reply,
+                                  NULL) == 0)
                 json_node_unref(reply);
         }
         etcd_destroy(s);
@@ -261,7 +294,7 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
     s->last_keepalive = g_get_monotonic_time();
     s->keeper = g_thread_new("procreg-etcd-keep", procreg_etcd_keeper_main, s);
     if (s->watch_enabled) {
-        s->stream = procreg_etcd_stream_new();
+        s->stream = procreg_etcd_stream_new(s->silence_ms);
         s->watcher =
             g_thread_new("procreg-etcd-watch", procreg_etcd_watcher_main, s);
         /* Changes by others are reported from the moment open returns:

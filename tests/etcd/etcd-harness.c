@@ -147,8 +147,9 @@ bool etcd_member_healthy(const etcd_cluster *c, int i)
 
 static void child_setup(gpointer data)
 {
-    /* Die with the test program, even when it aborts. */
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    /* Die with the test program, even when it aborts, and even when it
+     * froze the member (SIGSTOP) before. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
 
 static char *initial_cluster(const etcd_cluster *c)
@@ -324,6 +325,7 @@ void etcd_member_stop(etcd_cluster *c, int i)
     if (m->pid == 0)
         return;
     kill(m->pid, SIGTERM);
+    kill(m->pid, SIGCONT); /* a frozen member acts on SIGTERM only then */
     gint64 until = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
     int status;
     for (;;) {
@@ -369,6 +371,59 @@ bool etcd_member_restart(etcd_cluster *c, int i, GError **error)
         g_free(logs);
     }
     return up;
+}
+
+void etcd_member_kill(etcd_cluster *c, int i)
+{
+    etcd_member *m = &c->m[i];
+    if (m->pid == 0)
+        return;
+    kill(m->pid, SIGKILL);
+    int status;
+    while (waitpid(m->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    g_spawn_close_pid(m->pid);
+    m->pid = 0;
+}
+
+void etcd_member_pause(etcd_cluster *c, int i)
+{
+    if (c->m[i].pid != 0)
+        kill(c->m[i].pid, SIGSTOP);
+}
+
+void etcd_member_resume(etcd_cluster *c, int i)
+{
+    if (c->m[i].pid != 0)
+        kill(c->m[i].pid, SIGCONT);
+}
+
+/* The decimal value of "@name":"..." in @json, or 0. */
+static guint64 json_id(const char *json, const char *name)
+{
+    char *needle = g_strdup_printf("\"%s\":\"", name);
+    const char *p = json ? strstr(json, needle) : NULL;
+    guint64 v = p ? g_ascii_strtoull(p + strlen(needle), NULL, 10) : 0;
+    g_free(needle);
+    return v;
+}
+
+int etcd_cluster_leader(const etcd_cluster *c)
+{
+    guint64 leader = 0, ids[ETCD_HARNESS_MAX] = {0};
+    for (int i = 0; i < c->n; i++) {
+        char *url = etcd_member_url(c, i);
+        char *r = etcd_post(url, "/v3/maintenance/status", "{}");
+        ids[i] = json_id(r, "member_id");
+        if (leader == 0)
+            leader = json_id(r, "leader");
+        g_free(r);
+        g_free(url);
+    }
+    for (int i = 0; i < c->n; i++)
+        if (leader != 0 && ids[i] == leader)
+            return i;
+    return -1;
 }
 
 static void rm_rf(const char *path)

@@ -3,8 +3,9 @@
  * on free ports, with data in a fresh temporary directory; each is
  * stopped by pid (SIGTERM, then waitpid) and the directory is removed at
  * the end.  So that a test that aborts leaves nothing behind either, each
- * member gets PR_SET_PDEATHSIG and a small janitor process removes the
- * directory once this program is gone.
+ * member gets PR_SET_PDEATHSIG (SIGKILL: a frozen member ignores
+ * anything else) and a small janitor process removes the directory once
+ * this program is gone.
  *
  * When no etcd binary is found, etcd_harness_require() prints why and
  * exits with 77, which meson counts as a skipped test.
@@ -57,9 +58,18 @@ void etcd_harness_args(int *argc, char **argv);
 bool etcd_cluster_start(etcd_cluster *c, int n, GError **error);
 /* Stop member @i: SIGTERM, then waitpid (SIGKILL after 10 s). */
 void etcd_member_stop(etcd_cluster *c, int i);
+/* Kill member @i (SIGKILL, then waitpid): a crash. */
+void etcd_member_kill(etcd_cluster *c, int i);
 /* Start member @i again on its ports and data; returns once the process
  * listens (it may not have a leader yet). */
 bool etcd_member_restart(etcd_cluster *c, int i, GError **error);
+/* Freeze member @i (SIGSTOP) and let it go on (SIGCONT): a member that
+ * hangs keeps its connections open and answers nothing. */
+void etcd_member_pause(etcd_cluster *c, int i);
+void etcd_member_resume(etcd_cluster *c, int i);
+/* The index of the member that leads now (asked of every member in
+ * turn), or -1. */
+int etcd_cluster_leader(const etcd_cluster *c);
 /* Stop every member and remove the directory. */
 void etcd_cluster_destroy(etcd_cluster *c);
 

@@ -6,12 +6,14 @@
  * Every case works under its own key prefix, so cases share the server
  * without seeing each other.
  */
+#include "etcd-fake.h"
 #include "etcd-harness.h"
 #include "etcd-test-util.h"
 
 #include <procreg/backend.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,8 +67,8 @@ typedef struct {
     procreg_backend *backend;
     const procreg_record *record;
     procreg_key *key;
-    GMutex *lock;
-    GCond *cond;
+    pthread_mutex_t *lock; /* pthread: ThreadSanitizer sees it */
+    pthread_cond_t *cond;
     int *ready;
     int rc;
 } same_record_arg;
@@ -74,12 +76,12 @@ typedef struct {
 static gpointer same_record_thread(gpointer data)
 {
     same_record_arg *a = data;
-    g_mutex_lock(a->lock);
+    pthread_mutex_lock(a->lock);
     (*a->ready)++;
-    g_cond_broadcast(a->cond);
+    pthread_cond_broadcast(a->cond);
     while (*a->ready < SAME_RECORD_THREADS)
-        g_cond_wait(a->cond, a->lock);
-    g_mutex_unlock(a->lock);
+        pthread_cond_wait(a->cond, a->lock);
+    pthread_mutex_unlock(a->lock);
     a->rc = procreg_backend_register_entry(a->backend, a->key, a->record,
                                            NULL, NULL);
     return NULL;
@@ -100,10 +102,10 @@ static void test_same_record_race(void)
         g_snprintf(name, sizeof name, "k%d", r);
         procreg_key *key = NULL;
         g_assert_cmpint(procreg_key_new("race", name, &key, NULL), ==, 0);
-        GMutex lock;
-        GCond cond;
-        g_mutex_init(&lock);
-        g_cond_init(&cond);
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        pthread_mutex_init(&lock, NULL);
+        pthread_cond_init(&cond, NULL);
         int ready = 0;
         same_record_arg args[SAME_RECORD_THREADS];
         GThread *t[SAME_RECORD_THREADS];
@@ -123,11 +125,109 @@ static void test_same_record_race(void)
         if (winners != 1)
             g_error("round %d: %d threads won one key with the same record",
                     r, winners);
-        g_mutex_clear(&lock);
-        g_cond_clear(&cond);
+        pthread_mutex_destroy(&lock);
+        pthread_cond_destroy(&cond);
         procreg_key_unref(key);
     }
     procreg_backend_close(b);
+    g_free(spec);
+    g_free(prefix);
+}
+
+/* A write whose first attempt etcd applied but whose answer was lost,
+ * sent again to another member, recognises its own effect instead of
+ * reporting EEXISTS, ECONFLICT or ENOTFOUND.  The first endpoint is a
+ * proxy that swallows the member's replies to transactions (once asked
+ * to); the second a proxy that holds requests until the first has seen
+ * the member answer, so the repeat always reaches etcd after the first
+ * attempt was applied. */
+static void test_lost_answer(void)
+{
+    char *prefix = new_prefix();
+    int port = cluster.m[0].client_port;
+    etcd_gate *applied = etcd_gate_new();
+    etcd_fake *lossy = etcd_fake_start(&(etcd_fake_config){
+        .mode = FAKE_PROXY, .target_port = port, .on_reply = applied});
+    etcd_fake *held = etcd_fake_start(&(etcd_fake_config){
+        .mode = FAKE_PROXY, .target_port = port, .hold = applied});
+    char *u1 = etcd_fake_url(lossy), *u2 = etcd_fake_url(held);
+    char *spec = g_strdup_printf("etcd:endpoints=[%s,%s],prefix=%s,"
+                                 "attempt_timeout_ms=500,watch=false,"
+                                 "lease_ttl=60",
+                                 u1, u2, prefix);
+    procreg_key *key = NULL;
+    g_assert_cmpint(procreg_key_new("svc", "k", &key, NULL), ==, 0);
+    procreg_record record = {.registered_at = g_get_real_time()};
+    procreg_owner_self(&record.owner);
+    GError *err = NULL;
+    for (int op = 0; op < 3; op++) {
+        /* A fresh instance talks to the lossy proxy first. */
+        etcd_fake_set_swallow(lossy, NULL);
+        procreg_backend *b = NULL;
+        g_assert_cmpint(procreg_backend_open(spec, NULL, &b, &err), ==, 0);
+        procreg_entry e = {0};
+        if (op == 2) {
+            /* Registered through this instance, so it knows what it
+             * removes when the answer to its removal is lost. */
+            g_assert_cmpint(procreg_backend_unregister(b, key, 0, NULL, &err),
+                            ==, 0);
+            g_assert_cmpint(procreg_backend_register_entry(b, key, &record,
+                                                           NULL, &err),
+                            ==, 0);
+        }
+        if (op > 0)
+            g_assert_cmpint(procreg_backend_lookup_entry(b, key, &e, &err),
+                            ==, 0);
+        etcd_gate_close(applied);
+        etcd_fake_set_swallow(lossy, "/v3/kv/txn");
+        procreg_entry out = {0};
+        GVariant *md = g_variant_ref_sink(g_variant_new_parsed("{'v': <%i>}",
+                                                               op));
+        int rc = op == 0 ? procreg_backend_register_entry(b, key, &record,
+                                                          &out, &err)
+                 : op == 1 ? procreg_backend_update_metadata(
+                                 b, key, md, e.revision, &out, &err)
+                           : procreg_backend_unregister(b, key, 0, &out, &err);
+        g_test_message("op %d after a lost answer: %d %s", op, rc,
+                       err ? err->message : "");
+        g_assert_no_error(err);
+        g_assert_cmpint(rc, ==, 0);
+        g_assert_true(etcd_gate_wait(applied, 0));
+        g_assert_cmpint(etcd_fake_connections(held), >=, 1);
+        GVariantDict st;
+        g_variant_dict_init(&st, NULL);
+        procreg_backend_stats(b, &st);
+        guint64 slow = 0;
+        g_assert_true(g_variant_dict_lookup(&st, "slow_attempts", "t", &slow));
+        g_assert_cmpuint(slow, >=, 1);
+        g_variant_dict_clear(&st);
+        /* The outcome, as another instance sees it. */
+        etcd_fake_set_swallow(lossy, NULL);
+        procreg_entry now = {0};
+        rc = procreg_backend_lookup_entry(b, key, &now, NULL);
+        if (op < 2) {
+            g_assert_cmpint(rc, ==, 0);
+            g_assert_cmpint(now.owner.pid, ==, getpid());
+            g_assert_cmpuint(now.revision, ==, out.revision);
+            if (op == 1)
+                g_assert_true(g_variant_equal(now.metadata, md));
+        } else {
+            g_assert_cmpint(rc, ==, PROCREG_ENOTFOUND);
+            g_assert_cmpint(out.owner.pid, ==, getpid());
+            g_assert_cmpuint(out.revision, ==, e.revision);
+        }
+        procreg_entry_clear(&now);
+        procreg_entry_clear(&out);
+        procreg_entry_clear(&e);
+        g_variant_unref(md);
+        procreg_backend_close(b);
+    }
+    procreg_key_unref(key);
+    etcd_fake_stop(lossy);
+    etcd_fake_stop(held);
+    etcd_gate_free(applied);
+    g_free(u1);
+    g_free(u2);
     g_free(spec);
     g_free(prefix);
 }
@@ -878,6 +978,7 @@ int main(int argc, char **argv)
     g_test_add_func("/etcd/unreachable", test_unreachable);
     g_test_add_func("/etcd/basic", test_basic);
     g_test_add_func("/etcd/same-record-race", test_same_record_race);
+    g_test_add_func("/etcd/lost-answer", test_lost_answer);
     g_test_add_func("/etcd/prefix-isolation", test_prefix_isolation);
     g_test_add_func("/etcd/failover", test_failover);
     g_test_add_func("/etcd/corrupt-values", test_corrupt_values);
