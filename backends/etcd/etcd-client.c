@@ -114,7 +114,7 @@ ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const char *const *endpoints,
     c->last_slow = g_new0(gint64, c->n);
     pthread_mutex_init(&c->lock, NULL);
     c->idle = g_ptr_array_new();
-    c->last_error = g_new0(char *, c->n + 1);
+    c->last_error = g_new0(char *, c->n);
     c->hdr_leader = make_headers(true);
     c->hdr_plain = make_headers(false);
     return c;
@@ -134,7 +134,10 @@ ETCD_HIDDEN void procreg_etcd_client_free(etcd_client *c)
     for (guint i = 0; i < c->idle->len; i++)
         conn_free(c->idle->pdata[i]);
     g_ptr_array_unref(c->idle);
-    g_strfreev(c->last_error);
+    /* NULL where an endpoint is fine: not a NULL-terminated vector. */
+    for (unsigned i = 0; i < c->n; i++)
+        g_free(c->last_error[i]);
+    g_free(c->last_error);
     g_free(c->last_ok);
     g_free(c->last_slow);
     g_strfreev(c->urls);
