@@ -297,6 +297,162 @@ static gint64 attempt_ms(etcd_client *c, gint64 left_ms, bool first,
     return ms;
 }
 
+/* How one attempt on one endpoint ended. */
+typedef enum {
+    ATTEMPT_ANSWERED,    /* a reply, or a refusal to report: the call ends */
+    ATTEMPT_UNREACHABLE, /* no connection, or it broke before an answer */
+    ATTEMPT_TLS,         /* the TLS handshake or session failed */
+    ATTEMPT_NOT_ETCD,    /* an answer, but not etcd's v3 JSON gateway's */
+    ATTEMPT_SLOW,        /* connected and sent: no answer in time */
+    ATTEMPT_BUSY,        /* etcd answered: no leader, or unavailable */
+} attempt_end;
+
+/* Whether the member may answer another attempt within the call (an
+ * election ends, a load passes); the others fail the same way again. */
+static bool passing(attempt_end end)
+{
+    return end == ATTEMPT_SLOW || end == ATTEMPT_BUSY;
+}
+
+static bool tls_failure(CURLcode res, const char *why)
+{
+    switch (res) {
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_USE_SSL_FAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+        return true;
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+        /* With TLS 1.3 a server refuses a client's certificate (or its
+         * absence) after the handshake, in an alert on the first read. */
+        return strstr(why, "SSL") != NULL || strstr(why, "alert") != NULL;
+    default:
+        return false;
+    }
+}
+
+/* A transfer that ended in a curl error: which kind, and why (*@why,
+ * g_free it). */
+static attempt_end failed_transfer(etcd_client *c, conn *k, unsigned i,
+                                   CURLcode res, gint64 attempt_ms,
+                                   char **why)
+{
+    const char *what = k->errbuf[0] ? k->errbuf : curl_easy_strerror(res);
+    if (res == CURLE_OPERATION_TIMEDOUT && request_sent(k->h)) {
+        stat_add(&c->slow_attempts);
+        note_slow(c, i);
+        *why = g_strdup_printf("no answer within %" G_GINT64_FORMAT " ms",
+                               attempt_ms);
+        return ATTEMPT_SLOW;
+    }
+    if (tls_failure(res, what)) {
+        *why = g_strdup_printf("TLS: %s", what);
+        return ATTEMPT_TLS;
+    }
+    if (res == CURLE_UNSUPPORTED_PROTOCOL || res == CURLE_WEIRD_SERVER_REPLY) {
+        *why = g_strdup_printf("not HTTP: %s", what);
+        return ATTEMPT_NOT_ETCD;
+    }
+    *why = g_strdup(what);
+    return ATTEMPT_UNREACHABLE;
+}
+
+/* One attempt on endpoint @i with @attempt_ms.  ATTEMPT_ANSWERED: the
+ * call ends with *@rc (and *@reply, or @error); otherwise *@why says
+ * what happened (g_free it), and *@no_leader is set when etcd said so. */
+static attempt_end attempt(etcd_client *c, conn *k, unsigned i,
+                           const char *path, gint64 attempt_ms, int *rc,
+                           JsonNode **reply, char **why, bool *no_leader,
+                           GError **error)
+{
+    const char *base = c->urls[i];
+    char *url = g_strconcat(base, path, NULL);
+    g_string_truncate(k->buf, 0);
+    k->too_big = false;
+    k->errbuf[0] = '\0';
+    curl_easy_setopt(k->h, CURLOPT_URL, url);
+    curl_easy_setopt(k->h, CURLOPT_TIMEOUT_MS, (long)attempt_ms);
+    curl_easy_setopt(k->h, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)MIN(attempt_ms, CONNECT_TIMEOUT_MS));
+    CURLcode res = curl_easy_perform(k->h);
+    g_free(url);
+    if (k->too_big) {
+        *rc = procreg_set_error(error, PROCREG_EBACKEND,
+                                "etcd %s: reply to %s exceeds %u bytes", base,
+                                path, MAX_REPLY_BYTES);
+        return ATTEMPT_ANSWERED;
+    }
+    if (res != CURLE_OK)
+        return failed_transfer(c, k, i, res, attempt_ms, why);
+    long status = 0;
+    curl_easy_getinfo(k->h, CURLINFO_RESPONSE_CODE, &status);
+    if (status == 200) {
+        GError *perr = NULL;
+        const char *bad = NULL;
+        *reply = procreg_etcd_json_parse_object(k->buf->str, k->buf->len,
+                                                &bad, &perr);
+        if (*reply == NULL) {
+            *why = g_strdup_printf("a reply etcd would not send: %s",
+                                   perr ? perr->message : bad);
+            g_clear_error(&perr);
+            return ATTEMPT_NOT_ETCD;
+        }
+        note_ok(c, i);
+        *rc = 0;
+        return ATTEMPT_ANSWERED;
+    }
+    int grpc;
+    char *msg;
+    procreg_etcd_error_reply_parse(k->buf->str, k->buf->len, &grpc, &msg);
+    attempt_end end = ATTEMPT_ANSWERED;
+    if (grpc == GRPC_UNAVAILABLE || status == 503) {
+        /* No leader, leader changed, server-side timeout: another member
+         * (or the same one after the election) may do. */
+        note_ok(c, i);
+        *no_leader = *no_leader || strstr(msg, "leader") != NULL;
+        *why = g_strdup(msg);
+        end = ATTEMPT_BUSY;
+    } else if (grpc < 0) {
+        *why = g_strdup_printf("HTTP %ld that is not an etcd reply: %s",
+                               status, msg);
+        end = ATTEMPT_NOT_ETCD;
+    } else {
+        note_ok(c, i);
+        *rc = map_refusal(grpc, msg, path, base, error);
+    }
+    g_free(msg);
+    return end;
+}
+
+/* Every endpoint failed the same round, none in a passing way: the error,
+ * headed by the one cause when all share it.  @kinds: a bit per
+ * attempt_end seen. */
+static int all_failed(unsigned kinds, const GString *tried, GError **error)
+{
+    const char *head = "no etcd endpoint usable";
+    if (kinds == 1u << ATTEMPT_UNREACHABLE)
+        head = "no etcd endpoint reachable";
+    else if (kinds == 1u << ATTEMPT_TLS)
+        head = "TLS failed with every etcd endpoint";
+    else if (kinds == 1u << ATTEMPT_NOT_ETCD)
+        head = "no etcd endpoint answers as etcd's v3 JSON gateway (a "
+               "wrong URL or port?)";
+    return procreg_set_error(error, PROCREG_EBACKEND, "%s: tried %s", head,
+                             tried->str);
+}
+
 /* @only >= 0: that endpoint once, no failover.
  *
  * Every attempt has its own deadline (attempt_ms), shorter than the
@@ -304,7 +460,12 @@ static gint64 attempt_ms(etcd_client *c, gint64 left_ms, bool first,
  * (stopped, overloaded, cut off from its peers) costs one attempt, and
  * the request goes to the next member.  The request may then have been
  * applied twice; every write the backend sends recognises its own
- * earlier effect or is harmless repeated (etcd-ops.c). */
+ * earlier effect or is harmless repeated (etcd-ops.c).
+ *
+ * Rounds over all endpoints go on until the deadline only while some
+ * endpoint fails in a passing way (slow, no leader); a round in which
+ * every endpoint was unreachable, failed TLS or is not etcd ends the call
+ * at once with that cause. */
 static int call_impl(etcd_client *c, const char *path, const char *body,
                      unsigned flags, gint64 deadline, int only,
                      JsonNode **reply, GError **error)
@@ -322,7 +483,7 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
     unsigned start = only >= 0 ? (unsigned)only % c->n
                                : (unsigned)g_atomic_int_get(&c->current) % c->n;
     unsigned i = start;
-    unsigned attempts = 0, unreachable_in_round = 0;
+    unsigned attempts = 0, passing_in_round = 0, kinds_in_round = 0;
     bool no_leader = false;
     GString *tried = g_string_new(NULL);
     int rc = 0;
@@ -345,91 +506,19 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
                 tried->len ? tried->str : "nothing");
             break;
         }
-        gint64 this_ms = attempt_ms(c, left_ms, attempts == 0, only < 0);
-        const char *base = c->urls[i];
-        char *url = g_strconcat(base, path, NULL);
-        g_string_truncate(k->buf, 0);
-        k->too_big = false;
-        k->errbuf[0] = '\0';
-        curl_easy_setopt(k->h, CURLOPT_URL, url);
-        curl_easy_setopt(k->h, CURLOPT_TIMEOUT_MS, (long)this_ms);
-        curl_easy_setopt(k->h, CURLOPT_CONNECTTIMEOUT_MS,
-                         (long)MIN(this_ms, CONNECT_TIMEOUT_MS));
-        CURLcode res = curl_easy_perform(k->h);
-        g_free(url);
-        bool next = false;
-        if (res == CURLE_OK) {
-            note_ok(c, i);
-            long status = 0;
-            curl_easy_getinfo(k->h, CURLINFO_RESPONSE_CODE, &status);
-            if (status == 200) {
-                GError *perr = NULL;
-                const char *why = NULL;
-                *reply = procreg_etcd_json_parse_object(
-                    k->buf->str, k->buf->len, &why, &perr);
-                if (*reply != NULL) {
-                    set_endpoint_error(c, i, NULL);
-                    if (i != start && only < 0)
-                        g_atomic_int_set(&c->current, (gint)i);
-                    rc = 0;
-                } else {
-                    rc = procreg_set_error(error, PROCREG_EBACKEND,
-                                           "etcd %s sent a reply to %s that "
-                                           "is not a JSON object: %s",
-                                           base, path,
-                                           perr ? perr->message : why);
-                }
-                g_clear_error(&perr);
-                break;
-            }
-            int grpc;
-            char *msg;
-            procreg_etcd_error_reply_parse(k->buf->str, k->buf->len, &grpc, &msg);
-            if (grpc == GRPC_UNAVAILABLE || status == 503) {
-                /* No leader, leader changed, server-side timeout: another
-                 * member (or the same one after the election) may do. */
-                no_leader = no_leader || strstr(msg, "leader") != NULL;
-                note_tried(tried, base, msg);
-                set_endpoint_error(c, i, msg);
-                next = true;
-            } else {
-                set_endpoint_error(c, i, NULL);
-                rc = map_refusal(grpc, msg, path, base, error);
-                g_free(msg);
-                break;
-            }
-            g_free(msg);
-        } else {
-            const char *why = k->errbuf[0] ? k->errbuf : curl_easy_strerror(res);
-            bool sent = request_sent(k->h);
-            if (k->too_big) {
-                set_endpoint_error(c, i, why);
-                rc = procreg_set_error(error, PROCREG_EBACKEND,
-                                       "etcd %s: reply to %s exceeds %u "
-                                       "bytes", base, path, MAX_REPLY_BYTES);
-                break;
-            }
-            if (res == CURLE_OPERATION_TIMEDOUT && sent) {
-                /* Connected and sent: the member did not answer in time. */
-                stat_add(&c->slow_attempts);
-                note_slow(c, i);
-                char *slow = g_strdup_printf("no answer within %" G_GINT64_FORMAT
-                                             " ms", this_ms);
-                set_endpoint_error(c, i, slow);
-                note_tried(tried, base, slow);
-                g_free(slow);
-            } else {
-                set_endpoint_error(c, i, why);
-                note_tried(tried, base, why);
-                if (res == CURLE_COULDNT_CONNECT ||
-                    res == CURLE_COULDNT_RESOLVE_HOST ||
-                    res == CURLE_OPERATION_TIMEDOUT)
-                    unreachable_in_round++;
-            }
-            next = true;
-        }
-        if (!next)
+        char *why = NULL;
+        attempt_end end =
+            attempt(c, k, i, path, attempt_ms(c, left_ms, attempts == 0, only < 0),
+                    &rc, reply, &why, &no_leader, error);
+        if (end == ATTEMPT_ANSWERED) {
+            set_endpoint_error(c, i, NULL);
+            if (rc == 0 && i != start && only < 0)
+                g_atomic_int_set(&c->current, (gint)i);
             break;
+        }
+        set_endpoint_error(c, i, why);
+        note_tried(tried, c->urls[i], why);
+        g_free(why);
         if (only >= 0) {
             /* tried holds "URL (why)". */
             rc = procreg_set_error(error, PROCREG_EBACKEND, "etcd %s", tried->str);
@@ -438,15 +527,17 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
         move_past(c, i);
         attempts++;
         stat_add(&c->failovers);
+        if (passing(end))
+            passing_in_round++;
+        else
+            kinds_in_round |= 1u << end;
         i = (i + 1) % c->n;
         if (attempts % c->n == 0) {
-            if (unreachable_in_round == c->n) {
-                rc = procreg_set_error(error, PROCREG_EBACKEND,
-                                       "no etcd endpoint reachable: tried %s",
-                                       tried->str);
+            if (passing_in_round == 0) {
+                rc = all_failed(kinds_in_round, tried, error);
                 break;
             }
-            unreachable_in_round = 0;
+            passing_in_round = kinds_in_round = 0;
             gint64 left_us = deadline - g_get_monotonic_time();
             if (left_us > 0)
                 g_usleep((gulong)MIN(left_us, NO_LEADER_PAUSE_MS * 1000));
@@ -589,8 +680,9 @@ static size_t stream_write(char *data, size_t size, size_t nmemb, void *user)
 /* How one stream attempt ended. */
 typedef enum {
     STREAM_ENDED,      /* the server or @fn ended it, or it was stopped */
-    STREAM_NOT_OPENED, /* no connection, or no answer in time: nothing
-                        * received, the next endpoint may do */
+    STREAM_NOT_OPENED, /* it failed before anything came (no connection,
+                        * no answer in time, TLS, not etcd): the next
+                        * endpoint may do */
     STREAM_SILENT,     /* it went silent and its member did not answer a
                         * probe */
 } stream_end;
@@ -704,7 +796,6 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
         curl_multi_poll(s->multi, NULL, 0,
                         (int)CLAMP(wait_ms, 1, STREAM_TICK_MS), NULL);
     }
-    bool sent = request_sent(s->h);
     long status = 0;
     curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
     /* An unfinished transfer's connection is closed, not kept. */
@@ -734,20 +825,18 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
         s->fn(s->line->str, s->line->len, s->user);
         g_string_truncate(s->line, 0);
     }
+    if (res == CURLE_OK && (status == 200 || status == 0))
+        return 0;
+    if (s->last_data == 0)
+        *end = STREAM_NOT_OPENED;
     if (res == CURLE_OK)
-        return status == 200 || status == 0
-                   ? 0
-                   : procreg_set_error(error, PROCREG_EBACKEND,
-                                       "etcd %s answered %s with HTTP %ld",
-                                       base, path, status);
+        return procreg_set_error(error, PROCREG_EBACKEND,
+                                 "etcd %s answered %s with HTTP %ld", base,
+                                 path, status);
     if (s->too_big)
         return procreg_set_error(error, PROCREG_EBACKEND,
                                  "etcd %s: a line of %s exceeds %u bytes",
                                  base, path, MAX_LINE_BYTES);
-    if (!sent && (res == CURLE_COULDNT_CONNECT ||
-                            res == CURLE_COULDNT_RESOLVE_HOST ||
-                            res == CURLE_OPERATION_TIMEDOUT))
-        *end = STREAM_NOT_OPENED;
     return procreg_set_error(error, PROCREG_EBACKEND, "etcd %s, %s: %s", base,
                              path, s->errbuf[0] ? s->errbuf
                                                 : curl_easy_strerror(res));
@@ -788,8 +877,8 @@ ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
     }
     if (!procreg_etcd_stream_stopped(s))
         rc = procreg_set_error(error, PROCREG_EBACKEND,
-                               "no etcd endpoint reachable: tried %s",
-                               tried->str);
+                               "no etcd endpoint usable for %s: tried %s",
+                               path, tried->str);
     else
         rc = 0;
     g_string_free(tried, TRUE);

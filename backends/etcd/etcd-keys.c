@@ -161,6 +161,27 @@ ETCD_HIDDEN bool procreg_etcd_first_kv(JsonObject *o, const char *member,
            procreg_etcd_kv_parse(json_node_get_object(n), kv);
 }
 
+ETCD_HIDDEN int procreg_etcd_txn_outcome(JsonObject *reply,
+                                         guint failure_ranges,
+                                         bool *succeeded, int64_t *rev,
+                                         GError **error)
+{
+    *succeeded = procreg_etcd_json_bool(reply, "succeeded");
+    *rev = procreg_etcd_header_revision(reply);
+    const char *why = NULL;
+    if (*rev <= 0)
+        why = "no revision in its header";
+    for (guint i = 0; why == NULL && !*succeeded && i < failure_ranges; i++)
+        if (procreg_etcd_txn_response(reply, i, "response_range") == NULL)
+            why = "a comparison failed, and the ranges it asks for then "
+                  "are missing";
+    if (why == NULL)
+        return 0;
+    return procreg_set_error(error, PROCREG_EBACKEND,
+                             "etcd sent a malformed transaction reply: %s",
+                             why);
+}
+
 /* ---- txn bodies ---- */
 
 ETCD_HIDDEN void procreg_etcd_op_put(GString *b, const GString *key,

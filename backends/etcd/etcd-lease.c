@@ -272,13 +272,18 @@ static void restore_owned(etcd_state *s)
         char *ns = NULL, *name = NULL;
         procreg_etcd_split_key(s, (const guchar *)key->str, key->len, &ns,
                                &name);
+        JsonObject *ro = rc == 0 ? json_node_get_object(reply) : NULL;
+        bool succeeded;
+        int64_t rev;
         if (rc == 0) {
-            JsonObject *ro = json_node_get_object(reply);
+            rc = procreg_etcd_txn_outcome(ro, 1, &succeeded, &rev, &err);
+            if (rc != 0)
+                json_node_unref(reply);
+        }
+        if (rc == 0) {
             etcd_kv held = {0};
-            if (procreg_etcd_json_bool(ro, "succeeded")) {
-                procreg_etcd_owned_put(s, key, value, vlen,
-                                       procreg_etcd_header_revision(ro),
-                                       &v.owner);
+            if (succeeded) {
+                procreg_etcd_owned_put(s, key, value, vlen, rev, &v.owner);
             } else if (procreg_etcd_first_kv(
                            procreg_etcd_txn_response(ro, 0, "response_range"),
                            "kvs", &held) &&

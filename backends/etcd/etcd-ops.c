@@ -138,13 +138,13 @@ ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k,
     g_string_free(b, TRUE);
     if (rc != 0)
         return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
-    JsonObject *o = json_node_get_object(reply);
-    *removed = procreg_etcd_json_bool(o, "succeeded");
-    if (*removed)
-        procreg_etcd_owned_remove(s, k->str, k->len,
-                                  procreg_etcd_header_revision(o));
+    int64_t at;
+    rc = procreg_etcd_txn_outcome(json_node_get_object(reply), 0, removed,
+                                  &at, error);
+    if (rc == 0 && *removed)
+        procreg_etcd_owned_remove(s, k->str, k->len, at);
     json_node_unref(reply);
-    return 0;
+    return rc;
 }
 
 ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
@@ -199,8 +199,14 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
             break;
         }
         JsonObject *o = json_node_get_object(reply);
-        if (procreg_etcd_json_bool(o, "succeeded")) {
-            int64_t rev = procreg_etcd_header_revision(o);
+        bool succeeded;
+        int64_t rev;
+        rc = procreg_etcd_txn_outcome(o, 1, &succeeded, &rev, error);
+        if (rc != 0) {
+            json_node_unref(reply);
+            break;
+        }
+        if (succeeded) {
             procreg_etcd_owned_put(s, k, value, vlen, rev, &record->owner);
             procreg_etcd_fill_entry(&v, rev, NULL, NULL, current);
             json_node_unref(reply);
@@ -212,7 +218,8 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
             procreg_etcd_txn_response(o, 0, "response_range"), "kvs", &held);
         json_node_unref(reply);
         if (!have) {
-            rc = PROCREG_EBACKEND; /* gone between compare and read */
+            /* Gone between the comparison and the read: try again. */
+            rc = PROCREG_EBACKEND;
             continue;
         }
         etcd_value hv;
@@ -342,10 +349,11 @@ ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
         return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
     }
     JsonObject *o = json_node_get_object(reply);
-    int64_t marker_rev = 0;
-    if (procreg_etcd_json_bool(o, "succeeded")) {
-        procreg_etcd_owned_remove(s, k->str, k->len,
-                                  procreg_etcd_header_revision(o));
+    int64_t marker_rev = 0, rev;
+    bool succeeded;
+    rc = procreg_etcd_txn_outcome(o, 2, &succeeded, &rev, error);
+    if (rc == 0 && succeeded) {
+        procreg_etcd_owned_remove(s, k->str, k->len, rev);
         etcd_kv prev;
         if (removed != NULL) {
             memset(removed, 0, sizeof *removed);
@@ -365,8 +373,7 @@ ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
                 procreg_etcd_kv_clear(&prev);
             }
         }
-        rc = 0;
-    } else {
+    } else if (rc == 0) {
         JsonArray *kvs = procreg_etcd_json_array(
             procreg_etcd_txn_response(o, 0, "response_range"), "kvs");
         bool present = kvs != NULL && json_array_get_length(kvs) > 0;
@@ -378,7 +385,6 @@ ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
             if (removed != NULL)
                 owned_entry_of(s, k, removed);
             procreg_etcd_owned_remove(s, k->str, k->len, marker_rev);
-            rc = 0;
         } else {
             rc = present && if_revision != 0 ? PROCREG_ECONFLICT
                                              : PROCREG_ENOTFOUND;
@@ -463,15 +469,15 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
                                &reply, error);
         g_string_free(b, TRUE);
         if (rc == 0) {
-            JsonObject *o = json_node_get_object(reply);
-            if (procreg_etcd_json_bool(o, "succeeded")) {
-                etcd_kv written = {.value = (guchar *)value,
-                                   .value_len = vlen,
-                                   .mod_rev = procreg_etcd_header_revision(o)};
+            bool succeeded;
+            etcd_kv written = {.value = (guchar *)value, .value_len = vlen};
+            rc = procreg_etcd_txn_outcome(json_node_get_object(reply), 0,
+                                          &succeeded, &written.mod_rev, error);
+            if (rc == 0 && succeeded) {
                 remember_update(s, k, &written, &v.owner);
                 procreg_etcd_fill_entry(&v, written.mod_rev, NULL, NULL,
                                         updated);
-            } else {
+            } else if (rc == 0) {
                 rc = PROCREG_ECONFLICT;
             }
             json_node_unref(reply);

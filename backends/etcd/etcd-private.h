@@ -151,6 +151,14 @@ ETCD_HIDDEN void procreg_etcd_fill_entry(const etcd_value *v,
  * reply, or NULL. */
 ETCD_HIDDEN JsonObject *procreg_etcd_txn_response(JsonObject *reply, guint i,
                                                   const char *kind);
+/* Read a transaction reply: *@succeeded, and *@rev, its revision.
+ * PROCREG_EBACKEND when it cannot be a reply to our transaction: no
+ * revision, or (when it did not succeed) fewer than the @failure_ranges
+ * range responses the failure branch asks for. */
+ETCD_HIDDEN int procreg_etcd_txn_outcome(JsonObject *reply,
+                                         guint failure_ranges,
+                                         bool *succeeded, int64_t *rev,
+                                         GError **error);
 /* The first kv of array @member of @o, parsed. */
 ETCD_HIDDEN bool procreg_etcd_first_kv(JsonObject *o, const char *member,
                                        etcd_kv *kv);

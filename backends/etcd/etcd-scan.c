@@ -212,7 +212,13 @@ ETCD_HIDDEN int procreg_etcd_drop_namespace(void *state, const char *ns,
     if (rc != 0)
         return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
     JsonObject *o = json_node_get_object(reply);
-    int64_t rev = procreg_etcd_header_revision(o);
+    int64_t rev;
+    bool succeeded;
+    rc = procreg_etcd_txn_outcome(o, 0, &succeeded, &rev, error);
+    if (rc != 0) {
+        json_node_unref(reply);
+        return rc;
+    }
     JsonArray *prev = procreg_etcd_json_array(
         procreg_etcd_txn_response(o, 0, "response_delete_range"), "prev_kvs");
     guint n = prev ? json_array_get_length(prev) : 0;

@@ -131,7 +131,7 @@ static void serve_reply(etcd_fake *f, int fd)
     /* One request: its head and whatever body came with it. */
     char buf[65536];
     size_t got = 0;
-    while (got < sizeof buf - 1 && wait_readable(f, fd)) {
+    while (!f->cfg.at_once && got < sizeof buf - 1 && wait_readable(f, fd)) {
         ssize_t r = read(fd, buf + got, sizeof buf - 1 - got);
         if (r <= 0)
             break;

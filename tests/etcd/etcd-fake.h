@@ -7,7 +7,8 @@
  *   FAKE_STALL    reads whatever comes and never answers (a member that
  *                 hangs, as far as its clients can tell);
  *   FAKE_REPLY    reads one request and answers it with fixed bytes, then
- *                 closes (a server that is not etcd, a bad reply);
+ *                 closes (a server that is not etcd, a bad reply); or
+ *                 answers at once, before any request (for a TLS client);
  *   FAKE_PROXY    forwards each connection to a real member, with two
  *                 faults on demand: swallow the member's replies to some
  *                 requests (a lost answer), and hold requests until a
@@ -39,6 +40,7 @@ typedef struct {
     /* FAKE_REPLY: the bytes to answer with (copied), and how many. */
     const char *reply;
     size_t reply_len;
+    bool at_once; /* answer on accepting, without reading */
     /* FAKE_PROXY */
     int target_port;
     etcd_gate *hold;       /* forward nothing until it opens (or NULL) */

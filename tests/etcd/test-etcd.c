@@ -304,6 +304,128 @@ static void test_unreachable(void)
     g_free(spec);
 }
 
+/* One misbehaving endpoint per case: each failure names its cause, with
+ * the right code, and fails at once unless the cause is a member that
+ * does not answer. */
+typedef struct {
+    const char *name;
+    etcd_fake_mode mode;
+    const char *reply;
+    bool tls;              /* an https:// URL to the fake server, which
+                            * answers before the TLS client hello */
+    int code;
+    const char *needle;    /* in the message */
+    bool slow;             /* fails at the budget, not at once */
+} fault_case;
+
+/* An HTTP reply of @body; g_free it. */
+static char *http_reply(const char *body)
+{
+    return g_strdup_printf("HTTP/1.1 200 OK\r\nContent-Type: application/json"
+                           "\r\nConnection: close\r\nContent-Length: %zu\r\n"
+                           "\r\n%s",
+                           strlen(body), body);
+}
+
+static void test_faults_named(void)
+{
+    const fault_case cases[] = {
+        {"garbage", FAKE_REPLY, "garbage\r\n\r\n", false, PROCREG_EBACKEND,
+         "not HTTP", false},
+        {"not etcd", FAKE_REPLY,
+         "HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: "
+         "9\r\n\r\nnot found",
+         false, PROCREG_EBACKEND, "HTTP 404 that is not an etcd reply", false},
+        {"not JSON", FAKE_REPLY,
+         "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\n"
+         "hello",
+         false, PROCREG_EBACKEND, "a reply etcd would not send", false},
+        {"TLS to plain HTTP", FAKE_REPLY, "HTTP/1.1 200 OK\r\n\r\n", true,
+         PROCREG_EBACKEND, "TLS failed with every etcd endpoint", false},
+        {"empty reply", FAKE_REPLY, "", false, PROCREG_EBACKEND,
+         "Empty reply", false},
+        {"stall", FAKE_STALL, NULL, false, PROCREG_ETIMEDOUT,
+         "no answer within", true},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        const fault_case *fc = &cases[i];
+        etcd_fake *f = etcd_fake_start(&(etcd_fake_config){
+            .mode = fc->mode, .reply = fc->reply,
+            .reply_len = fc->reply ? strlen(fc->reply) : 0, .at_once = fc->tls});
+        char *spec = g_strdup_printf("etcd:endpoints=[%s://127.0.0.1:%d],"
+                                     "timeout_ms=2000,watch=false",
+                                     fc->tls ? "https" : "http",
+                                     etcd_fake_port(f));
+        GError *err = NULL;
+        gint64 t0 = g_get_monotonic_time();
+        int rc = open_rc(spec, &err);
+        gint64 took = (g_get_monotonic_time() - t0) / 1000;
+        g_test_message("%s: %d after %" G_GINT64_FORMAT " ms: %s", fc->name,
+                       rc, took, err ? err->message : "");
+        g_assert_cmpint(rc, ==, fc->code);
+        if (strstr(err->message, fc->needle) == NULL)
+            g_error("%s: \"%s\" does not say \"%s\"", fc->name, err->message,
+                    fc->needle);
+        if (fc->slow)
+            g_assert_cmpint(took, >=, 2000);
+        else
+            g_assert_cmpint(took, <, 1000);
+        g_clear_error(&err);
+        g_free(spec);
+        etcd_fake_stop(f);
+    }
+
+    /* A reply to a transaction that is no transaction reply: a lease
+     * grant's fields pass, the comparison's outcome is missing. */
+    char *not_txn = http_reply("{\"header\":{\"revision\":\"5\"},"
+                               "\"ID\":\"7\",\"TTL\":\"10\"}");
+    etcd_fake *f = etcd_fake_start(&(etcd_fake_config){
+        .mode = FAKE_REPLY, .reply = not_txn, .reply_len = strlen(not_txn)});
+    char *u = etcd_fake_url(f);
+    char *spec = g_strdup_printf("etcd:endpoints=[%s],watch=false", u);
+    procreg *reg = NULL;
+    GError *err = NULL;
+    g_assert_cmpint(procreg_open(spec, &reg, &err), ==, 0);
+    gint64 t0 = g_get_monotonic_time();
+    int rc = procreg_register(reg, "ns", "x", NULL, NULL, NULL, &err);
+    gint64 took = (g_get_monotonic_time() - t0) / 1000;
+    g_test_message("malformed transaction reply: %d after %" G_GINT64_FORMAT
+                   " ms: %s", rc, took, err ? err->message : "");
+    g_assert_cmpint(rc, ==, PROCREG_EBACKEND);
+    g_assert_nonnull(strstr(err->message, "malformed transaction reply"));
+    g_assert_cmpint(took, <, 1000);
+    g_clear_error(&err);
+    procreg_close(reg);
+    g_free(spec);
+    g_free(u);
+    g_free(not_txn);
+    etcd_fake_stop(f);
+
+    /* Two causes at once are both named; a good endpoint after a bad one
+     * is used. */
+    f = etcd_fake_start(&(etcd_fake_config){.mode = FAKE_REPLY,
+                                            .reply = "garbage\r\n\r\n",
+                                            .reply_len = 9});
+    spec = g_strdup_printf("etcd:endpoints=[http://127.0.0.1:%d,"
+                           "http://127.0.0.1:%d],watch=false",
+                           etcd_fake_port(f), dead_port());
+    g_assert_cmpint(open_rc(spec, &err), ==, PROCREG_EBACKEND);
+    g_test_message("mixed: %s", err->message);
+    g_assert_nonnull(strstr(err->message, "no etcd endpoint usable"));
+    g_assert_nonnull(strstr(err->message, "not HTTP"));
+    g_assert_nonnull(strstr(err->message, "Couldn't connect"));
+    g_clear_error(&err);
+    g_free(spec);
+    spec = g_strdup_printf("etcd:endpoints=[http://127.0.0.1:%d,%s],prefix=%s",
+                           etcd_fake_port(f), url, "/procreg-test/faults");
+    g_assert_cmpint(procreg_open(spec, &reg, &err), ==, 0);
+    g_assert_cmpint(procreg_register(reg, "ns", "x", NULL, NULL, NULL, &err),
+                    ==, 0);
+    procreg_close(reg);
+    g_free(spec);
+    etcd_fake_stop(f);
+}
+
 static void test_basic(void)
 {
     char *prefix = new_prefix();
@@ -976,6 +1098,7 @@ int main(int argc, char **argv)
 
     g_test_add_func("/etcd/spec-errors", test_spec_errors);
     g_test_add_func("/etcd/unreachable", test_unreachable);
+    g_test_add_func("/etcd/faults-named", test_faults_named);
     g_test_add_func("/etcd/basic", test_basic);
     g_test_add_func("/etcd/same-record-race", test_same_record_race);
     g_test_add_func("/etcd/lost-answer", test_lost_answer);
