@@ -32,6 +32,7 @@ PROCREG_API const char *procreg_strerror(int code)
     case PROCREG_EFULL: return "storage full";
     case PROCREG_EBACKEND: return "backend failure";
     case PROCREG_EUNKNOWN_BACKEND: return "unknown backend";
+    case PROCREG_EPERM: return "owned by another process";
     }
     return "unknown error";
 }

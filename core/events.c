@@ -97,6 +97,7 @@ PROCREG_API const char *procreg_event_reason_name(procreg_event_reason reason)
     case PROCREG_REASON_NAMESPACE_DROPPED: return "namespace_dropped";
     case PROCREG_REASON_REPLACED: return "replaced";
     case PROCREG_REASON_EXPIRED: return "expired";
+    case PROCREG_REASON_FORCED: return "forced";
     }
     return "unknown";
 }
@@ -864,9 +865,10 @@ PROCREG_API void procreg_backend_host_notify(procreg_backend_host *host,
     if (kind == PROCREG_EVENT_UNREGISTERED)
         procreg_owner_index_remove(reg, entry->ns, entry->name, &entry->owner,
                                    entry->revision);
-    procreg_events_emit(reg, kind,
-                        kind == PROCREG_EVENT_UNREGISTERED
-                            ? reason
-                            : PROCREG_REASON_NONE,
-                        entry->ns, entry->name, entry, true);
+    /* Only removals have a reason, and forced updates. */
+    if (kind == PROCREG_EVENT_REGISTERED ||
+        (kind == PROCREG_EVENT_UPDATED && reason != PROCREG_REASON_FORCED))
+        reason = PROCREG_REASON_NONE;
+    procreg_events_emit(reg, kind, reason, entry->ns, entry->name, entry,
+                        true);
 }

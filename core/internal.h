@@ -60,6 +60,13 @@ PROCREG_INTERNAL int procreg_backend_open_ops(const procreg_backend_ops *ops,
                                               GError **error);
 PROCREG_INTERNAL const char *procreg_backend_spec_string(const procreg_backend *b);
 
+/* ---- owners (owner.c) ---- */
+
+/* Whether @a and @b are one process: the same pid and, where both know
+ * it, the same start time. */
+PROCREG_INTERNAL bool procreg_owner_same(const procreg_owner *a,
+                                         const procreg_owner *b);
+
 /* ---- entries and metadata (entry.c) ---- */
 
 /* Whether @metadata is NULL or a dictionary of type a{sv}. */
@@ -104,6 +111,7 @@ struct procreg {
     pid_t creator;    /* the process that opened it (see procreg_close) */
     procreg_backend *backend;
     const procreg_backend_ops *ops;
+    bool owners_local; /* every owner lives on this host (not DISTRIBUTED) */
     procreg_backend_host *host;
     procreg_tstats *tstats;
     procreg_events *events;

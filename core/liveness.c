@@ -354,13 +354,6 @@ PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
 
 /* ---- cleanup ---- */
 
-static bool same_owner(const procreg_owner *a, const procreg_owner *b)
-{
-    return a->pid == b->pid &&
-           (a->start_time == 0 || b->start_time == 0 ||
-            a->start_time == b->start_time);
-}
-
 /* Remove (ns, name) if the backend still shows @owner there.  Returns 1
  * when removed, 0 when not ours any more, < 0 on a backend failure. */
 static int cleanup_key(procreg *reg, procreg_tblock *b,
@@ -378,7 +371,7 @@ static int cleanup_key(procreg *reg, procreg_tblock *b,
         procreg_entry cur = {0};
         int rc = procreg_backend_lookup_entry(reg->backend, &key.key, &cur,
                                               NULL);
-        if (rc == PROCREG_ENOTFOUND || (rc == 0 && !same_owner(&cur.owner, owner))) {
+        if (rc == PROCREG_ENOTFOUND || (rc == 0 && !procreg_owner_same(&cur.owner, owner))) {
             procreg_entry_clear(&cur);
             break;
         }

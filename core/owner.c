@@ -84,6 +84,14 @@ PROCREG_API int procreg_owner_from_pid(pid_t pid, procreg_owner *out,
     return 0;
 }
 
+PROCREG_INTERNAL bool procreg_owner_same(const procreg_owner *a,
+                                         const procreg_owner *b)
+{
+    return a->pid == b->pid &&
+           (a->start_time == 0 || b->start_time == 0 ||
+            a->start_time == b->start_time);
+}
+
 PROCREG_API bool procreg_owner_is_alive(const procreg_owner *owner)
 {
     if (owner == NULL || owner->pid <= 0)

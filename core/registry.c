@@ -56,6 +56,8 @@ static void registry_free(procreg *reg)
 static int registry_start(procreg *reg, procreg **out)
 {
     reg->ops = procreg_backend_get_ops(reg->backend);
+    reg->owners_local = !(procreg_backend_get_caps(reg->backend) &
+                          PROCREG_CAP_DISTRIBUTED);
     /* Without the monitor the registry still works; health says so. */
     procreg_monitor_start(reg);
     *out = reg;
@@ -154,18 +156,6 @@ static void filter_dead(procreg *reg, GArray *a, bool pending)
 }
 
 
-/* While the monitor has not yet removed a dead owner's entries, lookups
- * hide them; writes answer the same: PROCREG_ENOTFOUND. */
-static int hidden_if_dead(procreg *reg, const procreg_key *key)
-{
-    procreg_entry cur = {0};
-    int rc = procreg_backend_lookup_entry(reg->backend, key, &cur, NULL);
-    if (rc == 0 && procreg_owner_known_dead(reg, &cur.owner))
-        rc = PROCREG_ENOTFOUND;
-    procreg_entry_clear(&cur);
-    return rc == PROCREG_ENOTFOUND ? rc : 0;
-}
-
 /* Serialise @metadata now, on the writer's thread: a GVariant built in
  * tree form serialises itself lazily on first read, under GLib's own
  * locks, and the entry's metadata is read by every thread that looks it
@@ -198,17 +188,36 @@ static int resolve_owner(const procreg_owner *given, procreg_owner *out,
     return 0;
 }
 
-/* The key is held by an owner known dead, its cleanup still pending:
- * remove that entry now (as the cleanup would) so the caller can take the
- * key.  The stripe is held.  Returns whether it was removed. */
+/* Whether the holder of a key is dead: known to the monitor, or, on a
+ * backend whose owners all live on this host, no longer a live process
+ * (it may have died a moment ago, before any monitor noticed: a dead
+ * holder must never block its key).  Asked only on a conflict. */
+static bool holder_dead(procreg *reg, const procreg_owner *holder)
+{
+    if (owner_known_dead(reg, holder))
+        return true;
+    if (!reg->owners_local)
+        return false;
+    procreg_owner self;
+    procreg_owner_self(&self);
+    return !procreg_owner_same(holder, &self) &&
+           !procreg_owner_is_alive(holder);
+}
+
+/* The key is held by a dead owner, its cleanup still pending: remove that
+ * entry now (as the cleanup would) so the caller can take the key.  The
+ * stripe is held.  Returns whether the entry is gone: removed here, or by
+ * someone else meanwhile (a shared backend's own reaper); false when the
+ * key changed hands, so the conflict stands. */
 static bool evict_dead_holder(procreg *reg, const procreg_key *key,
                               const procreg_entry *holder)
 {
     procreg_entry gone = {0};
-    if (procreg_backend_unregister(reg->backend, key, holder->revision, &gone,
-                                   NULL) != 0) {
+    int rc = procreg_backend_unregister(reg->backend, key, holder->revision,
+                                        &gone, NULL);
+    if (rc != 0) {
         procreg_entry_clear(&gone);
-        return false;
+        return rc == PROCREG_ENOTFOUND;
     }
     const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
     procreg_owner_index_remove(reg, ns, name, &gone.owner, gone.revision);
@@ -243,7 +252,7 @@ PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
         GError **lp = error != NULL ? &local : NULL;
         rc = procreg_backend_register_entry(reg->backend, key, &record, &cur,
                                             lp);
-        if (rc == PROCREG_EEXISTS && owner_known_dead(reg, &cur.owner) &&
+        if (rc == PROCREG_EEXISTS && holder_dead(reg, &cur.owner) &&
             evict_dead_holder(reg, key, &cur)) {
             procreg_entry_clear(&cur);
             g_clear_error(&local);
@@ -430,7 +439,7 @@ PROCREG_API int procreg_lookup_entry(procreg *reg, const char *ns,
     return procreg_lookup_entry_key(reg, &key.key, out, error);
 }
 
-/* ---- unregister ---- */
+/* ---- the owner rule: unregister and update ---- */
 
 static int missing_or(procreg *reg, int rc, GError *local,
                       const procreg_key *key, GError **error)
@@ -448,33 +457,141 @@ static int missing_or(procreg *reg, int rc, GError *local,
     return rc;
 }
 
-PROCREG_API int procreg_unregister_key(procreg *reg, const procreg_key *key,
-                                       uint64_t if_revision, GError **error)
+/*
+ * A write to an existing entry (unregister, update) reads the entry, checks
+ * that the caller may write it (the owner rule, procreg.h), and writes only
+ * while the entry is still at the revision it read.  Invariant: the entry a
+ * write changes is the entry its check saw.  The key's stripe keeps writes
+ * through this registry apart; the backend's if_revision catches a write
+ * by another process (lmdb) or host (etcd) between the read and the write,
+ * and the read is then tried again, unless the caller pinned a revision.
+ */
+#define WRITE_ATTEMPTS 64
+
+typedef struct {
+    uint64_t if_revision; /* the caller's; 0: any */
+    unsigned flags;       /* procreg_write_flags */
+    procreg_entry cur;    /* the entry the check saw */
+    uint64_t expect;      /* the revision to hand the backend */
+    procreg_event_reason reason; /* EXPLICIT, or FORCED on another's */
+} write_check;
+
+static int check_flags(unsigned flags, GError **error)
 {
-    procreg_tblock *b = procreg_tblock_get(reg);
-    uint64_t t0 = procreg_write_clock(reg, b, PROCREG_OP_UNREGISTER);
-    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
+    return (flags & ~(unsigned)PROCREG_FORCE) == 0
+               ? 0
+               : procreg_set_error(error, PROCREG_EINVAL,
+                                   "unknown write flags 0x%x", flags);
+}
+
+/* Read the entry and apply the owner rule: 0 (w->cur, w->expect and
+ * w->reason set), PROCREG_ENOTFOUND (absent, or its owner is known
+ * dead), PROCREG_ECONFLICT, PROCREG_EPERM, or the backend's failure.  A
+ * forced unregister of an entry the backend cannot read (a damaged
+ * record) goes ahead by name: that is how an operator repairs it. */
+static int check_write(procreg *reg, const procreg_key *key, write_check *w,
+                       bool removing, GError **error)
+{
+    procreg_entry_clear(&w->cur);
+    w->expect = w->if_revision;
+    w->reason = PROCREG_REASON_EXPLICIT;
     GError *local = NULL;
+    int rc = procreg_backend_lookup_entry(reg->backend, key, &w->cur,
+                                          error != NULL ? &local : NULL);
+    if (rc == PROCREG_EBACKEND && removing && (w->flags & PROCREG_FORCE)) {
+        g_clear_error(&local);
+        w->reason = PROCREG_REASON_FORCED;
+        return 0;
+    }
+    if (local != NULL)
+        g_propagate_error(error, local);
+    if (rc == 0 && owner_known_dead(reg, &w->cur.owner))
+        rc = PROCREG_ENOTFOUND;
+    if (rc == 0 && w->if_revision != 0 && w->cur.revision != w->if_revision)
+        rc = PROCREG_ECONFLICT;
+    if (rc != 0)
+        return rc;
+    w->expect = w->cur.revision;
+    procreg_owner self;
+    procreg_owner_self(&self);
+    if (procreg_owner_same(&w->cur.owner, &self))
+        return 0;
+    if (!(w->flags & PROCREG_FORCE))
+        return procreg_set_error(
+            error, PROCREG_EPERM,
+            "'%s' in '%s' is owned by process %d, not by this process (%d): "
+            "only its owner may %s it (PROCREG_FORCE overrides)",
+            procreg_key_name(key), procreg_key_namespace(key),
+            (int)w->cur.owner.pid, (int)self.pid,
+            removing ? "unregister" : "update");
+    w->reason = PROCREG_REASON_FORCED;
+    return 0;
+}
+
+/* Whether a failed write should read the entry again: another process
+ * changed it between our read and our write, and the caller did not pin
+ * a revision. */
+static bool write_retry(const write_check *w, int rc, int attempt)
+{
+    return rc == PROCREG_ECONFLICT && w->if_revision == 0 &&
+           attempt + 1 < WRITE_ATTEMPTS;
+}
+
+/* ---- unregister ---- */
+
+static int unregister_once(procreg *reg, const procreg_key *key,
+                           write_check *w, GError **error)
+{
+    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
+    int rc = check_write(reg, key, w, true, error);
     procreg_entry removed = {0};
-    pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
-    pthread_mutex_lock(stripe);
-    int rc = dead_pending(reg) ? hidden_if_dead(reg, key) : 0;
     if (rc == 0)
-        rc = procreg_backend_unregister(reg->backend, key, if_revision,
-                                        &removed, &local);
+        rc = procreg_backend_unregister(reg->backend, key, w->expect,
+                                        &removed, error);
     if (rc == 0) {
         procreg_owner_index_remove(reg, ns, name, &removed.owner,
                                    removed.revision);
-        procreg_events_emit(reg, PROCREG_EVENT_UNREGISTERED,
-                            PROCREG_REASON_EXPLICIT, ns, name, &removed,
-                            false);
+        procreg_events_emit(reg, PROCREG_EVENT_UNREGISTERED, w->reason, ns,
+                            name, &removed, false);
     }
-    pthread_mutex_unlock(stripe);
     procreg_entry_clear(&removed);
-    if (rc != 0)
-        rc = missing_or(reg, rc, local, key, error);
-    procreg_op_done(reg, b, PROCREG_OP_UNREGISTER, rc, t0, ns, name, rc == 0);
     return rc;
+}
+
+PROCREG_API int procreg_unregister_full(procreg *reg, const procreg_key *key,
+                                        uint64_t if_revision, unsigned flags,
+                                        GError **error)
+{
+    g_return_val_if_fail(reg != NULL && key != NULL, PROCREG_EINVAL);
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t t0 = procreg_write_clock(reg, b, PROCREG_OP_UNREGISTER);
+    write_check w = {.if_revision = if_revision, .flags = flags};
+    int rc = check_flags(flags, error);
+    pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
+    for (int attempt = 0; rc == 0; attempt++) {
+        GError *local = NULL;
+        pthread_mutex_lock(stripe);
+        rc = unregister_once(reg, key, &w, error != NULL ? &local : NULL);
+        pthread_mutex_unlock(stripe);
+        if (rc == 0 || !write_retry(&w, rc, attempt)) {
+            if (rc != 0)
+                rc = missing_or(reg, rc, local, key, error);
+            break;
+        }
+        g_clear_error(&local);
+        rc = 0;
+    }
+    procreg_entry_clear(&w.cur);
+    procreg_op_done(reg, b, PROCREG_OP_UNREGISTER, rc, t0,
+                    procreg_key_namespace(key), procreg_key_name(key),
+                    rc == 0);
+    return rc;
+}
+
+PROCREG_API int procreg_unregister_key(procreg *reg, const procreg_key *key,
+                                       uint64_t if_revision, GError **error)
+{
+    return procreg_unregister_full(reg, key, if_revision, 0, error);
 }
 
 PROCREG_API int procreg_unregister(procreg *reg, const char *ns,
@@ -482,7 +599,7 @@ PROCREG_API int procreg_unregister(procreg *reg, const char *ns,
 {
     procreg_stack_key key;
     int rc = procreg_key_init_stack(&key, ns, name, error);
-    return rc != 0 ? rc : procreg_unregister_key(reg, &key.key, 0, error);
+    return rc != 0 ? rc : procreg_unregister_full(reg, &key.key, 0, 0, error);
 }
 
 /* ---- update ---- */
@@ -503,52 +620,92 @@ static GVariant *merge_dicts(GVariant *old, GVariant *update)
     return g_variant_ref_sink(g_variant_dict_end(&dict));
 }
 
-/* A merge is read, combine, write-if-unchanged; it retries when another
- * writer got in between, unless the caller pinned a revision. */
-#define MERGE_ATTEMPTS 64
-
-static int update_once(procreg *reg, const procreg_key *key,
-                       GVariant *metadata, procreg_update_mode mode,
-                       uint64_t if_revision, uint64_t *revision,
-                       GError **error)
+/* What an update stores: @metadata, or merged into the current one
+ * (merging nothing keeps what is there; the revision still moves on). */
+static GVariant *metadata_to_store(GVariant *cur, GVariant *metadata,
+                                   procreg_update_mode mode)
 {
-    GVariant *to_store = metadata ? g_variant_ref(metadata) : NULL;
-    uint64_t expect = if_revision;
-    int rc = 0;
-    if (mode == PROCREG_UPDATE_MERGE || dead_pending(reg)) {
-        procreg_entry cur = {0};
-        rc = procreg_backend_lookup_entry(reg->backend, key, &cur, error);
-        if (rc == 0 && owner_known_dead(reg, &cur.owner))
-            rc = PROCREG_ENOTFOUND;
-        if (rc == 0 && if_revision != 0 && cur.revision != if_revision)
-            rc = PROCREG_ECONFLICT;
-        if (rc == 0 && mode == PROCREG_UPDATE_MERGE) {
-            /* Merging nothing keeps what is there (the revision still
-             * moves on). */
-            if (to_store != NULL)
-                g_variant_unref(to_store);
-            to_store = cur.metadata == NULL ? (metadata ? g_variant_ref(metadata) : NULL)
-                       : metadata == NULL   ? g_variant_ref(cur.metadata)
-                                            : merge_dicts(cur.metadata, metadata);
-            metadata_flatten(to_store);
-            expect = cur.revision;
-        }
-        procreg_entry_clear(&cur);
-    }
+    GVariant *out;
+    if (mode != PROCREG_UPDATE_MERGE || cur == NULL)
+        out = metadata ? g_variant_ref(metadata) : NULL;
+    else if (metadata == NULL)
+        out = g_variant_ref(cur);
+    else
+        out = merge_dicts(cur, metadata);
+    metadata_flatten(out);
+    return out;
+}
+
+static int update_once(procreg *reg, const procreg_key *key, write_check *w,
+                       GVariant *metadata, procreg_update_mode mode,
+                       uint64_t *revision, GError **error)
+{
+    int rc = check_write(reg, key, w, false, error);
+    if (rc != 0)
+        return rc;
+    GVariant *to_store = metadata_to_store(w->cur.metadata, metadata, mode);
     procreg_entry updated = {0};
-    if (rc == 0)
-        rc = procreg_backend_update_metadata(reg->backend, key, to_store,
-                                             expect, &updated, error);
+    rc = procreg_backend_update_metadata(reg->backend, key, to_store,
+                                         w->expect, &updated, error);
     if (rc == 0) {
         if (revision != NULL)
             *revision = updated.revision;
-        procreg_events_emit(reg, PROCREG_EVENT_UPDATED, PROCREG_REASON_NONE,
+        procreg_events_emit(reg, PROCREG_EVENT_UPDATED,
+                            w->reason == PROCREG_REASON_FORCED
+                                ? PROCREG_REASON_FORCED
+                                : PROCREG_REASON_NONE,
                             procreg_key_namespace(key), procreg_key_name(key),
                             &updated, false);
     }
     procreg_entry_clear(&updated);
     if (to_store != NULL)
         g_variant_unref(to_store);
+    return rc;
+}
+
+PROCREG_API int procreg_update_metadata_full(procreg *reg,
+                                             const procreg_key *key,
+                                             GVariant *metadata,
+                                             procreg_update_mode mode,
+                                             uint64_t if_revision,
+                                             unsigned flags,
+                                             uint64_t *revision,
+                                             GError **error)
+{
+    g_return_val_if_fail(reg != NULL && key != NULL, PROCREG_EINVAL);
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t t0 = procreg_write_clock(reg, b, PROCREG_OP_UPDATE);
+    if (metadata != NULL)
+        g_variant_ref_sink(metadata);
+    metadata_flatten(metadata);
+    int rc = procreg_metadata_check(metadata, error);
+    if (rc == 0 && mode != PROCREG_UPDATE_REPLACE && mode != PROCREG_UPDATE_MERGE)
+        rc = procreg_set_error(error, PROCREG_EINVAL,
+                               "unknown update mode %d", (int)mode);
+    if (rc == 0)
+        rc = check_flags(flags, error);
+    write_check w = {.if_revision = if_revision, .flags = flags};
+    pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
+    for (int attempt = 0; rc == 0; attempt++) {
+        GError *local = NULL;
+        pthread_mutex_lock(stripe);
+        rc = update_once(reg, key, &w, metadata, mode, revision,
+                         error != NULL ? &local : NULL);
+        pthread_mutex_unlock(stripe);
+        if (rc == 0 || !write_retry(&w, rc, attempt)) {
+            if (rc != 0)
+                rc = missing_or(reg, rc, local, key, error);
+            break;
+        }
+        g_clear_error(&local);
+        rc = 0;
+    }
+    procreg_entry_clear(&w.cur);
+    if (metadata != NULL)
+        g_variant_unref(metadata);
+    procreg_op_done(reg, b, PROCREG_OP_UPDATE, rc, t0,
+                    procreg_key_namespace(key), procreg_key_name(key),
+                    rc == 0);
     return rc;
 }
 
@@ -560,40 +717,8 @@ PROCREG_API int procreg_update_metadata_key(procreg *reg,
                                             uint64_t *revision,
                                             GError **error)
 {
-    procreg_tblock *b = procreg_tblock_get(reg);
-    uint64_t t0 = procreg_write_clock(reg, b, PROCREG_OP_UPDATE);
-    if (metadata != NULL)
-        g_variant_ref_sink(metadata);
-    metadata_flatten(metadata);
-    int rc = procreg_metadata_check(metadata, error);
-    if (rc == 0 && mode != PROCREG_UPDATE_REPLACE && mode != PROCREG_UPDATE_MERGE)
-        rc = procreg_set_error(error, PROCREG_EINVAL,
-                               "unknown update mode %d", (int)mode);
-    pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
-    for (int attempt = 0; rc == 0; attempt++) {
-        GError *local = NULL;
-        pthread_mutex_lock(stripe);
-        rc = update_once(reg, key, metadata, mode, if_revision, revision,
-                         &local);
-        pthread_mutex_unlock(stripe);
-        bool retry = rc == PROCREG_ECONFLICT && if_revision == 0 &&
-                     mode == PROCREG_UPDATE_MERGE &&
-                     attempt + 1 < MERGE_ATTEMPTS;
-        if (rc != 0 && !retry) {
-            rc = missing_or(reg, rc, local, key, error);
-            break;
-        }
-        g_clear_error(&local);
-        if (rc == 0)
-            break;
-        rc = 0;
-    }
-    if (metadata != NULL)
-        g_variant_unref(metadata);
-    procreg_op_done(reg, b, PROCREG_OP_UPDATE, rc, t0,
-                    procreg_key_namespace(key), procreg_key_name(key),
-                    rc == 0);
-    return rc;
+    return procreg_update_metadata_full(reg, key, metadata, mode, if_revision,
+                                        0, revision, error);
 }
 
 PROCREG_API int procreg_update_metadata(procreg *reg, const char *ns,
@@ -608,8 +733,8 @@ PROCREG_API int procreg_update_metadata(procreg *reg, const char *ns,
             g_variant_unref(g_variant_ref_sink(metadata));
         return rc;
     }
-    return procreg_update_metadata_key(reg, &key.key, metadata, mode, 0, NULL,
-                                       error);
+    return procreg_update_metadata_full(reg, &key.key, metadata, mode, 0, 0,
+                                        NULL, error);
 }
 
 /* ---- listing, counting, finding ---- */

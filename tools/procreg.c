@@ -28,6 +28,7 @@ enum {
     EXIT_BACKEND = 6,   /* the backend failed (I/O, damaged file, full);
                            health: failed */
     EXIT_DEGRADED = 7,  /* health: degraded */
+    EXIT_PERM = 8,      /* another process owns the entry (see --force) */
 };
 
 static const char usage_text[] =
@@ -43,9 +44,12 @@ static const char usage_text[] =
     "        until interrupted (SIGINT/SIGTERM/SIGHUP unregister it; if it is\n"
     "        killed, the entry vanishes with it).\n"
     "  lookup NS NAME                  the owner and metadata of NAME\n"
-    "  unregister NS NAME              remove NAME\n"
-    "  update NS NAME [--meta KEY=VALUE ...] [--replace]\n"
+    "  unregister NS NAME [--force]    remove NAME\n"
+    "  update NS NAME [--meta KEY=VALUE ...] [--replace] [--force]\n"
     "        Merge the given metadata into NAME's (or replace all of it).\n"
+    "        Only the owner process changes an entry: this command is not it\n"
+    "        (with --hold or --pid the owner is another process), so it\n"
+    "        needs --force, which the event records (reason forced).\n"
     "  list [NS]                       entries of NS, or of every namespace\n"
     "  find KEY=VALUE [--ns NS]        entries whose metadata KEY is VALUE\n"
     "  watch [NS [NAME]]               print changes until interrupted\n"
@@ -78,7 +82,8 @@ static const char usage_text[] =
     "  4  already registered (the holder is printed)\n"
     "  5  timed out (wait)\n"
     "  6  backend error: I/O, damaged or full registry (health: failed)\n"
-    "  7  health: degraded\n";
+    "  7  health: degraded\n"
+    "  8  the entry belongs to another process (unregister, update: --force)\n";
 
 typedef struct {
     const char *backend;
@@ -88,6 +93,7 @@ typedef struct {
     const char *pid;
     bool hold;
     bool replace;
+    bool force;
     const char *ns_opt;
     const char *timeout;
     bool prometheus;
@@ -110,6 +116,7 @@ static int exit_code(int rc)
     case PROCREG_ETIMEDOUT: return EXIT_TIMEOUT;
     case PROCREG_EBACKEND:
     case PROCREG_EFULL: return EXIT_BACKEND;
+    case PROCREG_EPERM: return EXIT_PERM;
     default: return EXIT_OTHER;
     }
 }
@@ -561,12 +568,22 @@ static int cmd_lookup(procreg *reg, const cli *c)
     return EXIT_OK;
 }
 
+/* --force: the operator's explicit override of the owner rule. */
+static unsigned write_flags(const cli *c)
+{
+    return c->force ? PROCREG_FORCE : 0;
+}
+
 static int cmd_unregister(procreg *reg, const cli *c)
 {
-    if (!want_args(c, 2, 2, "unregister NS NAME"))
+    if (!want_args(c, 2, 2, "unregister NS NAME [--force]"))
         return EXIT_USAGE;
     GError *err = NULL;
-    int rc = procreg_unregister(reg, arg(c, 0), arg(c, 1), &err);
+    procreg_key *key = NULL;
+    int rc = procreg_key_new(arg(c, 0), arg(c, 1), &key, &err);
+    if (rc == 0)
+        rc = procreg_unregister_full(reg, key, 0, write_flags(c), &err);
+    procreg_key_unref(key);
     if (rc != 0)
         return fail(rc, err);
     if (!c->json)
@@ -579,7 +596,7 @@ static int cmd_unregister(procreg *reg, const cli *c)
 static int cmd_update(procreg *reg, const cli *c)
 {
     if (!want_args(c, 2, 2, "update NS NAME [--meta KEY=VALUE ...] "
-                            "[--replace]"))
+                            "[--replace] [--force]"))
         return EXIT_USAGE;
     if (c->meta->len == 0 && !c->replace)
         return usage_error("update needs --meta KEY=VALUE (merged), or "
@@ -592,10 +609,10 @@ static int cmd_update(procreg *reg, const cli *c)
     uint64_t revision = 0;
     int rc = procreg_key_new(arg(c, 0), arg(c, 1), &key, &err);
     if (rc == 0)
-        rc = procreg_update_metadata_key(
+        rc = procreg_update_metadata_full(
             reg, key, meta,
             c->replace ? PROCREG_UPDATE_REPLACE : PROCREG_UPDATE_MERGE, 0,
-            &revision, &err);
+            write_flags(c), &revision, &err);
     if (meta)
         g_variant_unref(meta);
     procreg_key_unref(key);
@@ -940,6 +957,7 @@ static bool option_allowed(const char *cmd, const char *opt)
         {"--pid", " register "},
         {"--hold", " register "},
         {"--replace", " update "},
+        {"--force", " unregister update "},
         {"--ns", " find "},
         {"--timeout", " wait "},
         {"--prometheus", " stats "},
@@ -1018,6 +1036,8 @@ static int parse(int argc, char **argv, cli *c)
             c->hold = true;
         } else if (strcmp(name, "--replace") == 0) {
             c->replace = true;
+        } else if (strcmp(name, "--force") == 0) {
+            c->force = true;
         } else if (strcmp(name, "--ns") == 0) {
             c->ns_opt = value;
         } else if (strcmp(name, "--timeout") == 0) {

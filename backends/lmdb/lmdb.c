@@ -2002,11 +2002,13 @@ static int unregister_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
             e.has_meta = false;
             e.meta_len = 0;
         }
-        /* The core unregisters the entries of owners it saw die; other
-         * processes should learn that reason, not "explicit". */
-        procreg_event_reason reason = procreg_owner_is_alive(&e.owner)
-                                          ? PROCREG_REASON_EXPLICIT
-                                          : PROCREG_REASON_OWNER_EXITED;
+        /* The reason other processes read: the core removes the entries
+         * of owners that died (owner_exited), and a live owner's entry is
+         * removed by another process only with PROCREG_FORCE (forced). */
+        procreg_event_reason reason =
+            !procreg_owner_is_alive(&e.owner) ? PROCREG_REASON_OWNER_EXITED
+            : !owner_same(&e.owner, &env->self) ? PROCREG_REASON_FORCED
+                                                : PROCREG_REASON_EXPLICIT;
         if (!log_change(env, txn, w, PROCREG_EVENT_UNREGISTERED, reason,
                         ctx->instance_id, &k, &e) ||
             !entry_delete(env, txn, w, &k, &e) ||
@@ -2058,7 +2060,10 @@ static int update_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
         if (!counter_next(env, txn, "revision", &e.revision, w) ||
             !entry_put(env, txn, w, &k, &e, false) ||
             !log_change(env, txn, w, PROCREG_EVENT_UPDATED,
-                        PROCREG_REASON_NONE, ctx->instance_id, &k, &e))
+                        owner_same(&e.owner, &env->self)
+                            ? PROCREG_REASON_NONE
+                            : PROCREG_REASON_FORCED,
+                        ctx->instance_id, &k, &e))
             return PROCREG_EBACKEND;
         if (ctx->updated != NULL) {
             ctx->updated->owner = e.owner;

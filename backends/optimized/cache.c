@@ -19,11 +19,38 @@
  * read section can still see them.
  *
  * Staleness: an entry expires ttl_ms after it was stored (a coarse
- * monotonic clock, so up to one clock tick later).  A miss that fills the
- * cache reads the key's invalidation generation before it asks the inner
- * backend and stores the answer only if no write or invalidation of the
- * key came in between, so a fill can never put back a value older than a
- * write that already returned.
+ * monotonic clock, so up to one clock tick later).
+ *
+ * Writes, notifications and fills (doc/optimized.md states the promise
+ * this keeps).  Keys fall into OPT_GEN_STRIPES stripes.  Each stripe has a
+ * sequence word, (generation << OPT_SEQ_GEN_SHIFT) | writes in flight,
+ * changed only under the lock:
+ *  - write_begin, before a write through the decorator reaches the inner
+ *    backend, drops the key's entry and counts the write in flight;
+ *  - write_end, once the inner backend answered, stores the key's new
+ *    state (unless a notification of the stripe came since write_begin:
+ *    the inner backend may hold a newer change, so the key stays absent),
+ *    then bumps the generation and uncounts the write, in one store;
+ *  - a notification (a change made elsewhere) drops the key and bumps the
+ *    generation (and the stripe's notification count);
+ *  - a miss reads the word before it asks the inner backend, and its fill
+ *    stores the answer only if, under the lock, the word is the same and
+ *    counted no write in flight (opt_fill_acceptable()).
+ * Every step changes the word, and it never comes back to a value it had
+ * while no write was in flight (the generation only grows; the count only
+ * falls through write_end, which bumps it).  Hence the invariants:
+ *  (1) a write in flight has no entry for its key: write_begin drops it,
+ *      fills of its stripe are refused until write_end, and writes of one
+ *      key are serialised by the caller (optimized.c's write stripes).  So
+ *      while the inner backend may already hold the write, every read of
+ *      the key goes to the inner backend, as list and find do;
+ *  (2) a stored fill was read from the inner backend while no write
+ *      through the decorator to its stripe was in flight and after every
+ *      notification of its stripe that came before the store; so it is the
+ *      state every completed write left, or newer, and never older than a
+ *      notification already delivered.
+ * (1) and (2) give monotonic reads per thread for writes through the
+ * decorator and keep a removed key from coming back.
  *
  * Capacity: at most `capacity` entries.  Each entry owns a slot of a ring;
  * when the cache is full a CLOCK hand sweeps the ring, clearing referenced
@@ -42,8 +69,13 @@
 
 /* Per-thread counter blocks per cache; threads beyond share one more. */
 #define OPT_SHARDS 64
-/* Invalidation generations: a write bumps its key's stripe. */
+/* Sequence words: see the header comment. */
 #define OPT_GEN_STRIPES 64
+/* At most one write per write stripe of optimized.c (64) is in flight, and
+ * a namespace drop excludes the others: 16 bits count them with room. */
+#define OPT_SEQ_GEN_SHIFT 16
+#define OPT_SEQ_WRITING_MASK ((UINT64_C(1) << OPT_SEQ_GEN_SHIFT) - 1)
+#define OPT_SEQ_GEN (UINT64_C(1) << OPT_SEQ_GEN_SHIFT)
 /* ck_ht slots to start with (it doubles as it fills, at load 1/2). */
 #define OPT_HT_INITIAL 128
 
@@ -106,10 +138,11 @@ struct opt_cache {
 
     opt_shard shards[OPT_SHARDS + 1];
     /* Read (acquire) by misses, written (release) under the lock. */
-    _Atomic uint64_t gen[OPT_GEN_STRIPES] __attribute__((aligned(64)));
+    _Atomic uint64_t seq[OPT_GEN_STRIPES] __attribute__((aligned(64)));
 
     /* Under the lock. */
     procreg_ck_lock lock __attribute__((aligned(64)));
+    uint64_t notified[OPT_GEN_STRIPES]; /* notifications per stripe */
     procreg_epoch_domain *epoch;
     opt_centry **ring;   /* slot -> entry, NULL when free */
     uint32_t *free_slots;
@@ -307,14 +340,30 @@ static inline unsigned int opt_gen_stripe(const procreg_key *key)
     return (unsigned int)((key->hash >> 17) % OPT_GEN_STRIPES);
 }
 
-/* Under the lock: every fill that read the stripe's generation before now
- * will be dropped. */
-static void opt_gen_bump(opt_cache *c, unsigned int stripe)
+/* Under the lock: add @delta (wrapping) to the stripe's sequence word.
+ * Every fill that read the word before now will be dropped. */
+static void opt_seq_add(opt_cache *c, unsigned int stripe, uint64_t delta)
 {
-    atomic_store_explicit(&c->gen[stripe],
-                          atomic_load_explicit(&c->gen[stripe],
-                                               memory_order_relaxed) + 1,
+    atomic_store_explicit(&c->seq[stripe],
+                          atomic_load_explicit(&c->seq[stripe],
+                                               memory_order_relaxed) + delta,
                           memory_order_release);
+}
+
+/* Under the lock: may a fill that read the sequence word @read store its
+ * answer, the word being @now?  Only if nothing happened to the stripe in
+ * between and no write was in flight all along (invariant (2) above). */
+static bool opt_fill_acceptable(uint64_t read, uint64_t now)
+{
+#ifdef PROCREG_INJECT_STALE_FILL
+    /* Test builds only (tests/optimized/meson.build): the check before
+     * writes in flight were counted, which compared the generation alone
+     * and so took fills that raced a write still in flight.  It lets the
+     * tests prove that they catch a stale fill. */
+    return (read >> OPT_SEQ_GEN_SHIFT) == (now >> OPT_SEQ_GEN_SHIFT);
+#else
+    return read == now && (read & OPT_SEQ_WRITING_MASK) == 0;
+#endif
 }
 
 /* ------------------------------------------------------------------------ */
@@ -543,7 +592,7 @@ opt_cache *procreg_opt_cache_new(uint64_t capacity, uint64_t ttl_ms,
         atomic_init(&c->shards[i].expirations, 0);
     }
     for (i = 0; i < OPT_GEN_STRIPES; i++)
-        atomic_init(&c->gen[i], 0);
+        atomic_init(&c->seq[i], 0);
     c->epoch = procreg_epoch_domain_new();
     if (c->epoch == NULL) {
         free(c);
@@ -692,14 +741,15 @@ opt_cache_result procreg_opt_cache_lookup_entry(opt_cache *c,
     return r;
 }
 
-uint64_t procreg_opt_cache_generation(opt_cache *c, const procreg_key *key)
+uint64_t procreg_opt_cache_sequence(opt_cache *c, const procreg_key *key)
 {
-    return atomic_load_explicit(&c->gen[opt_gen_stripe(key)],
+    /* Acquire: the inner backend is asked after this read. */
+    return atomic_load_explicit(&c->seq[opt_gen_stripe(key)],
                                 memory_order_acquire);
 }
 
 void procreg_opt_cache_fill(opt_cache *c, const procreg_key *key,
-                            uint64_t generation, opt_kind kind,
+                            uint64_t sequence, opt_kind kind,
                             const procreg_entry *entry)
 {
     unsigned int stripe = opt_gen_stripe(key);
@@ -712,8 +762,9 @@ void procreg_opt_cache_fill(opt_cache *c, const procreg_key *key,
     if (e == NULL)
         return; /* the cache is an optimisation: skip it */
     previous = opt_write_begin(c);
-    if (atomic_load_explicit(&c->gen[stripe], memory_order_relaxed) !=
-        generation) {
+    if (!opt_fill_acceptable(sequence,
+                             atomic_load_explicit(&c->seq[stripe],
+                                                  memory_order_relaxed))) {
         c->fill_races++;
         opt_centry_free(e);
     } else {
@@ -723,78 +774,112 @@ void procreg_opt_cache_fill(opt_cache *c, const procreg_key *key,
     opt_write_end(c, previous);
 }
 
-void procreg_opt_cache_put(opt_cache *c, const procreg_key *key,
-                           const procreg_entry *entry)
+/* Under the lock: drop @key's entry, if any. */
+static void opt_drop_key_locked(opt_cache *c, const procreg_key *key)
+{
+    opt_centry *current = opt_get(c, key);
+
+    if (current != NULL) {
+        opt_remove_locked(c, current);
+        c->invalidations++;
+    }
+}
+
+void procreg_opt_cache_write_begin(opt_cache *c, const procreg_key *key,
+                                   opt_cache_write *w)
+{
+    opt_cache *previous = opt_write_begin(c);
+
+    w->stripe = opt_gen_stripe(key);
+    w->notified = c->notified[w->stripe];
+    opt_drop_key_locked(c, key);
+    opt_seq_add(c, w->stripe, 1);
+    opt_write_end(c, previous);
+}
+
+void procreg_opt_cache_write_end(opt_cache *c, const procreg_key *key,
+                                 const opt_cache_write *w, bool known,
+                                 const procreg_entry *now)
 {
     int64_t expires = opt_now_ns() + c->ttl_ns;
     opt_centry *e = NULL;
     opt_cache *previous;
 
-    if (entry != NULL)
-        e = opt_centry_new(key, OPT_KIND_FULL, entry, expires);
-    else if (c->negative)
+    if (known && now != NULL)
+        e = opt_centry_new(key, OPT_KIND_FULL, now, expires);
+    else if (known && c->negative)
         e = opt_centry_new(key, OPT_KIND_NEGATIVE, NULL, expires);
     previous = opt_write_begin(c);
-    opt_gen_bump(c, opt_gen_stripe(key));
-    if (e != NULL) {
+    /* The key has no entry (invariant (1)): store the outcome, unless a
+     * notification since write_begin may have brought a newer change. */
+    if (e != NULL && c->notified[w->stripe] == w->notified) {
         opt_insert_locked(c, key, e);
         c->updates++;
-    } else {
-        /* Negative caching off, or no memory for the new entry: what is
-         * cached must go either way. */
-        opt_centry *current = opt_get(c, key);
+    } else if (e != NULL) {
+        opt_centry_free(e);
+    }
+    opt_seq_add(c, w->stripe, OPT_SEQ_GEN - 1);
+    opt_write_end(c, previous);
+}
 
-        if (current != NULL) {
-            opt_remove_locked(c, current);
+/* Under the lock: drop every entry of @ns (NULL: every entry). */
+static void opt_drop_matching_locked(opt_cache *c, const char *ns)
+{
+    uint32_t slot;
+
+    for (slot = 0; slot < c->ring_used; slot++) {
+        opt_centry *e = c->ring[slot];
+
+        if (e != NULL && (ns == NULL || strcmp(e->key, ns) == 0)) {
+            opt_remove_locked(c, e);
             c->invalidations++;
         }
     }
+}
+
+void procreg_opt_cache_drop_begin(opt_cache *c, const char *ns)
+{
+    opt_cache *previous = opt_write_begin(c);
+    unsigned int i;
+
+    for (i = 0; i < OPT_GEN_STRIPES; i++)
+        opt_seq_add(c, i, 1);
+    opt_drop_matching_locked(c, ns);
+    opt_write_end(c, previous);
+}
+
+void procreg_opt_cache_drop_end(opt_cache *c)
+{
+    opt_cache *previous = opt_write_begin(c);
+    unsigned int i;
+
+    for (i = 0; i < OPT_GEN_STRIPES; i++)
+        opt_seq_add(c, i, OPT_SEQ_GEN - 1);
     opt_write_end(c, previous);
 }
 
 void procreg_opt_cache_invalidate(opt_cache *c, const procreg_key *key)
 {
     opt_cache *previous = opt_write_begin(c);
-    opt_centry *current;
+    unsigned int stripe = opt_gen_stripe(key);
 
-    opt_gen_bump(c, opt_gen_stripe(key));
-    current = opt_get(c, key);
-    if (current != NULL) {
-        opt_remove_locked(c, current);
-        c->invalidations++;
-    }
+    c->notified[stripe]++;
+    opt_seq_add(c, stripe, OPT_SEQ_GEN);
+    opt_drop_key_locked(c, key);
     opt_write_end(c, previous);
-}
-
-static void opt_invalidate_matching(opt_cache *c, const char *ns)
-{
-    opt_cache *previous = opt_write_begin(c);
-    unsigned int i;
-    uint32_t slot;
-
-    for (i = 0; i < OPT_GEN_STRIPES; i++)
-        opt_gen_bump(c, i);
-    for (slot = 0; slot < c->ring_used; slot++) {
-        opt_centry *e = c->ring[slot];
-
-        if (e == NULL)
-            continue;
-        if (ns != NULL && strcmp(e->key, ns) != 0)
-            continue;
-        opt_remove_locked(c, e);
-        c->invalidations++;
-    }
-    opt_write_end(c, previous);
-}
-
-void procreg_opt_cache_invalidate_namespace(opt_cache *c, const char *ns)
-{
-    opt_invalidate_matching(c, ns);
 }
 
 void procreg_opt_cache_invalidate_all(opt_cache *c)
 {
-    opt_invalidate_matching(c, NULL);
+    opt_cache *previous = opt_write_begin(c);
+    unsigned int i;
+
+    for (i = 0; i < OPT_GEN_STRIPES; i++) {
+        c->notified[i]++;
+        opt_seq_add(c, i, OPT_SEQ_GEN);
+    }
+    opt_drop_matching_locked(c, NULL);
+    opt_write_end(c, previous);
 }
 
 void procreg_opt_cache_get_stats(opt_cache *c, opt_cache_stats *out)

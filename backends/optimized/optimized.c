@@ -12,11 +12,12 @@
  * it forwards.
  *
  * Consistency (doc/optimized.md has the long form):
- *  - Read-your-writes: every write through the decorator updates or drops
- *    the key's cache entry and index postings before it returns.  Writes of
- *    one key are ordered by a write stripe held across the inner call and
- *    the cache/index update; a lookup miss only stores its answer when no
- *    write of the key came since it started (cache.c).
+ *  - Read-your-writes, monotonic reads, no resurrection: every write
+ *    through the decorator drops the key's cache entry before its inner
+ *    call and stores or drops it, and updates the index postings, before
+ *    it returns.  Writes of one key are ordered by a write stripe held
+ *    across all of it; a lookup miss only stores its answer when no write
+ *    of the key's cache stripe was in flight while it asked (cache.c).
  *  - Bounded staleness: a change made elsewhere (another process on a
  *    shared LMDB file, another host on etcd, or directly in the inner
  *    instance) is seen at the latest when the cached entry expires, ttl_ms
@@ -91,15 +92,18 @@ bool procreg_opt_key_make(opt_stack_key *buf, const char *ns,
     return true;
 }
 
-/* Order the writes of @key: returns the stripe to pass to
- * opt_write_unlock(). */
-static procreg_ck_lock *opt_write_lock(opt_state *s, const procreg_key *key)
+/* Order the writes of @key and begin the write in the cache (@w, for
+ * opt_after_write()): returns the stripe to pass to opt_write_unlock(). */
+static procreg_ck_lock *opt_write_lock(opt_state *s, const procreg_key *key,
+                                       opt_cache_write *w)
 {
     procreg_ck_lock *stripe = &s->stripes[(key->hash >> 11) %
                                           OPT_WRITE_STRIPES];
 
     pthread_rwlock_rdlock(&s->writes);
     procreg_ck_lock_lock(stripe);
+    if (s->cache != NULL)
+        procreg_opt_cache_write_begin(s->cache, key, w);
     return stripe;
 }
 
@@ -312,7 +316,7 @@ static void opt_destroy(void *state)
 static int opt_lookup(void *state, const procreg_key *key, procreg_owner *out)
 {
     opt_state *s = state;
-    uint64_t generation;
+    uint64_t sequence;
     int rc;
 
     if (G_UNLIKELY(s->cache == NULL))
@@ -327,14 +331,14 @@ static int opt_lookup(void *state, const procreg_key *key, procreg_owner *out)
     }
     /* Read before asking, so that a write racing with the question makes
      * the answer be dropped rather than cached. */
-    generation = procreg_opt_cache_generation(s->cache, key);
+    sequence = procreg_opt_cache_sequence(s->cache, key);
     rc = procreg_backend_lookup(s->inner, key, out);
     if (rc == 0) {
         procreg_entry e = {.owner = *out};
 
-        procreg_opt_cache_fill(s->cache, key, generation, OPT_KIND_OWNER, &e);
+        procreg_opt_cache_fill(s->cache, key, sequence, OPT_KIND_OWNER, &e);
     } else if (rc == PROCREG_ENOTFOUND) {
-        procreg_opt_cache_fill(s->cache, key, generation, OPT_KIND_NEGATIVE,
+        procreg_opt_cache_fill(s->cache, key, sequence, OPT_KIND_NEGATIVE,
                                NULL);
     }
     return rc;
@@ -344,7 +348,7 @@ static int opt_lookup_entry(void *state, const procreg_key *key,
                             procreg_entry *out, GError **error)
 {
     opt_state *s = state;
-    uint64_t generation;
+    uint64_t sequence;
     int rc;
 
     if (G_UNLIKELY(s->cache == NULL))
@@ -362,12 +366,12 @@ static int opt_lookup_entry(void *state, const procreg_key *key,
     case OPT_CACHE_MISS:
         break;
     }
-    generation = procreg_opt_cache_generation(s->cache, key);
+    sequence = procreg_opt_cache_sequence(s->cache, key);
     rc = procreg_backend_lookup_entry(s->inner, key, out, error);
     if (rc == 0)
-        procreg_opt_cache_fill(s->cache, key, generation, OPT_KIND_FULL, out);
+        procreg_opt_cache_fill(s->cache, key, sequence, OPT_KIND_FULL, out);
     else if (rc == PROCREG_ENOTFOUND)
-        procreg_opt_cache_fill(s->cache, key, generation, OPT_KIND_NEGATIVE,
+        procreg_opt_cache_fill(s->cache, key, sequence, OPT_KIND_NEGATIVE,
                                NULL);
     return rc;
 }
@@ -463,27 +467,31 @@ static int opt_find_by_metadata(void *state, const char *ns,
 /* ------------------------------------------------------------------------ */
 /* Writes                                                                   */
 
-/* After a write of @key whose outcome was @rc (@now: the entry the inner
- * backend reports, when rc is 0 or EEXISTS): bring cache and index in
- * line.  Under the key's stripe. */
-static void opt_after_write(opt_state *s, const procreg_key *key, int rc,
+/* After a write of @key (begun with @w) whose outcome was @rc (@now: the
+ * entry the inner backend reports, when rc is 0 or EEXISTS): bring cache
+ * and index in line and end the write in the cache.  Under the key's
+ * stripe; every write calls it once, whatever its outcome. */
+static void opt_after_write(opt_state *s, const procreg_key *key,
+                            const opt_cache_write *w, int rc,
                             const procreg_entry *now, bool reindex)
 {
+    bool known = true;
+
     if (rc == 0 || rc == PROCREG_EEXISTS) {
         if (s->index != NULL && reindex)
             procreg_opt_index_set(s->index, key, now ? now->metadata : NULL);
-        if (s->cache != NULL)
-            procreg_opt_cache_put(s->cache, key, now);
     } else if (rc == PROCREG_ENOTFOUND) {
         /* The key is known to be absent. */
         if (s->index != NULL)
             procreg_opt_index_remove(s->index, key);
-        if (s->cache != NULL)
-            procreg_opt_cache_put(s->cache, key, NULL);
-    } else if (s->cache != NULL) {
-        /* A conflict or a failure: whatever is cached may be stale. */
-        procreg_opt_cache_invalidate(s->cache, key);
+        now = NULL;
+    } else {
+        /* A conflict or a failure: the inner call may have changed the
+         * key or not. */
+        known = false;
     }
+    if (s->cache != NULL)
+        procreg_opt_cache_write_end(s->cache, key, w, known, now);
 }
 
 static int opt_register(void *state, const procreg_key *key,
@@ -492,11 +500,12 @@ static int opt_register(void *state, const procreg_key *key,
 {
     opt_state *s = state;
     procreg_entry now = {0};
-    procreg_ck_lock *stripe = opt_write_lock(s, key);
+    opt_cache_write w;
+    procreg_ck_lock *stripe = opt_write_lock(s, key, &w);
     int rc;
 
     rc = procreg_backend_register_entry(s->inner, key, record, &now, error);
-    opt_after_write(s, key, rc, &now, rc == 0);
+    opt_after_write(s, key, &w, rc, &now, rc == 0);
     opt_write_unlock(s, stripe);
     if (current != NULL)
         *current = now;
@@ -510,19 +519,15 @@ static int opt_unregister(void *state, const procreg_key *key,
                           GError **error)
 {
     opt_state *s = state;
-    procreg_ck_lock *stripe = opt_write_lock(s, key);
+    opt_cache_write w;
+    procreg_ck_lock *stripe = opt_write_lock(s, key, &w);
     int rc;
 
     rc = procreg_backend_unregister(s->inner, key, if_revision, removed,
                                     error);
-    if (rc == 0) {
-        if (s->index != NULL)
-            procreg_opt_index_remove(s->index, key);
-        if (s->cache != NULL)
-            procreg_opt_cache_put(s->cache, key, NULL);
-    } else {
-        opt_after_write(s, key, rc, NULL, false);
-    }
+    /* Removed, the key is absent, as ENOTFOUND says. */
+    opt_after_write(s, key, &w, rc == 0 ? PROCREG_ENOTFOUND : rc, NULL,
+                    false);
     opt_write_unlock(s, stripe);
     return rc;
 }
@@ -533,12 +538,13 @@ static int opt_update_metadata(void *state, const procreg_key *key,
 {
     opt_state *s = state;
     procreg_entry now = {0};
-    procreg_ck_lock *stripe = opt_write_lock(s, key);
+    opt_cache_write w;
+    procreg_ck_lock *stripe = opt_write_lock(s, key, &w);
     int rc;
 
     rc = procreg_backend_update_metadata(s->inner, key, metadata, if_revision,
                                          &now, error);
-    opt_after_write(s, key, rc, rc == 0 ? &now : NULL, rc == 0);
+    opt_after_write(s, key, &w, rc, rc == 0 ? &now : NULL, rc == 0);
     opt_write_unlock(s, stripe);
     if (updated != NULL)
         *updated = now;
@@ -556,6 +562,8 @@ static int opt_drop_namespace(void *state, const char *ns, GArray *removed,
     int rc;
 
     opt_lock_all(s);
+    if (s->cache != NULL)
+        procreg_opt_cache_drop_begin(s->cache, ns);
     rc = procreg_backend_drop_namespace(s->inner, ns, gone, error);
     /* Even a failed drop may have removed some. */
     for (guint i = before; s->index != NULL && i < gone->len; i++) {
@@ -566,7 +574,7 @@ static int opt_drop_namespace(void *state, const char *ns, GArray *removed,
             procreg_opt_index_remove(s->index, &key.key);
     }
     if (s->cache != NULL)
-        procreg_opt_cache_invalidate_namespace(s->cache, ns);
+        procreg_opt_cache_drop_end(s->cache);
     opt_unlock_all(s);
     if (gone != removed)
         g_array_unref(gone);

@@ -1,7 +1,7 @@
 /*
  * The optimized decorator, internal interfaces between its files:
  *
- *   cache.c      the TTL lookup cache (ck_hs + ck_epoch through ck-common,
+ *   cache.c      the TTL lookup cache (ck_ht + ck_epoch through ck-common,
  *                CLOCK eviction, per-thread hit/miss counters);
  *   index.c      the metadata index ((ns, meta key, value) -> keys);
  *   optimized.c  the backend: options, forwarding, write ordering.
@@ -57,7 +57,7 @@ typedef struct {
     uint64_t misses;        /* lookups that went to the inner backend */
     uint64_t expirations;   /* of which found an expired entry */
     uint64_t fills;         /* entries stored after a miss */
-    uint64_t fill_races;    /* fills dropped: a write to the key raced */
+    uint64_t fill_races;    /* fills dropped: a write or notification raced */
     uint64_t updates;       /* entries stored by writes through the cache */
     uint64_t invalidations; /* entries dropped by writes or notifications */
     uint64_t evictions;     /* entries dropped to make room (CLOCK) */
@@ -86,29 +86,48 @@ opt_cache_result procreg_opt_cache_lookup_entry(opt_cache *c,
                                                 const procreg_key *key,
                                                 procreg_entry *out);
 
-/* Before asking the inner backend after a miss: the invalidation
- * generation of @key, to hand to procreg_opt_cache_fill(). */
-uint64_t procreg_opt_cache_generation(opt_cache *c, const procreg_key *key);
+/* Before asking the inner backend after a miss: the sequence word of
+ * @key's stripe, to hand to procreg_opt_cache_fill() (cache.c explains the
+ * protocol). */
+uint64_t procreg_opt_cache_sequence(opt_cache *c, const procreg_key *key);
 
-/* Store what the inner backend answered for @key, unless a write or an
- * invalidation of the key came after @generation was read (then the
- * answer may be older than that write, and is dropped).  @entry: the
+/* Store what the inner backend answered for @key, unless a write of the
+ * key's stripe was in flight at any time since @sequence was read, or one
+ * began or ended, or a notification came (then the answer may be older
+ * than what another thread already saw, and is dropped).  @entry: the
  * entry (OPT_KIND_OWNER uses only its owner) or NULL for
  * OPT_KIND_NEGATIVE, which is stored only when negative caching is on. */
 void procreg_opt_cache_fill(opt_cache *c, const procreg_key *key,
-                            uint64_t generation, opt_kind kind,
+                            uint64_t sequence, opt_kind kind,
                             const procreg_entry *entry);
 
-/* A write through the decorator changed @key to @entry (FULL; NULL: it is
- * gone).  The cache answers the new state at once.  The caller orders
- * writes of one key (optimized.c holds the key's write stripe). */
-void procreg_opt_cache_put(opt_cache *c, const procreg_key *key,
-                           const procreg_entry *entry);
-/* Forget @key (a write of unknown outcome, or a notification). */
+/* A write through the decorator, from before its inner call to after. */
+typedef struct {
+    unsigned int stripe;
+    uint64_t notified; /* the stripe's notifications at write_begin */
+} opt_cache_write;
+
+/* Before a write of @key reaches the inner backend: drop the key's entry
+ * and hold back fills of its stripe until procreg_opt_cache_write_end(),
+ * which must follow on every path.  Writes of one key must not overlap
+ * (optimized.c holds the key's write stripe from begin to end). */
+void procreg_opt_cache_write_begin(opt_cache *c, const procreg_key *key,
+                                   opt_cache_write *w);
+/* After the inner call of @w: @known, the key now is @now (FULL; NULL: not
+ * registered), which the cache answers at once; not @known (a conflict
+ * or a failure, which may or may not have reached the inner backend), the
+ * key stays uncached. */
+void procreg_opt_cache_write_end(opt_cache *c, const procreg_key *key,
+                                 const opt_cache_write *w, bool known,
+                                 const procreg_entry *now);
+/* The same around a drop of namespace @ns: every stripe is held back, and
+ * every entry of @ns dropped.  The caller excludes every other write. */
+void procreg_opt_cache_drop_begin(opt_cache *c, const char *ns);
+void procreg_opt_cache_drop_end(opt_cache *c);
+
+/* A notification: @key changed elsewhere; forget it. */
 void procreg_opt_cache_invalidate(opt_cache *c, const procreg_key *key);
-/* Forget every entry of @ns. */
-void procreg_opt_cache_invalidate_namespace(opt_cache *c, const char *ns);
-/* Forget everything. */
+/* A notification of an unknown change: forget everything. */
 void procreg_opt_cache_invalidate_all(opt_cache *c);
 
 void procreg_opt_cache_get_stats(opt_cache *c, opt_cache_stats *out);

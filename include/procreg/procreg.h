@@ -68,6 +68,7 @@ typedef enum {
     PROCREG_EFULL = -11,       /**< Storage or a capacity limit is exhausted. */
     PROCREG_EBACKEND = -12,    /**< The backend failed (I/O, unreachable, corrupt). */
     PROCREG_EUNKNOWN_BACKEND = -13, /**< No backend of that name. */
+    PROCREG_EPERM = -14,       /**< The entry belongs to another process. */
 } procreg_error_code;
 
 /** GError domain for every procreg error; codes are procreg_error_code. */
@@ -184,6 +185,8 @@ typedef enum {
     PROCREG_REASON_NAMESPACE_DROPPED = 3, /**< Its namespace was dropped. */
     PROCREG_REASON_REPLACED = 4,          /**< Another registration took the key. */
     PROCREG_REASON_EXPIRED = 5,           /**< A lease or TTL ran out. */
+    PROCREG_REASON_FORCED = 6, /**< Another process removed or changed it
+                                    with PROCREG_FORCE. */
 } procreg_event_reason;
 
 /* ------------------------------------------------------------------------ */
@@ -236,7 +239,13 @@ PROCREG_API char **procreg_backend_names(void);
  *
  * Keys are unique: when the key is taken, nothing changes and the current
  * entry is returned, so two callers starting the same service get one
- * winner and the loser learns who won ("already started").
+ * winner and the loser learns who won ("already started").  A holder that
+ * has died never blocks its key: when the key is held by a process of
+ * this host that is no longer alive (pid and start time), even one that
+ * died a moment ago and that the monitor has not yet seen, its entry is
+ * removed (an UNREGISTERED event, reason PROCREG_REASON_OWNER_EXITED,
+ * once) and the key is registered.  On a distributed backend the backend
+ * does this check for owners of its own host, and the lease for others.
  *
  * @param[out] current  optional: on success the new entry, on
  *             PROCREG_EEXISTS the entry that holds the key.
@@ -276,17 +285,50 @@ PROCREG_API int procreg_lookup_entry(procreg *reg, const char *ns,
 PROCREG_API int procreg_lookup_entry_key(procreg *reg, const procreg_key *key,
                                          procreg_entry *out, GError **error);
 
+/*
+ * Only the owner changes an entry.  Unregister and update succeed only when
+ * the calling process is the entry's owner: the owner stored at register
+ * (the registering process by default, or the live process it named).  A
+ * process that registered an entry on another's behalf (a supervisor,
+ * `procreg register --pid`) does not own it.  Anyone else gets
+ * PROCREG_EPERM, with a message naming the owner, and nothing changes.
+ * An operator or supervisor that must remove or change another process's
+ * entry says so with PROCREG_FORCE (procreg_unregister_full(),
+ * procreg_update_metadata_full(); the CLI's --force), and the event then
+ * carries PROCREG_REASON_FORCED.  The entries of a dead owner are removed
+ * by the registry itself (PROCREG_REASON_OWNER_EXITED);
+ * procreg_namespace_drop() removes every entry of a namespace whoever owns
+ * it.
+ */
+
+/** Flags of the _full write calls. */
+typedef enum {
+    PROCREG_WRITE_DEFAULT = 0,
+    /** Change the entry even when another process owns it.  The event's
+     *  reason is PROCREG_REASON_FORCED when it did. */
+    PROCREG_FORCE = 1u << 0,
+} procreg_write_flags;
+
 /**
- * Remove (ns, name).  The key form removes it only while its revision is
- * still @if_revision (0: whatever it is), so a caller cannot remove an
- * entry that was replaced since it looked.
- * @return 0, PROCREG_ENOTFOUND, PROCREG_ECONFLICT, PROCREG_EINVAL,
- *         PROCREG_EBACKEND.
+ * Remove (ns, name), which the calling process must own.
+ * The key form removes it only while its revision is still @if_revision
+ * (0: whatever it is), so a caller cannot remove an entry that was
+ * replaced since it looked.
+ * @return 0, PROCREG_ENOTFOUND, PROCREG_EPERM (another process owns it),
+ *         PROCREG_ECONFLICT, PROCREG_EINVAL, PROCREG_EBACKEND.
  */
 PROCREG_API int procreg_unregister(procreg *reg, const char *ns,
                                    const char *name, GError **error);
 PROCREG_API int procreg_unregister_key(procreg *reg, const procreg_key *key,
                                        uint64_t if_revision, GError **error);
+/**
+ * procreg_unregister_key() with @flags (procreg_write_flags): with
+ * PROCREG_FORCE the entry is removed whoever owns it.
+ * @return as procreg_unregister_key(); PROCREG_EINVAL for unknown flags.
+ */
+PROCREG_API int procreg_unregister_full(procreg *reg, const procreg_key *key,
+                                        uint64_t if_revision, unsigned flags,
+                                        GError **error);
 
 /** How update_metadata combines the new metadata with the old. */
 typedef enum {
@@ -296,13 +338,15 @@ typedef enum {
 } procreg_update_mode;
 
 /**
- * Change the metadata of (ns, name); the revision increases.
+ * Change the metadata of (ns, name), which the calling process must own;
+ * the revision increases.
  * @metadata: a{sv} or NULL (REPLACE with NULL removes the metadata);
  * floating references are sunk.  With @if_revision != 0 the update happens
  * only while the entry is still at that revision.
  * @param[out] revision  optional: the new revision.
- * @return 0, PROCREG_ENOTFOUND, PROCREG_ECONFLICT, PROCREG_EINVAL,
- *         PROCREG_ENOMEM, PROCREG_EBACKEND.
+ * @return 0, PROCREG_ENOTFOUND, PROCREG_EPERM (another process owns it),
+ *         PROCREG_ECONFLICT, PROCREG_EINVAL, PROCREG_ENOMEM,
+ *         PROCREG_EBACKEND.
  */
 PROCREG_API int procreg_update_metadata(procreg *reg, const char *ns,
                                         const char *name, GVariant *metadata,
@@ -315,6 +359,20 @@ PROCREG_API int procreg_update_metadata_key(procreg *reg,
                                             uint64_t if_revision,
                                             uint64_t *revision,
                                             GError **error);
+/**
+ * procreg_update_metadata_key() with @flags (procreg_write_flags): with
+ * PROCREG_FORCE the entry is changed whoever owns it.
+ * @return as procreg_update_metadata_key(); PROCREG_EINVAL for unknown
+ *         flags.
+ */
+PROCREG_API int procreg_update_metadata_full(procreg *reg,
+                                             const procreg_key *key,
+                                             GVariant *metadata,
+                                             procreg_update_mode mode,
+                                             uint64_t if_revision,
+                                             unsigned flags,
+                                             uint64_t *revision,
+                                             GError **error);
 
 /**
  * Every entry of namespace @ns (NULL: of all namespaces), sorted by
@@ -481,7 +539,9 @@ typedef struct {
      *  consecutive numbers (numbering starts with the first subscription). */
     uint64_t seq;
     procreg_event_kind kind;
-    /** Set on every UNREGISTERED event; PROCREG_REASON_NONE otherwise. */
+    /** Set on every UNREGISTERED event; on UPDATED, PROCREG_REASON_FORCED
+     *  when another process forced the change; PROCREG_REASON_NONE
+     *  otherwise. */
     procreg_event_reason reason;
     const char *ns;
     const char *name;

@@ -9,12 +9,7 @@
  * broken case of a backend and exits non-zero (the program sets
  * g_test_set_nonfatal_assertions()).
  */
-#ifndef PROCREG_ENABLE_BACKEND
-#define PROCREG_ENABLE_BACKEND 1
-#endif
-#include "compliance.h"
-
-#include <procreg/backend.h>
+#include "compliance-private.h"
 
 #include <errno.h>
 #include <glib/gstdio.h>
@@ -23,36 +18,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* ------------------------------------------------------------------------ */
-/* Auto-cleanup for procreg types                                           */
-
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(procreg_entry, procreg_entry_clear)
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(procreg_health, procreg_health_clear)
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(procreg_key, procreg_key_unref)
-
-typedef struct {
-    procreg_entry *v;
-    size_t n;
-} EntryList;
-
-static void entry_list_clear(EntryList *l)
-{
-    procreg_entries_free(l->v, l->n);
-    l->v = NULL;
-    l->n = 0;
-}
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(EntryList, entry_list_clear)
-
-/* ------------------------------------------------------------------------ */
-/* Non-aborting checks                                                      */
-
-static void fail_at(const char *file, int line, const char *fmt, ...)
-    G_GNUC_PRINTF(3, 4);
-
-static void fail_at(const char *file, int line, const char *fmt, ...)
+void cx_fail_at(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -61,112 +31,8 @@ static void fail_at(const char *file, int line, const char *fmt, ...)
     g_test_fail_printf("%s:%d: %s", file, line, msg);
 }
 
-#define FAIL(...)                                                          \
-    do {                                                                   \
-        fail_at(__FILE__, __LINE__, __VA_ARGS__);                          \
-        return;                                                            \
-    } while (0)
-
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (G_UNLIKELY(!(cond)))                                           \
-            FAIL("check failed: %s", #cond);                               \
-    } while (0)
-
-#define CHECK_MSG(cond, ...)                                               \
-    do {                                                                   \
-        if (G_UNLIKELY(!(cond)))                                           \
-            FAIL(__VA_ARGS__);                                             \
-    } while (0)
-
-/* @rc must be 0 and @err unset. */
-#define CHECK_OK(rc, err)                                                  \
-    do {                                                                   \
-        int rc_ = (rc);                                                    \
-        if (rc_ != 0)                                                      \
-            FAIL("%s: expected success, got %d (%s): %s", #rc, rc_,        \
-                 procreg_strerror(rc_),                                    \
-                 (err) != NULL ? (err)->message : "(no GError)");          \
-        if ((err) != NULL)                                                 \
-            FAIL("%s: succeeded but set a GError: %s", #rc,                \
-                 (err)->message);                                          \
-    } while (0)
-
-/* @rc must be @want with a matching GError in @err (then cleared). */
-#define CHECK_ERR(rc, err, want)                                           \
-    do {                                                                   \
-        int rc_ = (rc);                                                    \
-        int want_ = (want);                                                \
-        if (rc_ != want_)                                                  \
-            FAIL("%s: expected %d (%s), got %d (%s)%s%s", #rc, want_,      \
-                 procreg_strerror(want_), rc_, procreg_strerror(rc_),      \
-                 (err) != NULL ? ": " : "",                                \
-                 (err) != NULL ? (err)->message : "");                     \
-        if ((err) == NULL)                                                 \
-            FAIL("%s: returned %s without setting the GError", #rc,        \
-                 procreg_strerror(rc_));                                   \
-        if ((err)->domain != PROCREG_ERROR || (err)->code != rc_)          \
-            FAIL("%s: GError %s/%d does not match the return %d", #rc,     \
-                 g_quark_to_string((err)->domain), (err)->code, rc_);      \
-        if ((err)->message == NULL || (err)->message[0] == '\0')           \
-            FAIL("%s: GError without a message", #rc);                     \
-        g_clear_error(&(err));                                             \
-    } while (0)
-
-/* @rc must be @want; used where no GError is passed. */
-#define CHECK_RC(rc, want)                                                 \
-    do {                                                                   \
-        int rc_ = (rc);                                                    \
-        int want_ = (want);                                                \
-        if (rc_ != want_)                                                  \
-            FAIL("%s: expected %d (%s), got %d (%s)", #rc, want_,          \
-                 procreg_strerror(want_), rc_, procreg_strerror(rc_));     \
-    } while (0)
-
-/* Return early when a helper has already failed the case. */
-#define CHECK_HELPER()                                                     \
-    do {                                                                   \
-        if (g_test_failed())                                               \
-            return;                                                        \
-    } while (0)
-
 /* ------------------------------------------------------------------------ */
 /* Fixture                                                                  */
-
-typedef struct Suite {
-    char *label;
-    char *spec_template;
-    bool caps_known;
-    unsigned int caps;
-} Suite;
-
-typedef struct Fixture Fixture;
-typedef void (*CaseFunc)(Fixture *f);
-
-enum { LEVEL_REGISTRY, LEVEL_BACKEND };
-
-typedef struct {
-    const char *name;
-    CaseFunc func;
-    unsigned int need_caps; /* skip unless every one is present */
-    int level;              /* what the fixture opens */
-} Case;
-
-typedef struct {
-    Suite *suite;
-    const Case *c;
-} CaseInstance;
-
-struct Fixture {
-    Suite *suite;
-    char *tmpdir;
-    char *spec;
-    unsigned int caps;
-    procreg *reg;
-    procreg_backend *backend;
-    bool setup_failed;
-    const char *skip;
-};
 
 static GPtrArray *suites;     /* Suite*, kept for the life of the process */
 static GPtrArray *instances;  /* CaseInstance* */
@@ -341,7 +207,7 @@ static GVariant *parsed(const char *text)
 }
 
 /* An a{sv} dictionary from GVariant text, non-floating. */
-static GVariant *md(const char *text)
+GVariant *cx_md(const char *text)
 {
     GVariant *v = parsed(text);
     if (!g_variant_is_of_type(v, G_VARIANT_TYPE_VARDICT))
@@ -349,7 +215,7 @@ static GVariant *md(const char *text)
     return v;
 }
 
-static bool owner_eq(const procreg_owner *a, const procreg_owner *b)
+bool cx_owner_eq(const procreg_owner *a, const procreg_owner *b)
 {
     return a->pid == b->pid && a->start_time == b->start_time;
 }
@@ -453,17 +319,23 @@ static pid_t dead_pid(void)
 }
 
 /* A live child that waits to be killed. */
-static pid_t sleeping_child(void)
+pid_t cx_sleeping_child(void)
 {
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
+        /* Dies with the suite, even when a case aborts: an orphan would
+         * hold the test runner's output pipe open. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(0);
         for (;;)
             pause();
     }
     return pid;
 }
 
-static void reap(pid_t pid)
+void cx_reap(pid_t pid)
 {
     int status;
     kill(pid, SIGKILL);
@@ -482,10 +354,10 @@ static uint32_t checksum(const char *s)
 }
 
 /* Register with the calling process as owner; no current, no GError. */
-static int quick_register(procreg *reg, const char *ns, const char *name,
+int cx_quick_register(procreg *reg, const char *ns, const char *name,
                           const char *md_text)
 {
-    g_autoptr(GVariant) m = md_text != NULL ? md(md_text) : NULL;
+    g_autoptr(GVariant) m = md_text != NULL ? cx_md(md_text) : NULL;
     return procreg_register(reg, ns, name, NULL, m, NULL, NULL);
 }
 
@@ -496,7 +368,7 @@ static void case_register_basic(Fixture *f)
 {
     procreg_owner self;
     owner_self(&self);
-    g_autoptr(GVariant) m = md("{'port': <int32 8080>, 'role': <'primary'>}");
+    g_autoptr(GVariant) m = cx_md("{'port': <int32 8080>, 'role': <'primary'>}");
     g_auto(procreg_entry) cur = {0};
     g_autoptr(GError) err = NULL;
 
@@ -504,7 +376,7 @@ static void case_register_basic(Fixture *f)
     CHECK_OK(procreg_register(f->reg, "svc", "alpha", NULL, m, &cur, &err),
              err);
     int64_t after = g_get_real_time();
-    CHECK_MSG(owner_eq(&cur.owner, &self),
+    CHECK_MSG(cx_owner_eq(&cur.owner, &self),
               "current.owner is %d/%" G_GUINT64_FORMAT ", expected self "
               "%d/%" G_GUINT64_FORMAT, (int)cur.owner.pid,
               cur.owner.start_time, (int)self.pid, self.start_time);
@@ -518,13 +390,13 @@ static void case_register_basic(Fixture *f)
 
     procreg_owner o = {0};
     CHECK_OK(procreg_lookup(f->reg, "svc", "alpha", &o, &err), err);
-    CHECK(owner_eq(&o, &self));
+    CHECK(cx_owner_eq(&o, &self));
 
     g_auto(procreg_entry) e = {0};
     CHECK_OK(procreg_lookup_entry(f->reg, "svc", "alpha", &e, &err), err);
     CHECK_MSG(e.ns == NULL && e.name == NULL,
               "lookup_entry must leave ns and name NULL");
-    CHECK(owner_eq(&e.owner, &self));
+    CHECK(cx_owner_eq(&e.owner, &self));
     CHECK(e.revision == cur.revision);
     CHECK(e.registered_at == cur.registered_at);
     CHECK(variant_eq0(e.metadata, m));
@@ -545,7 +417,7 @@ static void case_register_basic(Fixture *f)
              err);
     g_auto(procreg_entry) e3 = {0};
     CHECK_OK(procreg_lookup_entry(f->reg, "svc", "gamma", &e3, &err), err);
-    g_autoptr(GVariant) want3 = md("{'f': <true>}");
+    g_autoptr(GVariant) want3 = cx_md("{'f': <true>}");
     CHECK(variant_eq0(e3.metadata, want3));
 
     size_t n = 0;
@@ -558,18 +430,18 @@ static void case_register_exists(Fixture *f)
     procreg_owner other = {0};
     g_autoptr(GError) err = NULL;
     CHECK_OK(procreg_owner_from_pid(getppid(), &other, &err), err);
-    g_autoptr(GVariant) m1 = md("{'who': <'first'>}");
-    g_autoptr(GVariant) m2 = md("{'who': <'second'>}");
+    g_autoptr(GVariant) m1 = cx_md("{'who': <'first'>}");
+    g_autoptr(GVariant) m2 = cx_md("{'who': <'second'>}");
 
     g_auto(procreg_entry) first = {0};
     CHECK_OK(procreg_register(f->reg, "svc", "k", &other, m1, &first, &err),
              err);
-    CHECK(owner_eq(&first.owner, &other));
+    CHECK(cx_owner_eq(&first.owner, &other));
 
     g_auto(procreg_entry) cur = {0};
     CHECK_ERR(procreg_register(f->reg, "svc", "k", NULL, m2, &cur, &err), err,
               PROCREG_EEXISTS);
-    CHECK_MSG(owner_eq(&cur.owner, &other),
+    CHECK_MSG(cx_owner_eq(&cur.owner, &other),
               "EEXISTS must report the holder: got pid %d, holder is %d",
               (int)cur.owner.pid, (int)other.pid);
     CHECK_MSG(cur.revision == first.revision,
@@ -583,7 +455,7 @@ static void case_register_exists(Fixture *f)
     /* Nothing changed. */
     g_auto(procreg_entry) e = {0};
     CHECK_OK(procreg_lookup_entry(f->reg, "svc", "k", &e, &err), err);
-    CHECK(owner_eq(&e.owner, &other));
+    CHECK(cx_owner_eq(&e.owner, &other));
     CHECK(e.revision == first.revision);
     CHECK(variant_eq0(e.metadata, m1));
 
@@ -593,7 +465,7 @@ static void case_register_exists(Fixture *f)
     g_auto(procreg_entry) cur2 = {0};
     CHECK_ERR(procreg_register_key(f->reg, key, NULL, NULL, &cur2, &err), err,
               PROCREG_EEXISTS);
-    CHECK(owner_eq(&cur2.owner, &other));
+    CHECK(cx_owner_eq(&cur2.owner, &other));
     CHECK(cur2.revision == first.revision);
     CHECK_RC(procreg_register(f->reg, "svc", "k", NULL, NULL, NULL, NULL),
              PROCREG_EEXISTS);
@@ -605,20 +477,20 @@ static void case_register_exists(Fixture *f)
 
 static void case_register_other_owner(Fixture *f)
 {
-    pid_t child = sleeping_child();
+    pid_t child = cx_sleeping_child();
     CHECK_MSG(child > 0, "fork failed: %s", g_strerror(errno));
     procreg_owner o = {0};
     g_autoptr(GError) err = NULL;
     int rc = procreg_owner_from_pid(child, &o, &err);
     if (rc != 0) {
-        reap(child);
+        cx_reap(child);
         CHECK_OK(rc, err);
     }
     rc = procreg_register(f->reg, "workers", "w1", &o, NULL, NULL, &err);
     procreg_owner got = {0};
     int rc2 = rc == 0 ? procreg_lookup(f->reg, "workers", "w1", &got, NULL)
                       : rc;
-    reap(child);
+    cx_reap(child);
     CHECK_OK(rc, err);
     CHECK_RC(rc2, 0);
     CHECK_MSG(got.pid == child && got.start_time == o.start_time,
@@ -678,7 +550,7 @@ static void case_reregister(Fixture *f)
     g_auto(procreg_entry) a = {0};
     CHECK_OK(procreg_register(f->reg, "svc", "k", NULL, NULL, &a, &err), err);
     CHECK_OK(procreg_lookup(f->reg, "svc", "k", &got, &err), err);
-    CHECK(owner_eq(&got, &self));
+    CHECK(cx_owner_eq(&got, &self));
     CHECK_OK(procreg_unregister(f->reg, "svc", "k", &err), err);
     CHECK_RC(procreg_lookup(f->reg, "svc", "k", &got, NULL),
              PROCREG_ENOTFOUND);
@@ -692,12 +564,12 @@ static void case_reregister(Fixture *f)
               a.revision);
     CHECK(b.registered_at >= a.registered_at);
     CHECK_OK(procreg_lookup(f->reg, "svc", "k", &got, &err), err);
-    CHECK_MSG(owner_eq(&got, &other),
+    CHECK_MSG(cx_owner_eq(&got, &other),
               "after re-registration lookup gives pid %d, expected the new "
               "owner %d (stale entry?)", (int)got.pid, (int)other.pid);
     g_auto(procreg_entry) e = {0};
     CHECK_OK(procreg_lookup_entry(f->reg, "svc", "k", &e, &err), err);
-    CHECK(owner_eq(&e.owner, &other));
+    CHECK(cx_owner_eq(&e.owner, &other));
     CHECK(e.revision == b.revision);
 }
 
@@ -721,10 +593,10 @@ static void case_lookup_notfound(Fixture *f)
               err ? err->message : "(no GError)");
     g_clear_error(&err);
 
-    CHECK_RC(quick_register(f->reg, "msgns", "alpha", NULL), 0);
-    CHECK_RC(quick_register(f->reg, "msgns", "beta", NULL), 0);
-    CHECK_RC(quick_register(f->reg, "msgns", "gamma", NULL), 0);
-    CHECK_RC(quick_register(f->reg, "elsewhere", "zeta", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "msgns", "alpha", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "msgns", "beta", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "msgns", "gamma", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "elsewhere", "zeta", NULL), 0);
 
     CHECK(procreg_lookup(f->reg, "msgns", "delta", &o, &err) ==
           PROCREG_ENOTFOUND);
@@ -757,7 +629,7 @@ static void case_lookup_notfound(Fixture *f)
 static void case_lookup_entry_lifetime(Fixture *f)
 {
     g_autoptr(GError) err = NULL;
-    g_autoptr(GVariant) m = md("{'payload': <'keep me alive'>, 'n': "
+    g_autoptr(GVariant) m = cx_md("{'payload': <'keep me alive'>, 'n': "
                                "<[int32 1, 2, 3]>}");
     CHECK_OK(procreg_register(f->reg, "svc", "k", NULL, m, NULL, &err), err);
 
@@ -777,7 +649,7 @@ static void case_lookup_entry_lifetime(Fixture *f)
              err);
     for (int i = 0; i < 50; i++) {
         g_autofree char *name = g_strdup_printf("churn%d", i);
-        CHECK_RC(quick_register(f->reg, "svc", name,
+        CHECK_RC(cx_quick_register(f->reg, "svc", name,
                                 "{'pad': <'xxxxxxxxxxxxxxxxxxxxxxxxxxxx'>}"),
                  0);
     }
@@ -794,8 +666,8 @@ static void case_unregister(Fixture *f)
 {
     g_autoptr(GError) err = NULL;
     procreg_owner o;
-    CHECK_RC(quick_register(f->reg, "svc", "a", NULL), 0);
-    CHECK_RC(quick_register(f->reg, "svc", "b", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "svc", "a", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "svc", "b", NULL), 0);
 
     CHECK_OK(procreg_unregister(f->reg, "svc", "a", &err), err);
     CHECK_RC(procreg_lookup(f->reg, "svc", "a", &o, NULL), PROCREG_ENOTFOUND);
@@ -851,7 +723,7 @@ static void case_update_replace(Fixture *f)
                               &a, &err),
              err);
 
-    g_autoptr(GVariant) m2 = md("{'z': <true>}");
+    g_autoptr(GVariant) m2 = cx_md("{'z': <true>}");
     CHECK_OK(procreg_update_metadata(f->reg, "svc", "a", m2,
                                      PROCREG_UPDATE_REPLACE, &err),
              err);
@@ -860,14 +732,14 @@ static void case_update_replace(Fixture *f)
     g_autofree char *d2 = describe(e2.metadata);
     CHECK_MSG(variant_eq0(e2.metadata, m2), "after REPLACE got %s", d2);
     CHECK(e2.revision > a.revision);
-    CHECK(owner_eq(&e2.owner, &a.owner));
+    CHECK(cx_owner_eq(&e2.owner, &a.owner));
     CHECK_MSG(e2.registered_at == a.registered_at,
               "update_metadata changed registered_at");
 
     /* Key form with if_revision and the new revision back. */
     g_autoptr(procreg_key) k = NULL;
     CHECK_OK(procreg_key_new("svc", "a", &k, &err), err);
-    g_autoptr(GVariant) m3 = md("{'n': <uint64 3>}");
+    g_autoptr(GVariant) m3 = cx_md("{'n': <uint64 3>}");
     uint64_t r3 = 0;
     CHECK_OK(procreg_update_metadata_key(f->reg, k, m3,
                                          PROCREG_UPDATE_REPLACE, e2.revision,
@@ -920,16 +792,16 @@ static void case_update_replace(Fixture *f)
 static void case_update_merge(Fixture *f)
 {
     g_autoptr(GError) err = NULL;
-    CHECK_RC(quick_register(f->reg, "svc", "a",
+    CHECK_RC(cx_quick_register(f->reg, "svc", "a",
                             "{'a': <int32 1>, 'b': <'x'>}"),
              0);
-    g_autoptr(GVariant) add = md("{'b': <'y'>, 'c': <true>}");
+    g_autoptr(GVariant) add = cx_md("{'b': <'y'>, 'c': <true>}");
     CHECK_OK(procreg_update_metadata(f->reg, "svc", "a", add,
                                      PROCREG_UPDATE_MERGE, &err),
              err);
     g_auto(procreg_entry) e = {0};
     CHECK_OK(procreg_lookup_entry(f->reg, "svc", "a", &e, &err), err);
-    g_autoptr(GVariant) want = md("{'a': <int32 1>, 'b': <'y'>, "
+    g_autoptr(GVariant) want = cx_md("{'a': <int32 1>, 'b': <'y'>, "
                                   "'c': <true>}");
     g_autofree char *d = describe(e.metadata);
     CHECK_MSG(dict_eq(e.metadata, want), "MERGE gave %s", d);
@@ -937,7 +809,7 @@ static void case_update_merge(Fixture *f)
           g_variant_is_of_type(e.metadata, G_VARIANT_TYPE_VARDICT));
 
     /* Merge into an entry without metadata. */
-    CHECK_RC(quick_register(f->reg, "svc", "bare", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "svc", "bare", NULL), 0);
     CHECK_OK(procreg_update_metadata(f->reg, "svc", "bare", add,
                                      PROCREG_UPDATE_MERGE, &err),
              err);
@@ -974,14 +846,14 @@ static void case_list(Fixture *f)
     g_autoptr(GError) err = NULL;
     const char *names[] = {"zeta", "alpha", "Mid", "\xc3\xa4"};
     for (size_t i = 0; i < G_N_ELEMENTS(names); i++)
-        CHECK_RC(quick_register(f->reg, "b-ns", names[i], "{'i': <1>}"), 0);
-    CHECK_RC(quick_register(f->reg, "a-ns", "x", NULL), 0);
-    CHECK_RC(quick_register(f->reg, NULL, "p", NULL), 0);
+        CHECK_RC(cx_quick_register(f->reg, "b-ns", names[i], "{'i': <1>}"), 0);
+    CHECK_RC(cx_quick_register(f->reg, "a-ns", "x", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, NULL, "p", NULL), 0);
 
     g_auto(EntryList) l = {0};
     CHECK_OK(procreg_list(f->reg, "b-ns", &l.v, &l.n, &err), err);
     CHECK_NAMES(l, "b-ns/Mid b-ns/alpha b-ns/zeta b-ns/\xc3\xa4");
-    g_autoptr(GVariant) want = md("{'i': <1>}");
+    g_autoptr(GVariant) want = cx_md("{'i': <1>}");
     procreg_owner self;
     owner_self(&self);
     for (size_t i = 0; i < l.n; i++) {
@@ -990,7 +862,7 @@ static void case_list(Fixture *f)
                  err);
         CHECK(l.v[i].revision == e.revision);
         CHECK(l.v[i].registered_at == e.registered_at);
-        CHECK(owner_eq(&l.v[i].owner, &self));
+        CHECK(cx_owner_eq(&l.v[i].owner, &self));
         CHECK(variant_eq0(l.v[i].metadata, want));
     }
 
@@ -1016,9 +888,9 @@ static void case_count(Fixture *f)
     CHECK(n == 0);
     for (int i = 0; i < 5; i++) {
         g_autofree char *name = g_strdup_printf("n%d", i);
-        CHECK_RC(quick_register(f->reg, "c1", name, NULL), 0);
+        CHECK_RC(cx_quick_register(f->reg, "c1", name, NULL), 0);
     }
-    CHECK_RC(quick_register(f->reg, "c2", "only", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "c2", "only", NULL), 0);
     CHECK_OK(procreg_count(f->reg, "c1", &n, &err), err);
     CHECK_MSG(n == 5, "count(c1) = %zu", n);
     CHECK_OK(procreg_count(f->reg, "c2", &n, &err), err);
@@ -1036,7 +908,7 @@ static void case_count(Fixture *f)
 
     /* Namespaces with their counts (the backend's count_namespaces when it
      * has one), sorted; one that was emptied is gone. */
-    CHECK_RC(quick_register(f->reg, "c0", "brief", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "c0", "brief", NULL), 0);
     CHECK_OK(procreg_unregister(f->reg, "c0", "brief", &err), err);
     procreg_namespace_info *infos = NULL;
     size_t n_infos = 0;
@@ -1102,25 +974,25 @@ static void check_find_einval(Fixture *f, const char *ns, const char *key,
 
 static void case_find(Fixture *f)
 {
-    CHECK_RC(quick_register(f->reg, "f1", "a",
+    CHECK_RC(cx_quick_register(f->reg, "f1", "a",
                             "{'port': <int32 80>, 'tls': <true>, "
                             "'role': <'web'>}"),
              0);
-    CHECK_RC(quick_register(f->reg, "f1", "b",
+    CHECK_RC(cx_quick_register(f->reg, "f1", "b",
                             "{'port': <uint64 80>, 'tls': <false>, "
                             "'role': <'db'>}"),
              0);
-    CHECK_RC(quick_register(f->reg, "f1", "c",
+    CHECK_RC(cx_quick_register(f->reg, "f1", "c",
                             "{'port': <int16 443>, 'role': <'web'>}"),
              0);
-    CHECK_RC(quick_register(f->reg, "f1", "d", NULL), 0);
-    CHECK_RC(quick_register(f->reg, "f1", "e", "{'port': <'80'>}"), 0);
-    CHECK_RC(quick_register(f->reg, "f1", "g", "{'neg': <int64 -1>}"), 0);
-    CHECK_RC(quick_register(f->reg, "f1", "h",
+    CHECK_RC(cx_quick_register(f->reg, "f1", "d", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "f1", "e", "{'port': <'80'>}"), 0);
+    CHECK_RC(cx_quick_register(f->reg, "f1", "g", "{'neg': <int64 -1>}"), 0);
+    CHECK_RC(cx_quick_register(f->reg, "f1", "h",
                             "{'big': <uint64 18446744073709551615>}"),
              0);
-    CHECK_RC(quick_register(f->reg, "f1", "i", "{'one': <int32 1>}"), 0);
-    CHECK_RC(quick_register(f->reg, "f2", "x",
+    CHECK_RC(cx_quick_register(f->reg, "f1", "i", "{'one': <int32 1>}"), 0);
+    CHECK_RC(cx_quick_register(f->reg, "f2", "x",
                             "{'port': <byte 80>, 'role': <'web'>}"),
              0);
 
@@ -1200,7 +1072,7 @@ static void case_find(Fixture *f)
 static void case_health(Fixture *f)
 {
     g_autoptr(GError) err = NULL;
-    CHECK_RC(quick_register(f->reg, "svc", "a", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "svc", "a", NULL), 0);
     g_auto(procreg_health) h = {0};
     CHECK_OK(procreg_health_check(f->reg, &h, &err), err);
     CHECK_MSG(h.status == PROCREG_HEALTH_OK, "health is %s: %s",
@@ -1226,7 +1098,7 @@ static void case_stats(Fixture *f)
     g_autoptr(GError) err = NULL;
     for (int i = 0; i < 3; i++) {
         g_autofree char *name = g_strdup_printf("s%d", i);
-        CHECK_RC(quick_register(f->reg, i == 2 ? "other" : "svc", name,
+        CHECK_RC(cx_quick_register(f->reg, i == 2 ? "other" : "svc", name,
                                 NULL),
                  0);
     }
@@ -1282,7 +1154,7 @@ static void case_prepared_keys(Fixture *f)
     procreg_owner o1 = {0}, o2 = {0};
     CHECK_OK(procreg_lookup(f->reg, "production", "k", &o1, &err), err);
     CHECK_OK(procreg_lookup_key(f->reg, k, &o2, &err), err);
-    CHECK(owner_eq(&o1, &o2));
+    CHECK(cx_owner_eq(&o1, &o2));
     g_auto(procreg_entry) e1 = {0};
     g_auto(procreg_entry) e2 = {0};
     CHECK_OK(procreg_lookup_entry(f->reg, NULL, "k", &e1, &err), err);
@@ -1292,12 +1164,12 @@ static void case_prepared_keys(Fixture *f)
     CHECK(e2.ns == NULL && e2.name == NULL);
 
     /* A string registration is found by an equal key made later. */
-    CHECK_RC(quick_register(f->reg, "kx", "n", "{'b': <2>}"), 0);
+    CHECK_RC(cx_quick_register(f->reg, "kx", "n", "{'b': <2>}"), 0);
     g_autoptr(procreg_key) k2 = NULL;
     CHECK_OK(procreg_key_new("kx", "n", &k2, &err), err);
     g_auto(procreg_entry) e3 = {0};
     CHECK_OK(procreg_lookup_entry_key(f->reg, k2, &e3, &err), err);
-    g_autoptr(GVariant) want = md("{'b': <2>}");
+    g_autoptr(GVariant) want = cx_md("{'b': <2>}");
     CHECK(variant_eq0(e3.metadata, want));
     CHECK_RC(procreg_register_key(f->reg, k2, NULL, NULL, NULL, NULL),
              PROCREG_EEXISTS);
@@ -1310,7 +1182,7 @@ static void case_prepared_keys(Fixture *f)
              err);
     g_auto(procreg_entry) e4 = {0};
     CHECK_OK(procreg_lookup_entry(f->reg, "kx", "n", &e4, &err), err);
-    g_autoptr(GVariant) want4 = md("{'c': <3>}");
+    g_autoptr(GVariant) want4 = cx_md("{'c': <3>}");
     CHECK(variant_eq0(e4.metadata, want4));
     CHECK_OK(procreg_unregister(f->reg, "kx", "n", &err), err);
     CHECK_RC(procreg_lookup_key(f->reg, k2, &o1, NULL), PROCREG_ENOTFOUND);
@@ -1610,11 +1482,11 @@ static void case_metadata_types(Fixture *f)
     CHECK(variant_eq0(found.v[0].metadata, everything));
 
     /* A caller's non-floating reference stays the caller's. */
-    GVariant *mine = md("{'mine': <'x'>}");
+    GVariant *mine = cx_md("{'mine': <'x'>}");
     CHECK_OK(procreg_register(f->reg, "md", "mine", NULL, mine, NULL, &err),
              err);
     g_variant_unref(mine);
-    g_autoptr(GVariant) copy = md("{'mine': <'x'>}");
+    g_autoptr(GVariant) copy = cx_md("{'mine': <'x'>}");
     g_auto(procreg_entry) e = {0};
     CHECK_OK(procreg_lookup_entry(f->reg, "md", "mine", &e, &err), err);
     CHECK(variant_eq0(e.metadata, copy));
@@ -1628,7 +1500,7 @@ static void case_metadata_wrong_type(Fixture *f)
     };
     g_autoptr(GError) err = NULL;
     g_auto(procreg_entry) first = {0};
-    g_autoptr(GVariant) good = md("{'good': <true>}");
+    g_autoptr(GVariant) good = cx_md("{'good': <true>}");
     CHECK_OK(procreg_register(f->reg, "svc", "exists", NULL, good, &first,
                               &err),
              err);
@@ -1759,18 +1631,18 @@ static void case_namespace_isolation(Fixture *f)
                               NULL, &err),
              err);
     /* Keys that concatenate alike stay apart. */
-    CHECK_RC(quick_register(f->reg, "ab", "c", "{'k': <'ab/c'>}"), 0);
-    CHECK_RC(quick_register(f->reg, "a", "bc", "{'k': <'a/bc'>}"), 0);
-    CHECK_RC(quick_register(f->reg, "a", "b", NULL), 0);
-    CHECK_RC(quick_register(f->reg, "a b", "c", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "ab", "c", "{'k': <'ab/c'>}"), 0);
+    CHECK_RC(cx_quick_register(f->reg, "a", "bc", "{'k': <'a/bc'>}"), 0);
+    CHECK_RC(cx_quick_register(f->reg, "a", "b", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "a b", "c", NULL), 0);
 
     CHECK_OK(procreg_lookup(f->reg, "ns1", "svc", &o, &err), err);
-    CHECK(owner_eq(&o, &self));
+    CHECK(cx_owner_eq(&o, &self));
     CHECK_OK(procreg_lookup(f->reg, "ns2", "svc", &o, &err), err);
-    CHECK(owner_eq(&o, &other));
+    CHECK(cx_owner_eq(&o, &other));
     g_auto(procreg_entry) eab = {0};
     CHECK_OK(procreg_lookup_entry(f->reg, "ab", "c", &eab, &err), err);
-    g_autoptr(GVariant) want_ab = md("{'k': <'ab/c'>}");
+    g_autoptr(GVariant) want_ab = cx_md("{'k': <'ab/c'>}");
     CHECK(variant_eq0(eab.metadata, want_ab));
 
     /* Changes in ns1 leave ns2 alone. */
@@ -2269,12 +2141,12 @@ static void case_concurrent_readers_writers(Fixture *f)
 static void case_persistence(Fixture *f)
 {
     g_autoptr(GError) err = NULL;
-    g_autoptr(GVariant) m = md("{'kept': <'across reopen'>, "
+    g_autoptr(GVariant) m = cx_md("{'kept': <'across reopen'>, "
                                "'n': <[int64 1, 2]>}");
     g_auto(procreg_entry) a = {0};
     CHECK_OK(procreg_register(f->reg, "persist", "a", NULL, m, &a, &err),
              err);
-    CHECK_RC(quick_register(f->reg, "persist", "b", NULL), 0);
+    CHECK_RC(cx_quick_register(f->reg, "persist", "b", NULL), 0);
     CHECK_OK(procreg_unregister(f->reg, "persist", "b", &err), err);
     procreg_close(f->reg);
     f->reg = NULL;
@@ -2282,7 +2154,7 @@ static void case_persistence(Fixture *f)
 
     g_auto(procreg_entry) e = {0};
     CHECK_OK(procreg_lookup_entry(f->reg, "persist", "a", &e, &err), err);
-    CHECK(owner_eq(&e.owner, &a.owner));
+    CHECK(cx_owner_eq(&e.owner, &a.owner));
     CHECK(e.revision == a.revision);
     CHECK(e.registered_at == a.registered_at);
     CHECK(variant_eq0(e.metadata, m));
@@ -2298,27 +2170,32 @@ static void case_persistence(Fixture *f)
               "%" G_GUINT64_FORMAT " from before", c.revision, a.revision);
 }
 
-static void case_multiprocess(Fixture *f)
+char **cx_child_argv(const char *mode, const char *spec)
 {
-    g_autoptr(GError) err = NULL;
-    CHECK_RC(quick_register(f->reg, "mp", "taken", NULL), 0);
-
-    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    GPtrArray *argv = g_ptr_array_new();
     g_ptr_array_add(argv, g_file_read_link("/proc/self/exe", NULL));
     g_ptr_array_add(argv, g_strdup("--compliance-child"));
+    g_ptr_array_add(argv, g_strdup(mode));
     for (guint i = 0; modules != NULL && i < modules->len; i++) {
         g_ptr_array_add(argv, g_strdup("--backend-module"));
         g_ptr_array_add(argv, g_strdup(modules->pdata[i]));
     }
-    g_ptr_array_add(argv, g_strdup(f->spec));
+    g_ptr_array_add(argv, g_strdup(spec));
     g_ptr_array_add(argv, NULL);
+    return (char **)g_ptr_array_free(argv, FALSE);
+}
+
+static void case_multiprocess(Fixture *f)
+{
+    g_autoptr(GError) err = NULL;
+    CHECK_RC(cx_quick_register(f->reg, "mp", "taken", NULL), 0);
+
+    g_auto(GStrv) argv = cx_child_argv("basic", f->spec);
     g_autofree char *out = NULL;
     g_autofree char *errout = NULL;
     int status = 0;
-    gboolean spawned = g_spawn_sync(NULL, (char **)argv->pdata, NULL,
-                                    G_SPAWN_DEFAULT, NULL, NULL, &out,
-                                    &errout, &status, &err);
-    g_ptr_array_unref(argv);
+    gboolean spawned = g_spawn_sync(NULL, argv, NULL, G_SPAWN_DEFAULT, NULL,
+                                    NULL, &out, &errout, &status, &err);
     CHECK_MSG(spawned, "cannot run the child: %s", err ? err->message : "");
     CHECK_MSG(g_spawn_check_wait_status(status, NULL),
               "the child process failed: %s", errout);
@@ -2326,38 +2203,19 @@ static void case_multiprocess(Fixture *f)
     procreg_owner o, self;
     owner_self(&self);
     CHECK_OK(procreg_lookup(f->reg, "mp", "from-child", &o, &err), err);
-    CHECK_MSG(owner_eq(&o, &self),
+    CHECK_MSG(cx_owner_eq(&o, &self),
               "entry registered by the child for us has owner %d", (int)o.pid);
     g_auto(procreg_entry) e = {0};
     CHECK_OK(procreg_lookup_entry(f->reg, "mp", "from-child", &e, &err), err);
-    g_autoptr(GVariant) want = md("{'by': <'child'>}");
+    g_autoptr(GVariant) want = cx_md("{'by': <'child'>}");
     CHECK(variant_eq0(e.metadata, want));
 }
 
-/* In the child: open the spec, register (mp, from-child) owned by our
- * parent, and check (mp, taken) is held by the parent. */
-int compliance_child_main(int argc, char **argv)
+/* The child side of case_multiprocess: register (mp, from-child) owned by
+ * our parent, and check (mp, taken) is held by the parent. */
+static int basic_child(procreg *reg)
 {
-    if (argc < 2 || strcmp(argv[1], "--compliance-child") != 0)
-        return -1;
     GError *err = NULL;
-    int i = 2;
-    for (; i + 1 < argc && strcmp(argv[i], "--backend-module") == 0; i += 2) {
-        if (procreg_backend_load_module(argv[i + 1], NULL, &err) != 0) {
-            fprintf(stderr, "child: loading %s: %s\n", argv[i + 1],
-                    err->message);
-            return 2;
-        }
-    }
-    if (i >= argc) {
-        fprintf(stderr, "child: no spec\n");
-        return 2;
-    }
-    procreg *reg = NULL;
-    if (procreg_open(argv[i], &reg, &err) != 0) {
-        fprintf(stderr, "child: open %s: %s\n", argv[i], err->message);
-        return 1;
-    }
     int status = 0;
     procreg_owner parent;
     procreg_entry cur = {0};
@@ -2378,6 +2236,42 @@ int compliance_child_main(int argc, char **argv)
     }
     g_clear_error(&err);
     procreg_entry_clear(&cur);
+    return status;
+}
+
+/* argv: PROGRAM --compliance-child MODE [--backend-module PATH]... SPEC */
+int compliance_child_main(int argc, char **argv)
+{
+    if (argc < 3 || strcmp(argv[1], "--compliance-child") != 0)
+        return -1;
+    const char *mode = argv[2];
+    GError *err = NULL;
+    int i = 3;
+    for (; i + 1 < argc && strcmp(argv[i], "--backend-module") == 0; i += 2) {
+        if (procreg_backend_load_module(argv[i + 1], NULL, &err) != 0) {
+            fprintf(stderr, "child: loading %s: %s\n", argv[i + 1],
+                    err->message);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        fprintf(stderr, "child: no spec\n");
+        return 2;
+    }
+    procreg *reg = NULL;
+    if (procreg_open(argv[i], &reg, &err) != 0) {
+        fprintf(stderr, "child: open %s: %s\n", argv[i], err->message);
+        return 1;
+    }
+    int status;
+    if (strcmp(mode, "basic") == 0)
+        status = basic_child(reg);
+    else if (strcmp(mode, "owner") == 0)
+        status = cx_owner_child(reg);
+    else {
+        fprintf(stderr, "child: unknown mode %s\n", mode);
+        status = 2;
+    }
     procreg_close(reg);
     return status;
 }
@@ -2512,6 +2406,10 @@ static const Case cases[] = {
     {"persistence", case_persistence, PROCREG_CAP_PERSISTENT, LEVEL_REGISTRY},
     {"multiprocess", case_multiprocess, PROCREG_CAP_MULTIPROCESS,
      LEVEL_REGISTRY},
+    {"owner_rule", case_owner_rule, 0, LEVEL_REGISTRY},
+    {"owner_rule_multiprocess", case_owner_rule_multiprocess,
+     PROCREG_CAP_MULTIPROCESS, LEVEL_REGISTRY},
+    {"dead_holder", case_dead_holder, 0, LEVEL_REGISTRY},
     {"backend_level", case_backend_level, 0, LEVEL_BACKEND},
 };
 

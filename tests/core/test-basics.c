@@ -20,13 +20,13 @@ static void test_strerror(void)
         PROCREG_ENOTFOUND, PROCREG_EEXISTS,      PROCREG_ENOTALIVE,
         PROCREG_ENOMEM,    PROCREG_ENOTSUP,      PROCREG_ETIMEDOUT,
         PROCREG_ECANCELLED, PROCREG_ECONFLICT,   PROCREG_EFULL,
-        PROCREG_EBACKEND,  PROCREG_EUNKNOWN_BACKEND,
+        PROCREG_EBACKEND,  PROCREG_EUNKNOWN_BACKEND, PROCREG_EPERM,
     };
     const char *unknown = procreg_strerror(-12345);
     g_assert_cmpstr(unknown, ==, "unknown error");
     g_assert_cmpstr(procreg_strerror(1), ==, "unknown error");
     g_assert_cmpstr(procreg_strerror(G_MININT), ==, "unknown error");
-    g_assert_cmpstr(procreg_strerror(PROCREG_EUNKNOWN_BACKEND - 1), ==,
+    g_assert_cmpstr(procreg_strerror(PROCREG_EPERM - 1), ==,
                     "unknown error");
     for (size_t i = 0; i < G_N_ELEMENTS(codes); i++) {
         const char *s = procreg_strerror(codes[i]);

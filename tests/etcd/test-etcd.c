@@ -650,10 +650,16 @@ static void test_corrupt_values(void)
                     PROCREG_EBACKEND);
     g_assert_nonnull(strstr(err->message, "corrupt"));
     g_clear_error(&err);
-    /* Corrupt entries can be removed, and the namespace is usable again. */
+    /* Corrupt entries can be removed (they have no owner to check: that
+     * takes PROCREG_FORCE), and the namespace is usable again. */
     for (size_t i = 0; i < G_N_ELEMENTS(values); i++) {
         char *name = g_strdup_printf("bad%zu", i);
-        g_assert_cmpint(procreg_unregister(reg, "junk", name, &err), ==, 0);
+        procreg_key *key = NULL;
+        g_assert_cmpint(procreg_key_new("junk", name, &key, NULL), ==, 0);
+        g_assert_cmpint(procreg_unregister_full(reg, key, 0, PROCREG_FORCE,
+                                                &err),
+                        ==, 0);
+        procreg_key_unref(key);
         g_free(name);
     }
     g_assert_cmpint(procreg_register(reg, "junk", "good", NULL, NULL, NULL,

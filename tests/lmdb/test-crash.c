@@ -82,14 +82,20 @@ static G_NORETURN void churn(const char *spec, guint32 seed)
     for (;;) {
         char key[16], line[64];
         g_snprintf(key, sizeof key, "k%d", g_rand_int_range(rand, 0, N_KEYS));
+        /* The entries belong to the parent: this child changes them as a
+         * supervisor would, with PROCREG_FORCE. */
+        procreg_key *pkey = NULL;
+        if (procreg_key_new(NS, key, &pkey, NULL) != 0)
+            _exit(2);
         gint64 n = g_get_real_time();
         int rc;
         if (g_rand_boolean(rand)) {
             rc = procreg_register(reg, NS, key, &parent, payload(n, rand),
                                   NULL, NULL);
             if (rc == PROCREG_EEXISTS) {
-                rc = procreg_update_metadata(reg, NS, key, payload(n, rand),
-                                             PROCREG_UPDATE_REPLACE, NULL);
+                rc = procreg_update_metadata_full(
+                    reg, pkey, payload(n, rand), PROCREG_UPDATE_REPLACE, 0,
+                    PROCREG_FORCE, NULL, NULL);
                 g_snprintf(line, sizeof line, "U %s %" G_GINT64_FORMAT "\n",
                            key, n);
             } else {
@@ -97,7 +103,7 @@ static G_NORETURN void churn(const char *spec, guint32 seed)
                            key, n);
             }
         } else {
-            rc = procreg_unregister(reg, NS, key, NULL);
+            rc = procreg_unregister_full(reg, pkey, 0, PROCREG_FORCE, NULL);
             g_snprintf(line, sizeof line, "D %s\n", key);
             if (rc == PROCREG_ENOTFOUND) {
                 rc = procreg_register(reg, NS, key, &parent,
@@ -106,6 +112,7 @@ static G_NORETURN void churn(const char *spec, guint32 seed)
                            key, n);
             }
         }
+        procreg_key_unref(pkey);
         if (rc != 0) {
             g_snprintf(line, sizeof line, "E %d\n", rc);
             say(fd, line);

@@ -1,9 +1,21 @@
 /* The counting fake inner backend; see fake-inner.h. */
 #include "fake-inner.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+
+/* One op's gate (fake-inner.h), under gate_lock. */
+typedef struct {
+    bool hold;     /* the next call waits for a release */
+    bool held;     /* a call is waiting */
+    bool released; /* the waiting call may go */
+    int fail_rc;   /* the next call returns this (0: its own result) */
+} fake_gate;
+
+/* How long a gate waits for the test before it gives up. */
+#define FAKE_GATE_TIMEOUT_US (10 * G_USEC_PER_SEC)
 
 struct fake_inner {
     pthread_mutex_t lock; /* pthread: ThreadSanitizer sees it */
@@ -12,6 +24,9 @@ struct fake_inner {
     procreg_backend_host *host;
     unsigned int id;
     _Atomic guint64 calls[FAKE_N_OPS];
+    pthread_mutex_t gate_lock;
+    pthread_cond_t gate_cond; /* on CLOCK_MONOTONIC */
+    fake_gate gates[FAKE_N_OPS];
 };
 
 static pthread_mutex_t instances_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -31,6 +46,53 @@ static void fake_entry_free(gpointer p)
 static void count(fake_inner *f, fake_op op)
 {
     atomic_fetch_add(&f->calls[op], 1);
+}
+
+/* Wait on the gate's condition until @deadline (monotonic µs); false on
+ * timeout. */
+static bool gate_wait(fake_inner *f, gint64 deadline)
+{
+    struct timespec ts = {.tv_sec = deadline / G_USEC_PER_SEC,
+                          .tv_nsec = (deadline % G_USEC_PER_SEC) * 1000};
+
+    return pthread_cond_timedwait(&f->gate_cond, &f->gate_lock, &ts) !=
+           ETIMEDOUT;
+}
+
+/* At the end of every op, after its work: its gate.  Returns the failure
+ * to report instead of the op's result, or 0. */
+static int gate_pass(fake_inner *f, fake_op op)
+{
+    fake_gate *g = &f->gates[op];
+    gint64 deadline = g_get_monotonic_time() + FAKE_GATE_TIMEOUT_US;
+    int rc;
+
+    pthread_mutex_lock(&f->gate_lock);
+    rc = g->fail_rc;
+    g->fail_rc = 0;
+    if (g->hold) {
+        g->hold = false;
+        g->held = true;
+        pthread_cond_broadcast(&f->gate_cond);
+        while (!g->released)
+            if (!gate_wait(f, deadline))
+                g_error("fake: a held call was not released in time");
+        g->held = false;
+        g->released = false;
+    }
+    pthread_mutex_unlock(&f->gate_lock);
+    return rc;
+}
+
+/* @rc, or the failure the gate of @op asks for (with @error set). */
+static int gate_result(fake_inner *f, fake_op op, int rc, GError **error)
+{
+    int fail = gate_pass(f, op);
+
+    if (fail == 0)
+        return rc;
+    return procreg_set_error(error, fail, "fake: failure injected after the "
+                                          "write took effect");
 }
 
 static void copy_out(const procreg_entry *e, procreg_entry *out, bool names)
@@ -64,7 +126,14 @@ static int fake_init(const procreg_spec *spec, procreg_backend_host *host,
     if (id >= FAKE_MAX_INSTANCES)
         return procreg_set_error(error, PROCREG_EINVAL, "fake: id too large");
     fake_inner *f = g_new0(fake_inner, 1);
+    pthread_condattr_t attr;
+
     pthread_mutex_init(&f->lock, NULL);
+    pthread_mutex_init(&f->gate_lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&f->gate_cond, &attr);
+    pthread_condattr_destroy(&attr);
     f->entries = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                        fake_entry_free);
     f->host = host;
@@ -86,6 +155,8 @@ static void fake_destroy(void *state)
     pthread_mutex_unlock(&instances_lock);
     g_hash_table_unref(f->entries);
     pthread_mutex_destroy(&f->lock);
+    pthread_mutex_destroy(&f->gate_lock);
+    pthread_cond_destroy(&f->gate_cond);
     g_free(f);
 }
 
@@ -117,7 +188,7 @@ static int fake_register(void *state, const procreg_key *key,
         copy_out(e, current, false);
     }
     pthread_mutex_unlock(&f->lock);
-    return rc;
+    return gate_result(f, FAKE_REGISTER, rc, error);
 }
 
 static int fake_lookup(void *state, const procreg_key *key,
@@ -139,7 +210,7 @@ static int fake_lookup(void *state, const procreg_key *key,
         rc = 0;
     }
     pthread_mutex_unlock(&f->lock);
-    return rc;
+    return gate_result(f, FAKE_LOOKUP, rc, NULL);
 }
 
 static int fake_lookup_entry(void *state, const procreg_key *key,
@@ -159,7 +230,7 @@ static int fake_lookup_entry(void *state, const procreg_key *key,
     }
     pthread_mutex_unlock(&f->lock);
     g_free(k);
-    return rc;
+    return gate_result(f, FAKE_LOOKUP_ENTRY, rc, error);
 }
 
 static int fake_unregister(void *state, const procreg_key *key,
@@ -185,7 +256,7 @@ static int fake_unregister(void *state, const procreg_key *key,
     }
     pthread_mutex_unlock(&f->lock);
     g_free(k);
-    return rc;
+    return gate_result(f, FAKE_UNREGISTER, rc, error);
 }
 
 static int fake_list_all(void *state, const char *ns, GArray *out,
@@ -207,7 +278,7 @@ static int fake_list_all(void *state, const char *ns, GArray *out,
         g_array_append_val(out, copy);
     }
     pthread_mutex_unlock(&f->lock);
-    return 0;
+    return gate_result(f, FAKE_LIST_ALL, 0, error);
 }
 
 static int fake_update(void *state, const procreg_key *key,
@@ -235,7 +306,7 @@ static int fake_update(void *state, const procreg_key *key,
     }
     pthread_mutex_unlock(&f->lock);
     g_free(k);
-    return rc;
+    return gate_result(f, FAKE_UPDATE, rc, error);
 }
 
 static int fake_health(void *state, GVariantDict *details, char **message)
@@ -348,4 +419,39 @@ void fake_notify(fake_inner *f, procreg_event_kind kind, const char *ns,
                                     ? PROCREG_REASON_EXPLICIT
                                     : PROCREG_REASON_NONE,
                                 &e);
+}
+
+void fake_hold_next(fake_inner *f, fake_op op)
+{
+    pthread_mutex_lock(&f->gate_lock);
+    g_assert_false(f->gates[op].hold || f->gates[op].held);
+    f->gates[op].hold = true;
+    pthread_mutex_unlock(&f->gate_lock);
+}
+
+void fake_fail_next(fake_inner *f, fake_op op, int rc)
+{
+    pthread_mutex_lock(&f->gate_lock);
+    f->gates[op].fail_rc = rc;
+    pthread_mutex_unlock(&f->gate_lock);
+}
+
+void fake_wait_held(fake_inner *f, fake_op op)
+{
+    gint64 deadline = g_get_monotonic_time() + FAKE_GATE_TIMEOUT_US;
+
+    pthread_mutex_lock(&f->gate_lock);
+    while (!f->gates[op].held)
+        if (!gate_wait(f, deadline))
+            g_error("fake: no call of op %d was held in time", (int)op);
+    pthread_mutex_unlock(&f->gate_lock);
+}
+
+void fake_release(fake_inner *f, fake_op op)
+{
+    pthread_mutex_lock(&f->gate_lock);
+    g_assert_true(f->gates[op].held);
+    f->gates[op].released = true;
+    pthread_cond_broadcast(&f->gate_cond);
+    pthread_mutex_unlock(&f->gate_lock);
 }

@@ -4,6 +4,11 @@
  * directly (bypassing the decorator) and make it notify, as another
  * process writing to a shared backend would.
  *
+ * Gates force interleavings: the next call of an op can be held after it
+ * has done its work and before it returns (a reader that read an old value
+ * and was descheduled; a write that reached the backend, its caller not
+ * yet told), and a write can be made to fail after it took effect.
+ *
  * Two types: "fake" (caps THREADSAFE, not shared) and "fake_shared" (caps
  * THREADSAFE | MULTIPROCESS).  Option id=N (0..FAKE_MAX_INSTANCES-1) names
  * the instance so the test can reach it with fake_instance(N).
@@ -53,6 +58,17 @@ gboolean fake_remove(fake_inner *f, const char *ns, const char *name);
 /* Report a change of (ns, name) to the host, as a shared backend does. */
 void fake_notify(fake_inner *f, procreg_event_kind kind, const char *ns,
                  const char *name);
+
+/* The next call of @op on @f does its work, then waits before it returns
+ * until fake_release(@f, @op). */
+void fake_hold_next(fake_inner *f, fake_op op);
+/* The next call of @op on @f (a write) does its work, then returns @rc
+ * with an error, as a backend that timed out after its commit. */
+void fake_fail_next(fake_inner *f, fake_op op, int rc);
+/* Wait until a call of @op is held; the test fails after 10 s. */
+void fake_wait_held(fake_inner *f, fake_op op);
+/* Let the held call of @op return. */
+void fake_release(fake_inner *f, fake_op op);
 
 G_END_DECLS
 

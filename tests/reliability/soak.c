@@ -284,6 +284,15 @@ static void op_lookup_entry(worker *w, int k)
     g_free(name);
 }
 
+/* The owner rule: only the owner changes an entry, anyone with
+ * PROCREG_FORCE.  Picks the flags of a write to @m (force now and then)
+ * and returns the code the write must answer when the entry is there. */
+static int write_flags(worker *w, const model_key *m, unsigned *flags)
+{
+    *flags = g_rand_int_range(w->rand, 0, 4) == 0 ? PROCREG_FORCE : 0;
+    return m->pid == getpid() || (*flags & PROCREG_FORCE) ? 0 : PROCREG_EPERM;
+}
+
 static void op_update(worker *w, int k, procreg_update_mode mode)
 {
     model_key *m = &w->model[k];
@@ -296,10 +305,14 @@ static void op_update(worker *w, int k, procreg_update_mode mode)
     if (meta == NULL && mode == PROCREG_UPDATE_MERGE)
         meta = g_variant_ref_sink(g_variant_new_parsed("@a{sv} {}"));
     uint64_t rev = 0;
-    int rc = procreg_update_metadata_key(w->s->reg, key, meta, mode, 0, &rev,
-                                         NULL);
+    unsigned flags;
+    int allowed = write_flags(w, m, &flags);
+    int rc = procreg_update_metadata_full(w->s->reg, key, meta, mode, 0,
+                                          flags, &rev, NULL);
     if (!m->present) {
         CHECK_RC(w, rc, PROCREG_ENOTFOUND, "update", k);
+    } else if (allowed != 0) {
+        CHECK_RC(w, rc, allowed, "update", k);
     } else {
         CHECK_RC(w, rc, 0, "update", k);
         if (rev <= m->revision)
@@ -354,17 +367,16 @@ static void op_unregister(worker *w, int k)
 {
     model_key *m = &w->model[k];
     char *name = key_name(k);
-    int rc;
-    if (m->present && g_rand_boolean(w->rand)) {
-        procreg_key *key = NULL;
-        g_assert_cmpint(procreg_key_new(w->ns, name, &key, NULL), ==, 0);
-        rc = procreg_unregister_key(w->s->reg, key, m->revision, NULL);
-        procreg_key_unref(key);
-    } else {
-        rc = procreg_unregister(w->s->reg, w->ns, name, NULL);
-    }
-    CHECK_RC(w, rc, m->present ? 0 : PROCREG_ENOTFOUND, "unregister", k);
-    if (m->present) {
+    procreg_key *key = NULL;
+    g_assert_cmpint(procreg_key_new(w->ns, name, &key, NULL), ==, 0);
+    unsigned flags;
+    int allowed = write_flags(w, m, &flags);
+    uint64_t if_revision = m->present && g_rand_boolean(w->rand) ? m->revision
+                                                                : 0;
+    int rc = procreg_unregister_full(w->s->reg, key, if_revision, flags, NULL);
+    procreg_key_unref(key);
+    CHECK_RC(w, rc, m->present ? allowed : PROCREG_ENOTFOUND, "unregister", k);
+    if (m->present && allowed == 0) {
         if (m->pid != getpid())
             forget_child_key(w, m->pid);
         uint64_t rev = m->revision;

@@ -244,9 +244,13 @@ static void test_list_owned(fixture *f, gconstpointer spec)
                                      &err_));
     CHECK_RC(0, procreg_register(f->reg, other, "z", &o, NULL, NULL, &err_));
     CHECK_RC(0, procreg_register(f->reg, f->ns, "own", NULL, NULL, NULL, &err_));
-    /* Unregistered entries leave the index. */
+    /* Unregistered entries leave the index (the child owns it: removing
+     * it from here is a supervisor's forced removal). */
     CHECK_RC(0, procreg_register(f->reg, f->ns, "gone", &o, NULL, NULL, &err_));
-    CHECK_RC(0, procreg_unregister(f->reg, f->ns, "gone", &err_));
+    procreg_key *gone = NULL;
+    CHECK_RC(0, procreg_key_new(f->ns, "gone", &gone, &err_));
+    CHECK_RC(0, procreg_unregister_full(f->reg, gone, 0, PROCREG_FORCE, &err_));
+    procreg_key_unref(gone);
 
     procreg_entry *owned = NULL;
     size_t n = 0;

@@ -5,6 +5,7 @@
  */
 #include "common.h"
 
+#include <glib/gstdio.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -282,9 +283,41 @@ static bool opens(const char *spec)
     return true;
 }
 
+/* Backends opened without options (lmdb) use a host-wide default file
+ * under $XDG_RUNTIME_DIR: point that at a directory of this run's own, so
+ * another writer on the host cannot disturb the tests, nor they it. */
+static char *private_runtime_dir(void)
+{
+    GError *error = NULL;
+    char *dir = g_dir_make_tmp("procreg-service-XXXXXX", &error);
+    if (dir == NULL)
+        g_error("cannot make a private directory: %s", error->message);
+    g_setenv("XDG_RUNTIME_DIR", dir, TRUE);
+    return dir;
+}
+
+static void remove_tree(const char *path)
+{
+    GDir *d = g_dir_open(path, 0, NULL);
+    const char *name;
+    while (d != NULL && (name = g_dir_read_name(d)) != NULL) {
+        char *child = g_build_filename(path, name, NULL);
+        if (g_file_test(child, G_FILE_TEST_IS_DIR) &&
+            !g_file_test(child, G_FILE_TEST_IS_SYMLINK))
+            remove_tree(child);
+        else
+            g_unlink(child);
+        g_free(child);
+    }
+    if (d != NULL)
+        g_dir_close(d);
+    g_rmdir(path);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
+    char *runtime_dir = private_runtime_dir();
     GError *error = NULL;
     if (procreg_backend_register(&gate_backend_ops, &error) != 0)
         g_error("register gate: %s", error->message);
@@ -311,5 +344,7 @@ int main(int argc, char **argv)
     add_stats_cases();
     int rc = g_test_run();
     g_ptr_array_unref(specs);
+    remove_tree(runtime_dir);
+    g_free(runtime_dir);
     return rc;
 }

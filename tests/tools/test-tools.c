@@ -268,14 +268,25 @@ static void test_lifecycle(Fixture *f, gconstpointer data)
     g_assert_cmpstr(out, ==, "[]\n");
     g_free(out);
 
+    /* The entry belongs to process @pid, not to this command: changing it
+     * is refused (exit 8, the owner named) unless forced. */
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "update", "prod", "web",
+                        "--meta", "port=9090", NULL), ==, 8);
+    ASSERT_HAS(err, "owned by process");
+    ASSERT_HAS(err, pid);
+    g_free(err);
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "unregister", "prod", "web",
+                        NULL), ==, 8);
+    g_free(err);
     g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "update", "prod", "web",
-                        "--meta", "port=9090", NULL), ==, 0);
+                        "--meta", "port=9090", "--force", NULL), ==, 0);
     g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "lookup", "prod",
                         "web", NULL), ==, 0);
     ASSERT_HAS(out, "\"port\":9090,\"role\":\"api\"");
     g_free(out);
     g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "update", "prod", "web",
-                        "--replace", "--meta", "only=1", NULL), ==, 0);
+                        "--replace", "--meta", "only=1", "--force", NULL), ==,
+                    0);
     g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "lookup", "prod",
                         "web", NULL), ==, 0);
     ASSERT_HAS(out, "\"metadata\":{\"only\":1}");
@@ -290,7 +301,7 @@ static void test_lifecycle(Fixture *f, gconstpointer data)
     g_free(err);
 
     g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "unregister", "prod", "web",
-                        NULL), ==, 0);
+                        "--force", NULL), ==, 0);
     g_assert_cmpint(run(NULL, &err, "-b", f->spec, "lookup", "prod", "web",
                         NULL), ==, 3);
     ASSERT_HAS(err, "not registered");
@@ -462,14 +473,16 @@ static void test_watch(Fixture *f, gconstpointer data)
                         "--pid", pid, "--meta", "v=1", NULL), ==, 0);
     g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "other", "b",
                         "--pid", pid, NULL), ==, 0);
+    /* The entry is this test's: the commands force their changes, and
+     * the watcher sees that. */
     g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "update", "wns", "a",
-                        "--meta", "v=2", NULL), ==, 0);
+                        "--meta", "v=2", "--force", NULL), ==, 0);
     g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "unregister", "wns", "a",
-                        NULL), ==, 0);
+                        "--force", NULL), ==, 0);
     const char *expect[] = {"\"event\":\"registered\"",
-                            "\"event\":\"updated\"",
+                            "\"event\":\"updated\",\"reason\":\"forced\"",
                             "\"event\":\"unregistered\",\"reason\":"
-                            "\"explicit\""};
+                            "\"forced\""};
     for (size_t i = 0; i < G_N_ELEMENTS(expect); i++) {
         char *line = read_line(w.out, 10000);
         if (line == NULL)

@@ -1,0 +1,172 @@
+/*
+ * What the files of the compliance suite share: the non-aborting checks,
+ * the fixture, and the helpers cases use (prefixed cx_).  Not installed.
+ */
+#ifndef PROCREG_TESTS_COMPLIANCE_PRIVATE_H
+#define PROCREG_TESTS_COMPLIANCE_PRIVATE_H
+
+#ifndef PROCREG_ENABLE_BACKEND
+#define PROCREG_ENABLE_BACKEND 1
+#endif
+#include "compliance.h"
+
+#include <procreg/backend.h>
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* ------------------------------------------------------------------------ */
+/* Auto-cleanup for procreg types                                           */
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(procreg_entry, procreg_entry_clear)
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(procreg_health, procreg_health_clear)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(procreg_key, procreg_key_unref)
+
+typedef struct {
+    procreg_entry *v;
+    size_t n;
+} EntryList;
+
+static inline void entry_list_clear(EntryList *l)
+{
+    procreg_entries_free(l->v, l->n);
+    l->v = NULL;
+    l->n = 0;
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(EntryList, entry_list_clear)
+
+/* ------------------------------------------------------------------------ */
+/* Non-aborting checks                                                      */
+
+/* Fail the running case with "file:line: message" (not fatal). */
+void cx_fail_at(const char *file, int line, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+
+#define FAIL(...)                                                          \
+    do {                                                                   \
+        cx_fail_at(__FILE__, __LINE__, __VA_ARGS__);                       \
+        return;                                                            \
+    } while (0)
+
+#define CHECK(cond)                                                        \
+    do {                                                                   \
+        if (G_UNLIKELY(!(cond)))                                           \
+            FAIL("check failed: %s", #cond);                               \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                               \
+    do {                                                                   \
+        if (G_UNLIKELY(!(cond)))                                           \
+            FAIL(__VA_ARGS__);                                             \
+    } while (0)
+
+/* @rc must be 0 and @err unset. */
+#define CHECK_OK(rc, err)                                                  \
+    do {                                                                   \
+        int rc_ = (rc);                                                    \
+        if (rc_ != 0)                                                      \
+            FAIL("%s: expected success, got %d (%s): %s", #rc, rc_,        \
+                 procreg_strerror(rc_),                                    \
+                 (err) != NULL ? (err)->message : "(no GError)");          \
+        if ((err) != NULL)                                                 \
+            FAIL("%s: succeeded but set a GError: %s", #rc,                \
+                 (err)->message);                                          \
+    } while (0)
+
+/* @rc must be @want with a matching GError in @err (then cleared). */
+#define CHECK_ERR(rc, err, want)                                           \
+    do {                                                                   \
+        int rc_ = (rc);                                                    \
+        int want_ = (want);                                                \
+        if (rc_ != want_)                                                  \
+            FAIL("%s: expected %d (%s), got %d (%s)%s%s", #rc, want_,      \
+                 procreg_strerror(want_), rc_, procreg_strerror(rc_),      \
+                 (err) != NULL ? ": " : "",                                \
+                 (err) != NULL ? (err)->message : "");                     \
+        if ((err) == NULL)                                                 \
+            FAIL("%s: returned %s without setting the GError", #rc,        \
+                 procreg_strerror(rc_));                                   \
+        if ((err)->domain != PROCREG_ERROR || (err)->code != rc_)          \
+            FAIL("%s: GError %s/%d does not match the return %d", #rc,     \
+                 g_quark_to_string((err)->domain), (err)->code, rc_);      \
+        if ((err)->message == NULL || (err)->message[0] == '\0')           \
+            FAIL("%s: GError without a message", #rc);                     \
+        g_clear_error(&(err));                                             \
+    } while (0)
+
+/* @rc must be @want; used where no GError is passed. */
+#define CHECK_RC(rc, want)                                                 \
+    do {                                                                   \
+        int rc_ = (rc);                                                    \
+        int want_ = (want);                                                \
+        if (rc_ != want_)                                                  \
+            FAIL("%s: expected %d (%s), got %d (%s)", #rc, want_,          \
+                 procreg_strerror(want_), rc_, procreg_strerror(rc_));     \
+    } while (0)
+
+/* Return early when a helper has already failed the case. */
+#define CHECK_HELPER()                                                     \
+    do {                                                                   \
+        if (g_test_failed())                                               \
+            return;                                                        \
+    } while (0)
+
+typedef struct Suite {
+    char *label;
+    char *spec_template;
+    bool caps_known;
+    unsigned int caps;
+} Suite;
+
+typedef struct Fixture Fixture;
+typedef void (*CaseFunc)(Fixture *f);
+
+enum { LEVEL_REGISTRY, LEVEL_BACKEND };
+
+typedef struct {
+    const char *name;
+    CaseFunc func;
+    unsigned int need_caps; /* skip unless every one is present */
+    int level;              /* what the fixture opens */
+} Case;
+
+typedef struct {
+    Suite *suite;
+    const Case *c;
+} CaseInstance;
+
+struct Fixture {
+    Suite *suite;
+    char *tmpdir;
+    char *spec;
+    unsigned int caps;
+    procreg *reg;
+    procreg_backend *backend;
+    bool setup_failed;
+    const char *skip;
+};
+
+/* An a{sv} dictionary from GVariant text, not floating. */
+GVariant *cx_md(const char *text);
+/* Same pid and start time. */
+bool cx_owner_eq(const procreg_owner *a, const procreg_owner *b);
+/* A live child that waits to be killed. */
+pid_t cx_sleeping_child(void);
+/* SIGKILL @pid and wait for it. */
+void cx_reap(pid_t pid);
+/* Register with the calling process as owner; no current, no GError. */
+int cx_quick_register(procreg *reg, const char *ns, const char *name,
+                      const char *md_text);
+/* The argv (NULL-terminated, g_strfreev) that re-executes this program as
+ * a child of the suite: --compliance-child MODE, the loaded modules, and
+ * @spec.  compliance_child_main() runs it. */
+char **cx_child_argv(const char *mode, const char *spec);
+
+/* Cases defined outside compliance.c. */
+void case_owner_rule(Fixture *f);
+void case_owner_rule_multiprocess(Fixture *f);
+void case_dead_holder(Fixture *f);
+/* The child side of case_owner_rule_multiprocess (MODE "owner"). */
+int cx_owner_child(procreg *reg);
+
+#endif

@@ -1,0 +1,431 @@
+/*
+ * The optimized decorator's cache against writes in flight, one forced
+ * interleaving per test: the gates of the fake inner backend hold a
+ * reader after it read the inner backend and before it fills the cache,
+ * and a write after it reached the inner backend and before the decorator
+ * updated the cache.  Each test checks what a thread may see: never an
+ * older revision than one it already saw (from a lookup, list or find),
+ * never a removed key coming back, never an entry older than a
+ * notification already delivered (cache.c's invariants).
+ *
+ * Built twice (meson.build): as is, where every test must pass, and over
+ * a cache built with -DPROCREG_INJECT_STALE_FILL, where the tests of stale
+ * fills must fail at their check (run as trapped subprocesses).
+ */
+#include "fake-inner.h"
+
+#define NS "race"
+#define NAME "svc"
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                  */
+
+typedef struct {
+    procreg_backend *b;
+    fake_inner *f;
+    procreg_key *k;
+} fixture;
+
+static void setup(fixture *fx, const char *options)
+{
+    char *spec = g_strdup_printf("optimized:inner=[fake:id=3],ttl_ms=60000%s",
+                                 options);
+    GError *error = NULL;
+
+    g_assert_cmpint(procreg_backend_open(spec, NULL, &fx->b, &error), ==, 0);
+    g_assert_no_error(error);
+    g_free(spec);
+    fx->f = fake_instance(3);
+    g_assert_cmpint(procreg_key_new(NS, NAME, &fx->k, &error), ==, 0);
+}
+
+static void teardown(fixture *fx)
+{
+    procreg_key_unref(fx->k);
+    procreg_backend_close(fx->b);
+}
+
+static GVariant *md(const char *group, int role)
+{
+    GVariantDict d;
+
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "group", "s", group);
+    g_variant_dict_insert(&d, "role", "i", role);
+    return g_variant_ref_sink(g_variant_dict_end(&d));
+}
+
+/* The key's revision through lookup_entry, 0 when it is not registered. */
+static uint64_t revision_of(fixture *fx)
+{
+    procreg_entry e = {0};
+    int rc = procreg_backend_lookup_entry(fx->b, fx->k, &e, NULL);
+    uint64_t rev = e.revision;
+
+    g_assert_true(rc == 0 || rc == PROCREG_ENOTFOUND);
+    procreg_entry_clear(&e);
+    return rc == 0 ? rev : 0;
+}
+
+/* Whether the key is registered, through lookup. */
+static gboolean registered(fixture *fx)
+{
+    procreg_owner o;
+    int rc = procreg_backend_lookup(fx->b, fx->k, &o);
+
+    g_assert_true(rc == 0 || rc == PROCREG_ENOTFOUND);
+    return rc == 0;
+}
+
+/* The key's entry put straight into the inner backend, behind the
+ * decorator (nothing cached): its revision. */
+static uint64_t set_behind(fixture *fx, int role)
+{
+    /* list goes to the inner backend and fills nothing. */
+    GArray *all = procreg_entry_array_new();
+    GVariant *m = md("g", role);
+    uint64_t rev;
+
+    fake_set(fx->f, NS, NAME, 100, m);
+    g_variant_unref(m);
+    g_assert_cmpint(procreg_backend_list_all(fx->b, NS, all, NULL), ==, 0);
+    g_assert_cmpuint(all->len, ==, 1);
+    rev = g_array_index(all, procreg_entry, 0).revision;
+    g_array_unref(all);
+    return rev;
+}
+
+/* A call made in its own thread, so that the fake's gate can hold it. */
+typedef enum {
+    CALL_LOOKUP,
+    CALL_LOOKUP_ENTRY,
+    CALL_UPDATE,
+    CALL_UNREGISTER,
+    CALL_DROP,
+} call_kind;
+
+typedef struct {
+    fixture *fx;
+    call_kind kind;
+    GThread *thread;
+    int rc;
+    uint64_t revision; /* the revision it read or wrote */
+} call;
+
+static gpointer call_main(gpointer data)
+{
+    call *c = data;
+    procreg_entry e = {0};
+    procreg_owner o;
+    GVariant *m;
+
+    switch (c->kind) {
+    case CALL_LOOKUP:
+        c->rc = procreg_backend_lookup(c->fx->b, c->fx->k, &o);
+        break;
+    case CALL_LOOKUP_ENTRY:
+        c->rc = procreg_backend_lookup_entry(c->fx->b, c->fx->k, &e, NULL);
+        break;
+    case CALL_UPDATE:
+        m = md("g", 2);
+        c->rc = procreg_backend_update_metadata(c->fx->b, c->fx->k, m, 0, &e,
+                                                NULL);
+        g_variant_unref(m);
+        break;
+    case CALL_UNREGISTER:
+        c->rc = procreg_backend_unregister(c->fx->b, c->fx->k, 0, NULL, NULL);
+        break;
+    case CALL_DROP:
+        c->rc = procreg_backend_drop_namespace(c->fx->b, NS, NULL, NULL);
+        break;
+    }
+    c->revision = e.revision;
+    procreg_entry_clear(&e);
+    return NULL;
+}
+
+/* Start @kind in a thread and wait until the fake holds it at @op's gate:
+ * it has done its work in the inner backend, not yet returned. */
+static void start_held(call *c, fixture *fx, call_kind kind, fake_op op)
+{
+    *c = (call){.fx = fx, .kind = kind};
+    fake_hold_next(fx->f, op);
+    c->thread = g_thread_new("held", call_main, c);
+    fake_wait_held(fx->f, op);
+}
+
+/* Let the held call of @op go on and wait until it returned. */
+static void finish(call *c, fake_op op)
+{
+    fake_release(c->fx->f, op);
+    g_thread_join(c->thread);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stale fills: a miss that read the inner backend before a write          */
+
+/* The lead's issue 13: reader B reads revision r0 from the inner backend
+ * and stalls; writer W's update reaches the inner backend (r1) and stalls
+ * before the cache; reader A reads r1 from the inner backend; B fills.
+ * A must not read r0 next. */
+static void test_fill_during_write(void)
+{
+    fixture fx;
+    call reader, writer;
+    uint64_t r0, seen, again;
+
+    setup(&fx, "");
+    r0 = set_behind(&fx, 1);
+    start_held(&reader, &fx, CALL_LOOKUP_ENTRY, FAKE_LOOKUP_ENTRY);
+    start_held(&writer, &fx, CALL_UPDATE, FAKE_UPDATE);
+    seen = revision_of(&fx);
+    g_assert_cmpuint(seen, >, r0);
+    finish(&reader, FAKE_LOOKUP_ENTRY);
+    g_assert_cmpint(reader.rc, ==, 0);
+    g_assert_cmpuint(reader.revision, ==, r0);
+    again = revision_of(&fx);
+    g_assert_cmpuint(again, >=, seen);
+    finish(&writer, FAKE_UPDATE);
+    g_assert_cmpint(writer.rc, ==, 0);
+    g_assert_cmpuint(writer.revision, ==, seen);
+    /* Read-your-writes, answered by the cache. */
+    guint64 asked = fake_calls(fx.f, FAKE_LOOKUP_ENTRY);
+    g_assert_cmpuint(revision_of(&fx), ==, seen);
+    g_assert_cmpuint(fake_calls(fx.f, FAKE_LOOKUP_ENTRY), ==, asked);
+    teardown(&fx);
+}
+
+/* The same window seen through list: the list shows the new revision,
+ * then B's stale fill must not be served. */
+static void test_fill_during_write_after_list(void)
+{
+    fixture fx;
+    call reader, writer;
+    uint64_t r0, listed;
+    GArray *all = procreg_entry_array_new();
+
+    setup(&fx, "");
+    r0 = set_behind(&fx, 1);
+    start_held(&reader, &fx, CALL_LOOKUP_ENTRY, FAKE_LOOKUP_ENTRY);
+    start_held(&writer, &fx, CALL_UPDATE, FAKE_UPDATE);
+    g_assert_cmpint(procreg_backend_list_all(fx.b, NS, all, NULL), ==, 0);
+    g_assert_cmpuint(all->len, ==, 1);
+    listed = g_array_index(all, procreg_entry, 0).revision;
+    g_array_unref(all);
+    g_assert_cmpuint(listed, >, r0);
+    finish(&reader, FAKE_LOOKUP_ENTRY);
+    g_assert_cmpuint(reader.revision, ==, r0);
+    uint64_t after_list = revision_of(&fx);
+    g_assert_cmpuint(after_list, >=, listed);
+    finish(&writer, FAKE_UPDATE);
+    g_assert_cmpuint(revision_of(&fx), ==, listed);
+    teardown(&fx);
+}
+
+/* A removal in flight: reader A sees the key gone in the inner backend;
+ * B's fill from before must not bring it back. */
+typedef struct {
+    const char *options;
+    call_kind removal;
+} removal_case;
+
+/* With negative caching on, A's own miss stores the absence, which B's
+ * fill must not replace either.  A namespace drop counts in every stripe;
+ * the core drops through unregister on this inner backend, so the fake
+ * holds that. */
+static const removal_case unregister_plain = {"", CALL_UNREGISTER};
+static const removal_case unregister_negative = {",negative_cache=on",
+                                                 CALL_UNREGISTER};
+static const removal_case namespace_drop = {"", CALL_DROP};
+
+static void test_fill_resurrects(gconstpointer data)
+{
+    const removal_case *rc = data;
+    fixture fx;
+    call reader, remover;
+
+    setup(&fx, rc->options);
+    set_behind(&fx, 1);
+    start_held(&reader, &fx, CALL_LOOKUP, FAKE_LOOKUP);
+    start_held(&remover, &fx, rc->removal, FAKE_UNREGISTER);
+    g_assert_false(registered(&fx));
+    finish(&reader, FAKE_LOOKUP);
+    g_assert_cmpint(reader.rc, ==, 0);
+    gboolean back = registered(&fx);
+    g_assert_false(back);
+    finish(&remover, FAKE_UNREGISTER);
+    g_assert_cmpint(remover.rc, ==, 0);
+    g_assert_false(registered(&fx));
+    teardown(&fx);
+}
+
+/* A write that took effect in the inner backend and then failed (a
+ * timeout after the commit): its window is the same as a successful
+ * write's, and it must not leave its stripe held back when it ends. */
+static void test_fill_during_failed_write(void)
+{
+    fixture fx;
+    call reader, writer;
+    uint64_t r0, seen;
+
+    setup(&fx, "");
+    r0 = set_behind(&fx, 1);
+    start_held(&reader, &fx, CALL_LOOKUP_ENTRY, FAKE_LOOKUP_ENTRY);
+    fake_fail_next(fx.f, FAKE_UPDATE, PROCREG_ETIMEDOUT);
+    start_held(&writer, &fx, CALL_UPDATE, FAKE_UPDATE);
+    seen = revision_of(&fx);
+    g_assert_cmpuint(seen, >, r0);
+    finish(&reader, FAKE_LOOKUP_ENTRY);
+    uint64_t again = revision_of(&fx);
+    g_assert_cmpuint(again, >=, seen);
+    finish(&writer, FAKE_UPDATE);
+    g_assert_cmpint(writer.rc, ==, PROCREG_ETIMEDOUT);
+    /* The next miss fills and the lookup after it is a hit. */
+    guint64 asked = fake_calls(fx.f, FAKE_LOOKUP_ENTRY);
+    g_assert_cmpuint(revision_of(&fx), ==, seen);
+    g_assert_cmpuint(revision_of(&fx), ==, seen);
+    g_assert_cmpuint(fake_calls(fx.f, FAKE_LOOKUP_ENTRY), ==, asked + 1);
+    teardown(&fx);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A write in flight against what list and find already show               */
+
+/* The key cached at r0; W's update reaches the inner backend (r1); A's
+ * find shows r1.  A's lookup must not be served the cached r0. */
+static void test_cached_entry_during_write(void)
+{
+    fixture fx;
+    call writer;
+    procreg_record r = {.owner = {100, 1}};
+    procreg_entry cur = {0};
+    GVariant *group = g_variant_ref_sink(g_variant_new_string("g"));
+    GArray *found = procreg_entry_array_new();
+    uint64_t r0, shown;
+
+    setup(&fx, "");
+    r.metadata = md("g", 1);
+    g_assert_cmpint(procreg_backend_register_entry(fx.b, fx.k, &r, &cur, NULL),
+                    ==, 0);
+    g_variant_unref(r.metadata);
+    r0 = cur.revision;
+    procreg_entry_clear(&cur);
+    g_assert_cmpuint(revision_of(&fx), ==, r0); /* cached */
+    start_held(&writer, &fx, CALL_UPDATE, FAKE_UPDATE);
+    g_assert_cmpint(procreg_backend_find_by_metadata(fx.b, NS, "group", group,
+                                                     found, NULL), ==, 0);
+    g_assert_cmpuint(found->len, ==, 1);
+    shown = g_array_index(found, procreg_entry, 0).revision;
+    g_assert_cmpuint(shown, >, r0);
+    uint64_t after_find = revision_of(&fx);
+    g_assert_cmpuint(after_find, >=, shown);
+    finish(&writer, FAKE_UPDATE);
+    g_assert_cmpuint(revision_of(&fx), ==, shown);
+    g_array_unref(found);
+    g_variant_unref(group);
+    teardown(&fx);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Notifications                                                            */
+
+/* B read r0 and stalls; the key changes elsewhere (r1) and the inner
+ * backend notifies; A reads r1.  B's fill must not put r0 back. */
+static void test_fill_after_notification(void)
+{
+    fixture fx;
+    call reader;
+    uint64_t r0, r1;
+
+    setup(&fx, "");
+    r0 = set_behind(&fx, 1);
+    start_held(&reader, &fx, CALL_LOOKUP_ENTRY, FAKE_LOOKUP_ENTRY);
+    r1 = set_behind(&fx, 3);
+    fake_notify(fx.f, PROCREG_EVENT_UPDATED, NS, NAME);
+    g_assert_cmpuint(revision_of(&fx), ==, r1);
+    finish(&reader, FAKE_LOOKUP_ENTRY);
+    g_assert_cmpuint(reader.revision, ==, r0);
+    uint64_t after = revision_of(&fx);
+    g_assert_cmpuint(after, >=, r1);
+    teardown(&fx);
+}
+
+/* W's update reaches the inner backend (r1) and stalls; the key changes
+ * elsewhere (r2) and the inner backend notifies; A reads r2.  W's end
+ * must not store r1 over it. */
+static void test_write_after_notification(void)
+{
+    fixture fx;
+    call writer;
+    uint64_t r2;
+
+    setup(&fx, "");
+    set_behind(&fx, 1);
+    start_held(&writer, &fx, CALL_UPDATE, FAKE_UPDATE);
+    r2 = set_behind(&fx, 3);
+    fake_notify(fx.f, PROCREG_EVENT_UPDATED, NS, NAME);
+    g_assert_cmpuint(revision_of(&fx), ==, r2);
+    finish(&writer, FAKE_UPDATE);
+    g_assert_cmpint(writer.rc, ==, 0);
+    g_assert_cmpuint(writer.revision, <, r2);
+    uint64_t after = revision_of(&fx);
+    g_assert_cmpuint(after, >=, r2);
+    teardown(&fx);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The build with the stale fill put back                                   */
+
+#ifdef RACES_AGAINST_STALE_FILL
+/* Each test of a stale fill, in a subprocess: it must fail at its check
+ * of what the reader saw, not anywhere else. */
+static void expect_caught(const char *path, const char *message)
+{
+    g_test_trap_subprocess(path, 30 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_failed();
+    g_test_trap_assert_stderr(message);
+}
+
+static void test_stale_fill_caught(void)
+{
+    const char *older = "*assertion failed (again >= seen)*";
+    const char *back = "*'back' should be FALSE*";
+
+    expect_caught("/optimized/races/fill-during-write", older);
+    expect_caught("/optimized/races/fill-during-write-after-list",
+                  "*assertion failed (after_list >= listed)*");
+    expect_caught("/optimized/races/fill-resurrects", back);
+    expect_caught("/optimized/races/fill-resurrects-negative", back);
+    expect_caught("/optimized/races/fill-resurrects-after-drop", back);
+    expect_caught("/optimized/races/fill-during-failed-write", older);
+}
+#endif
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    fake_inner_register_types();
+    g_test_add_func("/optimized/races/fill-during-write",
+                    test_fill_during_write);
+    g_test_add_func("/optimized/races/fill-during-write-after-list",
+                    test_fill_during_write_after_list);
+    g_test_add_data_func("/optimized/races/fill-resurrects",
+                         &unregister_plain, test_fill_resurrects);
+    g_test_add_data_func("/optimized/races/fill-resurrects-negative",
+                         &unregister_negative, test_fill_resurrects);
+    g_test_add_data_func("/optimized/races/fill-resurrects-after-drop",
+                         &namespace_drop, test_fill_resurrects);
+    g_test_add_func("/optimized/races/fill-during-failed-write",
+                    test_fill_during_failed_write);
+    g_test_add_func("/optimized/races/cached-entry-during-write",
+                    test_cached_entry_during_write);
+    g_test_add_func("/optimized/races/fill-after-notification",
+                    test_fill_after_notification);
+    g_test_add_func("/optimized/races/write-after-notification",
+                    test_write_after_notification);
+#ifdef RACES_AGAINST_STALE_FILL
+    g_test_add_func("/optimized/races/stale-fill-caught",
+                    test_stale_fill_caught);
+#endif
+    return g_test_run();
+}
