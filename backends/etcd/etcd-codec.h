@@ -6,9 +6,10 @@
  *   P/e/<ns>\0<name>   one entry; a namespace is the range
  *                      [P/e/<ns>\0, P/e/<ns>\1), every entry [P/e/, P/e0)
  *   P/why              the reason marker: written in the same transaction
- *                      as a removal, so watchers learn why an entry went
- *                      away and who removed it.  A removal without a
- *                      marker at its revision is a lease expiry.
+ *                      as a removal (or a forced update), so watchers
+ *                      learn why an entry went away and who removed it.
+ *                      A removal without a marker at its revision is a
+ *                      lease expiry.
  * Values: a JSON object
  *   {"v":1,"pid":N,"start":N,"host":"ID","at":µs,"w":"WRITER","meta":"B64"}
  * with "meta" (optional) the normal-form serialisation of the a{sv}

@@ -161,6 +161,52 @@ ETCD_HIDDEN bool procreg_etcd_first_kv(JsonObject *o, const char *member,
            procreg_etcd_kv_parse(json_node_get_object(n), kv);
 }
 
+ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, procreg_event_kind kind,
+                                     procreg_event_reason reason,
+                                     const void *key, size_t klen,
+                                     const void *value, size_t vlen,
+                                     int64_t revision)
+{
+    char *ns = NULL, *name = NULL;
+    if (!procreg_etcd_split_key(s, key, klen, &ns, &name)) {
+        atomic_add(&s->corrupt_seen, 1);
+        return;
+    }
+    procreg_entry e = {0};
+    etcd_value v;
+    const char *why;
+    if (value != NULL && procreg_etcd_value_decode(value, vlen, &v, &why)) {
+        procreg_etcd_fill_entry(&v, revision, ns, name, &e);
+        procreg_etcd_value_clear(&v);
+    } else if (kind != PROCREG_EVENT_UNREGISTERED) {
+        /* A registration we cannot read is not one to announce. */
+        atomic_add(&s->corrupt_seen, 1);
+        g_free(ns);
+        g_free(name);
+        return;
+    } else {
+        e.ns = ns;
+        e.name = name;
+        e.revision = (uint64_t)revision;
+    }
+    atomic_add(&s->notified, 1);
+    procreg_backend_host_notify(s->host, kind, reason, &e);
+    procreg_entry_clear(&e);
+}
+
+ETCD_HIDDEN procreg_event_reason procreg_etcd_removal_reason(etcd_state *s,
+                                                           const etcd_value *v)
+{
+    if (procreg_etcd_owner_dead_here(s, v))
+        return PROCREG_REASON_OWNER_EXITED;
+    procreg_owner self;
+    procreg_owner_self(&self);
+    bool mine = strcmp(v->host, s->host_id) == 0 && v->owner.pid == self.pid &&
+                (v->owner.start_time == 0 ||
+                 v->owner.start_time == self.start_time);
+    return mine ? PROCREG_REASON_EXPLICIT : PROCREG_REASON_FORCED;
+}
+
 ETCD_HIDDEN int procreg_etcd_txn_outcome(JsonObject *reply,
                                          guint failure_ranges,
                                          bool *succeeded, int64_t *rev,

@@ -117,20 +117,18 @@ ETCD_HIDDEN int procreg_etcd_lookup_entry(void *state, const procreg_key *key,
     return rc;
 }
 
-/* Remove @k while it is at @rev, with reason @reason written by the
- * backend itself (writer "0"), so every watcher reports it.
- * @return 0 (removed or changed meanwhile) or a transport error. */
-ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k,
-                                   int64_t rev, procreg_event_reason reason,
-                                   gint64 deadline, bool *removed,
-                                   GError **error)
+/* Remove @k while it is at @rev, with a marker naming @writer and
+ * @reason.  *@removed: whether it was (else it had changed). */
+static int evict_txn(etcd_state *s, const GString *k, int64_t rev,
+                     const char *writer, procreg_event_reason reason,
+                     gint64 deadline, bool *removed, GError **error)
 {
     GString *b = g_string_new("{\"compare\":[");
     procreg_etcd_op_compare(b, k, "MOD", "EQUAL", "mod_revision", rev);
     g_string_append(b, "],\"success\":[");
     procreg_etcd_op_delete(b, k, NULL);
     g_string_append_c(b, ',');
-    procreg_etcd_op_marker(s, b, "0", 0, reason);
+    procreg_etcd_op_marker(s, b, writer, 0, reason);
     g_string_append(b, "]}");
     JsonNode *reply = NULL;
     int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, deadline,
@@ -144,6 +142,36 @@ ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k,
     if (rc == 0 && *removed)
         procreg_etcd_owned_remove(s, k->str, k->len, at);
     json_node_unref(reply);
+    return rc;
+}
+
+/* The backend's own removals (the keeper's reaping): writer "0", so
+ * every watcher, this instance's too, reports them. */
+ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k,
+                                   int64_t rev, procreg_event_reason reason,
+                                   gint64 deadline, bool *removed,
+                                   GError **error)
+{
+    return evict_txn(s, k, rev, "0", reason, deadline, removed, error);
+}
+
+/* Remove the entry @held of a process that died on this host, which
+ * holds the key a registration wants.  The core does not see this
+ * removal, so it is reported to it here, at once and before the
+ * registration; our own watch skips it (our writer in the marker). */
+static int evict_dead_holder(etcd_state *s, const GString *k,
+                             const etcd_kv *held, gint64 deadline,
+                             GError **error)
+{
+    bool removed = false;
+    int rc = evict_txn(s, k, held->mod_rev, s->writer,
+                       PROCREG_REASON_OWNER_EXITED, deadline, &removed,
+                       error);
+    if (rc == 0 && removed)
+        procreg_etcd_notify(s, PROCREG_EVENT_UNREGISTERED,
+                            PROCREG_REASON_OWNER_EXITED, held->key,
+                            held->key_len, held->value, held->value_len,
+                            held->mod_rev);
     return rc;
 }
 
@@ -241,12 +269,10 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
             break;
         }
         if (procreg_etcd_owner_dead_here(s, &hv)) {
-            /* The holder's process died on this host: evict it, like a
-             * lease expiry would later, and try again. */
-            bool removed = false;
-            rc = procreg_etcd_evict(s, k, held.mod_rev,
-                                    PROCREG_REASON_OWNER_EXITED, deadline,
-                                    &removed, error);
+            /* The holder's process died on this host (a moment ago,
+             * perhaps, before any monitor saw it): a dead holder never
+             * blocks its key.  Evict it and try again. */
+            rc = evict_dead_holder(s, k, &held, deadline, error);
             procreg_etcd_value_clear(&hv);
             procreg_etcd_kv_clear(&held);
             if (rc != 0)
@@ -307,23 +333,56 @@ static void owned_entry_of(etcd_state *s, const GString *k, procreg_entry *out)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* The reason to write in the marker of @k's removal (at @if_revision, 0:
+ * any): from the entry this instance wrote there, else from a read.  The
+ * core removes an entry it cannot read only by force. */
+static int reason_for_removal(etcd_state *s, const GString *k,
+                              uint64_t if_revision, gint64 deadline,
+                              procreg_event_reason *reason, GError **error)
+{
+    etcd_value v;
+    const char *why;
+    pthread_mutex_lock(&s->lock);
+    GBytes *kb = g_bytes_new(k->str, k->len);
+    owned_entry *o = g_hash_table_lookup(s->owned, kb);
+    bool known = o != NULL &&
+                 (if_revision == 0 || (uint64_t)o->mod_rev == if_revision) &&
+                 procreg_etcd_value_decode(o->value, o->value_len, &v, &why);
+    g_bytes_unref(kb);
+    pthread_mutex_unlock(&s->lock);
+    if (!known) {
+        etcd_kv kv;
+        bool found = false;
+        int rc = procreg_etcd_get_kv(s, k, true, deadline, &kv, &found, error);
+        if (rc != 0)
+            return rc;
+        *reason = PROCREG_REASON_FORCED;
+        if (!found) /* the removal will find nothing either */
+            return 0;
+        known = procreg_etcd_value_decode(kv.value, kv.value_len, &v, &why);
+        procreg_etcd_kv_clear(&kv);
+        if (!known)
+            return 0;
+    }
+    *reason = procreg_etcd_removal_reason(s, &v);
+    procreg_etcd_value_clear(&v);
+    return 0;
+}
+
 ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
                                         uint64_t if_revision,
                                         procreg_entry *removed,
                                         GError **error)
 {
     etcd_state *s = state;
+    gint64 deadline = procreg_etcd_deadline(s->client);
     GString *k = procreg_etcd_entry_key(s, key);
-    /* The core removes the entries of owners that exited through this op;
-     * tell the other hosts so. */
-    procreg_event_reason reason = PROCREG_REASON_EXPLICIT;
-    pthread_mutex_lock(&s->lock);
-    GBytes *kb = g_bytes_new(k->str, k->len);
-    owned_entry *mine = g_hash_table_lookup(s->owned, kb);
-    if (mine != NULL && !procreg_owner_is_alive(&mine->owner))
-        reason = PROCREG_REASON_OWNER_EXITED;
-    g_bytes_unref(kb);
-    pthread_mutex_unlock(&s->lock);
+    procreg_event_reason reason;
+    int rc = reason_for_removal(s, k, if_revision, deadline, &reason, error);
+    if (rc != 0) {
+        g_string_free(k, TRUE);
+        return rc;
+    }
     uint64_t nonce = procreg_etcd_nonce(s);
     GString *b = g_string_new("{\"compare\":[");
     if (if_revision != 0)
@@ -341,8 +400,8 @@ ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
     procreg_etcd_op_range(b, s->why_key);
     g_string_append(b, "]}");
     JsonNode *reply = NULL;
-    int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0,
-                               procreg_etcd_deadline(s->client), &reply, error);
+    rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, deadline,
+                           &reply, error);
     g_string_free(b, TRUE);
     if (rc != 0) {
         g_string_free(k, TRUE);
@@ -450,6 +509,10 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
             procreg_etcd_kv_clear(&kv);
             break;
         }
+        /* Another's entry (the core allowed it: PROCREG_FORCE): other
+         * hosts learn that from a marker. */
+        bool forced = procreg_etcd_removal_reason(s, &v) ==
+                      PROCREG_REASON_FORCED;
         if (v.metadata != NULL)
             g_variant_unref(v.metadata);
         v.metadata = metadata ? g_variant_ref(metadata) : NULL;
@@ -463,6 +526,11 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
         g_string_append(b, "],\"success\":[");
         /* ignore_lease: the entry keeps the lease it has, whoever's. */
         procreg_etcd_op_put(b, k, value, vlen, 0, true);
+        if (forced) {
+            g_string_append_c(b, ',');
+            procreg_etcd_op_marker(s, b, s->writer, nonce,
+                                   PROCREG_REASON_FORCED);
+        }
         g_string_append(b, "]}");
         JsonNode *reply = NULL;
         rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, deadline,

@@ -151,6 +151,19 @@ ETCD_HIDDEN void procreg_etcd_fill_entry(const etcd_value *v,
  * reply, or NULL. */
 ETCD_HIDDEN JsonObject *procreg_etcd_txn_response(JsonObject *reply, guint i,
                                                   const char *kind);
+/* Report a change made outside the core's sight to it (other writers',
+ * seen by the watch; an eviction inside a registration): the entry from
+ * @value (NULL: only a removal's key and @revision). */
+ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, procreg_event_kind kind,
+                                     procreg_event_reason reason,
+                                     const void *key, size_t klen,
+                                     const void *value, size_t vlen,
+                                     int64_t revision);
+/* The reason other hosts read when this process removes or changes the
+ * entry @v: the core lets its owner do that (explicit), anyone remove a
+ * dead owner's entry (owner_exited), and others only by force (forced). */
+ETCD_HIDDEN procreg_event_reason procreg_etcd_removal_reason(etcd_state *s,
+                                                           const etcd_value *v);
 /* Read a transaction reply: *@succeeded, and *@rev, its revision.
  * PROCREG_EBACKEND when it cannot be a reply to our transaction: no
  * revision, or (when it did not succeed) fewer than the @failure_ranges

@@ -71,37 +71,6 @@ ETCD_HIDDEN GHashTable *procreg_etcd_mirror_new(void)
                                  (GDestroyNotify)g_bytes_unref, mirror_free);
 }
 
-/* Report one change to the core. */
-static void notify(etcd_state *s, procreg_event_kind kind,
-                   procreg_event_reason reason, const void *key, size_t klen,
-                   const void *value, size_t vlen, int64_t revision)
-{
-    char *ns = NULL, *name = NULL;
-    if (!procreg_etcd_split_key(s, key, klen, &ns, &name)) {
-        atomic_add(&s->corrupt_seen, 1);
-        return;
-    }
-    procreg_entry e = {0};
-    etcd_value v;
-    const char *why;
-    if (value != NULL && procreg_etcd_value_decode(value, vlen, &v, &why)) {
-        procreg_etcd_fill_entry(&v, revision, ns, name, &e);
-        procreg_etcd_value_clear(&v);
-    } else if (kind != PROCREG_EVENT_UNREGISTERED) {
-        /* A registration we cannot read is not one to announce. */
-        atomic_add(&s->corrupt_seen, 1);
-        g_free(ns);
-        g_free(name);
-        return;
-    } else {
-        e.ns = ns;
-        e.name = name;
-        e.revision = (uint64_t)revision;
-    }
-    atomic_add(&s->notified, 1);
-    procreg_backend_host_notify(s->host, kind, reason, &e);
-    procreg_entry_clear(&e);
-}
 
 static bool is_entry_key(etcd_state *s, const guchar *k, size_t n)
 {
@@ -140,6 +109,11 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
     if (!is_entry_key(s, kv->key, kv->key_len))
         return;
     int64_t my_lease = procreg_etcd_current_lease(s);
+    /* The reason marker written in the same revision, if any. */
+    const marker *m = NULL;
+    for (guint i = 0; i < markers->len; i++)
+        if (g_array_index(markers, marker, i).rev == kv->mod_rev)
+            m = &g_array_index(markers, marker, i);
     if (ev->type == ETCD_EVENT_PUT) {
         char writer[ETCD_WRITER_LEN + 1];
         value_writer(kv->value, kv->value_len, writer);
@@ -161,16 +135,14 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
             }
             g_bytes_unref(kb);
             pthread_mutex_unlock(&s->lock);
-            notify(s,
-                   created ? PROCREG_EVENT_REGISTERED : PROCREG_EVENT_UPDATED,
-                   PROCREG_REASON_NONE, kv->key, kv->key_len, kv->value,
-                   kv->value_len, kv->mod_rev);
+            /* A forced update carries its marker. */
+            procreg_etcd_notify(
+                s, created ? PROCREG_EVENT_REGISTERED : PROCREG_EVENT_UPDATED,
+                m != NULL ? (procreg_event_reason)m->reason
+                          : PROCREG_REASON_NONE,
+                kv->key, kv->key_len, kv->value, kv->value_len, kv->mod_rev);
         }
     } else {
-        const marker *m = NULL;
-        for (guint i = 0; i < markers->len; i++)
-            if (g_array_index(markers, marker, i).rev == kv->mod_rev)
-                m = &g_array_index(markers, marker, i);
         const void *old = ev->have_prev ? ev->prev.value : NULL;
         size_t old_len = ev->have_prev ? ev->prev.value_len : 0;
         int64_t old_lease = ev->have_prev ? ev->prev.lease : 0;
@@ -204,9 +176,11 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
             pthread_mutex_unlock(&s->lock);
         }
         if (m == NULL || strcmp(m->writer, s->writer) != 0)
-            notify(s, PROCREG_EVENT_UNREGISTERED,
-                   m ? (procreg_event_reason)m->reason : PROCREG_REASON_EXPIRED,
-                   kv->key, kv->key_len, old, old_len, kv->mod_rev);
+            procreg_etcd_notify(s, PROCREG_EVENT_UNREGISTERED,
+                                m ? (procreg_event_reason)m->reason
+                                  : PROCREG_REASON_EXPIRED,
+                                kv->key, kv->key_len, old, old_len,
+                                kv->mod_rev);
         if (mirrored != NULL)
             g_bytes_unref(mirrored);
     }
@@ -363,9 +337,10 @@ static int resync(etcd_state *s, GError **error)
         gsize klen, vlen;
         const void *kd = g_bytes_get_data(k, &klen);
         const void *vd = g_bytes_get_data(m->value, &vlen);
-        notify(s, PROCREG_EVENT_UNREGISTERED,
-               m->lease != 0 ? PROCREG_REASON_EXPIRED : PROCREG_REASON_EXPLICIT,
-               kd, klen, vd, vlen, rev);
+        procreg_etcd_notify(s, PROCREG_EVENT_UNREGISTERED,
+                            m->lease != 0 ? PROCREG_REASON_EXPIRED
+                                          : PROCREG_REASON_EXPLICIT,
+                            kd, klen, vd, vlen, rev);
     }
     /* New or changed, unless this instance wrote them. */
     g_hash_table_iter_init(&it, fresh);
@@ -382,8 +357,11 @@ static int resync(etcd_state *s, GError **error)
         if (strcmp(writer, s->writer) == 0)
             continue;
         bool created = was == NULL || m->create_rev > was->mod_rev;
-        notify(s, created ? PROCREG_EVENT_REGISTERED : PROCREG_EVENT_UPDATED,
-               PROCREG_REASON_NONE, kd, klen, vd, vlen, m->mod_rev);
+        procreg_etcd_notify(s,
+                            created ? PROCREG_EVENT_REGISTERED
+                                    : PROCREG_EVENT_UPDATED,
+                            PROCREG_REASON_NONE, kd, klen, vd, vlen,
+                            m->mod_rev);
     }
     g_hash_table_unref(s->mirror);
     s->mirror = fresh;
