@@ -1,27 +1,15 @@
-/* The etcd v3 JSON gateway client: see etcd-client.h. */
-#include "etcd-client.h"
-
-#ifndef PROCREG_ENABLE_BACKEND
-#define PROCREG_ENABLE_BACKEND 1
-#endif
-#include <procreg/backend.h>
-
-#include <curl/curl.h>
-#include <pthread.h>
-#include <string.h>
+/*
+ * The etcd v3 JSON gateway client's unary calls: the pool of keep-alive
+ * handles, attempts and failover, what a failure is called.  See
+ * etcd-client.h; streams are in etcd-stream.c.
+ */
+#include "etcd-client-private.h"
 
 /* Longest reply we accept from a unary call. */
 #define MAX_REPLY_BYTES (256u << 20)
-/* Longest line of a stream (one watch response). */
-#define MAX_LINE_BYTES (256u << 20)
-/* A connection attempt never waits longer than this, so a dead endpoint
- * leaves time for the next one. */
-#define CONNECT_TIMEOUT_MS 1000
 /* Pause between two rounds over all endpoints when they answered but had
  * no leader (an election takes about a second). */
 #define NO_LEADER_PAUSE_MS 100
-/* A stream looks at its member's health at least this often. */
-#define STREAM_TICK_MS 250
 /* Idle handles the pool keeps. */
 #define POOL_MAX 16
 
@@ -42,33 +30,8 @@ typedef struct {
     char errbuf[CURL_ERROR_SIZE];
 } conn;
 
-struct etcd_client {
-    char **urls;
-    unsigned n;
-    unsigned timeout_ms;
-    unsigned attempt_ms;
-    /* atomic: where calls start: the endpoint that answered last, or the
-     * one after an endpoint that failed.  Invariant: it moves off a failed
-     * endpoint only by compare-and-swap from that endpoint (move_past), so
-     * several calls failing on one endpoint at once move it one step, and
-     * never off an endpoint another call found working meanwhile. */
-    gint current;
-    /* atomic, per endpoint, monotonic µs (0: never): its last answer, and
-     * its last attempt given up for want of one.  Hints for streams
-     * (is the member still there?); a stale read costs a probe or a
-     * reconnect, never a wrong result. */
-    gint64 *last_ok;
-    gint64 *last_slow;
-    pthread_mutex_t lock;  /* pool, last_error */
-    GPtrArray *idle;
-    char **last_error; /* per endpoint, NULL when fine */
-    struct curl_slist *hdr_leader; /* json + "require a leader" */
-    struct curl_slist *hdr_plain;  /* json only */
-    /* stats, atomic */
-    guint64 calls, failovers, timeouts, failures, slow_attempts;
-};
 
-static void global_init(void)
+ETCD_HIDDEN void procreg_etcd_client_global_init(void)
 {
     static gsize once;
     if (g_once_init_enter(&once)) {
@@ -104,7 +67,7 @@ ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const char *const *endpoints,
                                                  unsigned timeout_ms,
                                                  unsigned attempt_ms)
 {
-    global_init();
+    procreg_etcd_client_global_init();
     etcd_client *c = g_new0(etcd_client, 1);
     c->urls = g_strdupv((char **)endpoints);
     c->n = g_strv_length(c->urls);
@@ -202,7 +165,7 @@ static void give_conn(etcd_client *c, conn *k)
         conn_free(k);
 }
 
-static void set_endpoint_error(etcd_client *c, unsigned i, const char *why)
+ETCD_HIDDEN void procreg_etcd_client_set_error(etcd_client *c, unsigned i, const char *why)
 {
     pthread_mutex_lock(&c->lock);
     if (why == NULL ? c->last_error[i] != NULL
@@ -246,7 +209,7 @@ static int map_refusal(int grpc, const char *msg, const char *path,
                              path, msg, grpc, url);
 }
 
-static void note_tried(GString *tried, const char *url, const char *why)
+ETCD_HIDDEN void procreg_etcd_client_note_tried(GString *tried, const char *url, const char *why)
 {
     char *needle = g_strdup_printf("%s (", url);
     bool seen = strstr(tried->str, needle) != NULL;
@@ -268,7 +231,7 @@ static bool request_sent(CURL *h)
 
 /* Endpoint @i failed an attempt: calls that start after this one start
  * at the next endpoint, unless another call moved on already. */
-static void move_past(etcd_client *c, unsigned i)
+ETCD_HIDDEN void procreg_etcd_client_move_past(etcd_client *c, unsigned i)
 {
     g_atomic_int_compare_and_exchange(&c->current, (gint)i,
                                       (gint)((i + 1) % c->n));
@@ -511,20 +474,20 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
             attempt(c, k, i, path, attempt_ms(c, left_ms, attempts == 0, only < 0),
                     &rc, reply, &why, &no_leader, error);
         if (end == ATTEMPT_ANSWERED) {
-            set_endpoint_error(c, i, NULL);
+            procreg_etcd_client_set_error(c, i, NULL);
             if (rc == 0 && i != start && only < 0)
                 g_atomic_int_set(&c->current, (gint)i);
             break;
         }
-        set_endpoint_error(c, i, why);
-        note_tried(tried, c->urls[i], why);
+        procreg_etcd_client_set_error(c, i, why);
+        procreg_etcd_client_note_tried(tried, c->urls[i], why);
         g_free(why);
         if (only >= 0) {
             /* tried holds "URL (why)". */
             rc = procreg_set_error(error, PROCREG_EBACKEND, "etcd %s", tried->str);
             break;
         }
-        move_past(c, i);
+        procreg_etcd_client_move_past(c, i);
         attempts++;
         stat_add(&c->failovers);
         if (passing(end))
@@ -602,618 +565,3 @@ ETCD_HIDDEN char *procreg_etcd_client_endpoint_error(etcd_client *c,
     return e;
 }
 
-/* ---- streams ---- */
-
-struct etcd_stream {
-    CURLM *multi;
-    CURL *h;
-    gint stop; /* atomic */
-    unsigned silence_ms;
-    GString *line;
-    etcd_line_fn fn;
-    void *user;
-    bool ended_by_fn;
-    bool too_big;
-    gint64 last_data; /* monotonic µs of the last byte received */
-    char errbuf[CURL_ERROR_SIZE];
-};
-
-ETCD_HIDDEN etcd_stream *procreg_etcd_stream_new(unsigned silence_ms)
-{
-    global_init();
-    etcd_stream *s = g_new0(etcd_stream, 1);
-    s->multi = curl_multi_init();
-    s->h = curl_easy_init();
-    s->line = g_string_new(NULL);
-    s->silence_ms = silence_ms;
-    return s;
-}
-
-ETCD_HIDDEN void procreg_etcd_stream_free(etcd_stream *s)
-{
-    if (s == NULL)
-        return;
-    if (s->h != NULL)
-        curl_easy_cleanup(s->h);
-    if (s->multi != NULL)
-        curl_multi_cleanup(s->multi);
-    g_string_free(s->line, TRUE);
-    g_free(s);
-}
-
-ETCD_HIDDEN void procreg_etcd_stream_stop(etcd_stream *s)
-{
-    g_atomic_int_set(&s->stop, 1);
-    if (s->multi != NULL)
-        curl_multi_wakeup(s->multi);
-}
-
-ETCD_HIDDEN bool procreg_etcd_stream_stopped(etcd_stream *s)
-{
-    return g_atomic_int_get(&s->stop) != 0;
-}
-
-static size_t stream_write(char *data, size_t size, size_t nmemb, void *user)
-{
-    etcd_stream *s = user;
-    size_t n = size * nmemb;
-    s->last_data = g_get_monotonic_time();
-    for (size_t i = 0; i < n; i++) {
-        if (data[i] != '\n') {
-            g_string_append_c(s->line, data[i]);
-            if (s->line->len > MAX_LINE_BYTES) {
-                s->too_big = true;
-                return 0;
-            }
-            continue;
-        }
-        if (s->line->len > 0 && !s->fn(s->line->str, s->line->len, s->user)) {
-            g_string_truncate(s->line, 0);
-            s->ended_by_fn = true;
-            return 0;
-        }
-        g_string_truncate(s->line, 0);
-    }
-    return procreg_etcd_stream_stopped(s) ? 0 : n;
-}
-
-/* How one stream attempt ended. */
-typedef enum {
-    STREAM_ENDED,      /* the server or @fn ended it, or it was stopped */
-    STREAM_NOT_OPENED, /* it failed before anything came (no connection,
-                        * no answer in time, TLS, not etcd): the next
-                        * endpoint may do */
-    STREAM_SILENT,     /* it went silent and its member did not answer a
-                        * probe */
-} stream_end;
-
-/* Whether member @i of a stream still answers (a serializable status
- * probe, one attempt).  Any answer of that member to another call in the
- * last silence_ms counts as one. */
-static bool member_answers(etcd_client *c, etcd_stream *s, unsigned i,
-                           GError **error)
-{
-    gint64 ok = __atomic_load_n(&c->last_ok[i], __ATOMIC_RELAXED);
-    gint64 now = g_get_monotonic_time();
-    if (now - ok < (gint64)s->silence_ms * 1000)
-        return true;
-    JsonNode *reply = NULL;
-    if (call_impl(c, "/v3/maintenance/status", "{}",
-                  ETCD_CALL_NO_LEADER_NEEDED,
-                  now + (gint64)c->attempt_ms * 1000, (int)i, &reply,
-                  error) != 0)
-        return false;
-    json_node_unref(reply);
-    return true;
-}
-
-/* One attempt on endpoint @i. */
-static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
-                       const char *path, const char *body, stream_end *end,
-                       GError **error)
-{
-    *end = STREAM_ENDED;
-    const char *base = c->urls[i];
-    char *url = g_strconcat(base, path, NULL);
-    curl_easy_reset(s->h);
-    g_string_truncate(s->line, 0);
-    s->ended_by_fn = false;
-    s->too_big = false;
-    s->last_data = 0;
-    s->errbuf[0] = '\0';
-    curl_easy_setopt(s->h, CURLOPT_URL, url);
-    curl_easy_setopt(s->h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(s->h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(s->h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(s->h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    curl_easy_setopt(s->h, CURLOPT_HTTPHEADER, c->hdr_leader);
-    curl_easy_setopt(s->h, CURLOPT_WRITEFUNCTION, stream_write);
-    curl_easy_setopt(s->h, CURLOPT_WRITEDATA, s);
-    curl_easy_setopt(s->h, CURLOPT_ERRORBUFFER, s->errbuf);
-    curl_easy_setopt(s->h, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)MIN(c->attempt_ms, CONNECT_TIMEOUT_MS));
-    curl_easy_setopt(s->h, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(s->h, CURLOPT_TCP_KEEPIDLE, 5L);
-    curl_easy_setopt(s->h, CURLOPT_TCP_KEEPINTVL, 2L);
-    curl_easy_setopt(s->h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_multi_add_handle(s->multi, s->h);
-    CURLcode res = CURLE_OK;
-    bool done = false;
-    GError *silent = NULL;
-    gint64 started = g_get_monotonic_time();
-    bool slow = false;
-    while (!done && !procreg_etcd_stream_stopped(s)) {
-        int running = 0;
-        CURLMcode mc = curl_multi_perform(s->multi, &running);
-        if (mc != CURLM_OK) {
-            res = CURLE_FAILED_INIT;
-            g_strlcpy(s->errbuf, curl_multi_strerror(mc), sizeof s->errbuf);
-            break;
-        }
-        int queued;
-        CURLMsg *m;
-        while ((m = curl_multi_info_read(s->multi, &queued)) != NULL) {
-            if (m->msg == CURLMSG_DONE) {
-                res = m->data.result;
-                done = true;
-            }
-        }
-        if (done)
-            break;
-        /* The first byte must come within an attempt's deadline.  After
-         * that, a stream silent while another call to its member got no
-         * answer ends at once; one silent for silence_ms makes us ask
-         * whether the member is still there (a stopped process keeps its
-         * connections open and silent). */
-        gint64 now = g_get_monotonic_time();
-        gint64 check;
-        if (s->last_data == 0) {
-            check = started + (gint64)c->attempt_ms * 1000;
-            if (now >= check) {
-                slow = true;
-                break;
-            }
-        } else if (s->silence_ms > 0) {
-            check = s->last_data + (gint64)s->silence_ms * 1000;
-            if (__atomic_load_n(&c->last_slow[i], __ATOMIC_RELAXED) >
-                s->last_data) {
-                g_set_error(&silent, PROCREG_ERROR, PROCREG_EBACKEND,
-                            "another request to it got no answer within "
-                            "%u ms", c->attempt_ms);
-                break;
-            }
-            if (now >= check) {
-                if (!member_answers(c, s, i, &silent))
-                    break;
-                s->last_data = g_get_monotonic_time();
-                continue;
-            }
-        } else {
-            check = now + 1000 * 1000;
-        }
-        /* Woken within STREAM_TICK_MS to see other calls' slow attempts. */
-        gint64 wait_ms = (check - now + 999) / 1000;
-        curl_multi_poll(s->multi, NULL, 0,
-                        (int)CLAMP(wait_ms, 1, STREAM_TICK_MS), NULL);
-    }
-    long status = 0;
-    curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
-    /* An unfinished transfer's connection is closed, not kept. */
-    curl_multi_remove_handle(s->multi, s->h);
-    g_free(url);
-    if (procreg_etcd_stream_stopped(s) || s->ended_by_fn) {
-        g_clear_error(&silent);
-        return 0;
-    }
-    if (silent != NULL) {
-        *end = STREAM_SILENT;
-        int rc = procreg_set_error(error, PROCREG_EBACKEND,
-                                   "etcd %s went silent on %s and does not "
-                                   "answer: %s",
-                                   base, path, silent->message);
-        g_error_free(silent);
-        return rc;
-    }
-    if (slow) {
-        *end = STREAM_NOT_OPENED;
-        return procreg_set_error(error, PROCREG_EBACKEND,
-                                 "etcd %s: no answer to %s within %u ms",
-                                 base, path, c->attempt_ms);
-    }
-    /* A last line without its newline. */
-    if (s->line->len > 0) {
-        s->fn(s->line->str, s->line->len, s->user);
-        g_string_truncate(s->line, 0);
-    }
-    if (res == CURLE_OK && (status == 200 || status == 0))
-        return 0;
-    if (s->last_data == 0)
-        *end = STREAM_NOT_OPENED;
-    if (res == CURLE_OK)
-        return procreg_set_error(error, PROCREG_EBACKEND,
-                                 "etcd %s answered %s with HTTP %ld", base,
-                                 path, status);
-    if (s->too_big)
-        return procreg_set_error(error, PROCREG_EBACKEND,
-                                 "etcd %s: a line of %s exceeds %u bytes",
-                                 base, path, MAX_LINE_BYTES);
-    return procreg_set_error(error, PROCREG_EBACKEND, "etcd %s, %s: %s", base,
-                             path, s->errbuf[0] ? s->errbuf
-                                                : curl_easy_strerror(res));
-}
-
-ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
-                                        const char *path, const char *body,
-                                        etcd_line_fn fn, void *user,
-                                        GError **error)
-{
-    if (s->multi == NULL || s->h == NULL)
-        return procreg_set_error(error, PROCREG_ENOMEM,
-                                 "etcd: cannot make a curl handle");
-    s->fn = fn;
-    s->user = user;
-    unsigned start = (unsigned)g_atomic_int_get(&c->current) % c->n;
-    GString *tried = g_string_new(NULL);
-    int rc = 0;
-    for (unsigned k = 0; k < c->n && !procreg_etcd_stream_stopped(s); k++) {
-        unsigned i = (start + k) % c->n;
-        stream_end end;
-        GError *local = NULL;
-        rc = stream_once(c, s, i, path, body, &end, &local);
-        if (end != STREAM_ENDED) {
-            set_endpoint_error(c, i, local->message);
-            move_past(c, i);
-        }
-        if (end != STREAM_NOT_OPENED) {
-            if (local != NULL)
-                g_propagate_error(error, local);
-            else if (k > 0)
-                g_atomic_int_set(&c->current, (gint)i);
-            g_string_free(tried, TRUE);
-            return rc;
-        }
-        note_tried(tried, c->urls[i], local->message);
-        g_clear_error(&local);
-    }
-    if (!procreg_etcd_stream_stopped(s))
-        rc = procreg_set_error(error, PROCREG_EBACKEND,
-                               "no etcd endpoint usable for %s: tried %s",
-                               path, tried->str);
-    else
-        rc = 0;
-    g_string_free(tried, TRUE);
-    return rc;
-}
-
-/* ---- JSON helpers ---- */
-
-static size_t skip_ws(const char *t, size_t i, size_t n)
-{
-    while (i < n && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' ||
-                     t[i] == '\r'))
-        i++;
-    return i;
-}
-
-/* A string starting at t[*i] == '"'; *@i moves past its closing quote. */
-static bool scan_string(const char *t, size_t n, size_t *i, const char **why)
-{
-    for (size_t k = *i + 1; k < n; k++) {
-        unsigned char c = (unsigned char)t[k];
-        if (c == '"') {
-            *i = k + 1;
-            return true;
-        }
-        if (c < 0x20) {
-            *why = "control character in a JSON string";
-            return false;
-        }
-        if (c != '\\')
-            continue;
-        if (++k == n)
-            break;
-        switch (t[k]) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n':
-        case 'r': case 't':
-            break;
-        case 'u':
-            if (n - k <= 4) {
-                *why = "unterminated JSON string";
-                return false;
-            }
-            for (int d = 1; d <= 4; d++)
-                if (!g_ascii_isxdigit(t[k + d])) {
-                    *why = "bad \\u escape in a JSON string";
-                    return false;
-                }
-            k += 4;
-            break;
-        default:
-            *why = "bad escape in a JSON string";
-            return false;
-        }
-    }
-    *why = "unterminated JSON string";
-    return false;
-}
-
-static size_t skip_digits(const char *t, size_t i, size_t n)
-{
-    while (i < n && g_ascii_isdigit(t[i]))
-        i++;
-    return i;
-}
-
-/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? at t[*i]. */
-static bool scan_number(const char *t, size_t n, size_t *i, const char **why)
-{
-    size_t k = *i;
-    *why = "bad JSON number";
-    if (k < n && t[k] == '-')
-        k++;
-    if (k == n || !g_ascii_isdigit(t[k]))
-        return false;
-    if (t[k] == '0')
-        k++;
-    else
-        k = skip_digits(t, k, n);
-    if (k < n && t[k] == '.') {
-        size_t f = skip_digits(t, k + 1, n);
-        if (f == k + 1)
-            return false;
-        k = f;
-    }
-    if (k < n && (t[k] == 'e' || t[k] == 'E')) {
-        k++;
-        if (k < n && (t[k] == '+' || t[k] == '-'))
-            k++;
-        size_t e = skip_digits(t, k, n);
-        if (e == k)
-            return false;
-        k = e;
-    }
-    /* "01", "1x": the next byte must end the number. */
-    if (k < n && (g_ascii_isalnum(t[k]) || t[k] == '.' || t[k] == '_'))
-        return false;
-    *i = k;
-    return true;
-}
-
-static bool scan_word(const char *t, size_t n, size_t *i, const char **why)
-{
-    static const char *const words[] = {"true", "false", "null"};
-    for (size_t w = 0; w < G_N_ELEMENTS(words); w++) {
-        size_t l = strlen(words[w]);
-        if (n - *i >= l && memcmp(t + *i, words[w], l) == 0 &&
-            (n - *i == l || !g_ascii_isalnum(t[*i + l]))) {
-            *i += l;
-            return true;
-        }
-    }
-    *why = "unexpected character in JSON";
-    return false;
-}
-
-ETCD_HIDDEN bool procreg_etcd_json_one_object(const void *text, size_t len,
-                                              const char **why)
-{
-    const char *t = text;
-    size_t n = len, i = skip_ws(t, 0, n);
-    if (i == n) {
-        *why = "empty text, not a JSON object";
-        return false;
-    }
-    if (t[i] != '{') {
-        *why = "not a JSON object";
-        return false;
-    }
-    /* Bit d of in_object: level d is an object (else an array). */
-    G_STATIC_ASSERT(ETCD_JSON_MAX_DEPTH <= 64);
-    uint64_t in_object = 0;
-    int depth = 0;
-    enum { VALUE, VALUE_OR_CLOSE, NAME, NAME_OR_CLOSE, COLON, AFTER } st =
-        VALUE;
-    while (st != AFTER || depth > 0) {
-        i = skip_ws(t, i, n);
-        if (i == n) {
-            *why = "truncated JSON";
-            return false;
-        }
-        char c = t[i];
-        bool top_is_object = depth > 0 && (in_object >> (depth - 1) & 1);
-        bool closes = depth > 0 && c == (top_is_object ? '}' : ']');
-        if (closes && (st == AFTER || st == VALUE_OR_CLOSE ||
-                       st == NAME_OR_CLOSE)) {
-            depth--;
-            i++;
-            st = AFTER;
-        } else if (st == AFTER) {
-            if (c != ',') {
-                *why = "unexpected character in JSON";
-                return false;
-            }
-            i++;
-            st = top_is_object ? NAME : VALUE;
-        } else if (st == COLON) {
-            if (c != ':') {
-                *why = "expected ':' in JSON";
-                return false;
-            }
-            i++;
-            st = VALUE;
-        } else if (st == NAME || st == NAME_OR_CLOSE) {
-            if (c != '"') {
-                *why = "expected a member name in JSON";
-                return false;
-            }
-            if (!scan_string(t, n, &i, why))
-                return false;
-            st = COLON;
-        } else if (c == '{' || c == '[') {
-            if (depth == ETCD_JSON_MAX_DEPTH) {
-                *why = "JSON nested too deeply";
-                return false;
-            }
-            if (c == '{')
-                in_object |= UINT64_C(1) << depth;
-            else
-                in_object &= ~(UINT64_C(1) << depth);
-            depth++;
-            i++;
-            st = c == '{' ? NAME_OR_CLOSE : VALUE_OR_CLOSE;
-        } else {
-            bool ok = c == '"' ? scan_string(t, n, &i, why)
-                      : c == '-' || g_ascii_isdigit(c)
-                          ? scan_number(t, n, &i, why)
-                          : scan_word(t, n, &i, why);
-            if (!ok)
-                return false;
-            st = AFTER;
-        }
-    }
-    i = skip_ws(t, i, n);
-    if (i == n)
-        return true;
-    *why = strchr("{[\"-0123456789tfn", t[i]) != NULL && t[i] != '\0'
-               ? "more than one JSON value"
-               : "characters after the JSON object";
-    return false;
-}
-
-ETCD_HIDDEN JsonNode *procreg_etcd_json_parse_object(const void *text,
-                                                     size_t len,
-                                                     const char **why,
-                                                     GError **error)
-{
-    if (len > G_MAXSSIZE) {
-        *why = "text too long";
-        return NULL;
-    }
-    if (!procreg_etcd_json_one_object(text, len, why))
-        return NULL;
-    JsonParser *p = json_parser_new();
-    JsonNode *root = NULL;
-    if (json_parser_load_from_data(p, text, (gssize)len, error) &&
-        json_parser_get_root(p) != NULL &&
-        JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)))
-        root = json_parser_steal_root(p);
-    else
-        *why = "not valid JSON";
-    g_object_unref(p);
-    return root;
-}
-
-ETCD_HIDDEN void procreg_etcd_error_reply_parse(const char *text, size_t len,
-                                                int *grpc_code,
-                                                char **message)
-{
-    *grpc_code = -1;
-    *message = NULL;
-    const char *why;
-    JsonNode *root = procreg_etcd_json_parse_object(text, len, &why, NULL);
-    if (root != NULL) {
-        JsonObject *o = json_node_get_object(root);
-        JsonObject *inner = procreg_etcd_json_obj(o, "error");
-        JsonObject *src = inner ? inner : o;
-        int64_t code = -1;
-        if (procreg_etcd_json_int(src, inner ? "grpc_code" : "code", &code) &&
-            json_object_has_member(src, inner ? "grpc_code" : "code"))
-            *grpc_code = (int)code;
-        JsonNode *m = json_object_get_member(src, "message");
-        if (m == NULL && !inner)
-            m = json_object_get_member(src, "error");
-        if (m != NULL && JSON_NODE_HOLDS_VALUE(m) &&
-            json_node_get_value_type(m) == G_TYPE_STRING)
-            *message = g_strdup(json_node_get_string(m));
-        json_node_unref(root);
-    }
-    if (*message == NULL)
-        *message = g_strndup(text, MIN(len, 200));
-}
-
-ETCD_HIDDEN bool procreg_etcd_json_int(JsonObject *o, const char *member,
-                                       int64_t *out)
-{
-    *out = 0;
-    JsonNode *n = o ? json_object_get_member(o, member) : NULL;
-    if (n == NULL || JSON_NODE_HOLDS_NULL(n))
-        return true;
-    if (!JSON_NODE_HOLDS_VALUE(n))
-        return false;
-    GType t = json_node_get_value_type(n);
-    if (t == G_TYPE_INT64) {
-        *out = json_node_get_int(n);
-        return true;
-    }
-    if (t == G_TYPE_STRING) {
-        const char *s = json_node_get_string(n);
-        return g_ascii_string_to_signed(s, 10, G_MININT64, G_MAXINT64,
-                                        (gint64 *)out, NULL);
-    }
-    return false;
-}
-
-ETCD_HIDDEN bool procreg_etcd_json_b64(JsonObject *o, const char *member,
-                                       guchar **out, gsize *len)
-{
-    *out = NULL;
-    *len = 0;
-    JsonNode *n = o ? json_object_get_member(o, member) : NULL;
-    if (n == NULL || JSON_NODE_HOLDS_NULL(n)) {
-        *out = g_malloc0(1);
-        return true;
-    }
-    if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING)
-        return false;
-    const char *s = json_node_get_string(n);
-    size_t sl = strlen(s);
-    if (sl % 4 != 0)
-        return false;
-    for (size_t i = 0; i < sl; i++) {
-        char ch = s[i];
-        if (!(g_ascii_isalnum(ch) || ch == '+' || ch == '/' ||
-              (ch == '=' && i + 2 >= sl)))
-            return false;
-    }
-    /* g_base64_decode() leaves room for a terminating NUL we add. */
-    guchar *raw = g_base64_decode(s, len);
-    *out = g_realloc(raw, *len + 1);
-    (*out)[*len] = '\0';
-    return true;
-}
-
-ETCD_HIDDEN bool procreg_etcd_json_bool(JsonObject *o, const char *member)
-{
-    JsonNode *n = o ? json_object_get_member(o, member) : NULL;
-    return n != NULL && JSON_NODE_HOLDS_VALUE(n) &&
-           json_node_get_value_type(n) == G_TYPE_BOOLEAN &&
-           json_node_get_boolean(n);
-}
-
-ETCD_HIDDEN JsonObject *procreg_etcd_json_obj(JsonObject *o,
-                                              const char *member)
-{
-    JsonNode *n = o ? json_object_get_member(o, member) : NULL;
-    return n != NULL && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n)
-                                                  : NULL;
-}
-
-ETCD_HIDDEN JsonArray *procreg_etcd_json_array(JsonObject *o,
-                                               const char *member)
-{
-    JsonNode *n = o ? json_object_get_member(o, member) : NULL;
-    return n != NULL && JSON_NODE_HOLDS_ARRAY(n) ? json_node_get_array(n)
-                                                 : NULL;
-}
-
-ETCD_HIDDEN void procreg_etcd_append_b64(GString *s, const void *data,
-                                         size_t len)
-{
-    g_string_append_c(s, '"');
-    if (len > 0) {
-        char *enc = g_base64_encode(data, len);
-        g_string_append(s, enc);
-        g_free(enc);
-    }
-    g_string_append_c(s, '"');
-}

@@ -13,7 +13,8 @@
  *   etcd-scan.c    ranges: list, count, names, namespace drop
  *   etcd-watch.c   the watch thread and its mirror of the prefix
  *   etcd-health.c  health, stats, memory
- *   etcd-client.c  HTTP to the cluster; etcd-codec.c the value format
+ *   etcd-client.c  HTTP calls to the cluster, etcd-stream.c its streams,
+ *   etcd-json.c    JSON from the cluster, etcd-codec.c the value format
  */
 #ifndef PROCREG_ETCD_PRIVATE_H
 #define PROCREG_ETCD_PRIVATE_H
