@@ -21,6 +21,7 @@ enum {
     GRPC_RESOURCE_EXHAUSTED = 8,
     GRPC_FAILED_PRECONDITION = 9,
     GRPC_UNAVAILABLE = 14,
+    GRPC_UNAUTHENTICATED = 16,
 };
 
 typedef struct {
@@ -50,36 +51,25 @@ static guint64 stat_get(guint64 *counter)
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
 
-static struct curl_slist *make_headers(bool leader)
-{
-    struct curl_slist *l = NULL;
-    l = curl_slist_append(l, "Content-Type: application/json");
-    /* No "Expect: 100-continue" round trip for bodies over 1 KiB. */
-    l = curl_slist_append(l, "Expect:");
-    /* gRPC metadata "hasleader": a member without a leader fails the call
-     * at once ("etcdserver: no leader") instead of blocking for ~7 s. */
-    if (leader)
-        l = curl_slist_append(l, "Grpc-Metadata-hasleader: true");
-    return l;
-}
-
-ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const char *const *endpoints,
-                                                 unsigned timeout_ms,
-                                                 unsigned attempt_ms)
+ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const etcd_client_config *config)
 {
     procreg_etcd_client_global_init();
     etcd_client *c = g_new0(etcd_client, 1);
-    c->urls = g_strdupv((char **)endpoints);
+    c->urls = g_strdupv((char **)config->endpoints);
     c->n = g_strv_length(c->urls);
-    c->timeout_ms = timeout_ms;
-    c->attempt_ms = MIN(attempt_ms, timeout_ms);
+    c->timeout_ms = config->timeout_ms;
+    c->attempt_ms = MIN(config->attempt_ms, config->timeout_ms);
     c->last_ok = g_new0(gint64, c->n);
     c->last_slow = g_new0(gint64, c->n);
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->auth_lock, NULL);
     c->idle = g_ptr_array_new();
     c->last_error = g_new0(char *, c->n);
-    c->hdr_leader = make_headers(true);
-    c->hdr_plain = make_headers(false);
+    c->ca_file = g_strdup(config->ca_file);
+    c->cert_file = g_strdup(config->cert_file);
+    c->key_file = g_strdup(config->key_file);
+    c->user = g_strdup(config->user);
+    c->password = g_strdup(config->password);
     return c;
 }
 
@@ -104,8 +94,18 @@ ETCD_HIDDEN void procreg_etcd_client_free(etcd_client *c)
     g_free(c->last_ok);
     g_free(c->last_slow);
     g_strfreev(c->urls);
-    curl_slist_free_all(c->hdr_leader);
-    curl_slist_free_all(c->hdr_plain);
+    g_free(c->ca_file);
+    g_free(c->cert_file);
+    g_free(c->key_file);
+    g_free(c->user);
+    if (c->password != NULL) {
+        volatile char *p = c->password;
+        for (size_t i = 0; p[i] != '\0'; i++)
+            p[i] = 0;
+        g_free(c->password);
+    }
+    g_free(c->token);
+    pthread_mutex_destroy(&c->auth_lock);
     pthread_mutex_destroy(&c->lock);
     g_free(c);
 }
@@ -143,6 +143,7 @@ static conn *take_conn(etcd_client *c)
     curl_easy_setopt(k->h, CURLOPT_ERRORBUFFER, k->errbuf);
     curl_easy_setopt(k->h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(k->h, CURLOPT_PROTOCOLS_STR, "http,https");
+    procreg_etcd_client_tls(c, k->h);
     return k;
 }
 
@@ -177,9 +178,15 @@ ETCD_HIDDEN void procreg_etcd_client_set_error(etcd_client *c, unsigned i, const
 }
 
 /* Map what etcd said about a request it refused. */
-static int map_refusal(int grpc, const char *msg, const char *path,
-                       const char *url, GError **error)
+static int map_refusal(etcd_client *c, int grpc, const char *msg,
+                       const char *path, const char *url, GError **error)
 {
+    char *auth = procreg_etcd_client_auth_refusal(c, grpc, msg, url);
+    if (auth != NULL) {
+        g_set_error_literal(error, PROCREG_ERROR, PROCREG_EBACKEND, auth);
+        g_free(auth);
+        return PROCREG_EBACKEND;
+    }
     if (strstr(msg, "requested lease not found") != NULL) {
         g_set_error(error, PROCREG_ERROR, PROCREG_EBACKEND,
                     "etcd lease gone (%s on %s): %s", path, url, msg);
@@ -268,6 +275,7 @@ typedef enum {
     ATTEMPT_NOT_ETCD,    /* an answer, but not etcd's v3 JSON gateway's */
     ATTEMPT_SLOW,        /* connected and sent: no answer in time */
     ATTEMPT_BUSY,        /* etcd answered: no leader, or unavailable */
+    ATTEMPT_TOKEN,       /* etcd refused the token: authenticate again */
 } attempt_end;
 
 /* Whether the member may answer another attempt within the call (an
@@ -277,7 +285,7 @@ static bool passing(attempt_end end)
     return end == ATTEMPT_SLOW || end == ATTEMPT_BUSY;
 }
 
-static bool tls_failure(CURLcode res, const char *why)
+static bool tls_failure(CURLcode res)
 {
     switch (res) {
     case CURLE_SSL_CONNECT_ERROR:
@@ -296,14 +304,21 @@ static bool tls_failure(CURLcode res, const char *why)
     case CURLE_SSL_INVALIDCERTSTATUS:
     case CURLE_SSL_CLIENTCERT:
         return true;
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-        /* With TLS 1.3 a server refuses a client's certificate (or its
-         * absence) after the handshake, in an alert on the first read. */
-        return strstr(why, "SSL") != NULL || strstr(why, "alert") != NULL;
     default:
         return false;
     }
+}
+
+/* Whether a new TLS connection broke right after its handshake, before
+ * any answer: with TLS 1.3 a member refuses a client's certificate (or
+ * its absence) after the handshake, by an alert or by closing. */
+static bool tls_refused(conn *k, CURLcode res)
+{
+    curl_off_t handshake_us = 0;
+    curl_easy_getinfo(k->h, CURLINFO_APPCONNECT_TIME_T, &handshake_us);
+    return handshake_us > 0 && k->buf->len == 0 &&
+           (res == CURLE_RECV_ERROR || res == CURLE_SEND_ERROR ||
+            res == CURLE_GOT_NOTHING);
 }
 
 /* A transfer that ended in a curl error: which kind, and why (*@why,
@@ -320,8 +335,15 @@ static attempt_end failed_transfer(etcd_client *c, conn *k, unsigned i,
                                attempt_ms);
         return ATTEMPT_SLOW;
     }
-    if (tls_failure(res, what)) {
+    if (tls_failure(res)) {
         *why = g_strdup_printf("TLS: %s", what);
+        return ATTEMPT_TLS;
+    }
+    if (tls_refused(k, res)) {
+        *why = g_strdup_printf("TLS: the member ended the connection after "
+                               "the handshake (refusing the client "
+                               "certificate, or its absence?): %s",
+                               what);
         return ATTEMPT_TLS;
     }
     if (res == CURLE_UNSUPPORTED_PROTOCOL || res == CURLE_WEIRD_SERVER_REPLY) {
@@ -332,11 +354,13 @@ static attempt_end failed_transfer(etcd_client *c, conn *k, unsigned i,
     return ATTEMPT_UNREACHABLE;
 }
 
-/* One attempt on endpoint @i with @attempt_ms.  ATTEMPT_ANSWERED: the
- * call ends with *@rc (and *@reply, or @error); otherwise *@why says
- * what happened (g_free it), and *@no_leader is set when etcd said so. */
+/* One attempt on endpoint @i with @attempt_ms (@token_sent: the request
+ * carries a token).  ATTEMPT_ANSWERED: the call ends with *@rc (and
+ * *@reply, or @error); otherwise *@why says what happened (g_free it),
+ * and *@no_leader is set when etcd said so. */
 static attempt_end attempt(etcd_client *c, conn *k, unsigned i,
-                           const char *path, gint64 attempt_ms, int *rc,
+                           const char *path, bool token_sent,
+                           gint64 attempt_ms, int *rc,
                            JsonNode **reply, char **why, bool *no_leader,
                            GError **error)
 {
@@ -391,9 +415,14 @@ static attempt_end attempt(etcd_client *c, conn *k, unsigned i,
         *why = g_strdup_printf("HTTP %ld that is not an etcd reply: %s",
                                status, msg);
         end = ATTEMPT_NOT_ETCD;
+    } else if (grpc == GRPC_UNAUTHENTICATED &&
+               strstr(msg, "invalid auth token") != NULL && token_sent) {
+        note_ok(c, i);
+        *why = g_strdup(msg);
+        end = ATTEMPT_TOKEN;
     } else {
         note_ok(c, i);
-        *rc = map_refusal(grpc, msg, path, base, error);
+        *rc = map_refusal(c, grpc, msg, path, base, error);
     }
     g_free(msg);
     return end;
@@ -429,9 +458,10 @@ static int all_failed(unsigned kinds, const GString *tried, GError **error)
  * endpoint fails in a passing way (slow, no leader); a round in which
  * every endpoint was unreachable, failed TLS or is not etcd ends the call
  * at once with that cause. */
-static int call_impl(etcd_client *c, const char *path, const char *body,
-                     unsigned flags, gint64 deadline, int only,
-                     JsonNode **reply, GError **error)
+ETCD_HIDDEN int procreg_etcd_client_call(etcd_client *c, const char *path,
+                                        const char *body, unsigned flags,
+                                        gint64 deadline, int only,
+                                        JsonNode **reply, GError **error)
 {
     *reply = NULL;
     stat_add(&c->calls);
@@ -449,13 +479,17 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
     unsigned attempts = 0, passing_in_round = 0, kinds_in_round = 0;
     bool no_leader = false;
     GString *tried = g_string_new(NULL);
-    int rc = 0;
+    bool with_token = c->user != NULL && !(flags & ETCD_CALL_NO_TOKEN);
+    bool renewed = false;
+    int rc = with_token ? procreg_etcd_client_authenticate(c, NULL, deadline,
+                                                           error)
+                        : 0;
+    char *token = NULL;
+    struct curl_slist *headers = procreg_etcd_client_headers(c, flags, &token);
     curl_easy_setopt(k->h, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(k->h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    curl_easy_setopt(k->h, CURLOPT_HTTPHEADER,
-                     (flags & ETCD_CALL_NO_LEADER_NEEDED) ? c->hdr_plain
-                                                          : c->hdr_leader);
-    for (;;) {
+    curl_easy_setopt(k->h, CURLOPT_HTTPHEADER, headers);
+    while (rc == 0) {
         gint64 left_ms = (deadline - g_get_monotonic_time()) / 1000;
         if (left_ms <= 0) {
             stat_add(&c->timeouts);
@@ -471,13 +505,33 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
         }
         char *why = NULL;
         attempt_end end =
-            attempt(c, k, i, path, attempt_ms(c, left_ms, attempts == 0, only < 0),
+            attempt(c, k, i, path, token != NULL,
+                    attempt_ms(c, left_ms, attempts == 0, only < 0),
                     &rc, reply, &why, &no_leader, error);
         if (end == ATTEMPT_ANSWERED) {
             procreg_etcd_client_set_error(c, i, NULL);
             if (rc == 0 && i != start && only < 0)
                 g_atomic_int_set(&c->current, (gint)i);
             break;
+        }
+        if (end == ATTEMPT_TOKEN) {
+            /* Expired, most likely: a new one, once, on the same member. */
+            if (renewed) {
+                rc = procreg_set_error(error, PROCREG_EBACKEND,
+                                       "etcd %s refused a new token of user "
+                                       "'%s': %s",
+                                       c->urls[i], c->user, why);
+                g_free(why);
+                break;
+            }
+            g_free(why);
+            renewed = true;
+            rc = procreg_etcd_client_authenticate(c, token, deadline, error);
+            curl_slist_free_all(headers);
+            g_free(token);
+            headers = procreg_etcd_client_headers(c, flags, &token);
+            curl_easy_setopt(k->h, CURLOPT_HTTPHEADER, headers);
+            continue;
         }
         procreg_etcd_client_set_error(c, i, why);
         procreg_etcd_client_note_tried(tried, c->urls[i], why);
@@ -507,6 +561,9 @@ static int call_impl(etcd_client *c, const char *path, const char *body,
         }
     }
     g_string_free(tried, TRUE);
+    curl_easy_setopt(k->h, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(headers);
+    g_free(token);
     give_conn(c, k);
     if (rc != 0)
         stat_add(&c->failures);
@@ -523,7 +580,8 @@ ETCD_HIDDEN int procreg_etcd_call(etcd_client *c, const char *path,
                                   gint64 deadline, JsonNode **reply,
                                   GError **error)
 {
-    return call_impl(c, path, body, flags, deadline, -1, reply, error);
+    return procreg_etcd_client_call(c, path, body, flags, deadline, -1, reply,
+                                    error);
 }
 
 ETCD_HIDDEN int procreg_etcd_call_endpoint(etcd_client *c, unsigned i,
@@ -531,7 +589,7 @@ ETCD_HIDDEN int procreg_etcd_call_endpoint(etcd_client *c, unsigned i,
                                            unsigned flags, unsigned timeout_ms,
                                            JsonNode **reply, GError **error)
 {
-    return call_impl(c, path, body, flags,
+    return procreg_etcd_client_call(c, path, body, flags,
                      g_get_monotonic_time() + (gint64)timeout_ms * 1000,
                      (int)(i % c->n), reply, error);
 }
@@ -544,6 +602,7 @@ ETCD_HIDDEN void procreg_etcd_client_get_stats(etcd_client *c,
     out->timeouts = stat_get(&c->timeouts);
     out->failures = stat_get(&c->failures);
     out->slow_attempts = stat_get(&c->slow_attempts);
+    out->authentications = stat_get(&c->authentications);
     out->current = (unsigned)g_atomic_int_get(&c->current) % c->n;
     out->n_endpoints = c->n;
 }

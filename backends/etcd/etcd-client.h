@@ -32,13 +32,21 @@ typedef enum {
     ETCD_CALL_NO_LEADER_NEEDED = 1u << 0,
 } etcd_call_flags;
 
-/* @endpoints: NULL-terminated base URLs ("http://127.0.0.1:2379"),
- * copied.  @timeout_ms: the budget of a call (procreg_etcd_deadline());
- * @attempt_ms: the most one attempt on one endpoint may take (at most
- * @timeout_ms). */
-ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const char *const *endpoints,
-                                                 unsigned timeout_ms,
-                                                 unsigned attempt_ms);
+typedef struct {
+    /* NULL-terminated base URLs ("http://127.0.0.1:2379") */
+    const char *const *endpoints;
+    /* the budget of a call (procreg_etcd_deadline()), and the most one
+     * attempt on one endpoint may take (at most timeout_ms) */
+    unsigned timeout_ms, attempt_ms;
+    /* TLS, each NULL when not given: the CA certificates that sign the
+     * members' (else the system's), this client's certificate and key */
+    const char *ca_file, *cert_file, *key_file;
+    /* etcd authentication: NULL user when none */
+    const char *user, *password;
+} etcd_client_config;
+
+/* Everything in @config is copied. */
+ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const etcd_client_config *config);
 ETCD_HIDDEN void procreg_etcd_client_free(etcd_client *c);
 
 /* The deadline (g_get_monotonic_time() µs) of an operation that starts
@@ -68,6 +76,11 @@ ETCD_HIDDEN int procreg_etcd_call_endpoint(etcd_client *c, unsigned i,
                                            unsigned flags, unsigned timeout_ms,
                                            JsonNode **reply, GError **error);
 
+/* The authentication token a stream's etcd refused ("invalid auth
+ * token": simple tokens expire): the next call or stream authenticates
+ * again.  Safe from any thread. */
+ETCD_HIDDEN void procreg_etcd_client_token_refused(etcd_client *c);
+
 /* Figures for health and stats. */
 typedef struct {
     uint64_t calls;
@@ -75,6 +88,7 @@ typedef struct {
     uint64_t timeouts;
     uint64_t failures;    /* calls that returned an error */
     uint64_t slow_attempts; /* attempts abandoned at their deadline */
+    uint64_t authentications; /* tokens obtained (the first, renewals) */
     unsigned current;     /* index of the endpoint in use */
     unsigned n_endpoints;
 } etcd_client_stats;

@@ -153,6 +153,8 @@ ETCD_HIDDEN void procreg_etcd_stats(void *state, GVariantDict *out)
     g_variant_dict_insert(out, "failovers", "t", (guint64)cs.failovers);
     g_variant_dict_insert(out, "timeouts", "t", (guint64)cs.timeouts);
     g_variant_dict_insert(out, "slow_attempts", "t", (guint64)cs.slow_attempts);
+    g_variant_dict_insert(out, "authentications", "t",
+                          (guint64)cs.authentications);
     g_variant_dict_insert(out, "request_failures", "t", (guint64)cs.failures);
     g_variant_dict_insert(out, "endpoint", "s",
                           procreg_etcd_client_endpoint(s->client, cs.current));

@@ -132,7 +132,11 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
     curl_easy_setopt(s->h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(s->h, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(s->h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    curl_easy_setopt(s->h, CURLOPT_HTTPHEADER, c->hdr_leader);
+    char *token = NULL;
+    struct curl_slist *headers = procreg_etcd_client_headers(c, 0, &token);
+    g_free(token);
+    curl_easy_setopt(s->h, CURLOPT_HTTPHEADER, headers);
+    procreg_etcd_client_tls(c, s->h);
     curl_easy_setopt(s->h, CURLOPT_WRITEFUNCTION, stream_write);
     curl_easy_setopt(s->h, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(s->h, CURLOPT_ERRORBUFFER, s->errbuf);
@@ -206,6 +210,8 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
     curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
     /* An unfinished transfer's connection is closed, not kept. */
     curl_multi_remove_handle(s->multi, s->h);
+    curl_easy_setopt(s->h, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(headers);
     g_free(url);
     if (procreg_etcd_stream_stopped(s) || s->ended_by_fn) {
         g_clear_error(&silent);
@@ -258,9 +264,12 @@ ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
                                  "etcd: cannot make a curl handle");
     s->fn = fn;
     s->user = user;
+    int rc = procreg_etcd_client_authenticate(c, NULL,
+                                              procreg_etcd_deadline(c), error);
+    if (rc != 0)
+        return rc;
     unsigned start = (unsigned)g_atomic_int_get(&c->current) % c->n;
     GString *tried = g_string_new(NULL);
-    int rc = 0;
     for (unsigned k = 0; k < c->n && !procreg_etcd_stream_stopped(s); k++) {
         unsigned i = (start + k) % c->n;
         stream_end end;

@@ -222,6 +222,10 @@ static bool watch_line(const char *line, size_t len, void *user)
                    why);
         return false;
     }
+    /* An expired token ends the stream as an error or as a canceled
+     * watch: the next one authenticates again. */
+    if (b.message != NULL && strstr(b.message, "invalid auth token") != NULL)
+        procreg_etcd_client_token_refused(s->client);
     if (b.error) {
         watch_said(c, "watch",
                    b.message ? b.message

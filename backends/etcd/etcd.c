@@ -14,7 +14,9 @@
  */
 #include "etcd-private.h"
 
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DEFAULT_ENDPOINTS "http://127.0.0.1:2379"
 #define DEFAULT_PREFIX "/procreg"
@@ -41,6 +43,16 @@ static const procreg_backend_option etcd_options[] = {
     {"consistency", "reads: linearizable (default) or serializable"},
     {"host_id", "this host's id (default: /etc/machine-id)"},
     {"watch", "watch the cluster for other writers' changes (default true)"},
+    {"ca_file", "PEM file of the CA certificates that sign the members' "
+                "(https:// endpoints; default: the system's)"},
+    {"cert_file", "PEM file of this client's certificate, for members that "
+                  "ask for one"},
+    {"key_file", "PEM file of the key of cert_file (default: in cert_file)"},
+    {"user", "etcd user to authenticate as (with password or "
+             "password_file)"},
+    {"password", "the user's password (shown as *** in the spec; prefer "
+                 "password_file)"},
+    {"password_file", "file whose first line is the user's password"},
     {NULL, NULL},
 };
 
@@ -150,13 +162,137 @@ static int parse_prefix(const char *text, GString **out, GError **error)
     return 0;
 }
 
+/* What the spec says about TLS and authentication; strings owned. */
+typedef struct {
+    char *ca_file, *cert_file, *key_file, *user, *password;
+} credentials;
+
+static void credentials_clear(credentials *cr)
+{
+    g_free(cr->ca_file);
+    g_free(cr->cert_file);
+    g_free(cr->key_file);
+    g_free(cr->user);
+    if (cr->password != NULL) {
+        volatile char *p = cr->password;
+        for (size_t i = 0; p[i] != '\0'; i++)
+            p[i] = 0;
+        g_free(cr->password);
+    }
+    memset(cr, 0, sizeof *cr);
+}
+
+/* The path of file option @option, checked readable (NULL: not given). */
+static int file_option(const procreg_spec *spec, const char *option,
+                       char **out, GError **error)
+{
+    const char *path = procreg_spec_get(spec, option);
+    if (path == NULL)
+        return 0;
+    if (access(path, R_OK) != 0)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "option '%s' of backend 'etcd': cannot read "
+                                 "'%s': %s",
+                                 option, path, g_strerror(errno));
+    *out = g_strdup(path);
+    return 0;
+}
+
+/* The first line of password_file; its text never goes into a message. */
+static int read_password(const char *path, char **out, GError **error)
+{
+    char *text = NULL;
+    gsize len = 0;
+    GError *local = NULL;
+    if (!g_file_get_contents(path, &text, &len, &local)) {
+        int rc = procreg_set_error(error, PROCREG_EINVAL,
+                                   "option 'password_file' of backend "
+                                   "'etcd': %s",
+                                   local->message);
+        g_error_free(local);
+        return rc;
+    }
+    size_t line = strcspn(text, "\r\n");
+    int rc = 0;
+    if (line == 0 || strlen(text) < len)
+        rc = procreg_set_error(error, PROCREG_EINVAL,
+                               "option 'password_file' of backend 'etcd': "
+                               "'%s' %s",
+                               path, line == 0 ? "starts with no password"
+                                               : "holds a NUL byte");
+    else
+        *out = g_strndup(text, line);
+    volatile char *p = text;
+    for (gsize i = 0; i < len; i++)
+        p[i] = 0;
+    g_free(text);
+    return rc;
+}
+
+static int parse_credentials(const procreg_spec *spec, char **urls,
+                             credentials *cr, GError **error)
+{
+    int rc = file_option(spec, "ca_file", &cr->ca_file, error);
+    if (rc == 0)
+        rc = file_option(spec, "cert_file", &cr->cert_file, error);
+    if (rc == 0)
+        rc = file_option(spec, "key_file", &cr->key_file, error);
+    if (rc != 0)
+        return rc;
+    if (cr->key_file != NULL && cr->cert_file == NULL)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "option 'key_file' of backend 'etcd' needs "
+                                 "cert_file");
+    bool tls = cr->ca_file != NULL || cr->cert_file != NULL;
+    for (char **u = urls; tls && *u != NULL; u++)
+        if (!g_str_has_prefix(*u, "https://"))
+            return procreg_set_error(error, PROCREG_EINVAL,
+                                     "options ca_file, cert_file and "
+                                     "key_file of backend 'etcd' are for "
+                                     "https:// endpoints, and '%s' is not "
+                                     "one",
+                                     *u);
+    const char *user = procreg_spec_get(spec, "user");
+    const char *password = procreg_spec_get(spec, "password");
+    const char *password_file = procreg_spec_get(spec, "password_file");
+    if (password != NULL && password_file != NULL)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "backend 'etcd' takes option password or "
+                                 "password_file, not both");
+    bool secret = password != NULL || password_file != NULL;
+    if ((user != NULL) != secret)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 user != NULL
+                                     ? "option 'user' of backend 'etcd' "
+                                       "needs password or password_file"
+                                     : "a password for backend 'etcd' needs "
+                                       "option 'user'");
+    if (user == NULL)
+        return 0;
+    if (*user == '\0')
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "option 'user' of backend 'etcd' is empty");
+    if (password != NULL && *password == '\0')
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "option 'password' of backend 'etcd' is "
+                                 "empty");
+    cr->user = g_strdup(user);
+    if (password != NULL) {
+        cr->password = g_strdup(password);
+        return 0;
+    }
+    return read_password(password_file, &cr->password, error);
+}
+
 static void etcd_destroy(void *state);
 
 static int parse_spec(etcd_state *s, const procreg_spec *spec, char ***urls,
-                      GError **error)
+                      credentials *cr, GError **error)
 {
     const char *ep = procreg_spec_get(spec, "endpoints");
     int rc = parse_endpoints(ep ? ep : DEFAULT_ENDPOINTS, urls, error);
+    if (rc == 0)
+        rc = parse_credentials(spec, *urls, cr, error);
     if (rc != 0)
         return rc;
     const char *prefix = procreg_spec_get(spec, "prefix");
@@ -246,9 +382,11 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
     s->mirror = procreg_etcd_mirror_new();
     s->unrestored = g_ptr_array_new_with_free_func(g_free);
     char **urls = NULL;
-    int rc = parse_spec(s, spec, &urls, error);
+    credentials cr = {0};
+    int rc = parse_spec(s, spec, &urls, &cr, error);
     if (rc != 0) {
         g_strfreev(urls);
+        credentials_clear(&cr);
         etcd_destroy(s);
         return rc;
     }
@@ -258,9 +396,17 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
     g_string_append(s->why_key, "/why");
     g_snprintf(s->writer, sizeof s->writer, "%08x%08x",
                g_random_int() | 1u, g_random_int());
-    s->client = procreg_etcd_client_new((const char *const *)urls,
-                                        s->timeout_ms, s->attempt_ms);
+    s->client = procreg_etcd_client_new(&(etcd_client_config){
+        .endpoints = (const char *const *)urls,
+        .timeout_ms = s->timeout_ms,
+        .attempt_ms = s->attempt_ms,
+        .ca_file = cr.ca_file,
+        .cert_file = cr.cert_file,
+        .key_file = cr.key_file,
+        .user = cr.user,
+        .password = cr.password});
     g_strfreev(urls);
+    credentials_clear(&cr);
 
     int64_t lease = 0, ttl = 0;
     rc = procreg_etcd_lease_grant(s, procreg_etcd_deadline(s->client), &lease,

@@ -27,9 +27,22 @@ typedef struct {
     char *log_path;
 } etcd_member;
 
+/* How the members run, beyond the defaults (all may be NULL). */
+typedef struct {
+    /* extra etcd flags for every member, NULL-terminated */
+    const char *const *args;
+    /* client TLS: the members serve https:// with this certificate and
+     * key, and ask clients for a certificate signed by ca_file; the
+     * harness talks to them with client_cert and client_key */
+    const char *ca_file, *server_cert, *server_key;
+    const char *client_cert, *client_key;
+} etcd_cluster_options;
+
 typedef struct {
     char *bin;
     char *root; /* temporary directory */
+    char **args;   /* etcd_cluster_options.args, copied */
+    char *ca_file, *server_cert, *server_key, *client_cert, *client_key;
     char *token;
     GPid janitor;   /* removes root if this program dies first */
     int janitor_fd; /* its pipe; closing it tells it we are done */
@@ -56,6 +69,10 @@ void etcd_harness_args(int *argc, char **argv);
 /* Start @n (1 to 3) members and wait until the cluster answers /health
  * (up to 20 s).  false with @error on failure (the logs are in it). */
 bool etcd_cluster_start(etcd_cluster *c, int n, GError **error);
+/* The same with @opts (copied). */
+bool etcd_cluster_start_with(etcd_cluster *c, int n,
+                             const etcd_cluster_options *opts,
+                             GError **error);
 /* Stop member @i: SIGTERM, then waitpid (SIGKILL after 10 s). */
 void etcd_member_stop(etcd_cluster *c, int i);
 /* Kill member @i (SIGKILL, then waitpid): a crash. */
@@ -73,7 +90,7 @@ int etcd_cluster_leader(const etcd_cluster *c);
 /* Stop every member and remove the directory. */
 void etcd_cluster_destroy(etcd_cluster *c);
 
-/* "http://127.0.0.1:P" of member @i; g_free it. */
+/* "http://127.0.0.1:P" of member @i (https:// with TLS); g_free it. */
 char *etcd_member_url(const etcd_cluster *c, int i);
 /* Every member's URL, comma separated; g_free it. */
 char *etcd_cluster_endpoints(const etcd_cluster *c);
@@ -83,6 +100,10 @@ bool etcd_member_healthy(const etcd_cluster *c, int i);
 /* POST a raw JSON @body to @path on @url; the reply body, or NULL.
  * g_free it. */
 char *etcd_post(const char *url, const char *path, const char *body);
+/* The same on member @i of @c, with its TLS files and @token (an etcd
+ * authentication token, or NULL). */
+char *etcd_member_post(const etcd_cluster *c, int i, const char *path,
+                       const char *body, const char *token);
 
 /* A random string of 12 hex digits, for unique prefixes. */
 char *etcd_random_tag(void);
