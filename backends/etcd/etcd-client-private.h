@@ -25,6 +25,7 @@ struct etcd_client {
     unsigned n;
     unsigned timeout_ms;
     unsigned attempt_ms;
+    size_t max_reply;
     /* atomic: where calls start: the endpoint that answered last, or the
      * one after an endpoint that failed.  Invariant: it moves off a failed
      * endpoint only by compare-and-swap from that endpoint (move_past), so

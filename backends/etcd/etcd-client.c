@@ -5,8 +5,6 @@
  */
 #include "etcd-client-private.h"
 
-/* Longest reply we accept from a unary call. */
-#define MAX_REPLY_BYTES (256u << 20)
 /* Pause between two rounds over all endpoints when they answered but had
  * no leader (an election takes about a second). */
 #define NO_LEADER_PAUSE_MS 100
@@ -27,7 +25,8 @@ enum {
 typedef struct {
     CURL *h;
     GString *buf;
-    bool too_big;
+    size_t max;   /* the client's max_reply */
+    bool too_big; /* the reply went past max: the transfer was cut */
     char errbuf[CURL_ERROR_SIZE];
 } conn;
 
@@ -59,6 +58,7 @@ ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const etcd_client_config *confi
     c->n = g_strv_length(c->urls);
     c->timeout_ms = config->timeout_ms;
     c->attempt_ms = MIN(config->attempt_ms, config->timeout_ms);
+    c->max_reply = config->max_reply_bytes;
     c->last_ok = g_new0(gint64, c->n);
     c->last_slow = g_new0(gint64, c->n);
     pthread_mutex_init(&c->lock, NULL);
@@ -114,7 +114,7 @@ static size_t collect(char *data, size_t size, size_t nmemb, void *user)
 {
     conn *k = user;
     size_t n = size * nmemb;
-    if (k->buf->len + n > MAX_REPLY_BYTES) {
+    if (k->buf->len + n > k->max) {
         k->too_big = true;
         return 0;
     }
@@ -133,6 +133,7 @@ static conn *take_conn(etcd_client *c)
     k = g_new0(conn, 1);
     k->h = curl_easy_init();
     k->buf = g_string_sized_new(1024);
+    k->max = c->max_reply;
     if (k->h == NULL)
         return k; /* reported by the caller */
     curl_easy_setopt(k->h, CURLOPT_NOSIGNAL, 1L);
@@ -276,6 +277,7 @@ typedef enum {
     ATTEMPT_SLOW,        /* connected and sent: no answer in time */
     ATTEMPT_BUSY,        /* etcd answered: no leader, or unavailable */
     ATTEMPT_TOKEN,       /* etcd refused the token: authenticate again */
+    ATTEMPT_TOO_BIG,     /* a reply over max_reply_bytes, cut off */
 } attempt_end;
 
 /* Whether the member may answer another attempt within the call (an
@@ -376,10 +378,8 @@ static attempt_end attempt(etcd_client *c, conn *k, unsigned i,
     CURLcode res = curl_easy_perform(k->h);
     g_free(url);
     if (k->too_big) {
-        *rc = procreg_set_error(error, PROCREG_EBACKEND,
-                                "etcd %s: reply to %s exceeds %u bytes", base,
-                                path, MAX_REPLY_BYTES);
-        return ATTEMPT_ANSWERED;
+        *why = g_strdup_printf("a reply over max_reply_bytes (%zu)", k->max);
+        return ATTEMPT_TOO_BIG;
     }
     if (res != CURLE_OK)
         return failed_transfer(c, k, i, res, attempt_ms, why);
@@ -431,9 +431,18 @@ static attempt_end attempt(etcd_client *c, conn *k, unsigned i,
 /* Every endpoint failed the same round, none in a passing way: the error,
  * headed by the one cause when all share it.  @kinds: a bit per
  * attempt_end seen. */
-static int all_failed(unsigned kinds, const GString *tried, GError **error)
+static int all_failed(unsigned kinds, unsigned flags, const GString *tried,
+                      GError **error)
 {
     const char *head = "no etcd endpoint usable";
+    if (kinds == 1u << ATTEMPT_TOO_BIG) {
+        procreg_set_error(error, PROCREG_EBACKEND,
+                          "every etcd endpoint sent a reply over "
+                          "max_reply_bytes: tried %s",
+                          tried->str);
+        return (flags & ETCD_CALL_REPORT_TOO_BIG) ? ETCD_EREPLY_TOO_BIG
+                                                  : PROCREG_EBACKEND;
+    }
     if (kinds == 1u << ATTEMPT_UNREACHABLE)
         head = "no etcd endpoint reachable";
     else if (kinds == 1u << ATTEMPT_TLS)
@@ -551,7 +560,7 @@ ETCD_HIDDEN int procreg_etcd_client_call(etcd_client *c, const char *path,
         i = (i + 1) % c->n;
         if (attempts % c->n == 0) {
             if (passing_in_round == 0) {
-                rc = all_failed(kinds_in_round, tried, error);
+                rc = all_failed(kinds_in_round, flags, tried, error);
                 break;
             }
             passing_in_round = kinds_in_round = 0;

@@ -23,6 +23,10 @@
 /* Returned by procreg_etcd_call() (never to applications): etcd answered
  * "requested lease not found".  The backend re-grants its lease. */
 #define ETCD_ELEASE_GONE (-1000)
+/* Returned, with ETCD_CALL_REPORT_TOO_BIG, when every member's reply was
+ * larger than max_reply_bytes; by procreg_etcd_stream_run() when a line
+ * was.  (Else PROCREG_EBACKEND.) */
+#define ETCD_EREPLY_TOO_BIG (-1001)
 
 typedef struct etcd_client etcd_client;
 
@@ -30,6 +34,9 @@ typedef enum {
     /* A read that may be answered by any member, leader or not
      * (serializable): no "require leader" header. */
     ETCD_CALL_NO_LEADER_NEEDED = 1u << 0,
+    /* A reply over max_reply_bytes is ETCD_EREPLY_TOO_BIG (a range that
+     * may ask for fewer keys) */
+    ETCD_CALL_REPORT_TOO_BIG = 1u << 1,
 } etcd_call_flags;
 
 typedef struct {
@@ -38,6 +45,9 @@ typedef struct {
     /* the budget of a call (procreg_etcd_deadline()), and the most one
      * attempt on one endpoint may take (at most timeout_ms) */
     unsigned timeout_ms, attempt_ms;
+    /* the longest reply, and line of a stream, read (longer: the member
+     * is passed over) */
+    size_t max_reply_bytes;
     /* TLS, each NULL when not given: the CA certificates that sign the
      * members' (else the system's), this client's certificate and key */
     const char *ca_file, *cert_file, *key_file;

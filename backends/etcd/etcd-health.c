@@ -165,6 +165,7 @@ ETCD_HIDDEN void procreg_etcd_stats(void *state, GVariantDict *out)
     g_variant_dict_insert(out, "lease_ttl", "x", (gint64)s->lease_ttl);
     g_variant_dict_insert(out, "leases_lost", "u", s->leases_lost);
     g_variant_dict_insert(out, "owned", "u", g_hash_table_size(s->owned));
+    g_variant_dict_insert(out, "tombstones", "u", g_hash_table_size(s->tombs));
     pthread_mutex_unlock(&s->lock);
     g_variant_dict_insert(out, "reaped", "t", (guint64)atomic_get(&s->reaped));
     g_variant_dict_insert(
@@ -172,6 +173,8 @@ ETCD_HIDDEN void procreg_etcd_stats(void *state, GVariantDict *out)
         (gint64)__atomic_load_n(&s->watch_rev, __ATOMIC_ACQUIRE));
     g_variant_dict_insert(out, "watch_reconnects", "t",
                           (guint64)atomic_get(&s->watch_reconnects));
+    g_variant_dict_insert(out, "oversized_watch_lines", "t",
+                          (guint64)atomic_get(&s->oversized_lines));
     g_variant_dict_insert(out, "compactions", "t",
                           (guint64)atomic_get(&s->compactions));
     g_variant_dict_insert(out, "corrupt_values_seen", "t",

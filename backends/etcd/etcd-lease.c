@@ -11,16 +11,15 @@
  *    s->unrestored for health_check.
  *  - The keeper also reaps entries it registered whose owner process died
  *    (reason OWNER_EXITED), and forgets old tombstones.
- *  - s->owned records what this instance wrote (for the above), s->tombs
- *    the keys removed by others, so a late owned_put() of an older write
- *    does not bring one back.
+ *  - s->owned records what this instance wrote (for the above).  While a
+ *    write is in flight (s->pending), a removal of its key seen meanwhile
+ *    leaves a tombstone (s->tombs), so the write's late owned_put() does
+ *    not bring back what was removed after it; tombstones go with the
+ *    last write in flight, so they are never more than the writes.
  */
 #include "etcd-private.h"
 
 #include <string.h>
-
-/* Tombstones (keys removed by others) are kept this long. */
-#define TOMB_KEEP_US (60 * G_USEC_PER_SEC)
 
 ETCD_HIDDEN int64_t procreg_etcd_current_lease(etcd_state *s)
 {
@@ -49,7 +48,7 @@ ETCD_HIDDEN void procreg_etcd_owned_put_locked(etcd_state *s,
 {
     GBytes *k = g_bytes_new(key->str, key->len);
     gint64 *tomb = g_hash_table_lookup(s->tombs, k);
-    if (tomb != NULL && tomb[0] > rev) {
+    if (tomb != NULL && *tomb > rev) {
         /* Removed by someone else after this write. */
         g_bytes_unref(k);
         return;
@@ -76,21 +75,21 @@ ETCD_HIDDEN void procreg_etcd_owned_put(etcd_state *s, const GString *key,
     pthread_mutex_unlock(&s->lock);
 }
 
-/* Forget @key (@n bytes) after a removal at @rev; @tomb records it so a
- * late procreg_etcd_owned_put() of an older write does not bring it back. */
 ETCD_HIDDEN void procreg_etcd_owned_remove_locked(etcd_state *s,
                                                   const void *key, size_t n,
-                                                  int64_t rev, bool tomb)
+                                                  int64_t rev)
 {
     GBytes *k = g_bytes_new(key, n);
     owned_entry *o = g_hash_table_lookup(s->owned, k);
     if (o != NULL && o->mod_rev < rev)
         g_hash_table_remove(s->owned, k);
-    if (tomb) {
-        gint64 *t = g_new(gint64, 2);
-        t[0] = rev;
-        t[1] = g_get_monotonic_time();
-        g_hash_table_replace(s->tombs, g_bytes_ref(k), t);
+    gint64 *tomb = g_hash_table_lookup(s->tombs, k);
+    if (tomb != NULL) {
+        *tomb = MAX(*tomb, rev);
+    } else if (g_hash_table_contains(s->pending, k)) {
+        tomb = g_new(gint64, 1);
+        *tomb = rev;
+        g_hash_table_insert(s->tombs, g_bytes_ref(k), tomb);
     }
     g_bytes_unref(k);
 }
@@ -99,8 +98,34 @@ ETCD_HIDDEN void procreg_etcd_owned_remove(etcd_state *s, const void *key,
                                            size_t n, int64_t rev)
 {
     pthread_mutex_lock(&s->lock);
-    procreg_etcd_owned_remove_locked(s, key, n, rev, true);
+    procreg_etcd_owned_remove_locked(s, key, n, rev);
     pthread_mutex_unlock(&s->lock);
+}
+
+ETCD_HIDDEN void procreg_etcd_owned_begin(etcd_state *s, const GString *key)
+{
+    GBytes *k = g_bytes_new(key->str, key->len);
+    pthread_mutex_lock(&s->lock);
+    guint n = GPOINTER_TO_UINT(g_hash_table_lookup(s->pending, k));
+    g_hash_table_replace(s->pending, g_bytes_ref(k), GUINT_TO_POINTER(n + 1));
+    pthread_mutex_unlock(&s->lock);
+    g_bytes_unref(k);
+}
+
+ETCD_HIDDEN void procreg_etcd_owned_end(etcd_state *s, const GString *key)
+{
+    GBytes *k = g_bytes_new(key->str, key->len);
+    pthread_mutex_lock(&s->lock);
+    guint n = GPOINTER_TO_UINT(g_hash_table_lookup(s->pending, k));
+    if (n > 1) {
+        g_hash_table_replace(s->pending, g_bytes_ref(k),
+                             GUINT_TO_POINTER(n - 1));
+    } else {
+        g_hash_table_remove(s->pending, k);
+        g_hash_table_remove(s->tombs, k);
+    }
+    pthread_mutex_unlock(&s->lock);
+    g_bytes_unref(k);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -265,6 +290,7 @@ static void restore_owned(etcd_state *s)
         g_string_append(b, "]}");
         JsonNode *reply = NULL;
         GError *err = NULL;
+        procreg_etcd_owned_begin(s, key);
         int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0,
                                    procreg_etcd_deadline(s->client), &reply,
                                    &err);
@@ -323,6 +349,7 @@ static void restore_owned(etcd_state *s)
                                                 : procreg_strerror(rc)));
             pthread_mutex_unlock(&s->lock);
         }
+        procreg_etcd_owned_end(s, key);
         g_clear_error(&err);
         g_free(ns);
         g_free(name);
@@ -378,17 +405,6 @@ static void reap_dead_owners(etcd_state *s)
     }
     g_array_unref(revs);
     g_ptr_array_unref(dead);
-}
-
-static void prune_tombs_locked(etcd_state *s)
-{
-    gint64 now = g_get_monotonic_time();
-    GHashTableIter it;
-    gpointer val;
-    g_hash_table_iter_init(&it, s->tombs);
-    while (g_hash_table_iter_next(&it, NULL, &val))
-        if (now - ((gint64 *)val)[1] > TOMB_KEEP_US)
-            g_hash_table_iter_remove(&it);
 }
 
 typedef enum {
@@ -476,7 +492,6 @@ ETCD_HIDDEN gpointer procreg_etcd_keeper_main(gpointer data)
             restore_owned(s);
         reap_dead_owners(s);
         pthread_mutex_lock(&s->lock);
-        prune_tombs_locked(s);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;

@@ -190,6 +190,7 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
     size_t vlen = 0;
     char *value = procreg_etcd_value_encode(&v, &vlen);
     GString *k = procreg_etcd_entry_key(s, key);
+    procreg_etcd_owned_begin(s, k);
     int rc = PROCREG_EBACKEND;
     bool lease_retry_done = false;
     for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
@@ -290,6 +291,7 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
         procreg_set_error(error, rc,
                           "etcd: registration kept losing races (%d attempts)",
                           WRITE_ATTEMPTS);
+    procreg_etcd_owned_end(s, k);
     g_string_free(k, TRUE);
     g_free(value);
     return rc;

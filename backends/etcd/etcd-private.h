@@ -57,6 +57,7 @@ typedef struct {
     unsigned timeout_ms;
     unsigned attempt_ms;  /* one attempt on one endpoint */
     unsigned silence_ms;  /* the watch's member is probed after this */
+    size_t max_reply;     /* the longest reply or watch line read */
     int64_t ttl_s;
     bool serializable;
     bool watch_enabled;
@@ -75,7 +76,9 @@ typedef struct {
     GPtrArray *unrestored;  /* char*, from the last re-registration */
     guint64 reaped;
     GHashTable *owned;      /* GBytes etcd key -> owned_entry* */
-    GHashTable *tombs;      /* GBytes etcd key -> gint64* [rev, when] */
+    GHashTable *pending;    /* GBytes etcd key -> writes in flight (uint) */
+    GHashTable *tombs;      /* GBytes etcd key of a pending write -> gint64*
+                             * the last removal seen meanwhile */
     pthread_mutex_t renew_lock;      /* one lease grant at a time */
     GThread *keeper;
 
@@ -87,7 +90,7 @@ typedef struct {
     gint watch_connected;
     char *watch_error;  /* under lock */
     guint64 mirror_bytes, watch_reconnects, compactions, corrupt_seen,
-        notified; /* atomic */
+        notified, oversized_lines; /* atomic */
     uint64_t writes; /* atomic: nonces handed out (procreg_etcd_nonce()) */
 } etcd_state;
 
@@ -209,13 +212,18 @@ ETCD_HIDDEN void procreg_etcd_owned_put(etcd_state *s, const GString *key,
                                         const char *value, size_t len,
                                         int64_t rev,
                                         const procreg_owner *owner);
-/* Forget @key after a removal at @rev; @tomb records it so a late
- * owned_put() of an older write does not bring it back. */
+/* Forget @key after a removal at @rev; while a write of the key is in
+ * flight, remember the removal so the write's late owned_put() does not
+ * bring it back. */
 ETCD_HIDDEN void procreg_etcd_owned_remove_locked(etcd_state *s,
                                                   const void *key, size_t n,
-                                                  int64_t rev, bool tomb);
+                                                  int64_t rev);
 ETCD_HIDDEN void procreg_etcd_owned_remove(etcd_state *s, const void *key,
                                            size_t n, int64_t rev);
+/* Around a write whose result goes to owned_put(): from before its
+ * request to after owned_put(). */
+ETCD_HIDDEN void procreg_etcd_owned_begin(etcd_state *s, const GString *key);
+ETCD_HIDDEN void procreg_etcd_owned_end(etcd_state *s, const GString *key);
 ETCD_HIDDEN int procreg_etcd_lease_grant(etcd_state *s, gint64 deadline,
                                          int64_t *id, int64_t *ttl,
                                          GError **error);

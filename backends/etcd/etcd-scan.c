@@ -13,7 +13,9 @@
 /* Visit every kv in [start, end), page by page, all pages at the
  * revision of the first.  @keys_only skips values.  @max: stop after that
  * many (0: all).  *@revision (optional) receives the snapshot revision.
- * Each page is one operation with its own deadline (timeout_ms). */
+ * Each page is one operation with its own deadline (timeout_ms); a page
+ * whose reply would pass max_reply_bytes is asked again with half the
+ * keys, down to one. */
 ETCD_HIDDEN int procreg_etcd_range_all(etcd_state *s, const GString *start,
                                        const GString *end, bool keys_only,
                                        bool serializable, size_t max,
@@ -22,10 +24,10 @@ ETCD_HIDDEN int procreg_etcd_range_all(etcd_state *s, const GString *start,
 {
     GString *from = g_string_new_len(start->str, (gssize)start->len);
     int64_t rev = 0;
-    size_t seen = 0;
+    size_t seen = 0, page_max = RANGE_PAGE;
     int rc = 0;
     for (;;) {
-        size_t page = RANGE_PAGE;
+        size_t page = page_max;
         if (max != 0 && max - seen < page)
             page = max - seen;
         GString *b = g_string_new("{");
@@ -42,11 +44,24 @@ ETCD_HIDDEN int procreg_etcd_range_all(etcd_state *s, const GString *start,
             g_string_append(b, ",\"serializable\":true");
         g_string_append_c(b, '}');
         JsonNode *reply = NULL;
-        rc = procreg_etcd_call(s->client, "/v3/kv/range", b->str,
-                               serializable ? ETCD_CALL_NO_LEADER_NEEDED : 0,
-                               procreg_etcd_deadline(s->client), &reply,
-                               error);
+        GError *local = NULL;
+        rc = procreg_etcd_call(
+            s->client, "/v3/kv/range", b->str,
+            ETCD_CALL_REPORT_TOO_BIG |
+                (serializable ? ETCD_CALL_NO_LEADER_NEEDED : 0),
+            procreg_etcd_deadline(s->client), &reply, &local);
         g_string_free(b, TRUE);
+        if (rc == ETCD_EREPLY_TOO_BIG && page > 1) {
+            /* Large values: fewer keys a page keeps a reply under
+             * max_reply_bytes. */
+            g_clear_error(&local);
+            page_max = page / 2;
+            continue;
+        }
+        if (local != NULL)
+            g_propagate_error(error, local);
+        if (rc == ETCD_EREPLY_TOO_BIG)
+            rc = PROCREG_EBACKEND;
         if (rc != 0) {
             if (rc == ETCD_ELEASE_GONE)
                 rc = PROCREG_EBACKEND;
@@ -229,7 +244,7 @@ ETCD_HIDDEN int procreg_etcd_drop_namespace(void *state, const char *ns,
         if (!JSON_NODE_HOLDS_OBJECT(node) ||
             !procreg_etcd_kv_parse(json_node_get_object(node), &kv))
             continue;
-        procreg_etcd_owned_remove_locked(s, kv.key, kv.key_len, rev, true);
+        procreg_etcd_owned_remove_locked(s, kv.key, kv.key_len, rev);
         char *kns = NULL, *kname = NULL;
         if (removed != NULL &&
             procreg_etcd_split_key(s, kv.key, kv.key_len, &kns, &kname)) {

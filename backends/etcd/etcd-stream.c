@@ -6,8 +6,8 @@
  */
 #include "etcd-client-private.h"
 
-/* Longest line of a stream (one watch response). */
-#define MAX_LINE_BYTES (256u << 20)
+/* A line buffer grown past this is given back after its line. */
+#define LINE_KEEP_BYTES (1u << 20)
 /* A stream looks at its member's health at least this often. */
 #define STREAM_TICK_MS 250
 
@@ -20,6 +20,7 @@ struct etcd_stream {
     etcd_line_fn fn;
     void *user;
     bool ended_by_fn;
+    size_t max_line; /* the client's max_reply */
     bool too_big;
     gint64 last_data; /* monotonic µs of the last byte received */
     char errbuf[CURL_ERROR_SIZE];
@@ -60,26 +61,41 @@ ETCD_HIDDEN bool procreg_etcd_stream_stopped(etcd_stream *s)
     return g_atomic_int_get(&s->stop) != 0;
 }
 
+/* Empty the line buffer, and give back a large one. */
+static void line_reset(etcd_stream *s)
+{
+    if (s->line->allocated_len > LINE_KEEP_BYTES) {
+        g_string_free(s->line, TRUE);
+        s->line = g_string_new(NULL);
+    }
+    g_string_truncate(s->line, 0);
+}
+
 static size_t stream_write(char *data, size_t size, size_t nmemb, void *user)
 {
     etcd_stream *s = user;
     size_t n = size * nmemb;
     s->last_data = g_get_monotonic_time();
-    for (size_t i = 0; i < n; i++) {
-        if (data[i] != '\n') {
-            g_string_append_c(s->line, data[i]);
-            if (s->line->len > MAX_LINE_BYTES) {
-                s->too_big = true;
-                return 0;
-            }
-            continue;
+    for (size_t i = 0; i < n;) {
+        const char *nl = memchr(data + i, '\n', n - i);
+        size_t part = nl ? (size_t)(nl - (data + i)) : n - i;
+        /* Bounded: never more than max_line bytes of one line held. */
+        if (s->line->len + part > s->max_line) {
+            s->too_big = true;
+            return 0;
         }
-        if (s->line->len > 0 && !s->fn(s->line->str, s->line->len, s->user)) {
-            g_string_truncate(s->line, 0);
+        g_string_append_len(s->line, data + i, (gssize)part);
+        i += part;
+        if (nl == NULL)
+            break;
+        i++;
+        bool go_on = s->line->len == 0 ||
+                     s->fn(s->line->str, s->line->len, s->user);
+        line_reset(s);
+        if (!go_on) {
             s->ended_by_fn = true;
             return 0;
         }
-        g_string_truncate(s->line, 0);
     }
     return procreg_etcd_stream_stopped(s) ? 0 : n;
 }
@@ -122,7 +138,8 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
     const char *base = c->urls[i];
     char *url = g_strconcat(base, path, NULL);
     curl_easy_reset(s->h);
-    g_string_truncate(s->line, 0);
+    line_reset(s);
+    s->max_line = c->max_reply;
     s->ended_by_fn = false;
     s->too_big = false;
     s->last_data = 0;
@@ -232,10 +249,17 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
                                  "etcd %s: no answer to %s within %u ms",
                                  base, path, c->attempt_ms);
     }
+    if (s->too_big) {
+        line_reset(s);
+        procreg_set_error(error, PROCREG_EBACKEND,
+                          "etcd %s: a line of %s over max_reply_bytes (%zu)",
+                          base, path, s->max_line);
+        return ETCD_EREPLY_TOO_BIG;
+    }
     /* A last line without its newline. */
     if (s->line->len > 0) {
         s->fn(s->line->str, s->line->len, s->user);
-        g_string_truncate(s->line, 0);
+        line_reset(s);
     }
     if (res == CURLE_OK && (status == 200 || status == 0))
         return 0;
@@ -245,10 +269,6 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
         return procreg_set_error(error, PROCREG_EBACKEND,
                                  "etcd %s answered %s with HTTP %ld", base,
                                  path, status);
-    if (s->too_big)
-        return procreg_set_error(error, PROCREG_EBACKEND,
-                                 "etcd %s: a line of %s exceeds %u bytes",
-                                 base, path, MAX_LINE_BYTES);
     return procreg_set_error(error, PROCREG_EBACKEND, "etcd %s, %s: %s", base,
                              path, s->errbuf[0] ? s->errbuf
                                                 : curl_easy_strerror(res));

@@ -172,7 +172,7 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
             /* An explicit removal: no longer ours to re-register. */
             pthread_mutex_lock(&s->lock);
             procreg_etcd_owned_remove_locked(s, kv->key, kv->key_len,
-                                             kv->mod_rev, true);
+                                             kv->mod_rev);
             pthread_mutex_unlock(&s->lock);
         }
         if (m == NULL || strcmp(m->writer, s->writer) != 0)
@@ -405,8 +405,15 @@ ETCD_HIDDEN gpointer procreg_etcd_watcher_main(gpointer data)
                                from);
         watch_ctx c = {.s = s};
         GError *err = NULL;
-        procreg_etcd_stream_run(s->client, s->stream, "/v3/watch", b->str,
-                                watch_line, &c, &err);
+        int rc = procreg_etcd_stream_run(s->client, s->stream, "/v3/watch",
+                                         b->str, watch_line, &c, &err);
+        /* A response over max_reply_bytes cannot be read, and would come
+         * again: read the prefix page by page instead, as after a
+         * compaction, and watch on from there. */
+        if (rc == ETCD_EREPLY_TOO_BIG) {
+            atomic_add(&s->oversized_lines, 1);
+            c.resync = true;
+        }
         g_string_free(b, TRUE);
         g_atomic_int_set(&s->watch_connected, 0);
         if (procreg_etcd_stream_stopped(s->stream)) {

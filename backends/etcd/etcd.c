@@ -24,6 +24,9 @@
 #define DEFAULT_TIMEOUT_MS 5000
 #define DEFAULT_ATTEMPT_MS 1000
 #define DEFAULT_SILENCE_MS 2000
+/* A reply or watch line holds a value of up to etcd's request limit (1.5
+ * MiB by default, 2 MiB as base64), twice in an update's event. */
+#define DEFAULT_MAX_REPLY_BYTES (8u << 20)
 #define PREFIX_MAX 512
 
 static const procreg_backend_option etcd_options[] = {
@@ -43,6 +46,8 @@ static const procreg_backend_option etcd_options[] = {
     {"consistency", "reads: linearizable (default) or serializable"},
     {"host_id", "this host's id (default: /etc/machine-id)"},
     {"watch", "watch the cluster for other writers' changes (default true)"},
+    {"max_reply_bytes", "the longest reply or watch response read; longer "
+                        "ones are refused (default 8MiB; K, M suffixes)"},
     {"ca_file", "PEM file of the CA certificates that sign the members' "
                 "(https:// endpoints; default: the system's)"},
     {"cert_file", "PEM file of this client's certificate, for members that "
@@ -337,8 +342,20 @@ static int parse_spec(etcd_state *s, const procreg_spec *spec, char ***urls,
             "option 'watch_silence_ms' of backend 'etcd': %" G_GUINT64_FORMAT
             " is out of range (0, or 100 to 3600000)",
             (guint64)silence);
+    uint64_t max_reply = 0;
+    if (rc == 0)
+        rc = procreg_spec_get_uint64(spec, "max_reply_bytes",
+                                     DEFAULT_MAX_REPLY_BYTES, &max_reply,
+                                     error);
+    if (rc == 0 && (max_reply < (64u << 10) || max_reply > (1u << 30)))
+        rc = procreg_set_error(
+            error, PROCREG_EINVAL,
+            "option 'max_reply_bytes' of backend 'etcd': %" G_GUINT64_FORMAT
+            " is out of range (64KiB to 1GiB)",
+            (guint64)max_reply);
     if (rc != 0)
         return rc;
+    s->max_reply = (size_t)max_reply;
     s->ttl_s = (int64_t)ttl;
     s->timeout_ms = (unsigned)timeout;
     s->attempt_ms = (unsigned)attempt;
@@ -377,6 +394,8 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
     s->owned = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
                                      (GDestroyNotify)g_bytes_unref,
                                      procreg_etcd_owned_free);
+    s->pending = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                       (GDestroyNotify)g_bytes_unref, NULL);
     s->tombs = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
                                      (GDestroyNotify)g_bytes_unref, g_free);
     s->mirror = procreg_etcd_mirror_new();
@@ -400,6 +419,7 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
         .endpoints = (const char *const *)urls,
         .timeout_ms = s->timeout_ms,
         .attempt_ms = s->attempt_ms,
+        .max_reply_bytes = s->max_reply,
         .ca_file = cr.ca_file,
         .cert_file = cr.cert_file,
         .key_file = cr.key_file,
@@ -477,6 +497,7 @@ static void etcd_destroy(void *state)
     procreg_etcd_client_free(s->client);
     g_hash_table_unref(s->mirror);
     g_hash_table_unref(s->owned);
+    g_hash_table_unref(s->pending);
     g_hash_table_unref(s->tombs);
     g_ptr_array_unref(s->unrestored);
     if (s->prefix != NULL)

@@ -76,6 +76,7 @@ struct etcd_fake {
     int port;
     gint stop;
     gint accepted;
+    gint floods_left; /* FAKE_PROXY: cfg.flood_count, counted down */
     char *swallow; /* under lock: etcd_fake_set_swallow()'s needle */
     pthread_t acceptor;
     pthread_mutex_t lock; /* conns, swallow */
@@ -126,6 +127,54 @@ static void serve_stall(etcd_fake *f, int fd)
     }
 }
 
+/* Read a request's head; false when stopping first. */
+static bool read_head(etcd_fake *f, int fd, char *buf, size_t size)
+{
+    size_t got = 0;
+    buf[0] = '\0';
+    while (got < size - 1 && wait_readable(f, fd)) {
+        ssize_t r = read(fd, buf + got, size - 1 - got);
+        if (r <= 0)
+            return false;
+        got += (size_t)r;
+        buf[got] = '\0';
+        if (strstr(buf, "\r\n\r\n") != NULL)
+            return true;
+    }
+    return false;
+}
+
+/* A 200 whose body never ends (chunked, no newline), until the client
+ * goes or the server stops. */
+static void flood(etcd_fake *f, int fd)
+{
+    static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: "
+                               "application/json\r\nTransfer-Encoding: "
+                               "chunked\r\n\r\n";
+    if (send(fd, head, sizeof head - 1, MSG_NOSIGNAL) < 0)
+        return;
+    char chunk[8 + 2 + 65536 + 2];
+    int n = g_snprintf(chunk, sizeof chunk, "%x\r\n", 65536);
+    memset(chunk + n, 'x', 65536);
+    memcpy(chunk + n + 65536, "\r\n", 2);
+    size_t len = (size_t)n + 65536 + 2;
+    while (!stopping(f)) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, TICK_MS) <= 0)
+            continue;
+        if (p.revents & (POLLERR | POLLHUP) ||
+            send(fd, chunk, len, MSG_NOSIGNAL) < 0)
+            return;
+    }
+}
+
+static void serve_flood(etcd_fake *f, int fd)
+{
+    char buf[65536];
+    if (read_head(f, fd, buf, sizeof buf))
+        flood(f, fd);
+}
+
 static void serve_reply(etcd_fake *f, int fd)
 {
     /* One request: its head and whatever body came with it. */
@@ -167,6 +216,20 @@ static bool swallows(etcd_fake *f, const char *buf, size_t n)
     return yes;
 }
 
+/* Whether one of the floods cfg.flood_count allows is left (and take
+ * it). */
+static bool take_flood(etcd_fake *f)
+{
+    int left;
+    do {
+        left = g_atomic_int_get(&f->floods_left);
+        if (left <= 0)
+            return false;
+    } while (!g_atomic_int_compare_and_exchange(&f->floods_left, left,
+                                                left - 1));
+    return true;
+}
+
 /* Forward between the client @fd and the member.  When the client hangs
  * up first, the member still gets to answer (and the answer is still
  * seen), as it would had the client only stopped waiting. */
@@ -190,6 +253,11 @@ static void serve_proxy(etcd_fake *f, int fd)
             ssize_t n = read(fd, buf, sizeof buf);
             if (n <= 0) {
                 client_open = false;
+            } else if (f->cfg.flood != NULL &&
+                       g_strstr_len(buf, n, f->cfg.flood) != NULL &&
+                       take_flood(f)) {
+                flood(f, fd);
+                break;
             } else {
                 swallowing = swallows(f, buf, (size_t)n);
                 write_all(up, buf, (size_t)n);
@@ -219,6 +287,9 @@ static void *conn_main(void *data)
         break;
     case FAKE_REPLY:
         serve_reply(a->f, a->fd);
+        break;
+    case FAKE_FLOOD:
+        serve_flood(a->f, a->fd);
         break;
     case FAKE_PROXY:
         serve_proxy(a->f, a->fd);
@@ -258,6 +329,7 @@ etcd_fake *etcd_fake_start(const etcd_fake_config *config)
     etcd_fake *f = g_new0(etcd_fake, 1);
     f->cfg = *config;
     f->reply = g_memdup2(config->reply, config->reply_len);
+    f->floods_left = config->flood_count;
     pthread_mutex_init(&f->lock, NULL);
     f->conns = g_array_new(FALSE, FALSE, sizeof(pthread_t));
     f->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -9,10 +9,13 @@
  *   FAKE_REPLY    reads one request and answers it with fixed bytes, then
  *                 closes (a server that is not etcd, a bad reply); or
  *                 answers at once, before any request (for a TLS client);
- *   FAKE_PROXY    forwards each connection to a real member, with two
+ *   FAKE_FLOOD    reads one request and answers 200 with a body that
+ *                 never ends, and has no newline;
+ *   FAKE_PROXY    forwards each connection to a real member, with three
  *                 faults on demand: swallow the member's replies to some
- *                 requests (a lost answer), and hold requests until a
- *                 gate opens.
+ *                 requests (a lost answer), hold requests until a gate
+ *                 opens, and answer the first requests that contain a
+ *                 given text as FAKE_FLOOD does.
  */
 #ifndef PROCREG_TESTS_ETCD_FAKE_H
 #define PROCREG_TESTS_ETCD_FAKE_H
@@ -32,6 +35,7 @@ bool etcd_gate_wait(etcd_gate *g, int timeout_ms);
 typedef enum {
     FAKE_STALL,
     FAKE_REPLY,
+    FAKE_FLOOD,
     FAKE_PROXY,
 } etcd_fake_mode;
 
@@ -46,6 +50,9 @@ typedef struct {
     etcd_gate *hold;       /* forward nothing until it opens (or NULL) */
     etcd_gate *on_reply;   /* opened when the member answers a request
                             * whose reply is swallowed (or NULL) */
+    const char *flood;     /* the first flood_count requests with this
+                            * text are flooded, not forwarded */
+    int flood_count;
 } etcd_fake_config;
 
 typedef struct etcd_fake etcd_fake;

@@ -61,8 +61,7 @@ void etcd_harness_args(int *argc, char **argv)
     *argc = n;
 }
 
-/* A free TCP port on 127.0.0.1 (bind port 0, read it, close). */
-static int free_port(void)
+int etcd_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -347,10 +346,10 @@ bool etcd_cluster_start_with(etcd_cluster *c, int n,
     for (int i = 0; i < n; i++) {
         etcd_member *m = &c->m[i];
         g_snprintf(m->name, sizeof m->name, "m%d", i + 1);
-        m->client_port = free_port();
-        m->peer_port = free_port();
+        m->client_port = etcd_free_port();
+        m->peer_port = etcd_free_port();
         while (m->peer_port == m->client_port)
-            m->peer_port = free_port();
+            m->peer_port = etcd_free_port();
         m->data_dir = g_build_filename(c->root, m->name, NULL);
         m->log_path = g_strdup_printf("%s/%s.log", c->root, m->name);
         if (m->client_port <= 0 || m->peer_port <= 0) {

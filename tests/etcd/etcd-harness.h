@@ -105,6 +105,10 @@ char *etcd_post(const char *url, const char *path, const char *body);
 char *etcd_member_post(const etcd_cluster *c, int i, const char *path,
                        const char *body, const char *token);
 
+/* A free TCP port on 127.0.0.1 (bind port 0, read it, close): nobody
+ * listens there, until someone takes it. */
+int etcd_free_port(void);
+
 /* A random string of 12 hex digits, for unique prefixes. */
 char *etcd_random_tag(void);
 

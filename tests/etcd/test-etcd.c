@@ -6,7 +6,6 @@
  * Every case works under its own key prefix, so cases share the server
  * without seeing each other.
  */
-#include "etcd-fake.h"
 #include "etcd-harness.h"
 #include "etcd-test-util.h"
 
@@ -134,104 +133,6 @@ static void test_same_record_race(void)
     g_free(prefix);
 }
 
-/* A write whose first attempt etcd applied but whose answer was lost,
- * sent again to another member, recognises its own effect instead of
- * reporting EEXISTS, ECONFLICT or ENOTFOUND.  The first endpoint is a
- * proxy that swallows the member's replies to transactions (once asked
- * to); the second a proxy that holds requests until the first has seen
- * the member answer, so the repeat always reaches etcd after the first
- * attempt was applied. */
-static void test_lost_answer(void)
-{
-    char *prefix = new_prefix();
-    int port = cluster.m[0].client_port;
-    etcd_gate *applied = etcd_gate_new();
-    etcd_fake *lossy = etcd_fake_start(&(etcd_fake_config){
-        .mode = FAKE_PROXY, .target_port = port, .on_reply = applied});
-    etcd_fake *held = etcd_fake_start(&(etcd_fake_config){
-        .mode = FAKE_PROXY, .target_port = port, .hold = applied});
-    char *u1 = etcd_fake_url(lossy), *u2 = etcd_fake_url(held);
-    char *spec = g_strdup_printf("etcd:endpoints=[%s,%s],prefix=%s,"
-                                 "attempt_timeout_ms=500,watch=false,"
-                                 "lease_ttl=60",
-                                 u1, u2, prefix);
-    procreg_key *key = NULL;
-    g_assert_cmpint(procreg_key_new("svc", "k", &key, NULL), ==, 0);
-    procreg_record record = {.registered_at = g_get_real_time()};
-    procreg_owner_self(&record.owner);
-    GError *err = NULL;
-    for (int op = 0; op < 3; op++) {
-        /* A fresh instance talks to the lossy proxy first. */
-        etcd_fake_set_swallow(lossy, NULL);
-        procreg_backend *b = NULL;
-        g_assert_cmpint(procreg_backend_open(spec, NULL, &b, &err), ==, 0);
-        procreg_entry e = {0};
-        if (op == 2) {
-            /* Registered through this instance, so it knows what it
-             * removes when the answer to its removal is lost. */
-            g_assert_cmpint(procreg_backend_unregister(b, key, 0, NULL, &err),
-                            ==, 0);
-            g_assert_cmpint(procreg_backend_register_entry(b, key, &record,
-                                                           NULL, &err),
-                            ==, 0);
-        }
-        if (op > 0)
-            g_assert_cmpint(procreg_backend_lookup_entry(b, key, &e, &err),
-                            ==, 0);
-        etcd_gate_close(applied);
-        etcd_fake_set_swallow(lossy, "/v3/kv/txn");
-        procreg_entry out = {0};
-        GVariant *md = g_variant_ref_sink(g_variant_new_parsed("{'v': <%i>}",
-                                                               op));
-        int rc = op == 0 ? procreg_backend_register_entry(b, key, &record,
-                                                          &out, &err)
-                 : op == 1 ? procreg_backend_update_metadata(
-                                 b, key, md, e.revision, &out, &err)
-                           : procreg_backend_unregister(b, key, 0, &out, &err);
-        g_test_message("op %d after a lost answer: %d %s", op, rc,
-                       err ? err->message : "");
-        g_assert_no_error(err);
-        g_assert_cmpint(rc, ==, 0);
-        g_assert_true(etcd_gate_wait(applied, 0));
-        g_assert_cmpint(etcd_fake_connections(held), >=, 1);
-        GVariantDict st;
-        g_variant_dict_init(&st, NULL);
-        procreg_backend_stats(b, &st);
-        guint64 slow = 0;
-        g_assert_true(g_variant_dict_lookup(&st, "slow_attempts", "t", &slow));
-        g_assert_cmpuint(slow, >=, 1);
-        g_variant_dict_clear(&st);
-        /* The outcome, as another instance sees it. */
-        etcd_fake_set_swallow(lossy, NULL);
-        procreg_entry now = {0};
-        rc = procreg_backend_lookup_entry(b, key, &now, NULL);
-        if (op < 2) {
-            g_assert_cmpint(rc, ==, 0);
-            g_assert_cmpint(now.owner.pid, ==, getpid());
-            g_assert_cmpuint(now.revision, ==, out.revision);
-            if (op == 1)
-                g_assert_true(g_variant_equal(now.metadata, md));
-        } else {
-            g_assert_cmpint(rc, ==, PROCREG_ENOTFOUND);
-            g_assert_cmpint(out.owner.pid, ==, getpid());
-            g_assert_cmpuint(out.revision, ==, e.revision);
-        }
-        procreg_entry_clear(&now);
-        procreg_entry_clear(&out);
-        procreg_entry_clear(&e);
-        g_variant_unref(md);
-        procreg_backend_close(b);
-    }
-    procreg_key_unref(key);
-    etcd_fake_stop(lossy);
-    etcd_fake_stop(held);
-    etcd_gate_free(applied);
-    g_free(u1);
-    g_free(u2);
-    g_free(spec);
-    g_free(prefix);
-}
-
 static void test_spec_errors(void)
 {
     GError *err = NULL;
@@ -264,22 +165,9 @@ static void test_spec_errors(void)
     }
 }
 
-/* A port nobody listens on (the harness found it free a moment ago). */
-static int dead_port(void)
-{
-    for (int p = 29000 + g_random_int_range(0, 3000);; p++) {
-        char *u = g_strdup_printf("http://127.0.0.1:%d/health", p);
-        char *r = etcd_post(u, "", "{}");
-        g_free(u);
-        if (r == NULL)
-            return p;
-        g_free(r);
-    }
-}
-
 static void test_unreachable(void)
 {
-    int a = dead_port(), b = a + 1;
+    int a = etcd_free_port(), b = etcd_free_port();
     char *spec = g_strdup_printf("etcd:endpoints=[http://127.0.0.1:%d,"
                                  "http://127.0.0.1:%d],timeout_ms=2000",
                                  a, b);
@@ -302,128 +190,6 @@ static void test_unreachable(void)
     g_free(pb);
     g_clear_error(&err);
     g_free(spec);
-}
-
-/* One misbehaving endpoint per case: each failure names its cause, with
- * the right code, and fails at once unless the cause is a member that
- * does not answer. */
-typedef struct {
-    const char *name;
-    etcd_fake_mode mode;
-    const char *reply;
-    bool tls;              /* an https:// URL to the fake server, which
-                            * answers before the TLS client hello */
-    int code;
-    const char *needle;    /* in the message */
-    bool slow;             /* fails at the budget, not at once */
-} fault_case;
-
-/* An HTTP reply of @body; g_free it. */
-static char *http_reply(const char *body)
-{
-    return g_strdup_printf("HTTP/1.1 200 OK\r\nContent-Type: application/json"
-                           "\r\nConnection: close\r\nContent-Length: %zu\r\n"
-                           "\r\n%s",
-                           strlen(body), body);
-}
-
-static void test_faults_named(void)
-{
-    const fault_case cases[] = {
-        {"garbage", FAKE_REPLY, "garbage\r\n\r\n", false, PROCREG_EBACKEND,
-         "not HTTP", false},
-        {"not etcd", FAKE_REPLY,
-         "HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: "
-         "9\r\n\r\nnot found",
-         false, PROCREG_EBACKEND, "HTTP 404 that is not an etcd reply", false},
-        {"not JSON", FAKE_REPLY,
-         "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\n"
-         "hello",
-         false, PROCREG_EBACKEND, "a reply etcd would not send", false},
-        {"TLS to plain HTTP", FAKE_REPLY, "HTTP/1.1 200 OK\r\n\r\n", true,
-         PROCREG_EBACKEND, "TLS failed with every etcd endpoint", false},
-        {"empty reply", FAKE_REPLY, "", false, PROCREG_EBACKEND,
-         "Empty reply", false},
-        {"stall", FAKE_STALL, NULL, false, PROCREG_ETIMEDOUT,
-         "no answer within", true},
-    };
-    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-        const fault_case *fc = &cases[i];
-        etcd_fake *f = etcd_fake_start(&(etcd_fake_config){
-            .mode = fc->mode, .reply = fc->reply,
-            .reply_len = fc->reply ? strlen(fc->reply) : 0, .at_once = fc->tls});
-        char *spec = g_strdup_printf("etcd:endpoints=[%s://127.0.0.1:%d],"
-                                     "timeout_ms=2000,watch=false",
-                                     fc->tls ? "https" : "http",
-                                     etcd_fake_port(f));
-        GError *err = NULL;
-        gint64 t0 = g_get_monotonic_time();
-        int rc = open_rc(spec, &err);
-        gint64 took = (g_get_monotonic_time() - t0) / 1000;
-        g_test_message("%s: %d after %" G_GINT64_FORMAT " ms: %s", fc->name,
-                       rc, took, err ? err->message : "");
-        g_assert_cmpint(rc, ==, fc->code);
-        if (strstr(err->message, fc->needle) == NULL)
-            g_error("%s: \"%s\" does not say \"%s\"", fc->name, err->message,
-                    fc->needle);
-        if (fc->slow)
-            g_assert_cmpint(took, >=, 2000);
-        else
-            g_assert_cmpint(took, <, 1000);
-        g_clear_error(&err);
-        g_free(spec);
-        etcd_fake_stop(f);
-    }
-
-    /* A reply to a transaction that is no transaction reply: a lease
-     * grant's fields pass, the comparison's outcome is missing. */
-    char *not_txn = http_reply("{\"header\":{\"revision\":\"5\"},"
-                               "\"ID\":\"7\",\"TTL\":\"10\"}");
-    etcd_fake *f = etcd_fake_start(&(etcd_fake_config){
-        .mode = FAKE_REPLY, .reply = not_txn, .reply_len = strlen(not_txn)});
-    char *u = etcd_fake_url(f);
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],watch=false", u);
-    procreg *reg = NULL;
-    GError *err = NULL;
-    g_assert_cmpint(procreg_open(spec, &reg, &err), ==, 0);
-    gint64 t0 = g_get_monotonic_time();
-    int rc = procreg_register(reg, "ns", "x", NULL, NULL, NULL, &err);
-    gint64 took = (g_get_monotonic_time() - t0) / 1000;
-    g_test_message("malformed transaction reply: %d after %" G_GINT64_FORMAT
-                   " ms: %s", rc, took, err ? err->message : "");
-    g_assert_cmpint(rc, ==, PROCREG_EBACKEND);
-    g_assert_nonnull(strstr(err->message, "malformed transaction reply"));
-    g_assert_cmpint(took, <, 1000);
-    g_clear_error(&err);
-    procreg_close(reg);
-    g_free(spec);
-    g_free(u);
-    g_free(not_txn);
-    etcd_fake_stop(f);
-
-    /* Two causes at once are both named; a good endpoint after a bad one
-     * is used. */
-    f = etcd_fake_start(&(etcd_fake_config){.mode = FAKE_REPLY,
-                                            .reply = "garbage\r\n\r\n",
-                                            .reply_len = 9});
-    spec = g_strdup_printf("etcd:endpoints=[http://127.0.0.1:%d,"
-                           "http://127.0.0.1:%d],watch=false",
-                           etcd_fake_port(f), dead_port());
-    g_assert_cmpint(open_rc(spec, &err), ==, PROCREG_EBACKEND);
-    g_test_message("mixed: %s", err->message);
-    g_assert_nonnull(strstr(err->message, "no etcd endpoint usable"));
-    g_assert_nonnull(strstr(err->message, "not HTTP"));
-    g_assert_nonnull(strstr(err->message, "Couldn't connect"));
-    g_clear_error(&err);
-    g_free(spec);
-    spec = g_strdup_printf("etcd:endpoints=[http://127.0.0.1:%d,%s],prefix=%s",
-                           etcd_fake_port(f), url, "/procreg-test/faults");
-    g_assert_cmpint(procreg_open(spec, &reg, &err), ==, 0);
-    g_assert_cmpint(procreg_register(reg, "ns", "x", NULL, NULL, NULL, &err),
-                    ==, 0);
-    procreg_close(reg);
-    g_free(spec);
-    etcd_fake_stop(f);
 }
 
 static void test_basic(void)
@@ -540,7 +306,7 @@ static void test_failover(void)
     char *prefix = new_prefix();
     char *spec = g_strdup_printf("etcd:endpoints=[http://127.0.0.1:%d,%s],"
                                  "prefix=%s",
-                                 dead_port(), url, prefix);
+                                 etcd_free_port(), url, prefix);
     procreg *reg = NULL;
     GError *err = NULL;
     g_assert_cmpint(procreg_open(spec, &reg, &err), ==, 0);
@@ -1104,10 +870,8 @@ int main(int argc, char **argv)
 
     g_test_add_func("/etcd/spec-errors", test_spec_errors);
     g_test_add_func("/etcd/unreachable", test_unreachable);
-    g_test_add_func("/etcd/faults-named", test_faults_named);
     g_test_add_func("/etcd/basic", test_basic);
     g_test_add_func("/etcd/same-record-race", test_same_record_race);
-    g_test_add_func("/etcd/lost-answer", test_lost_answer);
     g_test_add_func("/etcd/prefix-isolation", test_prefix_isolation);
     g_test_add_func("/etcd/failover", test_failover);
     g_test_add_func("/etcd/corrupt-values", test_corrupt_values);
