@@ -3,7 +3,8 @@
  * key; register is one transaction "create if absent, else tell me who
  * holds it"; unregister and update compare mod_revision in the same
  * transaction; evict removes an entry whose owner died, with a reason
- * marker, while it is unchanged.
+ * marker, while it is unchanged (a lookup or a registration that finds
+ * one of this host does so at once).
  *
  * Every operation has one deadline (timeout_ms from its start) for all
  * the requests it makes.  A request may reach etcd twice (its first
@@ -67,56 +68,6 @@ ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
 /* ------------------------------------------------------------------------ */
 /* Ops                                                                      */
 
-static int lookup_full(etcd_state *s, const procreg_key *key, etcd_value *v,
-                       int64_t *rev, GError **error)
-{
-    GString *k = procreg_etcd_entry_key(s, key);
-    etcd_kv kv;
-    bool found = false;
-    int rc = procreg_etcd_get_kv(s, k, false, procreg_etcd_deadline(s->client),
-                                 &kv, &found, error);
-    g_string_free(k, TRUE);
-    if (rc != 0)
-        return rc;
-    if (!found)
-        return PROCREG_ENOTFOUND;
-    rc = procreg_etcd_kv_value(&kv, v, error);
-    *rev = kv.mod_rev;
-    procreg_etcd_kv_clear(&kv);
-    if (rc == 0 && procreg_etcd_owner_dead_here(s, v)) {
-        procreg_etcd_value_clear(v);
-        rc = PROCREG_ENOTFOUND;
-    }
-    return rc;
-}
-
-ETCD_HIDDEN int procreg_etcd_lookup(void *state, const procreg_key *key,
-                                    procreg_owner *out)
-{
-    etcd_value v;
-    int64_t rev;
-    int rc = lookup_full(state, key, &v, &rev, NULL);
-    if (rc == 0) {
-        *out = v.owner;
-        procreg_etcd_value_clear(&v);
-        return 0;
-    }
-    return rc == PROCREG_ENOTFOUND ? rc : PROCREG_EBACKEND;
-}
-
-ETCD_HIDDEN int procreg_etcd_lookup_entry(void *state, const procreg_key *key,
-                                          procreg_entry *out, GError **error)
-{
-    etcd_value v;
-    int64_t rev;
-    int rc = lookup_full(state, key, &v, &rev, error);
-    if (rc == 0) {
-        procreg_etcd_fill_entry(&v, rev, NULL, NULL, out);
-        procreg_etcd_value_clear(&v);
-    }
-    return rc;
-}
-
 /* Remove @k while it is at @rev, with a marker naming @writer and
  * @reason.  *@removed: whether it was (else it had changed). */
 static int evict_txn(etcd_state *s, const GString *k, int64_t rev,
@@ -155,10 +106,10 @@ ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k,
     return evict_txn(s, k, rev, "0", reason, deadline, removed, error);
 }
 
-/* Remove the entry @held of a process that died on this host, which
- * holds the key a registration wants.  The core does not see this
- * removal, so it is reported to it here, at once and before the
- * registration; our own watch skips it (our writer in the marker). */
+/* Remove the entry @held of a process that died on this host (found by a
+ * registration that wants the key, or a lookup).  The core does not see
+ * this removal, so it is reported to it here, at once (before the
+ * registration); our own watch skips it (our writer in the marker). */
 static int evict_dead_holder(etcd_state *s, const GString *k,
                              const etcd_kv *held, gint64 deadline,
                              GError **error)
@@ -172,6 +123,64 @@ static int evict_dead_holder(etcd_state *s, const GString *k,
                             PROCREG_REASON_OWNER_EXITED, held->key,
                             held->key_len, held->value, held->value_len,
                             held->mod_rev);
+    return rc;
+}
+
+/* Read @key.  An entry whose owner died on this host is absent here at
+ * once, and removed (unless changed meanwhile), its removal reported now
+ * with reason owner_exited: the core's monitor, which sees the death
+ * within milliseconds and looks the key up to clean it, would otherwise
+ * find nothing to remove, and other hosts would learn only from the
+ * keeper's next round or the lease. */
+static int lookup_full(etcd_state *s, const procreg_key *key, etcd_value *v,
+                       int64_t *rev, GError **error)
+{
+    gint64 deadline = procreg_etcd_deadline(s->client);
+    GString *k = procreg_etcd_entry_key(s, key);
+    etcd_kv kv;
+    bool found = false;
+    int rc = procreg_etcd_get_kv(s, k, false, deadline, &kv, &found, error);
+    if (rc == 0 && !found)
+        rc = PROCREG_ENOTFOUND;
+    if (rc == 0) {
+        rc = procreg_etcd_kv_value(&kv, v, error);
+        *rev = kv.mod_rev;
+        if (rc == 0 && procreg_etcd_owner_dead_here(s, v)) {
+            procreg_etcd_value_clear(v);
+            /* Failing, it is left to the keeper and the lease. */
+            evict_dead_holder(s, k, &kv, deadline, NULL);
+            rc = PROCREG_ENOTFOUND;
+        }
+        procreg_etcd_kv_clear(&kv);
+    }
+    g_string_free(k, TRUE);
+    return rc;
+}
+
+ETCD_HIDDEN int procreg_etcd_lookup(void *state, const procreg_key *key,
+                                    procreg_owner *out)
+{
+    etcd_value v;
+    int64_t rev;
+    int rc = lookup_full(state, key, &v, &rev, NULL);
+    if (rc == 0) {
+        *out = v.owner;
+        procreg_etcd_value_clear(&v);
+        return 0;
+    }
+    return rc == PROCREG_ENOTFOUND ? rc : PROCREG_EBACKEND;
+}
+
+ETCD_HIDDEN int procreg_etcd_lookup_entry(void *state, const procreg_key *key,
+                                          procreg_entry *out, GError **error)
+{
+    etcd_value v;
+    int64_t rev;
+    int rc = lookup_full(state, key, &v, &rev, error);
+    if (rc == 0) {
+        procreg_etcd_fill_entry(&v, rev, NULL, NULL, out);
+        procreg_etcd_value_clear(&v);
+    }
     return rc;
 }
 

@@ -143,9 +143,13 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
                 kv->key, kv->key_len, kv->value, kv->value_len, kv->mod_rev);
         }
     } else {
+        /* What was removed: its value, lease and revision (the entry's,
+         * as the core reports its own removals), from the event, else
+         * from the mirror. */
         const void *old = ev->have_prev ? ev->prev.value : NULL;
         size_t old_len = ev->have_prev ? ev->prev.value_len : 0;
         int64_t old_lease = ev->have_prev ? ev->prev.lease : 0;
+        int64_t old_rev = ev->have_prev ? ev->prev.mod_rev : kv->mod_rev;
         GBytes *mirrored = NULL;
         if (old == NULL) {
             GBytes *kb = g_bytes_new(kv->key, kv->key_len);
@@ -154,6 +158,7 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
                 mirrored = g_bytes_ref(me->value);
                 old = g_bytes_get_data(mirrored, &old_len);
                 old_lease = me->lease;
+                old_rev = me->mod_rev;
             }
             g_bytes_unref(kb);
         }
@@ -180,7 +185,7 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
                                 m ? (procreg_event_reason)m->reason
                                   : PROCREG_REASON_EXPIRED,
                                 kv->key, kv->key_len, old, old_len,
-                                kv->mod_rev);
+                                old_rev);
         if (mirrored != NULL)
             g_bytes_unref(mirrored);
     }
@@ -344,7 +349,7 @@ static int resync(etcd_state *s, GError **error)
         procreg_etcd_notify(s, PROCREG_EVENT_UNREGISTERED,
                             m->lease != 0 ? PROCREG_REASON_EXPIRED
                                           : PROCREG_REASON_EXPLICIT,
-                            kd, klen, vd, vlen, rev);
+                            kd, klen, vd, vlen, m->mod_rev);
     }
     /* New or changed, unless this instance wrote them. */
     g_hash_table_iter_init(&it, fresh);
