@@ -5,11 +5,13 @@
  * Keys, under the registry's prefix P (no trailing '/'):
  *   P/e/<ns>\0<name>   one entry; a namespace is the range
  *                      [P/e/<ns>\0, P/e/<ns>\1), every entry [P/e/, P/e0)
- *   P/why              the reason marker: written in the same transaction
- *                      as a removal (or a forced update), so watchers
- *                      learn why an entry went away and who removed it.
- *                      A removal without a marker at its revision is a
- *                      lease expiry.
+ *   P/e/<ns>\0         the namespace's reason marker (the empty name, which
+ *                      no entry has): written in the same transaction as a
+ *                      removal (or a forced update) in the namespace, so
+ *                      watchers, of the namespace alone too, learn why an
+ *                      entry went away and who removed it.  A removal
+ *                      without a marker at its revision is a lease
+ *                      expiry.
  * Values: a JSON object
  *   {"v":1,"pid":N,"start":N,"host":"ID","at":µs,"w":"WRITER","meta":"B64"}
  * with "meta" (optional) the normal-form serialisation of the a{sv}
@@ -22,7 +24,7 @@
  *
  * Every text read from the cluster (values, markers, replies, watch
  * lines) must hold exactly one JSON object in strict syntax before
- * json-glib parses it: procreg_etcd_json_parse_object() (etcd-client.h).
+ * json-glib parses it: procreg_etcd_json_parse_object() (etcd-json.h).
  * The reply parsers below depend on nothing but their input, so the fuzz
  * target (tests/reliability/fuzz/fuzz-etcd.c) calls them directly.
  */

@@ -22,7 +22,7 @@ ETCD_HIDDEN int procreg_etcd_health_check(void *state, GVariantDict *details,
     etcd_client_stats cs;
     procreg_etcd_client_get_stats(s->client, &cs);
     GString *b = g_string_new("{");
-    procreg_etcd_json_key(b, "key", s->why_key->str, s->why_key->len);
+    procreg_etcd_json_key(b, "key", s->eprefix->str, s->eprefix->len);
     g_string_append(b, ",\"count_only\":true}");
     unsigned answering = 0;
     char *first_error = NULL;

@@ -265,14 +265,45 @@ ETCD_HIDDEN void procreg_etcd_op_range(GString *b, const GString *key)
     g_string_append(b, "}}");
 }
 
-/* The reason marker written with a removal. */
+ETCD_HIDDEN bool procreg_etcd_is_entry_key(etcd_state *s, const void *k,
+                                           size_t n)
+{
+    if (n <= s->eprefix->len || memcmp(k, s->eprefix->str, s->eprefix->len))
+        return false;
+    const char *nul = memchr((const char *)k + s->eprefix->len, '\0',
+                             n - s->eprefix->len);
+    return nul != NULL && nul != (const char *)k + n - 1;
+}
+
+ETCD_HIDDEN bool procreg_etcd_is_marker_key(etcd_state *s, const void *k,
+                                            size_t n)
+{
+    return n > s->eprefix->len + 1 &&
+           memcmp(k, s->eprefix->str, s->eprefix->len) == 0 &&
+           memchr((const char *)k + s->eprefix->len, '\0',
+                  n - s->eprefix->len) == (const char *)k + n - 1;
+}
+
+ETCD_HIDDEN GString *procreg_etcd_marker_key(etcd_state *s, const void *k,
+                                             size_t n)
+{
+    const char *nul = memchr((const char *)k + s->eprefix->len, '\0',
+                             n - s->eprefix->len);
+    return g_string_new_len(k, (gssize)((nul - (const char *)k) + 1));
+}
+
+/* The reason marker written with a removal (or a forced update) of the
+ * entry @key, in its namespace's marker key. */
 ETCD_HIDDEN void procreg_etcd_op_marker(etcd_state *s, GString *b,
+                                        const GString *key,
                                         const char *writer, uint64_t nonce,
                                         procreg_event_reason reason)
 {
     char value[ETCD_MARKER_MAX];
     size_t n = procreg_etcd_marker_encode(writer, (int)reason, nonce, value);
-    procreg_etcd_op_put(b, s->why_key, value, n, 0, false);
+    GString *mk = procreg_etcd_marker_key(s, key->str, key->len);
+    procreg_etcd_op_put(b, mk, value, n, 0, false);
+    g_string_free(mk, TRUE);
 }
 
 ETCD_HIDDEN void procreg_etcd_op_compare(GString *b, const GString *key,

@@ -79,7 +79,7 @@ static int evict_txn(etcd_state *s, const GString *k, int64_t rev,
     g_string_append(b, "],\"success\":[");
     procreg_etcd_op_delete(b, k, NULL);
     g_string_append_c(b, ',');
-    procreg_etcd_op_marker(s, b, writer, 0, reason);
+    procreg_etcd_op_marker(s, b, k, writer, 0, reason);
     g_string_append(b, "]}");
     JsonNode *reply = NULL;
     int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, deadline,
@@ -404,11 +404,13 @@ ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
     g_string_append(b, "],\"success\":[");
     procreg_etcd_op_delete(b, k, NULL);
     g_string_append_c(b, ',');
-    procreg_etcd_op_marker(s, b, s->writer, nonce, reason);
+    procreg_etcd_op_marker(s, b, k, s->writer, nonce, reason);
     g_string_append(b, "],\"failure\":[");
     procreg_etcd_op_range(b, k);
     g_string_append_c(b, ',');
-    procreg_etcd_op_range(b, s->why_key);
+    GString *mk = procreg_etcd_marker_key(s, k->str, k->len);
+    procreg_etcd_op_range(b, mk);
+    g_string_free(mk, TRUE);
     g_string_append(b, "]}");
     JsonNode *reply = NULL;
     rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, deadline,
@@ -539,7 +541,7 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
         procreg_etcd_op_put(b, k, value, vlen, 0, true);
         if (forced) {
             g_string_append_c(b, ',');
-            procreg_etcd_op_marker(s, b, s->writer, nonce,
+            procreg_etcd_op_marker(s, b, k, s->writer, nonce,
                                    PROCREG_REASON_FORCED);
         }
         g_string_append(b, "]}");

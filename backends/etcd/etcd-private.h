@@ -51,7 +51,6 @@ typedef struct {
     procreg_backend_host *host;
     GString *prefix;    /* no trailing '/' */
     GString *eprefix;   /* prefix + "/e/" */
-    GString *why_key;   /* prefix + "/why" */
     char host_id[ETCD_HOST_ID_MAX + 1];
     char writer[ETCD_WRITER_LEN + 1];
     unsigned timeout_ms;
@@ -186,9 +185,20 @@ ETCD_HIDDEN void procreg_etcd_op_put(GString *b, const GString *key,
 ETCD_HIDDEN void procreg_etcd_op_delete(GString *b, const GString *key,
                                         const GString *end);
 ETCD_HIDDEN void procreg_etcd_op_range(GString *b, const GString *key);
-/* The reason marker written with a removal; @nonce: the removal's
- * (procreg_etcd_nonce(), 0 for none). */
+/* An entry's key (P/e/ns\0name), and a namespace's marker key (P/e/ns\0:
+ * the empty name, which no entry has). */
+ETCD_HIDDEN bool procreg_etcd_is_entry_key(etcd_state *s, const void *k,
+                                           size_t n);
+ETCD_HIDDEN bool procreg_etcd_is_marker_key(etcd_state *s, const void *k,
+                                            size_t n);
+/* The marker key of the namespace of entry (or marker) key @k. */
+ETCD_HIDDEN GString *procreg_etcd_marker_key(etcd_state *s, const void *k,
+                                             size_t n);
+/* The reason marker written with a removal of @key (an entry key, or a
+ * namespace's start); @nonce: the removal's (procreg_etcd_nonce(), 0 for
+ * none). */
 ETCD_HIDDEN void procreg_etcd_op_marker(etcd_state *s, GString *b,
+                                        const GString *key,
                                         const char *writer, uint64_t nonce,
                                         procreg_event_reason reason);
 /* A compare of @key's @field (@target) against @v. */

@@ -13,6 +13,7 @@
 /* Visit every kv in [start, end), page by page, all pages at the
  * revision of the first.  @keys_only skips values.  @max: stop after that
  * many (0: all).  *@revision (optional) receives the snapshot revision.
+ * Namespaces' marker keys are skipped.
  * Each page is one operation with its own deadline (timeout_ms); a page
  * whose reply would pass max_reply_bytes is asked again with half the
  * keys, down to one. */
@@ -82,8 +83,11 @@ ETCD_HIDDEN int procreg_etcd_range_all(etcd_state *s, const GString *start,
                                        "etcd sent a malformed range reply");
                 break;
             }
-            rc = fn(s, &kv, user, error);
-            seen++;
+            /* Namespaces' reason markers live among their entries. */
+            if (!procreg_etcd_is_marker_key(s, kv.key, kv.key_len)) {
+                rc = fn(s, &kv, user, error);
+                seen++;
+            }
             procreg_etcd_kv_clear(&last);
             last = kv;
         }
@@ -208,14 +212,19 @@ ETCD_HIDDEN int procreg_etcd_drop_namespace(void *state, const char *ns,
     etcd_state *s = state;
     GString *start, *end;
     procreg_etcd_ns_range(s, ns, &start, &end);
-    /* One transaction: the range goes in one revision, with its marker.
-     * Sent again after an attempt whose answer was lost, it removes what
-     * was registered in the namespace in between and reports only that. */
+    /* One transaction: the entries go in one revision, with the marker
+     * (its key, the namespace's start, is left out of the deleted range:
+     * etcd refuses a put inside a range the transaction deletes).  Sent
+     * again after an attempt whose answer was lost, it removes what was
+     * registered in the namespace in between and reports only that. */
+    GString *entries = g_string_new_len(start->str, (gssize)start->len);
+    g_string_append_c(entries, '\x01');
     GString *b = g_string_new("{\"success\":[");
-    procreg_etcd_op_delete(b, start, end);
+    procreg_etcd_op_delete(b, entries, end);
     g_string_append_c(b, ',');
-    procreg_etcd_op_marker(s, b, s->writer, 0,
+    procreg_etcd_op_marker(s, b, start, s->writer, 0,
                            PROCREG_REASON_NAMESPACE_DROPPED);
+    g_string_free(entries, TRUE);
     g_string_append(b, "]}");
     JsonNode *reply = NULL;
     int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0,

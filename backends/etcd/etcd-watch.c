@@ -72,16 +72,6 @@ ETCD_HIDDEN GHashTable *procreg_etcd_mirror_new(void)
 }
 
 
-static bool is_entry_key(etcd_state *s, const guchar *k, size_t n)
-{
-    return n > s->eprefix->len &&
-           memcmp(k, s->eprefix->str, s->eprefix->len) == 0;
-}
-
-static bool is_why_key(etcd_state *s, const guchar *k, size_t n)
-{
-    return n == s->why_key->len && memcmp(k, s->why_key->str, n) == 0;
-}
 
 /* The writer of a value, or "" when unreadable. */
 static void value_writer(const void *value, size_t len, char *out)
@@ -106,7 +96,7 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
         return;
     }
     const etcd_kv *kv = &ev->kv;
-    if (!is_entry_key(s, kv->key, kv->key_len))
+    if (!procreg_etcd_is_entry_key(s, kv->key, kv->key_len))
         return;
     int64_t my_lease = procreg_etcd_current_lease(s);
     /* The reason marker written in the same revision, if any. */
@@ -268,7 +258,7 @@ static bool watch_line(const char *line, size_t len, void *user)
             continue;
         marker m = {.rev = ev->kv.mod_rev};
         uint64_t nonce;
-        if (is_why_key(s, ev->kv.key, ev->kv.key_len) &&
+        if (procreg_etcd_is_marker_key(s, ev->kv.key, ev->kv.key_len) &&
             procreg_etcd_marker_parse(ev->kv.value, ev->kv.value_len,
                                       m.writer, &m.reason, &nonce))
             g_array_append_val(markers, m);
@@ -298,7 +288,7 @@ typedef struct {
 static int snap_one(etcd_state *s, etcd_kv *kv, void *user, GError **error)
 {
     snap_ctx *c = user;
-    if (is_entry_key(s, kv->key, kv->key_len))
+    if (procreg_etcd_is_entry_key(s, kv->key, kv->key_len))
         mirror_set(s, c->fresh, kv);
     return 0;
 }

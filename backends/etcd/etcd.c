@@ -411,8 +411,6 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
     }
     s->eprefix = g_string_new(s->prefix->str);
     g_string_append(s->eprefix, "/e/");
-    s->why_key = g_string_new(s->prefix->str);
-    g_string_append(s->why_key, "/why");
     g_snprintf(s->writer, sizeof s->writer, "%08x%08x",
                g_random_int() | 1u, g_random_int());
     s->client = procreg_etcd_client_new(&(etcd_client_config){
@@ -504,8 +502,6 @@ static void etcd_destroy(void *state)
         g_string_free(s->prefix, TRUE);
     if (s->eprefix != NULL)
         g_string_free(s->eprefix, TRUE);
-    if (s->why_key != NULL)
-        g_string_free(s->why_key, TRUE);
     g_free(s->keeper_error);
     g_free(s->watch_error);
     pthread_cond_destroy(&s->cond);
