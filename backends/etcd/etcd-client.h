@@ -128,6 +128,12 @@ ETCD_HIDDEN void procreg_etcd_stream_free(etcd_stream *s);
  * Safe from any thread. */
 ETCD_HIDDEN void procreg_etcd_stream_stop(etcd_stream *s);
 ETCD_HIDDEN bool procreg_etcd_stream_stopped(etcd_stream *s);
+/* Make the current (or next) run return now, as if the server had ended
+ * it, until procreg_etcd_stream_rearm().  Safe from any thread.  Rearm
+ * before deciding what the next run asks for: an interrupt after that
+ * is never lost. */
+ETCD_HIDDEN void procreg_etcd_stream_interrupt(etcd_stream *s);
+ETCD_HIDDEN void procreg_etcd_stream_rearm(etcd_stream *s);
 
 /* POST @body to @path, starting at the endpoint in use, and feed the
  * reply to @fn line by line until the server ends it, @fn returns false

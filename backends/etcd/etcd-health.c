@@ -77,37 +77,36 @@ ETCD_HIDDEN int procreg_etcd_health_check(void *state, GVariantDict *details,
                                cs.n_endpoints);
     }
 
-    pthread_mutex_lock(&s->lock);
-    gint64 now = g_get_monotonic_time();
-    g_variant_dict_insert(details, "lease", "x", (gint64)s->lease);
-    g_variant_dict_insert(details, "lease_ttl", "x", (gint64)s->lease_ttl);
+    etcd_lease_info li;
+    procreg_etcd_session_info(s->session, &li);
+    g_variant_dict_insert(details, "lease", "x", (gint64)li.lease);
+    g_variant_dict_insert(details, "lease_ttl", "x", (gint64)li.ttl);
     g_variant_dict_insert(details, "keepalive_age_ms", "x",
-                          (gint64)((now - s->last_keepalive) / 1000));
-    g_variant_dict_insert(details, "leases_lost", "u", s->leases_lost);
-    g_variant_dict_insert(details, "owned", "u", g_hash_table_size(s->owned));
-    if (s->lease == 0) {
+                          (gint64)(li.keepalive_age_us / 1000));
+    g_variant_dict_insert(details, "leases_lost", "u", li.leases_lost);
+    if (li.lease == 0) {
         status = PROCREG_HEALTH_FAILED;
         g_string_append_printf(msg, "%sno etcd lease%s%s", msg->len ? "; " : "",
-                               s->keeper_error ? ": " : "",
-                               s->keeper_error ? s->keeper_error : "");
-    } else if ((now - s->last_keepalive) >
-               s->lease_ttl * G_USEC_PER_SEC * 2 / 3) {
+                               li.error ? ": " : "", li.error ? li.error : "");
+    } else if (li.keepalive_age_us > li.ttl * G_USEC_PER_SEC * 2 / 3) {
         status = MAX(status, PROCREG_HEALTH_DEGRADED);
         g_string_append_printf(
             msg,
             "%slease not refreshed for %" G_GINT64_FORMAT
             " ms (TTL %" G_GINT64_FORMAT " s)%s%s",
-            msg->len ? "; " : "", (gint64)((now - s->last_keepalive) / 1000),
-            (gint64)s->lease_ttl, s->keeper_error ? ": " : "",
-            s->keeper_error ? s->keeper_error : "");
+            msg->len ? "; " : "", (gint64)(li.keepalive_age_us / 1000),
+            (gint64)li.ttl, li.error ? ": " : "", li.error ? li.error : "");
     }
-    if (s->last_loss != 0 && now - s->last_loss < LOSS_REPORT_US) {
+    if (li.loss_age_us >= 0 && li.loss_age_us < LOSS_REPORT_US) {
         status = MAX(status, PROCREG_HEALTH_DEGRADED);
         g_string_append_printf(msg, "%setcd lease lost %" G_GINT64_FORMAT
                                " s ago and granted again",
                                msg->len ? "; " : "",
-                               (gint64)((now - s->last_loss) / G_USEC_PER_SEC));
+                               (gint64)(li.loss_age_us / G_USEC_PER_SEC));
     }
+    g_free(li.error);
+    pthread_mutex_lock(&s->lock);
+    g_variant_dict_insert(details, "owned", "u", g_hash_table_size(s->owned));
     if (s->unrestored != NULL && s->unrestored->len > 0) {
         status = MAX(status, PROCREG_HEALTH_DEGRADED);
         g_string_append_printf(msg, "%s%u entries not registered again after "
@@ -122,7 +121,8 @@ ETCD_HIDDEN int procreg_etcd_health_check(void *state, GVariantDict *details,
         g_variant_dict_insert_value(details, "unrestored",
                                     g_variant_builder_end(&lost));
     }
-    if (s->watch_enabled) {
+    if (s->watch_mode == WATCH_ALL ||
+        (s->watch_mode == WATCH_USED && g_hash_table_size(s->watched) > 0)) {
         bool up = g_atomic_int_get(&s->watch_connected) != 0;
         g_variant_dict_insert(details, "watch_connected", "b", up);
         g_variant_dict_insert(details, "watch_revision", "x",
@@ -160,10 +160,17 @@ ETCD_HIDDEN void procreg_etcd_stats(void *state, GVariantDict *out)
                           procreg_etcd_client_endpoint(s->client, cs.current));
     g_variant_dict_insert(out, "prefix", "s", s->prefix->str);
     g_variant_dict_insert(out, "host_id", "s", s->host_id);
+    etcd_lease_info li;
+    procreg_etcd_session_info(s->session, &li);
+    g_free(li.error);
+    g_variant_dict_insert(out, "lease", "x", (gint64)li.lease);
+    g_variant_dict_insert(out, "lease_ttl", "x", (gint64)li.ttl);
+    g_variant_dict_insert(out, "leases_lost", "u", li.leases_lost);
+    /* The open registries of this process sharing the lease (and the
+     * client, whose requests the counters above count). */
+    g_variant_dict_insert(out, "lease_registries", "u", li.registries);
+    g_variant_dict_insert(out, "lease_retired", "u", li.retired);
     pthread_mutex_lock(&s->lock);
-    g_variant_dict_insert(out, "lease", "x", (gint64)s->lease);
-    g_variant_dict_insert(out, "lease_ttl", "x", (gint64)s->lease_ttl);
-    g_variant_dict_insert(out, "leases_lost", "u", s->leases_lost);
     g_variant_dict_insert(out, "owned", "u", g_hash_table_size(s->owned));
     g_variant_dict_insert(out, "tombstones", "u", g_hash_table_size(s->tombs));
     pthread_mutex_unlock(&s->lock);
@@ -173,6 +180,16 @@ ETCD_HIDDEN void procreg_etcd_stats(void *state, GVariantDict *out)
         (gint64)__atomic_load_n(&s->watch_rev, __ATOMIC_ACQUIRE));
     g_variant_dict_insert(out, "watch_reconnects", "t",
                           (guint64)atomic_get(&s->watch_reconnects));
+    static const char *const modes[] = {"false", "true", "used"};
+    g_variant_dict_insert(out, "watch", "s", modes[s->watch_mode]);
+    g_variant_dict_insert(out, "watch_connected", "b",
+                          g_atomic_int_get(&s->watch_connected) != 0);
+    pthread_mutex_lock(&s->lock);
+    g_variant_dict_insert(out, "watched_namespaces", "u",
+                          g_hash_table_size(s->watched));
+    pthread_mutex_unlock(&s->lock);
+    g_variant_dict_insert(out, "watch_bytes", "t",
+                          (guint64)atomic_get(&s->watch_bytes));
     g_variant_dict_insert(out, "oversized_watch_lines", "t",
                           (guint64)atomic_get(&s->oversized_lines));
     g_variant_dict_insert(out, "compactions", "t",

@@ -168,6 +168,8 @@ ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, procreg_event_kind kind,
                                      int64_t revision)
 {
     char *ns = NULL, *name = NULL;
+    if (s->host == NULL) /* retired: no core to tell */
+        return;
     if (!procreg_etcd_split_key(s, key, klen, &ns, &name)) {
         atomic_add(&s->corrupt_seen, 1);
         return;

@@ -135,6 +135,7 @@ static int evict_dead_holder(etcd_state *s, const GString *k,
 static int lookup_full(etcd_state *s, const procreg_key *key, etcd_value *v,
                        int64_t *rev, GError **error)
 {
+    procreg_etcd_watch_use(s, procreg_key_bytes(key));
     gint64 deadline = procreg_etcd_deadline(s->client);
     GString *k = procreg_etcd_entry_key(s, key);
     etcd_kv kv;
@@ -189,6 +190,7 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
                                       procreg_entry *current, GError **error)
 {
     etcd_state *s = state;
+    procreg_etcd_watch_use(s, procreg_key_bytes(key));
     gint64 deadline = procreg_etcd_deadline(s->client);
     etcd_value v = {.owner = record->owner,
                     .registered_at = record->registered_at,
@@ -386,6 +388,7 @@ ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
                                         GError **error)
 {
     etcd_state *s = state;
+    procreg_etcd_watch_use(s, procreg_key_bytes(key));
     gint64 deadline = procreg_etcd_deadline(s->client);
     GString *k = procreg_etcd_entry_key(s, key);
     procreg_event_reason reason;
@@ -487,6 +490,7 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
                              procreg_entry *updated, GError **error)
 {
     etcd_state *s = state;
+    procreg_etcd_watch_use(s, procreg_key_bytes(key));
     gint64 deadline = procreg_etcd_deadline(s->client);
     GString *k = procreg_etcd_entry_key(s, key);
     uint64_t nonce = procreg_etcd_nonce(s);

@@ -6,8 +6,10 @@
  *
  *   etcd.c         options, init and destroy, the vtable
  *   etcd-keys.c    keys, value checks, transaction bodies
- *   etcd-lease.c   the lease, the entries this instance owns on it, and
- *                  the keeper thread (keepalive, re-registration, reaping)
+ *   etcd-session.c the client, lease and keeper thread the registries of
+ *                  one process share
+ *   etcd-owned.c   the entries this instance registered: re-registration
+ *                  after a lost lease, reaping of dead owners
  *   etcd-ops.c     single-key reads and writes: lookup, register,
  *                  unregister, update, evict
  *   etcd-scan.c    ranges: list, count, names, namespace drop
@@ -38,17 +40,26 @@ typedef struct {
     procreg_owner owner;
 } owned_entry;
 
-/* What the watch remembers of each key, to resync after a compaction. */
+/* What the watch remembers of each key it covers, to resync after a
+ * compaction: not the value, which a change's event brings. */
 typedef struct {
     int64_t mod_rev;
     int64_t create_rev;
     int64_t lease;
-    GBytes *value;
 } mirror_entry;
 
+typedef enum {
+    WATCH_NONE, /* watch=false */
+    WATCH_ALL,  /* watch=true: the whole prefix, read at open */
+    WATCH_USED, /* watch=used: the namespaces this registry uses */
+} etcd_watch_mode;
+
+typedef struct etcd_session etcd_session;
+
 typedef struct {
-    etcd_client *client;
-    procreg_backend_host *host;
+    etcd_session *session; /* shared with the process's like registries */
+    etcd_client *client;   /* the session's */
+    procreg_backend_host *host; /* NULL once retired (session_leave) */
     GString *prefix;    /* no trailing '/' */
     GString *eprefix;   /* prefix + "/e/" */
     char host_id[ETCD_HOST_ID_MAX + 1];
@@ -57,48 +68,55 @@ typedef struct {
     unsigned attempt_ms;  /* one attempt on one endpoint */
     unsigned silence_ms;  /* the watch's member is probed after this */
     size_t max_reply;     /* the longest reply or watch line read */
-    int64_t ttl_s;
     bool serializable;
-    bool watch_enabled;
+    etcd_watch_mode watch_mode;
 
     pthread_mutex_t lock; /* everything below up to the watch part */
     pthread_cond_t cond;
     bool stopping;
-    int64_t lease;          /* 0 while none */
-    int64_t lease_ttl;      /* as granted */
-    gint64 last_keepalive;  /* monotonic µs of the last good keepalive */
-    char *keeper_error;     /* last keepalive failure, NULL when fine */
-    guint leases_lost;
-    gint64 last_loss;       /* monotonic µs, 0: never */
-    bool restore_pending;
-    bool kick;              /* wake the keeper now */
+    bool restore_pending;   /* the lease was lost: register again */
     GPtrArray *unrestored;  /* char*, from the last re-registration */
     guint64 reaped;
     GHashTable *owned;      /* GBytes etcd key -> owned_entry* */
     GHashTable *pending;    /* GBytes etcd key -> writes in flight (uint) */
     GHashTable *tombs;      /* GBytes etcd key of a pending write -> gint64*
                              * the last removal seen meanwhile */
-    pthread_mutex_t renew_lock;      /* one lease grant at a time */
-    GThread *keeper;
 
     /* watch: the mirror belongs to the watch thread */
     GThread *watcher;
     etcd_stream *stream;
     GHashTable *mirror; /* GBytes etcd key -> mirror_entry* */
+    /* WATCH_USED, under lock: namespace (char*) -> gint64*, the revision
+     * the watch read it at (0: not yet).  Each addition bumps
+     * watched_epoch (from 1); live_epoch is the epoch the connected stream
+     * covers. */
+    GHashTable *watched;
+    guint watched_epoch, live_epoch;
     gint64 watch_rev;   /* atomic: last revision the watch has seen */
     gint watch_connected;
     char *watch_error;  /* under lock */
     guint64 mirror_bytes, watch_reconnects, compactions, corrupt_seen,
-        notified, oversized_lines; /* atomic */
+        notified, oversized_lines, watch_bytes; /* atomic */
     uint64_t writes; /* atomic: nonces handed out (procreg_etcd_nonce()) */
 } etcd_state;
 
 /* ---- small helpers ---- */
 
+/* A condition that waits on CLOCK_MONOTONIC, the clock of
+ * g_get_monotonic_time(). */
+static inline void cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+}
+
 /* Wait until signalled or @until (g_get_monotonic_time() µs); false on
- * timeout.  The condition must wait on CLOCK_MONOTONIC (etcd.c makes
- * them so): pthread locks rather than GMutex/GCond, because glib's are
- * bare futexes that ThreadSanitizer cannot see. */
+ * timeout.  The condition must wait on CLOCK_MONOTONIC
+ * (cond_init_monotonic()): pthread locks rather than GMutex/GCond,
+ * because glib's are bare futexes that ThreadSanitizer cannot see. */
 static inline bool cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
                                    gint64 until)
 {
@@ -121,6 +139,11 @@ static inline void atomic_sub(guint64 *p, guint64 n)
 {
     __atomic_fetch_sub(p, n, __ATOMIC_RELAXED);
 }
+
+/* ---- etcd.c ---- */
+
+/* Free @s, stopped, out of its session. */
+ETCD_HIDDEN void procreg_etcd_state_free(etcd_state *s);
 
 /* ---- etcd-keys.c: keys, values, transaction bodies ---- */
 
@@ -207,9 +230,49 @@ ETCD_HIDDEN void procreg_etcd_op_compare(GString *b, const GString *key,
                                          const char *result,
                                          const char *field, int64_t v);
 
-/* ---- etcd-lease.c: lease, owned entries, keeper ---- */
+/* ---- etcd-session.c: the client, lease and keeper a process shares ---- */
 
+/* The session of @cfg's cluster and way, as host @host_id (a new one,
+ * with its lease, when none is open), or an error from granting the
+ * lease. */
+ETCD_HIDDEN int procreg_etcd_session_open(const etcd_client_config *cfg,
+                                          const char *host_id, int64_t ttl_s,
+                                          etcd_session **out, GError **error);
+ETCD_HIDDEN etcd_client *procreg_etcd_session_client(etcd_session *se);
+/* The keeper tends @s's entries from attach until leave. */
+ETCD_HIDDEN void procreg_etcd_session_attach(etcd_session *se,
+                                             etcd_state *s);
+/* @s (stopped: no watch thread) leaves @se, which is freed with its last
+ * registry.  True when the session keeps @s: while other registries keep
+ * the lease alive, it removes @s's entries as their owners die, and frees
+ * @s when none is left (or the lease is lost). */
+ETCD_HIDDEN bool procreg_etcd_session_leave(etcd_session *se, etcd_state *s);
+/* Wake the keeper now (an entry on the lease went without a marker). */
+ETCD_HIDDEN void procreg_etcd_session_kick(etcd_session *se);
+
+typedef struct {
+    int64_t lease, ttl; /* lease 0: none */
+    gint64 keepalive_age_us;
+    guint leases_lost;
+    gint64 loss_age_us; /* since the last loss; -1: none */
+    char *error;        /* the keeper's last failure, or NULL; g_free it */
+    guint registries;   /* attached */
+    guint retired;      /* closed, with entries kept (session_leave) */
+} etcd_lease_info;
+
+ETCD_HIDDEN void procreg_etcd_session_info(etcd_session *se,
+                                           etcd_lease_info *out);
 ETCD_HIDDEN int64_t procreg_etcd_current_lease(etcd_state *s);
+/* Replace a lost lease @old with a new one (once, however many threads
+ * notice). */
+ETCD_HIDDEN int procreg_etcd_lease_renew(etcd_state *s, int64_t old,
+                                         gint64 deadline, GError **error);
+/* The lease to attach a new entry to, granting one if there is none. */
+ETCD_HIDDEN int procreg_etcd_lease_for_write(etcd_state *s, gint64 deadline,
+                                             int64_t *lease, GError **error);
+
+/* ---- etcd-owned.c: the entries this instance registered ---- */
+
 ETCD_HIDDEN void procreg_etcd_owned_free(gpointer p);
 /* Remember (under s->lock for the _locked forms) that this instance
  * wrote @value at @key at @rev. */
@@ -234,17 +297,9 @@ ETCD_HIDDEN void procreg_etcd_owned_remove(etcd_state *s, const void *key,
  * request to after owned_put(). */
 ETCD_HIDDEN void procreg_etcd_owned_begin(etcd_state *s, const GString *key);
 ETCD_HIDDEN void procreg_etcd_owned_end(etcd_state *s, const GString *key);
-ETCD_HIDDEN int procreg_etcd_lease_grant(etcd_state *s, gint64 deadline,
-                                         int64_t *id, int64_t *ttl,
-                                         GError **error);
-/* Replace a lost lease @old with a new one (once, however many threads
- * notice). */
-ETCD_HIDDEN int procreg_etcd_lease_renew(etcd_state *s, int64_t old,
-                                         gint64 deadline, GError **error);
-/* The lease to attach a new entry to, granting one if there is none. */
-ETCD_HIDDEN int procreg_etcd_lease_for_write(etcd_state *s, gint64 deadline,
-                                             int64_t *lease, GError **error);
-ETCD_HIDDEN gpointer procreg_etcd_keeper_main(gpointer data);
+/* After a keepalive round on @lease: register again what was owned when
+ * the lease was lost, and remove the entries whose owner died. */
+ETCD_HIDDEN void procreg_etcd_owned_tend(etcd_state *s, int64_t lease);
 
 /* ---- etcd-ops.c: single keys ---- */
 
@@ -260,7 +315,8 @@ ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
                                     bool linearizable, gint64 deadline,
                                     etcd_kv *kv, bool *found, GError **error);
 /* Visit every kv in [start, end), page by page, all pages at the
- * revision of the first. */
+ * revision of the first, or at *@revision when not 0; *@revision: the
+ * revision read at. */
 ETCD_HIDDEN int procreg_etcd_range_all(etcd_state *s, const GString *start,
                                        const GString *end, bool keys_only,
                                        bool serializable, size_t max,
@@ -304,9 +360,13 @@ ETCD_HIDDEN int procreg_etcd_drop_namespace(void *state, const char *ns,
 /* ---- etcd-watch.c: the watch ---- */
 
 ETCD_HIDDEN GHashTable *procreg_etcd_mirror_new(void);
-/* Read every entry into a fresh mirror; *@rev: the snapshot revision. */
-ETCD_HIDDEN int procreg_etcd_snapshot(etcd_state *s, GHashTable **out,
-                                      int64_t *rev, GError **error);
+/* WATCH_ALL, at open: the revision the watch starts after (one cheap
+ * read; the watch thread reads the prefix at it). */
+ETCD_HIDDEN int procreg_etcd_watch_begin(etcd_state *s, GError **error);
+/* WATCH_USED: the registry uses namespace @ns; once the watch covers it
+ * (at once when it did; else within min(timeout_ms, 2 s), or the watch
+ * says why not in health_check).  Other modes: nothing. */
+ETCD_HIDDEN void procreg_etcd_watch_use(etcd_state *s, const char *ns);
 ETCD_HIDDEN gpointer procreg_etcd_watcher_main(gpointer data);
 
 /* ---- etcd-health.c ---- */

@@ -24,7 +24,7 @@ ETCD_HIDDEN int procreg_etcd_range_all(etcd_state *s, const GString *start,
                                        int64_t *revision, GError **error)
 {
     GString *from = g_string_new_len(start->str, (gssize)start->len);
-    int64_t rev = 0;
+    int64_t rev = revision != NULL ? *revision : 0;
     size_t seen = 0, page_max = RANGE_PAGE;
     int rc = 0;
     for (;;) {
@@ -152,6 +152,8 @@ ETCD_HIDDEN int procreg_etcd_list_all(void *state, const char *ns, GArray *out,
 {
     etcd_state *s = state;
     GString *start, *end;
+    if (ns != NULL)
+        procreg_etcd_watch_use(s, ns);
     procreg_etcd_ns_range(s, ns, &start, &end);
     list_ctx c = {.out = out};
     int rc = procreg_etcd_range_all(s, start, end, false, s->serializable, 0,
@@ -166,6 +168,8 @@ ETCD_HIDDEN int procreg_etcd_count(void *state, const char *ns, size_t *out,
 {
     etcd_state *s = state;
     GString *start, *end;
+    if (ns != NULL)
+        procreg_etcd_watch_use(s, ns);
     procreg_etcd_ns_range(s, ns, &start, &end);
     list_ctx c = {.count_only = true};
     int rc = procreg_etcd_range_all(s, start, end, false, s->serializable, 0,
@@ -197,6 +201,8 @@ ETCD_HIDDEN int procreg_etcd_list_names(void *state, const char *ns, size_t max,
     if (max == 0)
         return 0;
     GString *start, *end;
+    if (ns != NULL)
+        procreg_etcd_watch_use(s, ns);
     procreg_etcd_ns_range(s, ns, &start, &end);
     names_ctx c = {.out = out};
     int rc = procreg_etcd_range_all(s, start, end, true, s->serializable, max,
@@ -211,6 +217,8 @@ ETCD_HIDDEN int procreg_etcd_drop_namespace(void *state, const char *ns,
 {
     etcd_state *s = state;
     GString *start, *end;
+    if (ns != NULL)
+        procreg_etcd_watch_use(s, ns);
     procreg_etcd_ns_range(s, ns, &start, &end);
     /* One transaction: the entries go in one revision, with the marker
      * (its key, the namespace's start, is left out of the deleted range:

@@ -14,7 +14,8 @@
 struct etcd_stream {
     CURLM *multi;
     CURL *h;
-    gint stop; /* atomic */
+    gint stop;      /* atomic: every run ends at once */
+    gint interrupt; /* atomic: the current run ends */
     unsigned silence_ms;
     GString *line;
     etcd_line_fn fn;
@@ -61,6 +62,25 @@ ETCD_HIDDEN bool procreg_etcd_stream_stopped(etcd_stream *s)
     return g_atomic_int_get(&s->stop) != 0;
 }
 
+ETCD_HIDDEN void procreg_etcd_stream_interrupt(etcd_stream *s)
+{
+    g_atomic_int_set(&s->interrupt, 1);
+    if (s->multi != NULL)
+        curl_multi_wakeup(s->multi);
+}
+
+ETCD_HIDDEN void procreg_etcd_stream_rearm(etcd_stream *s)
+{
+    g_atomic_int_set(&s->interrupt, 0);
+}
+
+/* Whether the current run is to end now. */
+static bool ending(etcd_stream *s)
+{
+    return procreg_etcd_stream_stopped(s) ||
+           g_atomic_int_get(&s->interrupt) != 0;
+}
+
 /* Empty the line buffer, and give back a large one. */
 static void line_reset(etcd_stream *s)
 {
@@ -97,7 +117,7 @@ static size_t stream_write(char *data, size_t size, size_t nmemb, void *user)
             return 0;
         }
     }
-    return procreg_etcd_stream_stopped(s) ? 0 : n;
+    return ending(s) ? 0 : n;
 }
 
 /* How one stream attempt ended. */
@@ -169,7 +189,7 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
     GError *silent = NULL;
     gint64 started = g_get_monotonic_time();
     bool slow = false;
-    while (!done && !procreg_etcd_stream_stopped(s)) {
+    while (!done && !ending(s)) {
         int running = 0;
         CURLMcode mc = curl_multi_perform(s->multi, &running);
         if (mc != CURLM_OK) {
@@ -230,7 +250,7 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
     curl_easy_setopt(s->h, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(headers);
     g_free(url);
-    if (procreg_etcd_stream_stopped(s) || s->ended_by_fn) {
+    if (ending(s) || s->ended_by_fn) {
         g_clear_error(&silent);
         return 0;
     }
@@ -290,7 +310,7 @@ ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
         return rc;
     unsigned start = (unsigned)g_atomic_int_get(&c->current) % c->n;
     GString *tried = g_string_new(NULL);
-    for (unsigned k = 0; k < c->n && !procreg_etcd_stream_stopped(s); k++) {
+    for (unsigned k = 0; k < c->n && !ending(s); k++) {
         unsigned i = (start + k) % c->n;
         stream_end end;
         GError *local = NULL;
@@ -310,7 +330,7 @@ ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
         procreg_etcd_client_note_tried(tried, c->urls[i], local->message);
         g_clear_error(&local);
     }
-    if (!procreg_etcd_stream_stopped(s))
+    if (!ending(s))
         rc = procreg_set_error(error, PROCREG_EBACKEND,
                                "no etcd endpoint usable for %s: tried %s",
                                path, tried->str);

@@ -1,14 +1,26 @@
 /*
- * etcd backend: the watch thread.  One streaming watch on the prefix,
- * resumed from the last revision after a reconnect, with a resync on
- * compaction.  It reports changes made by other instances through
+ * etcd backend: the watch thread.  One streaming watch, resumed from the
+ * last revision after a reconnect, with a resync on compaction.  It
+ * reports changes made by other instances through
  * procreg_backend_host_notify(); changes this instance made are the
  * core's to report, so they are skipped (the value names its writer).  A
- * removal's reason comes from the marker written in the same revision;
- * a removal without one is a lease expiry.
+ * removal's reason comes from its namespace's marker, written in the same
+ * revision; a removal without one is a lease expiry.
  *
- * The mirror (what the watch knows of every key, for the resync) belongs
- * to the watch thread; init fills it before the thread starts.
+ * What it covers (s->watch_mode):
+ *  - WATCH_ALL: the whole prefix, every key read when the thread starts;
+ *  - WATCH_USED: the namespaces this registry uses (procreg_etcd_watch_use()
+ *    from the operations, and the spec's watch_namespaces), each read
+ *    when first used.  One stream covers the range from the first to the
+ *    last of them (events of namespaces between are dropped); a namespace
+ *    added restarts it from the last revision seen, and the events of the
+ *    new namespace up to the revision it was read at are dropped, so
+ *    nothing is reported twice.
+ *
+ * The mirror (what the watch knows of every key it covers, for the
+ * resync; keys and revisions, not values) belongs to the watch thread,
+ * which fills it first (WATCH_ALL: at the revision open saw, so open
+ * does not wait for the read).
  */
 #include "etcd-private.h"
 
@@ -17,6 +29,8 @@
 /* Watch reconnect backoff. */
 #define WATCH_BACKOFF_MIN_MS 50
 #define WATCH_BACKOFF_MAX_MS 2000
+/* The longest an operation waits for the watch to cover its namespace. */
+#define USE_WAIT_MAX_MS 2000
 
 typedef struct {
     int64_t rev;
@@ -24,31 +38,23 @@ typedef struct {
     int reason;
 } marker;
 
+/* ---- the mirror ---- */
 
-/* ------------------------------------------------------------------------ */
-/* Watch                                                                    */
-
-static void mirror_free(gpointer p)
+ETCD_HIDDEN GHashTable *procreg_etcd_mirror_new(void)
 {
-    mirror_entry *m = p;
-    if (m->value != NULL)
-        g_bytes_unref(m->value);
-    g_free(m);
+    return g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                 (GDestroyNotify)g_bytes_unref, g_free);
 }
 
 static void mirror_set(etcd_state *s, GHashTable *mirror, const etcd_kv *kv)
 {
-    mirror_entry *m = g_new0(mirror_entry, 1);
+    mirror_entry *m = g_new(mirror_entry, 1);
     m->mod_rev = kv->mod_rev;
     m->create_rev = kv->create_rev;
     m->lease = kv->lease;
-    m->value = g_bytes_new(kv->value, kv->value_len);
     GBytes *k = g_bytes_new(kv->key, kv->key_len);
-    mirror_entry *old = g_hash_table_lookup(mirror, k);
-    if (old != NULL)
-        atomic_sub(&s->mirror_bytes,
-                   g_bytes_get_size(old->value) + kv->key_len + sizeof *old);
-    atomic_add(&s->mirror_bytes, kv->value_len + kv->key_len + sizeof *m);
+    if (!g_hash_table_contains(mirror, k))
+        atomic_add(&s->mirror_bytes, kv->key_len + sizeof *m);
     g_hash_table_replace(mirror, k, m);
 }
 
@@ -56,22 +62,195 @@ static void mirror_remove(etcd_state *s, GHashTable *mirror, const void *key,
                           size_t n)
 {
     GBytes *k = g_bytes_new(key, n);
-    mirror_entry *old = g_hash_table_lookup(mirror, k);
-    if (old != NULL) {
-        atomic_sub(&s->mirror_bytes,
-                   g_bytes_get_size(old->value) + n + sizeof *old);
-        g_hash_table_remove(mirror, k);
-    }
+    if (g_hash_table_remove(mirror, k))
+        atomic_sub(&s->mirror_bytes, n + sizeof(mirror_entry));
     g_bytes_unref(k);
 }
 
-ETCD_HIDDEN GHashTable *procreg_etcd_mirror_new(void)
+static int load_one(etcd_state *s, etcd_kv *kv, void *user, GError **error)
 {
-    return g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
-                                 (GDestroyNotify)g_bytes_unref, mirror_free);
+    /* A registry closed while its watch reads: close need not wait. */
+    if (procreg_etcd_stream_stopped(s->stream))
+        return procreg_set_error(error, PROCREG_ECANCELLED,
+                                 "the registry is closing");
+    if (procreg_etcd_is_entry_key(s, kv->key, kv->key_len))
+        mirror_set(s, user, kv);
+    return 0;
 }
 
+/* Read the keys of namespace @ns (NULL: all) into @mirror; *@rev: the
+ * revision read at. */
+static int mirror_read(etcd_state *s, const char *ns, GHashTable *mirror,
+                       int64_t *rev, GError **error)
+{
+    GString *start, *end;
+    procreg_etcd_ns_range(s, ns, &start, &end);
+    int rc = procreg_etcd_range_all(s, start, end, true, false, 0, load_one,
+                                    mirror, rev, error);
+    g_string_free(start, TRUE);
+    g_string_free(end, TRUE);
+    return rc;
+}
 
+ETCD_HIDDEN int procreg_etcd_watch_begin(etcd_state *s, GError **error)
+{
+    /* One key's range (prefix/e/, which no entry is, inside what a role
+     * on the prefix grants): cheap, and its header names the revision. */
+    GString *b = g_string_new("{");
+    procreg_etcd_json_key(b, "key", s->eprefix->str, s->eprefix->len);
+    g_string_append(b, ",\"keys_only\":true}");
+    JsonNode *reply = NULL;
+    int rc = procreg_etcd_call(s->client, "/v3/kv/range", b->str, 0,
+                               procreg_etcd_deadline(s->client), &reply,
+                               error);
+    g_string_free(b, TRUE);
+    if (rc == ETCD_ELEASE_GONE)
+        rc = PROCREG_EBACKEND;
+    if (rc != 0)
+        return rc;
+    int64_t rev = procreg_etcd_header_revision(json_node_get_object(reply));
+    json_node_unref(reply);
+    if (rev <= 0)
+        return procreg_set_error(error, PROCREG_EBACKEND,
+                                 "etcd sent a range reply without a "
+                                 "revision");
+    s->watch_rev = rev;
+    return 0;
+}
+
+/* WATCH_ALL, in the watch thread before its first stream: the keys of
+ * the prefix at the revision open saw (procreg_etcd_watch_begin()), so
+ * the stream that follows from there reports every change after open.
+ * Compacted meanwhile: at the current revision (changes made between
+ * open and now are then not reported). */
+static int mirror_load(etcd_state *s, GError **error)
+{
+    int64_t rev = __atomic_load_n(&s->watch_rev, __ATOMIC_ACQUIRE);
+    GError *local = NULL;
+    int rc = mirror_read(s, NULL, s->mirror, &rev, &local);
+    if (rc != 0 && local != NULL && strstr(local->message, "compacted")) {
+        g_clear_error(&local);
+        g_hash_table_remove_all(s->mirror);
+        __atomic_store_n(&s->mirror_bytes, 0, __ATOMIC_RELAXED);
+        rev = 0;
+        rc = mirror_read(s, NULL, s->mirror, &rev, &local);
+    }
+    if (local != NULL)
+        g_propagate_error(error, local);
+    if (rc == 0)
+        __atomic_store_n(&s->watch_rev, rev, __ATOMIC_RELEASE);
+    return rc;
+}
+
+/* ---- what the watch covers ---- */
+
+/* The namespace of entry key @k (@n bytes), or NULL; g_free it. */
+static char *key_namespace(etcd_state *s, const void *k, size_t n)
+{
+    const char *p = (const char *)k + s->eprefix->len;
+    const char *nul = memchr(p, '\0', n - s->eprefix->len);
+    return nul != NULL ? g_strndup(p, (gsize)(nul - p)) : NULL;
+}
+
+/* Whether the watch reports a change of entry key @k at @rev: WATCH_USED
+ * covers the namespaces in use, from the revision each was read at. */
+static bool covered(etcd_state *s, const void *k, size_t n, int64_t rev)
+{
+    if (s->watch_mode != WATCH_USED)
+        return true;
+    char *ns = key_namespace(s, k, n);
+    pthread_mutex_lock(&s->lock);
+    const gint64 *read_at = ns ? g_hash_table_lookup(s->watched, ns) : NULL;
+    bool yes = read_at != NULL && *read_at != 0 && rev > *read_at;
+    pthread_mutex_unlock(&s->lock);
+    g_free(ns);
+    return yes;
+}
+
+ETCD_HIDDEN void procreg_etcd_watch_use(etcd_state *s, const char *ns)
+{
+    if (s->watch_mode != WATCH_USED)
+        return;
+    pthread_mutex_lock(&s->lock);
+    if (!g_hash_table_contains(s->watched, ns)) {
+        g_hash_table_insert(s->watched, g_strdup(ns), g_new0(gint64, 1));
+        s->watched_epoch++;
+        pthread_cond_broadcast(&s->cond);
+        if (s->stream != NULL)
+            procreg_etcd_stream_interrupt(s->stream);
+    }
+    /* Until the stream that covers it is in place: the caller's read
+     * comes after, and any change after that read is reported. */
+    guint epoch = s->watched_epoch;
+    gint64 until = g_get_monotonic_time() +
+                   (gint64)MIN(s->timeout_ms, USE_WAIT_MAX_MS) * 1000;
+    while (s->live_epoch < epoch && !s->stopping &&
+           g_get_monotonic_time() < until)
+        cond_wait_until(&s->cond, &s->lock, until);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* WATCH_USED: read the namespaces added since, into the mirror.  Called
+ * by the watch thread, which owns the mirror. */
+static int read_added(etcd_state *s, GError **error)
+{
+    pthread_mutex_lock(&s->lock);
+    GPtrArray *added = g_ptr_array_new_with_free_func(g_free);
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, s->watched);
+    while (g_hash_table_iter_next(&it, &k, &v))
+        if (*(gint64 *)v == 0)
+            g_ptr_array_add(added, g_strdup(k));
+    pthread_mutex_unlock(&s->lock);
+    int rc = 0;
+    for (guint i = 0; rc == 0 && i < added->len; i++) {
+        int64_t rev = 0;
+        rc = mirror_read(s, added->pdata[i], s->mirror, &rev, error);
+        if (rc != 0)
+            break;
+        pthread_mutex_lock(&s->lock);
+        *(gint64 *)g_hash_table_lookup(s->watched, added->pdata[i]) = rev;
+        pthread_mutex_unlock(&s->lock);
+        /* The first namespace: the stream starts after its read; later
+         * ones were read after the stream's revision. */
+        if (__atomic_load_n(&s->watch_rev, __ATOMIC_ACQUIRE) == 0)
+            __atomic_store_n(&s->watch_rev, rev, __ATOMIC_RELEASE);
+    }
+    g_ptr_array_unref(added);
+    return rc;
+}
+
+/* The range the stream watches: the whole prefix, or from the first
+ * namespace in use to the last. */
+static void watch_range(etcd_state *s, GString **start, GString **end)
+{
+    if (s->watch_mode == WATCH_ALL) {
+        *start = g_string_new_len(s->prefix->str, (gssize)s->prefix->len);
+        g_string_append_c(*start, '/');
+        *end = procreg_etcd_prefix_end((*start)->str, (*start)->len);
+        return;
+    }
+    const char *first = NULL, *last = NULL;
+    pthread_mutex_lock(&s->lock);
+    GHashTableIter it;
+    gpointer k;
+    g_hash_table_iter_init(&it, s->watched);
+    while (g_hash_table_iter_next(&it, &k, NULL)) {
+        if (first == NULL || strcmp(k, first) < 0)
+            first = k;
+        if (last == NULL || strcmp(k, last) > 0)
+            last = k;
+    }
+    GString *unused;
+    procreg_etcd_ns_range(s, first, start, &unused);
+    g_string_free(unused, TRUE);
+    procreg_etcd_ns_range(s, last, &unused, end);
+    g_string_free(unused, TRUE);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- events ---- */
 
 /* The writer of a value, or "" when unreadable. */
 static void value_writer(const void *value, size_t len, char *out)
@@ -96,7 +275,8 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
         return;
     }
     const etcd_kv *kv = &ev->kv;
-    if (!procreg_etcd_is_entry_key(s, kv->key, kv->key_len))
+    if (!procreg_etcd_is_entry_key(s, kv->key, kv->key_len) ||
+        !covered(s, kv->key, kv->key_len, kv->mod_rev))
         return;
     int64_t my_lease = procreg_etcd_current_lease(s);
     /* The reason marker written in the same revision, if any. */
@@ -132,58 +312,50 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
                           : PROCREG_REASON_NONE,
                 kv->key, kv->key_len, kv->value, kv->value_len, kv->mod_rev);
         }
-    } else {
-        /* What was removed: its value, lease and revision (the entry's,
-         * as the core reports its own removals), from the event, else
-         * from the mirror. */
-        const void *old = ev->have_prev ? ev->prev.value : NULL;
-        size_t old_len = ev->have_prev ? ev->prev.value_len : 0;
-        int64_t old_lease = ev->have_prev ? ev->prev.lease : 0;
-        int64_t old_rev = ev->have_prev ? ev->prev.mod_rev : kv->mod_rev;
-        GBytes *mirrored = NULL;
-        if (old == NULL) {
-            GBytes *kb = g_bytes_new(kv->key, kv->key_len);
-            mirror_entry *me = g_hash_table_lookup(s->mirror, kb);
-            if (me != NULL) {
-                mirrored = g_bytes_ref(me->value);
-                old = g_bytes_get_data(mirrored, &old_len);
-                old_lease = me->lease;
-                old_rev = me->mod_rev;
-            }
-            g_bytes_unref(kb);
-        }
-        if (m == NULL && old_lease == my_lease && my_lease != 0) {
-            /* An entry on our lease went without a marker: the lease
-             * expired or was revoked (etcd 3.4.23 may revoke every lease
-             * when a leader that hung resumes: etcd issue 15247).  The
-             * keeper learns it now rather than at its next round. */
-            pthread_mutex_lock(&s->lock);
-            s->kick = true;
-            pthread_cond_broadcast(&s->cond);
-            pthread_mutex_unlock(&s->lock);
-        }
-        mirror_remove(s, s->mirror, kv->key, kv->key_len);
-        if (m != NULL) {
-            /* An explicit removal: no longer ours to re-register. */
-            pthread_mutex_lock(&s->lock);
-            procreg_etcd_owned_remove_locked(s, kv->key, kv->key_len,
-                                             kv->mod_rev);
-            pthread_mutex_unlock(&s->lock);
-        }
-        if (m == NULL || strcmp(m->writer, s->writer) != 0)
-            procreg_etcd_notify(s, PROCREG_EVENT_UNREGISTERED,
-                                m ? (procreg_event_reason)m->reason
-                                  : PROCREG_REASON_EXPIRED,
-                                kv->key, kv->key_len, old, old_len,
-                                old_rev);
-        if (mirrored != NULL)
-            g_bytes_unref(mirrored);
+        return;
     }
+    /* What was removed: its value, lease and revision (the entry's, as
+     * the core reports its own removals), from the event (prev_kv), else
+     * what the mirror knew. */
+    const void *old = ev->have_prev ? ev->prev.value : NULL;
+    size_t old_len = ev->have_prev ? ev->prev.value_len : 0;
+    int64_t old_lease = ev->have_prev ? ev->prev.lease : 0;
+    int64_t old_rev = ev->have_prev ? ev->prev.mod_rev : kv->mod_rev;
+    if (!ev->have_prev) {
+        GBytes *kb = g_bytes_new(kv->key, kv->key_len);
+        const mirror_entry *me = g_hash_table_lookup(s->mirror, kb);
+        if (me != NULL) {
+            old_lease = me->lease;
+            old_rev = me->mod_rev;
+        }
+        g_bytes_unref(kb);
+    }
+    if (m == NULL && old_lease == my_lease && my_lease != 0) {
+        /* An entry on our lease went without a marker: the lease expired
+         * or was revoked (etcd 3.4.23 may revoke every lease when a
+         * leader that hung resumes: etcd issue 15247).  The keeper learns
+         * it now rather than at its next round. */
+        procreg_etcd_session_kick(s->session);
+    }
+    mirror_remove(s, s->mirror, kv->key, kv->key_len);
+    if (m != NULL) {
+        /* An explicit removal: no longer ours to re-register. */
+        pthread_mutex_lock(&s->lock);
+        procreg_etcd_owned_remove_locked(s, kv->key, kv->key_len,
+                                         kv->mod_rev);
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (m == NULL || strcmp(m->writer, s->writer) != 0)
+        procreg_etcd_notify(s, PROCREG_EVENT_UNREGISTERED,
+                            m ? (procreg_event_reason)m->reason
+                              : PROCREG_REASON_EXPIRED,
+                            kv->key, kv->key_len, old, old_len, old_rev);
 }
 
 typedef struct {
     etcd_state *s;
-    bool said; /* watch_line() recorded why the stream ended */
+    guint epoch; /* of what the stream covers */
+    bool said;   /* watch_line() recorded why the stream ended */
     bool created;
     bool resync;
     bool progressed;
@@ -212,6 +384,7 @@ static bool watch_line(const char *line, size_t len, void *user)
     etcd_state *s = c->s;
     etcd_watch_batch b;
     const char *why;
+    atomic_add(&s->watch_bytes, len + 1);
     if (!procreg_etcd_watch_line_parse(line, len, &b, &why)) {
         watch_said(c, "watch: etcd sent a line that is not one JSON object",
                    why);
@@ -232,6 +405,7 @@ static bool watch_line(const char *line, size_t len, void *user)
         c->created = true;
         pthread_mutex_lock(&s->lock);
         g_atomic_int_set(&s->watch_connected, 1);
+        s->live_epoch = MAX(s->live_epoch, c->epoch);
         g_free(s->watch_error);
         s->watch_error = NULL;
         pthread_cond_broadcast(&s->cond);
@@ -281,49 +455,78 @@ static bool watch_line(const char *line, size_t len, void *user)
     return true;
 }
 
+/* ---- resync ---- */
+
+/* An entry read by a resync, its value kept for the report. */
 typedef struct {
-    GHashTable *fresh;
-} snap_ctx;
+    int64_t mod_rev, create_rev;
+    GBytes *value;
+} fresh_entry;
 
-static int snap_one(etcd_state *s, etcd_kv *kv, void *user, GError **error)
+static void fresh_free(gpointer p)
 {
-    snap_ctx *c = user;
-    if (procreg_etcd_is_entry_key(s, kv->key, kv->key_len))
-        mirror_set(s, c->fresh, kv);
+    fresh_entry *f = p;
+    g_bytes_unref(f->value);
+    g_free(f);
+}
+
+static int fresh_one(etcd_state *s, etcd_kv *kv, void *user, GError **error)
+{
+    if (!procreg_etcd_is_entry_key(s, kv->key, kv->key_len))
+        return 0;
+    fresh_entry *f = g_new(fresh_entry, 1);
+    f->mod_rev = kv->mod_rev;
+    f->create_rev = kv->create_rev;
+    f->value = g_bytes_new(kv->value, kv->value_len);
+    g_hash_table_replace(user, g_bytes_new(kv->key, kv->key_len), f);
     return 0;
 }
 
-/* Read every entry into a fresh mirror; *@rev: the snapshot revision. */
-ETCD_HIDDEN int procreg_etcd_snapshot(etcd_state *s, GHashTable **out,
-                                      int64_t *rev, GError **error)
+/* Read what the watch covers, with values, into @fresh; *@rev: the
+ * revision of the last read (WATCH_USED reads one namespace at a time). */
+static int read_covered(etcd_state *s, GHashTable *fresh, int64_t *rev,
+                        GError **error)
 {
-    GString *start = g_string_new_len(s->eprefix->str, (gssize)s->eprefix->len);
-    GString *end = procreg_etcd_prefix_end(start->str, start->len);
-    snap_ctx c = {.fresh = procreg_etcd_mirror_new()};
-    guint64 before = atomic_get(&s->mirror_bytes);
-    int rc = procreg_etcd_range_all(s, start, end, false, false, 0, snap_one,
-                                    &c, rev, error);
-    g_string_free(start, TRUE);
-    g_string_free(end, TRUE);
-    if (rc != 0) {
-        g_hash_table_unref(c.fresh);
-        __atomic_store_n(&s->mirror_bytes, before, __ATOMIC_RELAXED);
-        return rc;
+    GPtrArray *ns = g_ptr_array_new_with_free_func(g_free);
+    if (s->watch_mode == WATCH_ALL) {
+        g_ptr_array_add(ns, NULL);
+    } else {
+        pthread_mutex_lock(&s->lock);
+        GHashTableIter it;
+        gpointer k;
+        g_hash_table_iter_init(&it, s->watched);
+        while (g_hash_table_iter_next(&it, &k, NULL))
+            g_ptr_array_add(ns, g_strdup(k));
+        pthread_mutex_unlock(&s->lock);
     }
-    *out = c.fresh;
-    return 0;
+    int rc = 0;
+    for (guint i = 0; rc == 0 && i < ns->len; i++) {
+        GString *start, *end;
+        procreg_etcd_ns_range(s, ns->pdata[i], &start, &end);
+        rc = procreg_etcd_range_all(s, start, end, false, false, 0,
+                                    fresh_one, fresh, rev, error);
+        g_string_free(start, TRUE);
+        g_string_free(end, TRUE);
+    }
+    g_ptr_array_unref(ns);
+    return rc;
 }
 
-/* After a compaction: read everything again and report the difference
- * from what the watch knew. */
+/* After a compaction (or a response too long to read): read what the
+ * watch covers again and report the difference from what it knew.  A
+ * removal found so is reported without the entry's value, which the
+ * mirror does not keep. */
 static int resync(etcd_state *s, GError **error)
 {
-    GHashTable *fresh = NULL;
+    GHashTable *fresh = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                              (GDestroyNotify)g_bytes_unref,
+                                              fresh_free);
     int64_t rev = 0;
-    guint64 old_bytes = atomic_get(&s->mirror_bytes);
-    int rc = procreg_etcd_snapshot(s, &fresh, &rev, error);
-    if (rc != 0)
+    int rc = read_covered(s, fresh, &rev, error);
+    if (rc != 0) {
+        g_hash_table_unref(fresh);
         return rc;
+    }
     atomic_add(&s->compactions, 1);
     GHashTableIter it;
     gpointer k, val;
@@ -333,42 +536,49 @@ static int resync(etcd_state *s, GError **error)
         if (g_hash_table_contains(fresh, k))
             continue;
         mirror_entry *m = val;
-        gsize klen, vlen;
+        gsize klen;
         const void *kd = g_bytes_get_data(k, &klen);
-        const void *vd = g_bytes_get_data(m->value, &vlen);
         procreg_etcd_notify(s, PROCREG_EVENT_UNREGISTERED,
                             m->lease != 0 ? PROCREG_REASON_EXPIRED
                                           : PROCREG_REASON_EXPLICIT,
-                            kd, klen, vd, vlen, m->mod_rev);
+                            kd, klen, NULL, 0, m->mod_rev);
     }
     /* New or changed, unless this instance wrote them. */
+    GHashTable *mirror = procreg_etcd_mirror_new();
+    guint64 old_bytes = atomic_get(&s->mirror_bytes);
     g_hash_table_iter_init(&it, fresh);
     while (g_hash_table_iter_next(&it, &k, &val)) {
-        mirror_entry *m = val;
-        mirror_entry *was = g_hash_table_lookup(s->mirror, k);
-        if (was != NULL && was->mod_rev == m->mod_rev)
-            continue;
+        fresh_entry *f = val;
         gsize klen, vlen;
         const void *kd = g_bytes_get_data(k, &klen);
-        const void *vd = g_bytes_get_data(m->value, &vlen);
+        const void *vd = g_bytes_get_data(f->value, &vlen);
+        etcd_kv kv = {.key = (guchar *)kd, .key_len = klen,
+                      .mod_rev = f->mod_rev, .create_rev = f->create_rev};
+        mirror_set(s, mirror, &kv);
+        mirror_entry *was = g_hash_table_lookup(s->mirror, k);
+        if (was != NULL && was->mod_rev == f->mod_rev)
+            continue;
         char writer[ETCD_WRITER_LEN + 1];
         value_writer(vd, vlen, writer);
         if (strcmp(writer, s->writer) == 0)
             continue;
-        bool created = was == NULL || m->create_rev > was->mod_rev;
+        bool created = was == NULL || f->create_rev > was->mod_rev;
         procreg_etcd_notify(s,
                             created ? PROCREG_EVENT_REGISTERED
                                     : PROCREG_EVENT_UPDATED,
                             PROCREG_REASON_NONE, kd, klen, vd, vlen,
-                            m->mod_rev);
+                            f->mod_rev);
     }
+    g_hash_table_unref(fresh);
     g_hash_table_unref(s->mirror);
-    s->mirror = fresh;
-    /* snapshot() added the fresh mirror's bytes on top of the old ones. */
+    s->mirror = mirror;
+    /* mirror_set() added the new mirror's bytes on top of the old ones. */
     atomic_sub(&s->mirror_bytes, old_bytes);
     __atomic_store_n(&s->watch_rev, rev, __ATOMIC_RELEASE);
     return 0;
 }
+
+/* ---- the thread ---- */
 
 static bool wait_stopping(etcd_state *s, unsigned ms)
 {
@@ -381,14 +591,45 @@ static bool wait_stopping(etcd_state *s, unsigned ms)
     return stop;
 }
 
+/* WATCH_USED with nothing in use yet: wait for a namespace.  The epoch
+ * of what is to be covered, or 0 when stopping. */
+static guint wait_for_use(etcd_state *s)
+{
+    pthread_mutex_lock(&s->lock);
+    while (!s->stopping && s->watch_mode == WATCH_USED &&
+           g_hash_table_size(s->watched) == 0)
+        pthread_cond_wait(&s->cond, &s->lock);
+    guint epoch = s->stopping ? 0 : s->watched_epoch;
+    pthread_mutex_unlock(&s->lock);
+    return epoch;
+}
+
 ETCD_HIDDEN gpointer procreg_etcd_watcher_main(gpointer data)
 {
     etcd_state *s = data;
-    GString *start = g_string_new_len(s->prefix->str, (gssize)s->prefix->len);
-    g_string_append_c(start, '/');
-    GString *end = procreg_etcd_prefix_end(start->str, start->len);
     unsigned backoff = WATCH_BACKOFF_MIN_MS;
+    bool loaded = s->watch_mode != WATCH_ALL;
     while (!procreg_etcd_stream_stopped(s->stream)) {
+        /* Rearm first: a namespace added after this point interrupts the
+         * stream about to start. */
+        procreg_etcd_stream_rearm(s->stream);
+        guint epoch = wait_for_use(s);
+        if (epoch == 0)
+            break;
+        GError *err = NULL;
+        if (!loaded)
+            loaded = mirror_load(s, &err) == 0;
+        if (err != NULL ||
+            (s->watch_mode == WATCH_USED && read_added(s, &err) != 0)) {
+            set_watch_error(s, err->message);
+            g_clear_error(&err);
+            if (wait_stopping(s, backoff))
+                break;
+            backoff = MIN(backoff * 2, WATCH_BACKOFF_MAX_MS);
+            continue;
+        }
+        GString *start, *end;
+        watch_range(s, &start, &end);
         gint64 from = __atomic_load_n(&s->watch_rev, __ATOMIC_ACQUIRE) + 1;
         GString *b = g_string_new("{\"create_request\":{");
         procreg_etcd_json_key(b, "key", start->str, start->len);
@@ -398,22 +639,31 @@ ETCD_HIDDEN gpointer procreg_etcd_watcher_main(gpointer data)
                                ",\"start_revision\":\"%" G_GINT64_FORMAT
                                "\",\"prev_kv\":true,\"progress_notify\":true}}",
                                from);
-        watch_ctx c = {.s = s};
-        GError *err = NULL;
+        g_string_free(start, TRUE);
+        g_string_free(end, TRUE);
+        watch_ctx c = {.s = s, .epoch = epoch};
         int rc = procreg_etcd_stream_run(s->client, s->stream, "/v3/watch",
                                          b->str, watch_line, &c, &err);
+        g_string_free(b, TRUE);
         /* A response over max_reply_bytes cannot be read, and would come
-         * again: read the prefix page by page instead, as after a
-         * compaction, and watch on from there. */
+         * again: read what the watch covers page by page instead, as
+         * after a compaction, and watch on from there. */
         if (rc == ETCD_EREPLY_TOO_BIG) {
             atomic_add(&s->oversized_lines, 1);
             c.resync = true;
         }
-        g_string_free(b, TRUE);
         g_atomic_int_set(&s->watch_connected, 0);
         if (procreg_etcd_stream_stopped(s->stream)) {
             g_clear_error(&err);
             break;
+        }
+        pthread_mutex_lock(&s->lock);
+        bool widened = s->watched_epoch != epoch && s->watch_mode == WATCH_USED;
+        pthread_mutex_unlock(&s->lock);
+        if (widened && err == NULL && !c.resync) {
+            /* Interrupted for a namespace now in use: cover it at once. */
+            backoff = WATCH_BACKOFF_MIN_MS;
+            continue;
         }
         if (err != NULL && !c.said)
             set_watch_error(s, err->message);
@@ -435,7 +685,5 @@ ETCD_HIDDEN gpointer procreg_etcd_watcher_main(gpointer data)
             break;
         backoff = MIN(backoff * 2, WATCH_BACKOFF_MAX_MS);
     }
-    g_string_free(start, TRUE);
-    g_string_free(end, TRUE);
     return NULL;
 }

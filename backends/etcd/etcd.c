@@ -4,9 +4,9 @@
  * other file owns is listed in etcd-private.h.
  *
  * One instance (one open registry) holds:
- *   - a client (etcd-client.c): keep-alive handles, endpoint failover,
- *     a time budget on every request;
- *   - a lease kept alive by the keeper thread (etcd-lease.c);
+ *   - a session (etcd-session.c) shared with the process's other
+ *     registries on the same cluster: the client, one lease and the
+ *     keeper thread that keeps it alive;
  *   - a watch thread (etcd-watch.c) reporting other writers' changes.
  *
  * Layout of keys and values: etcd-codec.h.  Revisions are etcd's
@@ -45,7 +45,12 @@ static const procreg_backend_option etcd_options[] = {
                          "(default 2000; 0: never)"},
     {"consistency", "reads: linearizable (default) or serializable"},
     {"host_id", "this host's id (default: /etc/machine-id)"},
-    {"watch", "watch the cluster for other writers' changes (default true)"},
+    {"watch", "report other writers' changes: true (the whole prefix, "
+              "read at open; default), used (the namespaces this registry "
+              "uses, each read when first used), false"},
+    {"watch_namespaces", "with watch=used, namespaces watched from the "
+                         "start, [bracketed] when several: "
+                         "watch_namespaces=[a,b]"},
     {"max_reply_bytes", "the longest reply or watch response read; longer "
                         "ones are refused (default 8MiB; K, M suffixes)"},
     {"ca_file", "PEM file of the CA certificates that sign the members' "
@@ -60,18 +65,6 @@ static const procreg_backend_option etcd_options[] = {
     {"password_file", "file whose first line is the user's password"},
     {NULL, NULL},
 };
-
-/* pthread locks rather than GMutex/GCond: glib's are bare futexes that
- * ThreadSanitizer cannot see.  Conditions wait on CLOCK_MONOTONIC, the
- * clock of g_get_monotonic_time(). */
-static void cond_init_monotonic(pthread_cond_t *c)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &a);
-    pthread_condattr_destroy(&a);
-}
 
 /* ------------------------------------------------------------------------ */
 /* Init and destroy                                                         */
@@ -289,10 +282,44 @@ static int parse_credentials(const procreg_spec *spec, char **urls,
     return read_password(password_file, &cr->password, error);
 }
 
+/* Options watch and watch_namespaces; s->watched gets the latter. */
+static int parse_watch(etcd_state *s, const procreg_spec *spec,
+                       GError **error)
+{
+    const char *w = procreg_spec_get(spec, "watch");
+    bool on = true;
+    int rc = 0;
+    if (w != NULL && strcmp(w, "used") == 0)
+        s->watch_mode = WATCH_USED;
+    else if ((rc = procreg_spec_get_bool(spec, "watch", true, &on, NULL)) == 0)
+        s->watch_mode = on ? WATCH_ALL : WATCH_NONE;
+    else
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "option 'watch' of backend 'etcd': '%s' is "
+                                 "none of true, used, false",
+                                 w);
+    const char *names = procreg_spec_get(spec, "watch_namespaces");
+    if (names == NULL)
+        return 0;
+    if (s->watch_mode != WATCH_USED)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "option 'watch_namespaces' of backend "
+                                 "'etcd' needs watch=used");
+    char **parts = g_strsplit(names, ",", -1);
+    for (char **p = parts; rc == 0 && *p != NULL; p++) {
+        char *ns = g_strstrip(*p);
+        rc = procreg_validate_name(ns, "namespace", error);
+        if (rc == 0)
+            g_hash_table_replace(s->watched, g_strdup(ns), g_new0(gint64, 1));
+    }
+    g_strfreev(parts);
+    return rc;
+}
+
 static void etcd_destroy(void *state);
 
 static int parse_spec(etcd_state *s, const procreg_spec *spec, char ***urls,
-                      credentials *cr, GError **error)
+                      credentials *cr, int64_t *ttl_s, GError **error)
 {
     const char *ep = procreg_spec_get(spec, "endpoints");
     int rc = parse_endpoints(ep ? ep : DEFAULT_ENDPOINTS, urls, error);
@@ -356,7 +383,7 @@ static int parse_spec(etcd_state *s, const procreg_spec *spec, char ***urls,
     if (rc != 0)
         return rc;
     s->max_reply = (size_t)max_reply;
-    s->ttl_s = (int64_t)ttl;
+    *ttl_s = (int64_t)ttl;
     s->timeout_ms = (unsigned)timeout;
     s->attempt_ms = (unsigned)attempt;
     s->silence_ms = (unsigned)silence;
@@ -380,7 +407,7 @@ static int parse_spec(etcd_state *s, const procreg_spec *spec, char ***urls,
         g_strlcpy(s->host_id, host, sizeof s->host_id);
     else
         read_machine_id(s->host_id, sizeof s->host_id);
-    return procreg_spec_get_bool(spec, "watch", true, &s->watch_enabled, error);
+    return parse_watch(s, spec, error);
 }
 
 static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
@@ -388,7 +415,6 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
 {
     etcd_state *s = g_new0(etcd_state, 1);
     pthread_mutex_init(&s->lock, NULL);
-    pthread_mutex_init(&s->renew_lock, NULL);
     cond_init_monotonic(&s->cond);
     s->host = host;
     s->owned = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
@@ -399,80 +425,82 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
     s->tombs = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
                                      (GDestroyNotify)g_bytes_unref, g_free);
     s->mirror = procreg_etcd_mirror_new();
+    s->watched = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                       g_free);
     s->unrestored = g_ptr_array_new_with_free_func(g_free);
+    s->watched_epoch = 1; /* 0: the watch is stopping */
     char **urls = NULL;
     credentials cr = {0};
-    int rc = parse_spec(s, spec, &urls, &cr, error);
-    if (rc != 0) {
-        g_strfreev(urls);
-        credentials_clear(&cr);
-        etcd_destroy(s);
-        return rc;
+    int64_t ttl_s = 0;
+    int rc = parse_spec(s, spec, &urls, &cr, &ttl_s, error);
+    if (rc == 0) {
+        s->eprefix = g_string_new(s->prefix->str);
+        g_string_append(s->eprefix, "/e/");
+        g_snprintf(s->writer, sizeof s->writer, "%08x%08x",
+                   g_random_int() | 1u, g_random_int());
+        rc = procreg_etcd_session_open(
+            &(etcd_client_config){.endpoints = (const char *const *)urls,
+                                  .timeout_ms = s->timeout_ms,
+                                  .attempt_ms = s->attempt_ms,
+                                  .max_reply_bytes = s->max_reply,
+                                  .ca_file = cr.ca_file,
+                                  .cert_file = cr.cert_file,
+                                  .key_file = cr.key_file,
+                                  .user = cr.user,
+                                  .password = cr.password},
+            s->host_id, ttl_s, &s->session, error);
     }
-    s->eprefix = g_string_new(s->prefix->str);
-    g_string_append(s->eprefix, "/e/");
-    g_snprintf(s->writer, sizeof s->writer, "%08x%08x",
-               g_random_int() | 1u, g_random_int());
-    s->client = procreg_etcd_client_new(&(etcd_client_config){
-        .endpoints = (const char *const *)urls,
-        .timeout_ms = s->timeout_ms,
-        .attempt_ms = s->attempt_ms,
-        .max_reply_bytes = s->max_reply,
-        .ca_file = cr.ca_file,
-        .cert_file = cr.cert_file,
-        .key_file = cr.key_file,
-        .user = cr.user,
-        .password = cr.password});
     g_strfreev(urls);
     credentials_clear(&cr);
-
-    int64_t lease = 0, ttl = 0;
-    rc = procreg_etcd_lease_grant(s, procreg_etcd_deadline(s->client), &lease,
-                                  &ttl, error);
-    if (rc == 0 && s->watch_enabled) {
-        int64_t rev = 0;
-        GHashTable *snap = NULL;
-        rc = procreg_etcd_snapshot(s, &snap, &rev, error);
-        if (rc == 0) {
-            g_hash_table_unref(s->mirror);
-            s->mirror = snap;
-            s->watch_rev = rev;
-        }
+    if (rc == 0) {
+        s->client = procreg_etcd_session_client(s->session);
+        if (s->watch_mode == WATCH_ALL)
+            rc = procreg_etcd_watch_begin(s, error);
     }
     if (rc != 0) {
-        if (lease != 0) {
-            char body[64];
-            g_snprintf(body, sizeof body, "{\"ID\":\"%" G_GINT64_FORMAT "\"}",
-                       (gint64)lease);
-            JsonNode *reply = NULL;
-            if (procreg_etcd_call(s->client, "/v3/lease/revoke", body, 0,
-                                  procreg_etcd_deadline(s->client), &reply,
-                                  NULL) == 0)
-                json_node_unref(reply);
-        }
         etcd_destroy(s);
         return rc;
     }
-    s->lease = lease;
-    s->lease_ttl = ttl;
-    s->last_keepalive = g_get_monotonic_time();
-    s->keeper = g_thread_new("procreg-etcd-keep", procreg_etcd_keeper_main, s);
-    if (s->watch_enabled) {
+    procreg_etcd_session_attach(s->session, s);
+    if (s->watch_mode != WATCH_NONE) {
         s->stream = procreg_etcd_stream_new(s->silence_ms);
         s->watcher =
             g_thread_new("procreg-etcd-watch", procreg_etcd_watcher_main, s);
-        /* Changes by others are reported from the moment open returns:
-         * wait (briefly) for the watch to be in place. */
-        gint64 until = g_get_monotonic_time() +
-                       (gint64)MIN(s->timeout_ms, 2000) * 1000;
-        pthread_mutex_lock(&s->lock);
-        while (!g_atomic_int_get(&s->watch_connected) &&
-               g_get_monotonic_time() < until)
-            cond_wait_until(&s->cond, &s->lock, until);
-        pthread_mutex_unlock(&s->lock);
     }
+    /* Changes by others are reported from the moment open returns: the
+     * whole prefix's watch starts from the revision watch_begin() saw;
+     * the namespaces of watch_namespaces are read by the watch thread,
+     * which open waits for (briefly). */
+    gint64 until = g_get_monotonic_time() +
+                   (gint64)MIN(s->timeout_ms, 2000) * 1000;
+    pthread_mutex_lock(&s->lock);
+    bool waits = s->watch_mode == WATCH_USED &&
+                 g_hash_table_size(s->watched) > 0;
+    while (waits && !g_atomic_int_get(&s->watch_connected) &&
+           g_get_monotonic_time() < until)
+        cond_wait_until(&s->cond, &s->lock, until);
+    pthread_mutex_unlock(&s->lock);
     *state = s;
     return 0;
+}
+
+ETCD_HIDDEN void procreg_etcd_state_free(etcd_state *s)
+{
+    procreg_etcd_stream_free(s->stream);
+    g_hash_table_unref(s->mirror);
+    g_hash_table_unref(s->watched);
+    g_hash_table_unref(s->owned);
+    g_hash_table_unref(s->pending);
+    g_hash_table_unref(s->tombs);
+    g_ptr_array_unref(s->unrestored);
+    if (s->prefix != NULL)
+        g_string_free(s->prefix, TRUE);
+    if (s->eprefix != NULL)
+        g_string_free(s->eprefix, TRUE);
+    g_free(s->watch_error);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+    g_free(s);
 }
 
 static void etcd_destroy(void *state)
@@ -486,28 +514,14 @@ static void etcd_destroy(void *state)
         procreg_etcd_stream_stop(s->stream);
     if (s->watcher != NULL)
         g_thread_join(s->watcher);
-    if (s->keeper != NULL)
-        g_thread_join(s->keeper);
+    s->watcher = NULL;
     /* The lease is not revoked: like a crash, the entries on it stay until
-     * it expires (lease_ttl), so a registry reopened meanwhile (or another
-     * process, for entries registered on its behalf) still finds them. */
-    procreg_etcd_stream_free(s->stream);
-    procreg_etcd_client_free(s->client);
-    g_hash_table_unref(s->mirror);
-    g_hash_table_unref(s->owned);
-    g_hash_table_unref(s->pending);
-    g_hash_table_unref(s->tombs);
-    g_ptr_array_unref(s->unrestored);
-    if (s->prefix != NULL)
-        g_string_free(s->prefix, TRUE);
-    if (s->eprefix != NULL)
-        g_string_free(s->eprefix, TRUE);
-    g_free(s->keeper_error);
-    g_free(s->watch_error);
-    pthread_cond_destroy(&s->cond);
-    pthread_mutex_destroy(&s->lock);
-    pthread_mutex_destroy(&s->renew_lock);
-    g_free(s);
+     * it expires (lease_ttl) after the process's last registry on the
+     * cluster closes; while another stays open, the session keeps them
+     * and removes those whose owner dies (procreg_etcd_session_leave()). */
+    if (s->session != NULL && procreg_etcd_session_leave(s->session, s))
+        return;
+    procreg_etcd_state_free(s);
 }
 
 const procreg_backend_ops procreg_etcd_backend_ops = {

@@ -1,34 +1,22 @@
 /*
- * etcd backend: the instance's lease and what hangs on it.
+ * etcd backend: the entries this instance registered, on its session's
+ * lease (etcd-session.c).
  *
- *  - The lease is granted at open and kept alive by the keeper thread
- *    every TTL/3.  Entries this instance registers are attached to it, so
- *    they expire everywhere when the process or its host dies.
- *  - A lost lease (keepalive answered without a TTL, or a put refused
- *    with "lease not found") is re-granted, once however many threads
- *    notice, and the entries this instance still owns, with owners still
- *    alive, are registered again; those taken meanwhile are listed in
- *    s->unrestored for health_check.
- *  - The keeper also reaps entries it registered whose owner process died
- *    (reason OWNER_EXITED), and forgets old tombstones.
- *  - s->owned records what this instance wrote (for the above).  While a
- *    write is in flight (s->pending), a removal of its key seen meanwhile
- *    leaves a tombstone (s->tombs), so the write's late owned_put() does
- *    not bring back what was removed after it; tombstones go with the
- *    last write in flight, so they are never more than the writes.
+ *  - s->owned records what this instance wrote.  While a write is in
+ *    flight (s->pending), a removal of its key seen meanwhile leaves a
+ *    tombstone (s->tombs), so the write's late owned_put() does not bring
+ *    back what was removed after it; tombstones go with the last write in
+ *    flight, so they are never more than the writes.
+ *  - After a lost lease is granted again, the entries still owned, with
+ *    owners still alive, are registered again on the new one; those taken
+ *    meanwhile are listed in s->unrestored for health_check.
+ *  - Entries whose owner process died are removed (reason owner_exited).
+ * The session's keeper does the last two after each keepalive round
+ * (procreg_etcd_owned_tend()).
  */
 #include "etcd-private.h"
 
 #include <string.h>
-
-ETCD_HIDDEN int64_t procreg_etcd_current_lease(etcd_state *s)
-{
-    pthread_mutex_lock(&s->lock);
-    int64_t l = s->lease;
-    pthread_mutex_unlock(&s->lock);
-    return l;
-}
-
 
 /* ------------------------------------------------------------------------ */
 /* Owned entries and tombstones (under s->lock)                             */
@@ -129,106 +117,15 @@ ETCD_HIDDEN void procreg_etcd_owned_end(etcd_state *s, const GString *key)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Leases                                                                   */
-
-ETCD_HIDDEN int procreg_etcd_lease_grant(etcd_state *s, gint64 deadline,
-                                         int64_t *id, int64_t *ttl,
-                                         GError **error)
-{
-    char body[64];
-    g_snprintf(body, sizeof body, "{\"TTL\":\"%" G_GINT64_FORMAT "\"}",
-               (gint64)s->ttl_s);
-    JsonNode *reply = NULL;
-    int rc = procreg_etcd_call(s->client, "/v3/lease/grant", body, 0,
-                               deadline, &reply, error);
-    if (rc == ETCD_ELEASE_GONE)
-        rc = PROCREG_EBACKEND;
-    if (rc != 0)
-        return rc;
-    JsonObject *o = json_node_get_object(reply);
-    if (!procreg_etcd_json_int(o, "ID", id) || *id == 0 ||
-        !procreg_etcd_json_int(o, "TTL", ttl) || *ttl <= 0) {
-        const char *msg = NULL;
-        JsonNode *e = json_object_get_member(o, "error");
-        if (e != NULL && JSON_NODE_HOLDS_VALUE(e) &&
-            json_node_get_value_type(e) == G_TYPE_STRING)
-            msg = json_node_get_string(e);
-        rc = procreg_set_error(error, PROCREG_EBACKEND,
-                               "etcd did not grant a lease%s%s",
-                               msg ? ": " : "", msg ? msg : "");
-    }
-    json_node_unref(reply);
-    return rc;
-}
-
-/* Replace a lost lease @old with a new one (once, however many threads
- * notice).  The keeper re-registers what this instance owned. */
-ETCD_HIDDEN int procreg_etcd_lease_renew(etcd_state *s, int64_t old,
-                                         gint64 deadline, GError **error)
-{
-    pthread_mutex_lock(&s->renew_lock);
-    int rc = 0;
-    pthread_mutex_lock(&s->lock);
-    bool done = s->lease != old;
-    if (!done && old != 0) {
-        s->lease = 0;
-        s->leases_lost++;
-        s->last_loss = g_get_monotonic_time();
-        s->restore_pending = true;
-    }
-    pthread_mutex_unlock(&s->lock);
-    if (!done) {
-        int64_t id = 0, ttl = 0;
-        rc = procreg_etcd_lease_grant(s, deadline, &id, &ttl, error);
-        pthread_mutex_lock(&s->lock);
-        if (rc == 0) {
-            s->lease = id;
-            s->lease_ttl = ttl;
-            s->last_keepalive = g_get_monotonic_time();
-            s->kick = true;
-            g_free(s->keeper_error);
-            s->keeper_error = NULL;
-        } else {
-            g_free(s->keeper_error);
-            s->keeper_error = g_strdup_printf(
-                "lease lost and not granted again: %s",
-                error && *error ? (*error)->message : procreg_strerror(rc));
-        }
-        pthread_cond_broadcast(&s->cond);
-        pthread_mutex_unlock(&s->lock);
-    }
-    pthread_mutex_unlock(&s->renew_lock);
-    return rc;
-}
-
-/* The lease to attach a new entry to, granting one if there is none. */
-ETCD_HIDDEN int procreg_etcd_lease_for_write(etcd_state *s, gint64 deadline,
-                                             int64_t *lease, GError **error)
-{
-    *lease = procreg_etcd_current_lease(s);
-    if (*lease != 0)
-        return 0;
-    int rc = procreg_etcd_lease_renew(s, 0, deadline, error);
-    if (rc != 0)
-        return rc;
-    *lease = procreg_etcd_current_lease(s);
-    return *lease != 0 ? 0
-                       : procreg_set_error(error, PROCREG_EBACKEND,
-                                           "etcd: no lease to attach the "
-                                           "entry to");
-}
-
-/* ------------------------------------------------------------------------ */
-/* Keeper: lease keepalive, re-registration, reaping                        */
+/* After each keepalive round: re-registration, reaping                     */
 
 /* Register again, on the new lease, what this instance owned when its
  * lease was lost.  Entries whose owner died are dropped; entries someone
  * else took meanwhile are listed in s->unrestored. */
-static void restore_owned(etcd_state *s)
+static void restore_owned(etcd_state *s, int64_t lease)
 {
     pthread_mutex_lock(&s->lock);
     s->restore_pending = false;
-    int64_t lease = s->lease;
     GPtrArray *keys =
         g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
     GHashTableIter it;
@@ -407,92 +304,12 @@ static void reap_dead_owners(etcd_state *s)
     g_ptr_array_unref(dead);
 }
 
-typedef enum {
-    KEEPALIVE_OK,
-    KEEPALIVE_FAILED,    /* no answer: try again soon */
-    KEEPALIVE_LEASE_GONE,
-} keepalive_result;
-
-/* One keepalive, by @deadline. */
-static keepalive_result keepalive_once(etcd_state *s, int64_t lease,
-                                       gint64 deadline)
+ETCD_HIDDEN void procreg_etcd_owned_tend(etcd_state *s, int64_t lease)
 {
-    char body[64];
-    g_snprintf(body, sizeof body, "{\"ID\":\"%" G_GINT64_FORMAT "\"}",
-               (gint64)lease);
-    JsonNode *reply = NULL;
-    GError *err = NULL;
-    int rc = procreg_etcd_call(s->client, "/v3/lease/keepalive", body, 0,
-                               deadline, &reply, &err);
-    keepalive_result result = KEEPALIVE_FAILED;
     pthread_mutex_lock(&s->lock);
-    if (rc == 0) {
-        JsonObject *res = procreg_etcd_json_obj(json_node_get_object(reply),
-                                                "result");
-        int64_t ttl = 0;
-        procreg_etcd_json_int(res, "TTL", &ttl);
-        if (res != NULL && ttl > 0) {
-            s->last_keepalive = g_get_monotonic_time();
-            g_free(s->keeper_error);
-            s->keeper_error = NULL;
-            result = KEEPALIVE_OK;
-        } else if (res != NULL) {
-            /* Answered without a TTL: the lease expired or was revoked. */
-            result = KEEPALIVE_LEASE_GONE;
-        } else {
-            g_free(s->keeper_error);
-            s->keeper_error = g_strdup("keepalive: etcd sent no result");
-        }
-        json_node_unref(reply);
-    } else if (rc == ETCD_ELEASE_GONE) {
-        result = KEEPALIVE_LEASE_GONE;
-    } else {
-        g_free(s->keeper_error);
-        s->keeper_error = g_strdup_printf("keepalive failed: %s",
-                                          err ? err->message
-                                              : procreg_strerror(rc));
-    }
+    bool restore = s->restore_pending && lease != 0 && !s->stopping;
     pthread_mutex_unlock(&s->lock);
-    g_clear_error(&err);
-    return result;
-}
-
-/* The keeper refreshes the lease every TTL/3, each refresh within that
- * interval (failing over between members as any call does); a refresh
- * that failed is tried again after a tenth of the TTL, so a member that
- * stops answering costs a fraction of the TTL, never the lease. */
-ETCD_HIDDEN gpointer procreg_etcd_keeper_main(gpointer data)
-{
-    etcd_state *s = data;
-    bool retry = false;
-    pthread_mutex_lock(&s->lock);
-    for (;;) {
-        gint64 ttl_us = MAX(s->lease_ttl, 1) * G_USEC_PER_SEC;
-        gint64 interval_us = retry ? ttl_us / 10 : ttl_us / 3;
-        gint64 until = g_get_monotonic_time() + interval_us;
-        while (!s->stopping && !s->kick && g_get_monotonic_time() < until)
-            cond_wait_until(&s->cond, &s->lock, until);
-        if (s->stopping)
-            break;
-        s->kick = false;
-        int64_t lease = s->lease;
-        pthread_mutex_unlock(&s->lock);
-
-        gint64 deadline = g_get_monotonic_time() +
-                          MIN((gint64)s->timeout_ms * 1000, ttl_us / 3);
-        keepalive_result r = lease == 0 ? KEEPALIVE_LEASE_GONE
-                                        : keepalive_once(s, lease, deadline);
-        retry = r == KEEPALIVE_FAILED;
-        if (r == KEEPALIVE_LEASE_GONE)
-            retry = procreg_etcd_lease_renew(s, lease, deadline, NULL) != 0;
-        pthread_mutex_lock(&s->lock);
-        bool restore = s->restore_pending && s->lease != 0 && !s->stopping;
-        pthread_mutex_unlock(&s->lock);
-        if (restore)
-            restore_owned(s);
-        reap_dead_owners(s);
-        pthread_mutex_lock(&s->lock);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return NULL;
+    if (restore)
+        restore_owned(s, lease);
+    reap_dead_owners(s);
 }
