@@ -1168,6 +1168,30 @@ static int parse(int argc, char **argv, cli *c)
     return -1;
 }
 
+/* On etcd a registry reads and watches the whole prefix (watch=true);
+ * a command needs less: none for one that acts and exits, the namespace
+ * for watch NS and wait.  Applied when the spec names etcd itself (not
+ * inside a decorator) and says nothing of the watch. */
+static char *etcd_watch_for(const char *spec, const cli *c)
+{
+    bool etcd = strcmp(spec, "etcd") == 0 || g_str_has_prefix(spec, "etcd:");
+    if (!etcd || strstr(spec, "watch") != NULL ||
+        strcmp(c->command, "stats") == 0 || strcmp(c->command, "health") == 0)
+        return g_strdup(spec);
+    const char *sep = strchr(spec, ':') != NULL ? "," : ":";
+    const char *ns = arg(c, 0);
+    if (strcmp(c->command, "watch") == 0) {
+        /* A namespace the spec syntax can carry, or the whole prefix. */
+        if (ns == NULL || strpbrk(ns, ",[]=: \t\n") != NULL)
+            return g_strdup(spec);
+        return g_strdup_printf("%s%swatch=used,watch_namespaces=[%s]", spec,
+                               sep, ns);
+    }
+    if (strcmp(c->command, "wait") == 0)
+        return g_strdup_printf("%s%swatch=used", spec, sep);
+    return g_strdup_printf("%s%swatch=false", spec, sep);
+}
+
 int main(int argc, char **argv)
 {
     setlocale(LC_ALL, "");
@@ -1203,9 +1227,11 @@ int main(int argc, char **argv)
         spec = g_getenv("PROCREG_BACKEND");
     if (spec == NULL || *spec == '\0')
         spec = "lmdb";
+    char *tuned = etcd_watch_for(spec, &c);
     procreg *reg = NULL;
     GError *err = NULL;
-    int rc = procreg_open(spec, &reg, &err);
+    int rc = procreg_open(tuned, &reg, &err);
+    g_free(tuned);
     if (rc != 0) {
         status = fail(rc, err);
         goto out;

@@ -128,7 +128,11 @@ ETCD_HIDDEN int procreg_etcd_health_check(void *state, GVariantDict *details,
         g_variant_dict_insert(details, "watch_revision", "x",
                               (gint64)__atomic_load_n(&s->watch_rev,
                                                       __ATOMIC_ACQUIRE));
-        if (!up) {
+        /* Starting (reading what it covers, then connecting) is not
+         * a fault; failing to, or losing the stream, is. */
+        bool starting = !up && !s->watch_started && s->watch_error == NULL;
+        g_variant_dict_insert(details, "watch_starting", "b", starting);
+        if (!up && !starting) {
             status = MAX(status, PROCREG_HEALTH_DEGRADED);
             g_string_append_printf(msg, "%swatch not connected%s%s",
                                    msg->len ? "; " : "",

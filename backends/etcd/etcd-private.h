@@ -95,6 +95,7 @@ typedef struct {
     gint64 watch_rev;   /* atomic: last revision the watch has seen */
     gint watch_connected;
     char *watch_error;  /* under lock */
+    bool watch_started; /* under lock: connected once */
     guint64 mirror_bytes, watch_reconnects, compactions, corrupt_seen,
         notified, oversized_lines, watch_bytes; /* atomic */
     uint64_t writes; /* atomic: nonces handed out (procreg_etcd_nonce()) */

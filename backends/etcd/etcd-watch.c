@@ -405,6 +405,7 @@ static bool watch_line(const char *line, size_t len, void *user)
         c->created = true;
         pthread_mutex_lock(&s->lock);
         g_atomic_int_set(&s->watch_connected, 1);
+        s->watch_started = true;
         s->live_epoch = MAX(s->live_epoch, c->epoch);
         g_free(s->watch_error);
         s->watch_error = NULL;

@@ -8,7 +8,8 @@
  *     lives, and ends when PID dies, the entry removed at once (reason
  *     owner_exited);
  *   - interrupted, it removes the entry (reason forced: it is not the
- *     owner) and ends.
+ *     owner) and ends;
+ *   - one-shot commands open without a watch, `watch NS` watches NS.
  * Skipped (exit 77) without etcd, or without the program.
  */
 #include "etcd-harness.h"
@@ -215,6 +216,51 @@ static void test_hold_interrupted(void)
     g_free(first);
 }
 
+/* One-shot commands open without a watch, `watch NS` with NS's alone
+ * (watch=used,watch_namespaces=[NS]: a subscription by itself would not
+ * put NS in scope), and each still does its work. */
+static void test_commands_watch_what_they_need(void)
+{
+    const char *argv[] = {cli, "-b", spec, "watch", "w1", NULL};
+    GPid pid = 0;
+    int out = -1, err_fd = -1;
+    GError *err = NULL;
+    g_assert_true(g_spawn_async_with_pipes(NULL, (char **)argv, NULL,
+                                           G_SPAWN_DO_NOT_REAP_CHILD, NULL,
+                                           NULL, &pid, NULL, &out, &err_fd,
+                                           &err));
+    char *said = read_out(err_fd, 10000, true);
+    g_assert_nonnull(strstr(said, "watching w1"));
+    procreg *w = open_watcher();
+    g_assert_cmpint(procreg_register(w, "w2", "other", NULL, NULL, NULL,
+                                     &err),
+                    ==, 0);
+    g_assert_cmpint(procreg_register(w, "w1", "x", NULL, NULL, NULL, &err),
+                    ==, 0);
+    char *line = read_out(out, 5000, true);
+    g_test_message("watch printed: %s", line);
+    g_assert_nonnull(strstr(line, "w1/x"));
+    kill(pid, SIGTERM);
+    g_assert_cmpint(reap(pid, 5000), !=, -1);
+
+    /* A one-shot command reads the cluster as before. */
+    const char *lookup[] = {cli, "-b", spec, "lookup", "w1", "x", NULL};
+    char *text = NULL;
+    int status = 0;
+    g_assert_true(g_spawn_sync(NULL, (char **)lookup, NULL, 0, NULL, NULL,
+                               &text, NULL, &status, &err));
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    char *mine = g_strdup_printf("%d", (int)getpid());
+    g_assert_nonnull(strstr(text, mine));
+    procreg_close(w);
+    close(out);
+    close(err_fd);
+    g_free(mine);
+    g_free(text);
+    g_free(line);
+    g_free(said);
+}
+
 int main(int argc, char **argv)
 {
     etcd_harness_env(argv);
@@ -244,6 +290,8 @@ int main(int argc, char **argv)
     g_test_add_func("/etcd-cli/hold-while-owner-lives",
                     test_hold_while_owner_lives);
     g_test_add_func("/etcd-cli/hold-interrupted", test_hold_interrupted);
+    g_test_add_func("/etcd-cli/commands-watch-what-they-need",
+                    test_commands_watch_what_they_need);
     int rc = g_test_run();
     etcd_cluster_destroy(&cluster);
     g_free(spec);
