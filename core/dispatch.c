@@ -97,6 +97,9 @@ PROCREG_API int procreg_backend_open(const char *spec_text,
                                "unknown backend '%s'; available: %s",
                                procreg_spec_backend(spec), names);
         g_free(names);
+        char **all = procreg_backend_names();
+        procreg_error_detail_alternatives(error, all);
+        g_strfreev(all);
     } else {
         rc = procreg_backend_open_ops(ops, spec, host, out, error);
     }

@@ -10,14 +10,18 @@
  * through a per-subscription FIFO drained by an idle source on that
  * context.  Nothing is queued while nobody subscribes.
  *
- * Waiters (procreg_wait_for) sleep on a condition variable per awaited key;
- * a registration bumps that key's generation and broadcasts, directly from
- * the writer (or host_notify) thread, so waking needs no dispatcher.
+ * Waiters (procreg_wait_for, wait.c) sleep on this file's wake-up board: a
+ * condition variable per awaited key; a registration bumps that key's
+ * generation and broadcasts, directly from the writer (or host_notify)
+ * thread, so waking needs no dispatcher.
+ *
+ * A backend with PROCREG_CAP_ORDERED_EVENTS reports its own changes too,
+ * in commit order (host.c); the write paths then emit nothing themselves
+ * (procreg_events_emit_own()).
  */
 #include "internal.h"
 
 #include <errno.h>
-#include <gmodule.h>
 #include <string.h>
 #include <time.h>
 
@@ -413,6 +417,16 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
     pthread_mutex_unlock(&h->lock);
 }
 
+PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
+                                              procreg_event_kind kind,
+                                              procreg_event_reason reason,
+                                              const char *ns, const char *name,
+                                              const procreg_entry *entry)
+{
+    if (!reg->backend_orders_events)
+        procreg_events_emit(reg, kind, reason, ns, name, entry, false);
+}
+
 PROCREG_API uint64_t procreg_event_last_seq(procreg *reg)
 {
     g_return_val_if_fail(reg != NULL, 0);
@@ -571,100 +585,26 @@ PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d)
     g_variant_dict_insert_value(d, "events", g_variant_builder_end(&b));
 }
 
-/* ---- waiting ---- */
+/* ---- the wake-up board (wait.c sleeps on it) ---- */
 
-typedef struct {
-    /* Published with a release store before the cancellable can call
-     * on_cancelled, which may run on another thread. */
+struct procreg_wake {
+    /* Published with a release store at the end of procreg_wake_join():
+     * procreg_wake_cancel() may run on another thread (a GCancellable's
+     * handler), ordered only by GLib's uninstrumented locks. */
     _Atomic(procreg_events *) h;
     awaited *a;
+    char *key;
     bool cancelled; /* under h->wait_lock */
-} waiter;
+};
 
-/* GIO's cancellable functions, found in the process at run time (see
- * procreg.h: libprocreg links GLib only).  A caller that has a
- * GCancellable to pass has GIO loaded. */
-typedef struct {
-    gboolean (*is_cancelled)(GCancellable *c);
-    gulong (*connect)(GCancellable *c, void (*cb)(void), gpointer data,
-                      GDestroyNotify destroy);
-    void (*disconnect)(GCancellable *c, gulong id);
-} gio_api;
-
-static gio_api gio;
-static bool gio_found;
-static pthread_once_t gio_once = PTHREAD_ONCE_INIT;
-
-static void gio_resolve(void)
-{
-    GModule *self = g_module_open(NULL, G_MODULE_BIND_LAZY);
-    if (self == NULL)
-        return;
-    gpointer a = NULL, b = NULL, c = NULL;
-    if (g_module_symbol(self, "g_cancellable_is_cancelled", &a) &&
-        g_module_symbol(self, "g_cancellable_connect", &b) &&
-        g_module_symbol(self, "g_cancellable_disconnect", &c) && a && b && c) {
-        gio.is_cancelled = (gboolean(*)(GCancellable *))a;
-        gio.connect = (gulong(*)(GCancellable *, void (*)(void), gpointer,
-                                 GDestroyNotify))b;
-        gio.disconnect = (void (*)(GCancellable *, gulong))c;
-        gio_found = true;
-    }
-    g_module_make_resident(self);
-    g_module_close(self);
-}
-
-static const gio_api *gio_get(void)
-{
-    pthread_once(&gio_once, gio_resolve);
-    return gio_found ? &gio : NULL;
-}
-
-static void on_cancelled(GCancellable *c, gpointer data)
-{
-    waiter *w = data;
-    procreg_events *h = atomic_load_explicit(&w->h, memory_order_acquire);
-    pthread_mutex_lock(&h->wait_lock);
-    w->cancelled = true;
-    pthread_cond_broadcast(&w->a->cond);
-    pthread_mutex_unlock(&h->wait_lock);
-}
-
-/* A lookup that ignores entries whose owner is known dead. */
-static int try_get(procreg *reg, const procreg_key *key, procreg_entry *out,
-                   GError **error)
-{
-    procreg_entry e = {0};
-    GError *local = NULL;
-    int rc = procreg_backend_lookup_entry(reg->backend, key, &e, &local);
-    /* A miss is the normal case here: only a failure keeps its message. */
-    if (rc != 0 && rc != PROCREG_ENOTFOUND && local != NULL)
-        g_propagate_error(error, local);
-    else
-        g_clear_error(&local);
-    if (rc == 0 &&
-        (atomic_load_explicit(&reg->slow, memory_order_relaxed) &
-         PROCREG_SLOW_DEAD_OWNERS) &&
-        procreg_owner_known_dead(reg, &e.owner)) {
-        procreg_entry_clear(&e);
-        rc = PROCREG_ENOTFOUND;
-    }
-    if (rc == 0 && out != NULL)
-        *out = e;
-    else
-        procreg_entry_clear(&e);
-    return rc;
-}
-
-static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
-                     GCancellable *cancellable, procreg_entry *out,
-                     GError **error)
+PROCREG_INTERNAL procreg_wake *procreg_wake_join(procreg *reg, const char *ns,
+                                                 const char *name)
 {
     procreg_events *h = reg->events;
-    char *k = procreg_key_string(procreg_key_namespace(key),
-                                 procreg_key_name(key));
+    procreg_wake *w = g_new0(procreg_wake, 1);
+    w->key = procreg_key_string(ns, name);
     pthread_mutex_lock(&h->wait_lock);
-    awaited *a = g_hash_table_lookup(h->waits, k);
+    awaited *a = g_hash_table_lookup(h->waits, w->key);
     if (a == NULL) {
         a = g_new0(awaited, 1);
         pthread_condattr_t attr;
@@ -672,203 +612,63 @@ static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
         pthread_cond_init(&a->cond, &attr);
         pthread_condattr_destroy(&attr);
-        g_hash_table_insert(h->waits, g_strdup(k), a);
+        g_hash_table_insert(h->waits, g_strdup(w->key), a);
     }
     a->waiters++;
+    /* Pairs with wake_waiters()' read-modify-write (see there). */
     atomic_fetch_add_explicit(&h->n_waiters, 1, memory_order_seq_cst);
     pthread_mutex_unlock(&h->wait_lock);
+    w->a = a;
+    atomic_store_explicit(&w->h, h, memory_order_release);
+    return w;
+}
 
-    waiter w = {.a = a};
-    atomic_store_explicit(&w.h, h, memory_order_release);
-    gulong handler = 0;
-    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
-    if (api != NULL)
-        handler = api->connect(cancellable, (void (*)(void))on_cancelled, &w,
-                               NULL);
+PROCREG_INTERNAL bool procreg_wake_read(procreg_wake *w, uint64_t *gen)
+{
+    procreg_events *h = atomic_load_explicit(&w->h, memory_order_relaxed);
+    pthread_mutex_lock(&h->wait_lock);
+    *gen = w->a->gen;
+    bool live = !w->cancelled;
+    pthread_mutex_unlock(&h->wait_lock);
+    return live;
+}
 
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    if (timeout_ms > 0) {
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
+PROCREG_INTERNAL bool procreg_wake_sleep(procreg_wake *w, uint64_t gen,
+                                         const struct timespec *deadline)
+{
+    procreg_events *h = atomic_load_explicit(&w->h, memory_order_relaxed);
+    awaited *a = w->a;
+    bool timed_out = false;
+    pthread_mutex_lock(&h->wait_lock);
+    while (a->gen == gen && !w->cancelled && !timed_out) {
+        if (deadline == NULL)
+            pthread_cond_wait(&a->cond, &h->wait_lock);
+        else
+            timed_out = pthread_cond_timedwait(&a->cond, &h->wait_lock,
+                                               deadline) == ETIMEDOUT;
     }
+    bool woken = a->gen != gen || w->cancelled;
+    pthread_mutex_unlock(&h->wait_lock);
+    return woken;
+}
 
-    int rc;
-    for (;;) {
-        pthread_mutex_lock(&h->wait_lock);
-        uint64_t gen = a->gen;
-        bool cancelled = w.cancelled;
-        pthread_mutex_unlock(&h->wait_lock);
-        if (cancelled) {
-            rc = PROCREG_ECANCELLED;
-            break;
-        }
-        rc = try_get(reg, key, out, error);
-        if (rc != PROCREG_ENOTFOUND)
-            break;
-        bool timed_out = false;
-        pthread_mutex_lock(&h->wait_lock);
-        while (a->gen == gen && !w.cancelled && !timed_out) {
-            if (timeout_ms < 0)
-                pthread_cond_wait(&a->cond, &h->wait_lock);
-            else
-                timed_out = pthread_cond_timedwait(&a->cond, &h->wait_lock,
-                                                   &deadline) == ETIMEDOUT;
-        }
-        bool woken = a->gen != gen;
-        pthread_mutex_unlock(&h->wait_lock);
-        if (timed_out && !woken) {
-            rc = PROCREG_ETIMEDOUT;
-            break;
-        }
-    }
+PROCREG_INTERNAL void procreg_wake_cancel(procreg_wake *w)
+{
+    procreg_events *h = atomic_load_explicit(&w->h, memory_order_acquire);
+    pthread_mutex_lock(&h->wait_lock);
+    w->cancelled = true;
+    pthread_cond_broadcast(&w->a->cond);
+    pthread_mutex_unlock(&h->wait_lock);
+}
 
-    if (handler != 0)
-        api->disconnect(cancellable, handler);
+PROCREG_INTERNAL void procreg_wake_leave(procreg_wake *w)
+{
+    procreg_events *h = atomic_load_explicit(&w->h, memory_order_relaxed);
     pthread_mutex_lock(&h->wait_lock);
     atomic_fetch_sub_explicit(&h->n_waiters, 1, memory_order_relaxed);
-    if (--a->waiters == 0)
-        g_hash_table_remove(h->waits, k);
+    if (--w->a->waiters == 0)
+        g_hash_table_remove(h->waits, w->key);
     pthread_mutex_unlock(&h->wait_lock);
-    g_free(k);
-    return rc;
-}
-
-PROCREG_API int procreg_wait_for_key(procreg *reg, const procreg_key *key,
-                                     int timeout_ms, GCancellable *cancellable,
-                                     procreg_entry *out, GError **error)
-{
-    g_return_val_if_fail(reg != NULL && key != NULL, PROCREG_EINVAL);
-    if (out != NULL)
-        memset(out, 0, sizeof *out);
-    procreg_tblock *b = procreg_tblock_get(reg);
-    uint64_t t0 = procreg_now_ns();
-    GError *local = NULL;
-    int rc;
-    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
-    if (cancellable != NULL && api == NULL)
-        rc = procreg_set_error(&local, PROCREG_EINVAL,
-                               "a GCancellable was given but GIO is not "
-                               "loaded in this process");
-    else if (api != NULL && api->is_cancelled(cancellable))
-        rc = PROCREG_ECANCELLED;
-    else
-        rc = try_get(reg, key, out, &local);
-    if (rc == PROCREG_ENOTFOUND) {
-        g_clear_error(&local);
-        rc = timeout_ms == 0 ? PROCREG_ETIMEDOUT
-                             : wait_loop(reg, key, timeout_ms, cancellable,
-                                         out, &local);
-    }
-    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
-    if (local != NULL)
-        g_propagate_error(error, local);
-    else if (rc == PROCREG_ETIMEDOUT)
-        procreg_set_error(error, rc,
-                          "'%s' was not registered in namespace '%s' within "
-                          "%d ms", name, ns, timeout_ms);
-    else if (rc == PROCREG_ECANCELLED)
-        procreg_set_error(error, rc, "waiting for '%s' in '%s' was cancelled",
-                          name, ns);
-    else if (rc != 0)
-        procreg_set_error(error, rc, "waiting for '%s' in '%s': %s", name, ns,
-                          procreg_strerror(rc));
-    procreg_op_done(reg, b, PROCREG_OP_WAIT, rc, t0, ns, name, rc == 0);
-    return rc;
-}
-
-PROCREG_API int procreg_wait_for(procreg *reg, const char *ns,
-                                 const char *name, int timeout_ms,
-                                 GCancellable *cancellable, procreg_entry *out,
-                                 GError **error)
-{
-    procreg_stack_key key;
-    int rc = procreg_key_init_stack(&key, ns, name, error);
-    if (rc != 0) {
-        if (out != NULL)
-            memset(out, 0, sizeof *out);
-        return rc;
-    }
-    return procreg_wait_for_key(reg, &key.key, timeout_ms, cancellable, out,
-                                error);
-}
-
-/* ---- hosts ---- */
-
-struct procreg_backend_host {
-    procreg *reg; /* the root host of a registry; NULL for a child */
-    procreg_backend_host *parent;
-    procreg_backend_host_notify_fn fn;
-    gpointer user_data;
-};
-
-PROCREG_INTERNAL procreg_backend_host *procreg_host_new_root(procreg *reg)
-{
-    procreg_backend_host *host = g_new0(procreg_backend_host, 1);
-    host->reg = reg;
-    return host;
-}
-
-PROCREG_INTERNAL void procreg_host_free_root(procreg_backend_host *host)
-{
-    g_free(host);
-}
-
-PROCREG_API procreg_backend_host *
-procreg_backend_host_new_child(procreg_backend_host *parent,
-                               procreg_backend_host_notify_fn fn,
-                               gpointer user_data)
-{
-    procreg_backend_host *host = g_new0(procreg_backend_host, 1);
-    host->parent = parent;
-    host->fn = fn;
-    host->user_data = user_data;
-    return host;
-}
-
-PROCREG_API void procreg_backend_host_free(procreg_backend_host *host)
-{
-    if (host == NULL)
-        return;
-    g_return_if_fail(host->reg == NULL);
-    g_free(host);
-}
-
-PROCREG_API void procreg_backend_host_notify(procreg_backend_host *host,
-                                             procreg_event_kind kind,
-                                             procreg_event_reason reason,
-                                             const procreg_entry *entry)
-{
-    for (; host != NULL && host->reg == NULL; host = host->parent)
-        if (host->fn != NULL)
-            host->fn(host->user_data, kind, reason, entry);
-    if (host == NULL)
-        return;
-    if (entry == NULL || entry->ns == NULL || entry->name == NULL ||
-        procreg_validate_name(entry->ns, "namespace", NULL) != 0 ||
-        procreg_validate_name(entry->name, "name", NULL) != 0) {
-        g_warning("procreg_backend_host_notify: the entry needs a valid "
-                  "namespace and name; notification ignored");
-        return;
-    }
-    if (kind != PROCREG_EVENT_REGISTERED && kind != PROCREG_EVENT_UNREGISTERED &&
-        kind != PROCREG_EVENT_UPDATED) {
-        g_warning("procreg_backend_host_notify: unknown event kind %d; "
-                  "notification ignored", (int)kind);
-        return;
-    }
-    procreg *reg = host->reg;
-    if (kind == PROCREG_EVENT_UNREGISTERED)
-        procreg_owner_index_remove(reg, entry->ns, entry->name, &entry->owner,
-                                   entry->revision);
-    /* Only removals have a reason, and forced updates. */
-    if (kind == PROCREG_EVENT_REGISTERED ||
-        (kind == PROCREG_EVENT_UPDATED && reason != PROCREG_REASON_FORCED))
-        reason = PROCREG_REASON_NONE;
-    procreg_events_emit(reg, kind, reason, entry->ns, entry->name, entry,
-                        true);
+    g_free(w->key);
+    g_free(w);
 }

@@ -24,6 +24,21 @@ PROCREG_INTERNAL int procreg_key_init_stack(procreg_stack_key *buf,
                                             const char *ns, const char *name,
                                             GError **error);
 
+/* ---- error details (error.c): each a no-op unless @error holds a
+ * PROCREG_ERROR GError, so a call that passes none pays nothing ---- */
+
+/* The entry behind an EEXISTS or EPERM; @ns/@name fill its NULL ones. */
+PROCREG_INTERNAL void procreg_error_detail_entry(GError **error,
+                                                 const char *ns,
+                                                 const char *name,
+                                                 const procreg_entry *entry);
+/* What exists instead (NULL-terminated; copied). */
+PROCREG_INTERNAL void procreg_error_detail_alternatives(GError **error,
+                                                        char **names);
+/* Where in a spec's text the problem is (a byte offset). */
+PROCREG_INTERNAL void procreg_error_detail_position(GError **error,
+                                                   int position);
+
 /* ---- specs (spec.c) ---- */
 
 /* Parse "name[:opts]".  The result is freed with procreg_spec_free(). */
@@ -77,13 +92,15 @@ PROCREG_INTERNAL void procreg_entry_array_steal(GArray *array,
                                                 size_t *n_out);
 
 /* ======================================================================== */
-/* Service layer: registry.c, events.c, liveness.c, namespaces.c, health.c, */
-/* telemetry.c, stats.c.  Locks here are pthread ones (not GMutex) so that  */
-/* ThreadSanitizer sees every synchronisation.                              */
+/* Service layer: counters, telemetry, events, liveness, host, wait,        */
+/* namespaces, registry, health, stats (doc/architecture.md has the layers: */
+/* a file calls only files below it).  Locks here are pthread ones (not     */
+/* GMutex) so that ThreadSanitizer sees every synchronisation.              */
 /* ======================================================================== */
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 typedef struct procreg_events procreg_events;
 typedef struct procreg_monitor procreg_monitor;
@@ -112,6 +129,7 @@ struct procreg {
     procreg_backend *backend;
     const procreg_backend_ops *ops;
     bool owners_local; /* every owner lives on this host (not DISTRIBUTED) */
+    bool backend_orders_events; /* PROCREG_CAP_ORDERED_EVENTS: see host.c */
     procreg_backend_host *host;
     procreg_tstats *tstats;
     procreg_events *events;
@@ -127,15 +145,16 @@ static inline pthread_mutex_t *procreg_stripe_of(procreg *reg,
 }
 
 /* "ns\x1fname": an unambiguous string for a key (names hold no control
- * characters).  g_free it. */
+ * characters).  g_free it.  (key.c) */
 PROCREG_INTERNAL char *procreg_key_string(const char *ns, const char *name);
 
 /* A monotonic clock for durations, in ns: the invariant TSC where there is
- * one (calibrated against CLOCK_MONOTONIC), else clock_gettime (stats.c). */
+ * one (calibrated against CLOCK_MONOTONIC), else clock_gettime
+ * (counters.c). */
 PROCREG_INTERNAL uint64_t procreg_now_ns(void);
 PROCREG_INTERNAL uint64_t procreg_since_ns(uint64_t t0);
 
-/* ---- per-thread counters (stats.c) ---- */
+/* ---- per-thread counters (counters.c) ---- */
 
 /* Latency histogram: bucket i counts durations in [2^(i-1), 2^i) ns,
  * bucket 0 counts 0 ns, the last one everything above. */
@@ -248,9 +267,6 @@ PROCREG_INTERNAL procreg_events *procreg_events_new(void);
 /* Stop the dispatcher, end every subscription (destroy notifies run). */
 PROCREG_INTERNAL void procreg_events_shutdown(procreg *reg);
 PROCREG_INTERNAL void procreg_events_free(procreg_events *ev);
-/* The host a registry passes to its backend. */
-PROCREG_INTERNAL procreg_backend_host *procreg_host_new_root(procreg *reg);
-PROCREG_INTERNAL void procreg_host_free_root(procreg_backend_host *host);
 
 /* A change made through @reg (or reported by its backend when @external):
  * wakes waiters on REGISTERED and queues the event when anyone listens.
@@ -261,9 +277,36 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
                                           const char *ns, const char *name,
                                           const procreg_entry *entry,
                                           bool external);
+/* A change a write through @reg made: emitted now, unless the backend
+ * reports its own changes in commit order (PROCREG_CAP_ORDERED_EVENTS),
+ * which it then did before the write returned. */
+PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
+                                              procreg_event_kind kind,
+                                              procreg_event_reason reason,
+                                              const char *ns, const char *name,
+                                              const procreg_entry *entry);
+/* The wake-up board: a procreg_wait_for() caller joins it for its key,
+ * reads the key's generation (false: cancelled), looks the key up, and
+ * sleeps until a registration moves the generation past what it read (or
+ * it is cancelled: true), or the deadline (CLOCK_MONOTONIC; NULL: none)
+ * passes (false).  procreg_wake_cancel() may come from any thread. */
+typedef struct procreg_wake procreg_wake;
+PROCREG_INTERNAL procreg_wake *procreg_wake_join(procreg *reg, const char *ns,
+                                                 const char *name);
+PROCREG_INTERNAL bool procreg_wake_read(procreg_wake *w, uint64_t *gen);
+PROCREG_INTERNAL bool procreg_wake_sleep(procreg_wake *w, uint64_t gen,
+                                         const struct timespec *deadline);
+PROCREG_INTERNAL void procreg_wake_cancel(procreg_wake *w);
+PROCREG_INTERNAL void procreg_wake_leave(procreg_wake *w);
 PROCREG_INTERNAL void procreg_events_health(procreg *reg, GVariantDict *d,
                                             bool *degraded);
 PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d);
+
+/* ---- backend hosts (host.c) ---- */
+
+/* The host a registry passes to its backend. */
+PROCREG_INTERNAL procreg_backend_host *procreg_host_new_root(procreg *reg);
+PROCREG_INTERNAL void procreg_host_free_root(procreg_backend_host *host);
 
 /* ---- owner liveness (liveness.c) ---- */
 
@@ -283,6 +326,19 @@ PROCREG_INTERNAL void procreg_owner_index_remove(procreg *reg, const char *ns,
                                                  const char *name,
                                                  const procreg_owner *owner,
                                                  uint64_t revision);
+/* A dead owner's entry is gone: count it once, and report it to telemetry
+ * (PROCREG_OP_CLEANUP, from the monitor thread, outside every lock).
+ * @t0: when the removal started (procreg_now_ns()), 0 when unknown.  Any
+ * thread, any lock held. */
+PROCREG_INTERNAL void procreg_removal_seen(procreg *reg, const char *ns,
+                                           const char *name, uint64_t t0);
+/* This registry removed a dead owner's entry (its monitor, or a register
+ * that found the holder dead): its event and count, unless the backend
+ * reports the removal itself (PROCREG_CAP_ORDERED_EVENTS). */
+PROCREG_INTERNAL void procreg_owner_exit_removed(procreg *reg, const char *ns,
+                                                 const char *name,
+                                                 const procreg_entry *gone,
+                                                 uint64_t t0);
 /* Slow path of lookups while PROCREG_SLOW_DEAD_OWNERS is set. */
 PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
                                                const procreg_owner *owner);
@@ -291,5 +347,16 @@ PROCREG_INTERNAL void procreg_monitor_health(procreg *reg, GVariantDict *d,
 PROCREG_INTERNAL void procreg_monitor_stats(procreg *reg, GVariantDict *d,
                                             uint64_t *owners,
                                             size_t *index_bytes);
+
+/* ---- the binding layer (gtypes.c; include/procreg/gtypes.h) ---- */
+
+/* Keep a copy of *@error, a PROCREG_ERROR one, as the calling thread's
+ * last: procreg_error_details_from_error() reads its details. */
+PROCREG_INTERNAL void procreg_gi_note_error(GError **error);
+/* A boxed entry holding what @entry held; @entry is zeroed. */
+PROCREG_INTERNAL procreg_entry *procreg_gi_entry_take(procreg_entry *entry);
+/* Free a boxed entry or namespace info. */
+PROCREG_INTERNAL void procreg_gi_entry_free(procreg_entry *entry);
+PROCREG_INTERNAL void procreg_gi_namespace_info_free(procreg_namespace_info *info);
 
 #endif

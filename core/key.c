@@ -261,3 +261,8 @@ PROCREG_API const char *procreg_key_name(const procreg_key *key)
 {
     return key->bytes + key->ns_len + 1;
 }
+
+PROCREG_INTERNAL char *procreg_key_string(const char *ns, const char *name)
+{
+    return g_strconcat(ns, "\x1f", name, NULL);
+}

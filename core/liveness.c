@@ -55,6 +55,20 @@ static void owned_key_names(const owned_key *ok, char **ns, char **name)
     *name = g_strdup(sep + 1);
 }
 
+/* A dead owner's entry that went, for telemetry (procreg_removal_seen). */
+typedef struct {
+    char *ns, *name;
+    uint64_t t0;
+} removal_report;
+
+static void removal_report_free(gpointer p)
+{
+    removal_report *r = p;
+    g_free(r->ns);
+    g_free(r->name);
+    g_free(r);
+}
+
 typedef struct {
     procreg_owner owner;
     uint64_t serial; /* epoll data; never 0 */
@@ -73,6 +87,7 @@ struct procreg_monitor {
     uint64_t next_serial;
     size_t n_owners, n_polled, n_dead, n_keys;
     GQueue cleanup; /* owner_rec*, dead and queued */
+    GQueue removals; /* removal_report*, for the monitor thread to report */
     int epfd, evfd;
     bool poll_all; /* pidfd_open unavailable */
     bool stop;
@@ -126,6 +141,7 @@ PROCREG_INTERNAL void procreg_monitor_free(procreg_monitor *m)
     if (m == NULL)
         return;
     g_queue_clear(&m->cleanup);
+    g_queue_clear_full(&m->removals, removal_report_free);
     g_hash_table_unref(m->by_serial);
     g_hash_table_unref(m->by_pid); /* frees the records */
     if (m->epfd >= 0)
@@ -354,8 +370,56 @@ PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
 
 /* ---- cleanup ---- */
 
+/* Invariant: each removal of a dead owner's entry that this registry
+ * reports (its own, or one the backend reports, whichever process did it)
+ * passes here exactly once: its event and this count go together. */
+PROCREG_INTERNAL void procreg_removal_seen(procreg *reg, const char *ns,
+                                           const char *name, uint64_t t0)
+{
+    procreg_monitor *m = reg->monitor;
+    removal_report *r = g_new(removal_report, 1);
+    r->ns = g_strdup(ns);
+    r->name = g_strdup(name);
+    r->t0 = t0;
+    pthread_mutex_lock(&m->lock);
+    m->entries_removed++;
+    g_queue_push_tail(&m->removals, r);
+    wake(m);
+    pthread_mutex_unlock(&m->lock);
+}
+
+PROCREG_INTERNAL void procreg_owner_exit_removed(procreg *reg, const char *ns,
+                                                 const char *name,
+                                                 const procreg_entry *gone,
+                                                 uint64_t t0)
+{
+    procreg_owner_index_remove(reg, ns, name, &gone->owner, gone->revision);
+    if (reg->backend_orders_events)
+        return; /* the backend reports it: host.c counts it then */
+    procreg_removal_seen(reg, ns, name, t0);
+    procreg_events_emit(reg, PROCREG_EVENT_UNREGISTERED,
+                        PROCREG_REASON_OWNER_EXITED, ns, name, gone, false);
+}
+
+/* Tell telemetry of the removals seen; the monitor thread, no lock held. */
+static void report_removals(procreg *reg, procreg_tblock *b)
+{
+    procreg_monitor *m = reg->monitor;
+    for (;;) {
+        pthread_mutex_lock(&m->lock);
+        removal_report *r = g_queue_pop_head(&m->removals);
+        pthread_mutex_unlock(&m->lock);
+        if (r == NULL)
+            return;
+        procreg_op_done(reg, b, PROCREG_OP_CLEANUP, 0, r->t0, r->ns, r->name,
+                        1);
+        removal_report_free(r);
+    }
+}
+
 /* Remove (ns, name) if the backend still shows @owner there.  Returns 1
- * when removed, 0 when not ours any more, < 0 on a backend failure. */
+ * when removed, 0 when not ours any more, < 0 on a backend failure (told
+ * to telemetry here; a removal is told by procreg_removal_seen()). */
 static int cleanup_key(procreg *reg, procreg_tblock *b,
                        const procreg_owner *owner, const char *ns,
                        const char *name)
@@ -384,11 +448,7 @@ static int cleanup_key(procreg *reg, procreg_tblock *b,
                                         &gone, NULL);
         procreg_entry_clear(&cur);
         if (rc == 0) {
-            procreg_owner_index_remove(reg, ns, name, &gone.owner,
-                                       gone.revision);
-            procreg_events_emit(reg, PROCREG_EVENT_UNREGISTERED,
-                                PROCREG_REASON_OWNER_EXITED, ns, name, &gone,
-                                false);
+            procreg_owner_exit_removed(reg, ns, name, &gone, t0);
             procreg_entry_clear(&gone);
             result = 1;
             break;
@@ -401,9 +461,8 @@ static int cleanup_key(procreg *reg, procreg_tblock *b,
         /* Changed under us (an update): look again. */
     }
     pthread_mutex_unlock(stripe);
-    if (result != 0)
-        procreg_op_done(reg, b, PROCREG_OP_CLEANUP, result < 0 ? result : 0,
-                        t0, ns, name, result > 0);
+    if (result < 0)
+        procreg_op_done(reg, b, PROCREG_OP_CLEANUP, result, t0, ns, name, 0);
     return result;
 }
 
@@ -424,7 +483,7 @@ static void cleanup_owner(procreg *reg, owner_rec *rec)
 {
     procreg_monitor *m = reg->monitor;
     procreg_tblock *b = procreg_tblock_get(reg);
-    uint64_t removed = 0, failed = 0;
+    uint64_t failed = 0;
     /* m->lock held on entry and exit; rec->cleaning is set. */
     for (;;) {
         GPtrArray *snap = g_ptr_array_new_with_free_func(key_copy_free);
@@ -442,10 +501,7 @@ static void cleanup_owner(procreg *reg, owner_rec *rec)
         pthread_mutex_unlock(&m->lock);
         for (guint i = 0; i < snap->len; i++) {
             key_copy *c = snap->pdata[i];
-            int r = cleanup_key(reg, b, &owner, c->ns, c->name);
-            if (r > 0)
-                removed++;
-            else if (r < 0)
+            if (cleanup_key(reg, b, &owner, c->ns, c->name) < 0)
                 failed++;
         }
         pthread_mutex_lock(&m->lock);
@@ -467,7 +523,6 @@ static void cleanup_owner(procreg *reg, owner_rec *rec)
             break;
     }
     uint64_t latency = procreg_since_ns((uint64_t)rec->dead_at_ns);
-    m->entries_removed += removed;
     m->failures += failed;
     m->last_latency_ns = latency;
     if (latency > m->max_latency_ns)
@@ -559,6 +614,7 @@ static gpointer monitor_main(gpointer data)
             cleanup_owner(reg, rec); /* frees rec */
         }
         pthread_mutex_unlock(&m->lock);
+        report_removals(reg, procreg_tblock_get(reg));
     }
     return NULL;
 }

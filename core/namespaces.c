@@ -72,9 +72,8 @@ PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
         if (name == NULL)
             continue;
         procreg_owner_index_remove(reg, ns, name, &e->owner, e->revision);
-        procreg_events_emit(reg, PROCREG_EVENT_UNREGISTERED,
-                            PROCREG_REASON_NAMESPACE_DROPPED, ns, name, e,
-                            false);
+        procreg_events_emit_own(reg, PROCREG_EVENT_UNREGISTERED,
+                                PROCREG_REASON_NAMESPACE_DROPPED, ns, name, e);
     }
     for (int i = PROCREG_STRIPES - 1; i >= 0; i--)
         pthread_mutex_unlock(&reg->stripes[i].m);

@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <string.h>
 
 struct procreg_spec {
@@ -29,11 +30,31 @@ static procreg_spec *spec_new(const char *backend)
     return spec;
 }
 
-/* Read one value starting at *pp; stop at a ',' outside brackets.  A value
- * that is one [bracketed] group loses its brackets and keeps its text
- * verbatim (it is parsed again by whoever uses it); elsewhere a backslash
- * escapes the next character. */
-static char *read_value(const char **pp, const char *option, GError **error)
+/* Fail a parse at @at, a byte of the text that starts at @text: the
+ * message, and the offset as data (procreg_error_details.position). */
+static void parse_error(GError **error, const char *text, const char *at,
+                        const char *fmt, ...) G_GNUC_PRINTF(4, 5);
+
+static void parse_error(GError **error, const char *text, const char *at,
+                        const char *fmt, ...)
+{
+    if (error == NULL)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    procreg_set_error(error, PROCREG_EINVAL, "%s", msg);
+    procreg_error_detail_position(error, (int)(at - text));
+    g_free(msg);
+}
+
+/* Read one value starting at *pp (in @text, the option list); stop at a
+ * ',' outside brackets.  A value that is one [bracketed] group loses its
+ * brackets and keeps its text verbatim (it is parsed again by whoever uses
+ * it); elsewhere a backslash escapes the next character. */
+static char *read_value(const char *text, const char **pp, const char *option,
+                        GError **error)
 {
     const char *p = *pp;
     GString *out = g_string_new(NULL);
@@ -52,37 +73,36 @@ static char *read_value(const char **pp, const char *option, GError **error)
         }
         if (*p != ']') {
             g_string_free(out, TRUE);
-            procreg_set_error(error, PROCREG_EINVAL,
-                              "spec: unbalanced '[' in the value of option "
-                              "'%s'", option);
+            parse_error(error, text, start,
+                        "spec: unbalanced '[' in the value of option '%s'",
+                        option);
             return NULL;
         }
         g_string_append_len(out, start + 1, p - start - 1);
         p++;
         if (*p != '\0' && *p != ',') {
             g_string_free(out, TRUE);
-            procreg_set_error(error, PROCREG_EINVAL,
-                              "spec: unexpected text after ']' in option '%s'",
-                              option);
+            parse_error(error, text, p,
+                        "spec: unexpected text after ']' in option '%s'",
+                        option);
             return NULL;
         }
     } else {
         for (; *p && *p != ','; p++) {
             if (*p == '\\' && p[1] == '\0') {
                 g_string_free(out, TRUE);
-                procreg_set_error(error, PROCREG_EINVAL,
-                                  "spec: option '%s' ends in a lone '\\'",
-                                  option);
+                parse_error(error, text, p,
+                            "spec: option '%s' ends in a lone '\\'", option);
                 return NULL;
             }
             if (*p == '\\')
                 p++;
             else if (*p == '[' || *p == ']') {
                 g_string_free(out, TRUE);
-                procreg_set_error(error, PROCREG_EINVAL,
-                                  "spec: '%c' inside the value of option '%s'"
-                                  " (bracket the whole value: %s=[...])",
-                                  *p, option, option);
+                parse_error(error, text, p,
+                            "spec: '%c' inside the value of option '%s' "
+                            "(bracket the whole value: %s=[...])",
+                            *p, option, option);
                 return NULL;
             }
             g_string_append_c(out, *p);
@@ -108,35 +128,34 @@ PROCREG_INTERNAL int procreg_spec_parse_options(const char *backend,
                                                 GError **error)
 {
     procreg_spec *spec = spec_new(backend);
-    const char *p = options ? options : "";
+    const char *text = options ? options : "", *p = text;
     while (*p) {
         const char *eq = strchr(p, '=');
         const char *comma = strchr(p, ',');
         if (eq == NULL || (comma != NULL && comma < eq)) {
             size_t n = comma ? (size_t)(comma - p) : strlen(p);
-            procreg_set_error(error, PROCREG_EINVAL,
-                              "spec '%s': option '%.*s' has no '=VALUE'",
-                              backend, (int)n, p);
+            parse_error(error, text, p,
+                        "spec '%s': option '%.*s' has no '=VALUE'", backend,
+                        (int)n, p);
             goto fail;
         }
         if (!valid_ident(p, (size_t)(eq - p))) {
-            procreg_set_error(error, PROCREG_EINVAL,
-                              "spec '%s': bad option name '%.*s'", backend,
-                              (int)(eq - p), p);
+            parse_error(error, text, p, "spec '%s': bad option name '%.*s'",
+                        backend, (int)(eq - p), p);
             goto fail;
         }
         char *key = g_strndup(p, (gsize)(eq - p));
         for (guint i = 0; i < spec->keys->len; i++) {
             if (strcmp(spec->keys->pdata[i], key) == 0) {
-                procreg_set_error(error, PROCREG_EINVAL,
-                                  "spec '%s': option '%s' given twice",
-                                  backend, key);
+                parse_error(error, text, p,
+                            "spec '%s': option '%s' given twice", backend,
+                            key);
                 g_free(key);
                 goto fail;
             }
         }
         p = eq + 1;
-        char *value = read_value(&p, key, error);
+        char *value = read_value(text, &p, key, error);
         if (value == NULL) {
             g_free(key);
             goto fail;
@@ -146,8 +165,8 @@ PROCREG_INTERNAL int procreg_spec_parse_options(const char *backend,
         if (*p == ',') {
             p++;
             if (*p == '\0') {
-                procreg_set_error(error, PROCREG_EINVAL,
-                                  "spec '%s': trailing ','", backend);
+                parse_error(error, text, p - 1, "spec '%s': trailing ','",
+                            backend);
                 goto fail;
             }
         }
@@ -162,18 +181,27 @@ fail:
 PROCREG_INTERNAL int procreg_spec_parse(const char *text, procreg_spec **out,
                                         GError **error)
 {
-    if (text == NULL || *text == '\0')
-        return procreg_set_error(error, PROCREG_EINVAL, "spec is empty");
+    if (text == NULL || *text == '\0') {
+        parse_error(error, "", "", "spec is empty");
+        return PROCREG_EINVAL;
+    }
     const char *colon = strchr(text, ':');
     size_t n = colon ? (size_t)(colon - text) : strlen(text);
-    if (!valid_ident(text, n))
-        return procreg_set_error(error, PROCREG_EINVAL,
-                                 "spec: bad backend name '%.*s'", (int)n,
-                                 text);
+    if (!valid_ident(text, n)) {
+        /* Not the whole text: it may hold a password. */
+        parse_error(error, text, text, "spec: bad backend name '%.*s'",
+                    (int)n, text);
+        return PROCREG_EINVAL;
+    }
     char *name = g_strndup(text, n);
     int rc = procreg_spec_parse_options(name, colon ? colon + 1 : NULL, out,
                                         error);
     g_free(name);
+    /* Positions in the option list are positions after "name:". */
+    const procreg_error_details *d =
+        rc != 0 && error != NULL ? procreg_error_get_details(*error) : NULL;
+    if (d != NULL && d->position >= 0)
+        procreg_error_detail_position(error, d->position + (int)n + 1);
     return rc;
 }
 
@@ -202,6 +230,12 @@ PROCREG_INTERNAL int procreg_spec_check_options(const procreg_spec *spec,
         }
         procreg_set_error(error, PROCREG_EINVAL, "%s", msg->str);
         g_string_free(msg, TRUE);
+        GPtrArray *names = g_ptr_array_new();
+        for (const procreg_backend_option *o = ops->options; o && o->name; o++)
+            g_ptr_array_add(names, (char *)o->name);
+        g_ptr_array_add(names, NULL);
+        procreg_error_detail_alternatives(error, (char **)names->pdata);
+        g_ptr_array_unref(names);
         return PROCREG_EINVAL;
     }
     return 0;

@@ -4,6 +4,9 @@
  * terminals see the same names.
  */
 #include <procreg/procreg.h>
+#ifdef PROCREG_CLI_METRICS
+#include "metrics.h"
+#endif
 
 #include <errno.h>
 #include <glib-unix.h>
@@ -61,8 +64,13 @@ static const char usage_text[] =
     "        Block until NAME is registered (no limit without --timeout).\n"
     "  namespaces                      namespaces and their entry counts\n"
     "  drop-namespace NS               remove every entry of NS\n"
-    "  stats [--prometheus | --json]   counters and figures\n"
+    "  stats [--prometheus | --json]   the registry's figures (entries,\n"
+    "        owners, namespaces: everyone's), then this process's own\n"
+    "        counters (--prometheus: the library's metrics)\n"
     "  health                          check the backend\n"
+    "  metrics --listen ADDRESS:PORT   serve the registry's figures over HTTP\n"
+    "        (GET /metrics, Prometheus text format) until interrupted; port 0\n"
+    "        picks a free port.  The URL is printed first.\n"
     "  backends                        the backends this build has\n"
     "\n"
     "Options:\n"
@@ -74,9 +82,13 @@ static const char usage_text[] =
     "  -h, --help          this text\n"
     "  --version           the procreg version\n"
     "\n"
-    "Metadata values: KEY=VALUE stores true/false as a boolean, an integer\n"
-    "as int64, anything else as a string; KEY:=TEXT parses TEXT as a GVariant\n"
-    "(e.g. port:='uint16 8080', id:='\"0042\"').\n"
+    "Metadata values (register, update):\n"
+    "  --meta KEY=VALUE         true/false is a boolean, an integer an int64,\n"
+    "                           a number with a fraction or exponent a double,\n"
+    "                           anything else a string\n"
+    "  --meta-string KEY=VALUE  VALUE as a string, whatever it looks like\n"
+    "                           (id=0042 stays \"0042\")\n"
+    "  --meta KEY:=TEXT         TEXT as a GVariant (port:='uint16 8080')\n"
     "\n"
     "Exit status:\n"
     "  0  success (health: ok)\n"
@@ -93,7 +105,7 @@ typedef struct {
     const char *backend;
     bool json;
     /* command options */
-    GPtrArray *meta; /* char*: KEY=VALUE */
+    GArray *meta; /* meta_opt: --meta and --meta-string, in order */
     const char *pid;
     bool hold;
     bool replace;
@@ -101,6 +113,7 @@ typedef struct {
     const char *ns_opt;
     const char *timeout;
     bool prometheus;
+    const char *listen;
     GPtrArray *args; /* positionals after the command */
     const char *command;
 } cli;
@@ -125,30 +138,11 @@ static int exit_code(int rc)
     }
 }
 
-/* Print @error (or the code's description) and return the exit code. */
-static int fail(int rc, GError *error)
-{
-    fprintf(stderr, "procreg: %s\n",
-            error != NULL ? error->message : procreg_strerror(rc));
-    if (error != NULL)
-        g_error_free(error);
-    return exit_code(rc);
-}
-
-static int usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "procreg: %s\n(see procreg --help)\n", msg);
-    g_free(msg);
-    return EXIT_USAGE;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Output                                                                   */
+
+/* --json: results, and errors too (one object on stderr). */
+static bool json_output;
 
 static void json_string(GString *o, const char *s)
 {
@@ -317,6 +311,69 @@ static void json_entry(GString *o, const char *ns, const char *name,
     g_string_append_c(o, '}');
 }
 
+/* An error as JSON: {"error":{"code","name","message","details"}}, with
+ * the facts the library gives as data (procreg_error_get_details()). */
+static void json_error(int rc, const char *message, GError *error)
+{
+    GString *o = g_string_new("{\"error\":{\"code\":");
+    const char *name = procreg_error_name(rc);
+    g_string_append_printf(o, "%d,\"name\":", rc);
+    json_string(o, name ? name : "PROCREG_ERROR_FAILED");
+    g_string_append(o, ",\"message\":");
+    json_string(o, message);
+    g_string_append(o, ",\"details\":{");
+    const procreg_error_details *d = procreg_error_get_details(error);
+    const char *sep = "";
+    if (d != NULL && d->alternatives != NULL) {
+        g_string_append(o, "\"alternatives\":[");
+        for (char **a = d->alternatives; *a; a++) {
+            if (a != d->alternatives)
+                g_string_append_c(o, ',');
+            json_string(o, *a);
+        }
+        g_string_append_c(o, ']');
+        sep = ",";
+    }
+    if (d != NULL && d->entry != NULL) {
+        g_string_append_printf(o, "%s\"entry\":", sep);
+        json_entry(o, d->entry->ns, d->entry->name, d->entry);
+        sep = ",";
+    }
+    if (d != NULL && d->position >= 0)
+        g_string_append_printf(o, "%s\"position\":%d", sep, d->position);
+    g_string_append(o, "}}}");
+    fprintf(stderr, "%s\n", o->str);
+    g_string_free(o, TRUE);
+}
+
+/* Print @error (or the code's description) and return the exit code. */
+static int fail(int rc, GError *error)
+{
+    const char *message = error != NULL ? error->message : procreg_strerror(rc);
+    if (json_output)
+        json_error(rc, message, error);
+    else
+        fprintf(stderr, "procreg: %s\n", message);
+    if (error != NULL)
+        g_error_free(error);
+    return exit_code(rc);
+}
+
+static int usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    if (json_output)
+        json_error(PROCREG_EINVAL, msg, NULL);
+    else
+        fprintf(stderr, "procreg: %s\n(see procreg --help)\n", msg);
+    g_free(msg);
+    return EXIT_USAGE;
+}
+
 static void print_entry(const cli *c, const char *ns, const char *name,
                         const procreg_entry *e)
 {
@@ -339,24 +396,54 @@ static void print_entry(const cli *c, const char *ns, const char *name,
 /* ------------------------------------------------------------------------ */
 /* Parsing                                                                  */
 
-/* One metadata value: true/false, an int64, else a string; a leading ':'
- * on the '=' (KEY:=TEXT) parses TEXT as a GVariant. */
-static GVariant *parse_value(const char *text, bool typed, GError **error)
+/* How the text of one --meta value becomes a GVariant. */
+typedef enum {
+    META_GUESS,  /* KEY=VALUE: boolean, int64, double, else string */
+    META_STRING, /* --meta-string KEY=VALUE */
+    META_TYPED,  /* KEY:=TEXT: GVariant text */
+} meta_kind;
+
+/* One metadata option as given: --meta or --meta-string, its text. */
+typedef struct {
+    const char *text;
+    bool string;
+} meta_opt;
+
+/* A decimal number with a fraction or an exponent ("1.5", "2e3"), finite;
+ * the C locale's '.', whatever the user's locale. */
+static bool parse_double(const char *text, double *out)
 {
-    if (typed)
+    if (strpbrk(text, ".eE") == NULL || strpbrk(text, "xXnN") != NULL)
+        return false; /* hex floats, inf and nan are not what users mean */
+    char *end = NULL;
+    errno = 0;
+    *out = g_ascii_strtod(text, &end);
+    return end != text && *end == '\0' && errno == 0 && isfinite(*out);
+}
+
+static GVariant *parse_value(const char *text, meta_kind kind,
+                             GError **error)
+{
+    if (kind == META_TYPED)
         return g_variant_parse(NULL, text, NULL, NULL, error);
+    if (kind == META_STRING)
+        return g_variant_new_string(text);
     if (strcmp(text, "true") == 0 || strcmp(text, "false") == 0)
         return g_variant_new_boolean(text[0] == 't');
     gint64 n;
+    double d;
     if (*text != '\0' &&
         g_ascii_string_to_signed(text, 10, G_MININT64, G_MAXINT64, &n, NULL))
         return g_variant_new_int64(n);
+    if (parse_double(text, &d))
+        return g_variant_new_double(d);
     return g_variant_new_string(text);
 }
 
 /* Split KEY=VALUE / KEY:=TEXT; false (message printed) when malformed. */
-static bool parse_pair(const char *arg, char **key, GVariant **value)
+static bool parse_pair(const meta_opt *opt, char **key, GVariant **value)
 {
+    const char *arg = opt->text;
     /* Keys and strings of a GVariant are UTF-8; a shell in another locale
      * may hand us other bytes. */
     if (!g_utf8_validate(arg, -1, NULL)) {
@@ -370,14 +457,18 @@ static bool parse_pair(const char *arg, char **key, GVariant **value)
         usage_error("'%s' is not KEY=VALUE", arg);
         return false;
     }
-    bool typed = eq > arg && eq[-1] == ':';
+    bool typed = !opt->string && eq > arg && eq[-1] == ':';
     size_t klen = (size_t)(eq - arg) - (typed ? 1 : 0);
     if (klen == 0) {
         usage_error("'%s' has an empty key", arg);
         return false;
     }
     GError *err = NULL;
-    GVariant *v = parse_value(eq + 1, typed, &err);
+    GVariant *v = parse_value(eq + 1,
+                              typed        ? META_TYPED
+                              : opt->string ? META_STRING
+                                            : META_GUESS,
+                              &err);
     if (v == NULL) {
         usage_error("metadata '%s': %s", arg, err->message);
         g_error_free(err);
@@ -401,7 +492,7 @@ static bool build_meta(const cli *c, GVariant **out)
     for (guint i = 0; i < c->meta->len; i++) {
         char *k;
         GVariant *v;
-        if (!parse_pair(c->meta->pdata[i], &k, &v)) {
+        if (!parse_pair(&g_array_index(c->meta, meta_opt, i), &k, &v)) {
             g_variant_dict_clear(&d);
             return false;
         }
@@ -603,12 +694,11 @@ static int cmd_register(procreg *reg, const cli *c)
     if (meta)
         g_variant_unref(meta);
     if (rc == PROCREG_EEXISTS) {
-        fprintf(stderr, "procreg: %s\n", err->message);
-        g_clear_error(&err);
+        /* The holder on stdout too: "already started, by this one". */
         print_entry(c, ns, name, &cur);
         procreg_entry_clear(&cur);
         procreg_key_unref(key);
-        return EXIT_EXISTS;
+        return fail(rc, err);
     }
     if (rc != 0) {
         procreg_key_unref(key);
@@ -789,7 +879,8 @@ static int cmd_find(procreg *reg, const cli *c)
         return EXIT_USAGE;
     char *key;
     GVariant *value;
-    if (!parse_pair(arg(c, 0), &key, &value))
+    meta_opt opt = {arg(c, 0), false}; /* typed as --meta types it */
+    if (!parse_pair(&opt, &key, &value))
         return EXIT_USAGE;
     procreg_entry *all = NULL;
     size_t n = 0;
@@ -964,6 +1055,42 @@ static void print_dict(GVariant *dict, int indent)
     }
 }
 
+/* What an operator asks of the host's registry: entries, processes that
+ * own them, entries per namespace, whoever registered them. */
+typedef struct {
+    size_t entries, owners;
+    procreg_namespace_info *ns;
+    size_t n_ns;
+} registry_figures;
+
+static int registry_figures_get(procreg *reg, registry_figures *r,
+                                GError **error)
+{
+    memset(r, 0, sizeof *r);
+    procreg_entry *all = NULL;
+    size_t n = 0;
+    int rc = procreg_list(reg, NULL, &all, &n, error);
+    if (rc == 0)
+        rc = procreg_namespace_list(reg, &r->ns, &r->n_ns, error);
+    if (rc != 0) {
+        procreg_entries_free(all, n);
+        return rc;
+    }
+    GHashTable *owners = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                               g_free, NULL);
+    for (size_t i = 0; i < n; i++) {
+        char *id = g_strdup_printf("%d/%" G_GUINT64_FORMAT,
+                                   (int)all[i].owner.pid,
+                                   all[i].owner.start_time);
+        g_hash_table_add(owners, id);
+    }
+    r->entries = n;
+    r->owners = g_hash_table_size(owners);
+    g_hash_table_unref(owners);
+    procreg_entries_free(all, n);
+    return 0;
+}
+
 static int cmd_stats(procreg *reg, const cli *c)
 {
     if (!want_args(c, 0, 0, "stats [--prometheus | --json]"))
@@ -976,20 +1103,43 @@ static int cmd_stats(procreg *reg, const cli *c)
         if (rc == 0)
             fputs(o->str, stdout);
         g_string_free(o, TRUE);
-    } else if (c->json) {
+        return rc == 0 ? EXIT_OK : fail(rc, err);
+    }
+    registry_figures r;
+    rc = registry_figures_get(reg, &r, &err);
+    if (rc != 0)
+        return fail(rc, err);
+    if (c->json) {
         char *s = NULL;
         rc = procreg_stats_to_json(reg, &s, &err);
-        if (rc == 0)
-            printf("%s\n", s);
+        if (rc == 0) {
+            printf("{\"registry\":{\"entries\":%zu,\"owners\":%zu,"
+                   "\"namespaces\":{", r.entries, r.owners);
+            for (size_t i = 0; i < r.n_ns; i++) {
+                GString *k = g_string_new(NULL);
+                json_string(k, r.ns[i].ns);
+                printf("%s%s:%zu", i ? "," : "", k->str, r.ns[i].entries);
+                g_string_free(k, TRUE);
+            }
+            printf("}},\"process\":%s}\n", s);
+        }
         g_free(s);
     } else {
         GVariant *st = NULL;
         rc = procreg_stats(reg, &st, &err);
         if (rc == 0) {
-            print_dict(st, 0);
+            printf("registry (everyone's entries):\n  entries: %zu\n"
+                   "  owners: %zu processes\n  namespaces: %zu\n",
+                   r.entries, r.owners, r.n_ns);
+            for (size_t i = 0; i < r.n_ns; i++)
+                printf("    %s: %zu\n", r.ns[i].ns, r.ns[i].entries);
+            printf("this procreg process (its own calls and figures; every "
+                   "process keeps its own):\n");
+            print_dict(st, 2);
             g_variant_unref(st);
         }
     }
+    procreg_namespace_info_free(r.ns, r.n_ns);
     return rc == 0 ? EXIT_OK : fail(rc, err);
 }
 
@@ -1047,6 +1197,20 @@ static int cmd_backends(const cli *c)
     return EXIT_OK;
 }
 
+#ifdef PROCREG_CLI_METRICS
+static int cmd_metrics(procreg *reg, const cli *c)
+{
+    if (!want_args(c, 0, 0, "metrics --listen ADDRESS:PORT"))
+        return EXIT_USAGE;
+    if (c->listen == NULL)
+        return usage_error("metrics needs --listen ADDRESS:PORT, such as "
+                           "127.0.0.1:9464");
+    GError *err = NULL;
+    int rc = metrics_serve(reg, c->listen, run_until_signal, &err);
+    return rc == 0 ? EXIT_OK : fail(rc, err);
+}
+#endif
+
 /* ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -1061,6 +1225,9 @@ static const command commands[] = {
     {"watch", cmd_watch},         {"wait", cmd_wait},
     {"namespaces", cmd_namespaces}, {"drop-namespace", cmd_drop},
     {"stats", cmd_stats},         {"health", cmd_health},
+#ifdef PROCREG_CLI_METRICS
+    {"metrics", cmd_metrics},
+#endif
 };
 
 /* Options that take a value, and which commands accept each option. */
@@ -1070,6 +1237,7 @@ static bool option_allowed(const char *cmd, const char *opt)
         const char *opt, *cmds;
     } table[] = {
         {"--meta", " register update "},
+        {"--meta-string", " register update "},
         {"--pid", " register "},
         {"--hold", " register "},
         {"--replace", " update "},
@@ -1077,6 +1245,7 @@ static bool option_allowed(const char *cmd, const char *opt)
         {"--ns", " find "},
         {"--timeout", " wait "},
         {"--prometheus", " stats "},
+        {"--listen", " metrics "},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(table); i++) {
         if (strcmp(table[i].opt, opt) != 0)
@@ -1114,8 +1283,11 @@ static int parse(int argc, char **argv, cli *c)
             continue;
         }
         bool takes = strcmp(name, "--backend") == 0 || strcmp(name, "-b") == 0 ||
-                     strcmp(name, "--meta") == 0 || strcmp(name, "--pid") == 0 ||
-                     strcmp(name, "--ns") == 0 || strcmp(name, "--timeout") == 0;
+                     strcmp(name, "--meta") == 0 ||
+                     strcmp(name, "--meta-string") == 0 ||
+                     strcmp(name, "--pid") == 0 ||
+                     strcmp(name, "--ns") == 0 || strcmp(name, "--timeout") == 0 ||
+                     strcmp(name, "--listen") == 0;
         if (takes && value == NULL) {
             if (i + 1 >= argc) {
                 int rc = usage_error("%s needs a value", name);
@@ -1139,13 +1311,15 @@ static int parse(int argc, char **argv, cli *c)
         } else if (strcmp(name, "--backend") == 0 || strcmp(name, "-b") == 0) {
             c->backend = value;
         } else if (strcmp(name, "--json") == 0) {
-            c->json = true;
+            c->json = json_output = true;
         } else if (!option_allowed(c->command, name)) {
             rc = usage_error("unknown option %s%s%s", name,
                              c->command ? " for " : "",
                              c->command ? c->command : "");
-        } else if (strcmp(name, "--meta") == 0) {
-            g_ptr_array_add(c->meta, (gpointer)value);
+        } else if (strcmp(name, "--meta") == 0 ||
+                   strcmp(name, "--meta-string") == 0) {
+            meta_opt m = {value, strcmp(name, "--meta-string") == 0};
+            g_array_append_val(c->meta, m);
         } else if (strcmp(name, "--pid") == 0) {
             c->pid = value;
         } else if (strcmp(name, "--hold") == 0) {
@@ -1160,6 +1334,8 @@ static int parse(int argc, char **argv, cli *c)
             c->timeout = value;
         } else if (strcmp(name, "--prometheus") == 0) {
             c->prometheus = true;
+        } else if (strcmp(name, "--listen") == 0) {
+            c->listen = value;
         }
         g_free(name);
         if (rc >= 0)
@@ -1197,7 +1373,8 @@ int main(int argc, char **argv)
     setlocale(LC_ALL, "");
     /* A reader of our output may go away (procreg list | head). */
     signal(SIGPIPE, SIG_IGN);
-    cli c = {.meta = g_ptr_array_new(), .args = g_ptr_array_new()};
+    cli c = {.meta = g_array_new(FALSE, FALSE, sizeof(meta_opt)),
+             .args = g_ptr_array_new()};
     int status = parse(argc, argv, &c);
     if (status >= 0)
         goto out;
@@ -1240,7 +1417,7 @@ int main(int argc, char **argv)
     procreg_close(reg);
 out:
     fflush(stdout);
-    g_ptr_array_unref(c.meta);
+    g_array_unref(c.meta);
     g_ptr_array_unref(c.args);
     return status;
 }

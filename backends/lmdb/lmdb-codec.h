@@ -1,8 +1,9 @@
 /*
  * The records of the lmdb backend's file, and their checked decoders and
- * encoders.  Used by lmdb.c and by the fuzz targets (hidden symbols of the
- * library, reachable from its static archive).  Values are host-local:
- * native byte order, read with memcpy so alignment does not matter.
+ * encoders.  Used by the backend's rooms and by the fuzz targets (hidden
+ * symbols of the library, reachable from its static archive).  Values are
+ * host-local: native byte order, read with memcpy so alignment does not
+ * matter.
  */
 #ifndef PROCREG_LMDB_CODEC_H
 #define PROCREG_LMDB_CODEC_H

@@ -727,7 +727,8 @@ static unsigned int opt_instance_caps(void *state)
     return OPT_CAPS |
            (procreg_backend_get_caps(s->inner) &
             (PROCREG_CAP_PERSISTENT | PROCREG_CAP_MULTIPROCESS |
-             PROCREG_CAP_DISTRIBUTED | PROCREG_CAP_ATOMIC_DROP));
+             PROCREG_CAP_DISTRIBUTED | PROCREG_CAP_ATOMIC_DROP |
+             PROCREG_CAP_ORDERED_EVENTS));
 }
 
 const procreg_backend_ops procreg_optimized_backend_ops = {

@@ -92,6 +92,14 @@ typedef enum {
     PROCREG_CAP_DISTRIBUTED = 1u << 5,
     /** drop_namespace removes all entries in one atomic step. */
     PROCREG_CAP_ATOMIC_DROP = 1u << 6,
+    /** The backend reports every change through its host in the order it
+     *  committed them: the changes other processes or hosts made
+     *  (procreg_backend_host_notify()) and those its own ops made
+     *  (procreg_backend_host_notify_own()), an op's before the op returns.
+     *  The core then emits no event of its own for a write: the backend's
+     *  commit order is the events' order, so the events of one key keep
+     *  revision order even when other processes write it too. */
+    PROCREG_CAP_ORDERED_EVENTS = 1u << 7,
 } procreg_backend_caps;
 
 /* ------------------------------------------------------------------------ */
@@ -150,13 +158,28 @@ PROCREG_API void procreg_backend_host_notify(procreg_backend_host *host,
                                              procreg_event_reason reason,
                                              const procreg_entry *entry);
 
+/**
+ * For backends with PROCREG_CAP_ORDERED_EVENTS: report a change made by
+ * one of this instance's own ops, in its place in the commit order.  It
+ * goes to the registry as an event with external = false; decorators'
+ * child hosts do not see it (their own write paths know their writes).
+ * Same rules as procreg_backend_host_notify().
+ */
+PROCREG_API void procreg_backend_host_notify_own(procreg_backend_host *host,
+                                                 procreg_event_kind kind,
+                                                 procreg_event_reason reason,
+                                                 const procreg_entry *entry);
+
 /*
  * Hosts are implemented by the service layer (core/events.c).  The host a
  * registry passes to init() delivers a notification as an event (with
  * external = true) to the registry's subscribers, wakes procreg_wait_for()
  * callers on REGISTERED, and on UNREGISTERED forgets the key in the owner
- * index.  Never notify for a change made through your own ops: the core
- * reports those itself.
+ * index.  Unless the backend has PROCREG_CAP_ORDERED_EVENTS, never notify
+ * for a change made through your own ops: the core reports those itself.
+ * Reasons: UNREGISTERED carries why (OWNER_EXITED for an owner that died,
+ * FORCED for a removal by a process that does not own the entry, EXPIRED,
+ * NAMESPACE_DROPPED, else EXPLICIT); UPDATED carries FORCED or NONE.
  */
 
 /** Called by a child host before it forwards a notification. */

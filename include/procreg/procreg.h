@@ -53,7 +53,7 @@ G_BEGIN_DECLS
  * Result codes.  0 is success; failures are negative.  The same value is
  * the `code` of a GError in the PROCREG_ERROR domain.
  */
-typedef enum {
+typedef enum procreg_error_code {
     PROCREG_OK = 0,
     PROCREG_ERROR_FAILED = -1, /**< Unclassified failure. */
     PROCREG_EINVAL = -2,       /**< Invalid argument: name, metadata, spec. */
@@ -81,6 +81,13 @@ PROCREG_API GQuark procreg_error_quark(void);
  */
 PROCREG_API const char *procreg_strerror(int code);
 
+/**
+ * The name of @code as it is spelt in this header ("PROCREG_ENOTFOUND",
+ * ...), for logs and machine-readable output; NULL for codes that are not
+ * procreg's.  Thread-safe.
+ */
+PROCREG_API const char *procreg_error_name(int code);
+
 /* ------------------------------------------------------------------------ */
 /* Owners                                                                   */
 
@@ -89,7 +96,7 @@ PROCREG_API const char *procreg_strerror(int code);
  * it is the process start time in clock ticks after boot (field 22 of
  * /proc/PID/stat), or 0 where it is unknown.
  */
-typedef struct {
+typedef struct procreg_owner {
     pid_t pid;
     uint64_t start_time;
 } procreg_owner;
@@ -153,7 +160,7 @@ PROCREG_API int procreg_validate_name(const char *s, const char *what,
  * the caller: release with procreg_entry_clear() (a single entry) or
  * procreg_entries_free() (an array).
  */
-typedef struct {
+typedef struct procreg_entry {
     char *ns;              /**< Namespace; NULL from single-key calls. */
     char *name;            /**< Name; NULL from single-key calls. */
     procreg_owner owner;   /**< The owner process. */
@@ -168,17 +175,48 @@ PROCREG_API void procreg_entry_clear(procreg_entry *entry);
 PROCREG_API void procreg_entries_free(procreg_entry *entries, size_t n);
 
 /* ------------------------------------------------------------------------ */
+/* Errors as data                                                           */
+
+/**
+ * The facts a failed call knows, as data, so that a program need not parse
+ * the message: what the GError of a failed call carries besides its text.
+ * Every field may be empty; a call that passes no GError builds none of it.
+ */
+typedef struct procreg_error_details {
+    /** What exists instead, NULL-terminated, or NULL: on PROCREG_ENOTFOUND
+     *  up to five names the namespace holds (none: it is empty, an empty
+     *  array); on PROCREG_EUNKNOWN_BACKEND the backends there are; on an
+     *  unknown spec option the options the backend accepts. */
+    char **alternatives;
+    /** On PROCREG_EEXISTS the entry that holds the key; on PROCREG_EPERM
+     *  the entry the caller may not change (its owner is the one who
+     *  may); ns and name set.  NULL otherwise. */
+    procreg_entry *entry;
+    /** On PROCREG_EINVAL from a spec: the byte offset in the spec text
+     *  where it goes wrong; -1 otherwise. */
+    int position;
+} procreg_error_details;
+
+/**
+ * The details of @error, a GError of the PROCREG_ERROR domain; NULL for
+ * NULL or another domain.  Borrowed: valid as long as @error (they are
+ * copied with it by g_error_copy() and freed with it).  Thread-safe.
+ */
+PROCREG_API const procreg_error_details *
+procreg_error_get_details(const GError *error);
+
+/* ------------------------------------------------------------------------ */
 /* Events (delivered by the service layer; see procreg_subscribe())         */
 
 /** What happened to a key. */
-typedef enum {
+typedef enum procreg_event_kind {
     PROCREG_EVENT_REGISTERED = 1,
     PROCREG_EVENT_UNREGISTERED = 2,
     PROCREG_EVENT_UPDATED = 3, /**< Metadata changed. */
 } procreg_event_kind;
 
 /** Why an entry went away (PROCREG_REASON_NONE for other events). */
-typedef enum {
+typedef enum procreg_event_reason {
     PROCREG_REASON_NONE = 0,
     PROCREG_REASON_EXPLICIT = 1,          /**< Someone unregistered it. */
     PROCREG_REASON_OWNER_EXITED = 2,      /**< Its owner process died. */
@@ -303,7 +341,7 @@ PROCREG_API int procreg_lookup_entry_key(procreg *reg, const procreg_key *key,
  */
 
 /** Flags of the _full write calls. */
-typedef enum {
+typedef enum procreg_write_flags {
     PROCREG_WRITE_DEFAULT = 0,
     /** Change the entry even when another process owns it.  The event's
      *  reason is PROCREG_REASON_FORCED when it did. */
@@ -332,7 +370,7 @@ PROCREG_API int procreg_unregister_full(procreg *reg, const procreg_key *key,
                                         GError **error);
 
 /** How update_metadata combines the new metadata with the old. */
-typedef enum {
+typedef enum procreg_update_mode {
     PROCREG_UPDATE_REPLACE = 0, /**< The new dictionary replaces the old. */
     PROCREG_UPDATE_MERGE = 1,   /**< New keys are added, equal keys win;
                                      merging NULL keeps the metadata. */
@@ -414,14 +452,14 @@ PROCREG_API int procreg_find_count(procreg *reg, const char *ns,
 /* ------------------------------------------------------------------------ */
 /* Health and stats                                                         */
 
-typedef enum {
+typedef enum procreg_health_status {
     PROCREG_HEALTH_OK = 0,       /**< Everything works. */
     PROCREG_HEALTH_DEGRADED = 1, /**< Works, with a problem worth a look. */
     PROCREG_HEALTH_FAILED = 2,   /**< Does not work. */
 } procreg_health_status;
 
 /** A structured health report.  Owned by the caller. */
-typedef struct {
+typedef struct procreg_health {
     procreg_health_status status; /**< Worst of the parts below. */
     char *backend;                /**< Backend name. */
     char *message;                /**< One line for people. */
@@ -535,7 +573,7 @@ PROCREG_API int procreg_list_owned(procreg *reg, pid_t pid,
 
 /** One change, as a subscriber sees it.  Everything is borrowed for the
  *  duration of the callback. */
-typedef struct {
+typedef struct procreg_event {
     /** Per registry, from 1, without gaps: a subscriber to everything sees
      *  consecutive numbers (numbering starts with the first subscription). */
     uint64_t seq;
@@ -551,7 +589,10 @@ typedef struct {
     const procreg_entry *entry;
     int64_t time;  /**< When the core saw the change, µs since the epoch. */
     bool external; /**< Reported by the backend (made in another process or
-                        host), not made through this registry. */
+                        host), not made through this registry.  A dead
+                        owner's removal (PROCREG_REASON_OWNER_EXITED) is
+                        never external: no process made it, and every
+                        registry reports it alike, whoever reaped it. */
 } procreg_event;
 
 /** An event callback.  It may call @reg (including procreg_unsubscribe()
@@ -610,9 +651,10 @@ PROCREG_API const char *procreg_event_reason_name(procreg_event_reason reason);
 /* ------------------------------------------------------------------------ */
 /* Service layer: waiting for a service                                     */
 
-/* GCancellable is GIO's; procreg links only GLib, so it is declared here
- * (an identical typedef, allowed in C11) and its functions are found at
- * run time in the process, which links GIO whenever it has one to pass. */
+/* GCancellable is GIO's; procreg links GLib and GObject, not GIO, so it is
+ * declared here (an identical typedef, allowed in C11) and its functions
+ * are found at run time in the process, which links GIO whenever it has
+ * one to pass. */
 #ifndef __GIO_TYPES_H__
 typedef struct _GCancellable GCancellable;
 #endif
@@ -673,7 +715,7 @@ PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
                                        GError **error);
 
 /** One namespace and how many entries it holds. */
-typedef struct {
+typedef struct procreg_namespace_info {
     char *ns;
     size_t entries;
 } procreg_namespace_info;
@@ -741,7 +783,9 @@ PROCREG_API void procreg_service_health_clear(procreg_service_health *health);
 typedef struct {
     procreg_op op;
     int result;           /**< 0 or the PROCREG_E* code the call returned. */
-    uint64_t duration_ns; /**< Monotonic time the call took. */
+    uint64_t duration_ns; /**< Monotonic time the call took; for a CLEANUP
+                               the removal's, or 0 when the backend
+                               reported a removal made elsewhere. */
     const char *ns;       /**< Namespace, NULL when the call had none. */
     const char *name;     /**< Name, NULL unless the call was on one key. */
     const char *backend;  /**< Backend name. */
@@ -753,7 +797,10 @@ typedef struct {
 /**
  * A telemetry handler.  It runs synchronously on the thread that made the
  * call, after the call and outside every registry lock; keep it short.
- * It may call @reg; the calls it makes are not reported again.
+ * CLEANUP, which no caller made, runs on the registry's monitor thread,
+ * once for each dead owner's entry the registry saw removed, whoever
+ * removed it.  It may call @reg; the calls it makes are not reported
+ * again.
  */
 typedef void (*procreg_telemetry_fn)(procreg *reg,
                                      const procreg_telemetry_event *event,

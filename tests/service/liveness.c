@@ -383,6 +383,109 @@ static void test_register_race(fixture *f, gconstpointer spec)
     }
 }
 
+/* ---- every removal of a dead owner's entry counted once ---- */
+
+/* What one registry saw of the removals of a dead owner's entries. */
+typedef struct {
+    procreg *reg;
+    const char *ns;
+    gint events;   /* UNREGISTERED(owner_exited) in ns */
+    gint external; /* of those, reported as external */
+    gint cleanups; /* PROCREG_OP_CLEANUP told to telemetry, in ns */
+    gint markers;  /* REGISTERED events of names starting "marker" */
+} observer;
+
+static void observe_event(procreg *reg, const procreg_event *ev, gpointer data)
+{
+    observer *o = data;
+    if (strcmp(ev->ns, o->ns) != 0)
+        return;
+    if (ev->kind == PROCREG_EVENT_UNREGISTERED &&
+        ev->reason == PROCREG_REASON_OWNER_EXITED) {
+        g_atomic_int_inc(&o->events);
+        if (ev->external)
+            g_atomic_int_inc(&o->external);
+    }
+    if (ev->kind == PROCREG_EVENT_REGISTERED &&
+        g_str_has_prefix(ev->name, "marker"))
+        g_atomic_int_inc(&o->markers);
+}
+
+static void observe_cleanup(procreg *reg, const procreg_telemetry_event *ev,
+                            gpointer data)
+{
+    observer *o = data;
+    if (ev->result == 0 && ev->ns != NULL && strcmp(ev->ns, o->ns) == 0)
+        g_atomic_int_add(&o->cleanups, (gint)ev->count);
+}
+
+static uint64_t entries_removed(procreg *reg)
+{
+    GVariant *st = NULL;
+    CHECK_RC(0, procreg_stats(reg, &st, &err_));
+    GVariant *c = g_variant_lookup_value(st, "cleanup", G_VARIANT_TYPE("a{st}"));
+    guint64 n = 0;
+    g_assert_true(g_variant_lookup(c, "entries_removed", "t", &n));
+    g_variant_unref(c);
+    g_variant_unref(st);
+    return n;
+}
+
+/* On a shared backend two registries see one owner die.  Whichever
+ * process or thread reaps its entries (this registry's monitor, the
+ * backend's own reaper), each registry reports each removal exactly once,
+ * reason owner_exited, never external (no process made it), in its
+ * events, its telemetry and its stats. */
+static void test_removal_counted_once(fixture *f, gconstpointer spec)
+{
+    procreg *other = NULL;
+    CHECK_RC(0, procreg_open(spec, &other, &err_));
+    CHECK_RC(0, procreg_register(f->reg, f->ns, "probe", NULL, NULL, NULL,
+                                 &err_));
+    procreg_owner probe;
+    bool shared = procreg_lookup(other, f->ns, "probe", &probe, NULL) == 0;
+    observer obs[2] = {{.reg = f->reg, .ns = f->ns}, {.reg = other, .ns = f->ns}};
+    int n_obs = shared ? 2 : 1;
+    uint64_t before[2], sub[2], tel[2];
+    for (int i = 0; i < n_obs; i++) {
+        before[i] = entries_removed(obs[i].reg);
+        CHECK_RC(0, procreg_subscribe(obs[i].reg, f->ns, NULL, observe_event,
+                                      &obs[i], NULL, NULL, &sub[i], &err_));
+        CHECK_RC(0, procreg_telemetry_attach(obs[i].reg,
+                                             PROCREG_OP_BIT(PROCREG_OP_CLEANUP),
+                                             observe_cleanup, &obs[i], NULL,
+                                             &tel[i], &err_));
+    }
+    pid_t pid = spawn_child();
+    procreg_owner o;
+    CHECK_RC(0, procreg_owner_from_pid(pid, &o, &err_));
+    CHECK_RC(0, procreg_register(f->reg, f->ns, "a", &o, NULL, NULL, &err_));
+    CHECK_RC(0, procreg_register(f->reg, f->ns, "b", &o, NULL, NULL, &err_));
+    kill_child(pid);
+    for (int i = 0; i < n_obs; i++) {
+        g_assert_true(WAIT_UNTIL(g_atomic_int_get(&obs[i].events) >= 2 &&
+                                     g_atomic_int_get(&obs[i].cleanups) >= 2,
+                                 5000));
+        /* A marker written through the other registry: once it is here,
+         * every change committed before it is too (a duplicate would have
+         * come first). */
+        char *marker = g_strdup_printf("marker%d", i);
+        CHECK_RC(0, procreg_register(obs[n_obs - 1 - i].reg, f->ns, marker,
+                                     NULL, NULL, NULL, &err_));
+        g_free(marker);
+        g_assert_true(WAIT_UNTIL(g_atomic_int_get(&obs[i].markers) >= 1, 5000));
+    }
+    for (int i = 0; i < n_obs; i++) {
+        procreg_unsubscribe(obs[i].reg, sub[i]);
+        procreg_telemetry_detach(obs[i].reg, tel[i]);
+        g_assert_cmpint(obs[i].events, ==, 2);
+        g_assert_cmpint(obs[i].cleanups, ==, 2);
+        g_assert_cmpuint(entries_removed(obs[i].reg) - before[i], ==, 2);
+        g_assert_cmpint(obs[i].external, ==, 0);
+    }
+    procreg_close(other);
+}
+
 void add_liveness_cases(void)
 {
     add_case("liveness/dead_pid_refused", test_dead_pid_refused);
@@ -393,4 +496,5 @@ void add_liveness_cases(void)
     add_case("liveness/list_owned", test_list_owned);
     add_case("liveness/reregister_after_exit", test_reregister_after_exit);
     add_case("liveness/register_race", test_register_race);
+    add_case("liveness/removal_counted_once", test_removal_counted_once);
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 static char *cli_path;
+static char *completion_path; /* tools/procreg-completion.bash */
 
 typedef struct {
     char *dir;
@@ -531,12 +532,18 @@ static void test_stats_health(Fixture *f, gconstpointer data)
     ASSERT_HAS(out, "# TYPE procreg_entries gauge");
     ASSERT_HAS(out, "procreg_entries{backend=\"lmdb\"} 1");
     g_free(out);
+    /* The registry's figures (everyone's), then this process's own. */
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "s2", "y",
+                        "--pid", pid, NULL), ==, 0);
     g_assert_cmpint(run(&out, NULL, "-b", f->spec, "stats", "--json", NULL),
                     ==, 0);
-    g_assert_true(out[0] == '{');
-    ASSERT_HAS(out, "\"entries\"");
+    ASSERT_HAS(out, "{\"registry\":{\"entries\":2,\"owners\":1,"
+                    "\"namespaces\":{\"s\":1,\"s2\":1}},\"process\":{");
     g_free(out);
     g_assert_cmpint(run(&out, NULL, "-b", f->spec, "stats", NULL), ==, 0);
+    ASSERT_HAS(out, "registry (everyone's entries):\n  entries: 2\n"
+                    "  owners: 1 processes\n  namespaces: 2\n    s: 1\n");
+    ASSERT_HAS(out, "this procreg process");
     ASSERT_HAS(out, "backend_stats:");
     ASSERT_HAS(out, "map_size:");
     g_free(out);
@@ -586,6 +593,136 @@ static void test_default_backend(Fixture *f, gconstpointer data)
     g_free(pid);
 }
 
+/* Metadata typing: what each --meta form stores. */
+static void test_meta_types(Fixture *f, gconstpointer data)
+{
+    char *pid = self_pid();
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "t", "a",
+                        "--pid", pid, "--meta", "f=1.5", "--meta", "n=7",
+                        "--meta", "neg=-3.25", "--meta", "e=2e3", "--meta",
+                        "b=true", "--meta", "s=hello", "--meta", "x=0x10",
+                        "--meta", "v=1.2.3", "--meta-string", "id=0042",
+                        "--meta-string", "t=true", "--meta-string",
+                        "g=2.5", "--meta", "u:=uint16 8080", NULL), ==, 0);
+    char *out = NULL;
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "lookup", "t",
+                        "a", NULL), ==, 0);
+    const char *want[] = {"\"f\":1.5", "\"n\":7", "\"neg\":-3.25",
+                          "\"e\":2000", "\"b\":true", "\"s\":\"hello\"",
+                          "\"x\":\"0x10\"", "\"v\":\"1.2.3\"",
+                          "\"id\":\"0042\"", "\"t\":\"true\"",
+                          "\"g\":\"2.5\"", "\"u\":8080"};
+    for (size_t i = 0; i < G_N_ELEMENTS(want); i++)
+        ASSERT_HAS(out, want[i]);
+    g_free(out);
+    /* The types themselves, as GVariant text. */
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "lookup", "t", "a", NULL),
+                    ==, 0);
+    ASSERT_HAS(out, "'f': <1.5>");
+    ASSERT_HAS(out, "'u': <uint16 8080>");
+    ASSERT_HAS(out, "'id': <'0042'>");
+    g_free(out);
+    g_free(pid);
+}
+
+/* With --json, an error is one JSON object on stderr with the library's
+ * facts as data (procreg_error_get_details()). */
+static void test_json_errors(Fixture *f, gconstpointer data)
+{
+    char *pid = self_pid();
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "j", "a",
+                        "--pid", pid, NULL), ==, 0);
+    char *err = NULL;
+    /* A miss: the names the namespace holds. */
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "--json", "lookup", "j",
+                        "zz", NULL), ==, 3);
+    ASSERT_HAS(err, "{\"error\":{\"code\":-3,\"name\":\"PROCREG_ENOTFOUND\"");
+    ASSERT_HAS(err, "\"details\":{\"alternatives\":[\"a\"]}");
+    g_free(err);
+    /* Taken: the holder. */
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "--json", "register", "j",
+                        "a", "--pid", pid, NULL), ==, 4);
+    ASSERT_HAS(err, "\"name\":\"PROCREG_EEXISTS\"");
+    char *holder = g_strdup_printf("\"entry\":{\"namespace\":\"j\","
+                                   "\"name\":\"a\",\"pid\":%s,", pid);
+    ASSERT_HAS(err, holder);
+    g_free(holder);
+    g_free(err);
+    /* Another process's entry: the owner. */
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "--json", "unregister",
+                        "j", "a", NULL), ==, 8);
+    ASSERT_HAS(err, "\"name\":\"PROCREG_EPERM\"");
+    char *owner = g_strdup_printf("\"pid\":%s,", pid);
+    ASSERT_HAS(err, owner);
+    g_free(owner);
+    g_free(err);
+    /* A bad spec: where. */
+    g_assert_cmpint(run(NULL, &err, "--json", "-b", "lmdb:path", "list",
+                        NULL), ==, 2);
+    ASSERT_HAS(err, "\"name\":\"PROCREG_EINVAL\"");
+    ASSERT_HAS(err, "\"position\":5");
+    g_free(err);
+    /* Without --json: text, as before. */
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "lookup", "j", "zz", NULL),
+                    ==, 3);
+    ASSERT_HAS(err, "procreg: 'zz' is not registered");
+    g_free(err);
+    g_free(pid);
+}
+
+/* What the bash completion offers for the words of @line (the last one
+ * is completed; procreg found through PATH, as a shell would). */
+static char *complete(const char *line)
+{
+    char *dir = g_path_get_dirname(cli_path);
+    char *script = g_strdup_printf(
+        "PATH=%s:$PATH; source %s; COMP_WORDS=(%s); "
+        "COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _procreg; "
+        "printf '%%s\\n' \"${COMPREPLY[@]}\" | sort", dir,
+        completion_path, line);
+    char *argv[] = {(char *)"bash", (char *)"-c", script, NULL};
+    char *out = NULL;
+    int status = 0;
+    char **env = child_env(NULL);
+    if (!g_spawn_sync(NULL, argv, env, G_SPAWN_SEARCH_PATH, NULL, NULL, &out,
+                      NULL, &status, NULL))
+        g_error("cannot run bash");
+    g_strfreev(env);
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    g_free(script);
+    g_free(dir);
+    return out;
+}
+
+static void test_completion(Fixture *f, gconstpointer data)
+{
+    char *pid = self_pid();
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "prod", "web",
+                        "--pid", pid, NULL), ==, 0);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "prod", "db",
+                        "--pid", pid, NULL), ==, 0);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "stage", "w",
+                        "--pid", pid, NULL), ==, 0);
+    char *out = complete("procreg lo");
+    g_assert_cmpstr(out, ==, "lookup\n");
+    g_free(out);
+    char *line = g_strdup_printf("procreg -b '%s' lookup ''", f->spec);
+    out = complete(line);
+    g_assert_cmpstr(out, ==, "prod\nstage\n");
+    g_free(out);
+    g_free(line);
+    line = g_strdup_printf("procreg -b '%s' unregister prod ''", f->spec);
+    out = complete(line);
+    g_assert_cmpstr(out, ==, "db\nweb\n");
+    g_free(out);
+    g_free(line);
+    out = complete("procreg update --");
+    ASSERT_HAS(out, "--force\n");
+    ASSERT_HAS(out, "--meta-string\n");
+    g_free(out);
+    g_free(pid);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -594,6 +731,7 @@ int main(int argc, char **argv)
         return 2;
     }
     cli_path = argv[1];
+    completion_path = argc > 2 ? argv[2] : NULL;
 #define ADD(path, fn) \
     g_test_add(path, Fixture, NULL, fx_setup, fn, fx_teardown)
     ADD("/tools/cli/help", test_help);
@@ -606,5 +744,9 @@ int main(int argc, char **argv)
     ADD("/tools/cli/namespaces", test_namespaces);
     ADD("/tools/cli/stats-health", test_stats_health);
     ADD("/tools/cli/default-backend", test_default_backend);
+    ADD("/tools/cli/json-errors", test_json_errors);
+    ADD("/tools/cli/meta-types", test_meta_types);
+    if (completion_path != NULL)
+        ADD("/tools/cli/completion", test_completion);
     return g_test_run();
 }

@@ -1,0 +1,366 @@
+/*
+ * Changes across processes: the change log, FILE-notify and the watcher.
+ *
+ * Owns: the "events" database (every write transaction appends its
+ * changes there, numbered, in the same transaction, and trims it to
+ * LOG_KEEP records); FILE-notify, one shared page whose counter a writer
+ * bumps and FUTEX_WAKEs after each commit that logged; and the watcher
+ * thread (one per file per process) that sleeps on that counter; and the
+ * delivery of the log to this process's handles.
+ *
+ * Delivery, the invariant: every change in the log reaches every attached
+ * handle exactly once, in log order (which is commit order: LMDB has one
+ * writer, and a change is numbered inside its transaction), a handle's own
+ * changes through procreg_backend_host_notify_own(), the others' through
+ * procreg_backend_host_notify().  One cursor per file (last_seq) moves
+ * under inst_lock, held from reading the log to the last notification, by
+ * whichever thread delivers: the watcher, or a writer, which delivers
+ * right after its commit so that its own changes are reported before its
+ * call returns (PROCREG_CAP_ORDERED_EVENTS).  So the events of one key
+ * follow its revisions even when other processes write it: a change
+ * committed before ours is delivered before ours, one committed after it
+ * after.  Notifications run no user code (the core queues events and
+ * telemetry), so delivering under inst_lock cannot call back into here.
+ * Relies on: txn.c for the read transactions; liveness.c to start
+ * watching the owner of a new entry.
+ */
+#include "lmdb-internal.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define NOTIFY_MAGIC 0x4e475250u /* "PRGN" */
+#define NOTIFY_SIZE 4096
+/* Change-log records kept for watchers that fall behind. */
+#define LOG_KEEP 4096
+
+/* FILE-notify: one page, shared by every process that has FILE open. */
+struct lmdb_notify_page {
+    uint32_t magic;
+    uint32_t version;
+    uint32_t counter; /* futex word: bumped after each commit with changes */
+    uint32_t waiters; /* watchers that may be asleep on counter */
+};
+
+/* ---- FILE-notify ---- */
+
+void procreg_lmdb_notify_open(lmdb_env *env)
+{
+    char *path = g_strconcat(env->path, NOTIFY_SUFFIX, NULL);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    bool writable = fd >= 0;
+    if (fd < 0)
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    g_free(path);
+    if (fd < 0)
+        return;
+    struct stat st;
+    /* Allocate the page now: touching a hole of a file on a full disk
+     * through a mapping would raise SIGBUS. */
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (writable && st.st_size < NOTIFY_SIZE &&
+         posix_fallocate(fd, 0, NOTIFY_SIZE) != 0) ||
+        (!writable && st.st_size < NOTIFY_SIZE)) {
+        close(fd);
+        return;
+    }
+    void *p = mmap(NULL, NOTIFY_SIZE, writable ? PROT_READ | PROT_WRITE
+                                               : PROT_READ,
+                   MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        close(fd);
+        return;
+    }
+    lmdb_notify_page *page = p;
+    uint32_t zero = 0;
+    if (writable)
+        __atomic_compare_exchange_n(&page->magic, &zero, NOTIFY_MAGIC, false,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&page->magic, __ATOMIC_SEQ_CST) != NOTIFY_MAGIC) {
+        munmap(p, NOTIFY_SIZE);
+        close(fd);
+        return;
+    }
+    env->notify_fd = fd;
+    env->notify = page;
+    env->notify_writable = writable;
+}
+
+void procreg_lmdb_notify_close(lmdb_env *env)
+{
+    if (env->notify != NULL)
+        munmap(env->notify, NOTIFY_SIZE);
+    if (env->notify_fd >= 0)
+        close(env->notify_fd);
+}
+
+void procreg_lmdb_notify_commit(lmdb_env *env)
+{
+    lmdb_notify_page *p = env->notify;
+    if (p == NULL || !env->notify_writable)
+        return;
+    __atomic_add_fetch(&p->counter, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&p->waiters, __ATOMIC_SEQ_CST) != 0)
+        syscall(SYS_futex, &p->counter, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* ---- the log ---- */
+
+/* The log is never trimmed to nothing, so its last number is also the
+ * change counter. */
+int procreg_lmdb_log_last(lmdb_env *env, MDB_txn *txn, uint64_t *out)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, env->db_events, &c);
+    if (rc != 0)
+        return rc;
+    MDB_val k, v;
+    *out = 0;
+    rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+    if (rc == 0 && k.mv_size != sizeof *out)
+        rc = MDB_CORRUPTED;
+    else if (rc == 0)
+        memcpy(out, k.mv_data, sizeof *out);
+    *out = GUINT64_FROM_BE(*out);
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+bool procreg_lmdb_log_change(lmdb_env *env, MDB_txn *txn, wstate *w,
+                             procreg_event_kind kind,
+                             procreg_event_reason reason,
+                             uint32_t origin_instance, const MDB_val *key,
+                             const raw_entry *e)
+{
+    if (!w->seq_loaded) {
+        int rc = procreg_lmdb_log_last(env, txn, &w->seq);
+        if (rc == MDB_CORRUPTED || (rc == 0 && w->seq == UINT64_MAX)) {
+            /* The log is only a notification channel: a damaged one (a
+             * malformed or exhausted last number) starts again at 1, and
+             * the watchers notice the restart and follow. */
+            rc = mdb_drop(txn, env->db_events, 0);
+            w->seq = 0;
+            if (rc == 0)
+                g_atomic_pointer_add(&env->log_restarts, 1);
+        }
+        if (!procreg_lmdb_step_check(w, rc, "reading the change log"))
+            return false;
+        w->seq_loaded = true;
+        w->first_seq = w->seq + 1;
+    }
+    uint64_t seq = ++w->seq;
+    uint64_t be = GUINT64_TO_BE(seq);
+    MDB_val k = {sizeof be, &be};
+    MDB_val v = {procreg_lmdb_event_size(key->mv_size, e), NULL};
+    int rc = mdb_put(txn, env->db_events, &k, &v, MDB_RESERVE | MDB_APPEND);
+    if (rc == MDB_KEYEXIST) {
+        /* Only a damaged log (a key above ours) can refuse an append. */
+        g_free(w->corrupt);
+        w->corrupt = g_strdup("the change log is damaged (a record is "
+                              "numbered above the last change)");
+        return false;
+    }
+    if (!procreg_lmdb_step_check(w, rc, "appending to the change log"))
+        return false;
+    procreg_lmdb_event_encode(kind, reason, (uint32_t)env->self.pid,
+                              origin_instance, key->mv_data, key->mv_size, e,
+                              v.mv_data);
+    w->events++;
+    w->dirty = true;
+    return true;
+}
+
+/* Trim the log to LOG_KEEP records, never dropping a record of this
+ * transaction; the last step of every write that logged. */
+bool procreg_lmdb_log_finish(lmdb_env *env, MDB_txn *txn, wstate *w)
+{
+    if (w->events == 0 || w->seq <= LOG_KEEP)
+        return true;
+    uint64_t cutoff = MIN(w->seq - LOG_KEEP, w->first_seq - 1);
+    MDB_cursor *c;
+    if (!procreg_lmdb_step_check(w, mdb_cursor_open(txn, env->db_events, &c),
+                                 "trimming the log"))
+        return false;
+    MDB_val ck, cv;
+    int rc = mdb_cursor_get(c, &ck, &cv, MDB_FIRST);
+    while (rc == 0) {
+        uint64_t s = 0;
+        if (ck.mv_size == sizeof s)
+            memcpy(&s, ck.mv_data, sizeof s);
+        if (GUINT64_FROM_BE(s) > cutoff)
+            break;
+        /* After a delete the cursor already stands on the next record;
+         * MDB_NEXT returns it (LMDB's C_DEL rule). */
+        rc = mdb_cursor_del(c, 0);
+        if (rc == 0)
+            rc = mdb_cursor_get(c, &ck, &cv, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    return procreg_lmdb_step_check(w, rc == MDB_NOTFOUND ? 0 : rc,
+                                   "trimming the log");
+}
+
+/* ---- the watcher ---- */
+
+typedef procreg_lmdb_change change;
+
+static void change_clear(gpointer p)
+{
+    procreg_lmdb_change_clear(p);
+}
+
+static bool change_decode(const MDB_val *v, change *out)
+{
+    return procreg_lmdb_change_decode(v->mv_data, v->mv_size, out);
+}
+
+/* Read the log past last_seq and report each change to every instance,
+ * as its own to the one that made it.  inst_lock held. */
+static void deliver_locked(lmdb_env *env)
+{
+    if (env->instances->len == 0)
+        return; /* attach moves the cursor to the end of the log */
+    MDB_txn *txn;
+    if (procreg_lmdb_read_begin(env, &txn) != 0)
+        return;
+    GArray *changes = g_array_new(FALSE, TRUE, sizeof(change));
+    g_array_set_clear_func(changes, change_clear);
+    MDB_cursor *c;
+    uint64_t last = 0;
+    /* A log that restarted (it was damaged) holds numbers below ours. */
+    if (procreg_lmdb_log_last(env, txn, &last) == 0 && last < env->last_seq)
+        env->last_seq = 0;
+    if (mdb_cursor_open(txn, env->db_events, &c) == 0) {
+        uint64_t be = GUINT64_TO_BE(env->last_seq + 1);
+        MDB_val k = {sizeof be, &be}, v;
+        int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            uint64_t seq = 0;
+            if (k.mv_size != sizeof seq)
+                continue;
+            memcpy(&seq, k.mv_data, sizeof seq);
+            seq = GUINT64_FROM_BE(seq);
+            if (seq > env->last_seq + 1)
+                g_atomic_pointer_add(&env->events_lost,
+                                     seq - env->last_seq - 1);
+            env->last_seq = seq;
+            change ch;
+            if (change_decode(&v, &ch))
+                g_array_append_val(changes, ch);
+            else
+                g_atomic_pointer_add(&env->corrupt_reads, 1);
+        }
+        mdb_cursor_close(c);
+    }
+    procreg_lmdb_read_end(env, txn);
+
+    for (guint i = 0; i < changes->len; i++) {
+        change *ch = &g_array_index(changes, change, i);
+        procreg_entry e = {
+            .ns = ch->ns,
+            .name = ch->name,
+            .owner = {(pid_t)ch->h.pid, ch->h.start_time},
+            .metadata = ch->meta,
+            .registered_at = ch->h.registered_at,
+            .revision = ch->h.revision,
+        };
+        if (ch->h.kind == PROCREG_EVENT_REGISTERED)
+            procreg_lmdb_owner_alive(env, &e.owner); /* watch the new owner */
+        bool ours = ch->h.origin_pid == (uint32_t)env->self.pid;
+        for (guint j = 0; j < env->instances->len; j++) {
+            lmdb_state *st = env->instances->pdata[j];
+            if (ours && ch->h.origin_instance == st->instance_id) {
+                if (!LMDB_ORDERED_EVENTS)
+                    continue; /* the core reports its own changes */
+                procreg_backend_host_notify_own(st->host, ch->h.kind,
+                                                ch->h.reason, &e);
+            } else {
+                procreg_backend_host_notify(st->host, ch->h.kind,
+                                            ch->h.reason, &e);
+            }
+            g_atomic_pointer_add(&env->events_delivered, 1);
+        }
+    }
+    g_array_unref(changes);
+}
+
+void procreg_lmdb_deliver(lmdb_env *env)
+{
+    pthread_mutex_lock(&env->inst_lock);
+    deliver_locked(env);
+    pthread_mutex_unlock(&env->inst_lock);
+}
+
+static gpointer watcher_main(gpointer data)
+{
+    lmdb_env *env = data;
+    lmdb_notify_page *p = env->notify;
+    __atomic_add_fetch(&p->waiters, 1, __ATOMIC_SEQ_CST);
+    for (;;) {
+        uint32_t seen = __atomic_load_n(&p->counter, __ATOMIC_SEQ_CST);
+#ifdef PROCREG_TEST_SLOW_WATCHER
+        /* Test builds only (tests/lmdb/meson.build): a watcher that always
+         * comes late, as on a loaded machine, so the tests force the
+         * interleaving where a write here follows one made elsewhere
+         * before the watcher read it. */
+        g_usleep(2000);
+#endif
+        procreg_lmdb_deliver(env);
+        if (g_atomic_int_get(&env->stop))
+            break;
+        /* Sleeps only while the counter still reads @seen: a commit
+         * after the load above makes this return at once. */
+        syscall(SYS_futex, &p->counter, FUTEX_WAIT, seen, NULL, NULL, 0);
+    }
+    __atomic_sub_fetch(&p->waiters, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+
+void procreg_lmdb_attach_instance(lmdb_env *env, lmdb_state *st)
+{
+    if (st->host == NULL)
+        return;
+    pthread_mutex_lock(&env->inst_lock);
+    if (env->instances->len == 0) {
+        /* Changes committed before this point are history, not events. */
+        MDB_txn *txn;
+        env->last_seq = 0;
+        if (procreg_lmdb_read_begin(env, &txn) == 0) {
+            procreg_lmdb_log_last(env, txn, &env->last_seq);
+            procreg_lmdb_read_end(env, txn);
+        }
+    } else {
+        /* The others get what is pending; @st starts at the end. */
+        deliver_locked(env);
+    }
+    g_ptr_array_add(env->instances, st);
+    if (env->watcher == NULL && env->notify != NULL && env->notify_writable)
+        env->watcher = g_thread_new("procreg-lmdb-watch", watcher_main, env);
+    pthread_mutex_unlock(&env->inst_lock);
+}
+
+void procreg_lmdb_detach_instance(lmdb_env *env, lmdb_state *st)
+{
+    pthread_mutex_lock(&env->inst_lock);
+    g_ptr_array_remove(env->instances, st);
+    pthread_mutex_unlock(&env->inst_lock);
+}
+
+void procreg_lmdb_watcher_stop(lmdb_env *env)
+{
+    if (env->watcher == NULL)
+        return;
+    g_atomic_int_set(&env->stop, 1);
+    __atomic_add_fetch(&env->notify->counter, 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, &env->notify->counter, FUTEX_WAKE, INT_MAX, NULL,
+            NULL, 0);
+    g_thread_join(env->watcher);
+    env->watcher = NULL;
+}

@@ -1,0 +1,341 @@
+/*
+ * Owner liveness: whether the owner of an entry still runs, and reaping
+ * the entries of the dead.
+ *
+ * Owns: the owner cache (an owner seen before is answered from memory),
+ * the first-sight probe (/proc, then a pidfd), the monitor thread that
+ * polls the pidfds (epoll) and deletes a dead owner's entries (reason
+ * OWNER_EXITED) in one write transaction, and the sweep of every owner
+ * in the file when the monitor starts.
+ * Relies on: txn.c for transactions, changelog.c to log the removals,
+ * ops.c to delete an entry and its owner record.
+ */
+#include "lmdb-internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Owners whose death the monitor watches with a pidfd, at most. */
+#define MONITOR_MAX 256
+
+static guint owner_hash(gconstpointer p)
+{
+    const owner_id *o = p;
+    return (guint)o->pid * 2654435761u ^
+           (guint)(o->start_time ^ (o->start_time >> 32));
+}
+
+static gboolean owner_equal(gconstpointer a, gconstpointer b)
+{
+    const owner_id *x = a, *y = b;
+    return x->pid == y->pid && x->start_time == y->start_time;
+}
+
+static int pidfd_open_compat(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static void monitor_wake(lmdb_env *env)
+{
+    uint64_t one = 1;
+    if (env->evfd >= 0 && write(env->evfd, &one, sizeof one) < 0) {
+        /* EAGAIN: the counter is already non-zero, a wake is pending. */
+    }
+}
+
+/* Queue @rec (dead) for reaping; owners_lock held. */
+static void queue_reap(lmdb_env *env, owner_rec *rec)
+{
+    if (rec->queued || env->read_only || env->epfd < 0)
+        return;
+    rec->queued = true;
+    g_queue_push_tail(&env->reap_queue, rec);
+    monitor_wake(env);
+}
+
+/* First sight of an owner: ask /proc, and watch it with a pidfd when it
+ * lives so its death is noticed without asking again. */
+static bool owner_probe(lmdb_env *env, const procreg_owner *o)
+{
+    bool alive = procreg_owner_is_alive(o);
+    int pidfd = -1;
+    if (alive && env->epfd >= 0 &&
+        g_atomic_int_get(&env->monitored) < env->monitor_max) {
+        pidfd = pidfd_open_compat(o->pid);
+        /* The pid may have died and been reused before the pidfd was
+         * opened: check it is still the same process. */
+        if (pidfd >= 0 && !procreg_owner_is_alive(o)) {
+            close(pidfd);
+            pidfd = -1;
+            alive = false;
+        }
+    }
+    owner_id id = {o->pid, o->start_time};
+    pthread_mutex_lock(&env->owners_lock);
+    owner_rec *rec = g_hash_table_lookup(env->owner_cache, &id);
+    if (rec != NULL) {
+        alive = rec->alive;
+    } else if (pidfd >= 0 || !alive) {
+        /* Cache what we can keep true: a monitored live owner, or a dead
+         * one (it stays dead). */
+        rec = g_new0(owner_rec, 1);
+        rec->id = id;
+        rec->alive = alive;
+        rec->pidfd = -1;
+        g_hash_table_insert(env->owner_cache, &rec->id, rec);
+        if (pidfd >= 0) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = rec};
+            if (epoll_ctl(env->epfd, EPOLL_CTL_ADD, pidfd, &ev) == 0) {
+                rec->pidfd = pidfd;
+                pidfd = -1;
+                g_atomic_int_inc(&env->monitored);
+            } else {
+                g_hash_table_remove(env->owner_cache, &id);
+                rec = NULL;
+            }
+        }
+        if (rec != NULL && !alive)
+            queue_reap(env, rec);
+    }
+    pthread_mutex_unlock(&env->owners_lock);
+    if (pidfd >= 0)
+        close(pidfd);
+    return alive;
+}
+
+bool procreg_lmdb_owner_alive(lmdb_env *env, const procreg_owner *o)
+{
+    if (env->stale_boot)
+        return false;
+    if (owner_same(o, &env->self))
+        return true;
+    owner_id id = {o->pid, o->start_time};
+    pthread_mutex_lock(&env->owners_lock);
+    owner_rec *rec = g_hash_table_lookup(env->owner_cache, &id);
+    int known = rec == NULL ? -1 : rec->alive;
+    pthread_mutex_unlock(&env->owners_lock);
+    return known >= 0 ? known != 0 : owner_probe(env, o);
+}
+
+typedef struct {
+    procreg_owner owner;
+} reap_ctx;
+
+static int reap_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
+{
+    reap_ctx *ctx = data;
+    uint8_t okb[OWNER_KEY_SIZE];
+    procreg_lmdb_owner_key(&ctx->owner, okb);
+    MDB_cursor *c;
+    if (!procreg_lmdb_step_check(w, mdb_cursor_open(txn, env->db_owners, &c),
+                                 "reaping"))
+        return 0;
+    MDB_val ok = {sizeof okb, okb}, ek;
+    GPtrArray *keys = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)g_bytes_unref);
+    int rc = mdb_cursor_get(c, &ok, &ek, MDB_SET_KEY);
+    while (rc == 0) {
+        g_ptr_array_add(keys, g_bytes_new(ek.mv_data, ek.mv_size));
+        rc = mdb_cursor_get(c, &ok, &ek, MDB_NEXT_DUP);
+    }
+    mdb_cursor_close(c);
+    if (!procreg_lmdb_step_check(w, rc == MDB_NOTFOUND ? 0 : rc, "reaping")) {
+        g_ptr_array_unref(keys);
+        return 0;
+    }
+    int n = 0;
+    for (guint i = 0; i < keys->len; i++) {
+        gsize len;
+        const void *kb = g_bytes_get_data(keys->pdata[i], &len);
+        MDB_val k = {len, (void *)kb}, v;
+        raw_entry e;
+        rc = mdb_get(txn, env->db_entries, &k, &v);
+        if (rc == MDB_NOTFOUND ||
+            (rc == 0 && (entry_decode(&v, &e) != NULL ||
+                         !owner_same(&e.owner, &ctx->owner)))) {
+            /* A stale index record: drop it alone. */
+            MDB_val kk = {sizeof okb, okb}, d = k;
+            rc = mdb_del(txn, env->db_owners, &kk, &d);
+            w->dirty = true;
+            if (!procreg_lmdb_step_check(w, rc == MDB_NOTFOUND ? 0 : rc,
+                                         "reaping"))
+                break;
+            continue;
+        }
+        if (!procreg_lmdb_step_check(w, rc, "reaping") ||
+            !procreg_lmdb_log_change(env, txn, w, PROCREG_EVENT_UNREGISTERED,
+                                     PROCREG_REASON_OWNER_EXITED, 0, &k,
+                                     &e) ||
+            !procreg_lmdb_entry_delete(env, txn, w, &k, &e))
+            break;
+        n++;
+    }
+    g_ptr_array_unref(keys);
+    if (w->mdb_rc == 0)
+        procreg_lmdb_log_finish(env, txn, w);
+    return n;
+}
+
+/* Whether @o still holds entries (a read, so N processes noticing one
+ * death do not all queue up for the write lock). */
+static bool owner_has_entries(lmdb_env *env, const procreg_owner *o)
+{
+    MDB_txn *txn;
+    if (procreg_lmdb_read_begin(env, &txn) != 0)
+        return true;
+    uint8_t okb[OWNER_KEY_SIZE];
+    procreg_lmdb_owner_key(o, okb);
+    MDB_val k = {sizeof okb, okb}, v;
+    bool has = mdb_get(txn, env->db_owners, &k, &v) == 0;
+    procreg_lmdb_read_end(env, txn);
+    return has;
+}
+
+static void reap_owner(lmdb_env *env, const procreg_owner *o)
+{
+    if (!owner_has_entries(env, o))
+        return;
+    reap_ctx ctx = {*o};
+    int n = procreg_lmdb_write_txn(env, "reap a dead owner's entries",
+                                   reap_step, &ctx, NULL);
+    if (n > 0)
+        g_atomic_pointer_add(&env->reaped, n);
+}
+
+/* Every owner in the file, so deaths are noticed (and the dead reaped)
+ * even for entries nobody here has looked at. */
+static void sweep_owners(lmdb_env *env)
+{
+    MDB_txn *txn;
+    if (procreg_lmdb_read_begin(env, &txn) != 0)
+        return;
+    GArray *owners = g_array_new(FALSE, FALSE, sizeof(procreg_owner));
+    MDB_cursor *c;
+    if (mdb_cursor_open(txn, env->db_owners, &c) == 0) {
+        MDB_val k, v;
+        int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        while (rc == 0 && owners->len < 65536) {
+            procreg_owner o;
+            if (owner_from_key(&k, &o))
+                g_array_append_val(owners, o);
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_NODUP);
+        }
+        mdb_cursor_close(c);
+    }
+    procreg_lmdb_read_end(env, txn);
+    for (guint i = 0; i < owners->len && !g_atomic_int_get(&env->stop); i++)
+        procreg_lmdb_owner_alive(env, &g_array_index(owners, procreg_owner, i));
+    g_array_unref(owners);
+}
+
+static gpointer monitor_main(gpointer data)
+{
+    lmdb_env *env = data;
+    sweep_owners(env);
+    while (!g_atomic_int_get(&env->stop)) {
+        struct epoll_event evs[32];
+        int n = epoll_wait(env->epfd, evs, G_N_ELEMENTS(evs), -1);
+        if (n < 0 && errno != EINTR)
+            break;
+        pthread_mutex_lock(&env->owners_lock);
+        for (int i = 0; i < n; i++) {
+            owner_rec *rec = evs[i].data.ptr;
+            if (rec == NULL) {
+                uint64_t cnt;
+                if (read(env->evfd, &cnt, sizeof cnt) < 0) {
+                    /* EAGAIN: already drained */
+                }
+                continue;
+            }
+            /* The pidfd is readable: the process has exited. */
+            rec->alive = false;
+            if (rec->pidfd >= 0) {
+                epoll_ctl(env->epfd, EPOLL_CTL_DEL, rec->pidfd, NULL);
+                close(rec->pidfd);
+                rec->pidfd = -1;
+                g_atomic_int_dec_and_test(&env->monitored);
+            }
+            queue_reap(env, rec);
+        }
+        while (!g_atomic_int_get(&env->stop) &&
+               !g_queue_is_empty(&env->reap_queue)) {
+            owner_rec *rec = g_queue_pop_head(&env->reap_queue);
+            procreg_owner o = {rec->id.pid, rec->id.start_time};
+            pthread_mutex_unlock(&env->owners_lock);
+            reap_owner(env, &o);
+            pthread_mutex_lock(&env->owners_lock);
+            /* Forget it: a later sight probes again (and finds it dead). */
+            g_hash_table_remove(env->owner_cache, &rec->id);
+        }
+        pthread_mutex_unlock(&env->owners_lock);
+    }
+    return NULL;
+}
+
+void procreg_lmdb_owners_init(lmdb_env *env)
+{
+    pthread_mutex_init(&env->owners_lock, NULL);
+    g_queue_init(&env->reap_queue);
+    env->owner_cache = g_hash_table_new_full(owner_hash, owner_equal, NULL,
+                                             g_free);
+    env->epfd = env->evfd = -1;
+}
+
+void procreg_lmdb_monitor_start(lmdb_env *env)
+{
+    env->epfd = epoll_create1(EPOLL_CLOEXEC);
+    env->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct rlimit rl;
+    env->monitor_max = MONITOR_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        env->monitor_max = (int)MIN((rlim_t)MONITOR_MAX, rl.rlim_cur / 8);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (env->epfd >= 0 && env->evfd >= 0 &&
+        epoll_ctl(env->epfd, EPOLL_CTL_ADD, env->evfd, &ev) == 0) {
+        env->monitor = g_thread_new("procreg-lmdb-owners", monitor_main, env);
+    } else {
+        if (env->epfd >= 0)
+            close(env->epfd);
+        if (env->evfd >= 0)
+            close(env->evfd);
+        env->epfd = env->evfd = -1;
+    }
+}
+
+void procreg_lmdb_monitor_stop(lmdb_env *env)
+{
+    if (env->monitor == NULL)
+        return;
+    g_atomic_int_set(&env->stop, 1);
+    monitor_wake(env);
+    g_thread_join(env->monitor);
+    env->monitor = NULL;
+}
+
+void procreg_lmdb_owners_clear(lmdb_env *env)
+{
+    GHashTableIter it;
+    gpointer rec;
+    g_hash_table_iter_init(&it, env->owner_cache);
+    while (g_hash_table_iter_next(&it, NULL, &rec))
+        if (((owner_rec *)rec)->pidfd >= 0)
+            close(((owner_rec *)rec)->pidfd);
+    g_hash_table_unref(env->owner_cache);
+    g_queue_clear(&env->reap_queue);
+    if (env->epfd >= 0)
+        close(env->epfd);
+    if (env->evfd >= 0)
+        close(env->evfd);
+    pthread_mutex_destroy(&env->owners_lock);
+}

@@ -1,0 +1,350 @@
+/*
+ * The lmdb backend's private header: the per-file environment and the
+ * per-handle state every room of backends/lmdb shares, the write-step
+ * protocol, and the functions one room offers the others.  Every
+ * function here is hidden in the library (procreg_lmdb_ prefix, like the
+ * codec's).  lmdb.c says which room owns what.
+ */
+#ifndef PROCREG_LMDB_INTERNAL_H
+#define PROCREG_LMDB_INTERNAL_H
+
+#include <procreg/backend.h>
+
+#include "lmdb-codec.h"
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <sys/types.h>
+
+/* The map stops growing here (PROCREG_EFULL beyond). */
+#define MAX_MAP_SIZE ((uint64_t)1 << 40)
+/* Idle read transactions kept per file (each holds a reader slot). */
+#define POOL_MAX 2
+
+#define OWNER_KEY_SIZE PROCREG_LMDB_OWNER_KEY_SIZE
+/* FILE-notify: the change counter's page (changelog.c), and the writer
+ * lock (writer.c). */
+#define NOTIFY_SUFFIX "-notify"
+
+/* Whether the backend reports its own changes in commit order
+ * (PROCREG_CAP_ORDERED_EVENTS; changelog.c).  Test builds that re-create
+ * the old bug (tests/lmdb) compile with PROCREG_INJECT_LATE_EXTERNAL_EVENT:
+ * the core then reports a handle's own changes at once, while other
+ * processes' changes wait for the watcher, so an earlier change of a key
+ * made elsewhere can reach a subscriber after a later one made here. */
+#ifdef PROCREG_INJECT_LATE_EXTERNAL_EVENT
+#define LMDB_ORDERED_EVENTS 0
+#else
+#define LMDB_ORDERED_EVENTS 1
+#endif
+
+typedef struct {
+    pid_t pid;
+    uint64_t start_time;
+} owner_id;
+
+typedef struct {
+    owner_id id;
+    bool alive;
+    bool queued; /* waiting in reap_queue */
+    int pidfd;   /* -1 when not monitored */
+} owner_rec;
+
+/* FILE-notify's page (changelog.c). */
+typedef struct lmdb_notify_page lmdb_notify_page;
+
+typedef struct lmdb_state lmdb_state;
+
+/* One open registry file in this process (env.c keeps the table). */
+typedef struct {
+    int refs;           /* under table_lock */
+    guint generation;   /* fork generation it was opened in */
+    dev_t dev;
+    ino_t ino;
+    char *path;
+    bool read_only;
+    bool lockless;   /* read-only, and reads take no reader slot */
+    bool stale_boot; /* read-only file of an earlier boot: owners all dead */
+    char *read_only_why;
+    MDB_env *mdb;
+    MDB_dbi db_entries, db_owners, db_meta, db_events;
+    unsigned int max_readers;
+    int sync_votes, nosync_votes; /* instances asking; under table_lock */
+    procreg_owner self;
+
+    GRWLock txn_lock; /* readers: any transaction; writer: remapping */
+    /* The writer lock (writer.c): the threads' turn, then the file's. */
+    pthread_mutex_t writer_mutex;
+    int writer_fd;     /* -1: none (read-only with a lock file) */
+    int shared_reads;  /* lockless reads running; under writer_mutex */
+    pthread_mutex_t pool_lock;
+    MDB_txn *pool[POOL_MAX];
+    int pool_n;
+
+    /* Owner liveness (liveness.c). */
+    pthread_mutex_t owners_lock;
+    GHashTable *owner_cache; /* owner_id* -> owner_rec* */
+    GQueue reap_queue;  /* owner_rec*, under owners_lock */
+    int monitored;      /* recs with a pidfd */
+    int monitor_max;
+    int epfd, evfd;
+    GThread *monitor;
+
+    /* Change notification (changelog.c). */
+    int notify_fd;
+    lmdb_notify_page *notify; /* NULL: no cross-process notification */
+    bool notify_writable;
+    GThread *watcher;
+    uint64_t last_seq; /* watcher thread only */
+    pthread_mutex_t inst_lock;
+    GPtrArray *instances; /* lmdb_state* with a host */
+    gint stop;
+
+    /* Figures for stats(), updated with g_atomic_pointer_add(). */
+    gsize map_grows, map_adopted, stale_readers, reaped, events_delivered,
+        events_lost, corrupt_reads, log_restarts;
+} lmdb_env;
+
+/* One registry handle. */
+struct lmdb_state {
+    lmdb_env *env; /* atomic: replaced in a forked child */
+    pthread_mutex_t lock;   /* serialises that replacement */
+    procreg_backend_host *host;
+    char *path;
+    uint64_t map_size;
+    unsigned int max_readers;
+    bool nosync;
+    uint32_t instance_id;
+};
+
+/* ---- records: the codec (lmdb-codec.h) on LMDB's MDB_val ---- */
+
+typedef procreg_lmdb_raw_entry raw_entry;
+
+static inline const char *entry_decode(const MDB_val *v, raw_entry *out)
+{
+    return procreg_lmdb_entry_decode(v->mv_data, v->mv_size, out);
+}
+
+static inline bool key_split(const MDB_val *k, size_t *ns_len)
+{
+    return procreg_lmdb_key_split(k->mv_data, k->mv_size, ns_len);
+}
+
+static inline bool key_strings(const MDB_val *k, char **ns, char **name)
+{
+    return procreg_lmdb_key_strings(k->mv_data, k->mv_size, ns, name);
+}
+
+static inline char *key_printable(const MDB_val *k)
+{
+    return procreg_lmdb_key_printable(k->mv_data, k->mv_size);
+}
+
+static inline bool owner_from_key(const MDB_val *k, procreg_owner *o)
+{
+    return procreg_lmdb_owner_from_key(k->mv_data, k->mv_size, o);
+}
+
+static inline bool owner_same(const procreg_owner *a, const procreg_owner *b)
+{
+    return a->pid == b->pid && a->start_time == b->start_time;
+}
+
+/* ---- env.c: the process-wide table of open files, and fork ---- */
+
+/* The shared env of @st->path, opened if needed.  Adds @st's votes. */
+LMDB_HIDDEN int procreg_lmdb_env_acquire(lmdb_state *st, lmdb_env **out,
+                                         GError **error);
+LMDB_HIDDEN void procreg_lmdb_env_release(lmdb_env *env, bool nosync);
+/* Whether @env was opened by this process (not inherited over fork()). */
+LMDB_HIDDEN bool procreg_lmdb_env_is_ours(const lmdb_env *env);
+/* The env of @st for this process; NULL with *rc and @error set. */
+LMDB_HIDDEN lmdb_env *procreg_lmdb_state_env(lmdb_state *st, int *rc,
+                                             GError **error);
+
+/* Declares `env` for handle @st in a vtable slot, or returns its error. */
+#define STATE_ENV(st, error)                                                  \
+    int env_rc_ = 0;                                                          \
+    lmdb_env *env = procreg_lmdb_state_env((st), &env_rc_, (error));          \
+    if (env == NULL)                                                          \
+        return env_rc_;
+
+/* ---- open.c: opening and closing one file ---- */
+
+/* $XDG_RUNTIME_DIR/procreg/registry.mdb, else /tmp/procreg-UID/...; its
+ * directory created private, or refused when unsafe. */
+LMDB_HIDDEN char *procreg_lmdb_default_path(GError **error);
+LMDB_HIDDEN int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
+                                      lmdb_env **out, GError **error);
+LMDB_HIDDEN void procreg_lmdb_env_free(lmdb_env *env);
+
+/* ---- txn.c: errors and transactions ---- */
+
+/* LMDB's @rc as a procreg code. */
+LMDB_HIDDEN int procreg_lmdb_code(int rc);
+/* Set @error from LMDB's @rc; returns the procreg code. */
+LMDB_HIDDEN int procreg_lmdb_fail(const lmdb_env *env, int rc,
+                                  const char *what, GError **error);
+LMDB_HIDDEN void procreg_lmdb_reader_check(lmdb_env *env);
+/* Drop the pooled read transactions (they hold reader slots). */
+LMDB_HIDDEN void procreg_lmdb_pool_drain(lmdb_env *env);
+/* Begin a read transaction; on success txn_lock is held for reading until
+ * procreg_lmdb_read_end().  Returns 0 or an LMDB code. */
+LMDB_HIDDEN int procreg_lmdb_read_begin(lmdb_env *env, MDB_txn **out);
+LMDB_HIDDEN void procreg_lmdb_read_end(lmdb_env *env, MDB_txn *txn);
+/* Whether the registry's file system has (almost) no room left. */
+LMDB_HIDDEN bool procreg_lmdb_disk_full(const lmdb_env *env);
+
+/* What a write step reports back to procreg_lmdb_write_txn(). */
+typedef struct {
+    int mdb_rc;          /* an LMDB failure: abort (and grow, retry) */
+    const char *what;    /* the step that failed, for the message */
+    char *corrupt;       /* a corrupt record: g_malloc'ed description */
+    bool dirty;          /* something to commit */
+    unsigned int events; /* change-log records appended */
+    uint64_t seq;        /* last change number used */
+    bool seq_loaded;
+    uint64_t first_seq;  /* first change number of this transaction */
+} wstate;
+
+/* One attempt of a write: returns a procreg code (0 or the operation's
+ * answer, e.g. PROCREG_EEXISTS); LMDB failures go to @w.  It is called
+ * again from scratch after the map grows. */
+typedef int (*write_step)(lmdb_env *env, MDB_txn *txn, void *ctx,
+                          wstate *w);
+
+/* Run @step in a write transaction: commit what it changed, grow the map
+ * and retry when full, notify the watchers.  Returns @step's answer or a
+ * failure (in @error, which may be NULL). */
+LMDB_HIDDEN int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
+                                       write_step step, void *ctx,
+                                       GError **error);
+/* Record LMDB's @rc of step @what in @w; true when it is 0. */
+LMDB_HIDDEN bool procreg_lmdb_step_check(wstate *w, int rc, const char *what);
+
+/* ---- writer.c: the writer lock ---- */
+
+/* Set up the lock's mutex; no descriptor yet. */
+LMDB_HIDDEN void procreg_lmdb_writer_init(lmdb_env *env);
+/* Open the lock's descriptor (FILE-notify; for reading only when the
+ * env is lockless); 0 or an errno. */
+LMDB_HIDDEN int procreg_lmdb_writer_open(lmdb_env *env);
+LMDB_HIDDEN void procreg_lmdb_writer_clear(lmdb_env *env);
+/* Wait for the writer lock; every LMDB write transaction begins under
+ * it.  0, or PROCREG_EBACKEND in @error (which may be NULL). */
+LMDB_HIDDEN int procreg_lmdb_writer_lock(lmdb_env *env, GError **error);
+LMDB_HIDDEN void procreg_lmdb_writer_unlock(lmdb_env *env);
+/* Around a read of a lockless env: keep every writer out (a read lock on
+ * the writer lock's byte, while any read of this process runs); nothing
+ * for other envs. */
+LMDB_HIDDEN void procreg_lmdb_writer_lock_shared(lmdb_env *env);
+LMDB_HIDDEN void procreg_lmdb_writer_unlock_shared(lmdb_env *env);
+/* pthread_atfork handlers, called by env.c's. */
+LMDB_HIDDEN void procreg_lmdb_writer_fork_prepare(void);
+LMDB_HIDDEN void procreg_lmdb_writer_fork_parent(void);
+LMDB_HIDDEN void procreg_lmdb_writer_fork_child(void);
+
+/* ---- liveness.c: whether owners live; reaping the dead ---- */
+
+/* Set up the owner cache (before anything may probe an owner). */
+LMDB_HIDDEN void procreg_lmdb_owners_init(lmdb_env *env);
+/* Start the monitor thread (pidfds, reaping, the first sweep). */
+LMDB_HIDDEN void procreg_lmdb_monitor_start(lmdb_env *env);
+/* Stop and join the monitor thread, if it runs. */
+LMDB_HIDDEN void procreg_lmdb_monitor_stop(lmdb_env *env);
+/* Free the cache and its descriptors; no thread may use them any more. */
+LMDB_HIDDEN void procreg_lmdb_owners_clear(lmdb_env *env);
+/* Whether @o is alive: the cache for owners seen before, else a probe
+ * (which starts watching it, or queues its entries for reaping). */
+LMDB_HIDDEN bool procreg_lmdb_owner_alive(lmdb_env *env,
+                                          const procreg_owner *o);
+
+/* ---- changelog.c: the change log, FILE-notify and the watcher ---- */
+
+/* Map FILE-notify; without it there is no cross-process notification. */
+LMDB_HIDDEN void procreg_lmdb_notify_open(lmdb_env *env);
+LMDB_HIDDEN void procreg_lmdb_notify_close(lmdb_env *env);
+/* After a commit that logged changes: wake the watchers. */
+LMDB_HIDDEN void procreg_lmdb_notify_commit(lmdb_env *env);
+/* The last change number in the log (0: empty), or an LMDB code. */
+LMDB_HIDDEN int procreg_lmdb_log_last(lmdb_env *env, MDB_txn *txn,
+                                      uint64_t *out);
+/* Append one change to the log.  @origin_instance 0: a change no
+ * registry call asked for (reaping), reported to every instance. */
+LMDB_HIDDEN bool procreg_lmdb_log_change(lmdb_env *env, MDB_txn *txn,
+                                         wstate *w, procreg_event_kind kind,
+                                         procreg_event_reason reason,
+                                         uint32_t origin_instance,
+                                         const MDB_val *key,
+                                         const raw_entry *e);
+/* Trim the log; the last step of every write that logged. */
+LMDB_HIDDEN bool procreg_lmdb_log_finish(lmdb_env *env, MDB_txn *txn,
+                                         wstate *w);
+/* Report every change logged since the last delivery to every attached
+ * handle, in log order (the watcher, and each writer after its commit). */
+LMDB_HIDDEN void procreg_lmdb_deliver(lmdb_env *env);
+/* Deliver the log's changes to @st (starts the watcher). */
+LMDB_HIDDEN void procreg_lmdb_attach_instance(lmdb_env *env, lmdb_state *st);
+LMDB_HIDDEN void procreg_lmdb_detach_instance(lmdb_env *env, lmdb_state *st);
+/* Stop and join the watcher thread, if it runs. */
+LMDB_HIDDEN void procreg_lmdb_watcher_stop(lmdb_env *env);
+
+/* ---- ops.c: entries, and the single-key operations ---- */
+
+/* Delete the entry at @key (decoded as @e) and its owner index record. */
+LMDB_HIDDEN bool procreg_lmdb_entry_delete(lmdb_env *env, MDB_txn *txn,
+                                           wstate *w, const MDB_val *key,
+                                           const raw_entry *e);
+/* Increment the counter @name of "meta"; its new value in @out. */
+LMDB_HIDDEN bool procreg_lmdb_counter_next(lmdb_env *env, MDB_txn *txn,
+                                           const char *name, uint64_t *out,
+                                           wstate *w);
+/* @out (may be NULL) from a decoded record; false with *why when its
+ * metadata is corrupt. */
+LMDB_HIDDEN bool procreg_lmdb_fill_entry(const raw_entry *r,
+                                         procreg_entry *out,
+                                         const char **why);
+/* Count and report the corrupt record at @k. */
+LMDB_HIDDEN int procreg_lmdb_corrupt_error(lmdb_env *env, const MDB_val *k,
+                                           const char *why, GError **error);
+
+LMDB_HIDDEN int procreg_lmdb_register(void *state, const procreg_key *key,
+                                      const procreg_record *record,
+                                      procreg_entry *current, GError **error);
+LMDB_HIDDEN int procreg_lmdb_lookup(void *state, const procreg_key *key,
+                                    procreg_owner *out);
+LMDB_HIDDEN int procreg_lmdb_lookup_entry(void *state, const procreg_key *key,
+                                          procreg_entry *out, GError **error);
+LMDB_HIDDEN int procreg_lmdb_unregister(void *state, const procreg_key *key,
+                                        uint64_t if_revision,
+                                        procreg_entry *removed,
+                                        GError **error);
+LMDB_HIDDEN int procreg_lmdb_update_metadata(void *state,
+                                             const procreg_key *key,
+                                             GVariant *metadata,
+                                             uint64_t if_revision,
+                                             procreg_entry *updated,
+                                             GError **error);
+
+/* ---- scan.c: namespaces and the whole registry ---- */
+
+LMDB_HIDDEN int procreg_lmdb_list_all(void *state, const char *ns,
+                                      GArray *out, GError **error);
+LMDB_HIDDEN int procreg_lmdb_count(void *state, const char *ns, size_t *out,
+                                   GError **error);
+LMDB_HIDDEN int procreg_lmdb_count_namespaces(void *state, GArray *out,
+                                              GError **error);
+LMDB_HIDDEN int procreg_lmdb_list_names(void *state, const char *ns,
+                                        size_t max, GPtrArray *out);
+LMDB_HIDDEN int procreg_lmdb_drop_namespace(void *state, const char *ns,
+                                            GArray *removed, GError **error);
+
+/* ---- health.c: health and figures ---- */
+
+LMDB_HIDDEN int procreg_lmdb_memory_usage(void *state, size_t *bytes);
+LMDB_HIDDEN void procreg_lmdb_stats(void *state, GVariantDict *out);
+LMDB_HIDDEN int procreg_lmdb_health_check(void *state, GVariantDict *details,
+                                          char **message);
+
+#endif

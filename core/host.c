@@ -1,0 +1,120 @@
+/*
+ * Backend hosts: how a backend reports changes to the registry that opened
+ * it (procreg_backend_host_notify() for changes made elsewhere,
+ * procreg_backend_host_notify_own() for its own in commit order), and the
+ * child hosts decorators put between their inner backend and the registry.
+ * A notification updates the owner index (liveness.c), counts a dead
+ * owner's removal once, and becomes an event (events.c).
+ */
+#include "internal.h"
+
+#include <string.h>
+
+struct procreg_backend_host {
+    procreg *reg; /* the root host of a registry; NULL for a child */
+    procreg_backend_host *parent;
+    procreg_backend_host_notify_fn fn;
+    gpointer user_data;
+};
+
+PROCREG_INTERNAL procreg_backend_host *procreg_host_new_root(procreg *reg)
+{
+    procreg_backend_host *host = g_new0(procreg_backend_host, 1);
+    host->reg = reg;
+    return host;
+}
+
+PROCREG_INTERNAL void procreg_host_free_root(procreg_backend_host *host)
+{
+    g_free(host);
+}
+
+PROCREG_API procreg_backend_host *
+procreg_backend_host_new_child(procreg_backend_host *parent,
+                               procreg_backend_host_notify_fn fn,
+                               gpointer user_data)
+{
+    procreg_backend_host *host = g_new0(procreg_backend_host, 1);
+    host->parent = parent;
+    host->fn = fn;
+    host->user_data = user_data;
+    return host;
+}
+
+PROCREG_API void procreg_backend_host_free(procreg_backend_host *host)
+{
+    if (host == NULL)
+        return;
+    g_return_if_fail(host->reg == NULL);
+    g_free(host);
+}
+
+static bool notification_valid(const char *what, procreg_event_kind kind,
+                               const procreg_entry *entry)
+{
+    if (entry == NULL || entry->ns == NULL || entry->name == NULL ||
+        procreg_validate_name(entry->ns, "namespace", NULL) != 0 ||
+        procreg_validate_name(entry->name, "name", NULL) != 0) {
+        g_warning("%s: the entry needs a valid namespace and name; "
+                  "notification ignored", what);
+        return false;
+    }
+    if (kind != PROCREG_EVENT_REGISTERED && kind != PROCREG_EVENT_UNREGISTERED &&
+        kind != PROCREG_EVENT_UPDATED) {
+        g_warning("%s: unknown event kind %d; notification ignored", what,
+                  (int)kind);
+        return false;
+    }
+    return true;
+}
+
+/* A valid notification reaching the registry.  A dead owner's removal is
+ * reported alike whoever reaped it (this registry's monitor, the backend's
+ * own reaper, another process): counted once here, and never external,
+ * for no process made it: its owner died. */
+static void deliver(procreg *reg, procreg_event_kind kind,
+                    procreg_event_reason reason, const procreg_entry *entry,
+                    bool external)
+{
+    if (kind == PROCREG_EVENT_UNREGISTERED) {
+        procreg_owner_index_remove(reg, entry->ns, entry->name, &entry->owner,
+                                   entry->revision);
+        if (reason == PROCREG_REASON_OWNER_EXITED) {
+            procreg_removal_seen(reg, entry->ns, entry->name, 0);
+            external = false;
+        }
+    }
+    /* Only removals have a reason, and forced updates. */
+    if (kind == PROCREG_EVENT_REGISTERED ||
+        (kind == PROCREG_EVENT_UPDATED && reason != PROCREG_REASON_FORCED))
+        reason = PROCREG_REASON_NONE;
+    procreg_events_emit(reg, kind, reason, entry->ns, entry->name, entry,
+                        external);
+}
+
+PROCREG_API void procreg_backend_host_notify(procreg_backend_host *host,
+                                             procreg_event_kind kind,
+                                             procreg_event_reason reason,
+                                             const procreg_entry *entry)
+{
+    for (; host != NULL && host->reg == NULL; host = host->parent)
+        if (host->fn != NULL)
+            host->fn(host->user_data, kind, reason, entry);
+    if (host != NULL &&
+        notification_valid("procreg_backend_host_notify", kind, entry))
+        deliver(host->reg, kind, reason, entry, true);
+}
+
+PROCREG_API void procreg_backend_host_notify_own(procreg_backend_host *host,
+                                                 procreg_event_kind kind,
+                                                 procreg_event_reason reason,
+                                                 const procreg_entry *entry)
+{
+    /* Decorators' write paths know their own writes: straight to the
+     * registry. */
+    while (host != NULL && host->reg == NULL)
+        host = host->parent;
+    if (host != NULL &&
+        notification_valid("procreg_backend_host_notify_own", kind, entry))
+        deliver(host->reg, kind, reason, entry, false);
+}

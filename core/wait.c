@@ -1,0 +1,187 @@
+/*
+ * Waiting for a service: procreg_wait_for() sleeps on the wake-up board of
+ * events.c until a registration of its key wakes it (no polling), a
+ * GCancellable fires, or the timeout passes; entries of owners the
+ * monitor knows dead (liveness.c) do not count.
+ */
+#include "internal.h"
+
+#include <gmodule.h>
+#include <string.h>
+#include <time.h>
+
+/* GIO's cancellable functions, found in the process at run time (see
+ * procreg.h: libprocreg links GLib and GObject, not GIO).  A caller that
+ * has a GCancellable to pass has GIO loaded. */
+typedef struct {
+    gboolean (*is_cancelled)(GCancellable *c);
+    gulong (*connect)(GCancellable *c, void (*cb)(void), gpointer data,
+                      GDestroyNotify destroy);
+    void (*disconnect)(GCancellable *c, gulong id);
+} gio_api;
+
+static gio_api gio;
+static bool gio_found;
+static pthread_once_t gio_once = PTHREAD_ONCE_INIT;
+
+static void gio_resolve(void)
+{
+    GModule *self = g_module_open(NULL, G_MODULE_BIND_LAZY);
+    if (self == NULL)
+        return;
+    gpointer a = NULL, b = NULL, c = NULL;
+    if (g_module_symbol(self, "g_cancellable_is_cancelled", &a) &&
+        g_module_symbol(self, "g_cancellable_connect", &b) &&
+        g_module_symbol(self, "g_cancellable_disconnect", &c) && a && b && c) {
+        gio.is_cancelled = (gboolean(*)(GCancellable *))a;
+        gio.connect = (gulong(*)(GCancellable *, void (*)(void), gpointer,
+                                 GDestroyNotify))b;
+        gio.disconnect = (void (*)(GCancellable *, gulong))c;
+        gio_found = true;
+    }
+    g_module_make_resident(self);
+    g_module_close(self);
+}
+
+static const gio_api *gio_get(void)
+{
+    pthread_once(&gio_once, gio_resolve);
+    return gio_found ? &gio : NULL;
+}
+
+static void on_cancelled(GCancellable *c, gpointer data)
+{
+    procreg_wake_cancel(data);
+}
+
+/* A lookup that ignores entries whose owner is known dead. */
+static int try_get(procreg *reg, const procreg_key *key, procreg_entry *out,
+                   GError **error)
+{
+    procreg_entry e = {0};
+    GError *local = NULL;
+    int rc = procreg_backend_lookup_entry(reg->backend, key, &e, &local);
+    /* A miss is the normal case here: only a failure keeps its message. */
+    if (rc != 0 && rc != PROCREG_ENOTFOUND && local != NULL)
+        g_propagate_error(error, local);
+    else
+        g_clear_error(&local);
+    if (rc == 0 &&
+        (atomic_load_explicit(&reg->slow, memory_order_relaxed) &
+         PROCREG_SLOW_DEAD_OWNERS) &&
+        procreg_owner_known_dead(reg, &e.owner)) {
+        procreg_entry_clear(&e);
+        rc = PROCREG_ENOTFOUND;
+    }
+    if (rc == 0 && out != NULL)
+        *out = e;
+    else
+        procreg_entry_clear(&e);
+    return rc;
+}
+
+static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
+                     GCancellable *cancellable, procreg_entry *out,
+                     GError **error)
+{
+    procreg_wake *w = procreg_wake_join(reg, procreg_key_namespace(key),
+                                        procreg_key_name(key));
+    gulong handler = 0;
+    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
+    if (api != NULL)
+        handler = api->connect(cancellable, (void (*)(void))on_cancelled, w,
+                               NULL);
+
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    if (timeout_ms > 0) {
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+    }
+
+    /* Read the generation, then look: a registration after the read bumps
+     * it, so the sleep below cannot miss one the lookup did not see. */
+    int rc;
+    for (;;) {
+        uint64_t gen;
+        if (!procreg_wake_read(w, &gen)) {
+            rc = PROCREG_ECANCELLED;
+            break;
+        }
+        rc = try_get(reg, key, out, error);
+        if (rc != PROCREG_ENOTFOUND)
+            break;
+        if (!procreg_wake_sleep(w, gen, timeout_ms < 0 ? NULL : &deadline)) {
+            rc = PROCREG_ETIMEDOUT;
+            break;
+        }
+    }
+
+    if (handler != 0)
+        api->disconnect(cancellable, handler);
+    procreg_wake_leave(w);
+    return rc;
+}
+
+PROCREG_API int procreg_wait_for_key(procreg *reg, const procreg_key *key,
+                                     int timeout_ms, GCancellable *cancellable,
+                                     procreg_entry *out, GError **error)
+{
+    g_return_val_if_fail(reg != NULL && key != NULL, PROCREG_EINVAL);
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    procreg_tblock *b = procreg_tblock_get(reg);
+    uint64_t t0 = procreg_now_ns();
+    GError *local = NULL;
+    int rc;
+    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
+    if (cancellable != NULL && api == NULL)
+        rc = procreg_set_error(&local, PROCREG_EINVAL,
+                               "a GCancellable was given but GIO is not "
+                               "loaded in this process");
+    else if (api != NULL && api->is_cancelled(cancellable))
+        rc = PROCREG_ECANCELLED;
+    else
+        rc = try_get(reg, key, out, &local);
+    if (rc == PROCREG_ENOTFOUND) {
+        g_clear_error(&local);
+        rc = timeout_ms == 0 ? PROCREG_ETIMEDOUT
+                             : wait_loop(reg, key, timeout_ms, cancellable,
+                                         out, &local);
+    }
+    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
+    if (local != NULL)
+        g_propagate_error(error, local);
+    else if (rc == PROCREG_ETIMEDOUT)
+        procreg_set_error(error, rc,
+                          "'%s' was not registered in namespace '%s' within "
+                          "%d ms", name, ns, timeout_ms);
+    else if (rc == PROCREG_ECANCELLED)
+        procreg_set_error(error, rc, "waiting for '%s' in '%s' was cancelled",
+                          name, ns);
+    else if (rc != 0)
+        procreg_set_error(error, rc, "waiting for '%s' in '%s': %s", name, ns,
+                          procreg_strerror(rc));
+    procreg_op_done(reg, b, PROCREG_OP_WAIT, rc, t0, ns, name, rc == 0);
+    return rc;
+}
+
+PROCREG_API int procreg_wait_for(procreg *reg, const char *ns,
+                                 const char *name, int timeout_ms,
+                                 GCancellable *cancellable, procreg_entry *out,
+                                 GError **error)
+{
+    procreg_stack_key key;
+    int rc = procreg_key_init_stack(&key, ns, name, error);
+    if (rc != 0) {
+        if (out != NULL)
+            memset(out, 0, sizeof *out);
+        return rc;
+    }
+    return procreg_wait_for_key(reg, &key.key, timeout_ms, cancellable, out,
+                                error);
+}
