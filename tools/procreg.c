@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static const char usage_text[] =
@@ -27,11 +28,14 @@ static const char usage_text[] =
     "them.\n"
     "\n"
     "Commands:\n"
-    "  register NS NAME (--pid PID | --hold) [--meta KEY=VALUE ...]\n"
+    "  register NS NAME (--pid PID [--hold] | --hold) [--meta KEY=VALUE ...]\n"
     "        Register NAME in namespace NS.  With --pid the entry belongs to\n"
-    "        process PID; with --hold this command stays running as the owner\n"
-    "        until interrupted (SIGINT/SIGTERM/SIGHUP unregister it; if it is\n"
-    "        killed, the entry vanishes with it).\n"
+    "        process PID; with --hold alone this command stays running as the\n"
+    "        owner until interrupted (SIGINT/SIGTERM/SIGHUP unregister it; if\n"
+    "        it is killed, the entry vanishes with it).  On a backend whose\n"
+    "        entries live on the lease of the registry that made them (etcd),\n"
+    "        --pid needs --hold: this command then stays running while PID\n"
+    "        lives, and ends when PID does (or unregisters when interrupted).\n"
     "  lookup NS NAME                  the owner and metadata of NAME\n"
     "  unregister NS NAME [--force]    remove NAME\n"
     "  update NS NAME [--meta KEY=VALUE ...] [--replace] [--force]\n"
@@ -501,31 +505,135 @@ static gboolean on_signal(gpointer data)
     return G_SOURCE_CONTINUE;
 }
 
+static guint signal_ids[3];
+
+/* Catch SIGINT, SIGTERM and SIGHUP from now on: one that comes before
+ * run_until_signal() ends it at once.  A command that announces it is
+ * ready to be interrupted calls this first. */
+static void catch_signals(void)
+{
+    if (loop != NULL)
+        return;
+    loop = g_main_loop_new(NULL, FALSE);
+    int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++)
+        signal_ids[i] = g_unix_signal_add(sigs[i], on_signal,
+                                          GINT_TO_POINTER(sigs[i]));
+}
+
 /* Run the main loop until SIGINT, SIGTERM or SIGHUP. */
 void run_until_signal(void)
 {
-    loop = g_main_loop_new(NULL, FALSE);
-    guint ids[3];
-    int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
-    for (int i = 0; i < 3; i++)
-        ids[i] = g_unix_signal_add(sigs[i], on_signal, GINT_TO_POINTER(sigs[i]));
+    catch_signals();
     g_main_loop_run(loop);
     for (int i = 0; i < 3; i++)
-        g_source_remove(ids[i]);
+        g_source_remove(signal_ids[i]);
     g_main_loop_unref(loop);
     loop = NULL;
 }
 
+/* The TTL (s) of the lease an etcd registry keeps its entries on (a
+ * decorator's inner one too), or 0: the entries outlive this command. */
+static gint64 lease_ttl_of(procreg *reg)
+{
+    GVariant *st = NULL;
+    if (procreg_stats(reg, &st, NULL) != 0)
+        return 0;
+    gint64 ttl = 0;
+    GVariant *bs = g_variant_lookup_value(st, "backend_stats",
+                                          G_VARIANT_TYPE_VARDICT);
+    while (bs != NULL && !g_variant_lookup(bs, "lease_ttl", "x", &ttl)) {
+        GVariant *inner = g_variant_lookup_value(bs, "inner",
+                                                 G_VARIANT_TYPE_VARDICT);
+        g_variant_unref(bs);
+        bs = inner;
+    }
+    if (bs != NULL)
+        g_variant_unref(bs);
+    g_variant_unref(st);
+    return ttl;
+}
+
+static gboolean on_owner_exit(gint fd, GIOCondition cond, gpointer data)
+{
+    g_main_loop_quit(loop);
+    return G_SOURCE_REMOVE;
+}
+
+static gboolean poll_owner(gpointer data)
+{
+    if (procreg_owner_is_alive(data)) /* no pidfd: look every 100 ms */
+        return G_SOURCE_CONTINUE;
+    g_main_loop_quit(loop);
+    return G_SOURCE_REMOVE;
+}
+
+/* Run the main loop until a signal, or until @owner exits. */
+static void run_until_signal_or_exit(const procreg_owner *owner)
+{
+    int fd = (int)syscall(SYS_pidfd_open, owner->pid, 0);
+    guint id = fd >= 0 ? g_unix_fd_add(fd, G_IO_IN, on_owner_exit, NULL)
+                       : g_timeout_add(100, poll_owner, (gpointer)owner);
+    run_until_signal();
+    if (loop_signal != 0)
+        g_source_remove(id);
+    if (fd >= 0)
+        close(fd);
+}
+
+/* register --pid PID --hold: hold the registry (on etcd: its lease) while
+ * PID lives.  Its death removes the entry (the registry's monitor, reason
+ * owner_exited); a signal removes it here (reason forced: this command is
+ * not the owner). */
+static int hold_for(procreg *reg, const cli *c, procreg_key *key,
+                    const procreg_owner *owner, uint64_t revision)
+{
+    const char *ns = arg(c, 0), *name = arg(c, 1);
+    run_until_signal_or_exit(owner);
+    GError *err = NULL;
+    int rc = 0;
+    if (loop_signal != 0) {
+        rc = procreg_unregister_full(reg, key, revision, PROCREG_FORCE, &err);
+        if (rc != 0 && rc != PROCREG_ENOTFOUND && rc != PROCREG_ECONFLICT)
+            return fail(rc, err);
+        g_clear_error(&err);
+        if (!c->json)
+            printf("unregistered %s/%s (signal %d)\n", ns, name, loop_signal);
+        return EXIT_OK;
+    }
+    /* Owner gone: wait (briefly) for the monitor's removal. */
+    gint64 until = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+    procreg_entry now = {0};
+    while ((rc = procreg_lookup_entry_key(reg, key, &now, NULL)) == 0 &&
+           now.revision == revision && g_get_monotonic_time() < until) {
+        procreg_entry_clear(&now);
+        g_usleep(20 * 1000);
+    }
+    procreg_entry_clear(&now);
+    if (!c->json)
+        printf("pid %d exited; %s/%s %s\n", (int)owner->pid, ns, name,
+               rc == PROCREG_ENOTFOUND ? "unregistered" : "left to its lease");
+    return EXIT_OK;
+}
+
 static int cmd_register(procreg *reg, const cli *c)
 {
-    if (!want_args(c, 2, 2, "register NS NAME (--pid PID | --hold) "
+    if (!want_args(c, 2, 2, "register NS NAME (--pid PID [--hold] | --hold) "
                             "[--meta KEY=VALUE ...]"))
         return EXIT_USAGE;
     const char *ns = arg(c, 0), *name = arg(c, 1);
-    if (c->pid != NULL && c->hold)
-        return usage_error("--pid and --hold exclude each other: --pid "
-                           "registers for another process, --hold for this "
-                           "one");
+    gint64 ttl = c->pid != NULL && !c->hold ? lease_ttl_of(reg) : 0;
+    if (ttl > 0)
+        return usage_error(
+            "refusing to register %s/%s for pid %s without --hold: on this "
+            "backend an entry lives on the lease of the registry that made "
+            "it, and this command would exit at once, so the entry would "
+            "vanish %" G_GINT64_FORMAT " s later (lease_ttl) while pid %s "
+            "runs.\n"
+            "  --hold  keeps this command running while pid %s lives; it "
+            "ends when the pid does, and the entry with it (run it in the "
+            "background: procreg register %s %s --pid %s --hold &)",
+            ns, name, c->pid, ttl, c->pid, c->pid, ns, name, c->pid);
     if (c->pid == NULL && !c->hold)
         return usage_error(
             "refusing to register %s/%s for this command itself: it exits "
@@ -570,11 +678,14 @@ static int cmd_register(procreg *reg, const cli *c)
         procreg_key_unref(key);
         return fail(rc, err);
     }
+    if (c->hold)
+        catch_signals(); /* before it says it may be interrupted */
     if (c->json) {
         print_entry(c, ns, name, &cur);
     } else if (c->hold) {
-        printf("holding %s/%s as pid %d (revision %" G_GUINT64_FORMAT "); "
-               "interrupt to unregister\n", ns, name, (int)cur.owner.pid,
+        printf("holding %s/%s %s pid %d (revision %" G_GUINT64_FORMAT "); "
+               "interrupt to unregister\n", ns, name,
+               c->pid != NULL ? "for" : "as", (int)cur.owner.pid,
                cur.revision);
     } else {
         printf("registered %s/%s for pid %d (revision %" G_GUINT64_FORMAT
@@ -586,6 +697,11 @@ static int cmd_register(procreg *reg, const cli *c)
     if (!c->hold) {
         procreg_key_unref(key);
         return EXIT_OK;
+    }
+    if (ownerp != NULL) {
+        rc = hold_for(reg, c, key, ownerp, revision);
+        procreg_key_unref(key);
+        return rc;
     }
     run_until_signal();
     /* Unregister the entry while it is still ours (someone may have
@@ -1208,6 +1324,30 @@ static int parse(int argc, char **argv, cli *c)
     return -1;
 }
 
+/* On etcd a registry reads and watches the whole prefix (watch=true);
+ * a command needs less: none for one that acts and exits, the namespace
+ * for watch NS and wait.  Applied when the spec names etcd itself (not
+ * inside a decorator) and says nothing of the watch. */
+static char *etcd_watch_for(const char *spec, const cli *c)
+{
+    bool etcd = strcmp(spec, "etcd") == 0 || g_str_has_prefix(spec, "etcd:");
+    if (!etcd || strstr(spec, "watch") != NULL ||
+        strcmp(c->command, "stats") == 0 || strcmp(c->command, "health") == 0)
+        return g_strdup(spec);
+    const char *sep = strchr(spec, ':') != NULL ? "," : ":";
+    const char *ns = arg(c, 0);
+    if (strcmp(c->command, "watch") == 0) {
+        /* A namespace the spec syntax can carry, or the whole prefix. */
+        if (ns == NULL || strpbrk(ns, ",[]=: \t\n") != NULL)
+            return g_strdup(spec);
+        return g_strdup_printf("%s%swatch=used,watch_namespaces=[%s]", spec,
+                               sep, ns);
+    }
+    if (strcmp(c->command, "wait") == 0)
+        return g_strdup_printf("%s%swatch=used", spec, sep);
+    return g_strdup_printf("%s%swatch=false", spec, sep);
+}
+
 int main(int argc, char **argv)
 {
     setlocale(LC_ALL, "");
@@ -1244,9 +1384,11 @@ int main(int argc, char **argv)
         spec = g_getenv("PROCREG_BACKEND");
     if (spec == NULL || *spec == '\0')
         spec = "lmdb";
+    char *tuned = etcd_watch_for(spec, &c);
     procreg *reg = NULL;
     GError *err = NULL;
-    int rc = procreg_open(spec, &reg, &err);
+    int rc = procreg_open(tuned, &reg, &err);
+    g_free(tuned);
     if (rc != 0) {
         status = fail(rc, err);
         goto out;

@@ -111,7 +111,8 @@ typedef enum {
 /** Parsed options of one backend in a spec string.  Read-only. */
 typedef struct procreg_spec procreg_spec;
 
-/** One option a backend accepts, for validation and help. */
+/** One option a backend accepts, for validation and help.  An option
+ *  named "password" holds a secret: the normalised spec shows "***". */
 typedef struct {
     const char *name;
     const char *help;

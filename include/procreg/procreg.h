@@ -285,7 +285,8 @@ PROCREG_API int procreg_open(const char *spec, procreg **out, GError **error);
  */
 PROCREG_API void procreg_close(procreg *reg);
 
-/** The spec @reg was opened with, normalised.  Valid until close. */
+/** The spec @reg was opened with, normalised, the value of any option
+ *  named "password" (nested specs too) shown as "***".  Valid until close. */
 PROCREG_API const char *procreg_get_spec(const procreg *reg);
 
 /**
