@@ -104,7 +104,7 @@ ETCD_HIDDEN int procreg_etcd_client_authenticate(etcd_client *c,
         GError *local = NULL;
         rc = procreg_etcd_client_call(c, "/v3/auth/authenticate", b->str,
                                       ETCD_CALL_NO_TOKEN, deadline, -1,
-                                      &reply, &local);
+                                      &reply, NULL, &local);
         wipe(b);
         char *token = NULL;
         if (rc == 0) {

@@ -62,11 +62,13 @@ ETCD_HIDDEN void procreg_etcd_client_set_error(etcd_client *c, unsigned i,
 /* Endpoint @i failed an attempt: calls that start after this one start
  * at the next endpoint, unless another call moved on already. */
 ETCD_HIDDEN void procreg_etcd_client_move_past(etcd_client *c, unsigned i);
-/* POST as procreg_etcd_call(), on endpoint @only alone when >= 0. */
+/* POST as procreg_etcd_call_write(), on endpoint @only alone when >= 0;
+ * @unsure may be NULL. */
 ETCD_HIDDEN int procreg_etcd_client_call(etcd_client *c, const char *path,
                                         const char *body, unsigned flags,
                                         gint64 deadline, int only,
-                                        JsonNode **reply, GError **error);
+                                        JsonNode **reply, bool *unsure,
+                                        GError **error);
 
 /* ---- etcd-auth.c ---- */
 

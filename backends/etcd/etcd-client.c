@@ -470,9 +470,12 @@ static int all_failed(unsigned kinds, unsigned flags, const GString *tried,
 ETCD_HIDDEN int procreg_etcd_client_call(etcd_client *c, const char *path,
                                         const char *body, unsigned flags,
                                         gint64 deadline, int only,
-                                        JsonNode **reply, GError **error)
+                                        JsonNode **reply, bool *unsure,
+                                        GError **error)
 {
     *reply = NULL;
+    if (unsure != NULL)
+        *unsure = false;
     stat_add(&c->calls);
     conn *k = take_conn(c);
     if (k->h == NULL) {
@@ -545,6 +548,11 @@ ETCD_HIDDEN int procreg_etcd_client_call(etcd_client *c, const char *path,
         procreg_etcd_client_set_error(c, i, why);
         procreg_etcd_client_note_tried(tried, c->urls[i], why);
         g_free(why);
+        /* Sent, and no answer: etcd may have applied it. */
+        if (unsure != NULL && (end == ATTEMPT_SLOW ||
+                               (end == ATTEMPT_UNREACHABLE &&
+                                request_sent(k->h))))
+            *unsure = true;
         if (only >= 0) {
             /* tried holds "URL (why)". */
             rc = procreg_set_error(error, PROCREG_EBACKEND, "etcd %s", tried->str);
@@ -590,7 +598,16 @@ ETCD_HIDDEN int procreg_etcd_call(etcd_client *c, const char *path,
                                   GError **error)
 {
     return procreg_etcd_client_call(c, path, body, flags, deadline, -1, reply,
-                                    error);
+                                    NULL, error);
+}
+
+ETCD_HIDDEN int procreg_etcd_call_write(etcd_client *c, const char *path,
+                                        const char *body, gint64 deadline,
+                                        JsonNode **reply, bool *unsure,
+                                        GError **error)
+{
+    return procreg_etcd_client_call(c, path, body, 0, deadline, -1, reply,
+                                    unsure, error);
 }
 
 ETCD_HIDDEN int procreg_etcd_call_endpoint(etcd_client *c, unsigned i,
@@ -600,7 +617,7 @@ ETCD_HIDDEN int procreg_etcd_call_endpoint(etcd_client *c, unsigned i,
 {
     return procreg_etcd_client_call(c, path, body, flags,
                      g_get_monotonic_time() + (gint64)timeout_ms * 1000,
-                     (int)(i % c->n), reply, error);
+                     (int)(i % c->n), reply, NULL, error);
 }
 
 ETCD_HIDDEN void procreg_etcd_client_get_stats(etcd_client *c,

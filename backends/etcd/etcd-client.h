@@ -79,6 +79,15 @@ ETCD_HIDDEN int procreg_etcd_call(etcd_client *c, const char *path,
                                   gint64 deadline, JsonNode **reply,
                                   GError **error);
 
+/* procreg_etcd_call() for a write whose repetition the caller recognises
+ * only while nobody else changed the key since: *@unsure tells whether an
+ * attempt before the one answered was sent and got no answer (it may have
+ * been applied, and the answer then describes a repetition). */
+ETCD_HIDDEN int procreg_etcd_call_write(etcd_client *c, const char *path,
+                                        const char *body, gint64 deadline,
+                                        JsonNode **reply, bool *unsure,
+                                        GError **error);
+
 /* One attempt on endpoint @i only (no failover): for health probes.
  * Updates that endpoint's last error. */
 ETCD_HIDDEN int procreg_etcd_call_endpoint(etcd_client *c, unsigned i,

@@ -161,7 +161,8 @@ ETCD_HIDDEN bool procreg_etcd_first_kv(JsonObject *o, const char *member,
            procreg_etcd_kv_parse(json_node_get_object(n), kv);
 }
 
-ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, procreg_event_kind kind,
+ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, bool own,
+                                     procreg_event_kind kind,
                                      procreg_event_reason reason,
                                      const void *key, size_t klen,
                                      const void *value, size_t vlen,
@@ -192,7 +193,10 @@ ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, procreg_event_kind kind,
         e.revision = (uint64_t)revision;
     }
     atomic_add(&s->notified, 1);
-    procreg_backend_host_notify(s->host, kind, reason, &e);
+    if (own)
+        procreg_backend_host_notify_own(s->host, kind, reason, &e);
+    else
+        procreg_backend_host_notify(s->host, kind, reason, &e);
     procreg_entry_clear(&e);
 }
 

@@ -17,13 +17,15 @@
  *  - update: the new value carries a fresh nonce; finding it in place is
  *    our own update;
  *  - evict compares mod_revision, so a repeat changes nothing.
+ * That recognition fails when another writer changed the key between our
+ * lost attempt and the repetition (removed our entry, say): the write
+ * then ends with PROCREG_EBACKEND, its outcome unknown
+ * (outcome_unknown()), rather than with an answer that may be false.
  */
 #include "etcd-private.h"
 
 #include <string.h>
 
-/* How many times a write retries after losing a race or the lease. */
-#define WRITE_ATTEMPTS 8
 
 /* ------------------------------------------------------------------------ */
 /* Reads                                                                    */
@@ -31,6 +33,21 @@
 ETCD_HIDDEN uint64_t procreg_etcd_nonce(etcd_state *s)
 {
     return __atomic_add_fetch(&s->writes, 1, __ATOMIC_RELAXED);
+}
+
+ETCD_HIDDEN int64_t procreg_etcd_revision_known(etcd_state *s)
+{
+    return MAX(__atomic_load_n(&s->watch_rev, __ATOMIC_ACQUIRE),
+               __atomic_load_n(&s->seen_rev, __ATOMIC_ACQUIRE));
+}
+
+ETCD_HIDDEN void procreg_etcd_revision_seen(etcd_state *s, int64_t rev)
+{
+    int64_t cur = __atomic_load_n(&s->seen_rev, __ATOMIC_RELAXED);
+    while (cur < rev &&
+           !__atomic_compare_exchange_n(&s->seen_rev, &cur, rev, true,
+                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
 }
 
 ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
@@ -68,11 +85,25 @@ ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
 /* ------------------------------------------------------------------------ */
 /* Ops                                                                      */
 
+/* A write sent again after an attempt that got no answer, finding the
+ * key changed by someone else: that attempt may or may not have been
+ * applied first. */
+static int outcome_unknown(GError **error, const char *what)
+{
+    return procreg_set_error(error, PROCREG_EBACKEND,
+                             "etcd: the %s was sent again after a member "
+                             "did not answer, and another writer changed "
+                             "the entry meanwhile: whether the %s was "
+                             "applied is unknown",
+                             what, what);
+}
+
 /* Remove @k while it is at @rev, with a marker naming @writer and
  * @reason.  *@removed: whether it was (else it had changed). */
 static int evict_txn(etcd_state *s, const GString *k, int64_t rev,
                      const char *writer, procreg_event_reason reason,
-                     gint64 deadline, bool *removed, GError **error)
+                     gint64 deadline, bool *removed, int64_t *at,
+                     GError **error)
 {
     GString *b = g_string_new("{\"compare\":[");
     procreg_etcd_op_compare(b, k, "MOD", "EQUAL", "mod_revision", rev);
@@ -87,11 +118,10 @@ static int evict_txn(etcd_state *s, const GString *k, int64_t rev,
     g_string_free(b, TRUE);
     if (rc != 0)
         return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
-    int64_t at;
     rc = procreg_etcd_txn_outcome(json_node_get_object(reply), 0, removed,
-                                  &at, error);
+                                  at, error);
     if (rc == 0 && *removed)
-        procreg_etcd_owned_remove(s, k->str, k->len, at);
+        procreg_etcd_owned_remove(s, k->str, k->len, *at);
     json_node_unref(reply);
     return rc;
 }
@@ -103,23 +133,27 @@ ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k,
                                    gint64 deadline, bool *removed,
                                    GError **error)
 {
-    return evict_txn(s, k, rev, "0", reason, deadline, removed, error);
+    int64_t at;
+    return evict_txn(s, k, rev, "0", reason, deadline, removed, &at, error);
 }
 
 /* Remove the entry @held of a process that died on this host (found by a
  * registration that wants the key, or a lookup).  The core does not see
- * this removal, so it is reported to it here, at once (before the
- * registration); our own watch skips it (our writer in the marker). */
+ * this removal, so it is reported to it before the op returns: by the
+ * watch when it reports our changes (ordered), else here, at once. */
 static int evict_dead_holder(etcd_state *s, const GString *k,
                              const etcd_kv *held, gint64 deadline,
                              GError **error)
 {
     bool removed = false;
+    int64_t at = 0;
     int rc = evict_txn(s, k, held->mod_rev, s->writer,
-                       PROCREG_REASON_OWNER_EXITED, deadline, &removed,
+                       PROCREG_REASON_OWNER_EXITED, deadline, &removed, &at,
                        error);
-    if (rc == 0 && removed)
-        procreg_etcd_notify(s, PROCREG_EVENT_UNREGISTERED,
+    if (rc == 0 && removed && procreg_etcd_ordered(s))
+        procreg_etcd_watch_await(s, at, deadline);
+    else if (rc == 0 && removed)
+        procreg_etcd_notify(s, false, PROCREG_EVENT_UNREGISTERED,
                             PROCREG_REASON_OWNER_EXITED, held->key,
                             held->key_len, held->value, held->value_len,
                             held->mod_rev);
@@ -201,16 +235,22 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
     size_t vlen = 0;
     char *value = procreg_etcd_value_encode(&v, &vlen);
     GString *k = procreg_etcd_entry_key(s, key);
+    GString *mk = procreg_etcd_marker_key(s, k->str, k->len);
     procreg_etcd_owned_begin(s, k);
     int rc = PROCREG_EBACKEND;
-    bool lease_retry_done = false;
-    for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
+    int64_t committed = 0; /* the revision of our put */
+    int64_t known = procreg_etcd_revision_known(s);
+    bool lease_retry_done = false, unsure = false;
+    for (int attempt = 0; attempt < ETCD_WRITE_ATTEMPTS; attempt++) {
         int64_t lease = 0;
         rc = procreg_etcd_lease_for_write(s, deadline, &lease, error);
         if (rc != 0)
             break;
         GString *b = g_string_new("{\"compare\":[");
         procreg_etcd_op_compare(b, k, "CREATE", "EQUAL", "create_revision", 0);
+        g_string_append_c(b, ',');
+        procreg_etcd_op_compare(b, mk, "MOD", "LESS", "mod_revision",
+                                known + 1);
         g_string_append(b, "],\"success\":[");
         procreg_etcd_op_put(b, k, value, vlen, lease, false);
         g_string_append(b, "],\"failure\":[");
@@ -218,8 +258,10 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
         g_string_append(b, "]}");
         JsonNode *reply = NULL;
         GError *local = NULL;
-        rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, deadline,
-                               &reply, &local);
+        bool resent = false;
+        rc = procreg_etcd_call_write(s->client, "/v3/kv/txn", b->str,
+                                     deadline, &reply, &resent, &local);
+        unsure = unsure || resent;
         g_string_free(b, TRUE);
         if (rc == ETCD_ELEASE_GONE && !lease_retry_done) {
             /* Our lease expired (a partition longer than its TTL): take a
@@ -246,10 +288,12 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
             json_node_unref(reply);
             break;
         }
+        procreg_etcd_revision_seen(s, rev);
         if (succeeded) {
             procreg_etcd_owned_put(s, k, value, vlen, rev, &record->owner);
             procreg_etcd_fill_entry(&v, rev, NULL, NULL, current);
             json_node_unref(reply);
+            committed = rev;
             rc = 0;
             break;
         }
@@ -257,8 +301,15 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
         bool have = procreg_etcd_first_kv(
             procreg_etcd_txn_response(o, 0, "response_range"), "kvs", &held);
         json_node_unref(reply);
+        if (!have && unsure) {
+            /* Ours, perhaps, and removed since. */
+            rc = outcome_unknown(error, "registration");
+            break;
+        }
         if (!have) {
-            /* Gone between the comparison and the read: try again. */
+            /* Free, but a removal in the namespace came after the
+             * revision we knew: try again knowing the latest. */
+            known = rev;
             rc = PROCREG_EBACKEND;
             continue;
         }
@@ -275,9 +326,17 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
             procreg_etcd_owned_put(s, k, value, vlen, held.mod_rev,
                                    &record->owner);
             procreg_etcd_fill_entry(&hv, held.mod_rev, NULL, NULL, current);
+            committed = held.mod_rev;
             procreg_etcd_value_clear(&hv);
             procreg_etcd_kv_clear(&held);
             rc = 0;
+            break;
+        }
+        if (unsure) {
+            /* Another's now; ours, perhaps, before. */
+            procreg_etcd_value_clear(&hv);
+            procreg_etcd_kv_clear(&held);
+            rc = outcome_unknown(error, "registration");
             break;
         }
         if (procreg_etcd_owner_dead_here(s, &hv)) {
@@ -301,17 +360,18 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
     if (rc == PROCREG_EBACKEND && error != NULL && *error == NULL)
         procreg_set_error(error, rc,
                           "etcd: registration kept losing races (%d attempts)",
-                          WRITE_ATTEMPTS);
+                          ETCD_WRITE_ATTEMPTS);
+    if (rc == 0)
+        procreg_etcd_watch_await(s, committed, deadline);
     procreg_etcd_owned_end(s, k);
+    g_string_free(mk, TRUE);
     g_string_free(k, TRUE);
     g_free(value);
     return rc;
 }
 
-/* Whether the range reply @r holds the reason marker of our removal
- * @nonce; *@rev: the marker's revision (the removal's). */
-static bool own_marker(etcd_state *s, JsonObject *r, uint64_t nonce,
-                       int64_t *rev)
+ETCD_HIDDEN bool procreg_etcd_own_marker(etcd_state *s, JsonObject *r,
+                                         uint64_t nonce, int64_t *rev)
 {
     etcd_kv kv;
     if (!procreg_etcd_first_kv(r, "kvs", &kv))
@@ -346,21 +406,26 @@ static void owned_entry_of(etcd_state *s, const GString *k, procreg_entry *out)
     pthread_mutex_unlock(&s->lock);
 }
 
-/* The reason to write in the marker of @k's removal (at @if_revision, 0:
- * any): from the entry this instance wrote there, else from a read.  The
- * core removes an entry it cannot read only by force. */
-static int reason_for_removal(etcd_state *s, const GString *k,
-                              uint64_t if_revision, gint64 deadline,
-                              procreg_event_reason *reason, GError **error)
+/* What a removal of @k removes: *@rev, the revision of the entry there
+ * (the one this instance wrote, when @use_owned and it knows it; else
+ * read), and *@reason, the reason to write in its marker.  The core
+ * removes an entry it cannot read only by force.  PROCREG_ENOTFOUND when
+ * there is none, PROCREG_ECONFLICT when it is not at @if_revision. */
+static int removal_target(etcd_state *s, const GString *k,
+                          uint64_t if_revision, bool use_owned,
+                          gint64 deadline, int64_t *rev,
+                          procreg_event_reason *reason, GError **error)
 {
     etcd_value v;
     const char *why;
     pthread_mutex_lock(&s->lock);
     GBytes *kb = g_bytes_new(k->str, k->len);
-    owned_entry *o = g_hash_table_lookup(s->owned, kb);
+    owned_entry *o = use_owned ? g_hash_table_lookup(s->owned, kb) : NULL;
     bool known = o != NULL &&
                  (if_revision == 0 || (uint64_t)o->mod_rev == if_revision) &&
                  procreg_etcd_value_decode(o->value, o->value_len, &v, &why);
+    if (known)
+        *rev = o->mod_rev;
     g_bytes_unref(kb);
     pthread_mutex_unlock(&s->lock);
     if (!known) {
@@ -369,11 +434,17 @@ static int reason_for_removal(etcd_state *s, const GString *k,
         int rc = procreg_etcd_get_kv(s, k, true, deadline, &kv, &found, error);
         if (rc != 0)
             return rc;
-        *reason = PROCREG_REASON_FORCED;
-        if (!found) /* the removal will find nothing either */
-            return 0;
+        if (!found)
+            return PROCREG_ENOTFOUND;
+        *rev = kv.mod_rev;
         known = procreg_etcd_value_decode(kv.value, kv.value_len, &v, &why);
         procreg_etcd_kv_clear(&kv);
+        if (if_revision != 0 && (uint64_t)*rev != if_revision) {
+            if (known)
+                procreg_etcd_value_clear(&v);
+            return PROCREG_ECONFLICT;
+        }
+        *reason = PROCREG_REASON_FORCED;
         if (!known)
             return 0;
     }
@@ -382,6 +453,29 @@ static int reason_for_removal(etcd_state *s, const GString *k,
     return 0;
 }
 
+/* @removed from the entry in a removal's prev_kvs. */
+static void removed_from_reply(JsonObject *o, procreg_entry *removed)
+{
+    memset(removed, 0, sizeof *removed);
+    etcd_kv prev;
+    if (!procreg_etcd_first_kv(
+            procreg_etcd_txn_response(o, 0, "response_delete_range"),
+            "prev_kvs", &prev))
+        return;
+    etcd_value v;
+    const char *why;
+    if (procreg_etcd_value_decode(prev.value, prev.value_len, &v, &why)) {
+        procreg_etcd_fill_entry(&v, prev.mod_rev, NULL, NULL, removed);
+        procreg_etcd_value_clear(&v);
+    } else {
+        removed->revision = (uint64_t)prev.mod_rev;
+    }
+    procreg_etcd_kv_clear(&prev);
+}
+
+/* The removal compares the entry's revision (pinned: a repetition of it
+ * that reaches etcd late, after the entry changed, removes nothing), and
+ * reads the entry again when it changed and the caller did not pin one. */
 ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
                                         uint64_t if_revision,
                                         procreg_entry *removed,
@@ -391,82 +485,83 @@ ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
     procreg_etcd_watch_use(s, procreg_key_bytes(key));
     gint64 deadline = procreg_etcd_deadline(s->client);
     GString *k = procreg_etcd_entry_key(s, key);
-    procreg_event_reason reason;
-    int rc = reason_for_removal(s, k, if_revision, deadline, &reason, error);
-    if (rc != 0) {
-        g_string_free(k, TRUE);
-        return rc;
-    }
-    uint64_t nonce = procreg_etcd_nonce(s);
-    GString *b = g_string_new("{\"compare\":[");
-    if (if_revision != 0)
-        procreg_etcd_op_compare(b, k, "MOD", "EQUAL", "mod_revision",
-                                (int64_t)if_revision);
-    else
-        procreg_etcd_op_compare(b, k, "VERSION", "GREATER", "version", 0);
-    g_string_append(b, "],\"success\":[");
-    procreg_etcd_op_delete(b, k, NULL);
-    g_string_append_c(b, ',');
-    procreg_etcd_op_marker(s, b, k, s->writer, nonce, reason);
-    g_string_append(b, "],\"failure\":[");
-    procreg_etcd_op_range(b, k);
-    g_string_append_c(b, ',');
     GString *mk = procreg_etcd_marker_key(s, k->str, k->len);
-    procreg_etcd_op_range(b, mk);
-    g_string_free(mk, TRUE);
-    g_string_append(b, "]}");
-    JsonNode *reply = NULL;
-    rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, deadline,
-                           &reply, error);
-    g_string_free(b, TRUE);
-    if (rc != 0) {
-        g_string_free(k, TRUE);
-        return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
-    }
-    JsonObject *o = json_node_get_object(reply);
-    int64_t marker_rev = 0, rev;
-    bool succeeded;
-    rc = procreg_etcd_txn_outcome(o, 2, &succeeded, &rev, error);
-    if (rc == 0 && succeeded) {
-        procreg_etcd_owned_remove(s, k->str, k->len, rev);
-        etcd_kv prev;
-        if (removed != NULL) {
-            memset(removed, 0, sizeof *removed);
-            if (procreg_etcd_first_kv(
-                    procreg_etcd_txn_response(o, 0, "response_delete_range"),
-                    "prev_kvs", &prev)) {
-                etcd_value v;
-                const char *why;
-                if (procreg_etcd_value_decode(prev.value, prev.value_len, &v,
-                                              &why)) {
-                    procreg_etcd_fill_entry(&v, prev.mod_rev, NULL, NULL,
-                                            removed);
-                    procreg_etcd_value_clear(&v);
-                } else {
-                    removed->revision = (uint64_t)prev.mod_rev;
-                }
-                procreg_etcd_kv_clear(&prev);
-            }
+    uint64_t nonce = procreg_etcd_nonce(s);
+    int64_t committed = 0;
+    int rc = PROCREG_ECONFLICT;
+    for (int attempt = 0; attempt < ETCD_WRITE_ATTEMPTS; attempt++) {
+        procreg_event_reason reason = PROCREG_REASON_EXPLICIT;
+        int64_t at = 0;
+        rc = removal_target(s, k, if_revision, attempt == 0, deadline, &at,
+                            &reason, error);
+        if (rc != 0)
+            break;
+        GString *b = g_string_new("{\"compare\":[");
+        procreg_etcd_op_compare(b, k, "MOD", "EQUAL", "mod_revision", at);
+        g_string_append(b, "],\"success\":[");
+        procreg_etcd_op_delete(b, k, NULL);
+        g_string_append_c(b, ',');
+        procreg_etcd_op_marker(s, b, k, s->writer, nonce, reason);
+        g_string_append(b, "],\"failure\":[");
+        procreg_etcd_op_range(b, k);
+        g_string_append_c(b, ',');
+        procreg_etcd_op_range(b, mk);
+        g_string_append(b, "]}");
+        JsonNode *reply = NULL;
+        bool unsure = false;
+        rc = procreg_etcd_call_write(s->client, "/v3/kv/txn", b->str,
+                                     deadline, &reply, &unsure, error);
+        g_string_free(b, TRUE);
+        if (rc != 0) {
+            if (rc == ETCD_ELEASE_GONE)
+                rc = PROCREG_EBACKEND;
+            break;
         }
-    } else if (rc == 0) {
-        JsonArray *kvs = procreg_etcd_json_array(
-            procreg_etcd_txn_response(o, 0, "response_range"), "kvs");
-        bool present = kvs != NULL && json_array_get_length(kvs) > 0;
-        if (!present &&
-            own_marker(s, procreg_etcd_txn_response(o, 1, "response_range"),
-                       nonce, &marker_rev)) {
+        JsonObject *o = json_node_get_object(reply);
+        bool succeeded;
+        int64_t rev;
+        rc = procreg_etcd_txn_outcome(o, 2, &succeeded, &rev, error);
+        if (rc == 0)
+            procreg_etcd_revision_seen(s, rev);
+        if (rc == 0 && succeeded) {
+            procreg_etcd_owned_remove(s, k->str, k->len, rev);
+            if (removed != NULL)
+                removed_from_reply(o, removed);
+            committed = rev;
+        } else if (rc == 0 &&
+                   procreg_etcd_own_marker(
+                       s, procreg_etcd_txn_response(o, 1, "response_range"),
+                       nonce, &rev)) {
             /* Our own removal, applied by an attempt whose answer was
-             * lost before a retry on another endpoint. */
+             * lost before a retry on another endpoint (and registered
+             * again since, perhaps). */
             if (removed != NULL)
                 owned_entry_of(s, k, removed);
-            procreg_etcd_owned_remove(s, k->str, k->len, marker_rev);
-        } else {
-            rc = present && if_revision != 0 ? PROCREG_ECONFLICT
-                                             : PROCREG_ENOTFOUND;
+            procreg_etcd_owned_remove(s, k->str, k->len, rev);
+            committed = rev;
+        } else if (rc == 0 && unsure) {
+            rc = outcome_unknown(error, "removal");
+        } else if (rc == 0) {
+            /* Changed since it was read, or gone. */
+            JsonArray *kvs = procreg_etcd_json_array(
+                procreg_etcd_txn_response(o, 0, "response_range"), "kvs");
+            rc = kvs != NULL && json_array_get_length(kvs) > 0
+                     ? PROCREG_ECONFLICT
+                     : PROCREG_ENOTFOUND;
         }
+        json_node_unref(reply);
+        if (rc != PROCREG_ECONFLICT || if_revision != 0)
+            break;
     }
-    json_node_unref(reply);
+    g_string_free(mk, TRUE);
     g_string_free(k, TRUE);
+    if (rc == 0)
+        procreg_etcd_watch_await(s, committed, deadline);
+    else if (rc == PROCREG_ECONFLICT && if_revision == 0)
+        rc = procreg_set_error(error, rc,
+                               "etcd: the entry kept changing during the "
+                               "removal (%d attempts)",
+                               ETCD_WRITE_ATTEMPTS);
     return rc;
 }
 
@@ -495,14 +590,16 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
     GString *k = procreg_etcd_entry_key(s, key);
     uint64_t nonce = procreg_etcd_nonce(s);
     int rc = PROCREG_ECONFLICT;
-    for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
+    int64_t committed = 0; /* the revision of our update */
+    bool unsure = false;
+    for (int attempt = 0; attempt < ETCD_WRITE_ATTEMPTS; attempt++) {
         etcd_kv kv;
         bool found = false;
         rc = procreg_etcd_get_kv(s, k, true, deadline, &kv, &found, error);
         if (rc != 0)
             break;
         if (!found) {
-            rc = PROCREG_ENOTFOUND;
+            rc = unsure ? outcome_unknown(error, "update") : PROCREG_ENOTFOUND;
             break;
         }
         etcd_value v;
@@ -512,10 +609,13 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
              * lost before a retry on another endpoint. */
             remember_update(s, k, &kv, &v.owner);
             procreg_etcd_fill_entry(&v, kv.mod_rev, NULL, NULL, updated);
+            committed = kv.mod_rev;
             procreg_etcd_value_clear(&v);
             procreg_etcd_kv_clear(&kv);
             break;
         }
+        if (rc == 0 && unsure) /* not ours now; ours, perhaps, before */
+            rc = outcome_unknown(error, "update");
         if (rc == 0 && if_revision != 0 &&
             (uint64_t)kv.mod_rev != if_revision)
             rc = PROCREG_ECONFLICT;
@@ -550,8 +650,10 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
         }
         g_string_append(b, "]}");
         JsonNode *reply = NULL;
-        rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0, deadline,
-                               &reply, error);
+        bool resent = false;
+        rc = procreg_etcd_call_write(s->client, "/v3/kv/txn", b->str,
+                                     deadline, &reply, &resent, error);
+        unsure = unsure || resent;
         g_string_free(b, TRUE);
         if (rc == 0) {
             bool succeeded;
@@ -562,6 +664,7 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
                 remember_update(s, k, &written, &v.owner);
                 procreg_etcd_fill_entry(&v, written.mod_rev, NULL, NULL,
                                         updated);
+                committed = written.mod_rev;
             } else if (rc == 0) {
                 rc = PROCREG_ECONFLICT;
             }
@@ -578,10 +681,12 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
             break;
     }
     g_string_free(k, TRUE);
+    if (rc == 0)
+        procreg_etcd_watch_await(s, committed, deadline);
     if (rc == PROCREG_ECONFLICT && error != NULL && *error == NULL &&
         if_revision == 0)
         procreg_set_error(error, rc,
                           "etcd: the entry kept changing during the update "
-                          "(%d attempts)", WRITE_ATTEMPTS);
+                          "(%d attempts)", ETCD_WRITE_ATTEMPTS);
     return rc;
 }

@@ -99,6 +99,7 @@ typedef struct {
     guint64 mirror_bytes, watch_reconnects, compactions, corrupt_seen,
         notified, oversized_lines, watch_bytes; /* atomic */
     uint64_t writes; /* atomic: nonces handed out (procreg_etcd_nonce()) */
+    int64_t seen_rev; /* atomic: the latest revision a write's reply named */
 } etcd_state;
 
 /* ---- small helpers ---- */
@@ -178,10 +179,12 @@ ETCD_HIDDEN void procreg_etcd_fill_entry(const etcd_value *v,
  * reply, or NULL. */
 ETCD_HIDDEN JsonObject *procreg_etcd_txn_response(JsonObject *reply, guint i,
                                                   const char *kind);
-/* Report a change made outside the core's sight to it (other writers',
- * seen by the watch; an eviction inside a registration): the entry from
- * @value (NULL: only a removal's key and @revision). */
-ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, procreg_event_kind kind,
+/* Report a change to the core: the entry from @value (NULL: only a
+ * removal's key and @revision).  @own: this instance made it (reported in
+ * commit order by the watch, procreg_etcd_ordered()); else another writer
+ * did, or nobody (an expiry). */
+ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, bool own,
+                                     procreg_event_kind kind,
                                      procreg_event_reason reason,
                                      const void *key, size_t klen,
                                      const void *value, size_t vlen,
@@ -311,6 +314,20 @@ typedef int (*etcd_kv_fn)(etcd_state *s, etcd_kv *kv, void *user,
  * answer was lost (and that was sent again, perhaps to another member)
  * recognises its own effect by it. */
 ETCD_HIDDEN uint64_t procreg_etcd_nonce(etcd_state *s);
+/* How many times a write tries after losing a race or the lease. */
+#define ETCD_WRITE_ATTEMPTS 8
+/* Whether the range reply @r holds the reason marker of our removal
+ * @nonce; *@rev: the marker's revision (the removal's). */
+ETCD_HIDDEN bool procreg_etcd_own_marker(etcd_state *s, JsonObject *r,
+                                         uint64_t nonce, int64_t *rev);
+/* A revision no older than the latest this instance knows of (from the
+ * watch or a reply), and the update of it from a reply's header.  Writes
+ * that cannot compare an entry's revision (a registration, a drop) compare
+ * their namespace's marker with it: any removal in the namespace since
+ * moves the marker past it, so a repetition of the write that reaches etcd
+ * late, after its entry was removed, changes nothing. */
+ETCD_HIDDEN int64_t procreg_etcd_revision_known(etcd_state *s);
+ETCD_HIDDEN void procreg_etcd_revision_seen(etcd_state *s, int64_t rev);
 /* Get one key.  *@found false when absent. */
 ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
                                     bool linearizable, gint64 deadline,
@@ -361,14 +378,24 @@ ETCD_HIDDEN int procreg_etcd_drop_namespace(void *state, const char *ns,
 /* ---- etcd-watch.c: the watch ---- */
 
 ETCD_HIDDEN GHashTable *procreg_etcd_mirror_new(void);
-/* WATCH_ALL, at open: the revision the watch starts after (one cheap
- * read; the watch thread reads the prefix at it). */
+/* At open: the revision now (one cheap read), which writes know from then
+ * on (procreg_etcd_revision_known()) and, with WATCH_ALL, the watch
+ * starts after (its thread reads the prefix at it). */
 ETCD_HIDDEN int procreg_etcd_watch_begin(etcd_state *s, GError **error);
 /* WATCH_USED: the registry uses namespace @ns; once the watch covers it
  * (at once when it did; else within min(timeout_ms, 2 s), or the watch
  * says why not in health_check).  Other modes: nothing. */
 ETCD_HIDDEN void procreg_etcd_watch_use(etcd_state *s, const char *ns);
 ETCD_HIDDEN gpointer procreg_etcd_watcher_main(gpointer data);
+/* Whether the watch reports this instance's own changes too, in commit
+ * order (PROCREG_CAP_ORDERED_EVENTS): when it covers the whole prefix. */
+ETCD_HIDDEN bool procreg_etcd_ordered(const etcd_state *s);
+/* An op of this instance committed at @rev: wait (until @deadline) for
+ * the watch to report it, so that its event comes before the op returns.
+ * Past the deadline the op returns without it; the watch reports it
+ * later, still in order. */
+ETCD_HIDDEN void procreg_etcd_watch_await(etcd_state *s, int64_t rev,
+                                          gint64 deadline);
 
 /* ---- etcd-health.c ---- */
 

@@ -219,38 +219,79 @@ ETCD_HIDDEN int procreg_etcd_drop_namespace(void *state, const char *ns,
     GString *start, *end;
     if (ns != NULL)
         procreg_etcd_watch_use(s, ns);
+    gint64 deadline = procreg_etcd_deadline(s->client);
     procreg_etcd_ns_range(s, ns, &start, &end);
     /* One transaction: the entries go in one revision, with the marker
      * (its key, the namespace's start, is left out of the deleted range:
-     * etcd refuses a put inside a range the transaction deletes).  Sent
-     * again after an attempt whose answer was lost, it removes what was
-     * registered in the namespace in between and reports only that. */
+     * etcd refuses a put inside a range the transaction deletes).  It
+     * compares the marker with the latest revision known, so that a
+     * repetition reaching etcd late (after the marker moved) removes
+     * nothing registered since; a marker moved by another removal
+     * meanwhile costs one more try. */
     GString *entries = g_string_new_len(start->str, (gssize)start->len);
     g_string_append_c(entries, '\x01');
-    GString *b = g_string_new("{\"success\":[");
-    procreg_etcd_op_delete(b, entries, end);
-    g_string_append_c(b, ',');
-    procreg_etcd_op_marker(s, b, start, s->writer, 0,
-                           PROCREG_REASON_NAMESPACE_DROPPED);
-    g_string_free(entries, TRUE);
-    g_string_append(b, "]}");
+    uint64_t nonce = procreg_etcd_nonce(s);
+    int64_t known = procreg_etcd_revision_known(s), rev = 0;
     JsonNode *reply = NULL;
-    int rc = procreg_etcd_call(s->client, "/v3/kv/txn", b->str, 0,
-                               procreg_etcd_deadline(s->client), &reply,
-                               error);
-    g_string_free(b, TRUE);
+    bool succeeded = false, ours = false;
+    int rc = 0;
+    for (int attempt = 0; rc == 0 && !succeeded && !ours; attempt++) {
+        if (attempt == ETCD_WRITE_ATTEMPTS) {
+            rc = procreg_set_error(error, PROCREG_ECONFLICT,
+                                   "etcd: the namespace kept changing during "
+                                   "the drop (%d attempts)",
+                                   ETCD_WRITE_ATTEMPTS);
+            break;
+        }
+        GString *b = g_string_new("{\"compare\":[");
+        procreg_etcd_op_compare(b, start, "MOD", "LESS", "mod_revision",
+                                known + 1);
+        g_string_append(b, "],\"success\":[");
+        procreg_etcd_op_delete(b, entries, end);
+        g_string_append_c(b, ',');
+        procreg_etcd_op_marker(s, b, start, s->writer, nonce,
+                               PROCREG_REASON_NAMESPACE_DROPPED);
+        g_string_append(b, "],\"failure\":[");
+        procreg_etcd_op_range(b, start);
+        g_string_append(b, "]}");
+        bool unsure = false;
+        if (reply != NULL)
+            json_node_unref(reply);
+        reply = NULL;
+        rc = procreg_etcd_call_write(s->client, "/v3/kv/txn", b->str,
+                                     deadline, &reply, &unsure, error);
+        g_string_free(b, TRUE);
+        if (rc != 0)
+            break;
+        rc = procreg_etcd_txn_outcome(json_node_get_object(reply), 1,
+                                      &succeeded, &rev, error);
+        if (rc != 0 || succeeded)
+            break;
+        procreg_etcd_revision_seen(s, rev);
+        known = rev;
+        /* Our own drop, applied by an attempt whose answer was lost
+         * (what it removed is then not known). */
+        ours = procreg_etcd_own_marker(
+            s, procreg_etcd_txn_response(json_node_get_object(reply), 0,
+                                         "response_range"),
+            nonce, &rev);
+        if (!ours && unsure)
+            rc = procreg_set_error(error, PROCREG_EBACKEND,
+                                   "etcd: the drop was sent again after a "
+                                   "member did not answer, and the namespace "
+                                   "changed meanwhile: whether the drop was "
+                                   "applied is unknown");
+    }
+    g_string_free(entries, TRUE);
     g_string_free(start, TRUE);
     g_string_free(end, TRUE);
-    if (rc != 0)
-        return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
-    JsonObject *o = json_node_get_object(reply);
-    int64_t rev;
-    bool succeeded;
-    rc = procreg_etcd_txn_outcome(o, 0, &succeeded, &rev, error);
     if (rc != 0) {
-        json_node_unref(reply);
-        return rc;
+        if (reply != NULL)
+            json_node_unref(reply);
+        return rc == ETCD_ELEASE_GONE ? PROCREG_EBACKEND : rc;
     }
+    procreg_etcd_revision_seen(s, rev);
+    JsonObject *o = json_node_get_object(reply);
     JsonArray *prev = procreg_etcd_json_array(
         procreg_etcd_txn_response(o, 0, "response_delete_range"), "prev_kvs");
     guint n = prev ? json_array_get_length(prev) : 0;
@@ -282,5 +323,6 @@ ETCD_HIDDEN int procreg_etcd_drop_namespace(void *state, const char *ns,
     }
     pthread_mutex_unlock(&s->lock);
     json_node_unref(reply);
+    procreg_etcd_watch_await(s, rev, deadline);
     return 0;
 }

@@ -2,10 +2,22 @@
  * etcd backend: the watch thread.  One streaming watch, resumed from the
  * last revision after a reconnect, with a resync on compaction.  It
  * reports changes made by other instances through
- * procreg_backend_host_notify(); changes this instance made are the
- * core's to report, so they are skipped (the value names its writer).  A
- * removal's reason comes from its namespace's marker, written in the same
- * revision; a removal without one is a lease expiry.
+ * procreg_backend_host_notify().  A removal's reason comes from its
+ * namespace's marker, written in the same revision; a removal without one
+ * is a lease expiry.
+ *
+ * Changes this instance made (the value, or the marker, names its writer):
+ * with WATCH_ALL the watch reports them too, through
+ * procreg_backend_host_notify_own(), and each op waits for the watch to
+ * pass its revision before it returns (procreg_etcd_watch_await()).  So
+ * every event of the prefix reaches the core from one thread in revision
+ * order, this instance's and others' alike (PROCREG_CAP_ORDERED_EVENTS):
+ * reporting our own at the op's return instead put them out of order with
+ * another host's change of the same key that the watch was still
+ * delivering.  Invariant: an event of revision R is reported only after
+ * every event below R that the watch covers.  Otherwise (WATCH_USED,
+ * whose coverage of a namespace begins at its first use) our own changes
+ * are skipped here, and the core reports them.
  *
  * What it covers (s->watch_mode):
  *  - WATCH_ALL: the whole prefix, every key read when the thread starts;
@@ -37,6 +49,35 @@ typedef struct {
     char writer[ETCD_WRITER_LEN + 1];
     int reason;
 } marker;
+
+ETCD_HIDDEN bool procreg_etcd_ordered(const etcd_state *s)
+{
+    return s->watch_mode == WATCH_ALL;
+}
+
+/* The watch has reported everything up to @rev: wake the ops waiting for
+ * it. */
+static void advance(etcd_state *s, int64_t rev)
+{
+    pthread_mutex_lock(&s->lock);
+    if (rev > __atomic_load_n(&s->watch_rev, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&s->watch_rev, rev, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&s->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+ETCD_HIDDEN void procreg_etcd_watch_await(etcd_state *s, int64_t rev,
+                                          gint64 deadline)
+{
+    if (!procreg_etcd_ordered(s))
+        return;
+    pthread_mutex_lock(&s->lock);
+    while (__atomic_load_n(&s->watch_rev, __ATOMIC_ACQUIRE) < rev &&
+           !s->stopping && g_get_monotonic_time() < deadline)
+        cond_wait_until(&s->cond, &s->lock, deadline);
+    pthread_mutex_unlock(&s->lock);
+}
 
 /* ---- the mirror ---- */
 
@@ -114,7 +155,9 @@ ETCD_HIDDEN int procreg_etcd_watch_begin(etcd_state *s, GError **error)
         return procreg_set_error(error, PROCREG_EBACKEND,
                                  "etcd sent a range reply without a "
                                  "revision");
-    s->watch_rev = rev;
+    procreg_etcd_revision_seen(s, rev);
+    if (s->watch_mode == WATCH_ALL)
+        s->watch_rev = rev;
     return 0;
 }
 
@@ -289,7 +332,8 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
         value_writer(kv->value, kv->value_len, writer);
         bool created = kv->create_rev == kv->mod_rev;
         mirror_set(s, s->mirror, kv);
-        if (strcmp(writer, s->writer) != 0) {
+        bool own = strcmp(writer, s->writer) == 0;
+        if (!own) {
             /* Another writer touched a key we own: follow it. */
             pthread_mutex_lock(&s->lock);
             GBytes *kb = g_bytes_new(kv->key, kv->key_len);
@@ -305,13 +349,15 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
             }
             g_bytes_unref(kb);
             pthread_mutex_unlock(&s->lock);
-            /* A forced update carries its marker. */
+        }
+        /* A forced update carries its marker. */
+        if (!own || procreg_etcd_ordered(s))
             procreg_etcd_notify(
-                s, created ? PROCREG_EVENT_REGISTERED : PROCREG_EVENT_UPDATED,
+                s, own,
+                created ? PROCREG_EVENT_REGISTERED : PROCREG_EVENT_UPDATED,
                 m != NULL ? (procreg_event_reason)m->reason
                           : PROCREG_REASON_NONE,
                 kv->key, kv->key_len, kv->value, kv->value_len, kv->mod_rev);
-        }
         return;
     }
     /* What was removed: its value, lease and revision (the entry's, as
@@ -345,8 +391,9 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
                                          kv->mod_rev);
         pthread_mutex_unlock(&s->lock);
     }
-    if (m == NULL || strcmp(m->writer, s->writer) != 0)
-        procreg_etcd_notify(s, PROCREG_EVENT_UNREGISTERED,
+    bool own = m != NULL && strcmp(m->writer, s->writer) == 0;
+    if (!own || procreg_etcd_ordered(s))
+        procreg_etcd_notify(s, own, PROCREG_EVENT_UNREGISTERED,
                             m ? (procreg_event_reason)m->reason
                               : PROCREG_REASON_EXPIRED,
                             kv->key, kv->key_len, old, old_len, old_rev);
@@ -423,6 +470,14 @@ static bool watch_line(const char *line, size_t len, void *user)
     }
     guint n = b.events->len;
     int64_t last = 0;
+#ifdef PROCREG_TEST_SLOW_WATCH
+    /* Test builds only (tests/etcd/meson.build): a watch that always
+     * comes late, as on a loaded machine, so the tests force the
+     * interleaving where a write here follows one made elsewhere before
+     * the watch reported it. */
+    if (n > 0)
+        g_usleep(30 * 1000);
+#endif
     /* Reason markers first: they share their removal's revision, and a
      * revision is never split across responses. */
     GArray *markers = g_array_new(FALSE, TRUE, sizeof(marker));
@@ -447,9 +502,7 @@ static bool watch_line(const char *line, size_t len, void *user)
          * left to come. */
         last = b.header_revision;
     }
-    gint64 cur = __atomic_load_n(&s->watch_rev, __ATOMIC_ACQUIRE);
-    if (last > cur)
-        __atomic_store_n(&s->watch_rev, last, __ATOMIC_RELEASE);
+    advance(s, last);
     if (n > 0)
         c->progressed = true;
     procreg_etcd_watch_batch_clear(&b);
@@ -539,12 +592,12 @@ static int resync(etcd_state *s, GError **error)
         mirror_entry *m = val;
         gsize klen;
         const void *kd = g_bytes_get_data(k, &klen);
-        procreg_etcd_notify(s, PROCREG_EVENT_UNREGISTERED,
+        procreg_etcd_notify(s, false, PROCREG_EVENT_UNREGISTERED,
                             m->lease != 0 ? PROCREG_REASON_EXPIRED
                                           : PROCREG_REASON_EXPLICIT,
                             kd, klen, NULL, 0, m->mod_rev);
     }
-    /* New or changed, unless this instance wrote them. */
+    /* New or changed (this instance's changes only when ordered). */
     GHashTable *mirror = procreg_etcd_mirror_new();
     guint64 old_bytes = atomic_get(&s->mirror_bytes);
     g_hash_table_iter_init(&it, fresh);
@@ -561,10 +614,11 @@ static int resync(etcd_state *s, GError **error)
             continue;
         char writer[ETCD_WRITER_LEN + 1];
         value_writer(vd, vlen, writer);
-        if (strcmp(writer, s->writer) == 0)
+        bool own = strcmp(writer, s->writer) == 0;
+        if (own && !procreg_etcd_ordered(s))
             continue;
         bool created = was == NULL || f->create_rev > was->mod_rev;
-        procreg_etcd_notify(s,
+        procreg_etcd_notify(s, own,
                             created ? PROCREG_EVENT_REGISTERED
                                     : PROCREG_EVENT_UPDATED,
                             PROCREG_REASON_NONE, kd, klen, vd, vlen,
@@ -575,7 +629,7 @@ static int resync(etcd_state *s, GError **error)
     s->mirror = mirror;
     /* mirror_set() added the new mirror's bytes on top of the old ones. */
     atomic_sub(&s->mirror_bytes, old_bytes);
-    __atomic_store_n(&s->watch_rev, rev, __ATOMIC_RELEASE);
+    advance(s, rev);
     return 0;
 }
 

@@ -454,8 +454,7 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
     credentials_clear(&cr);
     if (rc == 0) {
         s->client = procreg_etcd_session_client(s->session);
-        if (s->watch_mode == WATCH_ALL)
-            rc = procreg_etcd_watch_begin(s, error);
+        rc = procreg_etcd_watch_begin(s, error);
     }
     if (rc != 0) {
         etcd_destroy(s);
@@ -524,14 +523,27 @@ static void etcd_destroy(void *state)
     procreg_etcd_state_free(s);
 }
 
+#define ETCD_CAPS                                                          \
+    (PROCREG_CAP_THREADSAFE | PROCREG_CAP_DISTRIBUTED |                    \
+     PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_PERSISTENT |                   \
+     PROCREG_CAP_ATOMIC_DROP)
+
+/* Events in commit order when the watch covers the whole prefix
+ * (etcd-watch.c). */
+static unsigned int etcd_instance_caps(void *state)
+{
+    return ETCD_CAPS | (procreg_etcd_ordered(state)
+                            ? PROCREG_CAP_ORDERED_EVENTS
+                            : 0);
+}
+
 const procreg_backend_ops procreg_etcd_backend_ops = {
     .version = PROCREG_BACKEND_VERSION,
     .name = "etcd",
     .description = "etcd cluster through its v3 JSON gateway: shared by "
                    "hosts, entries on leases, changes from a watch",
-    .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_DISTRIBUTED |
-            PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_PERSISTENT |
-            PROCREG_CAP_ATOMIC_DROP,
+    .caps = ETCD_CAPS,
+    .instance_caps = etcd_instance_caps,
     .options = etcd_options,
     .init = etcd_init,
     .destroy = etcd_destroy,

@@ -3,7 +3,8 @@
  * raw listeners and proxies on 127.0.0.1) in front of, or instead of, a
  * real single-member etcd this program starts:
  *   - a write whose answer is lost and that is sent again recognises its
- *     own effect;
+ *     own effect; one held by a hanging member and applied late, after
+ *     its repetition and a change by another, changes nothing;
  *   - each failure names its cause, with the right code, at once unless a
  *     member stalls;
  *   - a reply or a watch response that never ends costs at most
@@ -154,6 +155,94 @@ typedef struct {
     const char *needle;    /* in the message */
     bool slow;             /* fails at the budget, not at once */
 } fault_case;
+
+/* A write's first attempt held by a member that hangs, sent again to
+ * another member and applied there, and then applied late by the first
+ * when it resumes (a SIGSTOPped member does that), after the entry changed:
+ * the late repetition changes nothing.  A removal is pinned to the
+ * revision it removes, so it cannot remove the entry registered since; a
+ * registration compares its namespace's marker, so it cannot bring back
+ * the entry removed since.  The first endpoint is a proxy that holds
+ * requests while its gate is closed. */
+static void test_late_repetition(void)
+{
+    char *prefix = new_prefix();
+    etcd_gate *gate = etcd_gate_new(), *answered = etcd_gate_new();
+    etcd_gate_open(gate);
+    etcd_fake *held = etcd_fake_start(&(etcd_fake_config){
+        .mode = FAKE_PROXY, .target_port = cluster.m[0].client_port,
+        .hold = gate, .on_reply = answered});
+    char *u1 = etcd_fake_url(held);
+    char *spec = g_strdup_printf("etcd:endpoints=[%s,%s],prefix=%s,"
+                                 "attempt_timeout_ms=300,watch=false,"
+                                 "lease_ttl=60",
+                                 u1, url, prefix);
+    char *direct = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,"
+                                   "watch=false,lease_ttl=60",
+                                   url, prefix);
+    procreg_record record = {.registered_at = g_get_real_time()};
+    procreg_owner_self(&record.owner);
+    GError *err = NULL;
+    procreg_backend *other = NULL;
+    g_assert_cmpint(procreg_backend_open(direct, NULL, &other, &err), ==, 0);
+    for (int op = 0; op < 2; op++) {
+        procreg_key *key = NULL;
+        g_assert_cmpint(procreg_key_new("svc", op == 0 ? "k" : "k2", &key,
+                                        NULL), ==, 0);
+        procreg_backend *b = NULL;
+        etcd_gate_open(gate);
+        etcd_fake_set_swallow(held, NULL);
+        g_assert_cmpint(procreg_backend_open(spec, NULL, &b, &err), ==, 0);
+        if (op == 0)
+            g_assert_cmpint(procreg_backend_register_entry(b, key, &record,
+                                                           NULL, &err),
+                            ==, 0);
+        /* Held by the proxy, then applied by the member behind the
+         * second endpoint. */
+        etcd_gate_close(gate);
+        etcd_gate_close(answered);
+        int rc = op == 0
+                     ? procreg_backend_unregister(b, key, 0, NULL, &err)
+                     : procreg_backend_register_entry(b, key, &record, NULL,
+                                                      &err);
+        g_assert_no_error(err);
+        g_assert_cmpint(rc, ==, 0);
+        /* The entry changes: registered again by another instance, or
+         * removed. */
+        procreg_entry now = {0};
+        rc = op == 0 ? procreg_backend_register_entry(other, key, &record,
+                                                      &now, &err)
+                     : procreg_backend_unregister(other, key, 0, NULL, &err);
+        g_assert_no_error(err);
+        g_assert_cmpint(rc, ==, 0);
+        /* The member behind the proxy resumes: the held attempt reaches
+         * etcd. */
+        etcd_fake_set_swallow(held, "");
+        etcd_gate_open(gate);
+        g_assert_true(etcd_gate_wait(answered, 10000));
+        procreg_entry after = {0};
+        rc = procreg_backend_lookup_entry(other, key, &after, &err);
+        if (op == 0) {
+            g_assert_cmpint(rc, ==, 0);
+            g_assert_cmpuint(after.revision, ==, now.revision);
+        } else {
+            g_clear_error(&err);
+            g_assert_cmpint(rc, ==, PROCREG_ENOTFOUND);
+        }
+        procreg_entry_clear(&after);
+        procreg_entry_clear(&now);
+        procreg_backend_close(b);
+        procreg_key_unref(key);
+    }
+    procreg_backend_close(other);
+    etcd_fake_stop(held);
+    etcd_gate_free(gate);
+    etcd_gate_free(answered);
+    g_free(u1);
+    g_free(spec);
+    g_free(direct);
+    g_free(prefix);
+}
 
 /* An HTTP reply of @body; g_free it. */
 static char *http_reply(const char *body)
@@ -450,6 +539,7 @@ int main(int argc, char **argv)
     url = etcd_member_url(&cluster, 0);
     tag = etcd_random_tag();
     g_test_add_func("/etcd-faults/lost-answer", test_lost_answer);
+    g_test_add_func("/etcd-faults/late-repetition", test_late_repetition);
     g_test_add_func("/etcd-faults/named", test_faults_named);
     g_test_add_func("/etcd-faults/endless-reply", test_endless_reply);
     g_test_add_func("/etcd-faults/endless-watch-line",
