@@ -47,6 +47,7 @@ typedef struct {
     owner_id id;
     bool alive;
     bool queued; /* waiting in reap_queue */
+    bool polled; /* alive, no pidfd: the monitor polls it (liveness.c) */
     int pidfd;   /* -1 when not monitored */
 } owner_rec;
 
@@ -90,6 +91,8 @@ typedef struct {
     GQueue reap_queue;  /* owner_rec*, under owners_lock */
     int monitored;      /* recs with a pidfd */
     int monitor_max;
+    int polled;         /* recs polled instead, under owners_lock */
+    bool poll_only;     /* PROCREG_MONITOR=poll: no pidfds */
     int epfd, evfd;
     GThread *monitor;
 
