@@ -673,8 +673,13 @@ typedef void (*procreg_event_fn)(procreg *reg, const procreg_event *event,
  * entry only; namespace and everything subscriptions also see the groups'
  * JOINED and LEFT events (procreg_subscribe_group() follows one group).
  *
- * Events come in sequence order, only those made after this call
- * returned.  Callbacks run outside every registry lock, never on the
+ * Events come in sequence order, only those the registry learns of after
+ * this call returned: every change made through it afterwards, and every
+ * change another process or host reports afterwards, which may include
+ * one committed a moment before this call that had not reached the
+ * registry yet.  To follow a namespace without a gap, subscribe, then
+ * list: an event whose entry's revision the listing already shows is not
+ * news.  Callbacks run outside every registry lock, never on the
  * thread that made the change: on the registry's dispatcher thread when
  * @context is NULL, otherwise from a source attached to @context (they run
  * where that context is iterated).  A slow callback delays the events
