@@ -89,7 +89,12 @@ typedef struct {
     GHashTable *tombs;      /* GBytes etcd key of a pending write -> gint64*
                              * the last removal seen meanwhile */
     GHashTable *locals;     /* GBytes member key -> local_member*: members
-                             * of this host, reaped when their owner dies */
+                             * of this host (joined here, or seen by the
+                             * watch), reaped when their owner dies.
+                             * Invariant: a member's key is never written
+                             * again after its join, so the keeper's
+                             * removal pinned to the revision recorded here
+                             * removes that member or nothing. */
 
     /* watch: the mirror belongs to the watch thread */
     GThread *watcher;

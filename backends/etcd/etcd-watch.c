@@ -1,7 +1,8 @@
 /*
  * etcd backend: the watch thread.  One streaming watch, resumed from the
  * last revision after a reconnect, with a resync on compaction.  It
- * reports changes made by other instances through
+ * reports changes made by other instances, to entries and to group
+ * members (JOINED, LEFT: etcd-groups.c), through
  * procreg_backend_host_notify().  A removal's reason comes from its
  * namespace's marker, written in the same revision; a removal without one
  * is a lease expiry.
@@ -205,8 +206,9 @@ static char *key_namespace(etcd_state *s, const void *k, size_t n)
     return len < n - s->eprefix->len ? g_strndup(p, len) : NULL;
 }
 
-/* Whether the watch reports a change of entry key @k at @rev: WATCH_USED
- * covers the namespaces in use, from the revision each was read at. */
+/* Whether the watch reports a change of entry or member key @k at @rev:
+ * WATCH_USED covers the namespaces in use, from the revision each was
+ * read at. */
 static bool covered(etcd_state *s, const void *k, size_t n, int64_t rev)
 {
     if (s->watch_mode != WATCH_USED)

@@ -7,7 +7,8 @@
  *     reason expired, through watch=true and watch=used alike;
  *   - a join or a leave held by a hanging member and applied late, after
  *     its repetition and a change by another writer, changes nothing;
- *   - members never show among entries, nor entries among members.
+ *   - members never show among entries, nor entries among members;
+ *   - a leave of more members than one transaction takes.
  * Skipped (exit 77) without an etcd binary.
  */
 #include "etcd-fake.h"
@@ -233,6 +234,27 @@ static void test_apart_from_entries(void)
     g_free(prefix);
 }
 
+/* A leave of more members than one transaction takes (48: etcd takes 128
+ * operations by default) removes them all, in several. */
+static void test_leave_many(void)
+{
+    char *prefix = new_prefix();
+    procreg *reg = open_reg(prefix, "host_id=host-a,watch=false");
+    GError *err = NULL;
+    for (int i = 0; i < 100; i++)
+        g_assert_cmpint(procreg_join(reg, "ns", "many", NULL, NULL, NULL,
+                                     &err),
+                        ==, 0);
+    g_assert_cmpuint(group_count(reg, "ns", "many"), ==, 100);
+    size_t removed = 0;
+    g_assert_cmpint(procreg_leave(reg, "ns", "many", &removed, &err), ==, 0);
+    g_assert_no_error(err);
+    g_assert_cmpuint(removed, ==, 100);
+    g_assert_cmpuint(group_count(reg, "ns", "many"), ==, 0);
+    procreg_close(reg);
+    g_free(prefix);
+}
+
 int main(int argc, char **argv)
 {
     etcd_harness_env(argv);
@@ -253,6 +275,7 @@ int main(int argc, char **argv)
                          test_other_host_expiry);
     g_test_add_func("/etcd-groups/late-repetition", test_late_repetition);
     g_test_add_func("/etcd-groups/apart-from-entries", test_apart_from_entries);
+    g_test_add_func("/etcd-groups/leave-many", test_leave_many);
     int rc = g_test_run();
     etcd_cluster_destroy(&cluster);
     g_free(url);
