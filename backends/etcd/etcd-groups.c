@@ -295,7 +295,7 @@ ETCD_HIDDEN int procreg_etcd_group_join(void *state, const procreg_key *key,
             break;
         }
         JsonObject *o = json_node_get_object(reply);
-        bool succeeded;
+        bool succeeded, again = false;
         int64_t rev;
         rc = procreg_etcd_txn_outcome(o, 1, &succeeded, &rev, error);
         if (rc == 0)
@@ -318,11 +318,12 @@ ETCD_HIDDEN int procreg_etcd_group_join(void *state, const procreg_key *key,
             /* A removal in the group came after the revision we knew:
              * try again knowing the latest. */
             known = rev;
-            rc = PROCREG_EBACKEND;
+            again = true;
         }
         json_node_unref(reply);
-        if (rc != PROCREG_EBACKEND || id != 0)
+        if (!again)
             break;
+        rc = PROCREG_EBACKEND;
     }
     if (id != 0) {
         rc = 0;
