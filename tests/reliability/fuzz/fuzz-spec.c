@@ -63,7 +63,9 @@ static void check_getters(const procreg_spec *spec)
     }
 }
 
-/* The canonical form keeps every value the built-in backends read. */
+/* The canonical form keeps every value the built-in backends read, but
+ * for secrets: a value that holds one (a decorator's inner spec with a
+ * password) is shown with it masked. */
 static void check_same_values(const procreg_spec *a, const procreg_spec *b)
 {
     for (size_t i = 0; procreg_builtin_backends[i] != NULL; i++) {
@@ -72,6 +74,15 @@ static void check_same_values(const procreg_spec *a, const procreg_spec *b)
             const char *va = procreg_spec_get(a, o->name);
             const char *vb = procreg_spec_get(b, o->name);
             FUZZ_CHECK((va == NULL) == (vb == NULL));
+            if (va != NULL && strcmp(o->name, "password") == 0) {
+                FUZZ_CHECK(strcmp(vb, "***") == 0);
+                continue;
+            }
+            if (va != NULL && strcmp(va, vb) != 0 &&
+                strstr(va, "password=") != NULL) {
+                FUZZ_CHECK(strstr(vb, "password=***") != NULL);
+                continue;
+            }
             if (va != NULL && vb != NULL && strcmp(va, vb) != 0)
                 fprintf(stderr, "option '%s': '%s' became '%s'\n", o->name,
                         va, vb);
