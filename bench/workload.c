@@ -342,6 +342,10 @@ static int t_find(worker *w, const char *ns, const char *meta_key,
         (w)->ops = n_;                                                        \
     } while (0)
 
+/* Each loop stays a function of its own: bench/callgrind-ops.sh counts
+ * the instructions inside it. */
+#define LOOP_FN static __attribute__((noinline)) void
+
 /* Results are checked inside the op, off the fast path. */
 #define CHECK(cond, ...)                                                      \
     do {                                                                      \
@@ -349,7 +353,7 @@ static int t_find(worker *w, const char *ns, const char *meta_key,
             op_error(w, __VA_ARGS__);                                         \
     } while (0)
 
-static void loop_lookup_hit(worker *w)
+LOOP_FN loop_lookup_hit(worker *w)
 {
     const bench_key *k;
     procreg_owner o;
@@ -362,7 +366,7 @@ static void loop_lookup_hit(worker *w)
              });
 }
 
-static void loop_lookup_hit_key(worker *w)
+LOOP_FN loop_lookup_hit_key(worker *w)
 {
     const bench_key *k;
     procreg_owner o;
@@ -374,7 +378,7 @@ static void loop_lookup_hit_key(worker *w)
              });
 }
 
-static void loop_lookup_entry(worker *w)
+LOOP_FN loop_lookup_entry(worker *w)
 {
     const bench_key *k;
     procreg_entry e;
@@ -388,7 +392,7 @@ static void loop_lookup_entry(worker *w)
              });
 }
 
-static void loop_lookup_miss(worker *w)
+LOOP_FN loop_lookup_miss(worker *w)
 {
     const bench_key *k;
     procreg_owner o;
@@ -415,7 +419,7 @@ static void telemetry_count(procreg *reg, const procreg_telemetry_event *ev,
         telemetry_seen++;
 }
 
-static void loop_lookup_telemetry(worker *w)
+LOOP_FN loop_lookup_telemetry(worker *w)
 {
     const bench_key *k;
     procreg_owner o;
@@ -433,7 +437,7 @@ static void loop_lookup_telemetry(worker *w)
 }
 #endif
 
-static void loop_list_ns(worker *w)
+LOOP_FN loop_list_ns(worker *w)
 {
     const bench_dataset *ds = w->ctx->ds;
     const char *ns;
@@ -453,7 +457,7 @@ static void loop_list_ns(worker *w)
              });
 }
 
-static void loop_find(worker *w)
+LOOP_FN loop_find(worker *w)
 {
     const bench_dataset *ds = w->ctx->ds;
     size_t g;
@@ -472,7 +476,7 @@ static void loop_find(worker *w)
              });
 }
 
-static void loop_update(worker *w)
+LOOP_FN loop_update(worker *w)
 {
     const bench_dataset *ds = w->ctx->ds;
     const bench_key *k;
@@ -487,7 +491,7 @@ static void loop_update(worker *w)
 
 /* Each thread writes only its private pool: a FIFO of registered keys
  * between the cursors removed <= registered (<= removed + pool size). */
-static void loop_mixed(worker *w)
+LOOP_FN loop_mixed(worker *w)
 {
     bench_context *ctx = w->ctx;
     const bench_dataset *ds = ctx->ds;
@@ -535,7 +539,7 @@ static void loop_mixed(worker *w)
     ctx->pool_removed[w->tid] = rem;
 }
 
-static void loop_churn(worker *w)
+LOOP_FN loop_churn(worker *w)
 {
     const bench_dataset *ds = w->ctx->ds;
     const bench_key *pool = ds->pool + (size_t)w->tid * ds->pool_per_thread;
