@@ -364,14 +364,29 @@ static __attribute__((noinline)) int lookup_slow(procreg *reg, procreg_tblock *b
     return rc == 0 ? 0 : lookup_failed(reg, rc, key, error);
 }
 
+/* A fast-path lookup that did not find: counted and reported. */
+static __attribute__((noinline)) int lookup_missed(procreg *reg,
+                                                   procreg_tblock *b, int rc,
+                                                   const procreg_key *key,
+                                                   GError **error)
+{
+    procreg_counter_add(rc == PROCREG_ENOTFOUND
+                            ? &b->misses[PROCREG_OP_LOOKUP]
+                            : &b->errors[PROCREG_OP_LOOKUP],
+                        1);
+    return lookup_failed(reg, rc, key, error);
+}
+
 /*
  * The hot path.  With no telemetry handler and no dead owner pending
  * (procreg.slow == 0, one relaxed load) it is the backend lookup plus this
  * thread's call counter (a thread-local compare, a load and a store); one
- * call in 256 per thread takes the slow path to be timed.
+ * call in 256 per thread takes the slow path to be timed.  Inlined into
+ * both entry points: a call by strings pays no second call.
  */
-PROCREG_API int procreg_lookup_key(procreg *reg, const procreg_key *key,
-                                   procreg_owner *out, GError **error)
+static inline __attribute__((always_inline)) int
+lookup_key(procreg *reg, const procreg_key *key, procreg_owner *out,
+           GError **error)
 {
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t n = atomic_load_explicit(&b->calls[PROCREG_OP_LOOKUP],
@@ -385,11 +400,13 @@ PROCREG_API int procreg_lookup_key(procreg *reg, const procreg_key *key,
                           memory_order_relaxed);
     if (G_LIKELY(rc == 0))
         return 0;
-    procreg_counter_add(rc == PROCREG_ENOTFOUND
-                            ? &b->misses[PROCREG_OP_LOOKUP]
-                            : &b->errors[PROCREG_OP_LOOKUP],
-                        1);
-    return lookup_failed(reg, rc, key, error);
+    return lookup_missed(reg, b, rc, key, error);
+}
+
+PROCREG_API int procreg_lookup_key(procreg *reg, const procreg_key *key,
+                                   procreg_owner *out, GError **error)
+{
+    return lookup_key(reg, key, out, error);
 }
 
 PROCREG_API int procreg_lookup(procreg *reg, const char *ns, const char *name,
@@ -397,7 +414,7 @@ PROCREG_API int procreg_lookup(procreg *reg, const char *ns, const char *name,
 {
     procreg_stack_key key;
     int rc = procreg_key_init_stack(&key, ns, name, error);
-    return rc != 0 ? rc : procreg_lookup_key(reg, &key.key, out, error);
+    return rc != 0 ? rc : lookup_key(reg, &key.key, out, error);
 }
 
 PROCREG_API int procreg_lookup_entry_key(procreg *reg, const procreg_key *key,
