@@ -130,6 +130,10 @@ struct procreg {
     const procreg_backend_ops *ops;
     bool owners_local; /* every owner lives on this host (not DISTRIBUTED) */
     bool backend_orders_events; /* PROCREG_CAP_ORDERED_EVENTS: see host.c */
+    /* Neither MULTIPROCESS nor DISTRIBUTED: only writes through this
+     * registry, each under its key's stripe, replace an entry (see
+     * check_write in registry.c). */
+    bool writes_local;
     procreg_backend_host *host;
     procreg_tstats *tstats;
     procreg_events *events;

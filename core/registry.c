@@ -59,6 +59,8 @@ static int registry_start(procreg *reg, procreg **out)
     unsigned caps = procreg_backend_get_caps(reg->backend);
     reg->owners_local = !(caps & PROCREG_CAP_DISTRIBUTED);
     reg->backend_orders_events = caps & PROCREG_CAP_ORDERED_EVENTS;
+    reg->writes_local =
+        !(caps & (PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_DISTRIBUTED));
     /* Without the monitor the registry still works; health says so. */
     procreg_monitor_start(reg);
     *out = reg;
@@ -516,8 +518,46 @@ static int check_flags(unsigned flags, GError **error)
  * forced unregister of an entry the backend cannot read (a damaged
  * record) goes ahead by name: that is how an operator repairs it. */
 static int check_write(procreg *reg, const procreg_key *key, write_check *w,
+                       bool removing, GError **error);
+
+/*
+ * The owner rule for an unregister at no revision on a backend whose
+ * entries only this registry's writes replace (writes_local): the owner
+ * alone decides, so the check reads it with the backend's hot lookup
+ * instead of a whole entry, and the write goes ahead at no revision,
+ * which spares the backend a second search.  Sound because the caller
+ * holds the key's stripe: no write through this registry can replace
+ * the entry between the read and the write, and nothing else can (an
+ * entry that vanishes meanwhile, say expired, makes the write fail with
+ * PROCREG_ENOTFOUND, as it would have).  Returns 1 when the caller must
+ * take the general path (not our entry, or a backend failure), else as
+ * check_write.
+ */
+static int check_own_removal(procreg *reg, const procreg_key *key,
+                             write_check *w)
+{
+    procreg_owner holder, self;
+    int rc = procreg_backend_lookup(reg->backend, key, &holder);
+    if (rc == PROCREG_ENOTFOUND)
+        return rc;
+    procreg_owner_self(&self);
+    if (rc != 0 || !procreg_owner_same(&holder, &self) ||
+        owner_known_dead(reg, &holder))
+        return 1;
+    procreg_entry_clear(&w->cur);
+    w->expect = 0;
+    w->reason = PROCREG_REASON_EXPLICIT;
+    return 0;
+}
+
+static int check_write(procreg *reg, const procreg_key *key, write_check *w,
                        bool removing, GError **error)
 {
+    if (removing && reg->writes_local && w->if_revision == 0) {
+        int rc = check_own_removal(reg, key, w);
+        if (rc != 1)
+            return rc == PROCREG_ENOTFOUND ? rc : 0;
+    }
     procreg_entry_clear(&w->cur);
     w->expect = w->if_revision;
     w->reason = PROCREG_REASON_EXPLICIT;
