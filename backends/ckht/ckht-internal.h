@@ -31,7 +31,13 @@
 
 enum { CKHT_HAS_METADATA = 1u << 0 };
 
+/* Links of the namespace index (namespaces.c); writers only. */
+typedef struct ckht_link {
+    struct ckht_link *prev, *next;
+} ckht_link;
+
 typedef struct {
+    ckht_link ns_link; /* under the writer lock; lookups never read it */
     uint64_t revision;
     int64_t registered_at;
     uint64_t start_time;
@@ -63,6 +69,12 @@ static inline void *ckht_entry_base(ckht_entry *e)
 static inline const char *ckht_entry_name(const ckht_entry *e)
 {
     return e->key + e->ns_len + 1;
+}
+
+static inline ckht_entry *ckht_entry_of_link(ckht_link *link)
+{
+    return (ckht_entry *)(void *)((char *)link - offsetof(ckht_entry,
+                                                          ns_link));
 }
 
 /* Bytes of the ck_ht key: ns, NUL, name (no trailing NUL). */
@@ -106,7 +118,25 @@ typedef struct {
     uint64_t grows;
     size_t removals;      /* since the last rebuild */
     uint64_t rebuilds;
+    GHashTable *namespaces; /* name -> ckht_ns (namespaces.c) */
+    struct ckht_ns *last_ns; /* the namespace written last, or NULL */
+    size_t ns_bytes;        /* what the namespace index holds */
 } ckht;
+
+/* The namespace index (namespaces.c); everything under the writer lock. */
+typedef struct ckht_ns ckht_ns;
+void procreg_ckht_ns_init(ckht *self);
+void procreg_ckht_ns_destroy(ckht *self);
+/* The namespace @ns, or NULL when it holds no entry. */
+ckht_ns *procreg_ckht_ns_find(ckht *self, const char *ns);
+/* Its entries: first, then next after @e; NULL after the last. */
+ckht_entry *procreg_ckht_ns_first(ckht_ns *ns);
+ckht_entry *procreg_ckht_ns_next(ckht_ns *ns, ckht_entry *e);
+/* @e joins its namespace's list (false: out of memory, nothing done);
+ * leaves it; takes the place of @old. */
+bool procreg_ckht_ns_link(ckht *self, ckht_entry *e);
+void procreg_ckht_ns_unlink(ckht *self, ckht_entry *e);
+void procreg_ckht_ns_replace(ckht_entry *old, ckht_entry *e);
 
 /* Writes: procreg_ckht_write_begin() takes the writer lock and returns
  * what to hand procreg_ckht_write_end(); every function below needs the
@@ -118,8 +148,9 @@ bool procreg_ckht_table_init(ckht *self, uint64_t slots);
 void procreg_ckht_table_destroy(ckht *self);
 /* Slots of the current table. */
 size_t procreg_ckht_capacity(const ckht *self);
-/* Make @e reachable as the value of @key: inserted (@replace false) or
- * replacing the current entry, which goes to @old. */
+/* Make @e reachable as the value of @key, on its namespace's list:
+ * inserted (@replace false) or replacing the current entry, which must
+ * exist, and goes to @old. */
 bool procreg_ckht_publish(ckht *self, const procreg_key *key,
                           ckht_entry *e, bool replace, ckht_entry **old);
 /* Unpublish the entry of key (@bytes, @size, @hash) and return it, or

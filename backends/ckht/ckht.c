@@ -281,7 +281,7 @@ static int ckht_update_metadata(void *state, const procreg_key *key,
     owner.pid = e->pid;
     owner.start_time = e->start_time;
     next = procreg_ckht_entry_new(key, &owner, metadata, e->registered_at,
-                          self->revision + 1);
+                                  self->revision + 1);
     if (next == NULL) {
         r = procreg_set_error(error, PROCREG_ENOMEM, "ckht: out of memory");
         goto out;

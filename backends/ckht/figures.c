@@ -22,6 +22,7 @@ static void ckht_get_figures(ckht *self, ckht_figures *f)
     f->table_bytes = sizeof(*self->ht) + self->table_bytes;
     f->entry_bytes = self->entry_bytes;
     f->total_bytes = sizeof(*self) + f->table_bytes + f->entry_bytes +
+                     self->ns_bytes +
                      f->epoch.pending_bytes + f->epoch.overhead_bytes;
 }
 

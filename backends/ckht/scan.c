@@ -1,15 +1,51 @@
 /*
  * ckht's ops over many entries: list, count, names, find, drop and the
- * namespace figures.  Each iterates the table under the writer lock
- * (ck_ht cannot be iterated while it changes), so each is a snapshot at
- * one instant between two writes; lookups carry on meanwhile.
+ * namespace figures.  Each runs under the writer lock, so each is a
+ * snapshot at one instant between two writes; lookups carry on
+ * meanwhile.  An op on one namespace walks that namespace's list
+ * (namespaces.c), so its cost follows the namespace; an op on all
+ * entries iterates the table (ck_ht cannot be iterated while it
+ * changes: another reason for the lock).
  */
 #include "ckht-internal.h"
 
-static inline bool ckht_in_ns(const ckht_entry *e, const char *ns)
+/* Called on each entry of a walk; false stops it. */
+typedef bool ckht_visit_fn(ckht_entry *e, void *data);
+
+/* Visit every entry of @ns (NULL: of the table).  Under the lock.  @fn
+ * may retire the entry it is given (drop), not any other. */
+static void ckht_walk(ckht *self, const char *ns, ckht_visit_fn *fn,
+                      void *data)
 {
-    return ns == NULL || (strncmp(e->key, ns, e->ns_len) == 0 &&
-                          ns[e->ns_len] == '\0');
+    if (ns != NULL) {
+        ckht_ns *n = procreg_ckht_ns_find(self, ns);
+        ckht_entry *e = n != NULL ? procreg_ckht_ns_first(n) : NULL;
+
+        while (e != NULL) {
+            /* Read before @fn, which may take e (and, with the last
+             * entry, the namespace) away. */
+            ckht_entry *next = procreg_ckht_ns_next(n, e);
+
+            if (!fn(e, data))
+                return;
+            e = next;
+        }
+        return;
+    }
+    {
+        ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
+        ckht_entry *e;
+
+        while ((e = procreg_ckht_next(self, &it)) != NULL)
+            if (!fn(e, data))
+                return;
+    }
+}
+
+static bool append_entry(ckht_entry *e, void *out)
+{
+    procreg_ckht_entry_append(out, e);
+    return true;
 }
 
 int procreg_ckht_list_all(void *state, const char *ns, GArray *out,
@@ -17,25 +53,25 @@ int procreg_ckht_list_all(void *state, const char *ns, GArray *out,
 {
     ckht *self = state;
     ckht *previous = procreg_ckht_write_begin(self);
-    ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
-    ckht_entry *e;
 
     (void)error;
-    while ((e = procreg_ckht_next(self, &it)) != NULL) {
-        if (ckht_in_ns(e, ns))
-            procreg_ckht_entry_append(out, e);
-    }
+    ckht_walk(self, ns, append_entry, out);
     procreg_ckht_write_end(self, previous);
     return 0;
+}
+
+static bool count_entry(ckht_entry *e, void *n)
+{
+    (void)e;
+    (*(size_t *)n)++;
+    return true;
 }
 
 int procreg_ckht_count(void *state, const char *ns, size_t *out,
                        GError **error)
 {
     ckht *self = state;
-    ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
     ckht *previous;
-    ckht_entry *e;
     size_t n = 0;
 
     (void)error;
@@ -44,8 +80,7 @@ int procreg_ckht_count(void *state, const char *ns, size_t *out,
         return 0;
     }
     previous = procreg_ckht_write_begin(self);
-    while ((e = procreg_ckht_next(self, &it)) != NULL)
-        n += ckht_in_ns(e, ns);
+    ckht_walk(self, ns, count_entry, &n);
     procreg_ckht_write_end(self, previous);
     *out = n;
     return 0;
@@ -55,28 +90,34 @@ int procreg_ckht_count_namespaces(void *state, GArray *out, GError **error)
 {
     ckht *self = state;
     ckht *previous = procreg_ckht_write_begin(self);
-    ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
-    /* Namespace -> its index in @out; the keys are the entries' own bytes,
-     * which no write can free while the writer lock is held. */
-    GHashTable *index = g_hash_table_new(g_str_hash, g_str_equal);
-    ckht_entry *e;
-    gpointer at;
+    GHashTableIter iter;
+    gpointer name;
 
     (void)error;
-    while ((e = procreg_ckht_next(self, &it)) != NULL) {
-        if (g_hash_table_lookup_extended(index, e->key, NULL, &at)) {
-            g_array_index(out, procreg_namespace_info,
-                          GPOINTER_TO_UINT(at)).entries++;
-        } else {
-            procreg_namespace_info info = {g_strdup(e->key), 1};
+    g_hash_table_iter_init(&iter, self->namespaces);
+    while (g_hash_table_iter_next(&iter, &name, NULL)) {
+        procreg_namespace_info info = {g_strdup(name), 0};
 
-            g_hash_table_insert(index, e->key, GUINT_TO_POINTER(out->len));
-            g_array_append_val(out, info);
-        }
+        ckht_walk(self, name, count_entry, &info.entries);
+        g_array_append_val(out, info);
     }
     procreg_ckht_write_end(self, previous);
-    g_hash_table_unref(index);
     return 0;
+}
+
+typedef struct {
+    GPtrArray *out;
+    size_t max;
+} names_walk;
+
+static bool add_name(ckht_entry *e, void *data)
+{
+    names_walk *w = data;
+
+    if (w->out->len >= w->max)
+        return false;
+    g_ptr_array_add(w->out, g_strdup(ckht_entry_name(e)));
+    return true;
 }
 
 int procreg_ckht_list_names(void *state, const char *ns, size_t max,
@@ -84,18 +125,39 @@ int procreg_ckht_list_names(void *state, const char *ns, size_t max,
 {
     ckht *self = state;
     ckht *previous = procreg_ckht_write_begin(self);
-    ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
-    ckht_entry *e;
-    size_t n = 0;
+    names_walk w = {out, out->len + max};
 
-    while (n < max && (e = procreg_ckht_next(self, &it)) != NULL) {
-        if (ckht_in_ns(e, ns)) {
-            g_ptr_array_add(out, g_strdup(ckht_entry_name(e)));
-            n++;
-        }
-    }
+    ckht_walk(self, ns, add_name, &w);
     procreg_ckht_write_end(self, previous);
     return 0;
+}
+
+typedef struct {
+    ckht *self;
+    const char *ns;
+    GArray *removed;
+    GError **error;
+    int r;
+} drop_walk;
+
+static bool drop_entry(ckht_entry *e, void *data)
+{
+    drop_walk *w = data;
+    size_t size = ckht_entry_key_size(e);
+
+    /* The prepared key's hash is procreg_key_hash() of these bytes. */
+    if (procreg_ckht_unpublish(w->self, e->key, size,
+                               procreg_key_hash(e->key, size)) != e) {
+        w->r = procreg_set_error(w->error, PROCREG_EBACKEND,
+                                 "ckht: table lost \"%s\" while dropping "
+                                 "namespace \"%s\"",
+                                 ckht_entry_name(e), w->ns);
+        return false;
+    }
+    if (w->removed != NULL)
+        procreg_ckht_entry_append(w->removed, e);
+    procreg_ckht_retire(w->self, e);
+    return true;
 }
 
 int procreg_ckht_drop_namespace(void *state, const char *ns,
@@ -103,38 +165,40 @@ int procreg_ckht_drop_namespace(void *state, const char *ns,
 {
     ckht *self = state;
     ckht *previous = procreg_ckht_write_begin(self);
-    ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
-    GPtrArray *doomed = g_ptr_array_new();
-    ckht_entry *e;
-    unsigned int i;
-    int r = 0;
+    drop_walk w = {self, ns, removed, error, 0};
 
-    /* ck_ht cannot be changed while iterated: collect, then remove. */
-    while ((e = procreg_ckht_next(self, &it)) != NULL) {
-        if (ckht_in_ns(e, ns))
-            g_ptr_array_add(doomed, e);
-    }
-    for (i = 0; i < doomed->len; i++) {
-        size_t size;
-
-        e = g_ptr_array_index(doomed, i);
-        size = ckht_entry_key_size(e);
-        /* The prepared key's hash is procreg_key_hash() of these bytes. */
-        if (procreg_ckht_unpublish(self, e->key, size,
-                           procreg_key_hash(e->key, size)) != e) {
-            r = procreg_set_error(error, PROCREG_EBACKEND,
-                                  "ckht: table lost \"%s\" while dropping "
-                                  "namespace \"%s\"",
-                                  ckht_entry_name(e), ns);
-            break;
-        }
-        if (removed != NULL)
-            procreg_ckht_entry_append(removed, e);
-        procreg_ckht_retire(self, e);
-    }
-    g_ptr_array_free(doomed, TRUE);
+    /* The namespace's list, never the table: ck_ht cannot be iterated
+     * while it changes. */
+    if (ns != NULL)
+        ckht_walk(self, ns, drop_entry, &w);
+    else
+        w.r = procreg_set_error(error, PROCREG_EINVAL,
+                                "ckht: drop of no namespace");
     procreg_ckht_write_end(self, previous);
-    return r;
+    return w.r;
+}
+
+typedef struct {
+    const char *meta_key;
+    GVariant *value;
+    GArray *out;
+} find_walk;
+
+static bool find_entry(ckht_entry *e, void *data)
+{
+    find_walk *w = data;
+    GVariant *metadata = ckht_entry_metadata(e);
+    GVariant *v;
+
+    if (metadata == NULL)
+        return true;
+    v = g_variant_lookup_value(metadata, w->meta_key, NULL);
+    if (v == NULL)
+        return true;
+    if (procreg_metadata_value_equal(v, w->value))
+        procreg_ckht_entry_append(w->out, e);
+    g_variant_unref(v);
+    return true;
 }
 
 int procreg_ckht_find_by_metadata(void *state, const char *ns,
@@ -143,24 +207,10 @@ int procreg_ckht_find_by_metadata(void *state, const char *ns,
 {
     ckht *self = state;
     ckht *previous = procreg_ckht_write_begin(self);
-    ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
-    ckht_entry *e;
+    find_walk w = {meta_key, value, out};
 
     (void)error;
-    while ((e = procreg_ckht_next(self, &it)) != NULL) {
-        GVariant *metadata = ckht_entry_metadata(e);
-        GVariant *v;
-
-        if (metadata == NULL || !ckht_in_ns(e, ns))
-            continue;
-        v = g_variant_lookup_value(metadata, meta_key, NULL);
-        if (v == NULL)
-            continue;
-        if (procreg_metadata_value_equal(v, value))
-            procreg_ckht_entry_append(out, e);
-        g_variant_unref(v);
-    }
+    ckht_walk(self, ns, find_entry, &w);
     procreg_ckht_write_end(self, previous);
     return 0;
 }
-

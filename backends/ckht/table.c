@@ -86,11 +86,19 @@ bool procreg_ckht_publish(ckht *self, const procreg_key *key,
     /* The entry's contents before the slot that points to it. */
     PROCREG_TSAN_RELEASE(e);
     ck_pr_fence_store();
-    if (!replace)
-        return ck_ht_put_spmc(self->ht, h, &slot);
+    if (!replace) {
+        if (!procreg_ckht_ns_link(self, e))
+            return false;
+        if (ck_ht_put_spmc(self->ht, h, &slot))
+            return true;
+        procreg_ckht_ns_unlink(self, e);
+        return false;
+    }
+    /* Callers replace only an entry they found under the lock. */
     if (!ck_ht_set_spmc(self->ht, h, &slot))
         return false;
-    *old = ck_ht_entry_empty(&slot) ? NULL : ck_ht_entry_value(&slot);
+    *old = ck_ht_entry_value(&slot);
+    procreg_ckht_ns_replace(*old, e);
     return true;
 }
 
@@ -112,6 +120,7 @@ ckht_entry *procreg_ckht_unpublish(ckht *self, const char *bytes,
 /* Account for the unpublished @e and retire it.  Under the lock. */
 void procreg_ckht_retire(ckht *self, ckht_entry *e)
 {
+    procreg_ckht_ns_unlink(self, e);
     atomic_store_explicit(&self->n_entries,
                           atomic_load_explicit(&self->n_entries,
                                                memory_order_relaxed) - 1,
@@ -158,6 +167,7 @@ bool procreg_ckht_table_init(ckht *self, uint64_t slots)
     bool ok;
 
     self->ht = malloc(sizeof(*self->ht));
+    procreg_ckht_ns_init(self);
     previous = procreg_ckht_write_begin(self);
     /* Without CK_HT_WORKLOAD_DELETE: its per-slot probe bounds cost a
      * byte per slot and, worse, one more cache miss on every lookup; the
@@ -166,8 +176,10 @@ bool procreg_ckht_table_init(ckht *self, uint64_t slots)
          ck_ht_init(self->ht, CK_HT_MODE_BYTESTRING, procreg_ck_ht_hash,
                     &ckht_allocator, slots, 0);
     procreg_ckht_write_end(self, previous);
-    if (!ok)
+    if (!ok) {
         free(self->ht);
+        procreg_ckht_ns_destroy(self);
+    }
     return ok;
 }
 
@@ -185,6 +197,7 @@ void procreg_ckht_table_destroy(ckht *self)
         procreg_ckht_entry_free(e);
     ck_ht_destroy(self->ht);
     free(self->ht);
+    procreg_ckht_ns_destroy(self);
     ckht_current_writer = previous;
     procreg_ck_lock_unlock(&self->lock);
 }
