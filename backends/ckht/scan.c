@@ -182,7 +182,25 @@ typedef struct {
     const char *meta_key;
     GVariant *value;
     GArray *out;
+    const char *needle[2]; /* bytes every match's metadata holds */
+    size_t needle_len[2];
 } find_walk;
+
+/* Whether @md may hold the key and value of @w: a serialised a{sv} holds
+ * each key, and each string value, as its bytes and a NUL.  A miss here
+ * is certain; a hit still needs g_variant_lookup_value(), which builds a
+ * child GVariant per item it passes (most of a find's time). */
+static bool may_match(GVariant *md, const find_walk *w)
+{
+    const char *data = g_variant_get_data(md);
+    size_t size = g_variant_get_size(md);
+
+    for (int i = 0; i < 2; i++)
+        if (w->needle[i] != NULL &&
+            memmem(data, size, w->needle[i], w->needle_len[i]) == NULL)
+            return false;
+    return true;
+}
 
 static bool find_entry(ckht_entry *e, void *data)
 {
@@ -190,7 +208,7 @@ static bool find_entry(ckht_entry *e, void *data)
     GVariant *metadata = ckht_entry_metadata(e);
     GVariant *v;
 
-    if (metadata == NULL)
+    if (metadata == NULL || !may_match(metadata, w))
         return true;
     v = g_variant_lookup_value(metadata, w->meta_key, NULL);
     if (v == NULL)
@@ -207,9 +225,14 @@ int procreg_ckht_find_by_metadata(void *state, const char *ns,
 {
     ckht *self = state;
     ckht *previous = procreg_ckht_write_begin(self);
-    find_walk w = {meta_key, value, out};
+    find_walk w = {meta_key, value, out, {meta_key, NULL},
+                   {strlen(meta_key) + 1, 0}};
 
     (void)error;
+    if (g_variant_is_of_type(value, G_VARIANT_TYPE_STRING)) {
+        w.needle[1] = g_variant_get_string(value, &w.needle_len[1]);
+        w.needle_len[1]++;
+    }
     ckht_walk(self, ns, find_entry, &w);
     procreg_ckht_write_end(self, previous);
     return 0;
