@@ -28,8 +28,16 @@ static procreg *registry_alloc(void)
     procreg_owner self;
     procreg_owner_self(&self);
     reg->creator = self.pid;
+    /* Adaptive: a writer that meets another on its stripe spins for the
+     * few microseconds a write holds it instead of sleeping at once. */
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
     for (int i = 0; i < PROCREG_STRIPES; i++)
-        pthread_mutex_init(&reg->stripes[i].m, NULL);
+        pthread_mutex_init(&reg->stripes[i].m, &attr);
+    pthread_mutexattr_destroy(&attr);
     reg->tstats = procreg_tstats_new();
     reg->telemetry = procreg_telemetry_new();
     reg->events = procreg_events_new();

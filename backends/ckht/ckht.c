@@ -132,10 +132,21 @@ static int ckht_register(void *state, const procreg_key *key,
                          procreg_entry *current, GError **error)
 {
     ckht *self = state;
-    ckht *previous = procreg_ckht_write_begin(self);
-    ckht_entry *e;
+    ckht *previous;
+    ckht_entry *e, *fresh;
+    size_t fresh_bytes;
     int r = 0;
 
+    /* Built before the lock is taken, so that the critical section is the
+     * probe and the publish; its revision is set under the lock, before
+     * the publish makes it visible. */
+    fresh = procreg_ckht_entry_new(key, &record->owner, record->metadata,
+                                   record->registered_at, 0);
+    if (fresh == NULL)
+        return procreg_set_error(error, PROCREG_ENOMEM,
+                                 "ckht: out of memory");
+    fresh_bytes = procreg_ckht_entry_bytes(fresh);
+    previous = procreg_ckht_write_begin(self);
     /* Look first: ck_ht_put_spmc is no insert-if-absent on its own, it
      * reuses a tombstone that comes before a present key in the probe
      * sequence and would add the key twice. */
@@ -149,28 +160,25 @@ static int ckht_register(void *state, const procreg_key *key,
                               ckht_entry_name(e), e->key, (int)e->pid);
         goto out;
     }
-    e = procreg_ckht_entry_new(key, &record->owner, record->metadata,
-                       record->registered_at, self->revision + 1);
-    if (e == NULL) {
-        r = procreg_set_error(error, PROCREG_ENOMEM, "ckht: out of memory");
-        goto out;
-    }
-    if (!procreg_ckht_publish(self, key, e, false, NULL)) {
-        procreg_ckht_entry_free(e);
+    fresh->revision = self->revision + 1;
+    if (!procreg_ckht_publish(self, key, fresh, false, NULL)) {
         r = procreg_set_error(error, PROCREG_ENOMEM,
                               "ckht: out of memory growing the table");
         goto out;
     }
     self->revision++;
-    self->entry_bytes += procreg_ckht_entry_bytes(e);
+    self->entry_bytes += fresh_bytes;
     atomic_store_explicit(&self->n_entries,
                           atomic_load_explicit(&self->n_entries,
                                                memory_order_relaxed) + 1,
                           memory_order_relaxed);
     if (current != NULL)
-        procreg_ckht_entry_fill(current, e, false);
+        procreg_ckht_entry_fill(current, fresh, false);
+    fresh = NULL;
 out:
     procreg_ckht_write_end(self, previous);
+    if (fresh != NULL) /* never published: no reader has seen it */
+        procreg_ckht_entry_free(fresh);
     return r;
 }
 
