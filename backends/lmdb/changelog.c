@@ -52,7 +52,7 @@ struct lmdb_notify_page {
 
 void procreg_lmdb_notify_open(lmdb_env *env)
 {
-    char *path = g_strconcat(env->path, "-notify", NULL);
+    char *path = g_strconcat(env->path, NOTIFY_SUFFIX, NULL);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     bool writable = fd >= 0;
     if (fd < 0)

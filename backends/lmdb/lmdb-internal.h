@@ -22,6 +22,9 @@
 #define POOL_MAX 2
 
 #define OWNER_KEY_SIZE PROCREG_LMDB_OWNER_KEY_SIZE
+/* FILE-notify: the change counter's page (changelog.c), and the writer
+ * lock (writer.c). */
+#define NOTIFY_SUFFIX "-notify"
 
 /* Whether the backend reports its own changes in commit order
  * (PROCREG_CAP_ORDERED_EVENTS; changelog.c).  Test builds that re-create
@@ -60,6 +63,7 @@ typedef struct {
     ino_t ino;
     char *path;
     bool read_only;
+    bool lockless;   /* read-only, and reads take no reader slot */
     bool stale_boot; /* read-only file of an earlier boot: owners all dead */
     char *read_only_why;
     MDB_env *mdb;
@@ -69,6 +73,10 @@ typedef struct {
     procreg_owner self;
 
     GRWLock txn_lock; /* readers: any transaction; writer: remapping */
+    /* The writer lock (writer.c): the threads' turn, then the file's. */
+    pthread_mutex_t writer_mutex;
+    int writer_fd;     /* -1: none (read-only with a lock file) */
+    int shared_reads;  /* lockless reads running; under writer_mutex */
     pthread_mutex_t pool_lock;
     MDB_txn *pool[POOL_MAX];
     int pool_n;
@@ -214,6 +222,28 @@ LMDB_HIDDEN int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
                                        GError **error);
 /* Record LMDB's @rc of step @what in @w; true when it is 0. */
 LMDB_HIDDEN bool procreg_lmdb_step_check(wstate *w, int rc, const char *what);
+
+/* ---- writer.c: the writer lock ---- */
+
+/* Set up the lock's mutex; no descriptor yet. */
+LMDB_HIDDEN void procreg_lmdb_writer_init(lmdb_env *env);
+/* Open the lock's descriptor (FILE-notify; for reading only when the
+ * env is lockless); 0 or an errno. */
+LMDB_HIDDEN int procreg_lmdb_writer_open(lmdb_env *env);
+LMDB_HIDDEN void procreg_lmdb_writer_clear(lmdb_env *env);
+/* Wait for the writer lock; every LMDB write transaction begins under
+ * it.  0, or PROCREG_EBACKEND in @error (which may be NULL). */
+LMDB_HIDDEN int procreg_lmdb_writer_lock(lmdb_env *env, GError **error);
+LMDB_HIDDEN void procreg_lmdb_writer_unlock(lmdb_env *env);
+/* Around a read of a lockless env: keep every writer out (a read lock on
+ * the writer lock's byte, while any read of this process runs); nothing
+ * for other envs. */
+LMDB_HIDDEN void procreg_lmdb_writer_lock_shared(lmdb_env *env);
+LMDB_HIDDEN void procreg_lmdb_writer_unlock_shared(lmdb_env *env);
+/* pthread_atfork handlers, called by env.c's. */
+LMDB_HIDDEN void procreg_lmdb_writer_fork_prepare(void);
+LMDB_HIDDEN void procreg_lmdb_writer_fork_parent(void);
+LMDB_HIDDEN void procreg_lmdb_writer_fork_child(void);
 
 /* ---- liveness.c: whether owners live; reaping the dead ---- */
 

@@ -3,7 +3,8 @@
  * open.  Entries persist, dead owners' entries vanish for everybody, and
  * changes made by one process reach the events and waiters of the others.
  *
- * File layout (MDB_NOSUBDIR: FILE and FILE-lock, plus FILE-notify):
+ * File layout (MDB_NOSUBDIR: FILE and FILE-lock, plus FILE-notify, the
+ * change counter's page and the writer lock):
  *   "entries"  key "ns\0name" -> entry_header + serialised a{sv}, so one
  *              namespace is the cursor range that starts at "ns\0";
  *   "owners"   (DUPSORT) key pid(BE32) start_time(BE64) -> "ns\0name" of
@@ -24,6 +25,9 @@
  *   open.c       opening a file (paths, checks, databases, boot id);
  *   txn.c        LMDB errors, read transactions (pooled), the write
  *                driver, map growth;
+ *   writer.c     the writer lock: writers take turns through a lock the
+ *                kernel frees at death, so that LMDB's writer mutex is
+ *                never contended across processes;
  *   liveness.c   whether an owner lives (cache, /proc, pidfd monitor
  *                thread) and reaping the entries of the dead;
  *   changelog.c  the change log, FILE-notify (a shared futex counter),
@@ -37,6 +41,7 @@
 #include "lmdb-internal.h"
 
 #include <string.h>
+#include <sys/stat.h>
 
 #define DEFAULT_MAP_SIZE ((uint64_t)64 << 20)
 #define MIN_MAP_SIZE ((uint64_t)256 << 10)
@@ -111,6 +116,20 @@ static int lmdb_init(const procreg_spec *spec, procreg_backend_host *host,
                                    "lmdb: path '%s' is a directory; give a "
                                    "file name, e.g. %s/registry.mdb",
                                    resolved, resolved);
+        g_free(resolved);
+        return rc;
+    }
+    struct stat sb;
+    if (stat(resolved, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        /* Not opened at all: opening a device can have effects. */
+        int rc = procreg_set_error(error, PROCREG_EINVAL,
+                                   "lmdb: path '%s' is not a regular file "
+                                   "(it is a %s)", resolved,
+                                   S_ISCHR(sb.st_mode)    ? "character device"
+                                   : S_ISBLK(sb.st_mode)  ? "block device"
+                                   : S_ISFIFO(sb.st_mode) ? "FIFO"
+                                   : S_ISSOCK(sb.st_mode) ? "socket"
+                                                          : "special file");
         g_free(resolved);
         return rc;
     }
