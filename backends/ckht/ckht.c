@@ -10,7 +10,9 @@
  *    shared memory.  The key's prepared hash goes to ck_ht as is (ck_ht
  *    keeps each slot's hash and never rehashes when it grows), so a lookup
  *    by prepared key hashes nothing.
- *  - Entries are immutable once published.  An update publishes a new
+ *  - Entries are immutable, for readers, once published (their namespace
+ *    links change under the writer lock, and readers never read them).
+ *    An update publishes a new
  *    entry in the same slot (ck_ht_set_spmc) and retires the old one;
  *    unregister retires.  Retired entries, and the tables ck_ht replaces
  *    when it grows (its free(p, n, defer = true)), are freed through
@@ -19,13 +21,14 @@
  *    out is a reference taken inside the read section, so it outlives the
  *    entry's retirement.
  *  - Scans (list_all, count of a namespace, list_names, find_by_metadata,
- *    drop_namespace) iterate the table under the writer lock, because
- *    ck_ht cannot be iterated while it changes.  Each one is therefore a
- *    snapshot of the registry at one instant between two writes; lookups
- *    carry on meanwhile, writers wait for the scan.
+ *    drop_namespace) run under the writer lock: one namespace's walk its
+ *    list (namespaces.c), all namespaces' the table, which ck_ht cannot
+ *    iterate while it changes.  Each one is therefore a snapshot at one
+ *    instant between two writes; lookups carry on meanwhile, writers wait
+ *    for the scan.
  *
- * Memory: an entry is one allocation holding the owner, times, revision
- * and the key bytes ("ns\0name\0", which ck_ht compares against), plus a
+ * Memory: an entry is one allocation holding its namespace links, the
+ * owner, times, revision and the key bytes ("ns\0name\0", which ck_ht compares against), plus a
  * metadata pointer in front of it only when there is metadata.  ck_ht
  * slots are 32 bytes (this ck has no pointer packing) and the table keeps
  * its load at or below 1/2, so the table alone costs 64 to 128 bytes per
