@@ -192,9 +192,11 @@ typedef struct {
  * child GVariant per item it passes (most of a find's time). */
 static bool may_match(GVariant *md, const find_walk *w)
 {
-    const char *data = g_variant_get_data(md);
     size_t size = g_variant_get_size(md);
+    const char *data = size > 0 ? g_variant_get_data(md) : NULL;
 
+    if (data == NULL) /* empty: holds no key */
+        return false;
     for (int i = 0; i < 2; i++)
         if (w->needle[i] != NULL &&
             memmem(data, size, w->needle[i], w->needle_len[i]) == NULL)
