@@ -50,19 +50,24 @@ static inline int slot_of_thread(void)
     return my_slot;
 }
 
-void procreg_brlock_init(procreg_brlock *l)
+void procreg_mutex_init_adaptive(pthread_mutex_t *m)
 {
     pthread_mutexattr_t attr;
 
-    for (int i = 0; i < PROCREG_BRLOCK_SLOTS; i++)
-        atomic_init(&l->slot[i].readers, 0);
-    atomic_init(&l->writer, 0);
     pthread_mutexattr_init(&attr);
 #ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
     pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
 #endif
-    pthread_mutex_init(&l->writers, &attr);
+    pthread_mutex_init(m, &attr);
     pthread_mutexattr_destroy(&attr);
+}
+
+void procreg_brlock_init(procreg_brlock *l)
+{
+    for (int i = 0; i < PROCREG_BRLOCK_SLOTS; i++)
+        atomic_init(&l->slot[i].readers, 0);
+    atomic_init(&l->writer, 0);
+    procreg_mutex_init_adaptive(&l->writers);
 }
 
 void procreg_brlock_clear(procreg_brlock *l)

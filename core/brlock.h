@@ -27,6 +27,11 @@ typedef struct {
     pthread_mutex_t writers; /* one writer at a time; readers wait on it */
 } procreg_brlock;
 
+/* A mutex of the adaptive kind where the C library has it: a thread that
+ * finds it held spins a little before it sleeps, which suits locks held
+ * for microseconds (the big-reader lock's writers, the key stripes). */
+void procreg_mutex_init_adaptive(pthread_mutex_t *m);
+
 void procreg_brlock_init(procreg_brlock *l);
 void procreg_brlock_clear(procreg_brlock *l);
 /* Returns the slot to hand procreg_brlock_read_unlock(). */

@@ -8,6 +8,8 @@
 
 #include <string.h>
 
+#include "brlock.h"
+
 /* How many existing names a not-found message shows. */
 #define NOT_FOUND_SAMPLE 5
 
@@ -30,14 +32,8 @@ static procreg *registry_alloc(void)
     reg->creator = self.pid;
     /* Adaptive: a writer that meets another on its stripe spins for the
      * few microseconds a write holds it instead of sleeping at once. */
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
-#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
-#endif
     for (int i = 0; i < PROCREG_STRIPES; i++)
-        pthread_mutex_init(&reg->stripes[i].m, &attr);
-    pthread_mutexattr_destroy(&attr);
+        procreg_mutex_init_adaptive(&reg->stripes[i].m);
     reg->tstats = procreg_tstats_new();
     reg->telemetry = procreg_telemetry_new();
     reg->events = procreg_events_new();
@@ -520,14 +516,6 @@ static int check_flags(unsigned flags, GError **error)
                                    "unknown write flags 0x%x", flags);
 }
 
-/* Read the entry and apply the owner rule: 0 (w->cur, w->expect and
- * w->reason set), PROCREG_ENOTFOUND (absent, or its owner is known
- * dead), PROCREG_ECONFLICT, PROCREG_EPERM, or the backend's failure.  A
- * forced unregister of an entry the backend cannot read (a damaged
- * record) goes ahead by name: that is how an operator repairs it. */
-static int check_write(procreg *reg, const procreg_key *key, write_check *w,
-                       bool removing, GError **error);
-
 /*
  * The owner rule for an unregister at no revision on a backend whose
  * entries only this registry's writes replace (writes_local): the owner
@@ -537,9 +525,9 @@ static int check_write(procreg *reg, const procreg_key *key, write_check *w,
  * holds the key's stripe: no write through this registry can replace
  * the entry between the read and the write, and nothing else can (an
  * entry that vanishes meanwhile, say expired, makes the write fail with
- * PROCREG_ENOTFOUND, as it would have).  Returns 1 when the caller must
- * take the general path (not our entry, or a backend failure), else as
- * check_write.
+ * PROCREG_ENOTFOUND, as it would have).  Returns 0 (w set),
+ * PROCREG_ENOTFOUND, or 1 when the caller must take the general path
+ * (not our entry, or a backend failure).
  */
 static int check_own_removal(procreg *reg, const procreg_key *key,
                              write_check *w)
@@ -558,13 +546,18 @@ static int check_own_removal(procreg *reg, const procreg_key *key,
     return 0;
 }
 
+/* Read the entry and apply the owner rule: 0 (w->cur, w->expect and
+ * w->reason set), PROCREG_ENOTFOUND (absent, or its owner is known
+ * dead), PROCREG_ECONFLICT, PROCREG_EPERM, or the backend's failure.  A
+ * forced unregister of an entry the backend cannot read (a damaged
+ * record) goes ahead by name: that is how an operator repairs it. */
 static int check_write(procreg *reg, const procreg_key *key, write_check *w,
                        bool removing, GError **error)
 {
     if (removing && reg->writes_local && w->if_revision == 0) {
         int rc = check_own_removal(reg, key, w);
         if (rc != 1)
-            return rc == PROCREG_ENOTFOUND ? rc : 0;
+            return rc;
     }
     procreg_entry_clear(&w->cur);
     w->expect = w->if_revision;
