@@ -1,8 +1,10 @@
 /*
- * Waiting for a service: procreg_wait_for() sleeps on the wake-up board of
- * events.c until a registration of its key wakes it (no polling), a
- * GCancellable fires, or the timeout passes; entries of owners the
- * monitor knows dead (liveness.c) do not count.
+ * Waiting: procreg_wait_for() for a service, and (through
+ * procreg_wait_until(), for groups.c) procreg_wait_members() for a group
+ * to grow.  A waiter sleeps on the wake-up board of events.c until a
+ * registration of its key (a join of its group) wakes it (no polling), a
+ * GCancellable fires, or the timeout passes; entries and members of
+ * owners the monitor knows dead (liveness.c) do not count.
  */
 #include "internal.h"
 
@@ -11,8 +13,8 @@
 #include <time.h>
 
 /* GIO's cancellable functions, found in the process at run time (see
- * procreg.h: libprocreg links GLib only).  A caller that has a
- * GCancellable to pass has GIO loaded. */
+ * procreg.h: libprocreg links GLib and GObject, not GIO).  A caller that
+ * has a GCancellable to pass has GIO loaded. */
 typedef struct {
     gboolean (*is_cancelled)(GCancellable *c);
     gulong (*connect)(GCancellable *c, void (*cb)(void), gpointer data,
@@ -54,13 +56,19 @@ static void on_cancelled(GCancellable *c, gpointer data)
     procreg_wake_cancel(data);
 }
 
-/* A lookup that ignores entries whose owner is known dead. */
-static int try_get(procreg *reg, const procreg_key *key, procreg_entry *out,
-                   GError **error)
+/* A lookup that ignores entries whose owner is known dead: the probe of
+ * procreg_wait_for_key(). */
+typedef struct {
+    const procreg_key *key;
+    procreg_entry *out;
+} entry_probe;
+
+static int try_get(procreg *reg, void *ctx, GError **error)
 {
+    entry_probe *p = ctx;
     procreg_entry e = {0};
     GError *local = NULL;
-    int rc = procreg_backend_lookup_entry(reg->backend, key, &e, &local);
+    int rc = procreg_backend_lookup_entry(reg->backend, p->key, &e, &local);
     /* A miss is the normal case here: only a failure keeps its message. */
     if (rc != 0 && rc != PROCREG_ENOTFOUND && local != NULL)
         g_propagate_error(error, local);
@@ -73,21 +81,20 @@ static int try_get(procreg *reg, const procreg_key *key, procreg_entry *out,
         procreg_entry_clear(&e);
         rc = PROCREG_ENOTFOUND;
     }
-    if (rc == 0 && out != NULL)
-        *out = e;
+    if (rc == 0 && p->out != NULL)
+        *p->out = e;
     else
         procreg_entry_clear(&e);
     return rc;
 }
 
-static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
-                     GCancellable *cancellable, procreg_entry *out,
-                     GError **error)
+static int wait_loop(procreg *reg, const char *ns, const char *name,
+                     bool group, procreg_wait_probe probe, void *ctx,
+                     int timeout_ms, GCancellable *cancellable,
+                     const gio_api *api, GError **error)
 {
-    procreg_wake *w = procreg_wake_join(reg, procreg_key_namespace(key),
-                                        procreg_key_name(key));
+    procreg_wake *w = procreg_wake_join(reg, ns, name, group);
     gulong handler = 0;
-    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
     if (api != NULL)
         handler = api->connect(cancellable, (void (*)(void))on_cancelled, w,
                                NULL);
@@ -104,7 +111,7 @@ static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
     }
 
     /* Read the generation, then look: a registration after the read bumps
-     * it, so the sleep below cannot miss one the lookup did not see. */
+     * it, so the sleep below cannot miss one the probe did not see. */
     int rc;
     for (;;) {
         uint64_t gen;
@@ -112,7 +119,7 @@ static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
             rc = PROCREG_ECANCELLED;
             break;
         }
-        rc = try_get(reg, key, out, error);
+        rc = probe(reg, ctx, error);
         if (rc != PROCREG_ENOTFOUND)
             break;
         if (!procreg_wake_sleep(w, gen, timeout_ms < 0 ? NULL : &deadline)) {
@@ -127,6 +134,33 @@ static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
     return rc;
 }
 
+PROCREG_INTERNAL int procreg_wait_until(procreg *reg, const char *ns,
+                                        const char *name, bool group,
+                                        procreg_wait_probe probe, void *ctx,
+                                        int timeout_ms,
+                                        GCancellable *cancellable,
+                                        GError **error)
+{
+    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
+    if (cancellable != NULL && api == NULL)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "a GCancellable was given but GIO is not "
+                                 "loaded in this process");
+    if (api != NULL && api->is_cancelled(cancellable))
+        return PROCREG_ECANCELLED;
+    GError *local = NULL;
+    int rc = probe(reg, ctx, &local);
+    if (rc == PROCREG_ENOTFOUND) {
+        g_clear_error(&local);
+        rc = timeout_ms == 0 ? PROCREG_ETIMEDOUT
+                             : wait_loop(reg, ns, name, group, probe, ctx,
+                                         timeout_ms, cancellable, api, &local);
+    }
+    if (local != NULL)
+        g_propagate_error(error, local);
+    return rc;
+}
+
 PROCREG_API int procreg_wait_for_key(procreg *reg, const procreg_key *key,
                                      int timeout_ms, GCancellable *cancellable,
                                      procreg_entry *out, GError **error)
@@ -136,24 +170,11 @@ PROCREG_API int procreg_wait_for_key(procreg *reg, const procreg_key *key,
         memset(out, 0, sizeof *out);
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t t0 = procreg_now_ns();
-    GError *local = NULL;
-    int rc;
-    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
-    if (cancellable != NULL && api == NULL)
-        rc = procreg_set_error(&local, PROCREG_EINVAL,
-                               "a GCancellable was given but GIO is not "
-                               "loaded in this process");
-    else if (api != NULL && api->is_cancelled(cancellable))
-        rc = PROCREG_ECANCELLED;
-    else
-        rc = try_get(reg, key, out, &local);
-    if (rc == PROCREG_ENOTFOUND) {
-        g_clear_error(&local);
-        rc = timeout_ms == 0 ? PROCREG_ETIMEDOUT
-                             : wait_loop(reg, key, timeout_ms, cancellable,
-                                         out, &local);
-    }
     const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
+    GError *local = NULL;
+    entry_probe p = {key, out};
+    int rc = procreg_wait_until(reg, ns, name, false, try_get, &p, timeout_ms,
+                                cancellable, &local);
     if (local != NULL)
         g_propagate_error(error, local);
     else if (rc == PROCREG_ETIMEDOUT)

@@ -99,6 +99,8 @@ void procreg_ckht_entry_append(GArray *out, const ckht_entry *e);
 /* ------------------------------------------------------------------------ */
 /* The instance                                                             */
 
+typedef struct ckht_groups ckht_groups;
+
 /* Lookups read only `ht` (and the table it points to); everything a
  * writer changes on each operation lives on the following cache lines, so
  * that writes do not keep invalidating the line readers need.  `ht` is a
@@ -121,6 +123,7 @@ typedef struct {
     GHashTable *namespaces; /* name -> ckht_ns (namespaces.c) */
     struct ckht_ns *last_ns; /* the namespace written last, or NULL */
     size_t ns_bytes;        /* what the namespace index holds */
+    ckht_groups *groups;    /* ckht-groups.c, under the lock */
 } ckht;
 
 /* The namespace index (namespaces.c); everything under the writer lock. */
@@ -207,5 +210,39 @@ int procreg_ckht_memory_usage(void *state, size_t *bytes);
 int procreg_ckht_health_check(void *state, GVariantDict *details,
                               char **message);
 void procreg_ckht_stats(void *state, GVariantDict *out);
+
+/* Groups (ckht-groups.c): made at init (NULL when out of memory), freed
+ * at destroy, when no call on the instance runs any more. */
+ckht_groups *procreg_ckht_groups_new(ckht *self);
+void procreg_ckht_groups_free(ckht_groups *g);
+/* Bytes the groups hold (the writer lock held). */
+size_t procreg_ckht_groups_bytes(const ckht_groups *g);
+/* Groups and members now, for stats (the writer lock held). */
+void procreg_ckht_groups_stats(const ckht_groups *g, GVariantDict *out);
+
+int procreg_ckht_group_join(void *state, const procreg_key *key,
+                            const procreg_record *record,
+                            procreg_member *joined, GError **error);
+int procreg_ckht_group_leave(void *state, const procreg_key *key,
+                             uint64_t member_id, const procreg_owner *owner,
+                             procreg_event_reason reason, GArray *removed,
+                             GError **error);
+int procreg_ckht_group_members(void *state, const procreg_key *key,
+                               GArray *out, GError **error);
+int procreg_ckht_group_list_all(void *state, const char *ns, GArray *out,
+                                GError **error);
+int procreg_ckht_group_count(void *state, const procreg_key *key,
+                             size_t *out, GError **error);
+int procreg_ckht_group_list(void *state, const char *ns, GArray *out,
+                            GError **error);
+int procreg_ckht_group_dispatch(void *state, const procreg_key *key,
+                                procreg_member_fn fn, gpointer user_data,
+                                size_t *visited, GError **error);
+int procreg_ckht_group_pick(void *state, const procreg_key *key,
+                            bool round_robin, uint64_t arg,
+                            procreg_member *out, GError **error);
+int procreg_ckht_group_member(void *state, const procreg_key *key,
+                              uint64_t member_id, procreg_member *out,
+                              GError **error);
 
 #endif /* PROCREG_CKHT_INTERNAL_H */

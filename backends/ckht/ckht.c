@@ -27,6 +27,9 @@
  *    instant between two writes; lookups carry on meanwhile, writers wait
  *    for the scan.
  *
+ * Groups (duplicate keys) live in ckht-groups.c, under the same writer
+ * lock and revision counter.
+ *
  * Memory: an entry is one allocation holding its namespace links, the
  * owner, times, revision and the key bytes ("ns\0name\0", which ck_ht compares against), plus a
  * metadata pointer in front of it only when there is metadata.  ck_ht
@@ -105,8 +108,17 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
     }
     procreg_ck_lock_init(&self->lock);
     atomic_init(&self->n_entries, 0);
+    self->groups = procreg_ckht_groups_new(self);
+    if (self->groups == NULL) {
+        procreg_epoch_domain_free(self->epoch);
+        procreg_ck_lock_clear(&self->lock);
+        free(self);
+        return procreg_set_error(error, PROCREG_ENOMEM,
+                                 "ckht: out of memory for the groups");
+    }
 
     if (!procreg_ckht_table_init(self, slots)) {
+        procreg_ckht_groups_free(self->groups);
         procreg_epoch_domain_free(self->epoch);
         procreg_ck_lock_clear(&self->lock);
         free(self);
@@ -124,6 +136,7 @@ static void ckht_destroy(void *state)
 
     if (self == NULL)
         return;
+    procreg_ckht_groups_free(self->groups);
     procreg_ckht_table_destroy(self);
     procreg_epoch_domain_free(self->epoch);
     procreg_ck_lock_clear(&self->lock);
@@ -323,7 +336,8 @@ const procreg_backend_ops procreg_ckht_backend_ops = {
     .name = "ckht",
     .description = "In-process hash table (Concurrency Kit ck_ht): lookups "
                    "take no lock, one writer at a time",
-    .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_LOCKFREE_READS,
+    .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_LOCKFREE_READS |
+            PROCREG_CAP_GROUPS,
     .options = ckht_options,
     .init = ckht_init,
     .destroy = ckht_destroy,
@@ -341,4 +355,13 @@ const procreg_backend_ops procreg_ckht_backend_ops = {
     .memory_usage = procreg_ckht_memory_usage,
     .stats = procreg_ckht_stats,
     .count_namespaces = procreg_ckht_count_namespaces,
+    .group_join = procreg_ckht_group_join,
+    .group_leave = procreg_ckht_group_leave,
+    .group_members = procreg_ckht_group_members,
+    .group_list_all = procreg_ckht_group_list_all,
+    .group_count = procreg_ckht_group_count,
+    .group_list = procreg_ckht_group_list,
+    .group_dispatch = procreg_ckht_group_dispatch,
+    .group_pick = procreg_ckht_group_pick,
+    .group_member = procreg_ckht_group_member,
 };

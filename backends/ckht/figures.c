@@ -8,6 +8,7 @@ typedef struct {
     size_t capacity;
     size_t table_bytes;
     size_t entry_bytes;
+    size_t group_bytes;
     size_t total_bytes;
     procreg_epoch_stats epoch;
 } ckht_figures;
@@ -21,8 +22,9 @@ static void ckht_get_figures(ckht *self, ckht_figures *f)
     f->capacity = procreg_ckht_capacity(self);
     f->table_bytes = sizeof(*self->ht) + self->table_bytes;
     f->entry_bytes = self->entry_bytes;
+    f->group_bytes = procreg_ckht_groups_bytes(self->groups);
     f->total_bytes = sizeof(*self) + f->table_bytes + f->entry_bytes +
-                     self->ns_bytes +
+                     self->ns_bytes + f->group_bytes +
                      f->epoch.pending_bytes + f->epoch.overhead_bytes;
 }
 
@@ -47,6 +49,7 @@ static void ckht_add_figures(GVariantDict *d, const ckht_figures *f)
                                       : 0.0);
     g_variant_dict_insert(d, "table_bytes", "t", (guint64)f->table_bytes);
     g_variant_dict_insert(d, "entry_bytes", "t", (guint64)f->entry_bytes);
+    g_variant_dict_insert(d, "group_bytes", "t", (guint64)f->group_bytes);
     g_variant_dict_insert(d, "memory_bytes", "t", (guint64)f->total_bytes);
     g_variant_dict_insert(d, "epoch_pending", "t", (guint64)f->epoch.pending);
     g_variant_dict_insert(d, "epoch_pending_bytes", "t",
@@ -100,6 +103,7 @@ void procreg_ckht_stats(void *state, GVariantDict *out)
 
     ckht_get_figures(self, &f);
     ck_ht_stat(self->ht, &st);
+    procreg_ckht_groups_stats(self->groups, out);
     revision = self->revision;
     grows = self->grows;
     rebuilds = self->rebuilds;

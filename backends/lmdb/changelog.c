@@ -270,7 +270,8 @@ static void deliver_locked(lmdb_env *env)
             .registered_at = ch->h.registered_at,
             .revision = ch->h.revision,
         };
-        if (ch->h.kind == PROCREG_EVENT_REGISTERED)
+        if (ch->h.kind == PROCREG_EVENT_REGISTERED ||
+            ch->h.kind == PROCREG_EVENT_JOINED)
             procreg_lmdb_owner_alive(env, &e.owner); /* watch the new owner */
         bool ours = ch->h.origin_pid == (uint32_t)env->self.pid;
         for (guint j = 0; j < env->instances->len; j++) {

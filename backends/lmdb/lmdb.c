@@ -12,7 +12,8 @@
  *              without a scan;
  *   "meta"     "format", the revision counter, the boot id;
  *   "events"   key change number (BE64) -> event_header + key + metadata:
- *              the change log that other processes read.
+ *              the change log that other processes read;
+ *   "members", "group_ids", "member_owners": group members (groups.c).
  * Every value read back is checked (lmdb-codec.c: lengths, version, a{sv}
  * in normal form): a corrupt or hostile file gives PROCREG_EBACKEND,
  * never a crash.
@@ -35,6 +36,7 @@
  *                this process's handles in commit order;
  *   ops.c        entries, and register/lookup/unregister/update;
  *   scan.c       list, count, names, namespaces, drop;
+ *   groups.c     group members: joins, leaves, reads, reaping;
  *   health.c     stats and health;
  *   lmdb-codec.c the record formats (shared with the fuzz targets).
  */
@@ -177,6 +179,7 @@ const procreg_backend_ops procreg_lmdb_backend_ops = {
                    "processes",
     .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_PERSISTENT |
             PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_ATOMIC_DROP |
+            PROCREG_CAP_GROUPS |
             (LMDB_ORDERED_EVENTS ? PROCREG_CAP_ORDERED_EVENTS : 0),
     .options = lmdb_options,
     .init = lmdb_init,
@@ -194,4 +197,10 @@ const procreg_backend_ops procreg_lmdb_backend_ops = {
     .memory_usage = procreg_lmdb_memory_usage,
     .stats = procreg_lmdb_stats,
     .count_namespaces = procreg_lmdb_count_namespaces,
+    .group_join = procreg_lmdb_group_join,
+    .group_leave = procreg_lmdb_group_leave,
+    .group_members = procreg_lmdb_group_members,
+    .group_list_all = procreg_lmdb_group_list_all,
+    .group_list = procreg_lmdb_group_list,
+    .group_member = procreg_lmdb_group_member,
 };

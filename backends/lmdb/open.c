@@ -59,6 +59,9 @@ char *procreg_lmdb_default_path(GError **error)
     return path;
 }
 
+/* entries, owners, meta, events, and the groups' three (groups.c). */
+#define MAX_DBS 7
+
 #define BOOT_ID_LEN 36
 
 /* This boot's id (/proc/sys/kernel/random/boot_id); false if unknown. */
@@ -141,6 +144,8 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, bool write,
         g_ptr_array_unref(keys);
         if (rc == 0)
             rc = mdb_drop(txn, env->db_owners, 0);
+        if (rc == 0 && !procreg_lmdb_members_drop_all(env, txn, &w))
+            rc = w.mdb_rc ? w.mdb_rc : MDB_CORRUPTED;
         if (rc == 0 && w.corrupt == NULL &&
             procreg_lmdb_log_finish(env, txn, &w))
             g_atomic_pointer_add(&env->reaped, w.events);
@@ -171,7 +176,10 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, bool write,
 static int check_dbs(lmdb_env *env, bool write, bool *must_write,
                      GError **error)
 {
-    static const char *const ours[] = {"entries", "owners", "meta", "events"};
+    static const char *const ours[] = {"entries",   "owners",
+                                       "meta",      "events",
+                                       "members",   "group_ids",
+                                       "member_owners"};
     MDB_txn *txn;
     int rc = mdb_txn_begin(env->mdb, NULL, write ? 0 : MDB_RDONLY, &txn);
     if (rc != 0)
@@ -226,6 +234,14 @@ static int check_dbs(lmdb_env *env, bool write, bool *must_write,
         rc = mdb_dbi_open(txn, "meta", create, &env->db_meta);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "events", create, &env->db_events);
+    if (rc == 0)
+        rc = procreg_lmdb_groups_open(env, txn, write);
+    if (rc == 0 && !env->has_groups && !write && !env->read_only) {
+        /* Format 1: the group databases are made under the writer lock. */
+        mdb_txn_abort(txn);
+        *must_write = true;
+        return 0;
+    }
     if (rc != 0) {
         mdb_txn_abort(txn);
         if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE)
@@ -237,13 +253,23 @@ static int check_dbs(lmdb_env *env, bool write, bool *must_write,
         return procreg_lmdb_fail(env, rc, "opening the databases", error);
     }
     MDB_val fk = {6, "format"}, fv;
-    if (fresh) {
+    bool upgrade = false;
+    if (!fresh) {
+        rc = mdb_get(txn, env->db_meta, &fk, &fv);
+        /* Format 1 is format 2 without the group databases, which
+         * procreg_lmdb_groups_open() added if we may write. */
+        upgrade = rc == 0 && write &&
+                  fv.mv_size == strlen(PROCREG_LMDB_FORMAT_1) &&
+                  memcmp(fv.mv_data, PROCREG_LMDB_FORMAT_1, fv.mv_size) == 0;
+    }
+    if (fresh || upgrade) {
         fv.mv_size = strlen(PROCREG_LMDB_FORMAT);
         fv.mv_data = PROCREG_LMDB_FORMAT;
         rc = mdb_put(txn, env->db_meta, &fk, &fv, 0);
     } else {
-        rc = mdb_get(txn, env->db_meta, &fk, &fv);
-        if (rc == 0 &&
+        bool v1 = rc == 0 && fv.mv_size == strlen(PROCREG_LMDB_FORMAT_1) &&
+                  memcmp(fv.mv_data, PROCREG_LMDB_FORMAT_1, fv.mv_size) == 0;
+        if (rc == 0 && !v1 &&
             (fv.mv_size != strlen(PROCREG_LMDB_FORMAT) ||
              memcmp(fv.mv_data, PROCREG_LMDB_FORMAT, fv.mv_size) != 0)) {
             char *got = g_strndup(fv.mv_data, MIN(fv.mv_size, 64));
@@ -353,7 +379,7 @@ static int reopen(lmdb_env *env, const char *path, unsigned int flags)
     env->mdb = NULL;
     int rc = mdb_env_create(&env->mdb);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(env->mdb, 4);
+        rc = mdb_env_set_maxdbs(env->mdb, MAX_DBS);
     if (rc == 0)
         rc = mdb_env_open(env->mdb, path, flags, 0600);
     return rc;
@@ -445,7 +471,7 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
 
     int rc = mdb_env_create(&env->mdb);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(env->mdb, 4);
+        rc = mdb_env_set_maxdbs(env->mdb, MAX_DBS);
     if (rc == 0)
         rc = mdb_env_set_maxreaders(env->mdb, st->max_readers);
     if (rc == 0)

@@ -18,6 +18,7 @@ import sys
 LAYERS = [
     ["error", "brlock"],
     ["entry", "key", "owner", "spec", "builtin"],
+    ["member"],
     ["backends"],
     ["dispatch"],
     ["counters"],
@@ -26,7 +27,9 @@ LAYERS = [
     ["liveness"],
     ["host", "wait", "namespaces"],
     ["registry"],
-    ["health", "stats"],
+    ["health", "stats", "groups"],
+    ["gtypes"],
+    ["gregistry"],
 ]
 
 

@@ -1,0 +1,80 @@
+/*
+ * What the files of the procreg program share: the parsed command line,
+ * exit codes, and the output and parsing helpers of procreg.c that the
+ * group commands (groups-cmd.c) use too.
+ */
+#ifndef PROCREG_TOOLS_CLI_H
+#define PROCREG_TOOLS_CLI_H
+
+#include <procreg/procreg.h>
+
+#include <stdint.h>
+
+/* Exit codes (also in --help). */
+enum {
+    EXIT_OK = 0,
+    EXIT_OTHER = 1,     /* any other failure */
+    EXIT_USAGE = 2,     /* invalid input: arguments, names, metadata, spec */
+    EXIT_NOTFOUND = 3,  /* no such entry */
+    EXIT_EXISTS = 4,    /* register: the name is taken */
+    EXIT_TIMEOUT = 5,   /* wait: the timeout passed */
+    EXIT_BACKEND = 6,   /* the backend failed (I/O, damaged file, full);
+                           health: failed */
+    EXIT_DEGRADED = 7,  /* health: degraded */
+    EXIT_PERM = 8,      /* another process owns the entry (see --force) */
+};
+
+/* One metadata option as given: --meta or --meta-string, its text. */
+typedef struct {
+    const char *text;
+    bool string;
+} meta_opt;
+
+typedef struct {
+    const char *backend;
+    bool json;
+    /* command options */
+    GArray *meta; /* meta_opt: --meta and --meta-string, in order */
+    const char *pid;
+    const char *member; /* leave --member */
+    bool hold;
+    bool replace;
+    bool force;
+    const char *ns_opt;
+    const char *timeout;
+    bool prometheus;
+    const char *listen; /* metrics --listen */
+    GPtrArray *args; /* positionals after the command */
+    const char *command;
+} cli;
+
+/* ---- procreg.c ---- */
+
+/* Print @error (or the code's description; --json: as JSON on stderr),
+ * free it, and return the exit code for @rc. */
+int fail(int rc, GError *error);
+/* Print a usage message; returns EXIT_USAGE. */
+int usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+/* Whether the command has @min to @max arguments (else usage, false). */
+bool want_args(const cli *c, guint min, guint max, const char *form);
+/* Argument @i, or NULL. */
+const char *arg(const cli *c, guint i);
+/* The --meta options as an a{sv} (NULL when none); false when malformed. */
+bool build_meta(const cli *c, GVariant **out);
+/* Run the main loop until SIGINT, SIGTERM or SIGHUP (in loop_signal). */
+void run_until_signal(void);
+extern int loop_signal;
+/* µs since the epoch as ISO 8601 (g_free it). */
+char *time_text(int64_t us);
+/* JSON text of a string, and of a GVariant, appended to @o. */
+void json_string(GString *o, const char *s);
+void json_variant(GString *o, GVariant *v);
+
+/* ---- groups-cmd.c ---- */
+
+int cli_join(procreg *reg, const cli *c);
+int cli_leave(procreg *reg, const cli *c);
+int cli_members(procreg *reg, const cli *c);
+int cli_groups(procreg *reg, const cli *c);
+
+#endif
