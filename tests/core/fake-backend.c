@@ -176,6 +176,7 @@ static int fake_init_common(const procreg_backend_ops *ops,
 DEFINE_INIT(fake_init, fake_ops)
 DEFINE_INIT(fake_pr_init, fake_pr_ops)
 DEFINE_INIT(fake_ts_init, fake_ts_ops)
+DEFINE_INIT(fake_mp_init, fake_mp_ops)
 DEFINE_INIT(fake_min_init, fake_min_ops)
 
 static void fake_destroy(void *state)
@@ -532,6 +533,8 @@ static const procreg_backend_option fake_options[] = {
 FAKE_TABLE(fake_ops, "fake", fake_init, 0);
 FAKE_TABLE(fake_pr_ops, "fake_pr", fake_pr_init, PROCREG_CAP_PARALLEL_READS);
 FAKE_TABLE(fake_ts_ops, "fake_ts", fake_ts_init, PROCREG_CAP_THREADSAFE);
+FAKE_TABLE(fake_mp_ops, "fake_mp", fake_mp_init,
+           PROCREG_CAP_THREADSAFE | PROCREG_CAP_MULTIPROCESS);
 
 const procreg_backend_ops fake_min_ops = {
     .version = PROCREG_BACKEND_VERSION,
@@ -663,7 +666,8 @@ const procreg_backend_ops fake_deco_ops = {
 void fake_backend_register_all(void)
 {
     const procreg_backend_ops *all[] = {&fake_ops, &fake_pr_ops, &fake_ts_ops,
-                                        &fake_min_ops, &fake_deco_ops};
+                                        &fake_mp_ops, &fake_min_ops,
+                                        &fake_deco_ops};
     for (size_t i = 0; i < G_N_ELEMENTS(all); i++) {
         GError *err = NULL;
         int rc = procreg_backend_register(all[i], &err);

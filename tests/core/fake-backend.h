@@ -14,6 +14,9 @@
  *                                  flag, fail_init.
  *   fake_pr_ops       "fake_pr"    PROCREG_CAP_PARALLEL_READS.
  *   fake_ts_ops       "fake_ts"    PROCREG_CAP_THREADSAFE.
+ *   fake_mp_ops       "fake_mp"    PROCREG_CAP_THREADSAFE | MULTIPROCESS:
+ *                                  as fake_ts, but the core must expect
+ *                                  other processes to write its entries.
  *   fake_min_ops      "fake_min"   required slots only (core fallbacks).
  *   fake_deco_ops     "fake_deco"  a decorator: options inner (a spec) and
  *                                  ttl_ms; forwards to the inner backend.
@@ -102,6 +105,7 @@ typedef struct {
 extern const procreg_backend_ops fake_ops;
 extern const procreg_backend_ops fake_pr_ops;
 extern const procreg_backend_ops fake_ts_ops;
+extern const procreg_backend_ops fake_mp_ops;
 extern const procreg_backend_ops fake_min_ops;
 extern const procreg_backend_ops fake_deco_ops;
 

@@ -35,10 +35,10 @@ static void kill_and_reap(pid_t pid)
     waitpid(pid, NULL, 0);
 }
 
-static procreg *open_fake(FakeBackend **fb)
+static procreg *open_fake(const char *spec, FakeBackend **fb)
 {
     procreg *reg = NULL;
-    g_assert_cmpint(procreg_open("fake_ts", &reg, NULL), ==, 0);
+    g_assert_cmpint(procreg_open(spec, &reg, NULL), ==, 0);
     *fb = fake_backend_last();
     return reg;
 }
@@ -52,7 +52,10 @@ typedef struct {
 } replace_ctx;
 
 /* Inside the first unregister: another process takes the key over (a new
- * owner, a new revision), as it could on a shared backend. */
+ * owner, a new revision), as it can on a backend shared between processes
+ * (fake_mp says MULTIPROCESS; on one that does not, the core may and does
+ * trust that only its own writes, serialised by its stripes, replace an
+ * entry). */
 static void replace_in_unregister(FakeOp op, void *data)
 {
     replace_ctx *c = data;
@@ -74,7 +77,7 @@ static void replace_in_unregister(FakeOp op, void *data)
 static void test_replaced_between_check_and_write(void)
 {
     FakeBackend *fb;
-    procreg *reg = open_fake(&fb);
+    procreg *reg = open_fake("fake_mp", &fb);
     pid_t child = sleeping_child();
     replace_ctx c = {.fb = fb};
     g_assert_cmpint(procreg_owner_from_pid(child, &c.other, NULL), ==, 0);
@@ -118,7 +121,7 @@ static void kill_in_register(FakeOp op, void *data)
 static void test_owner_dies_during_register(void)
 {
     FakeBackend *fb;
-    procreg *reg = open_fake(&fb);
+    procreg *reg = open_fake("fake_ts", &fb);
     kill_ctx c = {.pid = sleeping_child()};
     procreg_owner o;
     g_assert_cmpint(procreg_owner_from_pid(c.pid, &o, NULL), ==, 0);
