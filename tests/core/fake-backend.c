@@ -23,6 +23,13 @@ FakeDeco *fake_deco_last(void)
     return d;
 }
 
+void fake_backend_set_on_call(FakeBackend *fb, FakeHook fn, void *data)
+{
+    atomic_store_explicit(&fb->on_call_data, data, memory_order_relaxed);
+    /* Release: a call that sees @fn sees @data. */
+    atomic_store_explicit(&fb->on_call, fn, memory_order_release);
+}
+
 int fake_backend_data_calls(FakeBackend *fb)
 {
     int n = 0;
@@ -71,8 +78,10 @@ static void enter(FakeBackend *fb, FakeOp op)
     }
     if (fb->sleep_us[op] != 0)
         g_usleep(fb->sleep_us[op]);
-    if (fb->on_call != NULL)
-        fb->on_call(op, fb->on_call_data);
+    FakeHook hook = atomic_load_explicit(&fb->on_call, memory_order_acquire);
+    if (hook != NULL)
+        hook(op, atomic_load_explicit(&fb->on_call_data,
+                                      memory_order_relaxed));
 }
 
 static void leave(FakeBackend *fb, FakeOp op)

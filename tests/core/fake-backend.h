@@ -30,6 +30,7 @@
 #include <procreg/backend.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 typedef enum {
     FAKE_OP_INIT,
@@ -49,6 +50,8 @@ typedef enum {
     FAKE_OP_STATS,
     FAKE_N_OPS
 } FakeOp;
+
+typedef void (*FakeHook)(FakeOp op, void *data);
 
 /* One stored entry (the values of FakeBackend.store). */
 typedef struct {
@@ -70,9 +73,11 @@ typedef struct {
     int fail[FAKE_N_OPS];        /* 0, or the code the slot returns */
     /* Called first thing in every slot but init and destroy (any thread,
      * the core's locks held as for the slot): a test forces an
-     * interleaving with it (an owner killed inside a call, ...). */
-    void (*on_call)(FakeOp op, void *data);
-    void *on_call_data;
+     * interleaving with it (an owner killed inside a call, ...).  Set
+     * with fake_backend_set_on_call(): other threads (the registry's
+     * monitor) call in while a test sets and clears it. */
+    _Atomic(FakeHook) on_call;
+    void *_Atomic on_call_data;
     gulong sleep_us[FAKE_N_OPS]; /* sleep inside the slot */
     int health;                  /* status health_check returns */
 
@@ -116,6 +121,11 @@ void fake_backend_register_all(void);
  * the decorator initialised last.  Valid until that instance is closed. */
 FakeBackend *fake_backend_last(void);
 FakeDeco *fake_deco_last(void);
+
+/* Set @fb's on_call hook to @fn with @data, or clear it (@fn NULL).  Set
+ * it only while it is clear: a call that loaded the old hook may read
+ * the new data. */
+void fake_backend_set_on_call(FakeBackend *fb, FakeHook fn, void *data);
 
 /* Total calls of every slot except init and destroy. */
 int fake_backend_data_calls(FakeBackend *fb);

@@ -83,8 +83,7 @@ static void test_replaced_between_check_and_write(void)
     g_assert_cmpint(procreg_owner_from_pid(child, &c.other, NULL), ==, 0);
     g_assert_cmpint(procreg_register(reg, "ns", "k", NULL, NULL, NULL, NULL),
                     ==, 0);
-    fb->on_call = replace_in_unregister;
-    fb->on_call_data = &c;
+    fake_backend_set_on_call(fb, replace_in_unregister, &c);
     /* Ours when checked, the child's when written: the write must not
      * remove the child's entry, and the second look refuses it. */
     GError *err = NULL;
@@ -92,7 +91,7 @@ static void test_replaced_between_check_and_write(void)
                     PROCREG_EPERM);
     g_assert_true(c.done);
     g_clear_error(&err);
-    fb->on_call = NULL;
+    fake_backend_set_on_call(fb, NULL, NULL);
     procreg_owner o;
     g_assert_cmpint(procreg_lookup(reg, "ns", "k", &o, NULL), ==, 0);
     g_assert_cmpint(o.pid, ==, child);
@@ -128,14 +127,13 @@ static void test_owner_dies_during_register(void)
     procreg_entry first = {0};
     g_assert_cmpint(procreg_register(reg, "ns", "k", &o, NULL, &first, NULL),
                     ==, 0);
-    fb->on_call = kill_in_register;
-    fb->on_call_data = &c;
+    fake_backend_set_on_call(fb, kill_in_register, &c);
     /* The key is held by o, who dies inside this call: o's entry goes
      * with o, and o must not get a new one. */
     GError *err = NULL;
     procreg_entry cur = {0};
     int rc = procreg_register(reg, "ns", "k", &o, NULL, &cur, &err);
-    fb->on_call = NULL;
+    fake_backend_set_on_call(fb, NULL, NULL);
     g_assert_true(c.killed);
     if (rc == 0)
         g_error("registered dead process %d again (revision %" G_GUINT64_FORMAT
