@@ -191,6 +191,7 @@ typedef struct {
     GVariant **metadata;     /* n_keys dictionaries, or NULL */
     GVariant **group_values; /* n_groups int32 values for find */
     GVariant *update_md[4];  /* metadata dictionaries for update */
+    GVariant *role_api;      /* "api": a quarter of any 100 keys (find-ns) */
 
 } bench_dataset;
 
@@ -325,7 +326,9 @@ typedef enum {
     BENCH_W_LOOKUP_MISS,
     BENCH_W_LOOKUP_TELEMETRY,
     BENCH_W_LIST_NS,
+    BENCH_W_COUNT_NS,
     BENCH_W_FIND,
+    BENCH_W_FIND_NS,
     BENCH_W_UPDATE,
     BENCH_W_MIXED,
     BENCH_W_CHURN,

@@ -134,6 +134,8 @@ int bench_dataset_init(bench_dataset *ds, size_t n_keys, size_t threads,
                         : 0;
     ds->n_production = n_keys - ds->n_test_ns * ds->test_ns_size;
     ds->n_groups = (ds->n_production + 9) / 10;
+    /* roles[index % 4]: any 100 consecutive keys hold 25 of each. */
+    ds->role_api = g_variant_ref_sink(g_variant_new_string(roles[0]));
     ds->keys = keys_new(n_keys);
 
     char name[64];
@@ -237,6 +239,8 @@ void bench_dataset_clear(bench_dataset *ds)
     keys_clear(ds->pool, ds->pool_threads * ds->pool_per_thread);
     if (ds->test_ns)
         g_strfreev(ds->test_ns);
+    if (ds->role_api)
+        g_variant_unref(ds->role_api);
     if (ds->group_values) {
         for (size_t g = 0; g < ds->n_groups; g++)
             g_variant_unref(ds->group_values[g]);

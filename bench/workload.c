@@ -45,6 +45,12 @@ const bench_workload bench_workloads[BENCH_W_COUNT] = {
     [BENCH_W_LIST_NS] = {BENCH_W_LIST_NS, "list-ns",
                          "procreg_list() of one test namespace (100 entries) among many",
                          "list", false, false, true},
+    [BENCH_W_COUNT_NS] = {BENCH_W_COUNT_NS, "count-ns",
+                          "procreg_count() of one test namespace (100 entries) among many",
+                          "count", false, false, true},
+    [BENCH_W_FIND_NS] = {BENCH_W_FIND_NS, "find-ns",
+                         "procreg_find(test namespace, role = \"api\"): 25 of its 100 entries",
+                         "find", false, false, true},
     [BENCH_W_FIND] = {BENCH_W_FIND, "find",
                       "procreg_find(production, group = <int>): 10 matches; index or scan",
                       "find", false, false, true},
@@ -353,6 +359,10 @@ static int t_find(worker *w, const char *ns, const char *meta_key,
         (w)->ops = n_;                                                        \
     } while (0)
 
+/* Each loop stays a function of its own: bench/callgrind-ops.sh counts
+ * the instructions inside it. */
+#define LOOP_FN static __attribute__((noinline)) void
+
 /* Results are checked inside the op, off the fast path. */
 #define CHECK(cond, ...)                                                      \
     do {                                                                      \
@@ -360,7 +370,7 @@ static int t_find(worker *w, const char *ns, const char *meta_key,
             op_error(w, __VA_ARGS__);                                         \
     } while (0)
 
-static void loop_lookup_hit(worker *w)
+LOOP_FN loop_lookup_hit(worker *w)
 {
     const bench_key *k;
     procreg_owner o;
@@ -373,7 +383,7 @@ static void loop_lookup_hit(worker *w)
              });
 }
 
-static void loop_lookup_hit_key(worker *w)
+LOOP_FN loop_lookup_hit_key(worker *w)
 {
     const bench_key *k;
     procreg_owner o;
@@ -385,7 +395,7 @@ static void loop_lookup_hit_key(worker *w)
              });
 }
 
-static void loop_lookup_entry(worker *w)
+LOOP_FN loop_lookup_entry(worker *w)
 {
     const bench_key *k;
     procreg_entry e;
@@ -399,7 +409,7 @@ static void loop_lookup_entry(worker *w)
              });
 }
 
-static void loop_lookup_miss(worker *w)
+LOOP_FN loop_lookup_miss(worker *w)
 {
     const bench_key *k;
     procreg_owner o;
@@ -426,7 +436,7 @@ static void telemetry_count(procreg *reg, const procreg_telemetry_event *ev,
         telemetry_seen++;
 }
 
-static void loop_lookup_telemetry(worker *w)
+LOOP_FN loop_lookup_telemetry(worker *w)
 {
     const bench_key *k;
     procreg_owner o;
@@ -444,7 +454,7 @@ static void loop_lookup_telemetry(worker *w)
 }
 #endif
 
-static void loop_list_ns(worker *w)
+LOOP_FN loop_list_ns(worker *w)
 {
     const bench_dataset *ds = w->ctx->ds;
     const char *ns;
@@ -464,7 +474,60 @@ static void loop_list_ns(worker *w)
              });
 }
 
-static void loop_find(worker *w)
+/* The baselines count by listing: neither has a count of its own. */
+static int t_count(worker *w, const char *ns, size_t *n)
+{
+    bench_target *t = w->ctx->target;
+    if (t->kind == BENCH_TARGET_PROCREG)
+        return procreg_count(t->reg, ns, n, NULL);
+    procreg_entry *out = NULL;
+    int rc = t_list(w, ns, &out, n);
+    procreg_entries_free(out, *n);
+    return rc;
+}
+
+static const char *pick_test_ns(worker *w)
+{
+    const bench_dataset *ds = w->ctx->ds;
+    return ds->n_test_ns ? ds->test_ns[rng_below(&w->rng, ds->n_test_ns)]
+                         : PROCREG_NS_PRODUCTION;
+}
+
+LOOP_FN loop_count_ns(worker *w)
+{
+    const bench_dataset *ds = w->ctx->ds;
+    const char *ns;
+    size_t expect = ds->n_test_ns ? ds->test_ns_size : ds->n_production;
+    RUN_LOOP(w, ns = pick_test_ns(w),
+             {
+                 size_t n = 0;
+                 int rc = t_count(w, ns, &n);
+                 CHECK(rc == 0 && n == expect,
+                       "count %s returned %d with %zu, expected %zu", ns, rc,
+                       n, expect);
+                 w->items += n;
+             });
+}
+
+LOOP_FN loop_find_ns(worker *w)
+{
+    const bench_dataset *ds = w->ctx->ds;
+    const char *ns;
+    size_t size = ds->n_test_ns ? ds->test_ns_size : ds->n_production;
+    RUN_LOOP(w, ns = pick_test_ns(w),
+             {
+                 procreg_entry *out = NULL;
+                 size_t n = 0;
+                 int rc = t_find(w, ns, "role", ds->role_api, &out, &n);
+                 CHECK(rc == 0 && n == (size + 3) / 4,
+                       "find role=api in %s returned %d with %zu entries, "
+                       "expected %zu", ns, rc, n, (size + 3) / 4);
+                 w->items += n;
+                 procreg_entries_free(out, n);
+             });
+}
+
+LOOP_FN loop_find(worker *w)
 {
     const bench_dataset *ds = w->ctx->ds;
     size_t g;
@@ -483,7 +546,7 @@ static void loop_find(worker *w)
              });
 }
 
-static void loop_update(worker *w)
+LOOP_FN loop_update(worker *w)
 {
     const bench_dataset *ds = w->ctx->ds;
     const bench_key *k;
@@ -498,7 +561,7 @@ static void loop_update(worker *w)
 
 /* Each thread writes only its private pool: a FIFO of registered keys
  * between the cursors removed <= registered (<= removed + pool size). */
-static void loop_mixed(worker *w)
+LOOP_FN loop_mixed(worker *w)
 {
     bench_context *ctx = w->ctx;
     const bench_dataset *ds = ctx->ds;
@@ -546,7 +609,7 @@ static void loop_mixed(worker *w)
     ctx->pool_removed[w->tid] = rem;
 }
 
-static void loop_churn(worker *w)
+LOOP_FN loop_churn(worker *w)
 {
     const bench_dataset *ds = w->ctx->ds;
     const bench_key *pool = ds->pool + (size_t)w->tid * ds->pool_per_thread;
@@ -616,6 +679,12 @@ static void *worker_main(void *arg)
         break;
     case BENCH_W_FIND:
         loop_find(w);
+        break;
+    case BENCH_W_COUNT_NS:
+        loop_count_ns(w);
+        break;
+    case BENCH_W_FIND_NS:
+        loop_find_ns(w);
         break;
     case BENCH_W_UPDATE:
         loop_update(w);
@@ -924,7 +993,8 @@ void bench_cell_end(bench_cell *c)
     g_free(c->off_cpu);
     if (!r->skipped) {
         r->items_per_op =
-            (c->wl->id == BENCH_W_LIST_NS || c->wl->id == BENCH_W_FIND) &&
+            (c->wl->id == BENCH_W_LIST_NS || c->wl->id == BENCH_W_FIND ||
+             c->wl->id == BENCH_W_COUNT_NS || c->wl->id == BENCH_W_FIND_NS) &&
                     c->ops
                 ? (double)c->items / (double)c->ops
                 : NAN;

@@ -10,42 +10,46 @@
 
 #include <string.h>
 
+#include "brlock.h"
+
 typedef enum { LOCK_NONE, LOCK_SHARED_READS, LOCK_EXCLUSIVE } lock_policy;
 
 struct procreg_backend {
     const procreg_backend_ops *ops;
     void *state;
     lock_policy policy;
-    GRWLock lock;
+    procreg_brlock lock; /* LOCK_SHARED_READS and LOCK_EXCLUSIVE */
     char *spec; /* canonical spec string */
 };
 
-static inline void read_lock(procreg_backend *b)
+/* A read's lock: returns what to hand read_unlock(). */
+static inline int read_lock(procreg_backend *b)
 {
     if (b->policy == LOCK_SHARED_READS)
-        g_rw_lock_reader_lock(&b->lock);
-    else if (b->policy == LOCK_EXCLUSIVE)
-        g_rw_lock_writer_lock(&b->lock);
+        return procreg_brlock_read_lock(&b->lock);
+    if (b->policy == LOCK_EXCLUSIVE)
+        procreg_brlock_write_lock(&b->lock);
+    return 0;
 }
 
-static inline void read_unlock(procreg_backend *b)
+static inline void read_unlock(procreg_backend *b, int slot)
 {
     if (b->policy == LOCK_SHARED_READS)
-        g_rw_lock_reader_unlock(&b->lock);
+        procreg_brlock_read_unlock(&b->lock, slot);
     else if (b->policy == LOCK_EXCLUSIVE)
-        g_rw_lock_writer_unlock(&b->lock);
+        procreg_brlock_write_unlock(&b->lock);
 }
 
 static inline void write_lock(procreg_backend *b)
 {
     if (b->policy != LOCK_NONE)
-        g_rw_lock_writer_lock(&b->lock);
+        procreg_brlock_write_lock(&b->lock);
 }
 
 static inline void write_unlock(procreg_backend *b)
 {
     if (b->policy != LOCK_NONE)
-        g_rw_lock_writer_unlock(&b->lock);
+        procreg_brlock_write_unlock(&b->lock);
 }
 
 PROCREG_INTERNAL int procreg_backend_open_ops(const procreg_backend_ops *ops,
@@ -59,12 +63,14 @@ PROCREG_INTERNAL int procreg_backend_open_ops(const procreg_backend_ops *ops,
         rc = procreg_spec_check_options(spec, ops, error);
     if (rc != 0)
         return rc;
-    procreg_backend *b = g_new0(procreg_backend, 1);
+    /* Aligned: the lock keeps its slots on cache lines of their own. */
+    procreg_backend *b =
+        g_aligned_alloc0(1, sizeof *b, _Alignof(procreg_backend));
     b->ops = ops;
     b->policy = (ops->caps & PROCREG_CAP_THREADSAFE)       ? LOCK_NONE
                 : (ops->caps & PROCREG_CAP_PARALLEL_READS) ? LOCK_SHARED_READS
                                                            : LOCK_EXCLUSIVE;
-    g_rw_lock_init(&b->lock);
+    procreg_brlock_init(&b->lock);
     GError *local = NULL;
     rc = ops->init(spec, host, &b->state, &local);
     if (rc != 0) {
@@ -72,8 +78,8 @@ PROCREG_INTERNAL int procreg_backend_open_ops(const procreg_backend_ops *ops,
             procreg_set_error(&local, rc, "backend '%s' failed to start: %s",
                               ops->name, procreg_strerror(rc));
         g_propagate_error(error, local);
-        g_rw_lock_clear(&b->lock);
-        g_free(b);
+        procreg_brlock_clear(&b->lock);
+        g_aligned_free(b);
         return rc < 0 ? rc : PROCREG_EBACKEND;
     }
     g_clear_error(&local);
@@ -112,9 +118,9 @@ PROCREG_API void procreg_backend_close(procreg_backend *b)
     if (b == NULL)
         return;
     b->ops->destroy(b->state);
-    g_rw_lock_clear(&b->lock);
+    procreg_brlock_clear(&b->lock);
     g_free(b->spec);
-    g_free(b);
+    g_aligned_free(b);
 }
 
 PROCREG_API const procreg_backend_ops *
@@ -154,9 +160,9 @@ PROCREG_API int procreg_backend_lookup(procreg_backend *b,
 {
     if (b->policy == LOCK_NONE)
         return b->ops->lookup(b->state, key, out);
-    read_lock(b);
+    int slot = read_lock(b);
     int rc = b->ops->lookup(b->state, key, out);
-    read_unlock(b);
+    read_unlock(b, slot);
     return rc;
 }
 
@@ -165,9 +171,9 @@ PROCREG_API int procreg_backend_lookup_entry(procreg_backend *b,
                                              procreg_entry *out,
                                              GError **error)
 {
-    read_lock(b);
+    int slot = read_lock(b);
     int rc = b->ops->lookup_entry(b->state, key, out, error);
-    read_unlock(b);
+    read_unlock(b, slot);
     return rc;
 }
 
@@ -186,9 +192,9 @@ PROCREG_API int procreg_backend_unregister(procreg_backend *b,
 PROCREG_API int procreg_backend_list_all(procreg_backend *b, const char *ns,
                                          GArray *out, GError **error)
 {
-    read_lock(b);
+    int slot = read_lock(b);
     int rc = b->ops->list_all(b->state, ns, out, error);
-    read_unlock(b);
+    read_unlock(b, slot);
     return rc;
 }
 
@@ -210,9 +216,9 @@ PROCREG_API int procreg_backend_health_check(procreg_backend *b,
                                              GVariantDict *details,
                                              char **message)
 {
-    read_lock(b);
+    int slot = read_lock(b);
     int rc = b->ops->health_check(b->state, details, message);
-    read_unlock(b);
+    read_unlock(b, slot);
     return rc;
 }
 
@@ -222,9 +228,9 @@ PROCREG_API int procreg_backend_count(procreg_backend *b, const char *ns,
                                       size_t *out, GError **error)
 {
     if (b->ops->count != NULL) {
-        read_lock(b);
+        int slot = read_lock(b);
         int rc = b->ops->count(b->state, ns, out, error);
-        read_unlock(b);
+        read_unlock(b, slot);
         return rc;
     }
     GArray *all = procreg_entry_array_new();
@@ -267,9 +273,9 @@ PROCREG_API int procreg_backend_count_namespaces(procreg_backend *b,
     guint before = out->len;
     int rc;
     if (b->ops->version >= 2 && b->ops->count_namespaces != NULL) {
-        read_lock(b);
+        int slot = read_lock(b);
         rc = b->ops->count_namespaces(b->state, out, error);
-        read_unlock(b);
+        read_unlock(b, slot);
     } else {
         rc = count_namespaces_by_listing(b, out, error);
     }
@@ -282,9 +288,9 @@ PROCREG_API int procreg_backend_list_names(procreg_backend *b, const char *ns,
                                            size_t max, GPtrArray *out)
 {
     if (b->ops->list_names != NULL) {
-        read_lock(b);
+        int slot = read_lock(b);
         int rc = b->ops->list_names(b->state, ns, max, out);
-        read_unlock(b);
+        read_unlock(b, slot);
         return rc;
     }
     GArray *all = procreg_entry_array_new();
@@ -351,10 +357,10 @@ PROCREG_API int procreg_backend_find_by_metadata(procreg_backend *b,
                                                  GError **error)
 {
     if (b->ops->find_by_metadata != NULL) {
-        read_lock(b);
+        int slot = read_lock(b);
         int rc = b->ops->find_by_metadata(b->state, ns, meta_key, value, out,
                                           error);
-        read_unlock(b);
+        read_unlock(b, slot);
         return rc;
     }
     GArray *all = procreg_entry_array_new();
@@ -380,9 +386,9 @@ PROCREG_API int procreg_backend_memory_usage(procreg_backend *b,
 {
     if (b->ops->memory_usage == NULL)
         return PROCREG_ENOTSUP;
-    read_lock(b);
+    int slot = read_lock(b);
     int rc = b->ops->memory_usage(b->state, bytes);
-    read_unlock(b);
+    read_unlock(b, slot);
     return rc;
 }
 
@@ -390,9 +396,9 @@ PROCREG_API void procreg_backend_stats(procreg_backend *b, GVariantDict *out)
 {
     if (b->ops->stats == NULL)
         return;
-    read_lock(b);
+    int slot = read_lock(b);
     b->ops->stats(b->state, out);
-    read_unlock(b);
+    read_unlock(b, slot);
 }
 
 /* ---- version 3: groups ---- */
@@ -450,9 +456,9 @@ PROCREG_API int procreg_backend_group_members(procreg_backend *b,
 {
     if (!slots_have_groups(b))
         return no_groups(b, error);
-    read_lock(b);
+    int slot = read_lock(b);
     int rc = b->ops->group_members(b->state, key, out, error);
-    read_unlock(b);
+    read_unlock(b, slot);
     return rc;
 }
 
@@ -462,9 +468,9 @@ PROCREG_API int procreg_backend_group_list_all(procreg_backend *b,
 {
     if (!slots_have_groups(b))
         return no_groups(b, error);
-    read_lock(b);
+    int slot = read_lock(b);
     int rc = b->ops->group_list_all(b->state, ns, out, error);
-    read_unlock(b);
+    read_unlock(b, slot);
     return rc;
 }
 
@@ -475,9 +481,9 @@ PROCREG_API int procreg_backend_group_count(procreg_backend *b,
     if (!slots_have_groups(b))
         return no_groups(b, error);
     if (b->ops->group_count != NULL) {
-        read_lock(b);
+        int slot = read_lock(b);
         int rc = b->ops->group_count(b->state, key, out, error);
-        read_unlock(b);
+        read_unlock(b, slot);
         return rc;
     }
     GArray *members = procreg_member_array_new();
@@ -523,9 +529,9 @@ PROCREG_API int procreg_backend_group_list(procreg_backend *b, const char *ns,
     guint before = out->len;
     int rc;
     if (b->ops->group_list != NULL) {
-        read_lock(b);
+        int slot = read_lock(b);
         rc = b->ops->group_list(b->state, ns, out, error);
-        read_unlock(b);
+        read_unlock(b, slot);
     } else {
         rc = group_list_by_listing(b, ns, out, error);
     }
@@ -585,10 +591,10 @@ PROCREG_API int procreg_backend_group_pick(procreg_backend *b,
     if (!slots_have_groups(b))
         return no_groups(b, error);
     if (b->ops->group_pick != NULL) {
-        read_lock(b);
+        int slot = read_lock(b);
         int rc = b->ops->group_pick(b->state, key, round_robin, arg, out,
                                     error);
-        read_unlock(b);
+        read_unlock(b, slot);
         return rc;
     }
     GArray *members = procreg_member_array_new();
@@ -626,10 +632,10 @@ PROCREG_API int procreg_backend_group_find(procreg_backend *b, const char *ns,
     if (!slots_have_groups(b))
         return no_groups(b, error);
     if (b->ops->group_find != NULL) {
-        read_lock(b);
+        int slot = read_lock(b);
         int rc = b->ops->group_find(b->state, ns, group, meta_key, value, out,
                                     error);
-        read_unlock(b);
+        read_unlock(b, slot);
         return rc;
     }
     /* One group: its members; else every member of the namespace. */
@@ -664,9 +670,9 @@ PROCREG_API int procreg_backend_group_member(procreg_backend *b,
     if (!slots_have_groups(b))
         return no_groups(b, error);
     if (b->ops->group_member != NULL) {
-        read_lock(b);
+        int slot = read_lock(b);
         int rc = b->ops->group_member(b->state, key, member_id, out, error);
-        read_unlock(b);
+        read_unlock(b, slot);
         return rc;
     }
     GArray *members = procreg_member_array_new();

@@ -152,6 +152,10 @@ struct procreg {
     bool owners_local; /* every owner lives on this host (not DISTRIBUTED) */
     bool groups;       /* the backend has groups (procreg_backend_has_groups) */
     bool backend_orders_events; /* PROCREG_CAP_ORDERED_EVENTS: see host.c */
+    /* Neither MULTIPROCESS nor DISTRIBUTED: only writes through this
+     * registry, each under its key's stripe, replace an entry (see
+     * check_write in registry.c). */
+    bool writes_local;
     procreg_backend_host *host;
     procreg_tstats *tstats;
     procreg_events *events;

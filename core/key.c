@@ -50,18 +50,27 @@ static inline uint64_t read32(const unsigned char *p)
     return v;
 }
 
-static uint64_t seed_get(void)
+/* Zero until seeded, never zero after: the hot path is one load. */
+static __attribute__((noinline)) uint64_t seed_make(void)
 {
     static gsize once = 0;
     /* g_once orders these, but inside uninstrumented glib: the relaxed
      * atomics let ThreadSanitizer see that the seed is not torn. */
     if (g_once_init_enter(&once)) {
-        __atomic_store_n(&hash_seed,
-                         ((uint64_t)g_random_int() << 32) | g_random_int(),
-                         __ATOMIC_RELAXED);
+        uint64_t seed;
+        do
+            seed = ((uint64_t)g_random_int() << 32) | g_random_int();
+        while (seed == 0);
+        __atomic_store_n(&hash_seed, seed, __ATOMIC_RELAXED);
         g_once_init_leave(&once, 1);
     }
     return __atomic_load_n(&hash_seed, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t seed_get(void)
+{
+    uint64_t seed = __atomic_load_n(&hash_seed, __ATOMIC_RELAXED);
+    return G_LIKELY(seed != 0) ? seed : seed_make();
 }
 
 static uint64_t hash_bytes(const unsigned char *p, size_t len, uint64_t seed)
@@ -97,6 +106,11 @@ PROCREG_API uint64_t procreg_hash(const void *data, size_t len)
  * and then combined: a key is hashed straight from the caller's strings,
  * never read back from the copy just written (which would stall on store
  * forwarding).  Distinct seeds and constants keep (a, b) from (b, a). */
+static inline uint64_t key_hash_join(uint64_t h_ns, uint64_t h_name)
+{
+    return fold_mul(h_ns ^ HASH_K2, h_name ^ HASH_K0);
+}
+
 static uint64_t key_hash_parts(const char *ns, size_t ns_len,
                                const char *name, size_t name_len)
 {
@@ -104,7 +118,7 @@ static uint64_t key_hash_parts(const char *ns, size_t ns_len,
     uint64_t h_ns = hash_bytes((const unsigned char *)ns, ns_len, seed);
     uint64_t h_name = hash_bytes((const unsigned char *)name, name_len,
                                  seed ^ HASH_K3);
-    return fold_mul(h_ns ^ HASH_K2, h_name ^ HASH_K0);
+    return key_hash_join(h_ns, h_name);
 }
 
 PROCREG_API uint64_t procreg_key_hash(const void *bytes, size_t size)
@@ -143,54 +157,79 @@ PROCREG_API int procreg_validate_name(const char *s, const char *what,
     return 0;
 }
 
-/* Whether any byte of w is outside printable ASCII (0x20..0x7e): the
- * "has a byte less than n" and "has a zero byte" word tricks, exact as a
- * yes/no answer. */
-static inline bool word_unusual(uint64_t w)
+/* Where the high bit of a byte is set, the byte (or a byte below it in
+ * the word) is outside printable ASCII, 0x20..0x7e: w itself for 0x80 and
+ * up, w + 1 for 0x7f, the "has a byte less than n" trick for control
+ * bytes.  Mask with 0x80 in every byte: zero exactly when every byte is
+ * printable ASCII (a carry or borrow only spreads from a byte that is
+ * outside already). */
+static inline uint64_t word_unusual(uint64_t w)
 {
     const uint64_t ones = 0x0101010101010101ull;
-    uint64_t below_space = (w - ones * 0x20) & ~w;
-    uint64_t del = w ^ (ones * 0x7f);
-    del = (del - ones) & ~del;
-    return ((below_space | del | w) & ones * 0x80) != 0;
+    return w | (w + ones) | ((w - ones * 0x20) & ~w);
 }
 
-/* Whether any of len bytes is outside printable ASCII, in words: the last
- * word overlaps the one before it rather than copying a short tail
- * (a copied tail would be read back through a stalled store). */
-static bool bytes_unusual(const unsigned char *p, size_t len)
+#define WORD_HIGH_BITS 0x8080808080808080ull
+
+static inline void write64(unsigned char *p, uint64_t v)
 {
-    if (len >= 8) {
-        for (size_t i = 0; i + 8 < len; i += 8)
-            if (word_unusual(read64(p + i)))
-                return true;
-        return word_unusual(read64(p + len - 8));
-    }
-    if (len >= 4)
-        return word_unusual(read32(p) | read32(p + len - 4) << 32);
-    uint64_t w = 0x4141414141414141ull; /* 'A' pads the word */
-    for (size_t i = 0; i < len; i++)
-        w = (w << 8) | p[i];
-    return word_unusual(w);
+    memcpy(p, &v, 8);
 }
 
-/* ASCII fast path: most names are plain ASCII; fall back to the full
- * check (which also writes the message) on anything else. */
-static int name_check(const char *s, size_t *len_out, const char *what,
-                      GError **error)
+static inline void write32(unsigned char *p, uint64_t v)
 {
-    if (s != NULL) {
-        size_t len = strnlen(s, PROCREG_NAME_MAX + 1);
-        if (len > 0 && len <= PROCREG_NAME_MAX &&
-            !bytes_unusual((const unsigned char *)s, len)) {
-            *len_out = len;
-            return 0;
-        }
+    uint32_t w = (uint32_t)v;
+    memcpy(p, &w, 4);
+}
+
+/*
+ * One string of a key (1 <= @len) in a single pass over its words: each
+ * word is loaded once, then stored into @dst, checked (into *@unusual,
+ * see word_unusual) and hashed.  Returns hash_bytes(@p, @len, @seed): the
+ * same words in the same steps.  The last words overlap the ones before
+ * them instead of copying a short tail, and nothing is read back from
+ * @dst (a load spanning two fresh stores would stall on store
+ * forwarding).  Inlined: the call would cost more than a short name.
+ */
+static inline __attribute__((always_inline)) uint64_t
+string_take(unsigned char *dst, const unsigned char *p, size_t len,
+            uint64_t seed, uint64_t *unusual)
+{
+    uint64_t h = seed ^ (len * HASH_K0);
+    size_t left = len;
+    uint64_t a, b, odd = 0;
+    for (; left > 16; p += 16, dst += 16, left -= 16) {
+        a = read64(p);
+        b = read64(p + 8);
+        write64(dst, a);
+        write64(dst + 8, b);
+        odd |= word_unusual(a) | word_unusual(b);
+        h = fold_mul(a ^ seed ^ HASH_K1, b ^ h);
     }
-    int rc = procreg_validate_name(s, what, error);
-    if (rc == 0)
-        *len_out = strlen(s);
-    return rc;
+    if (left >= 8) {
+        a = read64(p);
+        b = read64(p + left - 8);
+        write64(dst, a);
+        write64(dst + left - 8, b);
+        odd |= word_unusual(a) | word_unusual(b);
+    } else if (left >= 4) {
+        a = read32(p);
+        b = read32(p + left - 4);
+        write32(dst, a);
+        write32(dst + left - 4, b);
+        odd |= word_unusual(a | b << 32);
+    } else {
+        /* Bytes 0, left / 2 and left - 1 are every byte of 1 to 3. */
+        dst[0] = p[0];
+        dst[left >> 1] = p[left >> 1];
+        dst[left - 1] = p[left - 1];
+        a = (uint64_t)p[0] << 16 | (uint64_t)p[left >> 1] << 8 | p[left - 1];
+        b = 0;
+        odd |= word_unusual(a | 0x4141414141000000ull); /* 'A' pads */
+    }
+    *unusual |= odd & WORD_HIGH_BITS;
+    h = fold_mul(a ^ seed ^ HASH_K2, b ^ h);
+    return fold_mul(h ^ HASH_K3, seed ^ HASH_K1);
 }
 
 static void key_fill(procreg_key *key, const char *ns, size_t ns_len,
@@ -204,19 +243,53 @@ static void key_fill(procreg_key *key, const char *ns, size_t ns_len,
     key->hash = key_hash_parts(ns, ns_len, name, name_len);
 }
 
+/* Anything but two printable ASCII strings of 1 to PROCREG_NAME_MAX
+ * bytes: the full check, which also writes the message. */
+static __attribute__((noinline)) int
+key_init_checked(procreg_stack_key *buf, const char *ns, const char *name,
+                 GError **error)
+{
+    int rc = procreg_validate_name(ns, "namespace", error);
+    if (rc == 0)
+        rc = procreg_validate_name(name, "name", error);
+    if (rc == 0)
+        key_fill(&buf->key, ns, strlen(ns), name, strlen(name));
+    return rc;
+}
+
+/* The hot path of every call by strings: lengths, then one pass over
+ * each string that copies, checks and hashes it (string_take). */
 PROCREG_INTERNAL int procreg_key_init_stack(procreg_stack_key *buf,
                                             const char *ns, const char *name,
                                             GError **error)
 {
-    size_t ns_len, name_len;
     if (ns == NULL)
         ns = PROCREG_NS_PRODUCTION;
-    int rc = name_check(ns, &ns_len, "namespace", error);
-    if (rc == 0)
-        rc = name_check(name, &name_len, "name", error);
-    if (rc == 0)
-        key_fill(&buf->key, ns, ns_len, name, name_len);
-    return rc;
+    if (G_UNLIKELY(name == NULL))
+        return key_init_checked(buf, ns, name, error);
+    size_t ns_len = strnlen(ns, PROCREG_NAME_MAX + 1);
+    size_t name_len = strnlen(name, PROCREG_NAME_MAX + 1);
+    /* Unsigned: an empty string wraps around and fails too. */
+    if (G_UNLIKELY(ns_len - 1 >= PROCREG_NAME_MAX ||
+                   name_len - 1 >= PROCREG_NAME_MAX))
+        return key_init_checked(buf, ns, name, error);
+    uint64_t seed = seed_get(), unusual = 0;
+    procreg_key *key = &buf->key;
+    unsigned char *bytes = (unsigned char *)key->bytes;
+    uint64_t h_ns = string_take(bytes, (const unsigned char *)ns, ns_len,
+                                seed, &unusual);
+    bytes[ns_len] = '\0';
+    uint64_t h_name = string_take(bytes + ns_len + 1,
+                                  (const unsigned char *)name, name_len,
+                                  seed ^ HASH_K3, &unusual);
+    bytes[ns_len + 1 + name_len] = '\0';
+    if (G_UNLIKELY(unusual != 0))
+        return key_init_checked(buf, ns, name, error);
+    key->refcount = 0;
+    key->ns_len = (uint16_t)ns_len;
+    key->name_len = (uint16_t)name_len;
+    key->hash = key_hash_join(h_ns, h_name);
+    return 0;
 }
 
 PROCREG_API int procreg_key_new(const char *ns, const char *name,

@@ -8,6 +8,8 @@
 
 #include <string.h>
 
+#include "brlock.h"
+
 /* How many existing names a not-found message shows. */
 #define NOT_FOUND_SAMPLE 5
 
@@ -28,8 +30,10 @@ static procreg *registry_alloc(void)
     procreg_owner self;
     procreg_owner_self(&self);
     reg->creator = self.pid;
+    /* Adaptive: a writer that meets another on its stripe spins for the
+     * few microseconds a write holds it instead of sleeping at once. */
     for (int i = 0; i < PROCREG_STRIPES; i++)
-        pthread_mutex_init(&reg->stripes[i].m, NULL);
+        procreg_mutex_init_adaptive(&reg->stripes[i].m);
     reg->tstats = procreg_tstats_new();
     reg->telemetry = procreg_telemetry_new();
     reg->events = procreg_events_new();
@@ -60,6 +64,8 @@ static int registry_start(procreg *reg, procreg **out)
     reg->owners_local = !(caps & PROCREG_CAP_DISTRIBUTED);
     reg->groups = procreg_backend_has_groups(reg->backend);
     reg->backend_orders_events = caps & PROCREG_CAP_ORDERED_EVENTS;
+    reg->writes_local =
+        !(caps & (PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_DISTRIBUTED));
     /* Without the monitor the registry still works; health says so. */
     procreg_monitor_start(reg);
     *out = reg;
@@ -373,14 +379,29 @@ static __attribute__((noinline)) int lookup_slow(procreg *reg, procreg_tblock *b
     return rc == 0 ? 0 : lookup_failed(reg, rc, key, error);
 }
 
+/* A fast-path lookup that did not find: counted and reported. */
+static __attribute__((noinline)) int lookup_missed(procreg *reg,
+                                                   procreg_tblock *b, int rc,
+                                                   const procreg_key *key,
+                                                   GError **error)
+{
+    procreg_counter_add(rc == PROCREG_ENOTFOUND
+                            ? &b->misses[PROCREG_OP_LOOKUP]
+                            : &b->errors[PROCREG_OP_LOOKUP],
+                        1);
+    return lookup_failed(reg, rc, key, error);
+}
+
 /*
  * The hot path.  With no telemetry handler and no dead owner pending
  * (procreg.slow == 0, one relaxed load) it is the backend lookup plus this
  * thread's call counter (a thread-local compare, a load and a store); one
- * call in 256 per thread takes the slow path to be timed.
+ * call in 256 per thread takes the slow path to be timed.  Inlined into
+ * both entry points: a call by strings pays no second call.
  */
-PROCREG_API int procreg_lookup_key(procreg *reg, const procreg_key *key,
-                                   procreg_owner *out, GError **error)
+static inline __attribute__((always_inline)) int
+lookup_key(procreg *reg, const procreg_key *key, procreg_owner *out,
+           GError **error)
 {
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t n = atomic_load_explicit(&b->calls[PROCREG_OP_LOOKUP],
@@ -394,11 +415,13 @@ PROCREG_API int procreg_lookup_key(procreg *reg, const procreg_key *key,
                           memory_order_relaxed);
     if (G_LIKELY(rc == 0))
         return 0;
-    procreg_counter_add(rc == PROCREG_ENOTFOUND
-                            ? &b->misses[PROCREG_OP_LOOKUP]
-                            : &b->errors[PROCREG_OP_LOOKUP],
-                        1);
-    return lookup_failed(reg, rc, key, error);
+    return lookup_missed(reg, b, rc, key, error);
+}
+
+PROCREG_API int procreg_lookup_key(procreg *reg, const procreg_key *key,
+                                   procreg_owner *out, GError **error)
+{
+    return lookup_key(reg, key, out, error);
 }
 
 PROCREG_API int procreg_lookup(procreg *reg, const char *ns, const char *name,
@@ -406,7 +429,7 @@ PROCREG_API int procreg_lookup(procreg *reg, const char *ns, const char *name,
 {
     procreg_stack_key key;
     int rc = procreg_key_init_stack(&key, ns, name, error);
-    return rc != 0 ? rc : procreg_lookup_key(reg, &key.key, out, error);
+    return rc != 0 ? rc : lookup_key(reg, &key.key, out, error);
 }
 
 PROCREG_API int procreg_lookup_entry_key(procreg *reg, const procreg_key *key,
@@ -502,6 +525,36 @@ static int check_flags(unsigned flags, GError **error)
                                    "unknown write flags 0x%x", flags);
 }
 
+/*
+ * The owner rule for an unregister at no revision on a backend whose
+ * entries only this registry's writes replace (writes_local): the owner
+ * alone decides, so the check reads it with the backend's hot lookup
+ * instead of a whole entry, and the write goes ahead at no revision,
+ * which spares the backend a second search.  Sound because the caller
+ * holds the key's stripe: no write through this registry can replace
+ * the entry between the read and the write, and nothing else can (an
+ * entry that vanishes meanwhile, say expired, makes the write fail with
+ * PROCREG_ENOTFOUND, as it would have).  Returns 0 (w set),
+ * PROCREG_ENOTFOUND, or 1 when the caller must take the general path
+ * (not our entry, or a backend failure).
+ */
+static int check_own_removal(procreg *reg, const procreg_key *key,
+                             write_check *w)
+{
+    procreg_owner holder, self;
+    int rc = procreg_backend_lookup(reg->backend, key, &holder);
+    if (rc == PROCREG_ENOTFOUND)
+        return rc;
+    procreg_owner_self(&self);
+    if (rc != 0 || !procreg_owner_same(&holder, &self) ||
+        owner_known_dead(reg, &holder))
+        return 1;
+    procreg_entry_clear(&w->cur);
+    w->expect = 0;
+    w->reason = PROCREG_REASON_EXPLICIT;
+    return 0;
+}
+
 /* Read the entry and apply the owner rule: 0 (w->cur, w->expect and
  * w->reason set), PROCREG_ENOTFOUND (absent, or its owner is known
  * dead), PROCREG_ECONFLICT, PROCREG_EPERM, or the backend's failure.  A
@@ -510,6 +563,11 @@ static int check_flags(unsigned flags, GError **error)
 static int check_write(procreg *reg, const procreg_key *key, write_check *w,
                        bool removing, GError **error)
 {
+    if (removing && reg->writes_local && w->if_revision == 0) {
+        int rc = check_own_removal(reg, key, w);
+        if (rc != 1)
+            return rc;
+    }
     procreg_entry_clear(&w->cur);
     w->expect = w->if_revision;
     w->reason = PROCREG_REASON_EXPLICIT;

@@ -28,12 +28,12 @@
  *
  * ThreadSanitizer: ck's atomics are inline assembly and libck is not
  * instrumented, so TSan sees neither the ordering ck_pr provides nor the
- * grace periods of ck_epoch, and glib's GMutex is futex-based inside an
- * uninstrumented libglib.  The PROCREG_TSAN_* annotations below tell TSan
- * about exactly the happens-before edges the code relies on: publication
- * of an object (release before the ck store, acquire after the ck load),
- * the end of read sections before a reclamation, the writer lock, and the
- * hand-over of recycled epoch records.  They compile to nothing otherwise.
+ * grace periods of ck_epoch.  The PROCREG_TSAN_* annotations below tell
+ * TSan about exactly the happens-before edges the code relies on:
+ * publication of an object (release before the ck store, acquire after
+ * the ck load), the end of read sections before a reclamation, and the
+ * hand-over of recycled epoch records.  (The writer lock is a pthread
+ * mutex, which TSan models itself.)  They compile to nothing otherwise.
  */
 #ifndef PROCREG_CK_COMMON_H
 #define PROCREG_CK_COMMON_H
@@ -42,6 +42,7 @@
 #include <ck_ht.h>
 #include <ck_pr.h>
 #include <glib.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -85,48 +86,45 @@ void AnnotateIgnoreReadsEnd(const char *file, int line);
 #endif
 
 /* ------------------------------------------------------------------------ */
-/* Writer lock: a GMutex that TSan can see                                  */
+/* Writer lock                                                              */
 
+/*
+ * A pthread mutex of the adaptive kind: a writer that finds it held spins
+ * a little before it sleeps.  Critical sections here are short (a probe
+ * and a publish), so the holder is usually gone within the spin, and a
+ * writer that slept instead would pay two futex calls and a wake-up for
+ * a wait shorter than either.  ThreadSanitizer sees pthread mutexes
+ * itself.
+ */
 typedef struct {
-    GMutex mutex;
+    pthread_mutex_t mutex;
 } procreg_ck_lock;
 
 static inline void procreg_ck_lock_init(procreg_ck_lock *lock)
 {
-    g_mutex_init(&lock->mutex);
-#ifdef PROCREG_CK_TSAN
-    __tsan_mutex_create(lock, 0);
+    pthread_mutexattr_t attr;
+
+    pthread_mutexattr_init(&attr);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
 #endif
+    pthread_mutex_init(&lock->mutex, &attr);
+    pthread_mutexattr_destroy(&attr);
 }
 
 static inline void procreg_ck_lock_clear(procreg_ck_lock *lock)
 {
-#ifdef PROCREG_CK_TSAN
-    __tsan_mutex_destroy(lock, 0);
-#endif
-    g_mutex_clear(&lock->mutex);
+    pthread_mutex_destroy(&lock->mutex);
 }
 
 static inline void procreg_ck_lock_lock(procreg_ck_lock *lock)
 {
-#ifdef PROCREG_CK_TSAN
-    __tsan_mutex_pre_lock(lock, 0);
-#endif
-    g_mutex_lock(&lock->mutex);
-#ifdef PROCREG_CK_TSAN
-    __tsan_mutex_post_lock(lock, 0, 0);
-#endif
+    pthread_mutex_lock(&lock->mutex);
 }
 
 static inline void procreg_ck_lock_unlock(procreg_ck_lock *lock)
 {
-#ifdef PROCREG_CK_TSAN
-    __tsan_mutex_pre_unlock(lock, 0);
-#endif
-    g_mutex_unlock(&lock->mutex);
-#ifdef PROCREG_CK_TSAN
-    __tsan_mutex_post_unlock(lock, 0);
-#endif
+    pthread_mutex_unlock(&lock->mutex);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -240,7 +240,7 @@ static void group_remove(ckht_groups *g, ckg_group *grp,
     procreg_grp_set_retire(g->ix, &grp->set);
     g->group_bytes -= group_size(key);
     procreg_epoch_retire(g->self->epoch, grp, free, group_size(key));
-    /* Tombstones: as ckht_retire() does for entries. */
+    /* Tombstones: as procreg_ckht_retire() does for entries. */
     size_t capacity = procreg_ck_ht_slots(g->map_size);
     if (++g->removals > capacity / 2 &&
         procreg_ck_ht_rebuild(&g->ht, capacity, &ckg_allocator,

@@ -135,6 +135,9 @@ struct opt_cache {
     int64_t ttl_ns;
     uint64_t capacity;
     bool negative;
+    /* Set under the lock once the cache holds `capacity` entries, cleared
+     * once removals leave it an eighth empty; read relaxed by misses. */
+    atomic_bool full;
 
     opt_shard shards[OPT_SHARDS + 1];
     /* Read (acquire) by misses, written (release) under the lock. */
@@ -467,6 +470,9 @@ static void opt_remove_locked(opt_cache *c, opt_centry *e)
     c->ring[e->ring_slot] = NULL;
     c->free_slots[c->n_free++] = e->ring_slot;
     c->n_entries--;
+    if (c->n_entries < c->capacity - c->capacity / 8 &&
+        atomic_load_explicit(&c->full, memory_order_relaxed))
+        atomic_store_explicit(&c->full, false, memory_order_relaxed);
     c->entry_bytes -= bytes;
     procreg_epoch_retire(c->epoch, e, opt_centry_free, bytes);
     /* Removals (evictions above all) leave tombstones that only a new
@@ -563,6 +569,9 @@ static void opt_insert_locked(opt_cache *c, const procreg_key *key,
         e->ring_slot = slot;
         c->ring[slot] = e;
         c->n_entries++;
+        if (c->n_entries >= c->capacity &&
+            !atomic_load_explicit(&c->full, memory_order_relaxed))
+            atomic_store_explicit(&c->full, true, memory_order_relaxed);
     }
     c->entry_bytes += opt_centry_size(e);
 }
@@ -583,6 +592,7 @@ opt_cache *procreg_opt_cache_new(uint64_t capacity, uint64_t ttl_ms,
         return NULL;
     memset(c, 0, size);
     c->capacity = capacity;
+    atomic_init(&c->full, false);
     c->ttl_ns = (int64_t)ttl_ms * G_GINT64_CONSTANT(1000000);
     c->negative = negative;
     for (i = 0; i < G_N_ELEMENTS(c->shards); i++) {
@@ -748,6 +758,12 @@ uint64_t procreg_opt_cache_sequence(opt_cache *c, const procreg_key *key)
                                 memory_order_acquire);
 }
 
+/* Misses per thread between two fills while the cache is full. */
+#define OPT_FULL_ADMIT 16
+
+/* Counts this thread's misses that met a full cache. */
+static _Thread_local uint32_t opt_full_misses;
+
 void procreg_opt_cache_fill(opt_cache *c, const procreg_key *key,
                             uint64_t sequence, opt_kind kind,
                             const procreg_entry *entry)
@@ -757,6 +773,20 @@ void procreg_opt_cache_fill(opt_cache *c, const procreg_key *key,
     opt_centry *e;
 
     if (kind == OPT_KIND_NEGATIVE && !c->negative)
+        return;
+    /* Admission: while the cache is full, a fill evicts an entry that is
+     * as likely to be read again as the new one when the keys read
+     * outnumber the slots, and it costs an allocation, the cache lock
+     * and a CLOCK sweep; done on every miss, that made a full cache
+     * slower than no cache.  So a full cache takes one miss in
+     * OPT_FULL_ADMIT (per thread, no shared counter): a key that keeps
+     * being read still gets in after a few misses, and a miss costs the
+     * probe, the inner lookup and a sixteenth of a fill.  Which misses
+     * fill is all this changes: a fill that is made follows the protocol
+     * above, and one that is skipped leaves the key absent, which is
+     * always allowed. */
+    if (atomic_load_explicit(&c->full, memory_order_relaxed) &&
+        ++opt_full_misses % OPT_FULL_ADMIT != 0)
         return;
     e = opt_centry_new(key, kind, entry, opt_now_ns() + c->ttl_ns);
     if (e == NULL)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 LAYERS = [
-    ["error"],
+    ["error", "brlock"],
     ["entry", "key", "owner", "spec", "builtin"],
     ["member"],
     ["backends"],

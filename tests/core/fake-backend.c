@@ -23,6 +23,13 @@ FakeDeco *fake_deco_last(void)
     return d;
 }
 
+void fake_backend_set_on_call(FakeBackend *fb, FakeHook fn, void *data)
+{
+    atomic_store_explicit(&fb->on_call_data, data, memory_order_relaxed);
+    /* Release: a call that sees @fn sees @data. */
+    atomic_store_explicit(&fb->on_call, fn, memory_order_release);
+}
+
 int fake_backend_data_calls(FakeBackend *fb)
 {
     int n = 0;
@@ -71,8 +78,10 @@ static void enter(FakeBackend *fb, FakeOp op)
     }
     if (fb->sleep_us[op] != 0)
         g_usleep(fb->sleep_us[op]);
-    if (fb->on_call != NULL)
-        fb->on_call(op, fb->on_call_data);
+    FakeHook hook = atomic_load_explicit(&fb->on_call, memory_order_acquire);
+    if (hook != NULL)
+        hook(op, atomic_load_explicit(&fb->on_call_data,
+                                      memory_order_relaxed));
 }
 
 static void leave(FakeBackend *fb, FakeOp op)
@@ -176,6 +185,7 @@ static int fake_init_common(const procreg_backend_ops *ops,
 DEFINE_INIT(fake_init, fake_ops)
 DEFINE_INIT(fake_pr_init, fake_pr_ops)
 DEFINE_INIT(fake_ts_init, fake_ts_ops)
+DEFINE_INIT(fake_mp_init, fake_mp_ops)
 DEFINE_INIT(fake_min_init, fake_min_ops)
 
 static void fake_destroy(void *state)
@@ -532,6 +542,8 @@ static const procreg_backend_option fake_options[] = {
 FAKE_TABLE(fake_ops, "fake", fake_init, 0);
 FAKE_TABLE(fake_pr_ops, "fake_pr", fake_pr_init, PROCREG_CAP_PARALLEL_READS);
 FAKE_TABLE(fake_ts_ops, "fake_ts", fake_ts_init, PROCREG_CAP_THREADSAFE);
+FAKE_TABLE(fake_mp_ops, "fake_mp", fake_mp_init,
+           PROCREG_CAP_THREADSAFE | PROCREG_CAP_MULTIPROCESS);
 
 const procreg_backend_ops fake_min_ops = {
     .version = PROCREG_BACKEND_VERSION,
@@ -663,7 +675,8 @@ const procreg_backend_ops fake_deco_ops = {
 void fake_backend_register_all(void)
 {
     const procreg_backend_ops *all[] = {&fake_ops, &fake_pr_ops, &fake_ts_ops,
-                                        &fake_min_ops, &fake_deco_ops};
+                                        &fake_mp_ops, &fake_min_ops,
+                                        &fake_deco_ops};
     for (size_t i = 0; i < G_N_ELEMENTS(all); i++) {
         GError *err = NULL;
         int rc = procreg_backend_register(all[i], &err);

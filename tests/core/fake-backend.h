@@ -14,6 +14,9 @@
  *                                  flag, fail_init.
  *   fake_pr_ops       "fake_pr"    PROCREG_CAP_PARALLEL_READS.
  *   fake_ts_ops       "fake_ts"    PROCREG_CAP_THREADSAFE.
+ *   fake_mp_ops       "fake_mp"    PROCREG_CAP_THREADSAFE | MULTIPROCESS:
+ *                                  as fake_ts, but the core must expect
+ *                                  other processes to write its entries.
  *   fake_min_ops      "fake_min"   required slots only (core fallbacks).
  *   fake_deco_ops     "fake_deco"  a decorator: options inner (a spec) and
  *                                  ttl_ms; forwards to the inner backend.
@@ -27,6 +30,7 @@
 #include <procreg/backend.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 typedef enum {
     FAKE_OP_INIT,
@@ -46,6 +50,8 @@ typedef enum {
     FAKE_OP_STATS,
     FAKE_N_OPS
 } FakeOp;
+
+typedef void (*FakeHook)(FakeOp op, void *data);
 
 /* One stored entry (the values of FakeBackend.store). */
 typedef struct {
@@ -67,9 +73,11 @@ typedef struct {
     int fail[FAKE_N_OPS];        /* 0, or the code the slot returns */
     /* Called first thing in every slot but init and destroy (any thread,
      * the core's locks held as for the slot): a test forces an
-     * interleaving with it (an owner killed inside a call, ...). */
-    void (*on_call)(FakeOp op, void *data);
-    void *on_call_data;
+     * interleaving with it (an owner killed inside a call, ...).  Set
+     * with fake_backend_set_on_call(): other threads (the registry's
+     * monitor) call in while a test sets and clears it. */
+    _Atomic(FakeHook) on_call;
+    void *_Atomic on_call_data;
     gulong sleep_us[FAKE_N_OPS]; /* sleep inside the slot */
     int health;                  /* status health_check returns */
 
@@ -102,6 +110,7 @@ typedef struct {
 extern const procreg_backend_ops fake_ops;
 extern const procreg_backend_ops fake_pr_ops;
 extern const procreg_backend_ops fake_ts_ops;
+extern const procreg_backend_ops fake_mp_ops;
 extern const procreg_backend_ops fake_min_ops;
 extern const procreg_backend_ops fake_deco_ops;
 
@@ -112,6 +121,11 @@ void fake_backend_register_all(void);
  * the decorator initialised last.  Valid until that instance is closed. */
 FakeBackend *fake_backend_last(void);
 FakeDeco *fake_deco_last(void);
+
+/* Set @fb's on_call hook to @fn with @data, or clear it (@fn NULL).  Set
+ * it only while it is clear: a call that loaded the old hook may read
+ * the new data. */
+void fake_backend_set_on_call(FakeBackend *fb, FakeHook fn, void *data);
 
 /* Total calls of every slot except init and destroy. */
 int fake_backend_data_calls(FakeBackend *fb);

@@ -88,6 +88,36 @@ static void test_validation_fast_path(void)
             }
 }
 
+/* The one-pass key builder (copy, check and hash per word) against the
+ * byte-wise definition: every length of either part up to 40 (each
+ * branch of the word walk), and the longest names. */
+static void test_key_one_pass(void)
+{
+    static const size_t lens[] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
+                                  11, 12, 13, 14, 15, 16, 17, 18, 23, 24,
+                                  25, 31, 32, 33, 39, 40, 254, 255};
+    char ns[256], name[256], expect[512];
+    for (size_t i = 0; i < G_N_ELEMENTS(lens); i++)
+        for (size_t j = 0; j < G_N_ELEMENTS(lens); j++) {
+            size_t nl = lens[i], ml = lens[j];
+            for (size_t b = 0; b < nl; b++)
+                ns[b] = (char)(' ' + (b * 7 + nl) % 95);
+            for (size_t b = 0; b < ml; b++)
+                name[b] = (char)(' ' + (b * 13 + ml) % 95);
+            ns[nl] = name[ml] = '\0';
+            memcpy(expect, ns, nl + 1);
+            memcpy(expect + nl + 1, name, ml + 1);
+            procreg_key *k = NULL;
+            g_assert_cmpint(procreg_key_new(ns, name, &k, NULL), ==, 0);
+            g_assert_cmpuint(procreg_key_size(k), ==, nl + 1 + ml);
+            g_assert_cmpmem(procreg_key_bytes(k), nl + ml + 2, expect,
+                            nl + ml + 2);
+            g_assert_cmpuint(k->hash, ==,
+                             procreg_key_hash(expect, nl + 1 + ml));
+            procreg_key_unref(k);
+        }
+}
+
 static void test_validation_messages(void)
 {
     char n256[257];
@@ -405,6 +435,7 @@ int main(int argc, char **argv)
     g_test_add_func("/core/basics/hash-spread", test_hash_spread);
     g_test_add_func("/core/basics/validation-fast-path",
                     test_validation_fast_path);
+    g_test_add_func("/core/basics/key-one-pass", test_key_one_pass);
     g_test_add_func("/core/basics/owners", test_owners);
     g_test_add_func("/core/basics/health-names", test_health_names);
     g_test_add_func("/core/basics/metadata-values", test_metadata_values);

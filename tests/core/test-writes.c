@@ -35,10 +35,10 @@ static void kill_and_reap(pid_t pid)
     waitpid(pid, NULL, 0);
 }
 
-static procreg *open_fake(FakeBackend **fb)
+static procreg *open_fake(const char *spec, FakeBackend **fb)
 {
     procreg *reg = NULL;
-    g_assert_cmpint(procreg_open("fake_ts", &reg, NULL), ==, 0);
+    g_assert_cmpint(procreg_open(spec, &reg, NULL), ==, 0);
     *fb = fake_backend_last();
     return reg;
 }
@@ -52,7 +52,10 @@ typedef struct {
 } replace_ctx;
 
 /* Inside the first unregister: another process takes the key over (a new
- * owner, a new revision), as it could on a shared backend. */
+ * owner, a new revision), as it can on a backend shared between processes
+ * (fake_mp says MULTIPROCESS; on one that does not, the core may and does
+ * trust that only its own writes, serialised by its stripes, replace an
+ * entry). */
 static void replace_in_unregister(FakeOp op, void *data)
 {
     replace_ctx *c = data;
@@ -74,14 +77,13 @@ static void replace_in_unregister(FakeOp op, void *data)
 static void test_replaced_between_check_and_write(void)
 {
     FakeBackend *fb;
-    procreg *reg = open_fake(&fb);
+    procreg *reg = open_fake("fake_mp", &fb);
     pid_t child = sleeping_child();
     replace_ctx c = {.fb = fb};
     g_assert_cmpint(procreg_owner_from_pid(child, &c.other, NULL), ==, 0);
     g_assert_cmpint(procreg_register(reg, "ns", "k", NULL, NULL, NULL, NULL),
                     ==, 0);
-    fb->on_call = replace_in_unregister;
-    fb->on_call_data = &c;
+    fake_backend_set_on_call(fb, replace_in_unregister, &c);
     /* Ours when checked, the child's when written: the write must not
      * remove the child's entry, and the second look refuses it. */
     GError *err = NULL;
@@ -89,7 +91,7 @@ static void test_replaced_between_check_and_write(void)
                     PROCREG_EPERM);
     g_assert_true(c.done);
     g_clear_error(&err);
-    fb->on_call = NULL;
+    fake_backend_set_on_call(fb, NULL, NULL);
     procreg_owner o;
     g_assert_cmpint(procreg_lookup(reg, "ns", "k", &o, NULL), ==, 0);
     g_assert_cmpint(o.pid, ==, child);
@@ -118,21 +120,20 @@ static void kill_in_register(FakeOp op, void *data)
 static void test_owner_dies_during_register(void)
 {
     FakeBackend *fb;
-    procreg *reg = open_fake(&fb);
+    procreg *reg = open_fake("fake_ts", &fb);
     kill_ctx c = {.pid = sleeping_child()};
     procreg_owner o;
     g_assert_cmpint(procreg_owner_from_pid(c.pid, &o, NULL), ==, 0);
     procreg_entry first = {0};
     g_assert_cmpint(procreg_register(reg, "ns", "k", &o, NULL, &first, NULL),
                     ==, 0);
-    fb->on_call = kill_in_register;
-    fb->on_call_data = &c;
+    fake_backend_set_on_call(fb, kill_in_register, &c);
     /* The key is held by o, who dies inside this call: o's entry goes
      * with o, and o must not get a new one. */
     GError *err = NULL;
     procreg_entry cur = {0};
     int rc = procreg_register(reg, "ns", "k", &o, NULL, &cur, &err);
-    fb->on_call = NULL;
+    fake_backend_set_on_call(fb, NULL, NULL);
     g_assert_true(c.killed);
     if (rc == 0)
         g_error("registered dead process %d again (revision %" G_GUINT64_FORMAT

@@ -1,0 +1,106 @@
+/*
+ * ckht entries: one allocation each, immutable once published, holding
+ * the owner, times, revision and the key bytes ck_ht compares against,
+ * with a metadata pointer in front only when there is metadata; and the
+ * copies of them that callers own.
+ */
+#include "ckht-internal.h"
+
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+/* What an allocation costs: the usable size plus malloc's chunk header,
+ * where the C library tells; the requested size otherwise. */
+static size_t ckht_alloc_bytes(void *p, size_t requested)
+{
+#ifdef __GLIBC__
+    (void)requested;
+    return malloc_usable_size(p) + sizeof(size_t);
+#else
+    (void)p;
+    return requested;
+#endif
+}
+
+/* Bytes an entry holds: its allocation and its metadata's data. */
+size_t procreg_ckht_entry_bytes(ckht_entry *e)
+{
+    GVariant *metadata = ckht_entry_metadata(e);
+    size_t requested = (metadata ? sizeof(GVariant *) : 0) +
+                       offsetof(ckht_entry, key) + ckht_entry_key_size(e) + 1;
+
+    return ckht_alloc_bytes(ckht_entry_base(e), requested) +
+           (metadata ? g_variant_get_size(metadata) : 0);
+}
+
+ckht_entry *procreg_ckht_entry_new(const procreg_key *key,
+                                   const procreg_owner *owner,
+                                   GVariant *metadata, int64_t registered_at,
+                                   uint64_t revision)
+{
+    size_t key_size = procreg_key_size(key);
+    size_t pre = metadata ? sizeof(GVariant *) : 0;
+    char *base = malloc(pre + offsetof(ckht_entry, key) + key_size + 1);
+    ckht_entry *e;
+
+    if (base == NULL)
+        return NULL;
+    e = (ckht_entry *)(void *)(base + pre);
+    e->revision = revision;
+    e->registered_at = registered_at;
+    e->start_time = owner->start_time;
+    e->pid = owner->pid;
+    e->flags = 0;
+    e->ns_len = (uint8_t)key->ns_len;
+    e->name_len = (uint8_t)key->name_len;
+    if (metadata != NULL) {
+        /* Serialise it now, in the writer: a GVariant built as a tree is
+         * otherwise serialised by the first reader that looks inside it,
+         * under a lock inside the GVariant that readers would contend on
+         * (and that ThreadSanitizer cannot see). */
+        (void)g_variant_get_data(metadata);
+        *(GVariant **)(void *)base = g_variant_ref(metadata);
+        e->flags |= CKHT_HAS_METADATA;
+    }
+    memcpy(e->key, procreg_key_bytes(key), key_size);
+    e->key[key_size] = '\0';
+    return e;
+}
+
+/* procreg_epoch_free_fn for retired entries (and destroy). */
+void procreg_ckht_entry_free(void *p)
+{
+    ckht_entry *e = p;
+    GVariant *metadata = ckht_entry_metadata(e);
+
+    if (metadata != NULL)
+        g_variant_unref(metadata);
+    free(ckht_entry_base(e));
+}
+
+/* Fill @out (caller-owned copies) from @e. */
+void procreg_ckht_entry_fill(procreg_entry *out, const ckht_entry *e,
+                             bool names)
+{
+    GVariant *metadata = ckht_entry_metadata(e);
+
+    memset(out, 0, sizeof(*out));
+    if (names) {
+        out->ns = g_strdup(e->key);
+        out->name = g_strdup(ckht_entry_name(e));
+    }
+    out->owner.pid = e->pid;
+    out->owner.start_time = e->start_time;
+    out->metadata = metadata ? g_variant_ref(metadata) : NULL;
+    out->registered_at = e->registered_at;
+    out->revision = e->revision;
+}
+
+void procreg_ckht_entry_append(GArray *out, const ckht_entry *e)
+{
+    procreg_entry copy;
+
+    procreg_ckht_entry_fill(&copy, e, true);
+    g_array_append_val(out, copy);
+}
