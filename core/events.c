@@ -10,10 +10,10 @@
  * through a per-subscription FIFO drained by an idle source on that
  * context.  Nothing is queued while nobody subscribes.
  *
- * Waiters (procreg_wait_for, wait.c) sleep on this file's wake-up board: a
- * condition variable per awaited key; a registration bumps that key's
- * generation and broadcasts, directly from the writer (or host_notify)
- * thread, so waking needs no dispatcher.
+ * Waiters (procreg_wait_for, wait.c; lock waiters, lock.c) sleep on this
+ * file's wake-up board: a condition variable per awaited key; every change
+ * of that key bumps its generation and broadcasts, directly from the
+ * writer (or host_notify) thread, so waking needs no dispatcher.
  *
  * A backend with PROCREG_CAP_ORDERED_EVENTS reports its own changes too,
  * in commit order (host.c); the write paths then emit nothing themselves
@@ -378,8 +378,7 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
         if (entry->name != NULL)
             name = entry->name;
     }
-    if (kind == PROCREG_EVENT_REGISTERED)
-        wake_waiters(h, ns, name);
+    wake_waiters(h, ns, name);
     if (atomic_load_explicit(&h->n_subs, memory_order_relaxed) == 0)
         return;
 

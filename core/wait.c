@@ -54,6 +54,47 @@ static void on_cancelled(GCancellable *c, gpointer data)
     procreg_wake_cancel(data);
 }
 
+PROCREG_INTERNAL int procreg_cancellable_check(GCancellable *cancellable,
+                                               GError **error)
+{
+    if (cancellable == NULL)
+        return 0;
+    const gio_api *api = gio_get();
+    if (api == NULL)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "a GCancellable was given but GIO is not "
+                                 "loaded in this process");
+    return api->is_cancelled(cancellable) ? PROCREG_ECANCELLED : 0;
+}
+
+PROCREG_INTERNAL gulong procreg_cancellable_link(GCancellable *cancellable,
+                                                 procreg_wake *w)
+{
+    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
+    return api != NULL ? api->connect(cancellable,
+                                      (void (*)(void))on_cancelled, w, NULL)
+                       : 0;
+}
+
+PROCREG_INTERNAL void procreg_cancellable_unlink(GCancellable *cancellable,
+                                                 gulong handler)
+{
+    if (handler != 0)
+        gio_get()->disconnect(cancellable, handler);
+}
+
+PROCREG_INTERNAL void procreg_deadline_in(struct timespec *deadline,
+                                          int timeout_ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, deadline);
+    deadline->tv_sec += timeout_ms / 1000;
+    deadline->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline->tv_nsec >= 1000000000L) {
+        deadline->tv_sec++;
+        deadline->tv_nsec -= 1000000000L;
+    }
+}
+
 /* A lookup that ignores entries whose owner is known dead. */
 static int try_get(procreg *reg, const procreg_key *key, procreg_entry *out,
                    GError **error)
@@ -86,22 +127,9 @@ static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
 {
     procreg_wake *w = procreg_wake_join(reg, procreg_key_namespace(key),
                                         procreg_key_name(key));
-    gulong handler = 0;
-    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
-    if (api != NULL)
-        handler = api->connect(cancellable, (void (*)(void))on_cancelled, w,
-                               NULL);
-
+    gulong handler = procreg_cancellable_link(cancellable, w);
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    if (timeout_ms > 0) {
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-    }
+    procreg_deadline_in(&deadline, timeout_ms > 0 ? timeout_ms : 0);
 
     /* Read the generation, then look: a registration after the read bumps
      * it, so the sleep below cannot miss one the lookup did not see. */
@@ -121,8 +149,7 @@ static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
         }
     }
 
-    if (handler != 0)
-        api->disconnect(cancellable, handler);
+    procreg_cancellable_unlink(cancellable, handler);
     procreg_wake_leave(w);
     return rc;
 }
@@ -137,15 +164,8 @@ PROCREG_API int procreg_wait_for_key(procreg *reg, const procreg_key *key,
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t t0 = procreg_now_ns();
     GError *local = NULL;
-    int rc;
-    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
-    if (cancellable != NULL && api == NULL)
-        rc = procreg_set_error(&local, PROCREG_EINVAL,
-                               "a GCancellable was given but GIO is not "
-                               "loaded in this process");
-    else if (api != NULL && api->is_cancelled(cancellable))
-        rc = PROCREG_ECANCELLED;
-    else
+    int rc = procreg_cancellable_check(cancellable, &local);
+    if (rc == 0)
         rc = try_get(reg, key, out, &local);
     if (rc == PROCREG_ENOTFOUND) {
         g_clear_error(&local);

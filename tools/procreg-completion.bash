@@ -17,7 +17,7 @@ _procreg_registry() {
 _procreg() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
     local commands="register lookup unregister update list find watch wait
-        namespaces drop-namespace stats health backends"
+        namespaces drop-namespace stats health backends lock"
     local -a reg
     mapfile -t reg < <(_procreg_registry)
 
@@ -48,7 +48,7 @@ _procreg() {
         update) opts+=" --meta --meta-string --replace --force" ;;
         unregister) opts+=" --force" ;;
         find) opts+=" --ns" ;;
-        wait) opts+=" --timeout" ;;
+        wait|lock) opts+=" --timeout" ;;
         stats) opts+=" --prometheus" ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
@@ -60,7 +60,7 @@ _procreg() {
     fi
     case "$cmd:$npos" in
     register:0|lookup:0|unregister:0|update:0|list:0|watch:0|wait:0|\
-    drop-namespace:0)
+    drop-namespace:0|lock:0)
         local names
         names=$(procreg "${reg[@]}" namespaces 2>/dev/null |
                 while read -r ns _; do printf '%s\n' "$ns"; done)

@@ -3,7 +3,7 @@
  * scripts.  By default it opens the host's shared LMDB registry, so two
  * terminals see the same names.
  */
-#include <procreg/procreg.h>
+#include "cli.h"
 
 #include <errno.h>
 #include <glib-unix.h>
@@ -16,20 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* Exit codes (also in --help). */
-enum {
-    EXIT_OK = 0,
-    EXIT_OTHER = 1,     /* any other failure */
-    EXIT_USAGE = 2,     /* invalid input: arguments, names, metadata, spec */
-    EXIT_NOTFOUND = 3,  /* no such entry */
-    EXIT_EXISTS = 4,    /* register: the name is taken */
-    EXIT_TIMEOUT = 5,   /* wait: the timeout passed */
-    EXIT_BACKEND = 6,   /* the backend failed (I/O, damaged file, full);
-                           health: failed */
-    EXIT_DEGRADED = 7,  /* health: degraded */
-    EXIT_PERM = 8,      /* another process owns the entry (see --force) */
-};
 
 static const char usage_text[] =
     "Usage: procreg [--backend SPEC] [--json] COMMAND [ARGUMENTS]\n"
@@ -55,6 +41,13 @@ static const char usage_text[] =
     "  watch [NS [NAME]]               print changes until interrupted\n"
     "  wait NS NAME [--timeout SECONDS]\n"
     "        Block until NAME is registered (no limit without --timeout).\n"
+    "  lock NS NAME [--timeout SECONDS] -- COMMAND [ARG...]\n"
+    "        Run COMMAND holding the lock NAME of namespace NS, like flock(1)\n"
+    "        but across the processes of the registry (the hosts, on etcd);\n"
+    "        waits while another holds it (no limit without --timeout).\n"
+    "        COMMAND is killed if this command is; SIGINT, SIGTERM and\n"
+    "        SIGHUP are passed on to it.  The lock is released when COMMAND\n"
+    "        ends, and its exit status is this command's.\n"
     "  namespaces                      namespaces and their entry counts\n"
     "  drop-namespace NS               remove every entry of NS\n"
     "  stats [--prometheus | --json]   the registry's figures (entries,\n"
@@ -86,26 +79,13 @@ static const char usage_text[] =
     "  2  invalid input: arguments, names, metadata, pid, backend spec\n"
     "  3  not found\n"
     "  4  already registered (the holder is printed)\n"
-    "  5  timed out (wait)\n"
+    "  5  timed out (wait, lock)\n"
     "  6  backend error: I/O, damaged or full registry (health: failed)\n"
     "  7  health: degraded\n"
-    "  8  the entry belongs to another process (unregister, update: --force)\n";
+    "  8  the entry belongs to another process (unregister, update: --force)\n"
+    "  lock: COMMAND's exit status (128 + N when killed by signal N; 127\n"
+    "  when it cannot be run), or one of the above before it runs\n";
 
-typedef struct {
-    const char *backend;
-    bool json;
-    /* command options */
-    GArray *meta; /* meta_opt: --meta and --meta-string, in order */
-    const char *pid;
-    bool hold;
-    bool replace;
-    bool force;
-    const char *ns_opt;
-    const char *timeout;
-    bool prometheus;
-    GPtrArray *args; /* positionals after the command */
-    const char *command;
-} cli;
 
 /* ------------------------------------------------------------------------ */
 /* Errors and exit codes                                                    */
@@ -336,7 +316,7 @@ static void json_error(int rc, const char *message, GError *error)
 }
 
 /* Print @error (or the code's description) and return the exit code. */
-static int fail(int rc, GError *error)
+int fail(int rc, GError *error)
 {
     const char *message = error != NULL ? error->message : procreg_strerror(rc);
     if (json_output)
@@ -348,8 +328,7 @@ static int fail(int rc, GError *error)
     return exit_code(rc);
 }
 
-static int usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-static int usage_error(const char *fmt, ...)
+int usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -363,7 +342,7 @@ static int usage_error(const char *fmt, ...)
     return EXIT_USAGE;
 }
 
-static void print_entry(const cli *c, const char *ns, const char *name,
+void print_entry(const cli *c, const char *ns, const char *name,
                         const procreg_entry *e)
 {
     if (c->json) {
@@ -392,11 +371,6 @@ typedef enum {
     META_TYPED,  /* KEY:=TEXT: GVariant text */
 } meta_kind;
 
-/* One metadata option as given: --meta or --meta-string, its text. */
-typedef struct {
-    const char *text;
-    bool string;
-} meta_opt;
 
 /* A decimal number with a fraction or an exponent ("1.5", "2e3"), finite;
  * the C locale's '.', whatever the user's locale. */
@@ -493,7 +467,7 @@ static bool build_meta(const cli *c, GVariant **out)
     return true;
 }
 
-static bool want_args(const cli *c, guint min, guint max, const char *form)
+bool want_args(const cli *c, guint min, guint max, const char *form)
 {
     if (c->args->len < min || c->args->len > max) {
         usage_error("usage: procreg %s", form);
@@ -502,7 +476,7 @@ static bool want_args(const cli *c, guint min, guint max, const char *form)
     return true;
 }
 
-static const char *arg(const cli *c, guint i)
+const char *arg(const cli *c, guint i)
 {
     return i < c->args->len ? c->args->pdata[i] : NULL;
 }
@@ -709,7 +683,7 @@ static int cmd_update(procreg *reg, const cli *c)
     return EXIT_OK;
 }
 
-static void print_entries(const cli *c, procreg_entry *all, size_t n)
+void print_entries(const cli *c, procreg_entry *all, size_t n)
 {
     if (c->json) {
         GString *o = g_string_new("[");
@@ -827,19 +801,27 @@ static int cmd_watch(procreg *reg, const cli *c)
     return EXIT_OK;
 }
 
+bool timeout_ms_of(const cli *c, int *timeout_ms)
+{
+    *timeout_ms = -1;
+    if (c->timeout == NULL)
+        return true;
+    char *end = NULL;
+    double s = g_ascii_strtod(c->timeout, &end);
+    if (end == c->timeout || *end != '\0' || !(s >= 0) || s > 2e6) {
+        usage_error("--timeout '%s' is not a number of seconds", c->timeout);
+        return false;
+    }
+    *timeout_ms = (int)(s * 1000 + 0.5);
+    return true;
+}
+
 static int cmd_wait(procreg *reg, const cli *c)
 {
-    if (!want_args(c, 2, 2, "wait NS NAME [--timeout SECONDS]"))
+    int timeout_ms;
+    if (!want_args(c, 2, 2, "wait NS NAME [--timeout SECONDS]") ||
+        !timeout_ms_of(c, &timeout_ms))
         return EXIT_USAGE;
-    int timeout_ms = -1;
-    if (c->timeout != NULL) {
-        char *end = NULL;
-        double s = g_ascii_strtod(c->timeout, &end);
-        if (end == c->timeout || *end != '\0' || !(s >= 0) || s > 2e6)
-            return usage_error("--timeout '%s' is not a number of seconds",
-                               c->timeout);
-        timeout_ms = (int)(s * 1000 + 0.5);
-    }
     procreg_entry e = {0};
     GError *err = NULL;
     int rc = procreg_wait_for(reg, arg(c, 0), arg(c, 1), timeout_ms, NULL, &e,
@@ -1088,6 +1070,7 @@ static const command commands[] = {
     {"watch", cmd_watch},         {"wait", cmd_wait},
     {"namespaces", cmd_namespaces}, {"drop-namespace", cmd_drop},
     {"stats", cmd_stats},         {"health", cmd_health},
+    {"lock", cmd_lock},
 };
 
 /* Options that take a value, and which commands accept each option. */
@@ -1103,7 +1086,7 @@ static bool option_allowed(const char *cmd, const char *opt)
         {"--replace", " update "},
         {"--force", " unregister update "},
         {"--ns", " find "},
-        {"--timeout", " wait "},
+        {"--timeout", " wait lock "},
         {"--prometheus", " stats "},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(table); i++) {

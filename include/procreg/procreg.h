@@ -46,6 +46,16 @@ G_BEGIN_DECLS
 /** Longest namespace or name, in bytes. */
 #define PROCREG_NAME_MAX 255
 
+/**
+ * Namespaces that begin with this prefix hold procreg's own records: lock
+ * tickets and start claims ("procreg:lock:NS", "procreg:start:NS") and
+ * namespace settings ("procreg:meta:NS").  They can be read, listed and
+ * watched like any other, but procreg_register() and
+ * procreg_namespace_drop() refuse them (PROCREG_EINVAL), so no entry of an
+ * application ever clashes with a lock.
+ */
+#define PROCREG_NS_RESERVED_PREFIX "procreg:"
+
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                   */
 
@@ -287,7 +297,8 @@ PROCREG_API char **procreg_backend_names(void);
  *
  * @param[out] current  optional: on success the new entry, on
  *             PROCREG_EEXISTS the entry that holds the key.
- * @return 0, PROCREG_EINVAL (bad key or metadata that is not a{sv}),
+ * @return 0, PROCREG_EINVAL (bad key, a reserved namespace
+ *         (PROCREG_NS_RESERVED_PREFIX), or metadata that is not a{sv}),
  *         PROCREG_ENOTALIVE (the owner is not a live process),
  *         PROCREG_EEXISTS, PROCREG_EFULL, PROCREG_ENOMEM, PROCREG_EBACKEND.
  */
@@ -680,6 +691,85 @@ PROCREG_API int procreg_wait_for_key(procreg *reg, const procreg_key *key,
                                      procreg_entry *out, GError **error);
 
 /* ------------------------------------------------------------------------ */
+/* Coordination: locks by name                                              */
+
+/*
+ * A lock is mutual exclusion by name, across the threads of a process, the
+ * processes of a host (lmdb) and the hosts of a cluster (etcd): what
+ * flock(1), Elixir's Registry.lock/3, etcd's concurrency mutex and Consul's
+ * locks give.  It is built of registry entries, so it works on every
+ * backend: each procreg_lock() registers a ticket (namespace
+ * "procreg:lock:NS", name "NAME#" and 16 random hex digits) owned by the
+ * calling process, and holds the lock once no live ticket of NAME is older
+ * than its own.
+ *
+ *  - Order: first come, first served (FIFO): tickets are ordered by their
+ *    registration's revision, which every backend hands out in order
+ *    (across processes on lmdb, across hosts on etcd).
+ *  - A dead holder or waiter never blocks the lock: its ticket goes with
+ *    its owner, within the registry's liveness latency (milliseconds on one
+ *    host; on etcd, lease_ttl for a process or host that dies whole), and
+ *    the next waiter proceeds.
+ *  - Lock names never clash with entry names: tickets live in the reserved
+ *    namespaces (PROCREG_NS_RESERVED_PREFIX), where applications cannot
+ *    register.  A lock's namespace may be at most 242 bytes and its name
+ *    at most 238 (the ticket's prefix and suffix take the rest).
+ *  - Not recursive: a second procreg_lock() of a name the caller holds
+ *    waits for the first to be unlocked.
+ *  - The lock belongs to the process: any thread of it may unlock it.  A
+ *    handle never unlocked holds the lock until its process exits (or, on
+ *    etcd, until the registry's lease runs out after it was closed).
+ *  - On etcd, a holder cut off from the cluster for longer than lease_ttl
+ *    loses its ticket and another host may take the lock: protect what the
+ *    lock guards with its revision (procreg_lock_handle_get_revision()),
+ *    which grows with every acquisition, as a fencing token.
+ *
+ * doc/coordination.md has the details, leader election built on it, and
+ * the costs measured.
+ */
+
+/** A held lock, from procreg_lock() until procreg_unlock(). */
+typedef struct procreg_lock_handle procreg_lock_handle;
+
+/**
+ * Take the lock (ns, name), waiting while another thread, process or host
+ * holds it.  Safe from any thread.
+ * @timeout_ms: < 0 waits without limit, 0 only tries (no wait).
+ * @cancellable: optional; cancelling it ends the wait (GIO must be loaded
+ *               in the process, which it is whenever a caller has one).
+ * @param[out] out  the held lock, for procreg_unlock() (NULL on failure).
+ * @return 0, PROCREG_ETIMEDOUT (with @error, its details' entry is the
+ *         holder's ticket: who holds the lock), PROCREG_ECANCELLED,
+ *         PROCREG_EINVAL (bad names, too long for a lock, or a
+ *         GCancellable without GIO), PROCREG_ECONFLICT (the ticket was
+ *         removed while it waited: forced away, or an etcd lease lost),
+ *         PROCREG_EBACKEND.  On failure nothing of the attempt remains.
+ */
+PROCREG_API int procreg_lock(procreg *reg, const char *ns, const char *name,
+                             int timeout_ms, GCancellable *cancellable,
+                             procreg_lock_handle **out, GError **error);
+PROCREG_API int procreg_lock_key(procreg *reg, const procreg_key *key,
+                                 int timeout_ms, GCancellable *cancellable,
+                                 procreg_lock_handle **out, GError **error);
+
+/**
+ * Release @lock (taken through @reg) and free it, whatever the result: the
+ * next waiter proceeds.  Safe from any thread of the process that took it.
+ * @return 0, PROCREG_ENOTFOUND (the lock had been lost before: its ticket
+ *         was forced away or its etcd lease ran out), PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_unlock(procreg *reg, procreg_lock_handle *lock,
+                               GError **error);
+
+/**
+ * The revision of @lock's ticket: it grows with every acquisition of any
+ * lock of the registry, so a resource can refuse a holder whose revision
+ * is lower than one it has seen (a fencing token).  Thread-safe.
+ */
+PROCREG_API uint64_t
+procreg_lock_handle_get_revision(const procreg_lock_handle *lock);
+
+/* ------------------------------------------------------------------------ */
 /* Service layer: namespaces                                                */
 
 /** Prefix of the namespaces procreg_namespace_new_test() makes. */
@@ -706,7 +796,7 @@ PROCREG_API bool procreg_namespace_is_test(const char *ns);
  *                      atomic step (PROCREG_CAP_ATOMIC_DROP); when false,
  *                      an entry registered in @ns by another process
  *                      during the drop may survive it.
- * @return 0, PROCREG_EINVAL, PROCREG_EBACKEND.
+ * @return 0, PROCREG_EINVAL (bad or reserved namespace), PROCREG_EBACKEND.
  */
 PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
                                        size_t *removed, bool *atomic,

@@ -162,11 +162,39 @@ int cx_quick_register(procreg *reg, const char *ns, const char *name,
  * @spec.  compliance_child_main() runs it. */
 char **cx_child_argv(const char *mode, const char *spec);
 
+/* A re-executed child (cx_child_argv()) with pipes to its stdin (in) and
+ * from its stdout (out); child.c. */
+typedef struct {
+    GPid pid;
+    int in, out;
+    int status; /* its wait status, once ended */
+} CxChild;
+
+bool cx_child_spawn(const char *mode, const char *spec, CxChild *c,
+                    GError **error);
+/* Close its stdin (it ends then), wait for it; nothing if not running. */
+void cx_child_end(CxChild *c);
+/* SIGKILL it and wait for it; nothing if not running. */
+void cx_child_kill(CxChild *c);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(CxChild, cx_child_kill)
+/* One line from @fd without its newline, or NULL after @timeout_ms or at
+ * EOF.  g_free it. */
+char *cx_read_line(int fd, int timeout_ms);
+/* Write @line and a newline to @fd. */
+bool cx_write_line(int fd, const char *line);
+
 /* Cases defined outside compliance.c. */
 void case_owner_rule(Fixture *f);
 void case_owner_rule_multiprocess(Fixture *f);
 void case_dead_holder(Fixture *f);
 /* The child side of case_owner_rule_multiprocess (MODE "owner"). */
 int cx_owner_child(procreg *reg);
+void case_lock_basic(Fixture *f);
+void case_lock_fifo(Fixture *f);
+void case_lock_processes(Fixture *f);
+void case_lock_holder_killed(Fixture *f);
+void case_lock_waiter_killed(Fixture *f);
+/* The child side of the lock cases (MODE "lock"). */
+int cx_lock_child(procreg *reg);
 
 #endif

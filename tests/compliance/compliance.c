@@ -2268,6 +2268,8 @@ int compliance_child_main(int argc, char **argv)
         status = basic_child(reg);
     else if (strcmp(mode, "owner") == 0)
         status = cx_owner_child(reg);
+    else if (strcmp(mode, "lock") == 0)
+        status = cx_lock_child(reg);
     else {
         fprintf(stderr, "child: unknown mode %s\n", mode);
         status = 2;
@@ -2410,6 +2412,14 @@ static const Case cases[] = {
     {"owner_rule_multiprocess", case_owner_rule_multiprocess,
      PROCREG_CAP_MULTIPROCESS, LEVEL_REGISTRY},
     {"dead_holder", case_dead_holder, 0, LEVEL_REGISTRY},
+    {"lock_basic", case_lock_basic, 0, LEVEL_REGISTRY},
+    {"lock_fifo", case_lock_fifo, 0, LEVEL_REGISTRY},
+    {"lock_processes", case_lock_processes, PROCREG_CAP_MULTIPROCESS,
+     LEVEL_REGISTRY},
+    {"lock_holder_killed", case_lock_holder_killed, PROCREG_CAP_MULTIPROCESS,
+     LEVEL_REGISTRY},
+    {"lock_waiter_killed", case_lock_waiter_killed, PROCREG_CAP_MULTIPROCESS,
+     LEVEL_REGISTRY},
     {"backend_level", case_backend_level, 0, LEVEL_BACKEND},
 };
 

@@ -10,8 +10,6 @@
  */
 #include "compliance-private.h"
 
-#include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -273,52 +271,6 @@ int cx_owner_child(procreg *reg)
     return status;
 }
 
-/* Read one line from @fd within WAIT_MS; NULL on timeout or EOF. */
-static char *read_line(int fd)
-{
-    GString *s = g_string_new(NULL);
-    gint64 deadline = g_get_monotonic_time() + (gint64)WAIT_MS * 1000;
-    for (;;) {
-        int left = (int)((deadline - g_get_monotonic_time()) / 1000);
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        char c;
-        if (left <= 0 || poll(&p, 1, left) <= 0 || read(fd, &c, 1) != 1) {
-            g_string_free(s, TRUE);
-            return NULL;
-        }
-        if (c == '\n')
-            return g_string_free(s, FALSE);
-        g_string_append_c(s, c);
-    }
-}
-
-static int wait_child(pid_t pid)
-{
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    return status;
-}
-
-/* The re-executed child of case_owner_rule_multiprocess: its stdin
- * closed, waited for and reaped when it goes out of scope. */
-typedef struct {
-    GPid pid;
-    int in, out;
-    int status;
-} Spawned;
-
-static void spawned_end(Spawned *c)
-{
-    if (c->pid <= 0)
-        return;
-    close(c->in); /* the child ends when its stdin does */
-    c->status = wait_child(c->pid);
-    close(c->out);
-    g_spawn_close_pid(c->pid);
-    c->pid = 0;
-}
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Spawned, spawned_end)
 
 void case_owner_rule_multiprocess(Fixture *f)
 {
@@ -332,16 +284,12 @@ void case_owner_rule_multiprocess(Fixture *f)
     g_auto(Watch) w = {0};
     CHECK_MSG(watch_ns(f, "mp", &w), "cannot subscribe");
 
-    g_auto(GStrv) argv = cx_child_argv("owner", f->spec);
-    g_auto(Spawned) child = {0};
-    CHECK_MSG(g_spawn_async_with_pipes(NULL, argv, NULL,
-                                       G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
-                                       &child.pid, &child.in, &child.out,
-                                       NULL, &err),
+    g_auto(CxChild) child = {0};
+    CHECK_MSG(cx_child_spawn("owner", f->spec, &child, &err),
               "cannot run the child: %s", err->message);
-    g_autofree char *ready = read_line(child.out);
+    g_autofree char *ready = cx_read_line(child.out, WAIT_MS);
     if (ready == NULL || strcmp(ready, "ready") != 0) {
-        spawned_end(&child);
+        cx_child_end(&child);
         FAIL("the child did not get ready (status %d; its stderr says why)",
              child.status);
     }
@@ -379,7 +327,7 @@ void case_owner_rule_multiprocess(Fixture *f)
                                           PROCREG_UPDATE_REPLACE, 0,
                                           PROCREG_FORCE, NULL, &err),
              err);
-    spawned_end(&child);
+    cx_child_end(&child);
     CHECK_MSG(g_spawn_check_wait_status(child.status, NULL),
               "the child's checks failed (its stderr says which)");
 }

@@ -8,8 +8,8 @@
  * Expectations: the program returns one of its documented exit statuses
  * (0 to 7) and never crashes or aborts.  To stay in memory and bounded,
  * the registry is ghash (PROCREG_BACKEND=ghash), and inputs naming lmdb
- * or etcd (files, network) or the commands that run until a signal
- * (watch, wait, register --hold) are skipped.
+ * or etcd (files, network), the commands that run until a signal (watch,
+ * wait, register --hold) and lock (it runs a program) are skipped.
  *
  * Until tools/ exposes its parser as a function (requested in
  * /work/notes/requests/reliability-tools.md), including the program's
@@ -20,6 +20,7 @@ int procreg_cli_main(int argc, char **argv);
 #define main procreg_cli_main
 #include "../../../tools/procreg.c"
 #undef main
+#include "../../../tools/coord.c"
 
 #include "fuzz-common.h"
 
@@ -40,6 +41,7 @@ static bool skipped(const char *a)
 {
     return strstr(a, "lmdb") != NULL || strstr(a, "etcd") != NULL ||
            strcmp(a, "watch") == 0 || strcmp(a, "wait") == 0 ||
+           strcmp(a, "lock") == 0 ||
            strncmp(a, "--hold", 6) == 0;
 }
 
