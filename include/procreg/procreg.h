@@ -770,6 +770,70 @@ PROCREG_API uint64_t
 procreg_lock_handle_get_revision(const procreg_lock_handle *lock);
 
 /* ------------------------------------------------------------------------ */
+/* Coordination: start once                                                 */
+
+/**
+ * A start function for procreg_start_once(): start the service (ns, name)
+ * and say who runs it.  It runs on the calling thread while the caller
+ * holds the name's start claim, so no other procreg_start_once() of the
+ * name runs its start function meanwhile.
+ * @owner: the process that will own the entry: on entry the calling
+ *         process's pid with start_time 0 (unknown: the registration reads
+ *         it); set pid to the started worker's when another process
+ *         serves.
+ * @metadata: set it to the entry's metadata (a{sv}; a floating reference
+ *            is sunk, a full one is taken), or leave it NULL.
+ * @return 0, or a negative PROCREG_E* code (with @error set) when the
+ *         service could not start: nothing is registered.
+ */
+typedef int (*procreg_start_fn)(procreg *reg, const char *ns,
+                                const char *name, procreg_owner *owner,
+                                GVariant **metadata, gpointer user_data,
+                                GError **error);
+
+/**
+ * Return the live holder of (ns, name), or start it with @start: the
+ * "already started" answer of Elixir's via tuples, without two starters.
+ * Every concurrent caller for the name — threads, processes (lmdb), hosts
+ * (etcd) — waits while one of them runs its start function, and then gets
+ * the entry it registered.  A start function that fails, or a starter that
+ * dies before it registered, leaves the name free: the next waiter then
+ * runs its own start function.  Nothing stays locked.  Safe from any
+ * thread; @start must not call procreg_start_once() for the same name.
+ *
+ * A name someone registers directly (procreg_register()) while @start
+ * runs wins: the call then returns PROCREG_EEXISTS with that holder in
+ * @out, and what @start started is the caller's to stop.
+ *
+ * @destroy: optional, called on @user_data once, before the call returns.
+ * @timeout_ms: how long to wait for another caller's start (< 0: no
+ *              limit, 0: not at all); @start's own time is not limited.
+ * @cancellable: optional; ends that wait.
+ * @param[out] out  optional: the entry (ns and name left NULL): the one
+ *                  this call registered, the one found running, or on
+ *                  PROCREG_EEXISTS the holder.
+ * @param[out] started  optional: whether this call ran @start and
+ *                      registered the result.
+ * @return 0 (running: see @started), @start's failure, PROCREG_EEXISTS,
+ *         PROCREG_ETIMEDOUT, PROCREG_ECANCELLED, PROCREG_EINVAL (bad
+ *         names, too long for a claim (as for a lock), no @start),
+ *         PROCREG_ENOTALIVE (@start named a dead owner), PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_start_once(procreg *reg, const char *ns,
+                                   const char *name, procreg_start_fn start,
+                                   gpointer user_data, GDestroyNotify destroy,
+                                   int timeout_ms, GCancellable *cancellable,
+                                   procreg_entry *out, bool *started,
+                                   GError **error);
+PROCREG_API int procreg_start_once_key(procreg *reg, const procreg_key *key,
+                                       procreg_start_fn start,
+                                       gpointer user_data,
+                                       GDestroyNotify destroy, int timeout_ms,
+                                       GCancellable *cancellable,
+                                       procreg_entry *out, bool *started,
+                                       GError **error);
+
+/* ------------------------------------------------------------------------ */
 /* Service layer: namespaces                                                */
 
 /** Prefix of the namespaces procreg_namespace_new_test() makes. */

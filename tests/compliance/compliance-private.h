@@ -194,7 +194,9 @@ void case_lock_fifo(Fixture *f);
 void case_lock_processes(Fixture *f);
 void case_lock_holder_killed(Fixture *f);
 void case_lock_waiter_killed(Fixture *f);
-/* The child side of the lock cases (MODE "lock"). */
+void case_start_once_threads(Fixture *f);
+void case_start_once_processes(Fixture *f);
+/* The child side of the lock and start-once cases (MODE "lock"). */
 int cx_lock_child(procreg *reg);
 
 #endif

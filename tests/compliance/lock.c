@@ -8,7 +8,7 @@
  *    queue hands the lock to the first of them; a waiter SIGKILLed in the
  *    queue does not block the one behind it.
  * The child side is cx_lock_child() (mode "lock"), driven by lines on its
- * stdin.
+ * stdin; it serves the start-once cases too (start.c).
  */
 #include "compliance-private.h"
 
@@ -59,6 +59,21 @@ static int count_rounds(procreg *reg, const char *path, int rounds)
     return 0;
 }
 
+/* The child's start function: says "starting", then returns what the
+ * parent tells it ("ok": started, the child owns it; else a failure). */
+static int child_start(procreg *reg, const char *ns, const char *name,
+                       procreg_owner *owner, GVariant **metadata,
+                       gpointer user_data, GError **error)
+{
+    printf("starting\n");
+    fflush(stdout);
+    char line[64] = "";
+    if (fgets(line, sizeof line, stdin) == NULL || strcmp(line, "ok\n") != 0)
+        return procreg_set_error(error, PROCREG_EBACKEND, "told to fail");
+    *metadata = g_variant_new_parsed("{'by': <'child'>}");
+    return 0;
+}
+
 int cx_lock_child(procreg *reg)
 {
     char line[1024];
@@ -84,6 +99,12 @@ int cx_lock_child(procreg *reg)
                 g_clear_error(&err);
                 status = 1;
             }
+        } else if (g_str_has_prefix(line, "start ")) {
+            bool started = false;
+            int rc = procreg_start_once(reg, NS, line + 6, child_start, NULL,
+                                        NULL, LOCK_WAIT_MS, NULL, NULL,
+                                        &started, NULL);
+            printf("started %d %d\n", (int)started, rc);
         } else if (strcmp(line, "release") == 0 && held != NULL) {
             status |= procreg_unlock(reg, held, NULL) != 0;
             held = NULL;

@@ -27,6 +27,7 @@ LAYERS = [
     ["host", "wait", "namespaces"],
     ["registry"],
     ["health", "stats", "lock"],
+    ["start"],
 ]
 
 
