@@ -411,4 +411,16 @@ PROCREG_INTERNAL int procreg_queue_release(procreg *reg,
                                            procreg_lock_handle *h,
                                            GError **error);
 
+/* ---- filters (filter.c; parsed by filter-parse.c) ---- */
+
+/* Whether @s (@len bytes) is a keyword of the filter language. */
+PROCREG_INTERNAL bool procreg_filter_is_keyword(const char *s, size_t len);
+/* The key of the first term of @f's top-level "and" chain that an index
+ * answers (metadata == a string, boolean or integer), its literal in
+ * *@value (a new reference); NULL when there is none. */
+PROCREG_INTERNAL const char *
+procreg_filter_index_term(const procreg_filter *f, GVariant **value);
+/* The name of a top-level "name == ..." term, or NULL. */
+PROCREG_INTERNAL const char *procreg_filter_name_term(const procreg_filter *f);
+
 #endif

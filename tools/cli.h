@@ -42,6 +42,7 @@ typedef struct {
     const char *ns_opt;
     const char *timeout;
     bool prometheus;
+    bool count; /* select --count */
     GPtrArray *args; /* positionals after the command */
     const char *command;
 } cli;
@@ -65,5 +66,6 @@ bool timeout_ms_of(const cli *c, int *timeout_ms);
 
 /* coord.c */
 int cmd_lock(procreg *reg, const cli *c);
+int cmd_select(procreg *reg, const cli *c);
 
 #endif

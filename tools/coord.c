@@ -1,11 +1,12 @@
 /*
  * The coordination commands of the procreg program: lock (run a command
- * holding a lock).
+ * holding a lock) and select (entries by a filter).
  */
 #include "cli.h"
 
 #include <glib-unix.h>
 #include <signal.h>
+#include <string.h>
 #include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -111,4 +112,44 @@ int cmd_lock(procreg *reg, const cli *c)
         return exit_status != 0 ? exit_status : EXIT_OTHER;
     }
     return exit_status;
+}
+
+/* ---- select ---- */
+
+/* For people: the filter with a caret under the byte the error is at. */
+static void show_position(const char *text, const GError *err)
+{
+    const procreg_error_details *d = procreg_error_get_details(err);
+    if (d == NULL || d->position < 0 || strchr(text, '\n') != NULL)
+        return;
+    fprintf(stderr, "  %s\n  %*s^\n", text, d->position, "");
+}
+
+int cmd_select(procreg *reg, const cli *c)
+{
+    if (!want_args(c, 1, 1, "select FILTER [--ns NS] [--count]"))
+        return EXIT_USAGE;
+    procreg_filter *f = NULL;
+    GError *err = NULL;
+    int rc = procreg_filter_parse(arg(c, 0), &f, &err);
+    if (rc != 0 && c->json)
+        return fail(rc, err);
+    if (rc != 0) { /* always PROCREG_EINVAL */
+        fprintf(stderr, "procreg: %s\n", err->message);
+        show_position(arg(c, 0), err);
+        g_error_free(err);
+        return EXIT_USAGE;
+    }
+    procreg_entry *v = NULL;
+    size_t n = 0;
+    rc = procreg_select(reg, c->ns_opt, f, &v, &n, &err);
+    procreg_filter_unref(f);
+    if (rc != 0)
+        return fail(rc, err);
+    if (c->count)
+        printf(c->json ? "{\"count\":%zu}\n" : "%zu\n", n);
+    else
+        print_entries(c, v, n);
+    procreg_entries_free(v, n);
+    return EXIT_OK;
 }

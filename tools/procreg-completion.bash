@@ -17,7 +17,7 @@ _procreg_registry() {
 _procreg() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
     local commands="register lookup unregister update list find watch wait
-        namespaces drop-namespace stats health backends lock"
+        namespaces drop-namespace stats health backends lock select"
     local -a reg
     mapfile -t reg < <(_procreg_registry)
 
@@ -48,6 +48,7 @@ _procreg() {
         update) opts+=" --meta --meta-string --replace --force" ;;
         unregister) opts+=" --force" ;;
         find) opts+=" --ns" ;;
+        select) opts+=" --ns --count" ;;
         wait|lock) opts+=" --timeout" ;;
         stats) opts+=" --prometheus" ;;
         esac

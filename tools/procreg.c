@@ -38,6 +38,11 @@ static const char usage_text[] =
     "        needs --force, which the event records (reason forced).\n"
     "  list [NS]                       entries of NS, or of every namespace\n"
     "  find KEY=VALUE [--ns NS]        entries whose metadata KEY is VALUE\n"
+    "  select FILTER [--ns NS] [--count]\n"
+    "        Entries that match FILTER, e.g. 'role == \"api\" and port >= 8000'\n"
+    "        or 'name glob \"web-*\" and not exists draining' (terms on name,\n"
+    "        pid and metadata keys; and, or, not, parentheses: procreg.h\n"
+    "        has the rules); --count prints how many.\n"
     "  watch [NS [NAME]]               print changes until interrupted\n"
     "  wait NS NAME [--timeout SECONDS]\n"
     "        Block until NAME is registered (no limit without --timeout).\n"
@@ -1070,7 +1075,7 @@ static const command commands[] = {
     {"watch", cmd_watch},         {"wait", cmd_wait},
     {"namespaces", cmd_namespaces}, {"drop-namespace", cmd_drop},
     {"stats", cmd_stats},         {"health", cmd_health},
-    {"lock", cmd_lock},
+    {"lock", cmd_lock},           {"select", cmd_select},
 };
 
 /* Options that take a value, and which commands accept each option. */
@@ -1085,7 +1090,8 @@ static bool option_allowed(const char *cmd, const char *opt)
         {"--hold", " register "},
         {"--replace", " update "},
         {"--force", " unregister update "},
-        {"--ns", " find "},
+        {"--ns", " find select "},
+        {"--count", " select "},
         {"--timeout", " wait lock "},
         {"--prometheus", " stats "},
     };
@@ -1175,6 +1181,8 @@ static int parse(int argc, char **argv, cli *c)
             c->timeout = value;
         } else if (strcmp(name, "--prometheus") == 0) {
             c->prometheus = true;
+        } else if (strcmp(name, "--count") == 0) {
+            c->count = true;
         }
         g_free(name);
         if (rc >= 0)

@@ -460,6 +460,145 @@ PROCREG_API int procreg_find_count(procreg *reg, const char *ns,
                                    size_t *out, GError **error);
 
 /* ------------------------------------------------------------------------ */
+/* Select: entries by predicates                                            */
+
+/*
+ * A filter is a predicate over entries, built in C or written as text:
+ *
+ *     role == "api" and port >= 8000
+ *     name startswith "web-" and not exists draining
+ *     (zone == "a" or zone == "b") and pid != 4242 and meta["load avg"] < 0.5
+ *
+ * Terms:
+ *  - name OP "text": the entry's name; OP is ==, !=, <, <=, >, >= (bytewise),
+ *    startswith (a prefix) or glob ('*' any run, '?' any one character);
+ *  - pid OP INTEGER: the owner's pid (==, !=, <, <=, >, >=);
+ *  - KEY OP VALUE: metadata key KEY (an identifier of letters, digits, '_',
+ *    '.', '-' that is no keyword, or meta["any text"]); VALUE is a string
+ *    ("..." with \" \\ \/ \n \t \r \uXXXX), an integer, a double
+ *    (with '.' or an exponent), true or false;
+ *  - exists KEY: the metadata has KEY, whatever its type.
+ * combined with and, or, not and parentheses (not binds tightest, then
+ * and, then or).
+ *
+ * Comparisons: a metadata value is a string (GVariant s, o, g), a boolean,
+ * an integer (any width, compared by value) or a double; other types match
+ * no comparison.  == and != need the same class, as procreg_find() does:
+ * the integer 3 never equals the double 3.0.  <, <=, >, >= order numbers
+ * (integers and doubles together, by value) and strings (bytewise);
+ * booleans only take == and !=; startswith and glob take strings.  A term
+ * on a key the entry lacks, or of another class, is false — != included:
+ * `not role == "api"` also matches entries without a role.
+ */
+
+/** Comparison operators of filter terms. */
+typedef enum {
+    PROCREG_FILTER_EQ = 0,     /**< == */
+    PROCREG_FILTER_NE = 1,     /**< != */
+    PROCREG_FILTER_LT = 2,     /**< < */
+    PROCREG_FILTER_LE = 3,     /**< <= */
+    PROCREG_FILTER_GT = 4,     /**< > */
+    PROCREG_FILTER_GE = 5,     /**< >= */
+    PROCREG_FILTER_PREFIX = 6, /**< startswith: a string prefix */
+    PROCREG_FILTER_GLOB = 7,   /**< glob: '*' and '?' (names, strings) */
+} procreg_filter_op;
+
+/** How deep filters nest at most (and/or/not levels, parentheses). */
+#define PROCREG_FILTER_DEPTH_MAX 256
+
+/** A filter: immutable, reference counted, shared freely between
+ *  threads.  Every function below that makes one returns a new reference
+ *  (release it with procreg_filter_unref()). */
+typedef struct procreg_filter procreg_filter;
+
+/**
+ * Parse @text (UTF-8).  Thread-safe.
+ * @return 0 or PROCREG_EINVAL; with @error, the message says where and
+ *         what was expected ("filter: at byte 12: found 'and'; expected a
+ *         string, a number, true, false"), and procreg_error_get_details()
+ *         has the byte offset (position) and what the parser expected there
+ *         (alternatives).
+ */
+PROCREG_API int procreg_filter_parse(const char *text, procreg_filter **out,
+                                     GError **error);
+/** A term on the name: @text is the string, the prefix or the glob.
+ *  @return 0 or PROCREG_EINVAL (unknown @op, @text NULL or not UTF-8). */
+PROCREG_API int procreg_filter_new_name(procreg_filter_op op, const char *text,
+                                        procreg_filter **out, GError **error);
+/** A term on the owner's pid.  @return 0 or PROCREG_EINVAL (startswith,
+ *  glob or an unknown @op). */
+PROCREG_API int procreg_filter_new_pid(procreg_filter_op op, int64_t pid,
+                                       procreg_filter **out, GError **error);
+/**
+ * A term on metadata @key.  @value: a string, a boolean, an integer of any
+ * width or a finite double (a floating reference is sunk; the value is
+ * copied).
+ * @return 0 or PROCREG_EINVAL (empty or non-UTF-8 key, another type, a
+ *         boolean with an ordering, startswith/glob without a string).
+ */
+PROCREG_API int procreg_filter_new_meta(const char *key, procreg_filter_op op,
+                                        GVariant *value, procreg_filter **out,
+                                        GError **error);
+/** A term: metadata @key exists.  @return 0 or PROCREG_EINVAL. */
+PROCREG_API int procreg_filter_new_exists(const char *key,
+                                          procreg_filter **out,
+                                          GError **error);
+/** @a and @b (each referenced, not taken).  @return 0 or PROCREG_EINVAL
+ *  (NULL operands, or nested deeper than PROCREG_FILTER_DEPTH_MAX). */
+PROCREG_API int procreg_filter_and(procreg_filter *a, procreg_filter *b,
+                                   procreg_filter **out, GError **error);
+/** @a or @b; as procreg_filter_and(). */
+PROCREG_API int procreg_filter_or(procreg_filter *a, procreg_filter *b,
+                                  procreg_filter **out, GError **error);
+/** Not @a; as procreg_filter_and(). */
+PROCREG_API int procreg_filter_not(procreg_filter *a, procreg_filter **out,
+                                   GError **error);
+/** Take a reference.  Returns @filter. */
+PROCREG_API procreg_filter *procreg_filter_ref(procreg_filter *filter);
+/** Drop a reference; NULL is ignored. */
+PROCREG_API void procreg_filter_unref(procreg_filter *filter);
+/** @filter as text that procreg_filter_parse() reads back to the same
+ *  filter.  g_free() it. */
+PROCREG_API char *procreg_filter_to_string(const procreg_filter *filter);
+/** Whether @entry matches @filter (name terms need @entry->name). */
+PROCREG_API bool procreg_filter_matches(const procreg_filter *filter,
+                                        const procreg_entry *entry);
+
+/**
+ * The entries of @ns (NULL: every namespace) that match @filter (NULL:
+ * all), sorted as procreg_list() sorts.  A backend's metadata index (the
+ * optimized backend's) answers an equality term of the filter's top-level
+ * "and" (metadata == a string, boolean or integer) and only its hits are
+ * checked against the rest; a top-level name == "..." with a namespace is
+ * one lookup; anything else is a scan.  The result is the same.  Counted
+ * as PROCREG_OP_FIND (or LIST, LOOKUP_ENTRY: what it asked the backend).
+ * @param[out] out  a new array of @n_out entries; procreg_entries_free().
+ * @return 0, PROCREG_EINVAL (bad namespace), PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_select(procreg *reg, const char *ns,
+                               const procreg_filter *filter,
+                               procreg_entry **out, size_t *n_out,
+                               GError **error);
+/** How many entries procreg_select() would return. */
+PROCREG_API int procreg_select_count(procreg *reg, const char *ns,
+                                     const procreg_filter *filter,
+                                     size_t *out, GError **error);
+/**
+ * Unregister the entries of @ns (NULL: every namespace) that match
+ * @filter (NULL: all) and that the calling process owns, each only while
+ * it is still at the revision it matched at: an entry changed since (or
+ * removed meanwhile) is left alone.  Entries of other processes are not
+ * touched.
+ * @param[out] removed  optional: how many were removed (also on failure:
+ *                      the removals before it).
+ * @return 0, PROCREG_EINVAL, PROCREG_EBACKEND (the first failure; the
+ *         removals before it stand).
+ */
+PROCREG_API int procreg_unregister_match(procreg *reg, const char *ns,
+                                         const procreg_filter *filter,
+                                         size_t *removed, GError **error);
+
+/* ------------------------------------------------------------------------ */
 /* Health and stats                                                         */
 
 typedef enum {
@@ -529,7 +668,7 @@ typedef enum {
     PROCREG_OP_UNREGISTER = 3,     /**< procreg_unregister*() */
     PROCREG_OP_UPDATE = 4,         /**< procreg_update_metadata*() */
     PROCREG_OP_LIST = 5,           /**< procreg_list(), _count(), _list_owned() */
-    PROCREG_OP_FIND = 6,           /**< procreg_find*() */
+    PROCREG_OP_FIND = 6,           /**< procreg_find*(), a select's index query */
     PROCREG_OP_DROP_NAMESPACE = 7, /**< procreg_namespace_drop() */
     PROCREG_OP_CLEANUP = 8,        /**< an entry removed because its owner exited */
     PROCREG_OP_WAIT = 9,           /**< procreg_wait_for*() */

@@ -194,6 +194,7 @@ void case_lock_fifo(Fixture *f);
 void case_lock_processes(Fixture *f);
 void case_lock_holder_killed(Fixture *f);
 void case_lock_waiter_killed(Fixture *f);
+void case_select(Fixture *f);
 void case_start_once_threads(Fixture *f);
 void case_start_once_processes(Fixture *f);
 /* The child side of the lock and start-once cases (MODE "lock"). */

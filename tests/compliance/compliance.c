@@ -2421,6 +2421,7 @@ static const Case cases[] = {
     {"lock_waiter_killed", case_lock_waiter_killed, PROCREG_CAP_MULTIPROCESS,
      LEVEL_REGISTRY},
     {"start_once_threads", case_start_once_threads, 0, LEVEL_REGISTRY},
+    {"select", case_select, 0, LEVEL_REGISTRY},
     {"start_once_processes", case_start_once_processes,
      PROCREG_CAP_MULTIPROCESS, LEVEL_REGISTRY},
     {"backend_level", case_backend_level, 0, LEVEL_BACKEND},

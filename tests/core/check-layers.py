@@ -17,8 +17,8 @@ import sys
 
 LAYERS = [
     ["error"],
-    ["entry", "key", "owner", "spec", "builtin"],
-    ["backends"],
+    ["entry", "key", "owner", "spec", "builtin", "filter"],
+    ["backends", "filter-parse"],
     ["dispatch"],
     ["counters"],
     ["telemetry"],
@@ -26,7 +26,7 @@ LAYERS = [
     ["liveness"],
     ["host", "wait", "namespaces"],
     ["registry"],
-    ["health", "stats", "lock"],
+    ["health", "stats", "lock", "select"],
     ["start"],
 ]
 

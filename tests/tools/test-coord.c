@@ -1,6 +1,7 @@
 /*
  * The coordination commands of the procreg program, driven as a user
- * drives them: `procreg lock` in separate processes on one LMDB file.
+ * drives them, in separate processes on one LMDB file: `procreg lock`,
+ * `procreg select`.
  *
  * argv[1] is the path of the procreg program (meson passes it).
  */
@@ -140,6 +141,57 @@ static void test_lock_handover_and_signals(Fixture *f, gconstpointer data)
     g_assert_cmpint(finish(&waiter, 0), ==, 0);
 }
 
+/* select: entries by a filter; errors say where, for people and as JSON. */
+static void test_select(Fixture *f, gconstpointer data)
+{
+    char *pid = self_pid(), *out = NULL, *err = NULL;
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "s", "web-1",
+                        "--pid", pid, "--meta", "role=api", "--meta",
+                        "port=8080", NULL),
+                    ==, 0);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "s", "web-2",
+                        "--pid", pid, "--meta", "role=api", "--meta",
+                        "port=7000", NULL),
+                    ==, 0);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "t", "db",
+                        "--pid", pid, "--meta", "role=db", NULL),
+                    ==, 0);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "select",
+                        "role == \"api\" and port >= 8000", NULL),
+                    ==, 0);
+    ASSERT_HAS(out, "web-1");
+    ASSERT_LACKS(out, "web-2");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "select",
+                        "name glob \"web-*\" or role == \"db\"", "--ns",
+                        "s", NULL),
+                    ==, 0);
+    ASSERT_HAS(out, "\"name\":\"web-1\"");
+    ASSERT_HAS(out, "\"name\":\"web-2\"");
+    ASSERT_LACKS(out, "\"name\":\"db\"");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "select", "--count",
+                        "exists role", NULL),
+                    ==, 0);
+    g_assert_cmpstr(out, ==, "3\n");
+    g_free(out);
+
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "select", "name == 3",
+                        NULL),
+                    ==, 2);
+    ASSERT_HAS(err, "at byte 8");
+    ASSERT_HAS(err, "expected a string");
+    ASSERT_HAS(err, "  name == 3\n          ^\n");
+    g_free(err);
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "--json", "select",
+                        "port >=", NULL),
+                    ==, 2);
+    ASSERT_HAS(err, "\"position\":7");
+    ASSERT_HAS(err, "\"alternatives\":[\"a string\",\"a number\"");
+    g_free(err);
+    g_free(pid);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -153,5 +205,6 @@ int main(int argc, char **argv)
     ADD("/tools/coord/lock-status", test_lock_status);
     ADD("/tools/coord/lock-exclusion", test_lock_exclusion);
     ADD("/tools/coord/lock-handover-signals", test_lock_handover_and_signals);
+    ADD("/tools/coord/select", test_select);
     return g_test_run();
 }
