@@ -42,7 +42,8 @@ typedef struct {
     const char *ns_opt;
     const char *timeout;
     bool prometheus;
-    bool count; /* select --count */
+    bool count;      /* select --count */
+    bool delete_key; /* meta --delete */
     GPtrArray *args; /* positionals after the command */
     const char *command;
 } cli;
@@ -60,6 +61,11 @@ const char *arg(const cli *c, guint i);
 void print_entry(const cli *c, const char *ns, const char *name,
                  const procreg_entry *e);
 void print_entries(const cli *c, procreg_entry *all, size_t n);
+/* A GVariant as JSON (dictionaries with string keys become objects). */
+void json_variant(GString *o, GVariant *v);
+/* The --meta options as an a{sv} (NULL when none); false (a usage error
+ * printed) when one is malformed. */
+bool build_meta(const cli *c, GVariant **out);
 /* --timeout SECONDS as milliseconds (-1 when absent); false (a usage
  * error printed) when malformed. */
 bool timeout_ms_of(const cli *c, int *timeout_ms);
@@ -67,5 +73,6 @@ bool timeout_ms_of(const cli *c, int *timeout_ms);
 /* coord.c */
 int cmd_lock(procreg *reg, const cli *c);
 int cmd_select(procreg *reg, const cli *c);
+int cmd_meta(procreg *reg, const cli *c);
 
 #endif

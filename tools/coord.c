@@ -1,6 +1,7 @@
 /*
  * The coordination commands of the procreg program: lock (run a command
- * holding a lock) and select (entries by a filter).
+ * holding a lock), select (entries by a filter) and meta (namespace
+ * settings).
  */
 #include "cli.h"
 
@@ -151,5 +152,85 @@ int cmd_select(procreg *reg, const cli *c)
     else
         print_entries(c, v, n);
     procreg_entries_free(v, n);
+    return EXIT_OK;
+}
+
+/* ---- meta ---- */
+
+static void print_setting(const cli *c, const char *key, GVariant *value)
+{
+    if (c->json) {
+        GString *o = g_string_new(NULL);
+        json_variant(o, value);
+        printf("%s\n", o->str);
+        g_string_free(o, TRUE);
+        return;
+    }
+    char *v = g_variant_print(value, FALSE);
+    if (key != NULL)
+        printf("%s: %s\n", key, v);
+    else
+        printf("%s\n", v);
+    g_free(v);
+}
+
+/* Put each --meta KEY=VALUE into @ns. */
+static int put_settings(procreg *reg, const cli *c, const char *ns)
+{
+    GVariant *settings = NULL;
+    if (!build_meta(c, &settings))
+        return EXIT_USAGE;
+    GVariantIter it;
+    const char *key;
+    GVariant *value;
+    GError *err = NULL;
+    int rc = 0;
+    g_variant_iter_init(&it, settings);
+    while (rc == 0 && g_variant_iter_next(&it, "{&sv}", &key, &value)) {
+        rc = procreg_namespace_meta_put(reg, ns, key, value, &err);
+        g_variant_unref(value);
+    }
+    g_variant_unref(settings);
+    return rc == 0 ? EXIT_OK : fail(rc, err);
+}
+
+int cmd_meta(procreg *reg, const cli *c)
+{
+    if (!want_args(c, 1, 2, "meta NS [KEY [--delete]] [--meta KEY=VALUE ...]"))
+        return EXIT_USAGE;
+    const char *ns = arg(c, 0), *key = arg(c, 1);
+    if (c->meta->len > 0 && (key != NULL || c->delete_key))
+        return usage_error("meta: --meta sets settings; give no KEY and no "
+                           "--delete with it");
+    if (c->delete_key && key == NULL)
+        return usage_error("meta: --delete needs the KEY to delete");
+    if (c->meta->len > 0)
+        return put_settings(reg, c, ns);
+    GError *err = NULL;
+    GVariant *value = NULL;
+    int rc;
+    if (c->delete_key)
+        rc = procreg_namespace_meta_delete(reg, ns, key, &err);
+    else if (key != NULL)
+        rc = procreg_namespace_meta_get(reg, ns, key, &value, &err);
+    else
+        rc = procreg_namespace_meta_list(reg, ns, &value, &err);
+    if (rc != 0)
+        return fail(rc, err);
+    if (value == NULL)
+        return EXIT_OK;
+    if (key != NULL || c->json) {
+        print_setting(c, NULL, value);
+    } else {
+        GVariantIter it;
+        const char *k;
+        GVariant *v;
+        g_variant_iter_init(&it, value);
+        while (g_variant_iter_next(&it, "{&sv}", &k, &v)) {
+            print_setting(c, k, v);
+            g_variant_unref(v);
+        }
+    }
+    g_variant_unref(value);
     return EXIT_OK;
 }

@@ -53,6 +53,10 @@ static const char usage_text[] =
     "        COMMAND is killed if this command is; SIGINT, SIGTERM and\n"
     "        SIGHUP are passed on to it.  The lock is released when COMMAND\n"
     "        ends, and its exit status is this command's.\n"
+    "  meta NS [KEY [--delete]] [--meta KEY=VALUE ...]\n"
+    "        The settings of namespace NS: all of them, KEY's value, or (with\n"
+    "        --meta) set them; --delete removes KEY.  Settings belong to no\n"
+    "        process: they stay after this command exits.\n"
     "  namespaces                      namespaces and their entry counts\n"
     "  drop-namespace NS               remove every entry of NS\n"
     "  stats [--prometheus | --json]   the registry's figures (entries,\n"
@@ -70,7 +74,7 @@ static const char usage_text[] =
     "  -h, --help          this text\n"
     "  --version           the procreg version\n"
     "\n"
-    "Metadata values (register, update):\n"
+    "Metadata values (register, update, meta):\n"
     "  --meta KEY=VALUE         true/false is a boolean, an integer an int64,\n"
     "                           a number with a fraction or exponent a double,\n"
     "                           anything else a string\n"
@@ -140,7 +144,7 @@ static void json_string(GString *o, const char *s)
 
 /* A GVariant as JSON: dictionaries with string keys become objects,
  * arrays and tuples arrays, variants their content. */
-static void json_variant(GString *o, GVariant *v)
+void json_variant(GString *o, GVariant *v)
 {
     switch (g_variant_classify(v)) {
     case G_VARIANT_CLASS_BOOLEAN:
@@ -450,7 +454,7 @@ static bool parse_pair(const meta_opt *opt, char **key, GVariant **value)
 }
 
 /* The --meta options as an a{sv} (NULL when none); false when malformed. */
-static bool build_meta(const cli *c, GVariant **out)
+bool build_meta(const cli *c, GVariant **out)
 {
     *out = NULL;
     if (c->meta->len == 0)
@@ -1076,6 +1080,7 @@ static const command commands[] = {
     {"namespaces", cmd_namespaces}, {"drop-namespace", cmd_drop},
     {"stats", cmd_stats},         {"health", cmd_health},
     {"lock", cmd_lock},           {"select", cmd_select},
+    {"meta", cmd_meta},
 };
 
 /* Options that take a value, and which commands accept each option. */
@@ -1084,8 +1089,9 @@ static bool option_allowed(const char *cmd, const char *opt)
     static const struct {
         const char *opt, *cmds;
     } table[] = {
-        {"--meta", " register update "},
-        {"--meta-string", " register update "},
+        {"--meta", " register update meta "},
+        {"--meta-string", " register update meta "},
+        {"--delete", " meta "},
         {"--pid", " register "},
         {"--hold", " register "},
         {"--replace", " update "},
@@ -1183,6 +1189,8 @@ static int parse(int argc, char **argv, cli *c)
             c->prometheus = true;
         } else if (strcmp(name, "--count") == 0) {
             c->count = true;
+        } else if (strcmp(name, "--delete") == 0) {
+            c->delete_key = true;
         }
         g_free(name);
         if (rc >= 0)

@@ -1025,6 +1025,73 @@ PROCREG_API void procreg_namespace_info_free(procreg_namespace_info *infos,
                                              size_t n);
 
 /* ------------------------------------------------------------------------ */
+/* Service layer: namespace settings                                        */
+
+/*
+ * Small key -> value settings per namespace (a config version, a drain
+ * flag), like Elixir's Registry.meta/put_meta/delete_meta: shared like
+ * entries on every backend (kept as entries of the reserved namespace
+ * "procreg:meta:NS"), with an event when they change.  A setting belongs
+ * to no application process: anyone may change or delete it, and it
+ * outlives the process that wrote it — on in-memory backends as long as
+ * the registry, on lmdb as long as the file (and the host: it is kept for
+ * the host's process 1).  On etcd it is attached to the lease of the
+ * registry that created it, like every etcd entry: it goes when that
+ * registry has been closed for lease_ttl.  Keys follow the name rules;
+ * the namespace may have at most 242 bytes.  All calls are thread-safe.
+ */
+
+/**
+ * Set @key of namespace @ns (NULL: PROCREG_NS_PRODUCTION) to @value (any
+ * GVariant; a floating reference is sunk, the registry keeps its own).
+ * @return 0, PROCREG_EINVAL (bad names, NULL @value), PROCREG_ECONFLICT
+ *         (other writers changed the key on each of many attempts),
+ *         PROCREG_EFULL, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_namespace_meta_put(procreg *reg, const char *ns,
+                                           const char *key, GVariant *value,
+                                           GError **error);
+/**
+ * The value of @key of @ns.
+ * @param[out] value  a new reference; g_variant_unref() it.
+ * @return 0, PROCREG_ENOTFOUND, PROCREG_EINVAL, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_namespace_meta_get(procreg *reg, const char *ns,
+                                           const char *key, GVariant **value,
+                                           GError **error);
+/** Remove @key of @ns.  @return 0, PROCREG_ENOTFOUND, PROCREG_EINVAL,
+ *  PROCREG_EBACKEND. */
+PROCREG_API int procreg_namespace_meta_delete(procreg *reg, const char *ns,
+                                              const char *key, GError **error);
+/**
+ * Every setting of @ns.
+ * @param[out] settings  a new a{sv}, sorted by key (empty when there is
+ *                       none); g_variant_unref() it.
+ * @return 0, PROCREG_EINVAL, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_namespace_meta_list(procreg *reg, const char *ns,
+                                            GVariant **settings,
+                                            GError **error);
+
+/** A settings callback: @key of @ns is now @value (borrowed), or was
+ *  deleted (@value NULL). */
+typedef void (*procreg_namespace_meta_fn)(procreg *reg, const char *ns,
+                                          const char *key, GVariant *value,
+                                          gpointer user_data);
+/**
+ * Call @fn for each change of a setting of @ns made after this call
+ * (through any registry of the backend), delivered as procreg_subscribe()
+ * delivers events (@context, ordering, @destroy, the dispatcher thread).
+ * End it with procreg_unsubscribe(@id).
+ * @return 0 or PROCREG_EINVAL (bad namespace, NULL @fn) or PROCREG_ENOMEM;
+ *         on failure @destroy is not called (the caller keeps @user_data).
+ */
+PROCREG_API int procreg_namespace_meta_subscribe(
+    procreg *reg, const char *ns, procreg_namespace_meta_fn fn,
+    gpointer user_data, GDestroyNotify destroy, GMainContext *context,
+    uint64_t *id, GError **error);
+
+/* ------------------------------------------------------------------------ */
 /* Service layer: service health                                            */
 
 /**

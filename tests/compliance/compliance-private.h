@@ -195,6 +195,8 @@ void case_lock_processes(Fixture *f);
 void case_lock_holder_killed(Fixture *f);
 void case_lock_waiter_killed(Fixture *f);
 void case_select(Fixture *f);
+void case_namespace_meta(Fixture *f);
+void case_namespace_meta_processes(Fixture *f);
 void case_start_once_threads(Fixture *f);
 void case_start_once_processes(Fixture *f);
 /* The child side of the lock and start-once cases (MODE "lock"). */

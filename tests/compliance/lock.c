@@ -8,7 +8,8 @@
  *    queue hands the lock to the first of them; a waiter SIGKILLed in the
  *    queue does not block the one behind it.
  * The child side is cx_lock_child() (mode "lock"), driven by lines on its
- * stdin; it serves the start-once cases too (start.c).
+ * stdin; it serves the start-once and namespace-settings cases too
+ * (start.c, nsmeta.c).
  */
 #include "compliance-private.h"
 
@@ -105,6 +106,15 @@ int cx_lock_child(procreg *reg)
                                         NULL, LOCK_WAIT_MS, NULL, NULL,
                                         &started, NULL);
             printf("started %d %d\n", (int)started, rc);
+        } else if (g_str_has_prefix(line, "put ")) {
+            /* A setting, and an entry of our own that goes with us. */
+            int rc = procreg_namespace_meta_put(reg, NS, line + 4,
+                                                g_variant_new_string("child"),
+                                                NULL);
+            if (rc == 0)
+                rc = procreg_register(reg, NS, "child-entry", NULL, NULL,
+                                      NULL, NULL);
+            printf(rc == 0 ? "put\n" : "failed %d\n", rc);
         } else if (strcmp(line, "release") == 0 && held != NULL) {
             status |= procreg_unlock(reg, held, NULL) != 0;
             held = NULL;

@@ -26,7 +26,7 @@ LAYERS = [
     ["liveness"],
     ["host", "wait", "namespaces"],
     ["registry"],
-    ["health", "stats", "lock", "select"],
+    ["health", "stats", "lock", "select", "nsmeta"],
     ["start"],
 ]
 

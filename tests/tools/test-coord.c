@@ -1,7 +1,7 @@
 /*
  * The coordination commands of the procreg program, driven as a user
  * drives them, in separate processes on one LMDB file: `procreg lock`,
- * `procreg select`.
+ * `procreg select`, `procreg meta`.
  *
  * argv[1] is the path of the procreg program (meson passes it).
  */
@@ -192,6 +192,47 @@ static void test_select(Fixture *f, gconstpointer data)
     g_free(pid);
 }
 
+/* meta: settings set by one command outlive it and are read by the next. */
+static void test_meta(Fixture *f, gconstpointer data)
+{
+    char *out = NULL, *err = NULL;
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "meta", "prod", "--meta",
+                        "config_version=42", "--meta-string", "tag=0042",
+                        NULL),
+                    ==, 0);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "meta", "prod", NULL), ==,
+                    0);
+    g_assert_cmpstr(out, ==, "config_version: 42\ntag: '0042'\n");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "meta", "prod",
+                        NULL),
+                    ==, 0);
+    g_assert_cmpstr(out, ==, "{\"config_version\":42,\"tag\":\"0042\"}\n");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "meta", "prod", "tag",
+                        NULL),
+                    ==, 0);
+    g_assert_cmpstr(out, ==, "'0042'\n");
+    g_free(out);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "meta", "prod", "tag",
+                        "--delete", NULL),
+                    ==, 0);
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "meta", "prod", "tag",
+                        NULL),
+                    ==, 3);
+    ASSERT_HAS(err, "no setting 'tag'");
+    g_free(err);
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "meta", "prod", "--delete",
+                        NULL),
+                    ==, 2);
+    g_free(err);
+    /* Not entries of the namespace. */
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "list", "prod", NULL), ==,
+                    0);
+    ASSERT_LACKS(out, "config_version");
+    g_free(out);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -206,5 +247,6 @@ int main(int argc, char **argv)
     ADD("/tools/coord/lock-exclusion", test_lock_exclusion);
     ADD("/tools/coord/lock-handover-signals", test_lock_handover_and_signals);
     ADD("/tools/coord/select", test_select);
+    ADD("/tools/coord/meta", test_meta);
     return g_test_run();
 }
