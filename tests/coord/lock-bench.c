@@ -9,7 +9,10 @@
  *     the waiter's procreg_lock().
  *
  *   lock-bench [--etcd-bin=PATH] [--rounds=N] [--handovers=N] [--deaths=N]
- *              [SPEC...]
+ *              [--uncontended] [SPEC...]
+ *
+ * --uncontended measures the first part only (for callgrind: run it with
+ * two --rounds and divide the difference of the instruction counts).
  *
  * Without SPECs: ghash, ckht, optimized:inner=ghash, lmdb (nosync and
  * synced) in a temporary directory, and etcd (lease_ttl=2) on a member
@@ -37,6 +40,7 @@
 #define MAX_HANDOVERS 100000
 
 static int rounds = 2000, handovers = 400, deaths = 20;
+static bool uncontended_only; /* --uncontended: for callgrind */
 
 static uint64_t now_ns(void)
 {
@@ -268,6 +272,10 @@ static void measure(const char *spec, const char *label)
     bool procs = shared(spec);
     double wall, cpu;
     uncontended(spec, &wall, &cpu);
+    if (uncontended_only) {
+        printf("| %s | %.1f | %.1f |\n", label, wall, cpu);
+        return;
+    }
     g_autofree char *hand = handover(spec, procs);
     g_autofree char *dead = procs ? death(spec) : g_strdup("-");
     printf("| %s | %.1f | %.1f | %s (%s) | %s |\n", label, wall, cpu, hand,
@@ -303,9 +311,14 @@ int main(int argc, char **argv)
             sscanf(argv[i], "--handovers=%d", &handovers) == 1 ||
             sscanf(argv[i], "--deaths=%d", &deaths) == 1)
             continue;
+        if (strcmp(argv[i], "--uncontended") == 0) {
+            uncontended_only = true;
+            continue;
+        }
         if (argv[i][0] == '-') {
             fprintf(stderr, "usage: %s [--etcd-bin=PATH] [--rounds=N] "
-                    "[--handovers=N] [--deaths=N] [SPEC...]\n", argv[0]);
+                    "[--handovers=N] [--deaths=N] [--uncontended] "
+                    "[SPEC...]\n", argv[0]);
             return 2;
         }
         g_ptr_array_add(specs, replace(argv[i], "@TMPDIR@", dir));
@@ -344,8 +357,12 @@ int main(int argc, char **argv)
     }
     printf("%d uncontended rounds, %d handovers, %d deaths per backend\n\n",
            rounds, handovers, deaths);
-    printf("| backend | lock+unlock µs (wall) | CPU µs | handover µs p50 / "
-           "p90 / max | death µs p50 / p90 / max |\n|---|---|---|---|---|\n");
+    if (uncontended_only)
+        printf("| backend | lock+unlock µs (wall) | CPU µs |\n|---|---|---|\n");
+    else
+        printf("| backend | lock+unlock µs (wall) | CPU µs | handover µs p50 / "
+               "p90 / max | death µs p50 / p90 / max |\n"
+               "|---|---|---|---|---|\n");
     for (guint i = 0; i < specs->len; i++) {
         const char *spec = specs->pdata[i];
         g_autofree char *label = replace(spec, dir, "TMP");
