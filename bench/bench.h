@@ -331,6 +331,9 @@ typedef enum {
     BENCH_W_CHURN,
     BENCH_W_WAIT,
     BENCH_W_WATCH,
+    BENCH_W_GROUP_CHURN,
+    BENCH_W_DISPATCH,
+    BENCH_W_GROUP_MEMBERS,
     BENCH_W_COUNT
 } bench_workload_id;
 
@@ -345,6 +348,7 @@ typedef struct {
     bool procreg_only;     /* no baseline: a service-layer feature */
     int fixed_threads;     /* > 0: runs its own threads (wait, watch) */
     bool unavailable;      /* not in this build (no service layer) */
+    bool group;            /* a group workload (groups.c) */
 } bench_workload;
 
 extern const bench_workload bench_workloads[BENCH_W_COUNT];
@@ -421,6 +425,11 @@ void bench_cell_end(bench_cell *c);
  * namespace; from just before the register call to the callback. */
 void bench_run_service(bench_context *ctx, const bench_workload *w,
                        bench_result *r);
+
+/* The group workloads (groups.c): group-churn, dispatch, group-members on
+ * a group of --keys members made for the cell, with @threads threads. */
+void bench_run_groups(bench_context *ctx, const bench_workload *w,
+                      int threads, bench_result *r);
 
 /* Fill @target's table with every key of the data set and its metadata
  * (untimed).  Returns 0 or an error with a message. */

@@ -814,6 +814,8 @@ int main(int argc, char **argv)
                                                                      : "uniform";
                             rs[ti]->threads = t;
                             rs[ti]->skipped = g_strdup(skip[ti]);
+                        } else if (w->group) {
+                            bench_run_groups(&ctx[ti], w, t, rs[ti]);
                         } else if (w->fixed_threads > 0) {
                             /* Latency of an idle registry: one at a time. */
                             bench_run_service(&ctx[ti], w, rs[ti]);

@@ -182,8 +182,11 @@ void bench_report_table(FILE *out, const bench_report *rep)
                 g_string_append_printf(extra, "%.1f entries/op",
                                        r->items_per_op);
             if (!isnan(r->ratio_reference))
-                g_string_append_printf(extra, "%.3g x the CPU time without a handler",
-                                       r->ratio_reference);
+                g_string_append_printf(
+                    extra, r->workload->id == BENCH_W_GROUP_MEMBERS
+                               ? "%.3g x a lookup_entry's CPU time"
+                               : "%.3g x the CPU time without a handler",
+                    r->ratio_reference);
             if (!isnan(r->mem_rss_per_entry))
                 g_string_append_printf(extra, "B/entry: RSS %.0f",
                                        r->mem_rss_per_entry);

@@ -71,6 +71,17 @@ const bench_workload bench_workloads[BENCH_W_COUNT] = {
                        true
 #endif
     },
+    [BENCH_W_GROUP_CHURN] = {BENCH_W_GROUP_CHURN, "group-churn",
+                             "procreg_join_key then procreg_leave_key of that member, on one group of --keys members (one op = both)",
+                             "join+leave", .group = true},
+    [BENCH_W_DISPATCH] = {BENCH_W_DISPATCH, "dispatch",
+                          "procreg_dispatch_key over a group of --keys members while a second thread joins and leaves it (one op = one member's callback)",
+                          "member", .single_thread = true,
+                          .fixed_threads = 2, .group = true},
+    [BENCH_W_GROUP_MEMBERS] = {BENCH_W_GROUP_MEMBERS, "group-members",
+                               "procreg_members_key of a 10-member group, freed; ref = its CPU time over a lookup_entry's",
+                               "list of 10", .single_thread = true,
+                               .group = true},
 };
 
 const bench_workload *bench_workload_find(const char *name)
@@ -618,6 +629,9 @@ static void *worker_main(void *arg)
     case BENCH_W_LOAD:
     case BENCH_W_WAIT:
     case BENCH_W_WATCH:
+    case BENCH_W_GROUP_CHURN: /* groups.c runs these */
+    case BENCH_W_DISPATCH:
+    case BENCH_W_GROUP_MEMBERS:
     case BENCH_W_COUNT:
         break;
     }

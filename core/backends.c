@@ -44,12 +44,22 @@ PROCREG_INTERNAL int procreg_backend_ops_check(const procreg_backend_ops *ops,
     REQUIRE(list_all)
     REQUIRE(update_metadata)
     REQUIRE(health_check)
-#undef REQUIRE
     if ((ops->caps & PROCREG_CAP_LOCKFREE_READS) &&
         !(ops->caps & PROCREG_CAP_THREADSAFE))
         return procreg_set_error(error, PROCREG_EINVAL,
                                  "backend '%s': LOCKFREE_READS needs "
                                  "THREADSAFE", ops->name);
+    if ((ops->caps & PROCREG_CAP_GROUPS) && ops->version < 3)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "backend '%s': GROUPS needs a version 3 "
+                                 "table, not %u", ops->name, ops->version);
+    if (ops->caps & PROCREG_CAP_GROUPS) {
+        REQUIRE(group_join)
+        REQUIRE(group_leave)
+        REQUIRE(group_members)
+        REQUIRE(group_list_all)
+    }
+#undef REQUIRE
     return 0;
 }
 

@@ -394,3 +394,293 @@ PROCREG_API void procreg_backend_stats(procreg_backend *b, GVariantDict *out)
     b->ops->stats(b->state, out);
     read_unlock(b);
 }
+
+/* ---- version 3: groups ---- */
+
+static bool slots_have_groups(const procreg_backend *b)
+{
+    return b->ops->version >= 3 && b->ops->group_join != NULL;
+}
+
+PROCREG_API bool procreg_backend_has_groups(const procreg_backend *b)
+{
+    return slots_have_groups(b) &&
+           (procreg_backend_get_caps(b) & PROCREG_CAP_GROUPS);
+}
+
+static int no_groups(const procreg_backend *b, GError **error)
+{
+    return procreg_set_error(error, PROCREG_ENOTSUP,
+                             "backend '%s' has no groups", b->ops->name);
+}
+
+PROCREG_API int procreg_backend_group_join(procreg_backend *b,
+                                           const procreg_key *key,
+                                           const procreg_record *record,
+                                           procreg_member *joined,
+                                           GError **error)
+{
+    if (!slots_have_groups(b))
+        return no_groups(b, error);
+    write_lock(b);
+    int rc = b->ops->group_join(b->state, key, record, joined, error);
+    write_unlock(b);
+    return rc;
+}
+
+PROCREG_API int procreg_backend_group_leave(procreg_backend *b,
+                                            const procreg_key *key,
+                                            uint64_t member_id,
+                                            const procreg_owner *owner,
+                                            procreg_event_reason reason,
+                                            GArray *removed, GError **error)
+{
+    if (!slots_have_groups(b))
+        return no_groups(b, error);
+    write_lock(b);
+    int rc = b->ops->group_leave(b->state, key, member_id, owner, reason,
+                                 removed, error);
+    write_unlock(b);
+    return rc;
+}
+
+PROCREG_API int procreg_backend_group_members(procreg_backend *b,
+                                              const procreg_key *key,
+                                              GArray *out, GError **error)
+{
+    if (!slots_have_groups(b))
+        return no_groups(b, error);
+    read_lock(b);
+    int rc = b->ops->group_members(b->state, key, out, error);
+    read_unlock(b);
+    return rc;
+}
+
+PROCREG_API int procreg_backend_group_list_all(procreg_backend *b,
+                                               const char *ns, GArray *out,
+                                               GError **error)
+{
+    if (!slots_have_groups(b))
+        return no_groups(b, error);
+    read_lock(b);
+    int rc = b->ops->group_list_all(b->state, ns, out, error);
+    read_unlock(b);
+    return rc;
+}
+
+PROCREG_API int procreg_backend_group_count(procreg_backend *b,
+                                            const procreg_key *key,
+                                            size_t *out, GError **error)
+{
+    if (!slots_have_groups(b))
+        return no_groups(b, error);
+    if (b->ops->group_count != NULL) {
+        read_lock(b);
+        int rc = b->ops->group_count(b->state, key, out, error);
+        read_unlock(b);
+        return rc;
+    }
+    GArray *members = procreg_member_array_new();
+    int rc = procreg_backend_group_members(b, key, members, error);
+    *out = rc == 0 ? members->len : 0;
+    g_array_unref(members);
+    return rc;
+}
+
+/* Fallback: count what group_list_all returns, by (ns, group). */
+static int group_list_by_listing(procreg_backend *b, const char *ns,
+                                 GArray *out, GError **error)
+{
+    GArray *all = procreg_member_array_new();
+    int rc = procreg_backend_group_list_all(b, ns, all, error);
+    GHashTable *index = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                              NULL);
+    for (guint i = 0; rc == 0 && i < all->len; i++) {
+        procreg_member *m = &g_array_index(all, procreg_member, i);
+        char *k = procreg_key_string(m->ns, m->group);
+        gpointer at;
+        if (g_hash_table_lookup_extended(index, k, NULL, &at)) {
+            g_array_index(out, procreg_group_info,
+                          GPOINTER_TO_UINT(at)).members++;
+            g_free(k);
+        } else {
+            procreg_group_info info = {g_steal_pointer(&m->ns),
+                                       g_steal_pointer(&m->group), 1};
+            g_hash_table_insert(index, k, GUINT_TO_POINTER(out->len));
+            g_array_append_val(out, info);
+        }
+    }
+    g_hash_table_unref(index);
+    g_array_unref(all);
+    return rc;
+}
+
+PROCREG_API int procreg_backend_group_list(procreg_backend *b, const char *ns,
+                                           GArray *out, GError **error)
+{
+    if (!slots_have_groups(b))
+        return no_groups(b, error);
+    guint before = out->len;
+    int rc;
+    if (b->ops->group_list != NULL) {
+        read_lock(b);
+        rc = b->ops->group_list(b->state, ns, out, error);
+        read_unlock(b);
+    } else {
+        rc = group_list_by_listing(b, ns, out, error);
+    }
+    if (rc != 0)
+        g_array_set_size(out, before);
+    return rc;
+}
+
+PROCREG_API int procreg_backend_group_dispatch(procreg_backend *b,
+                                               const procreg_key *key,
+                                               procreg_member_fn fn,
+                                               gpointer user_data,
+                                               size_t *visited,
+                                               GError **error)
+{
+    *visited = 0;
+    if (!slots_have_groups(b))
+        return no_groups(b, error);
+    /* The slot promises its own safety: no lock here, so @fn may write. */
+    if (b->ops->group_dispatch != NULL)
+        return b->ops->group_dispatch(b->state, key, fn, user_data, visited,
+                                      error);
+    GArray *members = procreg_member_array_new();
+    int rc = procreg_backend_group_members(b, key, members, error);
+    for (guint i = 0; rc == 0 && i < members->len; i++) {
+        (*visited)++;
+        if (!fn(&g_array_index(members, procreg_member, i), user_data))
+            break;
+    }
+    g_array_unref(members);
+    return rc;
+}
+
+/* Fallback of group_pick over the members in id order. */
+static const procreg_member *pick_from(GArray *members, bool round_robin,
+                                       uint64_t arg)
+{
+    if (members->len == 0)
+        return NULL;
+    if (!round_robin)
+        return &g_array_index(members, procreg_member,
+                              arg % members->len);
+    for (guint i = 0; i < members->len; i++) {
+        const procreg_member *m = &g_array_index(members, procreg_member, i);
+        if (m->id > arg)
+            return m;
+    }
+    return &g_array_index(members, procreg_member, 0);
+}
+
+PROCREG_API int procreg_backend_group_pick(procreg_backend *b,
+                                           const procreg_key *key,
+                                           bool round_robin, uint64_t arg,
+                                           procreg_member *out,
+                                           GError **error)
+{
+    if (!slots_have_groups(b))
+        return no_groups(b, error);
+    if (b->ops->group_pick != NULL) {
+        read_lock(b);
+        int rc = b->ops->group_pick(b->state, key, round_robin, arg, out,
+                                    error);
+        read_unlock(b);
+        return rc;
+    }
+    GArray *members = procreg_member_array_new();
+    int rc = procreg_backend_group_members(b, key, members, error);
+    const procreg_member *m = rc == 0 ? pick_from(members, round_robin, arg)
+                                      : NULL;
+    if (rc == 0 && m == NULL)
+        rc = PROCREG_ENOTFOUND;
+    if (m != NULL) {
+        *out = *m;
+        memset((void *)m, 0, sizeof *m); /* moved */
+    }
+    g_array_unref(members);
+    return rc;
+}
+
+static bool member_matches(const procreg_member *m, const char *meta_key,
+                           GVariant *value)
+{
+    if (m->metadata == NULL)
+        return false;
+    GVariant *v = g_variant_lookup_value(m->metadata, meta_key, NULL);
+    bool match = v != NULL && procreg_metadata_value_equal(v, value);
+    if (v != NULL)
+        g_variant_unref(v);
+    return match;
+}
+
+PROCREG_API int procreg_backend_group_find(procreg_backend *b, const char *ns,
+                                           const char *group,
+                                           const char *meta_key,
+                                           GVariant *value, GArray *out,
+                                           GError **error)
+{
+    if (!slots_have_groups(b))
+        return no_groups(b, error);
+    if (b->ops->group_find != NULL) {
+        read_lock(b);
+        int rc = b->ops->group_find(b->state, ns, group, meta_key, value, out,
+                                    error);
+        read_unlock(b);
+        return rc;
+    }
+    /* One group: its members; else every member of the namespace. */
+    GArray *all = procreg_member_array_new();
+    procreg_stack_key key;
+    int rc = 0;
+    if (group == NULL)
+        rc = procreg_backend_group_list_all(b, ns, all, error);
+    else if ((rc = procreg_key_init_stack(&key, ns, group, error)) == 0)
+        rc = procreg_backend_group_members(b, &key.key, all, error);
+    for (guint i = 0; rc == 0 && i < all->len; i++) {
+        procreg_member *m = &g_array_index(all, procreg_member, i);
+        if (!member_matches(m, meta_key, value))
+            continue;
+        if (m->ns == NULL)
+            m->ns = g_strdup(ns);
+        if (m->group == NULL)
+            m->group = g_strdup(group);
+        g_array_append_val(out, *m);
+        memset(m, 0, sizeof *m); /* moved */
+    }
+    g_array_unref(all);
+    return rc;
+}
+
+PROCREG_API int procreg_backend_group_member(procreg_backend *b,
+                                             const procreg_key *key,
+                                             uint64_t member_id,
+                                             procreg_member *out,
+                                             GError **error)
+{
+    if (!slots_have_groups(b))
+        return no_groups(b, error);
+    if (b->ops->group_member != NULL) {
+        read_lock(b);
+        int rc = b->ops->group_member(b->state, key, member_id, out, error);
+        read_unlock(b);
+        return rc;
+    }
+    GArray *members = procreg_member_array_new();
+    int rc = procreg_backend_group_members(b, key, members, error);
+    if (rc == 0)
+        rc = PROCREG_ENOTFOUND;
+    for (guint i = 0; rc == PROCREG_ENOTFOUND && i < members->len; i++) {
+        procreg_member *m = &g_array_index(members, procreg_member, i);
+        if (m->id == member_id) {
+            *out = *m;
+            memset(m, 0, sizeof *m); /* moved */
+            rc = 0;
+        }
+    }
+    g_array_unref(members);
+    return rc;
+}

@@ -10,10 +10,11 @@
  * through a per-subscription FIFO drained by an idle source on that
  * context.  Nothing is queued while nobody subscribes.
  *
- * Waiters (procreg_wait_for, wait.c; lock waiters, lock.c) sleep on this
- * file's wake-up board: a condition variable per awaited key; every change
- * of that key bumps its generation and broadcasts, directly from the
- * writer (or host_notify) thread, so waking needs no dispatcher.
+ * Waiters (procreg_wait_for, procreg_wait_members: wait.c; lock waiters,
+ * lock.c) sleep on this file's wake-up board: a condition variable per
+ * awaited key or group; every change of a key (and a join of a group)
+ * bumps its generation and broadcasts, directly from the writer (or
+ * host_notify) thread, so waking needs no dispatcher.
  *
  * A backend with PROCREG_CAP_ORDERED_EVENTS reports its own changes too,
  * in commit order (host.c); the write paths then emit nothing themselves
@@ -29,10 +30,13 @@
 typedef struct {
     gint refcount;
     procreg_event ev;
-    procreg_entry entry; /* owned; ns and name set */
+    procreg_entry entry;   /* owned; ns and name set */
+    procreg_member member; /* JOINED / LEFT: a view of entry */
 } item;
 
-typedef enum { SCOPE_ALL, SCOPE_NS, SCOPE_KEY } scope;
+/* A key subscription sees its entry's events, a group subscription its
+ * group's; the wider ones see both. */
+typedef enum { SCOPE_ALL, SCOPE_NS, SCOPE_KEY, SCOPE_GROUP } scope;
 
 typedef struct sub {
     gint refcount;
@@ -88,6 +92,8 @@ PROCREG_API const char *procreg_event_kind_name(procreg_event_kind kind)
     case PROCREG_EVENT_REGISTERED: return "registered";
     case PROCREG_EVENT_UNREGISTERED: return "unregistered";
     case PROCREG_EVENT_UPDATED: return "updated";
+    case PROCREG_EVENT_JOINED: return "joined";
+    case PROCREG_EVENT_LEFT: return "left";
     }
     return "unknown";
 }
@@ -145,7 +151,10 @@ static bool sub_matches(const sub *s, const item *it)
     case SCOPE_ALL: return true;
     case SCOPE_NS: return strcmp(s->ns, it->ev.ns) == 0;
     case SCOPE_KEY:
-        return strcmp(s->ns, it->ev.ns) == 0 &&
+    case SCOPE_GROUP:
+        return (s->scope == SCOPE_GROUP) ==
+                   procreg_event_kind_is_group(it->ev.kind) &&
+               strcmp(s->ns, it->ev.ns) == 0 &&
                strcmp(s->name, it->ev.name) == 0;
     }
     return false;
@@ -344,7 +353,20 @@ PROCREG_INTERNAL void procreg_events_free(procreg_events *h)
 
 /* ---- emitting ---- */
 
-static void wake_waiters(procreg_events *h, const char *ns, const char *name)
+/* What the waiters of key (ns, name), or with @group of that group, wait
+ * on: names hold no control characters, so a leading one marks a group. */
+static char *wait_key_string(const char *ns, const char *name, bool group)
+{
+    char *k = procreg_key_string(ns, name);
+    if (!group)
+        return k;
+    char *g = g_strconcat("\x1e", k, NULL);
+    g_free(k);
+    return g;
+}
+
+static void wake_waiters(procreg_events *h, const char *ns, const char *name,
+                         bool group)
 {
     /* A read-modify-write, not a load: it either reads the waiter's
      * increment (and we wake it), or its value is what the waiter's
@@ -353,7 +375,7 @@ static void wake_waiters(procreg_events *h, const char *ns, const char *name)
      * cannot model those.) */
     if (atomic_fetch_add_explicit(&h->n_waiters, 0, memory_order_seq_cst) == 0)
         return;
-    char *k = procreg_key_string(ns, name);
+    char *k = wait_key_string(ns, name, group);
     pthread_mutex_lock(&h->wait_lock);
     awaited *a = g_hash_table_lookup(h->waits, k);
     if (a != NULL) {
@@ -378,7 +400,12 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
         if (entry->name != NULL)
             name = entry->name;
     }
-    wake_waiters(h, ns, name);
+    /* Key waiters see every change (a lock waiter waits for a removal);
+     * group waiters wait for members, so only a join wakes them. */
+    if (!procreg_event_kind_is_group(kind))
+        wake_waiters(h, ns, name, false);
+    else if (kind == PROCREG_EVENT_JOINED)
+        wake_waiters(h, ns, name, true);
     if (atomic_load_explicit(&h->n_subs, memory_order_relaxed) == 0)
         return;
 
@@ -392,12 +419,17 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
     it->entry.ns = g_strdup(ns);
     it->entry.name = g_strdup(name);
     it->ev.kind = kind;
-    it->ev.reason = kind == PROCREG_EVENT_UNREGISTERED && reason == 0
+    it->ev.reason = (kind == PROCREG_EVENT_UNREGISTERED ||
+                     kind == PROCREG_EVENT_LEFT) && reason == 0
                         ? PROCREG_REASON_EXPLICIT
                         : reason;
     it->ev.ns = it->entry.ns;
     it->ev.name = it->entry.name;
     it->ev.entry = &it->entry;
+    if (procreg_event_kind_is_group(kind)) {
+        it->member = procreg_entry_as_member(&it->entry);
+        it->ev.member = &it->member;
+    }
     it->ev.time = g_get_real_time();
     it->ev.external = external;
 
@@ -414,6 +446,22 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
         h->queued_max = h->queue.length;
     pthread_cond_signal(&h->cond);
     pthread_mutex_unlock(&h->lock);
+}
+
+PROCREG_INTERNAL void procreg_events_emit_member(procreg *reg,
+                                                 procreg_event_kind kind,
+                                                 procreg_event_reason reason,
+                                                 const procreg_member *m,
+                                                 bool external)
+{
+    procreg_entry e = procreg_member_as_entry(m);
+    procreg_events_emit(reg, kind, reason, m->ns, m->group, &e, external);
+}
+
+PROCREG_INTERNAL bool procreg_events_wanted(procreg *reg)
+{
+    return atomic_load_explicit(&reg->events->n_subs, memory_order_relaxed) >
+           0;
 }
 
 PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
@@ -524,6 +572,26 @@ PROCREG_API int procreg_subscribe_key(procreg *reg, const procreg_key *key,
                      id, error);
 }
 
+PROCREG_API int procreg_subscribe_group(procreg *reg, const char *ns,
+                                        const char *group, procreg_event_fn fn,
+                                        gpointer user_data,
+                                        GDestroyNotify destroy,
+                                        GMainContext *context, uint64_t *id,
+                                        GError **error)
+{
+    g_return_val_if_fail(reg != NULL, PROCREG_EINVAL);
+    if (fn == NULL)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "event callback is NULL");
+    int rc = procreg_validate_name(ns, "namespace", error);
+    if (rc == 0)
+        rc = procreg_validate_name(group, "group", error);
+    if (rc != 0)
+        return rc;
+    return subscribe(reg, SCOPE_GROUP, ns, group, fn, user_data, destroy,
+                     context, id, error);
+}
+
 PROCREG_API int procreg_unsubscribe(procreg *reg, uint64_t id)
 {
     g_return_val_if_fail(reg != NULL, PROCREG_EINVAL);
@@ -597,11 +665,11 @@ struct procreg_wake {
 };
 
 PROCREG_INTERNAL procreg_wake *procreg_wake_join(procreg *reg, const char *ns,
-                                                 const char *name)
+                                                 const char *name, bool group)
 {
     procreg_events *h = reg->events;
     procreg_wake *w = g_new0(procreg_wake, 1);
-    w->key = procreg_key_string(ns, name);
+    w->key = wait_key_string(ns, name, group);
     pthread_mutex_lock(&h->wait_lock);
     awaited *a = g_hash_table_lookup(h->waits, w->key);
     if (a == NULL) {

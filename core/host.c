@@ -4,7 +4,9 @@
  * procreg_backend_host_notify_own() for its own in commit order), and the
  * child hosts decorators put between their inner backend and the registry.
  * A notification updates the owner index (liveness.c), counts a dead
- * owner's removal once, and becomes an event (events.c).
+ * owner's removal once, and becomes an event (events.c).  Group changes
+ * (JOINED, LEFT) travel the same way, the member described by the entry
+ * (backend.h).
  */
 #include "internal.h"
 
@@ -60,7 +62,7 @@ static bool notification_valid(const char *what, procreg_event_kind kind,
         return false;
     }
     if (kind != PROCREG_EVENT_REGISTERED && kind != PROCREG_EVENT_UNREGISTERED &&
-        kind != PROCREG_EVENT_UPDATED) {
+        kind != PROCREG_EVENT_UPDATED && !procreg_event_kind_is_group(kind)) {
         g_warning("%s: unknown event kind %d; notification ignored", what,
                   (int)kind);
         return false;
@@ -76,16 +78,20 @@ static void deliver(procreg *reg, procreg_event_kind kind,
                     procreg_event_reason reason, const procreg_entry *entry,
                     bool external)
 {
-    if (kind == PROCREG_EVENT_UNREGISTERED) {
-        procreg_owner_index_remove(reg, entry->ns, entry->name, &entry->owner,
-                                   entry->revision);
+    if (kind == PROCREG_EVENT_UNREGISTERED || kind == PROCREG_EVENT_LEFT) {
+        if (kind == PROCREG_EVENT_LEFT)
+            procreg_owner_index_remove_member(reg, entry->ns, entry->name,
+                                              &entry->owner, entry->revision);
+        else
+            procreg_owner_index_remove(reg, entry->ns, entry->name,
+                                       &entry->owner, entry->revision);
         if (reason == PROCREG_REASON_OWNER_EXITED) {
             procreg_removal_seen(reg, entry->ns, entry->name, 0);
             external = false;
         }
     }
     /* Only removals have a reason, and forced updates. */
-    if (kind == PROCREG_EVENT_REGISTERED ||
+    if (kind == PROCREG_EVENT_REGISTERED || kind == PROCREG_EVENT_JOINED ||
         (kind == PROCREG_EVENT_UPDATED && reason != PROCREG_REASON_FORCED))
         reason = PROCREG_REASON_NONE;
     procreg_events_emit(reg, kind, reason, entry->ns, entry->name, entry,

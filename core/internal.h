@@ -98,6 +98,27 @@ PROCREG_INTERNAL void procreg_entry_array_steal(GArray *array,
                                                 procreg_entry **out,
                                                 size_t *n_out);
 
+/* ---- group members as data (member.c) ---- */
+
+/* Hand the array's data to the caller as it is (take), or sorted by
+ * (ns, group, id) first (steal). */
+PROCREG_INTERNAL void procreg_member_array_take(GArray *array,
+                                                procreg_member **out,
+                                                size_t *n_out);
+PROCREG_INTERNAL void procreg_member_array_steal(GArray *array,
+                                                 procreg_member **out,
+                                                 size_t *n_out);
+/* Views of one as the other, borrowing every pointer: a member as the
+ * entry of its JOINED / LEFT event (name: the group, revision: the id,
+ * registered_at: the join time), and back. */
+PROCREG_INTERNAL procreg_entry procreg_member_as_entry(const procreg_member *m);
+PROCREG_INTERNAL procreg_member procreg_entry_as_member(const procreg_entry *e);
+
+static inline bool procreg_event_kind_is_group(procreg_event_kind kind)
+{
+    return kind == PROCREG_EVENT_JOINED || kind == PROCREG_EVENT_LEFT;
+}
+
 /* ======================================================================== */
 /* Service layer: counters, telemetry, events, liveness, host, wait,        */
 /* namespaces, registry, health, stats (doc/architecture.md has the layers: */
@@ -136,6 +157,7 @@ struct procreg {
     procreg_backend *backend;
     const procreg_backend_ops *ops;
     bool owners_local; /* every owner lives on this host (not DISTRIBUTED) */
+    bool groups;       /* the backend has groups (procreg_backend_has_groups) */
     bool backend_orders_events; /* PROCREG_CAP_ORDERED_EVENTS: see host.c */
     procreg_backend_host *host;
     procreg_tstats *tstats;
@@ -284,6 +306,15 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
                                           const char *ns, const char *name,
                                           const procreg_entry *entry,
                                           bool external);
+/* The group form of procreg_events_emit(): JOINED or LEFT of @m (ns and
+ * group set). */
+PROCREG_INTERNAL void procreg_events_emit_member(procreg *reg,
+                                                 procreg_event_kind kind,
+                                                 procreg_event_reason reason,
+                                                 const procreg_member *m,
+                                                 bool external);
+/* Whether an event is wanted now: a subscriber listens. */
+PROCREG_INTERNAL bool procreg_events_wanted(procreg *reg);
 /* A change a write through @reg made: emitted now, unless the backend
  * reports its own changes in commit order (PROCREG_CAP_ORDERED_EVENTS),
  * which it then did before the write returned. */
@@ -293,14 +324,15 @@ PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
                                               const char *ns, const char *name,
                                               const procreg_entry *entry);
 /* The wake-up board: a waiter (procreg_wait_for(), a lock waiter) joins it
- * for a key, reads the key's generation (false: cancelled), looks the key
- * up, and sleeps until a change of that key (any event: registered,
- * updated, unregistered) moves the generation past what it read (or it is
+ * for a key (procreg_wait_members(): with @group, for its group), reads the
+ * key's generation (false: cancelled), looks the key up, and sleeps until a
+ * change of that key (any event: registered, updated, unregistered; for a
+ * group, a join) moves the generation past what it read (or it is
  * cancelled: true), or the deadline (CLOCK_MONOTONIC; NULL: none) passes
  * (false).  procreg_wake_cancel() may come from any thread. */
 typedef struct procreg_wake procreg_wake;
 PROCREG_INTERNAL procreg_wake *procreg_wake_join(procreg *reg, const char *ns,
-                                                 const char *name);
+                                                 const char *name, bool group);
 PROCREG_INTERNAL bool procreg_wake_read(procreg_wake *w, uint64_t *gen);
 PROCREG_INTERNAL bool procreg_wake_sleep(procreg_wake *w, uint64_t gen,
                                          const struct timespec *deadline);
@@ -327,6 +359,19 @@ PROCREG_INTERNAL gulong procreg_cancellable_link(GCancellable *cancellable,
                                                  procreg_wake *w);
 PROCREG_INTERNAL void procreg_cancellable_unlink(GCancellable *cancellable,
                                                  gulong handler);
+
+/* Sleep until @probe says done: it returns 0 (done), PROCREG_ENOTFOUND
+ * (not yet: wait) or a failure.  Woken by each change of key (ns, name),
+ * or with @group each join of that group.  Returns 0,
+ * PROCREG_ETIMEDOUT, PROCREG_ECANCELLED, PROCREG_EINVAL (a cancellable
+ * without GIO) or @probe's failure; @error is set for those two only. */
+typedef int (*procreg_wait_probe)(procreg *reg, void *ctx, GError **error);
+PROCREG_INTERNAL int procreg_wait_until(procreg *reg, const char *ns,
+                                        const char *name, bool group,
+                                        procreg_wait_probe probe, void *ctx,
+                                        int timeout_ms,
+                                        GCancellable *cancellable,
+                                        GError **error);
 
 /* ---- backend hosts (host.c) ---- */
 
@@ -373,6 +418,47 @@ PROCREG_INTERNAL void procreg_monitor_health(procreg *reg, GVariantDict *d,
 PROCREG_INTERNAL void procreg_monitor_stats(procreg *reg, GVariantDict *d,
                                             uint64_t *owners,
                                             size_t *index_bytes);
+/* The owner index for group members: member @member_id of (ns, group). */
+PROCREG_INTERNAL void procreg_owner_index_add_member(procreg *reg,
+                                                     const char *ns,
+                                                     const char *group,
+                                                     const procreg_owner *owner,
+                                                     uint64_t member_id);
+PROCREG_INTERNAL void procreg_owner_index_remove_member(
+    procreg *reg, const char *ns, const char *group,
+    const procreg_owner *owner, uint64_t member_id);
+/* Members of group @key (@gone: procreg_member, as the group_leave slot
+ * fills it) went through a write of this registry, with the group's stripe
+ * held: the owner index forgets them and, unless the backend reports its
+ * own changes, each gets its LEFT event with @reason; removals of reason
+ * OWNER_EXITED are counted as cleanups too (@t0: when they began). */
+PROCREG_INTERNAL void procreg_members_gone(procreg *reg,
+                                           const procreg_key *key,
+                                           GArray *gone,
+                                           procreg_event_reason reason,
+                                           uint64_t t0);
+
+/* ---- registry.c, for groups.c ---- */
+
+/* The owner to store: the caller when @given is NULL, else the live
+ * process it names (PROCREG_EINVAL, PROCREG_ENOTALIVE). */
+PROCREG_INTERNAL int procreg_resolve_owner(const procreg_owner *given,
+                                           procreg_owner *out, GError **error);
+/* The arguments of a find: @ns (NULL or valid), a non-empty UTF-8
+ * @meta_key, an indexable @value.  0 or PROCREG_EINVAL. */
+PROCREG_INTERNAL int procreg_find_check(const char *ns, const char *meta_key,
+                                        GVariant *value, GError **error);
+
+/* ---- the binding layer (gtypes.c; include/procreg/gtypes.h) ---- */
+
+/* Keep a copy of *@error, a PROCREG_ERROR one, as the calling thread's
+ * last: procreg_error_details_from_error() reads its details. */
+PROCREG_INTERNAL void procreg_gi_note_error(GError **error);
+/* A boxed entry holding what @entry held; @entry is zeroed. */
+PROCREG_INTERNAL procreg_entry *procreg_gi_entry_take(procreg_entry *entry);
+/* Free a boxed entry or namespace info. */
+PROCREG_INTERNAL void procreg_gi_entry_free(procreg_entry *entry);
+PROCREG_INTERNAL void procreg_gi_namespace_info_free(procreg_namespace_info *info);
 
 /* ---- the registry's writes, for the layers above it (registry.c) ---- */
 

@@ -29,30 +29,47 @@
 
 /* One key of an owner: "ns\x1fname" with the revision it was registered
  * at, in one allocation; the index maps key -> this (the key string lives
- * inside the value). */
+ * inside the value).  A group member of the owner is indexed as
+ * MEMBER_MARK "ns\x1fgroup\x1fID" with its id as the revision: names hold
+ * no control characters, so the two kinds never meet. */
 typedef struct {
     uint64_t revision;
     char key[];
 } owned_key;
 
-static owned_key *owned_key_new(const char *ns, const char *name,
-                                uint64_t revision)
+#define MEMBER_MARK '\x1e'
+
+static owned_key *owned_key_new(const char *k, uint64_t revision)
 {
-    size_t a = strlen(ns), b = strlen(name);
-    owned_key *ok = g_malloc(sizeof(owned_key) + a + b + 2);
+    size_t n = strlen(k);
+    owned_key *ok = g_malloc(sizeof(owned_key) + n + 1);
     ok->revision = revision;
-    memcpy(ok->key, ns, a);
-    ok->key[a] = '\x1f';
-    memcpy(ok->key + a + 1, name, b + 1);
+    memcpy(ok->key, k, n + 1);
     return ok;
 }
 
-/* Split a key string in place into @ns and @name (copies). */
+static char *member_key_string(const char *ns, const char *group,
+                               uint64_t id)
+{
+    return g_strdup_printf("%c%s\x1f%s\x1f%" G_GUINT64_FORMAT, MEMBER_MARK,
+                           ns, group, id);
+}
+
+static bool owned_key_is_member(const owned_key *ok)
+{
+    return ok->key[0] == MEMBER_MARK;
+}
+
+/* Split a key string into @ns and @name (copies); of a member's, into
+ * @ns and the group. */
 static void owned_key_names(const owned_key *ok, char **ns, char **name)
 {
-    const char *sep = strchr(ok->key, '\x1f');
-    *ns = g_strndup(ok->key, (gsize)(sep - ok->key));
-    *name = g_strdup(sep + 1);
+    const char *start = ok->key + owned_key_is_member(ok);
+    const char *sep = strchr(start, '\x1f');
+    const char *end = owned_key_is_member(ok) ? strrchr(start, '\x1f')
+                                              : sep + 1 + strlen(sep + 1);
+    *ns = g_strndup(start, (gsize)(sep - start));
+    *name = g_strndup(sep + 1, (gsize)(end - sep - 1));
 }
 
 /* A dead owner's entry that went, for telemetry (procreg_removal_seen). */
@@ -255,13 +272,10 @@ static bool owner_is_self(const procreg_owner *owner)
     return owner->pid == self.pid;
 }
 
-PROCREG_INTERNAL void procreg_owner_index_add(procreg *reg, const char *ns,
-                                              const char *name,
-                                              const procreg_owner *owner,
-                                              uint64_t revision)
+/* Index @k (a key or member string) for @owner at @revision. */
+static void index_add(procreg *reg, const char *k, const procreg_owner *owner,
+                      uint64_t revision)
 {
-    if (owner_is_self(owner))
-        return;
     procreg_monitor *m = reg->monitor;
     pthread_mutex_lock(&m->lock);
     owner_rec *rec = find_locked(m, owner);
@@ -315,14 +329,12 @@ PROCREG_INTERNAL void procreg_owner_index_add(procreg *reg, const char *ns,
                 mark_dead(m, rec);
         }
     }
-    char *k = procreg_key_string(ns, name);
     owned_key *ok = g_hash_table_lookup(rec->keys, k);
-    g_free(k);
     if (ok != NULL) {
         if (revision > ok->revision)
             ok->revision = revision;
     } else {
-        ok = owned_key_new(ns, name, revision);
+        ok = owned_key_new(k, revision);
         g_hash_table_insert(rec->keys, ok->key, ok);
         m->n_keys++;
     }
@@ -332,15 +344,36 @@ PROCREG_INTERNAL void procreg_owner_index_add(procreg *reg, const char *ns,
     pthread_mutex_unlock(&m->lock);
 }
 
-PROCREG_INTERNAL void procreg_owner_index_remove(procreg *reg, const char *ns,
-                                                 const char *name,
-                                                 const procreg_owner *owner,
-                                                 uint64_t revision)
+PROCREG_INTERNAL void procreg_owner_index_add(procreg *reg, const char *ns,
+                                              const char *name,
+                                              const procreg_owner *owner,
+                                              uint64_t revision)
 {
     if (owner_is_self(owner))
         return;
-    procreg_monitor *m = reg->monitor;
     char *k = procreg_key_string(ns, name);
+    index_add(reg, k, owner, revision);
+    g_free(k);
+}
+
+PROCREG_INTERNAL void procreg_owner_index_add_member(procreg *reg,
+                                                     const char *ns,
+                                                     const char *group,
+                                                     const procreg_owner *owner,
+                                                     uint64_t member_id)
+{
+    if (owner_is_self(owner))
+        return;
+    char *k = member_key_string(ns, group, member_id);
+    index_add(reg, k, owner, member_id);
+    g_free(k);
+}
+
+/* Forget @k (freed here) for @owner if indexed at <= @revision. */
+static void index_remove(procreg *reg, char *k, const procreg_owner *owner,
+                         uint64_t revision)
+{
+    procreg_monitor *m = reg->monitor;
     pthread_mutex_lock(&m->lock);
     owner_rec *rec = find_locked(m, owner);
     if (rec != NULL) {
@@ -355,6 +388,24 @@ PROCREG_INTERNAL void procreg_owner_index_remove(procreg *reg, const char *ns,
     }
     pthread_mutex_unlock(&m->lock);
     g_free(k);
+}
+
+PROCREG_INTERNAL void procreg_owner_index_remove(procreg *reg, const char *ns,
+                                                 const char *name,
+                                                 const procreg_owner *owner,
+                                                 uint64_t revision)
+{
+    if (!owner_is_self(owner))
+        index_remove(reg, procreg_key_string(ns, name), owner, revision);
+}
+
+PROCREG_INTERNAL void procreg_owner_index_remove_member(
+    procreg *reg, const char *ns, const char *group,
+    const procreg_owner *owner, uint64_t member_id)
+{
+    if (!owner_is_self(owner))
+        index_remove(reg, member_key_string(ns, group, member_id), owner,
+                     member_id);
 }
 
 PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
@@ -466,14 +517,79 @@ static int cleanup_key(procreg *reg, procreg_tblock *b,
     return result;
 }
 
+PROCREG_INTERNAL void procreg_members_gone(procreg *reg,
+                                           const procreg_key *key,
+                                           GArray *gone,
+                                           procreg_event_reason reason,
+                                           uint64_t t0)
+{
+    const char *ns = procreg_key_namespace(key), *group = procreg_key_name(key);
+    for (guint i = 0; i < gone->len; i++) {
+        procreg_member m = g_array_index(gone, procreg_member, i);
+        procreg_owner_index_remove_member(reg, ns, group, &m.owner, m.id);
+        /* A backend that orders its events reports them: host.c counts a
+         * dead owner's removal then. */
+        if (reg->backend_orders_events)
+            continue;
+        if (reason == PROCREG_REASON_OWNER_EXITED)
+            procreg_removal_seen(reg, ns, group, t0);
+        m.ns = (char *)ns;
+        m.group = (char *)group;
+        procreg_events_emit_member(reg, PROCREG_EVENT_LEFT, reason, &m, false);
+    }
+}
+
+/* Remove member @member_id of (ns, group) if the dead @owner still owns
+ * it; as cleanup_key() returns. */
+static int cleanup_member(procreg *reg, procreg_tblock *b,
+                          const procreg_owner *owner, const char *ns,
+                          const char *group, uint64_t member_id)
+{
+    procreg_stack_key key;
+    if (procreg_key_init_stack(&key, ns, group, NULL) != 0)
+        return 0;
+    uint64_t t0 = procreg_now_ns();
+    pthread_mutex_t *stripe = procreg_stripe_of(reg, &key.key);
+    GArray *gone = procreg_member_array_new();
+    pthread_mutex_lock(stripe);
+    /* With the owner given, a member that is not its (never: ids are not
+     * reused) would stay, PROCREG_EPERM. */
+    int rc = procreg_backend_group_leave(reg->backend, &key.key, member_id,
+                                         owner, PROCREG_REASON_OWNER_EXITED,
+                                         gone, NULL);
+    procreg_members_gone(reg, &key.key, gone, PROCREG_REASON_OWNER_EXITED, t0);
+    pthread_mutex_unlock(stripe);
+    g_array_unref(gone);
+    if (rc < 0 && rc != PROCREG_EPERM) {
+        procreg_op_done(reg, b, PROCREG_OP_CLEANUP, rc, t0, ns, group, 0);
+        return rc;
+    }
+    return rc > 0;
+}
+
+/* An index record copied out of the lock: its string, its names (the
+ * group for a member) and its revision (a member's id). */
 typedef struct {
+    char *key;
     char *ns, *name;
     uint64_t revision;
+    bool member;
 } key_copy;
+
+static key_copy *key_copy_new(const owned_key *ok)
+{
+    key_copy *c = g_new(key_copy, 1);
+    c->key = g_strdup(ok->key);
+    owned_key_names(ok, &c->ns, &c->name);
+    c->revision = ok->revision;
+    c->member = owned_key_is_member(ok);
+    return c;
+}
 
 static void key_copy_free(gpointer p)
 {
     key_copy *c = p;
+    g_free(c->key);
     g_free(c->ns);
     g_free(c->name);
     g_free(c);
@@ -490,18 +606,16 @@ static void cleanup_owner(procreg *reg, owner_rec *rec)
         GHashTableIter it;
         gpointer v;
         g_hash_table_iter_init(&it, rec->keys);
-        while (g_hash_table_iter_next(&it, NULL, &v)) {
-            owned_key *ok = v;
-            key_copy *c = g_new(key_copy, 1);
-            owned_key_names(ok, &c->ns, &c->name);
-            c->revision = ok->revision;
-            g_ptr_array_add(snap, c);
-        }
+        while (g_hash_table_iter_next(&it, NULL, &v))
+            g_ptr_array_add(snap, key_copy_new(v));
         procreg_owner owner = rec->owner;
         pthread_mutex_unlock(&m->lock);
         for (guint i = 0; i < snap->len; i++) {
             key_copy *c = snap->pdata[i];
-            if (cleanup_key(reg, b, &owner, c->ns, c->name) < 0)
+            int r = c->member ? cleanup_member(reg, b, &owner, c->ns,
+                                               c->name, c->revision)
+                              : cleanup_key(reg, b, &owner, c->ns, c->name);
+            if (r < 0)
                 failed++;
         }
         pthread_mutex_lock(&m->lock);
@@ -510,13 +624,11 @@ static void cleanup_owner(procreg *reg, owner_rec *rec)
          * and reported by procreg_health_check(). */
         for (guint i = 0; i < snap->len; i++) {
             key_copy *c = snap->pdata[i];
-            char *k = procreg_key_string(c->ns, c->name);
-            owned_key *cur = g_hash_table_lookup(rec->keys, k);
+            owned_key *cur = g_hash_table_lookup(rec->keys, c->key);
             if (cur != NULL && cur->revision <= c->revision) {
-                g_hash_table_remove(rec->keys, k);
+                g_hash_table_remove(rec->keys, c->key);
                 m->n_keys--;
             }
-            g_free(k);
         }
         g_ptr_array_unref(snap);
         if (g_hash_table_size(rec->keys) == 0)
@@ -735,11 +847,9 @@ PROCREG_API int procreg_list_owned(procreg *reg, pid_t pid,
             GHashTableIter it;
             gpointer v;
             g_hash_table_iter_init(&it, rec->keys);
-            while (g_hash_table_iter_next(&it, NULL, &v)) {
-                key_copy *c = g_new(key_copy, 1);
-                owned_key_names(v, &c->ns, &c->name);
-                g_ptr_array_add(keys, c);
-            }
+            while (g_hash_table_iter_next(&it, NULL, &v))
+                if (!owned_key_is_member(v))
+                    g_ptr_array_add(keys, key_copy_new(v));
         }
         pthread_mutex_unlock(&m->lock);
         for (guint i = 0; rc == 0 && i < keys->len; i++) {

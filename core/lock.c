@@ -230,7 +230,7 @@ static int wait_ahead(procreg *reg, const procreg_entry *ahead,
         g_array_append_val(r->gone, ahead->revision);
         return 0;
     }
-    procreg_wake *w = procreg_wake_join(reg, ahead->ns, ahead->name);
+    procreg_wake *w = procreg_wake_join(reg, ahead->ns, ahead->name, false);
     gulong handler = procreg_cancellable_link(r->cancellable, w);
     uint64_t gen;
     procreg_entry now = {0};

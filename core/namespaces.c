@@ -43,6 +43,34 @@ PROCREG_API int procreg_namespace_new_test(procreg *reg, char **out,
     }
 }
 
+/* Remove every member of the groups of @ns, every stripe held: each
+ * member by id, whoever owns it, reason NAMESPACE_DROPPED. */
+static int drop_members(procreg *reg, const char *ns, GError **error)
+{
+    GArray *all = procreg_member_array_new();
+    GArray *gone = procreg_member_array_new();
+    int rc = procreg_backend_group_list_all(reg->backend, ns, all, error);
+    for (guint i = 0; rc == 0 && i < all->len; i++) {
+        procreg_member *m = &g_array_index(all, procreg_member, i);
+        procreg_stack_key key;
+        rc = procreg_key_init_stack(&key, ns, m->group, error);
+        if (rc == 0)
+            rc = procreg_backend_group_leave(reg->backend, &key.key, m->id,
+                                             NULL,
+                                             PROCREG_REASON_NAMESPACE_DROPPED,
+                                             gone, error);
+        if (rc >= 0) {
+            procreg_members_gone(reg, &key.key, gone,
+                                 PROCREG_REASON_NAMESPACE_DROPPED, 0);
+            g_array_set_size(gone, 0);
+            rc = 0;
+        }
+    }
+    g_array_unref(gone);
+    g_array_unref(all);
+    return rc;
+}
+
 PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
                                        size_t *removed, bool *atomic,
                                        GError **error)
@@ -77,6 +105,9 @@ PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
         procreg_events_emit_own(reg, PROCREG_EVENT_UNREGISTERED,
                                 PROCREG_REASON_NAMESPACE_DROPPED, ns, name, e);
     }
+    /* The namespace's group members go too (not atomically). */
+    if (rc == 0 && reg->groups)
+        rc = drop_members(reg, ns, error);
     for (int i = PROCREG_STRIPES - 1; i >= 0; i--)
         pthread_mutex_unlock(&reg->stripes[i].m);
     if (removed != NULL)

@@ -58,6 +58,7 @@ static int registry_start(procreg *reg, procreg **out)
     reg->ops = procreg_backend_get_ops(reg->backend);
     unsigned caps = procreg_backend_get_caps(reg->backend);
     reg->owners_local = !(caps & PROCREG_CAP_DISTRIBUTED);
+    reg->groups = procreg_backend_has_groups(reg->backend);
     reg->backend_orders_events = caps & PROCREG_CAP_ORDERED_EVENTS;
     /* Without the monitor the registry still works; health says so. */
     procreg_monitor_start(reg);
@@ -171,8 +172,8 @@ static void metadata_flatten(GVariant *metadata)
 
 /* The owner to store: the caller by default; otherwise a live process,
  * with its start time filled in so a reused pid never matches. */
-static int resolve_owner(const procreg_owner *given, procreg_owner *out,
-                         GError **error)
+PROCREG_INTERNAL int procreg_resolve_owner(const procreg_owner *given,
+                                           procreg_owner *out, GError **error)
 {
     if (given == NULL) {
         procreg_owner_self(out);
@@ -267,7 +268,7 @@ static int register_entry(procreg *reg, const procreg_key *key,
     if (rc == 0)
         rc = procreg_metadata_check(metadata, error);
     if (rc == 0)
-        rc = resolve_owner(owner, &record.owner, error);
+        rc = procreg_resolve_owner(owner, &record.owner, error);
     if (rc == 0) {
         GError *local = NULL;
         procreg_entry cur = {0};
@@ -276,8 +277,16 @@ static int register_entry(procreg *reg, const procreg_key *key,
         GError **lp = error != NULL ? &local : NULL;
         rc = procreg_backend_register_entry(reg->backend, key, &record, &cur,
                                             lp);
-        if (rc == PROCREG_EEXISTS && holder_dead(reg, &cur.owner) &&
-            evict_dead_holder(reg, key, &cur)) {
+        bool dead = rc == PROCREG_EEXISTS && holder_dead(reg, &cur.owner);
+        if (dead && procreg_owner_same(&cur.owner, &record.owner)) {
+            /* The owner we register for died since resolve_owner() saw
+             * it alive: its old entry is part of its death, and a new one
+             * would bring a dead process back. */
+            g_clear_error(&local);
+            rc = procreg_set_error(lp, PROCREG_ENOTALIVE,
+                                   "process %d is not alive",
+                                   (int)record.owner.pid);
+        } else if (dead && evict_dead_holder(reg, key, &cur)) {
             procreg_entry_clear(&cur);
             g_clear_error(&local);
             rc = procreg_backend_register_entry(reg->backend, key, &record,
@@ -839,8 +848,8 @@ PROCREG_API int procreg_count(procreg *reg, const char *ns, size_t *out,
     return rc;
 }
 
-static int check_find(const char *ns, const char *meta_key, GVariant *value,
-                      GError **error)
+PROCREG_INTERNAL int procreg_find_check(const char *ns, const char *meta_key,
+                                        GVariant *value, GError **error)
 {
     int rc = check_ns(ns, error);
     if (rc != 0)
@@ -865,7 +874,7 @@ static int find_into(procreg *reg, const char *ns, const char *meta_key,
 {
     if (value != NULL)
         g_variant_ref_sink(value);
-    int rc = check_find(ns, meta_key, value, error);
+    int rc = procreg_find_check(ns, meta_key, value, error);
     if (rc == 0)
         rc = procreg_backend_find_by_metadata(reg->backend, ns, meta_key,
                                               value, out, error);

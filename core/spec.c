@@ -188,8 +188,9 @@ PROCREG_INTERNAL int procreg_spec_parse(const char *text, procreg_spec **out,
     const char *colon = strchr(text, ':');
     size_t n = colon ? (size_t)(colon - text) : strlen(text);
     if (!valid_ident(text, n)) {
-        parse_error(error, text, text, "spec '%s': bad backend name '%.*s'",
-                    text, (int)n, text);
+        /* Not the whole text: it may hold a password. */
+        parse_error(error, text, text, "spec: bad backend name '%.*s'",
+                    (int)n, text);
         return PROCREG_EINVAL;
     }
     char *name = g_strndup(text, n);
@@ -272,6 +273,47 @@ static void append_escaped(GString *s, const char *v)
     }
 }
 
+/* The value of an option of this name is a secret: the normalised spec
+ * (procreg_get_spec(), stats, the CLI) shows it as "***". */
+#define SECRET_OPTION "password"
+
+/* @text (a normalised spec) with the value of every option named
+ * SECRET_OPTION replaced by "***", at any depth: a value may hold a whole
+ * spec (a decorator's inner backend). */
+static char *mask_secrets(const char *text)
+{
+    static const char key[] = SECRET_OPTION "=";
+    GString *out = g_string_new(NULL);
+    const char *p = text;
+    while (*p) {
+        bool option_starts = p > text && strchr(":,[", p[-1]) != NULL &&
+                             (p - 1 == text || p[-2] != '\\');
+        if (!option_starts || strncmp(p, key, sizeof key - 1) != 0) {
+            g_string_append_c(out, *p++);
+            continue;
+        }
+        g_string_append(out, key);
+        g_string_append(out, "***");
+        p += sizeof key - 1;
+        /* Skip the value: a bracketed group, or up to the ',' or ']'
+         * that ends it; escapes as append_escaped() writes them. */
+        int depth = 0;
+        for (; *p; p++) {
+            if (*p == '\\' && p[1]) {
+                p++;
+                continue;
+            }
+            if (*p == '[')
+                depth++;
+            else if (*p == ']' && depth-- == 0)
+                break;
+            else if (*p == ',' && depth == 0)
+                break;
+        }
+    }
+    return g_string_free(out, FALSE);
+}
+
 PROCREG_INTERNAL char *procreg_spec_to_string(const procreg_spec *spec)
 {
     GString *s = g_string_new(spec->backend);
@@ -280,7 +322,9 @@ PROCREG_INTERNAL char *procreg_spec_to_string(const procreg_spec *spec)
         g_string_append_printf(s, "%s=", (char *)spec->keys->pdata[i]);
         append_escaped(s, spec->values->pdata[i]);
     }
-    return g_string_free(s, FALSE);
+    char *masked = mask_secrets(s->str);
+    g_string_free(s, TRUE);
+    return masked;
 }
 
 PROCREG_API const char *procreg_spec_backend(const procreg_spec *spec)

@@ -60,6 +60,10 @@ PROCREG_API const char *procreg_op_name(procreg_op op)
     case PROCREG_OP_DROP_NAMESPACE: return "drop_namespace";
     case PROCREG_OP_CLEANUP: return "cleanup";
     case PROCREG_OP_WAIT: return "wait";
+    case PROCREG_OP_JOIN: return "join";
+    case PROCREG_OP_LEAVE: return "leave";
+    case PROCREG_OP_MEMBERS: return "members";
+    case PROCREG_OP_DISPATCH: return "dispatch";
     case PROCREG_OP_COUNT: break;
     }
     return "unknown";

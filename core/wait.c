@@ -1,8 +1,11 @@
 /*
- * Waiting for a service: procreg_wait_for() sleeps on the wake-up board of
- * events.c until a registration of its key wakes it (no polling), a
- * GCancellable fires, or the timeout passes; entries of owners the
- * monitor knows dead (liveness.c) do not count.
+ * Waiting: procreg_wait_for() for a service, and (through
+ * procreg_wait_until(), for groups.c) procreg_wait_members() for a group
+ * to grow.  A waiter sleeps on the wake-up board of events.c until a
+ * registration of its key (a join of its group) wakes it (no polling), a
+ * GCancellable fires, or the timeout passes; entries and members of
+ * owners the monitor knows dead (liveness.c) do not count.  The
+ * cancellable and deadline helpers serve the lock waiters (lock.c) too.
  */
 #include "internal.h"
 
@@ -11,8 +14,8 @@
 #include <time.h>
 
 /* GIO's cancellable functions, found in the process at run time (see
- * procreg.h: libprocreg links GLib only).  A caller that has a
- * GCancellable to pass has GIO loaded. */
+ * procreg.h: libprocreg links GLib and GObject, not GIO).  A caller that
+ * has a GCancellable to pass has GIO loaded. */
 typedef struct {
     gboolean (*is_cancelled)(GCancellable *c);
     gulong (*connect)(GCancellable *c, void (*cb)(void), gpointer data,
@@ -95,13 +98,19 @@ PROCREG_INTERNAL void procreg_deadline_in(struct timespec *deadline,
     }
 }
 
-/* A lookup that ignores entries whose owner is known dead. */
-static int try_get(procreg *reg, const procreg_key *key, procreg_entry *out,
-                   GError **error)
+/* A lookup that ignores entries whose owner is known dead: the probe of
+ * procreg_wait_for_key(). */
+typedef struct {
+    const procreg_key *key;
+    procreg_entry *out;
+} entry_probe;
+
+static int try_get(procreg *reg, void *ctx, GError **error)
 {
+    entry_probe *p = ctx;
     procreg_entry e = {0};
     GError *local = NULL;
-    int rc = procreg_backend_lookup_entry(reg->backend, key, &e, &local);
+    int rc = procreg_backend_lookup_entry(reg->backend, p->key, &e, &local);
     /* A miss is the normal case here: only a failure keeps its message. */
     if (rc != 0 && rc != PROCREG_ENOTFOUND && local != NULL)
         g_propagate_error(error, local);
@@ -114,25 +123,25 @@ static int try_get(procreg *reg, const procreg_key *key, procreg_entry *out,
         procreg_entry_clear(&e);
         rc = PROCREG_ENOTFOUND;
     }
-    if (rc == 0 && out != NULL)
-        *out = e;
+    if (rc == 0 && p->out != NULL)
+        *p->out = e;
     else
         procreg_entry_clear(&e);
     return rc;
 }
 
-static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
-                     GCancellable *cancellable, procreg_entry *out,
+static int wait_loop(procreg *reg, const char *ns, const char *name,
+                     bool group, procreg_wait_probe probe, void *ctx,
+                     int timeout_ms, GCancellable *cancellable,
                      GError **error)
 {
-    procreg_wake *w = procreg_wake_join(reg, procreg_key_namespace(key),
-                                        procreg_key_name(key));
+    procreg_wake *w = procreg_wake_join(reg, ns, name, group);
     gulong handler = procreg_cancellable_link(cancellable, w);
     struct timespec deadline;
     procreg_deadline_in(&deadline, timeout_ms > 0 ? timeout_ms : 0);
 
     /* Read the generation, then look: a registration after the read bumps
-     * it, so the sleep below cannot miss one the lookup did not see. */
+     * it, so the sleep below cannot miss one the probe did not see. */
     int rc;
     for (;;) {
         uint64_t gen;
@@ -140,7 +149,7 @@ static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
             rc = PROCREG_ECANCELLED;
             break;
         }
-        rc = try_get(reg, key, out, error);
+        rc = probe(reg, ctx, error);
         if (rc != PROCREG_ENOTFOUND)
             break;
         if (!procreg_wake_sleep(w, gen, timeout_ms < 0 ? NULL : &deadline)) {
@@ -154,6 +163,29 @@ static int wait_loop(procreg *reg, const procreg_key *key, int timeout_ms,
     return rc;
 }
 
+PROCREG_INTERNAL int procreg_wait_until(procreg *reg, const char *ns,
+                                        const char *name, bool group,
+                                        procreg_wait_probe probe, void *ctx,
+                                        int timeout_ms,
+                                        GCancellable *cancellable,
+                                        GError **error)
+{
+    int rc = procreg_cancellable_check(cancellable, error);
+    if (rc != 0)
+        return rc;
+    GError *local = NULL;
+    rc = probe(reg, ctx, &local);
+    if (rc == PROCREG_ENOTFOUND) {
+        g_clear_error(&local);
+        rc = timeout_ms == 0 ? PROCREG_ETIMEDOUT
+                             : wait_loop(reg, ns, name, group, probe, ctx,
+                                         timeout_ms, cancellable, &local);
+    }
+    if (local != NULL)
+        g_propagate_error(error, local);
+    return rc;
+}
+
 PROCREG_API int procreg_wait_for_key(procreg *reg, const procreg_key *key,
                                      int timeout_ms, GCancellable *cancellable,
                                      procreg_entry *out, GError **error)
@@ -163,17 +195,11 @@ PROCREG_API int procreg_wait_for_key(procreg *reg, const procreg_key *key,
         memset(out, 0, sizeof *out);
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t t0 = procreg_now_ns();
-    GError *local = NULL;
-    int rc = procreg_cancellable_check(cancellable, &local);
-    if (rc == 0)
-        rc = try_get(reg, key, out, &local);
-    if (rc == PROCREG_ENOTFOUND) {
-        g_clear_error(&local);
-        rc = timeout_ms == 0 ? PROCREG_ETIMEDOUT
-                             : wait_loop(reg, key, timeout_ms, cancellable,
-                                         out, &local);
-    }
     const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
+    GError *local = NULL;
+    entry_probe p = {key, out};
+    int rc = procreg_wait_until(reg, ns, name, false, try_get, &p, timeout_ms,
+                                cancellable, &local);
     if (local != NULL)
         g_propagate_error(error, local);
     else if (rc == PROCREG_ETIMEDOUT)

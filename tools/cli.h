@@ -1,14 +1,15 @@
 /*
- * What the files of the procreg command share: the parsed command line,
- * exit codes, errors and entry output (procreg.c), for the commands that
- * live in their own file (coord.c: lock, select, namespace settings).
+ * What the files of the procreg program share: the parsed command line,
+ * exit codes, and the output and parsing helpers of procreg.c that the
+ * group commands (groups-cmd.c) and the coordination commands (coord.c:
+ * lock, select, namespace settings) use too.
  */
 #ifndef PROCREG_TOOLS_CLI_H
 #define PROCREG_TOOLS_CLI_H
 
 #include <procreg/procreg.h>
 
-#include <stdbool.h>
+#include <stdint.h>
 
 /* Exit codes (also in --help). */
 enum {
@@ -36,41 +37,57 @@ typedef struct {
     /* command options */
     GArray *meta; /* meta_opt: --meta and --meta-string, in order */
     const char *pid;
+    const char *member; /* leave --member */
     bool hold;
     bool replace;
     bool force;
     const char *ns_opt;
     const char *timeout;
     bool prometheus;
-    bool count;      /* select --count */
-    bool delete_key; /* meta --delete */
+    const char *listen; /* metrics --listen */
+    bool count;         /* select --count */
+    bool delete_key;    /* meta --delete */
     GPtrArray *args; /* positionals after the command */
     const char *command;
 } cli;
 
+/* ---- procreg.c ---- */
+
 /* Print @error (or the code's description; --json: as JSON on stderr),
  * free it, and return the exit code for @rc. */
 int fail(int rc, GError *error);
-/* Print a usage problem; returns EXIT_USAGE. */
+/* Print a usage message; returns EXIT_USAGE. */
 int usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-/* Whether the positionals number @min..@max; else a usage error showing
- * @form. */
+/* Whether the command has @min to @max arguments (else usage, false). */
 bool want_args(const cli *c, guint min, guint max, const char *form);
-/* Positional @i, or NULL. */
+/* Argument @i, or NULL. */
 const char *arg(const cli *c, guint i);
-void print_entry(const cli *c, const char *ns, const char *name,
-                 const procreg_entry *e);
-void print_entries(const cli *c, procreg_entry *all, size_t n);
-/* A GVariant as JSON (dictionaries with string keys become objects). */
-void json_variant(GString *o, GVariant *v);
-/* The --meta options as an a{sv} (NULL when none); false (a usage error
- * printed) when one is malformed. */
+/* The --meta options as an a{sv} (NULL when none); false when malformed. */
 bool build_meta(const cli *c, GVariant **out);
 /* --timeout SECONDS as milliseconds (-1 when absent); false (a usage
  * error printed) when malformed. */
 bool timeout_ms_of(const cli *c, int *timeout_ms);
+void print_entry(const cli *c, const char *ns, const char *name,
+                 const procreg_entry *e);
+void print_entries(const cli *c, procreg_entry *all, size_t n);
+/* Run the main loop until SIGINT, SIGTERM or SIGHUP (in loop_signal). */
+void run_until_signal(void);
+extern int loop_signal;
+/* µs since the epoch as ISO 8601 (g_free it). */
+char *time_text(int64_t us);
+/* JSON text of a string, and of a GVariant, appended to @o. */
+void json_string(GString *o, const char *s);
+void json_variant(GString *o, GVariant *v);
 
-/* coord.c */
+/* ---- groups-cmd.c ---- */
+
+int cli_join(procreg *reg, const cli *c);
+int cli_leave(procreg *reg, const cli *c);
+int cli_members(procreg *reg, const cli *c);
+int cli_groups(procreg *reg, const cli *c);
+
+/* ---- coord.c ---- */
+
 int cmd_lock(procreg *reg, const cli *c);
 int cmd_select(procreg *reg, const cli *c);
 int cmd_meta(procreg *reg, const cli *c);

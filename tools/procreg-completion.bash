@@ -17,7 +17,8 @@ _procreg_registry() {
 _procreg() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
     local commands="register lookup unregister update list find watch wait
-        namespaces drop-namespace stats health backends lock select meta"
+        namespaces drop-namespace stats health metrics backends join leave
+        members groups lock select meta"
     local -a reg
     mapfile -t reg < <(_procreg_registry)
 
@@ -28,14 +29,15 @@ _procreg() {
     --pid)
         COMPREPLY=($(compgen -W "$(ps -e -o pid= 2>/dev/null)" -- "$cur"))
         return ;;
-    --meta|--meta-string|--timeout) return ;;
+    --meta|--meta-string|--timeout|--listen|--member) return ;;
     esac
 
     # The command and its positional arguments so far.
     local i cmd= npos=0
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
-        -b|--backend|--meta|--meta-string|--pid|--ns|--timeout) ((i++)) ;;
+        -b|--backend|--meta|--meta-string|--pid|--ns|--timeout|--listen|\
+        --member) ((i++)) ;;
         -*) ;;
         *) if [ -z "$cmd" ]; then cmd=${COMP_WORDS[i]}; else ((npos++)); fi ;;
         esac
@@ -52,6 +54,9 @@ _procreg() {
         meta) opts+=" --meta --meta-string --delete" ;;
         wait|lock) opts+=" --timeout" ;;
         stats) opts+=" --prometheus" ;;
+        metrics) opts+=" --listen" ;;
+        join) opts+=" --pid --hold --meta --meta-string" ;;
+        leave) opts+=" --member --pid --force" ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
         return

@@ -4,6 +4,9 @@
  * terminals see the same names.
  */
 #include "cli.h"
+#ifdef PROCREG_CLI_METRICS
+#include "metrics.h"
+#endif
 
 #include <errno.h>
 #include <glib-unix.h>
@@ -15,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static const char usage_text[] =
@@ -24,11 +28,14 @@ static const char usage_text[] =
     "them.\n"
     "\n"
     "Commands:\n"
-    "  register NS NAME (--pid PID | --hold) [--meta KEY=VALUE ...]\n"
+    "  register NS NAME (--pid PID [--hold] | --hold) [--meta KEY=VALUE ...]\n"
     "        Register NAME in namespace NS.  With --pid the entry belongs to\n"
-    "        process PID; with --hold this command stays running as the owner\n"
-    "        until interrupted (SIGINT/SIGTERM/SIGHUP unregister it; if it is\n"
-    "        killed, the entry vanishes with it).\n"
+    "        process PID; with --hold alone this command stays running as the\n"
+    "        owner until interrupted (SIGINT/SIGTERM/SIGHUP unregister it; if\n"
+    "        it is killed, the entry vanishes with it).  On a backend whose\n"
+    "        entries live on the lease of the registry that made them (etcd),\n"
+    "        --pid needs --hold: this command then stays running while PID\n"
+    "        lives, and ends when PID does (or unregisters when interrupted).\n"
     "  lookup NS NAME                  the owner and metadata of NAME\n"
     "  unregister NS NAME [--force]    remove NAME\n"
     "  update NS NAME [--meta KEY=VALUE ...] [--replace] [--force]\n"
@@ -58,11 +65,23 @@ static const char usage_text[] =
     "        --meta) set them; --delete removes KEY.  Settings belong to no\n"
     "        process: they stay after this command exits.\n"
     "  namespaces                      namespaces and their entry counts\n"
-    "  drop-namespace NS               remove every entry of NS\n"
+    "  drop-namespace NS               remove every entry of NS (and every\n"
+    "                                  member of its groups)\n"
+    "  join NS GROUP (--pid PID | --hold) [--meta KEY=VALUE ...]\n"
+    "        Add a member to GROUP (many processes, or one several times,\n"
+    "        may join a group); --pid and --hold as for register.\n"
+    "  leave NS GROUP (--member ID | --pid PID) [--force]\n"
+    "        Remove member ID, or every member of process PID, from GROUP.\n"
+    "        Only a member's owner removes it: this command needs --force.\n"
+    "  members NS GROUP                the members of GROUP, in join order\n"
+    "  groups [NS]                     groups (of NS) and their sizes\n"
     "  stats [--prometheus | --json]   the registry's figures (entries,\n"
     "        owners, namespaces: everyone's), then this process's own\n"
     "        counters (--prometheus: the library's metrics)\n"
     "  health                          check the backend\n"
+    "  metrics --listen ADDRESS:PORT   serve the registry's figures over HTTP\n"
+    "        (GET /metrics, Prometheus text format) until interrupted; port 0\n"
+    "        picks a free port.  The URL is printed first.\n"
     "  backends                        the backends this build has\n"
     "\n"
     "Options:\n"
@@ -74,7 +93,7 @@ static const char usage_text[] =
     "  -h, --help          this text\n"
     "  --version           the procreg version\n"
     "\n"
-    "Metadata values (register, update, meta):\n"
+    "Metadata values (register, update, join, meta):\n"
     "  --meta KEY=VALUE         true/false is a boolean, an integer an int64,\n"
     "                           a number with a fraction or exponent a double,\n"
     "                           anything else a string\n"
@@ -91,7 +110,8 @@ static const char usage_text[] =
     "  5  timed out (wait, lock)\n"
     "  6  backend error: I/O, damaged or full registry (health: failed)\n"
     "  7  health: degraded\n"
-    "  8  the entry belongs to another process (unregister, update: --force)\n"
+    "  8  the entry belongs to another process (unregister, update: --force;\n"
+    "     leave: the member)\n"
     "  lock: COMMAND's exit status (128 + N when killed by signal N; 127\n"
     "  when it cannot be run), or one of the above before it runs\n";
 
@@ -122,7 +142,7 @@ static int exit_code(int rc)
 /* --json: results, and errors too (one object on stderr). */
 static bool json_output;
 
-static void json_string(GString *o, const char *s)
+void json_string(GString *o, const char *s)
 {
     g_string_append_c(o, '"');
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -255,7 +275,7 @@ void json_variant(GString *o, GVariant *v)
     g_free(text);
 }
 
-static char *time_text(int64_t us)
+char *time_text(int64_t us)
 {
     GDateTime *t = g_date_time_new_from_unix_utc(us / G_USEC_PER_SEC);
     if (t == NULL)
@@ -494,7 +514,7 @@ const char *arg(const cli *c, guint i)
 /* Commands                                                                 */
 
 static GMainLoop *loop;
-static int loop_signal;
+int loop_signal;
 
 static gboolean on_signal(gpointer data)
 {
@@ -503,31 +523,135 @@ static gboolean on_signal(gpointer data)
     return G_SOURCE_CONTINUE;
 }
 
-/* Run the main loop until SIGINT, SIGTERM or SIGHUP. */
-static void run_until_signal(void)
+static guint signal_ids[3];
+
+/* Catch SIGINT, SIGTERM and SIGHUP from now on: one that comes before
+ * run_until_signal() ends it at once.  A command that announces it is
+ * ready to be interrupted calls this first. */
+static void catch_signals(void)
 {
+    if (loop != NULL)
+        return;
     loop = g_main_loop_new(NULL, FALSE);
-    guint ids[3];
     int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
     for (int i = 0; i < 3; i++)
-        ids[i] = g_unix_signal_add(sigs[i], on_signal, GINT_TO_POINTER(sigs[i]));
+        signal_ids[i] = g_unix_signal_add(sigs[i], on_signal,
+                                          GINT_TO_POINTER(sigs[i]));
+}
+
+/* Run the main loop until SIGINT, SIGTERM or SIGHUP. */
+void run_until_signal(void)
+{
+    catch_signals();
     g_main_loop_run(loop);
     for (int i = 0; i < 3; i++)
-        g_source_remove(ids[i]);
+        g_source_remove(signal_ids[i]);
     g_main_loop_unref(loop);
     loop = NULL;
 }
 
+/* The TTL (s) of the lease an etcd registry keeps its entries on (a
+ * decorator's inner one too), or 0: the entries outlive this command. */
+static gint64 lease_ttl_of(procreg *reg)
+{
+    GVariant *st = NULL;
+    if (procreg_stats(reg, &st, NULL) != 0)
+        return 0;
+    gint64 ttl = 0;
+    GVariant *bs = g_variant_lookup_value(st, "backend_stats",
+                                          G_VARIANT_TYPE_VARDICT);
+    while (bs != NULL && !g_variant_lookup(bs, "lease_ttl", "x", &ttl)) {
+        GVariant *inner = g_variant_lookup_value(bs, "inner",
+                                                 G_VARIANT_TYPE_VARDICT);
+        g_variant_unref(bs);
+        bs = inner;
+    }
+    if (bs != NULL)
+        g_variant_unref(bs);
+    g_variant_unref(st);
+    return ttl;
+}
+
+static gboolean on_owner_exit(gint fd, GIOCondition cond, gpointer data)
+{
+    g_main_loop_quit(loop);
+    return G_SOURCE_REMOVE;
+}
+
+static gboolean poll_owner(gpointer data)
+{
+    if (procreg_owner_is_alive(data)) /* no pidfd: look every 100 ms */
+        return G_SOURCE_CONTINUE;
+    g_main_loop_quit(loop);
+    return G_SOURCE_REMOVE;
+}
+
+/* Run the main loop until a signal, or until @owner exits. */
+static void run_until_signal_or_exit(const procreg_owner *owner)
+{
+    int fd = (int)syscall(SYS_pidfd_open, owner->pid, 0);
+    guint id = fd >= 0 ? g_unix_fd_add(fd, G_IO_IN, on_owner_exit, NULL)
+                       : g_timeout_add(100, poll_owner, (gpointer)owner);
+    run_until_signal();
+    if (loop_signal != 0)
+        g_source_remove(id);
+    if (fd >= 0)
+        close(fd);
+}
+
+/* register --pid PID --hold: hold the registry (on etcd: its lease) while
+ * PID lives.  Its death removes the entry (the registry's monitor, reason
+ * owner_exited); a signal removes it here (reason forced: this command is
+ * not the owner). */
+static int hold_for(procreg *reg, const cli *c, procreg_key *key,
+                    const procreg_owner *owner, uint64_t revision)
+{
+    const char *ns = arg(c, 0), *name = arg(c, 1);
+    run_until_signal_or_exit(owner);
+    GError *err = NULL;
+    int rc = 0;
+    if (loop_signal != 0) {
+        rc = procreg_unregister_full(reg, key, revision, PROCREG_FORCE, &err);
+        if (rc != 0 && rc != PROCREG_ENOTFOUND && rc != PROCREG_ECONFLICT)
+            return fail(rc, err);
+        g_clear_error(&err);
+        if (!c->json)
+            printf("unregistered %s/%s (signal %d)\n", ns, name, loop_signal);
+        return EXIT_OK;
+    }
+    /* Owner gone: wait (briefly) for the monitor's removal. */
+    gint64 until = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+    procreg_entry now = {0};
+    while ((rc = procreg_lookup_entry_key(reg, key, &now, NULL)) == 0 &&
+           now.revision == revision && g_get_monotonic_time() < until) {
+        procreg_entry_clear(&now);
+        g_usleep(20 * 1000);
+    }
+    procreg_entry_clear(&now);
+    if (!c->json)
+        printf("pid %d exited; %s/%s %s\n", (int)owner->pid, ns, name,
+               rc == PROCREG_ENOTFOUND ? "unregistered" : "left to its lease");
+    return EXIT_OK;
+}
+
 static int cmd_register(procreg *reg, const cli *c)
 {
-    if (!want_args(c, 2, 2, "register NS NAME (--pid PID | --hold) "
+    if (!want_args(c, 2, 2, "register NS NAME (--pid PID [--hold] | --hold) "
                             "[--meta KEY=VALUE ...]"))
         return EXIT_USAGE;
     const char *ns = arg(c, 0), *name = arg(c, 1);
-    if (c->pid != NULL && c->hold)
-        return usage_error("--pid and --hold exclude each other: --pid "
-                           "registers for another process, --hold for this "
-                           "one");
+    gint64 ttl = c->pid != NULL && !c->hold ? lease_ttl_of(reg) : 0;
+    if (ttl > 0)
+        return usage_error(
+            "refusing to register %s/%s for pid %s without --hold: on this "
+            "backend an entry lives on the lease of the registry that made "
+            "it, and this command would exit at once, so the entry would "
+            "vanish %" G_GINT64_FORMAT " s later (lease_ttl) while pid %s "
+            "runs.\n"
+            "  --hold  keeps this command running while pid %s lives; it "
+            "ends when the pid does, and the entry with it (run it in the "
+            "background: procreg register %s %s --pid %s --hold &)",
+            ns, name, c->pid, ttl, c->pid, c->pid, ns, name, c->pid);
     if (c->pid == NULL && !c->hold)
         return usage_error(
             "refusing to register %s/%s for this command itself: it exits "
@@ -572,11 +696,14 @@ static int cmd_register(procreg *reg, const cli *c)
         procreg_key_unref(key);
         return fail(rc, err);
     }
+    if (c->hold)
+        catch_signals(); /* before it says it may be interrupted */
     if (c->json) {
         print_entry(c, ns, name, &cur);
     } else if (c->hold) {
-        printf("holding %s/%s as pid %d (revision %" G_GUINT64_FORMAT "); "
-               "interrupt to unregister\n", ns, name, (int)cur.owner.pid,
+        printf("holding %s/%s %s pid %d (revision %" G_GUINT64_FORMAT "); "
+               "interrupt to unregister\n", ns, name,
+               c->pid != NULL ? "for" : "as", (int)cur.owner.pid,
                cur.revision);
     } else {
         printf("registered %s/%s for pid %d (revision %" G_GUINT64_FORMAT
@@ -588,6 +715,11 @@ static int cmd_register(procreg *reg, const cli *c)
     if (!c->hold) {
         procreg_key_unref(key);
         return EXIT_OK;
+    }
+    if (ownerp != NULL) {
+        rc = hold_for(reg, c, key, ownerp, revision);
+        procreg_key_unref(key);
+        return rc;
     }
     run_until_signal();
     /* Unregister the entry while it is still ours (someone may have
@@ -1065,6 +1197,20 @@ static int cmd_backends(const cli *c)
     return EXIT_OK;
 }
 
+#ifdef PROCREG_CLI_METRICS
+static int cmd_metrics(procreg *reg, const cli *c)
+{
+    if (!want_args(c, 0, 0, "metrics --listen ADDRESS:PORT"))
+        return EXIT_USAGE;
+    if (c->listen == NULL)
+        return usage_error("metrics needs --listen ADDRESS:PORT, such as "
+                           "127.0.0.1:9464");
+    GError *err = NULL;
+    int rc = metrics_serve(reg, c->listen, run_until_signal, &err);
+    return rc == 0 ? EXIT_OK : fail(rc, err);
+}
+#endif
+
 /* ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -1079,6 +1225,11 @@ static const command commands[] = {
     {"watch", cmd_watch},         {"wait", cmd_wait},
     {"namespaces", cmd_namespaces}, {"drop-namespace", cmd_drop},
     {"stats", cmd_stats},         {"health", cmd_health},
+#ifdef PROCREG_CLI_METRICS
+    {"metrics", cmd_metrics},
+#endif
+    {"join", cli_join},           {"leave", cli_leave},
+    {"members", cli_members},     {"groups", cli_groups},
     {"lock", cmd_lock},           {"select", cmd_select},
     {"meta", cmd_meta},
 };
@@ -1089,17 +1240,19 @@ static bool option_allowed(const char *cmd, const char *opt)
     static const struct {
         const char *opt, *cmds;
     } table[] = {
-        {"--meta", " register update meta "},
-        {"--meta-string", " register update meta "},
+        {"--meta", " register update join meta "},
+        {"--meta-string", " register update join meta "},
         {"--delete", " meta "},
-        {"--pid", " register "},
-        {"--hold", " register "},
+        {"--pid", " register join leave "},
+        {"--hold", " register join "},
         {"--replace", " update "},
-        {"--force", " unregister update "},
+        {"--force", " unregister update leave "},
+        {"--member", " leave "},
         {"--ns", " find select "},
         {"--count", " select "},
         {"--timeout", " wait lock "},
         {"--prometheus", " stats "},
+        {"--listen", " metrics "},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(table); i++) {
         if (strcmp(table[i].opt, opt) != 0)
@@ -1140,7 +1293,9 @@ static int parse(int argc, char **argv, cli *c)
                      strcmp(name, "--meta") == 0 ||
                      strcmp(name, "--meta-string") == 0 ||
                      strcmp(name, "--pid") == 0 ||
-                     strcmp(name, "--ns") == 0 || strcmp(name, "--timeout") == 0;
+                     strcmp(name, "--member") == 0 ||
+                     strcmp(name, "--ns") == 0 || strcmp(name, "--timeout") == 0 ||
+                     strcmp(name, "--listen") == 0;
         if (takes && value == NULL) {
             if (i + 1 >= argc) {
                 int rc = usage_error("%s needs a value", name);
@@ -1175,6 +1330,8 @@ static int parse(int argc, char **argv, cli *c)
             g_array_append_val(c->meta, m);
         } else if (strcmp(name, "--pid") == 0) {
             c->pid = value;
+        } else if (strcmp(name, "--member") == 0) {
+            c->member = value;
         } else if (strcmp(name, "--hold") == 0) {
             c->hold = true;
         } else if (strcmp(name, "--replace") == 0) {
@@ -1187,6 +1344,8 @@ static int parse(int argc, char **argv, cli *c)
             c->timeout = value;
         } else if (strcmp(name, "--prometheus") == 0) {
             c->prometheus = true;
+        } else if (strcmp(name, "--listen") == 0) {
+            c->listen = value;
         } else if (strcmp(name, "--count") == 0) {
             c->count = true;
         } else if (strcmp(name, "--delete") == 0) {
@@ -1197,6 +1356,32 @@ static int parse(int argc, char **argv, cli *c)
             return rc;
     }
     return -1;
+}
+
+/* On etcd a registry reads and watches the whole prefix (watch=true);
+ * a command needs less: none for one that acts and exits, the namespace
+ * for watch NS, the namespaces it uses for wait and lock.  Applied when
+ * the spec names etcd itself (not inside a decorator) and says nothing of
+ * the watch. */
+static char *etcd_watch_for(const char *spec, const cli *c)
+{
+    bool etcd = strcmp(spec, "etcd") == 0 || g_str_has_prefix(spec, "etcd:");
+    if (!etcd || strstr(spec, "watch") != NULL ||
+        strcmp(c->command, "stats") == 0 || strcmp(c->command, "health") == 0)
+        return g_strdup(spec);
+    const char *sep = strchr(spec, ':') != NULL ? "," : ":";
+    const char *ns = arg(c, 0);
+    if (strcmp(c->command, "watch") == 0) {
+        /* A namespace the spec syntax can carry, or the whole prefix. */
+        if (ns == NULL || strpbrk(ns, ",[]=: \t\n") != NULL)
+            return g_strdup(spec);
+        return g_strdup_printf("%s%swatch=used,watch_namespaces=[%s]", spec,
+                               sep, ns);
+    }
+    /* A lock waiter is woken by the removal of the ticket ahead. */
+    if (strcmp(c->command, "wait") == 0 || strcmp(c->command, "lock") == 0)
+        return g_strdup_printf("%s%swatch=used", spec, sep);
+    return g_strdup_printf("%s%swatch=false", spec, sep);
 }
 
 int main(int argc, char **argv)
@@ -1235,9 +1420,11 @@ int main(int argc, char **argv)
         spec = g_getenv("PROCREG_BACKEND");
     if (spec == NULL || *spec == '\0')
         spec = "lmdb";
+    char *tuned = etcd_watch_for(spec, &c);
     procreg *reg = NULL;
     GError *err = NULL;
-    int rc = procreg_open(spec, &reg, &err);
+    int rc = procreg_open(tuned, &reg, &err);
+    g_free(tuned);
     if (rc != 0) {
         status = fail(rc, err);
         goto out;

@@ -24,6 +24,9 @@
  *    snapshot of the registry at one instant between two writes; lookups
  *    carry on meanwhile, writers wait for the scan.
  *
+ * Groups (duplicate keys) live in ckht-groups.c, under the same writer
+ * lock and revision counter.
+ *
  * Memory: an entry is one allocation holding the owner, times, revision
  * and the key bytes ("ns\0name\0", which ck_ht compares against), plus a
  * metadata pointer in front of it only when there is metadata.  ck_ht
@@ -43,7 +46,7 @@
 #include <malloc.h>
 #endif
 
-#include "../ck-common/ck-common.h"
+#include "ckht-internal.h"
 
 /* Default and bounds for the initial_size option (entries).  The table
  * doubles as it fills, so a large start is only an optimisation; the
@@ -200,26 +203,6 @@ static void ckht_entry_append(GArray *out, const ckht_entry *e)
 
 /* ------------------------------------------------------------------------ */
 /* The instance and ck_ht's allocator                                       */
-
-/* Lookups read only `ht` (and the table it points to); everything a
- * writer changes on each operation lives on the following cache lines, so
- * that writes do not keep invalidating the line readers need.  `ht` is a
- * pointer so that a rebuild can replace the whole ck_ht (see ckht_retire). */
-typedef struct {
-    _Alignas(CK_MD_CACHELINE) ck_ht_t *ht;
-    _Alignas(CK_MD_CACHELINE) procreg_ck_lock lock; /* the writer lock */
-    procreg_epoch_domain *epoch;
-    atomic_size_t n_entries; /* written under the lock, read anywhere */
-    /* Under the lock: */
-    uint64_t revision;    /* last revision handed out */
-    size_t entry_bytes;   /* what live entries hold */
-    size_t table_bytes;   /* ck_ht's tables not yet retired */
-    size_t map_size;      /* the newest table's allocation: the current one */
-    bool rebuilding;
-    uint64_t grows;
-    size_t removals;      /* since the last rebuild */
-    uint64_t rebuilds;
-} ckht;
 
 /* ck_malloc callbacks have no context argument: the instance whose writer
  * lock this thread holds is found here.  Saved and restored around each
@@ -462,6 +445,14 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
     }
     procreg_ck_lock_init(&self->lock);
     atomic_init(&self->n_entries, 0);
+    self->groups = procreg_ckht_groups_new(self);
+    if (self->groups == NULL) {
+        procreg_epoch_domain_free(self->epoch);
+        procreg_ck_lock_clear(&self->lock);
+        free(self);
+        return procreg_set_error(error, PROCREG_ENOMEM,
+                                 "ckht: out of memory for the groups");
+    }
 
     self->ht = malloc(sizeof(*self->ht));
     previous = ckht_write_begin(self);
@@ -473,6 +464,7 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
                     &ckht_allocator, slots, 0);
     ckht_write_end(self, previous);
     if (!ok) {
+        procreg_ckht_groups_free(self->groups);
         free(self->ht);
         procreg_epoch_domain_free(self->epoch);
         procreg_ck_lock_clear(&self->lock);
@@ -498,6 +490,7 @@ static void ckht_destroy(void *state)
      * once; retired ones wait for the readers of other instances that
      * share the epoch. */
     previous = ckht_write_begin(self);
+    procreg_ckht_groups_free(self->groups);
     while ((e = ckht_next(self, &it)) != NULL)
         ckht_entry_free(e);
     ck_ht_destroy(self->ht);
@@ -847,6 +840,7 @@ typedef struct {
     size_t capacity;
     size_t table_bytes;
     size_t entry_bytes;
+    size_t group_bytes;
     size_t total_bytes;
     procreg_epoch_stats epoch;
 } ckht_figures;
@@ -860,8 +854,10 @@ static void ckht_get_figures(ckht *self, ckht_figures *f)
     f->capacity = ckht_capacity(self);
     f->table_bytes = sizeof(*self->ht) + self->table_bytes;
     f->entry_bytes = self->entry_bytes;
+    f->group_bytes = procreg_ckht_groups_bytes(self->groups);
     f->total_bytes = sizeof(*self) + f->table_bytes + f->entry_bytes +
-                     f->epoch.pending_bytes + f->epoch.overhead_bytes;
+                     f->group_bytes + f->epoch.pending_bytes +
+                     f->epoch.overhead_bytes;
 }
 
 static int ckht_memory_usage(void *state, size_t *bytes)
@@ -885,6 +881,7 @@ static void ckht_add_figures(GVariantDict *d, const ckht_figures *f)
                                       : 0.0);
     g_variant_dict_insert(d, "table_bytes", "t", (guint64)f->table_bytes);
     g_variant_dict_insert(d, "entry_bytes", "t", (guint64)f->entry_bytes);
+    g_variant_dict_insert(d, "group_bytes", "t", (guint64)f->group_bytes);
     g_variant_dict_insert(d, "memory_bytes", "t", (guint64)f->total_bytes);
     g_variant_dict_insert(d, "epoch_pending", "t", (guint64)f->epoch.pending);
     g_variant_dict_insert(d, "epoch_pending_bytes", "t",
@@ -938,6 +935,7 @@ static void ckht_stats(void *state, GVariantDict *out)
 
     ckht_get_figures(self, &f);
     ck_ht_stat(self->ht, &st);
+    procreg_ckht_groups_stats(self->groups, out);
     revision = self->revision;
     grows = self->grows;
     rebuilds = self->rebuilds;
@@ -954,7 +952,8 @@ const procreg_backend_ops procreg_ckht_backend_ops = {
     .name = "ckht",
     .description = "In-process hash table (Concurrency Kit ck_ht): lookups "
                    "take no lock, one writer at a time",
-    .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_LOCKFREE_READS,
+    .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_LOCKFREE_READS |
+            PROCREG_CAP_GROUPS,
     .options = ckht_options,
     .init = ckht_init,
     .destroy = ckht_destroy,
@@ -972,4 +971,13 @@ const procreg_backend_ops procreg_ckht_backend_ops = {
     .memory_usage = ckht_memory_usage,
     .stats = ckht_stats,
     .count_namespaces = ckht_count_namespaces,
+    .group_join = procreg_ckht_group_join,
+    .group_leave = procreg_ckht_group_leave,
+    .group_members = procreg_ckht_group_members,
+    .group_list_all = procreg_ckht_group_list_all,
+    .group_count = procreg_ckht_group_count,
+    .group_list = procreg_ckht_group_list,
+    .group_dispatch = procreg_ckht_group_dispatch,
+    .group_pick = procreg_ckht_group_pick,
+    .group_member = procreg_ckht_group_member,
 };

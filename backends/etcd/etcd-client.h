@@ -1,28 +1,32 @@
 /*
  * A small client for etcd's v3 JSON gateway (etcd 3.4: POST /v3/...),
  * on libcurl and json-glib.  Private to the etcd backend: every symbol is
- * hidden in the library.
+ * hidden in the library.  Unary calls in etcd-client.c, streams in
+ * etcd-stream.c, JSON in etcd-json.h.
  *
  *  - Unary calls take a handle from a pool of keep-alive easy handles,
- *    POST a JSON body and parse the JSON reply.  Every call has a time
- *    budget; a refused connection, a dropped connection or a member
- *    without a leader moves on to the next endpoint within that budget.
+ *    POST a JSON body and parse the JSON reply.  Every call has a
+ *    deadline, and every attempt on one endpoint a shorter one of its
+ *    own; a refused connection, a dropped connection, a member without a
+ *    leader or one that does not answer within the attempt's deadline
+ *    moves on to the next endpoint within the call's.
  *  - A stream runs one long POST (the watch) through a multi handle so
- *    that another thread can stop it at once.
+ *    that another thread can stop it at once.  A stream that stays
+ *    silent has its member probed; a member that does not answer ends
+ *    it, and the next stream starts on the next endpoint.
  */
 #ifndef PROCREG_ETCD_CLIENT_H
 #define PROCREG_ETCD_CLIENT_H
 
-#include <glib.h>
-#include <json-glib/json-glib.h>
-#include <stdbool.h>
-#include <stdint.h>
-
-#define ETCD_HIDDEN __attribute__((visibility("hidden")))
+#include "etcd-json.h"
 
 /* Returned by procreg_etcd_call() (never to applications): etcd answered
  * "requested lease not found".  The backend re-grants its lease. */
 #define ETCD_ELEASE_GONE (-1000)
+/* Returned, with ETCD_CALL_REPORT_TOO_BIG, when every member's reply was
+ * larger than max_reply_bytes; by procreg_etcd_stream_run() when a line
+ * was.  (Else PROCREG_EBACKEND.) */
+#define ETCD_EREPLY_TOO_BIG (-1001)
 
 typedef struct etcd_client etcd_client;
 
@@ -30,29 +34,59 @@ typedef enum {
     /* A read that may be answered by any member, leader or not
      * (serializable): no "require leader" header. */
     ETCD_CALL_NO_LEADER_NEEDED = 1u << 0,
+    /* A reply over max_reply_bytes is ETCD_EREPLY_TOO_BIG (a range that
+     * may ask for fewer keys) */
+    ETCD_CALL_REPORT_TOO_BIG = 1u << 1,
 } etcd_call_flags;
 
-/* @endpoints: NULL-terminated base URLs ("http://127.0.0.1:2379"),
- * copied.  @timeout_ms bounds every call. */
-ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const char *const *endpoints,
-                                                 unsigned timeout_ms);
+typedef struct {
+    /* NULL-terminated base URLs ("http://127.0.0.1:2379") */
+    const char *const *endpoints;
+    /* the budget of a call (procreg_etcd_deadline()), and the most one
+     * attempt on one endpoint may take (at most timeout_ms) */
+    unsigned timeout_ms, attempt_ms;
+    /* the longest reply, and line of a stream, read (longer: the member
+     * is passed over) */
+    size_t max_reply_bytes;
+    /* TLS, each NULL when not given: the CA certificates that sign the
+     * members' (else the system's), this client's certificate and key */
+    const char *ca_file, *cert_file, *key_file;
+    /* etcd authentication: NULL user when none */
+    const char *user, *password;
+} etcd_client_config;
+
+/* Everything in @config is copied. */
+ETCD_HIDDEN etcd_client *procreg_etcd_client_new(const etcd_client_config *config);
 ETCD_HIDDEN void procreg_etcd_client_free(etcd_client *c);
 
-/* POST @body to @path ("/v3/kv/range") and parse the reply.
+/* The deadline (g_get_monotonic_time() µs) of an operation that starts
+ * now: now + the client's timeout.  An operation of several calls passes
+ * the same deadline to each. */
+ETCD_HIDDEN gint64 procreg_etcd_deadline(etcd_client *c);
+
+/* POST @body to @path ("/v3/kv/range") and parse the reply, trying the
+ * endpoints in turn until @deadline.  The request may reach etcd more
+ * than once (an attempt that got no answer in time may have been
+ * applied): send only requests whose repetition the caller recognises.
  * @return 0 with *@reply (a JSON object; json_node_unref() it), or
- *   PROCREG_ETIMEDOUT (budget spent), PROCREG_EBACKEND (no endpoint
+ *   PROCREG_ETIMEDOUT (deadline passed), PROCREG_EBACKEND (no endpoint
  *   reachable, no leader, bad reply), PROCREG_EFULL (request too large,
  *   too many operations, space exceeded), PROCREG_EINVAL (etcd rejected
  *   the request), ETCD_ELEASE_GONE; @error says which endpoints were
  *   tried and what etcd said. */
 ETCD_HIDDEN int procreg_etcd_call(etcd_client *c, const char *path,
                                   const char *body, unsigned flags,
-                                  JsonNode **reply, GError **error);
-/* As procreg_etcd_call() with a budget of @timeout_ms instead. */
-ETCD_HIDDEN int procreg_etcd_call_timeout(etcd_client *c, const char *path,
-                                          const char *body, unsigned flags,
-                                          unsigned timeout_ms,
-                                          JsonNode **reply, GError **error);
+                                  gint64 deadline, JsonNode **reply,
+                                  GError **error);
+
+/* procreg_etcd_call() for a write whose repetition the caller recognises
+ * only while nobody else changed the key since: *@unsure tells whether an
+ * attempt before the one answered was sent and got no answer (it may have
+ * been applied, and the answer then describes a repetition). */
+ETCD_HIDDEN int procreg_etcd_call_write(etcd_client *c, const char *path,
+                                        const char *body, gint64 deadline,
+                                        JsonNode **reply, bool *unsure,
+                                        GError **error);
 
 /* One attempt on endpoint @i only (no failover): for health probes.
  * Updates that endpoint's last error. */
@@ -61,12 +95,19 @@ ETCD_HIDDEN int procreg_etcd_call_endpoint(etcd_client *c, unsigned i,
                                            unsigned flags, unsigned timeout_ms,
                                            JsonNode **reply, GError **error);
 
+/* The authentication token a stream's etcd refused ("invalid auth
+ * token": simple tokens expire): the next call or stream authenticates
+ * again.  Safe from any thread. */
+ETCD_HIDDEN void procreg_etcd_client_token_refused(etcd_client *c);
+
 /* Figures for health and stats. */
 typedef struct {
     uint64_t calls;
     uint64_t failovers;   /* calls that moved on to another endpoint */
     uint64_t timeouts;
     uint64_t failures;    /* calls that returned an error */
+    uint64_t slow_attempts; /* attempts abandoned at their deadline */
+    uint64_t authentications; /* tokens obtained (the first, renewals) */
     unsigned current;     /* index of the endpoint in use */
     unsigned n_endpoints;
 } etcd_client_stats;
@@ -88,75 +129,33 @@ typedef struct etcd_stream etcd_stream;
  * return false to end the stream. */
 typedef bool (*etcd_line_fn)(const char *line, size_t len, void *user);
 
-ETCD_HIDDEN etcd_stream *procreg_etcd_stream_new(void);
+/* @silence_ms: after this long without a byte, the stream's member is
+ * probed, and the stream ended if it does not answer (0: never). */
+ETCD_HIDDEN etcd_stream *procreg_etcd_stream_new(unsigned silence_ms);
 ETCD_HIDDEN void procreg_etcd_stream_free(etcd_stream *s);
 /* Make procreg_etcd_stream_run() return now, and every later run at once.
  * Safe from any thread. */
 ETCD_HIDDEN void procreg_etcd_stream_stop(etcd_stream *s);
 ETCD_HIDDEN bool procreg_etcd_stream_stopped(etcd_stream *s);
+/* Make the current (or next) run return now, as if the server had ended
+ * it, until procreg_etcd_stream_rearm().  Safe from any thread.  Rearm
+ * before deciding what the next run asks for: an interrupt after that
+ * is never lost. */
+ETCD_HIDDEN void procreg_etcd_stream_interrupt(etcd_stream *s);
+ETCD_HIDDEN void procreg_etcd_stream_rearm(etcd_stream *s);
 
-/* POST @body to @path on the next endpoint in turn and feed the reply to
- * @fn line by line until the server ends it, @fn returns false or the
- * stream is stopped.  Connecting is bounded by the client's timeout; an
- * open stream has none (TCP keepalive notices a dead peer).
+/* POST @body to @path, starting at the endpoint in use, and feed the
+ * reply to @fn line by line until the server ends it, @fn returns false
+ * or the stream is stopped.  An endpoint that cannot be reached or sends
+ * nothing within an attempt's deadline is passed over for the next (@fn
+ * has seen nothing then).  A stream that goes silent for the stream's
+ * silence_ms while its member does not answer a probe ends with an error,
+ * and that member is no longer the one in use.
  * @return 0 when the stream ended normally or was stopped, else a
  *   negative code with @error. */
 ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
                                         const char *path, const char *body,
                                         etcd_line_fn fn, void *user,
                                         GError **error);
-
-/* ---- JSON helpers ---- */
-
-/* Deepest nesting of objects and arrays accepted in text from the cluster
- * (etcd's replies nest about 5 deep; json-glib recurses once per level and
- * overflows the stack on a few hundred thousand). */
-#define ETCD_JSON_MAX_DEPTH 64
-
-/* Whether @len bytes hold exactly one JSON object, with only JSON
- * whitespace around it: strict RFC 8259 syntax (no comments, single
- * quotes, hex or octal numbers, control characters in strings; those
- * json-glib 1.6 accepts), nested at most ETCD_JSON_MAX_DEPTH deep.  On
- * false *@why says what is wrong (a static string).  UTF-8 validity is
- * left to json-glib.
- * Every text from the cluster passes this before json-glib sees it:
- * json-glib 1.6.6 accepts '{"a":1}{"b":2}', keeps one value and leaks the
- * other, and overflows its stack on deep nesting. */
-ETCD_HIDDEN bool procreg_etcd_json_one_object(const void *text, size_t len,
-                                              const char **why);
-/* Check @len bytes with procreg_etcd_json_one_object() and parse them.
- * @return the root, an object (json_node_unref() it), or NULL with *@why
- *   (static) and, where json-glib refused the text, its reason in @error
- *   (may be NULL). */
-ETCD_HIDDEN JsonNode *procreg_etcd_json_parse_object(const void *text,
-                                                     size_t len,
-                                                     const char **why,
-                                                     GError **error);
-/* What an error reply says: {"error","message","code"} (unary calls) or
- * {"error":{"grpc_code","message",...}} (streams).  *@grpc_code: -1 when
- * absent; *@message (g_free it): etcd's message, else the start of the
- * text. */
-ETCD_HIDDEN void procreg_etcd_error_reply_parse(const char *text, size_t len,
-                                                int *grpc_code,
-                                                char **message);
-
-/* An int64 member: etcd writes them as strings and omits zeros.
- * false when present but not an integer. */
-ETCD_HIDDEN bool procreg_etcd_json_int(JsonObject *o, const char *member,
-                                       int64_t *out);
-/* A base64 member, decoded (absent: empty).  g_free *out. */
-ETCD_HIDDEN bool procreg_etcd_json_b64(JsonObject *o, const char *member,
-                                       guchar **out, gsize *len);
-/* A boolean member (absent: false). */
-ETCD_HIDDEN bool procreg_etcd_json_bool(JsonObject *o, const char *member);
-/* An object member or NULL. */
-ETCD_HIDDEN JsonObject *procreg_etcd_json_obj(JsonObject *o,
-                                              const char *member);
-/* An array member or NULL. */
-ETCD_HIDDEN JsonArray *procreg_etcd_json_array(JsonObject *o,
-                                               const char *member);
-/* Append the base64 of @len bytes to @s as a JSON string (with quotes). */
-ETCD_HIDDEN void procreg_etcd_append_b64(GString *s, const void *data,
-                                         size_t len);
 
 #endif

@@ -163,16 +163,23 @@ ETCD_HIDDEN bool procreg_etcd_value_decode(const void *data, size_t len,
 /* ---- reason markers ---- */
 
 ETCD_HIDDEN size_t procreg_etcd_marker_encode(const char *writer, int reason,
+                                              uint64_t nonce,
                                               char out[ETCD_MARKER_MAX])
 {
-    int n = g_snprintf(out, ETCD_MARKER_MAX, "{\"w\":\"%.*s\",\"r\":%d}",
-                       ETCD_WRITER_LEN, writer, reason);
+    int n = nonce != 0
+                ? g_snprintf(out, ETCD_MARKER_MAX,
+                             "{\"w\":\"%.*s\",\"r\":%d,\"n\":%" G_GINT64_FORMAT
+                             "}",
+                             ETCD_WRITER_LEN, writer, reason,
+                             (gint64)(nonce & G_MAXINT64))
+                : g_snprintf(out, ETCD_MARKER_MAX, "{\"w\":\"%.*s\",\"r\":%d}",
+                             ETCD_WRITER_LEN, writer, reason);
     return (size_t)MIN(n, ETCD_MARKER_MAX - 1);
 }
 
 ETCD_HIDDEN bool procreg_etcd_marker_parse(const void *value, size_t len,
                                            char writer[ETCD_WRITER_LEN + 1],
-                                           int *reason)
+                                           int *reason, uint64_t *nonce)
 {
     const char *why;
     JsonNode *root = procreg_etcd_json_parse_object(value, len, &why, NULL);
@@ -180,12 +187,15 @@ ETCD_HIDDEN bool procreg_etcd_marker_parse(const void *value, size_t len,
         return false;
     JsonObject *o = json_node_get_object(root);
     const char *w = get_string(o, "w");
-    int64_t r = 0;
+    int64_t r = 0, n = 0;
     bool ok = w != NULL && procreg_etcd_json_int(o, "r", &r) && r >= 0 &&
-              r <= 64;
+              r <= 64 &&
+              (!json_object_has_member(o, "n") ||
+               (get_number(o, "n", &n) && n > 0));
     if (ok) {
         g_strlcpy(writer, w, ETCD_WRITER_LEN + 1);
         *reason = (int)r;
+        *nonce = (uint64_t)n;
     }
     json_node_unref(root);
     return ok;

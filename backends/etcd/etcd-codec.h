@@ -5,21 +5,26 @@
  * Keys, under the registry's prefix P (no trailing '/'):
  *   P/e/<ns>\0<name>   one entry; a namespace is the range
  *                      [P/e/<ns>\0, P/e/<ns>\1), every entry [P/e/, P/e0)
- *   P/why              the reason marker: written in the same transaction
- *                      as a removal, so watchers learn why an entry went
- *                      away and who removed it.  A removal without a
- *                      marker at its revision is a lease expiry.
+ *   P/e/<ns>\0         the namespace's reason marker (the empty name, which
+ *                      no entry has): written in the same transaction as a
+ *                      removal (or a forced update) in the namespace, so
+ *                      watchers, of the namespace alone too, learn why an
+ *                      entry went away and who removed it.  A removal
+ *                      without a marker at its revision is a lease
+ *                      expiry.
  * Values: a JSON object
  *   {"v":1,"pid":N,"start":N,"host":"ID","at":µs,"w":"WRITER","meta":"B64"}
  * with "meta" (optional) the normal-form serialisation of the a{sv}
  * metadata, base64.  WRITER is the 16-hex-digit id of the registry
  * instance that wrote the value ("0": written by the backend itself, for
  * a lease re-registration), so an instance skips its own changes in its
- * watch.  Marker values: {"w":"WRITER","r":REASON}.
+ * watch.  Marker values: {"w":"WRITER","r":REASON,"n":NONCE} ("n"
+ * optional), NONCE the removal's, so a removal whose answer was lost
+ * recognises its own marker.
  *
  * Every text read from the cluster (values, markers, replies, watch
  * lines) must hold exactly one JSON object in strict syntax before
- * json-glib parses it: procreg_etcd_json_parse_object() (etcd-client.h).
+ * json-glib parses it: procreg_etcd_json_parse_object() (etcd-json.h).
  * The reply parsers below depend on nothing but their input, so the fuzz
  * target (tests/reliability/fuzz/fuzz-etcd.c) calls them directly.
  */
@@ -62,17 +67,20 @@ ETCD_HIDDEN bool procreg_etcd_host_id_valid(const char *id);
 /* Longest marker value procreg_etcd_marker_encode() writes, with its NUL. */
 #define ETCD_MARKER_MAX 64
 
-/* The marker value {"w":"WRITER","r":REASON} into @out; its length.
- * @writer: a writer id (hex digits, "0" for the backend itself), cut to
- * ETCD_WRITER_LEN; written as it is, not escaped. */
+/* The marker value {"w":"WRITER","r":REASON,"n":NONCE} into @out; its
+ * length.  @writer: a writer id (hex digits, "0" for the backend
+ * itself), cut to ETCD_WRITER_LEN; written as it is, not escaped.
+ * @nonce 0: no "n". */
 ETCD_HIDDEN size_t procreg_etcd_marker_encode(const char *writer, int reason,
+                                              uint64_t nonce,
                                               char out[ETCD_MARKER_MAX]);
 /* Parse a marker value: "w" a string (copied to @writer, cut to
- * ETCD_WRITER_LEN), "r" a number from 0 to 64.  false (and @writer,
- * @reason untouched) when it is anything else. */
+ * ETCD_WRITER_LEN), "r" a number from 0 to 64, "n" (optional) an
+ * unsigned number (*@nonce, 0 when absent).  false (and the outputs
+ * untouched) when it is anything else. */
 ETCD_HIDDEN bool procreg_etcd_marker_parse(const void *value, size_t len,
                                            char writer[ETCD_WRITER_LEN + 1],
-                                           int *reason);
+                                           int *reason, uint64_t *nonce);
 
 /* ---- etcd's replies ---- */
 

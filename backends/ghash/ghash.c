@@ -6,9 +6,9 @@
  * Two tables: every entry by its full key (hashed with the key's
  * precomputed hash, so lookups never re-hash), and per namespace the set
  * of its entries, so listing, counting or dropping one namespace never
- * visits the others.
+ * visits the others.  Groups live apart, in ghash-groups.c.
  */
-#include <procreg/backend.h>
+#include "ghash-internal.h"
 
 #include <string.h>
 
@@ -19,27 +19,6 @@ typedef struct {
     uint64_t revision;
     procreg_key key; /* last: flexible bytes */
 } ghash_entry;
-
-typedef struct {
-    GHashTable *by_key;       /* procreg_key* (inside the entry) -> ghash_entry* */
-    GHashTable *by_namespace; /* char* ns -> GHashTable set of ghash_entry* */
-    uint64_t revision;
-    size_t bytes; /* entry allocations, for memory_usage */
-} ghash_state;
-
-static guint key_hash(gconstpointer k)
-{
-    const procreg_key *key = k;
-    return (guint)(key->hash ^ (key->hash >> 32));
-}
-
-static gboolean key_equal(gconstpointer a, gconstpointer b)
-{
-    const procreg_key *x = a, *y = b;
-    return x->hash == y->hash && x->ns_len == y->ns_len &&
-           x->name_len == y->name_len &&
-           memcmp(x->bytes, y->bytes, procreg_key_size(x)) == 0;
-}
 
 static size_t entry_size(const procreg_key *key)
 {
@@ -58,9 +37,12 @@ static int ghash_init(const procreg_spec *spec, procreg_backend_host *host,
                       void **state, GError **error)
 {
     ghash_state *s = g_new0(ghash_state, 1);
-    s->by_key = g_hash_table_new_full(key_hash, key_equal, NULL, entry_free);
+    s->by_key = g_hash_table_new_full(procreg_ghash_key_hash,
+                                      procreg_ghash_key_equal, NULL,
+                                      entry_free);
     s->by_namespace = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                             (GDestroyNotify)g_hash_table_unref);
+    s->groups = procreg_ghash_groups_new();
     *state = s;
     return 0;
 }
@@ -68,6 +50,7 @@ static int ghash_init(const procreg_spec *spec, procreg_backend_host *host,
 static void ghash_destroy(void *state)
 {
     ghash_state *s = state;
+    procreg_ghash_groups_free(s->groups);
     /* Namespace sets only point at entries; drop them first. */
     g_hash_table_unref(s->by_namespace);
     g_hash_table_unref(s->by_key);
@@ -292,7 +275,8 @@ static int ghash_memory_usage(void *state, size_t *bytes)
      * namespace sets (keys only) add about the same again. */
     size_t buckets = g_hash_table_size(s->by_key) * 2;
     *bytes = s->bytes + buckets * (sizeof(guint) + 2 * sizeof(gpointer)) +
-             buckets * (sizeof(guint) + sizeof(gpointer));
+             buckets * (sizeof(guint) + sizeof(gpointer)) +
+             procreg_ghash_groups_bytes(s->groups);
     return 0;
 }
 
@@ -319,7 +303,8 @@ const procreg_backend_ops procreg_ghash_backend_ops = {
     .version = PROCREG_BACKEND_VERSION,
     .name = "ghash",
     .description = "in-memory GHashTable; reads in parallel, writes exclusive",
-    .caps = PROCREG_CAP_PARALLEL_READS | PROCREG_CAP_ATOMIC_DROP,
+    .caps = PROCREG_CAP_PARALLEL_READS | PROCREG_CAP_ATOMIC_DROP |
+            PROCREG_CAP_GROUPS,
     .options = NULL,
     .init = ghash_init,
     .destroy = ghash_destroy,
@@ -336,4 +321,13 @@ const procreg_backend_ops procreg_ghash_backend_ops = {
     .memory_usage = ghash_memory_usage,
     .stats = ghash_stats,
     .count_namespaces = ghash_count_namespaces,
+    .group_join = procreg_ghash_group_join,
+    .group_leave = procreg_ghash_group_leave,
+    .group_members = procreg_ghash_group_members,
+    .group_list_all = procreg_ghash_group_list_all,
+    .group_count = procreg_ghash_group_count,
+    .group_list = procreg_ghash_group_list,
+    .group_dispatch = procreg_ghash_group_dispatch,
+    .group_pick = procreg_ghash_group_pick,
+    .group_member = procreg_ghash_group_member,
 };

@@ -52,7 +52,7 @@ struct lmdb_notify_page {
 
 void procreg_lmdb_notify_open(lmdb_env *env)
 {
-    char *path = g_strconcat(env->path, "-notify", NULL);
+    char *path = g_strconcat(env->path, NOTIFY_SUFFIX, NULL);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     bool writable = fd >= 0;
     if (fd < 0)
@@ -270,7 +270,8 @@ static void deliver_locked(lmdb_env *env)
             .registered_at = ch->h.registered_at,
             .revision = ch->h.revision,
         };
-        if (ch->h.kind == PROCREG_EVENT_REGISTERED)
+        if (ch->h.kind == PROCREG_EVENT_REGISTERED ||
+            ch->h.kind == PROCREG_EVENT_JOINED)
             procreg_lmdb_owner_alive(env, &e.owner); /* watch the new owner */
         bool ours = ch->h.origin_pid == (uint32_t)env->self.pid;
         for (guint j = 0; j < env->instances->len; j++) {

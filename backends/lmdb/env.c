@@ -7,7 +7,7 @@
  * what a forked child does with its parent's envs (abandons them, and
  * opens the file afresh on first use of an inherited handle).
  * Relies on: open.c to open and free an env, changelog.c to attach a
- * handle to the change-log watcher.
+ * handle to the change-log watcher, writer.c for its part of fork.
  */
 #include "lmdb-internal.h"
 
@@ -21,13 +21,16 @@ static GHashTable *table;     /* lmdb_env* by (dev, ino) */
 static GPtrArray *abandoned;
 static gint fork_generation;
 
+/* The writer lock's list nests inside table_lock, here as everywhere. */
 static void atfork_prepare(void)
 {
     pthread_mutex_lock(&table_lock);
+    procreg_lmdb_writer_fork_prepare();
 }
 
 static void atfork_parent(void)
 {
+    procreg_lmdb_writer_fork_parent();
     pthread_mutex_unlock(&table_lock);
 }
 
@@ -36,7 +39,10 @@ static void atfork_child(void)
     /* The parent's environments, threads and transactions are not ours:
      * lmdb.h forbids using or even closing them here (closing would
      * release the parent's reader slots).  Keep them unreachable for
-     * new opens and reachable for leak checkers. */
+     * new opens and reachable for leak checkers.  Their writer-lock
+     * descriptors go: a copy would keep the parent's lock held after the
+     * parent's death. */
+    procreg_lmdb_writer_fork_child();
     g_atomic_int_inc(&fork_generation);
     if (table != NULL) {
         GHashTableIter it;

@@ -4,9 +4,17 @@
  *
  * Owns: the owner cache (an owner seen before is answered from memory),
  * the first-sight probe (/proc, then a pidfd), the monitor thread that
- * polls the pidfds (epoll) and deletes a dead owner's entries (reason
- * OWNER_EXITED) in one write transaction, and the sweep of every owner
- * in the file when the monitor starts.
+ * polls the pidfds (epoll) and deletes a dead owner's entries and group
+ * members (reason OWNER_EXITED) in one write transaction, and the sweep of
+ * every owner in the file when the monitor starts.
+ *
+ * Invariant: every live owner this process has seen (while the monitor
+ * runs) is watched, by a pidfd or, where there is none (pidfd_open()
+ * refused: an old kernel, seccomp, valgrind; past monitor_max;
+ * PROCREG_MONITOR=poll), by the monitor asking /proc every POLL_MS; so
+ * its death is noticed and its entries and members reaped without anyone
+ * looking them up.  A polled owner is never answered from the cache: it
+ * may have died since the last poll.
  * Relies on: txn.c for transactions, changelog.c to log the removals,
  * ops.c to delete an entry and its owner record.
  */
@@ -22,6 +30,8 @@
 
 /* Owners whose death the monitor watches with a pidfd, at most. */
 #define MONITOR_MAX 256
+/* How often the monitor asks /proc about the owners without a pidfd. */
+#define POLL_MS 50
 
 static guint owner_hash(gconstpointer p)
 {
@@ -70,7 +80,7 @@ static bool owner_probe(lmdb_env *env, const procreg_owner *o)
 {
     bool alive = procreg_owner_is_alive(o);
     int pidfd = -1;
-    if (alive && env->epfd >= 0 &&
+    if (alive && env->epfd >= 0 && !env->poll_only &&
         g_atomic_int_get(&env->monitored) < env->monitor_max) {
         pidfd = pidfd_open_compat(o->pid);
         /* The pid may have died and been reused before the pidfd was
@@ -84,16 +94,29 @@ static bool owner_probe(lmdb_env *env, const procreg_owner *o)
     owner_id id = {o->pid, o->start_time};
     pthread_mutex_lock(&env->owners_lock);
     owner_rec *rec = g_hash_table_lookup(env->owner_cache, &id);
-    if (rec != NULL) {
+    if (rec != NULL && !rec->polled) {
         alive = rec->alive;
-    } else if (pidfd >= 0 || !alive) {
-        /* Cache what we can keep true: a monitored live owner, or a dead
-         * one (it stays dead). */
+    } else if (rec != NULL) {
+        /* Polled, and just asked: dead now, perhaps. */
+        if (!alive) {
+            rec->polled = false;
+            rec->alive = false;
+            env->polled--;
+            queue_reap(env, rec);
+        }
+    } else if (env->epfd >= 0 || !alive) {
+        /* Cache a monitored live owner (with its pidfd, else polled), or
+         * a dead one (it stays dead). */
         rec = g_new0(owner_rec, 1);
         rec->id = id;
         rec->alive = alive;
         rec->pidfd = -1;
         g_hash_table_insert(env->owner_cache, &rec->id, rec);
+        if (alive && pidfd < 0) {
+            rec->polled = true;
+            env->polled++;
+            monitor_wake(env); /* to poll from now on */
+        }
         if (pidfd >= 0) {
             struct epoll_event ev = {.events = EPOLLIN, .data.ptr = rec};
             if (epoll_ctl(env->epfd, EPOLL_CTL_ADD, pidfd, &ev) == 0) {
@@ -123,7 +146,7 @@ bool procreg_lmdb_owner_alive(lmdb_env *env, const procreg_owner *o)
     owner_id id = {o->pid, o->start_time};
     pthread_mutex_lock(&env->owners_lock);
     owner_rec *rec = g_hash_table_lookup(env->owner_cache, &id);
-    int known = rec == NULL ? -1 : rec->alive;
+    int known = rec == NULL || rec->polled ? -1 : rec->alive;
     pthread_mutex_unlock(&env->owners_lock);
     return known >= 0 ? known != 0 : owner_probe(env, o);
 }
@@ -182,6 +205,11 @@ static int reap_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
         n++;
     }
     g_ptr_array_unref(keys);
+    int members = w->mdb_rc == 0 && w->corrupt == NULL
+                      ? procreg_lmdb_reap_members(env, txn, w, &ctx->owner)
+                      : 0;
+    if (members > 0)
+        n += members;
     if (w->mdb_rc == 0)
         procreg_lmdb_log_finish(env, txn, w);
     return n;
@@ -197,7 +225,8 @@ static bool owner_has_entries(lmdb_env *env, const procreg_owner *o)
     uint8_t okb[OWNER_KEY_SIZE];
     procreg_lmdb_owner_key(o, okb);
     MDB_val k = {sizeof okb, okb}, v;
-    bool has = mdb_get(txn, env->db_owners, &k, &v) == 0;
+    bool has = mdb_get(txn, env->db_owners, &k, &v) == 0 ||
+               procreg_lmdb_owner_has_members(env, txn, o);
     procreg_lmdb_read_end(env, txn);
     return has;
 }
@@ -233,10 +262,43 @@ static void sweep_owners(lmdb_env *env)
         }
         mdb_cursor_close(c);
     }
+    procreg_lmdb_member_owners(env, txn, owners);
     procreg_lmdb_read_end(env, txn);
     for (guint i = 0; i < owners->len && !g_atomic_int_get(&env->stop); i++)
         procreg_lmdb_owner_alive(env, &g_array_index(owners, procreg_owner, i));
     g_array_unref(owners);
+}
+
+/* Ask /proc about the polled owners; queue the dead for reaping.  Only
+ * the monitor thread removes recs from the cache, so the ids taken here
+ * still name recs when it looks them up again. */
+static void poll_owners(lmdb_env *env)
+{
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(owner_id));
+    pthread_mutex_lock(&env->owners_lock);
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, env->owner_cache);
+    while (g_hash_table_iter_next(&it, NULL, &v))
+        if (((owner_rec *)v)->polled)
+            g_array_append_val(ids, ((owner_rec *)v)->id);
+    pthread_mutex_unlock(&env->owners_lock);
+    for (guint i = 0; i < ids->len; i++) {
+        owner_id *id = &g_array_index(ids, owner_id, i);
+        procreg_owner o = {id->pid, id->start_time};
+        if (procreg_owner_is_alive(&o))
+            continue;
+        pthread_mutex_lock(&env->owners_lock);
+        owner_rec *rec = g_hash_table_lookup(env->owner_cache, id);
+        if (rec != NULL && rec->polled) {
+            rec->polled = false;
+            rec->alive = false;
+            env->polled--;
+            queue_reap(env, rec);
+        }
+        pthread_mutex_unlock(&env->owners_lock);
+    }
+    g_array_unref(ids);
 }
 
 static gpointer monitor_main(gpointer data)
@@ -245,9 +307,15 @@ static gpointer monitor_main(gpointer data)
     sweep_owners(env);
     while (!g_atomic_int_get(&env->stop)) {
         struct epoll_event evs[32];
-        int n = epoll_wait(env->epfd, evs, G_N_ELEMENTS(evs), -1);
+        pthread_mutex_lock(&env->owners_lock);
+        bool polling = env->polled > 0;
+        pthread_mutex_unlock(&env->owners_lock);
+        int n = epoll_wait(env->epfd, evs, G_N_ELEMENTS(evs),
+                           polling ? POLL_MS : -1);
         if (n < 0 && errno != EINTR)
             break;
+        if (polling)
+            poll_owners(env);
         pthread_mutex_lock(&env->owners_lock);
         for (int i = 0; i < n; i++) {
             owner_rec *rec = evs[i].data.ptr;
@@ -298,6 +366,8 @@ void procreg_lmdb_monitor_start(lmdb_env *env)
     env->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     struct rlimit rl;
     env->monitor_max = MONITOR_MAX;
+    const char *mode = g_getenv("PROCREG_MONITOR");
+    env->poll_only = mode != NULL && strcmp(mode, "poll") == 0;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
         env->monitor_max = (int)MIN((rlim_t)MONITOR_MAX, rl.rlim_cur / 8);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};

@@ -170,7 +170,7 @@ LMDB_HIDDEN bool procreg_lmdb_change_decode(const void *v, size_t n,
         (uint64_t)sizeof *h + h->key_len + h->meta_len != n ||
         (h->flags & ~PROCREG_LMDB_HAS_META) ||
         (!(h->flags & PROCREG_LMDB_HAS_META) && h->meta_len != 0) ||
-        h->kind < PROCREG_EVENT_REGISTERED || h->kind > PROCREG_EVENT_UPDATED ||
+        h->kind < PROCREG_EVENT_REGISTERED || h->kind > PROCREG_EVENT_LEFT ||
         h->reason > PROCREG_REASON_FORCED || h->pid == 0 || h->pid > INT_MAX)
         return false;
     const char *key = (const char *)v + sizeof *h;

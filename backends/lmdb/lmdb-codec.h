@@ -12,7 +12,10 @@
 
 #define LMDB_HIDDEN __attribute__((visibility("hidden")))
 
-#define PROCREG_LMDB_FORMAT "procreg-lmdb 1"
+#define PROCREG_LMDB_FORMAT "procreg-lmdb 2"
+/* The format before groups: the same without their databases, which an
+ * opener that may write adds (groups.c). */
+#define PROCREG_LMDB_FORMAT_1 "procreg-lmdb 1"
 #define PROCREG_LMDB_ENTRY_VERSION 1
 #define PROCREG_LMDB_EVENT_VERSION 1
 #define PROCREG_LMDB_HAS_META 1u
@@ -30,7 +33,8 @@ typedef struct {
 } procreg_lmdb_entry_header;
 
 /* "events": key the change number (BE64), value this header + key +
- * metadata. */
+ * metadata.  A group change (JOINED, LEFT) has the group's key and the
+ * member in the entry fields (revision: the member id). */
 typedef struct {
     uint16_t version;
     uint8_t kind;

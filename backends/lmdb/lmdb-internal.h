@@ -22,6 +22,9 @@
 #define POOL_MAX 2
 
 #define OWNER_KEY_SIZE PROCREG_LMDB_OWNER_KEY_SIZE
+/* FILE-notify: the change counter's page (changelog.c), and the writer
+ * lock (writer.c). */
+#define NOTIFY_SUFFIX "-notify"
 
 /* Whether the backend reports its own changes in commit order
  * (PROCREG_CAP_ORDERED_EVENTS; changelog.c).  Test builds that re-create
@@ -44,6 +47,7 @@ typedef struct {
     owner_id id;
     bool alive;
     bool queued; /* waiting in reap_queue */
+    bool polled; /* alive, no pidfd: the monitor polls it (liveness.c) */
     int pidfd;   /* -1 when not monitored */
 } owner_rec;
 
@@ -60,15 +64,23 @@ typedef struct {
     ino_t ino;
     char *path;
     bool read_only;
+    bool lockless;   /* read-only, and reads take no reader slot */
     bool stale_boot; /* read-only file of an earlier boot: owners all dead */
     char *read_only_why;
     MDB_env *mdb;
     MDB_dbi db_entries, db_owners, db_meta, db_events;
+    /* Groups (groups.c); absent in a read-only file of format 1. */
+    MDB_dbi db_members, db_group_ids, db_member_owners;
+    bool has_groups;
     unsigned int max_readers;
     int sync_votes, nosync_votes; /* instances asking; under table_lock */
     procreg_owner self;
 
     GRWLock txn_lock; /* readers: any transaction; writer: remapping */
+    /* The writer lock (writer.c): the threads' turn, then the file's. */
+    pthread_mutex_t writer_mutex;
+    int writer_fd;     /* -1: none (read-only with a lock file) */
+    int shared_reads;  /* lockless reads running; under writer_mutex */
     pthread_mutex_t pool_lock;
     MDB_txn *pool[POOL_MAX];
     int pool_n;
@@ -79,6 +91,8 @@ typedef struct {
     GQueue reap_queue;  /* owner_rec*, under owners_lock */
     int monitored;      /* recs with a pidfd */
     int monitor_max;
+    int polled;         /* recs polled instead, under owners_lock */
+    bool poll_only;     /* PROCREG_MONITOR=poll: no pidfds */
     int epfd, evfd;
     GThread *monitor;
 
@@ -215,6 +229,28 @@ LMDB_HIDDEN int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
 /* Record LMDB's @rc of step @what in @w; true when it is 0. */
 LMDB_HIDDEN bool procreg_lmdb_step_check(wstate *w, int rc, const char *what);
 
+/* ---- writer.c: the writer lock ---- */
+
+/* Set up the lock's mutex; no descriptor yet. */
+LMDB_HIDDEN void procreg_lmdb_writer_init(lmdb_env *env);
+/* Open the lock's descriptor (FILE-notify; for reading only when the
+ * env is lockless); 0 or an errno. */
+LMDB_HIDDEN int procreg_lmdb_writer_open(lmdb_env *env);
+LMDB_HIDDEN void procreg_lmdb_writer_clear(lmdb_env *env);
+/* Wait for the writer lock; every LMDB write transaction begins under
+ * it.  0, or PROCREG_EBACKEND in @error (which may be NULL). */
+LMDB_HIDDEN int procreg_lmdb_writer_lock(lmdb_env *env, GError **error);
+LMDB_HIDDEN void procreg_lmdb_writer_unlock(lmdb_env *env);
+/* Around a read of a lockless env: keep every writer out (a read lock on
+ * the writer lock's byte, while any read of this process runs); nothing
+ * for other envs. */
+LMDB_HIDDEN void procreg_lmdb_writer_lock_shared(lmdb_env *env);
+LMDB_HIDDEN void procreg_lmdb_writer_unlock_shared(lmdb_env *env);
+/* pthread_atfork handlers, called by env.c's. */
+LMDB_HIDDEN void procreg_lmdb_writer_fork_prepare(void);
+LMDB_HIDDEN void procreg_lmdb_writer_fork_parent(void);
+LMDB_HIDDEN void procreg_lmdb_writer_fork_child(void);
+
 /* ---- liveness.c: whether owners live; reaping the dead ---- */
 
 /* Set up the owner cache (before anything may probe an owner). */
@@ -275,6 +311,12 @@ LMDB_HIDDEN bool procreg_lmdb_counter_next(lmdb_env *env, MDB_txn *txn,
 LMDB_HIDDEN bool procreg_lmdb_fill_entry(const raw_entry *r,
                                          procreg_entry *out,
                                          const char **why);
+/* The serialised normal form of @metadata (NULL: none), refused over the
+ * metadata limit with PROCREG_EFULL.  *norm holds the bytes; unref it
+ * after the write. */
+LMDB_HIDDEN int procreg_lmdb_meta_bytes(lmdb_env *env, GVariant *metadata,
+                                        GVariant **norm, const void **data,
+                                        size_t *len, GError **error);
 /* Count and report the corrupt record at @k. */
 LMDB_HIDDEN int procreg_lmdb_corrupt_error(lmdb_env *env, const MDB_val *k,
                                            const char *why, GError **error);
@@ -309,6 +351,49 @@ LMDB_HIDDEN int procreg_lmdb_list_names(void *state, const char *ns,
                                         size_t max, GPtrArray *out);
 LMDB_HIDDEN int procreg_lmdb_drop_namespace(void *state, const char *ns,
                                             GArray *removed, GError **error);
+
+/* ---- groups.c: group members ---- */
+
+/* Open (creating them when @create) the group databases in @txn; sets
+ * env->has_groups.  An LMDB code. */
+LMDB_HIDDEN int procreg_lmdb_groups_open(lmdb_env *env, MDB_txn *txn,
+                                         bool create);
+/* Reap every member of the dead @owner (LEFT, reason OWNER_EXITED, logged
+ * with no origin).  The number removed, or -1 on a failure (in @w). */
+LMDB_HIDDEN int procreg_lmdb_reap_members(lmdb_env *env, MDB_txn *txn,
+                                          wstate *w,
+                                          const procreg_owner *owner);
+/* Whether @owner holds members. */
+LMDB_HIDDEN bool procreg_lmdb_owner_has_members(lmdb_env *env, MDB_txn *txn,
+                                                const procreg_owner *owner);
+/* Append every owner that holds members (each once) to @owners. */
+LMDB_HIDDEN void procreg_lmdb_member_owners(lmdb_env *env, MDB_txn *txn,
+                                            GArray *owners);
+/* Remove every member (a new boot: their owners are all dead), logged as
+ * reaped.  false on a failure (in @w). */
+LMDB_HIDDEN bool procreg_lmdb_members_drop_all(lmdb_env *env, MDB_txn *txn,
+                                               wstate *w);
+
+LMDB_HIDDEN int procreg_lmdb_group_join(void *state, const procreg_key *key,
+                                        const procreg_record *record,
+                                        procreg_member *joined,
+                                        GError **error);
+LMDB_HIDDEN int procreg_lmdb_group_leave(void *state, const procreg_key *key,
+                                         uint64_t member_id,
+                                         const procreg_owner *owner,
+                                         procreg_event_reason reason,
+                                         GArray *removed, GError **error);
+LMDB_HIDDEN int procreg_lmdb_group_members(void *state,
+                                           const procreg_key *key,
+                                           GArray *out, GError **error);
+LMDB_HIDDEN int procreg_lmdb_group_list_all(void *state, const char *ns,
+                                            GArray *out, GError **error);
+LMDB_HIDDEN int procreg_lmdb_group_list(void *state, const char *ns,
+                                        GArray *out, GError **error);
+LMDB_HIDDEN int procreg_lmdb_group_member(void *state, const procreg_key *key,
+                                          uint64_t member_id,
+                                          procreg_member *out,
+                                          GError **error);
 
 /* ---- health.c: health and figures ---- */
 

@@ -3,7 +3,8 @@
  * open.  Entries persist, dead owners' entries vanish for everybody, and
  * changes made by one process reach the events and waiters of the others.
  *
- * File layout (MDB_NOSUBDIR: FILE and FILE-lock, plus FILE-notify):
+ * File layout (MDB_NOSUBDIR: FILE and FILE-lock, plus FILE-notify, the
+ * change counter's page and the writer lock):
  *   "entries"  key "ns\0name" -> entry_header + serialised a{sv}, so one
  *              namespace is the cursor range that starts at "ns\0";
  *   "owners"   (DUPSORT) key pid(BE32) start_time(BE64) -> "ns\0name" of
@@ -11,7 +12,8 @@
  *              without a scan;
  *   "meta"     "format", the revision counter, the boot id;
  *   "events"   key change number (BE64) -> event_header + key + metadata:
- *              the change log that other processes read.
+ *              the change log that other processes read;
+ *   "members", "group_ids", "member_owners": group members (groups.c).
  * Every value read back is checked (lmdb-codec.c: lengths, version, a{sv}
  * in normal form): a corrupt or hostile file gives PROCREG_EBACKEND,
  * never a crash.
@@ -24,6 +26,9 @@
  *   open.c       opening a file (paths, checks, databases, boot id);
  *   txn.c        LMDB errors, read transactions (pooled), the write
  *                driver, map growth;
+ *   writer.c     the writer lock: writers take turns through a lock the
+ *                kernel frees at death, so that LMDB's writer mutex is
+ *                never contended across processes;
  *   liveness.c   whether an owner lives (cache, /proc, pidfd monitor
  *                thread) and reaping the entries of the dead;
  *   changelog.c  the change log, FILE-notify (a shared futex counter),
@@ -31,12 +36,14 @@
  *                this process's handles in commit order;
  *   ops.c        entries, and register/lookup/unregister/update;
  *   scan.c       list, count, names, namespaces, drop;
+ *   groups.c     group members: joins, leaves, reads, reaping;
  *   health.c     stats and health;
  *   lmdb-codec.c the record formats (shared with the fuzz targets).
  */
 #include "lmdb-internal.h"
 
 #include <string.h>
+#include <sys/stat.h>
 
 #define DEFAULT_MAP_SIZE ((uint64_t)64 << 20)
 #define MIN_MAP_SIZE ((uint64_t)256 << 10)
@@ -114,6 +121,20 @@ static int lmdb_init(const procreg_spec *spec, procreg_backend_host *host,
         g_free(resolved);
         return rc;
     }
+    struct stat sb;
+    if (stat(resolved, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        /* Not opened at all: opening a device can have effects. */
+        int rc = procreg_set_error(error, PROCREG_EINVAL,
+                                   "lmdb: path '%s' is not a regular file "
+                                   "(it is a %s)", resolved,
+                                   S_ISCHR(sb.st_mode)    ? "character device"
+                                   : S_ISBLK(sb.st_mode)  ? "block device"
+                                   : S_ISFIFO(sb.st_mode) ? "FIFO"
+                                   : S_ISSOCK(sb.st_mode) ? "socket"
+                                                          : "special file");
+        g_free(resolved);
+        return rc;
+    }
 
     lmdb_state *st = g_new0(lmdb_state, 1);
     pthread_mutex_init(&st->lock, NULL);
@@ -158,6 +179,7 @@ const procreg_backend_ops procreg_lmdb_backend_ops = {
                    "processes",
     .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_PERSISTENT |
             PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_ATOMIC_DROP |
+            PROCREG_CAP_GROUPS |
             (LMDB_ORDERED_EVENTS ? PROCREG_CAP_ORDERED_EVENTS : 0),
     .options = lmdb_options,
     .init = lmdb_init,
@@ -175,4 +197,10 @@ const procreg_backend_ops procreg_lmdb_backend_ops = {
     .memory_usage = procreg_lmdb_memory_usage,
     .stats = procreg_lmdb_stats,
     .count_namespaces = procreg_lmdb_count_namespaces,
+    .group_join = procreg_lmdb_group_join,
+    .group_leave = procreg_lmdb_group_leave,
+    .group_members = procreg_lmdb_group_members,
+    .group_list_all = procreg_lmdb_group_list_all,
+    .group_list = procreg_lmdb_group_list,
+    .group_member = procreg_lmdb_group_member,
 };

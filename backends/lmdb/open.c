@@ -14,6 +14,7 @@
 #include "lmdb-internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -58,6 +59,9 @@ char *procreg_lmdb_default_path(GError **error)
     return path;
 }
 
+/* entries, owners, meta, events, and the groups' three (groups.c). */
+#define MAX_DBS 7
+
 #define BOOT_ID_LEN 36
 
 /* This boot's id (/proc/sys/kernel/random/boot_id); false if unknown. */
@@ -78,8 +82,10 @@ static bool read_boot_id(char out[BOOT_ID_LEN])
  * can match an old owner exactly.  The file remembers the boot that last
  * wrote it; on a new boot every owner in it is dead, so their entries go
  * (reason OWNER_EXITED) before anything is served.  A read-only file of
- * an earlier boot just answers "absent" for all of them. */
-static int boot_check(lmdb_env *env, MDB_txn *txn, GError **error)
+ * an earlier boot just answers "absent" for all of them.  Without @write
+ * a writable file of another boot sets *@must_write instead. */
+static int boot_check(lmdb_env *env, MDB_txn *txn, bool write,
+                      bool *must_write, GError **error)
 {
     char boot[BOOT_ID_LEN];
     if (!read_boot_id(boot))
@@ -94,6 +100,10 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, GError **error)
         return 0;
     if (env->read_only) {
         env->stale_boot = rc == 0;
+        return 0;
+    }
+    if (!write) {
+        *must_write = true;
         return 0;
     }
     wstate w = {0};
@@ -134,6 +144,8 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, GError **error)
         g_ptr_array_unref(keys);
         if (rc == 0)
             rc = mdb_drop(txn, env->db_owners, 0);
+        if (rc == 0 && !procreg_lmdb_members_drop_all(env, txn, &w))
+            rc = w.mdb_rc ? w.mdb_rc : MDB_CORRUPTED;
         if (rc == 0 && w.corrupt == NULL &&
             procreg_lmdb_log_finish(env, txn, &w))
             g_atomic_pointer_add(&env->reaped, w.events);
@@ -158,13 +170,18 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, GError **error)
 }
 
 /* Check the main database names only our databases; create them (and the
- * format marker) on a new file, check the marker on an old one. */
-static int open_dbs(lmdb_env *env, GError **error)
+ * format marker) on a new file, check the marker on an old one.  Without
+ * @write, in a read transaction: what needs writing (a new file, another
+ * boot) sets *@must_write. */
+static int check_dbs(lmdb_env *env, bool write, bool *must_write,
+                     GError **error)
 {
-    static const char *const ours[] = {"entries", "owners", "meta", "events"};
+    static const char *const ours[] = {"entries",   "owners",
+                                       "meta",      "events",
+                                       "members",   "group_ids",
+                                       "member_owners"};
     MDB_txn *txn;
-    int rc = mdb_txn_begin(env->mdb, NULL, env->read_only ? MDB_RDONLY : 0,
-                           &txn);
+    int rc = mdb_txn_begin(env->mdb, NULL, write ? 0 : MDB_RDONLY, &txn);
     if (rc != 0)
         return procreg_lmdb_fail(env, rc, "opening", error);
     MDB_dbi main_dbi;
@@ -204,6 +221,11 @@ static int open_dbs(lmdb_env *env, GError **error)
                                  "lmdb registry '%s' is empty and read-only "
                                  "(%s)", env->path, env->read_only_why);
     }
+    if (fresh && !write) {
+        mdb_txn_abort(txn);
+        *must_write = true;
+        return 0;
+    }
     unsigned int create = fresh ? MDB_CREATE : 0;
     rc = mdb_dbi_open(txn, "entries", create, &env->db_entries);
     if (rc == 0)
@@ -212,6 +234,14 @@ static int open_dbs(lmdb_env *env, GError **error)
         rc = mdb_dbi_open(txn, "meta", create, &env->db_meta);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "events", create, &env->db_events);
+    if (rc == 0)
+        rc = procreg_lmdb_groups_open(env, txn, write);
+    if (rc == 0 && !env->has_groups && !write && !env->read_only) {
+        /* Format 1: the group databases are made under the writer lock. */
+        mdb_txn_abort(txn);
+        *must_write = true;
+        return 0;
+    }
     if (rc != 0) {
         mdb_txn_abort(txn);
         if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE)
@@ -223,13 +253,23 @@ static int open_dbs(lmdb_env *env, GError **error)
         return procreg_lmdb_fail(env, rc, "opening the databases", error);
     }
     MDB_val fk = {6, "format"}, fv;
-    if (fresh) {
+    bool upgrade = false;
+    if (!fresh) {
+        rc = mdb_get(txn, env->db_meta, &fk, &fv);
+        /* Format 1 is format 2 without the group databases, which
+         * procreg_lmdb_groups_open() added if we may write. */
+        upgrade = rc == 0 && write &&
+                  fv.mv_size == strlen(PROCREG_LMDB_FORMAT_1) &&
+                  memcmp(fv.mv_data, PROCREG_LMDB_FORMAT_1, fv.mv_size) == 0;
+    }
+    if (fresh || upgrade) {
         fv.mv_size = strlen(PROCREG_LMDB_FORMAT);
         fv.mv_data = PROCREG_LMDB_FORMAT;
         rc = mdb_put(txn, env->db_meta, &fk, &fv, 0);
     } else {
-        rc = mdb_get(txn, env->db_meta, &fk, &fv);
-        if (rc == 0 &&
+        bool v1 = rc == 0 && fv.mv_size == strlen(PROCREG_LMDB_FORMAT_1) &&
+                  memcmp(fv.mv_data, PROCREG_LMDB_FORMAT_1, fv.mv_size) == 0;
+        if (rc == 0 && !v1 &&
             (fv.mv_size != strlen(PROCREG_LMDB_FORMAT) ||
              memcmp(fv.mv_data, PROCREG_LMDB_FORMAT, fv.mv_size) != 0)) {
             char *got = g_strndup(fv.mv_data, MIN(fv.mv_size, 64));
@@ -246,7 +286,7 @@ static int open_dbs(lmdb_env *env, GError **error)
         mdb_txn_abort(txn);
         return procreg_lmdb_fail(env, rc, "reading the format marker", error);
     }
-    rc = boot_check(env, txn, error);
+    rc = boot_check(env, txn, write, must_write, error);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return rc;
@@ -257,12 +297,149 @@ static int open_dbs(lmdb_env *env, GError **error)
                                        error);
 }
 
+/* Check the file in a read transaction, and only when that finds
+ * something to write, again under the writer lock: opening a registry
+ * waits for no writer. */
+static int open_dbs(lmdb_env *env, GError **error)
+{
+    bool must_write = false;
+    procreg_lmdb_writer_lock_shared(env);
+    int rc = check_dbs(env, false, &must_write, error);
+    procreg_lmdb_writer_unlock_shared(env);
+    if (rc != 0 || !must_write)
+        return rc;
+    rc = procreg_lmdb_writer_lock(env, error);
+    if (rc == 0) {
+        rc = check_dbs(env, true, &must_write, error);
+        procreg_lmdb_writer_unlock(env);
+    }
+    return rc;
+}
+
+/* ---- why a file cannot be opened, or written ---- */
+
+/* 0 when this process (its effective ids) may @how (R_OK, W_OK...)
+ * @path, else why not (EACCES, EROFS...). */
+static int access_error(const char *path, int how)
+{
+    return faccessat(AT_FDCWD, path, how, AT_EACCESS) == 0 ? 0 : errno;
+}
+
+static bool may(const char *path, int how)
+{
+    return access_error(path, how) == 0;
+}
+
+/* "permission denied: uid U may not @verb @what '@path' (mode M, owner
+ * uid O)". */
+static char *refused(const char *verb, const char *what, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return g_strdup_printf("%s '%s' cannot be inspected: %s", what, path,
+                               g_strerror(errno));
+    return g_strdup_printf("permission denied: uid %u may not %s %s '%s' "
+                           "(mode %04o, owner uid %u)", (unsigned)geteuid(),
+                           verb, what, path, (unsigned)(st.st_mode & 07777),
+                           (unsigned)st.st_uid);
+}
+
+/* Why @path opens read-only, after LMDB's @rc for a writable open: which
+ * of its files refused what (LMDB's code alone does not say). */
+static char *read_only_reason(const char *path, int rc)
+{
+    char *lock = g_strconcat(path, "-lock", NULL);
+    char *dir = g_path_get_dirname(path), *why;
+    if (rc == EROFS || rc == EPERM) {
+        why = g_strdup(g_strerror(rc));
+    } else if (access_error(path, W_OK) == EACCES) {
+        why = refused("write", "the registry file", path);
+    } else if (access(lock, F_OK) == 0) {
+        why = access_error(lock, W_OK) == EACCES
+                  ? refused("write", "its lock file", lock)
+                  : g_strdup(g_strerror(rc));
+    } else if (access_error(dir, W_OK | X_OK) == EACCES) {
+        char *d = refused("create files in", "its directory", dir);
+        why = g_strdup_printf("%s, so its lock file '%s' cannot be made", d,
+                              lock);
+        g_free(d);
+    } else {
+        why = g_strdup_printf("its lock file '%s' cannot be made: %s", lock,
+                              g_strerror(rc));
+    }
+    g_free(dir);
+    g_free(lock);
+    return why;
+}
+
+/* Close @env's LMDB environment and open it again with @flags. */
+static int reopen(lmdb_env *env, const char *path, unsigned int flags)
+{
+    mdb_env_close(env->mdb);
+    env->mdb = NULL;
+    int rc = mdb_env_create(&env->mdb);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(env->mdb, MAX_DBS);
+    if (rc == 0)
+        rc = mdb_env_open(env->mdb, path, flags, 0600);
+    return rc;
+}
+
+/* The error for @path that LMDB would not open: @rc_write for a
+ * writable open, @rc for the last one.  Each cause its own message: a
+ * path that cannot be a registry file (PROCREG_EINVAL), a permission,
+ * a damaged or foreign file (PROCREG_EBACKEND). */
+static int open_error(const lmdb_env *env, const char *path, int rc_write,
+                      int rc, GError **error)
+{
+    char *dir = g_path_get_dirname(path), *why = NULL;
+    int code = PROCREG_EBACKEND;
+    struct stat st;
+    int dir_err = stat(dir, &st) != 0 ? errno
+                  : !S_ISDIR(st.st_mode) ? ENOTDIR
+                                         : 0;
+    if (dir_err != 0) {
+        code = PROCREG_EINVAL;
+        why = dir_err == ENOENT ? g_strdup_printf("its directory '%s' does "
+                                                  "not exist", dir)
+              : dir_err == ENOTDIR
+                  ? g_strdup_printf("'%s' is not a directory", dir)
+                  : g_strdup_printf("its directory '%s' cannot be reached: "
+                                    "%s", dir, g_strerror(dir_err));
+    } else if (stat(path, &st) != 0) {
+        /* LMDB could not make it. */
+        int err = access_error(dir, W_OK | X_OK);
+        if (err == EACCES)
+            why = refused("create files in", "its directory", dir);
+        else
+            why = g_strdup_printf("cannot create it in '%s': %s", dir,
+                                  g_strerror(err != 0 ? err : rc_write));
+    } else if (!may(path, R_OK)) {
+        why = refused("read", "the registry file", path);
+    } else if (st.st_size == 0 && env->read_only_why != NULL) {
+        why = g_strdup_printf("it is empty (0 bytes), and read-only (%s)",
+                              env->read_only_why);
+    } else {
+        code = procreg_lmdb_code(rc);
+        why = g_strdup(rc == MDB_INVALID ? "not an LMDB file"
+                       : rc == MDB_VERSION_MISMATCH
+                           ? "written by an incompatible LMDB version"
+                           : mdb_strerror(rc));
+    }
+    int ret = procreg_set_error(error, code, "lmdb: cannot open the registry "
+                                "file '%s': %s", path, why);
+    g_free(why);
+    g_free(dir);
+    return ret;
+}
+
 void procreg_lmdb_env_free(lmdb_env *env)
 {
     /* Both threads stop before what they use goes: the watcher may still
      * queue a reap (owner cache, eventfd) until it is joined. */
     procreg_lmdb_monitor_stop(env);
     procreg_lmdb_watcher_stop(env);
+    procreg_lmdb_writer_clear(env);
     procreg_lmdb_owners_clear(env);
     procreg_lmdb_notify_close(env);
     if (env->mdb != NULL) {
@@ -287,13 +464,14 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
     g_rw_lock_init(&env->txn_lock);
     pthread_mutex_init(&env->pool_lock, NULL);
     pthread_mutex_init(&env->inst_lock, NULL);
+    procreg_lmdb_writer_init(env);
     procreg_lmdb_owners_init(env);
     env->instances = g_ptr_array_new();
     procreg_owner_self(&env->self);
 
     int rc = mdb_env_create(&env->mdb);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(env->mdb, 4);
+        rc = mdb_env_set_maxdbs(env->mdb, MAX_DBS);
     if (rc == 0)
         rc = mdb_env_set_maxreaders(env->mdb, st->max_readers);
     if (rc == 0)
@@ -308,36 +486,27 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
     }
     unsigned int flags = MDB_NOSUBDIR | MDB_NOTLS |
                          (st->nosync ? MDB_NOMETASYNC : 0);
-    rc = mdb_env_open(env->mdb, path, flags, 0600);
-    if (rc == EACCES || rc == EROFS) {
-        /* A file we may read but not write: serve lookups, refuse
-         * changes with a message that says why. */
-        env->read_only_why = g_strdup(g_strerror(rc));
-        mdb_env_close(env->mdb);
-        env->mdb = NULL;
-        int rc2 = mdb_env_create(&env->mdb);
-        if (rc2 == 0)
-            rc2 = mdb_env_set_maxdbs(env->mdb, 4);
-        if (rc2 == 0)
-            rc2 = mdb_env_open(env->mdb, path, flags | MDB_RDONLY, 0600);
-        if (rc2 == 0)
-            env->read_only = true;
-        else if (rc2 != EACCES && rc2 != EROFS)
-            rc = rc2;
-        if (rc2 == 0)
-            rc = 0;
+    int rc_write = mdb_env_open(env->mdb, path, flags, 0600);
+    rc = rc_write;
+    if (rc == EACCES || rc == EPERM || rc == EROFS ||
+        (rc == ENOENT && access(path, F_OK) == 0)) {
+        /* A file we may read but not write (or whose lock file cannot be
+         * made): serve lookups, refuse changes with a message that says
+         * why. */
+        env->read_only_why = read_only_reason(path, rc);
+        rc = reopen(env, path, flags | MDB_RDONLY);
+        if (rc != 0 && rc != MDB_INVALID && rc != MDB_VERSION_MISMATCH &&
+            may(path, R_OK)) {
+            /* Its lock file cannot be written or made either: read with
+             * no reader slot, keeping procreg's writers out meanwhile
+             * (procreg_lmdb_writer_lock_shared()). */
+            rc = reopen(env, path, flags | MDB_RDONLY | MDB_NOLOCK);
+            env->lockless = rc == 0;
+        }
+        env->read_only = rc == 0;
     }
     if (rc != 0) {
-        const char *why = rc == MDB_INVALID ? "not an LMDB file"
-                          : rc == MDB_VERSION_MISMATCH
-                              ? "written by an incompatible LMDB version"
-                          : rc == ENOENT ? "its directory does not exist"
-                                         : mdb_strerror(rc);
-        int code = rc == ENOENT ? PROCREG_EINVAL : procreg_lmdb_code(rc);
-        rc = procreg_set_error(error, code, "lmdb: cannot open the registry "
-                               "file '%s': %s", path, why);
-        mdb_env_close(env->mdb);
-        env->mdb = NULL;
+        rc = open_error(env, path, rc_write, rc, error);
         procreg_lmdb_env_free(env);
         return rc;
     }
@@ -369,6 +538,15 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
     env->dev = fst.st_dev;
     env->ino = fst.st_ino;
     env->max_readers = info.me_maxreaders;
+    rc = env->read_only && !env->lockless ? 0
+                                          : procreg_lmdb_writer_open(env);
+    if (rc != 0 && !env->read_only) {
+        /* No writer lock, no writes (writer.c says why). */
+        env->read_only = true;
+        env->read_only_why = g_strdup_printf(
+            "cannot open its writer lock '%s%s': %s", path, NOTIFY_SUFFIX,
+            g_strerror(rc));
+    }
     rc = open_dbs(env, error);
     if (rc != 0) {
         procreg_lmdb_env_free(env);

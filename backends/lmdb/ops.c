@@ -14,10 +14,6 @@
 
 #include <string.h>
 
-/* Metadata above this is refused (PROCREG_EFULL): a registry entry is a
- * pointer to a service, not a blob store. */
-#define META_MAX ((size_t)1 << 20)
-
 bool procreg_lmdb_counter_next(lmdb_env *env, MDB_txn *txn,
                                const char *name, uint64_t *out, wstate *w)
 {
@@ -167,6 +163,12 @@ static int register_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
         }
         return PROCREG_EEXISTS;
     }
+    /* An owner this process already knows dead gets no new entry: when it
+     * was the holder just reaped above, that removal was part of its
+     * death, and an entry now would bring it back.  (First sight probes
+     * it and starts watching it.) */
+    if (!procreg_lmdb_owner_alive(env, &ctx->record->owner))
+        return PROCREG_ENOTALIVE;
     raw_entry e = {
         .owner = ctx->record->owner,
         .registered_at = ctx->record->registered_at,
@@ -192,10 +194,12 @@ static int register_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
     return 0;
 }
 
-/* The serialised normal form of @metadata (NULL: none), checked against
- * META_MAX.  *norm holds the bytes; unref it after the write. */
-static int meta_bytes(lmdb_env *env, GVariant *metadata, GVariant **norm,
-                      const void **data, size_t *len, GError **error)
+/* Metadata above this is refused (PROCREG_EFULL): a registry entry is a
+ * pointer to a service, not a blob store. */
+#define META_MAX ((size_t)1 << 20)
+
+int procreg_lmdb_meta_bytes(lmdb_env *env, GVariant *metadata, GVariant **norm,
+                            const void **data, size_t *len, GError **error)
 {
     *norm = NULL;
     *data = NULL;
@@ -225,15 +229,16 @@ int procreg_lmdb_register(void *state, const procreg_key *key,
     GVariant *norm;
     register_ctx ctx = {.key = key, .record = record,
                         .instance_id = st->instance_id, .current = current};
-    int rc = meta_bytes(env, record->metadata, &norm, &ctx.meta, &ctx.meta_len,
-                        error);
+    int rc = procreg_lmdb_meta_bytes(env, record->metadata, &norm, &ctx.meta,
+                                     &ctx.meta_len, error);
     if (rc != 0)
         return rc;
     rc = procreg_lmdb_write_txn(env, "register", register_step, &ctx, error);
     if (norm != NULL)
         g_variant_unref(norm);
-    if (rc == 0)
-        procreg_lmdb_owner_alive(env, &record->owner); /* start watching it */
+    if (rc == PROCREG_ENOTALIVE)
+        procreg_set_error(error, rc, "process %d is not alive",
+                          (int)record->owner.pid);
     return rc;
 }
 
@@ -443,7 +448,8 @@ int procreg_lmdb_update_metadata(void *state, const procreg_key *key,
     update_ctx ctx = {.key = key, .metadata = metadata,
                       .if_revision = if_revision,
                       .instance_id = st->instance_id, .updated = updated};
-    int rc = meta_bytes(env, metadata, &norm, &ctx.meta, &ctx.meta_len, error);
+    int rc = procreg_lmdb_meta_bytes(env, metadata, &norm, &ctx.meta,
+                                     &ctx.meta_len, error);
     if (rc != 0)
         return rc;
     rc = procreg_lmdb_write_txn(env, "update metadata", update_step, &ctx,

@@ -7,9 +7,10 @@
  * growing the map (MDB_MAP_FULL) or adopting a size another process chose
  * (MDB_MAP_RESIZED) takes it for writing); the pool of reset read
  * transactions (each keeps its reader slot); clearing stale reader slots;
- * and procreg_lmdb_write_txn(), which runs a write step, commits, grows
- * and retries, and turns the outcome into one error.
- * Relies on: changelog.c to wake the watchers after a commit.
+ * and procreg_lmdb_write_txn(), which runs a write step under the writer
+ * lock, commits, grows and retries, and turns the outcome into one error.
+ * Relies on: writer.c for the writer lock, changelog.c to wake the
+ * watchers after a commit.
  */
 #include "lmdb-internal.h"
 
@@ -109,6 +110,7 @@ int procreg_lmdb_read_begin(lmdb_env *env, MDB_txn **out)
     int rc = 0;
     for (int attempt = 0; attempt < TXN_ATTEMPTS; attempt++) {
         g_rw_lock_reader_lock(&env->txn_lock);
+        procreg_lmdb_writer_lock_shared(env);
         MDB_txn *txn = NULL;
         pthread_mutex_lock(&env->pool_lock);
         if (env->pool_n > 0)
@@ -125,6 +127,7 @@ int procreg_lmdb_read_begin(lmdb_env *env, MDB_txn **out)
             *out = txn;
             return 0;
         }
+        procreg_lmdb_writer_unlock_shared(env);
         g_rw_lock_reader_unlock(&env->txn_lock);
         if (rc == MDB_MAP_RESIZED) {
             if (map_adopt(env) != 0)
@@ -152,6 +155,7 @@ void procreg_lmdb_read_end(lmdb_env *env, MDB_txn *txn)
     pthread_mutex_unlock(&env->pool_lock);
     if (txn != NULL)
         mdb_txn_abort(txn);
+    procreg_lmdb_writer_unlock_shared(env);
     g_rw_lock_reader_unlock(&env->txn_lock);
 }
 
@@ -180,10 +184,14 @@ int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
     for (int attempt = 0; attempt < TXN_ATTEMPTS; attempt++) {
         wstate w = {0};
         MDB_txn *txn = NULL;
+        rc = procreg_lmdb_writer_lock(env, error);
+        if (rc != 0)
+            return rc;
         g_rw_lock_reader_lock(&env->txn_lock);
         rc = mdb_txn_begin(env->mdb, NULL, 0, &txn);
         if (rc != 0) {
             g_rw_lock_reader_unlock(&env->txn_lock);
+            procreg_lmdb_writer_unlock(env);
             if (rc == MDB_MAP_RESIZED && map_adopt(env) == 0)
                 continue;
             return procreg_lmdb_fail(env, rc, what, error);
@@ -198,6 +206,7 @@ int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
             mdb_txn_abort(txn);
         }
         g_rw_lock_reader_unlock(&env->txn_lock);
+        procreg_lmdb_writer_unlock(env);
         if (w.corrupt != NULL) {
             g_atomic_pointer_add(&env->corrupt_reads, 1);
             rc = procreg_set_error(error, PROCREG_EBACKEND,

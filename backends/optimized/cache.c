@@ -761,6 +761,12 @@ void procreg_opt_cache_fill(opt_cache *c, const procreg_key *key,
     e = opt_centry_new(key, kind, entry, opt_now_ns() + c->ttl_ns);
     if (e == NULL)
         return; /* the cache is an optimisation: skip it */
+#ifdef PROCREG_TEST_SLOW_FILL
+    /* Test builds only (tests/history): a fill that always comes late, as
+     * on a loaded machine, so a write lands between its read of the inner
+     * backend and its store in most runs. */
+    g_usleep(500);
+#endif
     previous = opt_write_begin(c);
     if (!opt_fill_acceptable(sequence,
                              atomic_load_explicit(&c->seq[stripe],

@@ -44,29 +44,7 @@
 #define OPT_MAX_TTL_MS (UINT64_C(24) * 3600 * 1000)
 #define OPT_DEFAULT_CAPACITY 100000
 #define OPT_MAX_CAPACITY (UINT64_C(1) << 26)
-#define OPT_WRITE_STRIPES 64
 
-typedef struct {
-    procreg_backend *inner;
-    procreg_backend_host *child;
-    const procreg_backend_ops *inner_ops;
-    opt_cache *cache;        /* NULL: caching is off */
-    opt_index *index;        /* NULL: finds go to the inner backend */
-    const char *index_state; /* for health and stats */
-    /* Notifications from the inner backend: changes made elsewhere. */
-    _Atomic uint64_t notifications;
-    /* The notification count the index reflects. */
-    _Atomic uint64_t index_synced;
-    _Atomic uint64_t finds_indexed;
-    _Atomic uint64_t finds_forwarded;
-    _Atomic uint64_t index_rebuilds;
-    /* Writes of one key hold `writes` shared and the key's stripe; a
-     * namespace drop and an index rebuild hold `writes` exclusive.  (One
-     * rwlock rather than every stripe: ThreadSanitizer tracks at most 64
-     * locks held by one thread.) */
-    pthread_rwlock_t writes;
-    procreg_ck_lock stripes[OPT_WRITE_STRIPES];
-} opt_state;
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                  */
@@ -92,25 +70,34 @@ bool procreg_opt_key_make(opt_stack_key *buf, const char *ns,
     return true;
 }
 
-/* Order the writes of @key and begin the write in the cache (@w, for
- * opt_after_write()): returns the stripe to pass to opt_write_unlock(). */
-static procreg_ck_lock *opt_write_lock(opt_state *s, const procreg_key *key,
-                                       opt_cache_write *w)
+procreg_ck_lock *procreg_opt_stripe_lock(opt_state *s,
+                                         const procreg_key *key)
 {
     procreg_ck_lock *stripe = &s->stripes[(key->hash >> 11) %
                                           OPT_WRITE_STRIPES];
 
     pthread_rwlock_rdlock(&s->writes);
     procreg_ck_lock_lock(stripe);
-    if (s->cache != NULL)
-        procreg_opt_cache_write_begin(s->cache, key, w);
     return stripe;
 }
 
-static void opt_write_unlock(opt_state *s, procreg_ck_lock *stripe)
+void procreg_opt_stripe_unlock(opt_state *s, procreg_ck_lock *stripe)
 {
     procreg_ck_lock_unlock(stripe);
     pthread_rwlock_unlock(&s->writes);
+}
+
+/* Order the writes of @key and begin the write in the cache (@w, for
+ * opt_after_write()): returns the stripe to pass to
+ * procreg_opt_stripe_unlock(). */
+static procreg_ck_lock *opt_write_lock(opt_state *s, const procreg_key *key,
+                                       opt_cache_write *w)
+{
+    procreg_ck_lock *stripe = procreg_opt_stripe_lock(s, key);
+
+    if (s->cache != NULL)
+        procreg_opt_cache_write_begin(s->cache, key, w);
+    return stripe;
 }
 
 /* Exclude every write through the decorator. */
@@ -148,6 +135,8 @@ static int opt_index_rebuild_locked(opt_state *s, GError **error)
     GArray *all = procreg_entry_array_new();
     int rc = procreg_backend_list_all(s->inner, NULL, all, error);
 
+    if (rc == 0)
+        rc = procreg_opt_groups_reindex(s, error);
     if (rc == 0) {
         procreg_opt_index_clear(s->index);
         for (guint i = 0; i < all->len; i++) {
@@ -208,6 +197,7 @@ static void opt_state_free(opt_state *s)
     procreg_backend_host_free(s->child);
     procreg_opt_cache_free(s->cache);
     procreg_opt_index_free(s->index);
+    procreg_opt_index_free(s->member_index);
     for (unsigned int i = 0; i < OPT_WRITE_STRIPES; i++)
         procreg_ck_lock_clear(&s->stripes[i]);
     pthread_rwlock_destroy(&s->writes);
@@ -290,6 +280,7 @@ static int opt_init(const procreg_spec *spec, procreg_backend_host *host,
         s->index_state = "off (inner backend is shared: finds go to it)";
     } else {
         s->index = procreg_opt_index_new();
+        s->member_index = procreg_opt_index_new();
         s->index_state = "on";
         /* A persistent inner backend may start with entries. */
         opt_lock_all(s);
@@ -406,8 +397,7 @@ static int opt_list_names(void *state, const char *ns, size_t max,
     return procreg_backend_list_names(s->inner, ns, max, out);
 }
 
-/* Bring the index up to date with what the inner backend reported. */
-static int opt_index_sync(opt_state *s, GError **error)
+int procreg_opt_index_sync(opt_state *s, GError **error)
 {
     int rc = 0;
 
@@ -436,7 +426,7 @@ static int opt_find_by_metadata(void *state, const char *ns,
         return procreg_backend_find_by_metadata(s->inner, ns, meta_key, value,
                                                 out, error);
     }
-    rc = opt_index_sync(s, error);
+    rc = procreg_opt_index_sync(s, error);
     if (rc != 0)
         return rc;
     atomic_fetch_add_explicit(&s->finds_indexed, 1, memory_order_relaxed);
@@ -506,7 +496,7 @@ static int opt_register(void *state, const procreg_key *key,
 
     rc = procreg_backend_register_entry(s->inner, key, record, &now, error);
     opt_after_write(s, key, &w, rc, &now, rc == 0);
-    opt_write_unlock(s, stripe);
+    procreg_opt_stripe_unlock(s, stripe);
     if (current != NULL)
         *current = now;
     else
@@ -528,7 +518,7 @@ static int opt_unregister(void *state, const procreg_key *key,
     /* Removed, the key is absent, as ENOTFOUND says. */
     opt_after_write(s, key, &w, rc == 0 ? PROCREG_ENOTFOUND : rc, NULL,
                     false);
-    opt_write_unlock(s, stripe);
+    procreg_opt_stripe_unlock(s, stripe);
     return rc;
 }
 
@@ -545,7 +535,7 @@ static int opt_update_metadata(void *state, const procreg_key *key,
     rc = procreg_backend_update_metadata(s->inner, key, metadata, if_revision,
                                          &now, error);
     opt_after_write(s, key, &w, rc, rc == 0 ? &now : NULL, rc == 0);
-    opt_write_unlock(s, stripe);
+    procreg_opt_stripe_unlock(s, stripe);
     if (updated != NULL)
         *updated = now;
     else
@@ -728,7 +718,8 @@ static unsigned int opt_instance_caps(void *state)
            (procreg_backend_get_caps(s->inner) &
             (PROCREG_CAP_PERSISTENT | PROCREG_CAP_MULTIPROCESS |
              PROCREG_CAP_DISTRIBUTED | PROCREG_CAP_ATOMIC_DROP |
-             PROCREG_CAP_ORDERED_EVENTS));
+             PROCREG_CAP_ORDERED_EVENTS)) |
+           (procreg_backend_has_groups(s->inner) ? PROCREG_CAP_GROUPS : 0);
 }
 
 const procreg_backend_ops procreg_optimized_backend_ops = {
@@ -758,4 +749,14 @@ const procreg_backend_ops procreg_optimized_backend_ops = {
     .stats = opt_stats,
     .instance_caps = opt_instance_caps,
     .count_namespaces = opt_count_namespaces,
+    .group_join = procreg_opt_group_join,
+    .group_leave = procreg_opt_group_leave,
+    .group_members = procreg_opt_group_members,
+    .group_list_all = procreg_opt_group_list_all,
+    .group_count = procreg_opt_group_count,
+    .group_list = procreg_opt_group_list,
+    .group_dispatch = procreg_opt_group_dispatch,
+    .group_pick = procreg_opt_group_pick,
+    .group_find = procreg_opt_group_find,
+    .group_member = procreg_opt_group_member,
 };

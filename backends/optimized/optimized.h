@@ -4,7 +4,8 @@
  *   cache.c      the TTL lookup cache (ck_ht + ck_epoch through ck-common,
  *                CLOCK eviction, per-thread hit/miss counters);
  *   index.c      the metadata index ((ns, meta key, value) -> keys);
- *   optimized.c  the backend: options, forwarding, write ordering.
+ *   optimized.c  the backend: options, forwarding, write ordering;
+ *   groups.c     its group slots: forwarding, and the member index.
  *
  * Everything here is hidden inside the library (it is built with
  * -fvisibility=hidden); only procreg_optimized_backend_ops is referenced
@@ -15,6 +16,9 @@
 
 #include <procreg/backend.h>
 
+#include "../ck-common/ck-common.h"
+
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -164,6 +168,71 @@ GPtrArray *procreg_opt_index_find(opt_index *ix, const char *ns,
                                   const char *meta_key, GVariant *value);
 
 void procreg_opt_index_get_stats(opt_index *ix, opt_index_stats *out);
+
+/* ------------------------------------------------------------------------ */
+/* The backend (optimized.c) and its groups (groups.c)                      */
+
+#define OPT_WRITE_STRIPES 64
+
+typedef struct {
+    procreg_backend *inner;
+    procreg_backend_host *child;
+    const procreg_backend_ops *inner_ops;
+    opt_cache *cache;        /* NULL: caching is off */
+    opt_index *index;        /* NULL: finds go to the inner backend */
+    opt_index *member_index; /* group members' metadata, with `index` */
+    const char *index_state; /* for health and stats */
+    /* Notifications from the inner backend: changes made elsewhere. */
+    _Atomic uint64_t notifications;
+    /* The notification count the index reflects. */
+    _Atomic uint64_t index_synced;
+    _Atomic uint64_t finds_indexed;
+    _Atomic uint64_t finds_forwarded;
+    _Atomic uint64_t index_rebuilds;
+    /* Writes of one key hold `writes` shared and the key's stripe; a
+     * namespace drop and an index rebuild hold `writes` exclusive.  (One
+     * rwlock rather than every stripe: ThreadSanitizer tracks at most 64
+     * locks held by one thread.) */
+    pthread_rwlock_t writes;
+    procreg_ck_lock stripes[OPT_WRITE_STRIPES];
+} opt_state;
+
+/* Order the writes of @key (its stripe, `writes` shared): returns the
+ * stripe to pass to procreg_opt_stripe_unlock(). */
+procreg_ck_lock *procreg_opt_stripe_lock(opt_state *s, const procreg_key *key);
+void procreg_opt_stripe_unlock(opt_state *s, procreg_ck_lock *stripe);
+/* Bring the indexes up to date with what the inner backend reported. */
+int procreg_opt_index_sync(opt_state *s, GError **error);
+/* Rebuild the member index from the inner backend (`writes` exclusive). */
+int procreg_opt_groups_reindex(opt_state *s, GError **error);
+
+int procreg_opt_group_join(void *state, const procreg_key *key,
+                           const procreg_record *record,
+                           procreg_member *joined, GError **error);
+int procreg_opt_group_leave(void *state, const procreg_key *key,
+                            uint64_t member_id, const procreg_owner *owner,
+                            procreg_event_reason reason, GArray *removed,
+                            GError **error);
+int procreg_opt_group_members(void *state, const procreg_key *key,
+                              GArray *out, GError **error);
+int procreg_opt_group_list_all(void *state, const char *ns, GArray *out,
+                               GError **error);
+int procreg_opt_group_count(void *state, const procreg_key *key, size_t *out,
+                            GError **error);
+int procreg_opt_group_list(void *state, const char *ns, GArray *out,
+                           GError **error);
+int procreg_opt_group_dispatch(void *state, const procreg_key *key,
+                               procreg_member_fn fn, gpointer user_data,
+                               size_t *visited, GError **error);
+int procreg_opt_group_pick(void *state, const procreg_key *key,
+                           bool round_robin, uint64_t arg,
+                           procreg_member *out, GError **error);
+int procreg_opt_group_find(void *state, const char *ns, const char *group,
+                           const char *meta_key, GVariant *value, GArray *out,
+                           GError **error);
+int procreg_opt_group_member(void *state, const procreg_key *key,
+                             uint64_t member_id, procreg_member *out,
+                             GError **error);
 
 G_END_DECLS
 

@@ -100,6 +100,9 @@ typedef enum {
      *  commit order is the events' order, so the events of one key keep
      *  revision order even when other processes write it too. */
     PROCREG_CAP_ORDERED_EVENTS = 1u << 7,
+    /** Groups (duplicate keys): the version-3 group slots are set; see
+     *  "Groups" in the vtable. */
+    PROCREG_CAP_GROUPS = 1u << 8,
 } procreg_backend_caps;
 
 /* ------------------------------------------------------------------------ */
@@ -108,7 +111,8 @@ typedef enum {
 /** Parsed options of one backend in a spec string.  Read-only. */
 typedef struct procreg_spec procreg_spec;
 
-/** One option a backend accepts, for validation and help. */
+/** One option a backend accepts, for validation and help.  An option
+ *  named "password" holds a secret: the normalised spec shows "***". */
 typedef struct {
     const char *name;
     const char *help;
@@ -170,6 +174,10 @@ PROCREG_API void procreg_backend_host_notify_own(procreg_backend_host *host,
                                                  const procreg_entry *entry);
 
 /*
+ * Groups use the same two calls with kinds JOINED and LEFT: @entry then
+ * describes the member, its name being the group, its revision the member
+ * id and registered_at the join time.
+ *
  * Hosts are implemented by the service layer (core/events.c).  The host a
  * registry passes to init() delivers a notification as an event (with
  * external = true) to the registry's subscribers, wakes procreg_wait_for()
@@ -209,9 +217,10 @@ PROCREG_API void procreg_backend_host_free(procreg_backend_host *host);
 /* The vtable                                                               */
 
 /* Version 2 added the optional count_namespaces slot at the end of the
- * table; the core reads a slot only from tables whose version has it, so
- * modules built for version 1 keep working. */
-#define PROCREG_BACKEND_VERSION 2
+ * table, version 3 the group slots; the core reads a slot only from tables
+ * whose version has it, so modules built for version 1 or 2 keep working
+ * (and answer PROCREG_ENOTSUP for groups). */
+#define PROCREG_BACKEND_VERSION 3
 
 /*
  * Rules for every op:
@@ -299,6 +308,83 @@ typedef struct procreg_backend_ops {
      *  entries (ns g_strdup'ed, any order), as list_all would count them,
      *  without copying the entries.  Core fallback: list_all. */
     int (*count_namespaces)(void *state, GArray *out, GError **error);
+
+    /* ---- version 3: groups ----
+     * A backend with PROCREG_CAP_GROUPS sets the four "Must" slots below;
+     * one without it leaves them all NULL and the core answers
+     * PROCREG_ENOTSUP.  Groups are named by procreg_keys of their own:
+     * members and entries never see each other.  A member's id is a
+     * revision of the instance's one counter, taken by its join.  Members
+     * in GArrays are procreg_member (procreg_member_array_new()); a group
+     * with no member does not exist.  Backends with
+     * PROCREG_CAP_ORDERED_EVENTS report joins and removals with
+     * procreg_backend_host_notify_own() (kinds JOINED and LEFT; see
+     * procreg_backend_host_notify()). */
+
+    /** Must. Add a member to group @key for @record (owner, metadata, join
+     *  time in registered_at); fill @joined (ns and group may stay NULL). */
+    int (*group_join)(void *state, const procreg_key *key,
+                      const procreg_record *record, procreg_member *joined,
+                      GError **error);
+    /** Must. Remove members of group @key: the one of id @member_id, or
+     *  with @member_id 0 every member of @owner.  With @owner set, a member
+     *  @member_id of another owner stays and the slot returns PROCREG_EPERM
+     *  (procreg_set_member_owner_error()), changing nothing.  @reason is
+     *  what the core reports (EXPLICIT, FORCED, OWNER_EXITED,
+     *  NAMESPACE_DROPPED): backends that report their own changes report
+     *  it.  Append the removed members to @removed (may be NULL).  Returns
+     *  how many went (>= 0; none is not an error) or a failure. */
+    int (*group_leave)(void *state, const procreg_key *key, uint64_t member_id,
+                       const procreg_owner *owner, procreg_event_reason reason,
+                       GArray *removed, GError **error);
+    /** Must. Append the members of group @key to @out in id order (ns and
+     *  group may stay NULL). */
+    int (*group_members)(void *state, const procreg_key *key, GArray *out,
+                         GError **error);
+    /** Must. Append every member of every group of @ns (NULL: all), with
+     *  ns and group set, in any order. */
+    int (*group_list_all)(void *state, const char *ns, GArray *out,
+                          GError **error);
+    /** May. The number of members of group @key.  Core fallback:
+     *  group_members. */
+    int (*group_count)(void *state, const procreg_key *key, size_t *out,
+                       GError **error);
+    /** May. Append one procreg_group_info per group of @ns (NULL: all)
+     *  (procreg_group_info_array_new()), any order.  Core fallback:
+     *  group_list_all. */
+    int (*group_list)(void *state, const char *ns, GArray *out,
+                      GError **error);
+    /** May. Call @fn for each member of group @key in id order until it
+     *  returns false; *@visited = the calls made.  The core calls this
+     *  slot WITHOUT any lock, whatever the caps: the backend makes it safe
+     *  against its own writes (lock-free, or a snapshot writers do not
+     *  wait for), holds no lock of its own across @fn (which may call the
+     *  registry, this group's writes included), and visits every member
+     *  that stays in the group throughout exactly once, none that joined
+     *  after the slot began.  Core fallback: group_members, then the
+     *  calls. */
+    int (*group_dispatch)(void *state, const procreg_key *key,
+                          procreg_member_fn fn, gpointer user_data,
+                          size_t *visited, GError **error);
+    /** May. Fill @out with one member of group @key: with @round_robin,
+     *  the one of smallest id above @arg, else the smallest; otherwise one
+     *  chosen uniformly with the random bits @arg.  PROCREG_ENOTFOUND when
+     *  the group is empty.  Core fallback: group_members. */
+    int (*group_pick)(void *state, const procreg_key *key, bool round_robin,
+                      uint64_t arg, procreg_member *out, GError **error);
+    /** May. Append the members of group @group of @ns (@group NULL: of
+     *  every group of @ns; @ns NULL: of all) whose metadata has @meta_key
+     *  equal to @value (as find_by_metadata), with ns and group set.  Core
+     *  fallback: a scan with group_list_all. */
+    int (*group_find)(void *state, const char *ns, const char *group,
+                      const char *meta_key, GVariant *value, GArray *out,
+                      GError **error);
+    /** May. Fill @out with member @member_id of group @key (ns and group
+     *  may stay NULL); PROCREG_ENOTFOUND when the group has no such
+     *  member.  Core fallback: group_members. */
+    int (*group_member)(void *state, const procreg_key *key,
+                        uint64_t member_id, procreg_member *out,
+                        GError **error);
 } procreg_backend_ops;
 
 /**
@@ -401,6 +487,55 @@ PROCREG_API int procreg_backend_memory_usage(procreg_backend *b,
                                              size_t *bytes);
 PROCREG_API void procreg_backend_stats(procreg_backend *b, GVariantDict *out);
 
+/* Groups: PROCREG_ENOTSUP when the backend has no groups (a version 1 or
+ * 2 table, or no PROCREG_CAP_GROUPS).  group_dispatch takes no lock around
+ * the slot (see the slot); its fallback reads the members under the lock
+ * and calls @fn after releasing it. */
+PROCREG_API bool procreg_backend_has_groups(const procreg_backend *b);
+PROCREG_API int procreg_backend_group_join(procreg_backend *b,
+                                           const procreg_key *key,
+                                           const procreg_record *record,
+                                           procreg_member *joined,
+                                           GError **error);
+PROCREG_API int procreg_backend_group_leave(procreg_backend *b,
+                                            const procreg_key *key,
+                                            uint64_t member_id,
+                                            const procreg_owner *owner,
+                                            procreg_event_reason reason,
+                                            GArray *removed, GError **error);
+PROCREG_API int procreg_backend_group_members(procreg_backend *b,
+                                              const procreg_key *key,
+                                              GArray *out, GError **error);
+PROCREG_API int procreg_backend_group_list_all(procreg_backend *b,
+                                               const char *ns, GArray *out,
+                                               GError **error);
+PROCREG_API int procreg_backend_group_count(procreg_backend *b,
+                                            const procreg_key *key,
+                                            size_t *out, GError **error);
+PROCREG_API int procreg_backend_group_list(procreg_backend *b, const char *ns,
+                                           GArray *out, GError **error);
+PROCREG_API int procreg_backend_group_dispatch(procreg_backend *b,
+                                               const procreg_key *key,
+                                               procreg_member_fn fn,
+                                               gpointer user_data,
+                                               size_t *visited,
+                                               GError **error);
+PROCREG_API int procreg_backend_group_pick(procreg_backend *b,
+                                           const procreg_key *key,
+                                           bool round_robin, uint64_t arg,
+                                           procreg_member *out,
+                                           GError **error);
+PROCREG_API int procreg_backend_group_find(procreg_backend *b, const char *ns,
+                                           const char *group,
+                                           const char *meta_key,
+                                           GVariant *value, GArray *out,
+                                           GError **error);
+PROCREG_API int procreg_backend_group_member(procreg_backend *b,
+                                             const procreg_key *key,
+                                             uint64_t member_id,
+                                             procreg_member *out,
+                                             GError **error);
+
 /* ------------------------------------------------------------------------ */
 /* Helpers for backend authors                                              */
 
@@ -409,6 +544,20 @@ PROCREG_API GArray *procreg_entry_array_new(void);
 
 /** A new GArray of procreg_namespace_info that frees their ns when freed. */
 PROCREG_API GArray *procreg_namespace_array_new(void);
+
+/** A new GArray of procreg_member that clears its elements when freed. */
+PROCREG_API GArray *procreg_member_array_new(void);
+
+/** A new GArray of procreg_group_info that frees their names when freed. */
+PROCREG_API GArray *procreg_group_info_array_new(void);
+
+/** For group_leave: set @error (if not NULL) to PROCREG_EPERM saying that
+ *  member @member_id of group @key belongs to @holder; returns
+ *  PROCREG_EPERM. */
+PROCREG_API int procreg_set_member_owner_error(GError **error,
+                                               const procreg_key *key,
+                                               uint64_t member_id,
+                                               const procreg_owner *holder);
 
 /** Set @error (if not NULL) to @code with a printf message; returns @code. */
 PROCREG_API int procreg_set_error(GError **error, int code, const char *fmt,

@@ -63,7 +63,7 @@ G_BEGIN_DECLS
  * Result codes.  0 is success; failures are negative.  The same value is
  * the `code` of a GError in the PROCREG_ERROR domain.
  */
-typedef enum {
+typedef enum procreg_error_code {
     PROCREG_OK = 0,
     PROCREG_ERROR_FAILED = -1, /**< Unclassified failure. */
     PROCREG_EINVAL = -2,       /**< Invalid argument: name, metadata, spec. */
@@ -106,7 +106,7 @@ PROCREG_API const char *procreg_error_name(int code);
  * it is the process start time in clock ticks after boot (field 22 of
  * /proc/PID/stat), or 0 where it is unknown.
  */
-typedef struct {
+typedef struct procreg_owner {
     pid_t pid;
     uint64_t start_time;
 } procreg_owner;
@@ -170,7 +170,7 @@ PROCREG_API int procreg_validate_name(const char *s, const char *what,
  * the caller: release with procreg_entry_clear() (a single entry) or
  * procreg_entries_free() (an array).
  */
-typedef struct {
+typedef struct procreg_entry {
     char *ns;              /**< Namespace; NULL from single-key calls. */
     char *name;            /**< Name; NULL from single-key calls. */
     procreg_owner owner;   /**< The owner process. */
@@ -184,6 +184,28 @@ PROCREG_API void procreg_entry_clear(procreg_entry *entry);
 /** Clear @n entries and free the array. NULL is ignored. */
 PROCREG_API void procreg_entries_free(procreg_entry *entries, size_t n);
 
+/**
+ * One member of a group (see "Groups" below), as returned to callers.
+ * Everything in it is owned by the caller, except where a call says it
+ * lends one (procreg_dispatch()): release with procreg_member_clear() or
+ * procreg_members_free().
+ */
+typedef struct {
+    char *ns;         /**< Namespace; NULL from calls on one group. */
+    char *group;      /**< Group name; NULL from calls on one group. */
+    uint64_t id;      /**< The member id: the revision of its join, unique
+                           among the members of the backend (all processes
+                           of a shared one), never reused. */
+    procreg_owner owner;   /**< The owner process. */
+    GVariant *metadata;    /**< A reference to a{sv} metadata, or NULL. */
+    int64_t joined_at;     /**< Wall-clock join time, µs since the epoch. */
+} procreg_member;
+
+/** Release what @member holds and zero it.  NULL is ignored. */
+PROCREG_API void procreg_member_clear(procreg_member *member);
+/** Clear @n members and free the array.  NULL is ignored. */
+PROCREG_API void procreg_members_free(procreg_member *members, size_t n);
+
 /* ------------------------------------------------------------------------ */
 /* Errors as data                                                           */
 
@@ -192,7 +214,7 @@ PROCREG_API void procreg_entries_free(procreg_entry *entries, size_t n);
  * the message: what the GError of a failed call carries besides its text.
  * Every field may be empty; a call that passes no GError builds none of it.
  */
-typedef struct {
+typedef struct procreg_error_details {
     /** What exists instead, NULL-terminated, or NULL: on PROCREG_ENOTFOUND
      *  up to five names the namespace holds (none: it is empty, an empty
      *  array); on PROCREG_EUNKNOWN_BACKEND the backends there are; on an
@@ -200,7 +222,9 @@ typedef struct {
     char **alternatives;
     /** On PROCREG_EEXISTS the entry that holds the key; on PROCREG_EPERM
      *  the entry the caller may not change (its owner is the one who
-     *  may); ns and name set.  NULL otherwise. */
+     *  may), or for a group's member that entry's view of it (name: the
+     *  group, revision: the member id); ns and name set.  NULL
+     *  otherwise. */
     procreg_entry *entry;
     /** On PROCREG_EINVAL from a spec: the byte offset in the spec text
      *  where it goes wrong; -1 otherwise. */
@@ -219,14 +243,17 @@ procreg_error_get_details(const GError *error);
 /* Events (delivered by the service layer; see procreg_subscribe())         */
 
 /** What happened to a key. */
-typedef enum {
+typedef enum procreg_event_kind {
     PROCREG_EVENT_REGISTERED = 1,
     PROCREG_EVENT_UNREGISTERED = 2,
     PROCREG_EVENT_UPDATED = 3, /**< Metadata changed. */
+    PROCREG_EVENT_JOINED = 4,  /**< A member joined a group (see Groups). */
+    PROCREG_EVENT_LEFT = 5,    /**< A member left a group; the reason says
+                                    why, as for UNREGISTERED. */
 } procreg_event_kind;
 
 /** Why an entry went away (PROCREG_REASON_NONE for other events). */
-typedef enum {
+typedef enum procreg_event_reason {
     PROCREG_REASON_NONE = 0,
     PROCREG_REASON_EXPLICIT = 1,          /**< Someone unregistered it. */
     PROCREG_REASON_OWNER_EXITED = 2,      /**< Its owner process died. */
@@ -268,7 +295,8 @@ PROCREG_API int procreg_open(const char *spec, procreg **out, GError **error);
  */
 PROCREG_API void procreg_close(procreg *reg);
 
-/** The spec @reg was opened with, normalised.  Valid until close. */
+/** The spec @reg was opened with, normalised, the value of any option
+ *  named "password" (nested specs too) shown as "***".  Valid until close. */
 PROCREG_API const char *procreg_get_spec(const procreg *reg);
 
 /**
@@ -351,7 +379,7 @@ PROCREG_API int procreg_lookup_entry_key(procreg *reg, const procreg_key *key,
  */
 
 /** Flags of the _full write calls. */
-typedef enum {
+typedef enum procreg_write_flags {
     PROCREG_WRITE_DEFAULT = 0,
     /** Change the entry even when another process owns it.  The event's
      *  reason is PROCREG_REASON_FORCED when it did. */
@@ -380,7 +408,7 @@ PROCREG_API int procreg_unregister_full(procreg *reg, const procreg_key *key,
                                         GError **error);
 
 /** How update_metadata combines the new metadata with the old. */
-typedef enum {
+typedef enum procreg_update_mode {
     PROCREG_UPDATE_REPLACE = 0, /**< The new dictionary replaces the old. */
     PROCREG_UPDATE_MERGE = 1,   /**< New keys are added, equal keys win;
                                      merging NULL keeps the metadata. */
@@ -601,14 +629,14 @@ PROCREG_API int procreg_unregister_match(procreg *reg, const char *ns,
 /* ------------------------------------------------------------------------ */
 /* Health and stats                                                         */
 
-typedef enum {
+typedef enum procreg_health_status {
     PROCREG_HEALTH_OK = 0,       /**< Everything works. */
     PROCREG_HEALTH_DEGRADED = 1, /**< Works, with a problem worth a look. */
     PROCREG_HEALTH_FAILED = 2,   /**< Does not work. */
 } procreg_health_status;
 
 /** A structured health report.  Owned by the caller. */
-typedef struct {
+typedef struct procreg_health {
     procreg_health_status status; /**< Worst of the parts below. */
     char *backend;                /**< Backend name. */
     char *message;                /**< One line for people. */
@@ -671,8 +699,14 @@ typedef enum {
     PROCREG_OP_FIND = 6,           /**< procreg_find*(), a select's index query */
     PROCREG_OP_DROP_NAMESPACE = 7, /**< procreg_namespace_drop() */
     PROCREG_OP_CLEANUP = 8,        /**< an entry removed because its owner exited */
-    PROCREG_OP_WAIT = 9,           /**< procreg_wait_for*() */
-    PROCREG_OP_COUNT = 10          /**< number of operations, not one */
+    PROCREG_OP_WAIT = 9,           /**< procreg_wait_for*(), procreg_wait_members*() */
+    PROCREG_OP_JOIN = 10,          /**< procreg_join*() */
+    PROCREG_OP_LEAVE = 11,         /**< procreg_leave*() */
+    PROCREG_OP_MEMBERS = 12,       /**< procreg_members*(), _group_count*(),
+                                        _groups(), _memberships(),
+                                        _find_members(), _pick_member*() */
+    PROCREG_OP_DISPATCH = 13,      /**< procreg_dispatch*() */
+    PROCREG_OP_COUNT = 14          /**< number of operations, not one */
 } procreg_op;
 
 /** Bit of @op in a telemetry mask. */
@@ -722,7 +756,7 @@ PROCREG_API int procreg_list_owned(procreg *reg, pid_t pid,
 
 /** One change, as a subscriber sees it.  Everything is borrowed for the
  *  duration of the callback. */
-typedef struct {
+typedef struct procreg_event {
     /** Per registry, from 1, without gaps: a subscriber to everything sees
      *  consecutive numbers (numbering starts with the first subscription). */
     uint64_t seq;
@@ -742,6 +776,11 @@ typedef struct {
                         owner's removal (PROCREG_REASON_OWNER_EXITED) is
                         never external: no process made it, and every
                         registry reports it alike, whoever reaped it. */
+    /** JOINED / LEFT: the member (ns and group set); NULL for the other
+     *  kinds.  For those events @name is the group and @entry describes
+     *  the member too (revision: the member id; registered_at: the join
+     *  time), for subscribers that only read entries. */
+    const procreg_member *member;
 } procreg_event;
 
 /** An event callback.  It may call @reg (including procreg_unsubscribe()
@@ -752,7 +791,9 @@ typedef void (*procreg_event_fn)(procreg *reg, const procreg_event *event,
 /**
  * Subscribe to changes of one key (@ns and @name), one namespace (@name
  * NULL) or everything (@ns and @name NULL; a @name without @ns is
- * PROCREG_EINVAL).
+ * PROCREG_EINVAL).  A key subscription sees the events of that unique
+ * entry only; namespace and everything subscriptions also see the groups'
+ * JOINED and LEFT events (procreg_subscribe_group() follows one group).
  *
  * Events come in sequence order, only those made after this call
  * returned.  Callbacks run outside every registry lock, never on the
@@ -800,9 +841,10 @@ PROCREG_API const char *procreg_event_reason_name(procreg_event_reason reason);
 /* ------------------------------------------------------------------------ */
 /* Service layer: waiting for a service                                     */
 
-/* GCancellable is GIO's; procreg links only GLib, so it is declared here
- * (an identical typedef, allowed in C11) and its functions are found at
- * run time in the process, which links GIO whenever it has one to pass. */
+/* GCancellable is GIO's; procreg links GLib and GObject, not GIO, so it is
+ * declared here (an identical typedef, allowed in C11) and its functions
+ * are found at run time in the process, which links GIO whenever it has
+ * one to pass. */
 #ifndef __GIO_TYPES_H__
 typedef struct _GCancellable GCancellable;
 #endif
@@ -1006,7 +1048,7 @@ PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
                                        GError **error);
 
 /** One namespace and how many entries it holds. */
-typedef struct {
+typedef struct procreg_namespace_info {
     char *ns;
     size_t entries;
 } procreg_namespace_info;
@@ -1208,6 +1250,237 @@ PROCREG_API int procreg_stats_write_prometheus(procreg *reg, GString *out,
  */
 PROCREG_API int procreg_stats_to_json(procreg *reg, char **out,
                                       GError **error);
+
+/* ======================================================================== */
+/* Groups: duplicate keys (Elixir's duplicate Registry, Erlang's pg)        */
+/* ======================================================================== */
+
+/*
+ * A group is named like a key, (namespace, group), by the same rules; a
+ * group and a unique entry of the same name in one namespace are distinct
+ * and never clash.  Any number of processes join a group, each with its
+ * own metadata, and the same process may join one group several times:
+ * each join makes one member, with its own id (procreg_member).  A
+ * publisher then calls every member (procreg_dispatch()) or picks one
+ * (procreg_pick_member()).  doc/groups.md has a publish/subscribe example.
+ *
+ * Ownership: a member belongs to its owner process (the caller, or the live
+ * process it names), and only the owner removes it (procreg_leave*()):
+ * another process gets PROCREG_EPERM unless it passes PROCREG_FORCE (the
+ * LEFT event then has reason PROCREG_REASON_FORCED).  When the owner dies,
+ * its members are removed by the registry like its entries (the monitor
+ * of "Service layer: owner liveness" for owners that joined through this
+ * registry; a shared backend reaps members of dead processes itself),
+ * with LEFT events of reason PROCREG_REASON_OWNER_EXITED; from the moment
+ * the monitor sees the exit, reads leave them out.  procreg_namespace_drop()
+ * removes a namespace's members too (reason NAMESPACE_DROPPED).
+ *
+ * Events: every join is a JOINED event and every removal a LEFT event
+ * (procreg_event.member says which member), delivered like the entries'
+ * events (procreg_subscribe(), procreg_subscribe_group()).
+ *
+ * Support: backends with PROCREG_CAP_GROUPS (every built-in backend).  On
+ * others each call here returns PROCREG_ENOTSUP.
+ *
+ * Thread safety: every call may run from any thread, concurrently with
+ * any other.  Each has a string form and a key form (a procreg_key naming
+ * the group) as the entry calls do.
+ */
+
+/**
+ * Join group (ns, group) as a new member owned by @owner (NULL: the
+ * calling process; otherwise a live process, as procreg_register()
+ * checks it) with @metadata (NULL or a{sv}; a floating reference is sunk).
+ * @param[out] joined  optional: the new member (ns and group left NULL).
+ * @return 0, PROCREG_EINVAL (bad group name, or metadata that is not
+ *         a{sv}: nothing changes), PROCREG_ENOTALIVE, PROCREG_ENOTSUP,
+ *         PROCREG_EFULL, PROCREG_ENOMEM, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_join(procreg *reg, const char *ns, const char *group,
+                             const procreg_owner *owner, GVariant *metadata,
+                             procreg_member *joined, GError **error);
+PROCREG_API int procreg_join_key(procreg *reg, const procreg_key *group,
+                                 const procreg_owner *owner,
+                                 GVariant *metadata, procreg_member *joined,
+                                 GError **error);
+
+/**
+ * Leave group (ns, group): remove every member the calling process owns
+ * there.  Leaving a group one is not a member of removes nothing and is
+ * not an error.
+ * @param[out] removed  optional: how many members went.
+ * @return 0, PROCREG_EINVAL, PROCREG_ENOTSUP, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_leave(procreg *reg, const char *ns, const char *group,
+                              size_t *removed, GError **error);
+/**
+ * The complete form.  @member_id 0: every member of the group the calling
+ * process owns (as procreg_leave()); otherwise that one member, which the
+ * calling process must own unless @flags has PROCREG_FORCE.  A member id
+ * that is not in the group removes nothing (0, *@removed = 0).
+ * @return 0, PROCREG_EPERM (member @member_id belongs to another process:
+ *         the message names it; nothing changes), PROCREG_EINVAL (unknown
+ *         flags), PROCREG_ENOTSUP, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_leave_key(procreg *reg, const procreg_key *group,
+                                  uint64_t member_id, unsigned flags,
+                                  size_t *removed, GError **error);
+
+/**
+ * The members of group (ns, group), in join order (by id).  An absent
+ * group is an empty one.
+ * @param[out] out  a new array of @n_out members (NULL when none), ns and
+ *                  group left NULL; free with procreg_members_free().
+ * @return 0, PROCREG_EINVAL, PROCREG_ENOTSUP, PROCREG_ENOMEM,
+ *         PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_members(procreg *reg, const char *ns,
+                                const char *group, procreg_member **out,
+                                size_t *n_out, GError **error);
+PROCREG_API int procreg_members_key(procreg *reg, const procreg_key *group,
+                                    procreg_member **out, size_t *n_out,
+                                    GError **error);
+
+/**
+ * How many members group (ns, group) has (0 when it is absent).
+ * @return as procreg_members().
+ */
+PROCREG_API int procreg_group_count(procreg *reg, const char *ns,
+                                    const char *group, size_t *out,
+                                    GError **error);
+PROCREG_API int procreg_group_count_key(procreg *reg, const procreg_key *group,
+                                        size_t *out, GError **error);
+
+/** One group and how many members it has. */
+typedef struct {
+    char *ns;
+    char *group;
+    size_t members;
+} procreg_group_info;
+
+/**
+ * The groups of namespace @ns (NULL: of every namespace) that have
+ * members, sorted by namespace then group, with their sizes.
+ * @param[out] out  a new array of @n_out items (NULL when none); free
+ *                  with procreg_group_info_free().
+ * @return 0, PROCREG_EINVAL, PROCREG_ENOTSUP, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_groups(procreg *reg, const char *ns,
+                               procreg_group_info **out, size_t *n_out,
+                               GError **error);
+/** Free what procreg_groups() returned.  NULL is ignored. */
+PROCREG_API void procreg_group_info_free(procreg_group_info *infos, size_t n);
+
+/**
+ * The memberships of process @pid: every member it owns, in every group,
+ * with ns and group set, sorted by namespace, group, then id.  The cost is
+ * a scan of every member of the backend.
+ * @param[out] out  a new array of @n_out members; procreg_members_free().
+ * @return 0, PROCREG_EINVAL (pid <= 0), PROCREG_ENOTSUP, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_memberships(procreg *reg, pid_t pid,
+                                    procreg_member **out, size_t *n_out,
+                                    GError **error);
+
+/**
+ * Called by procreg_dispatch() for one member.  @member is lent for the
+ * call (copy what you keep; g_variant_ref() the metadata); its ns and group
+ * are NULL.  Return true to go on, false to stop the dispatch.
+ */
+typedef bool (*procreg_member_fn)(const procreg_member *member,
+                                  gpointer user_data);
+
+/**
+ * Call @fn for each member of group (ns, group), in join order, on the
+ * calling thread.  No registry lock is held while @fn runs, so it may call
+ * @reg (except procreg_close()), including joining or leaving this group.
+ * In-process backends iterate their members in place, without copying
+ * them (ckht and optimized over it: lock-free; ghash: a snapshot that
+ * writers copy before changing, so they never wait for a dispatch);
+ * backends shared with other processes or hosts read the members first.
+ *
+ * What @fn sees: every member that is in the group for the whole dispatch,
+ * exactly once; a member that joins during the dispatch (on any thread,
+ * @fn included) is not visited; a member that leaves during it may be
+ * visited or not, even after its leave returned.  An empty or absent
+ * group: no call, 0.
+ * @param[out] n_called  optional: how many calls were made.
+ * @return 0, PROCREG_EINVAL (bad name, NULL @fn), PROCREG_ENOTSUP,
+ *         PROCREG_ENOMEM, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_dispatch(procreg *reg, const char *ns,
+                                 const char *group, procreg_member_fn fn,
+                                 gpointer user_data, size_t *n_called,
+                                 GError **error);
+PROCREG_API int procreg_dispatch_key(procreg *reg, const procreg_key *group,
+                                     procreg_member_fn fn, gpointer user_data,
+                                     size_t *n_called, GError **error);
+
+/**
+ * Pick one member of group (ns, group), to send work to one worker of a
+ * role.  @cursor NULL: uniformly at random.  Otherwise round-robin: the
+ * member with the smallest id above *@cursor is picked (after the largest,
+ * the smallest again) and its id stored in *@cursor; start with 0.  The
+ * cursor is the caller's: keep one per thread, or share one under your own
+ * lock.
+ * @param[out] out  the member (ns and group left NULL); procreg_member_clear().
+ * @return 0, PROCREG_ENOTFOUND (the group has no member), PROCREG_EINVAL,
+ *         PROCREG_ENOTSUP, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_pick_member(procreg *reg, const char *ns,
+                                    const char *group, uint64_t *cursor,
+                                    procreg_member *out, GError **error);
+PROCREG_API int procreg_pick_member_key(procreg *reg, const procreg_key *group,
+                                        uint64_t *cursor, procreg_member *out,
+                                        GError **error);
+
+/**
+ * Members of group (ns, group) (@group NULL: of every group of @ns; @ns
+ * NULL: of every namespace, @group then must be NULL) whose metadata maps
+ * @meta_key to a value equal to @value, as procreg_find() compares them;
+ * answered by the backend's metadata index where it has one (optimized).
+ * Sorted by namespace, group, id; ns and group set.
+ * @param[out] out  a new array of @n_out members; procreg_members_free().
+ * @return 0, PROCREG_EINVAL (as procreg_find(); a @group without @ns),
+ *         PROCREG_ENOTSUP, PROCREG_ENOMEM, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_find_members(procreg *reg, const char *ns,
+                                     const char *group, const char *meta_key,
+                                     GVariant *value, procreg_member **out,
+                                     size_t *n_out, GError **error);
+
+/**
+ * Wait until group (ns, group) has at least @min_members members (0 and 1
+ * both mean one), the group form of procreg_wait_for(): returns at once
+ * when it has, otherwise sleeps until a join (through this registry, or
+ * reported by the backend) wakes it, without polling.  Members of owners
+ * known dead do not count.
+ * @timeout_ms: < 0 waits without limit, 0 only checks.
+ * @cancellable: optional; cancelling it ends the wait.
+ * @param[out] n_out  optional: the members counted last.
+ * @return 0, PROCREG_ETIMEDOUT, PROCREG_ECANCELLED, PROCREG_EINVAL,
+ *         PROCREG_ENOTSUP, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_wait_members(procreg *reg, const char *ns,
+                                     const char *group, size_t min_members,
+                                     int timeout_ms, GCancellable *cancellable,
+                                     size_t *n_out, GError **error);
+PROCREG_API int procreg_wait_members_key(procreg *reg, const procreg_key *group,
+                                         size_t min_members, int timeout_ms,
+                                         GCancellable *cancellable,
+                                         size_t *n_out, GError **error);
+
+/**
+ * Subscribe to the JOINED and LEFT events of group (ns, group) only; as
+ * procreg_subscribe() otherwise.
+ * @return as procreg_subscribe().
+ */
+PROCREG_API int procreg_subscribe_group(procreg *reg, const char *ns,
+                                        const char *group, procreg_event_fn fn,
+                                        gpointer user_data,
+                                        GDestroyNotify destroy,
+                                        GMainContext *context, uint64_t *id,
+                                        GError **error);
 
 G_END_DECLS
 

@@ -162,24 +162,81 @@ int cx_quick_register(procreg *reg, const char *ns, const char *name,
  * @spec.  compliance_child_main() runs it. */
 char **cx_child_argv(const char *mode, const char *spec);
 
-/* A re-executed child (cx_child_argv()) with pipes to its stdin (in) and
- * from its stdout (out); child.c. */
+/* ---- watch.c: events, children ---- */
+
+/* How long a case waits for an event or a child before it fails. */
+#define CX_WAIT_MS 10000
+
+/* One event as a subscription saw it (member_id: of JOINED / LEFT). */
+typedef struct {
+    procreg_event_kind kind;
+    procreg_event_reason reason;
+    char *name;
+    uint64_t revision;
+    pid_t owner;
+    bool external;
+    uint64_t member_id;
+    bool member_group_ok; /* event->member names the event's group */
+} seen_event;
+
+void cx_seen_event_free(gpointer p);
+
+/* A subscription collecting seen_events, ended when it goes out of scope
+ * (g_auto), so a failed check cannot leave the callback running. */
+typedef struct cx_event_queue cx_event_queue;
+
+typedef struct {
+    procreg *reg;
+    uint64_t id;
+    cx_event_queue *q;
+} Watch;
+
+void cx_watch_clear(Watch *w);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Watch, cx_watch_clear)
+
+/* Subscribe to namespace @ns, or to one group. */
+bool cx_watch_ns(Fixture *f, const char *ns, Watch *w);
+bool cx_watch_group(Fixture *f, const char *ns, const char *group, Watch *w);
+/* The next event, or NULL after CX_WAIT_MS. */
+seen_event *cx_next_event(Watch *w);
+/* Pop events until one of @kind for @name; its reason in *@reason.  false
+ * when none came in time. */
+bool cx_expect_event(Watch *w, procreg_event_kind kind, const char *name,
+                     procreg_event_reason *reason);
+
+/* A sleeping child (cx_sleeping_child()) killed and reaped when it goes
+ * out of scope. */
+typedef struct {
+    pid_t pid;
+} Child;
+
+void cx_child_clear(Child *c);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Child, cx_child_clear)
+
+/* A re-executed child of the suite (cx_child_argv()) with pipes to its
+ * stdin and stdout; cx_spawned_end() (also at end of scope) closes its
+ * stdin, which ends it, and waits for it. */
 typedef struct {
     GPid pid;
     int in, out;
-    int status; /* its wait status, once ended */
-} CxChild;
+    int status;
+} Spawned;
 
-bool cx_child_spawn(const char *mode, const char *spec, CxChild *c,
-                    GError **error);
-/* Close its stdin (it ends then), wait for it; nothing if not running. */
-void cx_child_end(CxChild *c);
-/* SIGKILL it and wait for it; nothing if not running. */
-void cx_child_kill(CxChild *c);
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(CxChild, cx_child_kill)
-/* One line from @fd without its newline, or NULL after @timeout_ms or at
- * EOF.  g_free it. */
-char *cx_read_line(int fd, int timeout_ms);
+bool cx_spawn(Fixture *f, const char *mode, Spawned *c, GError **error);
+void cx_spawned_end(Spawned *c);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Spawned, cx_spawned_end)
+/* SIGKILL it, then cx_spawned_end(). */
+void cx_spawned_kill(Spawned *c);
+/* A Spawned SIGKILLed at end of scope: for a child that may be blocked (a
+ * lock waiter) when a check fails, where closing its stdin would not end
+ * it. */
+typedef Spawned SpawnedKilled;
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(SpawnedKilled, cx_spawned_kill)
+/* One line from @fd within CX_WAIT_MS (without its newline); NULL on
+ * timeout or end of file. */
+char *cx_read_line(int fd);
+/* The same within @timeout_ms. */
+char *cx_read_line_within(int fd, int timeout_ms);
 /* Write @line and a newline to @fd. */
 bool cx_write_line(int fd, const char *line);
 
@@ -201,5 +258,50 @@ void case_start_once_threads(Fixture *f);
 void case_start_once_processes(Fixture *f);
 /* The child side of the lock and start-once cases (MODE "lock"). */
 int cx_lock_child(procreg *reg);
+
+/* ---- groups.c: helpers of the group cases ---- */
+
+typedef struct {
+    procreg_member *v;
+    size_t n;
+} MemberList;
+
+static inline void member_list_clear(MemberList *l)
+{
+    procreg_members_free(l->v, l->n);
+    l->v = NULL;
+    l->n = 0;
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(MemberList, member_list_clear)
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(procreg_member, procreg_member_clear)
+
+/* The ids of @l, "[1 2 3]", for messages (g_free it). */
+char *cx_ids_text(const MemberList *l);
+/* Join (ns, group) as this process, @md_text its metadata (GVariant
+ * text, or NULL); the member id in *@id. */
+int cx_join(procreg *reg, const char *ns, const char *group,
+            const char *md_text, uint64_t *id);
+/* procreg_leave_key() of member @id of (ns, group). */
+int cx_leave_id(procreg *reg, const char *ns, const char *group, uint64_t id,
+                unsigned flags, size_t *removed, GError **error);
+/* The group's size, or (size_t)-1 when the count fails. */
+size_t cx_group_count(procreg *reg, const char *ns, const char *group);
+
+void case_groups_basics(Fixture *f);
+void case_groups_bad_input(Fixture *f);
+void case_groups_side_by_side(Fixture *f);
+void case_groups_owner_rule(Fixture *f);
+void case_groups_owner_death(Fixture *f);
+void case_groups_events(Fixture *f);
+void case_groups_dispatch(Fixture *f);
+void case_groups_dispatch_churn(Fixture *f);
+void case_groups_churn_count(Fixture *f);
+void case_groups_pick(Fixture *f);
+void case_groups_find(Fixture *f);
+void case_groups_wait(Fixture *f);
+void case_groups_namespace_drop(Fixture *f);
+void case_groups_multiprocess(Fixture *f);
+/* The child side of case_groups_multiprocess (MODE "groups"). */
+int cx_groups_child(procreg *reg);
 
 #endif

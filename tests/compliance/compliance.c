@@ -130,6 +130,8 @@ static const char *caps_missing(unsigned int missing)
         return "backend lacks PROCREG_CAP_MULTIPROCESS";
     if (missing & PROCREG_CAP_DISTRIBUTED)
         return "backend lacks PROCREG_CAP_DISTRIBUTED";
+    if (missing & PROCREG_CAP_GROUPS)
+        return "backend lacks PROCREG_CAP_GROUPS";
     return "backend lacks a capability this case needs";
 }
 
@@ -2270,6 +2272,8 @@ int compliance_child_main(int argc, char **argv)
         status = cx_owner_child(reg);
     else if (strcmp(mode, "lock") == 0)
         status = cx_lock_child(reg);
+    else if (strcmp(mode, "groups") == 0)
+        status = cx_groups_child(reg);
     else {
         fprintf(stderr, "child: unknown mode %s\n", mode);
         status = 2;
@@ -2427,6 +2431,29 @@ static const Case cases[] = {
      PROCREG_CAP_MULTIPROCESS, LEVEL_REGISTRY},
     {"start_once_processes", case_start_once_processes,
      PROCREG_CAP_MULTIPROCESS, LEVEL_REGISTRY},
+    {"groups_basics", case_groups_basics, PROCREG_CAP_GROUPS, LEVEL_REGISTRY},
+    {"groups_bad_input", case_groups_bad_input, PROCREG_CAP_GROUPS,
+     LEVEL_REGISTRY},
+    {"groups_side_by_side", case_groups_side_by_side, PROCREG_CAP_GROUPS,
+     LEVEL_REGISTRY},
+    {"groups_owner_rule", case_groups_owner_rule, PROCREG_CAP_GROUPS,
+     LEVEL_REGISTRY},
+    {"groups_owner_death", case_groups_owner_death, PROCREG_CAP_GROUPS,
+     LEVEL_REGISTRY},
+    {"groups_events", case_groups_events, PROCREG_CAP_GROUPS, LEVEL_REGISTRY},
+    {"groups_dispatch", case_groups_dispatch, PROCREG_CAP_GROUPS,
+     LEVEL_REGISTRY},
+    {"groups_dispatch_churn", case_groups_dispatch_churn, PROCREG_CAP_GROUPS,
+     LEVEL_REGISTRY},
+    {"groups_churn_count", case_groups_churn_count, PROCREG_CAP_GROUPS,
+     LEVEL_REGISTRY},
+    {"groups_pick", case_groups_pick, PROCREG_CAP_GROUPS, LEVEL_REGISTRY},
+    {"groups_find", case_groups_find, PROCREG_CAP_GROUPS, LEVEL_REGISTRY},
+    {"groups_wait", case_groups_wait, PROCREG_CAP_GROUPS, LEVEL_REGISTRY},
+    {"groups_namespace_drop", case_groups_namespace_drop, PROCREG_CAP_GROUPS,
+     LEVEL_REGISTRY},
+    {"groups_multiprocess", case_groups_multiprocess,
+     PROCREG_CAP_GROUPS | PROCREG_CAP_MULTIPROCESS, LEVEL_REGISTRY},
     {"backend_level", case_backend_level, 0, LEVEL_BACKEND},
 };
 

@@ -147,18 +147,18 @@ static bool wait_tickets(procreg *reg, size_t want)
 }
 
 /* Whether @c has written nothing yet. */
-static bool silent(const CxChild *c)
+static bool silent(const Spawned *c)
 {
     struct pollfd p = {.fd = c->out, .events = POLLIN};
     return poll(&p, 1, 0) == 0;
 }
 
 /* Send @cmd to @c and check its answer begins with @want. */
-static bool ask(CxChild *c, const char *cmd, const char *want, int ms)
+static bool ask(Spawned *c, const char *cmd, const char *want, int ms)
 {
     if (cmd != NULL && !cx_write_line(c->in, cmd))
         return false;
-    g_autofree char *line = cx_read_line(c->out, ms);
+    g_autofree char *line = cx_read_line_within(c->out, ms);
     if (line == NULL || !g_str_has_prefix(line, want)) {
         g_test_message("child %d answered '%s' to '%s'", (int)c->pid,
                        line ? line : "(nothing)", cmd ? cmd : "");
@@ -286,11 +286,11 @@ void case_lock_processes(Fixture *f)
     g_autofree char *path = g_build_filename(dir, "counter", NULL);
     CHECK(g_file_set_contents(path, "0\n", -1, NULL));
     g_autofree char *cmd = g_strdup_printf("count %s %d", path, rounds);
-    g_auto(CxChild) c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-    CxChild *c[PROCS] = {&c0, &c1, &c2, &c3};
+    g_auto(SpawnedKilled) c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+    Spawned *c[PROCS] = {&c0, &c1, &c2, &c3};
     bool ok = true;
     for (int i = 0; i < PROCS && ok; i++)
-        ok = cx_child_spawn("lock", f->spec, c[i], &err) &&
+        ok = cx_spawn(f, "lock", c[i], &err) &&
              cx_write_line(c[i]->in, cmd);
     for (int i = 0; i < PROCS && ok; i++)
         ok = ask(c[i], NULL, "done", 300000);
@@ -308,10 +308,10 @@ void case_lock_processes(Fixture *f)
 void case_lock_holder_killed(Fixture *f)
 {
     g_autoptr(GError) err = NULL;
-    g_auto(CxChild) holder = {0}, w1 = {0}, w2 = {0};
-    CHECK_MSG(cx_child_spawn("lock", f->spec, &holder, &err) &&
-                  cx_child_spawn("lock", f->spec, &w1, &err) &&
-                  cx_child_spawn("lock", f->spec, &w2, &err),
+    g_auto(SpawnedKilled) holder = {0}, w1 = {0}, w2 = {0};
+    CHECK_MSG(cx_spawn(f, "lock", &holder, &err) &&
+                  cx_spawn(f, "lock", &w1, &err) &&
+                  cx_spawn(f, "lock", &w2, &err),
               "cannot run the children: %s", err->message);
     CHECK_MSG(ask(&holder, "hold a", "held", LOCK_WAIT_MS),
               "the first child did not get the lock");
@@ -320,7 +320,7 @@ void case_lock_holder_killed(Fixture *f)
     CHECK(cx_write_line(w2.in, "hold a"));
     CHECK_MSG(wait_tickets(f->reg, 3), "the second waiter did not queue");
 
-    cx_child_kill(&holder);
+    cx_spawned_kill(&holder);
     CHECK_MSG(ask(&w1, NULL, "held", LOCK_WAIT_MS),
               "the first waiter did not get the lock after the holder was "
               "killed");
@@ -338,13 +338,13 @@ void case_lock_waiter_killed(Fixture *f)
     g_autoptr(GError) err = NULL;
     procreg_lock_handle *h = NULL;
     CHECK_OK(procreg_lock(f->reg, NS, "b", -1, NULL, &h, &err), err);
-    g_auto(CxChild) w1 = {0}, w2 = {0};
-    bool spawned = cx_child_spawn("lock", f->spec, &w1, &err) &&
-                   cx_child_spawn("lock", f->spec, &w2, &err);
+    g_auto(SpawnedKilled) w1 = {0}, w2 = {0};
+    bool spawned = cx_spawn(f, "lock", &w1, &err) &&
+                   cx_spawn(f, "lock", &w2, &err);
     bool queued = spawned && cx_write_line(w1.in, "hold b") &&
                   wait_tickets(f->reg, 2) && cx_write_line(w2.in, "hold b") &&
                   wait_tickets(f->reg, 3);
-    cx_child_kill(&w1);
+    cx_spawned_kill(&w1);
     int rc = procreg_unlock(f->reg, h, &err);
     CHECK_MSG(spawned, "cannot run the children: %s", err->message);
     CHECK_MSG(queued, "the waiters did not queue");

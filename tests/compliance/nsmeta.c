@@ -115,17 +115,17 @@ void case_namespace_meta_processes(Fixture *f)
     g_autoptr(GError) err = NULL;
     g_auto(Sub) sub = {0};
     CHECK_RC(sub_start(&sub, f->reg), 0);
-    g_auto(CxChild) child = {0};
-    CHECK_MSG(cx_child_spawn("lock", f->spec, &child, &err),
+    g_auto(SpawnedKilled) child = {0};
+    CHECK_MSG(cx_spawn(f, "lock", &child, &err),
               "cannot run the child: %s", err->message);
     CHECK(cx_write_line(child.in, "put mode"));
-    g_autofree char *line = cx_read_line(child.out, META_WAIT_MS);
+    g_autofree char *line = cx_read_line_within(child.out, META_WAIT_MS);
     CHECK_MSG(line != NULL && strcmp(line, "put") == 0, "the child said %s",
               line ? line : "nothing");
     g_autofree char *log = changes_after(&sub.c, 1);
     CHECK_MSG(strcmp(log, "mode='child';") == 0,
               "the child's put reached us as %s", log);
-    cx_child_end(&child);
+    cx_spawned_end(&child);
     CHECK_MSG(g_spawn_check_wait_status(child.status, NULL),
               "the child failed (its stderr says why)");
     if (f->caps & PROCREG_CAP_DISTRIBUTED)

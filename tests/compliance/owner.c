@@ -10,135 +10,10 @@
  */
 #include "compliance-private.h"
 
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-/* How long a case waits for an event or a child before it fails. */
-#define WAIT_MS 10000
-
-/* ---- events, collected from the dispatcher thread ---- */
-
-typedef struct {
-    procreg_event_kind kind;
-    procreg_event_reason reason;
-    char *name;
-    uint64_t revision;
-    pid_t owner;
-    bool external;
-} seen_event;
-
-static void seen_event_free(gpointer p)
-{
-    seen_event *e = p;
-    g_free(e->name);
-    g_free(e);
-}
-
-/* A subscription to one namespace that unsubscribes when it goes out of
- * scope (g_auto), so a failed check cannot leave the callback running.
- * pthread locks, not GAsyncQueue: ThreadSanitizer sees these. */
-typedef struct {
-    procreg *reg;
-    uint64_t id;
-    bool subscribed;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    GQueue events; /* seen_event* */
-} Watch;
-
-static void collect(procreg *reg, const procreg_event *ev, gpointer data)
-{
-    (void)reg;
-    Watch *w = data;
-    seen_event *e = g_new0(seen_event, 1);
-    e->kind = ev->kind;
-    e->reason = ev->reason;
-    e->name = g_strdup(ev->name);
-    e->revision = ev->entry->revision;
-    e->owner = ev->entry->owner.pid;
-    e->external = ev->external;
-    pthread_mutex_lock(&w->lock);
-    g_queue_push_tail(&w->events, e);
-    pthread_cond_broadcast(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
-static void watch_clear(Watch *w)
-{
-    if (!w->subscribed)
-        return;
-    procreg_unsubscribe(w->reg, w->id); /* the callback runs no more */
-    g_queue_clear_full(&w->events, seen_event_free);
-    pthread_mutex_destroy(&w->lock);
-    pthread_cond_destroy(&w->cond);
-    w->subscribed = false;
-}
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Watch, watch_clear)
-
-static bool watch_ns(Fixture *f, const char *ns, Watch *w)
-{
-    w->reg = f->reg;
-    pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->cond, NULL);
-    g_queue_init(&w->events);
-    w->subscribed = procreg_subscribe(f->reg, ns, NULL, collect, w, NULL,
-                                      NULL, &w->id, NULL) == 0;
-    if (!w->subscribed) {
-        pthread_mutex_destroy(&w->lock);
-        pthread_cond_destroy(&w->cond);
-    }
-    return w->subscribed;
-}
-
-/* A child process killed and reaped when it goes out of scope. */
-typedef struct {
-    pid_t pid;
-} Child;
-
-static void child_clear(Child *c)
-{
-    if (c->pid > 0)
-        cx_reap(c->pid);
-    c->pid = 0;
-}
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Child, child_clear)
-
-/* The next event, or NULL after WAIT_MS. */
-static seen_event *next_event(Watch *w)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += WAIT_MS / 1000;
-    pthread_mutex_lock(&w->lock);
-    while (g_queue_is_empty(&w->events) &&
-           pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
-        ;
-    seen_event *e = g_queue_pop_head(&w->events);
-    pthread_mutex_unlock(&w->lock);
-    return e;
-}
-
-/* Pop events until one of @kind for @name; its reason in *@reason.  false
- * when none came in time. */
-static bool expect_event(Watch *w, procreg_event_kind kind,
-                         const char *name, procreg_event_reason *reason)
-{
-    seen_event *e;
-    while ((e = next_event(w)) != NULL) {
-        bool match = e->kind == kind && strcmp(e->name, name) == 0;
-        if (match)
-            *reason = e->reason;
-        seen_event_free(e);
-        if (match)
-            return true;
-    }
-    return false;
-}
 
 /* ---- one process ---- */
 
@@ -146,7 +21,7 @@ void case_owner_rule(Fixture *f)
 {
     g_autoptr(GError) err = NULL;
     g_auto(Watch) w = {0};
-    CHECK_MSG(watch_ns(f, "own", &w), "cannot subscribe");
+    CHECK_MSG(cx_watch_ns(f, "own", &w), "cannot subscribe");
     g_auto(Child) child = {cx_sleeping_child()};
     procreg_owner theirs;
     CHECK_OK(procreg_owner_from_pid(child.pid, &theirs, &err), err);
@@ -207,15 +82,15 @@ void case_owner_rule(Fixture *f)
              err);
 
     procreg_event_reason reason = 0;
-    CHECK_MSG(expect_event(&w, PROCREG_EVENT_UPDATED, "theirs", &reason),
+    CHECK_MSG(cx_expect_event(&w, PROCREG_EVENT_UPDATED, "theirs", &reason),
               "no event for the forced update");
     CHECK_MSG(reason == PROCREG_REASON_FORCED, "forced update: reason %s",
               procreg_event_reason_name(reason));
-    CHECK_MSG(expect_event(&w, PROCREG_EVENT_UNREGISTERED, "theirs", &reason),
+    CHECK_MSG(cx_expect_event(&w, PROCREG_EVENT_UNREGISTERED, "theirs", &reason),
               "no event for the forced unregister");
     CHECK_MSG(reason == PROCREG_REASON_FORCED, "forced unregister: reason %s",
               procreg_event_reason_name(reason));
-    CHECK_MSG(expect_event(&w, PROCREG_EVENT_UNREGISTERED, "mine", &reason),
+    CHECK_MSG(cx_expect_event(&w, PROCREG_EVENT_UNREGISTERED, "mine", &reason),
               "no event for our own unregister");
     CHECK_MSG(reason == PROCREG_REASON_EXPLICIT, "own unregister: reason %s",
               procreg_event_reason_name(reason));
@@ -271,7 +146,6 @@ int cx_owner_child(procreg *reg)
     return status;
 }
 
-
 void case_owner_rule_multiprocess(Fixture *f)
 {
     g_autoptr(GError) err = NULL;
@@ -282,14 +156,14 @@ void case_owner_rule_multiprocess(Fixture *f)
     CHECK_OK(procreg_register(f->reg, "mp", "forced", NULL, NULL, NULL, &err),
              err);
     g_auto(Watch) w = {0};
-    CHECK_MSG(watch_ns(f, "mp", &w), "cannot subscribe");
+    CHECK_MSG(cx_watch_ns(f, "mp", &w), "cannot subscribe");
 
-    g_auto(CxChild) child = {0};
-    CHECK_MSG(cx_child_spawn("owner", f->spec, &child, &err),
+    g_auto(Spawned) child = {0};
+    CHECK_MSG(cx_spawn(f, "owner", &child, &err),
               "cannot run the child: %s", err->message);
-    g_autofree char *ready = cx_read_line(child.out, WAIT_MS);
+    g_autofree char *ready = cx_read_line(child.out);
     if (ready == NULL || strcmp(ready, "ready") != 0) {
-        cx_child_end(&child);
+        cx_spawned_end(&child);
         FAIL("the child did not get ready (status %d; its stderr says why)",
              child.status);
     }
@@ -301,7 +175,7 @@ void case_owner_rule_multiprocess(Fixture *f)
                   cx_owner_eq(&still.owner, &parents.owner),
               "another process changed our entry without PROCREG_FORCE");
     procreg_event_reason reason = 0;
-    CHECK_MSG(expect_event(&w, PROCREG_EVENT_UNREGISTERED, "forced", &reason),
+    CHECK_MSG(cx_expect_event(&w, PROCREG_EVENT_UNREGISTERED, "forced", &reason),
               "no event for the entry the child removed");
     CHECK_MSG(reason == PROCREG_REASON_FORCED,
               "the child's forced removal arrived with reason %s",
@@ -327,7 +201,7 @@ void case_owner_rule_multiprocess(Fixture *f)
                                           PROCREG_UPDATE_REPLACE, 0,
                                           PROCREG_FORCE, NULL, &err),
              err);
-    cx_child_end(&child);
+    cx_spawned_end(&child);
     CHECK_MSG(g_spawn_check_wait_status(child.status, NULL),
               "the child's checks failed (its stderr says which)");
 }
@@ -339,7 +213,7 @@ void case_owner_rule_multiprocess(Fixture *f)
 void case_dead_holder(Fixture *f)
 {
     g_auto(Watch) w = {0};
-    CHECK_MSG(watch_ns(f, "dh", &w), "cannot subscribe");
+    CHECK_MSG(cx_watch_ns(f, "dh", &w), "cannot subscribe");
     uint64_t held[DEAD_HOLDER_ROUNDS] = {0};
     int failed_round = -1, rc = 0;
     pid_t blocked_by = 0;
@@ -368,7 +242,7 @@ void case_dead_holder(Fixture *f)
     int wrong_reason = 0;
     bool marker = false;
     seen_event *e;
-    while (rc_marker == 0 && !marker && (e = next_event(&w)) != NULL) {
+    while (rc_marker == 0 && !marker && (e = cx_next_event(&w)) != NULL) {
         marker = strcmp(e->name, "marker") == 0;
         for (int i = 0; i < DEAD_HOLDER_ROUNDS; i++) {
             if (e->kind == PROCREG_EVENT_UNREGISTERED && held[i] != 0 &&
@@ -377,7 +251,7 @@ void case_dead_holder(Fixture *f)
                 wrong_reason += e->reason != PROCREG_REASON_OWNER_EXITED;
             }
         }
-        seen_event_free(e);
+        cx_seen_event_free(e);
     }
     CHECK_MSG(failed_round < 0,
               "round %d: register right after the holder was killed gave %d "

@@ -104,11 +104,11 @@ void case_start_once_threads(Fixture *f)
  * while a thread of ours waits, or is killed when @verdict is NULL; its
  * last line in *@answer (replaced; g_free it). */
 static void across(Fixture *f, const char *name, const char *verdict,
-                   Starter *ours, Counter *c, CxChild *child, char **answer)
+                   Starter *ours, Counter *c, Spawned *child, char **answer)
 {
     GError *err = NULL;
     g_clear_pointer(answer, g_free);
-    if (!cx_child_spawn("lock", f->spec, child, &err)) {
+    if (!cx_spawn(f, "lock", child, &err)) {
         g_test_message("cannot run the child: %s", err->message);
         g_error_free(err);
         return;
@@ -116,18 +116,18 @@ static void across(Fixture *f, const char *name, const char *verdict,
     g_autofree char *cmd = g_strconcat("start ", name, NULL);
     g_autofree char *line = NULL;
     if (cx_write_line(child->in, cmd))
-        line = cx_read_line(child->out, START_WAIT_MS);
+        line = cx_read_line_within(child->out, START_WAIT_MS);
     if (line == NULL || strcmp(line, "starting") != 0)
         return;
     starter_start(ours, f->reg, name, c);
     bool queued = wait_claims(f->reg, 2);
     if (verdict == NULL)
-        cx_child_kill(child);
+        cx_spawned_kill(child);
     else
         cx_write_line(child->in, verdict);
     pthread_join(ours->thread, NULL);
     if (verdict != NULL)
-        *answer = cx_read_line(child->out, START_WAIT_MS);
+        *answer = cx_read_line_within(child->out, START_WAIT_MS);
     if (!queued)
         g_test_message("our caller did not queue behind the child's");
 }
@@ -137,7 +137,7 @@ void case_start_once_processes(Fixture *f)
     Counter c = {0};
     Starter ours = {0};
     g_autofree char *answer = NULL;
-    g_auto(CxChild) a = {0}, b = {0}, d = {0};
+    g_auto(SpawnedKilled) a = {0}, b = {0}, d = {0};
 
     /* The child's start succeeds: we get its entry and start nothing. */
     across(f, "ok", "ok", &ours, &c, &a, &answer);

@@ -18,6 +18,7 @@ import sys
 LAYERS = [
     ["error"],
     ["entry", "key", "owner", "spec", "builtin", "filter"],
+    ["member"],
     ["backends", "filter-parse"],
     ["dispatch"],
     ["counters"],
@@ -26,8 +27,10 @@ LAYERS = [
     ["liveness"],
     ["host", "wait", "namespaces"],
     ["registry"],
-    ["health", "stats", "lock", "select", "nsmeta"],
+    ["health", "stats", "groups", "lock", "select", "nsmeta"],
     ["start"],
+    ["gtypes"],
+    ["gregistry"],
 ]
 
 

@@ -3,15 +3,6 @@
 
 #include <string.h>
 
-typedef struct {
-    char *ns;
-    char *name;
-    procreg_owner owner;
-    GVariant *metadata;
-    int64_t registered_at;
-    uint64_t revision;
-} FakeItem;
-
 static pthread_mutex_t last_lock = PTHREAD_MUTEX_INITIALIZER;
 static FakeBackend *last_fake;
 static FakeDeco *last_deco;
@@ -80,6 +71,8 @@ static void enter(FakeBackend *fb, FakeOp op)
     }
     if (fb->sleep_us[op] != 0)
         g_usleep(fb->sleep_us[op]);
+    if (fb->on_call != NULL)
+        fb->on_call(op, fb->on_call_data);
 }
 
 static void leave(FakeBackend *fb, FakeOp op)

@@ -47,6 +47,16 @@ typedef enum {
     FAKE_N_OPS
 } FakeOp;
 
+/* One stored entry (the values of FakeBackend.store). */
+typedef struct {
+    char *ns;
+    char *name;
+    procreg_owner owner;
+    GVariant *metadata;
+    int64_t registered_at;
+    uint64_t revision;
+} FakeItem;
+
 typedef struct {
     const procreg_backend_ops *ops;
     pthread_mutex_t lock; /* the fake's own store lock (pthread: TSan sees it) */
@@ -55,6 +65,11 @@ typedef struct {
 
     /* Set by tests before the calls they concern. */
     int fail[FAKE_N_OPS];        /* 0, or the code the slot returns */
+    /* Called first thing in every slot but init and destroy (any thread,
+     * the core's locks held as for the slot): a test forces an
+     * interleaving with it (an owner killed inside a call, ...). */
+    void (*on_call)(FakeOp op, void *data);
+    void *on_call_data;
     gulong sleep_us[FAKE_N_OPS]; /* sleep inside the slot */
     int health;                  /* status health_check returns */
 

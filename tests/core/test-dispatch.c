@@ -340,6 +340,70 @@ static void test_version_gate(void)
     }
 }
 
+/* Groups need a version-3 table with PROCREG_CAP_GROUPS: on older or
+ * group-less backends every group call answers PROCREG_ENOTSUP and
+ * changes nothing; a table that claims groups it cannot have is refused. */
+static int group_join_refused(void *state, const procreg_key *key,
+                              const procreg_record *record,
+                              procreg_member *joined, GError **error)
+{
+    (void)state;
+    (void)key;
+    (void)record;
+    (void)joined;
+    return procreg_set_error(error, PROCREG_EBACKEND, "slot called");
+}
+
+static void test_version_gate_groups(void)
+{
+    for (unsigned version = 1; version <= 3; version++) {
+        procreg_backend_ops ops = fake_min_ops;
+        ops.version = version;
+        /* Present but not claimed (no PROCREG_CAP_GROUPS): never called. */
+        ops.group_join = group_join_refused;
+        procreg *reg = NULL;
+        g_assert_cmpint(procreg_open_with_backend(&ops, NULL, &reg, NULL), ==,
+                        0);
+        GError *err = NULL;
+        g_assert_cmpint(procreg_join(reg, "v", "g", NULL, NULL, NULL, &err),
+                        ==, PROCREG_ENOTSUP);
+        g_assert_error(err, PROCREG_ERROR, PROCREG_ENOTSUP);
+        g_clear_error(&err);
+        size_t n = 9;
+        g_assert_cmpint(procreg_group_count(reg, "v", "g", &n, NULL), ==,
+                        PROCREG_ENOTSUP);
+        g_assert_cmpuint(n, ==, 0);
+        procreg_member *members = NULL;
+        g_assert_cmpint(procreg_members(reg, "v", "g", &members, &n, NULL), ==,
+                        PROCREG_ENOTSUP);
+        g_assert_null(members);
+        g_assert_cmpint(procreg_leave(reg, "v", "g", &n, NULL), ==,
+                        PROCREG_ENOTSUP);
+        g_assert_cmpint(procreg_wait_members(reg, "v", "g", 1, 0, NULL, NULL,
+                                             NULL),
+                        ==, PROCREG_ENOTSUP);
+        /* Entries work as before. */
+        g_assert_cmpint(procreg_register(reg, "v", "x", NULL, NULL, NULL,
+                                         NULL), ==, 0);
+        procreg_close(reg);
+    }
+    procreg_backend_ops ops = fake_min_ops;
+    ops.caps |= PROCREG_CAP_GROUPS;
+    GError *err = NULL;
+    procreg *reg = NULL;
+    /* Claimed without the slots, or on a version-2 table. */
+    g_assert_cmpint(procreg_open_with_backend(&ops, NULL, &reg, &err), ==,
+                    PROCREG_EINVAL);
+    g_assert_nonnull(strstr(err->message, "group_join"));
+    g_clear_error(&err);
+    ops.version = 2;
+    g_assert_cmpint(procreg_open_with_backend(&ops, NULL, &reg, &err), ==,
+                    PROCREG_EINVAL);
+    g_assert_nonnull(strstr(err->message, "version"));
+    g_clear_error(&err);
+    g_assert_null(reg);
+}
+
 /* A backend's error comes back with its code and message. */
 static void test_errors_pass_through(Fixture *f, gconstpointer data)
 {
@@ -585,6 +649,8 @@ int main(int argc, char **argv)
                setup_serial, test_health_pass_through, teardown);
     g_test_add_func("/core/dispatch/close-destroys", test_close_destroys);
     g_test_add_func("/core/dispatch/version-gate", test_version_gate);
+    g_test_add_func("/core/dispatch/version-gate-groups",
+                    test_version_gate_groups);
     g_test_add_func("/core/dispatch/init-error", test_init_error);
     g_test_add_func("/core/dispatch/lock-serial", test_lock_serial);
     g_test_add_func("/core/dispatch/lock-parallel-reads",

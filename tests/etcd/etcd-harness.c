@@ -61,8 +61,7 @@ void etcd_harness_args(int *argc, char **argv)
     *argc = n;
 }
 
-/* A free TCP port on 127.0.0.1 (bind port 0, read it, close). */
-static int free_port(void)
+int etcd_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -84,17 +83,23 @@ char *etcd_random_tag(void)
                            g_random_int() & 0xffffff);
 }
 
+static const char *scheme(const etcd_cluster *c)
+{
+    return c->server_cert != NULL ? "https" : "http";
+}
+
 char *etcd_member_url(const etcd_cluster *c, int i)
 {
-    return g_strdup_printf("http://127.0.0.1:%d", c->m[i].client_port);
+    return g_strdup_printf("%s://127.0.0.1:%d", scheme(c),
+                           c->m[i].client_port);
 }
 
 char *etcd_cluster_endpoints(const etcd_cluster *c)
 {
     GString *s = g_string_new(NULL);
     for (int i = 0; i < c->n; i++)
-        g_string_append_printf(s, "%shttp://127.0.0.1:%d", i ? "," : "",
-                               c->m[i].client_port);
+        g_string_append_printf(s, "%s%s://127.0.0.1:%d", i ? "," : "",
+                               scheme(c), c->m[i].client_port);
     return g_string_free(s, FALSE);
 }
 
@@ -104,12 +109,28 @@ static size_t collect(char *data, size_t size, size_t nmemb, void *user)
     return size * nmemb;
 }
 
-static char *http(const char *url, const char *body, long timeout_ms)
+/* A request to @url; @c (may be NULL) gives the TLS files, @token (may
+ * be NULL) an etcd authentication token. */
+static char *http_with(const char *url, const char *body, long timeout_ms,
+                       const etcd_cluster *c, const char *token)
 {
     CURL *h = curl_easy_init();
     if (h == NULL)
         return NULL;
     GString *out = g_string_new(NULL);
+    struct curl_slist *hdr = NULL;
+    if (token != NULL) {
+        char *a = g_strconcat("Authorization: ", token, NULL);
+        hdr = curl_slist_append(hdr, a);
+        g_free(a);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    }
+    if (c != NULL && c->ca_file != NULL)
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
+    if (c != NULL && c->client_cert != NULL) {
+        curl_easy_setopt(h, CURLOPT_SSLCERT, c->client_cert);
+        curl_easy_setopt(h, CURLOPT_SSLKEY, c->client_key);
+    }
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
@@ -119,11 +140,17 @@ static char *http(const char *url, const char *body, long timeout_ms)
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
     CURLcode rc = curl_easy_perform(h);
     curl_easy_cleanup(h);
+    curl_slist_free_all(hdr);
     if (rc != CURLE_OK) {
         g_string_free(out, TRUE);
         return NULL;
     }
     return g_string_free(out, FALSE);
+}
+
+static char *http(const char *url, const char *body, long timeout_ms)
+{
+    return http_with(url, body, timeout_ms, NULL, NULL);
 }
 
 char *etcd_post(const char *url, const char *path, const char *body)
@@ -134,11 +161,22 @@ char *etcd_post(const char *url, const char *path, const char *body)
     return r;
 }
 
+char *etcd_member_post(const etcd_cluster *c, int i, const char *path,
+                       const char *body, const char *token)
+{
+    char *url = etcd_member_url(c, i);
+    char *full = g_strconcat(url, path, NULL);
+    char *r = http_with(full, body, 5000, c, token);
+    g_free(full);
+    g_free(url);
+    return r;
+}
+
 bool etcd_member_healthy(const etcd_cluster *c, int i)
 {
-    char *url = g_strdup_printf("http://127.0.0.1:%d/health",
+    char *url = g_strdup_printf("%s://127.0.0.1:%d/health", scheme(c),
                                 c->m[i].client_port);
-    char *r = http(url, NULL, 1000);
+    char *r = http_with(url, NULL, 1000, c, NULL);
     bool ok = r != NULL && strstr(r, "\"health\":\"true\"") != NULL;
     g_free(r);
     g_free(url);
@@ -147,8 +185,9 @@ bool etcd_member_healthy(const etcd_cluster *c, int i)
 
 static void child_setup(gpointer data)
 {
-    /* Die with the test program, even when it aborts. */
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    /* Die with the test program, even when it aborts, and even when it
+     * froze the member (SIGSTOP) before. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
 
 static char *initial_cluster(const etcd_cluster *c)
@@ -163,10 +202,10 @@ static char *initial_cluster(const etcd_cluster *c)
 static bool spawn_member(etcd_cluster *c, int i, GError **error)
 {
     etcd_member *m = &c->m[i];
-    char *client = g_strdup_printf("http://127.0.0.1:%d", m->client_port);
+    char *client = etcd_member_url(c, i);
     char *peer = g_strdup_printf("http://127.0.0.1:%d", m->peer_port);
     char *cluster = initial_cluster(c);
-    const char *argv[] = {
+    const char *base[] = {
         c->bin,
         "--name", m->name,
         "--data-dir", m->data_dir,
@@ -182,19 +221,33 @@ static bool spawn_member(etcd_cluster *c, int i, GError **error)
         "--election-timeout", "500",
         "--logger", "zap",
         "--log-level", "warn",
-        NULL,
     };
+    GPtrArray *argv = g_ptr_array_new();
+    for (size_t k = 0; k < G_N_ELEMENTS(base); k++)
+        g_ptr_array_add(argv, (char *)base[k]);
+    if (c->server_cert != NULL) {
+        const char *tls[] = {"--cert-file", c->server_cert,
+                             "--key-file", c->server_key,
+                             "--trusted-ca-file", c->ca_file,
+                             "--client-cert-auth"};
+        for (size_t k = 0; k < G_N_ELEMENTS(tls); k++)
+            g_ptr_array_add(argv, (char *)tls[k]);
+    }
+    for (char **a = c->args; a != NULL && *a != NULL; a++)
+        g_ptr_array_add(argv, *a);
+    g_ptr_array_add(argv, NULL);
     int fd = open(m->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     bool ok = fd >= 0;
     if (!ok)
         g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(errno),
                     "cannot open %s: %s", m->log_path, g_strerror(errno));
     if (ok)
-        ok = g_spawn_async_with_fds(NULL, (char **)argv, NULL,
+        ok = g_spawn_async_with_fds(NULL, (char **)argv->pdata, NULL,
                                     G_SPAWN_DO_NOT_REAP_CHILD, child_setup,
                                     NULL, &m->pid, -1, fd, fd, error);
     if (fd >= 0)
         close(fd);
+    g_ptr_array_unref(argv);
     g_free(client);
     g_free(peer);
     g_free(cluster);
@@ -266,8 +319,23 @@ static void start_janitor(etcd_cluster *c)
 
 bool etcd_cluster_start(etcd_cluster *c, int n, GError **error)
 {
+    return etcd_cluster_start_with(c, n, NULL, error);
+}
+
+bool etcd_cluster_start_with(etcd_cluster *c, int n,
+                             const etcd_cluster_options *opts,
+                             GError **error)
+{
     memset(c, 0, sizeof *c);
     c->janitor_fd = -1;
+    if (opts != NULL) {
+        c->args = g_strdupv((char **)opts->args);
+        c->ca_file = g_strdup(opts->ca_file);
+        c->server_cert = g_strdup(opts->server_cert);
+        c->server_key = g_strdup(opts->server_key);
+        c->client_cert = g_strdup(opts->client_cert);
+        c->client_key = g_strdup(opts->client_key);
+    }
     c->bin = g_strdup(etcd_harness_require());
     c->n = n;
     c->root = g_dir_make_tmp("procreg-etcd-XXXXXX", error);
@@ -278,10 +346,10 @@ bool etcd_cluster_start(etcd_cluster *c, int n, GError **error)
     for (int i = 0; i < n; i++) {
         etcd_member *m = &c->m[i];
         g_snprintf(m->name, sizeof m->name, "m%d", i + 1);
-        m->client_port = free_port();
-        m->peer_port = free_port();
+        m->client_port = etcd_free_port();
+        m->peer_port = etcd_free_port();
         while (m->peer_port == m->client_port)
-            m->peer_port = free_port();
+            m->peer_port = etcd_free_port();
         m->data_dir = g_build_filename(c->root, m->name, NULL);
         m->log_path = g_strdup_printf("%s/%s.log", c->root, m->name);
         if (m->client_port <= 0 || m->peer_port <= 0) {
@@ -324,6 +392,7 @@ void etcd_member_stop(etcd_cluster *c, int i)
     if (m->pid == 0)
         return;
     kill(m->pid, SIGTERM);
+    kill(m->pid, SIGCONT); /* a frozen member acts on SIGTERM only then */
     gint64 until = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
     int status;
     for (;;) {
@@ -348,11 +417,11 @@ bool etcd_member_restart(etcd_cluster *c, int i, GError **error)
         return false;
     /* Wait until its client port accepts connections. */
     gint64 until = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
-    char *url = g_strdup_printf("http://127.0.0.1:%d/version",
+    char *url = g_strdup_printf("%s://127.0.0.1:%d/version", scheme(c),
                                 c->m[i].client_port);
     bool up = false;
     while (!up && g_get_monotonic_time() < until) {
-        char *r = http(url, NULL, 500);
+        char *r = http_with(url, NULL, 500, c, NULL);
         up = r != NULL;
         g_free(r);
         if (!up) {
@@ -369,6 +438,59 @@ bool etcd_member_restart(etcd_cluster *c, int i, GError **error)
         g_free(logs);
     }
     return up;
+}
+
+void etcd_member_kill(etcd_cluster *c, int i)
+{
+    etcd_member *m = &c->m[i];
+    if (m->pid == 0)
+        return;
+    kill(m->pid, SIGKILL);
+    int status;
+    while (waitpid(m->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    g_spawn_close_pid(m->pid);
+    m->pid = 0;
+}
+
+void etcd_member_pause(etcd_cluster *c, int i)
+{
+    if (c->m[i].pid != 0)
+        kill(c->m[i].pid, SIGSTOP);
+}
+
+void etcd_member_resume(etcd_cluster *c, int i)
+{
+    if (c->m[i].pid != 0)
+        kill(c->m[i].pid, SIGCONT);
+}
+
+/* The decimal value of "@name":"..." in @json, or 0. */
+static guint64 json_id(const char *json, const char *name)
+{
+    char *needle = g_strdup_printf("\"%s\":\"", name);
+    const char *p = json ? strstr(json, needle) : NULL;
+    guint64 v = p ? g_ascii_strtoull(p + strlen(needle), NULL, 10) : 0;
+    g_free(needle);
+    return v;
+}
+
+int etcd_cluster_leader(const etcd_cluster *c)
+{
+    guint64 leader = 0, ids[ETCD_HARNESS_MAX] = {0};
+    for (int i = 0; i < c->n; i++) {
+        char *url = etcd_member_url(c, i);
+        char *r = etcd_post(url, "/v3/maintenance/status", "{}");
+        ids[i] = json_id(r, "member_id");
+        if (leader == 0)
+            leader = json_id(r, "leader");
+        g_free(r);
+        g_free(url);
+    }
+    for (int i = 0; i < c->n; i++)
+        if (leader != 0 && ids[i] == leader)
+            return i;
+    return -1;
 }
 
 static void rm_rf(const char *path)
@@ -410,5 +532,11 @@ void etcd_cluster_destroy(etcd_cluster *c)
     g_free(c->root);
     g_free(c->token);
     g_free(c->bin);
+    g_strfreev(c->args);
+    g_free(c->ca_file);
+    g_free(c->server_cert);
+    g_free(c->server_key);
+    g_free(c->client_cert);
+    g_free(c->client_key);
     memset(c, 0, sizeof *c);
 }

@@ -170,8 +170,10 @@ static void test_two_values(void)
     /* The same through every other parser of cluster text. */
     char w[ETCD_WRITER_LEN + 1] = "";
     int r = -1;
+    uint64_t nonce = 0;
     const char *markers = "{\"w\":\"a\",\"r\":1}{\"w\":\"b\",\"r\":2}";
-    g_assert_false(procreg_etcd_marker_parse(markers, strlen(markers), w, &r));
+    g_assert_false(procreg_etcd_marker_parse(markers, strlen(markers), w, &r,
+                                             &nonce));
     g_assert_cmpstr(w, ==, "");
     g_assert_cmpint(r, ==, -1);
     etcd_watch_batch b;
@@ -327,28 +329,39 @@ static void test_depth(void)
 static void test_marker(void)
 {
     char text[ETCD_MARKER_MAX];
-    size_t n = procreg_etcd_marker_encode("0123456789abcdef", 3, text);
+    size_t n = procreg_etcd_marker_encode("0123456789abcdef", 3, 0, text);
     g_assert_cmpuint(n, ==, strlen(text));
     char w[ETCD_WRITER_LEN + 1] = "";
     int r = -1;
-    g_assert_true(procreg_etcd_marker_parse(text, n, w, &r));
+    uint64_t nonce = 7;
+    g_assert_true(procreg_etcd_marker_parse(text, n, w, &r, &nonce));
     g_assert_cmpstr(w, ==, "0123456789abcdef");
     g_assert_cmpint(r, ==, 3);
+    g_assert_cmpuint(nonce, ==, 0);
+    /* The longest marker fits, nonce and all. */
+    n = procreg_etcd_marker_encode("0123456789abcdef", 64, G_MAXINT64, text);
+    g_assert_cmpuint(n, ==, strlen(text));
+    g_assert_true(procreg_etcd_marker_parse(text, n, w, &r, &nonce));
+    g_assert_cmpint(r, ==, 64);
+    g_assert_cmpuint(nonce, ==, G_MAXINT64);
     /* "r" as etcd-style string, and absent (0). */
     const char *as_string = "{\"w\":\"0\",\"r\":\"64\"}";
     g_assert_true(procreg_etcd_marker_parse(as_string, strlen(as_string), w,
-                                            &r));
+                                            &r, &nonce));
     g_assert_cmpint(r, ==, 64);
     const char *no_r = "{\"w\":\"ab\"}";
-    g_assert_true(procreg_etcd_marker_parse(no_r, strlen(no_r), w, &r));
+    g_assert_true(procreg_etcd_marker_parse(no_r, strlen(no_r), w, &r,
+                                            &nonce));
     g_assert_cmpstr(w, ==, "ab");
     g_assert_cmpint(r, ==, 0);
     const char *bad[] = {"", "{}", "{\"w\":1,\"r\":1}", "{\"w\":\"a\",\"r\":65}",
                          "{\"w\":\"a\",\"r\":-1}", "{\"w\":\"a\",\"r\":\"x\"}",
-                         "[\"w\"]"};
+                         "[\"w\"]", "{\"w\":\"a\",\"r\":1,\"n\":0}",
+                         "{\"w\":\"a\",\"r\":1,\"n\":\"5\"}"};
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
         r = -7;
-        g_assert_false(procreg_etcd_marker_parse(bad[i], strlen(bad[i]), w, &r));
+        g_assert_false(procreg_etcd_marker_parse(bad[i], strlen(bad[i]), w, &r,
+                                                 &nonce));
         g_assert_cmpint(r, ==, -7);
     }
 }
@@ -403,8 +416,9 @@ static void test_watch_line(void)
     g_assert_cmpint(e[2].type, ==, ETCD_EVENT_PUT);
     char w[ETCD_WRITER_LEN + 1];
     int r = 0;
+    uint64_t nonce = 0;
     g_assert_true(procreg_etcd_marker_parse(e[2].kv.value, e[2].kv.value_len,
-                                            w, &r));
+                                            w, &r, &nonce));
     g_assert_cmpstr(w, ==, "ab");
     g_assert_cmpint(r, ==, 2);
     g_assert_cmpint(e[3].type, ==, ETCD_EVENT_BAD);

@@ -12,6 +12,7 @@
 #include <procreg/backend.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,8 +66,8 @@ typedef struct {
     procreg_backend *backend;
     const procreg_record *record;
     procreg_key *key;
-    GMutex *lock;
-    GCond *cond;
+    pthread_mutex_t *lock; /* pthread: ThreadSanitizer sees it */
+    pthread_cond_t *cond;
     int *ready;
     int rc;
 } same_record_arg;
@@ -74,12 +75,12 @@ typedef struct {
 static gpointer same_record_thread(gpointer data)
 {
     same_record_arg *a = data;
-    g_mutex_lock(a->lock);
+    pthread_mutex_lock(a->lock);
     (*a->ready)++;
-    g_cond_broadcast(a->cond);
+    pthread_cond_broadcast(a->cond);
     while (*a->ready < SAME_RECORD_THREADS)
-        g_cond_wait(a->cond, a->lock);
-    g_mutex_unlock(a->lock);
+        pthread_cond_wait(a->cond, a->lock);
+    pthread_mutex_unlock(a->lock);
     a->rc = procreg_backend_register_entry(a->backend, a->key, a->record,
                                            NULL, NULL);
     return NULL;
@@ -100,10 +101,10 @@ static void test_same_record_race(void)
         g_snprintf(name, sizeof name, "k%d", r);
         procreg_key *key = NULL;
         g_assert_cmpint(procreg_key_new("race", name, &key, NULL), ==, 0);
-        GMutex lock;
-        GCond cond;
-        g_mutex_init(&lock);
-        g_cond_init(&cond);
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        pthread_mutex_init(&lock, NULL);
+        pthread_cond_init(&cond, NULL);
         int ready = 0;
         same_record_arg args[SAME_RECORD_THREADS];
         GThread *t[SAME_RECORD_THREADS];
@@ -123,8 +124,8 @@ static void test_same_record_race(void)
         if (winners != 1)
             g_error("round %d: %d threads won one key with the same record",
                     r, winners);
-        g_mutex_clear(&lock);
-        g_cond_clear(&cond);
+        pthread_mutex_destroy(&lock);
+        pthread_cond_destroy(&cond);
         procreg_key_unref(key);
     }
     procreg_backend_close(b);
@@ -164,22 +165,9 @@ static void test_spec_errors(void)
     }
 }
 
-/* A port nobody listens on (the harness found it free a moment ago). */
-static int dead_port(void)
-{
-    for (int p = 29000 + g_random_int_range(0, 3000);; p++) {
-        char *u = g_strdup_printf("http://127.0.0.1:%d/health", p);
-        char *r = etcd_post(u, "", "{}");
-        g_free(u);
-        if (r == NULL)
-            return p;
-        g_free(r);
-    }
-}
-
 static void test_unreachable(void)
 {
-    int a = dead_port(), b = a + 1;
+    int a = etcd_free_port(), b = etcd_free_port();
     char *spec = g_strdup_printf("etcd:endpoints=[http://127.0.0.1:%d,"
                                  "http://127.0.0.1:%d],timeout_ms=2000",
                                  a, b);
@@ -318,7 +306,7 @@ static void test_failover(void)
     char *prefix = new_prefix();
     char *spec = g_strdup_printf("etcd:endpoints=[http://127.0.0.1:%d,%s],"
                                  "prefix=%s",
-                                 dead_port(), url, prefix);
+                                 etcd_free_port(), url, prefix);
     procreg *reg = NULL;
     GError *err = NULL;
     g_assert_cmpint(procreg_open(spec, &reg, &err), ==, 0);
@@ -668,8 +656,12 @@ static void test_owner_killed(void)
     g_free(prefix);
 }
 
-/* On the owner's own host a dead owner's entry is gone at once, and its
- * key can be taken. */
+#define DEAD_HOLDER_ROUNDS 20
+
+/* A registration right after the holder was SIGKILLed (and reaped) on
+ * this host takes the key, 20 times out of 20, each holder a process
+ * with its own registry; another host learns of each removal once, with
+ * reason owner_exited. */
 static void test_same_host_dead_owner(void)
 {
     char *prefix = new_prefix();
@@ -677,19 +669,53 @@ static void test_same_host_dead_owner(void)
                                  "lease_ttl=30",
                                  url, prefix);
     procreg *b = open_reg(prefix, "host_id=same");
-    GPid child = spawn_owner(spec, "svc", "gone");
-    procreg_owner o;
+    procreg *other = open_reg(prefix, "host_id=other");
+    recorder ro;
+    recorder_start(&ro, other);
+    uint64_t held[DEAD_HOLDER_ROUNDS];
     GError *err = NULL;
-    g_assert_cmpint(procreg_lookup(b, "svc", "gone", &o, &err), ==, 0);
-    kill_owner(child);
-    g_assert_cmpint(procreg_lookup(b, "svc", "gone", &o, NULL), ==,
-                    PROCREG_ENOTFOUND);
-    procreg_entry cur = {0};
-    g_assert_cmpint(procreg_register(b, "svc", "gone", NULL, NULL, &cur, &err),
+    for (int i = 0; i < DEAD_HOLDER_ROUNDS; i++) {
+        GPid child = spawn_owner(spec, "svc", "gone");
+        procreg_entry e = {0};
+        g_assert_cmpint(procreg_lookup_entry(b, "svc", "gone", &e, &err), ==,
+                        0);
+        g_assert_cmpint(e.owner.pid, ==, child);
+        held[i] = e.revision;
+        procreg_entry_clear(&e);
+        kill_owner(child);
+        procreg_entry cur = {0};
+        int rc = procreg_register(b, "svc", "gone", NULL, NULL, &cur, &err);
+        if (rc != 0)
+            g_error("round %d: register after SIGKILL gave %d (%s), holder %d",
+                    i, rc, err ? err->message : "", (int)cur.owner.pid);
+        g_assert_cmpint(cur.owner.pid, ==, getpid());
+        procreg_entry_clear(&cur);
+        g_assert_cmpint(procreg_unregister(b, "svc", "gone", &err), ==, 0);
+    }
+    /* A marker: once its event is here, every change before it is. */
+    g_assert_cmpint(procreg_register(b, "svc", "marker", NULL, NULL, NULL,
+                                     &err),
                     ==, 0);
-    g_assert_no_error(err);
-    g_assert_cmpint(cur.owner.pid, ==, getpid());
-    procreg_entry_clear(&cur);
+    g_assert_nonnull(recorder_wait(&ro, PROCREG_EVENT_REGISTERED, -1, "svc",
+                                   "marker", 5000));
+    pthread_mutex_lock(&ro.m);
+    for (int i = 0; i < DEAD_HOLDER_ROUNDS; i++) {
+        int seen = 0;
+        for (guint k = 0; k < ro.events->len; k++) {
+            const rec_event *ev = ro.events->pdata[k];
+            if (ev->kind != PROCREG_EVENT_UNREGISTERED ||
+                ev->revision != held[i])
+                continue;
+            seen++;
+            g_assert_cmpint(ev->reason, ==, PROCREG_REASON_OWNER_EXITED);
+        }
+        if (seen != 1)
+            g_error("round %d: the dead holder's removal reached the other "
+                    "host %d times", i, seen);
+    }
+    pthread_mutex_unlock(&ro.m);
+    recorder_stop(&ro);
+    procreg_close(other);
     procreg_close(b);
     g_free(spec);
     g_free(prefix);
@@ -736,8 +762,15 @@ static void test_lease_lost(void)
     g_assert_true(back);
     g_assert_cmpint(backend_stat_int(a, "leases_lost"), ==, 1);
     g_assert_cmpint(backend_stat_int(a, "lease"), !=, lease);
+    /* k1 may come back before the keeper reaches k2. */
     procreg_health h = {0};
-    g_assert_cmpint(procreg_health_check(a, &h, NULL), ==, 0);
+    for (int i = 0; i < 100; i++) {
+        procreg_health_clear(&h);
+        g_assert_cmpint(procreg_health_check(a, &h, NULL), ==, 0);
+        if (h.message != NULL && strstr(h.message, "svc/k2") != NULL)
+            break;
+        g_usleep(20 * 1000);
+    }
     g_test_message("after the loss: %s: %s",
                    procreg_health_status_name(h.status), h.message);
     g_assert_cmpint(h.status, ==, PROCREG_HEALTH_DEGRADED);
@@ -765,36 +798,69 @@ static void test_lease_lost(void)
     g_free(prefix);
 }
 
-/* An owner that exits on its registry's host: its entry is removed there
- * (by the core's monitor or the backend's reaper) and other hosts learn
- * the reason. */
+#define WORKERS 5
+
+/* Owners that exit while the registry they registered through lives on:
+ * its monitor sees each death and removes the entry at once, so another
+ * host hears of it (owner_exited, once) in milliseconds, long before the
+ * keeper's next round (lease_ttl 10: every 3.3 s) or the lease. */
 static void test_owner_exited_reason(void)
 {
     char *prefix = new_prefix();
-    procreg *a = open_reg(prefix, "host_id=host-a");
+    procreg *a = open_reg(prefix, "host_id=host-a,lease_ttl=10");
     procreg *b = open_reg(prefix, "host_id=host-b");
-    recorder rb;
+    recorder ra, rb;
+    recorder_start(&ra, a);
     recorder_start(&rb, b);
-    const char *argv[] = {"sleep", "30", NULL};
-    GPid pid = 0;
     GError *err = NULL;
-    g_assert_true(g_spawn_async(NULL, (char **)argv, NULL,
-                                G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD,
-                                NULL, NULL, &pid, &err));
-    procreg_owner o;
-    g_assert_cmpint(procreg_owner_from_pid(pid, &o, &err), ==, 0);
-    g_assert_cmpint(procreg_register(a, "svc", "worker", &o, NULL, NULL, &err),
-                    ==, 0);
-    g_assert_nonnull(recorder_wait(&rb, PROCREG_EVENT_REGISTERED, -1, "svc",
-                                   "worker", 3000));
-    kill_owner(pid);
-    const rec_event *ev = recorder_wait(&rb, PROCREG_EVENT_UNREGISTERED, -1,
-                                        "svc", "worker", 5000);
-    if (ev == NULL) {
-        char *d = recorder_dump(&rb);
-        g_error("no removal seen; B saw %s", d);
+    GPid pids[WORKERS];
+    for (int i = 0; i < WORKERS; i++) {
+        const char *argv[] = {"sleep", "30", NULL};
+        g_assert_true(g_spawn_async(NULL, (char **)argv, NULL,
+                                    G_SPAWN_SEARCH_PATH |
+                                        G_SPAWN_DO_NOT_REAP_CHILD,
+                                    NULL, NULL, &pids[i], &err));
+        procreg_owner o;
+        g_assert_cmpint(procreg_owner_from_pid(pids[i], &o, &err), ==, 0);
+        char name[16];
+        g_snprintf(name, sizeof name, "w%d", i);
+        g_assert_cmpint(procreg_register(a, "svc", name, &o, NULL, NULL,
+                                         &err),
+                        ==, 0);
+        g_assert_nonnull(recorder_wait(&rb, PROCREG_EVENT_REGISTERED, -1,
+                                       "svc", name, 3000));
     }
-    g_assert_cmpint(ev->reason, ==, PROCREG_REASON_OWNER_EXITED);
+    gint64 worst = 0;
+    for (int i = 0; i < WORKERS; i++) {
+        char name[16];
+        g_snprintf(name, sizeof name, "w%d", i);
+        kill_owner(pids[i]);
+        gint64 t0 = g_get_monotonic_time();
+        const rec_event *ev = recorder_wait(&rb, PROCREG_EVENT_UNREGISTERED,
+                                            -1, "svc", name, 5000);
+        if (ev == NULL) {
+            char *d = recorder_dump(&rb);
+            g_error("no removal of %s seen; B saw %s", name, d);
+        }
+        worst = MAX(worst, ev->at - t0);
+        g_assert_cmpint(ev->reason, ==, PROCREG_REASON_OWNER_EXITED);
+    }
+    g_test_message("an owner's death reached the other host within %"
+                   G_GINT64_FORMAT " ms (worst of %d)", worst / 1000, WORKERS);
+    g_assert_cmpint(worst / 1000, <, 1000);
+    /* Reported once on each host. */
+    g_usleep(200 * 1000);
+    for (int i = 0; i < WORKERS; i++) {
+        char name[16];
+        g_snprintf(name, sizeof name, "w%d", i);
+        g_assert_cmpuint(recorder_count(&ra, PROCREG_EVENT_UNREGISTERED, "svc",
+                                        name),
+                         ==, 1);
+        g_assert_cmpuint(recorder_count(&rb, PROCREG_EVENT_UNREGISTERED, "svc",
+                                        name),
+                         ==, 1);
+    }
+    recorder_stop(&ra);
     recorder_stop(&rb);
     procreg_close(a);
     procreg_close(b);

@@ -129,7 +129,7 @@ static void test_option_errors(Fixture *f, gconstpointer data)
         {"/reg.mdb", ",max_readers=0", PROCREG_EINVAL, "max_readers"},
         {"", "", PROCREG_EINVAL, "is a directory"},
         {"/no/such/dir/reg.mdb", "", PROCREG_EINVAL,
-         "directory does not exist"},
+         "/no/such/dir' does not exist"},
         {"/reg.mdb", ",colour=red", PROCREG_EINVAL, "durability"},
     };
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -887,10 +887,18 @@ static void test_read_only(Fixture *f, gconstpointer data)
     g_test_message("health: %s", h.message);
     procreg_health_clear(&h);
     procreg_close(reg);
-    if (mounted)
+    if (mounted) {
+        /* A new registry there: the file system, not a permission. */
+        char *other = g_strdup_printf("lmdb:path=%s/new.mdb", mnt);
+        g_assert_cmpint(procreg_open(other, &reg, &err), ==, PROCREG_EBACKEND);
+        g_test_message("%s", err->message);
+        g_assert_nonnull(strstr(err->message, "Read-only file system"));
+        g_clear_error(&err);
+        g_free(other);
         g_assert_cmpint(umount(mnt), ==, 0);
-    else
+    } else {
         lt_rmtree(mnt);
+    }
     g_rmdir(mnt);
     g_free(path);
     g_free(spec);

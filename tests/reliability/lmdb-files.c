@@ -11,8 +11,15 @@
  *    the file untouched), to a valid registry (followed: the user named
  *    it), dangling (documented: the registry is created at the target);
  *  - a registry owned by another user with mode 0600, opened by an
- *    unprivileged process: a clear "Permission denied" error; the file
+ *    unprivileged process: a clear "permission denied" error; the file
  *    stays intact and its owner still reads it;
+ *  - one's own registry made read-only (files 0444, or a directory
+ *    without write permission): reads work, and a write says which file
+ *    or directory refuses it; a new registry in such a directory says
+ *    why it cannot be made;
+ *  - paths that cannot be a registry (a missing directory, a file where a
+ *    directory should be, a device, /proc): each its own message and
+ *    code, never "its directory does not exist" unless it is so;
  *  - damaged files (garbage, truncated, a foreign LMDB file, another
  *    format version): refused, and not a byte changes.
  */
@@ -23,6 +30,7 @@
 #include <glib/gstdio.h>
 #include <lmdb.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -233,13 +241,14 @@ static void test_symlink_dangling(Fixture *f, gconstpointer data)
     g_free(target);
 }
 
-/* Run @fn in a child process as an unprivileged user; its exit status. */
-static int as_nobody(const char *spec, int (*fn)(const char *spec))
+/* Run @fn in a child process (as @uid unless -1); its exit status. */
+static int in_child(const char *spec, int (*fn)(const char *spec), int uid)
 {
     pid_t pid = fork();
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0) {
-        if (setgid(NOBODY) != 0 || setuid(NOBODY) != 0)
+        if (uid >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)uid) != 0 ||
+                         setuid((uid_t)uid) != 0))
             _exit(90);
         _exit(fn(spec));
     }
@@ -248,6 +257,29 @@ static int as_nobody(const char *spec, int (*fn)(const char *spec))
         ;
     g_assert_true(WIFEXITED(status));
     return WEXITSTATUS(status);
+}
+
+/* Run @fn in a child process as an unprivileged user; its exit status. */
+static int as_nobody(const char *spec, int (*fn)(const char *spec))
+{
+    return in_child(spec, fn, NOBODY);
+}
+
+static int as_self(const char *spec, int (*fn)(const char *spec))
+{
+    return in_child(spec, fn, -1);
+}
+
+/* Run @fn in a child process without privileges: as nobody when we are
+ * root (root ignores permission bits), else as ourselves; its exit
+ * status.  @dir becomes the child's. */
+static int as_unprivileged(const char *dir, const char *spec,
+                           int (*fn)(const char *spec))
+{
+    if (geteuid() != 0)
+        return as_self(spec, fn);
+    g_assert_cmpint(chown(dir, NOBODY, NOBODY), ==, 0);
+    return as_nobody(spec, fn);
 }
 
 static int open_as_other(const char *spec)
@@ -260,7 +292,7 @@ static int open_as_other(const char *spec)
         return 1; /* opened someone else's private registry */
     }
     if (rc != PROCREG_EBACKEND || err == NULL ||
-        strstr(err->message, "Permission denied") == NULL) {
+        strstr(err->message, "permission denied: uid") == NULL) {
         g_printerr("unexpected: %d %s\n", rc, err ? err->message : "");
         return 2;
     }
@@ -289,6 +321,170 @@ static void test_other_users_file(Fixture *f, gconstpointer data)
     check_registry(f->spec);
     g_free(after);
     g_clear_pointer(&before, g_free);
+}
+
+/* ---- read-only registries, and paths that cannot be one ---- */
+
+/* In a child: a failed check prints why and exits with @line. */
+#define CHILD_CHECK(cond)                                                     \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            g_printerr("%s:%d: failed: %s\n", __FILE__, __LINE__, #cond);     \
+            return __LINE__ % 250 + 1;                                        \
+        }                                                                     \
+    } while (0)
+
+static const char *spec_path(const char *spec)
+{
+    return strchr(spec, '=') + 1;
+}
+
+/* In a child: the registry of @spec, read-only for the reason @want
+ * names, still answers reads, and a write says why it cannot. */
+static int reads_work_writes_say(const char *spec, const char *want)
+{
+    procreg *reg = NULL;
+    GError *err = NULL;
+    CHILD_CHECK(procreg_open(spec, &reg, &err) == 0);
+    procreg_entry e;
+    CHILD_CHECK(procreg_lookup_entry(reg, "files", "kept", &e, NULL) == 0);
+    CHILD_CHECK(e.metadata != NULL);
+    procreg_entry_clear(&e);
+    size_t n = 0;
+    CHILD_CHECK(procreg_count(reg, NULL, &n, NULL) == 0 && n == 1);
+    int rc = procreg_register(reg, "files", "new", NULL, NULL, NULL, &err);
+    g_printerr("as uid %u: %s\n", (unsigned)geteuid(),
+               err ? err->message : "(no error)");
+    CHILD_CHECK(rc == PROCREG_EBACKEND);
+    CHILD_CHECK(strstr(err->message, "read-only") != NULL);
+    CHILD_CHECK(strstr(err->message, want) != NULL);
+    g_clear_error(&err);
+    procreg_health h = {0};
+    CHILD_CHECK(procreg_health_check(reg, &h, NULL) == 0);
+    CHILD_CHECK(h.status == PROCREG_HEALTH_DEGRADED);
+    procreg_health_clear(&h);
+    procreg_close(reg);
+    return 0;
+}
+
+static int chmod_registry(const char *path, mode_t mode)
+{
+    const char *suffixes[] = {"", "-lock", "-notify"};
+    for (size_t i = 0; i < G_N_ELEMENTS(suffixes); i++) {
+        char *p = g_strconcat(path, suffixes[i], NULL);
+        int rc = chmod(p, mode);
+        g_free(p);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* In a child, owner of the registry: its file 0444, then all three. */
+static int read_only_files(const char *spec)
+{
+    const char *path = spec_path(spec);
+    make_registry(spec);
+    CHILD_CHECK(chmod(path, 0444) == 0);
+    int rc = reads_work_writes_say(spec, "may not write the registry file");
+    if (rc != 0)
+        return rc;
+    /* Its lock file too: reads take no reader slot then. */
+    CHILD_CHECK(chmod_registry(path, 0444) == 0);
+    return reads_work_writes_say(spec, "(mode 0444");
+}
+
+/* In a child, owner of the directory: a registry whose lock file must be
+ * made again in a directory without write permission, and a new one. */
+static int read_only_dir(const char *spec)
+{
+    const char *path = spec_path(spec);
+    char *dir = g_path_get_dirname(path);
+    char *lock = g_strconcat(path, "-lock", NULL);
+    make_registry(spec);
+    CHILD_CHECK(unlink(lock) == 0);
+    CHILD_CHECK(chmod(dir, 0555) == 0);
+    int rc = reads_work_writes_say(spec, "may not create files in its "
+                                         "directory");
+    char *other = g_strdup_printf("lmdb:path=%s/new.mdb", dir);
+    procreg *reg = NULL;
+    GError *err = NULL;
+    if (rc == 0 && procreg_open(other, &reg, &err) != PROCREG_EBACKEND)
+        rc = 200;
+    if (rc == 0) {
+        g_printerr("as uid %u: %s\n", (unsigned)geteuid(), err->message);
+        if (strstr(err->message, "may not create files in its directory") ==
+            NULL)
+            rc = 201;
+    }
+    g_clear_error(&err);
+    chmod(dir, 0755);
+    g_free(other);
+    g_free(lock);
+    g_free(dir);
+    return rc;
+}
+
+/* Run @fn unprivileged, in a directory of its own inside the fixture's,
+ * on the registry there. */
+static void in_own_dir(Fixture *f, int (*fn)(const char *spec))
+{
+    char *sub = g_build_filename(f->dir, "own", NULL);
+    g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
+    g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
+    char *spec = g_strdup_printf("lmdb:path=%s/reg.mdb", sub);
+    g_assert_cmpint(as_unprivileged(sub, spec, fn), ==, 0);
+    g_free(spec);
+    g_free(sub);
+}
+
+static void test_read_only_files(Fixture *f, gconstpointer data)
+{
+    (void)data;
+    in_own_dir(f, read_only_files);
+}
+
+static void test_read_only_dir(Fixture *f, gconstpointer data)
+{
+    (void)data;
+    in_own_dir(f, read_only_dir);
+}
+
+/* The open of @spec fails with @code and says @what, never @never. */
+static void expect_cause(const char *spec, int code, const char *what,
+                         const char *never)
+{
+    procreg *reg = NULL;
+    GError *err = NULL;
+    g_assert_cmpint(procreg_open(spec, &reg, &err), ==, code);
+    g_assert_null(reg);
+    g_test_message("%s: %s", spec, err->message);
+    if (strstr(err->message, what) == NULL ||
+        (never != NULL && strstr(err->message, never) != NULL))
+        g_error("expected '%s'%s%s%s in: %s", what, never ? ", not '" : "",
+                never ? never : "", never ? "'" : "", err->message);
+    g_error_free(err);
+}
+
+static void test_impossible_paths(Fixture *f, gconstpointer data)
+{
+    (void)data;
+    char *spec = g_strdup_printf("lmdb:path=%s/missing/reg.mdb", f->dir);
+    expect_cause(spec, PROCREG_EINVAL, "/missing' does not exist", NULL);
+    g_free(spec);
+    char *plain = g_build_filename(f->dir, "plain", NULL);
+    g_assert_true(g_file_set_contents(plain, "x", 1, NULL));
+    spec = g_strdup_printf("lmdb:path=%s/reg.mdb", plain);
+    expect_cause(spec, PROCREG_EINVAL, "/plain' is not a directory", NULL);
+    g_free(spec);
+    g_free(plain);
+    expect_cause("lmdb:path=/dev/null", PROCREG_EINVAL,
+                 "is not a regular file (it is a character device)", NULL);
+    /* A file of /proc: not a registry, and nothing can be made there. */
+    expect_cause("lmdb:path=/proc/version", PROCREG_EBACKEND, "read-only",
+                 "does not exist");
+    expect_cause("lmdb:path=/proc/procreg-test.mdb", PROCREG_EBACKEND,
+                 "cannot create it in '/proc'", "does not exist");
 }
 
 /* ---- damaged files: refused, and left as they were ---- */
@@ -378,6 +574,9 @@ int main(int argc, char **argv)
         test_symlink_to_registry);
     ADD("/reliability/lmdb-files/symlink-dangling", test_symlink_dangling);
     ADD("/reliability/lmdb-files/other-users-file", test_other_users_file);
+    ADD("/reliability/lmdb-files/read-only-files", test_read_only_files);
+    ADD("/reliability/lmdb-files/read-only-dir", test_read_only_dir);
+    ADD("/reliability/lmdb-files/impossible-paths", test_impossible_paths);
     ADD("/reliability/lmdb-files/damaged-untouched", test_damaged_untouched);
     return g_test_run();
 }

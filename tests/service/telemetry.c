@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     procreg_op op;
@@ -151,10 +152,13 @@ static void test_handler_sees_ops(fixture *f, gconstpointer spec)
 }
 
 /* Detach from another thread while handlers run on lookup threads: when it
- * returns, no handler runs. */
+ * returns, no handler runs.  The interleaving is forced, not hoped for:
+ * the handlers hold still inside until the test is about to detach. */
 typedef struct {
     pthread_mutex_t lock;
+    pthread_cond_t cond;
     int inside;
+    bool detaching; /* handlers may return (after a moment) */
     bool detached;
     bool ran_after;
     gint64 calls;
@@ -169,8 +173,11 @@ static void busy_handler(procreg *reg, const procreg_telemetry_event *ev,
         b->ran_after = true;
     b->inside++;
     b->calls++;
+    pthread_cond_broadcast(&b->cond);
+    while (!b->detaching && !b->detached)
+        pthread_cond_wait(&b->cond, &b->lock);
     pthread_mutex_unlock(&b->lock);
-    g_usleep(200);
+    g_usleep(1000); /* still inside while detach starts waiting */
     pthread_mutex_lock(&b->lock);
     b->inside--;
     pthread_mutex_unlock(&b->lock);
@@ -200,17 +207,23 @@ static void test_detach_in_flight(fixture *f, gconstpointer spec)
     for (int round = 0; round < 20; round++) {
         busy b = {0};
         pthread_mutex_init(&b.lock, NULL);
+        pthread_cond_init(&b.cond, NULL);
         uint64_t id;
         CHECK_RC(0, procreg_telemetry_attach(f->reg, PROCREG_OP_ALL,
                                              busy_handler, &b, NULL, &id,
                                              &err_));
-        /* Detach while the lookup threads are calling the handler. */
-        g_assert_true(WAIT_UNTIL(({
-            pthread_mutex_lock(&b.lock);
-            bool busy_now = b.inside > 0 && b.calls > 3;
-            pthread_mutex_unlock(&b.lock);
-            busy_now;
-        }), 2000));
+        /* Wait until a handler is inside and holding still (the lookup
+         * threads call it at once; 60 s only guards against a hang). */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 60;
+        pthread_mutex_lock(&b.lock);
+        while (b.inside == 0)
+            g_assert_cmpint(pthread_cond_timedwait(&b.cond, &b.lock, &until),
+                            ==, 0);
+        b.detaching = true;
+        pthread_cond_broadcast(&b.cond);
+        pthread_mutex_unlock(&b.lock);
         g_assert_cmpint(procreg_telemetry_detach(f->reg, id), ==, 0);
         pthread_mutex_lock(&b.lock);
         g_assert_cmpint(b.inside, ==, 0);
@@ -221,6 +234,7 @@ static void test_detach_in_flight(fixture *f, gconstpointer spec)
         g_assert_false(b.ran_after);
         g_assert_cmpint(b.calls, >, 0);
         pthread_mutex_unlock(&b.lock);
+        pthread_cond_destroy(&b.cond);
         pthread_mutex_destroy(&b.lock);
     }
     g_atomic_int_set(&l.stop, 1);

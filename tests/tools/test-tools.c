@@ -326,6 +326,101 @@ static void test_watch(Fixture *f, gconstpointer data)
     g_free(pid);
 }
 
+/* Groups: join --hold and --pid, members, groups, leave (forced: the
+ * command owns no member), and watch shows the joins and leaves.  A held
+ * member leaves on SIGTERM and vanishes when its holder is SIGKILLed. */
+static void test_groups(Fixture *f, gconstpointer data)
+{
+    bg w = start("-b", f->spec, "--json", "watch", "gcli", NULL);
+    char *line = read_line(w.err, 10000);
+    g_assert_nonnull(line);
+    g_free(line);
+    bg h = start("-b", f->spec, "join", "gcli", "workers", "--hold", "--meta",
+                 "role=a", NULL);
+    line = read_line(h.out, 10000);
+    g_assert_nonnull(line);
+    char *want = g_strdup_printf("of gcli/workers as pid %d", (int)h.pid);
+    ASSERT_HAS(line, "holding member ");
+    ASSERT_HAS(line, want);
+    g_free(want);
+    g_free(line);
+    char *pid = self_pid(), *out = NULL, *err = NULL;
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "join", "gcli",
+                        "workers", "--pid", pid, "--meta", "role=b", NULL),
+                    ==, 0);
+    guint64 mine = 0;
+    const char *at = strstr(out, "\"id\":");
+    g_assert_nonnull(at);
+    mine = g_ascii_strtoull(at + 5, NULL, 10);
+    g_assert_cmpuint(mine, >, 0);
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "--json", "members",
+                        "gcli", "workers", NULL), ==, 0);
+    want = g_strdup_printf("\"pid\":%d,", (int)h.pid);
+    ASSERT_HAS(out, want);
+    g_free(want);
+    ASSERT_HAS(out, "{\"role\":\"a\"}");
+    ASSERT_HAS(out, "{\"role\":\"b\"}");
+    g_free(out);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "groups", "gcli", NULL),
+                    ==, 0);
+    ASSERT_HAS(out, "gcli/workers 2");
+    g_free(out);
+
+    /* Not ours to remove without --force: exit 8, nothing changes. */
+    char *id = g_strdup_printf("%" G_GUINT64_FORMAT, mine);
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "leave", "gcli", "workers",
+                        "--member", id, NULL), ==, 8);
+    ASSERT_HAS(err, pid);
+    g_free(err);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "leave", "gcli", "workers",
+                        "--member", id, "--force", NULL), ==, 0);
+    ASSERT_HAS(out, "removed 1 member of gcli/workers");
+    g_free(out);
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "leave", "gcli", "workers",
+                        NULL), ==, 2);
+    g_free(err);
+    /* The holder leaves on SIGTERM. */
+    g_assert_cmpint(finish(&h, SIGTERM), ==, 0);
+    g_assert_cmpint(run(&out, NULL, "-b", f->spec, "members", "gcli",
+                        "workers", NULL), ==, 0);
+    ASSERT_HAS(out, "(no members)");
+    g_free(out);
+    const char *expect[] = {
+        "\"event\":\"joined\"", "\"event\":\"joined\"",
+        "\"event\":\"left\",\"reason\":\"forced\"",
+        "\"event\":\"left\",\"reason\":\"explicit\""};
+    for (size_t i = 0; i < G_N_ELEMENTS(expect); i++) {
+        line = read_line(w.out, 10000);
+        if (line == NULL)
+            g_error("watch printed no event %zu", i);
+        ASSERT_HAS(line, expect[i]);
+        ASSERT_HAS(line, "\"namespace\":\"gcli\",\"name\":\"workers\"");
+        g_free(line);
+    }
+    g_assert_cmpint(finish(&w, SIGINT), ==, 0);
+
+    /* A SIGKILLed holder's member vanishes with it. */
+    h = start("-b", f->spec, "join", "gcli", "killed", "--hold", NULL);
+    line = read_line(h.out, 10000);
+    g_assert_nonnull(line);
+    g_free(line);
+    g_assert_cmpint(finish(&h, SIGKILL), ==, 128 + SIGKILL);
+    gint64 t0 = g_get_monotonic_time();
+    bool gone = false;
+    while (!gone && g_get_monotonic_time() - t0 < 5 * G_USEC_PER_SEC) {
+        g_assert_cmpint(run(&out, NULL, "-b", f->spec, "members", "gcli",
+                            "killed", NULL), ==, 0);
+        gone = strstr(out, "(no members)") != NULL;
+        g_free(out);
+        if (!gone)
+            g_usleep(20 * 1000);
+    }
+    g_assert_true(gone);
+    g_free(id);
+    g_free(pid);
+}
+
 static void test_namespaces(Fixture *f, gconstpointer data)
 {
     char *pid = self_pid();
@@ -569,6 +664,7 @@ int main(int argc, char **argv)
     ADD("/tools/cli/invalid", test_invalid);
     ADD("/tools/cli/wait", test_wait);
     ADD("/tools/cli/hold", test_hold);
+    ADD("/tools/cli/groups", test_groups);
     ADD("/tools/cli/watch", test_watch);
     ADD("/tools/cli/namespaces", test_namespaces);
     ADD("/tools/cli/stats-health", test_stats_health);

@@ -233,7 +233,8 @@ static void fuzz_marker(const uint8_t *data, size_t size)
 {
     char writer[ETCD_WRITER_LEN + 1] = "untouched";
     int reason = -12345;
-    if (!procreg_etcd_marker_parse(data, size, writer, &reason)) {
+    uint64_t nonce = 0;
+    if (!procreg_etcd_marker_parse(data, size, writer, &reason, &nonce)) {
         FUZZ_CHECK(reason == -12345);
         return;
     }
@@ -242,11 +243,12 @@ static void fuzz_marker(const uint8_t *data, size_t size)
     if (!all_hex(writer))
         return; /* the encoder writes hex ids only */
     char text[ETCD_MARKER_MAX];
-    size_t n = procreg_etcd_marker_encode(writer, reason, text);
+    size_t n = procreg_etcd_marker_encode(writer, reason, nonce, text);
     char w2[ETCD_WRITER_LEN + 1];
     int r2 = -1;
-    FUZZ_CHECK(procreg_etcd_marker_parse(text, n, w2, &r2));
-    FUZZ_CHECK(r2 == reason && strcmp(w2, writer) == 0);
+    uint64_t n2 = 0;
+    FUZZ_CHECK(procreg_etcd_marker_parse(text, n, w2, &r2, &n2));
+    FUZZ_CHECK(r2 == reason && strcmp(w2, writer) == 0 && n2 == nonce);
 }
 
 static void fuzz_error_reply(const uint8_t *data, size_t size)

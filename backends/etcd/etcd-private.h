@@ -1,0 +1,407 @@
+/*
+ * What the files of the etcd backend share: the instance (etcd_state),
+ * the records it keeps, and the functions one file offers the others.
+ * Private to the backend: every function here is hidden in the library
+ * and named procreg_etcd_* (so the static library clashes with nothing).
+ *
+ *   etcd.c         options, init and destroy, the vtable
+ *   etcd-keys.c    keys, value checks, transaction bodies
+ *   etcd-session.c the client, lease and keeper thread the registries of
+ *                  one process share
+ *   etcd-owned.c   the entries this instance registered: re-registration
+ *                  after a lost lease, reaping of dead owners
+ *   etcd-ops.c     single-key reads and writes: lookup, register,
+ *                  unregister, update, evict
+ *   etcd-scan.c    ranges: list, count, names, namespace drop
+ *   etcd-watch.c   the watch thread and its mirror of the prefix
+ *   etcd-health.c  health, stats, memory
+ *   etcd-client.c  HTTP calls to the cluster, etcd-stream.c its streams,
+ *   etcd-json.c    JSON from the cluster, etcd-codec.c the value format
+ */
+#ifndef PROCREG_ETCD_PRIVATE_H
+#define PROCREG_ETCD_PRIVATE_H
+
+#include "etcd-client.h"
+#include "etcd-codec.h"
+
+#ifndef PROCREG_ENABLE_BACKEND
+#define PROCREG_ENABLE_BACKEND 1
+#endif
+#include <procreg/backend.h>
+
+#include <pthread.h>
+#include <time.h>
+
+/* An entry this instance registered, for re-registration and reaping. */
+typedef struct {
+    char *value;    /* JSON value as written */
+    size_t value_len;
+    int64_t mod_rev;
+    procreg_owner owner;
+} owned_entry;
+
+/* What the watch remembers of each key it covers, to resync after a
+ * compaction: not the value, which a change's event brings. */
+typedef struct {
+    int64_t mod_rev;
+    int64_t create_rev;
+    int64_t lease;
+} mirror_entry;
+
+typedef enum {
+    WATCH_NONE, /* watch=false */
+    WATCH_ALL,  /* watch=true: the whole prefix, read at open */
+    WATCH_USED, /* watch=used: the namespaces this registry uses */
+} etcd_watch_mode;
+
+typedef struct etcd_session etcd_session;
+
+typedef struct {
+    etcd_session *session; /* shared with the process's like registries */
+    etcd_client *client;   /* the session's */
+    procreg_backend_host *host; /* NULL once retired (session_leave) */
+    GString *prefix;    /* no trailing '/' */
+    GString *eprefix;   /* prefix + "/e/" */
+    char host_id[ETCD_HOST_ID_MAX + 1];
+    char writer[ETCD_WRITER_LEN + 1];
+    unsigned timeout_ms;
+    unsigned attempt_ms;  /* one attempt on one endpoint */
+    unsigned silence_ms;  /* the watch's member is probed after this */
+    size_t max_reply;     /* the longest reply or watch line read */
+    bool serializable;
+    etcd_watch_mode watch_mode;
+
+    pthread_mutex_t lock; /* everything below up to the watch part */
+    pthread_cond_t cond;
+    bool stopping;
+    bool restore_pending;   /* the lease was lost: register again */
+    GPtrArray *unrestored;  /* char*, from the last re-registration */
+    guint64 reaped;
+    GHashTable *owned;      /* GBytes etcd key -> owned_entry* */
+    GHashTable *pending;    /* GBytes etcd key -> writes in flight (uint) */
+    GHashTable *tombs;      /* GBytes etcd key of a pending write -> gint64*
+                             * the last removal seen meanwhile */
+
+    /* watch: the mirror belongs to the watch thread */
+    GThread *watcher;
+    etcd_stream *stream;
+    GHashTable *mirror; /* GBytes etcd key -> mirror_entry* */
+    /* WATCH_USED, under lock: namespace (char*) -> gint64*, the revision
+     * the watch read it at (0: not yet).  Each addition bumps
+     * watched_epoch (from 1); live_epoch is the epoch the connected stream
+     * covers. */
+    GHashTable *watched;
+    guint watched_epoch, live_epoch;
+    gint64 watch_rev;   /* atomic: last revision the watch has seen */
+    gint watch_connected;
+    char *watch_error;  /* under lock */
+    bool watch_started; /* under lock: connected once */
+    guint64 mirror_bytes, watch_reconnects, compactions, corrupt_seen,
+        notified, oversized_lines, watch_bytes; /* atomic */
+    uint64_t writes; /* atomic: nonces handed out (procreg_etcd_nonce()) */
+    int64_t seen_rev; /* atomic: the latest revision a write's reply named */
+} etcd_state;
+
+/* ---- small helpers ---- */
+
+/* A condition that waits on CLOCK_MONOTONIC, the clock of
+ * g_get_monotonic_time(). */
+static inline void cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+}
+
+/* Wait until signalled or @until (g_get_monotonic_time() µs); false on
+ * timeout.  The condition must wait on CLOCK_MONOTONIC
+ * (cond_init_monotonic()): pthread locks rather than GMutex/GCond,
+ * because glib's are bare futexes that ThreadSanitizer cannot see. */
+static inline bool cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
+                                   gint64 until)
+{
+    struct timespec ts = {.tv_sec = (time_t)(until / G_USEC_PER_SEC),
+                          .tv_nsec = (long)(until % G_USEC_PER_SEC) * 1000};
+    return pthread_cond_timedwait(c, m, &ts) == 0;
+}
+
+static inline void atomic_add(guint64 *p, guint64 n)
+{
+    __atomic_fetch_add(p, n, __ATOMIC_RELAXED);
+}
+
+static inline guint64 atomic_get(guint64 *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static inline void atomic_sub(guint64 *p, guint64 n)
+{
+    __atomic_fetch_sub(p, n, __ATOMIC_RELAXED);
+}
+
+/* ---- etcd.c ---- */
+
+/* Free @s, stopped, out of its session. */
+ETCD_HIDDEN void procreg_etcd_state_free(etcd_state *s);
+
+/* ---- etcd-keys.c: keys, values, transaction bodies ---- */
+
+/* The etcd key of @key: prefix/e/ns\0name. */
+ETCD_HIDDEN GString *procreg_etcd_entry_key(etcd_state *s,
+                                            const procreg_key *key);
+/* Range end for every key starting with @k (@n bytes). */
+ETCD_HIDDEN GString *procreg_etcd_prefix_end(const char *k, size_t n);
+/* The range of namespace @ns (NULL: all entries) as [*start, *end). */
+ETCD_HIDDEN void procreg_etcd_ns_range(etcd_state *s, const char *ns,
+                                       GString **start, GString **end);
+/* Append "member":"base64 of @k" to @b. */
+ETCD_HIDDEN void procreg_etcd_json_key(GString *b, const char *member,
+                                       const void *k, size_t n);
+/* Split an etcd key prefix/e/ns\0name into ns and name (validated). */
+ETCD_HIDDEN bool procreg_etcd_split_key(etcd_state *s, const guchar *k,
+                                        size_t n, char **ns, char **name);
+/* A printable form of an etcd key for messages; g_free it. */
+ETCD_HIDDEN char *procreg_etcd_key_for_humans(const guchar *k, size_t n);
+/* Decode @kv's value or report it corrupt (PROCREG_EBACKEND). */
+ETCD_HIDDEN int procreg_etcd_kv_value(const etcd_kv *kv, etcd_value *v,
+                                      GError **error);
+/* An entry on this host whose owner process is gone. */
+ETCD_HIDDEN bool procreg_etcd_owner_dead_here(etcd_state *s,
+                                              const etcd_value *v);
+/* Fill @out (may be NULL) from @v; takes @ns and @name. */
+ETCD_HIDDEN void procreg_etcd_fill_entry(const etcd_value *v,
+                                         int64_t revision, char *ns,
+                                         char *name, procreg_entry *out);
+/* The @i-th op's reply object of @kind ("response_range", ...) in a txn
+ * reply, or NULL. */
+ETCD_HIDDEN JsonObject *procreg_etcd_txn_response(JsonObject *reply, guint i,
+                                                  const char *kind);
+/* Report a change to the core: the entry from @value (NULL: only a
+ * removal's key and @revision).  @own: this instance made it (reported in
+ * commit order by the watch, procreg_etcd_ordered()); else another writer
+ * did, or nobody (an expiry). */
+ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, bool own,
+                                     procreg_event_kind kind,
+                                     procreg_event_reason reason,
+                                     const void *key, size_t klen,
+                                     const void *value, size_t vlen,
+                                     int64_t revision);
+/* The reason other hosts read when this process removes or changes the
+ * entry @v: the core lets its owner do that (explicit), anyone remove a
+ * dead owner's entry (owner_exited), and others only by force (forced). */
+ETCD_HIDDEN procreg_event_reason procreg_etcd_removal_reason(etcd_state *s,
+                                                           const etcd_value *v);
+/* Read a transaction reply: *@succeeded, and *@rev, its revision.
+ * PROCREG_EBACKEND when it cannot be a reply to our transaction: no
+ * revision, or (when it did not succeed) fewer than the @failure_ranges
+ * range responses the failure branch asks for. */
+ETCD_HIDDEN int procreg_etcd_txn_outcome(JsonObject *reply,
+                                         guint failure_ranges,
+                                         bool *succeeded, int64_t *rev,
+                                         GError **error);
+/* The first kv of array @member of @o, parsed. */
+ETCD_HIDDEN bool procreg_etcd_first_kv(JsonObject *o, const char *member,
+                                       etcd_kv *kv);
+/* Transaction operations, appended to @b. */
+ETCD_HIDDEN void procreg_etcd_op_put(GString *b, const GString *key,
+                                     const char *value, size_t value_len,
+                                     int64_t lease, bool ignore_lease);
+ETCD_HIDDEN void procreg_etcd_op_delete(GString *b, const GString *key,
+                                        const GString *end);
+ETCD_HIDDEN void procreg_etcd_op_range(GString *b, const GString *key);
+/* An entry's key (P/e/ns\0name), and a namespace's marker key (P/e/ns\0:
+ * the empty name, which no entry has). */
+ETCD_HIDDEN bool procreg_etcd_is_entry_key(etcd_state *s, const void *k,
+                                           size_t n);
+ETCD_HIDDEN bool procreg_etcd_is_marker_key(etcd_state *s, const void *k,
+                                            size_t n);
+/* The marker key of the namespace of entry (or marker) key @k. */
+ETCD_HIDDEN GString *procreg_etcd_marker_key(etcd_state *s, const void *k,
+                                             size_t n);
+/* The reason marker written with a removal of @key (an entry key, or a
+ * namespace's start); @nonce: the removal's (procreg_etcd_nonce(), 0 for
+ * none). */
+ETCD_HIDDEN void procreg_etcd_op_marker(etcd_state *s, GString *b,
+                                        const GString *key,
+                                        const char *writer, uint64_t nonce,
+                                        procreg_event_reason reason);
+/* A compare of @key's @field (@target) against @v. */
+ETCD_HIDDEN void procreg_etcd_op_compare(GString *b, const GString *key,
+                                         const char *target,
+                                         const char *result,
+                                         const char *field, int64_t v);
+
+/* ---- etcd-session.c: the client, lease and keeper a process shares ---- */
+
+/* The session of @cfg's cluster and way, as host @host_id (a new one,
+ * with its lease, when none is open), or an error from granting the
+ * lease. */
+ETCD_HIDDEN int procreg_etcd_session_open(const etcd_client_config *cfg,
+                                          const char *host_id, int64_t ttl_s,
+                                          etcd_session **out, GError **error);
+ETCD_HIDDEN etcd_client *procreg_etcd_session_client(etcd_session *se);
+/* The keeper tends @s's entries from attach until leave. */
+ETCD_HIDDEN void procreg_etcd_session_attach(etcd_session *se,
+                                             etcd_state *s);
+/* @s (stopped: no watch thread) leaves @se, which is freed with its last
+ * registry.  True when the session keeps @s: while other registries keep
+ * the lease alive, it removes @s's entries as their owners die, and frees
+ * @s when none is left (or the lease is lost). */
+ETCD_HIDDEN bool procreg_etcd_session_leave(etcd_session *se, etcd_state *s);
+/* Wake the keeper now (an entry on the lease went without a marker). */
+ETCD_HIDDEN void procreg_etcd_session_kick(etcd_session *se);
+
+typedef struct {
+    int64_t lease, ttl; /* lease 0: none */
+    gint64 keepalive_age_us;
+    guint leases_lost;
+    gint64 loss_age_us; /* since the last loss; -1: none */
+    char *error;        /* the keeper's last failure, or NULL; g_free it */
+    guint registries;   /* attached */
+    guint retired;      /* closed, with entries kept (session_leave) */
+} etcd_lease_info;
+
+ETCD_HIDDEN void procreg_etcd_session_info(etcd_session *se,
+                                           etcd_lease_info *out);
+ETCD_HIDDEN int64_t procreg_etcd_current_lease(etcd_state *s);
+/* Replace a lost lease @old with a new one (once, however many threads
+ * notice). */
+ETCD_HIDDEN int procreg_etcd_lease_renew(etcd_state *s, int64_t old,
+                                         gint64 deadline, GError **error);
+/* The lease to attach a new entry to, granting one if there is none. */
+ETCD_HIDDEN int procreg_etcd_lease_for_write(etcd_state *s, gint64 deadline,
+                                             int64_t *lease, GError **error);
+
+/* ---- etcd-owned.c: the entries this instance registered ---- */
+
+ETCD_HIDDEN void procreg_etcd_owned_free(gpointer p);
+/* Remember (under s->lock for the _locked forms) that this instance
+ * wrote @value at @key at @rev. */
+ETCD_HIDDEN void procreg_etcd_owned_put_locked(etcd_state *s,
+                                               const GString *key,
+                                               const char *value, size_t len,
+                                               int64_t rev,
+                                               const procreg_owner *owner);
+ETCD_HIDDEN void procreg_etcd_owned_put(etcd_state *s, const GString *key,
+                                        const char *value, size_t len,
+                                        int64_t rev,
+                                        const procreg_owner *owner);
+/* Forget @key after a removal at @rev; while a write of the key is in
+ * flight, remember the removal so the write's late owned_put() does not
+ * bring it back. */
+ETCD_HIDDEN void procreg_etcd_owned_remove_locked(etcd_state *s,
+                                                  const void *key, size_t n,
+                                                  int64_t rev);
+ETCD_HIDDEN void procreg_etcd_owned_remove(etcd_state *s, const void *key,
+                                           size_t n, int64_t rev);
+/* Around a write whose result goes to owned_put(): from before its
+ * request to after owned_put(). */
+ETCD_HIDDEN void procreg_etcd_owned_begin(etcd_state *s, const GString *key);
+ETCD_HIDDEN void procreg_etcd_owned_end(etcd_state *s, const GString *key);
+/* After a keepalive round on @lease: register again what was owned when
+ * the lease was lost, and remove the entries whose owner died. */
+ETCD_HIDDEN void procreg_etcd_owned_tend(etcd_state *s, int64_t lease);
+
+/* ---- etcd-ops.c: single keys ---- */
+
+typedef int (*etcd_kv_fn)(etcd_state *s, etcd_kv *kv, void *user,
+                          GError **error);
+
+/* A number no other write of this instance carries: a write whose
+ * answer was lost (and that was sent again, perhaps to another member)
+ * recognises its own effect by it. */
+ETCD_HIDDEN uint64_t procreg_etcd_nonce(etcd_state *s);
+/* How many times a write tries after losing a race or the lease. */
+#define ETCD_WRITE_ATTEMPTS 8
+/* Whether the range reply @r holds the reason marker of our removal
+ * @nonce; *@rev: the marker's revision (the removal's). */
+ETCD_HIDDEN bool procreg_etcd_own_marker(etcd_state *s, JsonObject *r,
+                                         uint64_t nonce, int64_t *rev);
+/* A revision no older than the latest this instance knows of (from the
+ * watch or a reply), and the update of it from a reply's header.  Writes
+ * that cannot compare an entry's revision (a registration, a drop) compare
+ * their namespace's marker with it: any removal in the namespace since
+ * moves the marker past it, so a repetition of the write that reaches etcd
+ * late, after its entry was removed, changes nothing. */
+ETCD_HIDDEN int64_t procreg_etcd_revision_known(etcd_state *s);
+ETCD_HIDDEN void procreg_etcd_revision_seen(etcd_state *s, int64_t rev);
+/* Get one key.  *@found false when absent. */
+ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
+                                    bool linearizable, gint64 deadline,
+                                    etcd_kv *kv, bool *found, GError **error);
+/* Visit every kv in [start, end), page by page, all pages at the
+ * revision of the first, or at *@revision when not 0; *@revision: the
+ * revision read at. */
+ETCD_HIDDEN int procreg_etcd_range_all(etcd_state *s, const GString *start,
+                                       const GString *end, bool keys_only,
+                                       bool serializable, size_t max,
+                                       etcd_kv_fn fn, void *user,
+                                       int64_t *revision, GError **error);
+/* Remove @k while it is at @rev, with reason @reason written by the
+ * backend itself. */
+ETCD_HIDDEN int procreg_etcd_evict(etcd_state *s, const GString *k,
+                                   int64_t rev, procreg_event_reason reason,
+                                   gint64 deadline, bool *removed,
+                                   GError **error);
+ETCD_HIDDEN int procreg_etcd_lookup(void *state, const procreg_key *key,
+                                    procreg_owner *out);
+ETCD_HIDDEN int procreg_etcd_lookup_entry(void *state, const procreg_key *key,
+                                          procreg_entry *out, GError **error);
+ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
+                                      const procreg_record *record,
+                                      procreg_entry *current, GError **error);
+ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
+                                        uint64_t if_revision,
+                                        procreg_entry *removed,
+                                        GError **error);
+ETCD_HIDDEN int procreg_etcd_update_metadata(void *state,
+                                             const procreg_key *key,
+                                             GVariant *metadata,
+                                             uint64_t if_revision,
+                                             procreg_entry *updated,
+                                             GError **error);
+
+/* ---- etcd-scan.c: ranges ---- */
+
+ETCD_HIDDEN int procreg_etcd_list_all(void *state, const char *ns,
+                                      GArray *out, GError **error);
+ETCD_HIDDEN int procreg_etcd_count(void *state, const char *ns, size_t *out,
+                                   GError **error);
+ETCD_HIDDEN int procreg_etcd_list_names(void *state, const char *ns,
+                                        size_t max, GPtrArray *out);
+ETCD_HIDDEN int procreg_etcd_drop_namespace(void *state, const char *ns,
+                                            GArray *removed, GError **error);
+
+/* ---- etcd-watch.c: the watch ---- */
+
+ETCD_HIDDEN GHashTable *procreg_etcd_mirror_new(void);
+/* At open: the revision now (one cheap read), which writes know from then
+ * on (procreg_etcd_revision_known()) and, with WATCH_ALL, the watch
+ * starts after (its thread reads the prefix at it). */
+ETCD_HIDDEN int procreg_etcd_watch_begin(etcd_state *s, GError **error);
+/* WATCH_USED: the registry uses namespace @ns; once the watch covers it
+ * (at once when it did; else within min(timeout_ms, 2 s), or the watch
+ * says why not in health_check).  Other modes: nothing. */
+ETCD_HIDDEN void procreg_etcd_watch_use(etcd_state *s, const char *ns);
+ETCD_HIDDEN gpointer procreg_etcd_watcher_main(gpointer data);
+/* Whether the watch reports this instance's own changes too, in commit
+ * order (PROCREG_CAP_ORDERED_EVENTS): when it covers the whole prefix. */
+ETCD_HIDDEN bool procreg_etcd_ordered(const etcd_state *s);
+/* An op of this instance committed at @rev: wait (until @deadline) for
+ * the watch to report it, so that its event comes before the op returns.
+ * Past the deadline the op returns without it; the watch reports it
+ * later, still in order. */
+ETCD_HIDDEN void procreg_etcd_watch_await(etcd_state *s, int64_t rev,
+                                          gint64 deadline);
+
+/* ---- etcd-health.c ---- */
+
+ETCD_HIDDEN int procreg_etcd_health_check(void *state, GVariantDict *details,
+                                          char **message);
+ETCD_HIDDEN void procreg_etcd_stats(void *state, GVariantDict *out);
+ETCD_HIDDEN int procreg_etcd_memory_usage(void *state, size_t *bytes);
+
+#endif

@@ -1,0 +1,185 @@
+/*
+ * The writer lock: procreg's writers take turns through a lock of their
+ * own, so that LMDB's writer mutex is never contended across processes.
+ *
+ * Why.  LMDB 0.9 on Linux serialises writers with a process-shared,
+ * robust pthread mutex in FILE-lock.  glibc's unlock of such a mutex
+ * clears FUTEX_WAITERS and wakes one waiter, which must set the flag
+ * again when it retries.  If that waiter is killed after its wake-up and
+ * before its retry, while another writer has taken the free mutex
+ * (without the flag), the remaining waiters are never woken: the
+ * kernel's exit cleanup passes a dead waiter's wake-up on only when the
+ * mutex word has no owner (handle_futex_death(), kernel/futex/core.c).
+ * They sleep on a free mutex until a later writer happens to contend;
+ * SIGKILLs at random left survivors asleep for 10-20 s and more.
+ * tests/lmdb/test-writers.c forces exactly this interleaving.
+ *
+ * The lock.  An open file description lock (fcntl F_OFD_SETLKW, a write
+ * lock on byte 0 of FILE-notify) through a descriptor of the env's own,
+ * behind a process-local mutex, since every thread of a process shares
+ * that descriptor.  The kernel releases the lock when the last descriptor
+ * of its open file description closes (a killed holder's included) and
+ * then wakes every waiter, which retry inside the kernel: no wake-up can
+ * be lost.
+ *
+ * Invariant: a thread begins an LMDB write transaction only while it
+ * holds the writer lock (procreg_lmdb_writer_lock(): operations, reaping,
+ * the checks at open), so across all processes at most one procreg
+ * writer of a file waits for or holds LMDB's writer mutex; a holder that
+ * died leaves it "owner died", which the next writer recovers without
+ * waiting.  Readers never take the lock (those of a lockless env take it
+ * shared, below).  A forked child closes its copies of the writer-lock
+ * descriptors (they would keep a dead parent's lock held), and a
+ * descriptor is close-on-exec.
+ *
+ * Owns: the lock's descriptor of each writable (or lockless) env, the
+ * list of those descriptors for fork, and taking and releasing the lock.
+ * Relies on: env.c to call the fork handlers below in its own.
+ */
+#include "lmdb-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Every writer-lock descriptor of this process (ints), for a child. */
+static pthread_mutex_t fds_lock = PTHREAD_MUTEX_INITIALIZER;
+static GArray *fds;
+
+static struct flock lock_range(short type)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    return fl;
+}
+
+void procreg_lmdb_writer_init(lmdb_env *env)
+{
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    /* A write begun inside another on the same thread fails, not hangs. */
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+    pthread_mutex_init(&env->writer_mutex, &attr);
+    pthread_mutexattr_destroy(&attr);
+    env->writer_fd = -1;
+}
+
+int procreg_lmdb_writer_open(lmdb_env *env)
+{
+    char *path = g_strconcat(env->path, NOTIFY_SUFFIX, NULL);
+    int fd = open(path, (env->lockless ? O_RDONLY : O_RDWR | O_CREAT) |
+                            O_CLOEXEC | O_NOFOLLOW, 0600);
+    int err = errno;
+    g_free(path);
+    if (fd < 0)
+        return err;
+    env->writer_fd = fd;
+    pthread_mutex_lock(&fds_lock);
+    if (fds == NULL)
+        fds = g_array_new(FALSE, FALSE, sizeof(int));
+    g_array_append_val(fds, fd);
+    pthread_mutex_unlock(&fds_lock);
+    return 0;
+}
+
+void procreg_lmdb_writer_clear(lmdb_env *env)
+{
+    if (env->writer_fd >= 0) {
+        pthread_mutex_lock(&fds_lock);
+        for (guint i = 0; i < fds->len; i++)
+            if (g_array_index(fds, int, i) == env->writer_fd) {
+                g_array_remove_index_fast(fds, i);
+                break;
+            }
+        pthread_mutex_unlock(&fds_lock);
+        close(env->writer_fd);
+    }
+    pthread_mutex_destroy(&env->writer_mutex);
+}
+
+int procreg_lmdb_writer_lock(lmdb_env *env, GError **error)
+{
+    int err = pthread_mutex_lock(&env->writer_mutex);
+    if (err == 0) {
+        struct flock fl = lock_range(F_WRLCK);
+        while (fcntl(env->writer_fd, F_OFD_SETLKW, &fl) != 0) {
+            if (errno != EINTR) {
+                err = errno;
+                pthread_mutex_unlock(&env->writer_mutex);
+                break;
+            }
+        }
+    }
+    if (err != 0)
+        return procreg_set_error(error, PROCREG_EBACKEND,
+                                 "lmdb registry '%s': cannot take the "
+                                 "writer lock (%s%s): %s", env->path,
+                                 env->path, NOTIFY_SUFFIX, g_strerror(err));
+    return 0;
+}
+
+void procreg_lmdb_writer_unlock(lmdb_env *env)
+{
+    struct flock fl = lock_range(F_UNLCK);
+    fcntl(env->writer_fd, F_OFD_SETLK, &fl); /* an unlock cannot fail */
+    pthread_mutex_unlock(&env->writer_mutex);
+}
+
+/* A lockless reader (a read-only registry whose lock file it cannot
+ * write) has no reader slot, so a writer could reuse the pages it reads.
+ * Invariant: while a read of a lockless env runs, its process holds a
+ * read lock on the writer lock's byte, which no writer can take then.
+ * The first read of the process takes it, the last one releases it.  A
+ * registry whose FILE-notify cannot be read goes without (doc/lmdb.md). */
+void procreg_lmdb_writer_lock_shared(lmdb_env *env)
+{
+    if (!env->lockless || env->writer_fd < 0)
+        return;
+    pthread_mutex_lock(&env->writer_mutex);
+    if (env->shared_reads++ == 0) {
+        struct flock fl = lock_range(F_RDLCK);
+        while (fcntl(env->writer_fd, F_OFD_SETLKW, &fl) != 0 &&
+               errno == EINTR)
+            ;
+    }
+    pthread_mutex_unlock(&env->writer_mutex);
+}
+
+void procreg_lmdb_writer_unlock_shared(lmdb_env *env)
+{
+    if (!env->lockless || env->writer_fd < 0)
+        return;
+    pthread_mutex_lock(&env->writer_mutex);
+    if (--env->shared_reads == 0) {
+        struct flock fl = lock_range(F_UNLCK);
+        fcntl(env->writer_fd, F_OFD_SETLK, &fl);
+    }
+    pthread_mutex_unlock(&env->writer_mutex);
+}
+
+void procreg_lmdb_writer_fork_prepare(void)
+{
+    pthread_mutex_lock(&fds_lock);
+}
+
+void procreg_lmdb_writer_fork_parent(void)
+{
+    pthread_mutex_unlock(&fds_lock);
+}
+
+void procreg_lmdb_writer_fork_child(void)
+{
+    /* Closing a copy releases nothing: the parent's descriptor keeps its
+     * lock (if held) until the parent releases it or dies. */
+    if (fds != NULL) {
+        for (guint i = 0; i < fds->len; i++)
+            close(g_array_index(fds, int, i));
+        g_array_set_size(fds, 0);
+    }
+    pthread_mutex_unlock(&fds_lock);
+}
