@@ -102,8 +102,10 @@ void case_start_once_threads(Fixture *f)
 
 /* Another process starts (lk, NAME) and is told @verdict ("ok", "fail")
  * while a thread of ours waits, or is killed when @verdict is NULL; its
- * last line in *@answer (replaced; g_free it). */
-static void across(Fixture *f, const char *name, const char *verdict,
+ * last line in *@answer (replaced; g_free it).  false when that order
+ * could not be forced: the child did not start, or our caller did not
+ * queue behind its claim before the verdict. */
+static bool across(Fixture *f, const char *name, const char *verdict,
                    Starter *ours, Counter *c, Spawned *child, char **answer)
 {
     GError *err = NULL;
@@ -111,14 +113,17 @@ static void across(Fixture *f, const char *name, const char *verdict,
     if (!cx_spawn(f, "lock", child, &err)) {
         g_test_message("cannot run the child: %s", err->message);
         g_error_free(err);
-        return;
+        return false;
     }
     g_autofree char *cmd = g_strconcat("start ", name, NULL);
     g_autofree char *line = NULL;
     if (cx_write_line(child->in, cmd))
         line = cx_read_line_within(child->out, START_WAIT_MS);
-    if (line == NULL || strcmp(line, "starting") != 0)
-        return;
+    if (line == NULL || strcmp(line, "starting") != 0) {
+        g_test_message("the child answered '%s' to '%s'",
+                       line ? line : "(nothing)", cmd);
+        return false;
+    }
     starter_start(ours, f->reg, name, c);
     bool queued = wait_claims(f->reg, 2);
     if (verdict == NULL)
@@ -130,6 +135,7 @@ static void across(Fixture *f, const char *name, const char *verdict,
         *answer = cx_read_line_within(child->out, START_WAIT_MS);
     if (!queued)
         g_test_message("our caller did not queue behind the child's");
+    return queued;
 }
 
 void case_start_once_processes(Fixture *f)
@@ -140,7 +146,8 @@ void case_start_once_processes(Fixture *f)
     g_auto(SpawnedKilled) a = {0}, b = {0}, d = {0};
 
     /* The child's start succeeds: we get its entry and start nothing. */
-    across(f, "ok", "ok", &ours, &c, &a, &answer);
+    CHECK_MSG(across(f, "ok", "ok", &ours, &c, &a, &answer),
+              "a succeeding start: the order was not forced");
     int rc = ours.rc;
     bool started = ours.started;
     pid_t owner = ours.entry.owner.pid;
@@ -153,7 +160,8 @@ void case_start_once_processes(Fixture *f)
               (int)a.pid);
 
     /* The child's start fails: it gets the error, we start. */
-    across(f, "fails", "fail", &ours, &c, &b, &answer);
+    CHECK_MSG(across(f, "fails", "fail", &ours, &c, &b, &answer),
+              "a failing start: the order was not forced");
     rc = ours.rc;
     started = ours.started;
     procreg_entry_clear(&ours.entry);
@@ -165,7 +173,8 @@ void case_start_once_processes(Fixture *f)
               started);
 
     /* The child dies between its claim and its registration: we start. */
-    across(f, "dies", NULL, &ours, &c, &d, &answer);
+    CHECK_MSG(across(f, "dies", NULL, &ours, &c, &d, &answer),
+              "a killed starter: the order was not forced");
     rc = ours.rc;
     started = ours.started;
     procreg_entry_clear(&ours.entry);

@@ -10,7 +10,7 @@
  * The same contract across real processes is in the compliance suite
  * (tests/compliance/lock.c).
  */
-#include "../optimized/fake-inner.h"
+#include "coord-test.h"
 
 #include <gio/gio.h>
 #include <pthread.h>
@@ -19,34 +19,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define WAIT_MS 10000
-
 static const char *const thread_specs[] = {"ghash", "ckht",
                                            "optimized:inner=ghash"};
 
-static procreg *open_reg(const char *spec)
-{
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("open %s: %s", spec, err->message);
-    return reg;
-}
-
 static size_t tickets(procreg *reg, const char *ns)
 {
-    g_autofree char *qns = g_strconcat("procreg:lock:", ns, NULL);
-    size_t n = 0;
-    g_assert_cmpint(procreg_count(reg, qns, &n, NULL), ==, 0);
-    return n;
+    return queue_len(reg, "procreg:lock:", ns);
 }
 
 static bool wait_tickets(procreg *reg, const char *ns, size_t want)
 {
-    gint64 until = g_get_monotonic_time() + WAIT_MS * 1000;
-    while (tickets(reg, ns) != want && g_get_monotonic_time() < until)
-        g_usleep(1000);
-    return tickets(reg, ns) == want;
+    return wait_queue_len(reg, "procreg:lock:", ns, want);
 }
 
 /* ---- a thread that takes a lock ---- */

@@ -5,19 +5,10 @@
  * own create: forced with the gated fake backend).  Across processes: the compliance case
  * namespace_meta_processes.
  */
-#include "../optimized/fake-inner.h"
+#include "coord-test.h"
 
 #include <pthread.h>
 #include <string.h>
-
-static procreg *open_reg(const char *spec)
-{
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("open %s: %s", spec, err->message);
-    return reg;
-}
 
 static char *get_text(procreg *reg, const char *ns, const char *key)
 {

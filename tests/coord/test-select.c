@@ -12,7 +12,7 @@
  *    at the revision it matched at (a change between the match and the
  *    removal forced with the gated fake backend).
  */
-#include "../optimized/fake-inner.h"
+#include "coord-test.h"
 
 #include <math.h>
 #include <signal.h>
@@ -20,15 +20,6 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static procreg *open_reg(const char *spec)
-{
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("open %s: %s", spec, err->message);
-    return reg;
-}
 
 static procreg_filter *parse_ok(const char *text)
 {

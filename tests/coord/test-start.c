@@ -9,7 +9,7 @@
  *  - a registration that bypasses start once while a start runs.
  * Across real processes: tests/compliance/start.c.
  */
-#include "../optimized/fake-inner.h"
+#include "coord-test.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -18,31 +18,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define WAIT_MS 10000
-
-static procreg *open_reg(const char *spec)
-{
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("open %s: %s", spec, err->message);
-    return reg;
-}
-
 static size_t claims(procreg *reg, const char *ns)
 {
-    g_autofree char *qns = g_strconcat("procreg:start:", ns, NULL);
-    size_t n = 0;
-    g_assert_cmpint(procreg_count(reg, qns, &n, NULL), ==, 0);
-    return n;
+    return queue_len(reg, "procreg:start:", ns);
 }
 
 static bool wait_claims(procreg *reg, const char *ns, size_t want)
 {
-    gint64 until = g_get_monotonic_time() + WAIT_MS * 1000;
-    while (claims(reg, ns) != want && g_get_monotonic_time() < until)
-        g_usleep(1000);
-    return claims(reg, ns) == want;
+    return wait_queue_len(reg, "procreg:start:", ns, want);
 }
 
 /* ---- a start function with a gate ---- */
