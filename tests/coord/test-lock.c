@@ -6,7 +6,9 @@
  *  - an unlock that lands between the waiter's check of the ticket ahead
  *    and its sleep;
  *  - tickets of dead processes (a killed holder, a killed waiter) ahead of
- *    a waiter, which must not block it.
+ *    a waiter, which must not block it;
+ * and, with a real process holding a lock on lmdb, a waiter's timeout and
+ * cancellation, then the holder's SIGKILL.
  * The same contract across real processes is in the compliance suite
  * (tests/compliance/lock.c).
  */
@@ -16,6 +18,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -277,12 +280,6 @@ static void test_timeout(void)
     procreg_close(reg);
 }
 
-static gboolean cancel_later(gpointer c)
-{
-    g_cancellable_cancel(c);
-    return G_SOURCE_REMOVE;
-}
-
 static void test_cancel(void)
 {
     procreg *reg = open_reg("ghash");
@@ -292,7 +289,7 @@ static void test_cancel(void)
     locker l = {.cancellable = c};
     locker_start(&l, reg, "c", "k", -1);
     g_assert_true(wait_tickets(reg, "c", 2));
-    cancel_later(c);
+    g_cancellable_cancel(c);
     locker_join(&l);
     g_assert_cmpint(l.rc, ==, PROCREG_ECANCELLED);
     g_assert_error(l.err, PROCREG_ERROR, PROCREG_ECANCELLED);
@@ -454,6 +451,81 @@ static void test_external_unlock(void)
     procreg_close(reg);
 }
 
+/* Remove @dir and the files in it. */
+static void remove_dir(const char *dir)
+{
+    GDir *d = g_dir_open(dir, 0, NULL);
+    const char *name;
+    while (d != NULL && (name = g_dir_read_name(d)) != NULL) {
+        g_autofree char *path = g_build_filename(dir, name, NULL);
+        unlink(path);
+    }
+    if (d != NULL)
+        g_dir_close(d);
+    rmdir(dir);
+}
+
+/* Another process holds the lock (lmdb): a waiter here times out naming
+ * it, a cancelled one leaves no ticket, and once the holder is SIGKILLed
+ * the next one gets in. */
+static void test_process_holds(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("coord-lock-XXXXXX", NULL);
+    g_assert_nonnull(dir);
+    g_autofree char *spec =
+        g_strdup_printf("lmdb:path=%s/r.mdb,durability=nosync", dir);
+    int ready[2];
+    g_assert_cmpint(pipe(ready), ==, 0);
+    pid_t holder = fork();
+    g_assert_cmpint(holder, >=, 0);
+    if (holder == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        procreg *r = NULL;
+        procreg_lock_handle *h = NULL;
+        if (procreg_open(spec, &r, NULL) != 0 ||
+            procreg_lock(r, "p", "k", -1, NULL, &h, NULL) != 0 ||
+            write(ready[1], "x", 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    char c;
+    g_assert_cmpint(read(ready[0], &c, 1), ==, 1);
+    close(ready[0]);
+    close(ready[1]);
+    procreg *reg = open_reg(spec);
+
+    procreg_lock_handle *h = NULL;
+    GError *err = NULL;
+    g_assert_cmpint(procreg_lock(reg, "p", "k", 200, NULL, &h, &err), ==,
+                    PROCREG_ETIMEDOUT);
+    g_autofree char *who = g_strdup_printf("held by process %d", (int)holder);
+    g_assert_nonnull(strstr(err->message, who));
+    g_clear_error(&err);
+    g_assert_cmpuint(tickets(reg, "p"), ==, 1);
+
+    GCancellable *cancel = g_cancellable_new();
+    locker l = {.cancellable = cancel};
+    locker_start(&l, reg, "p", "k", -1);
+    g_assert_true(wait_tickets(reg, "p", 2));
+    g_cancellable_cancel(cancel);
+    locker_join(&l);
+    g_assert_cmpint(l.rc, ==, PROCREG_ECANCELLED);
+    g_clear_error(&l.err);
+    g_object_unref(cancel);
+    g_assert_cmpuint(tickets(reg, "p"), ==, 1);
+
+    kill(holder, SIGKILL);
+    waitpid(holder, NULL, 0);
+    g_assert_cmpint(procreg_lock(reg, "p", "k", WAIT_MS, NULL, &h, &err), ==,
+                    0);
+    g_assert_no_error(err);
+    g_assert_cmpint(procreg_unlock(reg, h, NULL), ==, 0);
+    g_assert_cmpuint(tickets(reg, "p"), ==, 0);
+    procreg_close(reg);
+    remove_dir(dir);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -471,6 +543,8 @@ int main(int argc, char **argv)
         g_test_add_data_func(p2, s, test_fifo);
         g_test_add_data_func(p3, s, test_threads_exclusive);
     }
+    if (g_strv_contains((const char *const *)built, "lmdb"))
+        g_test_add_func("/coord/lock/process-holds", test_process_holds);
     g_strfreev(built);
     g_test_add_func("/coord/lock/names-apart", test_names_apart);
     g_test_add_func("/coord/lock/timeout", test_timeout);
