@@ -3,6 +3,13 @@
  */
 #include "coord-test.h"
 
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+const char *const thread_specs[3] = {"ghash", "ckht",
+                                     "optimized:inner=ghash"};
+
 procreg *open_reg(const char *spec)
 {
     procreg *reg = NULL;
@@ -28,4 +35,21 @@ bool wait_queue_len(procreg *reg, const char *prefix, const char *ns,
            g_get_monotonic_time() < until)
         g_usleep(1000);
     return queue_len(reg, prefix, ns) == want;
+}
+
+bool backend_built(const char *spec)
+{
+    g_auto(GStrv) built = procreg_backend_names();
+    g_autofree char *backend = g_strndup(spec, strcspn(spec, ":"));
+    return g_strv_contains((const char *const *)built, backend);
+}
+
+pid_t dead_pid(void)
+{
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0)
+        _exit(0);
+    waitpid(pid, NULL, 0);
+    return pid;
 }

@@ -22,9 +22,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *const thread_specs[] = {"ghash", "ckht",
-                                           "optimized:inner=ghash"};
-
 static size_t tickets(procreg *reg, const char *ns)
 {
     return queue_len(reg, "procreg:lock:", ns);
@@ -365,16 +362,6 @@ static void test_unlock_before_sleep_after_check(void)
     procreg_close(reg);
 }
 
-static pid_t dead_pid(void)
-{
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0)
-        _exit(0);
-    waitpid(pid, NULL, 0);
-    return pid;
-}
-
 static void count_exits(procreg *reg, const procreg_event *ev, gpointer data)
 {
     if (ev->kind == PROCREG_EVENT_UNREGISTERED &&
@@ -530,11 +517,9 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     fake_inner_register_types();
-    char **built = procreg_backend_names();
     for (size_t i = 0; i < G_N_ELEMENTS(thread_specs); i++) {
         const char *s = thread_specs[i];
-        g_autofree char *backend = g_strndup(s, strcspn(s, ":"));
-        if (!g_strv_contains((const char *const *)built, backend))
+        if (!backend_built(s))
             continue;
         g_autofree char *p1 = g_strdup_printf("/coord/lock/%s/basic", s);
         g_autofree char *p2 = g_strdup_printf("/coord/lock/%s/fifo", s);
@@ -543,9 +528,8 @@ int main(int argc, char **argv)
         g_test_add_data_func(p2, s, test_fifo);
         g_test_add_data_func(p3, s, test_threads_exclusive);
     }
-    if (g_strv_contains((const char *const *)built, "lmdb"))
+    if (backend_built("lmdb"))
         g_test_add_func("/coord/lock/process-holds", test_process_holds);
-    g_strfreev(built);
     g_test_add_func("/coord/lock/names-apart", test_names_apart);
     g_test_add_func("/coord/lock/timeout", test_timeout);
     g_test_add_func("/coord/lock/cancel", test_cancel);

@@ -211,16 +211,12 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     fake_inner_register_types();
-    g_auto(GStrv) built = procreg_backend_names();
-    static const char *const specs[] = {"ghash", "ckht",
-                                        "optimized:inner=ghash"};
-    for (size_t i = 0; i < G_N_ELEMENTS(specs); i++) {
-        g_autofree char *backend = g_strndup(specs[i], strcspn(specs[i], ":"));
-        if (!g_strv_contains((const char *const *)built, backend))
+    for (size_t i = 0; i < G_N_ELEMENTS(thread_specs); i++) {
+        if (!backend_built(thread_specs[i]))
             continue;
         g_autofree char *path = g_strdup_printf("/coord/nsmeta/%s/basic",
-                                                specs[i]);
-        g_test_add_data_func(path, specs[i], test_basic);
+                                                thread_specs[i]);
+        g_test_add_data_func(path, thread_specs[i], test_basic);
     }
     g_test_add_func("/coord/nsmeta/put-race", test_put_race);
     g_test_add_func("/coord/nsmeta/put-concurrent", test_put_concurrent);

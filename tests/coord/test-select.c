@@ -669,8 +669,7 @@ int main(int argc, char **argv)
     g_test_add_func("/coord/select/unregister-match", test_unregister_match);
     g_test_add_func("/coord/select/unregister-match-changed",
                     test_unregister_match_changed);
-    g_auto(GStrv) built = procreg_backend_names();
-    if (g_strv_contains((const char *const *)built, "optimized"))
+    if (backend_built("optimized"))
         g_test_add_func("/coord/select/property", test_property);
     return g_test_run();
 }

@@ -389,16 +389,6 @@ static void test_worker_owner(void)
     procreg_close(reg);
 }
 
-static pid_t dead_pid(void)
-{
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0)
-        _exit(0);
-    waitpid(pid, NULL, 0);
-    return pid;
-}
-
 /* A starter that died between claiming and registering left its claim
  * (as another process on a shared backend would): the next caller is not
  * held up by it and starts the service. */
@@ -428,16 +418,12 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     fake_inner_register_types();
     g_test_add_func("/coord/start/basic", test_basic);
-    g_auto(GStrv) built = procreg_backend_names();
-    static const char *const specs[] = {"ghash", "ckht",
-                                        "optimized:inner=ghash"};
-    for (size_t i = 0; i < G_N_ELEMENTS(specs); i++) {
-        g_autofree char *backend = g_strndup(specs[i], strcspn(specs[i], ":"));
-        if (!g_strv_contains((const char *const *)built, backend))
+    for (size_t i = 0; i < G_N_ELEMENTS(thread_specs); i++) {
+        if (!backend_built(thread_specs[i]))
             continue;
         g_autofree char *path =
-            g_strdup_printf("/coord/start/%s/concurrent", specs[i]);
-        g_test_add_data_func(path, specs[i], test_concurrent);
+            g_strdup_printf("/coord/start/%s/concurrent", thread_specs[i]);
+        g_test_add_data_func(path, thread_specs[i], test_concurrent);
     }
     g_test_add_func("/coord/start/waiter-gets-result",
                     test_waiter_gets_result);
