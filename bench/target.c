@@ -111,10 +111,28 @@ int bench_target_open(bench_target *t, const char *label, size_t capacity,
     return rc;
 }
 
+/* What the bench registered in a registry that keeps it after close (an
+ * lmdb file outside the scratch directory, an etcd prefix: there the
+ * process's lease keeps the entries until it expires) goes, so the next
+ * target or workload on that spec starts empty. */
+static void drop_what_stays(bench_target *t)
+{
+    if (strstr(t->label, "etcd") == NULL && strstr(t->label, "lmdb") == NULL)
+        return;
+    procreg_namespace_info *ns = NULL;
+    size_t n = 0;
+    if (procreg_namespace_list(t->reg, &ns, &n, NULL) != 0)
+        return;
+    for (size_t i = 0; i < n; i++)
+        procreg_namespace_drop(t->reg, ns[i].ns, NULL, NULL, NULL);
+    procreg_namespace_info_free(ns, n);
+}
+
 void bench_target_close(bench_target *t)
 {
     switch (t->kind) {
     case BENCH_TARGET_PROCREG:
+        drop_what_stays(t);
         procreg_close(t->reg);
         break;
     case BENCH_TARGET_RAW_GHASH:

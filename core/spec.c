@@ -277,9 +277,9 @@ static void append_escaped(GString *s, const char *v)
  * (procreg_get_spec(), stats, the CLI) shows it as "***". */
 #define SECRET_OPTION "password"
 
-/* @text (a normalised spec) with the value of every option named
- * SECRET_OPTION replaced by "***", at any depth: a value may hold a whole
- * spec (a decorator's inner backend). */
+/* @text (an option's value) with the value of every option named
+ * SECRET_OPTION in it replaced by "***", at any depth: a value may hold a
+ * whole spec (a decorator's inner backend). */
 static char *mask_secrets(const char *text)
 {
     static const char key[] = SECRET_OPTION "=";
@@ -318,13 +318,21 @@ PROCREG_INTERNAL char *procreg_spec_to_string(const procreg_spec *spec)
 {
     GString *s = g_string_new(spec->backend);
     for (guint i = 0; i < spec->keys->len; i++) {
+        const char *key = spec->keys->pdata[i];
         g_string_append_c(s, i == 0 ? ':' : ',');
-        g_string_append_printf(s, "%s=", (char *)spec->keys->pdata[i]);
-        append_escaped(s, spec->values->pdata[i]);
+        g_string_append_printf(s, "%s=", key);
+        if (strcmp(key, SECRET_OPTION) == 0) {
+            g_string_append(s, "***");
+            continue;
+        }
+        /* Masked before it is escaped, so that the form chosen (bare or
+         * bracketed) is that of the masked value: parsed again, it gives
+         * the same text. */
+        char *masked = mask_secrets(spec->values->pdata[i]);
+        append_escaped(s, masked);
+        g_free(masked);
     }
-    char *masked = mask_secrets(s->str);
-    g_string_free(s, TRUE);
-    return masked;
+    return g_string_free(s, FALSE);
 }
 
 PROCREG_API const char *procreg_spec_backend(const procreg_spec *spec)

@@ -8,6 +8,9 @@
  *    all and per namespace, everyone's, then this process's own counters;
  *  - procreg_registry_owners and procreg_registry_namespace_owners
  *    {namespace}: the processes that own entries, everyone's;
+ *  - procreg_registry_groups {namespace} and
+ *    procreg_registry_group_members {namespace, group}: everyone's groups
+ *    and their sizes (none on a backend without groups);
  *  - procreg_registry_owner_exits_total: entries removed because their
  *    owner died, as this server's subscription saw them since it started;
  *  - procreg_registry_wakeup_latency_seconds: a histogram of the time from
@@ -121,6 +124,46 @@ static int append_owners(GString *o, procreg *reg, GError **error)
     return 0;
 }
 
+/* The groups with members, per namespace, and each group's size; nothing
+ * on a backend without groups. */
+static int append_groups(GString *o, procreg *reg, GError **error)
+{
+    procreg_group_info *groups = NULL;
+    size_t n = 0;
+    GError *local = NULL;
+    int rc = procreg_groups(reg, NULL, &groups, &n, &local);
+    if (rc == PROCREG_ENOTSUP) {
+        g_error_free(local);
+        return 0;
+    }
+    if (rc != 0) {
+        g_propagate_error(error, local);
+        return rc;
+    }
+    append_help(o, "procreg_registry_groups", "gauge",
+                "Groups with members, per namespace.");
+    /* Sorted by namespace: one run per namespace. */
+    for (size_t i = 0, run = 1; i < n; i++, run++) {
+        if (i + 1 < n && strcmp(groups[i].ns, groups[i + 1].ns) == 0)
+            continue;
+        g_string_append(o, "procreg_registry_groups{namespace=\"");
+        append_label(o, groups[i].ns);
+        g_string_append_printf(o, "\"} %zu\n", run);
+        run = 0;
+    }
+    append_help(o, "procreg_registry_group_members", "gauge",
+                "Members of each group, everyone's.");
+    for (size_t i = 0; i < n; i++) {
+        g_string_append(o, "procreg_registry_group_members{namespace=\"");
+        append_label(o, groups[i].ns);
+        g_string_append(o, "\",group=\"");
+        append_label(o, groups[i].group);
+        g_string_append_printf(o, "\"} %zu\n", groups[i].members);
+    }
+    procreg_group_info_free(groups, n);
+    return 0;
+}
+
 static void append_events(GString *o, const metrics *m)
 {
     append_help(o, "procreg_registry_owner_exits_total", "counter",
@@ -165,6 +208,8 @@ static void on_request(SoupServer *server, SoupServerMessage *msg,
     int rc = procreg_stats_write_prometheus(m->reg, o, &err);
     if (rc == 0)
         rc = append_owners(o, m->reg, &err);
+    if (rc == 0)
+        rc = append_groups(o, m->reg, &err);
     if (rc != 0) {
         soup_server_message_set_status(msg, SOUP_STATUS_INTERNAL_SERVER_ERROR,
                                        NULL);

@@ -12,6 +12,13 @@
  *                      entry went away and who removed it.  A removal
  *                      without a marker at its revision is a lease
  *                      expiry.
+ *   P/e/<ns>\x01<group>\0
+ *                      group <group>'s reason marker, as the namespace's
+ *                      for its members' removals
+ *   P/e/<ns>\x01<group>\0<writer>.<nonce>
+ *                      one member of the group (etcd-groups.c), its value
+ *                      an entry's; no valid name holds a control
+ *                      character, so none of these clash with entries
  * Values: a JSON object
  *   {"v":1,"pid":N,"start":N,"host":"ID","at":µs,"w":"WRITER","meta":"B64"}
  * with "meta" (optional) the normal-form serialisation of the a{sv}

@@ -1,8 +1,9 @@
 /*
- * etcd backend: the etcd keys of entries and namespaces, the checks on a
- * value read back, and the JSON bodies of transactions (compare, put,
- * delete, range, reason marker).  Pure functions of their input and the
- * instance's prefix: no I/O, no locks.
+ * etcd backend: the etcd keys of entries, namespaces and group members
+ * (layout: etcd-codec.h), the checks on a value read back, and the JSON
+ * bodies of transactions (compare, put, delete, range, reason marker).
+ * Pure functions of their input and the instance's prefix: no I/O, no
+ * locks.
  */
 #include "etcd-private.h"
 
@@ -171,6 +172,11 @@ ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, bool own,
     char *ns = NULL, *name = NULL;
     if (s->host == NULL) /* retired: no core to tell */
         return;
+    if (procreg_etcd_is_member_key(s, key, klen)) {
+        procreg_etcd_notify_member(s, own, kind, reason, key, klen, value,
+                                   vlen, revision);
+        return;
+    }
     if (!procreg_etcd_split_key(s, key, klen, &ns, &name)) {
         atomic_add(&s->corrupt_seen, 1);
         return;
@@ -271,6 +277,16 @@ ETCD_HIDDEN void procreg_etcd_op_range(GString *b, const GString *key)
     g_string_append(b, "}}");
 }
 
+/* Whether the namespace part of @k (under eprefix) ends with \x01: a
+ * group's key.  No valid namespace holds a control character. */
+static bool in_group(etcd_state *s, const void *k, size_t n)
+{
+    const char *p = (const char *)k + s->eprefix->len;
+    const char *nul = memchr(p, '\0', n - s->eprefix->len);
+    const char *one = memchr(p, '\x01', n - s->eprefix->len);
+    return one != NULL && (nul == NULL || one < nul);
+}
+
 ETCD_HIDDEN bool procreg_etcd_is_entry_key(etcd_state *s, const void *k,
                                            size_t n)
 {
@@ -278,7 +294,60 @@ ETCD_HIDDEN bool procreg_etcd_is_entry_key(etcd_state *s, const void *k,
         return false;
     const char *nul = memchr((const char *)k + s->eprefix->len, '\0',
                              n - s->eprefix->len);
-    return nul != NULL && nul != (const char *)k + n - 1;
+    return nul != NULL && nul != (const char *)k + n - 1 &&
+           !in_group(s, k, n);
+}
+
+ETCD_HIDDEN bool procreg_etcd_is_member_key(etcd_state *s, const void *k,
+                                            size_t n)
+{
+    if (n <= s->eprefix->len || memcmp(k, s->eprefix->str, s->eprefix->len))
+        return false;
+    const char *nul = memchr((const char *)k + s->eprefix->len, '\0',
+                             n - s->eprefix->len);
+    return nul != NULL && nul != (const char *)k + n - 1 && in_group(s, k, n);
+}
+
+ETCD_HIDDEN GString *procreg_etcd_group_marker_key(etcd_state *s,
+                                                   const procreg_key *key)
+{
+    GString *k = procreg_etcd_entry_key(s, key);
+    char *nul = memchr(k->str + s->eprefix->len, '\0', k->len - s->eprefix->len);
+    *nul = '\x01';
+    g_string_append_c(k, '\0');
+    return k;
+}
+
+ETCD_HIDDEN bool procreg_etcd_split_member_key(etcd_state *s, const guchar *k,
+                                               size_t n, char **ns,
+                                               char **group)
+{
+    *ns = *group = NULL;
+    if (!procreg_etcd_is_member_key(s, k, n))
+        return false;
+    const char *p = (const char *)k + s->eprefix->len;
+    const char *one = memchr(p, '\x01', n - s->eprefix->len);
+    const char *nul = memchr(one, '\0', n - (size_t)(one - (const char *)k));
+    char *a = g_strndup(p, (gsize)(one - p));
+    char *b = g_strndup(one + 1, (gsize)(nul - one - 1));
+    if (strlen(b) != (size_t)(nul - one - 1) ||
+        procreg_validate_name(a, "namespace", NULL) != 0 ||
+        procreg_validate_name(b, "group", NULL) != 0) {
+        g_free(a);
+        g_free(b);
+        return false;
+    }
+    *ns = a;
+    *group = b;
+    return true;
+}
+
+ETCD_HIDDEN void procreg_etcd_ns_watch_range(etcd_state *s, const char *ns,
+                                             GString **start, GString **end)
+{
+    procreg_etcd_ns_range(s, ns, start, end);
+    if (ns != NULL)
+        (*end)->str[(*end)->len - 1] = '\x02';
 }
 
 ETCD_HIDDEN bool procreg_etcd_is_marker_key(etcd_state *s, const void *k,

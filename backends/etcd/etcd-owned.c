@@ -10,7 +10,8 @@
  *  - After a lost lease is granted again, the entries still owned, with
  *    owners still alive, are registered again on the new one; those taken
  *    meanwhile are listed in s->unrestored for health_check.
- *  - Entries whose owner process died are removed (reason owner_exited).
+ *  - Entries whose owner process died are removed (reason owner_exited),
+ *    and so are the group members of this host (etcd-groups.c).
  * The session's keeper does the last two after each keepalive round
  * (procreg_etcd_owned_tend()).
  */
@@ -312,4 +313,5 @@ ETCD_HIDDEN void procreg_etcd_owned_tend(etcd_state *s, int64_t lease)
     if (restore)
         restore_owned(s, lease);
     reap_dead_owners(s);
+    procreg_etcd_locals_reap(s);
 }

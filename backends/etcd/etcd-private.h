@@ -13,6 +13,7 @@
  *   etcd-ops.c     single-key reads and writes: lookup, register,
  *                  unregister, update, evict
  *   etcd-scan.c    ranges: list, count, names, namespace drop
+ *   etcd-groups.c  groups: members' keys on the lease, join, leave, reads
  *   etcd-watch.c   the watch thread and its mirror of the prefix
  *   etcd-health.c  health, stats, memory
  *   etcd-client.c  HTTP calls to the cluster, etcd-stream.c its streams,
@@ -39,6 +40,12 @@ typedef struct {
     int64_t mod_rev;
     procreg_owner owner;
 } owned_entry;
+
+/* A member of this host, its owner watched by the keeper. */
+typedef struct {
+    int64_t mod_rev;
+    procreg_owner owner;
+} local_member;
 
 /* What the watch remembers of each key it covers, to resync after a
  * compaction: not the value, which a change's event brings. */
@@ -81,6 +88,13 @@ typedef struct {
     GHashTable *pending;    /* GBytes etcd key -> writes in flight (uint) */
     GHashTable *tombs;      /* GBytes etcd key of a pending write -> gint64*
                              * the last removal seen meanwhile */
+    GHashTable *locals;     /* GBytes member key -> local_member*: members
+                             * of this host (joined here, or seen by the
+                             * watch), reaped when their owner dies.
+                             * Invariant: a member's key is never written
+                             * again after its join, so the keeper's
+                             * removal pinned to the revision recorded here
+                             * removes that member or nothing. */
 
     /* watch: the mirror belongs to the watch thread */
     GThread *watcher;
@@ -218,7 +232,22 @@ ETCD_HIDDEN bool procreg_etcd_is_entry_key(etcd_state *s, const void *k,
                                            size_t n);
 ETCD_HIDDEN bool procreg_etcd_is_marker_key(etcd_state *s, const void *k,
                                             size_t n);
-/* The marker key of the namespace of entry (or marker) key @k. */
+/* A group member's key (P/e/ns\x01group\0suffix, etcd-codec.h). */
+ETCD_HIDDEN bool procreg_etcd_is_member_key(etcd_state *s, const void *k,
+                                            size_t n);
+/* Group @key's marker key P/e/ns\x01group\0: its members' prefix. */
+ETCD_HIDDEN GString *procreg_etcd_group_marker_key(etcd_state *s,
+                                                   const procreg_key *key);
+/* Split a member key into ns and group (validated). */
+ETCD_HIDDEN bool procreg_etcd_split_member_key(etcd_state *s, const guchar *k,
+                                               size_t n, char **ns,
+                                               char **group);
+/* What the watch covers of namespace @ns (NULL: everything): its entries,
+ * marker and groups, [P/e/ns\0, P/e/ns\x02). */
+ETCD_HIDDEN void procreg_etcd_ns_watch_range(etcd_state *s, const char *ns,
+                                             GString **start, GString **end);
+/* The marker key of the namespace of entry (or marker) key @k; of a
+ * member key, its group's marker key. */
 ETCD_HIDDEN GString *procreg_etcd_marker_key(etcd_state *s, const void *k,
                                              size_t n);
 /* The reason marker written with a removal of @key (an entry key, or a
@@ -374,6 +403,44 @@ ETCD_HIDDEN int procreg_etcd_list_names(void *state, const char *ns,
                                         size_t max, GPtrArray *out);
 ETCD_HIDDEN int procreg_etcd_drop_namespace(void *state, const char *ns,
                                             GArray *removed, GError **error);
+
+/* ---- etcd-groups.c: groups (duplicate keys) ---- */
+
+ETCD_HIDDEN int procreg_etcd_group_join(void *state, const procreg_key *key,
+                                        const procreg_record *record,
+                                        procreg_member *joined,
+                                        GError **error);
+ETCD_HIDDEN int procreg_etcd_group_leave(void *state, const procreg_key *key,
+                                         uint64_t member_id,
+                                         const procreg_owner *owner,
+                                         procreg_event_reason reason,
+                                         GArray *removed, GError **error);
+ETCD_HIDDEN int procreg_etcd_group_members(void *state, const procreg_key *key,
+                                           GArray *out, GError **error);
+ETCD_HIDDEN int procreg_etcd_group_list_all(void *state, const char *ns,
+                                            GArray *out, GError **error);
+ETCD_HIDDEN int procreg_etcd_group_count(void *state, const procreg_key *key,
+                                         size_t *out, GError **error);
+ETCD_HIDDEN int procreg_etcd_group_list(void *state, const char *ns,
+                                        GArray *out, GError **error);
+/* procreg_etcd_notify() of a member key: REGISTERED becomes JOINED,
+ * UNREGISTERED LEFT (members are never updated). */
+ETCD_HIDDEN void procreg_etcd_notify_member(etcd_state *s, bool own,
+                                            procreg_event_kind kind,
+                                            procreg_event_reason reason,
+                                            const void *key, size_t klen,
+                                            const void *value, size_t vlen,
+                                            int64_t revision);
+/* The members of this host the watch saw (or this instance joined), for
+ * the keeper: member key @k at @rev with @value, put or removed. */
+ETCD_HIDDEN void procreg_etcd_locals_put(etcd_state *s, const void *k,
+                                         size_t n, const void *value,
+                                         size_t vlen, int64_t rev);
+ETCD_HIDDEN void procreg_etcd_locals_remove(etcd_state *s, const void *k,
+                                            size_t n);
+/* After a keepalive round: remove the members of this host whose owner
+ * died (reason owner_exited). */
+ETCD_HIDDEN void procreg_etcd_locals_reap(etcd_state *s);
 
 /* ---- etcd-watch.c: the watch ---- */
 

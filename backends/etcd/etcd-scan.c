@@ -119,6 +119,8 @@ static int list_one(etcd_state *s, etcd_kv *kv, void *user, GError **error)
 {
     list_ctx *c = user;
     char *ns = NULL, *name = NULL;
+    if (procreg_etcd_is_member_key(s, kv->key, kv->key_len))
+        return 0; /* a group's, when reading the whole prefix */
     if (!procreg_etcd_split_key(s, kv->key, kv->key_len, &ns, &name)) {
         char *k = procreg_etcd_key_for_humans(kv->key, kv->key_len);
         int rc = procreg_set_error(error, PROCREG_EBACKEND,

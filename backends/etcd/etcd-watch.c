@@ -1,7 +1,8 @@
 /*
  * etcd backend: the watch thread.  One streaming watch, resumed from the
  * last revision after a reconnect, with a resync on compaction.  It
- * reports changes made by other instances through
+ * reports changes made by other instances, to entries and to group
+ * members (JOINED, LEFT: etcd-groups.c), through
  * procreg_backend_host_notify().  A removal's reason comes from its
  * namespace's marker, written in the same revision; a removal without one
  * is a lease expiry.
@@ -108,13 +109,20 @@ static void mirror_remove(etcd_state *s, GHashTable *mirror, const void *key,
     g_bytes_unref(k);
 }
 
+/* An entry's key or a group member's: what the watch reports. */
+static bool watched_key(etcd_state *s, const void *k, size_t n)
+{
+    return procreg_etcd_is_entry_key(s, k, n) ||
+           procreg_etcd_is_member_key(s, k, n);
+}
+
 static int load_one(etcd_state *s, etcd_kv *kv, void *user, GError **error)
 {
     /* A registry closed while its watch reads: close need not wait. */
     if (procreg_etcd_stream_stopped(s->stream))
         return procreg_set_error(error, PROCREG_ECANCELLED,
                                  "the registry is closing");
-    if (procreg_etcd_is_entry_key(s, kv->key, kv->key_len))
+    if (watched_key(s, kv->key, kv->key_len))
         mirror_set(s, user, kv);
     return 0;
 }
@@ -125,7 +133,7 @@ static int mirror_read(etcd_state *s, const char *ns, GHashTable *mirror,
                        int64_t *rev, GError **error)
 {
     GString *start, *end;
-    procreg_etcd_ns_range(s, ns, &start, &end);
+    procreg_etcd_ns_watch_range(s, ns, &start, &end);
     int rc = procreg_etcd_range_all(s, start, end, true, false, 0, load_one,
                                     mirror, rev, error);
     g_string_free(start, TRUE);
@@ -187,16 +195,20 @@ static int mirror_load(etcd_state *s, GError **error)
 
 /* ---- what the watch covers ---- */
 
-/* The namespace of entry key @k (@n bytes), or NULL; g_free it. */
+/* The namespace of entry or member key @k (@n bytes), or NULL; g_free
+ * it. */
 static char *key_namespace(etcd_state *s, const void *k, size_t n)
 {
     const char *p = (const char *)k + s->eprefix->len;
-    const char *nul = memchr(p, '\0', n - s->eprefix->len);
-    return nul != NULL ? g_strndup(p, (gsize)(nul - p)) : NULL;
+    size_t len = 0;
+    while (len < n - s->eprefix->len && (guchar)p[len] > 1)
+        len++;
+    return len < n - s->eprefix->len ? g_strndup(p, len) : NULL;
 }
 
-/* Whether the watch reports a change of entry key @k at @rev: WATCH_USED
- * covers the namespaces in use, from the revision each was read at. */
+/* Whether the watch reports a change of entry or member key @k at @rev:
+ * WATCH_USED covers the namespaces in use, from the revision each was
+ * read at. */
 static bool covered(etcd_state *s, const void *k, size_t n, int64_t rev)
 {
     if (s->watch_mode != WATCH_USED)
@@ -288,7 +300,7 @@ static void watch_range(etcd_state *s, GString **start, GString **end)
     GString *unused;
     procreg_etcd_ns_range(s, first, start, &unused);
     g_string_free(unused, TRUE);
-    procreg_etcd_ns_range(s, last, &unused, end);
+    procreg_etcd_ns_watch_range(s, last, &unused, end);
     g_string_free(unused, TRUE);
     pthread_mutex_unlock(&s->lock);
 }
@@ -318,9 +330,10 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
         return;
     }
     const etcd_kv *kv = &ev->kv;
-    if (!procreg_etcd_is_entry_key(s, kv->key, kv->key_len) ||
+    if (!watched_key(s, kv->key, kv->key_len) ||
         !covered(s, kv->key, kv->key_len, kv->mod_rev))
         return;
+    bool member = procreg_etcd_is_member_key(s, kv->key, kv->key_len);
     int64_t my_lease = procreg_etcd_current_lease(s);
     /* The reason marker written in the same revision, if any. */
     const marker *m = NULL;
@@ -332,6 +345,9 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
         value_writer(kv->value, kv->value_len, writer);
         bool created = kv->create_rev == kv->mod_rev;
         mirror_set(s, s->mirror, kv);
+        if (member)
+            procreg_etcd_locals_put(s, kv->key, kv->key_len, kv->value,
+                                    kv->value_len, kv->mod_rev);
         bool own = strcmp(writer, s->writer) == 0;
         if (!own) {
             /* Another writer touched a key we own: follow it. */
@@ -384,6 +400,8 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
         procreg_etcd_session_kick(s->session);
     }
     mirror_remove(s, s->mirror, kv->key, kv->key_len);
+    if (member)
+        procreg_etcd_locals_remove(s, kv->key, kv->key_len);
     if (m != NULL) {
         /* An explicit removal: no longer ours to re-register. */
         pthread_mutex_lock(&s->lock);
@@ -526,7 +544,7 @@ static void fresh_free(gpointer p)
 
 static int fresh_one(etcd_state *s, etcd_kv *kv, void *user, GError **error)
 {
-    if (!procreg_etcd_is_entry_key(s, kv->key, kv->key_len))
+    if (!watched_key(s, kv->key, kv->key_len))
         return 0;
     fresh_entry *f = g_new(fresh_entry, 1);
     f->mod_rev = kv->mod_rev;
@@ -556,7 +574,7 @@ static int read_covered(etcd_state *s, GHashTable *fresh, int64_t *rev,
     int rc = 0;
     for (guint i = 0; rc == 0 && i < ns->len; i++) {
         GString *start, *end;
-        procreg_etcd_ns_range(s, ns->pdata[i], &start, &end);
+        procreg_etcd_ns_watch_range(s, ns->pdata[i], &start, &end);
         rc = procreg_etcd_range_all(s, start, end, false, false, 0,
                                     fresh_one, fresh, rev, error);
         g_string_free(start, TRUE);
@@ -592,6 +610,7 @@ static int resync(etcd_state *s, GError **error)
         mirror_entry *m = val;
         gsize klen;
         const void *kd = g_bytes_get_data(k, &klen);
+        procreg_etcd_locals_remove(s, kd, klen);
         procreg_etcd_notify(s, false, PROCREG_EVENT_UNREGISTERED,
                             m->lease != 0 ? PROCREG_REASON_EXPIRED
                                           : PROCREG_REASON_EXPLICIT,
@@ -609,6 +628,8 @@ static int resync(etcd_state *s, GError **error)
         etcd_kv kv = {.key = (guchar *)kd, .key_len = klen,
                       .mod_rev = f->mod_rev, .create_rev = f->create_rev};
         mirror_set(s, mirror, &kv);
+        if (procreg_etcd_is_member_key(s, kd, klen))
+            procreg_etcd_locals_put(s, kd, klen, vd, vlen, f->mod_rev);
         mirror_entry *was = g_hash_table_lookup(s->mirror, k);
         if (was != NULL && was->mod_rev == f->mod_rev)
             continue;

@@ -424,6 +424,8 @@ static int etcd_init(const procreg_spec *spec, procreg_backend_host *host,
                                        (GDestroyNotify)g_bytes_unref, NULL);
     s->tombs = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
                                      (GDestroyNotify)g_bytes_unref, g_free);
+    s->locals = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                      (GDestroyNotify)g_bytes_unref, g_free);
     s->mirror = procreg_etcd_mirror_new();
     s->watched = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                        g_free);
@@ -491,6 +493,7 @@ ETCD_HIDDEN void procreg_etcd_state_free(etcd_state *s)
     g_hash_table_unref(s->owned);
     g_hash_table_unref(s->pending);
     g_hash_table_unref(s->tombs);
+    g_hash_table_unref(s->locals);
     g_ptr_array_unref(s->unrestored);
     if (s->prefix != NULL)
         g_string_free(s->prefix, TRUE);
@@ -526,7 +529,7 @@ static void etcd_destroy(void *state)
 #define ETCD_CAPS                                                          \
     (PROCREG_CAP_THREADSAFE | PROCREG_CAP_DISTRIBUTED |                    \
      PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_PERSISTENT |                   \
-     PROCREG_CAP_ATOMIC_DROP)
+     PROCREG_CAP_ATOMIC_DROP | PROCREG_CAP_GROUPS)
 
 /* Events in commit order when the watch covers the whole prefix
  * (etcd-watch.c). */
@@ -559,4 +562,10 @@ const procreg_backend_ops procreg_etcd_backend_ops = {
     .drop_namespace = procreg_etcd_drop_namespace,
     .memory_usage = procreg_etcd_memory_usage,
     .stats = procreg_etcd_stats,
+    .group_join = procreg_etcd_group_join,
+    .group_leave = procreg_etcd_group_leave,
+    .group_members = procreg_etcd_group_members,
+    .group_list_all = procreg_etcd_group_list_all,
+    .group_count = procreg_etcd_group_count,
+    .group_list = procreg_etcd_group_list,
 };

@@ -18,6 +18,34 @@
  *    takes a prepared procreg_key, which is validated and hashed once.
  *    The key form is the complete one (it carries every parameter); the
  *    string form is a convenience over it.
+ *
+ * Index (the sections below, in order; doc/ explains each at length):
+ *
+ *   Errors, Errors as data   codes, messages, the facts of a failure as data
+ *                            (procreg_error_get_details())
+ *   Owners                   a process: pid + start time (procreg_owner_*)
+ *   Prepared keys            procreg_key: validated and hashed once
+ *   Entries                  what a lookup returns (procreg_entry)
+ *   Events                   kinds and reasons of changes
+ *   Opening a registry       procreg_open() and backend specs
+ *                            (doc/getting-started.md, doc/backends.md)
+ *   Operations               register, lookup, unregister, update, list,
+ *                            count, find
+ *   Health and stats         procreg_health_check(), procreg_stats()
+ *   Service layer            the same over every backend (doc/service.md):
+ *     operations             the operation kinds telemetry counts
+ *     owner liveness         a dead owner's entries go (procreg_list_owned())
+ *     events                 procreg_subscribe() and friends
+ *     waiting                procreg_wait_for()
+ *     namespaces             test namespaces, drop, list
+ *     service health         procreg_service_check()
+ *     telemetry              per-operation callbacks and histograms
+ *     statistics export      Prometheus text, JSON (procreg_stats_to_json())
+ *   Groups                   duplicate keys: join, leave, members, dispatch
+ *                            (doc/groups.md)
+ *
+ * Backends are written against <procreg/backend.h> (doc/backends.md); the
+ * GObject types for bindings are in <procreg/gtypes.h> (doc/python.md).
  */
 #ifndef PROCREG_PROCREG_H
 #define PROCREG_PROCREG_H
@@ -795,8 +823,13 @@ typedef void (*procreg_event_fn)(procreg *reg, const procreg_event *event,
  * entry only; namespace and everything subscriptions also see the groups'
  * JOINED and LEFT events (procreg_subscribe_group() follows one group).
  *
- * Events come in sequence order, only those made after this call
- * returned.  Callbacks run outside every registry lock, never on the
+ * Events come in sequence order, only those the registry learns of after
+ * this call returned: every change made through it afterwards, and every
+ * change another process or host reports afterwards, which may include
+ * one committed a moment before this call that had not reached the
+ * registry yet.  To follow a namespace without a gap, subscribe, then
+ * list: an event whose entry's revision the listing already shows is not
+ * news.  Callbacks run outside every registry lock, never on the
  * thread that made the change: on the registry's dispatcher thread when
  * @context is NULL, otherwise from a source attached to @context (they run
  * where that context is iterated).  A slow callback delays the events

@@ -111,3 +111,29 @@ def test_metrics_refuses_a_bad_address(registry_dir):
              "--listen", listen], capture_output=True, text=True, timeout=10)
         assert done.returncode == 2, listen
         assert "--listen" in done.stderr
+
+
+def test_metrics_groups(ns, registry_dir, metrics_url):
+    """Groups and their sizes, everyone's: two processes hold members."""
+    holders = [subprocess.Popen([CLI, "--backend", lmdb_spec(registry_dir),
+                                 "join", ns, "workers", "--hold"],
+                                stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    try:
+        for h in holders:
+            assert h.stdout.readline()  # it says it joined, then holds
+        members = ("procreg_registry_group_members",
+                   (("group", "workers"), ("namespace", ns)))
+        samples = scrape_until(metrics_url, lambda s: s.get(members) == 2)
+        assert samples[members] == 2
+        assert samples[("procreg_registry_groups",
+                        (("namespace", ns),))] == 1
+        holders[0].kill()
+        holders[0].wait()
+        samples = scrape_until(metrics_url, lambda s: s.get(members) == 1)
+        assert samples[members] == 1
+    finally:
+        for h in holders:
+            if h.poll() is None:
+                h.kill()
+                h.wait()

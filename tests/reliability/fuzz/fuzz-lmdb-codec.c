@@ -102,7 +102,7 @@ static void fuzz_change(const uint8_t *d, size_t n)
     FUZZ_CHECK(procreg_validate_name(c.ns, "namespace", NULL) == 0);
     FUZZ_CHECK(procreg_validate_name(c.name, "name", NULL) == 0);
     FUZZ_CHECK(c.h.kind >= PROCREG_EVENT_REGISTERED &&
-               c.h.kind <= PROCREG_EVENT_UPDATED);
+               c.h.kind <= PROCREG_EVENT_LEFT); /* groups: JOINED, LEFT */
     GVariant *norm = NULL;
     if (c.meta != NULL) {
         FUZZ_CHECK(g_variant_is_normal_form(c.meta));
