@@ -31,13 +31,19 @@
  *                            (doc/getting-started.md, doc/backends.md)
  *   Operations               register, lookup, unregister, update, list,
  *                            count, find
+ *   Select                   entries by predicates: filters in C and as
+ *                            text (doc/coordination.md)
  *   Health and stats         procreg_health_check(), procreg_stats()
  *   Service layer            the same over every backend (doc/service.md):
  *     operations             the operation kinds telemetry counts
  *     owner liveness         a dead owner's entries go (procreg_list_owned())
  *     events                 procreg_subscribe() and friends
  *     waiting                procreg_wait_for()
+ *     locks by name          procreg_lock(), procreg_unlock()
+ *                            (doc/coordination.md)
+ *     start once             procreg_start_once() (doc/coordination.md)
  *     namespaces             test namespaces, drop, list
+ *     namespace settings     procreg_namespace_meta_*() (doc/coordination.md)
  *     service health         procreg_service_check()
  *     telemetry              per-operation callbacks and histograms
  *     statistics export      Prometheus text, JSON (procreg_stats_to_json())
