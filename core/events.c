@@ -10,10 +10,11 @@
  * through a per-subscription FIFO drained by an idle source on that
  * context.  Nothing is queued while nobody subscribes.
  *
- * Waiters (procreg_wait_for, procreg_wait_members: wait.c) sleep on this
- * file's wake-up board: a condition variable per awaited key or group; a
- * registration (a join) bumps its generation and broadcasts, directly
- * from the writer (or host_notify) thread, so waking needs no dispatcher.
+ * Waiters (procreg_wait_for, procreg_wait_members: wait.c; lock waiters,
+ * lock.c) sleep on this file's wake-up board: a condition variable per
+ * awaited key or group; every change of a key (and a join of a group)
+ * bumps its generation and broadcasts, directly from the writer (or
+ * host_notify) thread, so waking needs no dispatcher.
  *
  * A backend with PROCREG_CAP_ORDERED_EVENTS reports its own changes too,
  * in commit order (host.c); the write paths then emit nothing themselves
@@ -399,8 +400,12 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
         if (entry->name != NULL)
             name = entry->name;
     }
-    if (kind == PROCREG_EVENT_REGISTERED || kind == PROCREG_EVENT_JOINED)
-        wake_waiters(h, ns, name, kind == PROCREG_EVENT_JOINED);
+    /* Key waiters see every change (a lock waiter waits for a removal);
+     * group waiters wait for members, so only a join wakes them. */
+    if (!procreg_event_kind_is_group(kind))
+        wake_waiters(h, ns, name, false);
+    else if (kind == PROCREG_EVENT_JOINED)
+        wake_waiters(h, ns, name, true);
     if (atomic_load_explicit(&h->n_subs, memory_order_relaxed) == 0)
         return;
 

@@ -24,6 +24,13 @@ PROCREG_INTERNAL int procreg_key_init_stack(procreg_stack_key *buf,
                                             const char *ns, const char *name,
                                             GError **error);
 
+/* Whether @ns begins with PROCREG_NS_RESERVED_PREFIX: procreg's own
+ * records (locks, start claims, namespace settings) live there. */
+PROCREG_INTERNAL bool procreg_ns_reserved(const char *ns);
+/* PROCREG_EINVAL, with a message, when @ns is reserved: the public calls
+ * that create entries or drop namespaces refuse those. */
+PROCREG_INTERNAL int procreg_ns_check_writable(const char *ns, GError **error);
+
 /* ---- error details (error.c): each a no-op unless @error holds a
  * PROCREG_ERROR GError, so a call that passes none pays nothing ---- */
 
@@ -295,7 +302,7 @@ PROCREG_INTERNAL void procreg_events_shutdown(procreg *reg);
 PROCREG_INTERNAL void procreg_events_free(procreg_events *ev);
 
 /* A change made through @reg (or reported by its backend when @external):
- * wakes waiters on REGISTERED and queues the event when anyone listens.
+ * wakes the key's waiters and queues the event when anyone listens.
  * @entry: ns/name may be NULL (then @ns/@name are used). */
 PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
                                           procreg_event_kind kind,
@@ -320,12 +327,13 @@ PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
                                               procreg_event_reason reason,
                                               const char *ns, const char *name,
                                               const procreg_entry *entry);
-/* The wake-up board: a procreg_wait_for() caller joins it for its key
- * (procreg_wait_members(): with @group, for its group), reads the key's
- * generation (false: cancelled), looks the key up, and sleeps until a
- * registration (a join) moves the generation past what it read (or
- * it is cancelled: true), or the deadline (CLOCK_MONOTONIC; NULL: none)
- * passes (false).  procreg_wake_cancel() may come from any thread. */
+/* The wake-up board: a waiter (procreg_wait_for(), a lock waiter) joins it
+ * for a key (procreg_wait_members(): with @group, for its group), reads the
+ * key's generation (false: cancelled), looks the key up, and sleeps until a
+ * change of that key (any event: registered, updated, unregistered; for a
+ * group, a join) moves the generation past what it read (or it is
+ * cancelled: true), or the deadline (CLOCK_MONOTONIC; NULL: none) passes
+ * (false).  procreg_wake_cancel() may come from any thread. */
 typedef struct procreg_wake procreg_wake;
 PROCREG_INTERNAL procreg_wake *procreg_wake_join(procreg *reg, const char *ns,
                                                  const char *name, bool group);
@@ -337,6 +345,37 @@ PROCREG_INTERNAL void procreg_wake_leave(procreg_wake *w);
 PROCREG_INTERNAL void procreg_events_health(procreg *reg, GVariantDict *d,
                                             bool *degraded);
 PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d);
+
+/* ---- waiting (wait.c) ---- */
+
+/* @timeout_ms from now on CLOCK_MONOTONIC (callers with < 0 pass no
+ * deadline). */
+PROCREG_INTERNAL void procreg_deadline_in(struct timespec *deadline,
+                                          int timeout_ms);
+/* Whether a waiter with @cancellable may start: 0, PROCREG_ECANCELLED
+ * (already cancelled; no GError, the caller words it), or PROCREG_EINVAL
+ * (a GCancellable without GIO in the process).  NULL is 0. */
+PROCREG_INTERNAL int procreg_cancellable_check(GCancellable *cancellable,
+                                               GError **error);
+/* Cancel @w when @cancellable fires (at once if it already has); returns
+ * the handler for procreg_cancellable_unlink() (0: nothing linked). */
+PROCREG_INTERNAL gulong procreg_cancellable_link(GCancellable *cancellable,
+                                                 procreg_wake *w);
+PROCREG_INTERNAL void procreg_cancellable_unlink(GCancellable *cancellable,
+                                                 gulong handler);
+
+/* Sleep until @probe says done: it returns 0 (done), PROCREG_ENOTFOUND
+ * (not yet: wait) or a failure.  Woken by each change of key (ns, name),
+ * or with @group each join of that group.  Returns 0,
+ * PROCREG_ETIMEDOUT, PROCREG_ECANCELLED, PROCREG_EINVAL (a cancellable
+ * without GIO) or @probe's failure; @error is set for those two only. */
+typedef int (*procreg_wait_probe)(procreg *reg, void *ctx, GError **error);
+PROCREG_INTERNAL int procreg_wait_until(procreg *reg, const char *ns,
+                                        const char *name, bool group,
+                                        procreg_wait_probe probe, void *ctx,
+                                        int timeout_ms,
+                                        GCancellable *cancellable,
+                                        GError **error);
 
 /* ---- backend hosts (host.c) ---- */
 
@@ -403,21 +442,6 @@ PROCREG_INTERNAL void procreg_members_gone(procreg *reg,
                                            procreg_event_reason reason,
                                            uint64_t t0);
 
-/* ---- waiting (wait.c) ---- */
-
-/* Sleep until @probe says done: it returns 0 (done), PROCREG_ENOTFOUND
- * (not yet: wait) or a failure.  Woken by each registration of key (ns,
- * name), or with @group each join of that group.  Returns 0,
- * PROCREG_ETIMEDOUT, PROCREG_ECANCELLED, PROCREG_EINVAL (a cancellable
- * without GIO) or @probe's failure; @error is set for those two only. */
-typedef int (*procreg_wait_probe)(procreg *reg, void *ctx, GError **error);
-PROCREG_INTERNAL int procreg_wait_until(procreg *reg, const char *ns,
-                                        const char *name, bool group,
-                                        procreg_wait_probe probe, void *ctx,
-                                        int timeout_ms,
-                                        GCancellable *cancellable,
-                                        GError **error);
-
 /* ---- registry.c, for groups.c ---- */
 
 /* The owner to store: the caller when @given is NULL, else the live
@@ -439,5 +463,54 @@ PROCREG_INTERNAL procreg_entry *procreg_gi_entry_take(procreg_entry *entry);
 /* Free a boxed entry or namespace info. */
 PROCREG_INTERNAL void procreg_gi_entry_free(procreg_entry *entry);
 PROCREG_INTERNAL void procreg_gi_namespace_info_free(procreg_namespace_info *info);
+
+/* ---- the registry's writes, for the layers above it (registry.c) ---- */
+
+/* procreg_register_key() that may also write the reserved namespaces:
+ * the core's own records go through the one write path, with its owner
+ * rule, stripes, events and counters. */
+PROCREG_INTERNAL int procreg_register_reserved(procreg *reg,
+                                               const procreg_key *key,
+                                               const procreg_owner *owner,
+                                               GVariant *metadata,
+                                               procreg_entry *current,
+                                               GError **error);
+/* Remove @holder's entry of @key at its revision when its owner is dead
+ * (known to the monitor, or, with every owner on this host, no longer a
+ * live process), with the OWNER_EXITED event a cleanup would have.
+ * Returns whether that entry is gone. */
+PROCREG_INTERNAL bool procreg_evict_if_dead(procreg *reg,
+                                            const procreg_key *key,
+                                            const procreg_entry *holder);
+
+/* ---- ticket queues: locks and start claims (lock.c) ---- */
+
+#define PROCREG_QUEUE_LOCK PROCREG_NS_RESERVED_PREFIX "lock:"
+#define PROCREG_QUEUE_START PROCREG_NS_RESERVED_PREFIX "start:"
+
+/* Join the queue of @key under @prefix (PROCREG_QUEUE_*) and wait until
+ * it is our turn: procreg_lock_key() with the queue's namespace prefix. */
+PROCREG_INTERNAL int procreg_queue_acquire(procreg *reg, const char *prefix,
+                                           const procreg_key *key,
+                                           int timeout_ms,
+                                           GCancellable *cancellable,
+                                           procreg_lock_handle **out,
+                                           GError **error);
+/* Leave the queue: procreg_unlock(). */
+PROCREG_INTERNAL int procreg_queue_release(procreg *reg,
+                                           procreg_lock_handle *h,
+                                           GError **error);
+
+/* ---- filters (filter.c; parsed by filter-parse.c) ---- */
+
+/* Whether @s (@len bytes) is a keyword of the filter language. */
+PROCREG_INTERNAL bool procreg_filter_is_keyword(const char *s, size_t len);
+/* The key of the first term of @f's top-level "and" chain that an index
+ * answers (metadata == a string, boolean or integer), its literal in
+ * *@value (a new reference); NULL when there is none. */
+PROCREG_INTERNAL const char *
+procreg_filter_index_term(const procreg_filter *f, GVariant **value);
+/* The name of a top-level "name == ..." term, or NULL. */
+PROCREG_INTERNAL const char *procreg_filter_name_term(const procreg_filter *f);
 
 #endif

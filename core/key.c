@@ -339,3 +339,21 @@ PROCREG_INTERNAL char *procreg_key_string(const char *ns, const char *name)
 {
     return g_strconcat(ns, "\x1f", name, NULL);
 }
+
+PROCREG_INTERNAL bool procreg_ns_reserved(const char *ns)
+{
+    return ns != NULL && strncmp(ns, PROCREG_NS_RESERVED_PREFIX,
+                                 strlen(PROCREG_NS_RESERVED_PREFIX)) == 0;
+}
+
+PROCREG_INTERNAL int procreg_ns_check_writable(const char *ns, GError **error)
+{
+    return procreg_ns_reserved(ns)
+               ? procreg_set_error(error, PROCREG_EINVAL,
+                                   "namespace '%s' is reserved: namespaces "
+                                   "that begin with '%s' hold procreg's own "
+                                   "records (locks, start claims, namespace "
+                                   "settings)", ns,
+                                   PROCREG_NS_RESERVED_PREFIX)
+               : 0;
+}

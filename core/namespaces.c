@@ -83,6 +83,8 @@ PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
                    PROCREG_CAP_ATOMIC_DROP) &&
                   reg->ops->drop_namespace != NULL;
     int rc = procreg_validate_name(ns, "namespace", error);
+    if (rc == 0)
+        rc = procreg_ns_check_writable(ns, error);
     if (rc != 0)
         return rc;
     procreg_tblock *b = procreg_tblock_get(reg);

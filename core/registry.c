@@ -237,10 +237,29 @@ static bool evict_dead_holder(procreg *reg, const procreg_key *key,
     return rc == 0 || rc == PROCREG_ENOTFOUND;
 }
 
-PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
-                                     const procreg_owner *owner,
-                                     GVariant *metadata,
-                                     procreg_entry *current, GError **error)
+/* A holder known dead, or dead by the check above, loses its key now: its
+ * entry is removed at the revision @holder was read at (as its cleanup
+ * would remove it).  Returns whether that entry is gone; false when the
+ * holder lives or the key changed hands meanwhile. */
+PROCREG_INTERNAL bool procreg_evict_if_dead(procreg *reg,
+                                            const procreg_key *key,
+                                            const procreg_entry *holder)
+{
+    if (!holder_dead(reg, &holder->owner))
+        return false;
+    pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
+    pthread_mutex_lock(stripe);
+    bool gone = evict_dead_holder(reg, key, holder);
+    pthread_mutex_unlock(stripe);
+    return gone;
+}
+
+/* procreg_register_key(); @reserved_ok lets the core's own records (lock
+ * tickets, namespace settings) into the reserved namespaces. */
+static int register_entry(procreg *reg, const procreg_key *key,
+                          const procreg_owner *owner, GVariant *metadata,
+                          procreg_entry *current, bool reserved_ok,
+                          GError **error)
 {
     g_return_val_if_fail(reg != NULL && key != NULL, PROCREG_EINVAL);
     procreg_tblock *b = procreg_tblock_get(reg);
@@ -250,10 +269,12 @@ PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
     metadata_flatten(metadata);
     procreg_record record = {.metadata = metadata,
                              .registered_at = g_get_real_time()};
-    int rc = procreg_metadata_check(metadata, error);
+    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
+    int rc = reserved_ok ? 0 : procreg_ns_check_writable(ns, error);
+    if (rc == 0)
+        rc = procreg_metadata_check(metadata, error);
     if (rc == 0)
         rc = procreg_resolve_owner(owner, &record.owner, error);
-    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
     if (rc == 0) {
         GError *local = NULL;
         procreg_entry cur = {0};
@@ -302,6 +323,24 @@ PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
         g_variant_unref(metadata);
     procreg_op_done(reg, b, PROCREG_OP_REGISTER, rc, t0, ns, name, rc == 0);
     return rc;
+}
+
+PROCREG_API int procreg_register_key(procreg *reg, const procreg_key *key,
+                                     const procreg_owner *owner,
+                                     GVariant *metadata,
+                                     procreg_entry *current, GError **error)
+{
+    return register_entry(reg, key, owner, metadata, current, false, error);
+}
+
+PROCREG_INTERNAL int procreg_register_reserved(procreg *reg,
+                                               const procreg_key *key,
+                                               const procreg_owner *owner,
+                                               GVariant *metadata,
+                                               procreg_entry *current,
+                                               GError **error)
+{
+    return register_entry(reg, key, owner, metadata, current, true, error);
 }
 
 PROCREG_API int procreg_register(procreg *reg, const char *ns,

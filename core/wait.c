@@ -4,7 +4,8 @@
  * to grow.  A waiter sleeps on the wake-up board of events.c until a
  * registration of its key (a join of its group) wakes it (no polling), a
  * GCancellable fires, or the timeout passes; entries and members of
- * owners the monitor knows dead (liveness.c) do not count.
+ * owners the monitor knows dead (liveness.c) do not count.  The
+ * cancellable and deadline helpers serve the lock waiters (lock.c) too.
  */
 #include "internal.h"
 
@@ -56,6 +57,47 @@ static void on_cancelled(GCancellable *c, gpointer data)
     procreg_wake_cancel(data);
 }
 
+PROCREG_INTERNAL int procreg_cancellable_check(GCancellable *cancellable,
+                                               GError **error)
+{
+    if (cancellable == NULL)
+        return 0;
+    const gio_api *api = gio_get();
+    if (api == NULL)
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "a GCancellable was given but GIO is not "
+                                 "loaded in this process");
+    return api->is_cancelled(cancellable) ? PROCREG_ECANCELLED : 0;
+}
+
+PROCREG_INTERNAL gulong procreg_cancellable_link(GCancellable *cancellable,
+                                                 procreg_wake *w)
+{
+    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
+    return api != NULL ? api->connect(cancellable,
+                                      (void (*)(void))on_cancelled, w, NULL)
+                       : 0;
+}
+
+PROCREG_INTERNAL void procreg_cancellable_unlink(GCancellable *cancellable,
+                                                 gulong handler)
+{
+    if (handler != 0)
+        gio_get()->disconnect(cancellable, handler);
+}
+
+PROCREG_INTERNAL void procreg_deadline_in(struct timespec *deadline,
+                                          int timeout_ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, deadline);
+    deadline->tv_sec += timeout_ms / 1000;
+    deadline->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline->tv_nsec >= 1000000000L) {
+        deadline->tv_sec++;
+        deadline->tv_nsec -= 1000000000L;
+    }
+}
+
 /* A lookup that ignores entries whose owner is known dead: the probe of
  * procreg_wait_for_key(). */
 typedef struct {
@@ -91,24 +133,12 @@ static int try_get(procreg *reg, void *ctx, GError **error)
 static int wait_loop(procreg *reg, const char *ns, const char *name,
                      bool group, procreg_wait_probe probe, void *ctx,
                      int timeout_ms, GCancellable *cancellable,
-                     const gio_api *api, GError **error)
+                     GError **error)
 {
     procreg_wake *w = procreg_wake_join(reg, ns, name, group);
-    gulong handler = 0;
-    if (api != NULL)
-        handler = api->connect(cancellable, (void (*)(void))on_cancelled, w,
-                               NULL);
-
+    gulong handler = procreg_cancellable_link(cancellable, w);
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    if (timeout_ms > 0) {
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-    }
+    procreg_deadline_in(&deadline, timeout_ms > 0 ? timeout_ms : 0);
 
     /* Read the generation, then look: a registration after the read bumps
      * it, so the sleep below cannot miss one the probe did not see. */
@@ -128,8 +158,7 @@ static int wait_loop(procreg *reg, const char *ns, const char *name,
         }
     }
 
-    if (handler != 0)
-        api->disconnect(cancellable, handler);
+    procreg_cancellable_unlink(cancellable, handler);
     procreg_wake_leave(w);
     return rc;
 }
@@ -141,20 +170,16 @@ PROCREG_INTERNAL int procreg_wait_until(procreg *reg, const char *ns,
                                         GCancellable *cancellable,
                                         GError **error)
 {
-    const gio_api *api = cancellable != NULL ? gio_get() : NULL;
-    if (cancellable != NULL && api == NULL)
-        return procreg_set_error(error, PROCREG_EINVAL,
-                                 "a GCancellable was given but GIO is not "
-                                 "loaded in this process");
-    if (api != NULL && api->is_cancelled(cancellable))
-        return PROCREG_ECANCELLED;
+    int rc = procreg_cancellable_check(cancellable, error);
+    if (rc != 0)
+        return rc;
     GError *local = NULL;
-    int rc = probe(reg, ctx, &local);
+    rc = probe(reg, ctx, &local);
     if (rc == PROCREG_ENOTFOUND) {
         g_clear_error(&local);
         rc = timeout_ms == 0 ? PROCREG_ETIMEDOUT
                              : wait_loop(reg, ns, name, group, probe, ctx,
-                                         timeout_ms, cancellable, api, &local);
+                                         timeout_ms, cancellable, &local);
     }
     if (local != NULL)
         g_propagate_error(error, local);

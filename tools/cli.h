@@ -1,7 +1,8 @@
 /*
  * What the files of the procreg program share: the parsed command line,
  * exit codes, and the output and parsing helpers of procreg.c that the
- * group commands (groups-cmd.c) use too.
+ * group commands (groups-cmd.c) and the coordination commands (coord.c:
+ * lock, select, namespace settings) use too.
  */
 #ifndef PROCREG_TOOLS_CLI_H
 #define PROCREG_TOOLS_CLI_H
@@ -44,6 +45,8 @@ typedef struct {
     const char *timeout;
     bool prometheus;
     const char *listen; /* metrics --listen */
+    bool count;         /* select --count */
+    bool delete_key;    /* meta --delete */
     GPtrArray *args; /* positionals after the command */
     const char *command;
 } cli;
@@ -61,6 +64,12 @@ bool want_args(const cli *c, guint min, guint max, const char *form);
 const char *arg(const cli *c, guint i);
 /* The --meta options as an a{sv} (NULL when none); false when malformed. */
 bool build_meta(const cli *c, GVariant **out);
+/* --timeout SECONDS as milliseconds (-1 when absent); false (a usage
+ * error printed) when malformed. */
+bool timeout_ms_of(const cli *c, int *timeout_ms);
+void print_entry(const cli *c, const char *ns, const char *name,
+                 const procreg_entry *e);
+void print_entries(const cli *c, procreg_entry *all, size_t n);
 /* Run the main loop until SIGINT, SIGTERM or SIGHUP (in loop_signal). */
 void run_until_signal(void);
 extern int loop_signal;
@@ -76,5 +85,11 @@ int cli_join(procreg *reg, const cli *c);
 int cli_leave(procreg *reg, const cli *c);
 int cli_members(procreg *reg, const cli *c);
 int cli_groups(procreg *reg, const cli *c);
+
+/* ---- coord.c ---- */
+
+int cmd_lock(procreg *reg, const cli *c);
+int cmd_select(procreg *reg, const cli *c);
+int cmd_meta(procreg *reg, const cli *c);
 
 #endif

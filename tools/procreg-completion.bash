@@ -18,7 +18,7 @@ _procreg() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
     local commands="register lookup unregister update list find watch wait
         namespaces drop-namespace stats health metrics backends join leave
-        members groups"
+        members groups lock select meta"
     local -a reg
     mapfile -t reg < <(_procreg_registry)
 
@@ -50,7 +50,9 @@ _procreg() {
         update) opts+=" --meta --meta-string --replace --force" ;;
         unregister) opts+=" --force" ;;
         find) opts+=" --ns" ;;
-        wait) opts+=" --timeout" ;;
+        select) opts+=" --ns --count" ;;
+        meta) opts+=" --meta --meta-string --delete" ;;
+        wait|lock) opts+=" --timeout" ;;
         stats) opts+=" --prometheus" ;;
         metrics) opts+=" --listen" ;;
         join) opts+=" --pid --hold --meta --meta-string" ;;
@@ -65,7 +67,7 @@ _procreg() {
     fi
     case "$cmd:$npos" in
     register:0|lookup:0|unregister:0|update:0|list:0|watch:0|wait:0|\
-    drop-namespace:0)
+    drop-namespace:0|lock:0|meta:0)
         local names
         names=$(procreg "${reg[@]}" namespaces 2>/dev/null |
                 while read -r ns _; do printf '%s\n' "$ns"; done)

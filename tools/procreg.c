@@ -45,9 +45,26 @@ static const char usage_text[] =
     "        needs --force, which the event records (reason forced).\n"
     "  list [NS]                       entries of NS, or of every namespace\n"
     "  find KEY=VALUE [--ns NS]        entries whose metadata KEY is VALUE\n"
+    "  select FILTER [--ns NS] [--count]\n"
+    "        Entries that match FILTER, e.g. 'role == \"api\" and port >= 8000'\n"
+    "        or 'name glob \"web-*\" and not exists draining' (terms on name,\n"
+    "        pid and metadata keys; and, or, not, parentheses: procreg.h\n"
+    "        has the rules); --count prints how many.\n"
     "  watch [NS [NAME]]               print changes until interrupted\n"
     "  wait NS NAME [--timeout SECONDS]\n"
     "        Block until NAME is registered (no limit without --timeout).\n"
+    "  lock NS NAME [--timeout SECONDS] -- COMMAND [ARG...]\n"
+    "        Run COMMAND holding the lock NAME of namespace NS, like flock(1)\n"
+    "        but across the processes of the registry (the hosts, on etcd);\n"
+    "        waits while another holds it (no limit without --timeout).\n"
+    "        COMMAND is killed if this command is; SIGINT, SIGTERM and\n"
+    "        SIGHUP are passed on to it.  The lock is released when COMMAND\n"
+    "        ends, and its exit status is this command's.\n"
+    "  meta NS [KEY [--delete]] [--meta KEY=VALUE ...]\n"
+    "        The settings of namespace NS: all of them, KEY's value, or (with\n"
+    "        --meta) set them; --delete removes KEY.  Settings belong to no\n"
+    "        process: they stay after this command exits (on etcd until its\n"
+    "        lease runs out: doc/coordination.md).\n"
     "  namespaces                      namespaces and their entry counts\n"
     "  drop-namespace NS               remove every entry of NS (and every\n"
     "                                  member of its groups)\n"
@@ -77,7 +94,7 @@ static const char usage_text[] =
     "  -h, --help          this text\n"
     "  --version           the procreg version\n"
     "\n"
-    "Metadata values (register, update, join):\n"
+    "Metadata values (register, update, join, meta):\n"
     "  --meta KEY=VALUE         true/false is a boolean, an integer an int64,\n"
     "                           a number with a fraction or exponent a double,\n"
     "                           anything else a string\n"
@@ -91,11 +108,13 @@ static const char usage_text[] =
     "  2  invalid input: arguments, names, metadata, pid, backend spec\n"
     "  3  not found\n"
     "  4  already registered (the holder is printed)\n"
-    "  5  timed out (wait)\n"
+    "  5  timed out (wait, lock)\n"
     "  6  backend error: I/O, damaged or full registry (health: failed)\n"
     "  7  health: degraded\n"
     "  8  the entry belongs to another process (unregister, update: --force;\n"
-    "     leave: the member)\n";
+    "     leave: the member)\n"
+    "  lock: COMMAND's exit status (128 + N when killed by signal N; 127\n"
+    "  when it cannot be run), or one of the above before it runs\n";
 
 
 /* ------------------------------------------------------------------------ */
@@ -353,7 +372,7 @@ int usage_error(const char *fmt, ...)
     return EXIT_USAGE;
 }
 
-static void print_entry(const cli *c, const char *ns, const char *name,
+void print_entry(const cli *c, const char *ns, const char *name,
                         const procreg_entry *e)
 {
     if (c->json) {
@@ -806,7 +825,7 @@ static int cmd_update(procreg *reg, const cli *c)
     return EXIT_OK;
 }
 
-static void print_entries(const cli *c, procreg_entry *all, size_t n)
+void print_entries(const cli *c, procreg_entry *all, size_t n)
 {
     if (c->json) {
         GString *o = g_string_new("[");
@@ -924,19 +943,27 @@ static int cmd_watch(procreg *reg, const cli *c)
     return EXIT_OK;
 }
 
+bool timeout_ms_of(const cli *c, int *timeout_ms)
+{
+    *timeout_ms = -1;
+    if (c->timeout == NULL)
+        return true;
+    char *end = NULL;
+    double s = g_ascii_strtod(c->timeout, &end);
+    if (end == c->timeout || *end != '\0' || !(s >= 0) || s > 2e6) {
+        usage_error("--timeout '%s' is not a number of seconds", c->timeout);
+        return false;
+    }
+    *timeout_ms = (int)(s * 1000 + 0.5);
+    return true;
+}
+
 static int cmd_wait(procreg *reg, const cli *c)
 {
-    if (!want_args(c, 2, 2, "wait NS NAME [--timeout SECONDS]"))
+    int timeout_ms;
+    if (!want_args(c, 2, 2, "wait NS NAME [--timeout SECONDS]") ||
+        !timeout_ms_of(c, &timeout_ms))
         return EXIT_USAGE;
-    int timeout_ms = -1;
-    if (c->timeout != NULL) {
-        char *end = NULL;
-        double s = g_ascii_strtod(c->timeout, &end);
-        if (end == c->timeout || *end != '\0' || !(s >= 0) || s > 2e6)
-            return usage_error("--timeout '%s' is not a number of seconds",
-                               c->timeout);
-        timeout_ms = (int)(s * 1000 + 0.5);
-    }
     procreg_entry e = {0};
     GError *err = NULL;
     int rc = procreg_wait_for(reg, arg(c, 0), arg(c, 1), timeout_ms, NULL, &e,
@@ -1204,6 +1231,8 @@ static const command commands[] = {
 #endif
     {"join", cli_join},           {"leave", cli_leave},
     {"members", cli_members},     {"groups", cli_groups},
+    {"lock", cmd_lock},           {"select", cmd_select},
+    {"meta", cmd_meta},
 };
 
 /* Options that take a value, and which commands accept each option. */
@@ -1212,15 +1241,17 @@ static bool option_allowed(const char *cmd, const char *opt)
     static const struct {
         const char *opt, *cmds;
     } table[] = {
-        {"--meta", " register update join "},
-        {"--meta-string", " register update join "},
+        {"--meta", " register update join meta "},
+        {"--meta-string", " register update join meta "},
+        {"--delete", " meta "},
         {"--pid", " register join leave "},
         {"--hold", " register join "},
         {"--replace", " update "},
         {"--force", " unregister update leave "},
         {"--member", " leave "},
-        {"--ns", " find "},
-        {"--timeout", " wait "},
+        {"--ns", " find select "},
+        {"--count", " select "},
+        {"--timeout", " wait lock "},
         {"--prometheus", " stats "},
         {"--listen", " metrics "},
     };
@@ -1316,6 +1347,10 @@ static int parse(int argc, char **argv, cli *c)
             c->prometheus = true;
         } else if (strcmp(name, "--listen") == 0) {
             c->listen = value;
+        } else if (strcmp(name, "--count") == 0) {
+            c->count = true;
+        } else if (strcmp(name, "--delete") == 0) {
+            c->delete_key = true;
         }
         g_free(name);
         if (rc >= 0)
@@ -1326,8 +1361,9 @@ static int parse(int argc, char **argv, cli *c)
 
 /* On etcd a registry reads and watches the whole prefix (watch=true);
  * a command needs less: none for one that acts and exits, the namespace
- * for watch NS and wait.  Applied when the spec names etcd itself (not
- * inside a decorator) and says nothing of the watch. */
+ * for watch NS, the namespaces it uses for wait and lock.  Applied when
+ * the spec names etcd itself (not inside a decorator) and says nothing of
+ * the watch. */
 static char *etcd_watch_for(const char *spec, const cli *c)
 {
     bool etcd = strcmp(spec, "etcd") == 0 || g_str_has_prefix(spec, "etcd:");
@@ -1343,7 +1379,8 @@ static char *etcd_watch_for(const char *spec, const cli *c)
         return g_strdup_printf("%s%swatch=used,watch_namespaces=[%s]", spec,
                                sep, ns);
     }
-    if (strcmp(c->command, "wait") == 0)
+    /* A lock waiter is woken by the removal of the ticket ahead. */
+    if (strcmp(c->command, "wait") == 0 || strcmp(c->command, "lock") == 0)
         return g_strdup_printf("%s%swatch=used", spec, sep);
     return g_strdup_printf("%s%swatch=false", spec, sep);
 }

@@ -31,13 +31,19 @@
  *                            (doc/getting-started.md, doc/backends.md)
  *   Operations               register, lookup, unregister, update, list,
  *                            count, find
+ *   Select                   entries by predicates: filters in C and as
+ *                            text (doc/coordination.md)
  *   Health and stats         procreg_health_check(), procreg_stats()
  *   Service layer            the same over every backend (doc/service.md):
  *     operations             the operation kinds telemetry counts
  *     owner liveness         a dead owner's entries go (procreg_list_owned())
  *     events                 procreg_subscribe() and friends
  *     waiting                procreg_wait_for()
+ *     locks by name          procreg_lock(), procreg_unlock()
+ *                            (doc/coordination.md)
+ *     start once             procreg_start_once() (doc/coordination.md)
  *     namespaces             test namespaces, drop, list
+ *     namespace settings     procreg_namespace_meta_*() (doc/coordination.md)
  *     service health         procreg_service_check()
  *     telemetry              per-operation callbacks and histograms
  *     statistics export      Prometheus text, JSON (procreg_stats_to_json())
@@ -73,6 +79,16 @@ G_BEGIN_DECLS
 
 /** Longest namespace or name, in bytes. */
 #define PROCREG_NAME_MAX 255
+
+/**
+ * Namespaces that begin with this prefix hold procreg's own records: lock
+ * tickets and start claims ("procreg:lock:NS", "procreg:start:NS") and
+ * namespace settings ("procreg:meta:NS").  They can be read, listed and
+ * watched like any other, but procreg_register() and
+ * procreg_namespace_drop() refuse them (PROCREG_EINVAL), so no entry of an
+ * application ever clashes with a lock.
+ */
+#define PROCREG_NS_RESERVED_PREFIX "procreg:"
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                   */
@@ -343,7 +359,8 @@ PROCREG_API char **procreg_backend_names(void);
  *
  * @param[out] current  optional: on success the new entry, on
  *             PROCREG_EEXISTS the entry that holds the key.
- * @return 0, PROCREG_EINVAL (bad key or metadata that is not a{sv}),
+ * @return 0, PROCREG_EINVAL (bad key, a reserved namespace
+ *         (PROCREG_NS_RESERVED_PREFIX), or metadata that is not a{sv}),
  *         PROCREG_ENOTALIVE (the owner is not a live process),
  *         PROCREG_EEXISTS, PROCREG_EFULL, PROCREG_ENOMEM, PROCREG_EBACKEND.
  */
@@ -505,6 +522,145 @@ PROCREG_API int procreg_find_count(procreg *reg, const char *ns,
                                    size_t *out, GError **error);
 
 /* ------------------------------------------------------------------------ */
+/* Select: entries by predicates                                            */
+
+/*
+ * A filter is a predicate over entries, built in C or written as text:
+ *
+ *     role == "api" and port >= 8000
+ *     name startswith "web-" and not exists draining
+ *     (zone == "a" or zone == "b") and pid != 4242 and meta["load avg"] < 0.5
+ *
+ * Terms:
+ *  - name OP "text": the entry's name; OP is ==, !=, <, <=, >, >= (bytewise),
+ *    startswith (a prefix) or glob ('*' any run, '?' any one character);
+ *  - pid OP INTEGER: the owner's pid (==, !=, <, <=, >, >=);
+ *  - KEY OP VALUE: metadata key KEY (an identifier of letters, digits, '_',
+ *    '.', '-' that is no keyword, or meta["any text"]); VALUE is a string
+ *    ("..." with \" \\ \/ \n \t \r \uXXXX), an integer, a double
+ *    (with '.' or an exponent), true or false;
+ *  - exists KEY: the metadata has KEY, whatever its type.
+ * combined with and, or, not and parentheses (not binds tightest, then
+ * and, then or).
+ *
+ * Comparisons: a metadata value is a string (GVariant s, o, g), a boolean,
+ * an integer (any width, compared by value) or a double; other types match
+ * no comparison.  == and != need the same class, as procreg_find() does:
+ * the integer 3 never equals the double 3.0.  <, <=, >, >= order numbers
+ * (integers and doubles together, by value) and strings (bytewise);
+ * booleans only take == and !=; startswith and glob take strings.  A term
+ * on a key the entry lacks, or of another class, is false — != included:
+ * `not role == "api"` also matches entries without a role.
+ */
+
+/** Comparison operators of filter terms. */
+typedef enum {
+    PROCREG_FILTER_EQ = 0,     /**< == */
+    PROCREG_FILTER_NE = 1,     /**< != */
+    PROCREG_FILTER_LT = 2,     /**< < */
+    PROCREG_FILTER_LE = 3,     /**< <= */
+    PROCREG_FILTER_GT = 4,     /**< > */
+    PROCREG_FILTER_GE = 5,     /**< >= */
+    PROCREG_FILTER_PREFIX = 6, /**< startswith: a string prefix */
+    PROCREG_FILTER_GLOB = 7,   /**< glob: '*' and '?' (names, strings) */
+} procreg_filter_op;
+
+/** How deep filters nest at most (and/or/not levels, parentheses). */
+#define PROCREG_FILTER_DEPTH_MAX 256
+
+/** A filter: immutable, reference counted, shared freely between
+ *  threads.  Every function below that makes one returns a new reference
+ *  (release it with procreg_filter_unref()). */
+typedef struct procreg_filter procreg_filter;
+
+/**
+ * Parse @text (UTF-8).  Thread-safe.
+ * @return 0 or PROCREG_EINVAL; with @error, the message says where and
+ *         what was expected ("filter: at byte 12: found 'and'; expected a
+ *         string, a number, true, false"), and procreg_error_get_details()
+ *         has the byte offset (position) and what the parser expected there
+ *         (alternatives).
+ */
+PROCREG_API int procreg_filter_parse(const char *text, procreg_filter **out,
+                                     GError **error);
+/** A term on the name: @text is the string, the prefix or the glob.
+ *  @return 0 or PROCREG_EINVAL (unknown @op, @text NULL or not UTF-8). */
+PROCREG_API int procreg_filter_new_name(procreg_filter_op op, const char *text,
+                                        procreg_filter **out, GError **error);
+/** A term on the owner's pid.  @return 0 or PROCREG_EINVAL (startswith,
+ *  glob or an unknown @op). */
+PROCREG_API int procreg_filter_new_pid(procreg_filter_op op, int64_t pid,
+                                       procreg_filter **out, GError **error);
+/**
+ * A term on metadata @key.  @value: a string, a boolean, an integer of any
+ * width or a finite double (a floating reference is sunk; the value is
+ * copied).
+ * @return 0 or PROCREG_EINVAL (empty or non-UTF-8 key, another type, a
+ *         boolean with an ordering, startswith/glob without a string).
+ */
+PROCREG_API int procreg_filter_new_meta(const char *key, procreg_filter_op op,
+                                        GVariant *value, procreg_filter **out,
+                                        GError **error);
+/** A term: metadata @key exists.  @return 0 or PROCREG_EINVAL. */
+PROCREG_API int procreg_filter_new_exists(const char *key,
+                                          procreg_filter **out,
+                                          GError **error);
+/** @a and @b (each referenced, not taken).  @return 0 or PROCREG_EINVAL
+ *  (NULL operands, or nested deeper than PROCREG_FILTER_DEPTH_MAX). */
+PROCREG_API int procreg_filter_and(procreg_filter *a, procreg_filter *b,
+                                   procreg_filter **out, GError **error);
+/** @a or @b; as procreg_filter_and(). */
+PROCREG_API int procreg_filter_or(procreg_filter *a, procreg_filter *b,
+                                  procreg_filter **out, GError **error);
+/** Not @a; as procreg_filter_and(). */
+PROCREG_API int procreg_filter_not(procreg_filter *a, procreg_filter **out,
+                                   GError **error);
+/** Take a reference.  Returns @filter. */
+PROCREG_API procreg_filter *procreg_filter_ref(procreg_filter *filter);
+/** Drop a reference; NULL is ignored. */
+PROCREG_API void procreg_filter_unref(procreg_filter *filter);
+/** @filter as text that procreg_filter_parse() reads back to the same
+ *  filter.  g_free() it. */
+PROCREG_API char *procreg_filter_to_string(const procreg_filter *filter);
+/** Whether @entry matches @filter (name terms need @entry->name). */
+PROCREG_API bool procreg_filter_matches(const procreg_filter *filter,
+                                        const procreg_entry *entry);
+
+/**
+ * The entries of @ns (NULL: every namespace) that match @filter (NULL:
+ * all), sorted as procreg_list() sorts.  A backend's metadata index (the
+ * optimized backend's) answers an equality term of the filter's top-level
+ * "and" (metadata == a string, boolean or integer) and only its hits are
+ * checked against the rest; a top-level name == "..." with a namespace is
+ * one lookup; anything else is a scan.  The result is the same.  Counted
+ * as PROCREG_OP_FIND (or LIST, LOOKUP_ENTRY: what it asked the backend).
+ * @param[out] out  a new array of @n_out entries; procreg_entries_free().
+ * @return 0, PROCREG_EINVAL (bad namespace), PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_select(procreg *reg, const char *ns,
+                               const procreg_filter *filter,
+                               procreg_entry **out, size_t *n_out,
+                               GError **error);
+/** How many entries procreg_select() would return. */
+PROCREG_API int procreg_select_count(procreg *reg, const char *ns,
+                                     const procreg_filter *filter,
+                                     size_t *out, GError **error);
+/**
+ * Unregister the entries of @ns (NULL: every namespace) that match
+ * @filter (NULL: all) and that the calling process owns, each only while
+ * it is still at the revision it matched at: an entry changed since (or
+ * removed meanwhile) is left alone.  Entries of other processes are not
+ * touched.
+ * @param[out] removed  optional: how many were removed (also on failure:
+ *                      the removals before it).
+ * @return 0, PROCREG_EINVAL, PROCREG_EBACKEND (the first failure; the
+ *         removals before it stand).
+ */
+PROCREG_API int procreg_unregister_match(procreg *reg, const char *ns,
+                                         const procreg_filter *filter,
+                                         size_t *removed, GError **error);
+
+/* ------------------------------------------------------------------------ */
 /* Health and stats                                                         */
 
 typedef enum procreg_health_status {
@@ -574,7 +730,7 @@ typedef enum {
     PROCREG_OP_UNREGISTER = 3,     /**< procreg_unregister*() */
     PROCREG_OP_UPDATE = 4,         /**< procreg_update_metadata*() */
     PROCREG_OP_LIST = 5,           /**< procreg_list(), _count(), _list_owned() */
-    PROCREG_OP_FIND = 6,           /**< procreg_find*() */
+    PROCREG_OP_FIND = 6,           /**< procreg_find*(), a select's index query */
     PROCREG_OP_DROP_NAMESPACE = 7, /**< procreg_namespace_drop() */
     PROCREG_OP_CLEANUP = 8,        /**< an entry removed because its owner exited */
     PROCREG_OP_WAIT = 9,           /**< procreg_wait_for*(), procreg_wait_members*() */
@@ -755,6 +911,149 @@ PROCREG_API int procreg_wait_for_key(procreg *reg, const procreg_key *key,
                                      procreg_entry *out, GError **error);
 
 /* ------------------------------------------------------------------------ */
+/* Coordination: locks by name                                              */
+
+/*
+ * A lock is mutual exclusion by name, across the threads of a process, the
+ * processes of a host (lmdb) and the hosts of a cluster (etcd): what
+ * flock(1), Elixir's Registry.lock/3, etcd's concurrency mutex and Consul's
+ * locks give.  It is built of registry entries, so it works on every
+ * backend: each procreg_lock() registers a ticket (namespace
+ * "procreg:lock:NS", name "NAME#" and 16 random hex digits) owned by the
+ * calling process, and holds the lock once no live ticket of NAME is older
+ * than its own.
+ *
+ *  - Order: first come, first served (FIFO): tickets are ordered by their
+ *    registration's revision, which every backend hands out in order
+ *    (across processes on lmdb, across hosts on etcd).
+ *  - A dead holder or waiter never blocks the lock: its ticket goes with
+ *    its owner, within the registry's liveness latency (milliseconds on one
+ *    host; on etcd, lease_ttl for a process or host that dies whole), and
+ *    the next waiter proceeds.
+ *  - Lock names never clash with entry names: tickets live in the reserved
+ *    namespaces (PROCREG_NS_RESERVED_PREFIX), where applications cannot
+ *    register.  A lock's namespace may be at most 242 bytes and its name
+ *    at most 238 (the ticket's prefix and suffix take the rest).
+ *  - Not recursive: a second procreg_lock() of a name the caller holds
+ *    waits for the first to be unlocked.
+ *  - The lock belongs to the process: any thread of it may unlock it.  A
+ *    handle never unlocked holds the lock until its process exits (or, on
+ *    etcd, until the registry's lease runs out after it was closed).
+ *  - On etcd, a holder cut off from the cluster for longer than lease_ttl
+ *    loses its ticket and another host may take the lock: protect what the
+ *    lock guards with its revision (procreg_lock_handle_get_revision()),
+ *    which grows with every acquisition, as a fencing token.
+ *
+ * doc/coordination.md has the details, leader election built on it, and
+ * the costs measured.
+ */
+
+/** A held lock, from procreg_lock() until procreg_unlock(). */
+typedef struct procreg_lock_handle procreg_lock_handle;
+
+/**
+ * Take the lock (ns, name), waiting while another thread, process or host
+ * holds it.  Safe from any thread.
+ * @timeout_ms: < 0 waits without limit, 0 only tries (no wait).
+ * @cancellable: optional; cancelling it ends the wait (GIO must be loaded
+ *               in the process, which it is whenever a caller has one).
+ * @param[out] out  the held lock, for procreg_unlock() (NULL on failure).
+ * @return 0, PROCREG_ETIMEDOUT (with @error, its details' entry is the
+ *         holder's ticket: who holds the lock), PROCREG_ECANCELLED,
+ *         PROCREG_EINVAL (bad names, too long for a lock, or a
+ *         GCancellable without GIO), PROCREG_ECONFLICT (the ticket was
+ *         removed while it waited: forced away, or an etcd lease lost),
+ *         PROCREG_EBACKEND.  On failure nothing of the attempt remains.
+ */
+PROCREG_API int procreg_lock(procreg *reg, const char *ns, const char *name,
+                             int timeout_ms, GCancellable *cancellable,
+                             procreg_lock_handle **out, GError **error);
+PROCREG_API int procreg_lock_key(procreg *reg, const procreg_key *key,
+                                 int timeout_ms, GCancellable *cancellable,
+                                 procreg_lock_handle **out, GError **error);
+
+/**
+ * Release @lock (taken through @reg) and free it, whatever the result: the
+ * next waiter proceeds.  Safe from any thread of the process that took it.
+ * @return 0, PROCREG_ENOTFOUND (the lock had been lost before: its ticket
+ *         was forced away or its etcd lease ran out), PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_unlock(procreg *reg, procreg_lock_handle *lock,
+                               GError **error);
+
+/**
+ * The revision of @lock's ticket: it grows with every acquisition of any
+ * lock of the registry, so a resource can refuse a holder whose revision
+ * is lower than one it has seen (a fencing token).  Thread-safe.
+ */
+PROCREG_API uint64_t
+procreg_lock_handle_get_revision(const procreg_lock_handle *lock);
+
+/* ------------------------------------------------------------------------ */
+/* Coordination: start once                                                 */
+
+/**
+ * A start function for procreg_start_once(): start the service (ns, name)
+ * and say who runs it.  It runs on the calling thread while the caller
+ * holds the name's start claim, so no other procreg_start_once() of the
+ * name runs its start function meanwhile.
+ * @owner: the process that will own the entry: on entry the calling
+ *         process's pid with start_time 0 (unknown: the registration reads
+ *         it); set pid to the started worker's when another process
+ *         serves.
+ * @metadata: set it to the entry's metadata (a{sv}; a floating reference
+ *            is sunk, a full one is taken), or leave it NULL.
+ * @return 0, or a negative PROCREG_E* code (with @error set) when the
+ *         service could not start: nothing is registered.
+ */
+typedef int (*procreg_start_fn)(procreg *reg, const char *ns,
+                                const char *name, procreg_owner *owner,
+                                GVariant **metadata, gpointer user_data,
+                                GError **error);
+
+/**
+ * Return the live holder of (ns, name), or start it with @start: the
+ * "already started" answer of Elixir's via tuples, without two starters.
+ * Every concurrent caller for the name — threads, processes (lmdb), hosts
+ * (etcd) — waits while one of them runs its start function, and then gets
+ * the entry it registered.  A start function that fails, or a starter that
+ * dies before it registered, leaves the name free: the next waiter then
+ * runs its own start function.  Nothing stays locked.  Safe from any
+ * thread; @start must not call procreg_start_once() for the same name.
+ *
+ * A name someone registers directly (procreg_register()) while @start
+ * runs wins: the call then returns PROCREG_EEXISTS with that holder in
+ * @out, and what @start started is the caller's to stop.
+ *
+ * @destroy: optional, called on @user_data once, before the call returns.
+ * @timeout_ms: how long to wait for another caller's start (< 0: no
+ *              limit, 0: not at all); @start's own time is not limited.
+ * @cancellable: optional; ends that wait.
+ * @param[out] out  optional: the entry (ns and name left NULL): the one
+ *                  this call registered, the one found running, or on
+ *                  PROCREG_EEXISTS the holder.
+ * @param[out] started  optional: whether this call ran @start and
+ *                      registered the result.
+ * @return 0 (running: see @started), @start's failure, PROCREG_EEXISTS,
+ *         PROCREG_ETIMEDOUT, PROCREG_ECANCELLED, PROCREG_EINVAL (bad
+ *         names, too long for a claim (as for a lock), no @start),
+ *         PROCREG_ENOTALIVE (@start named a dead owner), PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_start_once(procreg *reg, const char *ns,
+                                   const char *name, procreg_start_fn start,
+                                   gpointer user_data, GDestroyNotify destroy,
+                                   int timeout_ms, GCancellable *cancellable,
+                                   procreg_entry *out, bool *started,
+                                   GError **error);
+PROCREG_API int procreg_start_once_key(procreg *reg, const procreg_key *key,
+                                       procreg_start_fn start,
+                                       gpointer user_data,
+                                       GDestroyNotify destroy, int timeout_ms,
+                                       GCancellable *cancellable,
+                                       procreg_entry *out, bool *started,
+                                       GError **error);
+
+/* ------------------------------------------------------------------------ */
 /* Service layer: namespaces                                                */
 
 /** Prefix of the namespaces procreg_namespace_new_test() makes. */
@@ -781,7 +1080,7 @@ PROCREG_API bool procreg_namespace_is_test(const char *ns);
  *                      atomic step (PROCREG_CAP_ATOMIC_DROP); when false,
  *                      an entry registered in @ns by another process
  *                      during the drop may survive it.
- * @return 0, PROCREG_EINVAL, PROCREG_EBACKEND.
+ * @return 0, PROCREG_EINVAL (bad or reserved namespace), PROCREG_EBACKEND.
  */
 PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
                                        size_t *removed, bool *atomic,
@@ -805,6 +1104,73 @@ PROCREG_API int procreg_namespace_list(procreg *reg,
 /** Free what procreg_namespace_list() returned.  NULL is ignored. */
 PROCREG_API void procreg_namespace_info_free(procreg_namespace_info *infos,
                                              size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Service layer: namespace settings                                        */
+
+/*
+ * Small key -> value settings per namespace (a config version, a drain
+ * flag), like Elixir's Registry.meta/put_meta/delete_meta: shared like
+ * entries on every backend (kept as entries of the reserved namespace
+ * "procreg:meta:NS"), with an event when they change.  A setting belongs
+ * to no application process: anyone may change or delete it, and it
+ * outlives the process that wrote it — on in-memory backends as long as
+ * the registry, on lmdb as long as the file (and the host: it is kept for
+ * the host's process 1).  On etcd it is attached to the lease of the
+ * registry that created it, like every etcd entry: it goes when that
+ * registry has been closed for lease_ttl.  Keys follow the name rules;
+ * the namespace may have at most 242 bytes.  All calls are thread-safe.
+ */
+
+/**
+ * Set @key of namespace @ns (NULL: PROCREG_NS_PRODUCTION) to @value (any
+ * GVariant; a floating reference is sunk, the registry keeps its own).
+ * @return 0, PROCREG_EINVAL (bad names, NULL @value), PROCREG_ECONFLICT
+ *         (other writers changed the key on each of many attempts),
+ *         PROCREG_EFULL, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_namespace_meta_put(procreg *reg, const char *ns,
+                                           const char *key, GVariant *value,
+                                           GError **error);
+/**
+ * The value of @key of @ns.
+ * @param[out] value  a new reference; g_variant_unref() it.
+ * @return 0, PROCREG_ENOTFOUND, PROCREG_EINVAL, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_namespace_meta_get(procreg *reg, const char *ns,
+                                           const char *key, GVariant **value,
+                                           GError **error);
+/** Remove @key of @ns.  @return 0, PROCREG_ENOTFOUND, PROCREG_EINVAL,
+ *  PROCREG_EBACKEND. */
+PROCREG_API int procreg_namespace_meta_delete(procreg *reg, const char *ns,
+                                              const char *key, GError **error);
+/**
+ * Every setting of @ns.
+ * @param[out] settings  a new a{sv}, sorted by key (empty when there is
+ *                       none); g_variant_unref() it.
+ * @return 0, PROCREG_EINVAL, PROCREG_EBACKEND.
+ */
+PROCREG_API int procreg_namespace_meta_list(procreg *reg, const char *ns,
+                                            GVariant **settings,
+                                            GError **error);
+
+/** A settings callback: @key of @ns is now @value (borrowed), or was
+ *  deleted (@value NULL). */
+typedef void (*procreg_namespace_meta_fn)(procreg *reg, const char *ns,
+                                          const char *key, GVariant *value,
+                                          gpointer user_data);
+/**
+ * Call @fn for each change of a setting of @ns made after this call
+ * (through any registry of the backend), delivered as procreg_subscribe()
+ * delivers events (@context, ordering, @destroy, the dispatcher thread).
+ * End it with procreg_unsubscribe(@id).
+ * @return 0 or PROCREG_EINVAL (bad namespace, NULL @fn) or PROCREG_ENOMEM;
+ *         on failure @destroy is not called (the caller keeps @user_data).
+ */
+PROCREG_API int procreg_namespace_meta_subscribe(
+    procreg *reg, const char *ns, procreg_namespace_meta_fn fn,
+    gpointer user_data, GDestroyNotify destroy, GMainContext *context,
+    uint64_t *id, GError **error);
 
 /* ------------------------------------------------------------------------ */
 /* Service layer: service health                                            */

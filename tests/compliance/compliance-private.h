@@ -225,9 +225,20 @@ typedef struct {
 bool cx_spawn(Fixture *f, const char *mode, Spawned *c, GError **error);
 void cx_spawned_end(Spawned *c);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Spawned, cx_spawned_end)
+/* SIGKILL it, then cx_spawned_end(). */
+void cx_spawned_kill(Spawned *c);
+/* A Spawned SIGKILLed at end of scope: for a child that may be blocked (a
+ * lock waiter) when a check fails, where closing its stdin would not end
+ * it. */
+typedef Spawned SpawnedKilled;
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(SpawnedKilled, cx_spawned_kill)
 /* One line from @fd within CX_WAIT_MS (without its newline); NULL on
  * timeout or end of file. */
 char *cx_read_line(int fd);
+/* The same within @timeout_ms. */
+char *cx_read_line_within(int fd, int timeout_ms);
+/* Write @line and a newline to @fd. */
+bool cx_write_line(int fd, const char *line);
 
 /* Cases defined outside compliance.c. */
 void case_owner_rule(Fixture *f);
@@ -235,6 +246,18 @@ void case_owner_rule_multiprocess(Fixture *f);
 void case_dead_holder(Fixture *f);
 /* The child side of case_owner_rule_multiprocess (MODE "owner"). */
 int cx_owner_child(procreg *reg);
+void case_lock_basic(Fixture *f);
+void case_lock_fifo(Fixture *f);
+void case_lock_processes(Fixture *f);
+void case_lock_holder_killed(Fixture *f);
+void case_lock_waiter_killed(Fixture *f);
+void case_select(Fixture *f);
+void case_namespace_meta(Fixture *f);
+void case_namespace_meta_processes(Fixture *f);
+void case_start_once_threads(Fixture *f);
+void case_start_once_processes(Fixture *f);
+/* The child side of the lock and start-once cases (MODE "lock"). */
+int cx_lock_child(procreg *reg);
 
 /* ---- groups.c: helpers of the group cases ---- */
 

@@ -2270,6 +2270,8 @@ int compliance_child_main(int argc, char **argv)
         status = basic_child(reg);
     else if (strcmp(mode, "owner") == 0)
         status = cx_owner_child(reg);
+    else if (strcmp(mode, "lock") == 0)
+        status = cx_lock_child(reg);
     else if (strcmp(mode, "groups") == 0)
         status = cx_groups_child(reg);
     else {
@@ -2414,6 +2416,21 @@ static const Case cases[] = {
     {"owner_rule_multiprocess", case_owner_rule_multiprocess,
      PROCREG_CAP_MULTIPROCESS, LEVEL_REGISTRY},
     {"dead_holder", case_dead_holder, 0, LEVEL_REGISTRY},
+    {"lock_basic", case_lock_basic, 0, LEVEL_REGISTRY},
+    {"lock_fifo", case_lock_fifo, 0, LEVEL_REGISTRY},
+    {"lock_processes", case_lock_processes, PROCREG_CAP_MULTIPROCESS,
+     LEVEL_REGISTRY},
+    {"lock_holder_killed", case_lock_holder_killed, PROCREG_CAP_MULTIPROCESS,
+     LEVEL_REGISTRY},
+    {"lock_waiter_killed", case_lock_waiter_killed, PROCREG_CAP_MULTIPROCESS,
+     LEVEL_REGISTRY},
+    {"start_once_threads", case_start_once_threads, 0, LEVEL_REGISTRY},
+    {"select", case_select, 0, LEVEL_REGISTRY},
+    {"namespace_meta", case_namespace_meta, 0, LEVEL_REGISTRY},
+    {"namespace_meta_processes", case_namespace_meta_processes,
+     PROCREG_CAP_MULTIPROCESS, LEVEL_REGISTRY},
+    {"start_once_processes", case_start_once_processes,
+     PROCREG_CAP_MULTIPROCESS, LEVEL_REGISTRY},
     {"groups_basics", case_groups_basics, PROCREG_CAP_GROUPS, LEVEL_REGISTRY},
     {"groups_bad_input", case_groups_bad_input, PROCREG_CAP_GROUPS,
      LEVEL_REGISTRY},

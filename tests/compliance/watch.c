@@ -1,13 +1,15 @@
 /*
- * Helpers the cases of owner.c and groups.c share: collecting events from
- * a subscription, children that die with the case, and re-executed
- * children talked to over pipes.
+ * Helpers the cases of owner.c, groups.c, lock.c, start.c and nsmeta.c
+ * share: collecting events from a subscription, children that die with the
+ * case, and re-executed children talked to over pipes.
  */
 #include "compliance-private.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -160,8 +162,13 @@ void cx_child_clear(Child *c)
 
 char *cx_read_line(int fd)
 {
+    return cx_read_line_within(fd, CX_WAIT_MS);
+}
+
+char *cx_read_line_within(int fd, int timeout_ms)
+{
     GString *s = g_string_new(NULL);
-    gint64 deadline = g_get_monotonic_time() + (gint64)CX_WAIT_MS * 1000;
+    gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
     for (;;) {
         int left = (int)((deadline - g_get_monotonic_time()) / 1000);
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -193,6 +200,28 @@ void cx_spawned_end(Spawned *c)
     close(c->out);
     g_spawn_close_pid(c->pid);
     c->pid = 0;
+}
+
+void cx_spawned_kill(Spawned *c)
+{
+    if (c->pid > 0)
+        kill(c->pid, SIGKILL);
+    cx_spawned_end(c);
+}
+
+bool cx_write_line(int fd, const char *line)
+{
+    g_autofree char *text = g_strconcat(line, "\n", NULL);
+    size_t len = strlen(text), done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, text + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        done += (size_t)n;
+    }
+    return true;
 }
 
 bool cx_spawn(Fixture *f, const char *mode, Spawned *c, GError **error)

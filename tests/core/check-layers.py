@@ -17,9 +17,9 @@ import sys
 
 LAYERS = [
     ["error", "brlock"],
-    ["entry", "key", "owner", "spec", "builtin"],
+    ["entry", "key", "owner", "spec", "builtin", "filter"],
     ["member"],
-    ["backends"],
+    ["backends", "filter-parse"],
     ["dispatch"],
     ["counters"],
     ["telemetry"],
@@ -27,7 +27,8 @@ LAYERS = [
     ["liveness"],
     ["host", "wait", "namespaces"],
     ["registry"],
-    ["health", "stats", "groups"],
+    ["health", "stats", "groups", "lock", "select", "nsmeta"],
+    ["start"],
     ["gtypes"],
     ["gregistry"],
 ]

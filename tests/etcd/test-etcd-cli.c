@@ -9,7 +9,11 @@
  *     owner_exited);
  *   - interrupted, it removes the entry (reason forced: it is not the
  *     owner) and ends;
- *   - one-shot commands open without a watch, `watch NS` watches NS.
+ *   - one-shot commands open without a watch, `watch NS` watches NS;
+ *   - `procreg lock` excludes across hosts (two host_ids): the waiter runs
+ *     its command when the holder's ends, and when the holder's host dies
+ *     whole (SIGKILL: a host that cannot judge the dead pid) only once its
+ *     lease has run out.
  * Skipped (exit 77) without etcd, or without the program.
  */
 #include "etcd-harness.h"
@@ -261,6 +265,98 @@ static void test_commands_watch_what_they_need(void)
     g_free(said);
 }
 
+/* `procreg lock jobs x -- ARGV...` on host @host_spec, stdin and stdout
+ * pipes (@in may be NULL: no stdin pipe). */
+static GPid start_lock(const char *host_spec, const char *const *command,
+                       int *in, int *out)
+{
+    GPtrArray *argv = g_ptr_array_new();
+    const char *head[] = {cli, "-b", host_spec, "lock", "jobs", "x", "--"};
+    for (size_t i = 0; i < G_N_ELEMENTS(head); i++)
+        g_ptr_array_add(argv, (gpointer)head[i]);
+    for (size_t i = 0; command[i] != NULL; i++)
+        g_ptr_array_add(argv, (gpointer)command[i]);
+    g_ptr_array_add(argv, NULL);
+    GPid pid = 0;
+    GError *err = NULL;
+    g_assert_true(g_spawn_async_with_pipes(NULL, (char **)argv->pdata, NULL,
+                                           G_SPAWN_DO_NOT_REAP_CHILD, NULL,
+                                           NULL, &pid, in, out, NULL, &err));
+    g_ptr_array_unref(argv);
+    return pid;
+}
+
+/* Whether the lock (jobs, x) has @want tickets within 10 s. */
+static bool tickets_reach(procreg *w, size_t want)
+{
+    gint64 until = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    size_t n = 0;
+    while (procreg_count(w, "procreg:lock:jobs", &n, NULL) == 0 && n != want &&
+           g_get_monotonic_time() < until)
+        g_usleep(10 * 1000);
+    return n == want;
+}
+
+static void test_lock_across_hosts(void)
+{
+    char *u = etcd_member_url(&cluster, 0);
+    char *other = g_strdup_printf("etcd:endpoints=[%s],prefix=/procreg-test/"
+                                  "cli,host_id=h-other,lease_ttl=%d",
+                                  u, TTL_S);
+    g_free(u);
+    procreg *w = open_watcher();
+
+    /* Handover: the waiter on the other host runs once the holder ends. */
+    const char *reads[] = {"sh", "-c", "echo in; read line", NULL};
+    const char *second[] = {"echo", "second", NULL};
+    int holder_in = -1, holder_out = -1, waiter_out = -1;
+    GPid first = start_lock(spec, reads, &holder_in, &holder_out);
+    char *said = read_out(holder_out, 10000, true);
+    g_assert_cmpstr(said, ==, "in\n");
+    g_free(said);
+    GPid waiter = start_lock(other, second, NULL, &waiter_out);
+    g_assert_true(tickets_reach(w, 2));
+    g_assert_cmpint(write(holder_in, "go\n", 3), ==, 3);
+    int status = reap(first, 10000);
+    g_assert_true(status != -1 && WIFEXITED(status) &&
+                  WEXITSTATUS(status) == 0);
+    said = read_out(waiter_out, 10000, false);
+    g_assert_cmpstr(said, ==, "second\n");
+    g_free(said);
+    status = reap(waiter, 10000);
+    g_assert_true(status != -1 && WIFEXITED(status) &&
+                  WEXITSTATUS(status) == 0);
+    close(holder_in);
+    close(holder_out);
+    close(waiter_out);
+
+    /* The holder's host dies whole: SIGKILL, and the other host cannot
+     * tell that pid is dead, so its waiter waits for the lease. */
+    const char *sleeps[] = {"sh", "-c", "echo in; exec sleep 60", NULL};
+    first = start_lock(spec, sleeps, NULL, &holder_out);
+    said = read_out(holder_out, 10000, true);
+    g_assert_cmpstr(said, ==, "in\n");
+    g_free(said);
+    waiter = start_lock(other, second, NULL, &waiter_out);
+    g_assert_true(tickets_reach(w, 2));
+    kill_and_reap(first);
+    /* Not before the lease (TTL_S, renewed every third of it) ran out. */
+    said = read_out(waiter_out, 500, false);
+    g_assert_cmpstr(said, ==, "");
+    g_free(said);
+    said = read_out(waiter_out, (TTL_S + 10) * 1000, false);
+    g_assert_cmpstr(said, ==, "second\n");
+    g_free(said);
+    status = reap(waiter, 10000);
+    g_assert_true(status != -1 && WIFEXITED(status) &&
+                  WEXITSTATUS(status) == 0);
+    close(holder_out);
+    close(waiter_out);
+    g_assert_true(tickets_reach(w, 0));
+    procreg_close(w);
+    g_free(other);
+}
+
 int main(int argc, char **argv)
 {
     etcd_harness_env(argv);
@@ -292,6 +388,7 @@ int main(int argc, char **argv)
     g_test_add_func("/etcd-cli/hold-interrupted", test_hold_interrupted);
     g_test_add_func("/etcd-cli/commands-watch-what-they-need",
                     test_commands_watch_what_they_need);
+    g_test_add_func("/etcd-cli/lock-across-hosts", test_lock_across_hosts);
     int rc = g_test_run();
     etcd_cluster_destroy(&cluster);
     g_free(spec);

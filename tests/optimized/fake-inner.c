@@ -379,14 +379,21 @@ guint64 fake_calls_total(fake_inner *f)
 void fake_set(fake_inner *f, const char *ns, const char *name, pid_t pid,
               GVariant *metadata)
 {
+    procreg_owner owner = {.pid = pid, .start_time = 1};
+
+    fake_set_owner(f, ns, name, &owner, metadata);
+}
+
+void fake_set_owner(fake_inner *f, const char *ns, const char *name,
+                    const procreg_owner *owner, GVariant *metadata)
+{
     procreg_entry *e = g_new0(procreg_entry, 1);
 
     if (metadata != NULL)
         g_variant_ref_sink(metadata);
     e->ns = g_strdup(ns);
     e->name = g_strdup(name);
-    e->owner.pid = pid;
-    e->owner.start_time = 1;
+    e->owner = *owner;
     e->metadata = metadata;
     e->registered_at = g_get_real_time();
     pthread_mutex_lock(&f->lock);

@@ -53,6 +53,9 @@ guint64 fake_calls_total(fake_inner *f);
  * remove an entry.  @metadata: a{sv} or NULL (floating is sunk). */
 void fake_set(fake_inner *f, const char *ns, const char *name, pid_t pid,
               GVariant *metadata);
+/* fake_set() with a whole owner (fake_set() gives start time 1). */
+void fake_set_owner(fake_inner *f, const char *ns, const char *name,
+                    const procreg_owner *owner, GVariant *metadata);
 gboolean fake_remove(fake_inner *f, const char *ns, const char *name);
 
 /* Report a change of (ns, name) to the host, as a shared backend does. */
