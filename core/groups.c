@@ -105,6 +105,18 @@ PROCREG_API int procreg_join_key(procreg *reg, const procreg_key *key,
         pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
         pthread_mutex_lock(stripe);
         rc = procreg_backend_group_join(reg->backend, key, &record, &m, error);
+        if (rc == 0 && procreg_owner_died_meanwhile(reg, &record.owner)) {
+            /* As registry.c's register: undone before any event. */
+            procreg_backend_group_leave(reg->backend, key, m.id,
+                                        &record.owner,
+                                        PROCREG_REASON_OWNER_EXITED, NULL,
+                                        NULL);
+            procreg_member_clear(&m);
+            rc = procreg_set_error(error, PROCREG_ENOTALIVE,
+                                   "process %d is not alive (it died during "
+                                   "the join)",
+                                   (int)record.owner.pid);
+        }
         if (rc == 0) {
             procreg_owner_index_add_member(reg, ns, group, &m.owner, m.id);
             if (!reg->backend_orders_events)

@@ -513,4 +513,12 @@ procreg_filter_index_term(const procreg_filter *f, GVariant **value);
 /* The name of a top-level "name == ..." term, or NULL. */
 PROCREG_INTERNAL const char *procreg_filter_name_term(const procreg_filter *f);
 
+/* Whether @owner, found alive before a write (procreg_resolve_owner()),
+ * is dead now: known dead to the monitor, or, on a backend whose owners
+ * live on this host, no longer a live process.  The calling process never
+ * is.  A write that made an entry or member of it undoes that (registry.c,
+ * groups.c): its death may have been cleaned up already. */
+PROCREG_INTERNAL bool procreg_owner_died_meanwhile(procreg *reg,
+                                                  const procreg_owner *owner);
+
 #endif

@@ -218,6 +218,14 @@ static bool holder_dead(procreg *reg, const procreg_owner *holder)
            !procreg_owner_is_alive(holder);
 }
 
+PROCREG_INTERNAL bool procreg_owner_died_meanwhile(procreg *reg,
+                                                  const procreg_owner *owner)
+{
+    procreg_owner self;
+    procreg_owner_self(&self);
+    return !procreg_owner_same(owner, &self) && holder_dead(reg, owner);
+}
+
 /* The key is held by a dead owner, its cleanup still pending: remove that
  * entry now (as the cleanup would) so the caller can take the key.  The
  * stripe is held.  Returns whether the entry is gone: removed here, or by
@@ -297,6 +305,20 @@ static int register_entry(procreg *reg, const procreg_key *key,
             g_clear_error(&local);
             rc = procreg_backend_register_entry(reg->backend, key, &record,
                                                 &cur, lp);
+        }
+        if (rc == 0 && procreg_owner_died_meanwhile(reg, &record.owner)) {
+            /* The owner died after resolve_owner() saw it alive (while
+             * this call waited for its stripe, say): its death may have
+             * been cleaned up already, and this entry would bring a dead
+             * process back.  Undone before the stripe lets another writer
+             * of the key in, and before any event. */
+            procreg_backend_unregister(reg->backend, key, cur.revision, NULL,
+                                       NULL);
+            procreg_entry_clear(&cur);
+            rc = procreg_set_error(lp, PROCREG_ENOTALIVE,
+                                   "process %d is not alive (it died during "
+                                   "the registration)",
+                                   (int)record.owner.pid);
         }
         if (rc == 0) {
             procreg_owner_index_add(reg, ns, name, &cur.owner, cur.revision);

@@ -150,6 +150,33 @@ static void test_owner_dies_during_register(void)
     procreg_close(reg);
 }
 
+/* The key is free and the owner dies inside the register, after the core
+ * found it alive: the register must not leave an entry of a dead process
+ * (its death may have been cleaned up already: a history on a slow
+ * machine registered one 11 ms after its owner's cleanup). */
+static void test_owner_dies_during_free_register(void)
+{
+    FakeBackend *fb;
+    procreg *reg = open_fake("fake_ts", &fb);
+    kill_ctx c = {.pid = sleeping_child()};
+    procreg_owner o;
+    g_assert_cmpint(procreg_owner_from_pid(c.pid, &o, NULL), ==, 0);
+    fake_backend_set_on_call(fb, kill_in_register, &c);
+    GError *err = NULL;
+    int rc = procreg_register(reg, "ns", "free", &o, NULL, NULL, &err);
+    fake_backend_set_on_call(fb, NULL, NULL);
+    g_assert_true(c.killed);
+    g_assert_cmpint(rc, ==, PROCREG_ENOTALIVE);
+    g_assert_nonnull(err);
+    g_clear_error(&err);
+    procreg_owner held;
+    g_assert_cmpint(procreg_lookup(reg, "ns", "free", &held, NULL), ==,
+                    PROCREG_ENOTFOUND);
+    g_assert_cmpint(procreg_register(reg, "ns", "free", NULL, NULL, NULL,
+                                     NULL), ==, 0);
+    procreg_close(reg);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -158,5 +185,7 @@ int main(int argc, char **argv)
                     test_replaced_between_check_and_write);
     g_test_add_func("/core/writes/owner-dies-during-register",
                     test_owner_dies_during_register);
+    g_test_add_func("/core/writes/owner-dies-during-free-register",
+                    test_owner_dies_during_free_register);
     return g_test_run();
 }
