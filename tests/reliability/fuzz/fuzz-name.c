@@ -140,6 +140,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(second == key);
     procreg_key_unref(second);
 
+    /* The reserved namespaces (the core's own records) refuse writes. */
+    if (g_str_has_prefix(eff_ns, PROCREG_NS_RESERVED_PREFIX)) {
+        FUZZ_CHECK(procreg_register_key(reg, key, NULL, NULL, NULL, NULL) ==
+                   PROCREG_EINVAL);
+        procreg_key_unref(key);
+        g_free(buf);
+        return 0;
+    }
     /* The key form and the string form see the same entry. */
     FUZZ_CHECK(procreg_register_key(reg, key, NULL, NULL, NULL, NULL) == 0);
     procreg_owner owner;
