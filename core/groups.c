@@ -105,7 +105,8 @@ PROCREG_API int procreg_join_key(procreg *reg, const procreg_key *key,
         pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
         pthread_mutex_lock(stripe);
         rc = procreg_backend_group_join(reg->backend, key, &record, &m, error);
-        if (rc == 0 && procreg_owner_died_meanwhile(reg, &record.owner)) {
+        if (rc == 0 && reg->writes_local &&
+            procreg_owner_died_meanwhile(reg, &record.owner)) {
             /* As registry.c's register: undone before any event. */
             procreg_backend_group_leave(reg->backend, key, m.id,
                                         &record.owner,

@@ -517,7 +517,8 @@ PROCREG_INTERNAL const char *procreg_filter_name_term(const procreg_filter *f);
  * is dead now: known dead to the monitor, or, on a backend whose owners
  * live on this host, no longer a live process.  The calling process never
  * is.  A write that made an entry or member of it undoes that (registry.c,
- * groups.c): its death may have been cleaned up already. */
+ * groups.c) where writes are local: its death may have been cleaned up
+ * already. */
 PROCREG_INTERNAL bool procreg_owner_died_meanwhile(procreg *reg,
                                                   const procreg_owner *owner);
 

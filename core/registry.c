@@ -306,12 +306,16 @@ static int register_entry(procreg *reg, const procreg_key *key,
             rc = procreg_backend_register_entry(reg->backend, key, &record,
                                                 &cur, lp);
         }
-        if (rc == 0 && procreg_owner_died_meanwhile(reg, &record.owner)) {
+        if (rc == 0 && reg->writes_local &&
+            procreg_owner_died_meanwhile(reg, &record.owner)) {
             /* The owner died after resolve_owner() saw it alive (while
              * this call waited for its stripe, say): its death may have
              * been cleaned up already, and this entry would bring a dead
              * process back.  Undone before the stripe lets another writer
-             * of the key in, and before any event. */
+             * of the key in, and before any event.  Only where the stripe
+             * excludes every writer: a shared backend checks the owner in
+             * its own commit (lmdb), and there another process may change
+             * the entry before an undo. */
             procreg_backend_unregister(reg->backend, key, cur.revision, NULL,
                                        NULL);
             procreg_entry_clear(&cur);
