@@ -285,10 +285,18 @@ static char *mask_secrets(const char *text)
     static const char key[] = SECRET_OPTION "=";
     GString *out = g_string_new(NULL);
     const char *p = text;
+    /* Whether the character before @p is an unescaped ':', ',' or '[':
+     * only there does an option name begin. */
+    bool option_starts = false;
     while (*p) {
-        bool option_starts = p > text && strchr(":,[", p[-1]) != NULL &&
-                             (p - 1 == text || p[-2] != '\\');
+        if (*p == '\\' && p[1]) {
+            g_string_append_len(out, p, 2);
+            p += 2;
+            option_starts = false;
+            continue;
+        }
         if (!option_starts || strncmp(p, key, sizeof key - 1) != 0) {
+            option_starts = strchr(":,[", *p) != NULL;
             g_string_append_c(out, *p++);
             continue;
         }
