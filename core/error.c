@@ -154,6 +154,7 @@ PROCREG_API const char *procreg_strerror(int code)
     case PROCREG_EBACKEND: return "backend failure";
     case PROCREG_EUNKNOWN_BACKEND: return "unknown backend";
     case PROCREG_EPERM: return "owned by another process";
+    case PROCREG_ECOMPACTED: return "history no longer kept";
     }
     return "unknown error";
 }
@@ -176,6 +177,7 @@ PROCREG_API const char *procreg_error_name(int code)
     case PROCREG_EBACKEND: return "PROCREG_EBACKEND";
     case PROCREG_EUNKNOWN_BACKEND: return "PROCREG_EUNKNOWN_BACKEND";
     case PROCREG_EPERM: return "PROCREG_EPERM";
+    case PROCREG_ECOMPACTED: return "PROCREG_ECOMPACTED";
     }
     return NULL;
 }

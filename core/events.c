@@ -391,7 +391,7 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
                                           procreg_event_reason reason,
                                           const char *ns, const char *name,
                                           const procreg_entry *entry,
-                                          bool external)
+                                          bool external, uint64_t position)
 {
     procreg_events *h = reg->events;
     if (entry != NULL) {
@@ -432,6 +432,7 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
     }
     it->ev.time = g_get_real_time();
     it->ev.external = external;
+    it->ev.position = position;
 
     pthread_mutex_lock(&h->lock);
     if (h->stop || h->subs->len == 0) {
@@ -455,7 +456,7 @@ PROCREG_INTERNAL void procreg_events_emit_member(procreg *reg,
                                                  bool external)
 {
     procreg_entry e = procreg_member_as_entry(m);
-    procreg_events_emit(reg, kind, reason, m->ns, m->group, &e, external);
+    procreg_events_emit(reg, kind, reason, m->ns, m->group, &e, external, 0);
 }
 
 PROCREG_INTERNAL bool procreg_events_wanted(procreg *reg)
@@ -471,7 +472,7 @@ PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
                                               const procreg_entry *entry)
 {
     if (!reg->backend_orders_events)
-        procreg_events_emit(reg, kind, reason, ns, name, entry, false);
+        procreg_events_emit(reg, kind, reason, ns, name, entry, false, 0);
 }
 
 PROCREG_API uint64_t procreg_event_last_seq(procreg *reg)

@@ -34,6 +34,7 @@ static const GEnumValue error_values[] = {
     VALUE(PROCREG_EBACKEND, "ebackend"),
     VALUE(PROCREG_EUNKNOWN_BACKEND, "eunknown-backend"),
     VALUE(PROCREG_EPERM, "eperm"),
+    VALUE(PROCREG_ECOMPACTED, "ecompacted"),
     VALUES_END,
 };
 

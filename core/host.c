@@ -76,7 +76,7 @@ static bool notification_valid(const char *what, procreg_event_kind kind,
  * for no process made it: its owner died. */
 static void deliver(procreg *reg, procreg_event_kind kind,
                     procreg_event_reason reason, const procreg_entry *entry,
-                    bool external)
+                    bool external, uint64_t position)
 {
     if (kind == PROCREG_EVENT_UNREGISTERED || kind == PROCREG_EVENT_LEFT) {
         if (kind == PROCREG_EVENT_LEFT)
@@ -95,7 +95,25 @@ static void deliver(procreg *reg, procreg_event_kind kind,
         (kind == PROCREG_EVENT_UPDATED && reason != PROCREG_REASON_FORCED))
         reason = PROCREG_REASON_NONE;
     procreg_events_emit(reg, kind, reason, entry->ns, entry->name, entry,
-                        external);
+                        external, position);
+}
+
+PROCREG_API void procreg_backend_host_notify_at(procreg_backend_host *host,
+                                                procreg_event_kind kind,
+                                                procreg_event_reason reason,
+                                                const procreg_entry *entry,
+                                                bool own, uint64_t position)
+{
+    /* Decorators' write paths know their own writes: those go straight to
+     * the registry; the others pass each child host on the way. */
+    for (; host != NULL && host->reg == NULL; host = host->parent)
+        if (!own && host->fn != NULL)
+            host->fn(host->user_data, kind, reason, entry);
+    if (host != NULL &&
+        notification_valid(own ? "procreg_backend_host_notify_own"
+                               : "procreg_backend_host_notify",
+                           kind, entry))
+        deliver(host->reg, kind, reason, entry, !own, position);
 }
 
 PROCREG_API void procreg_backend_host_notify(procreg_backend_host *host,
@@ -103,12 +121,7 @@ PROCREG_API void procreg_backend_host_notify(procreg_backend_host *host,
                                              procreg_event_reason reason,
                                              const procreg_entry *entry)
 {
-    for (; host != NULL && host->reg == NULL; host = host->parent)
-        if (host->fn != NULL)
-            host->fn(host->user_data, kind, reason, entry);
-    if (host != NULL &&
-        notification_valid("procreg_backend_host_notify", kind, entry))
-        deliver(host->reg, kind, reason, entry, true);
+    procreg_backend_host_notify_at(host, kind, reason, entry, false, 0);
 }
 
 PROCREG_API void procreg_backend_host_notify_own(procreg_backend_host *host,
@@ -116,11 +129,5 @@ PROCREG_API void procreg_backend_host_notify_own(procreg_backend_host *host,
                                                  procreg_event_reason reason,
                                                  const procreg_entry *entry)
 {
-    /* Decorators' write paths know their own writes: straight to the
-     * registry. */
-    while (host != NULL && host->reg == NULL)
-        host = host->parent;
-    if (host != NULL &&
-        notification_valid("procreg_backend_host_notify_own", kind, entry))
-        deliver(host->reg, kind, reason, entry, false);
+    procreg_backend_host_notify_at(host, kind, reason, entry, true, 0);
 }

@@ -303,13 +303,15 @@ PROCREG_INTERNAL void procreg_events_free(procreg_events *ev);
 
 /* A change made through @reg (or reported by its backend when @external):
  * wakes the key's waiters and queues the event when anyone listens.
- * @entry: ns/name may be NULL (then @ns/@name are used). */
+ * @entry: ns/name may be NULL (then @ns/@name are used).  @position: its
+ * place in the backend's history (procreg_backend_host_notify_at()), 0
+ * when the backend keeps none. */
 PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
                                           procreg_event_kind kind,
                                           procreg_event_reason reason,
                                           const char *ns, const char *name,
                                           const procreg_entry *entry,
-                                          bool external);
+                                          bool external, uint64_t position);
 /* The group form of procreg_events_emit(): JOINED or LEFT of @m (ns and
  * group set). */
 PROCREG_INTERNAL void procreg_events_emit_member(procreg *reg,

@@ -449,7 +449,8 @@ PROCREG_INTERNAL void procreg_owner_exit_removed(procreg *reg, const char *ns,
         return; /* the backend reports it: host.c counts it then */
     procreg_removal_seen(reg, ns, name, t0);
     procreg_events_emit(reg, PROCREG_EVENT_UNREGISTERED,
-                        PROCREG_REASON_OWNER_EXITED, ns, name, gone, false);
+                        PROCREG_REASON_OWNER_EXITED, ns, name, gone, false,
+                        0);
 }
 
 /* Tell telemetry of the removals seen; the monitor thread, no lock held. */

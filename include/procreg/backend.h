@@ -173,6 +173,19 @@ PROCREG_API void procreg_backend_host_notify_own(procreg_backend_host *host,
                                                  procreg_event_reason reason,
                                                  const procreg_entry *entry);
 
+/**
+ * procreg_backend_host_notify() (@own false) or
+ * procreg_backend_host_notify_own() (@own true) for a backend that keeps a
+ * history (the version-4 history slots): @position is the change's place
+ * in it, the number history_read() gives the same change.  Positions
+ * increase in commit order.  The others pass 0 (no position).
+ */
+PROCREG_API void procreg_backend_host_notify_at(procreg_backend_host *host,
+                                                procreg_event_kind kind,
+                                                procreg_event_reason reason,
+                                                const procreg_entry *entry,
+                                                bool own, uint64_t position);
+
 /*
  * Groups use the same two calls with kinds JOINED and LEFT: @entry then
  * describes the member, its name being the group, its revision the member
@@ -217,10 +230,23 @@ PROCREG_API void procreg_backend_host_free(procreg_backend_host *host);
 /* The vtable                                                               */
 
 /* Version 2 added the optional count_namespaces slot at the end of the
- * table, version 3 the group slots; the core reads a slot only from tables
- * whose version has it, so modules built for version 1 or 2 keep working
- * (and answer PROCREG_ENOTSUP for groups). */
-#define PROCREG_BACKEND_VERSION 3
+ * table, version 3 the group slots, version 4 the history slots; the core
+ * reads a slot only from tables whose version has it, so modules built for
+ * version 1 or 2 keep working (and answer PROCREG_ENOTSUP for groups). */
+#define PROCREG_BACKEND_VERSION 4
+
+/** One change read back from a backend's history (history_read). */
+typedef struct {
+    procreg_event_kind kind;
+    procreg_event_reason reason; /**< as the notification gave it */
+    uint64_t position;           /**< its place in the history */
+    bool own;                    /**< made through this instance */
+    procreg_entry entry;         /**< owned; ns and name set (for JOINED
+                                      and LEFT: the member, as notified) */
+} procreg_change;
+
+/** An array for history_read(): clears each change when freed. */
+PROCREG_API GArray *procreg_change_array_new(void);
 
 /*
  * Rules for every op:
@@ -385,6 +411,27 @@ typedef struct procreg_backend_ops {
     int (*group_member)(void *state, const procreg_key *key,
                         uint64_t member_id, procreg_member *out,
                         GError **error);
+
+    /* ---- version 4: history ----
+     * A backend that keeps the recent changes of its whole store (other
+     * processes' and hosts' too) sets both slots, has
+     * PROCREG_CAP_ORDERED_EVENTS, and reports every change with
+     * procreg_backend_host_notify_at() and its position; the core then
+     * serves procreg_subscribe_from() from it.  Without them the core keeps
+     * a history of its own, of this registry's events. */
+
+    /** May. The position of the latest change committed (0: none yet). */
+    int (*history_head)(void *state, uint64_t *out, GError **error);
+    /** May (with history_head). Append to @out (procreg_change_array_new())
+     *  every change of namespace @ns (NULL: every namespace; group changes
+     *  included) with a position above @after, in position order, up to at
+     *  least the latest change committed before the call; set *@head to the
+     *  position read up to (every change at or below it is in @out or
+     *  outside @ns).  PROCREG_ECOMPACTED when changes after @after are no
+     *  longer kept, or @after is above every position (the history
+     *  restarted): the message says what is kept. */
+    int (*history_read)(void *state, const char *ns, uint64_t after,
+                        GArray *out, uint64_t *head, GError **error);
 } procreg_backend_ops;
 
 /**

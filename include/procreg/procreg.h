@@ -113,6 +113,7 @@ typedef enum procreg_error_code {
     PROCREG_EBACKEND = -12,    /**< The backend failed (I/O, unreachable, corrupt). */
     PROCREG_EUNKNOWN_BACKEND = -13, /**< No backend of that name. */
     PROCREG_EPERM = -14,       /**< The entry belongs to another process. */
+    PROCREG_ECOMPACTED = -15,  /**< The history asked for is no longer kept. */
 } procreg_error_code;
 
 /** GError domain for every procreg error; codes are procreg_error_code. */
@@ -792,7 +793,9 @@ PROCREG_API int procreg_list_owned(procreg *reg, pid_t pid,
  *  duration of the callback. */
 typedef struct procreg_event {
     /** Per registry, from 1, without gaps: a subscriber to everything sees
-     *  consecutive numbers (numbering starts with the first subscription). */
+     *  consecutive numbers (numbering starts with the first subscription).
+     *  0 for a change replayed from the backend's history
+     *  (procreg_subscribe_from()). */
     uint64_t seq;
     procreg_event_kind kind;
     /** Set on every UNREGISTERED event; on UPDATED, PROCREG_REASON_FORCED
@@ -815,6 +818,13 @@ typedef struct procreg_event {
      *  the member too (revision: the member id; registered_at: the join
      *  time), for subscribers that only read entries. */
     const procreg_member *member;
+    /** The change's place in the registry's history, increasing in commit
+     *  order: remember the last one handled to resume with
+     *  procreg_subscribe_from().  Where the backend keeps a history (lmdb:
+     *  its change log; etcd: the etcd revision) it is the backend's and
+     *  means the same to every process; otherwise it is this registry's
+     *  @seq. */
+    uint64_t position;
 } procreg_event;
 
 /** An event callback.  It may call @reg (including procreg_unsubscribe()
@@ -868,6 +878,42 @@ PROCREG_API int procreg_subscribe_key(procreg *reg, const procreg_key *key,
  * @return 0 or PROCREG_ENOTFOUND (no such subscription).
  */
 PROCREG_API int procreg_unsubscribe(procreg *reg, uint64_t id);
+
+/**
+ * procreg_subscribe() that first replays every change after position
+ * @after (procreg_event.position) that the subscription matches, then goes
+ * on with live events: each change once, in position order, with no gap
+ * between the history and the live events.  So a watcher that remembers
+ * the position of the last event it handled resumes where it stopped, even
+ * in another process when the backend keeps a history (lmdb, etcd), and a
+ * new one follows a namespace without a gap: read
+ * procreg_event_position(), list, then subscribe from that position.
+ *
+ * Replayed events carry seq 0 and the time they were read.  A backend
+ * without a history of its own gets one from the registry: its events
+ * from the first subscription (of any kind) on, the latest 4096 of them.
+ * @return as procreg_subscribe(), and PROCREG_ECOMPACTED when the changes
+ *         after @after are no longer kept (compacted, trimmed, from before
+ *         the registry kept a history, or @after is above the latest
+ *         position: the history restarted): list again, then subscribe from
+ *         the current position.  PROCREG_EBACKEND when the history cannot
+ *         be read.  Nothing is subscribed on error.
+ */
+PROCREG_API int procreg_subscribe_from(procreg *reg, const char *ns,
+                                       const char *name, uint64_t after,
+                                       procreg_event_fn fn, gpointer user_data,
+                                       GDestroyNotify destroy,
+                                       GMainContext *context, uint64_t *id,
+                                       GError **error);
+
+/**
+ * The position of the latest change (see procreg_event.position; 0: none
+ * yet), for procreg_subscribe_from().  On a backend without a history of
+ * its own the registry starts keeping one here, as a subscription does.
+ * @return 0 or PROCREG_EBACKEND.  Thread-safe.
+ */
+PROCREG_API int procreg_event_position(procreg *reg, uint64_t *out,
+                                       GError **error);
 
 /** The sequence number of the latest event (0: none yet).  Thread-safe. */
 PROCREG_API uint64_t procreg_event_last_seq(procreg *reg);
