@@ -690,3 +690,46 @@ PROCREG_API int procreg_backend_group_member(procreg_backend *b,
     g_array_unref(members);
     return rc;
 }
+
+/* ---- version 4: history ---- */
+
+PROCREG_API bool procreg_backend_has_history(const procreg_backend *b)
+{
+    return b->ops->version >= 4 && b->ops->history_head != NULL &&
+           b->ops->history_read != NULL &&
+           (procreg_backend_get_caps(b) & PROCREG_CAP_ORDERED_EVENTS);
+}
+
+static int no_history(const procreg_backend *b, GError **error)
+{
+    return procreg_set_error(error, PROCREG_ENOTSUP,
+                             "backend '%s' keeps no history of its own",
+                             b->ops->name);
+}
+
+PROCREG_API int procreg_backend_history_head(procreg_backend *b,
+                                             uint64_t *out, GError **error)
+{
+    if (!procreg_backend_has_history(b))
+        return no_history(b, error);
+    int slot = read_lock(b);
+    int rc = b->ops->history_head(b->state, out, error);
+    read_unlock(b, slot);
+    return rc;
+}
+
+PROCREG_API int procreg_backend_history_read(procreg_backend *b,
+                                             const char *ns, uint64_t after,
+                                             GArray *out, uint64_t *head,
+                                             GError **error)
+{
+    if (!procreg_backend_has_history(b))
+        return no_history(b, error);
+    guint before = out->len;
+    int slot = read_lock(b);
+    int rc = b->ops->history_read(b->state, ns, after, out, head, error);
+    read_unlock(b, slot);
+    if (rc != 0)
+        g_array_set_size(out, before);
+    return rc;
+}

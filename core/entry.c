@@ -1,4 +1,4 @@
-/* Entries, entry arrays and metadata checks. */
+/* Entries, entry (and change) arrays and metadata checks. */
 #include "internal.h"
 
 #include <string.h>
@@ -32,6 +32,19 @@ PROCREG_API GArray *procreg_entry_array_new(void)
 {
     GArray *a = g_array_new(FALSE, TRUE, sizeof(procreg_entry));
     g_array_set_clear_func(a, entry_clear_func);
+    return a;
+}
+
+static void change_clear_func(gpointer p)
+{
+    procreg_change *c = p;
+    procreg_entry_clear(&c->entry);
+}
+
+PROCREG_API GArray *procreg_change_array_new(void)
+{
+    GArray *a = g_array_new(FALSE, TRUE, sizeof(procreg_change));
+    g_array_set_clear_func(a, change_clear_func);
     return a;
 }
 

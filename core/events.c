@@ -1,20 +1,23 @@
 /*
- * Events, subscriptions, waiting for a key, and backend hosts.
+ * Events and subscriptions.
  *
  * A change made through the registry is numbered and queued while the
  * writer still holds the key's stripe (see internal.h), so the numbers of
  * one key follow the order the backend applied the changes; the queue is a
  * FIFO in number order.  One dispatcher thread per registry (started by the
  * first subscription) pops events and calls the matching subscribers with
- * no registry lock held; a subscription on a GMainContext gets its events
- * through a per-subscription FIFO drained by an idle source on that
- * context.  Nothing is queued while nobody subscribes.
+ * no registry lock held, through a per-subscription FIFO that it drains
+ * itself, or an idle source on the subscription's GMainContext.  Nothing
+ * is queued before the first subscription.
  *
- * Waiters (procreg_wait_for, procreg_wait_members: wait.c; lock waiters,
- * lock.c) sleep on this file's wake-up board: a condition variable per
- * awaited key or group; every change of a key (and a join of a group)
- * bumps its generation and broadcasts, directly from the writer (or
- * host_notify) thread, so waking needs no dispatcher.
+ * History (procreg_subscribe_from()): each event carries a position.  A
+ * backend that keeps a history (procreg_backend_has_history()) gives its
+ * own, and a new subscription replays the backend's history (catch_up());
+ * otherwise the registry keeps its latest events in a ring, positions
+ * being their seq (replay_ring_locked()).
+ *
+ * Each change also wakes the waiters of its key (wake.c), directly from
+ * the thread that reports it.
  *
  * A backend with PROCREG_CAP_ORDERED_EVENTS reports its own changes too,
  * in commit order (host.c); the write paths then emit nothing themselves
@@ -26,12 +29,22 @@
 #include <string.h>
 #include <time.h>
 
-/* A queued event; shared by the subscribers it goes to. */
+/* Events the registry keeps for procreg_subscribe_from() when the backend
+ * keeps no history (procreg.h says the figure). */
+#define HISTORY_KEEP 4096
+
+struct sub;
+
+/* A queued event; shared by the subscribers it goes to (and the history
+ * ring).  An item with @only set is no event: it asks the dispatcher to
+ * run what is pending for that subscription (its history, see
+ * procreg_subscribe_from()). */
 typedef struct {
     gint refcount;
     procreg_event ev;
     procreg_entry entry;   /* owned; ns and name set */
     procreg_member member; /* JOINED / LEFT: a view of entry */
+    struct sub *only;      /* a reference */
 } item;
 
 /* A key subscription sees its entry's events, a group subscription its
@@ -54,18 +67,14 @@ typedef struct sub {
     pthread_cond_t idle;
     bool removed;
     bool destroy_pending; /* removed from inside its own callback */
+    /* procreg_subscribe_from() is still reading the history: items only
+     * collect in @pending, to go behind it. */
+    bool catching_up;
     int running;
     pthread_t runner;
-    GQueue pending;  /* context delivery: item* */
+    GQueue pending;  /* item*, in order: what the callback has yet to see */
     GSource *source; /* our reference while one is attached */
 } sub;
-
-/* One awaited key. */
-typedef struct {
-    pthread_cond_t cond;
-    uint64_t gen; /* bumped by each registration of the key */
-    int waiters;
-} awaited;
 
 struct procreg_events {
     pthread_mutex_t lock; /* queue, subs, seq, thread */
@@ -78,10 +87,16 @@ struct procreg_events {
     bool stop;
     atomic_int n_subs;
     uint64_t queued_max, delivered, emitted;
-
-    pthread_mutex_t wait_lock; /* waits */
-    GHashTable *waits;         /* key string -> awaited* */
-    atomic_int n_waiters;
+    /* The registry's own history (a backend without one): from the first
+     * subscription on, every event is numbered even when nobody listens,
+     * and the dispatcher keeps the latest HISTORY_KEEP it popped in @ring.
+     * Invariant: every event numbered above @evicted is in @ring (up to
+     * @popped) or still in @queue (above @popped), so a subscription
+     * added under @lock that replays @ring above its position and takes
+     * @queue live misses nothing and sees nothing twice. */
+    bool history_on;
+    GQueue ring; /* item*, seq order */
+    uint64_t evicted, popped;
 };
 
 /* ---- names ---- */
@@ -114,10 +129,14 @@ PROCREG_API const char *procreg_event_reason_name(procreg_event_reason reason)
 
 /* ---- items and subscriptions ---- */
 
+static void sub_unref(gpointer p);
+
 static void item_unref(item *it)
 {
     if (it != NULL && g_atomic_int_dec_and_test(&it->refcount)) {
         procreg_entry_clear(&it->entry);
+        if (it->only != NULL)
+            sub_unref(it->only);
         g_free(it);
     }
 }
@@ -143,10 +162,8 @@ static void sub_unref(gpointer p)
     g_free(s);
 }
 
-static bool sub_matches(const sub *s, const item *it)
+static bool scope_matches(const sub *s, const item *it)
 {
-    if (it->ev.seq <= s->from_seq)
-        return false;
     switch (s->scope) {
     case SCOPE_ALL: return true;
     case SCOPE_NS: return strcmp(s->ns, it->ev.ns) == 0;
@@ -158,6 +175,12 @@ static bool sub_matches(const sub *s, const item *it)
                strcmp(s->name, it->ev.name) == 0;
     }
     return false;
+}
+
+static bool sub_matches(const sub *s, const item *it)
+{
+    return it->only == NULL && it->ev.seq > s->from_seq &&
+           scope_matches(s, it);
 }
 
 /* Run the callback for @it; s->lock held on entry and on return. */
@@ -183,10 +206,11 @@ static bool take_destroy(sub *s)
     return false;
 }
 
-static gboolean context_dispatch(gpointer data)
+/* Run the callbacks of what is pending, in order; s->lock held on entry
+ * and on return.  Returns whether to call the destroy notify owed by a
+ * self-unsubscribe (after unlocking). */
+static bool drain_locked(sub *s)
 {
-    sub *s = data;
-    pthread_mutex_lock(&s->lock);
     item *it;
     while (!s->removed && (it = g_queue_pop_head(&s->pending)) != NULL) {
         sub_run_locked(s, it);
@@ -194,7 +218,14 @@ static gboolean context_dispatch(gpointer data)
         item_unref(it);
         pthread_mutex_lock(&s->lock);
     }
-    bool destroy = take_destroy(s);
+    return take_destroy(s);
+}
+
+static gboolean context_dispatch(gpointer data)
+{
+    sub *s = data;
+    pthread_mutex_lock(&s->lock);
+    bool destroy = drain_locked(s);
     GSource *mine = s->source;
     s->source = NULL;
     pthread_mutex_unlock(&s->lock);
@@ -205,6 +236,22 @@ static gboolean context_dispatch(gpointer data)
     return G_SOURCE_REMOVE;
 }
 
+/* s->lock held. */
+static void attach_source_locked(sub *s)
+{
+    if (s->source != NULL || g_queue_is_empty(&s->pending))
+        return;
+    GSource *src = g_idle_source_new();
+    g_source_set_priority(src, G_PRIORITY_DEFAULT);
+    g_source_set_callback(src, context_dispatch, sub_ref(s), sub_unref);
+    g_source_set_static_name(src, "procreg events");
+    s->source = src; /* our reference */
+    g_source_attach(src, s->context);
+}
+
+/* Hand @it (NULL: nothing new) to @s behind what is pending, and run the
+ * callbacks here (the dispatcher) or from a source on its context.  A
+ * subscription catching up only collects. */
 static void deliver(sub *s, item *it)
 {
     pthread_mutex_lock(&s->lock);
@@ -212,26 +259,36 @@ static void deliver(sub *s, item *it)
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    if (s->context != NULL) {
+    if (it != NULL) {
         g_atomic_int_inc(&it->refcount);
         g_queue_push_tail(&s->pending, it);
-        if (s->source == NULL) {
-            GSource *src = g_idle_source_new();
-            g_source_set_priority(src, G_PRIORITY_DEFAULT);
-            g_source_set_callback(src, context_dispatch, sub_ref(s),
-                                  sub_unref);
-            g_source_set_static_name(src, "procreg events");
-            s->source = src; /* our reference */
-            g_source_attach(src, s->context);
-        }
-        pthread_mutex_unlock(&s->lock);
-        return;
     }
-    sub_run_locked(s, it);
-    bool destroy = take_destroy(s);
+    bool destroy = false;
+    if (s->catching_up)
+        ;
+    else if (s->context != NULL)
+        attach_source_locked(s);
+    else
+        destroy = drain_locked(s);
     pthread_mutex_unlock(&s->lock);
     if (destroy)
         s->destroy(s->user_data);
+}
+
+/* The registry's own history: keep @it (just popped), forget the oldest
+ * beyond HISTORY_KEEP.  h->lock held. */
+static void ring_push_locked(procreg_events *h, item *it)
+{
+    h->popped = it->ev.seq;
+    if (!h->history_on)
+        return;
+    g_atomic_int_inc(&it->refcount);
+    g_queue_push_tail(&h->ring, it);
+    if (h->ring.length > HISTORY_KEEP) {
+        item *old = g_queue_pop_head(&h->ring);
+        h->evicted = old->ev.seq;
+        item_unref(old);
+    }
 }
 
 static gpointer dispatcher_main(gpointer data)
@@ -246,11 +303,19 @@ static gpointer dispatcher_main(gpointer data)
         if (h->stop)
             break;
         item *it = g_queue_pop_head(&h->queue);
+        if (it->only != NULL) {
+            pthread_mutex_unlock(&h->lock);
+            deliver(it->only, NULL);
+            item_unref(it);
+            pthread_mutex_lock(&h->lock);
+            continue;
+        }
         for (guint i = 0; i < h->subs->len; i++) {
             sub *s = h->subs->pdata[i];
             if (sub_matches(s, it))
                 g_ptr_array_add(targets, sub_ref(s));
         }
+        ring_push_locked(h, it);
         pthread_mutex_unlock(&h->lock);
         for (guint i = 0; i < targets->len; i++) {
             deliver(targets->pdata[i], it);
@@ -268,24 +333,15 @@ static gpointer dispatcher_main(gpointer data)
 
 /* ---- the hub ---- */
 
-static void awaited_free(gpointer p)
-{
-    awaited *a = p;
-    pthread_cond_destroy(&a->cond);
-    g_free(a);
-}
-
 PROCREG_INTERNAL procreg_events *procreg_events_new(void)
 {
     procreg_events *h = g_new0(procreg_events, 1);
     pthread_mutex_init(&h->lock, NULL);
     pthread_cond_init(&h->cond, NULL);
     g_queue_init(&h->queue);
+    g_queue_init(&h->ring);
     h->subs = g_ptr_array_new();
     h->next_id = 1;
-    pthread_mutex_init(&h->wait_lock, NULL);
-    h->waits = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                     awaited_free);
     return h;
 }
 
@@ -343,47 +399,54 @@ PROCREG_INTERNAL void procreg_events_free(procreg_events *h)
     if (h == NULL)
         return;
     g_queue_clear_full(&h->queue, (GDestroyNotify)item_unref);
+    g_queue_clear_full(&h->ring, (GDestroyNotify)item_unref);
     g_ptr_array_unref(h->subs);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cond);
-    g_hash_table_unref(h->waits);
-    pthread_mutex_destroy(&h->wait_lock);
     g_free(h);
 }
 
 /* ---- emitting ---- */
 
-/* What the waiters of key (ns, name), or with @group of that group, wait
- * on: names hold no control characters, so a leading one marks a group. */
-static char *wait_key_string(const char *ns, const char *name, bool group)
+/* An event of a change.  Reasons: only removals have one (EXPLICIT when
+ * none is given), and forced updates.  A dead owner's removal is never
+ * external: no process made it, and every registry reports it alike,
+ * whoever reaped it. */
+static item *item_new(procreg_event_kind kind, procreg_event_reason reason,
+                      const char *ns, const char *name,
+                      const procreg_entry *entry, bool external,
+                      uint64_t position)
 {
-    char *k = procreg_key_string(ns, name);
-    if (!group)
-        return k;
-    char *g = g_strconcat("\x1e", k, NULL);
-    g_free(k);
-    return g;
-}
-
-static void wake_waiters(procreg_events *h, const char *ns, const char *name,
-                         bool group)
-{
-    /* A read-modify-write, not a load: it either reads the waiter's
-     * increment (and we wake it), or its value is what the waiter's
-     * increment reads, which then synchronises with us and the waiter's
-     * lookup sees the new entry.  (No standalone fence: ThreadSanitizer
-     * cannot model those.) */
-    if (atomic_fetch_add_explicit(&h->n_waiters, 0, memory_order_seq_cst) == 0)
-        return;
-    char *k = wait_key_string(ns, name, group);
-    pthread_mutex_lock(&h->wait_lock);
-    awaited *a = g_hash_table_lookup(h->waits, k);
-    if (a != NULL) {
-        a->gen++;
-        pthread_cond_broadcast(&a->cond);
+    bool removal =
+        kind == PROCREG_EVENT_UNREGISTERED || kind == PROCREG_EVENT_LEFT;
+    if (removal && reason == PROCREG_REASON_NONE)
+        reason = PROCREG_REASON_EXPLICIT;
+    if (!removal && !(kind == PROCREG_EVENT_UPDATED &&
+                      reason == PROCREG_REASON_FORCED))
+        reason = PROCREG_REASON_NONE;
+    item *it = g_new0(item, 1);
+    it->refcount = 1;
+    if (entry != NULL) {
+        it->entry = *entry;
+        if (entry->metadata != NULL)
+            g_variant_ref(entry->metadata);
     }
-    pthread_mutex_unlock(&h->wait_lock);
-    g_free(k);
+    it->entry.ns = g_strdup(ns);
+    it->entry.name = g_strdup(name);
+    it->ev.kind = kind;
+    it->ev.reason = reason;
+    it->ev.ns = it->entry.ns;
+    it->ev.name = it->entry.name;
+    it->ev.entry = &it->entry;
+    if (procreg_event_kind_is_group(kind)) {
+        it->member = procreg_entry_as_member(&it->entry);
+        it->ev.member = &it->member;
+    }
+    it->ev.time = g_get_real_time();
+    it->ev.external =
+        external && !(removal && reason == PROCREG_REASON_OWNER_EXITED);
+    it->ev.position = position;
+    return it;
 }
 
 PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
@@ -403,44 +466,22 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
     /* Key waiters see every change (a lock waiter waits for a removal);
      * group waiters wait for members, so only a join wakes them. */
     if (!procreg_event_kind_is_group(kind))
-        wake_waiters(h, ns, name, false);
+        procreg_wakes_notify(reg, ns, name, false);
     else if (kind == PROCREG_EVENT_JOINED)
-        wake_waiters(h, ns, name, true);
+        procreg_wakes_notify(reg, ns, name, true);
     if (atomic_load_explicit(&h->n_subs, memory_order_relaxed) == 0)
         return;
 
-    item *it = g_new0(item, 1);
-    it->refcount = 1;
-    if (entry != NULL) {
-        it->entry = *entry;
-        if (entry->metadata != NULL)
-            g_variant_ref(entry->metadata);
-    }
-    it->entry.ns = g_strdup(ns);
-    it->entry.name = g_strdup(name);
-    it->ev.kind = kind;
-    it->ev.reason = (kind == PROCREG_EVENT_UNREGISTERED ||
-                     kind == PROCREG_EVENT_LEFT) && reason == 0
-                        ? PROCREG_REASON_EXPLICIT
-                        : reason;
-    it->ev.ns = it->entry.ns;
-    it->ev.name = it->entry.name;
-    it->ev.entry = &it->entry;
-    if (procreg_event_kind_is_group(kind)) {
-        it->member = procreg_entry_as_member(&it->entry);
-        it->ev.member = &it->member;
-    }
-    it->ev.time = g_get_real_time();
-    it->ev.external = external;
-    it->ev.position = position;
-
+    item *it = item_new(kind, reason, ns, name, entry, external, position);
     pthread_mutex_lock(&h->lock);
-    if (h->stop || h->subs->len == 0) {
+    if (h->stop || (h->subs->len == 0 && !h->history_on)) {
         pthread_mutex_unlock(&h->lock);
         item_unref(it);
         return;
     }
     it->ev.seq = ++h->seq;
+    if (h->history_on)
+        it->ev.position = it->ev.seq;
     g_queue_push_tail(&h->queue, it);
     h->emitted++;
     if (h->queue.length > h->queued_max)
@@ -487,12 +528,10 @@ PROCREG_API uint64_t procreg_event_last_seq(procreg *reg)
 
 /* ---- subscribing ---- */
 
-static int subscribe(procreg *reg, scope sc, const char *ns, const char *name,
-                     procreg_event_fn fn, gpointer user_data,
-                     GDestroyNotify destroy, GMainContext *context,
-                     uint64_t *id, GError **error)
+static sub *sub_new(procreg *reg, scope sc, const char *ns, const char *name,
+                    procreg_event_fn fn, gpointer user_data,
+                    GDestroyNotify destroy, GMainContext *context)
 {
-    procreg_events *h = reg->events;
     sub *s = g_new0(sub, 1);
     s->refcount = 1;
     s->scope = sc;
@@ -506,39 +545,206 @@ static int subscribe(procreg *reg, scope sc, const char *ns, const char *name,
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
     g_queue_init(&s->pending);
+    return s;
+}
 
+/* h->lock held. */
+static int dispatcher_start_locked(procreg *reg, GError **error)
+{
+    procreg_events *h = reg->events;
+    if (h->thread != NULL || h->stop)
+        return 0;
+    GError *local = NULL;
+    h->thread =
+        g_thread_try_new("procreg-events", dispatcher_main, reg, &local);
+    if (h->thread != NULL)
+        return 0;
+    int rc = procreg_set_error(error, PROCREG_ENOMEM,
+                               "cannot start the event dispatcher thread: %s",
+                               local->message);
+    g_error_free(local);
+    return rc;
+}
+
+/* Whether emit() has work: a subscriber, or the history.  h->lock held. */
+static void wanted_update_locked(procreg_events *h)
+{
+    atomic_store_explicit(&h->n_subs, (int)h->subs->len + h->history_on,
+                          memory_order_relaxed);
+}
+
+/* The registry keeps its own history from now on, unless the backend
+ * keeps one.  h->lock held. */
+static void history_start_locked(procreg *reg)
+{
+    procreg_events *h = reg->events;
+    if (reg->backend_history || h->history_on)
+        return;
+    h->history_on = true;
+    h->evicted = h->seq; /* nothing numbered yet: events started now */
+    wanted_update_locked(h);
+}
+
+/* Have the callbacks of what is pending for @s run: from a source on its
+ * context, or by the dispatcher, after the events queued before.
+ * h->lock held. */
+static void kick_locked(procreg_events *h, sub *s)
+{
+    if (s->context != NULL) {
+        pthread_mutex_lock(&s->lock);
+        attach_source_locked(s);
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    item *marker = g_new0(item, 1);
+    marker->refcount = 1;
+    marker->only = sub_ref(s);
+    g_queue_push_tail(&h->queue, marker);
+    pthread_cond_signal(&h->cond);
+}
+
+/* procreg_subscribe_from() on the registry's own history: @s starts with
+ * the ring's events after @after and takes live those still queued (see
+ * the invariant at procreg_events).  h->lock held, @s not yet visible. */
+static int replay_ring_locked(procreg_events *h, sub *s, uint64_t after,
+                              GError **error)
+{
+    if (after > h->seq)
+        return procreg_set_error(
+            error, PROCREG_ECOMPACTED,
+            "position %" G_GUINT64_FORMAT " is ahead of this registry's "
+            "latest, %" G_GUINT64_FORMAT " (a position from another "
+            "registry?): list again and subscribe from the current one",
+            after, h->seq);
+    if (after < h->evicted)
+        return procreg_set_error(
+            error, PROCREG_ECOMPACTED,
+            "the events after position %" G_GUINT64_FORMAT " are no longer "
+            "kept (this registry keeps its latest %d, from position %"
+            G_GUINT64_FORMAT " on): list again and subscribe from the "
+            "current position", after, HISTORY_KEEP, h->evicted + 1);
+    for (GList *l = h->ring.head; l != NULL; l = l->next) {
+        item *it = l->data;
+        if (it->ev.seq > after && scope_matches(s, it)) {
+            g_atomic_int_inc(&it->refcount);
+            g_queue_push_tail(&s->pending, it);
+        }
+    }
+    s->from_seq = MAX(after, h->popped);
+    return 0;
+}
+
+/* procreg_subscribe_from() on the backend's history.  @s is subscribed
+ * and catching up: live events collect in its pending queue.  Invariant:
+ * @s joined the subscribers before the history was read, so a change
+ * above the position read up to reaches it live, and one at or below it
+ * is in the history (or outside its namespace): the live ones at or below
+ * are dropped, and each change is seen once, in position order. */
+static int catch_up(procreg *reg, sub *s, uint64_t after, GError **error)
+{
+    GArray *changes = procreg_change_array_new();
+    uint64_t head = 0;
+    int rc = procreg_backend_history_read(
+        reg->backend, s->scope == SCOPE_ALL ? NULL : s->ns, after, changes,
+        &head, error);
+    if (rc != 0) {
+        g_array_unref(changes);
+        return rc;
+    }
+    GQueue history = G_QUEUE_INIT;
+    for (guint i = 0; i < changes->len; i++) {
+        procreg_change *c = &g_array_index(changes, procreg_change, i);
+        item *it = item_new(c->kind, c->reason, c->entry.ns, c->entry.name,
+                            &c->entry, !c->own, c->position);
+        if (c->position > after && scope_matches(s, it))
+            g_queue_push_tail(&history, it);
+        else
+            item_unref(it);
+    }
+    g_array_unref(changes);
+    pthread_mutex_lock(&s->lock);
+    item *it;
+    while ((it = g_queue_pop_head(&s->pending)) != NULL) {
+        if (it->ev.position == 0 || it->ev.position > head)
+            g_queue_push_tail(&history, it);
+        else
+            item_unref(it);
+    }
+    s->pending = history;
+    s->catching_up = false;
+    pthread_mutex_unlock(&s->lock);
+    procreg_events *h = reg->events;
     pthread_mutex_lock(&h->lock);
-    if (h->thread == NULL && !h->stop) {
-        GError *local = NULL;
-        h->thread = g_thread_try_new("procreg-events", dispatcher_main, reg,
-                                     &local);
-        if (h->thread == NULL) {
-            pthread_mutex_unlock(&h->lock);
-            int rc = procreg_set_error(error, PROCREG_ENOMEM,
-                                       "cannot start the event dispatcher "
-                                       "thread: %s", local->message);
-            g_error_free(local);
-            s->destroy = NULL; /* the caller keeps user_data */
+    if (!h->stop)
+        kick_locked(h, s);
+    pthread_mutex_unlock(&h->lock);
+    return 0;
+}
+
+/* Take @s out of the subscribers; @end: also end it (sub_end).  Returns
+ * whether it was there. */
+static bool sub_remove(procreg *reg, sub *s, bool end)
+{
+    procreg_events *h = reg->events;
+    pthread_mutex_lock(&h->lock);
+    bool found = g_ptr_array_remove(h->subs, s); /* keeps the order */
+    wanted_update_locked(h);
+    pthread_mutex_unlock(&h->lock);
+    if (found && end)
+        sub_end(s);
+    return found;
+}
+
+/* Subscribe; with @after, replay the history after that position first
+ * (procreg_subscribe_from()). */
+static int subscribe(procreg *reg, scope sc, const char *ns, const char *name,
+                     const uint64_t *after, procreg_event_fn fn,
+                     gpointer user_data, GDestroyNotify destroy,
+                     GMainContext *context, uint64_t *id, GError **error)
+{
+    procreg_events *h = reg->events;
+    sub *s = sub_new(reg, sc, ns, name, fn, user_data, destroy, context);
+    pthread_mutex_lock(&h->lock);
+    history_start_locked(reg);
+    int rc = dispatcher_start_locked(reg, error);
+    s->from_seq = h->seq;
+    if (rc == 0 && after != NULL && !reg->backend_history)
+        rc = replay_ring_locked(h, s, *after, error);
+    if (rc != 0) {
+        pthread_mutex_unlock(&h->lock);
+        s->destroy = NULL; /* the caller keeps user_data */
+        sub_unref(s);
+        return rc;
+    }
+    s->catching_up = after != NULL && reg->backend_history;
+    s->id = h->next_id++;
+    g_ptr_array_add(h->subs, sub_ref(s));
+    wanted_update_locked(h);
+    if (!g_queue_is_empty(&s->pending))
+        kick_locked(h, s);
+    pthread_mutex_unlock(&h->lock);
+    if (s->catching_up) {
+        rc = catch_up(reg, s, *after, error);
+        if (rc != 0) {
+            s->destroy = NULL; /* nothing was subscribed */
+            if (sub_remove(reg, s, false))
+                sub_end(s); /* drops the subscribers' reference */
             sub_unref(s);
             return rc;
         }
     }
-    s->id = h->next_id++;
-    s->from_seq = h->seq;
-    g_ptr_array_add(h->subs, s);
-    atomic_store_explicit(&h->n_subs, (int)h->subs->len,
-                          memory_order_relaxed);
-    pthread_mutex_unlock(&h->lock);
     if (id != NULL)
         *id = s->id;
+    sub_unref(s);
     return 0;
 }
 
-PROCREG_API int procreg_subscribe(procreg *reg, const char *ns,
-                                  const char *name, procreg_event_fn fn,
-                                  gpointer user_data, GDestroyNotify destroy,
-                                  GMainContext *context, uint64_t *id,
-                                  GError **error)
+/* procreg_subscribe() and procreg_subscribe_from(). */
+static int subscribe_named(procreg *reg, const char *ns, const char *name,
+                           const uint64_t *after, procreg_event_fn fn,
+                           gpointer user_data, GDestroyNotify destroy,
+                           GMainContext *context, uint64_t *id,
+                           GError **error)
 {
     g_return_val_if_fail(reg != NULL, PROCREG_EINVAL);
     if (fn == NULL)
@@ -554,8 +760,45 @@ PROCREG_API int procreg_subscribe(procreg *reg, const char *ns,
     if (rc != 0)
         return rc;
     scope sc = ns == NULL ? SCOPE_ALL : name == NULL ? SCOPE_NS : SCOPE_KEY;
-    return subscribe(reg, sc, ns, name, fn, user_data, destroy, context, id,
-                     error);
+    return subscribe(reg, sc, ns, name, after, fn, user_data, destroy,
+                     context, id, error);
+}
+
+PROCREG_API int procreg_subscribe(procreg *reg, const char *ns,
+                                  const char *name, procreg_event_fn fn,
+                                  gpointer user_data, GDestroyNotify destroy,
+                                  GMainContext *context, uint64_t *id,
+                                  GError **error)
+{
+    return subscribe_named(reg, ns, name, NULL, fn, user_data, destroy,
+                           context, id, error);
+}
+
+PROCREG_API int procreg_subscribe_from(procreg *reg, const char *ns,
+                                       const char *name, uint64_t after,
+                                       procreg_event_fn fn, gpointer user_data,
+                                       GDestroyNotify destroy,
+                                       GMainContext *context, uint64_t *id,
+                                       GError **error)
+{
+    return subscribe_named(reg, ns, name, &after, fn, user_data, destroy,
+                           context, id, error);
+}
+
+PROCREG_API int procreg_event_position(procreg *reg, uint64_t *out,
+                                       GError **error)
+{
+    g_return_val_if_fail(reg != NULL && out != NULL, PROCREG_EINVAL);
+    if (reg->backend_history)
+        return procreg_backend_history_head(reg->backend, out, error);
+    procreg_events *h = reg->events;
+    pthread_mutex_lock(&h->lock);
+    history_start_locked(reg);
+    /* The ring fills as the dispatcher pops. */
+    int rc = dispatcher_start_locked(reg, error);
+    *out = h->seq;
+    pthread_mutex_unlock(&h->lock);
+    return rc;
 }
 
 PROCREG_API int procreg_subscribe_key(procreg *reg, const procreg_key *key,
@@ -569,7 +812,7 @@ PROCREG_API int procreg_subscribe_key(procreg *reg, const procreg_key *key,
         return procreg_set_error(error, PROCREG_EINVAL,
                                  "event callback is NULL");
     return subscribe(reg, SCOPE_KEY, procreg_key_namespace(key),
-                     procreg_key_name(key), fn, user_data, destroy, context,
+                     procreg_key_name(key), NULL, fn, user_data, destroy, context,
                      id, error);
 }
 
@@ -589,7 +832,7 @@ PROCREG_API int procreg_subscribe_group(procreg *reg, const char *ns,
         rc = procreg_validate_name(group, "group", error);
     if (rc != 0)
         return rc;
-    return subscribe(reg, SCOPE_GROUP, ns, group, fn, user_data, destroy,
+    return subscribe(reg, SCOPE_GROUP, ns, group, NULL, fn, user_data, destroy,
                      context, id, error);
 }
 
@@ -607,8 +850,7 @@ PROCREG_API int procreg_unsubscribe(procreg *reg, uint64_t id)
             break;
         }
     }
-    atomic_store_explicit(&h->n_subs, (int)h->subs->len,
-                          memory_order_relaxed);
+    wanted_update_locked(h);
     pthread_mutex_unlock(&h->lock);
     if (found == NULL)
         return PROCREG_ENOTFOUND;
@@ -629,8 +871,7 @@ PROCREG_INTERNAL void procreg_events_health(procreg *reg, GVariantDict *d,
     g_variant_dict_insert(&e, "subscribers", "t", subs);
     g_variant_dict_insert(&e, "queued", "t", queued);
     g_variant_dict_insert(&e, "dispatcher", "b", (gboolean)thread);
-    g_variant_dict_insert(&e, "waiters", "t",
-                          (guint64)atomic_load(&h->n_waiters));
+    g_variant_dict_insert(&e, "waiters", "t", procreg_wakes_waiters(reg));
     g_variant_dict_insert_value(d, "events", g_variant_dict_end(&e));
     *degraded = queued > 100000;
 }
@@ -648,95 +889,6 @@ PROCREG_INTERNAL void procreg_events_stats(procreg *reg, GVariantDict *d)
     g_variant_builder_add(&b, "{st}", "queued_max", (guint64)h->queued_max);
     g_variant_builder_add(&b, "{st}", "subscribers", (guint64)h->subs->len);
     pthread_mutex_unlock(&h->lock);
-    g_variant_builder_add(&b, "{st}", "waiters",
-                          (guint64)atomic_load(&h->n_waiters));
+    g_variant_builder_add(&b, "{st}", "waiters", procreg_wakes_waiters(reg));
     g_variant_dict_insert_value(d, "events", g_variant_builder_end(&b));
-}
-
-/* ---- the wake-up board (wait.c sleeps on it) ---- */
-
-struct procreg_wake {
-    /* Published with a release store at the end of procreg_wake_join():
-     * procreg_wake_cancel() may run on another thread (a GCancellable's
-     * handler), ordered only by GLib's uninstrumented locks. */
-    _Atomic(procreg_events *) h;
-    awaited *a;
-    char *key;
-    bool cancelled; /* under h->wait_lock */
-};
-
-PROCREG_INTERNAL procreg_wake *procreg_wake_join(procreg *reg, const char *ns,
-                                                 const char *name, bool group)
-{
-    procreg_events *h = reg->events;
-    procreg_wake *w = g_new0(procreg_wake, 1);
-    w->key = wait_key_string(ns, name, group);
-    pthread_mutex_lock(&h->wait_lock);
-    awaited *a = g_hash_table_lookup(h->waits, w->key);
-    if (a == NULL) {
-        a = g_new0(awaited, 1);
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&a->cond, &attr);
-        pthread_condattr_destroy(&attr);
-        g_hash_table_insert(h->waits, g_strdup(w->key), a);
-    }
-    a->waiters++;
-    /* Pairs with wake_waiters()' read-modify-write (see there). */
-    atomic_fetch_add_explicit(&h->n_waiters, 1, memory_order_seq_cst);
-    pthread_mutex_unlock(&h->wait_lock);
-    w->a = a;
-    atomic_store_explicit(&w->h, h, memory_order_release);
-    return w;
-}
-
-PROCREG_INTERNAL bool procreg_wake_read(procreg_wake *w, uint64_t *gen)
-{
-    procreg_events *h = atomic_load_explicit(&w->h, memory_order_relaxed);
-    pthread_mutex_lock(&h->wait_lock);
-    *gen = w->a->gen;
-    bool live = !w->cancelled;
-    pthread_mutex_unlock(&h->wait_lock);
-    return live;
-}
-
-PROCREG_INTERNAL bool procreg_wake_sleep(procreg_wake *w, uint64_t gen,
-                                         const struct timespec *deadline)
-{
-    procreg_events *h = atomic_load_explicit(&w->h, memory_order_relaxed);
-    awaited *a = w->a;
-    bool timed_out = false;
-    pthread_mutex_lock(&h->wait_lock);
-    while (a->gen == gen && !w->cancelled && !timed_out) {
-        if (deadline == NULL)
-            pthread_cond_wait(&a->cond, &h->wait_lock);
-        else
-            timed_out = pthread_cond_timedwait(&a->cond, &h->wait_lock,
-                                               deadline) == ETIMEDOUT;
-    }
-    bool woken = a->gen != gen || w->cancelled;
-    pthread_mutex_unlock(&h->wait_lock);
-    return woken;
-}
-
-PROCREG_INTERNAL void procreg_wake_cancel(procreg_wake *w)
-{
-    procreg_events *h = atomic_load_explicit(&w->h, memory_order_acquire);
-    pthread_mutex_lock(&h->wait_lock);
-    w->cancelled = true;
-    pthread_cond_broadcast(&w->a->cond);
-    pthread_mutex_unlock(&h->wait_lock);
-}
-
-PROCREG_INTERNAL void procreg_wake_leave(procreg_wake *w)
-{
-    procreg_events *h = atomic_load_explicit(&w->h, memory_order_relaxed);
-    pthread_mutex_lock(&h->wait_lock);
-    atomic_fetch_sub_explicit(&h->n_waiters, 1, memory_order_relaxed);
-    if (--w->a->waiters == 0)
-        g_hash_table_remove(h->waits, w->key);
-    pthread_mutex_unlock(&h->wait_lock);
-    g_free(w->key);
-    g_free(w);
 }

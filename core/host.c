@@ -72,8 +72,8 @@ static bool notification_valid(const char *what, procreg_event_kind kind,
 
 /* A valid notification reaching the registry.  A dead owner's removal is
  * reported alike whoever reaped it (this registry's monitor, the backend's
- * own reaper, another process): counted once here, and never external,
- * for no process made it: its owner died. */
+ * own reaper, another process): counted once here (events.c makes it
+ * never external). */
 static void deliver(procreg *reg, procreg_event_kind kind,
                     procreg_event_reason reason, const procreg_entry *entry,
                     bool external, uint64_t position)
@@ -85,15 +85,9 @@ static void deliver(procreg *reg, procreg_event_kind kind,
         else
             procreg_owner_index_remove(reg, entry->ns, entry->name,
                                        &entry->owner, entry->revision);
-        if (reason == PROCREG_REASON_OWNER_EXITED) {
+        if (reason == PROCREG_REASON_OWNER_EXITED)
             procreg_removal_seen(reg, entry->ns, entry->name, 0);
-            external = false;
-        }
     }
-    /* Only removals have a reason, and forced updates. */
-    if (kind == PROCREG_EVENT_REGISTERED || kind == PROCREG_EVENT_JOINED ||
-        (kind == PROCREG_EVENT_UPDATED && reason != PROCREG_REASON_FORCED))
-        reason = PROCREG_REASON_NONE;
     procreg_events_emit(reg, kind, reason, entry->ns, entry->name, entry,
                         external, position);
 }

@@ -131,6 +131,7 @@ static inline bool procreg_event_kind_is_group(procreg_event_kind kind)
 #include <time.h>
 
 typedef struct procreg_events procreg_events;
+typedef struct procreg_wakes procreg_wakes;
 typedef struct procreg_monitor procreg_monitor;
 typedef struct procreg_telemetry procreg_telemetry;
 typedef struct procreg_tstats procreg_tstats;
@@ -159,6 +160,7 @@ struct procreg {
     bool owners_local; /* every owner lives on this host (not DISTRIBUTED) */
     bool groups;       /* the backend has groups (procreg_backend_has_groups) */
     bool backend_orders_events; /* PROCREG_CAP_ORDERED_EVENTS: see host.c */
+    bool backend_history; /* procreg_backend_has_history(): events.c */
     /* Neither MULTIPROCESS nor DISTRIBUTED: only writes through this
      * registry, each under its key's stripe, replace an entry (see
      * check_write in registry.c). */
@@ -166,6 +168,7 @@ struct procreg {
     procreg_backend_host *host;
     procreg_tstats *tstats;
     procreg_events *events;
+    procreg_wakes *wakes;
     procreg_monitor *monitor;
     procreg_telemetry *telemetry;
     procreg_stripe stripes[PROCREG_STRIPES];
@@ -329,7 +332,16 @@ PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
                                               procreg_event_reason reason,
                                               const char *ns, const char *name,
                                               const procreg_entry *entry);
-/* The wake-up board: a waiter (procreg_wait_for(), a lock waiter) joins it
+/* ---- the wake-up board (wake.c) ---- */
+
+PROCREG_INTERNAL procreg_wakes *procreg_wakes_new(void);
+PROCREG_INTERNAL void procreg_wakes_free(procreg_wakes *wakes);
+/* Wake the waiters of key (@ns, @name), or with @group of that group. */
+PROCREG_INTERNAL void procreg_wakes_notify(procreg *reg, const char *ns,
+                                          const char *name, bool group);
+/* How many wait now (health, stats). */
+PROCREG_INTERNAL uint64_t procreg_wakes_waiters(procreg *reg);
+/* A waiter (procreg_wait_for(), a lock waiter) joins the board
  * for a key (procreg_wait_members(): with @group, for its group), reads the
  * key's generation (false: cancelled), looks the key up, and sleeps until a
  * change of that key (any event: registered, updated, unregistered; for a

@@ -37,6 +37,7 @@ static procreg *registry_alloc(void)
     reg->tstats = procreg_tstats_new();
     reg->telemetry = procreg_telemetry_new();
     reg->events = procreg_events_new();
+    reg->wakes = procreg_wakes_new();
     reg->monitor = procreg_monitor_new(reg);
     reg->host = procreg_host_new_root(reg);
     return reg;
@@ -49,6 +50,7 @@ static void registry_free(procreg *reg)
     procreg_backend_close(reg->backend); /* may still notify: hub is alive */
     procreg_host_free_root(reg->host);
     procreg_events_free(reg->events);
+    procreg_wakes_free(reg->wakes);
     procreg_monitor_free(reg->monitor);
     procreg_telemetry_free(reg);
     procreg_tstats_free(reg->tstats);
@@ -64,6 +66,7 @@ static int registry_start(procreg *reg, procreg **out)
     reg->owners_local = !(caps & PROCREG_CAP_DISTRIBUTED);
     reg->groups = procreg_backend_has_groups(reg->backend);
     reg->backend_orders_events = caps & PROCREG_CAP_ORDERED_EVENTS;
+    reg->backend_history = procreg_backend_has_history(reg->backend);
     reg->writes_local =
         !(caps & (PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_DISTRIBUTED));
     /* Without the monitor the registry still works; health says so. */

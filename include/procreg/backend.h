@@ -534,6 +534,17 @@ PROCREG_API int procreg_backend_memory_usage(procreg_backend *b,
                                              size_t *bytes);
 PROCREG_API void procreg_backend_stats(procreg_backend *b, GVariantDict *out);
 
+/* History: whether the backend serves procreg_subscribe_from() from a
+ * history of its own (both version-4 slots set and ORDERED_EVENTS on this
+ * instance); the two calls answer PROCREG_ENOTSUP when it does not. */
+PROCREG_API bool procreg_backend_has_history(const procreg_backend *b);
+PROCREG_API int procreg_backend_history_head(procreg_backend *b,
+                                             uint64_t *out, GError **error);
+PROCREG_API int procreg_backend_history_read(procreg_backend *b,
+                                             const char *ns, uint64_t after,
+                                             GArray *out, uint64_t *head,
+                                             GError **error);
+
 /* Groups: PROCREG_ENOTSUP when the backend has no groups (a version 1 or
  * 2 table, or no PROCREG_CAP_GROUPS).  group_dispatch takes no lock around
  * the slot (see the slot); its fallback reads the members under the lock

@@ -23,6 +23,7 @@ LAYERS = [
     ["dispatch"],
     ["counters"],
     ["telemetry"],
+    ["wake"],
     ["events"],
     ["liveness"],
     ["host", "wait", "namespaces"],

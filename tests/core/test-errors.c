@@ -188,7 +188,7 @@ static void test_names(void)
     g_assert_cmpstr(procreg_error_name(PROCREG_ENOTFOUND), ==,
                     "PROCREG_ENOTFOUND");
     g_assert_cmpstr(procreg_error_name(0), ==, "PROCREG_OK");
-    g_assert_null(procreg_error_name(PROCREG_EPERM - 1));
+    g_assert_null(procreg_error_name(PROCREG_ECOMPACTED - 1));
     g_assert_null(procreg_error_name(1));
     for (int code = PROCREG_EPERM; code <= 0; code++)
         g_assert_true(g_str_has_prefix(procreg_error_name(code), "PROCREG_"));
