@@ -53,6 +53,13 @@ PROCREG_INTERNAL int procreg_backend_ops_check(const procreg_backend_ops *ops,
         return procreg_set_error(error, PROCREG_EINVAL,
                                  "backend '%s': GROUPS needs a version 3 "
                                  "table, not %u", ops->name, ops->version);
+    if ((ops->caps & PROCREG_CAP_HISTORY) &&
+        (ops->version < 4 || ops->history_head == NULL ||
+         ops->history_read == NULL))
+        return procreg_set_error(error, PROCREG_EINVAL,
+                                 "backend '%s': HISTORY needs a version 4 "
+                                 "table with history_head and history_read",
+                                 ops->name);
     if (ops->caps & PROCREG_CAP_GROUPS) {
         REQUIRE(group_join)
         REQUIRE(group_leave)

@@ -695,9 +695,10 @@ PROCREG_API int procreg_backend_group_member(procreg_backend *b,
 
 PROCREG_API bool procreg_backend_has_history(const procreg_backend *b)
 {
+    const unsigned need = PROCREG_CAP_HISTORY | PROCREG_CAP_ORDERED_EVENTS;
     return b->ops->version >= 4 && b->ops->history_head != NULL &&
            b->ops->history_read != NULL &&
-           (procreg_backend_get_caps(b) & PROCREG_CAP_ORDERED_EVENTS);
+           (procreg_backend_get_caps(b) & need) == need;
 }
 
 static int no_history(const procreg_backend *b, GError **error)

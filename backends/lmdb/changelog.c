@@ -5,8 +5,10 @@
  * changes there, numbered, in the same transaction, and trims it to
  * LOG_KEEP records); FILE-notify, one shared page whose counter a writer
  * bumps and FUTEX_WAKEs after each commit that logged; and the watcher
- * thread (one per file per process) that sleeps on that counter; and the
- * delivery of the log to this process's handles.
+ * thread (one per file per process) that sleeps on that counter; the
+ * delivery of the log to this process's handles; and the history read
+ * back from it (procreg_subscribe_from(): a change's position is its
+ * number in the log, the same in every process).
  *
  * Delivery, the invariant: every change in the log reaches every attached
  * handle exactly once, in log order (which is commit order: LMDB has one
@@ -206,19 +208,80 @@ bool procreg_lmdb_log_finish(lmdb_env *env, MDB_txn *txn, wstate *w)
                                    "trimming the log");
 }
 
+/* ---- reading the log ---- */
+
+/* A change read from the log, with its number. */
+typedef struct {
+    uint64_t seq;
+    procreg_lmdb_change ch;
+} logged;
+
+static void logged_clear(gpointer p)
+{
+    procreg_lmdb_change_clear(&((logged *)p)->ch);
+}
+
+static GArray *logged_array_new(void)
+{
+    GArray *a = g_array_new(FALSE, TRUE, sizeof(logged));
+    g_array_set_clear_func(a, logged_clear);
+    return a;
+}
+
+/* Append the records numbered above @after to @out, in order (those it
+ * cannot decode are counted in corrupt_reads); *@last: the number of the
+ * last record read (@after when none).  Returns how many numbers were
+ * missing on the way (trimmed before they were read). */
+static uint64_t log_read_after(lmdb_env *env, MDB_txn *txn, uint64_t after,
+                               GArray *out, uint64_t *last)
+{
+    MDB_cursor *c;
+    uint64_t missing = 0;
+    *last = after;
+    if (mdb_cursor_open(txn, env->db_events, &c) != 0)
+        return 0;
+    uint64_t be = GUINT64_TO_BE(after + 1);
+    MDB_val k = {sizeof be, &be}, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        uint64_t seq = 0;
+        if (k.mv_size != sizeof seq)
+            continue;
+        memcpy(&seq, k.mv_data, sizeof seq);
+        logged l = {.seq = GUINT64_FROM_BE(seq)};
+        missing += l.seq - *last - 1;
+        *last = l.seq;
+        if (procreg_lmdb_change_decode(v.mv_data, v.mv_size, &l.ch))
+            g_array_append_val(out, l);
+        else
+            g_atomic_pointer_add(&env->corrupt_reads, 1);
+    }
+    mdb_cursor_close(c);
+    return missing;
+}
+
+/* The entry a change describes (borrowed from it). */
+static procreg_entry logged_entry(const procreg_lmdb_change *ch)
+{
+    return (procreg_entry){
+        .ns = ch->ns,
+        .name = ch->name,
+        .owner = {(pid_t)ch->h.pid, ch->h.start_time},
+        .metadata = ch->meta,
+        .registered_at = ch->h.registered_at,
+        .revision = ch->h.revision,
+    };
+}
+
+/* Whether handle @st made the change. */
+static bool logged_own(const lmdb_env *env, const lmdb_state *st,
+                       const procreg_lmdb_change *ch)
+{
+    return ch->h.origin_pid == (uint32_t)env->self.pid &&
+           ch->h.origin_instance == st->instance_id;
+}
+
 /* ---- the watcher ---- */
-
-typedef procreg_lmdb_change change;
-
-static void change_clear(gpointer p)
-{
-    procreg_lmdb_change_clear(p);
-}
-
-static bool change_decode(const MDB_val *v, change *out)
-{
-    return procreg_lmdb_change_decode(v->mv_data, v->mv_size, out);
-}
 
 /* Read the log past last_seq and report each change to every instance,
  * as its own to the one that made it.  inst_lock held. */
@@ -229,62 +292,30 @@ static void deliver_locked(lmdb_env *env)
     MDB_txn *txn;
     if (procreg_lmdb_read_begin(env, &txn) != 0)
         return;
-    GArray *changes = g_array_new(FALSE, TRUE, sizeof(change));
-    g_array_set_clear_func(changes, change_clear);
-    MDB_cursor *c;
+    GArray *changes = logged_array_new();
     uint64_t last = 0;
     /* A log that restarted (it was damaged) holds numbers below ours. */
     if (procreg_lmdb_log_last(env, txn, &last) == 0 && last < env->last_seq)
         env->last_seq = 0;
-    if (mdb_cursor_open(txn, env->db_events, &c) == 0) {
-        uint64_t be = GUINT64_TO_BE(env->last_seq + 1);
-        MDB_val k = {sizeof be, &be}, v;
-        int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-        for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-            uint64_t seq = 0;
-            if (k.mv_size != sizeof seq)
-                continue;
-            memcpy(&seq, k.mv_data, sizeof seq);
-            seq = GUINT64_FROM_BE(seq);
-            if (seq > env->last_seq + 1)
-                g_atomic_pointer_add(&env->events_lost,
-                                     seq - env->last_seq - 1);
-            env->last_seq = seq;
-            change ch;
-            if (change_decode(&v, &ch))
-                g_array_append_val(changes, ch);
-            else
-                g_atomic_pointer_add(&env->corrupt_reads, 1);
-        }
-        mdb_cursor_close(c);
-    }
+    uint64_t lost =
+        log_read_after(env, txn, env->last_seq, changes, &env->last_seq);
     procreg_lmdb_read_end(env, txn);
+    g_atomic_pointer_add(&env->events_lost, lost);
 
     for (guint i = 0; i < changes->len; i++) {
-        change *ch = &g_array_index(changes, change, i);
-        procreg_entry e = {
-            .ns = ch->ns,
-            .name = ch->name,
-            .owner = {(pid_t)ch->h.pid, ch->h.start_time},
-            .metadata = ch->meta,
-            .registered_at = ch->h.registered_at,
-            .revision = ch->h.revision,
-        };
+        logged *l = &g_array_index(changes, logged, i);
+        procreg_lmdb_change *ch = &l->ch;
+        procreg_entry e = logged_entry(ch);
         if (ch->h.kind == PROCREG_EVENT_REGISTERED ||
             ch->h.kind == PROCREG_EVENT_JOINED)
             procreg_lmdb_owner_alive(env, &e.owner); /* watch the new owner */
-        bool ours = ch->h.origin_pid == (uint32_t)env->self.pid;
         for (guint j = 0; j < env->instances->len; j++) {
             lmdb_state *st = env->instances->pdata[j];
-            if (ours && ch->h.origin_instance == st->instance_id) {
-                if (!LMDB_ORDERED_EVENTS)
-                    continue; /* the core reports its own changes */
-                procreg_backend_host_notify_own(st->host, ch->h.kind,
-                                                ch->h.reason, &e);
-            } else {
-                procreg_backend_host_notify(st->host, ch->h.kind,
-                                            ch->h.reason, &e);
-            }
+            bool own = logged_own(env, st, ch);
+            if (own && !LMDB_ORDERED_EVENTS)
+                continue; /* the core reports its own changes */
+            procreg_backend_host_notify_at(st->host, ch->h.kind,
+                                           ch->h.reason, &e, own, l->seq);
             g_atomic_pointer_add(&env->events_delivered, 1);
         }
     }
@@ -364,4 +395,73 @@ void procreg_lmdb_watcher_stop(lmdb_env *env)
             NULL, 0);
     g_thread_join(env->watcher);
     env->watcher = NULL;
+}
+
+/* ---- the history (procreg_subscribe_from()) ---- */
+
+int procreg_lmdb_history_head(void *state, uint64_t *out, GError **error)
+{
+    lmdb_state *st = state;
+    STATE_ENV(st, error);
+    MDB_txn *txn;
+    int rc = procreg_lmdb_read_begin(env, &txn);
+    if (rc == 0) {
+        rc = procreg_lmdb_log_last(env, txn, out);
+        procreg_lmdb_read_end(env, txn);
+    }
+    return rc == 0 ? 0 : procreg_lmdb_fail(env, rc, "reading the log", error);
+}
+
+int procreg_lmdb_history_read(void *state, const char *ns, uint64_t after,
+                              GArray *out, uint64_t *head, GError **error)
+{
+    lmdb_state *st = state;
+    STATE_ENV(st, error);
+    MDB_txn *txn;
+    int rc = procreg_lmdb_read_begin(env, &txn);
+    if (rc != 0)
+        return procreg_lmdb_fail(env, rc, "reading the log", error);
+    uint64_t last = 0, missing = 0;
+    GArray *changes = logged_array_new();
+    rc = procreg_lmdb_log_last(env, txn, &last);
+    /* Records are numbered without gaps and trimmed oldest first: the
+     * history after @after is whole when none is missing from after + 1
+     * on. */
+    if (rc == 0 && after < last)
+        missing = log_read_after(env, txn, after, changes, &last);
+    procreg_lmdb_read_end(env, txn);
+    if (rc != 0)
+        rc = procreg_lmdb_fail(env, rc, "reading the log", error);
+    else if (after > last)
+        rc = procreg_set_error(
+            error, PROCREG_ECOMPACTED,
+            "position %" G_GUINT64_FORMAT " is past the end of the change "
+            "log of %s, %" G_GUINT64_FORMAT " (the log restarted, or the "
+            "position is another file's)", after, env->path, last);
+    else if (missing > 0)
+        rc = procreg_set_error(
+            error, PROCREG_ECOMPACTED,
+            "the change log of %s no longer holds the changes after "
+            "position %" G_GUINT64_FORMAT " (it keeps the latest %d)",
+            env->path, after, LOG_KEEP);
+    for (guint i = 0; rc == 0 && i < changes->len; i++) {
+        logged *l = &g_array_index(changes, logged, i);
+        if (ns != NULL && strcmp(l->ch.ns, ns) != 0)
+            continue;
+        procreg_change c = {
+            .kind = l->ch.h.kind,
+            .reason = l->ch.h.reason,
+            .position = l->seq,
+            .own = logged_own(env, st, &l->ch),
+            .entry = logged_entry(&l->ch),
+        };
+        /* The array owns its strings and metadata: take the change's. */
+        l->ch.ns = l->ch.name = NULL;
+        l->ch.meta = NULL;
+        g_array_append_val(out, c);
+    }
+    g_array_unref(changes);
+    if (rc == 0)
+        *head = last;
+    return rc;
 }

@@ -345,6 +345,12 @@ LMDB_HIDDEN int procreg_lmdb_list_all(void *state, const char *ns,
                                       GArray *out, GError **error);
 LMDB_HIDDEN int procreg_lmdb_count(void *state, const char *ns, size_t *out,
                                    GError **error);
+/* changelog.c: the history slots */
+LMDB_HIDDEN int procreg_lmdb_history_head(void *state, uint64_t *out,
+                                          GError **error);
+LMDB_HIDDEN int procreg_lmdb_history_read(void *state, const char *ns,
+                                          uint64_t after, GArray *out,
+                                          uint64_t *head, GError **error);
 LMDB_HIDDEN int procreg_lmdb_count_namespaces(void *state, GArray *out,
                                               GError **error);
 LMDB_HIDDEN int procreg_lmdb_list_names(void *state, const char *ns,

@@ -180,7 +180,9 @@ const procreg_backend_ops procreg_lmdb_backend_ops = {
     .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_PERSISTENT |
             PROCREG_CAP_MULTIPROCESS | PROCREG_CAP_ATOMIC_DROP |
             PROCREG_CAP_GROUPS |
-            (LMDB_ORDERED_EVENTS ? PROCREG_CAP_ORDERED_EVENTS : 0),
+            (LMDB_ORDERED_EVENTS
+                 ? PROCREG_CAP_ORDERED_EVENTS | PROCREG_CAP_HISTORY
+                 : 0),
     .options = lmdb_options,
     .init = lmdb_init,
     .destroy = lmdb_destroy,
@@ -203,4 +205,6 @@ const procreg_backend_ops procreg_lmdb_backend_ops = {
     .group_list_all = procreg_lmdb_group_list_all,
     .group_list = procreg_lmdb_group_list,
     .group_member = procreg_lmdb_group_member,
+    .history_head = procreg_lmdb_history_head,
+    .history_read = procreg_lmdb_history_read,
 };

@@ -719,7 +719,24 @@ static unsigned int opt_instance_caps(void *state)
             (PROCREG_CAP_PERSISTENT | PROCREG_CAP_MULTIPROCESS |
              PROCREG_CAP_DISTRIBUTED | PROCREG_CAP_ATOMIC_DROP |
              PROCREG_CAP_ORDERED_EVENTS)) |
-           (procreg_backend_has_groups(s->inner) ? PROCREG_CAP_GROUPS : 0);
+           (procreg_backend_has_groups(s->inner) ? PROCREG_CAP_GROUPS : 0) |
+           (procreg_backend_has_history(s->inner) ? PROCREG_CAP_HISTORY : 0);
+}
+
+/* The inner backend's history is the decorator's: its notifications reach
+ * the registry through the child host with their positions. */
+static int opt_history_head(void *state, uint64_t *out, GError **error)
+{
+    opt_state *s = state;
+    return procreg_backend_history_head(s->inner, out, error);
+}
+
+static int opt_history_read(void *state, const char *ns, uint64_t after,
+                            GArray *out, uint64_t *head, GError **error)
+{
+    opt_state *s = state;
+    return procreg_backend_history_read(s->inner, ns, after, out, head,
+                                        error);
 }
 
 const procreg_backend_ops procreg_optimized_backend_ops = {
@@ -759,4 +776,6 @@ const procreg_backend_ops procreg_optimized_backend_ops = {
     .group_pick = procreg_opt_group_pick,
     .group_find = procreg_opt_group_find,
     .group_member = procreg_opt_group_member,
+    .history_head = opt_history_head,
+    .history_read = opt_history_read,
 };

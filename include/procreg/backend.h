@@ -103,6 +103,10 @@ typedef enum {
     /** Groups (duplicate keys): the version-3 group slots are set; see
      *  "Groups" in the vtable. */
     PROCREG_CAP_GROUPS = 1u << 8,
+    /** A history of the whole store (with ORDERED_EVENTS): the version-4
+     *  history slots are set and serve this instance; see "History" in
+     *  the vtable. */
+    PROCREG_CAP_HISTORY = 1u << 9,
 } procreg_backend_caps;
 
 /* ------------------------------------------------------------------------ */
@@ -415,7 +419,8 @@ typedef struct procreg_backend_ops {
     /* ---- version 4: history ----
      * A backend that keeps the recent changes of its whole store (other
      * processes' and hosts' too) sets both slots, has
-     * PROCREG_CAP_ORDERED_EVENTS, and reports every change with
+     * PROCREG_CAP_HISTORY and PROCREG_CAP_ORDERED_EVENTS (for the
+     * instance: instance_caps), and reports every change with
      * procreg_backend_host_notify_at() and its position; the core then
      * serves procreg_subscribe_from() from it.  Without them the core keeps
      * a history of its own, of this registry's events. */
@@ -535,8 +540,8 @@ PROCREG_API int procreg_backend_memory_usage(procreg_backend *b,
 PROCREG_API void procreg_backend_stats(procreg_backend *b, GVariantDict *out);
 
 /* History: whether the backend serves procreg_subscribe_from() from a
- * history of its own (both version-4 slots set and ORDERED_EVENTS on this
- * instance); the two calls answer PROCREG_ENOTSUP when it does not. */
+ * history of its own (both version-4 slots set, HISTORY and ORDERED_EVENTS
+ * on this instance); the two calls answer PROCREG_ENOTSUP when not. */
 PROCREG_API bool procreg_backend_has_history(const procreg_backend *b);
 PROCREG_API int procreg_backend_history_head(procreg_backend *b,
                                              uint64_t *out, GError **error);

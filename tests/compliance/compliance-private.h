@@ -177,6 +177,7 @@ typedef struct {
     bool external;
     uint64_t member_id;
     bool member_group_ok; /* event->member names the event's group */
+    uint64_t seq, position;
 } seen_event;
 
 void cx_seen_event_free(gpointer p);
@@ -197,6 +198,9 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Watch, cx_watch_clear)
 /* Subscribe to namespace @ns, or to one group. */
 bool cx_watch_ns(Fixture *f, const char *ns, Watch *w);
 bool cx_watch_group(Fixture *f, const char *ns, const char *group, Watch *w);
+/* procreg_subscribe_from(): namespace @ns after position @after. */
+int cx_watch_from(Fixture *f, const char *ns, uint64_t after, Watch *w,
+                  GError **error);
 /* The next event, or NULL after CX_WAIT_MS. */
 seen_event *cx_next_event(Watch *w);
 /* Pop events until one of @kind for @name; its reason in *@reason.  false
@@ -256,6 +260,10 @@ void case_namespace_meta(Fixture *f);
 void case_namespace_meta_processes(Fixture *f);
 void case_start_once_threads(Fixture *f);
 void case_start_once_processes(Fixture *f);
+void case_resume_position(Fixture *f);
+void case_resume_from_now(Fixture *f);
+void case_resume_compacted(Fixture *f);
+void case_resume_other_registry(Fixture *f);
 /* The child side of the lock and start-once cases (MODE "lock"). */
 int cx_lock_child(procreg *reg);
 

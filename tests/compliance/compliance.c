@@ -132,6 +132,9 @@ static const char *caps_missing(unsigned int missing)
         return "backend lacks PROCREG_CAP_DISTRIBUTED";
     if (missing & PROCREG_CAP_GROUPS)
         return "backend lacks PROCREG_CAP_GROUPS";
+    if (missing & PROCREG_CAP_HISTORY)
+        return "backend lacks PROCREG_CAP_HISTORY (the registry keeps "
+               "its own history)";
     return "backend lacks a capability this case needs";
 }
 
@@ -2454,6 +2457,11 @@ static const Case cases[] = {
      LEVEL_REGISTRY},
     {"groups_multiprocess", case_groups_multiprocess,
      PROCREG_CAP_GROUPS | PROCREG_CAP_MULTIPROCESS, LEVEL_REGISTRY},
+    {"resume_position", case_resume_position, 0, LEVEL_REGISTRY},
+    {"resume_from_now", case_resume_from_now, 0, LEVEL_REGISTRY},
+    {"resume_compacted", case_resume_compacted, 0, LEVEL_REGISTRY},
+    {"resume_other_registry", case_resume_other_registry,
+     PROCREG_CAP_HISTORY, LEVEL_REGISTRY},
     {"backend_level", case_backend_level, 0, LEVEL_BACKEND},
 };
 

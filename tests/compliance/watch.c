@@ -88,6 +88,8 @@ static void collect(procreg *reg, const procreg_event *ev, gpointer data)
     e->revision = ev->entry->revision;
     e->owner = ev->entry->owner.pid;
     e->external = ev->external;
+    e->seq = ev->seq;
+    e->position = ev->position;
     if (ev->member != NULL) {
         e->member_id = ev->member->id;
         e->member_group_ok = g_strcmp0(ev->member->group, ev->name) == 0 &&
@@ -121,6 +123,20 @@ static bool watch_start(Fixture *f, Watch *w, const char *ns,
     queue_free(w->q);
     w->q = NULL;
     return false;
+}
+
+int cx_watch_from(Fixture *f, const char *ns, uint64_t after, Watch *w,
+                  GError **error)
+{
+    w->reg = f->reg;
+    w->q = queue_new();
+    int rc = procreg_subscribe_from(f->reg, ns, NULL, after, collect, w->q,
+                                    NULL, NULL, &w->id, error);
+    if (rc != 0) {
+        queue_free(w->q);
+        w->q = NULL;
+    }
+    return rc;
 }
 
 bool cx_watch_ns(Fixture *f, const char *ns, Watch *w)
