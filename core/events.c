@@ -70,6 +70,9 @@ typedef struct sub {
     /* procreg_subscribe_from() is still reading the history: items only
      * collect in @pending, to go behind it. */
     bool catching_up;
+    /* The backend's history was replayed up to this position: a live
+     * event at or below it (a notification that came late) was in it. */
+    uint64_t replayed;
     int running;
     pthread_t runner;
     GQueue pending;  /* item*, in order: what the callback has yet to see */
@@ -249,6 +252,12 @@ static void attach_source_locked(sub *s)
     g_source_attach(src, s->context);
 }
 
+/* s->lock held. */
+static bool replayed_already(const sub *s, const item *it)
+{
+    return it->ev.position != 0 && it->ev.position <= s->replayed;
+}
+
 /* Hand @it (NULL: nothing new) to @s behind what is pending, and run the
  * callbacks here (the dispatcher) or from a source on its context.  A
  * subscription catching up only collects. */
@@ -259,7 +268,7 @@ static void deliver(sub *s, item *it)
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    if (it != NULL) {
+    if (it != NULL && !replayed_already(s, it)) {
         g_atomic_int_inc(&it->refcount);
         g_queue_push_tail(&s->pending, it);
     }
@@ -639,7 +648,9 @@ static int replay_ring_locked(procreg_events *h, sub *s, uint64_t after,
  * @s joined the subscribers before the history was read, so a change
  * above the position read up to reaches it live, and one at or below it
  * is in the history (or outside its namespace): the live ones at or below
- * are dropped, and each change is seen once, in position order. */
+ * it, collected meanwhile or notified late, after the catch-up, are
+ * dropped (s->replayed), and each change is seen once, in position
+ * order. */
 static int catch_up(procreg *reg, sub *s, uint64_t after, GError **error)
 {
     GArray *changes = procreg_change_array_new();
@@ -663,12 +674,13 @@ static int catch_up(procreg *reg, sub *s, uint64_t after, GError **error)
     }
     g_array_unref(changes);
     pthread_mutex_lock(&s->lock);
+    s->replayed = head;
     item *it;
     while ((it = g_queue_pop_head(&s->pending)) != NULL) {
-        if (it->ev.position == 0 || it->ev.position > head)
-            g_queue_push_tail(&history, it);
-        else
+        if (replayed_already(s, it))
             item_unref(it);
+        else
+            g_queue_push_tail(&history, it);
     }
     s->pending = history;
     s->catching_up = false;
