@@ -9,8 +9,8 @@
  * removal without one is a lease expiry (etcd-events.c reads both).
  *
  * Changes this instance made (the value, or the marker, names its writer):
- * with WATCH_ALL the watch reports them too, through
- * procreg_backend_host_notify_at() with own set, and each op waits for the watch to
+ * with WATCH_ALL the watch reports them too, as its own (the @own of
+ * procreg_backend_host_notify_at()), and each op waits for the watch to
  * pass its revision before it returns (procreg_etcd_watch_await()).  So
  * every event of the prefix reaches the core from one thread in revision
  * order, this instance's and others' alike (PROCREG_CAP_ORDERED_EVENTS):
