@@ -145,8 +145,9 @@ ETCD_HIDDEN void procreg_etcd_stream_interrupt(etcd_stream *s);
 ETCD_HIDDEN void procreg_etcd_stream_rearm(etcd_stream *s);
 
 /* POST @body to @path, starting at the endpoint in use, and feed the
- * reply to @fn line by line until the server ends it, @fn returns false
- * or the stream is stopped.  An endpoint that cannot be reached or sends
+ * reply to @fn line by line until the server ends it, @fn returns false,
+ * the stream is stopped or @deadline (g_get_monotonic_time() µs; 0: none)
+ * passes, which is PROCREG_ETIMEDOUT.  An endpoint that cannot be reached or sends
  * nothing within an attempt's deadline is passed over for the next (@fn
  * has seen nothing then).  A stream that goes silent for the stream's
  * silence_ms while its member does not answer a probe ends with an error,
@@ -155,7 +156,7 @@ ETCD_HIDDEN void procreg_etcd_stream_rearm(etcd_stream *s);
  *   negative code with @error. */
 ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
                                         const char *path, const char *body,
-                                        etcd_line_fn fn, void *user,
-                                        GError **error);
+                                        gint64 deadline, etcd_line_fn fn,
+                                        void *user, GError **error);
 
 #endif

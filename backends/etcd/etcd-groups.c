@@ -184,19 +184,17 @@ ETCD_HIDDEN void procreg_etcd_locals_reap(etcd_state *s)
 /* ------------------------------------------------------------------------ */
 /* Events                                                                   */
 
-ETCD_HIDDEN void procreg_etcd_notify_member(etcd_state *s, bool own,
-                                            procreg_event_kind kind,
-                                            procreg_event_reason reason,
-                                            const void *key, size_t klen,
-                                            const void *value, size_t vlen,
-                                            int64_t revision)
+ETCD_HIDDEN bool procreg_etcd_member_decode(etcd_state *s, const void *key,
+                                            size_t klen, const void *value,
+                                            size_t vlen, int64_t revision,
+                                            procreg_change *c)
 {
-    if (kind == PROCREG_EVENT_UPDATED) /* never written: not a member's */
-        return;
+    if (c->kind == PROCREG_EVENT_UPDATED) /* never written: not a member's */
+        return false;
     char *ns = NULL, *group = NULL;
     if (!procreg_etcd_split_member_key(s, key, klen, &ns, &group)) {
         atomic_add(&s->corrupt_seen, 1);
-        return;
+        return false;
     }
     procreg_entry e = {.ns = ns, .name = group,
                        .revision = (uint64_t)revision};
@@ -205,20 +203,16 @@ ETCD_HIDDEN void procreg_etcd_notify_member(etcd_state *s, bool own,
     if (value != NULL && procreg_etcd_value_decode(value, vlen, &v, &why)) {
         procreg_etcd_fill_entry(&v, revision, ns, group, &e);
         procreg_etcd_value_clear(&v);
-    } else if (kind == PROCREG_EVENT_REGISTERED) {
+    } else if (c->kind == PROCREG_EVENT_REGISTERED) {
         /* A join we cannot read is not one to announce. */
         atomic_add(&s->corrupt_seen, 1);
         procreg_entry_clear(&e);
-        return;
+        return false;
     }
-    kind = kind == PROCREG_EVENT_REGISTERED ? PROCREG_EVENT_JOINED
-                                            : PROCREG_EVENT_LEFT;
-    atomic_add(&s->notified, 1);
-    if (own)
-        procreg_backend_host_notify_own(s->host, kind, reason, &e);
-    else
-        procreg_backend_host_notify(s->host, kind, reason, &e);
-    procreg_entry_clear(&e);
+    c->kind = c->kind == PROCREG_EVENT_REGISTERED ? PROCREG_EVENT_JOINED
+                                                  : PROCREG_EVENT_LEFT;
+    c->entry = e;
+    return true;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -162,24 +162,18 @@ ETCD_HIDDEN bool procreg_etcd_first_kv(JsonObject *o, const char *member,
            procreg_etcd_kv_parse(json_node_get_object(n), kv);
 }
 
-ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, bool own,
-                                     procreg_event_kind kind,
-                                     procreg_event_reason reason,
-                                     const void *key, size_t klen,
-                                     const void *value, size_t vlen,
-                                     int64_t revision)
+ETCD_HIDDEN bool procreg_etcd_change_decode(etcd_state *s, const void *key,
+                                            size_t klen, const void *value,
+                                            size_t vlen, int64_t revision,
+                                            procreg_change *c)
 {
+    if (procreg_etcd_is_member_key(s, key, klen))
+        return procreg_etcd_member_decode(s, key, klen, value, vlen,
+                                          revision, c);
     char *ns = NULL, *name = NULL;
-    if (s->host == NULL) /* retired: no core to tell */
-        return;
-    if (procreg_etcd_is_member_key(s, key, klen)) {
-        procreg_etcd_notify_member(s, own, kind, reason, key, klen, value,
-                                   vlen, revision);
-        return;
-    }
     if (!procreg_etcd_split_key(s, key, klen, &ns, &name)) {
         atomic_add(&s->corrupt_seen, 1);
-        return;
+        return false;
     }
     procreg_entry e = {0};
     etcd_value v;
@@ -187,23 +181,38 @@ ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, bool own,
     if (value != NULL && procreg_etcd_value_decode(value, vlen, &v, &why)) {
         procreg_etcd_fill_entry(&v, revision, ns, name, &e);
         procreg_etcd_value_clear(&v);
-    } else if (kind != PROCREG_EVENT_UNREGISTERED) {
+    } else if (c->kind != PROCREG_EVENT_UNREGISTERED) {
         /* A registration we cannot read is not one to announce. */
         atomic_add(&s->corrupt_seen, 1);
         g_free(ns);
         g_free(name);
-        return;
+        return false;
     } else {
         e.ns = ns;
         e.name = name;
         e.revision = (uint64_t)revision;
     }
+    c->entry = e;
+    return true;
+}
+
+ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, bool own,
+                                     procreg_event_kind kind,
+                                     procreg_event_reason reason,
+                                     const void *key, size_t klen,
+                                     const void *value, size_t vlen,
+                                     int64_t revision, int64_t position)
+{
+    if (s->host == NULL) /* retired: no core to tell */
+        return;
+    procreg_change c = {.kind = kind, .reason = reason, .own = own,
+                        .position = (uint64_t)position};
+    if (!procreg_etcd_change_decode(s, key, klen, value, vlen, revision, &c))
+        return;
     atomic_add(&s->notified, 1);
-    if (own)
-        procreg_backend_host_notify_own(s->host, kind, reason, &e);
-    else
-        procreg_backend_host_notify(s->host, kind, reason, &e);
-    procreg_entry_clear(&e);
+    procreg_backend_host_notify_at(s->host, c.kind, c.reason, &c.entry, own,
+                                   c.position);
+    procreg_entry_clear(&c.entry);
 }
 
 ETCD_HIDDEN procreg_event_reason procreg_etcd_removal_reason(etcd_state *s,

@@ -156,7 +156,7 @@ static int evict_dead_holder(etcd_state *s, const GString *k,
         procreg_etcd_notify(s, false, PROCREG_EVENT_UNREGISTERED,
                             PROCREG_REASON_OWNER_EXITED, held->key,
                             held->key_len, held->value, held->value_len,
-                            held->mod_rev);
+                            held->mod_rev, at);
     return rc;
 }
 

@@ -15,6 +15,8 @@
  *   etcd-scan.c    ranges: list, count, names, namespace drop
  *   etcd-groups.c  groups: members' keys on the lease, join, leave, reads
  *   etcd-watch.c   the watch thread and its mirror of the prefix
+ *   etcd-events.c  what a watch event tells (the watch's and history's)
+ *   etcd-history.c the history slots: changes after a revision
  *   etcd-health.c  health, stats, memory
  *   etcd-client.c  HTTP calls to the cluster, etcd-stream.c its streams,
  *   etcd-json.c    JSON from the cluster, etcd-codec.c the value format
@@ -193,8 +195,20 @@ ETCD_HIDDEN void procreg_etcd_fill_entry(const etcd_value *v,
  * reply, or NULL. */
 ETCD_HIDDEN JsonObject *procreg_etcd_txn_response(JsonObject *reply, guint i,
                                                   const char *kind);
-/* Report a change to the core: the entry from @value (NULL: only a
- * removal's key and @revision).  @own: this instance made it (reported in
+/* Fill the entry of change @c (its kind, reason, own and position set)
+ * from etcd key @key: the entry from @value (NULL: only a removal's key
+ * and @revision); a member's key makes REGISTERED JOINED and UNREGISTERED
+ * LEFT (procreg_etcd_member_decode()).  false, @c's entry left empty, when
+ * there is nothing to report: a key that is not valid or a registration
+ * whose value cannot be read (both counted in corrupt_seen), a member's
+ * update.  Shared by the watch and the history (etcd-history.c), so both
+ * report a change alike. */
+ETCD_HIDDEN bool procreg_etcd_change_decode(etcd_state *s, const void *key,
+                                            size_t klen, const void *value,
+                                            size_t vlen, int64_t revision,
+                                            procreg_change *c);
+/* Report a change to the core (procreg_etcd_change_decode()), at
+ * @position, its etcd revision.  @own: this instance made it (reported in
  * commit order by the watch, procreg_etcd_ordered()); else another writer
  * did, or nobody (an expiry). */
 ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, bool own,
@@ -202,7 +216,7 @@ ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, bool own,
                                      procreg_event_reason reason,
                                      const void *key, size_t klen,
                                      const void *value, size_t vlen,
-                                     int64_t revision);
+                                     int64_t revision, int64_t position);
 /* The reason other hosts read when this process removes or changes the
  * entry @v: the core lets its owner do that (explicit), anyone remove a
  * dead owner's entry (owner_exited), and others only by force (forced). */
@@ -423,14 +437,12 @@ ETCD_HIDDEN int procreg_etcd_group_count(void *state, const procreg_key *key,
                                          size_t *out, GError **error);
 ETCD_HIDDEN int procreg_etcd_group_list(void *state, const char *ns,
                                         GArray *out, GError **error);
-/* procreg_etcd_notify() of a member key: REGISTERED becomes JOINED,
- * UNREGISTERED LEFT (members are never updated). */
-ETCD_HIDDEN void procreg_etcd_notify_member(etcd_state *s, bool own,
-                                            procreg_event_kind kind,
-                                            procreg_event_reason reason,
-                                            const void *key, size_t klen,
-                                            const void *value, size_t vlen,
-                                            int64_t revision);
+/* procreg_etcd_change_decode() of a member key: REGISTERED becomes
+ * JOINED, UNREGISTERED LEFT (members are never updated). */
+ETCD_HIDDEN bool procreg_etcd_member_decode(etcd_state *s, const void *key,
+                                            size_t klen, const void *value,
+                                            size_t vlen, int64_t revision,
+                                            procreg_change *c);
 /* The members of this host the watch saw (or this instance joined), for
  * the keeper: member key @k at @rev with @value, put or removed. */
 ETCD_HIDDEN void procreg_etcd_locals_put(etcd_state *s, const void *k,
@@ -441,6 +453,56 @@ ETCD_HIDDEN void procreg_etcd_locals_remove(etcd_state *s, const void *k,
 /* After a keepalive round: remove the members of this host whose owner
  * died (reason owner_exited). */
 ETCD_HIDDEN void procreg_etcd_locals_reap(etcd_state *s);
+
+/* ---- etcd-events.c: what a watch event tells ---- */
+
+/* An entry's key or a group member's: what the watch and the history
+ * report. */
+ETCD_HIDDEN bool procreg_etcd_watched_key(etcd_state *s, const void *k,
+                                          size_t n);
+
+/* The writer of value @value (NULL allowed) into @out
+ * (ETCD_WRITER_LEN + 1 bytes), "" when unreadable. */
+ETCD_HIDDEN void procreg_etcd_value_writer(const void *value, size_t len,
+                                           char *out);
+
+/* A reason marker in a watch response: it shares the revision of the
+ * removal (or forced update) it explains, and a revision is never split
+ * across responses. */
+typedef struct {
+    int64_t rev;
+    char writer[ETCD_WRITER_LEN + 1];
+    int reason;
+} etcd_marker;
+
+/* The reason markers of response @b (etcd_marker); g_array_unref it. */
+ETCD_HIDDEN GArray *procreg_etcd_markers(etcd_state *s,
+                                         const etcd_watch_batch *b);
+
+/* What one event of an entry's or member's key tells. */
+typedef struct {
+    procreg_event_kind kind;     /* REGISTERED, UPDATED or UNREGISTERED */
+    procreg_event_reason reason; /* the marker's; else NONE for a put,
+                                  * EXPIRED for a removal */
+    bool own;    /* by this instance: the value's writer, a removal's
+                  * marker's */
+    bool marked; /* a reason marker shares its revision */
+    /* The entry: a put's, a removal's previous one (prev_kv; value NULL,
+     * lease 0 and revision the removal's when etcd sent none). */
+    const void *value;
+    size_t value_len;
+    int64_t revision, lease;
+    int64_t position; /* the event's revision: the change's position */
+} etcd_event_meaning;
+
+/* Read event @ev of a response whose markers are @markers
+ * (procreg_etcd_markers()).  false for an event the watch does not
+ * report: not a put or removal of an entry's or member's key.  @out
+ * points into @ev. */
+ETCD_HIDDEN bool procreg_etcd_event_read(etcd_state *s,
+                                         const etcd_watch_event *ev,
+                                         const GArray *markers,
+                                         etcd_event_meaning *out);
 
 /* ---- etcd-watch.c: the watch ---- */
 
@@ -463,6 +525,17 @@ ETCD_HIDDEN bool procreg_etcd_ordered(const etcd_state *s);
  * later, still in order. */
 ETCD_HIDDEN void procreg_etcd_watch_await(etcd_state *s, int64_t rev,
                                           gint64 deadline);
+
+/* ---- etcd-history.c: the history slots ---- */
+
+/* The store's revision now (a linearizable read of one key). */
+ETCD_HIDDEN int procreg_etcd_revision_now(etcd_state *s, gint64 deadline,
+                                          int64_t *rev, GError **error);
+ETCD_HIDDEN int procreg_etcd_history_head(void *state, uint64_t *out,
+                                          GError **error);
+ETCD_HIDDEN int procreg_etcd_history_read(void *state, const char *ns,
+                                          uint64_t after, GArray *out,
+                                          uint64_t *head, GError **error);
 
 /* ---- etcd-health.c ---- */
 

@@ -24,6 +24,7 @@ struct etcd_stream {
     size_t max_line; /* the client's max_reply */
     bool too_big;
     gint64 last_data; /* monotonic µs of the last byte received */
+    gint64 deadline;  /* of the current run (0: none) */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -188,7 +189,7 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
     bool done = false;
     GError *silent = NULL;
     gint64 started = g_get_monotonic_time();
-    bool slow = false;
+    bool slow = false, late = false;
     while (!done && !ending(s)) {
         int running = 0;
         CURLMcode mc = curl_multi_perform(s->multi, &running);
@@ -213,6 +214,10 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
          * whether the member is still there (a stopped process keeps its
          * connections open and silent). */
         gint64 now = g_get_monotonic_time();
+        if (s->deadline != 0 && now >= s->deadline) {
+            late = true;
+            break;
+        }
         gint64 check;
         if (s->last_data == 0) {
             check = started + (gint64)c->attempt_ms * 1000;
@@ -238,6 +243,8 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
         } else {
             check = now + 1000 * 1000;
         }
+        if (s->deadline != 0)
+            check = MIN(check, s->deadline);
         /* Woken within STREAM_TICK_MS to see other calls' slow attempts. */
         gint64 wait_ms = (check - now + 999) / 1000;
         curl_multi_poll(s->multi, NULL, 0,
@@ -253,6 +260,13 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
     if (ending(s) || s->ended_by_fn) {
         g_clear_error(&silent);
         return 0;
+    }
+    if (late) {
+        g_clear_error(&silent);
+        return procreg_set_error(error, PROCREG_ETIMEDOUT,
+                                 "etcd %s: %s did not end within the "
+                                 "operation's timeout",
+                                 base, path);
     }
     if (silent != NULL) {
         *end = STREAM_SILENT;
@@ -296,16 +310,17 @@ static int stream_once(etcd_client *c, etcd_stream *s, unsigned i,
 
 ETCD_HIDDEN int procreg_etcd_stream_run(etcd_client *c, etcd_stream *s,
                                         const char *path, const char *body,
-                                        etcd_line_fn fn, void *user,
-                                        GError **error)
+                                        gint64 deadline, etcd_line_fn fn,
+                                        void *user, GError **error)
 {
     if (s->multi == NULL || s->h == NULL)
         return procreg_set_error(error, PROCREG_ENOMEM,
                                  "etcd: cannot make a curl handle");
     s->fn = fn;
     s->user = user;
-    int rc = procreg_etcd_client_authenticate(c, NULL,
-                                              procreg_etcd_deadline(c), error);
+    s->deadline = deadline;
+    int rc = procreg_etcd_client_authenticate(
+        c, NULL, deadline != 0 ? deadline : procreg_etcd_deadline(c), error);
     if (rc != 0)
         return rc;
     unsigned start = (unsigned)g_atomic_int_get(&c->current) % c->n;

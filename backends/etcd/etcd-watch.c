@@ -3,13 +3,14 @@
  * last revision after a reconnect, with a resync on compaction.  It
  * reports changes made by other instances, to entries and to group
  * members (JOINED, LEFT: etcd-groups.c), through
- * procreg_backend_host_notify().  A removal's reason comes from its
- * namespace's marker, written in the same revision; a removal without one
- * is a lease expiry.
+ * procreg_backend_host_notify_at(), each at its position: the event's
+ * revision, as the history (etcd-history.c) gives it.  A removal's reason
+ * comes from its namespace's marker, written in the same revision; a
+ * removal without one is a lease expiry (etcd-events.c reads both).
  *
  * Changes this instance made (the value, or the marker, names its writer):
- * with WATCH_ALL the watch reports them too, through
- * procreg_backend_host_notify_own(), and each op waits for the watch to
+ * with WATCH_ALL the watch reports them too, as its own (the @own of
+ * procreg_backend_host_notify_at()), and each op waits for the watch to
  * pass its revision before it returns (procreg_etcd_watch_await()).  So
  * every event of the prefix reaches the core from one thread in revision
  * order, this instance's and others' alike (PROCREG_CAP_ORDERED_EVENTS):
@@ -44,12 +45,6 @@
 #define WATCH_BACKOFF_MAX_MS 2000
 /* The longest an operation waits for the watch to cover its namespace. */
 #define USE_WAIT_MAX_MS 2000
-
-typedef struct {
-    int64_t rev;
-    char writer[ETCD_WRITER_LEN + 1];
-    int reason;
-} marker;
 
 ETCD_HIDDEN bool procreg_etcd_ordered(const etcd_state *s)
 {
@@ -109,20 +104,13 @@ static void mirror_remove(etcd_state *s, GHashTable *mirror, const void *key,
     g_bytes_unref(k);
 }
 
-/* An entry's key or a group member's: what the watch reports. */
-static bool watched_key(etcd_state *s, const void *k, size_t n)
-{
-    return procreg_etcd_is_entry_key(s, k, n) ||
-           procreg_etcd_is_member_key(s, k, n);
-}
-
 static int load_one(etcd_state *s, etcd_kv *kv, void *user, GError **error)
 {
     /* A registry closed while its watch reads: close need not wait. */
     if (procreg_etcd_stream_stopped(s->stream))
         return procreg_set_error(error, PROCREG_ECANCELLED,
                                  "the registry is closing");
-    if (watched_key(s, kv->key, kv->key_len))
+    if (procreg_etcd_watched_key(s, kv->key, kv->key_len))
         mirror_set(s, user, kv);
     return 0;
 }
@@ -143,26 +131,11 @@ static int mirror_read(etcd_state *s, const char *ns, GHashTable *mirror,
 
 ETCD_HIDDEN int procreg_etcd_watch_begin(etcd_state *s, GError **error)
 {
-    /* One key's range (prefix/e/, which no entry is, inside what a role
-     * on the prefix grants): cheap, and its header names the revision. */
-    GString *b = g_string_new("{");
-    procreg_etcd_json_key(b, "key", s->eprefix->str, s->eprefix->len);
-    g_string_append(b, ",\"keys_only\":true}");
-    JsonNode *reply = NULL;
-    int rc = procreg_etcd_call(s->client, "/v3/kv/range", b->str, 0,
-                               procreg_etcd_deadline(s->client), &reply,
-                               error);
-    g_string_free(b, TRUE);
-    if (rc == ETCD_ELEASE_GONE)
-        rc = PROCREG_EBACKEND;
+    int64_t rev = 0;
+    int rc = procreg_etcd_revision_now(s, procreg_etcd_deadline(s->client),
+                                       &rev, error);
     if (rc != 0)
         return rc;
-    int64_t rev = procreg_etcd_header_revision(json_node_get_object(reply));
-    json_node_unref(reply);
-    if (rev <= 0)
-        return procreg_set_error(error, PROCREG_EBACKEND,
-                                 "etcd sent a range reply without a "
-                                 "revision");
     procreg_etcd_revision_seen(s, rev);
     if (s->watch_mode == WATCH_ALL)
         s->watch_rev = rev;
@@ -307,49 +280,27 @@ static void watch_range(etcd_state *s, GString **start, GString **end)
 
 /* ---- events ---- */
 
-/* The writer of a value, or "" when unreadable. */
-static void value_writer(const void *value, size_t len, char *out)
-{
-    etcd_value v;
-    const char *why;
-    out[0] = '\0';
-    if (value != NULL && procreg_etcd_value_decode(value, len, &v, &why)) {
-        g_strlcpy(out, v.writer, ETCD_WRITER_LEN + 1);
-        procreg_etcd_value_clear(&v);
-    }
-}
-
-/* Apply one watch event from another writer (or an expiry). */
+/* Apply one watch event. */
 static void apply_event(etcd_state *s, const etcd_watch_event *ev,
                         GArray *markers)
 {
-    if (ev->type == ETCD_EVENT_NOT_OBJECT)
-        return;
     if (ev->type == ETCD_EVENT_BAD) {
         atomic_add(&s->corrupt_seen, 1);
         return;
     }
+    etcd_event_meaning e;
     const etcd_kv *kv = &ev->kv;
-    if (!watched_key(s, kv->key, kv->key_len) ||
+    if (!procreg_etcd_event_read(s, ev, markers, &e) ||
         !covered(s, kv->key, kv->key_len, kv->mod_rev))
         return;
     bool member = procreg_etcd_is_member_key(s, kv->key, kv->key_len);
     int64_t my_lease = procreg_etcd_current_lease(s);
-    /* The reason marker written in the same revision, if any. */
-    const marker *m = NULL;
-    for (guint i = 0; i < markers->len; i++)
-        if (g_array_index(markers, marker, i).rev == kv->mod_rev)
-            m = &g_array_index(markers, marker, i);
     if (ev->type == ETCD_EVENT_PUT) {
-        char writer[ETCD_WRITER_LEN + 1];
-        value_writer(kv->value, kv->value_len, writer);
-        bool created = kv->create_rev == kv->mod_rev;
         mirror_set(s, s->mirror, kv);
         if (member)
             procreg_etcd_locals_put(s, kv->key, kv->key_len, kv->value,
                                     kv->value_len, kv->mod_rev);
-        bool own = strcmp(writer, s->writer) == 0;
-        if (!own) {
+        if (!e.own) {
             /* Another writer touched a key we own: follow it. */
             pthread_mutex_lock(&s->lock);
             GBytes *kb = g_bytes_new(kv->key, kv->key_len);
@@ -366,55 +317,38 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
             g_bytes_unref(kb);
             pthread_mutex_unlock(&s->lock);
         }
-        /* A forced update carries its marker. */
-        if (!own || procreg_etcd_ordered(s))
-            procreg_etcd_notify(
-                s, own,
-                created ? PROCREG_EVENT_REGISTERED : PROCREG_EVENT_UPDATED,
-                m != NULL ? (procreg_event_reason)m->reason
-                          : PROCREG_REASON_NONE,
-                kv->key, kv->key_len, kv->value, kv->value_len, kv->mod_rev);
-        return;
-    }
-    /* What was removed: its value, lease and revision (the entry's, as
-     * the core reports its own removals), from the event (prev_kv), else
-     * what the mirror knew. */
-    const void *old = ev->have_prev ? ev->prev.value : NULL;
-    size_t old_len = ev->have_prev ? ev->prev.value_len : 0;
-    int64_t old_lease = ev->have_prev ? ev->prev.lease : 0;
-    int64_t old_rev = ev->have_prev ? ev->prev.mod_rev : kv->mod_rev;
-    if (!ev->have_prev) {
-        GBytes *kb = g_bytes_new(kv->key, kv->key_len);
-        const mirror_entry *me = g_hash_table_lookup(s->mirror, kb);
-        if (me != NULL) {
-            old_lease = me->lease;
-            old_rev = me->mod_rev;
+    } else {
+        /* Without prev_kv: what the mirror knew of the entry. */
+        if (!ev->have_prev) {
+            GBytes *kb = g_bytes_new(kv->key, kv->key_len);
+            const mirror_entry *me = g_hash_table_lookup(s->mirror, kb);
+            if (me != NULL) {
+                e.lease = me->lease;
+                e.revision = me->mod_rev;
+            }
+            g_bytes_unref(kb);
         }
-        g_bytes_unref(kb);
+        if (!e.marked && e.lease == my_lease && my_lease != 0) {
+            /* An entry on our lease went without a marker: the lease
+             * expired or was revoked (etcd 3.4.23 may revoke every lease
+             * when a leader that hung resumes: etcd issue 15247).  The
+             * keeper learns it now rather than at its next round. */
+            procreg_etcd_session_kick(s->session);
+        }
+        mirror_remove(s, s->mirror, kv->key, kv->key_len);
+        if (member)
+            procreg_etcd_locals_remove(s, kv->key, kv->key_len);
+        if (e.marked) {
+            /* An explicit removal: no longer ours to re-register. */
+            pthread_mutex_lock(&s->lock);
+            procreg_etcd_owned_remove_locked(s, kv->key, kv->key_len,
+                                             kv->mod_rev);
+            pthread_mutex_unlock(&s->lock);
+        }
     }
-    if (m == NULL && old_lease == my_lease && my_lease != 0) {
-        /* An entry on our lease went without a marker: the lease expired
-         * or was revoked (etcd 3.4.23 may revoke every lease when a
-         * leader that hung resumes: etcd issue 15247).  The keeper learns
-         * it now rather than at its next round. */
-        procreg_etcd_session_kick(s->session);
-    }
-    mirror_remove(s, s->mirror, kv->key, kv->key_len);
-    if (member)
-        procreg_etcd_locals_remove(s, kv->key, kv->key_len);
-    if (m != NULL) {
-        /* An explicit removal: no longer ours to re-register. */
-        pthread_mutex_lock(&s->lock);
-        procreg_etcd_owned_remove_locked(s, kv->key, kv->key_len,
-                                         kv->mod_rev);
-        pthread_mutex_unlock(&s->lock);
-    }
-    bool own = m != NULL && strcmp(m->writer, s->writer) == 0;
-    if (!own || procreg_etcd_ordered(s))
-        procreg_etcd_notify(s, own, PROCREG_EVENT_UNREGISTERED,
-                            m ? (procreg_event_reason)m->reason
-                              : PROCREG_REASON_EXPIRED,
-                            kv->key, kv->key_len, old, old_len, old_rev);
+    if (!e.own || procreg_etcd_ordered(s))
+        procreg_etcd_notify(s, e.own, e.kind, e.reason, kv->key, kv->key_len,
+                            e.value, e.value_len, e.revision, e.position);
 }
 
 typedef struct {
@@ -498,19 +432,12 @@ static bool watch_line(const char *line, size_t len, void *user)
 #endif
     /* Reason markers first: they share their removal's revision, and a
      * revision is never split across responses. */
-    GArray *markers = g_array_new(FALSE, TRUE, sizeof(marker));
+    GArray *markers = procreg_etcd_markers(s, &b);
     for (guint i = 0; i < n; i++) {
         const etcd_watch_event *ev =
             &g_array_index(b.events, etcd_watch_event, i);
-        if (ev->type != ETCD_EVENT_PUT && ev->type != ETCD_EVENT_DELETE)
-            continue;
-        marker m = {.rev = ev->kv.mod_rev};
-        uint64_t nonce;
-        if (procreg_etcd_is_marker_key(s, ev->kv.key, ev->kv.key_len) &&
-            procreg_etcd_marker_parse(ev->kv.value, ev->kv.value_len,
-                                      m.writer, &m.reason, &nonce))
-            g_array_append_val(markers, m);
-        last = MAX(last, ev->kv.mod_rev);
+        if (ev->type == ETCD_EVENT_PUT || ev->type == ETCD_EVENT_DELETE)
+            last = MAX(last, ev->kv.mod_rev);
     }
     for (guint i = 0; i < n; i++)
         apply_event(s, &g_array_index(b.events, etcd_watch_event, i), markers);
@@ -544,7 +471,7 @@ static void fresh_free(gpointer p)
 
 static int fresh_one(etcd_state *s, etcd_kv *kv, void *user, GError **error)
 {
-    if (!watched_key(s, kv->key, kv->key_len))
+    if (!procreg_etcd_watched_key(s, kv->key, kv->key_len))
         return 0;
     fresh_entry *f = g_new(fresh_entry, 1);
     f->mod_rev = kv->mod_rev;
@@ -587,7 +514,9 @@ static int read_covered(etcd_state *s, GHashTable *fresh, int64_t *rev,
 /* After a compaction (or a response too long to read): read what the
  * watch covers again and report the difference from what it knew.  A
  * removal found so is reported without the entry's value, which the
- * mirror does not keep. */
+ * mirror does not keep.  Each change found so takes the revision read at
+ * as its position: the history before it is gone, and a watcher that
+ * resumes from there goes on from the state read. */
 static int resync(etcd_state *s, GError **error)
 {
     GHashTable *fresh = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
@@ -614,7 +543,7 @@ static int resync(etcd_state *s, GError **error)
         procreg_etcd_notify(s, false, PROCREG_EVENT_UNREGISTERED,
                             m->lease != 0 ? PROCREG_REASON_EXPIRED
                                           : PROCREG_REASON_EXPLICIT,
-                            kd, klen, NULL, 0, m->mod_rev);
+                            kd, klen, NULL, 0, m->mod_rev, rev);
     }
     /* New or changed (this instance's changes only when ordered). */
     GHashTable *mirror = procreg_etcd_mirror_new();
@@ -634,7 +563,7 @@ static int resync(etcd_state *s, GError **error)
         if (was != NULL && was->mod_rev == f->mod_rev)
             continue;
         char writer[ETCD_WRITER_LEN + 1];
-        value_writer(vd, vlen, writer);
+        procreg_etcd_value_writer(vd, vlen, writer);
         bool own = strcmp(writer, s->writer) == 0;
         if (own && !procreg_etcd_ordered(s))
             continue;
@@ -643,7 +572,7 @@ static int resync(etcd_state *s, GError **error)
                             created ? PROCREG_EVENT_REGISTERED
                                     : PROCREG_EVENT_UPDATED,
                             PROCREG_REASON_NONE, kd, klen, vd, vlen,
-                            f->mod_rev);
+                            f->mod_rev, rev);
     }
     g_hash_table_unref(fresh);
     g_hash_table_unref(s->mirror);
@@ -719,7 +648,7 @@ ETCD_HIDDEN gpointer procreg_etcd_watcher_main(gpointer data)
         g_string_free(end, TRUE);
         watch_ctx c = {.s = s, .epoch = epoch};
         int rc = procreg_etcd_stream_run(s->client, s->stream, "/v3/watch",
-                                         b->str, watch_line, &c, &err);
+                                         b->str, 0, watch_line, &c, &err);
         g_string_free(b, TRUE);
         /* A response over max_reply_bytes cannot be read, and would come
          * again: read what the watch covers page by page instead, as

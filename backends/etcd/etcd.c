@@ -568,4 +568,6 @@ const procreg_backend_ops procreg_etcd_backend_ops = {
     .group_list_all = procreg_etcd_group_list_all,
     .group_count = procreg_etcd_group_count,
     .group_list = procreg_etcd_group_list,
+    .history_head = procreg_etcd_history_head,
+    .history_read = procreg_etcd_history_read,
 };

@@ -43,6 +43,7 @@ static void on_event(procreg *reg, const procreg_event *ev, gpointer user)
     e->ns = g_strdup(ev->ns);
     e->name = g_strdup(ev->name);
     e->external = ev->external;
+    e->position = ev->position;
     e->at = g_get_monotonic_time();
     if (ev->entry != NULL) {
         e->pid = ev->entry->owner.pid;

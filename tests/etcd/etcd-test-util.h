@@ -16,6 +16,7 @@ typedef struct {
     bool external;
     pid_t pid;
     uint64_t revision;
+    uint64_t position; /* procreg_event.position */
     gint64 at; /* g_get_monotonic_time() when it arrived */
 } rec_event;
 

@@ -1,0 +1,267 @@
+/*
+ * etcd backend: the history slots (backend.h, version 4), from which the
+ * core resumes a watcher (procreg_subscribe_from()).
+ *
+ * A change's position is its etcd revision: a put's mod_revision, a
+ * removal's own revision (not the removed entry's).  The watch reports
+ * each change with it (procreg_etcd_notify()), and history_read() gives
+ * the same change the same position, kind, reason and own flag: both
+ * read events with procreg_etcd_event_read() and
+ * procreg_etcd_change_decode().  etcd numbers the whole store, so
+ * positions increase in commit order with gaps, and the changes of one
+ * transaction (a namespace dropped) share one.
+ *
+ * history_read(after) replays the prefix with a watch of its own from
+ * revision @after (prev_kv, for the removed entries): etcd cancels it,
+ * naming its compaction revision, when revisions at or below @after were
+ * compacted, so a watcher learns exactly when changes after @after may
+ * be lost (a removal at the compaction revision itself is not kept).
+ * The replay ends at revision S of a put of the sentinel key P/history,
+ * made before the watch: etcd says nothing when a replayed range holds no
+ * event (and etcd 3.4's progress requests are answered out of order with
+ * a replay, etcd issue 15220), whereas the sentinel's put is an event of
+ * the watched range at S, after every change committed before the call.
+ * It lies outside P/e/, so no reader of entries sees it, and the live
+ * watch ignores it like any key that is not an entry's or member's.  When
+ * nothing at all was committed after @after (the store's revision is
+ * @after) the read ends without a write.
+ */
+#include "etcd-private.h"
+
+#include <string.h>
+
+ETCD_HIDDEN int procreg_etcd_revision_now(etcd_state *s, gint64 deadline,
+                                          int64_t *rev, GError **error)
+{
+    /* One key's range (prefix/e/, which no entry is, inside what a role
+     * on the prefix grants): cheap, and its header names the revision. */
+    GString *b = g_string_new("{");
+    procreg_etcd_json_key(b, "key", s->eprefix->str, s->eprefix->len);
+    g_string_append(b, ",\"keys_only\":true}");
+    JsonNode *reply = NULL;
+    int rc = procreg_etcd_call(s->client, "/v3/kv/range", b->str, 0,
+                               deadline, &reply, error);
+    g_string_free(b, TRUE);
+    if (rc == ETCD_ELEASE_GONE)
+        rc = PROCREG_EBACKEND;
+    if (rc != 0)
+        return rc;
+    *rev = procreg_etcd_header_revision(json_node_get_object(reply));
+    json_node_unref(reply);
+    if (*rev <= 0)
+        return procreg_set_error(error, PROCREG_EBACKEND,
+                                 "etcd sent a range reply without a "
+                                 "revision");
+    return 0;
+}
+
+ETCD_HIDDEN int procreg_etcd_history_head(void *state, uint64_t *out,
+                                          GError **error)
+{
+    etcd_state *s = state;
+    int64_t rev = 0;
+    int rc = procreg_etcd_revision_now(s, procreg_etcd_deadline(s->client),
+                                       &rev, error);
+    if (rc == 0)
+        *out = (uint64_t)rev;
+    return rc;
+}
+
+/* Put the sentinel key; *@rev: the put's revision.  A repetition of the
+ * put (an attempt that got no answer) only moves it later. */
+static int put_sentinel(etcd_state *s, gint64 deadline, int64_t *rev,
+                        GError **error)
+{
+    GString *k = g_string_new_len(s->prefix->str, (gssize)s->prefix->len);
+    g_string_append(k, "/history");
+    GString *b = g_string_new("{");
+    procreg_etcd_json_key(b, "key", k->str, k->len);
+    g_string_append_c(b, ',');
+    procreg_etcd_json_key(b, "value", s->writer, strlen(s->writer));
+    g_string_append_c(b, '}');
+    JsonNode *reply = NULL;
+    int rc = procreg_etcd_call(s->client, "/v3/kv/put", b->str, 0, deadline,
+                               &reply, error);
+    g_string_free(b, TRUE);
+    g_string_free(k, TRUE);
+    if (rc == ETCD_ELEASE_GONE)
+        rc = PROCREG_EBACKEND;
+    if (rc != 0)
+        return rc;
+    *rev = procreg_etcd_header_revision(json_node_get_object(reply));
+    json_node_unref(reply);
+    if (*rev <= 0)
+        return procreg_set_error(error, PROCREG_EBACKEND,
+                                 "etcd sent a put reply without a revision");
+    return 0;
+}
+
+/* One replay: what it collects and why it ended. */
+typedef struct {
+    etcd_state *s;
+    const char *ns;
+    uint64_t after;
+    int64_t until; /* the sentinel's revision: the replay's end */
+    GArray *out;
+    size_t bytes; /* of the lines read: at most max_reply in all */
+    bool done;
+    int rc;
+    GError *error;
+} replay;
+
+/* The changes of one response at positions (after, until]. */
+static void replay_events(replay *r, const etcd_watch_batch *b)
+{
+    GArray *markers = procreg_etcd_markers(r->s, b);
+    for (guint i = 0; i < b->events->len; i++) {
+        const etcd_watch_event *ev =
+            &g_array_index(b->events, etcd_watch_event, i);
+        if (ev->type == ETCD_EVENT_BAD)
+            atomic_add(&r->s->corrupt_seen, 1);
+        etcd_event_meaning e;
+        if (!procreg_etcd_event_read(r->s, ev, markers, &e))
+            continue;
+        if ((uint64_t)e.position <= r->after || e.position > r->until)
+            continue;
+        procreg_change c = {.kind = e.kind, .reason = e.reason,
+                            .own = e.own, .position = (uint64_t)e.position};
+        if (!procreg_etcd_change_decode(r->s, ev->kv.key, ev->kv.key_len,
+                                        e.value, e.value_len, e.revision,
+                                        &c))
+            continue;
+        if (r->ns != NULL && strcmp(c.entry.ns, r->ns) != 0)
+            procreg_entry_clear(&c.entry);
+        else
+            g_array_append_val(r->out, c);
+    }
+    /* A revision is never split across responses: one that reached the
+     * sentinel holds every change up to it. */
+    for (guint i = 0; i < b->events->len; i++) {
+        const etcd_watch_event *ev =
+            &g_array_index(b->events, etcd_watch_event, i);
+        if ((ev->type == ETCD_EVENT_PUT || ev->type == ETCD_EVENT_DELETE) &&
+            ev->kv.mod_rev >= r->until)
+            r->done = true;
+    }
+    g_array_unref(markers);
+}
+
+static bool replay_line(const char *line, size_t len, void *user)
+{
+    replay *r = user;
+    etcd_state *s = r->s;
+    r->bytes += len + 1;
+    if (r->bytes > s->max_reply) {
+        r->rc = procreg_set_error(
+            &r->error, PROCREG_EFULL,
+            "etcd: the changes after position %" G_GUINT64_FORMAT
+            " take more than max_reply_bytes (%zu): list again and "
+            "subscribe from the current position, or raise max_reply_bytes",
+            (guint64)r->after, s->max_reply);
+        return false;
+    }
+    etcd_watch_batch b;
+    const char *why;
+    if (!procreg_etcd_watch_line_parse(line, len, &b, &why)) {
+        r->rc = procreg_set_error(&r->error, PROCREG_EBACKEND,
+                                  "etcd sent a history line that is not one "
+                                  "JSON object: %s",
+                                  why);
+        return false;
+    }
+    if (b.message != NULL && strstr(b.message, "invalid auth token") != NULL)
+        procreg_etcd_client_token_refused(s->client);
+    if (b.canceled && b.compact_revision > 0)
+        r->rc = procreg_set_error(
+            &r->error, PROCREG_ECOMPACTED,
+            "etcd compacted its history at revision %" G_GINT64_FORMAT
+            ": the changes after position %" G_GUINT64_FORMAT
+            " are no longer all kept (those after %" G_GINT64_FORMAT
+            " are): list again and subscribe from the current position",
+            (gint64)b.compact_revision, (guint64)r->after,
+            (gint64)b.compact_revision);
+    else if (b.error || b.canceled)
+        r->rc = procreg_set_error(&r->error, PROCREG_EBACKEND,
+                                  "etcd ended the history's watch: %s",
+                                  b.message ? b.message : "no reason given");
+    else
+        replay_events(r, &b);
+    procreg_etcd_watch_batch_clear(&b);
+    return r->rc == 0 && !r->done;
+}
+
+/* Replay the prefix's changes from revision @r->after to @r->until. */
+static int replay_run(replay *r, gint64 deadline, GError **error)
+{
+    etcd_state *s = r->s;
+    GString *start = g_string_new_len(s->prefix->str, (gssize)s->prefix->len);
+    g_string_append_c(start, '/');
+    GString *end = procreg_etcd_prefix_end(start->str, start->len);
+    GString *b = g_string_new("{\"create_request\":{");
+    procreg_etcd_json_key(b, "key", start->str, start->len);
+    g_string_append_c(b, ',');
+    procreg_etcd_json_key(b, "range_end", end->str, end->len);
+    /* From @after itself (revision 1 at least: 0 would mean "now"), so
+     * that etcd refuses it when @after was compacted. */
+    g_string_append_printf(b,
+                           ",\"start_revision\":\"%" G_GUINT64_FORMAT
+                           "\",\"prev_kv\":true}}",
+                           (guint64)MAX(r->after, 1));
+    g_string_free(start, TRUE);
+    g_string_free(end, TRUE);
+    etcd_stream *st = procreg_etcd_stream_new(s->silence_ms);
+    int rc = procreg_etcd_stream_run(s->client, st, "/v3/watch", b->str,
+                                     deadline, replay_line, r, error);
+    procreg_etcd_stream_free(st);
+    g_string_free(b, TRUE);
+    if (rc != 0)
+        return rc;
+    if (r->rc != 0) {
+        g_propagate_error(error, r->error);
+        r->error = NULL;
+        return r->rc;
+    }
+    if (!r->done)
+        return procreg_set_error(error, PROCREG_EBACKEND,
+                                 "etcd ended the history's watch before "
+                                 "revision %" G_GINT64_FORMAT,
+                                 (gint64)r->until);
+    return 0;
+}
+
+ETCD_HIDDEN int procreg_etcd_history_read(void *state, const char *ns,
+                                          uint64_t after, GArray *out,
+                                          uint64_t *head, GError **error)
+{
+    etcd_state *s = state;
+    gint64 deadline = procreg_etcd_deadline(s->client);
+    int64_t now = 0;
+    int rc = procreg_etcd_revision_now(s, deadline, &now, error);
+    if (rc != 0)
+        return rc;
+    if (after > (uint64_t)now)
+        return procreg_set_error(
+            error, PROCREG_ECOMPACTED,
+            "position %" G_GUINT64_FORMAT " is ahead of the store (etcd is "
+            "at revision %" G_GINT64_FORMAT "): another cluster, or one "
+            "restored from a backup; list again and subscribe from the "
+            "current position",
+            (guint64)after, (gint64)now);
+    if (after == (uint64_t)now) {
+        *head = after;
+        return 0;
+    }
+    replay r = {.s = s, .ns = ns, .after = after, .out = out};
+    rc = put_sentinel(s, deadline, &r.until, error);
+    if (rc != 0)
+        return rc;
+    guint had = out->len;
+    rc = replay_run(&r, deadline, error);
+    g_clear_error(&r.error);
+    if (rc != 0) {
+        g_array_set_size(out, had);
+        return rc;
+    }
+    *head = (uint64_t)r.until;
+    return 0;
+}
