@@ -1,8 +1,9 @@
 /*
  * What the files of the procreg program share: the parsed command line,
  * exit codes, and the output and parsing helpers of procreg.c that the
- * group commands (groups-cmd.c) and the coordination commands (coord.c:
- * lock, select, namespace settings) use too.
+ * group commands (groups-cmd.c), the coordination commands (coord.c:
+ * lock, select, namespace settings) and watch and wait (watch-cmd.c) use
+ * too.
  */
 #ifndef PROCREG_TOOLS_CLI_H
 #define PROCREG_TOOLS_CLI_H
@@ -43,6 +44,7 @@ typedef struct {
     bool force;
     const char *ns_opt;
     const char *timeout;
+    const char *from; /* watch --from */
     bool prometheus;
     const char *listen; /* metrics --listen */
     bool count;         /* select --count */
@@ -78,6 +80,9 @@ char *time_text(int64_t us);
 /* JSON text of a string, and of a GVariant, appended to @o. */
 void json_string(GString *o, const char *s);
 void json_variant(GString *o, GVariant *v);
+/* JSON object of entry @e of (@ns, @name), appended to @o. */
+void json_entry(GString *o, const char *ns, const char *name,
+                const procreg_entry *e);
 
 /* ---- groups-cmd.c ---- */
 
@@ -85,6 +90,11 @@ int cli_join(procreg *reg, const cli *c);
 int cli_leave(procreg *reg, const cli *c);
 int cli_members(procreg *reg, const cli *c);
 int cli_groups(procreg *reg, const cli *c);
+
+/* ---- watch-cmd.c ---- */
+
+int cmd_watch(procreg *reg, const cli *c);
+int cmd_wait(procreg *reg, const cli *c);
 
 /* ---- coord.c ---- */
 

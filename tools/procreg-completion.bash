@@ -29,7 +29,7 @@ _procreg() {
     --pid)
         COMPREPLY=($(compgen -W "$(ps -e -o pid= 2>/dev/null)" -- "$cur"))
         return ;;
-    --meta|--meta-string|--timeout|--listen|--member) return ;;
+    --meta|--meta-string|--timeout|--listen|--member|--from) return ;;
     esac
 
     # The command and its positional arguments so far.
@@ -37,7 +37,7 @@ _procreg() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
         -b|--backend|--meta|--meta-string|--pid|--ns|--timeout|--listen|\
-        --member) ((i++)) ;;
+        --member|--from) ((i++)) ;;
         -*) ;;
         *) if [ -z "$cmd" ]; then cmd=${COMP_WORDS[i]}; else ((npos++)); fi ;;
         esac
@@ -53,6 +53,7 @@ _procreg() {
         select) opts+=" --ns --count" ;;
         meta) opts+=" --meta --meta-string --delete" ;;
         wait|lock) opts+=" --timeout" ;;
+        watch) opts+=" --from" ;;
         stats) opts+=" --prometheus" ;;
         metrics) opts+=" --listen" ;;
         join) opts+=" --pid --hold --meta --meta-string" ;;

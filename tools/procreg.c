@@ -50,7 +50,10 @@ static const char usage_text[] =
     "        or 'name glob \"web-*\" and not exists draining' (terms on name,\n"
     "        pid and metadata keys; and, or, not, parentheses: procreg.h\n"
     "        has the rules); --count prints how many.\n"
-    "  watch [NS [NAME]]               print changes until interrupted\n"
+    "  watch [NS [NAME]] [--from POSITION]\n"
+    "        Print changes until interrupted, each with its position (@N);\n"
+    "        with --from, first those after POSITION (a restarted watch\n"
+    "        resumes where it stopped; exit 1 when that history is gone).\n"
     "  wait NS NAME [--timeout SECONDS]\n"
     "        Block until NAME is registered (no limit without --timeout).\n"
     "  lock NS NAME [--timeout SECONDS] -- COMMAND [ARG...]\n"
@@ -288,8 +291,8 @@ char *time_text(int64_t us)
     return s;
 }
 
-static void json_entry(GString *o, const char *ns, const char *name,
-                       const procreg_entry *e)
+void json_entry(GString *o, const char *ns, const char *name,
+                const procreg_entry *e)
 {
     g_string_append(o, "{\"namespace\":");
     json_string(o, ns);
@@ -888,61 +891,6 @@ static int cmd_find(procreg *reg, const cli *c)
     return EXIT_OK;
 }
 
-static void on_event(procreg *reg, const procreg_event *ev, gpointer data)
-{
-    const cli *c = data;
-    const procreg_entry *e = ev->entry;
-    if (c->json) {
-        GString *o = g_string_new("{\"seq\":");
-        char *t = time_text(ev->time);
-        g_string_append_printf(o, "%" G_GUINT64_FORMAT ",\"time\":\"%s\","
-                               "\"event\":\"%s\",\"reason\":\"%s\","
-                               "\"external\":%s,\"entry\":", ev->seq, t,
-                               procreg_event_kind_name(ev->kind),
-                               procreg_event_reason_name(ev->reason),
-                               ev->external ? "true" : "false");
-        g_free(t);
-        json_entry(o, ev->ns, ev->name, e);
-        g_string_append_c(o, '}');
-        printf("%s\n", o->str);
-        g_string_free(o, TRUE);
-    } else {
-        char *t = time_text(ev->time);
-        char *m = e && e->metadata ? g_variant_print(e->metadata, FALSE)
-                                   : g_strdup("");
-        printf("%s %-12s %s/%s pid %d rev %" G_GUINT64_FORMAT "%s%s%s %s\n", t,
-               procreg_event_kind_name(ev->kind), ev->ns, ev->name,
-               e ? (int)e->owner.pid : 0, e ? e->revision : 0,
-               ev->reason != PROCREG_REASON_NONE ? " (" : "",
-               ev->reason != PROCREG_REASON_NONE
-                   ? procreg_event_reason_name(ev->reason)
-                   : "",
-               ev->reason != PROCREG_REASON_NONE ? ")" : "", m);
-        g_free(t);
-        g_free(m);
-    }
-    fflush(stdout);
-}
-
-static int cmd_watch(procreg *reg, const cli *c)
-{
-    if (!want_args(c, 0, 2, "watch [NS [NAME]]"))
-        return EXIT_USAGE;
-    uint64_t id = 0;
-    GError *err = NULL;
-    int rc = procreg_subscribe(reg, arg(c, 0), arg(c, 1), on_event, (gpointer)c,
-                               NULL, g_main_context_default(), &id, &err);
-    if (rc != 0)
-        return fail(rc, err);
-    /* On stderr, so --json output stays pure; scripts may wait for it. */
-    fprintf(stderr, "watching %s%s%s; interrupt to stop\n",
-            arg(c, 0) ? arg(c, 0) : "every namespace", arg(c, 1) ? "/" : "",
-            arg(c, 1) ? arg(c, 1) : "");
-    run_until_signal();
-    procreg_unsubscribe(reg, id);
-    return EXIT_OK;
-}
-
 bool timeout_ms_of(const cli *c, int *timeout_ms)
 {
     *timeout_ms = -1;
@@ -956,23 +904,6 @@ bool timeout_ms_of(const cli *c, int *timeout_ms)
     }
     *timeout_ms = (int)(s * 1000 + 0.5);
     return true;
-}
-
-static int cmd_wait(procreg *reg, const cli *c)
-{
-    int timeout_ms;
-    if (!want_args(c, 2, 2, "wait NS NAME [--timeout SECONDS]") ||
-        !timeout_ms_of(c, &timeout_ms))
-        return EXIT_USAGE;
-    procreg_entry e = {0};
-    GError *err = NULL;
-    int rc = procreg_wait_for(reg, arg(c, 0), arg(c, 1), timeout_ms, NULL, &e,
-                              &err);
-    if (rc != 0)
-        return fail(rc, err);
-    print_entry(c, arg(c, 0), arg(c, 1), &e);
-    procreg_entry_clear(&e);
-    return EXIT_OK;
 }
 
 static int cmd_namespaces(procreg *reg, const cli *c)
@@ -1252,6 +1183,7 @@ static bool option_allowed(const char *cmd, const char *opt)
         {"--ns", " find select "},
         {"--count", " select "},
         {"--timeout", " wait lock "},
+        {"--from", " watch "},
         {"--prometheus", " stats "},
         {"--listen", " metrics "},
     };
@@ -1296,7 +1228,7 @@ static int parse(int argc, char **argv, cli *c)
                      strcmp(name, "--pid") == 0 ||
                      strcmp(name, "--member") == 0 ||
                      strcmp(name, "--ns") == 0 || strcmp(name, "--timeout") == 0 ||
-                     strcmp(name, "--listen") == 0;
+                     strcmp(name, "--listen") == 0 || strcmp(name, "--from") == 0;
         if (takes && value == NULL) {
             if (i + 1 >= argc) {
                 int rc = usage_error("%s needs a value", name);
@@ -1343,6 +1275,8 @@ static int parse(int argc, char **argv, cli *c)
             c->ns_opt = value;
         } else if (strcmp(name, "--timeout") == 0) {
             c->timeout = value;
+        } else if (strcmp(name, "--from") == 0) {
+            c->from = value;
         } else if (strcmp(name, "--prometheus") == 0) {
             c->prometheus = true;
         } else if (strcmp(name, "--listen") == 0) {
@@ -1373,8 +1307,11 @@ static char *etcd_watch_for(const char *spec, const cli *c)
     const char *sep = strchr(spec, ':') != NULL ? "," : ":";
     const char *ns = arg(c, 0);
     if (strcmp(c->command, "watch") == 0) {
-        /* A namespace the spec syntax can carry, or the whole prefix. */
-        if (ns == NULL || strpbrk(ns, ",[]=: \t\n") != NULL)
+        /* A namespace the spec syntax can carry, or the whole prefix; a
+         * watch from a position replays etcd's history, which needs the
+         * whole prefix watched (watch=true, the default). */
+        if (ns == NULL || c->from != NULL ||
+            strpbrk(ns, ",[]=: \t\n") != NULL)
             return g_strdup(spec);
         return g_strdup_printf("%s%swatch=used,watch_namespaces=[%s]", spec,
                                sep, ns);

@@ -326,6 +326,65 @@ static void test_watch(Fixture *f, gconstpointer data)
     g_free(pid);
 }
 
+/* The "position" of a --json watch line. */
+static guint64 position_of(const char *line)
+{
+    const char *p = strstr(line, "\"position\":");
+    g_assert_nonnull(p);
+    return g_ascii_strtoull(p + strlen("\"position\":"), NULL, 10);
+}
+
+/* A watch restarted with --from the position of the last line it printed
+ * goes on from there, in a new process; a position the history no longer
+ * holds is an error. */
+static void test_watch_from(Fixture *f, gconstpointer data)
+{
+    (void)data;
+    char *pid = self_pid();
+    bg w = start("-b", f->spec, "--json", "watch", "wns", NULL);
+    char *ready = read_line(w.err, 10000);
+    g_assert_nonnull(ready);
+    g_free(ready);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "wns", "a",
+                        "--pid", pid, NULL), ==, 0);
+    char *first = read_line(w.out, 10000);
+    g_assert_nonnull(first);
+    ASSERT_HAS(first, "\"event\":\"registered\"");
+    guint64 stopped = position_of(first);
+    g_assert_cmpint(finish(&w, SIGINT), ==, 0);
+
+    /* Changes while no watch runs. */
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "unregister", "wns", "a",
+                        "--force", NULL), ==, 0);
+    g_assert_cmpint(run(NULL, NULL, "-b", f->spec, "register", "wns", "b",
+                        "--pid", pid, NULL), ==, 0);
+    char *from = g_strdup_printf("%" G_GUINT64_FORMAT, stopped);
+    bg w2 = start("-b", f->spec, "--json", "watch", "wns", "--from", from,
+                  NULL);
+    const char *expect[] = {"\"event\":\"unregistered\"",
+                            "\"event\":\"registered\""};
+    guint64 last = stopped;
+    for (size_t i = 0; i < G_N_ELEMENTS(expect); i++) {
+        char *line = read_line(w2.out, 10000);
+        if (line == NULL)
+            g_error("watch --from printed no event %zu", i);
+        ASSERT_HAS(line, expect[i]);
+        g_assert_cmpuint(position_of(line), >, last);
+        last = position_of(line);
+        g_free(line);
+    }
+    g_assert_cmpint(finish(&w2, SIGINT), ==, 0);
+
+    char *err = NULL;
+    g_assert_cmpint(run(NULL, &err, "-b", f->spec, "watch", "wns", "--from",
+                        "999999999", NULL), ==, 1);
+    ASSERT_HAS(err, "past the end of the change log");
+    g_free(err);
+    g_free(from);
+    g_free(first);
+    g_free(pid);
+}
+
 /* Groups: join --hold and --pid, members, groups, leave (forced: the
  * command owns no member), and watch shows the joins and leaves.  A held
  * member leaves on SIGTERM and vanishes when its holder is SIGKILLed. */
@@ -666,6 +725,7 @@ int main(int argc, char **argv)
     ADD("/tools/cli/hold", test_hold);
     ADD("/tools/cli/groups", test_groups);
     ADD("/tools/cli/watch", test_watch);
+    ADD("/tools/cli/watch-from", test_watch_from);
     ADD("/tools/cli/namespaces", test_namespaces);
     ADD("/tools/cli/stats-health", test_stats_health);
     ADD("/tools/cli/default-backend", test_default_backend);
