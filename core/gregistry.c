@@ -276,13 +276,11 @@ static void subscription_free(gpointer data)
     g_free(s);
 }
 
-PROCREG_API guint64 procreg_registry_subscribe(ProcregRegistry *registry,
-                                               const char *ns,
-                                               const char *name,
-                                               ProcregEventFunc func,
-                                               gpointer user_data,
-                                               GDestroyNotify destroy,
-                                               GError **error)
+/* procreg_registry_subscribe(), from @after when not NULL. */
+static guint64 subscribe(ProcregRegistry *registry, const char *ns,
+                         const char *name, const guint64 *after,
+                         ProcregEventFunc func, gpointer user_data,
+                         GDestroyNotify destroy, GError **error)
 {
     procreg *reg = handle(registry, error);
     uint64_t id = 0;
@@ -291,8 +289,13 @@ PROCREG_API guint64 procreg_registry_subscribe(ProcregRegistry *registry,
         subscription *s = g_new(subscription, 1);
         *s = (subscription){registry, func, user_data, destroy};
         GMainContext *context = g_main_context_ref_thread_default();
-        rc = procreg_subscribe(reg, ns, name, subscription_call, s,
-                               subscription_free, context, &id, error);
+        rc = after != NULL
+                 ? procreg_subscribe_from(reg, ns, name, *after,
+                                          subscription_call, s,
+                                          subscription_free, context, &id,
+                                          error)
+                 : procreg_subscribe(reg, ns, name, subscription_call, s,
+                                     subscription_free, context, &id, error);
         g_main_context_unref(context);
         if (rc != 0)
             g_free(s); /* procreg_subscribe() did not take it */
@@ -304,6 +307,37 @@ PROCREG_API guint64 procreg_registry_subscribe(ProcregRegistry *registry,
         return 0;
     }
     return id;
+}
+
+PROCREG_API guint64 procreg_registry_subscribe(ProcregRegistry *registry,
+                                               const char *ns,
+                                               const char *name,
+                                               ProcregEventFunc func,
+                                               gpointer user_data,
+                                               GDestroyNotify destroy,
+                                               GError **error)
+{
+    return subscribe(registry, ns, name, NULL, func, user_data, destroy,
+                     error);
+}
+
+PROCREG_API guint64 procreg_registry_subscribe_from(
+    ProcregRegistry *registry, const char *ns, const char *name,
+    guint64 after, ProcregEventFunc func, gpointer user_data,
+    GDestroyNotify destroy, GError **error)
+{
+    return subscribe(registry, ns, name, &after, func, user_data, destroy,
+                     error);
+}
+
+PROCREG_API guint64 procreg_registry_get_position(ProcregRegistry *registry,
+                                                  GError **error)
+{
+    procreg *reg = handle(registry, error);
+    uint64_t position = 0;
+    int rc = reg != NULL ? procreg_event_position(reg, &position, error)
+                         : PROCREG_EINVAL;
+    return failed(rc, error) ? 0 : position;
 }
 
 PROCREG_API gboolean procreg_registry_unsubscribe(ProcregRegistry *registry,

@@ -323,6 +323,11 @@ PROCREG_API guint64 procreg_event_get_seq(const ProcregEvent *event)
     return event->seq;
 }
 
+PROCREG_API guint64 procreg_event_get_position(const ProcregEvent *event)
+{
+    return event->position;
+}
+
 PROCREG_API ProcregEventKind procreg_event_get_kind(const ProcregEvent *event)
 {
     return event->kind;

@@ -348,6 +348,15 @@ PROCREG_API GType procreg_event_get_type(void) G_GNUC_CONST;
 PROCREG_API guint64 procreg_event_get_seq(const ProcregEvent *event);
 
 /**
+ * procreg_event_get_position:
+ * @event: an event
+ *
+ * Returns: its place in the registry's history, for
+ *   procreg_registry_subscribe_from()
+ */
+PROCREG_API guint64 procreg_event_get_position(const ProcregEvent *event);
+
+/**
  * procreg_event_get_kind:
  * @event: an event
  *
@@ -749,6 +758,41 @@ PROCREG_API guint64 procreg_registry_subscribe(ProcregRegistry *registry,
                                                gpointer user_data,
                                                GDestroyNotify destroy,
                                                GError **error);
+
+/**
+ * procreg_registry_subscribe_from:
+ * @registry: a registry
+ * @ns: (nullable): a namespace, %NULL for every namespace
+ * @name: (nullable): a name in @ns, %NULL for the whole namespace
+ * @after: the position of the last event already handled
+ * @func: (scope notified) (closure user_data) (destroy destroy): called
+ *   for each change
+ * @user_data: data for @func
+ * @destroy: (nullable): called on @user_data when the subscription ends
+ * @error: return location for a #GError, or %NULL
+ *
+ * procreg_registry_subscribe() that first replays the changes after
+ * position @after, as procreg_subscribe_from() does (%PROCREG_ECOMPACTED:
+ * that history is gone; list again).
+ *
+ * Returns: the subscription's id (never 0), or 0 with @error set
+ */
+PROCREG_API guint64 procreg_registry_subscribe_from(
+    ProcregRegistry *registry, const char *ns, const char *name,
+    guint64 after, ProcregEventFunc func, gpointer user_data,
+    GDestroyNotify destroy, GError **error);
+
+/**
+ * procreg_registry_get_position:
+ * @registry: a registry
+ * @error: return location for a #GError, or %NULL
+ *
+ * The position of the latest change, as procreg_event_position().
+ *
+ * Returns: the position (0: none yet, or an error set in @error)
+ */
+PROCREG_API guint64 procreg_registry_get_position(ProcregRegistry *registry,
+                                                  GError **error);
 
 /**
  * procreg_registry_unsubscribe:

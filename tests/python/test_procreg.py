@@ -188,6 +188,23 @@ def test_subscribe_in_main_loop(registry, ns):
     assert raised(registry.unsubscribe, sub).code == Procreg.Error.ENOTFOUND
 
 
+def test_subscribe_from_a_position(registry, ns):
+    start = registry.get_position()
+    registry.register(ns, "a", None, None)
+    registry.unregister(ns, "a", 0, Procreg.WriteFlags.DEFAULT)
+    seen = []
+    sub = registry.subscribe_from(ns, None, start,
+                                  lambda reg, event, *_: seen.append(event))
+    run_until(lambda: len(seen) == 2)
+    assert [e.get_kind() for e in seen] == [
+        Procreg.EventKind.REGISTERED, Procreg.EventKind.UNREGISTERED]
+    assert start < seen[0].get_position() < seen[1].get_position()
+    assert registry.unsubscribe(sub)
+    e = raised(registry.subscribe_from, ns, None,
+               registry.get_position() + 10 ** 6, lambda *_: None)
+    assert e.code == Procreg.Error.ECOMPACTED
+
+
 def test_wait_for_times_out_then_is_woken(registry, ns):
     e = raised(registry.wait_for, ns, "late", 50, None)
     assert e.code == Procreg.Error.ETIMEDOUT
