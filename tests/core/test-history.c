@@ -273,7 +273,6 @@ static const procreg_backend_ops logbook_ops = {
 
 typedef struct {
     pthread_mutex_t lock;
-    pthread_cond_t cond;
     GString *seen; /* "kind:name@position " per event */
     guint n;
 } seen;
@@ -281,14 +280,13 @@ typedef struct {
 static void seen_init(seen *s)
 {
     pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->cond, NULL);
     s->seen = g_string_new(NULL);
+    s->n = 0;
 }
 
 static void seen_clear(seen *s)
 {
     g_string_free(s->seen, TRUE);
-    pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
 }
 
@@ -301,7 +299,6 @@ static void on_event(procreg *reg, const procreg_event *ev, gpointer data)
                            procreg_event_kind_name(ev->kind)[0], ev->name,
                            ev->position);
     s->n++;
-    pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
 }
 
