@@ -171,3 +171,52 @@ gint64 backend_stat_int(procreg *reg, const char *name)
     g_variant_unref(st);
     return out;
 }
+
+void holding_proxy_start(holding_proxy *p, const etcd_cluster *c,
+                         const char *prefix)
+{
+    p->gate = etcd_gate_new();
+    p->answered = etcd_gate_new();
+    etcd_gate_open(p->gate);
+    p->proxy = etcd_fake_start(&(etcd_fake_config){
+        .mode = FAKE_PROXY, .target_port = c->m[0].client_port,
+        .hold = p->gate, .on_reply = p->answered});
+    char *via = etcd_fake_url(p->proxy), *url = etcd_member_url(c, 0);
+    p->spec = g_strdup_printf("etcd:endpoints=[%s,%s],prefix=%s,"
+                              "attempt_timeout_ms=300,watch=false,"
+                              "lease_ttl=60",
+                              via, url, prefix);
+    p->direct = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,"
+                                "watch=false,lease_ttl=60",
+                                url, prefix);
+    g_free(via);
+    g_free(url);
+}
+
+void holding_proxy_pass(holding_proxy *p)
+{
+    etcd_gate_open(p->gate);
+    etcd_fake_set_swallow(p->proxy, NULL);
+}
+
+void holding_proxy_hold(holding_proxy *p)
+{
+    etcd_gate_close(p->gate);
+    etcd_gate_close(p->answered);
+}
+
+void holding_proxy_release(holding_proxy *p)
+{
+    etcd_fake_set_swallow(p->proxy, "");
+    etcd_gate_open(p->gate);
+    g_assert_true(etcd_gate_wait(p->answered, 10000));
+}
+
+void holding_proxy_stop(holding_proxy *p)
+{
+    etcd_fake_stop(p->proxy);
+    etcd_gate_free(p->gate);
+    etcd_gate_free(p->answered);
+    g_free(p->spec);
+    g_free(p->direct);
+}

@@ -2,6 +2,9 @@
 #ifndef PROCREG_TESTS_ETCD_UTIL_H
 #define PROCREG_TESTS_ETCD_UTIL_H
 
+#include "etcd-fake.h"
+#include "etcd-harness.h"
+
 #include <procreg/procreg.h>
 
 #include <pthread.h>
@@ -46,5 +49,31 @@ char *etcd_entry_key_b64(const char *prefix, const char *ns, const char *name);
 
 /* An int64 from backend_stats of procreg_stats(); -1 when absent. */
 gint64 backend_stat_int(procreg *reg, const char *name);
+
+/* A late repetition (etcd-faults, etcd-groups): a proxy in front of
+ * member 0 holds requests while told to (a member that hangs), then lets
+ * what it held reach etcd late, the answers swallowed.  An instance opened
+ * on spec sends each request to the proxy first, and again to the member
+ * when the proxy does not answer in time; one on direct talks to the
+ * member alone. */
+typedef struct {
+    etcd_gate *gate;     /* open: the proxy forwards */
+    etcd_gate *answered; /* opened when the member answers a held request */
+    etcd_fake *proxy;
+    char *spec;   /* proxy, then member; attempt_timeout_ms=300 */
+    char *direct; /* the member alone */
+} holding_proxy;
+
+/* Both specs under @prefix, with watch=false and lease_ttl=60. */
+void holding_proxy_start(holding_proxy *p, const etcd_cluster *c,
+                         const char *prefix);
+/* Forward everything (before opening an instance on spec). */
+void holding_proxy_pass(holding_proxy *p);
+/* Hold every request from now on. */
+void holding_proxy_hold(holding_proxy *p);
+/* Let what was held reach the member, its answer swallowed; return once
+ * the member answered it (the test fails after 10 s). */
+void holding_proxy_release(holding_proxy *p);
+void holding_proxy_stop(holding_proxy *p);
 
 #endif

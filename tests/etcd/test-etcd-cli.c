@@ -370,12 +370,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "SKIP: no procreg program given (--cli=PATH)\n");
         return 77;
     }
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cluster, 1, &err)) {
-        fprintf(stderr, "cannot start etcd: %s\n", err->message);
-        etcd_cluster_destroy(&cluster);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cluster, 1);
     char *u = etcd_member_url(&cluster, 0);
     spec = g_strdup_printf("etcd:endpoints=[%s],prefix=/procreg-test/cli,"
                            "host_id=h-cli,lease_ttl=%d",

@@ -11,7 +11,6 @@
 
 #include <procreg/procreg.h>
 
-#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -237,14 +236,7 @@ int main(int argc, char **argv)
     etcd_harness_env(argv);
     etcd_harness_args(&argc, argv);
     g_test_init(&argc, &argv, NULL);
-    etcd_harness_require();
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cl, 3, &err)) {
-        fprintf(stderr, "cannot start a 3-member etcd cluster: %s\n",
-                err->message);
-        etcd_cluster_destroy(&cl);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cl, 3);
     tag = etcd_random_tag();
     g_test_add_func("/etcd-cluster/one-member-down", test_one_member_down);
     g_test_add_func("/etcd-cluster/no-quorum", test_no_quorum);

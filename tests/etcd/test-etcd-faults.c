@@ -167,40 +167,27 @@ typedef struct {
 static void test_late_repetition(void)
 {
     char *prefix = new_prefix();
-    etcd_gate *gate = etcd_gate_new(), *answered = etcd_gate_new();
-    etcd_gate_open(gate);
-    etcd_fake *held = etcd_fake_start(&(etcd_fake_config){
-        .mode = FAKE_PROXY, .target_port = cluster.m[0].client_port,
-        .hold = gate, .on_reply = answered});
-    char *u1 = etcd_fake_url(held);
-    char *spec = g_strdup_printf("etcd:endpoints=[%s,%s],prefix=%s,"
-                                 "attempt_timeout_ms=300,watch=false,"
-                                 "lease_ttl=60",
-                                 u1, url, prefix);
-    char *direct = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,"
-                                   "watch=false,lease_ttl=60",
-                                   url, prefix);
+    holding_proxy hp;
+    holding_proxy_start(&hp, &cluster, prefix);
     procreg_record record = {.registered_at = g_get_real_time()};
     procreg_owner_self(&record.owner);
     GError *err = NULL;
     procreg_backend *other = NULL;
-    g_assert_cmpint(procreg_backend_open(direct, NULL, &other, &err), ==, 0);
+    g_assert_cmpint(procreg_backend_open(hp.direct, NULL, &other, &err), ==, 0);
     for (int op = 0; op < 2; op++) {
         procreg_key *key = NULL;
         g_assert_cmpint(procreg_key_new("svc", op == 0 ? "k" : "k2", &key,
                                         NULL), ==, 0);
         procreg_backend *b = NULL;
-        etcd_gate_open(gate);
-        etcd_fake_set_swallow(held, NULL);
-        g_assert_cmpint(procreg_backend_open(spec, NULL, &b, &err), ==, 0);
+        holding_proxy_pass(&hp);
+        g_assert_cmpint(procreg_backend_open(hp.spec, NULL, &b, &err), ==, 0);
         if (op == 0)
             g_assert_cmpint(procreg_backend_register_entry(b, key, &record,
                                                            NULL, &err),
                             ==, 0);
         /* Held by the proxy, then applied by the member behind the
          * second endpoint. */
-        etcd_gate_close(gate);
-        etcd_gate_close(answered);
+        holding_proxy_hold(&hp);
         int rc = op == 0
                      ? procreg_backend_unregister(b, key, 0, NULL, &err)
                      : procreg_backend_register_entry(b, key, &record, NULL,
@@ -217,9 +204,7 @@ static void test_late_repetition(void)
         g_assert_cmpint(rc, ==, 0);
         /* The member behind the proxy resumes: the held attempt reaches
          * etcd. */
-        etcd_fake_set_swallow(held, "");
-        etcd_gate_open(gate);
-        g_assert_true(etcd_gate_wait(answered, 10000));
+        holding_proxy_release(&hp);
         procreg_entry after = {0};
         rc = procreg_backend_lookup_entry(other, key, &after, &err);
         if (op == 0) {
@@ -235,12 +220,7 @@ static void test_late_repetition(void)
         procreg_key_unref(key);
     }
     procreg_backend_close(other);
-    etcd_fake_stop(held);
-    etcd_gate_free(gate);
-    etcd_gate_free(answered);
-    g_free(u1);
-    g_free(spec);
-    g_free(direct);
+    holding_proxy_stop(&hp);
     g_free(prefix);
 }
 
@@ -529,13 +509,7 @@ int main(int argc, char **argv)
         return rss_child(argv[2]);
     etcd_harness_args(&argc, argv);
     g_test_init(&argc, &argv, NULL);
-    etcd_harness_require();
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cluster, 1, &err)) {
-        fprintf(stderr, "cannot start etcd: %s\n", err->message);
-        etcd_cluster_destroy(&cluster);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cluster, 1);
     url = etcd_member_url(&cluster, 0);
     tag = etcd_random_tag();
     g_test_add_func("/etcd-faults/lost-answer", test_lost_answer);

@@ -18,7 +18,6 @@
 #include <procreg/procreg.h>
 
 #include <pthread.h>
-#include <stdio.h>
 
 #define ROUNDS 20
 #define WAIT_US (20 * G_USEC_PER_SEC)
@@ -145,13 +144,7 @@ int main(int argc, char **argv)
     etcd_harness_env(argv);
     etcd_harness_args(&argc, argv);
     g_test_init(&argc, &argv, NULL);
-    etcd_harness_require();
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cluster, 1, &err)) {
-        fprintf(stderr, "cannot start etcd: %s\n", err->message);
-        etcd_cluster_destroy(&cluster);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cluster, 1);
     g_test_add_func("/etcd-order/two-writers", test_two_writers);
     int rc = g_test_run();
     etcd_cluster_destroy(&cluster);
