@@ -204,7 +204,6 @@ static int join_held(etcd_state *s, const etcd_kv *held, int64_t lease,
                      bool unsure, void *user, int64_t *created,
                      GError **error)
 {
-    (void)s, (void)lease, (void)unsure, (void)user, (void)error;
     *created = held->create_rev;
     return 0;
 }

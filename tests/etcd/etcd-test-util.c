@@ -172,12 +172,21 @@ gint64 backend_stat_int(procreg *reg, const char *name)
     return out;
 }
 
+/* The backend of @spec; fails the test when it does not open. */
+static procreg_backend *backend_open(const char *spec)
+{
+    procreg_backend *b = NULL;
+    GError *err = NULL;
+    g_assert_cmpint(procreg_backend_open(spec, NULL, &b, &err), ==, 0);
+    g_assert_no_error(err);
+    return b;
+}
+
 void holding_proxy_start(holding_proxy *p, const etcd_cluster *c,
                          const char *prefix)
 {
     p->gate = etcd_gate_new();
     p->answered = etcd_gate_new();
-    etcd_gate_open(p->gate);
     p->proxy = etcd_fake_start(&(etcd_fake_config){
         .mode = FAKE_PROXY, .target_port = c->m[0].client_port,
         .hold = p->gate, .on_reply = p->answered});
@@ -186,17 +195,20 @@ void holding_proxy_start(holding_proxy *p, const etcd_cluster *c,
                               "attempt_timeout_ms=300,watch=false,"
                               "lease_ttl=60",
                               via, url, prefix);
-    p->direct = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,"
-                                "watch=false,lease_ttl=60",
-                                url, prefix);
+    char *direct = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,"
+                                   "watch=false,lease_ttl=60",
+                                   url, prefix);
+    p->other = backend_open(direct);
+    g_free(direct);
     g_free(via);
     g_free(url);
 }
 
-void holding_proxy_pass(holding_proxy *p)
+procreg_backend *holding_proxy_open(holding_proxy *p)
 {
     etcd_gate_open(p->gate);
     etcd_fake_set_swallow(p->proxy, NULL);
+    return backend_open(p->spec);
 }
 
 void holding_proxy_hold(holding_proxy *p)
@@ -214,9 +226,9 @@ void holding_proxy_release(holding_proxy *p)
 
 void holding_proxy_stop(holding_proxy *p)
 {
+    procreg_backend_close(p->other);
     etcd_fake_stop(p->proxy);
     etcd_gate_free(p->gate);
     etcd_gate_free(p->answered);
     g_free(p->spec);
-    g_free(p->direct);
 }

@@ -5,7 +5,10 @@
 #include "etcd-fake.h"
 #include "etcd-harness.h"
 
-#include <procreg/procreg.h>
+#ifndef PROCREG_ENABLE_BACKEND
+#define PROCREG_ENABLE_BACKEND 1 /* holding_proxy's instances */
+#endif
+#include <procreg/backend.h>
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -52,23 +55,24 @@ gint64 backend_stat_int(procreg *reg, const char *name);
 
 /* A late repetition (etcd-faults, etcd-groups): a proxy in front of
  * member 0 holds requests while told to (a member that hangs), then lets
- * what it held reach etcd late, the answers swallowed.  An instance opened
- * on spec sends each request to the proxy first, and again to the member
- * when the proxy does not answer in time; one on direct talks to the
+ * what it held reach etcd late, the answers swallowed.  An instance from
+ * holding_proxy_open() sends each request to the proxy first, and again to
+ * the member when the proxy does not answer in time; other talks to the
  * member alone. */
 typedef struct {
     etcd_gate *gate;     /* open: the proxy forwards */
     etcd_gate *answered; /* opened when the member answers a held request */
     etcd_fake *proxy;
-    char *spec;   /* proxy, then member; attempt_timeout_ms=300 */
-    char *direct; /* the member alone */
+    char *spec;             /* proxy, then member; attempt_timeout_ms=300 */
+    procreg_backend *other; /* the member alone */
 } holding_proxy;
 
-/* Both specs under @prefix, with watch=false and lease_ttl=60. */
+/* Instances under @prefix, with watch=false and lease_ttl=60. */
 void holding_proxy_start(holding_proxy *p, const etcd_cluster *c,
                          const char *prefix);
-/* Forward everything (before opening an instance on spec). */
-void holding_proxy_pass(holding_proxy *p);
+/* A new instance through the proxy, which forwards everything until
+ * holding_proxy_hold(); close it. */
+procreg_backend *holding_proxy_open(holding_proxy *p);
 /* Hold every request from now on. */
 void holding_proxy_hold(holding_proxy *p);
 /* Let what was held reach the member, its answer swallowed; return once

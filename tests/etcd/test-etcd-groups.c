@@ -106,14 +106,10 @@ static void test_late_repetition(void)
     procreg_record record = {.registered_at = g_get_real_time()};
     procreg_owner_self(&record.owner);
     GError *err = NULL;
-    procreg_backend *other = NULL;
-    g_assert_cmpint(procreg_backend_open(hp.direct, NULL, &other, &err), ==, 0);
     procreg_key *key = NULL;
     g_assert_cmpint(procreg_key_new("svc", "g", &key, NULL), ==, 0);
     for (int op = 0; op < 2; op++) {
-        procreg_backend *b = NULL;
-        holding_proxy_pass(&hp);
-        g_assert_cmpint(procreg_backend_open(hp.spec, NULL, &b, &err), ==, 0);
+        procreg_backend *b = holding_proxy_open(&hp);
         procreg_member mine = {0};
         if (op == 1)
             g_assert_cmpint(procreg_backend_group_join(b, key, &record, &mine,
@@ -131,10 +127,10 @@ static void test_late_repetition(void)
         /* The group changes: the joined member forced away, or a new
          * member of the same owner. */
         procreg_member now = {0};
-        rc = op == 0 ? procreg_backend_group_leave(other, key, m.id, NULL,
+        rc = op == 0 ? procreg_backend_group_leave(hp.other, key, m.id, NULL,
                                                    PROCREG_REASON_FORCED, NULL,
                                                    &err)
-                     : procreg_backend_group_join(other, key, &record, &now,
+                     : procreg_backend_group_join(hp.other, key, &record, &now,
                                                   &err);
         g_assert_no_error(err);
         g_assert_cmpint(rc, ==, op == 0 ? 1 : 0);
@@ -142,7 +138,7 @@ static void test_late_repetition(void)
          * etcd. */
         holding_proxy_release(&hp);
         GArray *after = procreg_member_array_new();
-        g_assert_cmpint(procreg_backend_group_members(other, key, after,
+        g_assert_cmpint(procreg_backend_group_members(hp.other, key, after,
                                                       &err),
                         ==, 0);
         if (op == 0) {
@@ -152,7 +148,7 @@ static void test_late_repetition(void)
             g_assert_cmpuint(g_array_index(after, procreg_member, 0).id, ==,
                              now.id);
             g_assert_cmpint(procreg_backend_group_leave(
-                                other, key, now.id, NULL,
+                                hp.other, key, now.id, NULL,
                                 PROCREG_REASON_EXPLICIT, NULL, &err),
                             ==, 1);
         }
@@ -163,7 +159,6 @@ static void test_late_repetition(void)
         procreg_backend_close(b);
     }
     procreg_key_unref(key);
-    procreg_backend_close(other);
     holding_proxy_stop(&hp);
     g_free(prefix);
 }
