@@ -1,6 +1,7 @@
 /* Helpers shared by the etcd test programs. */
 #include "etcd-test-util.h"
 
+#include <stdarg.h>
 #include <string.h>
 #include <time.h>
 
@@ -145,6 +146,28 @@ char *etcd_entry_key_b64(const char *prefix, const char *ns, const char *name)
     char *b = g_base64_encode((const guchar *)k->str, k->len);
     g_string_free(k, TRUE);
     return b;
+}
+
+procreg *open_spec(const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    char *spec = g_strdup_vprintf(format, ap);
+    va_end(ap);
+    procreg *reg = NULL;
+    GError *err = NULL;
+    if (procreg_open(spec, &reg, &err) != 0)
+        g_error("procreg_open(%s): %s", spec, err ? err->message : "?");
+    g_free(spec);
+    return reg;
+}
+
+int open_rc(const char *spec, GError **err)
+{
+    procreg *reg = NULL;
+    int rc = procreg_open(spec, &reg, err);
+    procreg_close(reg);
+    return rc;
 }
 
 gint64 backend_stat_int(procreg *reg, const char *name)

@@ -50,6 +50,12 @@ char *recorder_dump(recorder *r);
 /* The raw etcd key of (ns, name) under @prefix, base64; g_free it. */
 char *etcd_entry_key_b64(const char *prefix, const char *ns, const char *name);
 
+/* The registry of the spec @format makes; the test fails, naming the
+ * spec and why, when it does not open. */
+procreg *open_spec(const char *format, ...) G_GNUC_PRINTF(1, 2);
+/* What procreg_open(@spec) returns (the registry closed at once). */
+int open_rc(const char *spec, GError **err);
+
 /* An int64 from backend_stats of procreg_stats(); -1 when absent. */
 gint64 backend_stat_int(procreg *reg, const char *name);
 

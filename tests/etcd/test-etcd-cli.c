@@ -116,14 +116,9 @@ static char *read_out(int fd, int ms, bool line)
 static procreg *open_watcher(void)
 {
     char *u = etcd_member_url(&cluster, 0);
-    char *s = g_strdup_printf("etcd:endpoints=[%s],prefix=/procreg-test/cli,"
-                              "host_id=h-test",
-                              u);
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(s, &reg, &err) != 0)
-        g_error("%s", err->message);
-    g_free(s);
+    procreg *reg = open_spec("etcd:endpoints=[%s],prefix=/procreg-test/cli,"
+                             "host_id=h-test",
+                             u);
     g_free(u);
     return reg;
 }

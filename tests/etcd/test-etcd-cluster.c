@@ -37,16 +37,9 @@ static char *urls(int a, int b, int c)
 static procreg *open_on(const char *endpoints, const char *prefix,
                         const char *extra)
 {
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,timeout_ms=%d"
-                                 "%s%s",
-                                 endpoints, prefix, TIMEOUT_MS,
-                                 extra ? "," : "", extra ? extra : "");
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("procreg_open(%s): %s", spec, err->message);
-    g_free(spec);
-    return reg;
+    return open_spec("etcd:endpoints=[%s],prefix=%s,timeout_ms=%d%s%s",
+                     endpoints, prefix, TIMEOUT_MS, extra ? "," : "",
+                     extra ? extra : "");
 }
 
 /* Retry @what until it succeeds or @ms pass; returns its last code. */

@@ -36,14 +36,6 @@ static char *new_prefix(void)
     return g_strdup_printf("/procreg-test/%s/f%d", tag, ++case_no);
 }
 
-static int open_rc(const char *spec, GError **err)
-{
-    procreg *reg = NULL;
-    int rc = procreg_open(spec, &reg, err);
-    procreg_close(reg);
-    return rc;
-}
-
 /* A write whose first attempt etcd applied but whose answer was lost,
  * sent again to another member, recognises its own effect instead of
  * reporting EEXISTS, ECONFLICT or ENOTFOUND.  The first endpoint is a

@@ -30,14 +30,7 @@ static char *new_prefix(void)
 
 static procreg *open_reg(const char *prefix, const char *extra)
 {
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,%s", url,
-                                 prefix, extra);
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("procreg_open(%s): %s", spec, err ? err->message : "?");
-    g_free(spec);
-    return reg;
+    return open_spec("etcd:endpoints=[%s],prefix=%s,%s", url, prefix, extra);
 }
 
 static size_t group_count(procreg *reg, const char *ns, const char *group)

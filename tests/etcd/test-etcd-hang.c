@@ -116,15 +116,8 @@ static char *endpoints_from(int first)
 static procreg *open_on(const char *endpoints, const char *prefix,
                         const char *extra)
 {
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,timeout_ms=%d,"
-                                 "%s",
-                                 endpoints, prefix, TIMEOUT_MS, extra);
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("procreg_open(%s): %s", spec, err->message);
-    g_free(spec);
-    return reg;
+    return open_spec("etcd:endpoints=[%s],prefix=%s,timeout_ms=%d,%s",
+                     endpoints, prefix, TIMEOUT_MS, extra);
 }
 
 static void wait_all_healthy(void)

@@ -14,6 +14,7 @@
  * events out of order: proof that the test catches the bug.
  */
 #include "etcd-harness.h"
+#include "etcd-test-util.h"
 
 #include <procreg/procreg.h>
 
@@ -90,13 +91,8 @@ static bool in_order(seen *s, const char *who)
 static procreg *open_reg(const char *prefix)
 {
     char *endpoints = etcd_cluster_endpoints(&cluster);
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,watch=" WATCH,
-                                 endpoints, prefix);
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("open %s: %s", spec, err->message);
-    g_free(spec);
+    procreg *reg = open_spec("etcd:endpoints=[%s],prefix=%s,watch=" WATCH,
+                             endpoints, prefix);
     g_free(endpoints);
     return reg;
 }

@@ -39,15 +39,8 @@ static char *new_prefix(void)
 
 static procreg *open_reg(const char *prefix, const char *extra)
 {
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,lease_ttl=%d%s%s",
-                                 url, prefix, TTL_S, extra ? "," : "",
-                                 extra ? extra : "");
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("procreg_open(%s): %s", spec, err ? err->message : "?");
-    g_free(spec);
-    return reg;
+    return open_spec("etcd:endpoints=[%s],prefix=%s,lease_ttl=%d%s%s", url,
+                     prefix, TTL_S, extra ? "," : "", extra ? extra : "");
 }
 
 static void reg_ok(procreg *reg, const char *ns, const char *name,

@@ -34,23 +34,8 @@ static char *new_prefix(void)
 /* Open etcd on our server under @prefix with @extra options. */
 static procreg *open_reg(const char *prefix, const char *extra)
 {
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s%s%s", url,
-                                 prefix, extra ? "," : "", extra ? extra : "");
-    procreg *reg = NULL;
-    GError *err = NULL;
-    int rc = procreg_open(spec, &reg, &err);
-    if (rc != 0)
-        g_error("procreg_open(%s): %s", spec, err ? err->message : "?");
-    g_free(spec);
-    return reg;
-}
-
-static int open_rc(const char *spec, GError **err)
-{
-    procreg *reg = NULL;
-    int rc = procreg_open(spec, &reg, err);
-    procreg_close(reg);
-    return rc;
+    return open_spec("etcd:endpoints=[%s],prefix=%s%s%s", url, prefix,
+                     extra ? "," : "", extra ? extra : "");
 }
 
 /* ------------------------------------------------------------------------ */
