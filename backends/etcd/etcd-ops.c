@@ -1,10 +1,11 @@
 /*
  * etcd backend: operations on one key.  Lookup is a range read of the
  * key; register is one transaction "create if absent, else tell me who
- * holds it"; unregister and update compare mod_revision in the same
- * transaction; evict removes an entry whose owner died, with a reason
- * marker, while it is unchanged (a lookup or a registration that finds
- * one of this host does so at once).
+ * holds it" (procreg_etcd_create_guarded(), a group's join's too);
+ * unregister and update compare mod_revision in the same transaction;
+ * evict removes an entry whose owner died, with a reason marker, while it
+ * is unchanged (a lookup or a registration that finds one of this host
+ * does so at once).
  *
  * Every operation has one deadline (timeout_ms from its start) for all
  * the requests it makes.  A request may reach etcd twice (its first
