@@ -4,7 +4,9 @@
  * real single-member etcd this program starts:
  *   - a write whose answer is lost and that is sent again recognises its
  *     own effect; one held by a hanging member and applied late, after
- *     its repetition and a change by another, changes nothing;
+ *     its repetition and a change by another, changes nothing; one whose
+ *     key another removed before its repetition says its outcome is
+ *     unknown;
  *   - each failure names its cause, with the right code, at once unless a
  *     member stalls;
  *   - a reply or a watch response that never ends costs at most
