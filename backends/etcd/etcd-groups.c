@@ -140,45 +140,19 @@ ETCD_HIDDEN void procreg_etcd_locals_remove(etcd_state *s, const void *k,
     g_bytes_unref(kb);
 }
 
+/* A local member's owner and revision, for procreg_etcd_reap(). */
+static const procreg_owner *local_record(gconstpointer p, int64_t *rev)
+{
+    const local_member *l = p;
+    *rev = l->mod_rev;
+    return &l->owner;
+}
+
+/* A member's revision never changes (s->locals' invariant), so a removal
+ * from the table pinned to it removes what the keeper found dead. */
 ETCD_HIDDEN void procreg_etcd_locals_reap(etcd_state *s)
 {
-    GPtrArray *dead =
-        g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
-    GArray *revs = g_array_new(FALSE, FALSE, sizeof(int64_t));
-    pthread_mutex_lock(&s->lock);
-    GHashTableIter it;
-    gpointer k, val;
-    g_hash_table_iter_init(&it, s->locals);
-    while (g_hash_table_iter_next(&it, &k, &val)) {
-        local_member *l = val;
-        if (!procreg_owner_is_alive(&l->owner)) {
-            g_ptr_array_add(dead, g_bytes_ref(k));
-            g_array_append_val(revs, l->mod_rev);
-        }
-    }
-    pthread_mutex_unlock(&s->lock);
-    for (guint i = 0; i < dead->len; i++) {
-        pthread_mutex_lock(&s->lock);
-        bool stopping = s->stopping;
-        pthread_mutex_unlock(&s->lock);
-        if (stopping)
-            break;
-        gsize n;
-        const char *raw = g_bytes_get_data(dead->pdata[i], &n);
-        GString *key = g_string_new_len(raw, (gssize)n);
-        bool removed = false;
-        /* Gone or removed now: either way not ours to watch any more. */
-        if (procreg_etcd_evict(s, key, g_array_index(revs, int64_t, i),
-                               PROCREG_REASON_OWNER_EXITED,
-                               procreg_etcd_deadline(s->client), &removed,
-                               NULL) == 0)
-            procreg_etcd_locals_remove(s, raw, n);
-        if (removed)
-            atomic_add(&s->reaped, 1);
-        g_string_free(key, TRUE);
-    }
-    g_array_unref(revs);
-    g_ptr_array_unref(dead);
+    procreg_etcd_reap(s, s->locals, local_record);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -218,14 +192,14 @@ ETCD_HIDDEN bool procreg_etcd_member_decode(etcd_state *s, const void *key,
 /* ------------------------------------------------------------------------ */
 /* Join                                                                     */
 
-static int outcome_unknown(GError **error, const char *what)
+/* The key is this join's alone: our own put, applied by an attempt whose
+ * answer was lost. */
+static int join_held(etcd_state *s, const etcd_kv *held, int64_t lease,
+                     bool unsure, void *user, int64_t *created,
+                     GError **error)
 {
-    return procreg_set_error(error, PROCREG_EBACKEND,
-                             "etcd: the %s was sent again after a member "
-                             "did not answer, and another writer changed "
-                             "the group meanwhile: whether the %s was "
-                             "applied is unknown",
-                             what, what);
+    *created = held->create_rev;
+    return 0;
 }
 
 ETCD_HIDDEN int procreg_etcd_group_join(void *state, const procreg_key *key,
@@ -236,91 +210,17 @@ ETCD_HIDDEN int procreg_etcd_group_join(void *state, const procreg_key *key,
     etcd_state *s = state;
     procreg_etcd_watch_use(s, procreg_key_bytes(key));
     gint64 deadline = procreg_etcd_deadline(s->client);
-    etcd_value v = {.owner = record->owner,
-                    .registered_at = record->registered_at,
-                    .metadata = record->metadata};
-    g_strlcpy(v.host, s->host_id, sizeof v.host);
-    g_strlcpy(v.writer, s->writer, sizeof v.writer);
-    v.nonce = procreg_etcd_nonce(s);
+    etcd_value v;
     size_t vlen = 0;
-    char *value = procreg_etcd_value_encode(&v, &vlen);
+    char *value = procreg_etcd_record_value(s, record, &v, &vlen);
     GString *mk = procreg_etcd_group_marker_key(s, key);
     GString *k = g_string_new_len(mk->str, (gssize)mk->len);
     g_string_append_printf(k, "%s.%" G_GUINT64_FORMAT, s->writer, v.nonce);
-    int64_t known = procreg_etcd_revision_known(s), id = 0;
-    bool lease_retry_done = false, unsure = false;
-    int rc = PROCREG_EBACKEND;
-    for (int attempt = 0; attempt < ETCD_WRITE_ATTEMPTS; attempt++) {
-        int64_t lease = 0;
-        rc = procreg_etcd_lease_for_write(s, deadline, &lease, error);
-        if (rc != 0)
-            break;
-        GString *b = g_string_new("{\"compare\":[");
-        procreg_etcd_op_compare(b, k, "CREATE", "EQUAL", "create_revision", 0);
-        g_string_append_c(b, ',');
-        procreg_etcd_op_compare(b, mk, "MOD", "LESS", "mod_revision",
-                                known + 1);
-        g_string_append(b, "],\"success\":[");
-        procreg_etcd_op_put(b, k, value, vlen, lease, false);
-        g_string_append(b, "],\"failure\":[");
-        procreg_etcd_op_range(b, k);
-        g_string_append(b, "]}");
-        JsonNode *reply = NULL;
-        GError *local = NULL;
-        bool resent = false;
-        rc = procreg_etcd_call_write(s->client, "/v3/kv/txn", b->str,
-                                     deadline, &reply, &resent, &local);
-        unsure = unsure || resent;
-        g_string_free(b, TRUE);
-        if (rc == ETCD_ELEASE_GONE && !lease_retry_done) {
-            /* Our lease expired (a partition longer than its TTL). */
-            g_clear_error(&local);
-            lease_retry_done = true;
-            rc = procreg_etcd_lease_renew(s, lease, deadline, error);
-            if (rc != 0)
-                break;
-            rc = PROCREG_EBACKEND;
-            continue;
-        }
-        if (rc != 0) {
-            if (rc == ETCD_ELEASE_GONE)
-                rc = PROCREG_EBACKEND;
-            g_propagate_error(error, local);
-            break;
-        }
-        JsonObject *o = json_node_get_object(reply);
-        bool succeeded, again = false;
-        int64_t rev;
-        rc = procreg_etcd_txn_outcome(o, 1, &succeeded, &rev, error);
-        if (rc == 0)
-            procreg_etcd_revision_seen(s, rev);
-        etcd_kv held;
-        if (rc == 0 && succeeded) {
-            id = rev;
-        } else if (rc == 0 &&
-                   procreg_etcd_first_kv(
-                       procreg_etcd_txn_response(o, 0, "response_range"),
-                       "kvs", &held)) {
-            /* The key is this join's alone: our own put, applied by an
-             * attempt whose answer was lost. */
-            id = held.create_rev;
-            procreg_etcd_kv_clear(&held);
-        } else if (rc == 0 && unsure) {
-            /* Ours, perhaps, and removed since. */
-            rc = outcome_unknown(error, "join");
-        } else if (rc == 0) {
-            /* A removal in the group came after the revision we knew:
-             * try again knowing the latest. */
-            known = rev;
-            again = true;
-        }
-        json_node_unref(reply);
-        if (!again)
-            break;
-        rc = PROCREG_EBACKEND;
-    }
-    if (id != 0) {
-        rc = 0;
+    int64_t id = 0;
+    int rc = procreg_etcd_create_guarded(s, k, value, vlen, "join", "group",
+                                         deadline, join_held, NULL, &id,
+                                         error);
+    if (rc == 0) {
         procreg_etcd_locals_put(s, k->str, k->len, value, vlen, id);
         if (joined != NULL) {
             memset(joined, 0, sizeof *joined);
@@ -451,7 +351,7 @@ static int remove_chunk(etcd_state *s, const target *t, guint n,
         *gone = procreg_etcd_own_marker(
             s, procreg_etcd_txn_response(o, 0, "response_range"), nonce, at);
     if (rc == 0 && !*gone && unsure)
-        rc = outcome_unknown(error, "leave");
+        rc = procreg_etcd_outcome_unknown(error, "leave", "group");
     json_node_unref(reply);
     return rc;
 }

@@ -1,10 +1,11 @@
 /*
  * etcd backend: operations on one key.  Lookup is a range read of the
  * key; register is one transaction "create if absent, else tell me who
- * holds it"; unregister and update compare mod_revision in the same
- * transaction; evict removes an entry whose owner died, with a reason
- * marker, while it is unchanged (a lookup or a registration that finds
- * one of this host does so at once).
+ * holds it" (procreg_etcd_create_guarded(), a group's join's too);
+ * unregister and update compare mod_revision in the same transaction;
+ * evict removes an entry whose owner died, with a reason marker, while it
+ * is unchanged (a lookup or a registration that finds one of this host
+ * does so at once).
  *
  * Every operation has one deadline (timeout_ms from its start) for all
  * the requests it makes.  A request may reach etcd twice (its first
@@ -20,7 +21,8 @@
  * That recognition fails when another writer changed the key between our
  * lost attempt and the repetition (removed our entry, say): the write
  * then ends with PROCREG_EBACKEND, its outcome unknown
- * (outcome_unknown()), rather than with an answer that may be false.
+ * (procreg_etcd_outcome_unknown()), rather than with an answer that may be
+ * false.
  */
 #include "etcd-private.h"
 
@@ -85,17 +87,15 @@ ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
 /* ------------------------------------------------------------------------ */
 /* Ops                                                                      */
 
-/* A write sent again after an attempt that got no answer, finding the
- * key changed by someone else: that attempt may or may not have been
- * applied first. */
-static int outcome_unknown(GError **error, const char *what)
+ETCD_HIDDEN int procreg_etcd_outcome_unknown(GError **error, const char *what,
+                                             const char *thing)
 {
     return procreg_set_error(error, PROCREG_EBACKEND,
                              "etcd: the %s was sent again after a member "
                              "did not answer, and another writer changed "
-                             "the entry meanwhile: whether the %s was "
+                             "the %s meanwhile: whether the %s was "
                              "applied is unknown",
-                             what, what);
+                             what, thing, what);
 }
 
 /* Remove @k while it is at @rev, with a marker naming @writer and
@@ -219,28 +219,31 @@ ETCD_HIDDEN int procreg_etcd_lookup_entry(void *state, const procreg_key *key,
     return rc;
 }
 
-ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
-                                      const procreg_record *record,
-                                      procreg_entry *current, GError **error)
+ETCD_HIDDEN char *procreg_etcd_record_value(etcd_state *s,
+                                           const procreg_record *record,
+                                           etcd_value *v, size_t *vlen)
 {
-    etcd_state *s = state;
-    procreg_etcd_watch_use(s, procreg_key_bytes(key));
-    gint64 deadline = procreg_etcd_deadline(s->client);
-    etcd_value v = {.owner = record->owner,
-                    .registered_at = record->registered_at,
-                    .metadata = record->metadata};
-    g_strlcpy(v.host, s->host_id, sizeof v.host);
-    g_strlcpy(v.writer, s->writer, sizeof v.writer);
-    v.nonce = procreg_etcd_nonce(s);
-    size_t vlen = 0;
-    char *value = procreg_etcd_value_encode(&v, &vlen);
-    GString *k = procreg_etcd_entry_key(s, key);
+    *v = (etcd_value){.owner = record->owner,
+                      .registered_at = record->registered_at,
+                      .metadata = record->metadata};
+    g_strlcpy(v->host, s->host_id, sizeof v->host);
+    g_strlcpy(v->writer, s->writer, sizeof v->writer);
+    v->nonce = procreg_etcd_nonce(s);
+    return procreg_etcd_value_encode(v, vlen);
+}
+
+ETCD_HIDDEN int procreg_etcd_create_guarded(etcd_state *s, const GString *k,
+                                            const char *value, size_t vlen,
+                                            const char *what,
+                                            const char *thing,
+                                            gint64 deadline,
+                                            etcd_held_fn held_fn, void *user,
+                                            int64_t *created, GError **error)
+{
     GString *mk = procreg_etcd_marker_key(s, k->str, k->len);
-    procreg_etcd_owned_begin(s, k);
-    int rc = PROCREG_EBACKEND;
-    int64_t committed = 0; /* the revision of our put */
     int64_t known = procreg_etcd_revision_known(s);
     bool lease_retry_done = false, unsure = false;
+    int rc = PROCREG_EBACKEND;
     for (int attempt = 0; attempt < ETCD_WRITE_ATTEMPTS; attempt++) {
         int64_t lease = 0;
         rc = procreg_etcd_lease_for_write(s, deadline, &lease, error);
@@ -284,87 +287,108 @@ ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
         bool succeeded;
         int64_t rev;
         rc = procreg_etcd_txn_outcome(o, 1, &succeeded, &rev, error);
-        if (rc != 0) {
-            json_node_unref(reply);
+        etcd_kv held;
+        bool have = rc == 0 && !succeeded &&
+                    procreg_etcd_first_kv(
+                        procreg_etcd_txn_response(o, 0, "response_range"),
+                        "kvs", &held);
+        json_node_unref(reply);
+        if (rc != 0)
             break;
-        }
         procreg_etcd_revision_seen(s, rev);
         if (succeeded) {
-            procreg_etcd_owned_put(s, k, value, vlen, rev, &record->owner);
-            procreg_etcd_fill_entry(&v, rev, NULL, NULL, current);
-            json_node_unref(reply);
-            committed = rev;
-            rc = 0;
+            *created = rev;
             break;
         }
-        etcd_kv held;
-        bool have = procreg_etcd_first_kv(
-            procreg_etcd_txn_response(o, 0, "response_range"), "kvs", &held);
-        json_node_unref(reply);
-        if (!have && unsure) {
+        if (have) {
+            rc = held_fn(s, &held, lease, unsure, user, created, error);
+            procreg_etcd_kv_clear(&held);
+            if (rc != ETCD_CREATE_AGAIN)
+                break;
+        } else if (unsure) {
             /* Ours, perhaps, and removed since. */
-            rc = outcome_unknown(error, "registration");
+            rc = procreg_etcd_outcome_unknown(error, what, thing);
             break;
-        }
-        if (!have) {
-            /* Free, but a removal in the namespace came after the
+        } else {
+            /* Free, but a removal under the marker came after the
              * revision we knew: try again knowing the latest. */
             known = rev;
-            rc = PROCREG_EBACKEND;
-            continue;
         }
-        etcd_value hv;
-        rc = procreg_etcd_kv_value(&held, &hv, error);
-        if (rc != 0) {
-            procreg_etcd_kv_clear(&held);
-            break;
-        }
-        if (strcmp(hv.writer, s->writer) == 0 && hv.nonce == v.nonce &&
-            held.lease == lease) {
-            /* Our own put, applied by an attempt whose answer was lost
-             * before a retry on another endpoint. */
-            procreg_etcd_owned_put(s, k, value, vlen, held.mod_rev,
-                                   &record->owner);
-            procreg_etcd_fill_entry(&hv, held.mod_rev, NULL, NULL, current);
-            committed = held.mod_rev;
-            procreg_etcd_value_clear(&hv);
-            procreg_etcd_kv_clear(&held);
-            rc = 0;
-            break;
-        }
-        if (unsure) {
-            /* Another's now; ours, perhaps, before. */
-            procreg_etcd_value_clear(&hv);
-            procreg_etcd_kv_clear(&held);
-            rc = outcome_unknown(error, "registration");
-            break;
-        }
-        if (procreg_etcd_owner_dead_here(s, &hv)) {
-            /* The holder's process died on this host (a moment ago,
-             * perhaps, before any monitor saw it): a dead holder never
-             * blocks its key.  Evict it and try again. */
-            rc = evict_dead_holder(s, k, &held, deadline, error);
-            procreg_etcd_value_clear(&hv);
-            procreg_etcd_kv_clear(&held);
-            if (rc != 0)
-                break;
-            rc = PROCREG_EBACKEND;
-            continue;
-        }
-        procreg_etcd_fill_entry(&hv, held.mod_rev, NULL, NULL, current);
-        procreg_etcd_value_clear(&hv);
-        procreg_etcd_kv_clear(&held);
-        rc = PROCREG_EEXISTS;
-        break;
+        rc = PROCREG_EBACKEND;
     }
-    if (rc == PROCREG_EBACKEND && error != NULL && *error == NULL)
+    g_string_free(mk, TRUE);
+    return rc;
+}
+
+/* What a registration knows when it finds its key held. */
+typedef struct {
+    const GString *k;
+    const etcd_value *v; /* what it writes */
+    gint64 deadline;
+    procreg_entry *current;
+} register_ctx;
+
+/* The key held: by our own put (an attempt whose answer was lost before
+ * a retry on another endpoint), by a dead process of this host (evicted,
+ * and the registration tries again), or by another (PROCREG_EEXISTS). */
+static int register_held(etcd_state *s, const etcd_kv *held, int64_t lease,
+                         bool unsure, void *user, int64_t *created,
+                         GError **error)
+{
+    register_ctx *c = user;
+    etcd_value hv;
+    int rc = procreg_etcd_kv_value(held, &hv, error);
+    if (rc != 0)
+        return rc;
+    if (strcmp(hv.writer, s->writer) == 0 && hv.nonce == c->v->nonce &&
+        held->lease == lease) {
+        *created = held->mod_rev;
+    } else if (unsure) {
+        /* Another's now; ours, perhaps, before. */
+        rc = procreg_etcd_outcome_unknown(error, "registration", "entry");
+    } else if (procreg_etcd_owner_dead_here(s, &hv)) {
+        /* The holder's process died on this host (a moment ago, perhaps,
+         * before any monitor saw it): a dead holder never blocks its
+         * key. */
+        rc = evict_dead_holder(s, c->k, held, c->deadline, error);
+        if (rc == 0)
+            rc = ETCD_CREATE_AGAIN;
+    } else {
+        procreg_etcd_fill_entry(&hv, held->mod_rev, NULL, NULL, c->current);
+        rc = PROCREG_EEXISTS;
+    }
+    procreg_etcd_value_clear(&hv);
+    return rc;
+}
+
+ETCD_HIDDEN int procreg_etcd_register(void *state, const procreg_key *key,
+                                      const procreg_record *record,
+                                      procreg_entry *current, GError **error)
+{
+    etcd_state *s = state;
+    procreg_etcd_watch_use(s, procreg_key_bytes(key));
+    gint64 deadline = procreg_etcd_deadline(s->client);
+    etcd_value v;
+    size_t vlen = 0;
+    char *value = procreg_etcd_record_value(s, record, &v, &vlen);
+    GString *k = procreg_etcd_entry_key(s, key);
+    procreg_etcd_owned_begin(s, k);
+    register_ctx c = {.k = k, .v = &v, .deadline = deadline,
+                      .current = current};
+    int64_t committed = 0; /* the revision of our put */
+    int rc = procreg_etcd_create_guarded(s, k, value, vlen, "registration",
+                                         "entry", deadline, register_held, &c,
+                                         &committed, error);
+    if (rc == 0) {
+        procreg_etcd_owned_put(s, k, value, vlen, committed, &record->owner);
+        procreg_etcd_fill_entry(&v, committed, NULL, NULL, current);
+        procreg_etcd_watch_await(s, committed, deadline);
+    } else if (rc == PROCREG_EBACKEND && error != NULL && *error == NULL) {
         procreg_set_error(error, rc,
                           "etcd: registration kept losing races (%d attempts)",
                           ETCD_WRITE_ATTEMPTS);
-    if (rc == 0)
-        procreg_etcd_watch_await(s, committed, deadline);
+    }
     procreg_etcd_owned_end(s, k);
-    g_string_free(mk, TRUE);
     g_string_free(k, TRUE);
     g_free(value);
     return rc;
@@ -540,7 +564,7 @@ ETCD_HIDDEN int procreg_etcd_unregister(void *state, const procreg_key *key,
             procreg_etcd_owned_remove(s, k->str, k->len, rev);
             committed = rev;
         } else if (rc == 0 && unsure) {
-            rc = outcome_unknown(error, "removal");
+            rc = procreg_etcd_outcome_unknown(error, "removal", "entry");
         } else if (rc == 0) {
             /* Changed since it was read, or gone. */
             JsonArray *kvs = procreg_etcd_json_array(
@@ -599,7 +623,9 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
         if (rc != 0)
             break;
         if (!found) {
-            rc = unsure ? outcome_unknown(error, "update") : PROCREG_ENOTFOUND;
+            rc = unsure ? procreg_etcd_outcome_unknown(error, "update",
+                                                       "entry")
+                        : PROCREG_ENOTFOUND;
             break;
         }
         etcd_value v;
@@ -615,7 +641,7 @@ procreg_etcd_update_metadata(void *state, const procreg_key *key,
             break;
         }
         if (rc == 0 && unsure) /* not ours now; ours, perhaps, before */
-            rc = outcome_unknown(error, "update");
+            rc = procreg_etcd_outcome_unknown(error, "update", "entry");
         if (rc == 0 && if_revision != 0 &&
             (uint64_t)kv.mod_rev != if_revision)
             rc = PROCREG_ECONFLICT;

@@ -258,8 +258,8 @@ static void restore_owned(etcd_state *s, int64_t lease)
     g_ptr_array_unref(keys);
 }
 
-/* Remove the entries this instance registered whose owner died. */
-static void reap_dead_owners(etcd_state *s)
+ETCD_HIDDEN void procreg_etcd_reap(etcd_state *s, GHashTable *table,
+                                   etcd_record_fn record_of)
 {
     GPtrArray *dead =
         g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
@@ -267,12 +267,12 @@ static void reap_dead_owners(etcd_state *s)
     pthread_mutex_lock(&s->lock);
     GHashTableIter it;
     gpointer k, val;
-    g_hash_table_iter_init(&it, s->owned);
+    g_hash_table_iter_init(&it, table);
     while (g_hash_table_iter_next(&it, &k, &val)) {
-        owned_entry *o = val;
-        if (!procreg_owner_is_alive(&o->owner)) {
+        int64_t rev;
+        if (!procreg_owner_is_alive(record_of(val, &rev))) {
             g_ptr_array_add(dead, g_bytes_ref(k));
-            g_array_append_val(revs, o->mod_rev);
+            g_array_append_val(revs, rev);
         }
     }
     pthread_mutex_unlock(&s->lock);
@@ -285,24 +285,35 @@ static void reap_dead_owners(etcd_state *s)
         gsize n;
         const char *raw = g_bytes_get_data(dead->pdata[i], &n);
         GString *key = g_string_new_len(raw, (gssize)n);
+        int64_t rev = g_array_index(revs, int64_t, i);
         bool removed = false;
-        if (procreg_etcd_evict(s, key, g_array_index(revs, int64_t, i),
-                               PROCREG_REASON_OWNER_EXITED,
+        if (procreg_etcd_evict(s, key, rev, PROCREG_REASON_OWNER_EXITED,
                                procreg_etcd_deadline(s->client), &removed,
                                NULL) == 0) {
             if (removed)
                 atomic_add(&s->reaped, 1);
             pthread_mutex_lock(&s->lock);
-            /* Gone or changed: either way no longer the entry we knew. */
-            owned_entry *o = g_hash_table_lookup(s->owned, dead->pdata[i]);
-            if (o != NULL && o->mod_rev == g_array_index(revs, int64_t, i))
-                g_hash_table_remove(s->owned, dead->pdata[i]);
+            /* Gone or changed: either way no longer the one we knew. */
+            gpointer now = g_hash_table_lookup(table, dead->pdata[i]);
+            int64_t now_rev = 0;
+            if (now != NULL)
+                record_of(now, &now_rev);
+            if (now_rev == rev)
+                g_hash_table_remove(table, dead->pdata[i]);
             pthread_mutex_unlock(&s->lock);
         }
         g_string_free(key, TRUE);
     }
     g_array_unref(revs);
     g_ptr_array_unref(dead);
+}
+
+/* An owned entry's owner and revision, for procreg_etcd_reap(). */
+static const procreg_owner *owned_record(gconstpointer p, int64_t *rev)
+{
+    const owned_entry *o = p;
+    *rev = o->mod_rev;
+    return &o->owner;
 }
 
 ETCD_HIDDEN void procreg_etcd_owned_tend(etcd_state *s, int64_t lease)
@@ -312,6 +323,6 @@ ETCD_HIDDEN void procreg_etcd_owned_tend(etcd_state *s, int64_t lease)
     pthread_mutex_unlock(&s->lock);
     if (restore)
         restore_owned(s, lease);
-    reap_dead_owners(s);
+    procreg_etcd_reap(s, s->owned, owned_record);
     procreg_etcd_locals_reap(s);
 }

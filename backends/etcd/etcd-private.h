@@ -344,6 +344,16 @@ ETCD_HIDDEN void procreg_etcd_owned_remove(etcd_state *s, const void *key,
  * request to after owned_put(). */
 ETCD_HIDDEN void procreg_etcd_owned_begin(etcd_state *s, const GString *key);
 ETCD_HIDDEN void procreg_etcd_owned_end(etcd_state *s, const GString *key);
+/* A record's owner and *@rev, the revision of its key, in s->owned
+ * (owned_entry) or s->locals (local_member). */
+typedef const procreg_owner *(*etcd_record_fn)(gconstpointer record,
+                                               int64_t *rev);
+/* Remove from etcd the keys of @table (s->owned or s->locals, read with
+ * @record_of) whose owner died, reason owner_exited, each only while at
+ * the revision recorded; and from @table unless changed meanwhile.  Stops
+ * when the registry closes. */
+ETCD_HIDDEN void procreg_etcd_reap(etcd_state *s, GHashTable *table,
+                                   etcd_record_fn record_of);
 /* After a keepalive round on @lease: register again what was owned when
  * the lease was lost, and remove the entries whose owner died. */
 ETCD_HIDDEN void procreg_etcd_owned_tend(etcd_state *s, int64_t lease);
@@ -371,6 +381,42 @@ ETCD_HIDDEN bool procreg_etcd_own_marker(etcd_state *s, JsonObject *r,
  * late, after its entry was removed, changes nothing. */
 ETCD_HIDDEN int64_t procreg_etcd_revision_known(etcd_state *s);
 ETCD_HIDDEN void procreg_etcd_revision_seen(etcd_state *s, int64_t rev);
+/* @v: what this instance writes for @record, with a fresh nonce (the
+ * metadata borrowed); returns it encoded, *@vlen bytes; g_free it. */
+ETCD_HIDDEN char *procreg_etcd_record_value(etcd_state *s,
+                                           const procreg_record *record,
+                                           etcd_value *v, size_t *vlen);
+/* A write sent again after an attempt that got no answer, finding @thing
+ * ("entry", "group") changed by another writer: that attempt may or may
+ * not have been applied first.  Sets @error; PROCREG_EBACKEND. */
+ETCD_HIDDEN int procreg_etcd_outcome_unknown(GError **error, const char *what,
+                                             const char *thing);
+/* A held_fn's answer: try the create again. */
+#define ETCD_CREATE_AGAIN 1
+/* What a guarded create does on finding its key @held (@lease: its
+ * attempt's; @unsure: an attempt of it went unanswered): 0 when @held is
+ * its own put, applied by an attempt whose answer was lost (*@created:
+ * that put's revision); ETCD_CREATE_AGAIN; or the create's error. */
+typedef int (*etcd_held_fn)(etcd_state *s, const etcd_kv *held, int64_t lease,
+                            bool unsure, void *user, int64_t *created,
+                            GError **error);
+/* Create key @k with @value on the lease, in one transaction per attempt
+ * that compares @k absent and @k's marker (procreg_etcd_marker_key(): its
+ * namespace's, or its group's) no newer than the latest revision known,
+ * so that a late repetition after a removal there changes nothing.  A
+ * removal there since that revision: tries again knowing the latest; a
+ * lost lease: renewed once; the key held: @held_fn says.  0 with
+ * *@created, the revision of the put; PROCREG_EBACKEND "whether the @what
+ * was applied is unknown" when an attempt went unanswered and the key is
+ * absent after a removal; PROCREG_EBACKEND without setting @error when
+ * the attempts ran out. */
+ETCD_HIDDEN int procreg_etcd_create_guarded(etcd_state *s, const GString *k,
+                                            const char *value, size_t vlen,
+                                            const char *what,
+                                            const char *thing,
+                                            gint64 deadline,
+                                            etcd_held_fn held_fn, void *user,
+                                            int64_t *created, GError **error);
 /* Get one key.  *@found false when absent. */
 ETCD_HIDDEN int procreg_etcd_get_kv(etcd_state *s, const GString *key,
                                     bool linearizable, gint64 deadline,

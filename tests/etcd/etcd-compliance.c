@@ -32,14 +32,8 @@ int main(int argc, char **argv)
                         "[--etcd-bin=PATH]\n", argv[0]);
         return 2;
     }
-    etcd_harness_require();
     etcd_cluster c;
-    GError *err = NULL;
-    if (!etcd_cluster_start(&c, 1, &err)) {
-        fprintf(stderr, "cannot start etcd: %s\n", err->message);
-        etcd_cluster_destroy(&c);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&c, 1);
     char *endpoints = etcd_cluster_endpoints(&c);
     char *tag = etcd_random_tag();
     char *a = replace(argv[2], "@ENDPOINTS@", endpoints);
@@ -48,6 +42,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     const char *child[] = {argv[1], "--backend", spec, NULL};
     int status = 0;
+    GError *err = NULL;
     gboolean ok = g_spawn_sync(NULL, (char **)child, NULL,
                                G_SPAWN_CHILD_INHERITS_STDIN, NULL, NULL, NULL,
                                NULL, &status, &err);

@@ -322,6 +322,18 @@ bool etcd_cluster_start(etcd_cluster *c, int n, GError **error)
     return etcd_cluster_start_with(c, n, NULL, error);
 }
 
+void etcd_cluster_start_or_exit(etcd_cluster *c, int n)
+{
+    GError *err = NULL;
+    if (etcd_cluster_start(c, n, &err))
+        return;
+    fprintf(stderr, "cannot start an etcd cluster of %d member%s: %s\n", n,
+            n == 1 ? "" : "s", err->message);
+    g_error_free(err);
+    etcd_cluster_destroy(c);
+    exit(1);
+}
+
 bool etcd_cluster_start_with(etcd_cluster *c, int n,
                              const etcd_cluster_options *opts,
                              GError **error)

@@ -73,6 +73,9 @@ bool etcd_cluster_start(etcd_cluster *c, int n, GError **error);
 bool etcd_cluster_start_with(etcd_cluster *c, int n,
                              const etcd_cluster_options *opts,
                              GError **error);
+/* For main(): start @n members as etcd_cluster_start() does (exit 77
+ * without an etcd binary); when they do not start, say why and exit 1. */
+void etcd_cluster_start_or_exit(etcd_cluster *c, int n);
 /* Stop member @i: SIGTERM, then waitpid (SIGKILL after 10 s). */
 void etcd_member_stop(etcd_cluster *c, int i);
 /* Kill member @i (SIGKILL, then waitpid): a crash. */

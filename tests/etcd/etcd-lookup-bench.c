@@ -138,14 +138,8 @@ int main(int argc, char **argv)
                         "[--threads=N]\n", argv[0]);
         return 2;
     }
-    etcd_harness_require();
     etcd_cluster c;
-    GError *err = NULL;
-    if (!etcd_cluster_start(&c, 1, &err)) {
-        fprintf(stderr, "cannot start etcd: %s\n", err->message);
-        etcd_cluster_destroy(&c);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&c, 1);
     char *url = etcd_member_url(&c, 0);
     char *tag = etcd_random_tag();
     char **names = procreg_backend_names();

@@ -1,6 +1,7 @@
 /* Helpers shared by the etcd test programs. */
 #include "etcd-test-util.h"
 
+#include <stdarg.h>
 #include <string.h>
 #include <time.h>
 
@@ -148,6 +149,28 @@ char *etcd_entry_key_b64(const char *prefix, const char *ns, const char *name)
     return b;
 }
 
+procreg *open_spec(const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    char *spec = g_strdup_vprintf(format, ap);
+    va_end(ap);
+    procreg *reg = NULL;
+    GError *err = NULL;
+    if (procreg_open(spec, &reg, &err) != 0)
+        g_error("procreg_open(%s): %s", spec, err ? err->message : "?");
+    g_free(spec);
+    return reg;
+}
+
+int open_rc(const char *spec, GError **err)
+{
+    procreg *reg = NULL;
+    int rc = procreg_open(spec, &reg, err);
+    procreg_close(reg);
+    return rc;
+}
+
 gint64 backend_stat_int(procreg *reg, const char *name)
 {
     GVariant *st = NULL;
@@ -171,4 +194,65 @@ gint64 backend_stat_int(procreg *reg, const char *name)
     }
     g_variant_unref(st);
     return out;
+}
+
+/* The backend of @spec; fails the test when it does not open. */
+static procreg_backend *backend_open(const char *spec)
+{
+    procreg_backend *b = NULL;
+    GError *err = NULL;
+    g_assert_cmpint(procreg_backend_open(spec, NULL, &b, &err), ==, 0);
+    g_assert_no_error(err);
+    return b;
+}
+
+void holding_proxy_start(holding_proxy *p, const etcd_cluster *c,
+                         const char *prefix)
+{
+    p->gate = etcd_gate_new();
+    p->answered = etcd_gate_new();
+    p->proxy = etcd_fake_start(&(etcd_fake_config){
+        .mode = FAKE_PROXY, .target_port = c->m[0].client_port,
+        .hold = p->gate, .on_reply = p->answered});
+    char *via = etcd_fake_url(p->proxy), *url = etcd_member_url(c, 0);
+    p->spec = g_strdup_printf("etcd:endpoints=[%s,%s],prefix=%s,"
+                              "attempt_timeout_ms=300,watch=false,"
+                              "lease_ttl=60",
+                              via, url, prefix);
+    char *direct = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,"
+                                   "watch=false,lease_ttl=60",
+                                   url, prefix);
+    p->other = backend_open(direct);
+    g_free(direct);
+    g_free(via);
+    g_free(url);
+}
+
+procreg_backend *holding_proxy_open(holding_proxy *p)
+{
+    etcd_gate_open(p->gate);
+    etcd_fake_set_swallow(p->proxy, NULL);
+    return backend_open(p->spec);
+}
+
+void holding_proxy_hold(holding_proxy *p)
+{
+    etcd_gate_close(p->gate);
+    etcd_gate_close(p->answered);
+}
+
+void holding_proxy_release(holding_proxy *p)
+{
+    etcd_fake_set_swallow(p->proxy, "");
+    etcd_gate_open(p->gate);
+    g_assert_true(etcd_gate_wait(p->answered, 10000));
+}
+
+void holding_proxy_stop(holding_proxy *p)
+{
+    procreg_backend_close(p->other);
+    etcd_fake_stop(p->proxy);
+    etcd_gate_free(p->gate);
+    etcd_gate_free(p->answered);
+    g_free(p->spec);
 }

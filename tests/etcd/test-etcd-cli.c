@@ -116,14 +116,9 @@ static char *read_out(int fd, int ms, bool line)
 static procreg *open_watcher(void)
 {
     char *u = etcd_member_url(&cluster, 0);
-    char *s = g_strdup_printf("etcd:endpoints=[%s],prefix=/procreg-test/cli,"
-                              "host_id=h-test",
-                              u);
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(s, &reg, &err) != 0)
-        g_error("%s", err->message);
-    g_free(s);
+    procreg *reg = open_spec("etcd:endpoints=[%s],prefix=/procreg-test/cli,"
+                             "host_id=h-test",
+                             u);
     g_free(u);
     return reg;
 }
@@ -370,12 +365,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "SKIP: no procreg program given (--cli=PATH)\n");
         return 77;
     }
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cluster, 1, &err)) {
-        fprintf(stderr, "cannot start etcd: %s\n", err->message);
-        etcd_cluster_destroy(&cluster);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cluster, 1);
     char *u = etcd_member_url(&cluster, 0);
     spec = g_strdup_printf("etcd:endpoints=[%s],prefix=/procreg-test/cli,"
                            "host_id=h-cli,lease_ttl=%d",

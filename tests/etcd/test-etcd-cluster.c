@@ -11,7 +11,6 @@
 
 #include <procreg/procreg.h>
 
-#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -38,16 +37,9 @@ static char *urls(int a, int b, int c)
 static procreg *open_on(const char *endpoints, const char *prefix,
                         const char *extra)
 {
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,timeout_ms=%d"
-                                 "%s%s",
-                                 endpoints, prefix, TIMEOUT_MS,
-                                 extra ? "," : "", extra ? extra : "");
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("procreg_open(%s): %s", spec, err->message);
-    g_free(spec);
-    return reg;
+    return open_spec("etcd:endpoints=[%s],prefix=%s,timeout_ms=%d%s%s",
+                     endpoints, prefix, TIMEOUT_MS, extra ? "," : "",
+                     extra ? extra : "");
 }
 
 /* Retry @what until it succeeds or @ms pass; returns its last code. */
@@ -237,14 +229,7 @@ int main(int argc, char **argv)
     etcd_harness_env(argv);
     etcd_harness_args(&argc, argv);
     g_test_init(&argc, &argv, NULL);
-    etcd_harness_require();
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cl, 3, &err)) {
-        fprintf(stderr, "cannot start a 3-member etcd cluster: %s\n",
-                err->message);
-        etcd_cluster_destroy(&cl);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cl, 3);
     tag = etcd_random_tag();
     g_test_add_func("/etcd-cluster/one-member-down", test_one_member_down);
     g_test_add_func("/etcd-cluster/no-quorum", test_no_quorum);

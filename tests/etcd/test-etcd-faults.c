@@ -4,7 +4,9 @@
  * real single-member etcd this program starts:
  *   - a write whose answer is lost and that is sent again recognises its
  *     own effect; one held by a hanging member and applied late, after
- *     its repetition and a change by another, changes nothing;
+ *     its repetition and a change by another, changes nothing; one whose
+ *     key another removed before its repetition says its outcome is
+ *     unknown;
  *   - each failure names its cause, with the right code, at once unless a
  *     member stalls;
  *   - a reply or a watch response that never ends costs at most
@@ -34,14 +36,6 @@ static int case_no;
 static char *new_prefix(void)
 {
     return g_strdup_printf("/procreg-test/%s/f%d", tag, ++case_no);
-}
-
-static int open_rc(const char *spec, GError **err)
-{
-    procreg *reg = NULL;
-    int rc = procreg_open(spec, &reg, err);
-    procreg_close(reg);
-    return rc;
 }
 
 /* A write whose first attempt etcd applied but whose answer was lost,
@@ -167,40 +161,23 @@ typedef struct {
 static void test_late_repetition(void)
 {
     char *prefix = new_prefix();
-    etcd_gate *gate = etcd_gate_new(), *answered = etcd_gate_new();
-    etcd_gate_open(gate);
-    etcd_fake *held = etcd_fake_start(&(etcd_fake_config){
-        .mode = FAKE_PROXY, .target_port = cluster.m[0].client_port,
-        .hold = gate, .on_reply = answered});
-    char *u1 = etcd_fake_url(held);
-    char *spec = g_strdup_printf("etcd:endpoints=[%s,%s],prefix=%s,"
-                                 "attempt_timeout_ms=300,watch=false,"
-                                 "lease_ttl=60",
-                                 u1, url, prefix);
-    char *direct = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,"
-                                   "watch=false,lease_ttl=60",
-                                   url, prefix);
+    holding_proxy hp;
+    holding_proxy_start(&hp, &cluster, prefix);
     procreg_record record = {.registered_at = g_get_real_time()};
     procreg_owner_self(&record.owner);
     GError *err = NULL;
-    procreg_backend *other = NULL;
-    g_assert_cmpint(procreg_backend_open(direct, NULL, &other, &err), ==, 0);
     for (int op = 0; op < 2; op++) {
         procreg_key *key = NULL;
         g_assert_cmpint(procreg_key_new("svc", op == 0 ? "k" : "k2", &key,
                                         NULL), ==, 0);
-        procreg_backend *b = NULL;
-        etcd_gate_open(gate);
-        etcd_fake_set_swallow(held, NULL);
-        g_assert_cmpint(procreg_backend_open(spec, NULL, &b, &err), ==, 0);
+        procreg_backend *b = holding_proxy_open(&hp);
         if (op == 0)
             g_assert_cmpint(procreg_backend_register_entry(b, key, &record,
                                                            NULL, &err),
                             ==, 0);
         /* Held by the proxy, then applied by the member behind the
          * second endpoint. */
-        etcd_gate_close(gate);
-        etcd_gate_close(answered);
+        holding_proxy_hold(&hp);
         int rc = op == 0
                      ? procreg_backend_unregister(b, key, 0, NULL, &err)
                      : procreg_backend_register_entry(b, key, &record, NULL,
@@ -210,18 +187,16 @@ static void test_late_repetition(void)
         /* The entry changes: registered again by another instance, or
          * removed. */
         procreg_entry now = {0};
-        rc = op == 0 ? procreg_backend_register_entry(other, key, &record,
+        rc = op == 0 ? procreg_backend_register_entry(hp.other, key, &record,
                                                       &now, &err)
-                     : procreg_backend_unregister(other, key, 0, NULL, &err);
+                     : procreg_backend_unregister(hp.other, key, 0, NULL, &err);
         g_assert_no_error(err);
         g_assert_cmpint(rc, ==, 0);
         /* The member behind the proxy resumes: the held attempt reaches
          * etcd. */
-        etcd_fake_set_swallow(held, "");
-        etcd_gate_open(gate);
-        g_assert_true(etcd_gate_wait(answered, 10000));
+        holding_proxy_release(&hp);
         procreg_entry after = {0};
-        rc = procreg_backend_lookup_entry(other, key, &after, &err);
+        rc = procreg_backend_lookup_entry(hp.other, key, &after, &err);
         if (op == 0) {
             g_assert_cmpint(rc, ==, 0);
             g_assert_cmpuint(after.revision, ==, now.revision);
@@ -234,11 +209,96 @@ static void test_late_repetition(void)
         procreg_backend_close(b);
         procreg_key_unref(key);
     }
-    procreg_backend_close(other);
+    holding_proxy_stop(&hp);
+    g_free(prefix);
+}
+
+/* What another instance does between a write's lost answer and its
+ * repetition: removes the entry (op 0) or the group's members (op 1). */
+typedef struct {
+    etcd_gate *applied; /* the member applied the first attempt */
+    etcd_gate *go;      /* the repetition may reach the member */
+    procreg_backend *other;
+    procreg_key *key;
+    int op;
+} meanwhile;
+
+static gpointer remove_meanwhile(gpointer data)
+{
+    meanwhile *m = data;
+    g_assert_true(etcd_gate_wait(m->applied, 10000));
+    GError *err = NULL;
+    int rc = m->op == 0
+                 ? procreg_backend_unregister(m->other, m->key, 0, NULL, &err)
+                 : procreg_backend_group_leave(m->other, m->key, 0, NULL,
+                                               PROCREG_REASON_FORCED, NULL,
+                                               &err);
+    g_assert_no_error(err);
+    g_assert_cmpint(rc, ==, m->op == 0 ? 0 : 1);
+    etcd_gate_open(m->go);
+    return NULL;
+}
+
+/* A registration (op 0) or a join (op 1) whose first attempt etcd applied
+ * but whose answer was lost, removed by another instance before the
+ * repetition (held by the proxy of the second endpoint until then)
+ * reaches etcd: the repetition finds the key absent and the marker moved,
+ * and cannot tell whether its first attempt was applied; it says so
+ * rather than try again (which would create the key a second time). */
+static void test_unknown_outcome(void)
+{
+    char *prefix = new_prefix();
+    int port = cluster.m[0].client_port;
+    meanwhile m = {.applied = etcd_gate_new(), .go = etcd_gate_new()};
+    etcd_fake *lossy = etcd_fake_start(&(etcd_fake_config){
+        .mode = FAKE_PROXY, .target_port = port, .on_reply = m.applied});
+    etcd_fake *held = etcd_fake_start(&(etcd_fake_config){
+        .mode = FAKE_PROXY, .target_port = port, .hold = m.go});
+    char *u1 = etcd_fake_url(lossy), *u2 = etcd_fake_url(held);
+    char *spec = g_strdup_printf("etcd:endpoints=[%s,%s],prefix=%s,"
+                                 "attempt_timeout_ms=500,watch=false,"
+                                 "lease_ttl=60",
+                                 u1, u2, prefix);
+    char *direct = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,"
+                                   "watch=false,lease_ttl=60",
+                                   url, prefix);
+    procreg_record record = {.registered_at = g_get_real_time()};
+    procreg_owner_self(&record.owner);
+    GError *err = NULL;
+    g_assert_cmpint(procreg_backend_open(direct, NULL, &m.other, &err), ==, 0);
+    for (m.op = 0; m.op < 2; m.op++) {
+        g_assert_cmpint(procreg_key_new("svc", m.op == 0 ? "k" : "g", &m.key,
+                                        NULL), ==, 0);
+        etcd_gate_open(m.go);
+        etcd_fake_set_swallow(lossy, NULL);
+        procreg_backend *b = NULL;
+        g_assert_cmpint(procreg_backend_open(spec, NULL, &b, &err), ==, 0);
+        etcd_gate_close(m.applied);
+        etcd_gate_close(m.go);
+        etcd_fake_set_swallow(lossy, "/v3/kv/txn");
+        GThread *t = g_thread_new("meanwhile", remove_meanwhile, &m);
+        int rc = m.op == 0 ? procreg_backend_register_entry(b, m.key, &record,
+                                                            NULL, &err)
+                           : procreg_backend_group_join(b, m.key, &record,
+                                                        NULL, &err);
+        g_thread_join(t);
+        g_test_message("op %d: %d %s", m.op, rc, err ? err->message : "");
+        g_assert_cmpint(rc, ==, PROCREG_EBACKEND);
+        char *says = g_strdup_printf("whether the %s was applied is unknown",
+                                     m.op == 0 ? "registration" : "join");
+        g_assert_nonnull(strstr(err->message, says));
+        g_free(says);
+        g_clear_error(&err);
+        procreg_backend_close(b);
+        procreg_key_unref(m.key);
+    }
+    procreg_backend_close(m.other);
+    etcd_fake_stop(lossy);
     etcd_fake_stop(held);
-    etcd_gate_free(gate);
-    etcd_gate_free(answered);
+    etcd_gate_free(m.applied);
+    etcd_gate_free(m.go);
     g_free(u1);
+    g_free(u2);
     g_free(spec);
     g_free(direct);
     g_free(prefix);
@@ -529,17 +589,12 @@ int main(int argc, char **argv)
         return rss_child(argv[2]);
     etcd_harness_args(&argc, argv);
     g_test_init(&argc, &argv, NULL);
-    etcd_harness_require();
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cluster, 1, &err)) {
-        fprintf(stderr, "cannot start etcd: %s\n", err->message);
-        etcd_cluster_destroy(&cluster);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cluster, 1);
     url = etcd_member_url(&cluster, 0);
     tag = etcd_random_tag();
     g_test_add_func("/etcd-faults/lost-answer", test_lost_answer);
     g_test_add_func("/etcd-faults/late-repetition", test_late_repetition);
+    g_test_add_func("/etcd-faults/unknown-outcome", test_unknown_outcome);
     g_test_add_func("/etcd-faults/named", test_faults_named);
     g_test_add_func("/etcd-faults/endless-reply", test_endless_reply);
     g_test_add_func("/etcd-faults/endless-watch-line",

@@ -11,13 +11,11 @@
  *   - a leave of more members than one transaction takes.
  * Skipped (exit 77) without an etcd binary.
  */
-#include "etcd-fake.h"
 #include "etcd-harness.h"
 #include "etcd-test-util.h"
 
 #include <procreg/backend.h>
 
-#include <stdio.h>
 #include <string.h>
 
 static etcd_cluster cluster;
@@ -32,14 +30,7 @@ static char *new_prefix(void)
 
 static procreg *open_reg(const char *prefix, const char *extra)
 {
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,%s", url,
-                                 prefix, extra);
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("procreg_open(%s): %s", spec, err ? err->message : "?");
-    g_free(spec);
-    return reg;
+    return open_spec("etcd:endpoints=[%s],prefix=%s,%s", url, prefix, extra);
 }
 
 static size_t group_count(procreg *reg, const char *ns, const char *group)
@@ -103,38 +94,21 @@ static void test_other_host_expiry(gconstpointer watch)
 static void test_late_repetition(void)
 {
     char *prefix = new_prefix();
-    etcd_gate *gate = etcd_gate_new(), *answered = etcd_gate_new();
-    etcd_gate_open(gate);
-    etcd_fake *held = etcd_fake_start(&(etcd_fake_config){
-        .mode = FAKE_PROXY, .target_port = cluster.m[0].client_port,
-        .hold = gate, .on_reply = answered});
-    char *u1 = etcd_fake_url(held);
-    char *spec = g_strdup_printf("etcd:endpoints=[%s,%s],prefix=%s,"
-                                 "attempt_timeout_ms=300,watch=false,"
-                                 "lease_ttl=60",
-                                 u1, url, prefix);
-    char *direct = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,"
-                                   "watch=false,lease_ttl=60",
-                                   url, prefix);
+    holding_proxy hp;
+    holding_proxy_start(&hp, &cluster, prefix);
     procreg_record record = {.registered_at = g_get_real_time()};
     procreg_owner_self(&record.owner);
     GError *err = NULL;
-    procreg_backend *other = NULL;
-    g_assert_cmpint(procreg_backend_open(direct, NULL, &other, &err), ==, 0);
     procreg_key *key = NULL;
     g_assert_cmpint(procreg_key_new("svc", "g", &key, NULL), ==, 0);
     for (int op = 0; op < 2; op++) {
-        procreg_backend *b = NULL;
-        etcd_gate_open(gate);
-        etcd_fake_set_swallow(held, NULL);
-        g_assert_cmpint(procreg_backend_open(spec, NULL, &b, &err), ==, 0);
+        procreg_backend *b = holding_proxy_open(&hp);
         procreg_member mine = {0};
         if (op == 1)
             g_assert_cmpint(procreg_backend_group_join(b, key, &record, &mine,
                                                        &err),
                             ==, 0);
-        etcd_gate_close(gate);
-        etcd_gate_close(answered);
+        holding_proxy_hold(&hp);
         procreg_member m = {0};
         int rc = op == 0 ? procreg_backend_group_join(b, key, &record, &m,
                                                       &err)
@@ -146,20 +120,18 @@ static void test_late_repetition(void)
         /* The group changes: the joined member forced away, or a new
          * member of the same owner. */
         procreg_member now = {0};
-        rc = op == 0 ? procreg_backend_group_leave(other, key, m.id, NULL,
+        rc = op == 0 ? procreg_backend_group_leave(hp.other, key, m.id, NULL,
                                                    PROCREG_REASON_FORCED, NULL,
                                                    &err)
-                     : procreg_backend_group_join(other, key, &record, &now,
+                     : procreg_backend_group_join(hp.other, key, &record, &now,
                                                   &err);
         g_assert_no_error(err);
         g_assert_cmpint(rc, ==, op == 0 ? 1 : 0);
         /* The member behind the proxy resumes: the held attempt reaches
          * etcd. */
-        etcd_fake_set_swallow(held, "");
-        etcd_gate_open(gate);
-        g_assert_true(etcd_gate_wait(answered, 10000));
+        holding_proxy_release(&hp);
         GArray *after = procreg_member_array_new();
-        g_assert_cmpint(procreg_backend_group_members(other, key, after,
+        g_assert_cmpint(procreg_backend_group_members(hp.other, key, after,
                                                       &err),
                         ==, 0);
         if (op == 0) {
@@ -169,7 +141,7 @@ static void test_late_repetition(void)
             g_assert_cmpuint(g_array_index(after, procreg_member, 0).id, ==,
                              now.id);
             g_assert_cmpint(procreg_backend_group_leave(
-                                other, key, now.id, NULL,
+                                hp.other, key, now.id, NULL,
                                 PROCREG_REASON_EXPLICIT, NULL, &err),
                             ==, 1);
         }
@@ -180,13 +152,7 @@ static void test_late_repetition(void)
         procreg_backend_close(b);
     }
     procreg_key_unref(key);
-    procreg_backend_close(other);
-    etcd_fake_stop(held);
-    etcd_gate_free(gate);
-    etcd_gate_free(answered);
-    g_free(u1);
-    g_free(spec);
-    g_free(direct);
+    holding_proxy_stop(&hp);
     g_free(prefix);
 }
 
@@ -260,13 +226,7 @@ int main(int argc, char **argv)
     etcd_harness_env(argv);
     etcd_harness_args(&argc, argv);
     g_test_init(&argc, &argv, NULL);
-    etcd_harness_require();
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cluster, 1, &err)) {
-        fprintf(stderr, "cannot start etcd: %s\n", err->message);
-        etcd_cluster_destroy(&cluster);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cluster, 1);
     url = etcd_member_url(&cluster, 0);
     tag = etcd_random_tag();
     g_test_add_data_func("/etcd-groups/other-host-expiry/watch-true", "true",

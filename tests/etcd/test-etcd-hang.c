@@ -116,15 +116,8 @@ static char *endpoints_from(int first)
 static procreg *open_on(const char *endpoints, const char *prefix,
                         const char *extra)
 {
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,timeout_ms=%d,"
-                                 "%s",
-                                 endpoints, prefix, TIMEOUT_MS, extra);
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("procreg_open(%s): %s", spec, err->message);
-    g_free(spec);
-    return reg;
+    return open_spec("etcd:endpoints=[%s],prefix=%s,timeout_ms=%d,%s",
+                     endpoints, prefix, TIMEOUT_MS, extra);
 }
 
 static void wait_all_healthy(void)
@@ -368,17 +361,10 @@ int main(int argc, char **argv)
     etcd_harness_env(argv);
     etcd_harness_args(&argc, argv);
     g_test_init(&argc, &argv, NULL);
-    etcd_harness_require();
     const char *env = g_getenv("PROCREG_ETCD_HANG_S");
     if (env != NULL)
         hang_s = CLAMP(atoi(env), 1, 600);
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cl, 3, &err)) {
-        fprintf(stderr, "cannot start a 3-member etcd cluster: %s\n",
-                err->message);
-        etcd_cluster_destroy(&cl);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cl, 3);
     tag = etcd_random_tag();
     g_test_add_func("/etcd-hang/leader", test_leader_hangs);
     g_test_add_func("/etcd-hang/follower", test_follower_hangs);

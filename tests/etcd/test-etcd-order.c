@@ -14,11 +14,11 @@
  * events out of order: proof that the test catches the bug.
  */
 #include "etcd-harness.h"
+#include "etcd-test-util.h"
 
 #include <procreg/procreg.h>
 
 #include <pthread.h>
-#include <stdio.h>
 
 #define ROUNDS 20
 #define WAIT_US (20 * G_USEC_PER_SEC)
@@ -91,13 +91,8 @@ static bool in_order(seen *s, const char *who)
 static procreg *open_reg(const char *prefix)
 {
     char *endpoints = etcd_cluster_endpoints(&cluster);
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,watch=" WATCH,
-                                 endpoints, prefix);
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("open %s: %s", spec, err->message);
-    g_free(spec);
+    procreg *reg = open_spec("etcd:endpoints=[%s],prefix=%s,watch=" WATCH,
+                             endpoints, prefix);
     g_free(endpoints);
     return reg;
 }
@@ -145,13 +140,7 @@ int main(int argc, char **argv)
     etcd_harness_env(argv);
     etcd_harness_args(&argc, argv);
     g_test_init(&argc, &argv, NULL);
-    etcd_harness_require();
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cluster, 1, &err)) {
-        fprintf(stderr, "cannot start etcd: %s\n", err->message);
-        etcd_cluster_destroy(&cluster);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cluster, 1);
     g_test_add_func("/etcd-order/two-writers", test_two_writers);
     int rc = g_test_run();
     etcd_cluster_destroy(&cluster);

@@ -39,15 +39,8 @@ static char *new_prefix(void)
 
 static procreg *open_reg(const char *prefix, const char *extra)
 {
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,lease_ttl=%d%s%s",
-                                 url, prefix, TTL_S, extra ? "," : "",
-                                 extra ? extra : "");
-    procreg *reg = NULL;
-    GError *err = NULL;
-    if (procreg_open(spec, &reg, &err) != 0)
-        g_error("procreg_open(%s): %s", spec, err ? err->message : "?");
-    g_free(spec);
-    return reg;
+    return open_spec("etcd:endpoints=[%s],prefix=%s,lease_ttl=%d%s%s", url,
+                     prefix, TTL_S, extra ? "," : "", extra ? extra : "");
 }
 
 static void reg_ok(procreg *reg, const char *ns, const char *name,
@@ -402,13 +395,7 @@ int main(int argc, char **argv)
     etcd_harness_env(argv);
     etcd_harness_args(&argc, argv);
     g_test_init(&argc, &argv, NULL);
-    etcd_harness_require();
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cluster, 1, &err)) {
-        fprintf(stderr, "cannot start etcd: %s\n", err->message);
-        etcd_cluster_destroy(&cluster);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cluster, 1);
     url = etcd_member_url(&cluster, 0);
     tag = etcd_random_tag();
     g_test_add_func("/etcd-scope/watch-used", test_watch_used);

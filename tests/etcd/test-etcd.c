@@ -34,23 +34,8 @@ static char *new_prefix(void)
 /* Open etcd on our server under @prefix with @extra options. */
 static procreg *open_reg(const char *prefix, const char *extra)
 {
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s%s%s", url,
-                                 prefix, extra ? "," : "", extra ? extra : "");
-    procreg *reg = NULL;
-    GError *err = NULL;
-    int rc = procreg_open(spec, &reg, &err);
-    if (rc != 0)
-        g_error("procreg_open(%s): %s", spec, err ? err->message : "?");
-    g_free(spec);
-    return reg;
-}
-
-static int open_rc(const char *spec, GError **err)
-{
-    procreg *reg = NULL;
-    int rc = procreg_open(spec, &reg, err);
-    procreg_close(reg);
-    return rc;
+    return open_spec("etcd:endpoints=[%s],prefix=%s%s%s", url, prefix,
+                     extra ? "," : "", extra ? extra : "");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -936,13 +921,7 @@ int main(int argc, char **argv)
         return child_main(argv[2], argv[3], argv[4]);
     etcd_harness_args(&argc, argv);
     g_test_init(&argc, &argv, NULL);
-    etcd_harness_require();
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cluster, 1, &err)) {
-        fprintf(stderr, "cannot start etcd: %s\n", err->message);
-        etcd_cluster_destroy(&cluster);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cluster, 1);
     url = etcd_member_url(&cluster, 0);
     tag = etcd_random_tag();
 
