@@ -91,8 +91,9 @@ struct procreg_events {
     atomic_int n_subs;
     uint64_t queued_max, delivered, emitted;
     /* The registry's own history (a backend without one): from the first
-     * subscription on, every event is numbered even when nobody listens,
-     * and the dispatcher keeps the latest HISTORY_KEEP it popped in @ring.
+     * procreg_event_position() on, every event is numbered even when
+     * nobody listens, and the dispatcher keeps the latest HISTORY_KEEP it
+     * popped in @ring.
      * Invariant: every event numbered above @evicted is in @ring (up to
      * @popped) or still in @queue (above @popped), so a subscription
      * added under @lock that replays @ring above its position and takes
@@ -489,7 +490,7 @@ PROCREG_INTERNAL void procreg_events_emit(procreg *reg,
         return;
     }
     it->ev.seq = ++h->seq;
-    if (h->history_on)
+    if (!reg->backend_history)
         it->ev.position = it->ev.seq;
     g_queue_push_tail(&h->queue, it);
     h->emitted++;
@@ -582,8 +583,8 @@ static void wanted_update_locked(procreg_events *h)
                           memory_order_relaxed);
 }
 
-/* The registry keeps its own history from now on, unless the backend
- * keeps one.  h->lock held. */
+/* The registry keeps its own history from now on (procreg_event_position()),
+ * unless the backend keeps one.  h->lock held. */
 static void history_start_locked(procreg *reg)
 {
     procreg_events *h = reg->events;
@@ -618,6 +619,13 @@ static void kick_locked(procreg_events *h, sub *s)
 static int replay_ring_locked(procreg_events *h, sub *s, uint64_t after,
                               GError **error)
 {
+    /* Before, changes went unnumbered while nobody listened. */
+    if (!h->history_on)
+        return procreg_set_error(
+            error, PROCREG_ECOMPACTED,
+            "this registry keeps no history yet (its backend keeps none): "
+            "it keeps one from the first procreg_event_position() on; read "
+            "that position, list, then subscribe from it");
     if (after > h->seq)
         return procreg_set_error(
             error, PROCREG_ECOMPACTED,
@@ -717,7 +725,6 @@ static int subscribe(procreg *reg, scope sc, const char *ns, const char *name,
     procreg_events *h = reg->events;
     sub *s = sub_new(reg, sc, ns, name, fn, user_data, destroy, context);
     pthread_mutex_lock(&h->lock);
-    history_start_locked(reg);
     int rc = dispatcher_start_locked(reg, error);
     s->from_seq = h->seq;
     if (rc == 0 && after != NULL && !reg->backend_history)

@@ -891,12 +891,14 @@ PROCREG_API int procreg_unsubscribe(procreg *reg, uint64_t id);
  *
  * Replayed events carry seq 0 and the time they were read.  A backend
  * without a history of its own gets one from the registry: its events
- * from the first subscription (of any kind) on, the latest 4096 of them.
+ * from the first procreg_event_position() call on (every write makes an
+ * event from then on, listened to or not), the latest 4096 of them.
  * @return as procreg_subscribe(), and PROCREG_ECOMPACTED when the changes
  *         after @after are no longer kept (compacted, trimmed, from before
- *         the registry kept a history, or @after is above the latest
- *         position: the history restarted): list again, then subscribe from
- *         the current position.  PROCREG_EBACKEND when the history cannot
+ *         the registry kept a history, which includes every position while
+ *         it keeps none yet, or @after is above the latest position: the
+ *         history restarted): list again, then subscribe from the current
+ *         position.  PROCREG_EBACKEND when the history cannot
  *         be read.  Nothing is subscribed on error.
  */
 PROCREG_API int procreg_subscribe_from(procreg *reg, const char *ns,
@@ -909,7 +911,7 @@ PROCREG_API int procreg_subscribe_from(procreg *reg, const char *ns,
 /**
  * The position of the latest change (see procreg_event.position; 0: none
  * yet), for procreg_subscribe_from().  On a backend without a history of
- * its own the registry starts keeping one here, as a subscription does.
+ * its own the registry starts keeping one here.
  * @return 0 or PROCREG_EBACKEND.  Thread-safe.
  */
 PROCREG_API int procreg_event_position(procreg *reg, uint64_t *out,

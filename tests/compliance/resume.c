@@ -42,7 +42,10 @@ static bool next_is(Watch *w, procreg_event_kind kind, const char *name,
 void case_resume_position(Fixture *f)
 {
     g_autoptr(GError) err = NULL;
+    /* A watcher that will want to resume starts from a position (the
+     * registry keeps a history from then on if its backend keeps none). */
     uint64_t pos = 0;
+    CHECK_OK(procreg_event_position(f->reg, &pos, &err), err);
     {
         g_auto(Watch) w = {0};
         CHECK(cx_watch_ns(f, "resume", &w));

@@ -507,6 +507,17 @@ static void test_own_history_resubscribe(void)
     contiguity c = {.last = 0};
     pthread_mutex_init(&c.lock, NULL);
     uint64_t id = 0;
+    /* No history is kept before procreg_event_position(): the changes
+     * made while nobody listened were not even numbered. */
+    GError *err = NULL;
+    g_assert_cmpint(procreg_subscribe_from(reg, NULL, NULL, 0, on_contiguous,
+                                           &c, NULL, NULL, &id, &err),
+                    ==, PROCREG_ECOMPACTED);
+    g_assert_error(err, PROCREG_ERROR, PROCREG_ECOMPACTED);
+    g_clear_error(&err);
+    uint64_t start = 1;
+    g_assert_cmpint(procreg_event_position(reg, &start, NULL), ==, 0);
+    g_assert_cmpuint(start, ==, 0);
     g_assert_cmpint(procreg_subscribe_from(reg, NULL, NULL, 0, on_contiguous,
                                            &c, NULL, NULL, &id, NULL),
                     ==, 0);
@@ -519,7 +530,6 @@ static void test_own_history_resubscribe(void)
         pthread_mutex_lock(&c.lock);
         uint64_t last = c.last;
         pthread_mutex_unlock(&c.lock);
-        GError *err = NULL;
         int rc = procreg_subscribe_from(reg, NULL, NULL, last, on_contiguous,
                                         &c, NULL, NULL, &id, &err);
         g_assert_no_error(err);
