@@ -88,7 +88,7 @@ PROCREG_API int procreg_join_key(procreg *reg, const procreg_key *key,
     uint64_t t0 = procreg_write_clock(reg, b, PROCREG_OP_JOIN);
     if (metadata != NULL) {
         g_variant_ref_sink(metadata);
-        /* Serialised here, once: readers never do it (see registry.c). */
+        /* Serialised here, once: readers never do it (see writes.c). */
         (void)g_variant_get_data(metadata);
     }
     procreg_record record = {.metadata = metadata,
@@ -107,7 +107,7 @@ PROCREG_API int procreg_join_key(procreg *reg, const procreg_key *key,
         rc = procreg_backend_group_join(reg->backend, key, &record, &m, error);
         if (rc == 0 && reg->writes_local &&
             procreg_owner_died_meanwhile(reg, &record.owner)) {
-            /* As registry.c's register: undone before any event. */
+            /* As writes.c's register: undone before any event. */
             procreg_backend_group_leave(reg->backend, key, m.id,
                                         &record.owner,
                                         PROCREG_REASON_OWNER_EXITED, NULL,

@@ -163,7 +163,7 @@ struct procreg {
     bool backend_history; /* procreg_backend_has_history(): events.c */
     /* Neither MULTIPROCESS nor DISTRIBUTED: only writes through this
      * registry, each under its key's stripe, replace an entry (see
-     * check_write in registry.c). */
+     * check_write in writes.c). */
     bool writes_local;
     procreg_backend_host *host;
     procreg_tstats *tstats;
@@ -431,6 +431,15 @@ PROCREG_INTERNAL void procreg_owner_exit_removed(procreg *reg, const char *ns,
 /* Slow path of lookups while PROCREG_SLOW_DEAD_OWNERS is set. */
 PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
                                                const procreg_owner *owner);
+/* Whether @owner is known dead: one relaxed load while no owner is (the
+ * common case), procreg_owner_known_dead() otherwise. */
+static inline bool procreg_owner_known_dead_fast(procreg *reg,
+                                                 const procreg_owner *owner)
+{
+    return (atomic_load_explicit(&reg->slow, memory_order_relaxed) &
+            PROCREG_SLOW_DEAD_OWNERS) &&
+           procreg_owner_known_dead(reg, owner);
+}
 PROCREG_INTERNAL void procreg_monitor_health(procreg *reg, GVariantDict *d,
                                              bool *degraded);
 PROCREG_INTERNAL void procreg_monitor_stats(procreg *reg, GVariantDict *d,
@@ -456,12 +465,12 @@ PROCREG_INTERNAL void procreg_members_gone(procreg *reg,
                                            procreg_event_reason reason,
                                            uint64_t t0);
 
-/* ---- registry.c, for groups.c ---- */
+/* ---- registry.c, for writes.c and groups.c ---- */
 
-/* The owner to store: the caller when @given is NULL, else the live
- * process it names (PROCREG_EINVAL, PROCREG_ENOTALIVE). */
-PROCREG_INTERNAL int procreg_resolve_owner(const procreg_owner *given,
-                                           procreg_owner *out, GError **error);
+/* PROCREG_ENOTFOUND for @key, with an error that names its namespace and
+ * a few names the namespace holds (in its details' alternatives). */
+PROCREG_INTERNAL int procreg_not_found(procreg *reg, const procreg_key *key,
+                                       GError **error);
 /* The arguments of a find: @ns (NULL or valid), a non-empty UTF-8
  * @meta_key, an indexable @value.  0 or PROCREG_EINVAL. */
 PROCREG_INTERNAL int procreg_find_check(const char *ns, const char *meta_key,
@@ -478,7 +487,12 @@ PROCREG_INTERNAL procreg_entry *procreg_gi_entry_take(procreg_entry *entry);
 PROCREG_INTERNAL void procreg_gi_entry_free(procreg_entry *entry);
 PROCREG_INTERNAL void procreg_gi_namespace_info_free(procreg_namespace_info *info);
 
-/* ---- the registry's writes, for the layers above it (registry.c) ---- */
+/* ---- the registry's writes, for the layers above it (writes.c) ---- */
+
+/* The owner to store: the caller when @given is NULL, else the live
+ * process it names (PROCREG_EINVAL, PROCREG_ENOTALIVE). */
+PROCREG_INTERNAL int procreg_resolve_owner(const procreg_owner *given,
+                                           procreg_owner *out, GError **error);
 
 /* procreg_register_key() that may also write the reserved namespaces:
  * the core's own records go through the one write path, with its owner
@@ -530,7 +544,7 @@ PROCREG_INTERNAL const char *procreg_filter_name_term(const procreg_filter *f);
 /* Whether @owner, found alive before a write (procreg_resolve_owner()),
  * is dead now: known dead to the monitor, or, on a backend whose owners
  * live on this host, no longer a live process.  The calling process never
- * is.  A write that made an entry or member of it undoes that (registry.c,
+ * is.  A write that made an entry or member of it undoes that (writes.c,
  * groups.c) where writes are local: its death may have been cleaned up
  * already. */
 PROCREG_INTERNAL bool procreg_owner_died_meanwhile(procreg *reg,

@@ -1,9 +1,10 @@
 /*
  * What the files of the procreg program share: the parsed command line,
- * exit codes, and the output and parsing helpers of procreg.c that the
- * group commands (groups-cmd.c), the coordination commands (coord.c:
- * lock, select, namespace settings) and watch and wait (watch-cmd.c) use
- * too.
+ * exit codes, the parsing, error and main-loop helpers of procreg.c, the
+ * output helpers of output.c, and the commands that procreg.c's table
+ * runs: entries (entries-cmd.c), the registry as a whole (admin-cmd.c),
+ * groups (groups-cmd.c), coordination (coord.c: lock, select, namespace
+ * settings), watch and wait (watch-cmd.c).
  */
 #ifndef PROCREG_TOOLS_CLI_H
 #define PROCREG_TOOLS_CLI_H
@@ -64,17 +65,29 @@ int usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 bool want_args(const cli *c, guint min, guint max, const char *form);
 /* Argument @i, or NULL. */
 const char *arg(const cli *c, guint i);
+/* Split KEY=VALUE / KEY:=TEXT into *@key (g_free) and *@value (a new
+ * reference), typed as @opt says; false (message printed) when
+ * malformed. */
+bool parse_pair(const meta_opt *opt, char **key, GVariant **value);
 /* The --meta options as an a{sv} (NULL when none); false when malformed. */
 bool build_meta(const cli *c, GVariant **out);
 /* --timeout SECONDS as milliseconds (-1 when absent); false (a usage
  * error printed) when malformed. */
 bool timeout_ms_of(const cli *c, int *timeout_ms);
+/* Catch SIGINT, SIGTERM and SIGHUP from now on (a command that says it
+ * may be interrupted calls this first). */
+void catch_signals(void);
+/* Run the main loop until SIGINT, SIGTERM or SIGHUP (in loop_signal). */
+void run_until_signal(void);
+/* The same, or until @owner exits (loop_signal then 0). */
+void run_until_signal_or_exit(const procreg_owner *owner);
+extern int loop_signal;
+
+/* ---- output.c ---- */
+
 void print_entry(const cli *c, const char *ns, const char *name,
                  const procreg_entry *e);
 void print_entries(const cli *c, procreg_entry *all, size_t n);
-/* Run the main loop until SIGINT, SIGTERM or SIGHUP (in loop_signal). */
-void run_until_signal(void);
-extern int loop_signal;
 /* µs since the epoch as ISO 8601 (g_free it). */
 char *time_text(int64_t us);
 /* JSON text of a string, and of a GVariant, appended to @o. */
@@ -83,6 +96,27 @@ void json_variant(GString *o, GVariant *v);
 /* JSON object of entry @e of (@ns, @name), appended to @o. */
 void json_entry(GString *o, const char *ns, const char *name,
                 const procreg_entry *e);
+
+/* ---- entries-cmd.c ---- */
+
+int cmd_register(procreg *reg, const cli *c);
+int cmd_lookup(procreg *reg, const cli *c);
+int cmd_unregister(procreg *reg, const cli *c);
+int cmd_update(procreg *reg, const cli *c);
+int cmd_list(procreg *reg, const cli *c);
+int cmd_find(procreg *reg, const cli *c);
+
+/* ---- admin-cmd.c ---- */
+
+int cmd_namespaces(procreg *reg, const cli *c);
+int cmd_drop(procreg *reg, const cli *c);
+int cmd_stats(procreg *reg, const cli *c);
+int cmd_health(procreg *reg, const cli *c);
+#ifdef PROCREG_CLI_METRICS
+int cmd_metrics(procreg *reg, const cli *c);
+#endif
+/* Needs no registry: main() runs it before opening one. */
+int cmd_backends(const cli *c);
 
 /* ---- groups-cmd.c ---- */
 

@@ -146,10 +146,32 @@ struct Fixture {
     const char *skip;
 };
 
+/* A GVariant from its text, not floating (bad text is a bug in the suite:
+ * g_error). */
+GVariant *cx_parsed(const char *text);
 /* An a{sv} dictionary from GVariant text, not floating. */
 GVariant *cx_md(const char *text);
 /* Same pid and start time. */
 bool cx_owner_eq(const procreg_owner *a, const procreg_owner *b);
+/* Equal values, or both NULL. */
+bool cx_variant_eq0(GVariant *a, GVariant *b);
+/* @v as text, or "(null)", for messages (g_free it). */
+char *cx_describe(GVariant *v);
+/* "ns/name ns/name ..." for messages and comparisons (g_free it). */
+char *cx_entries_describe(const procreg_entry *v, size_t n);
+/* Check a listed array: ns and name set, sorted, strictly (no dups). */
+void cx_check_list_shape(const EntryList *l);
+
+/* @list (an EntryList) must be well formed and hold exactly the entries
+ * @expected names ("ns/name ns/name ..."). */
+#define CHECK_NAMES(list, expected)                                        \
+    do {                                                                   \
+        cx_check_list_shape(&(list));                                      \
+        CHECK_HELPER();                                                    \
+        g_autofree char *got_ = cx_entries_describe((list).v, (list).n);   \
+        CHECK_MSG(strcmp(got_, (expected)) == 0,                           \
+                  "expected entries [%s], got [%s]", (expected), got_);    \
+    } while (0)
 /* A live child that waits to be killed. */
 pid_t cx_sleeping_child(void);
 /* SIGKILL @pid and wait for it. */
@@ -244,7 +266,44 @@ char *cx_read_line_within(int fd, int timeout_ms);
 /* Write @line and a newline to @fd. */
 bool cx_write_line(int fd, const char *line);
 
-/* Cases defined outside compliance.c. */
+/* The cases, by file; compliance.c's table lists them in the order they
+ * run. */
+
+/* basics.c */
+void case_register_basic(Fixture *f);
+void case_register_exists(Fixture *f);
+void case_register_other_owner(Fixture *f);
+void case_register_notalive(Fixture *f);
+void case_reregister(Fixture *f);
+void case_lookup_notfound(Fixture *f);
+void case_lookup_entry_lifetime(Fixture *f);
+void case_unregister(Fixture *f);
+void case_update_replace(Fixture *f);
+void case_update_merge(Fixture *f);
+void case_list(Fixture *f);
+void case_count(Fixture *f);
+void case_find(Fixture *f);
+void case_revision_order(Fixture *f);
+/* names.c */
+void case_prepared_keys(Fixture *f);
+void case_names(Fixture *f);
+void case_default_namespace(Fixture *f);
+void case_metadata_types(Fixture *f);
+void case_metadata_wrong_type(Fixture *f);
+void case_namespace_isolation(Fixture *f);
+/* concurrency.c */
+void case_many_entries(Fixture *f);
+void case_concurrent_register_race(Fixture *f);
+void case_concurrent_readers_writers(Fixture *f);
+/* capabilities.c */
+void case_health(Fixture *f);
+void case_stats(Fixture *f);
+void case_persistence(Fixture *f);
+void case_multiprocess(Fixture *f);
+void case_backend_level(Fixture *f);
+/* The child side of case_multiprocess (MODE "basic"). */
+int cx_basic_child(procreg *reg);
+/* owner.c, lock.c, select.c, nsmeta.c, start.c, resume.c */
 void case_owner_rule(Fixture *f);
 void case_owner_rule_multiprocess(Fixture *f);
 void case_dead_holder(Fixture *f);

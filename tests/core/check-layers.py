@@ -28,6 +28,7 @@ LAYERS = [
     ["liveness"],
     ["host", "wait", "namespaces"],
     ["registry"],
+    ["writes"],
     ["health", "stats", "groups", "lock", "select", "nsmeta"],
     ["start"],
     ["gtypes"],
