@@ -532,9 +532,8 @@ typedef struct {
 } etcd_change_index;
 
 /* The position of the next change of revision @rev
- * (procreg_etcd_position()).  Past ETCD_INDEX_LAST changes in one
- * revision (a ranged delete of over a million keys) the rest share the
- * last index. */
+ * (procreg_etcd_position()).  The changes of one revision past index
+ * ETCD_INDEX_LAST (a ranged delete of over a million keys) share it. */
 ETCD_HIDDEN uint64_t procreg_etcd_change_position(etcd_change_index *ix,
                                                   int64_t rev);
 
