@@ -237,9 +237,9 @@ ETCD_HIDDEN bool procreg_etcd_change_decode(etcd_state *s, const void *key,
                                             size_t vlen, int64_t revision,
                                             procreg_change *c);
 /* Report a change to the core (procreg_etcd_change_decode()), at
- * @position (procreg_etcd_position()).  @own: this instance made it (reported in
- * commit order by the watch, procreg_etcd_ordered()); else another writer
- * did, or nobody (an expiry). */
+ * @position (procreg_etcd_position()).  @own: this instance made it
+ * (reported in commit order by the watch, procreg_etcd_ordered()); else
+ * another writer did, or nobody (an expiry). */
 ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, bool own,
                                      procreg_event_kind kind,
                                      procreg_event_reason reason,

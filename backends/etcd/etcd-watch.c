@@ -5,9 +5,10 @@
  * members (JOINED, LEFT: etcd-groups.c), through
  * procreg_backend_host_notify_at(), each at its position: the event's
  * revision and its index among the changes of that revision
- * (procreg_etcd_position()), as the history (etcd-history.c) gives it.  A removal's reason
- * comes from its namespace's marker, written in the same revision; a
- * removal without one is a lease expiry (etcd-events.c reads both).
+ * (procreg_etcd_position()), as the history (etcd-history.c) gives it.
+ * A removal's reason comes from its namespace's marker, written in the
+ * same revision; a removal without one is a lease expiry (etcd-events.c
+ * reads both).
  *
  * Changes this instance made (the value, or the marker, names its writer):
  * with WATCH_ALL the watch reports them too, as its own (the @own of
@@ -578,7 +579,8 @@ static int resync(etcd_state *s, GError **error)
                             created ? PROCREG_EVENT_REGISTERED
                                     : PROCREG_EVENT_UPDATED,
                             PROCREG_REASON_NONE, kd, klen, vd, vlen,
-                            f->mod_rev, procreg_etcd_change_position(&ix, rev));
+                            f->mod_rev,
+                            procreg_etcd_change_position(&ix, rev));
     }
     g_hash_table_unref(fresh);
     g_hash_table_unref(s->mirror);
