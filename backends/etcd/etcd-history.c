@@ -5,8 +5,8 @@
  * A change's position is its etcd revision (a put's mod_revision, a
  * removal's own revision, not the removed entry's) and its index among
  * the changes of that revision (procreg_etcd_position()): etcd sends the
- * events of one revision together, in the order of the transaction's
- * operations, live and replayed alike.  The watch reports each change
+ * events of one revision in one response, in the order it applied them
+ * (its sub-revisions), live and replayed alike.  The watch reports each change
  * with it (procreg_etcd_notify()), and history_read() gives the same
  * change the same position, kind, reason and own flag: both read events
  * with procreg_etcd_event_read() and procreg_etcd_change_decode().  etcd
