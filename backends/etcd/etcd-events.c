@@ -4,7 +4,8 @@
  * (etcd-history.c), so that both report one change alike: its kind, its
  * reason (from its namespace's or group's reason marker, written in the
  * same revision; a removal without one is a lease expiry), whether this
- * instance made it, and its position (the event's revision).
+ * instance made it, and its position (the event's revision and its index
+ * among the changes of that revision: procreg_etcd_position()).
  */
 #include "etcd-private.h"
 
@@ -48,9 +49,23 @@ ETCD_HIDDEN void procreg_etcd_value_writer(const void *value, size_t len,
     }
 }
 
+ETCD_HIDDEN uint64_t procreg_etcd_change_position(etcd_change_index *ix,
+                                                  int64_t rev)
+{
+    if (ix->rev != rev) {
+        ix->rev = rev;
+        ix->next = 0;
+    }
+    uint32_t index = ix->next;
+    if (ix->next < ETCD_INDEX_LAST)
+        ix->next++;
+    return procreg_etcd_position(rev, index);
+}
+
 ETCD_HIDDEN bool procreg_etcd_event_read(etcd_state *s,
                                          const etcd_watch_event *ev,
                                          const GArray *markers,
+                                         etcd_change_index *ix,
                                          etcd_event_meaning *out)
 {
     if (ev->type != ETCD_EVENT_PUT && ev->type != ETCD_EVENT_DELETE)
@@ -62,8 +77,9 @@ ETCD_HIDDEN bool procreg_etcd_event_read(etcd_state *s,
     for (guint i = 0; i < markers->len; i++)
         if (g_array_index(markers, etcd_marker, i).rev == kv->mod_rev)
             m = &g_array_index(markers, etcd_marker, i);
-    *out = (etcd_event_meaning){.marked = m != NULL,
-                                .position = kv->mod_rev};
+    *out = (etcd_event_meaning){
+        .marked = m != NULL,
+        .position = procreg_etcd_change_position(ix, kv->mod_rev)};
     if (ev->type == ETCD_EVENT_PUT) {
         char writer[ETCD_WRITER_LEN + 1];
         procreg_etcd_value_writer(kv->value, kv->value_len, writer);

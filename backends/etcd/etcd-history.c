@@ -2,20 +2,27 @@
  * etcd backend: the history slots (backend.h, version 4), from which the
  * core resumes a watcher (procreg_subscribe_from()).
  *
- * A change's position is its etcd revision: a put's mod_revision, a
- * removal's own revision (not the removed entry's).  The watch reports
- * each change with it (procreg_etcd_notify()), and history_read() gives
- * the same change the same position, kind, reason and own flag: both
- * read events with procreg_etcd_event_read() and
- * procreg_etcd_change_decode().  etcd numbers the whole store, so
- * positions increase in commit order with gaps, and the changes of one
- * transaction (a namespace dropped) share one.
+ * A change's position is its etcd revision (a put's mod_revision, a
+ * removal's own revision, not the removed entry's) and its index among
+ * the changes of that revision (procreg_etcd_position()): etcd sends the
+ * events of one revision in one response, in the order it applied them
+ * (its sub-revisions), live and replayed alike.  The watch reports each change
+ * with it (procreg_etcd_notify()), and history_read() gives the same
+ * change the same position, kind, reason and own flag: both read events
+ * with procreg_etcd_event_read() and procreg_etcd_change_decode().  etcd
+ * numbers the whole store, so positions increase in commit order with
+ * gaps.
  *
- * history_read(after) replays the prefix with a watch of its own from
- * revision @after (prev_kv, for the removed entries): etcd cancels it,
- * naming its compaction revision, when revisions at or below @after were
- * compacted, so a watcher learns exactly when changes after @after may
- * be lost (a removal at the compaction revision itself is not kept).
+ * history_read(after) replays the prefix with a watch of its own
+ * (prev_kv, for the removed entries) from the last revision whose
+ * changes all lie at or below @after: @after's own revision when @after
+ * stands for all of it (history_head()), else the one before, whose
+ * replay numbers the changes of @after's revision from its first.  etcd
+ * cancels the watch, naming its compaction revision, when revisions at or
+ * below that start were compacted, so a watcher learns exactly when
+ * changes after @after may be lost (a removal at the compaction revision
+ * itself is not kept, and a revision that lost one would number the rest
+ * anew).
  * The replay ends at revision S of a put of the sentinel key P/history,
  * made before the watch: etcd says nothing when a replayed range holds no
  * event (and etcd 3.4's progress requests are answered out of order with
@@ -63,7 +70,7 @@ ETCD_HIDDEN int procreg_etcd_history_head(void *state, uint64_t *out,
     int rc = procreg_etcd_revision_now(s, procreg_etcd_deadline(s->client),
                                        &rev, error);
     if (rc == 0)
-        *out = (uint64_t)rev;
+        *out = procreg_etcd_position(rev, ETCD_INDEX_ALL);
     return rc;
 }
 
@@ -101,7 +108,9 @@ typedef struct {
     etcd_state *s;
     const char *ns;
     uint64_t after;
+    int64_t start; /* the revision the replay starts at */
     int64_t until; /* the sentinel's revision: the replay's end */
+    etcd_change_index ix;
     GArray *out;
     size_t bytes; /* of the lines read: at most max_reply in all */
     bool done;
@@ -109,7 +118,8 @@ typedef struct {
     GError *error;
 } replay;
 
-/* The changes of one response at positions (after, until]. */
+/* The changes of one response after @r->after, up to revision
+ * @r->until. */
 static void replay_events(replay *r, const etcd_watch_batch *b)
 {
     GArray *markers = procreg_etcd_markers(r->s, b);
@@ -119,12 +129,13 @@ static void replay_events(replay *r, const etcd_watch_batch *b)
         if (ev->type == ETCD_EVENT_BAD)
             atomic_add(&r->s->corrupt_seen, 1);
         etcd_event_meaning e;
-        if (!procreg_etcd_event_read(r->s, ev, markers, &e))
+        if (!procreg_etcd_event_read(r->s, ev, markers, &r->ix, &e))
             continue;
-        if ((uint64_t)e.position <= r->after || e.position > r->until)
+        if (e.position <= r->after ||
+            procreg_etcd_position_revision(e.position) > r->until)
             continue;
         procreg_change c = {.kind = e.kind, .reason = e.reason,
-                            .own = e.own, .position = (uint64_t)e.position};
+                            .own = e.own, .position = e.position};
         if (!procreg_etcd_change_decode(r->s, ev->kv.key, ev->kv.key_len,
                                         e.value, e.value_len, e.revision,
                                         &c))
@@ -176,9 +187,11 @@ static bool replay_line(const char *line, size_t len, void *user)
             &r->error, PROCREG_ECOMPACTED,
             "etcd compacted its history at revision %" G_GINT64_FORMAT
             ": the changes after position %" G_GUINT64_FORMAT
-            " are no longer all kept (those after %" G_GINT64_FORMAT
-            " are): list again and subscribe from the current position",
+            " (revision %" G_GINT64_FORMAT ") are no longer all kept "
+            "(those after revision %" G_GINT64_FORMAT " are): list again "
+            "and subscribe from the current position",
             (gint64)b.compact_revision, (guint64)r->after,
+            (gint64)procreg_etcd_position_revision(r->after),
             (gint64)b.compact_revision);
     else if (b.error || b.canceled)
         r->rc = procreg_set_error(&r->error, PROCREG_EBACKEND,
@@ -190,7 +203,7 @@ static bool replay_line(const char *line, size_t len, void *user)
     return r->rc == 0 && !r->done;
 }
 
-/* Replay the prefix's changes from revision @r->after to @r->until. */
+/* Replay the prefix's changes from revision @r->start to @r->until. */
 static int replay_run(replay *r, gint64 deadline, GError **error)
 {
     etcd_state *s = r->s;
@@ -201,12 +214,11 @@ static int replay_run(replay *r, gint64 deadline, GError **error)
     procreg_etcd_json_key(b, "key", start->str, start->len);
     g_string_append_c(b, ',');
     procreg_etcd_json_key(b, "range_end", end->str, end->len);
-    /* From @after itself (revision 1 at least: 0 would mean "now"), so
-     * that etcd refuses it when @after was compacted. */
+    /* Revision 1 at least: 0 would mean "now". */
     g_string_append_printf(b,
-                           ",\"start_revision\":\"%" G_GUINT64_FORMAT
+                           ",\"start_revision\":\"%" G_GINT64_FORMAT
                            "\",\"prev_kv\":true}}",
-                           (guint64)MAX(r->after, 1));
+                           (gint64)MAX(r->start, 1));
     g_string_free(start, TRUE);
     g_string_free(end, TRUE);
     etcd_stream *st = procreg_etcd_stream_new(s->silence_ms);
@@ -239,19 +251,23 @@ ETCD_HIDDEN int procreg_etcd_history_read(void *state, const char *ns,
     int rc = procreg_etcd_revision_now(s, deadline, &now, error);
     if (rc != 0)
         return rc;
-    if (after > (uint64_t)now)
+    int64_t after_rev = procreg_etcd_position_revision(after);
+    if (after_rev > now)
         return procreg_set_error(
             error, PROCREG_ECOMPACTED,
-            "position %" G_GUINT64_FORMAT " is ahead of the store (etcd is "
-            "at revision %" G_GINT64_FORMAT "): another cluster, or one "
-            "restored from a backup; list again and subscribe from the "
-            "current position",
-            (guint64)after, (gint64)now);
-    if (after == (uint64_t)now) {
+            "position %" G_GUINT64_FORMAT " (revision %" G_GINT64_FORMAT
+            ") is ahead of the store (etcd is at revision %" G_GINT64_FORMAT
+            "): another cluster, or one restored from a backup; list again "
+            "and subscribe from the current position",
+            (guint64)after, (gint64)after_rev, (gint64)now);
+    if (after == procreg_etcd_position(now, ETCD_INDEX_ALL)) {
         *head = after;
         return 0;
     }
-    replay r = {.s = s, .ns = ns, .after = after, .out = out};
+    /* From the last revision whose changes all lie at or below @after. */
+    bool whole = after == procreg_etcd_position(after_rev, ETCD_INDEX_ALL);
+    replay r = {.s = s, .ns = ns, .after = after,
+                .start = whole ? after_rev : after_rev - 1, .out = out};
     rc = put_sentinel(s, deadline, &r.until, error);
     if (rc != 0)
         return rc;
@@ -262,6 +278,6 @@ ETCD_HIDDEN int procreg_etcd_history_read(void *state, const char *ns,
         g_array_set_size(out, had);
         return rc;
     }
-    *head = (uint64_t)r.until;
+    *head = procreg_etcd_position(r.until, ETCD_INDEX_ALL);
     return 0;
 }

@@ -201,12 +201,12 @@ ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, bool own,
                                      procreg_event_reason reason,
                                      const void *key, size_t klen,
                                      const void *value, size_t vlen,
-                                     int64_t revision, int64_t position)
+                                     int64_t revision, uint64_t position)
 {
     if (s->host == NULL) /* retired: no core to tell */
         return;
     procreg_change c = {.kind = kind, .reason = reason, .own = own,
-                        .position = (uint64_t)position};
+                        .position = position};
     if (!procreg_etcd_change_decode(s, key, klen, value, vlen, revision, &c))
         return;
     atomic_add(&s->notified, 1);

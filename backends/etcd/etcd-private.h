@@ -158,6 +158,35 @@ static inline void atomic_sub(guint64 *p, guint64 n)
     __atomic_fetch_sub(p, n, __ATOMIC_RELAXED);
 }
 
+/* ---- positions ---- */
+
+/* A change's position (procreg_event.position) on etcd: its revision
+ * shifted left by 20 bits, with its index among the changes of that
+ * revision in the low bits, 0, 1, 2, ... in the order the watch reports
+ * them.  The changes of one transaction share its revision (a namespace
+ * drop's removals), so the revision alone does not tell them apart: a
+ * watcher that handled the first of them and resumes from its position
+ * must get the rest.  So positions are unique, increase in commit order,
+ * and the revision is position >> 20.  20 bits: a transaction holds at
+ * most --max-txn-ops operations (128 by default); only a ranged delete
+ * changes more keys than it has operations, and indices stop at
+ * ETCD_INDEX_LAST (procreg_etcd_change_position()).  A revision below
+ * 2^43 keeps a position within 63 bits.  Index ETCD_INDEX_ALL, which no
+ * change has, stands for every change of its revision. */
+#define ETCD_INDEX_BITS 20
+#define ETCD_INDEX_ALL ((UINT32_C(1) << ETCD_INDEX_BITS) - 1)
+#define ETCD_INDEX_LAST (ETCD_INDEX_ALL - 1)
+
+static inline uint64_t procreg_etcd_position(int64_t rev, uint32_t index)
+{
+    return ((uint64_t)rev << ETCD_INDEX_BITS) | index;
+}
+
+static inline int64_t procreg_etcd_position_revision(uint64_t position)
+{
+    return (int64_t)(position >> ETCD_INDEX_BITS);
+}
+
 /* ---- etcd.c ---- */
 
 /* Free @s, stopped, out of its session. */
@@ -208,15 +237,15 @@ ETCD_HIDDEN bool procreg_etcd_change_decode(etcd_state *s, const void *key,
                                             size_t vlen, int64_t revision,
                                             procreg_change *c);
 /* Report a change to the core (procreg_etcd_change_decode()), at
- * @position, its etcd revision.  @own: this instance made it (reported in
- * commit order by the watch, procreg_etcd_ordered()); else another writer
- * did, or nobody (an expiry). */
+ * @position (procreg_etcd_position()).  @own: this instance made it
+ * (reported in commit order by the watch, procreg_etcd_ordered()); else
+ * another writer did, or nobody (an expiry). */
 ETCD_HIDDEN void procreg_etcd_notify(etcd_state *s, bool own,
                                      procreg_event_kind kind,
                                      procreg_event_reason reason,
                                      const void *key, size_t klen,
                                      const void *value, size_t vlen,
-                                     int64_t revision, int64_t position);
+                                     int64_t revision, uint64_t position);
 /* The reason other hosts read when this process removes or changes the
  * entry @v: the core lets its owner do that (explicit), anyone remove a
  * dead owner's entry (owner_exited), and others only by force (forced). */
@@ -538,16 +567,30 @@ typedef struct {
     const void *value;
     size_t value_len;
     int64_t revision, lease;
-    int64_t position; /* the event's revision: the change's position */
+    uint64_t position; /* the event's revision and index (@ix) */
 } etcd_event_meaning;
 
+/* Numbers the changes of each revision, from 0, in the order a watch (or
+ * a resync) reports them: one per stream, zeroed at its start. */
+typedef struct {
+    int64_t rev;
+    uint32_t next;
+} etcd_change_index;
+
+/* The position of the next change of revision @rev
+ * (procreg_etcd_position()).  The changes of one revision past index
+ * ETCD_INDEX_LAST (a ranged delete of over a million keys) share it. */
+ETCD_HIDDEN uint64_t procreg_etcd_change_position(etcd_change_index *ix,
+                                                  int64_t rev);
+
 /* Read event @ev of a response whose markers are @markers
- * (procreg_etcd_markers()).  false for an event the watch does not
- * report: not a put or removal of an entry's or member's key.  @out
- * points into @ev. */
+ * (procreg_etcd_markers()), the next of @ix.  false for an event the
+ * watch does not report: not a put or removal of an entry's or member's
+ * key (such events take no index).  @out points into @ev. */
 ETCD_HIDDEN bool procreg_etcd_event_read(etcd_state *s,
                                          const etcd_watch_event *ev,
                                          const GArray *markers,
+                                         etcd_change_index *ix,
                                          etcd_event_meaning *out);
 
 /* ---- etcd-watch.c: the watch ---- */

@@ -4,9 +4,11 @@
  * reports changes made by other instances, to entries and to group
  * members (JOINED, LEFT: etcd-groups.c), through
  * procreg_backend_host_notify_at(), each at its position: the event's
- * revision, as the history (etcd-history.c) gives it.  A removal's reason
- * comes from its namespace's marker, written in the same revision; a
- * removal without one is a lease expiry (etcd-events.c reads both).
+ * revision and its index among the changes of that revision
+ * (procreg_etcd_position()), as the history (etcd-history.c) gives it.
+ * A removal's reason comes from its namespace's marker, written in the
+ * same revision; a removal without one is a lease expiry (etcd-events.c
+ * reads both).
  *
  * Changes this instance made (the value, or the marker, names its writer):
  * with WATCH_ALL the watch reports them too, as its own (the @own of
@@ -280,9 +282,9 @@ static void watch_range(etcd_state *s, GString **start, GString **end)
 
 /* ---- events ---- */
 
-/* Apply one watch event. */
+/* Apply one watch event, numbered by @ix. */
 static void apply_event(etcd_state *s, const etcd_watch_event *ev,
-                        GArray *markers)
+                        GArray *markers, etcd_change_index *ix)
 {
     if (ev->type == ETCD_EVENT_BAD) {
         atomic_add(&s->corrupt_seen, 1);
@@ -290,7 +292,7 @@ static void apply_event(etcd_state *s, const etcd_watch_event *ev,
     }
     etcd_event_meaning e;
     const etcd_kv *kv = &ev->kv;
-    if (!procreg_etcd_event_read(s, ev, markers, &e) ||
+    if (!procreg_etcd_event_read(s, ev, markers, ix, &e) ||
         !covered(s, kv->key, kv->key_len, kv->mod_rev))
         return;
     bool member = procreg_etcd_is_member_key(s, kv->key, kv->key_len);
@@ -358,6 +360,7 @@ typedef struct {
     bool created;
     bool resync;
     bool progressed;
+    etcd_change_index ix; /* the stream's changes */
 } watch_ctx;
 
 static void set_watch_error(etcd_state *s, const char *msg)
@@ -440,7 +443,8 @@ static bool watch_line(const char *line, size_t len, void *user)
             last = MAX(last, ev->kv.mod_rev);
     }
     for (guint i = 0; i < n; i++)
-        apply_event(s, &g_array_index(b.events, etcd_watch_event, i), markers);
+        apply_event(s, &g_array_index(b.events, etcd_watch_event, i), markers,
+                    &c->ix);
     g_array_unref(markers);
     if (n == 0 && !c->created) {
         /* Progress notification: nothing below the header's revision is
@@ -514,9 +518,10 @@ static int read_covered(etcd_state *s, GHashTable *fresh, int64_t *rev,
 /* After a compaction (or a response too long to read): read what the
  * watch covers again and report the difference from what it knew.  A
  * removal found so is reported without the entry's value, which the
- * mirror does not keep.  Each change found so takes the revision read at
- * as its position: the history before it is gone, and a watcher that
- * resumes from there goes on from the state read. */
+ * mirror does not keep.  The changes found so take the revision read at,
+ * indexed 0, 1, ... in the order reported, as their positions: the
+ * history before it is gone, and a watcher that resumes from there goes
+ * on from the state read. */
 static int resync(etcd_state *s, GError **error)
 {
     GHashTable *fresh = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
@@ -529,6 +534,7 @@ static int resync(etcd_state *s, GError **error)
         return rc;
     }
     atomic_add(&s->compactions, 1);
+    etcd_change_index ix = {0};
     GHashTableIter it;
     gpointer k, val;
     /* Gone. */
@@ -543,7 +549,8 @@ static int resync(etcd_state *s, GError **error)
         procreg_etcd_notify(s, false, PROCREG_EVENT_UNREGISTERED,
                             m->lease != 0 ? PROCREG_REASON_EXPIRED
                                           : PROCREG_REASON_EXPLICIT,
-                            kd, klen, NULL, 0, m->mod_rev, rev);
+                            kd, klen, NULL, 0, m->mod_rev,
+                            procreg_etcd_change_position(&ix, rev));
     }
     /* New or changed (this instance's changes only when ordered). */
     GHashTable *mirror = procreg_etcd_mirror_new();
@@ -572,7 +579,8 @@ static int resync(etcd_state *s, GError **error)
                             created ? PROCREG_EVENT_REGISTERED
                                     : PROCREG_EVENT_UPDATED,
                             PROCREG_REASON_NONE, kd, klen, vd, vlen,
-                            f->mod_rev, rev);
+                            f->mod_rev,
+                            procreg_etcd_change_position(&ix, rev));
     }
     g_hash_table_unref(fresh);
     g_hash_table_unref(s->mirror);

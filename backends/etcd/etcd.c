@@ -532,11 +532,14 @@ static void etcd_destroy(void *state)
      PROCREG_CAP_ATOMIC_DROP | PROCREG_CAP_GROUPS)
 
 /* Events in commit order when the watch covers the whole prefix
- * (etcd-watch.c). */
+ * (etcd-watch.c); then each event carries the position the history slots
+ * replay from (etcd-history.c), and the core serves
+ * procreg_subscribe_from() from etcd's history.  Otherwise the registry
+ * keeps a history of its own. */
 static unsigned int etcd_instance_caps(void *state)
 {
     return ETCD_CAPS | (procreg_etcd_ordered(state)
-                            ? PROCREG_CAP_ORDERED_EVENTS
+                            ? PROCREG_CAP_ORDERED_EVENTS | PROCREG_CAP_HISTORY
                             : 0);
 }
 

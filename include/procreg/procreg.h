@@ -821,7 +821,7 @@ typedef struct procreg_event {
     /** The change's place in the registry's history, increasing in commit
      *  order: remember the last one handled to resume with
      *  procreg_subscribe_from().  Where the backend keeps a history (lmdb:
-     *  its change log; etcd: the etcd revision) it is the backend's and
+     *  its change log; etcd: revision << 20 | index) it is the backend's and
      *  means the same to every process; otherwise it is this registry's
      *  @seq. */
     uint64_t position;

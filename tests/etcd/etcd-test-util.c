@@ -56,7 +56,10 @@ static void on_event(procreg *reg, const procreg_event *ev, gpointer user)
     pthread_mutex_unlock(&r->m);
 }
 
-void recorder_start(recorder *r, procreg *reg)
+/* Subscribe @r to @ns (NULL: everything) of @reg, from position *@after
+ * when @after is not NULL. */
+static void recorder_open(recorder *r, procreg *reg, const char *ns,
+                          const uint64_t *after)
 {
     memset(r, 0, sizeof *r);
     pthread_mutex_init(&r->m, NULL);
@@ -64,10 +67,24 @@ void recorder_start(recorder *r, procreg *reg)
     r->events = g_ptr_array_new_with_free_func(rec_event_free);
     r->reg = reg;
     GError *err = NULL;
-    int rc = procreg_subscribe(reg, NULL, NULL, on_event, r, NULL, NULL,
-                               &r->sub, &err);
+    int rc = after != NULL
+                 ? procreg_subscribe_from(reg, ns, NULL, *after, on_event, r,
+                                          NULL, NULL, &r->sub, &err)
+                 : procreg_subscribe(reg, ns, NULL, on_event, r, NULL, NULL,
+                                     &r->sub, &err);
     g_assert_no_error(err);
     g_assert_cmpint(rc, ==, 0);
+}
+
+void recorder_start(recorder *r, procreg *reg)
+{
+    recorder_open(r, reg, NULL, NULL);
+}
+
+void recorder_start_from(recorder *r, procreg *reg, const char *ns,
+                         uint64_t after)
+{
+    recorder_open(r, reg, ns, &after);
 }
 
 void recorder_stop(recorder *r)

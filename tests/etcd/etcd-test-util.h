@@ -36,6 +36,10 @@ typedef struct {
 
 /* Subscribe @r to everything in @reg. */
 void recorder_start(recorder *r, procreg *reg);
+/* Subscribe @r to namespace @ns of @reg after position @after
+ * (procreg_subscribe_from()). */
+void recorder_start_from(recorder *r, procreg *reg, const char *ns,
+                         uint64_t after);
 void recorder_stop(recorder *r);
 /* Wait up to @timeout_ms for an event of @kind on (@ns, @name);
  * @reason < 0 matches any reason.  Returns it (borrowed) or NULL. */

@@ -5,15 +5,21 @@
  *    instances comes back in revision order with the kinds, reasons and
  *    own flags the changes had, at the positions the live watch gave the
  *    same changes (a registry with watch=true, subscribed);
+ *  - a namespace drop's removals, one transaction, share its revision but
+ *    not a position, live and replayed alike, and a watcher that handled
+ *    the first resumes (procreg_subscribe_from(), another registry) with
+ *    the others;
  *  - a namespace's history holds only its changes;
- *  - a position at or below the compaction revision is PROCREG_ECOMPACTED,
- *    its message naming the revision, and one above the store's too;
+ *  - a position below the compaction revision, or inside it, is
+ *    PROCREG_ECOMPACTED, its message naming the revision, and one above
+ *    the store's too;
  *  - a history with no change of the prefix after the position, while
  *    keys outside it change, ends at once (etcd sends nothing for such a
  *    replay: a read that waited for an event would time out), and one
  *    read at the store's revision writes nothing.
  */
 #include "etcd-harness.h"
+#include "etcd-private.h"
 #include "etcd-test-util.h"
 #include "internal.h"
 
@@ -218,8 +224,12 @@ static void test_mix(void)
         g_assert_cmpstr(c->entry.ns, ==, want[i].ns);
         g_assert_cmpstr(c->entry.name, ==, want[i].name);
         g_assert_true(c->own == want[i].by_raw);
-        /* In revision order, each change its own revision here. */
+        /* In commit order, each change alone in its revision here: the
+         * revision's first. */
         g_assert_cmpuint(c->position, >, last);
+        g_assert_cmpuint(c->position, ==,
+                         procreg_etcd_position(
+                             procreg_etcd_position_revision(c->position), 0));
         last = c->position;
         /* The live event of the same change: same position and kind. */
         g_assert_cmpint(e->kind, ==, c->kind);
@@ -273,6 +283,110 @@ static void test_mix(void)
     g_free(prefix);
 }
 
+/* A namespace drop of three entries: one transaction, three changes of
+ * one revision, indexed 0, 1, 2 as the watch reports them; the history
+ * gives the same positions, and resuming after the first gives the
+ * other two. */
+static void test_drop(void)
+{
+    char *prefix = new_prefix();
+    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,watch=true",
+                                 url, prefix);
+    procreg *reg = NULL;
+    GError *err = NULL;
+    g_assert_cmpint(procreg_open(spec, &reg, &err), ==, 0);
+    recorder rec;
+    recorder_start(&rec, reg);
+    raw quiet = raw_open(prefix, ",watch=false");
+    static const char *const names[] = {"a", "b", "c"};
+    const guint n = G_N_ELEMENTS(names);
+    for (guint i = 0; i < n; i++)
+        g_assert_cmpint(procreg_register(reg, "drop", names[i], NULL, NULL,
+                                         NULL, &err),
+                        ==, 0);
+    uint64_t h0 = head_of(&quiet);
+    size_t removed = 0;
+    g_assert_cmpint(procreg_namespace_drop(reg, "drop", &removed, NULL, &err),
+                    ==, 0);
+    g_assert_no_error(err);
+    g_assert_cmpuint(removed, ==, n);
+    for (guint i = 0; i < n; i++)
+        g_assert_nonnull(recorder_wait(&rec, PROCREG_EVENT_UNREGISTERED,
+                                       PROCREG_REASON_NAMESPACE_DROPPED,
+                                       "drop", names[i], WAIT_MS));
+
+    /* Live: the registrations, then the removals, one revision's. */
+    uint64_t live[3];
+    char *live_name[3];
+    pthread_mutex_lock(&rec.m);
+    g_assert_cmpuint(rec.events->len, ==, 2 * n);
+    int64_t rev = procreg_etcd_position_revision(
+        ((const rec_event *)rec.events->pdata[n])->position);
+    for (guint i = 0; i < n; i++) {
+        const rec_event *e = rec.events->pdata[n + i];
+        g_assert_cmpint(e->kind, ==, PROCREG_EVENT_UNREGISTERED);
+        g_assert_cmpuint(e->position, ==, procreg_etcd_position(rev, i));
+        live[i] = e->position;
+        live_name[i] = g_strdup(e->name);
+    }
+    pthread_mutex_unlock(&rec.m);
+
+    /* The history: the same changes at the same positions. */
+    uint64_t head = 0;
+    GArray *all = history(&quiet, "drop", h0, &head);
+    g_assert_cmpuint(all->len, ==, n);
+    for (guint i = 0; i < n; i++) {
+        const procreg_change *c = &g_array_index(all, procreg_change, i);
+        g_assert_cmpint(c->kind, ==, PROCREG_EVENT_UNREGISTERED);
+        g_assert_cmpint(c->reason, ==, PROCREG_REASON_NAMESPACE_DROPPED);
+        g_assert_cmpstr(c->entry.name, ==, live_name[i]);
+        g_assert_cmpuint(c->position, ==, live[i]);
+    }
+    g_assert_cmpuint(head, >, live[n - 1]);
+    g_array_unref(all);
+    /* After the first, the history holds the other two. */
+    GArray *rest = history(&quiet, "drop", live[0], &head);
+    g_assert_cmpuint(rest->len, ==, n - 1);
+    g_assert_cmpuint(g_array_index(rest, procreg_change, 0).position, ==,
+                     live[1]);
+    g_array_unref(rest);
+
+    /* A watcher that handled the first removal resumes in another
+     * registry: the other two, then what comes live, and nothing else. */
+    procreg *other = NULL;
+    g_assert_cmpint(procreg_open(spec, &other, &err), ==, 0);
+    g_assert_no_error(err);
+    recorder resumed;
+    recorder_start_from(&resumed, other, "drop", live[0]);
+    g_assert_cmpint(procreg_register(reg, "drop", "later", NULL, NULL, NULL,
+                                     &err),
+                    ==, 0);
+    g_assert_nonnull(recorder_wait(&resumed, PROCREG_EVENT_REGISTERED, -1,
+                                   "drop", "later", WAIT_MS));
+    char *seen = recorder_dump(&resumed);
+    pthread_mutex_lock(&resumed.m);
+    if (resumed.events->len != n)
+        g_error("resumed after %" G_GUINT64_FORMAT ": %s", live[0], seen);
+    g_free(seen);
+    for (guint i = 1; i < n; i++) {
+        const rec_event *e = resumed.events->pdata[i - 1];
+        g_assert_cmpint(e->kind, ==, PROCREG_EVENT_UNREGISTERED);
+        g_assert_cmpstr(e->name, ==, live_name[i]);
+        g_assert_cmpuint(e->position, ==, live[i]);
+    }
+    pthread_mutex_unlock(&resumed.m);
+
+    recorder_stop(&resumed);
+    procreg_close(other);
+    for (guint i = 0; i < n; i++)
+        g_free(live_name[i]);
+    raw_close(&quiet);
+    recorder_stop(&rec);
+    procreg_close(reg);
+    g_free(spec);
+    g_free(prefix);
+}
+
 /* Nothing of the prefix changes after the position while other keys do:
  * the replay holds no event, and ends all the same. */
 static void test_empty(void)
@@ -290,7 +404,8 @@ static void test_empty(void)
         g_free(other);
     }
     uint64_t h1 = head_of(&a);
-    g_assert_cmpuint(h1, >=, h0 + 5);
+    g_assert_cmpint(procreg_etcd_position_revision(h1), >=,
+                    procreg_etcd_position_revision(h0) + 5);
     uint64_t head = 0;
     GArray *out = history(&a, NULL, h0, &head);
     g_assert_cmpuint(out->len, ==, 0);
@@ -306,7 +421,9 @@ static void test_empty(void)
     g_array_unref(out);
 
     /* Above it: a history that restarted. */
-    char *msg = history_error(&a, h2 + 1000, PROCREG_ECOMPACTED);
+    uint64_t ahead =
+        procreg_etcd_position(procreg_etcd_position_revision(h2) + 1, 0);
+    char *msg = history_error(&a, ahead, PROCREG_ECOMPACTED);
     g_assert_nonnull(strstr(msg, "ahead of the store"));
     g_free(msg);
     procreg_key_unref(k);
@@ -331,22 +448,25 @@ static void test_compacted(void)
         procreg_key_unref(k);
     }
     uint64_t c = head_of(&a);
+    int64_t crev = procreg_etcd_position_revision(c);
     procreg_key *k0 = key("ns", "k0");
     g_assert_cmpint(OPS->unregister(a.state, k0, 0, NULL, &err), ==, 0);
     procreg_key_unref(k0);
-    char *body = g_strdup_printf("{\"revision\":\"%" G_GUINT64_FORMAT
+    char *body = g_strdup_printf("{\"revision\":\"%" G_GINT64_FORMAT
                                  "\",\"physical\":true}",
-                                 c);
+                                 (gint64)crev);
     char *reply = etcd_post(url, "/v3/kv/compaction", body);
     g_assert_nonnull(reply);
     g_free(reply);
     g_free(body);
 
     char *want = g_strdup_printf("compacted its history at revision %"
-                                 G_GUINT64_FORMAT, c);
-    /* Below the compaction, and just below it (a removal at the
-     * compaction revision itself is not kept). */
-    uint64_t afters[] = {h0, c - 1};
+                                 G_GINT64_FORMAT, (gint64)crev);
+    /* Below the compaction; just below it (a removal at the compaction
+     * revision itself is not kept); inside its revision (the rest of that
+     * revision may have lost a removal). */
+    uint64_t afters[] = {h0, procreg_etcd_position(crev - 1, ETCD_INDEX_ALL),
+                         procreg_etcd_position(crev, 0)};
     for (guint i = 0; i < G_N_ELEMENTS(afters); i++) {
         char *msg = history_error(&a, afters[i], PROCREG_ECOMPACTED);
         if (strstr(msg, want) == NULL)
@@ -361,7 +481,7 @@ static void test_compacted(void)
     g_assert_cmpint(g_array_index(out, procreg_change, 0).kind, ==,
                     PROCREG_EVENT_UNREGISTERED);
     g_assert_cmpuint(g_array_index(out, procreg_change, 0).position, ==,
-                     c + 1);
+                     procreg_etcd_position(crev + 1, 0));
     g_array_unref(out);
     raw_close(&a);
     g_free(prefix);
@@ -382,6 +502,7 @@ int main(int argc, char **argv)
     url = etcd_member_url(&cluster, 0);
     tag = etcd_random_tag();
     g_test_add_func("/etcd-history/mix", test_mix);
+    g_test_add_func("/etcd-history/drop", test_drop);
     g_test_add_func("/etcd-history/empty", test_empty);
     g_test_add_func("/etcd-history/compacted", test_compacted);
     int rc = g_test_run();
