@@ -493,12 +493,7 @@ int main(int argc, char **argv)
     etcd_harness_args(&argc, argv);
     g_test_init(&argc, &argv, NULL);
     etcd_harness_require();
-    GError *err = NULL;
-    if (!etcd_cluster_start(&cluster, 1, &err)) {
-        fprintf(stderr, "cannot start etcd: %s\n", err->message);
-        etcd_cluster_destroy(&cluster);
-        return 1;
-    }
+    etcd_cluster_start_or_exit(&cluster, 1);
     url = etcd_member_url(&cluster, 0);
     tag = etcd_random_tag();
     g_test_add_func("/etcd-history/mix", test_mix);
