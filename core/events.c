@@ -274,11 +274,9 @@ static void deliver(sub *s, item *it)
         g_queue_push_tail(&s->pending, it);
     }
     bool destroy = false;
-    if (s->catching_up)
-        ;
-    else if (s->context != NULL)
+    if (!s->catching_up && s->context != NULL)
         attach_source_locked(s);
-    else
+    else if (!s->catching_up)
         destroy = drain_locked(s);
     pthread_mutex_unlock(&s->lock);
     if (destroy)
@@ -591,7 +589,7 @@ static void history_start_locked(procreg *reg)
     if (reg->backend_history || h->history_on)
         return;
     h->history_on = true;
-    h->evicted = h->seq; /* nothing numbered yet: events started now */
+    h->evicted = h->seq; /* the events numbered before are not kept */
     wanted_update_locked(h);
 }
 
@@ -701,18 +699,17 @@ static int catch_up(procreg *reg, sub *s, uint64_t after, GError **error)
     return 0;
 }
 
-/* Take @s out of the subscribers; @end: also end it (sub_end).  Returns
- * whether it was there. */
-static bool sub_remove(procreg *reg, sub *s, bool end)
+/* Take @s out of the subscribers and end it (unless procreg_close() did
+ * both already). */
+static void sub_remove(procreg *reg, sub *s)
 {
     procreg_events *h = reg->events;
     pthread_mutex_lock(&h->lock);
     bool found = g_ptr_array_remove(h->subs, s); /* keeps the order */
     wanted_update_locked(h);
     pthread_mutex_unlock(&h->lock);
-    if (found && end)
+    if (found)
         sub_end(s);
-    return found;
 }
 
 /* Subscribe; with @after, replay the history after that position first
@@ -746,8 +743,7 @@ static int subscribe(procreg *reg, scope sc, const char *ns, const char *name,
         rc = catch_up(reg, s, *after, error);
         if (rc != 0) {
             s->destroy = NULL; /* nothing was subscribed */
-            if (sub_remove(reg, s, false))
-                sub_end(s); /* drops the subscribers' reference */
+            sub_remove(reg, s);
             sub_unref(s);
             return rc;
         }
