@@ -37,18 +37,16 @@
 
 #include <string.h>
 
-ETCD_HIDDEN int procreg_etcd_revision_now(etcd_state *s, gint64 deadline,
-                                          int64_t *rev, GError **error)
+/* Send @body (freed) to @path; *@rev: the revision of the reply's
+ * header (@what names the request in the error of a reply without one). */
+static int call_for_revision(etcd_state *s, const char *path, GString *body,
+                             gint64 deadline, const char *what, int64_t *rev,
+                             GError **error)
 {
-    /* One key's range (prefix/e/, which no entry is, inside what a role
-     * on the prefix grants): cheap, and its header names the revision. */
-    GString *b = g_string_new("{");
-    procreg_etcd_json_key(b, "key", s->eprefix->str, s->eprefix->len);
-    g_string_append(b, ",\"keys_only\":true}");
     JsonNode *reply = NULL;
-    int rc = procreg_etcd_call(s->client, "/v3/kv/range", b->str, 0,
-                               deadline, &reply, error);
-    g_string_free(b, TRUE);
+    int rc = procreg_etcd_call(s->client, path, body->str, 0, deadline,
+                               &reply, error);
+    g_string_free(body, TRUE);
     if (rc == ETCD_ELEASE_GONE)
         rc = PROCREG_EBACKEND;
     if (rc != 0)
@@ -57,9 +55,21 @@ ETCD_HIDDEN int procreg_etcd_revision_now(etcd_state *s, gint64 deadline,
     json_node_unref(reply);
     if (*rev <= 0)
         return procreg_set_error(error, PROCREG_EBACKEND,
-                                 "etcd sent a range reply without a "
-                                 "revision");
+                                 "etcd sent a %s reply without a revision",
+                                 what);
     return 0;
+}
+
+ETCD_HIDDEN int procreg_etcd_revision_now(etcd_state *s, gint64 deadline,
+                                          int64_t *rev, GError **error)
+{
+    /* One key's range (prefix/e/, which no entry is, inside what a role
+     * on the prefix grants): cheap, and its header names the revision. */
+    GString *b = g_string_new("{");
+    procreg_etcd_json_key(b, "key", s->eprefix->str, s->eprefix->len);
+    g_string_append(b, ",\"keys_only\":true}");
+    return call_for_revision(s, "/v3/kv/range", b, deadline, "range", rev,
+                             error);
 }
 
 ETCD_HIDDEN int procreg_etcd_history_head(void *state, uint64_t *out,
@@ -86,21 +96,9 @@ static int put_sentinel(etcd_state *s, gint64 deadline, int64_t *rev,
     g_string_append_c(b, ',');
     procreg_etcd_json_key(b, "value", s->writer, strlen(s->writer));
     g_string_append_c(b, '}');
-    JsonNode *reply = NULL;
-    int rc = procreg_etcd_call(s->client, "/v3/kv/put", b->str, 0, deadline,
-                               &reply, error);
-    g_string_free(b, TRUE);
     g_string_free(k, TRUE);
-    if (rc == ETCD_ELEASE_GONE)
-        rc = PROCREG_EBACKEND;
-    if (rc != 0)
-        return rc;
-    *rev = procreg_etcd_header_revision(json_node_get_object(reply));
-    json_node_unref(reply);
-    if (*rev <= 0)
-        return procreg_set_error(error, PROCREG_EBACKEND,
-                                 "etcd sent a put reply without a revision");
-    return 0;
+    return call_for_revision(s, "/v3/kv/put", b, deadline, "put", rev,
+                             error);
 }
 
 /* One replay: what it collects and why it ended. */

@@ -141,11 +141,9 @@ typedef struct {
 static void test_mix(void)
 {
     char *prefix = new_prefix();
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,watch=true",
-                                 url, prefix);
-    procreg *reg = NULL;
+    procreg *reg =
+        open_spec("etcd:endpoints=[%s],prefix=%s,watch=true", url, prefix);
     GError *err = NULL;
-    g_assert_cmpint(procreg_open(spec, &reg, &err), ==, 0);
     recorder rec;
     recorder_start(&rec, reg);
     raw a = raw_open(prefix, "");
@@ -279,7 +277,6 @@ static void test_mix(void)
     raw_close(&a);
     recorder_stop(&rec);
     procreg_close(reg);
-    g_free(spec);
     g_free(prefix);
 }
 
@@ -290,11 +287,9 @@ static void test_mix(void)
 static void test_drop(void)
 {
     char *prefix = new_prefix();
-    char *spec = g_strdup_printf("etcd:endpoints=[%s],prefix=%s,watch=true",
-                                 url, prefix);
-    procreg *reg = NULL;
+    procreg *reg =
+        open_spec("etcd:endpoints=[%s],prefix=%s,watch=true", url, prefix);
     GError *err = NULL;
-    g_assert_cmpint(procreg_open(spec, &reg, &err), ==, 0);
     recorder rec;
     recorder_start(&rec, reg);
     raw quiet = raw_open(prefix, ",watch=false");
@@ -353,9 +348,8 @@ static void test_drop(void)
 
     /* A watcher that handled the first removal resumes in another
      * registry: the other two, then what comes live, and nothing else. */
-    procreg *other = NULL;
-    g_assert_cmpint(procreg_open(spec, &other, &err), ==, 0);
-    g_assert_no_error(err);
+    procreg *other =
+        open_spec("etcd:endpoints=[%s],prefix=%s,watch=true", url, prefix);
     recorder resumed;
     recorder_start_from(&resumed, other, "drop", live[0]);
     g_assert_cmpint(procreg_register(reg, "drop", "later", NULL, NULL, NULL,
@@ -383,7 +377,6 @@ static void test_drop(void)
     raw_close(&quiet);
     recorder_stop(&rec);
     procreg_close(reg);
-    g_free(spec);
     g_free(prefix);
 }
 
