@@ -154,16 +154,25 @@ PROCREG_API int procreg_backend_register_entry(procreg_backend *b,
     return rc;
 }
 
-PROCREG_API int procreg_backend_lookup(procreg_backend *b,
-                                       const procreg_key *key,
-                                       procreg_owner *out)
+static __attribute__((noinline)) int lookup_locked(procreg_backend *b,
+                                                   const procreg_key *key,
+                                                   procreg_owner *out)
 {
-    if (b->policy == LOCK_NONE)
-        return b->ops->lookup(b->state, key, out);
     int slot = read_lock(b);
     int rc = b->ops->lookup(b->state, key, out);
     read_unlock(b, slot);
     return rc;
+}
+
+/* The hottest call: a lock-free backend's lookup is a tail call, with no
+ * frame of its own (the locked path is out of line). */
+PROCREG_API int procreg_backend_lookup(procreg_backend *b,
+                                       const procreg_key *key,
+                                       procreg_owner *out)
+{
+    if (G_LIKELY(b->policy == LOCK_NONE))
+        return b->ops->lookup(b->state, key, out);
+    return lookup_locked(b, key, out);
 }
 
 PROCREG_API int procreg_backend_lookup_entry(procreg_backend *b,

@@ -23,6 +23,18 @@ typedef union {
 PROCREG_INTERNAL int procreg_key_init_stack(procreg_stack_key *buf,
                                             const char *ns, const char *name,
                                             GError **error);
+/* Fill @buf from (ns, name) checking only that each is 1 to
+ * PROCREG_NAME_MAX bytes: for a lookup, where a hit proves the names
+ * valid (only valid ones are ever stored), so the character check can
+ * wait for a miss (procreg_key_check_names()). */
+PROCREG_INTERNAL int procreg_key_init_unchecked(procreg_stack_key *buf,
+                                                const char *ns,
+                                                const char *name,
+                                                GError **error);
+/* The character check procreg_key_init_unchecked() left out: 0, or
+ * PROCREG_EINVAL with the message procreg_key_init_stack() gives. */
+PROCREG_INTERNAL int procreg_key_check_names(const procreg_key *key,
+                                             GError **error);
 
 /* Whether @ns begins with PROCREG_NS_RESERVED_PREFIX: procreg's own
  * records (locks, start claims, namespace settings) live there. */

@@ -73,12 +73,14 @@ static inline uint64_t seed_get(void)
     return G_LIKELY(seed != 0) ? seed : seed_make();
 }
 
-static uint64_t hash_bytes(const unsigned char *p, size_t len, uint64_t seed)
+/* Absorb @len bytes at @p into the chain @h: the length, then 16 bytes
+ * per multiply.  The seed is in both factors: no input word can zero a
+ * product without knowing it. */
+static inline uint64_t chain_bytes(uint64_t h, const unsigned char *p,
+                                   size_t len, uint64_t seed)
 {
-    uint64_t h = seed ^ (len * HASH_K0);
     size_t left = len;
-    /* The seed is in both factors: no input word can zero a product
-     * without knowing it. */
+    h ^= len * HASH_K0;
     for (; left > 16; p += 16, left -= 16)
         h = fold_mul(read64(p) ^ seed ^ HASH_K1, read64(p + 8) ^ h);
     /* The last 1..16 bytes as two words, overlapping when shorter than
@@ -93,8 +95,17 @@ static uint64_t hash_bytes(const unsigned char *p, size_t len, uint64_t seed)
     } else if (left > 0) {
         a = (uint64_t)p[0] << 16 | (uint64_t)p[left >> 1] << 8 | p[left - 1];
     }
-    h = fold_mul(a ^ seed ^ HASH_K2, b ^ h);
+    return fold_mul(a ^ seed ^ HASH_K2, b ^ h);
+}
+
+static inline uint64_t chain_finish(uint64_t h, uint64_t seed)
+{
     return fold_mul(h ^ HASH_K3, seed ^ HASH_K1);
+}
+
+static uint64_t hash_bytes(const unsigned char *p, size_t len, uint64_t seed)
+{
+    return chain_finish(chain_bytes(seed, p, len, seed), seed);
 }
 
 PROCREG_API uint64_t procreg_hash(const void *data, size_t len)
@@ -102,23 +113,17 @@ PROCREG_API uint64_t procreg_hash(const void *data, size_t len)
     return hash_bytes(data, len, seed_get());
 }
 
-/* The namespace and the name are hashed apart (two independent chains)
- * and then combined: a key is hashed straight from the caller's strings,
- * never read back from the copy just written (which would stall on store
- * forwarding).  Distinct seeds and constants keep (a, b) from (b, a). */
-static inline uint64_t key_hash_join(uint64_t h_ns, uint64_t h_name)
-{
-    return fold_mul(h_ns ^ HASH_K2, h_name ^ HASH_K0);
-}
-
+/* A key's hash: one chain over the namespace, then the name, each with
+ * its length; a key is hashed straight from the caller's strings, never
+ * read back from the copy just written (which would stall on store
+ * forwarding). */
 static uint64_t key_hash_parts(const char *ns, size_t ns_len,
                                const char *name, size_t name_len)
 {
     uint64_t seed = seed_get();
-    uint64_t h_ns = hash_bytes((const unsigned char *)ns, ns_len, seed);
-    uint64_t h_name = hash_bytes((const unsigned char *)name, name_len,
-                                 seed ^ HASH_K3);
-    return key_hash_join(h_ns, h_name);
+    uint64_t h = chain_bytes(seed, (const unsigned char *)ns, ns_len, seed);
+    h = chain_bytes(h, (const unsigned char *)name, name_len, seed);
+    return chain_finish(h, seed);
 }
 
 PROCREG_API uint64_t procreg_key_hash(const void *bytes, size_t size)
@@ -184,20 +189,21 @@ static inline void write32(unsigned char *p, uint64_t v)
 
 /*
  * One string of a key (1 <= @len) in a single pass over its words: each
- * word is loaded once, then stored into @dst, checked (into *@unusual,
- * see word_unusual) and hashed.  Returns hash_bytes(@p, @len, @seed): the
- * same words in the same steps.  The last words overlap the ones before
- * them instead of copying a short tail, and nothing is read back from
- * @dst (a load spanning two fresh stores would stall on store
- * forwarding).  Inlined: the call would cost more than a short name.
+ * word is loaded once, then stored into @dst, hashed and, when @check,
+ * checked (into *@unusual, see word_unusual).  Returns chain_bytes(@h,
+ * @p, @len, @seed): the same words in the same steps.  The last words
+ * overlap the ones before them instead of copying a short tail, and
+ * nothing is read back from @dst (a load spanning two fresh stores would
+ * stall on store forwarding).  Inlined: the call would cost more than a
+ * short name, and a constant @check drops the check's code.
  */
 static inline __attribute__((always_inline)) uint64_t
 string_take(unsigned char *dst, const unsigned char *p, size_t len,
-            uint64_t seed, uint64_t *unusual)
+            uint64_t h, uint64_t seed, bool check, uint64_t *unusual)
 {
-    uint64_t h = seed ^ (len * HASH_K0);
     size_t left = len;
     uint64_t a, b, odd = 0;
+    h ^= len * HASH_K0;
     for (; left > 16; p += 16, dst += 16, left -= 16) {
         a = read64(p);
         b = read64(p + 8);
@@ -227,9 +233,9 @@ string_take(unsigned char *dst, const unsigned char *p, size_t len,
         b = 0;
         odd |= word_unusual(a | 0x4141414141000000ull); /* 'A' pads */
     }
-    *unusual |= odd & WORD_HIGH_BITS;
-    h = fold_mul(a ^ seed ^ HASH_K2, b ^ h);
-    return fold_mul(h ^ HASH_K3, seed ^ HASH_K1);
+    if (check)
+        *unusual |= odd & WORD_HIGH_BITS;
+    return fold_mul(a ^ seed ^ HASH_K2, b ^ h);
 }
 
 static void key_fill(procreg_key *key, const char *ns, size_t ns_len,
@@ -258,10 +264,11 @@ key_init_checked(procreg_stack_key *buf, const char *ns, const char *name,
 }
 
 /* The hot path of every call by strings: lengths, then one pass over
- * each string that copies, checks and hashes it (string_take). */
-PROCREG_INTERNAL int procreg_key_init_stack(procreg_stack_key *buf,
-                                            const char *ns, const char *name,
-                                            GError **error)
+ * each string that copies, hashes and, when @check, checks it
+ * (string_take).  Without @check only the lengths are checked. */
+static inline __attribute__((always_inline)) int
+key_init(procreg_stack_key *buf, const char *ns, const char *name,
+         bool check, GError **error)
 {
     if (ns == NULL)
         ns = PROCREG_NS_PRODUCTION;
@@ -276,20 +283,44 @@ PROCREG_INTERNAL int procreg_key_init_stack(procreg_stack_key *buf,
     uint64_t seed = seed_get(), unusual = 0;
     procreg_key *key = &buf->key;
     unsigned char *bytes = (unsigned char *)key->bytes;
-    uint64_t h_ns = string_take(bytes, (const unsigned char *)ns, ns_len,
-                                seed, &unusual);
+    uint64_t h = string_take(bytes, (const unsigned char *)ns, ns_len, seed,
+                             seed, check, &unusual);
     bytes[ns_len] = '\0';
-    uint64_t h_name = string_take(bytes + ns_len + 1,
-                                  (const unsigned char *)name, name_len,
-                                  seed ^ HASH_K3, &unusual);
+    h = string_take(bytes + ns_len + 1, (const unsigned char *)name,
+                    name_len, h, seed, check, &unusual);
     bytes[ns_len + 1 + name_len] = '\0';
     if (G_UNLIKELY(unusual != 0))
         return key_init_checked(buf, ns, name, error);
     key->refcount = 0;
     key->ns_len = (uint16_t)ns_len;
     key->name_len = (uint16_t)name_len;
-    key->hash = key_hash_join(h_ns, h_name);
+    key->hash = chain_finish(h, seed);
     return 0;
+}
+
+PROCREG_INTERNAL int procreg_key_init_stack(procreg_stack_key *buf,
+                                            const char *ns, const char *name,
+                                            GError **error)
+{
+    return key_init(buf, ns, name, true, error);
+}
+
+PROCREG_INTERNAL int procreg_key_init_unchecked(procreg_stack_key *buf,
+                                                const char *ns,
+                                                const char *name,
+                                                GError **error)
+{
+    return key_init(buf, ns, name, false, error);
+}
+
+PROCREG_INTERNAL int procreg_key_check_names(const procreg_key *key,
+                                             GError **error)
+{
+    int rc = procreg_validate_name(procreg_key_namespace(key), "namespace",
+                                   error);
+    return rc != 0 ? rc
+                   : procreg_validate_name(procreg_key_name(key), "name",
+                                           error);
 }
 
 PROCREG_API int procreg_key_new(const char *ns, const char *name,

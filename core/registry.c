@@ -204,26 +204,39 @@ static int lookup_failed(procreg *reg, int rc, const procreg_key *key,
                                    : backend_failure(rc, key, error);
 }
 
+/* A lookup by a key whose characters were not checked (@checked false,
+ * procreg_key_init_unchecked()) that found nothing: the check it skipped,
+ * so that an invalid name is PROCREG_EINVAL, not a miss. */
+static int names_invalid(bool checked, const procreg_key *key, GError **error)
+{
+    return checked ? 0 : procreg_key_check_names(key, error);
+}
+
 /* Timed, filtered for dead owners, reported to telemetry. */
-static __attribute__((noinline)) int lookup_slow(procreg *reg, procreg_tblock *b,
-                                       const procreg_key *key,
-                                       procreg_owner *out, GError **error)
+static __attribute__((noinline)) int
+lookup_slow(procreg *reg, procreg_tblock *b, const procreg_key *key,
+            bool checked, procreg_owner *out, GError **error)
 {
     uint64_t t0 = procreg_now_ns();
     int rc = procreg_backend_lookup(reg->backend, key, out);
     if (rc == 0 && procreg_owner_known_dead_fast(reg, out))
         rc = PROCREG_ENOTFOUND;
+    int invalid = rc != 0 ? names_invalid(checked, key, error) : 0;
+    if (invalid != 0)
+        return invalid;
     procreg_op_done(reg, b, PROCREG_OP_LOOKUP, rc, t0,
                     procreg_key_namespace(key), procreg_key_name(key), rc == 0);
     return rc == 0 ? 0 : lookup_failed(reg, rc, key, error);
 }
 
 /* A fast-path lookup that did not find: counted and reported. */
-static __attribute__((noinline)) int lookup_missed(procreg *reg,
-                                                   procreg_tblock *b, int rc,
-                                                   const procreg_key *key,
-                                                   GError **error)
+static __attribute__((noinline)) int
+lookup_missed(procreg *reg, procreg_tblock *b, int rc, const procreg_key *key,
+              bool checked, GError **error)
 {
+    int invalid = names_invalid(checked, key, error);
+    if (invalid != 0)
+        return invalid;
     procreg_counter_add(rc == PROCREG_ENOTFOUND
                             ? &b->misses[PROCREG_OP_LOOKUP]
                             : &b->errors[PROCREG_OP_LOOKUP],
@@ -239,8 +252,8 @@ static __attribute__((noinline)) int lookup_missed(procreg *reg,
  * both entry points: a call by strings pays no second call.
  */
 static inline __attribute__((always_inline)) int
-lookup_key(procreg *reg, const procreg_key *key, procreg_owner *out,
-           GError **error)
+lookup_key(procreg *reg, const procreg_key *key, bool checked,
+           procreg_owner *out, GError **error)
 {
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t n = atomic_load_explicit(&b->calls[PROCREG_OP_LOOKUP],
@@ -248,27 +261,30 @@ lookup_key(procreg *reg, const procreg_key *key, procreg_owner *out,
     unsigned slow = atomic_load_explicit(&reg->slow, memory_order_relaxed);
     if (G_UNLIKELY(slow != 0 || (n & PROCREG_LOOKUP_SAMPLE_MASK) == 0 ||
                    b->shared))
-        return lookup_slow(reg, b, key, out, error);
+        return lookup_slow(reg, b, key, checked, out, error);
     int rc = procreg_backend_lookup(reg->backend, key, out);
     atomic_store_explicit(&b->calls[PROCREG_OP_LOOKUP], n + 1,
                           memory_order_relaxed);
     if (G_LIKELY(rc == 0))
         return 0;
-    return lookup_missed(reg, b, rc, key, error);
+    return lookup_missed(reg, b, rc, key, checked, error);
 }
 
 PROCREG_API int procreg_lookup_key(procreg *reg, const procreg_key *key,
                                    procreg_owner *out, GError **error)
 {
-    return lookup_key(reg, key, out, error);
+    return lookup_key(reg, key, true, out, error);
 }
 
+/* By strings: the key is built without the character check, which only
+ * a miss pays (names_invalid()): a hit proves both names valid, since
+ * only valid names are stored. */
 PROCREG_API int procreg_lookup(procreg *reg, const char *ns, const char *name,
                                procreg_owner *out, GError **error)
 {
     procreg_stack_key key;
-    int rc = procreg_key_init_stack(&key, ns, name, error);
-    return rc != 0 ? rc : lookup_key(reg, &key.key, out, error);
+    int rc = procreg_key_init_unchecked(&key, ns, name, error);
+    return rc != 0 ? rc : lookup_key(reg, &key.key, false, out, error);
 }
 
 PROCREG_API int procreg_lookup_entry_key(procreg *reg, const procreg_key *key,

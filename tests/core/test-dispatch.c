@@ -96,7 +96,11 @@ static void test_validation_before_backend(Fixture *f, gconstpointer data)
                                          &err), ==, PROCREG_EINVAL);
         g_assert_error(err, PROCREG_ERROR, PROCREG_EINVAL);
         g_clear_error(&err);
-        EXPECT_EINVAL(procreg_lookup(f->reg, "ns", bad, &o, NULL));
+        g_assert_cmpint(procreg_lookup(f->reg, "ns", bad, &o, &err), ==,
+                        PROCREG_EINVAL);
+        g_assert_error(err, PROCREG_ERROR, PROCREG_EINVAL);
+        g_assert_nonnull(strstr(err->message, "name"));
+        g_clear_error(&err);
         EXPECT_EINVAL(procreg_lookup_entry(f->reg, "ns", bad, &e, NULL));
         EXPECT_EINVAL(procreg_unregister(f->reg, "ns", bad, NULL));
         EXPECT_EINVAL(procreg_update_metadata(f->reg, "ns", bad, md,
@@ -148,11 +152,16 @@ static void test_validation_before_backend(Fixture *f, gconstpointer data)
                                               NULL));
     procreg_key_unref(k);
 
+    /* A lookup by strings checks its names' characters only when the
+     * backend found nothing (a hit proves them valid: only valid names
+     * are ever stored), so the lookup slot saw the three names with bad
+     * characters, as a name and as a namespace, and each still gave
+     * EINVAL; everything else was refused before the backend. */
     for (int op = FAKE_OP_REGISTER; op < FAKE_N_OPS; op++)
-        if (g_atomic_int_get(&f->fb->calls[op]) != 0)
+        if (op != FAKE_OP_LOOKUP && g_atomic_int_get(&f->fb->calls[op]) != 0)
             g_error("the backend slot %d was called %d times for input the "
                     "core must refuse first", op, f->fb->calls[op]);
-    g_assert_cmpint(fake_backend_data_calls(f->fb), ==, 0);
+    g_assert_cmpint(f->fb->calls[FAKE_OP_LOOKUP], ==, 6);
     g_variant_unref(md);
     g_variant_unref(str);
     g_variant_unref(wrong);
