@@ -38,7 +38,8 @@ void procreg_brlock_hook_writer_announced(void);
 #define WRITER_SPINS 256
 
 /* Each thread's slot, handed out round robin at its first lock. */
-static _Thread_local int my_slot = -1;
+static _Thread_local int my_slot
+    __attribute__((tls_model("initial-exec"))) = -1;
 static atomic_uint next_slot;
 
 static inline int slot_of_thread(void)

@@ -435,7 +435,8 @@ PROCREG_API int procreg_find_members(procreg *reg, const char *ns,
 /* Random bits for a pick: a per-thread xorshift, seeded once. */
 static uint64_t pick_random(void)
 {
-    static __thread uint64_t state;
+    static __thread uint64_t state
+        __attribute__((tls_model("initial-exec")));
     if (G_UNLIKELY(state == 0))
         state = ((uint64_t)g_random_int() << 32 | g_random_int()) | 1;
     state ^= state >> 12;

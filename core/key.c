@@ -373,8 +373,10 @@ PROCREG_INTERNAL char *procreg_key_string(const char *ns, const char *name)
 
 PROCREG_INTERNAL bool procreg_ns_reserved(const char *ns)
 {
-    return ns != NULL && strncmp(ns, PROCREG_NS_RESERVED_PREFIX,
-                                 strlen(PROCREG_NS_RESERVED_PREFIX)) == 0;
+    /* The first byte settles nearly every call without a strncmp. */
+    return ns != NULL && ns[0] == PROCREG_NS_RESERVED_PREFIX[0] &&
+           strncmp(ns, PROCREG_NS_RESERVED_PREFIX,
+                   strlen(PROCREG_NS_RESERVED_PREFIX)) == 0;
 }
 
 PROCREG_INTERNAL int procreg_ns_check_writable(const char *ns, GError **error)

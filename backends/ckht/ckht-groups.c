@@ -56,7 +56,8 @@ struct ckht_groups {
 
 /* The group table's ck_malloc has no context: the groups being written by
  * this thread are found here (set around each write). */
-static _Thread_local ckht_groups *ckg_writer;
+static _Thread_local ckht_groups *ckg_writer
+    __attribute__((tls_model("initial-exec")));
 
 static void *ckg_ht_malloc(size_t size)
 {

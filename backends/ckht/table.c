@@ -9,7 +9,8 @@
 /* ck_malloc callbacks have no context argument: the instance whose writer
  * lock this thread holds is found here.  Saved and restored around each
  * write so that a decorator's writer over another instance nests. */
-static _Thread_local ckht *ckht_current_writer;
+static _Thread_local ckht *ckht_current_writer
+    __attribute__((tls_model("initial-exec")));
 
 static void *ckht_ht_malloc(size_t size)
 {

@@ -13,7 +13,8 @@
 
 /* ck_malloc has no context argument: the cache whose lock this thread
  * holds is found here (saved and restored, so caches may nest). */
-static _Thread_local opt_cache *opt_cache_writer;
+static _Thread_local opt_cache *opt_cache_writer
+    __attribute__((tls_model("initial-exec")));
 
 static void *opt_ht_malloc(size_t size)
 {

@@ -365,7 +365,8 @@ uint64_t procreg_opt_cache_sequence(opt_cache *c, const procreg_key *key)
 #define OPT_FULL_ADMIT 16
 
 /* Counts this thread's misses that met a full cache. */
-static _Thread_local uint32_t opt_full_misses;
+static _Thread_local uint32_t opt_full_misses
+    __attribute__((tls_model("initial-exec")));
 
 void procreg_opt_cache_fill(opt_cache *c, const procreg_key *key,
                             uint64_t sequence, opt_kind kind,
