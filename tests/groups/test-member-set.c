@@ -19,6 +19,7 @@
  */
 #include "../../backends/groups-common/member-set.h"
 
+#include <pthread.h>
 #include <string.h>
 
 typedef struct {
@@ -149,9 +150,9 @@ static bool member_whole(const procreg_member *m)
 }
 
 typedef struct {
-    GMutex lock;
-    GCond cond;
-    bool paused, resume;
+    pthread_mutex_t lock; /* pthread: ThreadSanitizer sees it */
+    pthread_cond_t cond;
+    bool paused, resume, done;
     const procreg_grp_array *array; /* what the reader iterates */
     GArray *seen;                   /* uint64_t ids */
     bool all_whole;
@@ -163,12 +164,12 @@ static bool pause_at_k(const procreg_member *m, gpointer data)
     w->all_whole = w->all_whole && member_whole(m);
     g_array_append_val(w->seen, m->id);
     if (m->id == PAUSE_AT) {
-        g_mutex_lock(&w->lock);
+        pthread_mutex_lock(&w->lock);
         w->paused = true;
-        g_cond_signal(&w->cond);
+        pthread_cond_signal(&w->cond);
         while (!w->resume)
-            g_cond_wait(&w->cond, &w->lock);
-        g_mutex_unlock(&w->lock);
+            pthread_cond_wait(&w->cond, &w->lock);
+        pthread_mutex_unlock(&w->lock);
         /* The member in hand left meanwhile: still whole. */
         w->all_whole = w->all_whole && member_whole(m);
     }
@@ -178,8 +179,12 @@ static bool pause_at_k(const procreg_member *m, gpointer data)
 static gpointer paused_reader(gpointer data)
 {
     paused_walk *w = data;
-    return GSIZE_TO_POINTER(
-        procreg_grp_array_foreach(w->array, pause_at_k, w));
+    size_t calls = procreg_grp_array_foreach(w->array, pause_at_k, w);
+    pthread_mutex_lock(&w->lock);
+    w->done = true; /* also when it never paused: the test fails, not hangs */
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    return GSIZE_TO_POINTER(calls);
 }
 
 static void test_epoch_reader_paused_at_k(void)
@@ -194,13 +199,15 @@ static void test_epoch_reader_paused_at_k(void)
     paused_walk w = {.array = procreg_grp_load(&set),
                      .seen = g_array_new(FALSE, FALSE, sizeof(uint64_t)),
                      .all_whole = true};
-    g_mutex_init(&w.lock);
-    g_cond_init(&w.cond);
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
     GThread *reader = g_thread_new("paused-reader", paused_reader, &w);
-    g_mutex_lock(&w.lock);
-    while (!w.paused)
-        g_cond_wait(&w.cond, &w.lock);
-    g_mutex_unlock(&w.lock);
+    pthread_mutex_lock(&w.lock);
+    while (!w.paused && !w.done)
+        pthread_cond_wait(&w.cond, &w.lock);
+    bool paused = w.paused;
+    pthread_mutex_unlock(&w.lock);
+    g_assert_true(paused);
     /* The reader's array as it stands: R1 says how it may change. */
     uint32_t len = atomic_load(&w.array->len);
     procreg_grp_slot *before = g_memdup2(w.array->slot, len * sizeof *before);
@@ -249,10 +256,10 @@ static void test_epoch_reader_paused_at_k(void)
     }
     g_free(before);
 
-    g_mutex_lock(&w.lock);
+    pthread_mutex_lock(&w.lock);
     w.resume = true;
-    g_cond_signal(&w.cond);
-    g_mutex_unlock(&w.lock);
+    pthread_cond_signal(&w.cond);
+    pthread_mutex_unlock(&w.lock);
     size_t calls = GPOINTER_TO_SIZE(g_thread_join(reader));
 
     /* 1..k, then whatever the reader's array still held, in order, once:
@@ -270,8 +277,8 @@ static void test_epoch_reader_paused_at_k(void)
     g_assert_cmpuint(calls, ==, w.seen->len);
     g_assert_true(g_array_index(w.seen, uint64_t, at - 1) == PAUSE_MEMBERS);
 
-    g_mutex_clear(&w.lock);
-    g_cond_clear(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+    pthread_cond_destroy(&w.cond);
     g_array_unref(w.seen);
     grace_period_ends();
     procreg_grp_set_destroy(&set);
