@@ -13,9 +13,9 @@
  *    R1).  The writer changes that array in place (it appends a member
  *    or empties a slot with one atomic store) and retires through the
  *    epoch what it replaces: the metadata of members that left, arrays it
- *    outgrew or compacted, groups that emptied (R2).  A dispatch thus never blocks a writer and
- *    a writer never blocks a dispatch; what the dispatch sees is stated
- *    in member-set.h.
+ *    outgrew or compacted, groups that emptied (R2).  A dispatch thus
+ *    never blocks a writer and a writer never blocks a dispatch; what the
+ *    dispatch sees is stated in member-set.h.
  *  - A dispatch keeps its read section across the callback, which may
  *    call the registry, this group's writes included: writers retire what
  *    they replace instead of waiting for readers, so a callback's join

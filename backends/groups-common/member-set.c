@@ -261,17 +261,20 @@ procreg_grp_member *procreg_grp_add(procreg_grp_index *ix,
                                     const procreg_record *record,
                                     uint64_t id)
 {
+    /* First, so that out of memory leaves no new array behind. */
+    procreg_grp_member *m = g_try_new0(procreg_grp_member, 1);
+    if (m == NULL)
+        return NULL;
     procreg_grp_array *a =
         atomic_load_explicit(&set->array, memory_order_relaxed);
     if (a == NULL || !exclusive(ix, a) ||
         atomic_load_explicit(&a->len, memory_order_relaxed) == a->cap) {
-        if (!rebuild(ix, set, 1))
+        if (!rebuild(ix, set, 1)) {
+            g_free(m);
             return NULL;
+        }
         a = atomic_load_explicit(&set->array, memory_order_relaxed);
     }
-    procreg_grp_member *m = g_try_new0(procreg_grp_member, 1);
-    if (m == NULL)
-        return NULL;
     m->id = id;
     procreg_grp_chain *c = chain_get(ix, set, &record->owner);
     if (c == NULL) {
