@@ -489,13 +489,22 @@ void procreg_grp_set_append(const procreg_grp_set *set, GArray *out)
     }
 }
 
-size_t procreg_grp_array_foreach(const procreg_grp_array *a,
-                                 procreg_member_fn fn, gpointer user_data)
+/* How far ahead a dispatch over a large group prefetches: a page.  The
+ * hardware's stream prefetchers stop at 4 KiB page boundaries, so a group
+ * larger than the caches costs a miss or more per page without this (a
+ * prefetch past the array's end is harmless: it never faults); a group in
+ * the caches is faster without it. */
+#define GRP_PREFETCH_SLOTS (4096 / sizeof(procreg_grp_slot))
+#define GRP_PREFETCH_FROM (UINT32_C(1) << 15) /* slots: 1.25 MiB */
+
+static inline __attribute__((always_inline)) size_t
+foreach_slots(const procreg_grp_array *a, uint32_t len, bool prefetch,
+              procreg_member_fn fn, gpointer user_data)
 {
-    uint32_t len = atomic_load_explicit(&((procreg_grp_array *)a)->len,
-                                        memory_order_acquire);
     size_t calls = 0;
     for (uint32_t i = 0; i < len; i++) {
+        if (prefetch)
+            __builtin_prefetch(&a->slot[i + GRP_PREFETCH_SLOTS]);
         uint64_t id = slot_id(&a->slot[i]);
         if (id == 0)
             continue;
@@ -507,6 +516,16 @@ size_t procreg_grp_array_foreach(const procreg_grp_array *a,
             break;
     }
     return calls;
+}
+
+size_t procreg_grp_array_foreach(const procreg_grp_array *a,
+                                 procreg_member_fn fn, gpointer user_data)
+{
+    uint32_t len = atomic_load_explicit(&((procreg_grp_array *)a)->len,
+                                        memory_order_acquire);
+    return len >= GRP_PREFETCH_FROM
+               ? foreach_slots(a, len, true, fn, user_data)
+               : foreach_slots(a, len, false, fn, user_data);
 }
 
 /* The first member at index >= @i and < @end, or @end. */
