@@ -115,7 +115,8 @@ procreg_grp_member *procreg_grp_add(procreg_grp_index *ix,
                                     procreg_grp_set *set,
                                     const procreg_record *record,
                                     uint64_t id);
-/* Remove @m from @set (unpublish it, forget it, hand it to reclamation).
+/* Remove @m from @set: empty its slot, hand its metadata to reclamation
+ * (R2) and free @m, the writer's record, at once (no reader holds it).
  * false when out of memory (REFCOUNT: the copy a snapshot forces; nothing
  * changed).  EPOCH never fails. */
 bool procreg_grp_remove(procreg_grp_index *ix, procreg_grp_set *set,
