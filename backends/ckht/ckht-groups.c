@@ -10,12 +10,12 @@
  *  - Readers of one group (members, count, pick, dispatch) take no lock:
  *    inside a ck_epoch read section they find the group with one
  *    ck_ht_get_spmc and iterate its published member array (member-set.h,
- *    R1).  The writer changes that array in place (it stores a member or
- *    empties a slot with one atomic store) and retires through the epoch
- *    what it replaces: members that left, arrays it outgrew or compacted,
- *    groups that emptied (R2).  A dispatch thus never blocks a writer and
- *    a writer never blocks a dispatch; what the dispatch sees is stated
- *    in member-set.h.
+ *    R1).  The writer changes that array in place (it appends a member
+ *    or empties a slot with one atomic store) and retires through the
+ *    epoch what it replaces: the metadata of members that left, arrays it
+ *    outgrew or compacted, groups that emptied (R2).  A dispatch thus
+ *    never blocks a writer and a writer never blocks a dispatch; what the
+ *    dispatch sees is stated in member-set.h.
  *  - A dispatch keeps its read section across the callback, which may
  *    call the registry, this group's writes included: writers retire what
  *    they replace instead of waiting for readers, so a callback's join
@@ -265,10 +265,9 @@ int procreg_ckht_group_join(void *state, const procreg_key *key,
     if (fresh)
         grp = group_new(key);
     procreg_grp_member *m =
-        grp ? procreg_grp_member_new(record, self->revision + 1) : NULL;
-    if (m == NULL || !procreg_grp_add(g->ix, &grp->set, m)) {
-        if (m != NULL)
-            procreg_grp_member_free(m);
+        grp ? procreg_grp_add(g->ix, &grp->set, record, self->revision + 1)
+            : NULL;
+    if (m == NULL) {
         if (fresh)
             free(grp);
         rc = procreg_set_error(error, PROCREG_ENOMEM, "ckht: out of memory");
@@ -361,12 +360,9 @@ int procreg_ckht_group_pick(void *state, const procreg_key *key,
     if (!read_begin(state, key, &record, &grp, error))
         return PROCREG_ENOMEM;
     const procreg_grp_array *a = grp ? procreg_grp_load(&grp->set) : NULL;
-    const procreg_grp_member *m =
-        a ? procreg_grp_array_pick(a, round_robin, arg) : NULL;
-    if (m != NULL)
-        procreg_grp_member_copy(m, out);
+    bool found = a != NULL && procreg_grp_array_pick(a, round_robin, arg, out);
     procreg_epoch_read_end(record);
-    return m != NULL ? 0 : PROCREG_ENOTFOUND;
+    return found ? 0 : PROCREG_ENOTFOUND;
 }
 
 int procreg_ckht_group_dispatch(void *state, const procreg_key *key,

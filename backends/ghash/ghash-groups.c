@@ -96,10 +96,9 @@ int procreg_ghash_group_join(void *state, const procreg_key *key,
         memcpy(&grp->key, key, sizeof *key + procreg_key_size(key) + 1);
         grp->key.refcount = 0;
     }
-    procreg_grp_member *m = procreg_grp_member_new(record, s->revision + 1);
-    if (m == NULL || !procreg_grp_add(g->ix, &grp->set, m)) {
-        if (m != NULL)
-            procreg_grp_member_free(m);
+    procreg_grp_member *m =
+        procreg_grp_add(g->ix, &grp->set, record, s->revision + 1);
+    if (m == NULL) {
         if (fresh)
             g_free(grp);
         rc = procreg_set_error(error, PROCREG_ENOMEM, "ghash: out of memory");
@@ -212,11 +211,8 @@ int procreg_ghash_group_pick(void *state, const procreg_key *key,
 {
     gh_group *grp = group_get(groups_of(state), key);
     const procreg_grp_array *a = grp ? procreg_grp_load(&grp->set) : NULL;
-    const procreg_grp_member *m =
-        a ? procreg_grp_array_pick(a, round_robin, arg) : NULL;
-    if (m == NULL)
+    if (a == NULL || !procreg_grp_array_pick(a, round_robin, arg, out))
         return PROCREG_ENOTFOUND;
-    procreg_grp_member_copy(m, out);
     return 0;
 }
 

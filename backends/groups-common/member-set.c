@@ -1,6 +1,7 @@
 /*
- * The members of a group in memory: slot arrays that readers iterate
- * without a lock, and the writer's indexes by id and by owner.
+ * The members of a group in memory: slot arrays, members inline, that
+ * readers iterate without a lock, and the writer's records and indexes by
+ * id and by owner.
  * member-set.h states the layout and the invariants (R1, R2).
  */
 #include "member-set.h"
@@ -38,14 +39,14 @@ struct procreg_grp_index {
 
 static guint member_id_hash(gconstpointer p)
 {
-    uint64_t id = ((const procreg_grp_member *)p)->pub.id;
+    uint64_t id = ((const procreg_grp_member *)p)->id;
     return (guint)(id ^ (id >> 32));
 }
 
 static gboolean member_id_equal(gconstpointer a, gconstpointer b)
 {
-    return ((const procreg_grp_member *)a)->pub.id ==
-           ((const procreg_grp_member *)b)->pub.id;
+    return ((const procreg_grp_member *)a)->id ==
+           ((const procreg_grp_member *)b)->id;
 }
 
 static guint chain_hash(gconstpointer p)
@@ -106,55 +107,47 @@ size_t procreg_grp_index_members(const procreg_grp_index *ix)
 
 /* ---- members ---- */
 
-/* What a member costs: its allocation (the usable size and malloc's
- * chunk header, where the C library tells) and its metadata's data. */
-static size_t member_bytes(const procreg_grp_member *m)
+/* What a member costs beyond its slot: the writer's record (its usable
+ * size and malloc's chunk header, where the C library tells) and its
+ * metadata's data. */
+static size_t member_bytes(const procreg_grp_member *m, const GVariant *md)
 {
 #ifdef __GLIBC__
     size_t own = malloc_usable_size((void *)m) + sizeof(size_t);
 #else
     size_t own = sizeof *m;
 #endif
-    return own + (m->pub.metadata ? g_variant_get_size(m->pub.metadata) : 0);
+    return own + (md ? g_variant_get_size((GVariant *)md) : 0);
 }
 
-procreg_grp_member *procreg_grp_member_new(const procreg_record *record,
-                                           uint64_t id)
+static void variant_unref(void *p)
 {
-    procreg_grp_member *m = g_try_new0(procreg_grp_member, 1);
-    if (m == NULL)
-        return NULL;
-    m->pub.id = id;
-    m->pub.owner = record->owner;
-    m->pub.joined_at = record->registered_at;
-    if (record->metadata != NULL) {
-        /* Serialised by the writer, never by a reader (see ckht.c). */
-        (void)g_variant_get_data(record->metadata);
-        m->pub.metadata = g_variant_ref(record->metadata);
-    }
-    atomic_init(&m->refs, 0);
-    return m;
+    g_variant_unref(p);
 }
 
-void procreg_grp_member_free(void *p)
+/* Fill @out from slot @s of id @id (no reference taken). */
+static inline void slot_read(const procreg_grp_slot *s, uint64_t id,
+                             procreg_member *out)
 {
-    procreg_grp_member *m = p;
-    if (m->pub.metadata != NULL)
-        g_variant_unref(m->pub.metadata);
-    g_free(m);
+    *out = (procreg_member){.id = id,
+                            .owner = s->owner,
+                            .metadata = s->metadata,
+                            .joined_at = s->joined_at};
 }
 
-static void member_unref(procreg_grp_member *m)
+/* The id of slot @s: 0 for a hole.  Relaxed: the slot's other fields were
+ * published before the length or the array that covers it (R1), and a
+ * leave's 0 publishes nothing. */
+static inline uint64_t slot_id(const procreg_grp_slot *s)
 {
-    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
-        procreg_grp_member_free(m);
+    return atomic_load_explicit(&((procreg_grp_slot *)s)->id,
+                                memory_order_relaxed);
 }
 
-void procreg_grp_member_copy(const procreg_grp_member *m, procreg_member *out)
+static void slot_copy(const procreg_grp_slot *s, uint64_t id,
+                      procreg_member *out)
 {
-    *out = m->pub;
-    out->ns = NULL;
-    out->group = NULL;
+    slot_read(s, id, out);
     if (out->metadata != NULL)
         g_variant_ref(out->metadata);
 }
@@ -163,22 +156,27 @@ void procreg_grp_member_copy(const procreg_grp_member *m, procreg_member *out)
 
 static size_t array_bytes(uint32_t cap)
 {
-    return sizeof(procreg_grp_array) + (size_t)cap * sizeof(void *);
+    return sizeof(procreg_grp_array) +
+           (size_t)cap * (sizeof(procreg_grp_slot) + sizeof(void *));
+}
+
+/* The writer's record of each slot of @a, after its slots. */
+static procreg_grp_member **array_members(const procreg_grp_array *a)
+{
+    return (procreg_grp_member **)(void *)&((procreg_grp_array *)a)
+        ->slot[a->cap];
 }
 
 /* REFCOUNT: drop a reference; the last one frees the array and drops its
- * references on the members. */
+ * references on the members' metadata. */
 static void array_unref(procreg_grp_array *a)
 {
     if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) != 1)
         return;
     uint32_t len = atomic_load_explicit(&a->len, memory_order_relaxed);
-    for (uint32_t i = 0; i < len; i++) {
-        procreg_grp_member *m =
-            atomic_load_explicit(&a->slot[i], memory_order_relaxed);
-        if (m != NULL)
-            member_unref(m);
-    }
+    for (uint32_t i = 0; i < len; i++)
+        if (slot_id(&a->slot[i]) != 0 && a->slot[i].metadata != NULL)
+            g_variant_unref(a->slot[i].metadata);
     g_free(a);
 }
 
@@ -212,16 +210,23 @@ static bool rebuild(procreg_grp_index *ix, procreg_grp_set *set,
     uint32_t n = 0;
     uint32_t len = old ? atomic_load_explicit(&old->len, memory_order_relaxed)
                        : 0;
+    procreg_grp_member **from = old ? array_members(old) : NULL;
+    procreg_grp_member **to = array_members(a);
     for (uint32_t i = 0; i < len; i++) {
-        procreg_grp_member *m =
-            atomic_load_explicit(&old->slot[i], memory_order_relaxed);
-        if (m == NULL)
+        const procreg_grp_slot *s = &old->slot[i];
+        uint64_t id = slot_id(s);
+        if (id == 0)
             continue;
+        procreg_grp_slot *d = &a->slot[n];
+        d->joined_at = s->joined_at;
+        d->owner = s->owner;
+        d->metadata = s->metadata;
+        atomic_init(&d->id, id);
         /* Copy on write: the old array keeps its reference. */
-        if (!moved)
-            atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
-        m->slot = n;
-        atomic_init(&a->slot[n], m);
+        if (!moved && d->metadata != NULL)
+            g_variant_ref(d->metadata);
+        to[n] = from[i];
+        to[n]->slot = n;
         n++;
     }
     atomic_init(&a->len, n);
@@ -251,26 +256,34 @@ static procreg_grp_chain *chain_get(procreg_grp_index *ix,
     return g_hash_table_lookup(ix->chains, &probe);
 }
 
-bool procreg_grp_add(procreg_grp_index *ix, procreg_grp_set *set,
-                     procreg_grp_member *m)
+procreg_grp_member *procreg_grp_add(procreg_grp_index *ix,
+                                    procreg_grp_set *set,
+                                    const procreg_record *record,
+                                    uint64_t id)
 {
+    /* First, so that out of memory leaves no new array behind. */
+    procreg_grp_member *m = g_try_new0(procreg_grp_member, 1);
+    if (m == NULL)
+        return NULL;
     procreg_grp_array *a =
         atomic_load_explicit(&set->array, memory_order_relaxed);
     if (a == NULL || !exclusive(ix, a) ||
         atomic_load_explicit(&a->len, memory_order_relaxed) == a->cap) {
-        if (!rebuild(ix, set, 1))
-            return false;
+        if (!rebuild(ix, set, 1)) {
+            g_free(m);
+            return NULL;
+        }
         a = atomic_load_explicit(&set->array, memory_order_relaxed);
     }
-    procreg_grp_chain *c = chain_get(ix, set, &m->pub.owner);
+    m->id = id;
+    procreg_grp_chain *c = chain_get(ix, set, &record->owner);
     if (c == NULL) {
         c = g_new0(procreg_grp_chain, 1);
         c->set = set;
-        c->owner = m->pub.owner;
+        c->owner = record->owner;
         g_hash_table_add(ix->chains, c);
     }
     m->chain = c;
-    m->prev = NULL;
     m->next = c->head;
     if (c->head != NULL)
         c->head->prev = m;
@@ -279,15 +292,24 @@ bool procreg_grp_add(procreg_grp_index *ix, procreg_grp_set *set,
 
     uint32_t len = atomic_load_explicit(&a->len, memory_order_relaxed);
     m->slot = len;
-    atomic_store_explicit(&m->refs, 1, memory_order_relaxed); /* the array's */
-    /* R1: the member, then its slot, then the length that covers it. */
-    atomic_store_explicit(&a->slot[len], m, memory_order_release);
+    array_members(a)[len] = m;
+    procreg_grp_slot *s = &a->slot[len];
+    s->joined_at = record->registered_at;
+    s->owner = record->owner;
+    s->metadata = NULL;
+    if (record->metadata != NULL) {
+        /* Serialised by the writer, never by a reader (see ckht.c). */
+        (void)g_variant_get_data(record->metadata);
+        s->metadata = g_variant_ref(record->metadata); /* the array's */
+    }
+    atomic_store_explicit(&s->id, id, memory_order_relaxed);
+    /* R1: the slot in full, then the length that covers it. */
     atomic_store_explicit(&a->len, len + 1, memory_order_release);
     atomic_store_explicit(&set->live, procreg_grp_live(set) + 1,
                           memory_order_relaxed);
     ix->members++;
-    ix->member_bytes += member_bytes(m);
-    return true;
+    ix->member_bytes += member_bytes(m, s->metadata);
+    return m;
 }
 
 bool procreg_grp_remove(procreg_grp_index *ix, procreg_grp_set *set,
@@ -301,10 +323,20 @@ bool procreg_grp_remove(procreg_grp_index *ix, procreg_grp_set *set,
             return false;
         a = atomic_load_explicit(&set->array, memory_order_relaxed);
     }
-    atomic_store_explicit(&a->slot[m->slot], NULL, memory_order_release);
+    procreg_grp_slot *s = &a->slot[m->slot];
+    /* R1: the one change a published slot sees; its fields stay. */
+    atomic_store_explicit(&s->id, 0, memory_order_relaxed);
     set->holes++;
     atomic_store_explicit(&set->live, procreg_grp_live(set) - 1,
                           memory_order_relaxed);
+    ix->members--;
+    ix->member_bytes -= member_bytes(m, s->metadata);
+    /* R2: a reader may still be copying the slot out. */
+    if (s->metadata != NULL && ix->mode == PROCREG_GRP_EPOCH)
+        ix->retire(s->metadata, variant_unref,
+                   g_variant_get_size(s->metadata), ix->ctx);
+    else if (s->metadata != NULL)
+        g_variant_unref(s->metadata); /* no snapshot holds @a */
 
     g_hash_table_remove(ix->by_id, m);
     procreg_grp_chain *c = m->chain;
@@ -316,12 +348,7 @@ bool procreg_grp_remove(procreg_grp_index *ix, procreg_grp_set *set,
         m->next->prev = m->prev;
     if (c->head == NULL)
         g_hash_table_remove(ix->chains, c); /* frees it */
-    ix->members--;
-    ix->member_bytes -= member_bytes(m);
-    if (ix->mode == PROCREG_GRP_EPOCH)
-        ix->retire(m, procreg_grp_member_free, member_bytes(m), ix->ctx);
-    else
-        member_unref(m);
+    g_free(m); /* the writer's alone */
 
     /* Mostly holes: compact (out of memory, a later removal tries). */
     uint32_t len = atomic_load_explicit(&a->len, memory_order_relaxed);
@@ -352,10 +379,11 @@ void procreg_grp_set_destroy(procreg_grp_set *set)
         return;
     uint32_t len = atomic_load_explicit(&a->len, memory_order_relaxed);
     for (uint32_t i = 0; i < len; i++) {
-        procreg_grp_member *m =
-            atomic_load_explicit(&a->slot[i], memory_order_relaxed);
-        if (m != NULL)
-            procreg_grp_member_free(m);
+        if (slot_id(&a->slot[i]) == 0)
+            continue;
+        if (a->slot[i].metadata != NULL)
+            g_variant_unref(a->slot[i].metadata);
+        g_free(array_members(a)[i]);
     }
     g_free(a);
     atomic_store_explicit(&set->array, NULL, memory_order_relaxed);
@@ -392,10 +420,10 @@ int procreg_grp_leave(procreg_grp_index *ix, procreg_grp_set *set,
         procreg_grp_member *m = procreg_grp_find(ix, member_id);
         if (m == NULL || !procreg_grp_in_set(m, set))
             return 0; /* not a member: nothing to do */
-        if (owner != NULL && (m->pub.owner.pid != owner->pid ||
-                              m->pub.owner.start_time != owner->start_time))
-            return procreg_set_member_owner_error(error, key, member_id,
-                                                  &m->pub.owner);
+        const procreg_owner *its = &m->chain->owner;
+        if (owner != NULL && (its->pid != owner->pid ||
+                              its->start_time != owner->start_time))
+            return procreg_set_member_owner_error(error, key, member_id, its);
         if (!leave_one(ix, set, m, removed))
             return procreg_set_error(error, PROCREG_ENOMEM,
                                      "out of memory leaving a group");
@@ -418,7 +446,7 @@ int procreg_grp_leave(procreg_grp_index *ix, procreg_grp_set *set,
 
 procreg_grp_member *procreg_grp_find(procreg_grp_index *ix, uint64_t id)
 {
-    procreg_grp_member probe = {.pub.id = id};
+    procreg_grp_member probe = {.id = id};
     return g_hash_table_lookup(ix->by_id, &probe);
 }
 
@@ -436,88 +464,110 @@ procreg_grp_member *procreg_grp_owner_first(procreg_grp_index *ix,
     return c != NULL ? c->head : NULL;
 }
 
+void procreg_grp_member_copy(const procreg_grp_member *m, procreg_member *out)
+{
+    const procreg_grp_array *a = procreg_grp_load(m->chain->set);
+    slot_copy(&a->slot[m->slot], m->id, out);
+}
+
+/* ---- readers ---- */
+
 void procreg_grp_set_append(const procreg_grp_set *set, GArray *out)
 {
     const procreg_grp_array *a = procreg_grp_load(set);
     if (a == NULL)
         return;
-    uint32_t len = atomic_load_explicit(&a->len, memory_order_acquire);
+    uint32_t len = atomic_load_explicit(&((procreg_grp_array *)a)->len,
+                                        memory_order_acquire);
     for (uint32_t i = 0; i < len; i++) {
-        const procreg_grp_member *m = atomic_load_explicit(
-            &((procreg_grp_array *)a)->slot[i], memory_order_acquire);
-        if (m == NULL)
+        uint64_t id = slot_id(&a->slot[i]);
+        if (id == 0)
             continue;
         procreg_member copy;
-        procreg_grp_member_copy(m, &copy);
+        slot_copy(&a->slot[i], id, &copy);
         g_array_append_val(out, copy);
     }
 }
 
-/* ---- readers ---- */
+/* How far ahead a dispatch over a large group prefetches: a page.  The
+ * hardware's stream prefetchers stop at 4 KiB page boundaries, so a group
+ * larger than the caches costs a miss or more per page without this (a
+ * prefetch past the array's end is harmless: it never faults); a group in
+ * the caches is faster without it. */
+#define GRP_PREFETCH_SLOTS (4096 / sizeof(procreg_grp_slot))
+#define GRP_PREFETCH_FROM (UINT32_C(1) << 15) /* slots: 1.25 MiB */
 
-/* How far ahead a dispatch prefetches members: their headers are where
- * the time goes once a group outgrows the caches. */
-#define GRP_PREFETCH 8u
-
-size_t procreg_grp_array_foreach(const procreg_grp_array *a,
-                                 procreg_member_fn fn, gpointer user_data)
+static inline __attribute__((always_inline)) size_t
+foreach_slots(const procreg_grp_array *a, uint32_t len, bool prefetch,
+              procreg_member_fn fn, gpointer user_data)
 {
-    procreg_grp_array *arr = (procreg_grp_array *)a;
-    uint32_t len = atomic_load_explicit(&arr->len, memory_order_acquire);
     size_t calls = 0;
     for (uint32_t i = 0; i < len; i++) {
-        if (i + GRP_PREFETCH < len)
-            __builtin_prefetch(atomic_load_explicit(
-                &arr->slot[i + GRP_PREFETCH], memory_order_relaxed));
-        const procreg_grp_member *m =
-            atomic_load_explicit(&arr->slot[i], memory_order_acquire);
-        if (m == NULL)
+        if (prefetch)
+            __builtin_prefetch(&a->slot[i + GRP_PREFETCH_SLOTS]);
+        uint64_t id = slot_id(&a->slot[i]);
+        if (id == 0)
             continue;
+        /* A copy: @fn may read it while the writer empties the slot. */
+        procreg_member m;
+        slot_read(&a->slot[i], id, &m);
         calls++;
-        if (!fn(&m->pub, user_data))
+        if (!fn(&m, user_data))
             break;
     }
     return calls;
 }
 
-static const procreg_grp_member *slot_at(const procreg_grp_array *a,
-                                         uint32_t i)
+size_t procreg_grp_array_foreach(const procreg_grp_array *a,
+                                 procreg_member_fn fn, gpointer user_data)
 {
-    return atomic_load_explicit(&((procreg_grp_array *)a)->slot[i],
-                                memory_order_acquire);
+    uint32_t len = atomic_load_explicit(&((procreg_grp_array *)a)->len,
+                                        memory_order_acquire);
+    return len >= GRP_PREFETCH_FROM
+               ? foreach_slots(a, len, true, fn, user_data)
+               : foreach_slots(a, len, false, fn, user_data);
 }
 
 /* The first member at index >= @i and < @end, or @end. */
 static uint32_t next_used(const procreg_grp_array *a, uint32_t i, uint32_t end)
 {
-    while (i < end && slot_at(a, i) == NULL)
+    while (i < end && slot_id(&a->slot[i]) == 0)
         i++;
     return i;
 }
 
-const procreg_grp_member *procreg_grp_array_pick(const procreg_grp_array *a,
-                                                 bool round_robin,
-                                                 uint64_t arg)
+/* Copy member @i of @a to @out; false when it is a hole (now). */
+static bool pick_copy(const procreg_grp_array *a, uint32_t i,
+                      procreg_member *out)
+{
+    uint64_t id = slot_id(&a->slot[i]);
+    if (id == 0)
+        return false;
+    slot_copy(&a->slot[i], id, out);
+    return true;
+}
+
+bool procreg_grp_array_pick(const procreg_grp_array *a, bool round_robin,
+                            uint64_t arg, procreg_member *out)
 {
     uint32_t len = atomic_load_explicit(&((procreg_grp_array *)a)->len,
                                         memory_order_acquire);
     if (len == 0)
-        return NULL;
+        return false;
     if (!round_robin) {
         /* Rejection sampling is uniform; holes are at most half of the
          * used slots after a compaction, so few draws miss. */
         uint64_t x = arg;
         for (int tries = 0; tries < 16; tries++) {
             x = x * 6364136223846793005ull + 1442695040888963407ull;
-            const procreg_grp_member *m = slot_at(a, (uint32_t)((x >> 32) % len));
-            if (m != NULL)
-                return m;
+            if (pick_copy(a, (uint32_t)((x >> 32) % len), out))
+                return true;
         }
         uint32_t from = (uint32_t)((x >> 32) % len);
         uint32_t j = next_used(a, from, len);
         if (j == len)
             j = next_used(a, 0, from);
-        return j < len ? slot_at(a, j) : NULL;
+        return j < len && pick_copy(a, j, out);
     }
     /* The smallest id above @arg: slots are in id order, holes aside. */
     uint32_t lo = 0, hi = len, found = len;
@@ -528,8 +578,8 @@ const procreg_grp_member *procreg_grp_array_pick(const procreg_grp_array *a,
             hi = mid;
             continue;
         }
-        const procreg_grp_member *m = slot_at(a, j);
-        if (m != NULL && m->pub.id > arg) {
+        uint64_t id = slot_id(&a->slot[j]);
+        if (id != 0 && id > arg) {
             found = j;
             hi = mid;
         } else {
@@ -538,7 +588,7 @@ const procreg_grp_member *procreg_grp_array_pick(const procreg_grp_array *a,
     }
     if (found == len)
         found = next_used(a, 0, len);
-    return found < len ? slot_at(a, found) : NULL;
+    return found < len && pick_copy(a, found, out);
 }
 
 procreg_grp_array *procreg_grp_snapshot(const procreg_grp_set *set)

@@ -5,33 +5,47 @@
  * group's size.  Hidden: compiled into the library, never installed.
  *
  * Layout.  A group's members live in a slot array (procreg_grp_array) in
- * join order: a join appends, a leave empties its slot (a hole).  The
- * writer's indexes find a member by id (to leave it) and a group's
- * members by owner (to leave all of one process's), each in O(1).  When
- * the array is full, or more than half of its used slots are holes, the
- * writer builds a new one holding the live members in the same order and
- * publishes it: O(live) work every O(live) changes, O(1) amortised.
+ * join order (so in id order): a join appends, a leave empties its slot
+ * (a hole).  A slot holds what a reader hands out (id, owner, metadata
+ * pointer, join time) inline, so a dispatch walks contiguous memory and
+ * never follows a pointer per member.  The writer keeps a record of its
+ * own per member (procreg_grp_member: its slot, its owner's chain) that
+ * readers never touch, and indexes that find a member by id (to leave
+ * it) and a group's members by owner (to leave all of one process's),
+ * each in O(1).  When the array is full, or more than half of its used
+ * slots are holes, the writer builds a new one holding the live members
+ * in the same order and publishes it: O(live) work every O(live)
+ * changes, O(1) amortised.
  *
  * Readers (dispatch, pick, count) load the published array and read its
- * slots with acquire loads, taking no lock.  The invariant that makes it
- * safe, whatever the writer does meanwhile:
- *   (R1) a slot pointer and a member's public part (pub) are written in
- *        full before the release store that publishes them (a slot, or
- *        the array holding it), and pub never changes afterwards;
- *   (R2) an array or a member is never freed while a reader may hold it:
- *        how that is ensured is the backend's reclamation mode:
- *          - PROCREG_GRP_EPOCH (ckht): arrays and members that go are
- *            handed to the backend's retire hook (its ck_epoch), and the
- *            writer changes the current array in place;
+ * slots, taking no lock and copying each member out before using it.
+ * The invariant that makes it safe, whatever the writer does meanwhile:
+ *   (R1) a slot is written once, in full, before the release store that
+ *        publishes it (the array's length, or the array), and never
+ *        moves: no slot below the length is ever written again in that
+ *        array, except its id, which a leave sets to 0 (a hole) with one
+ *        atomic store.  A reader that reads a non-zero id thus reads the
+ *        fields that id was published with: never a torn member, never
+ *        one member's id with another's fields.  A reader loads the
+ *        length once, so a slot the writer fills later is never read;
+ *   (R2) an array, or the metadata a slot points to, is never freed while
+ *        a reader may hold it: how that is ensured is the backend's
+ *        reclamation mode:
+ *          - PROCREG_GRP_EPOCH (ckht): arrays that go and the metadata
+ *            references of members that left are handed to the backend's
+ *            retire hook (its ck_epoch), and the writer changes the
+ *            current array in place (appends, and holes);
  *          - PROCREG_GRP_REFCOUNT (ghash): a reader takes a reference on
  *            the array (procreg_grp_snapshot(), under a lock the backend
- *            holds against its writers); arrays hold a reference on each
- *            member; a writer never changes an array another reference
- *            holds: it builds a new one (copy on write) first.
- * What a reader sees: the members of the array it loaded, each slot once:
- * every member present throughout is visited exactly once; one that
- * joined after the reader read the array's length is not; one that left
- * meanwhile may be.
+ *            holds against its writers); each array holds a reference on
+ *            the metadata of each of its members; a writer never changes
+ *            an array another reference holds: it builds a new one (copy
+ *            on write) first.
+ * What a reader sees: the members of the array it loaded, each slot once,
+ * in order (slots never move within an array, and compaction builds
+ * another array): every member present throughout is visited exactly
+ * once; one that joined after the reader read the array's length is not;
+ * one that left meanwhile may be (with the fields it joined with).
  *
  * Writers: one at a time per index (the backend's write lock).
  */
@@ -46,19 +60,29 @@ G_BEGIN_DECLS
 
 typedef struct procreg_grp_chain procreg_grp_chain;
 
+/* The writer's record of a member: readers never see it. */
 typedef struct procreg_grp_member {
-    procreg_member pub; /* readers: ns and group NULL; immutable (R1) */
-    atomic_int refs;    /* REFCOUNT: the arrays holding it */
-    uint32_t slot;      /* writer: its index in the current array */
-    struct procreg_grp_member *prev, *next; /* writer: its owner's chain */
-    procreg_grp_chain *chain;               /* writer */
+    uint64_t id;
+    uint32_t slot; /* its index in the current array */
+    struct procreg_grp_member *prev, *next; /* its owner's chain */
+    procreg_grp_chain *chain;               /* its set and owner */
 } procreg_grp_member;
+
+/* A member as readers see it, inline in the array (R1). */
+typedef struct {
+    _Atomic uint64_t id; /* 0: a hole (the member left) */
+    int64_t joined_at;
+    procreg_owner owner;
+    GVariant *metadata; /* a reference held by the array (R2), or NULL */
+} procreg_grp_slot;
 
 typedef struct {
     atomic_int refs;     /* REFCOUNT: the set's, and each snapshot's */
     uint32_t cap;
     _Atomic uint32_t len; /* slots used, holes included */
-    _Atomic(procreg_grp_member *) slot[];
+    /* cap slots, then the writer's cap procreg_grp_member pointers (each
+     * slot's record; readers never read them). */
+    procreg_grp_slot slot[];
 } procreg_grp_array;
 
 /* One group's members. */
@@ -84,18 +108,15 @@ procreg_grp_index *procreg_grp_index_new(procreg_grp_mode mode,
 /* Every set must have been cleared (procreg_grp_set_clear()) first. */
 void procreg_grp_index_free(procreg_grp_index *ix);
 
-/* A new member (not yet in a set) for @record, with id @id; NULL when out
- * of memory. */
-procreg_grp_member *procreg_grp_member_new(const procreg_record *record,
-                                           uint64_t id);
-/* Free @m and its metadata reference. */
-void procreg_grp_member_free(void *m);
-
-/* Add @m to @set: published to readers, indexed for the writer.  false
- * when out of memory (nothing changed; @m is still the caller's). */
-bool procreg_grp_add(procreg_grp_index *ix, procreg_grp_set *set,
-                     procreg_grp_member *m);
-/* Remove @m from @set (unpublish it, forget it, hand it to reclamation).
+/* Add a member of id @id for @record (owner, metadata, join time) to
+ * @set: published to readers, indexed for the writer.  Returns the
+ * writer's record of it, or NULL when out of memory (nothing changed). */
+procreg_grp_member *procreg_grp_add(procreg_grp_index *ix,
+                                    procreg_grp_set *set,
+                                    const procreg_record *record,
+                                    uint64_t id);
+/* Remove @m from @set: empty its slot, hand its metadata to reclamation
+ * (R2) and free @m, the writer's record, at once (no reader holds it).
  * false when out of memory (REFCOUNT: the copy a snapshot forces; nothing
  * changed).  EPOCH never fails. */
 bool procreg_grp_remove(procreg_grp_index *ix, procreg_grp_set *set,
@@ -128,7 +149,8 @@ procreg_grp_member *procreg_grp_owner_first(procreg_grp_index *ix,
                                             const procreg_grp_set *set,
                                             const procreg_owner *owner);
 
-/* Copy @m out for a caller (metadata referenced; ns, group NULL). */
+/* Copy @m out for a caller (metadata referenced; ns, group NULL; the
+ * writer). */
 void procreg_grp_member_copy(const procreg_grp_member *m, procreg_member *out);
 /* Append a copy of each member of @set to @out, in id order (a reader:
  * inside the backend's read protection, or the writer). */
@@ -152,10 +174,10 @@ static inline procreg_grp_array *procreg_grp_load(const procreg_grp_set *set)
  * number of calls. */
 size_t procreg_grp_array_foreach(const procreg_grp_array *a,
                                  procreg_member_fn fn, gpointer user_data);
-/* One member of @a as the group_pick slot says, or NULL when empty. */
-const procreg_grp_member *procreg_grp_array_pick(const procreg_grp_array *a,
-                                                 bool round_robin,
-                                                 uint64_t arg);
+/* Copy one member of @a, as the group_pick slot says, to @out (metadata
+ * referenced; ns, group NULL); false when @a has none. */
+bool procreg_grp_array_pick(const procreg_grp_array *a, bool round_robin,
+                            uint64_t arg, procreg_member *out);
 
 /* REFCOUNT: a reference on @set's array for a reader that will iterate it
  * without the backend's lock (take it under the lock), or NULL; release
