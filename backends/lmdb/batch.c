@@ -193,11 +193,19 @@ void procreg_lmdb_batch_open(lmdb_env *env)
     env->batch = a;
 }
 
+void procreg_lmdb_batch_init(lmdb_env *env)
+{
+    pthread_mutex_init(&env->batch_lock, NULL);
+    pthread_cond_init(&env->batch_cond, NULL);
+}
+
 void procreg_lmdb_batch_close(lmdb_env *env)
 {
     if (env->batch != NULL)
         munmap(env->batch, AREA_SIZE);
     env->batch = NULL;
+    pthread_cond_destroy(&env->batch_cond);
+    pthread_mutex_destroy(&env->batch_lock);
 }
 
 unsigned int procreg_lmdb_batch_slots_used(lmdb_env *env)
@@ -448,6 +456,35 @@ static int take_answer(batch_slot *s, const procreg_record *record,
     return rc;
 }
 
+/* Wait for this process's turn at the writer lock, which one thread at
+ * a time takes for the batches (the others wait here, not on the lock, so
+ * that a thread whose request a batch answered returns without taking the
+ * lock, and the next turn goes to a thread with a request still
+ * pending).  false: @s was answered meanwhile (DONE, which no one but
+ * its registrant moves on: its answer is read without the lock); true:
+ * the turn is ours, end it with local_turn_end().
+ * Invariant: batch_turn is set while one thread of this process holds
+ * or waits for the writer lock for a batch, and every change of it is
+ * broadcast under batch_lock, so a waiter sees each end of a turn. */
+static bool local_turn(lmdb_env *env, batch_slot *s)
+{
+    pthread_mutex_lock(&env->batch_lock);
+    while (state_get(s) != SLOT_DONE && env->batch_turn)
+        pthread_cond_wait(&env->batch_cond, &env->batch_lock);
+    bool mine = state_get(s) != SLOT_DONE;
+    env->batch_turn |= mine;
+    pthread_mutex_unlock(&env->batch_lock);
+    return mine;
+}
+
+static void local_turn_end(lmdb_env *env)
+{
+    pthread_mutex_lock(&env->batch_lock);
+    env->batch_turn = false;
+    pthread_cond_broadcast(&env->batch_cond);
+    pthread_mutex_unlock(&env->batch_lock);
+}
+
 /* Give up @s after the writer lock failed: withdrawn when no leader has
  * it, else left to the leaders with no registrant (its pid 0). */
 static void abandon(batch_slot *s)
@@ -494,16 +531,26 @@ int procreg_lmdb_batch_register(lmdb_env *env, const procreg_key *key,
         memcpy(s->data + key_len, meta, meta_len);
     state_move(s, SLOT_CLAIMED, SLOT_PENDING);
     HOOK("published");
-    int rc = procreg_lmdb_writer_lock(env, error);
-    if (rc != 0) {
-        abandon(s);
-        return rc;
+    int rc;
+    if (!local_turn(env, s)) {
+        rc = take_answer(s, record, current); /* answered meanwhile */
+        slot_free(s);
+    } else {
+        rc = procreg_lmdb_writer_lock(env, error);
+        bool locked = rc == 0;
+        if (locked) {
+            if (state_get(s) == SLOT_PENDING)
+                lead(env);
+            rc = take_answer(s, record, current);
+            slot_free(s);
+            procreg_lmdb_writer_unlock(env);
+        } else {
+            abandon(s);
+        }
+        local_turn_end(env);
+        if (!locked)
+            return rc;
     }
-    if (state_get(s) == SLOT_PENDING)
-        lead(env);
-    rc = take_answer(s, record, current);
-    slot_free(s);
-    procreg_lmdb_writer_unlock(env);
     if (rc == RESULT_SOLO) {
         procreg_entry_clear(current);
         return PROCREG_LMDB_SOLO;

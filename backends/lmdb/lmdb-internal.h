@@ -83,6 +83,9 @@ typedef struct {
     int writer_fd;     /* -1: none (read-only with a lock file) */
     int shared_reads;  /* lockless reads running; under writer_mutex */
     lmdb_batch_area *batch; /* NULL: every registration goes solo */
+    pthread_mutex_t batch_lock; /* this process's turns at batches */
+    pthread_cond_t batch_cond;
+    bool batch_turn;            /* under batch_lock */
     pthread_mutex_t pool_lock;
     MDB_txn *pool[POOL_MAX];
     int pool_n;
@@ -267,6 +270,8 @@ LMDB_HIDDEN void procreg_lmdb_writer_fork_child(void);
 /* Map the request area (in FILE-notify, past its first page); without
  * one (no room, or the area is not ours) env->batch stays NULL. */
 LMDB_HIDDEN void procreg_lmdb_batch_open(lmdb_env *env);
+/* Set up this process's turns (before procreg_lmdb_batch_open()). */
+LMDB_HIDDEN void procreg_lmdb_batch_init(lmdb_env *env);
 LMDB_HIDDEN void procreg_lmdb_batch_close(lmdb_env *env);
 /* Under the writer lock, before any write transaction begins: resolve
  * the requests a dead leader applied (batch.c's invariant). */
