@@ -511,6 +511,7 @@ int procreg_lmdb_batch_register(lmdb_env *env, const procreg_key *key,
         key_len + meta_len <= SLOT_DATA / 2)
         s = claim(env);
     if (s == NULL) {
+        HOOK("solo");
         g_atomic_pointer_add(&env->batch_solo, 1);
         return PROCREG_LMDB_SOLO;
     }

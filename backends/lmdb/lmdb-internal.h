@@ -291,7 +291,7 @@ LMDB_HIDDEN int procreg_lmdb_batch_register(lmdb_env *env,
                                             GError **error);
 #ifdef PROCREG_TEST_BATCH_HOOK
 /* Test builds only (tests/lmdb): called at the named points of a batch
- * ("claimed", "published", "lead", "applied", "committed"). */
+ * ("solo", "claimed", "published", "lead", "applied", "committed"). */
 LMDB_HIDDEN extern void (*procreg_lmdb_batch_hook)(const char *point);
 #endif
 
