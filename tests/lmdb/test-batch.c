@@ -13,11 +13,13 @@
 #include "lmdb-test-util.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 
 extern void (*procreg_lmdb_batch_hook)(const char *point);
 
@@ -170,36 +172,46 @@ static pid_t owner_of(procreg *reg, const char *name)
 
 /* ---- threads of one process ---- */
 
+/* pthreads, not GMutex: glib 2.74's GMutex is a bare futex that
+ * ThreadSanitizer cannot see. */
+static struct timespec deadline_in(int seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += seconds;
+    return ts;
+}
+
 /* What this process's hook sees: requests published, and a gate that
  * holds the first leader. */
 static struct {
-    GMutex lock;
-    GCond cond;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
     int published, solo;
     int hold_until;   /* the first leader waits for this many published */
     bool hold_solo;   /* ...and for a registration sent solo */
     bool released;    /* the first leader went on */
-} gate;
+} gate = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static void gate_hook(const char *point)
 {
-    g_mutex_lock(&gate.lock);
+    pthread_mutex_lock(&gate.lock);
     if (strcmp(point, "published") == 0)
         gate.published++;
     else if (strcmp(point, "solo") == 0)
         gate.solo++;
-    g_cond_broadcast(&gate.cond);
+    pthread_cond_broadcast(&gate.cond);
     if (strcmp(point, "lead") == 0 && !gate.released) {
         /* A bound against a hang, long enough for valgrind. */
-        gint64 end = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+        struct timespec end = deadline_in(60);
         while (gate.published < gate.hold_until ||
                (gate.hold_solo && gate.solo == 0))
-            if (!g_cond_wait_until(&gate.cond, &gate.lock, end))
+            if (pthread_cond_timedwait(&gate.cond, &gate.lock, &end) != 0)
                 g_error("the leader waited 60 s for %d requests (%d)",
                         gate.hold_until, gate.published);
         gate.released = true;
     }
-    g_mutex_unlock(&gate.lock);
+    pthread_mutex_unlock(&gate.lock);
 }
 
 static void gate_arm(int hold_until, bool hold_solo)
@@ -251,8 +263,8 @@ static void registrant_finish(registrant *r, GThread *t)
 
 /* Events seen by a subscriber: names and revisions, in delivery order. */
 typedef struct {
-    GMutex lock;
-    GCond cond;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
     GPtrArray *names;
     GArray *revisions, *positions;
 } seen;
@@ -262,12 +274,12 @@ static void on_event(procreg *reg, const procreg_event *ev, gpointer data)
     seen *s = data;
     if (ev->kind != PROCREG_EVENT_REGISTERED)
         return;
-    g_mutex_lock(&s->lock);
+    pthread_mutex_lock(&s->lock);
     g_ptr_array_add(s->names, g_strdup(ev->name));
     g_array_append_val(s->revisions, ev->entry->revision);
     g_array_append_val(s->positions, ev->position);
-    g_cond_broadcast(&s->cond);
-    g_mutex_unlock(&s->lock);
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Eight threads, two of them for the same name, committed in one batch:
@@ -281,8 +293,8 @@ static void test_threads(fixture *f, gconstpointer data)
     seen s = {.names = g_ptr_array_new_with_free_func(g_free),
               .revisions = g_array_new(FALSE, FALSE, sizeof(guint64)),
               .positions = g_array_new(FALSE, FALSE, sizeof(guint64))};
-    g_mutex_init(&s.lock);
-    g_cond_init(&s.cond);
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.cond, NULL);
     uint64_t sub;
     g_assert_cmpint(procreg_subscribe(reg, NS, NULL, on_event, &s, NULL, NULL,
                                       &sub, NULL), ==, 0);
@@ -315,12 +327,12 @@ static void test_threads(fixture *f, gconstpointer data)
         procreg_entry_clear(&e);
     }
 
-    g_mutex_lock(&s.lock);
-    gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    pthread_mutex_lock(&s.lock);
+    struct timespec end = deadline_in(60);
     while (s.names->len < N - 1)
-        if (!g_cond_wait_until(&s.cond, &s.lock, end))
+        if (pthread_cond_timedwait(&s.cond, &s.lock, &end) != 0)
             g_error("saw %u of %d registrations", s.names->len, N - 1);
-    g_mutex_unlock(&s.lock);
+    pthread_mutex_unlock(&s.lock);
     g_assert_cmpint(procreg_unsubscribe(reg, sub), ==, 0);
     g_assert_cmpuint(s.names->len, ==, N - 1);
     GHashTable *names = g_hash_table_new(g_str_hash, g_str_equal);
@@ -341,8 +353,8 @@ static void test_threads(fixture *f, gconstpointer data)
     g_ptr_array_unref(s.names);
     g_array_unref(s.revisions);
     g_array_unref(s.positions);
-    g_mutex_clear(&s.lock);
-    g_cond_clear(&s.cond);
+    pthread_mutex_destroy(&s.lock);
+    pthread_cond_destroy(&s.cond);
     g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
     procreg_close(reg);
 }
