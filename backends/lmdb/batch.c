@@ -430,15 +430,14 @@ static batch_slot *claim(lmdb_env *env)
 
 /* The answer in DONE slot @s; RESULT_SOLO when the holder's metadata
  * cannot be decoded here (the solo path reports it). */
-static int take_answer(batch_slot *s, const procreg_record *record,
-                       procreg_entry *current)
+static int take_answer(batch_slot *s, const register_req *req,
+                       GVariant *metadata, procreg_entry *current)
 {
     int rc = s->h.result;
     if (rc == 0 && current != NULL) {
-        current->owner = record->owner;
-        current->metadata =
-            record->metadata ? g_variant_ref(record->metadata) : NULL;
-        current->registered_at = record->registered_at;
+        current->owner = req->owner;
+        current->metadata = metadata ? g_variant_ref(metadata) : NULL;
+        current->registered_at = req->registered_at;
         current->revision = s->h.cur_revision;
     } else if (rc == PROCREG_EEXISTS) {
         raw_entry held = {
@@ -498,17 +497,16 @@ static void abandon(batch_slot *s)
         ;
 }
 
-int procreg_lmdb_batch_register(lmdb_env *env, const procreg_key *key,
-                                const procreg_record *record,
-                                uint32_t instance_id, const void *meta,
-                                size_t meta_len, procreg_entry *current,
+int procreg_lmdb_batch_register(lmdb_env *env,
+                                const register_req *req, GVariant *metadata,
+                                procreg_entry *current,
                                 GError **error)
 {
-    size_t key_len = procreg_key_size(key);
+    size_t key_len = req->key.mv_size;
     batch_slot *s = NULL;
     /* Half the data for the request: room for a holder's answer. */
     if (env->batch != NULL && !env->read_only &&
-        key_len + meta_len <= SLOT_DATA / 2)
+        key_len + req->meta_len <= SLOT_DATA / 2)
         s = claim(env);
     if (s == NULL) {
         HOOK("solo");
@@ -519,22 +517,22 @@ int procreg_lmdb_batch_register(lmdb_env *env, const procreg_key *key,
     unsigned int flags = 0;
     mdb_env_get_flags(env->mdb, &flags);
     s->h.requester_start = env->self.start_time;
-    s->h.owner_pid = record->owner.pid;
-    s->h.owner_start = record->owner.start_time;
-    s->h.registered_at = record->registered_at;
-    s->h.instance_id = instance_id;
-    s->h.has_meta = record->metadata != NULL;
+    s->h.owner_pid = req->owner.pid;
+    s->h.owner_start = req->owner.start_time;
+    s->h.registered_at = req->registered_at;
+    s->h.instance_id = req->instance_id;
+    s->h.has_meta = req->has_meta;
     s->h.sync = !(flags & MDB_NOMETASYNC);
     s->h.key_len = (uint32_t)key_len;
-    s->h.meta_len = (uint32_t)meta_len;
-    memcpy(s->data, procreg_key_bytes(key), key_len);
-    if (meta_len > 0)
-        memcpy(s->data + key_len, meta, meta_len);
+    s->h.meta_len = (uint32_t)req->meta_len;
+    memcpy(s->data, req->key.mv_data, key_len);
+    if (req->meta_len > 0)
+        memcpy(s->data + key_len, req->meta, req->meta_len);
     state_move(s, SLOT_CLAIMED, SLOT_PENDING);
     HOOK("published");
     int rc;
     if (!local_turn(env, s)) {
-        rc = take_answer(s, record, current); /* answered meanwhile */
+        rc = take_answer(s, req, metadata, current); /* answered meanwhile */
         slot_free(s);
     } else {
         rc = procreg_lmdb_writer_lock(env, error);
@@ -542,7 +540,7 @@ int procreg_lmdb_batch_register(lmdb_env *env, const procreg_key *key,
         if (locked) {
             if (state_get(s) == SLOT_PENDING)
                 lead(env);
-            rc = take_answer(s, record, current);
+            rc = take_answer(s, req, metadata, current);
             slot_free(s);
             procreg_lmdb_writer_unlock(env);
         } else {

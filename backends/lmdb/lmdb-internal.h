@@ -263,6 +263,18 @@ LMDB_HIDDEN void procreg_lmdb_writer_fork_child(void);
 
 /* ---- batch.c: group commit of registrations ---- */
 
+/* One registration as ops.c's register step applies it. */
+typedef struct {
+    MDB_val key;
+    procreg_owner owner;
+    int64_t registered_at;
+    bool has_meta;
+    const void *meta;
+    size_t meta_len;
+    uint32_t instance_id;
+    raw_entry held; /* out: the new entry (0), or the holder (EEXISTS) */
+} register_req;
+
 /* procreg_lmdb_batch_register()'s answer when the registration must take
  * the solo path (procreg_lmdb_write_txn()). */
 #define PROCREG_LMDB_SOLO (-1000)
@@ -278,15 +290,12 @@ LMDB_HIDDEN void procreg_lmdb_batch_close(lmdb_env *env);
 LMDB_HIDDEN void procreg_lmdb_batch_recover(lmdb_env *env);
 /* Slots not free (a figure for stats()). */
 LMDB_HIDDEN unsigned int procreg_lmdb_batch_slots_used(lmdb_env *env);
-/* Register through the request area: the answer (with @current filled as
- * procreg_lmdb_register() does), a failure in @error, or
- * PROCREG_LMDB_SOLO. */
+/* Register @req (whose metadata is @metadata) through the request area:
+ * the answer (with @current filled as procreg_lmdb_register() does), a
+ * failure in @error, or PROCREG_LMDB_SOLO. */
 LMDB_HIDDEN int procreg_lmdb_batch_register(lmdb_env *env,
-                                            const procreg_key *key,
-                                            const procreg_record *record,
-                                            uint32_t instance_id,
-                                            const void *meta,
-                                            size_t meta_len,
+                                            const register_req *req,
+                                            GVariant *metadata,
                                             procreg_entry *current,
                                             GError **error);
 #ifdef PROCREG_TEST_BATCH_HOOK
@@ -361,17 +370,6 @@ LMDB_HIDDEN bool procreg_lmdb_fill_entry(const raw_entry *r,
 LMDB_HIDDEN int procreg_lmdb_meta_bytes(lmdb_env *env, GVariant *metadata,
                                         GVariant **norm, const void **data,
                                         size_t *len, GError **error);
-/* One registration as the register step applies it. */
-typedef struct {
-    MDB_val key;
-    procreg_owner owner;
-    int64_t registered_at;
-    bool has_meta;
-    const void *meta;
-    size_t meta_len;
-    uint32_t instance_id;
-    raw_entry held; /* out: the new entry (0), or the holder (EEXISTS) */
-} register_req;
 /* Apply @req in @txn: 0, PROCREG_EEXISTS, PROCREG_ENOTALIVE, or
  * PROCREG_EBACKEND with the failure in @w.  @req->held's metadata points
  * into @txn's pages. */

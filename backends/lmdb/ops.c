@@ -244,9 +244,8 @@ int procreg_lmdb_register(void *state, const procreg_key *key,
     if (rc != 0)
         return rc;
     procreg_entry_clear(current);
-    rc = procreg_lmdb_batch_register(env, key, record, st->instance_id,
-                                     ctx.req.meta, ctx.req.meta_len, current,
-                                     error);
+    rc = procreg_lmdb_batch_register(env, &ctx.req, record->metadata,
+                                     current, error);
     if (rc == PROCREG_LMDB_SOLO)
         rc = procreg_lmdb_write_txn(env, "register", register_solo_step, &ctx,
                                     error);
