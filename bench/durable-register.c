@@ -10,8 +10,10 @@
  * Each cell gets a fresh file in a private directory made under DIR
  * (default: $TMPDIR), so put DIR on the file system to measure (ext4,
  * not tmpfs).  Every registrant registers distinct names; a cell runs S
- * seconds and the median of R runs is printed, with procreg's ratio to
- * raw.  procreg runs with its default durability (sync).
+ * seconds; R pairs of runs (raw and procreg back to back, the first of
+ * each pair alternating, since a shared disk's flush time drifts by 10x
+ * within a minute) give the medians printed and the median of the pairs'
+ * ratios.  procreg runs with its default durability (sync).
  */
 #include <procreg/procreg.h>
 
@@ -56,7 +58,7 @@ static void raw_open(worker *w)
     MDB_txn *txn;
     int rc = mdb_env_create(&w->env);
     if (rc == 0)
-        rc = mdb_env_set_mapsize(w->env, (size_t)1 << 30);
+        rc = mdb_env_set_mapsize(w->env, (size_t)64 << 20); /* procreg's */
     if (rc == 0)
         rc = mdb_env_open(w->env, w->path, MDB_NOSUBDIR, 0600);
     if (rc == 0)
@@ -200,33 +202,54 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The median registrations per second of opt_reps runs of one cell. */
-static double cell(target tgt, bool processes, int n)
+/* Registrations per second of one run of @tgt in a fresh directory. */
+static double one_run(target tgt, bool processes, int n)
 {
-    double rates[64];
     gint64 len = (gint64)(opt_seconds * G_USEC_PER_SEC);
-    for (int r = 0; r < opt_reps; r++) {
-        char *tmpl = g_build_filename(opt_dir ? opt_dir : g_get_tmp_dir(),
-                                      "durable-register-XXXXXX", NULL);
-        char *dir = g_mkdtemp(tmpl);
-        if (dir == NULL)
-            die(tmpl, g_strerror(errno));
-        char *path = g_build_filename(dir, "reg.mdb", NULL);
-        guint64 done = processes ? cell_processes(tgt, path, n, len)
-                                 : cell_threads(tgt, path, n, len);
-        rates[r] = (double)done * G_USEC_PER_SEC / (double)len;
-        const char *sfx[] = {"", "-lock", "-notify"};
-        for (size_t i = 0; i < G_N_ELEMENTS(sfx); i++) {
-            char *f = g_strconcat(path, sfx[i], NULL);
-            g_unlink(f);
-            g_free(f);
-        }
-        g_rmdir(dir);
-        g_free(path);
-        g_free(dir);
+    char *tmpl = g_build_filename(opt_dir ? opt_dir : g_get_tmp_dir(),
+                                  "durable-register-XXXXXX", NULL);
+    char *dir = g_mkdtemp(tmpl);
+    if (dir == NULL)
+        die(tmpl, g_strerror(errno));
+    char *path = g_build_filename(dir, "reg.mdb", NULL);
+    guint64 done = processes ? cell_processes(tgt, path, n, len)
+                             : cell_threads(tgt, path, n, len);
+    const char *sfx[] = {"", "-lock", "-notify"};
+    for (size_t i = 0; i < G_N_ELEMENTS(sfx); i++) {
+        char *f = g_strconcat(path, sfx[i], NULL);
+        g_unlink(f);
+        g_free(f);
     }
-    qsort(rates, (size_t)opt_reps, sizeof rates[0], cmp_double);
-    return rates[opt_reps / 2];
+    g_rmdir(dir);
+    g_free(path);
+    g_free(dir);
+    return (double)done * G_USEC_PER_SEC / (double)len;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return v[n / 2];
+}
+
+/* opt_reps pairs of runs, raw and procreg back to back (which one first
+ * alternates), so that both see the same drift of the disk's flush time:
+ * the medians of each, and the median of the pairs' ratios. */
+static void cell(bool processes, int n, double *raw, double *reg,
+                 double *ratio)
+{
+    double r[64], p[64], q[64];
+    for (int i = 0; i < opt_reps; i++) {
+        if (i % 2 == 0)
+            r[i] = one_run(RAW, processes, n);
+        p[i] = one_run(PROCREG, processes, n);
+        if (i % 2 == 1)
+            r[i] = one_run(RAW, processes, n);
+        q[i] = r[i] > 0 ? p[i] / r[i] : 0;
+    }
+    *raw = median(r, opt_reps);
+    *reg = median(p, opt_reps);
+    *ratio = median(q, opt_reps);
 }
 
 int main(int argc, char **argv)
@@ -253,14 +276,17 @@ int main(int argc, char **argv)
     char **counts = g_strsplit(opt_counts ? opt_counts : "1,8", ",", -1);
     printf("%-10s %4s %14s %14s %7s\n", "mode", "N", "raw reg/s",
            "procreg reg/s", "ratio");
+    printf("(medians of %d pairs of %.2f s runs; ratio: the pairs' median)\n",
+           opt_reps, opt_seconds);
     for (int p = 0; p < 2; p++) {
         for (char **c = counts; *c != NULL; c++) {
             int n = atoi(*c);
             if (n < 1 || n > 256)
                 die("--counts", "each count must be 1..256");
-            double raw = cell(RAW, p, n), reg = cell(PROCREG, p, n);
+            double raw, reg, ratio;
+            cell(p, n, &raw, &reg, &ratio);
             printf("%-10s %4d %14.0f %14.0f %6.2fx\n",
-                   p ? "processes" : "threads", n, raw, reg, reg / raw);
+                   p ? "processes" : "threads", n, raw, reg, ratio);
             fflush(stdout);
         }
     }
