@@ -5,18 +5,19 @@
  *
  * The request area.  FILE-notify past its first page (changelog.c's
  * counter page) holds a header and BATCH_SLOTS fixed slots, mapped shared
- * by every writer of the file.  A registrant
- * claims a free slot (CAS), writes its request there (key, owner,
- * metadata bytes), publishes it PENDING and takes the writer lock as any
- * writer does.  The holder of the lock is the leader: it applies every
- * PENDING request, its own included, in one write transaction, each in a
- * nested transaction (a request that fails, EEXISTS say, is aborted alone
- * and sinks nothing else), commits once, writes each slot's answer and
- * marks it DONE.  A registrant that gets the lock and finds its slot DONE
- * takes the answer, frees the slot and releases the lock.  A request that
- * does not fit a slot, finds no free slot, or fails in a way the solo
- * path reports better (LMDB errors, a corrupt record, a failed commit)
- * goes the solo way: procreg_lmdb_write_txn(), as before.
+ * by every writer of the file.  A registrant claims a free slot (CAS),
+ * writes its request there (key, owner, metadata bytes), publishes it
+ * PENDING and takes the writer lock as any writer does (one thread of a
+ * process at a time: see local_turn()).  The holder of the lock is the
+ * leader: it applies every PENDING request, its own included, in one
+ * write transaction, each in a nested transaction (a request that fails,
+ * EEXISTS say, is aborted alone and sinks nothing else), commits once,
+ * writes each slot's answer and marks it DONE.  A registrant that finds
+ * its slot DONE (on getting the lock, or while waiting for its process's
+ * turn) takes the answer and frees the slot.  A request that does not fit
+ * a slot, finds no free slot, or fails in a way the solo path reports
+ * better (LMDB errors, a corrupt record, a failed commit) goes the solo
+ * way: procreg_lmdb_write_txn(), as before.
  *
  * Slot states and who moves them (all but the first two under the lock):
  *   FREE -> CLAIMED      registrant (CAS)
@@ -44,7 +45,7 @@
  *
  * Owns: the request area (its mapping, layout, states), leading a batch,
  * recovery after a dead leader, and the registrant's side.
- * Relies on: writer.c for the lock and its descriptor, ops.c for the
+ * Relies on: writer.c for the lock, ops.c for the
  * register step, txn.c for map adoption and errors, changelog.c to wake
  * the watchers, liveness.c for whether a registrant lives.
  */
@@ -275,7 +276,7 @@ static bool request_valid(const batch_slot *s)
 }
 
 /* Apply slot @s in @parent through a nested transaction; its answer goes
- * to the slot.  Returns whether the nested transaction committed. */
+ * to the slot (RESULT_SOLO when the nested transaction was undone). */
 static void apply_one(lmdb_env *env, MDB_txn *parent, batch_slot *s,
                       wstate *w)
 {
