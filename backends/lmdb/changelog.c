@@ -170,7 +170,9 @@ bool procreg_lmdb_log_change(lmdb_env *env, MDB_txn *txn, wstate *w,
     }
     if (!procreg_lmdb_step_check(w, rc, "appending to the change log"))
         return false;
-    procreg_lmdb_event_encode(kind, reason, (uint32_t)env->self.pid,
+    procreg_lmdb_event_encode(kind, reason,
+                              (uint32_t)(w->origin_pid ? w->origin_pid
+                                                       : env->self.pid),
                               origin_instance, key->mv_data, key->mv_size, e,
                               v.mv_data);
     w->events++;

@@ -79,7 +79,14 @@ static void env_figures(lmdb_env *env, GVariantDict *d)
     FIG(events_lost);
     FIG(corrupt_reads);
     FIG(log_restarts);
+    FIG(batch_commits);
+    FIG(batch_requests);
+    FIG(batch_solo);
+    FIG(batch_dropped);
+    FIG(batch_recoveries);
 #undef FIG
+    g_variant_dict_insert(d, "batch_slots_used", "u",
+                          procreg_lmdb_batch_slots_used(env));
 }
 
 void procreg_lmdb_stats(void *state, GVariantDict *out)

@@ -51,8 +51,9 @@ typedef struct {
     int pidfd;   /* -1 when not monitored */
 } owner_rec;
 
-/* FILE-notify's page (changelog.c). */
+/* FILE-notify's page (changelog.c), and its request area (batch.c). */
 typedef struct lmdb_notify_page lmdb_notify_page;
+typedef struct lmdb_batch_area lmdb_batch_area;
 
 typedef struct lmdb_state lmdb_state;
 
@@ -81,6 +82,10 @@ typedef struct {
     pthread_mutex_t writer_mutex;
     int writer_fd;     /* -1: none (read-only with a lock file) */
     int shared_reads;  /* lockless reads running; under writer_mutex */
+    lmdb_batch_area *batch; /* NULL: every registration goes solo */
+    pthread_mutex_t batch_lock; /* this process's turns at batches */
+    pthread_cond_t batch_cond;
+    bool batch_turn;            /* under batch_lock */
     pthread_mutex_t pool_lock;
     MDB_txn *pool[POOL_MAX];
     int pool_n;
@@ -108,7 +113,8 @@ typedef struct {
 
     /* Figures for stats(), updated with g_atomic_pointer_add(). */
     gsize map_grows, map_adopted, stale_readers, reaped, events_delivered,
-        events_lost, corrupt_reads, log_restarts;
+        events_lost, corrupt_reads, log_restarts, batch_commits,
+        batch_requests, batch_solo, batch_dropped, batch_recoveries;
 } lmdb_env;
 
 /* One registry handle. */
@@ -212,6 +218,7 @@ typedef struct {
     uint64_t seq;        /* last change number used */
     bool seq_loaded;
     uint64_t first_seq;  /* first change number of this transaction */
+    pid_t origin_pid;    /* 0: this process; else whose batched change */
 } wstate;
 
 /* One attempt of a write: returns a procreg code (0 or the operation's
@@ -226,6 +233,9 @@ typedef int (*write_step)(lmdb_env *env, MDB_txn *txn, void *ctx,
 LMDB_HIDDEN int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
                                        write_step step, void *ctx,
                                        GError **error);
+/* Adopt a map size another process chose (MDB_MAP_RESIZED); an LMDB
+ * code. */
+LMDB_HIDDEN int procreg_lmdb_map_adopt(lmdb_env *env);
 /* Record LMDB's @rc of step @what in @w; true when it is 0. */
 LMDB_HIDDEN bool procreg_lmdb_step_check(wstate *w, int rc, const char *what);
 
@@ -250,6 +260,49 @@ LMDB_HIDDEN void procreg_lmdb_writer_unlock_shared(lmdb_env *env);
 LMDB_HIDDEN void procreg_lmdb_writer_fork_prepare(void);
 LMDB_HIDDEN void procreg_lmdb_writer_fork_parent(void);
 LMDB_HIDDEN void procreg_lmdb_writer_fork_child(void);
+
+/* ---- batch.c: group commit of registrations ---- */
+
+/* One registration as ops.c's register step applies it. */
+typedef struct {
+    MDB_val key;
+    procreg_owner owner;
+    int64_t registered_at;
+    bool has_meta;
+    const void *meta;
+    size_t meta_len;
+    uint32_t instance_id;
+    raw_entry held; /* out: the new entry (0), or the holder (EEXISTS) */
+} register_req;
+
+/* procreg_lmdb_batch_register()'s answer when the registration must take
+ * the solo path (procreg_lmdb_write_txn()). */
+#define PROCREG_LMDB_SOLO (-1000)
+
+/* Map the request area (in FILE-notify, past its first page); without
+ * one (no room, or the area is not ours) env->batch stays NULL. */
+LMDB_HIDDEN void procreg_lmdb_batch_open(lmdb_env *env);
+/* Set up this process's turns (before procreg_lmdb_batch_open()). */
+LMDB_HIDDEN void procreg_lmdb_batch_init(lmdb_env *env);
+LMDB_HIDDEN void procreg_lmdb_batch_close(lmdb_env *env);
+/* Under the writer lock, before any write transaction begins: resolve
+ * the requests a dead leader applied (batch.c's invariant). */
+LMDB_HIDDEN void procreg_lmdb_batch_recover(lmdb_env *env);
+/* Slots not free (a figure for stats()). */
+LMDB_HIDDEN unsigned int procreg_lmdb_batch_slots_used(lmdb_env *env);
+/* Register @req (whose metadata is @metadata) through the request area:
+ * the answer (with @current filled as procreg_lmdb_register() does), a
+ * failure in @error, or PROCREG_LMDB_SOLO. */
+LMDB_HIDDEN int procreg_lmdb_batch_register(lmdb_env *env,
+                                            const register_req *req,
+                                            GVariant *metadata,
+                                            procreg_entry *current,
+                                            GError **error);
+#ifdef PROCREG_TEST_BATCH_HOOK
+/* Test builds only (tests/lmdb): called at the named points of a batch
+ * ("solo", "claimed", "published", "lead", "applied", "committed"). */
+LMDB_HIDDEN extern void (*procreg_lmdb_batch_hook)(const char *point);
+#endif
 
 /* ---- liveness.c: whether owners live; reaping the dead ---- */
 
@@ -317,6 +370,11 @@ LMDB_HIDDEN bool procreg_lmdb_fill_entry(const raw_entry *r,
 LMDB_HIDDEN int procreg_lmdb_meta_bytes(lmdb_env *env, GVariant *metadata,
                                         GVariant **norm, const void **data,
                                         size_t *len, GError **error);
+/* Apply @req in @txn: 0, PROCREG_EEXISTS, PROCREG_ENOTALIVE, or
+ * PROCREG_EBACKEND with the failure in @w.  @req->held's metadata points
+ * into @txn's pages. */
+LMDB_HIDDEN int procreg_lmdb_register_step(lmdb_env *env, MDB_txn *txn,
+                                           register_req *req, wstate *w);
 /* Count and report the corrupt record at @k. */
 LMDB_HIDDEN int procreg_lmdb_corrupt_error(lmdb_env *env, const MDB_val *k,
                                            const char *why, GError **error);

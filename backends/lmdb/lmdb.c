@@ -4,7 +4,7 @@
  * changes made by one process reach the events and waiters of the others.
  *
  * File layout (MDB_NOSUBDIR: FILE and FILE-lock, plus FILE-notify, the
- * change counter's page and the writer lock):
+ * change counter's page, the writer lock and the request area):
  *   "entries"  key "ns\0name" -> entry_header + serialised a{sv}, so one
  *              namespace is the cursor range that starts at "ns\0";
  *   "owners"   (DUPSORT) key pid(BE32) start_time(BE64) -> "ns\0name" of
@@ -29,6 +29,8 @@
  *   writer.c     the writer lock: writers take turns through a lock the
  *                kernel frees at death, so that LMDB's writer mutex is
  *                never contended across processes;
+ *   batch.c      group commit: registrations waiting for the writer lock
+ *                committed together, by whichever of them holds it;
  *   liveness.c   whether an owner lives (cache, /proc, pidfd monitor
  *                thread) and reaping the entries of the dead;
  *   changelog.c  the change log, FILE-notify (a shared futex counter),

@@ -439,6 +439,7 @@ void procreg_lmdb_env_free(lmdb_env *env)
      * queue a reap (owner cache, eventfd) until it is joined. */
     procreg_lmdb_monitor_stop(env);
     procreg_lmdb_watcher_stop(env);
+    procreg_lmdb_batch_close(env);
     procreg_lmdb_writer_clear(env);
     procreg_lmdb_owners_clear(env);
     procreg_lmdb_notify_close(env);
@@ -465,6 +466,7 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
     pthread_mutex_init(&env->pool_lock, NULL);
     pthread_mutex_init(&env->inst_lock, NULL);
     procreg_lmdb_writer_init(env);
+    procreg_lmdb_batch_init(env);
     procreg_lmdb_owners_init(env);
     env->instances = g_ptr_array_new();
     procreg_owner_self(&env->self);
@@ -540,6 +542,10 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
     env->max_readers = info.me_maxreaders;
     rc = env->read_only && !env->lockless ? 0
                                           : procreg_lmdb_writer_open(env);
+    /* The request area before any write: a dead batch leader's requests
+     * are resolved before the next transaction (batch.c). */
+    if (rc == 0 && !env->read_only)
+        procreg_lmdb_batch_open(env);
     if (rc != 0 && !env->read_only) {
         /* No writer lock, no writes (writer.c says why). */
         env->read_only = true;

@@ -137,61 +137,65 @@ static MDB_val key_val(const procreg_key *key)
     return k;
 }
 
-typedef struct {
-    const procreg_key *key;
-    const procreg_record *record;
-    uint32_t instance_id;
-    const void *meta;
-    size_t meta_len;
-    procreg_entry *current;
-} register_ctx;
-
-static int register_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
+int procreg_lmdb_register_step(lmdb_env *env, MDB_txn *txn,
+                               register_req *req, wstate *w)
 {
-    register_ctx *ctx = data;
-    procreg_entry_clear(ctx->current);
-    MDB_val k = key_val(ctx->key);
-    raw_entry held;
-    int live = entry_get_live(env, txn, w, &k, &held);
+    int live = entry_get_live(env, txn, w, &req->key, &req->held);
     if (live < 0)
         return PROCREG_EBACKEND;
-    if (live > 0) {
-        const char *why;
-        if (!procreg_lmdb_fill_entry(&held, ctx->current, &why)) {
-            set_corrupt(w, &k, why);
-            return PROCREG_EBACKEND;
-        }
+    if (live > 0)
         return PROCREG_EEXISTS;
-    }
     /* An owner this process already knows dead gets no new entry: when it
      * was the holder just reaped above, that removal was part of its
      * death, and an entry now would bring it back.  (First sight probes
      * it and starts watching it.) */
-    if (!procreg_lmdb_owner_alive(env, &ctx->record->owner))
+    if (!procreg_lmdb_owner_alive(env, &req->owner))
         return PROCREG_ENOTALIVE;
-    raw_entry e = {
-        .owner = ctx->record->owner,
-        .registered_at = ctx->record->registered_at,
-        .has_meta = ctx->record->metadata != NULL,
-        .meta = ctx->meta,
-        .meta_len = ctx->meta_len,
+    req->held = (raw_entry){
+        .owner = req->owner,
+        .registered_at = req->registered_at,
+        .has_meta = req->has_meta,
+        .meta = req->meta,
+        .meta_len = req->meta_len,
     };
-    if (!procreg_lmdb_counter_next(env, txn, "revision", &e.revision, w) ||
-        !entry_put(env, txn, w, &k, &e, true) ||
+    if (!procreg_lmdb_counter_next(env, txn, "revision", &req->held.revision,
+                                   w) ||
+        !entry_put(env, txn, w, &req->key, &req->held, true) ||
         !procreg_lmdb_log_change(env, txn, w, PROCREG_EVENT_REGISTERED,
-                                 PROCREG_REASON_NONE, ctx->instance_id, &k,
-                                 &e) ||
+                                 PROCREG_REASON_NONE, req->instance_id,
+                                 &req->key, &req->held) ||
         !procreg_lmdb_log_finish(env, txn, w))
         return PROCREG_EBACKEND;
-    if (ctx->current != NULL) {
-        ctx->current->owner = e.owner;
-        ctx->current->metadata = ctx->record->metadata
-                                     ? g_variant_ref(ctx->record->metadata)
-                                     : NULL;
-        ctx->current->registered_at = e.registered_at;
-        ctx->current->revision = e.revision;
-    }
     return 0;
+}
+
+typedef struct {
+    register_req req;
+    GVariant *metadata;
+    procreg_entry *current;
+} register_ctx;
+
+/* The solo path: one registration in its own transaction. */
+static int register_solo_step(lmdb_env *env, MDB_txn *txn, void *data,
+                              wstate *w)
+{
+    register_ctx *ctx = data;
+    procreg_entry_clear(ctx->current);
+    int rc = procreg_lmdb_register_step(env, txn, &ctx->req, w);
+    const char *why;
+    if (rc == PROCREG_EEXISTS &&
+        !procreg_lmdb_fill_entry(&ctx->req.held, ctx->current, &why)) {
+        set_corrupt(w, &ctx->req.key, why);
+        return PROCREG_EBACKEND;
+    }
+    if (rc == 0 && ctx->current != NULL) {
+        ctx->current->owner = ctx->req.held.owner;
+        ctx->current->metadata =
+            ctx->metadata ? g_variant_ref(ctx->metadata) : NULL;
+        ctx->current->registered_at = ctx->req.held.registered_at;
+        ctx->current->revision = ctx->req.held.revision;
+    }
+    return rc;
 }
 
 /* Metadata above this is refused (PROCREG_EFULL): a registry entry is a
@@ -227,13 +231,24 @@ int procreg_lmdb_register(void *state, const procreg_key *key,
     lmdb_state *st = state;
     STATE_ENV(st, error);
     GVariant *norm;
-    register_ctx ctx = {.key = key, .record = record,
-                        .instance_id = st->instance_id, .current = current};
-    int rc = procreg_lmdb_meta_bytes(env, record->metadata, &norm, &ctx.meta,
-                                     &ctx.meta_len, error);
+    register_ctx ctx = {
+        .req = {.key = key_val(key), .owner = record->owner,
+                .registered_at = record->registered_at,
+                .has_meta = record->metadata != NULL,
+                .instance_id = st->instance_id},
+        .metadata = record->metadata,
+        .current = current,
+    };
+    int rc = procreg_lmdb_meta_bytes(env, record->metadata, &norm,
+                                     &ctx.req.meta, &ctx.req.meta_len, error);
     if (rc != 0)
         return rc;
-    rc = procreg_lmdb_write_txn(env, "register", register_step, &ctx, error);
+    procreg_entry_clear(current);
+    rc = procreg_lmdb_batch_register(env, &ctx.req, record->metadata,
+                                     current, error);
+    if (rc == PROCREG_LMDB_SOLO)
+        rc = procreg_lmdb_write_txn(env, "register", register_solo_step, &ctx,
+                                    error);
     if (norm != NULL)
         g_variant_unref(norm);
     if (rc == PROCREG_ENOTALIVE)

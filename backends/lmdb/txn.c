@@ -53,8 +53,7 @@ int procreg_lmdb_fail(const lmdb_env *env, int rc, const char *what,
                              mdb_strerror(rc), hint);
 }
 
-/* Adopt a map size another process chose (MDB_MAP_RESIZED). */
-static int map_adopt(lmdb_env *env)
+int procreg_lmdb_map_adopt(lmdb_env *env)
 {
     g_rw_lock_writer_lock(&env->txn_lock);
     int rc = mdb_env_set_mapsize(env->mdb, 0);
@@ -130,7 +129,7 @@ int procreg_lmdb_read_begin(lmdb_env *env, MDB_txn **out)
         procreg_lmdb_writer_unlock_shared(env);
         g_rw_lock_reader_unlock(&env->txn_lock);
         if (rc == MDB_MAP_RESIZED) {
-            if (map_adopt(env) != 0)
+            if (procreg_lmdb_map_adopt(env) != 0)
                 break;
         } else if (rc == MDB_READERS_FULL) {
             procreg_lmdb_reader_check(env);
@@ -192,7 +191,7 @@ int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
         if (rc != 0) {
             g_rw_lock_reader_unlock(&env->txn_lock);
             procreg_lmdb_writer_unlock(env);
-            if (rc == MDB_MAP_RESIZED && map_adopt(env) == 0)
+            if (rc == MDB_MAP_RESIZED && procreg_lmdb_map_adopt(env) == 0)
                 continue;
             return procreg_lmdb_fail(env, rc, what, error);
         }

@@ -24,7 +24,8 @@
  *
  * Invariant: a thread begins an LMDB write transaction only while it
  * holds the writer lock (procreg_lmdb_writer_lock(): operations, reaping,
- * the checks at open), so across all processes at most one procreg
+ * the checks at open, a batch's leader, batch.c), and only after the
+ * lock's taker resolved what a dead batch leader left, so across all processes at most one procreg
  * writer of a file waits for or holds LMDB's writer mutex; a holder that
  * died leaves it "owner died", which the next writer recovers without
  * waiting.  Readers never take the lock (those of a lockless env take it
@@ -120,6 +121,7 @@ int procreg_lmdb_writer_lock(lmdb_env *env, GError **error)
                                  "lmdb registry '%s': cannot take the "
                                  "writer lock (%s%s): %s", env->path,
                                  env->path, NOTIFY_SUFFIX, g_strerror(err));
+    procreg_lmdb_batch_recover(env); /* batch.c's invariant */
     return 0;
 }
 

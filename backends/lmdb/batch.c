@@ -1,0 +1,566 @@
+/*
+ * Group commit of registrations: the registrants that wait for the
+ * writer lock have their registrations committed together, in one synced
+ * write transaction, by whichever of them holds the lock.
+ *
+ * The request area.  FILE-notify past its first page (changelog.c's
+ * counter page) holds a header and BATCH_SLOTS fixed slots, mapped shared
+ * by every writer of the file.  A registrant claims a free slot (CAS),
+ * writes its request there (key, owner, metadata bytes), publishes it
+ * PENDING and takes the writer lock as any writer does (one thread of a
+ * process at a time: see local_turn()).  The holder of the lock is the
+ * leader: it applies every PENDING request, its own included, in one
+ * write transaction, each in a nested transaction (a request that fails,
+ * EEXISTS say, is aborted alone and sinks nothing else), commits once,
+ * writes each slot's answer and marks it DONE.  A registrant that finds
+ * its slot DONE (on getting the lock, or while waiting for its process's
+ * turn) takes the answer and frees the slot.  A request that does not fit
+ * a slot, finds no free slot, or fails in a way the solo path reports
+ * better (LMDB errors, a corrupt record, a failed commit) goes the solo
+ * way: procreg_lmdb_write_txn(), as before.
+ *
+ * Slot states and who moves them (all but the first two under the lock):
+ *   FREE -> CLAIMED      registrant (CAS)
+ *   CLAIMED -> PENDING   registrant, its request written
+ *   PENDING -> FREE      registrant whose lock failed (CAS: withdrawn)
+ *   PENDING -> APPLIED   leader (CAS), the slot's txnid and the header's
+ *                        applied_txnid already set to its transaction's id
+ *   APPLIED -> DONE      leader after the commit (answer written before)
+ *   APPLIED -> DONE      recovery: the env's last committed txnid reached
+ *                        the slot's (the leader died after its commit)
+ *   APPLIED -> PENDING   recovery: it did not (died before the commit)
+ *   DONE -> FREE         registrant (its answer taken); or a leader, when
+ *                        the registrant is dead
+ *   CLAIMED/PENDING -> FREE  leader, when the registrant is dead (its
+ *                        request, never acknowledged, is dropped)
+ *
+ * Invariant: a slot is answered DONE only when its change is durable —
+ * committed by a synced commit, or, after a leader died past its commit,
+ * flushed with mdb_env_sync() by the recovery — and applied at most
+ * once: a request is applied only from PENDING inside the transaction
+ * whose id its slot records, and APPLIED is resolved before any other
+ * write transaction can begin (procreg_lmdb_batch_recover() runs in
+ * procreg_lmdb_writer_lock(), under which every write begins), so the
+ * id of an aborted transaction is never mistaken for a commit.
+ *
+ * Owns: the request area (its mapping, layout, states), leading a batch,
+ * recovery after a dead leader, and the registrant's side.
+ * Relies on: writer.c for the lock, ops.c for the
+ * register step, txn.c for map adoption and errors, changelog.c to wake
+ * the watchers, liveness.c for whether a registrant lives.
+ */
+#include "lmdb-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define BATCH_MAGIC 0x42475250u /* "PRGB" */
+#define BATCH_VERSION 1
+/* The area starts after FILE-notify's counter page. */
+#define BATCH_OFFSET 4096
+#define BATCH_SLOTS 64
+#define SLOT_SIZE 1024
+
+enum { SLOT_FREE, SLOT_CLAIMED, SLOT_PENDING, SLOT_APPLIED, SLOT_DONE };
+
+/* Answers other than a procreg code: go the solo way; or the change was
+ * committed by a leader that died, and its flush failed. */
+#define RESULT_SOLO (-1)
+#define RESULT_UNFLUSHED (-2)
+
+typedef struct {
+    /* Atomic: the state (low byte) and the registrant's pid (high half),
+     * claimed in one CAS, so a slot's pid is never a former user's. */
+    uint64_t word;
+    uint64_t requester_start; /* the registrant's start time */
+    uint64_t txnid;           /* APPLIED: the transaction that applied it */
+    /* The request. */
+    int32_t owner_pid;
+    uint32_t instance_id;
+    uint64_t owner_start;
+    int64_t registered_at;
+    uint32_t key_len, meta_len; /* data: key bytes, then metadata bytes */
+    uint32_t has_meta;
+    uint32_t sync; /* the registrant's handles ask for durability=sync */
+    /* The answer: a procreg code or RESULT_SOLO; with 0 the new entry's
+     * revision, with PROCREG_EEXISTS the holder (its metadata in data
+     * after the request's bytes). */
+    int32_t result;
+    int32_t cur_pid;
+    uint32_t cur_has_meta;
+    uint64_t cur_start;
+    int64_t cur_registered_at;
+    uint64_t cur_revision;
+    uint32_t cur_meta_len;
+    uint32_t pad;
+} slot_head;
+
+#define SLOT_DATA (SLOT_SIZE - sizeof(slot_head))
+
+typedef struct {
+    slot_head h;
+    uint8_t data[SLOT_DATA];
+} batch_slot;
+
+struct lmdb_batch_area {
+    uint32_t magic;
+    uint32_t version;
+    uint64_t applied_txnid; /* nonzero: slots APPLIED, not yet resolved */
+    uint8_t pad[48];
+    batch_slot slots[BATCH_SLOTS];
+};
+
+#define AREA_SIZE sizeof(struct lmdb_batch_area)
+
+#ifdef PROCREG_TEST_BATCH_HOOK
+void (*procreg_lmdb_batch_hook)(const char *point);
+#define HOOK(point)                                                           \
+    do {                                                                      \
+        if (procreg_lmdb_batch_hook != NULL)                                  \
+            procreg_lmdb_batch_hook(point);                                   \
+    } while (0)
+#else
+#define HOOK(point) ((void)0)
+#endif
+
+#define WORD(state, pid) ((uint64_t)(uint32_t)(pid) << 32 | (state))
+#define WORD_STATE(w) ((uint32_t)((w) & 0xff))
+#define WORD_PID(w) ((pid_t)(uint32_t)((w) >> 32))
+
+static uint64_t word_get(batch_slot *s)
+{
+    return __atomic_load_n(&s->h.word, __ATOMIC_ACQUIRE);
+}
+
+static uint32_t state_get(batch_slot *s)
+{
+    return WORD_STATE(word_get(s));
+}
+
+/* Move @s from state @from to @to, keeping its pid; false when it was
+ * not in @from. */
+static bool state_move(batch_slot *s, uint32_t from, uint32_t to)
+{
+    uint64_t w = word_get(s);
+    while (WORD_STATE(w) == from)
+        if (__atomic_compare_exchange_n(&s->h.word, &w,
+                                        WORD(to, WORD_PID(w)), false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return true;
+    return false;
+}
+
+static void slot_free(batch_slot *s)
+{
+    __atomic_store_n(&s->h.word, WORD(SLOT_FREE, 0), __ATOMIC_RELEASE);
+}
+
+/* Without an area (no room to allocate it on a full disk) every
+ * registration of this process goes solo.  Another process's area is
+ * already allocated, so this process cannot miss one a dead leader left
+ * behind: allocating an allocated range needs no room.  The mapping has
+ * an open file description of its own: one shared with the writer lock
+ * would keep the lock held by whatever maps it (a forked child). */
+void procreg_lmdb_batch_open(lmdb_env *env)
+{
+    char *path = g_strconcat(env->path, NOTIFY_SUFFIX, NULL);
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    g_free(path);
+    if (fd < 0)
+        return;
+    /* Allocated now: touching a hole of a full disk's file through a
+     * mapping would raise SIGBUS. */
+    void *p = posix_fallocate(fd, BATCH_OFFSET, AREA_SIZE) != 0
+                  ? MAP_FAILED
+                  : mmap(NULL, AREA_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                         fd, BATCH_OFFSET);
+    close(fd);
+    if (p == MAP_FAILED)
+        return;
+    struct lmdb_batch_area *a = p;
+    uint32_t zero = 0;
+    if (__atomic_compare_exchange_n(&a->magic, &zero, BATCH_MAGIC, false,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        __atomic_store_n(&a->version, BATCH_VERSION, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&a->magic, __ATOMIC_SEQ_CST) != BATCH_MAGIC) {
+        /* Not ours (damaged): registrations go solo. */
+        munmap(p, AREA_SIZE);
+        return;
+    }
+    env->batch = a;
+}
+
+void procreg_lmdb_batch_init(lmdb_env *env)
+{
+    pthread_mutex_init(&env->batch_lock, NULL);
+    pthread_cond_init(&env->batch_cond, NULL);
+}
+
+void procreg_lmdb_batch_close(lmdb_env *env)
+{
+    if (env->batch != NULL)
+        munmap(env->batch, AREA_SIZE);
+    env->batch = NULL;
+    pthread_cond_destroy(&env->batch_cond);
+    pthread_mutex_destroy(&env->batch_lock);
+}
+
+unsigned int procreg_lmdb_batch_slots_used(lmdb_env *env)
+{
+    unsigned int n = 0;
+    for (int i = 0; env->batch != NULL && i < BATCH_SLOTS; i++)
+        n += state_get(&env->batch->slots[i]) != SLOT_FREE;
+    return n;
+}
+
+void procreg_lmdb_batch_recover(lmdb_env *env)
+{
+    struct lmdb_batch_area *a = env->batch;
+    if (a == NULL)
+        return;
+    uint64_t t = __atomic_load_n(&a->applied_txnid, __ATOMIC_ACQUIRE);
+    if (t == 0)
+        return;
+    g_rw_lock_reader_lock(&env->txn_lock);
+    MDB_envinfo info;
+    mdb_env_info(env->mdb, &info);
+    bool committed = info.me_last_txnid >= t;
+    /* The dead leader may have died before its commit's flush ended:
+     * flush before anyone is answered. */
+    bool flushed = committed && mdb_env_sync(env->mdb, 1) == 0;
+    g_rw_lock_reader_unlock(&env->txn_lock);
+    for (int i = 0; i < BATCH_SLOTS; i++) {
+        batch_slot *s = &a->slots[i];
+        if (state_get(s) != SLOT_APPLIED || s->h.txnid != t)
+            continue;
+        if (committed && !flushed)
+            s->h.result = RESULT_UNFLUSHED;
+        /* Not committed: PENDING again, for the next leader. */
+        state_move(s, SLOT_APPLIED, committed ? SLOT_DONE : SLOT_PENDING);
+    }
+    __atomic_store_n(&a->applied_txnid, 0, __ATOMIC_RELEASE);
+    g_atomic_pointer_add(&env->batch_recoveries, 1);
+    if (committed)
+        procreg_lmdb_notify_commit(env);
+}
+
+/* ---- the leader ---- */
+
+/* Whether the registrant of @s (in state word @w) lives.  A CLAIMED
+ * slot's start time may not be written yet: its pid alone decides (a
+ * reused pid only keeps the slot longer). */
+static bool requester_alive(lmdb_env *env, batch_slot *s, uint64_t w)
+{
+    procreg_owner o = {WORD_PID(w), 0};
+    if (o.pid <= 0)
+        return false; /* abandoned (procreg_lmdb_batch_register()) */
+    if (o.pid == env->self.pid)
+        return true;
+    if (WORD_STATE(w) == SLOT_CLAIMED)
+        return kill(o.pid, 0) == 0 || errno != ESRCH;
+    o.start_time = s->h.requester_start;
+    return procreg_lmdb_owner_alive(env, &o);
+}
+
+/* A request whose bytes hold a well-formed key and fit its slot. */
+static bool request_valid(const batch_slot *s)
+{
+    size_t ns_len;
+    return s->h.key_len <= SLOT_DATA &&
+           s->h.meta_len <= SLOT_DATA - s->h.key_len &&
+           procreg_lmdb_key_split(s->data, s->h.key_len, &ns_len);
+}
+
+/* Apply slot @s in @parent through a nested transaction; its answer goes
+ * to the slot (RESULT_SOLO when the nested transaction was undone). */
+static void apply_one(lmdb_env *env, MDB_txn *parent, batch_slot *s,
+                      wstate *w)
+{
+    register_req req = {
+        .key = {s->h.key_len, s->data},
+        .owner = {s->h.owner_pid, s->h.owner_start},
+        .registered_at = s->h.registered_at,
+        .has_meta = s->h.has_meta != 0,
+        .meta = s->data + s->h.key_len,
+        .meta_len = s->h.meta_len,
+        .instance_id = s->h.instance_id,
+    };
+    s->h.result = RESULT_SOLO;
+    MDB_txn *child;
+    if (!request_valid(s) || mdb_txn_begin(env->mdb, parent, 0, &child) != 0)
+        return;
+    wstate before = *w;
+    w->origin_pid = WORD_PID(word_get(s));
+    int rc = procreg_lmdb_register_step(env, child, &req, w);
+    w->origin_pid = 0;
+    size_t room = SLOT_DATA - s->h.key_len - s->h.meta_len;
+    bool ok = w->mdb_rc == 0 && w->corrupt == NULL &&
+              (rc != PROCREG_EEXISTS || req.held.meta_len <= room);
+    if (ok) {
+        const raw_entry *e = &req.held;
+        s->h.cur_pid = e->owner.pid;
+        s->h.cur_start = e->owner.start_time;
+        s->h.cur_registered_at = e->registered_at;
+        s->h.cur_revision = e->revision;
+        s->h.cur_has_meta = e->has_meta;
+        s->h.cur_meta_len = 0;
+        if (rc == PROCREG_EEXISTS) {
+            memcpy(s->data + s->h.key_len + s->h.meta_len, e->meta,
+                   e->meta_len);
+            s->h.cur_meta_len = (uint32_t)e->meta_len;
+        }
+        ok = mdb_txn_commit(child) == 0;
+        child = NULL;
+    }
+    if (ok) {
+        s->h.result = rc;
+        return;
+    }
+    /* Undone: the solo path runs it again and reports what went wrong. */
+    if (child != NULL)
+        mdb_txn_abort(child);
+    g_free(w->corrupt);
+    *w = before;
+}
+
+/* Collect the PENDING requests of live registrants into @idx (freeing
+ * the slots of dead ones); their number. */
+static int collect(lmdb_env *env, int *idx)
+{
+    int n = 0;
+    for (int i = 0; i < BATCH_SLOTS; i++) {
+        batch_slot *s = &env->batch->slots[i];
+        uint64_t w = word_get(s);
+        uint32_t st = WORD_STATE(w);
+        if (st == SLOT_FREE || st == SLOT_APPLIED)
+            continue;
+        if (!requester_alive(env, s, w)) {
+            if (__atomic_compare_exchange_n(&s->h.word, &w, WORD(SLOT_FREE, 0),
+                                            false, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+                g_atomic_pointer_add(&env->batch_dropped, 1);
+        } else if (st == SLOT_PENDING) {
+            idx[n++] = i;
+        }
+    }
+    return n;
+}
+
+/* Under the writer lock: apply every PENDING request in one transaction
+ * and answer each.  Afterwards no slot collected is left PENDING. */
+static void lead(lmdb_env *env)
+{
+    struct lmdb_batch_area *a = env->batch;
+    HOOK("lead");
+    int idx[BATCH_SLOTS];
+    int n = collect(env, idx);
+    MDB_txn *txn = NULL;
+    int rc = 0;
+    do {
+        g_rw_lock_reader_lock(&env->txn_lock);
+        rc = mdb_txn_begin(env->mdb, NULL, 0, &txn);
+        if (rc != 0)
+            g_rw_lock_reader_unlock(&env->txn_lock);
+    } while (rc == MDB_MAP_RESIZED && procreg_lmdb_map_adopt(env) == 0);
+    int taken = 0;
+    bool want_sync = false;
+    uint64_t t = rc == 0 ? mdb_txn_id(txn) : 0;
+    if (rc == 0)
+        __atomic_store_n(&a->applied_txnid, t, __ATOMIC_RELEASE);
+    for (int j = 0; j < n; j++) {
+        batch_slot *s = &a->slots[idx[j]];
+        s->h.txnid = t;
+        s->h.result = RESULT_SOLO;
+        if (state_move(s, SLOT_PENDING, rc == 0 ? SLOT_APPLIED : SLOT_DONE)) {
+            idx[taken++] = idx[j]; /* else withdrawn meanwhile */
+            want_sync |= s->h.sync != 0;
+        }
+    }
+    if (rc != 0)
+        return; /* answered solo, which reports the failure */
+    wstate w = {0};
+    for (int j = 0; j < taken; j++)
+        apply_one(env, txn, &a->slots[idx[j]], &w);
+    HOOK("applied");
+    int commit_rc = w.dirty ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), 0);
+    HOOK("committed");
+    unsigned int flags = 0;
+    mdb_env_get_flags(env->mdb, &flags);
+    /* A nosync handle leads: the sync registrants' changes still reach
+     * the disk before they are answered. */
+    bool flushed = commit_rc != 0 || !w.dirty || !want_sync ||
+                   !(flags & MDB_NOMETASYNC) ||
+                   mdb_env_sync(env->mdb, 1) == 0;
+    g_rw_lock_reader_unlock(&env->txn_lock);
+    for (int j = 0; j < taken; j++) {
+        batch_slot *s = &a->slots[idx[j]];
+        if (commit_rc != 0)
+            s->h.result = RESULT_SOLO; /* nothing was applied */
+        else if (!flushed)
+            s->h.result = RESULT_UNFLUSHED;
+        state_move(s, SLOT_APPLIED, SLOT_DONE);
+    }
+    __atomic_store_n(&a->applied_txnid, 0, __ATOMIC_RELEASE);
+    g_atomic_pointer_add(&env->batch_commits, 1);
+    g_atomic_pointer_add(&env->batch_requests, taken);
+    if (commit_rc == 0 && w.events > 0)
+        procreg_lmdb_notify_commit(env);
+}
+
+/* ---- the registrant ---- */
+
+/* A free slot, claimed for this process; NULL when none. */
+static batch_slot *claim(lmdb_env *env)
+{
+    guint start = g_direct_hash(&start) >> 4;
+    for (int k = 0; k < BATCH_SLOTS; k++) {
+        batch_slot *s = &env->batch->slots[(start + k) % BATCH_SLOTS];
+        uint64_t w = WORD(SLOT_FREE, 0);
+        if (__atomic_compare_exchange_n(&s->h.word, &w,
+                                        WORD(SLOT_CLAIMED, env->self.pid),
+                                        false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED))
+            return s;
+    }
+    return NULL;
+}
+
+/* The answer in DONE slot @s; RESULT_SOLO when the holder's metadata
+ * cannot be decoded here (the solo path reports it). */
+static int take_answer(batch_slot *s, const register_req *req,
+                       GVariant *metadata, procreg_entry *current)
+{
+    int rc = s->h.result;
+    if (rc == 0 && current != NULL) {
+        current->owner = req->owner;
+        current->metadata = metadata ? g_variant_ref(metadata) : NULL;
+        current->registered_at = req->registered_at;
+        current->revision = s->h.cur_revision;
+    } else if (rc == PROCREG_EEXISTS) {
+        raw_entry held = {
+            .owner = {s->h.cur_pid, s->h.cur_start},
+            .registered_at = s->h.cur_registered_at,
+            .revision = s->h.cur_revision,
+            .has_meta = s->h.cur_has_meta != 0,
+            .meta = s->data + s->h.key_len + s->h.meta_len,
+            .meta_len = s->h.cur_meta_len,
+        };
+        const char *why;
+        if (!procreg_lmdb_fill_entry(&held, current, &why))
+            rc = RESULT_SOLO;
+    }
+    return rc;
+}
+
+/* Wait for this process's turn at the writer lock, which one thread at
+ * a time takes for the batches (the others wait here, not on the lock, so
+ * that a thread whose request a batch answered returns without taking the
+ * lock, and the next turn goes to a thread with a request still
+ * pending).  false: @s was answered meanwhile (DONE, which no one but
+ * its registrant moves on: its answer is read without the lock); true:
+ * the turn is ours, end it with local_turn_end().
+ * Invariant: batch_turn is set while one thread of this process holds
+ * or waits for the writer lock for a batch, and every change of it is
+ * broadcast under batch_lock, so a waiter sees each end of a turn. */
+static bool local_turn(lmdb_env *env, batch_slot *s)
+{
+    pthread_mutex_lock(&env->batch_lock);
+    while (state_get(s) != SLOT_DONE && env->batch_turn)
+        pthread_cond_wait(&env->batch_cond, &env->batch_lock);
+    bool mine = state_get(s) != SLOT_DONE;
+    env->batch_turn |= mine;
+    pthread_mutex_unlock(&env->batch_lock);
+    return mine;
+}
+
+static void local_turn_end(lmdb_env *env)
+{
+    pthread_mutex_lock(&env->batch_lock);
+    env->batch_turn = false;
+    pthread_cond_broadcast(&env->batch_cond);
+    pthread_mutex_unlock(&env->batch_lock);
+}
+
+/* Give up @s after the writer lock failed: withdrawn when no leader has
+ * it, else left to the leaders with no registrant (its pid 0). */
+static void abandon(batch_slot *s)
+{
+    if (state_move(s, SLOT_PENDING, SLOT_FREE))
+        return;
+    uint64_t w = word_get(s);
+    while (!__atomic_compare_exchange_n(&s->h.word, &w,
+                                        WORD(WORD_STATE(w), 0), false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        ;
+}
+
+int procreg_lmdb_batch_register(lmdb_env *env,
+                                const register_req *req, GVariant *metadata,
+                                procreg_entry *current,
+                                GError **error)
+{
+    size_t key_len = req->key.mv_size;
+    batch_slot *s = NULL;
+    /* Half the data for the request: room for a holder's answer. */
+    if (env->batch != NULL && !env->read_only &&
+        key_len + req->meta_len <= SLOT_DATA / 2)
+        s = claim(env);
+    if (s == NULL) {
+        HOOK("solo");
+        g_atomic_pointer_add(&env->batch_solo, 1);
+        return PROCREG_LMDB_SOLO;
+    }
+    HOOK("claimed");
+    unsigned int flags = 0;
+    mdb_env_get_flags(env->mdb, &flags);
+    s->h.requester_start = env->self.start_time;
+    s->h.owner_pid = req->owner.pid;
+    s->h.owner_start = req->owner.start_time;
+    s->h.registered_at = req->registered_at;
+    s->h.instance_id = req->instance_id;
+    s->h.has_meta = req->has_meta;
+    s->h.sync = !(flags & MDB_NOMETASYNC);
+    s->h.key_len = (uint32_t)key_len;
+    s->h.meta_len = (uint32_t)req->meta_len;
+    memcpy(s->data, req->key.mv_data, key_len);
+    if (req->meta_len > 0)
+        memcpy(s->data + key_len, req->meta, req->meta_len);
+    state_move(s, SLOT_CLAIMED, SLOT_PENDING);
+    HOOK("published");
+    int rc;
+    if (!local_turn(env, s)) {
+        rc = take_answer(s, req, metadata, current); /* answered meanwhile */
+        slot_free(s);
+    } else {
+        rc = procreg_lmdb_writer_lock(env, error);
+        bool locked = rc == 0;
+        if (locked) {
+            if (state_get(s) == SLOT_PENDING)
+                lead(env);
+            rc = take_answer(s, req, metadata, current);
+            slot_free(s);
+            procreg_lmdb_writer_unlock(env);
+        } else {
+            abandon(s);
+        }
+        local_turn_end(env);
+        if (!locked)
+            return rc;
+    }
+    if (rc == RESULT_SOLO) {
+        procreg_entry_clear(current);
+        return PROCREG_LMDB_SOLO;
+    }
+    if (rc == RESULT_UNFLUSHED)
+        return procreg_set_error(error, PROCREG_EBACKEND,
+                                 "lmdb registry '%s': the registration was "
+                                 "committed by a writer that died, and "
+                                 "flushing it failed", env->path);
+    if (LMDB_ORDERED_EVENTS)
+        procreg_lmdb_deliver(env); /* see changelog.c */
+    return rc;
+}

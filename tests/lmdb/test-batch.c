@@ -1,0 +1,495 @@
+/*
+ * Group commit of registrations (backends/lmdb/batch.c): the registrants
+ * waiting for the writer lock are committed in one transaction, nothing
+ * answered before it is durable, nothing applied twice, whoever dies.
+ *
+ * The interleavings are forced with the library's test hook (this test
+ * links the lmdb backend built with PROCREG_TEST_BATCH_HOOK): threads of
+ * this process wait at a hook point until the others got where the case
+ * needs them; child processes (this program, re-executed with --child)
+ * say when they reach a point, wait there for a byte, or SIGKILL
+ * themselves there.
+ */
+#include "lmdb-test-util.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+
+extern void (*procreg_lmdb_batch_hook)(const char *point);
+
+#define NS "batch"
+/* The request area's slots (batch.c's BATCH_SLOTS). */
+#define SLOTS 64
+
+/* ---- child processes ---- */
+
+/* --child SPEC NAME ACTIONS: ACTIONS is "point:action,..." with action s
+ * (say the point's name on a line), w (say it, then wait for a byte) or
+ * k (SIGKILL this process).  Registers NAME, says "= RC RECOVERIES
+ * DROPPED" and sleeps until killed. */
+static char **child_actions;
+
+static void child_hook(const char *point)
+{
+    for (char **a = child_actions; *a != NULL; a++) {
+        char *colon = strchr(*a, ':');
+        if (colon == NULL || strncmp(*a, point, (size_t)(colon - *a)) != 0 ||
+            point[colon - *a] != '\0')
+            continue;
+        char act = colon[1];
+        colon[1] = '-'; /* once */
+        if (act == 'k')
+            raise(SIGKILL);
+        if (act == 's' || act == 'w') {
+            printf("%s\n", point);
+            fflush(stdout);
+        }
+        char c;
+        if (act == 'w' && read(STDIN_FILENO, &c, 1) != 1)
+            _exit(3);
+    }
+}
+
+static G_NORETURN void child_main(const char *spec, const char *name,
+                                  const char *actions)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* no orphan when the test fails */
+    child_actions = g_strsplit(actions, ",", -1);
+    procreg *reg = lt_open(spec);
+    procreg_lmdb_batch_hook = child_hook;
+    GError *err = NULL;
+    int rc = procreg_register(reg, NS, name, NULL, NULL, NULL, &err);
+    printf("= %d %" G_GINT64_FORMAT " %" G_GINT64_FORMAT "\n", rc,
+           lt_stat(reg, "batch_recoveries"), lt_stat(reg, "batch_dropped"));
+    fflush(stdout);
+    for (;;)
+        pause();
+}
+
+typedef struct {
+    GPid pid;
+    int in;
+    FILE *out;
+} child;
+
+static void spawn_child(child *c, const char *spec, const char *name,
+                        const char *actions)
+{
+    char *exe = g_file_read_link("/proc/self/exe", NULL);
+    char *argv[] = {exe, (char *)"--child", (char *)spec, (char *)name,
+                    (char *)actions, NULL};
+    int out;
+    GError *err = NULL;
+    if (!g_spawn_async_with_pipes(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
+                                  NULL, NULL, &c->pid, &c->in, &out, NULL,
+                                  &err))
+        g_error("spawning a child: %s", err->message);
+    c->out = fdopen(out, "r");
+    g_free(exe);
+}
+
+/* The next line @c says (within 10 s). */
+static char *child_says(child *c)
+{
+    struct pollfd p = {.fd = fileno(c->out), .events = POLLIN};
+    char line[128];
+    if (poll(&p, 1, 10000) != 1 || fgets(line, sizeof line, c->out) == NULL)
+        g_error("child %d said nothing", (int)c->pid);
+    return g_strdup(g_strchomp(line));
+}
+
+static void expect(child *c, const char *want)
+{
+    char *got = child_says(c);
+    g_assert_cmpstr(got, ==, want);
+    g_free(got);
+}
+
+static void go(child *c)
+{
+    g_assert_cmpint(write(c->in, "g", 1), ==, 1);
+}
+
+/* Reap @c, which dies of a SIGKILL: its own (at a hook point), or ours
+ * when @kill_it. */
+static void reap_how(child *c, bool kill_it)
+{
+    int status;
+    if (kill_it)
+        kill(c->pid, SIGKILL);
+    g_assert_cmpint(waitpid(c->pid, &status, 0), ==, c->pid);
+    g_assert_true(WIFSIGNALED(status));
+    g_assert_cmpint(WTERMSIG(status), ==, SIGKILL);
+    close(c->in);
+    fclose(c->out);
+}
+
+static void reap(child *c)
+{
+    reap_how(c, true);
+}
+
+/* Reap @c once it killed itself at its hook point. */
+static void reap_self_killed(child *c)
+{
+    reap_how(c, false);
+}
+
+/* ---- fixture ---- */
+
+typedef struct {
+    char *dir, *spec;
+} fixture;
+
+static void setup(fixture *f, gconstpointer data)
+{
+    f->dir = lt_tmpdir();
+    f->spec = g_strdup_printf("lmdb:path=%s/reg.mdb", f->dir);
+}
+
+static void teardown(fixture *f, gconstpointer data)
+{
+    procreg_lmdb_batch_hook = NULL;
+    lt_rmtree(f->dir);
+    g_free(f->dir);
+    g_free(f->spec);
+}
+
+/* The owner of @name, or pid 0 when it is not registered. */
+static pid_t owner_of(procreg *reg, const char *name)
+{
+    procreg_owner o = {0};
+    int rc = procreg_lookup(reg, NS, name, &o, NULL);
+    g_assert_true(rc == 0 || rc == PROCREG_ENOTFOUND);
+    return rc == 0 ? o.pid : 0;
+}
+
+/* ---- threads of one process ---- */
+
+/* pthreads, not GMutex: glib 2.74's GMutex is a bare futex that
+ * ThreadSanitizer cannot see. */
+static struct timespec deadline_in(int seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += seconds;
+    return ts;
+}
+
+/* What this process's hook sees: requests published, and a gate that
+ * holds the first leader. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int published, solo;
+    int hold_until;   /* the first leader waits for this many published */
+    bool hold_solo;   /* ...and for a registration sent solo */
+    bool released;    /* the first leader went on */
+} gate = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static void gate_hook(const char *point)
+{
+    pthread_mutex_lock(&gate.lock);
+    if (strcmp(point, "published") == 0)
+        gate.published++;
+    else if (strcmp(point, "solo") == 0)
+        gate.solo++;
+    pthread_cond_broadcast(&gate.cond);
+    if (strcmp(point, "lead") == 0 && !gate.released) {
+        /* A bound against a hang, long enough for valgrind. */
+        struct timespec end = deadline_in(60);
+        while (gate.published < gate.hold_until ||
+               (gate.hold_solo && gate.solo == 0))
+            if (pthread_cond_timedwait(&gate.cond, &gate.lock, &end) != 0)
+                g_error("the leader waited 60 s for %d requests (%d)",
+                        gate.hold_until, gate.published);
+        gate.released = true;
+    }
+    pthread_mutex_unlock(&gate.lock);
+}
+
+static void gate_arm(int hold_until, bool hold_solo)
+{
+    gate.published = gate.solo = 0;
+    gate.hold_until = hold_until;
+    gate.hold_solo = hold_solo;
+    gate.released = false;
+    procreg_lmdb_batch_hook = gate_hook;
+}
+
+/* A registrant thread with a handle of its own (threads sharing one
+ * would queue on the core's per-key locks, in front of the backend). */
+typedef struct {
+    procreg *reg;
+    char name[32];
+    int rc;
+    procreg_entry current;
+} registrant;
+
+static gpointer registrant_main(gpointer data)
+{
+    registrant *r = data;
+    r->rc = procreg_register(r->reg, NS, r->name, NULL, NULL, &r->current,
+                             NULL);
+    return NULL;
+}
+
+/* Open @n registrants' handles, then start them all. */
+static void registrants_start(registrant *r, GThread **t, int n,
+                              const char *spec, const char *prefix,
+                              int duplicate_of_0)
+{
+    for (int i = 0; i < n; i++) {
+        r[i].reg = lt_open(spec);
+        g_snprintf(r[i].name, sizeof r[i].name, "%s%d", prefix,
+                   i == duplicate_of_0 ? 0 : i);
+    }
+    for (int i = 0; i < n; i++)
+        t[i] = g_thread_new("registrant", registrant_main, &r[i]);
+}
+
+static void registrant_finish(registrant *r, GThread *t)
+{
+    g_thread_join(t);
+    procreg_entry_clear(&r->current);
+    procreg_close(r->reg);
+}
+
+/* Events seen by a subscriber: names and revisions, in delivery order. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    GPtrArray *names;
+    GArray *revisions, *positions;
+} seen;
+
+static void on_event(procreg *reg, const procreg_event *ev, gpointer data)
+{
+    seen *s = data;
+    if (ev->kind != PROCREG_EVENT_REGISTERED)
+        return;
+    pthread_mutex_lock(&s->lock);
+    g_ptr_array_add(s->names, g_strdup(ev->name));
+    g_array_append_val(s->revisions, ev->entry->revision);
+    g_array_append_val(s->positions, ev->position);
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Eight threads, two of them for the same name, committed in one batch:
+ * each new name is there once, the duplicate gets EEXISTS with the
+ * winner's entry, and the subscriber sees the seven registrations once
+ * each, in commit order. */
+static void test_threads(fixture *f, gconstpointer data)
+{
+    enum { N = 8 };
+    procreg *reg = lt_open(f->spec);
+    seen s = {.names = g_ptr_array_new_with_free_func(g_free),
+              .revisions = g_array_new(FALSE, FALSE, sizeof(guint64)),
+              .positions = g_array_new(FALSE, FALSE, sizeof(guint64))};
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.cond, NULL);
+    uint64_t sub;
+    g_assert_cmpint(procreg_subscribe(reg, NS, NULL, on_event, &s, NULL, NULL,
+                                      &sub, NULL), ==, 0);
+    gint64 commits = lt_stat(reg, "batch_commits");
+    gate_arm(N, false);
+    registrant r[N] = {0};
+    GThread *t[N];
+    registrants_start(r, t, N, f->spec, "t", N - 1);
+    for (int i = 0; i < N; i++)
+        g_thread_join(t[i]);
+    g_assert_cmpint(lt_stat(reg, "batch_commits"), ==, commits + 1);
+    g_assert_cmpint(lt_stat(reg, "batch_requests"), ==, N);
+
+    /* t0 twice: one got it, the other EEXISTS with its entry. */
+    registrant *won = r[0].rc == 0 ? &r[0] : &r[N - 1];
+    registrant *lost = won == &r[0] ? &r[N - 1] : &r[0];
+    g_assert_cmpint(won->rc, ==, 0);
+    g_assert_cmpint(lost->rc, ==, PROCREG_EEXISTS);
+    g_assert_cmpint(lost->current.owner.pid, ==, getpid());
+    g_assert_cmpuint(lost->current.revision, ==, won->current.revision);
+    size_t n = 0;
+    g_assert_cmpint(procreg_count(reg, NS, &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, N - 1);
+    for (int i = 0; i < N - 1; i++) {
+        g_assert_cmpint(r[i].rc, ==, 0);
+        procreg_entry e = {0};
+        g_assert_cmpint(procreg_lookup_entry(reg, NS, r[i].name, &e, NULL),
+                        ==, 0);
+        g_assert_cmpuint(e.revision, ==, r[i].current.revision);
+        procreg_entry_clear(&e);
+    }
+
+    pthread_mutex_lock(&s.lock);
+    struct timespec end = deadline_in(60);
+    while (s.names->len < N - 1)
+        if (pthread_cond_timedwait(&s.cond, &s.lock, &end) != 0)
+            g_error("saw %u of %d registrations", s.names->len, N - 1);
+    pthread_mutex_unlock(&s.lock);
+    g_assert_cmpint(procreg_unsubscribe(reg, sub), ==, 0);
+    g_assert_cmpuint(s.names->len, ==, N - 1);
+    GHashTable *names = g_hash_table_new(g_str_hash, g_str_equal);
+    for (guint i = 0; i < s.names->len; i++) {
+        g_assert_true(g_hash_table_add(names, s.names->pdata[i]));
+        if (i > 0) {
+            g_assert_cmpuint(g_array_index(s.revisions, guint64, i), >,
+                             g_array_index(s.revisions, guint64, i - 1));
+            g_assert_cmpuint(g_array_index(s.positions, guint64, i), ==,
+                             g_array_index(s.positions, guint64, i - 1) + 1);
+        }
+    }
+    g_hash_table_unref(names);
+    for (int i = 0; i < N; i++) {
+        procreg_entry_clear(&r[i].current);
+        procreg_close(r[i].reg);
+    }
+    g_ptr_array_unref(s.names);
+    g_array_unref(s.revisions);
+    g_array_unref(s.positions);
+    pthread_mutex_destroy(&s.lock);
+    pthread_cond_destroy(&s.cond);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    procreg_close(reg);
+}
+
+/* Every slot taken (the first leader held until all are published): one
+ * more registrant goes solo, and everything is registered once. */
+static void test_full(fixture *f, gconstpointer data)
+{
+    enum { N = SLOTS + 1 };
+    procreg *reg = lt_open(f->spec);
+    gint64 solo = lt_stat(reg, "batch_solo");
+    gate_arm(SLOTS, true);
+    registrant *r = g_new0(registrant, N);
+    GThread **t = g_new0(GThread *, N);
+    registrants_start(r, t, N, f->spec, "f", -1);
+    for (int i = 0; i < N; i++) {
+        registrant_finish(&r[i], t[i]);
+        g_assert_cmpint(r[i].rc, ==, 0);
+    }
+    g_assert_cmpint(lt_stat(reg, "batch_solo"), ==, solo + 1);
+    g_assert_cmpint(lt_stat(reg, "batch_requests"), ==, SLOTS);
+    size_t n = 0;
+    g_assert_cmpint(procreg_count(reg, NS, &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, N);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    g_free(r);
+    g_free(t);
+    procreg_close(reg);
+}
+
+/* ---- processes killed ---- */
+
+/* Leader L is killed after applying its batch (its own request and R's),
+ * before the commit: R, next at the lock, finds both requests pending
+ * again, drops the dead L's and commits its own once. */
+static void test_leader_killed_before_commit(fixture *f, gconstpointer d)
+{
+    child l, r;
+    spawn_child(&l, f->spec, "l", "lead:w,applied:k");
+    expect(&l, "lead");
+    spawn_child(&r, f->spec, "r", "published:s,lead:w");
+    expect(&r, "published");
+    go(&l);
+    reap_self_killed(&l);
+    expect(&r, "lead");
+    go(&r);
+    expect(&r, "= 0 1 1"); /* registered; one recovery; L's request dropped */
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(owner_of(reg, "r"), ==, r.pid);
+    g_assert_cmpint(owner_of(reg, "l"), ==, 0);
+    size_t n = 0;
+    g_assert_cmpint(procreg_count(reg, NS, &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, 1);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&r);
+    procreg_close(reg);
+}
+
+/* Leader L is killed after its commit, before it answered: R, next at
+ * the lock, finds its request committed and is answered 0 (not EEXISTS,
+ * and not applied again); L's answered slot goes with the next batch. */
+static void test_leader_killed_after_commit(fixture *f, gconstpointer d)
+{
+    child l, r;
+    spawn_child(&l, f->spec, "l", "lead:w,committed:k");
+    expect(&l, "lead");
+    spawn_child(&r, f->spec, "r", "published:s,lead:k");
+    expect(&r, "published");
+    go(&l);
+    reap_self_killed(&l);
+    expect(&r, "= 0 1 0"); /* R never led: its hook "lead" would kill it */
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(owner_of(reg, "r"), ==, r.pid);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 1);
+    procreg_entry p = {0};
+    g_assert_cmpint(procreg_register(reg, NS, "p", NULL, NULL, &p, NULL),
+                    ==, 0);
+    /* l and r were registered once each, before p. */
+    g_assert_cmpuint(p.revision, ==, 3);
+    procreg_entry_clear(&p);
+    g_assert_cmpint(lt_stat(reg, "batch_dropped"), ==, 1);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&r);
+    procreg_close(reg);
+}
+
+/* A registrant killed after publishing its request: the leader drops it
+ * (never applied, never answered) and frees its slot. */
+static void test_requester_killed_published(fixture *f, gconstpointer d)
+{
+    child l, r;
+    spawn_child(&l, f->spec, "l", "lead:w");
+    expect(&l, "lead");
+    spawn_child(&r, f->spec, "r", "published:w");
+    expect(&r, "published");
+    reap(&r);
+    go(&l);
+    expect(&l, "= 0 0 1");
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(owner_of(reg, "l"), ==, l.pid);
+    g_assert_cmpint(owner_of(reg, "r"), ==, 0);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&l);
+    procreg_close(reg);
+}
+
+/* A registrant killed after claiming a slot, before publishing: the next
+ * leader frees the slot. */
+static void test_requester_killed_claimed(fixture *f, gconstpointer d)
+{
+    child r;
+    spawn_child(&r, f->spec, "r", "claimed:k");
+    reap_self_killed(&r);
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 1);
+    g_assert_cmpint(procreg_register(reg, NS, "p", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    g_assert_cmpint(lt_stat(reg, "batch_dropped"), ==, 1);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    g_assert_cmpint(owner_of(reg, "r"), ==, 0);
+    procreg_close(reg);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 5 && strcmp(argv[1], "--child") == 0)
+        child_main(argv[2], argv[3], argv[4]);
+    g_test_init(&argc, &argv, NULL);
+#define ADD(path, fn)                                                         \
+    g_test_add("/lmdb/batch/" path, fixture, NULL, setup, fn, teardown)
+    ADD("threads", test_threads);
+    ADD("full", test_full);
+    ADD("leader-killed-before-commit", test_leader_killed_before_commit);
+    ADD("leader-killed-after-commit", test_leader_killed_after_commit);
+    ADD("requester-killed-published", test_requester_killed_published);
+    ADD("requester-killed-claimed", test_requester_killed_claimed);
+    return g_test_run();
+}
