@@ -442,13 +442,10 @@ void procreg_lmdb_env_free(lmdb_env *env)
     procreg_lmdb_writer_clear(env);
     procreg_lmdb_owners_clear(env);
     procreg_lmdb_notify_close(env);
-    if (env->mdb != NULL) {
-        procreg_lmdb_pool_drain(env);
+    procreg_lmdb_readers_clear(env);
+    if (env->mdb != NULL)
         mdb_env_close(env->mdb);
-    }
     g_ptr_array_unref(env->instances);
-    g_rw_lock_clear(&env->txn_lock);
-    pthread_mutex_destroy(&env->pool_lock);
     pthread_mutex_destroy(&env->inst_lock);
     g_free(env->read_only_why);
     g_free(env->path);
@@ -461,8 +458,7 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
     lmdb_env *env = g_new0(lmdb_env, 1);
     env->path = g_strdup(path);
     env->notify_fd = -1;
-    g_rw_lock_init(&env->txn_lock);
-    pthread_mutex_init(&env->pool_lock, NULL);
+    procreg_lmdb_readers_init(env);
     pthread_mutex_init(&env->inst_lock, NULL);
     procreg_lmdb_writer_init(env);
     procreg_lmdb_owners_init(env);
