@@ -257,6 +257,7 @@ LMDB_HIDDEN void procreg_lmdb_readers_fork_child(void);
 void procreg_lmdb_hook_read_begun(lmdb_env *env);
 void procreg_lmdb_hook_map_lock_wanted(lmdb_env *env);
 void procreg_lmdb_hook_map_lock_taken(lmdb_env *env);
+void procreg_lmdb_hook_map_lock_released(lmdb_env *env);
 #endif
 
 /* ---- writer.c: the writer lock ---- */

@@ -243,6 +243,7 @@ void procreg_lmdb_map_lock(lmdb_env *env)
 
 void procreg_lmdb_map_unlock(lmdb_env *env)
 {
+    HOOK(map_lock_released, env);
     procreg_brlock_write_unlock(&env->map_lock);
 }
 

@@ -56,9 +56,9 @@ int procreg_lmdb_map_adopt(lmdb_env *env)
 {
     procreg_lmdb_map_lock(env);
     int rc = mdb_env_set_mapsize(env->mdb, 0);
-    procreg_lmdb_map_unlock(env);
     if (rc == 0)
         g_atomic_pointer_add(&env->map_adopted, 1);
+    procreg_lmdb_map_unlock(env);
     return rc;
 }
 
