@@ -7,15 +7,14 @@
 G_STATIC_ASSERT(sizeof(procreg_lmdb_entry_header) == 40);
 G_STATIC_ASSERT(sizeof(procreg_lmdb_event_header) == 56);
 
-LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
-                                                  procreg_lmdb_raw_entry *out)
+/* Version 1: the fixed header (formats 1 and 2). */
+static const char *entry_decode_v1(const void *v, size_t n,
+                                   procreg_lmdb_raw_entry *out)
 {
     procreg_lmdb_entry_header h;
     if (n < sizeof h)
         return "value shorter than its header";
     memcpy(&h, v, sizeof h);
-    if (h.version != PROCREG_LMDB_ENTRY_VERSION)
-        return "unknown entry version";
     if (h.flags & ~PROCREG_LMDB_HAS_META)
         return "unknown entry flags";
     if (h.meta_len != n - sizeof h)
@@ -34,26 +33,107 @@ LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
     return NULL;
 }
 
+/* A varint at *@p (before @end): false when cut short, longer than 64
+ * bits, or not in its shortest form (so a record re-encodes to itself). */
+static bool varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    uint64_t x = 0;
+    for (unsigned int shift = 0; *p < end && shift < 64; shift += 7) {
+        uint8_t b = *(*p)++;
+        if (shift == 63 && b > 1)
+            return false;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = x;
+            return b != 0 || shift == 0;
+        }
+    }
+    return false;
+}
+
+static size_t varint_size(uint64_t x)
+{
+    size_t n = 1;
+    while (x >= 0x80) {
+        x >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *varint_put(uint8_t *p, uint64_t x)
+{
+    while (x >= 0x80) {
+        *p++ = (uint8_t)(x | 0x80);
+        x >>= 7;
+    }
+    *p++ = (uint8_t)x;
+    return p;
+}
+
+static uint64_t zigzag(int64_t x)
+{
+    return ((uint64_t)x << 1) ^ (uint64_t)(x >> 63);
+}
+
+static int64_t unzigzag(uint64_t x)
+{
+    return (int64_t)(x >> 1) ^ -(int64_t)(x & 1);
+}
+
+LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
+                                                  procreg_lmdb_raw_entry *out)
+{
+    uint16_t v1;
+    if (n >= sizeof v1 && (memcpy(&v1, v, sizeof v1),
+                           v1 == PROCREG_LMDB_ENTRY_VERSION_1))
+        return entry_decode_v1(v, n, out);
+    const uint8_t *p = v, *end = p + n;
+    if (n < 2)
+        return "value shorter than its header";
+    if (p[0] != PROCREG_LMDB_ENTRY_VERSION)
+        return "unknown entry version";
+    if (p[1] & ~PROCREG_LMDB_HAS_META)
+        return "unknown entry flags";
+    out->has_meta = (p[1] & PROCREG_LMDB_HAS_META) != 0;
+    p += 2;
+    uint64_t pid, registered_at;
+    if (!varint_get(&p, end, &pid) ||
+        !varint_get(&p, end, &out->owner.start_time) ||
+        !varint_get(&p, end, &registered_at) ||
+        !varint_get(&p, end, &out->revision))
+        return "value shorter than its header";
+    if (pid == 0 || pid > INT_MAX)
+        return "owner pid out of range";
+    if (!out->has_meta && p != end)
+        return "metadata without its flag";
+    out->owner.pid = (pid_t)pid;
+    out->registered_at = unzigzag(registered_at);
+    out->meta = p;
+    out->meta_len = (size_t)(end - p);
+    return NULL;
+}
+
 LMDB_HIDDEN size_t procreg_lmdb_entry_size(const procreg_lmdb_raw_entry *e)
 {
-    return sizeof(procreg_lmdb_entry_header) + e->meta_len;
+    return 2 + varint_size((uint64_t)e->owner.pid) +
+           varint_size(e->owner.start_time) +
+           varint_size(zigzag(e->registered_at)) + varint_size(e->revision) +
+           e->meta_len;
 }
 
 LMDB_HIDDEN void procreg_lmdb_entry_encode(const procreg_lmdb_raw_entry *e,
                                            void *out)
 {
-    procreg_lmdb_entry_header h = {
-        .version = PROCREG_LMDB_ENTRY_VERSION,
-        .flags = e->has_meta ? PROCREG_LMDB_HAS_META : 0,
-        .meta_len = (uint32_t)e->meta_len,
-        .pid = (uint64_t)e->owner.pid,
-        .start_time = e->owner.start_time,
-        .registered_at = e->registered_at,
-        .revision = e->revision,
-    };
-    memcpy(out, &h, sizeof h);
+    uint8_t *p = out;
+    *p++ = PROCREG_LMDB_ENTRY_VERSION;
+    *p++ = e->has_meta ? PROCREG_LMDB_HAS_META : 0;
+    p = varint_put(p, (uint64_t)e->owner.pid);
+    p = varint_put(p, e->owner.start_time);
+    p = varint_put(p, zigzag(e->registered_at));
+    p = varint_put(p, e->revision);
     if (e->meta_len)
-        memcpy((char *)out + sizeof h, e->meta, e->meta_len);
+        memcpy(p, e->meta, e->meta_len);
 }
 
 LMDB_HIDDEN GVariant *procreg_lmdb_meta_decode(bool has_meta, const void *d,

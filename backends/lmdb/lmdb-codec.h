@@ -12,16 +12,27 @@
 
 #define LMDB_HIDDEN __attribute__((visibility("hidden")))
 
-#define PROCREG_LMDB_FORMAT "procreg-lmdb 2"
-/* The format before groups: the same without their databases, which an
+#define PROCREG_LMDB_FORMAT "procreg-lmdb 3"
+/* Format 3 writes entries (and members) in the compact form, version 2;
+ * formats 1 and 2 hold version 1, which format 3 still reads, so an
+ * opener that may write marks an older file format 3 (open.c).  Format 1
+ * is format 2 before groups: the same without their databases, which an
  * opener that may write adds (groups.c). */
+#define PROCREG_LMDB_FORMAT_2 "procreg-lmdb 2"
 #define PROCREG_LMDB_FORMAT_1 "procreg-lmdb 1"
-#define PROCREG_LMDB_ENTRY_VERSION 1
+#define PROCREG_LMDB_ENTRY_VERSION 2
+#define PROCREG_LMDB_ENTRY_VERSION_1 1
 #define PROCREG_LMDB_EVENT_VERSION 1
 #define PROCREG_LMDB_HAS_META 1u
 #define PROCREG_LMDB_OWNER_KEY_SIZE 12
 
-/* "entries": key "ns\0name", value this header + serialised a{sv}. */
+/* "entries": key "ns\0name", value version 2 (written now):
+ *   u8 version (2), u8 flags (PROCREG_LMDB_HAS_META),
+ *   varint pid, varint start_time, varint zigzag(registered_at),
+ *   varint revision, then the serialised a{sv} (the rest of the value;
+ *   nothing without the flag);
+ * varints are LEB128 in their shortest form.  Version 1 (formats 1 and
+ * 2; read, never written) is this header + serialised a{sv}. */
 typedef struct {
     uint16_t version;
     uint16_t flags; /* PROCREG_LMDB_HAS_META */
@@ -51,7 +62,8 @@ typedef struct {
     uint64_t revision;
 } procreg_lmdb_event_header;
 
-/* An entry as stored; meta points into the value it was decoded from. */
+/* An entry as stored; meta points into the value it was decoded from.
+ * Encoded, it is always version 2. */
 typedef struct {
     procreg_owner owner;
     int64_t registered_at;

@@ -5,8 +5,9 @@
  *
  * File layout (MDB_NOSUBDIR: FILE and FILE-lock, plus FILE-notify, the
  * change counter's page and the writer lock):
- *   "entries"  key "ns\0name" -> entry_header + serialised a{sv}, so one
- *              namespace is the cursor range that starts at "ns\0";
+ *   "entries"  key "ns\0name" -> the entry (lmdb-codec.h: varints, then
+ *              serialised a{sv}), so one namespace is the cursor range
+ *              that starts at "ns\0";
  *   "owners"   (DUPSORT) key pid(BE32) start_time(BE64) -> "ns\0name" of
  *              each entry the owner holds, so a dead owner is reaped
  *              without a scan;
