@@ -33,41 +33,39 @@ static const char *entry_decode_v1(const void *v, size_t n,
     return NULL;
 }
 
-/* A varint at *@p (before @end): false when cut short, longer than 64
- * bits, or not in its shortest form (so a record re-encodes to itself). */
-static bool varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out)
+/* The bytes an integer of version 2 takes: the fewest that hold it. */
+static unsigned int uint_size(uint64_t x)
 {
+    return x == 0 ? 0 : (unsigned int)(71 - __builtin_clzll(x)) / 8;
+}
+
+/* An integer of @size bytes (little-endian) at *@p, before @end; false
+ * when cut short or not in its fewest bytes (so a record re-encodes to
+ * itself). */
+static inline bool uint_get(const uint8_t **p, const uint8_t *end,
+                            unsigned int size, uint64_t *out)
+{
+    if (size > 8 || (size_t)(end - *p) < size)
+        return false;
     uint64_t x = 0;
-    for (unsigned int shift = 0; *p < end && shift < 64; shift += 7) {
-        uint8_t b = *(*p)++;
-        if (shift == 63 && b > 1)
-            return false;
-        x |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = x;
-            return b != 0 || shift == 0;
-        }
+    if (end - *p >= 8) {
+        memcpy(&x, *p, 8);
+        x = GUINT64_FROM_LE(x);
+        if (size < 8)
+            x &= ((uint64_t)1 << (8 * size)) - 1;
+    } else {
+        for (unsigned int i = 0; i < size; i++)
+            x |= (uint64_t)(*p)[i] << (8 * i);
     }
-    return false;
+    *p += size;
+    *out = x;
+    return uint_size(x) == size;
 }
 
-static size_t varint_size(uint64_t x)
+static uint8_t *uint_put(uint8_t *p, uint64_t x)
 {
-    size_t n = 1;
-    while (x >= 0x80) {
-        x >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static uint8_t *varint_put(uint8_t *p, uint64_t x)
-{
-    while (x >= 0x80) {
-        *p++ = (uint8_t)(x | 0x80);
-        x >>= 7;
-    }
-    *p++ = (uint8_t)x;
+    for (unsigned int n = uint_size(x); n > 0; n--, x >>= 8)
+        *p++ = (uint8_t)x;
     return p;
 }
 
@@ -89,20 +87,21 @@ LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
                            v1 == PROCREG_LMDB_ENTRY_VERSION_1))
         return entry_decode_v1(v, n, out);
     const uint8_t *p = v, *end = p + n;
-    if (n < 2)
+    if (n < 4)
         return "value shorter than its header";
     if (p[0] != PROCREG_LMDB_ENTRY_VERSION)
         return "unknown entry version";
     if (p[1] & ~PROCREG_LMDB_HAS_META)
         return "unknown entry flags";
     out->has_meta = (p[1] & PROCREG_LMDB_HAS_META) != 0;
-    p += 2;
+    unsigned int sizes = p[2] | (unsigned int)p[3] << 8;
+    p += 4;
     uint64_t pid, registered_at;
-    if (!varint_get(&p, end, &pid) ||
-        !varint_get(&p, end, &out->owner.start_time) ||
-        !varint_get(&p, end, &registered_at) ||
-        !varint_get(&p, end, &out->revision))
-        return "value shorter than its header";
+    if (!uint_get(&p, end, sizes & 15, &pid) ||
+        !uint_get(&p, end, (sizes >> 4) & 15, &out->owner.start_time) ||
+        !uint_get(&p, end, (sizes >> 8) & 15, &registered_at) ||
+        !uint_get(&p, end, sizes >> 12, &out->revision))
+        return "malformed entry header";
     if (pid == 0 || pid > INT_MAX)
         return "owner pid out of range";
     if (!out->has_meta && p != end)
@@ -116,22 +115,26 @@ LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
 
 LMDB_HIDDEN size_t procreg_lmdb_entry_size(const procreg_lmdb_raw_entry *e)
 {
-    return 2 + varint_size((uint64_t)e->owner.pid) +
-           varint_size(e->owner.start_time) +
-           varint_size(zigzag(e->registered_at)) + varint_size(e->revision) +
+    return 4 + uint_size((uint64_t)e->owner.pid) +
+           uint_size(e->owner.start_time) +
+           uint_size(zigzag(e->registered_at)) + uint_size(e->revision) +
            e->meta_len;
 }
 
 LMDB_HIDDEN void procreg_lmdb_entry_encode(const procreg_lmdb_raw_entry *e,
                                            void *out)
 {
+    uint64_t registered_at = zigzag(e->registered_at);
     uint8_t *p = out;
     *p++ = PROCREG_LMDB_ENTRY_VERSION;
     *p++ = e->has_meta ? PROCREG_LMDB_HAS_META : 0;
-    p = varint_put(p, (uint64_t)e->owner.pid);
-    p = varint_put(p, e->owner.start_time);
-    p = varint_put(p, zigzag(e->registered_at));
-    p = varint_put(p, e->revision);
+    *p++ = (uint8_t)(uint_size((uint64_t)e->owner.pid) |
+                     uint_size(e->owner.start_time) << 4);
+    *p++ = (uint8_t)(uint_size(registered_at) | uint_size(e->revision) << 4);
+    p = uint_put(p, (uint64_t)e->owner.pid);
+    p = uint_put(p, e->owner.start_time);
+    p = uint_put(p, registered_at);
+    p = uint_put(p, e->revision);
     if (e->meta_len)
         memcpy(p, e->meta, e->meta_len);
 }

@@ -28,11 +28,14 @@
 
 /* "entries": key "ns\0name", value version 2 (written now):
  *   u8 version (2), u8 flags (PROCREG_LMDB_HAS_META),
- *   varint pid, varint start_time, varint zigzag(registered_at),
- *   varint revision, then the serialised a{sv} (the rest of the value;
- *   nothing without the flag);
- * varints are LEB128 in their shortest form.  Version 1 (formats 1 and
- * 2; read, never written) is this header + serialised a{sv}. */
+ *   u8 sizes of pid | start_time << 4,
+ *   u8 sizes of zigzag(registered_at) | revision << 4,
+ *   the four integers, each little-endian in its size: the fewest bytes
+ *   that hold it (0 for 0, at most 8),
+ *   then the serialised a{sv} (the rest of the value; nothing without
+ *   the flag).
+ * Version 1 (formats 1 and 2; read, never written) is this header +
+ * serialised a{sv}. */
 typedef struct {
     uint16_t version;
     uint16_t flags; /* PROCREG_LMDB_HAS_META */
