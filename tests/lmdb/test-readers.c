@@ -19,13 +19,15 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 /* How long a step that must NOT happen is given to happen anyway. */
 #define MUST_NOT_HAPPEN_MS 200
 
+/* pthread's, not GMutex: ThreadSanitizer cannot see glib 2.74's. */
 static struct {
-    GMutex m;
-    GCond c;
+    pthread_mutex_t m;
+    pthread_cond_t c;
     GThread *hold; /* the thread whose next read is held */
     bool held, release;
     int wanted, taken, released; /* map lock: asked for, obtained, let go */
@@ -34,63 +36,79 @@ static struct {
 
 void procreg_lmdb_hook_read_begun(lmdb_env *env)
 {
-    g_mutex_lock(&hk.m);
+    pthread_mutex_lock(&hk.m);
     hk.env = env;
     if (hk.hold == g_thread_self()) {
         hk.hold = NULL;
         hk.held = true;
-        g_cond_broadcast(&hk.c);
+        pthread_cond_broadcast(&hk.c);
         while (!hk.release)
-            g_cond_wait(&hk.c, &hk.m);
+            pthread_cond_wait(&hk.c, &hk.m);
     }
-    g_mutex_unlock(&hk.m);
+    pthread_mutex_unlock(&hk.m);
 }
 
 void procreg_lmdb_hook_map_lock_wanted(lmdb_env *env)
 {
-    g_mutex_lock(&hk.m);
+    pthread_mutex_lock(&hk.m);
     hk.wanted++;
-    g_cond_broadcast(&hk.c);
-    g_mutex_unlock(&hk.m);
+    pthread_cond_broadcast(&hk.c);
+    pthread_mutex_unlock(&hk.m);
 }
 
 void procreg_lmdb_hook_map_lock_taken(lmdb_env *env)
 {
-    g_mutex_lock(&hk.m);
+    pthread_mutex_lock(&hk.m);
     hk.taken++;
-    g_cond_broadcast(&hk.c);
-    g_mutex_unlock(&hk.m);
+    pthread_cond_broadcast(&hk.c);
+    pthread_mutex_unlock(&hk.m);
 }
 
 void procreg_lmdb_hook_map_lock_released(lmdb_env *env)
 {
-    g_mutex_lock(&hk.m);
+    pthread_mutex_lock(&hk.m);
     hk.released++;
-    g_cond_broadcast(&hk.c);
-    g_mutex_unlock(&hk.m);
+    pthread_cond_broadcast(&hk.c);
+    pthread_mutex_unlock(&hk.m);
+}
+
+/* The env the last read began on (any thread's). */
+static lmdb_env *hooked_env(void)
+{
+    pthread_mutex_lock(&hk.m);
+    lmdb_env *env = hk.env;
+    pthread_mutex_unlock(&hk.m);
+    return env;
 }
 
 static void hooks_reset(void)
 {
-    g_mutex_lock(&hk.m);
+    pthread_mutex_lock(&hk.m);
     hk.hold = NULL;
     hk.held = hk.release = false;
     hk.wanted = hk.taken = hk.released = 0;
     hk.env = NULL;
-    g_mutex_unlock(&hk.m);
+    pthread_mutex_unlock(&hk.m);
 }
 
 /* Wait until *@field >= @n; false after @ms milliseconds (-1: forever). */
 static bool wait_for(int *field, int n, int ms)
 {
-    gint64 end = g_get_monotonic_time() + (gint64)ms * 1000;
-    g_mutex_lock(&hk.m);
-    bool ok = true;
-    while (*field < n && ok)
-        ok = ms < 0 ? (g_cond_wait(&hk.c, &hk.m), true)
-                    : g_cond_wait_until(&hk.c, &hk.m, end);
-    ok = *field >= n;
-    g_mutex_unlock(&hk.m);
+    struct timespec end;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    end.tv_sec += ms / 1000;
+    end.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (end.tv_nsec >= 1000000000) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&hk.m);
+    int rc = 0;
+    while (*field < n && rc == 0)
+        rc = ms < 0 ? pthread_cond_wait(&hk.c, &hk.m)
+                    : pthread_cond_timedwait(&hk.c, &hk.m, &end);
+    bool ok = *field >= n;
+    pthread_mutex_unlock(&hk.m);
     return ok;
 }
 
@@ -98,19 +116,19 @@ static bool wait_for(int *field, int n, int ms)
  * takes it too, to set the durability). */
 static void wait_held(void)
 {
-    g_mutex_lock(&hk.m);
+    pthread_mutex_lock(&hk.m);
     while (!hk.held)
-        g_cond_wait(&hk.c, &hk.m);
+        pthread_cond_wait(&hk.c, &hk.m);
     hk.wanted = hk.taken = hk.released = 0;
-    g_mutex_unlock(&hk.m);
+    pthread_mutex_unlock(&hk.m);
 }
 
 static void release_held(void)
 {
-    g_mutex_lock(&hk.m);
+    pthread_mutex_lock(&hk.m);
     hk.release = true;
-    g_cond_broadcast(&hk.c);
-    g_mutex_unlock(&hk.m);
+    pthread_cond_broadcast(&hk.c);
+    pthread_mutex_unlock(&hk.m);
 }
 
 /* Reader slots of the file with a process in them (reset transactions
@@ -183,9 +201,9 @@ typedef struct {
 static gpointer held_lookup_main(gpointer p)
 {
     held_lookup *h = p;
-    g_mutex_lock(&hk.m);
+    pthread_mutex_lock(&hk.m);
     hk.hold = g_thread_self();
-    g_mutex_unlock(&hk.m);
+    pthread_mutex_unlock(&hk.m);
     h->rc = procreg_lookup(h->reg, "p", "x", &h->owner, NULL);
     return NULL;
 }
@@ -302,8 +320,8 @@ typedef struct {
     procreg *reg;
     int rc;
     pthread_t self;
-    GMutex m;
-    GCond c;
+    pthread_mutex_t m;
+    pthread_cond_t c;
     bool read_done, go;
 } lingering;
 
@@ -312,14 +330,14 @@ static gpointer lingering_main(gpointer p)
     lingering *l = p;
     procreg_owner o;
     int rc = procreg_lookup(l->reg, "p", "x", &o, NULL);
-    g_mutex_lock(&l->m);
+    pthread_mutex_lock(&l->m);
     l->rc = rc;
     l->self = pthread_self();
     l->read_done = true;
-    g_cond_broadcast(&l->c);
+    pthread_cond_broadcast(&l->c);
     while (!l->go)
-        g_cond_wait(&l->c, &l->m);
-    g_mutex_unlock(&l->m);
+        pthread_cond_wait(&l->c, &l->m);
+    pthread_mutex_unlock(&l->m);
     return NULL;
 }
 
@@ -327,26 +345,26 @@ static GThread *lingering_start(lingering *l, procreg *reg)
 {
     memset(l, 0, sizeof *l);
     l->reg = reg;
-    g_mutex_init(&l->m);
-    g_cond_init(&l->c);
+    pthread_mutex_init(&l->m, NULL);
+    pthread_cond_init(&l->c, NULL);
     GThread *t = g_thread_new("linger", lingering_main, l);
-    g_mutex_lock(&l->m);
+    pthread_mutex_lock(&l->m);
     while (!l->read_done)
-        g_cond_wait(&l->c, &l->m);
-    g_mutex_unlock(&l->m);
+        pthread_cond_wait(&l->c, &l->m);
+    pthread_mutex_unlock(&l->m);
     g_assert_cmpint(l->rc, ==, 0);
     return t;
 }
 
 static void lingering_end(lingering *l, GThread *t)
 {
-    g_mutex_lock(&l->m);
+    pthread_mutex_lock(&l->m);
     l->go = true;
-    g_cond_broadcast(&l->c);
-    g_mutex_unlock(&l->m);
+    pthread_cond_broadcast(&l->c);
+    pthread_mutex_unlock(&l->m);
     g_thread_join(t);
-    g_mutex_clear(&l->m);
-    g_cond_clear(&l->c);
+    pthread_mutex_destroy(&l->m);
+    pthread_cond_destroy(&l->c);
 }
 
 static void test_thread_exit(Fixture *f, gconstpointer data)
@@ -356,7 +374,7 @@ static void test_thread_exit(Fixture *f, gconstpointer data)
     g_assert_cmpint(procreg_register(reg, "p", "x", NULL, NULL, NULL, NULL),
                     ==, 0);
     g_assert_cmpint(procreg_lookup(reg, "p", "x", &o, NULL), ==, 0);
-    lmdb_env *env = hk.env;
+    lmdb_env *env = hooked_env();
     g_assert_nonnull(env);
     g_assert_cmpint(slots_in_use(env, pthread_self()), ==, 1);
 
@@ -393,7 +411,7 @@ static void test_thread_outlives_close(Fixture *f, gconstpointer data)
     l.reg = reg;
     procreg_owner o;
     g_assert_cmpint(procreg_lookup(reg, "p", "x", &o, NULL), ==, 0);
-    lmdb_env *env = hk.env;
+    lmdb_env *env = hooked_env();
     /* The close aborted its transaction: no slot in the new env. */
     g_assert_cmpint(slots_in_use(env, l.self), ==, 0);
     lingering_end(&l, t);
@@ -414,7 +432,8 @@ static void test_readers_full(Fixture *f, gconstpointer data)
     g_assert_cmpint(procreg_lookup(reg, "p", "x", &o, NULL), ==, 0);
     /* LMDB rounds max_readers up to fill the lock file's page. */
     MDB_envinfo info;
-    mdb_env_info(hk.env->mdb, &info);
+    lmdb_env *env = hooked_env();
+    mdb_env_info(env->mdb, &info);
     int n = (int)info.me_maxreaders + 2;
     g_test_message("%u reader slots, %d lingering threads", info.me_maxreaders,
                    n);
@@ -424,7 +443,7 @@ static void test_readers_full(Fixture *f, gconstpointer data)
      * past the last free slot succeed only by releasing others'. */
     for (int i = 0; i < n; i++)
         t[i] = lingering_start(&l[i], reg);
-    g_assert_cmpint(slots_in_use(hk.env, 0), <=, (int)info.me_maxreaders);
+    g_assert_cmpint(slots_in_use(env, 0), <=, (int)info.me_maxreaders);
     g_assert_cmpint(procreg_lookup(reg, "p", "x", &o, NULL), ==, 0);
     for (int i = 0; i < n; i++)
         lingering_end(&l[i], t[i]);
@@ -438,6 +457,12 @@ int main(int argc, char **argv)
     if (argc == 4 && strcmp(argv[1], "--grow-child") == 0)
         return grow_child_main(argv[2], argv[3]);
     g_test_init(&argc, &argv, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&hk.c, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_init(&hk.m, NULL);
 #define ADD(path, fn, opts) \
     g_test_add(path, Fixture, opts, fx_setup, fn, fx_teardown)
     ADD("/lmdb/readers/grow-during-lookup", test_grow_during_lookup, NULL);
