@@ -148,11 +148,12 @@ static void entry_of(const MDB_val *k, const MDB_val *v, bool names,
     out->owner.start_time = h.start_time;
     out->registered_at = h.registered_at;
     out->revision = h.revision;
-    if (v->mv_size > sizeof h)
+    size_t mlen = v->mv_size - sizeof h;
+    if (mlen > 0)
         out->metadata = g_variant_ref_sink(g_variant_new_from_data(
-            G_VARIANT_TYPE_VARDICT, g_memdup2((const char *)v->mv_data + sizeof h,
-                                              v->mv_size - sizeof h),
-            v->mv_size - sizeof h, TRUE, g_free, NULL));
+            G_VARIANT_TYPE_VARDICT,
+            g_memdup2((const char *)v->mv_data + sizeof h, mlen), mlen, TRUE,
+            g_free, NULL));
 }
 
 int raw_lmdb_lookup_entry(raw_lmdb *rl, bench_target_thread *tt,

@@ -2,8 +2,8 @@
  * The records of the lmdb backend's file, and their checked decoders and
  * encoders.  Used by the backend's rooms and by the fuzz targets (hidden
  * symbols of the library, reachable from its static archive).  Values are
- * host-local: native byte order, read with memcpy so alignment does not
- * matter.
+ * host-local: native byte order (but for the little-endian integers of an
+ * entry of version 2), read with memcpy so alignment does not matter.
  */
 #ifndef PROCREG_LMDB_CODEC_H
 #define PROCREG_LMDB_CODEC_H

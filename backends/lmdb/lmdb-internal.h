@@ -10,11 +10,11 @@
 
 #include <procreg/backend.h>
 
-#include "brlock.h"
 #include "lmdb-codec.h"
 
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/types.h>
 
 /* The map stops growing here (PROCREG_EFULL beyond). */
@@ -77,8 +77,11 @@ typedef struct {
     int sync_votes, nosync_votes; /* instances asking; under table_lock */
     procreg_owner self;
 
-    /* readers.c: read side, any transaction; write side, remapping. */
-    procreg_brlock map_lock;
+    /* readers.c: the map lock (every transaction is counted in its
+     * thread's slot; remapping waits for none to be) and every thread's
+     * slot. */
+    pthread_mutex_t remap_mutex; /* held by the remapper */
+    atomic_int remapping;
     uint64_t serial;      /* unique in the process, never reused */
     lmdb_reader *readers; /* every thread's slot; under readers.c's lock */
     /* The writer lock (writer.c): the threads' turn, then the file's. */

@@ -6,30 +6,37 @@
  * thread per env: the thread's own MDB_txn, which keeps its LMDB reader
  * slot between reads; MDB_NOTLS lets a txn live apart from LMDB's
  * thread-local one), releasing a cached txn when its thread exits, its
- * env closes, or reader slots run out; and map_lock, the big-reader lock
- * (core/brlock.c) every transaction holds for reading and remapping
- * (mdb_env_set_mapsize, mdb_env_set_flags) holds for writing.
+ * env closes, or reader slots run out; and the map lock: every
+ * transaction counts itself in its slot (in_map), and remapping
+ * (mdb_env_set_mapsize, mdb_env_set_flags) waits until no slot does.
  * Relies on: txn.c to adopt a map size another process chose, writer.c
  * for lockless reads, env.c for fork and whether an env is this
  * process's.
  *
  * Why: a lookup took txn_lock (a GRWLock: a read-modify-write of one
  * shared word) and the pool's mutex twice; now the common case touches
- * only lines of its own thread: one compare to find its slot, one CAS of
- * the slot's state, its brlock counter, mdb_txn_renew and mdb_txn_reset.
+ * only its own slot's line: one compare to find it, a CAS of its state,
+ * a store and a load for the map lock, mdb_txn_renew and mdb_txn_reset.
  *
  * Invariants.
  *  1. The map: a thread uses the map (an active transaction, read or
- *     write, or mdb_env_info) only between map_enter and map_leave, i.e.
- *     counted in map_lock's read side; the map is replaced only under
- *     map_lock's write side.  So no transaction of this process is active
+ *     write, or mdb_env_info) only while its slot's in_map is 1 and it
+ *     saw env->remapping at 0 after setting it; the remapper sets
+ *     remapping to 1 (holding remap_mutex) and then waits until it sees
+ *     every slot's in_map at 0.  Both sides publish with a sequentially
+ *     consistent store and then load the other's word, so in their total
+ *     order one comes first: either the remapper sees the reader's 1 and
+ *     waits for its release store of 0 (which its load acquires: the
+ *     reader's reads of the old map happen before the remap), or the
+ *     reader sees remapping, clears in_map and waits for remap_mutex (and
+ *     reads the new map).  So no transaction of this process is active
  *     while the map changes, which is what mdb_env_set_mapsize() asks.
  *     A reset transaction is not active (it holds a reader slot, not a
- *     snapshot), and a renewed one sees the new map.  The read side
- *     nests per thread and env (slot->depth): a read begun inside a write
- *     step does not count itself again, so a remapper waiting for the
- *     outer transaction cannot block the inner one (brlock prefers
- *     writers, unlike the reader-preferring GRWLock before it).
+ *     snapshot), and a renewed one sees the new map.  in_map nests per
+ *     thread and env (slot->depth): a read begun inside a write step does
+ *     not wait for a remapper that waits for the outer transaction.  The
+ *     remapper holds cache_lock only while it scans, never while it
+ *     waits, so a thread inside the map may still make a slot.
  *  2. A slot's transaction belongs to whoever moved slot->state away
  *     from SLOT_IDLE: its own thread (IDLE->BUSY, for one read) or, under
  *     cache_lock, a thread draining reader slots (IDLE->DRAINING->EMPTY).
@@ -53,7 +60,7 @@
  */
 #include "lmdb-internal.h"
 
-#include <stdatomic.h>
+#include <sched.h>
 
 /* Retries of a read after adopting the map or freeing reader slots. */
 #define READ_ATTEMPTS 16
@@ -71,8 +78,8 @@ struct lmdb_reader {
     lmdb_env *env;   /* valid while state != SLOT_CLOSED */
     MDB_txn *txn;    /* see invariant 2 */
     atomic_int state;
-    int depth;  /* map_enter nesting; its thread only */
-    int brslot; /* map_lock's slot while depth > 0 */
+    atomic_int in_map; /* 1: a transaction of its thread is active */
+    int depth;         /* map_enter nesting; its thread only */
     lmdb_reader *next_of_thread;          /* its thread only */
     lmdb_reader *prev_of_env, *next_of_env; /* under cache_lock */
 };
@@ -153,6 +160,7 @@ static __attribute__((noinline)) lmdb_reader *thread_reader_slow(lmdb_env *env)
     r->serial = env->serial;
     r->env = env;
     atomic_init(&r->state, SLOT_EMPTY);
+    atomic_init(&r->in_map, 0);
     pthread_mutex_lock(&cache_lock);
     r->next_of_env = env->readers;
     if (env->readers != NULL)
@@ -178,20 +186,43 @@ static inline lmdb_reader *thread_reader(lmdb_env *env)
 
 static inline void reader_enter(lmdb_env *env, lmdb_reader *r)
 {
-    if (r->depth++ == 0)
-        r->brslot = procreg_brlock_read_lock(&env->map_lock);
+    if (r->depth++ > 0)
+        return;
+    for (;;) {
+        atomic_store_explicit(&r->in_map, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&env->remapping, memory_order_seq_cst) == 0)
+            return;
+        atomic_store_explicit(&r->in_map, 0, memory_order_release);
+        /* The remapper holds remap_mutex while remapping is 1. */
+        pthread_mutex_lock(&env->remap_mutex);
+        pthread_mutex_unlock(&env->remap_mutex);
+    }
 }
 
 static inline void reader_leave(lmdb_env *env, lmdb_reader *r)
 {
+    (void)env;
     if (--r->depth == 0)
-        procreg_brlock_read_unlock(&env->map_lock, r->brslot);
+        atomic_store_explicit(&r->in_map, 0, memory_order_release);
+}
+
+/* Whether a slot of @env counts a transaction (invariant 1). */
+static bool any_in_map(lmdb_env *env)
+{
+    bool any = false;
+    pthread_mutex_lock(&cache_lock);
+    for (lmdb_reader *r = env->readers; r != NULL && !any;
+         r = r->next_of_env)
+        any = atomic_load_explicit(&r->in_map, memory_order_seq_cst) != 0;
+    pthread_mutex_unlock(&cache_lock);
+    return any;
 }
 
 void procreg_lmdb_readers_init(lmdb_env *env)
 {
     env->serial = atomic_fetch_add(&next_serial, 1);
-    procreg_brlock_init(&env->map_lock);
+    pthread_mutex_init(&env->remap_mutex, NULL);
+    atomic_init(&env->remapping, 0);
 }
 
 void procreg_lmdb_readers_clear(lmdb_env *env)
@@ -207,7 +238,7 @@ void procreg_lmdb_readers_clear(lmdb_env *env)
         atomic_store_explicit(&r->state, SLOT_CLOSED, memory_order_release);
     }
     pthread_mutex_unlock(&cache_lock);
-    procreg_brlock_clear(&env->map_lock);
+    pthread_mutex_destroy(&env->remap_mutex);
 }
 
 void procreg_lmdb_readers_drain(lmdb_env *env)
@@ -237,14 +268,18 @@ void procreg_lmdb_map_leave(lmdb_env *env)
 void procreg_lmdb_map_lock(lmdb_env *env)
 {
     HOOK(map_lock_wanted, env);
-    procreg_brlock_write_lock(&env->map_lock);
+    pthread_mutex_lock(&env->remap_mutex);
+    atomic_store_explicit(&env->remapping, 1, memory_order_seq_cst);
+    while (any_in_map(env))
+        sched_yield();
     HOOK(map_lock_taken, env);
 }
 
 void procreg_lmdb_map_unlock(lmdb_env *env)
 {
     HOOK(map_lock_released, env);
-    procreg_brlock_write_unlock(&env->map_lock);
+    atomic_store_explicit(&env->remapping, 0, memory_order_release);
+    pthread_mutex_unlock(&env->remap_mutex);
 }
 
 /* A read transaction for @r's thread: its cached one renewed, else a
