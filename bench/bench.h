@@ -211,28 +211,33 @@ void bench_dataset_clear(bench_dataset *ds);
 GVariant *bench_key_metadata(const bench_dataset *ds, size_t index);
 
 /* ------------------------------------------------------------------------ */
-/* Targets: what is measured (target.c, raw-ghash.c, raw-ckht.c)            */
+/* Targets: what is measured (target.c, raw-*.c)                           */
 
 typedef enum {
     BENCH_TARGET_PROCREG,
     BENCH_TARGET_RAW_GHASH,
     BENCH_TARGET_RAW_CKHT,
+    BENCH_TARGET_RAW_LMDB,
 } bench_target_kind;
 
 typedef struct raw_ghash raw_ghash;
 typedef struct raw_ckht raw_ckht;
+typedef struct raw_lmdb raw_lmdb;
 
 typedef struct {
     bench_target_kind kind;
-    char *label;        /* the spec, or raw-ghash / raw-ckht */
+    char *label;        /* the spec, or raw-ghash / raw-ckht / raw-lmdb */
     procreg *reg;
     raw_ghash *rg;
     raw_ckht *rc;
+    raw_lmdb *rl;
 } bench_target;
 
-/* Per-thread state a target needs (an epoch record for raw-ckht). */
+/* Per-thread state a target needs (an epoch record for raw-ckht, a read
+ * transaction for raw-lmdb). */
 typedef struct {
     void *epoch_record;
+    void *lmdb_txn;
     unsigned int retired;
     bool protect_reads; /* writers run concurrently: raw-ckht readers use
                            epoch sections */
@@ -273,6 +278,30 @@ int raw_ghash_list(raw_ghash *rg, const char *ns, procreg_entry **out,
                    size_t *n);
 int raw_ghash_find(raw_ghash *rg, const char *ns, const char *meta_key,
                    GVariant *value, procreg_entry **out, size_t *n);
+
+#if defined(BENCH_HAVE_LMDB)
+/* raw-lmdb: one LMDB database in @dir (raw-lmdb.c). */
+raw_lmdb *raw_lmdb_new(const char *dir, GError **error);
+void raw_lmdb_free(raw_lmdb *rl);
+void raw_lmdb_thread_end(raw_lmdb *rl, bench_target_thread *tt);
+int raw_lmdb_register(raw_lmdb *rl, const bench_key *k, GVariant *md);
+int raw_lmdb_lookup(raw_lmdb *rl, bench_target_thread *tt, const char *ns,
+                    const char *name, procreg_owner *out);
+int raw_lmdb_lookup_prepared(raw_lmdb *rl, bench_target_thread *tt,
+                             const bench_key *k, procreg_owner *out);
+int raw_lmdb_lookup_entry(raw_lmdb *rl, bench_target_thread *tt,
+                          const char *ns, const char *name,
+                          procreg_entry *out);
+int raw_lmdb_unregister(raw_lmdb *rl, const bench_key *k);
+int raw_lmdb_update(raw_lmdb *rl, const bench_key *k, GVariant *md);
+int raw_lmdb_list(raw_lmdb *rl, bench_target_thread *tt, const char *ns,
+                  procreg_entry **out, size_t *n);
+int raw_lmdb_find(raw_lmdb *rl, bench_target_thread *tt, const char *ns,
+                  const char *meta_key, GVariant *value, procreg_entry **out,
+                  size_t *n);
+/* The bytes of the file in use (as the lmdb backend reports its own). */
+bool raw_lmdb_file_bytes(raw_lmdb *rl, size_t *bytes);
+#endif
 
 #if defined(BENCH_HAVE_CK)
 raw_ckht *raw_ckht_new(size_t capacity);

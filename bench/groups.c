@@ -647,6 +647,11 @@ static double lookup_entry_cpu_ns(gstate *g, uint64_t n)
             raw_ckht_lookup_entry(t->rc, &tt, k->ns, k->name, &e);
 #endif
             break;
+        case BENCH_TARGET_RAW_LMDB:
+#if defined(BENCH_HAVE_LMDB)
+            raw_lmdb_lookup_entry(t->rl, &tt, k->ns, k->name, &e);
+#endif
+            break;
         }
         procreg_entry_clear(&e);
     }

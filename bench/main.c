@@ -413,7 +413,8 @@ static void list_and_exit(void)
 
 static bool is_baseline(const char *spec)
 {
-    return strcmp(spec, "raw-ckht") == 0 || strcmp(spec, "raw-ghash") == 0;
+    return strcmp(spec, "raw-ckht") == 0 || strcmp(spec, "raw-ghash") == 0 ||
+           strcmp(spec, "raw-lmdb") == 0;
 }
 
 static void add_target(GPtrArray *labels, GPtrArray *specs,
@@ -490,7 +491,9 @@ int main(int argc, char **argv)
         "Runs the workloads over every target (backend spec or baseline) in\n"
         "one run, so the figures are comparable, and prints a table per\n"
         "workload.  Baselines: raw-ckht (ck_ht, no procreg) and raw-ghash\n"
-        "(GHashTable under a GRWLock).  Progress goes to stderr.");
+        "(GHashTable under a GRWLock); raw-lmdb (one LMDB database, each\n"
+        "thread's reset read transaction) when named in --backends.\n"
+        "Progress goes to stderr.");
     if (!g_option_context_parse(oc, &argc, &argv, &error)) {
         fprintf(stderr, "procreg-bench: %s\n", error->message);
         g_error_free(error);

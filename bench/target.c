@@ -102,6 +102,19 @@ int bench_target_open(bench_target *t, const char *label, size_t capacity,
         g_clear_pointer(&t->label, g_free);
         return -1;
     }
+    if (strcmp(label, "raw-lmdb") == 0) {
+        t->kind = BENCH_TARGET_RAW_LMDB;
+#if defined(BENCH_HAVE_LMDB)
+        t->rl = raw_lmdb_new(bench_scratch_dir(), error);
+        if (t->rl)
+            return 0;
+#else
+        g_set_error(error, PROCREG_ERROR, PROCREG_ENOTSUP,
+                    "raw-lmdb: this build has no LMDB");
+#endif
+        g_clear_pointer(&t->label, g_free);
+        return -1;
+    }
     t->kind = BENCH_TARGET_PROCREG;
     if (scratch && strstr(label, scratch))
         empty_dir(scratch, 1);
@@ -143,6 +156,11 @@ void bench_target_close(bench_target *t)
         raw_ckht_free(t->rc);
 #endif
         break;
+    case BENCH_TARGET_RAW_LMDB:
+#if defined(BENCH_HAVE_LMDB)
+        raw_lmdb_free(t->rl);
+#endif
+        break;
     }
     g_free(t->label);
     memset(t, 0, sizeof *t);
@@ -151,6 +169,7 @@ void bench_target_close(bench_target *t)
 void bench_target_thread_begin(bench_target *t, bench_target_thread *tt)
 {
     tt->epoch_record = NULL;
+    tt->lmdb_txn = NULL;
     tt->retired = 0;
 #if defined(BENCH_HAVE_CK)
     if (t->kind == BENCH_TARGET_RAW_CKHT)
@@ -165,10 +184,13 @@ void bench_target_thread_end(bench_target *t, bench_target_thread *tt)
 #if defined(BENCH_HAVE_CK)
     if (t->kind == BENCH_TARGET_RAW_CKHT)
         raw_ckht_thread_end(t->rc, tt);
-#else
+#endif
+#if defined(BENCH_HAVE_LMDB)
+    if (t->kind == BENCH_TARGET_RAW_LMDB)
+        raw_lmdb_thread_end(t->rl, tt);
+#endif
     (void)t;
     (void)tt;
-#endif
 }
 
 /* An unsigned figure from a dictionary, whatever its integer type. */
@@ -194,6 +216,10 @@ static bool dict_uint(GVariant *dict, const char *key, size_t *out)
 
 bool bench_target_memory(bench_target *t, size_t *bytes)
 {
+#if defined(BENCH_HAVE_LMDB)
+    if (t->kind == BENCH_TARGET_RAW_LMDB)
+        return raw_lmdb_file_bytes(t->rl, bytes);
+#endif
     if (t->kind != BENCH_TARGET_PROCREG)
         return false;
     GVariant *stats = NULL;

@@ -204,6 +204,11 @@ static inline int t_lookup(worker *w, const bench_key *k, procreg_owner *o)
         return raw_ckht_lookup(t->rc, &w->tt, k->ns, k->name, o);
 #endif
         break;
+    case BENCH_TARGET_RAW_LMDB:
+#if defined(BENCH_HAVE_LMDB)
+        return raw_lmdb_lookup(t->rl, &w->tt, k->ns, k->name, o);
+#endif
+        break;
     }
     unreachable_kind();
 }
@@ -220,6 +225,11 @@ static inline int t_lookup_key(worker *w, const bench_key *k,
     case BENCH_TARGET_RAW_CKHT:
 #if defined(BENCH_HAVE_CK)
         return raw_ckht_lookup_prepared(t->rc, &w->tt, k, o);
+#endif
+        break;
+    case BENCH_TARGET_RAW_LMDB:
+#if defined(BENCH_HAVE_LMDB)
+        return raw_lmdb_lookup_prepared(t->rl, &w->tt, k, o);
 #endif
         break;
     }
@@ -240,6 +250,11 @@ static inline int t_lookup_entry(worker *w, const bench_key *k,
         return raw_ckht_lookup_entry(t->rc, &w->tt, k->ns, k->name, e);
 #endif
         break;
+    case BENCH_TARGET_RAW_LMDB:
+#if defined(BENCH_HAVE_LMDB)
+        return raw_lmdb_lookup_entry(t->rl, &w->tt, k->ns, k->name, e);
+#endif
+        break;
     }
     unreachable_kind();
 }
@@ -255,6 +270,11 @@ static int t_register(bench_target *t, bench_target_thread *tt,
     case BENCH_TARGET_RAW_CKHT:
 #if defined(BENCH_HAVE_CK)
         return raw_ckht_register(t->rc, tt, k, md);
+#endif
+        break;
+    case BENCH_TARGET_RAW_LMDB:
+#if defined(BENCH_HAVE_LMDB)
+        return raw_lmdb_register(t->rl, k, md);
 #endif
         break;
     }
@@ -273,6 +293,11 @@ static int t_unregister(bench_target *t, bench_target_thread *tt,
     case BENCH_TARGET_RAW_CKHT:
 #if defined(BENCH_HAVE_CK)
         return raw_ckht_unregister(t->rc, tt, k);
+#endif
+        break;
+    case BENCH_TARGET_RAW_LMDB:
+#if defined(BENCH_HAVE_LMDB)
+        return raw_lmdb_unregister(t->rl, k);
 #endif
         break;
     }
@@ -295,6 +320,11 @@ static inline int t_update(worker *w, const bench_key *k, GVariant *md)
         return raw_ckht_update(t->rc, &w->tt, k, md);
 #endif
         break;
+    case BENCH_TARGET_RAW_LMDB:
+#if defined(BENCH_HAVE_LMDB)
+        return raw_lmdb_update(t->rl, k, md);
+#endif
+        break;
     }
     unreachable_kind();
 }
@@ -310,6 +340,11 @@ static int t_list(worker *w, const char *ns, procreg_entry **out, size_t *n)
     case BENCH_TARGET_RAW_CKHT:
 #if defined(BENCH_HAVE_CK)
         return raw_ckht_list(t->rc, ns, out, n);
+#endif
+        break;
+    case BENCH_TARGET_RAW_LMDB:
+#if defined(BENCH_HAVE_LMDB)
+        return raw_lmdb_list(t->rl, &w->tt, ns, out, n);
 #endif
         break;
     }
@@ -328,6 +363,11 @@ static int t_find(worker *w, const char *ns, const char *meta_key,
     case BENCH_TARGET_RAW_CKHT:
 #if defined(BENCH_HAVE_CK)
         return raw_ckht_find(t->rc, ns, meta_key, value, out, n);
+#endif
+        break;
+    case BENCH_TARGET_RAW_LMDB:
+#if defined(BENCH_HAVE_LMDB)
+        return raw_lmdb_find(t->rl, &w->tt, ns, meta_key, value, out, n);
 #endif
         break;
     }

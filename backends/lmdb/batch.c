@@ -45,7 +45,7 @@
  *
  * Owns: the request area (its mapping, layout, states), leading a batch,
  * recovery after a dead leader, and the registrant's side.
- * Relies on: writer.c for the lock, ops.c for the
+ * Relies on: writer.c for the lock, readers.c for the map, ops.c for the
  * register step, txn.c for map adoption and errors, changelog.c to wake
  * the watchers, liveness.c for whether a registrant lives.
  */
@@ -225,14 +225,14 @@ void procreg_lmdb_batch_recover(lmdb_env *env)
     uint64_t t = __atomic_load_n(&a->applied_txnid, __ATOMIC_ACQUIRE);
     if (t == 0)
         return;
-    g_rw_lock_reader_lock(&env->txn_lock);
+    procreg_lmdb_map_enter(env);
     MDB_envinfo info;
     mdb_env_info(env->mdb, &info);
     bool committed = info.me_last_txnid >= t;
     /* The dead leader may have died before its commit's flush ended:
      * flush before anyone is answered. */
     bool flushed = committed && mdb_env_sync(env->mdb, 1) == 0;
-    g_rw_lock_reader_unlock(&env->txn_lock);
+    procreg_lmdb_map_leave(env);
     for (int i = 0; i < BATCH_SLOTS; i++) {
         batch_slot *s = &a->slots[i];
         if (state_get(s) != SLOT_APPLIED || s->h.txnid != t)
@@ -361,10 +361,10 @@ static void lead(lmdb_env *env)
     MDB_txn *txn = NULL;
     int rc = 0;
     do {
-        g_rw_lock_reader_lock(&env->txn_lock);
+        procreg_lmdb_map_enter(env);
         rc = mdb_txn_begin(env->mdb, NULL, 0, &txn);
         if (rc != 0)
-            g_rw_lock_reader_unlock(&env->txn_lock);
+            procreg_lmdb_map_leave(env);
     } while (rc == MDB_MAP_RESIZED && procreg_lmdb_map_adopt(env) == 0);
     int taken = 0;
     bool want_sync = false;
@@ -395,7 +395,7 @@ static void lead(lmdb_env *env)
     bool flushed = commit_rc != 0 || !w.dirty || !want_sync ||
                    !(flags & MDB_NOMETASYNC) ||
                    mdb_env_sync(env->mdb, 1) == 0;
-    g_rw_lock_reader_unlock(&env->txn_lock);
+    procreg_lmdb_map_leave(env);
     for (int j = 0; j < taken; j++) {
         batch_slot *s = &a->slots[idx[j]];
         if (commit_rc != 0)

@@ -21,15 +21,18 @@ static GHashTable *table;     /* lmdb_env* by (dev, ino) */
 static GPtrArray *abandoned;
 static gint fork_generation;
 
-/* The writer lock's list nests inside table_lock, here as everywhere. */
+/* The writer lock's list and the readers' lock nest inside table_lock,
+ * here as everywhere. */
 static void atfork_prepare(void)
 {
     pthread_mutex_lock(&table_lock);
     procreg_lmdb_writer_fork_prepare();
+    procreg_lmdb_readers_fork_prepare();
 }
 
 static void atfork_parent(void)
 {
+    procreg_lmdb_readers_fork_parent();
     procreg_lmdb_writer_fork_parent();
     pthread_mutex_unlock(&table_lock);
 }
@@ -42,6 +45,7 @@ static void atfork_child(void)
      * new opens and reachable for leak checkers.  Their writer-lock
      * descriptors go: a copy would keep the parent's lock held after the
      * parent's death. */
+    procreg_lmdb_readers_fork_child();
     procreg_lmdb_writer_fork_child();
     g_atomic_int_inc(&fork_generation);
     if (table != NULL) {
@@ -76,10 +80,10 @@ static void env_durability(lmdb_env *env)
 {
     if (env->read_only)
         return;
-    g_rw_lock_writer_lock(&env->txn_lock);
+    procreg_lmdb_map_lock(env);
     mdb_env_set_flags(env->mdb, MDB_NOMETASYNC,
                       env->sync_votes == 0 && env->nosync_votes > 0);
-    g_rw_lock_writer_unlock(&env->txn_lock);
+    procreg_lmdb_map_unlock(env);
 }
 
 int procreg_lmdb_env_acquire(lmdb_state *st, lmdb_env **out, GError **error)

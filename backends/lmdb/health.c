@@ -16,10 +16,10 @@ int procreg_lmdb_memory_usage(void *state, size_t *bytes)
     STATE_ENV(st, NULL);
     MDB_envinfo info;
     MDB_stat ms;
-    g_rw_lock_reader_lock(&env->txn_lock);
+    procreg_lmdb_map_enter(env);
     mdb_env_info(env->mdb, &info);
     mdb_env_stat(env->mdb, &ms);
-    g_rw_lock_reader_unlock(&env->txn_lock);
+    procreg_lmdb_map_leave(env);
     *bytes = (info.me_last_pgno + 1) * (size_t)ms.ms_psize;
     return 0;
 }
@@ -43,10 +43,10 @@ static void env_figures(lmdb_env *env, GVariantDict *d)
 {
     MDB_envinfo info;
     MDB_stat ms;
-    g_rw_lock_reader_lock(&env->txn_lock);
+    procreg_lmdb_map_enter(env);
     mdb_env_info(env->mdb, &info);
     mdb_env_stat(env->mdb, &ms);
-    g_rw_lock_reader_unlock(&env->txn_lock);
+    procreg_lmdb_map_leave(env);
     unsigned int flags = 0;
     mdb_env_get_flags(env->mdb, &flags);
     g_variant_dict_insert(d, "path", "s", env->path);

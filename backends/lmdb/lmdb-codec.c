@@ -7,15 +7,14 @@
 G_STATIC_ASSERT(sizeof(procreg_lmdb_entry_header) == 40);
 G_STATIC_ASSERT(sizeof(procreg_lmdb_event_header) == 56);
 
-LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
-                                                  procreg_lmdb_raw_entry *out)
+/* Version 1: the fixed header (formats 1 and 2). */
+static const char *entry_decode_v1(const void *v, size_t n,
+                                   procreg_lmdb_raw_entry *out)
 {
     procreg_lmdb_entry_header h;
     if (n < sizeof h)
         return "value shorter than its header";
     memcpy(&h, v, sizeof h);
-    if (h.version != PROCREG_LMDB_ENTRY_VERSION)
-        return "unknown entry version";
     if (h.flags & ~PROCREG_LMDB_HAS_META)
         return "unknown entry flags";
     if (h.meta_len != n - sizeof h)
@@ -34,26 +33,110 @@ LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
     return NULL;
 }
 
+/* The bytes an integer of version 2 takes: the fewest that hold it. */
+static unsigned int uint_size(uint64_t x)
+{
+    return x == 0 ? 0 : (unsigned int)(71 - __builtin_clzll(x)) / 8;
+}
+
+/* An integer of @size bytes (little-endian) at *@p, before @end; false
+ * when cut short or not in its fewest bytes (so a record re-encodes to
+ * itself). */
+static inline bool uint_get(const uint8_t **p, const uint8_t *end,
+                            unsigned int size, uint64_t *out)
+{
+    if (size > 8 || (size_t)(end - *p) < size)
+        return false;
+    uint64_t x = 0;
+    if (end - *p >= 8) {
+        memcpy(&x, *p, 8);
+        x = GUINT64_FROM_LE(x);
+        if (size < 8)
+            x &= ((uint64_t)1 << (8 * size)) - 1;
+    } else {
+        for (unsigned int i = 0; i < size; i++)
+            x |= (uint64_t)(*p)[i] << (8 * i);
+    }
+    *p += size;
+    *out = x;
+    return uint_size(x) == size;
+}
+
+static uint8_t *uint_put(uint8_t *p, uint64_t x)
+{
+    for (unsigned int n = uint_size(x); n > 0; n--, x >>= 8)
+        *p++ = (uint8_t)x;
+    return p;
+}
+
+static uint64_t zigzag(int64_t x)
+{
+    return ((uint64_t)x << 1) ^ (uint64_t)(x >> 63);
+}
+
+static int64_t unzigzag(uint64_t x)
+{
+    return (int64_t)(x >> 1) ^ -(int64_t)(x & 1);
+}
+
+LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
+                                                  procreg_lmdb_raw_entry *out)
+{
+    uint16_t v1;
+    if (n >= sizeof v1 && (memcpy(&v1, v, sizeof v1),
+                           v1 == PROCREG_LMDB_ENTRY_VERSION_1))
+        return entry_decode_v1(v, n, out);
+    const uint8_t *p = v, *end = p + n;
+    if (n < 4)
+        return "value shorter than its header";
+    if (p[0] != PROCREG_LMDB_ENTRY_VERSION)
+        return "unknown entry version";
+    if (p[1] & ~PROCREG_LMDB_HAS_META)
+        return "unknown entry flags";
+    out->has_meta = (p[1] & PROCREG_LMDB_HAS_META) != 0;
+    unsigned int sizes = p[2] | (unsigned int)p[3] << 8;
+    p += 4;
+    uint64_t pid, registered_at;
+    if (!uint_get(&p, end, sizes & 15, &pid) ||
+        !uint_get(&p, end, (sizes >> 4) & 15, &out->owner.start_time) ||
+        !uint_get(&p, end, (sizes >> 8) & 15, &registered_at) ||
+        !uint_get(&p, end, sizes >> 12, &out->revision))
+        return "malformed entry header";
+    if (pid == 0 || pid > INT_MAX)
+        return "owner pid out of range";
+    if (!out->has_meta && p != end)
+        return "metadata without its flag";
+    out->owner.pid = (pid_t)pid;
+    out->registered_at = unzigzag(registered_at);
+    out->meta = p;
+    out->meta_len = (size_t)(end - p);
+    return NULL;
+}
+
 LMDB_HIDDEN size_t procreg_lmdb_entry_size(const procreg_lmdb_raw_entry *e)
 {
-    return sizeof(procreg_lmdb_entry_header) + e->meta_len;
+    return 4 + uint_size((uint64_t)e->owner.pid) +
+           uint_size(e->owner.start_time) +
+           uint_size(zigzag(e->registered_at)) + uint_size(e->revision) +
+           e->meta_len;
 }
 
 LMDB_HIDDEN void procreg_lmdb_entry_encode(const procreg_lmdb_raw_entry *e,
                                            void *out)
 {
-    procreg_lmdb_entry_header h = {
-        .version = PROCREG_LMDB_ENTRY_VERSION,
-        .flags = e->has_meta ? PROCREG_LMDB_HAS_META : 0,
-        .meta_len = (uint32_t)e->meta_len,
-        .pid = (uint64_t)e->owner.pid,
-        .start_time = e->owner.start_time,
-        .registered_at = e->registered_at,
-        .revision = e->revision,
-    };
-    memcpy(out, &h, sizeof h);
+    uint64_t registered_at = zigzag(e->registered_at);
+    uint8_t *p = out;
+    *p++ = PROCREG_LMDB_ENTRY_VERSION;
+    *p++ = e->has_meta ? PROCREG_LMDB_HAS_META : 0;
+    *p++ = (uint8_t)(uint_size((uint64_t)e->owner.pid) |
+                     uint_size(e->owner.start_time) << 4);
+    *p++ = (uint8_t)(uint_size(registered_at) | uint_size(e->revision) << 4);
+    p = uint_put(p, (uint64_t)e->owner.pid);
+    p = uint_put(p, e->owner.start_time);
+    p = uint_put(p, registered_at);
+    p = uint_put(p, e->revision);
     if (e->meta_len)
-        memcpy((char *)out + sizeof h, e->meta, e->meta_len);
+        memcpy(p, e->meta, e->meta_len);
 }
 
 LMDB_HIDDEN GVariant *procreg_lmdb_meta_decode(bool has_meta, const void *d,

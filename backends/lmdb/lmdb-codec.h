@@ -2,8 +2,8 @@
  * The records of the lmdb backend's file, and their checked decoders and
  * encoders.  Used by the backend's rooms and by the fuzz targets (hidden
  * symbols of the library, reachable from its static archive).  Values are
- * host-local: native byte order, read with memcpy so alignment does not
- * matter.
+ * host-local: native byte order (but for the little-endian integers of an
+ * entry of version 2), read with memcpy so alignment does not matter.
  */
 #ifndef PROCREG_LMDB_CODEC_H
 #define PROCREG_LMDB_CODEC_H
@@ -12,16 +12,30 @@
 
 #define LMDB_HIDDEN __attribute__((visibility("hidden")))
 
-#define PROCREG_LMDB_FORMAT "procreg-lmdb 2"
-/* The format before groups: the same without their databases, which an
+#define PROCREG_LMDB_FORMAT "procreg-lmdb 3"
+/* Format 3 writes entries (and members) in the compact form, version 2;
+ * formats 1 and 2 hold version 1, which format 3 still reads, so an
+ * opener that may write marks an older file format 3 (open.c).  Format 1
+ * is format 2 before groups: the same without their databases, which an
  * opener that may write adds (groups.c). */
+#define PROCREG_LMDB_FORMAT_2 "procreg-lmdb 2"
 #define PROCREG_LMDB_FORMAT_1 "procreg-lmdb 1"
-#define PROCREG_LMDB_ENTRY_VERSION 1
+#define PROCREG_LMDB_ENTRY_VERSION 2
+#define PROCREG_LMDB_ENTRY_VERSION_1 1
 #define PROCREG_LMDB_EVENT_VERSION 1
 #define PROCREG_LMDB_HAS_META 1u
 #define PROCREG_LMDB_OWNER_KEY_SIZE 12
 
-/* "entries": key "ns\0name", value this header + serialised a{sv}. */
+/* "entries": key "ns\0name", value version 2 (written now):
+ *   u8 version (2), u8 flags (PROCREG_LMDB_HAS_META),
+ *   u8 sizes of pid | start_time << 4,
+ *   u8 sizes of zigzag(registered_at) | revision << 4,
+ *   the four integers, each little-endian in its size: the fewest bytes
+ *   that hold it (0 for 0, at most 8),
+ *   then the serialised a{sv} (the rest of the value; nothing without
+ *   the flag).
+ * Version 1 (formats 1 and 2; read, never written) is this header +
+ * serialised a{sv}. */
 typedef struct {
     uint16_t version;
     uint16_t flags; /* PROCREG_LMDB_HAS_META */
@@ -51,7 +65,8 @@ typedef struct {
     uint64_t revision;
 } procreg_lmdb_event_header;
 
-/* An entry as stored; meta points into the value it was decoded from. */
+/* An entry as stored; meta points into the value it was decoded from.
+ * Encoded, it is always version 2. */
 typedef struct {
     procreg_owner owner;
     int64_t registered_at;

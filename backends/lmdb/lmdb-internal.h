@@ -14,13 +14,11 @@
 
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/types.h>
 
 /* The map stops growing here (PROCREG_EFULL beyond). */
 #define MAX_MAP_SIZE ((uint64_t)1 << 40)
-/* Idle read transactions kept per file (each holds a reader slot). */
-#define POOL_MAX 2
-
 #define OWNER_KEY_SIZE PROCREG_LMDB_OWNER_KEY_SIZE
 /* FILE-notify: the change counter's page (changelog.c), and the writer
  * lock (writer.c). */
@@ -57,6 +55,9 @@ typedef struct lmdb_batch_area lmdb_batch_area;
 
 typedef struct lmdb_state lmdb_state;
 
+/* A thread's read transaction of one env (readers.c). */
+typedef struct lmdb_reader lmdb_reader;
+
 /* One open registry file in this process (env.c keeps the table). */
 typedef struct {
     int refs;           /* under table_lock */
@@ -77,7 +78,13 @@ typedef struct {
     int sync_votes, nosync_votes; /* instances asking; under table_lock */
     procreg_owner self;
 
-    GRWLock txn_lock; /* readers: any transaction; writer: remapping */
+    /* readers.c: the map lock (every transaction is counted in its
+     * thread's slot; remapping waits for none to be) and every thread's
+     * slot. */
+    pthread_mutex_t remap_mutex; /* held by the remapper */
+    atomic_int remapping;
+    uint64_t serial;      /* unique in the process, never reused */
+    lmdb_reader *readers; /* every thread's slot; under readers.c's lock */
     /* The writer lock (writer.c): the threads' turn, then the file's. */
     pthread_mutex_t writer_mutex;
     int writer_fd;     /* -1: none (read-only with a lock file) */
@@ -86,9 +93,6 @@ typedef struct {
     pthread_mutex_t batch_lock; /* this process's turns at batches */
     pthread_cond_t batch_cond;
     bool batch_turn;            /* under batch_lock */
-    pthread_mutex_t pool_lock;
-    MDB_txn *pool[POOL_MAX];
-    int pool_n;
 
     /* Owner liveness (liveness.c). */
     pthread_mutex_t owners_lock;
@@ -199,12 +203,9 @@ LMDB_HIDDEN int procreg_lmdb_code(int rc);
 LMDB_HIDDEN int procreg_lmdb_fail(const lmdb_env *env, int rc,
                                   const char *what, GError **error);
 LMDB_HIDDEN void procreg_lmdb_reader_check(lmdb_env *env);
-/* Drop the pooled read transactions (they hold reader slots). */
-LMDB_HIDDEN void procreg_lmdb_pool_drain(lmdb_env *env);
-/* Begin a read transaction; on success txn_lock is held for reading until
- * procreg_lmdb_read_end().  Returns 0 or an LMDB code. */
-LMDB_HIDDEN int procreg_lmdb_read_begin(lmdb_env *env, MDB_txn **out);
-LMDB_HIDDEN void procreg_lmdb_read_end(lmdb_env *env, MDB_txn *txn);
+/* Adopt the map size another process chose (MDB_MAP_RESIZED); an LMDB
+ * code.  The calling thread must not be inside the map. */
+LMDB_HIDDEN int procreg_lmdb_map_adopt(lmdb_env *env);
 /* Whether the registry's file system has (almost) no room left. */
 LMDB_HIDDEN bool procreg_lmdb_disk_full(const lmdb_env *env);
 
@@ -238,6 +239,39 @@ LMDB_HIDDEN int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
 LMDB_HIDDEN int procreg_lmdb_map_adopt(lmdb_env *env);
 /* Record LMDB's @rc of step @what in @w; true when it is 0. */
 LMDB_HIDDEN bool procreg_lmdb_step_check(wstate *w, int rc, const char *what);
+
+/* ---- readers.c: each thread's read transaction, and the map lock ---- */
+
+LMDB_HIDDEN void procreg_lmdb_readers_init(lmdb_env *env);
+/* Abort every thread's cached transaction of @env, which no read uses
+ * any more (closing it). */
+LMDB_HIDDEN void procreg_lmdb_readers_clear(lmdb_env *env);
+/* Abort the idle cached transactions of every thread (reader slots ran
+ * out). */
+LMDB_HIDDEN void procreg_lmdb_readers_drain(lmdb_env *env);
+/* Begin a read transaction (this thread's cached one, renewed); the
+ * thread is inside the map until procreg_lmdb_read_end().  Returns 0 or
+ * an LMDB code. */
+LMDB_HIDDEN int procreg_lmdb_read_begin(lmdb_env *env, MDB_txn **out);
+LMDB_HIDDEN void procreg_lmdb_read_end(lmdb_env *env, MDB_txn *txn);
+/* Around any other use of the map (a write transaction, mdb_env_info):
+ * no remap meanwhile.  Nests within a thread. */
+LMDB_HIDDEN void procreg_lmdb_map_enter(lmdb_env *env);
+LMDB_HIDDEN void procreg_lmdb_map_leave(lmdb_env *env);
+/* Exclusive: no transaction of this process is active until unlock. */
+LMDB_HIDDEN void procreg_lmdb_map_lock(lmdb_env *env);
+LMDB_HIDDEN void procreg_lmdb_map_unlock(lmdb_env *env);
+/* pthread_atfork handlers, called by env.c's. */
+LMDB_HIDDEN void procreg_lmdb_readers_fork_prepare(void);
+LMDB_HIDDEN void procreg_lmdb_readers_fork_parent(void);
+LMDB_HIDDEN void procreg_lmdb_readers_fork_child(void);
+#ifdef PROCREG_LMDB_TEST_HOOKS
+/* Defined by the test that links the hooked build (tests/lmdb). */
+void procreg_lmdb_hook_read_begun(lmdb_env *env);
+void procreg_lmdb_hook_map_lock_wanted(lmdb_env *env);
+void procreg_lmdb_hook_map_lock_taken(lmdb_env *env);
+void procreg_lmdb_hook_map_lock_released(lmdb_env *env);
+#endif
 
 /* ---- writer.c: the writer lock ---- */
 

@@ -5,8 +5,9 @@
  *
  * File layout (MDB_NOSUBDIR: FILE and FILE-lock, plus FILE-notify, the
  * change counter's page, the writer lock and the request area):
- *   "entries"  key "ns\0name" -> entry_header + serialised a{sv}, so one
- *              namespace is the cursor range that starts at "ns\0";
+ *   "entries"  key "ns\0name" -> the entry (lmdb-codec.h: sized integers, then
+ *              serialised a{sv}), so one namespace is the cursor range
+ *              that starts at "ns\0";
  *   "owners"   (DUPSORT) key pid(BE32) start_time(BE64) -> "ns\0name" of
  *              each entry the owner holds, so a dead owner is reaped
  *              without a scan;
@@ -24,8 +25,9 @@
  *                counted (lmdb.h: never open a file twice in a process),
  *                and never used after fork(): a child opens it again;
  *   open.c       opening a file (paths, checks, databases, boot id);
- *   txn.c        LMDB errors, read transactions (pooled), the write
- *                driver, map growth;
+ *   txn.c        LMDB errors, the write driver, map growth;
+ *   readers.c    each thread's read transaction, and the map lock that
+ *                keeps transactions out while the map is replaced;
  *   writer.c     the writer lock: writers take turns through a lock the
  *                kernel frees at death, so that LMDB's writer mutex is
  *                never contended across processes;
@@ -49,10 +51,11 @@
 
 #define DEFAULT_MAP_SIZE ((uint64_t)64 << 20)
 #define MIN_MAP_SIZE ((uint64_t)256 << 10)
-/* A reader slot is 64 bytes of FILE-lock; a process holds one per running
- * read plus up to POOL_MAX idle ones, so 4094 slots serve about a
- * thousand processes with the registry open (LMDB's default, 126, would
- * run out at a few dozen). */
+/* A reader slot is 64 bytes of FILE-lock; a process holds one per thread
+ * that has read (readers.c: each keeps its reset transaction), so 4094
+ * slots serve about a thousand processes of a few reading threads each
+ * (LMDB's default, 126, would run out at a few dozen); when they run out,
+ * the idle ones of this process are released. */
 #define DEFAULT_MAX_READERS 4094
 #define MAX_MAX_READERS 65536
 

@@ -169,6 +169,12 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, bool write,
                    : procreg_lmdb_fail(env, rc, "writing the boot id", error);
 }
 
+static bool format_is(const MDB_val *v, const char *format)
+{
+    return v->mv_size == strlen(format) &&
+           memcmp(v->mv_data, format, v->mv_size) == 0;
+}
+
 /* Check the main database names only our databases; create them (and the
  * format marker) on a new file, check the marker on an old one.  Without
  * @write, in a read transaction: what needs writing (a new file, another
@@ -253,34 +259,37 @@ static int check_dbs(lmdb_env *env, bool write, bool *must_write,
         return procreg_lmdb_fail(env, rc, "opening the databases", error);
     }
     MDB_val fk = {6, "format"}, fv;
-    bool upgrade = false;
+    bool older = false;
     if (!fresh) {
         rc = mdb_get(txn, env->db_meta, &fk, &fv);
-        /* Format 1 is format 2 without the group databases, which
-         * procreg_lmdb_groups_open() added if we may write. */
-        upgrade = rc == 0 && write &&
-                  fv.mv_size == strlen(PROCREG_LMDB_FORMAT_1) &&
-                  memcmp(fv.mv_data, PROCREG_LMDB_FORMAT_1, fv.mv_size) == 0;
+        if (rc == 0 && !format_is(&fv, PROCREG_LMDB_FORMAT)) {
+            older = format_is(&fv, PROCREG_LMDB_FORMAT_2) ||
+                    format_is(&fv, PROCREG_LMDB_FORMAT_1);
+            if (!older) {
+                char *got = g_strndup(fv.mv_data, MIN(fv.mv_size, 64));
+                mdb_txn_abort(txn);
+                rc = procreg_set_error(error, PROCREG_EBACKEND,
+                                       "lmdb registry '%s' has format '%s'; "
+                                       "this procreg reads '%s' and the "
+                                       "two before", env->path, got,
+                                       PROCREG_LMDB_FORMAT);
+                g_free(got);
+                return rc;
+            }
+        }
     }
-    if (fresh || upgrade) {
+    if (older && !write && !env->read_only) {
+        /* Marked format 3 under the writer lock, below. */
+        mdb_txn_abort(txn);
+        *must_write = true;
+        return 0;
+    }
+    /* An older file gets the marker of what will be written to it (the
+     * group databases of format 1 procreg_lmdb_groups_open() added). */
+    if (fresh || (older && write)) {
         fv.mv_size = strlen(PROCREG_LMDB_FORMAT);
         fv.mv_data = PROCREG_LMDB_FORMAT;
         rc = mdb_put(txn, env->db_meta, &fk, &fv, 0);
-    } else {
-        bool v1 = rc == 0 && fv.mv_size == strlen(PROCREG_LMDB_FORMAT_1) &&
-                  memcmp(fv.mv_data, PROCREG_LMDB_FORMAT_1, fv.mv_size) == 0;
-        if (rc == 0 && !v1 &&
-            (fv.mv_size != strlen(PROCREG_LMDB_FORMAT) ||
-             memcmp(fv.mv_data, PROCREG_LMDB_FORMAT, fv.mv_size) != 0)) {
-            char *got = g_strndup(fv.mv_data, MIN(fv.mv_size, 64));
-            mdb_txn_abort(txn);
-            rc = procreg_set_error(error, PROCREG_EBACKEND,
-                                   "lmdb registry '%s' has format '%s'; this "
-                                   "procreg reads '%s'", env->path, got,
-                                   PROCREG_LMDB_FORMAT);
-            g_free(got);
-            return rc;
-        }
     }
     if (rc != 0) {
         mdb_txn_abort(txn);
@@ -443,13 +452,10 @@ void procreg_lmdb_env_free(lmdb_env *env)
     procreg_lmdb_writer_clear(env);
     procreg_lmdb_owners_clear(env);
     procreg_lmdb_notify_close(env);
-    if (env->mdb != NULL) {
-        procreg_lmdb_pool_drain(env);
+    procreg_lmdb_readers_clear(env);
+    if (env->mdb != NULL)
         mdb_env_close(env->mdb);
-    }
     g_ptr_array_unref(env->instances);
-    g_rw_lock_clear(&env->txn_lock);
-    pthread_mutex_destroy(&env->pool_lock);
     pthread_mutex_destroy(&env->inst_lock);
     g_free(env->read_only_why);
     g_free(env->path);
@@ -462,8 +468,7 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
     lmdb_env *env = g_new0(lmdb_env, 1);
     env->path = g_strdup(path);
     env->notify_fd = -1;
-    g_rw_lock_init(&env->txn_lock);
-    pthread_mutex_init(&env->pool_lock, NULL);
+    procreg_lmdb_readers_init(env);
     pthread_mutex_init(&env->inst_lock, NULL);
     procreg_lmdb_writer_init(env);
     procreg_lmdb_batch_init(env);

@@ -1,16 +1,15 @@
 /*
- * Transactions: LMDB errors as procreg errors, the read-transaction pool,
- * the write-transaction driver, and growing the map.
+ * Transactions: LMDB errors as procreg errors, the write-transaction
+ * driver, and growing the map.
  *
- * Owns: txn_lock's protocol (every transaction holds it for reading;
- * mdb_env_set_mapsize() needs no transaction of this process active, so
- * growing the map (MDB_MAP_FULL) or adopting a size another process chose
- * (MDB_MAP_RESIZED) takes it for writing); the pool of reset read
- * transactions (each keeps its reader slot); clearing stale reader slots;
- * and procreg_lmdb_write_txn(), which runs a write step under the writer
- * lock, commits, grows and retries, and turns the outcome into one error.
- * Relies on: writer.c for the writer lock, changelog.c to wake the
- * watchers after a commit.
+ * Owns: growing the map (MDB_MAP_FULL) and adopting a size another
+ * process chose (MDB_MAP_RESIZED), both under the map lock's write side
+ * (readers.c: mdb_env_set_mapsize() needs no transaction of this process
+ * active); clearing stale reader slots; and procreg_lmdb_write_txn(),
+ * which runs a write step under the writer lock, commits, grows and
+ * retries, and turns the outcome into one error.
+ * Relies on: writer.c for the writer lock, readers.c for the map lock,
+ * changelog.c to wake the watchers after a commit.
  */
 #include "lmdb-internal.h"
 
@@ -55,11 +54,11 @@ int procreg_lmdb_fail(const lmdb_env *env, int rc, const char *what,
 
 int procreg_lmdb_map_adopt(lmdb_env *env)
 {
-    g_rw_lock_writer_lock(&env->txn_lock);
+    procreg_lmdb_map_lock(env);
     int rc = mdb_env_set_mapsize(env->mdb, 0);
-    g_rw_lock_writer_unlock(&env->txn_lock);
     if (rc == 0)
         g_atomic_pointer_add(&env->map_adopted, 1);
+    procreg_lmdb_map_unlock(env);
     return rc;
 }
 
@@ -68,7 +67,7 @@ int procreg_lmdb_map_adopt(lmdb_env *env)
  * (MDB_MAP_FULL at the ceiling). */
 static int map_grow(lmdb_env *env, size_t seen)
 {
-    g_rw_lock_writer_lock(&env->txn_lock);
+    procreg_lmdb_map_lock(env);
     MDB_envinfo info;
     mdb_env_info(env->mdb, &info);
     int rc = 0;
@@ -85,7 +84,7 @@ static int map_grow(lmdb_env *env, size_t seen)
         if (rc == 0)
             g_atomic_pointer_add(&env->map_grows, 1);
     }
-    g_rw_lock_writer_unlock(&env->txn_lock);
+    procreg_lmdb_map_unlock(env);
     return rc;
 }
 
@@ -94,68 +93,6 @@ void procreg_lmdb_reader_check(lmdb_env *env)
     int dead = 0;
     if (mdb_reader_check(env->mdb, &dead) == 0 && dead > 0)
         g_atomic_pointer_add(&env->stale_readers, dead);
-}
-
-void procreg_lmdb_pool_drain(lmdb_env *env)
-{
-    pthread_mutex_lock(&env->pool_lock);
-    while (env->pool_n > 0)
-        mdb_txn_abort(env->pool[--env->pool_n]);
-    pthread_mutex_unlock(&env->pool_lock);
-}
-
-int procreg_lmdb_read_begin(lmdb_env *env, MDB_txn **out)
-{
-    int rc = 0;
-    for (int attempt = 0; attempt < TXN_ATTEMPTS; attempt++) {
-        g_rw_lock_reader_lock(&env->txn_lock);
-        procreg_lmdb_writer_lock_shared(env);
-        MDB_txn *txn = NULL;
-        pthread_mutex_lock(&env->pool_lock);
-        if (env->pool_n > 0)
-            txn = env->pool[--env->pool_n];
-        pthread_mutex_unlock(&env->pool_lock);
-        if (txn != NULL) {
-            rc = mdb_txn_renew(txn);
-            if (rc != 0)
-                mdb_txn_abort(txn);
-        } else {
-            rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
-        }
-        if (rc == 0) {
-            *out = txn;
-            return 0;
-        }
-        procreg_lmdb_writer_unlock_shared(env);
-        g_rw_lock_reader_unlock(&env->txn_lock);
-        if (rc == MDB_MAP_RESIZED) {
-            if (procreg_lmdb_map_adopt(env) != 0)
-                break;
-        } else if (rc == MDB_READERS_FULL) {
-            procreg_lmdb_reader_check(env);
-            procreg_lmdb_pool_drain(env);
-            if (attempt > 2)
-                break;
-        } else {
-            break;
-        }
-    }
-    return rc;
-}
-
-void procreg_lmdb_read_end(lmdb_env *env, MDB_txn *txn)
-{
-    mdb_txn_reset(txn);
-    pthread_mutex_lock(&env->pool_lock);
-    if (env->pool_n < POOL_MAX) {
-        env->pool[env->pool_n++] = txn;
-        txn = NULL;
-    }
-    pthread_mutex_unlock(&env->pool_lock);
-    if (txn != NULL)
-        mdb_txn_abort(txn);
-    procreg_lmdb_writer_unlock_shared(env);
-    g_rw_lock_reader_unlock(&env->txn_lock);
 }
 
 /* Whether the file system of the registry has (almost) no room left:
@@ -186,10 +123,10 @@ int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
         rc = procreg_lmdb_writer_lock(env, error);
         if (rc != 0)
             return rc;
-        g_rw_lock_reader_lock(&env->txn_lock);
+        procreg_lmdb_map_enter(env);
         rc = mdb_txn_begin(env->mdb, NULL, 0, &txn);
         if (rc != 0) {
-            g_rw_lock_reader_unlock(&env->txn_lock);
+            procreg_lmdb_map_leave(env);
             procreg_lmdb_writer_unlock(env);
             if (rc == MDB_MAP_RESIZED && procreg_lmdb_map_adopt(env) == 0)
                 continue;
@@ -204,7 +141,7 @@ int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
         } else {
             mdb_txn_abort(txn);
         }
-        g_rw_lock_reader_unlock(&env->txn_lock);
+        procreg_lmdb_map_leave(env);
         procreg_lmdb_writer_unlock(env);
         if (w.corrupt != NULL) {
             g_atomic_pointer_add(&env->corrupt_reads, 1);

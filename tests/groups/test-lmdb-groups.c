@@ -157,7 +157,7 @@ static void test_previous_boot(Fixture *f, gconstpointer data)
 }
 
 /* Format 1, the layout before groups: opened for writing, it gets the
- * group databases and format 2, and keeps its entries. */
+ * group databases and the current format, and keeps its entries. */
 static void test_format_1_upgraded(Fixture *f, gconstpointer data)
 {
     (void)data;
@@ -184,7 +184,7 @@ static void test_format_1_upgraded(Fixture *f, gconstpointer data)
     raw_open(&r, f->path);
     MDB_val fv;
     g_assert_cmpint(mdb_get(r.txn, raw_dbi(&r, "meta"), &k, &fv), ==, 0);
-    g_assert_cmpmem(fv.mv_data, fv.mv_size, "procreg-lmdb 2", 14);
+    g_assert_cmpmem(fv.mv_data, fv.mv_size, "procreg-lmdb 3", 14);
     raw_close(&r);
 }
 

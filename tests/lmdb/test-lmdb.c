@@ -16,7 +16,8 @@
 #include <sys/mount.h>
 #include <sys/wait.h>
 
-/* The value layout of the "entries" database (backends/lmdb/lmdb-codec.h). */
+/* The value layout of the "entries" database in formats 1 and 2 (entry
+ * version 1, backends/lmdb/lmdb-codec.h), which format 3 still reads. */
 typedef struct {
     uint16_t version;
     uint16_t flags;
@@ -701,6 +702,52 @@ static void put_entry(raw_db *r, const char *ns, const char *name,
     raw_put(r, "entries", key, n, val, len);
 }
 
+static MDB_val raw_get(raw_db *r, const char *db, const void *key,
+                       size_t klen)
+{
+    MDB_val k = {klen, (void *)key}, v = {0, NULL};
+    g_assert_cmpint(mdb_get(r->txn, raw_dbi(r, db, 0), &k, &v), ==, 0);
+    return v;
+}
+
+/* A file of format 2 (entries of version 1) opens: its entries read as
+ * they were, new ones are written in the compact version 2, and the file
+ * is marked format 3. */
+static void test_format_2(Fixture *f, gconstpointer data)
+{
+    procreg_close(lt_open(f->spec));
+    procreg_owner self;
+    procreg_owner_self(&self);
+    raw_header h = {.version = 1, .pid = (uint64_t)self.pid,
+                    .start_time = self.start_time, .registered_at = -1234,
+                    .revision = 7};
+    raw_db r;
+    raw_open(&r, f->path, true);
+    put_entry(&r, "old", "e", &h, sizeof h);
+    raw_put(&r, "meta", "format", 6, "procreg-lmdb 2", 14);
+    raw_close(&r, true);
+
+    procreg *reg = lt_open(f->spec);
+    procreg_entry e = {0};
+    g_assert_cmpint(procreg_lookup_entry(reg, "old", "e", &e, NULL), ==, 0);
+    g_assert_cmpint(e.owner.pid, ==, self.pid);
+    g_assert_cmpint(e.registered_at, ==, -1234);
+    g_assert_cmpuint(e.revision, ==, 7);
+    procreg_entry_clear(&e);
+    g_assert_cmpint(reg_self(reg, "new", "e", NULL), ==, 0);
+    g_assert_cmpint(procreg_lookup_entry(reg, "new", "e", &e, NULL), ==, 0);
+    procreg_entry_clear(&e);
+    procreg_close(reg);
+
+    raw_open(&r, f->path, false);
+    MDB_val fv = raw_get(&r, "meta", "format", 6);
+    g_assert_cmpmem(fv.mv_data, fv.mv_size, "procreg-lmdb 3", 14);
+    MDB_val nv = raw_get(&r, "entries", "new\0e", 5);
+    g_assert_cmpint(((const uint8_t *)nv.mv_data)[0], ==, 2);
+    g_assert_cmpuint(nv.mv_size, <, sizeof h);
+    raw_close(&r, false);
+}
+
 static void test_corrupt_entries(Fixture *f, gconstpointer data)
 {
     procreg *reg = lt_open(f->spec);
@@ -1015,6 +1062,7 @@ int main(int argc, char **argv)
     ADD("/lmdb/files/truncated", test_truncated_file);
     ADD("/lmdb/files/foreign", test_foreign_file);
     ADD("/lmdb/files/format", test_wrong_format);
+    ADD("/lmdb/files/format-2", test_format_2);
     ADD("/lmdb/files/corrupt-entries", test_corrupt_entries);
     ADD("/lmdb/files/corrupt-key", test_corrupt_key);
     ADD("/lmdb/files/read-only", test_read_only);
