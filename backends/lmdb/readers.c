@@ -90,8 +90,12 @@ static pthread_key_t thread_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static atomic_uint_fast64_t next_serial = 1;
 
-static _Thread_local lmdb_reader *my_readers; /* this thread's slots */
-static _Thread_local lmdb_reader *my_last;    /* the last one used */
+/* Initial-exec, as the core's hot thread-locals: no __tls_get_addr per
+ * read. */
+static _Thread_local lmdb_reader *my_readers /* this thread's slots */
+    __attribute__((tls_model("initial-exec")));
+static _Thread_local lmdb_reader *my_last /* the last one used */
+    __attribute__((tls_model("initial-exec")));
 
 #ifdef PROCREG_LMDB_TEST_HOOKS
 #define HOOK(name, env) procreg_lmdb_hook_##name(env)
