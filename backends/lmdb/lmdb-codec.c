@@ -86,9 +86,9 @@ LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
     if (n >= sizeof v1 && (memcpy(&v1, v, sizeof v1),
                            v1 == PROCREG_LMDB_ENTRY_VERSION_1))
         return entry_decode_v1(v, n, out);
-    const uint8_t *p = v, *end = p + n;
-    if (n < 4)
+    if (n < 4) /* before any arithmetic on @v, which may be NULL then */
         return "value shorter than its header";
+    const uint8_t *p = v, *end = p + n;
     if (p[0] != PROCREG_LMDB_ENTRY_VERSION)
         return "unknown entry version";
     if (p[1] & ~PROCREG_LMDB_HAS_META)
