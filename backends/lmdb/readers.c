@@ -64,6 +64,10 @@
 
 /* Retries of a read after adopting the map or freeing reader slots. */
 #define READ_ATTEMPTS 16
+/* A read that finds every reader slot held by reads in flight waits for
+ * one to end, sleeping twice as long each time from 64 µs up to 8 ms
+ * and READERS_WAIT_US in all, then gives up with MDB_READERS_FULL. */
+#define READERS_WAIT_US (1000 * 1000)
 
 enum {
     SLOT_EMPTY,    /* no transaction */
@@ -325,7 +329,9 @@ int procreg_lmdb_read_begin(lmdb_env *env, MDB_txn **out)
 {
     lmdb_reader *r = thread_reader(env);
     int rc = 0;
-    for (int attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    gulong nap_us = 64, napped_us = 0;
+    for (int attempt = 0; attempt < READ_ATTEMPTS || rc == MDB_READERS_FULL;
+         attempt++) {
         reader_enter(env, r);
         procreg_lmdb_writer_lock_shared(env);
         rc = reader_txn(env, r, out);
@@ -339,10 +345,17 @@ int procreg_lmdb_read_begin(lmdb_env *env, MDB_txn **out)
             if (procreg_lmdb_map_adopt(env) != 0)
                 break;
         } else if (rc == MDB_READERS_FULL) {
+            /* Dead processes' slots and idle cached transactions first;
+             * then the slots are held by reads in flight, which end. */
             procreg_lmdb_reader_check(env);
             procreg_lmdb_readers_drain(env);
-            if (attempt > 2)
-                break;
+            if (attempt >= 2) {
+                if (napped_us >= READERS_WAIT_US)
+                    break;
+                g_usleep(nap_us);
+                napped_us += nap_us;
+                nap_us = MIN(nap_us * 2, 8000);
+            }
         } else {
             break;
         }
