@@ -271,6 +271,8 @@ void procreg_lmdb_hook_read_begun(lmdb_env *env);
 void procreg_lmdb_hook_map_lock_wanted(lmdb_env *env);
 void procreg_lmdb_hook_map_lock_taken(lmdb_env *env);
 void procreg_lmdb_hook_map_lock_released(lmdb_env *env);
+/* A read found every reader slot held by reads in flight and waits. */
+void procreg_lmdb_hook_readers_wait(lmdb_env *env);
 #endif
 
 /* ---- writer.c: the writer lock ---- */

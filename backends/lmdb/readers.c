@@ -352,6 +352,7 @@ int procreg_lmdb_read_begin(lmdb_env *env, MDB_txn **out)
             if (attempt >= 2) {
                 if (napped_us >= READERS_WAIT_US)
                     break;
+                HOOK(readers_wait, env);
                 g_usleep(nap_us);
                 napped_us += nap_us;
                 nap_us = MIN(nap_us * 2, 8000);

@@ -31,6 +31,7 @@ static struct {
     GThread *hold; /* the thread whose next read is held */
     bool held, release;
     int wanted, taken, released; /* map lock: asked for, obtained, let go */
+    int waits; /* reads that waited for a reader slot */
     lmdb_env *env;
 } hk;
 
@@ -48,28 +49,32 @@ void procreg_lmdb_hook_read_begun(lmdb_env *env)
     pthread_mutex_unlock(&hk.m);
 }
 
-void procreg_lmdb_hook_map_lock_wanted(lmdb_env *env)
+static void hook_count(int *counter)
 {
     pthread_mutex_lock(&hk.m);
-    hk.wanted++;
+    (*counter)++;
     pthread_cond_broadcast(&hk.c);
     pthread_mutex_unlock(&hk.m);
+}
+
+void procreg_lmdb_hook_map_lock_wanted(lmdb_env *env)
+{
+    hook_count(&hk.wanted);
 }
 
 void procreg_lmdb_hook_map_lock_taken(lmdb_env *env)
 {
-    pthread_mutex_lock(&hk.m);
-    hk.taken++;
-    pthread_cond_broadcast(&hk.c);
-    pthread_mutex_unlock(&hk.m);
+    hook_count(&hk.taken);
 }
 
 void procreg_lmdb_hook_map_lock_released(lmdb_env *env)
 {
-    pthread_mutex_lock(&hk.m);
-    hk.released++;
-    pthread_cond_broadcast(&hk.c);
-    pthread_mutex_unlock(&hk.m);
+    hook_count(&hk.released);
+}
+
+void procreg_lmdb_hook_readers_wait(lmdb_env *env)
+{
+    hook_count(&hk.waits);
 }
 
 /* The env the last read began on (any thread's). */
@@ -86,7 +91,7 @@ static void hooks_reset(void)
     pthread_mutex_lock(&hk.m);
     hk.hold = NULL;
     hk.held = hk.release = false;
-    hk.wanted = hk.taken = hk.released = 0;
+    hk.wanted = hk.taken = hk.released = hk.waits = 0;
     hk.env = NULL;
     pthread_mutex_unlock(&hk.m);
 }
@@ -204,6 +209,14 @@ static gpointer held_lookup_main(gpointer p)
     pthread_mutex_lock(&hk.m);
     hk.hold = g_thread_self();
     pthread_mutex_unlock(&hk.m);
+    h->rc = procreg_lookup(h->reg, "p", "x", &h->owner, NULL);
+    return NULL;
+}
+
+/* The same lookup, not held. */
+static gpointer second_lookup_main(gpointer p)
+{
+    held_lookup *h = p;
     h->rc = procreg_lookup(h->reg, "p", "x", &h->owner, NULL);
     return NULL;
 }
@@ -423,6 +436,31 @@ static void test_thread_outlives_close(Fixture *f, gconstpointer data)
     procreg_close(reg);
 }
 
+/* The one reader slot is held by a read in flight (another thread's,
+ * held open by the hooks): a second read must wait for it, not fail.
+ * The read is released only once the second one is seen waiting. */
+static void test_readers_busy(Fixture *f, gconstpointer data)
+{
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(procreg_register(reg, "p", "x", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    MDB_envinfo info;
+    held_lookup h = {reg, -1, {0}};
+    GThread *reader = g_thread_new("held", held_lookup_main, &h);
+    wait_held();
+    mdb_env_info(hooked_env()->mdb, &info);
+    g_assert_cmpuint(info.me_maxreaders, ==, 1);
+    held_lookup second = {reg, -1, {0}};
+    GThread *waiter = g_thread_new("second", second_lookup_main, &second);
+    g_assert_true(wait_for(&hk.waits, 1, 60 * 1000));
+    release_held();
+    g_thread_join(reader);
+    g_thread_join(waiter);
+    g_assert_cmpint(h.rc, ==, 0);
+    g_assert_cmpint(second.rc, ==, 0);
+    procreg_close(reg);
+}
+
 static void test_readers_full(Fixture *f, gconstpointer data)
 {
     procreg *reg = lt_open(f->spec);
@@ -471,5 +509,6 @@ int main(int argc, char **argv)
     ADD("/lmdb/readers/thread-outlives-close", test_thread_outlives_close,
         NULL);
     ADD("/lmdb/readers/full", test_readers_full, ",max_readers=1");
+    ADD("/lmdb/readers/busy", test_readers_busy, ",max_readers=1");
     return g_test_run();
 }
