@@ -6,23 +6,26 @@
 # sampling) is in every target's figure alike.
 #
 #   bench/callgrind-ops.sh [-B builddir] [-k keys] [-n ops] [-t threads]
-#                          WORKLOAD TARGET...
+#                          [-o keepdir] WORKLOAD TARGET...
 #   bench/callgrind-ops.sh -k 100k lookup-hit raw-ckht ckht ghash
 #
-# Prints "workload target keys instructions/op" per target.
+# Prints "workload target keys instructions/op" per target.  With -o, the
+# profiles stay in keepdir as TARGET.cg, for callgrind_annotate (e.g.
+# --inclusive=yes --tree=caller) to say where the instructions go.
 set -euo pipefail
-build=build keys=100k ops=200000 threads=1
-while getopts B:k:n:t: opt; do
+build=build keys=100k ops=200000 threads=1 keep=
+while getopts B:k:n:t:o: opt; do
     case $opt in
     B) build=$OPTARG ;;
     k) keys=$OPTARG ;;
     n) ops=$OPTARG ;;
     t) threads=$OPTARG ;;
+    o) keep=$OPTARG ;;
     *) exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
-[ $# -ge 2 ] || { sed -n '2,12p' "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
 workload=$1; shift
 loop=loop_${workload//-/_}
 out=$(mktemp -d)
@@ -47,4 +50,5 @@ for target in "$@"; do
     ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$out/$target.cg")
     printf '%s %s %s %.1f\n' "$workload" "$target" "$keys" \
         "$(echo "$ir / ($ops * $threads)" | bc -l)"
+    [ -z "$keep" ] || { mkdir -p "$keep" && cp "$out/$target.cg" "$keep/"; }
 done
