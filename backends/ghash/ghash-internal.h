@@ -28,7 +28,7 @@ static inline gboolean procreg_ghash_key_equal(gconstpointer a,
 typedef struct gh_groups gh_groups;
 
 typedef struct {
-    GHashTable *by_key;       /* procreg_key* (inside the entry) -> ghash_entry* */
+    GHashTable *by_key;       /* procreg_key* (inside the entry), key and value */
     GHashTable *by_namespace; /* char* ns -> GHashTable set of ghash_entry* */
     uint64_t revision;        /* entries' and members' changes */
     size_t bytes; /* entry allocations, for memory_usage */
