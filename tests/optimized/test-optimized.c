@@ -330,6 +330,40 @@ static void test_stats_exact(void)
     procreg_backend_close(b);
 }
 
+/* A write stores its outcome only while the cache has room: into a full
+ * cache it would evict an entry readers use, and a burst of registrations
+ * would turn the whole cache over. */
+static void test_full_cache_keeps_writes_out(void)
+{
+    procreg_backend *b = open_backend(
+        "optimized:inner=[fake:id=10],ttl_ms=60000,cache_capacity=4");
+    fake_inner *f = fake_instance(10);
+    char name[16];
+
+    for (int i = 0; i < 4; i++) {
+        g_snprintf(name, sizeof name, "k%d", i);
+        reg(b, "s", name, 100 + i, NULL);
+    }
+    g_assert_cmpuint(CACHE(b, "updates"), ==, 4);
+    g_assert_cmpuint(CACHE(b, "entries"), ==, 4);
+    for (int i = 4; i < 10; i++) {
+        g_snprintf(name, sizeof name, "k%d", i);
+        reg(b, "s", name, 100 + i, NULL);
+    }
+    g_assert_cmpuint(CACHE(b, "updates"), ==, 4);
+    g_assert_cmpuint(CACHE(b, "evictions"), ==, 0);
+    g_assert_cmpuint(CACHE(b, "entries"), ==, 4);
+    /* The first four are still served from the cache; the later ones
+     * from the inner backend, with the right answer. */
+    for (int i = 0; i < 10; i++) {
+        g_snprintf(name, sizeof name, "k%d", i);
+        g_assert_cmpint(look(b, "s", name), ==, 100 + i);
+    }
+    g_assert_cmpuint(fake_calls(f, FAKE_LOOKUP), ==, 6);
+    g_assert_cmpuint(CACHE(b, "hits"), ==, 4);
+    procreg_backend_close(b);
+}
+
 /* Run in a thread of its own: the fill admission counts the misses of
  * each thread from zero, so the figures below are exact. */
 static gpointer eviction_keeps_hot(gpointer data)
@@ -871,6 +905,8 @@ int main(int argc, char **argv)
                     test_write_invalidates);
     g_test_add_func("/optimized/cache/negative", test_negative_cache);
     g_test_add_func("/optimized/cache/stats-exact", test_stats_exact);
+    g_test_add_func("/optimized/cache/full-cache-keeps-writes-out",
+                    test_full_cache_keeps_writes_out);
     g_test_add_func("/optimized/cache/eviction-keeps-hot",
                     test_eviction_keeps_hot);
     g_test_add_func("/optimized/cache/notify-invalidates",
