@@ -297,6 +297,9 @@ void procreg_lmdb_batch_recover(lmdb_env *env)
      * flush before anyone is answered. */
     bool flushed = committed && mdb_env_sync(env->mdb, 1) == 0;
     procreg_lmdb_map_leave(env);
+    /* Counted before anyone is answered: an answered registrant may read
+     * the figures at once (another thread of this process recovers). */
+    g_atomic_pointer_add(&env->batch_recoveries, 1);
     for (int i = 0; i < BATCH_SLOTS; i++) {
         batch_slot *s = &a->slots[i];
         if (state_get(s) != SLOT_APPLIED || s->h.txnid != t)
@@ -308,7 +311,6 @@ void procreg_lmdb_batch_recover(lmdb_env *env)
         wake(s);
     }
     __atomic_store_n(&a->applied_txnid, 0, __ATOMIC_RELEASE);
-    g_atomic_pointer_add(&env->batch_recoveries, 1);
     if (committed)
         procreg_lmdb_notify_commit(env);
 }
@@ -478,6 +480,8 @@ static void lead(lmdb_env *env)
                    !(flags & MDB_NOMETASYNC) ||
                    mdb_env_sync(env->mdb, 1) == 0;
     procreg_lmdb_map_leave(env);
+    g_atomic_pointer_add(&env->batch_commits, 1); /* before the answers */
+    g_atomic_pointer_add(&env->batch_requests, taken);
     for (int j = 0; j < taken; j++) {
         batch_slot *s = &a->slots[idx[j]];
         if (commit_rc != 0)
@@ -487,8 +491,6 @@ static void lead(lmdb_env *env)
         answer(s, SLOT_APPLIED);
     }
     __atomic_store_n(&a->applied_txnid, 0, __ATOMIC_RELEASE);
-    g_atomic_pointer_add(&env->batch_commits, 1);
-    g_atomic_pointer_add(&env->batch_requests, taken);
     if (commit_rc == 0 && w.events > 0)
         procreg_lmdb_notify_commit(env);
 }
