@@ -13,12 +13,14 @@
  */
 #include "lmdb-test-util.h"
 
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -124,6 +126,43 @@ static void expect_within(child *c, const char *want, int ms)
 static void expect(child *c, const char *want)
 {
     expect_within(c, want, 10000);
+}
+
+/* Whether @pid's main thread sleeps in a shared FUTEX_WAIT (glibc's own
+ * locks are private): a registrant asleep on its slot, after its hook
+ * "wait". */
+static bool asleep_on_slot(pid_t pid)
+{
+    char *path = g_strdup_printf("/proc/%d/syscall", pid), *text = NULL;
+    char *stat_path = g_strdup_printf("/proc/%d/stat", pid), *st = NULL;
+    bool asleep = false;
+    if (g_file_get_contents(path, &text, NULL, NULL) &&
+        g_file_get_contents(stat_path, &st, NULL, NULL)) {
+        const char *state = strrchr(st, ')');
+        char *end = NULL;
+        long nr = strtol(text, &end, 10);
+        strtoul(end, &end, 16); /* the futex's address */
+        long op = (long)strtoul(end, NULL, 16);
+        asleep = state != NULL && state[1] == ' ' && state[2] == 'S' &&
+                 nr == SYS_futex && op == FUTEX_WAIT;
+    }
+    g_free(text);
+    g_free(st);
+    g_free(path);
+    g_free(stat_path);
+    return asleep;
+}
+
+/* Wait until @c sleeps on its slot, where only a wake-up or the sleep's
+ * bound can end its wait. */
+static void wait_asleep(child *c)
+{
+    gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (!asleep_on_slot(c->pid))
+        if (g_get_monotonic_time() > end)
+            g_error("child %d never slept on its slot", (int)c->pid);
+        else
+            g_usleep(1000);
 }
 
 static void go(child *c)
@@ -420,6 +459,7 @@ static void test_leader_killed_before_commit(fixture *f, gconstpointer d)
     expect(&l, "lead");
     spawn_child(&r, f->spec, "r", "wait:s,lead:w");
     expect(&r, "wait");
+    wait_asleep(&r);
     go(&l);
     reap_self_killed(&l);
     expect_within(&r, "lead", DEAD_LEADER_MS);
@@ -447,6 +487,7 @@ static void test_leader_killed_after_commit(fixture *f, gconstpointer d)
     expect(&l, "lead");
     spawn_child(&r, f->spec, "r", "wait:s,lead:k");
     expect(&r, "wait");
+    wait_asleep(&r);
     go(&l);
     reap_self_killed(&l);
     /* R never led: its hook "lead" would kill it. */
@@ -471,8 +512,9 @@ static void test_leader_killed_after_commit(fixture *f, gconstpointer d)
 /* Registrant R finds the lock held by leader L, which has not collected
  * yet, and sleeps on its slot: L answers it and wakes it, and R returns
  * without ever taking the writer lock (its hook "locked" would kill
- * it).  R's sleep has no bound worth the name (60 s), so only L's
- * wake-up can end it within the test's 10 s. */
+ * it).  R is asleep before L goes on, and its sleep has no bound worth
+ * the name (60 s), so only L's wake-up can end it within the test's
+ * 10 s. */
 static void test_answered_asleep(fixture *f, gconstpointer d)
 {
     child l, r;
@@ -480,6 +522,7 @@ static void test_answered_asleep(fixture *f, gconstpointer d)
     expect(&l, "lead");
     spawn_child(&r, f->spec, "r", "wait:s,locked:k,ms=60000");
     expect(&r, "wait");
+    wait_asleep(&r);
     go(&l);
     expect(&l, "= 0 0 0");
     expect(&r, "= 0 0 0");
@@ -492,19 +535,22 @@ static void test_answered_asleep(fixture *f, gconstpointer d)
     procreg_close(reg);
 }
 
-/* R publishes its request just after leader L collected its batch, and
- * sleeps on its slot while L commits without it.  L's release of the
- * lock must wake R to lead it: R's sleep has no bound worth the name
- * (60 s), so a lost wake-up fails the test's 10 s. */
+/* R publishes its request just after leader L collected its batch and
+ * finds the lock taken; before R sleeps, L commits without it and
+ * releases the lock (the worst moment: R read its slot's word before the
+ * release, and will sleep after it).  L's release must still end R's
+ * sleep, for R to lead its request: R's sleep has no bound worth the
+ * name (60 s), so a lost wake-up fails the test's 10 s. */
 static void test_published_after_collect(fixture *f, gconstpointer d)
 {
     child l, r;
     spawn_child(&l, f->spec, "l", "collected:w");
     expect(&l, "collected");
-    spawn_child(&r, f->spec, "r", "wait:s,locked:s,ms=60000");
+    spawn_child(&r, f->spec, "r", "wait:w,locked:s,ms=60000");
     expect(&r, "wait");
     go(&l);
-    expect(&l, "= 0 0 0");
+    expect(&l, "= 0 0 0"); /* L released the lock */
+    go(&r);
     expect(&r, "locked"); /* R leads its own request */
     expect(&r, "= 0 0 0");
     procreg *reg = lt_open(f->spec);
