@@ -82,7 +82,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <linux/futex.h>
 #include <signal.h>
 #include <string.h>
