@@ -1,27 +1,38 @@
 /*
- * Group commit of registrations: the registrants that wait for the
- * writer lock have their registrations committed together, in one synced
- * write transaction, by whichever of them holds the lock.
+ * Group commit of registrations: the registrants that find the writer
+ * lock taken have their registrations committed together, in one synced
+ * write transaction, by whichever of them takes it next.
  *
  * The request area.  FILE-notify past its first page (changelog.c's
  * counter page) holds a header and BATCH_SLOTS fixed slots, mapped shared
  * by every writer of the file.  A registrant claims a free slot (CAS),
- * writes its request there (key, owner, metadata bytes), publishes it
- * PENDING and takes the writer lock as any writer does (one thread of a
- * process at a time: see local_turn()).  The holder of the lock is the
- * leader: it applies every PENDING request, its own included, in one
- * write transaction, each in a nested transaction (a request that fails,
+ * writes its request there (key, owner, metadata bytes) and publishes it
+ * PENDING.  Then, until its slot is DONE, it tries the writer lock
+ * without waiting for it (procreg_lmdb_writer_trylock()): with the lock
+ * it leads; while another writer holds it, it sleeps on its slot's word
+ * (a shared FUTEX_WAIT: the mapping is the file's, the same futex in
+ * every process) for BATCH_WAIT_MS at most, and looks again.  The leader
+ * applies every PENDING request, its own included, in one write
+ * transaction, each in a nested transaction (a request that fails,
  * EEXISTS say, is aborted alone and sinks nothing else), commits once,
- * writes each slot's answer and marks it DONE.  A registrant that finds
- * its slot DONE (on getting the lock, or while waiting for its process's
- * turn) takes the answer and frees the slot.  A request that does not fit
- * a slot, finds no free slot, or fails in a way the solo path reports
- * better (LMDB errors, a corrupt record, a failed commit) goes the solo
- * way: procreg_lmdb_write_txn(), as before.
+ * writes each slot's answer, marks it DONE and wakes its registrant,
+ * which takes the answer without the lock and frees the slot: a process
+ * or thread answered by a batch never waits for the lock.  A request
+ * that does not fit a slot, finds no free slot, or fails in a way the
+ * solo path reports better (LMDB errors, a corrupt record, a failed
+ * commit) goes the solo way: procreg_lmdb_write_txn(), as before.
  *
- * Slot states and who moves them (all but the first two under the lock):
+ * The slot word (64 bits, atomic): the state in bits 0-7, a sequence
+ * that every change bumps in bits 8-31, the registrant's pid in bits
+ * 32-63 (claimed with the state in one CAS, so a slot's pid is never a
+ * former user's).  The futex is the low 32-bit half, state and sequence;
+ * futex_word() finds its address whatever the byte order.
+ *
+ * Slot states and who moves them:
  *   FREE -> CLAIMED      registrant (CAS)
  *   CLAIMED -> PENDING   registrant, its request written
+ *   PENDING -> PENDING   whoever released the lock (nudge: the sequence
+ *                        bumped, the registrant woken)
  *   PENDING -> FREE      registrant whose lock failed (CAS: withdrawn)
  *   PENDING -> APPLIED   leader (CAS), the slot's txnid and the header's
  *                        applied_txnid already set to its transaction's id
@@ -33,6 +44,7 @@
  *                        the registrant is dead
  *   CLAIMED/PENDING -> FREE  leader, when the registrant is dead (its
  *                        request, never acknowledged, is dropped)
+ * The leader's and the recovery's moves are made under the lock.
  *
  * Invariant: a slot is answered DONE only when its change is durable —
  * committed by a synced commit, or, after a leader died past its commit,
@@ -40,12 +52,29 @@
  * once: a request is applied only from PENDING inside the transaction
  * whose id its slot records, and APPLIED is resolved before any other
  * write transaction can begin (procreg_lmdb_batch_recover() runs in
- * procreg_lmdb_writer_lock(), under which every write begins), so the
- * id of an aborted transaction is never mistaken for a commit.
+ * procreg_lmdb_writer_lock() and _trylock(), under which every write
+ * begins), so the id of an aborted transaction is never mistaken for a
+ * commit.
+ *
+ * Invariant: a registrant whose slot is not DONE never sleeps past a
+ * live holder's release of the lock, nor longer than BATCH_WAIT_MS.
+ * Whoever moves a slot to DONE (or back to PENDING) wakes it, and every
+ * release of the lock is followed by a nudge of each PENDING slot
+ * (procreg_lmdb_batch_nudge(), from procreg_lmdb_writer_unlock()).  A
+ * registrant reads its word, then finds the lock taken, then sleeps only
+ * while the word is what it read (FUTEX_WAIT compares it); the holder's
+ * release comes after the failed try, and by then the slot was nudged
+ * (the word changed), applied by a leader (which will answer it) or
+ * answered: so a request published just after a leader collected its
+ * batch is led by its registrant, nudged when that leader releases the
+ * lock.  A holder that dies releases the lock (the kernel does) without a
+ * nudge, as does a lockless reader's read lock (writer.c): then
+ * BATCH_WAIT_MS ends the sleep, the registrant takes the lock and, under
+ * it, the recovery resolves what a dead leader left.
  *
  * Owns: the request area (its mapping, layout, states), leading a batch,
  * recovery after a dead leader, and the registrant's side.
- * Relies on: writer.c for the lock, readers.c for the map, ops.c for the
+ * Relies on: writer.c for the lock (and its nudge on release), readers.c for the map, ops.c for the
  * register step, txn.c for map adoption and errors, changelog.c to wake
  * the watchers, liveness.c for whether a registrant lives.
  */
@@ -53,9 +82,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BATCH_MAGIC 0x42475250u /* "PRGB" */
@@ -64,6 +96,9 @@
 #define BATCH_OFFSET 4096
 #define BATCH_SLOTS 64
 #define SLOT_SIZE 1024
+/* A registrant's longest sleep on its slot: how long a dead leader can
+ * hold up the registrants waiting for it (they then take the lock). */
+#define BATCH_WAIT_MS 100
 
 enum { SLOT_FREE, SLOT_CLAIMED, SLOT_PENDING, SLOT_APPLIED, SLOT_DONE };
 
@@ -73,9 +108,7 @@ enum { SLOT_FREE, SLOT_CLAIMED, SLOT_PENDING, SLOT_APPLIED, SLOT_DONE };
 #define RESULT_UNFLUSHED (-2)
 
 typedef struct {
-    /* Atomic: the state (low byte) and the registrant's pid (high half),
-     * claimed in one CAS, so a slot's pid is never a former user's. */
-    uint64_t word;
+    uint64_t word; /* atomic: state, sequence, pid (see above) */
     uint64_t requester_start; /* the registrant's start time */
     uint64_t txnid;           /* APPLIED: the transaction that applied it */
     /* The request. */
@@ -123,13 +156,24 @@ void (*procreg_lmdb_batch_hook)(const char *point);
         if (procreg_lmdb_batch_hook != NULL)                                  \
             procreg_lmdb_batch_hook(point);                                   \
     } while (0)
+int procreg_lmdb_batch_wait_ms = BATCH_WAIT_MS;
+#define WAIT_MS procreg_lmdb_batch_wait_ms
 #else
 #define HOOK(point) ((void)0)
+#define WAIT_MS BATCH_WAIT_MS
 #endif
 
 #define WORD(state, pid) ((uint64_t)(uint32_t)(pid) << 32 | (state))
 #define WORD_STATE(w) ((uint32_t)((w) & 0xff))
 #define WORD_PID(w) ((pid_t)(uint32_t)((w) >> 32))
+#define WORD_SEQ 0xffffff00u
+
+/* Word @w moved to @state: the same pid, the next sequence. */
+static uint64_t word_next(uint64_t w, uint32_t state)
+{
+    return (w & ~(uint64_t)UINT32_MAX) |
+           (((uint32_t)w + 0x100u) & WORD_SEQ) | state;
+}
 
 static uint64_t word_get(batch_slot *s)
 {
@@ -147,11 +191,38 @@ static bool state_move(batch_slot *s, uint32_t from, uint32_t to)
 {
     uint64_t w = word_get(s);
     while (WORD_STATE(w) == from)
-        if (__atomic_compare_exchange_n(&s->h.word, &w,
-                                        WORD(to, WORD_PID(w)), false,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        if (__atomic_compare_exchange_n(&s->h.word, &w, word_next(w, to),
+                                        false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
             return true;
     return false;
+}
+
+/* The futex: the half of @s's word that holds its state and sequence. */
+static uint32_t *futex_word(batch_slot *s)
+{
+    return (uint32_t *)(void *)&s->h.word +
+           (__BYTE_ORDER__ == __ORDER_BIG_ENDIAN__);
+}
+
+/* Wake @s's registrant (one per slot), after a change of its word. */
+static void wake(batch_slot *s)
+{
+    syscall(SYS_futex, futex_word(s), FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+/* Sleep while @s's word is @w (its futex half), WAIT_MS at most. */
+static void sleep_on(batch_slot *s, uint64_t w)
+{
+    struct timespec t = {WAIT_MS / 1000, (long)(WAIT_MS % 1000) * 1000000L};
+    syscall(SYS_futex, futex_word(s), FUTEX_WAIT, (uint32_t)w, &t, NULL, 0);
+}
+
+/* Move @s from @from to DONE and wake its registrant. */
+static void answer(batch_slot *s, uint32_t from)
+{
+    if (state_move(s, from, SLOT_DONE))
+        wake(s);
 }
 
 static void slot_free(batch_slot *s)
@@ -194,19 +265,11 @@ void procreg_lmdb_batch_open(lmdb_env *env)
     env->batch = a;
 }
 
-void procreg_lmdb_batch_init(lmdb_env *env)
-{
-    pthread_mutex_init(&env->batch_lock, NULL);
-    pthread_cond_init(&env->batch_cond, NULL);
-}
-
 void procreg_lmdb_batch_close(lmdb_env *env)
 {
     if (env->batch != NULL)
         munmap(env->batch, AREA_SIZE);
     env->batch = NULL;
-    pthread_cond_destroy(&env->batch_cond);
-    pthread_mutex_destroy(&env->batch_lock);
 }
 
 unsigned int procreg_lmdb_batch_slots_used(lmdb_env *env)
@@ -233,6 +296,9 @@ void procreg_lmdb_batch_recover(lmdb_env *env)
      * flush before anyone is answered. */
     bool flushed = committed && mdb_env_sync(env->mdb, 1) == 0;
     procreg_lmdb_map_leave(env);
+    /* Counted before anyone is answered: an answered registrant may read
+     * the figures at once (another thread of this process recovers). */
+    g_atomic_pointer_add(&env->batch_recoveries, 1);
     for (int i = 0; i < BATCH_SLOTS; i++) {
         batch_slot *s = &a->slots[i];
         if (state_get(s) != SLOT_APPLIED || s->h.txnid != t)
@@ -241,11 +307,25 @@ void procreg_lmdb_batch_recover(lmdb_env *env)
             s->h.result = RESULT_UNFLUSHED;
         /* Not committed: PENDING again, for the next leader. */
         state_move(s, SLOT_APPLIED, committed ? SLOT_DONE : SLOT_PENDING);
+        wake(s);
     }
     __atomic_store_n(&a->applied_txnid, 0, __ATOMIC_RELEASE);
-    g_atomic_pointer_add(&env->batch_recoveries, 1);
     if (committed)
         procreg_lmdb_notify_commit(env);
+}
+
+void procreg_lmdb_batch_nudge(lmdb_env *env)
+{
+    for (int i = 0; env->batch != NULL && i < BATCH_SLOTS; i++) {
+        batch_slot *s = &env->batch->slots[i];
+        uint64_t w = word_get(s);
+        /* A failed CAS: another nudge, or a leader took the request. */
+        if (WORD_STATE(w) == SLOT_PENDING &&
+            __atomic_compare_exchange_n(&s->h.word, &w,
+                                        word_next(w, SLOT_PENDING), false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            wake(s);
+    }
 }
 
 /* ---- the leader ---- */
@@ -358,6 +438,7 @@ static void lead(lmdb_env *env)
     HOOK("lead");
     int idx[BATCH_SLOTS];
     int n = collect(env, idx);
+    HOOK("collected");
     MDB_txn *txn = NULL;
     int rc = 0;
     do {
@@ -375,13 +456,15 @@ static void lead(lmdb_env *env)
         batch_slot *s = &a->slots[idx[j]];
         s->h.txnid = t;
         s->h.result = RESULT_SOLO;
-        if (state_move(s, SLOT_PENDING, rc == 0 ? SLOT_APPLIED : SLOT_DONE)) {
+        if (rc != 0) {
+            answer(s, SLOT_PENDING); /* solo, which reports the failure */
+        } else if (state_move(s, SLOT_PENDING, SLOT_APPLIED)) {
             idx[taken++] = idx[j]; /* else withdrawn meanwhile */
             want_sync |= s->h.sync != 0;
         }
     }
     if (rc != 0)
-        return; /* answered solo, which reports the failure */
+        return;
     wstate w = {0};
     for (int j = 0; j < taken; j++)
         apply_one(env, txn, &a->slots[idx[j]], &w);
@@ -396,17 +479,17 @@ static void lead(lmdb_env *env)
                    !(flags & MDB_NOMETASYNC) ||
                    mdb_env_sync(env->mdb, 1) == 0;
     procreg_lmdb_map_leave(env);
+    g_atomic_pointer_add(&env->batch_commits, 1); /* before the answers */
+    g_atomic_pointer_add(&env->batch_requests, taken);
     for (int j = 0; j < taken; j++) {
         batch_slot *s = &a->slots[idx[j]];
         if (commit_rc != 0)
             s->h.result = RESULT_SOLO; /* nothing was applied */
         else if (!flushed)
             s->h.result = RESULT_UNFLUSHED;
-        state_move(s, SLOT_APPLIED, SLOT_DONE);
+        answer(s, SLOT_APPLIED);
     }
     __atomic_store_n(&a->applied_txnid, 0, __ATOMIC_RELEASE);
-    g_atomic_pointer_add(&env->batch_commits, 1);
-    g_atomic_pointer_add(&env->batch_requests, taken);
     if (commit_rc == 0 && w.events > 0)
         procreg_lmdb_notify_commit(env);
 }
@@ -456,33 +539,29 @@ static int take_answer(batch_slot *s, const register_req *req,
     return rc;
 }
 
-/* Wait for this process's turn at the writer lock, which one thread at
- * a time takes for the batches (the others wait here, not on the lock, so
- * that a thread whose request a batch answered returns without taking the
- * lock, and the next turn goes to a thread with a request still
- * pending).  false: @s was answered meanwhile (DONE, which no one but
- * its registrant moves on: its answer is read without the lock); true:
- * the turn is ours, end it with local_turn_end().
- * Invariant: batch_turn is set while one thread of this process holds
- * or waits for the writer lock for a batch, and every change of it is
- * broadcast under batch_lock, so a waiter sees each end of a turn. */
-static bool local_turn(lmdb_env *env, batch_slot *s)
+/* Wait until @s is DONE: answered by a leader, or by this registrant
+ * leading once it takes the writer lock (batch.c's second invariant).
+ * 0, or the lock's failure (in @error). */
+static int await_answer(lmdb_env *env, batch_slot *s, GError **error)
 {
-    pthread_mutex_lock(&env->batch_lock);
-    while (state_get(s) != SLOT_DONE && env->batch_turn)
-        pthread_cond_wait(&env->batch_cond, &env->batch_lock);
-    bool mine = state_get(s) != SLOT_DONE;
-    env->batch_turn |= mine;
-    pthread_mutex_unlock(&env->batch_lock);
-    return mine;
-}
-
-static void local_turn_end(lmdb_env *env)
-{
-    pthread_mutex_lock(&env->batch_lock);
-    env->batch_turn = false;
-    pthread_cond_broadcast(&env->batch_cond);
-    pthread_mutex_unlock(&env->batch_lock);
+    for (;;) {
+        uint64_t w = word_get(s);
+        if (WORD_STATE(w) == SLOT_DONE)
+            return 0;
+        int rc = procreg_lmdb_writer_trylock(env, error);
+        if (rc == 0) {
+            HOOK("locked");
+            /* PENDING or DONE: the lock's recovery resolved APPLIED. */
+            if (state_get(s) == SLOT_PENDING)
+                lead(env);
+            procreg_lmdb_writer_unlock(env);
+        } else if (rc == PROCREG_LMDB_BUSY) {
+            HOOK("wait");
+            sleep_on(s, w);
+        } else {
+            return rc;
+        }
+    }
 }
 
 /* Give up @s after the writer lock failed: withdrawn when no leader has
@@ -492,8 +571,7 @@ static void abandon(batch_slot *s)
     if (state_move(s, SLOT_PENDING, SLOT_FREE))
         return;
     uint64_t w = word_get(s);
-    while (!__atomic_compare_exchange_n(&s->h.word, &w,
-                                        WORD(WORD_STATE(w), 0), false,
+    while (!__atomic_compare_exchange_n(&s->h.word, &w, w & UINT32_MAX, false,
                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         ;
 }
@@ -531,26 +609,13 @@ int procreg_lmdb_batch_register(lmdb_env *env,
         memcpy(s->data + key_len, req->meta, req->meta_len);
     state_move(s, SLOT_CLAIMED, SLOT_PENDING);
     HOOK("published");
-    int rc;
-    if (!local_turn(env, s)) {
-        rc = take_answer(s, req, metadata, current); /* answered meanwhile */
-        slot_free(s);
-    } else {
-        rc = procreg_lmdb_writer_lock(env, error);
-        bool locked = rc == 0;
-        if (locked) {
-            if (state_get(s) == SLOT_PENDING)
-                lead(env);
-            rc = take_answer(s, req, metadata, current);
-            slot_free(s);
-            procreg_lmdb_writer_unlock(env);
-        } else {
-            abandon(s);
-        }
-        local_turn_end(env);
-        if (!locked)
-            return rc;
+    int rc = await_answer(env, s, error);
+    if (rc != 0) {
+        abandon(s);
+        return rc;
     }
+    rc = take_answer(s, req, metadata, current);
+    slot_free(s);
     if (rc == RESULT_SOLO) {
         procreg_entry_clear(current);
         return PROCREG_LMDB_SOLO;

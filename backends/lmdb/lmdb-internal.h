@@ -90,9 +90,6 @@ typedef struct {
     int writer_fd;     /* -1: none (read-only with a lock file) */
     int shared_reads;  /* lockless reads running; under writer_mutex */
     lmdb_batch_area *batch; /* NULL: every registration goes solo */
-    pthread_mutex_t batch_lock; /* this process's turns at batches */
-    pthread_cond_t batch_cond;
-    bool batch_turn;            /* under batch_lock */
 
     /* Owner liveness (liveness.c). */
     pthread_mutex_t owners_lock;
@@ -286,6 +283,12 @@ LMDB_HIDDEN void procreg_lmdb_writer_clear(lmdb_env *env);
 /* Wait for the writer lock; every LMDB write transaction begins under
  * it.  0, or PROCREG_EBACKEND in @error (which may be NULL). */
 LMDB_HIDDEN int procreg_lmdb_writer_lock(lmdb_env *env, GError **error);
+/* Take the writer lock if no one holds it: 0, PROCREG_LMDB_BUSY, or
+ * PROCREG_EBACKEND in @error (this thread holds it already, or fcntl
+ * failed). */
+LMDB_HIDDEN int procreg_lmdb_writer_trylock(lmdb_env *env, GError **error);
+/* Release the lock, then wake the batch registrants waiting to lead
+ * (procreg_lmdb_batch_nudge()). */
 LMDB_HIDDEN void procreg_lmdb_writer_unlock(lmdb_env *env);
 /* Around a read of a lockless env: keep every writer out (a read lock on
  * the writer lock's byte, while any read of this process runs); nothing
@@ -314,16 +317,19 @@ typedef struct {
 /* procreg_lmdb_batch_register()'s answer when the registration must take
  * the solo path (procreg_lmdb_write_txn()). */
 #define PROCREG_LMDB_SOLO (-1000)
+/* procreg_lmdb_writer_trylock()'s answer when another writer holds it. */
+#define PROCREG_LMDB_BUSY (-1001)
 
 /* Map the request area (in FILE-notify, past its first page); without
  * one (no room, or the area is not ours) env->batch stays NULL. */
 LMDB_HIDDEN void procreg_lmdb_batch_open(lmdb_env *env);
-/* Set up this process's turns (before procreg_lmdb_batch_open()). */
-LMDB_HIDDEN void procreg_lmdb_batch_init(lmdb_env *env);
 LMDB_HIDDEN void procreg_lmdb_batch_close(lmdb_env *env);
 /* Under the writer lock, before any write transaction begins: resolve
  * the requests a dead leader applied (batch.c's invariant). */
 LMDB_HIDDEN void procreg_lmdb_batch_recover(lmdb_env *env);
+/* After every release of the writer lock: wake each registrant whose
+ * request is still pending, to lead it (batch.c's invariant). */
+LMDB_HIDDEN void procreg_lmdb_batch_nudge(lmdb_env *env);
 /* Slots not free (a figure for stats()). */
 LMDB_HIDDEN unsigned int procreg_lmdb_batch_slots_used(lmdb_env *env);
 /* Register @req (whose metadata is @metadata) through the request area:
@@ -336,8 +342,12 @@ LMDB_HIDDEN int procreg_lmdb_batch_register(lmdb_env *env,
                                             GError **error);
 #ifdef PROCREG_TEST_BATCH_HOOK
 /* Test builds only (tests/lmdb): called at the named points of a batch
- * ("solo", "claimed", "published", "lead", "applied", "committed"). */
+ * ("solo", "claimed", "published", "wait", "locked", "lead", "collected",
+ * "applied", "committed"). */
 LMDB_HIDDEN extern void (*procreg_lmdb_batch_hook)(const char *point);
+/* How long a registrant sleeps on its slot before it retries the lock
+ * (BATCH_WAIT_MS unless a test changes it). */
+LMDB_HIDDEN extern int procreg_lmdb_batch_wait_ms;
 #endif
 
 /* ---- liveness.c: whether owners live; reaping the dead ---- */

@@ -471,7 +471,6 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
     procreg_lmdb_readers_init(env);
     pthread_mutex_init(&env->inst_lock, NULL);
     procreg_lmdb_writer_init(env);
-    procreg_lmdb_batch_init(env);
     procreg_lmdb_owners_init(env);
     env->instances = g_ptr_array_new();
     procreg_owner_self(&env->self);

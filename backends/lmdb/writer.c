@@ -20,13 +20,17 @@
  * that descriptor.  The kernel releases the lock when the last descriptor
  * of its open file description closes (a killed holder's included) and
  * then wakes every waiter, which retry inside the kernel: no wake-up can
- * be lost.
+ * be lost.  A batched registration only tries the lock (F_OFD_SETLK,
+ * procreg_lmdb_writer_trylock()) and, while it is taken, sleeps on its
+ * request slot instead, where a leader can answer it (batch.c): so every
+ * release of the lock nudges those sleepers (procreg_lmdb_batch_nudge()).
  *
  * Invariant: a thread begins an LMDB write transaction only while it
  * holds the writer lock (procreg_lmdb_writer_lock(): operations, reaping,
  * the checks at open, a batch's leader, batch.c), and only after the
- * lock's taker resolved what a dead batch leader left, so across all processes at most one procreg
- * writer of a file waits for or holds LMDB's writer mutex; a holder that
+ * lock's taker resolved what a dead batch leader left, so across all
+ * processes at most one procreg writer of a file waits for or holds
+ * LMDB's writer mutex; a holder that
  * died leaves it "owner died", which the next writer recovers without
  * waiting.  Readers never take the lock (those of a lockless env take it
  * shared, below).  A forked child closes its copies of the writer-lock
@@ -103,6 +107,27 @@ void procreg_lmdb_writer_clear(lmdb_env *env)
     pthread_mutex_destroy(&env->writer_mutex);
 }
 
+/* The env whose writer lock this thread holds, if any: a try of it from
+ * the same thread fails as a nested lock does (errorcheck mutex), where
+ * pthread_mutex_trylock() would answer busy for ever. */
+static _Thread_local const lmdb_env *held_here;
+
+static int lock_error(lmdb_env *env, int err, GError **error)
+{
+    return procreg_set_error(error, PROCREG_EBACKEND,
+                             "lmdb registry '%s': cannot take the "
+                             "writer lock (%s%s): %s", env->path,
+                             env->path, NOTIFY_SUFFIX, g_strerror(err));
+}
+
+/* The lock is this thread's: resolve what a dead leader left. */
+static int locked(lmdb_env *env)
+{
+    held_here = env;
+    procreg_lmdb_batch_recover(env); /* batch.c's invariant */
+    return 0;
+}
+
 int procreg_lmdb_writer_lock(lmdb_env *env, GError **error)
 {
     int err = pthread_mutex_lock(&env->writer_mutex);
@@ -116,20 +141,37 @@ int procreg_lmdb_writer_lock(lmdb_env *env, GError **error)
             }
         }
     }
-    if (err != 0)
-        return procreg_set_error(error, PROCREG_EBACKEND,
-                                 "lmdb registry '%s': cannot take the "
-                                 "writer lock (%s%s): %s", env->path,
-                                 env->path, NOTIFY_SUFFIX, g_strerror(err));
-    procreg_lmdb_batch_recover(env); /* batch.c's invariant */
-    return 0;
+    return err != 0 ? lock_error(env, err, error) : locked(env);
+}
+
+int procreg_lmdb_writer_trylock(lmdb_env *env, GError **error)
+{
+    int err = held_here == env ? EDEADLK
+                               : pthread_mutex_trylock(&env->writer_mutex);
+    if (err == EBUSY)
+        return PROCREG_LMDB_BUSY;
+    if (err == 0) {
+        struct flock fl = lock_range(F_WRLCK);
+        while (fcntl(env->writer_fd, F_OFD_SETLK, &fl) != 0) {
+            if (errno != EINTR) {
+                err = errno;
+                pthread_mutex_unlock(&env->writer_mutex);
+                if (err == EAGAIN || err == EACCES)
+                    return PROCREG_LMDB_BUSY;
+                break;
+            }
+        }
+    }
+    return err != 0 ? lock_error(env, err, error) : locked(env);
 }
 
 void procreg_lmdb_writer_unlock(lmdb_env *env)
 {
+    held_here = NULL;
     struct flock fl = lock_range(F_UNLCK);
     fcntl(env->writer_fd, F_OFD_SETLK, &fl); /* an unlock cannot fail */
     pthread_mutex_unlock(&env->writer_mutex);
+    procreg_lmdb_batch_nudge(env); /* batch.c's invariant */
 }
 
 /* A lockless reader (a read-only registry whose lock file it cannot

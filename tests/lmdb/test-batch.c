@@ -8,20 +8,24 @@
  * this process wait at a hook point until the others got where the case
  * needs them; child processes (this program, re-executed with --child)
  * say when they reach a point, wait there for a byte, or SIGKILL
- * themselves there.
+ * themselves there; a child whose sleep on its slot must end only by a
+ * wake-up sleeps 60 s at most instead of batch.c's 100 ms.
  */
 #include "lmdb-test-util.h"
 
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
 extern void (*procreg_lmdb_batch_hook)(const char *point);
+extern int procreg_lmdb_batch_wait_ms;
 
 #define NS "batch"
 /* The request area's slots (batch.c's BATCH_SLOTS). */
@@ -31,8 +35,10 @@ extern void (*procreg_lmdb_batch_hook)(const char *point);
 
 /* --child SPEC NAME ACTIONS: ACTIONS is "point:action,..." with action s
  * (say the point's name on a line), w (say it, then wait for a byte) or
- * k (SIGKILL this process).  Registers NAME, says "= RC RECOVERIES
- * DROPPED" and sleeps until killed. */
+ * k (SIGKILL this process), at the point's first time; an item "ms=N"
+ * sets the registrant's longest sleep on its slot (batch.c's
+ * BATCH_WAIT_MS).  Registers NAME, says "= RC RECOVERIES DROPPED" and
+ * sleeps until killed. */
 static char **child_actions;
 
 static void child_hook(const char *point)
@@ -61,6 +67,9 @@ static G_NORETURN void child_main(const char *spec, const char *name,
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* no orphan when the test fails */
     child_actions = g_strsplit(actions, ",", -1);
+    for (char **a = child_actions; *a != NULL; a++)
+        if (g_str_has_prefix(*a, "ms="))
+            procreg_lmdb_batch_wait_ms = atoi(*a + 3);
     procreg *reg = lt_open(spec);
     procreg_lmdb_batch_hook = child_hook;
     GError *err = NULL;
@@ -91,24 +100,69 @@ static void spawn_child(child *c, const char *spec, const char *name,
                                   &err))
         g_error("spawning a child: %s", err->message);
     c->out = fdopen(out, "r");
+    /* Unbuffered: a line read ahead would hide from child_says()'s poll. */
+    setvbuf(c->out, NULL, _IONBF, 0);
     g_free(exe);
 }
 
-/* The next line @c says (within 10 s). */
-static char *child_says(child *c)
+/* The next line @c says (within @ms). */
+static char *child_says(child *c, int ms)
 {
     struct pollfd p = {.fd = fileno(c->out), .events = POLLIN};
     char line[128];
-    if (poll(&p, 1, 10000) != 1 || fgets(line, sizeof line, c->out) == NULL)
-        g_error("child %d said nothing", (int)c->pid);
+    if (poll(&p, 1, ms) != 1 || fgets(line, sizeof line, c->out) == NULL)
+        g_error("child %d said nothing within %d ms", (int)c->pid, ms);
     return g_strdup(g_strchomp(line));
+}
+
+/* @c says @want within @ms. */
+static void expect_within(child *c, const char *want, int ms)
+{
+    char *got = child_says(c, ms);
+    g_assert_cmpstr(got, ==, want);
+    g_free(got);
 }
 
 static void expect(child *c, const char *want)
 {
-    char *got = child_says(c);
-    g_assert_cmpstr(got, ==, want);
-    g_free(got);
+    expect_within(c, want, 10000);
+}
+
+/* Whether @pid's main thread sleeps in a shared FUTEX_WAIT (glibc's own
+ * locks are private): a registrant asleep on its slot, after its hook
+ * "wait". */
+static bool asleep_on_slot(pid_t pid)
+{
+    char *path = g_strdup_printf("/proc/%d/syscall", pid), *text = NULL;
+    char *stat_path = g_strdup_printf("/proc/%d/stat", pid), *st = NULL;
+    bool asleep = false;
+    if (g_file_get_contents(path, &text, NULL, NULL) &&
+        g_file_get_contents(stat_path, &st, NULL, NULL)) {
+        const char *state = strrchr(st, ')');
+        char *end = NULL;
+        long nr = strtol(text, &end, 10);
+        strtoul(end, &end, 16); /* the futex's address */
+        long op = (long)strtoul(end, NULL, 16);
+        asleep = state != NULL && state[1] == ' ' && state[2] == 'S' &&
+                 nr == SYS_futex && op == FUTEX_WAIT;
+    }
+    g_free(text);
+    g_free(st);
+    g_free(path);
+    g_free(stat_path);
+    return asleep;
+}
+
+/* Wait until @c sleeps on its slot, where only a wake-up or the sleep's
+ * bound can end its wait. */
+static void wait_asleep(child *c)
+{
+    gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (!asleep_on_slot(c->pid))
+        if (g_get_monotonic_time() > end)
+            g_error("child %d never slept on its slot", (int)c->pid);
+        else
+            g_usleep(1000);
 }
 
 static void go(child *c)
@@ -389,19 +443,26 @@ static void test_full(fixture *f, gconstpointer data)
 
 /* ---- processes killed ---- */
 
+/* How long a registrant asleep on its slot may take to lead after its
+ * leader died: its sleep ends within batch.c's BATCH_WAIT_MS (100 ms),
+ * then it takes the lock; the rest is slack for a loaded machine. */
+#define DEAD_LEADER_MS 2000
+
 /* Leader L is killed after applying its batch (its own request and R's),
- * before the commit: R, next at the lock, finds both requests pending
+ * before the commit, while R sleeps on its slot (no one will wake it):
+ * within DEAD_LEADER_MS R takes the lock, finds both requests pending
  * again, drops the dead L's and commits its own once. */
 static void test_leader_killed_before_commit(fixture *f, gconstpointer d)
 {
     child l, r;
     spawn_child(&l, f->spec, "l", "lead:w,applied:k");
     expect(&l, "lead");
-    spawn_child(&r, f->spec, "r", "published:s,lead:w");
-    expect(&r, "published");
+    spawn_child(&r, f->spec, "r", "wait:s,lead:w");
+    expect(&r, "wait");
+    wait_asleep(&r);
     go(&l);
     reap_self_killed(&l);
-    expect(&r, "lead");
+    expect_within(&r, "lead", DEAD_LEADER_MS);
     go(&r);
     expect(&r, "= 0 1 1"); /* registered; one recovery; L's request dropped */
     procreg *reg = lt_open(f->spec);
@@ -415,19 +476,22 @@ static void test_leader_killed_before_commit(fixture *f, gconstpointer d)
     procreg_close(reg);
 }
 
-/* Leader L is killed after its commit, before it answered: R, next at
- * the lock, finds its request committed and is answered 0 (not EEXISTS,
- * and not applied again); L's answered slot goes with the next batch. */
+/* Leader L is killed after its commit, before it answered, while R
+ * sleeps on its slot: within DEAD_LEADER_MS R takes the lock, finds its
+ * request committed and is answered 0 (not EEXISTS, and not applied
+ * again); L's answered slot goes with the next batch. */
 static void test_leader_killed_after_commit(fixture *f, gconstpointer d)
 {
     child l, r;
     spawn_child(&l, f->spec, "l", "lead:w,committed:k");
     expect(&l, "lead");
-    spawn_child(&r, f->spec, "r", "published:s,lead:k");
-    expect(&r, "published");
+    spawn_child(&r, f->spec, "r", "wait:s,lead:k");
+    expect(&r, "wait");
+    wait_asleep(&r);
     go(&l);
     reap_self_killed(&l);
-    expect(&r, "= 0 1 0"); /* R never led: its hook "lead" would kill it */
+    /* R never led: its hook "lead" would kill it. */
+    expect_within(&r, "= 0 1 0", DEAD_LEADER_MS);
     procreg *reg = lt_open(f->spec);
     g_assert_cmpint(owner_of(reg, "r"), ==, r.pid);
     g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 1);
@@ -439,6 +503,66 @@ static void test_leader_killed_after_commit(fixture *f, gconstpointer d)
     procreg_entry_clear(&p);
     g_assert_cmpint(lt_stat(reg, "batch_dropped"), ==, 1);
     g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&r);
+    procreg_close(reg);
+}
+
+/* ---- processes waiting for their answers ---- */
+
+/* Registrant R finds the lock held by leader L, which has not collected
+ * yet, and sleeps on its slot: L answers it and wakes it, and R returns
+ * without ever taking the writer lock (its hook "locked" would kill
+ * it).  R is asleep before L goes on, and its sleep has no bound worth
+ * the name (60 s), so only L's wake-up can end it within the test's
+ * 10 s. */
+static void test_answered_asleep(fixture *f, gconstpointer d)
+{
+    child l, r;
+    spawn_child(&l, f->spec, "l", "lead:w");
+    expect(&l, "lead");
+    spawn_child(&r, f->spec, "r", "wait:s,locked:k,ms=60000");
+    expect(&r, "wait");
+    wait_asleep(&r);
+    go(&l);
+    expect(&l, "= 0 0 0");
+    expect(&r, "= 0 0 0");
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(owner_of(reg, "l"), ==, l.pid);
+    g_assert_cmpint(owner_of(reg, "r"), ==, r.pid);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&l);
+    reap(&r);
+    procreg_close(reg);
+}
+
+/* R publishes its request just after leader L collected its batch and
+ * finds the lock taken; before R sleeps, L commits without it and
+ * releases the lock (the worst moment: R read its slot's word before the
+ * release, and will sleep after it).  L's release must still end R's
+ * sleep, for R to lead its request: R's sleep has no bound worth the
+ * name (60 s), so a lost wake-up fails the test's 10 s. */
+static void test_published_after_collect(fixture *f, gconstpointer d)
+{
+    child l, r;
+    spawn_child(&l, f->spec, "l", "collected:w");
+    expect(&l, "collected");
+    spawn_child(&r, f->spec, "r", "wait:w,locked:s,ms=60000");
+    expect(&r, "wait");
+    go(&l);
+    expect(&l, "= 0 0 0"); /* L released the lock */
+    go(&r);
+    expect(&r, "locked"); /* R leads its own request */
+    expect(&r, "= 0 0 0");
+    procreg *reg = lt_open(f->spec);
+    procreg_entry el = {0}, er = {0};
+    g_assert_cmpint(procreg_lookup_entry(reg, NS, "l", &el, NULL), ==, 0);
+    g_assert_cmpint(procreg_lookup_entry(reg, NS, "r", &er, NULL), ==, 0);
+    g_assert_cmpint(er.owner.pid, ==, r.pid);
+    g_assert_cmpuint(er.revision, ==, el.revision + 1); /* a batch of its own */
+    procreg_entry_clear(&el);
+    procreg_entry_clear(&er);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&l);
     reap(&r);
     procreg_close(reg);
 }
@@ -491,6 +615,8 @@ int main(int argc, char **argv)
     ADD("full", test_full);
     ADD("leader-killed-before-commit", test_leader_killed_before_commit);
     ADD("leader-killed-after-commit", test_leader_killed_after_commit);
+    ADD("answered-asleep", test_answered_asleep);
+    ADD("published-after-collect", test_published_after_collect);
     ADD("requester-killed-published", test_requester_killed_published);
     ADD("requester-killed-claimed", test_requester_killed_claimed);
     return g_test_run();

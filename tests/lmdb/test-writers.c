@@ -8,8 +8,11 @@
  * registry, waits for a byte on stdin, makes one write and says so.  The
  * test holds a writer inside its write transaction by stopping it at the
  * entry of the commit's first write, and sees a writer wait for the
- * right to write as a blocking system call that does not return: LMDB's
- * shared FUTEX_WAIT, or the writer lock's fcntl(F_OFD_SETLKW).
+ * right to write as a blocking system call: LMDB's shared FUTEX_WAIT (on
+ * its mutex in FILE-lock), the writer lock's fcntl(F_OFD_SETLKW), or a
+ * batched registration's shared FUTEX_WAIT on its request slot (in
+ * FILE-notify, backends/lmdb/batch.c), which returns every 100 ms at
+ * most to try the writer lock again.
  */
 #include "lmdb-test-util.h"
 
@@ -18,6 +21,7 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -196,33 +200,70 @@ static bool syscall_entry(pid_t pid, struct __ptrace_syscall_info *si)
 
 /* The system calls of a commit: LMDB writes the pages, then the meta
  * page, and flushes. */
-static bool is_commit(const struct __ptrace_syscall_info *si)
+static bool is_commit(pid_t pid, const struct __ptrace_syscall_info *si)
 {
     long nr = (long)si->entry.nr;
     return nr == SYS_writev || nr == SYS_pwritev || nr == SYS_pwrite64 ||
            nr == SYS_fdatasync || nr == SYS_fsync;
 }
 
-/* The waits of a writer for the right to write: LMDB's process-shared
- * mutex (a shared FUTEX_WAIT), or a blocking file lock.  @op: the second
- * argument. */
-static bool lock_wait(long nr, long op)
+/* What a writer waits for the right to write in. */
+typedef enum {
+    WAIT_NONE,
+    WAIT_WRITER_LOCK, /* a blocking file lock: procreg's writer lock */
+    WAIT_REQUEST,     /* a shared futex in FILE-notify: a batch request */
+    WAIT_LMDB,        /* any other shared futex: LMDB's writer mutex */
+} wait_kind;
+
+/* Whether @addr lies in @pid's mapping of a registry's FILE-notify. */
+static bool in_notify(pid_t pid, unsigned long addr)
 {
-    return (nr == SYS_futex && (op & FUTEX_PRIVATE_FLAG) == 0 &&
-            ((op & FUTEX_CMD_MASK) == FUTEX_WAIT ||
-             (op & FUTEX_CMD_MASK) == FUTEX_WAIT_BITSET)) ||
-           (nr == SYS_fcntl && (op == F_OFD_SETLKW || op == F_SETLKW));
+    char *path = g_strdup_printf("/proc/%d/maps", pid), *text = NULL;
+    bool found = false;
+    if (g_file_get_contents(path, &text, NULL, NULL)) {
+        char **lines = g_strsplit(text, "\n", -1);
+        for (char **l = lines; *l != NULL && !found; l++) {
+            unsigned long start, end;
+            if (sscanf(*l, "%lx-%lx", &start, &end) == 2 && addr >= start &&
+                addr < end)
+                found = g_str_has_suffix(*l, "-notify");
+        }
+        g_strfreev(lines);
+    }
+    g_free(text);
+    g_free(path);
+    return found;
 }
 
-static bool is_lock_wait(const struct __ptrace_syscall_info *si)
+/* The wait of @pid's system call @nr, whose first two arguments are
+ * @addr and @op. */
+static wait_kind wait_of(pid_t pid, long nr, unsigned long addr, long op)
 {
-    return lock_wait((long)si->entry.nr, (long)si->entry.args[1]);
+    if (nr == SYS_fcntl && (op == F_OFD_SETLKW || op == F_SETLKW))
+        return WAIT_WRITER_LOCK;
+    if (nr != SYS_futex || (op & FUTEX_PRIVATE_FLAG) != 0 ||
+        ((op & FUTEX_CMD_MASK) != FUTEX_WAIT &&
+         (op & FUTEX_CMD_MASK) != FUTEX_WAIT_BITSET))
+        return WAIT_NONE;
+    return in_notify(pid, addr) ? WAIT_REQUEST : WAIT_LMDB;
+}
+
+static wait_kind entry_wait(pid_t pid, const struct __ptrace_syscall_info *si)
+{
+    return wait_of(pid, (long)si->entry.nr, (unsigned long)si->entry.args[0],
+                   (long)si->entry.args[1]);
+}
+
+static bool is_lock_wait(pid_t pid, const struct __ptrace_syscall_info *si)
+{
+    return entry_wait(pid, si) != WAIT_NONE;
 }
 
 /* Run traced @w call by call until it enters a system call @want
  * accepts, and leave it stopped there; false when instead a call did
  * not return within @timeout_us (it is blocked inside it, running). */
-static bool run_to(writer *w, bool (*want)(const struct __ptrace_syscall_info *),
+static bool run_to(writer *w,
+                   bool (*want)(pid_t, const struct __ptrace_syscall_info *),
                    int status, gint64 timeout_us)
 {
     gint64 end = g_get_monotonic_time() + timeout_us;
@@ -233,28 +274,35 @@ static bool run_to(writer *w, bool (*want)(const struct __ptrace_syscall_info *)
             return false;
         struct __ptrace_syscall_info si;
         if (WSTOPSIG(status) == (SIGTRAP | 0x80) && syscall_entry(w->pid, &si) &&
-            want(&si))
+            want(w->pid, &si))
             return true;
     }
 }
 
 /* Run traced @w (stopped with @status) until it sleeps waiting for the
- * right to write: a lock wait that has not returned after 300 ms. */
-static void run_to_lock_wait(writer *w, int status)
+ * right to write: a lock wait that has not returned after 300 ms, or the
+ * wait of a batch request, which returns by itself within 100 ms (@w is
+ * then held at its return); what it waits in. */
+static wait_kind run_to_lock_wait(writer *w, int status)
 {
     for (;;) {
         if (!run_to(w, is_lock_wait, status, 5 * G_USEC_PER_SEC))
             g_error("writer %s: no lock wait within 5 s", w->name);
+        struct __ptrace_syscall_info si;
+        g_assert_true(syscall_entry(w->pid, &si));
+        wait_kind kind = entry_wait(w->pid, &si);
         g_assert_cmpint(ptrace(PTRACE_SYSCALL, w->pid, 0, 0), ==, 0);
+        if (kind == WAIT_REQUEST)
+            return kind;
         status = stopped(w->pid, 300000);
         if (status < 0)
-            return;
+            return kind;
     }
 }
 
-/* The system call @pid sleeps in, and its second argument, from /proc
- * (-1: not asleep). */
-static long asleep_in(pid_t pid, long *op)
+/* The system call @pid sleeps in, and its first two arguments, from
+ * /proc (-1: not asleep). */
+static long asleep_in(pid_t pid, unsigned long *addr, long *op)
 {
     char *path = g_strdup_printf("/proc/%d/syscall", pid), *text = NULL;
     char *stat_path = g_strdup_printf("/proc/%d/stat", pid), *st = NULL;
@@ -265,7 +313,7 @@ static long asleep_in(pid_t pid, long *op)
         char *end = NULL;
         if (state != NULL && state[1] == ' ' && state[2] == 'S') {
             nr = strtol(text, &end, 10);
-            strtoul(end, &end, 16); /* the first argument */
+            *addr = strtoul(end, &end, 16);
             *op = (long)strtoul(end, NULL, 16);
         }
     }
@@ -276,14 +324,16 @@ static long asleep_in(pid_t pid, long *op)
     return nr;
 }
 
-/* Wait until @w sleeps waiting for the right to write; the system call. */
-static long wait_in_lock_wait(writer *w)
+/* Wait until @w sleeps waiting for the right to write; what in. */
+static wait_kind wait_in_lock_wait(writer *w)
 {
     gint64 end = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
     for (;;) {
-        long op = 0, nr = asleep_in(w->pid, &op);
-        if (lock_wait(nr, op))
-            return nr;
+        unsigned long addr = 0;
+        long op = 0, nr = asleep_in(w->pid, &addr, &op);
+        wait_kind kind = nr < 0 ? WAIT_NONE : wait_of(w->pid, nr, addr, op);
+        if (kind != WAIT_NONE)
+            return kind;
         if (g_get_monotonic_time() > end)
             g_error("writer %s did not wait for the right to write",
                     w->name);
@@ -319,22 +369,25 @@ static void hold_at_commit(writer *a)
         g_error("writer %s did not reach its commit", a->name);
 }
 
-/* B, then C, wait for the right to write (B traced when @trace_b); the
- * system call they sleep in. */
-static long queue_two(writer *b, writer *c, bool trace_b)
+/* B, then C, wait for the right to write (B traced when @trace_b); what
+ * they wait in. */
+static wait_kind queue_two(writer *b, writer *c, bool trace_b)
 {
+    wait_kind kind;
     if (trace_b) {
         int status = trace(b);
         go(b);
-        run_to_lock_wait(b, status);
+        kind = run_to_lock_wait(b, status);
     } else {
         go(b);
+        kind = wait_in_lock_wait(b);
     }
-    long nr = wait_in_lock_wait(b);
     go(c);
-    g_assert_cmpint(wait_in_lock_wait(c), ==, nr);
-    g_test_message("B and C wait in system call %ld", nr);
-    return nr;
+    g_assert_cmpint(wait_in_lock_wait(c), ==, kind);
+    g_test_message("B and C wait in %s", kind == WAIT_REQUEST
+                                             ? "their batch requests"
+                                             : "a lock");
+    return kind;
 }
 
 /* Whether @w said 'd' within @timeout_us; @done remembers it. */
@@ -345,12 +398,13 @@ static bool done_by(writer *w, bool *done, gint64 timeout_us)
 }
 
 /* With LMDB's mutex never contended, a writer waits in the writer
- * lock's fcntl(F_OFD_SETLKW), never in a shared futex. */
-static void check_wait(long nr)
+ * lock's fcntl(F_OFD_SETLKW) or on its batch request, never in LMDB's
+ * shared futex. */
+static void check_wait(wait_kind kind)
 {
-    if (nr != SYS_fcntl)
-        g_error("writers waited in system call %ld, not in the writer "
-                "lock's fcntl (%d)", nr, SYS_fcntl);
+    if (kind == WAIT_LMDB)
+        g_error("writers waited in LMDB's mutex (a shared futex outside "
+                "FILE-notify), not in the writer lock or a batch request");
 }
 
 /* The interleaving that strands LMDB's waiters: A holds the right to
@@ -373,7 +427,7 @@ static void test_woken_waiter_killed(forced *f, gconstpointer data)
     start(&c, "C", f->exe, f->spec, NULL);
     start(&s, "S", f->exe, f->spec, NULL);
     hold_at_commit(&a);
-    long wait_nr = queue_two(&b, &c, true);
+    wait_kind waited = queue_two(&b, &c, true);
 
     /* A finishes; B returns from its wait and is held there. */
     g_assert_cmpint(ptrace(PTRACE_DETACH, a.pid, 0, 0), ==, 0);
@@ -409,7 +463,7 @@ static void test_woken_waiter_killed(forced *f, gconstpointer data)
         g_error("after B's death, %s still waiting %.1f s later",
                 !c_done ? "C is" : "S is",
                 (g_get_monotonic_time() - t0) / 1e6);
-    check_wait(wait_nr);
+    check_wait(waited);
     writer *all[] = {&a, &b, &c, &s};
     for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
         finish(all[i]);
@@ -438,7 +492,8 @@ static void test_reader_not_blocked(forced *f, gconstpointer data)
 }
 
 /* The unlock of the writer lock's read lock. */
-static bool is_shared_unlock(const struct __ptrace_syscall_info *si)
+static bool is_shared_unlock(pid_t pid,
+                             const struct __ptrace_syscall_info *si)
 {
     return (long)si->entry.nr == SYS_fcntl &&
            (long)si->entry.args[1] == F_OFD_SETLK;
@@ -455,8 +510,9 @@ static void wait_threads_asleep(pid_t pid)
         bool all = true;
         const char *tid;
         while ((tid = g_dir_read_name(d)) != NULL) {
+            unsigned long addr;
             long op;
-            if (atoi(tid) != pid && asleep_in(atoi(tid), &op) < 0)
+            if (atoi(tid) != pid && asleep_in(atoi(tid), &addr, &op) < 0)
                 all = false;
         }
         g_dir_close(d);
@@ -544,7 +600,7 @@ static void test_holder_killed(forced *f, gconstpointer data)
     start(&b, "B", f->exe, f->spec, NULL);
     start(&c, "C", f->exe, f->spec, NULL);
     hold_at_commit(&a);
-    long wait_nr = queue_two(&b, &c, false);
+    wait_kind waited = queue_two(&b, &c, false);
     kill(a.pid, SIGKILL);
     gint64 t0 = g_get_monotonic_time();
     bool b_done = false, c_done = false;
@@ -555,7 +611,7 @@ static void test_holder_killed(forced *f, gconstpointer data)
         g_error("after A's death, %s still waiting %.1f s later",
                 !b_done ? "B is" : "C is",
                 (g_get_monotonic_time() - t0) / 1e6);
-    check_wait(wait_nr);
+    check_wait(waited);
     if (g > 0)
         kill(g, SIGKILL);
     writer *all[] = {&a, &b, &c};
