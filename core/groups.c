@@ -102,8 +102,8 @@ PROCREG_API int procreg_join_key(procreg *reg, const procreg_key *key,
     const char *group = procreg_key_name(key);
     if (rc == 0) {
         procreg_member m = {0};
-        pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
-        pthread_mutex_lock(stripe);
+        procreg_mutex *stripe = procreg_stripe_of(reg, key);
+        procreg_mutex_lock(stripe);
         rc = procreg_backend_group_join(reg->backend, key, &record, &m, error);
         if (rc == 0 && reg->writes_local &&
             procreg_owner_died_meanwhile(reg, &record.owner)) {
@@ -124,7 +124,7 @@ PROCREG_API int procreg_join_key(procreg *reg, const procreg_key *key,
                 emit_member(reg, PROCREG_EVENT_JOINED, PROCREG_REASON_NONE,
                             key, &m);
         }
-        pthread_mutex_unlock(stripe);
+        procreg_mutex_unlock(stripe);
         if (rc == 0 && joined != NULL)
             *joined = m;
         else
@@ -202,9 +202,9 @@ PROCREG_API int procreg_leave_key(procreg *reg, const procreg_key *key,
     if (rc == 0) {
         procreg_owner self;
         procreg_owner_self(&self);
-        pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
+        procreg_mutex *stripe = procreg_stripe_of(reg, key);
         bool force = member_id != 0 && (flags & PROCREG_FORCE);
-        pthread_mutex_lock(stripe);
+        procreg_mutex_lock(stripe);
         /* Our own members first, reason explicit; a forced leave of
          * another's member is tried only when that is what it is (the
          * first try's PROCREG_EPERM), so its event says forced. */
@@ -213,7 +213,7 @@ PROCREG_API int procreg_leave_key(procreg *reg, const procreg_key *key,
         if (rc == PROCREG_EPERM && force)
             rc = leave_locked(reg, key, member_id, NULL,
                               PROCREG_REASON_FORCED, error);
-        pthread_mutex_unlock(stripe);
+        procreg_mutex_unlock(stripe);
         if (rc > 0) {
             gone = (size_t)rc;
             rc = 0;

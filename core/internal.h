@@ -142,6 +142,8 @@ static inline bool procreg_event_kind_is_group(procreg_event_kind kind)
 #include <stdatomic.h>
 #include <time.h>
 
+#include "mutex.h"
+
 typedef struct procreg_events procreg_events;
 typedef struct procreg_wakes procreg_wakes;
 typedef struct procreg_monitor procreg_monitor;
@@ -160,7 +162,7 @@ enum {
  * drop holds every stripe. */
 #define PROCREG_STRIPES 32
 typedef struct {
-    pthread_mutex_t m;
+    procreg_mutex m;
 } __attribute__((aligned(64))) procreg_stripe;
 
 struct procreg {
@@ -186,8 +188,8 @@ struct procreg {
     procreg_stripe stripes[PROCREG_STRIPES];
 };
 
-static inline pthread_mutex_t *procreg_stripe_of(procreg *reg,
-                                                 const procreg_key *key)
+static inline procreg_mutex *procreg_stripe_of(procreg *reg,
+                                               const procreg_key *key)
 {
     return &reg->stripes[(key->hash >> 7) % PROCREG_STRIPES].m;
 }

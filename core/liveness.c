@@ -480,9 +480,9 @@ static int cleanup_key(procreg *reg, procreg_tblock *b,
     if (procreg_key_init_stack(&key, ns, name, NULL) != 0)
         return 0;
     uint64_t t0 = procreg_now_ns();
-    pthread_mutex_t *stripe = procreg_stripe_of(reg, &key.key);
+    procreg_mutex *stripe = procreg_stripe_of(reg, &key.key);
     int result = 0;
-    pthread_mutex_lock(stripe);
+    procreg_mutex_lock(stripe);
     for (int attempt = 0; attempt < CLEANUP_ATTEMPTS; attempt++) {
         procreg_entry cur = {0};
         int rc = procreg_backend_lookup_entry(reg->backend, &key.key, &cur,
@@ -512,7 +512,7 @@ static int cleanup_key(procreg *reg, procreg_tblock *b,
         }
         /* Changed under us (an update): look again. */
     }
-    pthread_mutex_unlock(stripe);
+    procreg_mutex_unlock(stripe);
     if (result < 0)
         procreg_op_done(reg, b, PROCREG_OP_CLEANUP, result, t0, ns, name, 0);
     return result;
@@ -550,16 +550,16 @@ static int cleanup_member(procreg *reg, procreg_tblock *b,
     if (procreg_key_init_stack(&key, ns, group, NULL) != 0)
         return 0;
     uint64_t t0 = procreg_now_ns();
-    pthread_mutex_t *stripe = procreg_stripe_of(reg, &key.key);
+    procreg_mutex *stripe = procreg_stripe_of(reg, &key.key);
     GArray *gone = procreg_member_array_new();
-    pthread_mutex_lock(stripe);
+    procreg_mutex_lock(stripe);
     /* With the owner given, a member that is not its (never: ids are not
      * reused) would stay, PROCREG_EPERM. */
     int rc = procreg_backend_group_leave(reg->backend, &key.key, member_id,
                                          owner, PROCREG_REASON_OWNER_EXITED,
                                          gone, NULL);
     procreg_members_gone(reg, &key.key, gone, PROCREG_REASON_OWNER_EXITED, t0);
-    pthread_mutex_unlock(stripe);
+    procreg_mutex_unlock(stripe);
     g_array_unref(gone);
     if (rc < 0 && rc != PROCREG_EPERM) {
         procreg_op_done(reg, b, PROCREG_OP_CLEANUP, rc, t0, ns, group, 0);

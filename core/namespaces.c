@@ -93,7 +93,7 @@ PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
     /* Every stripe, in order: no write through this registry interleaves,
      * so each key's events stay in order around the drop. */
     for (int i = 0; i < PROCREG_STRIPES; i++)
-        pthread_mutex_lock(&reg->stripes[i].m);
+        procreg_mutex_lock(&reg->stripes[i].m);
     rc = procreg_backend_drop_namespace(reg->backend, ns, gone, error);
     /* Whatever went, even on a partial failure, is reported. */
     for (guint i = 0; i < gone->len; i++) {
@@ -109,7 +109,7 @@ PROCREG_API int procreg_namespace_drop(procreg *reg, const char *ns,
     if (rc == 0 && reg->groups)
         rc = drop_members(reg, ns, error);
     for (int i = PROCREG_STRIPES - 1; i >= 0; i--)
-        pthread_mutex_unlock(&reg->stripes[i].m);
+        procreg_mutex_unlock(&reg->stripes[i].m);
     if (removed != NULL)
         *removed = gone->len;
     procreg_op_done(reg, b, PROCREG_OP_DROP_NAMESPACE, rc, t0, ns, NULL,

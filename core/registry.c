@@ -30,10 +30,8 @@ static procreg *registry_alloc(void)
     procreg_owner self;
     procreg_owner_self(&self);
     reg->creator = self.pid;
-    /* Adaptive: a writer that meets another on its stripe spins for the
-     * few microseconds a write holds it instead of sleeping at once. */
     for (int i = 0; i < PROCREG_STRIPES; i++)
-        procreg_mutex_init_adaptive(&reg->stripes[i].m);
+        procreg_mutex_init(&reg->stripes[i].m);
     reg->tstats = procreg_tstats_new();
     reg->telemetry = procreg_telemetry_new();
     reg->events = procreg_events_new();
@@ -54,8 +52,6 @@ static void registry_free(procreg *reg)
     procreg_monitor_free(reg->monitor);
     procreg_telemetry_free(reg);
     procreg_tstats_free(reg->tstats);
-    for (int i = 0; i < PROCREG_STRIPES; i++)
-        pthread_mutex_destroy(&reg->stripes[i].m);
     g_free(reg);
 }
 

@@ -100,10 +100,10 @@ PROCREG_INTERNAL bool procreg_evict_if_dead(procreg *reg,
 {
     if (!holder_dead(reg, &holder->owner))
         return false;
-    pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
-    pthread_mutex_lock(stripe);
+    procreg_mutex *stripe = procreg_stripe_of(reg, key);
+    procreg_mutex_lock(stripe);
     bool gone = evict_dead_holder(reg, key, holder);
-    pthread_mutex_unlock(stripe);
+    procreg_mutex_unlock(stripe);
     return gone;
 }
 
@@ -131,8 +131,8 @@ static int register_entry(procreg *reg, const procreg_key *key,
     if (rc == 0) {
         GError *local = NULL;
         procreg_entry cur = {0};
-        pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
-        pthread_mutex_lock(stripe);
+        procreg_mutex *stripe = procreg_stripe_of(reg, key);
+        procreg_mutex_lock(stripe);
         GError **lp = error != NULL ? &local : NULL;
         rc = procreg_backend_register_entry(reg->backend, key, &record, &cur,
                                             lp);
@@ -174,7 +174,7 @@ static int register_entry(procreg *reg, const procreg_key *key,
             procreg_events_emit_own(reg, PROCREG_EVENT_REGISTERED,
                                     PROCREG_REASON_NONE, ns, name, &cur);
         }
-        pthread_mutex_unlock(stripe);
+        procreg_mutex_unlock(stripe);
         if (rc == PROCREG_EEXISTS && lp != NULL) {
             if (local == NULL)
                 procreg_set_error(&local, rc,
@@ -398,12 +398,12 @@ PROCREG_API int procreg_unregister_full(procreg *reg, const procreg_key *key,
     uint64_t t0 = procreg_write_clock(reg, b, PROCREG_OP_UNREGISTER);
     write_check w = {.if_revision = if_revision, .flags = flags};
     int rc = check_flags(flags, error);
-    pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
+    procreg_mutex *stripe = procreg_stripe_of(reg, key);
     for (int attempt = 0; rc == 0; attempt++) {
         GError *local = NULL;
-        pthread_mutex_lock(stripe);
+        procreg_mutex_lock(stripe);
         rc = unregister_once(reg, key, &w, error != NULL ? &local : NULL);
-        pthread_mutex_unlock(stripe);
+        procreg_mutex_unlock(stripe);
         if (rc == 0 || !write_retry(&w, rc, attempt)) {
             if (rc != 0)
                 rc = missing_or(reg, rc, local, key, error);
@@ -516,13 +516,13 @@ PROCREG_API int procreg_update_metadata_full(procreg *reg,
     if (rc == 0)
         rc = check_flags(flags, error);
     write_check w = {.if_revision = if_revision, .flags = flags};
-    pthread_mutex_t *stripe = procreg_stripe_of(reg, key);
+    procreg_mutex *stripe = procreg_stripe_of(reg, key);
     for (int attempt = 0; rc == 0; attempt++) {
         GError *local = NULL;
-        pthread_mutex_lock(stripe);
+        procreg_mutex_lock(stripe);
         rc = update_once(reg, key, &w, metadata, mode, revision,
                          error != NULL ? &local : NULL);
-        pthread_mutex_unlock(stripe);
+        procreg_mutex_unlock(stripe);
         if (rc == 0 || !write_retry(&w, rc, attempt)) {
             if (rc != 0)
                 rc = missing_or(reg, rc, local, key, error);

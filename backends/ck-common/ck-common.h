@@ -49,6 +49,8 @@
 
 #include <procreg/backend.h>
 
+#include "../../core/mutex.h"
+
 G_BEGIN_DECLS
 
 /* ------------------------------------------------------------------------ */
@@ -89,42 +91,33 @@ void AnnotateIgnoreReadsEnd(const char *file, int line);
 /* Writer lock                                                              */
 
 /*
- * A pthread mutex of the adaptive kind: a writer that finds it held spins
- * a little before it sleeps.  Critical sections here are short (a probe
- * and a publish), so the holder is usually gone within the spin, and a
- * writer that slept instead would pay two futex calls and a wake-up for
- * a wait shorter than either.  ThreadSanitizer sees pthread mutexes
- * itself.
+ * The writer lock: core/mutex.h's mutex (one compare-and-swap to take,
+ * one exchange to release; a writer that finds it held spins a while
+ * before it sleeps, as critical sections here are short: a probe and a
+ * publish).
  */
 typedef struct {
-    pthread_mutex_t mutex;
+    procreg_mutex mutex;
 } procreg_ck_lock;
 
 static inline void procreg_ck_lock_init(procreg_ck_lock *lock)
 {
-    pthread_mutexattr_t attr;
-
-    pthread_mutexattr_init(&attr);
-#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
-#endif
-    pthread_mutex_init(&lock->mutex, &attr);
-    pthread_mutexattr_destroy(&attr);
+    procreg_mutex_init(&lock->mutex);
 }
 
 static inline void procreg_ck_lock_clear(procreg_ck_lock *lock)
 {
-    pthread_mutex_destroy(&lock->mutex);
+    (void)lock; /* nothing to free */
 }
 
 static inline void procreg_ck_lock_lock(procreg_ck_lock *lock)
 {
-    pthread_mutex_lock(&lock->mutex);
+    procreg_mutex_lock(&lock->mutex);
 }
 
 static inline void procreg_ck_lock_unlock(procreg_ck_lock *lock)
 {
-    pthread_mutex_unlock(&lock->mutex);
+    procreg_mutex_unlock(&lock->mutex);
 }
 
 /* ------------------------------------------------------------------------ */
