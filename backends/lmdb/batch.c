@@ -68,9 +68,11 @@
  * answered: so a request published just after a leader collected its
  * batch is led by its registrant, nudged when that leader releases the
  * lock.  A holder that dies releases the lock (the kernel does) without a
- * nudge, as does a lockless reader's read lock (writer.c): then
- * BATCH_WAIT_MS ends the sleep, the registrant takes the lock and, under
- * it, the recovery resolves what a dead leader left.
+ * nudge: then BATCH_WAIT_MS ends the sleep, the registrant takes the lock
+ * and, under it, the recovery resolves what a dead leader left.  Lockless
+ * readers' read locks (writer.c) are never released with a nudge either:
+ * a registrant that finds only readers holding the lock waits for it in
+ * the kernel instead of on its slot (procreg_lmdb_writer_trylock()).
  *
  * Owns: the request area (its mapping, layout, states), leading a batch,
  * recovery after a dead leader, and the registrant's side.
