@@ -109,7 +109,10 @@ static const char *payload_who(GVariant *m)
     return who;
 }
 
-static const char *child_spec, *child_ns;
+static const char *child_ns;
+/* A handle per thread (threads sharing one would queue on the core's
+ * per-key locks, in front of the backend), opened before they start. */
+static procreg *child_regs[MAX_THREADS];
 static procreg_owner child_parent;
 static int hook_kill_one_in;
 
@@ -133,7 +136,7 @@ static int unregister_forced(procreg *reg, const char *name, GError **err)
 static gpointer registrant_main(gpointer data)
 {
     int t = GPOINTER_TO_INT(data);
-    procreg *reg = lt_open(child_spec);
+    procreg *reg = child_regs[t];
     bool churn_held = false;
     for (int i = 0;; i++) {
         char name[64], who[64];
@@ -175,12 +178,13 @@ static gpointer registrant_main(gpointer data)
 static G_NORETURN void registrant_child(char **argv)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* no orphan when the test fails */
-    child_spec = argv[0];
     child_ns = argv[1];
-    int threads = atoi(argv[2]);
+    int threads = CLAMP(atoi(argv[2]), 1, MAX_THREADS);
     hook_kill_one_in = atoi(argv[3]);
     if (procreg_owner_from_pid(getppid(), &child_parent, NULL) != 0)
         _exit(2);
+    for (int t = 0; t < threads; t++)
+        child_regs[t] = lt_open(argv[0]);
     procreg_lmdb_batch_hook = kill_hook;
     for (int t = 0; t < threads; t++)
         g_thread_unref(g_thread_new("registrant", registrant_main,
@@ -193,9 +197,11 @@ static G_NORETURN void registrant_child(char **argv)
  * through a lockless registry; says "ready" once it is one. */
 static G_NORETURN void reader_child(char **argv)
 {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
     procreg *reg = NULL;
-    if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+    pid_t parent = getppid();
+    /* After setuid(), which clears a parent-death signal. */
+    if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0 ||
+        prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
         _exit(5);
     char *lock = g_strconcat(argv[0], "-lock", NULL);
     char *spec = g_strconcat("lmdb:path=", argv[0], NULL);
