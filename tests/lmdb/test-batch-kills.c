@@ -31,7 +31,7 @@
  * nothing is half-written and no entry comes from an operation never
  * begun.
  *
- * PROCREG_BATCH_KILL_ROUNDS sets the number of rounds (default 150).
+ * PROCREG_BATCH_KILL_ROUNDS sets the number of rounds (default 100).
  */
 #include "lmdb-test-util.h"
 
@@ -581,7 +581,7 @@ static void verify(round_state *r, const char *spec)
 
 static void test_kills(void)
 {
-    int rounds = 150;
+    int rounds = 100;
     const char *env_rounds = g_getenv("PROCREG_BATCH_KILL_ROUNDS");
     if (env_rounds != NULL)
         rounds = atoi(env_rounds);
