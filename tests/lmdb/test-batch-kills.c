@@ -456,16 +456,21 @@ static bool holds_writer_lock(pid_t pid)
 }
 
 /* SIGKILL one live registrant: half the time whichever holds the writer
- * lock, if one does. */
+ * lock, if one does; now and then the lockless reader instead, which may
+ * die holding the lock's byte shared. */
 static void kill_one(round_state *r, child *kids, int n)
 {
     int live[CHILDREN], nl = 0, victim = -1;
     for (int i = 0; i < n; i++)
-        if (!kids[i].reader && !reaped(r, &kids[i], false))
-            live[nl++] = i;
-    if (nl == 0)
+        if (!reaped(r, &kids[i], false)) {
+            if (!kids[i].reader)
+                live[nl++] = i;
+            else if (g_random_int_range(0, 4) == 0)
+                victim = i;
+        }
+    if (nl == 0 && victim < 0)
         return;
-    if (g_random_boolean())
+    if (victim < 0 && g_random_boolean())
         for (int j = 0; j < nl && victim < 0; j++)
             if (holds_writer_lock(kids[live[j]].pid)) {
                 victim = live[j];
@@ -625,7 +630,6 @@ static void test_kills(void)
             char *argv[] = {exe, (char *)"--registrant", spec, ns, threads,
                             hook, NULL};
             spawn(&kids[n], argv, nt);
-            kids[n].ready = true;
         }
         if (with_reader && round % 3 == 0) {
             char *argv[] = {exe, (char *)"--reader", path, ns, NULL};
