@@ -68,9 +68,11 @@
  * answered: so a request published just after a leader collected its
  * batch is led by its registrant, nudged when that leader releases the
  * lock.  A holder that dies releases the lock (the kernel does) without a
- * nudge, as does a lockless reader's read lock (writer.c): then
- * BATCH_WAIT_MS ends the sleep, the registrant takes the lock and, under
- * it, the recovery resolves what a dead leader left.
+ * nudge: then BATCH_WAIT_MS ends the sleep, the registrant takes the lock
+ * and, under it, the recovery resolves what a dead leader left.  Lockless
+ * readers' read locks (writer.c) are never released with a nudge either:
+ * a registrant that finds only readers holding the lock waits for it in
+ * the kernel instead of on its slot (procreg_lmdb_writer_trylock()).
  *
  * Owns: the request area (its mapping, layout, states), leading a batch,
  * recovery after a dead leader, and the registrant's side.
@@ -109,7 +111,10 @@ enum { SLOT_FREE, SLOT_CLAIMED, SLOT_PENDING, SLOT_APPLIED, SLOT_DONE };
 
 typedef struct {
     uint64_t word; /* atomic: state, sequence, pid (see above) */
-    uint64_t requester_start; /* the registrant's start time */
+    /* The registrant's start time; atomic: a leader whose word is stale
+     * may read it while the slot's next registrant writes it (the
+     * leader's CAS then fails). */
+    uint64_t requester_start;
     uint64_t txnid;           /* APPLIED: the transaction that applied it */
     /* The request. */
     int32_t owner_pid;
@@ -342,7 +347,7 @@ static bool requester_alive(lmdb_env *env, batch_slot *s, uint64_t w)
         return true;
     if (WORD_STATE(w) == SLOT_CLAIMED)
         return kill(o.pid, 0) == 0 || errno != ESRCH;
-    o.start_time = s->h.requester_start;
+    o.start_time = __atomic_load_n(&s->h.requester_start, __ATOMIC_RELAXED);
     return procreg_lmdb_owner_alive(env, &o);
 }
 
@@ -595,7 +600,8 @@ int procreg_lmdb_batch_register(lmdb_env *env,
     HOOK("claimed");
     unsigned int flags = 0;
     mdb_env_get_flags(env->mdb, &flags);
-    s->h.requester_start = env->self.start_time;
+    __atomic_store_n(&s->h.requester_start, env->self.start_time,
+                     __ATOMIC_RELAXED);
     s->h.owner_pid = req->owner.pid;
     s->h.owner_start = req->owner.start_time;
     s->h.registered_at = req->registered_at;

@@ -283,9 +283,9 @@ LMDB_HIDDEN void procreg_lmdb_writer_clear(lmdb_env *env);
 /* Wait for the writer lock; every LMDB write transaction begins under
  * it.  0, or PROCREG_EBACKEND in @error (which may be NULL). */
 LMDB_HIDDEN int procreg_lmdb_writer_lock(lmdb_env *env, GError **error);
-/* Take the writer lock if no one holds it: 0, PROCREG_LMDB_BUSY, or
- * PROCREG_EBACKEND in @error (this thread holds it already, or fcntl
- * failed). */
+/* Take the writer lock unless a writer holds it (lockless readers only:
+ * wait for them): 0, PROCREG_LMDB_BUSY, or PROCREG_EBACKEND in @error
+ * (this thread holds it already, or fcntl failed). */
 LMDB_HIDDEN int procreg_lmdb_writer_trylock(lmdb_env *env, GError **error);
 /* Release the lock, then wake the batch registrants waiting to lead
  * (procreg_lmdb_batch_nudge()). */

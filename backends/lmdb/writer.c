@@ -21,9 +21,11 @@
  * of its open file description closes (a killed holder's included) and
  * then wakes every waiter, which retry inside the kernel: no wake-up can
  * be lost.  A batched registration only tries the lock (F_OFD_SETLK,
- * procreg_lmdb_writer_trylock()) and, while it is taken, sleeps on its
- * request slot instead, where a leader can answer it (batch.c): so every
- * release of the lock nudges those sleepers (procreg_lmdb_batch_nudge()).
+ * procreg_lmdb_writer_trylock()) and, while a writer holds it, sleeps on
+ * its request slot instead, where a leader can answer it (batch.c): so
+ * every release of the lock nudges those sleepers
+ * (procreg_lmdb_batch_nudge()).  Lockless readers nudge no one: while
+ * only they hold it, the try waits for the lock (F_OFD_SETLKW).
  *
  * Invariant: a thread begins an LMDB write transaction only while it
  * holds the writer lock (procreg_lmdb_writer_lock(): operations, reaping,
@@ -144,25 +146,47 @@ int procreg_lmdb_writer_lock(lmdb_env *env, GError **error)
     return err != 0 ? lock_error(env, err, error) : locked(env);
 }
 
+/* The lock's byte is taken: F_WRLCK by a writer, F_RDLCK by lockless
+ * readers only, F_UNLCK when it was let go meanwhile. */
+static short taken_as(lmdb_env *env)
+{
+    struct flock fl = lock_range(F_WRLCK);
+    return fcntl(env->writer_fd, F_OFD_GETLK, &fl) == 0 ? fl.l_type
+                                                         : F_WRLCK;
+}
+
 int procreg_lmdb_writer_trylock(lmdb_env *env, GError **error)
 {
     int err = held_here == env ? EDEADLK
                                : pthread_mutex_trylock(&env->writer_mutex);
     if (err == EBUSY)
         return PROCREG_LMDB_BUSY;
-    if (err == 0) {
-        struct flock fl = lock_range(F_WRLCK);
-        while (fcntl(env->writer_fd, F_OFD_SETLK, &fl) != 0) {
-            if (errno != EINTR) {
-                err = errno;
-                pthread_mutex_unlock(&env->writer_mutex);
-                if (err == EAGAIN || err == EACCES)
-                    return PROCREG_LMDB_BUSY;
-                break;
-            }
+    if (err != 0)
+        return lock_error(env, err, error);
+    struct flock fl = lock_range(F_WRLCK);
+    int cmd = F_OFD_SETLK;
+    while (fcntl(env->writer_fd, cmd, &fl) != 0) {
+        err = errno;
+        if (err == EINTR)
+            continue;
+        if (cmd == F_OFD_SETLKW || (err != EAGAIN && err != EACCES)) {
+            pthread_mutex_unlock(&env->writer_mutex);
+            return lock_error(env, err, error);
         }
+        /* A writer nudges the registrants when it lets go; lockless
+         * readers do not (they cannot write the request area), and a
+         * registrant that looked every BATCH_WAIT_MS would rarely catch
+         * the lock free between the reads of one that reads on and on:
+         * wait for readers in the kernel, which wakes a writer at each of
+         * their releases. */
+        short by = taken_as(env);
+        if (by == F_WRLCK) {
+            pthread_mutex_unlock(&env->writer_mutex);
+            return PROCREG_LMDB_BUSY;
+        }
+        cmd = by == F_RDLCK ? F_OFD_SETLKW : F_OFD_SETLK;
     }
-    return err != 0 ? lock_error(env, err, error) : locked(env);
+    return locked(env);
 }
 
 void procreg_lmdb_writer_unlock(lmdb_env *env)

@@ -13,6 +13,7 @@
  */
 #include "lmdb-test-util.h"
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
@@ -151,6 +152,18 @@ static bool asleep_on_slot(pid_t pid)
     g_free(path);
     g_free(stat_path);
     return asleep;
+}
+
+/* Whether @pid's main thread blocks in fcntl(): waiting for the writer
+ * lock (F_OFD_SETLKW). */
+static bool blocked_in_fcntl(pid_t pid)
+{
+    char *path = g_strdup_printf("/proc/%d/syscall", pid), *text = NULL;
+    bool blocked = g_file_get_contents(path, &text, NULL, NULL) &&
+                   strtol(text, NULL, 10) == SYS_fcntl;
+    g_free(text);
+    g_free(path);
+    return blocked;
 }
 
 /* Wait until @c sleeps on its slot, where only a wake-up or the sleep's
@@ -567,6 +580,43 @@ static void test_published_after_collect(fixture *f, gconstpointer d)
     procreg_close(reg);
 }
 
+/* A lockless reader (writer.c) holds the writer lock's byte shared when
+ * registrant R tries it.  A reader's release nudges no slot, so R must
+ * wait for it in the kernel, as a writer does, and lead as soon as the
+ * reader lets go; asleep on its slot instead, R would see the lock free
+ * only when its sleep (60 s here, 100 ms in the library) happens to end
+ * between two reads, and a reader that reads on and on starves it. */
+static void test_lockless_reader_releases(fixture *f, gconstpointer d)
+{
+    procreg_close(lt_open(f->spec)); /* the files exist */
+    char *path = g_strdup_printf("%s/reg.mdb-notify", f->dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    g_assert_cmpint(fd, >=, 0);
+    /* What procreg_lmdb_writer_lock_shared() takes. */
+    struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_len = 1};
+    g_assert_cmpint(fcntl(fd, F_OFD_SETLK, &fl), ==, 0);
+    child r;
+    spawn_child(&r, f->spec, "r", "published:s,locked:s,ms=60000");
+    expect(&r, "published");
+    gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (!blocked_in_fcntl(r.pid) && !asleep_on_slot(r.pid))
+        if (g_get_monotonic_time() > end)
+            g_error("the registrant never waited for the lock");
+        else
+            g_usleep(1000);
+    fl.l_type = F_UNLCK;
+    g_assert_cmpint(fcntl(fd, F_OFD_SETLK, &fl), ==, 0);
+    expect(&r, "locked");
+    expect(&r, "= 0 0 0");
+    close(fd);
+    g_free(path);
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(owner_of(reg, "r"), ==, r.pid);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&r);
+    procreg_close(reg);
+}
+
 /* A registrant killed after publishing its request: the leader drops it
  * (never applied, never answered) and frees its slot. */
 static void test_requester_killed_published(fixture *f, gconstpointer d)
@@ -617,6 +667,7 @@ int main(int argc, char **argv)
     ADD("leader-killed-after-commit", test_leader_killed_after_commit);
     ADD("answered-asleep", test_answered_asleep);
     ADD("published-after-collect", test_published_after_collect);
+    ADD("lockless-reader-releases", test_lockless_reader_releases);
     ADD("requester-killed-published", test_requester_killed_published);
     ADD("requester-killed-claimed", test_requester_killed_claimed);
     return g_test_run();
