@@ -51,29 +51,12 @@ static inline int slot_of_thread(void)
     return my_slot;
 }
 
-void procreg_mutex_init_adaptive(pthread_mutex_t *m)
-{
-    pthread_mutexattr_t attr;
-
-    pthread_mutexattr_init(&attr);
-#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
-#endif
-    pthread_mutex_init(m, &attr);
-    pthread_mutexattr_destroy(&attr);
-}
-
 void procreg_brlock_init(procreg_brlock *l)
 {
     for (int i = 0; i < PROCREG_BRLOCK_SLOTS; i++)
         atomic_init(&l->slot[i].readers, 0);
     atomic_init(&l->writer, 0);
-    procreg_mutex_init_adaptive(&l->writers);
-}
-
-void procreg_brlock_clear(procreg_brlock *l)
-{
-    pthread_mutex_destroy(&l->writers);
+    procreg_mutex_init(&l->writers);
 }
 
 int procreg_brlock_read_lock(procreg_brlock *l)
@@ -89,8 +72,8 @@ int procreg_brlock_read_lock(procreg_brlock *l)
         atomic_fetch_sub_explicit(&l->slot[s].readers, 1,
                                   memory_order_release);
         /* The writer holds the mutex while `writer` is 1: wait for it. */
-        pthread_mutex_lock(&l->writers);
-        pthread_mutex_unlock(&l->writers);
+        procreg_mutex_lock(&l->writers);
+        procreg_mutex_unlock(&l->writers);
     }
 }
 
@@ -115,7 +98,7 @@ static inline bool slots_empty(procreg_brlock *l)
 
 void procreg_brlock_write_lock(procreg_brlock *l)
 {
-    pthread_mutex_lock(&l->writers);
+    procreg_mutex_lock(&l->writers);
     atomic_store_explicit(&l->writer, 1, memory_order_seq_cst);
     HOOK(writer_announced);
     for (unsigned n = 0; !slots_empty(l); n++)
@@ -126,5 +109,5 @@ void procreg_brlock_write_lock(procreg_brlock *l)
 void procreg_brlock_write_unlock(procreg_brlock *l)
 {
     atomic_store_explicit(&l->writer, 0, memory_order_release);
-    pthread_mutex_unlock(&l->writers);
+    procreg_mutex_unlock(&l->writers);
 }

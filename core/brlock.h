@@ -12,8 +12,9 @@
 #ifndef PROCREG_CORE_BRLOCK_H
 #define PROCREG_CORE_BRLOCK_H
 
-#include <pthread.h>
 #include <stdatomic.h>
+
+#include "mutex.h"
 
 #define PROCREG_BRLOCK_SLOTS 16
 
@@ -24,16 +25,10 @@ typedef struct {
     /* 1 from the moment a writer holds `writers` and wants the readers
      * out until it is done; read by every reader. */
     _Alignas(64) atomic_int writer;
-    pthread_mutex_t writers; /* one writer at a time; readers wait on it */
+    procreg_mutex writers; /* one writer at a time; readers wait on it */
 } procreg_brlock;
 
-/* A mutex of the adaptive kind where the C library has it: a thread that
- * finds it held spins a little before it sleeps, which suits locks held
- * for microseconds (the big-reader lock's writers, the key stripes). */
-void procreg_mutex_init_adaptive(pthread_mutex_t *m);
-
 void procreg_brlock_init(procreg_brlock *l);
-void procreg_brlock_clear(procreg_brlock *l);
 /* Returns the slot to hand procreg_brlock_read_unlock(). */
 int procreg_brlock_read_lock(procreg_brlock *l);
 void procreg_brlock_read_unlock(procreg_brlock *l, int slot);

@@ -78,7 +78,6 @@ PROCREG_INTERNAL int procreg_backend_open_ops(const procreg_backend_ops *ops,
             procreg_set_error(&local, rc, "backend '%s' failed to start: %s",
                               ops->name, procreg_strerror(rc));
         g_propagate_error(error, local);
-        procreg_brlock_clear(&b->lock);
         g_aligned_free(b);
         return rc < 0 ? rc : PROCREG_EBACKEND;
     }
@@ -118,7 +117,6 @@ PROCREG_API void procreg_backend_close(procreg_backend *b)
     if (b == NULL)
         return;
     b->ops->destroy(b->state);
-    procreg_brlock_clear(&b->lock);
     g_free(b->spec);
     g_aligned_free(b);
 }

@@ -14,7 +14,7 @@
  *    Sections nest (a decorator over a ck backend may hold one while the
  *    inner backend opens its own).
  *
- *  - Writers hold a procreg_ck_lock and own one procreg_epoch_domain each.
+ *  - Writers hold a procreg_mutex and own one procreg_epoch_domain each.
  *    Memory that readers may still see is never freed directly: it is
  *    procreg_epoch_retire()d and freed once every read section that could
  *    have seen it has ended.  All domain calls need the writer lock.
@@ -90,35 +90,8 @@ void AnnotateIgnoreReadsEnd(const char *file, int line);
 /* ------------------------------------------------------------------------ */
 /* Writer lock                                                              */
 
-/*
- * The writer lock: core/mutex.h's mutex (one compare-and-swap to take,
- * one exchange to release; a writer that finds it held spins a while
- * before it sleeps, as critical sections here are short: a probe and a
- * publish).
- */
-typedef struct {
-    procreg_mutex mutex;
-} procreg_ck_lock;
-
-static inline void procreg_ck_lock_init(procreg_ck_lock *lock)
-{
-    procreg_mutex_init(&lock->mutex);
-}
-
-static inline void procreg_ck_lock_clear(procreg_ck_lock *lock)
-{
-    (void)lock; /* nothing to free */
-}
-
-static inline void procreg_ck_lock_lock(procreg_ck_lock *lock)
-{
-    procreg_mutex_lock(&lock->mutex);
-}
-
-static inline void procreg_ck_lock_unlock(procreg_ck_lock *lock)
-{
-    procreg_mutex_unlock(&lock->mutex);
-}
+/* Writers hold a procreg_mutex (core/mutex.h): critical sections here
+ * are short, a probe and a publish. */
 
 /* ------------------------------------------------------------------------ */
 /* Readers                                                                  */

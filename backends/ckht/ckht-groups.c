@@ -106,7 +106,7 @@ static void ckg_retire(void *p, void (*free_fn)(void *), size_t bytes,
 
 static ckht_groups *write_begin(ckht *self)
 {
-    procreg_ck_lock_lock(&self->lock);
+    procreg_mutex_lock(&self->lock);
     ckg_writer = self->groups;
     return self->groups;
 }
@@ -115,7 +115,7 @@ static void write_end(ckht *self)
 {
     procreg_epoch_tick(self->epoch);
     ckg_writer = NULL;
-    procreg_ck_lock_unlock(&self->lock);
+    procreg_mutex_unlock(&self->lock);
 }
 
 ckht_groups *procreg_ckht_groups_new(ckht *self)

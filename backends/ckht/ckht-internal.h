@@ -108,7 +108,7 @@ typedef struct ckht_groups ckht_groups;
  * procreg_ckht_retire()). */
 typedef struct {
     _Alignas(CK_MD_CACHELINE) ck_ht_t *ht;
-    _Alignas(CK_MD_CACHELINE) procreg_ck_lock lock; /* the writer lock */
+    _Alignas(CK_MD_CACHELINE) procreg_mutex lock; /* the writer lock */
     procreg_epoch_domain *epoch;
     atomic_size_t n_entries; /* written under the lock, read anywhere */
     /* Under the lock: */

@@ -106,12 +106,11 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
         return procreg_set_error(error, PROCREG_ENOMEM,
                                  "ckht: out of memory for an epoch record");
     }
-    procreg_ck_lock_init(&self->lock);
+    procreg_mutex_init(&self->lock);
     atomic_init(&self->n_entries, 0);
     self->groups = procreg_ckht_groups_new(self);
     if (self->groups == NULL) {
         procreg_epoch_domain_free(self->epoch);
-        procreg_ck_lock_clear(&self->lock);
         free(self);
         return procreg_set_error(error, PROCREG_ENOMEM,
                                  "ckht: out of memory for the groups");
@@ -120,7 +119,6 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
     if (!procreg_ckht_table_init(self, slots)) {
         procreg_ckht_groups_free(self->groups);
         procreg_epoch_domain_free(self->epoch);
-        procreg_ck_lock_clear(&self->lock);
         free(self);
         return procreg_set_error(error, PROCREG_ENOMEM,
                                  "ckht: out of memory for a table of %"
@@ -139,7 +137,6 @@ static void ckht_destroy(void *state)
     procreg_ckht_groups_free(self->groups);
     procreg_ckht_table_destroy(self);
     procreg_epoch_domain_free(self->epoch);
-    procreg_ck_lock_clear(&self->lock);
     free(self);
 }
 

@@ -63,7 +63,7 @@ ckht *procreg_ckht_write_begin(ckht *self)
 {
     ckht *previous;
 
-    procreg_ck_lock_lock(&self->lock);
+    procreg_mutex_lock(&self->lock);
     previous = ckht_current_writer;
     ckht_current_writer = self;
     return previous;
@@ -73,7 +73,7 @@ void procreg_ckht_write_end(ckht *self, ckht *previous)
 {
     procreg_epoch_tick(self->epoch);
     ckht_current_writer = previous;
-    procreg_ck_lock_unlock(&self->lock);
+    procreg_mutex_unlock(&self->lock);
 }
 
 bool procreg_ckht_publish(ckht *self, const procreg_key *key,
@@ -200,5 +200,5 @@ void procreg_ckht_table_destroy(ckht *self)
     free(self->ht);
     procreg_ckht_ns_destroy(self);
     ckht_current_writer = previous;
-    procreg_ck_lock_unlock(&self->lock);
+    procreg_mutex_unlock(&self->lock);
 }

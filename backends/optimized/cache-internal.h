@@ -93,7 +93,7 @@ struct opt_cache {
     _Atomic uint64_t seq[OPT_GEN_STRIPES] __attribute__((aligned(64)));
 
     /* Under the lock. */
-    procreg_ck_lock lock __attribute__((aligned(64)));
+    procreg_mutex lock __attribute__((aligned(64)));
     uint64_t notified[OPT_GEN_STRIPES]; /* notifications per stripe */
     procreg_epoch_domain *epoch;
     opt_centry **ring;   /* slot -> entry, NULL when free */

@@ -59,7 +59,7 @@ opt_cache *procreg_opt_write_begin(opt_cache *c)
 {
     opt_cache *previous;
 
-    procreg_ck_lock_lock(&c->lock);
+    procreg_mutex_lock(&c->lock);
     previous = opt_cache_writer;
     opt_cache_writer = c;
     return previous;
@@ -69,7 +69,7 @@ void procreg_opt_write_end(opt_cache *c, opt_cache *previous)
 {
     procreg_epoch_tick(c->epoch);
     opt_cache_writer = previous;
-    procreg_ck_lock_unlock(&c->lock);
+    procreg_mutex_unlock(&c->lock);
 }
 
 /* ------------------------------------------------------------------------ */

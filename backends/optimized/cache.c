@@ -210,7 +210,7 @@ opt_cache *procreg_opt_cache_new(uint64_t capacity, uint64_t ttl_ms,
         free(c);
         return NULL;
     }
-    procreg_ck_lock_init(&c->lock);
+    procreg_mutex_init(&c->lock);
     previous = procreg_opt_write_begin(c);
     /* Without CK_HT_WORKLOAD_DELETE: its per-slot probe bounds cost one
      * more cache miss per lookup; the rebuilds in
@@ -224,7 +224,6 @@ opt_cache *procreg_opt_cache_new(uint64_t capacity, uint64_t ttl_ms,
     if (!ok) {
         free(c->ht);
         procreg_epoch_domain_free(c->epoch);
-        procreg_ck_lock_clear(&c->lock);
         free(c);
         return NULL;
     }
@@ -248,7 +247,6 @@ void procreg_opt_cache_free(opt_cache *c)
     free(c->ht);
     procreg_opt_write_end(c, previous);
     procreg_epoch_domain_free(c->epoch);
-    procreg_ck_lock_clear(&c->lock);
     free(c->ring);
     free(c->free_slots);
     free(c);

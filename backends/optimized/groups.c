@@ -125,7 +125,7 @@ int procreg_opt_group_join(void *state, const procreg_key *key,
 {
     opt_state *s = state;
     procreg_member m = {0};
-    procreg_ck_lock *stripe;
+    procreg_mutex *stripe;
     int rc;
 
     if (s->member_index == NULL)
@@ -155,7 +155,7 @@ int procreg_opt_group_leave(void *state, const procreg_key *key,
     opt_state *s = state;
     GArray *gone;
     guint before;
-    procreg_ck_lock *stripe;
+    procreg_mutex *stripe;
     int rc;
 
     if (s->member_index == NULL)

@@ -70,30 +70,30 @@ bool procreg_opt_key_make(opt_stack_key *buf, const char *ns,
     return true;
 }
 
-procreg_ck_lock *procreg_opt_stripe_lock(opt_state *s,
+procreg_mutex *procreg_opt_stripe_lock(opt_state *s,
                                          const procreg_key *key)
 {
-    procreg_ck_lock *stripe = &s->stripes[(key->hash >> 11) %
+    procreg_mutex *stripe = &s->stripes[(key->hash >> 11) %
                                           OPT_WRITE_STRIPES];
 
     pthread_rwlock_rdlock(&s->writes);
-    procreg_ck_lock_lock(stripe);
+    procreg_mutex_lock(stripe);
     return stripe;
 }
 
-void procreg_opt_stripe_unlock(opt_state *s, procreg_ck_lock *stripe)
+void procreg_opt_stripe_unlock(opt_state *s, procreg_mutex *stripe)
 {
-    procreg_ck_lock_unlock(stripe);
+    procreg_mutex_unlock(stripe);
     pthread_rwlock_unlock(&s->writes);
 }
 
 /* Order the writes of @key and begin the write in the cache (@w, for
  * opt_after_write()): returns the stripe to pass to
  * procreg_opt_stripe_unlock(). */
-static procreg_ck_lock *opt_write_lock(opt_state *s, const procreg_key *key,
+static procreg_mutex *opt_write_lock(opt_state *s, const procreg_key *key,
                                        opt_cache_write *w)
 {
-    procreg_ck_lock *stripe = procreg_opt_stripe_lock(s, key);
+    procreg_mutex *stripe = procreg_opt_stripe_lock(s, key);
 
     if (s->cache != NULL)
         procreg_opt_cache_write_begin(s->cache, key, w);
@@ -198,8 +198,6 @@ static void opt_state_free(opt_state *s)
     procreg_opt_cache_free(s->cache);
     procreg_opt_index_free(s->index);
     procreg_opt_index_free(s->member_index);
-    for (unsigned int i = 0; i < OPT_WRITE_STRIPES; i++)
-        procreg_ck_lock_clear(&s->stripes[i]);
     pthread_rwlock_destroy(&s->writes);
     g_free(s);
 }
@@ -254,7 +252,7 @@ static int opt_init(const procreg_spec *spec, procreg_backend_host *host,
         pthread_rwlockattr_destroy(&attr);
     }
     for (unsigned int i = 0; i < OPT_WRITE_STRIPES; i++)
-        procreg_ck_lock_init(&s->stripes[i]);
+        procreg_mutex_init(&s->stripes[i]);
     if (ttl_ms > 0 && capacity > 0) {
         s->cache = procreg_opt_cache_new(capacity, ttl_ms, negative);
         if (s->cache == NULL) {
@@ -491,7 +489,7 @@ static int opt_register(void *state, const procreg_key *key,
     opt_state *s = state;
     procreg_entry now = {0};
     opt_cache_write w;
-    procreg_ck_lock *stripe = opt_write_lock(s, key, &w);
+    procreg_mutex *stripe = opt_write_lock(s, key, &w);
     int rc;
 
     rc = procreg_backend_register_entry(s->inner, key, record, &now, error);
@@ -510,7 +508,7 @@ static int opt_unregister(void *state, const procreg_key *key,
 {
     opt_state *s = state;
     opt_cache_write w;
-    procreg_ck_lock *stripe = opt_write_lock(s, key, &w);
+    procreg_mutex *stripe = opt_write_lock(s, key, &w);
     int rc;
 
     rc = procreg_backend_unregister(s->inner, key, if_revision, removed,
@@ -529,7 +527,7 @@ static int opt_update_metadata(void *state, const procreg_key *key,
     opt_state *s = state;
     procreg_entry now = {0};
     opt_cache_write w;
-    procreg_ck_lock *stripe = opt_write_lock(s, key, &w);
+    procreg_mutex *stripe = opt_write_lock(s, key, &w);
     int rc;
 
     rc = procreg_backend_update_metadata(s->inner, key, metadata, if_revision,

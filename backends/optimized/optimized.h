@@ -194,13 +194,13 @@ typedef struct {
      * rwlock rather than every stripe: ThreadSanitizer tracks at most 64
      * locks held by one thread.) */
     pthread_rwlock_t writes;
-    procreg_ck_lock stripes[OPT_WRITE_STRIPES];
+    procreg_mutex stripes[OPT_WRITE_STRIPES];
 } opt_state;
 
 /* Order the writes of @key (its stripe, `writes` shared): returns the
  * stripe to pass to procreg_opt_stripe_unlock(). */
-procreg_ck_lock *procreg_opt_stripe_lock(opt_state *s, const procreg_key *key);
-void procreg_opt_stripe_unlock(opt_state *s, procreg_ck_lock *stripe);
+procreg_mutex *procreg_opt_stripe_lock(opt_state *s, const procreg_key *key);
+void procreg_opt_stripe_unlock(opt_state *s, procreg_mutex *stripe);
 /* Bring the indexes up to date with what the inner backend reported. */
 int procreg_opt_index_sync(opt_state *s, GError **error);
 /* Rebuild the member index from the inner backend (`writes` exclusive). */

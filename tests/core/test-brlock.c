@@ -163,7 +163,6 @@ static void test_reader_counted_then_writer(void)
     gate_open(&r_leave);
     g_thread_join(w);
     g_thread_join(r);
-    procreg_brlock_clear(&lock);
 }
 
 /* A writer has announced itself and not yet scanned; a reader counts
@@ -188,7 +187,6 @@ static void test_writer_announced_then_reader(void)
     gate_open(&r_leave);
     g_thread_join(w);
     g_thread_join(r);
-    procreg_brlock_clear(&lock);
 }
 
 static gpointer plain_reader(gpointer data)
@@ -211,7 +209,6 @@ static void test_readers_share(void)
     g_thread_join(g_thread_new("second", plain_reader, &in));
     g_assert_true(gate_is_open(&in));
     procreg_brlock_read_unlock(&lock, slot);
-    procreg_brlock_clear(&lock);
 }
 
 int main(int argc, char **argv)
