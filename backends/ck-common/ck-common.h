@@ -222,10 +222,11 @@ static inline void procreg_ck_ht_hash(ck_ht_hash_t *h, const void *key,
 }
 
 /**
- * Free a ck_ht table allocation through @domain's epoch, handed over now
- * rather than with the next batch.  Always deferred, whatever ck_ht's
- * `defer` says: ck_ht_destroy() frees a table with defer=false, and
- * procreg_ck_ht_rebuild() destroys tables readers may still probe.
+ * Free a ck_ht table (or ckht's ck_hs map) allocation through @domain's
+ * epoch, handed over now rather than with the next batch.  Always
+ * deferred, whatever ck's `defer` says: ck_ht_destroy() frees a table with
+ * defer=false, and procreg_ck_ht_rebuild() destroys tables readers may
+ * still probe.
  */
 static inline void procreg_ck_ht_free_table(procreg_epoch_domain *domain,
                                             void *p, size_t bytes)

@@ -4,7 +4,7 @@
  * function here is hidden in the library (procreg_ckht_ prefix).
  *
  * Rooms: ckht.c (the instance, the ops on one key, the vtable), entry.c
- * (entries: allocation, copies out), table.c (ck_ht: its allocator, the
+ * (entries: allocation, copies out), table.c (ck_hs: its allocator, the
  * writer lock, publish, unpublish, retire, rebuild), scan.c (ops over
  * many entries), figures.c (memory, health, stats).
  */
@@ -13,7 +13,7 @@
 
 #include <procreg/backend.h>
 
-#include <ck_ht.h>
+#include <ck_hs.h>
 #include <ck_md.h>
 #include <ck_pr.h>
 #include <stdatomic.h>
@@ -22,6 +22,10 @@
 
 #include "../ck-common/ck-common.h"
 
+/* Smallest table we ask ck_hs for, in slots: keeps the capacity figure
+ * derived from the map's allocation size exact (procreg_ckht_capacity()). */
+#define CKHT_MIN_SLOTS 32
+
 /* Health turns "degraded" when this many retired objects (beyond the
  * number of live entries) still wait for readers to move on. */
 #define CKHT_PENDING_DEGRADED 65536
@@ -29,46 +33,74 @@
 /* ------------------------------------------------------------------------ */
 /* Entries                                                                  */
 
-enum { CKHT_HAS_METADATA = 1u << 0 };
-
 /* Links of the namespace index (namespaces.c); writers only. */
 typedef struct ckht_link {
     struct ckht_link *prev, *next;
 } ckht_link;
 
+/* key_info: the key's size in its low bits, and a flag. */
+#define CKHT_KEY_SIZE_MASK 0x7fffu
+#define CKHT_HAS_METADATA 0x8000u
+G_STATIC_ASSERT(2 * PROCREG_NAME_MAX + 1 <= CKHT_KEY_SIZE_MASK);
+
+/* Laid out for the malloc chunk: with the key "production\0svc-NNNNNNN"
+ * an entry is 50 + 22 = 72 bytes, the most an 80-byte chunk holds.  The
+ * hash sits in front because ck_hs's compare callback (table.c) reads it
+ * first on every occupied slot it passes. */
 typedef struct {
+    /* ck_hs's hash of the key: the low 32 bits of its procreg_key hash
+     * (ckht_hs_hash()).  Kept so that a growing table never rehashes key
+     * bytes, and so that a compare rejects other keys with one load. */
+    uint32_t hash;
+    pid_t pid;
     ckht_link ns_link; /* under the writer lock; lookups never read it */
     uint64_t revision;
     int64_t registered_at;
     uint64_t start_time;
-    pid_t pid;
-    uint8_t flags;
-    uint8_t ns_len;
-    uint8_t name_len;
-    /* "ns\0name\0": the first ns_len + 1 + name_len bytes are the ck_ht
-     * key.  When CKHT_HAS_METADATA is set, a GVariant * precedes the
-     * entry in the same allocation. */
+    uint16_t key_info;
+    /* "ns\0name", the key's bytes, without a trailing NUL (it would cost
+     * the 80-byte chunk above).  When CKHT_HAS_METADATA is set, a
+     * GVariant * precedes the entry in the same allocation. */
     char key[];
 } ckht_entry;
 
-G_STATIC_ASSERT(PROCREG_NAME_MAX <= UINT8_MAX);
+/* The hash ck_hs is given for a key: all ck_hs calls pass this, and the
+ * entry keeps it. */
+static inline uint32_t ckht_hs_hash(const procreg_key *key)
+{
+    return (uint32_t)key->hash;
+}
 
 static inline GVariant *ckht_entry_metadata(const ckht_entry *e)
 {
-    if (!(e->flags & CKHT_HAS_METADATA))
+    if (!(e->key_info & CKHT_HAS_METADATA))
         return NULL;
     return ((GVariant *const *)(const void *)e)[-1];
 }
 
 static inline void *ckht_entry_base(ckht_entry *e)
 {
-    return (e->flags & CKHT_HAS_METADATA) ? (char *)e - sizeof(GVariant *)
-                                          : (char *)e;
+    return (e->key_info & CKHT_HAS_METADATA)
+               ? (char *)e - sizeof(GVariant *)
+               : (char *)e;
 }
 
+/* Bytes of the key: ns, NUL, name. */
+static inline size_t ckht_entry_key_size(const ckht_entry *e)
+{
+    return e->key_info & CKHT_KEY_SIZE_MASK;
+}
+
+/* The namespace is NUL-terminated (by the key's separator); the name is
+ * not: it has ckht_entry_name_len() bytes. */
 static inline const char *ckht_entry_name(const ckht_entry *e)
 {
-    return e->key + e->ns_len + 1;
+    return e->key + strlen(e->key) + 1;
+}
+
+static inline int ckht_entry_name_len(const ckht_entry *e)
+{
+    return (int)(ckht_entry_key_size(e) - strlen(e->key) - 1);
 }
 
 static inline ckht_entry *ckht_entry_of_link(ckht_link *link)
@@ -77,12 +109,15 @@ static inline ckht_entry *ckht_entry_of_link(ckht_link *link)
                                                           ns_link));
 }
 
-/* Bytes of the ck_ht key: ns, NUL, name (no trailing NUL). */
-static inline size_t ckht_entry_key_size(const ckht_entry *e)
-{
-    return (size_t)e->ns_len + 1 + e->name_len;
-}
+/* Room for the largest key on the stack. */
+typedef union {
+    procreg_key key;
+    char bytes[sizeof(procreg_key) + 2 * (PROCREG_NAME_MAX + 1)];
+} ckht_stack_key;
 
+/* The key of @e, built in @buf. */
+const procreg_key *procreg_ckht_entry_key(const ckht_entry *e,
+                                          ckht_stack_key *buf);
 /* Bytes an entry holds: its allocation and its metadata's data. */
 size_t procreg_ckht_entry_bytes(ckht_entry *e);
 ckht_entry *procreg_ckht_entry_new(const procreg_key *key,
@@ -101,24 +136,24 @@ void procreg_ckht_entry_append(GArray *out, const ckht_entry *e);
 
 typedef struct ckht_groups ckht_groups;
 
-/* Lookups read only `ht` (and the table it points to); everything a
+/* Lookups read only `hs` (and the table it points to); everything a
  * writer changes on each operation lives on the following cache lines, so
- * that writes do not keep invalidating the line readers need.  `ht` is a
- * pointer so that a rebuild can replace the whole ck_ht (see
+ * that writes do not keep invalidating the line readers need.  `hs` is a
+ * pointer so that a rebuild can replace the whole ck_hs (see
  * procreg_ckht_retire()). */
 typedef struct {
-    _Alignas(CK_MD_CACHELINE) ck_ht_t *ht;
+    _Alignas(CK_MD_CACHELINE) ck_hs_t *hs;
     _Alignas(CK_MD_CACHELINE) procreg_mutex lock; /* the writer lock */
     procreg_epoch_domain *epoch;
     atomic_size_t n_entries; /* written under the lock, read anywhere */
     /* Under the lock: */
     uint64_t revision;    /* last revision handed out */
     size_t entry_bytes;   /* what live entries hold */
-    size_t table_bytes;   /* ck_ht's tables not yet retired */
-    size_t map_size;      /* the newest table's allocation: the current one */
+    size_t table_bytes;   /* ck_hs's maps not yet retired */
+    size_t map_size;      /* the newest map's allocation: the current one */
     bool rebuilding;
     uint64_t grows;
-    size_t removals;      /* since the last rebuild */
+    size_t removals;      /* since the current map was made */
     uint64_t rebuilds;
     GHashTable *namespaces; /* name -> ckht_ns (namespaces.c) */
     struct ckht_ns *last_ns; /* the namespace written last, or NULL */
@@ -151,42 +186,37 @@ bool procreg_ckht_table_init(ckht *self, uint64_t slots);
 void procreg_ckht_table_destroy(ckht *self);
 /* Slots of the current table. */
 size_t procreg_ckht_capacity(const ckht *self);
-/* Make @e reachable as the value of @key, on its namespace's list:
- * inserted (@replace false) or replacing the current entry, which must
- * exist, and goes to @old. */
+/* Make @e, built for @key, reachable: inserted when @key has no entry
+ * (*@found = NULL, and @e joins its namespace's list), or, with @replace,
+ * in the place of the entry of @key, which must exist and goes to
+ * *@found.  Without @replace a present entry stays and goes to *@found.
+ * false: out of memory, nothing changed. */
 bool procreg_ckht_publish(ckht *self, const procreg_key *key,
-                          ckht_entry *e, bool replace, ckht_entry **old);
-/* Unpublish the entry of key (@bytes, @size, @hash) and return it, or
- * NULL when there is none; follow with procreg_ckht_retire(). */
-ckht_entry *procreg_ckht_unpublish(ckht *self, const char *bytes,
-                                   size_t size, uint64_t hash);
+                          ckht_entry *e, bool replace, ckht_entry **found);
+/* Unpublish the entry of @key and return it, or NULL when there is none;
+ * follow with procreg_ckht_retire(). */
+ckht_entry *procreg_ckht_unpublish(ckht *self, const procreg_key *key);
 /* Account for the unpublished @e and retire it. */
 void procreg_ckht_retire(ckht *self, ckht_entry *e);
 /* Next live entry of the table, or NULL. */
-ckht_entry *procreg_ckht_next(ckht *self, ck_ht_iterator_t *it);
+ckht_entry *procreg_ckht_next(ckht *self, ck_hs_iterator_t *it);
 
 /* The entry of @key, or NULL.  Readers call it inside a read section;
- * writers under the writer lock. */
+ * writers under the writer lock.  ck_hs gets the prepared key's hash
+ * (nothing is hashed) and calls the compare callback (table.c) on the
+ * occupied slots it probes. */
 static inline ckht_entry *procreg_ckht_get(ckht *self, const procreg_key *key)
 {
-    ck_ht_t *ht;
-    ck_ht_entry_t slot;
-    ck_ht_hash_t h;
+    ck_hs_t *hs = ck_pr_load_ptr(&self->hs);
     ckht_entry *e;
-    bool found;
 
-    h.value = key->hash;
-    ck_ht_entry_key_set(&slot, procreg_key_bytes(key),
-                        (uint16_t)procreg_key_size(key));
-    ht = ck_pr_load_ptr(&self->ht);
-    /* Pairs with the release in procreg_ck_ht_rebuild(). */
-    PROCREG_TSAN_ACQUIRE(ht);
+    /* Pairs with the release in ckht_rebuild(). */
+    PROCREG_TSAN_ACQUIRE(hs);
     PROCREG_TSAN_IGNORE_READS_BEGIN();
-    found = ck_ht_get_spmc(ht, h, &slot);
+    e = ck_hs_get(hs, ckht_hs_hash(key), key);
     PROCREG_TSAN_IGNORE_READS_END();
-    if (!found)
+    if (e == NULL)
         return NULL;
-    e = ck_ht_entry_value(&slot);
     ck_pr_fence_load_depends();
     /* Pairs with the release in procreg_ckht_publish(). */
     PROCREG_TSAN_ACQUIRE(e);

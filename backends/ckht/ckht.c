@@ -1,28 +1,28 @@
 /*
- * ckht: an in-process backend on Concurrency Kit's ck_ht, with lookups
+ * ckht: an in-process backend on Concurrency Kit's ck_hs, with lookups
  * that take no lock.
  *
- * Concurrency (ck_ht is single-producer, multi-consumer):
+ * Concurrency (ck_hs is single-producer, multi-consumer):
  *  - Writers (register, unregister, update, drop, and every scan) hold the
  *    instance's writer lock, one at a time.
  *  - Lookups take no lock: they run inside a ck_epoch read section on the
  *    calling thread's own record and do no atomic read-modify-write on
- *    shared memory.  The key's prepared hash goes to ck_ht as is (ck_ht
- *    keeps each slot's hash and never rehashes when it grows), so a lookup
- *    by prepared key hashes nothing.
+ *    shared memory.  The key's prepared hash goes to ck_hs as is (each
+ *    entry keeps it, and ck_hs asks the entry for it when it grows), so a
+ *    lookup by prepared key hashes nothing.
  *  - Entries are immutable, for readers, once published (their namespace
  *    links change under the writer lock, and readers never read them).
- *    An update publishes a new
- *    entry in the same slot (ck_ht_set_spmc) and retires the old one;
- *    unregister retires.  Retired entries, and the tables ck_ht replaces
- *    when it grows (its free(p, n, defer = true)), are freed through
- *    ck_epoch only after every read section that could see them ended.
+ *    An update publishes a new entry in the same slot (ck_hs_apply) and
+ *    retires the old one; unregister retires.  Retired entries, and the
+ *    maps ck_hs replaces when it grows (its free(p, n, defer = true)), are
+ *    freed through ck_epoch only after every read section that could see
+ *    them ended (the invariant: table.c).
  *  - A reader sees either no entry or one complete entry.  Metadata handed
  *    out is a reference taken inside the read section, so it outlives the
  *    entry's retirement.
  *  - Scans (list_all, count of a namespace, list_names, find_by_metadata,
  *    drop_namespace) run under the writer lock: one namespace's walk its
- *    list (namespaces.c), all namespaces' the table, which ck_ht cannot
+ *    list (namespaces.c), all namespaces' the table, which ck_hs cannot
  *    iterate while it changes.  Each one is therefore a snapshot at one
  *    instant between two writes; lookups carry on meanwhile, writers wait
  *    for the scan.
@@ -30,12 +30,12 @@
  * Groups (duplicate keys) live in ckht-groups.c, under the same writer
  * lock and revision counter.
  *
- * Memory: an entry is one allocation holding its namespace links, the
- * owner, times, revision and the key bytes ("ns\0name\0", which ck_ht compares against), plus a
- * metadata pointer in front of it only when there is metadata.  ck_ht
- * slots are 32 bytes (this ck has no pointer packing) and the table keeps
- * its load at or below 1/2, so the table alone costs 64 to 128 bytes per
- * entry; see the memory figures in health_check and stats.
+ * Memory: an entry is one allocation holding its hash, namespace links,
+ * owner, times, revision and key bytes ("ns\0name", which the compare
+ * callback checks), plus a metadata pointer in front of it only when
+ * there is metadata.  ck_hs slots are 8 bytes (the entry's pointer) and
+ * the table keeps its load at or below 1/2, so the table costs 16 to 32
+ * bytes per entry; see the memory figures in health_check and stats.
  */
 #include "ckht-internal.h"
 
@@ -45,10 +45,6 @@
  * asking for tens of GiB at open: 16 Mi entries is 1 GiB of slots. */
 #define CKHT_DEFAULT_INITIAL 64
 #define CKHT_MAX_INITIAL (UINT64_C(1) << 24)
-/* Smallest table we ask ck_ht for, in slots: keeps the capacity figure
- * derived from the table's allocation size exact (see
- * procreg_ckht_capacity()). */
-#define CKHT_MIN_SLOTS 16
 
 static int ckht_not_found(GError **error, const procreg_key *key)
 {
@@ -90,7 +86,7 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
                                  " is too large (at most %" G_GUINT64_FORMAT
                                  ")",
                                  initial, CKHT_MAX_INITIAL);
-    /* ck_ht keeps its load at or below 1/2. */
+    /* ck_hs keeps its load at or below 1/2. */
     slots = initial * 2;
     if (slots < CKHT_MIN_SLOTS)
         slots = CKHT_MIN_SLOTS;
@@ -160,23 +156,21 @@ static int ckht_register(void *state, const procreg_key *key,
                                  "ckht: out of memory");
     fresh_bytes = procreg_ckht_entry_bytes(fresh);
     previous = procreg_ckht_write_begin(self);
-    /* Look first: ck_ht_put_spmc is no insert-if-absent on its own, it
-     * reuses a tombstone that comes before a present key in the probe
-     * sequence and would add the key twice. */
-    e = procreg_ckht_get(self, key);
+    fresh->revision = self->revision + 1;
+    /* One probe: it finds the present entry or inserts. */
+    if (!procreg_ckht_publish(self, key, fresh, false, &e)) {
+        r = procreg_set_error(error, PROCREG_ENOMEM,
+                              "ckht: out of memory growing the table");
+        goto out;
+    }
     if (e != NULL) {
         if (current != NULL)
             procreg_ckht_entry_fill(current, e, false);
         r = procreg_set_error(error, PROCREG_EEXISTS,
-                              "\"%s\" is already registered in namespace "
+                              "\"%.*s\" is already registered in namespace "
                               "\"%s\" (owner pid %d)",
-                              ckht_entry_name(e), e->key, (int)e->pid);
-        goto out;
-    }
-    fresh->revision = self->revision + 1;
-    if (!procreg_ckht_publish(self, key, fresh, false, NULL)) {
-        r = procreg_set_error(error, PROCREG_ENOMEM,
-                              "ckht: out of memory growing the table");
+                              ckht_entry_name_len(e), ckht_entry_name(e),
+                              e->key, (int)e->pid);
         goto out;
     }
     self->revision++;
@@ -255,15 +249,15 @@ static int ckht_unregister(void *state, const procreg_key *key,
         }
         if (e->revision != if_revision) {
             r = procreg_set_error(error, PROCREG_ECONFLICT,
-                                  "\"%s\" in namespace \"%s\" is at revision %"
-                                  G_GUINT64_FORMAT ", not %" G_GUINT64_FORMAT,
-                                  ckht_entry_name(e), e->key, e->revision,
-                                  if_revision);
+                                  "\"%.*s\" in namespace \"%s\" is at "
+                                  "revision %" G_GUINT64_FORMAT ", not %"
+                                  G_GUINT64_FORMAT,
+                                  ckht_entry_name_len(e), ckht_entry_name(e),
+                                  e->key, e->revision, if_revision);
             goto out;
         }
     }
-    e = procreg_ckht_unpublish(self, procreg_key_bytes(key),
-                               procreg_key_size(key), key->hash);
+    e = procreg_ckht_unpublish(self, key);
     if (e == NULL) {
         r = ckht_not_found(error, key);
         goto out;
@@ -293,10 +287,11 @@ static int ckht_update_metadata(void *state, const procreg_key *key,
     }
     if (if_revision != 0 && e->revision != if_revision) {
         r = procreg_set_error(error, PROCREG_ECONFLICT,
-                              "\"%s\" in namespace \"%s\" is at revision %"
-                              G_GUINT64_FORMAT ", not %" G_GUINT64_FORMAT,
-                              ckht_entry_name(e), e->key, e->revision,
-                              if_revision);
+                              "\"%.*s\" in namespace \"%s\" is at "
+                              "revision %" G_GUINT64_FORMAT ", not %"
+                              G_GUINT64_FORMAT,
+                              ckht_entry_name_len(e), ckht_entry_name(e),
+                              e->key, e->revision, if_revision);
         goto out;
     }
     owner.pid = e->pid;
@@ -331,7 +326,7 @@ out:
 const procreg_backend_ops procreg_ckht_backend_ops = {
     .version = PROCREG_BACKEND_VERSION,
     .name = "ckht",
-    .description = "In-process hash table (Concurrency Kit ck_ht): lookups "
+    .description = "In-process hash table (Concurrency Kit ck_hs): lookups "
                    "take no lock, one writer at a time",
     .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_LOCKFREE_READS |
             PROCREG_CAP_GROUPS,

@@ -1,6 +1,6 @@
 /*
  * ckht entries: one allocation each, immutable once published, holding
- * the owner, times, revision and the key bytes ck_ht compares against,
+ * the key's hash and bytes, the owner, times and revision,
  * with a metadata pointer in front only when there is metadata; and the
  * copies of them that callers own.
  */
@@ -28,7 +28,7 @@ size_t procreg_ckht_entry_bytes(ckht_entry *e)
 {
     GVariant *metadata = ckht_entry_metadata(e);
     size_t requested = (metadata ? sizeof(GVariant *) : 0) +
-                       offsetof(ckht_entry, key) + ckht_entry_key_size(e) + 1;
+                       offsetof(ckht_entry, key) + ckht_entry_key_size(e);
 
     return ckht_alloc_bytes(ckht_entry_base(e), requested) +
            (metadata ? g_variant_get_size(metadata) : 0);
@@ -41,19 +41,18 @@ ckht_entry *procreg_ckht_entry_new(const procreg_key *key,
 {
     size_t key_size = procreg_key_size(key);
     size_t pre = metadata ? sizeof(GVariant *) : 0;
-    char *base = malloc(pre + offsetof(ckht_entry, key) + key_size + 1);
+    char *base = malloc(pre + offsetof(ckht_entry, key) + key_size);
     ckht_entry *e;
 
     if (base == NULL)
         return NULL;
     e = (ckht_entry *)(void *)(base + pre);
+    e->hash = ckht_hs_hash(key);
     e->revision = revision;
     e->registered_at = registered_at;
     e->start_time = owner->start_time;
     e->pid = owner->pid;
-    e->flags = 0;
-    e->ns_len = (uint8_t)key->ns_len;
-    e->name_len = (uint8_t)key->name_len;
+    e->key_info = (uint16_t)key_size;
     if (metadata != NULL) {
         /* Serialise it now, in the writer: a GVariant built as a tree is
          * otherwise serialised by the first reader that looks inside it,
@@ -61,11 +60,25 @@ ckht_entry *procreg_ckht_entry_new(const procreg_key *key,
          * (and that ThreadSanitizer cannot see). */
         (void)g_variant_get_data(metadata);
         *(GVariant **)(void *)base = g_variant_ref(metadata);
-        e->flags |= CKHT_HAS_METADATA;
+        e->key_info |= CKHT_HAS_METADATA;
     }
     memcpy(e->key, procreg_key_bytes(key), key_size);
-    e->key[key_size] = '\0';
     return e;
+}
+
+const procreg_key *procreg_ckht_entry_key(const ckht_entry *e,
+                                          ckht_stack_key *buf)
+{
+    size_t size = ckht_entry_key_size(e);
+    size_t ns_len = strlen(e->key);
+
+    buf->key.refcount = 0;
+    buf->key.ns_len = (uint16_t)ns_len;
+    buf->key.name_len = (uint16_t)(size - ns_len - 1);
+    memcpy(buf->key.bytes, e->key, size);
+    buf->key.bytes[size] = '\0';
+    buf->key.hash = procreg_key_hash(buf->key.bytes, size);
+    return &buf->key;
 }
 
 /* procreg_epoch_free_fn for retired entries (and destroy). */
@@ -88,7 +101,8 @@ void procreg_ckht_entry_fill(procreg_entry *out, const ckht_entry *e,
     memset(out, 0, sizeof(*out));
     if (names) {
         out->ns = g_strdup(e->key);
-        out->name = g_strdup(ckht_entry_name(e));
+        out->name = g_strndup(ckht_entry_name(e),
+                              (gsize)ckht_entry_name_len(e));
     }
     out->owner.pid = e->pid;
     out->owner.start_time = e->start_time;

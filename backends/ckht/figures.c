@@ -20,7 +20,7 @@ static void ckht_get_figures(ckht *self, ckht_figures *f)
     procreg_epoch_get_stats(self->epoch, &f->epoch);
     f->entries = atomic_load_explicit(&self->n_entries, memory_order_relaxed);
     f->capacity = procreg_ckht_capacity(self);
-    f->table_bytes = sizeof(*self->ht) + self->table_bytes;
+    f->table_bytes = sizeof(*self->hs) + self->table_bytes;
     f->entry_bytes = self->entry_bytes;
     f->group_bytes = procreg_ckht_groups_bytes(self->groups);
     f->total_bytes = sizeof(*self) + f->table_bytes + f->entry_bytes +
@@ -67,7 +67,7 @@ int procreg_ckht_health_check(void *state, GVariantDict *details,
 {
     ckht *self = state;
     ckht *previous = procreg_ckht_write_begin(self);
-    uint64_t table_count = ck_ht_count(self->ht);
+    uint64_t table_count = ck_hs_count(self->hs);
     ckht_figures f;
     int status = PROCREG_HEALTH_OK;
 
@@ -97,12 +97,12 @@ void procreg_ckht_stats(void *state, GVariantDict *out)
 {
     ckht *self = state;
     ckht *previous = procreg_ckht_write_begin(self);
-    struct ck_ht_stat st;
+    struct ck_hs_stat st;
     ckht_figures f;
     uint64_t revision, grows, rebuilds;
 
     ckht_get_figures(self, &f);
-    ck_ht_stat(self->ht, &st);
+    ck_hs_stat(self->hs, &st);
     procreg_ckht_groups_stats(self->groups, out);
     revision = self->revision;
     grows = self->grows;

@@ -62,13 +62,15 @@ bool procreg_ckht_ns_link(ckht *self, ckht_entry *e)
     ckht_ns *ns = procreg_ckht_ns_find(self, e->key);
 
     if (ns == NULL) {
-        ns = malloc(sizeof(*ns) + e->ns_len + 1);
+        size_t name_size = strlen(e->key) + 1;
+
+        ns = malloc(sizeof(*ns) + name_size);
         if (ns == NULL)
             return false;
-        memcpy(ns->name, e->key, (size_t)e->ns_len + 1);
+        memcpy(ns->name, e->key, name_size);
         ns->head.next = ns->head.prev = &ns->head;
         g_hash_table_insert(self->namespaces, ns->name, ns);
-        self->ns_bytes += sizeof(*ns) + e->ns_len + 1;
+        self->ns_bytes += sizeof(*ns) + name_size;
     }
     self->last_ns = ns;
     e->ns_link.prev = &ns->head;

@@ -4,7 +4,7 @@
  * snapshot at one instant between two writes; lookups carry on
  * meanwhile.  An op on one namespace walks that namespace's list
  * (namespaces.c), so its cost follows the namespace; an op on all
- * entries iterates the table (ck_ht cannot be iterated while it
+ * entries iterates the table (ck_hs cannot be iterated while it
  * changes: another reason for the lock).
  */
 #include "ckht-internal.h"
@@ -33,7 +33,7 @@ static void ckht_walk(ckht *self, const char *ns, ckht_visit_fn *fn,
         return;
     }
     {
-        ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
+        ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
         ckht_entry *e;
 
         while ((e = procreg_ckht_next(self, &it)) != NULL)
@@ -116,7 +116,8 @@ static bool add_name(ckht_entry *e, void *data)
 
     if (w->out->len >= w->max)
         return false;
-    g_ptr_array_add(w->out, g_strdup(ckht_entry_name(e)));
+    g_ptr_array_add(w->out, g_strndup(ckht_entry_name(e),
+                                      (gsize)ckht_entry_name_len(e)));
     return true;
 }
 
@@ -143,15 +144,15 @@ typedef struct {
 static bool drop_entry(ckht_entry *e, void *data)
 {
     drop_walk *w = data;
-    size_t size = ckht_entry_key_size(e);
+    ckht_stack_key key;
 
-    /* The prepared key's hash is procreg_key_hash() of these bytes. */
-    if (procreg_ckht_unpublish(w->self, e->key, size,
-                               procreg_key_hash(e->key, size)) != e) {
+    if (procreg_ckht_unpublish(w->self, procreg_ckht_entry_key(e, &key)) !=
+        e) {
         w->r = procreg_set_error(w->error, PROCREG_EBACKEND,
-                                 "ckht: table lost \"%s\" while dropping "
+                                 "ckht: table lost \"%.*s\" while dropping "
                                  "namespace \"%s\"",
-                                 ckht_entry_name(e), w->ns);
+                                 ckht_entry_name_len(e), ckht_entry_name(e),
+                                 w->ns);
         return false;
     }
     if (w->removed != NULL)
@@ -167,7 +168,7 @@ int procreg_ckht_drop_namespace(void *state, const char *ns,
     ckht *previous = procreg_ckht_write_begin(self);
     drop_walk w = {self, ns, removed, error, 0};
 
-    /* The namespace's list, never the table: ck_ht cannot be iterated
+    /* The namespace's list, never the table: ck_hs cannot be iterated
      * while it changes. */
     if (ns != NULL)
         ckht_walk(self, ns, drop_entry, &w);

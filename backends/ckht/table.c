@@ -1,10 +1,34 @@
 /*
- * ckht's table: ck_ht with its allocator, the writer lock, and the steps
- * that make an entry reachable (publish), unreachable (unpublish) and
- * freed once no reader can see it (retire), with the rebuild that clears
- * tombstones.  See ckht.c for the concurrency model.
+ * ckht's table: ck_hs with its allocator, hash and compare callbacks, the
+ * writer lock, and the steps that make an entry reachable (publish),
+ * unreachable (unpublish) and freed once no reader can see it (retire),
+ * with the rebuild that clears tombstones.  See ckht.c for the
+ * concurrency model.
+ *
+ * ck_hs (single writer, many readers: CK_HS_MODE_SPMC) keeps one 8-byte
+ * slot per entry, the entry's pointer, at a load of at most 1/2.  Its
+ * slots hold no hash (this ck has no pointer packing), so it calls the
+ * compare callback on every occupied slot a probe passes; the callback
+ * rejects other keys on the hash kept in the entry, one load.  The key
+ * handed to every ck_hs call is a procreg_key, never an entry, so the
+ * callback compares an entry with a procreg_key and nothing else: inserts
+ * and replacements go through ck_hs_apply(), which probes with the key
+ * and stores the entry the apply function returns.
+ *
+ * Invariant (what keeps readers off freed memory): an entry or a map is
+ * freed only through the epoch, after it became unreachable: entries
+ * once unpublished (removed, or replaced by ck_hs_apply), maps once ck_hs
+ * replaced them (growth, ckht_rebuild()) or destroyed them, and a whole
+ * ck_hs once ckht_rebuild() published its successor.  Readers load
+ * `self->hs`, its map, the slots and the entries only inside a read
+ * section, so none of these is freed while a reader that could have
+ * reached it is still inside (tests/ckht/reclaim.c pauses a reader inside
+ * ck_hs_get() while the writer removes and grows).
  */
 #include "ckht-internal.h"
+
+/* ck_hs's mode: one writer, many readers; slots hold pointers. */
+#define CKHT_HS_MODE (CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT)
 
 /* ck_malloc callbacks have no context argument: the instance whose writer
  * lock this thread holds is found here.  Saved and restored around each
@@ -12,13 +36,13 @@
 static _Thread_local ckht *ckht_current_writer
     __attribute__((tls_model("initial-exec")));
 
-static void *ckht_ht_malloc(size_t size)
+static void *ckht_hs_malloc(size_t size)
 {
     ckht *self = ckht_current_writer;
     void *p;
 
     if (self == NULL) {
-        g_critical("ckht: ck_ht allocated outside a write");
+        g_critical("ckht: ck_hs allocated outside a write");
         return NULL;
     }
     p = malloc(size);
@@ -28,10 +52,12 @@ static void *ckht_ht_malloc(size_t size)
         self->grows++;
     self->table_bytes += size;
     self->map_size = size;
+    /* ck_hs allocates only maps, and a new map holds no tombstone. */
+    self->removals = 0;
     return p;
 }
 
-static void ckht_ht_free(void *p, size_t size, bool defer)
+static void ckht_hs_free(void *p, size_t size, bool defer)
 {
     ckht *self = ckht_current_writer;
 
@@ -39,24 +65,57 @@ static void ckht_ht_free(void *p, size_t size, bool defer)
         return;
     if (self == NULL) {
         /* Cannot tell which epoch protects it: leaking is the safe way. */
-        g_critical("ckht: ck_ht freed memory outside a write");
+        g_critical("ckht: ck_hs freed memory outside a write");
         return;
     }
-    (void)defer; /* always deferred: see procreg_ck_ht_free_table() */
+    /* Always deferred, whatever ck_hs's `defer` says: ck_hs_destroy()
+     * frees with defer=false, and ckht_rebuild() destroys maps that
+     * readers may still probe. */
+    (void)defer;
     self->table_bytes -= size;
     procreg_ck_ht_free_table(self->epoch, p, size);
 }
 
 static struct ck_malloc ckht_allocator = {
-    .malloc = ckht_ht_malloc,
-    .realloc = NULL, /* ck_ht never reallocates */
-    .free = ckht_ht_free,
+    .malloc = ckht_hs_malloc,
+    .realloc = NULL, /* ck_hs never reallocates */
+    .free = ckht_hs_free,
 };
 
-/* Slots of the current table. */
+/* ck_hs's hash callback, called when a map is rebuilt (growth): the hash
+ * the entry keeps, equal to ckht_hs_hash() of its key. */
+static unsigned long ckht_hs_hash_entry(const void *entry, unsigned long seed)
+{
+    (void)seed;
+    return ((const ckht_entry *)entry)->hash;
+}
+
+/* ck_hs's compare callback: @stored is an entry, @key always a
+ * procreg_key (see the top of this file).  Called on every occupied slot
+ * of a probe, so the hash goes first. */
+static bool ckht_hs_compare(const void *stored, const void *key)
+{
+    const ckht_entry *e = stored;
+    const procreg_key *k = key;
+    size_t size = procreg_key_size(k);
+
+    return e->hash == ckht_hs_hash(k) && ckht_entry_key_size(e) == size &&
+           memcmp(e->key, procreg_key_bytes(k), size) == 0;
+}
+
+/* Slots of the current table: a map's allocation is a header (80 bytes),
+ * 8 bytes per slot and up to a cache line of alignment, so with at least
+ * CKHT_MIN_SLOTS slots, the largest power of two that fits. */
 size_t procreg_ckht_capacity(const ckht *self)
 {
-    return procreg_ck_ht_slots(self->map_size);
+    size_t n = self->map_size / sizeof(void *);
+    size_t c = 1;
+
+    if (n == 0)
+        return 0;
+    while (c <= n / 2)
+        c <<= 1;
+    return c;
 }
 
 ckht *procreg_ckht_write_begin(ckht *self)
@@ -76,109 +135,170 @@ void procreg_ckht_write_end(ckht *self, ckht *previous)
     procreg_mutex_unlock(&self->lock);
 }
 
-bool procreg_ckht_publish(ckht *self, const procreg_key *key,
-                          ckht_entry *e, bool replace, ckht_entry **old)
-{
-    ck_ht_entry_t slot;
-    ck_ht_hash_t h;
+typedef struct {
+    ckht_entry *e;
+    bool replace;
+    ckht_entry *found;
+} ckht_put;
 
-    h.value = key->hash;
-    ck_ht_entry_set(&slot, h, e->key, (uint16_t)procreg_key_size(key), e);
+/* ck_hs_apply()'s function: given the entry of the key or NULL, return
+ * what the slot is to hold (the same pointer: no change). */
+static void *ckht_put_fn(void *present, void *data)
+{
+    ckht_put *put = data;
+
+    put->found = present;
+    if (present != NULL && !put->replace)
+        return present;
+    return put->e;
+}
+
+bool procreg_ckht_publish(ckht *self, const procreg_key *key,
+                          ckht_entry *e, bool replace, ckht_entry **found)
+{
+    ckht_put put = {e, replace, NULL};
+
     /* The entry's contents before the slot that points to it. */
     PROCREG_TSAN_RELEASE(e);
     ck_pr_fence_store();
-    if (!replace) {
-        if (!procreg_ckht_ns_link(self, e))
+    if (replace) {
+        /* Callers replace only an entry they found under the lock. */
+        if (!ck_hs_apply(self->hs, ckht_hs_hash(key), key, ckht_put_fn,
+                         &put))
             return false;
-        if (ck_ht_put_spmc(self->ht, h, &slot))
-            return true;
+        procreg_ckht_ns_replace(put.found, e);
+        *found = put.found;
+        return true;
+    }
+    /* Linked first, so that out of memory for a new namespace leaves the
+     * table untouched; readers never read the links. */
+    if (!procreg_ckht_ns_link(self, e))
+        return false;
+    if (!ck_hs_apply(self->hs, ckht_hs_hash(key), key, ckht_put_fn, &put)) {
         procreg_ckht_ns_unlink(self, e);
         return false;
     }
-    /* Callers replace only an entry they found under the lock. */
-    if (!ck_ht_set_spmc(self->ht, h, &slot))
-        return false;
-    *old = ck_ht_entry_value(&slot);
-    procreg_ckht_ns_replace(*old, e);
+    if (put.found != NULL) /* present: @e was not stored */
+        procreg_ckht_ns_unlink(self, e);
+    *found = put.found;
     return true;
 }
 
-/* Unpublish the entry of key (@bytes, @size, @hash) and return it, or NULL
- * when there is none.  Under the lock; follow with procreg_ckht_retire(). */
-ckht_entry *procreg_ckht_unpublish(ckht *self, const char *bytes,
-                                   size_t size, uint64_t hash)
+ckht_entry *procreg_ckht_unpublish(ckht *self, const procreg_key *key)
 {
-    ck_ht_entry_t slot;
-    ck_ht_hash_t h;
+    return ck_hs_remove(self->hs, ckht_hs_hash(key), key);
+}
 
-    h.value = hash;
-    ck_ht_entry_key_set(&slot, bytes, (uint16_t)size);
-    if (!ck_ht_remove_spmc(self->ht, h, &slot))
-        return NULL;
-    return ck_ht_entry_value(&slot);
+/* Replace the ck_hs with a new one holding the same entries and no
+ * tombstones, sized for 4 times the entries (so that inserts find room
+ * before the next rebuild) but never larger than @slots.  Readers load
+ * `self->hs` inside their read section: the new one is published with a
+ * release store, the old one and its map go through the epoch.  O(slots);
+ * false when out of memory (nothing changed). */
+static bool ckht_rebuild(ckht *self, size_t slots)
+{
+    ck_hs_t *old = self->hs;
+    ck_hs_t *fresh = malloc(sizeof(*fresh));
+    ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+    size_t want = 4 * (size_t)ck_hs_count(old);
+    size_t map_size = self->map_size, removals = self->removals;
+    void *e;
+
+    if (fresh == NULL)
+        return false;
+    if (want < CKHT_MIN_SLOTS)
+        want = CKHT_MIN_SLOTS;
+    if (want > slots)
+        want = slots;
+    /* No compare callback while it fills: entries are distinct, and
+     * ck_hs_put() passes the entry itself as the key, which the callback
+     * does not take. */
+    if (!ck_hs_init(fresh, CKHT_HS_MODE, ckht_hs_hash_entry, NULL,
+                    &ckht_allocator, want, 0)) {
+        free(fresh);
+        self->map_size = map_size;
+        self->removals = removals;
+        return false;
+    }
+    while (ck_hs_next(old, &it, &e)) {
+        if (!ck_hs_put(fresh, ((ckht_entry *)e)->hash, e)) {
+            ck_hs_destroy(fresh);
+            free(fresh);
+            self->map_size = map_size;
+            self->removals = removals;
+            return false;
+        }
+    }
+    fresh->compare = ckht_hs_compare;
+    /* The new table's slots before the pointer that leads to them. */
+    PROCREG_TSAN_RELEASE(fresh);
+    ck_pr_fence_store();
+    ck_pr_store_ptr(&self->hs, fresh);
+    ck_hs_destroy(old); /* its map goes through the epoch */
+    procreg_epoch_retire(self->epoch, old, free, sizeof(*old));
+    procreg_epoch_flush(self->epoch);
+    return true;
 }
 
 /* Account for the unpublished @e and retire it.  Under the lock. */
 void procreg_ckht_retire(ckht *self, ckht_entry *e)
 {
+    size_t bytes = procreg_ckht_entry_bytes(e);
+
     procreg_ckht_ns_unlink(self, e);
     atomic_store_explicit(&self->n_entries,
                           atomic_load_explicit(&self->n_entries,
                                                memory_order_relaxed) - 1,
                           memory_order_relaxed);
-    {
-        size_t bytes = procreg_ckht_entry_bytes(e);
-
-        self->entry_bytes -= bytes;
-        procreg_epoch_retire(self->epoch, e, procreg_ckht_entry_free, bytes);
-    }
-    /* Removals leave tombstones that only a new table clears (see
-     * procreg_ck_ht_rebuild()).  ck_ht does not say whether an insert
-     * reused one, so count removals: rebuilding once they reach half the
+    self->entry_bytes -= bytes;
+    procreg_epoch_retire(self->epoch, e, procreg_ckht_entry_free, bytes);
+    /* A removal leaves a tombstone.  ck_hs reuses the first tombstone an
+     * insert passes, but an insert whose probe meets an empty slot first
+     * takes the empty slot, so with keys that come and go (fresh names)
+     * empty slots slowly turn into tombstones, and misses and inserts,
+     * which stop at an empty slot, probe up to ck_hs's probe maximum
+     * instead.  Only a new map clears them.  ck_hs does not say whether
+     * an insert reused a tombstone, so count removals since the map was
+     * made (growth makes one too): rebuilding once they reach half the
      * slots bounds the tombstones by what the load (at most 1/2) leaves
-     * free, before inserts run out of empty slots to stop at.  A rebuild
-     * copies at most half a table per half table of removals: O(1)
-     * amortised (its cost: see backends/ckht/README.md).  Out of memory,
-     * the next removal tries again. */
+     * free.  A rebuild copies at most half a table per half table of
+     * removals: O(1) amortised (its cost: see backends/ckht/README.md).
+     * Out of memory, the next removal tries again. */
     if (++self->removals > procreg_ckht_capacity(self) / 2) {
         self->rebuilding = true;
-        if (procreg_ck_ht_rebuild(&self->ht, procreg_ckht_capacity(self),
-                                  &ckht_allocator, self->epoch)) {
-            self->removals = 0;
+        if (ckht_rebuild(self, procreg_ckht_capacity(self)))
             self->rebuilds++;
-        }
         self->rebuilding = false;
     }
 }
 
 /* Next live entry of the table, or NULL.  Under the lock. */
-ckht_entry *procreg_ckht_next(ckht *self, ck_ht_iterator_t *it)
+ckht_entry *procreg_ckht_next(ckht *self, ck_hs_iterator_t *it)
 {
-    ck_ht_entry_t *slot;
+    void *e;
 
-    if (!ck_ht_next(self->ht, it, &slot))
+    if (!ck_hs_next(self->hs, it, &e))
         return NULL;
-    return ck_ht_entry_value(slot);
+    return e;
 }
-
 
 bool procreg_ckht_table_init(ckht *self, uint64_t slots)
 {
     ckht *previous;
     bool ok;
 
-    self->ht = malloc(sizeof(*self->ht));
+    self->hs = malloc(sizeof(*self->hs));
     procreg_ckht_ns_init(self);
     previous = procreg_ckht_write_begin(self);
-    /* Without CK_HT_WORKLOAD_DELETE: its per-slot probe bounds cost a
-     * byte per slot and, worse, one more cache miss on every lookup; the
-     * rebuilds in procreg_ckht_retire() keep misses short instead. */
-    ok = self->ht != NULL &&
-         ck_ht_init(self->ht, CK_HT_MODE_BYTESTRING, procreg_ck_ht_hash,
-                    &ckht_allocator, slots, 0);
+    /* Without CK_HS_MODE_DELETE: its per-slot probe bounds cost a byte
+     * per slot and one more cache miss on every lookup; the rebuilds in
+     * procreg_ckht_retire() keep probes short instead. */
+    ok = self->hs != NULL &&
+         ck_hs_init(self->hs, CKHT_HS_MODE, ckht_hs_hash_entry,
+                    ckht_hs_compare, &ckht_allocator, slots, 0);
     procreg_ckht_write_end(self, previous);
     if (!ok) {
-        free(self->ht);
+        free(self->hs);
         procreg_ckht_ns_destroy(self);
     }
     return ok;
@@ -189,15 +309,15 @@ bool procreg_ckht_table_init(ckht *self, uint64_t slots)
  * readers of other instances that share the epoch. */
 void procreg_ckht_table_destroy(ckht *self)
 {
-    ck_ht_iterator_t it = CK_HT_ITERATOR_INITIALIZER;
+    ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
     ckht_entry *e;
     ckht *previous;
 
     previous = procreg_ckht_write_begin(self);
     while ((e = procreg_ckht_next(self, &it)) != NULL)
         procreg_ckht_entry_free(e);
-    ck_ht_destroy(self->ht);
-    free(self->ht);
+    ck_hs_destroy(self->hs);
+    free(self->hs);
     procreg_ckht_ns_destroy(self);
     ckht_current_writer = previous;
     procreg_mutex_unlock(&self->lock);

@@ -900,9 +900,10 @@ static void test_scans_vs_writer(void)
 /* ------------------------------------------------------------------------ */
 /* Registration over tombstones                                             */
 
-/* ck_ht_put_spmc reuses a tombstone that comes before a present key in the
- * probe sequence: without a look first, registering a present key would
- * add it twice.  Many removals in a small table make that case common. */
+/* An insert reuses a tombstone that comes before a present key in the
+ * probe sequence: one that stopped there (as ck_hs_put_unique does) would
+ * add a present key twice.  Many removals in a small table make that case
+ * common. */
 static void test_register_over_tombstones(void)
 {
     procreg *reg = open_ckht("initial_size=64");
@@ -924,7 +925,7 @@ static void test_register_over_tombstones(void)
         }
         g_assert_cmpint(procreg_count(reg, "tomb", &count, NULL), ==, 0);
         g_assert_cmpuint(count, ==, 60);
-        /* The health check compares ck_ht's own count with ours. */
+        /* The health check compares ck_hs's own count with ours. */
         g_assert_cmpint(procreg_health_check(reg, &health, NULL), ==, 0);
         g_assert_cmpint(health.status, ==, PROCREG_HEALTH_OK);
         procreg_health_clear(&health);

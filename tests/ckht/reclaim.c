@@ -1,0 +1,174 @@
+/*
+ * ckht's reclamation, forced deterministically: a reader paused inside
+ * ck_hs_get(), in the middle of its probe (in the compare callback, on
+ * the entry it is about to return), while the writer removes that entry
+ * and grows the table past the map the reader is probing.  Neither the
+ * entry nor the map may be freed before the reader leaves its read
+ * section (the invariant at the top of backends/ckht/table.c).
+ *
+ * The pause is a test-only compare callback swapped into the instance's
+ * ck_hs: it calls the real one and, on the reader thread's first match,
+ * waits for the writer.  Were the entry or the old map freed early, the
+ * reader would read freed memory: ASan reports it; otherwise
+ * MALLOC_PERTURB_ (set for this suite) overwrites it, so the lookup
+ * returns the wrong owner or, with the map's generation counter
+ * scrambled, retries on the new map and misses.
+ */
+#include <procreg/backend.h>
+
+#include "internal.h"
+#include "ckht/ckht-internal.h"
+
+extern const procreg_backend_ops procreg_ckht_backend_ops;
+
+/* The pause: the reader thread's compare stops on its first match. */
+typedef struct {
+    GMutex lock;
+    GCond cond;
+    bool paused;
+    bool resume;
+} pause_point;
+
+static pause_point gate;
+static _Thread_local bool pause_on_match;
+static ck_hs_compare_cb_t *real_compare;
+
+static bool pausing_compare(const void *stored, const void *key)
+{
+    bool match = real_compare(stored, key);
+
+    if (match && pause_on_match) {
+        pause_on_match = false;
+        g_mutex_lock(&gate.lock);
+        gate.paused = true;
+        g_cond_broadcast(&gate.cond);
+        while (!gate.resume)
+            g_cond_wait(&gate.cond, &gate.lock);
+        g_mutex_unlock(&gate.lock);
+    }
+    return match;
+}
+
+typedef struct {
+    void *state;
+    const procreg_key *key;
+    procreg_owner owner;
+    int rc;
+} lookup_call;
+
+static gpointer reader(gpointer data)
+{
+    lookup_call *call = data;
+
+    pause_on_match = true;
+    call->rc = procreg_ckht_backend_ops.lookup(call->state, call->key,
+                                               &call->owner);
+    return NULL;
+}
+
+static guint64 stat_of(void *state, const char *name)
+{
+    GVariantDict d;
+    GVariant *stats;
+    guint64 value = 0;
+
+    g_variant_dict_init(&d, NULL);
+    procreg_ckht_backend_ops.stats(state, &d);
+    stats = g_variant_ref_sink(g_variant_dict_end(&d));
+    g_assert_true(g_variant_lookup(stats, name, "t", &value));
+    g_variant_unref(stats);
+    return value;
+}
+
+static procreg_key *key_of(const char *name)
+{
+    procreg_key *key = NULL;
+
+    g_assert_cmpint(procreg_key_new("reclaim", name, &key, NULL), ==, 0);
+    return key;
+}
+
+static void test_paused_reader(void)
+{
+    enum { GROW_KEYS = 1000 };
+    procreg_spec *spec = NULL;
+    procreg_record record = {0};
+    procreg_record other = {0};
+    lookup_call call = {0};
+    procreg_key *target = key_of("target");
+    procreg_key *key;
+    guint64 capacity_before;
+    GThread *thread;
+    void *state;
+    ckht *self;
+    char name[32];
+    int i;
+
+    g_assert_cmpint(procreg_spec_parse("ckht:initial_size=8", &spec, NULL), ==,
+                    0);
+    g_assert_cmpint(procreg_ckht_backend_ops.init(spec, NULL, &state, NULL),
+                    ==, 0);
+    procreg_spec_free(spec);
+    self = state;
+    procreg_owner_self(&record.owner);
+    other.owner = record.owner;
+    other.owner.pid = record.owner.pid + 1;
+    g_assert_cmpint(procreg_ckht_backend_ops.register_entry(
+                        state, target, &record, NULL, NULL), ==, 0);
+    capacity_before = stat_of(state, "table_capacity");
+
+    /* Swapped before the reader starts (thread creation orders it). */
+    real_compare = self->hs->compare;
+    self->hs->compare = pausing_compare;
+    call.state = state;
+    call.key = target;
+    thread = g_thread_new("paused-reader", reader, &call);
+    g_mutex_lock(&gate.lock);
+    while (!gate.paused)
+        g_cond_wait(&gate.cond, &gate.lock);
+    g_mutex_unlock(&gate.lock);
+
+    /* The reader holds the entry and the map.  Remove the one, outgrow
+     * the other, and let the epoch reclaim all it can. */
+    g_assert_cmpint(procreg_ckht_backend_ops.unregister(state, target, 0, NULL,
+                                                        NULL), ==, 0);
+    for (i = 0; i < GROW_KEYS; i++) {
+        g_snprintf(name, sizeof name, "grow-%d", i);
+        key = key_of(name);
+        g_assert_cmpint(procreg_ckht_backend_ops.register_entry(
+                            state, key, &other, NULL, NULL), ==, 0);
+        procreg_key_unref(key);
+    }
+    g_assert_cmpuint(stat_of(state, "table_capacity"), >=,
+                     8 * capacity_before);
+    for (i = 0; i < 100; i++)
+        (void)stat_of(state, "epoch_pending"); /* each one flushes, polls */
+    /* At least the entry and the map the reader probes still wait. */
+    g_assert_cmpuint(stat_of(state, "epoch_pending"), >=, 2);
+
+    g_mutex_lock(&gate.lock);
+    gate.resume = true;
+    g_cond_broadcast(&gate.cond);
+    g_mutex_unlock(&gate.lock);
+    g_thread_join(thread);
+
+    /* The lookup began before the removal and ends on what it found. */
+    g_assert_cmpint(call.rc, ==, 0);
+    g_assert_cmpint(call.owner.pid, ==, record.owner.pid);
+    g_assert_cmpuint(call.owner.start_time, ==, record.owner.start_time);
+
+    /* Once the reader left, everything goes. */
+    for (i = 0; i < 1000 && stat_of(state, "epoch_pending") > 0; i++)
+        g_usleep(1000);
+    g_assert_cmpuint(stat_of(state, "epoch_pending"), ==, 0);
+
+    procreg_ckht_backend_ops.destroy(state);
+    procreg_key_unref(target);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/ckht/reclaim/paused-reader", test_paused_reader);
+    return g_test_run();
+}
