@@ -27,6 +27,8 @@
 
 extern void (*procreg_lmdb_batch_hook)(const char *point);
 extern int procreg_lmdb_batch_wait_ms;
+extern int procreg_lmdb_batch_judge_dead;
+extern int procreg_lmdb_batch_lock_errno;
 
 #define NS "batch"
 /* The request area's slots (batch.c's BATCH_SLOTS). */
@@ -35,11 +37,13 @@ extern int procreg_lmdb_batch_wait_ms;
 /* ---- child processes ---- */
 
 /* --child SPEC NAME ACTIONS: ACTIONS is "point:action,..." with action s
- * (say the point's name on a line), w (say it, then wait for a byte) or
- * k (SIGKILL this process), at the point's first time; an item "ms=N"
- * sets the registrant's longest sleep on its slot (batch.c's
- * BATCH_WAIT_MS).  Registers NAME, says "= RC RECOVERIES DROPPED" and
- * sleeps until killed. */
+ * (say the point's name on a line), w (say it, then wait for a byte), k
+ * (SIGKILL this process), d (from now on, as a leader, judge every other
+ * process's registrant dead) or e (from now on, fail every try of the
+ * writer lock), at the point's first time; an item "ms=N" sets the
+ * registrant's longest sleep on its slot (batch.c's BATCH_WAIT_MS).
+ * Registers NAME, says "= RC RECOVERIES DROPPED" (and "! MESSAGE" on a
+ * failure) and sleeps until killed. */
 static char **child_actions;
 
 static void child_hook(const char *point)
@@ -53,6 +57,10 @@ static void child_hook(const char *point)
         colon[1] = '-'; /* once */
         if (act == 'k')
             raise(SIGKILL);
+        if (act == 'd')
+            procreg_lmdb_batch_judge_dead = 1;
+        if (act == 'e')
+            procreg_lmdb_batch_lock_errno = ENOLCK;
         if (act == 's' || act == 'w') {
             printf("%s\n", point);
             fflush(stdout);
@@ -77,6 +85,8 @@ static G_NORETURN void child_main(const char *spec, const char *name,
     int rc = procreg_register(reg, NS, name, NULL, NULL, NULL, &err);
     printf("= %d %" G_GINT64_FORMAT " %" G_GINT64_FORMAT "\n", rc,
            lt_stat(reg, "batch_recoveries"), lt_stat(reg, "batch_dropped"));
+    if (err != NULL)
+        printf("! %s\n", err->message);
     fflush(stdout);
     for (;;)
         pause();
@@ -654,6 +664,136 @@ static void test_requester_killed_claimed(fixture *f, gconstpointer d)
     procreg_close(reg);
 }
 
+/* ---- a live registrant judged dead, a lock that fails ---- */
+
+/* Leader L wrongly judges registrant R dead (the hook's stand-in for a
+ * liveness check that errs) and frees R's pending request.  R must
+ * notice its slot is no longer its request and register solo, once,
+ * within DEAD_LEADER_MS (it used to wait for ever for an answer). */
+static void test_freed_pending(fixture *f, gconstpointer d)
+{
+    child l, r;
+    spawn_child(&l, f->spec, "l", "lead:d,lead:w");
+    expect(&l, "lead");
+    spawn_child(&r, f->spec, "r", "wait:s");
+    expect(&r, "wait");
+    wait_asleep(&r);
+    go(&l);
+    expect(&l, "= 0 0 1"); /* R's request dropped */
+    expect_within(&r, "= 0 0 0", DEAD_LEADER_MS);
+    procreg *reg = lt_open(f->spec);
+    procreg_entry el = {0}, er = {0};
+    g_assert_cmpint(procreg_lookup_entry(reg, NS, "l", &el, NULL), ==, 0);
+    g_assert_cmpint(procreg_lookup_entry(reg, NS, "r", &er, NULL), ==, 0);
+    g_assert_cmpint(er.owner.pid, ==, r.pid);
+    g_assert_cmpuint(er.revision, ==, el.revision + 1); /* solo, after L */
+    procreg_entry_clear(&el);
+    procreg_entry_clear(&er);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&l);
+    reap(&r);
+    procreg_close(reg);
+}
+
+/* R's request is applied and answered (DONE) by leader L, but before R
+ * takes its answer another leader (this process) wrongly judges R dead
+ * and frees the slot.  R must still return 0 (its registration was
+ * committed: its solo re-run finds its own entry, and must not answer
+ * EEXISTS), and the entry must be there once, unchanged. */
+static void test_freed_done(fixture *f, gconstpointer d)
+{
+    child l, r;
+    spawn_child(&l, f->spec, "l", "lead:w");
+    expect(&l, "lead");
+    spawn_child(&r, f->spec, "r", "wait:w");
+    expect(&r, "wait");
+    go(&l);
+    expect(&l, "= 0 0 0"); /* R's request applied and answered */
+    procreg *reg = lt_open(f->spec);
+    procreg_entry er = {0}, ep = {0};
+    g_assert_cmpint(procreg_lookup_entry(reg, NS, "r", &er, NULL), ==, 0);
+    procreg_lmdb_batch_judge_dead = 1;
+    g_assert_cmpint(procreg_register(reg, NS, "p", NULL, NULL, &ep, NULL),
+                    ==, 0);
+    procreg_lmdb_batch_judge_dead = 0;
+    g_assert_cmpint(lt_stat(reg, "batch_dropped"), ==, 1); /* R's answer */
+    go(&r);
+    expect_within(&r, "= 0 0 0", DEAD_LEADER_MS);
+    procreg_entry now = {0};
+    g_assert_cmpint(procreg_lookup_entry(reg, NS, "r", &now, NULL), ==, 0);
+    g_assert_cmpint(now.owner.pid, ==, r.pid);
+    g_assert_cmpuint(now.revision, ==, er.revision); /* not registered again */
+    g_assert_cmpuint(now.revision, <, ep.revision);
+    size_t n = 0;
+    g_assert_cmpint(procreg_count(reg, NS, &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, 3);
+    procreg_entry_clear(&er);
+    procreg_entry_clear(&ep);
+    procreg_entry_clear(&now);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&l);
+    reap(&r);
+    procreg_close(reg);
+}
+
+/* R's tries of the writer lock fail (an error, not "taken") once leader
+ * L has applied its request: R must not report a failure for a
+ * registration L is about to commit, but wait for L's answer. */
+static void test_lock_error_applied(fixture *f, gconstpointer d)
+{
+    child l, r;
+    spawn_child(&l, f->spec, "l", "lead:w,applied:w");
+    expect(&l, "lead");
+    spawn_child(&r, f->spec, "r", "wait:e,wait:w,lock-failed:s");
+    expect(&r, "wait");
+    go(&l);
+    expect(&l, "applied");
+    go(&r);
+    expect(&r, "lock-failed");
+    go(&l);
+    expect(&l, "= 0 0 0");
+    expect(&r, "= 0 0 0");
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(owner_of(reg, "r"), ==, r.pid);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&l);
+    reap(&r);
+    procreg_close(reg);
+}
+
+/* As above, but L dies before its commit: no answer will come, and the
+ * recovery needs the lock R cannot take.  R must say, within batch.c's
+ * UNKNOWN_MS (50 sleeps of 20 ms here), that the outcome is unknown; the
+ * next writer recovers, and drops R's abandoned request and L's. */
+static void test_lock_error_leader_died(fixture *f, gconstpointer d)
+{
+    child l, r;
+    spawn_child(&l, f->spec, "l", "lead:w,applied:k");
+    expect(&l, "lead");
+    spawn_child(&r, f->spec, "r", "ms=20,wait:e,wait:w,lock-failed:s");
+    expect(&r, "wait");
+    go(&l);
+    reap_self_killed(&l);
+    go(&r);
+    expect(&r, "lock-failed");
+    char *want = g_strdup_printf("= %d 0 0", PROCREG_EBACKEND);
+    expect(&r, want);
+    g_free(want);
+    char *why = child_says(&r, 10000);
+    g_assert_nonnull(strstr(why, "unknown"));
+    g_free(why);
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(procreg_register(reg, NS, "p", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    g_assert_cmpint(lt_stat(reg, "batch_recoveries"), ==, 1);
+    g_assert_cmpint(lt_stat(reg, "batch_dropped"), ==, 2);
+    g_assert_cmpint(owner_of(reg, "r"), ==, 0);
+    g_assert_cmpint(owner_of(reg, "l"), ==, 0);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&r);
+    procreg_close(reg);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 5 && strcmp(argv[1], "--child") == 0)
@@ -670,5 +810,9 @@ int main(int argc, char **argv)
     ADD("lockless-reader-releases", test_lockless_reader_releases);
     ADD("requester-killed-published", test_requester_killed_published);
     ADD("requester-killed-claimed", test_requester_killed_claimed);
+    ADD("freed-pending", test_freed_pending);
+    ADD("freed-done", test_freed_done);
+    ADD("lock-error-applied", test_lock_error_applied);
+    ADD("lock-error-leader-died", test_lock_error_leader_died);
     return g_test_run();
 }
