@@ -36,7 +36,8 @@
  *
  * Slot states and who moves them:
  *   FREE -> CLAIMED      registrant (CAS)
- *   CLAIMED -> PENDING   registrant, its request written
+ *   CLAIMED -> PENDING   registrant, its request and ticket written (CAS
+ *                        from the word it claimed)
  *   PENDING -> PENDING   whoever released the lock (nudge: the sequence
  *                        bumped, the registrant woken)
  *   PENDING -> FREE      registrant whose lock failed (CAS: withdrawn;
@@ -52,13 +53,15 @@
  *                        is dead
  *   CLAIMED/PENDING -> FREE  leader, when the registrant is dead (its
  *                        request, never acknowledged, is dropped)
- *   any -> same, pid 0   registrant whose lock failed while a leader had
- *                        its request (abandoned: answered, then freed as
- *                        a dead registrant's)
+ *   APPLIED/DONE -> same, pid 0  registrant whose lock failed while a
+ *                        leader had its request, past UNKNOWN_MS
+ *                        (abandoned: answered, then freed as a dead
+ *                        registrant's)
  * The leader's and the recovery's moves are made under the lock.
  *
  * A leader that judges a live registrant dead (procreg_owner_is_alive()
- * wrong: another pid namespace, say) frees its slot and wakes it.  The
+ * wrong: another pid namespace, say) frees its slot and wakes it (a
+ * CLAIMED slot only when kill() finds no such pid at all).  The
  * registrant checks, each time it looks, that its slot still holds its
  * request (state past CLAIMED, its pid, its ticket); when not, it goes
  * solo, which re-runs the registration under the lock and reports the
@@ -103,8 +106,9 @@
  *
  * Owns: the request area (its mapping, layout, states), leading a batch,
  * recovery after a dead leader, and the registrant's side.
- * Relies on: writer.c for the lock (and its nudge on release), readers.c for the map, ops.c for the
- * register step, txn.c for map adoption and errors, changelog.c to wake
+ * Relies on: writer.c for the lock (and its nudge on release), readers.c
+ * for the map, ops.c for the register step (and for answering a lost
+ * answer's solo re-run), txn.c for map adoption and errors, changelog.c to wake
  * the watchers, liveness.c for whether a registrant lives.
  */
 #include "lmdb-internal.h"
