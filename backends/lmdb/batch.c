@@ -686,8 +686,9 @@ static int await_answer(lmdb_env *env, batch_slot *s, uint32_t ticket,
             g_propagate_error(error, local);
             return rc;
         }
-        /* A leader took the request: its answer will come, unless it
-         * died, whose recovery needs the lock. */
+        /* A leader took the request (or the slot was lost: the next
+         * look tells): its answer will come, unless that leader died,
+         * whose recovery needs the lock. */
         HOOK("lock-failed");
         gint64 now = g_get_monotonic_time();
         if (give_up == 0) {
@@ -727,7 +728,6 @@ static void abandon(lmdb_env *env, batch_slot *s, uint32_t ticket)
  * answers as this registration (PROCREG_LMDB_SOLO_AGAIN). */
 static int lost(lmdb_env *env)
 {
-    HOOK("lost");
     g_atomic_pointer_add(&env->batch_solo, 1);
     return PROCREG_LMDB_SOLO_AGAIN;
 }
