@@ -17,9 +17,9 @@ typedef enum {
                   * hidepid=1 or 2 hides another user's processes */
 } proc_view;
 
-/* Whether @pid exists, for a process whose stat cannot be read: kill()
- * answers EPERM for another user's process however /proc is mounted. */
-static proc_view exists_hidden(pid_t pid)
+/* What kill() says of @pid, whose stat was not read: it exists (EPERM
+ * for another user's process, however /proc is mounted), or not. */
+static proc_view by_kill(pid_t pid)
 {
     return kill(pid, 0) == 0 || errno == EPERM ? PROC_HIDDEN : PROC_GONE;
 }
@@ -34,11 +34,11 @@ static proc_view read_start_time(pid_t pid, uint64_t *start)
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return exists_hidden(pid);
+        return by_kill(pid);
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0)
-        return exists_hidden(pid);
+        return by_kill(pid);
     buf[n] = '\0';
     /* The command name (field 2) may hold spaces and ')': skip to the
      * last ')'; the state (field 3) follows it. */
@@ -119,7 +119,7 @@ PROCREG_API bool procreg_owner_is_alive(const procreg_owner *owner)
         return false;
     if (owner->start_time == 0) {
         /* Unknown start time: existence is all we can check. */
-        return exists_hidden(owner->pid) != PROC_GONE;
+        return by_kill(owner->pid) != PROC_GONE;
     }
     /* A hidden process's start time cannot be compared: it lives, as far
      * as anyone here can tell (a reused pid is not detected then). */
