@@ -200,6 +200,8 @@ int procreg_lmdb_batch_wait_ms = BATCH_WAIT_MS;
 int procreg_lmdb_batch_judge_dead;
 /* Nonzero: a registrant's tries of the writer lock fail with this errno. */
 int procreg_lmdb_batch_lock_errno;
+/* >= 0: registrants look for a free slot from this one on. */
+int procreg_lmdb_batch_first_slot = -1;
 #else
 #define HOOK(point) ((void)0)
 #define WAIT_MS BATCH_WAIT_MS
@@ -566,6 +568,10 @@ static uint32_t tickets;
 static batch_slot *claim(lmdb_env *env, uint64_t *claimed)
 {
     guint start = g_direct_hash(&start) >> 4;
+#ifdef PROCREG_TEST_BATCH_HOOK
+    if (procreg_lmdb_batch_first_slot >= 0)
+        start = (guint)procreg_lmdb_batch_first_slot;
+#endif
     for (int k = 0; k < BATCH_SLOTS; k++) {
         batch_slot *s = &env->batch->slots[(start + k) % BATCH_SLOTS];
         uint64_t w = word_get(s);

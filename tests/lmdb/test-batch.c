@@ -29,6 +29,7 @@ extern void (*procreg_lmdb_batch_hook)(const char *point);
 extern int procreg_lmdb_batch_wait_ms;
 extern int procreg_lmdb_batch_judge_dead;
 extern int procreg_lmdb_batch_lock_errno;
+extern int procreg_lmdb_batch_first_slot;
 
 #define NS "batch"
 /* The request area's slots (batch.c's BATCH_SLOTS). */
@@ -736,6 +737,114 @@ static void test_freed_done(fixture *f, gconstpointer d)
     procreg_close(reg);
 }
 
+/* Threads A and B of this process, each held at its first hook "wait"
+ * until the test lets it go on. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool at_wait[2], go[2], done[2];
+} pair = {.lock = PTHREAD_MUTEX_INITIALIZER,
+          .cond = PTHREAD_COND_INITIALIZER};
+static _Thread_local int pair_role = -1;
+static _Thread_local bool pair_waited;
+
+static void pair_hook(const char *point)
+{
+    if (strcmp(point, "wait") != 0 || pair_role < 0 || pair_waited)
+        return;
+    pair_waited = true;
+    pthread_mutex_lock(&pair.lock);
+    pair.at_wait[pair_role] = true;
+    pthread_cond_broadcast(&pair.cond);
+    struct timespec end = deadline_in(60);
+    while (!pair.go[pair_role])
+        if (pthread_cond_timedwait(&pair.cond, &pair.lock, &end) != 0)
+            g_error("registrant %d held 60 s", pair_role);
+    pthread_mutex_unlock(&pair.lock);
+}
+
+typedef struct {
+    registrant r;
+    int role;
+} pair_member;
+
+static gpointer pair_main(gpointer data)
+{
+    pair_member *m = data;
+    pair_role = m->role;
+    registrant_main(&m->r);
+    pthread_mutex_lock(&pair.lock);
+    pair.done[m->role] = true;
+    pthread_cond_broadcast(&pair.cond);
+    pthread_mutex_unlock(&pair.lock);
+    return NULL;
+}
+
+/* Wait (10 s at most) until @flag, under pair.lock, is set. */
+static void pair_wait_for(const bool *flag, const char *what)
+{
+    struct timespec end = deadline_in(10);
+    pthread_mutex_lock(&pair.lock);
+    while (!*flag)
+        if (pthread_cond_timedwait(&pair.cond, &pair.lock, &end) != 0)
+            g_error("waited 10 s for %s", what);
+    pthread_mutex_unlock(&pair.lock);
+}
+
+static void pair_go(int role)
+{
+    pthread_mutex_lock(&pair.lock);
+    pair.go[role] = true;
+    pthread_cond_broadcast(&pair.cond);
+    pthread_mutex_unlock(&pair.lock);
+}
+
+/* Leader L wrongly frees the pending request of thread A (held before
+ * its sleep), and thread B of the same process claims that very slot
+ * (registrants look from the same slot on), publishes its own request
+ * and is held in turn.  A, let go, finds its slot PENDING under its own
+ * pid: only the ticket tells it the request is B's.  A must register
+ * "a" (solo), not lead B's request and take B's answer for its own. */
+static void test_freed_reclaimed(fixture *f, gconstpointer d)
+{
+    child l;
+    spawn_child(&l, f->spec, "l", "lead:d,lead:w,committed:w");
+    expect(&l, "lead");
+    for (int i = 0; i < 2; i++)
+        pair.at_wait[i] = pair.go[i] = pair.done[i] = false;
+    procreg_lmdb_batch_hook = pair_hook;
+    procreg_lmdb_batch_first_slot = 5;
+    pair_member a = {.role = 0}, b = {.role = 1};
+    a.r.reg = lt_open(f->spec);
+    b.r.reg = lt_open(f->spec);
+    g_strlcpy(a.r.name, "a", sizeof a.r.name);
+    g_strlcpy(b.r.name, "b", sizeof b.r.name);
+    GThread *ta = g_thread_new("a", pair_main, &a);
+    pair_wait_for(&pair.at_wait[0], "A to find the lock taken");
+    go(&l);
+    expect(&l, "committed"); /* A's slot freed; L's still held */
+    GThread *tb = g_thread_new("b", pair_main, &b);
+    pair_wait_for(&pair.at_wait[1], "B to find the lock taken");
+    pair_go(0);
+    go(&l);
+    expect(&l, "= 0 0 1");
+    pair_wait_for(&pair.done[0], "A's answer");
+    pair_go(1);
+    pair_wait_for(&pair.done[1], "B's answer");
+    procreg_lmdb_batch_first_slot = -1;
+    g_assert_cmpint(a.r.rc, ==, 0);
+    g_assert_cmpint(b.r.rc, ==, 0);
+    g_assert_cmpuint(a.r.current.revision, !=, b.r.current.revision);
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(owner_of(reg, "a"), ==, getpid());
+    g_assert_cmpint(owner_of(reg, "b"), ==, getpid());
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    registrant_finish(&a.r, ta);
+    registrant_finish(&b.r, tb);
+    reap(&l);
+    procreg_close(reg);
+}
+
 /* R's tries of the writer lock fail (an error, not "taken") once leader
  * L has applied its request: R must not report a failure for a
  * registration L is about to commit, but wait for L's answer. */
@@ -812,6 +921,7 @@ int main(int argc, char **argv)
     ADD("requester-killed-claimed", test_requester_killed_claimed);
     ADD("freed-pending", test_freed_pending);
     ADD("freed-done", test_freed_done);
+    ADD("freed-reclaimed", test_freed_reclaimed);
     ADD("lock-error-applied", test_lock_error_applied);
     ADD("lock-error-leader-died", test_lock_error_leader_died);
     return g_test_run();
