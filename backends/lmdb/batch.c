@@ -699,7 +699,7 @@ static int await_answer(lmdb_env *env, batch_slot *s, uint32_t ticket,
         gint64 now = g_get_monotonic_time();
         if (give_up == 0) {
             give_up = now + UNKNOWN_MS * (gint64)1000;
-        } else if (now >= give_up) {
+        } else if (now >= give_up && state_get(s) != SLOT_DONE) {
             rc = procreg_set_error(
                 error, PROCREG_EBACKEND,
                 "lmdb registry '%s': whether the registration was committed "
