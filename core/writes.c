@@ -33,7 +33,11 @@ PROCREG_INTERNAL int procreg_resolve_owner(const procreg_owner *given,
     int rc = procreg_owner_from_pid(given->pid, out, error);
     if (rc != 0)
         return rc;
-    if (given->start_time != 0 && given->start_time != out->start_time)
+    /* A hidden process (start time 0 here, procreg.h): the caller's start
+     * time cannot be checked, and is kept for those who can see it. */
+    if (out->start_time == 0)
+        out->start_time = given->start_time;
+    else if (given->start_time != 0 && given->start_time != out->start_time)
         return procreg_set_error(error, PROCREG_ENOTALIVE,
                                  "process %d is not alive (its pid now "
                                  "belongs to another process)",

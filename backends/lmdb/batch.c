@@ -23,28 +23,53 @@
  * commit) goes the solo way: procreg_lmdb_write_txn(), as before.
  *
  * The slot word (64 bits, atomic): the state in bits 0-7, a sequence
- * that every change bumps in bits 8-31, the registrant's pid in bits
- * 32-63 (claimed with the state in one CAS, so a slot's pid is never a
- * former user's).  The futex is the low 32-bit half, state and sequence;
- * futex_word() finds its address whatever the byte order.
+ * that every change bumps in bits 8-31 (freeing included: it never
+ * restarts, so a word read before is not its slot's next user's), the
+ * registrant's pid in bits 32-63 (claimed with the state in one CAS, so
+ * a slot's pid is never a former user's).  The futex is the low 32-bit
+ * half, state and sequence; futex_word() finds its address whatever the
+ * byte order.  Besides the pid, a slot records the registrant's ticket
+ * (a number of its process's own, written before PENDING is published):
+ * another thread of the same process may claim a slot freed under its
+ * registrant, and only the ticket tells the registrant it is not its
+ * request any more.
  *
  * Slot states and who moves them:
  *   FREE -> CLAIMED      registrant (CAS)
- *   CLAIMED -> PENDING   registrant, its request written
+ *   CLAIMED -> PENDING   registrant, its request and ticket written (CAS
+ *                        from the word it claimed)
  *   PENDING -> PENDING   whoever released the lock (nudge: the sequence
  *                        bumped, the registrant woken)
- *   PENDING -> FREE      registrant whose lock failed (CAS: withdrawn)
+ *   PENDING -> FREE      registrant whose lock failed (CAS: withdrawn;
+ *                        it reports the failure, nothing was applied)
  *   PENDING -> APPLIED   leader (CAS), the slot's txnid and the header's
  *                        applied_txnid already set to its transaction's id
  *   APPLIED -> DONE      leader after the commit (answer written before)
  *   APPLIED -> DONE      recovery: the env's last committed txnid reached
  *                        the slot's (the leader died after its commit)
  *   APPLIED -> PENDING   recovery: it did not (died before the commit)
- *   DONE -> FREE         registrant (its answer taken); or a leader, when
- *                        the registrant is dead
+ *   DONE -> FREE         registrant (CAS from the DONE word it read, its
+ *                        answer taken); or a leader, when the registrant
+ *                        is dead
  *   CLAIMED/PENDING -> FREE  leader, when the registrant is dead (its
  *                        request, never acknowledged, is dropped)
+ *   APPLIED/DONE -> same, pid 0  registrant whose lock failed while a
+ *                        leader had its request, past UNKNOWN_MS
+ *                        (abandoned: answered, then freed as a dead
+ *                        registrant's)
  * The leader's and the recovery's moves are made under the lock.
+ *
+ * A leader that judges a live registrant dead (procreg_owner_is_alive()
+ * wrong: another pid namespace, say) frees its slot and wakes it (a
+ * CLAIMED slot only when kill() finds no such pid at all).  The
+ * registrant checks, each time it looks, that its slot still holds its
+ * request (state past CLAIMED, its pid, its ticket); when not, it goes
+ * solo, which re-runs the registration under the lock and reports the
+ * truth: a request freed from CLAIMED or PENDING was never applied; one
+ * freed from DONE was, and solo finds the registrant's own entry (same
+ * owner, time and metadata), which ops.c answers as registered
+ * (PROCREG_LMDB_SOLO_AGAIN).  No registrant waits for an answer that
+ * will not come.
  *
  * Invariant: a slot is answered DONE only when its change is durable —
  * committed by a synced commit, or, after a leader died past its commit,
@@ -69,15 +94,21 @@
  * batch is led by its registrant, nudged when that leader releases the
  * lock.  A holder that dies releases the lock (the kernel does) without a
  * nudge: then BATCH_WAIT_MS ends the sleep, the registrant takes the lock
- * and, under it, the recovery resolves what a dead leader left.  Lockless
+ * and, under it, the recovery resolves what a dead leader left.  A
+ * registrant whose try of the lock fails (an error, not "taken") reports
+ * the failure only when it could withdraw its request; when a leader
+ * took it (APPLIED), it waits for that leader's answer instead, and
+ * after UNKNOWN_MS without one (that leader may have died, and the
+ * recovery needs the lock) says the outcome is unknown.  Lockless
  * readers' read locks (writer.c) are never released with a nudge either:
  * a registrant that finds only readers holding the lock waits for it in
  * the kernel instead of on its slot (procreg_lmdb_writer_trylock()).
  *
  * Owns: the request area (its mapping, layout, states), leading a batch,
  * recovery after a dead leader, and the registrant's side.
- * Relies on: writer.c for the lock (and its nudge on release), readers.c for the map, ops.c for the
- * register step, txn.c for map adoption and errors, changelog.c to wake
+ * Relies on: writer.c for the lock (and its nudge on release), readers.c
+ * for the map, ops.c for the register step (and for answering a lost
+ * answer's solo re-run), txn.c for map adoption and errors, changelog.c to wake
  * the watchers, liveness.c for whether a registrant lives.
  */
 #include "lmdb-internal.h"
@@ -134,7 +165,9 @@ typedef struct {
     int64_t cur_registered_at;
     uint64_t cur_revision;
     uint32_t cur_meta_len;
-    uint32_t pad;
+    /* Which of its process's requests the slot holds (atomic): written
+     * by the registrant before it publishes PENDING, read by it alone. */
+    uint32_t ticket;
 } slot_head;
 
 #define SLOT_DATA (SLOT_SIZE - sizeof(slot_head))
@@ -163,10 +196,20 @@ void (*procreg_lmdb_batch_hook)(const char *point);
     } while (0)
 int procreg_lmdb_batch_wait_ms = BATCH_WAIT_MS;
 #define WAIT_MS procreg_lmdb_batch_wait_ms
+/* Nonzero: a leader judges every other process's registrant dead. */
+int procreg_lmdb_batch_judge_dead;
+/* Nonzero: a registrant's tries of the writer lock fail with this errno. */
+int procreg_lmdb_batch_lock_errno;
+/* >= 0: registrants look for a free slot from this one on. */
+int procreg_lmdb_batch_first_slot = -1;
 #else
 #define HOOK(point) ((void)0)
 #define WAIT_MS BATCH_WAIT_MS
 #endif
+/* How long a registrant whose request a leader took waits for its
+ * answer while it cannot take the writer lock (which a dead leader's
+ * recovery needs): then the outcome is unknown. */
+#define UNKNOWN_MS (50 * WAIT_MS)
 
 #define WORD(state, pid) ((uint64_t)(uint32_t)(pid) << 32 | (state))
 #define WORD_STATE(w) ((uint32_t)((w) & 0xff))
@@ -230,9 +273,18 @@ static void answer(batch_slot *s, uint32_t from)
         wake(s);
 }
 
-static void slot_free(batch_slot *s)
+/* Word @w freed: no pid, the next sequence (never reset, so a word
+ * seen before is not mistaken for the slot's next user's). */
+static uint64_t word_freed(uint64_t w)
 {
-    __atomic_store_n(&s->h.word, WORD(SLOT_FREE, 0), __ATOMIC_RELEASE);
+    return word_next(w, SLOT_FREE) & UINT32_MAX;
+}
+
+/* Free @s if its word is still @w. */
+static bool slot_free(batch_slot *s, uint64_t w)
+{
+    return __atomic_compare_exchange_n(&s->h.word, &w, word_freed(w), false,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
 /* Without an area (no room to allocate it on a full disk) every
@@ -345,6 +397,10 @@ static bool requester_alive(lmdb_env *env, batch_slot *s, uint64_t w)
         return false; /* abandoned (procreg_lmdb_batch_register()) */
     if (o.pid == env->self.pid)
         return true;
+#ifdef PROCREG_TEST_BATCH_HOOK
+    if (procreg_lmdb_batch_judge_dead)
+        return false;
+#endif
     if (WORD_STATE(w) == SLOT_CLAIMED)
         return kill(o.pid, 0) == 0 || errno != ESRCH;
     o.start_time = __atomic_load_n(&s->h.requester_start, __ATOMIC_RELAXED);
@@ -413,7 +469,8 @@ static void apply_one(lmdb_env *env, MDB_txn *parent, batch_slot *s,
 }
 
 /* Collect the PENDING requests of live registrants into @idx (freeing
- * the slots of dead ones); their number. */
+ * the slots of dead ones, and waking them: a registrant judged dead
+ * wrongly then finds its slot gone and goes solo); their number. */
 static int collect(lmdb_env *env, int *idx)
 {
     int n = 0;
@@ -424,10 +481,10 @@ static int collect(lmdb_env *env, int *idx)
         if (st == SLOT_FREE || st == SLOT_APPLIED)
             continue;
         if (!requester_alive(env, s, w)) {
-            if (__atomic_compare_exchange_n(&s->h.word, &w, WORD(SLOT_FREE, 0),
-                                            false, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE))
+            if (slot_free(s, w)) {
                 g_atomic_pointer_add(&env->batch_dropped, 1);
+                wake(s);
+            }
         } else if (st == SLOT_PENDING) {
             idx[n++] = i;
         }
@@ -501,20 +558,44 @@ static void lead(lmdb_env *env)
 
 /* ---- the registrant ---- */
 
-/* A free slot, claimed for this process; NULL when none. */
-static batch_slot *claim(lmdb_env *env)
+/* This process's request tickets: a slot's ticket tells which of the
+ * process's requests it holds (wrapping needs 2^32 requests of one
+ * process while one registrant waits). */
+static uint32_t tickets;
+
+/* A free slot, claimed for this process (its word in @claimed); NULL
+ * when none. */
+static batch_slot *claim(lmdb_env *env, uint64_t *claimed)
 {
     guint start = g_direct_hash(&start) >> 4;
+#ifdef PROCREG_TEST_BATCH_HOOK
+    if (procreg_lmdb_batch_first_slot >= 0)
+        start = (guint)procreg_lmdb_batch_first_slot;
+#endif
     for (int k = 0; k < BATCH_SLOTS; k++) {
         batch_slot *s = &env->batch->slots[(start + k) % BATCH_SLOTS];
-        uint64_t w = WORD(SLOT_FREE, 0);
-        if (__atomic_compare_exchange_n(&s->h.word, &w,
-                                        WORD(SLOT_CLAIMED, env->self.pid),
-                                        false, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_RELAXED))
+        uint64_t w = word_get(s);
+        *claimed = word_next(w, SLOT_CLAIMED) | WORD(0, env->self.pid);
+        if (WORD_STATE(w) == SLOT_FREE &&
+            __atomic_compare_exchange_n(&s->h.word, &w, *claimed, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
             return s;
     }
     return NULL;
+}
+
+/* Whether @s, whose word is @w, still holds this process's request
+ * @ticket.  A leader that judged its registrant dead may have freed the
+ * slot, and another thread of this process (the same pid) claimed it
+ * since: the ticket tells them apart.  It is read after the word, whose
+ * publication (CLAIMED -> PENDING) comes after its ticket's write; a
+ * published request is never CLAIMED again. */
+static bool holds(lmdb_env *env, batch_slot *s, uint64_t w, uint32_t ticket)
+{
+    uint32_t st = WORD_STATE(w);
+    return st != SLOT_FREE && st != SLOT_CLAIMED &&
+           WORD_PID(w) == env->self.pid &&
+           __atomic_load_n(&s->h.ticket, __ATOMIC_RELAXED) == ticket;
 }
 
 /* The answer in DONE slot @s; RESULT_SOLO when the holder's metadata
@@ -544,41 +625,117 @@ static int take_answer(batch_slot *s, const register_req *req,
     return rc;
 }
 
-/* Wait until @s is DONE: answered by a leader, or by this registrant
- * leading once it takes the writer lock (batch.c's second invariant).
- * 0, or the lock's failure (in @error). */
-static int await_answer(lmdb_env *env, batch_slot *s, GError **error)
+/* procreg_lmdb_writer_trylock(); in a test build, the failure it was
+ * told to give. */
+static int try_lock(lmdb_env *env, GError **error)
+{
+#ifdef PROCREG_TEST_BATCH_HOOK
+    if (procreg_lmdb_batch_lock_errno != 0)
+        return procreg_set_error(error, PROCREG_EBACKEND,
+                                 "lmdb registry '%s': cannot take the "
+                                 "writer lock: %s (injected)", env->path,
+                                 g_strerror(procreg_lmdb_batch_lock_errno));
+#endif
+    return procreg_lmdb_writer_trylock(env, error);
+}
+
+/* Withdraw request @ticket while no leader has taken it (PENDING ->
+ * FREE): then it is never applied. */
+static bool withdraw(lmdb_env *env, batch_slot *s, uint32_t ticket)
 {
     for (;;) {
         uint64_t w = word_get(s);
-        if (WORD_STATE(w) == SLOT_DONE)
+        if (WORD_STATE(w) != SLOT_PENDING || !holds(env, s, w, ticket))
+            return false;
+        if (slot_free(s, w))
+            return true;
+    }
+}
+
+/* await_answer()'s answer when @s no longer holds the request. */
+#define AWAIT_LOST 1
+
+/* Wait until @s holds the answer to request @ticket (DONE, its word in
+ * @done): answered by a leader, or by this registrant leading once it
+ * takes the writer lock (batch.c's second invariant).  0; AWAIT_LOST;
+ * or the lock's failure (in @error): at once when the request could be
+ * withdrawn (nothing was applied), else only after UNKNOWN_MS, when the
+ * leader that took it may have died (its outcome unknown). */
+static int await_answer(lmdb_env *env, batch_slot *s, uint32_t ticket,
+                        uint64_t *done, GError **error)
+{
+    gint64 give_up = 0;
+    for (;;) {
+        uint64_t w = word_get(s);
+        if (!holds(env, s, w, ticket))
+            return AWAIT_LOST;
+        if (WORD_STATE(w) == SLOT_DONE) {
+            *done = w;
             return 0;
-        int rc = procreg_lmdb_writer_trylock(env, error);
+        }
+        GError *local = NULL;
+        int rc = try_lock(env, &local);
         if (rc == 0) {
             HOOK("locked");
             /* PENDING or DONE: the lock's recovery resolved APPLIED. */
             if (state_get(s) == SLOT_PENDING)
                 lead(env);
             procreg_lmdb_writer_unlock(env);
-        } else if (rc == PROCREG_LMDB_BUSY) {
+            continue;
+        }
+        if (rc == PROCREG_LMDB_BUSY) {
             HOOK("wait");
             sleep_on(s, w);
-        } else {
+            continue;
+        }
+        if (withdraw(env, s, ticket)) {
+            g_propagate_error(error, local);
             return rc;
         }
+        /* A leader took the request (or the slot was lost: the next
+         * look tells): its answer will come, unless that leader died,
+         * whose recovery needs the lock. */
+        HOOK("lock-failed");
+        gint64 now = g_get_monotonic_time();
+        if (give_up == 0) {
+            give_up = now + UNKNOWN_MS * (gint64)1000;
+        } else if (now >= give_up && state_get(s) != SLOT_DONE) {
+            rc = procreg_set_error(
+                error, PROCREG_EBACKEND,
+                "lmdb registry '%s': whether the registration was committed "
+                "is unknown: a writer took it into its transaction and did "
+                "not answer within %d ms, and the writer lock, needed to "
+                "recover from that writer's death, fails (%s)",
+                env->path, UNKNOWN_MS, local->message);
+            g_error_free(local);
+            return rc;
+        }
+        g_error_free(local);
+        sleep_on(s, w);
     }
 }
 
-/* Give up @s after the writer lock failed: withdrawn when no leader has
- * it, else left to the leaders with no registrant (its pid 0). */
-static void abandon(batch_slot *s)
+/* Give up request @ticket after the writer lock failed: left to the
+ * leaders with no registrant (its pid 0), which answer it and then free
+ * it as a dead registrant's. */
+static void abandon(lmdb_env *env, batch_slot *s, uint32_t ticket)
 {
-    if (state_move(s, SLOT_PENDING, SLOT_FREE))
-        return;
     uint64_t w = word_get(s);
-    while (!__atomic_compare_exchange_n(&s->h.word, &w, w & UINT32_MAX, false,
+    while (holds(env, s, w, ticket) &&
+           !__atomic_compare_exchange_n(&s->h.word, &w, w & UINT32_MAX, false,
                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         ;
+}
+
+/* The slot was freed under its registrant (a leader judged it dead):
+ * solo, which finds the truth under the lock.  A slot freed from CLAIMED
+ * or PENDING was never applied.  One freed from DONE was applied and its
+ * answer lost: solo then finds the registrant's own entry, which ops.c
+ * answers as this registration (PROCREG_LMDB_SOLO_AGAIN). */
+static int lost(lmdb_env *env)
+{
+    g_atomic_pointer_add(&env->batch_solo, 1);
+    return PROCREG_LMDB_SOLO_AGAIN;
 }
 
 int procreg_lmdb_batch_register(lmdb_env *env,
@@ -588,10 +745,11 @@ int procreg_lmdb_batch_register(lmdb_env *env,
 {
     size_t key_len = req->key.mv_size;
     batch_slot *s = NULL;
+    uint64_t claimed = 0;
     /* Half the data for the request: room for a holder's answer. */
     if (env->batch != NULL && !env->read_only &&
         key_len + req->meta_len <= SLOT_DATA / 2)
-        s = claim(env);
+        s = claim(env, &claimed);
     if (s == NULL) {
         HOOK("solo");
         g_atomic_pointer_add(&env->batch_solo, 1);
@@ -613,15 +771,28 @@ int procreg_lmdb_batch_register(lmdb_env *env,
     memcpy(s->data, req->key.mv_data, key_len);
     if (req->meta_len > 0)
         memcpy(s->data + key_len, req->meta, req->meta_len);
-    state_move(s, SLOT_CLAIMED, SLOT_PENDING);
+    uint32_t ticket = __atomic_add_fetch(&tickets, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->h.ticket, ticket, __ATOMIC_RELAXED);
+    /* Published from the word claimed: a slot freed meanwhile is lost. */
+    if (!__atomic_compare_exchange_n(&s->h.word, &claimed,
+                                     word_next(claimed, SLOT_PENDING), false,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        return lost(env);
     HOOK("published");
-    int rc = await_answer(env, s, error);
+    uint64_t done = 0;
+    int rc = await_answer(env, s, ticket, &done, error);
+    if (rc == AWAIT_LOST)
+        return lost(env);
     if (rc != 0) {
-        abandon(s);
+        abandon(env, s, ticket);
         return rc;
     }
     rc = take_answer(s, req, metadata, current);
-    slot_free(s);
+    if (!slot_free(s, done)) {
+        /* Freed while the answer was read: it may be another's. */
+        procreg_entry_clear(current);
+        return lost(env);
+    }
     if (rc == RESULT_SOLO) {
         procreg_entry_clear(current);
         return PROCREG_LMDB_SOLO;

@@ -317,6 +317,9 @@ typedef struct {
 /* procreg_lmdb_batch_register()'s answer when the registration must take
  * the solo path (procreg_lmdb_write_txn()). */
 #define PROCREG_LMDB_SOLO (-1000)
+/* ...and when a batch may have applied it already, its answer lost
+ * (batch.c): the registrant's own entry then answers it. */
+#define PROCREG_LMDB_SOLO_AGAIN (-1002)
 /* procreg_lmdb_writer_trylock()'s answer when another writer holds it. */
 #define PROCREG_LMDB_BUSY (-1001)
 
@@ -334,7 +337,7 @@ LMDB_HIDDEN void procreg_lmdb_batch_nudge(lmdb_env *env);
 LMDB_HIDDEN unsigned int procreg_lmdb_batch_slots_used(lmdb_env *env);
 /* Register @req (whose metadata is @metadata) through the request area:
  * the answer (with @current filled as procreg_lmdb_register() does), a
- * failure in @error, or PROCREG_LMDB_SOLO. */
+ * failure in @error, PROCREG_LMDB_SOLO or PROCREG_LMDB_SOLO_AGAIN. */
 LMDB_HIDDEN int procreg_lmdb_batch_register(lmdb_env *env,
                                             const register_req *req,
                                             GVariant *metadata,

@@ -173,7 +173,21 @@ typedef struct {
     register_req req;
     GVariant *metadata;
     procreg_entry *current;
+    bool again; /* a batch may have applied it (PROCREG_LMDB_SOLO_AGAIN) */
 } register_ctx;
+
+/* Whether the entry @req holds is @req's own registration: its owner,
+ * time and metadata.  (Two registrations of one key by one owner in the
+ * same microsecond, with the same metadata, are not told apart.) */
+static bool held_is_request(const register_req *req)
+{
+    const raw_entry *e = &req->held;
+    return owner_same(&e->owner, &req->owner) &&
+           e->registered_at == req->registered_at &&
+           e->has_meta == req->has_meta && e->meta_len == req->meta_len &&
+           (req->meta_len == 0 ||
+            memcmp(e->meta, req->meta, req->meta_len) == 0);
+}
 
 /* The solo path: one registration in its own transaction. */
 static int register_solo_step(lmdb_env *env, MDB_txn *txn, void *data,
@@ -182,6 +196,10 @@ static int register_solo_step(lmdb_env *env, MDB_txn *txn, void *data,
     register_ctx *ctx = data;
     procreg_entry_clear(ctx->current);
     int rc = procreg_lmdb_register_step(env, txn, &ctx->req, w);
+    /* A batch applied this very request and its answer was lost: the
+     * entry found is this registration's. */
+    if (rc == PROCREG_EEXISTS && ctx->again && held_is_request(&ctx->req))
+        rc = 0;
     const char *why;
     if (rc == PROCREG_EEXISTS &&
         !procreg_lmdb_fill_entry(&ctx->req.held, ctx->current, &why)) {
@@ -246,9 +264,11 @@ int procreg_lmdb_register(void *state, const procreg_key *key,
     procreg_entry_clear(current);
     rc = procreg_lmdb_batch_register(env, &ctx.req, record->metadata,
                                      current, error);
-    if (rc == PROCREG_LMDB_SOLO)
+    if (rc == PROCREG_LMDB_SOLO || rc == PROCREG_LMDB_SOLO_AGAIN) {
+        ctx.again = rc == PROCREG_LMDB_SOLO_AGAIN;
         rc = procreg_lmdb_write_txn(env, "register", register_solo_step, &ctx,
                                     error);
+    }
     if (norm != NULL)
         g_variant_unref(norm);
     if (rc == PROCREG_ENOTALIVE)

@@ -106,7 +106,8 @@ PROCREG_API ProcregOwner *procreg_owner_new_self(void);
  * @pid: a process id
  * @error: return location for a #GError, or %NULL
  *
- * The live process @pid, with its start time.
+ * The live process @pid, with its start time (0 when /proc hides it from
+ * the caller: see procreg_owner_from_pid()).
  *
  * Returns: (transfer full): a new owner, or %NULL with @error set
  *   (%PROCREG_EINVAL for pid <= 0, %PROCREG_ENOTALIVE)

@@ -150,7 +150,11 @@ typedef struct procreg_owner {
 PROCREG_API void procreg_owner_self(procreg_owner *out);
 
 /**
- * Fill @out with the live process @pid and its start time.
+ * Fill @out with the live process @pid and its start time.  A process
+ * that exists but whose /proc/PID/stat the caller cannot read (another
+ * user's, with /proc mounted hidepid=1 or 2) gets start_time 0: an owner
+ * known by its pid alone, which procreg_owner_is_alive() checks for
+ * existence only (a later reuse of the pid is not told apart).  Thread-safe.
  * @return 0, PROCREG_EINVAL (pid <= 0) or PROCREG_ENOTALIVE.
  */
 PROCREG_API int procreg_owner_from_pid(pid_t pid, procreg_owner *out,
@@ -158,7 +162,11 @@ PROCREG_API int procreg_owner_from_pid(pid_t pid, procreg_owner *out,
 
 /**
  * Whether @owner is alive: the pid exists and, when start_time is known,
- * it is still the same process (not a reused pid).  Thread-safe.
+ * it is still the same process (not a reused pid).  A process whose
+ * /proc/PID/stat the caller cannot read (hidepid) counts as alive while
+ * kill(pid, 0) finds it: its start time cannot be compared then, so a
+ * reused pid, or a zombie not yet reaped, passes for the owner.
+ * Thread-safe.
  */
 PROCREG_API bool procreg_owner_is_alive(const procreg_owner *owner);
 

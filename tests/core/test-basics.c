@@ -7,6 +7,8 @@
 #endif
 #include <procreg/backend.h>
 
+#include "../hidden-proc.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -367,6 +369,85 @@ static void test_owners(void)
     g_assert_false(procreg_owner_is_alive(&c));
 }
 
+/* What a process that cannot read its parent's /proc/PID/stat (hidepid)
+ * finds of @parent (live, root) and @dead (reaped): NULL, or the first
+ * answer that is wrong. */
+static const char *hidden_owner_checks(const procreg_owner *parent,
+                                       pid_t dead)
+{
+    procreg_owner o, by_pid = {parent->pid, 0};
+    if (!procreg_owner_is_alive(parent))
+        return "the live parent is dead";
+    if (!procreg_owner_is_alive(&by_pid))
+        return "the live parent, by its pid alone, is dead";
+    if (procreg_owner_from_pid(parent->pid, &o, NULL) != 0)
+        return "procreg_owner_from_pid() of the live parent failed";
+    if (o.pid != parent->pid || o.start_time != 0)
+        return "procreg_owner_from_pid() of the parent: not pid-only";
+    procreg_owner gone = {dead, parent->start_time};
+    if (procreg_owner_is_alive(&gone))
+        return "a reaped child is alive";
+    gone.start_time = 0;
+    if (procreg_owner_is_alive(&gone))
+        return "a reaped child, by its pid alone, is alive";
+    if (procreg_owner_from_pid(dead, &o, NULL) != PROCREG_ENOTALIVE)
+        return "procreg_owner_from_pid() of a reaped child: not ENOTALIVE";
+    /* Registered on the parent's behalf: the start time given is kept. */
+    procreg *reg = NULL;
+    procreg_entry e = {0};
+    bool kept = procreg_open("ghash", &reg, NULL) == 0 &&
+                procreg_register(reg, "hidden", "p", parent, NULL, &e,
+                                 NULL) == 0 &&
+                e.owner.pid == parent->pid &&
+                e.owner.start_time == parent->start_time;
+    procreg_entry_clear(&e);
+    if (reg != NULL)
+        procreg_close(reg);
+    if (!kept)
+        return "a registration for the live parent failed or lost its "
+               "start time";
+    return NULL;
+}
+
+/* With /proc mounted hidepid=2, a process of another user is invisible
+ * there: it must still count as alive (kill() finds it), and a dead one
+ * as dead.  The checks run in a child in such a view (tests/hidden-proc.h),
+ * which says "ok", "skip: why" or what went wrong. */
+static void test_owners_hidden(void)
+{
+    procreg_owner parent;
+    procreg_owner_self(&parent);
+    pid_t dead = fork_and_reap();
+    int fds[2];
+    g_assert_cmpint(pipe(fds), ==, 0);
+    pid_t child = fork();
+    g_assert_cmpint(child, >=, 0);
+    if (child == 0) {
+        close(fds[0]);
+        char *why = hidden_proc_enter();
+        const char *wrong = why == NULL ? hidden_owner_checks(&parent, dead)
+                                        : NULL;
+        char *say = why != NULL     ? g_strdup_printf("skip: %s", why)
+                    : wrong != NULL ? g_strdup(wrong)
+                                    : g_strdup("ok");
+        ssize_t n = write(fds[1], say, strlen(say));
+        _exit(n == (ssize_t)strlen(say) ? 0 : 1);
+    }
+    close(fds[1]);
+    char said[256];
+    ssize_t n = read(fds[0], said, sizeof said - 1);
+    close(fds[0]);
+    int status;
+    g_assert_cmpint(waitpid(child, &status, 0), ==, child);
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    g_assert_cmpint(n, >, 0);
+    said[n] = '\0';
+    if (g_str_has_prefix(said, "skip: "))
+        g_test_skip(said + 6);
+    else
+        g_assert_cmpstr(said, ==, "ok");
+}
+
 static void test_health_names(void)
 {
     g_assert_cmpstr(procreg_health_status_name(PROCREG_HEALTH_OK), ==, "ok");
@@ -437,6 +518,7 @@ int main(int argc, char **argv)
                     test_validation_fast_path);
     g_test_add_func("/core/basics/key-one-pass", test_key_one_pass);
     g_test_add_func("/core/basics/owners", test_owners);
+    g_test_add_func("/core/basics/owners-hidden", test_owners_hidden);
     g_test_add_func("/core/basics/health-names", test_health_names);
     g_test_add_func("/core/basics/metadata-values", test_metadata_values);
     g_test_add_func("/core/basics/set-error", test_set_error);

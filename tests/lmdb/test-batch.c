@@ -11,148 +11,12 @@
  * themselves there; a child whose sleep on its slot must end only by a
  * wake-up sleeps 60 s at most instead of batch.c's 100 ms.
  */
-#include "lmdb-test-util.h"
+#include "batch-harness.h"
 
 #include <fcntl.h>
-#include <linux/futex.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
 
-extern void (*procreg_lmdb_batch_hook)(const char *point);
-extern int procreg_lmdb_batch_wait_ms;
-
-#define NS "batch"
 /* The request area's slots (batch.c's BATCH_SLOTS). */
 #define SLOTS 64
-
-/* ---- child processes ---- */
-
-/* --child SPEC NAME ACTIONS: ACTIONS is "point:action,..." with action s
- * (say the point's name on a line), w (say it, then wait for a byte) or
- * k (SIGKILL this process), at the point's first time; an item "ms=N"
- * sets the registrant's longest sleep on its slot (batch.c's
- * BATCH_WAIT_MS).  Registers NAME, says "= RC RECOVERIES DROPPED" and
- * sleeps until killed. */
-static char **child_actions;
-
-static void child_hook(const char *point)
-{
-    for (char **a = child_actions; *a != NULL; a++) {
-        char *colon = strchr(*a, ':');
-        if (colon == NULL || strncmp(*a, point, (size_t)(colon - *a)) != 0 ||
-            point[colon - *a] != '\0')
-            continue;
-        char act = colon[1];
-        colon[1] = '-'; /* once */
-        if (act == 'k')
-            raise(SIGKILL);
-        if (act == 's' || act == 'w') {
-            printf("%s\n", point);
-            fflush(stdout);
-        }
-        char c;
-        if (act == 'w' && read(STDIN_FILENO, &c, 1) != 1)
-            _exit(3);
-    }
-}
-
-static G_NORETURN void child_main(const char *spec, const char *name,
-                                  const char *actions)
-{
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* no orphan when the test fails */
-    child_actions = g_strsplit(actions, ",", -1);
-    for (char **a = child_actions; *a != NULL; a++)
-        if (g_str_has_prefix(*a, "ms="))
-            procreg_lmdb_batch_wait_ms = atoi(*a + 3);
-    procreg *reg = lt_open(spec);
-    procreg_lmdb_batch_hook = child_hook;
-    GError *err = NULL;
-    int rc = procreg_register(reg, NS, name, NULL, NULL, NULL, &err);
-    printf("= %d %" G_GINT64_FORMAT " %" G_GINT64_FORMAT "\n", rc,
-           lt_stat(reg, "batch_recoveries"), lt_stat(reg, "batch_dropped"));
-    fflush(stdout);
-    for (;;)
-        pause();
-}
-
-typedef struct {
-    GPid pid;
-    int in;
-    FILE *out;
-} child;
-
-static void spawn_child(child *c, const char *spec, const char *name,
-                        const char *actions)
-{
-    char *exe = g_file_read_link("/proc/self/exe", NULL);
-    char *argv[] = {exe, (char *)"--child", (char *)spec, (char *)name,
-                    (char *)actions, NULL};
-    int out;
-    GError *err = NULL;
-    if (!g_spawn_async_with_pipes(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
-                                  NULL, NULL, &c->pid, &c->in, &out, NULL,
-                                  &err))
-        g_error("spawning a child: %s", err->message);
-    c->out = fdopen(out, "r");
-    /* Unbuffered: a line read ahead would hide from child_says()'s poll. */
-    setvbuf(c->out, NULL, _IONBF, 0);
-    g_free(exe);
-}
-
-/* The next line @c says (within @ms). */
-static char *child_says(child *c, int ms)
-{
-    struct pollfd p = {.fd = fileno(c->out), .events = POLLIN};
-    char line[128];
-    if (poll(&p, 1, ms) != 1 || fgets(line, sizeof line, c->out) == NULL)
-        g_error("child %d said nothing within %d ms", (int)c->pid, ms);
-    return g_strdup(g_strchomp(line));
-}
-
-/* @c says @want within @ms. */
-static void expect_within(child *c, const char *want, int ms)
-{
-    char *got = child_says(c, ms);
-    g_assert_cmpstr(got, ==, want);
-    g_free(got);
-}
-
-static void expect(child *c, const char *want)
-{
-    expect_within(c, want, 10000);
-}
-
-/* Whether @pid's main thread sleeps in a shared FUTEX_WAIT (glibc's own
- * locks are private): a registrant asleep on its slot, after its hook
- * "wait". */
-static bool asleep_on_slot(pid_t pid)
-{
-    char *path = g_strdup_printf("/proc/%d/syscall", pid), *text = NULL;
-    char *stat_path = g_strdup_printf("/proc/%d/stat", pid), *st = NULL;
-    bool asleep = false;
-    if (g_file_get_contents(path, &text, NULL, NULL) &&
-        g_file_get_contents(stat_path, &st, NULL, NULL)) {
-        const char *state = strrchr(st, ')');
-        char *end = NULL;
-        long nr = strtol(text, &end, 10);
-        strtoul(end, &end, 16); /* the futex's address */
-        long op = (long)strtoul(end, NULL, 16);
-        asleep = state != NULL && state[1] == ' ' && state[2] == 'S' &&
-                 nr == SYS_futex && op == FUTEX_WAIT;
-    }
-    g_free(text);
-    g_free(st);
-    g_free(path);
-    g_free(stat_path);
-    return asleep;
-}
 
 /* Whether @pid's main thread blocks in fcntl(): waiting for the writer
  * lock (F_OFD_SETLKW). */
@@ -166,88 +30,7 @@ static bool blocked_in_fcntl(pid_t pid)
     return blocked;
 }
 
-/* Wait until @c sleeps on its slot, where only a wake-up or the sleep's
- * bound can end its wait. */
-static void wait_asleep(child *c)
-{
-    gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
-    while (!asleep_on_slot(c->pid))
-        if (g_get_monotonic_time() > end)
-            g_error("child %d never slept on its slot", (int)c->pid);
-        else
-            g_usleep(1000);
-}
-
-static void go(child *c)
-{
-    g_assert_cmpint(write(c->in, "g", 1), ==, 1);
-}
-
-/* Reap @c, which dies of a SIGKILL: its own (at a hook point), or ours
- * when @kill_it. */
-static void reap_how(child *c, bool kill_it)
-{
-    int status;
-    if (kill_it)
-        kill(c->pid, SIGKILL);
-    g_assert_cmpint(waitpid(c->pid, &status, 0), ==, c->pid);
-    g_assert_true(WIFSIGNALED(status));
-    g_assert_cmpint(WTERMSIG(status), ==, SIGKILL);
-    close(c->in);
-    fclose(c->out);
-}
-
-static void reap(child *c)
-{
-    reap_how(c, true);
-}
-
-/* Reap @c once it killed itself at its hook point. */
-static void reap_self_killed(child *c)
-{
-    reap_how(c, false);
-}
-
-/* ---- fixture ---- */
-
-typedef struct {
-    char *dir, *spec;
-} fixture;
-
-static void setup(fixture *f, gconstpointer data)
-{
-    f->dir = lt_tmpdir();
-    f->spec = g_strdup_printf("lmdb:path=%s/reg.mdb", f->dir);
-}
-
-static void teardown(fixture *f, gconstpointer data)
-{
-    procreg_lmdb_batch_hook = NULL;
-    lt_rmtree(f->dir);
-    g_free(f->dir);
-    g_free(f->spec);
-}
-
-/* The owner of @name, or pid 0 when it is not registered. */
-static pid_t owner_of(procreg *reg, const char *name)
-{
-    procreg_owner o = {0};
-    int rc = procreg_lookup(reg, NS, name, &o, NULL);
-    g_assert_true(rc == 0 || rc == PROCREG_ENOTFOUND);
-    return rc == 0 ? o.pid : 0;
-}
-
 /* ---- threads of one process ---- */
-
-/* pthreads, not GMutex: glib 2.74's GMutex is a bare futex that
- * ThreadSanitizer cannot see. */
-static struct timespec deadline_in(int seconds)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += seconds;
-    return ts;
-}
 
 /* What this process's hook sees: requests published, and a gate that
  * holds the first leader. */
@@ -290,23 +73,6 @@ static void gate_arm(int hold_until, bool hold_solo)
     procreg_lmdb_batch_hook = gate_hook;
 }
 
-/* A registrant thread with a handle of its own (threads sharing one
- * would queue on the core's per-key locks, in front of the backend). */
-typedef struct {
-    procreg *reg;
-    char name[32];
-    int rc;
-    procreg_entry current;
-} registrant;
-
-static gpointer registrant_main(gpointer data)
-{
-    registrant *r = data;
-    r->rc = procreg_register(r->reg, NS, r->name, NULL, NULL, &r->current,
-                             NULL);
-    return NULL;
-}
-
 /* Open @n registrants' handles, then start them all. */
 static void registrants_start(registrant *r, GThread **t, int n,
                               const char *spec, const char *prefix,
@@ -319,13 +85,6 @@ static void registrants_start(registrant *r, GThread **t, int n,
     }
     for (int i = 0; i < n; i++)
         t[i] = g_thread_new("registrant", registrant_main, &r[i]);
-}
-
-static void registrant_finish(registrant *r, GThread *t)
-{
-    g_thread_join(t);
-    procreg_entry_clear(&r->current);
-    procreg_close(r->reg);
 }
 
 /* Events seen by a subscriber: names and revisions, in delivery order. */
@@ -455,11 +214,6 @@ static void test_full(fixture *f, gconstpointer data)
 }
 
 /* ---- processes killed ---- */
-
-/* How long a registrant asleep on its slot may take to lead after its
- * leader died: its sleep ends within batch.c's BATCH_WAIT_MS (100 ms),
- * then it takes the lock; the rest is slack for a loaded machine. */
-#define DEAD_LEADER_MS 2000
 
 /* Leader L is killed after applying its batch (its own request and R's),
  * before the commit, while R sleeps on its slot (no one will wake it):
