@@ -38,8 +38,12 @@ typedef struct ckht_link {
     struct ckht_link *prev, *next;
 } ckht_link;
 
-/* flags */
-#define CKHT_HAS_METADATA 0x1u
+/* flags: what sits in front of the entry, each flag worth its size in
+ * pointers, so that the flags times sizeof(void *) is the bytes in front
+ * (ckht_entry_front_size(): writers pay a shift, not two tests). */
+#define CKHT_HAS_METADATA 0x1u  /* a GVariant *, just before the entry */
+#define CKHT_OWNER_IN_FRONT 0x2u /* the whole procreg_owner, before that */
+G_STATIC_ASSERT(sizeof(procreg_owner) == 2 * sizeof(void *));
 G_STATIC_ASSERT(2 * PROCREG_NAME_MAX + 1 <= UINT16_MAX);
 
 /* The owner is packed in one word, pid in the low CKHT_PID_BITS bits and
@@ -49,8 +53,9 @@ G_STATIC_ASSERT(2 * PROCREG_NAME_MAX + 1 <= UINT16_MAX);
  * below 2^22 (PID_MAX_LIMIT) and start times are clock ticks since boot
  * (2^42 ticks: 1394 years at USER_HZ 100), so real owners fit.  One that
  * does not (any pid <= 0 or >= 2^22, any start_time >= 2^42: a caller
- * may build any owner) is kept whole in front of the entry, and its
- * packed word has pid bits 0, which no packed owner has. */
+ * may build any owner) is kept whole in front of the entry
+ * (CKHT_OWNER_IN_FRONT), and its packed word has pid bits 0, which no
+ * packed owner has: the test lookups make. */
 #define CKHT_PID_BITS 22
 #define CKHT_PID_MASK ((UINT64_C(1) << CKHT_PID_BITS) - 1)
 
@@ -73,8 +78,8 @@ typedef struct {
     uint8_t flags;
     /* "ns\0name", the key's bytes, without a trailing NUL (it would cost
      * the 80-byte chunk above).  In front of the entry, in the same
-     * allocation: the owner when it does not pack, then, when
-     * CKHT_HAS_METADATA is set, a GVariant *. */
+     * allocation, as flags says: the owner when it does not pack, then
+     * the metadata's GVariant *. */
     char key[];
 } ckht_entry;
 G_STATIC_ASSERT(offsetof(ckht_entry, key) <= 47);
@@ -89,15 +94,15 @@ static inline uint32_t ckht_hs_hash(const procreg_key *key)
 /* Whether @owner packs in ckht_entry.owner (see CKHT_PID_BITS). */
 static inline bool ckht_owner_packs(const procreg_owner *owner)
 {
-    return owner->pid > 0 && (uint64_t)owner->pid <= CKHT_PID_MASK &&
+    /* pid in 1 .. 2^22 - 1 (0 and negatives wrap to large) */
+    return (uint32_t)owner->pid - 1 < CKHT_PID_MASK &&
            owner->start_time >> (64 - CKHT_PID_BITS) == 0;
 }
 
 /* Bytes in front of @e in its allocation. */
 static inline size_t ckht_entry_front_size(const ckht_entry *e)
 {
-    return ((e->owner & CKHT_PID_MASK) ? 0 : sizeof(procreg_owner)) +
-           ((e->flags & CKHT_HAS_METADATA) ? sizeof(GVariant *) : 0);
+    return (size_t)e->flags * sizeof(void *);
 }
 
 static inline void *ckht_entry_base(ckht_entry *e)

@@ -41,9 +41,9 @@ ckht_entry *procreg_ckht_entry_new(const procreg_key *key,
                                    uint64_t revision)
 {
     size_t key_size = procreg_key_size(key);
-    bool packs = ckht_owner_packs(owner);
-    size_t pre = (packs ? 0 : sizeof(procreg_owner)) +
-                 (metadata ? sizeof(GVariant *) : 0);
+    unsigned int flags = (ckht_owner_packs(owner) ? 0 : CKHT_OWNER_IN_FRONT) |
+                         (metadata ? CKHT_HAS_METADATA : 0);
+    size_t pre = flags * sizeof(void *);
     char *base = malloc(pre + offsetof(ckht_entry, key) + key_size);
     ckht_entry *e;
 
@@ -53,14 +53,14 @@ ckht_entry *procreg_ckht_entry_new(const procreg_key *key,
     e->hash = ckht_hs_hash(key);
     e->revision = revision;
     e->registered_at = registered_at;
-    if (packs) {
-        e->owner = (uint64_t)owner->pid | owner->start_time << CKHT_PID_BITS;
-    } else {
+    if (flags & CKHT_OWNER_IN_FRONT) {
         e->owner = 0;
         *(procreg_owner *)(void *)base = *owner;
+    } else {
+        e->owner = (uint64_t)owner->pid | owner->start_time << CKHT_PID_BITS;
     }
     e->key_size = (uint16_t)key_size;
-    e->flags = 0;
+    e->flags = (uint8_t)flags;
     if (metadata != NULL) {
         /* Serialise it now, in the writer: a GVariant built as a tree is
          * otherwise serialised by the first reader that looks inside it,
@@ -68,7 +68,6 @@ ckht_entry *procreg_ckht_entry_new(const procreg_key *key,
          * (and that ThreadSanitizer cannot see). */
         (void)g_variant_get_data(metadata);
         ((GVariant **)(void *)e)[-1] = g_variant_ref(metadata);
-        e->flags = CKHT_HAS_METADATA;
     }
     memcpy(e->key, procreg_key_bytes(key), key_size);
     return e;
