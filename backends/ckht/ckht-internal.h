@@ -62,9 +62,9 @@ G_STATIC_ASSERT(2 * PROCREG_NAME_MAX + 1 <= UINT16_MAX);
 /* At most 47 bytes of header, so that both of procreg-bench's keys (24
  * and 25 bytes) and production/svc-NNNNNNN (22) fit an 80-byte chunk.
  * The fields lookups read (owner, hash, key_size, key) come last, next to
- * each other, so that a hit touches one or two cache lines of the entry;
- * ck_hs's compare callback (table.c) reads hash first on every occupied
- * slot it passes. */
+ * each other: a hit reads bytes 32 to 71 of an 80-byte chunk, not both
+ * ends.  ck_hs's compare callback (table.c) reads hash first on every
+ * occupied slot it passes. */
 typedef struct {
     ckht_link ns_link; /* under the writer lock; lookups never read it */
     uint64_t revision;
