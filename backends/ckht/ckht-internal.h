@@ -38,31 +38,51 @@ typedef struct ckht_link {
     struct ckht_link *prev, *next;
 } ckht_link;
 
-/* key_info: the key's size in its low bits, and a flag. */
-#define CKHT_KEY_SIZE_MASK 0x7fffu
-#define CKHT_HAS_METADATA 0x8000u
-G_STATIC_ASSERT(2 * PROCREG_NAME_MAX + 1 <= CKHT_KEY_SIZE_MASK);
+/* flags: what sits in front of the entry, each flag worth its size in
+ * pointers, so that the flags times sizeof(void *) is the bytes in front
+ * (ckht_entry_front_size(): writers pay a shift, not two tests). */
+#define CKHT_HAS_METADATA 0x1u  /* a GVariant *, just before the entry */
+#define CKHT_OWNER_IN_FRONT 0x2u /* the whole procreg_owner, before that */
+G_STATIC_ASSERT(sizeof(procreg_owner) == 2 * sizeof(void *));
+G_STATIC_ASSERT(2 * PROCREG_NAME_MAX + 1 <= UINT16_MAX);
 
-/* Laid out for the malloc chunk: with the key "production\0svc-NNNNNNN"
- * an entry is 50 + 22 = 72 bytes, the most an 80-byte chunk holds.  The
- * hash sits in front because ck_hs's compare callback (table.c) reads it
- * first on every occupied slot it passes. */
+/* The owner is packed in one word, pid in the low CKHT_PID_BITS bits and
+ * start_time above them, because a separate pid took 4 more bytes of
+ * header: procreg-bench's keys ("production\0service_NNNNNN", 25 bytes)
+ * then passed the 72 bytes an 80-byte malloc chunk holds.  Linux pids are
+ * below 2^22 (PID_MAX_LIMIT) and start times are clock ticks since boot
+ * (2^42 ticks: 1394 years at USER_HZ 100), so real owners fit.  One that
+ * does not (any pid <= 0 or >= 2^22, any start_time >= 2^42: a caller
+ * may build any owner) is kept whole in front of the entry
+ * (CKHT_OWNER_IN_FRONT), and its packed word has pid bits 0, which no
+ * packed owner has: the test lookups make. */
+#define CKHT_PID_BITS 22
+#define CKHT_PID_MASK ((UINT64_C(1) << CKHT_PID_BITS) - 1)
+
+/* At most 47 bytes of header, so that both of procreg-bench's keys (24
+ * and 25 bytes) and production/svc-NNNNNNN (22) fit an 80-byte chunk.
+ * The fields lookups read (owner, hash, key_size, key) come last, next to
+ * each other: a hit reads bytes 32 to 71 of an 80-byte chunk, not both
+ * ends.  ck_hs's compare callback (table.c) reads hash first on every
+ * occupied slot it passes. */
 typedef struct {
+    ckht_link ns_link; /* under the writer lock; lookups never read it */
+    uint64_t revision;
+    int64_t registered_at;
+    uint64_t owner; /* packed: ckht_entry_owner() */
     /* ck_hs's hash of the key: the low 32 bits of its procreg_key hash
      * (ckht_hs_hash()).  Kept so that a growing table never rehashes key
      * bytes, and so that a compare rejects other keys with one load. */
     uint32_t hash;
-    pid_t pid;
-    ckht_link ns_link; /* under the writer lock; lookups never read it */
-    uint64_t revision;
-    int64_t registered_at;
-    uint64_t start_time;
-    uint16_t key_info;
+    uint16_t key_size; /* bytes of key[] */
+    uint8_t flags;
     /* "ns\0name", the key's bytes, without a trailing NUL (it would cost
-     * the 80-byte chunk above).  When CKHT_HAS_METADATA is set, a
-     * GVariant * precedes the entry in the same allocation. */
+     * the 80-byte chunk above).  In front of the entry, in the same
+     * allocation, as flags says: the owner when it does not pack, then
+     * the metadata's GVariant *. */
     char key[];
 } ckht_entry;
+G_STATIC_ASSERT(offsetof(ckht_entry, key) <= 47);
 
 /* The hash ck_hs is given for a key: all ck_hs calls pass this, and the
  * entry keeps it. */
@@ -71,24 +91,56 @@ static inline uint32_t ckht_hs_hash(const procreg_key *key)
     return (uint32_t)key->hash;
 }
 
-static inline GVariant *ckht_entry_metadata(const ckht_entry *e)
+/* Whether @owner packs in ckht_entry.owner (see CKHT_PID_BITS). */
+static inline bool ckht_owner_packs(const procreg_owner *owner)
 {
-    if (!(e->key_info & CKHT_HAS_METADATA))
-        return NULL;
-    return ((GVariant *const *)(const void *)e)[-1];
+    /* pid in 1 .. 2^22 - 1 (0 and negatives wrap to large) */
+    return (uint32_t)owner->pid - 1 < CKHT_PID_MASK &&
+           owner->start_time >> (64 - CKHT_PID_BITS) == 0;
+}
+
+/* Bytes in front of @e in its allocation. */
+static inline size_t ckht_entry_front_size(const ckht_entry *e)
+{
+    return (size_t)e->flags * sizeof(void *);
 }
 
 static inline void *ckht_entry_base(ckht_entry *e)
 {
-    return (e->key_info & CKHT_HAS_METADATA)
-               ? (char *)e - sizeof(GVariant *)
-               : (char *)e;
+    return (char *)e - ckht_entry_front_size(e);
+}
+
+/* The owner of @e, exactly as registered.  Lookups call it: when the
+ * owner packs, a load, a mask (which also tests for the sentinel), a
+ * shift and the two stores, with no jump taken. */
+static inline void ckht_entry_owner(const ckht_entry *e, procreg_owner *out)
+{
+    uint64_t packed = e->owner;
+    pid_t pid = (pid_t)(packed & CKHT_PID_MASK);
+    uint64_t start_time = packed >> CKHT_PID_BITS;
+
+    if (G_UNLIKELY(pid == 0)) {
+        const procreg_owner *whole = (const void *)((const char *)e -
+                                                    ckht_entry_front_size(e));
+
+        pid = whole->pid;
+        start_time = whole->start_time;
+    }
+    out->pid = pid;
+    out->start_time = start_time;
+}
+
+static inline GVariant *ckht_entry_metadata(const ckht_entry *e)
+{
+    if (!(e->flags & CKHT_HAS_METADATA))
+        return NULL;
+    return ((GVariant *const *)(const void *)e)[-1];
 }
 
 /* Bytes of the key: ns, NUL, name. */
 static inline size_t ckht_entry_key_size(const ckht_entry *e)
 {
-    return e->key_info & CKHT_KEY_SIZE_MASK;
+    return e->key_size;
 }
 
 /* The namespace is NUL-terminated (by the key's separator); the name is

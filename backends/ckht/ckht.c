@@ -31,9 +31,10 @@
  * lock and revision counter.
  *
  * Memory: an entry is one allocation holding its hash, namespace links,
- * owner, times, revision and key bytes ("ns\0name", which the compare
- * callback checks), plus a metadata pointer in front of it only when
- * there is metadata.  ck_hs slots are 8 bytes (the entry's pointer) and
+ * owner (pid and start time packed in one word), times, revision and key
+ * bytes ("ns\0name", which the compare callback checks), plus, in front
+ * of it, the whole owner only when it does not pack and a metadata
+ * pointer only when there is metadata.  ck_hs slots are 8 bytes (the entry's pointer) and
  * the table keeps its load at or below 1/2, so the table costs 16 to 32
  * bytes per entry; see the memory figures in health_check and stats.
  */
@@ -164,13 +165,16 @@ static int ckht_register(void *state, const procreg_key *key,
         goto out;
     }
     if (e != NULL) {
+        procreg_owner current_owner;
+
         if (current != NULL)
             procreg_ckht_entry_fill(current, e, false);
+        ckht_entry_owner(e, &current_owner);
         r = procreg_set_error(error, PROCREG_EEXISTS,
                               "\"%.*s\" is already registered in namespace "
                               "\"%s\" (owner pid %d)",
                               ckht_entry_name_len(e), ckht_entry_name(e),
-                              e->key, (int)e->pid);
+                              e->key, (int)current_owner.pid);
         goto out;
     }
     self->revision++;
@@ -203,8 +207,7 @@ static int ckht_lookup(void *state, const procreg_key *key,
         procreg_epoch_read_end(record);
         return PROCREG_ENOTFOUND;
     }
-    out->pid = e->pid;
-    out->start_time = e->start_time;
+    ckht_entry_owner(e, out);
     procreg_epoch_read_end(record);
     return 0;
 }
@@ -294,8 +297,7 @@ static int ckht_update_metadata(void *state, const procreg_key *key,
                               e->key, e->revision, if_revision);
         goto out;
     }
-    owner.pid = e->pid;
-    owner.start_time = e->start_time;
+    ckht_entry_owner(e, &owner);
     next = procreg_ckht_entry_new(key, &owner, metadata, e->registered_at,
                                   self->revision + 1);
     if (next == NULL) {

@@ -1,8 +1,9 @@
 /*
  * ckht entries: one allocation each, immutable once published, holding
- * the key's hash and bytes, the owner, times and revision,
- * with a metadata pointer in front only when there is metadata; and the
- * copies of them that callers own.
+ * the key's hash and bytes, the owner (packed), times and revision, with
+ * the whole owner in front only when it does not pack and a metadata
+ * pointer in front only when there is metadata; and the copies of them
+ * that callers own.
  */
 #include "ckht-internal.h"
 
@@ -27,8 +28,8 @@ static size_t ckht_alloc_bytes(void *p, size_t requested)
 size_t procreg_ckht_entry_bytes(ckht_entry *e)
 {
     GVariant *metadata = ckht_entry_metadata(e);
-    size_t requested = (metadata ? sizeof(GVariant *) : 0) +
-                       offsetof(ckht_entry, key) + ckht_entry_key_size(e);
+    size_t requested = ckht_entry_front_size(e) + offsetof(ckht_entry, key) +
+                       ckht_entry_key_size(e);
 
     return ckht_alloc_bytes(ckht_entry_base(e), requested) +
            (metadata ? g_variant_get_size(metadata) : 0);
@@ -40,7 +41,9 @@ ckht_entry *procreg_ckht_entry_new(const procreg_key *key,
                                    uint64_t revision)
 {
     size_t key_size = procreg_key_size(key);
-    size_t pre = metadata ? sizeof(GVariant *) : 0;
+    unsigned int flags = (ckht_owner_packs(owner) ? 0 : CKHT_OWNER_IN_FRONT) |
+                         (metadata ? CKHT_HAS_METADATA : 0);
+    size_t pre = flags * sizeof(void *);
     char *base = malloc(pre + offsetof(ckht_entry, key) + key_size);
     ckht_entry *e;
 
@@ -50,17 +53,21 @@ ckht_entry *procreg_ckht_entry_new(const procreg_key *key,
     e->hash = ckht_hs_hash(key);
     e->revision = revision;
     e->registered_at = registered_at;
-    e->start_time = owner->start_time;
-    e->pid = owner->pid;
-    e->key_info = (uint16_t)key_size;
+    if (flags & CKHT_OWNER_IN_FRONT) {
+        e->owner = 0;
+        *(procreg_owner *)(void *)base = *owner;
+    } else {
+        e->owner = (uint64_t)owner->pid | owner->start_time << CKHT_PID_BITS;
+    }
+    e->key_size = (uint16_t)key_size;
+    e->flags = (uint8_t)flags;
     if (metadata != NULL) {
         /* Serialise it now, in the writer: a GVariant built as a tree is
          * otherwise serialised by the first reader that looks inside it,
          * under a lock inside the GVariant that readers would contend on
          * (and that ThreadSanitizer cannot see). */
         (void)g_variant_get_data(metadata);
-        *(GVariant **)(void *)base = g_variant_ref(metadata);
-        e->key_info |= CKHT_HAS_METADATA;
+        ((GVariant **)(void *)e)[-1] = g_variant_ref(metadata);
     }
     memcpy(e->key, procreg_key_bytes(key), key_size);
     return e;
@@ -104,8 +111,7 @@ void procreg_ckht_entry_fill(procreg_entry *out, const ckht_entry *e,
         out->name = g_strndup(ckht_entry_name(e),
                               (gsize)ckht_entry_name_len(e));
     }
-    out->owner.pid = e->pid;
-    out->owner.start_time = e->start_time;
+    ckht_entry_owner(e, &out->owner);
     out->metadata = metadata ? g_variant_ref(metadata) : NULL;
     out->registered_at = e->registered_at;
     out->revision = e->revision;

@@ -30,7 +30,7 @@
  * reaches about 97 (backends/ckht/README.md). */
 #define MAX_BYTES_PER_ENTRY_1M 100.0
 /* An entry without metadata whose key is "production\0svc-NNNNNNN":
- * 50 bytes of header (16 of them the namespace links, namespaces.c) and
+ * 47 bytes of header (16 of them the namespace links, namespaces.c) and
  * 22 of key, one 80-byte malloc chunk (malloc hands out a few larger
  * ones when what a split would leave is too small to be a chunk). */
 #define MAX_ENTRY_BYTES 81.0

@@ -1,0 +1,152 @@
+/*
+ * ckht's packed owner (backends/ckht/ckht-internal.h, CKHT_PID_BITS):
+ * owners at the edges of what packs in one word (pid 1 and 2^22 - 1,
+ * start time 0 and 2^42 - 1) and past them (pid 2^22, INT32_MAX, 0, -1;
+ * start time 2^42, UINT64_MAX), which ckht keeps whole in front of the
+ * entry, with and without metadata in front as well.  Each must come back
+ * exactly from register's current entry, lookup, lookup_entry, list_all,
+ * update_metadata and unregister.
+ */
+#include <procreg/backend.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+
+static const pid_t pids[] = {1, (1 << 22) - 1, 1 << 22, INT32_MAX, 0, -1};
+static const uint64_t start_times[] = {0, (UINT64_C(1) << 42) - 1,
+                                       UINT64_C(1) << 42, UINT64_MAX};
+
+#define N_PIDS G_N_ELEMENTS(pids)
+#define N_TIMES G_N_ELEMENTS(start_times)
+#define N_OWNERS (N_PIDS * N_TIMES)
+
+/* Owner @i: a pid and a start time; its key's name is "o<i>". */
+static procreg_owner owner_of(size_t i)
+{
+    procreg_owner o = {.pid = pids[i / N_TIMES],
+                       .start_time = start_times[i % N_TIMES]};
+
+    return o;
+}
+
+static procreg_key *key_of(size_t i)
+{
+    procreg_key *key = NULL;
+    char name[16];
+
+    g_snprintf(name, sizeof name, "o%zu", i);
+    g_assert_cmpint(procreg_key_new("owners", name, &key, NULL), ==, 0);
+    return key;
+}
+
+static GVariant *metadata_of(size_t i)
+{
+    GVariantDict d;
+
+    g_variant_dict_init(&d, NULL);
+    g_variant_dict_insert(&d, "i", "t", (guint64)i);
+    return g_variant_ref_sink(g_variant_dict_end(&d));
+}
+
+static void assert_owner(const procreg_owner *got, size_t i)
+{
+    procreg_owner want = owner_of(i);
+
+    g_assert_cmpint(got->pid, ==, want.pid);
+    g_assert_cmpuint(got->start_time, ==, want.start_time);
+}
+
+/* @e is entry @i, with metadata or without. */
+static void assert_entry(const procreg_entry *e, size_t i, bool with_metadata)
+{
+    assert_owner(&e->owner, i);
+    if (with_metadata) {
+        GVariant *want = metadata_of(i);
+
+        g_assert_nonnull(e->metadata);
+        g_assert_true(g_variant_equal(e->metadata, want));
+        g_variant_unref(want);
+    } else {
+        g_assert_null(e->metadata);
+    }
+    g_assert_cmpint(e->registered_at, ==, (int64_t)i * 1000);
+}
+
+static void test_owners(gconstpointer data)
+{
+    bool with_metadata = GPOINTER_TO_INT(data);
+    procreg_backend *b = NULL;
+    GArray *all = procreg_entry_array_new();
+    procreg_entry entry;
+    procreg_owner owner;
+    size_t i;
+
+    g_assert_cmpint(procreg_backend_open("ckht", NULL, &b, NULL), ==, 0);
+    for (i = 0; i < N_OWNERS; i++) {
+        procreg_key *key = key_of(i);
+        procreg_record record = {.owner = owner_of(i),
+                                 .registered_at = (int64_t)i * 1000};
+
+        record.metadata = with_metadata ? metadata_of(i) : NULL;
+        g_assert_cmpint(procreg_backend_register_entry(b, key, &record,
+                                                       &entry, NULL), ==, 0);
+        assert_entry(&entry, i, with_metadata);
+        procreg_entry_clear(&entry);
+        if (record.metadata != NULL)
+            g_variant_unref(record.metadata);
+        procreg_key_unref(key);
+    }
+
+    for (i = 0; i < N_OWNERS; i++) {
+        procreg_key *key = key_of(i);
+
+        g_assert_cmpint(procreg_backend_lookup(b, key, &owner), ==, 0);
+        assert_owner(&owner, i);
+        g_assert_cmpint(procreg_backend_lookup_entry(b, key, &entry, NULL),
+                        ==, 0);
+        assert_entry(&entry, i, with_metadata);
+        procreg_entry_clear(&entry);
+        procreg_key_unref(key);
+    }
+
+    g_assert_cmpint(procreg_backend_list_all(b, "owners", all, NULL), ==, 0);
+    g_assert_cmpuint(all->len, ==, N_OWNERS);
+    for (guint j = 0; j < all->len; j++) {
+        const procreg_entry *e = &g_array_index(all, procreg_entry, j);
+
+        g_assert_true(e->name[0] == 'o');
+        assert_entry(e, strtoul(e->name + 1, NULL, 10), with_metadata);
+    }
+
+    for (i = 0; i < N_OWNERS; i++) {
+        procreg_key *key = key_of(i);
+        GVariant *metadata = with_metadata ? metadata_of(i) : NULL;
+
+        /* A new entry of the same owner, metadata as before. */
+        g_assert_cmpint(procreg_backend_update_metadata(b, key, metadata, 0,
+                                                        &entry, NULL), ==, 0);
+        assert_entry(&entry, i, with_metadata);
+        procreg_entry_clear(&entry);
+        g_assert_cmpint(procreg_backend_unregister(b, key, 0, &entry, NULL),
+                        ==, 0);
+        assert_entry(&entry, i, with_metadata);
+        procreg_entry_clear(&entry);
+        g_assert_cmpint(procreg_backend_lookup(b, key, &owner), ==,
+                        PROCREG_ENOTFOUND);
+        if (metadata != NULL)
+            g_variant_unref(metadata);
+        procreg_key_unref(key);
+    }
+    g_array_unref(all);
+    procreg_backend_close(b);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_data_func("/ckht/owners/without-metadata", GINT_TO_POINTER(0),
+                         test_owners);
+    g_test_add_data_func("/ckht/owners/with-metadata", GINT_TO_POINTER(1),
+                         test_owners);
+    return g_test_run();
+}
