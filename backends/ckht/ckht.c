@@ -43,7 +43,7 @@
 /* Default and bounds for the initial_size option (entries).  The table
  * doubles as it fills, so a large start is only an optimisation; the
  * bound keeps a spec string (which may come from $PROCREG_BACKEND) from
- * asking for tens of GiB at open: 16 Mi entries is 1 GiB of slots. */
+ * asking for GiBs at open: 16 Mi entries is 256 MiB of slots. */
 #define CKHT_DEFAULT_INITIAL 64
 #define CKHT_MAX_INITIAL (UINT64_C(1) << 24)
 

@@ -13,6 +13,10 @@
  * MALLOC_PERTURB_ (set for this suite) overwrites it, so the lookup
  * returns the wrong owner or, with the map's generation counter
  * scrambled, retries on the new map and misses.
+ *
+ * The same pause, then the rebuild that clears tombstones: it replaces
+ * the whole ck_hs (self->hs) the reader loaded, and destroys the old one
+ * and its map, which must wait for the reader too.
  */
 #include <procreg/backend.h>
 
@@ -88,6 +92,36 @@ static procreg_key *key_of(const char *name)
     return key;
 }
 
+/* Pause a reader on the entry of @target in @state; the reader's call. */
+static GThread *pause_reader(void *state, const procreg_key *target,
+                             lookup_call *call)
+{
+    ckht *self = state;
+    GThread *thread;
+
+    gate.paused = gate.resume = false;
+    /* Swapped before the reader starts (thread creation orders it). */
+    real_compare = self->hs->compare;
+    self->hs->compare = pausing_compare;
+    call->state = state;
+    call->key = target;
+    thread = g_thread_new("paused-reader", reader, call);
+    g_mutex_lock(&gate.lock);
+    while (!gate.paused)
+        g_cond_wait(&gate.cond, &gate.lock);
+    g_mutex_unlock(&gate.lock);
+    return thread;
+}
+
+static void resume_reader(GThread *thread)
+{
+    g_mutex_lock(&gate.lock);
+    gate.resume = true;
+    g_cond_broadcast(&gate.cond);
+    g_mutex_unlock(&gate.lock);
+    g_thread_join(thread);
+}
+
 static void test_paused_reader(void)
 {
     enum { GROW_KEYS = 1000 };
@@ -100,7 +134,6 @@ static void test_paused_reader(void)
     guint64 capacity_before;
     GThread *thread;
     void *state;
-    ckht *self;
     char name[32];
     int i;
 
@@ -109,24 +142,13 @@ static void test_paused_reader(void)
     g_assert_cmpint(procreg_ckht_backend_ops.init(spec, NULL, &state, NULL),
                     ==, 0);
     procreg_spec_free(spec);
-    self = state;
     procreg_owner_self(&record.owner);
     other.owner = record.owner;
     other.owner.pid = record.owner.pid + 1;
     g_assert_cmpint(procreg_ckht_backend_ops.register_entry(
                         state, target, &record, NULL, NULL), ==, 0);
     capacity_before = stat_of(state, "table_capacity");
-
-    /* Swapped before the reader starts (thread creation orders it). */
-    real_compare = self->hs->compare;
-    self->hs->compare = pausing_compare;
-    call.state = state;
-    call.key = target;
-    thread = g_thread_new("paused-reader", reader, &call);
-    g_mutex_lock(&gate.lock);
-    while (!gate.paused)
-        g_cond_wait(&gate.cond, &gate.lock);
-    g_mutex_unlock(&gate.lock);
+    thread = pause_reader(state, target, &call);
 
     /* The reader holds the entry and the map.  Remove the one, outgrow
      * the other, and let the epoch reclaim all it can. */
@@ -146,11 +168,7 @@ static void test_paused_reader(void)
     /* At least the entry and the map the reader probes still wait. */
     g_assert_cmpuint(stat_of(state, "epoch_pending"), >=, 2);
 
-    g_mutex_lock(&gate.lock);
-    gate.resume = true;
-    g_cond_broadcast(&gate.cond);
-    g_mutex_unlock(&gate.lock);
-    g_thread_join(thread);
+    resume_reader(thread);
 
     /* The lookup began before the removal and ends on what it found. */
     g_assert_cmpint(call.rc, ==, 0);
@@ -166,9 +184,77 @@ static void test_paused_reader(void)
     procreg_key_unref(target);
 }
 
+static void test_paused_reader_rebuild(void)
+{
+    enum { MAX_CHURN = 100000 };
+    procreg_spec *spec = NULL;
+    procreg_record record = {0};
+    procreg_record other = {0};
+    lookup_call call = {0};
+    procreg_key *target = key_of("target");
+    procreg_key *key;
+    guint64 rebuilds;
+    GThread *thread;
+    void *state;
+    char name[32];
+    int i;
+
+    /* A map of 256 slots: past malloc's per-thread cache, whose frees
+     * MALLOC_PERTURB_ does not scramble, so a map freed early is garbage
+     * to the reader (SIGSEGV) even without ASan. */
+    g_assert_cmpint(procreg_spec_parse("ckht:initial_size=128", &spec, NULL),
+                    ==, 0);
+    g_assert_cmpint(procreg_ckht_backend_ops.init(spec, NULL, &state, NULL),
+                    ==, 0);
+    procreg_spec_free(spec);
+    procreg_owner_self(&record.owner);
+    other.owner = record.owner;
+    other.owner.pid = record.owner.pid + 1;
+    g_assert_cmpint(procreg_ckht_backend_ops.register_entry(
+                        state, target, &record, NULL, NULL), ==, 0);
+    rebuilds = stat_of(state, "table_rebuilds");
+    thread = pause_reader(state, target, &call);
+
+    /* Fresh names come and go until the removals rebuild the table: a new
+     * ck_hs replaces the one the reader is inside. */
+    for (i = 0; i < MAX_CHURN && stat_of(state, "table_rebuilds") == rebuilds;
+         i++) {
+        g_snprintf(name, sizeof name, "churn-%d", i);
+        key = key_of(name);
+        g_assert_cmpint(procreg_ckht_backend_ops.register_entry(
+                            state, key, &other, NULL, NULL), ==, 0);
+        g_assert_cmpint(procreg_ckht_backend_ops.unregister(state, key, 0,
+                                                            NULL, NULL),
+                        ==, 0);
+        procreg_key_unref(key);
+    }
+    g_assert_cmpuint(stat_of(state, "table_rebuilds"), >, rebuilds);
+    for (i = 0; i < 100; i++)
+        (void)stat_of(state, "epoch_pending"); /* each one flushes, polls */
+    /* The old ck_hs and its map still wait, with the churned entries. */
+    g_assert_cmpuint(stat_of(state, "epoch_pending"), >=, 2);
+
+    resume_reader(thread);
+    g_assert_cmpint(call.rc, ==, 0);
+    g_assert_cmpint(call.owner.pid, ==, record.owner.pid);
+    g_assert_cmpuint(call.owner.start_time, ==, record.owner.start_time);
+
+    /* The rebuilt table still holds the target. */
+    g_assert_cmpint(procreg_ckht_backend_ops.lookup(state, target,
+                                                    &call.owner), ==, 0);
+    for (i = 0; i < 1000 && stat_of(state, "epoch_pending") > 0; i++)
+        g_usleep(1000);
+    g_assert_cmpuint(stat_of(state, "epoch_pending"), ==, 0);
+
+    procreg_ckht_backend_ops.destroy(state);
+    procreg_key_unref(target);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/ckht/reclaim/paused-reader", test_paused_reader);
+    g_test_add_func("/ckht/reclaim/paused-reader-rebuild",
+                    test_paused_reader_rebuild);
     return g_test_run();
 }
