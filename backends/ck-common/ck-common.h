@@ -254,12 +254,12 @@ bool procreg_ck_ht_rebuild(ck_ht_t **table, size_t slots,
                            struct ck_malloc *allocator,
                            procreg_epoch_domain *domain);
 
-/** The slots of a ck_ht table allocation of @bytes (32-byte slots plus a
- *  header under 320 bytes, for tables of at least 64 slots): the largest
- *  power of two that fits. */
-static inline size_t procreg_ck_ht_slots(size_t bytes)
+/** The slots of a ck map allocation of @bytes with slots of @slot_size
+ *  bytes: the largest power of two that fits (ck sizes maps in powers of
+ *  two, and the header and alignment are under half the slots' bytes). */
+static inline size_t procreg_ck_map_slots(size_t bytes, size_t slot_size)
 {
-    size_t n = bytes / sizeof(ck_ht_entry_t);
+    size_t n = bytes / slot_size;
     size_t c = 1;
 
     if (n == 0)
@@ -267,6 +267,13 @@ static inline size_t procreg_ck_ht_slots(size_t bytes)
     while (c <= n / 2)
         c <<= 1;
     return c;
+}
+
+/** The slots of a ck_ht table allocation of @bytes (32-byte slots plus a
+ *  header under 320 bytes, for tables of at least 64 slots). */
+static inline size_t procreg_ck_ht_slots(size_t bytes)
+{
+    return procreg_ck_map_slots(bytes, sizeof(ck_ht_entry_t));
 }
 
 G_END_DECLS

@@ -108,14 +108,7 @@ static bool ckht_hs_compare(const void *stored, const void *key)
  * CKHT_MIN_SLOTS slots, the largest power of two that fits. */
 size_t procreg_ckht_capacity(const ckht *self)
 {
-    size_t n = self->map_size / sizeof(void *);
-    size_t c = 1;
-
-    if (n == 0)
-        return 0;
-    while (c <= n / 2)
-        c <<= 1;
-    return c;
+    return procreg_ck_map_slots(self->map_size, sizeof(void *));
 }
 
 ckht *procreg_ckht_write_begin(ckht *self)

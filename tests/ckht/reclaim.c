@@ -122,10 +122,38 @@ static void resume_reader(GThread *thread)
     g_thread_join(thread);
 }
 
+/* A ckht instance from @spec_text holding @target, registered by this
+ * process (@record); @other is an owner for the writer's other keys. */
+static void *open_with_target(const char *spec_text,
+                              const procreg_key *target,
+                              procreg_record *record, procreg_record *other)
+{
+    procreg_spec *spec = NULL;
+    void *state;
+
+    g_assert_cmpint(procreg_spec_parse(spec_text, &spec, NULL), ==, 0);
+    g_assert_cmpint(procreg_ckht_backend_ops.init(spec, NULL, &state, NULL),
+                    ==, 0);
+    procreg_spec_free(spec);
+    procreg_owner_self(&record->owner);
+    other->owner = record->owner;
+    other->owner.pid = record->owner.pid + 1;
+    g_assert_cmpint(procreg_ckht_backend_ops.register_entry(
+                        state, target, record, NULL, NULL), ==, 0);
+    return state;
+}
+
+/* Once no reader is inside, everything retired goes. */
+static void drain_epoch(void *state)
+{
+    for (int i = 0; i < 1000 && stat_of(state, "epoch_pending") > 0; i++)
+        g_usleep(1000);
+    g_assert_cmpuint(stat_of(state, "epoch_pending"), ==, 0);
+}
+
 static void test_paused_reader(void)
 {
     enum { GROW_KEYS = 1000 };
-    procreg_spec *spec = NULL;
     procreg_record record = {0};
     procreg_record other = {0};
     lookup_call call = {0};
@@ -137,16 +165,7 @@ static void test_paused_reader(void)
     char name[32];
     int i;
 
-    g_assert_cmpint(procreg_spec_parse("ckht:initial_size=8", &spec, NULL), ==,
-                    0);
-    g_assert_cmpint(procreg_ckht_backend_ops.init(spec, NULL, &state, NULL),
-                    ==, 0);
-    procreg_spec_free(spec);
-    procreg_owner_self(&record.owner);
-    other.owner = record.owner;
-    other.owner.pid = record.owner.pid + 1;
-    g_assert_cmpint(procreg_ckht_backend_ops.register_entry(
-                        state, target, &record, NULL, NULL), ==, 0);
+    state = open_with_target("ckht:initial_size=8", target, &record, &other);
     capacity_before = stat_of(state, "table_capacity");
     thread = pause_reader(state, target, &call);
 
@@ -176,9 +195,7 @@ static void test_paused_reader(void)
     g_assert_cmpuint(call.owner.start_time, ==, record.owner.start_time);
 
     /* Once the reader left, everything goes. */
-    for (i = 0; i < 1000 && stat_of(state, "epoch_pending") > 0; i++)
-        g_usleep(1000);
-    g_assert_cmpuint(stat_of(state, "epoch_pending"), ==, 0);
+    drain_epoch(state);
 
     procreg_ckht_backend_ops.destroy(state);
     procreg_key_unref(target);
@@ -187,7 +204,6 @@ static void test_paused_reader(void)
 static void test_paused_reader_rebuild(void)
 {
     enum { MAX_CHURN = 100000 };
-    procreg_spec *spec = NULL;
     procreg_record record = {0};
     procreg_record other = {0};
     lookup_call call = {0};
@@ -202,16 +218,8 @@ static void test_paused_reader_rebuild(void)
     /* A map of 256 slots: past malloc's per-thread cache, whose frees
      * MALLOC_PERTURB_ does not scramble, so a map freed early is garbage
      * to the reader (SIGSEGV) even without ASan. */
-    g_assert_cmpint(procreg_spec_parse("ckht:initial_size=128", &spec, NULL),
-                    ==, 0);
-    g_assert_cmpint(procreg_ckht_backend_ops.init(spec, NULL, &state, NULL),
-                    ==, 0);
-    procreg_spec_free(spec);
-    procreg_owner_self(&record.owner);
-    other.owner = record.owner;
-    other.owner.pid = record.owner.pid + 1;
-    g_assert_cmpint(procreg_ckht_backend_ops.register_entry(
-                        state, target, &record, NULL, NULL), ==, 0);
+    state = open_with_target("ckht:initial_size=128", target, &record,
+                             &other);
     rebuilds = stat_of(state, "table_rebuilds");
     thread = pause_reader(state, target, &call);
 
@@ -242,9 +250,7 @@ static void test_paused_reader_rebuild(void)
     /* The rebuilt table still holds the target. */
     g_assert_cmpint(procreg_ckht_backend_ops.lookup(state, target,
                                                     &call.owner), ==, 0);
-    for (i = 0; i < 1000 && stat_of(state, "epoch_pending") > 0; i++)
-        g_usleep(1000);
-    g_assert_cmpuint(stat_of(state, "epoch_pending"), ==, 0);
+    drain_epoch(state);
 
     procreg_ckht_backend_ops.destroy(state);
     procreg_key_unref(target);
