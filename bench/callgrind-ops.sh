@@ -36,7 +36,7 @@ run() { # target
         "$build/bench/procreg-bench" --no-baselines --backend "$1" \
         --workloads "$workload" --keys "$keys" --threads "$threads" \
         --ops "$ops" --reps 1 --warmup 0 --dist uniform \
-        --sample-every 1048576 -q \
+        --sample-every 1048576 --no-tsc -q \
         >"$out/$1.log" 2>&1 || { cat "$out/$1.log" >&2; return 1; }
 }
 # Two at a time: each run is single-threaded under valgrind.
