@@ -133,7 +133,14 @@
  * hold up the registrants waiting for it (they then take the lock). */
 #define BATCH_WAIT_MS 100
 
-enum { SLOT_FREE, SLOT_CLAIMED, SLOT_PENDING, SLOT_APPLIED, SLOT_DONE };
+enum {
+    SLOT_FREE,
+    SLOT_CLAIMED,
+    SLOT_PENDING,
+    SLOT_APPLIED,
+    SLOT_DONE,
+    SLOT_COMMITTED
+};
 
 /* Answers other than a procreg code: go the solo way; or the change was
  * committed by a leader that died, and its flush failed. */
@@ -243,6 +250,20 @@ static bool state_move(batch_slot *s, uint32_t from, uint32_t to)
                                         false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE))
             return true;
+    return false;
+}
+
+/* As state_move(), the word set in *@out. */
+static bool state_move_word(batch_slot *s, uint32_t from, uint32_t to,
+                            uint64_t *out)
+{
+    uint64_t w = word_get(s);
+    while (WORD_STATE(w) == from) {
+        *out = word_next(w, to);
+        if (__atomic_compare_exchange_n(&s->h.word, &w, *out, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return true;
+    }
     return false;
 }
 
@@ -492,9 +513,20 @@ static int collect(lmdb_env *env, int *idx)
     return n;
 }
 
+/* What a leader does after letting the writer lock go: flush the file
+ * and answer the slots its commit moved to COMMITTED (their words). */
+typedef struct {
+    int n;
+    int idx[BATCH_SLOTS];
+    uint64_t word[BATCH_SLOTS];
+    bool notify;
+} lead_rest;
+
 /* Under the writer lock: apply every PENDING request in one transaction
- * and answer each.  Afterwards no slot collected is left PENDING. */
-static void lead(lmdb_env *env)
+ * and answer each, or, when the commit must be flushed first, move it to
+ * COMMITTED for lead_finish() (@rest).  Afterwards no slot collected is
+ * left PENDING or APPLIED. */
+static void lead(lmdb_env *env, lead_rest *rest)
 {
     struct lmdb_batch_area *a = env->batch;
     HOOK("lead");
@@ -533,27 +565,54 @@ static void lead(lmdb_env *env)
     HOOK("applied");
     int commit_rc = w.dirty ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), 0);
     HOOK("committed");
-    unsigned int flags = 0;
-    mdb_env_get_flags(env->mdb, &flags);
-    /* A nosync handle leads: the sync registrants' changes still reach
-     * the disk before they are answered. */
-    bool flushed = commit_rc != 0 || !w.dirty || !want_sync ||
-                   !(flags & MDB_NOMETASYNC) ||
-                   mdb_env_sync(env->mdb, 1) == 0;
     procreg_lmdb_map_leave(env);
+    /* The commit (MDB_NOMETASYNC) wrote its meta page unflushed: a sync
+     * registrant's answer waits for lead_finish()'s flush, even when a
+     * nosync handle leads. */
+    bool flush = commit_rc == 0 && w.dirty && want_sync;
     g_atomic_pointer_add(&env->batch_commits, 1); /* before the answers */
     g_atomic_pointer_add(&env->batch_requests, taken);
     for (int j = 0; j < taken; j++) {
         batch_slot *s = &a->slots[idx[j]];
         if (commit_rc != 0)
             s->h.result = RESULT_SOLO; /* nothing was applied */
-        else if (!flushed)
-            s->h.result = RESULT_UNFLUSHED;
-        answer(s, SLOT_APPLIED);
+        if (!flush)
+            answer(s, SLOT_APPLIED);
+        else if (state_move_word(s, SLOT_APPLIED, SLOT_COMMITTED,
+                                 &rest->word[rest->n]))
+            rest->idx[rest->n++] = idx[j];
     }
     __atomic_store_n(&a->applied_txnid, 0, __ATOMIC_RELEASE);
-    if (commit_rc == 0 && w.events > 0)
+    if (commit_rc == 0 && w.events > 0) {
+        if (flush)
+            rest->notify = true;
+        else
+            procreg_lmdb_notify_commit(env);
+    }
+}
+
+/* After lead(), the writer lock let go: flush, then answer each slot
+ * still in the COMMITTED word lead() set (a word that changed is not
+ * this leader's to answer any more: freed as a dead registrant's, or
+ * abandoned).  False when the flush failed: the slots stay COMMITTED and
+ * their registrants flush themselves (await_answer()). */
+static bool lead_finish(lmdb_env *env, lead_rest *rest)
+{
+    if (rest->n == 0 && !rest->notify)
+        return true;
+    HOOK("unlocked");
+    bool flushed = procreg_lmdb_sync(env) == 0;
+    for (int j = 0; flushed && j < rest->n; j++) {
+        batch_slot *s = &env->batch->slots[rest->idx[j]];
+        uint64_t w = rest->word[j];
+        if (__atomic_compare_exchange_n(&s->h.word, &w,
+                                        word_next(w, SLOT_DONE), false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            wake(s);
+    }
+    if (rest->notify)
         procreg_lmdb_notify_commit(env);
+    return flushed;
 }
 
 /* ---- the registrant ---- */
@@ -654,6 +713,35 @@ static bool withdraw(lmdb_env *env, batch_slot *s, uint32_t ticket)
 
 /* await_answer()'s answer when @s no longer holds the request. */
 #define AWAIT_LOST 1
+/* flush_self()'s answer when the slot's word moved meanwhile. */
+#define AWAIT_AGAIN 2
+
+/* COMMITTED slot @s (word @w), whose leader has not answered it: flush
+ * the file (the commit came before the slot was COMMITTED, so before
+ * this flush began) and answer it here.  0 with its DONE word in @done;
+ * AWAIT_AGAIN when the word moved (its leader answered, or it was
+ * freed); or the flush's failure, the slot freed. */
+static int flush_self(lmdb_env *env, batch_slot *s, uint64_t w,
+                      uint64_t *done, GError **error)
+{
+    HOOK("flush-self");
+    int err = procreg_lmdb_sync(env);
+    if (err == 0) {
+        *done = word_next(w, SLOT_DONE);
+        return __atomic_compare_exchange_n(&s->h.word, &w, *done, false,
+                                           __ATOMIC_ACQ_REL,
+                                           __ATOMIC_RELAXED)
+                   ? 0
+                   : AWAIT_AGAIN;
+    }
+    if (!slot_free(s, w))
+        return AWAIT_AGAIN;
+    return procreg_set_error(error, PROCREG_EBACKEND,
+                             "lmdb registry '%s': the registration was "
+                             "committed, but flushing it to disk failed, "
+                             "so a crash may undo it: %s", env->path,
+                             mdb_strerror(err));
+}
 
 /* Wait until @s holds the answer to request @ticket (DONE, its word in
  * @done): answered by a leader, or by this registrant leading once it
@@ -665,6 +753,7 @@ static int await_answer(lmdb_env *env, batch_slot *s, uint32_t ticket,
                         uint64_t *done, GError **error)
 {
     gint64 give_up = 0;
+    uint64_t committed_seen = 0;
     for (;;) {
         uint64_t w = word_get(s);
         if (!holds(env, s, w, ticket))
@@ -673,14 +762,32 @@ static int await_answer(lmdb_env *env, batch_slot *s, uint32_t ticket,
             *done = w;
             return 0;
         }
+        if (WORD_STATE(w) == SLOT_COMMITTED) {
+            /* Its leader flushes and answers it once it let the lock
+             * go.  A word unchanged after a whole sleep (that leader
+             * died, or its flush failed): flush here instead. */
+            if (w != committed_seen) {
+                committed_seen = w;
+                HOOK("wait-flush");
+                sleep_on(s, w);
+                continue;
+            }
+            int rc = flush_self(env, s, w, done, error);
+            if (rc != AWAIT_AGAIN)
+                return rc;
+            continue;
+        }
         GError *local = NULL;
         int rc = try_lock(env, &local);
         if (rc == 0) {
             HOOK("locked");
+            lead_rest rest = {0};
             /* PENDING or DONE: the lock's recovery resolved APPLIED. */
             if (state_get(s) == SLOT_PENDING)
-                lead(env);
+                lead(env, &rest);
             procreg_lmdb_writer_unlock(env);
+            if (!lead_finish(env, &rest))
+                committed_seen = word_get(s); /* flush at once, and fail */
             continue;
         }
         if (rc == PROCREG_LMDB_BUSY) {
@@ -732,9 +839,18 @@ static void abandon(lmdb_env *env, batch_slot *s, uint32_t ticket)
  * or PENDING was never applied.  One freed from DONE was applied and its
  * answer lost: solo then finds the registrant's own entry, which ops.c
  * answers as this registration (PROCREG_LMDB_SOLO_AGAIN). */
-static int lost(lmdb_env *env)
+static int lost(lmdb_env *env, GError **error)
 {
     g_atomic_pointer_add(&env->batch_solo, 1);
+    /* Freed from COMMITTED, the request may be committed and not yet
+     * flushed: the solo re-run, which may find it and write nothing,
+     * answers after this flush. */
+    int err = procreg_lmdb_durable(env) ? procreg_lmdb_sync(env) : 0;
+    if (err != 0)
+        return procreg_set_error(error, PROCREG_EBACKEND,
+                                 "lmdb registry '%s': flushing a "
+                                 "registration that may be committed "
+                                 "failed: %s", env->path, mdb_strerror(err));
     return PROCREG_LMDB_SOLO_AGAIN;
 }
 
@@ -756,8 +872,6 @@ int procreg_lmdb_batch_register(lmdb_env *env,
         return PROCREG_LMDB_SOLO;
     }
     HOOK("claimed");
-    unsigned int flags = 0;
-    mdb_env_get_flags(env->mdb, &flags);
     __atomic_store_n(&s->h.requester_start, env->self.start_time,
                      __ATOMIC_RELAXED);
     s->h.owner_pid = req->owner.pid;
@@ -765,7 +879,7 @@ int procreg_lmdb_batch_register(lmdb_env *env,
     s->h.registered_at = req->registered_at;
     s->h.instance_id = req->instance_id;
     s->h.has_meta = req->has_meta;
-    s->h.sync = !(flags & MDB_NOMETASYNC);
+    s->h.sync = procreg_lmdb_durable(env);
     s->h.key_len = (uint32_t)key_len;
     s->h.meta_len = (uint32_t)req->meta_len;
     memcpy(s->data, req->key.mv_data, key_len);
@@ -776,13 +890,15 @@ int procreg_lmdb_batch_register(lmdb_env *env,
     /* Published from the word claimed: a slot freed meanwhile is lost. */
     if (!__atomic_compare_exchange_n(&s->h.word, &claimed,
                                      word_next(claimed, SLOT_PENDING), false,
-                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-        return lost(env);
+                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+        g_atomic_pointer_add(&env->batch_solo, 1);
+        return PROCREG_LMDB_SOLO_AGAIN; /* never published, never applied */
+    }
     HOOK("published");
     uint64_t done = 0;
     int rc = await_answer(env, s, ticket, &done, error);
     if (rc == AWAIT_LOST)
-        return lost(env);
+        return lost(env, error);
     if (rc != 0) {
         abandon(env, s, ticket);
         return rc;
@@ -791,7 +907,7 @@ int procreg_lmdb_batch_register(lmdb_env *env,
     if (!slot_free(s, done)) {
         /* Freed while the answer was read: it may be another's. */
         procreg_entry_clear(current);
-        return lost(env);
+        return lost(env, error);
     }
     if (rc == RESULT_SOLO) {
         procreg_entry_clear(current);
