@@ -14,8 +14,12 @@
  * every process) for BATCH_WAIT_MS at most, and looks again.  The leader
  * applies every PENDING request, its own included, in one write
  * transaction, each in a nested transaction (a request that fails,
- * EEXISTS say, is aborted alone and sinks nothing else), commits once,
- * writes each slot's answer, marks it DONE and wakes its registrant,
+ * EEXISTS say, is aborted alone and sinks nothing else), commits once
+ * (MDB_NOMETASYNC, as every writer: the pages flushed, the meta page
+ * written), marks the slots COMMITTED, lets the lock go, flushes the
+ * file (the next leader's transaction overlaps that flush), then marks
+ * each DONE (its answer was written before the commit) and wakes its
+ * registrant,
  * which takes the answer without the lock and frees the slot: a process
  * or thread answered by a batch never waits for the lock.  A request
  * that does not fit a slot, finds no free slot, or fails in a way the
@@ -44,7 +48,17 @@
  *                        it reports the failure, nothing was applied)
  *   PENDING -> APPLIED   leader (CAS), the slot's txnid and the header's
  *                        applied_txnid already set to its transaction's id
- *   APPLIED -> DONE      leader after the commit (answer written before)
+ *   APPLIED -> COMMITTED leader after the commit, under the lock, when a
+ *                        registrant asked for sync (its word kept)
+ *   APPLIED -> DONE      leader after the commit, when none did, or the
+ *                        commit failed (answer written before)
+ *   COMMITTED -> DONE    leader, after its flush (lock let go): CAS from
+ *                        the exact word it set, so a slot freed and
+ *                        reused meanwhile is not touched
+ *   COMMITTED -> DONE    registrant whose word stayed COMMITTED for a
+ *                        whole sleep, after a flush of its own
+ *   COMMITTED -> FREE    registrant whose own flush failed (it reports
+ *                        the failure)
  *   APPLIED -> DONE      recovery: the env's last committed txnid reached
  *                        the slot's (the leader died after its commit)
  *   APPLIED -> PENDING   recovery: it did not (died before the commit)
@@ -53,11 +67,13 @@
  *                        is dead
  *   CLAIMED/PENDING -> FREE  leader, when the registrant is dead (its
  *                        request, never acknowledged, is dropped)
+ *   COMMITTED -> FREE    leader, when the registrant is dead
  *   APPLIED/DONE -> same, pid 0  registrant whose lock failed while a
  *                        leader had its request, past UNKNOWN_MS
  *                        (abandoned: answered, then freed as a dead
  *                        registrant's)
- * The leader's and the recovery's moves are made under the lock.
+ * The leader's and the recovery's moves are made under the lock, but
+ * for COMMITTED -> DONE.
  *
  * A leader that judges a live registrant dead (procreg_owner_is_alive()
  * wrong: another pid namespace, say) frees its slot and wakes it (a
@@ -72,14 +88,22 @@
  * will not come.
  *
  * Invariant: a slot is answered DONE only when its change is durable —
- * committed by a synced commit, or, after a leader died past its commit,
- * flushed with mdb_env_sync() by the recovery — and applied at most
+ * by an mdb_env_sync() that began after its commit (the leader's after
+ * the lock, the registrant's own, or the recovery's after a leader died
+ * past its commit), or, for a batch of nosync registrants only, at once —
+ * and applied at most
  * once: a request is applied only from PENDING inside the transaction
  * whose id its slot records, and APPLIED is resolved before any other
  * write transaction can begin (procreg_lmdb_batch_recover() runs in
  * procreg_lmdb_writer_lock() and _trylock(), under which every write
  * begins), so the id of an aborted transaction is never mistaken for a
- * commit.
+ * commit.  A COMMITTED slot is answered only by a flush begun after it
+ * was seen COMMITTED: its leader's (its commit came first), or its
+ * registrant's; one freed from COMMITTED (a registrant judged dead)
+ * makes its registrant flush before its solo re-run, which may find the
+ * entry committed and write nothing (lost()).  So a leader that dies
+ * after letting the lock go, or whose flush fails, holds up its
+ * registrants for one sleep (BATCH_WAIT_MS), never loses an answer.
  *
  * Invariant: a registrant whose slot is not DONE never sleeps past a
  * live holder's release of the lock, nor longer than BATCH_WAIT_MS.
