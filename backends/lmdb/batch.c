@@ -592,8 +592,10 @@ static void lead(lmdb_env *env, lead_rest *rest)
     procreg_lmdb_map_leave(env);
     /* The commit (MDB_NOMETASYNC) wrote its meta page unflushed: a sync
      * registrant's answer waits for lead_finish()'s flush, even when a
-     * nosync handle leads. */
-    bool flush = commit_rc == 0 && w.dirty && want_sync;
+     * nosync handle leads.  A batch that wrote nothing (EEXISTS each)
+     * flushes too: the holders it answers with may be another writer's
+     * commit not flushed yet. */
+    bool flush = commit_rc == 0 && want_sync;
     g_atomic_pointer_add(&env->batch_commits, 1); /* before the answers */
     g_atomic_pointer_add(&env->batch_requests, taken);
     for (int j = 0; j < taken; j++) {

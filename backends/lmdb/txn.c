@@ -194,8 +194,10 @@ int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
         }
         /* Committed with MDB_NOMETASYNC: flushed here, after the lock
          * was let go, so the next writer's transaction overlaps the
-         * flush; acknowledged only after it. */
-        int sync_rc = w.dirty && procreg_lmdb_durable(env)
+         * flush; acknowledged only after it.  An answer drawn from what
+         * is there without writing (EEXISTS, ENOTFOUND) is flushed too:
+         * it may be another writer's commit, not flushed yet. */
+        int sync_rc = (w.dirty || result != 0) && procreg_lmdb_durable(env)
                           ? procreg_lmdb_sync(env)
                           : 0;
         if (sync_rc != 0) {
