@@ -14,8 +14,12 @@
  * every process) for BATCH_WAIT_MS at most, and looks again.  The leader
  * applies every PENDING request, its own included, in one write
  * transaction, each in a nested transaction (a request that fails,
- * EEXISTS say, is aborted alone and sinks nothing else), commits once,
- * writes each slot's answer, marks it DONE and wakes its registrant,
+ * EEXISTS say, is aborted alone and sinks nothing else), commits once
+ * (MDB_NOMETASYNC, as every writer: the pages flushed, the meta page
+ * written), marks the slots COMMITTED, lets the lock go, flushes the
+ * file (the next leader's transaction overlaps that flush), then marks
+ * each DONE (its answer was written before the commit) and wakes its
+ * registrant,
  * which takes the answer without the lock and frees the slot: a process
  * or thread answered by a batch never waits for the lock.  A request
  * that does not fit a slot, finds no free slot, or fails in a way the
@@ -44,7 +48,17 @@
  *                        it reports the failure, nothing was applied)
  *   PENDING -> APPLIED   leader (CAS), the slot's txnid and the header's
  *                        applied_txnid already set to its transaction's id
- *   APPLIED -> DONE      leader after the commit (answer written before)
+ *   APPLIED -> COMMITTED leader after the commit, under the lock, when a
+ *                        registrant asked for sync (its word kept)
+ *   APPLIED -> DONE      leader after the commit, when none did, or the
+ *                        commit failed (answer written before)
+ *   COMMITTED -> DONE    leader, after its flush (lock let go): CAS from
+ *                        the exact word it set, so a slot freed and
+ *                        reused meanwhile is not touched
+ *   COMMITTED -> DONE    registrant whose word stayed COMMITTED for a
+ *                        whole sleep, after a flush of its own
+ *   COMMITTED -> FREE    registrant whose own flush failed (it reports
+ *                        the failure)
  *   APPLIED -> DONE      recovery: the env's last committed txnid reached
  *                        the slot's (the leader died after its commit)
  *   APPLIED -> PENDING   recovery: it did not (died before the commit)
@@ -53,11 +67,13 @@
  *                        is dead
  *   CLAIMED/PENDING -> FREE  leader, when the registrant is dead (its
  *                        request, never acknowledged, is dropped)
+ *   COMMITTED -> FREE    leader, when the registrant is dead
  *   APPLIED/DONE -> same, pid 0  registrant whose lock failed while a
  *                        leader had its request, past UNKNOWN_MS
  *                        (abandoned: answered, then freed as a dead
  *                        registrant's)
- * The leader's and the recovery's moves are made under the lock.
+ * The leader's and the recovery's moves are made under the lock, but
+ * for COMMITTED -> DONE.
  *
  * A leader that judges a live registrant dead (procreg_owner_is_alive()
  * wrong: another pid namespace, say) frees its slot and wakes it (a
@@ -72,14 +88,22 @@
  * will not come.
  *
  * Invariant: a slot is answered DONE only when its change is durable —
- * committed by a synced commit, or, after a leader died past its commit,
- * flushed with mdb_env_sync() by the recovery — and applied at most
+ * by an mdb_env_sync() that began after its commit (the leader's after
+ * the lock, the registrant's own, or the recovery's after a leader died
+ * past its commit), or, for a batch of nosync registrants only, at once —
+ * and applied at most
  * once: a request is applied only from PENDING inside the transaction
  * whose id its slot records, and APPLIED is resolved before any other
  * write transaction can begin (procreg_lmdb_batch_recover() runs in
  * procreg_lmdb_writer_lock() and _trylock(), under which every write
  * begins), so the id of an aborted transaction is never mistaken for a
- * commit.
+ * commit.  A COMMITTED slot is answered only by a flush begun after it
+ * was seen COMMITTED: its leader's (its commit came first), or its
+ * registrant's; one freed from COMMITTED (a registrant judged dead)
+ * makes its registrant flush before its solo re-run, which may find the
+ * entry committed and write nothing (lost()).  So a leader that dies
+ * after letting the lock go, or whose flush fails, holds up its
+ * registrants for one sleep (BATCH_WAIT_MS), never loses an answer.
  *
  * Invariant: a registrant whose slot is not DONE never sleeps past a
  * live holder's release of the lock, nor longer than BATCH_WAIT_MS.
@@ -133,7 +157,14 @@
  * hold up the registrants waiting for it (they then take the lock). */
 #define BATCH_WAIT_MS 100
 
-enum { SLOT_FREE, SLOT_CLAIMED, SLOT_PENDING, SLOT_APPLIED, SLOT_DONE };
+enum {
+    SLOT_FREE,
+    SLOT_CLAIMED,
+    SLOT_PENDING,
+    SLOT_APPLIED,
+    SLOT_DONE,
+    SLOT_COMMITTED
+};
 
 /* Answers other than a procreg code: go the solo way; or the change was
  * committed by a leader that died, and its flush failed. */
@@ -243,6 +274,20 @@ static bool state_move(batch_slot *s, uint32_t from, uint32_t to)
                                         false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE))
             return true;
+    return false;
+}
+
+/* As state_move(), the word set in *@out. */
+static bool state_move_word(batch_slot *s, uint32_t from, uint32_t to,
+                            uint64_t *out)
+{
+    uint64_t w = word_get(s);
+    while (WORD_STATE(w) == from) {
+        *out = word_next(w, to);
+        if (__atomic_compare_exchange_n(&s->h.word, &w, *out, false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return true;
+    }
     return false;
 }
 
@@ -492,9 +537,20 @@ static int collect(lmdb_env *env, int *idx)
     return n;
 }
 
+/* What a leader does after letting the writer lock go: flush the file
+ * and answer the slots its commit moved to COMMITTED (their words). */
+typedef struct {
+    int n;
+    int idx[BATCH_SLOTS];
+    uint64_t word[BATCH_SLOTS];
+    bool notify;
+} lead_rest;
+
 /* Under the writer lock: apply every PENDING request in one transaction
- * and answer each.  Afterwards no slot collected is left PENDING. */
-static void lead(lmdb_env *env)
+ * and answer each, or, when the commit must be flushed first, move it to
+ * COMMITTED for lead_finish() (@rest).  Afterwards no slot collected is
+ * left PENDING or APPLIED. */
+static void lead(lmdb_env *env, lead_rest *rest)
 {
     struct lmdb_batch_area *a = env->batch;
     HOOK("lead");
@@ -533,27 +589,56 @@ static void lead(lmdb_env *env)
     HOOK("applied");
     int commit_rc = w.dirty ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), 0);
     HOOK("committed");
-    unsigned int flags = 0;
-    mdb_env_get_flags(env->mdb, &flags);
-    /* A nosync handle leads: the sync registrants' changes still reach
-     * the disk before they are answered. */
-    bool flushed = commit_rc != 0 || !w.dirty || !want_sync ||
-                   !(flags & MDB_NOMETASYNC) ||
-                   mdb_env_sync(env->mdb, 1) == 0;
     procreg_lmdb_map_leave(env);
+    /* The commit (MDB_NOMETASYNC) wrote its meta page unflushed: a sync
+     * registrant's answer waits for lead_finish()'s flush, even when a
+     * nosync handle leads.  A batch that wrote nothing (EEXISTS each)
+     * flushes too: the holders it answers with may be another writer's
+     * commit not flushed yet. */
+    bool flush = commit_rc == 0 && want_sync;
     g_atomic_pointer_add(&env->batch_commits, 1); /* before the answers */
     g_atomic_pointer_add(&env->batch_requests, taken);
     for (int j = 0; j < taken; j++) {
         batch_slot *s = &a->slots[idx[j]];
         if (commit_rc != 0)
             s->h.result = RESULT_SOLO; /* nothing was applied */
-        else if (!flushed)
-            s->h.result = RESULT_UNFLUSHED;
-        answer(s, SLOT_APPLIED);
+        if (!flush)
+            answer(s, SLOT_APPLIED);
+        else if (state_move_word(s, SLOT_APPLIED, SLOT_COMMITTED,
+                                 &rest->word[rest->n]))
+            rest->idx[rest->n++] = idx[j];
     }
     __atomic_store_n(&a->applied_txnid, 0, __ATOMIC_RELEASE);
-    if (commit_rc == 0 && w.events > 0)
+    if (commit_rc == 0 && w.events > 0) {
+        if (flush)
+            rest->notify = true;
+        else
+            procreg_lmdb_notify_commit(env);
+    }
+}
+
+/* After lead(), the writer lock let go: flush, then answer each slot
+ * still in the COMMITTED word lead() set (a word that changed is not
+ * this leader's to answer any more: freed as a dead registrant's, or
+ * abandoned).  False when the flush failed: the slots stay COMMITTED and
+ * their registrants flush themselves (await_answer()). */
+static bool lead_finish(lmdb_env *env, lead_rest *rest)
+{
+    if (rest->n == 0 && !rest->notify)
+        return true;
+    HOOK("unlocked");
+    bool flushed = procreg_lmdb_sync(env) == 0;
+    for (int j = 0; flushed && j < rest->n; j++) {
+        batch_slot *s = &env->batch->slots[rest->idx[j]];
+        uint64_t w = rest->word[j];
+        if (__atomic_compare_exchange_n(&s->h.word, &w,
+                                        word_next(w, SLOT_DONE), false,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            wake(s);
+    }
+    if (rest->notify)
         procreg_lmdb_notify_commit(env);
+    return flushed;
 }
 
 /* ---- the registrant ---- */
@@ -654,6 +739,35 @@ static bool withdraw(lmdb_env *env, batch_slot *s, uint32_t ticket)
 
 /* await_answer()'s answer when @s no longer holds the request. */
 #define AWAIT_LOST 1
+/* flush_self()'s answer when the slot's word moved meanwhile. */
+#define AWAIT_AGAIN 2
+
+/* COMMITTED slot @s (word @w), whose leader has not answered it: flush
+ * the file (the commit came before the slot was COMMITTED, so before
+ * this flush began) and answer it here.  0 with its DONE word in @done;
+ * AWAIT_AGAIN when the word moved (its leader answered, or it was
+ * freed); or the flush's failure, the slot freed. */
+static int flush_self(lmdb_env *env, batch_slot *s, uint64_t w,
+                      uint64_t *done, GError **error)
+{
+    HOOK("flush-self");
+    int err = procreg_lmdb_sync(env);
+    if (err == 0) {
+        *done = word_next(w, SLOT_DONE);
+        return __atomic_compare_exchange_n(&s->h.word, &w, *done, false,
+                                           __ATOMIC_ACQ_REL,
+                                           __ATOMIC_RELAXED)
+                   ? 0
+                   : AWAIT_AGAIN;
+    }
+    if (!slot_free(s, w))
+        return AWAIT_AGAIN;
+    return procreg_set_error(error, PROCREG_EBACKEND,
+                             "lmdb registry '%s': the registration was "
+                             "committed, but flushing it to disk failed, "
+                             "so a crash may undo it: %s", env->path,
+                             mdb_strerror(err));
+}
 
 /* Wait until @s holds the answer to request @ticket (DONE, its word in
  * @done): answered by a leader, or by this registrant leading once it
@@ -665,6 +779,7 @@ static int await_answer(lmdb_env *env, batch_slot *s, uint32_t ticket,
                         uint64_t *done, GError **error)
 {
     gint64 give_up = 0;
+    uint64_t committed_seen = 0;
     for (;;) {
         uint64_t w = word_get(s);
         if (!holds(env, s, w, ticket))
@@ -673,14 +788,32 @@ static int await_answer(lmdb_env *env, batch_slot *s, uint32_t ticket,
             *done = w;
             return 0;
         }
+        if (WORD_STATE(w) == SLOT_COMMITTED) {
+            /* Its leader flushes and answers it once it let the lock
+             * go.  A word unchanged after a whole sleep (that leader
+             * died, or its flush failed): flush here instead. */
+            if (w != committed_seen) {
+                committed_seen = w;
+                HOOK("wait-flush");
+                sleep_on(s, w);
+                continue;
+            }
+            int rc = flush_self(env, s, w, done, error);
+            if (rc != AWAIT_AGAIN)
+                return rc;
+            continue;
+        }
         GError *local = NULL;
         int rc = try_lock(env, &local);
         if (rc == 0) {
             HOOK("locked");
+            lead_rest rest = {0};
             /* PENDING or DONE: the lock's recovery resolved APPLIED. */
             if (state_get(s) == SLOT_PENDING)
-                lead(env);
+                lead(env, &rest);
             procreg_lmdb_writer_unlock(env);
+            if (!lead_finish(env, &rest))
+                committed_seen = word_get(s); /* flush at once, and fail */
             continue;
         }
         if (rc == PROCREG_LMDB_BUSY) {
@@ -732,9 +865,18 @@ static void abandon(lmdb_env *env, batch_slot *s, uint32_t ticket)
  * or PENDING was never applied.  One freed from DONE was applied and its
  * answer lost: solo then finds the registrant's own entry, which ops.c
  * answers as this registration (PROCREG_LMDB_SOLO_AGAIN). */
-static int lost(lmdb_env *env)
+static int lost(lmdb_env *env, GError **error)
 {
     g_atomic_pointer_add(&env->batch_solo, 1);
+    /* Freed from COMMITTED, the request may be committed and not yet
+     * flushed: the solo re-run, which may find it and write nothing,
+     * answers after this flush. */
+    int err = procreg_lmdb_durable(env) ? procreg_lmdb_sync(env) : 0;
+    if (err != 0)
+        return procreg_set_error(error, PROCREG_EBACKEND,
+                                 "lmdb registry '%s': flushing a "
+                                 "registration that may be committed "
+                                 "failed: %s", env->path, mdb_strerror(err));
     return PROCREG_LMDB_SOLO_AGAIN;
 }
 
@@ -756,8 +898,6 @@ int procreg_lmdb_batch_register(lmdb_env *env,
         return PROCREG_LMDB_SOLO;
     }
     HOOK("claimed");
-    unsigned int flags = 0;
-    mdb_env_get_flags(env->mdb, &flags);
     __atomic_store_n(&s->h.requester_start, env->self.start_time,
                      __ATOMIC_RELAXED);
     s->h.owner_pid = req->owner.pid;
@@ -765,7 +905,7 @@ int procreg_lmdb_batch_register(lmdb_env *env,
     s->h.registered_at = req->registered_at;
     s->h.instance_id = req->instance_id;
     s->h.has_meta = req->has_meta;
-    s->h.sync = !(flags & MDB_NOMETASYNC);
+    s->h.sync = procreg_lmdb_durable(env);
     s->h.key_len = (uint32_t)key_len;
     s->h.meta_len = (uint32_t)req->meta_len;
     memcpy(s->data, req->key.mv_data, key_len);
@@ -776,13 +916,15 @@ int procreg_lmdb_batch_register(lmdb_env *env,
     /* Published from the word claimed: a slot freed meanwhile is lost. */
     if (!__atomic_compare_exchange_n(&s->h.word, &claimed,
                                      word_next(claimed, SLOT_PENDING), false,
-                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-        return lost(env);
+                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+        g_atomic_pointer_add(&env->batch_solo, 1);
+        return PROCREG_LMDB_SOLO_AGAIN; /* never published, never applied */
+    }
     HOOK("published");
     uint64_t done = 0;
     int rc = await_answer(env, s, ticket, &done, error);
     if (rc == AWAIT_LOST)
-        return lost(env);
+        return lost(env, error);
     if (rc != 0) {
         abandon(env, s, ticket);
         return rc;
@@ -791,7 +933,7 @@ int procreg_lmdb_batch_register(lmdb_env *env,
     if (!slot_free(s, done)) {
         /* Freed while the answer was read: it may be another's. */
         procreg_entry_clear(current);
-        return lost(env);
+        return lost(env, error);
     }
     if (rc == RESULT_SOLO) {
         procreg_entry_clear(current);

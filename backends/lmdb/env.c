@@ -75,15 +75,12 @@ static gboolean file_equal(gconstpointer a, gconstpointer b)
 }
 
 /* Apply the durability all instances agree on: nosync only when every
- * instance of this process asked for it.  table_lock held. */
+ * instance of this process asked for it.  The env always commits with
+ * MDB_NOMETASYNC (open.c); a durable commit is flushed after it
+ * (procreg_lmdb_sync()).  table_lock held. */
 static void env_durability(lmdb_env *env)
 {
-    if (env->read_only)
-        return;
-    procreg_lmdb_map_lock(env);
-    mdb_env_set_flags(env->mdb, MDB_NOMETASYNC,
-                      env->sync_votes == 0 && env->nosync_votes > 0);
-    procreg_lmdb_map_unlock(env);
+    atomic_store(&env->nosync, env->sync_votes == 0 && env->nosync_votes > 0);
 }
 
 int procreg_lmdb_env_acquire(lmdb_state *st, lmdb_env **out, GError **error)

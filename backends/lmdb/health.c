@@ -47,8 +47,6 @@ static void env_figures(lmdb_env *env, GVariantDict *d)
     mdb_env_info(env->mdb, &info);
     mdb_env_stat(env->mdb, &ms);
     procreg_lmdb_map_leave(env);
-    unsigned int flags = 0;
-    mdb_env_get_flags(env->mdb, &flags);
     g_variant_dict_insert(d, "path", "s", env->path);
     g_variant_dict_insert(d, "map_size", "t", (guint64)info.me_mapsize);
     g_variant_dict_insert(d, "file_used_bytes", "t",
@@ -57,7 +55,7 @@ static void env_figures(lmdb_env *env, GVariantDict *d)
     g_variant_dict_insert(d, "reader_slots_used", "u", info.me_numreaders);
     g_variant_dict_insert(d, "durability", "s",
                           env->read_only ? "read-only"
-                          : (flags & MDB_NOMETASYNC) ? "nosync"
+                          : !procreg_lmdb_durable(env) ? "nosync"
                                                      : "sync");
     g_variant_dict_insert(d, "read_only", "b", env->read_only);
     g_variant_dict_insert(d, "cross_process_events", "b",

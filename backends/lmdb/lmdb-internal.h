@@ -76,6 +76,10 @@ typedef struct {
     bool has_groups;
     unsigned int max_readers;
     int sync_votes, nosync_votes; /* instances asking; under table_lock */
+    /* Nonzero when this process's instances all asked for nosync
+     * (env.c); every commit is MDB_NOMETASYNC, and a durable one is
+     * flushed after it (procreg_lmdb_sync()). */
+    atomic_int nosync;
     procreg_owner self;
 
     /* readers.c: the map lock (every transaction is counted in its
@@ -228,6 +232,15 @@ typedef int (*write_step)(lmdb_env *env, MDB_txn *txn, void *ctx,
 /* Run @step in a write transaction: commit what it changed, grow the map
  * and retry when full, notify the watchers.  Returns @step's answer or a
  * failure (in @error, which may be NULL). */
+/* Flush the file (mdb_env_sync(), forced): every commit before the call
+ * is then on disk.  Writers commit with MDB_NOMETASYNC (their pages are
+ * flushed before their meta page is written, so a crash can lose the
+ * last commits, never the file) and a durable write is acknowledged
+ * only after this flush, which they make after letting the writer lock
+ * go: the next writer's transaction overlaps it.  0 or LMDB's error. */
+LMDB_HIDDEN int procreg_lmdb_sync(lmdb_env *env);
+/* Whether this process's commits must be flushed (durability=sync). */
+LMDB_HIDDEN bool procreg_lmdb_durable(lmdb_env *env);
 LMDB_HIDDEN int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
                                        write_step step, void *ctx,
                                        GError **error);

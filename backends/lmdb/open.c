@@ -301,6 +301,8 @@ static int check_dbs(lmdb_env *env, bool write, bool *must_write,
         return rc;
     }
     rc = mdb_txn_commit(txn);
+    if (rc == 0 && write)
+        rc = mdb_env_sync(env->mdb, 1); /* durable before anyone uses it */
     return rc == 0 ? 0
                    : procreg_lmdb_fail(env, rc, "opening the databases",
                                        error);
@@ -490,8 +492,8 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
         procreg_lmdb_env_free(env);
         return rc;
     }
-    unsigned int flags = MDB_NOSUBDIR | MDB_NOTLS |
-                         (st->nosync ? MDB_NOMETASYNC : 0);
+    /* Durability is the writers' flush after a commit (txn.c). */
+    unsigned int flags = MDB_NOSUBDIR | MDB_NOTLS | MDB_NOMETASYNC;
     int rc_write = mdb_env_open(env->mdb, path, flags, 0600);
     rc = rc_write;
     if (rc == EACCES || rc == EPERM || rc == EROFS ||

@@ -108,6 +108,19 @@ bool procreg_lmdb_disk_full(const lmdb_env *env)
     return avail < ((uint64_t)1 << 20) || avail < size / 100;
 }
 
+int procreg_lmdb_sync(lmdb_env *env)
+{
+    procreg_lmdb_map_enter(env);
+    int rc = mdb_env_sync(env->mdb, 1);
+    procreg_lmdb_map_leave(env);
+    return rc;
+}
+
+bool procreg_lmdb_durable(lmdb_env *env)
+{
+    return !atomic_load(&env->nosync);
+}
+
 int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
                            write_step step, void *ctx, GError **error)
 {
@@ -176,6 +189,24 @@ int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
         if (w.mdb_rc != 0) {
             char *msg = g_strdup_printf("%s: %s", what, w.what ? w.what : "");
             rc = procreg_lmdb_fail(env, w.mdb_rc, msg, error);
+            g_free(msg);
+            return rc;
+        }
+        /* Committed with MDB_NOMETASYNC: flushed here, after the lock
+         * was let go, so the next writer's transaction overlaps the
+         * flush; acknowledged only after it.  An answer drawn from what
+         * is there without writing (EEXISTS, ENOTFOUND) is flushed too:
+         * it may be another writer's commit, not flushed yet. */
+        int sync_rc = (w.dirty || result != 0) && procreg_lmdb_durable(env)
+                          ? procreg_lmdb_sync(env)
+                          : 0;
+        if (sync_rc != 0) {
+            if (w.events > 0)
+                procreg_lmdb_notify_commit(env);
+            char *msg = g_strdup_printf("%s: committed, but flushing it to "
+                                        "disk failed, so a crash may undo it",
+                                        what);
+            rc = procreg_lmdb_fail(env, sync_rc, msg, error);
             g_free(msg);
             return rc;
         }

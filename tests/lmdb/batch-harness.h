@@ -125,6 +125,13 @@ static inline void expect_within(child *c, const char *want, int ms)
     g_free(got);
 }
 
+/* @c says nothing for @ms. */
+static inline void expect_silent(child *c, int ms)
+{
+    struct pollfd p = {.fd = fileno(c->out), .events = POLLIN};
+    g_assert_cmpint(poll(&p, 1, ms), ==, 0);
+}
+
 static inline void expect(child *c, const char *want)
 {
     expect_within(c, want, 10000);

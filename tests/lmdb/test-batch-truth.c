@@ -83,6 +83,42 @@ static void test_freed_done(fixture *f, gconstpointer d)
     procreg_close(reg);
 }
 
+/* Leader L has committed its batch (its request and R's), let the lock
+ * go and is held before its flush; a leader here wrongly judges both
+ * dead and frees their COMMITTED slots.  Each must flush before its solo
+ * re-run finds its own entry (committed, maybe not yet on disk) and
+ * answers 0, not EEXISTS, and not register again. */
+static void test_freed_committed(fixture *f, gconstpointer d)
+{
+    child l, r;
+    spawn_child(&l, f->spec, "l", "lead:w,unlocked:w");
+    expect(&l, "lead");
+    spawn_child(&r, f->spec, "r", "wait:s");
+    expect(&r, "wait");
+    wait_asleep(&r);
+    go(&l);
+    expect(&l, "unlocked");
+    procreg *reg = lt_open(f->spec);
+    procreg_entry ep = {0};
+    procreg_lmdb_batch_judge_dead = 1;
+    g_assert_cmpint(procreg_register(reg, NS, "p", NULL, NULL, &ep, NULL),
+                    ==, 0);
+    procreg_lmdb_batch_judge_dead = 0;
+    g_assert_cmpint(lt_stat(reg, "batch_dropped"), ==, 2);
+    expect_within(&r, "= 0 0 0", DEAD_LEADER_MS);
+    go(&l);
+    expect(&l, "= 0 0 0");
+    g_assert_cmpuint(ep.revision, ==, 3); /* after l and r, once each */
+    size_t n = 0;
+    g_assert_cmpint(procreg_count(reg, NS, &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, 3);
+    procreg_entry_clear(&ep);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&l);
+    reap(&r);
+    procreg_close(reg);
+}
+
 /* Threads A and B of this process, each held at its first hook "wait"
  * until the test lets it go on. */
 static struct {
@@ -259,6 +295,7 @@ int main(int argc, char **argv)
     ADD("freed-pending", test_freed_pending);
     ADD("freed-done", test_freed_done);
     ADD("freed-reclaimed", test_freed_reclaimed);
+    ADD("freed-committed", test_freed_committed);
     ADD("lock-error-applied", test_lock_error_applied);
     ADD("lock-error-leader-died", test_lock_error_leader_died);
     return g_test_run();

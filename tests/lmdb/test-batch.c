@@ -274,6 +274,77 @@ static void test_leader_killed_after_commit(fixture *f, gconstpointer d)
     procreg_close(reg);
 }
 
+/* ---- the flush after the lock ---- */
+
+/* Leader L commits its batch (its request and R's) and lets the writer
+ * lock go, and is held before its flush.  Meanwhile P takes the lock and
+ * commits a batch of its own: the lock is free during L's flush.  R,
+ * asleep with no bound worth the name (60 s), must not be answered
+ * before L's flush (a version that answered at the commit fails here),
+ * and never takes the lock (its hook "locked" would kill it). */
+static void test_flush_after_unlock(fixture *f, gconstpointer d)
+{
+    child l, r, p;
+    spawn_child(&l, f->spec, "l", "lead:w,unlocked:w");
+    expect(&l, "lead");
+    spawn_child(&r, f->spec, "r", "wait:s,locked:k,ms=60000");
+    expect(&r, "wait");
+    wait_asleep(&r);
+    go(&l);
+    expect(&l, "unlocked");
+    spawn_child(&p, f->spec, "p", "");
+    expect(&p, "= 0 0 0"); /* committed while L is held */
+    expect_silent(&r, 300);
+    g_assert_true(asleep_on_slot(r.pid));
+    go(&l);
+    expect(&l, "= 0 0 0");
+    expect(&r, "= 0 0 0");
+    procreg *reg = lt_open(f->spec);
+    procreg_entry el = {0}, er = {0}, ep = {0};
+    g_assert_cmpint(procreg_lookup_entry(reg, NS, "l", &el, NULL), ==, 0);
+    g_assert_cmpint(procreg_lookup_entry(reg, NS, "r", &er, NULL), ==, 0);
+    g_assert_cmpint(procreg_lookup_entry(reg, NS, "p", &ep, NULL), ==, 0);
+    g_assert_cmpuint(ep.revision, >, MAX(el.revision, er.revision));
+    procreg_entry_clear(&el);
+    procreg_entry_clear(&er);
+    procreg_entry_clear(&ep);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&l);
+    reap(&r);
+    reap(&p);
+    procreg_close(reg);
+}
+
+/* Leader L is killed after its commit and the lock's release, before its
+ * flush, while R sleeps on its COMMITTED slot: no one will answer it.
+ * Within DEAD_LEADER_MS R must flush the file itself and take its
+ * answer, without the lock (its hook "locked" would kill it). */
+static void test_leader_killed_before_flush(fixture *f, gconstpointer d)
+{
+    child l, r;
+    spawn_child(&l, f->spec, "l", "lead:w,unlocked:k");
+    expect(&l, "lead");
+    spawn_child(&r, f->spec, "r", "wait:s,locked:k,flush-self:s");
+    expect(&r, "wait");
+    wait_asleep(&r);
+    go(&l);
+    reap_self_killed(&l);
+    expect_within(&r, "flush-self", DEAD_LEADER_MS);
+    expect(&r, "= 0 0 0");
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(owner_of(reg, "r"), ==, r.pid);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 1); /* L's */
+    procreg_entry p = {0};
+    g_assert_cmpint(procreg_register(reg, NS, "p", NULL, NULL, &p, NULL),
+                    ==, 0);
+    g_assert_cmpuint(p.revision, ==, 3); /* l and r once each */
+    procreg_entry_clear(&p);
+    g_assert_cmpint(lt_stat(reg, "batch_dropped"), ==, 1);
+    g_assert_cmpint(lt_stat(reg, "batch_slots_used"), ==, 0);
+    reap(&r);
+    procreg_close(reg);
+}
+
 /* ---- processes waiting for their answers ---- */
 
 /* Registrant R finds the lock held by leader L, which has not collected
@@ -419,6 +490,8 @@ int main(int argc, char **argv)
     ADD("full", test_full);
     ADD("leader-killed-before-commit", test_leader_killed_before_commit);
     ADD("leader-killed-after-commit", test_leader_killed_after_commit);
+    ADD("flush-after-unlock", test_flush_after_unlock);
+    ADD("leader-killed-before-flush", test_leader_killed_before_flush);
     ADD("answered-asleep", test_answered_asleep);
     ADD("published-after-collect", test_published_after_collect);
     ADD("lockless-reader-releases", test_lockless_reader_releases);
