@@ -202,8 +202,7 @@ typedef struct {
     uint64_t revision;    /* last revision handed out */
     size_t entry_bytes;   /* what live entries hold */
     size_t table_bytes;   /* ck_hs's maps not yet retired */
-    size_t map_size;      /* the newest map's allocation: the current one */
-    bool rebuilding;
+    size_t map_size;      /* the current map's allocation */
     uint64_t grows;
     size_t removals;      /* since the current map was made */
     uint64_t rebuilds;
@@ -211,6 +210,10 @@ typedef struct {
     struct ckht_ns *last_ns; /* the namespace written last, or NULL */
     size_t ns_bytes;        /* what the namespace index holds */
     ckht_groups *groups;    /* ckht-groups.c, under the lock */
+    /* ck_hs's allocation while it may still be discarded (table.c:
+     * ckht_hs_malloc()); NULL outside a ck_hs call. */
+    void *new_map;
+    size_t new_map_size;
 } ckht;
 
 /* The namespace index (namespaces.c); everything under the writer lock. */
@@ -236,6 +239,9 @@ void procreg_ckht_write_end(ckht *self, ckht *previous);
 /* The table of a new instance (false: out of memory), and its end. */
 bool procreg_ckht_table_init(ckht *self, uint64_t slots);
 void procreg_ckht_table_destroy(ckht *self);
+/* Tests only (tests/ckht/map-figures.c): how many more maps ck_hs may
+ * allocate before an allocation fails; SIZE_MAX (the default): no limit. */
+extern size_t procreg_ckht_test_map_budget;
 /* Slots of the current table. */
 size_t procreg_ckht_capacity(const ckht *self);
 /* Make @e, built for @key, reachable: inserted when @key has no entry

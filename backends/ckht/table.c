@@ -36,6 +36,16 @@
 static _Thread_local ckht *ckht_current_writer
     __attribute__((tls_model("initial-exec")));
 
+/* Tests' allocation failures (tests/ckht/map-figures.c): how many more
+ * ck_hs maps may be allocated; SIZE_MAX: no limit.  Hidden, and read only
+ * when ck_hs allocates a map (never on a lookup or a plain write). */
+size_t procreg_ckht_test_map_budget = SIZE_MAX;
+
+/* ck_hs allocates only maps, in ck_hs_init() and when it grows.  A map
+ * it allocates may still be discarded: when copying into it overflows
+ * its probe limit, ck_hs frees it and tries a map twice as large, which
+ * may fail.  So the allocation is only noted here (new_map), and the
+ * figures describe it once it is installed: ckht_commit_map(). */
 static void *ckht_hs_malloc(size_t size)
 {
     ckht *self = ckht_current_writer;
@@ -45,15 +55,17 @@ static void *ckht_hs_malloc(size_t size)
         g_critical("ckht: ck_hs allocated outside a write");
         return NULL;
     }
+    if (procreg_ckht_test_map_budget != SIZE_MAX) {
+        if (procreg_ckht_test_map_budget == 0)
+            return NULL;
+        procreg_ckht_test_map_budget--;
+    }
     p = malloc(size);
     if (p == NULL)
         return NULL;
-    if (self->table_bytes > 0 && !self->rebuilding)
-        self->grows++;
     self->table_bytes += size;
-    self->map_size = size;
-    /* ck_hs allocates only maps, and a new map holds no tombstone. */
-    self->removals = 0;
+    self->new_map = p;
+    self->new_map_size = size;
     return p;
 }
 
@@ -72,8 +84,27 @@ static void ckht_hs_free(void *p, size_t size, bool defer)
      * frees with defer=false, and ckht_rebuild() destroys maps that
      * readers may still probe. */
     (void)defer;
+    if (p == self->new_map) /* discarded before it was installed */
+        self->new_map = NULL;
     self->table_bytes -= size;
     procreg_ck_ht_free_table(self->epoch, p, size);
+}
+
+/* After a ck_hs call that may allocate a map on @hs: when the map it
+ * allocated is the one @hs now uses, it is the current map (a new map
+ * holds no tombstone); a map allocated and discarded, or none, changes
+ * nothing.  Returns whether a new map was installed. */
+static bool ckht_commit_map(ckht *self, const ck_hs_t *hs)
+{
+    bool installed = self->new_map != NULL &&
+                     (const void *)hs->map == self->new_map;
+
+    if (installed) {
+        self->map_size = self->new_map_size;
+        self->removals = 0;
+    }
+    self->new_map = NULL;
+    return installed;
 }
 
 static struct ck_malloc ckht_allocator = {
@@ -134,6 +165,18 @@ typedef struct {
     ckht_entry *found;
 } ckht_put;
 
+static void *ckht_put_fn(void *present, void *data);
+
+/* ck_hs_apply() on the table, and the figures of a map it grew into. */
+static bool ckht_apply(ckht *self, const procreg_key *key, ckht_put *put)
+{
+    bool ok = ck_hs_apply(self->hs, ckht_hs_hash(key), key, ckht_put_fn, put);
+
+    if (ckht_commit_map(self, self->hs))
+        self->grows++;
+    return ok;
+}
+
 /* ck_hs_apply()'s function: given the entry of the key or NULL, return
  * what the slot is to hold (the same pointer: no change). */
 static void *ckht_put_fn(void *present, void *data)
@@ -156,8 +199,7 @@ bool procreg_ckht_publish(ckht *self, const procreg_key *key,
     ck_pr_fence_store();
     if (replace) {
         /* Callers replace only an entry they found under the lock. */
-        if (!ck_hs_apply(self->hs, ckht_hs_hash(key), key, ckht_put_fn,
-                         &put))
+        if (!ckht_apply(self, key, &put))
             return false;
         procreg_ckht_ns_replace(put.found, e);
         *found = put.found;
@@ -167,7 +209,7 @@ bool procreg_ckht_publish(ckht *self, const procreg_key *key,
      * table untouched; readers never read the links. */
     if (!procreg_ckht_ns_link(self, e))
         return false;
-    if (!ck_hs_apply(self->hs, ckht_hs_hash(key), key, ckht_put_fn, &put)) {
+    if (!ckht_apply(self, key, &put)) {
         procreg_ckht_ns_unlink(self, e);
         return false;
     }
@@ -194,7 +236,6 @@ static bool ckht_rebuild(ckht *self, size_t slots)
     ck_hs_t *fresh = malloc(sizeof(*fresh));
     ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
     size_t want = 4 * (size_t)ck_hs_count(old);
-    size_t map_size = self->map_size, removals = self->removals;
     void *e;
 
     if (fresh == NULL)
@@ -209,19 +250,18 @@ static bool ckht_rebuild(ckht *self, size_t slots)
     if (!ck_hs_init(fresh, CKHT_HS_MODE, ckht_hs_hash_entry, NULL,
                     &ckht_allocator, want, 0)) {
         free(fresh);
-        self->map_size = map_size;
-        self->removals = removals;
+        self->new_map = NULL;
         return false;
     }
     while (ck_hs_next(old, &it, &e)) {
         if (!ck_hs_put(fresh, ((ckht_entry *)e)->hash, e)) {
-            ck_hs_destroy(fresh);
+            ck_hs_destroy(fresh); /* its maps go through the epoch */
             free(fresh);
-            self->map_size = map_size;
-            self->removals = removals;
+            self->new_map = NULL;
             return false;
         }
     }
+    ckht_commit_map(self, fresh);
     fresh->compare = ckht_hs_compare;
     /* The new table's slots before the pointer that leads to them. */
     PROCREG_TSAN_RELEASE(fresh);
@@ -257,12 +297,9 @@ void procreg_ckht_retire(ckht *self, ckht_entry *e)
      * free.  A rebuild copies at most half a table per half table of
      * removals: O(1) amortised (its cost: see backends/ckht/README.md).
      * Out of memory, the next removal tries again. */
-    if (++self->removals > procreg_ckht_capacity(self) / 2) {
-        self->rebuilding = true;
-        if (ckht_rebuild(self, procreg_ckht_capacity(self)))
-            self->rebuilds++;
-        self->rebuilding = false;
-    }
+    if (++self->removals > procreg_ckht_capacity(self) / 2 &&
+        ckht_rebuild(self, procreg_ckht_capacity(self)))
+        self->rebuilds++;
 }
 
 /* Next live entry of the table, or NULL.  Under the lock. */
@@ -289,6 +326,8 @@ bool procreg_ckht_table_init(ckht *self, uint64_t slots)
     ok = self->hs != NULL &&
          ck_hs_init(self->hs, CKHT_HS_MODE, ckht_hs_hash_entry,
                     ckht_hs_compare, &ckht_allocator, slots, 0);
+    if (ok)
+        ckht_commit_map(self, self->hs);
     procreg_ckht_write_end(self, previous);
     if (!ok) {
         free(self->hs);
