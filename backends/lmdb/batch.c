@@ -265,19 +265,7 @@ static uint32_t state_get(batch_slot *s)
 }
 
 /* Move @s from state @from to @to, keeping its pid; false when it was
- * not in @from. */
-static bool state_move(batch_slot *s, uint32_t from, uint32_t to)
-{
-    uint64_t w = word_get(s);
-    while (WORD_STATE(w) == from)
-        if (__atomic_compare_exchange_n(&s->h.word, &w, word_next(w, to),
-                                        false, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_ACQUIRE))
-            return true;
-    return false;
-}
-
-/* As state_move(), the word set in *@out. */
+ * not in @from.  The word set goes to *@out. */
 static bool state_move_word(batch_slot *s, uint32_t from, uint32_t to,
                             uint64_t *out)
 {
@@ -289,6 +277,12 @@ static bool state_move_word(batch_slot *s, uint32_t from, uint32_t to,
             return true;
     }
     return false;
+}
+
+static bool state_move(batch_slot *s, uint32_t from, uint32_t to)
+{
+    uint64_t w;
+    return state_move_word(s, from, to, &w);
 }
 
 /* The futex: the half of @s's word that holds its state and sequence. */
@@ -330,6 +324,15 @@ static bool slot_free(batch_slot *s, uint64_t w)
 {
     return __atomic_compare_exchange_n(&s->h.word, &w, word_freed(w), false,
                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+/* COMMITTED word @w of @s -> DONE (in *@done), only from that exact word:
+ * a slot freed or answered meanwhile is not touched. */
+static bool slot_done(batch_slot *s, uint64_t w, uint64_t *done)
+{
+    *done = word_next(w, SLOT_DONE);
+    return __atomic_compare_exchange_n(&s->h.word, &w, *done, false,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 }
 
 /* Without an area (no room to allocate it on a full disk) every
@@ -630,10 +633,8 @@ static bool lead_finish(lmdb_env *env, lead_rest *rest)
     bool flushed = procreg_lmdb_sync(env) == 0;
     for (int j = 0; flushed && j < rest->n; j++) {
         batch_slot *s = &env->batch->slots[rest->idx[j]];
-        uint64_t w = rest->word[j];
-        if (__atomic_compare_exchange_n(&s->h.word, &w,
-                                        word_next(w, SLOT_DONE), false,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        uint64_t done;
+        if (slot_done(s, rest->word[j], &done))
             wake(s);
     }
     if (rest->notify)
@@ -752,14 +753,8 @@ static int flush_self(lmdb_env *env, batch_slot *s, uint64_t w,
 {
     HOOK("flush-self");
     int err = procreg_lmdb_sync(env);
-    if (err == 0) {
-        *done = word_next(w, SLOT_DONE);
-        return __atomic_compare_exchange_n(&s->h.word, &w, *done, false,
-                                           __ATOMIC_ACQ_REL,
-                                           __ATOMIC_RELAXED)
-                   ? 0
-                   : AWAIT_AGAIN;
-    }
+    if (err == 0)
+        return slot_done(s, w, done) ? 0 : AWAIT_AGAIN;
     if (!slot_free(s, w))
         return AWAIT_AGAIN;
     return procreg_set_error(error, PROCREG_EBACKEND,
