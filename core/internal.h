@@ -180,6 +180,11 @@ struct procreg {
      * check_write in writes.c). */
     bool writes_local;
     procreg_backend_host *host;
+    /* Who listens, for the write paths' test in line
+     * (procreg_events_emit_own()): the wake-up board's waiters (wake.c)
+     * and the subscriptions (events.c), each in its own allocation. */
+    atomic_int *n_waiters;
+    atomic_int *n_subs;
     procreg_tstats *tstats;
     procreg_events *events;
     procreg_wakes *wakes;
@@ -304,12 +309,30 @@ PROCREG_INTERNAL void procreg_telemetry_free(procreg *reg);
 PROCREG_INTERNAL void procreg_telemetry_emit(procreg *reg, procreg_tblock *b,
                                              const procreg_telemetry_event *ev);
 
+/* procreg_op_done() for every call but the plain one below. */
+PROCREG_INTERNAL void procreg_op_done_slow(procreg *reg, procreg_tblock *b,
+                                           procreg_op op, int rc, uint64_t t0,
+                                           const char *ns, const char *name,
+                                           uint64_t count);
+
 /* The end of a call: count it in @b and report it to telemetry.  @t0 is
- * procreg_now_ns() at the start, or 0 when the call was not timed. */
-PROCREG_INTERNAL void procreg_op_done(procreg *reg, procreg_tblock *b,
-                                      procreg_op op, int rc, uint64_t t0,
-                                      const char *ns, const char *name,
-                                      uint64_t count);
+ * procreg_now_ns() at the start, or 0 when the call was not timed.  The
+ * common call (not timed, succeeded, this thread's own block, no handler
+ * attached) is one counter in line: what procreg_tblock_record() and
+ * the telemetry test would do for it. */
+static inline void procreg_op_done(procreg *reg, procreg_tblock *b,
+                                   procreg_op op, int rc, uint64_t t0,
+                                   const char *ns, const char *name,
+                                   uint64_t count)
+{
+    if (G_LIKELY(t0 == 0 && rc == 0 && !b->shared &&
+                 !(atomic_load_explicit(&reg->slow, memory_order_relaxed) &
+                   PROCREG_SLOW_TELEMETRY))) {
+        procreg_counter_add(&b->calls[op], 1);
+        return;
+    }
+    procreg_op_done_slow(reg, b, op, rc, t0, ns, name, count);
+}
 
 /* ---- events and waiting (events.c) ---- */
 
@@ -338,18 +361,34 @@ PROCREG_INTERNAL void procreg_events_emit_member(procreg *reg,
                                                  bool external);
 /* Whether an event is wanted now: a subscriber listens. */
 PROCREG_INTERNAL bool procreg_events_wanted(procreg *reg);
+/* The subscription count procreg_events_emit() tests (reg->n_subs). */
+PROCREG_INTERNAL atomic_int *procreg_events_subs_counter(procreg_events *h);
 /* A change a write through @reg made: emitted now, unless the backend
  * reports its own changes in commit order (PROCREG_CAP_ORDERED_EVENTS),
- * which it then did before the write returned. */
-PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
-                                              procreg_event_kind kind,
-                                              procreg_event_reason reason,
-                                              const char *ns, const char *name,
-                                              const procreg_entry *entry);
+ * which it then did before the write returned.  With nobody listening,
+ * the cost is the tests below: no call.  The waiters' test is the
+ * read-modify-write procreg_wakes_notify() makes (its comment says why a
+ * load would not do), and comes first, as there. */
+static inline void procreg_events_emit_own(procreg *reg,
+                                           procreg_event_kind kind,
+                                           procreg_event_reason reason,
+                                           const char *ns, const char *name,
+                                           const procreg_entry *entry)
+{
+    if (reg->backend_orders_events)
+        return;
+    if (atomic_fetch_add_explicit(reg->n_waiters, 0, memory_order_seq_cst) ==
+            0 &&
+        atomic_load_explicit(reg->n_subs, memory_order_relaxed) == 0)
+        return;
+    procreg_events_emit(reg, kind, reason, ns, name, entry, false, 0);
+}
 /* ---- the wake-up board (wake.c) ---- */
 
 PROCREG_INTERNAL procreg_wakes *procreg_wakes_new(void);
 PROCREG_INTERNAL void procreg_wakes_free(procreg_wakes *wakes);
+/* The waiter count procreg_wakes_notify() tests (reg->n_waiters). */
+PROCREG_INTERNAL atomic_int *procreg_wakes_counter(procreg_wakes *wakes);
 /* Wake the waiters of key (@ns, @name), or with @group of that group. */
 PROCREG_INTERNAL void procreg_wakes_notify(procreg *reg, const char *ns,
                                           const char *name, bool group);
