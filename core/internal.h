@@ -5,6 +5,8 @@
 #include "procreg-config.h"
 #include <procreg/backend.h>
 
+#include <string.h>
+
 #define PROCREG_INTERNAL __attribute__((visibility("hidden")))
 
 /* Built-in backend tables, default first, NULL-terminated (builtin.c). */
@@ -42,6 +44,17 @@ PROCREG_INTERNAL bool procreg_ns_reserved(const char *ns);
 /* PROCREG_EINVAL, with a message, when @ns is reserved: the public calls
  * that create entries or drop namespaces refuse those. */
 PROCREG_INTERNAL int procreg_ns_check_writable(const char *ns, GError **error);
+/* procreg_ns_check_writable() of @key's namespace: its length is known,
+ * so the prefix is one compare of its 8 bytes, in line. */
+G_STATIC_ASSERT(sizeof(PROCREG_NS_RESERVED_PREFIX) - 1 == 8);
+static inline int procreg_key_check_writable(const procreg_key *key,
+                                             GError **error)
+{
+    if (G_LIKELY(key->ns_len < 8 ||
+                 memcmp(key->bytes, PROCREG_NS_RESERVED_PREFIX, 8) != 0))
+        return 0;
+    return procreg_ns_check_writable(key->bytes, error);
+}
 
 /* ---- error details (error.c): each a no-op unless @error holds a
  * PROCREG_ERROR GError, so a call that passes none pays nothing ---- */
@@ -98,10 +111,45 @@ PROCREG_INTERNAL const char *procreg_backend_spec_string(const procreg_backend *
 
 /* Whether @a and @b are one process: the same pid and, where both know
  * it, the same start time. */
-PROCREG_INTERNAL bool procreg_owner_same(const procreg_owner *a,
-                                         const procreg_owner *b);
+static inline bool procreg_owner_same(const procreg_owner *a,
+                                      const procreg_owner *b)
+{
+    return a->pid == b->pid &&
+           (a->start_time == 0 || b->start_time == 0 ||
+            a->start_time == b->start_time);
+}
+
+/* The calling process as procreg_owner_self() gives it (owner.c), read
+ * here without a call once it is known: every write asks.  self_pid is 0
+ * until the first procreg_owner_self() and again in a fork() child until
+ * its first one; it is published with a release store after self_start
+ * (owner.c), hence the acquire. */
+PROCREG_INTERNAL extern int procreg_self_pid;
+PROCREG_INTERNAL extern uint64_t procreg_self_start;
+
+static inline void procreg_owner_self_fast(procreg_owner *out)
+{
+    int pid = __atomic_load_n(&procreg_self_pid, __ATOMIC_ACQUIRE);
+    if (G_UNLIKELY(pid == 0)) {
+        procreg_owner_self(out);
+        return;
+    }
+    out->pid = pid;
+    out->start_time = __atomic_load_n(&procreg_self_start, __ATOMIC_RELAXED);
+}
 
 /* ---- entries and metadata (entry.c) ---- */
+
+/* procreg_entry_clear() for the write paths, where the entries the
+ * backend fills leave ns and name NULL and most carry no metadata: only
+ * such an entry's fields are zeroed here, without a call. */
+static inline void procreg_entry_clear_fast(procreg_entry *entry)
+{
+    if (entry->ns != NULL || entry->name != NULL || entry->metadata != NULL)
+        procreg_entry_clear(entry);
+    else
+        *entry = (procreg_entry){0};
+}
 
 /* Whether @metadata is NULL or a dictionary of type a{sv}. */
 PROCREG_INTERNAL int procreg_metadata_check(GVariant *metadata, GError **error);
@@ -457,17 +505,43 @@ PROCREG_INTERNAL procreg_monitor *procreg_monitor_new(procreg *reg);
 PROCREG_INTERNAL bool procreg_monitor_start(procreg *reg);
 PROCREG_INTERNAL void procreg_monitor_stop(procreg *reg);
 PROCREG_INTERNAL void procreg_monitor_free(procreg_monitor *m);
-/* The owner index.  Call with the key's stripe held (except external). */
-PROCREG_INTERNAL void procreg_owner_index_add(procreg *reg, const char *ns,
-                                              const char *name,
-                                              const procreg_owner *owner,
-                                              uint64_t revision);
+/* This process cannot exit while it runs the registry: its entries need
+ * no cleanup, and the owner index leaves them out (liveness.c). */
+static inline bool procreg_owner_is_self(const procreg_owner *owner)
+{
+    procreg_owner self;
+    procreg_owner_self_fast(&self);
+    return owner->pid == self.pid;
+}
+/* The owner index, for owners other than this process (the functions
+ * below skip this process's own entries in line).  Call with the key's
+ * stripe held (except external). */
+PROCREG_INTERNAL void procreg_owner_index_add_other(procreg *reg,
+                                                    const char *ns,
+                                                    const char *name,
+                                                    const procreg_owner *owner,
+                                                    uint64_t revision);
+PROCREG_INTERNAL void procreg_owner_index_remove_other(
+    procreg *reg, const char *ns, const char *name,
+    const procreg_owner *owner, uint64_t revision);
+static inline void procreg_owner_index_add(procreg *reg, const char *ns,
+                                           const char *name,
+                                           const procreg_owner *owner,
+                                           uint64_t revision)
+{
+    if (!procreg_owner_is_self(owner))
+        procreg_owner_index_add_other(reg, ns, name, owner, revision);
+}
 /* Forget (ns, name) for @owner if the index holds a revision <= @revision
  * (a later registration of the key by the same owner stays). */
-PROCREG_INTERNAL void procreg_owner_index_remove(procreg *reg, const char *ns,
-                                                 const char *name,
-                                                 const procreg_owner *owner,
-                                                 uint64_t revision);
+static inline void procreg_owner_index_remove(procreg *reg, const char *ns,
+                                              const char *name,
+                                              const procreg_owner *owner,
+                                              uint64_t revision)
+{
+    if (!procreg_owner_is_self(owner))
+        procreg_owner_index_remove_other(reg, ns, name, owner, revision);
+}
 /* A dead owner's entry is gone: count it once, and report it to telemetry
  * (PROCREG_OP_CLEANUP, from the monitor thread, outside every lock).
  * @t0: when the removal started (procreg_now_ns()), 0 when unknown.  Any
@@ -544,8 +618,18 @@ PROCREG_INTERNAL void procreg_gi_namespace_info_free(procreg_namespace_info *inf
 
 /* The owner to store: the caller when @given is NULL, else the live
  * process it names (PROCREG_EINVAL, PROCREG_ENOTALIVE). */
-PROCREG_INTERNAL int procreg_resolve_owner(const procreg_owner *given,
-                                           procreg_owner *out, GError **error);
+PROCREG_INTERNAL int procreg_resolve_owner_pid(const procreg_owner *given,
+                                               procreg_owner *out,
+                                               GError **error);
+static inline int procreg_resolve_owner(const procreg_owner *given,
+                                        procreg_owner *out, GError **error)
+{
+    if (given == NULL) {
+        procreg_owner_self_fast(out);
+        return 0;
+    }
+    return procreg_resolve_owner_pid(given, out, error);
+}
 
 /* procreg_register_key() that may also write the reserved namespaces:
  * the core's own records go through the one write path, with its owner
@@ -600,7 +684,15 @@ PROCREG_INTERNAL const char *procreg_filter_name_term(const procreg_filter *f);
  * is.  A write that made an entry or member of it undoes that (writes.c,
  * groups.c) where writes are local: its death may have been cleaned up
  * already. */
-PROCREG_INTERNAL bool procreg_owner_died_meanwhile(procreg *reg,
-                                                  const procreg_owner *owner);
+PROCREG_INTERNAL bool procreg_owner_other_died(procreg *reg,
+                                               const procreg_owner *owner);
+static inline bool procreg_owner_died_meanwhile(procreg *reg,
+                                                const procreg_owner *owner)
+{
+    procreg_owner self;
+    procreg_owner_self_fast(&self);
+    return !procreg_owner_same(owner, &self) &&
+           procreg_owner_other_died(reg, owner);
+}
 
 #endif

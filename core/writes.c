@@ -21,15 +21,12 @@ static void metadata_flatten(GVariant *metadata)
 
 /* ---- register ---- */
 
-/* The owner to store: the caller by default; otherwise a live process,
+/* procreg_resolve_owner() (internal.h) of a given owner: a live process,
  * with its start time filled in so a reused pid never matches. */
-PROCREG_INTERNAL int procreg_resolve_owner(const procreg_owner *given,
-                                           procreg_owner *out, GError **error)
+PROCREG_INTERNAL int procreg_resolve_owner_pid(const procreg_owner *given,
+                                               procreg_owner *out,
+                                               GError **error)
 {
-    if (given == NULL) {
-        procreg_owner_self(out);
-        return 0;
-    }
     int rc = procreg_owner_from_pid(given->pid, out, error);
     if (rc != 0)
         return rc;
@@ -62,17 +59,17 @@ static bool holder_dead(procreg *reg, const procreg_owner *holder)
     if (!reg->owners_local)
         return false;
     procreg_owner self;
-    procreg_owner_self(&self);
+    procreg_owner_self_fast(&self);
     return !procreg_owner_same(holder, &self) &&
            !procreg_owner_is_alive(holder);
 }
 
-PROCREG_INTERNAL bool procreg_owner_died_meanwhile(procreg *reg,
-                                                  const procreg_owner *owner)
+/* procreg_owner_died_meanwhile() (internal.h) of a process other than
+ * the caller. */
+PROCREG_INTERNAL bool procreg_owner_other_died(procreg *reg,
+                                               const procreg_owner *owner)
 {
-    procreg_owner self;
-    procreg_owner_self(&self);
-    return !procreg_owner_same(owner, &self) && holder_dead(reg, owner);
+    return holder_dead(reg, owner);
 }
 
 /* The key is held by a dead owner, its cleanup still pending: remove that
@@ -127,7 +124,7 @@ static int register_entry(procreg *reg, const procreg_key *key,
     procreg_record record = {.metadata = metadata,
                              .registered_at = g_get_real_time()};
     const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
-    int rc = reserved_ok ? 0 : procreg_ns_check_writable(ns, error);
+    int rc = reserved_ok ? 0 : procreg_key_check_writable(key, error);
     if (rc == 0)
         rc = procreg_metadata_check(metadata, error);
     if (rc == 0)
@@ -192,7 +189,7 @@ static int register_entry(procreg *reg, const procreg_key *key,
         if (current != NULL && (rc == 0 || rc == PROCREG_EEXISTS))
             *current = cur;
         else
-            procreg_entry_clear(&cur);
+            procreg_entry_clear_fast(&cur);
     }
     if (metadata != NULL)
         g_variant_unref(metadata);
@@ -300,11 +297,11 @@ static int check_own_removal(procreg *reg, const procreg_key *key,
     int rc = procreg_backend_lookup(reg->backend, key, &holder);
     if (rc == PROCREG_ENOTFOUND)
         return rc;
-    procreg_owner_self(&self);
+    procreg_owner_self_fast(&self);
     if (rc != 0 || !procreg_owner_same(&holder, &self) ||
         procreg_owner_known_dead_fast(reg, &holder))
         return 1;
-    procreg_entry_clear(&w->cur);
+    procreg_entry_clear_fast(&w->cur);
     w->expect = 0;
     w->reason = PROCREG_REASON_EXPLICIT;
     return 0;
@@ -323,7 +320,7 @@ static int check_write(procreg *reg, const procreg_key *key, write_check *w,
         if (rc != 1)
             return rc;
     }
-    procreg_entry_clear(&w->cur);
+    procreg_entry_clear_fast(&w->cur);
     w->expect = w->if_revision;
     w->reason = PROCREG_REASON_EXPLICIT;
     GError *local = NULL;
@@ -344,7 +341,7 @@ static int check_write(procreg *reg, const procreg_key *key, write_check *w,
         return rc;
     w->expect = w->cur.revision;
     procreg_owner self;
-    procreg_owner_self(&self);
+    procreg_owner_self_fast(&self);
     if (procreg_owner_same(&w->cur.owner, &self))
         return 0;
     if (!(w->flags & PROCREG_FORCE)) {
@@ -389,7 +386,7 @@ static int unregister_once(procreg *reg, const procreg_key *key,
         procreg_events_emit_own(reg, PROCREG_EVENT_UNREGISTERED, w->reason,
                                 ns, name, &removed);
     }
-    procreg_entry_clear(&removed);
+    procreg_entry_clear_fast(&removed);
     return rc;
 }
 
@@ -416,7 +413,7 @@ PROCREG_API int procreg_unregister_full(procreg *reg, const procreg_key *key,
         g_clear_error(&local);
         rc = 0;
     }
-    procreg_entry_clear(&w.cur);
+    procreg_entry_clear_fast(&w.cur);
     procreg_op_done(reg, b, PROCREG_OP_UNREGISTER, rc, t0,
                     procreg_key_namespace(key), procreg_key_name(key),
                     rc == 0);
@@ -535,7 +532,7 @@ PROCREG_API int procreg_update_metadata_full(procreg *reg,
         g_clear_error(&local);
         rc = 0;
     }
-    procreg_entry_clear(&w.cur);
+    procreg_entry_clear_fast(&w.cur);
     if (metadata != NULL)
         g_variant_unref(metadata);
     procreg_op_done(reg, b, PROCREG_OP_UPDATE, rc, t0,
