@@ -114,9 +114,7 @@ PROCREG_INTERNAL const char *procreg_backend_spec_string(const procreg_backend *
 static inline bool procreg_owner_same(const procreg_owner *a,
                                       const procreg_owner *b)
 {
-    return a->pid == b->pid &&
-           (a->start_time == 0 || b->start_time == 0 ||
-            a->start_time == b->start_time);
+    return procreg_backend_owner_same(a, b);
 }
 
 /* The calling process as procreg_owner_self() gives it (owner.c), read

@@ -278,33 +278,52 @@ static int check_flags(unsigned flags, GError **error)
 }
 
 /*
- * The owner rule for an unregister at no revision on a backend whose
- * entries only this registry's writes replace (writes_local): the owner
- * alone decides, so the check reads it with the backend's hot lookup
- * instead of a whole entry, and the write goes ahead at no revision,
- * which spares the backend a second search.  Sound because the caller
- * holds the key's stripe: no write through this registry can replace
- * the entry between the read and the write, and nothing else can (an
- * entry that vanishes meanwhile, say expired, makes the write fail with
- * PROCREG_ENOTFOUND, as it would have).  Returns 0 (w set),
+ * The owner rule for an unregister at no revision, when the caller owns
+ * the entry (the common case): 0 (removed, @removed and w set),
  * PROCREG_ENOTFOUND, or 1 when the caller must take the general path
- * (not our entry, or a backend failure).
+ * (check_write(): not our entry, this process known dead, or a backend
+ * failure).
+ *
+ * With the backend's unregister_owned slot, the check and the removal are
+ * one step of the backend (one probe), so no write can come between them
+ * on any backend.  A refusal (another owner's entry) changed nothing and
+ * sends the caller down the general path, which reads the holder and
+ * answers PROCREG_EPERM with its details, PROCREG_ENOTFOUND when it is
+ * known dead, or removes it with PROCREG_FORCE.
+ *
+ * Without the slot, and only on a backend whose entries only this
+ * registry's writes replace (writes_local): the owner alone decides, so
+ * the check reads it with the backend's hot lookup instead of a whole
+ * entry, and the write goes ahead at no revision.  Sound because the
+ * caller holds the key's stripe: no write through this registry can
+ * replace the entry between the read and the write, and nothing else can
+ * (an entry that vanishes meanwhile, say expired, makes the write fail
+ * with PROCREG_ENOTFOUND, as it would have).
  */
-static int check_own_removal(procreg *reg, const procreg_key *key,
-                             write_check *w)
+static int remove_own(procreg *reg, const procreg_key *key, write_check *w,
+                      procreg_entry *removed, GError **error)
 {
-    procreg_owner holder, self;
-    int rc = procreg_backend_lookup(reg->backend, key, &holder);
-    if (rc == PROCREG_ENOTFOUND)
-        return rc;
+    procreg_owner self;
     procreg_owner_self_fast(&self);
-    if (rc != 0 || !procreg_owner_same(&holder, &self) ||
-        procreg_owner_known_dead_fast(reg, &holder))
+    /* The general path answers PROCREG_ENOTFOUND for an entry whose owner
+     * is known dead, ours included. */
+    if (procreg_owner_known_dead_fast(reg, &self))
         return 1;
-    procreg_entry_clear_fast(&w->cur);
     w->expect = 0;
     w->reason = PROCREG_REASON_EXPLICIT;
-    return 0;
+    int rc = procreg_backend_unregister_owned(reg->backend, key, &self,
+                                              removed);
+    if (rc == 0 || rc == PROCREG_ENOTFOUND)
+        return rc;
+    if (rc != PROCREG_ENOTSUP || !reg->writes_local)
+        return 1;
+    procreg_owner holder;
+    rc = procreg_backend_lookup(reg->backend, key, &holder);
+    if (rc == PROCREG_ENOTFOUND)
+        return rc;
+    if (rc != 0 || !procreg_owner_same(&holder, &self))
+        return 1;
+    return procreg_backend_unregister(reg->backend, key, 0, removed, error);
 }
 
 /* Read the entry and apply the owner rule: 0 (w->cur, w->expect and
@@ -315,11 +334,6 @@ static int check_own_removal(procreg *reg, const procreg_key *key,
 static int check_write(procreg *reg, const procreg_key *key, write_check *w,
                        bool removing, GError **error)
 {
-    if (removing && reg->writes_local && w->if_revision == 0) {
-        int rc = check_own_removal(reg, key, w);
-        if (rc != 1)
-            return rc;
-    }
     procreg_entry_clear_fast(&w->cur);
     w->expect = w->if_revision;
     w->reason = PROCREG_REASON_EXPLICIT;
@@ -375,11 +389,15 @@ static int unregister_once(procreg *reg, const procreg_key *key,
                            write_check *w, GError **error)
 {
     const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
-    int rc = check_write(reg, key, w, true, error);
     procreg_entry removed = {0};
-    if (rc == 0)
-        rc = procreg_backend_unregister(reg->backend, key, w->expect,
-                                        &removed, error);
+    int rc = w->if_revision == 0 ? remove_own(reg, key, w, &removed, error)
+                                 : 1;
+    if (rc == 1) {
+        rc = check_write(reg, key, w, true, error);
+        if (rc == 0)
+            rc = procreg_backend_unregister(reg->backend, key, w->expect,
+                                            &removed, error);
+    }
     if (rc == 0) {
         procreg_owner_index_remove(reg, ns, name, &removed.owner,
                                    removed.revision);

@@ -272,6 +272,13 @@ bool procreg_ckht_publish(ckht *self, const procreg_key *key,
 /* Unpublish the entry of @key and return it, or NULL when there is none;
  * follow with procreg_ckht_retire(). */
 ckht_entry *procreg_ckht_unpublish(ckht *self, const procreg_key *key);
+/* Unpublish the entry of @key only if its owner is @owner
+ * (procreg_backend_owner_same()), in one probe, and return it; NULL when
+ * it stays, with *@kept = the entry of another owner, or NULL when @key
+ * has none.  Follow a removal with procreg_ckht_retire(). */
+ckht_entry *procreg_ckht_unpublish_owned(ckht *self, const procreg_key *key,
+                                         const procreg_owner *owner,
+                                         ckht_entry **kept);
 /* Account for the unpublished @e and retire it. */
 void procreg_ckht_retire(ckht *self, ckht_entry *e);
 /* Next live entry of the table, or NULL. */
