@@ -38,6 +38,18 @@ PROCREG_INTERNAL int procreg_key_init_unchecked(procreg_stack_key *buf,
 PROCREG_INTERNAL int procreg_key_check_names(const procreg_key *key,
                                              GError **error);
 
+/* procreg_key_namespace() and procreg_key_name() (key.c) in line, for
+ * the write paths, which name the key in their counters and events. */
+static inline const char *procreg_key_ns_of(const procreg_key *key)
+{
+    return key->bytes;
+}
+
+static inline const char *procreg_key_name_of(const procreg_key *key)
+{
+    return key->bytes + key->ns_len + 1;
+}
+
 /* Whether @ns begins with PROCREG_NS_RESERVED_PREFIX: procreg's own
  * records (locks, start claims, namespace settings) live there. */
 PROCREG_INTERNAL bool procreg_ns_reserved(const char *ns);

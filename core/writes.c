@@ -85,8 +85,8 @@ static bool evict_dead_holder(procreg *reg, const procreg_key *key,
     int rc = procreg_backend_unregister(reg->backend, key, holder->revision,
                                         &gone, NULL);
     if (rc == 0)
-        procreg_owner_exit_removed(reg, procreg_key_namespace(key),
-                                   procreg_key_name(key), &gone, t0);
+        procreg_owner_exit_removed(reg, procreg_key_ns_of(key),
+                                   procreg_key_name_of(key), &gone, t0);
     procreg_entry_clear(&gone);
     return rc == 0 || rc == PROCREG_ENOTFOUND;
 }
@@ -123,7 +123,7 @@ static int register_entry(procreg *reg, const procreg_key *key,
     metadata_flatten(metadata);
     procreg_record record = {.metadata = metadata,
                              .registered_at = g_get_real_time()};
-    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
+    const char *ns = procreg_key_ns_of(key), *name = procreg_key_name_of(key);
     int rc = reserved_ok ? 0 : procreg_key_check_writable(key, error);
     if (rc == 0)
         rc = procreg_metadata_check(metadata, error);
@@ -244,7 +244,7 @@ static int missing_or(procreg *reg, int rc, GError *local,
     if (rc == PROCREG_ECONFLICT && local == NULL)
         procreg_set_error(&local, rc,
                           "'%s' in '%s' changed since the revision given",
-                          procreg_key_name(key), procreg_key_namespace(key));
+                          procreg_key_name_of(key), procreg_key_ns_of(key));
     if (local != NULL)
         g_propagate_error(error, local);
     return rc;
@@ -363,11 +363,11 @@ static int check_write(procreg *reg, const procreg_key *key, write_check *w,
             error, PROCREG_EPERM,
             "'%s' in '%s' is owned by process %d, not by this process (%d): "
             "only its owner may %s it (PROCREG_FORCE overrides)",
-            procreg_key_name(key), procreg_key_namespace(key),
+            procreg_key_name_of(key), procreg_key_ns_of(key),
             (int)w->cur.owner.pid, (int)self.pid,
             removing ? "unregister" : "update");
-        procreg_error_detail_entry(error, procreg_key_namespace(key),
-                                   procreg_key_name(key), &w->cur);
+        procreg_error_detail_entry(error, procreg_key_ns_of(key),
+                                   procreg_key_name_of(key), &w->cur);
         return PROCREG_EPERM;
     }
     w->reason = PROCREG_REASON_FORCED;
@@ -388,7 +388,7 @@ static bool write_retry(const write_check *w, int rc, int attempt)
 static int unregister_once(procreg *reg, const procreg_key *key,
                            write_check *w, GError **error)
 {
-    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
+    const char *ns = procreg_key_ns_of(key), *name = procreg_key_name_of(key);
     procreg_entry removed = {0};
     int rc = w->if_revision == 0 ? remove_own(reg, key, w, &removed, error)
                                  : 1;
@@ -433,7 +433,7 @@ PROCREG_API int procreg_unregister_full(procreg *reg, const procreg_key *key,
     }
     procreg_entry_clear_fast(&w.cur);
     procreg_op_done(reg, b, PROCREG_OP_UNREGISTER, rc, t0,
-                    procreg_key_namespace(key), procreg_key_name(key),
+                    procreg_key_ns_of(key), procreg_key_name_of(key),
                     rc == 0);
     return rc;
 }
@@ -504,8 +504,8 @@ static int update_once(procreg *reg, const procreg_key *key, write_check *w,
                                 w->reason == PROCREG_REASON_FORCED
                                     ? PROCREG_REASON_FORCED
                                     : PROCREG_REASON_NONE,
-                                procreg_key_namespace(key),
-                                procreg_key_name(key), &updated);
+                                procreg_key_ns_of(key),
+                                procreg_key_name_of(key), &updated);
     }
     procreg_entry_clear(&updated);
     if (to_store != NULL)
@@ -554,7 +554,7 @@ PROCREG_API int procreg_update_metadata_full(procreg *reg,
     if (metadata != NULL)
         g_variant_unref(metadata);
     procreg_op_done(reg, b, PROCREG_OP_UPDATE, rc, t0,
-                    procreg_key_namespace(key), procreg_key_name(key),
+                    procreg_key_ns_of(key), procreg_key_name_of(key),
                     rc == 0);
     return rc;
 }
