@@ -6,6 +6,8 @@
  *    another process replaces the entry between them;
  *  - a register for an owner that dies during the call does not bring the
  *    dead process back after its old entry went with it;
+ *  - a fork() child writes as itself, not as the parent whose owner the
+ *    write paths had read in line;
  *  - an unregister at no revision is one call of a backend's
  *    unregister_owned slot, whose check sees a holder that took the key
  *    over just before it, and whose refusal leads to the general path's
@@ -315,6 +317,40 @@ static void test_owned_removal_needs_version_5(void)
     procreg_close(reg);
 }
 
+/* ---- the caller's owner after fork() ---- */
+
+/* The write paths read the caller's owner in line (internal.h,
+ * procreg_owner_self_fast()) from the pair owner.c publishes; a fork()
+ * child must see its own pid there, not the parent's, although the
+ * parent had read it before the fork. */
+static void test_owner_self_after_fork(void)
+{
+    procreg *reg = NULL;
+    g_assert_cmpint(procreg_open("fake_ts", &reg, NULL), ==, 0);
+    g_assert_cmpint(procreg_register(reg, "ns", "parent", NULL, NULL, NULL,
+                                     NULL), ==, 0);
+    procreg_owner o;
+    g_assert_cmpint(procreg_lookup(reg, "ns", "parent", &o, NULL), ==, 0);
+    g_assert_cmpint(o.pid, ==, getpid());
+    procreg_close(reg);
+    pid_t child = fork();
+    g_assert_cmpint(child, >=, 0);
+    if (child == 0) {
+        procreg *r = NULL;
+        int ok = procreg_open("fake_ts", &r, NULL) == 0 &&
+                 procreg_register(r, "ns", "child", NULL, NULL, NULL,
+                                  NULL) == 0 &&
+                 procreg_lookup(r, "ns", "child", &o, NULL) == 0 &&
+                 o.pid == getpid() &&
+                 procreg_unregister(r, "ns", "child", NULL) == 0;
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    g_assert_cmpint(waitpid(child, &status, 0), ==, child);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -325,6 +361,8 @@ int main(int argc, char **argv)
                     test_owner_dies_during_register);
     g_test_add_func("/core/writes/owner-dies-during-free-register",
                     test_owner_dies_during_free_register);
+    g_test_add_func("/core/writes/owner-self-after-fork",
+                    test_owner_self_after_fork);
     g_test_add_func("/core/writes/owned-removal/one-call",
                     test_owned_removal_one_call);
     g_test_add_func("/core/writes/owned-removal/refused",
