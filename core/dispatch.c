@@ -196,6 +196,19 @@ PROCREG_API int procreg_backend_unregister(procreg_backend *b,
     return rc;
 }
 
+PROCREG_API int procreg_backend_unregister_owned(procreg_backend *b,
+                                                 const procreg_key *key,
+                                                 const procreg_owner *owner,
+                                                 procreg_entry *removed)
+{
+    if (b->ops->version < 5 || b->ops->unregister_owned == NULL)
+        return PROCREG_ENOTSUP;
+    write_lock(b);
+    int rc = b->ops->unregister_owned(b->state, key, owner, removed);
+    write_unlock(b);
+    return rc;
+}
+
 PROCREG_API int procreg_backend_list_all(procreg_backend *b, const char *ns,
                                          GArray *out, GError **error)
 {

@@ -514,14 +514,9 @@ PROCREG_INTERNAL bool procreg_events_wanted(procreg *reg)
            0;
 }
 
-PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
-                                              procreg_event_kind kind,
-                                              procreg_event_reason reason,
-                                              const char *ns, const char *name,
-                                              const procreg_entry *entry)
+PROCREG_INTERNAL atomic_int *procreg_events_subs_counter(procreg_events *h)
 {
-    if (!reg->backend_orders_events)
-        procreg_events_emit(reg, kind, reason, ns, name, entry, false, 0);
+    return &h->n_subs;
 }
 
 PROCREG_API uint64_t procreg_event_last_seq(procreg *reg)

@@ -5,6 +5,8 @@
 #include "procreg-config.h"
 #include <procreg/backend.h>
 
+#include <string.h>
+
 #define PROCREG_INTERNAL __attribute__((visibility("hidden")))
 
 /* Built-in backend tables, default first, NULL-terminated (builtin.c). */
@@ -36,12 +38,35 @@ PROCREG_INTERNAL int procreg_key_init_unchecked(procreg_stack_key *buf,
 PROCREG_INTERNAL int procreg_key_check_names(const procreg_key *key,
                                              GError **error);
 
+/* procreg_key_namespace() and procreg_key_name() (key.c) in line, for
+ * the write paths, which name the key in their counters and events. */
+static inline const char *procreg_key_ns_of(const procreg_key *key)
+{
+    return key->bytes;
+}
+
+static inline const char *procreg_key_name_of(const procreg_key *key)
+{
+    return key->bytes + key->ns_len + 1;
+}
+
 /* Whether @ns begins with PROCREG_NS_RESERVED_PREFIX: procreg's own
  * records (locks, start claims, namespace settings) live there. */
 PROCREG_INTERNAL bool procreg_ns_reserved(const char *ns);
 /* PROCREG_EINVAL, with a message, when @ns is reserved: the public calls
  * that create entries or drop namespaces refuse those. */
 PROCREG_INTERNAL int procreg_ns_check_writable(const char *ns, GError **error);
+/* procreg_ns_check_writable() of @key's namespace: its length is known,
+ * so the prefix is one compare of its 8 bytes, in line. */
+G_STATIC_ASSERT(sizeof(PROCREG_NS_RESERVED_PREFIX) - 1 == 8);
+static inline int procreg_key_check_writable(const procreg_key *key,
+                                             GError **error)
+{
+    if (G_LIKELY(key->ns_len < 8 ||
+                 memcmp(key->bytes, PROCREG_NS_RESERVED_PREFIX, 8) != 0))
+        return 0;
+    return procreg_ns_check_writable(key->bytes, error);
+}
 
 /* ---- error details (error.c): each a no-op unless @error holds a
  * PROCREG_ERROR GError, so a call that passes none pays nothing ---- */
@@ -98,10 +123,43 @@ PROCREG_INTERNAL const char *procreg_backend_spec_string(const procreg_backend *
 
 /* Whether @a and @b are one process: the same pid and, where both know
  * it, the same start time. */
-PROCREG_INTERNAL bool procreg_owner_same(const procreg_owner *a,
-                                         const procreg_owner *b);
+static inline bool procreg_owner_same(const procreg_owner *a,
+                                      const procreg_owner *b)
+{
+    return procreg_backend_owner_same(a, b);
+}
+
+/* The calling process as procreg_owner_self() gives it (owner.c), read
+ * here without a call once it is known: every write asks.  self_pid is 0
+ * until the first procreg_owner_self() and again in a fork() child until
+ * its first one; it is published with a release store after self_start
+ * (owner.c), hence the acquire. */
+PROCREG_INTERNAL extern int procreg_self_pid;
+PROCREG_INTERNAL extern uint64_t procreg_self_start;
+
+static inline void procreg_owner_self_fast(procreg_owner *out)
+{
+    int pid = __atomic_load_n(&procreg_self_pid, __ATOMIC_ACQUIRE);
+    if (G_UNLIKELY(pid == 0)) {
+        procreg_owner_self(out);
+        return;
+    }
+    out->pid = pid;
+    out->start_time = __atomic_load_n(&procreg_self_start, __ATOMIC_RELAXED);
+}
 
 /* ---- entries and metadata (entry.c) ---- */
+
+/* procreg_entry_clear() for the write paths, where the entries the
+ * backend fills leave ns and name NULL and most carry no metadata: only
+ * such an entry's fields are zeroed here, without a call. */
+static inline void procreg_entry_clear_fast(procreg_entry *entry)
+{
+    if (entry->ns != NULL || entry->name != NULL || entry->metadata != NULL)
+        procreg_entry_clear(entry);
+    else
+        *entry = (procreg_entry){0};
+}
 
 /* Whether @metadata is NULL or a dictionary of type a{sv}. */
 PROCREG_INTERNAL int procreg_metadata_check(GVariant *metadata, GError **error);
@@ -180,6 +238,11 @@ struct procreg {
      * check_write in writes.c). */
     bool writes_local;
     procreg_backend_host *host;
+    /* Who listens, for the write paths' test in line
+     * (procreg_events_emit_own()): the wake-up board's waiters (wake.c)
+     * and the subscriptions (events.c), each in its own allocation. */
+    atomic_int *n_waiters;
+    atomic_int *n_subs;
     procreg_tstats *tstats;
     procreg_events *events;
     procreg_wakes *wakes;
@@ -304,12 +367,30 @@ PROCREG_INTERNAL void procreg_telemetry_free(procreg *reg);
 PROCREG_INTERNAL void procreg_telemetry_emit(procreg *reg, procreg_tblock *b,
                                              const procreg_telemetry_event *ev);
 
+/* procreg_op_done() for every call but the plain one below. */
+PROCREG_INTERNAL void procreg_op_done_slow(procreg *reg, procreg_tblock *b,
+                                           procreg_op op, int rc, uint64_t t0,
+                                           const char *ns, const char *name,
+                                           uint64_t count);
+
 /* The end of a call: count it in @b and report it to telemetry.  @t0 is
- * procreg_now_ns() at the start, or 0 when the call was not timed. */
-PROCREG_INTERNAL void procreg_op_done(procreg *reg, procreg_tblock *b,
-                                      procreg_op op, int rc, uint64_t t0,
-                                      const char *ns, const char *name,
-                                      uint64_t count);
+ * procreg_now_ns() at the start, or 0 when the call was not timed.  The
+ * common call (not timed, succeeded, this thread's own block, no handler
+ * attached) is one counter in line: what procreg_tblock_record() and
+ * the telemetry test would do for it. */
+static inline void procreg_op_done(procreg *reg, procreg_tblock *b,
+                                   procreg_op op, int rc, uint64_t t0,
+                                   const char *ns, const char *name,
+                                   uint64_t count)
+{
+    if (G_LIKELY(t0 == 0 && rc == 0 && !b->shared &&
+                 !(atomic_load_explicit(&reg->slow, memory_order_relaxed) &
+                   PROCREG_SLOW_TELEMETRY))) {
+        procreg_counter_add(&b->calls[op], 1);
+        return;
+    }
+    procreg_op_done_slow(reg, b, op, rc, t0, ns, name, count);
+}
 
 /* ---- events and waiting (events.c) ---- */
 
@@ -338,18 +419,34 @@ PROCREG_INTERNAL void procreg_events_emit_member(procreg *reg,
                                                  bool external);
 /* Whether an event is wanted now: a subscriber listens. */
 PROCREG_INTERNAL bool procreg_events_wanted(procreg *reg);
+/* The subscription count procreg_events_emit() tests (reg->n_subs). */
+PROCREG_INTERNAL atomic_int *procreg_events_subs_counter(procreg_events *h);
 /* A change a write through @reg made: emitted now, unless the backend
  * reports its own changes in commit order (PROCREG_CAP_ORDERED_EVENTS),
- * which it then did before the write returned. */
-PROCREG_INTERNAL void procreg_events_emit_own(procreg *reg,
-                                              procreg_event_kind kind,
-                                              procreg_event_reason reason,
-                                              const char *ns, const char *name,
-                                              const procreg_entry *entry);
+ * which it then did before the write returned.  With nobody listening,
+ * the cost is the tests below: no call.  The waiters' test is the
+ * read-modify-write procreg_wakes_notify() makes (its comment says why a
+ * load would not do), and comes first, as there. */
+static inline void procreg_events_emit_own(procreg *reg,
+                                           procreg_event_kind kind,
+                                           procreg_event_reason reason,
+                                           const char *ns, const char *name,
+                                           const procreg_entry *entry)
+{
+    if (reg->backend_orders_events)
+        return;
+    if (atomic_fetch_add_explicit(reg->n_waiters, 0, memory_order_seq_cst) ==
+            0 &&
+        atomic_load_explicit(reg->n_subs, memory_order_relaxed) == 0)
+        return;
+    procreg_events_emit(reg, kind, reason, ns, name, entry, false, 0);
+}
 /* ---- the wake-up board (wake.c) ---- */
 
 PROCREG_INTERNAL procreg_wakes *procreg_wakes_new(void);
 PROCREG_INTERNAL void procreg_wakes_free(procreg_wakes *wakes);
+/* The waiter count procreg_wakes_notify() tests (reg->n_waiters). */
+PROCREG_INTERNAL atomic_int *procreg_wakes_counter(procreg_wakes *wakes);
 /* Wake the waiters of key (@ns, @name), or with @group of that group. */
 PROCREG_INTERNAL void procreg_wakes_notify(procreg *reg, const char *ns,
                                           const char *name, bool group);
@@ -418,17 +515,43 @@ PROCREG_INTERNAL procreg_monitor *procreg_monitor_new(procreg *reg);
 PROCREG_INTERNAL bool procreg_monitor_start(procreg *reg);
 PROCREG_INTERNAL void procreg_monitor_stop(procreg *reg);
 PROCREG_INTERNAL void procreg_monitor_free(procreg_monitor *m);
-/* The owner index.  Call with the key's stripe held (except external). */
-PROCREG_INTERNAL void procreg_owner_index_add(procreg *reg, const char *ns,
-                                              const char *name,
-                                              const procreg_owner *owner,
-                                              uint64_t revision);
+/* This process cannot exit while it runs the registry: its entries need
+ * no cleanup, and the owner index leaves them out (liveness.c). */
+static inline bool procreg_owner_is_self(const procreg_owner *owner)
+{
+    procreg_owner self;
+    procreg_owner_self_fast(&self);
+    return owner->pid == self.pid;
+}
+/* The owner index, for owners other than this process (the functions
+ * below skip this process's own entries in line).  Call with the key's
+ * stripe held (except external). */
+PROCREG_INTERNAL void procreg_owner_index_add_other(procreg *reg,
+                                                    const char *ns,
+                                                    const char *name,
+                                                    const procreg_owner *owner,
+                                                    uint64_t revision);
+PROCREG_INTERNAL void procreg_owner_index_remove_other(
+    procreg *reg, const char *ns, const char *name,
+    const procreg_owner *owner, uint64_t revision);
+static inline void procreg_owner_index_add(procreg *reg, const char *ns,
+                                           const char *name,
+                                           const procreg_owner *owner,
+                                           uint64_t revision)
+{
+    if (!procreg_owner_is_self(owner))
+        procreg_owner_index_add_other(reg, ns, name, owner, revision);
+}
 /* Forget (ns, name) for @owner if the index holds a revision <= @revision
  * (a later registration of the key by the same owner stays). */
-PROCREG_INTERNAL void procreg_owner_index_remove(procreg *reg, const char *ns,
-                                                 const char *name,
-                                                 const procreg_owner *owner,
-                                                 uint64_t revision);
+static inline void procreg_owner_index_remove(procreg *reg, const char *ns,
+                                              const char *name,
+                                              const procreg_owner *owner,
+                                              uint64_t revision)
+{
+    if (!procreg_owner_is_self(owner))
+        procreg_owner_index_remove_other(reg, ns, name, owner, revision);
+}
 /* A dead owner's entry is gone: count it once, and report it to telemetry
  * (PROCREG_OP_CLEANUP, from the monitor thread, outside every lock).
  * @t0: when the removal started (procreg_now_ns()), 0 when unknown.  Any
@@ -505,8 +628,18 @@ PROCREG_INTERNAL void procreg_gi_namespace_info_free(procreg_namespace_info *inf
 
 /* The owner to store: the caller when @given is NULL, else the live
  * process it names (PROCREG_EINVAL, PROCREG_ENOTALIVE). */
-PROCREG_INTERNAL int procreg_resolve_owner(const procreg_owner *given,
-                                           procreg_owner *out, GError **error);
+PROCREG_INTERNAL int procreg_resolve_owner_pid(const procreg_owner *given,
+                                               procreg_owner *out,
+                                               GError **error);
+static inline int procreg_resolve_owner(const procreg_owner *given,
+                                        procreg_owner *out, GError **error)
+{
+    if (given == NULL) {
+        procreg_owner_self_fast(out);
+        return 0;
+    }
+    return procreg_resolve_owner_pid(given, out, error);
+}
 
 /* procreg_register_key() that may also write the reserved namespaces:
  * the core's own records go through the one write path, with its owner
@@ -561,7 +694,15 @@ PROCREG_INTERNAL const char *procreg_filter_name_term(const procreg_filter *f);
  * is.  A write that made an entry or member of it undoes that (writes.c,
  * groups.c) where writes are local: its death may have been cleaned up
  * already. */
-PROCREG_INTERNAL bool procreg_owner_died_meanwhile(procreg *reg,
-                                                  const procreg_owner *owner);
+PROCREG_INTERNAL bool procreg_owner_other_died(procreg *reg,
+                                               const procreg_owner *owner);
+static inline bool procreg_owner_died_meanwhile(procreg *reg,
+                                                const procreg_owner *owner)
+{
+    procreg_owner self;
+    procreg_owner_self_fast(&self);
+    return !procreg_owner_same(owner, &self) &&
+           procreg_owner_other_died(reg, owner);
+}
 
 #endif

@@ -262,15 +262,6 @@ static int pidfd_open_(pid_t pid)
 #endif
 }
 
-/* This process cannot exit while it runs the registry: its entries need
- * no cleanup, and indexing them would cost memory per entry.  The cached
- * owner avoids a getpid() system call on every register. */
-static bool owner_is_self(const procreg_owner *owner)
-{
-    procreg_owner self;
-    procreg_owner_self(&self);
-    return owner->pid == self.pid;
-}
 
 /* Index @k (a key or member string) for @owner at @revision. */
 static void index_add(procreg *reg, const char *k, const procreg_owner *owner,
@@ -344,13 +335,12 @@ static void index_add(procreg *reg, const char *k, const procreg_owner *owner,
     pthread_mutex_unlock(&m->lock);
 }
 
-PROCREG_INTERNAL void procreg_owner_index_add(procreg *reg, const char *ns,
-                                              const char *name,
-                                              const procreg_owner *owner,
-                                              uint64_t revision)
+PROCREG_INTERNAL void procreg_owner_index_add_other(procreg *reg,
+                                                    const char *ns,
+                                                    const char *name,
+                                                    const procreg_owner *owner,
+                                                    uint64_t revision)
 {
-    if (owner_is_self(owner))
-        return;
     char *k = procreg_key_string(ns, name);
     index_add(reg, k, owner, revision);
     g_free(k);
@@ -362,7 +352,7 @@ PROCREG_INTERNAL void procreg_owner_index_add_member(procreg *reg,
                                                      const procreg_owner *owner,
                                                      uint64_t member_id)
 {
-    if (owner_is_self(owner))
+    if (procreg_owner_is_self(owner))
         return;
     char *k = member_key_string(ns, group, member_id);
     index_add(reg, k, owner, member_id);
@@ -390,20 +380,18 @@ static void index_remove(procreg *reg, char *k, const procreg_owner *owner,
     g_free(k);
 }
 
-PROCREG_INTERNAL void procreg_owner_index_remove(procreg *reg, const char *ns,
-                                                 const char *name,
-                                                 const procreg_owner *owner,
-                                                 uint64_t revision)
+PROCREG_INTERNAL void procreg_owner_index_remove_other(
+    procreg *reg, const char *ns, const char *name,
+    const procreg_owner *owner, uint64_t revision)
 {
-    if (!owner_is_self(owner))
-        index_remove(reg, procreg_key_string(ns, name), owner, revision);
+    index_remove(reg, procreg_key_string(ns, name), owner, revision);
 }
 
 PROCREG_INTERNAL void procreg_owner_index_remove_member(
     procreg *reg, const char *ns, const char *group,
     const procreg_owner *owner, uint64_t member_id)
 {
-    if (!owner_is_self(owner))
+    if (!procreg_owner_is_self(owner))
         index_remove(reg, member_key_string(ns, group, member_id), owner,
                      member_id);
 }

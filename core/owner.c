@@ -60,19 +60,20 @@ static proc_view read_start_time(pid_t pid, uint64_t *start)
 
 /* The calling process, read once: getpid() is a system call on glibc
  * >= 2.25 and registering on one's own behalf is the common case.  The
- * pair is published by one release store of `self_pid` (start time
+ * pair is published by one release store of `procreg_self_pid` (start time
  * first); a fork() child clears it so the child reads its own. */
-static uint64_t self_start;
-static gint self_pid;
+PROCREG_INTERNAL uint64_t procreg_self_start;
+PROCREG_INTERNAL int procreg_self_pid;
 
 static void self_forget(void)
 {
-    g_atomic_int_set(&self_pid, 0);
+    g_atomic_int_set(&procreg_self_pid, 0);
 }
 
+/* The core reads the pair with procreg_owner_self_fast() (internal.h). */
 PROCREG_API void procreg_owner_self(procreg_owner *out)
 {
-    pid_t pid = (pid_t)g_atomic_int_get(&self_pid);
+    pid_t pid = (pid_t)g_atomic_int_get(&procreg_self_pid);
     if (G_UNLIKELY(pid == 0)) {
         static gsize atfork_once;
         if (g_once_init_enter(&atfork_once)) {
@@ -82,11 +83,11 @@ PROCREG_API void procreg_owner_self(procreg_owner *out)
         pid = getpid();
         uint64_t start = 0; /* a process always sees its own stat */
         read_start_time(pid, &start);
-        __atomic_store_n(&self_start, start, __ATOMIC_RELAXED);
-        g_atomic_int_set(&self_pid, pid);
+        __atomic_store_n(&procreg_self_start, start, __ATOMIC_RELAXED);
+        g_atomic_int_set(&procreg_self_pid, pid);
     }
     out->pid = pid;
-    out->start_time = __atomic_load_n(&self_start, __ATOMIC_RELAXED);
+    out->start_time = __atomic_load_n(&procreg_self_start, __ATOMIC_RELAXED);
 }
 
 PROCREG_API int procreg_owner_from_pid(pid_t pid, procreg_owner *out,
@@ -105,13 +106,6 @@ PROCREG_API int procreg_owner_from_pid(pid_t pid, procreg_owner *out,
     return 0;
 }
 
-PROCREG_INTERNAL bool procreg_owner_same(const procreg_owner *a,
-                                         const procreg_owner *b)
-{
-    return a->pid == b->pid &&
-           (a->start_time == 0 || b->start_time == 0 ||
-            a->start_time == b->start_time);
-}
 
 PROCREG_API bool procreg_owner_is_alive(const procreg_owner *owner)
 {

@@ -36,6 +36,8 @@ static procreg *registry_alloc(void)
     reg->telemetry = procreg_telemetry_new();
     reg->events = procreg_events_new();
     reg->wakes = procreg_wakes_new();
+    reg->n_subs = procreg_events_subs_counter(reg->events);
+    reg->n_waiters = procreg_wakes_counter(reg->wakes);
     reg->monitor = procreg_monitor_new(reg);
     reg->host = procreg_host_new_root(reg);
     return reg;

@@ -100,10 +100,10 @@ PROCREG_INTERNAL void procreg_telemetry_emit(procreg *reg, procreg_tblock *b,
     atomic_store_explicit(&b->tel_active, 0, memory_order_release);
 }
 
-PROCREG_INTERNAL void procreg_op_done(procreg *reg, procreg_tblock *b,
-                                      procreg_op op, int rc, uint64_t t0,
-                                      const char *ns, const char *name,
-                                      uint64_t count)
+PROCREG_INTERNAL void procreg_op_done_slow(procreg *reg, procreg_tblock *b,
+                                           procreg_op op, int rc, uint64_t t0,
+                                           const char *ns, const char *name,
+                                           uint64_t count)
 {
     uint64_t dur = t0 != 0 ? procreg_since_ns(t0) : 0;
     procreg_tblock_record(b, op, rc, t0 != 0, dur);

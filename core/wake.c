@@ -40,6 +40,11 @@ PROCREG_INTERNAL procreg_wakes *procreg_wakes_new(void)
     return h;
 }
 
+PROCREG_INTERNAL atomic_int *procreg_wakes_counter(procreg_wakes *h)
+{
+    return &h->n_waiters;
+}
+
 PROCREG_INTERNAL void procreg_wakes_free(procreg_wakes *h)
 {
     if (h == NULL)

@@ -21,15 +21,12 @@ static void metadata_flatten(GVariant *metadata)
 
 /* ---- register ---- */
 
-/* The owner to store: the caller by default; otherwise a live process,
+/* procreg_resolve_owner() (internal.h) of a given owner: a live process,
  * with its start time filled in so a reused pid never matches. */
-PROCREG_INTERNAL int procreg_resolve_owner(const procreg_owner *given,
-                                           procreg_owner *out, GError **error)
+PROCREG_INTERNAL int procreg_resolve_owner_pid(const procreg_owner *given,
+                                               procreg_owner *out,
+                                               GError **error)
 {
-    if (given == NULL) {
-        procreg_owner_self(out);
-        return 0;
-    }
     int rc = procreg_owner_from_pid(given->pid, out, error);
     if (rc != 0)
         return rc;
@@ -62,17 +59,17 @@ static bool holder_dead(procreg *reg, const procreg_owner *holder)
     if (!reg->owners_local)
         return false;
     procreg_owner self;
-    procreg_owner_self(&self);
+    procreg_owner_self_fast(&self);
     return !procreg_owner_same(holder, &self) &&
            !procreg_owner_is_alive(holder);
 }
 
-PROCREG_INTERNAL bool procreg_owner_died_meanwhile(procreg *reg,
-                                                  const procreg_owner *owner)
+/* procreg_owner_died_meanwhile() (internal.h) of a process other than
+ * the caller. */
+PROCREG_INTERNAL bool procreg_owner_other_died(procreg *reg,
+                                               const procreg_owner *owner)
 {
-    procreg_owner self;
-    procreg_owner_self(&self);
-    return !procreg_owner_same(owner, &self) && holder_dead(reg, owner);
+    return holder_dead(reg, owner);
 }
 
 /* The key is held by a dead owner, its cleanup still pending: remove that
@@ -88,8 +85,8 @@ static bool evict_dead_holder(procreg *reg, const procreg_key *key,
     int rc = procreg_backend_unregister(reg->backend, key, holder->revision,
                                         &gone, NULL);
     if (rc == 0)
-        procreg_owner_exit_removed(reg, procreg_key_namespace(key),
-                                   procreg_key_name(key), &gone, t0);
+        procreg_owner_exit_removed(reg, procreg_key_ns_of(key),
+                                   procreg_key_name_of(key), &gone, t0);
     procreg_entry_clear(&gone);
     return rc == 0 || rc == PROCREG_ENOTFOUND;
 }
@@ -126,8 +123,8 @@ static int register_entry(procreg *reg, const procreg_key *key,
     metadata_flatten(metadata);
     procreg_record record = {.metadata = metadata,
                              .registered_at = g_get_real_time()};
-    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
-    int rc = reserved_ok ? 0 : procreg_ns_check_writable(ns, error);
+    const char *ns = procreg_key_ns_of(key), *name = procreg_key_name_of(key);
+    int rc = reserved_ok ? 0 : procreg_key_check_writable(key, error);
     if (rc == 0)
         rc = procreg_metadata_check(metadata, error);
     if (rc == 0)
@@ -192,7 +189,7 @@ static int register_entry(procreg *reg, const procreg_key *key,
         if (current != NULL && (rc == 0 || rc == PROCREG_EEXISTS))
             *current = cur;
         else
-            procreg_entry_clear(&cur);
+            procreg_entry_clear_fast(&cur);
     }
     if (metadata != NULL)
         g_variant_unref(metadata);
@@ -247,7 +244,7 @@ static int missing_or(procreg *reg, int rc, GError *local,
     if (rc == PROCREG_ECONFLICT && local == NULL)
         procreg_set_error(&local, rc,
                           "'%s' in '%s' changed since the revision given",
-                          procreg_key_name(key), procreg_key_namespace(key));
+                          procreg_key_name_of(key), procreg_key_ns_of(key));
     if (local != NULL)
         g_propagate_error(error, local);
     return rc;
@@ -281,33 +278,52 @@ static int check_flags(unsigned flags, GError **error)
 }
 
 /*
- * The owner rule for an unregister at no revision on a backend whose
- * entries only this registry's writes replace (writes_local): the owner
- * alone decides, so the check reads it with the backend's hot lookup
- * instead of a whole entry, and the write goes ahead at no revision,
- * which spares the backend a second search.  Sound because the caller
- * holds the key's stripe: no write through this registry can replace
- * the entry between the read and the write, and nothing else can (an
- * entry that vanishes meanwhile, say expired, makes the write fail with
- * PROCREG_ENOTFOUND, as it would have).  Returns 0 (w set),
+ * The owner rule for an unregister at no revision, when the caller owns
+ * the entry (the common case): 0 (removed, @removed and w set),
  * PROCREG_ENOTFOUND, or 1 when the caller must take the general path
- * (not our entry, or a backend failure).
+ * (check_write(): not our entry, this process known dead, or a backend
+ * failure).
+ *
+ * With the backend's unregister_owned slot, the check and the removal are
+ * one step of the backend (one probe), so no write can come between them
+ * on any backend.  A refusal (another owner's entry) changed nothing and
+ * sends the caller down the general path, which reads the holder and
+ * answers PROCREG_EPERM with its details, PROCREG_ENOTFOUND when it is
+ * known dead, or removes it with PROCREG_FORCE.
+ *
+ * Without the slot, and only on a backend whose entries only this
+ * registry's writes replace (writes_local): the owner alone decides, so
+ * the check reads it with the backend's hot lookup instead of a whole
+ * entry, and the write goes ahead at no revision.  Sound because the
+ * caller holds the key's stripe: no write through this registry can
+ * replace the entry between the read and the write, and nothing else can
+ * (an entry that vanishes meanwhile, say expired, makes the write fail
+ * with PROCREG_ENOTFOUND, as it would have).
  */
-static int check_own_removal(procreg *reg, const procreg_key *key,
-                             write_check *w)
+static int remove_own(procreg *reg, const procreg_key *key, write_check *w,
+                      procreg_entry *removed, GError **error)
 {
-    procreg_owner holder, self;
-    int rc = procreg_backend_lookup(reg->backend, key, &holder);
-    if (rc == PROCREG_ENOTFOUND)
-        return rc;
-    procreg_owner_self(&self);
-    if (rc != 0 || !procreg_owner_same(&holder, &self) ||
-        procreg_owner_known_dead_fast(reg, &holder))
+    procreg_owner self;
+    procreg_owner_self_fast(&self);
+    /* The general path answers PROCREG_ENOTFOUND for an entry whose owner
+     * is known dead, ours included. */
+    if (procreg_owner_known_dead_fast(reg, &self))
         return 1;
-    procreg_entry_clear(&w->cur);
     w->expect = 0;
     w->reason = PROCREG_REASON_EXPLICIT;
-    return 0;
+    int rc = procreg_backend_unregister_owned(reg->backend, key, &self,
+                                              removed);
+    if (rc == 0 || rc == PROCREG_ENOTFOUND)
+        return rc;
+    if (rc != PROCREG_ENOTSUP || !reg->writes_local)
+        return 1;
+    procreg_owner holder;
+    rc = procreg_backend_lookup(reg->backend, key, &holder);
+    if (rc == PROCREG_ENOTFOUND)
+        return rc;
+    if (rc != 0 || !procreg_owner_same(&holder, &self))
+        return 1;
+    return procreg_backend_unregister(reg->backend, key, 0, removed, error);
 }
 
 /* Read the entry and apply the owner rule: 0 (w->cur, w->expect and
@@ -318,12 +334,7 @@ static int check_own_removal(procreg *reg, const procreg_key *key,
 static int check_write(procreg *reg, const procreg_key *key, write_check *w,
                        bool removing, GError **error)
 {
-    if (removing && reg->writes_local && w->if_revision == 0) {
-        int rc = check_own_removal(reg, key, w);
-        if (rc != 1)
-            return rc;
-    }
-    procreg_entry_clear(&w->cur);
+    procreg_entry_clear_fast(&w->cur);
     w->expect = w->if_revision;
     w->reason = PROCREG_REASON_EXPLICIT;
     GError *local = NULL;
@@ -344,7 +355,7 @@ static int check_write(procreg *reg, const procreg_key *key, write_check *w,
         return rc;
     w->expect = w->cur.revision;
     procreg_owner self;
-    procreg_owner_self(&self);
+    procreg_owner_self_fast(&self);
     if (procreg_owner_same(&w->cur.owner, &self))
         return 0;
     if (!(w->flags & PROCREG_FORCE)) {
@@ -352,11 +363,11 @@ static int check_write(procreg *reg, const procreg_key *key, write_check *w,
             error, PROCREG_EPERM,
             "'%s' in '%s' is owned by process %d, not by this process (%d): "
             "only its owner may %s it (PROCREG_FORCE overrides)",
-            procreg_key_name(key), procreg_key_namespace(key),
+            procreg_key_name_of(key), procreg_key_ns_of(key),
             (int)w->cur.owner.pid, (int)self.pid,
             removing ? "unregister" : "update");
-        procreg_error_detail_entry(error, procreg_key_namespace(key),
-                                   procreg_key_name(key), &w->cur);
+        procreg_error_detail_entry(error, procreg_key_ns_of(key),
+                                   procreg_key_name_of(key), &w->cur);
         return PROCREG_EPERM;
     }
     w->reason = PROCREG_REASON_FORCED;
@@ -377,19 +388,23 @@ static bool write_retry(const write_check *w, int rc, int attempt)
 static int unregister_once(procreg *reg, const procreg_key *key,
                            write_check *w, GError **error)
 {
-    const char *ns = procreg_key_namespace(key), *name = procreg_key_name(key);
-    int rc = check_write(reg, key, w, true, error);
+    const char *ns = procreg_key_ns_of(key), *name = procreg_key_name_of(key);
     procreg_entry removed = {0};
-    if (rc == 0)
-        rc = procreg_backend_unregister(reg->backend, key, w->expect,
-                                        &removed, error);
+    int rc = w->if_revision == 0 ? remove_own(reg, key, w, &removed, error)
+                                 : 1;
+    if (rc == 1) {
+        rc = check_write(reg, key, w, true, error);
+        if (rc == 0)
+            rc = procreg_backend_unregister(reg->backend, key, w->expect,
+                                            &removed, error);
+    }
     if (rc == 0) {
         procreg_owner_index_remove(reg, ns, name, &removed.owner,
                                    removed.revision);
         procreg_events_emit_own(reg, PROCREG_EVENT_UNREGISTERED, w->reason,
                                 ns, name, &removed);
     }
-    procreg_entry_clear(&removed);
+    procreg_entry_clear_fast(&removed);
     return rc;
 }
 
@@ -416,9 +431,9 @@ PROCREG_API int procreg_unregister_full(procreg *reg, const procreg_key *key,
         g_clear_error(&local);
         rc = 0;
     }
-    procreg_entry_clear(&w.cur);
+    procreg_entry_clear_fast(&w.cur);
     procreg_op_done(reg, b, PROCREG_OP_UNREGISTER, rc, t0,
-                    procreg_key_namespace(key), procreg_key_name(key),
+                    procreg_key_ns_of(key), procreg_key_name_of(key),
                     rc == 0);
     return rc;
 }
@@ -489,8 +504,8 @@ static int update_once(procreg *reg, const procreg_key *key, write_check *w,
                                 w->reason == PROCREG_REASON_FORCED
                                     ? PROCREG_REASON_FORCED
                                     : PROCREG_REASON_NONE,
-                                procreg_key_namespace(key),
-                                procreg_key_name(key), &updated);
+                                procreg_key_ns_of(key),
+                                procreg_key_name_of(key), &updated);
     }
     procreg_entry_clear(&updated);
     if (to_store != NULL)
@@ -535,11 +550,11 @@ PROCREG_API int procreg_update_metadata_full(procreg *reg,
         g_clear_error(&local);
         rc = 0;
     }
-    procreg_entry_clear(&w.cur);
+    procreg_entry_clear_fast(&w.cur);
     if (metadata != NULL)
         g_variant_unref(metadata);
     procreg_op_done(reg, b, PROCREG_OP_UPDATE, rc, t0,
-                    procreg_key_namespace(key), procreg_key_name(key),
+                    procreg_key_ns_of(key), procreg_key_name_of(key),
                     rc == 0);
     return rc;
 }

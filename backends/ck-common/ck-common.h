@@ -42,6 +42,7 @@
 #include <ck_ht.h>
 #include <ck_pr.h>
 #include <glib.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -260,13 +261,13 @@ bool procreg_ck_ht_rebuild(ck_ht_t **table, size_t slots,
 static inline size_t procreg_ck_map_slots(size_t bytes, size_t slot_size)
 {
     size_t n = bytes / slot_size;
-    size_t c = 1;
 
+    /* The highest bit of n (ckht asks on every removal: a count leading
+     * zeros, not a loop over the bits). */
     if (n == 0)
         return 0;
-    while (c <= n / 2)
-        c <<= 1;
-    return c;
+    return (size_t)1 << (sizeof(unsigned long long) * CHAR_BIT - 1 -
+                         (unsigned)__builtin_clzll((unsigned long long)n));
 }
 
 /** The slots of a ck_ht table allocation of @bytes (32-byte slots plus a

@@ -178,9 +178,27 @@ ckht_entry *procreg_ckht_entry_new(const procreg_key *key,
                                    uint64_t revision);
 /* A procreg_epoch_free_fn for retired entries (and destroy). */
 void procreg_ckht_entry_free(void *p);
-/* Fill @out (caller-owned copies) from @e. */
-void procreg_ckht_entry_fill(procreg_entry *out, const ckht_entry *e,
-                             bool names);
+/* Fill @out (caller-owned copies) from @e, with ns and name when @names
+ * (else NULL, as single-entry slots may leave them): every write copies
+ * one out, so that case is in line. */
+void procreg_ckht_entry_fill_names(procreg_entry *out, const ckht_entry *e);
+static inline void procreg_ckht_entry_fill(procreg_entry *out,
+                                           const ckht_entry *e, bool names)
+{
+    GVariant *metadata;
+
+    if (names) {
+        procreg_ckht_entry_fill_names(out, e);
+        return;
+    }
+    metadata = ckht_entry_metadata(e);
+    out->ns = NULL;
+    out->name = NULL;
+    ckht_entry_owner(e, &out->owner);
+    out->metadata = metadata ? g_variant_ref(metadata) : NULL;
+    out->registered_at = e->registered_at;
+    out->revision = e->revision;
+}
 void procreg_ckht_entry_append(GArray *out, const ckht_entry *e);
 
 /* ------------------------------------------------------------------------ */
@@ -254,6 +272,13 @@ bool procreg_ckht_publish(ckht *self, const procreg_key *key,
 /* Unpublish the entry of @key and return it, or NULL when there is none;
  * follow with procreg_ckht_retire(). */
 ckht_entry *procreg_ckht_unpublish(ckht *self, const procreg_key *key);
+/* Unpublish the entry of @key only if its owner is @owner
+ * (procreg_backend_owner_same()), in one probe, and return it; NULL when
+ * it stays, with *@kept = the entry of another owner, or NULL when @key
+ * has none.  Follow a removal with procreg_ckht_retire(). */
+ckht_entry *procreg_ckht_unpublish_owned(ckht *self, const procreg_key *key,
+                                         const procreg_owner *owner,
+                                         ckht_entry **kept);
 /* Account for the unpublished @e and retire it. */
 void procreg_ckht_retire(ckht *self, ckht_entry *e);
 /* Next live entry of the table, or NULL. */

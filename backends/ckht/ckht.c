@@ -273,6 +273,30 @@ out:
     return r;
 }
 
+/* The owner rule's check and the removal in one probe (the
+ * unregister_owned slot): under the writer lock, like every write, so no
+ * other write of the key comes between them. */
+static int ckht_unregister_owned(void *state, const procreg_key *key,
+                                 const procreg_owner *owner,
+                                 procreg_entry *removed)
+{
+    ckht *self = state;
+    ckht *previous = procreg_ckht_write_begin(self);
+    ckht_entry *kept;
+    ckht_entry *e = procreg_ckht_unpublish_owned(self, key, owner, &kept);
+    int r = 0;
+
+    if (e != NULL) {
+        if (removed != NULL)
+            procreg_ckht_entry_fill(removed, e, false);
+        procreg_ckht_retire(self, e);
+    } else {
+        r = kept != NULL ? PROCREG_EPERM : PROCREG_ENOTFOUND;
+    }
+    procreg_ckht_write_end(self, previous);
+    return r;
+}
+
 static int ckht_update_metadata(void *state, const procreg_key *key,
                                 GVariant *metadata, uint64_t if_revision,
                                 procreg_entry *updated, GError **error)
@@ -358,4 +382,5 @@ const procreg_backend_ops procreg_ckht_backend_ops = {
     .group_dispatch = procreg_ckht_group_dispatch,
     .group_pick = procreg_ckht_group_pick,
     .group_member = procreg_ckht_group_member,
+    .unregister_owned = ckht_unregister_owned,
 };

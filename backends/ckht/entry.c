@@ -99,28 +99,18 @@ void procreg_ckht_entry_free(void *p)
     free(ckht_entry_base(e));
 }
 
-/* Fill @out (caller-owned copies) from @e. */
-void procreg_ckht_entry_fill(procreg_entry *out, const ckht_entry *e,
-                             bool names)
+/* procreg_ckht_entry_fill() with names. */
+void procreg_ckht_entry_fill_names(procreg_entry *out, const ckht_entry *e)
 {
-    GVariant *metadata = ckht_entry_metadata(e);
-
-    memset(out, 0, sizeof(*out));
-    if (names) {
-        out->ns = g_strdup(e->key);
-        out->name = g_strndup(ckht_entry_name(e),
-                              (gsize)ckht_entry_name_len(e));
-    }
-    ckht_entry_owner(e, &out->owner);
-    out->metadata = metadata ? g_variant_ref(metadata) : NULL;
-    out->registered_at = e->registered_at;
-    out->revision = e->revision;
+    procreg_ckht_entry_fill(out, e, false);
+    out->ns = g_strdup(e->key);
+    out->name = g_strndup(ckht_entry_name(e), (gsize)ckht_entry_name_len(e));
 }
 
 void procreg_ckht_entry_append(GArray *out, const ckht_entry *e)
 {
     procreg_entry copy;
 
-    procreg_ckht_entry_fill(&copy, e, true);
+    procreg_ckht_entry_fill_names(&copy, e);
     g_array_append_val(out, copy);
 }

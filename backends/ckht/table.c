@@ -167,10 +167,12 @@ typedef struct {
 
 static void *ckht_put_fn(void *present, void *data);
 
-/* ck_hs_apply() on the table, and the figures of a map it grew into. */
-static bool ckht_apply(ckht *self, const procreg_key *key, ckht_put *put)
+/* ck_hs_apply() of @fn on the table, and the figures of a map it grew
+ * into. */
+static bool ckht_apply(ckht *self, const procreg_key *key,
+                       ck_hs_apply_fn_t *fn, void *data)
 {
-    bool ok = ck_hs_apply(self->hs, ckht_hs_hash(key), key, ckht_put_fn, put);
+    bool ok = ck_hs_apply(self->hs, ckht_hs_hash(key), key, fn, data);
 
     if (ckht_commit_map(self, self->hs))
         self->grows++;
@@ -199,7 +201,7 @@ bool procreg_ckht_publish(ckht *self, const procreg_key *key,
     ck_pr_fence_store();
     if (replace) {
         /* Callers replace only an entry they found under the lock. */
-        if (!ckht_apply(self, key, &put))
+        if (!ckht_apply(self, key, ckht_put_fn, &put))
             return false;
         procreg_ckht_ns_replace(put.found, e);
         *found = put.found;
@@ -209,7 +211,7 @@ bool procreg_ckht_publish(ckht *self, const procreg_key *key,
      * table untouched; readers never read the links. */
     if (!procreg_ckht_ns_link(self, e))
         return false;
-    if (!ckht_apply(self, key, &put)) {
+    if (!ckht_apply(self, key, ckht_put_fn, &put)) {
         procreg_ckht_ns_unlink(self, e);
         return false;
     }
@@ -222,6 +224,47 @@ bool procreg_ckht_publish(ckht *self, const procreg_key *key,
 ckht_entry *procreg_ckht_unpublish(ckht *self, const procreg_key *key)
 {
     return ck_hs_remove(self->hs, ckht_hs_hash(key), key);
+}
+
+typedef struct {
+    const procreg_owner *owner;
+    ckht_entry *found;
+    bool taken;
+} ckht_take;
+
+/* ck_hs_apply()'s function for procreg_ckht_unpublish_owned(): NULL
+ * (remove; nothing when absent) for @owner's entry, the entry itself (no
+ * change) for another owner's. */
+static void *ckht_take_fn(void *present, void *data)
+{
+    ckht_take *take = data;
+    procreg_owner holder;
+
+    take->found = present;
+    if (present == NULL)
+        return NULL;
+    ckht_entry_owner(present, &holder);
+    take->taken = procreg_backend_owner_same(&holder, take->owner);
+    return take->taken ? NULL : present;
+}
+
+ckht_entry *procreg_ckht_unpublish_owned(ckht *self, const procreg_key *key,
+                                         const procreg_owner *owner,
+                                         ckht_entry **kept)
+{
+    ckht_take take = {owner, NULL, false};
+
+    /* The owner's check and the removal in the one probe of
+     * ck_hs_apply(), which leaves a tombstone as ck_hs_remove() does.  It
+     * grows the table only when its probe met neither the key nor a free
+     * slot within ck_hs's probe limit, and fails only when that growth
+     * does: the key is absent then. */
+    if (!ckht_apply(self, key, ckht_take_fn, &take)) {
+        *kept = NULL;
+        return NULL;
+    }
+    *kept = take.taken ? NULL : take.found;
+    return take.taken ? take.found : NULL;
 }
 
 /* Replace the ck_hs with a new one holding the same entries and no

@@ -174,6 +174,24 @@ static int ghash_unregister(void *state, const procreg_key *key,
     return 0;
 }
 
+/* The owner rule's check and the removal in one call (the core holds its
+ * write lock around it). */
+static int ghash_unregister_owned(void *state, const procreg_key *key,
+                                  const procreg_owner *owner,
+                                  procreg_entry *removed)
+{
+    ghash_state *s = state;
+    ghash_entry *e = find(s, key);
+    if (e == NULL)
+        return PROCREG_ENOTFOUND;
+    if (!procreg_backend_owner_same(&e->owner, owner))
+        return PROCREG_EPERM;
+    fill_entry(e, removed, false);
+    s->revision++; /* a removal is a change too */
+    remove_entry(s, e);
+    return 0;
+}
+
 static int ghash_update_metadata(void *state, const procreg_key *key,
                                  GVariant *metadata, uint64_t if_revision,
                                  procreg_entry *updated, GError **error)
@@ -325,6 +343,7 @@ const procreg_backend_ops procreg_ghash_backend_ops = {
     .lookup = ghash_lookup,
     .lookup_entry = ghash_lookup_entry,
     .unregister = ghash_unregister,
+    .unregister_owned = ghash_unregister_owned,
     .list_all = ghash_list_all,
     .update_metadata = ghash_update_metadata,
     .health_check = ghash_health_check,

@@ -520,6 +520,31 @@ static int opt_unregister(void *state, const procreg_key *key,
     return rc;
 }
 
+/* The inner backend's owner-checked removal (unregister_owned), with the
+ * cache and index kept in line as for unregister; PROCREG_ENOTSUP, having
+ * touched nothing, when the inner backend has no such slot (the core then
+ * checks and removes in two calls). */
+static int opt_unregister_owned(void *state, const procreg_key *key,
+                                const procreg_owner *owner,
+                                procreg_entry *removed)
+{
+    opt_state *s = state;
+    opt_cache_write w;
+    procreg_mutex *stripe;
+    int rc;
+
+    if (s->inner_ops->version < 5 || s->inner_ops->unregister_owned == NULL)
+        return PROCREG_ENOTSUP;
+    stripe = opt_write_lock(s, key, &w);
+    rc = procreg_backend_unregister_owned(s->inner, key, owner, removed);
+    /* Removed, the key is absent; refused (EPERM), the entry is another
+     * owner's, unchanged, and the cache forgets it like after a failure. */
+    opt_after_write(s, key, &w, rc == 0 ? PROCREG_ENOTFOUND : rc, NULL,
+                    false);
+    procreg_opt_stripe_unlock(s, stripe);
+    return rc;
+}
+
 static int opt_update_metadata(void *state, const procreg_key *key,
                                GVariant *metadata, uint64_t if_revision,
                                procreg_entry *updated, GError **error)
@@ -753,6 +778,7 @@ const procreg_backend_ops procreg_optimized_backend_ops = {
     .lookup = opt_lookup,
     .lookup_entry = opt_lookup_entry,
     .unregister = opt_unregister,
+    .unregister_owned = opt_unregister_owned,
     .list_all = opt_list_all,
     .update_metadata = opt_update_metadata,
     .health_check = opt_health_check,

@@ -234,10 +234,24 @@ PROCREG_API void procreg_backend_host_free(procreg_backend_host *host);
 /* The vtable                                                               */
 
 /* Version 2 added the optional count_namespaces slot at the end of the
- * table, version 3 the group slots, version 4 the history slots; the core
- * reads a slot only from tables whose version has it, so modules built for
- * version 1 or 2 keep working (and answer PROCREG_ENOTSUP for groups). */
-#define PROCREG_BACKEND_VERSION 4
+ * table, version 3 the group slots, version 4 the history slots, version 5
+ * unregister_owned; the core reads a slot only from tables whose version
+ * has it, so modules built for version 1 or 2 keep working (and answer
+ * PROCREG_ENOTSUP for groups). */
+#define PROCREG_BACKEND_VERSION 5
+
+/**
+ * The owner rule's notion of one process: the same pid and, where both
+ * know it (non-zero), the same start time.  What unregister_owned compares
+ * with; the core applies the same rule everywhere else.
+ */
+static inline bool procreg_backend_owner_same(const procreg_owner *a,
+                                              const procreg_owner *b)
+{
+    return a->pid == b->pid &&
+           (a->start_time == 0 || b->start_time == 0 ||
+            a->start_time == b->start_time);
+}
 
 /** One change read back from a backend's history (history_read). */
 typedef struct {
@@ -437,6 +451,24 @@ typedef struct procreg_backend_ops {
      *  restarted): the message says what is kept. */
     int (*history_read)(void *state, const char *ns, uint64_t after,
                         GArray *out, uint64_t *head, GError **error);
+
+    /* ---- version 5: optional ---- */
+
+    /** May. Remove the entry of @key only if its owner is @owner
+     *  (procreg_backend_owner_same()), in one step that no other write of
+     *  the key can come between (one probe of the table, one
+     *  transaction): the owner rule's check and the removal together, for
+     *  an unregister at no revision.  Returns 0 (removed; @removed, which
+     *  may be NULL, receives it), PROCREG_ENOTFOUND (no entry),
+     *  PROCREG_EPERM (another owner's entry: nothing changed), or another
+     *  failure (nothing changed).  No GError: on anything but 0 and
+     *  PROCREG_ENOTFOUND the core takes its general path (it reads the
+     *  entry, then applies the rule and PROCREG_FORCE with the holder's
+     *  details), which reports.  Called with the locking of unregister.
+     *  Core fallback: a lookup of the owner, then unregister. */
+    int (*unregister_owned)(void *state, const procreg_key *key,
+                            const procreg_owner *owner,
+                            procreg_entry *removed);
 } procreg_backend_ops;
 
 /**
@@ -508,6 +540,13 @@ PROCREG_API int procreg_backend_unregister(procreg_backend *b,
                                            uint64_t if_revision,
                                            procreg_entry *removed,
                                            GError **error);
+/* The unregister_owned slot; PROCREG_ENOTSUP when the backend has none
+ * (a table before version 5, or the slot NULL): the caller then checks and
+ * removes in two calls itself. */
+PROCREG_API int procreg_backend_unregister_owned(procreg_backend *b,
+                                                 const procreg_key *key,
+                                                 const procreg_owner *owner,
+                                                 procreg_entry *removed);
 PROCREG_API int procreg_backend_list_all(procreg_backend *b, const char *ns,
                                          GArray *out, GError **error);
 PROCREG_API int procreg_backend_update_metadata(procreg_backend *b,

@@ -6,7 +6,8 @@
  * hook recorded every allocation as the current map, so the capacity
  * figure was off by 2x until the next map (and the tombstone count, which
  * decides the rebuilds, was reset).  procreg_ckht_test_map_budget makes
- * the second allocation fail.
+ * the second allocation fail.  The slot count of a map's allocation is
+ * checked against the loop it used to be.
  */
 #include <procreg/backend.h>
 
@@ -78,9 +79,40 @@ static void test_map_figures_after_failed_growth(void)
     procreg_ckht_backend_ops.destroy(state);
 }
 
+/* procreg_ck_map_slots(), which every removal asks (through the
+ * capacity), against the loop it replaced: the largest power of two
+ * that fits, for every count up to 2^16 and around every power of two. */
+static size_t slots_by_loop(size_t bytes, size_t slot_size)
+{
+    size_t n = bytes / slot_size, c = 1;
+
+    if (n == 0)
+        return 0;
+    while (c <= n / 2)
+        c <<= 1;
+    return c;
+}
+
+static void test_map_slots_formula(void)
+{
+    for (size_t b = 0; b < ((size_t)1 << 16); b++)
+        g_assert_cmpuint(procreg_ck_map_slots(b, 8), ==, slots_by_loop(b, 8));
+    for (unsigned k = 1; k < 60; k++)
+        for (size_t d = 0; d < 3; d++) {
+            size_t b = ((size_t)1 << k) - 1 + d;
+
+            g_assert_cmpuint(procreg_ck_map_slots(b, 1), ==,
+                             slots_by_loop(b, 1));
+            g_assert_cmpuint(procreg_ck_map_slots(b, 32), ==,
+                             slots_by_loop(b, 32));
+        }
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/ckht/map-figures/slots-formula",
+                    test_map_slots_formula);
     g_test_add_func("/ckht/map-figures/after-failed-growth",
                     test_map_figures_after_failed_growth);
     return g_test_run();

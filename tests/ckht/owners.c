@@ -5,7 +5,9 @@
  * start time 2^42, UINT64_MAX), which ckht keeps whole in front of the
  * entry, with and without metadata in front as well.  Each must come back
  * exactly from register's current entry, lookup, lookup_entry, list_all,
- * update_metadata and unregister.
+ * update_metadata and unregister.  unregister_owned removes an entry only
+ * for its own owner by the owner rule (the same pid; the same start time
+ * unless either is 0), and gives it back whole.
  */
 #include <procreg/backend.h>
 
@@ -141,6 +143,61 @@ static void test_owners(gconstpointer data)
     procreg_backend_close(b);
 }
 
+/* The same owners through unregister_owned: another pid and (both
+ * known) another start time are refused and change nothing; the owner,
+ * or its pid with start time 0, removes the entry. */
+static void test_unregister_owned(void)
+{
+    procreg_backend *b = NULL;
+    procreg_entry entry;
+    procreg_owner owner;
+    size_t i;
+
+    g_assert_cmpint(procreg_backend_open("ckht", NULL, &b, NULL), ==, 0);
+    for (i = 0; i < N_OWNERS; i++) {
+        procreg_key *key = key_of(i);
+        procreg_record record = {.owner = owner_of(i),
+                                 .registered_at = (int64_t)i * 1000};
+
+        record.metadata = metadata_of(i);
+        g_assert_cmpint(procreg_backend_register_entry(b, key, &record, NULL,
+                                                       NULL), ==, 0);
+        g_variant_unref(record.metadata);
+        procreg_key_unref(key);
+    }
+    for (i = 0; i < N_OWNERS; i++) {
+        procreg_key *key = key_of(i);
+        procreg_owner mine = owner_of(i);
+        procreg_owner other_pid = owner_of((i + N_TIMES) % N_OWNERS);
+        procreg_owner other_start = {mine.pid, mine.start_time ^ 1};
+
+        g_assert_cmpint(procreg_backend_unregister_owned(b, key, &other_pid,
+                                                         &entry), ==,
+                        PROCREG_EPERM);
+        if (mine.start_time != 0)
+            g_assert_cmpint(procreg_backend_unregister_owned(
+                                b, key, &other_start, &entry),
+                            ==, PROCREG_EPERM);
+        g_assert_cmpint(procreg_backend_lookup(b, key, &owner), ==, 0);
+        assert_owner(&owner, i);
+        if (i % 2 == 1)
+            mine.start_time = 0; /* unknown: the pid decides */
+        g_assert_cmpint(procreg_backend_unregister_owned(b, key, &mine,
+                                                         &entry), ==, 0);
+        assert_entry(&entry, i, true);
+        procreg_entry_clear(&entry);
+        g_assert_cmpint(procreg_backend_lookup(b, key, &owner), ==,
+                        PROCREG_ENOTFOUND);
+        g_assert_cmpint(procreg_backend_unregister_owned(b, key, &mine, NULL),
+                        ==, PROCREG_ENOTFOUND);
+        procreg_key_unref(key);
+    }
+    size_t n = 1;
+    g_assert_cmpint(procreg_backend_count(b, NULL, &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, 0);
+    procreg_backend_close(b);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -148,5 +205,6 @@ int main(int argc, char **argv)
                          test_owners);
     g_test_add_data_func("/ckht/owners/with-metadata", GINT_TO_POINTER(1),
                          test_owners);
+    g_test_add_func("/ckht/owners/unregister-owned", test_unregister_owned);
     return g_test_run();
 }

@@ -43,6 +43,7 @@ int fake_backend_data_calls(FakeBackend *fb)
 static bool op_is_write(FakeOp op)
 {
     return op == FAKE_OP_REGISTER || op == FAKE_OP_UNREGISTER ||
+           op == FAKE_OP_UNREGISTER_OWNED ||
            op == FAKE_OP_UPDATE || op == FAKE_OP_DROP;
 }
 
@@ -186,6 +187,7 @@ DEFINE_INIT(fake_init, fake_ops)
 DEFINE_INIT(fake_pr_init, fake_pr_ops)
 DEFINE_INIT(fake_ts_init, fake_ts_ops)
 DEFINE_INIT(fake_mp_init, fake_mp_ops)
+DEFINE_INIT(fake_own_init, fake_own_ops)
 DEFINE_INIT(fake_min_init, fake_min_ops)
 
 static void fake_destroy(void *state)
@@ -314,6 +316,34 @@ static int fake_unregister(void *state, const procreg_key *key,
         g_free(ks);
     }
     leave(fb, FAKE_OP_UNREGISTER);
+    return rc;
+}
+
+/* The check and the removal under one hold of the store lock (the hook
+ * runs before it, as in every slot). */
+static int fake_unregister_owned(void *state, const procreg_key *key,
+                                 const procreg_owner *owner,
+                                 procreg_entry *removed)
+{
+    FakeBackend *fb = state;
+    enter(fb, FAKE_OP_UNREGISTER_OWNED);
+    int rc = fb->fail[FAKE_OP_UNREGISTER_OWNED];
+    if (rc == 0) {
+        char *ks = key_string(key);
+        pthread_mutex_lock(&fb->lock);
+        FakeItem *it = g_hash_table_lookup(fb->store, ks);
+        if (it == NULL) {
+            rc = PROCREG_ENOTFOUND;
+        } else if (!procreg_backend_owner_same(&it->owner, owner)) {
+            rc = PROCREG_EPERM;
+        } else {
+            fill(it, removed, true);
+            g_hash_table_remove(fb->store, ks);
+        }
+        pthread_mutex_unlock(&fb->lock);
+        g_free(ks);
+    }
+    leave(fb, FAKE_OP_UNREGISTER_OWNED);
     return rc;
 }
 
@@ -545,6 +575,25 @@ FAKE_TABLE(fake_ts_ops, "fake_ts", fake_ts_init, PROCREG_CAP_THREADSAFE);
 FAKE_TABLE(fake_mp_ops, "fake_mp", fake_mp_init,
            PROCREG_CAP_THREADSAFE | PROCREG_CAP_MULTIPROCESS);
 
+#define FAKE_OWN_CAPS (PROCREG_CAP_THREADSAFE | PROCREG_CAP_MULTIPROCESS)
+const procreg_backend_ops fake_own_ops = {
+    .version = PROCREG_BACKEND_VERSION,
+    .name = "fake_own",
+    .description = "counting fake with unregister_owned",
+    .caps = FAKE_OWN_CAPS,
+    .options = fake_options,
+    .init = fake_own_init,
+    .destroy = fake_destroy,
+    .register_entry = fake_register,
+    .lookup = fake_lookup,
+    .lookup_entry = fake_lookup_entry,
+    .unregister = fake_unregister,
+    .list_all = fake_list_all,
+    .update_metadata = fake_update,
+    .health_check = fake_health,
+    .unregister_owned = fake_unregister_owned,
+};
+
 const procreg_backend_ops fake_min_ops = {
     .version = PROCREG_BACKEND_VERSION,
     .name = "fake_min",
@@ -675,7 +724,8 @@ const procreg_backend_ops fake_deco_ops = {
 void fake_backend_register_all(void)
 {
     const procreg_backend_ops *all[] = {&fake_ops, &fake_pr_ops, &fake_ts_ops,
-                                        &fake_mp_ops, &fake_min_ops,
+                                        &fake_mp_ops, &fake_own_ops,
+                                        &fake_min_ops,
                                         &fake_deco_ops};
     for (size_t i = 0; i < G_N_ELEMENTS(all); i++) {
         GError *err = NULL;

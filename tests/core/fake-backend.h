@@ -17,6 +17,8 @@
  *   fake_mp_ops       "fake_mp"    PROCREG_CAP_THREADSAFE | MULTIPROCESS:
  *                                  as fake_ts, but the core must expect
  *                                  other processes to write its entries.
+ *   fake_own_ops      "fake_own"   as fake_mp, with the version-5
+ *                                  unregister_owned slot.
  *   fake_min_ops      "fake_min"   required slots only (core fallbacks).
  *   fake_deco_ops     "fake_deco"  a decorator: options inner (a spec) and
  *                                  ttl_ms; forwards to the inner backend.
@@ -48,6 +50,7 @@ typedef enum {
     FAKE_OP_FIND,
     FAKE_OP_MEMORY,
     FAKE_OP_STATS,
+    FAKE_OP_UNREGISTER_OWNED,
     FAKE_N_OPS
 } FakeOp;
 
@@ -111,6 +114,7 @@ extern const procreg_backend_ops fake_ops;
 extern const procreg_backend_ops fake_pr_ops;
 extern const procreg_backend_ops fake_ts_ops;
 extern const procreg_backend_ops fake_mp_ops;
+extern const procreg_backend_ops fake_own_ops;
 extern const procreg_backend_ops fake_min_ops;
 extern const procreg_backend_ops fake_deco_ops;
 

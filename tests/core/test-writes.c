@@ -5,7 +5,14 @@
  *  - the owner rule's check and its write see the same entry even when
  *    another process replaces the entry between them;
  *  - a register for an owner that dies during the call does not bring the
- *    dead process back after its old entry went with it.
+ *    dead process back after its old entry went with it;
+ *  - a fork() child writes as itself, not as the parent whose owner the
+ *    write paths had read in line;
+ *  - an unregister at no revision is one call of a backend's
+ *    unregister_owned slot, whose check sees a holder that took the key
+ *    over just before it, and whose refusal leads to the general path's
+ *    answers (PROCREG_EPERM with the holder, PROCREG_FORCE); a table of
+ *    version 4 never has the slot called.
  */
 #include "fake-backend.h"
 
@@ -48,6 +55,7 @@ static procreg *open_fake(const char *spec, FakeBackend **fb)
 typedef struct {
     FakeBackend *fb;
     procreg_owner other;
+    FakeOp op; /* the slot to do it in: 0 means FAKE_OP_UNREGISTER */
     bool done;
 } replace_ctx;
 
@@ -59,7 +67,7 @@ typedef struct {
 static void replace_in_unregister(FakeOp op, void *data)
 {
     replace_ctx *c = data;
-    if (op != FAKE_OP_UNREGISTER || c->done)
+    if (op != (c->op != 0 ? c->op : FAKE_OP_UNREGISTER) || c->done)
         return;
     c->done = true;
     pthread_mutex_lock(&c->fb->lock);
@@ -177,6 +185,172 @@ static void test_owner_dies_during_free_register(void)
     procreg_close(reg);
 }
 
+/* ---- the owner rule in the backend's one step (unregister_owned) ---- */
+
+static void reset_calls(FakeBackend *fb)
+{
+    for (int op = FAKE_OP_REGISTER; op < FAKE_N_OPS; op++)
+        g_atomic_int_set(&fb->calls[op], 0);
+}
+
+/* Our own entry: the slot alone, no read before it, on a backend that
+ * other processes write too (fake_own is MULTIPROCESS): the check is
+ * the backend's, in the same step as the removal. */
+static void test_owned_removal_one_call(void)
+{
+    FakeBackend *fb;
+    procreg *reg = open_fake("fake_own", &fb);
+    g_assert_cmpint(procreg_register(reg, "ns", "k", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    reset_calls(fb);
+    g_assert_cmpint(procreg_unregister(reg, "ns", "k", NULL), ==, 0);
+    g_assert_cmpint(fb->calls[FAKE_OP_UNREGISTER_OWNED], ==, 1);
+    g_assert_cmpint(fake_backend_data_calls(fb), ==, 1);
+    g_assert_cmpint(procreg_unregister(reg, "ns", "k", NULL), ==,
+                    PROCREG_ENOTFOUND);
+    /* At a revision, the general path: read, check, write at it. */
+    uint64_t rev = 0;
+    procreg_entry cur = {0};
+    g_assert_cmpint(procreg_register(reg, "ns", "k", NULL, NULL, &cur, NULL),
+                    ==, 0);
+    rev = cur.revision;
+    procreg_entry_clear(&cur);
+    reset_calls(fb);
+    procreg_key *key = NULL;
+    g_assert_cmpint(procreg_key_new("ns", "k", &key, NULL), ==, 0);
+    g_assert_cmpint(procreg_unregister_key(reg, key, rev, NULL), ==, 0);
+    g_assert_cmpint(fb->calls[FAKE_OP_UNREGISTER_OWNED], ==, 0);
+    g_assert_cmpint(fb->calls[FAKE_OP_LOOKUP_ENTRY], ==, 1);
+    g_assert_cmpint(fb->calls[FAKE_OP_UNREGISTER], ==, 1);
+    procreg_key_unref(key);
+    procreg_close(reg);
+}
+
+/* Another process's entry: the slot refuses and changes nothing, and the
+ * core's general path answers as it always did: PROCREG_EPERM with the
+ * holder's details, or the removal with PROCREG_FORCE. */
+static void test_owned_removal_refused(void)
+{
+    FakeBackend *fb;
+    procreg *reg = open_fake("fake_own", &fb);
+    pid_t child = sleeping_child();
+    procreg_owner theirs;
+    g_assert_cmpint(procreg_owner_from_pid(child, &theirs, NULL), ==, 0);
+    g_assert_cmpint(procreg_register(reg, "ns", "k", &theirs, NULL, NULL,
+                                     NULL), ==, 0);
+    reset_calls(fb);
+    GError *err = NULL;
+    g_assert_cmpint(procreg_unregister(reg, "ns", "k", &err), ==,
+                    PROCREG_EPERM);
+    g_assert_error(err, PROCREG_ERROR, PROCREG_EPERM);
+    const procreg_error_details *d = procreg_error_get_details(err);
+    g_assert_nonnull(d);
+    g_assert_nonnull(d->entry);
+    g_assert_cmpint(d->entry->owner.pid, ==, child);
+    g_assert_cmpuint(d->entry->owner.start_time, ==, theirs.start_time);
+    g_clear_error(&err);
+    g_assert_cmpint(fb->calls[FAKE_OP_UNREGISTER_OWNED], ==, 1);
+    g_assert_cmpint(fb->calls[FAKE_OP_UNREGISTER], ==, 0);
+    procreg_owner o;
+    g_assert_cmpint(procreg_lookup(reg, "ns", "k", &o, NULL), ==, 0);
+    g_assert_cmpint(o.pid, ==, child);
+
+    procreg_key *key = NULL;
+    g_assert_cmpint(procreg_key_new("ns", "k", &key, NULL), ==, 0);
+    g_assert_cmpint(procreg_unregister_full(reg, key, 0, PROCREG_FORCE, NULL),
+                    ==, 0);
+    g_assert_cmpint(procreg_lookup(reg, "ns", "k", &o, NULL), ==,
+                    PROCREG_ENOTFOUND);
+    procreg_key_unref(key);
+    procreg_close(reg);
+    kill_and_reap(child);
+}
+
+/* Inside the slot, before its check: another process takes the key over.
+ * The check sees the new holder (it is part of the same step as the
+ * removal), so the removal does not happen, and the answer names the new
+ * holder. */
+static void test_owned_removal_replaced_before_check(void)
+{
+    FakeBackend *fb;
+    procreg *reg = open_fake("fake_own", &fb);
+    pid_t child = sleeping_child();
+    replace_ctx c = {.fb = fb, .op = FAKE_OP_UNREGISTER_OWNED};
+    g_assert_cmpint(procreg_owner_from_pid(child, &c.other, NULL), ==, 0);
+    g_assert_cmpint(procreg_register(reg, "ns", "k", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    fake_backend_set_on_call(fb, replace_in_unregister, &c);
+    GError *err = NULL;
+    g_assert_cmpint(procreg_unregister(reg, "ns", "k", &err), ==,
+                    PROCREG_EPERM);
+    fake_backend_set_on_call(fb, NULL, NULL);
+    g_assert_true(c.done);
+    const procreg_error_details *d = procreg_error_get_details(err);
+    g_assert_nonnull(d);
+    g_assert_nonnull(d->entry);
+    g_assert_cmpint(d->entry->owner.pid, ==, child);
+    g_clear_error(&err);
+    procreg_owner o;
+    g_assert_cmpint(procreg_lookup(reg, "ns", "k", &o, NULL), ==, 0);
+    g_assert_cmpint(o.pid, ==, child);
+    procreg_close(reg);
+    kill_and_reap(child);
+}
+
+/* A table of version 4 has no unregister_owned slot: whatever its memory
+ * holds there is never called (a module built before version 5 ends
+ * with history_read). */
+static void test_owned_removal_needs_version_5(void)
+{
+    procreg_backend_ops ops = fake_own_ops;
+    ops.version = 4;
+    procreg *reg = NULL;
+    g_assert_cmpint(procreg_open_with_backend(&ops, NULL, &reg, NULL), ==, 0);
+    FakeBackend *fb = fake_backend_last();
+    g_assert_cmpint(procreg_register(reg, "ns", "k", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    reset_calls(fb);
+    g_assert_cmpint(procreg_unregister(reg, "ns", "k", NULL), ==, 0);
+    g_assert_cmpint(fb->calls[FAKE_OP_UNREGISTER_OWNED], ==, 0);
+    g_assert_cmpint(fb->calls[FAKE_OP_LOOKUP_ENTRY], ==, 1);
+    g_assert_cmpint(fb->calls[FAKE_OP_UNREGISTER], ==, 1);
+    procreg_close(reg);
+}
+
+/* ---- the caller's owner after fork() ---- */
+
+/* The write paths read the caller's owner in line (internal.h,
+ * procreg_owner_self_fast()) from the pair owner.c publishes; a fork()
+ * child must see its own pid there, not the parent's, although the
+ * parent had read it before the fork. */
+static void test_owner_self_after_fork(void)
+{
+    procreg *reg = NULL;
+    g_assert_cmpint(procreg_open("fake_ts", &reg, NULL), ==, 0);
+    g_assert_cmpint(procreg_register(reg, "ns", "parent", NULL, NULL, NULL,
+                                     NULL), ==, 0);
+    procreg_owner o;
+    g_assert_cmpint(procreg_lookup(reg, "ns", "parent", &o, NULL), ==, 0);
+    g_assert_cmpint(o.pid, ==, getpid());
+    procreg_close(reg);
+    pid_t child = fork();
+    g_assert_cmpint(child, >=, 0);
+    if (child == 0) {
+        procreg *r = NULL;
+        int ok = procreg_open("fake_ts", &r, NULL) == 0 &&
+                 procreg_register(r, "ns", "child", NULL, NULL, NULL,
+                                  NULL) == 0 &&
+                 procreg_lookup(r, "ns", "child", &o, NULL) == 0 &&
+                 o.pid == getpid() &&
+                 procreg_unregister(r, "ns", "child", NULL) == 0;
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    g_assert_cmpint(waitpid(child, &status, 0), ==, child);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -187,5 +361,15 @@ int main(int argc, char **argv)
                     test_owner_dies_during_register);
     g_test_add_func("/core/writes/owner-dies-during-free-register",
                     test_owner_dies_during_free_register);
+    g_test_add_func("/core/writes/owner-self-after-fork",
+                    test_owner_self_after_fork);
+    g_test_add_func("/core/writes/owned-removal/one-call",
+                    test_owned_removal_one_call);
+    g_test_add_func("/core/writes/owned-removal/refused",
+                    test_owned_removal_refused);
+    g_test_add_func("/core/writes/owned-removal/replaced-before-check",
+                    test_owned_removal_replaced_before_check);
+    g_test_add_func("/core/writes/owned-removal/needs-version-5",
+                    test_owned_removal_needs_version_5);
     return g_test_run();
 }
