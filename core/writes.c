@@ -108,6 +108,10 @@ PROCREG_INTERNAL bool procreg_evict_if_dead(procreg *reg,
     return gone;
 }
 
+/* Tries of a registration whose key a dead holder keeps (each evicts the
+ * holder it read first). */
+#define DEAD_HOLDER_ATTEMPTS 4
+
 /* procreg_register_key(); @reserved_ok lets the core's own records (lock
  * tickets, namespace settings) into the reserved namespaces. */
 static int register_entry(procreg *reg, const procreg_key *key,
@@ -135,22 +139,32 @@ static int register_entry(procreg *reg, const procreg_key *key,
         procreg_mutex *stripe = procreg_stripe_of(reg, key);
         procreg_mutex_lock(stripe);
         GError **lp = error != NULL ? &local : NULL;
-        rc = procreg_backend_register_entry(reg->backend, key, &record, &cur,
-                                            lp);
-        bool dead = rc == PROCREG_EEXISTS && holder_dead(reg, &cur.owner);
-        if (dead && procreg_owner_same(&cur.owner, &record.owner)) {
-            /* The owner we register for died since resolve_owner() saw
-             * it alive: its old entry is part of its death, and a new one
-             * would bring a dead process back. */
-            g_clear_error(&local);
-            rc = procreg_set_error(lp, PROCREG_ENOTALIVE,
-                                   "process %d is not alive",
-                                   (int)record.owner.pid);
-        } else if (dead && evict_dead_holder(reg, key, &cur)) {
-            procreg_entry_clear(&cur);
-            g_clear_error(&local);
+        /* A dead holder loses its key: its entry is evicted at the
+         * revision it was read at, and the registration tried again.
+         * Again also when the eviction finds the key changed hands
+         * (another process reaped the holder and registered, say): an
+         * EEXISTS names the holder the last try read, never a dead one
+         * whose entry is already gone. */
+        for (int attempt = 1;; attempt++) {
             rc = procreg_backend_register_entry(reg->backend, key, &record,
                                                 &cur, lp);
+            if (rc != PROCREG_EEXISTS || !holder_dead(reg, &cur.owner))
+                break;
+            if (procreg_owner_same(&cur.owner, &record.owner)) {
+                /* The owner we register for died since resolve_owner()
+                 * saw it alive: its old entry is part of its death, and a
+                 * new one would bring a dead process back. */
+                g_clear_error(&local);
+                rc = procreg_set_error(lp, PROCREG_ENOTALIVE,
+                                       "process %d is not alive",
+                                       (int)record.owner.pid);
+                break;
+            }
+            (void)evict_dead_holder(reg, key, &cur);
+            if (attempt == DEAD_HOLDER_ATTEMPTS)
+                break; /* the eviction keeps failing: the conflict stands */
+            procreg_entry_clear(&cur);
+            g_clear_error(&local);
         }
         if (rc == 0 && reg->writes_local &&
             procreg_owner_died_meanwhile(reg, &record.owner)) {

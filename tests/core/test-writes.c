@@ -6,6 +6,8 @@
  *    another process replaces the entry between them;
  *  - a register for an owner that dies during the call does not bring the
  *    dead process back after its old entry went with it;
+ *  - a register whose key's dead holder is evicted while another
+ *    process takes the key answers EEXISTS naming that process;
  *  - a fork() child writes as itself, not as the parent whose owner the
  *    write paths had read in line;
  *  - an unregister at no revision is one call of a backend's
@@ -183,6 +185,47 @@ static void test_owner_dies_during_free_register(void)
     g_assert_cmpint(procreg_register(reg, "ns", "free", NULL, NULL, NULL,
                                      NULL), ==, 0);
     procreg_close(reg);
+}
+
+/* ---- a dead holder's key taken by another process meanwhile ---- */
+
+/* The key's holder is dead, and while this process evicts it another
+ * process (which reaped it on its own) takes the key: the eviction at
+ * the dead holder's revision finds a newer entry.  The register must
+ * answer EEXISTS naming the live holder, not the dead one whose entry is
+ * gone (a history on lmdb caught an EEXISTS naming a holder reaped 29 us
+ * before the register began). */
+static void test_dead_holder_key_changes_hands(void)
+{
+    FakeBackend *fb;
+    procreg *reg = open_fake("fake_mp", &fb);
+    pid_t dead = sleeping_child();
+    replace_ctx to_dead = {.fb = fb, .op = FAKE_OP_UNREGISTER};
+    replace_ctx to_live = {.fb = fb};
+    g_assert_cmpint(procreg_owner_from_pid(dead, &to_dead.other, NULL), ==, 0);
+    pid_t live = sleeping_child();
+    g_assert_cmpint(procreg_owner_from_pid(live, &to_live.other, NULL), ==, 0);
+    g_assert_cmpint(procreg_register(reg, "ns", "k", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    /* The holder becomes a process that then dies, written behind this
+     * registry's back as another process of a shared backend writes. */
+    replace_in_unregister(FAKE_OP_UNREGISTER, &to_dead);
+    kill_and_reap(dead);
+    fake_backend_set_on_call(fb, replace_in_unregister, &to_live);
+    GError *err = NULL;
+    procreg_entry cur = {0};
+    int rc = procreg_register(reg, "ns", "k", NULL, NULL, &cur, &err);
+    fake_backend_set_on_call(fb, NULL, NULL);
+    g_assert_true(to_live.done);
+    g_assert_cmpint(rc, ==, PROCREG_EEXISTS);
+    if (cur.owner.pid != live)
+        g_error("EEXISTS names process %d as the holder; %d holds the key "
+                "(%d is dead)", (int)cur.owner.pid, (int)live, (int)dead);
+    g_assert_nonnull(err);
+    g_clear_error(&err);
+    procreg_entry_clear(&cur);
+    procreg_close(reg);
+    kill_and_reap(live);
 }
 
 /* ---- the owner rule in the backend's one step (unregister_owned) ---- */
@@ -367,6 +410,8 @@ int main(int argc, char **argv)
                     test_owned_removal_one_call);
     g_test_add_func("/core/writes/owned-removal/refused",
                     test_owned_removal_refused);
+    g_test_add_func("/core/writes/dead-holder-key-changes-hands",
+                    test_dead_holder_key_changes_hands);
     g_test_add_func("/core/writes/owned-removal/replaced-before-check",
                     test_owned_removal_replaced_before_check);
     g_test_add_func("/core/writes/owned-removal/needs-version-5",
