@@ -694,15 +694,15 @@ PROCREG_INTERNAL const char *procreg_filter_name_term(const procreg_filter *f);
  * is.  A write that made an entry or member of it undoes that (writes.c,
  * groups.c) where writes are local: its death may have been cleaned up
  * already. */
-PROCREG_INTERNAL bool procreg_owner_other_died(procreg *reg,
-                                               const procreg_owner *owner);
+PROCREG_INTERNAL bool procreg_holder_dead(procreg *reg,
+                                          const procreg_owner *holder);
 static inline bool procreg_owner_died_meanwhile(procreg *reg,
                                                 const procreg_owner *owner)
 {
     procreg_owner self;
     procreg_owner_self_fast(&self);
     return !procreg_owner_same(owner, &self) &&
-           procreg_owner_other_died(reg, owner);
+           procreg_holder_dead(reg, owner);
 }
 
 #endif

@@ -386,12 +386,12 @@ PROCREG_API void procreg_key_unref(procreg_key *key)
 
 PROCREG_API const char *procreg_key_namespace(const procreg_key *key)
 {
-    return key->bytes;
+    return procreg_key_ns_of(key);
 }
 
 PROCREG_API const char *procreg_key_name(const procreg_key *key)
 {
-    return key->bytes + key->ns_len + 1;
+    return procreg_key_name_of(key);
 }
 
 PROCREG_INTERNAL char *procreg_key_string(const char *ns, const char *name)

@@ -45,8 +45,10 @@ PROCREG_INTERNAL int procreg_resolve_owner_pid(const procreg_owner *given,
 /* Whether the holder of a key is dead: known to the monitor, or, on a
  * backend whose owners all live on this host, no longer a live process
  * (it may have died a moment ago, before any monitor noticed: a dead
- * holder must never block its key).  Asked only on a conflict. */
-static bool holder_dead(procreg *reg, const procreg_owner *holder)
+ * holder must never block its key).  Asked on a conflict, and after a
+ * write by procreg_owner_died_meanwhile() (internal.h). */
+PROCREG_INTERNAL bool procreg_holder_dead(procreg *reg,
+                                          const procreg_owner *holder)
 {
     if (procreg_owner_known_dead_fast(reg, holder))
         return true;
@@ -62,14 +64,6 @@ static bool holder_dead(procreg *reg, const procreg_owner *holder)
     procreg_owner_self_fast(&self);
     return !procreg_owner_same(holder, &self) &&
            !procreg_owner_is_alive(holder);
-}
-
-/* procreg_owner_died_meanwhile() (internal.h) of a process other than
- * the caller. */
-PROCREG_INTERNAL bool procreg_owner_other_died(procreg *reg,
-                                               const procreg_owner *owner)
-{
-    return holder_dead(reg, owner);
 }
 
 /* The key is held by a dead owner, its cleanup still pending: remove that
@@ -99,7 +93,7 @@ PROCREG_INTERNAL bool procreg_evict_if_dead(procreg *reg,
                                             const procreg_key *key,
                                             const procreg_entry *holder)
 {
-    if (!holder_dead(reg, &holder->owner))
+    if (!procreg_holder_dead(reg, &holder->owner))
         return false;
     procreg_mutex *stripe = procreg_stripe_of(reg, key);
     procreg_mutex_lock(stripe);
@@ -148,7 +142,8 @@ static int register_entry(procreg *reg, const procreg_key *key,
         for (int attempt = 1;; attempt++) {
             rc = procreg_backend_register_entry(reg->backend, key, &record,
                                                 &cur, lp);
-            if (rc != PROCREG_EEXISTS || !holder_dead(reg, &cur.owner))
+            if (rc != PROCREG_EEXISTS ||
+                !procreg_holder_dead(reg, &cur.owner))
                 break;
             if (procreg_owner_same(&cur.owner, &record.owner)) {
                 /* The owner we register for died since resolve_owner()
