@@ -84,7 +84,8 @@
  * truth: a request freed from CLAIMED or PENDING was never applied; one
  * freed from DONE was, and solo finds the registrant's own entry (same
  * owner, time and metadata), which ops.c answers as registered
- * (PROCREG_LMDB_SOLO_AGAIN).  No registrant waits for an answer that
+ * (PROCREG_LMDB_SOLO_AGAIN); a re-run that cannot take the lock to look
+ * says the outcome is unknown.  No registrant waits for an answer that
  * will not come.
  *
  * Invariant: a slot is answered DONE only when its change is durable —
@@ -229,7 +230,8 @@ int procreg_lmdb_batch_wait_ms = BATCH_WAIT_MS;
 #define WAIT_MS procreg_lmdb_batch_wait_ms
 /* Nonzero: a leader judges every other process's registrant dead. */
 int procreg_lmdb_batch_judge_dead;
-/* Nonzero: a registrant's tries of the writer lock fail with this errno. */
+/* Nonzero: every take of the writer lock fails with this errno
+ * (writer.c). */
 int procreg_lmdb_batch_lock_errno;
 /* >= 0: registrants look for a free slot from this one on. */
 int procreg_lmdb_batch_first_slot = -1;
@@ -711,20 +713,6 @@ static int take_answer(batch_slot *s, const register_req *req,
     return rc;
 }
 
-/* procreg_lmdb_writer_trylock(); in a test build, the failure it was
- * told to give. */
-static int try_lock(lmdb_env *env, GError **error)
-{
-#ifdef PROCREG_TEST_BATCH_HOOK
-    if (procreg_lmdb_batch_lock_errno != 0)
-        return procreg_set_error(error, PROCREG_EBACKEND,
-                                 "lmdb registry '%s': cannot take the "
-                                 "writer lock: %s (injected)", env->path,
-                                 g_strerror(procreg_lmdb_batch_lock_errno));
-#endif
-    return procreg_lmdb_writer_trylock(env, error);
-}
-
 /* Withdraw request @ticket while no leader has taken it (PENDING ->
  * FREE): then it is never applied. */
 static bool withdraw(lmdb_env *env, batch_slot *s, uint32_t ticket)
@@ -799,7 +787,7 @@ static int await_answer(lmdb_env *env, batch_slot *s, uint32_t ticket,
             continue;
         }
         GError *local = NULL;
-        int rc = try_lock(env, &local);
+        int rc = procreg_lmdb_writer_trylock(env, &local);
         if (rc == 0) {
             HOOK("locked");
             lead_rest rest = {0};

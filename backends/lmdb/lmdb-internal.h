@@ -364,6 +364,8 @@ LMDB_HIDDEN extern void (*procreg_lmdb_batch_hook)(const char *point);
 /* How long a registrant sleeps on its slot before it retries the lock
  * (BATCH_WAIT_MS unless a test changes it). */
 LMDB_HIDDEN extern int procreg_lmdb_batch_wait_ms;
+/* Nonzero: every take of the writer lock fails with this errno. */
+LMDB_HIDDEN extern int procreg_lmdb_batch_lock_errno;
 #endif
 
 /* ---- liveness.c: whether owners live; reaping the dead ---- */

@@ -173,7 +173,8 @@ typedef struct {
     register_req req;
     GVariant *metadata;
     procreg_entry *current;
-    bool again; /* a batch may have applied it (PROCREG_LMDB_SOLO_AGAIN) */
+    bool again;  /* a batch may have applied it (PROCREG_LMDB_SOLO_AGAIN) */
+    bool looked; /* the solo step ran: it saw the truth under the lock */
 } register_ctx;
 
 /* Whether the entry @req holds is @req's own registration: its owner,
@@ -195,6 +196,7 @@ static int register_solo_step(lmdb_env *env, MDB_txn *txn, void *data,
 {
     register_ctx *ctx = data;
     procreg_entry_clear(ctx->current);
+    ctx->looked = true;
     int rc = procreg_lmdb_register_step(env, txn, &ctx->req, w);
     /* A batch applied this very request and its answer was lost: the
      * entry found is this registration's. */
@@ -266,8 +268,24 @@ int procreg_lmdb_register(void *state, const procreg_key *key,
                                      current, error);
     if (rc == PROCREG_LMDB_SOLO || rc == PROCREG_LMDB_SOLO_AGAIN) {
         ctx.again = rc == PROCREG_LMDB_SOLO_AGAIN;
+        GError *local = NULL;
         rc = procreg_lmdb_write_txn(env, "register", register_solo_step, &ctx,
-                                    error);
+                                    &local);
+        /* A batch may have committed it, and no look under the lock
+         * told: its failure to look is not the registration's. */
+        if (rc != 0 && ctx.again && !ctx.looked) {
+            rc = procreg_set_error(error, PROCREG_EBACKEND,
+                                   "lmdb registry '%s': whether the "
+                                   "registration was committed is unknown: "
+                                   "a writer that judged this process dead "
+                                   "dropped its request, maybe after "
+                                   "committing it, and looking again "
+                                   "failed: %s", env->path,
+                                   local != NULL ? local->message : "");
+            g_clear_error(&local);
+        } else if (local != NULL) {
+            g_propagate_error(error, local);
+        }
     }
     if (norm != NULL)
         g_variant_unref(norm);

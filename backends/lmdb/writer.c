@@ -130,8 +130,20 @@ static int locked(lmdb_env *env)
     return 0;
 }
 
+/* In a test build, the failure the lock was told to give. */
+static int injected_failure(void)
+{
+#ifdef PROCREG_TEST_BATCH_HOOK
+    return procreg_lmdb_batch_lock_errno;
+#else
+    return 0;
+#endif
+}
+
 int procreg_lmdb_writer_lock(lmdb_env *env, GError **error)
 {
+    if (injected_failure() != 0)
+        return lock_error(env, injected_failure(), error);
     int err = pthread_mutex_lock(&env->writer_mutex);
     if (err == 0) {
         struct flock fl = lock_range(F_WRLCK);
@@ -157,6 +169,8 @@ static short taken_as(lmdb_env *env)
 
 int procreg_lmdb_writer_trylock(lmdb_env *env, GError **error)
 {
+    if (injected_failure() != 0)
+        return lock_error(env, injected_failure(), error);
     int err = held_here == env ? EDEADLK
                                : pthread_mutex_trylock(&env->writer_mutex);
     if (err == EBUSY)

@@ -30,9 +30,10 @@ extern int procreg_lmdb_batch_lock_errno;
 /* --child SPEC NAME ACTIONS: ACTIONS is "point:action,..." with action s
  * (say the point's name on a line), w (say it, then wait for a byte), k
  * (SIGKILL this process), d (from now on, as a leader, judge every other
- * process's registrant dead) or e (from now on, fail every try of the
- * writer lock), at the point's first time; an item "ms=N" sets the
- * registrant's longest sleep on its slot (batch.c's BATCH_WAIT_MS).
+ * process's registrant dead) or e (from now on, fail every take of the
+ * writer lock, the batch's tries and the solo path's), at the point's
+ * first time; an item "ms=N" sets the registrant's longest sleep on its
+ * slot (batch.c's BATCH_WAIT_MS).
  * Registers NAME, says "= RC RECOVERIES DROPPED" (and "! MESSAGE" on a
  * failure) and sleeps until killed. */
 static char **child_actions;

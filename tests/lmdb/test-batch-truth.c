@@ -83,6 +83,38 @@ static void test_freed_done(fixture *f, gconstpointer d)
     procreg_close(reg);
 }
 
+/* As above, but R's every take of the writer lock fails from its first
+ * sleep on: its solo re-run cannot look under the lock whether L
+ * committed its request (L did).  R must not report a plain failure of
+ * a registration that is there, but that the outcome is unknown. */
+static void test_freed_done_lock_error(fixture *f, gconstpointer d)
+{
+    child l, r;
+    spawn_child(&l, f->spec, "l", "lead:w");
+    expect(&l, "lead");
+    spawn_child(&r, f->spec, "r", "wait:e,wait:w");
+    expect(&r, "wait");
+    go(&l);
+    expect(&l, "= 0 0 0"); /* R's request applied and answered */
+    procreg *reg = lt_open(f->spec);
+    procreg_lmdb_batch_judge_dead = 1;
+    g_assert_cmpint(procreg_register(reg, NS, "p", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    procreg_lmdb_batch_judge_dead = 0;
+    g_assert_cmpint(lt_stat(reg, "batch_dropped"), ==, 1); /* R's answer */
+    go(&r);
+    char *want = g_strdup_printf("= %d 0 0", PROCREG_EBACKEND);
+    expect_within(&r, want, DEAD_LEADER_MS);
+    g_free(want);
+    char *why = child_says(&r, 10000);
+    g_assert_nonnull(strstr(why, "is unknown"));
+    g_free(why);
+    g_assert_cmpint(owner_of(reg, "r"), ==, r.pid); /* committed, once */
+    reap(&l);
+    reap(&r);
+    procreg_close(reg);
+}
+
 /* Leader L has committed its batch (its request and R's), let the lock
  * go and is held before its flush; a leader here wrongly judges both
  * dead and frees their COMMITTED slots.  Each must flush before its solo
@@ -294,6 +326,7 @@ int main(int argc, char **argv)
     g_test_add("/lmdb/batch-truth/" path, fixture, NULL, setup, fn, teardown)
     ADD("freed-pending", test_freed_pending);
     ADD("freed-done", test_freed_done);
+    ADD("freed-done-lock-error", test_freed_done_lock_error);
     ADD("freed-reclaimed", test_freed_reclaimed);
     ADD("freed-committed", test_freed_committed);
     ADD("lock-error-applied", test_lock_error_applied);
