@@ -130,11 +130,12 @@ static int locked(lmdb_env *env)
     return 0;
 }
 
-/* In a test build, the failure the lock was told to give. */
+/* In a test build, the failure the lock was told to give (set by a
+ * test's hook in one thread, read by every thread that writes). */
 static int injected_failure(void)
 {
 #ifdef PROCREG_TEST_BATCH_HOOK
-    return procreg_lmdb_batch_lock_errno;
+    return __atomic_load_n(&procreg_lmdb_batch_lock_errno, __ATOMIC_RELAXED);
 #else
     return 0;
 #endif

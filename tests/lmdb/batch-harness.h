@@ -52,7 +52,8 @@ static inline void child_hook(const char *point)
         if (act == 'd')
             procreg_lmdb_batch_judge_dead = 1;
         if (act == 'e')
-            procreg_lmdb_batch_lock_errno = ENOLCK;
+            __atomic_store_n(&procreg_lmdb_batch_lock_errno, ENOLCK,
+                             __ATOMIC_RELAXED);
         if (act == 's' || act == 'w') {
             printf("%s\n", point);
             fflush(stdout);
