@@ -13,7 +13,13 @@
  * project to observations of this key over the same interval: a list
  * saw it present (KOP_PRESENT) or absent (KOP_ABSENT); a find saw it
  * present, or absent-or-not-matching (KOP_NOMATCH); a drop and an
- * owner's death remove it. */
+ * owner's death remove it.  A register refused PROCREG_ENOTALIVE whose
+ * owner was killed during the call may have stored its entry and taken
+ * it back before it answered (core/writes.c: the owner died after the
+ * core found it alive); it becomes two: the register, which may take
+ * effect or not (as if without an answer), and KOP_UNDO over the same
+ * interval, which removes that entry if present and ends the register's
+ * chance (undo_bit). */
 typedef enum {
     KOP_REGISTER,
     KOP_LOOKUP,
@@ -25,6 +31,7 @@ typedef enum {
     KOP_NOMATCH,
     KOP_DROP,
     KOP_DEATH,
+    KOP_UNDO,
 } kop_kind;
 
 typedef struct {
@@ -40,6 +47,8 @@ typedef struct {
     int field;
     int64_t value;
     int dead_bit;     /* death: its bit in kstate.dead */
+    int undo_bit;     /* a register taken back, and its undo: the bit in
+                       * kstate.undone (-1: none) */
 } kop;
 
 /* The model of one key: absent (owner -1) or present with (owner,
@@ -50,6 +59,7 @@ typedef struct {
 typedef struct {
     int owner;
     uint64_t rev, floor, dead;
+    uint64_t undone; /* registers taken back: they take effect no more */
     hist_meta meta;
 } kstate;
 

@@ -146,6 +146,7 @@ static bool may_remove(const kop *w, need what)
         return effect && what == NEEDS_CHANGE;
     case KOP_DROP:
     case KOP_DEATH:
+    case KOP_UNDO:
         return true;
     default:
         return false;

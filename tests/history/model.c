@@ -13,6 +13,15 @@
  * another revision gets ECONFLICT.  A pending write (no answer, or an
  * answer that does not say whether it happened) may take effect once,
  * with the revision a later observation reveals, or never.
+ *
+ * A register answered PROCREG_ENOTALIVE whose owner was killed while it
+ * ran (the kill sent before the answer, the register invoked before
+ * waitpid returned) may have stored its entry: the core found the owner
+ * alive, the backend stored the entry, and only then did the core see the
+ * owner dead and take the entry back before answering (core/writes.c,
+ * procreg_owner_died_meanwhile()).  Lock-free readers can see the entry
+ * in between.  So it may take effect, as a pending register, but only
+ * until KOP_UNDO, placed within its interval, takes the entry back.
  */
 #include "check.h"
 
@@ -29,7 +38,7 @@ void kstate_init(kstate *s)
 bool kstate_equal(const kstate *x, const kstate *y)
 {
     return x->owner == y->owner && x->rev == y->rev && x->floor == y->floor &&
-           x->dead == y->dead &&
+           x->dead == y->dead && x->undone == y->undone &&
            (x->owner < 0 || hist_meta_equal(&x->meta, &y->meta));
 }
 
@@ -38,6 +47,7 @@ guint64 kstate_hash(const kstate *s)
     guint64 h = (guint64)(s->owner + 1) * 0x9E3779B97F4A7C15ull;
     h ^= s->rev * 0xC2B2AE3D27D4EB4Full + s->floor * 0x165667B19E3779F9ull;
     h ^= s->dead * 0x27D4EB2F165667C5ull;
+    h ^= s->undone * 0x9E6C63D0676A9A99ull;
     if (s->owner >= 0)
         for (int i = 0; i < HIST_FIELDS; i++)
             if (s->meta.mask & (1u << i))
@@ -153,7 +163,8 @@ bool kop_step(const kop *o, const kstate *s, kstate *next)
         if (!pending && o->rc == PROCREG_EEXISTS)
             return observe(s, &o->got, true, true, next);
         if (s->owner >= 0 ||
-            (o->dead_bit >= 0 && (s->dead & (1ull << o->dead_bit))))
+            (o->dead_bit >= 0 && (s->dead & (1ull << o->dead_bit))) ||
+            (o->undo_bit >= 0 && (s->undone & (1ull << o->undo_bit))))
             return false;
         next->owner = o->owner;
         next->meta = o->meta;
@@ -200,6 +211,16 @@ bool kop_step(const kop *o, const kstate *s, kstate *next)
             memset(&next->meta, 0, sizeof next->meta);
         }
         return true;
+    case KOP_UNDO:
+        /* The register's own entry (its metadata holds a token no other
+         * write has), if it took effect; after this it cannot. */
+        next->undone |= 1ull << o->undo_bit;
+        if (s->owner == o->owner && hist_meta_equal(&s->meta, &o->meta)) {
+            next->owner = -1;
+            next->rev = 0;
+            memset(&next->meta, 0, sizeof next->meta);
+        }
+        return true;
     }
     return false;
 }
@@ -233,11 +254,86 @@ static bool answer_modelled(hist_kind kind, int rc)
     }
 }
 
+/* The tokens of the entries the observations of @key saw (int64 boxes
+ * in @tokens). */
+static void seen_init(const hist *h, int key, GHashTable *tokens)
+{
+    for (guint i = 0; i < h->ops->len; i++) {
+        const hist_op *op = &g_array_index(h->ops, hist_op, i);
+        const hist_item *it = NULL;
+        if (op->res == HIST_PENDING || (op->key >= 0 && op->key != key))
+            continue;
+        switch (op->kind) {
+        case HIST_LOOKUP_ENTRY:
+            it = op->rc == 0 ? &op->got : NULL;
+            break;
+        case HIST_REGISTER:
+            it = op->rc == PROCREG_EEXISTS ? &op->got : NULL;
+            break;
+        case HIST_LIST:
+        case HIST_FIND:
+            it = op->rc == 0 ? item_for(op, key) : NULL;
+            break;
+        default:
+            break;
+        }
+        for (int f = HIST_FIELD_A; it != NULL && f <= HIST_FIELD_B; f++)
+            if (it->meta.mask & (1u << f))
+                g_hash_table_add(tokens, g_memdup2(&it->meta.v[f],
+                                                   sizeof(int64_t)));
+    }
+}
+
+/* Whether register @op was refused PROCREG_ENOTALIVE while its owner was
+ * being killed: the kill sent before it answered, and the register
+ * invoked before that death was confirmed (after it, the core refuses
+ * before the backend is asked).  @deaths: the history's (hist_op*). */
+static bool killed_during(const hist_op *op, const GPtrArray *deaths)
+{
+    if (op->kind != HIST_REGISTER || op->res == HIST_PENDING ||
+        op->rc != PROCREG_ENOTALIVE)
+        return false;
+    for (guint i = 0; i < deaths->len; i++) {
+        const hist_op *d = deaths->pdata[i];
+        if (d->owner == op->owner && d->inv < op->res &&
+            op->inv < d->confirmed)
+            return true;
+    }
+    return false;
+}
+
+/* Whether such a register may have stored its entry and taken it back
+ * (see the top of this file) where an observation may have seen it: its
+ * token named by an observation (@tokens, seen_init()), or its owner by
+ * an owner-only lookup of the key while it ran (@stale_ns: how much older
+ * a lookup's answer may be).  Taking effect unseen and being taken back
+ * explains nothing that not taking effect does not, so the others are
+ * refusals that changed nothing. */
+static bool taken_back(const hist *h, const hist_op *op, GHashTable *tokens,
+                       int64_t stale_ns)
+{
+    for (int f = HIST_FIELD_A; f <= HIST_FIELD_B; f++)
+        if ((op->meta.mask & (1u << f)) &&
+            g_hash_table_contains(tokens, &op->meta.v[f]))
+            return true;
+    for (guint i = 0; i < h->ops->len; i++) {
+        const hist_op *l = &g_array_index(h->ops, hist_op, i);
+        if (l->kind == HIST_LOOKUP && l->key == op->key &&
+            l->res != HIST_PENDING && l->rc == 0 &&
+            l->got.owner == op->owner && l->res > op->inv &&
+            l->inv - stale_ns < op->res)
+            return true;
+    }
+    return false;
+}
+
 static int kop_cmp(gconstpointer a, gconstpointer b)
 {
     const kop *x = a, *y = b;
+    /* A register taken back comes before its undo (same operation). */
     return x->inv < y->inv ? -1 : x->inv > y->inv ? 1
-           : x->op < y->op ? -1 : x->op > y->op;
+           : x->op < y->op ? -1 : x->op > y->op ? 1
+           : (x->kind > y->kind) - (x->kind < y->kind);
 }
 
 GArray *kops_build(const hist *h, int key, const hist_check_opts *opts,
@@ -246,24 +342,61 @@ GArray *kops_build(const hist *h, int key, const hist_check_opts *opts,
     GArray *out = g_array_new(FALSE, TRUE, sizeof(kop));
     /* Owners that ever registered this key: only their deaths matter. */
     g_autoptr(GHashTable) registrants = g_hash_table_new(NULL, NULL);
+    g_autoptr(GPtrArray) deaths = g_ptr_array_new();
     for (guint i = 0; i < h->ops->len; i++) {
         const hist_op *op = &g_array_index(h->ops, hist_op, i);
         if (op->kind == HIST_REGISTER && op->key == key)
             g_hash_table_add(registrants, GINT_TO_POINTER(op->owner + 1));
+        else if (op->kind == HIST_DEATH)
+            g_ptr_array_add(deaths, (gpointer)op);
     }
+    /* Registers refused while their owner was being killed: whether one
+     * was taken back depends on what the key's observations saw. */
+    bool refusals = false;
+    for (guint i = 0; i < h->ops->len && !refusals; i++) {
+        const hist_op *op = &g_array_index(h->ops, hist_op, i);
+        refusals = op->key == key && killed_during(op, deaths);
+    }
+    g_autoptr(GHashTable) tokens =
+        g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+    if (refusals)
+        seen_init(h, key, tokens);
     g_autoptr(GHashTable) death_bits = g_hash_table_new(NULL, NULL);
+    int undo_bits = 0;
     for (guint i = 0; i < h->ops->len; i++) {
         const hist_op *op = &g_array_index(h->ops, hist_op, i);
         kop k = {.op = i, .inv = op->inv, .res = op->res, .owner = op->owner,
                  .rc = op->rc, .meta = op->meta, .merge = op->merge,
                  .force = op->force, .if_rev = op->if_rev, .got = op->got,
-                 .field = op->field, .value = op->value, .dead_bit = -1};
+                 .field = op->field, .value = op->value, .dead_bit = -1,
+                 .undo_bit = -1};
         bool answered = op->res != HIST_PENDING && !hist_rc_unknown(op->rc);
         bool modelled = answered && answer_modelled(op->kind, op->rc);
         if (!answered)
             k.res = HIST_PENDING;
         switch (op->kind) {
         case HIST_REGISTER:
+            if (op->key == key && killed_during(op, deaths) &&
+                taken_back(h, op, tokens,
+                           opts->session ? opts->stale_ns : 0)) {
+                if (undo_bits == 64) {
+                    g_string_append_printf(report,
+                        "history: key %s: over 64 registers taken back; "
+                        "the model tracks at most 64 per key\n",
+                        (char *)h->keys->pdata[key]);
+                    g_array_unref(out);
+                    return NULL;
+                }
+                /* The register without an answer, and its undo. */
+                k.kind = KOP_REGISTER;
+                k.res = HIST_PENDING;
+                k.undo_bit = undo_bits++;
+                g_array_append_val(out, k);
+                k.kind = KOP_UNDO;
+                k.res = op->res;
+                break;
+            }
+            /* fall through */
         case HIST_UNREGISTER:
         case HIST_UPDATE:
             if (op->key != key || (answered && !modelled))
@@ -326,10 +459,12 @@ GArray *kops_build(const hist *h, int key, const hist_check_opts *opts,
         }
         g_array_append_val(out, k);
     }
-    /* A register learns its owner's death bit. */
+    /* A register learns its owner's death bit (not one taken back: it may
+     * store its entry after its owner's death took effect, and takes it
+     * back itself). */
     for (guint i = 0; i < out->len; i++) {
         kop *k = &g_array_index(out, kop, i);
-        if (k->kind == KOP_REGISTER)
+        if (k->kind == KOP_REGISTER && k->undo_bit < 0)
             k->dead_bit = GPOINTER_TO_INT(g_hash_table_lookup(
                               death_bits, GINT_TO_POINTER(k->owner + 1))) -
                           1;

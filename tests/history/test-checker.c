@@ -312,6 +312,63 @@ static void test_death(void)
     g_assert_false(check(&b));
 }
 
+/* A register refused PROCREG_ENOTALIVE whose owner was killed during the
+ * call may have stored its entry, which lock-free readers see, and taken
+ * it back before it answered (core/writes.c: the owner died after the
+ * core found it alive).  history-optimized-ckht, seed 197417786: client 1
+ * read k2 from client 2's register for an owner killed 127 us after that
+ * register began, 1.1 ms before it answered ENOTALIVE. */
+static void test_taken_back(void)
+{
+    const hist_check_opts lin = {0};
+    const hist_check_opts session = {.session = true, .stale_ns = 100};
+    const hist_check_opts *modes[] = {&lin, &session};
+    builder b;
+    for (guint m = 0; m < G_N_ELEMENTS(modes); m++) {
+        /* Seen by a read and a list while the register ran; its
+         * revision is used up. */
+        builder_init(&b);
+        op(&b, 2, 40, 400, "op=register k=x owner=7 meta=a:2", RC(-5));
+        line(&b, "death owner=7 inv=100 res=300");
+        op(&b, 3, 150, 160, "op=entry k=x", "rc=0 owner=7 meta=a:2 rev=5");
+        op(&b, 3, 170, 180, "op=list", "rc=0 items=x@7@5@a:2");
+        op(&b, 3, 410, 420, "op=lookup k=x", RC(-3));
+        op(&b, 1, 500, 510, "op=register k=x owner=8 meta=a:3", "rc=0 rev=6");
+        g_assert_true(check_full(&b, modes[m], NULL));
+        /* Stored after its owner's death took effect: the old entry of
+         * the dead owner was taken over and removed before. */
+        builder_init(&b);
+        op(&b, 1, 0, 10, "op=register k=x owner=7 meta=a:1", "rc=0 rev=1");
+        op(&b, 2, 50, 500, "op=register k=x owner=7 meta=a:2", RC(-5));
+        line(&b, "death owner=7 inv=100 res=300");
+        op(&b, 1, 310, 320, "op=register k=x owner=9 meta=a:3", "rc=0 rev=2");
+        op(&b, 1, 330, 340, "op=unregister k=x owner=9 if=2", "rc=0");
+        op(&b, 3, 350, 360, "op=entry k=x", "rc=0 owner=7 meta=a:2 rev=5");
+        op(&b, 3, 510, 520, "op=entry k=x", RC(-3));
+        g_assert_true(check_full(&b, modes[m], NULL));
+        /* Not seen once it answered. */
+        builder_init(&b);
+        op(&b, 2, 40, 400, "op=register k=x owner=7 meta=a:2", RC(-5));
+        line(&b, "death owner=7 inv=100 res=300");
+        op(&b, 3, 600, 610, "op=entry k=x", "rc=0 owner=7 meta=a:2 rev=5");
+        g_assert_false(check_full(&b, modes[m], NULL));
+        /* Nor its revision reused. */
+        builder_init(&b);
+        op(&b, 2, 40, 400, "op=register k=x owner=7 meta=a:2", RC(-5));
+        line(&b, "death owner=7 inv=100 res=300");
+        op(&b, 3, 150, 160, "op=entry k=x", "rc=0 owner=7 meta=a:2 rev=5");
+        op(&b, 1, 500, 510, "op=register k=x owner=8 meta=a:3", "rc=0 rev=4");
+        g_assert_false(check_full(&b, modes[m], NULL));
+        /* A register invoked after the death was confirmed stored
+         * nothing: the core refused it before asking the backend. */
+        builder_init(&b);
+        line(&b, "death owner=7 inv=100 res=110");
+        op(&b, 2, 150, 400, "op=register k=x owner=7 meta=a:2", RC(-5));
+        op(&b, 3, 200, 210, "op=entry k=x", "rc=0 owner=7 meta=a:2 rev=5");
+        g_assert_false(check_full(&b, modes[m], NULL));
+    }
+}
+
 static void test_drop(void)
 {
     builder b;
@@ -594,6 +651,7 @@ int main(int argc, char **argv)
                     test_conflict_and_perm);
     g_test_add_func("/history/checker/find", test_find);
     g_test_add_func("/history/checker/death", test_death);
+    g_test_add_func("/history/checker/taken-back", test_taken_back);
     g_test_add_func("/history/checker/drop", test_drop);
     g_test_add_func("/history/checker/revision-order", test_revision_order);
     g_test_add_func("/history/checker/events", test_events);
