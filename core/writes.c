@@ -167,10 +167,12 @@ static int register_entry(procreg *reg, const procreg_key *key,
              * this call waited for its stripe, say): its death may have
              * been cleaned up already, and this entry would bring a dead
              * process back.  Undone before the stripe lets another writer
-             * of the key in, and before any event.  Only where the stripe
-             * excludes every writer: a shared backend checks the owner in
-             * its own commit (lmdb), and there another process may change
-             * the entry before an undo. */
+             * of the key in, and before any event; lock-free readers may
+             * see the entry until then (procreg.h says so, and the
+             * history checker allows it: tests/history/model.c).  Only
+             * where the stripe excludes every writer: a shared backend
+             * checks the owner in its own commit (lmdb), and there another
+             * process may change the entry before an undo. */
             procreg_backend_unregister(reg->backend, key, cur.revision, NULL,
                                        NULL);
             procreg_entry_clear(&cur);

@@ -331,6 +331,10 @@ void procreg_lmdb_deliver(lmdb_env *env)
     pthread_mutex_unlock(&env->inst_lock);
 }
 
+#if defined(PROCREG_TEST_SLOW_WATCHER) && !defined(PROCREG_TEST_SLOW_WATCHER_US)
+#define PROCREG_TEST_SLOW_WATCHER_US 2000
+#endif
+
 static gpointer watcher_main(gpointer data)
 {
     lmdb_env *env = data;
@@ -339,11 +343,11 @@ static gpointer watcher_main(gpointer data)
     for (;;) {
         uint32_t seen = __atomic_load_n(&p->counter, __ATOMIC_SEQ_CST);
 #ifdef PROCREG_TEST_SLOW_WATCHER
-        /* Test builds only (tests/lmdb/meson.build): a watcher that always
-         * comes late, as on a loaded machine, so the tests force the
-         * interleaving where a write here follows one made elsewhere
-         * before the watcher read it. */
-        g_usleep(2000);
+        /* Test builds only (tests/lmdb/meson.build, tests/history): a
+         * watcher that always comes late, as on a loaded machine, so the
+         * tests force the interleaving where a write here follows one
+         * made elsewhere before the watcher read it. */
+        g_usleep(PROCREG_TEST_SLOW_WATCHER_US);
 #endif
         procreg_lmdb_deliver(env);
         if (g_atomic_int_get(&env->stop))

@@ -370,7 +370,11 @@ PROCREG_API char **procreg_backend_names(void);
  *             PROCREG_EEXISTS the entry that holds the key.
  * @return 0, PROCREG_EINVAL (bad key, a reserved namespace
  *         (PROCREG_NS_RESERVED_PREFIX), or metadata that is not a{sv}),
- *         PROCREG_ENOTALIVE (the owner is not a live process),
+ *         PROCREG_ENOTALIVE (the owner is not a live process; when it
+ *         dies during the call, its entry may have been stored and is
+ *         taken back before the call returns: readers may see it
+ *         meanwhile, as they may see any dead owner's entry until it is
+ *         reaped, and no event is sent for it),
  *         PROCREG_EEXISTS, PROCREG_EFULL, PROCREG_ENOMEM, PROCREG_EBACKEND.
  */
 PROCREG_API int procreg_register(procreg *reg, const char *ns,

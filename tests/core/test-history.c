@@ -456,30 +456,6 @@ static void test_compacted(void)
 
 /* ---- the registry's own history, under a writer ---- */
 
-/* Writes as many changes as the test allows (@budget), so that however
- * the threads are scheduled the history (4096 events) outlasts a round. */
-typedef struct {
-    procreg *reg;
-    atomic_int budget;
-    atomic_bool stop;
-} writer_ctx;
-
-static gpointer writer_main(gpointer data)
-{
-    writer_ctx *w = data;
-    for (int i = 0; !atomic_load(&w->stop);) {
-        if (i >= atomic_load(&w->budget)) {
-            g_thread_yield();
-            continue;
-        }
-        char name[32];
-        g_snprintf(name, sizeof name, "k%d", i++ % 64);
-        if (procreg_register(w->reg, "ns", name, NULL, NULL, NULL, NULL) != 0)
-            procreg_unregister(w->reg, "ns", name, NULL);
-    }
-    return NULL;
-}
-
 /* Positions of the registry's own history are its seq: a watcher of
  * everything sees 1, 2, 3... whatever resubscriptions it makes. */
 typedef struct {
@@ -498,6 +474,41 @@ static void on_contiguous(procreg *reg, const procreg_event *ev,
         c->bad++;
     c->last = ev->position;
     pthread_mutex_unlock(&c->lock);
+}
+
+/* Writes as many changes as the test allows (@budget, one change each),
+ * so that however the threads are scheduled the history (4096 events)
+ * outlasts a round; @done counts them. */
+typedef struct {
+    procreg *reg;
+    atomic_int budget, done;
+    atomic_bool stop;
+} writer_ctx;
+
+static gpointer writer_main(gpointer data)
+{
+    writer_ctx *w = data;
+    for (int i = 0; !atomic_load(&w->stop);) {
+        if (i >= atomic_load(&w->budget)) {
+            g_thread_yield();
+            continue;
+        }
+        char name[32];
+        g_snprintf(name, sizeof name, "k%d", i++ % 64);
+        if (procreg_register(w->reg, "ns", name, NULL, NULL, NULL, NULL) != 0)
+            procreg_unregister(w->reg, "ns", name, NULL);
+        atomic_store(&w->done, i);
+    }
+    return NULL;
+}
+
+/* The last position @c was given, under its lock. */
+static uint64_t contiguity_last(contiguity *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t last = c->last;
+    pthread_mutex_unlock(&c->lock);
+    return last;
 }
 
 static void test_own_history_resubscribe(void)
@@ -527,19 +538,30 @@ static void test_own_history_resubscribe(void)
         atomic_fetch_add(&w.budget, 20);
         g_usleep(100);
         g_assert_cmpint(procreg_unsubscribe(reg, id), ==, 0);
-        pthread_mutex_lock(&c.lock);
-        uint64_t last = c.last;
-        pthread_mutex_unlock(&c.lock);
-        int rc = procreg_subscribe_from(reg, NULL, NULL, last, on_contiguous,
-                                        &c, NULL, NULL, &id, &err);
+        int rc = procreg_subscribe_from(reg, NULL, NULL, contiguity_last(&c),
+                                        on_contiguous, &c, NULL, NULL, &id,
+                                        &err);
         g_assert_no_error(err);
         g_assert_cmpint(rc, ==, 0);
     }
+    /* However little the writer ran during the rounds, it makes all its
+     * changes, and the last subscription delivers every one of them
+     * (within 30 s: a bound for a loaded machine, not a timing). */
+    gint64 end = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+    while (atomic_load(&w.done) < atomic_load(&w.budget) &&
+           g_get_monotonic_time() < end)
+        g_usleep(1000);
     atomic_store(&w.stop, true);
     g_thread_join(t);
+    g_assert_cmpint(atomic_load(&w.done), ==, 200 * 20);
+    uint64_t latest = 0;
+    g_assert_cmpint(procreg_event_position(reg, &latest, NULL), ==, 0);
+    while (contiguity_last(&c) < latest && g_get_monotonic_time() < end)
+        g_usleep(1000);
     g_assert_cmpint(procreg_unsubscribe(reg, id), ==, 0);
     g_assert_cmpuint(c.bad, ==, 0);
-    g_assert_cmpuint(c.last, >, 200);
+    g_assert_cmpuint(latest, ==, 200 * 20);
+    g_assert_cmpuint(contiguity_last(&c), ==, latest);
     procreg_close(reg);
     pthread_mutex_destroy(&c.lock);
 }
