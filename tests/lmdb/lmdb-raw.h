@@ -242,4 +242,121 @@ static inline void lt_raw_old_file(const char *path, int format)
     raw_close(&r, true);
 }
 
+/* Turn a format 4 file back into format @format (1 to 3), as those
+ * versions laid it out: the entries, meta records and changes move to
+ * their named databases, unprefixed, the marker says @format, and format
+ * 1 loses the groups' databases (which must be empty).  The records keep
+ * their bytes, so a file of any content procreg can make can be had in
+ * an older format. */
+static inline void lt_raw_downgrade(const char *path, int format)
+{
+    raw_db r;
+    raw_open(&r, path, true);
+    g_assert_true(r.v4);
+    MDB_dbi main_dbi, named[3];
+    static const char *const names[] = {"entries", "meta", "events"};
+    g_assert_cmpint(mdb_dbi_open(r.txn, NULL, 0, &main_dbi), ==, 0);
+    /* Created before the walk: creating one puts its record in main. */
+    for (int i = 0; i < 3; i++)
+        g_assert_cmpint(
+            mdb_dbi_open(r.txn, names[i], MDB_CREATE, &named[i]), ==, 0);
+    MDB_cursor *c;
+    g_assert_cmpint(mdb_cursor_open(r.txn, main_dbi, &c), ==, 0);
+    MDB_val k, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        const char *cls = lt_raw_main_class(&k);
+        if (cls == NULL) {
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+            continue;
+        }
+        int i = cls[0] == 'e' && cls[1] == 'n' ? 0 : cls[0] == 'm' ? 1 : 2;
+        size_t off = i == 0 ? 0 : 1;
+        MDB_val nk = {k.mv_size - off, (char *)k.mv_data + off};
+        if (!(i == 1 && nk.mv_size == 6 && memcmp(nk.mv_data, "format", 6) == 0))
+            g_assert_cmpint(mdb_put(r.txn, named[i], &nk, &v, 0), ==, 0);
+        /* After a delete the cursor stands on the next record. */
+        g_assert_cmpint(mdb_cursor_del(c, 0), ==, 0);
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    g_assert_cmpint(rc, ==, MDB_NOTFOUND);
+    mdb_cursor_close(c);
+    char marker[] = "procreg-lmdb 0";
+    marker[13] = (char)('0' + format);
+    MDB_val fk = {6, "format"}, fv = {14, marker};
+    g_assert_cmpint(mdb_put(r.txn, named[1], &fk, &fv, 0), ==, 0);
+    if (format == 1) {
+        static const char *const groups[] = {"members", "group_ids",
+                                             "member_owners"};
+        for (int i = 0; i < 3; i++) {
+            MDB_dbi d;
+            g_assert_cmpint(mdb_dbi_open(r.txn, groups[i], 0, &d), ==, 0);
+            MDB_stat st;
+            g_assert_cmpint(mdb_stat(r.txn, d, &st), ==, 0);
+            g_assert_cmpuint(st.ms_entries, ==, 0);
+            g_assert_cmpint(mdb_drop(r.txn, d, 1), ==, 0);
+        }
+    }
+    r.v4 = false;
+    raw_close(&r, true);
+}
+
+/* Every record of the file, in either layout, as text: one line per
+ * record, "database key = value" in hex, the databases in a fixed order,
+ * the meta record "format" left out. */
+static inline char *lt_raw_dump(const char *path)
+{
+    raw_db r;
+    raw_open(&r, path, false);
+    static const char *const dbs[] = {"entries", "meta",      "events",
+                                      "owners",  "members",   "group_ids",
+                                      "member_owners"};
+    GString *out = g_string_new(NULL);
+    for (size_t d = 0; d < G_N_ELEMENTS(dbs); d++) {
+        MDB_dbi dbi;
+        bool in_main = lt_raw_in_main(&r, dbs[d]);
+        if (mdb_dbi_open(r.txn, in_main ? NULL : dbs[d], 0, &dbi) != 0)
+            continue;
+        MDB_cursor *c;
+        g_assert_cmpint(mdb_cursor_open(r.txn, dbi, &c), ==, 0);
+        MDB_val k, v;
+        for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            size_t off = 0;
+            if (in_main) {
+                const char *cls = lt_raw_main_class(&k);
+                if (cls == NULL || strcmp(cls, dbs[d]) != 0)
+                    continue;
+                off = strcmp(cls, "entries") == 0 ? 0 : 1;
+            }
+            if (d == 1 && k.mv_size - off == 6 &&
+                memcmp((char *)k.mv_data + off, "format", 6) == 0)
+                continue;
+            g_string_append_printf(out, "%s ", dbs[d]);
+            for (size_t i = off; i < k.mv_size; i++)
+                g_string_append_printf(out, "%02x",
+                                       ((unsigned char *)k.mv_data)[i]);
+            g_string_append(out, " = ");
+            for (size_t i = 0; i < v.mv_size; i++)
+                g_string_append_printf(out, "%02x",
+                                       ((unsigned char *)v.mv_data)[i]);
+            g_string_append_c(out, '\n');
+        }
+        mdb_cursor_close(c);
+    }
+    raw_close(&r, false);
+    return g_string_free(out, FALSE);
+}
+
+/* The id of the file's last committed transaction. */
+static inline size_t lt_raw_txnid(const char *path)
+{
+    raw_db r;
+    raw_open(&r, path, false);
+    MDB_envinfo info;
+    mdb_env_info(r.env, &info);
+    raw_close(&r, false);
+    return info.me_last_txnid;
+}
+
 #endif
