@@ -39,8 +39,13 @@
 
 #define NOTIFY_MAGIC 0x4e475250u /* "PRGN" */
 #define NOTIFY_SIZE 4096
-/* Change-log records kept for watchers that fall behind. */
+/* Change-log records kept for watchers that fall behind: at least
+ * LOG_KEEP, trimmed by the write whose numbers reach a multiple of
+ * LOG_TRIM_EVERY (so at most LOG_TRIM_EVERY - 1 more, beside a large
+ * transaction's own): the first record's page is rewritten once per
+ * LOG_TRIM_EVERY changes, not by every write. */
 #define LOG_KEEP 4096
+#define LOG_TRIM_EVERY 64
 
 /* FILE-notify: one page, shared by every process that has FILE open. */
 struct lmdb_notify_page {
@@ -204,10 +209,12 @@ bool procreg_lmdb_log_change(lmdb_env *env, MDB_txn *txn, wstate *w,
 }
 
 /* Trim the log to LOG_KEEP records, never dropping a record of this
- * transaction; the last step of every write that logged. */
+ * transaction; the last step of every write that logged (those whose
+ * numbers reach a multiple of LOG_TRIM_EVERY trim). */
 bool procreg_lmdb_log_finish(lmdb_env *env, MDB_txn *txn, wstate *w)
 {
-    if (w->events == 0 || w->seq <= LOG_KEEP)
+    if (w->events == 0 || w->seq <= LOG_KEEP ||
+        w->seq / LOG_TRIM_EVERY == (w->first_seq - 1) / LOG_TRIM_EVERY)
         return true;
     uint64_t cutoff = MIN(w->seq - LOG_KEEP, w->first_seq - 1);
     const lmdb_layout *lay = procreg_lmdb_layout(env, txn);
@@ -468,7 +475,8 @@ int procreg_lmdb_history_read(void *state, const char *ns, uint64_t after,
         rc = procreg_set_error(
             error, PROCREG_ECOMPACTED,
             "the change log of %s no longer holds the changes after "
-            "position %" G_GUINT64_FORMAT " (it keeps the latest %d)",
+            "position %" G_GUINT64_FORMAT " (it keeps the latest %d or "
+            "more)",
             env->path, after, LOG_KEEP);
     for (guint i = 0; rc == 0 && i < changes->len; i++) {
         logged *l = &g_array_index(changes, logged, i);

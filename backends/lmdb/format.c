@@ -74,7 +74,7 @@ MDB_val procreg_lmdb_meta_key(const lmdb_layout *lay, const char *name,
 {
     size_t n = strlen(name), off = lay->main ? 1 : 0;
     g_assert(n + off < META_KEY_MAX);
-    buf[0] = '\0';
+    buf[0] = (char)META_PREFIX;
     memcpy(buf + off, name, n);
     MDB_val k = {n + off, buf};
     return k;
@@ -105,11 +105,11 @@ bool procreg_lmdb_event_seq(const lmdb_layout *lay, const MDB_val *k,
 }
 
 /* From the cursor's record on: skip the named databases' records, stop
- * at the changes' (0xff) keys. */
+ * at the meta records' and the changes' keys (0xfe, 0xff). */
 static int entries_here(MDB_cursor *c, MDB_val *k, MDB_val *v, int rc)
 {
     for (; rc == 0; rc = mdb_cursor_get(c, k, v, MDB_NEXT)) {
-        if (k->mv_size > 0 && ((const uint8_t *)k->mv_data)[0] == 0xff)
+        if (k->mv_size > 0 && ((const uint8_t *)k->mv_data)[0] >= META_PREFIX)
             return MDB_NOTFOUND;
         if (!is_db_name(k))
             return 0;
@@ -120,7 +120,6 @@ static int entries_here(MDB_cursor *c, MDB_val *k, MDB_val *v, int rc)
 int procreg_lmdb_entries_seek(MDB_cursor *c, MDB_val *k, MDB_val *v,
                               bool first)
 {
-    /* Meta records ("\0" + name) come before every entry. */
     static const char one[] = "\x01";
     if (first) {
         k->mv_size = 1;
@@ -205,7 +204,7 @@ static int migrate(lmdb_env *env, MDB_txn *txn)
 {
     int rc = copy_db(txn, env->old.entries, -1, NULL, 0);
     if (rc == 0)
-        rc = copy_db(txn, env->old.meta, 0x00, "format", 0);
+        rc = copy_db(txn, env->old.meta, META_PREFIX, "format", 0);
     if (rc == 0)
         rc = copy_db(txn, env->old.events, 0xff, NULL, MDB_APPEND);
     if (rc == 0)

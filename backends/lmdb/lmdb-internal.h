@@ -61,12 +61,14 @@ typedef struct lmdb_reader lmdb_reader;
 /* Where a transaction finds the entries, the meta records and the change
  * log (format.c).  Format 4 keeps all three in LMDB's main database:
  * entries under "ns\0name" (a namespace is non-empty UTF-8, so the first
- * byte is 0x01..0xf4), meta records under "\0" + name, changes under
- * "\xff" + the number (BE64): 0xff begins no UTF-8, so the changes are
- * the last keys and are appended.  The named databases' own records (their
- * names: ASCII, no NUL) sit among the entries.  Formats 1 to 3, which a
- * read-only opener reads in place, keep each in a named database of its
- * own, keys unprefixed. */
+ * byte is 0x01..0xf4), meta records under "\xfe" + name, changes under
+ * "\xff" + the number (BE64): 0xfe and 0xff begin no UTF-8, so the meta
+ * records and the changes are the last keys, the changes appended, and
+ * the counter a write updates sits beside them.  The named databases' own
+ * records (their names: ASCII, no NUL) sit among the entries.  Formats 1
+ * to 3, which a read-only opener reads in place, keep each in a named
+ * database of its own, keys unprefixed. */
+#define META_PREFIX 0xfe
 typedef struct {
     MDB_dbi entries, meta, events;
     bool main; /* format 4: the keys above */

@@ -426,9 +426,9 @@ int run_txn_holder_main(const char *path)
         rc = mdb_env_open(env, path, MDB_NOSUBDIR | MDB_NOTLS, 0600);
     if (rc == 0)
         rc = mdb_txn_begin(env, NULL, 0, &txn);
-    /* Format 4: the entries are in the main database, "ns\0name" (the
-     * keys before "\x01" are meta records, those without a NUL the named
-     * databases' records; backends/lmdb/format.c). */
+    /* Format 4: the entries are in the main database, "ns\0name" (those
+     * without a NUL are the named databases' records;
+     * backends/lmdb/format.c). */
     if (rc == 0)
         rc = mdb_dbi_open(txn, NULL, 0, &dbi);
     /* Delete the first entry, uncommitted: dying now must lose it. */

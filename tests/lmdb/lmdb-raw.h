@@ -1,6 +1,6 @@
 /* Raw LMDB access to a registry file for the tests, in either layout
  * (backends/lmdb/format.c): format 4 keeps the records of "entries",
- * "meta" and "events" in the main database (meta keys behind "\0",
+ * "meta" and "events" in the main database (meta keys behind "\xfe",
  * change keys behind "\xff"); formats 1 to 3 keep each in a named
  * database.  The helpers take the old names and find the records in
  * whichever layout the file has; lt_raw_old_file() writes a file of
@@ -42,7 +42,7 @@ static inline void raw_open(raw_db *r, const char *path, bool write)
         mdb_txn_begin(r->env, NULL, write ? 0 : MDB_RDONLY, &r->txn), ==, 0);
     MDB_dbi main_dbi;
     g_assert_cmpint(mdb_dbi_open(r->txn, NULL, 0, &main_dbi), ==, 0);
-    MDB_val k = {7, "\0format"}, v;
+    MDB_val k = {7, "\xfe" "format"}, v;
     r->v4 = mdb_get(r->txn, main_dbi, &k, &v) == 0;
 }
 
@@ -63,7 +63,7 @@ static inline MDB_val lt_raw_key(const raw_db *r, const char *db,
 {
     size_t off = 0;
     if (lt_raw_in_main(r, db) && strcmp(db, "entries") != 0) {
-        buf[0] = strcmp(db, "meta") == 0 ? '\0' : '\xff';
+        buf[0] = strcmp(db, "meta") == 0 ? '\xfe' : '\xff';
         off = 1;
     }
     g_assert_cmpuint(klen + off, <=, LT_MAIN_KEY_MAX);
@@ -105,7 +105,7 @@ static inline void raw_close(raw_db *r, bool commit)
 static inline const char *lt_raw_main_class(const MDB_val *k)
 {
     const unsigned char *p = k->mv_data;
-    if (k->mv_size > 0 && p[0] == 0)
+    if (k->mv_size > 0 && p[0] == 0xfe)
         return "meta";
     if (k->mv_size > 0 && p[0] == 0xff)
         return "events";

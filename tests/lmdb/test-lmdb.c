@@ -950,7 +950,9 @@ static void test_log_trim(Fixture *f, gconstpointer data)
     procreg_close(reg);
     raw_db r;
     raw_open(&r, f->path, false);
-    g_assert_cmpuint(raw_count(&r, "events"), ==, 4096);
+    /* At least 4096, trimmed by the write that reached change 4160
+     * (backends/lmdb/changelog.c, LOG_TRIM_EVERY): 4136 left. */
+    g_assert_cmpuint(raw_count(&r, "events"), ==, 4136);
     /* The last record is change 4200. */
     g_assert_cmpuint(raw_last_change(&r), ==, 4200);
     raw_close(&r, false);

@@ -102,7 +102,7 @@ static void raw_put(const char *db, const void *k, size_t klen,
     FUZZ_CHECK(mdb_dbi_open(txn, in_main ? NULL : db, flags, &dbi) == 0);
     uint8_t buf[1 + 1024];
     size_t off = meta || events ? 1 : 0;
-    buf[0] = events ? 0xff : 0x00;
+    buf[0] = events ? 0xff : 0xfe;
     memcpy(buf + off, k, MIN(klen, sizeof buf - off));
     MDB_val key = {MIN(klen, sizeof buf - off) + off, buf};
     MDB_val val = {vlen, (void *)v};
