@@ -14,6 +14,9 @@
 
 #include <string.h>
 
+/* One search: the cursor that read the counter writes it back in place
+ * (in format 4 the counter is in the main database, three levels deep at
+ * 100 000 entries). */
 bool procreg_lmdb_counter_next(lmdb_env *env, MDB_txn *txn,
                                const char *name, uint64_t *out, wstate *w)
 {
@@ -21,21 +24,27 @@ bool procreg_lmdb_counter_next(lmdb_env *env, MDB_txn *txn,
     char buf[META_KEY_MAX];
     MDB_val k = procreg_lmdb_meta_key(lay, name, buf), v;
     uint64_t n = 0;
-    int rc = mdb_get(txn, lay->meta, &k, &v);
-    if (rc == 0) {
-        if (v.mv_size != sizeof n) {
-            w->corrupt = g_strdup_printf("the '%s' counter is corrupt", name);
-            return false;
-        }
-        memcpy(&n, v.mv_data, sizeof n);
-    } else if (rc != MDB_NOTFOUND) {
-        return procreg_lmdb_step_check(w, rc, "reading a counter");
+    MDB_cursor *c;
+    if (!procreg_lmdb_step_check(w, mdb_cursor_open(txn, lay->meta, &c),
+                                 "reading a counter"))
+        return false;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+    if (rc == 0 && v.mv_size != sizeof n) {
+        mdb_cursor_close(c);
+        w->corrupt = g_strdup_printf("the '%s' counter is corrupt", name);
+        return false;
     }
+    if (rc == 0)
+        memcpy(&n, v.mv_data, sizeof n);
     n++;
     v.mv_size = sizeof n;
     v.mv_data = &n;
-    if (!procreg_lmdb_step_check(w, mdb_put(txn, lay->meta, &k, &v, 0),
-                                 "writing a counter"))
+    if (rc == 0)
+        rc = mdb_cursor_put(c, &k, &v, MDB_CURRENT);
+    else if (rc == MDB_NOTFOUND)
+        rc = mdb_cursor_put(c, &k, &v, 0);
+    mdb_cursor_close(c);
+    if (!procreg_lmdb_step_check(w, rc, "writing a counter"))
         return false;
     *out = n;
     return true;
