@@ -1,7 +1,7 @@
 /*
  * Changes across processes: the change log, FILE-notify and the watcher.
  *
- * Owns: the "events" database (every write transaction appends its
+ * Owns: the change log (every write transaction appends its
  * changes there, numbered, in the same transaction, and trims it to
  * LOG_KEEP records); FILE-notify, one shared page whose counter a writer
  * bumps and FUTEX_WAKEs after each commit that logged; and the watcher
@@ -39,8 +39,13 @@
 
 #define NOTIFY_MAGIC 0x4e475250u /* "PRGN" */
 #define NOTIFY_SIZE 4096
-/* Change-log records kept for watchers that fall behind. */
+/* Change-log records kept for watchers that fall behind: at least
+ * LOG_KEEP, trimmed by the write whose numbers reach a multiple of
+ * LOG_TRIM_EVERY (so at most LOG_TRIM_EVERY - 1 more, beside a large
+ * transaction's own): the first record's page is rewritten once per
+ * LOG_TRIM_EVERY changes, not by every write. */
 #define LOG_KEEP 4096
+#define LOG_TRIM_EVERY 64
 
 /* FILE-notify: one page, shared by every process that has FILE open. */
 struct lmdb_notify_page {
@@ -115,21 +120,44 @@ void procreg_lmdb_notify_commit(lmdb_env *env)
 /* ---- the log ---- */
 
 /* The log is never trimmed to nothing, so its last number is also the
- * change counter. */
+ * change counter.  Its records are the last keys of their database
+ * (format.c): no record there, or another key last, means no change. */
 int procreg_lmdb_log_last(lmdb_env *env, MDB_txn *txn, uint64_t *out)
 {
+    const lmdb_layout *lay = procreg_lmdb_layout(env, txn);
     MDB_cursor *c;
-    int rc = mdb_cursor_open(txn, env->db_events, &c);
+    int rc = mdb_cursor_open(txn, lay->events, &c);
     if (rc != 0)
         return rc;
     MDB_val k, v;
     *out = 0;
     rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
-    if (rc == 0 && k.mv_size != sizeof *out)
+    if (rc == 0 && !procreg_lmdb_event_seq(lay, &k, out) &&
+        (!lay->main || (k.mv_size > 0 &&
+                        ((const uint8_t *)k.mv_data)[0] == 0xff)))
         rc = MDB_CORRUPTED;
-    else if (rc == 0)
-        memcpy(out, k.mv_data, sizeof *out);
-    *out = GUINT64_FROM_BE(*out);
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Empty the log (a damaged one restarts at 1). */
+static int log_clear(const lmdb_layout *lay, MDB_txn *txn)
+{
+    if (!lay->main)
+        return mdb_drop(txn, lay->events, 0);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, lay->events, &c);
+    if (rc != 0)
+        return rc;
+    static const uint8_t ff = 0xff;
+    MDB_val k = {1, (void *)&ff}, v;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    /* After a delete the cursor stands on the next record (C_DEL). */
+    while (rc == 0) {
+        rc = mdb_cursor_del(c, 0);
+        if (rc == 0)
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
     mdb_cursor_close(c);
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
@@ -146,7 +174,7 @@ bool procreg_lmdb_log_change(lmdb_env *env, MDB_txn *txn, wstate *w,
             /* The log is only a notification channel: a damaged one (a
              * malformed or exhausted last number) starts again at 1, and
              * the watchers notice the restart and follow. */
-            rc = mdb_drop(txn, env->db_events, 0);
+            rc = log_clear(procreg_lmdb_layout(env, txn), txn);
             w->seq = 0;
             if (rc == 0)
                 g_atomic_pointer_add(&env->log_restarts, 1);
@@ -156,11 +184,11 @@ bool procreg_lmdb_log_change(lmdb_env *env, MDB_txn *txn, wstate *w,
         w->seq_loaded = true;
         w->first_seq = w->seq + 1;
     }
-    uint64_t seq = ++w->seq;
-    uint64_t be = GUINT64_TO_BE(seq);
-    MDB_val k = {sizeof be, &be};
+    const lmdb_layout *lay = procreg_lmdb_layout(env, txn);
+    uint8_t kbuf[EVENT_KEY_SIZE];
+    MDB_val k = procreg_lmdb_event_key(lay, ++w->seq, kbuf);
     MDB_val v = {procreg_lmdb_event_size(key->mv_size, e), NULL};
-    int rc = mdb_put(txn, env->db_events, &k, &v, MDB_RESERVE | MDB_APPEND);
+    int rc = mdb_put(txn, lay->events, &k, &v, MDB_RESERVE | MDB_APPEND);
     if (rc == MDB_KEYEXIST) {
         /* Only a damaged log (a key above ours) can refuse an append. */
         g_free(w->corrupt);
@@ -181,23 +209,27 @@ bool procreg_lmdb_log_change(lmdb_env *env, MDB_txn *txn, wstate *w,
 }
 
 /* Trim the log to LOG_KEEP records, never dropping a record of this
- * transaction; the last step of every write that logged. */
+ * transaction; the last step of every write that logged (those whose
+ * numbers reach a multiple of LOG_TRIM_EVERY trim). */
 bool procreg_lmdb_log_finish(lmdb_env *env, MDB_txn *txn, wstate *w)
 {
-    if (w->events == 0 || w->seq <= LOG_KEEP)
+    if (w->events == 0 || w->seq <= LOG_KEEP ||
+        w->seq / LOG_TRIM_EVERY == (w->first_seq - 1) / LOG_TRIM_EVERY)
         return true;
     uint64_t cutoff = MIN(w->seq - LOG_KEEP, w->first_seq - 1);
+    const lmdb_layout *lay = procreg_lmdb_layout(env, txn);
     MDB_cursor *c;
-    if (!procreg_lmdb_step_check(w, mdb_cursor_open(txn, env->db_events, &c),
+    if (!procreg_lmdb_step_check(w, mdb_cursor_open(txn, lay->events, &c),
                                  "trimming the log"))
         return false;
-    MDB_val ck, cv;
-    int rc = mdb_cursor_get(c, &ck, &cv, MDB_FIRST);
+    uint8_t kbuf[EVENT_KEY_SIZE];
+    MDB_val ck = procreg_lmdb_event_key(lay, 0, kbuf), cv;
+    int rc = mdb_cursor_get(c, &ck, &cv, MDB_SET_RANGE);
     while (rc == 0) {
         uint64_t s = 0;
-        if (ck.mv_size == sizeof s)
-            memcpy(&s, ck.mv_data, sizeof s);
-        if (GUINT64_FROM_BE(s) > cutoff)
+        if (!procreg_lmdb_event_seq(lay, &ck, &s) && lay->main)
+            break; /* not a change: none is left */
+        if (s > cutoff)
             break;
         /* After a delete the cursor already stands on the next record;
          * MDB_NEXT returns it (LMDB's C_DEL rule). */
@@ -240,17 +272,16 @@ static uint64_t log_read_after(lmdb_env *env, MDB_txn *txn, uint64_t after,
     MDB_cursor *c;
     uint64_t missing = 0;
     *last = after;
-    if (mdb_cursor_open(txn, env->db_events, &c) != 0)
+    const lmdb_layout *lay = procreg_lmdb_layout(env, txn);
+    if (mdb_cursor_open(txn, lay->events, &c) != 0)
         return 0;
-    uint64_t be = GUINT64_TO_BE(after + 1);
-    MDB_val k = {sizeof be, &be}, v;
+    uint8_t kbuf[EVENT_KEY_SIZE];
+    MDB_val k = procreg_lmdb_event_key(lay, after + 1, kbuf), v;
     int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        uint64_t seq = 0;
-        if (k.mv_size != sizeof seq)
+        logged l = {0};
+        if (!procreg_lmdb_event_seq(lay, &k, &l.seq))
             continue;
-        memcpy(&seq, k.mv_data, sizeof seq);
-        logged l = {.seq = GUINT64_FROM_BE(seq)};
         missing += l.seq - *last - 1;
         *last = l.seq;
         if (procreg_lmdb_change_decode(v.mv_data, v.mv_size, &l.ch))
@@ -448,7 +479,8 @@ int procreg_lmdb_history_read(void *state, const char *ns, uint64_t after,
         rc = procreg_set_error(
             error, PROCREG_ECOMPACTED,
             "the change log of %s no longer holds the changes after "
-            "position %" G_GUINT64_FORMAT " (it keeps the latest %d)",
+            "position %" G_GUINT64_FORMAT " (it keeps the latest %d or "
+            "more)",
             env->path, after, LOG_KEEP);
     for (guint i = 0; rc == 0 && i < changes->len; i++) {
         logged *l = &g_array_index(changes, logged, i);

@@ -115,7 +115,7 @@ int procreg_lmdb_health_check(void *state, GVariantDict *details,
         return PROCREG_HEALTH_FAILED;
     }
     MDB_stat es;
-    rc = mdb_stat(txn, env->db_entries, &es);
+    rc = mdb_stat(txn, entries_dbi(env, txn), &es);
     procreg_lmdb_read_end(env, txn);
     if (rc != 0) {
         *message = g_strdup_printf("lmdb registry '%s': %s", env->path,

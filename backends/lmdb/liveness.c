@@ -183,7 +183,7 @@ static int reap_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
         const void *kb = g_bytes_get_data(keys->pdata[i], &len);
         MDB_val k = {len, (void *)kb}, v;
         raw_entry e;
-        rc = mdb_get(txn, env->db_entries, &k, &v);
+        rc = mdb_get(txn, entries_dbi(env, txn), &k, &v);
         if (rc == MDB_NOTFOUND ||
             (rc == 0 && (entry_decode(&v, &e) != NULL ||
                          !owner_same(&e.owner, &ctx->owner)))) {

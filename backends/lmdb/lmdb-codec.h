@@ -12,12 +12,16 @@
 
 #define LMDB_HIDDEN __attribute__((visibility("hidden")))
 
-#define PROCREG_LMDB_FORMAT "procreg-lmdb 3"
-/* Format 3 writes entries (and members) in the compact form, version 2;
+#define PROCREG_LMDB_FORMAT "procreg-lmdb 4"
+/* Format 4 is format 3 with the entries, the meta records and the change
+ * log in LMDB's main database (format.c); an opener that may write
+ * migrates an older file to it, a read-only one reads it in place.
+ * Format 3 writes entries (and members) in the compact form, version 2;
  * formats 1 and 2 hold version 1, which format 3 still reads, so an
  * opener that may write marks an older file format 3 (open.c).  Format 1
  * is format 2 before groups: the same without their databases, which an
  * opener that may write adds (groups.c). */
+#define PROCREG_LMDB_FORMAT_3 "procreg-lmdb 3"
 #define PROCREG_LMDB_FORMAT_2 "procreg-lmdb 2"
 #define PROCREG_LMDB_FORMAT_1 "procreg-lmdb 1"
 #define PROCREG_LMDB_ENTRY_VERSION 2

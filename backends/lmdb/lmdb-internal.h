@@ -58,6 +58,22 @@ typedef struct lmdb_state lmdb_state;
 /* A thread's read transaction of one env (readers.c). */
 typedef struct lmdb_reader lmdb_reader;
 
+/* Where a transaction finds the entries, the meta records and the change
+ * log (format.c).  Format 4 keeps all three in LMDB's main database:
+ * entries under "ns\0name" (a namespace is non-empty UTF-8, so the first
+ * byte is 0x01..0xf4), meta records under "\xfe" + name, changes under
+ * "\xff" + the number (BE64): 0xfe and 0xff begin no UTF-8, so the meta
+ * records and the changes are the last keys, the changes appended, and
+ * the counter a write updates sits beside them.  The named databases' own
+ * records (their names: ASCII, no NUL) sit among the entries.  Formats 1
+ * to 3, which a read-only opener reads in place, keep each in a named
+ * database of its own, keys unprefixed. */
+#define META_PREFIX 0xfe
+typedef struct {
+    MDB_dbi entries, meta, events;
+    bool main; /* format 4: the keys above */
+} lmdb_layout;
+
 /* One open registry file in this process (env.c keeps the table). */
 typedef struct {
     int refs;           /* under table_lock */
@@ -70,7 +86,14 @@ typedef struct {
     bool stale_boot; /* read-only file of an earlier boot: owners all dead */
     char *read_only_why;
     MDB_env *mdb;
-    MDB_dbi db_entries, db_owners, db_meta, db_events;
+    MDB_dbi db_owners;
+    /* The named databases of formats 1 to 3 (a read-only opener's only),
+     * and the id of a transaction that saw the file in format 4: every
+     * later one does too (a writer may migrate the file meanwhile).  1
+     * when the file was format 4 when opened, 0 while none did.  Atomic:
+     * read by every transaction (procreg_lmdb_layout()). */
+    lmdb_layout old;
+    uint64_t main_from;
     /* Groups (groups.c); absent in a read-only file of format 1. */
     MDB_dbi db_members, db_group_ids, db_member_owners;
     bool has_groups;
@@ -153,6 +176,55 @@ static inline bool key_strings(const MDB_val *k, char **ns, char **name)
     return procreg_lmdb_key_strings(k->mv_data, k->mv_size, ns, name);
 }
 
+/* ---- the layout of the file (format.c) ---- */
+
+LMDB_HIDDEN extern const lmdb_layout procreg_lmdb_main_layout;
+LMDB_HIDDEN const lmdb_layout *procreg_lmdb_layout_slow(lmdb_env *env,
+                                                       MDB_txn *txn);
+
+/* The layout @txn's snapshot has: format 4 once the file was, else the
+ * named databases while this snapshot still has them. */
+static inline const lmdb_layout *procreg_lmdb_layout(lmdb_env *env,
+                                                     MDB_txn *txn)
+{
+    if (G_LIKELY(__atomic_load_n(&env->main_from, __ATOMIC_RELAXED) == 1))
+        return &procreg_lmdb_main_layout;
+    return procreg_lmdb_layout_slow(env, txn);
+}
+
+static inline MDB_dbi entries_dbi(lmdb_env *env, MDB_txn *txn)
+{
+    return procreg_lmdb_layout(env, txn)->entries;
+}
+
+#define META_KEY_MAX 16
+/* The key of the meta record @name (at most META_KEY_MAX - 1 bytes). */
+LMDB_HIDDEN MDB_val procreg_lmdb_meta_key(const lmdb_layout *lay,
+                                          const char *name,
+                                          char buf[META_KEY_MAX]);
+#define EVENT_KEY_SIZE 9
+/* The key of change @seq, and back (false: not a change's key). */
+LMDB_HIDDEN MDB_val procreg_lmdb_event_key(const lmdb_layout *lay,
+                                           uint64_t seq,
+                                           uint8_t buf[EVENT_KEY_SIZE]);
+LMDB_HIDDEN bool procreg_lmdb_event_seq(const lmdb_layout *lay,
+                                        const MDB_val *k, uint64_t *seq);
+/* Cursor over the entries: the first at or after @k (NULL: the first
+ * entry), then the next; skips the named databases' records, stops
+ * (MDB_NOTFOUND) at the meta records' and the changes' keys. */
+LMDB_HIDDEN int procreg_lmdb_entries_seek(MDB_cursor *c, MDB_val *k,
+                                          MDB_val *v, bool first);
+LMDB_HIDDEN int procreg_lmdb_entries_next(MDB_cursor *c, MDB_val *k,
+                                          MDB_val *v);
+/* Check the format of a file and open its databases, in check_dbs()'s
+ * transaction (open.c): a new file is created, an older one migrated
+ * (@write), or read in place (read-only).  Without @write, what needs
+ * writing sets *@must_write; *@map_full: the migration needs a larger
+ * map. */
+LMDB_HIDDEN int procreg_lmdb_format_open(lmdb_env *env, MDB_txn *txn,
+                                         bool write, bool *must_write,
+                                         bool *map_full, GError **error);
+
 static inline char *key_printable(const MDB_val *k)
 {
     return procreg_lmdb_key_printable(k->mv_data, k->mv_size);
@@ -201,6 +273,9 @@ LMDB_HIDDEN void procreg_lmdb_env_free(lmdb_env *env);
 /* LMDB's @rc as a procreg code. */
 LMDB_HIDDEN int procreg_lmdb_code(int rc);
 /* Set @error from LMDB's @rc; returns the procreg code. */
+/* Grow the map after MDB_MAP_FULL at size @seen (txn.c): 0 or an LMDB
+ * code. */
+LMDB_HIDDEN int procreg_lmdb_map_grow(lmdb_env *env, size_t seen);
 LMDB_HIDDEN int procreg_lmdb_fail(const lmdb_env *env, int rc,
                                   const char *what, GError **error);
 LMDB_HIDDEN void procreg_lmdb_reader_check(lmdb_env *env);
@@ -275,6 +350,11 @@ LMDB_HIDDEN void procreg_lmdb_map_unlock(lmdb_env *env);
 LMDB_HIDDEN void procreg_lmdb_readers_fork_prepare(void);
 LMDB_HIDDEN void procreg_lmdb_readers_fork_parent(void);
 LMDB_HIDDEN void procreg_lmdb_readers_fork_child(void);
+#ifdef PROCREG_LMDB_FORMAT_HOOKS
+/* Defined by tests/lmdb/test-format.c: an opener that found an older
+ * file (or a new one) to write is about to take the writer lock. */
+void procreg_lmdb_hook_format_must_write(lmdb_env *env);
+#endif
 #ifdef PROCREG_LMDB_TEST_HOOKS
 /* Defined by the test that links the hooked build (tests/lmdb). */
 void procreg_lmdb_hook_read_begun(lmdb_env *env);

@@ -59,7 +59,8 @@ char *procreg_lmdb_default_path(GError **error)
     return path;
 }
 
-/* entries, owners, meta, events, and the groups' three (groups.c). */
+/* entries, owners, meta, events (formats 1 to 3, which a read-only
+ * opener reads in place), and the groups' three (groups.c). */
 #define MAX_DBS 7
 
 #define BOOT_ID_LEN 36
@@ -90,8 +91,10 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, bool write,
     char boot[BOOT_ID_LEN];
     if (!read_boot_id(boot))
         return 0;
-    MDB_val bk = {7, "boot_id"}, bv;
-    int rc = mdb_get(txn, env->db_meta, &bk, &bv);
+    const lmdb_layout *lay = procreg_lmdb_layout(env, txn);
+    char kbuf[META_KEY_MAX];
+    MDB_val bk = procreg_lmdb_meta_key(lay, "boot_id", kbuf), bv;
+    int rc = mdb_get(txn, lay->meta, &bk, &bv);
     bool same = rc == 0 && bv.mv_size == BOOT_ID_LEN &&
                 memcmp(bv.mv_data, boot, BOOT_ID_LEN) == 0;
     if (rc != 0 && rc != MDB_NOTFOUND)
@@ -112,10 +115,11 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, bool write,
         GPtrArray *keys = g_ptr_array_new_with_free_func(
             (GDestroyNotify)g_bytes_unref);
         MDB_cursor *c;
-        rc = mdb_cursor_open(txn, env->db_entries, &c);
+        rc = mdb_cursor_open(txn, lay->entries, &c);
         MDB_val k, v;
-        for (int crc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_FIRST) : rc;
-             crc == 0; crc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+        for (int crc = rc == 0 ? procreg_lmdb_entries_seek(c, &k, &v, true)
+                               : rc;
+             crc == 0; crc = procreg_lmdb_entries_next(c, &k, &v))
             g_ptr_array_add(keys, g_bytes_new(k.mv_data, k.mv_size));
         if (rc == 0)
             mdb_cursor_close(c);
@@ -125,7 +129,7 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, bool write,
             key.mv_data = (void *)g_bytes_get_data(keys->pdata[i], &len);
             key.mv_size = len;
             raw_entry e;
-            if (mdb_get(txn, env->db_entries, &key, &v) != 0 ||
+            if (mdb_get(txn, lay->entries, &key, &v) != 0 ||
                 entry_decode(&v, &e) != NULL)
                 continue; /* damaged: left for the operator to see */
             /* Copy the metadata out before the value moves. */
@@ -136,7 +140,7 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, bool write,
                                          PROCREG_REASON_OWNER_EXITED, 0, &key,
                                          &e) ||
                 !procreg_lmdb_step_check(
-                    &w, mdb_del(txn, env->db_entries, &key, NULL),
+                    &w, mdb_del(txn, lay->entries, &key, NULL),
                     "removing an entry of an earlier boot"))
                 rc = w.mdb_rc ? w.mdb_rc : MDB_CORRUPTED;
             g_bytes_unref(meta);
@@ -164,139 +168,28 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, bool write,
     }
     bv.mv_size = BOOT_ID_LEN;
     bv.mv_data = boot;
-    rc = mdb_put(txn, env->db_meta, &bk, &bv, 0);
+    rc = mdb_put(txn, lay->meta, &bk, &bv, 0);
     return rc == 0 ? 0
                    : procreg_lmdb_fail(env, rc, "writing the boot id", error);
 }
 
-static bool format_is(const MDB_val *v, const char *format)
-{
-    return v->mv_size == strlen(format) &&
-           memcmp(v->mv_data, format, v->mv_size) == 0;
-}
-
-/* Check the main database names only our databases; create them (and the
- * format marker) on a new file, check the marker on an old one.  Without
- * @write, in a read transaction: what needs writing (a new file, another
- * boot) sets *@must_write. */
+/* Check the file's format and open its databases (format.c: a new file
+ * is created, an older one migrated), then the boot id.  Without @write,
+ * in a read transaction: what needs writing (a new or older file,
+ * another boot) sets *@must_write. */
 static int check_dbs(lmdb_env *env, bool write, bool *must_write,
-                     GError **error)
+                     bool *map_full, GError **error)
 {
-    static const char *const ours[] = {"entries",   "owners",
-                                       "meta",      "events",
-                                       "members",   "group_ids",
-                                       "member_owners"};
     MDB_txn *txn;
+    *must_write = false;
     int rc = mdb_txn_begin(env->mdb, NULL, write ? 0 : MDB_RDONLY, &txn);
     if (rc != 0)
         return procreg_lmdb_fail(env, rc, "opening", error);
-    MDB_dbi main_dbi;
-    MDB_cursor *c = NULL;
-    rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
-    if (rc == 0)
-        rc = mdb_cursor_open(txn, main_dbi, &c);
-    MDB_val k, v;
-    int n_main = 0;
-    bool foreign = false;
-    for (int crc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_FIRST) : rc;
-         crc == 0; crc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        bool known = false;
-        for (size_t i = 0; i < G_N_ELEMENTS(ours); i++)
-            known |= k.mv_size == strlen(ours[i]) &&
-                     memcmp(k.mv_data, ours[i], k.mv_size) == 0;
-        foreign |= !known;
-        n_main++;
-    }
-    if (c != NULL)
-        mdb_cursor_close(c);
-    if (rc != 0) {
-        mdb_txn_abort(txn);
-        return procreg_lmdb_fail(env, rc, "reading the main database", error);
-    }
-    if (foreign) {
-        mdb_txn_abort(txn);
-        return procreg_set_error(error, PROCREG_EBACKEND,
-                                 "lmdb registry '%s': this LMDB file is not "
-                                 "a procreg registry (it holds other "
-                                 "databases)", env->path);
-    }
-    bool fresh = n_main == 0;
-    if (fresh && env->read_only) {
-        mdb_txn_abort(txn);
-        return procreg_set_error(error, PROCREG_EBACKEND,
-                                 "lmdb registry '%s' is empty and read-only "
-                                 "(%s)", env->path, env->read_only_why);
-    }
-    if (fresh && !write) {
-        mdb_txn_abort(txn);
-        *must_write = true;
-        return 0;
-    }
-    unsigned int create = fresh ? MDB_CREATE : 0;
-    rc = mdb_dbi_open(txn, "entries", create, &env->db_entries);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "owners", create | MDB_DUPSORT, &env->db_owners);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "meta", create, &env->db_meta);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "events", create, &env->db_events);
-    if (rc == 0)
-        rc = procreg_lmdb_groups_open(env, txn, write);
-    if (rc == 0 && !env->has_groups && !write && !env->read_only) {
-        /* Format 1: the group databases are made under the writer lock. */
-        mdb_txn_abort(txn);
-        *must_write = true;
-        return 0;
-    }
-    if (rc != 0) {
-        mdb_txn_abort(txn);
-        if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE)
-            return procreg_set_error(error, PROCREG_EBACKEND,
-                                     "lmdb registry '%s': not a procreg "
-                                     "registry, or one written by an "
-                                     "incompatible version (%s)", env->path,
-                                     mdb_strerror(rc));
-        return procreg_lmdb_fail(env, rc, "opening the databases", error);
-    }
-    MDB_val fk = {6, "format"}, fv;
-    bool older = false;
-    if (!fresh) {
-        rc = mdb_get(txn, env->db_meta, &fk, &fv);
-        if (rc == 0 && !format_is(&fv, PROCREG_LMDB_FORMAT)) {
-            older = format_is(&fv, PROCREG_LMDB_FORMAT_2) ||
-                    format_is(&fv, PROCREG_LMDB_FORMAT_1);
-            if (!older) {
-                char *got = g_strndup(fv.mv_data, MIN(fv.mv_size, 64));
-                mdb_txn_abort(txn);
-                rc = procreg_set_error(error, PROCREG_EBACKEND,
-                                       "lmdb registry '%s' has format '%s'; "
-                                       "this procreg reads '%s' and the "
-                                       "two before", env->path, got,
-                                       PROCREG_LMDB_FORMAT);
-                g_free(got);
-                return rc;
-            }
-        }
-    }
-    if (older && !write && !env->read_only) {
-        /* Marked format 3 under the writer lock, below. */
-        mdb_txn_abort(txn);
-        *must_write = true;
-        return 0;
-    }
-    /* An older file gets the marker of what will be written to it (the
-     * group databases of format 1 procreg_lmdb_groups_open() added). */
-    if (fresh || (older && write)) {
-        fv.mv_size = strlen(PROCREG_LMDB_FORMAT);
-        fv.mv_data = PROCREG_LMDB_FORMAT;
-        rc = mdb_put(txn, env->db_meta, &fk, &fv, 0);
-    }
-    if (rc != 0) {
-        mdb_txn_abort(txn);
-        return procreg_lmdb_fail(env, rc, "reading the format marker", error);
-    }
-    rc = boot_check(env, txn, write, must_write, error);
-    if (rc != 0) {
+    rc = procreg_lmdb_format_open(env, txn, write, must_write, map_full,
+                                  error);
+    if (rc == 0 && !*must_write)
+        rc = boot_check(env, txn, write, must_write, error);
+    if (rc != 0 || *must_write) {
         mdb_txn_abort(txn);
         return rc;
     }
@@ -313,17 +206,31 @@ static int check_dbs(lmdb_env *env, bool write, bool *must_write,
  * waits for no writer. */
 static int open_dbs(lmdb_env *env, GError **error)
 {
-    bool must_write = false;
+    bool must_write = false, map_full = false;
     procreg_lmdb_writer_lock_shared(env);
-    int rc = check_dbs(env, false, &must_write, error);
+    int rc = check_dbs(env, false, &must_write, &map_full, error);
     procreg_lmdb_writer_unlock_shared(env);
     if (rc != 0 || !must_write)
         return rc;
+#ifdef PROCREG_LMDB_FORMAT_HOOKS
+    procreg_lmdb_hook_format_must_write(env);
+#endif
     rc = procreg_lmdb_writer_lock(env, error);
-    if (rc == 0) {
-        rc = check_dbs(env, true, &must_write, error);
-        procreg_lmdb_writer_unlock(env);
+    if (rc != 0)
+        return rc;
+    /* A migration that needs more room than the map has: grow, again. */
+    for (int attempt = 0;; attempt++) {
+        map_full = false;
+        rc = check_dbs(env, true, &must_write, &map_full, error);
+        if (rc == 0 || !map_full || attempt >= 16)
+            break;
+        MDB_envinfo info;
+        mdb_env_info(env->mdb, &info);
+        if (procreg_lmdb_map_grow(env, info.me_mapsize) != 0)
+            break;
+        g_clear_error(error);
     }
+    procreg_lmdb_writer_unlock(env);
     return rc;
 }
 

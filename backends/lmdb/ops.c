@@ -14,26 +14,37 @@
 
 #include <string.h>
 
+/* One search: the cursor that read the counter writes it back in place
+ * (in format 4 the counter is in the main database, three levels deep at
+ * 100 000 entries). */
 bool procreg_lmdb_counter_next(lmdb_env *env, MDB_txn *txn,
                                const char *name, uint64_t *out, wstate *w)
 {
-    MDB_val k = {strlen(name), (void *)name}, v;
+    const lmdb_layout *lay = procreg_lmdb_layout(env, txn);
+    char buf[META_KEY_MAX];
+    MDB_val k = procreg_lmdb_meta_key(lay, name, buf), v;
     uint64_t n = 0;
-    int rc = mdb_get(txn, env->db_meta, &k, &v);
-    if (rc == 0) {
-        if (v.mv_size != sizeof n) {
-            w->corrupt = g_strdup_printf("the '%s' counter is corrupt", name);
-            return false;
-        }
-        memcpy(&n, v.mv_data, sizeof n);
-    } else if (rc != MDB_NOTFOUND) {
-        return procreg_lmdb_step_check(w, rc, "reading a counter");
+    MDB_cursor *c;
+    if (!procreg_lmdb_step_check(w, mdb_cursor_open(txn, lay->meta, &c),
+                                 "reading a counter"))
+        return false;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+    if (rc == 0 && v.mv_size != sizeof n) {
+        mdb_cursor_close(c);
+        w->corrupt = g_strdup_printf("the '%s' counter is corrupt", name);
+        return false;
     }
+    if (rc == 0)
+        memcpy(&n, v.mv_data, sizeof n);
     n++;
     v.mv_size = sizeof n;
     v.mv_data = &n;
-    if (!procreg_lmdb_step_check(w, mdb_put(txn, env->db_meta, &k, &v, 0),
-                                 "writing a counter"))
+    if (rc == 0)
+        rc = mdb_cursor_put(c, &k, &v, MDB_CURRENT);
+    else if (rc == MDB_NOTFOUND)
+        rc = mdb_cursor_put(c, &k, &v, 0);
+    mdb_cursor_close(c);
+    if (!procreg_lmdb_step_check(w, rc, "writing a counter"))
         return false;
     *out = n;
     return true;
@@ -49,8 +60,9 @@ bool procreg_lmdb_entry_delete(lmdb_env *env, MDB_txn *txn, wstate *w,
     if (rc != 0 && rc != MDB_NOTFOUND)
         return procreg_lmdb_step_check(w, rc, "removing an owner record");
     MDB_val kk = *key;
-    if (!procreg_lmdb_step_check(w, mdb_del(txn, env->db_entries, &kk, NULL),
-                                 "removing an entry"))
+    if (!procreg_lmdb_step_check(
+            w, mdb_del(txn, entries_dbi(env, txn), &kk, NULL),
+            "removing an entry"))
         return false;
     w->dirty = true;
     return true;
@@ -61,7 +73,8 @@ static bool entry_put(lmdb_env *env, MDB_txn *txn, wstate *w,
 {
     MDB_val k = *key, v = {procreg_lmdb_entry_size(e), NULL};
     if (!procreg_lmdb_step_check(
-            w, mdb_put(txn, env->db_entries, &k, &v, MDB_RESERVE),
+            w, mdb_put(txn, entries_dbi(env, txn), &k, &v,
+                       MDB_RESERVE),
             "writing an entry"))
         return false;
     procreg_lmdb_entry_encode(e, v.mv_data);
@@ -92,7 +105,7 @@ static int entry_get_live(lmdb_env *env, MDB_txn *txn, wstate *w,
                           const MDB_val *key, raw_entry *out)
 {
     MDB_val k = *key, v;
-    int rc = mdb_get(txn, env->db_entries, &k, &v);
+    int rc = mdb_get(txn, entries_dbi(env, txn), &k, &v);
     if (rc == MDB_NOTFOUND)
         return 0;
     if (!procreg_lmdb_step_check(w, rc, "reading an entry"))
@@ -302,7 +315,7 @@ static int read_entry(lmdb_env *env, MDB_txn *txn, const procreg_key *key,
 {
     MDB_val k = key_val(key), v;
     *why = NULL;
-    int rc = mdb_get(txn, env->db_entries, &k, &v);
+    int rc = mdb_get(txn, entries_dbi(env, txn), &k, &v);
     if (rc != 0)
         return rc == MDB_NOTFOUND ? PROCREG_ENOTFOUND : procreg_lmdb_code(rc);
     *why = entry_decode(&v, out);
@@ -387,13 +400,13 @@ static int unregister_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
     procreg_entry_clear(ctx->removed);
     MDB_val k = key_val(ctx->key), v;
     raw_entry e;
-    if (ctx->if_revision == 0 && mdb_get(txn, env->db_entries, &k, &v) == 0 &&
+    MDB_dbi dbi = entries_dbi(env, txn);
+    if (ctx->if_revision == 0 && mdb_get(txn, dbi, &k, &v) == 0 &&
         entry_decode(&v, &e) != NULL) {
         /* A damaged entry: removing it by name is how it is repaired (its
          * owner record, if any, is dropped by the next reap of that
          * owner). */
-        procreg_lmdb_step_check(w, mdb_del(txn, env->db_entries, &k, NULL),
-                                "removing");
+        procreg_lmdb_step_check(w, mdb_del(txn, dbi, &k, NULL), "removing");
         w->dirty = true;
         return 0;
     }

@@ -30,17 +30,17 @@ static int scan(lmdb_env *env, const char *ns, scan_mode mode, size_t max,
     if (rc != 0)
         return procreg_lmdb_fail(env, rc, "listing", error);
     MDB_cursor *c;
-    rc = mdb_cursor_open(txn, env->db_entries, &c);
+    rc = mdb_cursor_open(txn, entries_dbi(env, txn), &c);
     if (rc != 0) {
         procreg_lmdb_read_end(env, txn);
         return procreg_lmdb_fail(env, rc, "listing", error);
     }
     size_t prefix_len = ns ? strlen(ns) + 1 : 0;
     MDB_val k = {prefix_len, (void *)ns}, v;
-    rc = mdb_cursor_get(c, &k, &v, ns ? MDB_SET_RANGE : MDB_FIRST);
+    rc = procreg_lmdb_entries_seek(c, &k, &v, ns == NULL);
     size_t n = 0;
     int result = 0;
-    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    for (; rc == 0; rc = procreg_lmdb_entries_next(c, &k, &v)) {
         if (ns != NULL && (k.mv_size < prefix_len ||
                            memcmp(k.mv_data, ns, prefix_len) != 0))
             break;
@@ -178,7 +178,8 @@ static int drop_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
     g_array_set_size(ctx->removed, ctx->removed_start);
     size_t prefix_len = strlen(ctx->ns) + 1;
     MDB_cursor *c;
-    if (!procreg_lmdb_step_check(w, mdb_cursor_open(txn, env->db_entries, &c),
+    MDB_dbi dbi = entries_dbi(env, txn);
+    if (!procreg_lmdb_step_check(w, mdb_cursor_open(txn, dbi, &c),
                                  "dropping"))
         return PROCREG_EBACKEND;
     /* Collect first, then delete: deleting moves what the cursor and
@@ -213,7 +214,7 @@ static int drop_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
         if (!it->decoded) {
             /* A damaged entry goes too: dropping is how it is cleaned up. */
             if (!procreg_lmdb_step_check(
-                    w, mdb_del(txn, env->db_entries, &key, NULL), "dropping"))
+                    w, mdb_del(txn, dbi, &key, NULL), "dropping"))
                 break;
             w->dirty = true;
             continue;

@@ -65,7 +65,7 @@ int procreg_lmdb_map_adopt(lmdb_env *env)
 /* Grow the map after MDB_MAP_FULL at size @seen: adopt a larger size a
  * neighbour already set, else double.  Returns 0 or an LMDB code
  * (MDB_MAP_FULL at the ceiling). */
-static int map_grow(lmdb_env *env, size_t seen)
+int procreg_lmdb_map_grow(lmdb_env *env, size_t seen)
 {
     procreg_lmdb_map_lock(env);
     MDB_envinfo info;
@@ -165,7 +165,7 @@ int procreg_lmdb_write_txn(lmdb_env *env, const char *what,
             return rc;
         }
         if (w.mdb_rc == MDB_MAP_FULL) {
-            int grc = map_grow(env, info.me_mapsize);
+            int grc = procreg_lmdb_map_grow(env, info.me_mapsize);
             if (grc == 0)
                 continue;
             return procreg_set_error(error, PROCREG_EFULL,

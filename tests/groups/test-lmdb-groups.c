@@ -4,6 +4,7 @@
  * sweep; a new boot takes every member; a file of format 1 (before groups)
  * gets the group databases when it is opened for writing.
  */
+#include "../lmdb/lmdb-raw.h"
 #include "../lmdb/lmdb-test-util.h"
 
 #include <lmdb.h>
@@ -39,40 +40,6 @@ static size_t members_of(procreg *reg, const char *ns, const char *group)
     size_t n = 99;
     g_assert_cmpint(procreg_group_count(reg, ns, group, &n, NULL), ==, 0);
     return n;
-}
-
-/* Raw LMDB (only while no procreg handle has the file open). */
-typedef struct {
-    MDB_env *env;
-    MDB_txn *txn;
-} raw_db;
-
-static void raw_open(raw_db *r, const char *path)
-{
-    g_assert_cmpint(mdb_env_create(&r->env), ==, 0);
-    mdb_env_set_maxdbs(r->env, 16);
-    g_assert_cmpint(mdb_env_open(r->env, path, MDB_NOSUBDIR, 0600), ==, 0);
-    g_assert_cmpint(mdb_txn_begin(r->env, NULL, 0, &r->txn), ==, 0);
-}
-
-static MDB_dbi raw_dbi(raw_db *r, const char *name)
-{
-    MDB_dbi dbi;
-    g_assert_cmpint(mdb_dbi_open(r->txn, name, 0, &dbi), ==, 0);
-    return dbi;
-}
-
-static size_t raw_count(raw_db *r, const char *name)
-{
-    MDB_stat st;
-    g_assert_cmpint(mdb_stat(r->txn, raw_dbi(r, name), &st), ==, 0);
-    return st.ms_entries;
-}
-
-static void raw_close(raw_db *r)
-{
-    g_assert_cmpint(mdb_txn_commit(r->txn), ==, 0);
-    mdb_env_close(r->env);
 }
 
 /* A process joins twice and is SIGKILLed; this process had the file
@@ -114,11 +81,11 @@ static void test_dead_joiner_reaped(Fixture *f, gconstpointer data)
     g_assert_cmpuint(members_of(reg, "dj", "g"), ==, 1);
     procreg_close(reg);
     raw_db r;
-    raw_open(&r, f->path);
+    raw_open(&r, f->path, false);
     g_assert_cmpuint(raw_count(&r, "members"), ==, 1);
     g_assert_cmpuint(raw_count(&r, "group_ids"), ==, 1);
     g_assert_cmpuint(raw_count(&r, "member_owners"), ==, 1);
-    raw_close(&r);
+    raw_close(&r, false);
 }
 
 /* A file of an earlier boot: every member goes, as every entry does. */
@@ -138,22 +105,21 @@ static void test_previous_boot(Fixture *f, gconstpointer data)
                     ==, 0);
     procreg_close(reg);
     raw_db r;
-    raw_open(&r, f->path);
-    MDB_val k = {7, "boot_id"},
-            v = {36, "00000000-0000-0000-0000-000000000000"};
-    g_assert_cmpint(mdb_put(r.txn, raw_dbi(&r, "meta"), &k, &v, 0), ==, 0);
-    raw_close(&r);
+    raw_open(&r, f->path, true);
+    raw_put(&r, "meta", "boot_id", 7, "00000000-0000-0000-0000-000000000000",
+            36);
+    raw_close(&r, true);
 
     reg = lt_open(f->spec);
     g_assert_cmpuint(members_of(reg, "boot", "g"), ==, 0);
     g_assert_cmpuint(members_of(reg, "boot", "h"), ==, 0);
     g_assert_cmpint(lt_stat(reg, "reaped"), ==, 2);
     procreg_close(reg);
-    raw_open(&r, f->path);
+    raw_open(&r, f->path, false);
     g_assert_cmpuint(raw_count(&r, "members"), ==, 0);
     g_assert_cmpuint(raw_count(&r, "group_ids"), ==, 0);
     g_assert_cmpuint(raw_count(&r, "member_owners"), ==, 0);
-    raw_close(&r);
+    raw_close(&r, false);
 }
 
 /* Format 1, the layout before groups: opened for writing, it gets the
@@ -161,31 +127,27 @@ static void test_previous_boot(Fixture *f, gconstpointer data)
 static void test_format_1_upgraded(Fixture *f, gconstpointer data)
 {
     (void)data;
-    procreg *reg = lt_open(f->spec);
-    g_assert_cmpint(procreg_register(reg, "old", "e", NULL, NULL, NULL, NULL),
-                    ==, 0);
-    procreg_close(reg);
+    lt_raw_old_file(f->path, 1);
+    procreg_owner self;
+    procreg_owner_self(&self);
     raw_db r;
-    raw_open(&r, f->path);
-    const char *groups_dbs[] = {"members", "group_ids", "member_owners"};
-    for (size_t i = 0; i < G_N_ELEMENTS(groups_dbs); i++)
-        g_assert_cmpint(mdb_drop(r.txn, raw_dbi(&r, groups_dbs[i]), 1), ==, 0);
-    MDB_val k = {6, "format"}, v = {14, "procreg-lmdb 1"};
-    g_assert_cmpint(mdb_put(r.txn, raw_dbi(&r, "meta"), &k, &v, 0), ==, 0);
-    raw_close(&r);
+    raw_open(&r, f->path, true);
+    lt_raw_put_entry_v1(&r, "old", "e", (guint32)self.pid, self.start_time,
+                        1);
+    raw_close(&r, true);
 
-    reg = lt_open(f->spec);
+    procreg *reg = lt_open(f->spec);
     procreg_owner o;
     g_assert_cmpint(procreg_lookup(reg, "old", "e", &o, NULL), ==, 0);
     g_assert_cmpint(procreg_join(reg, "old", "g", NULL, NULL, NULL, NULL), ==,
                     0);
     g_assert_cmpuint(members_of(reg, "old", "g"), ==, 1);
     procreg_close(reg);
-    raw_open(&r, f->path);
-    MDB_val fv;
-    g_assert_cmpint(mdb_get(r.txn, raw_dbi(&r, "meta"), &k, &fv), ==, 0);
-    g_assert_cmpmem(fv.mv_data, fv.mv_size, "procreg-lmdb 3", 14);
-    raw_close(&r);
+    raw_open(&r, f->path, false);
+    MDB_val fv = raw_get(&r, "meta", "format", 6);
+    g_assert_cmpmem(fv.mv_data, fv.mv_size, "procreg-lmdb 4", 14);
+    g_assert_cmpuint(raw_count(&r, "members"), ==, 1);
+    raw_close(&r, false);
 }
 
 int main(int argc, char **argv)

@@ -426,12 +426,20 @@ int run_txn_holder_main(const char *path)
         rc = mdb_env_open(env, path, MDB_NOSUBDIR | MDB_NOTLS, 0600);
     if (rc == 0)
         rc = mdb_txn_begin(env, NULL, 0, &txn);
+    /* Format 4: the entries are in the main database, "ns\0name" (those
+     * without a NUL are the named databases' records;
+     * backends/lmdb/format.c). */
     if (rc == 0)
-        rc = mdb_dbi_open(txn, "entries", 0, &dbi);
+        rc = mdb_dbi_open(txn, NULL, 0, &dbi);
     /* Delete the first entry, uncommitted: dying now must lose it. */
     if (rc == 0)
         rc = mdb_cursor_open(txn, dbi, &cur);
-    if (rc == 0 && mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0)
+    k.mv_size = 1;
+    k.mv_data = "\x01";
+    int grc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : rc;
+    while (grc == 0 && memchr(k.mv_data, 0, k.mv_size) == NULL)
+        grc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    if (rc == 0 && grc == 0)
         rc = mdb_cursor_del(cur, 0);
     if (rc != 0) {
         fprintf(stderr, "history txn holder: %s\n", mdb_strerror(rc));

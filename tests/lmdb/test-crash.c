@@ -10,6 +10,7 @@
  * have held the writer lock).  At most the one commit the child made but
  * had not reported yet may differ from the reports.
  */
+#include "lmdb-raw.h"
 #include "lmdb-test-util.h"
 
 #include <lmdb.h>
@@ -189,23 +190,16 @@ static bool read_reports(int fd, gint64 us, GString *buf, expect *state,
  * procreg handle may be open in this process meanwhile). */
 static void check_index(const char *path)
 {
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi entries, owners;
-    g_assert_cmpint(mdb_env_create(&env), ==, 0);
-    mdb_env_set_maxdbs(env, 8);
-    g_assert_cmpint(mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY, 0600),
-                    ==, 0);
-    g_assert_cmpint(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), ==, 0);
-    g_assert_cmpint(mdb_dbi_open(txn, "entries", 0, &entries), ==, 0);
-    g_assert_cmpint(mdb_dbi_open(txn, "owners", MDB_DUPSORT, &owners), ==, 0);
-    MDB_stat se, so;
-    mdb_stat(txn, entries, &se);
-    mdb_stat(txn, owners, &so);
+    raw_db r;
+    raw_open(&r, path, false);
+    MDB_txn *txn = r.txn;
+    MDB_dbi entries = raw_dbi(&r, "entries", 0);
+    MDB_dbi owners = raw_dbi(&r, "owners", MDB_DUPSORT);
+    size_t n_entries = raw_count(&r, "entries");
+    size_t n_owners = raw_count(&r, "owners");
     /* One index record per entry (all owned by the parent). */
-    if (se.ms_entries != so.ms_entries)
-        g_error("%zu entries but %zu owner records", (size_t)se.ms_entries,
-                (size_t)so.ms_entries);
+    if (n_entries != n_owners)
+        g_error("%zu entries but %zu owner records", n_entries, n_owners);
     MDB_cursor *c;
     g_assert_cmpint(mdb_cursor_open(txn, owners, &c), ==, 0);
     MDB_val k, v;
@@ -216,8 +210,7 @@ static void check_index(const char *path)
             g_error("an owner record points at a missing entry");
     }
     mdb_cursor_close(c);
-    mdb_txn_abort(txn);
-    mdb_env_close(env);
+    raw_close(&r, false);
 }
 
 /* Compare the file with the reports; at most one key may be ahead. */

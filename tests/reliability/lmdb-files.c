@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
+#include "../lmdb/lmdb-raw.h"
 #include <lmdb.h>
 #include <string.h>
 #include <grp.h>
@@ -555,7 +556,10 @@ static void test_damaged_untouched(Fixture *f, gconstpointer data)
     g_unlink(lock);
     make_registry(f->spec);
     g_unlink(lock);
-    put_raw(f->path, "meta", "format", "procreg-lmdb 99");
+    raw_db r;
+    raw_open(&r, f->path, true);
+    raw_put(&r, "meta", "format", 6, "procreg-lmdb 99", 15);
+    raw_close(&r, true);
     g_unlink(lock);
     expect_refused_intact(f->path, f->spec, "procreg-lmdb 99");
     g_free(lock);

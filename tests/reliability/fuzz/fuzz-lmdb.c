@@ -95,8 +95,17 @@ static void raw_put(const char *db, const void *k, size_t klen,
     FUZZ_CHECK(mdb_env_open(env, path, MDB_NOSUBDIR | MDB_NOSYNC, 0600) == 0);
     FUZZ_CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
     unsigned flags = strcmp(db, "owners") == 0 ? MDB_DUPSORT : 0;
-    FUZZ_CHECK(mdb_dbi_open(txn, db, flags, &dbi) == 0);
-    MDB_val key = {klen, (void *)k}, val = {vlen, (void *)v};
+    /* Format 4 (backends/lmdb/format.c): entries, meta records and
+     * changes are in the main database, the last two behind a byte. */
+    bool meta = strcmp(db, "meta") == 0, events = strcmp(db, "events") == 0;
+    bool in_main = meta || events || strcmp(db, "entries") == 0;
+    FUZZ_CHECK(mdb_dbi_open(txn, in_main ? NULL : db, flags, &dbi) == 0);
+    uint8_t buf[1 + 1024];
+    size_t off = meta || events ? 1 : 0;
+    buf[0] = events ? 0xff : 0xfe;
+    memcpy(buf + off, k, MIN(klen, sizeof buf - off));
+    MDB_val key = {MIN(klen, sizeof buf - off) + off, buf};
+    MDB_val val = {vlen, (void *)v};
     /* LMDB's own limits (empty or too long keys, full map) refuse some
      * records: then there is nothing to read back. */
     int rc = mdb_put(txn, dbi, &key, &val, 0);

@@ -1,0 +1,441 @@
+/* The file's formats (backends/lmdb/format.c): files of formats 1, 2 and
+ * 3 migrated to format 4 in one transaction, every record kept; an
+ * opener that found an older file while another process migrated it
+ * before it took the writer lock (forced through the format hook of a
+ * build with PROCREG_LMDB_FORMAT_HOOKS); a read-only opener reading an
+ * older file in place and following a migration made meanwhile; and the
+ * files refused at open, unchanged. */
+#include "lmdb-raw.h"
+#include "lmdb-test-util.h"
+
+#include "lmdb-internal.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+
+typedef struct {
+    char *dir;
+    char *path;
+    char *spec;
+} Fixture;
+
+static void fx_setup(Fixture *f, gconstpointer data)
+{
+    f->dir = lt_tmpdir();
+    f->path = g_build_filename(f->dir, "reg.mdb", NULL);
+    f->spec = g_strdup_printf("lmdb:path=%s", f->path);
+}
+
+static void fx_teardown(Fixture *f, gconstpointer data)
+{
+    lt_rmtree(f->dir);
+    g_free(f->dir);
+    g_free(f->path);
+    g_free(f->spec);
+}
+
+static const char *self_exe;
+extern char **environ;
+
+/* ---- the format hook (the hooked build calls it) ---- */
+
+/* Set by a test: run once when an opener that found the file to write
+ * (older, new, another boot) is about to take the writer lock. */
+static void (*must_write_hook)(void *data);
+static void *must_write_data;
+
+void procreg_lmdb_hook_format_must_write(lmdb_env *env)
+{
+    (void)env;
+    void (*fn)(void *) = must_write_hook;
+    must_write_hook = NULL;
+    if (fn != NULL)
+        fn(must_write_data);
+}
+
+/* ---- a registry's content, in every database ---- */
+
+/* Entries in two namespaces (metadata on one), a removal (the log has
+ * three changes, four with a group), and with @groups a member. */
+static void fill(const char *spec, bool groups)
+{
+    procreg *reg = lt_open(spec);
+    g_assert_cmpint(procreg_register(reg, "a", "x", NULL,
+                                     g_variant_new_parsed("{'k': <42>}"),
+                                     NULL, NULL),
+                    ==, 0);
+    g_assert_cmpint(procreg_register(reg, "a", "y", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    g_assert_cmpint(procreg_register(reg, "b", "z", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    g_assert_cmpint(procreg_unregister(reg, "a", "y", NULL), ==, 0);
+    if (groups)
+        g_assert_cmpint(procreg_join(reg, "a", "g", NULL, NULL, NULL, NULL),
+                        ==, 0);
+    procreg_close(reg);
+}
+
+static void check_content(procreg *reg, bool groups, bool v1, size_t more)
+{
+    procreg_entry e = {0};
+    g_assert_cmpint(procreg_lookup_entry(reg, "a", "x", &e, NULL), ==, 0);
+    gint32 k = 0;
+    g_assert_true(g_variant_lookup(e.metadata, "k", "i", &k));
+    g_assert_cmpint(k, ==, 42);
+    procreg_entry_clear(&e);
+    procreg_owner o;
+    g_assert_cmpint(procreg_lookup(reg, "a", "y", &o, NULL), ==,
+                    PROCREG_ENOTFOUND);
+    size_t n = 0;
+    procreg_entry *all = NULL;
+    g_assert_cmpint(procreg_list(reg, NULL, &all, &n, NULL), ==, 0);
+    for (size_t i = 0; i < n; i++)
+        g_test_message("entry %s/%s", all[i].ns, all[i].name);
+    procreg_entries_free(all, n);
+    g_assert_cmpint(procreg_count(reg, NULL, &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, (v1 ? 3 : 2) + more);
+    if (groups) {
+        g_assert_cmpint(procreg_group_count(reg, "a", "g", &n, NULL), ==, 0);
+        g_assert_cmpuint(n, ==, 1);
+    }
+    if (v1) {
+        g_assert_cmpint(procreg_lookup_entry(reg, "old", "v1", &e, NULL), ==,
+                        0);
+        g_assert_cmpuint(e.revision, ==, 99);
+        procreg_entry_clear(&e);
+    }
+}
+
+static bool has_named(const char *path, const char *name)
+{
+    raw_db r;
+    raw_open(&r, path, false);
+    MDB_dbi d;
+    bool has = mdb_dbi_open(r.txn, name, 0, &d) == 0;
+    raw_close(&r, false);
+    return has;
+}
+
+/* A file of format @data (1, 2, 3), with every kind of record, is
+ * migrated to format 4 by the first opener that may write: in one
+ * transaction, every record kept byte for byte (entries, owner index,
+ * meta records, the change log, group members), the three named
+ * databases gone; the change log goes on from its last number. */
+static void test_migrate(Fixture *f, gconstpointer data)
+{
+    int format = GPOINTER_TO_INT(data);
+    bool groups = format >= 2;
+    fill(f->spec, groups);
+    char *before = lt_raw_dump(f->path);
+    lt_raw_downgrade(f->path, format);
+    g_assert_true(has_named(f->path, "entries"));
+    char *old = lt_raw_dump(f->path);
+    g_assert_cmpstr(old, ==, before);
+    bool v1 = format <= 2;
+    if (v1) {
+        /* Formats 1 and 2 wrote entries of version 1. */
+        procreg_owner self;
+        procreg_owner_self(&self);
+        raw_db r;
+        raw_open(&r, f->path, true);
+        g_assert_false(r.v4);
+        lt_raw_put_entry_v1(&r, "old", "v1", (guint32)self.pid,
+                            self.start_time, 99);
+        raw_close(&r, true);
+        g_free(old);
+        old = lt_raw_dump(f->path);
+    }
+    size_t txn_before = lt_raw_txnid(f->path);
+    guint64 last_change;
+    {
+        raw_db r;
+        raw_open(&r, f->path, false);
+        last_change = raw_last_change(&r);
+        raw_close(&r, false);
+    }
+    g_assert_cmpuint(last_change, ==, (groups ? 5 : 4));
+
+    procreg *reg = lt_open(f->spec);
+    check_content(reg, groups, v1, 0);
+    procreg_close(reg);
+
+    /* One write transaction: the migration. */
+    g_assert_cmpuint(lt_raw_txnid(f->path), ==, txn_before + 1);
+    char *after = lt_raw_dump(f->path);
+    g_assert_cmpstr(after, ==, old);
+    g_assert_false(has_named(f->path, "entries"));
+    g_assert_false(has_named(f->path, "meta"));
+    g_assert_false(has_named(f->path, "events"));
+    g_assert_true(has_named(f->path, "owners"));
+    g_assert_cmpint(has_named(f->path, "members"), ==, TRUE);
+    raw_db r;
+    raw_open(&r, f->path, false);
+    g_assert_true(r.v4);
+    MDB_val fv = raw_get(&r, "meta", "format", 6);
+    g_assert_cmpmem(fv.mv_data, fv.mv_size, "procreg-lmdb 4", 14);
+    raw_close(&r, false);
+
+    /* The log goes on from its last number; the revision counter too. */
+    reg = lt_open(f->spec);
+    procreg_entry cur = {0};
+    g_assert_cmpint(procreg_register(reg, "a", "w", NULL, NULL, &cur, NULL),
+                    ==, 0);
+    procreg_entry w = {0};
+    g_assert_cmpint(procreg_lookup_entry(reg, "a", "w", &w, NULL), ==, 0);
+    g_assert_cmpuint(w.revision, >, (groups ? 4 : 3));
+    procreg_entry_clear(&w);
+    check_content(reg, groups, v1, 1);
+    procreg_close(reg);
+    raw_open(&r, f->path, false);
+    g_assert_cmpuint(raw_last_change(&r), ==, last_change + 1);
+    raw_close(&r, false);
+    g_free(before);
+    g_free(old);
+    g_free(after);
+}
+
+/* ---- an opener that finds the file migrated when it takes the lock ---- */
+
+/* Another process opens (and so migrates) the file.  posix_spawn(): the
+ * hook runs inside procreg_open(), under the lock of the table of open
+ * files, which fork()'s handlers take (backends/lmdb/env.c). */
+static void migrate_elsewhere(void *data)
+{
+    const char *spec = data;
+    char *argv[] = {(char *)self_exe, "--open", (char *)spec, NULL};
+    pid_t pid;
+    g_assert_cmpint(posix_spawn(&pid, self_exe, NULL, NULL, argv, environ),
+                    ==, 0);
+    int status = -1;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+}
+
+/* This opener reads an older file and decides to migrate it; before it
+ * takes the writer lock another process migrates it.  Under the lock it
+ * must look again: it finds format 4 and writes nothing (a second
+ * migration would find no named "entries"; one trusting its first look
+ * would refuse the file or copy again). */
+static void test_concurrent_open(Fixture *f, gconstpointer data)
+{
+    fill(f->spec, true);
+    lt_raw_downgrade(f->path, 3);
+    char *old = lt_raw_dump(f->path);
+    size_t txn_before = lt_raw_txnid(f->path);
+    must_write_hook = migrate_elsewhere;
+    must_write_data = f->spec;
+    procreg *reg = NULL;
+    GError *err = NULL;
+    if (procreg_open(f->spec, &reg, &err) != 0)
+        g_error("opening while another migrates: %s", err->message);
+    g_assert_null(must_write_hook); /* the hook ran */
+    check_content(reg, true, false, 0);
+    procreg_close(reg);
+    /* The other process's migration only. */
+    g_assert_cmpuint(lt_raw_txnid(f->path), ==, txn_before + 1);
+    char *after = lt_raw_dump(f->path);
+    g_assert_cmpstr(after, ==, old);
+    g_free(old);
+    g_free(after);
+}
+
+/* ---- a read-only opener of an older file ---- */
+
+static void say(int fd, char c)
+{
+    g_assert_cmpint(write(fd, &c, 1), ==, 1);
+}
+
+static char hear(int fd)
+{
+    char c = 0;
+    g_assert_cmpint(read(fd, &c, 1), ==, 1);
+    return c;
+}
+
+/* In a child with a mount namespace of its own: the directory bound
+ * read-only at @ro, the file opened there (read-only), read before and
+ * after the parent migrates it.  Exit 0, 77 (cannot mount: skip), or a
+ * failure. */
+static int ro_child(const char *dir, const char *ro, int to_parent,
+                    int from_parent)
+{
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount(dir, ro, NULL, MS_BIND, NULL) != 0 ||
+        mount(NULL, ro, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) != 0) {
+        say(to_parent, 's');
+        return 77;
+    }
+    char *spec = g_strdup_printf("lmdb:path=%s/reg.mdb", ro);
+    procreg *reg = lt_open(spec);
+    procreg_health h = {0};
+    g_assert_cmpint(procreg_health_check(reg, &h, NULL), ==, 0);
+    g_assert_nonnull(strstr(h.message, "read-only"));
+    procreg_health_clear(&h);
+    check_content(reg, true, false, 0);
+    procreg_owner o;
+    g_assert_cmpint(procreg_lookup(reg, "a", "new", &o, NULL), ==,
+                    PROCREG_ENOTFOUND);
+    say(to_parent, 'r');
+    g_assert_cmpint(hear(from_parent), ==, 'm');
+    /* Migrated meanwhile, and written to since. */
+    procreg_entry e = {0};
+    g_assert_cmpint(procreg_lookup_entry(reg, "a", "x", &e, NULL), ==, 0);
+    g_assert_nonnull(e.metadata);
+    procreg_entry_clear(&e);
+    g_assert_cmpint(procreg_lookup(reg, "a", "new", &o, NULL), ==, 0);
+    size_t n = 0;
+    g_assert_cmpint(procreg_count(reg, NULL, &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, 3);
+    g_assert_cmpint(procreg_group_count(reg, "a", "g", &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, 1);
+    procreg_close(reg);
+    g_free(spec);
+    return 0;
+}
+
+static void test_read_only_old(Fixture *f, gconstpointer data)
+{
+    fill(f->spec, true);
+    lt_raw_downgrade(f->path, 3);
+    char *ro = g_build_filename(f->dir, "ro", NULL);
+    g_assert_cmpint(g_mkdir(ro, 0700), ==, 0);
+    int up[2], down[2];
+    g_assert_cmpint(pipe(up), ==, 0);
+    g_assert_cmpint(pipe(down), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0)
+        _exit(ro_child(f->dir, ro, up[1], down[0]));
+    char c = hear(up[0]);
+    if (c == 's') {
+        int status;
+        waitpid(pid, &status, 0);
+        g_test_skip("cannot bind-mount read-only (needs CAP_SYS_ADMIN)");
+        g_free(ro);
+        return;
+    }
+    g_assert_cmpint(c, ==, 'r');
+    g_assert_true(has_named(f->path, "entries")); /* still format 3 */
+    procreg *reg = lt_open(f->spec); /* migrates */
+    g_assert_cmpint(procreg_register(reg, "a", "new", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    say(down[1], 'm');
+    int status;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    procreg_close(reg);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_assert_false(has_named(f->path, "entries"));
+    g_free(ro);
+}
+
+/* ---- files refused at open, left as they were ---- */
+
+static char *file_sum(const char *path)
+{
+    char *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(path, &bytes, &len, NULL));
+    char *sum = g_compute_checksum_for_data(G_CHECKSUM_SHA256,
+                                            (const guchar *)bytes, len);
+    g_free(bytes);
+    return sum;
+}
+
+static void expect_refused(const char *path, const char *spec,
+                           const char *needle)
+{
+    char *before = file_sum(path);
+    procreg *reg = NULL;
+    GError *err = NULL;
+    g_assert_cmpint(procreg_open(spec, &reg, &err), ==, PROCREG_EBACKEND);
+    g_assert_nonnull(err);
+    g_test_message("%s", err->message);
+    if (strstr(err->message, needle) == NULL)
+        g_error("message '%s' lacks '%s'", err->message, needle);
+    g_clear_error(&err);
+    char *after = file_sum(path);
+    g_assert_cmpstr(before, ==, after);
+    g_free(before);
+    g_free(after);
+}
+
+static void reset(Fixture *f)
+{
+    g_unlink(f->path);
+    char *lock = g_strconcat(f->path, "-lock", NULL);
+    g_unlink(lock);
+    g_free(lock);
+}
+
+/* An unknown marker in either layout, an older file without its marker
+ * or without its entries, a format 4 file without "owners": refused with
+ * a message that says which, the file unchanged. */
+static void test_refused(Fixture *f, gconstpointer data)
+{
+    raw_db r;
+    /* Format 4's marker, an unknown value. */
+    fill(f->spec, false);
+    raw_open(&r, f->path, true);
+    raw_put(&r, "meta", "format", 6, "procreg-lmdb 5", 14);
+    raw_close(&r, true);
+    expect_refused(f->path, f->spec, "has format 'procreg-lmdb 5'");
+
+    /* The older layout's marker, an unknown value. */
+    reset(f);
+    lt_raw_old_file(f->path, 3);
+    raw_open(&r, f->path, true);
+    raw_put(&r, "meta", "format", 6, "procreg-lmdb 0", 14);
+    raw_close(&r, true);
+    expect_refused(f->path, f->spec, "has format 'procreg-lmdb 0'");
+
+    /* No marker at all. */
+    reset(f);
+    lt_raw_old_file(f->path, 3);
+    raw_open(&r, f->path, true);
+    MDB_val k = {6, "format"};
+    g_assert_cmpint(mdb_del(r.txn, raw_dbi(&r, "meta", 0), &k, NULL), ==, 0);
+    raw_close(&r, true);
+    expect_refused(f->path, f->spec, "no format marker");
+
+    /* An older file without its entries database. */
+    reset(f);
+    lt_raw_old_file(f->path, 3);
+    raw_open(&r, f->path, true);
+    g_assert_cmpint(mdb_drop(r.txn, raw_dbi(&r, "entries", 0), 1), ==, 0);
+    raw_close(&r, true);
+    expect_refused(f->path, f->spec, "not a procreg registry");
+
+    /* Format 4 without "owners". */
+    reset(f);
+    fill(f->spec, false);
+    raw_open(&r, f->path, true);
+    g_assert_cmpint(mdb_drop(r.txn, raw_dbi(&r, "owners", 0), 1), ==, 0);
+    raw_close(&r, true);
+    expect_refused(f->path, f->spec, "not a procreg registry");
+}
+
+int main(int argc, char **argv)
+{
+    self_exe = argv[0];
+    if (argc == 3 && strcmp(argv[1], "--open") == 0) {
+        procreg_close(lt_open(argv[2]));
+        return 0;
+    }
+    g_test_init(&argc, &argv, NULL);
+#define ADD(path, fn, d)                                                      \
+    g_test_add(path, Fixture, d, fx_setup, fn, fx_teardown)
+    ADD("/lmdb/format/migrate-3", test_migrate, GINT_TO_POINTER(3));
+    ADD("/lmdb/format/migrate-2", test_migrate, GINT_TO_POINTER(2));
+    ADD("/lmdb/format/migrate-1", test_migrate, GINT_TO_POINTER(1));
+    ADD("/lmdb/format/concurrent-open", test_concurrent_open, NULL);
+    ADD("/lmdb/format/read-only-old", test_read_only_old, NULL);
+    ADD("/lmdb/format/refused", test_refused, NULL);
+    return g_test_run();
+}
