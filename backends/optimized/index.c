@@ -16,6 +16,10 @@
  * the old side of an update) visits exactly those postings and takes the
  * key out of each by swapping the last member into its place: the cost is
  * that key's metadata, whatever the size of the table or of a posting.
+ * Adding (procreg_opt_index_add()) appends the new postings to a key's
+ * list and keeps the old ones: the decorator indexes a write's new
+ * metadata before the inner call, so that the index never lacks a key
+ * the inner backend may already show (optimized.c, opt_before_write()).
  *
  * Postings carry the namespace, so a find in one namespace touches only
  * its matches; a find in every namespace probes each namespace that has
@@ -306,30 +310,51 @@ static bool ix_seen_before(GVariant *metadata, gsize n, const char *k)
     return false;
 }
 
-static void ix_set_locked(opt_index *ix, const procreg_key *key,
+/* Whether @e is already in posting @v (among its first @n refs): a scan of
+ * the key's old postings, for each new one (metadata is small). */
+static bool ix_entry_in(const ix_entry *e, guint n, const ix_value *v)
+{
+    for (guint i = 0; i < n; i++)
+        if (e->refs[i].value == v)
+            return true;
+    return false;
+}
+
+/* Add @key to the postings of @metadata, keeping the postings it is
+ * already in (a key may then be in two values of one metadata key). */
+static void ix_add_locked(opt_index *ix, const procreg_key *key,
                           GVariant *metadata)
 {
     gsize n, i, key_size = procreg_key_size(key);
     GHashTable *seen = NULL;
     GString *s;
     ix_entry *e;
+    guint old = 0;
+    bool fresh;
 
-    ix_remove_locked(ix, key);
     if (metadata == NULL ||
         !g_variant_is_of_type(metadata, G_VARIANT_TYPE_VARDICT))
         return;
     n = g_variant_n_children(metadata);
     if (n == 0)
         return;
-    e = g_malloc(sizeof(ix_entry) + key_size + 1);
-    e->n_refs = 0;
-    e->refs = g_new(ix_ref, n);
-    e->key.hash = key->hash;
-    e->key.refcount = 0;
-    e->key.ns_len = key->ns_len;
-    e->key.name_len = key->name_len;
-    memcpy(e->key.bytes, procreg_key_bytes(key), key_size);
-    e->key.bytes[key_size] = '\0';
+    e = g_hash_table_lookup(ix->by_key, key);
+    fresh = e == NULL;
+    if (!fresh) {
+        old = e->n_refs;
+        ix->bytes -= ix_entry_size(e);
+        e->refs = g_renew(ix_ref, e->refs, old + n);
+    } else {
+        e = g_malloc(sizeof(ix_entry) + key_size + 1);
+        e->n_refs = 0;
+        e->refs = g_new(ix_ref, n);
+        e->key.hash = key->hash;
+        e->key.refcount = 0;
+        e->key.ns_len = key->ns_len;
+        e->key.name_len = key->name_len;
+        memcpy(e->key.bytes, procreg_key_bytes(key), key_size);
+        e->key.bytes[key_size] = '\0';
+    }
     /* Duplicate keys: first wins.  Small dictionaries compare pairwise,
      * large ones remember what they saw. */
     if (n > 8)
@@ -360,6 +385,8 @@ static void ix_set_locked(opt_index *ix, const procreg_key *key,
         if (skip || !indexable)
             continue;
         iv = ix_value_get(ix, s);
+        if (!fresh && ix_entry_in(e, old, iv))
+            continue;
         e->refs[e->n_refs].value = iv;
         e->refs[e->n_refs].pos = iv->members->len;
         e->n_refs++;
@@ -368,17 +395,27 @@ static void ix_set_locked(opt_index *ix, const procreg_key *key,
     g_string_free(s, TRUE);
     if (seen != NULL)
         g_hash_table_unref(seen);
-    if (e->n_refs == 0) {
+    if (fresh && e->n_refs == 0) {
+        /* Nothing indexable. */
         g_free(e->refs);
         g_free(e);
         return;
     }
-    if (e->n_refs < n)
+    if (e->n_refs < old + n)
         e->refs = g_renew(ix_ref, e->refs, e->n_refs);
-    ix->postings += e->n_refs;
-    g_hash_table_insert(ix->by_key, &e->key, e);
-    ix_ns_add(ix, procreg_key_bytes(key), +1);
+    ix->postings += e->n_refs - old;
+    if (fresh) {
+        g_hash_table_insert(ix->by_key, &e->key, e);
+        ix_ns_add(ix, procreg_key_bytes(key), +1);
+    }
     ix->bytes += ix_entry_size(e);
+}
+
+static void ix_set_locked(opt_index *ix, const procreg_key *key,
+                          GVariant *metadata)
+{
+    ix_remove_locked(ix, key);
+    ix_add_locked(ix, key, metadata);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -439,6 +476,14 @@ void procreg_opt_index_set(opt_index *ix, const procreg_key *key,
 {
     pthread_rwlock_wrlock(&ix->lock);
     ix_set_locked(ix, key, metadata);
+    pthread_rwlock_unlock(&ix->lock);
+}
+
+void procreg_opt_index_add(opt_index *ix, const procreg_key *key,
+                           GVariant *metadata)
+{
+    pthread_rwlock_wrlock(&ix->lock);
+    ix_add_locked(ix, key, metadata);
     pthread_rwlock_unlock(&ix->lock);
 }
 
