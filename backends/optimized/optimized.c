@@ -477,7 +477,7 @@ static int opt_find_by_metadata(void *state, const char *ns,
 static void opt_before_write(opt_state *s, const procreg_key *key,
                              GVariant *metadata)
 {
-    if (s->index != NULL && metadata != NULL)
+    if (s->index != NULL)
         procreg_opt_index_add(s->index, key, metadata);
 }
 
@@ -489,13 +489,20 @@ static void opt_before_write(opt_state *s, const procreg_key *key,
  * write calls it once, whatever its outcome. */
 static void opt_after_write(opt_state *s, const procreg_key *key,
                             const opt_cache_write *w, int rc,
-                            const procreg_entry *now, bool reindex)
+                            const procreg_entry *now, bool reindex,
+                            GVariant *added)
 {
     bool known = true;
 
     if (rc == 0 || rc == PROCREG_EEXISTS) {
-        if (s->index != NULL && reindex)
-            procreg_opt_index_set(s->index, key, now ? now->metadata : NULL);
+        GVariant *m = now ? now->metadata : NULL;
+
+        /* The metadata added before the call, as the outcome: drop the
+         * old postings without reading it again. */
+        if (s->index != NULL && reindex && rc == 0 && m == added)
+            procreg_opt_index_settle(s->index, key);
+        else if (s->index != NULL && reindex)
+            procreg_opt_index_set(s->index, key, m);
     } else if (rc == PROCREG_ENOTFOUND) {
         /* The key is known to be absent. */
         if (s->index != NULL)
@@ -524,7 +531,7 @@ static int opt_register(void *state, const procreg_key *key,
     rc = procreg_backend_register_entry(s->inner, key, record, &now, error);
     /* Refused, the holder's postings replace the ones added before. */
     opt_after_write(s, key, &w, rc, &now,
-                    rc == 0 || rc == PROCREG_EEXISTS);
+                    rc == 0 || rc == PROCREG_EEXISTS, record->metadata);
     procreg_opt_stripe_unlock(s, stripe);
     if (current != NULL)
         *current = now;
@@ -546,7 +553,7 @@ static int opt_unregister(void *state, const procreg_key *key,
                                     error);
     /* Removed, the key is absent, as ENOTFOUND says. */
     opt_after_write(s, key, &w, rc == 0 ? PROCREG_ENOTFOUND : rc, NULL,
-                    false);
+                    false, NULL);
     procreg_opt_stripe_unlock(s, stripe);
     return rc;
 }
@@ -571,7 +578,7 @@ static int opt_unregister_owned(void *state, const procreg_key *key,
     /* Removed, the key is absent; refused (EPERM), the entry is another
      * owner's, unchanged, and the cache forgets it like after a failure. */
     opt_after_write(s, key, &w, rc == 0 ? PROCREG_ENOTFOUND : rc, NULL,
-                    false);
+                    false, NULL);
     procreg_opt_stripe_unlock(s, stripe);
     return rc;
 }
@@ -589,7 +596,8 @@ static int opt_update_metadata(void *state, const procreg_key *key,
     opt_before_write(s, key, metadata);
     rc = procreg_backend_update_metadata(s->inner, key, metadata, if_revision,
                                          &now, error);
-    opt_after_write(s, key, &w, rc, rc == 0 ? &now : NULL, rc == 0);
+    opt_after_write(s, key, &w, rc, rc == 0 ? &now : NULL, rc == 0,
+                    metadata);
     procreg_opt_stripe_unlock(s, stripe);
     if (updated != NULL)
         *updated = now;

@@ -160,6 +160,10 @@ void procreg_opt_index_set(opt_index *ix, const procreg_key *key,
  * known yet.  Cost: the key's old and new metadata. */
 void procreg_opt_index_add(opt_index *ix, const procreg_key *key,
                            GVariant *metadata);
+/* Keep only the postings of the metadata last added for @key: what
+ * procreg_opt_index_set() with that metadata gives, without reading the
+ * metadata again.  Cost: the postings dropped. */
+void procreg_opt_index_settle(opt_index *ix, const procreg_key *key);
 /* Forget @key.  Cost: its metadata. */
 void procreg_opt_index_remove(opt_index *ix, const procreg_key *key);
 /* Forget everything. */
