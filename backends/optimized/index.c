@@ -340,18 +340,16 @@ static bool ix_entry_keep(ix_entry *e, const ix_value *v)
 /* Add @key to the postings of @metadata, keeping the postings it is
  * already in (a key may then be in two values of one metadata key).  The
  * refs are ordered so that those of @metadata come last: n_stale counts
- * the others. */
+ * the others.  @e: the key's entry (NULL: it has none). */
 static void ix_add_locked(opt_index *ix, const procreg_key *key,
-                          GVariant *metadata)
+                          GVariant *metadata, ix_entry *e)
 {
     gsize n, i, key_size = procreg_key_size(key);
     GHashTable *seen = NULL;
     GString *s;
-    ix_entry *e;
     guint old = 0;
     bool fresh;
 
-    e = g_hash_table_lookup(ix->by_key, key);
     if (e != NULL)
         e->n_stale = e->n_refs;
     if (metadata == NULL ||
@@ -437,7 +435,7 @@ static void ix_set_locked(opt_index *ix, const procreg_key *key,
                           GVariant *metadata)
 {
     ix_remove_locked(ix, key);
-    ix_add_locked(ix, key, metadata);
+    ix_add_locked(ix, key, metadata, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -505,7 +503,7 @@ void procreg_opt_index_add(opt_index *ix, const procreg_key *key,
                            GVariant *metadata)
 {
     pthread_rwlock_wrlock(&ix->lock);
-    ix_add_locked(ix, key, metadata);
+    ix_add_locked(ix, key, metadata, g_hash_table_lookup(ix->by_key, key));
     pthread_rwlock_unlock(&ix->lock);
 }
 

@@ -477,7 +477,8 @@ static int opt_find_by_metadata(void *state, const char *ns,
 static void opt_before_write(opt_state *s, const procreg_key *key,
                              GVariant *metadata)
 {
-    if (s->index != NULL)
+    /* No metadata adds no posting (opt_after_write() then sets). */
+    if (s->index != NULL && metadata != NULL)
         procreg_opt_index_add(s->index, key, metadata);
 }
 
@@ -499,7 +500,8 @@ static void opt_after_write(opt_state *s, const procreg_key *key,
 
         /* The metadata added before the call, as the outcome: drop the
          * old postings without reading it again. */
-        if (s->index != NULL && reindex && rc == 0 && m == added)
+        if (s->index != NULL && reindex && rc == 0 && m == added &&
+            added != NULL)
             procreg_opt_index_settle(s->index, key);
         else if (s->index != NULL && reindex)
             procreg_opt_index_set(s->index, key, m);
