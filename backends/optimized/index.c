@@ -16,6 +16,10 @@
  * the old side of an update) visits exactly those postings and takes the
  * key out of each by swapping the last member into its place: the cost is
  * that key's metadata, whatever the size of the table or of a posting.
+ * Adding (procreg_opt_index_add()) appends the new postings to a key's
+ * list and keeps the old ones: the decorator indexes a write's new
+ * metadata before the inner call, so that the index never lacks a key
+ * the inner backend may already show (optimized.c, opt_before_write()).
  *
  * Postings carry the namespace, so a find in one namespace touches only
  * its matches; a find in every namespace probes each namespace that has
@@ -38,6 +42,9 @@ typedef struct {
 
 typedef struct {
     guint n_refs;
+    /* refs[0 .. n_stale) are not in the metadata last added (ix_add_locked
+     * keeps the others after them); procreg_opt_index_settle() drops them. */
+    guint n_stale;
     ix_ref *refs;
     procreg_key key; /* last: the key bytes follow */
 } ix_entry;
@@ -219,11 +226,12 @@ static void ix_ns_add(opt_index *ix, const char *ns, int delta)
         g_hash_table_replace(ix->namespaces, g_strdup(ns), GUINT_TO_POINTER(n));
 }
 
-static void ix_entry_unlink(opt_index *ix, ix_entry *e)
+/* Take @e out of the postings of its refs [0, @n). */
+static void ix_entry_unlink_first(opt_index *ix, ix_entry *e, guint n)
 {
     guint i, j;
 
-    for (i = 0; i < e->n_refs; i++) {
+    for (i = 0; i < n; i++) {
         ix_value *v = e->refs[i].value;
         guint pos = e->refs[i].pos;
 
@@ -246,7 +254,12 @@ static void ix_entry_unlink(opt_index *ix, ix_entry *e)
             g_free(v);
         }
     }
-    ix->postings -= e->n_refs;
+    ix->postings -= n;
+}
+
+static void ix_entry_unlink(opt_index *ix, ix_entry *e)
+{
+    ix_entry_unlink_first(ix, e, e->n_refs);
 }
 
 static size_t ix_entry_size(const ix_entry *e)
@@ -306,30 +319,62 @@ static bool ix_seen_before(GVariant *metadata, gsize n, const char *k)
     return false;
 }
 
-static void ix_set_locked(opt_index *ix, const procreg_key *key,
-                          GVariant *metadata)
+/* If @e is already in posting @v (among its stale refs, a scan for each
+ * new posting: metadata is small), move that ref among the fresh ones,
+ * the last, and return true. */
+static bool ix_entry_keep(ix_entry *e, const ix_value *v)
+{
+    for (guint i = 0; i < e->n_stale; i++) {
+        if (e->refs[i].value == v) {
+            ix_ref r = e->refs[i];
+
+            e->n_stale--;
+            e->refs[i] = e->refs[e->n_stale];
+            e->refs[e->n_stale] = r;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Add @key to the postings of @metadata, keeping the postings it is
+ * already in (a key may then be in two values of one metadata key).  The
+ * refs are ordered so that those of @metadata come last: n_stale counts
+ * the others.  @e: the key's entry (NULL: it has none). */
+static void ix_add_locked(opt_index *ix, const procreg_key *key,
+                          GVariant *metadata, ix_entry *e)
 {
     gsize n, i, key_size = procreg_key_size(key);
     GHashTable *seen = NULL;
     GString *s;
-    ix_entry *e;
+    guint old = 0;
+    bool fresh;
 
-    ix_remove_locked(ix, key);
+    if (e != NULL)
+        e->n_stale = e->n_refs;
     if (metadata == NULL ||
         !g_variant_is_of_type(metadata, G_VARIANT_TYPE_VARDICT))
         return;
     n = g_variant_n_children(metadata);
     if (n == 0)
         return;
-    e = g_malloc(sizeof(ix_entry) + key_size + 1);
-    e->n_refs = 0;
-    e->refs = g_new(ix_ref, n);
-    e->key.hash = key->hash;
-    e->key.refcount = 0;
-    e->key.ns_len = key->ns_len;
-    e->key.name_len = key->name_len;
-    memcpy(e->key.bytes, procreg_key_bytes(key), key_size);
-    e->key.bytes[key_size] = '\0';
+    fresh = e == NULL;
+    if (!fresh) {
+        old = e->n_refs;
+        ix->bytes -= ix_entry_size(e);
+        e->refs = g_renew(ix_ref, e->refs, old + n);
+    } else {
+        e = g_malloc(sizeof(ix_entry) + key_size + 1);
+        e->n_refs = 0;
+        e->n_stale = 0;
+        e->refs = g_new(ix_ref, n);
+        e->key.hash = key->hash;
+        e->key.refcount = 0;
+        e->key.ns_len = key->ns_len;
+        e->key.name_len = key->name_len;
+        memcpy(e->key.bytes, procreg_key_bytes(key), key_size);
+        e->key.bytes[key_size] = '\0';
+    }
     /* Duplicate keys: first wins.  Small dictionaries compare pairwise,
      * large ones remember what they saw. */
     if (n > 8)
@@ -360,6 +405,8 @@ static void ix_set_locked(opt_index *ix, const procreg_key *key,
         if (skip || !indexable)
             continue;
         iv = ix_value_get(ix, s);
+        if (!fresh && ix_entry_keep(e, iv))
+            continue;
         e->refs[e->n_refs].value = iv;
         e->refs[e->n_refs].pos = iv->members->len;
         e->n_refs++;
@@ -368,17 +415,27 @@ static void ix_set_locked(opt_index *ix, const procreg_key *key,
     g_string_free(s, TRUE);
     if (seen != NULL)
         g_hash_table_unref(seen);
-    if (e->n_refs == 0) {
+    if (fresh && e->n_refs == 0) {
+        /* Nothing indexable. */
         g_free(e->refs);
         g_free(e);
         return;
     }
-    if (e->n_refs < n)
+    if (e->n_refs < old + n)
         e->refs = g_renew(ix_ref, e->refs, e->n_refs);
-    ix->postings += e->n_refs;
-    g_hash_table_insert(ix->by_key, &e->key, e);
-    ix_ns_add(ix, procreg_key_bytes(key), +1);
+    ix->postings += e->n_refs - old;
+    if (fresh) {
+        g_hash_table_insert(ix->by_key, &e->key, e);
+        ix_ns_add(ix, procreg_key_bytes(key), +1);
+    }
     ix->bytes += ix_entry_size(e);
+}
+
+static void ix_set_locked(opt_index *ix, const procreg_key *key,
+                          GVariant *metadata)
+{
+    ix_remove_locked(ix, key);
+    ix_add_locked(ix, key, metadata, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -439,6 +496,35 @@ void procreg_opt_index_set(opt_index *ix, const procreg_key *key,
 {
     pthread_rwlock_wrlock(&ix->lock);
     ix_set_locked(ix, key, metadata);
+    pthread_rwlock_unlock(&ix->lock);
+}
+
+void procreg_opt_index_add(opt_index *ix, const procreg_key *key,
+                           GVariant *metadata)
+{
+    pthread_rwlock_wrlock(&ix->lock);
+    ix_add_locked(ix, key, metadata, g_hash_table_lookup(ix->by_key, key));
+    pthread_rwlock_unlock(&ix->lock);
+}
+
+void procreg_opt_index_settle(opt_index *ix, const procreg_key *key)
+{
+    ix_entry *e;
+
+    pthread_rwlock_wrlock(&ix->lock);
+    e = g_hash_table_lookup(ix->by_key, key);
+    if (e != NULL && e->n_stale == e->n_refs) {
+        ix_remove_locked(ix, key);
+    } else if (e != NULL && e->n_stale > 0) {
+        /* Unlink the stale refs, then move the fresh ones down (ix_ref.pos
+         * is the position in the posting, so it moves with its ref). */
+        ix->bytes -= ix_entry_size(e);
+        ix_entry_unlink_first(ix, e, e->n_stale);
+        e->n_refs -= e->n_stale;
+        memmove(e->refs, e->refs + e->n_stale, e->n_refs * sizeof(ix_ref));
+        e->n_stale = 0;
+        ix->bytes += ix_entry_size(e);
+    }
     pthread_rwlock_unlock(&ix->lock);
 }
 

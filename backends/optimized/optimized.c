@@ -27,6 +27,19 @@
  *  - Dead owners: the core never returns an entry whose owner it knows to
  *    be dead (its lookup slow path), and its monitor removes such entries
  *    through this decorator, which drops them from the cache.
+ *  - Finds keep monotonic reads too (opt_before_write()): the index is a
+ *    candidate list, each candidate read again from the inner backend and
+ *    checked, so an extra posting costs a read and a missing one is a
+ *    wrong answer.  Invariant: while no write of a key through the
+ *    decorator is in flight, the key's postings are exactly its metadata
+ *    in the inner backend as the last write reported it; while one is in
+ *    flight (and after one whose outcome is unknown) they include both the
+ *    old and the new metadata.  So a find that follows any read of the
+ *    new state (its own snapshot of the index is taken after that read,
+ *    hence after the write added the new postings) lists the key, and a
+ *    find of the old value lists it until the inner backend changed.  A
+ *    removal needs no such step: a find reads each candidate again, and a
+ *    key the inner backend no longer holds is skipped.
  *  - The index answers find_by_metadata only when it sees every change:
  *    for inner backends shared with other processes or hosts
  *    (MULTIPROCESS or DISTRIBUTED) finds go to the inner backend, and a
@@ -455,19 +468,43 @@ static int opt_find_by_metadata(void *state, const char *ns,
 /* ------------------------------------------------------------------------ */
 /* Writes                                                                   */
 
+/* Before the inner call of a write that may give @key @metadata: add the
+ * key to the new postings, keeping the old ones (see the invariant at the
+ * top: a thread may read the new state from the inner backend, in a miss
+ * or list_all, before the call returns, and its next find must list the
+ * key; a find of the old value must list it until the inner backend
+ * changed).  Under the key's stripe. */
+static void opt_before_write(opt_state *s, const procreg_key *key,
+                             GVariant *metadata)
+{
+    /* No metadata adds no posting (opt_after_write() then sets). */
+    if (s->index != NULL && metadata != NULL)
+        procreg_opt_index_add(s->index, key, metadata);
+}
+
 /* After a write of @key (begun with @w) whose outcome was @rc (@now: the
  * entry the inner backend reports, when rc is 0 or EEXISTS): bring cache
- * and index in line and end the write in the cache.  Under the key's
- * stripe; every write calls it once, whatever its outcome. */
+ * and index in line and end the write in the cache: the postings become
+ * exactly the outcome's when it is known, and stay the union
+ * opt_before_write() made when it is not.  Under the key's stripe; every
+ * write calls it once, whatever its outcome. */
 static void opt_after_write(opt_state *s, const procreg_key *key,
                             const opt_cache_write *w, int rc,
-                            const procreg_entry *now, bool reindex)
+                            const procreg_entry *now, bool reindex,
+                            GVariant *added)
 {
     bool known = true;
 
     if (rc == 0 || rc == PROCREG_EEXISTS) {
-        if (s->index != NULL && reindex)
-            procreg_opt_index_set(s->index, key, now ? now->metadata : NULL);
+        GVariant *m = now ? now->metadata : NULL;
+
+        /* The metadata added before the call, as the outcome: drop the
+         * old postings without reading it again. */
+        if (s->index != NULL && reindex && rc == 0 && m == added &&
+            added != NULL)
+            procreg_opt_index_settle(s->index, key);
+        else if (s->index != NULL && reindex)
+            procreg_opt_index_set(s->index, key, m);
     } else if (rc == PROCREG_ENOTFOUND) {
         /* The key is known to be absent. */
         if (s->index != NULL)
@@ -475,7 +512,7 @@ static void opt_after_write(opt_state *s, const procreg_key *key,
         now = NULL;
     } else {
         /* A conflict or a failure: the inner call may have changed the
-         * key or not. */
+         * key or not; the index keeps both the old and the new postings. */
         known = false;
     }
     if (s->cache != NULL)
@@ -492,8 +529,11 @@ static int opt_register(void *state, const procreg_key *key,
     procreg_mutex *stripe = opt_write_lock(s, key, &w);
     int rc;
 
+    opt_before_write(s, key, record->metadata);
     rc = procreg_backend_register_entry(s->inner, key, record, &now, error);
-    opt_after_write(s, key, &w, rc, &now, rc == 0);
+    /* Refused, the holder's postings replace the ones added before. */
+    opt_after_write(s, key, &w, rc, &now,
+                    rc == 0 || rc == PROCREG_EEXISTS, record->metadata);
     procreg_opt_stripe_unlock(s, stripe);
     if (current != NULL)
         *current = now;
@@ -515,7 +555,7 @@ static int opt_unregister(void *state, const procreg_key *key,
                                     error);
     /* Removed, the key is absent, as ENOTFOUND says. */
     opt_after_write(s, key, &w, rc == 0 ? PROCREG_ENOTFOUND : rc, NULL,
-                    false);
+                    false, NULL);
     procreg_opt_stripe_unlock(s, stripe);
     return rc;
 }
@@ -540,7 +580,7 @@ static int opt_unregister_owned(void *state, const procreg_key *key,
     /* Removed, the key is absent; refused (EPERM), the entry is another
      * owner's, unchanged, and the cache forgets it like after a failure. */
     opt_after_write(s, key, &w, rc == 0 ? PROCREG_ENOTFOUND : rc, NULL,
-                    false);
+                    false, NULL);
     procreg_opt_stripe_unlock(s, stripe);
     return rc;
 }
@@ -555,9 +595,11 @@ static int opt_update_metadata(void *state, const procreg_key *key,
     procreg_mutex *stripe = opt_write_lock(s, key, &w);
     int rc;
 
+    opt_before_write(s, key, metadata);
     rc = procreg_backend_update_metadata(s->inner, key, metadata, if_revision,
                                          &now, error);
-    opt_after_write(s, key, &w, rc, rc == 0 ? &now : NULL, rc == 0);
+    opt_after_write(s, key, &w, rc, rc == 0 ? &now : NULL, rc == 0,
+                    metadata);
     procreg_opt_stripe_unlock(s, stripe);
     if (updated != NULL)
         *updated = now;

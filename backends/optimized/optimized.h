@@ -155,6 +155,15 @@ void procreg_opt_index_free(opt_index *ix);
  * the old and the new metadata of this key, nothing else. */
 void procreg_opt_index_set(opt_index *ix, const procreg_key *key,
                            GVariant *metadata);
+/* Add @key to the postings of @metadata (a{sv} or NULL) and keep the
+ * ones it is in: the union, for a write in flight whose outcome is not
+ * known yet.  Cost: the key's old and new metadata. */
+void procreg_opt_index_add(opt_index *ix, const procreg_key *key,
+                           GVariant *metadata);
+/* Keep only the postings of the metadata last added for @key: what
+ * procreg_opt_index_set() with that metadata gives, without reading the
+ * metadata again.  Cost: the postings dropped. */
+void procreg_opt_index_settle(opt_index *ix, const procreg_key *key);
 /* Forget @key.  Cost: its metadata. */
 void procreg_opt_index_remove(opt_index *ix, const procreg_key *key);
 /* Forget everything. */

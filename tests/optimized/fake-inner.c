@@ -9,6 +9,7 @@
 /* One op's gate (fake-inner.h), under gate_lock. */
 typedef struct {
     bool hold;     /* the next call waits for a release */
+    bool hold_before; /* the same, before its work (register, update) */
     bool held;     /* a call is waiting */
     bool released; /* the waiting call may go */
     int fail_rc;   /* the next call returns this (0: its own result) */
@@ -59,12 +60,38 @@ static bool gate_wait(fake_inner *f, gint64 deadline)
            ETIMEDOUT;
 }
 
+/* Report the call held and wait for its release.  Under gate_lock. */
+static void gate_hold_locked(fake_inner *f, fake_gate *g)
+{
+    gint64 deadline = g_get_monotonic_time() + FAKE_GATE_TIMEOUT_US;
+
+    g->held = true;
+    pthread_cond_broadcast(&f->gate_cond);
+    while (!g->released)
+        if (!gate_wait(f, deadline))
+            g_error("fake: a held call was not released in time");
+    g->held = false;
+    g->released = false;
+}
+
+/* At the start of register and update, before their work. */
+static void gate_enter(fake_inner *f, fake_op op)
+{
+    fake_gate *g = &f->gates[op];
+
+    pthread_mutex_lock(&f->gate_lock);
+    if (g->hold_before) {
+        g->hold_before = false;
+        gate_hold_locked(f, g);
+    }
+    pthread_mutex_unlock(&f->gate_lock);
+}
+
 /* At the end of every op, after its work: its gate.  Returns the failure
  * to report instead of the op's result, or 0. */
 static int gate_pass(fake_inner *f, fake_op op)
 {
     fake_gate *g = &f->gates[op];
-    gint64 deadline = g_get_monotonic_time() + FAKE_GATE_TIMEOUT_US;
     int rc;
 
     pthread_mutex_lock(&f->gate_lock);
@@ -72,13 +99,7 @@ static int gate_pass(fake_inner *f, fake_op op)
     g->fail_rc = 0;
     if (g->hold) {
         g->hold = false;
-        g->held = true;
-        pthread_cond_broadcast(&f->gate_cond);
-        while (!g->released)
-            if (!gate_wait(f, deadline))
-                g_error("fake: a held call was not released in time");
-        g->held = false;
-        g->released = false;
+        gate_hold_locked(f, g);
     }
     pthread_mutex_unlock(&f->gate_lock);
     return rc;
@@ -170,6 +191,7 @@ static int fake_register(void *state, const procreg_key *key,
     int rc = 0;
 
     count(f, FAKE_REGISTER);
+    gate_enter(f, FAKE_REGISTER);
     pthread_mutex_lock(&f->lock);
     e = g_hash_table_lookup(f->entries, k);
     if (e != NULL) {
@@ -291,6 +313,7 @@ static int fake_update(void *state, const procreg_key *key,
     int rc = 0;
 
     count(f, FAKE_UPDATE);
+    gate_enter(f, FAKE_UPDATE);
     pthread_mutex_lock(&f->lock);
     e = g_hash_table_lookup(f->entries, k);
     if (e == NULL) {
@@ -431,8 +454,19 @@ void fake_notify(fake_inner *f, procreg_event_kind kind, const char *ns,
 void fake_hold_next(fake_inner *f, fake_op op)
 {
     pthread_mutex_lock(&f->gate_lock);
-    g_assert_false(f->gates[op].hold || f->gates[op].held);
+    g_assert_false(f->gates[op].hold || f->gates[op].hold_before ||
+                   f->gates[op].held);
     f->gates[op].hold = true;
+    pthread_mutex_unlock(&f->gate_lock);
+}
+
+void fake_hold_next_before(fake_inner *f, fake_op op)
+{
+    g_assert_true(op == FAKE_REGISTER || op == FAKE_UPDATE);
+    pthread_mutex_lock(&f->gate_lock);
+    g_assert_false(f->gates[op].hold || f->gates[op].hold_before ||
+                   f->gates[op].held);
+    f->gates[op].hold_before = true;
     pthread_mutex_unlock(&f->gate_lock);
 }
 

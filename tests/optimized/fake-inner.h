@@ -7,7 +7,9 @@
  * Gates force interleavings: the next call of an op can be held after it
  * has done its work and before it returns (a reader that read an old value
  * and was descheduled; a write that reached the backend, its caller not
- * yet told), and a write can be made to fail after it took effect.
+ * yet told), a register or update can be held before its work (a write in
+ * flight that has not reached the backend), and a write can be made to
+ * fail after it took effect.
  *
  * Two types: "fake" (caps THREADSAFE, not shared) and "fake_shared" (caps
  * THREADSAFE | MULTIPROCESS).  Option id=N (0..FAKE_MAX_INSTANCES-1) names
@@ -65,6 +67,10 @@ void fake_notify(fake_inner *f, procreg_event_kind kind, const char *ns,
 /* The next call of @op on @f does its work, then waits before it returns
  * until fake_release(@f, @op). */
 void fake_hold_next(fake_inner *f, fake_op op);
+/* The next call of @op (FAKE_REGISTER or FAKE_UPDATE) on @f waits before
+ * it does its work until fake_release(@f, @op): a write in flight that
+ * has not reached the backend yet. */
+void fake_hold_next_before(fake_inner *f, fake_op op);
 /* The next call of @op on @f (a write) does its work, then returns @rc
  * with an error, as a backend that timed out after its commit. */
 void fake_fail_next(fake_inner *f, fake_op op, int rc);

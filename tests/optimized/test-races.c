@@ -6,7 +6,9 @@
  * updated the cache.  Each test checks what a thread may see: never an
  * older revision than one it already saw (from a lookup, list or find),
  * never a removed key coming back, never an entry older than a
- * notification already delivered (cache.c's invariants).
+ * notification already delivered (cache.c's invariants); and a find
+ * after a read of a write's new state lists the key (the index
+ * invariant at the top of optimized.c).
  *
  * Built twice (meson.build): as is, where every test must pass, and over
  * a cache built with -DPROCREG_INJECT_STALE_FILL, where the tests of stale
@@ -97,6 +99,7 @@ static uint64_t set_behind(fixture *fx, int role)
 
 /* A call made in its own thread, so that the fake's gate can hold it. */
 typedef enum {
+    CALL_REGISTER,
     CALL_LOOKUP,
     CALL_LOOKUP_ENTRY,
     CALL_UPDATE,
@@ -110,6 +113,7 @@ typedef struct {
     GThread *thread;
     int rc;
     uint64_t revision; /* the revision it read or wrote */
+    GVariant *metadata; /* what register and update write (NULL: md("g", 2)) */
 } call;
 
 static gpointer call_main(gpointer data)
@@ -117,9 +121,16 @@ static gpointer call_main(gpointer data)
     call *c = data;
     procreg_entry e = {0};
     procreg_owner o;
-    GVariant *m;
+    procreg_record r = {.owner = {100, 1}};
+    GVariant *m = c->metadata != NULL ? g_variant_ref(c->metadata)
+                                      : md("g", 2);
 
     switch (c->kind) {
+    case CALL_REGISTER:
+        r.metadata = m;
+        c->rc = procreg_backend_register_entry(c->fx->b, c->fx->k, &r, &e,
+                                               NULL);
+        break;
     case CALL_LOOKUP:
         c->rc = procreg_backend_lookup(c->fx->b, c->fx->k, &o);
         break;
@@ -127,10 +138,8 @@ static gpointer call_main(gpointer data)
         c->rc = procreg_backend_lookup_entry(c->fx->b, c->fx->k, &e, NULL);
         break;
     case CALL_UPDATE:
-        m = md("g", 2);
         c->rc = procreg_backend_update_metadata(c->fx->b, c->fx->k, m, 0, &e,
                                                 NULL);
-        g_variant_unref(m);
         break;
     case CALL_UNREGISTER:
         c->rc = procreg_backend_unregister(c->fx->b, c->fx->k, 0, NULL, NULL);
@@ -139,6 +148,7 @@ static gpointer call_main(gpointer data)
         c->rc = procreg_backend_drop_namespace(c->fx->b, NS, NULL, NULL);
         break;
     }
+    g_variant_unref(m);
     c->revision = e.revision;
     procreg_entry_clear(&e);
     return NULL;
@@ -150,6 +160,21 @@ static void start_held(call *c, fixture *fx, call_kind kind, fake_op op)
 {
     *c = (call){.fx = fx, .kind = kind};
     fake_hold_next(fx->f, op);
+    c->thread = g_thread_new("held", call_main, c);
+    fake_wait_held(fx->f, op);
+}
+
+/* Start a register or update (@kind) of @metadata in a thread and wait
+ * until the fake holds it at @op's gate: after its work when @after,
+ * else before it (the write in flight, the inner backend unchanged). */
+static void start_write_held(call *c, fixture *fx, call_kind kind,
+                             fake_op op, GVariant *metadata, bool after)
+{
+    *c = (call){.fx = fx, .kind = kind, .metadata = metadata};
+    if (after)
+        fake_hold_next(fx->f, op);
+    else
+        fake_hold_next_before(fx->f, op);
     c->thread = g_thread_new("held", call_main, c);
     fake_wait_held(fx->f, op);
 }
@@ -327,6 +352,170 @@ static void test_cached_entry_during_write(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Finds against a write in flight                                          */
+
+/* The keys found with group == @group, through the decorator's index: the
+ * number of them (the key is the only one registered). */
+static guint found_with(fixture *fx, const char *group)
+{
+    GVariant *v = g_variant_ref_sink(g_variant_new_string(group));
+    GArray *found = procreg_entry_array_new();
+    guint n;
+
+    g_assert_cmpint(procreg_backend_find_by_metadata(fx->b, NS, "group", v,
+                                                     found, NULL), ==, 0);
+    n = found->len;
+    g_array_unref(found);
+    g_variant_unref(v);
+    return n;
+}
+
+/* The index's postings (stats), to see that a known outcome leaves the
+ * key in exactly its metadata's postings and a write in flight in both. */
+static guint64 postings(fixture *fx)
+{
+    GVariantDict d, ix;
+    GVariant *index;
+    guint64 n = 0;
+
+    g_variant_dict_init(&d, NULL);
+    procreg_backend_stats(fx->b, &d);
+    index = g_variant_dict_lookup_value(&d, "index", G_VARIANT_TYPE_VARDICT);
+    g_assert_nonnull(index);
+    g_variant_dict_init(&ix, index);
+    g_assert_true(g_variant_dict_lookup(&ix, "postings", "t", &n));
+    g_variant_dict_clear(&ix);
+    g_variant_unref(index);
+    g_variant_dict_clear(&d);
+    return n;
+}
+
+/* The history that showed it (issue 18): W's register of the key with
+ * group "new" reached the inner backend and is not answered yet; A's
+ * lookup misses (the write dropped the key) and reads the new owner from
+ * the inner backend; A's find for group "new" must then list the key,
+ * not show the older state (absent) again. */
+static void test_find_during_register(void)
+{
+    fixture fx;
+    call writer;
+    GVariant *m = md("new", 1);
+
+    setup(&fx, "");
+    start_write_held(&writer, &fx, CALL_REGISTER, FAKE_REGISTER, m, true);
+    g_assert_true(registered(&fx));
+    g_assert_cmpuint(found_with(&fx, "new"), ==, 1);
+    finish(&writer, FAKE_REGISTER);
+    g_assert_cmpint(writer.rc, ==, 0);
+    g_assert_cmpuint(found_with(&fx, "new"), ==, 1);
+    g_variant_unref(m);
+    teardown(&fx);
+}
+
+/* W's update from group "old" to "new" reached the inner backend (r1),
+ * not answered yet.  A reads r1 in a miss; its find for "new" must list
+ * the key, and its find for "old" must not (it reads the key again: r1
+ * has group "new").  Once W returned, the same. */
+static void test_find_during_update(void)
+{
+    fixture fx;
+    call writer;
+    procreg_record r = {.owner = {100, 1}};
+    procreg_entry cur = {0};
+    GVariant *m = md("new", 1);
+    uint64_t r0, seen;
+
+    setup(&fx, "");
+    r.metadata = md("old", 1);
+    g_assert_cmpint(procreg_backend_register_entry(fx.b, fx.k, &r, &cur, NULL),
+                    ==, 0);
+    g_variant_unref(r.metadata);
+    r0 = cur.revision;
+    procreg_entry_clear(&cur);
+    g_assert_cmpuint(revision_of(&fx), ==, r0); /* cached */
+    start_write_held(&writer, &fx, CALL_UPDATE, FAKE_UPDATE, m, true);
+    seen = revision_of(&fx);
+    g_assert_cmpuint(seen, >, r0);
+    g_assert_cmpuint(found_with(&fx, "new"), ==, 1);
+    g_assert_cmpuint(found_with(&fx, "old"), ==, 0);
+    finish(&writer, FAKE_UPDATE);
+    g_assert_cmpint(writer.rc, ==, 0);
+    g_assert_cmpuint(writer.revision, ==, seen);
+    g_assert_cmpuint(found_with(&fx, "new"), ==, 1);
+    g_assert_cmpuint(found_with(&fx, "old"), ==, 0);
+    g_assert_cmpuint(postings(&fx), ==, 2); /* group "new", role 1 */
+    g_variant_unref(m);
+    teardown(&fx);
+}
+
+/* W's update from "old" to "new" is in flight but has not reached the
+ * inner backend.  A reads r0 (a miss); its find for "old" must still list
+ * the key (an index that dropped the old postings before the inner call
+ * would not), and its find for "new" must not.  W goes on: then "new"
+ * lists it and "old" does not. */
+static void test_find_before_update_lands(void)
+{
+    fixture fx;
+    call writer;
+    procreg_record r = {.owner = {100, 1}};
+    procreg_entry cur = {0};
+    GVariant *m = md("new", 1);
+    uint64_t r0;
+
+    setup(&fx, "");
+    r.metadata = md("old", 1);
+    g_assert_cmpint(procreg_backend_register_entry(fx.b, fx.k, &r, &cur, NULL),
+                    ==, 0);
+    g_variant_unref(r.metadata);
+    r0 = cur.revision;
+    procreg_entry_clear(&cur);
+    start_write_held(&writer, &fx, CALL_UPDATE, FAKE_UPDATE, m, false);
+    g_assert_cmpuint(postings(&fx), ==, 3); /* "old", "new", role 1 */
+    g_assert_cmpuint(revision_of(&fx), ==, r0);
+    g_assert_cmpuint(found_with(&fx, "old"), ==, 1);
+    g_assert_cmpuint(found_with(&fx, "new"), ==, 0);
+    finish(&writer, FAKE_UPDATE);
+    g_assert_cmpint(writer.rc, ==, 0);
+    g_assert_cmpuint(found_with(&fx, "new"), ==, 1);
+    g_assert_cmpuint(found_with(&fx, "old"), ==, 0);
+    g_assert_cmpuint(postings(&fx), ==, 2);
+    g_variant_unref(m);
+    teardown(&fx);
+}
+
+/* A register (and, separately, an update) that took effect and then
+ * failed: the outcome is unknown to the decorator, the inner backend
+ * holds the new metadata.  After the write returned, a lookup reads the
+ * new state and a find for "new" must list the key. */
+static void test_find_after_failed_write(gconstpointer data)
+{
+    const call_kind kind = GPOINTER_TO_INT(data);
+    const fake_op op = kind == CALL_REGISTER ? FAKE_REGISTER : FAKE_UPDATE;
+    fixture fx;
+    call writer;
+    GVariant *m = md("new", 1);
+
+    setup(&fx, "");
+    if (kind == CALL_UPDATE) {
+        procreg_record r = {.owner = {100, 1}};
+
+        r.metadata = md("old", 1);
+        g_assert_cmpint(procreg_backend_register_entry(fx.b, fx.k, &r, NULL,
+                                                       NULL), ==, 0);
+        g_variant_unref(r.metadata);
+    }
+    fake_fail_next(fx.f, op, PROCREG_ETIMEDOUT);
+    start_write_held(&writer, &fx, kind, op, m, true);
+    finish(&writer, op);
+    g_assert_cmpint(writer.rc, ==, PROCREG_ETIMEDOUT);
+    g_assert_true(registered(&fx));
+    g_assert_cmpuint(found_with(&fx, "new"), ==, 1);
+    g_assert_cmpuint(found_with(&fx, "old"), ==, 0);
+    g_variant_unref(m);
+    teardown(&fx);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Notifications                                                            */
 
 /* B read r0 and stalls; the key changes elsewhere (r1) and the inner
@@ -419,6 +608,18 @@ int main(int argc, char **argv)
                     test_fill_during_failed_write);
     g_test_add_func("/optimized/races/cached-entry-during-write",
                     test_cached_entry_during_write);
+    g_test_add_func("/optimized/races/find-during-register",
+                    test_find_during_register);
+    g_test_add_func("/optimized/races/find-during-update",
+                    test_find_during_update);
+    g_test_add_func("/optimized/races/find-before-update-lands",
+                    test_find_before_update_lands);
+    g_test_add_data_func("/optimized/races/find-after-failed-register",
+                         GINT_TO_POINTER(CALL_REGISTER),
+                         test_find_after_failed_write);
+    g_test_add_data_func("/optimized/races/find-after-failed-update",
+                         GINT_TO_POINTER(CALL_UPDATE),
+                         test_find_after_failed_write);
     g_test_add_func("/optimized/races/fill-after-notification",
                     test_fill_after_notification);
     g_test_add_func("/optimized/races/write-after-notification",
