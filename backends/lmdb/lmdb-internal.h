@@ -272,10 +272,10 @@ LMDB_HIDDEN void procreg_lmdb_env_free(lmdb_env *env);
 
 /* LMDB's @rc as a procreg code. */
 LMDB_HIDDEN int procreg_lmdb_code(int rc);
-/* Set @error from LMDB's @rc; returns the procreg code. */
 /* Grow the map after MDB_MAP_FULL at size @seen (txn.c): 0 or an LMDB
  * code. */
 LMDB_HIDDEN int procreg_lmdb_map_grow(lmdb_env *env, size_t seen);
+/* Set @error from LMDB's @rc; returns the procreg code. */
 LMDB_HIDDEN int procreg_lmdb_fail(const lmdb_env *env, int rc,
                                   const char *what, GError **error);
 LMDB_HIDDEN void procreg_lmdb_reader_check(lmdb_env *env);

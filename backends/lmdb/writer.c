@@ -143,8 +143,9 @@ static int injected_failure(void)
 
 int procreg_lmdb_writer_lock(lmdb_env *env, GError **error)
 {
-    if (injected_failure() != 0)
-        return lock_error(env, injected_failure(), error);
+    int injected = injected_failure();
+    if (injected != 0)
+        return lock_error(env, injected, error);
     int err = pthread_mutex_lock(&env->writer_mutex);
     if (err == 0) {
         struct flock fl = lock_range(F_WRLCK);
@@ -170,8 +171,9 @@ static short taken_as(lmdb_env *env)
 
 int procreg_lmdb_writer_trylock(lmdb_env *env, GError **error)
 {
-    if (injected_failure() != 0)
-        return lock_error(env, injected_failure(), error);
+    int injected = injected_failure();
+    if (injected != 0)
+        return lock_error(env, injected, error);
     int err = held_here == env ? EDEADLK
                                : pthread_mutex_trylock(&env->writer_mutex);
     if (err == EBUSY)

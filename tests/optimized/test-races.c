@@ -316,25 +316,34 @@ static void test_fill_during_failed_write(void)
 /* ------------------------------------------------------------------------ */
 /* A write in flight against what list and find already show               */
 
+/* Register the key through the decorator with group @group (role 1);
+ * its revision. */
+static uint64_t register_group(fixture *fx, const char *group)
+{
+    procreg_record r = {.owner = {100, 1}, .metadata = md(group, 1)};
+    procreg_entry cur = {0};
+    uint64_t revision;
+
+    g_assert_cmpint(procreg_backend_register_entry(fx->b, fx->k, &r, &cur,
+                                                   NULL), ==, 0);
+    g_variant_unref(r.metadata);
+    revision = cur.revision;
+    procreg_entry_clear(&cur);
+    return revision;
+}
+
 /* The key cached at r0; W's update reaches the inner backend (r1); A's
  * find shows r1.  A's lookup must not be served the cached r0. */
 static void test_cached_entry_during_write(void)
 {
     fixture fx;
     call writer;
-    procreg_record r = {.owner = {100, 1}};
-    procreg_entry cur = {0};
     GVariant *group = g_variant_ref_sink(g_variant_new_string("g"));
     GArray *found = procreg_entry_array_new();
     uint64_t r0, shown;
 
     setup(&fx, "");
-    r.metadata = md("g", 1);
-    g_assert_cmpint(procreg_backend_register_entry(fx.b, fx.k, &r, &cur, NULL),
-                    ==, 0);
-    g_variant_unref(r.metadata);
-    r0 = cur.revision;
-    procreg_entry_clear(&cur);
+    r0 = register_group(&fx, "g");
     g_assert_cmpuint(revision_of(&fx), ==, r0); /* cached */
     start_held(&writer, &fx, CALL_UPDATE, FAKE_UPDATE);
     g_assert_cmpint(procreg_backend_find_by_metadata(fx.b, NS, "group", group,
@@ -420,18 +429,11 @@ static void test_find_during_update(void)
 {
     fixture fx;
     call writer;
-    procreg_record r = {.owner = {100, 1}};
-    procreg_entry cur = {0};
     GVariant *m = md("new", 1);
     uint64_t r0, seen;
 
     setup(&fx, "");
-    r.metadata = md("old", 1);
-    g_assert_cmpint(procreg_backend_register_entry(fx.b, fx.k, &r, &cur, NULL),
-                    ==, 0);
-    g_variant_unref(r.metadata);
-    r0 = cur.revision;
-    procreg_entry_clear(&cur);
+    r0 = register_group(&fx, "old");
     g_assert_cmpuint(revision_of(&fx), ==, r0); /* cached */
     start_write_held(&writer, &fx, CALL_UPDATE, FAKE_UPDATE, m, true);
     seen = revision_of(&fx);
@@ -457,18 +459,11 @@ static void test_find_before_update_lands(void)
 {
     fixture fx;
     call writer;
-    procreg_record r = {.owner = {100, 1}};
-    procreg_entry cur = {0};
     GVariant *m = md("new", 1);
     uint64_t r0;
 
     setup(&fx, "");
-    r.metadata = md("old", 1);
-    g_assert_cmpint(procreg_backend_register_entry(fx.b, fx.k, &r, &cur, NULL),
-                    ==, 0);
-    g_variant_unref(r.metadata);
-    r0 = cur.revision;
-    procreg_entry_clear(&cur);
+    r0 = register_group(&fx, "old");
     start_write_held(&writer, &fx, CALL_UPDATE, FAKE_UPDATE, m, false);
     g_assert_cmpuint(postings(&fx), ==, 3); /* "old", "new", role 1 */
     g_assert_cmpuint(revision_of(&fx), ==, r0);
@@ -496,14 +491,8 @@ static void test_find_after_failed_write(gconstpointer data)
     GVariant *m = md("new", 1);
 
     setup(&fx, "");
-    if (kind == CALL_UPDATE) {
-        procreg_record r = {.owner = {100, 1}};
-
-        r.metadata = md("old", 1);
-        g_assert_cmpint(procreg_backend_register_entry(fx.b, fx.k, &r, NULL,
-                                                       NULL), ==, 0);
-        g_variant_unref(r.metadata);
-    }
+    if (kind == CALL_UPDATE)
+        register_group(&fx, "old");
     fake_fail_next(fx.f, op, PROCREG_ETIMEDOUT);
     start_write_held(&writer, &fx, kind, op, m, true);
     finish(&writer, op);
