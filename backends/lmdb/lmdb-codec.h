@@ -12,8 +12,12 @@
 
 #define LMDB_HIDDEN __attribute__((visibility("hidden")))
 
-#define PROCREG_LMDB_FORMAT "procreg-lmdb 4"
-/* Format 4 is format 3 with the entries, the meta records and the change
+#define PROCREG_LMDB_FORMAT "procreg-lmdb 5"
+/* Format 5 is format 4 without the per-entry "owners" index: one row per
+ * (owner, namespace) in the main database instead (format.c); an opener
+ * that may write migrates formats 1 to 4 to it, a read-only one reads
+ * them in place.
+ * Format 4 is format 3 with the entries, the meta records and the change
  * log in LMDB's main database (format.c); an opener that may write
  * migrates an older file to it, a read-only one reads it in place.
  * Format 3 writes entries (and members) in the compact form, version 2;
@@ -21,6 +25,7 @@
  * opener that may write marks an older file format 3 (open.c).  Format 1
  * is format 2 before groups: the same without their databases, which an
  * opener that may write adds (groups.c). */
+#define PROCREG_LMDB_FORMAT_4 "procreg-lmdb 4"
 #define PROCREG_LMDB_FORMAT_3 "procreg-lmdb 3"
 #define PROCREG_LMDB_FORMAT_2 "procreg-lmdb 2"
 #define PROCREG_LMDB_FORMAT_1 "procreg-lmdb 1"
@@ -109,7 +114,8 @@ LMDB_HIDDEN bool procreg_lmdb_key_strings(const void *k, size_t n, char **ns,
 /* A printable form of any key, for messages (g_free it). */
 LMDB_HIDDEN char *procreg_lmdb_key_printable(const void *k, size_t n);
 
-/* "owners" keys: pid (BE32) + start time (BE64). */
+/* Owner keys (the owner rows of format 5, "owners" of formats 1 to 4,
+ * "member_owners"): pid (BE32) + start time (BE64). */
 LMDB_HIDDEN void procreg_lmdb_owner_key(const procreg_owner *o,
                                         uint8_t out[PROCREG_LMDB_OWNER_KEY_SIZE]);
 LMDB_HIDDEN bool procreg_lmdb_owner_from_key(const void *k, size_t n,

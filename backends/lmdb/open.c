@@ -147,7 +147,7 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, bool write,
         }
         g_ptr_array_unref(keys);
         if (rc == 0)
-            rc = mdb_drop(txn, env->db_owners, 0);
+            rc = procreg_lmdb_owner_rows_drop(txn);
         if (rc == 0 && !procreg_lmdb_members_drop_all(env, txn, &w))
             rc = w.mdb_rc ? w.mdb_rc : MDB_CORRUPTED;
         if (rc == 0 && w.corrupt == NULL &&
