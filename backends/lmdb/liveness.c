@@ -196,6 +196,8 @@ static GPtrArray *owned_in(MDB_txn *txn, MDB_dbi dbi, const void *ns,
     char *prefix = g_malloc(ns_len + 1);
     memcpy(prefix, ns, ns_len);
     prefix[ns_len] = '\0';
+    uint8_t ob[PROCREG_LMDB_OWNER_BYTES_MAX];
+    size_t ob_len = procreg_lmdb_entry_owner_bytes(owner, ob);
     MDB_cursor *c;
     *rc = mdb_cursor_open(txn, dbi, &c);
     if (*rc == 0) {
@@ -204,9 +206,16 @@ static GPtrArray *owned_in(MDB_txn *txn, MDB_dbi dbi, const void *ns,
              *rc == 0 && k.mv_size > ns_len &&
              memcmp(k.mv_data, prefix, ns_len + 1) == 0;
              *rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            /* The owner's bytes, not a whole decode: reap_entry()
+             * decodes what this keeps.  A damaged entry stays: reads
+             * report it. */
+            int owned = procreg_lmdb_entry_owned_by(v.mv_data, v.mv_size,
+                                                    ob, ob_len);
             raw_entry e;
-            /* A damaged entry stays: reads report it. */
-            if (entry_decode(&v, &e) == NULL && owner_same(&e.owner, owner))
+            if (owned < 0)
+                owned = entry_decode(&v, &e) == NULL &&
+                        owner_same(&e.owner, owner);
+            if (owned)
                 g_ptr_array_add(keys, g_bytes_new(k.mv_data, k.mv_size));
         }
         mdb_cursor_close(c);

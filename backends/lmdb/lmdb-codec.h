@@ -100,6 +100,20 @@ LMDB_HIDDEN size_t procreg_lmdb_entry_size(const procreg_lmdb_raw_entry *e);
 LMDB_HIDDEN void procreg_lmdb_entry_encode(const procreg_lmdb_raw_entry *e,
                                            void *out);
 
+/* How an entry of version 2 names its owner: the byte of the owner
+ * integers' sizes, then the pid and the start time as encoded.  An entry
+ * owned by @o holds out[0] at offset 2 and the rest from offset 4. */
+#define PROCREG_LMDB_OWNER_BYTES_MAX 17
+LMDB_HIDDEN size_t procreg_lmdb_entry_owner_bytes(
+    const procreg_owner *o, uint8_t out[PROCREG_LMDB_OWNER_BYTES_MAX]);
+/* Whether the entry value @v names the owner of @owner (from
+ * procreg_lmdb_entry_owner_bytes()): 1 or 0 for a value of version 2,
+ * without checking the rest of it (a cheap filter: decode what it
+ * keeps); -1 for another version (decode it to know). */
+LMDB_HIDDEN int procreg_lmdb_entry_owned_by(const void *v, size_t n,
+                                            const uint8_t *owner,
+                                            size_t owner_len);
+
 /* Metadata bytes as a new reference (NULL for none), or NULL with *why
  * when they are not a normal-form a{sv}. */
 LMDB_HIDDEN GVariant *procreg_lmdb_meta_decode(bool has_meta, const void *d,
