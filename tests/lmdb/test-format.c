@@ -321,6 +321,9 @@ static void test_read_only_old(Fixture *f, gconstpointer data)
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0)
         _exit(ro_child(f->dir, ro, up[1], down[0]));
+    /* The child's ends: its death is then an end of file here. */
+    close(up[1]);
+    close(down[0]);
     char c = hear(up[0]);
     if (c == 's') {
         int status;
@@ -522,9 +525,13 @@ static void test_reap_namespaces(Fixture *f, gconstpointer data)
     g_assert_true(has_row(&r, &o, "a") && has_row(&r, &o, "b"));
     raw_close(&r, false);
 
+    size_t txn_before = lt_raw_txnid(f->path);
     kill_owner(pid);
     reg = open_and_reap(f->spec, 3);
     procreg_close(reg);
+    /* One write transaction: the reap.  (This process may probe the dead
+     * owner again after it, and must then find nothing to write.) */
+    g_assert_cmpuint(lt_raw_txnid(f->path), ==, txn_before + 1);
 
     raw_open(&r, f->path, false);
     g_assert_false(raw_has(&r, "entries", "a", "d1"));
@@ -591,9 +598,11 @@ static void test_reap_stale_row(Fixture *f, gconstpointer data)
     char *before = lt_raw_dump(f->path);
     guint64 last = last_change(f->path);
 
+    size_t txn_before = lt_raw_txnid(f->path);
     kill_owner(pid);
     reg = open_and_reap(f->spec, 1);
     procreg_close(reg);
+    g_assert_cmpuint(lt_raw_txnid(f->path), ==, txn_before + 1);
 
     /* The dead owner's rows, t/y and the new change: all that differs. */
     char ok[12];
@@ -664,6 +673,7 @@ static void test_reap_missing_row(Fixture *f, gconstpointer data)
     }
     raw_close(&r, true);
     guint64 last = last_change(f->path);
+    size_t txn_before = lt_raw_txnid(f->path);
 
     kill_owner(pid);
     reg = open_and_reap(f->spec, 1);
@@ -684,6 +694,8 @@ static void test_reap_missing_row(Fixture *f, gconstpointer data)
     g_assert_cmpint(procreg_lookup(reg, "m", "1", &got, NULL), ==, 0);
     g_assert_cmpint(got.pid, ==, self.pid);
     procreg_close(reg);
+    /* The reap and the registration. */
+    g_assert_cmpuint(lt_raw_txnid(f->path), ==, txn_before + 2);
 
     raw_open(&r, f->path, false);
     g_assert_false(raw_has(&r, "entries", "n", "1"));
