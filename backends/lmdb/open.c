@@ -59,8 +59,9 @@ char *procreg_lmdb_default_path(GError **error)
     return path;
 }
 
-/* entries, owners, meta, events (formats 1 to 3, which a read-only
- * opener reads in place), and the groups' three (groups.c). */
+/* entries, meta, events (formats 1 to 3) and owners (formats 1 to 4),
+ * which a read-only opener reads in place and a writer migrates, and the
+ * groups' three (groups.c). */
 #define MAX_DBS 7
 
 #define BOOT_ID_LEN 36
