@@ -59,7 +59,7 @@ typedef struct lmdb_state lmdb_state;
 typedef struct lmdb_reader lmdb_reader;
 
 /* Where a transaction finds the entries, the meta records and the change
- * log (format.c).  Format 4 keeps all three in LMDB's main database:
+ * log (format.c).  Formats 4 and 5 keep all three in LMDB's main database:
  * entries under "ns\0name" (a namespace is non-empty UTF-8, so the first
  * byte is 0x01..0xf4), meta records under "\xfe" + name, changes under
  * "\xff" + the number (BE64): 0xfe and 0xff begin no UTF-8, so the meta
@@ -77,7 +77,7 @@ typedef struct lmdb_reader lmdb_reader;
 #define OWNER_ROW_MAX (1 + OWNER_KEY_SIZE + 255)
 typedef struct {
     MDB_dbi entries, meta, events;
-    bool main; /* format 4: the keys above */
+    bool main; /* formats 4 and 5: the keys above */
 } lmdb_layout;
 
 /* One open registry file in this process (env.c keeps the table). */
@@ -96,9 +96,9 @@ typedef struct {
      * opener's only, for its sweep; 0: none). */
     MDB_dbi old_owners;
     /* The named databases of formats 1 to 3 (a read-only opener's only),
-     * and the id of a transaction that saw the file in format 4: every
+     * and the id of a transaction that saw the file in format 4 or 5: every
      * later one does too (a writer may migrate the file meanwhile).  1
-     * when the file was format 4 when opened, 0 while none did.  Atomic:
+     * when the file was format 4 or 5 when opened, 0 while none did.  Atomic:
      * read by every transaction (procreg_lmdb_layout()). */
     lmdb_layout old;
     uint64_t main_from;

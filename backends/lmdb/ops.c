@@ -15,7 +15,7 @@
 #include <string.h>
 
 /* One search: the cursor that read the counter writes it back in place
- * (in format 4 the counter is in the main database, three levels deep at
+ * (since format 4 the counter is in the main database, three levels deep at
  * 100 000 entries). */
 bool procreg_lmdb_counter_next(lmdb_env *env, MDB_txn *txn,
                                const char *name, uint64_t *out, wstate *w)
