@@ -16,26 +16,7 @@
 #include <sys/mount.h>
 #include <sys/wait.h>
 
-typedef struct {
-    char *dir;
-    char *path;
-    char *spec;
-} Fixture;
-
-static void fx_setup(Fixture *f, gconstpointer data)
-{
-    f->dir = lt_tmpdir();
-    f->path = g_build_filename(f->dir, "reg.mdb", NULL);
-    f->spec = g_strdup_printf("lmdb:path=%s", f->path);
-}
-
-static void fx_teardown(Fixture *f, gconstpointer data)
-{
-    lt_rmtree(f->dir);
-    g_free(f->dir);
-    g_free(f->path);
-    g_free(f->spec);
-}
+typedef lt_fixture Fixture;
 
 static const char *self_exe;
 extern char **environ;
@@ -430,7 +411,7 @@ int main(int argc, char **argv)
     }
     g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn, d)                                                      \
-    g_test_add(path, Fixture, d, fx_setup, fn, fx_teardown)
+    g_test_add(path, Fixture, d, lt_fx_setup, fn, lt_fx_teardown)
     ADD("/lmdb/format/migrate-3", test_migrate, GINT_TO_POINTER(3));
     ADD("/lmdb/format/migrate-2", test_migrate, GINT_TO_POINTER(2));
     ADD("/lmdb/format/migrate-1", test_migrate, GINT_TO_POINTER(1));
