@@ -70,6 +70,9 @@ static bool is_db_name(const MDB_val *k)
 
 const lmdb_layout *procreg_lmdb_layout_slow(lmdb_env *env, MDB_txn *txn)
 {
+#ifdef PROCREG_LMDB_FORMAT_HOOKS
+    procreg_lmdb_hook_format_layout(env); /* a migration may commit here */
+#endif
     uint64_t from = __atomic_load_n(&env->main_from, __ATOMIC_RELAXED);
     uint64_t id = mdb_txn_id(txn);
     if (from != 0 && id >= from)

@@ -375,6 +375,9 @@ LMDB_HIDDEN void procreg_lmdb_readers_fork_child(void);
 /* Defined by tests/lmdb/test-format.c: an opener that found an older
  * file (or a new one) to write is about to take the writer lock. */
 void procreg_lmdb_hook_format_must_write(lmdb_env *env);
+/* ...and procreg_lmdb_layout_slow() is about to decide the layout of a
+ * transaction already begun (its snapshot fixed). */
+void procreg_lmdb_hook_format_layout(lmdb_env *env);
 #endif
 #ifdef PROCREG_LMDB_TEST_HOOKS
 /* Defined by the test that links the hooked build (tests/lmdb). */

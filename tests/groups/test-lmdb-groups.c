@@ -12,27 +12,13 @@
 #include <stdio.h>
 #include <sys/wait.h>
 
-typedef struct {
-    char *dir;
-    char *path;
-    char *spec;
-} Fixture;
+typedef lt_fixture Fixture;
 
+/* Every test here commits with durability=nosync. */
 static void fx_setup(Fixture *f, gconstpointer data)
 {
     (void)data;
-    f->dir = lt_tmpdir();
-    f->path = g_build_filename(f->dir, "reg.mdb", NULL);
-    f->spec = g_strdup_printf("lmdb:path=%s,durability=nosync", f->path);
-}
-
-static void fx_teardown(Fixture *f, gconstpointer data)
-{
-    (void)data;
-    lt_rmtree(f->dir);
-    g_free(f->dir);
-    g_free(f->path);
-    g_free(f->spec);
+    lt_fixture_init(f, ",durability=nosync");
 }
 
 static size_t members_of(procreg *reg, const char *ns, const char *group)
@@ -154,7 +140,7 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn) \
-    g_test_add(path, Fixture, NULL, fx_setup, fn, fx_teardown)
+    g_test_add(path, Fixture, NULL, fx_setup, fn, lt_fx_teardown)
     ADD("/groups/lmdb/dead-joiner-reaped", test_dead_joiner_reaped);
     ADD("/groups/lmdb/previous-boot", test_previous_boot);
     ADD("/groups/lmdb/format-1-upgraded", test_format_1_upgraded);

@@ -208,22 +208,13 @@ static inline void reap_self_killed(child *c)
 
 /* ---- fixture ---- */
 
-typedef struct {
-    char *dir, *spec;
-} fixture;
+typedef lt_fixture fixture;
 
-static inline void setup(fixture *f, gconstpointer data)
-{
-    f->dir = lt_tmpdir();
-    f->spec = g_strdup_printf("lmdb:path=%s/reg.mdb", f->dir);
-}
-
+/* Set up by lt_fx_setup(); the batch hook a test set goes with its files. */
 static inline void teardown(fixture *f, gconstpointer data)
 {
     procreg_lmdb_batch_hook = NULL;
-    lt_rmtree(f->dir);
-    g_free(f->dir);
-    g_free(f->spec);
+    lt_fx_teardown(f, data);
 }
 
 /* The owner of @name, or pid 0 when it is not registered. */

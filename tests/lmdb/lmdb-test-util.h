@@ -51,6 +51,49 @@ static inline void lt_rmtree(const char *dir)
     g_rmdir(dir);
 }
 
+/* ---- one test's registry file ---- */
+
+/* A private directory (lt_tmpdir()), the file reg.mdb in it, and its
+ * spec: "lmdb:path=FILE" and the options a test adds. */
+typedef struct {
+    char *dir;
+    char *path;
+    char *spec;
+} lt_fixture;
+
+/* @options: appended to the spec as they are (",durability=nosync"), or
+ * NULL for none. */
+static inline void lt_fixture_init(lt_fixture *f, const char *options)
+{
+    f->dir = lt_tmpdir();
+    f->path = g_build_filename(f->dir, "reg.mdb", NULL);
+    f->spec = g_strdup_printf("lmdb:path=%s%s", f->path,
+                              options != NULL ? options : "");
+}
+
+/* The directory goes with everything in it. */
+static inline void lt_fixture_clear(lt_fixture *f)
+{
+    lt_rmtree(f->dir);
+    g_free(f->dir);
+    g_free(f->path);
+    g_free(f->spec);
+}
+
+/* g_test_add()'s setup and teardown for a test with no options; the
+ * test's data is the test's own. */
+static inline void lt_fx_setup(lt_fixture *f, gconstpointer data)
+{
+    (void)data;
+    lt_fixture_init(f, NULL);
+}
+
+static inline void lt_fx_teardown(lt_fixture *f, gconstpointer data)
+{
+    (void)data;
+    lt_fixture_clear(f);
+}
+
 static inline procreg *lt_open(const char *spec)
 {
     procreg *reg = NULL;

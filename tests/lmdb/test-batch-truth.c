@@ -323,7 +323,8 @@ int main(int argc, char **argv)
         child_main(argv[2], argv[3], argv[4]);
     g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn)                                                         \
-    g_test_add("/lmdb/batch-truth/" path, fixture, NULL, setup, fn, teardown)
+    g_test_add("/lmdb/batch-truth/" path, fixture, NULL, lt_fx_setup, fn,     \
+               teardown)
     ADD("freed-pending", test_freed_pending);
     ADD("freed-done", test_freed_done);
     ADD("freed-done-lock-error", test_freed_done_lock_error);

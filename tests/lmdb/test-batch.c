@@ -485,7 +485,7 @@ int main(int argc, char **argv)
         child_main(argv[2], argv[3], argv[4]);
     g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn)                                                         \
-    g_test_add("/lmdb/batch/" path, fixture, NULL, setup, fn, teardown)
+    g_test_add("/lmdb/batch/" path, fixture, NULL, lt_fx_setup, fn, teardown)
     ADD("threads", test_threads);
     ADD("full", test_full);
     ADD("leader-killed-before-commit", test_leader_killed_before_commit);

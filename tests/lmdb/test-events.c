@@ -14,23 +14,7 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 
-typedef struct {
-    char *dir;
-    char *path;
-} Fixture;
-
-static void fx_setup(Fixture *f, gconstpointer data)
-{
-    f->dir = lt_tmpdir();
-    f->path = g_build_filename(f->dir, "reg.mdb", NULL);
-}
-
-static void fx_teardown(Fixture *f, gconstpointer data)
-{
-    lt_rmtree(f->dir);
-    g_free(f->dir);
-    g_free(f->path);
-}
+typedef lt_fixture Fixture;
 
 /* Events as a subscriber saw them. */
 typedef struct {
@@ -284,7 +268,8 @@ static void test_across_disk(Fixture *f, gconstpointer data)
 {
     char *dir = g_dir_make_tmp("procreg-lmdb-events-XXXXXX", NULL);
     g_assert_nonnull(dir);
-    Fixture disk = {dir, g_build_filename(dir, "reg.mdb", NULL)};
+    Fixture disk = {.dir = dir,
+                    .path = g_build_filename(dir, "reg.mdb", NULL)};
     events_across(&disk, "sync", 50);
     lt_rmtree(dir);
     g_free(dir);
@@ -393,7 +378,7 @@ int main(int argc, char **argv)
         return register_after_main(argv[2], atoi(argv[3]));
     g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn) \
-    g_test_add(path, Fixture, NULL, fx_setup, fn, fx_teardown)
+    g_test_add(path, Fixture, NULL, lt_fx_setup, fn, lt_fx_teardown)
     ADD("/lmdb/events/across-nosync", test_across_nosync);
     ADD("/lmdb/events/across-sync", test_across_sync);
     ADD("/lmdb/events/across-disk", test_across_disk);

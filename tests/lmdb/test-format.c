@@ -4,8 +4,10 @@
  * while another process migrated it before it took the writer lock
  * (forced through the format hook of a build with
  * PROCREG_LMDB_FORMAT_HOOKS); a read-only opener reading an older file in
- * place and following a migration made meanwhile; the files refused at
- * open, unchanged; and reaping a dead owner through its owner rows
+ * place and following a migration made meanwhile, also with a read
+ * transaction begun before the migration whose layout is decided after it
+ * (held in the layout hook of the same build); the files refused at open,
+ * unchanged; and reaping a dead owner through its owner rows
  * (liveness.c): across namespaces, a stale row, an entry without its
  * row. */
 #include "lmdb-raw.h"
@@ -14,31 +16,13 @@
 #include "lmdb-internal.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <spawn.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 
-typedef struct {
-    char *dir;
-    char *path;
-    char *spec;
-} Fixture;
-
-static void fx_setup(Fixture *f, gconstpointer data)
-{
-    f->dir = lt_tmpdir();
-    f->path = g_build_filename(f->dir, "reg.mdb", NULL);
-    f->spec = g_strdup_printf("lmdb:path=%s", f->path);
-}
-
-static void fx_teardown(Fixture *f, gconstpointer data)
-{
-    lt_rmtree(f->dir);
-    g_free(f->dir);
-    g_free(f->path);
-    g_free(f->spec);
-}
+typedef lt_fixture Fixture;
 
 static const char *self_exe;
 extern char **environ;
@@ -266,12 +250,45 @@ static char hear(int fd)
     return c;
 }
 
+/* The layout hook (the hooked build calls it from
+ * procreg_lmdb_layout_slow(), the transaction begun): the thread a test
+ * names in lh.hold stops there once until lh.release; the calls of the
+ * one named in lh.count are counted.  pthread's, not GMutex:
+ * ThreadSanitizer cannot see glib 2.74's. */
+static struct {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    pthread_t hold, count;
+    bool holding, held, release, counting;
+    int counted;
+} lh = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
+
+void procreg_lmdb_hook_format_layout(lmdb_env *env)
+{
+    (void)env;
+    pthread_t self = pthread_self();
+    pthread_mutex_lock(&lh.m);
+    if (lh.counting && pthread_equal(lh.count, self))
+        lh.counted++;
+    if (lh.holding && pthread_equal(lh.hold, self)) {
+        lh.holding = false;
+        lh.held = true;
+        pthread_cond_broadcast(&lh.c);
+        while (!lh.release)
+            pthread_cond_wait(&lh.c, &lh.m);
+    }
+    pthread_mutex_unlock(&lh.m);
+}
+
+/* A child's part: the file opened read-only (@spec) and used; 'r' said
+ * when the parent is to migrate it, and 'm' heard once it has. */
+typedef int (*ro_part)(const char *spec, int to_parent, int from_parent);
+
 /* In a child with a mount namespace of its own: the directory bound
- * read-only at @ro, the file opened there (read-only), read before and
- * after the parent migrates it.  Exit 0, 77 (cannot mount: skip), or a
- * failure. */
-static int ro_child(const char *dir, const char *ro, int to_parent,
-                    int from_parent)
+ * read-only at @ro, @part run on the file there.  Exit 0, 77 (cannot
+ * mount: skip), or a failure. */
+static int ro_child(const char *dir, const char *ro, ro_part part,
+                    int to_parent, int from_parent)
 {
     if (unshare(CLONE_NEWNS) != 0 ||
         mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
@@ -281,6 +298,62 @@ static int ro_child(const char *dir, const char *ro, int to_parent,
         return 77;
     }
     char *spec = g_strdup_printf("lmdb:path=%s/reg.mdb", ro);
+    int rc = part(spec, to_parent, from_parent);
+    g_free(spec);
+    return rc;
+}
+
+/* A file of format @format read by @part in a read-only child; when the
+ * child says 'r', this process opens it (migrating it: one transaction),
+ * registers a/new (a second) and says 'm'.  No third commit is made
+ * while the child may read: LMDB reuses the pages the migration freed
+ * from the third one on, and the child's opener, on a read-only mount,
+ * has no lock file (so no reader slot) to hold them. */
+static void ro_run(Fixture *f, ro_part part, int format)
+{
+    fill(f->spec, true);
+    lt_raw_downgrade(f->path, format);
+    char *ro = g_build_filename(f->dir, "ro", NULL);
+    g_assert_cmpint(g_mkdir(ro, 0700), ==, 0);
+    int up[2], down[2];
+    g_assert_cmpint(pipe(up), ==, 0);
+    g_assert_cmpint(pipe(down), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0)
+        _exit(ro_child(f->dir, ro, part, up[1], down[0]));
+    /* The child's ends: its death is then an end of file here. */
+    close(up[1]);
+    close(down[0]);
+    char c = hear(up[0]);
+    if (c == 's') {
+        int status;
+        waitpid(pid, &status, 0);
+        g_test_skip("cannot bind-mount read-only (needs CAP_SYS_ADMIN)");
+        g_free(ro);
+        return;
+    }
+    g_assert_cmpint(c, ==, 'r');
+    g_assert_true(has_named(f->path, "owners")); /* not migrated yet */
+    size_t txn_before = lt_raw_txnid(f->path);
+    procreg *reg = lt_open(f->spec); /* migrates */
+    g_assert_cmpint(procreg_register(reg, "a", "new", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    g_assert_cmpuint(lt_raw_txnid(f->path), ==, txn_before + 2);
+    say(down[1], 'm');
+    int status;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    procreg_close(reg);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_assert_false(has_named(f->path, "entries"));
+    g_assert_false(has_named(f->path, "owners"));
+    g_free(ro);
+}
+
+/* Read before and after the parent migrates the file. */
+static int read_around(const char *spec, int to_parent, int from_parent)
+{
     procreg *reg = lt_open(spec);
     procreg_health h = {0};
     g_assert_cmpint(procreg_health_check(reg, &h, NULL), ==, 0);
@@ -304,48 +377,107 @@ static int ro_child(const char *dir, const char *ro, int to_parent,
     g_assert_cmpint(procreg_group_count(reg, "a", "g", &n, NULL), ==, 0);
     g_assert_cmpuint(n, ==, 1);
     procreg_close(reg);
-    g_free(spec);
     return 0;
 }
 
 static void test_read_only_old(Fixture *f, gconstpointer data)
 {
-    fill(f->spec, true);
-    lt_raw_downgrade(f->path, GPOINTER_TO_INT(data));
-    char *ro = g_build_filename(f->dir, "ro", NULL);
-    g_assert_cmpint(g_mkdir(ro, 0700), ==, 0);
-    int up[2], down[2];
-    g_assert_cmpint(pipe(up), ==, 0);
-    g_assert_cmpint(pipe(down), ==, 0);
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0)
-        _exit(ro_child(f->dir, ro, up[1], down[0]));
-    /* The child's ends: its death is then an end of file here. */
-    close(up[1]);
-    close(down[0]);
-    char c = hear(up[0]);
-    if (c == 's') {
-        int status;
-        waitpid(pid, &status, 0);
-        g_test_skip("cannot bind-mount read-only (needs CAP_SYS_ADMIN)");
-        g_free(ro);
-        return;
+    ro_run(f, read_around, GPOINTER_TO_INT(data));
+}
+
+/* The entries a listing found, "ns/name" each, in key order, and a/x's
+ * metadata "k" (-1: none). */
+typedef struct {
+    procreg *reg;
+    int rc;
+    char *names;
+    gint32 x_k;
+} listing;
+
+static void list_into(listing *l)
+{
+    procreg_entry *all = NULL;
+    size_t n = 0;
+    l->x_k = -1;
+    l->rc = procreg_list(l->reg, NULL, &all, &n, NULL);
+    GString *s = g_string_new(NULL);
+    for (size_t i = 0; i < n; i++) {
+        g_string_append_printf(s, "%s%s/%s", i ? " " : "", all[i].ns,
+                               all[i].name);
+        if (strcmp(all[i].ns, "a") == 0 && strcmp(all[i].name, "x") == 0 &&
+            all[i].metadata != NULL)
+            g_variant_lookup(all[i].metadata, "k", "i", &l->x_k);
     }
-    g_assert_cmpint(c, ==, 'r');
-    g_assert_true(has_named(f->path, "owners")); /* not migrated yet */
-    procreg *reg = lt_open(f->spec); /* migrates */
-    g_assert_cmpint(procreg_register(reg, "a", "new", NULL, NULL, NULL, NULL),
-                    ==, 0);
-    say(down[1], 'm');
-    int status;
-    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    procreg_entries_free(all, n);
+    l->names = g_string_free(s, FALSE);
+}
+
+/* A listing whose transaction stops in the layout hook. */
+static gpointer list_held(gpointer data)
+{
+    pthread_mutex_lock(&lh.m);
+    lh.hold = pthread_self();
+    lh.holding = true;
+    pthread_mutex_unlock(&lh.m);
+    list_into(data);
+    return NULL;
+}
+
+/* A read transaction begun before the migration whose layout is decided
+ * after it committed, and after a transaction begun later recorded that
+ * the file is format 5 (env->main_from): it reads its own snapshot's
+ * layout, the named databases of format 3, and finds what was there
+ * then.  The later transaction reads format 5 and the entry registered
+ * since.  One that trusted the later snapshot's layout would look for
+ * the entries in the old snapshot's main database, which holds only the
+ * named databases' records, and list none. */
+static int read_held(const char *spec, int to_parent, int from_parent)
+{
+    procreg *reg = lt_open(spec);
+    check_content(reg, true, false, 0); /* format 3, in place */
+    listing before = {.reg = reg};
+    GThread *t = g_thread_new("held", list_held, &before);
+    pthread_mutex_lock(&lh.m);
+    while (!lh.held)
+        pthread_cond_wait(&lh.c, &lh.m);
+    pthread_mutex_unlock(&lh.m);
+    say(to_parent, 'r');
+    g_assert_cmpint(hear(from_parent), ==, 'm');
+
+    /* Begun after the migration; its layout decided first. */
+    pthread_mutex_lock(&lh.m);
+    lh.count = pthread_self();
+    lh.counting = true;
+    pthread_mutex_unlock(&lh.m);
+    listing after = {.reg = reg};
+    list_into(&after);
+    pthread_mutex_lock(&lh.m);
+    lh.counting = false;
+    g_assert_cmpint(lh.counted, >=, 1);
+    g_assert_true(lh.held); /* the first still waits */
+    lh.release = true;
+    pthread_cond_broadcast(&lh.c);
+    pthread_mutex_unlock(&lh.m);
+    g_thread_join(t);
+
+    g_test_message("before: %s; after: %s", before.names, after.names);
+    g_assert_cmpint(before.rc, ==, 0);
+    g_assert_cmpstr(before.names, ==, "a/x b/z");
+    g_assert_cmpint(before.x_k, ==, 42);
+    g_assert_cmpint(after.rc, ==, 0);
+    g_assert_cmpstr(after.names, ==, "a/new a/x b/z");
+    g_assert_cmpint(after.x_k, ==, 42);
+    /* And every transaction from now on: format 5. */
+    check_content(reg, true, false, 1);
+    g_free(before.names);
+    g_free(after.names);
     procreg_close(reg);
-    g_assert_true(WIFEXITED(status));
-    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
-    g_assert_false(has_named(f->path, "entries"));
-    g_assert_false(has_named(f->path, "owners"));
-    g_free(ro);
+    return 0;
+}
+
+static void test_read_only_held(Fixture *f, gconstpointer data)
+{
+    ro_run(f, read_held, 3);
 }
 
 /* ---- files refused at open, left as they were ---- */
@@ -720,7 +852,7 @@ int main(int argc, char **argv)
     }
     g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn, d)                                                      \
-    g_test_add(path, Fixture, d, fx_setup, fn, fx_teardown)
+    g_test_add(path, Fixture, d, lt_fx_setup, fn, lt_fx_teardown)
     ADD("/lmdb/format/migrate-4", test_migrate, GINT_TO_POINTER(4));
     ADD("/lmdb/format/migrate-3", test_migrate, GINT_TO_POINTER(3));
     ADD("/lmdb/format/migrate-2", test_migrate, GINT_TO_POINTER(2));
@@ -732,6 +864,7 @@ int main(int argc, char **argv)
     ADD("/lmdb/format/read-only-old", test_read_only_old, GINT_TO_POINTER(3));
     ADD("/lmdb/format/read-only-old-4", test_read_only_old,
         GINT_TO_POINTER(4));
+    ADD("/lmdb/format/read-only-held", test_read_only_held, NULL);
     ADD("/lmdb/format/refused", test_refused, NULL);
     ADD("/lmdb/owners/reap-namespaces", test_reap_namespaces, NULL);
     ADD("/lmdb/owners/reap-stale-row", test_reap_stale_row, NULL);

@@ -27,22 +27,13 @@ extern void (*procreg_lmdb_batch_hook)(const char *point);
 
 #define NS "hidden"
 
-typedef struct {
-    char *dir, *spec;
-} fixture;
+typedef lt_fixture fixture;
 
-static void setup(fixture *f, gconstpointer data)
-{
-    f->dir = lt_tmpdir();
-    f->spec = g_strdup_printf("lmdb:path=%s/reg.mdb", f->dir);
-}
-
+/* Set up by lt_fx_setup(); the batch hook a test set goes with its files. */
 static void teardown(fixture *f, gconstpointer data)
 {
     procreg_lmdb_batch_hook = NULL;
-    lt_rmtree(f->dir);
-    g_free(f->dir);
-    g_free(f->spec);
+    lt_fx_teardown(f, data);
 }
 
 /* ---- the hidden child ---- */
@@ -341,9 +332,9 @@ static void test_batch_leader(fixture *f, gconstpointer data)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
-    g_test_add("/lmdb/hidepid/entries-survive", fixture, NULL, setup,
+    g_test_add("/lmdb/hidepid/entries-survive", fixture, NULL, lt_fx_setup,
                test_entries_survive, teardown);
-    g_test_add("/lmdb/hidepid/batch-leader", fixture, NULL, setup,
+    g_test_add("/lmdb/hidepid/batch-leader", fixture, NULL, lt_fx_setup,
                test_batch_leader, teardown);
     return g_test_run();
 }

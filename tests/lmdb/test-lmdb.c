@@ -18,26 +18,7 @@
 #include <sys/wait.h>
 
 
-typedef struct {
-    char *dir;
-    char *path;
-    char *spec;
-} Fixture;
-
-static void fx_setup(Fixture *f, gconstpointer data)
-{
-    f->dir = lt_tmpdir();
-    f->path = g_build_filename(f->dir, "reg.mdb", NULL);
-    f->spec = g_strdup_printf("lmdb:path=%s", f->path);
-}
-
-static void fx_teardown(Fixture *f, gconstpointer data)
-{
-    lt_rmtree(f->dir);
-    g_free(f->dir);
-    g_free(f->path);
-    g_free(f->spec);
-}
+typedef lt_fixture Fixture;
 
 static int reg_self(procreg *reg, const char *ns, const char *name,
                     GVariant *meta)
@@ -967,7 +948,7 @@ int main(int argc, char **argv)
         return grow_child_main(argv[2], argv[3]);
     g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn) \
-    g_test_add(path, Fixture, NULL, fx_setup, fn, fx_teardown)
+    g_test_add(path, Fixture, NULL, lt_fx_setup, fn, lt_fx_teardown)
     ADD("/lmdb/options/errors", test_option_errors);
     ADD("/lmdb/options/default-path", test_default_path);
     ADD("/lmdb/env/shared", test_shared_env);

@@ -164,24 +164,15 @@ static int slots_in_use(lmdb_env *env, pthread_t thread)
     return c.slots;
 }
 
-typedef struct {
-    char *dir;
-    char *spec;
-} Fixture;
+typedef lt_fixture Fixture;
 
+/* @data: options after map_size (",max_readers=1"), or NULL. */
 static void fx_setup(Fixture *f, gconstpointer data)
 {
-    f->dir = lt_tmpdir();
-    f->spec = g_strdup_printf("lmdb:path=%s/reg.mdb,map_size=256KiB%s",
-                              f->dir, data ? (const char *)data : "");
+    char *options = g_strconcat(",map_size=256KiB", data, NULL);
+    lt_fixture_init(f, options);
+    g_free(options);
     hooks_reset();
-}
-
-static void fx_teardown(Fixture *f, gconstpointer data)
-{
-    lt_rmtree(f->dir);
-    g_free(f->dir);
-    g_free(f->spec);
 }
 
 static GVariant *blob_meta(int i, size_t bytes)
@@ -502,7 +493,7 @@ int main(int argc, char **argv)
     pthread_condattr_destroy(&attr);
     pthread_mutex_init(&hk.m, NULL);
 #define ADD(path, fn, opts) \
-    g_test_add(path, Fixture, opts, fx_setup, fn, fx_teardown)
+    g_test_add(path, Fixture, opts, fx_setup, fn, lt_fx_teardown)
     ADD("/lmdb/readers/grow-during-lookup", test_grow_during_lookup, NULL);
     ADD("/lmdb/readers/adopt-during-lookup", test_adopt_during_lookup, NULL);
     ADD("/lmdb/readers/thread-exit", test_thread_exit, NULL);
