@@ -268,20 +268,19 @@ static int reap_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
         if (len > sizeof prefix) {
             GPtrArray *keys = owned_in(txn, dbi, row + sizeof prefix,
                                        len - sizeof prefix, &ctx->owner, &rc);
-            for (guint j = 0; rc == 0 && j < keys->len; j++) {
+            /* A failure is in @w (LMDB's codes are of either sign). */
+            bool failed = !procreg_lmdb_step_check(w, rc, "reaping");
+            for (guint j = 0; !failed && j < keys->len; j++) {
                 gsize klen;
                 MDB_val k = {0, NULL};
                 k.mv_data = (void *)g_bytes_get_data(keys->pdata[j], &klen);
                 k.mv_size = klen;
                 int r = reap_entry(env, txn, w, &k, &ctx->owner);
-                if (r < 0)
-                    rc = -1;
+                failed = r < 0;
                 n += r > 0;
             }
             g_ptr_array_unref(keys);
-            if (rc > 0)
-                procreg_lmdb_step_check(w, rc, "reaping");
-            if (rc != 0)
+            if (failed)
                 break;
         }
         MDB_val rk = {len, (void *)row};
