@@ -8,7 +8,9 @@
  * never a removed key coming back, never an entry older than a
  * notification already delivered (cache.c's invariants); and a find
  * after a read of a write's new state lists the key (the index
- * invariant at the top of optimized.c).
+ * invariant at the top of optimized.c); likewise a group find after a
+ * read of a join's new member lists it (the member index, groups.c),
+ * over the fake's "fake_groups" type.
  *
  * Built twice (meson.build): as is, where every test must pass, and over
  * a cache built with -DPROCREG_INJECT_STALE_FILL, where the tests of stale
@@ -25,13 +27,14 @@
 typedef struct {
     procreg_backend *b;
     fake_inner *f;
-    procreg_key *k;
+    procreg_key *k; /* the entry's key, and the group's name */
 } fixture;
 
-static void setup(fixture *fx, const char *options)
+/* The decorator over the fake of type @inner (fake, fake_groups). */
+static void setup_over(fixture *fx, const char *inner, const char *options)
 {
-    char *spec = g_strdup_printf("optimized:inner=[fake:id=3],ttl_ms=60000%s",
-                                 options);
+    char *spec = g_strdup_printf("optimized:inner=[%s:id=3],ttl_ms=60000%s",
+                                 inner, options);
     GError *error = NULL;
 
     g_assert_cmpint(procreg_backend_open(spec, NULL, &fx->b, &error), ==, 0);
@@ -39,6 +42,11 @@ static void setup(fixture *fx, const char *options)
     g_free(spec);
     fx->f = fake_instance(3);
     g_assert_cmpint(procreg_key_new(NS, NAME, &fx->k, &error), ==, 0);
+}
+
+static void setup(fixture *fx, const char *options)
+{
+    setup_over(fx, "fake", options);
 }
 
 static void teardown(fixture *fx)
@@ -105,6 +113,7 @@ typedef enum {
     CALL_UPDATE,
     CALL_UNREGISTER,
     CALL_DROP,
+    CALL_GROUP_JOIN, /* joins group NAME */
 } call_kind;
 
 typedef struct {
@@ -112,7 +121,7 @@ typedef struct {
     call_kind kind;
     GThread *thread;
     int rc;
-    uint64_t revision; /* the revision it read or wrote */
+    uint64_t revision; /* the revision it read or wrote; a member id */
     GVariant *metadata; /* what register and update write (NULL: md("g", 2)) */
 } call;
 
@@ -147,6 +156,16 @@ static gpointer call_main(gpointer data)
     case CALL_DROP:
         c->rc = procreg_backend_drop_namespace(c->fx->b, NS, NULL, NULL);
         break;
+    case CALL_GROUP_JOIN: {
+        procreg_member joined = {0};
+
+        r.metadata = m;
+        c->rc = procreg_backend_group_join(c->fx->b, c->fx->k, &r, &joined,
+                                           NULL);
+        e.revision = joined.id;
+        procreg_member_clear(&joined);
+        break;
+    }
     }
     g_variant_unref(m);
     c->revision = e.revision;
@@ -505,6 +524,134 @@ static void test_find_after_failed_write(gconstpointer data)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Group finds against a join or a leave in flight                          */
+
+/* Member of group NAME with metadata md("g", @role), joined through the
+ * decorator: its id. */
+static uint64_t join(fixture *fx, int role)
+{
+    procreg_record r = {.owner = {100, 1}, .metadata = md("g", role)};
+    procreg_member m = {0};
+    uint64_t id;
+
+    g_assert_cmpint(procreg_backend_group_join(fx->b, fx->k, &r, &m, NULL),
+                    ==, 0);
+    g_variant_unref(r.metadata);
+    id = m.id;
+    procreg_member_clear(&m);
+    return id;
+}
+
+/* Whether member @id is in group NAME, through group_members (which the
+ * decorator forwards to the inner backend). */
+static gboolean is_member(fixture *fx, uint64_t id)
+{
+    GArray *members = procreg_member_array_new();
+    gboolean found = FALSE;
+
+    g_assert_cmpint(procreg_backend_group_members(fx->b, fx->k, members,
+                                                  NULL), ==, 0);
+    for (guint i = 0; i < members->len; i++)
+        found |= g_array_index(members, procreg_member, i).id == id;
+    g_array_unref(members);
+    return found;
+}
+
+/* Whether group_find for role @role in group NAME lists member @id. */
+static gboolean found_member(fixture *fx, int role, uint64_t id)
+{
+    GVariant *v = g_variant_ref_sink(g_variant_new_int32(role));
+    GArray *found = procreg_member_array_new();
+    gboolean listed = FALSE;
+
+    g_assert_cmpint(procreg_backend_group_find(fx->b, NS, NAME, "role", v,
+                                               found, NULL), ==, 0);
+    for (guint i = 0; i < found->len; i++)
+        listed |= g_array_index(found, procreg_member, i).id == id;
+    g_array_unref(found);
+    g_variant_unref(v);
+    return listed;
+}
+
+/* The index's figure @name (stats): finds_indexed, finds_forwarded. */
+static guint64 index_figure(fixture *fx, const char *name)
+{
+    GVariantDict d, ix;
+    GVariant *index;
+    guint64 n = 0;
+
+    g_variant_dict_init(&d, NULL);
+    procreg_backend_stats(fx->b, &d);
+    index = g_variant_dict_lookup_value(&d, "index", G_VARIANT_TYPE_VARDICT);
+    g_assert_nonnull(index);
+    g_variant_dict_init(&ix, index);
+    g_assert_true(g_variant_dict_lookup(&ix, name, "t", &n));
+    g_variant_dict_clear(&ix);
+    g_variant_unref(index);
+    g_variant_dict_clear(&d);
+    return n;
+}
+
+/* The join's window: W's join of a member with role 2 reached the inner
+ * backend and is not answered yet (the decorator learns the member's id
+ * only from the answer, so it cannot index it before).  A sees the member
+ * through group_members; A's next group_find for role 2 must list it.
+ * Once W returned, the member index answers the find again (a find costs
+ * the index, not a scan, when no join is in flight). */
+static void test_group_find_during_join(void)
+{
+    fixture fx;
+    call joiner;
+    guint64 indexed;
+
+    setup_over(&fx, "fake_groups", "");
+    uint64_t other = join(&fx, 1);
+    start_held(&joiner, &fx, CALL_GROUP_JOIN, FAKE_GROUP_JOIN);
+    g_assert_true(is_member(&fx, other + 1)); /* the next id: W's member */
+    gboolean listed = found_member(&fx, 2, other + 1);
+    g_assert_true(listed);
+    finish(&joiner, FAKE_GROUP_JOIN);
+    g_assert_cmpint(joiner.rc, ==, 0);
+    g_assert_cmpuint(joiner.revision, ==, other + 1);
+    indexed = index_figure(&fx, "finds_indexed");
+    g_assert_true(found_member(&fx, 2, joiner.revision));
+    g_assert_true(found_member(&fx, 1, other));
+    g_assert_false(found_member(&fx, 1, joiner.revision));
+    g_assert_cmpuint(index_figure(&fx, "finds_indexed"), ==, indexed + 3);
+    teardown(&fx);
+}
+
+/* A join that took effect in the inner backend and then failed (a timeout
+ * after the commit): the decorator never learns the member's id.  After
+ * it returned, A sees the member through group_members; A's group_find
+ * must list it.  The finds after it are answered by the index again,
+ * without rebuilding it. */
+static void test_group_find_after_failed_join(void)
+{
+    fixture fx;
+    call joiner;
+    guint64 indexed, rebuilds;
+
+    setup_over(&fx, "fake_groups", "");
+    uint64_t other = join(&fx, 1);
+    fake_fail_next(fx.f, FAKE_GROUP_JOIN, PROCREG_ETIMEDOUT);
+    start_held(&joiner, &fx, CALL_GROUP_JOIN, FAKE_GROUP_JOIN);
+    finish(&joiner, FAKE_GROUP_JOIN);
+    g_assert_cmpint(joiner.rc, ==, PROCREG_ETIMEDOUT);
+    g_assert_true(is_member(&fx, other + 1));
+    gboolean listed = found_member(&fx, 2, other + 1);
+    g_assert_true(listed);
+    /* That find rebuilt the member index; the next ones use it as is. */
+    indexed = index_figure(&fx, "finds_indexed");
+    rebuilds = index_figure(&fx, "rebuilds");
+    g_assert_true(found_member(&fx, 2, other + 1));
+    g_assert_true(found_member(&fx, 1, other));
+    g_assert_cmpuint(index_figure(&fx, "finds_indexed"), ==, indexed + 2);
+    g_assert_cmpuint(index_figure(&fx, "rebuilds"), ==, rebuilds);
+    teardown(&fx);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Notifications                                                            */
 
 /* B read r0 and stalls; the key changes elsewhere (r1) and the inner
@@ -609,6 +756,10 @@ int main(int argc, char **argv)
     g_test_add_data_func("/optimized/races/find-after-failed-update",
                          GINT_TO_POINTER(CALL_UPDATE),
                          test_find_after_failed_write);
+    g_test_add_func("/optimized/races/group-find-during-join",
+                    test_group_find_during_join);
+    g_test_add_func("/optimized/races/group-find-after-failed-join",
+                    test_group_find_after_failed_join);
     g_test_add_func("/optimized/races/fill-after-notification",
                     test_fill_after_notification);
     g_test_add_func("/optimized/races/write-after-notification",
