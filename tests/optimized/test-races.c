@@ -9,8 +9,9 @@
  * notification already delivered (cache.c's invariants); and a find
  * after a read of a write's new state lists the key (the index
  * invariant at the top of optimized.c); likewise a group find after a
- * read of a join's new member lists it (the member index, groups.c),
- * over the fake's "fake_groups" type.
+ * read of a join's new member lists it, and one after a read of a leave
+ * does not (the member index, groups.c), over the fake's "fake_groups"
+ * type.
  *
  * Built twice (meson.build): as is, where every test must pass, and over
  * a cache built with -DPROCREG_INJECT_STALE_FILL, where the tests of stale
@@ -113,7 +114,8 @@ typedef enum {
     CALL_UPDATE,
     CALL_UNREGISTER,
     CALL_DROP,
-    CALL_GROUP_JOIN, /* joins group NAME */
+    CALL_GROUP_JOIN,  /* joins group NAME */
+    CALL_GROUP_LEAVE, /* member `revision` leaves it */
 } call_kind;
 
 typedef struct {
@@ -166,6 +168,12 @@ static gpointer call_main(gpointer data)
         procreg_member_clear(&joined);
         break;
     }
+    case CALL_GROUP_LEAVE:
+        c->rc = procreg_backend_group_leave(c->fx->b, c->fx->k, c->revision,
+                                            NULL, PROCREG_REASON_EXPLICIT,
+                                            NULL, NULL);
+        e.revision = c->revision;
+        break;
     }
     g_variant_unref(m);
     c->revision = e.revision;
@@ -651,6 +659,34 @@ static void test_group_find_after_failed_join(void)
     teardown(&fx);
 }
 
+/* The leave's window: W's leave of a member with role 2 reached the inner
+ * backend and is not answered yet (its postings are still in the member
+ * index).  A sees the member gone through group_members; A's next
+ * group_find for role 2 must not list it (a find reads each match again
+ * from the inner backend, so a leave needs no more than that). */
+static void test_group_find_during_leave(void)
+{
+    fixture fx;
+    call leaver;
+    uint64_t id;
+
+    setup_over(&fx, "fake_groups", "");
+    join(&fx, 1);
+    id = join(&fx, 2);
+    g_assert_true(found_member(&fx, 2, id));
+    leaver = (call){.fx = &fx, .kind = CALL_GROUP_LEAVE, .revision = id};
+    fake_hold_next(fx.f, FAKE_GROUP_LEAVE);
+    leaver.thread = g_thread_new("held", call_main, &leaver);
+    fake_wait_held(fx.f, FAKE_GROUP_LEAVE);
+    g_assert_false(is_member(&fx, id));
+    gboolean listed = found_member(&fx, 2, id);
+    g_assert_false(listed);
+    finish(&leaver, FAKE_GROUP_LEAVE);
+    g_assert_cmpint(leaver.rc, ==, 1);
+    g_assert_false(found_member(&fx, 2, id));
+    teardown(&fx);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Notifications                                                            */
 
@@ -760,6 +796,8 @@ int main(int argc, char **argv)
                     test_group_find_during_join);
     g_test_add_func("/optimized/races/group-find-after-failed-join",
                     test_group_find_after_failed_join);
+    g_test_add_func("/optimized/races/group-find-during-leave",
+                    test_group_find_during_leave);
     g_test_add_func("/optimized/races/fill-after-notification",
                     test_fill_after_notification);
     g_test_add_func("/optimized/races/write-after-notification",
