@@ -144,6 +144,21 @@ static bool members_rebuild(opt_state *s)
 
 /* ---- writes: through the inner backend, then the member index ---- */
 
+#ifdef PROCREG_OPT_JOIN_HOOK
+/* Test builds only (tests/optimized/meson.build links this file built with
+ * the macro ahead of the library): called by a join after its inner call
+ * returned and before the decorator updates the member index or the count,
+ * the part of the join's window the inner backend cannot hold. */
+void (*procreg_opt_join_hook)(int rc);
+#define OPT_JOIN_HOOK(rc)                                                     \
+    do {                                                                      \
+        if (procreg_opt_join_hook != NULL)                                    \
+            procreg_opt_join_hook(rc);                                        \
+    } while (0)
+#else
+#define OPT_JOIN_HOOK(rc) ((void)0)
+#endif
+
 /*
  * Joins in flight.  A join learns its member's id only from the inner
  * join's answer, so it can index the member only after the inner join;
@@ -196,6 +211,7 @@ int procreg_opt_group_join(void *state, const procreg_key *key,
     stripe = procreg_opt_stripe_lock(s, key);
     atomic_fetch_add_explicit(&s->member_joins, 1, memory_order_seq_cst);
     rc = procreg_backend_group_join(s->inner, key, record, &m, error);
+    OPT_JOIN_HOOK(rc);
     if (rc == 0 && m.metadata != NULL) {
         opt_member_key mk;
 

@@ -13,11 +13,17 @@
  * does not (the member index, groups.c), over the fake's "fake_groups"
  * type.
  *
- * Built twice (meson.build): as is, where every test must pass, and over
- * a cache built with -DPROCREG_INJECT_STALE_FILL, where the tests of stale
- * fills must fail at their check (run as trapped subprocesses).
+ * Built three times (meson.build): as is, where every test must pass;
+ * over a cache built with -DPROCREG_INJECT_STALE_FILL, where the tests of
+ * stale fills must fail at their check (run as trapped subprocesses); and
+ * over groups.c built with -DPROCREG_OPT_JOIN_HOOK, for the join-hook
+ * tests, which hold a join past its inner call.
  */
 #include "fake-inner.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
 
 #define NS "race"
 #define NAME "svc"
@@ -687,6 +693,87 @@ static void test_group_find_during_leave(void)
     teardown(&fx);
 }
 
+#ifdef RACES_JOIN_HOOK
+/* The part of a join's window after its inner call returned, which the
+ * fake cannot hold: this build links groups.c built with
+ * PROCREG_OPT_JOIN_HOOK, whose hook runs there (tests/optimized/meson.build).
+ * pthread, which ThreadSanitizer sees. */
+extern void (*procreg_opt_join_hook)(int rc);
+
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hook_cond = PTHREAD_COND_INITIALIZER;
+static bool hook_held, hook_released;
+
+/* Wait on hook_cond, under hook_lock, until @done; the test fails after
+ * 10 s, as the fake's gates do. */
+static void hook_wait_for(const bool *done, const char *what)
+{
+    struct timespec deadline;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 10;
+    while (!*done)
+        if (pthread_cond_timedwait(&hook_cond, &hook_lock, &deadline) ==
+            ETIMEDOUT)
+            g_error("join hook: %s in time", what);
+}
+
+static void hold_in_hook(int rc)
+{
+    (void)rc;
+    pthread_mutex_lock(&hook_lock);
+    hook_held = true;
+    pthread_cond_broadcast(&hook_cond);
+    hook_wait_for(&hook_released, "the held join was not released");
+    hook_held = hook_released = false;
+    pthread_mutex_unlock(&hook_lock);
+}
+
+static void hook_wait_held(void)
+{
+    pthread_mutex_lock(&hook_lock);
+    hook_wait_for(&hook_held, "no join reached the hook");
+    pthread_mutex_unlock(&hook_lock);
+}
+
+static void hook_release(void)
+{
+    pthread_mutex_lock(&hook_lock);
+    hook_released = true;
+    pthread_cond_broadcast(&hook_cond);
+    pthread_mutex_unlock(&hook_lock);
+}
+
+/* W's inner join returned (the member is in the inner backend; with
+ * @data, a failure injected after it took effect) and W is held before
+ * the decorator indexed the member or marked the index stale.  A sees the
+ * member through group_members; A's group_find must list it. */
+static void test_group_find_before_index(gconstpointer data)
+{
+    const int fail = GPOINTER_TO_INT(data);
+    fixture fx;
+    call joiner;
+
+    setup_over(&fx, "fake_groups", "");
+    uint64_t other = join(&fx, 1);
+    if (fail != 0)
+        fake_fail_next(fx.f, FAKE_GROUP_JOIN, fail);
+    procreg_opt_join_hook = hold_in_hook;
+    joiner = (call){.fx = &fx, .kind = CALL_GROUP_JOIN};
+    joiner.thread = g_thread_new("held", call_main, &joiner);
+    hook_wait_held();
+    g_assert_true(is_member(&fx, other + 1));
+    gboolean listed = found_member(&fx, 2, other + 1);
+    g_assert_true(listed);
+    hook_release();
+    g_thread_join(joiner.thread);
+    procreg_opt_join_hook = NULL;
+    g_assert_cmpint(joiner.rc, ==, fail);
+    g_assert_true(found_member(&fx, 2, other + 1));
+    teardown(&fx);
+}
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* Notifications                                                            */
 
@@ -802,6 +889,13 @@ int main(int argc, char **argv)
                     test_fill_after_notification);
     g_test_add_func("/optimized/races/write-after-notification",
                     test_write_after_notification);
+#ifdef RACES_JOIN_HOOK
+    g_test_add_data_func("/optimized/races/join-hook/group-find-before-index",
+                         GINT_TO_POINTER(0), test_group_find_before_index);
+    g_test_add_data_func(
+        "/optimized/races/join-hook/group-find-before-stale-mark",
+        GINT_TO_POINTER(PROCREG_ETIMEDOUT), test_group_find_before_index);
+#endif
 #ifdef RACES_AGAINST_STALE_FILL
     g_test_add_func("/optimized/races/stale-fill-caught",
                     test_stale_fill_caught);
