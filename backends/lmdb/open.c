@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* A directory only we can use: created 0700 if missing, else checked. */
@@ -291,6 +292,13 @@ static char *read_only_reason(const char *path, int rc)
     return why;
 }
 
+/* Whether @path is on a file system mounted read-only. */
+static bool read_only_fs(const char *path)
+{
+    struct statvfs sv;
+    return statvfs(path, &sv) == 0 && (sv.f_flag & ST_RDONLY) != 0;
+}
+
 /* Close @env's LMDB environment and open it again with @flags. */
 static int reopen(lmdb_env *env, const char *path, unsigned int flags)
 {
@@ -410,15 +418,24 @@ int procreg_lmdb_env_open(const char *path, const lmdb_state *st,
          * made): serve lookups, refuse changes with a message that says
          * why. */
         env->read_only_why = read_only_reason(path, rc);
-        rc = reopen(env, path, flags | MDB_RDONLY);
-        if (rc != 0 && rc != MDB_INVALID && rc != MDB_VERSION_MISMATCH &&
-            may(path, R_OK)) {
+        /* On a read-only file system LMDB cannot open its lock file for
+         * writing and, opening read-only, silently goes on without it:
+         * no reader slot.  Say so ourselves, so that the reads are
+         * guarded as below (a writer may see the same file through
+         * another mount). */
+        bool no_lock = rc == EROFS || read_only_fs(path);
+        rc = reopen(env, path,
+                    flags | MDB_RDONLY | (no_lock ? MDB_NOLOCK : 0));
+        if (rc != 0 && !no_lock && rc != MDB_INVALID &&
+            rc != MDB_VERSION_MISMATCH && may(path, R_OK)) {
             /* Its lock file cannot be written or made either: read with
-             * no reader slot, keeping procreg's writers out meanwhile
-             * (procreg_lmdb_writer_lock_shared()). */
+             * no reader slot. */
+            no_lock = true;
             rc = reopen(env, path, flags | MDB_RDONLY | MDB_NOLOCK);
-            env->lockless = rc == 0;
         }
+        /* With no reader slot, procreg's writers are kept out while a
+         * read runs (procreg_lmdb_writer_lock_shared()). */
+        env->lockless = rc == 0 && no_lock;
         env->read_only = rc == 0;
     }
     if (rc != 0) {

@@ -8,12 +8,15 @@
  * (ns, "group\x1fID"), so group_find costs its matches instead of a scan
  * of the namespace's members.
  *
- * Order: a join indexes its member after the inner join, a leave
- * unindexes the members the inner leave reports, both under the group
- * key's write stripe, so the index follows the inner backend's order for
- * each group.  A find reads each match again from the inner backend
- * (group_member) and checks it, as the entries' find does: a member that
- * left since the index was read is not returned.  A notification from the
+ * Order: a join indexes its member after the inner join (its id comes
+ * from the inner backend's answer), a leave unindexes the members the
+ * inner leave reports, both under the group key's write stripe, so the
+ * index follows the inner backend's order for each group.  A find reads
+ * each match again from the inner backend (group_member) and checks it,
+ * as the entries' find does: a member that left since the index was read
+ * is not returned, so a leave in flight needs nothing more.  A join in
+ * flight does: while one is, finds go to the inner backend (member_joins,
+ * the invariant above procreg_opt_group_join()).  A notification from the
  * inner backend marks both indexes stale; the next find rebuilds them.
  * Groups never touch the lookup cache, which holds entries.
  */
@@ -112,13 +115,87 @@ int procreg_opt_groups_reindex(opt_state *s, GError **error)
                             strlen(m->group), m->id);
             procreg_opt_index_set(s->member_index, &key.key, m->metadata);
         }
+        /* `writes` is held exclusive: no join is in flight, and the index
+         * now holds every member a failed join may have left out. */
+        atomic_fetch_and_explicit(&s->member_joins, ~OPT_MEMBERS_STALE,
+                                  memory_order_release);
     }
     g_array_unref(all);
     return rc;
 }
 
+/* Rebuild the member index after a failed join (OPT_MEMBERS_STALE), with
+ * every write through the decorator excluded; false when it could not. */
+static bool members_rebuild(opt_state *s)
+{
+    bool ok = true;
+
+    pthread_rwlock_wrlock(&s->writes);
+    if (atomic_load_explicit(&s->member_joins, memory_order_relaxed) &
+        OPT_MEMBERS_STALE) {
+        ok = procreg_opt_groups_reindex(s, NULL) == 0;
+        if (ok)
+            atomic_fetch_add_explicit(&s->index_rebuilds, 1,
+                                      memory_order_relaxed);
+    }
+    pthread_rwlock_unlock(&s->writes);
+    return ok;
+}
+
 /* ---- writes: through the inner backend, then the member index ---- */
 
+#ifdef PROCREG_OPT_JOIN_HOOK
+/* Test builds only (tests/optimized/meson.build links this file built with
+ * the macro ahead of the library): called by a join after its inner call
+ * returned and before the decorator updates the member index or the count,
+ * the part of the join's window the inner backend cannot hold. */
+void (*procreg_opt_join_hook)(int rc);
+#define OPT_JOIN_HOOK(rc)                                                     \
+    do {                                                                      \
+        if (procreg_opt_join_hook != NULL)                                    \
+            procreg_opt_join_hook(rc);                                        \
+    } while (0)
+#else
+#define OPT_JOIN_HOOK(rc) ((void)0)
+#endif
+
+/*
+ * Joins in flight.  A join learns its member's id only from the inner
+ * join's answer, so it can index the member only after the inner join;
+ * in between another thread can read the member from the inner backend
+ * (group_members, pick, dispatch, list_all) and then call group_find,
+ * which must list it (monotonic reads, doc/optimized.md).
+ *
+ * Invariant: every member the inner backend holds with metadata is in the
+ * member index, except members of the joins counted in member_joins, and,
+ * while OPT_MEMBERS_STALE is set, a member a failed join may have added.
+ * A join raises the count (seq_cst) before its inner call and lowers it
+ * (release) after the index holds its member, or after setting
+ * OPT_MEMBERS_STALE when the inner join failed (its outcome unknown, its
+ * member's id too); a rebuild of the member index clears the bit, with
+ * `writes` held exclusive, so with no join in flight.  All three changes
+ * are read-modify-writes made while the join holds its stripe (`writes`
+ * shared).
+ *
+ * group_find reads the member index only when member_joins reads 0
+ * (acquire): else it asks the inner backend, or, when only the bit is
+ * set, rebuilds first.  Why that is enough: a thread that read member M
+ * from the inner backend did so after M's join raised the count (the
+ * raise comes before the inner join, whose effect that read saw), so its
+ * load reads that raise or a later value of the count.  A 0 means M's join
+ * has lowered it (each lowering follows its own raise, so at a 0 every
+ * earlier raise was lowered), and, every change being a read-modify-write,
+ * the 0 is in the release sequence of that lowering: the load synchronizes
+ * with it, and the member index holds M.  (The argument needs of the
+ * raise only that it is sequenced before the inner call, whose own
+ * publication carries it to whoever reads M; seq_cst adds nothing on x86,
+ * where every read-modify-write is a locked instruction.)  A leave needs no
+ * count: a find re-reads each match from the inner backend and skips a
+ * member that left.  Cost: a join two atomic read-modify-writes; a find
+ * with no join in flight one load; one during a join asks the inner
+ * backend (over ckht or ghash, which have no group_find, the core scans
+ * the group's members, or the namespace's for a find in every group).
+ */
 int procreg_opt_group_join(void *state, const procreg_key *key,
                            const procreg_record *record,
                            procreg_member *joined, GError **error)
@@ -132,13 +209,19 @@ int procreg_opt_group_join(void *state, const procreg_key *key,
         return procreg_backend_group_join(s->inner, key, record, joined,
                                           error);
     stripe = procreg_opt_stripe_lock(s, key);
+    atomic_fetch_add_explicit(&s->member_joins, 1, memory_order_seq_cst);
     rc = procreg_backend_group_join(s->inner, key, record, &m, error);
+    OPT_JOIN_HOOK(rc);
     if (rc == 0 && m.metadata != NULL) {
         opt_member_key mk;
 
         member_key_of(&mk, key, m.id);
         procreg_opt_index_set(s->member_index, &mk.key, m.metadata);
+    } else if (rc != 0) {
+        atomic_fetch_or_explicit(&s->member_joins, OPT_MEMBERS_STALE,
+                                 memory_order_relaxed);
     }
+    atomic_fetch_sub_explicit(&s->member_joins, 1, memory_order_release);
     procreg_opt_stripe_unlock(s, stripe);
     if (joined != NULL)
         *joined = m;
@@ -181,20 +264,32 @@ int procreg_opt_group_leave(void *state, const procreg_key *key,
 
 /* ---- finds: the member index ---- */
 
+static int group_find_forward(opt_state *s, const char *ns, const char *group,
+                              const char *meta_key, GVariant *value,
+                              GArray *out, GError **error)
+{
+    atomic_fetch_add_explicit(&s->finds_forwarded, 1, memory_order_relaxed);
+    return procreg_backend_group_find(s->inner, ns, group, meta_key, value,
+                                      out, error);
+}
+
 int procreg_opt_group_find(void *state, const char *ns, const char *group,
                            const char *meta_key, GVariant *value, GArray *out,
                            GError **error)
 {
     opt_state *s = state;
     GPtrArray *keys;
+    uint64_t joins;
     int rc;
 
-    if (s->member_index == NULL) {
-        atomic_fetch_add_explicit(&s->finds_forwarded, 1,
-                                  memory_order_relaxed);
-        return procreg_backend_group_find(s->inner, ns, group, meta_key,
-                                          value, out, error);
-    }
+    if (s->member_index == NULL)
+        return group_find_forward(s, ns, group, meta_key, value, out, error);
+    /* The member index only while no join is in flight and none failed
+     * since the last rebuild (see above procreg_opt_group_join()). */
+    joins = atomic_load_explicit(&s->member_joins, memory_order_acquire);
+    if (G_UNLIKELY(joins != 0) &&
+        (joins != OPT_MEMBERS_STALE || !members_rebuild(s)))
+        return group_find_forward(s, ns, group, meta_key, value, out, error);
     rc = procreg_opt_index_sync(s, error);
     if (rc != 0)
         return rc;

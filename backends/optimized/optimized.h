@@ -182,6 +182,9 @@ void procreg_opt_index_get_stats(opt_index *ix, opt_index_stats *out);
 /* The backend (optimized.c) and its groups (groups.c)                      */
 
 #define OPT_WRITE_STRIPES 64
+/* In opt_state.member_joins: a join failed, so its member may be in the
+ * inner backend and not in the member index. */
+#define OPT_MEMBERS_STALE (UINT64_C(1) << 63)
 
 typedef struct {
     procreg_backend *inner;
@@ -198,6 +201,12 @@ typedef struct {
     _Atomic uint64_t finds_indexed;
     _Atomic uint64_t finds_forwarded;
     _Atomic uint64_t index_rebuilds;
+    /* With the member index: the group joins in flight (low bits) and
+     * OPT_MEMBERS_STALE; group_find reads the member index only while this
+     * is 0 (the invariant is in groups.c, above procreg_opt_group_join()).
+     * Written by every join: 72 bytes past `cache`, never on the cache
+     * line a lookup hit reads. */
+    _Atomic uint64_t member_joins;
     /* Writes of one key hold `writes` shared and the key's stripe; a
      * namespace drop and an index rebuild hold `writes` exclusive.  (One
      * rwlock rather than every stripe: ThreadSanitizer tracks at most 64

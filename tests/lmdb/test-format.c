@@ -6,8 +6,9 @@
  * PROCREG_LMDB_FORMAT_HOOKS); a read-only opener reading an older file in
  * place and following a migration made meanwhile, also with a read
  * transaction begun before the migration whose layout is decided after it
- * (held in the layout hook of the same build); the files refused at open,
- * unchanged; and reaping a dead owner through its owner rows
+ * (held in the layout hook of the same build), and a read with no reader
+ * slot (a read-only mount) keeping writers out; the files refused at
+ * open, unchanged; and reaping a dead owner through its owner rows
  * (liveness.c): across namespaces, a stale row, an entry without its
  * row. */
 #include "lmdb-raw.h"
@@ -15,6 +16,7 @@
 
 #include "lmdb-internal.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -284,71 +286,146 @@ void procreg_lmdb_hook_format_layout(lmdb_env *env)
  * when the parent is to migrate it, and 'm' heard once it has. */
 typedef int (*ro_part)(const char *spec, int to_parent, int from_parent);
 
-/* In a child with a mount namespace of its own: the directory bound
- * read-only at @ro, @part run on the file there.  Exit 0, 77 (cannot
- * mount: skip), or a failure. */
-static int ro_child(const char *dir, const char *ro, ro_part part,
-                    int to_parent, int from_parent)
+/* How a child reads the file: through a read-only bind mount of its
+ * directory, where LMDB has no lock file and so no reader slot (procreg
+ * holds the writer lock's byte shared while a read runs), or as another
+ * user who may write the lock file and not the registry (a reader slot,
+ * as for any reader). */
+typedef enum { RO_MOUNT, RO_OTHER_USER } ro_how;
+
+/* In a child: @part run on the file of @dir read as @how says.  Exit 0,
+ * 77 (cannot mount or change user: skip), or a failure. */
+static int ro_child(const char *dir, ro_how how, ro_part part, int to_parent,
+                    int from_parent)
 {
-    if (unshare(CLONE_NEWNS) != 0 ||
-        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
-        mount(dir, ro, NULL, MS_BIND, NULL) != 0 ||
-        mount(NULL, ro, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) != 0) {
+    char *ro = how == RO_MOUNT ? g_build_filename(dir, "ro", NULL)
+                               : g_strdup(dir);
+    bool ready =
+        how == RO_MOUNT
+            ? unshare(CLONE_NEWNS) == 0 &&
+                  mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+                  mount(dir, ro, NULL, MS_BIND, NULL) == 0 &&
+                  mount(NULL, ro, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY,
+                        NULL) == 0
+            : setgid(65534) == 0 && setuid(65534) == 0;
+    if (!ready) {
         say(to_parent, 's');
         return 77;
     }
     char *spec = g_strdup_printf("lmdb:path=%s/reg.mdb", ro);
     int rc = part(spec, to_parent, from_parent);
     g_free(spec);
+    g_free(ro);
     return rc;
 }
 
-/* A file of format @format read by @part in a read-only child; when the
- * child says 'r', this process opens it (migrating it: one transaction),
- * registers a/new (a second) and says 'm'.  No third commit is made
- * while the child may read: LMDB reuses the pages the migration freed
- * from the third one on, and the child's opener, on a read-only mount,
- * has no lock file (so no reader slot) to hold them. */
-static void ro_run(Fixture *f, ro_part part, int format)
+/* A child reading a file of format @format (3 or 4), as @how says, with
+ * @part.  The child's 'r' is heard in *@up; false: skipped. */
+static bool ro_start(Fixture *f, int format, ro_how how, ro_part part,
+                     pid_t *pid, int *up, int *down)
 {
     fill(f->spec, true);
     lt_raw_downgrade(f->path, format);
-    char *ro = g_build_filename(f->dir, "ro", NULL);
-    g_assert_cmpint(g_mkdir(ro, 0700), ==, 0);
-    int up[2], down[2];
-    g_assert_cmpint(pipe(up), ==, 0);
-    g_assert_cmpint(pipe(down), ==, 0);
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0)
-        _exit(ro_child(f->dir, ro, part, up[1], down[0]));
-    /* The child's ends: its death is then an end of file here. */
-    close(up[1]);
-    close(down[0]);
-    char c = hear(up[0]);
+    if (how == RO_MOUNT) {
+        char *ro = g_build_filename(f->dir, "ro", NULL);
+        g_assert_cmpint(g_mkdir(ro, 0700), ==, 0);
+        g_free(ro);
+    } else {
+        if (geteuid() != 0) {
+            g_test_skip("needs root to read as another user");
+            return false;
+        }
+        /* Uid 65534 may write the lock file only. */
+        g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
+        const char *suffixes[] = {"", "-lock", "-notify"};
+        const mode_t modes[] = {0644, 0666, 0644};
+        for (size_t i = 0; i < G_N_ELEMENTS(suffixes); i++) {
+            char *p = g_strconcat(f->path, suffixes[i], NULL);
+            g_assert_cmpint(chmod(p, modes[i]), ==, 0);
+            g_free(p);
+        }
+    }
+    int to_parent[2], to_child[2];
+    g_assert_cmpint(pipe(to_parent), ==, 0);
+    g_assert_cmpint(pipe(to_child), ==, 0);
+    *pid = fork();
+    g_assert_cmpint(*pid, >=, 0);
+    if (*pid == 0) {
+        /* Only the ends it uses: a parent that dies is heard as EOF. */
+        close(to_parent[0]);
+        close(to_child[1]);
+        _exit(ro_child(f->dir, how, part, to_parent[1], to_child[0]));
+    }
+    close(to_parent[1]);
+    close(to_child[0]);
+    *up = to_parent[0];
+    *down = to_child[1];
+    char c = hear(*up);
     if (c == 's') {
         int status;
-        waitpid(pid, &status, 0);
-        g_test_skip("cannot bind-mount read-only (needs CAP_SYS_ADMIN)");
-        g_free(ro);
-        return;
+        waitpid(*pid, &status, 0);
+        g_test_skip(how == RO_MOUNT
+                        ? "cannot bind-mount read-only (needs CAP_SYS_ADMIN)"
+                        : "cannot change to uid 65534");
+        return false;
     }
     g_assert_cmpint(c, ==, 'r');
     g_assert_true(has_named(f->path, "owners")); /* not migrated yet */
-    size_t txn_before = lt_raw_txnid(f->path);
-    procreg *reg = lt_open(f->spec); /* migrates */
-    g_assert_cmpint(procreg_register(reg, "a", "new", NULL, NULL, NULL, NULL),
-                    ==, 0);
-    g_assert_cmpuint(lt_raw_txnid(f->path), ==, txn_before + 2);
-    say(down[1], 'm');
+    return true;
+}
+
+/* The child's exit. */
+static void ro_finish(pid_t pid)
+{
     int status;
     g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-    procreg_close(reg);
     g_assert_true(WIFEXITED(status));
     g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+}
+
+/* Commits after the migration: LMDB reuses the pages the migration freed
+ * from the third commit on, which only a reader slot, or procreg's guard
+ * of a read with none, keeps from a read of the old snapshot. */
+#define CHURN_COMMITS 200
+
+/* This process opens the file (migrating it: one transaction), registers
+ * a/new (a second), and registers and unregisters a/churn, every one a
+ * commit; NULL when done. */
+static gpointer migrate_and_write(gpointer data)
+{
+    const char *spec = data;
+    procreg *reg = lt_open(spec);
+    g_assert_cmpint(procreg_register(reg, "a", "new", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    for (int i = 0; i < CHURN_COMMITS / 2; i++) {
+        g_assert_cmpint(procreg_register(reg, "a", "churn", NULL, NULL, NULL,
+                                         NULL),
+                        ==, 0);
+        g_assert_cmpint(procreg_unregister(reg, "a", "churn", NULL), ==, 0);
+    }
+    procreg_close(reg);
+    return NULL;
+}
+
+/* A file of format @format read by @part in a child reading as @how
+ * says; when the child says 'r', this process migrates it and writes
+ * (migrate_and_write()), then says 'm'. */
+static void ro_run(Fixture *f, int format, ro_how how, ro_part part)
+{
+    pid_t pid;
+    int up, down;
+    if (!ro_start(f, format, how, part, &pid, &up, &down))
+        return;
+    size_t txn_before = lt_raw_txnid(f->path);
+    migrate_and_write(f->spec);
+    g_assert_cmpuint(lt_raw_txnid(f->path), ==,
+                     txn_before + 2 + CHURN_COMMITS);
+    say(down, 'm');
+    ro_finish(pid);
     g_assert_false(has_named(f->path, "entries"));
     g_assert_false(has_named(f->path, "owners"));
-    g_free(ro);
+    close(up);
+    close(down);
 }
 
 /* Read before and after the parent migrates the file. */
@@ -382,7 +459,7 @@ static int read_around(const char *spec, int to_parent, int from_parent)
 
 static void test_read_only_old(Fixture *f, gconstpointer data)
 {
-    ro_run(f, read_around, GPOINTER_TO_INT(data));
+    ro_run(f, GPOINTER_TO_INT(data), RO_MOUNT, read_around);
 }
 
 /* The entries a listing found, "ns/name" each, in key order, and a/x's
@@ -423,6 +500,27 @@ static gpointer list_held(gpointer data)
     return NULL;
 }
 
+/* A thread listing into @l, returned once its transaction has begun and
+ * stopped in the layout hook. */
+static GThread *hold_listing(listing *l)
+{
+    GThread *t = g_thread_new("held", list_held, l);
+    pthread_mutex_lock(&lh.m);
+    while (!lh.held)
+        pthread_cond_wait(&lh.c, &lh.m);
+    pthread_mutex_unlock(&lh.m);
+    return t;
+}
+
+static void release_listing(GThread *t)
+{
+    pthread_mutex_lock(&lh.m);
+    lh.release = true;
+    pthread_cond_broadcast(&lh.c);
+    pthread_mutex_unlock(&lh.m);
+    g_thread_join(t);
+}
+
 /* A read transaction begun before the migration whose layout is decided
  * after it committed, and after a transaction begun later recorded that
  * the file is format 5 (env->main_from): it reads its own snapshot's
@@ -430,17 +528,14 @@ static gpointer list_held(gpointer data)
  * then.  The later transaction reads format 5 and the entry registered
  * since.  One that trusted the later snapshot's layout would look for
  * the entries in the old snapshot's main database, which holds only the
- * named databases' records, and list none. */
+ * named databases' records, and list none.  The child reads with a
+ * reader slot (RO_OTHER_USER), so the parent's commits go on meanwhile. */
 static int read_held(const char *spec, int to_parent, int from_parent)
 {
     procreg *reg = lt_open(spec);
     check_content(reg, true, false, 0); /* format 3, in place */
     listing before = {.reg = reg};
-    GThread *t = g_thread_new("held", list_held, &before);
-    pthread_mutex_lock(&lh.m);
-    while (!lh.held)
-        pthread_cond_wait(&lh.c, &lh.m);
-    pthread_mutex_unlock(&lh.m);
+    GThread *t = hold_listing(&before);
     say(to_parent, 'r');
     g_assert_cmpint(hear(from_parent), ==, 'm');
 
@@ -455,10 +550,8 @@ static int read_held(const char *spec, int to_parent, int from_parent)
     lh.counting = false;
     g_assert_cmpint(lh.counted, >=, 1);
     g_assert_true(lh.held); /* the first still waits */
-    lh.release = true;
-    pthread_cond_broadcast(&lh.c);
     pthread_mutex_unlock(&lh.m);
-    g_thread_join(t);
+    release_listing(t);
 
     g_test_message("before: %s; after: %s", before.names, after.names);
     g_assert_cmpint(before.rc, ==, 0);
@@ -477,7 +570,63 @@ static int read_held(const char *spec, int to_parent, int from_parent)
 
 static void test_read_only_held(Fixture *f, gconstpointer data)
 {
-    ro_run(f, read_held, 3);
+    ro_run(f, 3, RO_OTHER_USER, read_held);
+}
+
+/* On the read-only mount: a listing held in its transaction until 'g',
+ * while the parent tries to migrate the file and write; it must list
+ * what the file held.  Then, after 'm', the migrated file. */
+static int read_guarded(const char *spec, int to_parent, int from_parent)
+{
+    procreg *reg = lt_open(spec);
+    listing held = {.reg = reg};
+    GThread *t = hold_listing(&held);
+    say(to_parent, 'r');
+    g_assert_cmpint(hear(from_parent), ==, 'g');
+    release_listing(t);
+    g_assert_cmpint(held.rc, ==, 0);
+    g_assert_cmpstr(held.names, ==, "a/x b/z");
+    g_assert_cmpint(held.x_k, ==, 42);
+    g_free(held.names);
+    g_assert_cmpint(hear(from_parent), ==, 'm');
+    check_content(reg, true, false, 1);
+    procreg_close(reg);
+    return 0;
+}
+
+/* LMDB reads a read-only mount with no lock file, so with no reader slot
+ * (it goes on without one by itself).  procreg must know: while such a
+ * read runs, its process holds the writer lock's byte of FILE-notify
+ * shared (writer.c), so a writer seeing the same file through another
+ * mount cannot commit and reuse the pages the read is looking at.
+ * Checked where it is decided: the byte is held, and a writer cannot
+ * take it, while the read waits; then a writer started meanwhile
+ * commits its migration and 201 more, which the read outlived intact. */
+static void test_read_only_mount_guarded(Fixture *f, gconstpointer data)
+{
+    pid_t pid;
+    int up, down;
+    if (!ro_start(f, 3, RO_MOUNT, read_guarded, &pid, &up, &down))
+        return;
+    char *notify = g_strconcat(f->path, "-notify", NULL);
+    int fd = open(notify, O_RDWR | O_CLOEXEC);
+    g_assert_cmpint(fd, >=, 0);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1};
+    g_assert_cmpint(fcntl(fd, F_OFD_GETLK, &fl), ==, 0);
+    g_assert_cmpint(fl.l_type, ==, F_RDLCK);
+    fl = (struct flock){.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1};
+    g_assert_cmpint(fcntl(fd, F_OFD_SETLK, &fl), ==, -1);
+    g_assert_cmpint(errno, ==, EAGAIN);
+    GThread *w = g_thread_new("writer", migrate_and_write, f->spec);
+    say(down, 'g');
+    g_thread_join(w);
+    say(down, 'm');
+    ro_finish(pid);
+    g_assert_false(has_named(f->path, "entries"));
+    close(fd);
+    g_free(notify);
+    close(up);
+    close(down);
 }
 
 /* ---- files refused at open, left as they were ---- */
@@ -865,6 +1014,8 @@ int main(int argc, char **argv)
     ADD("/lmdb/format/read-only-old-4", test_read_only_old,
         GINT_TO_POINTER(4));
     ADD("/lmdb/format/read-only-held", test_read_only_held, NULL);
+    ADD("/lmdb/format/read-only-mount-guarded", test_read_only_mount_guarded,
+        NULL);
     ADD("/lmdb/format/refused", test_refused, NULL);
     ADD("/lmdb/owners/reap-namespaces", test_reap_namespaces, NULL);
     ADD("/lmdb/owners/reap-stale-row", test_reap_stale_row, NULL);

@@ -21,7 +21,10 @@ typedef struct {
 struct fake_inner {
     pthread_mutex_t lock; /* pthread: ThreadSanitizer sees it */
     GHashTable *entries;  /* "ns\x1fname" -> procreg_entry* (ns, name set) */
-    uint64_t revision;
+    /* "ns\x1fgroup" -> GArray of procreg_member in id order (ns, group
+     * NULL); a group with no member is removed. */
+    GHashTable *groups;
+    uint64_t revision;    /* entries' revisions and member ids */
     procreg_backend_host *host;
     unsigned int id;
     _Atomic guint64 calls[FAKE_N_OPS];
@@ -157,6 +160,8 @@ static int fake_init(const procreg_spec *spec, procreg_backend_host *host,
     pthread_condattr_destroy(&attr);
     f->entries = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                        fake_entry_free);
+    f->groups = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                      (GDestroyNotify)g_array_unref);
     f->host = host;
     f->id = (unsigned int)id;
     pthread_mutex_lock(&instances_lock);
@@ -175,6 +180,7 @@ static void fake_destroy(void *state)
         instances[f->id] = NULL;
     pthread_mutex_unlock(&instances_lock);
     g_hash_table_unref(f->entries);
+    g_hash_table_unref(f->groups);
     pthread_mutex_destroy(&f->lock);
     pthread_mutex_destroy(&f->gate_lock);
     pthread_cond_destroy(&f->gate_cond);
@@ -344,6 +350,146 @@ static int fake_health(void *state, GVariantDict *details, char **message)
     return PROCREG_HEALTH_OK;
 }
 
+/* ---- groups (type "fake_groups") ---- */
+
+static void member_copy(const procreg_member *m, procreg_member *out,
+                        const char *ns, const char *group)
+{
+    *out = *m;
+    out->ns = g_strdup(ns);
+    out->group = g_strdup(group);
+    out->metadata = m->metadata ? g_variant_ref(m->metadata) : NULL;
+}
+
+static int fake_group_join(void *state, const procreg_key *key,
+                           const procreg_record *record,
+                           procreg_member *joined, GError **error)
+{
+    fake_inner *f = state;
+    char *k = key_string(key);
+    GArray *members;
+    procreg_member m = {0};
+
+    count(f, FAKE_GROUP_JOIN);
+    pthread_mutex_lock(&f->lock);
+    members = g_hash_table_lookup(f->groups, k);
+    if (members == NULL) {
+        members = procreg_member_array_new();
+        g_hash_table_insert(f->groups, k, members);
+    } else {
+        g_free(k);
+    }
+    m.id = ++f->revision;
+    m.owner = record->owner;
+    m.metadata = record->metadata ? g_variant_ref(record->metadata) : NULL;
+    m.joined_at = record->registered_at;
+    g_array_append_val(members, m);
+    if (joined != NULL)
+        member_copy(&m, joined, NULL, NULL);
+    pthread_mutex_unlock(&f->lock);
+    return gate_result(f, FAKE_GROUP_JOIN, 0, error);
+}
+
+static bool same_owner(const procreg_owner *a, const procreg_owner *b)
+{
+    return a->pid == b->pid && a->start_time == b->start_time;
+}
+
+static int fake_group_leave(void *state, const procreg_key *key,
+                            uint64_t member_id, const procreg_owner *owner,
+                            procreg_event_reason reason, GArray *removed,
+                            GError **error)
+{
+    fake_inner *f = state;
+    char *k = key_string(key);
+    GArray *members;
+    int rc = 0;
+
+    (void)reason;
+    count(f, FAKE_GROUP_LEAVE);
+    pthread_mutex_lock(&f->lock);
+    members = g_hash_table_lookup(f->groups, k);
+    for (guint i = 0; members != NULL && i < members->len && rc >= 0;) {
+        procreg_member *m = &g_array_index(members, procreg_member, i);
+
+        if (member_id != 0 ? m->id != member_id
+                           : !same_owner(&m->owner, owner)) {
+            i++;
+            continue;
+        }
+        if (member_id != 0 && owner != NULL &&
+            !same_owner(&m->owner, owner)) {
+            rc = procreg_set_member_owner_error(error, key, m->id, &m->owner);
+            break;
+        }
+        if (removed != NULL) {
+            procreg_member copy;
+
+            member_copy(m, &copy, NULL, NULL);
+            g_array_append_val(removed, copy);
+        }
+        g_array_remove_index(members, i); /* keeps id order */
+        f->revision++;
+        rc++;
+    }
+    if (members != NULL && members->len == 0)
+        g_hash_table_remove(f->groups, k);
+    pthread_mutex_unlock(&f->lock);
+    g_free(k);
+    return gate_result(f, FAKE_GROUP_LEAVE, rc, error);
+}
+
+static int fake_group_members(void *state, const procreg_key *key,
+                              GArray *out, GError **error)
+{
+    fake_inner *f = state;
+    char *k = key_string(key);
+    GArray *members;
+
+    count(f, FAKE_GROUP_MEMBERS);
+    pthread_mutex_lock(&f->lock);
+    members = g_hash_table_lookup(f->groups, k);
+    for (guint i = 0; members != NULL && i < members->len; i++) {
+        procreg_member copy;
+
+        member_copy(&g_array_index(members, procreg_member, i), &copy, NULL,
+                    NULL);
+        g_array_append_val(out, copy);
+    }
+    pthread_mutex_unlock(&f->lock);
+    g_free(k);
+    return gate_result(f, FAKE_GROUP_MEMBERS, 0, error);
+}
+
+static int fake_group_list_all(void *state, const char *ns, GArray *out,
+                               GError **error)
+{
+    fake_inner *f = state;
+    GHashTableIter it;
+    gpointer k, p;
+
+    count(f, FAKE_GROUP_LIST_ALL);
+    pthread_mutex_lock(&f->lock);
+    g_hash_table_iter_init(&it, f->groups);
+    while (g_hash_table_iter_next(&it, &k, &p)) {
+        const char *sep = strchr(k, '\x1f');
+        char *group_ns = g_strndup(k, (gsize)(sep - (const char *)k));
+        GArray *members = p;
+
+        for (guint i = 0; (ns == NULL || strcmp(ns, group_ns) == 0) &&
+                          i < members->len; i++) {
+            procreg_member copy;
+
+            member_copy(&g_array_index(members, procreg_member, i), &copy,
+                        group_ns, sep + 1);
+            g_array_append_val(out, copy);
+        }
+        g_free(group_ns);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return gate_result(f, FAKE_GROUP_LIST_ALL, 0, error);
+}
+
 static const procreg_backend_option fake_options[] = {
     {"id", "instance number for the test"},
     {NULL, NULL},
@@ -364,13 +510,34 @@ static const procreg_backend_ops fake_ops =
     FAKE_OPS("fake", PROCREG_CAP_THREADSAFE);
 static const procreg_backend_ops fake_shared_ops =
     FAKE_OPS("fake_shared", PROCREG_CAP_THREADSAFE | PROCREG_CAP_MULTIPROCESS);
+static const procreg_backend_ops fake_groups_ops = {
+    .version = PROCREG_BACKEND_VERSION,
+    .name = "fake_groups",
+    .description = "counting fake with groups for the optimized tests",
+    .caps = PROCREG_CAP_THREADSAFE | PROCREG_CAP_GROUPS,
+    .options = fake_options,
+    .init = fake_init,
+    .destroy = fake_destroy,
+    .register_entry = fake_register,
+    .lookup = fake_lookup,
+    .lookup_entry = fake_lookup_entry,
+    .unregister = fake_unregister,
+    .list_all = fake_list_all,
+    .update_metadata = fake_update,
+    .health_check = fake_health,
+    .group_join = fake_group_join,
+    .group_leave = fake_group_leave,
+    .group_members = fake_group_members,
+    .group_list_all = fake_group_list_all,
+};
 
 void fake_inner_register_types(void)
 {
     GError *error = NULL;
 
     if (procreg_backend_register(&fake_ops, &error) != 0 ||
-        procreg_backend_register(&fake_shared_ops, &error) != 0)
+        procreg_backend_register(&fake_shared_ops, &error) != 0 ||
+        procreg_backend_register(&fake_groups_ops, &error) != 0)
         g_error("registering the fake backends: %s", error->message);
 }
 

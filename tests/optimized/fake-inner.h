@@ -11,9 +11,11 @@
  * flight that has not reached the backend), and a write can be made to
  * fail after it took effect.
  *
- * Two types: "fake" (caps THREADSAFE, not shared) and "fake_shared" (caps
- * THREADSAFE | MULTIPROCESS).  Option id=N (0..FAKE_MAX_INSTANCES-1) names
- * the instance so the test can reach it with fake_instance(N).
+ * Three types: "fake" (caps THREADSAFE, not shared), "fake_shared" (caps
+ * THREADSAFE | MULTIPROCESS) and "fake_groups" ("fake" with GROUPS: the
+ * four group slots a backend must set, each with its gate; the core's
+ * fallbacks answer the others).  Option id=N (0..FAKE_MAX_INSTANCES-1)
+ * names the instance so the test can reach it with fake_instance(N).
  */
 #ifndef PROCREG_TESTS_FAKE_INNER_H
 #define PROCREG_TESTS_FAKE_INNER_H
@@ -35,6 +37,10 @@ typedef enum {
     FAKE_LIST_ALL,
     FAKE_UPDATE,
     FAKE_HEALTH,
+    FAKE_GROUP_JOIN,
+    FAKE_GROUP_LEAVE,
+    FAKE_GROUP_MEMBERS,
+    FAKE_GROUP_LIST_ALL,
     FAKE_N_OPS
 } fake_op;
 
@@ -71,8 +77,9 @@ void fake_hold_next(fake_inner *f, fake_op op);
  * it does its work until fake_release(@f, @op): a write in flight that
  * has not reached the backend yet. */
 void fake_hold_next_before(fake_inner *f, fake_op op);
-/* The next call of @op on @f (a write) does its work, then returns @rc
- * with an error, as a backend that timed out after its commit. */
+/* The next call of @op on @f (a write: register, update, unregister,
+ * group join) does its work, then returns @rc with an error, as a backend
+ * that timed out after its commit. */
 void fake_fail_next(fake_inner *f, fake_op op, int rc);
 /* Wait until a call of @op is held; the test fails after 10 s. */
 void fake_wait_held(fake_inner *f, fake_op op);

@@ -8,13 +8,22 @@
  * never a removed key coming back, never an entry older than a
  * notification already delivered (cache.c's invariants); and a find
  * after a read of a write's new state lists the key (the index
- * invariant at the top of optimized.c).
+ * invariant at the top of optimized.c); likewise a group find after a
+ * read of a join's new member lists it, and one after a read of a leave
+ * does not (the member index, groups.c), over the fake's "fake_groups"
+ * type.
  *
- * Built twice (meson.build): as is, where every test must pass, and over
- * a cache built with -DPROCREG_INJECT_STALE_FILL, where the tests of stale
- * fills must fail at their check (run as trapped subprocesses).
+ * Built three times (meson.build): as is, where every test must pass;
+ * over a cache built with -DPROCREG_INJECT_STALE_FILL, where the tests of
+ * stale fills must fail at their check (run as trapped subprocesses); and
+ * over groups.c built with -DPROCREG_OPT_JOIN_HOOK, for the join-hook
+ * tests, which hold a join past its inner call.
  */
 #include "fake-inner.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
 
 #define NS "race"
 #define NAME "svc"
@@ -25,13 +34,14 @@
 typedef struct {
     procreg_backend *b;
     fake_inner *f;
-    procreg_key *k;
+    procreg_key *k; /* the entry's key, and the group's name */
 } fixture;
 
-static void setup(fixture *fx, const char *options)
+/* The decorator over the fake of type @inner (fake, fake_groups). */
+static void setup_over(fixture *fx, const char *inner, const char *options)
 {
-    char *spec = g_strdup_printf("optimized:inner=[fake:id=3],ttl_ms=60000%s",
-                                 options);
+    char *spec = g_strdup_printf("optimized:inner=[%s:id=3],ttl_ms=60000%s",
+                                 inner, options);
     GError *error = NULL;
 
     g_assert_cmpint(procreg_backend_open(spec, NULL, &fx->b, &error), ==, 0);
@@ -39,6 +49,11 @@ static void setup(fixture *fx, const char *options)
     g_free(spec);
     fx->f = fake_instance(3);
     g_assert_cmpint(procreg_key_new(NS, NAME, &fx->k, &error), ==, 0);
+}
+
+static void setup(fixture *fx, const char *options)
+{
+    setup_over(fx, "fake", options);
 }
 
 static void teardown(fixture *fx)
@@ -105,6 +120,8 @@ typedef enum {
     CALL_UPDATE,
     CALL_UNREGISTER,
     CALL_DROP,
+    CALL_GROUP_JOIN,  /* joins group NAME */
+    CALL_GROUP_LEAVE, /* member `revision` leaves it */
 } call_kind;
 
 typedef struct {
@@ -112,7 +129,7 @@ typedef struct {
     call_kind kind;
     GThread *thread;
     int rc;
-    uint64_t revision; /* the revision it read or wrote */
+    uint64_t revision; /* the revision it read or wrote; a member id */
     GVariant *metadata; /* what register and update write (NULL: md("g", 2)) */
 } call;
 
@@ -146,6 +163,22 @@ static gpointer call_main(gpointer data)
         break;
     case CALL_DROP:
         c->rc = procreg_backend_drop_namespace(c->fx->b, NS, NULL, NULL);
+        break;
+    case CALL_GROUP_JOIN: {
+        procreg_member joined = {0};
+
+        r.metadata = m;
+        c->rc = procreg_backend_group_join(c->fx->b, c->fx->k, &r, &joined,
+                                           NULL);
+        e.revision = joined.id;
+        procreg_member_clear(&joined);
+        break;
+    }
+    case CALL_GROUP_LEAVE:
+        c->rc = procreg_backend_group_leave(c->fx->b, c->fx->k, c->revision,
+                                            NULL, PROCREG_REASON_EXPLICIT,
+                                            NULL, NULL);
+        e.revision = c->revision;
         break;
     }
     g_variant_unref(m);
@@ -505,6 +538,243 @@ static void test_find_after_failed_write(gconstpointer data)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Group finds against a join or a leave in flight                          */
+
+/* Member of group NAME with metadata md("g", @role), joined through the
+ * decorator: its id. */
+static uint64_t join(fixture *fx, int role)
+{
+    procreg_record r = {.owner = {100, 1}, .metadata = md("g", role)};
+    procreg_member m = {0};
+    uint64_t id;
+
+    g_assert_cmpint(procreg_backend_group_join(fx->b, fx->k, &r, &m, NULL),
+                    ==, 0);
+    g_variant_unref(r.metadata);
+    id = m.id;
+    procreg_member_clear(&m);
+    return id;
+}
+
+/* Whether member @id is in group NAME, through group_members (which the
+ * decorator forwards to the inner backend). */
+static gboolean is_member(fixture *fx, uint64_t id)
+{
+    GArray *members = procreg_member_array_new();
+    gboolean found = FALSE;
+
+    g_assert_cmpint(procreg_backend_group_members(fx->b, fx->k, members,
+                                                  NULL), ==, 0);
+    for (guint i = 0; i < members->len; i++)
+        found |= g_array_index(members, procreg_member, i).id == id;
+    g_array_unref(members);
+    return found;
+}
+
+/* Whether group_find for role @role in group NAME lists member @id. */
+static gboolean found_member(fixture *fx, int role, uint64_t id)
+{
+    GVariant *v = g_variant_ref_sink(g_variant_new_int32(role));
+    GArray *found = procreg_member_array_new();
+    gboolean listed = FALSE;
+
+    g_assert_cmpint(procreg_backend_group_find(fx->b, NS, NAME, "role", v,
+                                               found, NULL), ==, 0);
+    for (guint i = 0; i < found->len; i++)
+        listed |= g_array_index(found, procreg_member, i).id == id;
+    g_array_unref(found);
+    g_variant_unref(v);
+    return listed;
+}
+
+/* The index's figure @name (stats): finds_indexed, finds_forwarded. */
+static guint64 index_figure(fixture *fx, const char *name)
+{
+    GVariantDict d, ix;
+    GVariant *index;
+    guint64 n = 0;
+
+    g_variant_dict_init(&d, NULL);
+    procreg_backend_stats(fx->b, &d);
+    index = g_variant_dict_lookup_value(&d, "index", G_VARIANT_TYPE_VARDICT);
+    g_assert_nonnull(index);
+    g_variant_dict_init(&ix, index);
+    g_assert_true(g_variant_dict_lookup(&ix, name, "t", &n));
+    g_variant_dict_clear(&ix);
+    g_variant_unref(index);
+    g_variant_dict_clear(&d);
+    return n;
+}
+
+/* The join's window: W's join of a member with role 2 reached the inner
+ * backend and is not answered yet (the decorator learns the member's id
+ * only from the answer, so it cannot index it before).  A sees the member
+ * through group_members; A's next group_find for role 2 must list it.
+ * Once W returned, the member index answers the find again (a find costs
+ * the index, not a scan, when no join is in flight). */
+static void test_group_find_during_join(void)
+{
+    fixture fx;
+    call joiner;
+    guint64 indexed;
+
+    setup_over(&fx, "fake_groups", "");
+    uint64_t other = join(&fx, 1);
+    start_held(&joiner, &fx, CALL_GROUP_JOIN, FAKE_GROUP_JOIN);
+    g_assert_true(is_member(&fx, other + 1)); /* the next id: W's member */
+    gboolean listed = found_member(&fx, 2, other + 1);
+    g_assert_true(listed);
+    finish(&joiner, FAKE_GROUP_JOIN);
+    g_assert_cmpint(joiner.rc, ==, 0);
+    g_assert_cmpuint(joiner.revision, ==, other + 1);
+    indexed = index_figure(&fx, "finds_indexed");
+    g_assert_true(found_member(&fx, 2, joiner.revision));
+    g_assert_true(found_member(&fx, 1, other));
+    g_assert_false(found_member(&fx, 1, joiner.revision));
+    g_assert_cmpuint(index_figure(&fx, "finds_indexed"), ==, indexed + 3);
+    teardown(&fx);
+}
+
+/* A join that took effect in the inner backend and then failed (a timeout
+ * after the commit): the decorator never learns the member's id.  After
+ * it returned, A sees the member through group_members; A's group_find
+ * must list it.  The finds after it are answered by the index again,
+ * without rebuilding it. */
+static void test_group_find_after_failed_join(void)
+{
+    fixture fx;
+    call joiner;
+    guint64 indexed, rebuilds;
+
+    setup_over(&fx, "fake_groups", "");
+    uint64_t other = join(&fx, 1);
+    fake_fail_next(fx.f, FAKE_GROUP_JOIN, PROCREG_ETIMEDOUT);
+    start_held(&joiner, &fx, CALL_GROUP_JOIN, FAKE_GROUP_JOIN);
+    finish(&joiner, FAKE_GROUP_JOIN);
+    g_assert_cmpint(joiner.rc, ==, PROCREG_ETIMEDOUT);
+    g_assert_true(is_member(&fx, other + 1));
+    gboolean listed = found_member(&fx, 2, other + 1);
+    g_assert_true(listed);
+    /* That find rebuilt the member index; the next ones use it as is. */
+    indexed = index_figure(&fx, "finds_indexed");
+    rebuilds = index_figure(&fx, "rebuilds");
+    g_assert_true(found_member(&fx, 2, other + 1));
+    g_assert_true(found_member(&fx, 1, other));
+    g_assert_cmpuint(index_figure(&fx, "finds_indexed"), ==, indexed + 2);
+    g_assert_cmpuint(index_figure(&fx, "rebuilds"), ==, rebuilds);
+    teardown(&fx);
+}
+
+/* The leave's window: W's leave of a member with role 2 reached the inner
+ * backend and is not answered yet (its postings are still in the member
+ * index).  A sees the member gone through group_members; A's next
+ * group_find for role 2 must not list it (a find reads each match again
+ * from the inner backend, so a leave needs no more than that). */
+static void test_group_find_during_leave(void)
+{
+    fixture fx;
+    call leaver;
+    uint64_t id;
+
+    setup_over(&fx, "fake_groups", "");
+    join(&fx, 1);
+    id = join(&fx, 2);
+    g_assert_true(found_member(&fx, 2, id));
+    leaver = (call){.fx = &fx, .kind = CALL_GROUP_LEAVE, .revision = id};
+    fake_hold_next(fx.f, FAKE_GROUP_LEAVE);
+    leaver.thread = g_thread_new("held", call_main, &leaver);
+    fake_wait_held(fx.f, FAKE_GROUP_LEAVE);
+    g_assert_false(is_member(&fx, id));
+    gboolean listed = found_member(&fx, 2, id);
+    g_assert_false(listed);
+    finish(&leaver, FAKE_GROUP_LEAVE);
+    g_assert_cmpint(leaver.rc, ==, 1);
+    g_assert_false(found_member(&fx, 2, id));
+    teardown(&fx);
+}
+
+#ifdef RACES_JOIN_HOOK
+/* The part of a join's window after its inner call returned, which the
+ * fake cannot hold: this build links groups.c built with
+ * PROCREG_OPT_JOIN_HOOK, whose hook runs there (tests/optimized/meson.build).
+ * pthread, which ThreadSanitizer sees. */
+extern void (*procreg_opt_join_hook)(int rc);
+
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hook_cond = PTHREAD_COND_INITIALIZER;
+static bool hook_held, hook_released;
+
+/* Wait on hook_cond, under hook_lock, until @done; the test fails after
+ * 10 s, as the fake's gates do. */
+static void hook_wait_for(const bool *done, const char *what)
+{
+    struct timespec deadline;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 10;
+    while (!*done)
+        if (pthread_cond_timedwait(&hook_cond, &hook_lock, &deadline) ==
+            ETIMEDOUT)
+            g_error("join hook: %s in time", what);
+}
+
+static void hold_in_hook(int rc)
+{
+    (void)rc;
+    pthread_mutex_lock(&hook_lock);
+    hook_held = true;
+    pthread_cond_broadcast(&hook_cond);
+    hook_wait_for(&hook_released, "the held join was not released");
+    hook_held = hook_released = false;
+    pthread_mutex_unlock(&hook_lock);
+}
+
+static void hook_wait_held(void)
+{
+    pthread_mutex_lock(&hook_lock);
+    hook_wait_for(&hook_held, "no join reached the hook");
+    pthread_mutex_unlock(&hook_lock);
+}
+
+static void hook_release(void)
+{
+    pthread_mutex_lock(&hook_lock);
+    hook_released = true;
+    pthread_cond_broadcast(&hook_cond);
+    pthread_mutex_unlock(&hook_lock);
+}
+
+/* W's inner join returned (the member is in the inner backend; with
+ * @data, a failure injected after it took effect) and W is held before
+ * the decorator indexed the member or marked the index stale.  A sees the
+ * member through group_members; A's group_find must list it. */
+static void test_group_find_before_index(gconstpointer data)
+{
+    const int fail = GPOINTER_TO_INT(data);
+    fixture fx;
+    call joiner;
+
+    setup_over(&fx, "fake_groups", "");
+    uint64_t other = join(&fx, 1);
+    if (fail != 0)
+        fake_fail_next(fx.f, FAKE_GROUP_JOIN, fail);
+    procreg_opt_join_hook = hold_in_hook;
+    joiner = (call){.fx = &fx, .kind = CALL_GROUP_JOIN};
+    joiner.thread = g_thread_new("held", call_main, &joiner);
+    hook_wait_held();
+    g_assert_true(is_member(&fx, other + 1));
+    gboolean listed = found_member(&fx, 2, other + 1);
+    g_assert_true(listed);
+    hook_release();
+    g_thread_join(joiner.thread);
+    procreg_opt_join_hook = NULL;
+    g_assert_cmpint(joiner.rc, ==, fail);
+    g_assert_true(found_member(&fx, 2, other + 1));
+    teardown(&fx);
+}
+#endif
+
+/* ------------------------------------------------------------------------ */
 /* Notifications                                                            */
 
 /* B read r0 and stalls; the key changes elsewhere (r1) and the inner
@@ -609,10 +879,23 @@ int main(int argc, char **argv)
     g_test_add_data_func("/optimized/races/find-after-failed-update",
                          GINT_TO_POINTER(CALL_UPDATE),
                          test_find_after_failed_write);
+    g_test_add_func("/optimized/races/group-find-during-join",
+                    test_group_find_during_join);
+    g_test_add_func("/optimized/races/group-find-after-failed-join",
+                    test_group_find_after_failed_join);
+    g_test_add_func("/optimized/races/group-find-during-leave",
+                    test_group_find_during_leave);
     g_test_add_func("/optimized/races/fill-after-notification",
                     test_fill_after_notification);
     g_test_add_func("/optimized/races/write-after-notification",
                     test_write_after_notification);
+#ifdef RACES_JOIN_HOOK
+    g_test_add_data_func("/optimized/races/join-hook/group-find-before-index",
+                         GINT_TO_POINTER(0), test_group_find_before_index);
+    g_test_add_data_func(
+        "/optimized/races/join-hook/group-find-before-stale-mark",
+        GINT_TO_POINTER(PROCREG_ETIMEDOUT), test_group_find_before_index);
+#endif
 #ifdef RACES_AGAINST_STALE_FILL
     g_test_add_func("/optimized/races/stale-fill-caught",
                     test_stale_fill_caught);
