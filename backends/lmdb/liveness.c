@@ -15,8 +15,17 @@
  * its death is noticed and its entries and members reaped without anyone
  * looking them up.  A polled owner is never answered from the cache: it
  * may have died since the last poll.
+ * Reaping a dead owner follows its owner rows (format.c): each names a
+ * namespace the owner has (or had) entries in; the reap walks that
+ * namespace for the owner's entries, deletes them, and drops the rows, in
+ * one write transaction.  It costs the size of those namespaces, not the
+ * number of the owner's entries (format 4 kept an index record per
+ * entry: 63 bytes of file per entry).  An entry without its row (a
+ * damaged file) is not reaped this way; every read still answers it
+ * absent (its owner is dead), and the next write of its key, or a drop of
+ * its namespace, removes it.
  * Relies on: txn.c for transactions, changelog.c to log the removals,
- * ops.c to delete an entry and its owner record.
+ * ops.c to delete an entry, format.c for the owner rows.
  */
 #include "lmdb-internal.h"
 
@@ -155,56 +164,132 @@ typedef struct {
     procreg_owner owner;
 } reap_ctx;
 
+/* The keys at or after @prefix that begin with it, copied (LMDB codes in
+ * *@rc). */
+static GPtrArray *keys_with_prefix(MDB_txn *txn, MDB_dbi dbi,
+                                   const void *prefix, size_t len, int *rc)
+{
+    GPtrArray *keys = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)g_bytes_unref);
+    MDB_cursor *c;
+    *rc = mdb_cursor_open(txn, dbi, &c);
+    if (*rc != 0)
+        return keys;
+    MDB_val k = {len, (void *)prefix}, v;
+    for (*rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+         *rc == 0 && k.mv_size >= len && memcmp(k.mv_data, prefix, len) == 0;
+         *rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+        g_ptr_array_add(keys, g_bytes_new(k.mv_data, k.mv_size));
+    mdb_cursor_close(c);
+    if (*rc == MDB_NOTFOUND || *rc == 0)
+        *rc = 0;
+    return keys;
+}
+
+/* The keys of @owner's entries in the namespace @ns (@ns_len bytes). */
+static GPtrArray *owned_in(MDB_txn *txn, MDB_dbi dbi, const void *ns,
+                           size_t ns_len, const procreg_owner *owner,
+                           int *rc)
+{
+    GPtrArray *keys = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)g_bytes_unref);
+    char *prefix = g_malloc(ns_len + 1);
+    memcpy(prefix, ns, ns_len);
+    prefix[ns_len] = '\0';
+    uint8_t ob[PROCREG_LMDB_OWNER_BYTES_MAX];
+    size_t ob_len = procreg_lmdb_entry_owner_bytes(owner, ob);
+    MDB_cursor *c;
+    *rc = mdb_cursor_open(txn, dbi, &c);
+    if (*rc == 0) {
+        MDB_val k = {ns_len + 1, prefix}, v;
+        for (*rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+             *rc == 0 && k.mv_size > ns_len &&
+             memcmp(k.mv_data, prefix, ns_len + 1) == 0;
+             *rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            /* The owner's bytes, not a whole decode: reap_entry()
+             * decodes what this keeps.  A damaged entry stays: reads
+             * report it. */
+            int owned = procreg_lmdb_entry_owned_by(v.mv_data, v.mv_size,
+                                                    ob, ob_len);
+            raw_entry e;
+            if (owned < 0)
+                owned = entry_decode(&v, &e) == NULL &&
+                        owner_same(&e.owner, owner);
+            if (owned)
+                g_ptr_array_add(keys, g_bytes_new(k.mv_data, k.mv_size));
+        }
+        mdb_cursor_close(c);
+        if (*rc == MDB_NOTFOUND)
+            *rc = 0;
+    }
+    g_free(prefix);
+    return keys;
+}
+
+/* Delete the entry at @k if @owner still holds it, logged as reaped; 1
+ * when deleted, 0 when not, -1 on a failure (in @w). */
+static int reap_entry(lmdb_env *env, MDB_txn *txn, wstate *w, MDB_val *k,
+                      const procreg_owner *owner)
+{
+    MDB_val v;
+    raw_entry e;
+    int rc = mdb_get(txn, entries_dbi(env, txn), k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (!procreg_lmdb_step_check(w, rc, "reaping"))
+        return -1;
+    if (entry_decode(&v, &e) != NULL || !owner_same(&e.owner, owner))
+        return 0;
+    if (!procreg_lmdb_log_change(env, txn, w, PROCREG_EVENT_UNREGISTERED,
+                                 PROCREG_REASON_OWNER_EXITED, 0, k, &e) ||
+        !procreg_lmdb_entry_delete(env, txn, w, k))
+        return -1;
+    return 1;
+}
+
 static int reap_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
 {
     reap_ctx *ctx = data;
-    uint8_t okb[OWNER_KEY_SIZE];
-    procreg_lmdb_owner_key(&ctx->owner, okb);
-    MDB_cursor *c;
-    if (!procreg_lmdb_step_check(w, mdb_cursor_open(txn, env->db_owners, &c),
-                                 "reaping"))
-        return 0;
-    MDB_val ok = {sizeof okb, okb}, ek;
-    GPtrArray *keys = g_ptr_array_new_with_free_func(
-        (GDestroyNotify)g_bytes_unref);
-    int rc = mdb_cursor_get(c, &ok, &ek, MDB_SET_KEY);
-    while (rc == 0) {
-        g_ptr_array_add(keys, g_bytes_new(ek.mv_data, ek.mv_size));
-        rc = mdb_cursor_get(c, &ok, &ek, MDB_NEXT_DUP);
-    }
-    mdb_cursor_close(c);
-    if (!procreg_lmdb_step_check(w, rc == MDB_NOTFOUND ? 0 : rc, "reaping")) {
-        g_ptr_array_unref(keys);
+    uint8_t prefix[1 + OWNER_KEY_SIZE];
+    prefix[0] = OWNERS_PREFIX;
+    procreg_lmdb_owner_key(&ctx->owner, prefix + 1);
+    MDB_dbi dbi = entries_dbi(env, txn);
+    int rc;
+    GPtrArray *rows = keys_with_prefix(txn, dbi, prefix, sizeof prefix, &rc);
+    if (!procreg_lmdb_step_check(w, rc, "reaping")) {
+        g_ptr_array_unref(rows);
         return 0;
     }
     int n = 0;
-    for (guint i = 0; i < keys->len; i++) {
+    for (guint i = 0; i < rows->len && w->mdb_rc == 0; i++) {
         gsize len;
-        const void *kb = g_bytes_get_data(keys->pdata[i], &len);
-        MDB_val k = {len, (void *)kb}, v;
-        raw_entry e;
-        rc = mdb_get(txn, entries_dbi(env, txn), &k, &v);
-        if (rc == MDB_NOTFOUND ||
-            (rc == 0 && (entry_decode(&v, &e) != NULL ||
-                         !owner_same(&e.owner, &ctx->owner)))) {
-            /* A stale index record: drop it alone. */
-            MDB_val kk = {sizeof okb, okb}, d = k;
-            rc = mdb_del(txn, env->db_owners, &kk, &d);
-            w->dirty = true;
-            if (!procreg_lmdb_step_check(w, rc == MDB_NOTFOUND ? 0 : rc,
-                                         "reaping"))
+        const uint8_t *row = g_bytes_get_data(rows->pdata[i], &len);
+        /* The namespace's entries first: the row goes once they are. */
+        if (len > sizeof prefix) {
+            GPtrArray *keys = owned_in(txn, dbi, row + sizeof prefix,
+                                       len - sizeof prefix, &ctx->owner, &rc);
+            /* A failure is in @w (LMDB's codes are of either sign). */
+            bool failed = !procreg_lmdb_step_check(w, rc, "reaping");
+            for (guint j = 0; !failed && j < keys->len; j++) {
+                gsize klen;
+                MDB_val k = {0, NULL};
+                k.mv_data = (void *)g_bytes_get_data(keys->pdata[j], &klen);
+                k.mv_size = klen;
+                int r = reap_entry(env, txn, w, &k, &ctx->owner);
+                failed = r < 0;
+                n += r > 0;
+            }
+            g_ptr_array_unref(keys);
+            if (failed)
                 break;
-            continue;
         }
-        if (!procreg_lmdb_step_check(w, rc, "reaping") ||
-            !procreg_lmdb_log_change(env, txn, w, PROCREG_EVENT_UNREGISTERED,
-                                     PROCREG_REASON_OWNER_EXITED, 0, &k,
-                                     &e) ||
-            !procreg_lmdb_entry_delete(env, txn, w, &k, &e))
+        MDB_val rk = {len, (void *)row};
+        if (!procreg_lmdb_step_check(w, mdb_del(txn, dbi, &rk, NULL),
+                                     "dropping an owner row"))
             break;
-        n++;
+        w->dirty = true;
     }
-    g_ptr_array_unref(keys);
+    g_ptr_array_unref(rows);
     int members = w->mdb_rc == 0 && w->corrupt == NULL
                       ? procreg_lmdb_reap_members(env, txn, w, &ctx->owner)
                       : 0;
@@ -215,18 +300,27 @@ static int reap_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
     return n;
 }
 
-/* Whether @o still holds entries (a read, so N processes noticing one
- * death do not all queue up for the write lock). */
+/* Whether @o still holds entries, or may (an owner row), or members (a
+ * read, so N processes noticing one death do not all queue up for the
+ * write lock). */
 static bool owner_has_entries(lmdb_env *env, const procreg_owner *o)
 {
     MDB_txn *txn;
     if (procreg_lmdb_read_begin(env, &txn) != 0)
         return true;
-    uint8_t okb[OWNER_KEY_SIZE];
-    procreg_lmdb_owner_key(o, okb);
-    MDB_val k = {sizeof okb, okb}, v;
-    bool has = mdb_get(txn, env->db_owners, &k, &v) == 0 ||
-               procreg_lmdb_owner_has_members(env, txn, o);
+    uint8_t prefix[1 + OWNER_KEY_SIZE];
+    prefix[0] = OWNERS_PREFIX;
+    procreg_lmdb_owner_key(o, prefix + 1);
+    MDB_cursor *c;
+    bool has = true;
+    if (mdb_cursor_open(txn, entries_dbi(env, txn), &c) == 0) {
+        MDB_val k = {sizeof prefix, prefix}, v;
+        has = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE) == 0 &&
+              k.mv_size > sizeof prefix &&
+              memcmp(k.mv_data, prefix, sizeof prefix) == 0;
+        mdb_cursor_close(c);
+    }
+    has = has || procreg_lmdb_owner_has_members(env, txn, o);
     procreg_lmdb_read_end(env, txn);
     return has;
 }
@@ -251,7 +345,30 @@ static void sweep_owners(lmdb_env *env)
         return;
     GArray *owners = g_array_new(FALSE, FALSE, sizeof(procreg_owner));
     MDB_cursor *c;
-    if (mdb_cursor_open(txn, env->db_owners, &c) == 0) {
+    static const uint8_t prefix = OWNERS_PREFIX;
+    if (mdb_cursor_open(txn, entries_dbi(env, txn), &c) == 0) {
+        /* The rows of one owner are adjacent. */
+        MDB_val k = {1, (void *)&prefix}, v;
+        int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        procreg_owner last = {0, 0};
+        while (rc == 0 && owners->len < 65536 && k.mv_size > 0 &&
+               ((const uint8_t *)k.mv_data)[0] == OWNERS_PREFIX) {
+            procreg_owner o;
+            if (k.mv_size > 1 + OWNER_KEY_SIZE &&
+                procreg_lmdb_owner_from_key((const uint8_t *)k.mv_data + 1,
+                                            OWNER_KEY_SIZE, &o) &&
+                !owner_same(&o, &last)) {
+                g_array_append_val(owners, o);
+                last = o;
+            }
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+        }
+        mdb_cursor_close(c);
+    }
+    /* A read-only opener of a format 1 to 4 file: its per-entry index,
+     * while this snapshot has it. */
+    if (env->old_owners != 0 &&
+        mdb_cursor_open(txn, env->old_owners, &c) == 0) {
         MDB_val k, v;
         int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
         while (rc == 0 && owners->len < 65536) {

@@ -139,6 +139,28 @@ LMDB_HIDDEN void procreg_lmdb_entry_encode(const procreg_lmdb_raw_entry *e,
         memcpy(p, e->meta, e->meta_len);
 }
 
+LMDB_HIDDEN size_t procreg_lmdb_entry_owner_bytes(
+    const procreg_owner *o, uint8_t out[PROCREG_LMDB_OWNER_BYTES_MAX])
+{
+    uint8_t *p = out;
+    *p++ = (uint8_t)(uint_size((uint64_t)o->pid) |
+                     uint_size(o->start_time) << 4);
+    p = uint_put(p, (uint64_t)o->pid);
+    p = uint_put(p, o->start_time);
+    return (size_t)(p - out);
+}
+
+LMDB_HIDDEN int procreg_lmdb_entry_owned_by(const void *v, size_t n,
+                                            const uint8_t *owner,
+                                            size_t owner_len)
+{
+    const uint8_t *p = v;
+    if (n < 4 || p[0] != PROCREG_LMDB_ENTRY_VERSION)
+        return -1;
+    return n >= 4 + owner_len - 1 && p[2] == owner[0] &&
+           memcmp(p + 4, owner + 1, owner_len - 1) == 0;
+}
+
 LMDB_HIDDEN GVariant *procreg_lmdb_meta_decode(bool has_meta, const void *d,
                                                size_t n, const char **why)
 {

@@ -12,8 +12,12 @@
 
 #define LMDB_HIDDEN __attribute__((visibility("hidden")))
 
-#define PROCREG_LMDB_FORMAT "procreg-lmdb 4"
-/* Format 4 is format 3 with the entries, the meta records and the change
+#define PROCREG_LMDB_FORMAT "procreg-lmdb 5"
+/* Format 5 is format 4 without the per-entry "owners" index: one row per
+ * (owner, namespace) in the main database instead (format.c); an opener
+ * that may write migrates formats 1 to 4 to it, a read-only one reads
+ * them in place.
+ * Format 4 is format 3 with the entries, the meta records and the change
  * log in LMDB's main database (format.c); an opener that may write
  * migrates an older file to it, a read-only one reads it in place.
  * Format 3 writes entries (and members) in the compact form, version 2;
@@ -21,6 +25,7 @@
  * opener that may write marks an older file format 3 (open.c).  Format 1
  * is format 2 before groups: the same without their databases, which an
  * opener that may write adds (groups.c). */
+#define PROCREG_LMDB_FORMAT_4 "procreg-lmdb 4"
 #define PROCREG_LMDB_FORMAT_3 "procreg-lmdb 3"
 #define PROCREG_LMDB_FORMAT_2 "procreg-lmdb 2"
 #define PROCREG_LMDB_FORMAT_1 "procreg-lmdb 1"
@@ -95,6 +100,20 @@ LMDB_HIDDEN size_t procreg_lmdb_entry_size(const procreg_lmdb_raw_entry *e);
 LMDB_HIDDEN void procreg_lmdb_entry_encode(const procreg_lmdb_raw_entry *e,
                                            void *out);
 
+/* How an entry of version 2 names its owner: the byte of the owner
+ * integers' sizes, then the pid and the start time as encoded.  An entry
+ * owned by @o holds out[0] at offset 2 and the rest from offset 4. */
+#define PROCREG_LMDB_OWNER_BYTES_MAX 17
+LMDB_HIDDEN size_t procreg_lmdb_entry_owner_bytes(
+    const procreg_owner *o, uint8_t out[PROCREG_LMDB_OWNER_BYTES_MAX]);
+/* Whether the entry value @v names the owner of @owner (from
+ * procreg_lmdb_entry_owner_bytes()): 1 or 0 for a value of version 2,
+ * without checking the rest of it (a cheap filter: decode what it
+ * keeps); -1 for another version (decode it to know). */
+LMDB_HIDDEN int procreg_lmdb_entry_owned_by(const void *v, size_t n,
+                                            const uint8_t *owner,
+                                            size_t owner_len);
+
 /* Metadata bytes as a new reference (NULL for none), or NULL with *why
  * when they are not a normal-form a{sv}. */
 LMDB_HIDDEN GVariant *procreg_lmdb_meta_decode(bool has_meta, const void *d,
@@ -109,7 +128,8 @@ LMDB_HIDDEN bool procreg_lmdb_key_strings(const void *k, size_t n, char **ns,
 /* A printable form of any key, for messages (g_free it). */
 LMDB_HIDDEN char *procreg_lmdb_key_printable(const void *k, size_t n);
 
-/* "owners" keys: pid (BE32) + start time (BE64). */
+/* Owner keys (the owner rows of format 5, "owners" of formats 1 to 4,
+ * "member_owners"): pid (BE32) + start time (BE64). */
 LMDB_HIDDEN void procreg_lmdb_owner_key(const procreg_owner *o,
                                         uint8_t out[PROCREG_LMDB_OWNER_KEY_SIZE]);
 LMDB_HIDDEN bool procreg_lmdb_owner_from_key(const void *k, size_t n,

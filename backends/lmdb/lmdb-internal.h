@@ -59,7 +59,7 @@ typedef struct lmdb_state lmdb_state;
 typedef struct lmdb_reader lmdb_reader;
 
 /* Where a transaction finds the entries, the meta records and the change
- * log (format.c).  Format 4 keeps all three in LMDB's main database:
+ * log (format.c).  Formats 4 and 5 keep all three in LMDB's main database:
  * entries under "ns\0name" (a namespace is non-empty UTF-8, so the first
  * byte is 0x01..0xf4), meta records under "\xfe" + name, changes under
  * "\xff" + the number (BE64): 0xfe and 0xff begin no UTF-8, so the meta
@@ -69,9 +69,15 @@ typedef struct lmdb_reader lmdb_reader;
  * to 3, which a read-only opener reads in place, keep each in a named
  * database of its own, keys unprefixed. */
 #define META_PREFIX 0xfe
+/* Format 5's owner rows: "\xfd" + owner key (pid BE32, start time BE64)
+ * + namespace -> "", one per (owner, namespace) that owner has (or had)
+ * entries in (format.c's invariant).  0xfd begins no UTF-8 either: the
+ * rows sort after every entry, just before the meta records. */
+#define OWNERS_PREFIX 0xfd
+#define OWNER_ROW_MAX (1 + OWNER_KEY_SIZE + 255)
 typedef struct {
     MDB_dbi entries, meta, events;
-    bool main; /* format 4: the keys above */
+    bool main; /* formats 4 and 5: the keys above */
 } lmdb_layout;
 
 /* One open registry file in this process (env.c keeps the table). */
@@ -86,11 +92,13 @@ typedef struct {
     bool stale_boot; /* read-only file of an earlier boot: owners all dead */
     char *read_only_why;
     MDB_env *mdb;
-    MDB_dbi db_owners;
+    /* The per-entry "owners" index of formats 1 to 4 (a read-only
+     * opener's only, for its sweep; 0: none). */
+    MDB_dbi old_owners;
     /* The named databases of formats 1 to 3 (a read-only opener's only),
-     * and the id of a transaction that saw the file in format 4: every
+     * and the id of a transaction that saw the file in format 4 or 5: every
      * later one does too (a writer may migrate the file meanwhile).  1
-     * when the file was format 4 when opened, 0 while none did.  Atomic:
+     * when the file was format 4 or 5 when opened, 0 while none did.  Atomic:
      * read by every transaction (procreg_lmdb_layout()). */
     lmdb_layout old;
     uint64_t main_from;
@@ -216,6 +224,19 @@ LMDB_HIDDEN int procreg_lmdb_entries_seek(MDB_cursor *c, MDB_val *k,
                                           MDB_val *v, bool first);
 LMDB_HIDDEN int procreg_lmdb_entries_next(MDB_cursor *c, MDB_val *k,
                                           MDB_val *v);
+/* The owner row of (@o, the namespace of entry key @key) in @buf (false:
+ * @key is no entry key). */
+LMDB_HIDDEN bool procreg_lmdb_owner_row(const procreg_owner *o,
+                                        const MDB_val *key, MDB_val *row,
+                                        uint8_t buf[OWNER_ROW_MAX]);
+/* Put the owner row of entry @key held by @o unless it is there (which
+ * writes nothing: MDB_NOOVERWRITE finds it before touching a page); an
+ * LMDB code. */
+LMDB_HIDDEN int procreg_lmdb_owner_row_put(MDB_txn *txn,
+                                           const procreg_owner *o,
+                                           const MDB_val *key);
+/* Delete every owner row (a new boot); an LMDB code. */
+LMDB_HIDDEN int procreg_lmdb_owner_rows_drop(MDB_txn *txn);
 /* Check the format of a file and open its databases, in check_dbs()'s
  * transaction (open.c): a new file is created, an older one migrated
  * (@write), or read in place (read-only).  Without @write, what needs
@@ -498,10 +519,10 @@ LMDB_HIDDEN void procreg_lmdb_watcher_stop(lmdb_env *env);
 
 /* ---- ops.c: entries, and the single-key operations ---- */
 
-/* Delete the entry at @key (decoded as @e) and its owner index record. */
+/* Delete the entry at @key; its owner row stays (rows may
+ * be stale: the reaping of that owner drops it). */
 LMDB_HIDDEN bool procreg_lmdb_entry_delete(lmdb_env *env, MDB_txn *txn,
-                                           wstate *w, const MDB_val *key,
-                                           const raw_entry *e);
+                                           wstate *w, const MDB_val *key);
 /* Increment the counter @name of "meta"; its new value in @out. */
 LMDB_HIDDEN bool procreg_lmdb_counter_next(lmdb_env *env, MDB_txn *txn,
                                            const char *name, uint64_t *out,

@@ -3,20 +3,20 @@
  * open.  Entries persist, dead owners' entries vanish for everybody, and
  * changes made by one process reach the events and waiters of the others.
  *
- * File layout, format 4 (MDB_NOSUBDIR: FILE and FILE-lock, plus
+ * File layout, format 5 (MDB_NOSUBDIR: FILE and FILE-lock, plus
  * FILE-notify, the change counter's page, the writer lock and the request
- * area; format.c has formats 1 to 3 and the migration):
+ * area; format.c has formats 1 to 4 and the migration):
  *   main database (unnamed), so a lookup reads no named database:
  *     key "ns\0name" -> the entry (lmdb-codec.h: sized integers, then
  *              serialised a{sv}), so one namespace is the cursor range
  *              that starts at "ns\0";
+ *     key "\xfd" pid(BE32) start_time(BE64) ns -> "": the owner rows,
+ *              one per owner and namespace it has (or had) entries in,
+ *              which reaping a dead owner walks (format.c);
  *     key "\xfe" name -> "format", the revision counter, the boot id;
  *     key "\xff" change number (BE64) -> event_header + key + metadata:
  *              the change log that other processes read (the last keys);
  *     the named databases' records (their names);
- *   "owners"   (DUPSORT) key pid(BE32) start_time(BE64) -> "ns\0name" of
- *              each entry the owner holds, so a dead owner is reaped
- *              without a scan;
  *   "members", "group_ids", "member_owners": group members (groups.c).
  * Every value read back is checked (lmdb-codec.c: lengths, version, a{sv}
  * in normal form): a corrupt or hostile file gives PROCREG_EBACKEND,
@@ -28,8 +28,9 @@
  *                counted (lmdb.h: never open a file twice in a process),
  *                and never used after fork(): a child opens it again;
  *   open.c       opening a file (paths, checks, boot id);
- *   format.c     the layout of the records, recognising a file's format,
- *                migrating formats 1-3, reading them read-only;
+ *   format.c     the layout of the records and the owner rows,
+ *                recognising a file's format, migrating formats 1-4,
+ *                reading them read-only;
  *   txn.c        LMDB errors, the write driver, map growth;
  *   readers.c    each thread's read transaction, and the map lock that
  *                keeps transactions out while the map is replaced;

@@ -60,8 +60,9 @@ char *procreg_lmdb_default_path(GError **error)
     return path;
 }
 
-/* entries, owners, meta, events (formats 1 to 3, which a read-only
- * opener reads in place), and the groups' three (groups.c). */
+/* entries, meta, events (formats 1 to 3) and owners (formats 1 to 4),
+ * which a read-only opener reads in place and a writer migrates, and the
+ * groups' three (groups.c). */
 #define MAX_DBS 7
 
 #define BOOT_ID_LEN 36
@@ -148,7 +149,7 @@ static int boot_check(lmdb_env *env, MDB_txn *txn, bool write,
         }
         g_ptr_array_unref(keys);
         if (rc == 0)
-            rc = mdb_drop(txn, env->db_owners, 0);
+            rc = procreg_lmdb_owner_rows_drop(txn);
         if (rc == 0 && !procreg_lmdb_members_drop_all(env, txn, &w))
             rc = w.mdb_rc ? w.mdb_rc : MDB_CORRUPTED;
         if (rc == 0 && w.corrupt == NULL &&

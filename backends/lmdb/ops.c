@@ -2,8 +2,8 @@
  * Entries, and the operations on one key: register, lookup,
  * lookup_entry, unregister, update_metadata.
  *
- * Owns: how an entry is written and removed together with its "owners"
- * index record and the revision counter; reading an entry for a write
+ * Owns: how an entry is written (with its owner row, format.c, when it
+ * is new) and removed, and the revision counter; reading an entry for a write
  * (a dead owner's entry is reaped on the way, reason OWNER_EXITED); the
  * metadata limit; turning a stored record into a procreg_entry; and the
  * error for a corrupt record.
@@ -15,7 +15,7 @@
 #include <string.h>
 
 /* One search: the cursor that read the counter writes it back in place
- * (in format 4 the counter is in the main database, three levels deep at
+ * (since format 4 the counter is in the main database, three levels deep at
  * 100 000 entries). */
 bool procreg_lmdb_counter_next(lmdb_env *env, MDB_txn *txn,
                                const char *name, uint64_t *out, wstate *w)
@@ -51,14 +51,8 @@ bool procreg_lmdb_counter_next(lmdb_env *env, MDB_txn *txn,
 }
 
 bool procreg_lmdb_entry_delete(lmdb_env *env, MDB_txn *txn, wstate *w,
-                               const MDB_val *key, const raw_entry *e)
+                               const MDB_val *key)
 {
-    uint8_t ok[OWNER_KEY_SIZE];
-    procreg_lmdb_owner_key(&e->owner, ok);
-    MDB_val k = {sizeof ok, ok}, d = *key;
-    int rc = mdb_del(txn, env->db_owners, &k, &d);
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        return procreg_lmdb_step_check(w, rc, "removing an owner record");
     MDB_val kk = *key;
     if (!procreg_lmdb_step_check(
             w, mdb_del(txn, entries_dbi(env, txn), &kk, NULL),
@@ -78,14 +72,10 @@ static bool entry_put(lmdb_env *env, MDB_txn *txn, wstate *w,
             "writing an entry"))
         return false;
     procreg_lmdb_entry_encode(e, v.mv_data);
-    if (is_new) {
-        uint8_t ok[OWNER_KEY_SIZE];
-        procreg_lmdb_owner_key(&e->owner, ok);
-        MDB_val okv = {sizeof ok, ok}, d = *key;
-        int rc = mdb_put(txn, env->db_owners, &okv, &d, MDB_NODUPDATA);
-        if (rc != 0 && rc != MDB_KEYEXIST)
-            return procreg_lmdb_step_check(w, rc, "writing an owner record");
-    }
+    if (is_new && !procreg_lmdb_step_check(
+                      w, procreg_lmdb_owner_row_put(txn, &e->owner, key),
+                      "writing an owner row"))
+        return false;
     w->dirty = true;
     return true;
 }
@@ -119,7 +109,7 @@ static int entry_get_live(lmdb_env *env, MDB_txn *txn, wstate *w,
         return 1;
     if (!procreg_lmdb_log_change(env, txn, w, PROCREG_EVENT_UNREGISTERED,
                                  PROCREG_REASON_OWNER_EXITED, 0, key, out) ||
-        !procreg_lmdb_entry_delete(env, txn, w, key, out))
+        !procreg_lmdb_entry_delete(env, txn, w, key))
         return -1;
     g_atomic_pointer_add(&env->reaped, 1);
     return 0;
@@ -404,8 +394,7 @@ static int unregister_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
     if (ctx->if_revision == 0 && mdb_get(txn, dbi, &k, &v) == 0 &&
         entry_decode(&v, &e) != NULL) {
         /* A damaged entry: removing it by name is how it is repaired (its
-         * owner record, if any, is dropped by the next reap of that
-         * owner). */
+         * owner row, if any, is dropped by the next reap of that owner). */
         procreg_lmdb_step_check(w, mdb_del(txn, dbi, &k, NULL), "removing");
         w->dirty = true;
         return 0;
@@ -437,7 +426,7 @@ static int unregister_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
                                                 : PROCREG_REASON_EXPLICIT;
         if (!procreg_lmdb_log_change(env, txn, w, PROCREG_EVENT_UNREGISTERED,
                                      reason, ctx->instance_id, &k, &e) ||
-            !procreg_lmdb_entry_delete(env, txn, w, &k, &e) ||
+            !procreg_lmdb_entry_delete(env, txn, w, &k) ||
             !procreg_lmdb_counter_next(env, txn, "revision", &rev, w))
             return PROCREG_EBACKEND;
     }

@@ -232,7 +232,7 @@ static int drop_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
                                            : PROCREG_REASON_OWNER_EXITED,
                                      alive ? ctx->instance_id : 0, &key,
                                      &it->e) ||
-            !procreg_lmdb_entry_delete(env, txn, w, &key, &it->e))
+            !procreg_lmdb_entry_delete(env, txn, w, &key))
             break;
     }
     bool any = items->len > 0;

@@ -131,7 +131,7 @@ static void test_format_1_upgraded(Fixture *f, gconstpointer data)
     procreg_close(reg);
     raw_open(&r, f->path, false);
     MDB_val fv = raw_get(&r, "meta", "format", 6);
-    g_assert_cmpmem(fv.mv_data, fv.mv_size, "procreg-lmdb 4", 14);
+    g_assert_cmpmem(fv.mv_data, fv.mv_size, "procreg-lmdb 5", 14);
     g_assert_cmpuint(raw_count(&r, "members"), ==, 1);
     raw_close(&r, false);
 }

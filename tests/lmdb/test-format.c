@@ -1,13 +1,16 @@
-/* The file's formats (backends/lmdb/format.c): files of formats 1, 2 and
- * 3 migrated to format 4 in one transaction, every record kept; an
- * opener that found an older file while another process migrated it
- * before it took the writer lock (forced through the format hook of a
- * build with PROCREG_LMDB_FORMAT_HOOKS); a read-only opener reading an
- * older file in place and following a migration made meanwhile, also
- * with a read transaction begun before the migration whose layout is
- * decided after it (held in the layout hook of the same build), and a
- * read with no reader slot (a read-only mount) keeping writers out; and
- * the files refused at open, unchanged. */
+/* The file's formats (backends/lmdb/format.c): files of formats 1 to 4
+ * migrated to format 5 in one transaction, every record kept and the
+ * owner rows built from the entries; an opener that found an older file
+ * while another process migrated it before it took the writer lock
+ * (forced through the format hook of a build with
+ * PROCREG_LMDB_FORMAT_HOOKS); a read-only opener reading an older file in
+ * place and following a migration made meanwhile, also with a read
+ * transaction begun before the migration whose layout is decided after it
+ * (held in the layout hook of the same build), and a read with no reader
+ * slot (a read-only mount) keeping writers out; the files refused at
+ * open, unchanged; and reaping a dead owner through its owner rows
+ * (liveness.c): across namespaces, a stale row, an entry without its
+ * row. */
 #include "lmdb-raw.h"
 #include "lmdb-test-util.h"
 
@@ -105,19 +108,24 @@ static bool has_named(const char *path, const char *name)
     return has;
 }
 
-/* A file of format @data (1, 2, 3), with every kind of record, is
- * migrated to format 4 by the first opener that may write: in one
- * transaction, every record kept byte for byte (entries, owner index,
- * meta records, the change log, group members), the three named
- * databases gone; the change log goes on from its last number. */
+/* A file of format @data (1 to 4), with every kind of record, is
+ * migrated to format 5 by the first opener that may write: in one
+ * transaction, every record kept byte for byte (entries, meta records,
+ * the change log, group members), the per-entry owner index replaced by
+ * one owner row per (owner, namespace) of the entries (the same rows the
+ * format 5 file had), the named databases of the entries, meta records,
+ * changes and owners gone; the change log goes on from its last number. */
 static void test_migrate(Fixture *f, gconstpointer data)
 {
     int format = GPOINTER_TO_INT(data);
     bool groups = format >= 2;
     fill(f->spec, groups);
     char *before = lt_raw_dump(f->path);
+    g_assert_nonnull(strstr(before, "owners "));
+    g_assert_false(has_named(f->path, "owners"));
     lt_raw_downgrade(f->path, format);
-    g_assert_true(has_named(f->path, "entries"));
+    g_assert_true(has_named(f->path, "owners"));
+    g_assert_cmpint(has_named(f->path, "entries"), ==, format <= 3);
     char *old = lt_raw_dump(f->path);
     g_assert_cmpstr(old, ==, before);
     bool v1 = format <= 2;
@@ -127,7 +135,7 @@ static void test_migrate(Fixture *f, gconstpointer data)
         procreg_owner_self(&self);
         raw_db r;
         raw_open(&r, f->path, true);
-        g_assert_false(r.v4);
+        g_assert_false(r.v4 || r.v5);
         lt_raw_put_entry_v1(&r, "old", "v1", (guint32)self.pid,
                             self.start_time, 99);
         raw_close(&r, true);
@@ -152,16 +160,17 @@ static void test_migrate(Fixture *f, gconstpointer data)
     g_assert_cmpuint(lt_raw_txnid(f->path), ==, txn_before + 1);
     char *after = lt_raw_dump(f->path);
     g_assert_cmpstr(after, ==, old);
+    g_assert_nonnull(strstr(after, "owners "));
     g_assert_false(has_named(f->path, "entries"));
     g_assert_false(has_named(f->path, "meta"));
     g_assert_false(has_named(f->path, "events"));
-    g_assert_true(has_named(f->path, "owners"));
+    g_assert_false(has_named(f->path, "owners"));
     g_assert_cmpint(has_named(f->path, "members"), ==, TRUE);
     raw_db r;
     raw_open(&r, f->path, false);
-    g_assert_true(r.v4);
+    g_assert_true(r.v5);
     MDB_val fv = raw_get(&r, "meta", "format", 6);
-    g_assert_cmpmem(fv.mv_data, fv.mv_size, "procreg-lmdb 4", 14);
+    g_assert_cmpmem(fv.mv_data, fv.mv_size, "procreg-lmdb 5", 14);
     raw_close(&r, false);
 
     /* The log goes on from its last number; the revision counter too. */
@@ -203,13 +212,13 @@ static void migrate_elsewhere(void *data)
 
 /* This opener reads an older file and decides to migrate it; before it
  * takes the writer lock another process migrates it.  Under the lock it
- * must look again: it finds format 4 and writes nothing (a second
- * migration would find no named "entries"; one trusting its first look
- * would refuse the file or copy again). */
+ * must look again: it finds format 5 and writes nothing (a second
+ * migration would find no named "entries" or "owners"; one trusting its
+ * first look would refuse the file or copy again).  From format @data. */
 static void test_concurrent_open(Fixture *f, gconstpointer data)
 {
     fill(f->spec, true);
-    lt_raw_downgrade(f->path, 3);
+    lt_raw_downgrade(f->path, GPOINTER_TO_INT(data));
     char *old = lt_raw_dump(f->path);
     size_t txn_before = lt_raw_txnid(f->path);
     must_write_hook = migrate_elsewhere;
@@ -310,13 +319,13 @@ static int ro_child(const char *dir, ro_how how, ro_part part, int to_parent,
     return rc;
 }
 
-/* A child reading a file of format 3, as @how says, with @part.  The
- * child's 'r' is heard in *@up; false: skipped. */
-static bool ro_start(Fixture *f, ro_how how, ro_part part, pid_t *pid,
-                     int *up, int *down)
+/* A child reading a file of format @format (3 or 4), as @how says, with
+ * @part.  The child's 'r' is heard in *@up; false: skipped. */
+static bool ro_start(Fixture *f, int format, ro_how how, ro_part part,
+                     pid_t *pid, int *up, int *down)
 {
     fill(f->spec, true);
-    lt_raw_downgrade(f->path, 3);
+    lt_raw_downgrade(f->path, format);
     if (how == RO_MOUNT) {
         char *ro = g_build_filename(f->dir, "ro", NULL);
         g_assert_cmpint(g_mkdir(ro, 0700), ==, 0);
@@ -361,7 +370,7 @@ static bool ro_start(Fixture *f, ro_how how, ro_part part, pid_t *pid,
         return false;
     }
     g_assert_cmpint(c, ==, 'r');
-    g_assert_true(has_named(f->path, "entries")); /* still format 3 */
+    g_assert_true(has_named(f->path, "owners")); /* not migrated yet */
     return true;
 }
 
@@ -398,14 +407,14 @@ static gpointer migrate_and_write(gpointer data)
     return NULL;
 }
 
-/* A file of format 3 read by @part in a child reading as @how says; when
- * the child says 'r', this process migrates it and writes
+/* A file of format @format read by @part in a child reading as @how
+ * says; when the child says 'r', this process migrates it and writes
  * (migrate_and_write()), then says 'm'. */
-static void ro_run(Fixture *f, ro_how how, ro_part part)
+static void ro_run(Fixture *f, int format, ro_how how, ro_part part)
 {
     pid_t pid;
     int up, down;
-    if (!ro_start(f, how, part, &pid, &up, &down))
+    if (!ro_start(f, format, how, part, &pid, &up, &down))
         return;
     size_t txn_before = lt_raw_txnid(f->path);
     migrate_and_write(f->spec);
@@ -414,6 +423,7 @@ static void ro_run(Fixture *f, ro_how how, ro_part part)
     say(down, 'm');
     ro_finish(pid);
     g_assert_false(has_named(f->path, "entries"));
+    g_assert_false(has_named(f->path, "owners"));
     close(up);
     close(down);
 }
@@ -449,7 +459,7 @@ static int read_around(const char *spec, int to_parent, int from_parent)
 
 static void test_read_only_old(Fixture *f, gconstpointer data)
 {
-    ro_run(f, RO_MOUNT, read_around);
+    ro_run(f, GPOINTER_TO_INT(data), RO_MOUNT, read_around);
 }
 
 /* The entries a listing found, "ns/name" each, in key order, and a/x's
@@ -513,9 +523,9 @@ static void release_listing(GThread *t)
 
 /* A read transaction begun before the migration whose layout is decided
  * after it committed, and after a transaction begun later recorded that
- * the file is format 4 (env->main_from): it reads its own snapshot's
+ * the file is format 5 (env->main_from): it reads its own snapshot's
  * layout, the named databases of format 3, and finds what was there
- * then.  The later transaction reads format 4 and the entry registered
+ * then.  The later transaction reads format 5 and the entry registered
  * since.  One that trusted the later snapshot's layout would look for
  * the entries in the old snapshot's main database, which holds only the
  * named databases' records, and list none.  The child reads with a
@@ -550,7 +560,7 @@ static int read_held(const char *spec, int to_parent, int from_parent)
     g_assert_cmpint(after.rc, ==, 0);
     g_assert_cmpstr(after.names, ==, "a/new a/x b/z");
     g_assert_cmpint(after.x_k, ==, 42);
-    /* And every transaction from now on: format 4. */
+    /* And every transaction from now on: format 5. */
     check_content(reg, true, false, 1);
     g_free(before.names);
     g_free(after.names);
@@ -560,7 +570,7 @@ static int read_held(const char *spec, int to_parent, int from_parent)
 
 static void test_read_only_held(Fixture *f, gconstpointer data)
 {
-    ro_run(f, RO_OTHER_USER, read_held);
+    ro_run(f, 3, RO_OTHER_USER, read_held);
 }
 
 /* On the read-only mount: a listing held in its transaction until 'g',
@@ -596,7 +606,7 @@ static void test_read_only_mount_guarded(Fixture *f, gconstpointer data)
 {
     pid_t pid;
     int up, down;
-    if (!ro_start(f, RO_MOUNT, read_guarded, &pid, &up, &down))
+    if (!ro_start(f, 3, RO_MOUNT, read_guarded, &pid, &up, &down))
         return;
     char *notify = g_strconcat(f->path, "-notify", NULL);
     int fd = open(notify, O_RDWR | O_CLOEXEC);
@@ -664,12 +674,12 @@ static void reset(Fixture *f)
 static void test_refused(Fixture *f, gconstpointer data)
 {
     raw_db r;
-    /* Format 4's marker, an unknown value. */
+    /* The main layout's marker, an unknown value. */
     fill(f->spec, false);
     raw_open(&r, f->path, true);
-    raw_put(&r, "meta", "format", 6, "procreg-lmdb 5", 14);
+    raw_put(&r, "meta", "format", 6, "procreg-lmdb 6", 14);
     raw_close(&r, true);
-    expect_refused(f->path, f->spec, "has format 'procreg-lmdb 5'");
+    expect_refused(f->path, f->spec, "has format 'procreg-lmdb 6'");
 
     /* The older layout's marker, an unknown value. */
     reset(f);
@@ -699,10 +709,283 @@ static void test_refused(Fixture *f, gconstpointer data)
     /* Format 4 without "owners". */
     reset(f);
     fill(f->spec, false);
+    lt_raw_downgrade(f->path, 4);
     raw_open(&r, f->path, true);
     g_assert_cmpint(mdb_drop(r.txn, raw_dbi(&r, "owners", 0), 1), ==, 0);
     raw_close(&r, true);
     expect_refused(f->path, f->spec, "not a procreg registry");
+}
+
+/* ---- reaping a dead owner through its owner rows ---- */
+
+/* A process of this program that sleeps until killed: an owner that
+ * lives until the test kills it. */
+static pid_t spawn_owner(procreg_owner *o)
+{
+    char *argv[] = {(char *)self_exe, "--sleep", NULL};
+    pid_t pid;
+    g_assert_cmpint(posix_spawn(&pid, self_exe, NULL, NULL, argv, environ),
+                    ==, 0);
+    /* Its start time is known once it runs. */
+    while (procreg_owner_from_pid(pid, o, NULL) != 0)
+        g_usleep(1000);
+    return pid;
+}
+
+static void kill_owner(pid_t pid)
+{
+    int status;
+    g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+}
+
+static void reg_for(procreg *reg, const char *ns, const char *name,
+                    const procreg_owner *o)
+{
+    g_assert_cmpint(procreg_register(reg, ns, name, o, NULL, NULL, NULL), ==,
+                    0);
+}
+
+/* Open the file: the monitor's sweep finds the dead owner through its
+ * rows and reaps it; wait for @n entries reaped (the reap is one
+ * transaction, counted after its commit). */
+static procreg *open_and_reap(const char *spec, gint64 n)
+{
+    procreg *reg = lt_open(spec);
+    gint64 t0 = g_get_monotonic_time();
+    while (lt_stat(reg, "reaped") < n &&
+           g_get_monotonic_time() - t0 < 10 * G_USEC_PER_SEC)
+        g_usleep(1000);
+    g_assert_cmpint(lt_stat(reg, "reaped"), ==, n);
+    return reg;
+}
+
+static bool has_row(raw_db *r, const procreg_owner *o, const char *ns)
+{
+    char ok[12], buf[LT_MAIN_KEY_MAX];
+    guint32 p = GUINT32_TO_BE((guint32)o->pid);
+    guint64 st = GUINT64_TO_BE(o->start_time);
+    memcpy(ok, &p, 4);
+    memcpy(ok + 4, &st, 8);
+    /* An entry key of @ns: "ns\0" is enough to find its namespace. */
+    MDB_val k = {strlen(ns) + 1, (void *)ns}, v;
+    MDB_val row = lt_raw_owner_row(ok, &k, buf);
+    return mdb_get(r->txn, raw_dbi(r, "owners", 0), &row, &v) == 0;
+}
+
+static guint64 last_change(const char *path)
+{
+    raw_db r;
+    raw_open(&r, path, false);
+    guint64 n = raw_last_change(&r);
+    raw_close(&r, false);
+    return n;
+}
+
+/* A dead owner with entries in two namespaces, beside live entries in
+ * both and in a third: every one of its entries is reaped (logged), its
+ * rows dropped, and nothing of the live owner's touched. */
+static void test_reap_namespaces(Fixture *f, gconstpointer data)
+{
+    procreg_owner o, self;
+    procreg_owner_self(&self);
+    pid_t pid = spawn_owner(&o);
+    procreg *reg = lt_open(f->spec);
+    reg_for(reg, "a", "live", &self);
+    reg_for(reg, "a", "d1", &o);
+    reg_for(reg, "b", "d1", &o);
+    reg_for(reg, "a", "d2", &o);
+    reg_for(reg, "b", "live", &self);
+    reg_for(reg, "c", "live", &self);
+    procreg_close(reg);
+    guint64 last = last_change(f->path);
+    raw_db r;
+    raw_open(&r, f->path, false);
+    g_assert_true(r.v5);
+    g_assert_cmpuint(raw_count(&r, "owners"), ==, 5);
+    g_assert_true(has_row(&r, &o, "a") && has_row(&r, &o, "b"));
+    raw_close(&r, false);
+
+    size_t txn_before = lt_raw_txnid(f->path);
+    kill_owner(pid);
+    reg = open_and_reap(f->spec, 3);
+    procreg_close(reg);
+    /* One write transaction: the reap.  (This process may probe the dead
+     * owner again after it, and must then find nothing to write.) */
+    g_assert_cmpuint(lt_raw_txnid(f->path), ==, txn_before + 1);
+
+    raw_open(&r, f->path, false);
+    g_assert_false(raw_has(&r, "entries", "a", "d1"));
+    g_assert_false(raw_has(&r, "entries", "a", "d2"));
+    g_assert_false(raw_has(&r, "entries", "b", "d1"));
+    g_assert_true(raw_has(&r, "entries", "a", "live"));
+    g_assert_true(raw_has(&r, "entries", "b", "live"));
+    g_assert_true(raw_has(&r, "entries", "c", "live"));
+    g_assert_false(has_row(&r, &o, "a"));
+    g_assert_false(has_row(&r, &o, "b"));
+    g_assert_cmpuint(raw_count(&r, "owners"), ==, 3);
+    g_assert_cmpuint(raw_last_change(&r), ==, last + 3);
+    raw_close(&r, false);
+}
+
+/* The lines of @dump that contain none of @drop (NULL-terminated). */
+static char *dump_without(const char *dump, const char *const *drop)
+{
+    char **lines = g_strsplit(dump, "\n", -1);
+    GString *out = g_string_new(NULL);
+    for (char **l = lines; *l != NULL; l++) {
+        bool keep = **l != '\0';
+        for (const char *const *d = drop; keep && *d != NULL; d++)
+            keep = strstr(*l, *d) == NULL;
+        if (keep)
+            g_string_append_printf(out, "%s\n", *l);
+    }
+    g_strfreev(lines);
+    return g_string_free(out, FALSE);
+}
+
+static char *hex(const void *p, size_t n)
+{
+    GString *s = g_string_new(NULL);
+    for (size_t i = 0; i < n; i++)
+        g_string_append_printf(s, "%02x", ((const unsigned char *)p)[i]);
+    return g_string_free(s, FALSE);
+}
+
+/* An owner registers s/x and unregisters it (its row for s stays, stale)
+ * and holds t/y, beside a live owner's s/keep; it dies.  The reap drops
+ * both its rows and removes t/y (one change logged), and touches nothing
+ * else: every other record of the file is as it was. */
+static void test_reap_stale_row(Fixture *f, gconstpointer data)
+{
+    procreg_owner o, self;
+    procreg_owner_self(&self);
+    pid_t pid = spawn_owner(&o);
+    procreg *reg = lt_open(f->spec);
+    reg_for(reg, "s", "keep", &self);
+    reg_for(reg, "s", "x", &o);
+    reg_for(reg, "t", "y", &o);
+    procreg_key *k = NULL;
+    g_assert_cmpint(procreg_key_new("s", "x", &k, NULL), ==, 0);
+    g_assert_cmpint(procreg_unregister_full(reg, k, 0, PROCREG_FORCE, NULL),
+                    ==, 0);
+    procreg_key_unref(k);
+    procreg_close(reg);
+    raw_db r;
+    raw_open(&r, f->path, false);
+    g_assert_true(has_row(&r, &o, "s")); /* stale */
+    g_assert_false(raw_has(&r, "entries", "s", "x"));
+    raw_close(&r, false);
+    char *before = lt_raw_dump(f->path);
+    guint64 last = last_change(f->path);
+
+    size_t txn_before = lt_raw_txnid(f->path);
+    kill_owner(pid);
+    reg = open_and_reap(f->spec, 1);
+    procreg_close(reg);
+    g_assert_cmpuint(lt_raw_txnid(f->path), ==, txn_before + 1);
+
+    /* The dead owner's rows, t/y and the new change: all that differs. */
+    char ok[12];
+    guint32 bp = GUINT32_TO_BE((guint32)o.pid);
+    guint64 bs = GUINT64_TO_BE(o.start_time);
+    memcpy(ok, &bp, 4);
+    memcpy(ok + 4, &bs, 8);
+    guint64 seq = GUINT64_TO_BE(last + 1);
+    char *row = hex(ok, sizeof ok), *ty = hex("t\0y", 3),
+         *change = hex(&seq, sizeof seq);
+    char *row_line = g_strdup_printf("owners %s", row),
+         *ty_line = g_strdup_printf("entries %s ", ty),
+         *change_line = g_strdup_printf("events %s ", change);
+    const char *const from_before[] = {row_line, ty_line, NULL};
+    const char *const from_after[] = {change_line, NULL};
+    char *after = lt_raw_dump(f->path);
+    g_assert_nonnull(strstr(before, row_line));
+    g_assert_nonnull(strstr(before, ty_line));
+    g_assert_nonnull(strstr(after, change_line));
+    char *b = dump_without(before, from_before),
+         *a = dump_without(after, from_after);
+    g_assert_cmpstr(a, ==, b);
+    raw_open(&r, f->path, false);
+    g_assert_false(has_row(&r, &o, "s"));
+    g_assert_false(has_row(&r, &o, "t"));
+    g_assert_true(has_row(&r, &self, "s"));
+    g_assert_true(raw_has(&r, "entries", "s", "keep"));
+    g_assert_cmpuint(raw_last_change(&r), ==, last + 1);
+    raw_close(&r, false);
+    g_free(before);
+    g_free(after);
+    g_free(a);
+    g_free(b);
+    g_free(row);
+    g_free(ty);
+    g_free(change);
+    g_free(row_line);
+    g_free(ty_line);
+    g_free(change_line);
+}
+
+/* A dead owner's entry whose owner row is missing (a damaged file): the
+ * reap of that owner, which follows its rows, removes its other entries
+ * and leaves that one; every read answers it absent, and registering
+ * its key removes it (reason owner_exited) and writes the new owner's
+ * row. */
+static void test_reap_missing_row(Fixture *f, gconstpointer data)
+{
+    procreg_owner o, self;
+    procreg_owner_self(&self);
+    pid_t pid = spawn_owner(&o);
+    procreg *reg = lt_open(f->spec);
+    reg_for(reg, "m", "1", &o);
+    reg_for(reg, "n", "1", &o);
+    procreg_close(reg);
+    raw_db r;
+    raw_open(&r, f->path, true);
+    {
+        char ok[12], buf[LT_MAIN_KEY_MAX];
+        guint32 bp = GUINT32_TO_BE((guint32)o.pid);
+        guint64 bs = GUINT64_TO_BE(o.start_time);
+        memcpy(ok, &bp, 4);
+        memcpy(ok + 4, &bs, 8);
+        MDB_val ek = {3, "m\0" "1"};
+        MDB_val row = lt_raw_owner_row(ok, &ek, buf);
+        g_assert_cmpint(mdb_del(r.txn, raw_dbi(&r, "owners", 0), &row, NULL),
+                        ==, 0);
+    }
+    raw_close(&r, true);
+    guint64 last = last_change(f->path);
+    size_t txn_before = lt_raw_txnid(f->path);
+
+    kill_owner(pid);
+    reg = open_and_reap(f->spec, 1);
+    procreg_owner got;
+    g_assert_cmpint(procreg_lookup(reg, "m", "1", &got, NULL), ==,
+                    PROCREG_ENOTFOUND);
+    g_assert_cmpint(procreg_lookup(reg, "n", "1", &got, NULL), ==,
+                    PROCREG_ENOTFOUND);
+    size_t n = 1;
+    g_assert_cmpint(procreg_count(reg, "m", &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, 0);
+    procreg_entry *all = NULL;
+    g_assert_cmpint(procreg_list(reg, NULL, &all, &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, 0);
+    procreg_entries_free(all, n);
+    reg_for(reg, "m", "1", &self);
+    g_assert_cmpint(lt_stat(reg, "reaped"), ==, 2);
+    g_assert_cmpint(procreg_lookup(reg, "m", "1", &got, NULL), ==, 0);
+    g_assert_cmpint(got.pid, ==, self.pid);
+    procreg_close(reg);
+    /* The reap and the registration. */
+    g_assert_cmpuint(lt_raw_txnid(f->path), ==, txn_before + 2);
+
+    raw_open(&r, f->path, false);
+    g_assert_false(raw_has(&r, "entries", "n", "1"));
+    g_assert_false(has_row(&r, &o, "n"));
+    g_assert_false(has_row(&r, &o, "m"));
+    g_assert_true(has_row(&r, &self, "m"));
+    /* n/1 reaped; m/1 removed (owner_exited) and registered. */
+    g_assert_cmpuint(raw_last_change(&r), ==, last + 3);
+    raw_close(&r, false);
 }
 
 int main(int argc, char **argv)
@@ -712,17 +995,30 @@ int main(int argc, char **argv)
         procreg_close(lt_open(argv[2]));
         return 0;
     }
+    if (argc == 2 && strcmp(argv[1], "--sleep") == 0) {
+        for (;;)
+            pause();
+    }
     g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn, d)                                                      \
     g_test_add(path, Fixture, d, lt_fx_setup, fn, lt_fx_teardown)
+    ADD("/lmdb/format/migrate-4", test_migrate, GINT_TO_POINTER(4));
     ADD("/lmdb/format/migrate-3", test_migrate, GINT_TO_POINTER(3));
     ADD("/lmdb/format/migrate-2", test_migrate, GINT_TO_POINTER(2));
     ADD("/lmdb/format/migrate-1", test_migrate, GINT_TO_POINTER(1));
-    ADD("/lmdb/format/concurrent-open", test_concurrent_open, NULL);
-    ADD("/lmdb/format/read-only-old", test_read_only_old, NULL);
+    ADD("/lmdb/format/concurrent-open", test_concurrent_open,
+        GINT_TO_POINTER(3));
+    ADD("/lmdb/format/concurrent-open-4", test_concurrent_open,
+        GINT_TO_POINTER(4));
+    ADD("/lmdb/format/read-only-old", test_read_only_old, GINT_TO_POINTER(3));
+    ADD("/lmdb/format/read-only-old-4", test_read_only_old,
+        GINT_TO_POINTER(4));
     ADD("/lmdb/format/read-only-held", test_read_only_held, NULL);
     ADD("/lmdb/format/read-only-mount-guarded", test_read_only_mount_guarded,
         NULL);
     ADD("/lmdb/format/refused", test_refused, NULL);
+    ADD("/lmdb/owners/reap-namespaces", test_reap_namespaces, NULL);
+    ADD("/lmdb/owners/reap-stale-row", test_reap_stale_row, NULL);
+    ADD("/lmdb/owners/reap-missing-row", test_reap_missing_row, NULL);
     return g_test_run();
 }

@@ -614,9 +614,9 @@ static void put_entry(raw_db *r, const char *ns, const char *name,
 }
 
 /* A file of format 2 (entries of version 1) opens: its entries read as
- * they were (moved into the main database as they are, format 4), new
+ * they were (moved into the main database as they are, format 5), new
  * ones are written in the compact version 2, and the file is marked
- * format 4. */
+ * format 5. */
 static void test_format_2(Fixture *f, gconstpointer data)
 {
     lt_raw_old_file(f->path, 2);
@@ -646,7 +646,7 @@ static void test_format_2(Fixture *f, gconstpointer data)
     raw_open(&r, f->path, false);
     g_assert_true(r.v4);
     MDB_val fv = raw_get(&r, "meta", "format", 6);
-    g_assert_cmpmem(fv.mv_data, fv.mv_size, "procreg-lmdb 4", 14);
+    g_assert_cmpmem(fv.mv_data, fv.mv_size, "procreg-lmdb 5", 14);
     MDB_val nv = raw_get(&r, "entries", "new\0e", 5);
     g_assert_cmpint(((const uint8_t *)nv.mv_data)[0], ==, 2);
     g_assert_cmpuint(nv.mv_size, <, sizeof h);

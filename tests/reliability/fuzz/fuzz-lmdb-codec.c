@@ -4,7 +4,9 @@
  * The first input byte picks the record:
  *
  *   0  an "entries" value: procreg_lmdb_entry_decode() and, on its
- *      metadata, procreg_lmdb_meta_decode()
+ *      metadata, procreg_lmdb_meta_decode(); and the reaper's filter,
+ *      procreg_lmdb_entry_owned_by(), which must never miss an entry of
+ *      the owner the value decodes to
  *   1  an "entries" key: key_split, key_strings, key_printable
  *   2  an "owners" key: procreg_lmdb_owner_from_key()
  *   3  an "events" (change-log) value: procreg_lmdb_change_decode()
@@ -37,6 +39,14 @@ static void fuzz_entry(const uint8_t *d, size_t n)
         return;
     FUZZ_CHECK(e.owner.pid > 0);
     FUZZ_CHECK(e.meta_len <= n);
+    uint8_t ob[PROCREG_LMDB_OWNER_BYTES_MAX];
+    size_t ob_len = procreg_lmdb_entry_owner_bytes(&e.owner, ob);
+    int owned = procreg_lmdb_entry_owned_by(d, n, ob, ob_len);
+    FUZZ_CHECK(owned == (d[0] == PROCREG_LMDB_ENTRY_VERSION ? 1 : -1));
+    procreg_owner other = {e.owner.pid, e.owner.start_time + 1};
+    ob_len = procreg_lmdb_entry_owner_bytes(&other, ob);
+    owned = procreg_lmdb_entry_owned_by(d, n, ob, ob_len);
+    FUZZ_CHECK(owned == (d[0] == PROCREG_LMDB_ENTRY_VERSION ? 0 : -1));
     size_t size = procreg_lmdb_entry_size(&e);
     uint8_t *again = g_malloc(size);
     procreg_lmdb_entry_encode(&e, again);

@@ -9,7 +9,8 @@
  *
  *   0  the value of entries["fz\0victim"]
  *   1  a whole entries record: 1 length byte, the key, then the value
- *   2  an owners (index) record: 12 key bytes (pid, start time), the value
+ *   2  an owner row: 12 key bytes (pid, start time), the rest the
+ *      namespace (format 5: "\xfd" + owner + namespace -> "")
  *   3  a meta record: 1 selector byte ("format", "revision", other), value
  *   4  an events (change log) record: 8 key bytes, the value
  *
@@ -17,7 +18,7 @@
  * operation returns one of its documented codes (a damaged record gives
  * PROCREG_EBACKEND, never a crash); health_check() answers; and the
  * intact entry stays readable, with its metadata, whatever damage sits
- * next to it in the entries and owners databases.
+ * next to it among the entries and owner rows.
  */
 #include "fuzz-common.h"
 
@@ -94,15 +95,16 @@ static void raw_put(const char *db, const void *k, size_t klen,
     mdb_env_set_mapsize(env, (size_t)1 << 20);
     FUZZ_CHECK(mdb_env_open(env, path, MDB_NOSUBDIR | MDB_NOSYNC, 0600) == 0);
     FUZZ_CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
-    unsigned flags = strcmp(db, "owners") == 0 ? MDB_DUPSORT : 0;
-    /* Format 4 (backends/lmdb/format.c): entries, meta records and
-     * changes are in the main database, the last two behind a byte. */
+    /* Format 5 (backends/lmdb/format.c): entries, owner rows, meta
+     * records and changes are in the main database, the last three
+     * behind a byte. */
     bool meta = strcmp(db, "meta") == 0, events = strcmp(db, "events") == 0;
-    bool in_main = meta || events || strcmp(db, "entries") == 0;
-    FUZZ_CHECK(mdb_dbi_open(txn, in_main ? NULL : db, flags, &dbi) == 0);
+    bool owners = strcmp(db, "owners") == 0;
+    bool in_main = meta || events || owners || strcmp(db, "entries") == 0;
+    FUZZ_CHECK(mdb_dbi_open(txn, in_main ? NULL : db, 0, &dbi) == 0);
     uint8_t buf[1 + 1024];
-    size_t off = meta || events ? 1 : 0;
-    buf[0] = events ? 0xff : 0xfe;
+    size_t off = meta || events || owners ? 1 : 0;
+    buf[0] = events ? 0xff : owners ? 0xfd : 0xfe;
     memcpy(buf + off, k, MIN(klen, sizeof buf - off));
     MDB_val key = {MIN(klen, sizeof buf - off) + off, buf};
     MDB_val val = {vlen, (void *)v};
@@ -256,10 +258,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     case 2: {
-        uint8_t key[12] = {0};
-        memcpy(key, rest, MIN(len, sizeof key));
-        size_t off = MIN(len, sizeof key);
-        raw_put("owners", key, sizeof key, rest + off, len - off);
+        /* The owner and the namespace in the key, the value empty. */
+        raw_put("owners", rest, len, "", 0);
         break;
     }
     case 3: {
