@@ -420,6 +420,10 @@ int procreg_lmdb_format_open(lmdb_env *env, MDB_txn *txn, bool write,
                              bool *must_write, bool *map_full,
                              GError **error)
 {
+    /* A handle of an earlier look (a read transaction aborted when the
+     * file had to be written) was closed with it, and its slot may be
+     * another database's by now: this look opens what it needs. */
+    env->old_owners = 0;
     MDB_dbi main_dbi;
     int rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
     if (rc == 0 && main_dbi != MAIN_DBI)
