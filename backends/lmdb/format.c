@@ -20,8 +20,9 @@
  * The owner rows (format 5): key "\xfd" + owner key + namespace, value
  * empty.  Invariant: every entry's (owner, namespace) has a row, written
  * in the transaction that writes the entry (register; the migration
- * builds them from the entries).  A row may be stale: an unregister, a
- * drop or a reap of one entry leaves it, so a churning owner writes no
+ * builds them from the entries).  A row may be stale: an unregister or
+ * a reap of one entry leaves it (a drop removes the rows of the owners
+ * whose entries it removed: scan.c), so a churning owner writes no
  * row but its first in a namespace (MDB_NOOVERWRITE returns MDB_KEYEXIST
  * from its search, before it touches a page: mdb_cursor_put in LMDB's
  * mdb.c).  Reaping a dead owner (liveness.c) walks the namespaces of its
