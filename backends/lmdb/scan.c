@@ -240,7 +240,8 @@ static int drop_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
      * entries went are all stale (format.c's invariant holds with none),
      * and a live owner would keep them until it dies.  (A row already
      * stale before the drop is not found from the entries: it stays.) */
-    for (guint i = 0; w->mdb_rc == 0 && i < items->len; i++) {
+    for (guint i = 0; w->mdb_rc == 0 && w->corrupt == NULL && i < items->len;
+         i++) {
         drop_item *it = &g_array_index(items, drop_item, i);
         gsize len;
         MDB_val key = {0, NULL}, row;
