@@ -20,8 +20,9 @@
  * The owner rows (format 5): key "\xfd" + owner key + namespace, value
  * empty.  Invariant: every entry's (owner, namespace) has a row, written
  * in the transaction that writes the entry (register; the migration
- * builds them from the entries).  A row may be stale: an unregister, a
- * drop or a reap of one entry leaves it, so a churning owner writes no
+ * builds them from the entries).  A row may be stale: an unregister or
+ * a reap of one entry leaves it (a drop removes the rows of the owners
+ * whose entries it removed: scan.c), so a churning owner writes no
  * row but its first in a namespace (MDB_NOOVERWRITE returns MDB_KEYEXIST
  * from its search, before it touches a page: mdb_cursor_put in LMDB's
  * mdb.c).  Reaping a dead owner (liveness.c) walks the namespaces of its
@@ -420,6 +421,10 @@ int procreg_lmdb_format_open(lmdb_env *env, MDB_txn *txn, bool write,
                              bool *must_write, bool *map_full,
                              GError **error)
 {
+    /* A handle of an earlier look (a read transaction aborted when the
+     * file had to be written) was closed with it, and its slot may be
+     * another database's by now: this look opens what it needs. */
+    env->old_owners = 0;
     MDB_dbi main_dbi;
     int rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
     if (rc == 0 && main_dbi != MAIN_DBI)

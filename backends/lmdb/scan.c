@@ -5,7 +5,8 @@
  * Owns: the cursor walk over a namespace (the key range that starts at
  * "ns\0"; NULL: every entry), skipping entries of dead owners and
  * stopping at the first corrupt record; and dropping a namespace in one
- * write transaction (damaged entries go too).
+ * write transaction (damaged entries go too, and the owner rows of the
+ * owners whose entries went, format.c).
  * Relies on: txn.c for transactions, ops.c to fill and delete entries,
  * changelog.c to log the removals, liveness.c for whether an owner lives.
  */
@@ -234,6 +235,25 @@ static int drop_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
                                      &it->e) ||
             !procreg_lmdb_entry_delete(env, txn, w, &key))
             break;
+    }
+    /* The namespace holds no entry now: the rows of the owners whose
+     * entries went are all stale (format.c's invariant holds with none),
+     * and a live owner would keep them until it dies.  (A row already
+     * stale before the drop is not found from the entries: it stays.) */
+    for (guint i = 0; w->mdb_rc == 0 && w->corrupt == NULL && i < items->len;
+         i++) {
+        drop_item *it = &g_array_index(items, drop_item, i);
+        gsize len;
+        MDB_val key = {0, NULL}, row;
+        key.mv_data = (void *)g_bytes_get_data(it->key, &len);
+        key.mv_size = len;
+        uint8_t buf[OWNER_ROW_MAX];
+        if (!it->decoded || !procreg_lmdb_owner_row(&it->e.owner, &key, &row,
+                                                    buf))
+            continue;
+        int del = mdb_del(txn, dbi, &row, NULL);
+        procreg_lmdb_step_check(w, del == MDB_NOTFOUND ? 0 : del,
+                                "dropping an owner row");
     }
     bool any = items->len > 0;
     g_array_unref(items);

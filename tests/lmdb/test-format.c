@@ -35,10 +35,12 @@ extern char **environ;
  * (older, new, another boot) is about to take the writer lock. */
 static void (*must_write_hook)(void *data);
 static void *must_write_data;
+/* The env of the last opener that ran the hook (for white-box checks). */
+static lmdb_env *must_write_env;
 
 void procreg_lmdb_hook_format_must_write(lmdb_env *env)
 {
-    (void)env;
+    must_write_env = env;
     void (*fn)(void *) = must_write_hook;
     must_write_hook = NULL;
     if (fn != NULL)
@@ -236,6 +238,31 @@ static void test_concurrent_open(Fixture *f, gconstpointer data)
     g_assert_cmpstr(after, ==, old);
     g_free(old);
     g_free(after);
+}
+
+/* Review of 5140fe8 (FAILS on main): the opener of a format 4 file that
+ * finds it migrated by another process once it holds the writer lock
+ * keeps, in env->old_owners, the handle its first look opened for
+ * "owners" in the read transaction it aborted (LMDB closed that handle:
+ * its slot is free and is given to the first database opened next, the
+ * groups' "members").  The sweep then walks "members" as if it were the
+ * old owner index.  A format 5 file has no old index: the handle must be
+ * 0. */
+static void test_concurrent_open_handle(Fixture *f, gconstpointer data)
+{
+    (void)data;
+    fill(f->spec, true);
+    lt_raw_downgrade(f->path, 4);
+    must_write_hook = migrate_elsewhere;
+    must_write_data = f->spec;
+    must_write_env = NULL;
+    procreg *reg = lt_open(f->spec);
+    g_assert_null(must_write_hook);
+    g_assert_nonnull(must_write_env);
+    g_test_message("old_owners %u, members %u", must_write_env->old_owners,
+                   must_write_env->db_members);
+    g_assert_cmpuint(must_write_env->old_owners, ==, 0);
+    procreg_close(reg);
 }
 
 /* ---- a read-only opener of an older file ---- */
@@ -1010,6 +1037,8 @@ int main(int argc, char **argv)
         GINT_TO_POINTER(3));
     ADD("/lmdb/format/concurrent-open-4", test_concurrent_open,
         GINT_TO_POINTER(4));
+    ADD("/lmdb/format/concurrent-open-4-handle", test_concurrent_open_handle,
+        NULL);
     ADD("/lmdb/format/read-only-old", test_read_only_old, GINT_TO_POINTER(3));
     ADD("/lmdb/format/read-only-old-4", test_read_only_old,
         GINT_TO_POINTER(4));
