@@ -427,10 +427,10 @@ static void reap_owner(lmdb_env *env, const procreg_owner *o)
 #endif
         int n = procreg_lmdb_write_txn(env, "reap a dead owner's entries",
                                        reap_step, &ctx, NULL);
-        if (n > 0)
-            g_atomic_pointer_add(&env->reaped, n);
         if (ctx.walked)
             g_atomic_pointer_add(&env->reap_walks, 1);
+        if (n > 0)
+            g_atomic_pointer_add(&env->reaped, n);
     }
     g_ptr_array_unref(ctx.keys);
 }
