@@ -338,11 +338,12 @@ static int reap_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
     if (!ctx->walked) {
         GPtrArray *late = g_ptr_array_new_with_free_func(
             (GDestroyNotify)g_bytes_unref);
-        ctx->walked = !procreg_lmdb_log_keys_of(env, txn, ctx->scan_seq,
-                                                &ctx->owner, late, &rc);
+        bool whole = procreg_lmdb_log_keys_of(env, txn, ctx->scan_seq,
+                                              &ctx->owner, late, &rc);
         int a = 0, b = 0;
-        if (procreg_lmdb_step_check(w, rc, "reading the change log") &&
-            !ctx->walked) {
+        bool read = procreg_lmdb_step_check(w, rc, "reading the change log");
+        ctx->walked = read && !whole;
+        if (read && whole) {
             a = reap_keys(env, txn, w, ctx->keys, &ctx->owner);
             b = a < 0 ? 0 : reap_keys(env, txn, w, late, &ctx->owner);
         }
