@@ -293,6 +293,56 @@ static uint64_t log_read_after(lmdb_env *env, MDB_txn *txn, uint64_t after,
     return missing;
 }
 
+bool procreg_lmdb_log_keys_of(lmdb_env *env, MDB_txn *txn, uint64_t after,
+                              const procreg_owner *owner, GPtrArray *keys,
+                              int *rc)
+{
+    uint64_t last = 0;
+    *rc = procreg_lmdb_log_last(env, txn, &last);
+    if (*rc != 0 || last < after)
+        return false; /* damaged, or restarted since @after */
+    if (last == after)
+        return true;
+    const lmdb_layout *lay = procreg_lmdb_layout(env, txn);
+    MDB_cursor *c;
+    *rc = mdb_cursor_open(txn, lay->events, &c);
+    if (*rc != 0)
+        return false;
+    uint8_t kbuf[EVENT_KEY_SIZE];
+    MDB_val k = procreg_lmdb_event_key(lay, after + 1, kbuf), v;
+    uint64_t expect = after + 1;
+    bool whole = true;
+    int r = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    for (; r == 0 && expect <= last; r = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        uint64_t seq;
+        procreg_lmdb_event_header h;
+        /* Numbered without gaps: a record missing was trimmed. */
+        if (!procreg_lmdb_event_seq(lay, &k, &seq) || seq != expect ||
+            v.mv_size < sizeof h) {
+            whole = false;
+            break;
+        }
+        expect++;
+        memcpy(&h, v.mv_data, sizeof h);
+        if (h.version != PROCREG_LMDB_EVENT_VERSION ||
+            (uint64_t)sizeof h + h.key_len + h.meta_len != v.mv_size) {
+            whole = false; /* damaged: the caller looks elsewhere */
+            break;
+        }
+        if ((h.kind == PROCREG_EVENT_REGISTERED ||
+             h.kind == PROCREG_EVENT_UPDATED) &&
+            h.pid == (uint64_t)owner->pid &&
+            h.start_time == owner->start_time)
+            g_ptr_array_add(keys, g_bytes_new((const uint8_t *)v.mv_data +
+                                                  sizeof h,
+                                              h.key_len));
+    }
+    mdb_cursor_close(c);
+    if (r != 0 && r != MDB_NOTFOUND)
+        *rc = r;
+    return *rc == 0 && whole && expect == last + 1;
+}
+
 /* The entry a change describes (borrowed from it). */
 static procreg_entry logged_entry(const procreg_lmdb_change *ch)
 {

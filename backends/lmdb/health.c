@@ -73,6 +73,7 @@ static void env_figures(lmdb_env *env, GVariantDict *d)
     FIG(map_adopted);
     FIG(stale_readers);
     FIG(reaped);
+    FIG(reap_walks);
     FIG(events_delivered);
     FIG(events_lost);
     FIG(corrupt_reads);

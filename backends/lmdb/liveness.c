@@ -16,15 +16,19 @@
  * looking them up.  A polled owner is never answered from the cache: it
  * may have died since the last poll.
  * Reaping a dead owner follows its owner rows (format.c): each names a
- * namespace the owner has (or had) entries in; the reap walks that
- * namespace for the owner's entries, deletes them, and drops the rows, in
- * one write transaction.  It costs the size of those namespaces, not the
- * number of the owner's entries (format 4 kept an index record per
- * entry: 63 bytes of file per entry).  An entry without its row (a
+ * namespace the owner has (or had) entries in.  The reap walks those
+ * namespaces for the owner's entries in a read transaction, outside the
+ * writer lock (it costs the size of the namespaces: format 4 kept an
+ * index record per entry instead, 63 bytes of file per entry); then one
+ * write transaction deletes what the walk found and what the change log
+ * says the owner was given since, and drops the rows (reap_ctx: why that
+ * is exact).  The write costs the owner's entries and the changes since
+ * the walk, not the namespaces.  An entry without its row (a
  * damaged file) is not reaped this way; every read still answers it
  * absent (its owner is dead), and the next write of its key, or a drop of
  * its namespace, removes it.
- * Relies on: txn.c for transactions, changelog.c to log the removals,
+ * Relies on: txn.c for transactions, changelog.c to log the removals and
+ * for the changes since the walk,
  * ops.c to delete an entry, format.c for the owner rows.
  */
 #include "lmdb-internal.h"
@@ -160,8 +164,34 @@ bool procreg_lmdb_owner_alive(lmdb_env *env, const procreg_owner *o)
     return known >= 0 ? known != 0 : owner_probe(env, o);
 }
 
+/* A reap of one dead owner: what its scan found outside the writer lock,
+ * for the write transaction to delete.
+ *
+ * The invariant that makes dropping an owner row (O, ns) safe: when the
+ * write transaction drops it, no entry of O is left in ns.  An entry of O
+ * in ns at the write is either (a) in the scan's snapshot, where its row
+ * was too (a registration puts the row in the transaction that puts the
+ * entry, and a row is dropped only with every entry of O in its
+ * namespace: this invariant, inductively), so the scan, which walked
+ * every namespace O had a row for, found it; or (b) written after the
+ * snapshot, by a transaction that logged the entry with its owner in the
+ * same transaction (a registration or an update: the only writes of an
+ * entry), numbered above the snapshot's last change (scan_seq).  So the
+ * write deletes the keys of (a) and of the log's records above scan_seq
+ * owned by O, each re-read and deleted only if O still holds it (a key
+ * removed or re-registered since is skipped).  Where the log no longer
+ * holds every record above scan_seq (trimmed: more than LOG_KEEP changes
+ * since the scan; restarted; damaged), (b) is unknown and the write walks
+ * the namespaces itself, under the lock, as before (counted:
+ * reap_walks).  A registration for O can commit after the scan: its
+ * registrant checked O alive before O died (procreg.h lets a process
+ * register for another). */
 typedef struct {
     procreg_owner owner;
+    GPtrArray *keys;   /* O's entries in its rows' namespaces at the scan */
+    uint64_t scan_seq; /* the last change the scan's snapshot holds */
+    bool scanned;      /* false: the scan failed, walk under the lock */
+    bool walked;       /* the write walked the namespaces (fallback) */
 } reap_ctx;
 
 /* The keys at or after @prefix that begin with it, copied (LMDB codes in
@@ -247,6 +277,48 @@ static int reap_entry(lmdb_env *env, MDB_txn *txn, wstate *w, MDB_val *k,
     return 1;
 }
 
+/* Reap @owner's entries in the namespace of owner row @row (@len bytes,
+ * @plen of prefix) by walking it: the fallback, under the writer lock. */
+static int reap_walk(lmdb_env *env, MDB_txn *txn, wstate *w,
+                     const uint8_t *row, size_t len, size_t plen,
+                     const procreg_owner *owner)
+{
+    int rc, n = 0;
+    GPtrArray *keys = owned_in(txn, entries_dbi(env, txn), row + plen,
+                               len - plen, owner, &rc);
+    /* A failure is in @w (LMDB's codes are of either sign). */
+    bool failed = !procreg_lmdb_step_check(w, rc, "reaping");
+    for (guint j = 0; !failed && j < keys->len; j++) {
+        gsize klen;
+        MDB_val k = {0, NULL};
+        k.mv_data = (void *)g_bytes_get_data(keys->pdata[j], &klen);
+        k.mv_size = klen;
+        int r = reap_entry(env, txn, w, &k, owner);
+        failed = r < 0;
+        n += r > 0;
+    }
+    g_ptr_array_unref(keys);
+    return failed ? -1 : n;
+}
+
+/* Reap each key of @keys @owner still holds; -1 on a failure (in @w). */
+static int reap_keys(lmdb_env *env, MDB_txn *txn, wstate *w, GPtrArray *keys,
+                     const procreg_owner *owner)
+{
+    int n = 0;
+    for (guint j = 0; j < keys->len; j++) {
+        gsize klen;
+        MDB_val k = {0, NULL};
+        k.mv_data = (void *)g_bytes_get_data(keys->pdata[j], &klen);
+        k.mv_size = klen;
+        int r = reap_entry(env, txn, w, &k, owner);
+        if (r < 0)
+            return -1;
+        n += r;
+    }
+    return n;
+}
+
 static int reap_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
 {
     reap_ctx *ctx = data;
@@ -260,28 +332,38 @@ static int reap_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
         g_ptr_array_unref(rows);
         return 0;
     }
+    /* The keys of (a) and (b) (reap_ctx), or a walk. */
     int n = 0;
+    ctx->walked = !ctx->scanned;
+    if (!ctx->walked) {
+        GPtrArray *late = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)g_bytes_unref);
+        bool whole = procreg_lmdb_log_keys_of(env, txn, ctx->scan_seq,
+                                              &ctx->owner, late, &rc);
+        int a = 0, b = 0;
+        bool read = procreg_lmdb_step_check(w, rc, "reading the change log");
+        ctx->walked = read && !whole;
+        if (read && whole) {
+            a = reap_keys(env, txn, w, ctx->keys, &ctx->owner);
+            b = a < 0 ? 0 : reap_keys(env, txn, w, late, &ctx->owner);
+        }
+        g_ptr_array_unref(late);
+        if (w->mdb_rc != 0 || w->corrupt != NULL || a < 0 || b < 0) {
+            g_ptr_array_unref(rows);
+            return 0;
+        }
+        n += a + b;
+    }
     for (guint i = 0; i < rows->len && w->mdb_rc == 0; i++) {
         gsize len;
         const uint8_t *row = g_bytes_get_data(rows->pdata[i], &len);
         /* The namespace's entries first: the row goes once they are. */
-        if (len > sizeof prefix) {
-            GPtrArray *keys = owned_in(txn, dbi, row + sizeof prefix,
-                                       len - sizeof prefix, &ctx->owner, &rc);
-            /* A failure is in @w (LMDB's codes are of either sign). */
-            bool failed = !procreg_lmdb_step_check(w, rc, "reaping");
-            for (guint j = 0; !failed && j < keys->len; j++) {
-                gsize klen;
-                MDB_val k = {0, NULL};
-                k.mv_data = (void *)g_bytes_get_data(keys->pdata[j], &klen);
-                k.mv_size = klen;
-                int r = reap_entry(env, txn, w, &k, &ctx->owner);
-                failed = r < 0;
-                n += r > 0;
-            }
-            g_ptr_array_unref(keys);
-            if (failed)
+        if (ctx->walked && len > sizeof prefix) {
+            int r = reap_walk(env, txn, w, row, len, sizeof prefix,
+                              &ctx->owner);
+            if (r < 0)
                 break;
+            n += r;
         }
         MDB_val rk = {len, (void *)row};
         if (!procreg_lmdb_step_check(w, mdb_del(txn, dbi, &rk, NULL),
@@ -300,40 +382,58 @@ static int reap_step(lmdb_env *env, MDB_txn *txn, void *data, wstate *w)
     return n;
 }
 
-/* Whether @o still holds entries, or may (an owner row), or members (a
- * read, so N processes noticing one death do not all queue up for the
- * write lock). */
-static bool owner_has_entries(lmdb_env *env, const procreg_owner *o)
+/* The scan, in a read transaction (no writer lock, so N processes
+ * noticing one death do not all queue up for it either): @ctx's keys of
+ * (a) and scan_seq.  Whether there is anything to write: an owner row,
+ * or a member (or the scan failed: the write walks). */
+static bool reap_scan(lmdb_env *env, reap_ctx *ctx)
 {
     MDB_txn *txn;
     if (procreg_lmdb_read_begin(env, &txn) != 0)
         return true;
     uint8_t prefix[1 + OWNER_KEY_SIZE];
     prefix[0] = OWNERS_PREFIX;
-    procreg_lmdb_owner_key(o, prefix + 1);
-    MDB_cursor *c;
-    bool has = true;
-    if (mdb_cursor_open(txn, entries_dbi(env, txn), &c) == 0) {
-        MDB_val k = {sizeof prefix, prefix}, v;
-        has = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE) == 0 &&
-              k.mv_size > sizeof prefix &&
-              memcmp(k.mv_data, prefix, sizeof prefix) == 0;
-        mdb_cursor_close(c);
+    procreg_lmdb_owner_key(&ctx->owner, prefix + 1);
+    MDB_dbi dbi = entries_dbi(env, txn);
+    int rc = procreg_lmdb_log_last(env, txn, &ctx->scan_seq), rrc;
+    GPtrArray *rows = keys_with_prefix(txn, dbi, prefix, sizeof prefix, &rrc);
+    if (rc == 0)
+        rc = rrc;
+    for (guint i = 0; rc == 0 && i < rows->len; i++) {
+        gsize len;
+        const uint8_t *row = g_bytes_get_data(rows->pdata[i], &len);
+        if (len <= sizeof prefix)
+            continue;
+        GPtrArray *keys = owned_in(txn, dbi, row + sizeof prefix,
+                                   len - sizeof prefix, &ctx->owner, &rc);
+        for (guint j = 0; j < keys->len; j++)
+            g_ptr_array_add(ctx->keys, g_bytes_ref(keys->pdata[j]));
+        g_ptr_array_unref(keys);
     }
-    has = has || procreg_lmdb_owner_has_members(env, txn, o);
+    ctx->scanned = rc == 0;
+    bool has = !ctx->scanned || rows->len > 0 ||
+               procreg_lmdb_owner_has_members(env, txn, &ctx->owner);
+    g_ptr_array_unref(rows);
     procreg_lmdb_read_end(env, txn);
     return has;
 }
 
 static void reap_owner(lmdb_env *env, const procreg_owner *o)
 {
-    if (!owner_has_entries(env, o))
-        return;
-    reap_ctx ctx = {*o};
-    int n = procreg_lmdb_write_txn(env, "reap a dead owner's entries",
-                                   reap_step, &ctx, NULL);
-    if (n > 0)
-        g_atomic_pointer_add(&env->reaped, n);
+    reap_ctx ctx = {.owner = *o};
+    ctx.keys = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+    if (reap_scan(env, &ctx)) {
+#ifdef PROCREG_LMDB_REAP_HOOKS
+        procreg_lmdb_hook_reap_scanned(env); /* a commit may land here */
+#endif
+        int n = procreg_lmdb_write_txn(env, "reap a dead owner's entries",
+                                       reap_step, &ctx, NULL);
+        if (ctx.walked)
+            g_atomic_pointer_add(&env->reap_walks, 1);
+        if (n > 0)
+            g_atomic_pointer_add(&env->reaped, n);
+    }
+    g_ptr_array_unref(ctx.keys);
 }
 
 /* Every owner in the file, so deaths are noticed (and the dead reaped)

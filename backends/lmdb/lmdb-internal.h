@@ -150,7 +150,8 @@ typedef struct {
     /* Figures for stats(), updated with g_atomic_pointer_add(). */
     gsize map_grows, map_adopted, stale_readers, reaped, events_delivered,
         events_lost, corrupt_reads, log_restarts, batch_commits,
-        batch_requests, batch_solo, batch_dropped, batch_recoveries;
+        batch_requests, batch_solo, batch_dropped, batch_recoveries,
+        reap_walks;
 } lmdb_env;
 
 /* One registry handle. */
@@ -379,6 +380,12 @@ void procreg_lmdb_hook_format_must_write(lmdb_env *env);
  * transaction already begun (its snapshot fixed). */
 void procreg_lmdb_hook_format_layout(lmdb_env *env);
 #endif
+#ifdef PROCREG_LMDB_REAP_HOOKS
+/* Defined by the test that links a build with it (tests/lmdb): called
+ * between a reap's scan (a read transaction) and its write transaction
+ * (liveness.c), where other writers' commits may land. */
+void procreg_lmdb_hook_reap_scanned(lmdb_env *env);
+#endif
 #ifdef PROCREG_LMDB_TEST_HOOKS
 /* Defined by the test that links the hooked build (tests/lmdb). */
 void procreg_lmdb_hook_read_begun(lmdb_env *env);
@@ -506,6 +513,15 @@ LMDB_HIDDEN bool procreg_lmdb_log_change(lmdb_env *env, MDB_txn *txn,
                                          const MDB_val *key,
                                          const raw_entry *e);
 /* Trim the log; the last step of every write that logged. */
+/* Append to @keys (GBytes) the keys of the entries owned by @owner that
+ * the changes numbered above @after wrote (registered or updated); true
+ * when the log still holds every one of them (none trimmed, no restart,
+ * none damaged), false when it cannot tell (the caller must look
+ * elsewhere).  An LMDB failure in *@rc. */
+LMDB_HIDDEN bool procreg_lmdb_log_keys_of(lmdb_env *env, MDB_txn *txn,
+                                          uint64_t after,
+                                          const procreg_owner *owner,
+                                          GPtrArray *keys, int *rc);
 LMDB_HIDDEN bool procreg_lmdb_log_finish(lmdb_env *env, MDB_txn *txn,
                                          wstate *w);
 /* Report every change logged since the last delivery to every attached

@@ -10,7 +10,9 @@
  * slot (a read-only mount) keeping writers out; the files refused at
  * open, unchanged; and reaping a dead owner through its owner rows
  * (liveness.c): across namespaces, a stale row, an entry without its
- * row. */
+ * row, a registration committed between the reap's scan and its write
+ * (forced through the reap hook of the same build, and the batch hook in
+ * the registrant), with the change log trimmed past the scan meanwhile. */
 #include "lmdb-raw.h"
 #include "lmdb-test-util.h"
 
@@ -22,6 +24,7 @@
 #include <sched.h>
 #include <spawn.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 typedef lt_fixture Fixture;
@@ -1015,6 +1018,168 @@ static void test_reap_missing_row(Fixture *f, gconstpointer data)
     raw_close(&r, false);
 }
 
+/* ---- a commit between a reap's scan and its write ---- */
+
+/* The reap hook (a build with PROCREG_LMDB_REAP_HOOKS calls it between a
+ * reap's scan and its write transaction): the first call in this process
+ * runs reap_hook_fn once; in a late registrant (--late) every call waits
+ * for SIGKILL: its own monitor must not reap the owner. */
+static void (*reap_hook_fn)(void *data);
+static void *reap_hook_data;
+static bool reap_hook_block;
+
+void procreg_lmdb_hook_reap_scanned(lmdb_env *env)
+{
+    (void)env;
+    while (reap_hook_block)
+        pause();
+    void (*fn)(void *) =
+        __atomic_exchange_n(&reap_hook_fn, NULL, __ATOMIC_SEQ_CST);
+    if (fn != NULL)
+        fn(reap_hook_data);
+}
+
+/* --late SPEC PID START: register big/late for the owner PID START (alive
+ * when checked), held inside the writer lock after the check until the
+ * parent says 'g' (fd 4); 'a' when held there; 'u' once committed and the
+ * lock let go (durability=sync: the flush comes after), held there until
+ * 'q' (so its registry neither returns nor watches the owner yet); 'r'
+ * when the call returned 0; then waits to be killed. */
+static void late_batch_hook(const char *point)
+{
+    if (strcmp(point, "solo") == 0) {
+        say(3, 's');
+    } else if (strcmp(point, "applied") == 0) {
+        say(3, 'a');
+        g_assert_cmpint(hear(4), ==, 'g');
+    } else if (strcmp(point, "unlocked") == 0) {
+        say(3, 'u');
+        g_assert_cmpint(hear(4), ==, 'q');
+    }
+}
+
+static int late_main(const char *spec, const char *pid, const char *start)
+{
+    reap_hook_block = true;
+    /* A test that fails leaves nobody holding the pipes. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
+        return 1;
+    char *sync = g_strconcat(spec, ",durability=sync", NULL);
+    procreg *reg = lt_open(sync);
+    g_free(sync);
+    procreg_owner o = {(pid_t)atoi(pid), g_ascii_strtoull(start, NULL, 10)};
+    procreg_lmdb_batch_hook = late_batch_hook;
+    int rc = procreg_register(reg, "big", "late", &o, NULL, NULL, NULL);
+    say(3, rc == 0 ? 'r' : 'f');
+    for (;;)
+        pause();
+    return 0;
+}
+
+typedef struct {
+    int up, down; /* the late registrant's pipes */
+    procreg *reg;
+    int fill;     /* registrations made in the hook after its commit */
+    int filled;
+} late_ctx;
+
+/* In this process's reap, between scan and write: let the late
+ * registration commit, then register more from this thread (the
+ * monitor's): the writer lock is free here. */
+static void release_late(void *data)
+{
+    late_ctx *l = data;
+    say(l->down, 'g');
+    g_assert_cmpint(hear(l->up), ==, 'u');
+    procreg_owner self;
+    procreg_owner_self(&self);
+    for (int i = 0; i < l->fill; i++) {
+        char name[32];
+        g_snprintf(name, sizeof name, "f%05d", i);
+        if (procreg_register(l->reg, "fill", name, &self, NULL, NULL,
+                             NULL) == 0)
+            l->filled++;
+    }
+}
+
+/* A registration for owner O, checked alive before O died, commits after
+ * the reap of O scanned and before its write transaction: the write finds
+ * it in the change log and reaps it (no row of O left behind an entry of
+ * O).  With @data, more than LOG_KEEP changes follow it before the write,
+ * so the log no longer holds it: the write walks the namespaces under the
+ * lock instead (reap_walks), and reaps it just the same. */
+static void test_reap_late(Fixture *f, gconstpointer data)
+{
+    int fill = GPOINTER_TO_INT(data);
+    procreg_owner o, self;
+    procreg_owner_self(&self);
+    pid_t opid = spawn_owner(&o);
+    /* Through another handle, closed: this registry's own monitor (the
+     * core's) does not know O, only the backend's reap removes its
+     * entries here. */
+    procreg *reg = lt_open(f->spec);
+    reg_for(reg, "big", "live", &self);
+    reg_for(reg, "big", "d1", &o);
+    procreg_close(reg);
+    /* Its sweep finds O (a row) alive, and watches it. */
+    reg = lt_open(f->spec);
+
+    int up[2], down[2];
+    g_assert_cmpint(pipe(up), ==, 0);
+    g_assert_cmpint(pipe(down), ==, 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, up[1], 3);
+    posix_spawn_file_actions_adddup2(&fa, down[0], 4);
+    char pid_s[16], start_s[32];
+    g_snprintf(pid_s, sizeof pid_s, "%d", (int)o.pid);
+    g_snprintf(start_s, sizeof start_s, "%" G_GUINT64_FORMAT,
+               (guint64)o.start_time);
+    char *argv[] = {(char *)self_exe, "--late", f->spec, pid_s, start_s, NULL};
+    pid_t rpid;
+    g_assert_cmpint(posix_spawn(&rpid, self_exe, &fa, NULL, argv, environ),
+                    ==, 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(up[1]);
+    close(down[0]);
+    /* The registrant checked O alive and holds the writer lock. */
+    g_assert_cmpint(hear(up[0]), ==, 'a');
+
+    late_ctx l = {up[0], down[1], reg, fill, 0};
+    reap_hook_data = &l;
+    __atomic_store_n(&reap_hook_fn, release_late, __ATOMIC_SEQ_CST);
+    gint64 walks = lt_stat(reg, "reap_walks");
+    kill_owner(opid);
+    /* The reap's commit is counted after it (reap_walks first). */
+    gint64 t0 = g_get_monotonic_time(), got;
+    while ((got = lt_stat(reg, "reaped")) == 0 &&
+           g_get_monotonic_time() - t0 < 30 * G_USEC_PER_SEC)
+        g_usleep(1000);
+    g_assert_null(__atomic_load_n(&reap_hook_fn, __ATOMIC_SEQ_CST));
+    g_assert_cmpint(l.filled, ==, fill);
+    g_assert_cmpint(got, ==, 2);
+    g_assert_cmpint(lt_stat(reg, "reap_walks"), ==, walks + (fill > 4096));
+
+    /* The file, the registrant still inside its call. */
+    raw_db r;
+    raw_open(&r, f->path, false);
+    g_assert_false(raw_has(&r, "entries", "big", "d1"));
+    g_assert_false(raw_has(&r, "entries", "big", "late"));
+    g_assert_true(raw_has(&r, "entries", "big", "live"));
+    g_assert_false(has_row(&r, &o, "big"));
+    g_assert_true(has_row(&r, &self, "big"));
+    raw_close(&r, false);
+    say(down[1], 'q');
+    g_assert_cmpint(hear(up[0]), ==, 'r');
+    procreg_close(reg);
+
+    int status;
+    g_assert_cmpint(kill(rpid, SIGKILL), ==, 0);
+    g_assert_cmpint(waitpid(rpid, &status, 0), ==, rpid);
+    close(up[0]);
+    close(down[1]);
+}
+
 int main(int argc, char **argv)
 {
     self_exe = argv[0];
@@ -1022,6 +1187,8 @@ int main(int argc, char **argv)
         procreg_close(lt_open(argv[2]));
         return 0;
     }
+    if (argc == 5 && strcmp(argv[1], "--late") == 0)
+        return late_main(argv[2], argv[3], argv[4]);
     if (argc == 2 && strcmp(argv[1], "--sleep") == 0) {
         for (;;)
             pause();
@@ -1049,5 +1216,8 @@ int main(int argc, char **argv)
     ADD("/lmdb/owners/reap-namespaces", test_reap_namespaces, NULL);
     ADD("/lmdb/owners/reap-stale-row", test_reap_stale_row, NULL);
     ADD("/lmdb/owners/reap-missing-row", test_reap_missing_row, NULL);
+    ADD("/lmdb/owners/reap-late", test_reap_late, GINT_TO_POINTER(1));
+    ADD("/lmdb/owners/reap-late-trimmed", test_reap_late,
+        GINT_TO_POINTER(4200));
     return g_test_run();
 }
