@@ -130,4 +130,18 @@ static inline gint64 lt_stat(procreg *reg, const char *name)
     return out;
 }
 
+/* One byte over a pipe between a test and its child. */
+static inline void lt_say(int fd, char c)
+{
+    g_assert_cmpint(write(fd, &c, 1), ==, 1);
+}
+
+/* The next byte from @fd (fails at EOF: the other side died). */
+static inline char lt_hear(int fd)
+{
+    char c = 0;
+    g_assert_cmpint(read(fd, &c, 1), ==, 1);
+    return c;
+}
+
 #endif
