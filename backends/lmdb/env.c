@@ -19,7 +19,9 @@ static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static GHashTable *table;     /* lmdb_env* by (dev, ino) */
 /* The parents' envs in a forked child: kept (reachable), never used. */
 static GPtrArray *abandoned;
-static gint fork_generation;
+/* Bumped in a forked child (procreg_lmdb_env_is_ours() reads it inline). */
+LMDB_HIDDEN gint procreg_lmdb_fork_generation;
+#define fork_generation procreg_lmdb_fork_generation
 
 /* The writer lock's list and the readers' lock nest inside table_lock,
  * here as everywhere. */
@@ -137,20 +139,13 @@ void procreg_lmdb_env_release(lmdb_env *env, bool nosync)
         procreg_lmdb_env_free(env);
 }
 
-bool procreg_lmdb_env_is_ours(const lmdb_env *env)
-{
-    return env->generation == (guint)g_atomic_int_get(&fork_generation);
-}
-
 /* After fork() the child opens the file again, once, and leaves the
  * parent's env alone. */
-lmdb_env *procreg_lmdb_state_env(lmdb_state *st, int *rc, GError **error)
+lmdb_env *procreg_lmdb_state_env_slow(lmdb_state *st, int *rc,
+                                      GError **error)
 {
-    lmdb_env *env = g_atomic_pointer_get(&st->env);
-    if (G_LIKELY(procreg_lmdb_env_is_ours(env)))
-        return env;
     pthread_mutex_lock(&st->lock);
-    env = st->env;
+    lmdb_env *env = st->env;
     if (!procreg_lmdb_env_is_ours(env)) {
         lmdb_env *fresh = NULL;
         *rc = procreg_lmdb_env_acquire(st, &fresh, error);

@@ -39,29 +39,6 @@ static unsigned int uint_size(uint64_t x)
     return x == 0 ? 0 : (unsigned int)(71 - __builtin_clzll(x)) / 8;
 }
 
-/* An integer of @size bytes (little-endian) at *@p, before @end; false
- * when cut short or not in its fewest bytes (so a record re-encodes to
- * itself). */
-static inline bool uint_get(const uint8_t **p, const uint8_t *end,
-                            unsigned int size, uint64_t *out)
-{
-    if (size > 8 || (size_t)(end - *p) < size)
-        return false;
-    uint64_t x = 0;
-    if (end - *p >= 8) {
-        memcpy(&x, *p, 8);
-        x = GUINT64_FROM_LE(x);
-        if (size < 8)
-            x &= ((uint64_t)1 << (8 * size)) - 1;
-    } else {
-        for (unsigned int i = 0; i < size; i++)
-            x |= (uint64_t)(*p)[i] << (8 * i);
-    }
-    *p += size;
-    *out = x;
-    return uint_size(x) == size;
-}
-
 static uint8_t *uint_put(uint8_t *p, uint64_t x)
 {
     for (unsigned int n = uint_size(x); n > 0; n--, x >>= 8)
@@ -74,13 +51,8 @@ static uint64_t zigzag(int64_t x)
     return ((uint64_t)x << 1) ^ (uint64_t)(x >> 63);
 }
 
-static int64_t unzigzag(uint64_t x)
-{
-    return (int64_t)(x >> 1) ^ -(int64_t)(x & 1);
-}
-
-LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
-                                                  procreg_lmdb_raw_entry *out)
+static inline __attribute__((always_inline)) const char *
+entry_decode(const void *v, size_t n, procreg_lmdb_raw_entry *out, bool all)
 {
     uint16_t v1;
     if (n >= sizeof v1 && (memcpy(&v1, v, sizeof v1),
@@ -88,29 +60,13 @@ LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
         return entry_decode_v1(v, n, out);
     if (n < 4) /* before any arithmetic on @v, which may be NULL then */
         return "value shorter than its header";
-    const uint8_t *p = v, *end = p + n;
-    if (p[0] != PROCREG_LMDB_ENTRY_VERSION)
-        return "unknown entry version";
-    if (p[1] & ~PROCREG_LMDB_HAS_META)
-        return "unknown entry flags";
-    out->has_meta = (p[1] & PROCREG_LMDB_HAS_META) != 0;
-    unsigned int sizes = p[2] | (unsigned int)p[3] << 8;
-    p += 4;
-    uint64_t pid, registered_at;
-    if (!uint_get(&p, end, sizes & 15, &pid) ||
-        !uint_get(&p, end, (sizes >> 4) & 15, &out->owner.start_time) ||
-        !uint_get(&p, end, (sizes >> 8) & 15, &registered_at) ||
-        !uint_get(&p, end, sizes >> 12, &out->revision))
-        return "malformed entry header";
-    if (pid == 0 || pid > INT_MAX)
-        return "owner pid out of range";
-    if (!out->has_meta && p != end)
-        return "metadata without its flag";
-    out->owner.pid = (pid_t)pid;
-    out->registered_at = unzigzag(registered_at);
-    out->meta = p;
-    out->meta_len = (size_t)(end - p);
-    return NULL;
+    return procreg_lmdb_entry_decode_v2(v, n, out, all);
+}
+
+LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
+                                                  procreg_lmdb_raw_entry *out)
+{
+    return entry_decode(v, n, out, true);
 }
 
 LMDB_HIDDEN size_t procreg_lmdb_entry_size(const procreg_lmdb_raw_entry *e)

@@ -268,11 +268,26 @@ static inline bool owner_same(const procreg_owner *a, const procreg_owner *b)
 LMDB_HIDDEN int procreg_lmdb_env_acquire(lmdb_state *st, lmdb_env **out,
                                          GError **error);
 LMDB_HIDDEN void procreg_lmdb_env_release(lmdb_env *env, bool nosync);
+LMDB_HIDDEN extern gint procreg_lmdb_fork_generation; /* env.c */
 /* Whether @env was opened by this process (not inherited over fork()). */
-LMDB_HIDDEN bool procreg_lmdb_env_is_ours(const lmdb_env *env);
-/* The env of @st for this process; NULL with *rc and @error set. */
-LMDB_HIDDEN lmdb_env *procreg_lmdb_state_env(lmdb_state *st, int *rc,
-                                             GError **error);
+static inline bool procreg_lmdb_env_is_ours(const lmdb_env *env)
+{
+    return env->generation ==
+           (guint)g_atomic_int_get(&procreg_lmdb_fork_generation);
+}
+LMDB_HIDDEN lmdb_env *procreg_lmdb_state_env_slow(lmdb_state *st, int *rc,
+                                                  GError **error);
+/* The env of @st for this process; NULL with *rc and @error set.  Inline:
+ * every operation passes here (the slow path opens the file again in a
+ * forked child). */
+static inline lmdb_env *procreg_lmdb_state_env(lmdb_state *st, int *rc,
+                                               GError **error)
+{
+    lmdb_env *env = g_atomic_pointer_get(&st->env);
+    if (G_LIKELY(procreg_lmdb_env_is_ours(env)))
+        return env;
+    return procreg_lmdb_state_env_slow(st, rc, error);
+}
 
 /* Declares `env` for handle @st in a vtable slot, or returns its error. */
 #define STATE_ENV(st, error)                                                  \

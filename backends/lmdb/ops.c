@@ -298,17 +298,20 @@ int procreg_lmdb_register(void *state, const procreg_key *key,
     return rc;
 }
 
-/* Read the entry at @key: 0 with @out filled, PROCREG_ENOTFOUND (absent,
+/* Read the entry at @key: 0 with @out filled (with @all, every field;
+ * else only the owner, after the same checks), PROCREG_ENOTFOUND (absent,
  * or its owner is dead), or a failure.  @why gets a corruption. */
-static int read_entry(lmdb_env *env, MDB_txn *txn, const procreg_key *key,
-                      raw_entry *out, const char **why)
+static inline __attribute__((always_inline)) int
+read_entry(lmdb_env *env, MDB_txn *txn, const procreg_key *key,
+           raw_entry *out, const char **why, bool all)
 {
     MDB_val k = key_val(key), v;
     *why = NULL;
     int rc = mdb_get(txn, entries_dbi(env, txn), &k, &v);
     if (rc != 0)
         return rc == MDB_NOTFOUND ? PROCREG_ENOTFOUND : procreg_lmdb_code(rc);
-    *why = entry_decode(&v, out);
+    *why = all ? entry_decode(&v, out)
+               : procreg_lmdb_entry_decode_owner(v.mv_data, v.mv_size, out);
     if (*why != NULL)
         return PROCREG_EBACKEND;
     return 0;
@@ -323,7 +326,7 @@ int procreg_lmdb_lookup(void *state, const procreg_key *key, procreg_owner *out)
         return PROCREG_EBACKEND;
     raw_entry e;
     const char *why;
-    int rc = read_entry(env, txn, key, &e, &why);
+    int rc = read_entry(env, txn, key, &e, &why, false);
     procreg_lmdb_read_end(env, txn);
     if (why != NULL)
         g_atomic_pointer_add(&env->corrupt_reads, 1);
@@ -358,7 +361,7 @@ int procreg_lmdb_lookup_entry(void *state, const procreg_key *key,
         return procreg_lmdb_fail(env, rc, "lookup", error);
     raw_entry e;
     const char *why = NULL;
-    rc = read_entry(env, txn, key, &e, &why);
+    rc = read_entry(env, txn, key, &e, &why, true);
     bool filled = rc == 0 && procreg_lmdb_fill_entry(&e, out, &why);
     procreg_lmdb_read_end(env, txn);
     MDB_val k = key_val(key);

@@ -754,6 +754,148 @@ static void test_corrupt_entries(Fixture *f, gconstpointer data)
     procreg_backend_close(b);
 }
 
+/* An entry of version 2 with the integers @v in @size bytes each (as
+ * given: a test may write one wider than its fewest bytes; bytes past the
+ * 8th are 1), @extra bytes after them; its length. */
+static size_t v2_entry(uint8_t *out, uint8_t flags, const unsigned size[4],
+                       const uint64_t v[4], size_t extra)
+{
+    uint8_t *p = out;
+    *p++ = 2;
+    *p++ = flags;
+    *p++ = (uint8_t)(size[0] | size[1] << 4);
+    *p++ = (uint8_t)(size[2] | size[3] << 4);
+    for (int i = 0; i < 4; i++)
+        for (unsigned b = 0; b < size[i]; b++)
+            *p++ = b < 8 ? (uint8_t)(v[i] >> (8 * b)) : 1;
+    memset(p, 'x', extra);
+    return (size_t)(p - out) + extra;
+}
+
+static unsigned fewest(uint64_t x)
+{
+    unsigned n = 0;
+    for (; x != 0; x >>= 8)
+        n++;
+    return n;
+}
+
+/* Entries of version 2 (what format 3 and later write), damaged in each
+ * way the decoder checks, at each place the integers are read from (the
+ * head of a value, its last 8 bytes, a value shorter than 8): a lookup
+ * (owner only) and lookup_entry both report them corrupt, never return
+ * their owner; sound ones beside them read back exactly. */
+static void test_corrupt_entries_v2(Fixture *f, gconstpointer data)
+{
+    procreg *reg = lt_open(f->spec);
+    g_assert_cmpint(reg_self(reg, "v2", "fine", NULL), ==, 0);
+    procreg_close(reg);
+
+    procreg_owner self;
+    procreg_owner_self(&self);
+    /* pid, start time, zigzag(registered_at), revision */
+    const uint64_t val[4] = {(uint64_t)self.pid, self.start_time,
+                             2 * 1234 - 1 /* -1234 */, 7};
+    const unsigned fit[4] = {fewest(val[0]), fewest(val[1]), fewest(val[2]),
+                             fewest(val[3])};
+    g_assert_cmpuint(fit[1], >=, 1);
+    uint8_t buf[64];
+    size_t n;
+    raw_db r;
+    raw_open(&r, f->path, true);
+    /* Sound: the tail integers come from the value's last 8 bytes. */
+    n = v2_entry(buf, 0, fit, val, 0);
+    put_entry(&r, "v2", "good", buf, n);
+    /* Sound: the widest integers, the last at the very end. */
+    const uint64_t wide[4] = {(uint64_t)self.pid, self.start_time,
+                              UINT64_MAX /* INT64_MIN */,
+                              0x0102030405060708ull};
+    const unsigned wide_fit[4] = {fit[0], fit[1], 8, 8};
+    n = v2_entry(buf, 0, wide_fit, wide, 0);
+    put_entry(&r, "v2", "good-wide", buf, n);
+
+    const char *bad[] = {"size9",    "cut",      "cut-meta", "cut-header",
+                         "wide-pid", "wide-rev", "wide-reg", "short-wide",
+                         "zero-pid", "big-pid",  "extra",    "flags",
+                         "version"};
+    unsigned s[4];
+    memcpy(s, fit, sizeof s);
+    s[3] = 9; /* the revision, which a lookup does not return */
+    n = v2_entry(buf, 0, s, val, 0);
+    put_entry(&r, "v2", "size9", buf, n);
+    n = v2_entry(buf, 0, fit, val, 0);
+    put_entry(&r, "v2", "cut", buf, n - 1);
+    /* Cut short with the metadata flag: no "bytes without the flag" to
+     * give it away. */
+    n = v2_entry(buf, 1, fit, val, 0);
+    put_entry(&r, "v2", "cut-meta", buf, n - 1);
+    put_entry(&r, "v2", "cut-header", buf, 3);
+    memcpy(s, fit, sizeof s);
+    s[0]++; /* the pid with a 0 top byte: at the head */
+    n = v2_entry(buf, 0, s, val, 0);
+    put_entry(&r, "v2", "wide-pid", buf, n);
+    memcpy(s, fit, sizeof s);
+    s[3]++; /* the revision with a 0 top byte: at the tail */
+    n = v2_entry(buf, 0, s, val, 0);
+    put_entry(&r, "v2", "wide-rev", buf, n);
+    memcpy(s, fit, sizeof s);
+    s[2]++;
+    n = v2_entry(buf, 0, s, val, 0);
+    put_entry(&r, "v2", "wide-reg", buf, n);
+    /* Shorter than 8: pid 1, the rest 0 but a revision in 2 bytes. */
+    const uint64_t tiny[4] = {1, 0, 0, 7};
+    const unsigned tiny_s[4] = {1, 0, 0, 2};
+    n = v2_entry(buf, 0, tiny_s, tiny, 0);
+    g_assert_cmpuint(n, <, 8);
+    put_entry(&r, "v2", "short-wide", buf, n);
+    memcpy(s, fit, sizeof s);
+    s[0] = 0;
+    n = v2_entry(buf, 0, s, val, 0);
+    put_entry(&r, "v2", "zero-pid", buf, n);
+    const uint64_t big[4] = {(uint64_t)INT_MAX + 1, val[1], val[2], val[3]};
+    const unsigned big_s[4] = {4, fit[1], fit[2], fit[3]};
+    n = v2_entry(buf, 0, big_s, big, 0);
+    put_entry(&r, "v2", "big-pid", buf, n);
+    n = v2_entry(buf, 0, fit, val, 3); /* bytes without the metadata flag */
+    put_entry(&r, "v2", "extra", buf, n);
+    n = v2_entry(buf, 2, fit, val, 0);
+    put_entry(&r, "v2", "flags", buf, n);
+    n = v2_entry(buf, 0, fit, val, 0);
+    buf[0] = 3;
+    put_entry(&r, "v2", "version", buf, n);
+    raw_close(&r, true);
+
+    reg = lt_open(f->spec);
+    procreg_owner o;
+    procreg_entry e = {0};
+    g_assert_cmpint(procreg_lookup(reg, "v2", "good", &o, NULL), ==, 0);
+    g_assert_true(o.pid == self.pid && o.start_time == self.start_time);
+    g_assert_cmpint(procreg_lookup_entry(reg, "v2", "good", &e, NULL), ==, 0);
+    g_assert_cmpint(e.registered_at, ==, -1234);
+    g_assert_cmpuint(e.revision, ==, 7);
+    procreg_entry_clear(&e);
+    g_assert_cmpint(procreg_lookup_entry(reg, "v2", "good-wide", &e, NULL),
+                    ==, 0);
+    g_assert_true(e.owner.pid == self.pid &&
+                  e.owner.start_time == self.start_time);
+    g_assert_cmpint(e.registered_at, ==, INT64_MIN);
+    g_assert_cmpuint(e.revision, ==, 0x0102030405060708ull);
+    procreg_entry_clear(&e);
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_test_message("%s", bad[i]);
+        g_assert_cmpint(procreg_lookup(reg, "v2", bad[i], &o, NULL), ==,
+                        PROCREG_EBACKEND);
+        GError *err = NULL;
+        g_assert_cmpint(procreg_lookup_entry(reg, "v2", bad[i], &e, &err), ==,
+                        PROCREG_EBACKEND);
+        g_assert_nonnull(strstr(err->message, "corrupt entry"));
+        g_test_message("%s", err->message);
+        g_clear_error(&err);
+    }
+    g_assert_cmpint(procreg_lookup(reg, "v2", "fine", &o, NULL), ==, 0);
+    procreg_close(reg);
+}
+
 /* A key that is not "ns\0name" makes a full listing fail cleanly. */
 static void test_corrupt_key(Fixture *f, gconstpointer data)
 {
@@ -966,6 +1108,7 @@ int main(int argc, char **argv)
     ADD("/lmdb/files/format", test_wrong_format);
     ADD("/lmdb/files/format-2", test_format_2);
     ADD("/lmdb/files/corrupt-entries", test_corrupt_entries);
+    ADD("/lmdb/files/corrupt-entries-v2", test_corrupt_entries_v2);
     ADD("/lmdb/files/corrupt-key", test_corrupt_key);
     ADD("/lmdb/files/read-only", test_read_only);
     ADD("/lmdb/files/full-disk", test_full_disk);

@@ -3,7 +3,8 @@
  * bytes, without a file: fast where fuzz-lmdb goes through whole files.
  * The first input byte picks the record:
  *
- *   0  an "entries" value: procreg_lmdb_entry_decode() and, on its
+ *   0  an "entries" value: procreg_lmdb_entry_decode() (and the lookup's
+ *      procreg_lmdb_entry_decode_owner(), which must agree) and, on its
  *      metadata, procreg_lmdb_meta_decode(); and the reaper's filter,
  *      procreg_lmdb_entry_owned_by(), which must never miss an entry of
  *      the owner the value decodes to
@@ -35,8 +36,16 @@ static void fuzz_entry(const uint8_t *d, size_t n)
 {
     procreg_lmdb_raw_entry e;
     const char *why = procreg_lmdb_entry_decode(d, n, &e);
+    /* The lookup's decoder: the same verdict, the same owner. */
+    procreg_lmdb_raw_entry eo;
+    const char *why_o = procreg_lmdb_entry_decode_owner(d, n, &eo);
+    FUZZ_CHECK((why == NULL) == (why_o == NULL));
+    FUZZ_CHECK(why == NULL || strcmp(why, why_o) == 0);
     if (why != NULL)
         return;
+    FUZZ_CHECK(eo.owner.pid == e.owner.pid &&
+               eo.owner.start_time == e.owner.start_time &&
+               eo.has_meta == e.has_meta);
     FUZZ_CHECK(e.owner.pid > 0);
     FUZZ_CHECK(e.meta_len <= n);
     uint8_t ob[PROCREG_LMDB_OWNER_BYTES_MAX];
