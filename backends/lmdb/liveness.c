@@ -216,26 +216,25 @@ static GPtrArray *keys_with_prefix(MDB_txn *txn, MDB_dbi dbi,
     return keys;
 }
 
-/* The keys of @owner's entries in the namespace @ns (@ns_len bytes). */
-static GPtrArray *owned_in(MDB_txn *txn, MDB_dbi dbi, const void *ns,
-                           size_t ns_len, const procreg_owner *owner,
-                           int *rc)
+/* Add to @keys the keys of @owner's entries in the namespace @ns (@ns_len
+ * bytes); an LMDB code. */
+static int owned_in(MDB_txn *txn, MDB_dbi dbi, const void *ns, size_t ns_len,
+                    const procreg_owner *owner, GPtrArray *keys)
 {
-    GPtrArray *keys = g_ptr_array_new_with_free_func(
-        (GDestroyNotify)g_bytes_unref);
+    int rc;
     char *prefix = g_malloc(ns_len + 1);
     memcpy(prefix, ns, ns_len);
     prefix[ns_len] = '\0';
     uint8_t ob[PROCREG_LMDB_OWNER_BYTES_MAX];
     size_t ob_len = procreg_lmdb_entry_owner_bytes(owner, ob);
     MDB_cursor *c;
-    *rc = mdb_cursor_open(txn, dbi, &c);
-    if (*rc == 0) {
+    rc = mdb_cursor_open(txn, dbi, &c);
+    if (rc == 0) {
         MDB_val k = {ns_len + 1, prefix}, v;
-        for (*rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-             *rc == 0 && k.mv_size > ns_len &&
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+             rc == 0 && k.mv_size > ns_len &&
              memcmp(k.mv_data, prefix, ns_len + 1) == 0;
-             *rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
             /* The owner's bytes, not a whole decode: reap_entry()
              * decodes what this keeps.  A damaged entry stays: reads
              * report it. */
@@ -249,11 +248,11 @@ static GPtrArray *owned_in(MDB_txn *txn, MDB_dbi dbi, const void *ns,
                 g_ptr_array_add(keys, g_bytes_new(k.mv_data, k.mv_size));
         }
         mdb_cursor_close(c);
-        if (*rc == MDB_NOTFOUND)
-            *rc = 0;
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
     }
     g_free(prefix);
-    return keys;
+    return rc;
 }
 
 /* Delete the entry at @k if @owner still holds it, logged as reaped; 1
@@ -277,30 +276,6 @@ static int reap_entry(lmdb_env *env, MDB_txn *txn, wstate *w, MDB_val *k,
     return 1;
 }
 
-/* Reap @owner's entries in the namespace of owner row @row (@len bytes,
- * @plen of prefix) by walking it: the fallback, under the writer lock. */
-static int reap_walk(lmdb_env *env, MDB_txn *txn, wstate *w,
-                     const uint8_t *row, size_t len, size_t plen,
-                     const procreg_owner *owner)
-{
-    int rc, n = 0;
-    GPtrArray *keys = owned_in(txn, entries_dbi(env, txn), row + plen,
-                               len - plen, owner, &rc);
-    /* A failure is in @w (LMDB's codes are of either sign). */
-    bool failed = !procreg_lmdb_step_check(w, rc, "reaping");
-    for (guint j = 0; !failed && j < keys->len; j++) {
-        gsize klen;
-        MDB_val k = {0, NULL};
-        k.mv_data = (void *)g_bytes_get_data(keys->pdata[j], &klen);
-        k.mv_size = klen;
-        int r = reap_entry(env, txn, w, &k, owner);
-        failed = r < 0;
-        n += r > 0;
-    }
-    g_ptr_array_unref(keys);
-    return failed ? -1 : n;
-}
-
 /* Reap each key of @keys @owner still holds; -1 on a failure (in @w). */
 static int reap_keys(lmdb_env *env, MDB_txn *txn, wstate *w, GPtrArray *keys,
                      const procreg_owner *owner)
@@ -316,6 +291,24 @@ static int reap_keys(lmdb_env *env, MDB_txn *txn, wstate *w, GPtrArray *keys,
             return -1;
         n += r;
     }
+    return n;
+}
+
+/* Reap @owner's entries in the namespace of owner row @row (@len bytes,
+ * @plen of prefix) by walking it: the fallback, under the writer lock. */
+static int reap_walk(lmdb_env *env, MDB_txn *txn, wstate *w,
+                     const uint8_t *row, size_t len, size_t plen,
+                     const procreg_owner *owner)
+{
+    GPtrArray *keys = g_ptr_array_new_with_free_func(
+        (GDestroyNotify)g_bytes_unref);
+    int rc = owned_in(txn, entries_dbi(env, txn), row + plen, len - plen,
+                      owner, keys);
+    /* A failure is in @w (LMDB's codes are of either sign). */
+    int n = procreg_lmdb_step_check(w, rc, "reaping")
+                ? reap_keys(env, txn, w, keys, owner)
+                : -1;
+    g_ptr_array_unref(keys);
     return n;
 }
 
@@ -404,11 +397,8 @@ static bool reap_scan(lmdb_env *env, reap_ctx *ctx)
         const uint8_t *row = g_bytes_get_data(rows->pdata[i], &len);
         if (len <= sizeof prefix)
             continue;
-        GPtrArray *keys = owned_in(txn, dbi, row + sizeof prefix,
-                                   len - sizeof prefix, &ctx->owner, &rc);
-        for (guint j = 0; j < keys->len; j++)
-            g_ptr_array_add(ctx->keys, g_bytes_ref(keys->pdata[j]));
-        g_ptr_array_unref(keys);
+        rc = owned_in(txn, dbi, row + sizeof prefix, len - sizeof prefix,
+                      &ctx->owner, ctx->keys);
     }
     ctx->scanned = rc == 0;
     bool has = !ctx->scanned || rows->len > 0 ||
