@@ -7,8 +7,7 @@
  * behind in namespaces it dropped.  Owners that must die are real child
  * processes (this program with --sleep), killed with SIGKILL; fake owners
  * (this pid with another start time) are written raw. */
-#include "lmdb-raw.h"
-#include "lmdb-test-util.h"
+#include "owner-rows-util.h"
 
 #include <signal.h>
 #include <spawn.h>
@@ -17,64 +16,6 @@
 typedef lt_fixture Fixture;
 
 static const char *self_exe;
-extern char **environ;
-
-static pid_t spawn_owner(procreg_owner *o)
-{
-    char *argv[] = {(char *)self_exe, "--sleep", NULL};
-    pid_t pid;
-    g_assert_cmpint(posix_spawn(&pid, self_exe, NULL, NULL, argv, environ),
-                    ==, 0);
-    while (procreg_owner_from_pid(pid, o, NULL) != 0)
-        g_usleep(1000);
-    return pid;
-}
-
-static void kill_owner(pid_t pid)
-{
-    int status;
-    g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
-    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-}
-
-static void reg_for(procreg *reg, const char *ns, const char *name,
-                    const procreg_owner *o)
-{
-    g_assert_cmpint(procreg_register(reg, ns, name, o, NULL, NULL, NULL), ==,
-                    0);
-}
-
-/* Open; the monitor's sweep reaps the dead owners found through their
- * rows; wait for @n entries reaped. */
-static procreg *open_and_reap(const char *spec, gint64 n)
-{
-    procreg *reg = lt_open(spec);
-    gint64 t0 = g_get_monotonic_time();
-    while (lt_stat(reg, "reaped") < n &&
-           g_get_monotonic_time() - t0 < 10 * G_USEC_PER_SEC)
-        g_usleep(1000);
-    /* Anything more would be counted by now: the reap is one commit. */
-    g_usleep(100 * 1000);
-    g_assert_cmpint(lt_stat(reg, "reaped"), ==, n);
-    return reg;
-}
-
-static void owner_key(const procreg_owner *o, char ok[12])
-{
-    guint32 p = GUINT32_TO_BE((guint32)o->pid);
-    guint64 s = GUINT64_TO_BE(o->start_time);
-    memcpy(ok, &p, 4);
-    memcpy(ok + 4, &s, 8);
-}
-
-static bool has_row(raw_db *r, const procreg_owner *o, const char *ns)
-{
-    char ok[12], buf[LT_MAIN_KEY_MAX];
-    owner_key(o, ok);
-    MDB_val k = {strlen(ns) + 1, (void *)ns}, v;
-    MDB_val row = lt_raw_owner_row(ok, &k, buf);
-    return mdb_get(r->txn, raw_dbi(r, "owners", 0), &row, &v) == 0;
-}
 
 static void put_row(raw_db *r, const procreg_owner *o, const char *ns)
 {
@@ -176,7 +117,7 @@ static void test_prefix_namespace(Fixture *f, gconstpointer data)
     (void)data;
     procreg_owner o, self;
     procreg_owner_self(&self);
-    pid_t pid = spawn_owner(&o);
+    pid_t pid = spawn_owner(self_exe, &o);
     procreg *reg = lt_open(f->spec);
     reg_for(reg, "a", "x", &o);
     reg_for(reg, "ab", "y", &o);
@@ -225,7 +166,7 @@ static void test_high_namespace(Fixture *f, gconstpointer data)
                                       "\xf4\x8f\xbf\xbd\xf4\x8f\xbf\xbd"};
     procreg_owner o, self;
     procreg_owner_self(&self);
-    pid_t pid = spawn_owner(&o);
+    pid_t pid = spawn_owner(self_exe, &o);
     procreg *reg = lt_open(f->spec);
     for (size_t i = 0; i < G_N_ELEMENTS(nss); i++) {
         reg_for(reg, nss[i], "\xf4\x8f\xbf\xbd", &self);
@@ -329,7 +270,7 @@ static void test_migrate_dead(Fixture *f, gconstpointer data)
     int format = GPOINTER_TO_INT(data);
     procreg_owner o, self;
     procreg_owner_self(&self);
-    pid_t pid = spawn_owner(&o);
+    pid_t pid = spawn_owner(self_exe, &o);
     procreg *reg = lt_open(f->spec);
     reg_for(reg, "a", "x", &o);
     reg_for(reg, "b", "y", &o);

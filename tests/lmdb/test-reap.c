@@ -4,8 +4,7 @@
  * through the reap hook of a build with PROCREG_LMDB_REAP_HOOKS, and the
  * batch hook in the registrant), with the change log trimmed past the
  * scan meanwhile. */
-#include "lmdb-raw.h"
-#include "lmdb-test-util.h"
+#include "owner-rows-util.h"
 
 #include "lmdb-internal.h"
 
@@ -19,7 +18,6 @@
 typedef lt_fixture Fixture;
 
 static const char *self_exe;
-extern char **environ;
 
 /* The same build calls the format hooks (test-format.c uses them). */
 void procreg_lmdb_hook_format_must_write(lmdb_env *env)
@@ -33,61 +31,6 @@ void procreg_lmdb_hook_format_layout(lmdb_env *env)
 }
 
 /* ---- reaping a dead owner through its owner rows ---- */
-
-/* A process of this program that sleeps until killed: an owner that
- * lives until the test kills it. */
-static pid_t spawn_owner(procreg_owner *o)
-{
-    char *argv[] = {(char *)self_exe, "--sleep", NULL};
-    pid_t pid;
-    g_assert_cmpint(posix_spawn(&pid, self_exe, NULL, NULL, argv, environ),
-                    ==, 0);
-    /* Its start time is known once it runs. */
-    while (procreg_owner_from_pid(pid, o, NULL) != 0)
-        g_usleep(1000);
-    return pid;
-}
-
-static void kill_owner(pid_t pid)
-{
-    int status;
-    g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
-    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-}
-
-static void reg_for(procreg *reg, const char *ns, const char *name,
-                    const procreg_owner *o)
-{
-    g_assert_cmpint(procreg_register(reg, ns, name, o, NULL, NULL, NULL), ==,
-                    0);
-}
-
-/* Open the file: the monitor's sweep finds the dead owner through its
- * rows and reaps it; wait for @n entries reaped (the reap is one
- * transaction, counted after its commit). */
-static procreg *open_and_reap(const char *spec, gint64 n)
-{
-    procreg *reg = lt_open(spec);
-    gint64 t0 = g_get_monotonic_time();
-    while (lt_stat(reg, "reaped") < n &&
-           g_get_monotonic_time() - t0 < 10 * G_USEC_PER_SEC)
-        g_usleep(1000);
-    g_assert_cmpint(lt_stat(reg, "reaped"), ==, n);
-    return reg;
-}
-
-static bool has_row(raw_db *r, const procreg_owner *o, const char *ns)
-{
-    char ok[12], buf[LT_MAIN_KEY_MAX];
-    guint32 p = GUINT32_TO_BE((guint32)o->pid);
-    guint64 st = GUINT64_TO_BE(o->start_time);
-    memcpy(ok, &p, 4);
-    memcpy(ok + 4, &st, 8);
-    /* An entry key of @ns: "ns\0" is enough to find its namespace. */
-    MDB_val k = {strlen(ns) + 1, (void *)ns}, v;
-    MDB_val row = lt_raw_owner_row(ok, &k, buf);
-    return mdb_get(r->txn, raw_dbi(r, "owners", 0), &row, &v) == 0;
-}
 
 static guint64 last_change(const char *path)
 {
@@ -105,7 +48,7 @@ static void test_reap_namespaces(Fixture *f, gconstpointer data)
 {
     procreg_owner o, self;
     procreg_owner_self(&self);
-    pid_t pid = spawn_owner(&o);
+    pid_t pid = spawn_owner(self_exe, &o);
     procreg *reg = lt_open(f->spec);
     reg_for(reg, "a", "live", &self);
     reg_for(reg, "a", "d1", &o);
@@ -176,7 +119,7 @@ static void test_reap_stale_row(Fixture *f, gconstpointer data)
 {
     procreg_owner o, self;
     procreg_owner_self(&self);
-    pid_t pid = spawn_owner(&o);
+    pid_t pid = spawn_owner(self_exe, &o);
     procreg *reg = lt_open(f->spec);
     reg_for(reg, "s", "keep", &self);
     reg_for(reg, "s", "x", &o);
@@ -250,7 +193,7 @@ static void test_reap_missing_row(Fixture *f, gconstpointer data)
 {
     procreg_owner o, self;
     procreg_owner_self(&self);
-    pid_t pid = spawn_owner(&o);
+    pid_t pid = spawn_owner(self_exe, &o);
     procreg *reg = lt_open(f->spec);
     reg_for(reg, "m", "1", &o);
     reg_for(reg, "n", "1", &o);
@@ -399,7 +342,7 @@ static void test_reap_late(Fixture *f, gconstpointer data)
     int fill = GPOINTER_TO_INT(data);
     procreg_owner o, self;
     procreg_owner_self(&self);
-    pid_t opid = spawn_owner(&o);
+    pid_t opid = spawn_owner(self_exe, &o);
     /* Through another handle, closed: this registry's own monitor (the
      * core's) does not know O, only the backend's reap removes its
      * entries here. */
