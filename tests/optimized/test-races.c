@@ -412,9 +412,10 @@ static guint found_with(fixture *fx, const char *group)
     return n;
 }
 
-/* The index's postings (stats), to see that a known outcome leaves the
- * key in exactly its metadata's postings and a write in flight in both. */
-static guint64 postings(fixture *fx)
+/* The index's figure @name (stats): postings (a known outcome leaves the
+ * key in exactly its metadata's postings, a write in flight in both),
+ * finds_indexed, finds_forwarded, rebuilds. */
+static guint64 index_figure(fixture *fx, const char *name)
 {
     GVariantDict d, ix;
     GVariant *index;
@@ -425,7 +426,7 @@ static guint64 postings(fixture *fx)
     index = g_variant_dict_lookup_value(&d, "index", G_VARIANT_TYPE_VARDICT);
     g_assert_nonnull(index);
     g_variant_dict_init(&ix, index);
-    g_assert_true(g_variant_dict_lookup(&ix, "postings", "t", &n));
+    g_assert_true(g_variant_dict_lookup(&ix, name, "t", &n));
     g_variant_dict_clear(&ix);
     g_variant_unref(index);
     g_variant_dict_clear(&d);
@@ -478,7 +479,8 @@ static void test_find_during_update(void)
     g_assert_cmpuint(writer.revision, ==, seen);
     g_assert_cmpuint(found_with(&fx, "new"), ==, 1);
     g_assert_cmpuint(found_with(&fx, "old"), ==, 0);
-    g_assert_cmpuint(postings(&fx), ==, 2); /* group "new", role 1 */
+    /* group "new", role 1 */
+    g_assert_cmpuint(index_figure(&fx, "postings"), ==, 2);
     g_variant_unref(m);
     teardown(&fx);
 }
@@ -498,7 +500,8 @@ static void test_find_before_update_lands(void)
     setup(&fx, "");
     r0 = register_group(&fx, "old");
     start_write_held(&writer, &fx, CALL_UPDATE, FAKE_UPDATE, m, false);
-    g_assert_cmpuint(postings(&fx), ==, 3); /* "old", "new", role 1 */
+    /* "old", "new", role 1 */
+    g_assert_cmpuint(index_figure(&fx, "postings"), ==, 3);
     g_assert_cmpuint(revision_of(&fx), ==, r0);
     g_assert_cmpuint(found_with(&fx, "old"), ==, 1);
     g_assert_cmpuint(found_with(&fx, "new"), ==, 0);
@@ -506,7 +509,7 @@ static void test_find_before_update_lands(void)
     g_assert_cmpint(writer.rc, ==, 0);
     g_assert_cmpuint(found_with(&fx, "new"), ==, 1);
     g_assert_cmpuint(found_with(&fx, "old"), ==, 0);
-    g_assert_cmpuint(postings(&fx), ==, 2);
+    g_assert_cmpuint(index_figure(&fx, "postings"), ==, 2);
     g_variant_unref(m);
     teardown(&fx);
 }
@@ -585,25 +588,6 @@ static gboolean found_member(fixture *fx, int role, uint64_t id)
     g_array_unref(found);
     g_variant_unref(v);
     return listed;
-}
-
-/* The index's figure @name (stats): finds_indexed, finds_forwarded. */
-static guint64 index_figure(fixture *fx, const char *name)
-{
-    GVariantDict d, ix;
-    GVariant *index;
-    guint64 n = 0;
-
-    g_variant_dict_init(&d, NULL);
-    procreg_backend_stats(fx->b, &d);
-    index = g_variant_dict_lookup_value(&d, "index", G_VARIANT_TYPE_VARDICT);
-    g_assert_nonnull(index);
-    g_variant_dict_init(&ix, index);
-    g_assert_true(g_variant_dict_lookup(&ix, name, "t", &n));
-    g_variant_dict_clear(&ix);
-    g_variant_unref(index);
-    g_variant_dict_clear(&d);
-    return n;
 }
 
 /* The join's window: W's join of a member with role 2 reached the inner
