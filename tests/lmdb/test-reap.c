@@ -146,10 +146,7 @@ static void test_reap_stale_row(Fixture *f, gconstpointer data)
 
     /* The dead owner's rows, t/y and the new change: all that differs. */
     char ok[12];
-    guint32 bp = GUINT32_TO_BE((guint32)o.pid);
-    guint64 bs = GUINT64_TO_BE(o.start_time);
-    memcpy(ok, &bp, 4);
-    memcpy(ok + 4, &bs, 8);
+    owner_key(&o, ok);
     guint64 seq = GUINT64_TO_BE(last + 1);
     char *row = hex(ok, sizeof ok), *ty = hex("t\0y", 3),
          *change = hex(&seq, sizeof seq);
@@ -202,10 +199,7 @@ static void test_reap_missing_row(Fixture *f, gconstpointer data)
     raw_open(&r, f->path, true);
     {
         char ok[12], buf[LT_MAIN_KEY_MAX];
-        guint32 bp = GUINT32_TO_BE((guint32)o.pid);
-        guint64 bs = GUINT64_TO_BE(o.start_time);
-        memcpy(ok, &bp, 4);
-        memcpy(ok + 4, &bs, 8);
+        owner_key(&o, ok);
         MDB_val ek = {3, "m\0" "1"};
         MDB_val row = lt_raw_owner_row(ok, &ek, buf);
         g_assert_cmpint(mdb_del(r.txn, raw_dbi(&r, "owners", 0), &row, NULL),
