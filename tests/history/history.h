@@ -156,6 +156,7 @@ typedef struct {
 
 typedef struct {
     size_t keys, ops, events, states;
+    size_t memo_bytes; /* the largest memo of one key's search */
     double seconds;
 } hist_check_stats;
 
