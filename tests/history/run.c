@@ -16,8 +16,8 @@
  * --etcd-bin=PATH, --session-ms N (check: the optimized promise with
  * that staleness), --backend-module PATH (load a backend first),
  * --expect TEXT (the run must find a violation whose report holds TEXT,
- * or one of the TEXTs separated by '|': exit 1 then, 0 otherwise, for a
- * should_fail test).
+ * or one of the TEXTs separated by '|': exit 0 then, 1 otherwise; not a
+ * should_fail test, which a crash or the OOM killer would pass).
  * $PROCREG_HISTORY_SECONDS=S repeats the run, each time with a new seed,
  * for S seconds (the long run; it stops at the first violation).
  * This file also holds the threads setup and what the setups share.
@@ -480,7 +480,9 @@ static int run_rounds(run_opts *o, GPtrArray *rest, int helpers,
     if (!seen)
         printf("history: FAIL: expected a violation that says '%s'\n",
                expect);
-    return seen ? RUN_VIOLATION : RUN_OK;
+    else
+        printf("history: found the expected violation ('%s')\n", expect);
+    return seen ? RUN_OK : RUN_VIOLATION;
 }
 
 int main(int argc, char **argv)
