@@ -299,8 +299,9 @@ int procreg_lmdb_register(void *state, const procreg_key *key,
 }
 
 /* Read the entry at @key: 0 with @out filled (with @all, every field;
- * else only the owner, after the same checks), PROCREG_ENOTFOUND (absent,
- * or its owner is dead), or a failure.  @why gets a corruption. */
+ * else only the owner, after the same checks), PROCREG_ENOTFOUND (absent),
+ * or a failure.  The owner is not checked: callers test its liveness.
+ * @why gets a corruption. */
 static inline __attribute__((always_inline)) int
 read_entry(lmdb_env *env, MDB_txn *txn, const procreg_key *key,
            raw_entry *out, const char **why, bool all)
