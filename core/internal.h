@@ -696,6 +696,13 @@ PROCREG_INTERNAL const char *procreg_filter_name_term(const procreg_filter *f);
  * already. */
 PROCREG_INTERNAL bool procreg_holder_dead(procreg *reg,
                                           const procreg_owner *holder);
+#ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
+/* Test builds only (tests/history/meson.build, history-detects-dead-holder):
+ * the pid of the last holder procreg_holder_dead() found no longer a live
+ * process before the monitor knew it dead (writes.c); the monitor holds a
+ * death back until then (liveness.c). */
+PROCREG_INTERNAL extern _Atomic int procreg_test_dead_holder_met;
+#endif
 static inline bool procreg_owner_died_meanwhile(procreg *reg,
                                                 const procreg_owner *owner)
 {

@@ -52,6 +52,13 @@ PROCREG_INTERNAL bool procreg_holder_dead(procreg *reg,
 {
     if (procreg_owner_known_dead_fast(reg, holder))
         return true;
+#ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
+    /* Test builds only (tests/history/meson.build): a holder dead before
+     * the monitor knew it; the monitor, which holds that death back until
+     * a register has met it so (liveness.c), may go on now. */
+    if (reg->owners_local && !procreg_owner_is_alive(holder))
+        atomic_store(&procreg_test_dead_holder_met, holder->pid);
+#endif
 #ifdef PROCREG_INJECT_DEAD_HOLDER
     /* Test builds only (tests/history): trust the monitor alone, as before
      * this check, so the history checker can prove it catches a register

@@ -474,6 +474,15 @@ static void do_unregister(hist_client *c, int k)
     end(c, id, rc, "%s", "");
 }
 
+void hist_client_unregister_forced(hist_client *c, int k)
+{
+    int64_t id = begin(c, "op=unregister k=k%d owner=%s if=0 force=1", k,
+                       c->self_text);
+    int rc = procreg_unregister_full(c->reg, c->keys[k], 0, PROCREG_FORCE,
+                                     NULL);
+    end(c, id, rc, "%s", "");
+}
+
 static void do_update(hist_client *c, int k)
 {
     uint64_t if_rev = guard(c, k);

@@ -64,6 +64,9 @@ void hist_client_step(hist_client *c);
  * before an owner is killed, so it holds what it can; right after, when
  * none may answer EEXISTS naming the dead one. */
 void hist_client_register_each(hist_client *c, const procreg_owner *owner);
+/* Unregister key @k whoever holds it (PROCREG_FORCE), recorded: the
+ * killer frees a key for its victim (run.c, PROCREG_TEST_FORCE_DEAD_HOLDER). */
+void hist_client_unregister_forced(hist_client *c, int k);
 /* Record, for the drain protocol, that the subscription has delivered
  * every event up to @seq (in-process) or the end markers of the
  * clients @ids (across processes), waiting up to @timeout_ms. */

@@ -154,6 +154,13 @@ typedef struct {
     int n_helpers;
     guint kills;
     bool failed;
+#ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
+    /* The gate (see kill_forced()): closed while a kill is under way. */
+    pthread_mutex_t gate;
+    pthread_cond_t gate_cond;
+    bool closed;
+    int active; /* clients inside an operation */
+#endif
 } threads_run;
 
 typedef struct {
@@ -168,11 +175,59 @@ static gpointer client_loop(gpointer data)
     client_thread *t = data;
     guint64 max = t->run->o->ops ? t->run->o->ops : G_MAXUINT64;
     while (t->ops < max && g_get_monotonic_time() < t->run->deadline) {
+#ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
+        threads_run *r = t->run;
+        pthread_mutex_lock(&r->gate);
+        gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+        while (r->closed &&
+               hist_cond_wait_until(&r->gate_cond, &r->gate, end))
+            ; /* false at @end: go on, slower but never stuck */
+        r->active++;
+        pthread_mutex_unlock(&r->gate);
+#endif
         hist_client_step(t->client);
         t->ops++;
+#ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
+        pthread_mutex_lock(&r->gate);
+        if (--r->active == 0)
+            pthread_cond_broadcast(&r->gate_cond);
+        pthread_mutex_unlock(&r->gate);
+#endif
     }
     return NULL;
 }
+
+#ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
+/* history-detects-dead-holder only (tests/history/meson.build): the
+ * planted bug shows when a register invoked after the victim's death was
+ * confirmed meets a key the victim still holds before the monitor knows
+ * it dead.  The monitor's side is forced in the library (liveness.c holds
+ * the death back until a register met the dead holder); this is the
+ * other side: no client operation runs from before the victim is given
+ * a key until the prober has registered every key after the kill, so no
+ * forced unregister or drop of a client takes that key away meanwhile,
+ * and the victim always holds one (k0, freed first).  Waits are bounded
+ * (10 s here, in client_loop, and the monitor's 2 s): a broken gate slows
+ * a run down, it never hangs it. */
+static void gate_close(threads_run *r)
+{
+    pthread_mutex_lock(&r->gate);
+    r->closed = true;
+    gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (r->active > 0 &&
+           hist_cond_wait_until(&r->gate_cond, &r->gate, end))
+        ; /* false at @end: go on */
+    pthread_mutex_unlock(&r->gate);
+}
+
+static void gate_open(threads_run *r)
+{
+    pthread_mutex_lock(&r->gate);
+    r->closed = false;
+    pthread_cond_broadcast(&r->gate_cond);
+    pthread_mutex_unlock(&r->gate);
+}
+#endif
 
 /* A helper owner: a process of ours that only waits to be killed. */
 static bool start_helper(threads_run *r, int slot, GError **error)
@@ -227,6 +282,10 @@ static gpointer killer_loop(gpointer data)
         procreg_owner o;
         procreg_owner_from_pid(r->helpers[slot], &o, NULL);
         char *owner = hist_owner_text(&o);
+#ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
+        gate_close(r);
+        hist_client_unregister_forced(r->prober, 0);
+#endif
         hist_client_register_each(r->prober, &o);
         int64_t inv = hist_now();
         run_kill(r->helpers[slot]);
@@ -236,6 +295,9 @@ static gpointer killer_loop(gpointer data)
         g_hash_table_add(r->dead, owner);
         r->kills++;
         hist_client_register_each(r->prober, NULL);
+#ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
+        gate_open(r);
+#endif
         if (!start_helper(r, slot, &err)) {
             fprintf(stderr, "history: %s\n", err->message);
             r->failed = true;
@@ -264,6 +326,10 @@ int run_threads(const run_opts *o, const char *spec, int helpers)
     r.helpers = g_new0(GPid, MAX(helpers, 1));
     pthread_mutex_init(&r.lock, NULL);
     hist_cond_init(&r.cond);
+#ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
+    pthread_mutex_init(&r.gate, NULL);
+    hist_cond_init(&r.gate_cond);
+#endif
     int result = RUN_ERROR;
     g_autoptr(GError) err = NULL;
     g_autoptr(GString) report = g_string_new(NULL);
@@ -369,6 +435,10 @@ out:
     hist_owner_pool_free(r.pool);
     pthread_mutex_destroy(&r.lock);
     pthread_cond_destroy(&r.cond);
+#ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
+    pthread_mutex_destroy(&r.gate);
+    pthread_cond_destroy(&r.gate_cond);
+#endif
     return result;
 }
 
