@@ -39,17 +39,6 @@ static bool dead_pending(procreg *reg)
            PROCREG_SLOW_DEAD_OWNERS;
 }
 
-/* Whether a read should leave out a member of @owner: its owner is known
- * dead, or (while a cleanup was pending when the backend was read, see
- * registry.c's filter_dead) no longer alive. */
-static bool owner_gone(procreg *reg, const procreg_owner *owner, bool pending,
-                       const procreg_owner *self)
-{
-    return procreg_owner_known_dead(reg, owner) ||
-           (pending && owner->pid != self->pid &&
-            !procreg_owner_is_alive(owner));
-}
-
 static void filter_dead_members(procreg *reg, GArray *a, bool pending)
 {
     if (!pending && !dead_pending(reg))
@@ -57,8 +46,9 @@ static void filter_dead_members(procreg *reg, GArray *a, bool pending)
     procreg_owner self;
     procreg_owner_self(&self);
     for (guint i = a->len; i-- > 0;)
-        if (owner_gone(reg, &g_array_index(a, procreg_member, i).owner,
-                       pending, &self))
+        if (procreg_owner_gone(reg,
+                               &g_array_index(a, procreg_member, i).owner,
+                               pending, &self))
             g_array_remove_index(a, i);
 }
 
@@ -533,7 +523,7 @@ typedef struct {
 static bool call_if_live(const procreg_member *m, gpointer data)
 {
     live_only *l = data;
-    if (owner_gone(l->reg, &m->owner, true, &l->self))
+    if (procreg_owner_gone(l->reg, &m->owner, true, &l->self))
         return true;
     l->called++;
     return l->fn(m, l->user_data);

@@ -568,6 +568,12 @@ PROCREG_INTERNAL void procreg_owner_exit_removed(procreg *reg, const char *ns,
 /* Slow path of lookups while PROCREG_SLOW_DEAD_OWNERS is set. */
 PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
                                                const procreg_owner *owner);
+/* Whether a read leaves out an entry of @owner (liveness.c: a death it
+ * finds first is taken as the monitor's, so reads agree on it). */
+PROCREG_INTERNAL bool procreg_owner_gone(procreg *reg,
+                                         const procreg_owner *owner,
+                                         bool pending,
+                                         const procreg_owner *self);
 /* Whether @owner is known dead: one relaxed load while no owner is (the
  * common case), procreg_owner_known_dead() otherwise. */
 static inline bool procreg_owner_known_dead_fast(procreg *reg,

@@ -407,6 +407,38 @@ PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
     return dead;
 }
 
+/*
+ * Whether a read leaves out an entry of @owner: known dead, or, with
+ * @pending (a cleanup was pending when the backend was read, and the
+ * monitor may have finished it and forgotten the owner since), its
+ * process is gone.
+ *
+ * Invariant: reads agree on deaths; once a read left an owner's entry
+ * out, no later read shows it.  Lookups trust the monitor alone, so a
+ * death found here first is marked as the monitor's before the read
+ * returns (before, a list left out an entry that a lookup 4 us later
+ * showed).  An owner this registry does not watch (registered by another
+ * process of a shared backend) has no record: such a backend filters
+ * dead owners itself (lmdb).  Forced by /core/liveness/list-then-lookup.
+ */
+PROCREG_INTERNAL bool procreg_owner_gone(procreg *reg,
+                                         const procreg_owner *owner,
+                                         bool pending,
+                                         const procreg_owner *self)
+{
+    if (procreg_owner_known_dead(reg, owner))
+        return true;
+    if (!pending || owner->pid == self->pid || procreg_owner_is_alive(owner))
+        return false;
+    procreg_monitor *m = reg->monitor;
+    pthread_mutex_lock(&m->lock);
+    owner_rec *rec = find_locked(m, owner);
+    if (rec != NULL)
+        mark_dead(m, rec);
+    pthread_mutex_unlock(&m->lock);
+    return true;
+}
+
 /* ---- cleanup ---- */
 
 /* Invariant: each removal of a dead owner's entry that this registry

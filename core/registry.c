@@ -138,23 +138,19 @@ static bool dead_pending(procreg *reg)
            PROCREG_SLOW_DEAD_OWNERS;
 }
 
-/* Drop from @a the entries whose owner is known dead.  @pending says
- * whether a cleanup was pending when the backend was read: the monitor
- * may have finished it (and forgotten the owner) since, and an entry it
- * removed after our read would show again; those owners are checked
- * directly (only while cleanups are pending, and never our own process). */
+/* Drop from @a the entries whose owner is gone (procreg_owner_gone():
+ * known dead, or, with @pending, a cleanup pending when the backend was
+ * read, no longer alive). */
 static void filter_dead(procreg *reg, GArray *a, bool pending)
 {
     if (!pending && !dead_pending(reg))
         return;
     procreg_owner self;
     procreg_owner_self(&self);
-    for (guint i = a->len; i-- > 0;) {
-        const procreg_owner *o = &g_array_index(a, procreg_entry, i).owner;
-        if (procreg_owner_known_dead(reg, o) ||
-            (pending && o->pid != self.pid && !procreg_owner_is_alive(o)))
+    for (guint i = a->len; i-- > 0;)
+        if (procreg_owner_gone(reg, &g_array_index(a, procreg_entry, i).owner,
+                               pending, &self))
             g_array_remove_index(a, i);
-    }
 }
 
 /* ---- lookup ---- */

@@ -779,7 +779,9 @@ PROCREG_API const char *procreg_op_name(procreg_op op);
  * its entries through the backend, with an UNREGISTERED event of reason
  * PROCREG_REASON_OWNER_EXITED, normally within a few milliseconds.  From
  * the moment the monitor sees the exit until the entries are gone, lookups
- * of them answer PROCREG_ENOTFOUND.
+ * of them answer PROCREG_ENOTFOUND.  Reads agree on an exit: once a read
+ * has left a dead owner's entry out (a list may find the exit before the
+ * monitor does), no later read shows it.
  *
  * Entries that other processes registered in a shared backend are the
  * backend's to reap; the monitor covers entries registered through this

@@ -1,0 +1,157 @@
+/*
+ * Reads against a death the monitor has not noticed yet, forced with the
+ * fake backend's on_call hook: the monitor thread is held inside one dead
+ * owner's cleanup (its first call into the backend), so that a second
+ * owner's death stays unnoticed for as long as the test needs.
+ *  - reads agree on deaths: a list that left out the second owner's
+ *    entry (it found the process gone while a cleanup was pending) is not
+ *    followed by a lookup, a count or a list that shows it
+ *    (core/liveness.c, procreg_owner_gone()).
+ */
+#include "fake-backend.h"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static pid_t sleeping_child(void)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(0);
+        for (;;)
+            pause();
+    }
+    return pid;
+}
+
+static void kill_and_reap(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+/* Holds the first backend call of any thread but the test's until let
+ * go; every wait ends after 10 s (a test that breaks never hangs). */
+typedef struct {
+    pthread_t test_thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool entered, released;
+} hold_ctx;
+
+static struct timespec in_10_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += 10;
+    return t;
+}
+
+static void wait_for(hold_ctx *h, const bool *flag)
+{
+    struct timespec end = in_10_s();
+    while (!*flag && pthread_cond_timedwait(&h->cond, &h->lock, &end) == 0)
+        ;
+}
+
+static void hold_other_thread(FakeOp op, void *data)
+{
+    hold_ctx *h = data;
+    if (pthread_equal(pthread_self(), h->test_thread))
+        return;
+    pthread_mutex_lock(&h->lock);
+    if (!h->entered) {
+        h->entered = true;
+        pthread_cond_broadcast(&h->cond);
+        wait_for(h, &h->released);
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void wait_entered(hold_ctx *h)
+{
+    pthread_mutex_lock(&h->lock);
+    wait_for(h, &h->entered);
+    bool entered = h->entered;
+    pthread_mutex_unlock(&h->lock);
+    if (!entered)
+        g_error("the monitor did not start the first owner's cleanup "
+                "within 10 s");
+}
+
+static void release(hold_ctx *h)
+{
+    pthread_mutex_lock(&h->lock);
+    h->released = true;
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+}
+
+static procreg_owner owner_of(pid_t pid)
+{
+    procreg_owner o;
+    g_assert_cmpint(procreg_owner_from_pid(pid, &o, NULL), ==, 0);
+    return o;
+}
+
+/* Owner A dies and the monitor starts its cleanup (held there); owner B
+ * dies unnoticed.  A list, a cleanup being pending, finds B's process
+ * gone and leaves B's entry out; every read after it must too (before the
+ * fix a lookup showed it: lookups trusted a monitor that had not seen
+ * B's death). */
+static void test_list_then_lookup(void)
+{
+    procreg *reg = NULL;
+    g_assert_cmpint(procreg_open("fake_ts", &reg, NULL), ==, 0);
+    FakeBackend *fb = fake_backend_last();
+    pid_t a = sleeping_child(), b = sleeping_child();
+    procreg_owner oa = owner_of(a), ob = owner_of(b);
+    g_assert_cmpint(procreg_register(reg, "ns", "a", &oa, NULL, NULL, NULL),
+                    ==, 0);
+    g_assert_cmpint(procreg_register(reg, "ns", "b", &ob, NULL, NULL, NULL),
+                    ==, 0);
+    hold_ctx h = {.test_thread = pthread_self()};
+    pthread_mutex_init(&h.lock, NULL);
+    pthread_cond_init(&h.cond, NULL);
+    fake_backend_set_on_call(fb, hold_other_thread, &h);
+
+    kill_and_reap(a);
+    wait_entered(&h); /* A is known dead, its cleanup pending and held */
+    kill_and_reap(b); /* unnoticed: the monitor is inside A's cleanup */
+
+    procreg_entry *list = NULL;
+    size_t n = 99;
+    g_assert_cmpint(procreg_list(reg, "ns", &list, &n, NULL), ==, 0);
+    procreg_entries_free(list, n);
+    g_assert_cmpuint(n, ==, 0);
+
+    procreg_owner held;
+    int rc = procreg_lookup(reg, "ns", "b", &held, NULL);
+    if (rc == 0)
+        g_error("a list left out 'b' (its owner %d is dead), and a lookup "
+                "after it found 'b' held by %d", (int)b, (int)held.pid);
+    g_assert_cmpint(rc, ==, PROCREG_ENOTFOUND);
+    size_t count = 99;
+    g_assert_cmpint(procreg_count(reg, "ns", &count, NULL), ==, 0);
+    g_assert_cmpuint(count, ==, 0);
+
+    release(&h);
+    fake_backend_set_on_call(fb, NULL, NULL);
+    procreg_close(reg);
+    pthread_mutex_destroy(&h.lock);
+    pthread_cond_destroy(&h.cond);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    fake_backend_register_all();
+    g_test_add_func("/core/liveness/list-then-lookup", test_list_then_lookup);
+    return g_test_run();
+}
