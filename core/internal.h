@@ -568,8 +568,11 @@ PROCREG_INTERNAL void procreg_owner_exit_removed(procreg *reg, const char *ns,
 /* Slow path of lookups while PROCREG_SLOW_DEAD_OWNERS is set. */
 PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
                                                const procreg_owner *owner);
-/* Whether a read leaves out an entry of @owner (liveness.c: a death it
- * finds first is taken as the monitor's, so reads agree on it). */
+/* A death found before the monitor saw it, taken as the monitor's
+ * (liveness.c: so that every later read agrees on it). */
+PROCREG_INTERNAL void procreg_owner_seen_dead(procreg *reg,
+                                              const procreg_owner *owner);
+/* Whether a read leaves out an entry of @owner (liveness.c). */
 PROCREG_INTERNAL bool procreg_owner_gone(procreg *reg,
                                          const procreg_owner *owner,
                                          bool pending,

@@ -408,19 +408,34 @@ PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
 }
 
 /*
- * Whether a read leaves out an entry of @owner: known dead, or, with
- * @pending (a cleanup was pending when the backend was read, and the
- * monitor may have finished it and forgotten the owner since), its
- * process is gone.
+ * A death that a read or a write found before the monitor did (a process
+ * gone that the monitor has not marked): the monitor takes it as noticed
+ * now, and queues its cleanup.
  *
- * Invariant: reads agree on deaths; once a read left an owner's entry
- * out, no later read shows it.  Lookups trust the monitor alone, so a
- * death found here first is marked as the monitor's before the read
- * returns (before, a list left out an entry that a lookup 4 us later
- * showed).  An owner this registry does not watch (registered by another
- * process of a shared backend) has no record: such a backend filters
- * dead owners itself (lmdb).  Forced by /core/liveness/list-then-lookup.
+ * Invariant: reads and writes agree on deaths; once an operation treated
+ * an owner's entry as gone, no later read shows it.  Lookups trust the
+ * monitor alone, so a death found first elsewhere is marked before that
+ * operation returns (before, a list left out an entry that a lookup 4 us
+ * later showed, and an unregister refused with EPERM naming a holder
+ * that a list had just left out).  An owner this registry does not watch
+ * (registered by another process of a shared backend) has no record:
+ * such a backend filters dead owners itself (lmdb).  Forced by
+ * tests/core/test-liveness.c.
  */
+PROCREG_INTERNAL void procreg_owner_seen_dead(procreg *reg,
+                                              const procreg_owner *owner)
+{
+    procreg_monitor *m = reg->monitor;
+    pthread_mutex_lock(&m->lock);
+    owner_rec *rec = find_locked(m, owner);
+    if (rec != NULL)
+        mark_dead(m, rec);
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* Whether a read leaves out an entry of @owner: known dead, or, with
+ * @pending (a cleanup was pending when the backend was read: the monitor
+ * may have finished it and forgotten the owner since), its process gone. */
 PROCREG_INTERNAL bool procreg_owner_gone(procreg *reg,
                                          const procreg_owner *owner,
                                          bool pending,
@@ -430,12 +445,7 @@ PROCREG_INTERNAL bool procreg_owner_gone(procreg *reg,
         return true;
     if (!pending || owner->pid == self->pid || procreg_owner_is_alive(owner))
         return false;
-    procreg_monitor *m = reg->monitor;
-    pthread_mutex_lock(&m->lock);
-    owner_rec *rec = find_locked(m, owner);
-    if (rec != NULL)
-        mark_dead(m, rec);
-    pthread_mutex_unlock(&m->lock);
+    procreg_owner_seen_dead(reg, owner);
     return true;
 }
 

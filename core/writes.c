@@ -45,8 +45,10 @@ PROCREG_INTERNAL int procreg_resolve_owner_pid(const procreg_owner *given,
 /* Whether the holder of a key is dead: known to the monitor, or, on a
  * backend whose owners all live on this host, no longer a live process
  * (it may have died a moment ago, before any monitor noticed: a dead
- * holder must never block its key).  Asked on a conflict, and after a
- * write by procreg_owner_died_meanwhile() (internal.h). */
+ * holder must never block its key; such a death is marked as the
+ * monitor's, procreg_owner_seen_dead()).  Asked on a conflict, by a
+ * write's owner check, and after a write by procreg_owner_died_meanwhile()
+ * (internal.h). */
 PROCREG_INTERNAL bool procreg_holder_dead(procreg *reg,
                                           const procreg_owner *holder)
 {
@@ -69,8 +71,10 @@ PROCREG_INTERNAL bool procreg_holder_dead(procreg *reg,
         return false;
     procreg_owner self;
     procreg_owner_self_fast(&self);
-    return !procreg_owner_same(holder, &self) &&
-           !procreg_owner_is_alive(holder);
+    if (procreg_owner_same(holder, &self) || procreg_owner_is_alive(holder))
+        return false;
+    procreg_owner_seen_dead(reg, holder);
+    return true;
 }
 
 /* The key is held by a dead owner, its cleanup still pending: remove that
@@ -345,8 +349,8 @@ static int remove_own(procreg *reg, const procreg_key *key, write_check *w,
 }
 
 /* Read the entry and apply the owner rule: 0 (w->cur, w->expect and
- * w->reason set), PROCREG_ENOTFOUND (absent, or its owner is known
- * dead), PROCREG_ECONFLICT, PROCREG_EPERM, or the backend's failure.  A
+ * w->reason set), PROCREG_ENOTFOUND (absent, or its owner is dead:
+ * procreg_holder_dead()), PROCREG_ECONFLICT, PROCREG_EPERM, or the backend's failure.  A
  * forced unregister of an entry the backend cannot read (a damaged
  * record) goes ahead by name: that is how an operator repairs it. */
 static int check_write(procreg *reg, const procreg_key *key, write_check *w,
@@ -365,7 +369,7 @@ static int check_write(procreg *reg, const procreg_key *key, write_check *w,
     }
     if (local != NULL)
         g_propagate_error(error, local);
-    if (rc == 0 && procreg_owner_known_dead_fast(reg, &w->cur.owner))
+    if (rc == 0 && procreg_holder_dead(reg, &w->cur.owner))
         rc = PROCREG_ENOTFOUND;
     if (rc == 0 && w->if_revision != 0 && w->cur.revision != w->if_revision)
         rc = PROCREG_ECONFLICT;

@@ -6,7 +6,10 @@
  *  - reads agree on deaths: a list that left out the second owner's
  *    entry (it found the process gone while a cleanup was pending) is not
  *    followed by a lookup, a count or a list that shows it
- *    (core/liveness.c, procreg_owner_gone()).
+ *    (core/liveness.c, procreg_owner_seen_dead());
+ *  - so do writes: an unregister or an update of that entry by another
+ *    process answers PROCREG_ENOTFOUND (not PROCREG_EPERM naming the dead
+ *    holder), and no read after it shows the entry.
  */
 #include "fake-backend.h"
 
@@ -100,52 +103,97 @@ static procreg_owner owner_of(pid_t pid)
     return o;
 }
 
-/* Owner A dies and the monitor starts its cleanup (held there); owner B
- * dies unnoticed.  A list, a cleanup being pending, finds B's process
- * gone and leaves B's entry out; every read after it must too (before the
- * fix a lookup showed it: lookups trusted a monitor that had not seen
- * B's death). */
-static void test_list_then_lookup(void)
+/* A registry whose owner A has died with its cleanup held inside the
+ * backend, and whose owner B, holding "ns"/"b", has died unnoticed. */
+typedef struct {
+    procreg *reg;
+    FakeBackend *fb;
+    hold_ctx h;
+    pid_t b;
+} two_deaths;
+
+static void two_deaths_setup(two_deaths *t)
 {
-    procreg *reg = NULL;
-    g_assert_cmpint(procreg_open("fake_ts", &reg, NULL), ==, 0);
-    FakeBackend *fb = fake_backend_last();
-    pid_t a = sleeping_child(), b = sleeping_child();
-    procreg_owner oa = owner_of(a), ob = owner_of(b);
-    g_assert_cmpint(procreg_register(reg, "ns", "a", &oa, NULL, NULL, NULL),
-                    ==, 0);
-    g_assert_cmpint(procreg_register(reg, "ns", "b", &ob, NULL, NULL, NULL),
-                    ==, 0);
-    hold_ctx h = {.test_thread = pthread_self()};
-    pthread_mutex_init(&h.lock, NULL);
-    pthread_cond_init(&h.cond, NULL);
-    fake_backend_set_on_call(fb, hold_other_thread, &h);
-
+    g_assert_cmpint(procreg_open("fake_ts", &t->reg, NULL), ==, 0);
+    t->fb = fake_backend_last();
+    pid_t a = sleeping_child();
+    t->b = sleeping_child();
+    procreg_owner oa = owner_of(a), ob = owner_of(t->b);
+    g_assert_cmpint(procreg_register(t->reg, "ns", "a", &oa, NULL, NULL,
+                                     NULL), ==, 0);
+    g_assert_cmpint(procreg_register(t->reg, "ns", "b", &ob, NULL, NULL,
+                                     NULL), ==, 0);
+    t->h = (hold_ctx){.test_thread = pthread_self()};
+    pthread_mutex_init(&t->h.lock, NULL);
+    pthread_cond_init(&t->h.cond, NULL);
+    fake_backend_set_on_call(t->fb, hold_other_thread, &t->h);
     kill_and_reap(a);
-    wait_entered(&h); /* A is known dead, its cleanup pending and held */
-    kill_and_reap(b); /* unnoticed: the monitor is inside A's cleanup */
+    wait_entered(&t->h); /* A is known dead, its cleanup pending and held */
+    kill_and_reap(t->b); /* unnoticed: the monitor is inside A's cleanup */
+}
 
+static void two_deaths_end(two_deaths *t)
+{
+    release(&t->h);
+    fake_backend_set_on_call(t->fb, NULL, NULL);
+    procreg_close(t->reg);
+    pthread_mutex_destroy(&t->h.lock);
+    pthread_cond_destroy(&t->h.cond);
+}
+
+/* After an operation that treated B's entry as gone: no read shows it. */
+static void assert_b_gone(two_deaths *t, const char *after)
+{
+    procreg_owner held;
+    int rc = procreg_lookup(t->reg, "ns", "b", &held, NULL);
+    if (rc == 0)
+        g_error("%s left out 'b' (its owner %d is dead), and a lookup after "
+                "it found 'b' held by %d", after, (int)t->b, (int)held.pid);
+    g_assert_cmpint(rc, ==, PROCREG_ENOTFOUND);
     procreg_entry *list = NULL;
-    size_t n = 99;
-    g_assert_cmpint(procreg_list(reg, "ns", &list, &n, NULL), ==, 0);
+    size_t n = 99, count = 99;
+    g_assert_cmpint(procreg_list(t->reg, "ns", &list, &n, NULL), ==, 0);
     procreg_entries_free(list, n);
     g_assert_cmpuint(n, ==, 0);
-
-    procreg_owner held;
-    int rc = procreg_lookup(reg, "ns", "b", &held, NULL);
-    if (rc == 0)
-        g_error("a list left out 'b' (its owner %d is dead), and a lookup "
-                "after it found 'b' held by %d", (int)b, (int)held.pid);
-    g_assert_cmpint(rc, ==, PROCREG_ENOTFOUND);
-    size_t count = 99;
-    g_assert_cmpint(procreg_count(reg, "ns", &count, NULL), ==, 0);
+    g_assert_cmpint(procreg_count(t->reg, "ns", &count, NULL), ==, 0);
     g_assert_cmpuint(count, ==, 0);
+}
 
-    release(&h);
-    fake_backend_set_on_call(fb, NULL, NULL);
-    procreg_close(reg);
-    pthread_mutex_destroy(&h.lock);
-    pthread_cond_destroy(&h.cond);
+/* A list, a cleanup being pending, finds B's process gone and leaves B's
+ * entry out (before the fix a lookup after it showed the entry: lookups
+ * trusted a monitor that had not seen B's death). */
+static void test_list_then_lookup(void)
+{
+    two_deaths t;
+    two_deaths_setup(&t);
+    procreg_entry *list = NULL;
+    size_t n = 99;
+    g_assert_cmpint(procreg_list(t.reg, "ns", &list, &n, NULL), ==, 0);
+    procreg_entries_free(list, n);
+    g_assert_cmpuint(n, ==, 0);
+    assert_b_gone(&t, "a list");
+    two_deaths_end(&t);
+}
+
+/* An unregister and an update of B's entry by this process: the entry of
+ * a dead holder is not there to refuse (before the fix: PROCREG_EPERM
+ * naming B, after a list had left the entry out). */
+static void test_write_then_lookup(void)
+{
+    two_deaths t;
+    two_deaths_setup(&t);
+    GError *err = NULL;
+    int rc = procreg_update_metadata(t.reg, "ns", "b", NULL,
+                                     PROCREG_UPDATE_REPLACE, &err);
+    if (rc == PROCREG_EPERM)
+        g_error("an update answered EPERM naming a dead holder: %s",
+                err->message);
+    g_assert_cmpint(rc, ==, PROCREG_ENOTFOUND);
+    g_clear_error(&err);
+    assert_b_gone(&t, "an update");
+    g_assert_cmpint(procreg_unregister(t.reg, "ns", "b", NULL), ==,
+                    PROCREG_ENOTFOUND);
+    two_deaths_end(&t);
 }
 
 int main(int argc, char **argv)
@@ -153,5 +201,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     fake_backend_register_all();
     g_test_add_func("/core/liveness/list-then-lookup", test_list_then_lookup);
+    g_test_add_func("/core/liveness/write-then-lookup",
+                    test_write_then_lookup);
     return g_test_run();
 }
