@@ -11,33 +11,8 @@
  *    process answers PROCREG_ENOTFOUND (not PROCREG_EPERM naming the dead
  *    holder), and no read after it shows the entry.
  */
+#include "child-util.h"
 #include "fake-backend.h"
-
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-static pid_t sleeping_child(void)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(0);
-        for (;;)
-            pause();
-    }
-    return pid;
-}
-
-static void kill_and_reap(pid_t pid)
-{
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-}
 
 /* Holds the first backend call of any thread but the test's until let
  * go; every wait ends after 10 s (a test that breaks never hangs). */

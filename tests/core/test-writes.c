@@ -16,33 +16,8 @@
  *    answers (PROCREG_EPERM with the holder, PROCREG_FORCE); a table of
  *    version 4 never has the slot called.
  */
+#include "child-util.h"
 #include "fake-backend.h"
-
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-static pid_t sleeping_child(void)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(0);
-        for (;;)
-            pause();
-    }
-    return pid;
-}
-
-static void kill_and_reap(pid_t pid)
-{
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-}
 
 static procreg *open_fake(const char *spec, FakeBackend **fb)
 {
