@@ -21,7 +21,6 @@ static GHashTable *table;     /* lmdb_env* by (dev, ino) */
 static GPtrArray *abandoned;
 /* Bumped in a forked child (procreg_lmdb_env_is_ours() reads it inline). */
 LMDB_HIDDEN gint procreg_lmdb_fork_generation;
-#define fork_generation procreg_lmdb_fork_generation
 
 /* The writer lock's list and the readers' lock nest inside table_lock,
  * here as everywhere. */
@@ -49,7 +48,7 @@ static void atfork_child(void)
      * parent's death. */
     procreg_lmdb_readers_fork_child();
     procreg_lmdb_writer_fork_child();
-    g_atomic_int_inc(&fork_generation);
+    g_atomic_int_inc(&procreg_lmdb_fork_generation);
     if (table != NULL) {
         GHashTableIter it;
         gpointer env;
@@ -105,7 +104,8 @@ int procreg_lmdb_env_acquire(lmdb_state *st, lmdb_env **out, GError **error)
     if (env == NULL) {
         rc = procreg_lmdb_env_open(st->path, st, &env, error);
         if (rc == 0) {
-            env->generation = (guint)g_atomic_int_get(&fork_generation);
+            env->generation =
+                (guint)g_atomic_int_get(&procreg_lmdb_fork_generation);
             g_hash_table_add(table, env);
         }
     }

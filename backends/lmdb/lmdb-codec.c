@@ -51,8 +51,8 @@ static uint64_t zigzag(int64_t x)
     return ((uint64_t)x << 1) ^ (uint64_t)(x >> 63);
 }
 
-static inline __attribute__((always_inline)) const char *
-entry_decode(const void *v, size_t n, procreg_lmdb_raw_entry *out, bool all)
+LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
+                                                  procreg_lmdb_raw_entry *out)
 {
     uint16_t v1;
     if (n >= sizeof v1 && (memcpy(&v1, v, sizeof v1),
@@ -60,13 +60,7 @@ entry_decode(const void *v, size_t n, procreg_lmdb_raw_entry *out, bool all)
         return entry_decode_v1(v, n, out);
     if (n < 4) /* before any arithmetic on @v, which may be NULL then */
         return "value shorter than its header";
-    return procreg_lmdb_entry_decode_v2(v, n, out, all);
-}
-
-LMDB_HIDDEN const char *procreg_lmdb_entry_decode(const void *v, size_t n,
-                                                  procreg_lmdb_raw_entry *out)
-{
-    return entry_decode(v, n, out, true);
+    return procreg_lmdb_entry_decode_v2(v, n, out, true);
 }
 
 LMDB_HIDDEN size_t procreg_lmdb_entry_size(const procreg_lmdb_raw_entry *e)

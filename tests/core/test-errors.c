@@ -5,13 +5,11 @@
  * PROCREG_EPERM, what exists instead of an unknown backend or option, and
  * where a spec goes wrong.
  */
+#include "child-util.h"
+
 #include <procreg/procreg.h>
 
-#include <signal.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 static procreg *open_ghash(void)
 {
@@ -90,16 +88,7 @@ static void test_exists_holder(void)
 
 static void test_perm_owner(void)
 {
-    pid_t parent = getpid();
-    pid_t child = fork();
-    g_assert_cmpint(child, >=, 0);
-    if (child == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(0);
-        for (;;)
-            pause();
-    }
+    pid_t child = sleeping_child();
     procreg *reg = open_ghash();
     procreg_owner theirs;
     g_assert_cmpint(procreg_owner_from_pid(child, &theirs, NULL), ==, 0);
@@ -121,8 +110,7 @@ static void test_perm_owner(void)
                     child);
     g_clear_error(&err);
     procreg_close(reg);
-    kill(child, SIGKILL);
-    waitpid(child, NULL, 0);
+    kill_and_reap(child);
 }
 
 static void test_spec_positions(void)

@@ -463,10 +463,9 @@ static uint64_t guard(hist_client *c, int k)
     return g_rand_boolean(c->rand) ? c->last_rev[k] : 0;
 }
 
-static void do_unregister(hist_client *c, int k)
+static void unregister_key(hist_client *c, int k, uint64_t if_rev,
+                           bool force)
 {
-    uint64_t if_rev = guard(c, k);
-    bool force = g_rand_int_range(c->rand, 0, 3) == 0;
     int64_t id = begin(c, "op=unregister k=k%d owner=%s if=%" PRIu64
                        " force=%d", k, c->self_text, if_rev, force);
     int rc = procreg_unregister_full(c->reg, c->keys[k], if_rev,
@@ -474,13 +473,15 @@ static void do_unregister(hist_client *c, int k)
     end(c, id, rc, "%s", "");
 }
 
+static void do_unregister(hist_client *c, int k)
+{
+    uint64_t if_rev = guard(c, k);
+    unregister_key(c, k, if_rev, g_rand_int_range(c->rand, 0, 3) == 0);
+}
+
 void hist_client_unregister_forced(hist_client *c, int k)
 {
-    int64_t id = begin(c, "op=unregister k=k%d owner=%s if=0 force=1", k,
-                       c->self_text);
-    int rc = procreg_unregister_full(c->reg, c->keys[k], 0, PROCREG_FORCE,
-                                     NULL);
-    end(c, id, rc, "%s", "");
+    unregister_key(c, k, 0, true);
 }
 
 static void do_update(hist_client *c, int k)

@@ -155,7 +155,7 @@ typedef struct {
     guint kills;
     bool failed;
 #ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
-    /* The gate (see kill_forced()): closed while a kill is under way. */
+    /* The gate (gate_close()): closed while a kill is under way. */
     pthread_mutex_t gate;
     pthread_cond_t gate_cond;
     bool closed;
@@ -170,33 +170,6 @@ typedef struct {
     guint64 ops;
 } client_thread;
 
-static gpointer client_loop(gpointer data)
-{
-    client_thread *t = data;
-    guint64 max = t->run->o->ops ? t->run->o->ops : G_MAXUINT64;
-    while (t->ops < max && g_get_monotonic_time() < t->run->deadline) {
-#ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
-        threads_run *r = t->run;
-        pthread_mutex_lock(&r->gate);
-        gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
-        while (r->closed &&
-               hist_cond_wait_until(&r->gate_cond, &r->gate, end))
-            ; /* false at @end: go on, slower but never stuck */
-        r->active++;
-        pthread_mutex_unlock(&r->gate);
-#endif
-        hist_client_step(t->client);
-        t->ops++;
-#ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
-        pthread_mutex_lock(&r->gate);
-        if (--r->active == 0)
-            pthread_cond_broadcast(&r->gate_cond);
-        pthread_mutex_unlock(&r->gate);
-#endif
-    }
-    return NULL;
-}
-
 #ifdef PROCREG_TEST_FORCE_DEAD_HOLDER
 /* history-detects-dead-holder only (tests/history/meson.build): the
  * planted bug shows when a register invoked after the victim's death was
@@ -207,8 +180,26 @@ static gpointer client_loop(gpointer data)
  * a key until the prober has registered every key after the kill, so no
  * forced unregister or drop of a client takes that key away meanwhile,
  * and the victim always holds one (k0, freed first).  Waits are bounded
- * (10 s here, in client_loop, and the monitor's 2 s): a broken gate slows
+ * (10 s here, in gate_enter(), and the monitor's 2 s): a broken gate slows
  * a run down, it never hangs it. */
+static void gate_enter(threads_run *r)
+{
+    pthread_mutex_lock(&r->gate);
+    gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (r->closed && hist_cond_wait_until(&r->gate_cond, &r->gate, end))
+        ; /* false at @end: go on, slower but never stuck */
+    r->active++;
+    pthread_mutex_unlock(&r->gate);
+}
+
+static void gate_leave(threads_run *r)
+{
+    pthread_mutex_lock(&r->gate);
+    if (--r->active == 0)
+        pthread_cond_broadcast(&r->gate_cond);
+    pthread_mutex_unlock(&r->gate);
+}
+
 static void gate_close(threads_run *r)
 {
     pthread_mutex_lock(&r->gate);
@@ -227,7 +218,23 @@ static void gate_open(threads_run *r)
     pthread_cond_broadcast(&r->gate_cond);
     pthread_mutex_unlock(&r->gate);
 }
+#else
+static void gate_enter(threads_run *r) { (void)r; }
+static void gate_leave(threads_run *r) { (void)r; }
 #endif
+
+static gpointer client_loop(gpointer data)
+{
+    client_thread *t = data;
+    guint64 max = t->run->o->ops ? t->run->o->ops : G_MAXUINT64;
+    while (t->ops < max && g_get_monotonic_time() < t->run->deadline) {
+        gate_enter(t->run);
+        hist_client_step(t->client);
+        t->ops++;
+        gate_leave(t->run);
+    }
+    return NULL;
+}
 
 /* A helper owner: a process of ours that only waits to be killed. */
 static bool start_helper(threads_run *r, int slot, GError **error)

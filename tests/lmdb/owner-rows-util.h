@@ -65,15 +65,34 @@ static inline void owner_key(const procreg_owner *o, char ok[12])
     memcpy(ok + 4, &s, 8);
 }
 
+/* The owner row of (@o, @ns), in @buf. */
+static inline MDB_val row_of(const procreg_owner *o, const char *ns,
+                             char buf[LT_MAIN_KEY_MAX])
+{
+    char ok[12];
+    owner_key(o, ok);
+    /* An entry key of @ns: "ns\0" is enough to find its namespace. */
+    MDB_val k = {strlen(ns) + 1, (void *)ns};
+    return lt_raw_owner_row(ok, &k, buf);
+}
+
 /* Whether the file of @r holds the owner row of (@o, @ns). */
 static inline bool has_row(raw_db *r, const procreg_owner *o, const char *ns)
 {
-    char ok[12], buf[LT_MAIN_KEY_MAX];
-    owner_key(o, ok);
-    /* An entry key of @ns: "ns\0" is enough to find its namespace. */
-    MDB_val k = {strlen(ns) + 1, (void *)ns}, v;
-    MDB_val row = lt_raw_owner_row(ok, &k, buf);
+    char buf[LT_MAIN_KEY_MAX];
+    MDB_val row = row_of(o, ns, buf), v;
     return mdb_get(r->txn, raw_dbi(r, "owners", 0), &row, &v) == 0;
+}
+
+/* Delete the owner row of (@o, @ns) from the file of @r (a damaged file:
+ * an entry without its row). */
+static inline void delete_row(raw_db *r, const procreg_owner *o,
+                              const char *ns)
+{
+    char buf[LT_MAIN_KEY_MAX];
+    MDB_val row = row_of(o, ns, buf);
+    g_assert_cmpint(mdb_del(r->txn, raw_dbi(r, "owners", 0), &row, NULL), ==,
+                    0);
 }
 
 #endif

@@ -19,10 +19,8 @@ static const char *self_exe;
 
 static void put_row(raw_db *r, const procreg_owner *o, const char *ns)
 {
-    char ok[12], buf[LT_MAIN_KEY_MAX];
-    owner_key(o, ok);
-    MDB_val k = {strlen(ns) + 1, (void *)ns}, none = {0, ""};
-    MDB_val row = lt_raw_owner_row(ok, &k, buf);
+    char buf[LT_MAIN_KEY_MAX];
+    MDB_val row = row_of(o, ns, buf), none = {0, ""};
     g_assert_cmpint(mdb_put(r->txn, raw_dbi(r, "owners", 0), &row, &none, 0),
                     ==, 0);
 }
@@ -126,18 +124,8 @@ static void test_prefix_namespace(Fixture *f, gconstpointer data)
     procreg_close(reg);
     raw_db r;
     raw_open(&r, f->path, true);
-    {
-        char ok[12], buf[LT_MAIN_KEY_MAX];
-        owner_key(&o, ok);
-        MDB_val k = {3, "ab"};
-        MDB_val row = lt_raw_owner_row(ok, &k, buf);
-        g_assert_cmpint(
-            mdb_del(r.txn, raw_dbi(&r, "owners", 0), &row, NULL), ==, 0);
-        MDB_val k2 = {4, "a b"};
-        row = lt_raw_owner_row(ok, &k2, buf);
-        g_assert_cmpint(
-            mdb_del(r.txn, raw_dbi(&r, "owners", 0), &row, NULL), ==, 0);
-    }
+    delete_row(&r, &o, "ab");
+    delete_row(&r, &o, "a b");
     raw_close(&r, true);
     kill_owner(pid);
     reg = open_and_reap(f->spec, 1);

@@ -197,14 +197,7 @@ static void test_reap_missing_row(Fixture *f, gconstpointer data)
     procreg_close(reg);
     raw_db r;
     raw_open(&r, f->path, true);
-    {
-        char ok[12], buf[LT_MAIN_KEY_MAX];
-        owner_key(&o, ok);
-        MDB_val ek = {3, "m\0" "1"};
-        MDB_val row = lt_raw_owner_row(ok, &ek, buf);
-        g_assert_cmpint(mdb_del(r.txn, raw_dbi(&r, "owners", 0), &row, NULL),
-                        ==, 0);
-    }
+    delete_row(&r, &o, "m");
     raw_close(&r, true);
     guint64 last = last_change(f->path);
     size_t txn_before = lt_raw_txnid(f->path);
