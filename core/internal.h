@@ -569,8 +569,9 @@ PROCREG_INTERNAL void procreg_owner_exit_removed(procreg *reg, const char *ns,
 PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
                                                const procreg_owner *owner);
 /* A death found before the monitor saw it, taken as the monitor's
- * (liveness.c: so that every later read agrees on it). */
-PROCREG_INTERNAL void procreg_owner_seen_dead(procreg *reg,
+ * (liveness.c: so that every later read agrees on it); false when this
+ * registry does not watch @owner (nothing marked). */
+PROCREG_INTERNAL bool procreg_owner_seen_dead(procreg *reg,
                                               const procreg_owner *owner);
 /* Whether a read leaves out an entry of @owner (liveness.c). */
 PROCREG_INTERNAL bool procreg_owner_gone(procreg *reg,

@@ -418,11 +418,12 @@ PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
  * operation returns (before, a list left out an entry that a lookup 4 us
  * later showed, and an unregister refused with EPERM naming a holder
  * that a list had just left out).  An owner this registry does not watch
- * (registered by another process of a shared backend) has no record:
- * such a backend filters dead owners itself (lmdb).  Forced by
- * tests/core/test-liveness.c.
+ * (registered by another process of a shared backend) has no record to
+ * mark (returns false): such a backend filters dead owners itself
+ * (lmdb), and a write leaves that owner's entry to it (writes.c).
+ * Forced by tests/core/test-liveness.c.
  */
-PROCREG_INTERNAL void procreg_owner_seen_dead(procreg *reg,
+PROCREG_INTERNAL bool procreg_owner_seen_dead(procreg *reg,
                                               const procreg_owner *owner)
 {
     procreg_monitor *m = reg->monitor;
@@ -431,6 +432,7 @@ PROCREG_INTERNAL void procreg_owner_seen_dead(procreg *reg,
     if (rec != NULL)
         mark_dead(m, rec);
     pthread_mutex_unlock(&m->lock);
+    return rec != NULL;
 }
 
 /* Whether a read leaves out an entry of @owner: known dead, or, with

@@ -42,12 +42,28 @@ PROCREG_INTERNAL int procreg_resolve_owner_pid(const procreg_owner *given,
     return 0;
 }
 
-/* Whether the holder of a key is dead: known to the monitor, or, on a
- * backend whose owners all live on this host, no longer a live process
- * (it may have died a moment ago, before any monitor noticed: a dead
- * holder must never block its key; such a death is marked as the
- * monitor's, procreg_owner_seen_dead()).  Asked on a conflict, by a
- * write's owner check, and after a write by procreg_owner_died_meanwhile()
+/* Whether @holder's process is gone, found here before any monitor (on
+ * a backend whose owners all live on this host; never this process);
+ * the death is then marked as the monitor's where this registry watches
+ * the owner (*@marked, procreg_owner_seen_dead()). */
+static bool found_dead(procreg *reg, const procreg_owner *holder,
+                       bool *marked)
+{
+    *marked = false;
+    if (!reg->owners_local)
+        return false;
+    procreg_owner self;
+    procreg_owner_self_fast(&self);
+    if (procreg_owner_same(holder, &self) || procreg_owner_is_alive(holder))
+        return false;
+    *marked = procreg_owner_seen_dead(reg, holder);
+    return true;
+}
+
+/* Whether the holder of a key is dead: known to the monitor, or found
+ * dead (it may have died a moment ago, before any monitor noticed: a dead
+ * holder must never block its key, which the caller then evicts).  Asked
+ * on a conflict, and after a write by procreg_owner_died_meanwhile()
  * (internal.h). */
 PROCREG_INTERNAL bool procreg_holder_dead(procreg *reg,
                                           const procreg_owner *holder)
@@ -67,14 +83,22 @@ PROCREG_INTERNAL bool procreg_holder_dead(procreg *reg,
      * that reports a dead holder. */
     return false;
 #endif
-    if (!reg->owners_local)
-        return false;
-    procreg_owner self;
-    procreg_owner_self_fast(&self);
-    if (procreg_owner_same(holder, &self) || procreg_owner_is_alive(holder))
-        return false;
-    procreg_owner_seen_dead(reg, holder);
-    return true;
+    bool marked;
+    return found_dead(reg, holder, &marked);
+}
+
+/* For a write's owner check, which removes nothing: whether the holder's
+ * entry is gone for every read after it too.  Known dead, or found dead
+ * and marked so; an owner this registry does not watch (written by
+ * another process of a shared backend) is the backend's to judge, since
+ * its reads show the entry until its own view of liveness has the death
+ * (an lmdb history run: an update answered ENOTFOUND and a lookup 37 us
+ * later found the entry).  /core/writes/unwatched-dead-holder. */
+static bool holder_gone(procreg *reg, const procreg_owner *holder)
+{
+    bool marked;
+    return procreg_owner_known_dead_fast(reg, holder) ||
+           (found_dead(reg, holder, &marked) && marked);
 }
 
 /* The key is held by a dead owner, its cleanup still pending: remove that
@@ -350,8 +374,8 @@ static int remove_own(procreg *reg, const procreg_key *key, write_check *w,
 
 /* Read the entry and apply the owner rule: 0 (w->cur, w->expect and
  * w->reason set), PROCREG_ENOTFOUND (absent, or its owner is dead:
- * procreg_holder_dead()), PROCREG_ECONFLICT, PROCREG_EPERM, or the backend's failure.  A
- * forced unregister of an entry the backend cannot read (a damaged
+ * holder_gone()), PROCREG_ECONFLICT, PROCREG_EPERM, or the backend's
+ * failure.  A forced unregister of an entry the backend cannot read (a damaged
  * record) goes ahead by name: that is how an operator repairs it. */
 static int check_write(procreg *reg, const procreg_key *key, write_check *w,
                        bool removing, GError **error)
@@ -369,7 +393,7 @@ static int check_write(procreg *reg, const procreg_key *key, write_check *w,
     }
     if (local != NULL)
         g_propagate_error(error, local);
-    if (rc == 0 && procreg_holder_dead(reg, &w->cur.owner))
+    if (rc == 0 && holder_gone(reg, &w->cur.owner))
         rc = PROCREG_ENOTFOUND;
     if (rc == 0 && w->if_revision != 0 && w->cur.revision != w->if_revision)
         rc = PROCREG_ECONFLICT;

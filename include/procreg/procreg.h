@@ -420,10 +420,12 @@ PROCREG_API int procreg_lookup_entry_key(procreg *reg, const procreg_key *key,
  * entry says so with PROCREG_FORCE (procreg_unregister_full(),
  * procreg_update_metadata_full(); the CLI's --force), and the event then
  * carries PROCREG_REASON_FORCED.  The entries of a dead owner are removed
- * by the registry itself (PROCREG_REASON_OWNER_EXITED); until then, on a
- * backend whose owners live on this host (all but etcd), a write of one
- * by another process answers PROCREG_ENOTFOUND, as reads do, not
- * PROCREG_EPERM naming the dead owner;
+ * by the registry itself (PROCREG_REASON_OWNER_EXITED); until then, for
+ * an entry registered through this registry on a backend whose owners
+ * live on this host (all but etcd), a write of one by another process
+ * answers PROCREG_ENOTFOUND, as reads do from then on, not PROCREG_EPERM
+ * naming the dead owner (an entry another process of a shared backend
+ * wrote is answered as that backend's reads show it);
  * procreg_namespace_drop() removes every entry of a namespace whoever owns
  * it.
  */

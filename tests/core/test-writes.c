@@ -203,6 +203,36 @@ static void test_dead_holder_key_changes_hands(void)
     kill_and_reap(live);
 }
 
+/* An entry of a process this registry does not watch (written by another
+ * process of a shared backend), which has died: the backend still shows
+ * it (its own view of liveness may lag), and so do lookups.  A write's
+ * owner check must agree with them (PROCREG_EPERM, the entry still
+ * there), not answer PROCREG_ENOTFOUND before a lookup finds the entry
+ * (an lmdb history run: 37 us apart). */
+static void test_unwatched_dead_holder(void)
+{
+    FakeBackend *fb;
+    procreg *reg = open_fake("fake_mp", &fb);
+    pid_t dead = sleeping_child();
+    replace_ctx to_dead = {.fb = fb, .op = FAKE_OP_UNREGISTER};
+    g_assert_cmpint(procreg_owner_from_pid(dead, &to_dead.other, NULL), ==, 0);
+    g_assert_cmpint(procreg_register(reg, "ns", "k", NULL, NULL, NULL, NULL),
+                    ==, 0);
+    replace_in_unregister(FAKE_OP_UNREGISTER, &to_dead);
+    kill_and_reap(dead);
+    int rc = procreg_update_metadata(reg, "ns", "k", NULL,
+                                     PROCREG_UPDATE_REPLACE, NULL);
+    procreg_owner held;
+    int seen = procreg_lookup(reg, "ns", "k", &held, NULL);
+    if (rc == PROCREG_ENOTFOUND && seen == 0)
+        g_error("an update answered ENOTFOUND for the dead holder %d's "
+                "entry, and a lookup after it found the entry", (int)dead);
+    g_assert_cmpint(rc, ==, PROCREG_EPERM);
+    g_assert_cmpint(seen, ==, 0);
+    g_assert_cmpint(held.pid, ==, dead);
+    procreg_close(reg);
+}
+
 /* ---- the owner rule in the backend's one step (unregister_owned) ---- */
 
 static void reset_calls(FakeBackend *fb)
@@ -385,6 +415,8 @@ int main(int argc, char **argv)
                     test_owned_removal_one_call);
     g_test_add_func("/core/writes/owned-removal/refused",
                     test_owned_removal_refused);
+    g_test_add_func("/core/writes/unwatched-dead-holder",
+                    test_unwatched_dead_holder);
     g_test_add_func("/core/writes/dead-holder-key-changes-hands",
                     test_dead_holder_key_changes_hands);
     g_test_add_func("/core/writes/owned-removal/replaced-before-check",
