@@ -11,7 +11,23 @@ static size_t skip_ws(const char *t, size_t i, size_t n)
     return i;
 }
 
-/* A string starting at t[*i] == '"'; *@i moves past its closing quote. */
+/* The four hex digits at t[k..k+3] (the caller checked n - k >= 4), or -1. */
+static long hex4(const char *t, size_t k)
+{
+    long v = 0;
+    for (int d = 0; d < 4; d++) {
+        int x = g_ascii_xdigit_value(t[k + d]);
+        if (x < 0)
+            return -1;
+        v = v << 4 | x;
+    }
+    return v;
+}
+
+/* A string starting at t[*i] == '"'; *@i moves past its closing quote.
+ * A \u escape of a UTF-16 surrogate must be a high one followed by a low
+ * one: a lone surrogate is no character, etcd's gateway never writes one,
+ * and json-glib 1.6 leaks its string buffer on "\ud800\u0041". */
 static bool scan_string(const char *t, size_t n, size_t *i, const char **why)
 {
     for (size_t k = *i + 1; k < n; k++) {
@@ -32,18 +48,31 @@ static bool scan_string(const char *t, size_t n, size_t *i, const char **why)
         case '"': case '\\': case '/': case 'b': case 'f': case 'n':
         case 'r': case 't':
             break;
-        case 'u':
+        case 'u': {
             if (n - k <= 4) {
                 *why = "unterminated JSON string";
                 return false;
             }
-            for (int d = 1; d <= 4; d++)
-                if (!g_ascii_isxdigit(t[k + d])) {
-                    *why = "bad \\u escape in a JSON string";
-                    return false;
-                }
+            long u = hex4(t, k + 1);
+            if (u < 0) {
+                *why = "bad \\u escape in a JSON string";
+                return false;
+            }
             k += 4;
+            if (u < 0xd800 || u > 0xdfff)
+                break;
+            /* k + 1 .. k + 6 must be \uDC00-\uDFFF after a high one. */
+            long low = u <= 0xdbff && n - k > 6 && t[k + 1] == '\\' &&
+                               t[k + 2] == 'u'
+                           ? hex4(t, k + 3)
+                           : -1;
+            if (low < 0xdc00 || low > 0xdfff) {
+                *why = "lone UTF-16 surrogate in a JSON string";
+                return false;
+            }
+            k += 6;
             break;
+        }
         default:
             *why = "bad escape in a JSON string";
             return false;

@@ -66,6 +66,7 @@ static const sample accepted[] = {
     S("{\"n\":[0,-0,1.5,-2.25e-3,1E+2,3e7,10,123456789012345]}", NULL),
     S("{\"t\":true,\"f\":false,\"z\":null}", NULL),
     S("{\"s\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\ude00\"}", NULL),
+    S("{\"s\":\"\\udbff\\uDFFF\\uD800\\uDC00\\ud7ff\\ue000\"}", NULL),
     S("{\"\":\"\"}", NULL),
     S("{\"a\":\"caf\xc3\xa9\"}", NULL),
 };
@@ -83,6 +84,13 @@ static const sample refused[] = {
     S("{\"a\":\"x\\", "unterminated"),
     S("{\"a\":\"\\u12", "unterminated"),
     S("{\"a\":\"\\u12x4\"}", "\\u escape"),
+    /* json-glib 1.6 leaks a string buffer on the first of these. */
+    S("{\"a\":\"\\ud800\\u0041\"}", "lone UTF-16 surrogate"),
+    S("{\"a\":\"\\ud800x\"}", "lone UTF-16 surrogate"),
+    S("{\"a\":\"\\uDBFF\"}", "lone UTF-16 surrogate"),
+    S("{\"a\":\"\\udc00\\ud800\"}", "lone UTF-16 surrogate"),
+    S("{\"\\ud83d\\ud83d\":1}", "lone UTF-16 surrogate"),
+    S("{\"a\":\"\\ud800\\udc0g\"}", "lone UTF-16 surrogate"),
     S("{\"a\":\"\\x41\"}", "bad escape"),
     S("{\"a\":\"\\101\"}", "bad escape"),
     S("{\"a\":\"x\ny\"}", "control character"),
