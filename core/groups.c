@@ -7,7 +7,8 @@
  *    backend call, the owner index update and the event enqueue, so the
  *    events of one group follow the backend's order;
  *  - members of owners other than this process are indexed under their
- *    owner (liveness.c), whose monitor removes them when it dies;
+ *    owner (owner-index.c), whose monitor (liveness.c) removes them
+ *    when it dies;
  *  - reads leave out members whose owner is known dead, as lookups do;
  *  - every call is counted (PROCREG_OP_JOIN, _LEAVE, _MEMBERS, _DISPATCH)
  *    and reported to telemetry.
@@ -154,7 +155,7 @@ static int leave_locked(procreg *reg, const procreg_key *key,
 {
     procreg_owner self;
     procreg_owner_self(&self);
-    /* This process's members are not indexed (liveness.c): a leave of our
+    /* This process's members are not indexed (owner-index.c): a leave of our
      * own, nobody listening, needs no copy of what went. */
     bool report = !reg->backend_orders_events && procreg_events_wanted(reg);
     bool index = filter == NULL || !procreg_owner_same(filter, &self);

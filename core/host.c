@@ -3,7 +3,7 @@
  * it (procreg_backend_host_notify() for changes made elsewhere,
  * procreg_backend_host_notify_own() for its own in commit order), and the
  * child hosts decorators put between their inner backend and the registry.
- * A notification updates the owner index (liveness.c), counts a dead
+ * A notification updates the owner index (owner-index.c), counts a dead
  * owner's removal once, and becomes an event (events.c).  Group changes
  * (JOINED, LEFT) travel the same way, the member described by the entry
  * (backend.h).

@@ -508,7 +508,8 @@ PROCREG_INTERNAL int procreg_wait_until(procreg *reg, const char *ns,
 PROCREG_INTERNAL procreg_backend_host *procreg_host_new_root(procreg *reg);
 PROCREG_INTERNAL void procreg_host_free_root(procreg_backend_host *host);
 
-/* ---- owner liveness (liveness.c) ---- */
+/* ---- owner liveness: the owner index and the deaths it knows
+ * (owner-index.c), the monitor and cleanup (liveness.c) ---- */
 
 PROCREG_INTERNAL procreg_monitor *procreg_monitor_new(procreg *reg);
 /* Start the thread; false (and the monitor stays off) when it cannot. */
@@ -516,7 +517,7 @@ PROCREG_INTERNAL bool procreg_monitor_start(procreg *reg);
 PROCREG_INTERNAL void procreg_monitor_stop(procreg *reg);
 PROCREG_INTERNAL void procreg_monitor_free(procreg_monitor *m);
 /* This process cannot exit while it runs the registry: its entries need
- * no cleanup, and the owner index leaves them out (liveness.c). */
+ * no cleanup, and the owner index leaves them out (owner-index.c). */
 static inline bool procreg_owner_is_self(const procreg_owner *owner)
 {
     procreg_owner self;
@@ -569,11 +570,11 @@ PROCREG_INTERNAL void procreg_owner_exit_removed(procreg *reg, const char *ns,
 PROCREG_INTERNAL bool procreg_owner_known_dead(procreg *reg,
                                                const procreg_owner *owner);
 /* A death found before the monitor saw it, taken as the monitor's
- * (liveness.c: so that every later read agrees on it); false when this
+ * (owner-index.c: so that every later read agrees on it); false when this
  * registry does not watch @owner (nothing marked). */
 PROCREG_INTERNAL bool procreg_owner_seen_dead(procreg *reg,
                                               const procreg_owner *owner);
-/* Whether a read leaves out an entry of @owner (liveness.c). */
+/* Whether a read leaves out an entry of @owner (owner-index.c). */
 PROCREG_INTERNAL bool procreg_owner_gone(procreg *reg,
                                          const procreg_owner *owner,
                                          bool pending,

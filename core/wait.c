@@ -4,7 +4,7 @@
  * to grow.  A waiter sleeps on the wake-up board of events.c until a
  * registration of its key (a join of its group) wakes it (no polling), a
  * GCancellable fires, or the timeout passes; entries and members of
- * owners the monitor knows dead (liveness.c) do not count.  The
+ * owners the monitor knows dead (owner-index.c) do not count.  The
  * cancellable and deadline helpers serve the lock waiters (lock.c) too.
  */
 #include "internal.h"

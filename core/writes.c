@@ -5,7 +5,7 @@
  * enqueue, and is counted in the calling thread's counter block and
  * reported to telemetry.  A register evicts a dead holder of its key.
  * Relies on: registry.c for its not-found errors, dispatch.c for the
- * backend, liveness.c for owners known dead, events.c for the events.
+ * backend, owner-index.c for owners known dead, events.c for the events.
  */
 #include "internal.h"
 

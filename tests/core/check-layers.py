@@ -25,6 +25,7 @@ LAYERS = [
     ["telemetry"],
     ["wake"],
     ["events"],
+    ["owner-index"],
     ["liveness"],
     ["host", "wait", "namespaces"],
     ["registry"],
