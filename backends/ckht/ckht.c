@@ -104,6 +104,7 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
                                  "ckht: out of memory for an epoch record");
     }
     procreg_mutex_init(&self->lock);
+    procreg_ckht_slab_init(&self->slab);
     atomic_init(&self->n_entries, 0);
     self->groups = procreg_ckht_groups_new(self);
     if (self->groups == NULL) {
@@ -134,6 +135,7 @@ static void ckht_destroy(void *state)
     procreg_ckht_groups_free(self->groups);
     procreg_ckht_table_destroy(self);
     procreg_epoch_domain_free(self->epoch);
+    procreg_ckht_slab_destroy(&self->slab); /* every entry released above */
     free(self);
 }
 
@@ -150,7 +152,7 @@ static int ckht_register(void *state, const procreg_key *key,
     /* Built before the lock is taken, so that the critical section is the
      * probe and the publish; its revision is set under the lock, before
      * the publish makes it visible. */
-    fresh = procreg_ckht_entry_new(key, &record->owner, record->metadata,
+    fresh = procreg_ckht_entry_new(&self->slab, key, &record->owner, record->metadata,
                                    record->registered_at, 0);
     if (fresh == NULL)
         return procreg_set_error(error, PROCREG_ENOMEM,
@@ -322,7 +324,7 @@ static int ckht_update_metadata(void *state, const procreg_key *key,
         goto out;
     }
     ckht_entry_owner(e, &owner);
-    next = procreg_ckht_entry_new(key, &owner, metadata, e->registered_at,
+    next = procreg_ckht_entry_new(&self->slab, key, &owner, metadata, e->registered_at,
                                   self->revision + 1);
     if (next == NULL) {
         r = procreg_set_error(error, PROCREG_ENOMEM, "ckht: out of memory");

@@ -3,7 +3,8 @@
  * the key's hash and bytes, the owner (packed), times and revision, with
  * the whole owner in front only when it does not pack and a metadata
  * pointer in front only when there is metadata; and the copies of them
- * that callers own.
+ * that callers own.  Their memory comes from the instance's slab
+ * (slab.c).
  */
 #include "ckht-internal.h"
 
@@ -11,16 +12,24 @@
 #include <malloc.h>
 #endif
 
-/* What an allocation costs: the usable size plus malloc's chunk header,
- * where the C library tells; the requested size otherwise. */
-static size_t ckht_alloc_bytes(void *p, size_t requested)
+/* The allocation of @e: what is in front of it, its header and its key. */
+static size_t ckht_entry_alloc_size(const ckht_entry *e)
 {
+    return ckht_entry_front_size(e) + offsetof(ckht_entry, key) +
+           ckht_entry_key_size(e);
+}
+
+/* What an allocation costs: its slab slot; for one in malloc, the usable
+ * size plus malloc's chunk header, where the C library tells. */
+static size_t ckht_alloc_bytes(void *p, size_t size)
+{
+    if (procreg_ckht_slab_class_bytes(size) <= CKHT_SLAB_MAX)
+        return procreg_ckht_slab_class_bytes(size);
 #ifdef __GLIBC__
-    (void)requested;
     return malloc_usable_size(p) + sizeof(size_t);
 #else
     (void)p;
-    return requested;
+    return size;
 #endif
 }
 
@@ -28,14 +37,12 @@ static size_t ckht_alloc_bytes(void *p, size_t requested)
 size_t procreg_ckht_entry_bytes(ckht_entry *e)
 {
     GVariant *metadata = ckht_entry_metadata(e);
-    size_t requested = ckht_entry_front_size(e) + offsetof(ckht_entry, key) +
-                       ckht_entry_key_size(e);
 
-    return ckht_alloc_bytes(ckht_entry_base(e), requested) +
+    return ckht_alloc_bytes(ckht_entry_base(e), ckht_entry_alloc_size(e)) +
            (metadata ? g_variant_get_size(metadata) : 0);
 }
 
-ckht_entry *procreg_ckht_entry_new(const procreg_key *key,
+ckht_entry *procreg_ckht_entry_new(ckht_slab *slab, const procreg_key *key,
                                    const procreg_owner *owner,
                                    GVariant *metadata, int64_t registered_at,
                                    uint64_t revision)
@@ -44,7 +51,8 @@ ckht_entry *procreg_ckht_entry_new(const procreg_key *key,
     unsigned int flags = (ckht_owner_packs(owner) ? 0 : CKHT_OWNER_IN_FRONT) |
                          (metadata ? CKHT_HAS_METADATA : 0);
     size_t pre = flags * sizeof(void *);
-    char *base = malloc(pre + offsetof(ckht_entry, key) + key_size);
+    char *base = procreg_ckht_slab_alloc(slab, pre + offsetof(ckht_entry, key) +
+                                                   key_size);
     ckht_entry *e;
 
     if (base == NULL)
@@ -96,7 +104,7 @@ void procreg_ckht_entry_free(void *p)
 
     if (metadata != NULL)
         g_variant_unref(metadata);
-    free(ckht_entry_base(e));
+    procreg_ckht_slab_release(ckht_entry_base(e), ckht_entry_alloc_size(e));
 }
 
 /* procreg_ckht_entry_fill() with names. */

@@ -8,6 +8,8 @@ typedef struct {
     size_t capacity;
     size_t table_bytes;
     size_t entry_bytes;
+    size_t entry_free_bytes; /* the slab's free slots */
+    size_t entry_slab_bytes; /* the slab's chunks, mapped */
     size_t group_bytes;
     size_t total_bytes;
     procreg_epoch_stats epoch;
@@ -22,9 +24,11 @@ static void ckht_get_figures(ckht *self, ckht_figures *f)
     f->capacity = procreg_ckht_capacity(self);
     f->table_bytes = sizeof(*self->hs) + self->table_bytes;
     f->entry_bytes = self->entry_bytes;
+    procreg_ckht_slab_figures(&self->slab, &f->entry_slab_bytes,
+                              &f->entry_free_bytes);
     f->group_bytes = procreg_ckht_groups_bytes(self->groups);
     f->total_bytes = sizeof(*self) + f->table_bytes + f->entry_bytes +
-                     self->ns_bytes + f->group_bytes +
+                     f->entry_free_bytes + self->ns_bytes + f->group_bytes +
                      f->epoch.pending_bytes + f->epoch.overhead_bytes;
 }
 
@@ -49,6 +53,10 @@ static void ckht_add_figures(GVariantDict *d, const ckht_figures *f)
                                       : 0.0);
     g_variant_dict_insert(d, "table_bytes", "t", (guint64)f->table_bytes);
     g_variant_dict_insert(d, "entry_bytes", "t", (guint64)f->entry_bytes);
+    g_variant_dict_insert(d, "entry_free_bytes", "t",
+                          (guint64)f->entry_free_bytes);
+    g_variant_dict_insert(d, "entry_slab_bytes", "t",
+                          (guint64)f->entry_slab_bytes);
     g_variant_dict_insert(d, "group_bytes", "t", (guint64)f->group_bytes);
     g_variant_dict_insert(d, "memory_bytes", "t", (guint64)f->total_bytes);
     g_variant_dict_insert(d, "epoch_pending", "t", (guint64)f->epoch.pending);
