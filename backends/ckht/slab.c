@@ -7,8 +7,9 @@
  * allocates meanwhile (in procreg-bench, each entry's metadata, so that
  * 100 000 entries spanned 19 000 pages that 2 000 would hold), and
  * lookups by name were 1.3x to 1.6x slower than on packed entries
- * (doc/benchmarks.md).  A chunk costs the pages its entries touch, not
- * 2 MiB.  (Advising the chunks onto transparent huge pages made no
+ * (doc/benchmarks.md).  A chunk costs the pages its entries touch, and
+ * the first is kept off transparent huge pages, so that a small registry
+ * does not cost 2 MiB.  (Advising the chunks onto huge pages made no
  * difference above the noise at 100 000 or 1M entries: not done.)
  *
  * Sizes are rounded up to 16 bytes; an entry larger than CKHT_SLAB_MAX (long
@@ -102,6 +103,11 @@ static slab_chunk *chunk_map(ckht_slab *slab)
     if (aligned > p)
         munmap(p, (size_t)(aligned - p));
     munmap(aligned + CHUNK_BYTES, (size_t)(p + CHUNK_BYTES - aligned));
+    /* Where transparent huge pages are "always", the first touch would
+     * back the whole first chunk: a registry of a few entries stays at
+     * the 4 KiB pages it touches. */
+    if (slab->chunks == NULL)
+        (void)madvise(aligned, CHUNK_BYTES, MADV_NOHUGEPAGE); /* advice */
     slab_chunk *c = (slab_chunk *)(void *)aligned;
     c->slab = slab;
     c->next = slab->chunks;

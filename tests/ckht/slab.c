@@ -170,11 +170,63 @@ static void test_release_during_pop(void)
     procreg_ckht_slab_destroy(&slab);
 }
 
+/* The VmFlags line of the mapping holding @p in /proc/self/smaps. */
+static char *vm_flags_of(const void *p)
+{
+    char *text = NULL;
+    g_assert_true(g_file_get_contents("/proc/self/smaps", &text, NULL, NULL));
+    char **lines = g_strsplit(text, "\n", -1);
+    char *flags = NULL;
+    bool inside = false;
+    for (char **l = lines; *l != NULL && flags == NULL; l++) {
+        unsigned long lo, hi;
+        if (sscanf(*l, "%lx-%lx ", &lo, &hi) == 2)
+            inside = lo <= (uintptr_t)p && (uintptr_t)p < hi;
+        else if (inside && g_str_has_prefix(*l, "VmFlags:"))
+            flags = g_strdup(*l);
+    }
+    g_strfreev(lines);
+    g_free(text);
+    g_assert_nonnull(flags);
+    return flags;
+}
+
+/* The first chunk is kept off transparent huge pages (a registry of a
+ * few entries must not cost 2 MiB where THP is "always"); later ones
+ * are left to the system. */
+static void test_first_chunk_small_pages(void)
+{
+    ckht_slab s;
+    procreg_ckht_slab_init(&s);
+    void *first = procreg_ckht_slab_alloc(&s, 80);
+    char *flags = vm_flags_of(first);
+    g_assert_nonnull(strstr(flags, " nh"));
+    g_free(flags);
+    /* Fill the first chunk: the next slot comes from a second. */
+    GPtrArray *big = g_ptr_array_new();
+    void *p;
+    do {
+        p = procreg_ckht_slab_alloc(&s, 512);
+        g_ptr_array_add(big, p);
+    } while (((uintptr_t)p ^ (uintptr_t)first) < ((size_t)2 << 20));
+    flags = vm_flags_of(p);
+    g_assert_null(strstr(flags, " nh"));
+    g_free(flags);
+    g_assert_cmpuint(big->len, >, 4000);
+    for (guint i = 0; i < big->len; i++)
+        procreg_ckht_slab_release(big->pdata[i], 512);
+    g_ptr_array_free(big, TRUE);
+    procreg_ckht_slab_release(first, 80);
+    procreg_ckht_slab_destroy(&s);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/ckht/slab/reuse", test_reuse);
     g_test_add_func("/ckht/slab/large-entry", test_large_entry);
     g_test_add_func("/ckht/slab/release-during-pop", test_release_during_pop);
+    g_test_add_func("/ckht/slab/first-chunk-small-pages",
+                    test_first_chunk_small_pages);
     return g_test_run();
 }
