@@ -4,8 +4,8 @@
  * function here is hidden in the library (procreg_ckht_ prefix).
  *
  * Rooms: ckht.c (the instance, the ops on one key, the vtable), entry.c
- * (entries: allocation, copies out), slab.c (the entries' memory),
- * table.c (ck_hs: its allocator, the writer lock, publish, unpublish,
+ * (entries: allocation, copies out, in the instance's slab:
+ * backends/slab), table.c (ck_hs: its allocator, the writer lock, publish, unpublish,
  * retire, rebuild), scan.c (ops over many entries), figures.c (memory,
  * health, stats).
  */
@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "../ck-common/ck-common.h"
+#include "../slab/slab.h"
 
 /* Smallest table we ask ck_hs for, in slots: keeps the capacity figure
  * derived from the map's allocation size exact (procreg_ckht_capacity()). */
@@ -30,39 +31,6 @@
 /* Health turns "degraded" when this many retired objects (beyond the
  * number of live entries) still wait for readers to move on. */
 #define CKHT_PENDING_DEGRADED 65536
-
-/* ------------------------------------------------------------------------ */
-/* The entry slab (slab.c)                                                  */
-
-/* Entries up to this many bytes live in the slab; larger ones in malloc. */
-#define CKHT_SLAB_MAX 512
-
-typedef struct slab_chunk slab_chunk;
-/* Every field under `lock` (slab.c says why it has its own). */
-typedef struct {
-    procreg_mutex lock;
-    void *free[CKHT_SLAB_MAX / 16]; /* per 16-byte size class */
-    char *bump, *bump_end;          /* the newest chunk's unused part */
-    slab_chunk *chunks;
-    size_t chunk_bytes; /* mapped */
-    size_t free_bytes;  /* on the free lists */
-} ckht_slab;
-
-void procreg_ckht_slab_init(ckht_slab *slab);
-/* Unmap every chunk: after every entry was released or is abandoned. */
-void procreg_ckht_slab_destroy(ckht_slab *slab);
-/* @size bytes, 16-aligned (NULL, errno ENOMEM: no memory); any thread. */
-void *procreg_ckht_slab_alloc(ckht_slab *slab, size_t size);
-/* Give back @p, allocated with @size; any thread. */
-void procreg_ckht_slab_release(void *p, size_t size);
-/* What an allocation of @size takes in the slab (up to CKHT_SLAB_MAX). */
-size_t procreg_ckht_slab_class_bytes(size_t size);
-void procreg_ckht_slab_figures(ckht_slab *slab, size_t *chunk_bytes,
-                               size_t *free_bytes);
-/* Tests only (tests/ckht/slab.c): called by an allocation that reuses a
- * free slot, with the slab's lock held, between reading the free list's
- * head and replacing it. */
-extern void (*procreg_ckht_test_slab_hook)(void);
 
 /* ------------------------------------------------------------------------ */
 /* Entries                                                                  */
@@ -206,7 +174,7 @@ const procreg_key *procreg_ckht_entry_key(const ckht_entry *e,
                                           ckht_stack_key *buf);
 /* Bytes an entry holds: its allocation and its metadata's data. */
 size_t procreg_ckht_entry_bytes(ckht_entry *e);
-ckht_entry *procreg_ckht_entry_new(ckht_slab *slab, const procreg_key *key,
+ckht_entry *procreg_ckht_entry_new(procreg_slab *slab, const procreg_key *key,
                                    const procreg_owner *owner,
                                    GVariant *metadata, int64_t registered_at,
                                    uint64_t revision);
@@ -266,7 +234,7 @@ typedef struct {
      * ckht_hs_malloc()); NULL outside a ck_hs call. */
     void *new_map;
     size_t new_map_size;
-    ckht_slab slab; /* the entries' memory, under its own lock */
+    procreg_slab slab; /* the entries' memory, under its own lock */
 } ckht;
 
 /* The namespace index (namespaces.c); everything under the writer lock. */

@@ -104,7 +104,7 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
                                  "ckht: out of memory for an epoch record");
     }
     procreg_mutex_init(&self->lock);
-    procreg_ckht_slab_init(&self->slab);
+    procreg_slab_init(&self->slab);
     atomic_init(&self->n_entries, 0);
     self->groups = procreg_ckht_groups_new(self);
     if (self->groups == NULL) {
@@ -135,7 +135,7 @@ static void ckht_destroy(void *state)
     procreg_ckht_groups_free(self->groups);
     procreg_ckht_table_destroy(self);
     procreg_epoch_domain_free(self->epoch);
-    procreg_ckht_slab_destroy(&self->slab); /* every entry released above */
+    procreg_slab_destroy(&self->slab); /* every entry released above */
     free(self);
 }
 

@@ -4,7 +4,7 @@
  * the whole owner in front only when it does not pack and a metadata
  * pointer in front only when there is metadata; and the copies of them
  * that callers own.  Their memory comes from the instance's slab
- * (slab.c).
+ * (backends/slab).
  */
 #include "ckht-internal.h"
 
@@ -23,8 +23,8 @@ static size_t ckht_entry_alloc_size(const ckht_entry *e)
  * size plus malloc's chunk header, where the C library tells. */
 static size_t ckht_alloc_bytes(void *p, size_t size)
 {
-    if (procreg_ckht_slab_class_bytes(size) <= CKHT_SLAB_MAX)
-        return procreg_ckht_slab_class_bytes(size);
+    if (procreg_slab_class_bytes(size) <= PROCREG_SLAB_MAX)
+        return procreg_slab_class_bytes(size);
 #ifdef __GLIBC__
     return malloc_usable_size(p) + sizeof(size_t);
 #else
@@ -42,7 +42,7 @@ size_t procreg_ckht_entry_bytes(ckht_entry *e)
            (metadata ? g_variant_get_size(metadata) : 0);
 }
 
-ckht_entry *procreg_ckht_entry_new(ckht_slab *slab, const procreg_key *key,
+ckht_entry *procreg_ckht_entry_new(procreg_slab *slab, const procreg_key *key,
                                    const procreg_owner *owner,
                                    GVariant *metadata, int64_t registered_at,
                                    uint64_t revision)
@@ -51,7 +51,7 @@ ckht_entry *procreg_ckht_entry_new(ckht_slab *slab, const procreg_key *key,
     unsigned int flags = (ckht_owner_packs(owner) ? 0 : CKHT_OWNER_IN_FRONT) |
                          (metadata ? CKHT_HAS_METADATA : 0);
     size_t pre = flags * sizeof(void *);
-    char *base = procreg_ckht_slab_alloc(slab, pre + offsetof(ckht_entry, key) +
+    char *base = procreg_slab_alloc(slab, pre + offsetof(ckht_entry, key) +
                                                    key_size);
     ckht_entry *e;
 
@@ -104,7 +104,7 @@ void procreg_ckht_entry_free(void *p)
 
     if (metadata != NULL)
         g_variant_unref(metadata);
-    procreg_ckht_slab_release(ckht_entry_base(e), ckht_entry_alloc_size(e));
+    procreg_slab_release(ckht_entry_base(e), ckht_entry_alloc_size(e));
 }
 
 /* procreg_ckht_entry_fill() with names. */

@@ -9,6 +9,8 @@
 
 #include <string.h>
 
+#include "../slab/slab.h"
+
 /* GHashTable functions for procreg_key* keys, with their prepared hash. */
 static inline guint procreg_ghash_key_hash(gconstpointer k)
 {
@@ -33,6 +35,7 @@ typedef struct {
     uint64_t revision;        /* entries' and members' changes */
     size_t bytes; /* entry allocations, for memory_usage */
     gh_groups *groups;
+    procreg_slab slab; /* the entries' memory (backends/slab) */
 } ghash_state;
 
 gh_groups *procreg_ghash_groups_new(void);

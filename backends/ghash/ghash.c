@@ -6,7 +6,9 @@
  * Two tables: every entry by its full key (hashed with the key's
  * precomputed hash, so lookups never re-hash), and per namespace the set
  * of its entries, so listing, counting or dropping one namespace never
- * visits the others.  Groups live apart, in ghash-groups.c.
+ * visits the others.  Entries live in the instance's slab
+ * (backends/slab), next to each other, not spread through the heap.
+ * Groups live apart, in ghash-groups.c.
  */
 #include "ghash-internal.h"
 
@@ -23,6 +25,13 @@ typedef struct {
 static size_t entry_size(const procreg_key *key)
 {
     return sizeof(ghash_entry) + procreg_key_size(key) + 1;
+}
+
+/* What the entry of @key takes: its slot, or its malloc block. */
+static size_t entry_bytes(const procreg_key *key)
+{
+    size_t size = entry_size(key);
+    return size <= PROCREG_SLAB_MAX ? procreg_slab_class_bytes(size) : size;
 }
 
 /* by_key holds each entry's &e->key as key and value alike
@@ -44,7 +53,7 @@ static void entry_free(gpointer key)
     ghash_entry *e = entry_of(key);
     if (e->metadata != NULL)
         g_variant_unref(e->metadata);
-    g_free(e);
+    procreg_slab_release(e, entry_size(&e->key));
 }
 
 static int ghash_init(const procreg_spec *spec, procreg_backend_host *host,
@@ -57,6 +66,7 @@ static int ghash_init(const procreg_spec *spec, procreg_backend_host *host,
     s->by_namespace = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                             (GDestroyNotify)g_hash_table_unref);
     s->groups = procreg_ghash_groups_new();
+    procreg_slab_init(&s->slab);
     *state = s;
     return 0;
 }
@@ -67,7 +77,8 @@ static void ghash_destroy(void *state)
     procreg_ghash_groups_free(s->groups);
     /* Namespace sets only point at entries; drop them first. */
     g_hash_table_unref(s->by_namespace);
-    g_hash_table_unref(s->by_key);
+    g_hash_table_unref(s->by_key); /* releases every entry */
+    procreg_slab_destroy(&s->slab);
     g_free(s);
 }
 
@@ -94,8 +105,10 @@ static int ghash_register(void *state, const procreg_key *key,
         fill_entry(held, current, false);
         return PROCREG_EEXISTS;
     }
-    size_t size = entry_size(key);
-    ghash_entry *e = g_malloc(size);
+    ghash_entry *e = procreg_slab_alloc(&s->slab, entry_size(key));
+    if (e == NULL)
+        return procreg_set_error(error, PROCREG_ENOMEM,
+                                 "ghash: out of memory for an entry");
     e->owner = record->owner;
     e->metadata = record->metadata ? g_variant_ref(record->metadata) : NULL;
     e->registered_at = record->registered_at;
@@ -110,7 +123,7 @@ static int ghash_register(void *state, const procreg_key *key,
         g_hash_table_insert(s->by_namespace, g_strdup(ns), set);
     }
     g_hash_table_add(set, e);
-    s->bytes += size;
+    s->bytes += entry_bytes(key);
     fill_entry(e, current, false);
     return 0;
 }
@@ -155,7 +168,7 @@ static void remove_entry(ghash_state *s, ghash_entry *e)
     g_hash_table_remove(set, e);
     if (g_hash_table_size(set) == 0)
         g_hash_table_remove(s->by_namespace, ns);
-    s->bytes -= entry_size(&e->key);
+    s->bytes -= entry_bytes(&e->key);
     g_hash_table_remove(s->by_key, &e->key); /* frees e */
 }
 
@@ -292,7 +305,7 @@ static int ghash_drop_namespace(void *state, const char *ns, GArray *removed,
     g_hash_table_iter_init(&it, set);
     while (g_hash_table_iter_next(&it, &p, NULL)) {
         ghash_entry *e = p;
-        s->bytes -= entry_size(&e->key);
+        s->bytes -= entry_bytes(&e->key);
         g_hash_table_remove(s->by_key, &e->key);
     }
     s->revision++;
@@ -306,7 +319,10 @@ static int ghash_memory_usage(void *state, size_t *bytes)
     /* GHashTable keeps a hash and a key slot per bucket (its keys are
      * its values, in by_key and in the namespace sets alike). */
     size_t buckets = g_hash_table_size(s->by_key) * 2;
-    *bytes = s->bytes + 2 * buckets * (sizeof(guint) + sizeof(gpointer)) +
+    size_t chunk_bytes, free_bytes;
+    procreg_slab_figures(&s->slab, &chunk_bytes, &free_bytes);
+    *bytes = s->bytes + free_bytes +
+             2 * buckets * (sizeof(guint) + sizeof(gpointer)) +
              procreg_ghash_groups_bytes(s->groups);
     return 0;
 }
@@ -328,6 +344,11 @@ static void ghash_stats(void *state, GVariantDict *out)
     g_variant_dict_insert(out, "namespaces", "u",
                           g_hash_table_size(s->by_namespace));
     g_variant_dict_insert(out, "revision", "t", (guint64)s->revision);
+    size_t chunk_bytes, free_bytes;
+    procreg_slab_figures(&s->slab, &chunk_bytes, &free_bytes);
+    g_variant_dict_insert(out, "entry_bytes", "t", (guint64)s->bytes);
+    g_variant_dict_insert(out, "entry_free_bytes", "t", (guint64)free_bytes);
+    g_variant_dict_insert(out, "entry_slab_bytes", "t", (guint64)chunk_bytes);
 }
 
 const procreg_backend_ops procreg_ghash_backend_ops = {

@@ -1,7 +1,8 @@
 /*
- * ckht's entry slab (backends/ckht/slab.c): slots are reused by size,
- * what the slab keeps is in the figures, large entries go to malloc, and
- * an allocation and a release at the same time lose no slot.
+ * The entry slab (backends/slab/slab.c), through ckht and ghash and
+ * alone: slots are reused by size, what the slab keeps is in the
+ * figures, large entries go to malloc, and an allocation and a release
+ * at the same time lose no slot.
  */
 #include <procreg/backend.h>
 
@@ -92,7 +93,35 @@ static void test_reuse(void)
     procreg_backend_close(b);
 }
 
-/* An entry over CKHT_SLAB_MAX (long names, an owner that does not pack)
+/* ghash keeps its entries in a slab too (released at once, under the
+ * core's write lock): the same reuse, the same figures. */
+static void test_ghash_reuse(void)
+{
+    enum { N = 30000 };
+    procreg_backend *b = NULL;
+    procreg_record r = {0};
+    size_t memory = 0;
+
+    g_assert_cmpint(procreg_backend_open("ghash", NULL, &b, NULL), ==, 0);
+    procreg_owner_self(&r.owner);
+    put(b, &r, NULL, "svc-", 0, N);
+    guint64 live = stat_of(b, "entry_bytes");
+    g_assert_cmpuint(live % N, ==, 0);
+    g_assert_cmpuint(live / N % 16, ==, 0); /* one size class */
+    guint64 slab_bytes = stat_of(b, "entry_slab_bytes");
+    g_assert_cmpuint(slab_bytes, >=, live);
+    drop(b, NULL, "svc-", 0, N);
+    g_assert_cmpuint(stat_of(b, "entry_bytes"), ==, 0);
+    g_assert_cmpuint(stat_of(b, "entry_free_bytes"), ==, live);
+    g_assert_cmpint(procreg_backend_memory_usage(b, &memory), ==, 0);
+    g_assert_cmpuint(memory, >=, live);
+    put(b, &r, NULL, "web-", 0, N);
+    g_assert_cmpuint(stat_of(b, "entry_free_bytes"), ==, 0);
+    g_assert_cmpuint(stat_of(b, "entry_slab_bytes"), ==, slab_bytes);
+    procreg_backend_close(b);
+}
+
+/* An entry over PROCREG_SLAB_MAX (long names, an owner that does not pack)
  * comes from malloc and goes back to it: the slab never sees it. */
 static void test_large_entry(void)
 {
@@ -108,7 +137,7 @@ static void test_large_entry(void)
     put(b, &r, ns, prefix, 0, 3);
     g_assert_cmpuint(stat_of(b, "entries"), ==, 3);
     g_assert_cmpuint(stat_of(b, "entry_slab_bytes"), ==, 0);
-    g_assert_cmpuint(stat_of(b, "entry_bytes"), >, 3 * CKHT_SLAB_MAX);
+    g_assert_cmpuint(stat_of(b, "entry_bytes"), >, 3 * PROCREG_SLAB_MAX);
     drop(b, ns, prefix, 0, 3);
     wait_reclaimed(b);
     g_assert_cmpuint(stat_of(b, "entry_bytes"), ==, 0);
@@ -122,14 +151,14 @@ static void test_large_entry(void)
  * allocation between reading the free list's head and replacing it, and
  * starts the release there; the release must wait for the allocation, or
  * the allocation's store drops the released slot from the list. */
-static ckht_slab slab;
+static procreg_slab slab;
 static void *released;
 static gint release_done;
 
 static gpointer release_thread(gpointer data)
 {
     (void)data;
-    procreg_ckht_slab_release(released, 80);
+    procreg_slab_release(released, 80);
     g_atomic_int_set(&release_done, 1);
     return NULL;
 }
@@ -138,7 +167,7 @@ static GThread *releaser;
 
 static void start_release_inside_pop(void)
 {
-    procreg_ckht_test_slab_hook = NULL;
+    procreg_slab_test_hook = NULL;
     releaser = g_thread_new("release", release_thread, NULL);
     /* A release that does not wait for the lock ends well within this. */
     for (int i = 0; i < 200 && !g_atomic_int_get(&release_done); i++)
@@ -148,26 +177,26 @@ static void start_release_inside_pop(void)
 
 static void test_release_during_pop(void)
 {
-    procreg_ckht_slab_init(&slab);
-    void *a = procreg_ckht_slab_alloc(&slab, 80);
-    released = procreg_ckht_slab_alloc(&slab, 80);
+    procreg_slab_init(&slab);
+    void *a = procreg_slab_alloc(&slab, 80);
+    released = procreg_slab_alloc(&slab, 80);
     g_assert_nonnull(a);
     g_assert_nonnull(released);
-    procreg_ckht_slab_release(a, 80);
+    procreg_slab_release(a, 80);
 
-    procreg_ckht_test_slab_hook = start_release_inside_pop;
-    void *got = procreg_ckht_slab_alloc(&slab, 80);
+    procreg_slab_test_hook = start_release_inside_pop;
+    void *got = procreg_slab_alloc(&slab, 80);
     g_thread_join(releaser);
     g_assert_true(got == a);
     /* The slot released meanwhile is the next one handed out. */
-    void *next = procreg_ckht_slab_alloc(&slab, 80);
+    void *next = procreg_slab_alloc(&slab, 80);
     g_assert_true(next == released);
     size_t chunk_bytes, free_bytes;
-    procreg_ckht_slab_figures(&slab, &chunk_bytes, &free_bytes);
+    procreg_slab_figures(&slab, &chunk_bytes, &free_bytes);
     g_assert_cmpuint(free_bytes, ==, 0);
-    procreg_ckht_slab_release(got, 80);
-    procreg_ckht_slab_release(next, 80);
-    procreg_ckht_slab_destroy(&slab);
+    procreg_slab_release(got, 80);
+    procreg_slab_release(next, 80);
+    procreg_slab_destroy(&slab);
 }
 
 /* The VmFlags line of the mapping holding @p in /proc/self/smaps. */
@@ -201,9 +230,9 @@ static void test_first_chunk_small_pages(void)
         g_test_skip("this kernel has no transparent huge pages");
         return;
     }
-    ckht_slab s;
-    procreg_ckht_slab_init(&s);
-    void *first = procreg_ckht_slab_alloc(&s, 80);
+    procreg_slab s;
+    procreg_slab_init(&s);
+    void *first = procreg_slab_alloc(&s, 80);
     char *flags = vm_flags_of(first);
     g_assert_nonnull(strstr(flags, " nh"));
     g_free(flags);
@@ -211,7 +240,7 @@ static void test_first_chunk_small_pages(void)
     GPtrArray *big = g_ptr_array_new();
     void *p;
     do {
-        p = procreg_ckht_slab_alloc(&s, 512);
+        p = procreg_slab_alloc(&s, 512);
         g_ptr_array_add(big, p);
     } while (((uintptr_t)p ^ (uintptr_t)first) < ((size_t)2 << 20));
     flags = vm_flags_of(p);
@@ -219,10 +248,10 @@ static void test_first_chunk_small_pages(void)
     g_free(flags);
     g_assert_cmpuint(big->len, >, 4000);
     for (guint i = 0; i < big->len; i++)
-        procreg_ckht_slab_release(big->pdata[i], 512);
+        procreg_slab_release(big->pdata[i], 512);
     g_ptr_array_free(big, TRUE);
-    procreg_ckht_slab_release(first, 80);
-    procreg_ckht_slab_destroy(&s);
+    procreg_slab_release(first, 80);
+    procreg_slab_destroy(&s);
 }
 
 int main(int argc, char **argv)
@@ -230,6 +259,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/ckht/slab/reuse", test_reuse);
     g_test_add_func("/ckht/slab/large-entry", test_large_entry);
+    g_test_add_func("/ckht/slab/ghash-reuse", test_ghash_reuse);
     g_test_add_func("/ckht/slab/release-during-pop", test_release_during_pop);
     g_test_add_func("/ckht/slab/first-chunk-small-pages",
                     test_first_chunk_small_pages);

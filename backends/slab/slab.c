@@ -1,40 +1,42 @@
 /*
- * ckht's entry slab: the entries of one instance, packed in 2 MiB chunks
- * of their own instead of spread through the program's heap.
+ * A backend instance's entry slab: its entries packed in 2 MiB chunks of
+ * their own instead of spread through the program's heap (ckht and
+ * ghash keep their entries here).
  *
  * Why: a lookup costs the cache and TLB misses on its table slot and its
  * entry.  Entries from malloc lie between whatever else the program
  * allocates meanwhile (in procreg-bench, each entry's metadata, so that
- * 100 000 entries spanned 19 000 pages that 2 000 would hold), and
- * lookups by name were 1.3x to 1.6x slower than on packed entries
+ * 100 000 ckht entries spanned 19 000 pages that 2 000 would hold), and
+ * lookups by name were 1.2x to 1.75x slower than on packed entries
  * (doc/benchmarks.md).  A chunk costs the pages its entries touch, and
  * the first is kept off transparent huge pages, so that a small registry
  * does not cost 2 MiB.  (Advising the chunks onto huge pages made no
  * difference above the noise at 100 000 or 1M entries: not done.)
  *
- * Sizes are rounded up to 16 bytes; an entry larger than CKHT_SLAB_MAX (long
- * names with an owner that does not pack) comes from malloc, and its size
- * tells procreg_ckht_slab_release() so.  A released slot goes on its size
- * class's free list, for the next entry of that size; chunks go back to
- * the system when the instance is destroyed.  An instance therefore keeps
- * the memory of its peak number of entries of each size (the figures show
- * it: entry_free_bytes).
+ * Sizes are rounded up to 16 bytes; an allocation larger than
+ * PROCREG_SLAB_MAX comes from malloc, and its size tells
+ * procreg_slab_release() so.  A released slot goes on its size class's
+ * free list, for the next entry of that size; chunks go back to the
+ * system when the slab is destroyed.  A slab therefore keeps the memory
+ * of its peak number of entries of each size (procreg_slab_figures()).
  *
- * Concurrency: entries are made before the writer lock is taken and
- * released under it (epoch reclamation) or after it (an entry never
- * published), so the slab has a lock of its own, and every field of
- * ckht_slab is read and written under it.  Readers never touch the slab,
- * only entries, which are released only once no read section can hold
- * them (table.c), as with malloc.
+ * Concurrency: a backend may make entries outside its writer lock and
+ * release them under it (ckht: epoch reclamation) or after it, so the
+ * slab has a lock of its own, and every field of procreg_slab is read and
+ * written under it (tests/ckht/slab.c forces a release inside an
+ * allocation).  Readers never touch the slab, only entries, which the
+ * backend releases only once no reader can hold them, as with malloc.
  *
  * Checkers: under AddressSanitizer free slots and the chunk's unused end
  * are poisoned, so a read of a released entry is reported; under valgrind
  * each slot is a MALLOCLIKE block, so memcheck reports reads of released
  * entries and entries never released.
  */
-#include "ckht-internal.h"
+#include "slab.h"
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #if defined(__has_feature)
@@ -70,21 +72,22 @@
 
 /* The start of every chunk: which slab it belongs to, and the next chunk
  * (for destroy).  Slots follow it. */
-typedef struct slab_chunk {
-    ckht_slab *slab;
-    struct slab_chunk *next;
-} slab_chunk;
+struct procreg_slab_chunk {
+    procreg_slab *slab;
+    struct procreg_slab_chunk *next;
+};
+typedef struct procreg_slab_chunk slab_chunk;
 #define CHUNK_HEADER (((sizeof(slab_chunk) + SLOT_ALIGN - 1) / SLOT_ALIGN) * \
                       SLOT_ALIGN)
 
-void (*procreg_ckht_test_slab_hook)(void);
+void (*procreg_slab_test_hook)(void);
 
-size_t procreg_ckht_slab_class_bytes(size_t size)
+size_t procreg_slab_class_bytes(size_t size)
 {
     return (size + SLOT_ALIGN - 1) & ~(size_t)(SLOT_ALIGN - 1);
 }
 
-void procreg_ckht_slab_init(ckht_slab *slab)
+void procreg_slab_init(procreg_slab *slab)
 {
     memset(slab, 0, sizeof(*slab));
     procreg_mutex_init(&slab->lock);
@@ -92,7 +95,7 @@ void procreg_ckht_slab_init(ckht_slab *slab)
 
 /* A chunk aligned to its size, so that a slot finds its chunk by masking
  * its address; NULL when the system has no memory for one. */
-static slab_chunk *chunk_map(ckht_slab *slab)
+static slab_chunk *chunk_map(procreg_slab *slab)
 {
     char *p = mmap(NULL, 2 * CHUNK_BYTES, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -118,12 +121,12 @@ static slab_chunk *chunk_map(ckht_slab *slab)
     return c;
 }
 
-void *procreg_ckht_slab_alloc(ckht_slab *slab, size_t size)
+void *procreg_slab_alloc(procreg_slab *slab, size_t size)
 {
-    size_t bytes = procreg_ckht_slab_class_bytes(size);
+    size_t bytes = procreg_slab_class_bytes(size);
     char *p;
 
-    if (bytes > CKHT_SLAB_MAX)
+    if (bytes > PROCREG_SLAB_MAX)
         return malloc(size);
     procreg_mutex_lock(&slab->lock);
     size_t class = bytes / SLOT_ALIGN - 1;
@@ -132,8 +135,8 @@ void *procreg_ckht_slab_alloc(ckht_slab *slab, size_t size)
         SLAB_UNPOISON(p, bytes);
         VALGRIND_MAKE_MEM_DEFINED(p, sizeof(void *));
         void *next = *(void **)(void *)p;
-        if (G_UNLIKELY(procreg_ckht_test_slab_hook != NULL))
-            procreg_ckht_test_slab_hook();
+        if (__builtin_expect(procreg_slab_test_hook != NULL, 0))
+            procreg_slab_test_hook();
         slab->free[class] = next;
         slab->free_bytes -= bytes;
     } else {
@@ -159,17 +162,17 @@ void *procreg_ckht_slab_alloc(ckht_slab *slab, size_t size)
     return p;
 }
 
-void procreg_ckht_slab_release(void *p, size_t size)
+void procreg_slab_release(void *p, size_t size)
 {
-    size_t bytes = procreg_ckht_slab_class_bytes(size);
+    size_t bytes = procreg_slab_class_bytes(size);
 
-    if (bytes > CKHT_SLAB_MAX) {
+    if (bytes > PROCREG_SLAB_MAX) {
         free(p);
         return;
     }
     slab_chunk *c = (slab_chunk *)(void *)((uintptr_t)p &
                                            ~(uintptr_t)(CHUNK_BYTES - 1));
-    ckht_slab *slab = c->slab;
+    procreg_slab *slab = c->slab;
     size_t class = bytes / SLOT_ALIGN - 1;
 
     VALGRIND_FREELIKE_BLOCK(p, 0);
@@ -183,7 +186,7 @@ void procreg_ckht_slab_release(void *p, size_t size)
     procreg_mutex_unlock(&slab->lock);
 }
 
-void procreg_ckht_slab_figures(ckht_slab *slab, size_t *chunk_bytes,
+void procreg_slab_figures(procreg_slab *slab, size_t *chunk_bytes,
                                size_t *free_bytes)
 {
     procreg_mutex_lock(&slab->lock);
@@ -192,7 +195,7 @@ void procreg_ckht_slab_figures(ckht_slab *slab, size_t *chunk_bytes,
     procreg_mutex_unlock(&slab->lock);
 }
 
-void procreg_ckht_slab_destroy(ckht_slab *slab)
+void procreg_slab_destroy(procreg_slab *slab)
 {
     slab_chunk *c = slab->chunks;
 
