@@ -11,7 +11,16 @@
 #include <procreg/backend.h>
 
 #include <stdio.h>
+#include <sys/resource.h>
 #include <unistd.h>
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
 
 #include "ckht/ckht-internal.h"
 
@@ -491,6 +500,105 @@ static void test_close_releases_all(void)
         procreg_key_unref(k[i]);
 }
 
+/* Out of memory for a chunk (the address space limited, in a child so
+ * that nothing else sees the limit): a register and an update that need
+ * a slot fail with ENOMEM and change nothing; entries from malloc still
+ * come; and once memory is back the slab works (its lock was let go).
+ * Sanitizers and valgrind own the address space: skipped under them. */
+static bool address_space_is_ours(void)
+{
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+    return false;
+#else
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+    return false;
+#endif
+#endif
+    return !RUNNING_ON_VALGRIND;
+#endif
+}
+
+static void limit_address_space(rlim_t above_now)
+{
+    unsigned long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    struct rlimit rl;
+
+    g_assert_nonnull(f);
+    g_assert_cmpint(fscanf(f, "%lu", &pages), ==, 1);
+    fclose(f);
+    g_assert_cmpint(getrlimit(RLIMIT_AS, &rl), ==, 0);
+    rl.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + above_now;
+    g_assert_cmpint(setrlimit(RLIMIT_AS, &rl), ==, 0);
+}
+
+static void test_no_memory_child(void)
+{
+    procreg_backend *b = NULL;
+    procreg_record big = {.owner = {.pid = -7, .start_time = 1}};
+    procreg_record small = {0};
+    GVariant *md = metadata_new("m");
+    /* 24 in front + 47 + 449 = 520: malloc; without metadata 512: slab. */
+    procreg_key *kbig = key_sized(225, 223, "big");
+    procreg_key *k = key_sized(10, 22, "k");
+    procreg_entry e = {0};
+    struct rlimit saved;
+    GError *error = NULL;
+
+    procreg_owner_self(&small.owner);
+    big.metadata = md;
+    g_assert_cmpint(getrlimit(RLIMIT_AS, &saved), ==, 0);
+    g_assert_cmpint(procreg_backend_open("ckht", NULL, &b, NULL), ==, 0);
+    /* Room for small allocations, not for a chunk's 4 MiB mapping. */
+    limit_address_space((rlim_t)3 << 20);
+
+    g_assert_cmpint(procreg_backend_register_entry(b, kbig, &big, NULL, NULL),
+                    ==, 0);
+    g_assert_cmpint(procreg_backend_register_entry(b, k, &small, NULL, &error),
+                    ==, PROCREG_ENOMEM);
+    g_clear_error(&error);
+    g_assert_cmpint(procreg_backend_lookup_entry(b, k, &e, NULL), ==,
+                    PROCREG_ENOTFOUND);
+    g_assert_cmpint(procreg_backend_update_metadata(b, kbig, NULL, 0, NULL,
+                                                    &error), ==,
+                    PROCREG_ENOMEM);
+    g_clear_error(&error);
+    g_assert_cmpint(procreg_backend_lookup_entry(b, kbig, &e, NULL), ==, 0);
+    g_assert_nonnull(e.metadata);
+    g_assert_cmpuint(e.revision, ==, 1);
+    procreg_entry_clear(&e);
+    g_assert_cmpuint(stat_of(b, "entry_slab_bytes"), ==, 0);
+    g_assert_cmpuint(stat_of(b, "entries"), ==, 1);
+
+    g_assert_cmpint(setrlimit(RLIMIT_AS, &saved), ==, 0);
+    g_assert_cmpint(procreg_backend_register_entry(b, k, &small, NULL, NULL),
+                    ==, 0);
+    g_assert_cmpint(procreg_backend_update_metadata(b, kbig, NULL, 0, NULL,
+                                                    NULL), ==, 0);
+    g_assert_cmpuint(stat_of(b, "entry_bytes"), ==, 80 + 512);
+    g_assert_cmpuint(stat_of(b, "entry_slab_bytes"), ==, (guint64)2 << 20);
+    procreg_backend_close(b);
+    procreg_key_unref(kbig);
+    procreg_key_unref(k);
+    g_variant_unref(md);
+}
+
+static void test_no_memory(void)
+{
+    if (!address_space_is_ours()) {
+        g_test_skip("the address space belongs to a sanitizer or valgrind");
+        return;
+    }
+    if (g_test_subprocess()) {
+        test_no_memory_child();
+        return;
+    }
+    g_test_trap_subprocess(NULL, 10 * G_USEC_PER_SEC,
+                           G_TEST_SUBPROCESS_INHERIT_STDERR);
+    g_test_trap_assert_passed();
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -501,5 +609,6 @@ int main(int argc, char **argv)
     g_test_add_func("/ckht/slab/write-paths", test_write_paths);
     g_test_add_func("/ckht/slab/two-instances", test_two_instances);
     g_test_add_func("/ckht/slab/close-releases-all", test_close_releases_all);
+    g_test_add_func("/ckht/slab/no-memory", test_no_memory);
     return g_test_run();
 }
