@@ -63,6 +63,9 @@ void procreg_ckht_slab_figures(ckht_slab *slab, size_t *chunk_bytes,
  * free slot, with the slab's lock held, between reading the free list's
  * head and replacing it. */
 extern void (*procreg_ckht_test_slab_hook)(void);
+/* Tests only (tests/ckht/slab.c): called by destroy after the live
+ * entries were freed and before the retired ones are waited for. */
+extern void (*procreg_ckht_test_destroy_hook)(void);
 
 /* ------------------------------------------------------------------------ */
 /* Entries                                                                  */

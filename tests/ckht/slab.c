@@ -500,6 +500,67 @@ static void test_close_releases_all(void)
         procreg_key_unref(k[i]);
 }
 
+/* Closing while a reader (of any instance: the epoch is shared) holds a
+ * read section, so that the retired entries outlive the table's end: the
+ * reader lets go only once destroy has freed the live entries (the hook),
+ * and the retired ones must then be released into a slab still mapped. */
+static gint reader_state; /* 1: in its section; 2: told to leave */
+
+static gpointer reader_thread(gpointer data)
+{
+    (void)data;
+    ck_epoch_record_t *rec = procreg_epoch_read_begin();
+
+    g_assert_nonnull(rec);
+    g_atomic_int_set(&reader_state, 1);
+    while (g_atomic_int_get(&reader_state) != 2)
+        g_usleep(100);
+    procreg_epoch_read_end(rec);
+    return NULL;
+}
+
+static void let_reader_go(void)
+{
+    procreg_ckht_test_destroy_hook = NULL;
+    g_atomic_int_set(&reader_state, 2);
+}
+
+static void test_close_with_reader(void)
+{
+    procreg_backend *b = NULL;
+    procreg_record r = {0};
+    GVariant *md = metadata_tracked("one");
+    procreg_key *k[3];
+
+    md_freed = 0;
+    procreg_owner_self(&r.owner);
+    r.metadata = md;
+    g_assert_cmpint(procreg_backend_open("ckht", NULL, &b, NULL), ==, 0);
+    for (int i = 0; i < 3; i++) {
+        char tag[4];
+        g_snprintf(tag, sizeof tag, "r%d", i);
+        k[i] = key_sized(10, 22, tag);
+        g_assert_cmpint(procreg_backend_register_entry(b, k[i], &r, NULL,
+                                                       NULL), ==, 0);
+    }
+    g_variant_unref(md);
+    g_atomic_int_set(&reader_state, 0);
+    GThread *reader = g_thread_new("reader", reader_thread, NULL);
+    while (g_atomic_int_get(&reader_state) != 1)
+        g_usleep(100);
+    for (int i = 0; i < 3; i++)
+        g_assert_cmpint(procreg_backend_unregister(b, k[i], 0, NULL, NULL),
+                        ==, 0);
+    /* The reader holds them: flushed and polled, still pending. */
+    g_assert_cmpuint(stat_of(b, "epoch_pending"), ==, 3);
+    procreg_ckht_test_destroy_hook = let_reader_go;
+    procreg_backend_close(b);
+    g_thread_join(reader);
+    g_assert_cmpint(md_freed, ==, 1);
+    for (int i = 0; i < 3; i++)
+        procreg_key_unref(k[i]);
+}
+
 /* Out of memory for a chunk (the address space limited, in a child so
  * that nothing else sees the limit): a register and an update that need
  * a slot fail with ENOMEM and change nothing; entries from malloc still
@@ -609,6 +670,7 @@ int main(int argc, char **argv)
     g_test_add_func("/ckht/slab/write-paths", test_write_paths);
     g_test_add_func("/ckht/slab/two-instances", test_two_instances);
     g_test_add_func("/ckht/slab/close-releases-all", test_close_releases_all);
+    g_test_add_func("/ckht/slab/close-with-reader", test_close_with_reader);
     g_test_add_func("/ckht/slab/no-memory", test_no_memory);
     return g_test_run();
 }
