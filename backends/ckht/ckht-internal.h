@@ -33,6 +33,11 @@
 #define CKHT_PENDING_DEGRADED 65536
 
 /* ------------------------------------------------------------------------ */
+/* Tests only (tests/ckht/slab.c): called by destroy after the live
+ * entries were freed and before the retired ones are waited for. */
+extern void (*procreg_ckht_test_destroy_hook)(void);
+
+/* ------------------------------------------------------------------------ */
 /* Entries                                                                  */
 
 /* Links of the namespace index (namespaces.c); writers only. */

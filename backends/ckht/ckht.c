@@ -126,6 +126,8 @@ static int ckht_init(const procreg_spec *spec, procreg_backend_host *host,
     return 0;
 }
 
+void (*procreg_ckht_test_destroy_hook)(void);
+
 static void ckht_destroy(void *state)
 {
     ckht *self = state;
@@ -134,6 +136,11 @@ static void ckht_destroy(void *state)
         return;
     procreg_ckht_groups_free(self->groups);
     procreg_ckht_table_destroy(self);
+    if (G_UNLIKELY(procreg_ckht_test_destroy_hook != NULL))
+        procreg_ckht_test_destroy_hook();
+    /* Retired entries may still wait for readers (of any instance: the
+     * epoch is shared): the domain's barrier releases them into the slab,
+     * so the slab goes after it. */
     procreg_epoch_domain_free(self->epoch);
     procreg_slab_destroy(&self->slab); /* every entry released above */
     free(self);
