@@ -30,6 +30,12 @@ void fake_backend_set_on_call(FakeBackend *fb, FakeHook fn, void *data)
     atomic_store_explicit(&fb->on_call, fn, memory_order_release);
 }
 
+void fake_backend_set_on_return(FakeBackend *fb, FakeHook fn, void *data)
+{
+    atomic_store_explicit(&fb->on_return_data, data, memory_order_relaxed);
+    atomic_store_explicit(&fb->on_return, fn, memory_order_release);
+}
+
 int fake_backend_data_calls(FakeBackend *fb)
 {
     int n = 0;
@@ -87,6 +93,10 @@ static void enter(FakeBackend *fb, FakeOp op)
 
 static void leave(FakeBackend *fb, FakeOp op)
 {
+    FakeHook hook = atomic_load_explicit(&fb->on_return, memory_order_acquire);
+    if (hook != NULL)
+        hook(op, atomic_load_explicit(&fb->on_return_data,
+                                      memory_order_relaxed));
     if (op_is_write(op))
         g_atomic_int_add(&fb->inside_writes, -1);
     g_atomic_int_add(&fb->inside, -1);

@@ -81,6 +81,10 @@ typedef struct {
      * monitor) call in while a test sets and clears it. */
     _Atomic(FakeHook) on_call;
     void *_Atomic on_call_data;
+    /* The same, called last thing in every such slot, after its work
+     * (fake_backend_set_on_return()). */
+    _Atomic(FakeHook) on_return;
+    void *_Atomic on_return_data;
     gulong sleep_us[FAKE_N_OPS]; /* sleep inside the slot */
     int health;                  /* status health_check returns */
 
@@ -130,6 +134,9 @@ FakeDeco *fake_deco_last(void);
  * it only while it is clear: a call that loaded the old hook may read
  * the new data. */
 void fake_backend_set_on_call(FakeBackend *fb, FakeHook fn, void *data);
+
+/* The same for the on_return hook. */
+void fake_backend_set_on_return(FakeBackend *fb, FakeHook fn, void *data);
 
 /* Total calls of every slot except init and destroy. */
 int fake_backend_data_calls(FakeBackend *fb);

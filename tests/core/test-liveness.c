@@ -9,7 +9,11 @@
  *    (core/liveness.c, procreg_owner_seen_dead());
  *  - so do writes: an unregister or an update of that entry by another
  *    process answers PROCREG_ENOTFOUND (not PROCREG_EPERM naming the dead
- *    holder), and no read after it shows the entry.
+ *    holder), and no read after it shows the entry;
+ *  - a lookup that read a dead owner's entry before its cleanup removed
+ *    it, and looks at the owner after the monitor forgot it, leaves the
+ *    entry out (the fake's on_return hook runs the cleanup to its end
+ *    between the two; core/registry.c, read_owner_gone()).
  */
 #include "child-util.h"
 #include "fake-backend.h"
@@ -171,6 +175,89 @@ static void test_write_then_lookup(void)
     two_deaths_end(&t);
 }
 
+static guint64 owners_watched(procreg *reg)
+{
+    GVariant *stats = NULL;
+    guint64 n = G_MAXUINT64;
+    g_assert_cmpint(procreg_stats(reg, &stats, NULL), ==, 0);
+    g_assert_true(g_variant_lookup(stats, "owners", "t", &n));
+    g_variant_unref(stats);
+    return n;
+}
+
+typedef struct {
+    pthread_t test_thread;
+    procreg *reg;
+    hold_ctx *h;
+    bool done;
+} across_ctx;
+
+/* After the test thread's lookup read the dead owner's entry: let the
+ * monitor finish that owner's cleanup (remove the entry, forget the
+ * owner) before the core looks at the owner. */
+static void finish_cleanup_after_read(FakeOp op, void *data)
+{
+    across_ctx *c = data;
+    if ((op != FAKE_OP_LOOKUP && op != FAKE_OP_LOOKUP_ENTRY) ||
+        !pthread_equal(pthread_self(), c->test_thread) || c->done)
+        return;
+    c->done = true;
+    release(c->h);
+    for (int i = 0; i < 10000 && owners_watched(c->reg) > 0; i++)
+        g_usleep(1000);
+    g_assert_cmpuint(owners_watched(c->reg), ==, 0);
+}
+
+/* A lookup whose backend read came before a dead owner's cleanup removed
+ * the entry, and whose check of the owner came after the monitor forgot
+ * it (before the fix it returned the entry: "known dead" no longer said
+ * so, though an update had already answered "not found" for it). */
+static void lookup_across_cleanup(bool entry)
+{
+    procreg *reg = NULL;
+    g_assert_cmpint(procreg_open("fake_ts", &reg, NULL), ==, 0);
+    FakeBackend *fb = fake_backend_last();
+    pid_t b = sleeping_child();
+    procreg_owner ob = owner_of(b);
+    g_assert_cmpint(procreg_register(reg, "ns", "b", &ob, NULL, NULL, NULL),
+                    ==, 0);
+    hold_ctx h = {.test_thread = pthread_self()};
+    pthread_mutex_init(&h.lock, NULL);
+    pthread_cond_init(&h.cond, NULL);
+    fake_backend_set_on_call(fb, hold_other_thread, &h);
+    kill_and_reap(b);
+    wait_entered(&h); /* B known dead, its cleanup held in the backend */
+    across_ctx c = {.test_thread = pthread_self(), .reg = reg, .h = &h};
+    fake_backend_set_on_return(fb, finish_cleanup_after_read, &c);
+    int rc;
+    procreg_owner held = {0};
+    if (entry) {
+        procreg_entry e = {0};
+        rc = procreg_lookup_entry(reg, "ns", "b", &e, NULL);
+        held = e.owner;
+        procreg_entry_clear(&e);
+    } else {
+        rc = procreg_lookup(reg, "ns", "b", &held, NULL);
+    }
+    g_assert_true(c.done);
+    if (rc == 0)
+        g_error("a %s read 'b' before its dead owner's cleanup and returned "
+                "it (held by %d) after the cleanup removed it",
+                entry ? "lookup_entry" : "lookup", (int)held.pid);
+    g_assert_cmpint(rc, ==, PROCREG_ENOTFOUND);
+    fake_backend_set_on_return(fb, NULL, NULL);
+    fake_backend_set_on_call(fb, NULL, NULL);
+    procreg_close(reg);
+    pthread_mutex_destroy(&h.lock);
+    pthread_cond_destroy(&h.cond);
+}
+
+static void test_lookup_across_cleanup(void)
+{
+    lookup_across_cleanup(false);
+    lookup_across_cleanup(true);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -178,5 +265,7 @@ int main(int argc, char **argv)
     g_test_add_func("/core/liveness/list-then-lookup", test_list_then_lookup);
     g_test_add_func("/core/liveness/write-then-lookup",
                     test_write_then_lookup);
+    g_test_add_func("/core/liveness/lookup-across-cleanup",
+                    test_lookup_across_cleanup);
     return g_test_run();
 }
