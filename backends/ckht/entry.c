@@ -52,7 +52,7 @@ ckht_entry *procreg_ckht_entry_new(procreg_slab *slab, const procreg_key *key,
                          (metadata ? CKHT_HAS_METADATA : 0);
     size_t pre = flags * sizeof(void *);
     char *base = procreg_slab_alloc(slab, pre + offsetof(ckht_entry, key) +
-                                                   key_size);
+                                              key_size);
     ckht_entry *e;
 
     if (base == NULL)

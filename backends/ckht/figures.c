@@ -25,7 +25,7 @@ static void ckht_get_figures(ckht *self, ckht_figures *f)
     f->table_bytes = sizeof(*self->hs) + self->table_bytes;
     f->entry_bytes = self->entry_bytes;
     procreg_slab_figures(&self->slab, &f->entry_slab_bytes,
-                              &f->entry_free_bytes);
+                         &f->entry_free_bytes);
     f->group_bytes = procreg_ckht_groups_bytes(self->groups);
     f->total_bytes = sizeof(*self) + f->table_bytes + f->entry_bytes +
                      f->entry_free_bytes + self->ns_bytes + f->group_bytes +

@@ -187,7 +187,7 @@ void procreg_slab_release(void *p, size_t size)
 }
 
 void procreg_slab_figures(procreg_slab *slab, size_t *chunk_bytes,
-                               size_t *free_bytes)
+                          size_t *free_bytes)
 {
     procreg_mutex_lock(&slab->lock);
     *chunk_bytes = slab->chunk_bytes;
