@@ -138,46 +138,41 @@ static bool dead_pending(procreg *reg)
            PROCREG_SLOW_DEAD_OWNERS;
 }
 
-/* Drop from @a the entries whose owner is gone (procreg_owner_gone():
- * known dead, or, with @pending, a cleanup pending when the backend was
- * read, no longer alive). */
-static void filter_dead(procreg *reg, GArray *a, bool pending)
-{
-    if (!pending && !dead_pending(reg))
-        return;
-    procreg_owner self;
-    procreg_owner_self(&self);
-    for (guint i = a->len; i-- > 0;)
-        if (procreg_owner_gone(reg, &g_array_index(a, procreg_entry, i).owner,
-                               pending, &self))
-            g_array_remove_index(a, i);
-}
-
-/* ---- lookup ---- */
-
 /*
- * Whether a lookup leaves out the entry of @owner it read: its owner known
- * dead, or, where a dead owner's cleanup was pending before the backend
- * was read (@slow, loaded before the backend call), its process gone.
+ * Whether a read leaves out the entry of @owner it read from the backend:
+ * its owner known dead, or, with @pending (a dead owner's cleanup was
+ * pending before the backend was read), its process gone.
  *
  * Invariant (with procreg_owner_seen_dead()): once an operation treated an
  * owner's entry as gone, no later read shows it.  A cleanup may end, and
  * the monitor forget the dead owner, between the backend's answer and the
  * check here: the entry read is then already removed, and "known dead" no
- * longer says so (history-ckht under valgrind: an update answered "not
- * found" for a dead holder, and a lookup after it returned the entry).
- * Forced by /core/liveness/lookup-across-cleanup.
+ * longer says so (a list showed such an entry again while its cleanup ran;
+ * later a lookup did, after an update had answered "not found" for its
+ * dead holder).  Forced by /core/liveness/lookup-across-cleanup.
  */
-static bool read_owner_gone(procreg *reg, unsigned slow,
+static bool read_owner_gone(procreg *reg, bool pending,
                             const procreg_owner *owner)
 {
-    bool pending = slow & PROCREG_SLOW_DEAD_OWNERS;
     if (!pending && !dead_pending(reg))
         return false;
     procreg_owner self;
     procreg_owner_self(&self);
     return procreg_owner_gone(reg, owner, pending, &self);
 }
+
+/* Drop from @a the entries whose owner is gone (read_owner_gone()). */
+static void filter_dead(procreg *reg, GArray *a, bool pending)
+{
+    if (!pending && !dead_pending(reg))
+        return;
+    for (guint i = a->len; i-- > 0;)
+        if (read_owner_gone(reg, pending,
+                            &g_array_index(a, procreg_entry, i).owner))
+            g_array_remove_index(a, i);
+}
+
+/* ---- lookup ---- */
 
 /* A not-found error that helps: the namespace and a few names it holds. */
 PROCREG_INTERNAL int procreg_not_found(procreg *reg, const procreg_key *key,
@@ -238,7 +233,8 @@ lookup_slow(procreg *reg, procreg_tblock *b, unsigned slow,
 {
     uint64_t t0 = procreg_now_ns();
     int rc = procreg_backend_lookup(reg->backend, key, out);
-    if (rc == 0 && read_owner_gone(reg, slow, out))
+    if (rc == 0 &&
+        read_owner_gone(reg, slow & PROCREG_SLOW_DEAD_OWNERS, out))
         rc = PROCREG_ENOTFOUND;
     int invalid = rc != 0 ? names_invalid(checked, key, error) : 0;
     if (invalid != 0)
@@ -319,7 +315,8 @@ PROCREG_API int procreg_lookup_entry_key(procreg *reg, const procreg_key *key,
     GError *local = NULL;
     int rc = procreg_backend_lookup_entry(reg->backend, key, out,
                                           error != NULL ? &local : NULL);
-    if (rc == 0 && read_owner_gone(reg, slow, &out->owner)) {
+    if (rc == 0 && read_owner_gone(reg, slow & PROCREG_SLOW_DEAD_OWNERS,
+                                    &out->owner)) {
         procreg_entry_clear(out);
         rc = PROCREG_ENOTFOUND;
     }

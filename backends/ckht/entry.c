@@ -8,9 +8,6 @@
  */
 #include "ckht-internal.h"
 
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 /* The allocation of @e: what is in front of it, its header and its key. */
 static size_t ckht_entry_alloc_size(const ckht_entry *e)
@@ -19,26 +16,12 @@ static size_t ckht_entry_alloc_size(const ckht_entry *e)
            ckht_entry_key_size(e);
 }
 
-/* What an allocation costs: its slab slot; for one in malloc, the usable
- * size plus malloc's chunk header, where the C library tells. */
-static size_t ckht_alloc_bytes(void *p, size_t size)
-{
-    if (procreg_slab_class_bytes(size) <= PROCREG_SLAB_MAX)
-        return procreg_slab_class_bytes(size);
-#ifdef __GLIBC__
-    return malloc_usable_size(p) + sizeof(size_t);
-#else
-    (void)p;
-    return size;
-#endif
-}
-
 /* Bytes an entry holds: its allocation and its metadata's data. */
 size_t procreg_ckht_entry_bytes(ckht_entry *e)
 {
     GVariant *metadata = ckht_entry_metadata(e);
 
-    return ckht_alloc_bytes(ckht_entry_base(e), ckht_entry_alloc_size(e)) +
+    return procreg_slab_bytes(ckht_entry_base(e), ckht_entry_alloc_size(e)) +
            (metadata ? g_variant_get_size(metadata) : 0);
 }
 

@@ -27,11 +27,10 @@ static size_t entry_size(const procreg_key *key)
     return sizeof(ghash_entry) + procreg_key_size(key) + 1;
 }
 
-/* What the entry of @key takes: its slot, or its malloc block. */
-static size_t entry_bytes(const procreg_key *key)
+/* What @e takes: its slot, or its malloc block. */
+static size_t entry_bytes(ghash_entry *e)
 {
-    size_t size = entry_size(key);
-    return size <= PROCREG_SLAB_MAX ? procreg_slab_class_bytes(size) : size;
+    return procreg_slab_bytes(e, entry_size(&e->key));
 }
 
 /* by_key holds each entry's &e->key as key and value alike
@@ -123,7 +122,7 @@ static int ghash_register(void *state, const procreg_key *key,
         g_hash_table_insert(s->by_namespace, g_strdup(ns), set);
     }
     g_hash_table_add(set, e);
-    s->bytes += entry_bytes(key);
+    s->bytes += entry_bytes(e);
     fill_entry(e, current, false);
     return 0;
 }
@@ -168,7 +167,7 @@ static void remove_entry(ghash_state *s, ghash_entry *e)
     g_hash_table_remove(set, e);
     if (g_hash_table_size(set) == 0)
         g_hash_table_remove(s->by_namespace, ns);
-    s->bytes -= entry_bytes(&e->key);
+    s->bytes -= entry_bytes(e);
     g_hash_table_remove(s->by_key, &e->key); /* frees e */
 }
 
@@ -305,7 +304,7 @@ static int ghash_drop_namespace(void *state, const char *ns, GArray *removed,
     g_hash_table_iter_init(&it, set);
     while (g_hash_table_iter_next(&it, &p, NULL)) {
         ghash_entry *e = p;
-        s->bytes -= entry_bytes(&e->key);
+        s->bytes -= entry_bytes(e);
         g_hash_table_remove(s->by_key, &e->key);
     }
     s->revision++;

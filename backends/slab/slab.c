@@ -35,6 +35,9 @@
 #include "slab.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -85,6 +88,18 @@ void (*procreg_slab_test_hook)(void);
 size_t procreg_slab_class_bytes(size_t size)
 {
     return (size + SLOT_ALIGN - 1) & ~(size_t)(SLOT_ALIGN - 1);
+}
+
+size_t procreg_slab_bytes(void *p, size_t size)
+{
+    if (procreg_slab_class_bytes(size) <= PROCREG_SLAB_MAX)
+        return procreg_slab_class_bytes(size);
+#ifdef __GLIBC__
+    return malloc_usable_size(p) + sizeof(size_t); /* and malloc's header */
+#else
+    (void)p;
+    return size;
+#endif
 }
 
 void procreg_slab_init(procreg_slab *slab)

@@ -35,6 +35,9 @@ void *procreg_slab_alloc(procreg_slab *slab, size_t size);
 void procreg_slab_release(void *p, size_t size);
 /* What an allocation of @size takes in a slab (up to PROCREG_SLAB_MAX). */
 size_t procreg_slab_class_bytes(size_t size);
+/* What @p, allocated with @size, costs: its slot, or for an allocation
+ * in malloc its usable size and chunk header where the C library tells. */
+size_t procreg_slab_bytes(void *p, size_t size);
 /* Bytes mapped, and bytes of free slots. */
 void procreg_slab_figures(procreg_slab *slab, size_t *chunk_bytes,
                           size_t *free_bytes);
