@@ -34,15 +34,9 @@ static int group_key(procreg_stack_key *buf, const char *ns, const char *group,
     return rc != 0 ? rc : procreg_key_init_stack(buf, ns, group, error);
 }
 
-static bool dead_pending(procreg *reg)
-{
-    return atomic_load_explicit(&reg->slow, memory_order_relaxed) &
-           PROCREG_SLOW_DEAD_OWNERS;
-}
-
 static void filter_dead_members(procreg *reg, GArray *a, bool pending)
 {
-    if (!pending && !dead_pending(reg))
+    if (!pending && !procreg_dead_pending(reg))
         return;
     procreg_owner self;
     procreg_owner_self(&self);
@@ -244,7 +238,7 @@ PROCREG_API int procreg_members_key(procreg *reg, const procreg_key *key,
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t t0 = procreg_now_ns();
     GArray *a = procreg_member_array_new();
-    bool pending = dead_pending(reg);
+    bool pending = procreg_dead_pending(reg);
     int rc = need_groups(reg, error);
     if (rc == 0)
         rc = procreg_backend_group_members(reg->backend, key, a, error);
@@ -278,7 +272,7 @@ PROCREG_API int procreg_members(procreg *reg, const char *ns,
 static int count_live(procreg *reg, const procreg_key *key, size_t *out,
                       GError **error)
 {
-    if (!dead_pending(reg))
+    if (!procreg_dead_pending(reg))
         return procreg_backend_group_count(reg->backend, key, out, error);
     GArray *a = procreg_member_array_new();
     int rc = procreg_backend_group_members(reg->backend, key, a, error);
@@ -366,7 +360,7 @@ PROCREG_API int procreg_memberships(procreg *reg, pid_t pid,
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t t0 = procreg_now_ns();
     GArray *all = procreg_member_array_new();
-    bool pending = dead_pending(reg);
+    bool pending = procreg_dead_pending(reg);
     int rc = need_groups(reg, error);
     if (rc == 0)
         rc = procreg_backend_group_list_all(reg->backend, NULL, all, error);
@@ -405,7 +399,7 @@ PROCREG_API int procreg_find_members(procreg *reg, const char *ns,
     if (rc == 0)
         rc = need_groups(reg, error);
     GArray *found = procreg_member_array_new();
-    bool pending = dead_pending(reg);
+    bool pending = procreg_dead_pending(reg);
     if (rc == 0)
         rc = procreg_backend_group_find(reg->backend, ns, group, meta_key,
                                         value, found, error);
@@ -478,7 +472,7 @@ PROCREG_API int procreg_pick_member_key(procreg *reg, const procreg_key *key,
     GError *local = NULL;
     int rc = need_groups(reg, error);
     if (rc == 0)
-        rc = dead_pending(reg)
+        rc = procreg_dead_pending(reg)
                  ? pick_live(reg, key, round_robin, arg, out, &local)
                  : procreg_backend_group_pick(reg->backend, key, round_robin,
                                               arg, out, &local);
@@ -543,7 +537,7 @@ PROCREG_API int procreg_dispatch_key(procreg *reg, const procreg_key *key,
     int rc = fn == NULL ? procreg_set_error(error, PROCREG_EINVAL,
                                             "dispatch callback is NULL")
                         : need_groups(reg, error);
-    if (rc == 0 && !dead_pending(reg)) {
+    if (rc == 0 && !procreg_dead_pending(reg)) {
         rc = procreg_backend_group_dispatch(reg->backend, key, fn, user_data,
                                             &called, error);
     } else if (rc == 0) {

@@ -579,6 +579,17 @@ PROCREG_INTERNAL bool procreg_owner_gone(procreg *reg,
                                          const procreg_owner *owner,
                                          bool pending,
                                          const procreg_owner *self);
+/* Whether a read leaves out the entry of @owner it read from the backend;
+ * @pending is procreg_dead_pending() read before the backend was
+ * (owner-index.c, with the invariant). */
+PROCREG_INTERNAL bool procreg_read_owner_gone(procreg *reg, bool pending,
+                                              const procreg_owner *owner);
+/* Whether a dead owner's cleanup is pending: one relaxed load. */
+static inline bool procreg_dead_pending(procreg *reg)
+{
+    return atomic_load_explicit(&reg->slow, memory_order_relaxed) &
+           PROCREG_SLOW_DEAD_OWNERS;
+}
 /* Whether @owner is known dead: one relaxed load while no owner is (the
  * common case), procreg_owner_known_dead() otherwise. */
 static inline bool procreg_owner_known_dead_fast(procreg *reg,

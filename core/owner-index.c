@@ -358,6 +358,30 @@ PROCREG_INTERNAL bool procreg_owner_gone(procreg *reg,
     return true;
 }
 
+/*
+ * Whether a read leaves out the entry of @owner it read from the backend:
+ * its owner known dead, or, with @pending (procreg_dead_pending() read
+ * before the backend was), its process gone.
+ *
+ * Invariant (with procreg_owner_seen_dead()): once an operation treated an
+ * owner's entry as gone, no later read shows it.  A cleanup may end, and
+ * the monitor forget the dead owner, between the backend's answer and the
+ * check here: the entry read is then already removed, and "known dead" no
+ * longer says so (a list showed such an entry again while its cleanup ran;
+ * later a lookup did, after an update had answered "not found" for its
+ * dead holder; then procreg_wait_for() did).  Forced by
+ * /core/liveness/lookup-across-cleanup for lookups and waits.
+ */
+PROCREG_INTERNAL bool procreg_read_owner_gone(procreg *reg, bool pending,
+                                              const procreg_owner *owner)
+{
+    if (!pending && !procreg_dead_pending(reg))
+        return false;
+    procreg_owner self;
+    procreg_owner_self(&self);
+    return procreg_owner_gone(reg, owner, pending, &self);
+}
+
 PROCREG_INTERNAL key_copy *procreg_key_copy_new(const owned_key *ok)
 {
     key_copy *c = g_new(key_copy, 1);

@@ -132,42 +132,13 @@ PROCREG_API const char *procreg_get_spec(const procreg *reg)
     return procreg_backend_spec_string(reg->backend);
 }
 
-static bool dead_pending(procreg *reg)
-{
-    return atomic_load_explicit(&reg->slow, memory_order_relaxed) &
-           PROCREG_SLOW_DEAD_OWNERS;
-}
-
-/*
- * Whether a read leaves out the entry of @owner it read from the backend:
- * its owner known dead, or, with @pending (a dead owner's cleanup was
- * pending before the backend was read), its process gone.
- *
- * Invariant (with procreg_owner_seen_dead()): once an operation treated an
- * owner's entry as gone, no later read shows it.  A cleanup may end, and
- * the monitor forget the dead owner, between the backend's answer and the
- * check here: the entry read is then already removed, and "known dead" no
- * longer says so (a list showed such an entry again while its cleanup ran;
- * later a lookup did, after an update had answered "not found" for its
- * dead holder).  Forced by /core/liveness/lookup-across-cleanup.
- */
-static bool read_owner_gone(procreg *reg, bool pending,
-                            const procreg_owner *owner)
-{
-    if (!pending && !dead_pending(reg))
-        return false;
-    procreg_owner self;
-    procreg_owner_self(&self);
-    return procreg_owner_gone(reg, owner, pending, &self);
-}
-
-/* Drop from @a the entries whose owner is gone (read_owner_gone()). */
+/* Drop from @a the entries whose owner is gone (procreg_read_owner_gone()). */
 static void filter_dead(procreg *reg, GArray *a, bool pending)
 {
-    if (!pending && !dead_pending(reg))
+    if (!pending && !procreg_dead_pending(reg))
         return;
     for (guint i = a->len; i-- > 0;)
-        if (read_owner_gone(reg, pending,
+        if (procreg_read_owner_gone(reg, pending,
                             &g_array_index(a, procreg_entry, i).owner))
             g_array_remove_index(a, i);
 }
@@ -234,7 +205,7 @@ lookup_slow(procreg *reg, procreg_tblock *b, unsigned slow,
     uint64_t t0 = procreg_now_ns();
     int rc = procreg_backend_lookup(reg->backend, key, out);
     if (rc == 0 &&
-        read_owner_gone(reg, slow & PROCREG_SLOW_DEAD_OWNERS, out))
+        procreg_read_owner_gone(reg, slow & PROCREG_SLOW_DEAD_OWNERS, out))
         rc = PROCREG_ENOTFOUND;
     int invalid = rc != 0 ? names_invalid(checked, key, error) : 0;
     if (invalid != 0)
@@ -315,7 +286,7 @@ PROCREG_API int procreg_lookup_entry_key(procreg *reg, const procreg_key *key,
     GError *local = NULL;
     int rc = procreg_backend_lookup_entry(reg->backend, key, out,
                                           error != NULL ? &local : NULL);
-    if (rc == 0 && read_owner_gone(reg, slow & PROCREG_SLOW_DEAD_OWNERS,
+    if (rc == 0 && procreg_read_owner_gone(reg, slow & PROCREG_SLOW_DEAD_OWNERS,
                                     &out->owner)) {
         procreg_entry_clear(out);
         rc = PROCREG_ENOTFOUND;
@@ -366,7 +337,7 @@ PROCREG_API int procreg_list(procreg *reg, const char *ns, procreg_entry **out,
     uint64_t t0 = procreg_now_ns();
     int rc = check_ns(ns, error);
     GArray *all = procreg_entry_array_new();
-    bool pending = dead_pending(reg);
+    bool pending = procreg_dead_pending(reg);
     if (rc == 0)
         rc = procreg_backend_list_all(reg->backend, ns, all, error);
     if (rc == 0) {
@@ -386,7 +357,7 @@ PROCREG_API int procreg_count(procreg *reg, const char *ns, size_t *out,
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t t0 = procreg_now_ns();
     int rc = check_ns(ns, error);
-    if (rc == 0 && dead_pending(reg)) {
+    if (rc == 0 && procreg_dead_pending(reg)) {
         /* Count what list shows: not the entries of owners known dead. */
         GArray *all = procreg_entry_array_new();
         rc = procreg_backend_list_all(reg->backend, ns, all, error);
@@ -445,7 +416,7 @@ PROCREG_API int procreg_find(procreg *reg, const char *ns,
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t t0 = procreg_now_ns();
     GArray *found = procreg_entry_array_new();
-    bool pending = dead_pending(reg);
+    bool pending = procreg_dead_pending(reg);
     int rc = find_into(reg, ns, meta_key, value, found, error);
     if (rc == 0) {
         filter_dead(reg, found, pending);
@@ -464,7 +435,7 @@ PROCREG_API int procreg_find_count(procreg *reg, const char *ns,
     procreg_tblock *b = procreg_tblock_get(reg);
     uint64_t t0 = procreg_now_ns();
     GArray *found = procreg_entry_array_new();
-    bool pending = dead_pending(reg);
+    bool pending = procreg_dead_pending(reg);
     int rc = find_into(reg, ns, meta_key, value, found, error);
     if (rc == 0)
         filter_dead(reg, found, pending);

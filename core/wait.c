@@ -98,8 +98,8 @@ PROCREG_INTERNAL void procreg_deadline_in(struct timespec *deadline,
     }
 }
 
-/* A lookup that ignores entries whose owner is known dead: the probe of
- * procreg_wait_for_key(). */
+/* A lookup that leaves out entries whose owner is gone, as lookups do
+ * (procreg_read_owner_gone()): the probe of procreg_wait_for_key(). */
 typedef struct {
     const procreg_key *key;
     procreg_entry *out;
@@ -110,16 +110,14 @@ static int try_get(procreg *reg, void *ctx, GError **error)
     entry_probe *p = ctx;
     procreg_entry e = {0};
     GError *local = NULL;
+    bool pending = procreg_dead_pending(reg);
     int rc = procreg_backend_lookup_entry(reg->backend, p->key, &e, &local);
     /* A miss is the normal case here: only a failure keeps its message. */
     if (rc != 0 && rc != PROCREG_ENOTFOUND && local != NULL)
         g_propagate_error(error, local);
     else
         g_clear_error(&local);
-    if (rc == 0 &&
-        (atomic_load_explicit(&reg->slow, memory_order_relaxed) &
-         PROCREG_SLOW_DEAD_OWNERS) &&
-        procreg_owner_known_dead(reg, &e.owner)) {
+    if (rc == 0 && procreg_read_owner_gone(reg, pending, &e.owner)) {
         procreg_entry_clear(&e);
         rc = PROCREG_ENOTFOUND;
     }

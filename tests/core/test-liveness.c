@@ -10,10 +10,11 @@
  *  - so do writes: an unregister or an update of that entry by another
  *    process answers PROCREG_ENOTFOUND (not PROCREG_EPERM naming the dead
  *    holder), and no read after it shows the entry;
- *  - a lookup that read a dead owner's entry before its cleanup removed
- *    it, and looks at the owner after the monitor forgot it, leaves the
- *    entry out (the fake's on_return hook runs the cleanup to its end
- *    between the two; core/registry.c, read_owner_gone()).
+ *  - a lookup or a wait that read a dead owner's entry before its
+ *    cleanup removed it, and looks at the owner after the monitor forgot
+ *    it, leaves the entry out (the fake's on_return hook runs the cleanup
+ *    to its end between the two; core/owner-index.c,
+ *    procreg_read_owner_gone()).
  */
 #include "child-util.h"
 #include "fake-backend.h"
@@ -208,12 +209,17 @@ static void finish_cleanup_after_read(FakeOp op, void *data)
     g_assert_cmpuint(owners_watched(c->reg), ==, 0);
 }
 
-/* A lookup whose backend read came before a dead owner's cleanup removed
- * the entry, and whose check of the owner came after the monitor forgot
- * it (before the fix it returned the entry: "known dead" no longer said
- * so, though an update had already answered "not found" for it). */
-static void lookup_across_cleanup(bool entry)
+typedef enum { BY_LOOKUP, BY_LOOKUP_ENTRY, BY_WAIT } read_kind;
+
+/* A lookup (or a wait's look) whose backend read came before a dead
+ * owner's cleanup removed the entry, and whose check of the owner came
+ * after the monitor forgot it (before the fix it returned the entry:
+ * "known dead" no longer said so, though an update had already answered
+ * "not found" for it). */
+static void lookup_across_cleanup(read_kind kind)
 {
+    static const char *const kind_names[] = {"lookup", "lookup_entry",
+                                             "wait_for"};
     procreg *reg = NULL;
     g_assert_cmpint(procreg_open("fake_ts", &reg, NULL), ==, 0);
     FakeBackend *fb = fake_backend_last();
@@ -231,20 +237,24 @@ static void lookup_across_cleanup(bool entry)
     fake_backend_set_on_return(fb, finish_cleanup_after_read, &c);
     int rc;
     procreg_owner held = {0};
-    if (entry) {
-        procreg_entry e = {0};
-        rc = procreg_lookup_entry(reg, "ns", "b", &e, NULL);
+    procreg_entry e = {0};
+    if (kind == BY_LOOKUP) {
+        rc = procreg_lookup(reg, "ns", "b", &held, NULL);
+    } else {
+        rc = kind == BY_LOOKUP_ENTRY
+                 ? procreg_lookup_entry(reg, "ns", "b", &e, NULL)
+                 : procreg_wait_for(reg, "ns", "b", 0, NULL, &e, NULL);
         held = e.owner;
         procreg_entry_clear(&e);
-    } else {
-        rc = procreg_lookup(reg, "ns", "b", &held, NULL);
     }
     g_assert_true(c.done);
     if (rc == 0)
         g_error("a %s read 'b' before its dead owner's cleanup and returned "
                 "it (held by %d) after the cleanup removed it",
-                entry ? "lookup_entry" : "lookup", (int)held.pid);
-    g_assert_cmpint(rc, ==, PROCREG_ENOTFOUND);
+                kind_names[kind], (int)held.pid);
+    /* A wait with no time to wait answers "not there" as a timeout. */
+    g_assert_cmpint(rc, ==,
+                    kind == BY_WAIT ? PROCREG_ETIMEDOUT : PROCREG_ENOTFOUND);
     fake_backend_set_on_return(fb, NULL, NULL);
     fake_backend_set_on_call(fb, NULL, NULL);
     procreg_close(reg);
@@ -254,8 +264,9 @@ static void lookup_across_cleanup(bool entry)
 
 static void test_lookup_across_cleanup(void)
 {
-    lookup_across_cleanup(false);
-    lookup_across_cleanup(true);
+    lookup_across_cleanup(BY_LOOKUP);
+    lookup_across_cleanup(BY_LOOKUP_ENTRY);
+    lookup_across_cleanup(BY_WAIT);
 }
 
 int main(int argc, char **argv)
