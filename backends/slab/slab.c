@@ -84,15 +84,10 @@ typedef struct procreg_slab_chunk slab_chunk;
 
 void (*procreg_slab_test_hook)(void);
 
-size_t procreg_slab_class_bytes(size_t size)
-{
-    return (size + SLOT_ALIGN - 1) & ~(size_t)(SLOT_ALIGN - 1);
-}
+_Static_assert(SLOT_ALIGN == 16, "procreg_slab_class_bytes() (slab.h)");
 
-size_t procreg_slab_bytes(void *p, size_t size)
+size_t procreg_slab_bytes_large(void *p, size_t size)
 {
-    if (procreg_slab_class_bytes(size) <= PROCREG_SLAB_MAX)
-        return procreg_slab_class_bytes(size);
 #ifdef __GLIBC__
     return malloc_usable_size(p) + sizeof(size_t); /* and malloc's header */
 #else
