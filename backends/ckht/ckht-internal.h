@@ -273,8 +273,27 @@ void procreg_ckht_ns_replace(ckht_entry *old, ckht_entry *e);
 /* Writes: procreg_ckht_write_begin() takes the writer lock and returns
  * what to hand procreg_ckht_write_end(); every function below needs the
  * lock, except procreg_ckht_get(), which readers call in a read section. */
-ckht *procreg_ckht_write_begin(ckht *self);
-void procreg_ckht_write_end(ckht *self, ckht *previous);
+/* The instance whose writer lock this thread holds (ck_malloc's
+ * callbacks have no context argument): saved and restored around each
+ * write so that a decorator's writer over another instance nests. */
+extern _Thread_local ckht *procreg_ckht_writer
+    __attribute__((tls_model("initial-exec")));
+/* In line: every write takes and leaves the lock. */
+static inline ckht *procreg_ckht_write_begin(ckht *self)
+{
+    ckht *previous;
+
+    procreg_mutex_lock(&self->lock);
+    previous = procreg_ckht_writer;
+    procreg_ckht_writer = self;
+    return previous;
+}
+static inline void procreg_ckht_write_end(ckht *self, ckht *previous)
+{
+    procreg_epoch_tick(self->epoch);
+    procreg_ckht_writer = previous;
+    procreg_mutex_unlock(&self->lock);
+}
 /* The table of a new instance (false: out of memory), and its end. */
 bool procreg_ckht_table_init(ckht *self, uint64_t slots);
 void procreg_ckht_table_destroy(ckht *self);

@@ -31,9 +31,9 @@
 #define CKHT_HS_MODE (CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT)
 
 /* ck_malloc callbacks have no context argument: the instance whose writer
- * lock this thread holds is found here.  Saved and restored around each
- * write so that a decorator's writer over another instance nests. */
-static _Thread_local ckht *ckht_current_writer
+ * lock this thread holds is found in procreg_ckht_writer
+ * (ckht-internal.h). */
+_Thread_local ckht *procreg_ckht_writer
     __attribute__((tls_model("initial-exec")));
 
 /* Tests' allocation failures (tests/ckht/map-figures.c): how many more
@@ -48,7 +48,7 @@ size_t procreg_ckht_test_map_budget = SIZE_MAX;
  * figures describe it once it is installed: ckht_commit_map(). */
 static void *ckht_hs_malloc(size_t size)
 {
-    ckht *self = ckht_current_writer;
+    ckht *self = procreg_ckht_writer;
     void *p;
 
     if (self == NULL) {
@@ -71,7 +71,7 @@ static void *ckht_hs_malloc(size_t size)
 
 static void ckht_hs_free(void *p, size_t size, bool defer)
 {
-    ckht *self = ckht_current_writer;
+    ckht *self = procreg_ckht_writer;
 
     if (p == NULL)
         return;
@@ -140,23 +140,6 @@ static bool ckht_hs_compare(const void *stored, const void *key)
 size_t procreg_ckht_capacity(const ckht *self)
 {
     return procreg_ck_map_slots(self->map_size, sizeof(void *));
-}
-
-ckht *procreg_ckht_write_begin(ckht *self)
-{
-    ckht *previous;
-
-    procreg_mutex_lock(&self->lock);
-    previous = ckht_current_writer;
-    ckht_current_writer = self;
-    return previous;
-}
-
-void procreg_ckht_write_end(ckht *self, ckht *previous)
-{
-    procreg_epoch_tick(self->epoch);
-    ckht_current_writer = previous;
-    procreg_mutex_unlock(&self->lock);
 }
 
 typedef struct {
@@ -414,6 +397,6 @@ void procreg_ckht_table_destroy(ckht *self)
     ck_hs_destroy(self->hs);
     free(self->hs);
     procreg_ckht_ns_destroy(self);
-    ckht_current_writer = previous;
+    procreg_ckht_writer = previous;
     procreg_mutex_unlock(&self->lock);
 }
