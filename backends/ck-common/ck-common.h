@@ -144,6 +144,44 @@ typedef struct procreg_epoch_domain procreg_epoch_domain;
 /** Frees one retired object. */
 typedef void procreg_epoch_free_fn(void *p);
 
+/* The batches and the domain are epoch.c's; they are here only so that
+ * procreg_epoch_retire() and procreg_epoch_tick(), called on every write,
+ * are in line (their slow paths are in epoch.c).  Everything in a domain
+ * is its writer's, under the writer's lock (a domain has one writer). */
+
+/* Retired objects travel in batches so that an object needs no
+ * ck_epoch_entry of its own (16 bytes each): one epoch callback frees a
+ * whole batch.  A batch is handed to the epoch when it is full, or earlier
+ * when it holds much memory (an old hash table) or on flush. */
+#define PROCREG_RETIRE_BATCH_ITEMS 62
+#define PROCREG_RETIRE_BATCH_FLUSH_BYTES ((size_t)256 * 1024)
+/* procreg_epoch_tick() hands a partial batch over every this many calls,
+ * so that memory retired by a few writes is not held until more come. */
+#define PROCREG_RETIRE_TICKS 32
+
+typedef struct {
+    void *p;
+    procreg_epoch_free_fn *free_fn;
+} procreg_retired_item;
+
+typedef struct procreg_retire_batch {
+    ck_epoch_entry_t epoch_entry;
+    procreg_epoch_domain *domain;
+    size_t bytes;
+    unsigned int n;
+    procreg_retired_item items[PROCREG_RETIRE_BATCH_ITEMS];
+} procreg_retire_batch;
+
+struct procreg_epoch_domain {
+    ck_epoch_record_t *record;
+    procreg_retire_batch *open; /* filling; not handed to the epoch yet */
+    size_t pending;             /* objects retired and not freed */
+    size_t pending_bytes;
+    size_t batches;             /* batches allocated and not freed */
+    unsigned int ticks;
+    uint64_t reclaimed;
+};
+
 /** Figures for health checks and memory reports. */
 typedef struct {
     size_t pending;       /**< Retired objects not freed yet. */
@@ -170,8 +208,10 @@ void procreg_epoch_domain_free(procreg_epoch_domain *domain);
  * the figures.  Never fails: when the bookkeeping cannot be allocated it
  * waits for a grace period and frees @p at once.
  */
-void procreg_epoch_retire(procreg_epoch_domain *domain, void *p,
-                          procreg_epoch_free_fn *free_fn, size_t bytes);
+static inline void procreg_epoch_retire(procreg_epoch_domain *domain,
+                                        void *p,
+                                        procreg_epoch_free_fn *free_fn,
+                                        size_t bytes);
 
 /**
  * Hand what was retired to the epoch now instead of when a batch fills,
@@ -179,12 +219,46 @@ void procreg_epoch_retire(procreg_epoch_domain *domain, void *p,
  */
 void procreg_epoch_flush(procreg_epoch_domain *domain);
 
+/* procreg_epoch_retire() without an open batch: opens one (or, out of
+ * memory, waits for a grace period and frees @p at once). */
+void procreg_epoch_retire_open(procreg_epoch_domain *domain, void *p,
+                               procreg_epoch_free_fn *free_fn, size_t bytes);
+
+static inline void procreg_epoch_retire(procreg_epoch_domain *domain,
+                                        void *p,
+                                        procreg_epoch_free_fn *free_fn,
+                                        size_t bytes)
+{
+    procreg_retire_batch *batch = domain->open;
+
+    if (__builtin_expect(batch == NULL, 0)) {
+        procreg_epoch_retire_open(domain, p, free_fn, bytes);
+        return;
+    }
+    batch->items[batch->n].p = p;
+    batch->items[batch->n].free_fn = free_fn;
+    batch->n++;
+    batch->bytes += bytes;
+    domain->pending++;
+    domain->pending_bytes += bytes;
+    if (batch->n == PROCREG_RETIRE_BATCH_ITEMS ||
+        batch->bytes >= PROCREG_RETIRE_BATCH_FLUSH_BYTES)
+        procreg_epoch_flush(domain);
+}
+
 /**
  * Call once per write operation: now and then it hands a partial batch to
  * the epoch and polls, so that what a few writes retired is freed soon
  * even when no batch fills.
  */
-void procreg_epoch_tick(procreg_epoch_domain *domain);
+static inline void procreg_epoch_tick(procreg_epoch_domain *domain)
+{
+    if (__builtin_expect(++domain->ticks < PROCREG_RETIRE_TICKS, 1))
+        return;
+    domain->ticks = 0;
+    if (domain->pending > 0)
+        procreg_epoch_flush(domain);
+}
 
 /**
  * Free what no reader can hold any longer, without waiting.  Cheap when

@@ -111,38 +111,7 @@ size_t procreg_epoch_records_in_use(void)
 /* ------------------------------------------------------------------------ */
 /* Writers                                                                  */
 
-/* Retired objects travel in batches so that an object needs no
- * ck_epoch_entry of its own (16 bytes each): one epoch callback frees a
- * whole batch.  A batch is handed to the epoch when it is full, or earlier
- * when it holds much memory (an old hash table) or on flush. */
-#define RETIRE_BATCH_ITEMS 62
-#define RETIRE_BATCH_FLUSH_BYTES ((size_t)256 * 1024)
-/* procreg_epoch_tick() hands a partial batch over every this many calls,
- * so that memory retired by a few writes is not held until more come. */
-#define RETIRE_TICKS 32
-
-typedef struct {
-    void *p;
-    procreg_epoch_free_fn *free_fn;
-} retired_item;
-
-typedef struct retire_batch {
-    ck_epoch_entry_t epoch_entry;
-    procreg_epoch_domain *domain;
-    size_t bytes;
-    unsigned int n;
-    retired_item items[RETIRE_BATCH_ITEMS];
-} retire_batch;
-
-struct procreg_epoch_domain {
-    ck_epoch_record_t *record;
-    retire_batch *open;         /* filling; not handed to the epoch yet */
-    size_t pending;             /* objects retired and not freed */
-    size_t pending_bytes;
-    size_t batches;             /* batches allocated and not freed */
-    unsigned int ticks;
-    uint64_t reclaimed;
-};
+typedef procreg_retire_batch retire_batch; /* ck-common.h */
 
 static void batch_dispatch(ck_epoch_entry_t *entry)
 {
@@ -223,47 +192,26 @@ void procreg_epoch_barrier(procreg_epoch_domain *domain)
     ck_epoch_barrier(domain->record);
 }
 
-void procreg_epoch_retire(procreg_epoch_domain *domain, void *p,
-                          procreg_epoch_free_fn *free_fn, size_t bytes)
+void procreg_epoch_retire_open(procreg_epoch_domain *domain, void *p,
+                               procreg_epoch_free_fn *free_fn, size_t bytes)
 {
-    retire_batch *batch = domain->open;
+    retire_batch *batch = malloc(sizeof(*batch));
 
     if (batch == NULL) {
-        batch = malloc(sizeof(*batch));
-        if (batch == NULL) {
-            /* No memory for bookkeeping: wait until no reader can hold
-             * @p instead (it is already unpublished), then free it. */
-            ck_epoch_synchronize(domain->record);
-            PROCREG_TSAN_ACQUIRE(&procreg_epoch_tsan_sync);
-            free_fn(p);
-            domain->reclaimed++;
-            return;
-        }
-        batch->domain = domain;
-        batch->bytes = 0;
-        batch->n = 0;
-        domain->open = batch;
-        domain->batches++;
-    }
-    batch->items[batch->n].p = p;
-    batch->items[batch->n].free_fn = free_fn;
-    batch->n++;
-    batch->bytes += bytes;
-    domain->pending++;
-    domain->pending_bytes += bytes;
-
-    if (batch->n == RETIRE_BATCH_ITEMS ||
-        batch->bytes >= RETIRE_BATCH_FLUSH_BYTES)
-        procreg_epoch_flush(domain);
-}
-
-void procreg_epoch_tick(procreg_epoch_domain *domain)
-{
-    if (++domain->ticks < RETIRE_TICKS)
+        /* No memory for bookkeeping: wait until no reader can hold @p
+         * instead (it is already unpublished), then free it. */
+        ck_epoch_synchronize(domain->record);
+        PROCREG_TSAN_ACQUIRE(&procreg_epoch_tsan_sync);
+        free_fn(p);
+        domain->reclaimed++;
         return;
-    domain->ticks = 0;
-    if (domain->pending > 0)
-        procreg_epoch_flush(domain);
+    }
+    batch->domain = domain;
+    batch->bytes = 0;
+    batch->n = 0;
+    domain->open = batch;
+    domain->batches++;
+    procreg_epoch_retire(domain, p, free_fn, bytes);
 }
 
 void procreg_epoch_get_stats(const procreg_epoch_domain *domain,

@@ -177,8 +177,21 @@ typedef union {
 /* The key of @e, built in @buf. */
 const procreg_key *procreg_ckht_entry_key(const ckht_entry *e,
                                           ckht_stack_key *buf);
-/* Bytes an entry holds: its allocation and its metadata's data. */
-size_t procreg_ckht_entry_bytes(ckht_entry *e);
+/* The allocation of @e: what is in front of it, its header and its key. */
+static inline size_t ckht_entry_alloc_size(const ckht_entry *e)
+{
+    return ckht_entry_front_size(e) + offsetof(ckht_entry, key) +
+           ckht_entry_key_size(e);
+}
+/* Bytes an entry holds: its allocation (its slot's size class) and its
+ * metadata's data.  In line: every write accounts for an entry. */
+static inline size_t procreg_ckht_entry_bytes(ckht_entry *e)
+{
+    GVariant *metadata = ckht_entry_metadata(e);
+
+    return procreg_slab_bytes(ckht_entry_base(e), ckht_entry_alloc_size(e)) +
+           (metadata ? g_variant_get_size(metadata) : 0);
+}
 ckht_entry *procreg_ckht_entry_new(procreg_slab *slab, const procreg_key *key,
                                    const procreg_owner *owner,
                                    GVariant *metadata, int64_t registered_at,
@@ -260,8 +273,27 @@ void procreg_ckht_ns_replace(ckht_entry *old, ckht_entry *e);
 /* Writes: procreg_ckht_write_begin() takes the writer lock and returns
  * what to hand procreg_ckht_write_end(); every function below needs the
  * lock, except procreg_ckht_get(), which readers call in a read section. */
-ckht *procreg_ckht_write_begin(ckht *self);
-void procreg_ckht_write_end(ckht *self, ckht *previous);
+/* The instance whose writer lock this thread holds (ck_malloc's
+ * callbacks have no context argument): saved and restored around each
+ * write so that a decorator's writer over another instance nests. */
+extern _Thread_local ckht *procreg_ckht_writer
+    __attribute__((tls_model("initial-exec")));
+/* In line: every write takes and leaves the lock. */
+static inline ckht *procreg_ckht_write_begin(ckht *self)
+{
+    ckht *previous;
+
+    procreg_mutex_lock(&self->lock);
+    previous = procreg_ckht_writer;
+    procreg_ckht_writer = self;
+    return previous;
+}
+static inline void procreg_ckht_write_end(ckht *self, ckht *previous)
+{
+    procreg_epoch_tick(self->epoch);
+    procreg_ckht_writer = previous;
+    procreg_mutex_unlock(&self->lock);
+}
 /* The table of a new instance (false: out of memory), and its end. */
 bool procreg_ckht_table_init(ckht *self, uint64_t slots);
 void procreg_ckht_table_destroy(ckht *self);

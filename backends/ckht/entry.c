@@ -9,22 +9,6 @@
 #include "ckht-internal.h"
 
 
-/* The allocation of @e: what is in front of it, its header and its key. */
-static size_t ckht_entry_alloc_size(const ckht_entry *e)
-{
-    return ckht_entry_front_size(e) + offsetof(ckht_entry, key) +
-           ckht_entry_key_size(e);
-}
-
-/* Bytes an entry holds: its allocation and its metadata's data. */
-size_t procreg_ckht_entry_bytes(ckht_entry *e)
-{
-    GVariant *metadata = ckht_entry_metadata(e);
-
-    return procreg_slab_bytes(ckht_entry_base(e), ckht_entry_alloc_size(e)) +
-           (metadata ? g_variant_get_size(metadata) : 0);
-}
-
 ckht_entry *procreg_ckht_entry_new(procreg_slab *slab, const procreg_key *key,
                                    const procreg_owner *owner,
                                    GVariant *metadata, int64_t registered_at,

@@ -31,9 +31,9 @@
 #define CKHT_HS_MODE (CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT)
 
 /* ck_malloc callbacks have no context argument: the instance whose writer
- * lock this thread holds is found here.  Saved and restored around each
- * write so that a decorator's writer over another instance nests. */
-static _Thread_local ckht *ckht_current_writer
+ * lock this thread holds is found in procreg_ckht_writer
+ * (ckht-internal.h). */
+_Thread_local ckht *procreg_ckht_writer
     __attribute__((tls_model("initial-exec")));
 
 /* Tests' allocation failures (tests/ckht/map-figures.c): how many more
@@ -48,7 +48,7 @@ size_t procreg_ckht_test_map_budget = SIZE_MAX;
  * figures describe it once it is installed: ckht_commit_map(). */
 static void *ckht_hs_malloc(size_t size)
 {
-    ckht *self = ckht_current_writer;
+    ckht *self = procreg_ckht_writer;
     void *p;
 
     if (self == NULL) {
@@ -71,7 +71,7 @@ static void *ckht_hs_malloc(size_t size)
 
 static void ckht_hs_free(void *p, size_t size, bool defer)
 {
-    ckht *self = ckht_current_writer;
+    ckht *self = procreg_ckht_writer;
 
     if (p == NULL)
         return;
@@ -140,23 +140,6 @@ static bool ckht_hs_compare(const void *stored, const void *key)
 size_t procreg_ckht_capacity(const ckht *self)
 {
     return procreg_ck_map_slots(self->map_size, sizeof(void *));
-}
-
-ckht *procreg_ckht_write_begin(ckht *self)
-{
-    ckht *previous;
-
-    procreg_mutex_lock(&self->lock);
-    previous = ckht_current_writer;
-    ckht_current_writer = self;
-    return previous;
-}
-
-void procreg_ckht_write_end(ckht *self, ckht *previous)
-{
-    procreg_epoch_tick(self->epoch);
-    ckht_current_writer = previous;
-    procreg_mutex_unlock(&self->lock);
 }
 
 typedef struct {
@@ -267,26 +250,46 @@ ckht_entry *procreg_ckht_unpublish_owned(ckht *self, const procreg_key *key,
     return take.taken ? take.found : NULL;
 }
 
-/* Replace the ck_hs with a new one holding the same entries and no
+/* Replace the table's map with one holding the same entries and no
  * tombstones, sized for 4 times the entries (so that inserts find room
- * before the next rebuild) but never larger than @slots.  Readers load
- * `self->hs` inside their read section: the new one is published with a
- * release store, the old one and its map go through the epoch.  O(slots);
- * false when out of memory (nothing changed). */
+ * before the next rebuild) but never larger than @slots.  O(slots); false
+ * when out of memory (nothing changed).
+ *
+ * A map of the same size (the table is at least a quarter full) is made
+ * by ck_hs_rebuild() in place: ck_hs's own growth into the same capacity,
+ * which copies the slots without calling the compare callback and
+ * publishes the new map as every growth does (the store of hs->map after
+ * a fence; a reader inside ck_hs_get() finishes on the map it loaded),
+ * and frees the old one through ckht_hs_free(), that is through the
+ * epoch.  A smaller one needs a new ck_hs, filled with ck_hs_put(): readers
+ * load `self->hs` inside their read section, so the new one is published
+ * with a release store, and the old one and its map go through the epoch.
+ * (tests/ckht/reclaim.c pauses a reader across both.) */
 static bool ckht_rebuild(ckht *self, size_t slots)
 {
     ck_hs_t *old = self->hs;
-    ck_hs_t *fresh = malloc(sizeof(*fresh));
+    ck_hs_t *fresh;
     ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
     size_t want = 4 * (size_t)ck_hs_count(old);
     void *e;
 
-    if (fresh == NULL)
-        return false;
     if (want < CKHT_MIN_SLOTS)
         want = CKHT_MIN_SLOTS;
-    if (want > slots)
-        want = slots;
+    if (want >= slots) {
+        /* ck_hs_grow() into the capacity it has: the copy is ck_hs's
+         * loop over the slots, 93 instructions per entry at 100 000
+         * entries against 215 for ck_hs_next() and ck_hs_put()
+         * (bench/results/issue18-s14/churn-cut/NOTES.md). */
+        if (!ck_hs_rebuild(old)) {
+            self->new_map = NULL;
+            return false;
+        }
+        ckht_commit_map(self, old); /* the old map: ckht_hs_free() */
+        return true;
+    }
+    fresh = malloc(sizeof(*fresh));
+    if (fresh == NULL)
+        return false;
     /* No compare callback while it fills: entries are distinct, and
      * ck_hs_put() passes the entry itself as the key, which the callback
      * does not take. */
@@ -394,6 +397,6 @@ void procreg_ckht_table_destroy(ckht *self)
     ck_hs_destroy(self->hs);
     free(self->hs);
     procreg_ckht_ns_destroy(self);
-    ckht_current_writer = previous;
+    procreg_ckht_writer = previous;
     procreg_mutex_unlock(&self->lock);
 }

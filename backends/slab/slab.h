@@ -33,11 +33,25 @@ void *procreg_slab_alloc(procreg_slab *slab, size_t size);
 /* Give back @p, allocated with @size (from whichever slab it came);
  * any thread. */
 void procreg_slab_release(void *p, size_t size);
-/* What an allocation of @size takes in a slab (up to PROCREG_SLAB_MAX). */
-size_t procreg_slab_class_bytes(size_t size);
+/* What an allocation of @size takes in a slab (up to PROCREG_SLAB_MAX):
+ * its size class, 16-byte steps. */
+static inline size_t procreg_slab_class_bytes(size_t size)
+{
+    return (size + 15) & ~(size_t)15;
+}
+/* procreg_slab_bytes() of an allocation in malloc. */
+size_t procreg_slab_bytes_large(void *p, size_t size);
 /* What @p, allocated with @size, costs: its slot, or for an allocation
- * in malloc its usable size and chunk header where the C library tells. */
-size_t procreg_slab_bytes(void *p, size_t size);
+ * in malloc its usable size and chunk header where the C library tells.
+ * In line: backends account for every entry they make and retire. */
+static inline size_t procreg_slab_bytes(void *p, size_t size)
+{
+    size_t bytes = procreg_slab_class_bytes(size);
+
+    if (__builtin_expect(bytes <= PROCREG_SLAB_MAX, 1))
+        return bytes;
+    return procreg_slab_bytes_large(p, size);
+}
 /* Bytes mapped, and bytes of free slots. */
 void procreg_slab_figures(procreg_slab *slab, size_t *chunk_bytes,
                           size_t *free_bytes);

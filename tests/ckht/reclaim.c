@@ -14,9 +14,11 @@
  * returns the wrong owner or, with the map's generation counter
  * scrambled, retries on the new map and misses.
  *
- * The same pause, then the rebuild that clears tombstones: it replaces
- * the whole ck_hs (self->hs) the reader loaded, and destroys the old one
- * and its map, which must wait for the reader too.
+ * The same pause, then the rebuild that clears tombstones: of a table at
+ * most a quarter full it replaces the whole ck_hs (self->hs) the reader
+ * loaded, and destroys the old one and its map, which must wait for the
+ * reader too; of a fuller one it replaces, in place (ck_hs_rebuild()),
+ * the map the reader is probing, which must wait likewise.
  */
 #include <procreg/backend.h>
 
@@ -256,11 +258,97 @@ static void test_paused_reader_rebuild(void)
     procreg_key_unref(target);
 }
 
+/* The rebuild of a table more than a quarter full keeps its ck_hs and
+ * its size, and replaces its map in place (ck_hs_rebuild()), while a
+ * reader probes that map. */
+static void test_paused_reader_rebuild_in_place(void)
+{
+    enum { MAX_CHURN = 100000, FILL = 70 };
+    procreg_record record = {0};
+    procreg_record other = {0};
+    lookup_call call = {0};
+    procreg_key *target = key_of("target");
+    procreg_key *key;
+    guint64 rebuilds, capacity;
+    ck_hs_t *hs;
+    GThread *thread;
+    void *state;
+    char name[32];
+    int i;
+
+    /* 256 slots (a map past malloc's per-thread cache, as above) holding
+     * 70 entries when it rebuilds: 4 times them is more than the slots,
+     * so the rebuild keeps the size. */
+    state = open_with_target("ckht:initial_size=128", target, &record,
+                             &other);
+    for (i = 0; i < FILL; i++) {
+        g_snprintf(name, sizeof name, "fill-%d", i);
+        key = key_of(name);
+        g_assert_cmpint(procreg_ckht_backend_ops.register_entry(
+                            state, key, &other, NULL, NULL), ==, 0);
+        procreg_key_unref(key);
+    }
+    capacity = stat_of(state, "table_capacity");
+    g_assert_cmpuint(capacity, ==, 256);
+    hs = ((ckht *)state)->hs;
+    rebuilds = stat_of(state, "table_rebuilds");
+    thread = pause_reader(state, target, &call);
+
+    /* The target goes too: a reader that retried on the new map (when the
+     * generation it read from the old one changed: freed early) would
+     * miss it. */
+    g_assert_cmpint(procreg_ckht_backend_ops.unregister(state, target, 0, NULL,
+                                                        NULL), ==, 0);
+    for (i = 0; i < MAX_CHURN && stat_of(state, "table_rebuilds") == rebuilds;
+         i++) {
+        g_snprintf(name, sizeof name, "churn-%d", i);
+        key = key_of(name);
+        g_assert_cmpint(procreg_ckht_backend_ops.register_entry(
+                            state, key, &other, NULL, NULL), ==, 0);
+        g_assert_cmpint(procreg_ckht_backend_ops.unregister(state, key, 0,
+                                                            NULL, NULL),
+                        ==, 0);
+        procreg_key_unref(key);
+    }
+    g_assert_cmpuint(stat_of(state, "table_rebuilds"), >, rebuilds);
+    /* In place: the same ck_hs, as many slots. */
+    g_assert_true(((ckht *)state)->hs == hs);
+    g_assert_cmpuint(stat_of(state, "table_capacity"), ==, capacity);
+    for (i = 0; i < 100; i++)
+        (void)stat_of(state, "epoch_pending"); /* each one flushes, polls */
+    /* The old map still waits, with the churned entries. */
+    g_assert_cmpuint(stat_of(state, "epoch_pending"), >=, 2);
+
+    resume_reader(thread);
+    g_assert_cmpint(call.rc, ==, 0);
+    g_assert_cmpint(call.owner.pid, ==, record.owner.pid);
+    g_assert_cmpuint(call.owner.start_time, ==, record.owner.start_time);
+
+    /* The lookup began before the removal and ends on what it found; the
+     * rebuilt map holds every entry left. */
+    g_assert_cmpint(procreg_ckht_backend_ops.lookup(state, target,
+                                                    &call.owner), ==,
+                    PROCREG_ENOTFOUND);
+    for (i = 0; i < FILL; i++) {
+        g_snprintf(name, sizeof name, "fill-%d", i);
+        key = key_of(name);
+        g_assert_cmpint(procreg_ckht_backend_ops.lookup(state, key,
+                                                        &call.owner), ==, 0);
+        procreg_key_unref(key);
+    }
+    drain_epoch(state);
+
+    procreg_ckht_backend_ops.destroy(state);
+    procreg_key_unref(target);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/ckht/reclaim/paused-reader", test_paused_reader);
     g_test_add_func("/ckht/reclaim/paused-reader-rebuild",
                     test_paused_reader_rebuild);
+    g_test_add_func("/ckht/reclaim/paused-reader-rebuild-in-place",
+                    test_paused_reader_rebuild_in_place);
     return g_test_run();
 }
