@@ -75,10 +75,10 @@ static size_t namespace_bytes(const gh_namespace *n)
            2 * (sizeof(guint) + 2 * sizeof(gpointer));
 }
 
-/* by_key's hash of @key: its 64-bit hash folded. */
+/* by_key's hash of @key: the low 32 bits of its hash, as ckht's. */
 static uint32_t key_hash32(const procreg_key *key)
 {
-    return (uint32_t)(key->hash ^ (key->hash >> 32));
+    return (uint32_t)key->hash;
 }
 
 static size_t front_size(const ghash_entry *e)
@@ -131,22 +131,26 @@ static void entry_owner(const ghash_entry *e, procreg_owner *out)
     out->start_time = start_time;
 }
 
-/* by_key's functions: each side is an entry or a probe (find()). */
+/* by_key's functions.  The hash is the one the entry keeps, or the
+ * probe's (find()). */
 static guint gh_hash(gconstpointer p)
 {
     return ((const ghash_entry *)p)->hash;
 }
 
-static const char *key_bytes(const ghash_entry *e)
-{
-    return e->flags & GH_PROBE ? e->probe_key : e->key;
-}
-
+/* GHashTable calls its key_equal_func with the key in the table first
+ * and the key looked for second (g_hash_table_new()'s documentation):
+ * @a is an entry, since a probe never goes in; @b is a probe (a lookup)
+ * or an entry (g_hash_table_add(), g_hash_table_remove()).  Only for keys
+ * whose hashes GHashTable found equal, so the hashes are not compared
+ * again. */
 static gboolean gh_equal(gconstpointer a, gconstpointer b)
 {
-    const ghash_entry *x = a, *y = b;
-    return x->hash == y->hash && x->key_size == y->key_size &&
-           memcmp(key_bytes(x), key_bytes(y), x->key_size) == 0;
+    const ghash_entry *in = a, *sought = b;
+    const char *bytes = sought->flags & GH_PROBE ? sought->probe_key
+                                                 : sought->key;
+    return in->key_size == sought->key_size &&
+           memcmp(in->key, bytes, in->key_size) == 0;
 }
 
 /* by_key holds each entry as key and value alike (g_hash_table_add()),
@@ -236,8 +240,9 @@ static void ghash_destroy(void *state)
     g_free(s);
 }
 
-/* Copy what callers own out of @e. */
-static void fill_entry(const ghash_entry *e, procreg_entry *out, bool names)
+/* Copy what callers own out of @e.  Inlined, for lookup_entry's sake
+ * (a read path: its instructions are counted, bench/callgrind-ops.sh). */
+G_ALWAYS_INLINE static inline void fill_entry(const ghash_entry *e, procreg_entry *out, bool names)
 {
     if (out == NULL)
         return;
