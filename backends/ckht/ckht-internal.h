@@ -67,10 +67,10 @@ G_STATIC_ASSERT(2 * PROCREG_NAME_MAX + 1 <= UINT16_MAX);
 #define CKHT_PID_MASK ((UINT64_C(1) << CKHT_PID_BITS) - 1)
 
 /* At most 47 bytes of header, so that both of procreg-bench's keys (24
- * and 25 bytes) and production/svc-NNNNNNN (22) fit an 80-byte chunk.
- * The fields lookups read (owner, hash, key_size, key) come last, next to
- * each other: a hit reads bytes 32 to 71 of an 80-byte chunk, not both
- * ends.  ck_hs's compare callback (table.c) reads hash first on every
+ * and 25 bytes) and production/svc-NNNNNNN (22) fit a 72-byte slot of
+ * the slab's 8-byte classes (an 80-byte one before those).  The fields
+ * lookups read (owner, hash, key_size, key) come last, next to each
+ * other: a hit reads bytes 32 to 71 of the entry, not both ends.  ck_hs's compare callback (table.c) reads hash first on every
  * occupied slot it passes. */
 typedef struct {
     ckht_link ns_link; /* under the writer lock; lookups never read it */
@@ -84,7 +84,7 @@ typedef struct {
     uint16_t key_size; /* bytes of key[] */
     uint8_t flags;
     /* "ns\0name", the key's bytes, without a trailing NUL (it would cost
-     * the 80-byte chunk above).  In front of the entry, in the same
+     * the 72-byte slot above).  In front of the entry, in the same
      * allocation, as flags says: the owner when it does not pack, then
      * the metadata's GVariant *. */
     char key[];

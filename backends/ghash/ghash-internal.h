@@ -31,9 +31,10 @@ typedef struct gh_groups gh_groups;
 
 typedef struct {
     GHashTable *by_key;       /* procreg_key* (inside the entry), key and value */
-    GHashTable *by_namespace; /* char* ns -> GHashTable set of ghash_entry* */
+    GHashTable *by_namespace; /* char* ns -> gh_namespace (ghash.c) */
     uint64_t revision;        /* entries' and members' changes */
     size_t bytes; /* entry allocations, for memory_usage */
+    size_t ns_bytes; /* namespace records, for memory_usage */
     gh_groups *groups;
     procreg_slab slab; /* the entries' memory (backends/slab) */
 } ghash_state;

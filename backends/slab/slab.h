@@ -17,7 +17,7 @@ typedef struct procreg_slab_chunk procreg_slab_chunk;
 /* Every field under `lock` (slab.c says why it has its own). */
 typedef struct {
     procreg_mutex lock;
-    void *free[PROCREG_SLAB_MAX / 16]; /* per 16-byte size class */
+    void *free[PROCREG_SLAB_MAX / 8]; /* per 8-byte size class */
     char *bump, *bump_end;             /* the newest chunk's unused part */
     procreg_slab_chunk *chunks;
     size_t chunk_bytes; /* mapped */
@@ -28,7 +28,7 @@ void procreg_slab_init(procreg_slab *slab);
 /* Unmap every chunk: after every allocation was released or is
  * abandoned. */
 void procreg_slab_destroy(procreg_slab *slab);
-/* @size bytes, 16-aligned (NULL, errno ENOMEM: no memory); any thread. */
+/* @size bytes, 8-aligned (NULL, errno ENOMEM: no memory); any thread. */
 void *procreg_slab_alloc(procreg_slab *slab, size_t size);
 /* Give back @p, allocated with @size (from whichever slab it came);
  * any thread. */

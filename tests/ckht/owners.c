@@ -1,13 +1,17 @@
 /*
- * ckht's packed owner (backends/ckht/ckht-internal.h, CKHT_PID_BITS):
+ * ckht's and ghash's packed owner (backends/ckht/ckht-internal.h,
+ * CKHT_PID_BITS; backends/ghash/ghash.c, GH_PID_BITS):
  * owners at the edges of what packs in one word (pid 1 and 2^22 - 1,
  * start time 0 and 2^42 - 1) and past them (pid 2^22, INT32_MAX, 0, -1;
- * start time 2^42, UINT64_MAX), which ckht keeps whole in front of the
+ * start time 2^42, UINT64_MAX), which both keep whole in front of the
  * entry, with and without metadata in front as well.  Each must come back
  * exactly from register's current entry, lookup, lookup_entry, list_all,
  * update_metadata and unregister.  unregister_owned removes an entry only
  * for its own owner by the owner rule (the same pid; the same start time
- * unless either is 0), and gives it back whole.
+ * unless either is 0), and gives it back whole.  Metadata that comes and
+ * goes (ghash then moves the entry: the pointer sits in front of it only
+ * when there is metadata) keeps every entry, its owner and its place in
+ * its namespace's list.  Each test runs on both backends.
  */
 #include <procreg/backend.h>
 
@@ -74,16 +78,23 @@ static void assert_entry(const procreg_entry *e, size_t i, bool with_metadata)
     g_assert_cmpint(e->registered_at, ==, (int64_t)i * 1000);
 }
 
+/* A test's backend and variant. */
+typedef struct {
+    const char *backend;
+    bool with_metadata;
+} owners_case;
+
 static void test_owners(gconstpointer data)
 {
-    bool with_metadata = GPOINTER_TO_INT(data);
+    const owners_case *c = data;
+    bool with_metadata = c->with_metadata;
     procreg_backend *b = NULL;
     GArray *all = procreg_entry_array_new();
     procreg_entry entry;
     procreg_owner owner;
     size_t i;
 
-    g_assert_cmpint(procreg_backend_open("ckht", NULL, &b, NULL), ==, 0);
+    g_assert_cmpint(procreg_backend_open(c->backend, NULL, &b, NULL), ==, 0);
     for (i = 0; i < N_OWNERS; i++) {
         procreg_key *key = key_of(i);
         procreg_record record = {.owner = owner_of(i),
@@ -146,14 +157,15 @@ static void test_owners(gconstpointer data)
 /* The same owners through unregister_owned: another pid and (both
  * known) another start time are refused and change nothing; the owner,
  * or its pid with start time 0, removes the entry. */
-static void test_unregister_owned(void)
+static void test_unregister_owned(gconstpointer data)
 {
+    const owners_case *c = data;
     procreg_backend *b = NULL;
     procreg_entry entry;
     procreg_owner owner;
     size_t i;
 
-    g_assert_cmpint(procreg_backend_open("ckht", NULL, &b, NULL), ==, 0);
+    g_assert_cmpint(procreg_backend_open(c->backend, NULL, &b, NULL), ==, 0);
     for (i = 0; i < N_OWNERS; i++) {
         procreg_key *key = key_of(i);
         procreg_record record = {.owner = owner_of(i),
@@ -198,13 +210,111 @@ static void test_unregister_owned(void)
     procreg_backend_close(b);
 }
 
+/* Every owner's entry, metadata from @has[i]: lookup_entry, and list_all
+ * and count of the namespace. */
+static void assert_all(procreg_backend *b, const bool *has)
+{
+    GArray *all = procreg_entry_array_new();
+    procreg_entry entry;
+    size_t n = 0;
+
+    for (size_t i = 0; i < N_OWNERS; i++) {
+        procreg_key *key = key_of(i);
+
+        g_assert_cmpint(procreg_backend_lookup_entry(b, key, &entry, NULL),
+                        ==, 0);
+        assert_entry(&entry, i, has[i]);
+        procreg_entry_clear(&entry);
+        procreg_key_unref(key);
+    }
+    g_assert_cmpint(procreg_backend_list_all(b, "owners", all, NULL), ==, 0);
+    g_assert_cmpuint(all->len, ==, N_OWNERS);
+    for (guint j = 0; j < all->len; j++) {
+        const procreg_entry *e = &g_array_index(all, procreg_entry, j);
+        size_t i = strtoul(e->name + 1, NULL, 10);
+
+        assert_entry(e, i, has[i]);
+    }
+    g_array_unref(all);
+    g_assert_cmpint(procreg_backend_count(b, "owners", &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, N_OWNERS);
+}
+
+/* Metadata added to and dropped from each entry in turn (the first, the
+ * last and the middle ones of the namespace's list alike), then the
+ * namespace dropped: every entry stays whole and listed once. */
+static void test_metadata_comes_and_goes(gconstpointer data)
+{
+    const owners_case *c = data;
+    procreg_backend *b = NULL;
+    procreg_entry entry;
+    bool has[N_OWNERS] = {false};
+    size_t i;
+
+    g_assert_cmpint(procreg_backend_open(c->backend, NULL, &b, NULL), ==, 0);
+    for (i = 0; i < N_OWNERS; i++) {
+        procreg_key *key = key_of(i);
+        procreg_record record = {.owner = owner_of(i),
+                                 .registered_at = (int64_t)i * 1000};
+
+        g_assert_cmpint(procreg_backend_register_entry(b, key, &record, NULL,
+                                                       NULL), ==, 0);
+        procreg_key_unref(key);
+    }
+    for (int round = 0; round < 2; round++) {
+        for (size_t k = 0; k < N_OWNERS; k++) {
+            /* From both ends toward the middle. */
+            i = k % 2 == 0 ? k / 2 : N_OWNERS - 1 - k / 2;
+            procreg_key *key = key_of(i);
+            GVariant *metadata = round == 0 ? metadata_of(i) : NULL;
+
+            g_assert_cmpint(procreg_backend_update_metadata(
+                                b, key, metadata, 0, &entry, NULL), ==, 0);
+            has[i] = round == 0;
+            assert_entry(&entry, i, has[i]);
+            procreg_entry_clear(&entry);
+            if (metadata != NULL)
+                g_variant_unref(metadata);
+            procreg_key_unref(key);
+            assert_all(b, has);
+        }
+    }
+    GArray *removed = procreg_entry_array_new();
+    g_assert_cmpint(procreg_backend_drop_namespace(b, "owners", removed, NULL),
+                    ==, 0);
+    g_assert_cmpuint(removed->len, ==, N_OWNERS);
+    g_array_unref(removed);
+    size_t n = 1;
+    g_assert_cmpint(procreg_backend_count(b, NULL, &n, NULL), ==, 0);
+    g_assert_cmpuint(n, ==, 0);
+    procreg_backend_close(b);
+}
+
 int main(int argc, char **argv)
 {
+    static const char *const backends[] = {"ckht", "ghash"};
+    static owners_case cases[G_N_ELEMENTS(backends)][2];
+
     g_test_init(&argc, &argv, NULL);
-    g_test_add_data_func("/ckht/owners/without-metadata", GINT_TO_POINTER(0),
-                         test_owners);
-    g_test_add_data_func("/ckht/owners/with-metadata", GINT_TO_POINTER(1),
-                         test_owners);
-    g_test_add_func("/ckht/owners/unregister-owned", test_unregister_owned);
+    for (size_t k = 0; k < G_N_ELEMENTS(backends); k++) {
+        const char *name = backends[k];
+        char *path;
+
+        for (int m = 0; m < 2; m++)
+            cases[k][m] = (owners_case){name, m == 1};
+        path = g_strdup_printf("/%s/owners/without-metadata", name);
+        g_test_add_data_func(path, &cases[k][0], test_owners);
+        g_free(path);
+        path = g_strdup_printf("/%s/owners/with-metadata", name);
+        g_test_add_data_func(path, &cases[k][1], test_owners);
+        g_free(path);
+        path = g_strdup_printf("/%s/owners/unregister-owned", name);
+        g_test_add_data_func(path, &cases[k][0], test_unregister_owned);
+        g_free(path);
+        path = g_strdup_printf("/%s/owners/metadata-comes-and-goes", name);
+        g_test_add_data_func(path, &cases[k][0],
+                             test_metadata_comes_and_goes);
+        g_free(path);
+    }
     return g_test_run();
 }

@@ -83,7 +83,7 @@ static void drop(procreg_backend *b, const char *ns, const char *prefix,
  * of their size; the chunks grow only past what was ever live at once. */
 static void test_reuse(void)
 {
-    enum { N = 40000 }; /* 80-byte entries: two 2 MiB chunks */
+    enum { N = 40000 }; /* 72-byte entries: two 2 MiB chunks */
     procreg_backend *b = NULL;
     procreg_record r = {0};
 
@@ -91,15 +91,15 @@ static void test_reuse(void)
     procreg_owner_self(&r.owner);
     g_assert_cmpuint(stat_of(b, "entry_slab_bytes"), ==, 0);
     put(b, &r, NULL, "svc-", 0, N);
-    g_assert_cmpuint(stat_of(b, "entry_bytes"), ==, (guint64)N * 80);
+    g_assert_cmpuint(stat_of(b, "entry_bytes"), ==, (guint64)N * 72);
     guint64 slab_bytes = stat_of(b, "entry_slab_bytes");
     g_assert_cmpuint(slab_bytes, ==, (guint64)2 << 21);
 
     drop(b, NULL, "svc-", 0, N);
     wait_reclaimed(b);
     g_assert_cmpuint(stat_of(b, "entry_bytes"), ==, 0);
-    g_assert_cmpuint(stat_of(b, "entry_free_bytes"), ==, (guint64)N * 80);
-    g_assert_cmpuint(stat_of(b, "memory_bytes"), >=, (guint64)N * 80);
+    g_assert_cmpuint(stat_of(b, "entry_free_bytes"), ==, (guint64)N * 72);
+    g_assert_cmpuint(stat_of(b, "memory_bytes"), >=, (guint64)N * 72);
 
     /* Other names of the same size take the same slots. */
     put(b, &r, NULL, "web-", 0, N);
@@ -122,7 +122,7 @@ static void test_ghash_reuse(void)
     put(b, &r, NULL, "svc-", 0, N);
     guint64 live = stat_of(b, "entry_bytes");
     g_assert_cmpuint(live % N, ==, 0);
-    g_assert_cmpuint(live / N % 16, ==, 0); /* one size class */
+    g_assert_cmpuint(live / N % 8, ==, 0); /* one size class */
     guint64 slab_bytes = stat_of(b, "entry_slab_bytes");
     g_assert_cmpuint(slab_bytes, >=, live);
     drop(b, NULL, "svc-", 0, N);
@@ -323,13 +323,14 @@ static void test_sizes_and_fronts(void)
         bool metadata;
         size_t slot;     /* its slot; 0: malloc */
     } cases[] = {
-        {80, false, false, 80},   {81, false, false, 96},
-        {96, false, true, 96},    {97, false, true, 112},
+        {72, false, false, 72},   {73, false, false, 80},
+        {80, false, false, 80},   {81, false, false, 88},
+        {88, false, true, 88},    {89, false, true, 96},
         {96, true, false, 96},    {112, true, true, 112},
-        {113, true, true, 128},   {496, false, false, 496},
-        {497, false, false, 512}, {512, false, false, 512},
+        {113, true, true, 120},   {504, false, false, 504},
+        {505, false, false, 512}, {512, false, false, 512},
         {512, true, true, 512},   {513, false, false, 0},
-        {513, true, true, 0},     {16 + HEADER_BYTES + 2, false, false, 80},
+        {513, true, true, 0},     {16 + HEADER_BYTES + 2, false, false, 72},
     };
     procreg_backend *b = NULL;
     GVariant *md = metadata_new("m");
@@ -407,7 +408,7 @@ static void test_write_paths(void)
     procreg_backend *b = NULL;
     procreg_record r = {0};
     GVariant *md = metadata_new("m");
-    /* 80-byte entries without metadata, 96 with. */
+    /* 80-byte entries without metadata, 88 with. */
     procreg_key *k = key_sized(10, 22, "k");
     procreg_key *d[3];
 
@@ -417,42 +418,42 @@ static void test_write_paths(void)
                     0);
     g_assert_cmpuint(stat_of(b, "entry_bytes"), ==, 80);
 
-    /* Metadata added: an entry of 96 in, the 80 out. */
+    /* Metadata added: an entry of 88 in, the 80 out. */
     g_assert_cmpint(procreg_backend_update_metadata(b, k, md, 0, NULL, NULL),
                     ==, 0);
     g_assert_cmpuint(free_bytes_now(b), ==, 80);
     g_assert_cmpuint(stat_of(b, "entry_bytes"), ==,
-                     96 + g_variant_get_size(md));
-    /* Metadata replaced: a 96 for a 96. */
+                     88 + g_variant_get_size(md));
+    /* Metadata replaced: an 88 for an 88. */
     g_assert_cmpint(procreg_backend_update_metadata(b, k, md, 0, NULL, NULL),
                     ==, 0);
-    g_assert_cmpuint(free_bytes_now(b), ==, 80 + 96);
-    /* Metadata dropped: back to 80 (the free one), the 96 out. */
+    g_assert_cmpuint(free_bytes_now(b), ==, 80 + 88);
+    /* Metadata dropped: back to 80 (the free one), the 88 out. */
     g_assert_cmpint(procreg_backend_update_metadata(b, k, NULL, 0, NULL, NULL),
                     ==, 0);
-    g_assert_cmpuint(free_bytes_now(b), ==, 96 + 96);
+    g_assert_cmpuint(free_bytes_now(b), ==, 88 + 88);
     g_assert_cmpuint(stat_of(b, "entry_bytes"), ==, 80);
 
     /* Taken: the entry made for it goes back at once, no reader saw it. */
     g_assert_cmpint(procreg_backend_register_entry(b, k, &r, NULL, NULL), ==,
                     PROCREG_EEXISTS);
-    g_assert_cmpuint(stat_of(b, "entry_free_bytes"), ==, 80 + 96 + 96);
-    /* With metadata: it takes a free 96 and gives it back. */
+    g_assert_cmpuint(stat_of(b, "entry_free_bytes"), ==, 80 + 88 + 88);
+    /* With metadata: it takes a free 88 and gives it back. */
     procreg_record rm = r;
     rm.metadata = md;
     g_assert_cmpint(procreg_backend_register_entry(b, k, &rm, NULL, NULL), ==,
                     PROCREG_EEXISTS);
-    g_assert_cmpuint(stat_of(b, "entry_free_bytes"), ==, 80 + 96 + 96);
+    g_assert_cmpuint(stat_of(b, "entry_free_bytes"), ==, 80 + 88 + 88);
     g_assert_cmpuint(stat_of(b, "entry_bytes"), ==, 80);
 
     /* unregister_owned: another owner's try keeps it, the owner's frees. */
     procreg_owner other = {.pid = -9, .start_time = 3};
     g_assert_cmpint(procreg_backend_unregister_owned(b, k, &other, NULL), ==,
                     PROCREG_EPERM);
-    g_assert_cmpuint(free_bytes_now(b), ==, 80 + 96 + 96);
+    g_assert_cmpuint(free_bytes_now(b), ==, 80 + 88 + 88);
     g_assert_cmpint(procreg_backend_unregister_owned(b, k, &r.owner, NULL), ==,
                     0);
-    g_assert_cmpuint(free_bytes_now(b), ==, 2 * 80 + 96 + 96);
+    g_assert_cmpuint(free_bytes_now(b), ==, 2 * 80 + 88 + 88);
 
     /* drop_namespace: three 80-byte entries of ns "dddddddddd". */
     for (size_t i = 0; i < G_N_ELEMENTS(d); i++) {
@@ -463,10 +464,10 @@ static void test_write_paths(void)
                                                        NULL), ==, 0);
     }
     /* Two came from the free 80s: one came from the chunk. */
-    g_assert_cmpuint(stat_of(b, "entry_free_bytes"), ==, 96 + 96);
+    g_assert_cmpuint(stat_of(b, "entry_free_bytes"), ==, 88 + 88);
     g_assert_cmpint(procreg_backend_drop_namespace(b, "nnnnnnnnnn", NULL,
                                                    NULL), ==, 0);
-    g_assert_cmpuint(free_bytes_now(b), ==, 3 * 80 + 96 + 96);
+    g_assert_cmpuint(free_bytes_now(b), ==, 3 * 80 + 88 + 88);
     g_assert_cmpuint(stat_of(b, "entry_bytes"), ==, 0);
     g_assert_cmpuint(stat_of(b, "entries"), ==, 0);
     procreg_backend_close(b);
