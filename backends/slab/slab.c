@@ -75,7 +75,6 @@
 #endif
 
 #define CHUNK_BYTES ((size_t)2 << 20)
-#define SLOT_ALIGN 8
 
 /* The start of every chunk: which slab it belongs to, and the next chunk
  * (for destroy).  Slots follow it. */
@@ -84,12 +83,9 @@ struct procreg_slab_chunk {
     struct procreg_slab_chunk *next;
 };
 typedef struct procreg_slab_chunk slab_chunk;
-#define CHUNK_HEADER (((sizeof(slab_chunk) + SLOT_ALIGN - 1) / SLOT_ALIGN) * \
-                      SLOT_ALIGN)
+#define CHUNK_HEADER procreg_slab_class_bytes(sizeof(slab_chunk))
 
 void (*procreg_slab_test_hook)(void);
-
-_Static_assert(SLOT_ALIGN == 16, "procreg_slab_class_bytes() (slab.h)");
 
 size_t procreg_slab_bytes_large(void *p, size_t size)
 {
@@ -143,7 +139,7 @@ void *procreg_slab_alloc(procreg_slab *slab, size_t size)
     if (bytes > PROCREG_SLAB_MAX)
         return malloc(size);
     procreg_mutex_lock(&slab->lock);
-    size_t class = bytes / SLOT_ALIGN - 1;
+    size_t class = bytes / PROCREG_SLAB_ALIGN - 1;
     p = slab->free[class];
     if (p != NULL) {
         SLAB_UNPOISON(p, bytes);
@@ -187,7 +183,7 @@ void procreg_slab_release(void *p, size_t size)
     slab_chunk *c = (slab_chunk *)(void *)((uintptr_t)p &
                                            ~(uintptr_t)(CHUNK_BYTES - 1));
     procreg_slab *slab = c->slab;
-    size_t class = bytes / SLOT_ALIGN - 1;
+    size_t class = bytes / PROCREG_SLAB_ALIGN - 1;
 
     procreg_mutex_lock(&slab->lock);
     /* The link is written while the block is still the caller's, and the

@@ -12,12 +12,14 @@
 /* Allocations up to this many bytes live in the slab; larger ones in
  * malloc. */
 #define PROCREG_SLAB_MAX 512
+/* Slots' alignment and the size classes' step. */
+#define PROCREG_SLAB_ALIGN 8
 
 typedef struct procreg_slab_chunk procreg_slab_chunk;
 /* Every field under `lock` (slab.c says why it has its own). */
 typedef struct {
     procreg_mutex lock;
-    void *free[PROCREG_SLAB_MAX / 8]; /* per 8-byte size class */
+    void *free[PROCREG_SLAB_MAX / PROCREG_SLAB_ALIGN]; /* per size class */
     char *bump, *bump_end;             /* the newest chunk's unused part */
     procreg_slab_chunk *chunks;
     size_t chunk_bytes; /* mapped */
@@ -34,10 +36,10 @@ void *procreg_slab_alloc(procreg_slab *slab, size_t size);
  * any thread. */
 void procreg_slab_release(void *p, size_t size);
 /* What an allocation of @size takes in a slab (up to PROCREG_SLAB_MAX):
- * its size class, 16-byte steps. */
+ * its size class, PROCREG_SLAB_ALIGN-byte steps. */
 static inline size_t procreg_slab_class_bytes(size_t size)
 {
-    return (size + 15) & ~(size_t)15;
+    return (size + PROCREG_SLAB_ALIGN - 1) & ~(size_t)(PROCREG_SLAB_ALIGN - 1);
 }
 /* procreg_slab_bytes() of an allocation in malloc. */
 size_t procreg_slab_bytes_large(void *p, size_t size);
