@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "../ck-common/ck-common.h"
+#include "../slab/packed-owner.h"
 #include "../slab/slab.h"
 
 /* Smallest table we ask ck_hs for, in slots: keeps the capacity figure
@@ -53,19 +54,6 @@ typedef struct ckht_link {
 G_STATIC_ASSERT(sizeof(procreg_owner) == 2 * sizeof(void *));
 G_STATIC_ASSERT(2 * PROCREG_NAME_MAX + 1 <= UINT16_MAX);
 
-/* The owner is packed in one word, pid in the low CKHT_PID_BITS bits and
- * start_time above them, because a separate pid took 4 more bytes of
- * header: procreg-bench's keys ("production\0service_NNNNNN", 25 bytes)
- * then passed the 72 bytes an 80-byte malloc chunk holds.  Linux pids are
- * below 2^22 (PID_MAX_LIMIT) and start times are clock ticks since boot
- * (2^42 ticks: 1394 years at USER_HZ 100), so real owners fit.  One that
- * does not (any pid <= 0 or >= 2^22, any start_time >= 2^42: a caller
- * may build any owner) is kept whole in front of the entry
- * (CKHT_OWNER_IN_FRONT), and its packed word has pid bits 0, which no
- * packed owner has: the test lookups make. */
-#define CKHT_PID_BITS 22
-#define CKHT_PID_MASK ((UINT64_C(1) << CKHT_PID_BITS) - 1)
-
 /* At most 47 bytes of header, so that both of procreg-bench's keys (24
  * and 25 bytes) and production/svc-NNNNNNN (22) fit a 72-byte slot of
  * the slab's 8-byte classes (an 80-byte one before those).  The fields
@@ -76,7 +64,7 @@ typedef struct {
     ckht_link ns_link; /* under the writer lock; lookups never read it */
     uint64_t revision;
     int64_t registered_at;
-    uint64_t owner; /* packed: ckht_entry_owner() */
+    uint64_t owner; /* backends/slab/packed-owner.h; 0: in front */
     /* ck_hs's hash of the key: the low 32 bits of its procreg_key hash
      * (ckht_hs_hash()).  Kept so that a growing table never rehashes key
      * bytes, and so that a compare rejects other keys with one load. */
@@ -98,14 +86,6 @@ static inline uint32_t ckht_hs_hash(const procreg_key *key)
     return (uint32_t)key->hash;
 }
 
-/* Whether @owner packs in ckht_entry.owner (see CKHT_PID_BITS). */
-static inline bool ckht_owner_packs(const procreg_owner *owner)
-{
-    /* pid in 1 .. 2^22 - 1 (0 and negatives wrap to large) */
-    return (uint32_t)owner->pid - 1 < CKHT_PID_MASK &&
-           owner->start_time >> (64 - CKHT_PID_BITS) == 0;
-}
-
 /* Bytes in front of @e in its allocation. */
 static inline size_t ckht_entry_front_size(const ckht_entry *e)
 {
@@ -122,19 +102,9 @@ static inline void *ckht_entry_base(ckht_entry *e)
  * shift and the two stores, with no jump taken. */
 static inline void ckht_entry_owner(const ckht_entry *e, procreg_owner *out)
 {
-    uint64_t packed = e->owner;
-    pid_t pid = (pid_t)(packed & CKHT_PID_MASK);
-    uint64_t start_time = packed >> CKHT_PID_BITS;
-
-    if (G_UNLIKELY(pid == 0)) {
-        const procreg_owner *whole = (const void *)((const char *)e -
-                                                    ckht_entry_front_size(e));
-
-        pid = whole->pid;
-        start_time = whole->start_time;
-    }
-    out->pid = pid;
-    out->start_time = start_time;
+    if (G_UNLIKELY(!procreg_owner_unpack(e->owner, out)))
+        *out = *(const procreg_owner *)(const void *)((const char *)e -
+                                                      ckht_entry_front_size(e));
 }
 
 static inline GVariant *ckht_entry_metadata(const ckht_entry *e)

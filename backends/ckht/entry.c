@@ -15,7 +15,7 @@ ckht_entry *procreg_ckht_entry_new(procreg_slab *slab, const procreg_key *key,
                                    uint64_t revision)
 {
     size_t key_size = procreg_key_size(key);
-    unsigned int flags = (ckht_owner_packs(owner) ? 0 : CKHT_OWNER_IN_FRONT) |
+    unsigned int flags = (procreg_owner_packs(owner) ? 0 : CKHT_OWNER_IN_FRONT) |
                          (metadata ? CKHT_HAS_METADATA : 0);
     size_t pre = flags * sizeof(void *);
     char *base = procreg_slab_alloc(slab, pre + offsetof(ckht_entry, key) +
@@ -28,12 +28,9 @@ ckht_entry *procreg_ckht_entry_new(procreg_slab *slab, const procreg_key *key,
     e->hash = ckht_hs_hash(key);
     e->revision = revision;
     e->registered_at = registered_at;
-    if (flags & CKHT_OWNER_IN_FRONT) {
-        e->owner = 0;
+    e->owner = procreg_owner_pack(owner);
+    if (flags & CKHT_OWNER_IN_FRONT)
         *(procreg_owner *)(void *)base = *owner;
-    } else {
-        e->owner = (uint64_t)owner->pid | owner->start_time << CKHT_PID_BITS;
-    }
     e->key_size = (uint16_t)key_size;
     e->flags = (uint8_t)flags;
     if (metadata != NULL) {

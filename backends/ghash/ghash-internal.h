@@ -9,6 +9,7 @@
 
 #include <string.h>
 
+#include "../slab/packed-owner.h"
 #include "../slab/slab.h"
 
 /* GHashTable functions for procreg_key* keys, with their prepared hash. */

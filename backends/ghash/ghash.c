@@ -28,14 +28,6 @@
 G_STATIC_ASSERT(sizeof(procreg_owner) == 2 * sizeof(void *));
 G_STATIC_ASSERT(2 * PROCREG_NAME_MAX + 1 <= UINT16_MAX);
 
-/* The owner packed in one word as ckht packs it (backends/ckht/README.md,
- * "Memory"): the pid in the low GH_PID_BITS bits (Linux pids are below
- * 2^22), the start time (clock ticks since boot) above.  An owner that
- * does not pack (pid <= 0 or >= 2^22, start_time >= 2^42) is kept whole in
- * front of the entry (GH_OWNER_IN_FRONT) and the word's pid bits are 0. */
-#define GH_PID_BITS 22
-#define GH_PID_MASK ((UINT64_C(1) << GH_PID_BITS) - 1)
-
 /* An entry: 47 bytes of header, then the key's bytes "ns\0name" without
  * a trailing NUL, so that procreg-bench's keys (24 and 25 bytes) fit a
  * 72-byte slot; the metadata pointer and an owner that does not pack sit
@@ -52,7 +44,7 @@ typedef struct ghash_entry {
     };
     uint64_t revision;
     int64_t registered_at;
-    uint64_t owner;    /* packed: entry_owner() */
+    uint64_t owner;    /* backends/slab/packed-owner.h; 0: in front */
     uint32_t hash;     /* gh_hash(): what by_key hashes, so never rehashed */
     uint16_t key_size; /* bytes of key[] */
     uint8_t flags;
@@ -110,27 +102,11 @@ static GVariant *entry_metadata(const ghash_entry *e)
                                       : NULL;
 }
 
-static bool owner_packs(const procreg_owner *owner)
-{
-    /* pid in 1 .. 2^22 - 1 (0 and negatives wrap to large) */
-    return (uint32_t)owner->pid - 1 < GH_PID_MASK &&
-           owner->start_time >> (64 - GH_PID_BITS) == 0;
-}
-
 static void entry_owner(const ghash_entry *e, procreg_owner *out)
 {
-    uint64_t packed = e->owner;
-    pid_t pid = (pid_t)(packed & GH_PID_MASK);
-    uint64_t start_time = packed >> GH_PID_BITS;
-
-    if (G_UNLIKELY(pid == 0)) {
-        const procreg_owner *whole = (const void *)((const char *)e -
-                                                    front_size(e));
-        pid = whole->pid;
-        start_time = whole->start_time;
-    }
-    out->pid = pid;
-    out->start_time = start_time;
+    if (G_UNLIKELY(!procreg_owner_unpack(e->owner, out)))
+        *out = *(const procreg_owner *)(const void *)((const char *)e -
+                                                      front_size(e));
 }
 
 /* by_key's functions.  The hash is the one the entry keeps, or the
@@ -175,7 +151,7 @@ static ghash_entry *entry_new(ghash_state *s, const procreg_key *key,
                               int64_t registered_at, uint64_t revision)
 {
     size_t key_size = procreg_key_size(key);
-    unsigned int flags = (owner_packs(owner) ? 0 : GH_OWNER_IN_FRONT) |
+    unsigned int flags = (procreg_owner_packs(owner) ? 0 : GH_OWNER_IN_FRONT) |
                          (metadata ? GH_HAS_METADATA : 0);
     size_t pre = flags * sizeof(void *);
     char *base = procreg_slab_alloc(&s->slab, pre + offsetof(ghash_entry, key) +
@@ -183,12 +159,9 @@ static ghash_entry *entry_new(ghash_state *s, const procreg_key *key,
     if (base == NULL)
         return NULL;
     ghash_entry *e = (ghash_entry *)(void *)(base + pre);
-    if (flags & GH_OWNER_IN_FRONT) {
-        e->owner = 0;
+    e->owner = procreg_owner_pack(owner);
+    if (flags & GH_OWNER_IN_FRONT)
         *(procreg_owner *)(void *)base = *owner;
-    } else {
-        e->owner = (uint64_t)owner->pid | owner->start_time << GH_PID_BITS;
-    }
     if (metadata != NULL)
         ((GVariant **)(void *)e)[-1] = g_variant_ref(metadata);
     e->revision = revision;

@@ -1,8 +1,7 @@
 /*
- * ckht's and ghash's packed owner (backends/ckht/ckht-internal.h,
- * CKHT_PID_BITS; backends/ghash/ghash.c, GH_PID_BITS):
- * owners at the edges of what packs in one word (pid 1 and 2^22 - 1,
- * start time 0 and 2^42 - 1) and past them (pid 2^22, INT32_MAX, 0, -1;
+ * ckht's and ghash's packed owner (backends/slab/packed-owner.h): owners
+ * at the edges of what packs in one word (pid 1 and 2^22 - 1, start time
+ * 0 and 2^42 - 1) and past them (pid 2^22, INT32_MAX, 0, -1;
  * start time 2^42, UINT64_MAX), which both keep whole in front of the
  * entry, with and without metadata in front as well.  Each must come back
  * exactly from register's current entry, lookup, lookup_entry, list_all,
