@@ -58,8 +58,9 @@ G_STATIC_ASSERT(2 * PROCREG_NAME_MAX + 1 <= UINT16_MAX);
  * and 25 bytes) and production/svc-NNNNNNN (22) fit a 72-byte slot of
  * the slab's 8-byte classes (an 80-byte one before those).  The fields
  * lookups read (owner, hash, key_size, key) come last, next to each
- * other: a hit reads bytes 32 to 71 of the entry, not both ends.  ck_hs's compare callback (table.c) reads hash first on every
- * occupied slot it passes. */
+ * other: a hit reads bytes 32 to 71 of the entry, not both ends.  ck_hs's
+ * compare callback (table.c) reads hash first on every occupied slot it
+ * passes. */
 typedef struct {
     ckht_link ns_link; /* under the writer lock; lookups never read it */
     uint64_t revision;

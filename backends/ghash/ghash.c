@@ -217,7 +217,8 @@ static void ghash_destroy(void *state)
 
 /* Copy what callers own out of @e.  Inlined, for lookup_entry's sake
  * (a read path: its instructions are counted, bench/callgrind-ops.sh). */
-G_ALWAYS_INLINE static inline void fill_entry(const ghash_entry *e, procreg_entry *out, bool names)
+G_ALWAYS_INLINE static inline void fill_entry(const ghash_entry *e,
+                                              procreg_entry *out, bool names)
 {
     if (out == NULL)
         return;
